@@ -1,0 +1,421 @@
+//! Graphs: tasks in an arena, addressed by dense integer ids.
+//!
+//! Users name tasks with [`Key`]s; engines work on [`TaskId`]s, indices into flat arrays
+//! (kernels, inputs, and dependency/dependent lists in compressed-row form). A million-task graph
+//! is a handful of large allocations, not a million small ones.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+use crate::error::GraphError;
+use crate::kernel::Kernel;
+use crate::key::Key;
+use crate::value::Value;
+
+/// A task's dense index in one [`Graph`].
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct TaskId(pub u32);
+
+impl TaskId {
+    /// The id as an array index.
+    #[inline]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// An argument given to [`GraphBuilder::add`].
+#[derive(Clone, Debug)]
+pub enum Arg {
+    /// The result of a task already added.
+    Task(TaskId),
+    /// The result of the task with this key; it may be added later (resolved on build).
+    Key(Key),
+    /// A literal value.
+    Literal(Value),
+}
+
+impl Arg {
+    /// A literal argument.
+    pub fn literal<T: std::any::Any + Send + Sync>(value: T) -> Arg {
+        Arg::Literal(Value::new(value))
+    }
+}
+
+impl From<TaskId> for Arg {
+    fn from(id: TaskId) -> Arg {
+        Arg::Task(id)
+    }
+}
+
+/// One input of a task in a built graph.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// The result of another task.
+    Task(TaskId),
+    /// A literal value.
+    Literal(Value),
+}
+
+/// Builds a [`Graph`]. Adding a key twice returns the first task's id: equal keys mean equal
+/// computations, which is how graphs from several collections merge and dedupe.
+#[derive(Default)]
+pub struct GraphBuilder {
+    keys: Vec<Key>,
+    kernels: Vec<Arc<dyn Kernel>>,
+    input_offsets: Vec<u32>,
+    inputs: Vec<Arg>,
+    index: FxHashMap<Key, TaskId>,
+}
+
+impl GraphBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        let mut b = Self::default();
+        b.input_offsets.push(0);
+        b
+    }
+
+    /// An empty builder with room for `tasks` tasks.
+    pub fn with_capacity(tasks: usize) -> Self {
+        let mut b = GraphBuilder {
+            keys: Vec::with_capacity(tasks),
+            kernels: Vec::with_capacity(tasks),
+            input_offsets: Vec::with_capacity(tasks + 1),
+            inputs: Vec::with_capacity(tasks * 2),
+            index: FxHashMap::with_capacity_and_hasher(tasks, Default::default()),
+        };
+        b.input_offsets.push(0);
+        b
+    }
+
+    /// How many tasks were added.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no task was added.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The id of a key added earlier.
+    pub fn id_of(&self, key: &Key) -> Option<TaskId> {
+        self.index.get(key).copied()
+    }
+
+    /// Adds a task. Returns the existing id if the key is already present.
+    ///
+    /// # Errors
+    /// [`GraphError::UnknownTask`] for an [`Arg::Task`] id that was not returned by this
+    /// builder, [`GraphError::TooLarge`] past `u32::MAX` tasks.
+    pub fn add(
+        &mut self,
+        key: Key,
+        kernel: Arc<dyn Kernel>,
+        args: impl IntoIterator<Item = Arg>,
+    ) -> Result<TaskId, GraphError> {
+        if let Some(&id) = self.index.get(&key) {
+            return Ok(id);
+        }
+        let id = u32::try_from(self.keys.len()).map_err(|_| GraphError::TooLarge)?;
+        let start = self.inputs.len();
+        for arg in args {
+            if let Arg::Task(dep) = &arg
+                && dep.index() >= self.keys.len()
+            {
+                self.inputs.truncate(start);
+                return Err(GraphError::UnknownTask(dep.0, self.keys.len()));
+            }
+            self.inputs.push(arg);
+        }
+        let end = u32::try_from(self.inputs.len()).map_err(|_| GraphError::TooLarge)?;
+        self.input_offsets.push(end);
+        self.index.insert(key.clone(), TaskId(id));
+        self.keys.push(key);
+        self.kernels.push(kernel);
+        Ok(TaskId(id))
+    }
+
+    /// Validates and freezes the graph.
+    ///
+    /// # Errors
+    /// [`GraphError::MissingDependency`] for a key argument nobody produces,
+    /// [`GraphError::Cycle`] (naming keys along the cycle) when keys refer in a circle.
+    pub fn build(self) -> Result<Graph, GraphError> {
+        let GraphBuilder { keys, kernels, input_offsets, inputs: args, index } = self;
+        let n = keys.len();
+        let mut forward_refs = false;
+        let mut inputs = Vec::with_capacity(args.len());
+        for (task, window) in input_offsets.windows(2).enumerate() {
+            for arg in &args[window[0] as usize..window[1] as usize] {
+                inputs.push(match arg {
+                    Arg::Task(id) => Input::Task(*id),
+                    Arg::Literal(v) => Input::Literal(v.clone()),
+                    Arg::Key(k) => {
+                        let id = *index.get(k).ok_or_else(|| GraphError::MissingDependency {
+                            task: keys[task].clone(),
+                            missing: k.clone(),
+                        })?;
+                        forward_refs |= id.index() >= task;
+                        Input::Task(id)
+                    }
+                });
+            }
+        }
+        drop(args);
+
+        // Unique dependencies per task, compressed rows.
+        let mut dep_offsets = Vec::with_capacity(n + 1);
+        let mut deps: Vec<TaskId> = Vec::with_capacity(inputs.len());
+        dep_offsets.push(0u32);
+        let mut dependent_counts = vec![0u32; n];
+        for window in input_offsets.windows(2) {
+            let start = deps.len();
+            for input in &inputs[window[0] as usize..window[1] as usize] {
+                if let Input::Task(id) = input
+                    && !deps[start..].contains(id)
+                {
+                    deps.push(*id);
+                    dependent_counts[id.index()] += 1;
+                }
+            }
+            dep_offsets.push(deps.len() as u32);
+        }
+        let mut dependent_offsets = Vec::with_capacity(n + 1);
+        dependent_offsets.push(0u32);
+        let mut acc = 0u32;
+        for c in &dependent_counts {
+            acc += c;
+            dependent_offsets.push(acc);
+        }
+        let mut fill = dependent_offsets[..n].to_vec();
+        let mut dependents = vec![TaskId(0); deps.len()];
+        for task in 0..n {
+            for dep in &deps[dep_offsets[task] as usize..dep_offsets[task + 1] as usize] {
+                let slot = &mut fill[dep.index()];
+                dependents[*slot as usize] = TaskId(task as u32);
+                *slot += 1;
+            }
+        }
+
+        let mut graph = Graph {
+            keys,
+            kernels,
+            input_offsets,
+            inputs,
+            dep_offsets,
+            deps,
+            dependent_offsets,
+            dependents,
+            index,
+            topo: Vec::new(),
+        };
+        graph.topo = if forward_refs {
+            graph.kahn_order()?
+        } else {
+            (0..n as u32).map(TaskId).collect()
+        };
+        Ok(graph)
+    }
+}
+
+/// A validated task graph. Ids are dense `0..len()`; [`Graph::topological_order`] lists them
+/// with every task after its dependencies.
+pub struct Graph {
+    keys: Vec<Key>,
+    kernels: Vec<Arc<dyn Kernel>>,
+    input_offsets: Vec<u32>,
+    inputs: Vec<Input>,
+    dep_offsets: Vec<u32>,
+    deps: Vec<TaskId>,
+    dependent_offsets: Vec<u32>,
+    dependents: Vec<TaskId>,
+    index: FxHashMap<Key, TaskId>,
+    topo: Vec<TaskId>,
+}
+
+impl Graph {
+    /// Number of tasks.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the graph has no tasks.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// All task ids.
+    pub fn ids(&self) -> impl ExactSizeIterator<Item = TaskId> + use<> {
+        (0..self.keys.len() as u32).map(TaskId)
+    }
+
+    /// A task's key.
+    pub fn key(&self, id: TaskId) -> &Key {
+        &self.keys[id.index()]
+    }
+
+    /// All keys, indexed by id.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// A task's kernel.
+    pub fn kernel(&self, id: TaskId) -> &Arc<dyn Kernel> {
+        &self.kernels[id.index()]
+    }
+
+    /// A task's inputs in call order (repeats allowed).
+    pub fn inputs(&self, id: TaskId) -> &[Input] {
+        &self.inputs[self.input_offsets[id.index()] as usize..self.input_offsets[id.index() + 1] as usize]
+    }
+
+    /// The distinct tasks this task reads.
+    pub fn dependencies(&self, id: TaskId) -> &[TaskId] {
+        &self.deps[self.dep_offsets[id.index()] as usize..self.dep_offsets[id.index() + 1] as usize]
+    }
+
+    /// The distinct tasks that read this task.
+    pub fn dependents(&self, id: TaskId) -> &[TaskId] {
+        &self.dependents
+            [self.dependent_offsets[id.index()] as usize..self.dependent_offsets[id.index() + 1] as usize]
+    }
+
+    /// The id of a key.
+    pub fn id_of(&self, key: &Key) -> Option<TaskId> {
+        self.index.get(key).copied()
+    }
+
+    /// Ids for keys.
+    ///
+    /// # Errors
+    /// [`GraphError::UnknownKey`] for a key not in the graph.
+    pub fn ids_of<'a>(&self, keys: impl IntoIterator<Item = &'a Key>) -> Result<Vec<TaskId>, GraphError> {
+        keys.into_iter().map(|k| self.id_of(k).ok_or_else(|| GraphError::UnknownKey(k.clone()))).collect()
+    }
+
+    /// Every task after all of its dependencies.
+    pub fn topological_order(&self) -> &[TaskId] {
+        &self.topo
+    }
+
+    /// Checks that output ids belong to this graph.
+    ///
+    /// # Errors
+    /// [`GraphError::UnknownTask`] for an id out of range.
+    pub fn check_outputs(&self, outputs: &[TaskId]) -> Result<(), GraphError> {
+        match outputs.iter().find(|o| o.index() >= self.len()) {
+            Some(o) => Err(GraphError::UnknownTask(o.0, self.len())),
+            None => Ok(()),
+        }
+    }
+
+    /// Kahn's algorithm; on a cycle, extracts one for the error message.
+    fn kahn_order(&self) -> Result<Vec<TaskId>, GraphError> {
+        let n = self.len();
+        let mut missing: Vec<u32> = (0..n).map(|i| self.dependencies(TaskId(i as u32)).len() as u32).collect();
+        let mut order: Vec<TaskId> = self.ids().filter(|t| missing[t.index()] == 0).collect();
+        let mut head = 0;
+        while head < order.len() {
+            let t = order[head];
+            head += 1;
+            for &d in self.dependents(t) {
+                missing[d.index()] -= 1;
+                if missing[d.index()] == 0 {
+                    order.push(d);
+                }
+            }
+        }
+        if order.len() == n {
+            return Ok(order);
+        }
+        // Every unfinished task has an unfinished dependency: walk those until one repeats.
+        let start = self.ids().find(|t| missing[t.index()] > 0).expect("an unfinished task exists");
+        let mut seen = FxHashMap::default();
+        let mut path: SmallVec<[TaskId; 16]> = SmallVec::new();
+        let mut t = start;
+        while !seen.contains_key(&t) {
+            seen.insert(t, path.len());
+            path.push(t);
+            t = *self.dependencies(t).iter().find(|d| missing[d.index()] > 0).expect("cycle continues");
+        }
+        let mut cycle: Vec<Key> = path[seen[&t]..].iter().rev().map(|id| self.key(*id).clone()).collect();
+        cycle.push(cycle[0].clone());
+        Err(GraphError::Cycle { cycle })
+    }
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Graph<{} tasks, {} edges>", self.len(), self.deps.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{func1, func2};
+
+    fn inc() -> Arc<dyn Kernel> {
+        Arc::new(func1("inc", |x: &i64| x + 1))
+    }
+
+    #[test]
+    fn builds_adjacency_and_dedupes_keys() {
+        let add: Arc<dyn Kernel> = Arc::new(func2("add", |a: &i64, b: &i64| a + b));
+        let mut g = GraphBuilder::new();
+        let a = g.add(Key::new("a"), inc(), [Arg::literal(1i64)]).unwrap();
+        let again = g.add(Key::new("a"), inc(), [Arg::literal(99i64)]).unwrap();
+        assert_eq!(a, again);
+        let b = g.add(Key::new("b"), add, [Arg::Task(a), Arg::Task(a)]).unwrap();
+        let g = g.build().unwrap();
+        assert_eq!(g.len(), 2);
+        assert_eq!(g.dependencies(b), &[a]);
+        assert_eq!(g.dependents(a), &[b]);
+        assert_eq!(g.inputs(b).len(), 2);
+    }
+
+    #[test]
+    fn missing_dependency_names_both_keys() {
+        let mut g = GraphBuilder::new();
+        g.add(Key::new("b"), inc(), [Arg::Key(Key::new("a"))]).unwrap();
+        let err = g.build().unwrap_err();
+        assert_eq!(err, GraphError::MissingDependency { task: Key::new("b"), missing: Key::new("a") });
+        assert_eq!(err.to_string(), "task 'b' depends on 'a', which is not in the graph");
+    }
+
+    #[test]
+    fn cycle_is_reported_with_its_keys() {
+        let mut g = GraphBuilder::new();
+        g.add(Key::new("a"), inc(), [Arg::Key(Key::new("c"))]).unwrap();
+        g.add(Key::new("b"), inc(), [Arg::Key(Key::new("a"))]).unwrap();
+        g.add(Key::new("c"), inc(), [Arg::Key(Key::new("b"))]).unwrap();
+        g.add(Key::new("d"), inc(), [Arg::literal(0i64)]).unwrap();
+        match g.build().unwrap_err() {
+            GraphError::Cycle { cycle } => {
+                assert_eq!(cycle.len(), 4);
+                assert_eq!(cycle.first(), cycle.last());
+            }
+            other => panic!("expected a cycle, got {other}"),
+        }
+    }
+
+    #[test]
+    fn forward_references_get_a_topological_order() {
+        let mut g = GraphBuilder::new();
+        g.add(Key::new("b"), inc(), [Arg::Key(Key::new("a"))]).unwrap();
+        g.add(Key::new("a"), inc(), [Arg::literal(0i64)]).unwrap();
+        let g = g.build().unwrap();
+        let order: Vec<&str> = g.topological_order().iter().map(|t| g.key(*t).name()).collect();
+        assert_eq!(order, ["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_task_id_is_an_error() {
+        let mut g = GraphBuilder::new();
+        assert_eq!(g.add(Key::new("a"), inc(), [Arg::Task(TaskId(5))]).unwrap_err(), GraphError::UnknownTask(5, 0));
+    }
+}
