@@ -1,0 +1,202 @@
+//! The threaded single-machine scheduler.
+//!
+//! It runs a [`Graph`] on a pool of threads with microseconds of overhead per task:
+//!
+//! - ready tasks run in the graph's static priority order ([`kiln_graph::order`]), and a thread
+//!   that makes a reader ready runs it next (depth-first), so memory stays low;
+//! - a value is dropped the moment its last reader has run; only the requested outputs are kept;
+//! - the first failing (or panicking) task stops the run promptly; the error names its key;
+//! - a [`CancelToken`] or dropping a [`ComputeHandle`] stops it too; no thread outlives a run.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kiln_graph::{GraphBuilder, Key, Arg, Kernel, kernel::func2};
+//! use kiln_local::LocalScheduler;
+//! let add: Arc<dyn Kernel> = Arc::new(func2("add", |a: &i64, b: &i64| a + b));
+//! let mut g = GraphBuilder::new();
+//! let x = g.add(Key::new("x"), add.clone(), [Arg::literal(1i64), Arg::literal(2i64)]).unwrap();
+//! let y = g.add(Key::new("y"), add, [Arg::Task(x), Arg::Task(x)]).unwrap();
+//! let graph = g.build().unwrap();
+//! let out = LocalScheduler::threads(2).run(&graph, &[y]).unwrap();
+//! assert_eq!(*out[0].downcast_ref::<i64>().unwrap(), 6);
+//! ```
+
+mod progress;
+mod run;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use kiln_graph::{ComputeError, Graph, Key, Scheduler, TaskError, TaskId, Value};
+
+/// Whether to draw a progress bar on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Progress {
+    /// When stderr is a terminal and the run lasts longer than half a second.
+    #[default]
+    Auto,
+    /// Always (after half a second), even when stderr is not a terminal.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Hooks called as tasks start and finish, for diagnostics. They run on the worker threads,
+/// inside the per-task path: keep them cheap.
+pub trait Callbacks: Send + Sync {
+    /// A task is about to run.
+    fn on_start(&self, _key: &Key) {}
+    /// A task finished; `error` is set when it failed.
+    fn on_finish(&self, _key: &Key, _error: Option<&TaskError>) {}
+}
+
+/// A flag that stops a run: tasks already running finish, no new task starts, and the run
+/// returns [`ComputeError::Cancelled`].
+#[derive(Clone, Default, Debug)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Cancels every run watching this token.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    /// Whether [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The threaded scheduler. Cheap to build; each run starts its own scoped threads.
+#[derive(Clone)]
+pub struct LocalScheduler {
+    threads: usize,
+    progress: Progress,
+    callbacks: Option<Arc<dyn Callbacks>>,
+    cancel: Option<CancelToken>,
+}
+
+impl Default for LocalScheduler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LocalScheduler {
+    /// One thread per core.
+    pub fn new() -> Self {
+        Self::threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// `n` threads (at least one). The calling thread is one of them.
+    pub fn threads(n: usize) -> Self {
+        LocalScheduler { threads: n.max(1), progress: Progress::Auto, callbacks: None, cancel: None }
+    }
+
+    /// Everything on the calling thread, in a deterministic order: for debugging.
+    pub fn synchronous() -> Self {
+        Self::threads(1)
+    }
+
+    /// Sets when to draw a progress bar.
+    pub fn with_progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Installs task callbacks.
+    pub fn with_callbacks(mut self, callbacks: Arc<dyn Callbacks>) -> Self {
+        self.callbacks = Some(callbacks);
+        self
+    }
+
+    /// Watches a cancel token.
+    pub fn with_cancel(mut self, token: CancelToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// The number of threads a run uses.
+    pub fn num_threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs what `outputs` need and returns their values in order.
+    ///
+    /// # Errors
+    /// [`ComputeError::Task`] for the first failing task (its key and message, or the panic
+    /// message), [`ComputeError::Cancelled`], or [`ComputeError::Graph`] for an output id that
+    /// is not in the graph.
+    pub fn run(&self, graph: &Graph, outputs: &[TaskId]) -> Result<Vec<Value>, ComputeError> {
+        graph.check_outputs(outputs)?;
+        run::Run::new(graph, outputs, self).execute()
+    }
+
+    /// Starts a run on a background thread. Dropping the handle cancels the run and waits for
+    /// its threads to stop.
+    pub fn spawn(&self, graph: Arc<Graph>, outputs: Vec<TaskId>) -> ComputeHandle {
+        let token = CancelToken::new();
+        let scheduler = self.clone().with_cancel(token.clone());
+        let parent_cancel = self.cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("kiln-compute".into())
+            .spawn(move || {
+                if parent_cancel.is_some_and(|c| c.is_cancelled()) {
+                    return Err(ComputeError::Cancelled);
+                }
+                scheduler.run(&graph, &outputs)
+            })
+            .expect("spawning a thread");
+        ComputeHandle { thread: Some(thread), cancel: token }
+    }
+}
+
+impl Scheduler for LocalScheduler {
+    fn compute(&self, graph: &Graph, outputs: &[TaskId]) -> Result<Vec<Value>, ComputeError> {
+        self.run(graph, outputs)
+    }
+
+    fn name(&self) -> String {
+        format!("threads({})", self.threads)
+    }
+}
+
+/// A run in the background (see [`LocalScheduler::spawn`]).
+pub struct ComputeHandle {
+    thread: Option<JoinHandle<Result<Vec<Value>, ComputeError>>>,
+    cancel: CancelToken,
+}
+
+impl ComputeHandle {
+    /// Waits for the results.
+    ///
+    /// # Errors
+    /// As [`LocalScheduler::run`].
+    pub fn wait(mut self) -> Result<Vec<Value>, ComputeError> {
+        let thread = self.thread.take().expect("the thread is joined only once");
+        thread.join().unwrap_or_else(|_| Err(ComputeError::Scheduler("the compute thread panicked".into())))
+    }
+
+    /// Asks the run to stop; [`ComputeHandle::wait`] then returns [`ComputeError::Cancelled`].
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Whether the run has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for ComputeHandle {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.cancel.cancel();
+            let _ = thread.join();
+        }
+    }
+}
