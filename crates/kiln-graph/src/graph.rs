@@ -6,7 +6,10 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use smallvec::SmallVec;
 
 use crate::error::GraphError;
@@ -66,8 +69,30 @@ pub struct GraphBuilder {
     keys: Vec<Key>,
     kernels: Vec<Arc<dyn Kernel>>,
     input_offsets: Vec<u32>,
-    inputs: Vec<Arg>,
-    index: FxHashMap<Key, TaskId>,
+    inputs: Vec<Input>,
+    /// Key arguments to resolve on build: (position in `inputs`, key).
+    pending: Vec<(u32, Key)>,
+    index: KeyIndex,
+}
+
+/// Key -> id without storing keys twice: the table holds ids and hashes keys from `keys`.
+#[derive(Default)]
+struct KeyIndex(HashTable<TaskId>);
+
+fn hash_key(key: &Key) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
+impl KeyIndex {
+    fn with_capacity(n: usize) -> Self {
+        KeyIndex(HashTable::with_capacity(n))
+    }
+    fn get(&self, keys: &[Key], key: &Key) -> Option<TaskId> {
+        self.0.find(hash_key(key), |id| keys[id.index()] == *key).copied()
+    }
+    fn insert(&mut self, keys: &[Key], hash: u64, id: TaskId) {
+        self.0.insert_unique(hash, id, |id| hash_key(&keys[id.index()]));
+    }
 }
 
 impl GraphBuilder {
@@ -85,7 +110,8 @@ impl GraphBuilder {
             kernels: Vec::with_capacity(tasks),
             input_offsets: Vec::with_capacity(tasks + 1),
             inputs: Vec::with_capacity(tasks * 2),
-            index: FxHashMap::with_capacity_and_hasher(tasks, Default::default()),
+            pending: Vec::new(),
+            index: KeyIndex::with_capacity(tasks),
         };
         b.input_offsets.push(0);
         b
@@ -103,7 +129,7 @@ impl GraphBuilder {
 
     /// The id of a key added earlier.
     pub fn id_of(&self, key: &Key) -> Option<TaskId> {
-        self.index.get(key).copied()
+        self.index.get(&self.keys, key)
     }
 
     /// Adds a task. Returns the existing id if the key is already present.
@@ -117,25 +143,39 @@ impl GraphBuilder {
         kernel: Arc<dyn Kernel>,
         args: impl IntoIterator<Item = Arg>,
     ) -> Result<TaskId, GraphError> {
-        if let Some(&id) = self.index.get(&key) {
+        let hash = hash_key(&key);
+        if let Some(&id) = self.index.0.find(hash, |id| self.keys[id.index()] == key) {
             return Ok(id);
         }
         let id = u32::try_from(self.keys.len()).map_err(|_| GraphError::TooLarge)?;
         let start = self.inputs.len();
+        let pending_start = self.pending.len();
         for arg in args {
-            if let Arg::Task(dep) = &arg
-                && dep.index() >= self.keys.len()
-            {
-                self.inputs.truncate(start);
-                return Err(GraphError::UnknownTask(dep.0, self.keys.len()));
+            match arg {
+                Arg::Task(dep) if dep.index() >= self.keys.len() => {
+                    self.inputs.truncate(start);
+                    self.pending.truncate(pending_start);
+                    return Err(GraphError::UnknownTask(dep.0, self.keys.len()));
+                }
+                Arg::Task(dep) => self.inputs.push(Input::Task(dep)),
+                Arg::Literal(v) => self.inputs.push(Input::Literal(v)),
+                Arg::Key(k) => {
+                    let position = u32::try_from(self.inputs.len()).map_err(|_| GraphError::TooLarge)?;
+                    match self.index.get(&self.keys, &k) {
+                        Some(dep) => self.inputs.push(Input::Task(dep)),
+                        None => {
+                            self.pending.push((position, k));
+                            self.inputs.push(Input::Task(TaskId(u32::MAX)));
+                        }
+                    }
+                }
             }
-            self.inputs.push(arg);
         }
         let end = u32::try_from(self.inputs.len()).map_err(|_| GraphError::TooLarge)?;
         self.input_offsets.push(end);
-        self.index.insert(key.clone(), TaskId(id));
         self.keys.push(key);
         self.kernels.push(kernel);
+        self.index.insert(&self.keys, hash, TaskId(id));
         Ok(TaskId(id))
     }
 
@@ -145,27 +185,17 @@ impl GraphBuilder {
     /// [`GraphError::MissingDependency`] for a key argument nobody produces,
     /// [`GraphError::Cycle`] (naming keys along the cycle) when keys refer in a circle.
     pub fn build(self) -> Result<Graph, GraphError> {
-        let GraphBuilder { keys, kernels, input_offsets, inputs: args, index } = self;
+        let GraphBuilder { keys, kernels, input_offsets, mut inputs, pending, index } = self;
         let n = keys.len();
-        let mut forward_refs = false;
-        let mut inputs = Vec::with_capacity(args.len());
-        for (task, window) in input_offsets.windows(2).enumerate() {
-            for arg in &args[window[0] as usize..window[1] as usize] {
-                inputs.push(match arg {
-                    Arg::Task(id) => Input::Task(*id),
-                    Arg::Literal(v) => Input::Literal(v.clone()),
-                    Arg::Key(k) => {
-                        let id = *index.get(k).ok_or_else(|| GraphError::MissingDependency {
-                            task: keys[task].clone(),
-                            missing: k.clone(),
-                        })?;
-                        forward_refs |= id.index() >= task;
-                        Input::Task(id)
-                    }
-                });
-            }
+        // Key arguments that named a task not yet added when they were given.
+        let forward_refs = !pending.is_empty();
+        for (position, key) in pending {
+            let task = input_offsets.partition_point(|&o| o <= position) - 1;
+            let id = index
+                .get(&keys, &key)
+                .ok_or_else(|| GraphError::MissingDependency { task: keys[task].clone(), missing: key.clone() })?;
+            inputs[position as usize] = Input::Task(id);
         }
-        drop(args);
 
         // Unique dependencies per task, compressed rows.
         let mut dep_offsets = Vec::with_capacity(n + 1);
@@ -233,7 +263,7 @@ pub struct Graph {
     deps: Vec<TaskId>,
     dependent_offsets: Vec<u32>,
     dependents: Vec<TaskId>,
-    index: FxHashMap<Key, TaskId>,
+    index: KeyIndex,
     topo: Vec<TaskId>,
 }
 
@@ -286,7 +316,7 @@ impl Graph {
 
     /// The id of a key.
     pub fn id_of(&self, key: &Key) -> Option<TaskId> {
-        self.index.get(key).copied()
+        self.index.get(&self.keys, key)
     }
 
     /// Ids for keys.
