@@ -53,6 +53,14 @@ pub enum TaskError {
         /// The type it got.
         found: &'static str,
     },
+    /// A step inside a fused task failed; `key` names the original task.
+    #[error("{error}")]
+    At {
+        /// The key of the task that was fused away.
+        key: Key,
+        /// What went wrong there.
+        error: Box<TaskError>,
+    },
     /// The kernel was called with the wrong number of inputs.
     #[error("expected {expected} inputs, got {found}")]
     Arity {
@@ -103,6 +111,15 @@ pub enum ComputeError {
 }
 
 impl ComputeError {
+    /// The error for task `key` failing with `error`, naming the innermost task when the
+    /// failure happened inside a fused task.
+    pub fn task(key: &Key, error: TaskError) -> Self {
+        match error {
+            TaskError::At { key, error } => ComputeError::task(&key, *error),
+            error => ComputeError::Task { key: key.clone(), error },
+        }
+    }
+
     /// The key of the failing task, when a task failed.
     pub fn key(&self) -> Option<&Key> {
         match self {

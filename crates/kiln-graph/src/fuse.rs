@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 use crate::error::{GraphError, TaskError};
 use crate::graph::{Arg, Graph, GraphBuilder, Input, TaskId};
 use crate::kernel::Kernel;
+use crate::key::Key;
 use crate::value::Value;
 
 /// Where one argument of a fused step comes from.
@@ -32,6 +33,8 @@ pub struct Step {
     pub kernel: Arc<dyn Kernel>,
     /// Its arguments.
     pub args: Vec<Source>,
+    /// The key of the task this step was, so errors name it (`None`: the fused task's own).
+    pub key: Option<Key>,
 }
 
 /// Several kernel calls run as one task; the last step's result is the task's result.
@@ -42,8 +45,8 @@ pub struct Step {
 /// let inc: Arc<dyn Kernel> = Arc::new(func1("inc", |x: &i64| x + 1));
 /// let double: Arc<dyn Kernel> = Arc::new(func1("double", |x: &i64| x * 2));
 /// let fused = FusedKernel::new(vec![
-///     Step { kernel: inc, args: vec![Source::Input(0)] },
-///     Step { kernel: double, args: vec![Source::Step(0)] },
+///     Step { kernel: inc, args: vec![Source::Input(0)], key: None },
+///     Step { kernel: double, args: vec![Source::Step(0)], key: None },
 /// ]).unwrap();
 /// assert_eq!(fused.name(), "inc-double");
 /// let out = fused.call(&[Value::new(3i64)]).unwrap();
@@ -100,7 +103,11 @@ impl Kernel for FusedKernel {
                     Source::Step(j) => results[*j].clone(),
                 });
             }
-            results.push(step.kernel.call(&args)?);
+            let result = step.kernel.call(&args).map_err(|error| match &step.key {
+                Some(key) => TaskError::At { key: key.clone(), error: Box::new(error) },
+                None => error,
+            })?;
+            results.push(result);
         }
         Ok(results.pop().expect("a fused kernel has at least one step"))
     }
@@ -157,6 +164,7 @@ pub fn fuse_linear(graph: &Graph, outputs: &[TaskId]) -> Result<Option<(Graph, V
                 .rev()
                 .enumerate()
                 .map(|(i, &task)| Step {
+                    key: (task != t).then(|| graph.key(task).clone()),
                     kernel: graph.kernel(task).clone(),
                     args: graph
                         .inputs(task)
@@ -182,7 +190,6 @@ pub fn fuse_linear(graph: &Graph, outputs: &[TaskId]) -> Result<Option<(Graph, V
 mod tests {
     use super::*;
     use crate::kernel::{func1, func2};
-    use crate::key::Key;
 
     #[test]
     fn chains_fuse_but_shared_values_do_not() {

@@ -242,3 +242,14 @@ mod tests {
         assert_eq!(t, tokenize(&vec![1u32, 2, 3]));
     }
 }
+
+macro_rules! tokenize_tuples {
+    ($(($($t:ident : $i:tt),+)),*) => {$(
+        impl<$($t: Tokenize),+> Tokenize for ($($t,)+) {
+            fn tokenize_into(&self, t: &mut Tokenizer) {
+                $(self.$i.tokenize_into(t);)+
+            }
+        }
+    )*};
+}
+tokenize_tuples!((A: 0), (A: 0, B: 1), (A: 0, B: 1, C: 2), (A: 0, B: 1, C: 2, D: 3));

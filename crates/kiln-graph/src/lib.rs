@@ -24,6 +24,7 @@
 //! ```
 
 pub mod codec;
+pub mod collection;
 pub mod cull;
 pub mod dot;
 pub mod error;
@@ -37,9 +38,10 @@ pub mod simulate;
 pub mod value;
 
 pub use codec::{CodecError, CodecRegistry, Encoded};
+pub use collection::{Collection, compute_with};
 pub use error::{ComputeError, GraphError, TaskError};
 pub use graph::{Arg, Graph, GraphBuilder, TaskId};
 pub use kernel::{Kernel, KernelRegistry, KernelSpec};
-pub use key::{Key, Tokenizer, tokenize};
+pub use key::{Key, Tokenize, Tokenizer, tokenize};
 pub use scheduler::Scheduler;
 pub use value::Value;

@@ -210,7 +210,7 @@ impl<'a> Run<'a> {
             let value = match result {
                 Ok(v) => v,
                 Err(error) => {
-                    self.fail(ComputeError::Task { key: graph.key(id).clone(), error });
+                    self.fail(ComputeError::task(graph.key(id), error));
                     return;
                 }
             };

@@ -1,0 +1,410 @@
+//! `delayed`: build a task graph from ordinary code.
+//!
+//! Wrap a function with [`func2`] (or another arity) and calling it returns a [`Delayed`]
+//! instead of running: a typed handle on a task whose arguments may be other delayed values or
+//! plain values. Nothing runs until the result is computed, and then independent calls run in
+//! parallel.
+//!
+//! ```
+//! use kiln_delayed::{func1, func2, collect};
+//! use kiln_local::LocalScheduler;
+//! let inc = func1("inc", |x: &i64| x + 1);
+//! let add = func2("add", |a: &i64, b: &i64| a + b);
+//! let total = collect((0..10).map(|i| add.call(inc.call(i), 100)).collect());
+//! let sum = total.map("sum", |v: &Vec<i64>| v.iter().sum::<i64>());
+//! assert_eq!(sum.compute_with(&LocalScheduler::new()).unwrap(), 1055);
+//! ```
+//!
+//! Keys are deterministic: calling the same function object with the same arguments gives the
+//! same key, so repeated sub-expressions run once. Functions are treated as pure.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kiln_graph::dot::{DotOptions, TooLargeToDraw, to_dot};
+use kiln_graph::kernel::{self as k, Kernel};
+use kiln_graph::{
+    Arg, Collection, ComputeError, Graph, GraphBuilder, GraphError, Key, Scheduler, TaskError, TaskId, Tokenize,
+    Tokenizer, Value, compute_with,
+};
+use rustc_hash::FxHashMap;
+
+/// One task of a delayed expression; shared by every expression that uses it.
+struct Node {
+    key: Key,
+    kernel: Arc<dyn Kernel>,
+    args: Vec<NodeArg>,
+}
+
+enum NodeArg {
+    Node(Arc<Node>),
+    Literal(Value),
+}
+
+impl Drop for Node {
+    // Dropping a long chain of nodes recursively would overflow the stack; unlink iteratively.
+    fn drop(&mut self) {
+        let mut stack: Vec<Arc<Node>> = Vec::new();
+        let take = |args: &mut Vec<NodeArg>, stack: &mut Vec<Arc<Node>>| {
+            for arg in args.drain(..) {
+                if let NodeArg::Node(n) = arg {
+                    stack.push(n);
+                }
+            }
+        };
+        take(&mut self.args, &mut stack);
+        while let Some(node) = stack.pop() {
+            if let Ok(mut owned) = Arc::try_unwrap(node) {
+                take(&mut owned.args, &mut stack);
+            }
+        }
+    }
+}
+
+/// A lazily computed value of type `T`.
+pub struct Delayed<T> {
+    node: Arc<Node>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Delayed<T> {
+    fn clone(&self) -> Self {
+        Delayed { node: Arc::clone(&self.node), _t: PhantomData }
+    }
+}
+
+impl<T> std::fmt::Debug for Delayed<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Delayed({})", self.node.key)
+    }
+}
+
+impl<T: Any + Send + Sync> Delayed<T> {
+    fn from_node(key: Key, kernel: Arc<dyn Kernel>, args: Vec<NodeArg>) -> Self {
+        Delayed { node: Arc::new(Node { key, kernel, args }), _t: PhantomData }
+    }
+
+    /// This value's key.
+    pub fn key(&self) -> &Key {
+        &self.node.key
+    }
+
+    /// A delayed call of `f` on this value (`x.map("double", |v| v * 2)`).
+    pub fn map<R, F>(&self, name: &str, f: F) -> Delayed<R>
+    where
+        F: Fn(&T) -> R + Send + Sync + 'static,
+        R: Any + Send + Sync,
+    {
+        func1(name, f).call(self)
+    }
+
+    /// The task graph of this value and its output task.
+    ///
+    /// # Errors
+    /// Never for graphs built through this crate; the type allows for it.
+    pub fn graph(&self) -> Result<(Graph, TaskId), GraphError> {
+        let mut builder = GraphBuilder::new();
+        let output = lower(&self.node, &mut builder)?;
+        Ok((builder.build()?, output))
+    }
+
+    /// Graphviz DOT text of this value's graph (see `kiln::visualize` to render it).
+    ///
+    /// # Errors
+    /// When the graph is too large to draw.
+    pub fn to_dot(&self) -> Result<String, TooLargeToDraw> {
+        let (graph, _) = self.graph().expect("delayed graphs are valid by construction");
+        to_dot(&graph, &DotOptions::default())
+    }
+}
+
+impl<T: Any + Send + Sync + Clone> Delayed<T> {
+    /// Computes the value on `scheduler`.
+    ///
+    /// # Errors
+    /// The first failing task, with its key and message.
+    pub fn compute_with(&self, scheduler: &dyn Scheduler) -> Result<T, ComputeError> {
+        compute_with(self, scheduler)
+    }
+}
+
+impl<T: Any + Send + Sync + Clone> Collection for Delayed<T> {
+    type Output = T;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
+        Ok(vec![lower(&self.node, builder)?])
+    }
+
+    fn output_count(&self) -> usize {
+        1
+    }
+
+    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<T, ComputeError> {
+        let value = values.into_iter().next().ok_or_else(|| ComputeError::Scheduler("no value returned".into()))?;
+        value.take::<T>().map_err(|m| ComputeError::ResultType {
+            key: graph.key(outputs[0]).clone(),
+            expected: m.expected,
+            found: m.found,
+        })
+    }
+}
+
+/// Adds a node and everything below it to the builder (iteratively: chains may be deep).
+fn lower(root: &Arc<Node>, builder: &mut GraphBuilder) -> Result<TaskId, GraphError> {
+    let mut ids: FxHashMap<*const Node, TaskId> = FxHashMap::default();
+    let mut stack: Vec<(&Arc<Node>, bool)> = vec![(root, false)];
+    while let Some((node, expanded)) = stack.pop() {
+        let ptr = Arc::as_ptr(node);
+        if ids.contains_key(&ptr) {
+            continue;
+        }
+        if !expanded {
+            if let Some(id) = builder.id_of(&node.key) {
+                ids.insert(ptr, id);
+                continue;
+            }
+            stack.push((node, true));
+            for arg in node.args.iter().rev() {
+                if let NodeArg::Node(child) = arg
+                    && !ids.contains_key(&Arc::as_ptr(child))
+                {
+                    stack.push((child, false));
+                }
+            }
+            continue;
+        }
+        let args: Vec<Arg> = node
+            .args
+            .iter()
+            .map(|a| match a {
+                NodeArg::Node(child) => Arg::Task(ids[&Arc::as_ptr(child)]),
+                NodeArg::Literal(v) => Arg::Literal(v.clone()),
+            })
+            .collect();
+        let id = builder.add(node.key.clone(), Arc::clone(&node.kernel), args)?;
+        ids.insert(ptr, id);
+    }
+    Ok(ids[&Arc::as_ptr(root)])
+}
+
+/// An argument of a delayed call: another delayed value, or a plain value that becomes a
+/// literal in the graph (and part of the key's token).
+pub trait IntoArg<T> {
+    /// Feeds the token and returns the graph argument.
+    #[doc(hidden)]
+    fn into_node_arg(self, tokens: &mut Tokenizer) -> NodeArgOf;
+}
+
+/// Opaque argument carrier (see [`IntoArg`]).
+#[doc(hidden)]
+pub struct NodeArgOf(NodeArg);
+
+impl<T> IntoArg<T> for Delayed<T> {
+    fn into_node_arg(self, tokens: &mut Tokenizer) -> NodeArgOf {
+        tokens.feed(&self.node.key);
+        NodeArgOf(NodeArg::Node(self.node))
+    }
+}
+
+impl<T> IntoArg<T> for &Delayed<T> {
+    fn into_node_arg(self, tokens: &mut Tokenizer) -> NodeArgOf {
+        self.clone().into_node_arg(tokens)
+    }
+}
+
+macro_rules! literal_args {
+    ($($ty:ty),*) => {$(
+        impl IntoArg<$ty> for $ty {
+            fn into_node_arg(self, tokens: &mut Tokenizer) -> NodeArgOf {
+                tokens.feed(&self);
+                NodeArgOf(NodeArg::Literal(Value::new(self)))
+            }
+        }
+    )*};
+}
+literal_args!(i8, i16, i32, i64, u8, u16, u32, u64, usize, isize, f32, f64, bool, String);
+
+impl IntoArg<String> for &str {
+    fn into_node_arg(self, tokens: &mut Tokenizer) -> NodeArgOf {
+        self.to_string().into_node_arg(tokens)
+    }
+}
+
+impl<T: Tokenize + Any + Send + Sync> IntoArg<Vec<T>> for Vec<T> {
+    fn into_node_arg(self, tokens: &mut Tokenizer) -> NodeArgOf {
+        tokens.feed(&self);
+        NodeArgOf(NodeArg::Literal(Value::new(self)))
+    }
+}
+
+/// Returns a fixed value; the kernel of [`value`].
+struct Constant(Value);
+
+impl Kernel for Constant {
+    fn name(&self) -> &str {
+        "value"
+    }
+    fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
+        Ok(self.0.clone())
+    }
+}
+
+fn unique_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    Tokenizer::new().add(&std::process::id()).add(&n).add(&(&raw const COUNTER as usize)).finish()
+}
+
+/// Any value as a delayed value (Dask's `delayed(data)`). Each call gets a fresh key; for
+/// content-addressed keys use [`value_tokenized`].
+pub fn value<T: Any + Send + Sync>(data: T) -> Delayed<T> {
+    let key = Key::new(format!("value-{}", unique_token()));
+    Delayed::from_node(key, Arc::new(Constant(Value::new(data))), Vec::new())
+}
+
+/// A value whose key is derived from its content: equal data gives equal keys.
+pub fn value_tokenized<T: Any + Send + Sync + Tokenize>(data: T) -> Delayed<T> {
+    let key = Key::new(format!("value-{}", Tokenizer::new().add(&data).finish()));
+    Delayed::from_node(key, Arc::new(Constant(Value::new(data))), Vec::new())
+}
+
+macro_rules! delayed_fns {
+    ($(($ty:ident, $plain:ident, $fallible:ident $(, $a:ident : $arg:ident)*)),* $(,)?) => {$(
+        /// A function wrapped for delayed calls; see the crate docs.
+        pub struct $ty<$($a,)* R> {
+            name: Arc<str>,
+            token: String,
+            kernel: Arc<dyn Kernel>,
+            _t: PhantomData<fn($($a,)*) -> R>,
+        }
+
+        impl<$($a,)* R> Clone for $ty<$($a,)* R> {
+            fn clone(&self) -> Self {
+                $ty { name: self.name.clone(), token: self.token.clone(), kernel: self.kernel.clone(), _t: PhantomData }
+            }
+        }
+
+        impl<$($a: Any + Send + Sync,)* R: Any + Send + Sync> $ty<$($a,)* R> {
+            fn wrap(name: &str, kernel: Arc<dyn Kernel>) -> Self {
+                // A registered (portable) kernel is identified by its id in every process; a
+                // closure only by this wrapper instance.
+                let token = match kernel.spec() {
+                    Some(spec) => Tokenizer::new().add(spec.id.as_str()).add(&spec.params).finish(),
+                    None => unique_token(),
+                };
+                $ty { name: name.into(), token, kernel, _t: PhantomData }
+            }
+
+            /// Marks the function portable under a registered `id` (see
+            /// `kiln_graph::KernelRegistry`), so remote workers can run it.
+            pub fn portable(self, id: &str) -> Self
+            where
+                Self: Sized,
+            {
+                let spec_kernel = PortableAlias { inner: self.kernel.clone(), id: id.to_string() };
+                Self::wrap(&self.name, Arc::new(spec_kernel))
+            }
+
+            /// The kernel, for registering it in a `KernelRegistry`.
+            pub fn kernel(&self) -> Arc<dyn Kernel> {
+                self.kernel.clone()
+            }
+
+            /// A delayed call: builds a task, runs nothing.
+            #[allow(clippy::too_many_arguments)]
+            pub fn call(&self $(, $arg: impl IntoArg<$a>)*) -> Delayed<R> {
+                let mut tokens = Tokenizer::new();
+                tokens.feed(self.token.as_str());
+                let args = vec![$($arg.into_node_arg(&mut tokens).0),*];
+                let key = Key::new(format!("{}-{}", self.name, tokens.finish()));
+                Delayed::from_node(key, self.kernel.clone(), args)
+            }
+        }
+
+        /// Wraps an infallible function of this many arguments (taken by reference).
+        pub fn $plain<$($a: Any + Send + Sync,)* R: Any + Send + Sync>(
+            name: &str,
+            f: impl Fn($(&$a),*) -> R + Send + Sync + 'static,
+        ) -> $ty<$($a,)* R> {
+            $ty::wrap(name, Arc::new(k::$plain(name, f)))
+        }
+
+        /// Wraps a fallible function: an `Err` fails the task with its message.
+        pub fn $fallible<$($a: Any + Send + Sync,)* R: Any + Send + Sync, E: std::fmt::Display + 'static>(
+            name: &str,
+            f: impl Fn($(&$a),*) -> Result<R, E> + Send + Sync + 'static,
+        ) -> $ty<$($a,)* R> {
+            $ty::wrap(name, Arc::new(k::$fallible(name, f)))
+        }
+    )*};
+}
+
+delayed_fns!(
+    (Func0, func0, try_func0),
+    (Func1, func1, try_func1, A: a),
+    (Func2, func2, try_func2, A: a, B: b),
+    (Func3, func3, try_func3, A: a, B: b, C: c),
+    (Func4, func4, try_func4, A: a, B: b, C: c, D: d),
+);
+
+/// A kernel given a portable id after the fact.
+struct PortableAlias {
+    inner: Arc<dyn Kernel>,
+    id: String,
+}
+
+impl Kernel for PortableAlias {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        self.inner.call(inputs)
+    }
+    fn spec(&self) -> Option<kiln_graph::KernelSpec> {
+        Some(kiln_graph::KernelSpec { id: self.id.clone(), params: Vec::new() })
+    }
+}
+
+fn collect_kernel<T: Any + Send + Sync + Clone>() -> Arc<dyn Kernel> {
+    Arc::new(k::slice_kernel("collect", |xs: &[Value]| {
+        let mut out: Vec<T> = Vec::with_capacity(xs.len());
+        for i in 0..xs.len() {
+            out.push(k::input::<T>(xs, i)?.clone());
+        }
+        Ok(Value::new(out))
+    }))
+}
+
+/// Gathers many delayed values into one delayed `Vec` (Dask's `delayed(list_of_delayed)`).
+pub fn collect<T: Any + Send + Sync + Clone>(items: Vec<Delayed<T>>) -> Delayed<Vec<T>> {
+    let mut tokens = Tokenizer::new();
+    tokens.feed("collect");
+    let args = items.into_iter().map(|d| d.into_node_arg(&mut tokens).0).collect();
+    Delayed::from_node(Key::new(format!("collect-{}", tokens.finish())), collect_kernel::<T>(), args)
+}
+
+/// Gathers a map of delayed values into one delayed map (the seeds' `results[a, b, c] = r3`).
+pub fn collect_map<K, V>(items: BTreeMap<K, Delayed<V>>) -> Delayed<BTreeMap<K, V>>
+where
+    K: Ord + Clone + Tokenize + Any + Send + Sync,
+    V: Any + Send + Sync + Clone,
+{
+    let mut tokens = Tokenizer::new();
+    tokens.feed("collect_map");
+    let keys: Vec<K> = items.keys().cloned().collect();
+    for k in &keys {
+        tokens.feed(k);
+    }
+    let args = items.into_values().map(|d| d.into_node_arg(&mut tokens).0).collect();
+    let kernel = Arc::new(k::slice_kernel("collect_map", move |xs: &[Value]| {
+        let mut out = BTreeMap::new();
+        for (i, key) in keys.iter().enumerate() {
+            out.insert(key.clone(), k::input::<V>(xs, i)?.clone());
+        }
+        Ok(Value::new(out))
+    }));
+    Delayed::from_node(Key::new(format!("collect_map-{}", tokens.finish())), kernel, args)
+}

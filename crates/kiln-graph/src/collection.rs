@@ -1,0 +1,131 @@
+//! Collections: anything that authors part of a graph and turns computed values back into a
+//! typed result. `compute` of several collections at once builds one graph, so the tasks they
+//! share (same keys) run once, like Dask's `compute(a, b)`.
+
+use crate::error::{ComputeError, GraphError};
+use crate::fuse::fuse_linear;
+use crate::graph::{Graph, GraphBuilder, TaskId};
+use crate::scheduler::Scheduler;
+use crate::value::Value;
+
+/// A lazily computed result: adds its tasks to a graph and assembles its output values.
+pub trait Collection {
+    /// What computing it gives.
+    type Output;
+
+    /// Adds this collection's tasks (deduplicated by key) and returns the tasks whose values
+    /// make up the result.
+    ///
+    /// # Errors
+    /// When the collection's own graph is invalid.
+    fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError>;
+
+    /// How many tasks [`Collection::add_to`] returns (to split a combined computation).
+    fn output_count(&self) -> usize;
+
+    /// Builds the result from the values of the tasks `add_to` returned, in the same order.
+    ///
+    /// # Errors
+    /// [`ComputeError::ResultType`] when a value has an unexpected type.
+    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<Self::Output, ComputeError>;
+}
+
+/// The graph of a collection and its output tasks, without running anything.
+///
+/// # Errors
+/// When the graph is invalid.
+pub fn graph_of<C: Collection + ?Sized>(collection: &C) -> Result<(Graph, Vec<TaskId>), GraphError> {
+    let mut builder = GraphBuilder::new();
+    let outputs = collection.add_to(&mut builder)?;
+    Ok((builder.build()?, outputs))
+}
+
+/// Culls and fuses a graph for running: what an engine should receive.
+///
+/// # Errors
+/// When an output id is not in the graph.
+pub fn optimize(graph: Graph, outputs: Vec<TaskId>) -> Result<(Graph, Vec<TaskId>), GraphError> {
+    let (graph, outputs) = match crate::cull::cull(&graph, &outputs)? {
+        Some(culled) => culled,
+        None => (graph, outputs),
+    };
+    Ok(match fuse_linear(&graph, &outputs)? {
+        Some(fused) => fused,
+        None => (graph, outputs),
+    })
+}
+
+/// Computes a collection on a scheduler: build, optimize, run, assemble.
+///
+/// # Errors
+/// The first failing task, an invalid graph, or a result of an unexpected type.
+pub fn compute_with<C: Collection + ?Sized>(collection: &C, scheduler: &dyn Scheduler) -> Result<C::Output, ComputeError> {
+    let (graph, outputs) = graph_of(collection)?;
+    let (graph, outputs) = optimize(graph, outputs)?;
+    let values = scheduler.compute(&graph, &outputs)?;
+    collection.assemble(&graph, &outputs, values)
+}
+
+macro_rules! tuple_collections {
+    ($(($($c:ident : $i:tt),+)),* $(,)?) => {$(
+        impl<$($c: Collection),+> Collection for ($($c,)+) {
+            type Output = ($($c::Output,)+);
+
+            fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
+                let mut all = Vec::new();
+                $(all.extend(self.$i.add_to(builder)?);)+
+                Ok(all)
+            }
+
+            fn output_count(&self) -> usize {
+                0 $(+ self.$i.output_count())+
+            }
+
+            #[allow(unused_assignments)]
+            fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<Self::Output, ComputeError> {
+                let mut values = values.into_iter();
+                let mut outputs = outputs;
+                Ok(($(
+                    {
+                        let n = self.$i.output_count();
+                        let part: Vec<Value> = values.by_ref().take(n).collect();
+                        let (mine, rest) = outputs.split_at(n);
+                        outputs = rest;
+                        self.$i.assemble(graph, mine, part)?
+                    },
+                )+))
+            }
+        }
+    )*};
+}
+
+tuple_collections!((A: 0, B: 1), (A: 0, B: 1, C: 2), (A: 0, B: 1, C: 2, D: 3));
+
+impl<C: Collection> Collection for Vec<C> {
+    type Output = Vec<C::Output>;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
+        let mut all = Vec::new();
+        for c in self {
+            all.extend(c.add_to(builder)?);
+        }
+        Ok(all)
+    }
+
+    fn output_count(&self) -> usize {
+        self.iter().map(C::output_count).sum()
+    }
+
+    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<Self::Output, ComputeError> {
+        let mut values = values.into_iter();
+        let mut outputs = outputs;
+        self.iter()
+            .map(|c| {
+                let n = c.output_count();
+                let (mine, rest) = outputs.split_at(n);
+                outputs = rest;
+                c.assemble(graph, mine, values.by_ref().take(n).collect())
+            })
+            .collect()
+    }
+}
