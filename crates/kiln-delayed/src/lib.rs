@@ -30,13 +30,15 @@ use kiln_graph::{
     Arg, Collection, ComputeError, Graph, GraphBuilder, GraphError, Key, Scheduler, TaskError, TaskId, Tokenize,
     Tokenizer, Value, compute_with,
 };
-use rustc_hash::FxHashMap;
 
 /// One task of a delayed expression; shared by every expression that uses it.
 struct Node {
     key: Key,
     kernel: Arc<dyn Kernel>,
     args: Vec<NodeArg>,
+    /// The id this node got in the graph being lowered, tagged with that lowering's
+    /// generation (high 32 bits), so lowering needs no hash map from nodes to ids.
+    lowered: AtomicU64,
 }
 
 enum NodeArg {
@@ -84,7 +86,7 @@ impl<T> std::fmt::Debug for Delayed<T> {
 
 impl<T: Any + Send + Sync> Delayed<T> {
     fn from_node(key: Key, kernel: Arc<dyn Kernel>, args: Vec<NodeArg>) -> Self {
-        Delayed { node: Arc::new(Node { key, kernel, args }), _t: PhantomData }
+        Delayed { node: Arc::new(Node { key, kernel, args, lowered: AtomicU64::new(0) }), _t: PhantomData }
     }
 
     /// This value's key.
@@ -154,40 +156,38 @@ impl<T: Any + Send + Sync + Clone> Collection for Delayed<T> {
 
 /// Adds a node and everything below it to the builder (iteratively: chains may be deep).
 fn lower(root: &Arc<Node>, builder: &mut GraphBuilder) -> Result<TaskId, GraphError> {
-    let mut ids: FxHashMap<*const Node, TaskId> = FxHashMap::default();
+    // Each lowering has its own generation; a node whose tag carries it is already added.
+    static GENERATION: AtomicU64 = AtomicU64::new(1);
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed) << 32;
+    let id_in_this_lowering = |node: &Node| {
+        let tag = node.lowered.load(Ordering::Relaxed);
+        (tag & !0xffff_ffff == generation).then_some(TaskId(tag as u32))
+    };
     let mut stack: Vec<(&Arc<Node>, bool)> = vec![(root, false)];
     while let Some((node, expanded)) = stack.pop() {
-        let ptr = Arc::as_ptr(node);
-        if ids.contains_key(&ptr) {
+        if id_in_this_lowering(node).is_some() {
             continue;
         }
         if !expanded {
-            if let Some(id) = builder.id_of(&node.key) {
-                ids.insert(ptr, id);
-                continue;
-            }
             stack.push((node, true));
             for arg in node.args.iter().rev() {
                 if let NodeArg::Node(child) = arg
-                    && !ids.contains_key(&Arc::as_ptr(child))
+                    && id_in_this_lowering(child).is_none()
                 {
                     stack.push((child, false));
                 }
             }
             continue;
         }
-        let args: Vec<Arg> = node
-            .args
-            .iter()
-            .map(|a| match a {
-                NodeArg::Node(child) => Arg::Task(ids[&Arc::as_ptr(child)]),
-                NodeArg::Literal(v) => Arg::Literal(v.clone()),
-            })
-            .collect();
+        let args = node.args.iter().map(|a| match a {
+            NodeArg::Node(child) => Arg::Task(id_in_this_lowering(child).expect("children are added first")),
+            NodeArg::Literal(v) => Arg::Literal(v.clone()),
+        });
+        // Equal keys from distinct nodes (the same call made twice) dedupe in the builder.
         let id = builder.add(node.key.clone(), Arc::clone(&node.kernel), args)?;
-        ids.insert(ptr, id);
+        node.lowered.store(generation | id.0 as u64, Ordering::Relaxed);
     }
-    Ok(ids[&Arc::as_ptr(root)])
+    Ok(id_in_this_lowering(root).expect("the root was added"))
 }
 
 /// An argument of a delayed call: another delayed value, or a plain value that becomes a
@@ -319,7 +319,7 @@ macro_rules! delayed_fns {
                 let mut tokens = Tokenizer::new();
                 tokens.feed(self.token.as_str());
                 let args = vec![$($arg.into_node_arg(&mut tokens).0),*];
-                let key = Key::new(format!("{}-{}", self.name, tokens.finish()));
+                let key = tokens.key(&self.name);
                 Delayed::from_node(key, self.kernel.clone(), args)
             }
         }
@@ -383,7 +383,7 @@ pub fn collect<T: Any + Send + Sync + Clone>(items: Vec<Delayed<T>>) -> Delayed<
     let mut tokens = Tokenizer::new();
     tokens.feed("collect");
     let args = items.into_iter().map(|d| d.into_node_arg(&mut tokens).0).collect();
-    Delayed::from_node(Key::new(format!("collect-{}", tokens.finish())), collect_kernel::<T>(), args)
+    Delayed::from_node(tokens.key("collect"), collect_kernel::<T>(), args)
 }
 
 /// Gathers a map of delayed values into one delayed map (the seeds' `results[a, b, c] = r3`).
@@ -406,5 +406,5 @@ where
         }
         Ok(Value::new(out))
     }));
-    Delayed::from_node(Key::new(format!("collect_map-{}", tokens.finish())), kernel, args)
+    Delayed::from_node(tokens.key("collect_map"), kernel, args)
 }

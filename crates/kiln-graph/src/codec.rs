@@ -161,7 +161,7 @@ pub fn pod_to_bytes<T: Pod>(values: &[T]) -> Vec<u8> {
 /// # Errors
 /// When the length is not a multiple of the element size.
 pub fn pod_from_bytes<T: Pod>(bytes: &[u8]) -> Result<Vec<T>, String> {
-    if bytes.len() % T::SIZE != 0 {
+    if !bytes.len().is_multiple_of(T::SIZE) {
         return Err(format!("{} bytes is not a multiple of {}", bytes.len(), T::SIZE));
     }
     Ok(bytes.chunks_exact(T::SIZE).map(T::get).collect())

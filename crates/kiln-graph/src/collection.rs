@@ -59,7 +59,10 @@ pub fn optimize(graph: Graph, outputs: Vec<TaskId>) -> Result<(Graph, Vec<TaskId
 ///
 /// # Errors
 /// The first failing task, an invalid graph, or a result of an unexpected type.
-pub fn compute_with<C: Collection + ?Sized>(collection: &C, scheduler: &dyn Scheduler) -> Result<C::Output, ComputeError> {
+pub fn compute_with<C: Collection + ?Sized>(
+    collection: &C,
+    scheduler: &dyn Scheduler,
+) -> Result<C::Output, ComputeError> {
     let (graph, outputs) = graph_of(collection)?;
     let (graph, outputs) = optimize(graph, outputs)?;
     let values = scheduler.compute(&graph, &outputs)?;

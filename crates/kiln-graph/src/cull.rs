@@ -63,7 +63,7 @@ pub fn cull(graph: &Graph, outputs: &[TaskId]) -> Result<Option<(Graph, Vec<Task
 /// Only if the kept set is not closed under dependencies ([`GraphError::UnknownTask`]).
 pub fn subgraph(graph: &Graph, keep: &[bool]) -> Result<(Graph, Vec<TaskId>), GraphError> {
     let count = keep.iter().filter(|&&k| k).count();
-    let mut builder = GraphBuilder::with_capacity(count);
+    let mut builder = GraphBuilder::for_rebuild(count);
     let mut remap = vec![TaskId(u32::MAX); graph.len()];
     for &t in graph.topological_order() {
         if !keep[t.index()] {

@@ -25,7 +25,9 @@ impl Default for DotOptions {
 
 /// The graph has more tasks than [`DotOptions::max_tasks`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("graph has {tasks} tasks, more than the {limit} that can be drawn; raise DotOptions::max_tasks or draw a smaller piece")]
+#[error(
+    "graph has {tasks} tasks, more than the {limit} that can be drawn; raise DotOptions::max_tasks or draw a smaller piece"
+)]
 pub struct TooLargeToDraw {
     /// Tasks in the graph.
     pub tasks: usize,

@@ -95,10 +95,9 @@ impl Kernel for FusedKernel {
             args.clear();
             for src in &step.args {
                 args.push(match src {
-                    Source::Input(i) => inputs
-                        .get(*i)
-                        .cloned()
-                        .ok_or(TaskError::Arity { expected: i + 1, found: inputs.len() })?,
+                    Source::Input(i) => {
+                        inputs.get(*i).cloned().ok_or(TaskError::Arity { expected: i + 1, found: inputs.len() })?
+                    }
                     Source::Literal(v) => v.clone(),
                     Source::Step(j) => results[*j].clone(),
                 });
@@ -126,16 +125,13 @@ pub fn fuse_linear(graph: &Graph, outputs: &[TaskId]) -> Result<Option<(Graph, V
     }
     let absorbed: Vec<bool> = graph
         .ids()
-        .map(|d| {
-            !is_output[d.index()]
-                && matches!(graph.dependents(d), [t] if graph.dependencies(*t) == [d])
-        })
+        .map(|d| !is_output[d.index()] && matches!(graph.dependents(d), [t] if graph.dependencies(*t) == [d]))
         .collect();
     if !absorbed.iter().any(|&a| a) {
         return Ok(None);
     }
 
-    let mut builder = GraphBuilder::with_capacity(graph.len());
+    let mut builder = GraphBuilder::for_rebuild(graph.len());
     let mut remap = vec![TaskId(u32::MAX); graph.len()];
     let mut chain: Vec<TaskId> = Vec::new();
     for &t in graph.topological_order() {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use std::hash::BuildHasher;
+use std::sync::OnceLock;
 
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap};
@@ -73,6 +74,9 @@ pub struct GraphBuilder {
     /// Key arguments to resolve on build: (position in `inputs`, key).
     pending: Vec<(u32, Key)>,
     index: KeyIndex,
+    /// Rebuilds of an existing graph (cull, fuse) know their keys are unique and skip the
+    /// index; the graph then indexes lazily on its first key lookup.
+    trusted: bool,
 }
 
 /// Key -> id without storing keys twice: the table holds ids and hashes keys from `keys`.
@@ -86,6 +90,13 @@ fn hash_key(key: &Key) -> u64 {
 impl KeyIndex {
     fn with_capacity(n: usize) -> Self {
         KeyIndex(HashTable::with_capacity(n))
+    }
+    fn of(keys: &[Key]) -> Self {
+        let mut index = KeyIndex::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            index.insert(keys, hash_key(key), TaskId(i as u32));
+        }
+        index
     }
     fn get(&self, keys: &[Key], key: &Key) -> Option<TaskId> {
         self.0.find(hash_key(key), |id| keys[id.index()] == *key).copied()
@@ -112,8 +123,21 @@ impl GraphBuilder {
             inputs: Vec::with_capacity(tasks * 2),
             pending: Vec::new(),
             index: KeyIndex::with_capacity(tasks),
+            trusted: false,
         };
         b.input_offsets.push(0);
+        b
+    }
+
+    /// A builder for copying tasks of a valid graph: keys are known to be unique, arguments
+    /// are task ids only, and no index is kept while adding.
+    pub(crate) fn for_rebuild(tasks: usize) -> Self {
+        let mut b = GraphBuilder::with_capacity(0);
+        b.keys.reserve(tasks);
+        b.kernels.reserve(tasks);
+        b.input_offsets.reserve(tasks + 1);
+        b.inputs.reserve(tasks * 2);
+        b.trusted = true;
         b
     }
 
@@ -129,6 +153,9 @@ impl GraphBuilder {
 
     /// The id of a key added earlier.
     pub fn id_of(&self, key: &Key) -> Option<TaskId> {
+        if self.trusted {
+            return KeyIndex::of(&self.keys).get(&self.keys, key);
+        }
         self.index.get(&self.keys, key)
     }
 
@@ -143,8 +170,10 @@ impl GraphBuilder {
         kernel: Arc<dyn Kernel>,
         args: impl IntoIterator<Item = Arg>,
     ) -> Result<TaskId, GraphError> {
-        let hash = hash_key(&key);
-        if let Some(&id) = self.index.0.find(hash, |id| self.keys[id.index()] == key) {
+        let hash = if self.trusted { 0 } else { hash_key(&key) };
+        if !self.trusted
+            && let Some(&id) = self.index.0.find(hash, |id| self.keys[id.index()] == key)
+        {
             return Ok(id);
         }
         let id = u32::try_from(self.keys.len()).map_err(|_| GraphError::TooLarge)?;
@@ -175,7 +204,9 @@ impl GraphBuilder {
         self.input_offsets.push(end);
         self.keys.push(key);
         self.kernels.push(kernel);
-        self.index.insert(&self.keys, hash, TaskId(id));
+        if !self.trusted {
+            self.index.insert(&self.keys, hash, TaskId(id));
+        }
         Ok(TaskId(id))
     }
 
@@ -185,7 +216,7 @@ impl GraphBuilder {
     /// [`GraphError::MissingDependency`] for a key argument nobody produces,
     /// [`GraphError::Cycle`] (naming keys along the cycle) when keys refer in a circle.
     pub fn build(self) -> Result<Graph, GraphError> {
-        let GraphBuilder { keys, kernels, input_offsets, mut inputs, pending, index } = self;
+        let GraphBuilder { keys, kernels, input_offsets, mut inputs, pending, index, trusted } = self;
         let n = keys.len();
         // Key arguments that named a task not yet added when they were given.
         let forward_refs = !pending.is_empty();
@@ -240,14 +271,10 @@ impl GraphBuilder {
             deps,
             dependent_offsets,
             dependents,
-            index,
+            index: if trusted { OnceLock::new() } else { OnceLock::from(index) },
             topo: Vec::new(),
         };
-        graph.topo = if forward_refs {
-            graph.kahn_order()?
-        } else {
-            (0..n as u32).map(TaskId).collect()
-        };
+        graph.topo = if forward_refs { graph.kahn_order()? } else { (0..n as u32).map(TaskId).collect() };
         Ok(graph)
     }
 }
@@ -263,7 +290,7 @@ pub struct Graph {
     deps: Vec<TaskId>,
     dependent_offsets: Vec<u32>,
     dependents: Vec<TaskId>,
-    index: KeyIndex,
+    index: OnceLock<KeyIndex>,
     topo: Vec<TaskId>,
 }
 
@@ -310,13 +337,12 @@ impl Graph {
 
     /// The distinct tasks that read this task.
     pub fn dependents(&self, id: TaskId) -> &[TaskId] {
-        &self.dependents
-            [self.dependent_offsets[id.index()] as usize..self.dependent_offsets[id.index() + 1] as usize]
+        &self.dependents[self.dependent_offsets[id.index()] as usize..self.dependent_offsets[id.index() + 1] as usize]
     }
 
     /// The id of a key.
     pub fn id_of(&self, key: &Key) -> Option<TaskId> {
-        self.index.get(&self.keys, key)
+        self.index.get_or_init(|| KeyIndex::of(&self.keys)).get(&self.keys, key)
     }
 
     /// Ids for keys.

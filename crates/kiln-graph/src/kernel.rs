@@ -60,22 +60,12 @@ pub struct KernelSpec {
 /// [`TaskError::Arity`] when there is no such input, [`TaskError::TypeMismatch`] when it has
 /// another type.
 pub fn input<T: Any>(inputs: &[Value], position: usize) -> Result<&T, TaskError> {
-    let value = inputs
-        .get(position)
-        .ok_or(TaskError::Arity { expected: position + 1, found: inputs.len() })?;
-    value.downcast_ref::<T>().map_err(|m| TaskError::TypeMismatch {
-        position,
-        expected: m.expected,
-        found: m.found,
-    })
+    let value = inputs.get(position).ok_or(TaskError::Arity { expected: position + 1, found: inputs.len() })?;
+    value.downcast_ref::<T>().map_err(|m| TaskError::TypeMismatch { position, expected: m.expected, found: m.found })
 }
 
 fn check_arity(inputs: &[Value], expected: usize) -> Result<(), TaskError> {
-    if inputs.len() == expected {
-        Ok(())
-    } else {
-        Err(TaskError::Arity { expected, found: inputs.len() })
-    }
+    if inputs.len() == expected { Ok(()) } else { Err(TaskError::Arity { expected, found: inputs.len() }) }
 }
 
 /// A kernel from a typed Rust function taking its inputs by reference.
@@ -401,10 +391,7 @@ mod tests {
 
     #[test]
     fn unknown_kernel_error_says_how_to_register() {
-        let err = KernelRegistry::new()
-            .resolve(&KernelSpec { id: "nope".into(), params: vec![] })
-            .err()
-            .unwrap();
+        let err = KernelRegistry::new().resolve(&KernelSpec { id: "nope".into(), params: vec![] }).err().unwrap();
         assert!(err.to_string().contains("register"));
     }
 }

@@ -63,9 +63,7 @@ impl Key {
     /// and for grouping tasks of one kind.
     pub fn prefix(&self) -> &str {
         match self.name.rfind('-') {
-            Some(pos) if pos > 0 && self.name[pos + 1..].chars().all(|c| c.is_ascii_hexdigit()) => {
-                &self.name[..pos]
-            }
+            Some(pos) if pos > 0 && self.name[pos + 1..].chars().all(|c| c.is_ascii_hexdigit()) => &self.name[..pos],
             _ => &self.name,
         }
     }
@@ -113,7 +111,17 @@ pub trait Tokenize {
 /// assert_eq!(a, b);
 /// assert_ne!(a, Tokenizer::new().add("ones").add(&16u64).finish());
 /// ```
-pub struct Tokenizer(Xxh3);
+pub struct Tokenizer(TokenState);
+
+/// Small inputs (the common case: a function id and a few argument keys) are buffered on the
+/// stack and hashed in one shot; large ones stream.
+#[allow(clippy::large_enum_variant)] // the large variant is the common one, kept inline on purpose
+enum TokenState {
+    Buffer(SmallVec<[u8; 256]>),
+    Stream(Box<Xxh3>),
+}
+
+const BUFFER_LIMIT: usize = 4096;
 
 impl Default for Tokenizer {
     fn default() -> Self {
@@ -124,13 +132,26 @@ impl Default for Tokenizer {
 impl Tokenizer {
     /// An empty tokenizer.
     pub fn new() -> Self {
-        Tokenizer(Xxh3::new())
+        Tokenizer(TokenState::Buffer(SmallVec::new()))
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match &mut self.0 {
+            TokenState::Buffer(buf) if buf.len() + bytes.len() <= BUFFER_LIMIT => buf.extend_from_slice(bytes),
+            TokenState::Buffer(buf) => {
+                let mut stream = Box::new(Xxh3::new());
+                stream.update(buf);
+                stream.update(bytes);
+                self.0 = TokenState::Stream(stream);
+            }
+            TokenState::Stream(stream) => stream.update(bytes),
+        }
     }
 
     /// Feeds raw bytes, length-prefixed so that `("ab","c")` and `("a","bc")` differ.
     pub fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
-        self.0.update(&(bytes.len() as u64).to_le_bytes());
-        self.0.update(bytes);
+        self.update(&(bytes.len() as u64).to_le_bytes());
+        self.update(bytes);
         self
     }
 
@@ -147,9 +168,40 @@ impl Tokenizer {
         self
     }
 
+    /// The 128-bit digest.
+    pub fn digest(&self) -> u128 {
+        match &self.0 {
+            TokenState::Buffer(buf) => xxhash_rust::xxh3::xxh3_128(buf),
+            TokenState::Stream(stream) => stream.digest128(),
+        }
+    }
+
     /// The token as 32 lowercase hex digits.
     pub fn finish(&self) -> String {
-        format!("{:032x}", self.0.digest128())
+        let mut out = String::with_capacity(32);
+        self.write_hex(&mut out);
+        out
+    }
+
+    /// Appends the token's 32 hex digits to `out` (building a name without a second buffer).
+    pub fn write_hex(&self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let d = self.digest();
+        for shift in (0..32).rev() {
+            out.push(HEX[((d >> (shift * 4)) & 0xf) as usize] as char);
+        }
+    }
+
+    /// A key named `prefix-<token>`, built with a single allocation for the shared name.
+    pub fn key(&self, prefix: &str) -> Key {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut name: SmallVec<[u8; 96]> = SmallVec::with_capacity(prefix.len() + 33);
+        name.extend_from_slice(prefix.as_bytes());
+        name.push(b'-');
+        let d = self.digest();
+        name.extend((0..32).rev().map(|shift| HEX[((d >> (shift * 4)) & 0xf) as usize]));
+        let name = std::str::from_utf8(&name).expect("a str plus ASCII hex is UTF-8");
+        Key::new(name)
     }
 }
 

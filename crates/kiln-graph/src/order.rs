@@ -57,10 +57,8 @@ pub fn order(graph: &Graph, outputs: &[TaskId]) -> Vec<u32> {
     }
 
     let mut unplaced_deps: Vec<u32> = (0..n).map(|i| graph.dependencies(TaskId(i as u32)).len() as u32).collect();
-    let mut unplaced_readers: Vec<u32> = graph
-        .ids()
-        .map(|t| graph.dependents(t).iter().filter(|d| needed[d.index()]).count() as u32)
-        .collect();
+    let mut unplaced_readers: Vec<u32> =
+        graph.ids().map(|t| graph.dependents(t).iter().filter(|d| needed[d.index()]).count() as u32).collect();
     let mut priority = vec![NOT_NEEDED; n];
     let mut next = 0u32;
 

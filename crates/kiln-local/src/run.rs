@@ -71,8 +71,10 @@ impl<'a> Run<'a> {
         let priority = order(graph, outputs);
         let n = graph.len();
         let needed = |t: &TaskId| priority[t.index()] != NOT_NEEDED;
-        let mut readers_left: Vec<AtomicU32> =
-            graph.ids().map(|t| AtomicU32::new(graph.dependents(t).iter().filter(|r| needed(r)).count() as u32)).collect();
+        let mut readers_left: Vec<AtomicU32> = graph
+            .ids()
+            .map(|t| AtomicU32::new(graph.dependents(t).iter().filter(|r| needed(r)).count() as u32))
+            .collect();
         for o in outputs {
             // Outputs are held until the end: one extra reader that never finishes.
             *readers_left[o.index()].get_mut() += 1;
@@ -105,7 +107,8 @@ impl<'a> Run<'a> {
             let show_progress = progress::wanted(self.scheduler.progress);
             let progress_done = AtomicBool::new(false);
             std::thread::scope(|s| {
-                let bar = show_progress.then(|| s.spawn(|| progress::draw(self.total, &self.completed, &progress_done)));
+                let bar =
+                    show_progress.then(|| s.spawn(|| progress::draw(self.total, &self.completed, &progress_done)));
                 let helpers: Vec<_> =
                     (1..self.scheduler.threads.min(self.total)).map(|_| s.spawn(|| self.work())).collect();
                 self.work();

@@ -83,7 +83,10 @@ fn a_failing_task_names_its_key_and_message() {
         let err = sched(threads).run(&g, &[b]).unwrap_err();
         assert_eq!(
             err,
-            ComputeError::Task { key: Key::with_index("check-1", [3]), error: TaskError::Failed("1 is too big".into()) }
+            ComputeError::Task {
+                key: Key::with_index("check-1", [3]),
+                error: TaskError::Failed("1 is too big".into())
+            }
         );
         assert_eq!(err.to_string(), "task ('check-1', 3) failed: 1 is too big");
     }
@@ -231,7 +234,8 @@ fn dropping_a_handle_cancels_and_joins() {
             0i64
         }))
     };
-    let leaves: Vec<TaskId> = (0..5000u32).map(|i| g.add(Key::with_index("s", [i]), slow.clone(), []).unwrap()).collect();
+    let leaves: Vec<TaskId> =
+        (0..5000u32).map(|i| g.add(Key::with_index("s", [i]), slow.clone(), []).unwrap()).collect();
     let root = shapes::tree_over(&mut g, leaves, 8, "sum");
     let g = Arc::new(g.build().unwrap());
     let handle = sched(2).spawn(g.clone(), vec![root]);
@@ -268,7 +272,11 @@ fn synchronous_mode_is_deterministic_and_reports_callbacks() {
     let (g, outs) = shapes::tree_reduction(64, 4);
     let run = || {
         let rec = Arc::new(Recorder::default());
-        LocalScheduler::synchronous().with_progress(Progress::Never).with_callbacks(rec.clone()).run(&g, &outs).unwrap();
+        LocalScheduler::synchronous()
+            .with_progress(Progress::Never)
+            .with_callbacks(rec.clone())
+            .run(&g, &outs)
+            .unwrap();
         Arc::try_unwrap(rec).ok().unwrap().0.into_inner().unwrap()
     };
     let first = run();

@@ -1,0 +1,84 @@
+//! # kiln: Dask, rebuilt in Rust
+//!
+//! kiln runs computations written as ordinary Rust as graphs of small tasks, in parallel and
+//! with little memory. This crate is the front door: it re-exports the pieces and wires the
+//! defaults (`compute()` runs on the local threaded scheduler unless another default is set).
+//!
+//! | Dask | kiln |
+//! |---|---|
+//! | `dask.delayed(f)(x, y)` | `kiln::delayed::func2("f", f).call(x, y)` |
+//! | `dask.delayed(data)` | `kiln::delayed::value(data)` |
+//! | `x.compute()` | `x.compute()` (with `use kiln::prelude::*`) |
+//! | `dask.compute(a, b)` | `kiln::compute(&(a, b))` |
+//! | `x.visualize("g.svg")` | `x.visualize("g.svg")` |
+//! | `dask.config.set(scheduler="synchronous")` | `kiln::set_default_scheduler(Arc::new(LocalScheduler::synchronous()))` |
+//!
+//! ```
+//! use kiln::prelude::*;
+//! let inc = kiln::delayed::func1("inc", |x: &i64| x + 1);
+//! let add = kiln::delayed::func2("add", |a: &i64, b: &i64| a + b);
+//! let total = add.call(inc.call(1), inc.call(2));
+//! assert_eq!(total.compute().unwrap(), 5);
+//! ```
+
+use std::sync::Arc;
+
+pub use kiln_graph as graph;
+pub use kiln_graph::{Collection, ComputeError, Key, Scheduler, Value};
+pub use kiln_local as local;
+pub use kiln_local::LocalScheduler;
+
+pub mod visualize;
+
+/// Lazy function calls (Dask's `dask.delayed`).
+pub mod delayed {
+    pub use kiln_delayed::*;
+}
+
+/// What most programs import: the `compute`/`visualize` methods on every collection.
+pub mod prelude {
+    pub use crate::visualize::Visualize;
+    pub use crate::{Compute, LocalScheduler};
+    pub use kiln_delayed::Delayed;
+}
+
+/// The scheduler `compute()` uses: the installed default, or a local threaded scheduler.
+pub fn default_scheduler() -> Arc<dyn Scheduler> {
+    kiln_graph::scheduler::default_scheduler().unwrap_or_else(|| Arc::new(LocalScheduler::new()))
+}
+
+/// Makes `scheduler` the default for `compute()` (Dask's `dask.config.set(scheduler=...)`),
+/// returning the previous one.
+pub fn set_default_scheduler(scheduler: Arc<dyn Scheduler>) -> Option<Arc<dyn Scheduler>> {
+    kiln_graph::scheduler::set_default(scheduler)
+}
+
+/// Computes one collection, or a tuple or `Vec` of them sharing their common tasks, on the
+/// default scheduler (Dask's `dask.compute(a, b)`).
+///
+/// # Errors
+/// The first failing task, with its key and message.
+pub fn compute<C: Collection + ?Sized>(collection: &C) -> Result<C::Output, ComputeError> {
+    kiln_graph::compute_with(collection, default_scheduler().as_ref())
+}
+
+/// `.compute()` and `.compute_on(..)` for every collection.
+pub trait Compute: Collection {
+    /// Runs the computation on the default scheduler and returns the result.
+    ///
+    /// # Errors
+    /// The first failing task, with its key and message.
+    fn compute(&self) -> Result<Self::Output, ComputeError> {
+        compute(self)
+    }
+
+    /// Runs the computation on a given scheduler.
+    ///
+    /// # Errors
+    /// The first failing task, with its key and message.
+    fn compute_on(&self, scheduler: &dyn Scheduler) -> Result<Self::Output, ComputeError> {
+        kiln_graph::compute_with(self, scheduler)
+    }
+}
+
+impl<C: Collection + ?Sized> Compute for C {}

@@ -1,0 +1,37 @@
+//! The facade: default scheduler, compute of several collections, visualize.
+
+use std::sync::Arc;
+
+use kiln::prelude::*;
+use kiln::visualize::{VisualizeError, render};
+
+#[test]
+fn compute_uses_the_installed_default_and_tuples_share_work() {
+    let base = kiln::delayed::func1("base", |x: &i64| x * 2);
+    let b = base.call(4);
+    let (p, q) = kiln::compute(&(b.map("p", |v: &i64| v + 1), b.map("q", |v: &i64| v - 1))).unwrap();
+    assert_eq!((p, q), (9, 7));
+    let previous = kiln::set_default_scheduler(Arc::new(LocalScheduler::synchronous()));
+    assert!(previous.is_none());
+    assert_eq!(kiln::default_scheduler().name(), "threads(1)");
+    assert_eq!(b.compute().unwrap(), 8);
+    kiln::graph::scheduler::clear_default();
+}
+
+#[test]
+fn visualize_writes_dot_and_renders_or_explains() {
+    let dir = std::env::temp_dir().join(format!("kiln-viz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = kiln::delayed::func2("f", |a: &i64, b: &i64| a + b);
+    let x = f.call(1, 2);
+    x.visualize(dir.join("g.dot")).unwrap();
+    let text = std::fs::read_to_string(dir.join("g.dot")).unwrap();
+    assert!(text.contains("label=\"f\""));
+    match x.visualize(dir.join("g.svg")) {
+        Ok(()) => assert!(std::fs::read_to_string(dir.join("g.svg")).unwrap().contains("<svg")),
+        Err(VisualizeError::GraphvizMissing(p)) => assert!(p.ends_with("g.svg")),
+        Err(other) => panic!("unexpected {other}"),
+    }
+    assert!(matches!(render("digraph{}", dir.join("g.bmp")), Err(VisualizeError::UnknownFormat(_))));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
