@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Enforces the dependency rules of docs/ARCHITECTURE.md: the graph core and the collections stay
+# free of async runtimes and I/O stacks, and never depend on a scheduler.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+status=0
+forbid() { # crate, pattern, reason
+  local deps
+  deps=$(cargo tree -p "$1" -e normal --prefix none --offline 2>/dev/null || cargo tree -p "$1" -e normal --prefix none)
+  if grep -Eq "^($2) v" <<<"$deps"; then
+    echo "layering: $1 must not depend on $(grep -Eo "^($2) v[^ ]+" <<<"$deps" | sort -u | tr '\n' ' ')($3)"
+    status=1
+  fi
+}
+for core in kiln-graph kiln-delayed; do
+  forbid "$core" "tokio|mio|axum|hyper" "the graph core and collections are pure: no async runtime"
+  forbid "$core" "kiln-local|kiln-client|kiln-scheduler|kiln-worker" "collections never depend on a scheduler"
+done
+[ "$status" -eq 0 ] && echo "layering: ok"
+exit "$status"
