@@ -30,7 +30,21 @@ struct Queue {
     finished: bool,
 }
 
+/// Most roots a thread takes in one visit to the queue (they are the next ones in priority
+/// order anyway); fewer when few are left, so that threads do not hoard work near the end.
+const MAX_ROOT_BATCH: usize = 16;
+
 impl Queue {
+    /// Moves up to `max` further roots into `batch` (in run order, last = first to run) if they
+    /// come before everything in the heap.
+    fn take_roots(&mut self, priority: &[u32], max: usize, batch: &mut Vec<u32>) {
+        let heap_best = self.heap.peek().map_or(u32::MAX, |Reverse((p, _))| *p);
+        let take = self.roots.iter().rev().take(max).take_while(|&&r| priority[r as usize] < heap_best).count();
+        let from = self.roots.len() - take;
+        batch.extend_from_slice(&self.roots[from..]);
+        self.roots.truncate(from);
+    }
+
     fn pop(&mut self, priority: &[u32]) -> Option<u32> {
         let root = self.roots.last().map(|&r| priority[r as usize]);
         let heaped = self.heap.peek().map(|Reverse((p, _))| *p);
@@ -152,13 +166,21 @@ impl<'a> Run<'a> {
     }
 
     /// Takes the best queued task, sleeping while none is ready; `None` when the run is over.
-    fn next_task(&self) -> Option<u32> {
+    /// May also move a few following roots into the thread's `batch`.
+    fn next_task(&self, batch: &mut Vec<u32>) -> Option<u32> {
+        if let Some(t) = batch.pop() {
+            return Some(t);
+        }
         let mut q = lock(&self.queue);
         loop {
             if q.finished {
                 return None;
             }
             if let Some(t) = q.pop(&self.priority) {
+                let extra = (q.roots.len() / (4 * self.scheduler.threads)).min(MAX_ROOT_BATCH);
+                if extra > 0 {
+                    q.take_roots(&self.priority, extra, batch);
+                }
                 return Some(t);
             }
             if self.cancelled() {
@@ -178,8 +200,9 @@ impl<'a> Run<'a> {
         let mut inputs: Vec<Value> = Vec::new();
         let mut ready: Vec<u32> = Vec::new();
         let mut next: Option<u32> = None;
+        let mut batch: Vec<u32> = Vec::with_capacity(MAX_ROOT_BATCH);
         loop {
-            let Some(t) = next.take().or_else(|| self.next_task()) else { return };
+            let Some(t) = next.take().or_else(|| self.next_task(&mut batch)) else { return };
             if self.abort.load(Ordering::Acquire) {
                 return;
             }
