@@ -1,0 +1,702 @@
+//! Block expressions: the fused form of elementwise work on one block.
+//!
+//! A chain like `x + x.T - m` becomes one small expression tree per output block, evaluated in
+//! one task: sources are generated in place, inputs are the task's materialized input blocks,
+//! and operations reuse their operands' buffers when the shapes allow, so intermediates are
+//! neither scheduled nor (mostly) allocated.
+
+use ndarray::{ArrayD, IxDyn, Zip};
+
+use crate::block::{Block, DType, Scalar};
+use crate::source::Source;
+
+/// Elementwise functions of one argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// `-x`
+    Neg,
+    /// `abs(x)`
+    Abs,
+    /// `sqrt(x)`
+    Sqrt,
+    /// `exp(x)`
+    Exp,
+    /// Natural logarithm.
+    Log,
+    /// Base-10 logarithm.
+    Log10,
+    /// `sin(x)`
+    Sin,
+    /// `cos(x)`
+    Cos,
+    /// `tan(x)`
+    Tan,
+    /// `tanh(x)`
+    Tanh,
+    /// `floor(x)`
+    Floor,
+    /// `ceil(x)`
+    Ceil,
+    /// Round half to even, as NumPy.
+    Round,
+    /// `sign(x)`
+    Sign,
+    /// `isnan(x)` (bool result).
+    IsNan,
+    /// `isfinite(x)` (bool result).
+    IsFinite,
+    /// Logical not (bool).
+    Not,
+}
+
+impl UnaryOp {
+    /// Whether the result is `bool`.
+    pub fn is_predicate(self) -> bool {
+        matches!(self, UnaryOp::IsNan | UnaryOp::IsFinite | UnaryOp::Not)
+    }
+
+    /// Whether integer inputs are converted to float first (NumPy's ufunc loops).
+    pub fn needs_float(self) -> bool {
+        matches!(
+            self,
+            UnaryOp::Sqrt
+                | UnaryOp::Exp
+                | UnaryOp::Log
+                | UnaryOp::Log10
+                | UnaryOp::Sin
+                | UnaryOp::Cos
+                | UnaryOp::Tan
+                | UnaryOp::Tanh
+        )
+    }
+}
+
+/// Elementwise functions of two arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// `a / b` (operands are float by then: true division)
+    Div,
+    /// `a ** b`
+    Pow,
+    /// `maximum(a, b)` (NaN-propagating)
+    Max,
+    /// `minimum(a, b)` (NaN-propagating)
+    Min,
+    /// `a == b`
+    Eq,
+    /// `a != b`
+    Ne,
+    /// `a < b`
+    Lt,
+    /// `a <= b`
+    Le,
+    /// `a > b`
+    Gt,
+    /// `a >= b`
+    Ge,
+    /// Logical and (bool).
+    And,
+    /// Logical or (bool).
+    Or,
+}
+
+impl BinaryOp {
+    /// Whether the result is `bool`.
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge)
+    }
+}
+
+/// How one axis of a block is sliced: `start..stop` by `step` (a negative step walks back from
+/// `start`, NumPy style, already resolved to in-bounds indices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AxisSlice {
+    /// First index taken.
+    pub start: usize,
+    /// Number of elements taken.
+    pub len: usize,
+    /// Step between them (non-zero).
+    pub step: isize,
+}
+
+/// The expression computing one block.
+#[derive(Debug, Clone)]
+pub enum Expr {
+    /// Input `k` of the task: a materialized block.
+    Input(usize),
+    /// A generated source block.
+    Gen {
+        /// What to generate.
+        source: Source,
+        /// Its element type.
+        dtype: DType,
+        /// Block shape.
+        shape: Vec<usize>,
+        /// Offset of the block in its array.
+        offset: Vec<usize>,
+        /// Position of the block in C order (random stream).
+        stream: u64,
+    },
+    /// A scalar operand (broadcasts).
+    Scalar(Scalar),
+    /// `op(a)`.
+    Unary(UnaryOp, Box<Expr>),
+    /// `op(a, b)` with NumPy broadcasting; operands have one dtype.
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    /// `where(cond, a, b)`.
+    Where(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// Conversion to a dtype.
+    Cast(DType, Box<Expr>),
+    /// Axis permutation.
+    Transpose(Vec<usize>, Box<Expr>),
+    /// Basic slicing of the evaluated block.
+    Slice(Vec<AxisSlice>, Box<Expr>),
+    /// Reshape (C order).
+    Reshape(Vec<usize>, Box<Expr>),
+}
+
+/// Why a block expression could not be evaluated (bad input data, not bad graphs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EvalError(pub String);
+
+/// A value during evaluation: a block, or a scalar not yet broadcast.
+enum Val {
+    Block(Block),
+    Scalar(Scalar),
+}
+
+impl Expr {
+    /// Number of operation nodes (to cap how much work one fused task duplicates).
+    pub fn size(&self) -> usize {
+        1 + match self {
+            Expr::Input(_) | Expr::Gen { .. } | Expr::Scalar(_) => 0,
+            Expr::Unary(_, a) | Expr::Cast(_, a) | Expr::Transpose(_, a) | Expr::Slice(_, a) | Expr::Reshape(_, a) => {
+                a.size()
+            }
+            Expr::Binary(_, a, b) => a.size() + b.size(),
+            Expr::Where(c, a, b) => c.size() + a.size() + b.size(),
+        }
+    }
+
+    /// Evaluates to a block. Inputs are cloned only when an operation needs to own them.
+    ///
+    /// # Errors
+    /// [`EvalError`] for data that the operation rejects (e.g. a negative integer power).
+    pub fn eval(&self, inputs: &[&Block]) -> Result<Block, EvalError> {
+        match self.eval_val(inputs)? {
+            Val::Block(b) => Ok(b),
+            Val::Scalar(s) => Ok(Block::full(&[], s)),
+        }
+    }
+
+    fn eval_val(&self, inputs: &[&Block]) -> Result<Val, EvalError> {
+        Ok(match self {
+            Expr::Input(k) => Val::Block(
+                inputs.get(*k).map(|b| (*b).clone()).ok_or_else(|| EvalError(format!("missing input block {k}")))?,
+            ),
+            Expr::Gen { source, dtype, shape, offset, stream } => {
+                Val::Block(source.generate(*dtype, shape, offset, *stream))
+            }
+            Expr::Scalar(s) => Val::Scalar(*s),
+            Expr::Unary(op, a) => unary(*op, a.eval_val(inputs)?)?,
+            Expr::Binary(op, a, b) => binary(*op, a.eval_val(inputs)?, b.eval_val(inputs)?)?,
+            Expr::Where(c, a, b) => {
+                let (c, a, b) = (c.eval_val(inputs)?, a.eval_val(inputs)?, b.eval_val(inputs)?);
+                Val::Block(where_(to_block(c), to_block(a), to_block(b))?)
+            }
+            Expr::Cast(dtype, a) => match a.eval_val(inputs)? {
+                Val::Block(b) => Val::Block(b.cast(*dtype)),
+                Val::Scalar(s) => Val::Scalar(s.cast(*dtype)),
+            },
+            Expr::Transpose(axes, a) => {
+                let b = to_block(a.eval_val(inputs)?);
+                Val::Block(crate::with_block!(b, x => {
+                    let t = x.permuted_axes(IxDyn(axes));
+                    crate::block::Element::into_block(t)
+                }))
+            }
+            Expr::Slice(axes, a) => match a.as_ref() {
+                // Slice borrowed inputs directly: copying the whole input first would be waste.
+                Expr::Input(k) => Val::Block(slice_block(
+                    inputs.get(*k).ok_or_else(|| EvalError(format!("missing input block {k}")))?,
+                    axes,
+                )),
+                a => Val::Block(slice_block(&to_block(a.eval_val(inputs)?), axes)),
+            },
+            Expr::Reshape(shape, a) => {
+                let b = to_block(a.eval_val(inputs)?);
+                Val::Block(crate::with_block!(b, x => {
+                    let x = if x.is_standard_layout() { x } else { x.as_standard_layout().into_owned() };
+                    let r = x.into_shape_with_order(IxDyn(shape)).map_err(|e| EvalError(format!("reshape: {e}")))?;
+                    crate::block::Element::into_block(r)
+                }))
+            }
+        })
+    }
+}
+
+fn to_block(v: Val) -> Block {
+    match v {
+        Val::Block(b) => b,
+        Val::Scalar(s) => Block::full(&[], s),
+    }
+}
+
+/// Copies the sliced part of a block (only the selected elements: a slice never keeps its
+/// parent's buffer alive).
+pub fn slice_block(block: &Block, axes: &[AxisSlice]) -> Block {
+    crate::with_block!(block, x => {
+        let view = x.slice_each_axis(|ax| {
+            let s = axes[ax.axis.index()];
+            if s.len == 0 {
+                return ndarray::Slice::new(0, Some(0), 1);
+            }
+            if s.step > 0 {
+                let end = s.start + (s.len - 1) * s.step as usize + 1;
+                ndarray::Slice::new(s.start as isize, Some(end as isize), s.step)
+            } else {
+                // ndarray takes a range and walks it backwards for a negative step.
+                let last = s.start as isize + (s.len as isize - 1) * s.step;
+                ndarray::Slice::new(last, Some(s.start as isize + 1), s.step)
+            }
+        });
+        crate::block::Element::into_block(view.to_owned())
+    })
+}
+
+fn float_unary<T: num_like::Float>(op: UnaryOp, x: T) -> T {
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Log10 => x.log10(),
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
+        UnaryOp::Tan => x.tan(),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Round => x.round_ties_even(),
+        UnaryOp::Sign => x.sign(),
+        UnaryOp::IsNan | UnaryOp::IsFinite | UnaryOp::Not => x,
+    }
+}
+
+fn int_unary<T: num_like::Int>(op: UnaryOp, x: T) -> T {
+    match op {
+        UnaryOp::Neg => x.wrapping_neg(),
+        UnaryOp::Abs => x.wrapping_abs(),
+        UnaryOp::Sign => x.signum(),
+        // floor/ceil/round of integers are the integers themselves.
+        _ => x,
+    }
+}
+
+fn unary(op: UnaryOp, v: Val) -> Result<Val, EvalError> {
+    if let Val::Scalar(s) = v {
+        return match unary(op, Val::Block(Block::full(&[], s)))? {
+            Val::Block(b) => Ok(Val::Scalar(scalar_of(&b))),
+            other => Ok(other),
+        };
+    }
+    let Val::Block(b) = v else { unreachable!("handled above") };
+    let b = if op.needs_float() && !b.dtype().is_float() { b.cast(DType::F64) } else { b };
+    Ok(Val::Block(match (op, b) {
+        (UnaryOp::IsNan, Block::F64(a)) => Block::Bool(a.mapv(f64::is_nan)),
+        (UnaryOp::IsNan, Block::F32(a)) => Block::Bool(a.mapv(f32::is_nan)),
+        (UnaryOp::IsFinite, Block::F64(a)) => Block::Bool(a.mapv(f64::is_finite)),
+        (UnaryOp::IsFinite, Block::F32(a)) => Block::Bool(a.mapv(f32::is_finite)),
+        (UnaryOp::IsNan, other) => Block::Bool(ArrayD::from_elem(other.shape(), false)),
+        (UnaryOp::IsFinite, other) => Block::Bool(ArrayD::from_elem(other.shape(), true)),
+        (UnaryOp::Not, Block::Bool(mut a)) => {
+            a.mapv_inplace(|x| !x);
+            Block::Bool(a)
+        }
+        (UnaryOp::Not, other) => return Err(EvalError(format!("logical not needs bool, got {}", other.dtype()))),
+        (op, Block::F64(mut a)) => {
+            a.mapv_inplace(|x| float_unary(op, x));
+            Block::F64(a)
+        }
+        (op, Block::F32(mut a)) => {
+            a.mapv_inplace(|x| float_unary(op, x));
+            Block::F32(a)
+        }
+        (op, Block::I64(mut a)) => {
+            a.mapv_inplace(|x| int_unary(op, x));
+            Block::I64(a)
+        }
+        (op, Block::I32(mut a)) => {
+            a.mapv_inplace(|x| int_unary(op, x));
+            Block::I32(a)
+        }
+        (op, Block::Bool(a)) => match op {
+            UnaryOp::Abs | UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round => Block::Bool(a),
+            _ => return Err(EvalError(format!("{op:?} is not defined for bool"))),
+        },
+    }))
+}
+
+fn scalar_of(b: &Block) -> Scalar {
+    crate::with_block!(b, a => crate::block::Element::scalar(*a.iter().next().expect("0-d block has one element")))
+}
+
+fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, EvalError> {
+    let n = a.len().max(b.len());
+    let get = |s: &[usize], i: usize| if i + s.len() >= n { s[i + s.len() - n] } else { 1 };
+    (0..n)
+        .map(|i| match (get(a, i), get(b, i)) {
+            (x, y) if x == y => Ok(x),
+            (1, y) => Ok(y),
+            (x, 1) => Ok(x),
+            (x, y) => Err(EvalError(format!("cannot broadcast blocks of shapes {a:?} and {b:?} ({x} vs {y})"))),
+        })
+        .collect()
+}
+
+/// Applies `f` elementwise with broadcasting, reusing `a`'s or `b`'s buffer when it already
+/// has the result's shape.
+fn zip_same<T: Copy>(a: ArrayD<T>, b: ArrayD<T>, f: impl Fn(T, T) -> T) -> Result<ArrayD<T>, EvalError> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    if a.shape() == shape.as_slice() {
+        let mut a = a;
+        let bv = b.broadcast(IxDyn(&shape)).expect("shape checked");
+        Zip::from(&mut a).and(&bv).for_each(|x, &y| *x = f(*x, y));
+        Ok(a)
+    } else if b.shape() == shape.as_slice() {
+        let mut b = b;
+        let av = a.broadcast(IxDyn(&shape)).expect("shape checked");
+        Zip::from(&mut b).and(&av).for_each(|y, &x| *y = f(x, *y));
+        Ok(b)
+    } else {
+        let (av, bv) = (a.broadcast(IxDyn(&shape)).expect("checked"), b.broadcast(IxDyn(&shape)).expect("checked"));
+        Ok(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)))
+    }
+}
+
+fn zip_pred<T: Copy>(a: &ArrayD<T>, b: &ArrayD<T>, f: impl Fn(T, T) -> bool) -> Result<ArrayD<bool>, EvalError> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let (av, bv) = (a.broadcast(IxDyn(&shape)).expect("checked"), b.broadcast(IxDyn(&shape)).expect("checked"));
+    Ok(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)))
+}
+
+fn map_scalar<T: Copy>(mut a: ArrayD<T>, s: T, scalar_left: bool, f: impl Fn(T, T) -> T) -> ArrayD<T> {
+    if scalar_left {
+        a.mapv_inplace(|x| f(s, x));
+    } else {
+        a.mapv_inplace(|x| f(x, s));
+    }
+    a
+}
+
+fn compare<T: PartialOrd + PartialEq>(op: BinaryOp) -> impl Fn(T, T) -> bool {
+    move |x, y| match op {
+        BinaryOp::Eq => x == y,
+        BinaryOp::Ne => x != y,
+        BinaryOp::Lt => x < y,
+        BinaryOp::Le => x <= y,
+        BinaryOp::Gt => x > y,
+        _ => x >= y,
+    }
+}
+
+fn float_binary<T: num_like::Float>(op: BinaryOp) -> impl Fn(T, T) -> T {
+    move |x, y| match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        BinaryOp::Pow => x.powf(y),
+        BinaryOp::Max => {
+            if x.is_nan() || y.is_nan() {
+                T::nan()
+            } else if x >= y {
+                x
+            } else {
+                y
+            }
+        }
+        _ => {
+            if x.is_nan() || y.is_nan() {
+                T::nan()
+            } else if x <= y {
+                x
+            } else {
+                y
+            }
+        }
+    }
+}
+
+fn int_binary<T: num_like::Int>(op: BinaryOp) -> impl Fn(T, T) -> T {
+    move |x, y| match op {
+        BinaryOp::Add => x.wrapping_add(y),
+        BinaryOp::Sub => x.wrapping_sub(y),
+        BinaryOp::Mul => x.wrapping_mul(y),
+        BinaryOp::Div => x.floor_div(y),
+        BinaryOp::Pow => x.wrapping_pow_i(y),
+        BinaryOp::Max => {
+            if x >= y {
+                x
+            } else {
+                y
+            }
+        }
+        _ => {
+            if x <= y {
+                x
+            } else {
+                y
+            }
+        }
+    }
+}
+
+fn binary(op: BinaryOp, a: Val, b: Val) -> Result<Val, EvalError> {
+    if let (Val::Scalar(x), Val::Scalar(y)) = (&a, &b) {
+        let r = binary(op, Val::Block(Block::full(&[], *x)), Val::Block(Block::full(&[], *y)))?;
+        return Ok(Val::Scalar(scalar_of(&to_block(r))));
+    }
+    if op == BinaryOp::Pow {
+        check_int_pow(&a, &b)?;
+    }
+    // Scalar on one side: a single in-place pass for arithmetic.
+    if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) {
+        match (a, b) {
+            (Val::Block(blk), Val::Scalar(s)) => return Ok(Val::Block(arith_scalar(op, blk, s, false)?)),
+            (Val::Scalar(s), Val::Block(blk)) => return Ok(Val::Block(arith_scalar(op, blk, s, true)?)),
+            (a, b) => return Ok(Val::Block(arith(op, to_block(a), to_block(b))?)),
+        }
+    }
+    let (a, b) = (to_block(a), to_block(b));
+    Ok(Val::Block(match (a, b) {
+        (Block::Bool(x), Block::Bool(y)) => match op {
+            BinaryOp::And => Block::Bool(zip_pred(&x, &y, |p, q| p & q)?),
+            BinaryOp::Or => Block::Bool(zip_pred(&x, &y, |p, q| p | q)?),
+            _ => Block::Bool(zip_pred(&x, &y, compare(op))?),
+        },
+        (Block::I32(x), Block::I32(y)) => Block::Bool(zip_pred(&x, &y, compare(op))?),
+        (Block::I64(x), Block::I64(y)) => Block::Bool(zip_pred(&x, &y, compare(op))?),
+        (Block::F32(x), Block::F32(y)) => Block::Bool(zip_pred(&x, &y, compare(op))?),
+        (Block::F64(x), Block::F64(y)) => Block::Bool(zip_pred(&x, &y, compare(op))?),
+        (x, y) => return Err(EvalError(format!("{op:?} of {} and {} blocks", x.dtype(), y.dtype()))),
+    }))
+}
+
+fn check_int_pow(a: &Val, b: &Val) -> Result<(), EvalError> {
+    let negative = match b {
+        Val::Scalar(Scalar::I64(e)) => *e < 0,
+        Val::Scalar(Scalar::I32(e)) => *e < 0,
+        Val::Block(Block::I64(e)) => e.iter().any(|&v| v < 0),
+        Val::Block(Block::I32(e)) => e.iter().any(|&v| v < 0),
+        _ => false,
+    };
+    let int_base = match a {
+        Val::Scalar(s) => matches!(s.dtype(), DType::I32 | DType::I64),
+        Val::Block(blk) => matches!(blk.dtype(), DType::I32 | DType::I64),
+    };
+    if negative && int_base {
+        return Err(EvalError("integers to negative integer powers are not allowed".into()));
+    }
+    Ok(())
+}
+
+fn arith(op: BinaryOp, a: Block, b: Block) -> Result<Block, EvalError> {
+    Ok(match (a, b) {
+        (Block::F64(x), Block::F64(y)) => Block::F64(zip_same(x, y, float_binary(op))?),
+        (Block::F32(x), Block::F32(y)) => Block::F32(zip_same(x, y, float_binary(op))?),
+        (Block::I64(x), Block::I64(y)) => Block::I64(zip_same(x, y, int_binary(op))?),
+        (Block::I32(x), Block::I32(y)) => Block::I32(zip_same(x, y, int_binary(op))?),
+        (Block::Bool(x), Block::Bool(y)) => match op {
+            BinaryOp::Add | BinaryOp::Max => Block::Bool(zip_same(x, y, |p, q| p | q)?),
+            BinaryOp::Mul | BinaryOp::Min => Block::Bool(zip_same(x, y, |p, q| p & q)?),
+            _ => return Err(EvalError(format!("{op:?} is not defined for bool blocks"))),
+        },
+        (x, y) => return Err(EvalError(format!("{op:?} of {} and {} blocks", x.dtype(), y.dtype()))),
+    })
+}
+
+fn arith_scalar(op: BinaryOp, a: Block, s: Scalar, scalar_left: bool) -> Result<Block, EvalError> {
+    let s = s.cast(a.dtype());
+    Ok(match (a, s) {
+        (Block::F64(x), Scalar::F64(v)) => Block::F64(map_scalar(x, v, scalar_left, float_binary(op))),
+        (Block::F32(x), Scalar::F32(v)) => Block::F32(map_scalar(x, v, scalar_left, float_binary(op))),
+        (Block::I64(x), Scalar::I64(v)) => Block::I64(map_scalar(x, v, scalar_left, int_binary(op))),
+        (Block::I32(x), Scalar::I32(v)) => Block::I32(map_scalar(x, v, scalar_left, int_binary(op))),
+        (blk, s) => {
+            let full = Block::full(&[], s);
+            if scalar_left { arith(op, full, blk)? } else { arith(op, blk, full)? }
+        }
+    })
+}
+
+fn where_(c: Block, a: Block, b: Block) -> Result<Block, EvalError> {
+    let Block::Bool(c) = c else { return Err(EvalError(format!("where needs a bool condition, got {}", c.dtype()))) };
+    fn pick<T: Copy>(c: &ArrayD<bool>, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<ArrayD<T>, EvalError> {
+        let shape = broadcast_shape(&broadcast_shape(c.shape(), a.shape())?, b.shape())?;
+        let (cv, av, bv) = (
+            c.broadcast(IxDyn(&shape)).expect("checked"),
+            a.broadcast(IxDyn(&shape)).expect("checked"),
+            b.broadcast(IxDyn(&shape)).expect("checked"),
+        );
+        Ok(Zip::from(&cv).and(&av).and(&bv).map_collect(|&k, &x, &y| if k { x } else { y }))
+    }
+    Ok(match (a, b) {
+        (Block::F64(x), Block::F64(y)) => Block::F64(pick(&c, &x, &y)?),
+        (Block::F32(x), Block::F32(y)) => Block::F32(pick(&c, &x, &y)?),
+        (Block::I64(x), Block::I64(y)) => Block::I64(pick(&c, &x, &y)?),
+        (Block::I32(x), Block::I32(y)) => Block::I32(pick(&c, &x, &y)?),
+        (Block::Bool(x), Block::Bool(y)) => Block::Bool(pick(&c, &x, &y)?),
+        (x, y) => return Err(EvalError(format!("where of {} and {} blocks", x.dtype(), y.dtype()))),
+    })
+}
+
+/// Just enough numeric traits for the kernels (no extra dependency).
+pub(crate) mod num_like {
+    /// Float operations used by kernels.
+    pub trait Float:
+        Copy
+        + PartialOrd
+        + std::ops::Add<Output = Self>
+        + std::ops::Sub<Output = Self>
+        + std::ops::Mul<Output = Self>
+        + std::ops::Div<Output = Self>
+        + std::ops::Neg<Output = Self>
+    {
+        fn abs(self) -> Self;
+        fn sqrt(self) -> Self;
+        fn exp(self) -> Self;
+        fn ln(self) -> Self;
+        fn log10(self) -> Self;
+        fn sin(self) -> Self;
+        fn cos(self) -> Self;
+        fn tan(self) -> Self;
+        fn tanh(self) -> Self;
+        fn floor(self) -> Self;
+        fn ceil(self) -> Self;
+        fn round_ties_even(self) -> Self;
+        fn sign(self) -> Self;
+        fn powf(self, e: Self) -> Self;
+        fn is_nan(self) -> bool;
+        fn nan() -> Self;
+    }
+    macro_rules! float {
+        ($($t:ty),*) => {$(
+            impl Float for $t {
+                fn abs(self) -> Self { <$t>::abs(self) }
+                fn sqrt(self) -> Self { <$t>::sqrt(self) }
+                fn exp(self) -> Self { <$t>::exp(self) }
+                fn ln(self) -> Self { <$t>::ln(self) }
+                fn log10(self) -> Self { <$t>::log10(self) }
+                fn sin(self) -> Self { <$t>::sin(self) }
+                fn cos(self) -> Self { <$t>::cos(self) }
+                fn tan(self) -> Self { <$t>::tan(self) }
+                fn tanh(self) -> Self { <$t>::tanh(self) }
+                fn floor(self) -> Self { <$t>::floor(self) }
+                fn ceil(self) -> Self { <$t>::ceil(self) }
+                fn round_ties_even(self) -> Self { <$t>::round_ties_even(self) }
+                fn sign(self) -> Self { if self.is_nan() { self } else if self > 0.0 { 1.0 } else if self < 0.0 { -1.0 } else { 0.0 } }
+                fn powf(self, e: Self) -> Self { <$t>::powf(self, e) }
+                fn is_nan(self) -> bool { <$t>::is_nan(self) }
+                fn nan() -> Self { <$t>::NAN }
+            }
+        )*};
+    }
+    float!(f32, f64);
+
+    /// Integer operations used by kernels (wrapping, as NumPy).
+    pub trait Int: Copy + PartialOrd {
+        fn wrapping_add(self, o: Self) -> Self;
+        fn wrapping_sub(self, o: Self) -> Self;
+        fn wrapping_mul(self, o: Self) -> Self;
+        fn wrapping_neg(self) -> Self;
+        fn wrapping_abs(self) -> Self;
+        fn signum(self) -> Self;
+        fn floor_div(self, o: Self) -> Self;
+        fn wrapping_pow_i(self, e: Self) -> Self;
+    }
+    macro_rules! int {
+        ($($t:ty),*) => {$(
+            impl Int for $t {
+                fn wrapping_add(self, o: Self) -> Self { <$t>::wrapping_add(self, o) }
+                fn wrapping_sub(self, o: Self) -> Self { <$t>::wrapping_sub(self, o) }
+                fn wrapping_mul(self, o: Self) -> Self { <$t>::wrapping_mul(self, o) }
+                fn wrapping_neg(self) -> Self { <$t>::wrapping_neg(self) }
+                fn wrapping_abs(self) -> Self { <$t>::wrapping_abs(self) }
+                fn signum(self) -> Self { <$t>::signum(self) }
+                // NumPy: integer floor division by zero gives 0 (with a warning).
+                fn floor_div(self, o: Self) -> Self { if o == 0 { 0 } else { <$t>::wrapping_div_euclid(self, o) - if (self.wrapping_rem_euclid(o) != 0) && (o < 0) { 1 } else { 0 } } }
+                fn wrapping_pow_i(self, e: Self) -> Self { <$t>::wrapping_pow(self, e.max(0) as u32) }
+            }
+        )*};
+    }
+    int!(i32, i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f64s(shape: &[usize], v: Vec<f64>) -> Block {
+        Block::F64(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap())
+    }
+
+    #[test]
+    fn broadcasting_and_scalars() {
+        let e = Expr::Binary(
+            BinaryOp::Sub,
+            Box::new(Expr::Binary(BinaryOp::Add, Box::new(Expr::Input(0)), Box::new(Expr::Scalar(Scalar::F64(1.0))))),
+            Box::new(Expr::Input(1)),
+        );
+        let a = f64s(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        let row = f64s(&[1, 2], vec![10.0, 20.0]);
+        assert_eq!(e.eval(&[&a, &row]).unwrap(), f64s(&[2, 2], vec![-8.0, -17.0, -6.0, -15.0]));
+    }
+
+    #[test]
+    fn transpose_then_add_in_place() {
+        let e = Expr::Binary(
+            BinaryOp::Add,
+            Box::new(Expr::Input(0)),
+            Box::new(Expr::Transpose(vec![1, 0], Box::new(Expr::Input(0)))),
+        );
+        let a = f64s(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(e.eval(&[&a]).unwrap(), f64s(&[2, 2], vec![2.0, 5.0, 5.0, 8.0]));
+    }
+
+    #[test]
+    fn negative_step_slices() {
+        let a = f64s(&[5], vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+        let rev = slice_block(&a, &[AxisSlice { start: 4, len: 3, step: -2 }]);
+        assert_eq!(rev, f64s(&[3], vec![4.0, 2.0, 0.0]));
+        let fwd = slice_block(&a, &[AxisSlice { start: 1, len: 2, step: 2 }]);
+        assert_eq!(fwd, f64s(&[2], vec![1.0, 3.0]));
+    }
+
+    #[test]
+    fn nan_propagates_through_maximum_and_int_floor_division_matches_numpy() {
+        let e = Expr::Binary(BinaryOp::Max, Box::new(Expr::Input(0)), Box::new(Expr::Scalar(Scalar::F64(0.0))));
+        let Block::F64(r) = e.eval(&[&f64s(&[2], vec![f64::NAN, -1.0])]).unwrap() else { panic!() };
+        assert!(r[0].is_nan() && r[1] == 0.0);
+        use num_like::Int;
+        assert_eq!((-7i64).floor_div(2), -4);
+        assert_eq!(7i64.floor_div(-2), -4);
+        assert_eq!((-7i64).floor_div(-2), 3);
+        assert_eq!(7i64.floor_div(0), 0);
+    }
+
+    #[test]
+    fn negative_integer_powers_are_rejected() {
+        let e = Expr::Binary(BinaryOp::Pow, Box::new(Expr::Input(0)), Box::new(Expr::Scalar(Scalar::I64(-1))));
+        let a = Block::I64(ArrayD::from_elem(IxDyn(&[2]), 2));
+        assert!(e.eval(&[&a]).unwrap_err().0.contains("negative integer powers"));
+    }
+}

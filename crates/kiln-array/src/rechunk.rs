@@ -1,0 +1,162 @@
+//! Rechunking: the same array cut into different blocks.
+//!
+//! Each output block is assembled from the pieces of the input blocks it overlaps. When an
+//! output block would gather from very many input blocks (an all-to-all change such as rows to
+//! columns), the rechunk is staged through an intermediate chunking so that no task holds more
+//! than a bounded number of input blocks at once.
+
+use std::sync::Arc;
+
+use kiln_graph::{GraphError, Kernel, TaskError, TaskId, Tokenizer, Value};
+use ndarray::{ArrayD, IxDyn, SliceInfoElem};
+
+use crate::block::Block;
+use crate::chunks::{Chunks, offsets};
+use crate::expr::AxisSlice;
+use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, Op, TaskInputs, kernel_name};
+
+/// Most input blocks one output block may gather before the rechunk is staged.
+const MAX_GATHER: usize = 64;
+
+/// `node` rechunked to `chunks` (which must cover the same shape).
+pub fn rechunk(node: &Arc<Node>, chunks: Chunks) -> Arc<Node> {
+    if chunks == node.chunks {
+        return node.clone();
+    }
+    // Stage: if one output block would read too many input blocks, go through a chunking that
+    // is, per axis, the finer of the two (each piece then reads few, and is read by few).
+    let gather: usize = node
+        .chunks
+        .iter()
+        .zip(&chunks)
+        .map(|(old, new)| {
+            let oo = offsets(old);
+            new.iter()
+                .scan(0usize, |start, &n| {
+                    let (lo, hi) = (*start, *start + n);
+                    *start = hi;
+                    Some(oo.windows(2).filter(|w| w[0] < hi && w[1] > lo).count())
+                })
+                .max()
+                .unwrap_or(1)
+        })
+        .product();
+    let source = if gather > MAX_GATHER {
+        let middle: Chunks = node
+            .chunks
+            .iter()
+            .zip(&chunks)
+            .map(|(old, new)| if old.len() >= new.len() { old.clone() } else { new.clone() })
+            .collect();
+        if middle != node.chunks && middle != chunks { rechunk(node, middle) } else { node.clone() }
+    } else {
+        node.clone()
+    };
+    let name = Tokenizer::new()
+        .add("rechunk")
+        .add(&*source.name)
+        .add(&chunks.iter().flatten().copied().collect::<Vec<usize>>())
+        .key("rechunk");
+    Arc::new(Node {
+        name: name.shared_name().clone(),
+        shape: source.shape.clone(),
+        chunks,
+        dtype: source.dtype,
+        op: Op::Materialized(Arc::new(Rechunk { input: source })),
+    })
+}
+
+struct Rechunk {
+    input: Arc<Node>,
+}
+
+/// Copies each evaluated piece into its place in the output block.
+struct Assemble {
+    shape: Vec<usize>,
+    /// Where each piece starts in the output block.
+    places: Vec<Vec<usize>>,
+}
+
+impl BlockFinish for Assemble {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        if blocks.len() == 1 && blocks[0].shape() == self.shape.as_slice() {
+            return Ok(Value::new(blocks.into_iter().next().expect("one block")));
+        }
+        let dtype = blocks.first().map(Block::dtype).ok_or_else(|| TaskError::msg("rechunk with no pieces"))?;
+        macro_rules! assemble {
+            ($variant:ident) => {{
+                let mut out = ArrayD::default(IxDyn(&self.shape));
+                for (piece, at) in blocks.iter().zip(&self.places) {
+                    let Block::$variant(p) = piece else {
+                        return Err(TaskError::msg("rechunk pieces differ in dtype"));
+                    };
+                    let info: Vec<SliceInfoElem> = at
+                        .iter()
+                        .zip(p.shape())
+                        .map(|(&o, &n)| SliceInfoElem::Slice {
+                            start: o as isize,
+                            end: Some((o + n) as isize),
+                            step: 1,
+                        })
+                        .collect();
+                    out.slice_mut(info.as_slice()).assign(p);
+                }
+                Block::$variant(out)
+            }};
+        }
+        let block = match dtype {
+            crate::block::DType::Bool => assemble!(Bool),
+            crate::block::DType::I32 => assemble!(I32),
+            crate::block::DType::I64 => assemble!(I64),
+            crate::block::DType::F32 => assemble!(F32),
+            crate::block::DType::F64 => assemble!(F64),
+        };
+        Ok(Value::new(block))
+    }
+}
+
+impl Layer for Rechunk {
+    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        let out_off = node.block_offset(idx);
+        let out_shape = node.block_shape(idx);
+        // Per axis: the input blocks overlapping the output block, with the overlap.
+        let per_axis: Vec<Vec<(usize, AxisSlice, usize)>> = (0..node.shape.len())
+            .map(|axis| {
+                let io = offsets(&self.input.chunks[axis]);
+                let (lo, hi) = (out_off[axis], out_off[axis] + out_shape[axis]);
+                io.windows(2)
+                    .enumerate()
+                    .filter(|(_, w)| (w[0] < hi && w[1] > lo) || (lo == hi && w[0] == lo))
+                    .map(|(b, w)| {
+                        let start = lo.max(w[0]);
+                        let end = hi.min(w[1]);
+                        (b, AxisSlice { start: start - w[0], len: end - start, step: 1 }, start - lo)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut inputs = TaskInputs::default();
+        let mut exprs = Vec::new();
+        let mut places = Vec::new();
+        for combo in crate::chunks::block_indices(&per_axis.iter().map(Vec::len).collect::<Vec<_>>()) {
+            let in_idx: Vec<usize> = combo.iter().enumerate().map(|(a, &k)| per_axis[a][k].0).collect();
+            let slices: Vec<AxisSlice> = combo.iter().enumerate().map(|(a, &k)| per_axis[a][k].1).collect();
+            let place: Vec<usize> = combo.iter().enumerate().map(|(a, &k)| per_axis[a][k].2).collect();
+            let input_block = self.input.block_shape(&in_idx);
+            let whole = slices.iter().zip(&input_block).all(|(s, &n)| s.start == 0 && s.len == n);
+            let e = lw.expr(&self.input, &in_idx, &mut inputs)?;
+            exprs.push(if whole { e } else { crate::expr::Expr::Slice(slices, Box::new(e)) });
+            places.push(place);
+        }
+        let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
+            name: kernel_name(node),
+            exprs,
+            finish: Some(Arc::new(Assemble { shape: out_shape, places })),
+        });
+        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+    }
+
+    fn inputs(&self) -> Vec<Arc<Node>> {
+        vec![self.input.clone()]
+    }
+}
