@@ -140,8 +140,8 @@ pub enum Expr {
         shape: Vec<usize>,
         /// Offset of the block in its array.
         offset: Vec<usize>,
-        /// Position of the block in C order (random stream).
-        stream: u64,
+        /// Shape of the whole array (random values depend on global positions).
+        array_shape: Vec<usize>,
     },
     /// A scalar operand (broadcasts).
     Scalar(Scalar),
@@ -201,8 +201,8 @@ impl Expr {
             Expr::Input(k) => Val::Block(
                 inputs.get(*k).map(|b| (*b).clone()).ok_or_else(|| EvalError(format!("missing input block {k}")))?,
             ),
-            Expr::Gen { source, dtype, shape, offset, stream } => {
-                Val::Block(source.generate(*dtype, shape, offset, *stream))
+            Expr::Gen { source, dtype, shape, offset, array_shape } => {
+                Val::Block(source.generate(*dtype, shape, offset, array_shape))
             }
             Expr::Scalar(s) => Val::Scalar(*s),
             Expr::Unary(op, a) => unary(*op, a.eval_val(inputs)?)?,
@@ -216,6 +216,10 @@ impl Expr {
                 Val::Scalar(s) => Val::Scalar(s.cast(*dtype)),
             },
             Expr::Transpose(axes, a) => {
+                if let Expr::Gen { source, dtype, shape, offset, array_shape } = a.as_ref() {
+                    // Generate the transposed block directly in C order.
+                    return Ok(Val::Block(source.generate_permuted(*dtype, shape, offset, array_shape, axes)));
+                }
                 let b = to_block(a.eval_val(inputs)?);
                 Val::Block(crate::with_block!(b, x => {
                     let t = x.permuted_axes(IxDyn(axes));
@@ -322,6 +326,14 @@ fn unary(op: UnaryOp, v: Val) -> Result<Val, EvalError> {
             Block::Bool(a)
         }
         (UnaryOp::Not, other) => return Err(EvalError(format!("logical not needs bool, got {}", other.dtype()))),
+        (UnaryOp::Neg, Block::F64(mut a)) => {
+            a.mapv_inplace(|x| -x);
+            Block::F64(a)
+        }
+        (UnaryOp::Abs, Block::F64(mut a)) => {
+            a.mapv_inplace(f64::abs);
+            Block::F64(a)
+        }
         (op, Block::F64(mut a)) => {
             a.mapv_inplace(|x| float_unary(op, x));
             Block::F64(a)
@@ -362,10 +374,55 @@ fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, EvalError> {
         .collect()
 }
 
+/// `a[i, j] = f(a[i, j], b[i, j])` for a C-order `a` and an F-order (transposed) `b`, in
+/// square tiles so both stay in cache (`x + x.T` would otherwise read `b` with a stride of a
+/// whole row per element).
+fn tiled_transposed<T: Copy>(a: &mut ArrayD<T>, b: &ArrayD<T>, f: &impl Fn(T, T) -> T) -> bool {
+    const TILE: usize = 64;
+    if a.ndim() != 2 || a.shape() != b.shape() || !a.is_standard_layout() {
+        return false;
+    }
+    let bt = b.t();
+    if !bt.is_standard_layout() {
+        return false;
+    }
+    let (rows, cols) = (a.shape()[0], a.shape()[1]);
+    let (Some(bs), Some(av)) = (bt.as_slice(), a.as_slice_mut()) else { return false };
+    // b[i, j] = bt[j, i] = bs[j * rows + i]
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                let row = &mut av[i * cols..(i + 1) * cols];
+                for j in j0..(j0 + TILE).min(cols) {
+                    row[j] = f(row[j], bs[j * rows + i]);
+                }
+            }
+        }
+    }
+    true
+}
+
 /// Applies `f` elementwise with broadcasting, reusing `a`'s or `b`'s buffer when it already
 /// has the result's shape.
 fn zip_same<T: Copy>(a: ArrayD<T>, b: ArrayD<T>, f: impl Fn(T, T) -> T) -> Result<ArrayD<T>, EvalError> {
     let shape = broadcast_shape(a.shape(), b.shape())?;
+    if a.shape() == b.shape() && !b.is_standard_layout() {
+        let mut a = a;
+        if tiled_transposed(&mut a, &b, &f) {
+            return Ok(a);
+        }
+        return zip_same_general(a, b, f, &shape);
+    }
+    zip_same_general(a, b, f, &shape)
+}
+
+fn zip_same_general<T: Copy>(
+    a: ArrayD<T>,
+    b: ArrayD<T>,
+    f: impl Fn(T, T) -> T,
+    shape: &[usize],
+) -> Result<ArrayD<T>, EvalError> {
+    let shape = shape.to_vec();
     if a.shape() == shape.as_slice() {
         let mut a = a;
         let bv = b.broadcast(IxDyn(&shape)).expect("shape checked");
@@ -408,56 +465,52 @@ fn compare<T: PartialOrd + PartialEq>(op: BinaryOp) -> impl Fn(T, T) -> bool {
     }
 }
 
-fn float_binary<T: num_like::Float>(op: BinaryOp) -> impl Fn(T, T) -> T {
-    move |x, y| match op {
-        BinaryOp::Add => x + y,
-        BinaryOp::Sub => x - y,
-        BinaryOp::Mul => x * y,
-        BinaryOp::Div => x / y,
-        BinaryOp::Pow => x.powf(y),
-        BinaryOp::Max => {
-            if x.is_nan() || y.is_nan() {
-                T::nan()
-            } else if x >= y {
-                x
-            } else {
-                y
-            }
+/// Calls `$call` with a closure specialized for `op` on floats: the operation is chosen once
+/// per block, so the inner loops have no branch on it and vectorize.
+macro_rules! float_op {
+    ($op:expr, $t:ty, $call:expr) => {
+        match $op {
+            BinaryOp::Add => $call(|x: $t, y: $t| x + y),
+            BinaryOp::Sub => $call(|x: $t, y: $t| x - y),
+            BinaryOp::Mul => $call(|x: $t, y: $t| x * y),
+            BinaryOp::Div => $call(|x: $t, y: $t| x / y),
+            BinaryOp::Pow => $call(|x: $t, y: $t| x.powf(y)),
+            BinaryOp::Max => $call(|x: $t, y: $t| {
+                if x.is_nan() || y.is_nan() {
+                    <$t>::NAN
+                } else if x >= y {
+                    x
+                } else {
+                    y
+                }
+            }),
+            _ => $call(|x: $t, y: $t| {
+                if x.is_nan() || y.is_nan() {
+                    <$t>::NAN
+                } else if x <= y {
+                    x
+                } else {
+                    y
+                }
+            }),
         }
-        _ => {
-            if x.is_nan() || y.is_nan() {
-                T::nan()
-            } else if x <= y {
-                x
-            } else {
-                y
-            }
-        }
-    }
+    };
 }
 
-fn int_binary<T: num_like::Int>(op: BinaryOp) -> impl Fn(T, T) -> T {
-    move |x, y| match op {
-        BinaryOp::Add => x.wrapping_add(y),
-        BinaryOp::Sub => x.wrapping_sub(y),
-        BinaryOp::Mul => x.wrapping_mul(y),
-        BinaryOp::Div => x.floor_div(y),
-        BinaryOp::Pow => x.wrapping_pow_i(y),
-        BinaryOp::Max => {
-            if x >= y {
-                x
-            } else {
-                y
-            }
+/// As [`float_op!`] for integers (wrapping arithmetic, floor division, as NumPy).
+macro_rules! int_op {
+    ($op:expr, $t:ty, $call:expr) => {{
+        use num_like::Int as _;
+        match $op {
+            BinaryOp::Add => $call(|x: $t, y: $t| x.wrapping_add(y)),
+            BinaryOp::Sub => $call(|x: $t, y: $t| x.wrapping_sub(y)),
+            BinaryOp::Mul => $call(|x: $t, y: $t| x.wrapping_mul(y)),
+            BinaryOp::Div => $call(|x: $t, y: $t| x.floor_div(y)),
+            BinaryOp::Pow => $call(|x: $t, y: $t| x.wrapping_pow_i(y)),
+            BinaryOp::Max => $call(|x: $t, y: $t| if x >= y { x } else { y }),
+            _ => $call(|x: $t, y: $t| if x <= y { x } else { y }),
         }
-        _ => {
-            if x <= y {
-                x
-            } else {
-                y
-            }
-        }
-    }
+    }};
 }
 
 fn binary(op: BinaryOp, a: Val, b: Val) -> Result<Val, EvalError> {
@@ -511,10 +564,10 @@ fn check_int_pow(a: &Val, b: &Val) -> Result<(), EvalError> {
 
 fn arith(op: BinaryOp, a: Block, b: Block) -> Result<Block, EvalError> {
     Ok(match (a, b) {
-        (Block::F64(x), Block::F64(y)) => Block::F64(zip_same(x, y, float_binary(op))?),
-        (Block::F32(x), Block::F32(y)) => Block::F32(zip_same(x, y, float_binary(op))?),
-        (Block::I64(x), Block::I64(y)) => Block::I64(zip_same(x, y, int_binary(op))?),
-        (Block::I32(x), Block::I32(y)) => Block::I32(zip_same(x, y, int_binary(op))?),
+        (Block::F64(x), Block::F64(y)) => Block::F64(float_op!(op, f64, |f| zip_same(x, y, f))?),
+        (Block::F32(x), Block::F32(y)) => Block::F32(float_op!(op, f32, |f| zip_same(x, y, f))?),
+        (Block::I64(x), Block::I64(y)) => Block::I64(int_op!(op, i64, |f| zip_same(x, y, f))?),
+        (Block::I32(x), Block::I32(y)) => Block::I32(int_op!(op, i32, |f| zip_same(x, y, f))?),
         (Block::Bool(x), Block::Bool(y)) => match op {
             BinaryOp::Add | BinaryOp::Max => Block::Bool(zip_same(x, y, |p, q| p | q)?),
             BinaryOp::Mul | BinaryOp::Min => Block::Bool(zip_same(x, y, |p, q| p & q)?),
@@ -527,10 +580,10 @@ fn arith(op: BinaryOp, a: Block, b: Block) -> Result<Block, EvalError> {
 fn arith_scalar(op: BinaryOp, a: Block, s: Scalar, scalar_left: bool) -> Result<Block, EvalError> {
     let s = s.cast(a.dtype());
     Ok(match (a, s) {
-        (Block::F64(x), Scalar::F64(v)) => Block::F64(map_scalar(x, v, scalar_left, float_binary(op))),
-        (Block::F32(x), Scalar::F32(v)) => Block::F32(map_scalar(x, v, scalar_left, float_binary(op))),
-        (Block::I64(x), Scalar::I64(v)) => Block::I64(map_scalar(x, v, scalar_left, int_binary(op))),
-        (Block::I32(x), Scalar::I32(v)) => Block::I32(map_scalar(x, v, scalar_left, int_binary(op))),
+        (Block::F64(x), Scalar::F64(v)) => Block::F64(float_op!(op, f64, |f| map_scalar(x, v, scalar_left, f))),
+        (Block::F32(x), Scalar::F32(v)) => Block::F32(float_op!(op, f32, |f| map_scalar(x, v, scalar_left, f))),
+        (Block::I64(x), Scalar::I64(v)) => Block::I64(int_op!(op, i64, |f| map_scalar(x, v, scalar_left, f))),
+        (Block::I32(x), Scalar::I32(v)) => Block::I32(int_op!(op, i32, |f| map_scalar(x, v, scalar_left, f))),
         (blk, s) => {
             let full = Block::full(&[], s);
             if scalar_left { arith(op, full, blk)? } else { arith(op, blk, full)? }
@@ -584,9 +637,6 @@ pub(crate) mod num_like {
         fn ceil(self) -> Self;
         fn round_ties_even(self) -> Self;
         fn sign(self) -> Self;
-        fn powf(self, e: Self) -> Self;
-        fn is_nan(self) -> bool;
-        fn nan() -> Self;
     }
     macro_rules! float {
         ($($t:ty),*) => {$(
@@ -604,9 +654,6 @@ pub(crate) mod num_like {
                 fn ceil(self) -> Self { <$t>::ceil(self) }
                 fn round_ties_even(self) -> Self { <$t>::round_ties_even(self) }
                 fn sign(self) -> Self { if self.is_nan() { self } else if self > 0.0 { 1.0 } else if self < 0.0 { -1.0 } else { 0.0 } }
-                fn powf(self, e: Self) -> Self { <$t>::powf(self, e) }
-                fn is_nan(self) -> bool { <$t>::is_nan(self) }
-                fn nan() -> Self { <$t>::NAN }
             }
         )*};
     }
@@ -614,9 +661,6 @@ pub(crate) mod num_like {
 
     /// Integer operations used by kernels (wrapping, as NumPy).
     pub trait Int: Copy + PartialOrd {
-        fn wrapping_add(self, o: Self) -> Self;
-        fn wrapping_sub(self, o: Self) -> Self;
-        fn wrapping_mul(self, o: Self) -> Self;
         fn wrapping_neg(self) -> Self;
         fn wrapping_abs(self) -> Self;
         fn signum(self) -> Self;
@@ -626,9 +670,6 @@ pub(crate) mod num_like {
     macro_rules! int {
         ($($t:ty),*) => {$(
             impl Int for $t {
-                fn wrapping_add(self, o: Self) -> Self { <$t>::wrapping_add(self, o) }
-                fn wrapping_sub(self, o: Self) -> Self { <$t>::wrapping_sub(self, o) }
-                fn wrapping_mul(self, o: Self) -> Self { <$t>::wrapping_mul(self, o) }
                 fn wrapping_neg(self) -> Self { <$t>::wrapping_neg(self) }
                 fn wrapping_abs(self) -> Self { <$t>::wrapping_abs(self) }
                 fn signum(self) -> Self { <$t>::signum(self) }

@@ -226,7 +226,7 @@ impl Lowering<'_> {
                 dtype: node.dtype,
                 shape: node.block_shape(idx),
                 offset: node.block_offset(idx),
-                stream: node.block_linear(idx),
+                array_shape: node.shape.clone(),
             },
             Op::FromArray(value) => {
                 let k = inputs.literal(value);

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use kiln_graph::{GraphError, Kernel, Key, TaskError, TaskId, Tokenizer, Value};
-use ndarray::{Array2, ArrayD, Axis, IxDyn, Zip};
+use ndarray::{ArrayD, Axis, CowArray, Ix2, IxDyn, Zip};
 
 use crate::array::Array;
 use crate::block::{Block, DType, Element};
@@ -450,8 +450,9 @@ impl BlockFinish for PartialOf {
     }
 }
 
-/// Puts the reduced axes last and returns (keepdims shape, lanes as a K x R matrix).
-fn lanes<T: Clone>(a: &ArrayD<T>, axes: &[usize]) -> (Vec<usize>, Array2<T>) {
+/// Puts the reduced axes last and returns (keepdims shape, lanes as a K x R matrix). A view
+/// when the block is already laid out that way (e.g. reducing all axes of a C-order block).
+fn lanes<'a, T: Clone>(a: &'a ArrayD<T>, axes: &[usize]) -> (Vec<usize>, CowArray<'a, T, Ix2>) {
     let ndim = a.ndim();
     let kept: Vec<usize> = (0..ndim).filter(|x| !axes.contains(x)).collect();
     let order: Vec<usize> = kept.iter().chain(axes.iter()).copied().collect();
@@ -459,9 +460,46 @@ fn lanes<T: Clone>(a: &ArrayD<T>, axes: &[usize]) -> (Vec<usize>, Array2<T>) {
     let r: usize = axes.iter().map(|&x| a.shape()[x]).product();
     let keep_shape: Vec<usize> = (0..ndim).map(|x| if axes.contains(&x) { 1 } else { a.shape()[x] }).collect();
     let permuted = a.view().permuted_axes(IxDyn(&order));
-    let standard = permuted.as_standard_layout();
-    let m = standard.to_owned().into_shape_with_order((k, r)).expect("element count is unchanged");
+    let m: CowArray<'a, T, Ix2> = if permuted.is_standard_layout() {
+        CowArray::from(permuted.into_shape_with_order((k, r)).expect("standard layout reshapes"))
+    } else {
+        let owned = permuted.as_standard_layout().into_owned();
+        CowArray::from(owned.into_shape_with_order((k, r)).expect("element count is unchanged"))
+    };
     (keep_shape, m)
+}
+
+/// Sum of a lane with several accumulators (vectorizes; plain folds do not).
+fn lane_sum(xs: &[f64], skipna: bool) -> (usize, f64) {
+    if !skipna {
+        let mut acc = [0.0f64; 8];
+        let chunks = xs.chunks_exact(8);
+        let tail: f64 = chunks.remainder().iter().sum();
+        for c in chunks {
+            for i in 0..8 {
+                acc[i] += c[i];
+            }
+        }
+        return (xs.len(), acc.iter().sum::<f64>() + tail);
+    }
+    xs.iter().filter(|x| !x.is_nan()).fold((0, 0.0), |(n, s), &x| (n + 1, s + x))
+}
+
+/// Sum of squared deviations from `mean` of a lane, with several accumulators.
+fn lane_m2(xs: &[f64], mean: f64, skipna: bool) -> f64 {
+    if !skipna {
+        let mut acc = [0.0f64; 8];
+        let chunks = xs.chunks_exact(8);
+        let tail: f64 = chunks.remainder().iter().map(|x| (x - mean) * (x - mean)).sum();
+        for c in chunks {
+            for i in 0..8 {
+                let d = c[i] - mean;
+                acc[i] += d * d;
+            }
+        }
+        return acc.iter().sum::<f64>() + tail;
+    }
+    xs.iter().filter(|x| !x.is_nan()).map(|x| (x - mean) * (x - mean)).sum()
 }
 
 fn to_f64(block: Block) -> ArrayD<f64> {
@@ -530,28 +568,40 @@ fn partial(p: &Params, block: Block, reduced_offset: &[usize]) -> Result<Partial
                 .collect();
             Partial::Acc(Block::Bool(ArrayD::from_shape_vec(IxDyn(&keep), out).expect("one value per lane")))
         }
+        ReduceOp::Mean if !p.skipna => {
+            // Sums along axes add whole rows at a time (vectorized), whatever the axes.
+            let mut sum = to_f64(block);
+            let mut count = 1usize;
+            for &axis in p.axes.iter().rev() {
+                count *= sum.shape()[axis];
+                sum = sum.sum_axis(Axis(axis));
+                sum.insert_axis_inplace(Axis(axis));
+            }
+            let mean = if count > 0 { sum.mapv(|s| s / count as f64) } else { sum };
+            Partial::Moments {
+                n: ArrayD::from_elem(mean.raw_dim(), count as f64),
+                m2: ArrayD::zeros(mean.raw_dim()),
+                mean,
+            }
+        }
         ReduceOp::Mean | ReduceOp::Var | ReduceOp::Std => {
             let a = to_f64(block);
             let (keep, m) = lanes(&a, &p.axes);
             let want_m2 = p.op != ReduceOp::Mean;
             let (mut ns, mut means, mut m2s) = (Vec::new(), Vec::new(), Vec::new());
             for row in m.rows() {
-                let (mut n, mut sum) = (0usize, 0.0f64);
-                for &x in row.iter() {
-                    if !(p.skipna && x.is_nan()) {
-                        n += 1;
-                        sum += x;
+                let lane = row.to_slice();
+                let owned;
+                let xs: &[f64] = match lane {
+                    Some(xs) => xs,
+                    None => {
+                        owned = row.to_vec();
+                        &owned
                     }
-                }
+                };
+                let (n, sum) = lane_sum(xs, p.skipna);
                 let mean = if n > 0 { sum / n as f64 } else { 0.0 };
-                let mut m2 = 0.0;
-                if want_m2 {
-                    for &x in row.iter() {
-                        if !(p.skipna && x.is_nan()) {
-                            m2 += (x - mean) * (x - mean);
-                        }
-                    }
-                }
+                let m2 = if want_m2 { lane_m2(xs, mean, p.skipna) } else { 0.0 };
                 ns.push(n as f64);
                 means.push(mean);
                 m2s.push(m2);
