@@ -24,6 +24,7 @@ pub mod block;
 pub mod chunks;
 pub mod error;
 pub mod expr;
+pub mod lanes;
 pub mod node;
 pub mod ops;
 pub mod rechunk;

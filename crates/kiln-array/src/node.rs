@@ -368,6 +368,12 @@ pub trait BlockFinish: Send + Sync {
     /// # Errors
     /// Data errors, as messages.
     fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError>;
+
+    /// Produces the task's value by consuming the lanes of its single expression, without the
+    /// block ever being materialized; `None` when this finish cannot.
+    fn finish_lanes(&self, _program: &crate::lanes::LaneProgram<'_>) -> Option<Result<Value, TaskError>> {
+        None
+    }
 }
 
 /// Borrows the [`Block`]s among a task's inputs.
@@ -390,6 +396,18 @@ impl Kernel for ExprKernel {
 
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
         let blocks = input_blocks(inputs)?;
+        if let [expr] = self.exprs.as_slice()
+            && expr.size() > 1
+            && let Some(program) = crate::lanes::LaneProgram::compile(expr, &blocks)
+        {
+            return match &self.finish {
+                None => Ok(Value::new(program.to_block())),
+                Some(f) => match f.finish_lanes(&program) {
+                    Some(result) => result,
+                    None => f.finish(vec![program.to_block()]),
+                },
+            };
+        }
         let evaluated: Vec<Block> =
             self.exprs.iter().map(|e| e.eval(&blocks).map_err(|e| TaskError::Failed(e.0))).collect::<Result<_, _>>()?;
         match &self.finish {

@@ -448,6 +448,81 @@ impl BlockFinish for PartialOf {
         let block = blocks.into_iter().next().ok_or_else(|| TaskError::msg("no block"))?;
         Ok(Value::new(partial(&self.params, block, &self.reduced_offset)?))
     }
+
+    fn finish_lanes(&self, program: &crate::lanes::LaneProgram<'_>) -> Option<Result<Value, TaskError>> {
+        lane_partial(&self.params, program).map(|p| Ok(Value::new(p)))
+    }
+}
+
+/// Partials computed from streamed lanes: sums, means and variances over all axes, and sums
+/// and means over axes that leave the last one (e.g. `mean(axis=0)`).
+fn lane_partial(p: &Params, program: &crate::lanes::LaneProgram<'_>) -> Option<Partial> {
+    let shape = program.shape().to_vec();
+    let ndim = shape.len();
+    if p.skipna || ndim == 0 {
+        return None;
+    }
+    let all = p.axes.len() == ndim;
+    let keep: Vec<usize> = (0..ndim).map(|a| if p.axes.contains(&a) { 1 } else { shape[a] }).collect();
+    match p.op {
+        ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Var | ReduceOp::Std if all => {
+            let (mut n, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
+            let (mut total, want_m2) = (0.0f64, matches!(p.op, ReduceOp::Var | ReduceOp::Std));
+            program.for_each_lane(|_, lane| {
+                let (len, sum) = lane_sum(lane, false);
+                if p.op == ReduceOp::Sum {
+                    total += sum;
+                    return;
+                }
+                let nb = len as f64;
+                let mb = sum / nb;
+                let qb = if want_m2 { lane_m2(lane, mb, false) } else { 0.0 };
+                // Chan et al.: merge this lane's (count, mean, M2) into the running one.
+                let t = n + nb;
+                let delta = mb - mean;
+                mean += delta * nb / t;
+                m2 += qb + delta * delta * n * nb / t;
+                n = t;
+            });
+            let one = |v: f64| ArrayD::from_elem(IxDyn(&keep), v);
+            Some(if p.op == ReduceOp::Sum {
+                Partial::Acc(Block::F64(one(total)))
+            } else {
+                Partial::Moments { n: one(n), mean: one(mean), m2: one(m2) }
+            })
+        }
+        ReduceOp::Sum | ReduceOp::Mean if !p.axes.contains(&(ndim - 1)) => {
+            let width = shape[ndim - 1];
+            let mut acc = ArrayD::<f64>::zeros(IxDyn(&keep));
+            let lead = &shape[..ndim - 1];
+            let slots = acc.as_slice_mut().expect("a fresh array is contiguous");
+            program.for_each_lane(|lane_no, lane| {
+                // Unravel the lane number, drop reduced axes, ravel into the accumulator.
+                let (mut rem, mut row, mut scale) = (lane_no, 0usize, 1usize);
+                for d in (0..lead.len()).rev() {
+                    let i = rem % lead[d];
+                    rem /= lead[d];
+                    if !p.axes.contains(&d) {
+                        row += i * scale;
+                        scale *= lead[d];
+                    }
+                }
+                let dst = &mut slots[row * width..(row + 1) * width];
+                dst.iter_mut().zip(lane).for_each(|(a, &x)| *a += x);
+            });
+            if p.op == ReduceOp::Sum {
+                return Some(Partial::Acc(Block::F64(acc)));
+            }
+            let count: usize = p.axes.iter().map(|&a| shape[a]).product();
+            let mean = acc.mapv(|s| s / count as f64);
+            Some(Partial::Moments {
+                n: ArrayD::from_elem(mean.raw_dim(), count as f64),
+                m2: ArrayD::zeros(mean.raw_dim()),
+                mean,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Puts the reduced axes last and returns (keepdims shape, lanes as a K x R matrix). A view

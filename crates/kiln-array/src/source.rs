@@ -124,6 +124,16 @@ fn uniform_lane(base: u64, inc: u64, lane: &mut [MaybeUninit<f64>], low: f64, wi
     uniform_lane_body(base, inc, lane, low, width);
 }
 
+/// Fills `out` with the uniform numbers of flat positions `g, g + step, ...` of the array of
+/// `seed` (what [`Source::generate`] puts there), for lane-wise evaluation.
+pub(crate) fn uniform_into(seed: u64, low: f64, high: f64, g: u64, step: u64, out: &mut [f64]) {
+    let k = key(seed, 0);
+    // SAFETY: `MaybeUninit<f64>` has the layout of `f64`, and the fill only writes initialized
+    // values, so the slice stays fully initialized.
+    let lane = unsafe { &mut *(out as *mut [f64] as *mut [MaybeUninit<f64>]) };
+    uniform_lane(k.wrapping_add(g.wrapping_mul(GAMMA)), step.wrapping_mul(GAMMA), lane, low, high - low);
+}
+
 impl Source {
     /// Generates the block of `shape` whose first element sits at `offset` in an array of
     /// `array_shape`.

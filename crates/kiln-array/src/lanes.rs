@@ -1,0 +1,394 @@
+//! Lane-wise evaluation of `f64` block expressions.
+//!
+//! Evaluating an expression block by block writes every intermediate to memory: for
+//! `x + x.T - m` that is a few passes over 8 MB per block, and memory, not arithmetic, sets the
+//! pace. Here the expression is evaluated one lane (a row along the last axis) at a time, with
+//! every intermediate in a buffer of one lane that stays in L1 cache. Random sources are
+//! generated straight into their lane (counter-based numbers need no state), and reductions
+//! consume lanes as they are produced, so a fused reduction never materializes its block.
+//!
+//! Only `f64` expressions of sources, inputs, scalars and arithmetic qualify; anything else
+//! uses the block evaluator.
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::block::{Block, DType, Scalar};
+use crate::expr::{BinaryOp, Expr, UnaryOp};
+use crate::source::{Dist, Source};
+
+enum Node<'a> {
+    /// Uniform random numbers: seed, low, high; node shape; original block offset, array
+    /// shape and axis permutation.
+    Uniform {
+        seed: u64,
+        low: f64,
+        high: f64,
+        offset: Vec<usize>,
+        array_shape: Vec<usize>,
+        axes: Vec<usize>,
+    },
+    Const(f64),
+    Input(&'a ArrayD<f64>),
+    Unary(UnaryOp, usize),
+    Binary(BinaryOp, usize, usize),
+}
+
+/// A compiled expression.
+pub struct LaneProgram<'a> {
+    nodes: Vec<(Node<'a>, Vec<usize>)>,
+    root: usize,
+    shape: Vec<usize>,
+}
+
+#[derive(Clone, Copy)]
+enum LaneVal {
+    Buf(usize),
+    Scalar(f64),
+}
+
+impl<'a> LaneProgram<'a> {
+    /// Compiles `expr` over `inputs`, or `None` when it does not qualify.
+    pub fn compile(expr: &Expr, inputs: &[&'a Block]) -> Option<LaneProgram<'a>> {
+        let mut nodes = Vec::new();
+        let root = compile(expr, inputs, &mut nodes)?;
+        let shape = nodes[root].1.clone();
+        Some(LaneProgram { nodes, root, shape })
+    }
+
+    /// The shape of the result.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Calls `f(lane_number, values)` for every lane of the result in C order.
+    pub fn for_each_lane(&self, mut f: impl FnMut(usize, &[f64])) {
+        let ndim = self.shape.len();
+        let width = self.shape.last().copied().unwrap_or(1);
+        let lanes: usize = self.shape[..ndim.saturating_sub(1)].iter().product();
+        if width == 0 || lanes == 0 {
+            return;
+        }
+        let mut bufs: Vec<Vec<f64>> = self.nodes.iter().map(|_| vec![0.0; width]).collect();
+        let mut out = vec![0.0; width];
+        let mut idx = vec![0usize; ndim.saturating_sub(1)];
+        for lane in 0..lanes {
+            match self.eval(self.root, &idx, &mut bufs) {
+                LaneVal::Buf(b) => f(lane, &bufs[b]),
+                LaneVal::Scalar(v) => {
+                    out.iter_mut().for_each(|x| *x = v);
+                    f(lane, &out);
+                }
+            }
+            for d in (0..idx.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < self.shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+    }
+
+    /// The whole result as a block.
+    pub fn to_block(&self) -> Block {
+        let width = self.shape.last().copied().unwrap_or(1);
+        let mut data = Vec::with_capacity(self.shape.iter().product());
+        self.for_each_lane(|_, lane| data.extend_from_slice(&lane[..width]));
+        Block::F64(ArrayD::from_shape_vec(IxDyn(&self.shape), data).expect("lanes tile the block"))
+    }
+
+    /// Evaluates node `n` for the output lane at leading index `out_idx`.
+    fn eval(&self, n: usize, out_idx: &[usize], bufs: &mut [Vec<f64>]) -> LaneVal {
+        let (node, shape) = &self.nodes[n];
+        let out_ndim = out_idx.len() + 1;
+        let k = shape.len();
+        // This node's leading index under right-aligned broadcasting.
+        let local = |d: usize| if shape[d] == 1 { 0 } else { out_idx[d + out_ndim - k] };
+        let width = if k == 0 { 1 } else { shape[k - 1] };
+        match node {
+            Node::Const(v) => LaneVal::Scalar(*v),
+            Node::Uniform { seed, low, high, offset, array_shape, axes } => {
+                let nd = array_shape.len();
+                let mut stride = vec![1u64; nd];
+                for d in (0..nd.saturating_sub(1)).rev() {
+                    stride[d] = stride[d + 1] * array_shape[d + 1] as u64;
+                }
+                let mut g: u64 = offset.iter().zip(&stride).map(|(&o, &s)| o as u64 * s).sum();
+                for d in 0..k.saturating_sub(1) {
+                    g += local(d) as u64 * stride[axes[d]];
+                }
+                let step = if k == 0 { 1 } else { stride[axes[k - 1]] };
+                let mut buf = std::mem::take(&mut bufs[n]);
+                crate::source::uniform_into(*seed, *low, *high, g, step, &mut buf[..width]);
+                bufs[n] = buf;
+                self.widen(n, width, bufs)
+            }
+            Node::Input(a) => {
+                let mut buf = std::mem::take(&mut bufs[n]);
+                if k == 0 {
+                    buf[0] = a.iter().next().copied().unwrap_or(f64::NAN);
+                } else {
+                    let strides = a.strides();
+                    let start: isize = (0..k - 1).map(|d| local(d) as isize * strides[d]).sum();
+                    let step = strides[k - 1];
+                    let ptr = a.as_ptr();
+                    for (j, x) in buf[..width].iter_mut().enumerate() {
+                        // SAFETY: every index is within the input's shape (`local(d) < shape[d]`,
+                        // `j < shape[k - 1]`), so the offset stays inside its allocation.
+                        *x = unsafe { *ptr.offset(start + j as isize * step) };
+                    }
+                }
+                bufs[n] = buf;
+                self.widen(n, width, bufs)
+            }
+            Node::Unary(op, c) => {
+                let v = self.eval(*c, out_idx, bufs);
+                let mut buf = std::mem::take(&mut bufs[n]);
+                let r = match v {
+                    LaneVal::Scalar(x) => LaneVal::Scalar(unary(*op, x)),
+                    LaneVal::Buf(b) => {
+                        let w = bufs[b].len().min(buf.len());
+                        for (o, &x) in buf[..w].iter_mut().zip(&bufs[b][..w]) {
+                            *o = unary(*op, x);
+                        }
+                        LaneVal::Buf(n)
+                    }
+                };
+                bufs[n] = buf;
+                r
+            }
+            Node::Binary(op, a, b) => {
+                let (va, vb) = (self.eval(*a, out_idx, bufs), self.eval(*b, out_idx, bufs));
+                let mut buf = std::mem::take(&mut bufs[n]);
+                let r = match (va, vb) {
+                    (LaneVal::Scalar(x), LaneVal::Scalar(y)) => LaneVal::Scalar(apply(*op, x, y)),
+                    (LaneVal::Buf(p), LaneVal::Scalar(y)) => {
+                        binary_into(*op, &mut buf, &bufs[p], None, Some(y));
+                        LaneVal::Buf(n)
+                    }
+                    (LaneVal::Scalar(x), LaneVal::Buf(q)) => {
+                        binary_into_left_scalar(*op, &mut buf, x, &bufs[q]);
+                        LaneVal::Buf(n)
+                    }
+                    (LaneVal::Buf(p), LaneVal::Buf(q)) => {
+                        binary_into(*op, &mut buf, &bufs[p], Some(&bufs[q]), None);
+                        LaneVal::Buf(n)
+                    }
+                };
+                bufs[n] = buf;
+                r
+            }
+        }
+    }
+
+    /// A lane of width 1 broadcasts as a scalar.
+    fn widen(&self, n: usize, width: usize, bufs: &[Vec<f64>]) -> LaneVal {
+        if width == 1 && bufs[n].len() > 1 { LaneVal::Scalar(bufs[n][0]) } else { LaneVal::Buf(n) }
+    }
+}
+
+/// Specializes the loop per operation so it vectorizes.
+fn binary_into(op: BinaryOp, out: &mut [f64], a: &[f64], b: Option<&[f64]>, y: Option<f64>) {
+    macro_rules! run {
+        ($f:expr) => {{
+            let f = $f;
+            match (b, y) {
+                (Some(b), _) => out.iter_mut().zip(a).zip(b).for_each(|((o, &x), &y)| *o = f(x, y)),
+                (None, Some(y)) => out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x, y)),
+                (None, None) => {}
+            }
+        }};
+    }
+    match op {
+        BinaryOp::Add => run!(|x: f64, y: f64| x + y),
+        BinaryOp::Sub => run!(|x: f64, y: f64| x - y),
+        BinaryOp::Mul => run!(|x: f64, y: f64| x * y),
+        BinaryOp::Div => run!(|x: f64, y: f64| x / y),
+        other => run!(move |x: f64, y: f64| apply(other, x, y)),
+    }
+}
+
+fn binary_into_left_scalar(op: BinaryOp, out: &mut [f64], x: f64, b: &[f64]) {
+    out.iter_mut().zip(b).for_each(|(o, &y)| *o = apply(op, x, y));
+}
+
+fn apply(op: BinaryOp, x: f64, y: f64) -> f64 {
+    match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        BinaryOp::Pow => x.powf(y),
+        BinaryOp::Max => {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.max(y)
+            }
+        }
+        _ => {
+            if x.is_nan() || y.is_nan() {
+                f64::NAN
+            } else {
+                x.min(y)
+            }
+        }
+    }
+}
+
+fn unary(op: UnaryOp, x: f64) -> f64 {
+    match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Log10 => x.log10(),
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
+        UnaryOp::Tan => x.tan(),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Round => x.round_ties_even(),
+        UnaryOp::Sign => {
+            if x.is_nan() {
+                x
+            } else if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
+        UnaryOp::IsNan | UnaryOp::IsFinite | UnaryOp::Not => unreachable!("predicates are not compiled"),
+    }
+}
+
+fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let get = |s: &[usize], i: usize| if i + s.len() >= n { s[i + s.len() - n] } else { 1 };
+    (0..n)
+        .map(|i| match (get(a, i), get(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+fn compile<'a>(expr: &Expr, inputs: &[&'a Block], nodes: &mut Vec<(Node<'a>, Vec<usize>)>) -> Option<usize> {
+    let (node, shape) = match expr {
+        Expr::Gen {
+            source: Source::Random { seed, dist: Dist::Uniform { low, high } },
+            dtype: DType::F64,
+            shape,
+            offset,
+            array_shape,
+        } => (
+            Node::Uniform {
+                seed: *seed,
+                low: *low,
+                high: *high,
+                offset: offset.clone(),
+                array_shape: array_shape.clone(),
+                axes: (0..shape.len()).collect(),
+            },
+            shape.clone(),
+        ),
+        Expr::Transpose(axes, inner) => match inner.as_ref() {
+            Expr::Gen {
+                source: Source::Random { seed, dist: Dist::Uniform { low, high } },
+                dtype: DType::F64,
+                shape,
+                offset,
+                array_shape,
+            } => (
+                Node::Uniform {
+                    seed: *seed,
+                    low: *low,
+                    high: *high,
+                    offset: offset.clone(),
+                    array_shape: array_shape.clone(),
+                    axes: axes.clone(),
+                },
+                axes.iter().map(|&a| shape[a]).collect(),
+            ),
+            _ => return None,
+        },
+        Expr::Gen { source: Source::Full(v), dtype: DType::F64, shape, .. } => (Node::Const(v.as_f64()), shape.clone()),
+        Expr::Scalar(Scalar::F64(v)) => (Node::Const(*v), vec![]),
+        Expr::Input(k) => match inputs.get(*k)? {
+            Block::F64(a) => (Node::Input(a), a.shape().to_vec()),
+            _ => return None,
+        },
+        Expr::Unary(op, a) if !op.is_predicate() => {
+            let c = compile(a, inputs, nodes)?;
+            let shape = nodes[c].1.clone();
+            (Node::Unary(*op, c), shape)
+        }
+        Expr::Binary(op, a, b) if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) => {
+            let (ca, cb) = (compile(a, inputs, nodes)?, compile(b, inputs, nodes)?);
+            let shape = broadcast(&nodes[ca].1, &nodes[cb].1)?;
+            (Node::Binary(*op, ca, cb), shape)
+        }
+        _ => return None,
+    };
+    nodes.push((node, shape));
+    Some(nodes.len() - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_match_the_block_evaluator() {
+        let uniform = |offset: Vec<usize>| Expr::Gen {
+            source: Source::Random { seed: 9, dist: Dist::Uniform { low: 0.0, high: 1.0 } },
+            dtype: DType::F64,
+            shape: vec![3, 4],
+            offset,
+            array_shape: vec![8, 8],
+        };
+        let row = Block::F64(ArrayD::from_shape_vec(IxDyn(&[4]), vec![1.0, 2.0, 3.0, 4.0]).unwrap());
+        let expr = Expr::Binary(
+            BinaryOp::Sub,
+            Box::new(Expr::Binary(
+                BinaryOp::Mul,
+                Box::new(uniform(vec![0, 4])),
+                Box::new(Expr::Transpose(
+                    vec![1, 0],
+                    Box::new(Expr::Gen {
+                        source: Source::Random { seed: 9, dist: Dist::Uniform { low: 0.0, high: 1.0 } },
+                        dtype: DType::F64,
+                        shape: vec![4, 3],
+                        offset: vec![4, 0],
+                        array_shape: vec![8, 8],
+                    }),
+                )),
+            )),
+            Box::new(Expr::Unary(UnaryOp::Sqrt, Box::new(Expr::Input(0)))),
+        );
+        let program = LaneProgram::compile(&expr, &[&row]).unwrap();
+        assert_eq!(program.shape(), &[3, 4]);
+        let (Block::F64(lanes), Block::F64(blocks)) = (program.to_block(), expr.eval(&[&row]).unwrap()) else {
+            panic!()
+        };
+        for (x, y) in lanes.iter().zip(blocks.iter()) {
+            assert!((x - y).abs() < 1e-15, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn comparisons_do_not_compile() {
+        let e = Expr::Binary(
+            BinaryOp::Gt,
+            Box::new(Expr::Scalar(Scalar::F64(1.0))),
+            Box::new(Expr::Scalar(Scalar::F64(2.0))),
+        );
+        assert!(LaneProgram::compile(&e, &[]).is_none());
+    }
+}
