@@ -190,6 +190,15 @@ impl<T: Element> Array<T> {
     pub fn pow(&self, other: impl Into<Operand2<T>>) -> Array<T> {
         self.binary(BinaryOp::Pow, other, false)
     }
+    /// Floor division (NumPy's `floor_divide`, `//`): integer division rounding down for
+    /// integers (division by zero gives 0), `floor(a / b)` for floats.
+    pub fn floor_divide(&self, other: impl Into<Operand2<T>>) -> Array<T> {
+        if T::DTYPE.is_float() {
+            self.binary::<T>(BinaryOp::Div, other, false).floor()
+        } else {
+            self.binary(BinaryOp::Div, other, false)
+        }
+    }
     /// Limits values to `[low, high]` (NumPy's `clip`).
     pub fn clip(&self, low: T, high: T) -> Array<T> {
         self.maximum(Operand2::Scalar(low)).minimum(Operand2::Scalar(high))

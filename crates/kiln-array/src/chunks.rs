@@ -72,7 +72,7 @@ pub fn regular(len: usize, size: usize) -> Vec<usize> {
     }
     let size = size.clamp(1, len);
     let mut out = vec![size; len / size];
-    if len % size != 0 {
+    if !len.is_multiple_of(size) {
         out.push(len % size);
     }
     out

@@ -26,6 +26,7 @@ pub mod error;
 pub mod expr;
 pub mod lanes;
 pub mod node;
+pub mod npy;
 pub mod ops;
 pub mod rechunk;
 pub mod reduce;

@@ -87,7 +87,7 @@ impl<T: Element> Neg for &Array<T> {
 impl<T: Element> Neg for Array<T> {
     type Output = Array<T>;
     fn neg(self) -> Array<T> {
-        (&self).map_unary(UnaryOp::Neg)
+        self.map_unary(UnaryOp::Neg)
     }
 }
 
