@@ -301,6 +301,59 @@ impl<T: Element> Array<T> {
         }))
     }
 
+    /// Inserts a length-1 axis at `axis` (NumPy's `expand_dims`).
+    pub fn expand_dims(&self, axis: isize) -> Array<T> {
+        if let Some(e) = self.error() {
+            return Self::invalid(e.clone());
+        }
+        let axis = match normalize_axis(axis, self.ndim() + 1) {
+            Ok(a) => a,
+            Err(e) => return Self::invalid(e),
+        };
+        let mut shape = self.shape().to_vec();
+        let mut chunks = self.chunks().clone();
+        shape.insert(axis, 1);
+        chunks.insert(axis, vec![1]);
+        self.unit_reshape("expand_dims", shape, chunks)
+    }
+
+    /// Removes length-1 axes (NumPy's `squeeze`; all of them when `axes` is empty).
+    pub fn squeeze(&self, axes: &[isize]) -> Array<T> {
+        if let Some(e) = self.error() {
+            return Self::invalid(e.clone());
+        }
+        let ndim = self.ndim();
+        let drop: Vec<usize> = if axes.is_empty() {
+            (0..ndim).filter(|&a| self.shape()[a] == 1).collect()
+        } else {
+            match axes.iter().map(|&a| normalize_axis(a, ndim)).collect::<Result<Vec<_>, _>>() {
+                Ok(v) => v,
+                Err(e) => return Self::invalid(e),
+            }
+        };
+        if let Some(&a) = drop.iter().find(|&&a| self.shape()[a] != 1) {
+            return Self::invalid(ArrayError::Invalid(format!(
+                "cannot select an axis to squeeze out which has size not equal to one (axis {a} has {})",
+                self.shape()[a]
+            )));
+        }
+        let keep = |a: &usize| !drop.contains(a);
+        let shape = (0..ndim).filter(keep).map(|a| self.shape()[a]).collect();
+        let chunks = (0..ndim).filter(keep).map(|a| self.chunks()[a].clone()).collect();
+        self.unit_reshape("squeeze", shape, chunks)
+    }
+
+    fn unit_reshape(&self, prefix: &str, shape: Vec<usize>, chunks: Chunks) -> Array<T> {
+        let name = Tokenizer::new().add(prefix).add(&*self.node.name).add(&shape).key(prefix);
+        Array::from_node(Arc::new(Node {
+            name: name.shared_name().clone(),
+            shape,
+            chunks,
+            dtype: T::DTYPE,
+            op: Op::Reshape(self.node.clone()),
+        }))
+    }
+
     /// Swaps two axes.
     pub fn swapaxes(&self, a: isize, b: isize) -> Array<T> {
         let ndim = self.ndim();

@@ -25,6 +25,7 @@ pub mod chunks;
 pub mod error;
 pub mod expr;
 pub mod lanes;
+pub mod linalg;
 pub mod node;
 pub mod npy;
 pub mod ops;

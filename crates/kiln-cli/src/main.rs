@@ -18,11 +18,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Builds a graph of many small delayed calls with ordinary loops, runs it on the local
-    /// scheduler and reports what happened.
+    /// Runs the seeds' computations on the local scheduler and reports what happened: the
+    /// headline `(x + x.T - x.mean(axis=0)).std()` on an n x n random array (with a progress
+    /// bar), then a loop of delayed calls.
     Demo {
-        /// Side of the a x b grid of calls (the graph has about side² tasks).
+        /// Side of the random array (the seeds' full size is 100000: an 80 GB array).
+        #[arg(long, default_value_t = 20_000)]
+        n: usize,
+        /// Block side of the array.
         #[arg(long, default_value_t = 1000)]
+        chunk: usize,
+        /// Side of the a x b grid of delayed calls (the graph has about side² tasks).
+        #[arg(long, default_value_t = 300)]
         side: i64,
         /// Threads for the local scheduler (default: one per core).
         #[arg(long)]
@@ -35,7 +42,12 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Demo { side, threads, visualize } => demo(side, threads, visualize.as_deref()),
+        Command::Demo { n, chunk, side, threads, visualize } => {
+            let scheduler =
+                threads.map_or_else(LocalScheduler::new, LocalScheduler::threads).with_progress(Progress::Auto);
+            array_demo(n, chunk, &scheduler)?;
+            demo(side, &scheduler, visualize.as_deref())
+        }
     }
 }
 
@@ -61,9 +73,28 @@ fn expected(side: i64) -> i64 {
     (0..side).flat_map(|a| (0..side).map(move |b| if a < b { a * b + 1 } else { a - b })).sum()
 }
 
-fn demo(side: i64, threads: Option<usize>, visualize: Option<&str>) -> Result<()> {
+/// The seeds' headline array computation.
+fn array_demo(n: usize, chunk: usize, scheduler: &LocalScheduler) -> Result<()> {
+    anyhow::ensure!(n > 0 && chunk > 0, "--n and --chunk must be positive");
+    let x = kiln::array::random::RandomState::new(42).random(&[n, n], [chunk, chunk]);
+    println!("kiln demo: x = {x} ({:.1} GB if held in memory)", x.nbytes() as f64 / 1e9);
+    let y = (&x + &x.t() - &x.mean_axis(0)).std();
+    let (graph, _) = y.graph().context("building the graph")?;
+    println!("  (x + x.T - x.mean(axis=0)).std() is a graph of {} tasks", graph.len());
+    drop(graph);
+    let t = Instant::now();
+    let value = y.scalar().compute_on(scheduler).context("computing the seed expression")?;
+    println!(
+        "  computed on {} in {:.2?}: {value:.6} (uniform data tends to sqrt(1/6) = {:.6})",
+        scheduler.name(),
+        t.elapsed(),
+        (1.0f64 / 6.0).sqrt()
+    );
+    Ok(())
+}
+
+fn demo(side: i64, scheduler: &LocalScheduler, visualize: Option<&str>) -> Result<()> {
     anyhow::ensure!(side > 0, "--side must be positive");
-    let scheduler = threads.map_or_else(LocalScheduler::new, LocalScheduler::threads).with_progress(Progress::Auto);
     println!("kiln demo: the seeds' `f(a, b) if a < b else g(a, b)` loop over a {side} x {side} grid, summed");
 
     let t0 = Instant::now();
@@ -74,7 +105,7 @@ fn demo(side: i64, threads: Option<usize>, visualize: Option<&str>) -> Result<()
     drop(graph);
 
     let t1 = Instant::now();
-    let value = total.compute_on(&scheduler).context("computing the grid")?;
+    let value = total.compute_on(scheduler).context("computing the grid")?;
     let run = t1.elapsed();
     println!("  computed on {} in {run:.2?}: total = {value}", scheduler.name());
     let check = expected(side);

@@ -6,6 +6,12 @@
 //!
 //! | Dask | kiln |
 //! |---|---|
+//! | `da.ones((15,), chunks=(5,))` | `kiln::array::ones::<f64>(&[15], 5)` |
+//! | `da.random.default_rng(0).random((n, n), chunks=(c, c))` | `kiln::array::random::RandomState::new(0).random(&[n, n], [c, c])` |
+//! | `(x + x.T - x.mean(axis=0)).std()` | `(&x + &x.t() - &x.mean_axis(0)).std()` |
+//! | `x[::4, 2, 1:-1]` | `x.slice(&idx![..;4, 2, 1..-1])` |
+//! | `x.sum(axis=0, keepdims=True)` | `x.sum_with(&Reduce::axis(0).keepdims(true))` |
+//! | `float(y.compute())` | `y.scalar().compute()` |
 //! | `dask.delayed(f)(x, y)` | `kiln::delayed::func2("f", f).call(x, y)` |
 //! | `dask.delayed(data)` | `kiln::delayed::value(data)` |
 //! | `x.compute()` | `x.compute()` (with `use kiln::prelude::*`) |
@@ -15,6 +21,11 @@
 //!
 //! ```
 //! use kiln::prelude::*;
+//! let x = kiln::array::random::RandomState::new(0).random(&[2000, 2000], [500, 500]);
+//! let y = (&x + &x.t() - &x.mean_axis(0)).std();
+//! let value = y.scalar().compute().unwrap();
+//! assert!((value - 0.408).abs() < 0.01);
+//!
 //! let inc = kiln::delayed::func1("inc", |x: &i64| x + 1);
 //! let add = kiln::delayed::func2("add", |a: &i64, b: &i64| a + b);
 //! let total = add.call(inc.call(1), inc.call(2));
@@ -30,6 +41,11 @@ pub use kiln_local::LocalScheduler;
 
 pub mod visualize;
 
+/// Chunked n-dimensional arrays (Dask's `dask.array`).
+pub mod array {
+    pub use kiln_array::*;
+}
+
 /// Lazy function calls (Dask's `dask.delayed`).
 pub mod delayed {
     pub use kiln_delayed::*;
@@ -39,6 +55,7 @@ pub mod delayed {
 pub mod prelude {
     pub use crate::visualize::Visualize;
     pub use crate::{Compute, LocalScheduler};
+    pub use kiln_array::{Array, Idx, Reduce, idx};
     pub use kiln_delayed::Delayed;
 }
 
