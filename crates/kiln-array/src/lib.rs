@@ -31,6 +31,7 @@ pub mod npy;
 pub mod ops;
 pub mod rechunk;
 pub mod reduce;
+pub mod shape_ops;
 pub mod slicing;
 pub mod source;
 
@@ -40,6 +41,7 @@ pub use chunks::{ChunkSpec, Chunks};
 pub use error::ArrayError;
 pub use ops::where_;
 pub use reduce::Reduce;
+pub use shape_ops::{concatenate, stack};
 pub use slicing::Idx;
 
 impl<T: Element> Array<T> {

@@ -49,6 +49,8 @@ pub enum Op {
     Slice(Arc<Node>, Arc<SlicePlan>),
     /// Block-local reshape that only inserts or removes length-1 axes (lazy).
     Reshape(Arc<Node>),
+    /// Arrays joined along an axis (lazy): each output block is a block of one input.
+    Concat(Vec<Arc<Node>>, usize),
     /// An operation that emits tasks.
     Materialized(Arc<dyn Layer>),
     /// An array whose construction failed; every use reports this error.
@@ -297,6 +299,21 @@ impl Lowering<'_> {
                 // those axes removed/inserted, matched by walking non-unit axes.
                 let sub = reshape_unit_index(&node.shape, &input.shape, idx);
                 Expr::Reshape(node.block_shape(idx), Box::new(self.child(input, &sub, inputs)?))
+            }
+            Op::Concat(parts, axis) => {
+                let mut block = idx[*axis];
+                let mut part = &parts[0];
+                for p in parts {
+                    let n = p.chunks[*axis].len();
+                    if block < n {
+                        part = p;
+                        break;
+                    }
+                    block -= n;
+                }
+                let mut sub = idx.to_vec();
+                sub[*axis] = block;
+                self.child(part, &sub, inputs)?
             }
             Op::Materialized(_) => Expr::Input(inputs.task(self.task(node, idx)?)),
             Op::Invalid(e) => return Err(GraphError::UnknownKey(Key::new(format!("invalid array: {e}")))),

@@ -1,0 +1,373 @@
+//! Joining arrays (`concatenate`, `stack`), per-block user functions (`map_blocks`) and
+//! cumulative reductions (`cumsum`, `cumprod`).
+
+use std::sync::Arc;
+
+use kiln_graph::{Arg, GraphError, Kernel, Key, TaskError, TaskId, Tokenizer, Value};
+use ndarray::{ArrayD, Axis, Slice};
+
+use crate::array::Array;
+use crate::block::{Block, DType, Element};
+use crate::chunks::Chunks;
+use crate::error::{ArrayError, normalize_axis};
+use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, Op, TaskInputs, input_blocks};
+
+/// Joins arrays along an existing axis (NumPy's `concatenate`). The output keeps every input's
+/// blocks, so nothing is copied until the blocks are used.
+///
+/// ```
+/// use kiln_array::{concatenate, ones, zeros};
+/// let x = concatenate(&[ones::<f64>(&[2, 3], 2), zeros::<f64>(&[4, 3], 2)], 0);
+/// assert_eq!(x.shape(), &[6, 3]);
+/// ```
+pub fn concatenate<T: Element>(arrays: &[Array<T>], axis: isize) -> Array<T> {
+    let Some(first) = arrays.first() else {
+        return Array::invalid(ArrayError::Invalid("need at least one array to concatenate".into()));
+    };
+    if let Some(e) = arrays.iter().find_map(|a| a.error()) {
+        return Array::invalid(e.clone());
+    }
+    let ndim = first.ndim();
+    let axis = match normalize_axis(axis, ndim) {
+        Ok(a) => a,
+        Err(e) => return Array::invalid(e),
+    };
+    // All other axes must agree in length; their chunks are unified by rechunking.
+    let mut nodes = Vec::with_capacity(arrays.len());
+    for a in arrays {
+        if a.ndim() != ndim {
+            return Array::invalid(ArrayError::Shape(format!(
+                "all the input arrays must have the same number of dimensions, got {} and {}",
+                ndim,
+                a.ndim()
+            )));
+        }
+        for d in (0..ndim).filter(|&d| d != axis) {
+            if a.shape()[d] != first.shape()[d] {
+                return Array::invalid(ArrayError::Shape(format!(
+                    "all the input array dimensions except for the concatenation axis must match exactly, \
+                     but along dimension {d} the arrays have sizes {} and {}",
+                    first.shape()[d],
+                    a.shape()[d]
+                )));
+            }
+        }
+        let target: Chunks =
+            (0..ndim).map(|d| if d == axis { a.chunks()[d].clone() } else { first.chunks()[d].clone() }).collect();
+        let node = if &target != a.chunks() { crate::rechunk::rechunk(&a.node, target) } else { a.node.clone() };
+        nodes.push(node);
+    }
+    let mut shape = first.shape().to_vec();
+    shape[axis] = nodes.iter().map(|n| n.shape[axis]).sum();
+    let mut chunks = first.chunks().clone();
+    chunks[axis] = nodes.iter().flat_map(|n| n.chunks[axis].iter().copied()).filter(|&c| c > 0).collect();
+    if chunks[axis].is_empty() {
+        chunks[axis] = vec![0];
+    }
+    // Empty inputs contribute no blocks.
+    let nodes: Vec<Arc<Node>> = nodes.into_iter().filter(|n| n.shape[axis] > 0).collect();
+    if nodes.is_empty() {
+        return first.clone();
+    }
+    let mut tokens = Tokenizer::new();
+    tokens.feed("concatenate").feed(&axis);
+    for n in &nodes {
+        tokens.feed(&*n.name);
+    }
+    let name = tokens.key("concatenate");
+    Array::from_node(Arc::new(Node {
+        name: name.shared_name().clone(),
+        shape,
+        chunks,
+        dtype: T::DTYPE,
+        op: Op::Concat(nodes, axis),
+    }))
+}
+
+/// Joins arrays along a new axis (NumPy's `stack`).
+pub fn stack<T: Element>(arrays: &[Array<T>], axis: isize) -> Array<T> {
+    let Some(first) = arrays.first() else {
+        return Array::invalid(ArrayError::Invalid("need at least one array to stack".into()));
+    };
+    if arrays.iter().any(|a| a.shape() != first.shape()) {
+        return Array::invalid(ArrayError::Shape("all input arrays must have the same shape".into()));
+    }
+    let expanded: Vec<Array<T>> = arrays.iter().map(|a| a.expand_dims(axis)).collect();
+    concatenate(&expanded, axis)
+}
+
+impl<T: Element> Array<T> {
+    /// Applies a function to every block (Dask's `map_blocks`). The function must return a
+    /// block of the same shape; it runs on the local scheduler (a closure is not portable).
+    ///
+    /// ```
+    /// use kiln_array::ones;
+    /// use kiln_local::LocalScheduler;
+    /// let x = ones::<f64>(&[4, 4], 2).map_blocks("double", |b: &ndarray::ArrayD<f64>| b * 2.0);
+    /// assert_eq!(x.sum().scalar_with(&LocalScheduler::new()).unwrap(), 32.0);
+    /// ```
+    pub fn map_blocks<U: Element>(
+        &self,
+        name: &str,
+        f: impl Fn(&ArrayD<T>) -> ArrayD<U> + Send + Sync + 'static,
+    ) -> Array<U> {
+        if let Some(e) = self.error() {
+            return Array::invalid(e.clone());
+        }
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = Tokenizer::new().add(name).add(&*self.node.name).add(&id).add(&std::process::id()).key(name);
+        let layer = MapBlocks::<T, U> { input: self.node.clone(), f: Arc::new(f), name: name.to_string() };
+        Array::from_node(Arc::new(Node {
+            name: key.shared_name().clone(),
+            shape: self.shape().to_vec(),
+            chunks: self.chunks().clone(),
+            dtype: U::DTYPE,
+            op: Op::Materialized(Arc::new(layer)),
+        }))
+    }
+
+    /// Cumulative sum along an axis (NumPy's `cumsum`; int64 for integers and bools).
+    pub fn cumsum(&self, axis: isize) -> Array<T::Sum> {
+        self.cumulative(axis, false)
+    }
+
+    /// Cumulative product along an axis.
+    pub fn cumprod(&self, axis: isize) -> Array<T::Sum> {
+        self.cumulative(axis, true)
+    }
+
+    fn cumulative<U: Element>(&self, axis: isize, product: bool) -> Array<U> {
+        if let Some(e) = self.error() {
+            return Array::invalid(e.clone());
+        }
+        let axis = match normalize_axis(axis, self.ndim()) {
+            Ok(a) => a,
+            Err(e) => return Array::invalid(e),
+        };
+        let op = if product { "cumprod" } else { "cumsum" };
+        let key = Tokenizer::new().add(op).add(&*self.node.name).add(&axis).key(op);
+        let base = key.shared_name().clone();
+        let layer = Cumulative {
+            input: self.node.clone(),
+            axis,
+            product,
+            dtype: U::DTYPE,
+            local: format!("{base}-local").into(),
+            carry: format!("{base}-carry").into(),
+        };
+        Array::from_node(Arc::new(Node {
+            name: base,
+            shape: self.shape().to_vec(),
+            chunks: self.chunks().clone(),
+            dtype: U::DTYPE,
+            op: Op::Materialized(Arc::new(layer)),
+        }))
+    }
+}
+
+type BlockFn<T, U> = dyn Fn(&ArrayD<T>) -> ArrayD<U> + Send + Sync;
+
+struct MapBlocks<T, U> {
+    input: Arc<Node>,
+    f: Arc<BlockFn<T, U>>,
+    name: String,
+}
+
+struct ApplyFn<T, U> {
+    f: Arc<BlockFn<T, U>>,
+    shape: Vec<usize>,
+}
+
+impl<T: Element, U: Element> BlockFinish for ApplyFn<T, U> {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let block = blocks.into_iter().next().ok_or_else(|| TaskError::msg("no block"))?;
+        let found = block.dtype();
+        let typed =
+            T::from_block(block).ok_or_else(|| TaskError::msg(format!("block of {found}, expected {}", T::DTYPE)))?;
+        let out = (self.f)(&typed);
+        if out.shape() != self.shape.as_slice() {
+            return Err(TaskError::msg(format!(
+                "map_blocks function returned a block of shape {:?}, expected {:?}",
+                out.shape(),
+                self.shape
+            )));
+        }
+        Ok(Value::new(U::into_block(out)))
+    }
+}
+
+impl<T: Element, U: Element> Layer for MapBlocks<T, U> {
+    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        let mut inputs = TaskInputs::default();
+        let expr = lw.expr(&self.input, idx, &mut inputs)?;
+        let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
+            name: self.name.clone(),
+            exprs: vec![expr],
+            finish: Some(Arc::new(ApplyFn { f: self.f.clone(), shape: node.block_shape(idx) })),
+        });
+        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+    }
+
+    fn inputs(&self) -> Vec<Arc<Node>> {
+        vec![self.input.clone()]
+    }
+}
+
+/// `cumsum` as a chain: each block's local cumulative sum, then the running total of the
+/// blocks before it (its "carry") added in.
+struct Cumulative {
+    input: Arc<Node>,
+    axis: usize,
+    product: bool,
+    dtype: DType,
+    local: Arc<str>,
+    carry: Arc<str>,
+}
+
+impl Layer for Cumulative {
+    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        let local = self.local_task(idx, lw)?;
+        if idx[self.axis] == 0 {
+            let id: Arc<dyn Kernel> = Arc::new(kiln_graph::kernel::Identity);
+            return lw.builder.add(node.key(idx), id, [Arg::Task(local)]);
+        }
+        let carry = self.carry_task(idx, lw)?;
+        let apply: Arc<dyn Kernel> = Arc::new(ApplyCarry { axis: self.axis, product: self.product });
+        lw.builder.add(node.key(idx), apply, [Arg::Task(local), Arg::Task(carry)])
+    }
+
+    fn inputs(&self) -> Vec<Arc<Node>> {
+        vec![self.input.clone()]
+    }
+}
+
+impl Cumulative {
+    fn idx_key(name: &Arc<str>, idx: &[usize]) -> Key {
+        Key::from_shared(name, &idx.iter().map(|&i| i as u32).collect::<Vec<_>>())
+    }
+
+    fn local_task(&self, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        let key = Self::idx_key(&self.local, idx);
+        if let Some(id) = lw.builder.id_of(&key) {
+            return Ok(id);
+        }
+        let mut inputs = TaskInputs::default();
+        let expr = lw.expr(&self.input, idx, &mut inputs)?;
+        let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
+            name: if self.product { "cumprod-local".into() } else { "cumsum-local".into() },
+            exprs: vec![expr],
+            finish: Some(Arc::new(LocalScan { axis: self.axis, product: self.product, dtype: self.dtype })),
+        });
+        lw.builder.add(key, kernel, inputs.into_args())
+    }
+
+    /// The combined total of all blocks before `idx` along the axis (a slab of length 1).
+    fn carry_task(&self, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        let key = Self::idx_key(&self.carry, idx);
+        if let Some(id) = lw.builder.id_of(&key) {
+            return Ok(id);
+        }
+        let mut prev = idx.to_vec();
+        prev[self.axis] -= 1;
+        let prev_local = self.local_task(&prev, lw)?;
+        let kernel: Arc<dyn Kernel> = Arc::new(Carry { axis: self.axis, product: self.product });
+        if prev[self.axis] == 0 {
+            lw.builder.add(key, kernel, [Arg::Task(prev_local)])
+        } else {
+            let prev_carry = self.carry_task(&prev, lw)?;
+            lw.builder.add(key, kernel, [Arg::Task(prev_local), Arg::Task(prev_carry)])
+        }
+    }
+}
+
+macro_rules! numeric {
+    ($block:expr, $a:ident => $body:expr) => {
+        match $block {
+            Block::F64($a) => Block::F64($body),
+            Block::F32($a) => Block::F32($body),
+            Block::I64($a) => Block::I64($body),
+            Block::I32($a) => Block::I32($body),
+            Block::Bool(_) => return Err(TaskError::msg("cumulative operations accumulate bools as int64")),
+        }
+    };
+}
+
+struct LocalScan {
+    axis: usize,
+    product: bool,
+    dtype: DType,
+}
+
+impl BlockFinish for LocalScan {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let block = blocks.into_iter().next().ok_or_else(|| TaskError::msg("no block"))?.cast(self.dtype);
+        let (axis, product) = (Axis(self.axis), self.product);
+        Ok(Value::new(numeric!(block, a => {
+            let mut a = a;
+            if product {
+                a.accumulate_axis_inplace(axis, |&prev, cur| *cur = *cur * prev);
+            } else {
+                a.accumulate_axis_inplace(axis, |&prev, cur| *cur = *cur + prev);
+            }
+            a
+        })))
+    }
+}
+
+/// The last slab of the previous local scan, combined with the carry before it.
+struct Carry {
+    axis: usize,
+    product: bool,
+}
+
+fn last_slab<A: Clone>(a: &ArrayD<A>, axis: usize) -> ArrayD<A> {
+    let n = a.shape()[axis];
+    a.slice_axis(Axis(axis), Slice::from(n.saturating_sub(1)..n)).to_owned()
+}
+
+fn combine_blocks(x: &Block, y: &Block, product: bool) -> Result<Block, TaskError> {
+    Ok(match (x, y) {
+        (Block::F64(a), Block::F64(b)) => Block::F64(if product { a * b } else { a + b }),
+        (Block::F32(a), Block::F32(b)) => Block::F32(if product { a * b } else { a + b }),
+        (Block::I64(a), Block::I64(b)) => Block::I64(if product { a * b } else { a + b }),
+        (Block::I32(a), Block::I32(b)) => Block::I32(if product { a * b } else { a + b }),
+        _ => return Err(TaskError::msg("cumulative blocks differ in dtype")),
+    })
+}
+
+impl Kernel for Carry {
+    fn name(&self) -> &str {
+        "cumulative-carry"
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        let blocks = input_blocks(inputs)?;
+        let axis = self.axis;
+        let slab = crate::with_block!(blocks[0], a => Element::into_block(last_slab(a, axis)));
+        let total = match blocks.get(1) {
+            Some(prev) => combine_blocks(&slab, prev, self.product)?,
+            None => slab,
+        };
+        Ok(Value::new(total))
+    }
+}
+
+/// Adds (or multiplies) the carry slab into every position of the local scan.
+struct ApplyCarry {
+    axis: usize,
+    product: bool,
+}
+
+impl Kernel for ApplyCarry {
+    fn name(&self) -> &str {
+        "cumulative-apply"
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        let blocks = input_blocks(inputs)?;
+        if blocks[0].shape()[self.axis] == 0 {
+            return Ok(Value::new(blocks[0].clone()));
+        }
+        // The carry has length 1 along the axis and broadcasts.
+        Ok(Value::new(combine_blocks(blocks[0], blocks[1], self.product)?))
+    }
+}

@@ -1,0 +1,73 @@
+//! concatenate, stack, map_blocks, cumsum/cumprod, expand_dims/squeeze against ndarray.
+
+use kiln_array::{ArrayError, concatenate, from_array, ones, stack};
+use kiln_local::{LocalScheduler, Progress};
+use ndarray::{ArrayD, Axis, Dimension, IxDyn, concatenate as nd_concatenate, stack as nd_stack};
+
+fn sched() -> LocalScheduler {
+    LocalScheduler::threads(2).with_progress(Progress::Never)
+}
+
+fn grid(shape: &[usize], k: f64) -> ArrayD<f64> {
+    ArrayD::from_shape_fn(IxDyn(shape), |i| {
+        i.slice().iter().enumerate().map(|(d, &x)| (x as f64 + k) * (d + 1) as f64).sum()
+    })
+}
+
+#[test]
+fn concatenate_and_stack_match_ndarray() {
+    let (a, b) = (grid(&[4, 5], 0.0), grid(&[3, 5], 10.0));
+    let (x, y) = (from_array(a.clone(), [3, 2]), from_array(b.clone(), [2, 5]));
+    let want = nd_concatenate(Axis(0), &[a.view(), b.view()]).unwrap();
+    assert_eq!(concatenate(&[x.clone(), y.clone()], 0).compute_with(&sched()).unwrap(), want);
+    let c = grid(&[4, 2], 3.0);
+    let z = from_array(c.clone(), 1);
+    let want = nd_concatenate(Axis(1), &[a.view(), c.view()]).unwrap();
+    assert_eq!(concatenate(&[x.clone(), z], -1).compute_with(&sched()).unwrap(), want);
+    let s = stack(&[x.clone(), x.clone()], 1).compute_with(&sched()).unwrap();
+    assert_eq!(s, nd_stack(Axis(1), &[a.view(), a.view()]).unwrap());
+    let err = concatenate(&[x, y], 1).check().unwrap_err();
+    assert!(matches!(err, ArrayError::Shape(_)), "{err}");
+}
+
+#[test]
+fn cumulative_sums_and_products() {
+    let a = grid(&[7, 5], 1.0);
+    let x = from_array(a.clone(), [3, 2]);
+    let mut want = a.clone();
+    want.accumulate_axis_inplace(Axis(0), |&p, c| *c += p);
+    assert_eq!(x.cumsum(0).compute_with(&sched()).unwrap(), want);
+    let mut want = a.clone();
+    want.accumulate_axis_inplace(Axis(1), |&p, c| *c += p);
+    assert_eq!(x.cumsum(-1).compute_with(&sched()).unwrap(), want);
+    let small = from_array(ArrayD::from_shape_vec(IxDyn(&[6]), vec![1.0, 2.0, 3.0, 0.5, 2.0, 1.0]).unwrap(), 2);
+    assert_eq!(
+        small.cumprod(0).compute_with(&sched()).unwrap().into_raw_vec_and_offset().0,
+        vec![1.0, 2.0, 6.0, 3.0, 6.0, 6.0]
+    );
+    // int32 and bool accumulate as int64, as in NumPy.
+    let flags = ones::<f64>(&[5], 2).gt(0.0);
+    assert_eq!(flags.cumsum(0).compute_with(&sched()).unwrap().into_raw_vec_and_offset().0, vec![1i64, 2, 3, 4, 5]);
+}
+
+#[test]
+fn map_blocks_applies_per_block_and_checks_shapes() {
+    let a = grid(&[6, 4], 0.0);
+    let x = from_array(a.clone(), [4, 3]);
+    let doubled = x.map_blocks("double", |b: &ArrayD<f64>| b * 2.0);
+    assert_eq!(doubled.compute_with(&sched()).unwrap(), &a * 2.0);
+    let wrong = x.map_blocks("shrink", |b: &ArrayD<f64>| b.sum_axis(Axis(0)).into_dyn());
+    let err = wrong.compute_with(&sched()).unwrap_err().to_string();
+    assert!(err.contains("map_blocks function returned a block of shape"), "{err}");
+}
+
+#[test]
+fn expand_dims_and_squeeze() {
+    let a = grid(&[3, 4], 0.0);
+    let x = from_array(a.clone(), 2);
+    let e = x.expand_dims(1);
+    assert_eq!(e.shape(), &[3, 1, 4]);
+    assert_eq!(e.compute_with(&sched()).unwrap(), a.clone().insert_axis(Axis(1)));
+    assert_eq!(e.squeeze(&[]).compute_with(&sched()).unwrap(), a);
+    assert!(x.squeeze(&[0]).check().is_err());
+}
