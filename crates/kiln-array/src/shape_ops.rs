@@ -306,9 +306,9 @@ impl BlockFinish for LocalScan {
         Ok(Value::new(numeric!(block, a => {
             let mut a = a;
             if product {
-                a.accumulate_axis_inplace(axis, |&prev, cur| *cur = *cur * prev);
+                a.accumulate_axis_inplace(axis, |&prev, cur| *cur *= prev);
             } else {
-                a.accumulate_axis_inplace(axis, |&prev, cur| *cur = *cur + prev);
+                a.accumulate_axis_inplace(axis, |&prev, cur| *cur += prev);
             }
             a
         })))
