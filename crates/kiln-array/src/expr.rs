@@ -253,6 +253,38 @@ fn to_block(v: Val) -> Block {
     }
 }
 
+/// A view of the sliced part of an array.
+pub fn slice_view<'a, A>(x: ndarray::ArrayViewD<'a, A>, axes: &[AxisSlice]) -> ndarray::ArrayViewD<'a, A> {
+    x.slice_each_axis_inplace_view(axes)
+}
+
+trait SliceView<'a, A> {
+    fn slice_each_axis_inplace_view(self, axes: &[AxisSlice]) -> ndarray::ArrayViewD<'a, A>;
+}
+
+impl<'a, A> SliceView<'a, A> for ndarray::ArrayViewD<'a, A> {
+    fn slice_each_axis_inplace_view(mut self, axes: &[AxisSlice]) -> ndarray::ArrayViewD<'a, A> {
+        for (axis, s) in axes.iter().enumerate() {
+            self.slice_axis_inplace(ndarray::Axis(axis), ndarray_slice(*s));
+        }
+        self
+    }
+}
+
+fn ndarray_slice(s: AxisSlice) -> ndarray::Slice {
+    if s.len == 0 {
+        return ndarray::Slice::new(0, Some(0), 1);
+    }
+    if s.step > 0 {
+        let end = s.start + (s.len - 1) * s.step as usize + 1;
+        ndarray::Slice::new(s.start as isize, Some(end as isize), s.step)
+    } else {
+        // ndarray takes a range and walks it backwards for a negative step.
+        let last = s.start as isize + (s.len as isize - 1) * s.step;
+        ndarray::Slice::new(last, Some(s.start as isize + 1), s.step)
+    }
+}
+
 /// Copies the sliced part of a block (only the selected elements: a slice never keeps its
 /// parent's buffer alive).
 pub fn slice_block(block: &Block, axes: &[AxisSlice]) -> Block {

@@ -10,11 +10,15 @@
 //! Only `f64` expressions of sources, inputs, scalars and arithmetic qualify; anything else
 //! uses the block evaluator.
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::block::{Block, DType, Scalar};
 use crate::expr::{BinaryOp, Expr, UnaryOp};
 use crate::source::{Dist, Source};
+
+/// The longest piece of a lane evaluated at once: intermediates of this many values stay in
+/// L1/L2 cache.
+pub const SEGMENT: usize = 4096;
 
 enum Node<'a> {
     /// Uniform random numbers: seed, low, high; node shape; original block offset, array
@@ -28,7 +32,7 @@ enum Node<'a> {
         axes: Vec<usize>,
     },
     Const(f64),
-    Input(&'a ArrayD<f64>),
+    Input(ArrayViewD<'a, f64>),
     Unary(UnaryOp, usize),
     Binary(BinaryOp, usize, usize),
 }
@@ -60,23 +64,33 @@ impl<'a> LaneProgram<'a> {
         &self.shape
     }
 
-    /// Calls `f(lane_number, values)` for every lane of the result in C order.
-    pub fn for_each_lane(&self, mut f: impl FnMut(usize, &[f64])) {
+    /// Calls `f(lane_number, start, values)` for every lane of the result in C order, in
+    /// segments of at most [`SEGMENT`] values (`start` is the segment's offset in the lane), so
+    /// buffers stay in cache however long the last axis is.
+    pub fn for_each_lane(&self, mut f: impl FnMut(usize, usize, &[f64])) {
         let ndim = self.shape.len();
         let width = self.shape.last().copied().unwrap_or(1);
         let lanes: usize = self.shape[..ndim.saturating_sub(1)].iter().product();
         if width == 0 || lanes == 0 {
             return;
         }
-        let mut bufs: Vec<Vec<f64>> = self.nodes.iter().map(|_| vec![0.0; width]).collect();
-        let mut out = vec![0.0; width];
+        let seg = width.min(SEGMENT);
+        let mut bufs: Vec<Vec<f64>> = self.nodes.iter().map(|_| vec![0.0; seg]).collect();
+        let mut out = vec![0.0; seg];
         let mut idx = vec![0usize; ndim.saturating_sub(1)];
         for lane in 0..lanes {
-            match self.eval(self.root, &idx, &mut bufs) {
-                LaneVal::Buf(b) => f(lane, &bufs[b]),
-                LaneVal::Scalar(v) => {
-                    out.iter_mut().for_each(|x| *x = v);
-                    f(lane, &out);
+            for start in (0..width).step_by(seg) {
+                let len = seg.min(width - start);
+                if let Some(direct) = self.direct_lane(&idx, start, len) {
+                    f(lane, start, direct);
+                    continue;
+                }
+                match self.eval(self.root, &idx, start, len, &mut bufs) {
+                    LaneVal::Buf(b) => f(lane, start, &bufs[b][..len]),
+                    LaneVal::Scalar(v) => {
+                        out[..len].iter_mut().for_each(|x| *x = v);
+                        f(lane, start, &out[..len]);
+                    }
                 }
             }
             for d in (0..idx.len()).rev() {
@@ -89,22 +103,36 @@ impl<'a> LaneProgram<'a> {
         }
     }
 
+    /// The segment itself, without copying, when the program is just a contiguous input.
+    fn direct_lane(&self, out_idx: &[usize], seg_start: usize, len: usize) -> Option<&[f64]> {
+        let (Node::Input(a), shape) = &self.nodes[self.root] else { return None };
+        let k = shape.len();
+        if k == 0 || shape != &self.shape || a.strides()[k - 1] != 1 {
+            return None;
+        }
+        let start: isize = (0..k - 1).map(|d| out_idx[d] as isize * a.strides()[d]).sum::<isize>() + seg_start as isize;
+        // SAFETY: the segment's elements are `start .. start + len` from the view's first
+        // element, all inside the view (indices within its shape, unit stride).
+        Some(unsafe { std::slice::from_raw_parts(a.as_ptr().offset(start), len) })
+    }
+
     /// The whole result as a block.
     pub fn to_block(&self) -> Block {
-        let width = self.shape.last().copied().unwrap_or(1);
         let mut data = Vec::with_capacity(self.shape.iter().product());
-        self.for_each_lane(|_, lane| data.extend_from_slice(&lane[..width]));
+        self.for_each_lane(|_, _, seg| data.extend_from_slice(seg));
         Block::F64(ArrayD::from_shape_vec(IxDyn(&self.shape), data).expect("lanes tile the block"))
     }
 
-    /// Evaluates node `n` for the output lane at leading index `out_idx`.
-    fn eval(&self, n: usize, out_idx: &[usize], bufs: &mut [Vec<f64>]) -> LaneVal {
+    /// Evaluates node `n` for segment `seg_start .. seg_start + len` of the output lane at
+    /// leading index `out_idx`.
+    fn eval(&self, n: usize, out_idx: &[usize], seg_start: usize, len: usize, bufs: &mut [Vec<f64>]) -> LaneVal {
         let (node, shape) = &self.nodes[n];
         let out_ndim = out_idx.len() + 1;
         let k = shape.len();
         // This node's leading index under right-aligned broadcasting.
         let local = |d: usize| if shape[d] == 1 { 0 } else { out_idx[d + out_ndim - k] };
-        let width = if k == 0 { 1 } else { shape[k - 1] };
+        // A node of width 1 along the last axis broadcasts one value over the lane.
+        let (first, count) = if k == 0 || shape[k - 1] == 1 { (0, 1) } else { (seg_start, len) };
         match node {
             Node::Const(v) => LaneVal::Scalar(*v),
             Node::Uniform { seed, low, high, offset, array_shape, axes } => {
@@ -119,9 +147,9 @@ impl<'a> LaneProgram<'a> {
                 }
                 let step = if k == 0 { 1 } else { stride[axes[k - 1]] };
                 let mut buf = std::mem::take(&mut bufs[n]);
-                crate::source::uniform_into(*seed, *low, *high, g, step, &mut buf[..width]);
+                crate::source::uniform_into(*seed, *low, *high, g + first as u64 * step, step, &mut buf[..count]);
                 bufs[n] = buf;
-                self.widen(n, width, bufs)
+                self.widen(n, count, bufs)
             }
             Node::Input(a) => {
                 let mut buf = std::mem::take(&mut bufs[n]);
@@ -129,26 +157,26 @@ impl<'a> LaneProgram<'a> {
                     buf[0] = a.iter().next().copied().unwrap_or(f64::NAN);
                 } else {
                     let strides = a.strides();
-                    let start: isize = (0..k - 1).map(|d| local(d) as isize * strides[d]).sum();
                     let step = strides[k - 1];
+                    let start: isize =
+                        (0..k - 1).map(|d| local(d) as isize * strides[d]).sum::<isize>() + first as isize * step;
                     let ptr = a.as_ptr();
-                    for (j, x) in buf[..width].iter_mut().enumerate() {
+                    for (j, x) in buf[..count].iter_mut().enumerate() {
                         // SAFETY: every index is within the input's shape (`local(d) < shape[d]`,
-                        // `j < shape[k - 1]`), so the offset stays inside its allocation.
+                        // `first + j < shape[k - 1]`), so the offset stays inside its allocation.
                         *x = unsafe { *ptr.offset(start + j as isize * step) };
                     }
                 }
                 bufs[n] = buf;
-                self.widen(n, width, bufs)
+                self.widen(n, count, bufs)
             }
             Node::Unary(op, c) => {
-                let v = self.eval(*c, out_idx, bufs);
+                let v = self.eval(*c, out_idx, seg_start, len, bufs);
                 let mut buf = std::mem::take(&mut bufs[n]);
                 let r = match v {
                     LaneVal::Scalar(x) => LaneVal::Scalar(unary(*op, x)),
                     LaneVal::Buf(b) => {
-                        let w = bufs[b].len().min(buf.len());
-                        for (o, &x) in buf[..w].iter_mut().zip(&bufs[b][..w]) {
+                        for (o, &x) in buf[..len].iter_mut().zip(&bufs[b][..len]) {
                             *o = unary(*op, x);
                         }
                         LaneVal::Buf(n)
@@ -158,20 +186,21 @@ impl<'a> LaneProgram<'a> {
                 r
             }
             Node::Binary(op, a, b) => {
-                let (va, vb) = (self.eval(*a, out_idx, bufs), self.eval(*b, out_idx, bufs));
+                let (va, vb) =
+                    (self.eval(*a, out_idx, seg_start, len, bufs), self.eval(*b, out_idx, seg_start, len, bufs));
                 let mut buf = std::mem::take(&mut bufs[n]);
                 let r = match (va, vb) {
                     (LaneVal::Scalar(x), LaneVal::Scalar(y)) => LaneVal::Scalar(apply(*op, x, y)),
                     (LaneVal::Buf(p), LaneVal::Scalar(y)) => {
-                        binary_into(*op, &mut buf, &bufs[p], None, Some(y));
+                        binary_into(*op, &mut buf[..len], &bufs[p][..len], None, Some(y));
                         LaneVal::Buf(n)
                     }
                     (LaneVal::Scalar(x), LaneVal::Buf(q)) => {
-                        binary_into_left_scalar(*op, &mut buf, x, &bufs[q]);
+                        binary_into_left_scalar(*op, &mut buf[..len], x, &bufs[q][..len]);
                         LaneVal::Buf(n)
                     }
                     (LaneVal::Buf(p), LaneVal::Buf(q)) => {
-                        binary_into(*op, &mut buf, &bufs[p], Some(&bufs[q]), None);
+                        binary_into(*op, &mut buf[..len], &bufs[p][..len], Some(&bufs[q][..len]), None);
                         LaneVal::Buf(n)
                     }
                 };
@@ -181,9 +210,10 @@ impl<'a> LaneProgram<'a> {
         }
     }
 
-    /// A lane of width 1 broadcasts as a scalar.
-    fn widen(&self, n: usize, width: usize, bufs: &[Vec<f64>]) -> LaneVal {
-        if width == 1 && bufs[n].len() > 1 { LaneVal::Scalar(bufs[n][0]) } else { LaneVal::Buf(n) }
+    /// A node of width 1 broadcasts as a scalar.
+    fn widen(&self, n: usize, count: usize, bufs: &[Vec<f64>]) -> LaneVal {
+        let (_, shape) = &self.nodes[n];
+        if count == 1 && shape.last().is_none_or(|&w| w == 1) { LaneVal::Scalar(bufs[n][0]) } else { LaneVal::Buf(n) }
     }
 }
 
@@ -321,7 +351,19 @@ fn compile<'a>(expr: &Expr, inputs: &[&'a Block], nodes: &mut Vec<(Node<'a>, Vec
         Expr::Gen { source: Source::Full(v), dtype: DType::F64, shape, .. } => (Node::Const(v.as_f64()), shape.clone()),
         Expr::Scalar(Scalar::F64(v)) => (Node::Const(*v), vec![]),
         Expr::Input(k) => match inputs.get(*k)? {
-            Block::F64(a) => (Node::Input(a), a.shape().to_vec()),
+            Block::F64(a) => (Node::Input(a.view()), a.shape().to_vec()),
+            _ => return None,
+        },
+        // A slice of an input is a view: lanes read the input in place (e.g. `from_array`).
+        Expr::Slice(axes, inner) => match (inner.as_ref(), inputs) {
+            (Expr::Input(k), inputs) => match inputs.get(*k)? {
+                Block::F64(a) => {
+                    let view = crate::expr::slice_view(a.view(), axes);
+                    let shape = view.shape().to_vec();
+                    (Node::Input(view), shape)
+                }
+                _ => return None,
+            },
             _ => return None,
         },
         Expr::Unary(op, a) if !op.is_predicate() => {

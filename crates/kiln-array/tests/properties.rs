@@ -126,3 +126,20 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(x.transpose(&[0, 0]).check().is_err());
     assert!(RandomState::new(0).uniform(1.0, 0.0, &[3], 1).check().is_err());
 }
+
+#[test]
+fn long_lanes_are_evaluated_in_segments() {
+    // Lanes longer than one segment (4096 values) exercise the segment offsets of sources,
+    // inputs and leading-axis accumulators.
+    let s = sched();
+    let x = RandomState::new(5).random(&[3, 9000], [2, 9000]);
+    let whole = x.compute_with(&s).unwrap();
+    let y = &(&x * 2.0) - &from_array(whole.slice(ndarray::s![0, ..]).to_owned().into_dyn(), 5000);
+    let got = y.mean_axis(0).compute_with(&s).unwrap();
+    let want = (&whole * 2.0 - &whole.slice(ndarray::s![0, ..])).mean_axis(Axis(0)).unwrap();
+    assert!(close(&got, &want));
+    let total = y.sum().scalar_with(&s).unwrap();
+    assert!((total - (&whole * 2.0 - &whole.slice(ndarray::s![0, ..])).sum()).abs() < 1e-6);
+    let materialized = y.compute_with(&s).unwrap();
+    assert!(close(&materialized, &(&whole * 2.0 - &whole.slice(ndarray::s![0, ..]))));
+}
