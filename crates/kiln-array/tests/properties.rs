@@ -136,10 +136,10 @@ fn long_lanes_are_evaluated_in_segments() {
     let whole = x.compute_with(&s).unwrap();
     let y = &(&x * 2.0) - &from_array(whole.slice(ndarray::s![0, ..]).to_owned().into_dyn(), 5000);
     let got = y.mean_axis(0).compute_with(&s).unwrap();
-    let want = (&whole * 2.0 - &whole.slice(ndarray::s![0, ..])).mean_axis(Axis(0)).unwrap();
+    let want = (&whole * 2.0 - whole.slice(ndarray::s![0, ..])).mean_axis(Axis(0)).unwrap();
     assert!(close(&got, &want));
     let total = y.sum().scalar_with(&s).unwrap();
-    assert!((total - (&whole * 2.0 - &whole.slice(ndarray::s![0, ..])).sum()).abs() < 1e-6);
+    assert!((total - (&whole * 2.0 - whole.slice(ndarray::s![0, ..])).sum()).abs() < 1e-6);
     let materialized = y.compute_with(&s).unwrap();
-    assert!(close(&materialized, &(&whole * 2.0 - &whole.slice(ndarray::s![0, ..]))));
+    assert!(close(&materialized, &(&whole * 2.0 - whole.slice(ndarray::s![0, ..]))));
 }
