@@ -41,6 +41,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    // linalg.svd(x + x.T - x.mean()) on a small random array.
+    let r = kiln::array::random::RandomState::new(0).random(&[15, 15], [5, 5]);
+    let (_u, s, _vt) = kiln::array::linalg::svd(&(&(&r + &r.t()) - &r.mean()));
+    println!("singular values of x + x.T - x.mean(): {:.3}", s.compute()?);
+
     let start = std::time::Instant::now();
     let x = kiln::array::random::RandomState::new(42).random(&[n, n], [1000, 1000]);
     let y = (&x + &x.t() - &x.mean_axis(0)).std();

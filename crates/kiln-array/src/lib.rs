@@ -22,10 +22,11 @@
 pub mod array;
 pub mod block;
 pub mod chunks;
+pub mod decomp;
 pub mod error;
 pub mod expr;
 pub mod lanes;
-pub mod linalg;
+pub mod matmul;
 pub mod node;
 pub mod npy;
 pub mod ops;
@@ -40,6 +41,11 @@ pub use block::{Block, DType, Element, Float, Number, Scalar};
 pub use chunks::{ChunkSpec, Chunks};
 pub use error::ArrayError;
 pub use ops::where_;
+
+/// Linear algebra (Dask's `da.linalg`).
+pub mod linalg {
+    pub use crate::decomp::{qr, svd, svd_compressed};
+}
 pub use reduce::Reduce;
 pub use shape_ops::{concatenate, stack};
 pub use slicing::Idx;
