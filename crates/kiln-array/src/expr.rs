@@ -159,6 +159,8 @@ pub enum Expr {
     Slice(Vec<AxisSlice>, Box<Expr>),
     /// Reshape (C order).
     Reshape(Vec<usize>, Box<Expr>),
+    /// The given positions along an axis, in order (NumPy's `take` within one block).
+    Take(usize, Vec<usize>, Box<Expr>),
 }
 
 /// Why a block expression could not be evaluated (bad input data, not bad graphs).
@@ -177,9 +179,12 @@ impl Expr {
     pub fn size(&self) -> usize {
         1 + match self {
             Expr::Input(_) | Expr::Gen { .. } | Expr::Scalar(_) => 0,
-            Expr::Unary(_, a) | Expr::Cast(_, a) | Expr::Transpose(_, a) | Expr::Slice(_, a) | Expr::Reshape(_, a) => {
-                a.size()
-            }
+            Expr::Unary(_, a)
+            | Expr::Cast(_, a)
+            | Expr::Transpose(_, a)
+            | Expr::Slice(_, a)
+            | Expr::Reshape(_, a)
+            | Expr::Take(_, _, a) => a.size(),
             Expr::Binary(_, a, b) => a.size() + b.size(),
             Expr::Where(c, a, b) => c.size() + a.size() + b.size(),
         }
@@ -234,6 +239,12 @@ impl Expr {
                 )),
                 a => Val::Block(slice_block(&to_block(a.eval_val(inputs)?), axes)),
             },
+            Expr::Take(axis, positions, a) => {
+                let b = to_block(a.eval_val(inputs)?);
+                Val::Block(crate::with_block!(b, x => {
+                    crate::block::Element::into_block(x.select(ndarray::Axis(*axis), positions))
+                }))
+            }
             Expr::Reshape(shape, a) => {
                 let b = to_block(a.eval_val(inputs)?);
                 Val::Block(crate::with_block!(b, x => {

@@ -30,6 +30,7 @@ pub mod matmul;
 pub mod node;
 pub mod npy;
 pub mod ops;
+pub mod overlap;
 pub mod rechunk;
 pub mod reduce;
 pub mod shape_ops;

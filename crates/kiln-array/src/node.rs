@@ -352,6 +352,7 @@ fn remap_inputs(expr: Expr, mapping: &[usize]) -> Expr {
         Expr::Transpose(p, a) => Expr::Transpose(p, r(a)),
         Expr::Slice(s, a) => Expr::Slice(s, r(a)),
         Expr::Reshape(s, a) => Expr::Reshape(s, r(a)),
+        Expr::Take(axis, p, a) => Expr::Take(axis, p, r(a)),
         other @ (Expr::Gen { .. } | Expr::Scalar(_)) => other,
     }
 }

@@ -71,10 +71,10 @@ struct Rechunk {
 }
 
 /// Copies each evaluated piece into its place in the output block.
-struct Assemble {
-    shape: Vec<usize>,
+pub(crate) struct Assemble {
+    pub(crate) shape: Vec<usize>,
     /// Where each piece starts in the output block.
-    places: Vec<Vec<usize>>,
+    pub(crate) places: Vec<Vec<usize>>,
 }
 
 impl BlockFinish for Assemble {

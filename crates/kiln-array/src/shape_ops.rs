@@ -97,6 +97,42 @@ pub fn stack<T: Element>(arrays: &[Array<T>], axis: isize) -> Array<T> {
 }
 
 impl<T: Element> Array<T> {
+    /// The elements at `indices` along `axis`, in that order (NumPy's `take`; negative indices
+    /// count from the end, repeats are allowed). The output is chunked like the index list,
+    /// in pieces of the input's chunk size.
+    pub fn take(&self, indices: &[isize], axis: isize) -> Array<T> {
+        if let Some(e) = self.error() {
+            return Array::invalid(e.clone());
+        }
+        let axis = match normalize_axis(axis, self.ndim()) {
+            Ok(a) => a,
+            Err(e) => return Array::invalid(e),
+        };
+        let n = self.shape()[axis];
+        let mut resolved = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let r = if i < 0 { i + n as isize } else { i };
+            if r < 0 || r >= n as isize {
+                return Array::invalid(ArrayError::Index { index: i, axis, size: n });
+            }
+            resolved.push(r as usize);
+        }
+        let size = self.chunks()[axis].iter().copied().max().unwrap_or(1).max(1);
+        let mut chunks = self.chunks().clone();
+        chunks[axis] = crate::chunks::regular(resolved.len(), size);
+        let mut shape = self.shape().to_vec();
+        shape[axis] = resolved.len();
+        let key = Tokenizer::new().add("take").add(&*self.node.name).add(&axis).add(&resolved).key("take");
+        let layer = Take { input: self.node.clone(), axis, indices: resolved };
+        Array::from_node(Arc::new(Node {
+            name: key.shared_name().clone(),
+            shape,
+            chunks,
+            dtype: T::DTYPE,
+            op: Op::Materialized(Arc::new(layer)),
+        }))
+    }
+
     /// Applies a function to every block (Dask's `map_blocks`). The function must return a
     /// block of the same shape; it runs on the local scheduler (a closure is not portable).
     ///
@@ -369,5 +405,56 @@ impl Kernel for ApplyCarry {
         }
         // The carry has length 1 along the axis and broadcasts.
         Ok(Value::new(combine_blocks(blocks[0], blocks[1], self.product)?))
+    }
+}
+
+struct Take {
+    input: Arc<Node>,
+    axis: usize,
+    indices: Vec<usize>,
+}
+
+impl Layer for Take {
+    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        let axis = self.axis;
+        let start = node.block_offset(idx)[axis];
+        let wanted = &self.indices[start..start + node.block_shape(idx)[axis]];
+        let offs = crate::chunks::offsets(&self.input.chunks[axis]);
+        // Consecutive runs of indices from one input block become one piece.
+        let mut inputs = TaskInputs::default();
+        let (mut exprs, mut places) = (Vec::new(), Vec::new());
+        let mut k = 0;
+        while k < wanted.len() {
+            let b = offs.partition_point(|&o| o <= wanted[k]) - 1;
+            let run = wanted[k..].iter().take_while(|&&i| i >= offs[b] && i < offs[b + 1]).count();
+            let positions: Vec<usize> = wanted[k..k + run].iter().map(|&i| i - offs[b]).collect();
+            let mut in_idx = idx.to_vec();
+            in_idx[axis] = b;
+            let e = lw.expr(&self.input, &in_idx, &mut inputs)?;
+            exprs.push(crate::expr::Expr::Take(axis, positions, Box::new(e)));
+            let mut place = vec![0; idx.len()];
+            place[axis] = k;
+            places.push(place);
+            k += run;
+        }
+        let shape = node.block_shape(idx);
+        if exprs.is_empty() {
+            // An empty selection: one empty piece from block 0.
+            let mut in_idx = idx.to_vec();
+            in_idx[axis] = 0;
+            let e = lw.expr(&self.input, &in_idx, &mut inputs)?;
+            exprs.push(crate::expr::Expr::Take(axis, Vec::new(), Box::new(e)));
+            places.push(vec![0; idx.len()]);
+        }
+        let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
+            name: "take".into(),
+            exprs,
+            finish: Some(Arc::new(crate::rechunk::Assemble { shape, places })),
+        });
+        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+    }
+
+    fn inputs(&self) -> Vec<Arc<Node>> {
+        vec![self.input.clone()]
     }
 }
