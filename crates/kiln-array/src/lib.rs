@@ -36,6 +36,8 @@ pub mod reduce;
 pub mod shape_ops;
 pub mod slicing;
 pub mod source;
+#[cfg(feature = "zarr")]
+pub mod zarr;
 
 pub use array::{Array, Operand2, ScalarOf, arange, eye, from_array, full, linspace, ones, random, zeros};
 pub use block::{Block, DType, Element, Float, Number, Scalar};
