@@ -343,6 +343,61 @@ impl<T: Element> Array<T> {
         self.unit_reshape("squeeze", shape, chunks)
     }
 
+    /// The same elements in another shape, C order (NumPy's `reshape`; one entry may be -1).
+    ///
+    /// Shapes that only add or drop length-1 axes keep the blocks. Otherwise the array is
+    /// rechunked into blocks of whole rows (all axes but the first in one chunk) so that each
+    /// block reshapes on its own; very wide rows make large blocks.
+    pub fn reshape(&self, shape: &[isize]) -> Array<T> {
+        if let Some(e) = self.error() {
+            return Self::invalid(e.clone());
+        }
+        let size = self.size();
+        let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+        let unknown = shape.iter().filter(|&&d| d < 0).count();
+        let bad = || ArrayError::Shape(format!("cannot reshape array of size {size} into shape {shape:?}"));
+        if unknown > 1 || shape.iter().any(|&d| d < -1) || (unknown == 1 && (known == 0 || size % known != 0)) {
+            return Self::invalid(bad());
+        }
+        let new: Vec<usize> = shape.iter().map(|&d| if d < 0 { size / known.max(1) } else { d as usize }).collect();
+        if new.iter().product::<usize>() != size {
+            return Self::invalid(bad());
+        }
+        if new == self.shape() {
+            return self.clone();
+        }
+        let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+        if squeeze(&new) == squeeze(self.shape()) {
+            // Only unit axes change: keep the non-unit axes' chunks.
+            let mut kept = self.chunks().iter().zip(self.shape()).filter(|(_, d)| **d != 1).map(|(c, _)| c.clone());
+            let chunks: Chunks =
+                new.iter().map(|&d| if d == 1 { vec![1] } else { kept.next().unwrap_or_else(|| vec![d]) }).collect();
+            return self.unit_reshape("reshape", new, chunks);
+        }
+        if size == 0 {
+            return crate::array::zeros::<T>(&new, ChunkSpec::Uniform(1));
+        }
+        let in_row: usize = self.shape()[1..].iter().product::<usize>().max(1);
+        let out_row: usize = new[1..].iter().product::<usize>().max(1);
+        let lcm = in_row / gcd(in_row, out_row) * out_row;
+        let step = lcm / in_row;
+        let block_elems: usize = self.chunksize().iter().product::<usize>().max(lcm);
+        let rows_in = ((block_elems / in_row) / step).max(1) * step;
+        let mut in_chunks: Chunks = self.shape().iter().map(|&d| vec![d]).collect();
+        in_chunks[0] = crate::chunks::regular(self.shape()[0], rows_in);
+        let source = self.rechunk(ChunkSpec::Explicit(in_chunks.clone()));
+        let mut out_chunks: Chunks = new.iter().map(|&d| vec![d]).collect();
+        out_chunks[0] = in_chunks[0].iter().map(|&r| r * in_row / out_row).collect();
+        let name = Tokenizer::new().add("reshape").add(source.name()).add(&new).key("reshape");
+        Array::from_node(Arc::new(Node {
+            name: name.shared_name().clone(),
+            shape: new,
+            chunks: out_chunks,
+            dtype: T::DTYPE,
+            op: Op::RowReshape(source.node.clone()),
+        }))
+    }
+
     fn unit_reshape(&self, prefix: &str, shape: Vec<usize>, chunks: Chunks) -> Array<T> {
         let name = Tokenizer::new().add(prefix).add(&*self.node.name).add(&shape).key(prefix);
         Array::from_node(Arc::new(Node {
@@ -789,4 +844,8 @@ pub mod random {
     pub fn random(shape: &[usize], chunks: impl Into<ChunkSpec>) -> Array<f64> {
         RandomState::from_entropy().random(shape, chunks)
     }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }

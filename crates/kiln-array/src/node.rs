@@ -51,6 +51,9 @@ pub enum Op {
     Reshape(Arc<Node>),
     /// Arrays joined along an axis (lazy): each output block is a block of one input.
     Concat(Vec<Arc<Node>>, usize),
+    /// A C-order reshape where output block `i` (along axis 0) is input block `i` reshaped;
+    /// both are chunked along axis 0 only (lazy).
+    RowReshape(Arc<Node>),
     /// An operation that emits tasks.
     Materialized(Arc<dyn Layer>),
     /// An array whose construction failed; every use reports this error.
@@ -298,6 +301,13 @@ impl Lowering<'_> {
                 // Only length-1 axes differ: the input block index is the output index with
                 // those axes removed/inserted, matched by walking non-unit axes.
                 let sub = reshape_unit_index(&node.shape, &input.shape, idx);
+                Expr::Reshape(node.block_shape(idx), Box::new(self.child(input, &sub, inputs)?))
+            }
+            Op::RowReshape(input) => {
+                let mut sub = vec![0; input.shape.len()];
+                if let Some(first) = sub.first_mut() {
+                    *first = idx.first().copied().unwrap_or(0);
+                }
                 Expr::Reshape(node.block_shape(idx), Box::new(self.child(input, &sub, inputs)?))
             }
             Op::Concat(parts, axis) => {

@@ -8,7 +8,7 @@ use ndarray::{ArrayD, Axis, Slice};
 
 use crate::array::Array;
 use crate::block::{Block, DType, Element};
-use crate::chunks::Chunks;
+use crate::chunks::{ChunkSpec, Chunks};
 use crate::error::{ArrayError, normalize_axis};
 use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, Op, TaskInputs, input_blocks};
 
@@ -456,5 +456,138 @@ impl Layer for Take {
 
     fn inputs(&self) -> Vec<Arc<Node>> {
         vec![self.input.clone()]
+    }
+}
+
+impl<T: Element> Array<T> {
+    /// The elements where `mask` is true, in C order, as a 1-d array (NumPy's `x[mask]`). Blocks
+    /// are regrouped into whole rows first, so that block order is C order.
+    ///
+    /// The result's chunk sizes depend on the data, so this first computes how many elements
+    /// each block selects (on `scheduler`), as Dask's `compute_chunk_sizes` does; the selection
+    /// itself stays lazy.
+    ///
+    /// # Errors
+    /// A construction error (e.g. shapes differ) or a failure while counting.
+    pub fn select_where(
+        &self,
+        mask: &Array<bool>,
+        scheduler: &dyn kiln_graph::Scheduler,
+    ) -> Result<Array<T>, kiln_graph::ComputeError> {
+        let fail = |e: ArrayError| kiln_graph::ComputeError::Scheduler(e.to_string());
+        self.check().map_err(fail)?;
+        mask.check().map_err(fail)?;
+        if mask.shape() != self.shape() {
+            return Err(fail(ArrayError::Shape(format!(
+                "boolean index of shape {:?} does not match the array's shape {:?}",
+                mask.shape(),
+                self.shape()
+            ))));
+        }
+        // Blocks of whole rows: then block order is C order, as NumPy's result requires.
+        let mut rows: Chunks = self.shape().iter().map(|&d| vec![d]).collect();
+        if let Some(first) = rows.first_mut() {
+            *first = self.chunks()[0].clone();
+        }
+        let this = self.rechunk(ChunkSpec::Explicit(rows.clone()));
+        let mask = mask.rechunk(ChunkSpec::Explicit(rows));
+        let blocks = crate::chunks::block_indices(&this.numblocks());
+        let counts_node = Arc::new(Node {
+            name: Tokenizer::new().add("mask-counts").add(mask.name()).key("mask-counts").shared_name().clone(),
+            shape: this.numblocks(),
+            chunks: this.numblocks().iter().map(|&n| vec![1; n]).collect(),
+            dtype: DType::I64,
+            op: Op::Materialized(Arc::new(CountTrue { mask: mask.node.clone() })),
+        });
+        let counts = Array::<i64>::from_node(counts_node).compute_with(scheduler)?;
+        let mut pieces: Vec<(Vec<usize>, usize)> = Vec::new();
+        for (idx, &c) in blocks.iter().zip(counts.iter()) {
+            if c > 0 {
+                pieces.push((idx.clone(), c as usize));
+            }
+        }
+        let total: usize = pieces.iter().map(|(_, c)| c).sum();
+        if total == 0 {
+            return Ok(crate::array::zeros::<T>(&[0], ChunkSpec::Uniform(1)));
+        }
+        let name = Tokenizer::new().add("getitem-mask").add(this.name()).add(mask.name()).key("getitem-mask");
+        Ok(Array::from_node(Arc::new(Node {
+            name: name.shared_name().clone(),
+            shape: vec![total],
+            chunks: vec![pieces.iter().map(|(_, c)| *c).collect()],
+            dtype: T::DTYPE,
+            op: Op::Materialized(Arc::new(MaskSelect { input: this.node.clone(), mask: mask.node.clone(), pieces })),
+        })))
+    }
+}
+
+struct CountTrue {
+    mask: Arc<Node>,
+}
+
+struct Count {
+    ndim: usize,
+}
+
+impl BlockFinish for Count {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let Some(Block::Bool(m)) = blocks.into_iter().next() else {
+            return Err(TaskError::msg("mask block is not bool"));
+        };
+        let n = m.iter().filter(|&&b| b).count() as i64;
+        Ok(Value::new(Block::I64(ArrayD::from_elem(ndarray::IxDyn(&vec![1; self.ndim]), n))))
+    }
+}
+
+impl Layer for CountTrue {
+    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        let mut inputs = TaskInputs::default();
+        let expr = lw.expr(&self.mask, idx, &mut inputs)?;
+        let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
+            name: "mask-count".into(),
+            exprs: vec![expr],
+            finish: Some(Arc::new(Count { ndim: idx.len() })),
+        });
+        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+    }
+    fn inputs(&self) -> Vec<Arc<Node>> {
+        vec![self.mask.clone()]
+    }
+}
+
+struct MaskSelect {
+    input: Arc<Node>,
+    mask: Arc<Node>,
+    /// The input blocks that select something, with how many elements each selects.
+    pieces: Vec<(Vec<usize>, usize)>,
+}
+
+struct Pick;
+
+impl BlockFinish for Pick {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let mut it = blocks.into_iter();
+        let (Some(values), Some(Block::Bool(mask))) = (it.next(), it.next()) else {
+            return Err(TaskError::msg("boolean selection needs a value block and a bool mask block"));
+        };
+        let picked = crate::with_block!(values, a => {
+            let v: Vec<_> = a.iter().zip(mask.iter()).filter(|(_, m)| **m).map(|(x, _)| *x).collect();
+            Element::into_block(ArrayD::from_shape_vec(ndarray::IxDyn(&[v.len()]), v).expect("1-d"))
+        });
+        Ok(Value::new(picked))
+    }
+}
+
+impl Layer for MaskSelect {
+    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        let (in_idx, _) = &self.pieces[idx[0]];
+        let mut inputs = TaskInputs::default();
+        let exprs = vec![lw.expr(&self.input, in_idx, &mut inputs)?, lw.expr(&self.mask, in_idx, &mut inputs)?];
+        let kernel: Arc<dyn Kernel> =
+            Arc::new(ExprKernel { name: "getitem-mask".into(), exprs, finish: Some(Arc::new(Pick)) });
+        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+    }
+    fn inputs(&self) -> Vec<Arc<Node>> {
+        vec![self.input.clone(), self.mask.clone()]
     }
 }

@@ -123,3 +123,46 @@ fn map_overlap_equals_the_whole_array_stencil_under_any_chunking() {
     assert!(x.map_overlap(&[3, 1], Boundary::Reflect, "deep", laplacian).check().is_err());
     assert!(x.map_overlap(&[1], Boundary::Reflect, "rank", laplacian).check().is_err());
 }
+
+#[test]
+fn reshape_follows_c_order_under_any_chunking() {
+    let a = grid(&[6, 10], 0.0);
+    let flat: Vec<f64> = a.iter().copied().collect();
+    for chunks in [[6, 10], [4, 3], [1, 7], [5, 5]] {
+        let x = from_array(a.clone(), chunks);
+        for (target, want_shape) in [
+            (vec![60isize], vec![60usize]),
+            (vec![10, 6], vec![10, 6]),
+            (vec![3, -1, 4], vec![3, 5, 4]),
+            (vec![2, 3, 10], vec![2, 3, 10]),
+            (vec![1, 6, 1, 10], vec![1, 6, 1, 10]),
+            (vec![4, 15], vec![4, 15]),
+        ] {
+            let got = x.reshape(&target).compute_with(&sched()).unwrap();
+            assert_eq!(got.shape(), want_shape.as_slice(), "{target:?} from chunks {chunks:?}");
+            assert_eq!(got.iter().copied().collect::<Vec<_>>(), flat, "{target:?} from chunks {chunks:?}");
+        }
+    }
+    let x = from_array(a, 3);
+    assert!(x.reshape(&[7, 9]).check().is_err());
+    assert!(x.reshape(&[-1, -1]).check().is_err());
+    // And back: the round trip is the identity.
+    assert_eq!(x.reshape(&[60]).reshape(&[6, 10]).compute_with(&sched()).unwrap(), x.compute_with(&sched()).unwrap());
+}
+
+#[test]
+fn boolean_masks_select_in_c_order() {
+    let a = grid(&[7, 6], 0.0).mapv(|v| (v * 2.3).sin());
+    let want: Vec<f64> = a.iter().copied().filter(|&v| v > 0.2).collect();
+    for chunks in [[7, 6], [3, 4], [2, 5]] {
+        let x = from_array(a.clone(), chunks);
+        let picked = x.select_where(&x.gt(0.2), &sched()).unwrap();
+        assert_eq!(picked.shape(), &[want.len()]);
+        assert_eq!(picked.compute_with(&sched()).unwrap().iter().copied().collect::<Vec<_>>(), want);
+        // The selection is an ordinary array: reductions work on it.
+        assert!((picked.sum().scalar_with(&sched()).unwrap() - want.iter().sum::<f64>()).abs() < 1e-12);
+    }
+    let x = from_array(a, 3);
+    assert_eq!(x.select_where(&x.gt(5.0), &sched()).unwrap().shape(), &[0]);
+    assert!(x.select_where(&ones::<f64>(&[2, 2], 1).gt(0.0), &sched()).is_err());
+}
