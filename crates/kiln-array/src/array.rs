@@ -356,7 +356,8 @@ impl<T: Element> Array<T> {
         let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
         let unknown = shape.iter().filter(|&&d| d < 0).count();
         let bad = || ArrayError::Shape(format!("cannot reshape array of size {size} into shape {shape:?}"));
-        if unknown > 1 || shape.iter().any(|&d| d < -1) || (unknown == 1 && (known == 0 || !size.is_multiple_of(known))) {
+        if unknown > 1 || shape.iter().any(|&d| d < -1) || (unknown == 1 && (known == 0 || !size.is_multiple_of(known)))
+        {
             return Self::invalid(bad());
         }
         let new: Vec<usize> = shape.iter().map(|&d| if d < 0 { size / known.max(1) } else { d as usize }).collect();

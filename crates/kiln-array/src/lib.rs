@@ -50,7 +50,7 @@ pub mod linalg {
     pub use crate::decomp::{qr, svd, svd_compressed};
 }
 pub use reduce::Reduce;
-pub use shape_ops::{concatenate, stack};
+pub use shape_ops::{blockwise, concatenate, stack};
 pub use slicing::Idx;
 
 impl<T: Element> Array<T> {

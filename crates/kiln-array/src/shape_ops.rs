@@ -591,3 +591,114 @@ impl Layer for MaskSelect {
         vec![self.input.clone(), self.mask.clone()]
     }
 }
+
+/// Applies `f` to the corresponding blocks of two arrays of one shape (Dask's `blockwise` with
+/// matching indices); their chunks are unified first. `f` returns the block of the result,
+/// which has the inputs' shape and chunks. Runs on the local scheduler (closures are not
+/// portable).
+pub fn blockwise<A: Element, B: Element, U: Element>(
+    a: &Array<A>,
+    b: &Array<B>,
+    name: &str,
+    f: impl Fn(&ArrayD<A>, &ArrayD<B>) -> ArrayD<U> + Send + Sync + 'static,
+) -> Array<U> {
+    if let Some(e) = a.error().or(b.error()) {
+        return Array::invalid(e.clone());
+    }
+    if a.shape() != b.shape() {
+        return Array::invalid(ArrayError::Shape(format!(
+            "blockwise operands have shapes {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        )));
+    }
+    let chunks: Chunks =
+        a.chunks().iter().zip(b.chunks()).map(|(x, y)| crate::chunks::common_refinement(x, y)).collect();
+    let (a, b) = (a.rechunk(ChunkSpec::Explicit(chunks.clone())), b.rechunk(ChunkSpec::Explicit(chunks.clone())));
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let key = Tokenizer::new().add(name).add(a.name()).add(b.name()).add(&id).add(&std::process::id()).key(name);
+    let layer = Blockwise2::<A, B, U> { a: a.node.clone(), b: b.node.clone(), f: Arc::new(f), name: name.to_string() };
+    Array::from_node(Arc::new(Node {
+        name: key.shared_name().clone(),
+        shape: a.shape().to_vec(),
+        chunks,
+        dtype: U::DTYPE,
+        op: Op::Materialized(Arc::new(layer)),
+    }))
+}
+
+type PairFn<A, B, U> = dyn Fn(&ArrayD<A>, &ArrayD<B>) -> ArrayD<U> + Send + Sync;
+
+struct Blockwise2<A, B, U> {
+    a: Arc<Node>,
+    b: Arc<Node>,
+    f: Arc<PairFn<A, B, U>>,
+    name: String,
+}
+
+struct ApplyPair<A, B, U> {
+    f: Arc<PairFn<A, B, U>>,
+    shape: Vec<usize>,
+}
+
+impl<A: Element, B: Element, U: Element> BlockFinish for ApplyPair<A, B, U> {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let mut it = blocks.into_iter();
+        let (Some(x), Some(y)) = (it.next(), it.next()) else {
+            return Err(TaskError::msg("blockwise needs two blocks"));
+        };
+        let (dx, dy) = (x.dtype(), y.dtype());
+        let x = A::from_block(x).ok_or_else(|| TaskError::msg(format!("block of {dx}, expected {}", A::DTYPE)))?;
+        let y = B::from_block(y).ok_or_else(|| TaskError::msg(format!("block of {dy}, expected {}", B::DTYPE)))?;
+        let out = (self.f)(&x, &y);
+        if out.shape() != self.shape.as_slice() {
+            return Err(TaskError::msg(format!(
+                "blockwise function returned a block of shape {:?}, expected {:?}",
+                out.shape(),
+                self.shape
+            )));
+        }
+        Ok(Value::new(U::into_block(out)))
+    }
+}
+
+impl<A: Element, B: Element, U: Element> Layer for Blockwise2<A, B, U> {
+    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        let mut inputs = TaskInputs::default();
+        let exprs = vec![lw.expr(&self.a, idx, &mut inputs)?, lw.expr(&self.b, idx, &mut inputs)?];
+        let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
+            name: self.name.clone(),
+            exprs,
+            finish: Some(Arc::new(ApplyPair { f: self.f.clone(), shape: node.block_shape(idx) })),
+        });
+        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+    }
+    fn inputs(&self) -> Vec<Arc<Node>> {
+        vec![self.a.clone(), self.b.clone()]
+    }
+}
+
+impl<T: Element> Array<T> {
+    /// Computes into an existing in-memory array of the same shape (Dask's `store` with an
+    /// ndarray target).
+    ///
+    /// # Errors
+    /// A shape mismatch, the construction error, or the first failing task.
+    pub fn store_into(
+        &self,
+        target: &mut ArrayD<T>,
+        scheduler: &dyn kiln_graph::Scheduler,
+    ) -> Result<(), kiln_graph::ComputeError> {
+        if target.shape() != self.shape() {
+            return Err(kiln_graph::ComputeError::Scheduler(format!(
+                "store target has shape {:?}, the array has {:?}",
+                target.shape(),
+                self.shape()
+            )));
+        }
+        let computed = self.compute_with(scheduler)?;
+        target.assign(&computed);
+        Ok(())
+    }
+}

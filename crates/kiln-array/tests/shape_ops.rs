@@ -166,3 +166,19 @@ fn boolean_masks_select_in_c_order() {
     assert_eq!(x.select_where(&x.gt(5.0), &sched()).unwrap().shape(), &[0]);
     assert!(x.select_where(&ones::<f64>(&[2, 2], 1).gt(0.0), &sched()).is_err());
 }
+
+#[test]
+fn blockwise_and_store_into() {
+    let a = grid(&[5, 6], 0.0);
+    let b = grid(&[5, 6], 1.0);
+    let (x, y) = (from_array(a.clone(), [2, 3]), from_array(b.clone(), [3, 2]));
+    let z = kiln_array::blockwise(&x, &y, "hypot", |p: &ArrayD<f64>, q: &ArrayD<f64>| {
+        ndarray::Zip::from(p).and(q).map_collect(|u, v| u.hypot(*v))
+    });
+    let want = ndarray::Zip::from(&a).and(&b).map_collect(|u, v| u.hypot(*v));
+    let mut target = ArrayD::<f64>::zeros(IxDyn(&[5, 6]));
+    z.store_into(&mut target, &sched()).unwrap();
+    assert_eq!(target, want);
+    let mut wrong = ArrayD::<f64>::zeros(IxDyn(&[2, 2]));
+    assert!(z.store_into(&mut wrong, &sched()).is_err());
+}
