@@ -43,6 +43,7 @@ pub use array::{Array, Operand2, ScalarOf, arange, eye, from_array, full, linspa
 pub use block::{Block, DType, Element, Float, Number, Scalar};
 pub use chunks::{ChunkSpec, Chunks};
 pub use error::ArrayError;
+pub use matmul::tensordot;
 pub use ops::where_;
 
 /// Linear algebra (Dask's `da.linalg`).

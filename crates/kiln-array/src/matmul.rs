@@ -234,3 +234,38 @@ impl Kernel for AddBlocks {
         Ok(Value::new(acc))
     }
 }
+
+/// Sums products over pairs of axes (NumPy's `tensordot(a, b, axes=(a_axes, b_axes))`): the
+/// contracted axes move to the end of `a` and the front of `b`, both reshape to matrices, and
+/// the blocked matrix product does the work.
+pub fn tensordot<T: Element>(a: &Array<T>, b: &Array<T>, a_axes: &[isize], b_axes: &[isize]) -> Array<T> {
+    if let Some(e) = a.error().or(b.error()) {
+        return Array::invalid(e.clone());
+    }
+    let resolve = |axes: &[isize], ndim: usize| -> Result<Vec<usize>, ArrayError> {
+        axes.iter().map(|&x| crate::error::normalize_axis(x, ndim)).collect()
+    };
+    let (ca, cb) = match (resolve(a_axes, a.ndim()), resolve(b_axes, b.ndim())) {
+        (Ok(x), Ok(y)) => (x, y),
+        (Err(e), _) | (_, Err(e)) => return Array::invalid(e),
+    };
+    if ca.len() != cb.len() || ca.iter().zip(&cb).any(|(&i, &j)| a.shape()[i] != b.shape()[j]) {
+        return Array::invalid(ArrayError::Shape(format!(
+            "shape-mismatch for sum: axes {ca:?} of {:?} and {cb:?} of {:?}",
+            a.shape(),
+            b.shape()
+        )));
+    }
+    let free_a: Vec<usize> = (0..a.ndim()).filter(|x| !ca.contains(x)).collect();
+    let free_b: Vec<usize> = (0..b.ndim()).filter(|x| !cb.contains(x)).collect();
+    let perm_a: Vec<isize> = free_a.iter().chain(&ca).map(|&x| x as isize).collect();
+    let perm_b: Vec<isize> = cb.iter().chain(&free_b).map(|&x| x as isize).collect();
+    let m: usize = free_a.iter().map(|&x| a.shape()[x]).product();
+    let k: usize = ca.iter().map(|&x| a.shape()[x]).product();
+    let n: usize = free_b.iter().map(|&x| b.shape()[x]).product();
+    let lhs = a.transpose(&perm_a).reshape(&[m as isize, k as isize]);
+    let rhs = b.transpose(&perm_b).reshape(&[k as isize, n as isize]);
+    let out_shape: Vec<isize> =
+        free_a.iter().map(|&x| a.shape()[x] as isize).chain(free_b.iter().map(|&x| b.shape()[x] as isize)).collect();
+    lhs.dot(&rhs).reshape(&out_shape)
+}

@@ -77,3 +77,22 @@ fn integer_products_and_errors() {
     assert!(matches!(err, ArrayError::Shape(_)), "{err}");
     assert!(err.to_string().contains("not aligned"), "{err}");
 }
+
+#[test]
+fn tensordot_matches_a_direct_sum() {
+    use kiln_array::tensordot;
+    let a = ndarray::Array3::from_shape_fn((3, 4, 5), |(i, j, k)| (i * 20 + j * 5 + k) as f64 * 0.1).into_dyn();
+    let b = ndarray::Array3::from_shape_fn((5, 4, 2), |(i, j, k)| ((i + 2 * j + 3 * k) as f64).cos()).into_dyn();
+    let (x, y) = (from_array(a.clone(), [2, 3, 2]), from_array(b.clone(), [2, 2, 1]));
+    // Contract a's axes (1, 2) with b's axes (1, 0): result (3, 2).
+    let got = tensordot(&x, &y, &[1, 2], &[1, 0]).compute_with(&sched()).unwrap();
+    assert_eq!(got.shape(), &[3, 2]);
+    for i in 0..3 {
+        for l in 0..2 {
+            let want: f64 =
+                (0..4).flat_map(|j| (0..5).map(move |k| (j, k))).map(|(j, k)| a[[i, j, k]] * b[[k, j, l]]).sum();
+            assert!((got[[i, l]] - want).abs() < 1e-9, "{} vs {want}", got[[i, l]]);
+        }
+    }
+    assert!(tensordot(&x, &y, &[0], &[0]).check().is_err());
+}
