@@ -1,3 +1,4 @@
+#![cfg(feature = "zarr")]
 //! Zarr round trips on the local filesystem.
 
 use kiln_array::random::RandomState;
