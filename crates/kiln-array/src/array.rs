@@ -774,6 +774,18 @@ pub fn from_array<T: Element>(data: ArrayD<T>, chunks: impl Into<ChunkSpec>) -> 
     }))
 }
 
+/// A key for a layer built around a user closure: closures cannot be hashed, so every call
+/// gets its own name (as Dask does for functions it cannot tokenize).
+pub(crate) fn closure_key(name: &str, parts: &[&str]) -> kiln_graph::Key {
+    let mut tokens = Tokenizer::new();
+    tokens.feed(name);
+    for p in parts {
+        tokens.feed(*p);
+    }
+    tokens.feed(&unique());
+    tokens.key(name)
+}
+
 pub(crate) fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(1);

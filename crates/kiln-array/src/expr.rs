@@ -318,7 +318,7 @@ pub fn slice_block(block: &Block, axes: &[AxisSlice]) -> Block {
     })
 }
 
-fn float_unary<T: num_like::Float>(op: UnaryOp, x: T) -> T {
+pub(crate) fn float_unary<T: num_like::Float>(op: UnaryOp, x: T) -> T {
     match op {
         UnaryOp::Neg => -x,
         UnaryOp::Abs => x.abs(),

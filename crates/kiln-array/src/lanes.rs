@@ -267,33 +267,8 @@ fn apply(op: BinaryOp, x: f64, y: f64) -> f64 {
 }
 
 fn unary(op: UnaryOp, x: f64) -> f64 {
-    match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Log10 => x.log10(),
-        UnaryOp::Sin => x.sin(),
-        UnaryOp::Cos => x.cos(),
-        UnaryOp::Tan => x.tan(),
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Floor => x.floor(),
-        UnaryOp::Ceil => x.ceil(),
-        UnaryOp::Round => x.round_ties_even(),
-        UnaryOp::Sign => {
-            if x.is_nan() {
-                x
-            } else if x > 0.0 {
-                1.0
-            } else if x < 0.0 {
-                -1.0
-            } else {
-                0.0
-            }
-        }
-        UnaryOp::IsNan | UnaryOp::IsFinite | UnaryOp::Not => unreachable!("predicates are not compiled"),
-    }
+    debug_assert!(!op.is_predicate(), "predicates are not compiled");
+    crate::expr::float_unary(op, x)
 }
 
 fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {

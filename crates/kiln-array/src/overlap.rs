@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kiln_graph::{GraphError, Kernel, TaskError, TaskId, Tokenizer, Value};
+use kiln_graph::{GraphError, Kernel, TaskError, TaskId, Value};
 use ndarray::{ArrayD, Axis, Slice};
 
 use crate::array::Array;
@@ -79,9 +79,7 @@ impl<T: Element> Array<T> {
                 )));
             }
         }
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let id = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let key = Tokenizer::new().add(name).add(self.name()).add(&id).add(&std::process::id()).key(name);
+        let key = crate::array::closure_key(name, &[self.name()]);
         let layer = Overlap::<T, U> {
             input: self.node.clone(),
             depth: depth.to_vec(),

@@ -150,9 +150,7 @@ impl<T: Element> Array<T> {
         if let Some(e) = self.error() {
             return Array::invalid(e.clone());
         }
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let id = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let key = Tokenizer::new().add(name).add(&*self.node.name).add(&id).add(&std::process::id()).key(name);
+        let key = crate::array::closure_key(name, &[&self.node.name]);
         let layer = MapBlocks::<T, U> { input: self.node.clone(), f: Arc::new(f), name: name.to_string() };
         Array::from_node(Arc::new(Node {
             name: key.shared_name().clone(),
@@ -615,9 +613,7 @@ pub fn blockwise<A: Element, B: Element, U: Element>(
     let chunks: Chunks =
         a.chunks().iter().zip(b.chunks()).map(|(x, y)| crate::chunks::common_refinement(x, y)).collect();
     let (a, b) = (a.rechunk(ChunkSpec::Explicit(chunks.clone())), b.rechunk(ChunkSpec::Explicit(chunks.clone())));
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let id = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let key = Tokenizer::new().add(name).add(a.name()).add(b.name()).add(&id).add(&std::process::id()).key(name);
+    let key = crate::array::closure_key(name, &[a.name(), b.name()]);
     let layer = Blockwise2::<A, B, U> { a: a.node.clone(), b: b.node.clone(), f: Arc::new(f), name: name.to_string() };
     Array::from_node(Arc::new(Node {
         name: key.shared_name().clone(),

@@ -242,10 +242,10 @@ fn dropping_a_handle_cancels_and_joins() {
     while started.load(Ordering::SeqCst) == 0 {
         std::thread::yield_now();
     }
+    // Dropping cancels and joins: when it returns, no worker thread is left to start a task.
     drop(handle);
     let after_drop = started.load(Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(started.load(Ordering::SeqCst), after_drop, "no task starts after the handle is dropped");
+    assert_eq!(Arc::strong_count(&g), 1, "the run released the graph");
     assert!(after_drop < 5000);
 
     drop(g);
