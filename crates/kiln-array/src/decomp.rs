@@ -353,3 +353,121 @@ pub fn svd_compressed(
         vt.slice(&[crate::Idx::Slice { start: None, stop: Some(kk), step: 1 }]),
     )
 }
+
+/// Blocked Cholesky factorization of a symmetric positive definite array: the lower-triangular
+/// `l` with `a = l.dot(l.T)` (Dask's `da.linalg.cholesky(a, lower=True)`). Block `(i, k)`
+/// depends on the blocks to its left in rows `i` and `k`: the diagonal blocks are factored with
+/// faer's LLT, the blocks below them solved against the diagonal factor. Chunks are made square
+/// (both axes cut like the first).
+pub fn cholesky(a: &Array<f64>) -> Array<f64> {
+    if let Err(e) = a.check() {
+        return Array::invalid(e);
+    }
+    if a.ndim() != 2 || a.shape()[0] != a.shape()[1] {
+        return Array::invalid(ArrayError::Shape(format!(
+            "cholesky needs a square 2-d array, got shape {:?}",
+            a.shape()
+        )));
+    }
+    let cut = a.chunks()[0].clone();
+    let a = if a.chunks()[1] != cut {
+        a.rechunk(crate::ChunkSpec::Explicit(vec![cut.clone(), cut.clone()]))
+    } else {
+        a.clone()
+    };
+    let name = Tokenizer::new().add("cholesky").add(a.name()).key("cholesky");
+    Array::from_node(Arc::new(Node {
+        name: name.shared_name().clone(),
+        shape: a.shape().to_vec(),
+        chunks: vec![cut.clone(), cut],
+        dtype: crate::DType::F64,
+        op: Op::Materialized(Arc::new(CholeskyLayer { input: a.node.clone() })),
+    }))
+}
+
+struct CholeskyLayer {
+    input: Arc<Node>,
+}
+
+impl CholeskyLayer {
+    fn block(&self, node: &Node, i: usize, k: usize, lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        let key = node.key(&[i, k]);
+        if let Some(id) = lw.builder.id_of(&key) {
+            return Ok(id);
+        }
+        let mut inputs = TaskInputs::default();
+        let shape = node.block_shape(&[i, k]);
+        if k > i {
+            let zeros = crate::expr::Expr::Gen {
+                source: crate::source::Source::Full(crate::Scalar::F64(0.0)),
+                dtype: crate::DType::F64,
+                shape: shape.clone(),
+                offset: vec![0, 0],
+                array_shape: shape,
+            };
+            let kernel: Arc<dyn Kernel> =
+                Arc::new(ExprKernel { name: "zeros".into(), exprs: vec![zeros], finish: None });
+            return lw.builder.add(key, kernel, []);
+        }
+        let mut exprs = vec![lw.expr(&self.input, &[i, k], &mut inputs)?];
+        for j in 0..k {
+            let (lij, lkj) = (self.block(node, i, j, lw)?, self.block(node, k, j, lw)?);
+            exprs.push(crate::expr::Expr::Input(inputs.task(lij)));
+            exprs.push(crate::expr::Expr::Input(inputs.task(lkj)));
+        }
+        if i > k {
+            let lkk = self.block(node, k, k, lw)?;
+            exprs.push(crate::expr::Expr::Input(inputs.task(lkk)));
+        }
+        let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
+            name: if i == k { "cholesky-diagonal".into() } else { "cholesky-solve".into() },
+            exprs,
+            finish: Some(Arc::new(CholeskyBlock { diagonal: i == k, previous: k })),
+        });
+        lw.builder.add(key, kernel, inputs.into_args())
+    }
+}
+
+impl Layer for CholeskyLayer {
+    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        self.block(node, idx[0], idx[1], lw)
+    }
+
+    fn inputs(&self) -> Vec<Arc<Node>> {
+        vec![self.input.clone()]
+    }
+}
+
+/// `S = A[i,k] - sum_j L[i,j] L[k,j]^T`, then `L[k,k] = chol(S)` on the diagonal or
+/// `L[i,k] = S L[k,k]^-T` below it.
+struct CholeskyBlock {
+    diagonal: bool,
+    previous: usize,
+}
+
+impl BlockFinish for CholeskyBlock {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let mut blocks = blocks.into_iter().map(as2);
+        let mut s = blocks.next().ok_or_else(|| TaskError::msg("no block"))??;
+        for _ in 0..self.previous {
+            let (lij, lkj) = (
+                blocks.next().ok_or_else(|| TaskError::msg("missing block"))??,
+                blocks.next().ok_or_else(|| TaskError::msg("missing block"))??,
+            );
+            s -= &lij.dot(&lkj.t());
+        }
+        let out = if self.diagonal {
+            let llt = to_mat(&s)
+                .llt(faer::Side::Lower)
+                .map_err(|_| TaskError::msg("cholesky: the matrix is not positive definite"))?;
+            to_nd(llt.L())
+        } else {
+            let lkk = to_mat(&blocks.next().ok_or_else(|| TaskError::msg("missing diagonal block"))??);
+            // X L^T = S  <=>  L X^T = S^T
+            let mut rhs = to_mat(&s.t().to_owned());
+            faer::linalg::triangular_solve::solve_lower_triangular_in_place(lkk.as_ref(), rhs.as_mut(), faer::Par::Seq);
+            to_nd(rhs.as_ref()).reversed_axes()
+        };
+        Ok(Value::new(Block::F64(out.as_standard_layout().into_owned().into_dyn())))
+    }
+}

@@ -48,7 +48,7 @@ pub use ops::where_;
 
 /// Linear algebra (Dask's `da.linalg`).
 pub mod linalg {
-    pub use crate::decomp::{qr, svd, svd_compressed};
+    pub use crate::decomp::{cholesky, qr, svd, svd_compressed};
 }
 pub use reduce::Reduce;
 pub use shape_ops::{blockwise, concatenate, stack};

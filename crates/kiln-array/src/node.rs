@@ -170,7 +170,7 @@ pub struct TaskInputs {
 }
 
 impl TaskInputs {
-    fn task(&mut self, id: TaskId) -> usize {
+    pub(crate) fn task(&mut self, id: TaskId) -> usize {
         if let Some(k) = self.args.iter().position(|a| matches!(a, Arg::Task(t) if *t == id)) {
             return k;
         }

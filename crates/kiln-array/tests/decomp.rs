@@ -95,3 +95,21 @@ fn bad_input_is_reported() {
     assert!(err.contains("NaN"), "{err}");
     assert!(svd_compressed(&ones::<f64>(&[5, 5], 5), 9, 1, 0, 0).0.check().is_err());
 }
+
+#[test]
+fn blocked_cholesky_matches_the_dense_factor() {
+    use kiln_array::linalg::cholesky;
+    // A symmetric positive definite matrix: x x^T + n I.
+    let x = RandomState::new(9).normal(0.0, 1.0, &[23, 23], [7, 23]);
+    let spd = &x.dot(&x.t()) + &(kiln_array::eye::<f64>(23, 7) * 23.0);
+    let a = get2(&spd);
+    for chunk in [23usize, 7, 5] {
+        let l = get2(&cholesky(&spd.rechunk(chunk)));
+        assert!((0..23).all(|i| (i + 1..23).all(|j| l[[i, j]] == 0.0)), "lower triangular");
+        assert!(max_abs_diff(&l.dot(&l.t()), &a) < 1e-9, "chunk {chunk}");
+    }
+    let not_spd = kiln_array::eye::<f64>(4, 2) * -1.0;
+    let err = cholesky(&not_spd).compute_with(&sched()).unwrap_err().to_string();
+    assert!(err.contains("not positive definite"), "{err}");
+    assert!(cholesky(&ones::<f64>(&[3, 4], 2)).check().is_err());
+}
