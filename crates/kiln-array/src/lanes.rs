@@ -161,6 +161,13 @@ impl<'a> LaneProgram<'a> {
                     let start: isize =
                         (0..k - 1).map(|d| local(d) as isize * strides[d]).sum::<isize>() + first as isize * step;
                     let ptr = a.as_ptr();
+                    if step == 1 {
+                        // SAFETY: as below, with unit stride: `count` elements from `start`.
+                        let lane = unsafe { std::slice::from_raw_parts(ptr.offset(start), count) };
+                        buf[..count].copy_from_slice(lane);
+                        bufs[n] = buf;
+                        return self.widen(n, count, bufs);
+                    }
                     for (j, x) in buf[..count].iter_mut().enumerate() {
                         // SAFETY: every index is within the input's shape (`local(d) < shape[d]`,
                         // `first + j < shape[k - 1]`), so the offset stays inside its allocation.

@@ -424,8 +424,9 @@ impl Kernel for ExprKernel {
 
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
         let blocks = input_blocks(inputs)?;
+        // A bare input needs no evaluation; anything else that compiles runs lane-wise.
         if let [expr] = self.exprs.as_slice()
-            && expr.size() > 1
+            && !matches!(expr, Expr::Input(_))
             && let Some(program) = crate::lanes::LaneProgram::compile(expr, &blocks)
         {
             return match &self.finish {
