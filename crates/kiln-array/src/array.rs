@@ -628,7 +628,15 @@ impl<T: Element> Collection for Array<T> {
         if let Some(e) = self.error() {
             return Err(GraphError::UnknownKey(kiln_graph::Key::new(format!("invalid array: {e}"))));
         }
-        let mut lw = Lowering { builder };
+        let mut lw = Lowering { builder, fuse: true };
+        block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
+    }
+
+    fn add_to_unfused(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
+        if let Some(e) = self.error() {
+            return Err(GraphError::UnknownKey(kiln_graph::Key::new(format!("invalid array: {e}"))));
+        }
+        let mut lw = Lowering { builder, fuse: false };
         block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
     }
 
@@ -677,6 +685,9 @@ impl<T: Element> Collection for ScalarOf<T> {
 
     fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
         self.0.add_to(builder)
+    }
+    fn add_to_unfused(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
+        self.0.add_to_unfused(builder)
     }
     fn output_count(&self) -> usize {
         self.0.output_count()

@@ -161,6 +161,9 @@ impl Node {
 pub struct Lowering<'b> {
     /// The graph being built.
     pub builder: &'b mut GraphBuilder,
+    /// Inline lazy operations into their consumers (blockwise fusion). Off only to draw the
+    /// graph as written, one task per operation and block.
+    pub fuse: bool,
 }
 
 /// Inputs collected while building one task's expressions.
@@ -332,6 +335,9 @@ impl Lowering<'_> {
 
     /// An operand's expression: inlined when small, else a task of its own.
     fn child(&mut self, node: &Arc<Node>, idx: &[usize], inputs: &mut TaskInputs) -> Result<Expr, GraphError> {
+        if !self.fuse {
+            return Ok(Expr::Input(inputs.task(self.task(node, idx)?)));
+        }
         let mut scratch = TaskInputs::default();
         let expr = self.expr_inner(node, idx, &mut scratch)?;
         if expr.size() > MAX_FUSED_OPS {

@@ -105,6 +105,13 @@ fn the_seed_examples() {
     let (g, outs) = x.sum_axis(0).graph().unwrap();
     assert_eq!(outs.len(), 3);
     assert_eq!(g.len(), 9 + 3, "9 fused partials and 3 aggregates");
+    // Drawn as written (as Dask draws it): 9 ones, 9 transposes and 9 additions.
+    use kiln_graph::Collection;
+    let mut b = kiln_graph::GraphBuilder::new();
+    (&x + &x.t()).add_to_unfused(&mut b).unwrap();
+    let drawn = b.build().unwrap();
+    assert_eq!(drawn.len(), 27);
+    assert_eq!(drawn.ids().filter(|t| drawn.kernel(*t).name() == "ones").count(), 9);
 }
 
 #[test]

@@ -20,6 +20,15 @@ pub trait Collection {
     /// When the collection's own graph is invalid.
     fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError>;
 
+    /// Adds the tasks as written, one per operation, without the collection's own fusion: what
+    /// `visualize` draws (Dask draws unoptimized graphs too). The same as `add_to` by default.
+    ///
+    /// # Errors
+    /// As [`Collection::add_to`].
+    fn add_to_unfused(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
+        self.add_to(builder)
+    }
+
     /// How many tasks [`Collection::add_to`] returns (to split a combined computation).
     fn output_count(&self) -> usize;
 

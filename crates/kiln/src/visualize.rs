@@ -85,12 +85,24 @@ pub trait Visualize: Collection {
         render(&self.dot()?, path)
     }
 
-    /// This collection's task graph as DOT text.
+    /// This collection's task graph as DOT text, as written (one task per operation and block,
+    /// before fusion, like Dask's `visualize`).
     ///
     /// # Errors
     /// When the graph is invalid or too large to draw.
     fn dot(&self) -> Result<String, VisualizeError> {
-        let (graph, _) = kiln_graph::collection::graph_of(self)?;
+        let mut builder = kiln_graph::GraphBuilder::new();
+        self.add_to_unfused(&mut builder)?;
+        Ok(to_dot(&builder.build()?, &DotOptions::default())?)
+    }
+
+    /// The graph that actually runs (after fusion) as DOT text.
+    ///
+    /// # Errors
+    /// When the graph is invalid or too large to draw.
+    fn dot_optimized(&self) -> Result<String, VisualizeError> {
+        let (graph, outputs) = kiln_graph::collection::graph_of(self)?;
+        let (graph, _) = kiln_graph::collection::optimize(graph, outputs)?;
         Ok(to_dot(&graph, &DotOptions::default())?)
     }
 }
