@@ -399,6 +399,21 @@ impl<T: Element> Array<T> {
         }))
     }
 
+    /// An array of `U` with this array's shape and chunks, computed by `layer`.
+    pub(crate) fn same_layout<U: Element>(
+        &self,
+        name: &kiln_graph::Key,
+        layer: Arc<dyn crate::node::Layer>,
+    ) -> Array<U> {
+        Array::from_node(Arc::new(Node {
+            name: name.shared_name().clone(),
+            shape: self.shape().to_vec(),
+            chunks: self.chunks().clone(),
+            dtype: U::DTYPE,
+            op: Op::Materialized(layer),
+        }))
+    }
+
     fn unit_reshape(&self, prefix: &str, shape: Vec<usize>, chunks: Chunks) -> Array<T> {
         let name = Tokenizer::new().add(prefix).add(&*self.node.name).add(&shape).key(prefix);
         Array::from_node(Arc::new(Node {

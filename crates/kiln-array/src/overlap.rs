@@ -11,8 +11,9 @@ use crate::block::{Block, DType, Element, Scalar};
 use crate::chunks::offsets;
 use crate::error::ArrayError;
 use crate::expr::Expr;
-use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, Op, TaskInputs};
+use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, TaskInputs};
 use crate::rechunk::Assemble;
+use crate::shape_ops::BlockFn;
 use crate::source::Source;
 
 /// What lies beyond the array's edges.
@@ -87,17 +88,9 @@ impl<T: Element> Array<T> {
             f: Arc::new(f),
             name: name.to_string(),
         };
-        Array::from_node(Arc::new(Node {
-            name: key.shared_name().clone(),
-            shape: self.shape().to_vec(),
-            chunks: self.chunks().clone(),
-            dtype: U::DTYPE,
-            op: Op::Materialized(Arc::new(layer)),
-        }))
+        self.same_layout(&key, Arc::new(layer))
     }
 }
-
-type BlockFn<T, U> = dyn Fn(&ArrayD<T>) -> ArrayD<U> + Send + Sync;
 
 struct Overlap<T, U> {
     input: Arc<Node>,

@@ -152,13 +152,7 @@ impl<T: Element> Array<T> {
         }
         let key = crate::array::closure_key(name, &[&self.node.name]);
         let layer = MapBlocks::<T, U> { input: self.node.clone(), f: Arc::new(f), name: name.to_string() };
-        Array::from_node(Arc::new(Node {
-            name: key.shared_name().clone(),
-            shape: self.shape().to_vec(),
-            chunks: self.chunks().clone(),
-            dtype: U::DTYPE,
-            op: Op::Materialized(Arc::new(layer)),
-        }))
+        self.same_layout(&key, Arc::new(layer))
     }
 
     /// Cumulative sum along an axis (NumPy's `cumsum`; int64 for integers and bools).
@@ -200,7 +194,8 @@ impl<T: Element> Array<T> {
     }
 }
 
-type BlockFn<T, U> = dyn Fn(&ArrayD<T>) -> ArrayD<U> + Send + Sync;
+/// A user function from one block to another.
+pub(crate) type BlockFn<T, U> = dyn Fn(&ArrayD<T>) -> ArrayD<U> + Send + Sync;
 
 struct MapBlocks<T, U> {
     input: Arc<Node>,
