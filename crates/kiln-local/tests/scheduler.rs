@@ -196,30 +196,30 @@ fn intermediates_are_released_as_soon_as_their_readers_finish() {
 
 #[test]
 fn cancel_token_stops_a_run() {
+    // The 20th task to start cancels the run from inside: the run is mid-flight for certain.
+    let token = CancelToken::new();
+    let ran = Arc::new(AtomicUsize::new(0));
     let (g, outs) = {
         let mut g = GraphBuilder::new();
-        let slow: Arc<dyn Kernel> = Arc::new(func0("slow", || {
-            std::thread::sleep(Duration::from_millis(2));
-            0i64
-        }));
+        let slow: Arc<dyn Kernel> = {
+            let (token, ran) = (token.clone(), ran.clone());
+            Arc::new(func0("slow", move || {
+                if ran.fetch_add(1, Ordering::SeqCst) + 1 == 20 {
+                    token.cancel();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                0i64
+            }))
+        };
         let leaves: Vec<TaskId> =
             (0..5000u32).map(|i| g.add(Key::with_index("slow", [i]), slow.clone(), []).unwrap()).collect();
         let root = shapes::tree_over(&mut g, leaves, 8, "sum");
         (g.build().unwrap(), vec![root])
     };
-    let token = CancelToken::new();
-    let canceller = {
-        let token = token.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            token.cancel();
-        })
-    };
-    let start = Instant::now();
     let err = sched(2).with_cancel(token).run(&g, &outs).unwrap_err();
-    canceller.join().unwrap();
     assert_eq!(err, ComputeError::Cancelled);
-    assert!(start.elapsed() < Duration::from_secs(2));
+    // At most the tasks already running when the flag was set finish after it.
+    assert!(ran.load(Ordering::SeqCst) <= 20 + 2, "{} tasks ran", ran.load(Ordering::SeqCst));
 }
 
 #[test]
