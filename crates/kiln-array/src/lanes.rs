@@ -21,14 +21,15 @@ use crate::source::{Dist, Source};
 pub const SEGMENT: usize = 4096;
 
 enum Node<'a> {
-    /// Uniform random numbers: seed, low, high; node shape; original block offset, array
-    /// shape and axis permutation.
+    /// Uniform random numbers on `[low, high)`: `base` is the flat position of the block's
+    /// first element, `stride` the flat stride of each array axis, `axes` the permutation the
+    /// block is read through.
     Uniform {
         seed: u64,
         low: f64,
         high: f64,
-        offset: Vec<usize>,
-        array_shape: Vec<usize>,
+        base: u64,
+        stride: Vec<u64>,
         axes: Vec<usize>,
     },
     Const(f64),
@@ -135,13 +136,8 @@ impl<'a> LaneProgram<'a> {
         let (first, count) = if k == 0 || shape[k - 1] == 1 { (0, 1) } else { (seg_start, len) };
         match node {
             Node::Const(v) => LaneVal::Scalar(*v),
-            Node::Uniform { seed, low, high, offset, array_shape, axes } => {
-                let nd = array_shape.len();
-                let mut stride = vec![1u64; nd];
-                for d in (0..nd.saturating_sub(1)).rev() {
-                    stride[d] = stride[d + 1] * array_shape[d + 1] as u64;
-                }
-                let mut g: u64 = offset.iter().zip(&stride).map(|(&o, &s)| o as u64 * s).sum();
+            Node::Uniform { seed, low, high, base, stride, axes } => {
+                let mut g = *base;
                 for d in 0..k.saturating_sub(1) {
                     g += local(d) as u64 * stride[axes[d]];
                 }
@@ -291,46 +287,34 @@ fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
         .collect()
 }
 
+/// The node of a uniform random source read through the axis permutation `axes`, with its
+/// flat-position strides computed once (not per lane).
+fn uniform<'a>(expr: &Expr, axes: Vec<usize>) -> Option<(Node<'a>, Vec<usize>)> {
+    let Expr::Gen {
+        source: Source::Random { seed, dist: Dist::Uniform { low, high } },
+        dtype: DType::F64,
+        shape,
+        offset,
+        array_shape,
+    } = expr
+    else {
+        return None;
+    };
+    let nd = array_shape.len();
+    let mut stride = vec![1u64; nd];
+    for d in (0..nd.saturating_sub(1)).rev() {
+        stride[d] = stride[d + 1] * array_shape[d + 1] as u64;
+    }
+    let base = offset.iter().zip(&stride).map(|(&o, &s)| o as u64 * s).sum();
+    let out_shape = axes.iter().map(|&a| shape[a]).collect();
+    Some((Node::Uniform { seed: *seed, low: *low, high: *high, base, stride, axes }, out_shape))
+}
+
 fn compile<'a>(expr: &Expr, inputs: &[&'a Block], nodes: &mut Vec<(Node<'a>, Vec<usize>)>) -> Option<usize> {
     let (node, shape) = match expr {
-        Expr::Gen {
-            source: Source::Random { seed, dist: Dist::Uniform { low, high } },
-            dtype: DType::F64,
-            shape,
-            offset,
-            array_shape,
-        } => (
-            Node::Uniform {
-                seed: *seed,
-                low: *low,
-                high: *high,
-                offset: offset.clone(),
-                array_shape: array_shape.clone(),
-                axes: (0..shape.len()).collect(),
-            },
-            shape.clone(),
-        ),
-        Expr::Transpose(axes, inner) => match inner.as_ref() {
-            Expr::Gen {
-                source: Source::Random { seed, dist: Dist::Uniform { low, high } },
-                dtype: DType::F64,
-                shape,
-                offset,
-                array_shape,
-            } => (
-                Node::Uniform {
-                    seed: *seed,
-                    low: *low,
-                    high: *high,
-                    offset: offset.clone(),
-                    array_shape: array_shape.clone(),
-                    axes: axes.clone(),
-                },
-                axes.iter().map(|&a| shape[a]).collect(),
-            ),
-            _ => return None,
-        },
         Expr::Gen { source: Source::Full(v), dtype: DType::F64, shape, .. } => (Node::Const(v.as_f64()), shape.clone()),
+        Expr::Gen { shape, .. } => uniform(expr, (0..shape.len()).collect())?,
+        Expr::Transpose(axes, inner) => uniform(inner, axes.clone())?,
         Expr::Scalar(Scalar::F64(v)) => (Node::Const(*v), vec![]),
         Expr::Input(k) => match inputs.get(*k)? {
             Block::F64(a) => (Node::Input(a.view()), a.shape().to_vec()),
