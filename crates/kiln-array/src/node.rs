@@ -11,7 +11,7 @@ use std::sync::Arc;
 use kiln_graph::{Arg, GraphBuilder, GraphError, Kernel, Key, TaskError, TaskId, Value};
 
 use crate::block::{Block, DType, Scalar};
-use crate::chunks::{Chunks, offsets};
+use crate::chunks::Chunks;
 use crate::error::ArrayError;
 use crate::expr::{AxisSlice, BinaryOp, Expr, UnaryOp};
 use crate::source::Source;
@@ -148,12 +148,6 @@ impl Node {
     /// Offset of block `idx` in the array.
     pub fn block_offset(&self, idx: &[usize]) -> Vec<usize> {
         self.chunks.iter().zip(idx).map(|(c, &i)| c[..i].iter().sum()).collect()
-    }
-
-    /// Position of block `idx` in C order.
-    pub fn block_linear(&self, idx: &[usize]) -> u64 {
-        let nb = self.numblocks();
-        idx.iter().zip(&nb).fold(0u64, |acc, (&i, &n)| acc * n as u64 + i as u64)
     }
 }
 
@@ -450,11 +444,6 @@ impl Kernel for ExprKernel {
             None => Ok(Value::new(standard_layout(evaluated.into_iter().next().expect("one expression")))),
         }
     }
-}
-
-/// Offsets of every block boundary per axis.
-pub fn boundaries(chunks: &Chunks) -> Vec<Vec<usize>> {
-    chunks.iter().map(|c| offsets(c)).collect()
 }
 
 /// The block in C order: stored blocks are contiguous, so codecs and consumers see plain
