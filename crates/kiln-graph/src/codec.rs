@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use crate::value::Value;
 
 /// A value in transportable form: a tag naming its codec, a small header and raw frames.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Encoded {
     /// The codec's tag, e.g. `"i64"` or `"vec<f64>"`.
     pub tag: String,

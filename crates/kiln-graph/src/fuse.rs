@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use crate::codec::{CodecRegistry, Encoded};
 use crate::error::{GraphError, TaskError};
 use crate::graph::{Arg, Graph, GraphBuilder, Input, TaskId};
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, KernelRegistry, KernelSpec};
 use crate::key::Key;
 use crate::value::Value;
 
@@ -83,9 +84,75 @@ impl FusedKernel {
     }
 }
 
+/// The id under which fused kernels travel; their steps travel as their own specs.
+pub const FUSED_KERNEL_ID: &str = "kiln.fused";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StepSpec {
+    kernel: KernelSpec,
+    args: Vec<SourceSpec>,
+    key: Option<Key>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum SourceSpec {
+    Input(u32),
+    Literal(Encoded),
+    Step(u32),
+}
+
+impl FusedKernel {
+    /// Rebuilds a fused kernel from its spec parameters, resolving every step's kernel in
+    /// `kernels` and decoding literals with the global codecs.
+    pub(crate) fn from_params(params: &[u8], kernels: &KernelRegistry) -> Result<FusedKernel, String> {
+        let specs: Vec<StepSpec> = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+        let codecs = CodecRegistry::global();
+        let mut steps = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let kernel = kernels.resolve(&spec.kernel).map_err(|e| e.to_string())?;
+            let args = spec
+                .args
+                .into_iter()
+                .map(|a| {
+                    Ok(match a {
+                        SourceSpec::Input(i) => Source::Input(i as usize),
+                        SourceSpec::Step(i) => Source::Step(i as usize),
+                        SourceSpec::Literal(e) => Source::Literal(codecs.decode(&e).map_err(|e| e.to_string())?),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            steps.push(Step { kernel, args, key: spec.key });
+        }
+        FusedKernel::new(steps).ok_or_else(|| "a fused kernel needs steps that read only earlier steps".to_string())
+    }
+}
+
 impl Kernel for FusedKernel {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn spec(&self) -> Option<KernelSpec> {
+        let codecs = CodecRegistry::global();
+        let steps = self
+            .steps
+            .iter()
+            .map(|step| {
+                let args = step
+                    .args
+                    .iter()
+                    .map(|a| {
+                        Some(match a {
+                            Source::Input(i) => SourceSpec::Input(*i as u32),
+                            Source::Step(i) => SourceSpec::Step(*i as u32),
+                            Source::Literal(v) => SourceSpec::Literal(codecs.encode(v).ok()?),
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                Some(StepSpec { kernel: step.kernel.spec()?, args, key: step.key.clone() })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        postcard::to_allocvec(&steps).ok().map(|params| KernelSpec { id: FUSED_KERNEL_ID.to_string(), params })
     }
 
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {

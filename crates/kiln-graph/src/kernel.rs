@@ -342,6 +342,16 @@ impl KernelRegistry {
         self.factories.write().unwrap_or_else(|p| p.into_inner()).insert(id, factory);
     }
 
+    /// Registers a constructor for kernels whose parameters need custom decoding (kernels that
+    /// are not one serde type).
+    pub fn register_factory(
+        &self,
+        id: &str,
+        factory: impl Fn(&[u8]) -> Result<Arc<dyn Kernel>, String> + Send + Sync + 'static,
+    ) {
+        self.factories.write().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Arc::new(factory));
+    }
+
     /// Whether `id` is registered.
     pub fn contains(&self, id: &str) -> bool {
         self.factories.read().unwrap_or_else(|p| p.into_inner()).contains_key(id)
@@ -352,6 +362,11 @@ impl KernelRegistry {
     /// # Errors
     /// [`ResolveError`] when the id is unknown or the parameters do not decode.
     pub fn resolve(&self, spec: &KernelSpec) -> Result<Arc<dyn Kernel>, ResolveError> {
+        if spec.id == crate::fuse::FUSED_KERNEL_ID {
+            return crate::fuse::FusedKernel::from_params(&spec.params, self)
+                .map(|k| Arc::new(k) as Arc<dyn Kernel>)
+                .map_err(|message| ResolveError::BadParams { id: spec.id.clone(), message });
+        }
         let factory = self
             .factories
             .read()

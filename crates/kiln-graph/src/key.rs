@@ -305,3 +305,18 @@ macro_rules! tokenize_tuples {
     )*};
 }
 tokenize_tuples!((A: 0), (A: 0, B: 1), (A: 0, B: 1, C: 2), (A: 0, B: 1, C: 2, D: 3));
+
+/// Keys travel as `(name, index)`; names are not shared after decoding (receivers that hold
+/// many keys of one name intern them).
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (&*self.name, self.index.as_slice()).serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (name, index): (String, SmallVec<[u32; INLINE_INDEX]>) = serde::Deserialize::deserialize(deserializer)?;
+        Ok(Key { name: name.into(), index })
+    }
+}

@@ -33,6 +33,7 @@ pub mod graph;
 pub mod kernel;
 pub mod key;
 pub mod order;
+pub mod portable;
 pub mod scheduler;
 pub mod simulate;
 pub mod value;
