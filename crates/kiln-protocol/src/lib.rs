@@ -1,0 +1,49 @@
+//! kiln's wire protocol below the messages: the connection handshake and packet framing.
+//!
+//! Everything here is a pure function on bytes. There are no sockets, runtimes, threads or clocks,
+//! so the scheduler, workers and clients share one implementation that tests (and the property
+//! tests that stand in for a fuzzer) drive directly. `docs/PROTOCOL.md` describes the byte layouts.
+//!
+//! - Handshake: the connecting side sends a [`Hello`] ([`encode_hello`]); the listener decodes it
+//!   ([`decode_hello`]), judges it ([`check_hello`]) and answers with a [`Reply`]
+//!   ([`encode_reply`] / [`decode_reply`]).
+//! - Packets: a postcard-encoded header frame ([`encode_header`] / [`decode_header`]) plus raw
+//!   payload frames that are never re-encoded ([`encode_packet`], [`packet_prefix`] for vectored
+//!   writes, [`PacketDecoder`] for reading).
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use kiln_protocol::{PacketDecoder, encode_packet};
+//! let mut wire = Vec::new();
+//! encode_packet(b"header", &[b"chunk 0", b"chunk 1"], &mut wire);
+//! let mut buf = BytesMut::from(&wire[..]);
+//! let packet = PacketDecoder::default().decode(&mut buf).unwrap().unwrap();
+//! assert_eq!(&packet.header[..], b"header");
+//! assert_eq!(&packet.frames[1][..], b"chunk 1");
+//! ```
+
+#![warn(missing_docs)]
+
+mod error;
+mod handshake;
+mod header;
+pub mod messages;
+mod packet;
+
+pub use error::ProtocolError;
+pub use handshake::{
+    Hello, MAX_MESSAGE_LEN, MAX_NAME_LEN, Reply, Role, check_hello, decode_hello, decode_reply, encode_hello,
+    encode_reply,
+};
+pub use header::{decode_header, encode_header};
+pub use packet::{Packet, PacketDecoder, encode_packet, packet_prefix};
+
+/// The first four bytes of every hello and reply, so that a stray client (an HTTP probe, a
+/// different service) is recognized and dropped at once.
+pub const MAGIC: [u8; 4] = *b"KILN";
+/// The protocol version this build speaks; both sides of a connection must speak the same one.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Default maximum size of one frame (header or payload frame): 1 GiB.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
+/// Maximum number of frames in one packet, header included.
+pub const MAX_FRAMES: usize = 1 << 20;

@@ -1,0 +1,380 @@
+//! The messages that travel in packet headers.
+//!
+//! Every packet's header is a postcard-encoded `Vec` of one of the message enums below (one enum
+//! per direction), so small messages are batched: a sender drains what is queued and writes it
+//! as one packet. Values (task results, scattered data) never go inside a header: a
+//! [`WireValue`] names its codec and carries a small header, and points at the packet's payload
+//! frames, which hold the raw buffers.
+//!
+//! Directions:
+//! - client → scheduler: [`ClientToScheduler`]; scheduler → client: [`SchedulerToClient`]
+//! - worker → scheduler: [`WorkerToScheduler`]; scheduler → worker: [`SchedulerToWorker`]
+//! - peer → worker (data plane): [`PeerRequest`]; worker → peer: [`PeerReply`]
+
+use kiln_graph::portable::{InputSpec, TaskSpec};
+use kiln_graph::{KernelSpec, Key};
+use serde::{Deserialize, Serialize};
+
+/// A worker's id, assigned by the scheduler when it registers.
+pub type WorkerId = u32;
+
+/// A client's id, assigned by the scheduler when it connects.
+pub type ClientId = u32;
+
+/// A task's scheduling priority: smaller runs first. The first part orders submissions (earlier
+/// graphs first), the second is the task's place in the graph's static order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Priority {
+    /// Submission generation (assigned by the scheduler).
+    pub generation: u32,
+    /// Static order within the submitted graph (assigned by the client).
+    pub order: u32,
+}
+
+/// A worker as others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The scheduler-assigned id.
+    pub id: WorkerId,
+    /// Where peers and clients fetch its data (`host:port`).
+    pub address: String,
+    /// A human name (`--name`, or the address).
+    pub name: String,
+    /// Threads that run tasks.
+    pub nthreads: u32,
+    /// Memory limit in bytes (0: none).
+    pub memory_limit: u64,
+}
+
+/// Why a task failed, as data that travels to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// The task that failed (for a dependent that erred because of it, the original task).
+    pub key: Key,
+    /// The error message.
+    pub message: String,
+}
+
+/// An encoded value: the codec's tag and header inline, its payload in packet frames
+/// `first_frame .. first_frame + frame_count`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireValue {
+    /// The codec tag.
+    pub tag: String,
+    /// The codec's small header.
+    pub header: Vec<u8>,
+    /// Index of the value's first payload frame in the packet.
+    pub first_frame: u32,
+    /// How many payload frames belong to the value.
+    pub frame_count: u32,
+}
+
+/// One task submitted by a client: its spec plus its place in the graph's static order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmittedTask {
+    /// What to run.
+    pub spec: TaskSpec,
+    /// Static order (smaller first).
+    pub order: u32,
+}
+
+/// Client → scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientToScheduler {
+    /// New tasks, and the keys this client wants (it holds a reference on each until it sends
+    /// [`ClientToScheduler::Release`]). Tasks whose keys the scheduler already knows are not
+    /// replaced: equal keys mean equal computations.
+    UpdateGraph {
+        /// The tasks, dependencies before dependents.
+        tasks: Vec<SubmittedTask>,
+        /// Keys the client wants results (or references) for.
+        wanted: Vec<Key>,
+    },
+    /// Takes references on keys the scheduler already has (e.g. a published dataset).
+    Want {
+        /// The keys.
+        keys: Vec<Key>,
+    },
+    /// Drops this client's references; unreferenced results are freed.
+    Release {
+        /// The keys.
+        keys: Vec<Key>,
+    },
+    /// Stops computing keys (and what only they need); their futures end as cancelled.
+    Cancel {
+        /// The keys.
+        keys: Vec<Key>,
+    },
+    /// Data the client placed on workers directly ([`PeerRequest::Put`]); the client wants it.
+    Scattered {
+        /// Key, holder, size in bytes, type name.
+        entries: Vec<ScatteredEntry>,
+    },
+    /// Names keys so other clients can find them; the scheduler holds a reference on them.
+    Publish {
+        /// The dataset's name.
+        name: String,
+        /// Its keys.
+        keys: Vec<Key>,
+        /// Replace an existing dataset of that name instead of refusing.
+        overwrite: bool,
+    },
+    /// Removes a published name (and the scheduler's references).
+    Unpublish {
+        /// The dataset's name.
+        name: String,
+    },
+    /// Asks for a published dataset's keys; answered by [`SchedulerToClient::Dataset`].
+    GetDataset {
+        /// Matches the answer to the question.
+        request: u64,
+        /// The dataset's name.
+        name: String,
+    },
+    /// Asks for the names of published datasets; answered by [`SchedulerToClient::Datasets`].
+    ListDatasets {
+        /// Matches the answer to the question.
+        request: u64,
+    },
+    /// Asks where keys are held now; answered by [`SchedulerToClient::WhoHas`].
+    WhoHas {
+        /// Matches the answer to the question.
+        request: u64,
+        /// The keys.
+        keys: Vec<Key>,
+    },
+    /// Stops the whole cluster (workers and scheduler).
+    ShutdownCluster,
+}
+
+/// One scattered value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScatteredEntry {
+    /// The key the client chose.
+    pub key: Key,
+    /// The worker that holds it.
+    pub worker: WorkerId,
+    /// Its size in bytes.
+    pub nbytes: u64,
+}
+
+/// Scheduler → client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SchedulerToClient {
+    /// First message: the client's id and the current workers.
+    Welcome {
+        /// The client's id.
+        client: ClientId,
+        /// The workers now.
+        workers: Vec<WorkerInfo>,
+    },
+    /// A worker joined.
+    WorkerAdded(WorkerInfo),
+    /// A worker left.
+    WorkerRemoved(WorkerId),
+    /// A wanted key is in memory on these workers.
+    InMemory {
+        /// The key.
+        key: Key,
+        /// Its holders.
+        holders: Vec<WorkerId>,
+        /// Its size in bytes.
+        nbytes: u64,
+    },
+    /// A wanted key failed (or depends on a task that failed).
+    Erred {
+        /// The key.
+        key: Key,
+        /// The original failure.
+        failure: TaskFailure,
+    },
+    /// A wanted key was cancelled or lost and will not be computed.
+    Cancelled {
+        /// The key.
+        key: Key,
+        /// Why.
+        reason: String,
+    },
+    /// The answer to [`ClientToScheduler::GetDataset`]: `None` when nothing has that name.
+    Dataset {
+        /// The question's id.
+        request: u64,
+        /// The dataset's keys.
+        keys: Option<Vec<Key>>,
+    },
+    /// The answer to [`ClientToScheduler::ListDatasets`].
+    Datasets {
+        /// The question's id.
+        request: u64,
+        /// The published names.
+        names: Vec<String>,
+    },
+    /// The answer to [`ClientToScheduler::WhoHas`]: holders per key (empty: not in memory).
+    WhoHas {
+        /// The question's id.
+        request: u64,
+        /// Holders, in the order asked.
+        holders: Vec<Vec<WorkerId>>,
+    },
+    /// A request the scheduler refused (e.g. publishing an existing name).
+    Refused {
+        /// The question's id, when the request had one.
+        request: Option<u64>,
+        /// Why.
+        message: String,
+    },
+    /// The scheduler is shutting down.
+    Shutdown {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Worker → scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WorkerToScheduler {
+    /// First message: the worker's data address and resources.
+    Register {
+        /// Where peers fetch data (`host:port`).
+        address: String,
+        /// A human name.
+        name: String,
+        /// Threads that run tasks.
+        nthreads: u32,
+        /// Memory limit in bytes (0: none).
+        memory_limit: u64,
+    },
+    /// A task finished; its result is held here.
+    Finished {
+        /// The task.
+        key: Key,
+        /// Result size in bytes.
+        nbytes: u64,
+        /// Run time in microseconds (without fetching inputs).
+        duration_us: u64,
+    },
+    /// A task failed.
+    Failed {
+        /// The task.
+        key: Key,
+        /// The failure (its key may be a fused-away task inside this one).
+        failure: TaskFailure,
+    },
+    /// A dependency could not be fetched from any of the holders named.
+    MissingDependency {
+        /// The task that needed it.
+        key: Key,
+        /// The dependency.
+        missing: Key,
+        /// Holders that did not have it.
+        tried: Vec<WorkerId>,
+    },
+    /// The worker received data directly (a client's scatter).
+    Received {
+        /// Key and size in bytes.
+        entries: Vec<(Key, u64)>,
+    },
+    /// Liveness and memory figures.
+    Heartbeat {
+        /// Bytes held by results in memory.
+        managed_bytes: u64,
+        /// Bytes of results spilled to disk.
+        spilled_bytes: u64,
+        /// The process's resident set size.
+        process_bytes: u64,
+    },
+    /// The worker is leaving cleanly; tasks it had not started go back to the scheduler.
+    Leaving {
+        /// Tasks handed back.
+        returned: Vec<Key>,
+    },
+}
+
+/// Scheduler → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SchedulerToWorker {
+    /// First message: the worker's id and its peers.
+    Registered {
+        /// The worker's id.
+        id: WorkerId,
+        /// All workers (including this one).
+        workers: Vec<WorkerInfo>,
+    },
+    /// A peer joined.
+    WorkerAdded(WorkerInfo),
+    /// A peer left.
+    WorkerRemoved(WorkerId),
+    /// Run a task once its inputs are here.
+    Compute(ComputeTask),
+    /// Forget these results (or tasks not started yet).
+    Free {
+        /// The keys.
+        keys: Vec<Key>,
+    },
+    /// Finish or hand back work and exit.
+    Close {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A task a worker is to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComputeTask {
+    /// The task's key.
+    pub key: Key,
+    /// What it runs.
+    pub kernel: KernelSpec,
+    /// Its inputs (dependencies by key, literals encoded).
+    pub inputs: Vec<InputSpec>,
+    /// Where each dependency that this worker does not hold can be fetched.
+    pub who_has: Vec<(Key, Vec<WorkerId>)>,
+    /// Run order among the worker's ready tasks.
+    pub priority: Priority,
+}
+
+/// Peer (worker or client) → worker: the data plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Send these values.
+    Get {
+        /// Matches the answer.
+        request: u64,
+        /// The keys.
+        keys: Vec<Key>,
+    },
+    /// Store these values (a client's scatter); their payloads follow in the packet's frames.
+    Put {
+        /// Matches the answer.
+        request: u64,
+        /// The values.
+        values: Vec<(Key, WireValue)>,
+    },
+}
+
+/// Worker → peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PeerReply {
+    /// The values asked for that this worker holds (payloads in the packet's frames), and the
+    /// keys it does not hold.
+    Data {
+        /// The question's id.
+        request: u64,
+        /// Found values.
+        values: Vec<(Key, WireValue)>,
+        /// Keys not held here.
+        missing: Vec<Key>,
+    },
+    /// The values of a [`PeerRequest::Put`] are stored.
+    Stored {
+        /// The question's id.
+        request: u64,
+    },
+    /// A request that could not be served (e.g. a value that does not decode).
+    Error {
+        /// The question's id.
+        request: u64,
+        /// Why.
+        message: String,
+    },
+}

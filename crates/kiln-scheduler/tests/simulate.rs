@@ -1,0 +1,524 @@
+//! The scheduler state machine against simulated workers: random graphs, random finish orders,
+//! workers joining and dying, clients releasing; invariants are checked after every event and
+//! the values clients receive are checked against a direct evaluation.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use kiln_graph::portable::{InputSpec, TaskSpec};
+use kiln_graph::{Encoded, KernelSpec, Key};
+use kiln_protocol::messages::*;
+use kiln_scheduler::{Command, Config, SchedulerState, TaskState};
+use proptest::prelude::*;
+
+/// A tiny deterministic generator so cases replay from their seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// A task's value: a hash of its key and its inputs' values, so a wrong input shows.
+fn value_of(key: &Key, inputs: &[u64]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in key.to_string().bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    for &i in inputs {
+        h = (h ^ i).wrapping_mul(0x100_0000_01b3).rotate_left(7);
+    }
+    h
+}
+
+fn kernel() -> KernelSpec {
+    KernelSpec { id: "sim.hash".into(), params: vec![] }
+}
+
+/// Graph shapes the scheduler must handle.
+fn make_graph(shape: usize, n: usize, rng: &mut Rng) -> Vec<TaskSpec> {
+    let key = |i: usize| Key::with_index(["root", "inc", "sum", "mix"][i % 4], [i as u32]);
+    let mut specs: Vec<TaskSpec> = Vec::new();
+    let mut push = |i: usize, deps: Vec<usize>| {
+        let mut inputs: Vec<InputSpec> = deps.into_iter().map(|d| InputSpec::Task(key(d))).collect();
+        inputs.push(InputSpec::Literal(Encoded { tag: "u64".into(), header: vec![i as u8], frames: vec![] }));
+        specs.push(TaskSpec { key: key(i), kernel: kernel(), inputs });
+    };
+    match shape {
+        // Tree reduction over roots.
+        0 => {
+            let mut level: Vec<usize> = (0..n).collect();
+            for i in 0..n {
+                push(i, vec![]);
+            }
+            let mut next_id = n;
+            while level.len() > 1 {
+                let mut up = Vec::new();
+                for group in level.chunks(1 + rng.below(4)) {
+                    push(next_id, group.to_vec());
+                    up.push(next_id);
+                    next_id += 1;
+                }
+                level = up;
+            }
+        }
+        // Random DAG: each task reads up to three earlier tasks.
+        1 => {
+            for i in 0..n {
+                let k = if i == 0 { 0 } else { rng.below(4) };
+                let mut deps: Vec<usize> = (0..k).map(|_| rng.below(i)).collect();
+                deps.sort_unstable();
+                deps.dedup();
+                push(i, deps);
+            }
+        }
+        // Parallel chains joined at the end.
+        _ => {
+            let chains = 1 + rng.below(8);
+            let len = (n / chains).max(1);
+            let mut ends = Vec::new();
+            let mut id = 0;
+            for _ in 0..chains {
+                for j in 0..len {
+                    push(id, if j == 0 { vec![] } else { vec![id - 1] });
+                    id += 1;
+                }
+                ends.push(id - 1);
+            }
+            push(id, ends);
+        }
+    }
+    specs
+}
+
+struct SimWorker {
+    held: HashMap<Key, u64>,
+    /// Tasks assigned, in arrival order: (task, inputs resolved when it finishes).
+    running: Vec<ComputeTask>,
+}
+
+struct Sim {
+    s: SchedulerState,
+    workers: BTreeMap<WorkerId, SimWorker>,
+    next_worker: WorkerId,
+    now: u64,
+    /// Keys the client was told are in memory, with the value it would gather.
+    results: HashMap<Key, u64>,
+    erred: HashMap<Key, TaskFailure>,
+    fail_key: Option<Key>,
+    computed: usize,
+}
+
+impl Sim {
+    fn new(workers: usize, threads: u32) -> Sim {
+        Sim::with_config(workers, threads, Config::default())
+    }
+
+    fn with_config(workers: usize, threads: u32, config: Config) -> Sim {
+        let mut sim = Sim {
+            s: SchedulerState::new(config),
+            workers: BTreeMap::new(),
+            next_worker: 0,
+            now: 0,
+            results: HashMap::new(),
+            erred: HashMap::new(),
+            fail_key: None,
+            computed: 0,
+        };
+        sim.s.add_client(1);
+        for _ in 0..workers {
+            sim.add_worker(threads);
+        }
+        sim.pump();
+        sim
+    }
+
+    fn add_worker(&mut self, threads: u32) {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(id, SimWorker { held: HashMap::new(), running: Vec::new() });
+        let info =
+            WorkerInfo { id, address: format!("w{id}"), name: format!("w{id}"), nthreads: threads, memory_limit: 0 };
+        self.s.add_worker(info, self.now);
+    }
+
+    fn check(&self) {
+        if let Err(e) = self.s.check_invariants() {
+            panic!("invariant violated: {e}");
+        }
+    }
+
+    /// Delivers the scheduler's commands to the simulated workers and the client.
+    fn pump(&mut self) {
+        self.check();
+        for command in self.s.take_commands() {
+            match command {
+                Command::Worker(w, SchedulerToWorker::Compute(task)) => {
+                    let worker = self.workers.get_mut(&w).expect("compute sent to a live worker");
+                    assert!(!worker.running.iter().any(|r| r.key == task.key), "{} assigned twice", task.key);
+                    worker.running.push(task);
+                }
+                Command::Worker(w, SchedulerToWorker::Free { keys }) => {
+                    if let Some(worker) = self.workers.get_mut(&w) {
+                        for k in keys {
+                            worker.held.remove(&k);
+                            worker.running.retain(|r| r.key != k);
+                        }
+                    }
+                }
+                Command::Client(1, SchedulerToClient::InMemory { key, holders, .. }) => {
+                    let holder = holders[0];
+                    let value = self.workers[&holder].held[&key];
+                    self.results.insert(key, value);
+                }
+                Command::Client(1, SchedulerToClient::Erred { key, failure }) => {
+                    self.erred.insert(key, failure);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Finishes one running task on a random worker (fetching inputs like a real worker).
+    fn step(&mut self, rng: &mut Rng) -> bool {
+        let busy: Vec<WorkerId> =
+            self.workers.iter().filter(|(_, w)| !w.running.is_empty()).map(|(&id, _)| id).collect();
+        if busy.is_empty() {
+            return false;
+        }
+        let w = busy[rng.below(busy.len())];
+        let threads_window = self.workers[&w].running.len().min(4);
+        let pick = rng.below(threads_window);
+        let task = self.workers.get_mut(&w).unwrap().running.remove(pick);
+        self.now += 1;
+        if self.fail_key.as_ref() == Some(&task.key) {
+            let failure = TaskFailure { key: task.key.clone(), message: "boom".into() };
+            self.s.worker_message(w, WorkerToScheduler::Failed { key: task.key, failure }, self.now);
+            self.pump();
+            return true;
+        }
+        let mut inputs = Vec::new();
+        for input in &task.inputs {
+            let InputSpec::Task(dep) = input else { continue };
+            let local = self.workers[&w].held.get(dep).copied();
+            let value = local.or_else(|| {
+                let holders = &task.who_has.iter().find(|(k, _)| k == dep).expect("who_has names every remote input").1;
+                holders.iter().find_map(|h| self.workers.get(h).and_then(|hw| hw.held.get(dep).copied()))
+            });
+            match value {
+                Some(v) => inputs.push(v),
+                None => {
+                    let tried = task.who_has.iter().find(|(k, _)| k == dep).map(|(_, h)| h.clone()).unwrap_or_default();
+                    let message =
+                        WorkerToScheduler::MissingDependency { key: task.key.clone(), missing: dep.clone(), tried };
+                    self.s.worker_message(w, message, self.now);
+                    self.pump();
+                    return true;
+                }
+            }
+        }
+        let value = value_of(&task.key, &inputs);
+        self.workers.get_mut(&w).unwrap().held.insert(task.key.clone(), value);
+        self.computed += 1;
+        self.s.worker_message(w, WorkerToScheduler::Finished { key: task.key, nbytes: 8, duration_us: 10 }, self.now);
+        self.pump();
+        true
+    }
+
+    fn kill(&mut self, rng: &mut Rng) {
+        if self.workers.len() < 2 {
+            return;
+        }
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        let w = ids[rng.below(ids.len())];
+        self.workers.remove(&w);
+        self.s.remove_worker(w, "killed by the test");
+        self.pump();
+    }
+}
+
+fn expected(specs: &[TaskSpec]) -> HashMap<Key, u64> {
+    let mut values = HashMap::new();
+    for spec in specs {
+        let inputs: Vec<u64> = spec.dependencies().map(|d| values[d]).collect();
+        values.insert(spec.key.clone(), value_of(&spec.key, &inputs));
+    }
+    values
+}
+
+fn submit(sim: &mut Sim, specs: &[TaskSpec], wanted: Vec<Key>) {
+    let tasks = specs.iter().enumerate().map(|(i, s)| SubmittedTask { spec: s.clone(), order: i as u32 }).collect();
+    sim.s.client_message(1, ClientToScheduler::UpdateGraph { tasks, wanted }, sim.now);
+    sim.pump();
+}
+
+fn run_case(seed: u64, shape: usize, n: usize, workers: usize, chaos: bool) {
+    let mut rng = Rng(seed);
+    let specs = make_graph(shape, n, &mut rng);
+    let truth = expected(&specs);
+    // Chaos kills many workers; results must stay correct, so no task is given up on here
+    // (erring after repeated deaths has its own test).
+    let config = Config { allowed_failures: if chaos { u32::MAX } else { 3 }, ..Config::default() };
+    let mut sim = Sim::with_config(workers, 1 + rng.below(3) as u32, config);
+    // Want the sinks plus a few random keys.
+    let mut wanted: Vec<Key> = specs.iter().rev().take(2).map(|s| s.key.clone()).collect();
+    for _ in 0..3 {
+        wanted.push(specs[rng.below(specs.len())].key.clone());
+    }
+    wanted.sort();
+    wanted.dedup();
+    submit(&mut sim, &specs, wanted.clone());
+    let mut steps = 0;
+    while sim.step(&mut rng) {
+        steps += 1;
+        assert!(steps < 100 * n + 1000, "no progress");
+        if chaos && rng.below(50) == 0 {
+            sim.kill(&mut rng);
+        }
+        if chaos && rng.below(80) == 0 {
+            sim.add_worker(1);
+            sim.pump();
+        }
+    }
+    for key in &wanted {
+        assert_eq!(
+            sim.results.get(key),
+            Some(&truth[key]),
+            "wrong or missing result for {key}: {:?} {:?} queued {}",
+            sim.s.task_state(key),
+            sim.s.state_counts(),
+            sim.s.queued_count()
+        );
+        assert_eq!(sim.s.task_state(key), Some(TaskState::Memory));
+    }
+    // Only what the client wants stays in cluster memory.
+    let held: HashSet<&Key> = sim.workers.values().flat_map(|w| w.held.keys()).collect();
+    for key in held {
+        assert!(wanted.contains(key), "{key} is still held although nobody needs it");
+    }
+    // Releasing everything forgets everything.
+    sim.s.client_message(1, ClientToScheduler::Release { keys: wanted }, sim.now);
+    sim.pump();
+    assert_eq!(sim.s.task_count(), 0, "tasks left: {:?}", sim.s.state_counts());
+    assert!(sim.workers.values().all(|w| w.held.is_empty()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_graphs_complete_with_correct_values(seed in any::<u64>(), shape in 0usize..3, n in 1usize..120, workers in 1usize..6) {
+        run_case(seed, shape, n, workers, false);
+    }
+
+    #[test]
+    fn workers_dying_and_joining_lose_nothing(seed in any::<u64>(), shape in 0usize..3, n in 1usize..120, workers in 2usize..6) {
+        run_case(seed, shape, n, workers, true);
+    }
+}
+
+#[test]
+fn hundreds_of_workers_and_a_large_graph() {
+    for (shape, seed) in [(0, 1), (1, 2), (2, 3)] {
+        let mut rng = Rng(seed);
+        let specs = make_graph(shape, 3000, &mut rng);
+        let truth = expected(&specs);
+        let mut sim = Sim::new(300, 2);
+        let sink = specs.last().unwrap().key.clone();
+        submit(&mut sim, &specs, vec![sink.clone()]);
+        while sim.step(&mut rng) {}
+        assert_eq!(sim.results[&sink], truth[&sink]);
+        // Each task ran once: nothing was assigned twice without a failure.
+        let needed = specs.len();
+        assert!(sim.computed <= needed, "{} computations for {needed} tasks", sim.computed);
+    }
+}
+
+#[test]
+fn a_failing_task_errs_its_dependents_and_the_cluster_keeps_working() {
+    let mut rng = Rng(7);
+    let specs = make_graph(2, 40, &mut rng);
+    let mut sim = Sim::new(3, 1);
+    sim.fail_key = Some(specs[3].key.clone());
+    let sink = specs.last().unwrap().key.clone();
+    submit(&mut sim, &specs, vec![sink.clone()]);
+    while sim.step(&mut rng) {}
+    let failure = &sim.erred[&sink];
+    assert_eq!(failure.key, specs[3].key, "the failure names the task that failed");
+    assert_eq!(failure.message, "boom");
+    // A second, independent graph still runs.
+    sim.fail_key = None;
+    let other: Vec<TaskSpec> =
+        (0..5).map(|i| TaskSpec { key: Key::with_index("other", [i]), kernel: kernel(), inputs: vec![] }).collect();
+    submit(&mut sim, &other, other.iter().map(|s| s.key.clone()).collect());
+    while sim.step(&mut rng) {}
+    assert!(other.iter().all(|s| sim.results.contains_key(&s.key)));
+}
+
+fn root(i: u32) -> TaskSpec {
+    TaskSpec { key: Key::with_index("root", [i]), kernel: kernel(), inputs: vec![] }
+}
+
+#[test]
+fn root_tasks_are_queued_to_the_workers_threads() {
+    let mut sim = Sim::new(2, 2);
+    let specs: Vec<TaskSpec> = (0..100).map(root).collect();
+    submit(&mut sim, &specs, specs.iter().map(|s| s.key.clone()).collect());
+    // 2 threads × saturation 1.1 → 3 tasks per worker, the rest wait in the scheduler.
+    for w in sim.workers.values() {
+        assert_eq!(w.running.len(), 3);
+    }
+    assert_eq!(sim.s.queued_count(), 94);
+    // Highest priority (lowest order) first.
+    let mut first: Vec<u32> = sim.workers.values().flat_map(|w| w.running.iter().map(|t| t.priority.order)).collect();
+    first.sort();
+    assert_eq!(first, vec![0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn short_root_tasks_fill_a_window_of_work() {
+    let mut sim = Sim::new(1, 1);
+    let specs: Vec<TaskSpec> = (0..1000).map(root).collect();
+    submit(&mut sim, &specs, specs.iter().map(|s| s.key.clone()).collect());
+    let mut rng = Rng(1);
+    sim.step(&mut rng); // learns: 10 µs per root task, 8 bytes each
+    assert!(sim.s.duration_estimate_us("root").unwrap() > 0.0);
+    let running = sim.workers[&0].running.len();
+    // A 2 ms window of 10 µs tasks: about 200 tasks in flight instead of 2.
+    assert!((150..=250).contains(&running), "{running} tasks in flight");
+}
+
+#[test]
+fn placement_prefers_the_worker_holding_most_input_bytes() {
+    let mut sim = Sim::new(3, 1);
+    let a = TaskSpec { key: Key::new("big"), kernel: kernel(), inputs: vec![] };
+    let b = TaskSpec { key: Key::new("small"), kernel: kernel(), inputs: vec![] };
+    submit(&mut sim, &[a.clone(), b.clone()], vec![a.key.clone(), b.key.clone()]);
+    // Finish "big" on worker 2 (100 MB) and "small" on worker 0 (10 bytes) by hand.
+    let mut report = |key: &Key, nbytes| {
+        let w = sim.s.processing_on(key).unwrap();
+        let task = sim.workers.get_mut(&w).unwrap();
+        task.running.retain(|t| t.key != *key);
+        task.held.insert(key.clone(), 0);
+        sim.s.worker_message(w, WorkerToScheduler::Finished { key: key.clone(), nbytes, duration_us: 1000 }, 0);
+        w
+    };
+    let big_on = report(&a.key, 100 << 20);
+    let _small_on = report(&b.key, 10);
+    sim.pump();
+    let c = TaskSpec {
+        key: Key::new("combine"),
+        kernel: kernel(),
+        inputs: vec![InputSpec::Task(a.key.clone()), InputSpec::Task(b.key.clone())],
+    };
+    submit(&mut sim, std::slice::from_ref(&c), vec![c.key.clone()]);
+    assert_eq!(sim.s.processing_on(&c.key), Some(big_on));
+    // The compute message says where the other input is.
+    let task = sim.workers[&big_on].running.iter().find(|t| t.key == c.key).unwrap();
+    if sim.s.who_has(&b.key) != vec![big_on] {
+        assert_eq!(task.who_has.len(), 1);
+        assert_eq!(task.who_has[0].0, b.key);
+    }
+}
+
+#[test]
+fn placement_weighs_a_busy_holder_against_moving_small_inputs() {
+    let mut sim = Sim::new(2, 1);
+    // Worker 0 gets a long queue of known-slow work; a tiny input on it should not pin a task there.
+    let x = TaskSpec { key: Key::new("x"), kernel: kernel(), inputs: vec![] };
+    submit(&mut sim, std::slice::from_ref(&x), vec![x.key.clone()]);
+    let holder = sim.s.processing_on(&x.key).unwrap();
+    let mut rng = Rng(3);
+    while sim.step(&mut rng) {}
+    let slow: Vec<TaskSpec> = (0..20)
+        .map(|i| TaskSpec {
+            key: Key::with_index("slow", [i]),
+            kernel: kernel(),
+            inputs: vec![InputSpec::Task(x.key.clone())],
+        })
+        .collect();
+    submit(&mut sim, &slow, slow.iter().map(|s| s.key.clone()).collect());
+    let on_holder = slow.iter().filter(|s| sim.s.processing_on(&s.key) == Some(holder)).count();
+    assert!(on_holder < 20, "all {on_holder} dependents piled onto the holder of an 8-byte input");
+}
+
+#[test]
+fn tasks_wait_for_a_worker_and_start_when_one_joins() {
+    let mut sim = Sim::new(0, 1);
+    let specs: Vec<TaskSpec> = (0..4).map(root).collect();
+    submit(&mut sim, &specs, specs.iter().map(|s| s.key.clone()).collect());
+    assert_eq!(sim.s.task_state(&specs[0].key), Some(TaskState::NoWorker));
+    sim.add_worker(4);
+    sim.pump();
+    let mut rng = Rng(5);
+    while sim.step(&mut rng) {}
+    assert_eq!(sim.results.len(), 4);
+}
+
+#[test]
+fn a_task_that_kills_its_workers_errs_after_the_allowed_failures() {
+    let mut sim = Sim::new(5, 1);
+    let t = root(0);
+    submit(&mut sim, std::slice::from_ref(&t), vec![t.key.clone()]);
+    for _ in 0..3 {
+        let w = sim.s.processing_on(&t.key).expect("rescheduled");
+        sim.workers.remove(&w);
+        sim.s.remove_worker(w, "segfault");
+        sim.pump();
+    }
+    let failure = &sim.erred[&t.key];
+    assert!(failure.message.contains("3 workers died"), "{}", failure.message);
+}
+
+#[test]
+fn published_datasets_outlive_the_publishing_client() {
+    let mut sim = Sim::new(2, 1);
+    let specs: Vec<TaskSpec> = (0..3).map(root).collect();
+    let keys: Vec<Key> = specs.iter().map(|s| s.key.clone()).collect();
+    submit(&mut sim, &specs, keys.clone());
+    let mut rng = Rng(9);
+    while sim.step(&mut rng) {}
+    sim.s.client_message(
+        1,
+        ClientToScheduler::Publish { name: "trips".into(), keys: keys.clone(), overwrite: false },
+        0,
+    );
+    sim.s.remove_client(1);
+    sim.pump();
+    assert_eq!(sim.s.task_count(), 3, "the dataset keeps its keys alive");
+    sim.s.add_client(2);
+    sim.s.client_message(2, ClientToScheduler::GetDataset { request: 5, name: "trips".into() }, 0);
+    let answer = sim.s.take_commands().into_iter().find_map(|c| match c {
+        Command::Client(2, SchedulerToClient::Dataset { request: 5, keys }) => keys,
+        _ => None,
+    });
+    assert_eq!(answer, Some(keys.clone()));
+    sim.s.client_message(2, ClientToScheduler::Unpublish { name: "trips".into() }, 0);
+    sim.pump();
+    assert_eq!(sim.s.task_count(), 0);
+}
+
+#[test]
+fn deep_chains_do_not_overflow_the_stack() {
+    let n = 200_000;
+    let specs: Vec<TaskSpec> = (0..n)
+        .map(|i| TaskSpec {
+            key: Key::with_index("chain", [i]),
+            kernel: kernel(),
+            inputs: if i == 0 { vec![] } else { vec![InputSpec::Task(Key::with_index("chain", [i - 1]))] },
+        })
+        .collect();
+    let mut s = SchedulerState::new(Config::default());
+    s.add_client(1);
+    s.add_worker(WorkerInfo { id: 0, address: "w".into(), name: "w".into(), nthreads: 1, memory_limit: 0 }, 0);
+    let tasks = specs.into_iter().map(|spec| SubmittedTask { spec, order: 0 }).collect();
+    s.client_message(1, ClientToScheduler::UpdateGraph { tasks, wanted: vec![Key::with_index("chain", [n - 1])] }, 0);
+    s.client_message(1, ClientToScheduler::Release { keys: vec![Key::with_index("chain", [n - 1])] }, 0);
+    assert_eq!(s.task_count(), 0);
+}
