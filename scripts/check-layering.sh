@@ -14,7 +14,12 @@ forbid() { # crate, pattern, reason
 }
 for core in kiln-graph kiln-delayed kiln-array; do
   forbid "$core" "tokio|mio|axum|hyper" "the graph core and collections are pure: no async runtime"
-  forbid "$core" "kiln-local|kiln-client|kiln-scheduler|kiln-worker" "collections never depend on a scheduler"
+  forbid "$core" "kiln-local|kiln-scheduler|kiln-distributed" "collections never depend on a scheduler"
 done
+# The distributed scheduler's decisions and the wire format are pure too: events in, commands out.
+for pure in kiln-scheduler kiln-protocol; do
+  forbid "$pure" "tokio|mio|axum|hyper|socket2" "the scheduler state machine and the protocol own no sockets or runtime"
+done
+forbid kiln-protocol "kiln-scheduler|kiln-distributed|kiln-local" "the protocol depends on nothing above it"
 [ "$status" -eq 0 ] && echo "layering: ok"
 exit "$status"

@@ -643,6 +643,7 @@ impl<T: Element> Collection for Array<T> {
         if let Some(e) = self.error() {
             return Err(GraphError::UnknownKey(kiln_graph::Key::new(format!("invalid array: {e}"))));
         }
+        crate::portable::ensure_registered();
         let mut lw = Lowering { builder, fuse: true };
         block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
     }
@@ -651,6 +652,7 @@ impl<T: Element> Collection for Array<T> {
         if let Some(e) = self.error() {
             return Err(GraphError::UnknownKey(kiln_graph::Key::new(format!("invalid array: {e}"))));
         }
+        crate::portable::ensure_registered();
         let mut lw = Lowering { builder, fuse: false };
         block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
     }

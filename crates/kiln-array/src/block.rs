@@ -8,7 +8,7 @@ use std::fmt;
 use ndarray::ArrayD;
 
 /// The element types of kiln arrays, named as NumPy names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum DType {
     /// `bool`
     Bool,
@@ -72,7 +72,7 @@ impl fmt::Display for DType {
 }
 
 /// A scalar of any element type.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Scalar {
     /// A `bool`.
     Bool(bool),

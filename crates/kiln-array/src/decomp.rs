@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use faer::Mat;
+use kiln_graph::kernel::{Portable, PortableKernel, input};
 use kiln_graph::{Arg, GraphError, Kernel, Key, TaskError, TaskId, Tokenizer, Value};
 use ndarray::{Array1, Array2, Ix2, s};
 
 use crate::array::{Array, random::RandomState};
 use crate::block::Block;
 use crate::error::ArrayError;
-use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, Op, TaskInputs};
+use crate::node::{BlockFinish, ExprKernel, Finish, Layer, Lowering, Node, Op, TaskInputs};
 
 fn to_mat(a: &Array2<f64>) -> Mat<f64> {
     Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[[i, j]])
@@ -22,23 +23,23 @@ fn to_nd(m: faer::MatRef<'_, f64>) -> Array2<f64> {
 }
 
 /// (Q, R) of one row block.
-struct LocalQr {
-    q: Array2<f64>,
-    r: Array2<f64>,
+pub(crate) struct LocalQr {
+    pub(crate) q: Array2<f64>,
+    pub(crate) r: Array2<f64>,
 }
 
 /// The QR of the stacked R factors, and where each block's rows start in it.
-struct StackedQr {
-    q2: Array2<f64>,
-    r: Array2<f64>,
-    offsets: Vec<usize>,
+pub(crate) struct StackedQr {
+    pub(crate) q2: Array2<f64>,
+    pub(crate) r: Array2<f64>,
+    pub(crate) offsets: Vec<usize>,
 }
 
 /// The SVD of the final R: R = U_R diag(S) Vt.
-struct CoreSvd {
-    u: Array2<f64>,
-    s: Array1<f64>,
-    vt: Array2<f64>,
+pub(crate) struct CoreSvd {
+    pub(crate) u: Array2<f64>,
+    pub(crate) s: Array1<f64>,
+    pub(crate) vt: Array2<f64>,
 }
 
 /// The shared task structure of one TSQR.
@@ -57,7 +58,8 @@ fn as2(block: Block) -> Result<Array2<f64>, TaskError> {
     a.into_dimensionality::<Ix2>().map_err(|e| TaskError::msg(format!("qr block: {e}")))
 }
 
-struct LocalQrFinish;
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct LocalQrFinish;
 
 impl BlockFinish for LocalQrFinish {
     fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
@@ -70,9 +72,11 @@ impl BlockFinish for LocalQrFinish {
     }
 }
 
-struct StackKernel;
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StackKernel;
 
-impl Kernel for StackKernel {
+impl PortableKernel for StackKernel {
+    const ID: &'static str = "kiln.array.tsqr-stack";
     fn name(&self) -> &str {
         "tsqr-stack"
     }
@@ -97,20 +101,24 @@ impl Kernel for StackKernel {
 }
 
 /// Q block `i` = Q_i @ Q2[rows of block i] (then @ U_R for the SVD's U).
-struct QBlock {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct QBlock {
     index: usize,
 }
 
-impl Kernel for QBlock {
+impl PortableKernel for QBlock {
+    const ID: &'static str = "kiln.array.tsqr-q";
     fn name(&self) -> &str {
         "tsqr-q"
     }
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
-        let local =
-            inputs[0].downcast_ref::<LocalQr>().map_err(|m| TaskError::msg(format!("tsqr q got {}", m.found)))?;
-        let stacked =
-            inputs[1].downcast_ref::<StackedQr>().map_err(|m| TaskError::msg(format!("tsqr q got {}", m.found)))?;
-        let off = stacked.offsets[self.index];
+        let local = input::<LocalQr>(inputs, 0)?;
+        let stacked = input::<StackedQr>(inputs, 1)?;
+        // Checked, not indexed: the index may come from another process.
+        let off = *stacked.offsets.get(self.index).ok_or_else(|| TaskError::msg("tsqr q: block index out of range"))?;
+        if off + local.q.ncols() > stacked.q2.nrows() {
+            return Err(TaskError::msg("tsqr q: the stacked factor does not cover the block"));
+        }
         let q = local.q.dot(&stacked.q2.slice(s![off..off + local.q.ncols(), ..]));
         let q = match inputs.get(2) {
             Some(core) => {
@@ -125,16 +133,18 @@ impl Kernel for QBlock {
 }
 
 /// One output of the stacked QR or of the core SVD.
-#[derive(Clone, Copy)]
-enum Part {
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Part {
     R,
     S,
     Vt,
 }
 
-struct PartKernel(Part);
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct PartKernel(Part);
 
-impl Kernel for PartKernel {
+impl PortableKernel for PartKernel {
+    const ID: &'static str = "kiln.array.decomp-part";
     fn name(&self) -> &str {
         match self.0 {
             Part::R => "tsqr-r",
@@ -144,24 +154,24 @@ impl Kernel for PartKernel {
     }
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
         let block = match self.0 {
-            Part::R => inputs[0].downcast_ref::<StackedQr>().map(|s| s.r.clone().into_dyn()),
-            Part::S => inputs[0].downcast_ref::<CoreSvd>().map(|c| c.s.clone().into_dyn()),
-            Part::Vt => inputs[0].downcast_ref::<CoreSvd>().map(|c| c.vt.clone().into_dyn()),
-        }
-        .map_err(|m| TaskError::msg(format!("decomposition part got {}", m.found)))?;
+            Part::R => input::<StackedQr>(inputs, 0)?.r.clone().into_dyn(),
+            Part::S => input::<CoreSvd>(inputs, 0)?.s.clone().into_dyn(),
+            Part::Vt => input::<CoreSvd>(inputs, 0)?.vt.clone().into_dyn(),
+        };
         Ok(Value::new(Block::F64(block)))
     }
 }
 
-struct CoreKernel;
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct CoreKernel;
 
-impl Kernel for CoreKernel {
+impl PortableKernel for CoreKernel {
+    const ID: &'static str = "kiln.array.svd-core";
     fn name(&self) -> &str {
         "svd-core"
     }
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
-        let stacked =
-            inputs[0].downcast_ref::<StackedQr>().map_err(|m| TaskError::msg(format!("svd got {}", m.found)))?;
+        let stacked = input::<StackedQr>(inputs, 0)?;
         let svd = to_mat(&stacked.r).thin_svd().map_err(|e| TaskError::msg(format!("svd did not converge: {e:?}")))?;
         let s = Array1::from_iter((0..svd.S().column_vector().nrows()).map(|i| svd.S().column_vector()[i]));
         Ok(Value::new(CoreSvd { u: to_nd(svd.U()), s, vt: to_nd(svd.V()).reversed_axes() }))
@@ -179,7 +189,7 @@ impl Tsqr {
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
             name: "tsqr-local".into(),
             exprs: vec![expr],
-            finish: Some(Arc::new(LocalQrFinish)),
+            finish: Finish::builtin(LocalQrFinish),
         });
         lw.builder.add(key, kernel, inputs.into_args())
     }
@@ -191,7 +201,7 @@ impl Tsqr {
         }
         let locals: Vec<TaskId> =
             (0..self.input.chunks[0].len()).map(|i| self.local_task(i, lw)).collect::<Result<_, _>>()?;
-        lw.builder.add(key, Arc::new(StackKernel), locals.into_iter().map(Arg::Task))
+        lw.builder.add(key, Arc::new(Portable(StackKernel)), locals.into_iter().map(Arg::Task))
     }
 
     fn core_task(&self, lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
@@ -200,7 +210,7 @@ impl Tsqr {
             return Ok(id);
         }
         let stack = self.stack_task(lw)?;
-        lw.builder.add(key, Arc::new(CoreKernel), [Arg::Task(stack)])
+        lw.builder.add(key, Arc::new(Portable(CoreKernel)), [Arg::Task(stack)])
     }
 }
 
@@ -226,11 +236,11 @@ impl Layer for DecompLayer {
                 if matches!(self.output, Output::U) {
                     args.push(Arg::Task(t.core_task(lw)?));
                 }
-                lw.builder.add(node.key(idx), Arc::new(QBlock { index: i }), args)
+                lw.builder.add(node.key(idx), Arc::new(Portable(QBlock { index: i })), args)
             }
             Output::Part(part) => {
                 let source = if matches!(part, Part::R) { t.stack_task(lw)? } else { t.core_task(lw)? };
-                lw.builder.add(node.key(idx), Arc::new(PartKernel(part)), [Arg::Task(source)])
+                lw.builder.add(node.key(idx), Arc::new(Portable(PartKernel(part))), [Arg::Task(source)])
             }
         }
     }
@@ -406,7 +416,7 @@ impl CholeskyLayer {
                 array_shape: shape,
             };
             let kernel: Arc<dyn Kernel> =
-                Arc::new(ExprKernel { name: "zeros".into(), exprs: vec![zeros], finish: None });
+                Arc::new(ExprKernel { name: "zeros".into(), exprs: vec![zeros], finish: Finish::none() });
             return lw.builder.add(key, kernel, []);
         }
         let mut exprs = vec![lw.expr(&self.input, &[i, k], &mut inputs)?];
@@ -422,7 +432,7 @@ impl CholeskyLayer {
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
             name: if i == k { "cholesky-diagonal".into() } else { "cholesky-solve".into() },
             exprs,
-            finish: Some(Arc::new(CholeskyBlock { diagonal: i == k, previous: k })),
+            finish: Finish::builtin(CholeskyBlock { diagonal: i == k, previous: k }),
         });
         lw.builder.add(key, kernel, inputs.into_args())
     }
@@ -440,7 +450,8 @@ impl Layer for CholeskyLayer {
 
 /// `S = A[i,k] - sum_j L[i,j] L[k,j]^T`, then `L[k,k] = chol(S)` on the diagonal or
 /// `L[i,k] = S L[k,k]^-T` below it.
-struct CholeskyBlock {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct CholeskyBlock {
     diagonal: bool,
     previous: usize,
 }

@@ -11,7 +11,7 @@ use crate::block::{Block, DType, Scalar};
 use crate::source::Source;
 
 /// Elementwise functions of one argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum UnaryOp {
     /// `-x`
     Neg,
@@ -72,7 +72,7 @@ impl UnaryOp {
 }
 
 /// Elementwise functions of two arguments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum BinaryOp {
     /// `a + b`
     Add,
@@ -115,7 +115,7 @@ impl BinaryOp {
 
 /// How one axis of a block is sliced: `start..stop` by `step` (a negative step walks back from
 /// `start`, NumPy style, already resolved to in-bounds indices).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AxisSlice {
     /// First index taken.
     pub start: usize,
@@ -126,7 +126,7 @@ pub struct AxisSlice {
 }
 
 /// The expression computing one block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Expr {
     /// Input `k` of the task: a materialized block.
     Input(usize),

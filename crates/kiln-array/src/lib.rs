@@ -31,6 +31,7 @@ pub mod node;
 pub mod npy;
 pub mod ops;
 pub mod overlap;
+pub mod portable;
 pub mod rechunk;
 pub mod reduce;
 pub mod shape_ops;
@@ -45,6 +46,7 @@ pub use chunks::{ChunkSpec, Chunks};
 pub use error::ArrayError;
 pub use matmul::tensordot;
 pub use ops::where_;
+pub use portable::{ensure_registered, register_portable};
 
 /// Linear algebra (Dask's `da.linalg`).
 pub mod linalg {

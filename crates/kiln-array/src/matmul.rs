@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
+use kiln_graph::kernel::{Portable, PortableKernel};
 use kiln_graph::{Arg, GraphError, Kernel, Key, TaskError, TaskId, Tokenizer, Value};
 use ndarray::{Array2, ArrayD, Ix2, IxDyn};
 
@@ -14,7 +15,7 @@ use crate::array::Array;
 use crate::block::{Block, DType, Element};
 use crate::chunks::common_refinement;
 use crate::error::ArrayError;
-use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, Op, TaskInputs, input_blocks};
+use crate::node::{BlockFinish, ExprKernel, Finish, Layer, Lowering, Node, Op, TaskInputs, input_blocks};
 
 /// How many block products one task accumulates before a sum tree takes over.
 const PRODUCTS_PER_TASK: usize = 8;
@@ -110,7 +111,7 @@ impl Layer for MatMul {
             let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
                 name: "matmul".into(),
                 exprs,
-                finish: Some(Arc::new(Products { shape: shape.clone(), dtype: node.dtype })),
+                finish: Finish::builtin(Products { shape: shape.clone(), dtype: node.dtype }),
             });
             let key = if groups.len() == 1 {
                 node.key(idx)
@@ -122,7 +123,7 @@ impl Layer for MatMul {
         if partials.len() == 1 {
             return Ok(partials[0]);
         }
-        let add: Arc<dyn Kernel> = Arc::new(AddBlocks);
+        let add: Arc<dyn Kernel> = Arc::new(Portable(AddBlocks));
         lw.builder.add(node.key(idx), add, partials.into_iter().map(Arg::Task))
     }
 
@@ -132,7 +133,8 @@ impl Layer for MatMul {
 }
 
 /// Accumulates `sum_p A_p @ B_p` for the first and second halves of the evaluated blocks.
-struct Products {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Products {
     shape: Vec<usize>,
     dtype: DType,
 }
@@ -187,7 +189,9 @@ impl BlockFinish for Products {
         let mut blocks = blocks;
         let rhs = blocks.split_off(half);
         let pairs: Vec<(Block, Block)> = blocks.into_iter().zip(rhs).collect();
-        let (m, n) = (self.shape[0], self.shape[1]);
+        let &[m, n] = self.shape.as_slice() else {
+            return Err(TaskError::msg(format!("matmul output shape {:?} is not 2-d", self.shape)));
+        };
         let block = match self.dtype {
             DType::F64 => faer_products!(f64, F64, pairs, m, n),
             DType::F32 => faer_products!(f32, F32, pairs, m, n),
@@ -200,9 +204,11 @@ impl BlockFinish for Products {
 }
 
 /// Sums blocks of one shape and dtype.
-struct AddBlocks;
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct AddBlocks;
 
-impl Kernel for AddBlocks {
+impl PortableKernel for AddBlocks {
+    const ID: &'static str = "kiln.array.add-blocks";
     fn name(&self) -> &str {
         "sum-blocks"
     }

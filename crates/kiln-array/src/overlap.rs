@@ -11,13 +11,13 @@ use crate::block::{Block, DType, Element, Scalar};
 use crate::chunks::offsets;
 use crate::error::ArrayError;
 use crate::expr::Expr;
-use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, TaskInputs};
+use crate::node::{BlockFinish, ExprKernel, Finish, Layer, Lowering, Node, TaskInputs};
 use crate::rechunk::Assemble;
 use crate::shape_ops::BlockFn;
 use crate::source::Source;
 
 /// What lies beyond the array's edges.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Boundary {
     /// Nothing: blocks at the edge get a shorter halo on that side.
     None,
@@ -198,7 +198,7 @@ impl<T: Element, U: Element> Layer for Overlap<T, U> {
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
             name: self.name.clone(),
             exprs,
-            finish: Some(Arc::new(ApplyTrimmed::<T, U> {
+            finish: Finish::custom(Arc::new(ApplyTrimmed::<T, U> {
                 assemble: Assemble { shape: ext_shape, places },
                 f: self.f.clone(),
                 before,

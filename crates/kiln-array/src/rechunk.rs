@@ -13,7 +13,7 @@ use ndarray::{ArrayD, IxDyn, SliceInfoElem};
 use crate::block::Block;
 use crate::chunks::{Chunks, offsets};
 use crate::expr::AxisSlice;
-use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, Op, TaskInputs, kernel_name};
+use crate::node::{BlockFinish, ExprKernel, Finish, Layer, Lowering, Node, Op, TaskInputs, kernel_name};
 
 /// Most input blocks one output block may gather before the rechunk is staged.
 const MAX_GATHER: usize = 64;
@@ -71,6 +71,7 @@ struct Rechunk {
 }
 
 /// Copies each evaluated piece into its place in the output block.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct Assemble {
     pub(crate) shape: Vec<usize>,
     /// Where each piece starts in the output block.
@@ -151,7 +152,7 @@ impl Layer for Rechunk {
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
             name: kernel_name(node),
             exprs,
-            finish: Some(Arc::new(Assemble { shape: out_shape, places })),
+            finish: Finish::builtin(Assemble { shape: out_shape, places }),
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }

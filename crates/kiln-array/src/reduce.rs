@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use kiln_graph::kernel::{Portable, PortableKernel};
 use kiln_graph::{GraphError, Kernel, Key, TaskError, TaskId, Tokenizer, Value};
 use ndarray::{ArrayD, Axis, CowArray, Ix2, IxDyn, Zip};
 
@@ -12,13 +13,13 @@ use crate::array::Array;
 use crate::block::{Block, DType, Element};
 use crate::chunks::block_indices;
 use crate::error::{ArrayError, normalize_axis};
-use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, Op, TaskInputs};
+use crate::node::{BlockFinish, ExprKernel, Finish, Layer, Lowering, Node, Op, TaskInputs};
 
 /// Default fan-in of reduction trees.
 pub const DEFAULT_SPLIT_EVERY: usize = 16;
 
 /// What a reduction computes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ReduceOp {
     /// Sum.
     Sum,
@@ -45,7 +46,7 @@ pub enum ReduceOp {
 }
 
 /// Options of a reduction (Dask's keyword arguments).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reduce {
     /// Axes to reduce; `None` reduces all.
     pub axes: Option<Vec<isize>>,
@@ -98,7 +99,7 @@ impl Reduce {
 
 /// The partial result of a reduction over some blocks.
 #[derive(Debug, Clone)]
-enum Partial {
+pub(crate) enum Partial {
     /// An accumulator block (sum, product, min, max, any, all).
     Acc(Block),
     /// Count, mean and sum of squared deviations, per kept position.
@@ -372,7 +373,7 @@ impl Layer for Reduction {
         let idx32: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
         let mut depth = 0u32;
         while level.len() > self.split_every {
-            let combine: Arc<dyn Kernel> = Arc::new(Combine { reduction: self.params(), finalize: None });
+            let combine: Arc<dyn Kernel> = Arc::new(Portable(Combine { reduction: self.params(), finalize: None }));
             level = level
                 .chunks(self.split_every)
                 .enumerate()
@@ -385,8 +386,10 @@ impl Layer for Reduction {
                 .collect::<Result<_, _>>()?;
             depth += 1;
         }
-        let finalize: Arc<dyn Kernel> =
-            Arc::new(Combine { reduction: self.params(), finalize: Some((node.block_shape(idx), node.dtype)) });
+        let finalize: Arc<dyn Kernel> = Arc::new(Portable(Combine {
+            reduction: self.params(),
+            finalize: Some((node.block_shape(idx), node.dtype)),
+        }));
         lw.builder.add(node.key(idx), finalize, level.into_iter().map(kiln_graph::Arg::Task))
     }
 
@@ -396,8 +399,8 @@ impl Layer for Reduction {
 }
 
 /// The parameters kernels need.
-#[derive(Debug, Clone)]
-struct Params {
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Params {
     op: ReduceOp,
     axes: Vec<usize>,
     ddof: f64,
@@ -428,17 +431,18 @@ impl Reduction {
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
             name: format!("{}-partial", self.label),
             exprs: vec![expr],
-            finish: Some(Arc::new(PartialOf {
+            finish: Finish::builtin(PartialOf {
                 params: self.params(),
                 reduced_offset: self.axes.iter().map(|&a| offset[a]).collect(),
-            })),
+            }),
         });
         lw.builder.add(key, kernel, inputs.into_args())
     }
 }
 
 /// First step: a block to its partial.
-struct PartialOf {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct PartialOf {
     params: Params,
     reduced_offset: Vec<usize>,
 }
@@ -791,12 +795,14 @@ fn skip_nan<T: Copy + PartialEq + 'static>(mut a: ArrayD<T>, is_sum: bool) -> Ar
 }
 
 /// Combines partials; with `finalize`, also produces the output block (shape, dtype).
-struct Combine {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Combine {
     reduction: Params,
     finalize: Option<(Vec<usize>, DType)>,
 }
 
-impl Kernel for Combine {
+impl PortableKernel for Combine {
+    const ID: &'static str = "kiln.array.reduce-combine";
     fn name(&self) -> &str {
         if self.finalize.is_some() { "reduce-aggregate" } else { "reduce-combine" }
     }

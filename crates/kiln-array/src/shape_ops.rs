@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use kiln_graph::kernel::{Portable, PortableKernel};
 use kiln_graph::{Arg, GraphError, Kernel, Key, TaskError, TaskId, Tokenizer, Value};
 use ndarray::{ArrayD, Axis, Slice};
 
@@ -10,7 +11,7 @@ use crate::array::Array;
 use crate::block::{Block, DType, Element};
 use crate::chunks::{ChunkSpec, Chunks};
 use crate::error::{ArrayError, normalize_axis};
-use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, Op, TaskInputs, input_blocks};
+use crate::node::{BlockFinish, ExprKernel, Finish, Layer, Lowering, Node, Op, TaskInputs, input_blocks};
 
 /// Joins arrays along an existing axis (NumPy's `concatenate`). The output keeps every input's
 /// blocks, so nothing is copied until the blocks are used.
@@ -233,7 +234,7 @@ impl<T: Element, U: Element> Layer for MapBlocks<T, U> {
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
             name: self.name.clone(),
             exprs: vec![expr],
-            finish: Some(Arc::new(ApplyFn { f: self.f.clone(), shape: node.block_shape(idx) })),
+            finish: Finish::custom(Arc::new(ApplyFn { f: self.f.clone(), shape: node.block_shape(idx) })),
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }
@@ -262,7 +263,7 @@ impl Layer for Cumulative {
             return lw.builder.add(node.key(idx), id, [Arg::Task(local)]);
         }
         let carry = self.carry_task(idx, lw)?;
-        let apply: Arc<dyn Kernel> = Arc::new(ApplyCarry { axis: self.axis, product: self.product });
+        let apply: Arc<dyn Kernel> = Arc::new(Portable(ApplyCarry { axis: self.axis, product: self.product }));
         lw.builder.add(node.key(idx), apply, [Arg::Task(local), Arg::Task(carry)])
     }
 
@@ -286,7 +287,7 @@ impl Cumulative {
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
             name: if self.product { "cumprod-local".into() } else { "cumsum-local".into() },
             exprs: vec![expr],
-            finish: Some(Arc::new(LocalScan { axis: self.axis, product: self.product, dtype: self.dtype })),
+            finish: Finish::builtin(LocalScan { axis: self.axis, product: self.product, dtype: self.dtype }),
         });
         lw.builder.add(key, kernel, inputs.into_args())
     }
@@ -300,7 +301,7 @@ impl Cumulative {
         let mut prev = idx.to_vec();
         prev[self.axis] -= 1;
         let prev_local = self.local_task(&prev, lw)?;
-        let kernel: Arc<dyn Kernel> = Arc::new(Carry { axis: self.axis, product: self.product });
+        let kernel: Arc<dyn Kernel> = Arc::new(Portable(Carry { axis: self.axis, product: self.product }));
         if prev[self.axis] == 0 {
             lw.builder.add(key, kernel, [Arg::Task(prev_local)])
         } else {
@@ -322,7 +323,8 @@ macro_rules! numeric {
     };
 }
 
-struct LocalScan {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct LocalScan {
     axis: usize,
     product: bool,
     dtype: DType,
@@ -345,7 +347,8 @@ impl BlockFinish for LocalScan {
 }
 
 /// The last slab of the previous local scan, combined with the carry before it.
-struct Carry {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Carry {
     axis: usize,
     product: bool,
 }
@@ -365,13 +368,18 @@ fn combine_blocks(x: &Block, y: &Block, product: bool) -> Result<Block, TaskErro
     })
 }
 
-impl Kernel for Carry {
+impl PortableKernel for Carry {
+    const ID: &'static str = "kiln.array.cumulative-carry";
     fn name(&self) -> &str {
         "cumulative-carry"
     }
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
         let blocks = input_blocks(inputs)?;
         let axis = self.axis;
+        // The axis may come from another process: check it rather than index blindly.
+        if blocks.is_empty() || axis >= blocks[0].shape().len() {
+            return Err(TaskError::msg("cumulative carry: missing block or axis out of range"));
+        }
         let slab = crate::with_block!(blocks[0], a => Element::into_block(last_slab(a, axis)));
         let total = match blocks.get(1) {
             Some(prev) => combine_blocks(&slab, prev, self.product)?,
@@ -382,17 +390,22 @@ impl Kernel for Carry {
 }
 
 /// Adds (or multiplies) the carry slab into every position of the local scan.
-struct ApplyCarry {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ApplyCarry {
     axis: usize,
     product: bool,
 }
 
-impl Kernel for ApplyCarry {
+impl PortableKernel for ApplyCarry {
+    const ID: &'static str = "kiln.array.cumulative-apply";
     fn name(&self) -> &str {
         "cumulative-apply"
     }
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
         let blocks = input_blocks(inputs)?;
+        if blocks.len() != 2 || self.axis >= blocks[0].shape().len() {
+            return Err(TaskError::msg("cumulative apply: needs a block and a carry, and an axis in range"));
+        }
         if blocks[0].shape()[self.axis] == 0 {
             return Ok(Value::new(blocks[0].clone()));
         }
@@ -442,7 +455,7 @@ impl Layer for Take {
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
             name: "take".into(),
             exprs,
-            finish: Some(Arc::new(crate::rechunk::Assemble { shape, places })),
+            finish: Finish::builtin(crate::rechunk::Assemble { shape, places }),
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }
@@ -518,7 +531,8 @@ struct CountTrue {
     mask: Arc<Node>,
 }
 
-struct Count {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Count {
     ndim: usize,
 }
 
@@ -539,7 +553,7 @@ impl Layer for CountTrue {
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
             name: "mask-count".into(),
             exprs: vec![expr],
-            finish: Some(Arc::new(Count { ndim: idx.len() })),
+            finish: Finish::builtin(Count { ndim: idx.len() }),
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }
@@ -555,7 +569,8 @@ struct MaskSelect {
     pieces: Vec<(Vec<usize>, usize)>,
 }
 
-struct Pick;
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Pick;
 
 impl BlockFinish for Pick {
     fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
@@ -577,7 +592,7 @@ impl Layer for MaskSelect {
         let mut inputs = TaskInputs::default();
         let exprs = vec![lw.expr(&self.input, in_idx, &mut inputs)?, lw.expr(&self.mask, in_idx, &mut inputs)?];
         let kernel: Arc<dyn Kernel> =
-            Arc::new(ExprKernel { name: "getitem-mask".into(), exprs, finish: Some(Arc::new(Pick)) });
+            Arc::new(ExprKernel { name: "getitem-mask".into(), exprs, finish: Finish::builtin(Pick) });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }
     fn inputs(&self) -> Vec<Arc<Node>> {
@@ -661,7 +676,7 @@ impl<A: Element, B: Element, U: Element> Layer for Blockwise2<A, B, U> {
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
             name: self.name.clone(),
             exprs,
-            finish: Some(Arc::new(ApplyPair { f: self.f.clone(), shape: node.block_shape(idx) })),
+            finish: Finish::custom(Arc::new(ApplyPair { f: self.f.clone(), shape: node.block_shape(idx) })),
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }

@@ -11,7 +11,7 @@ use crate::block::{Block, DType, Scalar};
 use ndarray::{ArrayD, IxDyn};
 
 /// What a source generates.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Source {
     /// Every element equal to a value (`ones`, `zeros`, `full`).
     Full(Scalar),
@@ -37,7 +37,7 @@ pub enum Source {
 }
 
 /// Random distributions.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Dist {
     /// Uniform on `[low, high)`.
     Uniform {

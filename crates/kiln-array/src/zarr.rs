@@ -3,8 +3,9 @@
 //! stores each block from the task that computes it. Local filesystem stores, Zarr v2 and v3.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use kiln_graph::kernel::{Portable, PortableKernel};
 use kiln_graph::{
     Collection, ComputeError, Graph, GraphBuilder, GraphError, Kernel, TaskError, TaskId, Tokenizer, Value,
 };
@@ -16,7 +17,7 @@ use crate::array::Array;
 use crate::block::{Block, DType, Element};
 use crate::chunks::{ChunkSpec, normalize, regular};
 use crate::error::ArrayError;
-use crate::node::{BlockFinish, ExprKernel, Layer, Lowering, Node, Op, TaskInputs};
+use crate::node::{BlockFinish, ExprKernel, Finish, Layer, Lowering, Node, Op, TaskInputs};
 
 type ZarrArray = zarrs::array::Array<FilesystemStore>;
 
@@ -82,27 +83,42 @@ struct ZarrRead {
     array: Arc<ZarrArray>,
 }
 
-struct ReadRegion {
+/// The store at `path`, opened on first use. Kernels travel by path (a worker sharing the
+/// filesystem opens the same store); in the building process the cell is pre-filled with the
+/// array already opened, so local runs never reopen it.
+fn opened<'a>(cell: &'a OnceLock<Arc<ZarrArray>>, path: &Path) -> Result<&'a Arc<ZarrArray>, TaskError> {
+    if let Some(array) = cell.get() {
+        return Ok(array);
+    }
+    let array = open(path).map_err(|e| TaskError::msg(e.to_string()))?;
+    Ok(cell.get_or_init(|| Arc::new(array)))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ReadRegion {
     path: PathBuf,
-    array: Arc<ZarrArray>,
+    #[serde(skip)]
+    array: OnceLock<Arc<ZarrArray>>,
     ranges: Vec<std::ops::Range<u64>>,
     dtype: DType,
 }
 
-impl Kernel for ReadRegion {
+impl PortableKernel for ReadRegion {
+    const ID: &'static str = "kiln.array.zarr-read";
     fn name(&self) -> &str {
         "from-zarr"
     }
     fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
+        let array = opened(&self.array, &self.path)?;
         let subset = ArraySubset::new_with_ranges(&self.ranges);
         let fail =
             |e: zarrs::array::ArrayError| TaskError::msg(format!("reading zarr store {}: {e}", self.path.display()));
         let block = match self.dtype {
-            DType::Bool => Block::Bool(self.array.retrieve_array_subset::<ArrayD<bool>>(&subset).map_err(fail)?),
-            DType::I32 => Block::I32(self.array.retrieve_array_subset::<ArrayD<i32>>(&subset).map_err(fail)?),
-            DType::I64 => Block::I64(self.array.retrieve_array_subset::<ArrayD<i64>>(&subset).map_err(fail)?),
-            DType::F32 => Block::F32(self.array.retrieve_array_subset::<ArrayD<f32>>(&subset).map_err(fail)?),
-            DType::F64 => Block::F64(self.array.retrieve_array_subset::<ArrayD<f64>>(&subset).map_err(fail)?),
+            DType::Bool => Block::Bool(array.retrieve_array_subset::<ArrayD<bool>>(&subset).map_err(fail)?),
+            DType::I32 => Block::I32(array.retrieve_array_subset::<ArrayD<i32>>(&subset).map_err(fail)?),
+            DType::I64 => Block::I64(array.retrieve_array_subset::<ArrayD<i64>>(&subset).map_err(fail)?),
+            DType::F32 => Block::F32(array.retrieve_array_subset::<ArrayD<f32>>(&subset).map_err(fail)?),
+            DType::F64 => Block::F64(array.retrieve_array_subset::<ArrayD<f64>>(&subset).map_err(fail)?),
         };
         Ok(Value::new(block))
     }
@@ -112,8 +128,12 @@ impl Layer for ZarrRead {
     fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
         let ranges =
             node.block_offset(idx).iter().zip(node.block_shape(idx)).map(|(&o, n)| o as u64..(o + n) as u64).collect();
-        let kernel: Arc<dyn Kernel> =
-            Arc::new(ReadRegion { path: self.path.clone(), array: self.array.clone(), ranges, dtype: node.dtype });
+        let kernel: Arc<dyn Kernel> = Arc::new(Portable(ReadRegion {
+            path: self.path.clone(),
+            array: OnceLock::from(self.array.clone()),
+            ranges,
+            dtype: node.dtype,
+        }));
         lw.builder.add(node.key(idx), kernel, [])
     }
 
@@ -176,9 +196,11 @@ struct ZarrStore {
     array: Arc<ZarrArray>,
 }
 
-struct StoreRegion {
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoreRegion {
     path: PathBuf,
-    array: Arc<ZarrArray>,
+    #[serde(skip)]
+    array: OnceLock<Arc<ZarrArray>>,
     offset: Vec<u64>,
     ndim: usize,
 }
@@ -186,13 +208,14 @@ struct StoreRegion {
 impl BlockFinish for StoreRegion {
     fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
         let block = blocks.into_iter().next().ok_or_else(|| TaskError::msg("no block"))?;
+        let array = opened(&self.array, &self.path)?;
         let ranges: Vec<std::ops::Range<u64>> =
             self.offset.iter().zip(block.shape()).map(|(&o, &n)| o..o + n as u64).collect();
         let fail =
             |e: zarrs::array::ArrayError| TaskError::msg(format!("writing zarr store {}: {e}", self.path.display()));
         crate::with_block!(block, a => {
             let a = if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() };
-            self.array.store_array_subset(&ranges, a).map_err(fail)?
+            array.store_array_subset(&ranges, a).map_err(fail)?
         });
         let marker = ArrayD::from_elem(ndarray::IxDyn(&vec![1; self.ndim]), true);
         Ok(Value::new(Block::Bool(marker)))
@@ -205,12 +228,12 @@ impl Layer for ZarrStore {
         let expr = lw.expr(&self.input, idx, &mut inputs)?;
         let finish = StoreRegion {
             path: self.path.clone(),
-            array: self.array.clone(),
+            array: OnceLock::from(self.array.clone()),
             offset: self.input.block_offset(idx).iter().map(|&o| o as u64).collect(),
             ndim: idx.len(),
         };
         let kernel: Arc<dyn Kernel> =
-            Arc::new(ExprKernel { name: "to-zarr".into(), exprs: vec![expr], finish: Some(Arc::new(finish)) });
+            Arc::new(ExprKernel { name: "to-zarr".into(), exprs: vec![expr], finish: Finish::builtin(finish) });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }
 

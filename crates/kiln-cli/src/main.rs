@@ -1,12 +1,13 @@
 //! The `kiln` command.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kiln::Scheduler;
 use kiln::local::Progress;
 use kiln::prelude::*;
+use kiln_distributed::{Client, LocalCluster, SchedulerServer, ServerConfig, WorkerConfig};
 
 /// kiln: Dask rebuilt in Rust.
 #[derive(Parser)]
@@ -18,9 +19,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the seeds' computations on the local scheduler and reports what happened: the
-    /// headline `(x + x.T - x.mean(axis=0)).std()` on an n x n random array (with a progress
-    /// bar), then a loop of delayed calls.
+    /// Runs a distributed scheduler: workers and clients connect to it.
+    Scheduler {
+        /// Interface to listen on (0.0.0.0: all).
+        #[arg(long, default_value = "0.0.0.0")]
+        host: String,
+        /// Port to listen on (0: any free port).
+        #[arg(long, default_value_t = 8786)]
+        port: u16,
+        /// Seconds without a heartbeat after which a worker is considered dead.
+        #[arg(long, default_value_t = 30)]
+        worker_timeout: u64,
+    },
+    /// Runs a worker that joins the scheduler at ADDR (e.g. tcp://192.168.0.1:8786).
+    Worker {
+        /// The scheduler's address.
+        scheduler: String,
+        /// Threads that run tasks (default: one per core).
+        #[arg(long)]
+        nthreads: Option<usize>,
+        /// Memory limit, e.g. 4GiB, 500MB, or 0 for none.
+        #[arg(long, default_value = "0")]
+        memory_limit: String,
+        /// A name shown in logs and to clients.
+        #[arg(long)]
+        name: Option<String>,
+        /// Interface for the data port that peers fetch from.
+        #[arg(long, default_value = "0.0.0.0")]
+        host: String,
+        /// Data port (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
+    /// Runs the seeds' computations and reports what happened: the headline
+    /// `(x + x.T - x.mean(axis=0)).std()` on an n x n random array on a local cluster of
+    /// worker processes and on the local threaded scheduler, then a loop of delayed calls.
     Demo {
         /// Side of the random array (the seeds' full size is 100000: an 80 GB array).
         #[arg(long, default_value_t = 20_000)]
@@ -37,32 +70,197 @@ enum Command {
         /// Also draw a 3 x 3 version of the graph to this file (.dot, .svg, .png).
         #[arg(long)]
         visualize: Option<String>,
+        /// Workers of the local cluster (0: skip the cluster run).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
     },
 }
 
 fn main() -> Result<()> {
+    kiln::register_builtins();
+    register_demo_kernels();
     match Cli::parse().command {
-        Command::Demo { n, chunk, side, threads, visualize } => {
+        Command::Scheduler { host, port, worker_timeout } => {
+            init_logging();
+            let config =
+                ServerConfig { worker_timeout: Duration::from_secs(worker_timeout), ..ServerConfig::default() };
+            runtime()?.block_on(run_scheduler(&format!("{host}:{port}"), config))
+        }
+        Command::Worker { scheduler, nthreads, memory_limit, name, host, port } => {
+            init_logging();
+            let mut config = WorkerConfig::new(&scheduler);
+            if let Some(n) = nthreads {
+                anyhow::ensure!(n > 0, "--nthreads must be at least 1");
+                config.nthreads = n;
+            }
+            config.memory_limit = parse_bytes(&memory_limit)?;
+            config.name = name;
+            config.listen = format!("{host}:{port}");
+            runtime()?.block_on(run_worker(config))
+        }
+        Command::Demo { n, chunk, side, threads, visualize, workers } => {
             let scheduler =
                 threads.map_or_else(LocalScheduler::new, LocalScheduler::threads).with_progress(Progress::Auto);
+            if workers > 0 {
+                cluster_demo(n, chunk, workers)?;
+            }
             array_demo(n, chunk, &scheduler)?;
             demo(side, &scheduler, visualize.as_deref())
         }
     }
 }
 
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Resolves when Ctrl-C or SIGTERM arrives; names the signal.
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "Ctrl-C";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+async fn run_scheduler(listen: &str, config: ServerConfig) -> Result<()> {
+    let server = SchedulerServer::start(listen, config).await?;
+    let address = server.address();
+    let shown =
+        if address.ip().is_unspecified() { std::net::SocketAddr::new(outward_ip(), address.port()) } else { address };
+    println!("Scheduler at tcp://{shown}");
+    tracing::info!("scheduler listening on {address}");
+    tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!("received {signal}; telling workers and clients");
+            server.stop(&format!("the scheduler received {signal}"));
+            server.stopped().await;
+        }
+        _ = server.stopped() => {}
+    }
+    Ok(())
+}
+
+/// The address other machines most likely reach this one at (no packet is sent).
+fn outward_ip() -> std::net::IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+async fn run_worker(config: WorkerConfig) -> Result<()> {
+    let scheduler = config.scheduler.clone();
+    let worker = kiln_distributed::start_worker(config)
+        .await
+        .with_context(|| format!("starting a worker for the scheduler at {scheduler}"))?;
+    tracing::info!("worker serving data at {}", worker.address());
+    tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!("received {signal}; handing back unstarted tasks");
+            worker.close(&format!("received {signal}"));
+            worker.stopped().await;
+        }
+        _ = worker.stopped() => {}
+    }
+    Ok(())
+}
+
+/// Parses sizes like `4GiB`, `500MB`, `1.5G`, `1024`.
+fn parse_bytes(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().with_context(|| format!("bad size {text:?} (try 4GiB or 500MB)"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0f64.powi(4),
+        other => bail!("unknown size unit {other:?} in {text:?} (use B, KB, MB, GB, KiB, MiB, GiB)"),
+    };
+    Ok((value * factor) as u64)
+}
+
+/// The demo's delayed functions, registered so the cluster's workers (this same binary) can
+/// run them.
+fn demo_functions() -> (kiln::delayed::Func2<i64, i64, i64>, kiln::delayed::Func2<i64, i64, i64>) {
+    let f = kiln::delayed::func2("f", |a: &i64, b: &i64| a * b + 1).portable("kiln.demo.f");
+    let g = kiln::delayed::func2("g", |a: &i64, b: &i64| a - b).portable("kiln.demo.g");
+    (f, g)
+}
+
+fn demo_sum() -> kiln::delayed::Func1<Vec<i64>, i64> {
+    kiln::delayed::func1("sum", |v: &Vec<i64>| v.iter().sum::<i64>()).portable("kiln.demo.sum")
+}
+
+fn register_demo_kernels() {
+    let (f, g) = demo_functions();
+    let registry = kiln::graph::KernelRegistry::global();
+    registry.register_instance(f.kernel());
+    registry.register_instance(g.kernel());
+    registry.register_instance(demo_sum().kernel());
+}
+
+/// The headline on a local cluster of worker processes, as a user of `dask.distributed` would.
+fn cluster_demo(n: usize, chunk: usize, workers: usize) -> Result<()> {
+    anyhow::ensure!(n > 0 && chunk > 0, "--n and --chunk must be positive");
+    let t = Instant::now();
+    let cluster = LocalCluster::builder().workers(workers).threads_per_worker(1).start()?;
+    let client: Client = cluster.client()?;
+    println!(
+        "kiln demo: local cluster at {} with {} worker processes, started in {:.2?}",
+        cluster.address(),
+        client.workers().len(),
+        t.elapsed()
+    );
+    let x = kiln::array::random::RandomState::new(42).random(&[n, n], [chunk, chunk]);
+    let y = (&x + &x.t() - &x.mean_axis(0)).std();
+    let t = Instant::now();
+    let value = y.scalar().compute_on(&client).context("computing the seed expression on the cluster")?;
+    println!("  (x + x.T - x.mean(axis=0)).std() on {} in {:.2?}: {value:.6}", client.name(), t.elapsed());
+    let t = Instant::now();
+    let total = grid(60).compute_on(&client).context("computing the delayed grid on the cluster")?;
+    anyhow::ensure!(total == expected(60), "wrong answer from the cluster: {total} != {}", expected(60));
+    println!("  the seeds' delayed loop (60 x 60) on the cluster in {:.2?}: total = {total}", t.elapsed());
+    drop(client);
+    cluster.close();
+    Ok(())
+}
+
 /// The seeds' loop (`f(a, b)` when `a < b`, else `g(a, b)`) over a side x side grid, the
 /// results summed by a tree of partial sums.
 fn grid(side: i64) -> kiln::delayed::Delayed<i64> {
-    let f = kiln::delayed::func2("f", |a: &i64, b: &i64| a * b + 1);
-    let g = kiln::delayed::func2("g", |a: &i64, b: &i64| a - b);
+    let (f, g) = demo_functions();
     let mut level = Vec::with_capacity((side * side) as usize);
     for a in 0..side {
         for b in 0..side {
             level.push(if a < b { f.call(a, b) } else { g.call(a, b) });
         }
     }
-    let add8 = kiln::delayed::func1("sum", move |v: &Vec<i64>| v.iter().sum::<i64>());
+    let add8 = demo_sum();
     while level.len() > 1 {
         level = level.chunks(8).map(|c| add8.call(kiln::delayed::collect(c.to_vec()))).collect();
     }

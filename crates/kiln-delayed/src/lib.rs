@@ -18,6 +18,8 @@
 //! Keys are deterministic: calling the same function object with the same arguments gives the
 //! same key, so repeated sub-expressions run once. Functions are treated as pure.
 
+pub mod portable;
+
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -89,6 +91,14 @@ impl<T: Any + Send + Sync> Delayed<T> {
         Delayed { node: Arc::new(Node { key, kernel, args, lowered: AtomicU64::new(0) }), _t: PhantomData }
     }
 
+    /// A value that already lives on a cluster under `key` (a future's result). `keep_alive`
+    /// is held by the graph (e.g. the future itself, so the cluster keeps the data while this
+    /// delayed value exists); it never travels. Only a distributed client can compute graphs
+    /// that contain remote values.
+    pub fn remote(key: Key, keep_alive: Value) -> Self {
+        Delayed::from_node(key, Arc::new(kiln_graph::kernel::RemoteValue), vec![NodeArg::Literal(keep_alive)])
+    }
+
     /// This value's key.
     pub fn key(&self) -> &Key {
         &self.node.key
@@ -156,6 +166,8 @@ impl<T: Any + Send + Sync + Clone> Collection for Delayed<T> {
 
 /// Adds a node and everything below it to the builder (iteratively: chains may be deep).
 fn lower(root: &Arc<Node>, builder: &mut GraphBuilder) -> Result<TaskId, GraphError> {
+    // Converting the graph for a cluster encodes literals with the global codecs.
+    ensure_registered();
     // Each lowering has its own generation; a node whose tag carries it is already added.
     static GENERATION: AtomicU64 = AtomicU64::new(1);
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed) << 32;
@@ -240,17 +252,7 @@ impl<T: Tokenize + Any + Send + Sync> IntoArg<Vec<T>> for Vec<T> {
     }
 }
 
-/// Returns a fixed value; the kernel of [`value`].
-struct Constant(Value);
-
-impl Kernel for Constant {
-    fn name(&self) -> &str {
-        "value"
-    }
-    fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
-        Ok(self.0.clone())
-    }
-}
+pub use portable::{ensure_registered, register_portable};
 
 fn unique_token() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -262,13 +264,13 @@ fn unique_token() -> String {
 /// content-addressed keys use [`value_tokenized`].
 pub fn value<T: Any + Send + Sync>(data: T) -> Delayed<T> {
     let key = Key::new(format!("value-{}", unique_token()));
-    Delayed::from_node(key, Arc::new(Constant(Value::new(data))), Vec::new())
+    portable::value_node(key, Value::new(data))
 }
 
 /// A value whose key is derived from its content: equal data gives equal keys.
 pub fn value_tokenized<T: Any + Send + Sync + Tokenize>(data: T) -> Delayed<T> {
     let key = Key::new(format!("value-{}", Tokenizer::new().add(&data).finish()));
-    Delayed::from_node(key, Arc::new(Constant(Value::new(data))), Vec::new())
+    portable::value_node(key, Value::new(data))
 }
 
 macro_rules! delayed_fns {
@@ -368,22 +370,12 @@ impl Kernel for PortableAlias {
     }
 }
 
-fn collect_kernel<T: Any + Send + Sync + Clone>() -> Arc<dyn Kernel> {
-    Arc::new(k::slice_kernel("collect", |xs: &[Value]| {
-        let mut out: Vec<T> = Vec::with_capacity(xs.len());
-        for i in 0..xs.len() {
-            out.push(k::input::<T>(xs, i)?.clone());
-        }
-        Ok(Value::new(out))
-    }))
-}
-
 /// Gathers many delayed values into one delayed `Vec` (Dask's `delayed(list_of_delayed)`).
 pub fn collect<T: Any + Send + Sync + Clone>(items: Vec<Delayed<T>>) -> Delayed<Vec<T>> {
     let mut tokens = Tokenizer::new();
     tokens.feed("collect");
     let args = items.into_iter().map(|d| d.into_node_arg(&mut tokens).0).collect();
-    Delayed::from_node(tokens.key("collect"), collect_kernel::<T>(), args)
+    Delayed::from_node(tokens.key("collect"), portable::collect_kernel::<T>(), args)
 }
 
 /// Gathers a map of delayed values into one delayed map (the seeds' `results[a, b, c] = r3`).
@@ -399,12 +391,5 @@ where
         tokens.feed(k);
     }
     let args = items.into_values().map(|d| d.into_node_arg(&mut tokens).0).collect();
-    let kernel = Arc::new(k::slice_kernel("collect_map", move |xs: &[Value]| {
-        let mut out = BTreeMap::new();
-        for (i, key) in keys.iter().enumerate() {
-            out.insert(key.clone(), k::input::<V>(xs, i)?.clone());
-        }
-        Ok(Value::new(out))
-    }));
-    Delayed::from_node(tokens.key("collect_map"), kernel, args)
+    Delayed::from_node(tokens.key("collect_map"), portable::collect_map_kernel::<K, V>(keys), args)
 }

@@ -77,6 +77,12 @@ pub trait ValueCodec: Send + Sync + 'static {
     /// # Errors
     /// [`CodecError::Malformed`] for bytes that do not form a value.
     fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError>;
+
+    /// The value's size in bytes without encoding it (schedulers weigh data movement with it);
+    /// `None` when the codec cannot tell cheaply.
+    fn nbytes(&self, _value: &Value) -> Option<usize> {
+        None
+    }
 }
 
 /// A codec for any serde type: the whole value goes in the header (for small values).
@@ -198,6 +204,9 @@ impl<T: Pod> ValueCodec for PodVecCodec<T> {
         };
         pod_from_bytes::<T>(frame).map(Value::new).map_err(malformed)
     }
+    fn nbytes(&self, value: &Value) -> Option<usize> {
+        value.downcast_ref::<Vec<T>>().ok().map(|v| std::mem::size_of_val(v.as_slice()))
+    }
 }
 
 /// Codecs by type and by tag.
@@ -266,6 +275,13 @@ impl CodecRegistry {
             .cloned()
             .ok_or(CodecError::NoCodecForType(value.type_name()))?;
         codec.encode(value)
+    }
+
+    /// The size of a value in bytes as its codec reports it, else the encoded size for small
+    /// types, else `None` (no codec).
+    pub fn nbytes(&self, value: &Value) -> Option<usize> {
+        let codec = self.inner.read().unwrap_or_else(|p| p.into_inner()).by_type.get(&value.type_id()).cloned()?;
+        codec.nbytes(value).or_else(|| codec.encode(value).ok().map(|e| e.nbytes()))
     }
 
     /// Decodes a value with the codec its tag names.

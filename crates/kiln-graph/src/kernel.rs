@@ -228,6 +228,28 @@ impl Kernel for Identity {
     }
 }
 
+/// The id of [`RemoteValue`] tasks.
+pub const REMOTE_KERNEL_ID: &str = "kiln.remote";
+
+/// Stands for a value that already lives on a cluster (a future's result): the task's key is
+/// the remote key. A distributed client does not send these tasks (the cluster has their
+/// values); anything else running one gets a clear error.
+pub struct RemoteValue;
+
+impl Kernel for RemoteValue {
+    fn name(&self) -> &str {
+        "remote"
+    }
+    fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
+        Err(TaskError::Failed(
+            "this value lives on a kiln cluster; compute graphs that use it with the client that holds it".into(),
+        ))
+    }
+    fn spec(&self) -> Option<KernelSpec> {
+        Some(KernelSpec { id: REMOTE_KERNEL_ID.into(), params: Vec::new() })
+    }
+}
+
 /// A kernel whose parameters are a serde-serializable struct: the struct *is* the kernel, and
 /// its encoding travels with the task.
 ///

@@ -59,6 +59,14 @@ pub mod prelude {
     pub use kiln_delayed::Delayed;
 }
 
+/// Registers the portable kernels and value codecs of every collection (arrays, delayed) in the
+/// process-wide registries, so graphs received from elsewhere can be rebuilt and their values
+/// decoded. Worker programs call it at start-up; building a graph registers them too.
+pub fn register_builtins() {
+    kiln_array::ensure_registered();
+    kiln_delayed::ensure_registered();
+}
+
 /// The scheduler `compute()` uses: the installed default, or a local threaded scheduler.
 pub fn default_scheduler() -> Arc<dyn Scheduler> {
     kiln_graph::scheduler::default_scheduler().unwrap_or_else(|| Arc::new(LocalScheduler::new()))

@@ -1,0 +1,567 @@
+//! The client: connects a program to a cluster, computes graphs on it (it implements
+//! [`Scheduler`], so collections' `compute()` can use it), and owns futures.
+//!
+//! The API is blocking, like Dask's client in ordinary code: a background tokio runtime owns
+//! the connections, and callers wait on a condition variable for the scheduler's reports.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use kiln_graph::kernel::REMOTE_KERNEL_ID;
+use kiln_graph::portable::task_to_spec;
+use kiln_graph::{CodecRegistry, ComputeError, Graph, Key, Scheduler, TaskError, TaskId, Value};
+use kiln_protocol::Role;
+use kiln_protocol::messages::{
+    ClientId, ClientToScheduler, PeerReply, PeerRequest, ScatteredEntry, SchedulerToClient, SubmittedTask, TaskFailure,
+    WorkerId, WorkerInfo,
+};
+use tokio::runtime::Runtime;
+
+use crate::comm::{self, CommError, Outgoing, PacketReader, PeerPool, Sender, value_from_wire, values_to_wire};
+use crate::worker::strip_scheme;
+
+/// Where a key stands, as this client knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyStatus {
+    /// Not finished yet.
+    Pending,
+    /// In cluster memory.
+    Finished,
+    /// Failed; the failure names the task that failed first.
+    Erred(TaskFailure),
+    /// Cancelled or lost for good.
+    Cancelled(String),
+}
+
+#[derive(Debug)]
+struct KeyEntry {
+    status: KeyStatus,
+    holders: Vec<WorkerId>,
+    refs: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    keys: HashMap<Key, KeyEntry>,
+    workers: HashMap<WorkerId, WorkerInfo>,
+    replies: HashMap<u64, SchedulerToClient>,
+    refusals: Vec<String>,
+    closed: Option<String>,
+    id: Option<ClientId>,
+}
+
+pub(crate) struct Inner {
+    runtime: Runtime,
+    to_scheduler: Sender<ClientToScheduler>,
+    state: Mutex<State>,
+    changed: Condvar,
+    pool: PeerPool,
+    address: String,
+    next_request: std::sync::atomic::AtomicU64,
+    scatter_counter: std::sync::atomic::AtomicU64,
+}
+
+/// A connection to a kiln cluster (Dask's `Client`).
+///
+/// ```no_run
+/// use kiln_distributed::Client;
+/// let client = Client::connect("tcp://127.0.0.1:8786").unwrap();
+/// println!("{} workers", client.workers().len());
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// How long a blocking call waits for the scheduler's welcome.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Client {
+    /// Connects to the scheduler at `address` (`tcp://host:port` or `host:port`).
+    ///
+    /// # Errors
+    /// The scheduler cannot be reached or refuses the connection.
+    pub fn connect(address: &str) -> Result<Client, ComputeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kiln-client")
+            .enable_all()
+            .build()
+            .map_err(|e| ComputeError::Scheduler(format!("cannot start the client runtime: {e}")))?;
+        let address = strip_scheme(address).to_string();
+        let name = format!("client-{}", std::process::id());
+        let (stream, leftover) = runtime
+            .block_on(comm::connect(&address, Role::Client, &name))
+            .map_err(|e| ComputeError::Scheduler(e.to_string()))?;
+        let (read, write) = stream.into_split();
+        let to_scheduler = {
+            let _guard = runtime.enter();
+            comm::spawn_writer::<ClientToScheduler>(write, address.clone())
+        };
+        let inner = Arc::new(Inner {
+            runtime,
+            to_scheduler,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            pool: PeerPool::new(&name),
+            address: address.clone(),
+            next_request: std::sync::atomic::AtomicU64::new(1),
+            scatter_counter: std::sync::atomic::AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&inner);
+        inner.runtime.spawn(async move {
+            let mut reader = PacketReader::with_buffer(read, address, leftover);
+            let reason = loop {
+                match reader.next_messages::<SchedulerToClient>().await {
+                    Ok(Some((messages, _))) => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        inner.receive(messages);
+                    }
+                    Ok(None) => break "the scheduler closed the connection".to_string(),
+                    Err(e) => break e.to_string(),
+                }
+            };
+            if let Some(inner) = weak.upgrade() {
+                inner.lock().closed = Some(reason);
+                inner.changed.notify_all();
+            }
+        });
+        let client = Client { inner };
+        // Wait for the welcome so the worker list is known.
+        client.wait_until(CONNECT_TIMEOUT, |s| s.id.is_some())?;
+        Ok(client)
+    }
+
+    /// The scheduler's address.
+    pub fn scheduler_address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// The workers the scheduler knows now.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        let mut workers: Vec<WorkerInfo> = self.inner.lock().workers.values().cloned().collect();
+        workers.sort_by_key(|w| w.id);
+        workers
+    }
+
+    /// Waits until at least `n` workers are connected.
+    ///
+    /// # Errors
+    /// A timeout or a lost connection.
+    pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> Result<(), ComputeError> {
+        self.wait_until(timeout, |s| s.workers.len() >= n).map_err(|e| match e {
+            ComputeError::Scheduler(m) if m.contains("timed out") => ComputeError::Scheduler(format!(
+                "only {} of {n} workers arrived within {timeout:?}",
+                self.workers().len()
+            )),
+            e => e,
+        })
+    }
+
+    /// Which workers hold each key now (empty: not in memory), as the scheduler knows it.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub fn who_has(&self, keys: &[Key]) -> Result<Vec<Vec<WorkerId>>, ComputeError> {
+        match self.ask(|request| ClientToScheduler::WhoHas { request, keys: keys.to_vec() })? {
+            SchedulerToClient::WhoHas { holders, .. } => Ok(holders),
+            other => Err(ComputeError::Scheduler(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Makes this client the process-wide default scheduler, so `compute()` on collections
+    /// runs on the cluster. Returns the scheduler it replaces.
+    pub fn set_as_default(&self) -> Option<Arc<dyn Scheduler>> {
+        kiln_graph::scheduler::set_default(Arc::new(self.clone()))
+    }
+
+    /// Stops the whole cluster: workers and scheduler.
+    pub fn shutdown_cluster(&self) {
+        self.inner.send(ClientToScheduler::ShutdownCluster);
+    }
+
+    pub(crate) fn wait_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&State) -> bool,
+    ) -> Result<(), ComputeError> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.inner.lock();
+        loop {
+            if done(&state) {
+                return Ok(());
+            }
+            if let Some(reason) = &state.closed {
+                return Err(ComputeError::Scheduler(format!("lost the connection to the scheduler: {reason}")));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ComputeError::Scheduler(format!("timed out after {timeout:?}")));
+            }
+            state = self.inner.changed.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// Takes references on keys (this client wants them kept or computed).
+    pub(crate) fn retain(&self, keys: &[Key]) {
+        let mut state = self.inner.lock();
+        for key in keys {
+            state
+                .keys
+                .entry(key.clone())
+                .or_insert(KeyEntry { status: KeyStatus::Pending, holders: vec![], refs: 0 })
+                .refs += 1;
+        }
+    }
+
+    /// Drops references; keys nobody here references any more are released on the cluster.
+    pub(crate) fn release(&self, keys: &[Key]) {
+        let mut released = Vec::new();
+        {
+            let mut state = self.inner.lock();
+            for key in keys {
+                if let Some(entry) = state.keys.get_mut(key) {
+                    entry.refs -= 1;
+                    if entry.refs == 0 {
+                        state.keys.remove(key);
+                        released.push(key.clone());
+                    }
+                }
+            }
+        }
+        if !released.is_empty() {
+            self.inner.send(ClientToScheduler::Release { keys: released });
+        }
+    }
+
+    /// Sends the part of `graph` the cluster needs for `outputs`, wanting `outputs`.
+    ///
+    /// # Errors
+    /// A task that cannot be sent (an unregistered closure), with the task and how to fix it.
+    pub(crate) fn submit_graph(&self, graph: &Graph, outputs: &[TaskId]) -> Result<Vec<Key>, ComputeError> {
+        graph.check_outputs(outputs)?;
+        let order = kiln_graph::order::order(graph, outputs);
+        let codecs = CodecRegistry::global();
+        let mut tasks = Vec::with_capacity(graph.len());
+        for &id in graph.topological_order() {
+            let kernel = graph.kernel(id);
+            if kernel.spec().is_some_and(|s| s.id == REMOTE_KERNEL_ID) {
+                continue;
+            }
+            let spec = task_to_spec(graph, id, codecs).map_err(|e| ComputeError::Scheduler(e.to_string()))?;
+            tasks.push(SubmittedTask { spec, order: order[id.index()] });
+        }
+        let wanted: Vec<Key> = outputs.iter().map(|&o| graph.key(o).clone()).collect();
+        self.retain(&wanted);
+        self.inner.send(ClientToScheduler::UpdateGraph { tasks, wanted: wanted.clone() });
+        Ok(wanted)
+    }
+
+    /// Waits until every key is finished; the first failure or cancellation is returned.
+    pub(crate) fn wait_keys(&self, keys: &[Key]) -> Result<(), ComputeError> {
+        let mut failure: Option<ComputeError> = None;
+        self.wait_until(Duration::MAX / 4, |s| {
+            let mut all = true;
+            for key in keys {
+                match s.keys.get(key).map(|e| &e.status) {
+                    Some(KeyStatus::Finished) => {}
+                    Some(KeyStatus::Erred(f)) => {
+                        failure = Some(ComputeError::task(&f.key, TaskError::Failed(f.message.clone())));
+                        return true;
+                    }
+                    Some(KeyStatus::Cancelled(reason)) => {
+                        failure = Some(ComputeError::Scheduler(format!("{key} was cancelled: {reason}")));
+                        return true;
+                    }
+                    Some(KeyStatus::Pending) | None => all = false,
+                }
+            }
+            all
+        })?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Fetches finished keys' values from the workers that hold them.
+    pub(crate) fn fetch(&self, keys: &[Key]) -> Result<Vec<Value>, ComputeError> {
+        let mut values: HashMap<Key, Value> = HashMap::new();
+        let mut attempts = 0;
+        while values.len() < keys.len() {
+            self.wait_keys(keys)?;
+            // Group by holder.
+            let mut by_address: HashMap<String, Vec<Key>> = HashMap::new();
+            {
+                let state = self.inner.lock();
+                for key in keys {
+                    if values.contains_key(key) {
+                        continue;
+                    }
+                    let entry = &state.keys[key];
+                    let holder = entry.holders.iter().find_map(|h| state.workers.get(h));
+                    // No live holder: the scheduler is recomputing it; the next round finds it.
+                    if let Some(w) = holder {
+                        by_address.entry(w.address.clone()).or_default().push(key.clone());
+                    }
+                }
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            let count = by_address.len();
+            for (address, keys) in by_address {
+                let pool = self.inner.pool.clone();
+                let tx = tx.clone();
+                self.inner.runtime.spawn(async move {
+                    let request = PeerRequest::Get { request: pool.request_id(), keys: keys.clone() };
+                    let result = pool.request(&address, request, Vec::new()).await;
+                    let _ = tx.send((address, keys, result));
+                });
+            }
+            let mut failed = false;
+            for _ in 0..count {
+                let (address, asked, result) =
+                    rx.recv().map_err(|_| ComputeError::Scheduler("the client runtime stopped".into()))?;
+                match result {
+                    Ok((PeerReply::Data { values: wire, missing, .. }, frames)) => {
+                        for (key, w) in wire {
+                            let v = value_from_wire(&w, &frames, CodecRegistry::global())
+                                .map_err(|e| ComputeError::Scheduler(format!("cannot decode {key}: {e}")))?;
+                            values.insert(key, v);
+                        }
+                        if !missing.is_empty() {
+                            failed = true;
+                        }
+                    }
+                    Ok((PeerReply::Error { message, .. }, _)) => {
+                        return Err(ComputeError::Scheduler(format!("worker {address}: {message}")));
+                    }
+                    Ok(_) | Err(_) => {
+                        tracing::debug!("fetching {} keys from {address} failed; retrying", asked.len());
+                        failed = true;
+                    }
+                }
+            }
+            if failed || count == 0 {
+                attempts += 1;
+                if attempts > 200 {
+                    return Err(ComputeError::Scheduler("could not fetch results from the workers".into()));
+                }
+                // The holder may have died: wait for the scheduler's news.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(keys.iter().map(|k| values[k].clone()).collect())
+    }
+
+    /// Places values directly on workers (Dask's `scatter`), round robin; returns their keys.
+    pub(crate) fn scatter_values(&self, values: Vec<Value>, prefix: &str) -> Result<Vec<Key>, ComputeError> {
+        let workers = self.workers();
+        if workers.is_empty() {
+            return Err(ComputeError::Scheduler("cannot scatter: the cluster has no workers".into()));
+        }
+        let base = self.inner.scatter_counter.fetch_add(values.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let token = kiln_graph::Tokenizer::new()
+            .add(&std::process::id())
+            .add(&base)
+            .add(&(self.inner.as_ref() as *const Inner as usize))
+            .finish();
+        let keys: Vec<Key> =
+            (0..values.len()).map(|i| Key::with_index(format!("{prefix}-{token}"), [i as u32])).collect();
+        let mut per_worker: Vec<Vec<(Key, Value)>> = vec![Vec::new(); workers.len()];
+        for (i, (key, value)) in keys.iter().cloned().zip(values).enumerate() {
+            per_worker[i % workers.len()].push((key, value));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut sent = 0;
+        for (worker, items) in workers.iter().zip(per_worker) {
+            if items.is_empty() {
+                continue;
+            }
+            let sizes: Vec<(Key, u64)> = items
+                .iter()
+                .map(|(k, v)| (k.clone(), CodecRegistry::global().nbytes(v).unwrap_or(64) as u64))
+                .collect();
+            let (wire, frames) = values_to_wire(items, CodecRegistry::global())
+                .map_err(|e| ComputeError::Scheduler(format!("cannot scatter: {e}")))?;
+            let pool = self.inner.pool.clone();
+            let address = worker.address.clone();
+            let id = worker.id;
+            let tx = tx.clone();
+            sent += 1;
+            self.inner.runtime.spawn(async move {
+                let request = PeerRequest::Put { request: pool.request_id(), values: wire };
+                let result = pool.request(&address, request, frames).await;
+                let _ = tx.send((id, sizes, result));
+            });
+        }
+        let mut entries = Vec::new();
+        for _ in 0..sent {
+            let (worker, sizes, result) =
+                rx.recv().map_err(|_| ComputeError::Scheduler("the client runtime stopped".into()))?;
+            match result {
+                Ok((PeerReply::Stored { .. }, _)) => {
+                    entries.extend(sizes.into_iter().map(|(key, nbytes)| ScatteredEntry { key, worker, nbytes }))
+                }
+                Ok((PeerReply::Error { message, .. }, _)) => {
+                    return Err(ComputeError::Scheduler(format!("scatter to worker {worker} failed: {message}")));
+                }
+                Ok(_) => return Err(ComputeError::Scheduler(format!("scatter to worker {worker}: unexpected reply"))),
+                Err(e) => return Err(ComputeError::Scheduler(format!("scatter to worker {worker} failed: {e}"))),
+            }
+        }
+        self.retain(&keys);
+        self.inner.send(ClientToScheduler::Scattered { entries });
+        Ok(keys)
+    }
+
+    /// Sends a request and waits for the reply with the same id.
+    pub(crate) fn ask(&self, make: impl FnOnce(u64) -> ClientToScheduler) -> Result<SchedulerToClient, ComputeError> {
+        let request = self.inner.next_request.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.send(make(request));
+        let mut reply = None;
+        self.wait_until(Duration::from_secs(60), |s| {
+            if s.replies.contains_key(&request) {
+                reply = Some(request);
+                true
+            } else {
+                false
+            }
+        })?;
+        Ok(self.inner.lock().replies.remove(&request).expect("reply present"))
+    }
+
+    /// The status of a key this client references.
+    pub(crate) fn status(&self, key: &Key) -> KeyStatus {
+        self.inner.lock().keys.get(key).map(|e| e.status.clone()).unwrap_or(KeyStatus::Cancelled("released".into()))
+    }
+
+    /// Refusals the scheduler sent since the last call (e.g. publishing a taken name).
+    pub(crate) fn take_refusals(&self) -> Vec<String> {
+        std::mem::take(&mut self.inner.lock().refusals)
+    }
+
+    pub(crate) fn send(&self, message: ClientToScheduler) {
+        self.inner.send(message);
+    }
+
+    /// Keys whose status changed to not-pending among `keys` (for `as_completed`).
+    pub(crate) fn wait_any(&self, keys: &HashSet<Key>) -> Result<Vec<Key>, ComputeError> {
+        let mut done = Vec::new();
+        self.wait_until(Duration::MAX / 4, |s| {
+            done = keys
+                .iter()
+                .filter(|k| !matches!(s.keys.get(*k).map(|e| &e.status), Some(KeyStatus::Pending)))
+                .cloned()
+                .collect();
+            !done.is_empty() || keys.is_empty()
+        })?;
+        Ok(done)
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, message: ClientToScheduler) {
+        let _ = self.to_scheduler.send(Outgoing::Message(message));
+    }
+
+    fn receive(&self, messages: Vec<SchedulerToClient>) {
+        let mut state = self.lock();
+        for message in messages {
+            match message {
+                SchedulerToClient::Welcome { client, workers } => {
+                    state.id = Some(client);
+                    state.workers = workers.into_iter().map(|w| (w.id, w)).collect();
+                }
+                SchedulerToClient::WorkerAdded(info) => {
+                    state.workers.insert(info.id, info);
+                }
+                SchedulerToClient::WorkerRemoved(id) => {
+                    state.workers.remove(&id);
+                    for entry in state.keys.values_mut() {
+                        entry.holders.retain(|h| *h != id);
+                        if entry.status == KeyStatus::Finished && entry.holders.is_empty() {
+                            // The scheduler recomputes it and reports again.
+                            entry.status = KeyStatus::Pending;
+                        }
+                    }
+                }
+                SchedulerToClient::InMemory { key, holders, .. } => {
+                    if let Some(entry) = state.keys.get_mut(&key) {
+                        entry.status = KeyStatus::Finished;
+                        entry.holders = holders;
+                    }
+                }
+                SchedulerToClient::Erred { key, failure } => {
+                    if let Some(entry) = state.keys.get_mut(&key) {
+                        entry.status = KeyStatus::Erred(failure);
+                    }
+                }
+                SchedulerToClient::Cancelled { key, reason } => {
+                    if let Some(entry) = state.keys.get_mut(&key) {
+                        entry.status = KeyStatus::Cancelled(reason);
+                    }
+                }
+                SchedulerToClient::Dataset { request, .. }
+                | SchedulerToClient::Datasets { request, .. }
+                | SchedulerToClient::WhoHas { request, .. } => {
+                    state.replies.insert(request, message);
+                }
+                SchedulerToClient::Refused { request, message } => match request {
+                    Some(request) => {
+                        state.replies.insert(request, SchedulerToClient::Refused { request: Some(request), message });
+                    }
+                    None => state.refusals.push(message),
+                },
+                SchedulerToClient::Shutdown { reason } => {
+                    state.closed = Some(format!("the cluster shut down: {reason}"));
+                }
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the connection makes the scheduler drop every reference this client held.
+        let keys: Vec<Key> = self.lock().keys.drain().map(|(k, _)| k).collect();
+        if !keys.is_empty() {
+            self.send(ClientToScheduler::Release { keys });
+        }
+    }
+}
+
+impl Scheduler for Client {
+    fn compute(&self, graph: &Graph, outputs: &[TaskId]) -> Result<Vec<Value>, ComputeError> {
+        let keys = self.submit_graph(graph, outputs)?;
+        let result = self.fetch(&keys);
+        self.release(&keys);
+        result
+    }
+
+    fn name(&self) -> String {
+        format!("distributed({})", self.inner.address)
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.inner.lock();
+        write!(
+            f,
+            "Client(scheduler={}, workers={}, keys={})",
+            self.inner.address,
+            state.workers.len(),
+            state.keys.len()
+        )
+    }
+}
+
+impl From<CommError> for ComputeError {
+    fn from(e: CommError) -> Self {
+        ComputeError::Scheduler(e.to_string())
+    }
+}

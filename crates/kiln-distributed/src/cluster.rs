@@ -1,0 +1,337 @@
+//! `LocalCluster`: a scheduler and workers on this machine, started in one line.
+//!
+//! Workers run as separate processes by default (the `kiln` binary's `worker` command), which
+//! is what a real cluster looks like, or as threads inside the calling process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kiln_graph::ComputeError;
+use tokio::runtime::Runtime;
+
+use crate::client::Client;
+use crate::server::{SchedulerServer, ServerConfig};
+use crate::worker::{WorkerConfig, WorkerHandle, start_worker};
+
+/// How the workers of a [`LocalCluster`] run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerMode {
+    /// Separate `kiln worker` processes (the default).
+    Processes,
+    /// Threads of the calling process (no binary needed; shares the process's registries).
+    Threads,
+}
+
+/// Configures and starts a [`LocalCluster`].
+#[derive(Debug, Clone)]
+pub struct LocalClusterBuilder {
+    workers: usize,
+    threads_per_worker: usize,
+    mode: WorkerMode,
+    memory_limit: u64,
+    binary: Option<PathBuf>,
+    server: ServerConfig,
+    start_timeout: Duration,
+}
+
+/// Why a local cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The scheduler or a worker failed to start.
+    #[error("{0}")]
+    Start(String),
+    /// The `kiln` binary for worker processes was not found.
+    #[error(
+        "cannot find the `kiln` binary to start worker processes (looked at {0}); build it with \
+         `cargo build -p kiln-cli`, set KILN_BIN to its path, or use WorkerMode::Threads"
+    )]
+    NoBinary(String),
+    /// Connecting the client failed.
+    #[error(transparent)]
+    Client(#[from] ComputeError),
+}
+
+impl Default for LocalClusterBuilder {
+    fn default() -> Self {
+        LocalClusterBuilder {
+            workers: 2,
+            threads_per_worker: 1,
+            mode: WorkerMode::Processes,
+            memory_limit: 0,
+            binary: None,
+            server: ServerConfig::default(),
+            start_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl LocalClusterBuilder {
+    /// Number of workers (default 2).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+    /// Threads per worker (default 1).
+    pub fn threads_per_worker(mut self, n: usize) -> Self {
+        self.threads_per_worker = n.max(1);
+        self
+    }
+    /// Processes (default) or threads.
+    pub fn mode(mut self, mode: WorkerMode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Memory limit per worker in bytes (0: none).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+    /// The `kiln` binary to run workers with (default: `KILN_BIN`, then next to this program,
+    /// then `PATH`).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+    /// Scheduler settings.
+    pub fn server(mut self, config: ServerConfig) -> Self {
+        self.server = config;
+        self
+    }
+
+    /// Starts the scheduler and the workers and waits until every worker has registered.
+    ///
+    /// # Errors
+    /// [`ClusterError`] when something does not start in time.
+    pub fn start(self) -> Result<LocalCluster, ClusterError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(if self.mode == WorkerMode::Threads { 2 } else { 1 })
+            .thread_name("kiln-cluster")
+            .enable_all()
+            .build()
+            .map_err(|e| ClusterError::Start(format!("cannot start a runtime: {e}")))?;
+        let server = runtime
+            .block_on(SchedulerServer::start("127.0.0.1:0", self.server.clone()))
+            .map_err(|e| ClusterError::Start(e.to_string()))?;
+        let address = server.address().to_string();
+        let mut cluster =
+            LocalCluster { runtime, server, address, workers: Vec::new(), builder: self.clone(), next_name: 0 };
+        cluster.scale(self.workers)?;
+        Ok(cluster)
+    }
+}
+
+enum LocalWorker {
+    Process(Child),
+    Thread(WorkerHandle),
+}
+
+/// A scheduler and workers on this machine (Dask's `LocalCluster`).
+///
+/// ```no_run
+/// use kiln_distributed::LocalCluster;
+/// let cluster = LocalCluster::builder().workers(2).start().unwrap();
+/// let client = cluster.client().unwrap();
+/// assert_eq!(client.workers().len(), 2);
+/// ```
+pub struct LocalCluster {
+    runtime: Runtime,
+    server: SchedulerServer,
+    address: String,
+    workers: Vec<LocalWorker>,
+    builder: LocalClusterBuilder,
+    next_name: usize,
+}
+
+impl LocalCluster {
+    /// A builder with defaults: 2 single-threaded worker processes.
+    pub fn builder() -> LocalClusterBuilder {
+        LocalClusterBuilder::default()
+    }
+
+    /// The scheduler's address, `tcp://127.0.0.1:port`.
+    pub fn address(&self) -> String {
+        format!("tcp://{}", self.address)
+    }
+
+    /// A new client connected to this cluster.
+    ///
+    /// # Errors
+    /// The scheduler cannot be reached.
+    pub fn client(&self) -> Result<Client, ComputeError> {
+        Client::connect(&self.address)
+    }
+
+    /// Number of workers started by this cluster.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Grows or shrinks the cluster to `n` workers; waits until new workers have registered.
+    ///
+    /// # Errors
+    /// Workers that do not start.
+    pub fn scale(&mut self, n: usize) -> Result<(), ClusterError> {
+        while self.workers.len() > n {
+            match self.workers.pop().expect("non-empty") {
+                LocalWorker::Process(mut child) => {
+                    terminate(&mut child);
+                }
+                LocalWorker::Thread(handle) => {
+                    handle.close("scaled down");
+                    self.runtime.block_on(handle.stopped());
+                }
+            }
+        }
+        if self.workers.len() == n {
+            return Ok(());
+        }
+        let binary = match self.builder.mode {
+            WorkerMode::Processes => Some(find_binary(self.builder.binary.as_deref())?),
+            WorkerMode::Threads => None,
+        };
+        while self.workers.len() < n {
+            let name = format!("local-{}", self.next_name);
+            self.next_name += 1;
+            let worker = match &binary {
+                Some(binary) => {
+                    let child = Command::new(binary)
+                        .arg("worker")
+                        .arg(&self.address)
+                        .arg("--nthreads")
+                        .arg(self.builder.threads_per_worker.to_string())
+                        .arg("--memory-limit")
+                        .arg(self.builder.memory_limit.to_string())
+                        .arg("--name")
+                        .arg(&name)
+                        .stdin(Stdio::null())
+                        .spawn()
+                        .map_err(|e| ClusterError::Start(format!("cannot start {}: {e}", binary.display())))?;
+                    LocalWorker::Process(child)
+                }
+                None => {
+                    let mut config = WorkerConfig::new(&self.address);
+                    config.nthreads = self.builder.threads_per_worker;
+                    config.memory_limit = self.builder.memory_limit;
+                    config.name = Some(name);
+                    let handle =
+                        self.runtime.block_on(start_worker(config)).map_err(|e| ClusterError::Start(e.to_string()))?;
+                    LocalWorker::Thread(handle)
+                }
+            };
+            self.workers.push(worker);
+        }
+        // Wait until the scheduler sees them all.
+        let client = self.client()?;
+        client
+            .wait_for_workers(n, self.builder.start_timeout)
+            .map_err(|e| ClusterError::Start(format!("workers did not register: {e}")))?;
+        Ok(())
+    }
+
+    /// The OS process ids of worker processes (empty for thread workers).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers
+            .iter()
+            .filter_map(|w| match w {
+                LocalWorker::Process(c) => Some(c.id()),
+                LocalWorker::Thread(_) => None,
+            })
+            .collect()
+    }
+
+    /// Stops workers and scheduler.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.server.stop("the local cluster is closing");
+        for worker in self.workers.drain(..) {
+            match worker {
+                LocalWorker::Process(mut child) => {
+                    // The scheduler's Close makes it exit; do not wait forever for it.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    loop {
+                        match child.try_wait() {
+                            Ok(Some(_)) => break,
+                            Ok(None) if std::time::Instant::now() < deadline => {
+                                std::thread::sleep(Duration::from_millis(10))
+                            }
+                            _ => {
+                                let _ = child.kill();
+                                let _ = child.wait();
+                                break;
+                            }
+                        }
+                    }
+                }
+                LocalWorker::Thread(handle) => {
+                    handle.close("the local cluster is closing");
+                    let _ = self
+                        .runtime
+                        .block_on(async { tokio::time::timeout(Duration::from_secs(5), handle.stopped()).await });
+                }
+            }
+        }
+        let server = &self.server;
+        let _ = self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), server.stopped()).await });
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn terminate(child: &mut Child) {
+    // SIGTERM lets the worker hand back its tasks; SIGKILL if it does not leave.
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Finds the `kiln` binary: explicit path, `KILN_BIN`, next to this executable (or one
+/// directory up, for tests and examples under `target/*/deps`), then `PATH`.
+fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Ok(p) = std::env::var("KILN_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut looked = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if exe.file_stem().is_some_and(|s| s == "kiln") {
+            return Ok(exe);
+        }
+        let mut dir = exe.parent().map(Path::to_path_buf);
+        for _ in 0..2 {
+            let Some(d) = dir else { break };
+            let candidate = d.join("kiln");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+            looked.push(candidate.display().to_string());
+            dir = d.parent().map(Path::to_path_buf);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("kiln");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    looked.push("PATH".into());
+    Err(ClusterError::NoBinary(looked.join(", ")))
+}

@@ -1,0 +1,299 @@
+//! The scheduler server: a thin tokio shell around `kiln_scheduler::SchedulerState`.
+//!
+//! One task owns the state; connections feed it events through a channel and it routes the
+//! commands it gets back to per-connection writers (which batch them). The state never sees a
+//! socket or a clock: the server passes `now` in.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use kiln_protocol::Role;
+use kiln_protocol::messages::{
+    ClientId, ClientToScheduler, SchedulerToClient, SchedulerToWorker, WorkerId, WorkerInfo, WorkerToScheduler,
+};
+use kiln_scheduler::{Command, Config, SchedulerState};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::comm::{self, CommError, Outgoing, PacketReader, Sender};
+
+/// How the scheduler server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Scheduling policy.
+    pub policy: Config,
+    /// A worker silent for this long is considered dead.
+    pub worker_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { policy: Config::default(), worker_timeout: Duration::from_secs(30) }
+    }
+}
+
+enum Event {
+    WorkerJoined { id: WorkerId, info: WorkerInfo, tx: Sender<SchedulerToWorker> },
+    Worker(WorkerId, Vec<WorkerToScheduler>),
+    WorkerLost(WorkerId, String),
+    ClientJoined(ClientId, Sender<SchedulerToClient>),
+    Client(ClientId, Vec<ClientToScheduler>),
+    ClientLost(ClientId),
+    Stop(String),
+}
+
+/// A running scheduler server.
+pub struct SchedulerServer {
+    address: SocketAddr,
+    stop: mpsc::UnboundedSender<Event>,
+    done: watch::Receiver<bool>,
+}
+
+impl SchedulerServer {
+    /// Binds `address` (e.g. `"0.0.0.0:8786"`, or port 0 for any free port) and starts serving
+    /// on the current tokio runtime.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn start(address: &str, config: ServerConfig) -> Result<SchedulerServer, CommError> {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| CommError::Io { context: format!("cannot listen on {address}"), source })?;
+        let local =
+            listener.local_addr().map_err(|source| CommError::Io { context: "local address".into(), source })?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (done_tx, done) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, events_tx.clone(), local));
+        tokio::spawn(core(events_rx, events_tx.clone(), config, done_tx));
+        Ok(SchedulerServer { address: local, stop: events_tx, done })
+    }
+
+    /// The address workers and clients connect to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Tells workers and clients the scheduler is going away, and stops.
+    pub fn stop(&self, reason: &str) {
+        let _ = self.stop.send(Event::Stop(reason.to_string()));
+    }
+
+    /// Waits until the server has stopped (after [`SchedulerServer::stop`] or a client's
+    /// shutdown request).
+    pub async fn stopped(&self) {
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|d| *d).await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>, local: SocketAddr) {
+    let mut next_worker: WorkerId = 0;
+    let mut next_client: ClientId = 1;
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if events.is_closed() {
+            return;
+        }
+        let worker_id = next_worker;
+        let client_id = next_client;
+        let events = events.clone();
+        // Ids are handed out per accepted connection; gaps are harmless.
+        next_worker += 1;
+        next_client += 1;
+        tokio::spawn(async move {
+            let listener_name = format!("the kiln scheduler at {local}");
+            let (hello, leftover) = match comm::accept(&mut stream, &[Role::Client, Role::Worker], &listener_name).await
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!("dropped connection from {peer}: {e}");
+                    return;
+                }
+            };
+            let (read, write) = stream.into_split();
+            let mut reader = PacketReader::with_buffer(read, format!("{} ({peer})", hello.name), leftover);
+            match hello.role {
+                Role::Worker => serve_worker(worker_id, peer, reader, write, events).await,
+                Role::Client => {
+                    let tx = comm::spawn_writer::<SchedulerToClient>(write, hello.name.clone());
+                    let _ = events.send(Event::ClientJoined(client_id, tx));
+                    tracing::info!("client {client_id} connected from {peer} ({})", hello.name);
+                    loop {
+                        match reader.next_messages::<ClientToScheduler>().await {
+                            Ok(Some((messages, _))) => {
+                                let _ = events.send(Event::Client(client_id, messages));
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!("client {client_id}: {e}; dropping the connection");
+                                break;
+                            }
+                        }
+                    }
+                    tracing::info!("client {client_id} disconnected");
+                    let _ = events.send(Event::ClientLost(client_id));
+                }
+                Role::Peer => {}
+            }
+        });
+    }
+}
+
+async fn serve_worker(
+    id: WorkerId,
+    peer: SocketAddr,
+    mut reader: PacketReader,
+    write: tokio::net::tcp::OwnedWriteHalf,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    // The first message must be the registration.
+    let info = match reader.next_messages::<WorkerToScheduler>().await {
+        Ok(Some((mut messages, _))) if !messages.is_empty() => match messages.remove(0) {
+            WorkerToScheduler::Register { address, name, nthreads, memory_limit } => {
+                // A worker listening on all interfaces is reached at the address it connected from.
+                let address = match address.parse::<SocketAddr>() {
+                    Ok(a) if a.ip().is_unspecified() => SocketAddr::new(peer.ip(), a.port()).to_string(),
+                    _ => address,
+                };
+                WorkerInfo { id, address, name, nthreads: nthreads.max(1), memory_limit }
+            }
+            other => {
+                tracing::warn!("worker at {peer} sent {other:?} before registering; dropping it");
+                return;
+            }
+        },
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!("worker at {peer}: {e}; dropping the connection");
+            return;
+        }
+    };
+    tracing::info!("worker {id} registered: {} at {} with {} threads", info.name, info.address, info.nthreads);
+    let tx = comm::spawn_writer::<SchedulerToWorker>(write, info.name.clone());
+    let _ = events.send(Event::WorkerJoined { id, info, tx });
+    let reason = loop {
+        match reader.next_messages::<WorkerToScheduler>().await {
+            Ok(Some((messages, _))) => {
+                let _ = events.send(Event::Worker(id, messages));
+            }
+            Ok(None) => break "connection closed".to_string(),
+            Err(e) => break e.to_string(),
+        }
+    };
+    let _ = events.send(Event::WorkerLost(id, reason));
+}
+
+async fn core(
+    mut events: mpsc::UnboundedReceiver<Event>,
+    self_tx: mpsc::UnboundedSender<Event>,
+    config: ServerConfig,
+    done: watch::Sender<bool>,
+) {
+    let start = Instant::now();
+    let now = || start.elapsed().as_millis() as u64;
+    let mut state = SchedulerState::new(config.policy.clone());
+    let mut workers: HashMap<WorkerId, Sender<SchedulerToWorker>> = HashMap::new();
+    let mut clients: HashMap<ClientId, Sender<SchedulerToClient>> = HashMap::new();
+    let mut commands = Vec::new();
+    let mut batch = Vec::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping: Option<String> = None;
+    loop {
+        tokio::select! {
+            n = events.recv_many(&mut batch, 1024) => {
+                if n == 0 {
+                    break;
+                }
+            }
+            _ = ticker.tick() => {
+                let deadline = now().saturating_sub(config.worker_timeout.as_millis() as u64);
+                for id in state.silent_workers(deadline) {
+                    tracing::warn!("worker {id} missed its heartbeats; removing it");
+                    workers.remove(&id);
+                    state.remove_worker(id, "missed heartbeats");
+                }
+            }
+        }
+        for event in batch.drain(..) {
+            let t = now();
+            match event {
+                Event::WorkerJoined { id, info, tx } => {
+                    workers.insert(id, tx);
+                    state.add_worker(info, t);
+                }
+                Event::Worker(id, messages) => {
+                    for m in messages {
+                        state.worker_message(id, m, t);
+                    }
+                }
+                Event::WorkerLost(id, reason) => {
+                    if workers.remove(&id).is_some() {
+                        tracing::warn!("worker {id} lost: {reason}");
+                        state.remove_worker(id, &reason);
+                    }
+                }
+                Event::ClientJoined(id, tx) => {
+                    clients.insert(id, tx);
+                    state.add_client(id);
+                }
+                Event::Client(id, messages) => {
+                    for m in messages {
+                        if matches!(m, ClientToScheduler::ShutdownCluster) {
+                            stopping = Some(format!("client {id} shut the cluster down"));
+                        }
+                        state.client_message(id, m, t);
+                    }
+                }
+                Event::ClientLost(id) => {
+                    clients.remove(&id);
+                    state.remove_client(id);
+                }
+                Event::Stop(reason) => {
+                    for &w in workers.keys() {
+                        commands.push(Command::Worker(w, SchedulerToWorker::Close { reason: reason.clone() }));
+                    }
+                    for &c in clients.keys() {
+                        commands.push(Command::Client(c, SchedulerToClient::Shutdown { reason: reason.clone() }));
+                    }
+                    stopping = Some(reason);
+                }
+            }
+        }
+        state.drain_commands_into(&mut commands);
+        for command in commands.drain(..) {
+            match command {
+                Command::Worker(w, m) => {
+                    if let Some(tx) = workers.get(&w) {
+                        let _ = tx.send(Outgoing::Message(m));
+                    }
+                }
+                Command::Client(c, m) => {
+                    if let Some(tx) = clients.get(&c) {
+                        let _ = tx.send(Outgoing::Message(m));
+                    }
+                }
+            }
+        }
+        if let Some(reason) = stopping.take() {
+            tracing::info!("scheduler stopping: {reason}");
+            // Dropping the senders lets each writer flush what is queued and close.
+            workers.clear();
+            clients.clear();
+            drop(self_tx);
+            // Give writers a moment to flush their last messages.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = done.send(true);
+            return;
+        }
+    }
+    let _ = done.send(true);
+}

@@ -1,0 +1,224 @@
+//! A real scheduler and real workers on loopback (workers as threads of this process; the
+//! process-based cluster is tested end to end in kiln-cli): collections computed on the
+//! cluster give the local scheduler's answers; futures, scatter, datasets, failures.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kiln_array::Array;
+use kiln_array::random::RandomState;
+use kiln_delayed::{Delayed, collect, func1, func2, try_func1, value};
+use kiln_distributed::{Client, KeyStatus, LocalCluster, WorkerMode};
+use kiln_graph::{ComputeError, KernelRegistry, compute_with};
+use kiln_local::LocalScheduler;
+
+fn cluster() -> &'static LocalCluster {
+    static CLUSTER: OnceLock<LocalCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        register();
+        LocalCluster::builder().workers(3).threads_per_worker(1).mode(WorkerMode::Threads).start().unwrap()
+    })
+}
+
+fn client() -> Client {
+    cluster().client().unwrap()
+}
+
+fn inc() -> kiln_delayed::Func1<i64, i64> {
+    func1("inc", |x: &i64| x + 1).portable("test.inc")
+}
+fn add() -> kiln_delayed::Func2<i64, i64, i64> {
+    func2("add", |a: &i64, b: &i64| a + b).portable("test.add")
+}
+fn total() -> kiln_delayed::Func1<Vec<i64>, i64> {
+    func1("total", |v: &Vec<i64>| v.iter().sum::<i64>()).portable("test.total")
+}
+fn checked() -> kiln_delayed::Func1<i64, i64> {
+    try_func1("checked", |x: &i64| if *x == 13 { Err(format!("unlucky input {x}")) } else { Ok(*x) })
+        .portable("test.checked")
+}
+fn slow() -> kiln_delayed::Func1<i64, i64> {
+    func1("slow", |x: &i64| {
+        std::thread::sleep(Duration::from_millis(20 * (*x as u64 % 3)));
+        *x
+    })
+    .portable("test.slow")
+}
+
+fn register() {
+    let r = KernelRegistry::global();
+    r.register_instance(inc().kernel());
+    r.register_instance(add().kernel());
+    r.register_instance(total().kernel());
+    r.register_instance(checked().kernel());
+    r.register_instance(slow().kernel());
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+fn the_seed_expression_matches_the_local_scheduler() {
+    let client = client();
+    let x = RandomState::new(7).random(&[1200, 1200], [300, 300]);
+    let y = (&x + &x.t() - &x.mean_axis(0)).std();
+    let local = compute_with(&y, &LocalScheduler::new()).unwrap();
+    let remote = compute_with(&y, &client).unwrap();
+    assert_eq!(local.shape(), remote.shape());
+    let (l, r) = (local.first().copied().unwrap(), remote.first().copied().unwrap());
+    assert!(close(l, r), "{l} vs {r}");
+}
+
+#[test]
+fn array_operations_match_the_local_scheduler() {
+    let client = client();
+    let x = RandomState::new(3).normal(0.0, 1.0, &[400, 300], [100, 70]);
+    let cases: Vec<(&str, Array<f64>)> = vec![
+        ("sum axis 0", x.sum_axis(0)),
+        ("dot", x.dot(&x.t())),
+        ("slice", x.slice(&kiln_array::idx![10..390;3, ..;-2])),
+        ("rechunk", x.rechunk([150, 150])),
+        ("cumsum", x.cumsum(1)),
+    ];
+    for (name, a) in cases {
+        let local = compute_with(&a, &LocalScheduler::new()).unwrap();
+        let remote = compute_with(&a, &client).unwrap();
+        assert_eq!(local.shape(), remote.shape(), "{name}");
+        for (l, r) in local.iter().zip(remote.iter()) {
+            assert!(close(*l, *r), "{name}: {l} vs {r}");
+        }
+    }
+}
+
+#[test]
+fn delayed_graphs_match_the_local_scheduler() {
+    let client = client();
+    let items: Vec<Delayed<i64>> = (0..50).map(|i| add().call(inc().call(i), value(i * 10))).collect();
+    let sum = total().call(collect(items));
+    assert_eq!(sum.compute_with(&client).unwrap(), sum.compute_with(&LocalScheduler::new()).unwrap());
+}
+
+#[test]
+fn an_unregistered_closure_is_refused_with_its_name() {
+    let client = client();
+    let secret = func1("my_secret_step", |x: &i64| x * 2);
+    let err = secret.call(21).compute_with(&client).unwrap_err().to_string();
+    assert!(err.contains("my_secret_step"), "{err}");
+    assert!(err.contains("portable") && err.contains("register"), "{err}");
+}
+
+#[test]
+fn a_failing_task_errs_with_its_key_and_the_cluster_keeps_working() {
+    let client = client();
+    let bad = checked().call(13);
+    let downstream = inc().call(bad.clone());
+    match downstream.compute_with(&client).unwrap_err() {
+        ComputeError::Task { key, error } => {
+            assert_eq!(&key, bad.key(), "the error names the task that failed");
+            assert!(error.to_string().contains("unlucky input 13"), "{error}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(inc().call(checked().call(12)).compute_with(&client).unwrap(), 13);
+}
+
+#[test]
+fn futures_submit_map_gather_and_as_completed() {
+    let client = client();
+    let f = client.submit(add().call(1, 2)).unwrap();
+    assert_eq!(f.result().unwrap(), 3);
+    let many = client.map(&inc(), 0..20i64).unwrap();
+    assert_eq!(client.gather(&many).unwrap(), (1..21).collect::<Vec<i64>>());
+    // A future is an argument to further work, which runs where the data is.
+    let g = client.submit(add().call(&f, &many[4])).unwrap();
+    assert_eq!(g.result().unwrap(), 8);
+    let slow_ones = client.map(&slow(), [2i64, 1, 0, 5, 4, 3]).unwrap();
+    let mut seen: Vec<i64> = client.as_completed(slow_ones).map(|f| f.result().unwrap()).collect();
+    seen.sort();
+    assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
+    client.wait(&many).unwrap();
+    assert!(many.iter().all(|f| f.status() == KeyStatus::Finished));
+}
+
+#[test]
+fn failed_futures_report_the_failure() {
+    let client = client();
+    let f = client.submit(checked().call(13)).unwrap();
+    let err = f.result().unwrap_err();
+    assert!(err.to_string().contains("unlucky"), "{err}");
+    assert!(matches!(f.status(), KeyStatus::Erred(_)));
+}
+
+#[test]
+fn scatter_places_data_and_tasks_use_it() {
+    let client = client();
+    let data = client.scatter(vec![vec![1.0f64, 2.0], vec![3.0, 4.0, 5.0]]).unwrap();
+    let lens = func1("len", |v: &Vec<f64>| v.len() as i64).portable("test.len");
+    KernelRegistry::global().register_instance(lens.kernel());
+    let n = client.submit(lens.call(&data[1])).unwrap();
+    assert_eq!(n.result().unwrap(), 3);
+    assert_eq!(client.gather(&data).unwrap(), vec![vec![1.0, 2.0], vec![3.0, 4.0, 5.0]]);
+}
+
+#[test]
+fn dropping_the_last_future_frees_the_data_on_the_cluster() {
+    let client = client();
+    let f = client.submit(inc().call(1000)).unwrap();
+    f.wait().unwrap();
+    let key = f.key().clone();
+    let other = cluster().client().unwrap();
+    assert!(!who_has(&other, &key).is_empty());
+    drop(f);
+    // The release travels to the scheduler and on to the worker; ask until it is gone.
+    let mut gone = false;
+    for _ in 0..200 {
+        if who_has(&other, &key).is_empty() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(gone, "{key} is still held after its last future was dropped");
+}
+
+fn who_has(client: &Client, key: &kiln_graph::Key) -> Vec<u32> {
+    client.who_has(std::slice::from_ref(key)).unwrap().pop().unwrap()
+}
+
+#[test]
+fn a_published_dataset_is_read_by_another_client() {
+    let first = client();
+    let parts = first.map(&inc(), [10i64, 20, 30]).unwrap();
+    first.wait(&parts).unwrap();
+    first.publish_dataset("increments", &parts, false).unwrap();
+    assert!(first.publish_dataset("increments", &parts, false).is_err(), "names are not overwritten silently");
+    drop(parts);
+    drop(first);
+    let second = client();
+    assert!(second.list_datasets().unwrap().contains(&"increments".to_string()));
+    let parts: Vec<kiln_distributed::Future<i64>> = second.get_dataset("increments").unwrap();
+    assert_eq!(second.gather(&parts).unwrap(), vec![11, 21, 31]);
+    let sum = second.submit(total().call(collect(parts.iter().map(|p| p.to_delayed()).collect()))).unwrap();
+    assert_eq!(sum.result().unwrap(), 63);
+    second.unpublish_dataset("increments");
+    assert!(second.get_dataset::<i64>("no-such-dataset").is_err());
+}
+
+#[test]
+fn the_client_can_be_the_default_scheduler() {
+    let client = client();
+    let previous = client.set_as_default();
+    let d = add().call(40, 2);
+    let scheduler = kiln_graph::scheduler::default_scheduler().unwrap();
+    assert!(scheduler.name().starts_with("distributed"));
+    assert_eq!(d.compute_with(scheduler.as_ref()).unwrap(), 42);
+    match previous {
+        Some(p) => {
+            kiln_graph::scheduler::set_default(p);
+        }
+        None => {
+            kiln_graph::scheduler::clear_default();
+        }
+    }
+}
