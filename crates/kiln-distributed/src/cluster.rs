@@ -335,3 +335,62 @@ fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
     looked.push("PATH".into());
     Err(ClusterError::NoBinary(looked.join(", ")))
 }
+
+/// Lets a program be its own worker binary, so workers know the program's registered kernels:
+/// call it first thing in `main` (after registering kernels) and start the cluster with
+/// `LocalCluster::builder().binary(std::env::current_exe()?)`. When the process was started as
+/// `<program> worker ADDR [--nthreads N] [--memory-limit BYTES] [--name NAME]`, this runs a
+/// worker until the scheduler or a signal stops it, then exits the process; otherwise it
+/// returns at once.
+pub fn run_worker_if_requested() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("worker") {
+        return;
+    }
+    let code = match worker_from_args(&args[1..]) {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("kiln worker: {message}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn worker_from_args(args: &[String]) -> Result<(), String> {
+    let mut args = args.iter();
+    let scheduler = args.next().ok_or("missing the scheduler address")?;
+    let mut config = WorkerConfig::new(scheduler);
+    config.nthreads = 1;
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--nthreads" => config.nthreads = value()?.parse().map_err(|e| format!("--nthreads: {e}"))?,
+            "--memory-limit" => config.memory_limit = value()?.parse().map_err(|e| format!("--memory-limit: {e}"))?,
+            "--name" => config.name = Some(value()?.clone()),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let worker = start_worker(config).await.map_err(|e| e.to_string())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+        tokio::select! {
+            _ = term.recv() => {
+                worker.close("received SIGTERM");
+                worker.stopped().await;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                worker.close("received Ctrl-C");
+                worker.stopped().await;
+            }
+            _ = worker.stopped() => {}
+        }
+        Ok(())
+    })
+}

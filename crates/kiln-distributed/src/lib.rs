@@ -22,7 +22,7 @@ pub mod server;
 pub mod worker;
 
 pub use client::{Client, KeyStatus};
-pub use cluster::{ClusterError, LocalCluster, LocalClusterBuilder, WorkerMode};
+pub use cluster::{ClusterError, LocalCluster, LocalClusterBuilder, WorkerMode, run_worker_if_requested};
 pub use futures::{AsCompleted, Future};
 pub use server::{SchedulerServer, ServerConfig};
 pub use worker::{WorkerConfig, WorkerHandle, start_worker};
