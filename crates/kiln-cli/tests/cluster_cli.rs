@@ -1,0 +1,158 @@
+//! The CLI end to end: `kiln scheduler` and `kiln worker` processes, a client in this process,
+//! clean shutdown on SIGTERM; and a `LocalCluster` of worker processes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln::array::random::RandomState;
+use kiln::delayed::{collect, func1, func2};
+use kiln::graph::compute_with;
+use kiln::local::LocalScheduler;
+use kiln_distributed::{Client, LocalCluster};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// Kills a child when the test ends, whatever happens.
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_scheduler() -> (Guard, String) {
+    let mut child = Command::new(KILN)
+        .args(["scheduler", "--host", "127.0.0.1", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let address = line.trim().strip_prefix("Scheduler at ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
+    assert!(address.starts_with("tcp://127.0.0.1:"), "{address}");
+    (Guard(child), address)
+}
+
+fn start_worker(scheduler: &str, name: &str) -> Guard {
+    Guard(
+        Command::new(KILN)
+            .args(["worker", scheduler, "--nthreads", "1", "--memory-limit", "1GiB", "--name", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process {} did not exit within {within:?}", child.id());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The demo's delayed functions (the `kiln` binary registers them under these ids).
+fn grid_total(side: i64) -> kiln::delayed::Delayed<i64> {
+    let f = func2("f", |a: &i64, b: &i64| a * b + 1).portable("kiln.demo.f");
+    let g = func2("g", |a: &i64, b: &i64| a - b).portable("kiln.demo.g");
+    let sum = func1("sum", |v: &Vec<i64>| v.iter().sum::<i64>()).portable("kiln.demo.sum");
+    let mut parts = Vec::new();
+    for a in 0..side {
+        for b in 0..side {
+            parts.push(if a < b { f.call(a, b) } else { g.call(a, b) });
+        }
+    }
+    sum.call(collect(parts))
+}
+
+fn seed(n: usize) -> kiln::array::Array<f64> {
+    let x = RandomState::new(11).random(&[n, n], [n / 4, n / 4]);
+    (&x + &x.t() - &x.mean_axis(0)).std()
+}
+
+#[test]
+fn scheduler_and_two_worker_processes_serve_a_client_and_shut_down_cleanly() {
+    let (mut scheduler, address) = start_scheduler();
+    let mut w1 = start_worker(&address, "first");
+    let mut w2 = start_worker(&address, "second");
+    let client = Client::connect(&address).unwrap();
+    client.wait_for_workers(2, Duration::from_secs(30)).unwrap();
+    let names: Vec<String> = client.workers().into_iter().map(|w| w.name).collect();
+    assert!(names.contains(&"first".to_string()) && names.contains(&"second".to_string()), "{names:?}");
+    assert!(client.workers().iter().all(|w| w.memory_limit == 1 << 30));
+
+    // Arrays and delayed graphs give the local scheduler's answers.
+    let y = seed(800);
+    let local = compute_with(&y, &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let remote = compute_with(&y, &client).unwrap().first().copied().unwrap();
+    assert!((local - remote).abs() < 1e-12, "{local} vs {remote}");
+    let grid = grid_total(12);
+    assert_eq!(grid.compute_with(&client).unwrap(), grid.compute_with(&LocalScheduler::new()).unwrap());
+
+    // A data port refuses a client handshake with a message.
+    let data_port = client.workers()[0].address.clone();
+    let err = Client::connect(&data_port).unwrap_err().to_string();
+    assert!(err.contains("refused") && err.contains("Client"), "{err}");
+
+    // SIGTERM: the worker leaves cleanly and the cluster keeps working with the other one.
+    sigterm(&w1.0);
+    assert!(wait_exit(&mut w1.0, Duration::from_secs(20)).success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.workers().len() != 1 {
+        assert!(Instant::now() < deadline, "the scheduler did not notice the worker leaving");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        grid_total(5).compute_with(&client).unwrap(),
+        grid_total(5).compute_with(&LocalScheduler::new()).unwrap()
+    );
+
+    // SIGTERM to the scheduler: it tells the worker (which exits) and the client.
+    sigterm(&scheduler.0);
+    assert!(wait_exit(&mut scheduler.0, Duration::from_secs(20)).success());
+    assert!(wait_exit(&mut w2.0, Duration::from_secs(20)).success());
+    let err = grid_total(3).compute_with(&client).unwrap_err().to_string();
+    assert!(err.contains("shut down") || err.contains("connection"), "{err}");
+}
+
+#[test]
+fn a_local_cluster_of_worker_processes_computes_and_closes() {
+    let cluster = LocalCluster::builder().workers(2).binary(KILN).start().unwrap();
+    assert_eq!(cluster.worker_pids().len(), 2);
+    let client = cluster.client().unwrap();
+    let y = seed(400);
+    let local = compute_with(&y, &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let remote = compute_with(&y, &client).unwrap().first().copied().unwrap();
+    assert!((local - remote).abs() < 1e-12, "{local} vs {remote}");
+    let pids = cluster.worker_pids();
+    drop(client);
+    cluster.close();
+    for pid in pids {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "worker {pid} still runs");
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+}
+
+#[test]
+fn a_worker_with_a_wrong_address_fails_with_a_message() {
+    let output = Command::new(KILN).args(["worker", "tcp://127.0.0.1:1"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+}
