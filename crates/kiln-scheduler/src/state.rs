@@ -90,14 +90,18 @@ const DATASETS: ClientId = ClientId::MAX;
 /// What a task runs, kept for (re)computation: lineage lets the scheduler recompute a value
 /// lost with a worker.
 struct Body {
-    kernel: KernelSpec,
-    inputs: Box<[BodyInput]>,
+    /// Shared: the tasks of one array operation usually run the same kernel with the same
+    /// parameters.
+    kernel: Arc<KernelSpec>,
+    /// Inline for the common one- and two-input tasks: one allocation per body.
+    inputs: SmallVec<[BodyInput; 2]>,
 }
 
 enum BodyInput {
     /// A dependency, by arena slot (deps outlive their dependents' bodies).
     Dep(u32),
-    Literal(Encoded),
+    /// Boxed: literals are rarer than dependencies and much larger.
+    Literal(Box<Encoded>),
 }
 
 struct Task {
@@ -170,6 +174,7 @@ pub struct SchedulerState {
     free: Vec<u32>,
     index: HashTable<u32>,
     names: FxHashSet<Arc<str>>,
+    kernels: FxHashSet<Arc<KernelSpec>>,
     prefixes: Vec<PrefixStats>,
     prefix_index: FxHashMap<Arc<str>, u32>,
     workers: BTreeMap<WorkerId, Worker>,
@@ -202,6 +207,7 @@ impl SchedulerState {
             free: Vec::new(),
             index: HashTable::new(),
             names: FxHashSet::default(),
+            kernels: FxHashSet::default(),
             prefixes: Vec::new(),
             prefix_index: FxHashMap::default(),
             workers: BTreeMap::new(),
@@ -302,10 +308,15 @@ impl SchedulerState {
         total += self.index.capacity() * (std::mem::size_of::<u32>() + 1);
         for t in self.tasks.iter().filter(|t| t.live) {
             if let Some(body) = &t.body {
-                total += std::mem::size_of::<Body>()
-                    + body.kernel.id.capacity()
-                    + body.kernel.params.capacity()
-                    + body.inputs.len() * std::mem::size_of::<BodyInput>();
+                total += std::mem::size_of::<Body>();
+                if body.inputs.spilled() {
+                    total += body.inputs.capacity() * std::mem::size_of::<BodyInput>();
+                }
+                for input in &body.inputs {
+                    if let BodyInput::Literal(e) = input {
+                        total += std::mem::size_of::<Encoded>() + e.nbytes() + e.tag.capacity();
+                    }
+                }
             }
             if t.deps.spilled() {
                 total += t.deps.capacity() * 4;
@@ -317,6 +328,11 @@ impl SchedulerState {
                 total += t.key.index().len() * 4;
             }
         }
+        total += self
+            .kernels
+            .iter()
+            .map(|k| std::mem::size_of::<KernelSpec>() + 16 + k.id.len() + k.params.len())
+            .sum::<usize>();
         total + self.names.iter().map(|n| n.len() + 16).sum::<usize>()
     }
 
@@ -627,6 +643,17 @@ impl SchedulerState {
         }
     }
 
+    fn intern_kernel(&mut self, kernel: KernelSpec) -> Arc<KernelSpec> {
+        match self.kernels.get(&kernel) {
+            Some(k) => k.clone(),
+            None => {
+                let k = Arc::new(kernel);
+                self.kernels.insert(k.clone());
+                k
+            }
+        }
+    }
+
     fn prefix_of(&mut self, key: &Key) -> u32 {
         let prefix = key.prefix();
         if let Some(&p) = self.prefix_index.get(prefix) {
@@ -689,7 +716,7 @@ impl SchedulerState {
                 continue;
             }
             let mut deps: SmallVec<[u32; 2]> = SmallVec::new();
-            let mut inputs = Vec::with_capacity(spec.inputs.len());
+            let mut inputs: SmallVec<[BodyInput; 2]> = SmallVec::with_capacity(spec.inputs.len());
             let mut missing = None;
             for input in spec.inputs {
                 match input {
@@ -705,7 +732,7 @@ impl SchedulerState {
                             break;
                         }
                     },
-                    InputSpec::Literal(e) => inputs.push(BodyInput::Literal(e)),
+                    InputSpec::Literal(e) => inputs.push(BodyInput::Literal(Box::new(e))),
                 }
             }
             if let Some(missing) = missing {
@@ -721,7 +748,8 @@ impl SchedulerState {
                 inserted.push(t);
                 continue;
             }
-            let body = Box::new(Body { kernel: spec.kernel, inputs: inputs.into_boxed_slice() });
+            let kernel = self.intern_kernel(spec.kernel);
+            let body = Box::new(Body { kernel, inputs });
             inserted.push(self.insert_task(spec.key, Some(body), deps, Priority { generation, order }));
         }
         for key in wanted {
@@ -1012,12 +1040,12 @@ impl SchedulerState {
                     }
                     InputSpec::Task(dep.key.clone())
                 }
-                BodyInput::Literal(e) => InputSpec::Literal(e.clone()),
+                BodyInput::Literal(e) => InputSpec::Literal((**e).clone()),
             })
             .collect();
         let compute = ComputeTask {
             key: task.key.clone(),
-            kernel: body.kernel.clone(),
+            kernel: (*body.kernel).clone(),
             inputs,
             who_has,
             priority: task.priority,
@@ -1234,11 +1262,17 @@ impl SchedulerState {
             }
             let task = &mut self.tasks[t as usize];
             task.live = false;
-            task.body = None;
+            let body = task.body.take();
             task.failure = None;
             task.dependents = SmallVec::new();
             task.key = Key::new(EMPTY_NAME.with(|n| n.clone()));
             self.free.push(t);
+            // The set and this body hold the last references: the spec is no longer used.
+            if let Some(body) = body
+                && Arc::strong_count(&body.kernel) == 2
+            {
+                self.kernels.remove(&body.kernel);
+            }
         }
     }
 
@@ -1491,6 +1525,9 @@ impl SchedulerState {
                     return Err(format!("client {c} wants slot {t} that does not name it"));
                 }
             }
+        }
+        if let Some(k) = self.kernels.iter().find(|k| Arc::strong_count(k) < 2) {
+            return Err(format!("kernel spec {} is interned but no task uses it", k.id));
         }
         if !self.workers.is_empty() && !self.no_worker.is_empty() {
             return Err("tasks wait for workers while workers exist".into());
