@@ -34,6 +34,7 @@ pub mod overlap;
 pub mod portable;
 pub mod rechunk;
 pub mod reduce;
+mod remote;
 pub mod shape_ops;
 pub mod slicing;
 pub mod source;

@@ -393,3 +393,9 @@ where
     let args = items.into_values().map(|d| d.into_node_arg(&mut tokens).0).collect();
     Delayed::from_node(tokens.key("collect_map"), portable::collect_map_kernel::<K, V>(keys), args)
 }
+
+impl<T: Any + Send + Sync + Clone> kiln_graph::Persist for Delayed<T> {
+    fn with_remote_outputs(&self, keep_alive: Value) -> Self {
+        Delayed::remote(self.key().clone(), keep_alive)
+    }
+}

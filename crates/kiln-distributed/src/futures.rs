@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::marker::PhantomData;
 
 use kiln_delayed::{Delayed, Func1, IntoArg, NodeArgOf};
-use kiln_graph::collection::graph_of;
-use kiln_graph::{ComputeError, Key, Tokenizer, Value};
+use kiln_graph::collection::{graph_of, optimize};
+use kiln_graph::{ComputeError, Key, Persist, Tokenizer, Value};
 use kiln_protocol::messages::{ClientToScheduler, SchedulerToClient};
 
 use crate::client::{Client, KeyStatus};
@@ -151,6 +151,21 @@ impl Client {
         Ok(keys.into_iter().map(|k| Future::adopt(self, k)).collect())
     }
 
+    /// Starts computing a collection on the cluster and keeps its results there (Dask's
+    /// `persist`): returns at once with the same collection standing for the remote results,
+    /// so later computations start from cluster memory. The results are freed when the
+    /// returned collection (and every graph built from it) is dropped.
+    ///
+    /// # Errors
+    /// As [`Client::submit`].
+    pub fn persist<C: Persist>(&self, collection: &C) -> Result<C, ComputeError> {
+        let (graph, outputs) = graph_of(collection)?;
+        let (graph, outputs) = optimize(graph, outputs)?;
+        let keys = self.submit_graph(&graph, &outputs)?;
+        let futures: Vec<Future<()>> = keys.into_iter().map(|k| Future::adopt(self, k)).collect();
+        Ok(collection.with_remote_outputs(Value::new(PersistedKeys(futures))))
+    }
+
     /// Applies a registered function to every item (Dask's `client.map`).
     ///
     /// # Errors
@@ -248,6 +263,9 @@ impl Client {
         }
     }
 }
+
+/// The references a persisted collection holds on its remote results.
+struct PersistedKeys(#[allow(dead_code)] Vec<Future<()>>);
 
 /// Futures in completion order; see [`Client::as_completed`].
 pub struct AsCompleted<T> {

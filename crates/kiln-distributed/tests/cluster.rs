@@ -222,3 +222,36 @@ fn the_client_can_be_the_default_scheduler() {
         }
     }
 }
+
+#[test]
+fn persisted_arrays_stay_on_the_cluster_and_later_work_starts_from_them() {
+    let client = client();
+    let x = RandomState::new(5).random(&[600, 600], [200, 200]);
+    let persisted = client.persist(&x).unwrap();
+    // Graphs from the persisted array do not recompute it: its chunks are remote values.
+    let (graph, _) = kiln_graph::collection::graph_of(&persisted.sum()).unwrap();
+    let remote = graph.ids().filter(|&id| graph.kernel(id).is_remote()).count();
+    assert_eq!(remote, 9);
+    let local = compute_with(&(&x * 2.0).sum(), &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    for _ in 0..2 {
+        let on_cluster = compute_with(&(&persisted * 2.0).sum(), &client).unwrap().first().copied().unwrap();
+        assert!(close(local, on_cluster), "{local} vs {on_cluster}");
+    }
+    // The local scheduler cannot run remote chunks, and says why.
+    let err = compute_with(&persisted.sum(), &LocalScheduler::new()).unwrap_err().to_string();
+    assert!(err.contains("cluster"), "{err}");
+    // Dropping the persisted array frees its chunks.
+    let key = graph.key(graph.ids().find(|&id| graph.kernel(id).is_remote()).unwrap()).clone();
+    drop(graph);
+    drop(persisted);
+    let other = cluster().client().unwrap();
+    let mut gone = false;
+    for _ in 0..200 {
+        if who_has(&other, &key).is_empty() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(gone, "persisted chunk {key} is still held");
+}

@@ -39,6 +39,16 @@ pub trait Collection {
     fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<Self::Output, ComputeError>;
 }
 
+/// A collection that can stand for results already held by a cluster (Dask's `persist`): a
+/// distributed client computes the collection's outputs, keeps them in cluster memory, and
+/// hands back the same collection whose output tasks are those remote values (same keys), so
+/// later computations start from them.
+pub trait Persist: Collection + Sized {
+    /// This collection with its outputs replaced by remote values; `keep_alive` (the client's
+    /// references) lives as long as the returned collection and its graphs.
+    fn with_remote_outputs(&self, keep_alive: Value) -> Self;
+}
+
 /// The graph of a collection and its output tasks, without running anything.
 ///
 /// # Errors

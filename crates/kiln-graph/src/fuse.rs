@@ -192,7 +192,12 @@ pub fn fuse_linear(graph: &Graph, outputs: &[TaskId]) -> Result<Option<(Graph, V
     }
     let absorbed: Vec<bool> = graph
         .ids()
-        .map(|d| !is_output[d.index()] && matches!(graph.dependents(d), [t] if graph.dependencies(*t) == [d]))
+        .map(|d| {
+            // A remote value is not computed here: it must stay a task of its own.
+            !is_output[d.index()]
+                && !graph.kernel(d).is_remote()
+                && matches!(graph.dependents(d), [t] if graph.dependencies(*t) == [d])
+        })
         .collect();
     if !absorbed.iter().any(|&a| a) {
         return Ok(None);

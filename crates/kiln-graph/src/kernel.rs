@@ -43,6 +43,12 @@ pub trait Kernel: Send + Sync + 'static {
     fn spec(&self) -> Option<KernelSpec> {
         None
     }
+
+    /// Whether this task stands for a value held by a cluster ([`RemoteValue`]): such tasks
+    /// are never fused or sent.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 /// A portable kernel description: a registered id plus serialized parameters.
@@ -247,6 +253,9 @@ impl Kernel for RemoteValue {
     }
     fn spec(&self) -> Option<KernelSpec> {
         Some(KernelSpec { id: REMOTE_KERNEL_ID.into(), params: Vec::new() })
+    }
+    fn is_remote(&self) -> bool {
+        true
     }
 }
 

@@ -1,0 +1,39 @@
+//! Arrays whose chunks already live on a cluster (the result of a distributed `persist`).
+
+use std::sync::Arc;
+
+use kiln_graph::kernel::RemoteValue;
+use kiln_graph::{Arg, GraphError, TaskId, Value};
+
+use crate::array::Array;
+use crate::block::Element;
+use crate::node::{Layer, Lowering, Node, Op};
+
+/// Each chunk is a placeholder task under the chunk's own key: a distributed client sends
+/// nothing for it, the cluster already holds the value.
+struct RemoteChunks {
+    keep_alive: Value,
+}
+
+impl Layer for RemoteChunks {
+    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
+        lw.builder.add(node.key(idx), Arc::new(RemoteValue), [Arg::Literal(self.keep_alive.clone())])
+    }
+
+    fn inputs(&self) -> Vec<Arc<Node>> {
+        Vec::new()
+    }
+}
+
+impl<T: Element> kiln_graph::Persist for Array<T> {
+    fn with_remote_outputs(&self, keep_alive: Value) -> Self {
+        let node = &self.node;
+        Array::from_node(Arc::new(Node {
+            name: node.name.clone(),
+            shape: node.shape.clone(),
+            chunks: node.chunks.clone(),
+            dtype: node.dtype,
+            op: Op::Materialized(Arc::new(RemoteChunks { keep_alive })),
+        }))
+    }
+}
