@@ -51,6 +51,13 @@ pub mod delayed {
     pub use kiln_delayed::*;
 }
 
+/// The distributed runtime (Dask's `dask.distributed`): `Client`, `LocalCluster`, futures, and
+/// the scheduler and worker that `kiln scheduler` / `kiln worker` run.
+#[cfg(feature = "distributed")]
+pub mod distributed {
+    pub use kiln_distributed::*;
+}
+
 /// What most programs import: the `compute`/`visualize` methods on every collection.
 pub mod prelude {
     pub use crate::visualize::Visualize;
