@@ -254,6 +254,17 @@ impl Client {
         }
         let wanted: Vec<Key> = outputs.iter().map(|&o| graph.key(o).clone()).collect();
         self.retain(&wanted);
+        {
+            // Submitting a cancelled key again computes it again.
+            let mut state = self.inner.lock();
+            for key in &wanted {
+                if let Some(entry) = state.keys.get_mut(key)
+                    && matches!(entry.status, KeyStatus::Cancelled(_))
+                {
+                    entry.status = KeyStatus::Pending;
+                }
+            }
+        }
         self.inner.send(ClientToScheduler::UpdateGraph { tasks, wanted: wanted.clone() });
         Ok(wanted)
     }

@@ -255,3 +255,51 @@ fn persisted_arrays_stay_on_the_cluster_and_later_work_starts_from_them() {
     }
     assert!(gone, "persisted chunk {key} is still held");
 }
+
+#[test]
+fn cancelled_futures_end_as_cancelled() {
+    let client = client();
+    let blocker = func1("block", |x: &i64| {
+        std::thread::sleep(Duration::from_millis(300));
+        *x
+    })
+    .portable("test.block");
+    KernelRegistry::global().register_instance(blocker.kernel());
+    let f = client.submit(inc().call(blocker.call(1))).unwrap();
+    f.cancel();
+    let err = f.result().unwrap_err().to_string();
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(matches!(f.status(), KeyStatus::Cancelled(_)));
+}
+
+#[test]
+fn garbage_and_wrong_handshakes_are_dropped_and_the_scheduler_keeps_serving() {
+    use std::io::{Read, Write};
+    let address = cluster().address().trim_start_matches("tcp://").to_string();
+    // Not the kiln protocol at all.
+    let mut raw = std::net::TcpStream::connect(&address).unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = raw.read_to_end(&mut buf);
+    // A future protocol version is refused with a message naming both versions.
+    let mut hello = kiln_protocol::encode_hello(&kiln_protocol::Hello::new(kiln_protocol::Role::Client, "old"));
+    hello[4] = 99;
+    let mut raw = std::net::TcpStream::connect(&address).unwrap();
+    raw.write_all(&hello).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = Vec::new();
+    let _ = raw.read_to_end(&mut reply);
+    match kiln_protocol::decode_reply(&reply).unwrap() {
+        Some((kiln_protocol::Reply::Refused(message), _)) => assert!(message.contains("99"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A valid handshake followed by a malformed packet: that connection goes, nothing else.
+    let mut raw = std::net::TcpStream::connect(&address).unwrap();
+    raw.write_all(&kiln_protocol::encode_hello(&kiln_protocol::Hello::new(kiln_protocol::Role::Client, "bad")))
+        .unwrap();
+    raw.write_all(&[0xff; 64]).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = raw.read_to_end(&mut Vec::new());
+    assert_eq!(add().call(2, 3).compute_with(&client()).unwrap(), 5);
+}
