@@ -156,3 +156,35 @@ fn a_worker_with_a_wrong_address_fails_with_a_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
 }
+
+#[test]
+fn a_worker_killed_mid_computation_costs_only_recomputation() {
+    let cluster = LocalCluster::builder().workers(3).binary(KILN).start().unwrap();
+    let client = cluster.client().unwrap();
+    let x = RandomState::new(21).random(&[8000, 8000], [250, 250]);
+    let y = (&x + &x.t() - &x.mean_axis(0)).std();
+    let expected = compute_with(&y, &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let victim = cluster.worker_pids()[1];
+    let started = Instant::now();
+    let worker = std::thread::spawn({
+        let client = client.clone();
+        let y = y.clone();
+        move || (compute_with(&y, &client), started.elapsed())
+    });
+    // Let the computation get going, then kill a worker without warning.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(Command::new("kill").args(["-KILL", &victim.to_string()]).status().unwrap().success());
+    let (result, took) = worker.join().unwrap();
+    eprintln!("computation with a killed worker took {took:?}");
+    assert!(took > Duration::from_millis(100), "the computation ended before the kill; make it larger");
+    let result = result.unwrap().first().copied().unwrap();
+    assert!((result - expected).abs() < 1e-12, "{result} vs {expected}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.workers().len() != 2 {
+        assert!(Instant::now() < deadline, "the dead worker is still listed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // And the cluster keeps working.
+    let again = compute_with(&y, &client).unwrap().first().copied().unwrap();
+    assert!((again - expected).abs() < 1e-12);
+}

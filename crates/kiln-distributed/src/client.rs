@@ -52,7 +52,8 @@ pub(crate) struct State {
 }
 
 pub(crate) struct Inner {
-    runtime: Runtime,
+    /// Always `Some` until dropped (taken in `Drop` to shut down without blocking).
+    runtime: Option<Runtime>,
     to_scheduler: Sender<ClientToScheduler>,
     state: Mutex<State>,
     changed: Condvar,
@@ -100,7 +101,7 @@ impl Client {
             comm::spawn_writer::<ClientToScheduler>(write, address.clone())
         };
         let inner = Arc::new(Inner {
-            runtime,
+            runtime: Some(runtime),
             to_scheduler,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -110,7 +111,7 @@ impl Client {
             scatter_counter: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
-        inner.runtime.spawn(async move {
+        inner.rt().spawn(async move {
             let mut reader = PacketReader::with_buffer(read, address, leftover);
             let reason = loop {
                 match reader.next_messages::<SchedulerToClient>().await {
@@ -320,7 +321,7 @@ impl Client {
             for (address, keys) in by_address {
                 let pool = self.inner.pool.clone();
                 let tx = tx.clone();
-                self.inner.runtime.spawn(async move {
+                self.inner.rt().spawn(async move {
                     let request = PeerRequest::Get { request: pool.request_id(), keys: keys.clone() };
                     let result = pool.request(&address, request, Vec::new()).await;
                     let _ = tx.send((address, keys, result));
@@ -397,7 +398,7 @@ impl Client {
             let id = worker.id;
             let tx = tx.clone();
             sent += 1;
-            self.inner.runtime.spawn(async move {
+            self.inner.rt().spawn(async move {
                 let request = PeerRequest::Put { request: pool.request_id(), values: wire };
                 let result = pool.request(&address, request, frames).await;
                 let _ = tx.send((id, sizes, result));
@@ -469,6 +470,10 @@ impl Client {
 }
 
 impl Inner {
+    fn rt(&self) -> &Runtime {
+        self.runtime.as_ref().expect("the runtime lives as long as the client")
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -541,6 +546,11 @@ impl Drop for Inner {
         let keys: Vec<Key> = self.lock().keys.drain().map(|(k, _)| k).collect();
         if !keys.is_empty() {
             self.send(ClientToScheduler::Release { keys });
+        }
+        // The last reference may be dropped on the runtime's own thread (the reader task);
+        // a blocking shutdown is not allowed there.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }

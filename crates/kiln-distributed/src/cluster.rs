@@ -204,6 +204,8 @@ impl LocalCluster {
                         .arg(self.builder.memory_limit.to_string())
                         .arg("--name")
                         .arg(&name)
+                        // Worker logs stay quiet beside the user's program unless asked for.
+                        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
                         .stdin(Stdio::null())
                         .spawn()
                         .map_err(|e| ClusterError::Start(format!("cannot start {}: {e}", binary.display())))?;
