@@ -88,6 +88,7 @@ fn main() -> Result<()> {
         }
         Command::Worker { scheduler, nthreads, memory_limit, name, host, port } => {
             init_logging();
+            kiln_distributed::worker::tune_allocator_for_workers();
             let mut config = WorkerConfig::new(&scheduler);
             if let Some(n) = nthreads {
                 anyhow::ensure!(n > 0, "--nthreads must be at least 1");

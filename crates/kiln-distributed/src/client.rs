@@ -13,8 +13,8 @@ use kiln_graph::portable::task_to_spec;
 use kiln_graph::{CodecRegistry, ComputeError, Graph, Key, Scheduler, TaskError, TaskId, Value};
 use kiln_protocol::Role;
 use kiln_protocol::messages::{
-    ClientId, ClientToScheduler, PeerReply, PeerRequest, ScatteredEntry, SchedulerToClient, SubmittedTask, TaskFailure,
-    WorkerId, WorkerInfo,
+    ClientId, ClientToScheduler, MemoryReport, PeerReply, PeerRequest, ScatteredEntry, SchedulerToClient,
+    SubmittedTask, TaskFailure, WorkerId, WorkerInfo,
 };
 use tokio::runtime::Runtime;
 
@@ -167,6 +167,18 @@ impl Client {
     pub fn who_has(&self, keys: &[Key]) -> Result<Vec<Vec<WorkerId>>, ComputeError> {
         match self.ask(|request| ClientToScheduler::WhoHas { request, keys: keys.to_vec() })? {
             SchedulerToClient::WhoHas { holders, .. } => Ok(holders),
+            other => Err(ComputeError::Scheduler(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Every worker's memory as it last reported it (heartbeats, about once a second):
+    /// managed, spilled and process bytes.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub fn worker_memory(&self) -> Result<Vec<MemoryReport>, ComputeError> {
+        match self.ask(|request| ClientToScheduler::WorkerMemory { request })? {
+            SchedulerToClient::WorkerMemory { workers, .. } => Ok(workers),
             other => Err(ComputeError::Scheduler(format!("unexpected answer {other:?}"))),
         }
     }
@@ -520,6 +532,7 @@ impl Inner {
                     }
                 }
                 SchedulerToClient::Dataset { request, .. }
+                | SchedulerToClient::WorkerMemory { request, .. }
                 | SchedulerToClient::Datasets { request, .. }
                 | SchedulerToClient::WhoHas { request, .. } => {
                     state.replies.insert(request, message);

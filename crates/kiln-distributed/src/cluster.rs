@@ -360,6 +360,7 @@ pub fn run_worker_if_requested() {
 }
 
 fn worker_from_args(args: &[String]) -> Result<(), String> {
+    crate::worker::tune_allocator_for_workers();
     let mut args = args.iter();
     let scheduler = args.next().ok_or("missing the scheduler address")?;
     let mut config = WorkerConfig::new(scheduler);

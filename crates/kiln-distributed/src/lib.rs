@@ -19,10 +19,11 @@ pub mod cluster;
 pub mod comm;
 pub mod futures;
 pub mod server;
+pub mod store;
 pub mod worker;
 
 pub use client::{Client, KeyStatus};
 pub use cluster::{ClusterError, LocalCluster, LocalClusterBuilder, WorkerMode, run_worker_if_requested};
 pub use futures::{AsCompleted, Future};
 pub use server::{SchedulerServer, ServerConfig};
-pub use worker::{WorkerConfig, WorkerHandle, start_worker};
+pub use worker::{WorkerConfig, WorkerHandle, start_worker, tune_allocator_for_workers};

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::comm::{self, CommError, Outgoing, PacketReader, PeerPool, Sender, value_from_wire, values_to_wire};
+use crate::store::{MemoryPolicy, Store};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct WorkerConfig {
     pub listen: String,
     /// How often to send heartbeats.
     pub heartbeat: Duration,
+    /// Where to spill values (default: a fresh directory under the system's temp dir).
+    pub local_directory: Option<std::path::PathBuf>,
 }
 
 impl WorkerConfig {
@@ -50,6 +53,7 @@ impl WorkerConfig {
             name: None,
             listen: "127.0.0.1:0".into(),
             heartbeat: Duration::from_secs(1),
+            local_directory: None,
         }
     }
 }
@@ -59,12 +63,7 @@ pub fn strip_scheme(address: &str) -> &str {
     address.strip_prefix("tcp://").unwrap_or(address)
 }
 
-struct Stored {
-    value: Value,
-    nbytes: u64,
-}
-
-type Store = Arc<Mutex<HashMap<Key, Stored>>>;
+type SharedStore = Arc<Store>;
 
 struct Job {
     priority: Priority,
@@ -148,6 +147,7 @@ enum CoreEvent {
     Fetched { holder: WorkerId, values: Vec<(Key, Value)>, missing: Vec<Key> },
     Received(Vec<(Key, u64)>),
     Heartbeat,
+    MemoryCheck,
     Close(String),
 }
 
@@ -208,7 +208,12 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
     }));
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let store: Store = Arc::default();
+    let dir = config
+        .local_directory
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("kiln-worker-{}-{}", std::process::id(), address.port())));
+    let dir_for_cleanup = dir.clone();
+    let store: SharedStore = Arc::new(Store::new(MemoryPolicy::with_limit(config.memory_limit), dir));
     let queue = Arc::new(JobQueue::default());
     let mut threads = Vec::new();
     for i in 0..config.nthreads.max(1) {
@@ -250,6 +255,19 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
             }
         }
     });
+    if config.memory_limit > 0 {
+        // Memory is watched ten times a second, as Dask's worker does.
+        let monitor = events_tx.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                ticker.tick().await;
+                if monitor.send(CoreEvent::MemoryCheck).is_err() {
+                    return;
+                }
+            }
+        });
+    }
 
     let (done_tx, done) = watch::channel(false);
     let core = Core {
@@ -266,10 +284,13 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         in_queue: HashMap::new(),
         next_seq: 0,
         kernels: HashMap::new(),
-        managed_bytes: 0,
+        paused: false,
+        held: Vec::new(),
     };
+    let spill_dir = dir_for_cleanup;
     tokio::spawn(async move {
         core.run(events_rx).await;
+        let _ = std::fs::remove_dir_all(&spill_dir);
         for t in threads {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
@@ -310,7 +331,7 @@ struct Core {
     id: Option<WorkerId>,
     name: String,
     to_scheduler: Sender<WorkerToScheduler>,
-    store: Store,
+    store: SharedStore,
     queue: Arc<JobQueue>,
     peers: HashMap<WorkerId, String>,
     pool: PeerPool,
@@ -323,7 +344,9 @@ struct Core {
     next_seq: u64,
     /// Resolved kernels by spec: most graphs use few distinct kernels.
     kernels: HashMap<KernelSpec, Arc<dyn Kernel>>,
-    managed_bytes: u64,
+    /// Memory is above the pause fraction: ready tasks wait in `held`.
+    paused: bool,
+    held: Vec<Job>,
 }
 
 const KERNEL_CACHE: usize = 4096;
@@ -356,17 +379,16 @@ impl Core {
                     }
                     CoreEvent::Done { key, seq, result, duration } => self.done(key, seq, result, duration),
                     CoreEvent::Fetched { holder, values, missing } => self.fetched(holder, values, missing),
-                    CoreEvent::Received(entries) => {
-                        for (_, nbytes) in &entries {
-                            self.managed_bytes += nbytes;
-                        }
-                        self.send(WorkerToScheduler::Received { entries });
+                    CoreEvent::Received(entries) => self.send(WorkerToScheduler::Received { entries }),
+                    CoreEvent::Heartbeat => {
+                        let stats = self.store.stats();
+                        self.send(WorkerToScheduler::Heartbeat {
+                            managed_bytes: stats.managed,
+                            spilled_bytes: stats.spilled,
+                            process_bytes: process_rss(),
+                        })
                     }
-                    CoreEvent::Heartbeat => self.send(WorkerToScheduler::Heartbeat {
-                        managed_bytes: self.managed_bytes,
-                        spilled_bytes: 0,
-                        process_bytes: process_rss(),
-                    }),
+                    CoreEvent::MemoryCheck => self.check_memory(),
                     CoreEvent::Close(reason) => {
                         self.leave(&reason, &mut events).await;
                         return;
@@ -416,12 +438,10 @@ impl Core {
             }
             SchedulerToWorker::Compute(task) => self.compute(task),
             SchedulerToWorker::Free { keys } => {
-                let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
                 for key in keys {
-                    if let Some(stored) = store.remove(&key) {
-                        self.managed_bytes = self.managed_bytes.saturating_sub(stored.nbytes);
-                    }
+                    self.store.remove(&key);
                     self.waiting.remove(&key);
+                    self.held.retain(|j| j.key != key);
                     if let Some(seq) = self.in_queue.remove(&key) {
                         self.queue.cancel(seq);
                     }
@@ -471,17 +491,22 @@ impl Core {
             }
         };
         let mut missing: Vec<Key> = Vec::new();
-        {
-            let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
-            for input in inputs.iter_mut() {
-                if let Err(dep) = input {
-                    match store.get(dep) {
-                        Some(stored) => *input = Ok(stored.value.clone()),
-                        None => {
-                            if !missing.contains(dep) {
-                                missing.push(dep.clone());
-                            }
+        for input in inputs.iter_mut() {
+            if let Err(dep) = input {
+                match self.store.get(dep) {
+                    Ok(Some(value)) => *input = Ok(value),
+                    Ok(None) => {
+                        if !missing.contains(dep) {
+                            missing.push(dep.clone());
                         }
+                    }
+                    Err(message) => {
+                        // The local copy is lost; the scheduler recomputes or finds another.
+                        tracing::error!("worker {}: {message}", self.name);
+                        let tried = self.id.into_iter().collect();
+                        let missing = dep.clone();
+                        self.send(WorkerToScheduler::MissingDependency { key: task.key, missing, tried });
+                        return;
                     }
                 }
             }
@@ -571,7 +596,43 @@ impl Core {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.in_queue.insert(key.clone(), seq);
-        self.queue.push(Job { priority, seq, key, kernel, inputs });
+        let job = Job { priority, seq, key, kernel, inputs };
+        if self.paused {
+            self.held.push(job);
+        } else {
+            self.queue.push(job);
+        }
+    }
+
+    /// Spills while the process is above the spill fraction; pauses above the pause fraction.
+    fn check_memory(&mut self) {
+        let policy = self.store.policy();
+        if policy.limit == 0 {
+            return;
+        }
+        let limit = policy.limit as f64;
+        let mut rss = process_rss();
+        while rss as f64 > policy.spill * limit && self.store.spill_one() {
+            rss = process_rss();
+        }
+        let pause = rss as f64 > policy.pause * limit;
+        if pause != self.paused {
+            self.paused = pause;
+            if pause {
+                tracing::warn!(
+                    "worker {}: process memory {} MB is above {:.0}% of the {} MB limit; pausing new tasks",
+                    self.name,
+                    rss >> 20,
+                    policy.pause * 100.0,
+                    policy.limit >> 20
+                );
+            } else {
+                tracing::info!("worker {}: memory back to {} MB; resuming", self.name, rss >> 20);
+                for job in std::mem::take(&mut self.held) {
+                    self.queue.push(job);
+                }
+            }
+        }
     }
 
     fn done(&mut self, key: Key, seq: u64, result: Option<Result<Value, TaskError>>, duration: Duration) {
@@ -585,8 +646,7 @@ impl Core {
             None => self.queue.forget_cancel(seq),
             Some(Ok(value)) => {
                 let nbytes = CodecRegistry::global().nbytes(&value).unwrap_or(64) as u64;
-                self.managed_bytes += nbytes;
-                self.store.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), Stored { value, nbytes });
+                self.store.insert(key.clone(), value, nbytes);
                 self.send(WorkerToScheduler::Finished { key, nbytes, duration_us: duration.as_micros() as u64 });
             }
             Some(Err(error)) => {
@@ -619,7 +679,12 @@ fn decode_values(
 }
 
 /// Serves `Get` and `Put` requests from peers and clients.
-async fn serve_peers(listener: TcpListener, store: Store, events: mpsc::UnboundedSender<CoreEvent>, name: String) {
+async fn serve_peers(
+    listener: TcpListener,
+    store: SharedStore,
+    events: mpsc::UnboundedSender<CoreEvent>,
+    name: String,
+) {
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -670,19 +735,20 @@ async fn serve_peers(listener: TcpListener, store: Store, events: mpsc::Unbounde
 fn answer(
     request: PeerRequest,
     frames: &[Bytes],
-    store: &Store,
+    store: &SharedStore,
     events: &mpsc::UnboundedSender<CoreEvent>,
 ) -> Outgoing<PeerReply> {
     match request {
         PeerRequest::Get { request, keys } => {
             let mut found = Vec::with_capacity(keys.len());
             let mut missing = Vec::new();
-            {
-                let store = store.lock().unwrap_or_else(|p| p.into_inner());
-                for key in keys {
-                    match store.get(&key) {
-                        Some(s) => found.push((key, s.value.clone())),
-                        None => missing.push(key),
+            for key in keys {
+                match store.get(&key) {
+                    Ok(Some(value)) => found.push((key, value)),
+                    Ok(None) => missing.push(key),
+                    Err(message) => {
+                        tracing::error!("{message}");
+                        missing.push(key);
                     }
                 }
             }
@@ -700,17 +766,26 @@ fn answer(
                 }
             }
             let mut entries = Vec::with_capacity(decoded.len());
-            {
-                let mut store = store.lock().unwrap_or_else(|p| p.into_inner());
-                for (key, value) in decoded {
-                    let nbytes = CodecRegistry::global().nbytes(&value).unwrap_or(64) as u64;
-                    entries.push((key.clone(), nbytes));
-                    store.insert(key, Stored { value, nbytes });
-                }
+            for (key, value) in decoded {
+                let nbytes = CodecRegistry::global().nbytes(&value).unwrap_or(64) as u64;
+                entries.push((key.clone(), nbytes));
+                store.insert(key, value, nbytes);
             }
             let _ = events.send(CoreEvent::Received(entries));
             Outgoing::Message(PeerReply::Stored { request })
         }
+    }
+}
+
+/// Makes freed large buffers go back to the operating system at once, so a worker's resident
+/// memory follows what it holds (glibc otherwise raises its mmap threshold after the first
+/// large free and keeps array chunks in its heap). Worker processes call it at start-up.
+pub fn tune_allocator_for_workers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before worker threads
+    // allocate large buffers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
 

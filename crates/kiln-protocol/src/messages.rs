@@ -143,8 +143,27 @@ pub enum ClientToScheduler {
         /// The keys.
         keys: Vec<Key>,
     },
+    /// Asks for every worker's last reported memory; answered by
+    /// [`SchedulerToClient::WorkerMemory`].
+    WorkerMemory {
+        /// Matches the answer to the question.
+        request: u64,
+    },
     /// Stops the whole cluster (workers and scheduler).
     ShutdownCluster,
+}
+
+/// A worker's memory as it last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MemoryReport {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Bytes of results held in memory.
+    pub managed: u64,
+    /// Bytes of results spilled to disk.
+    pub spilled: u64,
+    /// The worker process's resident set size.
+    pub process: u64,
 }
 
 /// One scattered value.
@@ -215,6 +234,13 @@ pub enum SchedulerToClient {
         request: u64,
         /// Holders, in the order asked.
         holders: Vec<Vec<WorkerId>>,
+    },
+    /// The answer to [`ClientToScheduler::WorkerMemory`].
+    WorkerMemory {
+        /// The question's id.
+        request: u64,
+        /// One report per worker.
+        workers: Vec<MemoryReport>,
     },
     /// A request the scheduler refused (e.g. publishing an existing name).
     Refused {

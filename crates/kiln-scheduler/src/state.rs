@@ -10,8 +10,8 @@ use hashbrown::HashTable;
 use kiln_graph::portable::InputSpec;
 use kiln_graph::{Encoded, KernelSpec, Key};
 use kiln_protocol::messages::{
-    ClientId, ClientToScheduler, ComputeTask, Priority, ScatteredEntry, SchedulerToClient, SchedulerToWorker,
-    SubmittedTask, TaskFailure, WorkerId, WorkerInfo, WorkerToScheduler,
+    ClientId, ClientToScheduler, ComputeTask, MemoryReport, Priority, ScatteredEntry, SchedulerToClient,
+    SchedulerToWorker, SubmittedTask, TaskFailure, WorkerId, WorkerInfo, WorkerToScheduler,
 };
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use smallvec::SmallVec;
@@ -600,6 +600,19 @@ impl SchedulerState {
             ClientToScheduler::WhoHas { request, keys } => {
                 let holders = keys.iter().map(|k| self.who_has(k)).collect();
                 self.commands.push(Command::Client(client, SchedulerToClient::WhoHas { request, holders }));
+            }
+            ClientToScheduler::WorkerMemory { request } => {
+                let workers = self
+                    .workers
+                    .values()
+                    .map(|w| MemoryReport {
+                        worker: w.info.id,
+                        managed: w.reported.0,
+                        spilled: w.reported.1,
+                        process: w.reported.2,
+                    })
+                    .collect();
+                self.commands.push(Command::Client(client, SchedulerToClient::WorkerMemory { request, workers }));
             }
             ClientToScheduler::ShutdownCluster => {
                 self.shutdown_cluster(client);
