@@ -204,7 +204,9 @@ async fn core(
     let mut clients: HashMap<ClientId, Sender<SchedulerToClient>> = HashMap::new();
     let mut commands = Vec::new();
     let mut batch = Vec::new();
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    // Balancing runs every tick; heartbeat checks every tenth.
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    let mut ticks: u64 = 0;
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping: Option<String> = None;
     loop {
@@ -215,12 +217,16 @@ async fn core(
                 }
             }
             _ = ticker.tick() => {
-                let deadline = now().saturating_sub(config.worker_timeout.as_millis() as u64);
-                for id in state.silent_workers(deadline) {
-                    tracing::warn!("worker {id} missed its heartbeats; removing it");
-                    workers.remove(&id);
-                    state.remove_worker(id, "missed heartbeats");
+                ticks += 1;
+                if ticks.is_multiple_of(10) {
+                    let deadline = now().saturating_sub(config.worker_timeout.as_millis() as u64);
+                    for id in state.silent_workers(deadline) {
+                        tracing::warn!("worker {id} missed its heartbeats; removing it");
+                        workers.remove(&id);
+                        state.remove_worker(id, "missed heartbeats");
+                    }
                 }
+                state.tick(now());
             }
         }
         for event in batch.drain(..) {

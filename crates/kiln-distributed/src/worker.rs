@@ -113,6 +113,13 @@ impl JobQueue {
     fn cancel(&self, seq: u64) {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).cancelled.insert(seq);
     }
+    /// Removes a job that has not started; `false` if it is running or gone.
+    fn take(&self, seq: u64) -> bool {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let before = q.jobs.len();
+        q.jobs.retain(|j| j.seq != seq);
+        q.jobs.len() < before
+    }
     fn forget_cancel(&self, seq: u64) {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).cancelled.remove(&seq);
     }
@@ -447,6 +454,10 @@ impl Core {
                     }
                 }
             }
+            SchedulerToWorker::Steal { key } => {
+                let stolen = self.give_up(&key);
+                self.send(WorkerToScheduler::StealResponse { key, stolen });
+            }
             SchedulerToWorker::Close { reason } => return Some(reason),
         }
         None
@@ -588,6 +599,25 @@ impl Core {
                     });
                 }
             }
+        }
+    }
+
+    /// Drops a task that has not started (it is being stolen); `false` if it already runs.
+    fn give_up(&mut self, key: &Key) -> bool {
+        if self.waiting.remove(key).is_some() {
+            return true;
+        }
+        if let Some(pos) = self.held.iter().position(|j| j.key == *key) {
+            let job = self.held.swap_remove(pos);
+            self.in_queue.remove(&job.key);
+            return true;
+        }
+        match self.in_queue.get(key) {
+            Some(&seq) if self.queue.take(seq) => {
+                self.in_queue.remove(key);
+                true
+            }
+            _ => false,
         }
     }
 

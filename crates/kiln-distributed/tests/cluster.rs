@@ -303,3 +303,38 @@ fn garbage_and_wrong_handshakes_are_dropped_and_the_scheduler_keeps_serving() {
     let _ = raw.read_to_end(&mut Vec::new());
     assert_eq!(add().call(2, 3).compute_with(&client()).unwrap(), 5);
 }
+
+/// Runs 24 slow tasks that all read one large scattered value and counts, per worker, how many
+/// results each worker holds.
+fn run_pinned_work(stealing: bool) -> Vec<usize> {
+    register();
+    let mut server = kiln_distributed::ServerConfig::default();
+    server.policy.work_stealing = stealing;
+    let cluster = LocalCluster::builder().workers(3).mode(WorkerMode::Threads).server(server).start().unwrap();
+    let client = cluster.client().unwrap();
+    let work = func2("pinned", |v: &Vec<f64>, i: &i64| {
+        std::thread::sleep(Duration::from_millis(40));
+        v.len() as i64 + i
+    })
+    .portable("test.pinned");
+    KernelRegistry::global().register_instance(work.kernel());
+    // 40 MB on one worker: moving it looks dearer than the default duration guess, so every
+    // task lands on its holder at first.
+    let data = client.scatter(vec![vec![0.0f64; 5_000_000]]).unwrap();
+    let futures = client.submit_all((0..24i64).map(|i| work.call(&data[0], i)).collect()).unwrap();
+    let results = client.gather(&futures).unwrap();
+    assert_eq!(results, (0..24).map(|i| 5_000_000 + i).collect::<Vec<i64>>());
+    let keys: Vec<kiln_graph::Key> = futures.iter().map(|f| f.key().clone()).collect();
+    let holders = client.who_has(&keys).unwrap();
+    let workers = client.workers();
+    workers.iter().map(|w| holders.iter().filter(|h| h.contains(&w.id)).count()).collect()
+}
+
+#[test]
+fn idle_workers_steal_work_pinned_to_one_worker() {
+    let without = run_pinned_work(false);
+    assert_eq!(without.iter().filter(|&&n| n > 0).count(), 1, "without stealing one worker runs all: {without:?}");
+    let with = run_pinned_work(true);
+    assert!(with.iter().filter(|&&n| n > 0).count() >= 2, "stealing spreads the work: {with:?}");
+    assert!(*with.iter().max().unwrap() < 24, "{with:?}");
+}

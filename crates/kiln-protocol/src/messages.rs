@@ -309,6 +309,14 @@ pub enum WorkerToScheduler {
         /// The process's resident set size.
         process_bytes: u64,
     },
+    /// The answer to [`SchedulerToWorker::Steal`]: `stolen` when the task had not started and
+    /// is dropped here (it will run elsewhere), else it runs here as planned.
+    StealResponse {
+        /// The task.
+        key: Key,
+        /// Whether this worker gave it up.
+        stolen: bool,
+    },
     /// The worker is leaving cleanly; tasks it had not started go back to the scheduler.
     Leaving {
         /// Tasks handed back.
@@ -332,6 +340,12 @@ pub enum SchedulerToWorker {
     WorkerRemoved(WorkerId),
     /// Run a task once its inputs are here.
     Compute(ComputeTask),
+    /// Give up this task if it has not started (work stealing); answered by
+    /// [`WorkerToScheduler::StealResponse`].
+    Steal {
+        /// The task.
+        key: Key,
+    },
     /// Forget these results (or tasks not started yet).
     Free {
         /// The keys.

@@ -42,6 +42,11 @@ pub struct Config {
     pub default_duration_us: f64,
     /// A task that was running on this many workers that died errs instead of running again.
     pub allowed_failures: u32,
+    /// Move queued work from saturated workers to idle ones (see [`SchedulerState::tick`]).
+    pub work_stealing: bool,
+    /// Steal a task only if moving its inputs takes less than this fraction of the time it
+    /// would wait in its worker's queue.
+    pub steal_cost_ratio: f64,
 }
 
 impl Default for Config {
@@ -53,6 +58,8 @@ impl Default for Config {
             bandwidth: 1e9,
             default_duration_us: 500.0,
             allowed_failures: 3,
+            work_stealing: true,
+            steal_cost_ratio: 0.5,
         }
     }
 }
@@ -192,6 +199,10 @@ pub struct SchedulerState {
     pending_release: Vec<u32>,
     /// Root tasks were queued during the current event.
     roots_added: bool,
+    /// Steal requests in flight: task → the idle worker that will get it.
+    steals: FxHashMap<u32, WorkerId>,
+    /// Tasks moved by stealing (for reports and tests).
+    stolen: u64,
 }
 
 fn hash_key(key: &Key) -> u64 {
@@ -221,6 +232,8 @@ impl SchedulerState {
             idle: BTreeSet::new(),
             pending_release: Vec::new(),
             roots_added: false,
+            steals: FxHashMap::default(),
+            stolen: 0,
         }
     }
 
@@ -381,6 +394,8 @@ impl SchedulerState {
     pub fn remove_worker(&mut self, id: WorkerId, reason: &str) {
         let Some(worker) = self.workers.remove(&id) else { return };
         self.idle.remove(&id);
+        // Steals from or to this worker will never be answered.
+        self.steals.retain(|t, thief| *thief != id && !worker.processing.contains(t));
         for w in self.workers.values() {
             self.commands.push(Command::Worker(w.info.id, SchedulerToWorker::WorkerRemoved(id)));
         }
@@ -471,6 +486,7 @@ impl SchedulerState {
                     w.reported = (managed_bytes, spilled_bytes, process_bytes);
                 }
             }
+            WorkerToScheduler::StealResponse { key, stolen } => self.steal_response(worker, &key, stolen),
             WorkerToScheduler::Leaving { returned } => {
                 for key in returned {
                     if let Some(t) = self.find(&key)
@@ -483,6 +499,101 @@ impl SchedulerState {
             }
         }
         self.finish_event();
+    }
+
+    /// Periodic balancing (the server calls it about every 100 ms): idle workers take queued
+    /// work from saturated ones when moving its inputs is cheap compared with running it.
+    /// Stealing is transactional: the victim is asked first and gives the task up only if it
+    /// has not started, so nothing runs twice in the normal case.
+    pub fn tick(&mut self, now: u64) {
+        let _ = now;
+        if !self.config.work_stealing || self.workers.len() < 2 {
+            return;
+        }
+        let thieves: Vec<WorkerId> = self
+            .workers
+            .values()
+            .filter(|w| w.processing.len() < w.info.nthreads.max(1) as usize)
+            .map(|w| w.info.id)
+            .collect();
+        for thief in thieves {
+            let room = {
+                let w = &self.workers[&thief];
+                w.info.nthreads.max(1) as usize - w.processing.len().min(w.info.nthreads.max(1) as usize)
+            };
+            let pending_for_thief = self.steals.values().filter(|&&t| t == thief).count();
+            let mut wanted = room.saturating_sub(pending_for_thief);
+            while wanted > 0 {
+                // The victim with the most work beyond its threads.
+                let Some(victim) = self
+                    .workers
+                    .values()
+                    .filter(|w| w.info.id != thief)
+                    .map(|w| {
+                        let in_flight = w.processing.iter().filter(|t| self.steals.contains_key(t)).count();
+                        let excess = w.processing.len().saturating_sub(in_flight + w.info.nthreads.max(1) as usize);
+                        (excess, w.info.id)
+                    })
+                    .filter(|&(excess, _)| excess > 0)
+                    .max()
+                    .map(|(_, id)| id)
+                else {
+                    break;
+                };
+                let Some(t) = self.steal_candidate(victim, thief) else { break };
+                self.steals.insert(t, thief);
+                let key = self.tasks[t as usize].key.clone();
+                self.commands.push(Command::Worker(victim, SchedulerToWorker::Steal { key }));
+                wanted -= 1;
+            }
+        }
+    }
+
+    /// The victim's task that is last in its order and cheap to move to the thief.
+    fn steal_candidate(&self, victim: WorkerId, thief: WorkerId) -> Option<u32> {
+        let w = &self.workers[&victim];
+        // How long the victim's last task waits: its queue's estimated work per thread.
+        let wait_us = w.processing.iter().map(|&t| self.estimate_us(t)).sum::<f64>() / w.info.nthreads.max(1) as f64;
+        let mut best: Option<(Priority, u32)> = None;
+        for &t in &w.processing {
+            if self.steals.contains_key(&t) {
+                continue;
+            }
+            let task = &self.tasks[t as usize];
+            let transfer: u64 = task
+                .deps
+                .iter()
+                .filter(|&&d| !self.tasks[d as usize].who_has.contains(&thief))
+                .map(|&d| self.tasks[d as usize].nbytes)
+                .sum();
+            let transfer_us = transfer as f64 / self.config.bandwidth * 1e6;
+            if transfer_us > self.config.steal_cost_ratio * wait_us {
+                continue;
+            }
+            // The victim runs in priority order: its last task would wait longest.
+            if best.is_none_or(|(p, _)| task.priority > p) {
+                best = Some((task.priority, t));
+            }
+        }
+        best.map(|(_, t)| t)
+    }
+
+    fn steal_response(&mut self, victim: WorkerId, key: &Key, stolen: bool) {
+        let Some(t) = self.find(key) else { return };
+        let Some(thief) = self.steals.remove(&t) else { return };
+        let task = &self.tasks[t as usize];
+        if !stolen || task.state != TaskState::Processing || task.processing_on != victim {
+            return;
+        }
+        self.unassign(t);
+        let target = if self.workers.contains_key(&thief) { thief } else { self.place(t) };
+        self.assign(t, target);
+        self.stolen += 1;
+    }
+
+    /// Tasks moved between workers by stealing so far.
+    pub fn stolen_count(&self) -> u64 {
+        self.stolen
     }
 
     /// Workers not heard from since `deadline` (for the server's heartbeat check).
@@ -1537,6 +1648,11 @@ impl SchedulerState {
                 if !live(t) || !self.tasks[t as usize].wanted_by.contains(c) {
                     return Err(format!("client {c} wants slot {t} that does not name it"));
                 }
+            }
+        }
+        for (&t, thief) in &self.steals {
+            if !live(t) || !self.workers.contains_key(thief) {
+                return Err(format!("steal of slot {t} to worker {thief} refers to a forgotten task or worker"));
             }
         }
         if let Some(k) = self.kernels.iter().find(|k| Arc::strong_count(k) < 2) {

@@ -113,6 +113,7 @@ struct Sim {
     erred: HashMap<Key, TaskFailure>,
     fail_key: Option<Key>,
     computed: usize,
+    threads: usize,
 }
 
 impl Sim {
@@ -130,6 +131,7 @@ impl Sim {
             erred: HashMap::new(),
             fail_key: None,
             computed: 0,
+            threads: threads as usize,
         };
         sim.s.add_client(1);
         for _ in 0..workers {
@@ -157,8 +159,24 @@ impl Sim {
     /// Delivers the scheduler's commands to the simulated workers and the client.
     fn pump(&mut self) {
         self.check();
+        let mut responses = Vec::new();
         for command in self.s.take_commands() {
             match command {
+                Command::Worker(w, SchedulerToWorker::Steal { key }) => {
+                    // A worker runs its first `threads` tasks; later ones have not started.
+                    let threads = self.threads;
+                    let stolen = match self.workers.get_mut(&w) {
+                        Some(worker) => match worker.running.iter().position(|r| r.key == key) {
+                            Some(pos) if pos >= threads => {
+                                worker.running.remove(pos);
+                                true
+                            }
+                            _ => false,
+                        },
+                        None => continue,
+                    };
+                    responses.push((w, WorkerToScheduler::StealResponse { key, stolen }));
+                }
                 Command::Worker(w, SchedulerToWorker::Compute(task)) => {
                     let worker = self.workers.get_mut(&w).expect("compute sent to a live worker");
                     assert!(!worker.running.iter().any(|r| r.key == task.key), "{} assigned twice", task.key);
@@ -182,6 +200,12 @@ impl Sim {
                 }
                 _ => {}
             }
+        }
+        if !responses.is_empty() {
+            for (w, response) in responses {
+                self.s.worker_message(w, response, self.now);
+            }
+            self.pump();
         }
     }
 
@@ -283,6 +307,11 @@ fn run_case(seed: u64, shape: usize, n: usize, workers: usize, chaos: bool) {
         }
         if chaos && rng.below(80) == 0 {
             sim.add_worker(1);
+            sim.pump();
+        }
+        if rng.below(10) == 0 {
+            sim.now += 100;
+            sim.s.tick(sim.now);
             sim.pump();
         }
     }
@@ -521,4 +550,48 @@ fn deep_chains_do_not_overflow_the_stack() {
     s.client_message(1, ClientToScheduler::UpdateGraph { tasks, wanted: vec![Key::with_index("chain", [n - 1])] }, 0);
     s.client_message(1, ClientToScheduler::Release { keys: vec![Key::with_index("chain", [n - 1])] }, 0);
     assert_eq!(s.task_count(), 0);
+}
+
+#[test]
+fn idle_workers_steal_queued_work_from_a_saturated_one() {
+    let mut sim = Sim::new(3, 1);
+    // A large input on one worker pins its 30 dependents there at first.
+    let big = TaskSpec { key: Key::new("big"), kernel: kernel(), inputs: vec![] };
+    submit(&mut sim, std::slice::from_ref(&big), vec![big.key.clone()]);
+    let holder = sim.s.processing_on(&big.key).unwrap();
+    let task = sim.workers.get_mut(&holder).unwrap().running.remove(0);
+    sim.workers.get_mut(&holder).unwrap().held.insert(task.key.clone(), 1);
+    sim.s.worker_message(holder, WorkerToScheduler::Finished { key: task.key, nbytes: 50 << 20, duration_us: 10 }, 0);
+    sim.pump();
+    let deps: Vec<TaskSpec> = (0..30)
+        .map(|i| TaskSpec {
+            key: Key::with_index("slow", [i]),
+            kernel: kernel(),
+            inputs: vec![InputSpec::Task(big.key.clone())],
+        })
+        .collect();
+    submit(&mut sim, &deps, deps.iter().map(|d| d.key.clone()).collect());
+    assert_eq!(sim.workers[&holder].running.len(), 30, "moving 50 MB looked dearer than a short wait");
+    // The first one finishes and shows these tasks are slow (1 s each).
+    let first = sim.workers.get_mut(&holder).unwrap().running.remove(0);
+    let value = value_of(&first.key, &[1]);
+    sim.workers.get_mut(&holder).unwrap().held.insert(first.key.clone(), value);
+    sim.s.worker_message(holder, WorkerToScheduler::Finished { key: first.key, nbytes: 8, duration_us: 1_000_000 }, 1);
+    sim.pump();
+    sim.s.tick(100);
+    sim.pump();
+    let moved: usize = sim.workers.iter().filter(|(id, _)| **id != holder).map(|(_, w)| w.running.len()).sum();
+    assert_eq!(moved, 2, "each idle worker took one task");
+    assert_eq!(sim.s.stolen_count(), 2);
+    // Tasks that already started are not taken.
+    assert!(sim.workers[&holder].running.iter().any(|t| t.key == Key::with_index("slow", [1])));
+    let mut rng = Rng(4);
+    while sim.step(&mut rng) {
+        sim.s.tick(sim.now);
+        sim.pump();
+    }
+    let per_worker: Vec<usize> =
+        sim.workers.values().map(|w| w.held.keys().filter(|k| k.name() == "slow").count()).collect();
+    assert!(per_worker.iter().filter(|&&n| n > 0).count() == 3, "{per_worker:?}");
+    assert_eq!(per_worker.iter().sum::<usize>(), 30);
 }
