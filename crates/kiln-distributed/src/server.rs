@@ -14,7 +14,7 @@ use kiln_protocol::messages::{
 };
 use kiln_scheduler::{Command, Config, SchedulerState};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::comm::{self, CommError, Outgoing, PacketReader, Sender};
 
@@ -34,7 +34,7 @@ impl Default for ServerConfig {
 }
 
 enum Event {
-    WorkerJoined { id: WorkerId, info: WorkerInfo, tx: Sender<SchedulerToWorker> },
+    WorkerJoined { id: WorkerId, info: WorkerInfo, tx: Sender<SchedulerToWorker>, kick: oneshot::Sender<()> },
     Worker(WorkerId, Vec<WorkerToScheduler>),
     WorkerLost(WorkerId, String),
     ClientJoined(ClientId, Sender<SchedulerToClient>),
@@ -178,14 +178,20 @@ async fn serve_worker(
     };
     tracing::info!("worker {id} registered: {} at {} with {} threads", info.name, info.address, info.nthreads);
     let tx = comm::spawn_writer::<SchedulerToWorker>(write, info.name.clone());
-    let _ = events.send(Event::WorkerJoined { id, info, tx });
+    let (kick, mut kicked) = oneshot::channel();
+    let _ = events.send(Event::WorkerJoined { id, info, tx, kick });
     let reason = loop {
-        match reader.next_messages::<WorkerToScheduler>().await {
-            Ok(Some((messages, _))) => {
-                let _ = events.send(Event::Worker(id, messages));
-            }
-            Ok(None) => break "connection closed".to_string(),
-            Err(e) => break e.to_string(),
+        tokio::select! {
+            read = reader.next_messages::<WorkerToScheduler>() => match read {
+                Ok(Some((messages, _))) => {
+                    let _ = events.send(Event::Worker(id, messages));
+                }
+                Ok(None) => break "connection closed".to_string(),
+                Err(e) => break e.to_string(),
+            },
+            // Declared dead (missed heartbeats): close the connection so that the worker, if
+            // it is alive after all, notices and rejoins as a new worker.
+            _ = &mut kicked => return,
         }
     };
     let _ = events.send(Event::WorkerLost(id, reason));
@@ -201,6 +207,7 @@ async fn core(
     let now = || start.elapsed().as_millis() as u64;
     let mut state = SchedulerState::new(config.policy.clone());
     let mut workers: HashMap<WorkerId, Sender<SchedulerToWorker>> = HashMap::new();
+    let mut kicks: HashMap<WorkerId, oneshot::Sender<()>> = HashMap::new();
     let mut clients: HashMap<ClientId, Sender<SchedulerToClient>> = HashMap::new();
     let mut commands = Vec::new();
     let mut batch = Vec::new();
@@ -223,6 +230,9 @@ async fn core(
                     for id in state.silent_workers(deadline) {
                         tracing::warn!("worker {id} missed its heartbeats; removing it");
                         workers.remove(&id);
+                        if let Some(kick) = kicks.remove(&id) {
+                            let _ = kick.send(());
+                        }
                         state.remove_worker(id, "missed heartbeats");
                     }
                 }
@@ -232,8 +242,9 @@ async fn core(
         for event in batch.drain(..) {
             let t = now();
             match event {
-                Event::WorkerJoined { id, info, tx } => {
+                Event::WorkerJoined { id, info, tx, kick } => {
                     workers.insert(id, tx);
+                    kicks.insert(id, kick);
                     state.add_worker(info, t);
                 }
                 Event::Worker(id, messages) => {
@@ -242,6 +253,7 @@ async fn core(
                     }
                 }
                 Event::WorkerLost(id, reason) => {
+                    kicks.remove(&id);
                     if workers.remove(&id).is_some() {
                         tracing::warn!("worker {id} lost: {reason}");
                         state.remove_worker(id, &reason);

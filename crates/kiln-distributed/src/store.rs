@@ -137,6 +137,18 @@ impl Store {
         self.spill_over(&mut inner, self.policy.bytes(self.policy.target), Some(&key));
     }
 
+    /// Forgets every value (and its spill file).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        for (_, spilled) in inner.disk.drain() {
+            let _ = std::fs::remove_file(&spilled.path);
+        }
+        inner.memory.clear();
+        inner.lru.clear();
+        inner.managed = 0;
+        inner.spilled = 0;
+    }
+
     /// Forgets a value; `true` if it was held.
     pub fn remove(&self, key: &Key) -> bool {
         Self::remove_locked(&mut self.lock(), key)

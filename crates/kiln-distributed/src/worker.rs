@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// Where to spill values (default: a fresh directory under the system's temp dir).
     pub local_directory: Option<std::path::PathBuf>,
+    /// After losing the scheduler, keep trying to rejoin for this long (then stop).
+    pub reconnect: Duration,
 }
 
 impl WorkerConfig {
@@ -54,6 +56,7 @@ impl WorkerConfig {
             listen: "127.0.0.1:0".into(),
             heartbeat: Duration::from_secs(1),
             local_directory: None,
+            reconnect: Duration::from_secs(60),
         }
     }
 }
@@ -123,6 +126,13 @@ impl JobQueue {
     fn forget_cancel(&self, seq: u64) {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).cancelled.remove(&seq);
     }
+    /// Drops every queued job (returning their keys) but keeps the threads running.
+    fn close_and_reopen(&self) -> Vec<Key> {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let jobs = std::mem::take(&mut q.jobs);
+        jobs.into_iter().map(|j| j.key).collect()
+    }
+
     /// Closes the queue and returns the jobs that never started.
     fn close(&self) -> Vec<Key> {
         let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -150,6 +160,8 @@ impl JobQueue {
 enum CoreEvent {
     Scheduler(Vec<SchedulerToWorker>),
     SchedulerLost(String),
+    Reconnected(Sender<WorkerToScheduler>),
+    GaveUp(String),
     Done { key: Key, seq: u64, result: Option<Result<Value, TaskError>>, duration: Duration },
     Fetched { holder: WorkerId, values: Vec<(Key, Value)>, missing: Vec<Key> },
     Received(Vec<(Key, u64)>),
@@ -204,17 +216,15 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
     let address = listener.local_addr().map_err(|source| CommError::Io { context: "local address".into(), source })?;
     let name = config.name.clone().unwrap_or_else(|| address.to_string());
     let scheduler_address = strip_scheme(&config.scheduler).to_string();
-    let (stream, leftover) = comm::connect(&scheduler_address, Role::Worker, &name).await?;
-    let (read, write) = stream.into_split();
-    let to_scheduler = comm::spawn_writer::<WorkerToScheduler>(write, scheduler_address.clone());
-    let _ = to_scheduler.send(Outgoing::Message(WorkerToScheduler::Register {
+    let register = WorkerToScheduler::Register {
         address: address.to_string(),
         name: name.clone(),
         nthreads: config.nthreads as u32,
         memory_limit: config.memory_limit,
-    }));
-
+    };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let to_scheduler = connect_scheduler(&scheduler_address, &name, register.clone(), events_tx.clone()).await?;
+
     let dir = config
         .local_directory
         .clone()
@@ -233,23 +243,6 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         threads.push(thread);
     }
 
-    // Scheduler messages feed the core.
-    let events = events_tx.clone();
-    tokio::spawn(async move {
-        let mut reader = PacketReader::with_buffer(read, scheduler_address, leftover);
-        let reason = loop {
-            match reader.next_messages::<SchedulerToWorker>().await {
-                Ok(Some((messages, _))) => {
-                    if events.send(CoreEvent::Scheduler(messages)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break "the scheduler closed the connection".to_string(),
-                Err(e) => break e.to_string(),
-            }
-        };
-        let _ = events.send(CoreEvent::SchedulerLost(reason));
-    });
     tokio::spawn(serve_peers(listener, store.clone(), events_tx.clone(), name.clone()));
     let beat = events_tx.clone();
     let period = config.heartbeat;
@@ -280,6 +273,9 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
     let core = Core {
         id: None,
         name,
+        scheduler_address,
+        register,
+        reconnect: config.reconnect,
         to_scheduler,
         store,
         queue,
@@ -304,6 +300,36 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         let _ = done_tx.send(true);
     });
     Ok(WorkerHandle { address, events: events_tx, done })
+}
+
+/// Connects and registers with the scheduler; its messages feed the core.
+async fn connect_scheduler(
+    address: &str,
+    name: &str,
+    register: WorkerToScheduler,
+    events: mpsc::UnboundedSender<CoreEvent>,
+) -> Result<Sender<WorkerToScheduler>, CommError> {
+    let (stream, leftover) = comm::connect(address, Role::Worker, name).await?;
+    let (read, write) = stream.into_split();
+    let to_scheduler = comm::spawn_writer::<WorkerToScheduler>(write, address.to_string());
+    let _ = to_scheduler.send(Outgoing::Message(register));
+    let address = address.to_string();
+    tokio::spawn(async move {
+        let mut reader = PacketReader::with_buffer(read, address, leftover);
+        let reason = loop {
+            match reader.next_messages::<SchedulerToWorker>().await {
+                Ok(Some((messages, _))) => {
+                    if events.send(CoreEvent::Scheduler(messages)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break "the scheduler closed the connection".to_string(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        let _ = events.send(CoreEvent::SchedulerLost(reason));
+    });
+    Ok(to_scheduler)
 }
 
 fn compute_thread(queue: &JobQueue, events: &mpsc::UnboundedSender<CoreEvent>) {
@@ -337,6 +363,9 @@ type ResolvedInputs = (Arc<dyn Kernel>, Vec<Result<Value, Key>>);
 struct Core {
     id: Option<WorkerId>,
     name: String,
+    scheduler_address: String,
+    register: WorkerToScheduler,
+    reconnect: Duration,
     to_scheduler: Sender<WorkerToScheduler>,
     store: SharedStore,
     queue: Arc<JobQueue>,
@@ -380,7 +409,21 @@ impl Core {
                         }
                     }
                     CoreEvent::SchedulerLost(reason) => {
-                        tracing::warn!("worker {}: lost the scheduler: {reason}; stopping", self.name);
+                        if self.reconnect.is_zero() {
+                            tracing::warn!("worker {}: lost the scheduler: {reason}; stopping", self.name);
+                            self.queue.close();
+                            return;
+                        }
+                        tracing::warn!("worker {}: lost the scheduler: {reason}; trying to rejoin", self.name);
+                        self.reset();
+                        self.spawn_reconnect();
+                    }
+                    CoreEvent::Reconnected(sender) => {
+                        tracing::info!("worker {}: rejoined the scheduler", self.name);
+                        self.to_scheduler = sender;
+                    }
+                    CoreEvent::GaveUp(reason) => {
+                        tracing::error!("worker {}: could not rejoin the scheduler: {reason}; stopping", self.name);
                         self.queue.close();
                         return;
                     }
@@ -403,6 +446,49 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Forgets everything: the scheduler that took this worker for dead has rescheduled its
+    /// work, and the worker rejoins as a new one.
+    fn reset(&mut self) {
+        self.id = None;
+        for key in self.queue.close_and_reopen() {
+            self.in_queue.remove(&key);
+        }
+        // Results of tasks still running are dropped when they report.
+        self.in_queue.clear();
+        self.waiting.clear();
+        self.fetch_waiters.clear();
+        self.held.clear();
+        self.store.clear();
+        self.peers.clear();
+    }
+
+    fn spawn_reconnect(&self) {
+        let address = self.scheduler_address.clone();
+        let name = self.name.clone();
+        let register = self.register.clone();
+        let events = self.events.clone();
+        let patience = self.reconnect;
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + patience;
+            let mut delay = Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(delay).await;
+                match connect_scheduler(&address, &name, register.clone(), events.clone()).await {
+                    Ok(sender) => {
+                        let _ = events.send(CoreEvent::Reconnected(sender));
+                        return;
+                    }
+                    Err(e) if tokio::time::Instant::now() >= deadline => {
+                        let _ = events.send(CoreEvent::GaveUp(e.to_string()));
+                        return;
+                    }
+                    Err(e) => tracing::debug!("rejoining {address}: {e}"),
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        });
     }
 
     /// Hands back unstarted work, lets running tasks finish and report, then stops.

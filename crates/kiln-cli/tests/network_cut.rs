@@ -1,0 +1,155 @@
+//! A network cut: a worker in its own network namespace, joined to the host by a veth pair,
+//! loses its link in the middle of a computation. The scheduler must notice (missed
+//! heartbeats), reschedule, and still give the right answer; when the link comes back the
+//! worker rejoins. Needs root (network namespaces); skipped with a message otherwise.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln::array::random::RandomState;
+use kiln::graph::compute_with;
+use kiln::local::LocalScheduler;
+use kiln_distributed::Client;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0]).args(&args[1..]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    fn create(tag: u32) -> Option<Netns> {
+        let name = format!("kiln-cut-{tag}");
+        let host_if = format!("kc{tag}a");
+        let ns_if = format!("kc{tag}b");
+        let subnet = 10 + tag % 200;
+        let ok = sh(&["ip", "netns", "add", &name])
+            && sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])
+            && sh(&["ip", "link", "set", &ns_if, "netns", &name])
+            && sh(&["ip", "addr", "add", &format!("10.213.{subnet}.1/30"), "dev", &host_if])
+            && sh(&["ip", "link", "set", &host_if, "up"])
+            && sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &name,
+                "ip",
+                "addr",
+                "add",
+                &format!("10.213.{subnet}.2/30"),
+                "dev",
+                &ns_if,
+            ])
+            && sh(&["ip", "netns", "exec", &name, "ip", "link", "set", &ns_if, "up"])
+            && sh(&["ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        let ns = Netns { name, host_if };
+        ok.then_some(ns)
+    }
+    fn link(&self, up: bool) {
+        assert!(sh(&["ip", "link", "set", &self.host_if, if up { "up" } else { "down" }]));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "link", "del", &self.host_if]);
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "{what} did not happen within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn a_worker_cut_off_by_the_network_is_detected_and_rejoins() {
+    let tag = std::process::id() % 10_000;
+    let Some(ns) = Netns::create(tag) else {
+        eprintln!("skipped: cannot create a network namespace (needs root and iproute2)");
+        return;
+    };
+    let subnet = 10 + tag % 200;
+    let host_ip = format!("10.213.{subnet}.1");
+    let ns_ip = format!("10.213.{subnet}.2");
+
+    let mut scheduler = Command::new(KILN)
+        .args(["scheduler", "--host", "0.0.0.0", "--port", "0", "--worker-timeout", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(scheduler.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _scheduler = Guard(scheduler);
+    let port = line.trim().rsplit(':').next().unwrap().to_string();
+    let spawn_worker = |netns: Option<&str>, host: &str, name: &str| {
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, KILN]);
+                c
+            }
+            None => Command::new(KILN),
+        };
+        command
+            .args(["worker", &format!("tcp://{host_ip}:{port}"), "--nthreads", "1", "--host", host, "--name", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Guard(command.spawn().unwrap())
+    };
+    let _outside = spawn_worker(None, &host_ip, "outside");
+    let _inside = spawn_worker(Some(&ns.name), &ns_ip, "inside");
+    let client = Client::connect(&format!("127.0.0.1:{port}")).unwrap();
+    client.wait_for_workers(2, Duration::from_secs(30)).unwrap();
+
+    let x = RandomState::new(8).random(&[12_000, 12_000], [400, 400]);
+    let y = (&x + &x.t() - &x.mean_axis(0)).std();
+    let expected = compute_with(&y, &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let run = std::thread::spawn({
+        let client = client.clone();
+        let y = y.clone();
+        move || {
+            let start = Instant::now();
+            (compute_with(&y, &client), start.elapsed())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    ns.link(false);
+    let cut = Instant::now();
+    let detected = wait_for("detecting the cut", Duration::from_secs(20), || client.workers().len() == 1);
+    let (result, took) = run.join().unwrap();
+    let finished_after_cut = cut.elapsed();
+    let result = result.unwrap().first().copied().unwrap();
+    assert!((result - expected).abs() < 1e-12, "{result} vs {expected}");
+    assert!(took > Duration::from_millis(300), "the computation ended before the cut");
+    eprintln!(
+        "cut detected after {detected:?}; computation finished {finished_after_cut:?} after the cut ({took:?} in all)"
+    );
+
+    ns.link(true);
+    let rejoined = wait_for("the worker rejoining", Duration::from_secs(30), || client.workers().len() == 2);
+    eprintln!("the worker rejoined {rejoined:?} after the link came back");
+    assert!(client.workers().iter().any(|w| w.name == "inside"));
+    // And it takes work again.
+    let again = compute_with(&y, &client).unwrap().first().copied().unwrap();
+    assert!((again - expected).abs() < 1e-12);
+}
