@@ -21,6 +21,21 @@ use tokio::runtime::Runtime;
 use crate::comm::{self, CommError, Outgoing, PacketReader, PeerPool, Sender, value_from_wire, values_to_wire};
 use crate::worker::strip_scheme;
 
+/// How busy a cluster is (see [`Client::cluster_load`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClusterLoad {
+    /// Ready root tasks waiting in the scheduler for a worker slot.
+    pub queued: u64,
+    /// Tasks assigned to workers and not finished.
+    pub processing: u64,
+    /// Tasks waiting for inputs.
+    pub waiting: u64,
+    /// Workers (including retiring ones).
+    pub workers: u64,
+    /// Threads of the workers that take new work.
+    pub threads: u64,
+}
+
 /// Where a key stands, as this client knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyStatus {
@@ -49,7 +64,12 @@ pub(crate) struct State {
     refusals: Vec<String>,
     closed: Option<String>,
     id: Option<ClientId>,
+    /// Keys asked about with [`REFRESH`] questions, oldest first.
+    refreshing: std::collections::VecDeque<Vec<Key>>,
 }
+
+/// The request id of the client's own where-is-it-now questions after a worker left.
+const REFRESH: u64 = u64::MAX;
 
 pub(crate) struct Inner {
     /// Always `Some` until dropped (taken in `Drop` to shut down without blocking).
@@ -179,6 +199,25 @@ impl Client {
     pub fn worker_memory(&self) -> Result<Vec<MemoryReport>, ComputeError> {
         match self.ask(|request| ClientToScheduler::WorkerMemory { request })? {
             SchedulerToClient::WorkerMemory { workers, .. } => Ok(workers),
+            other => Err(ComputeError::Scheduler(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Retires workers without losing data: they get no new work, their unique results are
+    /// copied to other workers, then they leave (Dask's `retire_workers`).
+    pub fn retire_workers(&self, workers: &[WorkerId]) {
+        self.send(ClientToScheduler::RetireWorkers { workers: workers.to_vec() });
+    }
+
+    /// How busy the cluster is now.
+    ///
+    /// # Errors
+    /// A lost connection.
+    pub fn cluster_load(&self) -> Result<ClusterLoad, ComputeError> {
+        match self.ask(|request| ClientToScheduler::ClusterLoad { request })? {
+            SchedulerToClient::ClusterLoad { queued, processing, waiting, workers, threads, .. } => {
+                Ok(ClusterLoad { queued, processing, waiting, workers, threads })
+            }
             other => Err(ComputeError::Scheduler(format!("unexpected answer {other:?}"))),
         }
     }
@@ -495,6 +534,7 @@ impl Inner {
     }
 
     fn receive(&self, messages: Vec<SchedulerToClient>) {
+        let mut refresh: Vec<Key> = Vec::new();
         let mut state = self.lock();
         for message in messages {
             match message {
@@ -507,12 +547,18 @@ impl Inner {
                 }
                 SchedulerToClient::WorkerRemoved(id) => {
                     state.workers.remove(&id);
-                    for entry in state.keys.values_mut() {
+                    let mut orphaned = Vec::new();
+                    for (key, entry) in state.keys.iter_mut() {
                         entry.holders.retain(|h| *h != id);
                         if entry.status == KeyStatus::Finished && entry.holders.is_empty() {
-                            // The scheduler recomputes it and reports again.
+                            // Either copied elsewhere (retirement) or lost and recomputed (the
+                            // scheduler then reports it again): ask where it is now.
                             entry.status = KeyStatus::Pending;
+                            orphaned.push(key.clone());
                         }
+                    }
+                    if !orphaned.is_empty() {
+                        refresh.extend(orphaned);
                     }
                 }
                 SchedulerToClient::InMemory { key, holders, .. } => {
@@ -531,7 +577,20 @@ impl Inner {
                         entry.status = KeyStatus::Cancelled(reason);
                     }
                 }
+                SchedulerToClient::WhoHas { request, holders } if request == REFRESH => {
+                    let keys = state.refreshing.pop_front().unwrap_or_default();
+                    for (key, holders) in keys.into_iter().zip(holders) {
+                        if let Some(entry) = state.keys.get_mut(&key)
+                            && entry.status == KeyStatus::Pending
+                            && !holders.is_empty()
+                        {
+                            entry.status = KeyStatus::Finished;
+                            entry.holders = holders;
+                        }
+                    }
+                }
                 SchedulerToClient::Dataset { request, .. }
+                | SchedulerToClient::ClusterLoad { request, .. }
                 | SchedulerToClient::WorkerMemory { request, .. }
                 | SchedulerToClient::Datasets { request, .. }
                 | SchedulerToClient::WhoHas { request, .. } => {
@@ -547,6 +606,11 @@ impl Inner {
                     state.closed = Some(format!("the cluster shut down: {reason}"));
                 }
             }
+        }
+        if !refresh.is_empty() {
+            // Answers come back in order, so a queue matches them to their questions.
+            state.refreshing.push_back(refresh.clone());
+            self.send(ClientToScheduler::WhoHas { request: REFRESH, keys: refresh });
         }
         drop(state);
         self.changed.notify_all();

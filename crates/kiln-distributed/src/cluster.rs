@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_graph::ComputeError;
@@ -114,16 +115,43 @@ impl LocalClusterBuilder {
             .block_on(SchedulerServer::start("127.0.0.1:0", self.server.clone()))
             .map_err(|e| ClusterError::Start(e.to_string()))?;
         let address = server.address().to_string();
-        let mut cluster =
-            LocalCluster { runtime, server, address, workers: Vec::new(), builder: self.clone(), next_name: 0 };
-        cluster.scale(self.workers)?;
-        Ok(cluster)
+        let control = Client::connect(&address)?;
+        let shared = Arc::new(Shared {
+            runtime,
+            server,
+            address,
+            builder: self.clone(),
+            pool: Mutex::new(Pool { workers: Vec::new(), next_name: 0 }),
+            control,
+        });
+        shared.scale(self.workers)?;
+        Ok(LocalCluster { shared, adaptive: Mutex::new(None) })
     }
 }
 
 enum LocalWorker {
     Process(Child),
     Thread(WorkerHandle),
+}
+
+struct Pool {
+    workers: Vec<(String, LocalWorker)>,
+    next_name: usize,
+}
+
+struct Shared {
+    runtime: Runtime,
+    server: SchedulerServer,
+    address: String,
+    builder: LocalClusterBuilder,
+    pool: Mutex<Pool>,
+    /// The cluster's own connection: waits for workers, retires them, watches the load.
+    control: Client,
+}
+
+struct Adaptive {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// A scheduler and workers on this machine (Dask's `LocalCluster`).
@@ -135,12 +163,8 @@ enum LocalWorker {
 /// assert_eq!(client.workers().len(), 2);
 /// ```
 pub struct LocalCluster {
-    runtime: Runtime,
-    server: SchedulerServer,
-    address: String,
-    workers: Vec<LocalWorker>,
-    builder: LocalClusterBuilder,
-    next_name: usize,
+    shared: Arc<Shared>,
+    adaptive: Mutex<Option<Adaptive>>,
 }
 
 impl LocalCluster {
@@ -151,7 +175,7 @@ impl LocalCluster {
 
     /// The scheduler's address, `tcp://127.0.0.1:port`.
     pub fn address(&self) -> String {
-        format!("tcp://{}", self.address)
+        format!("tcp://{}", self.shared.address)
     }
 
     /// A new client connected to this cluster.
@@ -159,40 +183,147 @@ impl LocalCluster {
     /// # Errors
     /// The scheduler cannot be reached.
     pub fn client(&self) -> Result<Client, ComputeError> {
-        Client::connect(&self.address)
+        Client::connect(&self.shared.address)
     }
 
-    /// Number of workers started by this cluster.
+    /// Number of workers started by this cluster and still running.
     pub fn worker_count(&self) -> usize {
-        self.workers.len()
+        self.shared.lock().workers.len()
     }
 
-    /// Grows or shrinks the cluster to `n` workers; waits until new workers have registered.
+    /// Grows or shrinks the cluster to `n` workers. New workers are waited for; leaving ones
+    /// are retired first (their unique results move to the others), so nothing is lost.
     ///
     /// # Errors
     /// Workers that do not start.
-    pub fn scale(&mut self, n: usize) -> Result<(), ClusterError> {
-        while self.workers.len() > n {
-            match self.workers.pop().expect("non-empty") {
-                LocalWorker::Process(mut child) => {
-                    terminate(&mut child);
+    pub fn scale(&self, n: usize) -> Result<(), ClusterError> {
+        self.shared.scale(n)
+    }
+
+    /// Lets the cluster size follow the load between `min` and `max` workers (Dask's
+    /// `adapt`): it grows as soon as queued and running work exceeds two tasks per thread,
+    /// and shrinks (retiring workers, losing nothing) only after the load has stayed low for
+    /// two seconds, so it does not flap. Replaces an earlier `adapt`.
+    pub fn adapt(&self, min: usize, max: usize) {
+        self.stop_adapting();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let shared = self.shared.clone();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || adapt_loop(&shared, min, max.max(min), &flag));
+        *self.adaptive.lock().unwrap_or_else(|p| p.into_inner()) = Some(Adaptive { stop, thread });
+    }
+
+    /// Stops adaptive scaling (the cluster keeps its current size).
+    pub fn stop_adapting(&self) {
+        if let Some(a) = self.adaptive.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            a.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = a.thread.join();
+        }
+    }
+
+    /// The OS process ids of worker processes (empty for thread workers).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared
+            .lock()
+            .workers
+            .iter()
+            .filter_map(|(_, w)| match w {
+                LocalWorker::Process(c) => Some(c.id()),
+                LocalWorker::Thread(_) => None,
+            })
+            .collect()
+    }
+
+    /// Stops workers and scheduler.
+    pub fn close(self) {}
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop_adapting();
+        self.shared.shutdown();
+    }
+}
+
+/// Checks the load five times a second and resizes the cluster.
+fn adapt_loop(shared: &Shared, min: usize, max: usize, stop: &std::sync::atomic::AtomicBool) {
+    let threads_per_worker = shared.builder.threads_per_worker.max(1) as f64;
+    let mut low_since: Option<std::time::Instant> = None;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(load) = shared.control.cluster_load() else { return };
+        let demand = (load.queued + load.processing + load.waiting) as f64;
+        let desired = ((demand / (2.0 * threads_per_worker)).ceil() as usize).clamp(min, max);
+        let current = shared.lock().workers.len();
+        if desired > current {
+            low_since = None;
+            tracing::info!("adaptive: {demand} tasks pending, scaling up from {current} to {desired} workers");
+            if let Err(e) = shared.scale(desired) {
+                tracing::warn!("adaptive: scaling up failed: {e}");
+            }
+        } else if desired < current {
+            let since = *low_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= Duration::from_secs(2) {
+                tracing::info!("adaptive: load low, scaling down from {current} to {desired} workers");
+                if let Err(e) = shared.scale(desired) {
+                    tracing::warn!("adaptive: scaling down failed: {e}");
                 }
-                LocalWorker::Thread(handle) => {
-                    handle.close("scaled down");
-                    self.runtime.block_on(handle.stopped());
+                low_since = None;
+            }
+        } else {
+            low_since = None;
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn scale(&self, n: usize) -> Result<(), ClusterError> {
+        let mut pool = self.lock();
+        if pool.workers.len() > n {
+            let leaving: Vec<(String, LocalWorker)> = pool.workers.drain(n..).collect();
+            let names: Vec<&str> = leaving.iter().map(|(name, _)| name.as_str()).collect();
+            let ids: Vec<u32> =
+                self.control.workers().into_iter().filter(|w| names.contains(&w.name.as_str())).map(|w| w.id).collect();
+            self.control.retire_workers(&ids);
+            for (_, worker) in leaving {
+                match worker {
+                    LocalWorker::Process(mut child) => {
+                        // Retirement ends with the scheduler telling it to leave.
+                        if !wait_child(&mut child, Duration::from_secs(60)) {
+                            terminate(&mut child);
+                        }
+                    }
+                    LocalWorker::Thread(handle) => {
+                        let stopped = self.runtime.block_on(async {
+                            tokio::time::timeout(Duration::from_secs(60), handle.stopped()).await.is_ok()
+                        });
+                        if !stopped {
+                            handle.close("retirement timed out");
+                        }
+                    }
                 }
             }
+            // Return once the scheduler has let them go.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while self.control.workers().iter().any(|w| ids.contains(&w.id)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            return Ok(());
         }
-        if self.workers.len() == n {
+        if pool.workers.len() == n {
             return Ok(());
         }
         let binary = match self.builder.mode {
             WorkerMode::Processes => Some(find_binary(self.builder.binary.as_deref())?),
             WorkerMode::Threads => None,
         };
-        while self.workers.len() < n {
-            let name = format!("local-{}", self.next_name);
-            self.next_name += 1;
+        while pool.workers.len() < n {
+            let name = format!("local-{}", pool.next_name);
+            pool.next_name += 1;
             let worker = match &binary {
                 Some(binary) => {
                     let child = Command::new(binary)
@@ -215,57 +346,44 @@ impl LocalCluster {
                     let mut config = WorkerConfig::new(&self.address);
                     config.nthreads = self.builder.threads_per_worker;
                     config.memory_limit = self.builder.memory_limit;
-                    config.name = Some(name);
+                    config.name = Some(name.clone());
                     let handle =
                         self.runtime.block_on(start_worker(config)).map_err(|e| ClusterError::Start(e.to_string()))?;
                     LocalWorker::Thread(handle)
                 }
             };
-            self.workers.push(worker);
+            pool.workers.push((name, worker));
         }
-        // Wait until the scheduler sees them all.
-        let client = self.client()?;
-        client
-            .wait_for_workers(n, self.builder.start_timeout)
-            .map_err(|e| ClusterError::Start(format!("workers did not register: {e}")))?;
-        Ok(())
+        let names: Vec<String> = pool.workers.iter().map(|(n, _)| n.clone()).collect();
+        drop(pool);
+        // Wait until the scheduler lists every worker of ours.
+        let deadline = std::time::Instant::now() + self.builder.start_timeout;
+        loop {
+            let listed = self.control.workers();
+            if names.iter().all(|n| listed.iter().any(|w| &w.name == n)) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(ClusterError::Start(format!(
+                    "workers did not register within {:?} (listed: {})",
+                    self.builder.start_timeout,
+                    listed.len()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
-    /// The OS process ids of worker processes (empty for thread workers).
-    pub fn worker_pids(&self) -> Vec<u32> {
-        self.workers
-            .iter()
-            .filter_map(|w| match w {
-                LocalWorker::Process(c) => Some(c.id()),
-                LocalWorker::Thread(_) => None,
-            })
-            .collect()
-    }
-
-    /// Stops workers and scheduler.
-    pub fn close(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
+    fn shutdown(&self) {
         self.server.stop("the local cluster is closing");
-        for worker in self.workers.drain(..) {
+        let workers: Vec<(String, LocalWorker)> = self.lock().workers.drain(..).collect();
+        for (_, worker) in workers {
             match worker {
                 LocalWorker::Process(mut child) => {
                     // The scheduler's Close makes it exit; do not wait forever for it.
-                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                    loop {
-                        match child.try_wait() {
-                            Ok(Some(_)) => break,
-                            Ok(None) if std::time::Instant::now() < deadline => {
-                                std::thread::sleep(Duration::from_millis(10))
-                            }
-                            _ => {
-                                let _ = child.kill();
-                                let _ = child.wait();
-                                break;
-                            }
-                        }
+                    if !wait_child(&mut child, Duration::from_secs(5)) {
+                        let _ = child.kill();
+                        let _ = child.wait();
                     }
                 }
                 LocalWorker::Thread(handle) => {
@@ -281,9 +399,15 @@ impl LocalCluster {
     }
 }
 
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        self.shutdown();
+/// Waits for a child to exit; `false` on timeout.
+fn wait_child(child: &mut Child, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => return false,
+        }
     }
 }
 

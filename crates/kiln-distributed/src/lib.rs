@@ -22,7 +22,7 @@ pub mod server;
 pub mod store;
 pub mod worker;
 
-pub use client::{Client, KeyStatus};
+pub use client::{Client, ClusterLoad, KeyStatus};
 pub use cluster::{ClusterError, LocalCluster, LocalClusterBuilder, WorkerMode, run_worker_if_requested};
 pub use futures::{AsCompleted, Future};
 pub use server::{SchedulerServer, ServerConfig};

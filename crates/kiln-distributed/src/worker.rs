@@ -165,6 +165,7 @@ enum CoreEvent {
     Done { key: Key, seq: u64, result: Option<Result<Value, TaskError>>, duration: Duration },
     Fetched { holder: WorkerId, values: Vec<(Key, Value)>, missing: Vec<Key> },
     Received(Vec<(Key, u64)>),
+    Acquired(Vec<(Key, Value)>),
     Heartbeat,
     MemoryCheck,
     Close(String),
@@ -430,6 +431,15 @@ impl Core {
                     CoreEvent::Done { key, seq, result, duration } => self.done(key, seq, result, duration),
                     CoreEvent::Fetched { holder, values, missing } => self.fetched(holder, values, missing),
                     CoreEvent::Received(entries) => self.send(WorkerToScheduler::Received { entries }),
+                    CoreEvent::Acquired(values) => {
+                        let mut entries = Vec::with_capacity(values.len());
+                        for (key, value) in values {
+                            let nbytes = CodecRegistry::global().nbytes(&value).unwrap_or(64) as u64;
+                            self.store.insert(key.clone(), value, nbytes);
+                            entries.push((key, nbytes));
+                        }
+                        self.send(WorkerToScheduler::Received { entries });
+                    }
                     CoreEvent::Heartbeat => {
                         let stats = self.store.stats();
                         self.send(WorkerToScheduler::Heartbeat {
@@ -540,6 +550,7 @@ impl Core {
                     }
                 }
             }
+            SchedulerToWorker::Acquire { keys } => self.acquire(keys),
             SchedulerToWorker::Steal { key } => {
                 let stolen = self.give_up(&key);
                 self.send(WorkerToScheduler::StealResponse { key, stolen });
@@ -685,6 +696,33 @@ impl Core {
                     });
                 }
             }
+        }
+    }
+
+    /// Copies values from other workers (a retiring worker's results) and keeps them.
+    fn acquire(&mut self, keys: Vec<(Key, Vec<WorkerId>)>) {
+        let mut by_holder: HashMap<WorkerId, Vec<Key>> = HashMap::new();
+        for (key, holders) in keys {
+            if let Some(h) = holders.into_iter().find(|h| self.peers.contains_key(h)) {
+                by_holder.entry(h).or_default().push(key);
+            }
+        }
+        for (holder, keys) in by_holder {
+            let address = self.peers[&holder].clone();
+            let pool = self.pool.clone();
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                let request = PeerRequest::Get { request: pool.request_id(), keys };
+                match pool.request(&address, request, Vec::new()).await {
+                    Ok((PeerReply::Data { values, missing, .. }, frames)) => {
+                        let (values, _) = decode_values(values, missing, &frames);
+                        let _ = events.send(CoreEvent::Acquired(values));
+                    }
+                    Ok((other, _)) => tracing::warn!("unexpected reply from {address}: {other:?}"),
+                    // The scheduler asks again if the copy is still needed.
+                    Err(e) => tracing::warn!("copying from {address} failed: {e}"),
+                }
+            });
         }
     }
 

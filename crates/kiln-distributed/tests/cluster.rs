@@ -338,3 +338,60 @@ fn idle_workers_steal_work_pinned_to_one_worker() {
     assert!(with.iter().filter(|&&n| n > 0).count() >= 2, "stealing spreads the work: {with:?}");
     assert!(*with.iter().max().unwrap() < 24, "{with:?}");
 }
+
+#[test]
+fn scaling_down_retires_workers_without_losing_results() {
+    if std::env::var("KILN_TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter("debug").try_init();
+    }
+    register();
+    let cluster = LocalCluster::builder().workers(3).mode(WorkerMode::Threads).start().unwrap();
+    let client = cluster.client().unwrap();
+    // Slow enough that every worker computes (and holds) some of them.
+    let parts = client.map(&slow(), 0..30i64).unwrap();
+    client.wait(&parts).unwrap();
+    let holders = client.who_has(&parts.iter().map(|p| p.key().clone()).collect::<Vec<_>>()).unwrap();
+    let distinct: std::collections::BTreeSet<u32> = holders.iter().flatten().copied().collect();
+    assert!(distinct.len() >= 2, "results should be spread: {holders:?}");
+    cluster.scale(1).unwrap();
+    assert_eq!(cluster.worker_count(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.workers().len() != 1 {
+        assert!(std::time::Instant::now() < deadline, "the retired workers are still listed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Every result survived the retirement and is still where the scheduler says.
+    assert_eq!(client.gather(&parts).unwrap(), (0..30).collect::<Vec<i64>>());
+    cluster.scale(2).unwrap();
+    client.wait_for_workers(2, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn adaptive_scaling_grows_under_a_burst_and_shrinks_when_idle() {
+    register();
+    let cluster = LocalCluster::builder().workers(1).mode(WorkerMode::Threads).start().unwrap();
+    let client = cluster.client().unwrap();
+    cluster.adapt(1, 3);
+    let nap = func1("nap", |x: &i64| {
+        std::thread::sleep(Duration::from_millis(30));
+        *x
+    })
+    .portable("test.nap");
+    KernelRegistry::global().register_instance(nap.kernel());
+    let burst = client.map(&nap, 0..120i64).unwrap();
+    let mut peak = 0;
+    while !burst.iter().all(|f| f.done()) {
+        peak = peak.max(client.workers().len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(client.gather(&burst).unwrap(), (0..120).collect::<Vec<i64>>());
+    assert!(peak >= 2, "the cluster did not grow under the burst (peak {peak} workers)");
+    drop(burst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while cluster.worker_count() > 1 {
+        assert!(std::time::Instant::now() < deadline, "the cluster did not shrink when idle");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.stop_adapting();
+    assert_eq!(client.submit(inc().call(1)).unwrap().result().unwrap(), 2);
+}

@@ -149,6 +149,17 @@ pub enum ClientToScheduler {
         /// Matches the answer to the question.
         request: u64,
     },
+    /// Retires workers gracefully: they get no new work, their unique results are copied to
+    /// other workers, then they are told to leave. Nothing is lost.
+    RetireWorkers {
+        /// The workers.
+        workers: Vec<WorkerId>,
+    },
+    /// Asks how busy the cluster is; answered by [`SchedulerToClient::ClusterLoad`].
+    ClusterLoad {
+        /// Matches the answer to the question.
+        request: u64,
+    },
     /// Stops the whole cluster (workers and scheduler).
     ShutdownCluster,
 }
@@ -234,6 +245,21 @@ pub enum SchedulerToClient {
         request: u64,
         /// Holders, in the order asked.
         holders: Vec<Vec<WorkerId>>,
+    },
+    /// The answer to [`ClientToScheduler::ClusterLoad`].
+    ClusterLoad {
+        /// The question's id.
+        request: u64,
+        /// Ready root tasks waiting in the scheduler for a worker slot.
+        queued: u64,
+        /// Tasks assigned to workers and not finished.
+        processing: u64,
+        /// Tasks waiting for inputs.
+        waiting: u64,
+        /// Workers (including retiring ones).
+        workers: u64,
+        /// Threads of the workers that take new work.
+        threads: u64,
     },
     /// The answer to [`ClientToScheduler::WorkerMemory`].
     WorkerMemory {
@@ -345,6 +371,12 @@ pub enum SchedulerToWorker {
     Steal {
         /// The task.
         key: Key,
+    },
+    /// Fetch these values from the workers named and keep them (a retiring worker's unique
+    /// results moving here); each arrival is reported with [`WorkerToScheduler::Received`].
+    Acquire {
+        /// Keys and the workers that hold them.
+        keys: Vec<(Key, Vec<WorkerId>)>,
     },
     /// Forget these results (or tasks not started yet).
     Free {

@@ -203,6 +203,12 @@ pub struct SchedulerState {
     steals: FxHashMap<u32, WorkerId>,
     /// Tasks moved by stealing (for reports and tests).
     stolen: u64,
+    /// Workers being retired: no new work; their unique results move elsewhere first.
+    retiring: BTreeSet<WorkerId>,
+    /// Retired workers told to leave.
+    closing: BTreeSet<WorkerId>,
+    /// Results being copied off retiring workers: task → the worker fetching it.
+    replicating: FxHashMap<u32, WorkerId>,
 }
 
 fn hash_key(key: &Key) -> u64 {
@@ -234,6 +240,9 @@ impl SchedulerState {
             roots_added: false,
             steals: FxHashMap::default(),
             stolen: 0,
+            retiring: BTreeSet::new(),
+            closing: BTreeSet::new(),
+            replicating: FxHashMap::default(),
         }
     }
 
@@ -396,6 +405,9 @@ impl SchedulerState {
         self.idle.remove(&id);
         // Steals from or to this worker will never be answered.
         self.steals.retain(|t, thief| *thief != id && !worker.processing.contains(t));
+        self.retiring.remove(&id);
+        self.closing.remove(&id);
+        self.replicating.retain(|_, target| *target != id);
         for w in self.workers.values() {
             self.commands.push(Command::Worker(w.info.id, SchedulerToWorker::WorkerRemoved(id)));
         }
@@ -513,7 +525,7 @@ impl SchedulerState {
         let thieves: Vec<WorkerId> = self
             .workers
             .values()
-            .filter(|w| w.processing.len() < w.info.nthreads.max(1) as usize)
+            .filter(|w| w.processing.len() < w.info.nthreads.max(1) as usize && !self.retiring.contains(&w.info.id))
             .map(|w| w.info.id)
             .collect();
         for thief in thieves {
@@ -724,6 +736,29 @@ impl SchedulerState {
                     })
                     .collect();
                 self.commands.push(Command::Client(client, SchedulerToClient::WorkerMemory { request, workers }));
+            }
+            ClientToScheduler::RetireWorkers { workers } => self.retire_workers(&workers),
+            ClientToScheduler::ClusterLoad { request } => {
+                let live = self.tasks.iter().filter(|t| t.live);
+                let waiting = live.filter(|t| t.state == TaskState::Waiting).count() as u64;
+                let processing = self.workers.values().map(|w| w.processing.len() as u64).sum();
+                let threads = self
+                    .workers
+                    .values()
+                    .filter(|w| !self.retiring.contains(&w.info.id))
+                    .map(|w| w.info.nthreads as u64)
+                    .sum();
+                self.commands.push(Command::Client(
+                    client,
+                    SchedulerToClient::ClusterLoad {
+                        request,
+                        queued: self.queued.len() as u64,
+                        processing,
+                        waiting,
+                        workers: self.workers.len() as u64,
+                        threads,
+                    },
+                ));
             }
             ClientToScheduler::ShutdownCluster => {
                 self.shutdown_cluster(client);
@@ -1066,7 +1101,7 @@ impl SchedulerState {
         if !std::mem::take(&mut self.roots_added) || self.queued.is_empty() {
             return;
         }
-        let mut open: Vec<WorkerId> = self.workers.keys().copied().collect();
+        let mut open: Vec<WorkerId> = self.workers.keys().copied().filter(|w| !self.retiring.contains(w)).collect();
         while !open.is_empty() && !self.queued.is_empty() {
             open.retain(|&id| {
                 let Some(&(priority, t)) = self.queued.first() else { return false };
@@ -1083,6 +1118,9 @@ impl SchedulerState {
 
     /// Gives queued root tasks to worker `id` while it has room.
     fn fill_slots(&mut self, id: WorkerId) {
+        if self.retiring.contains(&id) {
+            return;
+        }
         loop {
             let Some(&(priority, t)) = self.queued.first() else { return };
             let Some(w) = self.workers.get(&id) else { return };
@@ -1117,22 +1155,32 @@ impl SchedulerState {
             }
         };
         let mut seen: SmallVec<[WorkerId; 8]> = SmallVec::new();
+        let mut any = false;
         for &d in &task.deps {
             for &w in &self.tasks[d as usize].who_has {
                 if !seen.contains(&w)
+                    && !self.retiring.contains(&w)
                     && let Some(worker) = self.workers.get(&w)
                 {
                     seen.push(w);
                     consider(worker);
+                    any = true;
                 }
             }
         }
         // Idle workers compete too: moving a little data beats waiting in a queue.
-        for w in self.idle.iter().take(8) {
+        for w in self.idle.iter().filter(|w| !self.retiring.contains(w)).take(8) {
             if !seen.contains(w)
                 && let Some(worker) = self.workers.get(w)
             {
                 consider(worker);
+                any = true;
+            }
+        }
+        if !any {
+            // Every holder is retiring: the least busy worker that is staying.
+            for w in self.workers.values().filter(|w| !self.retiring.contains(&w.info.id)) {
+                consider(w);
             }
         }
         match best {
@@ -1253,6 +1301,13 @@ impl SchedulerState {
     }
 
     fn add_replica(&mut self, t: u32, worker: WorkerId, nbytes: u64) {
+        if self.replicating.get(&t) == Some(&worker) {
+            self.replicating.remove(&t);
+            // Its bytes were counted when the copy was requested.
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.nbytes = w.nbytes.saturating_sub(nbytes);
+            }
+        }
         let task = &mut self.tasks[t as usize];
         if task.who_has.contains(&worker) {
             return;
@@ -1308,6 +1363,65 @@ impl SchedulerState {
             }
         }
         self.fill_after_event();
+        if !self.retiring.is_empty() {
+            self.advance_retirements();
+        }
+    }
+
+    /// Retires workers: no new work goes to them, their unique results are copied to workers
+    /// that stay, then they are told to leave. A worker is not retired while it is the only
+    /// one left to hold data.
+    pub fn retire_workers(&mut self, ids: &[WorkerId]) {
+        for &id in ids {
+            if self.workers.contains_key(&id) {
+                self.retiring.insert(id);
+                self.idle.remove(&id);
+            }
+        }
+        self.advance_retirements();
+    }
+
+    fn advance_retirements(&mut self) {
+        let staying: Vec<WorkerId> = self.workers.keys().copied().filter(|w| !self.retiring.contains(w)).collect();
+        let retiring: Vec<WorkerId> = self.retiring.iter().copied().filter(|w| !self.closing.contains(w)).collect();
+        for id in retiring {
+            let w = &self.workers[&id];
+            let unique: Vec<u32> = w
+                .has_what
+                .iter()
+                .copied()
+                .filter(|&t| {
+                    let task = &self.tasks[t as usize];
+                    task.who_has.len() == 1 && (!task.wanted_by.is_empty() || task.waiters > 0)
+                })
+                .collect();
+            if unique.is_empty() && w.processing.is_empty() {
+                self.closing.insert(id);
+                let reason = "retired: its results are held elsewhere".to_string();
+                self.commands.push(Command::Worker(id, SchedulerToWorker::Close { reason }));
+                continue;
+            }
+            if staying.is_empty() {
+                continue;
+            }
+            let mut batches: BTreeMap<WorkerId, Vec<(Key, Vec<WorkerId>)>> = BTreeMap::new();
+            for t in unique {
+                if self.replicating.contains_key(&t) {
+                    continue;
+                }
+                // The staying worker holding the fewest bytes takes it.
+                let target = *staying.iter().min_by_key(|w| self.workers[*w].nbytes).expect("non-empty");
+                self.replicating.insert(t, target);
+                if let Some(tw) = self.workers.get_mut(&target) {
+                    // Counted now so the next pick spreads the load.
+                    tw.nbytes += self.tasks[t as usize].nbytes;
+                }
+                batches.entry(target).or_default().push((self.tasks[t as usize].key.clone(), vec![id]));
+            }
+            for (target, keys) in batches {
+                self.commands.push(Command::Worker(target, SchedulerToWorker::Acquire { keys }));
+            }
+        }
     }
 
     /// Nobody wants `t` and no active dependent needs it: stop computing it or free it.
@@ -1648,6 +1762,11 @@ impl SchedulerState {
                 if !live(t) || !self.tasks[t as usize].wanted_by.contains(c) {
                     return Err(format!("client {c} wants slot {t} that does not name it"));
                 }
+            }
+        }
+        for (&t, target) in &self.replicating {
+            if !live(t) || !self.workers.contains_key(target) {
+                return Err(format!("copy of slot {t} to worker {target} refers to a forgotten task or worker"));
             }
         }
         for (&t, thief) in &self.steals {

@@ -595,3 +595,58 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     assert!(per_worker.iter().filter(|&&n| n > 0).count() == 3, "{per_worker:?}");
     assert_eq!(per_worker.iter().sum::<usize>(), 30);
 }
+
+#[test]
+fn retiring_a_worker_moves_its_unique_results_first() {
+    let mut sim = Sim::new(3, 1);
+    let specs: Vec<TaskSpec> = (0..12).map(root).collect();
+    let keys: Vec<Key> = specs.iter().map(|s| s.key.clone()).collect();
+    submit(&mut sim, &specs, keys.clone());
+    let mut rng = Rng(11);
+    while sim.step(&mut rng) {}
+    let victim = 0;
+    let held_by_victim: Vec<Key> = keys.iter().filter(|k| sim.s.who_has(k) == vec![victim]).cloned().collect();
+    assert!(!held_by_victim.is_empty());
+    sim.s.retire_workers(&[victim]);
+    let commands = sim.s.take_commands();
+    let mut acquires = 0;
+    for command in commands {
+        match command {
+            Command::Worker(target, SchedulerToWorker::Acquire { keys }) => {
+                assert_ne!(target, victim);
+                for (key, holders) in keys {
+                    assert_eq!(holders, vec![victim]);
+                    let value = sim.workers[&victim].held[&key];
+                    sim.workers.get_mut(&target).unwrap().held.insert(key.clone(), value);
+                    sim.s.worker_message(target, WorkerToScheduler::Received { entries: vec![(key, 8)] }, 0);
+                    acquires += 1;
+                }
+            }
+            Command::Worker(w, SchedulerToWorker::Close { .. }) => panic!("worker {w} closed before its data moved"),
+            _ => {}
+        }
+    }
+    assert_eq!(acquires, held_by_victim.len());
+    // With every result copied, the worker is told to leave; removing it loses nothing.
+    let closes: Vec<WorkerId> = sim
+        .s
+        .take_commands()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Worker(w, SchedulerToWorker::Close { .. }) => Some(w),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closes, vec![victim]);
+    sim.workers.remove(&victim);
+    sim.s.remove_worker(victim, "retired");
+    sim.pump();
+    for key in &keys {
+        assert_eq!(sim.s.task_state(key), Some(TaskState::Memory), "{key} was lost");
+    }
+    // New work avoids nothing now; it simply goes to the remaining workers.
+    let more: Vec<TaskSpec> = (100..104).map(root).collect();
+    submit(&mut sim, &more, more.iter().map(|s| s.key.clone()).collect());
+    while sim.step(&mut rng) {}
+    assert!(more.iter().all(|s| sim.s.task_state(&s.key) == Some(TaskState::Memory)));
+}
