@@ -231,3 +231,29 @@ fn a_worker_spills_three_times_its_memory_limit_and_stays_under_it() {
     assert!(report.managed + report.spilled >= x.nbytes() as u64, "{report:?}");
     assert!(report.spilled >= x.nbytes() as u64 / 2, "{report:?}");
 }
+
+#[test]
+fn a_persisted_chunk_whose_only_holder_is_killed_is_recomputed() {
+    let cluster = LocalCluster::builder().workers(2).binary(KILN).start().unwrap();
+    let client = cluster.client().unwrap();
+    let x = RandomState::new(17).random(&[2000, 2000], [500, 500]);
+    let persisted = client.persist(&x).unwrap();
+    let expected = compute_with(&x.sum(), &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let first = compute_with(&persisted.sum(), &client).unwrap().first().copied().unwrap();
+    assert!((first - expected).abs() <= 1e-9 * expected.abs());
+    // Both workers hold chunks; kill one: its chunks exist nowhere else.
+    let (graph, _) = kiln::graph::collection::graph_of(&persisted).unwrap();
+    let keys: Vec<kiln::Key> = graph.keys().to_vec();
+    let victim_id = client.workers().into_iter().find(|w| w.name == "local-0").unwrap().id;
+    let only_there = client.who_has(&keys).unwrap().into_iter().filter(|h| h == &vec![victim_id]).count();
+    assert!(only_there > 0, "the victim holds no chunk alone");
+    let victim = cluster.worker_pids()[0];
+    assert!(Command::new("kill").args(["-KILL", &victim.to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.workers().len() != 1 {
+        assert!(Instant::now() < deadline, "the dead worker is still listed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let again = compute_with(&persisted.sum(), &client).unwrap().first().copied().unwrap();
+    assert!((again - expected).abs() <= 1e-9 * expected.abs(), "{again} vs {expected}");
+}

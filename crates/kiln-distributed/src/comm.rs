@@ -208,6 +208,24 @@ pub type Sender<M> = mpsc::UnboundedSender<Outgoing<M>>;
 /// Most messages drained into one packet.
 const MAX_BATCH: usize = 8192;
 
+/// A peer that has not taken our bytes for this long has stopped reading: the connection is
+/// dropped rather than queueing without bound.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn write_all_timed(half: &mut OwnedWriteHalf, bytes: &[u8], peer: &str) -> bool {
+    match tokio::time::timeout(WRITE_TIMEOUT, half.write_all(bytes)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!("connection to {peer} lost while writing: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("{peer} stopped reading for {WRITE_TIMEOUT:?}; dropping the connection");
+            false
+        }
+    }
+}
+
 /// Starts the writer task of a connection. It ends when every [`Sender`] is dropped (after
 /// flushing) or the socket fails.
 pub fn spawn_writer<M: Serialize + Send + 'static>(mut half: OwnedWriteHalf, peer: String) -> Sender<M> {
@@ -232,12 +250,12 @@ pub fn spawn_writer<M: Serialize + Send + 'static>(mut half: OwnedWriteHalf, pee
                         buf.extend_from_slice(&packet_prefix(header.len(), frames.iter().map(|f| f.len())));
                         buf.extend_from_slice(&header);
                         // Large payloads go straight to the socket, never copied into `buf`.
-                        if half.write_all(&buf).await.is_err() {
+                        if !write_all_timed(&mut half, &buf, &peer).await {
                             return;
                         }
                         buf.clear();
                         for frame in frames {
-                            if half.write_all(&frame).await.is_err() {
+                            if !write_all_timed(&mut half, &frame, &peer).await {
                                 return;
                             }
                         }
@@ -246,8 +264,7 @@ pub fn spawn_writer<M: Serialize + Send + 'static>(mut half: OwnedWriteHalf, pee
             }
             flush(&mut batch, &mut buf);
             if !buf.is_empty() {
-                if let Err(e) = half.write_all(&buf).await {
-                    tracing::debug!("connection to {peer} lost while writing: {e}");
+                if !write_all_timed(&mut half, &buf, &peer).await {
                     return;
                 }
                 buf.clear();
