@@ -1,0 +1,336 @@
+//! Distributed per-task overhead (issue 4): the foundation benchmark's graph — n trivial `inc`
+//! tasks feeding an 8-ary tree of sums — on a `LocalCluster` of 2 single-threaded worker
+//! processes on loopback, end to end from `compute` to the result (cluster start excluded), then
+//! the same graph on Dask's `distributed.LocalCluster(n_workers=2, threads_per_worker=1)`.
+//!
+//! Target: ≥ 100,000 tasks/s end to end (≤ 10 µs per task). The bench binary is its own worker
+//! program (`run_worker_if_requested`), so the workers know its portable kernels.
+//!
+//! `cargo run --release -p kiln-bench --bin distributed_overhead -- [--n 100000] [--repeat 3]
+//! [--workers 2] [--dask-n N] [--no-dask] [--pause-before-compute SECS] [--timeline]`
+//!
+//! `--pause-before-compute` prints the worker pids and sleeps before each compute, so that
+//! `perf record -g -p PID` can be attached to a worker. Each run reports the CPU time every
+//! thread group spent per task (from `/proc/*/task/*/schedstat`); `--timeline` also samples it
+//! every 5 ms and prints the cores each group used per 100 ms. Built with `--features mimalloc`,
+//! the program and its workers allocate with mimalloc (an allocator experiment; the `RESULT`
+//! line says which allocator ran).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_bench::{get, run_dask};
+use kiln_distributed::{LocalCluster, run_worker_if_requested};
+use kiln_graph::kernel::{func1, input, slice_kernel};
+use kiln_graph::portable::task_to_spec;
+use kiln_graph::{Arg, CodecRegistry, Graph, GraphBuilder, Kernel, KernelRegistry, Key, Scheduler, TaskId, Value};
+use kiln_local::{LocalScheduler, Progress};
+
+// With `--features mimalloc` the program, and so its worker processes, allocate with mimalloc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn inc_kernel() -> Arc<dyn Kernel> {
+    Arc::new(func1("inc", |x: &i64| x + 1).portable("bench.inc"))
+}
+
+fn add_kernel() -> Arc<dyn Kernel> {
+    Arc::new(
+        slice_kernel("add", |xs: &[Value]| {
+            let mut total = 1i64;
+            for i in 0..xs.len() {
+                total += input::<i64>(xs, i)?;
+            }
+            Ok(Value::new(total))
+        })
+        .portable("bench.add"),
+    )
+}
+
+/// The foundation graph of `overhead.rs`, with portable kernels.
+fn build(n: usize, fan_in: usize, inc: &Arc<dyn Kernel>, add: &Arc<dyn Kernel>) -> (Graph, TaskId) {
+    let mut g = GraphBuilder::with_capacity(n + n / (fan_in - 1) + 1);
+    let inc_name: Arc<str> = "inc".into();
+    let sum_name: Arc<str> = "sum".into();
+    let mut level: Vec<TaskId> = (0..n)
+        .map(|i| g.add(Key::from_shared(&inc_name, &[i as u32]), inc.clone(), [Arg::literal(i as i64)]).unwrap())
+        .collect();
+    let mut depth = 0u32;
+    while level.len() > 1 {
+        level = level
+            .chunks(fan_in)
+            .enumerate()
+            .map(|(j, group)| {
+                let key = Key::from_shared(&sum_name, &[depth, j as u32]);
+                g.add(key, add.clone(), group.iter().map(|&t| Arg::Task(t))).unwrap()
+            })
+            .collect();
+        depth += 1;
+    }
+    (g.build().unwrap(), level[0])
+}
+
+fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Peak RSS of another process (Linux `VmHWM`), in bytes.
+fn peak_rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// CPU time (seconds, from `schedstat`: nanosecond resolution) of every thread of process
+/// `pid`, by thread name.
+fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for entry in dir.flatten() {
+        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default().trim().to_string();
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
+        let ns: f64 = stat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        out.push((name, ns / 1e9));
+    }
+    out
+}
+
+/// CPU seconds per thread name, summed over the threads of these processes (workers' threads
+/// prefixed `worker:`).
+fn cpu_by_thread(own: u32, workers: &[u32]) -> BTreeMap<String, f64> {
+    let mut map = BTreeMap::new();
+    for (name, secs) in thread_cpu(own) {
+        *map.entry(name).or_insert(0.0) += secs;
+    }
+    for &w in workers {
+        for (name, secs) in thread_cpu(w) {
+            *map.entry(format!("worker:{name}")).or_insert(0.0) += secs;
+        }
+    }
+    map
+}
+
+/// Samples CPU use by thread group every 5 ms until `stop`, and returns (seconds since start,
+/// CPU seconds per group) samples: the shape of one compute.
+fn sample_timeline(
+    own: u32,
+    workers: Vec<u32>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(f64, BTreeMap<String, f64>)>> {
+    let body = move || {
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            samples.push((start.elapsed().as_secs_f64(), cpu_by_thread(own, &workers)));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        samples.push((start.elapsed().as_secs_f64(), cpu_by_thread(own, &workers)));
+        samples
+    };
+    std::thread::Builder::new().name("timeline".into()).spawn(body).expect("a sampler thread")
+}
+
+/// Prints CPU use (cores) of each thread group per `bucket` seconds, and when the workers'
+/// compute threads first ran.
+fn print_timeline(samples: &[(f64, BTreeMap<String, f64>)], bucket: f64) {
+    let group = |name: &str| -> &'static str {
+        match name {
+            "kiln-cluster" => "scheduler",
+            "kiln-client" => "client-io",
+            n if n.starts_with("worker:kiln-worker") => "w-compute",
+            n if n.starts_with("worker:") => "w-runtime",
+            "timeline" => "sampler",
+            _ => "main",
+        }
+    };
+    let totals = |m: &BTreeMap<String, f64>| {
+        let mut g: BTreeMap<&'static str, f64> = BTreeMap::new();
+        for (k, v) in m {
+            *g.entry(group(k)).or_insert(0.0) += v;
+        }
+        g
+    };
+    let Some(first) = samples.first() else { return };
+    let base = totals(&first.1);
+    if let Some((t, _)) = samples.iter().find(|(_, m)| {
+        totals(m).get("w-compute").copied().unwrap_or(0.0) > base.get("w-compute").copied().unwrap_or(0.0) + 1e-4
+    }) {
+        println!("    timeline: workers' compute threads first ran {:.0} ms after compute() was called", t * 1e3);
+    }
+    let mut prev = base;
+    let mut next_edge = bucket;
+    let mut prev_t = 0.0;
+    for (t, m) in samples.iter().skip(1) {
+        if *t + 1e-9 < next_edge && !std::ptr::eq(m, &samples.last().expect("non-empty").1) {
+            continue;
+        }
+        let now = totals(m);
+        let span = t - prev_t;
+        let line: Vec<String> = now
+            .iter()
+            .filter(|(k, _)| **k != "sampler")
+            .map(|(k, v)| format!("{k} {:.2}", (v - prev.get(k).copied().unwrap_or(0.0)) / span))
+            .collect();
+        println!("    {:5.0}-{:5.0} ms cores: {}", prev_t * 1e3, t * 1e3, line.join(", "));
+        prev = now;
+        prev_t = *t;
+        next_edge = t + bucket;
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Workers are this same program: the kernels must be registered before it turns into one.
+    let inc = inc_kernel();
+    let add = add_kernel();
+    KernelRegistry::global().register_instance(inc.clone());
+    KernelRegistry::global().register_instance(add.clone());
+    run_worker_if_requested();
+
+    let n: usize = arg("--n", 100_000);
+    let repeat: usize = arg("--repeat", 3).max(1);
+    let workers: usize = arg("--workers", 2);
+    let dask_n: usize = arg("--dask-n", n);
+    let pause: f64 = arg("--pause-before-compute", 0.0);
+    let no_dask = std::env::args().any(|a| a == "--no-dask");
+    let timeline = std::env::args().any(|a| a == "--timeline");
+
+    // The expected answer, from the local synchronous scheduler.
+    let (graph, root) = build(n, 8, &inc, &add);
+    let tasks = graph.len();
+    let expected = *LocalScheduler::synchronous().with_progress(Progress::Never).run(&graph, &[root])?[0]
+        .downcast_ref::<i64>()
+        .map_err(|_| "the root is not an i64")?;
+    // What the client does before sending, measured apart: ordering and converting every task
+    // to its portable form (a part of the end-to-end time below).
+    let t = Instant::now();
+    let prio = kiln_graph::order::order(&graph, &[root]);
+    let order_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let specs: Vec<_> =
+        graph.topological_order().iter().map(|&id| task_to_spec(&graph, id, CodecRegistry::global())).collect();
+    let to_spec_s = t.elapsed().as_secs_f64();
+    drop((prio, specs, graph));
+
+    let t = Instant::now();
+    let cluster =
+        LocalCluster::builder().workers(workers).threads_per_worker(1).binary(std::env::current_exe()?).start()?;
+    let client = cluster.client()?;
+    let start_s = t.elapsed().as_secs_f64();
+    println!(
+        "kiln cluster: {workers} worker processes x 1 thread started in {start_s:.2} s (pids {:?})",
+        cluster.worker_pids()
+    );
+
+    let mut build_times = Vec::new();
+    let mut run_times = Vec::new();
+    let mut cpu_per_task = Vec::new();
+    for rep in 0..repeat {
+        let t0 = Instant::now();
+        let (graph, root) = build(n, 8, &inc, &add);
+        let build_s = t0.elapsed().as_secs_f64();
+        if pause > 0.0 {
+            println!("worker pids {:?}; computing in {pause} s", cluster.worker_pids());
+            std::thread::sleep(Duration::from_secs_f64(pause));
+        }
+        let pids = cluster.worker_pids();
+        let cpu0 = cpu_by_thread(std::process::id(), &pids);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = timeline.then(|| sample_timeline(std::process::id(), pids.clone(), stop.clone()));
+        let t1 = Instant::now();
+        let out = Scheduler::compute(&client, &graph, &[root])?;
+        let run_s = t1.elapsed().as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let samples = sampler.map(|s| s.join().expect("the sampler thread"));
+        let cpu1 = cpu_by_thread(std::process::id(), &pids);
+        let value = *out[0].downcast_ref::<i64>().map_err(|_| "the root is not an i64")?;
+        assert_eq!(value, expected, "the cluster computes the same answer as the local scheduler");
+        println!(
+            "  run {}: build {build_s:.3} s, compute {run_s:.3} s = {:.0} tasks/s, {:.2} us/task",
+            rep + 1,
+            tasks as f64 / run_s,
+            run_s / tasks as f64 * 1e6
+        );
+        // Where the cores went during this compute, in CPU microseconds per task.
+        let mut spent: Vec<(String, f64)> = cpu1
+            .iter()
+            .map(|(name, &after)| (name.clone(), (after - cpu0.get(name).copied().unwrap_or(0.0)) / tasks as f64 * 1e6))
+            .filter(|(name, us)| *us > 0.0 && name != "timeline")
+            .collect();
+        spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total_cpu: f64 = spent.iter().map(|(_, us)| us).sum();
+        cpu_per_task.push(total_cpu);
+        println!(
+            "    CPU {total_cpu:.1} us/task over all threads: {}",
+            spent.iter().map(|(n, us)| format!("{n} {us:.1}")).collect::<Vec<_>>().join(", ")
+        );
+        if let Some(samples) = samples {
+            print_timeline(&samples, 0.1);
+        }
+        build_times.push(build_s);
+        run_times.push(run_s);
+        drop(graph);
+    }
+    let worker_rss: Vec<u64> = cluster.worker_pids().into_iter().map(peak_rss_of).collect();
+    drop(client);
+    cluster.close();
+
+    let best = run_times.iter().copied().fold(f64::MAX, f64::min);
+    let med = median(&run_times);
+    let build_s = median(&build_times);
+    let best_us = best / tasks as f64 * 1e6;
+    let med_us = med / tasks as f64 * 1e6;
+    let best_tps = tasks as f64 / best;
+    let met = best_tps >= 100_000.0;
+    println!(
+        "kiln distributed: {tasks} tasks; build {build_s:.3} s (median); compute best {best:.3} s = {best_tps:.0} tasks/s \
+         = {best_us:.2} us/task, median {med:.3} s = {med_us:.2} us/task; client-side order {order_s:.3} s + \
+         to-spec {to_spec_s:.3} s; worker peak RSS {:?} MB",
+        worker_rss.iter().map(|b| b / 1_000_000).collect::<Vec<_>>()
+    );
+    println!("target >= 100,000 tasks/s end to end: {}", if met { "met" } else { "MISSED" });
+    let allocator = if cfg!(feature = "mimalloc") { "mimalloc" } else { "system" };
+
+    let mut line = format!(
+        "RESULT tasks={tasks} result={expected} workers={workers} kiln_build_s={build_s:.3} kiln_best_s={best:.3} \
+         kiln_median_s={med:.3} kiln_tasks_per_s={best_tps:.0} kiln_us_per_task={best_us:.2} \
+         kiln_median_us_per_task={med_us:.2} kiln_order_s={order_s:.3} kiln_to_spec_s={to_spec_s:.3} \
+         kiln_cpu_us_per_task={:.1} allocator={allocator} target_met={met}",
+        median(&cpu_per_task)
+    );
+    if !no_dask {
+        match run_dask("dask_distributed_overhead.py", &["--n".into(), dask_n.to_string()]) {
+            Ok(d) => {
+                let dt = get(&d, "tasks").unwrap_or(f64::NAN);
+                if dask_n == n {
+                    assert_eq!(dt as usize, tasks, "both systems run the same graph");
+                    assert_eq!(get(&d, "result"), Some(expected as f64), "both systems agree");
+                }
+                let dask_us = get(&d, "best_s").unwrap_or(f64::NAN) / dt * 1e6;
+                println!(
+                    "dask distributed: {dt} tasks, {dask_us:.1} us/task ({:.0} tasks/s); kiln is {:.0}x faster per task",
+                    1e6 / dask_us,
+                    dask_us / best_us
+                );
+                line.push_str(&format!(
+                    " dask_tasks={dt} dask_us_per_task={dask_us:.1} dask_tasks_per_s={:.0} speedup={:.1}",
+                    1e6 / dask_us,
+                    dask_us / best_us
+                ));
+            }
+            Err(e) => println!("dask side skipped: {e}"),
+        }
+    }
+    println!("{line}");
+    Ok(())
+}
