@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use kiln_graph::kernel::REMOTE_KERNEL_ID;
 use kiln_graph::portable::task_to_spec;
 use kiln_graph::{CodecRegistry, ComputeError, Graph, Key, Scheduler, TaskError, TaskId, Value};
 use kiln_protocol::Role;
@@ -297,8 +296,7 @@ impl Client {
         let codecs = CodecRegistry::global();
         let mut tasks = Vec::with_capacity(graph.len());
         for &id in graph.topological_order() {
-            let kernel = graph.kernel(id);
-            if kernel.spec().is_some_and(|s| s.id == REMOTE_KERNEL_ID) {
+            if graph.kernel(id).is_remote() {
                 continue;
             }
             let spec = task_to_spec(graph, id, codecs).map_err(|e| ComputeError::Scheduler(e.to_string()))?;

@@ -6,6 +6,8 @@
 //! transparently the next time a task or a peer needs it.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -48,7 +50,7 @@ struct OnDisk {
 
 #[derive(Default)]
 struct Inner {
-    memory: HashMap<Key, InMemory>,
+    memory: FxHashMap<Key, InMemory>,
     /// Last use → key, oldest first.
     lru: BTreeMap<u64, Key>,
     disk: HashMap<Key, OnDisk>,
@@ -103,6 +105,10 @@ impl Store {
     /// A spill file that cannot be read or decoded (the value is then lost).
     pub fn get(&self, key: &Key) -> Result<Option<Value>, String> {
         let mut inner = self.lock();
+        if self.policy.limit == 0 {
+            // Nothing is ever spilled: no recency to keep.
+            return Ok(inner.memory.get(key).map(|e| e.value.clone()));
+        }
         inner.tick += 1;
         let tick = inner.tick;
         if let Some(entry) = inner.memory.get_mut(key) {
@@ -132,6 +138,10 @@ impl Store {
         inner.tick += 1;
         let tick = inner.tick;
         inner.managed += nbytes;
+        if self.policy.limit == 0 {
+            inner.memory.insert(key, InMemory { value, nbytes, tick });
+            return;
+        }
         inner.memory.insert(key.clone(), InMemory { value, nbytes, tick });
         inner.lru.insert(tick, key.clone());
         self.spill_over(&mut inner, self.policy.bytes(self.policy.target), Some(&key));

@@ -18,6 +18,7 @@ use kiln_protocol::messages::{
     ComputeTask, PeerReply, PeerRequest, Priority, SchedulerToWorker, TaskFailure, WorkerId, WorkerInfo,
     WorkerToScheduler,
 };
+use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -99,6 +100,8 @@ struct Queue {
     jobs: BinaryHeap<Job>,
     cancelled: HashSet<u64>,
     closed: bool,
+    /// Threads blocked waiting for a job: waking one costs a system call, so only then.
+    sleeping: usize,
 }
 
 /// Ready tasks, highest priority first, shared with the compute threads.
@@ -110,8 +113,13 @@ struct JobQueue {
 
 impl JobQueue {
     fn push(&self, job: Job) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).jobs.push(job);
-        self.ready.notify_one();
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        q.jobs.push(job);
+        let wake = q.sleeping > 0;
+        drop(q);
+        if wake {
+            self.ready.notify_one();
+        }
     }
     fn cancel(&self, seq: u64) {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).cancelled.insert(seq);
@@ -152,7 +160,9 @@ impl JobQueue {
             if q.closed {
                 return None;
             }
+            q.sleeping += 1;
             q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+            q.sleeping -= 1;
         }
     }
 }
@@ -283,11 +293,11 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         peers: HashMap::new(),
         pool: PeerPool::new(&address.to_string()),
         events: events_tx.clone(),
-        waiting: HashMap::new(),
-        fetch_waiters: HashMap::new(),
-        in_queue: HashMap::new(),
+        waiting: FxHashMap::default(),
+        fetch_waiters: FxHashMap::default(),
+        in_queue: FxHashMap::default(),
         next_seq: 0,
-        kernels: HashMap::new(),
+        kernels: FxHashMap::default(),
         paused: false,
         held: Vec::new(),
     };
@@ -373,14 +383,14 @@ struct Core {
     peers: HashMap<WorkerId, String>,
     pool: PeerPool,
     events: mpsc::UnboundedSender<CoreEvent>,
-    waiting: HashMap<Key, Waiting>,
+    waiting: FxHashMap<Key, Waiting>,
     /// Inputs being fetched → tasks waiting for them.
-    fetch_waiters: HashMap<Key, Vec<Key>>,
+    fetch_waiters: FxHashMap<Key, Vec<Key>>,
     /// Tasks handed to the threads and not reported yet, with their job sequence number.
-    in_queue: HashMap<Key, u64>,
+    in_queue: FxHashMap<Key, u64>,
     next_seq: u64,
     /// Resolved kernels by spec: most graphs use few distinct kernels.
-    kernels: HashMap<KernelSpec, Arc<dyn Kernel>>,
+    kernels: FxHashMap<KernelSpec, Arc<dyn Kernel>>,
     /// Memory is above the pause fraction: ready tasks wait in `held`.
     paused: bool,
     held: Vec<Job>,

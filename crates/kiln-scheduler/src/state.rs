@@ -197,6 +197,8 @@ pub struct SchedulerState {
     idle: BTreeSet<WorkerId>,
     /// Tasks that lost their last waiter during the current event.
     pending_release: Vec<u32>,
+    /// Results to free, per worker, sent when the event ends.
+    pending_free: BTreeMap<WorkerId, Vec<Key>>,
     /// Root tasks were queued during the current event.
     roots_added: bool,
     /// Steal requests in flight: task → the idle worker that will get it.
@@ -237,6 +239,7 @@ impl SchedulerState {
             stack: Vec::new(),
             idle: BTreeSet::new(),
             pending_release: Vec::new(),
+            pending_free: BTreeMap::new(),
             roots_added: false,
             steals: FxHashMap::default(),
             stolen: 0,
@@ -1241,7 +1244,7 @@ impl SchedulerState {
 
     fn finished(&mut self, worker: WorkerId, key: &Key, nbytes: u64, duration_us: u64) {
         let Some(t) = self.find(key) else {
-            self.commands.push(Command::Worker(worker, SchedulerToWorker::Free { keys: vec![key.clone()] }));
+            self.free_on(worker, key.clone());
             return;
         };
         let task = &self.tasks[t as usize];
@@ -1250,7 +1253,7 @@ impl SchedulerState {
                 self.add_replica(t, worker, nbytes);
             } else {
                 // A result nobody asked this worker for any more.
-                self.commands.push(Command::Worker(worker, SchedulerToWorker::Free { keys: vec![key.clone()] }));
+                self.free_on(worker, key.clone());
             }
             return;
         }
@@ -1355,6 +1358,11 @@ impl SchedulerState {
         }
     }
 
+    /// Queues `key` to be freed on `worker`; one `Free` per worker goes out when the event ends.
+    fn free_on(&mut self, worker: WorkerId, key: Key) {
+        self.pending_free.entry(worker).or_default().push(key);
+    }
+
     /// Ends an event: releases what became unneeded, then hands queued roots to workers.
     fn finish_event(&mut self) {
         while let Some(t) = self.pending_release.pop() {
@@ -1365,6 +1373,9 @@ impl SchedulerState {
         self.fill_after_event();
         if !self.retiring.is_empty() {
             self.advance_retirements();
+        }
+        for (worker, keys) in std::mem::take(&mut self.pending_free) {
+            self.commands.push(Command::Worker(worker, SchedulerToWorker::Free { keys }));
         }
     }
 
@@ -1435,7 +1446,7 @@ impl SchedulerState {
                 let w = task.processing_on;
                 let key = task.key.clone();
                 self.unassign(t);
-                self.commands.push(Command::Worker(w, SchedulerToWorker::Free { keys: vec![key] }));
+                self.free_on(w, key);
                 self.leave_active(t);
                 self.tasks[t as usize].state = TaskState::Released;
                 self.forget_if_unreferenced(t);
@@ -1465,7 +1476,7 @@ impl SchedulerState {
                 if let Some(worker) = self.workers.get_mut(&w) {
                     worker.has_what.remove(&t);
                     worker.nbytes = worker.nbytes.saturating_sub(nbytes);
-                    self.commands.push(Command::Worker(w, SchedulerToWorker::Free { keys: vec![key.clone()] }));
+                    self.free_on(w, key.clone());
                 }
             }
         }
@@ -1602,7 +1613,7 @@ impl SchedulerState {
                         let w = dep.processing_on;
                         let key = dep.key.clone();
                         self.unassign(d);
-                        self.commands.push(Command::Worker(w, SchedulerToWorker::Free { keys: vec![key] }));
+                        self.free_on(w, key);
                     }
                     self.queued.remove(&(priority, d));
                     self.no_worker.remove(&(priority, d));
