@@ -73,30 +73,44 @@ pub async fn connect(address: &str, role: Role, name: &str) -> Result<(TcpStream
     let mut stream = TcpStream::connect(address).await.map_err(io(format!("cannot connect to {address}")))?;
     stream.set_nodelay(true).map_err(io("set_nodelay"))?;
     stream.write_all(&encode_hello(&Hello::new(role, name))).await.map_err(io(format!("handshake with {address}")))?;
-    let mut buf = Vec::with_capacity(64);
-    let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        loop {
-            let mut chunk = [0u8; 256];
-            let n = stream.read(&mut chunk).await.map_err(io(format!("handshake with {address}")))?;
-            if n == 0 {
-                return Err(CommError::Closed(address.to_string()));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            match decode_reply(&buf) {
-                Ok(Some((reply, used))) => return Ok((reply, BytesMut::from(&buf[used..]))),
-                Ok(None) => {}
-                Err(source) => return Err(CommError::Protocol { peer: address.to_string(), source }),
-            }
-        }
-    })
-    .await
-    .map_err(|_| CommError::Timeout(address.to_string()))??;
+    let reply = read_handshake(&mut stream, address, decode_reply).await?;
     let (reply, leftover) = reply;
     match reply {
         // Bytes after the reply already belong to the first packets.
         Reply::Accepted => Ok((stream, leftover)),
         Reply::Refused(message) => Err(CommError::Refused { peer: address.to_string(), message }),
     }
+}
+
+/// A handshake decoder: `Ok(None)` while more bytes are needed, else the message and how many
+/// bytes it took.
+type HandshakeDecoder<T> = fn(&[u8]) -> Result<Option<(T, usize)>, ProtocolError>;
+
+/// Reads one handshake message within [`HANDSHAKE_TIMEOUT`]; bytes after it (the first packets)
+/// are returned for the packet reader.
+async fn read_handshake<T>(
+    stream: &mut TcpStream,
+    peer: &str,
+    decode: HandshakeDecoder<T>,
+) -> Result<(T, BytesMut), CommError> {
+    let mut buf = Vec::with_capacity(64);
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            let mut chunk = [0u8; 256];
+            let n = stream.read(&mut chunk).await.map_err(io(format!("handshake with {peer}")))?;
+            if n == 0 {
+                return Err(CommError::Closed(peer.to_string()));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match decode(&buf) {
+                Ok(Some((message, used))) => return Ok((message, BytesMut::from(&buf[used..]))),
+                Ok(None) => {}
+                Err(source) => return Err(CommError::Protocol { peer: peer.to_string(), source }),
+            }
+        }
+    })
+    .await
+    .map_err(|_| CommError::Timeout(peer.to_string()))?
 }
 
 /// Reads a connecting peer's hello and accepts or refuses it.
@@ -106,24 +120,7 @@ pub async fn connect(address: &str, role: Role, name: &str) -> Result<(TcpStream
 pub async fn accept(stream: &mut TcpStream, accepted: &[Role], listener: &str) -> Result<(Hello, BytesMut), CommError> {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     stream.set_nodelay(true).map_err(io("set_nodelay"))?;
-    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let mut buf = Vec::with_capacity(64);
-        loop {
-            let mut chunk = [0u8; 256];
-            let n = stream.read(&mut chunk).await.map_err(io(format!("handshake from {peer}")))?;
-            if n == 0 {
-                return Err(CommError::Closed(peer.clone()));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            match decode_hello(&buf) {
-                Ok(Some((hello, used))) => return Ok((hello, BytesMut::from(&buf[used..]))),
-                Ok(None) => {}
-                Err(source) => return Err(CommError::Protocol { peer: peer.clone(), source }),
-            }
-        }
-    })
-    .await
-    .map_err(|_| CommError::Timeout(peer.clone()))??;
+    let hello = read_handshake(stream, &peer, decode_hello).await?;
     let (hello, leftover) = hello;
     match check_hello(&hello, accepted, listener) {
         Ok(()) => {

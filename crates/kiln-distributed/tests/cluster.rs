@@ -171,15 +171,18 @@ fn dropping_the_last_future_frees_the_data_on_the_cluster() {
     assert!(!who_has(&other, &key).is_empty());
     drop(f);
     // The release travels to the scheduler and on to the worker; ask until it is gone.
-    let mut gone = false;
+    assert!(freed_soon(&other, &key), "{key} is still held after its last future was dropped");
+}
+
+/// Whether the cluster stops holding `key` within two seconds.
+fn freed_soon(client: &Client, key: &kiln_graph::Key) -> bool {
     for _ in 0..200 {
-        if who_has(&other, &key).is_empty() {
-            gone = true;
-            break;
+        if who_has(client, key).is_empty() {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(gone, "{key} is still held after its last future was dropped");
+    false
 }
 
 fn who_has(client: &Client, key: &kiln_graph::Key) -> Vec<u32> {
@@ -245,15 +248,7 @@ fn persisted_arrays_stay_on_the_cluster_and_later_work_starts_from_them() {
     drop(graph);
     drop(persisted);
     let other = cluster().client().unwrap();
-    let mut gone = false;
-    for _ in 0..200 {
-        if who_has(&other, &key).is_empty() {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(gone, "persisted chunk {key} is still held");
+    assert!(freed_soon(&other, &key), "persisted chunk {key} is still held");
 }
 
 #[test]

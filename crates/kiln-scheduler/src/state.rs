@@ -659,22 +659,12 @@ impl SchedulerState {
             }
             ClientToScheduler::Release { keys } => {
                 for key in keys {
-                    if let Some(t) = self.find(&key) {
-                        if let Some(c) = self.clients.get_mut(&client) {
-                            c.wants.remove(&t);
-                        }
-                        self.drop_want(t, client);
-                    }
+                    self.client_releases(client, &key);
                 }
             }
             ClientToScheduler::Cancel { keys } => {
                 for key in keys {
-                    if let Some(t) = self.find(&key) {
-                        if let Some(c) = self.clients.get_mut(&client) {
-                            c.wants.remove(&t);
-                        }
-                        self.drop_want(t, client);
-                    }
+                    self.client_releases(client, &key);
                     self.commands.push(Command::Client(
                         client,
                         SchedulerToClient::Cancelled { key, reason: "cancelled by the client".into() },
@@ -963,6 +953,16 @@ impl SchedulerState {
             }
             TaskState::Released => self.compute(t),
             _ => {}
+        }
+    }
+
+    /// A client drops its reference on `key` (release or cancel).
+    fn client_releases(&mut self, client: ClientId, key: &Key) {
+        if let Some(t) = self.find(key) {
+            if let Some(c) = self.clients.get_mut(&client) {
+                c.wants.remove(&t);
+            }
+            self.drop_want(t, client);
         }
     }
 
