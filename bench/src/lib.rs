@@ -84,6 +84,64 @@ pub fn has_script(name: &str) -> bool {
     Path::new(&bench_dir()).join(name).exists()
 }
 
+/// The value after `name` on the command line, parsed, or `default`.
+pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The median (the mean of the middle two for an even count); NaN when empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[m],
+        _ => (v[m - 1] + v[m]) / 2.0,
+    }
+}
+
+/// Peak RSS of another process (Linux `VmHWM`) in bytes; 0 when unknown.
+pub fn peak_rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The foundation benchmark's graph: `n` tasks `inc(i)` feeding a `fan_in`-ary tree of `add`
+/// tasks (each adds one to the sum of its inputs), with Dask-style keys `("inc", i)` and
+/// `("sum", level, j)`. Returns the graph and its root.
+pub fn foundation_graph(
+    n: usize,
+    fan_in: usize,
+    inc: &std::sync::Arc<dyn kiln_graph::Kernel>,
+    add: &std::sync::Arc<dyn kiln_graph::Kernel>,
+) -> (kiln_graph::Graph, kiln_graph::TaskId) {
+    use kiln_graph::{Arg, GraphBuilder, Key, TaskId};
+    let mut g = GraphBuilder::with_capacity(n + n / (fan_in - 1) + 1);
+    let inc_name: std::sync::Arc<str> = "inc".into();
+    let sum_name: std::sync::Arc<str> = "sum".into();
+    let mut level: Vec<TaskId> = (0..n)
+        .map(|i| g.add(Key::from_shared(&inc_name, &[i as u32]), inc.clone(), [Arg::literal(i as i64)]).unwrap())
+        .collect();
+    let mut depth = 0u32;
+    while level.len() > 1 {
+        level = level
+            .chunks(fan_in)
+            .enumerate()
+            .map(|(j, group)| {
+                let key = Key::from_shared(&sum_name, &[depth, j as u32]);
+                g.add(key, add.clone(), group.iter().map(|&t| Arg::Task(t))).unwrap()
+            })
+            .collect();
+        depth += 1;
+    }
+    (g.build().unwrap(), level[0])
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! `cargo run --release -p kiln-bench --bin array_dot -- [--n 8000] [--chunk 2000] [--no-dask]`
 
+use kiln_bench::arg;
 use std::time::Instant;
 
 use faer::linalg::matmul::matmul;
@@ -10,11 +11,6 @@ use faer::{Accum, Mat, Par};
 use kiln_array::random::RandomState;
 use kiln_bench::{get, run_dask};
 use kiln_local::{LocalScheduler, Progress};
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn main() {
     let n: usize = arg("--n", 8000);

@@ -4,17 +4,13 @@
 //!
 //! `cargo run --release -p kiln-bench --bin array_sum -- [--n 1000000000] [--no-dask]`
 
+use kiln_bench::arg;
 use std::time::Instant;
 
 use kiln_array::{ChunkSpec, from_array};
 use kiln_bench::{get, run_dask};
 use kiln_local::{LocalScheduler, Progress};
 use ndarray::{ArrayD, IxDyn};
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// Sums with 16 independent accumulators (vectorizes), using AVX2 when the CPU has it.
 fn read_kernel(xs: &[f64]) -> f64 {

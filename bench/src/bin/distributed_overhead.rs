@@ -16,6 +16,7 @@
 //! the program and its workers allocate with mimalloc (an allocator experiment; the `RESULT`
 //! line says which allocator ran).
 
+use kiln_bench::{arg, median, peak_rss_of};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use kiln_bench::{get, run_dask};
 use kiln_distributed::{LocalCluster, run_worker_if_requested};
 use kiln_graph::kernel::{func1, input, slice_kernel};
 use kiln_graph::portable::task_to_spec;
-use kiln_graph::{Arg, CodecRegistry, Graph, GraphBuilder, Kernel, KernelRegistry, Key, Scheduler, TaskId, Value};
+use kiln_graph::{CodecRegistry, Graph, Kernel, KernelRegistry, Scheduler, TaskId, Value};
 use kiln_local::{LocalScheduler, Progress};
 
 // With `--features mimalloc` the program, and so its worker processes, allocate with mimalloc.
@@ -51,45 +52,7 @@ fn add_kernel() -> Arc<dyn Kernel> {
 
 /// The foundation graph of `overhead.rs`, with portable kernels.
 fn build(n: usize, fan_in: usize, inc: &Arc<dyn Kernel>, add: &Arc<dyn Kernel>) -> (Graph, TaskId) {
-    let mut g = GraphBuilder::with_capacity(n + n / (fan_in - 1) + 1);
-    let inc_name: Arc<str> = "inc".into();
-    let sum_name: Arc<str> = "sum".into();
-    let mut level: Vec<TaskId> = (0..n)
-        .map(|i| g.add(Key::from_shared(&inc_name, &[i as u32]), inc.clone(), [Arg::literal(i as i64)]).unwrap())
-        .collect();
-    let mut depth = 0u32;
-    while level.len() > 1 {
-        level = level
-            .chunks(fan_in)
-            .enumerate()
-            .map(|(j, group)| {
-                let key = Key::from_shared(&sum_name, &[depth, j as u32]);
-                g.add(key, add.clone(), group.iter().map(|&t| Arg::Task(t))).unwrap()
-            })
-            .collect();
-        depth += 1;
-    }
-    (g.build().unwrap(), level[0])
-}
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Peak RSS of another process (Linux `VmHWM`), in bytes.
-fn peak_rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-        .map_or(0, |kib| kib * 1024)
+    kiln_bench::foundation_graph(n, fan_in, inc, add)
 }
 
 /// CPU time (seconds, from `schedstat`: nanosecond resolution) of every thread of process

@@ -10,6 +10,7 @@
 //! `cargo run --release -p kiln-bench --bin distributed_seed -- [--n 20000] [--chunk 1000]
 //! [--repeat 2] [--workers 2] [--no-dask] [--dask-n N]`
 
+use kiln_bench::{arg, median, peak_rss_of};
 use std::time::Instant;
 
 use kiln_array::Array;
@@ -18,26 +19,6 @@ use kiln_bench::{get, peak_rss_bytes, run_dask};
 use kiln_distributed::{LocalCluster, run_worker_if_requested};
 use kiln_graph::Scheduler;
 use kiln_local::{LocalScheduler, Progress};
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Peak RSS of another process (Linux `VmHWM`), in bytes.
-fn peak_rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-        .map_or(0, |kib| kib * 1024)
-}
 
 /// CPU seconds (user + system) used so far by these processes, exited threads included
 /// (`/proc/PID/stat`, 10 ms ticks).

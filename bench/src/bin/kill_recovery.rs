@@ -17,6 +17,7 @@
 //! `cargo run --release -p kiln-bench --bin kill_recovery -- [--n 20000] [--chunk 1000]
 //! [--workers 3] [--runs 1] [--kill-at 0.5] [--binary PATH] [--no-dask] [--dask-n N]`
 
+use kiln_bench::{arg, median};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -26,11 +27,6 @@ use std::time::{Duration, Instant};
 use kiln_array::random::RandomState;
 use kiln_bench::{get, run_dask};
 use kiln_distributed::LocalCluster;
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// One clean run and one run with a kill, on a fresh cluster.
 struct Run {
@@ -114,12 +110,6 @@ fn one_run(n: usize, chunk: usize, workers: usize, kill_at: f64, binary: &PathBu
     Run { warmup_s, clean_s, kill_after_s, killed_s, detect_ms, kill_cmd_ms }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let m = values.len() / 2;
-    if values.len() % 2 == 1 { values[m] } else { (values[m - 1] + values[m]) / 2.0 }
-}
-
 fn main() {
     // Worker processes are this program: register the kernels, then serve if asked to.
     kiln_array::ensure_registered();
@@ -152,10 +142,10 @@ fn main() {
         );
         all.push(r);
     }
-    let clean = median(all.iter().map(|r| r.clean_s).collect());
-    let killed = median(all.iter().map(|r| r.killed_s).collect());
-    let overhead = median(all.iter().map(|r| r.killed_s - r.clean_s).collect());
-    let detect = median(all.iter().map(|r| r.detect_ms).collect());
+    let clean = median(&all.iter().map(|r| r.clean_s).collect::<Vec<_>>());
+    let killed = median(&all.iter().map(|r| r.killed_s).collect::<Vec<_>>());
+    let overhead = median(&all.iter().map(|r| r.killed_s - r.clean_s).collect::<Vec<_>>());
+    let detect = median(&all.iter().map(|r| r.detect_ms).collect::<Vec<_>>());
     let mut line = format!(
         "RESULT n={n} chunk={chunk} workers={workers} runs={runs} kiln_clean_s={clean:.3} kiln_killed_s={killed:.3} \
          kiln_overhead_s={overhead:.3} kiln_detect_ms={detect:.1}"

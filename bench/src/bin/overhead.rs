@@ -3,13 +3,14 @@
 //!
 //! `cargo run --release -p kiln-bench --bin overhead -- [--n 1000000] [--threads 2] [--no-dask]`
 
+use kiln_bench::arg;
 use std::sync::Arc;
 use std::time::Instant;
 
 use kiln_bench::{get, peak_rss_bytes, reset_peak_rss, run_dask};
 use kiln_graph::kernel::{func1, input, slice_kernel};
 use kiln_graph::order::order;
-use kiln_graph::{Arg, Graph, GraphBuilder, Kernel, Key, TaskId, Value};
+use kiln_graph::{Graph, Kernel, TaskId, Value};
 use kiln_local::{LocalScheduler, Progress};
 
 fn build(n: usize, fan_in: usize) -> (Graph, TaskId) {
@@ -21,30 +22,7 @@ fn build(n: usize, fan_in: usize) -> (Graph, TaskId) {
         }
         Ok(Value::new(total))
     }));
-    let mut g = GraphBuilder::with_capacity(n + n / (fan_in - 1) + 1);
-    let inc_name: Arc<str> = "inc".into();
-    let sum_name: Arc<str> = "sum".into();
-    let mut level: Vec<TaskId> = (0..n)
-        .map(|i| g.add(Key::from_shared(&inc_name, &[i as u32]), inc.clone(), [Arg::literal(i as i64)]).unwrap())
-        .collect();
-    let mut depth = 0u32;
-    while level.len() > 1 {
-        level = level
-            .chunks(fan_in)
-            .enumerate()
-            .map(|(j, group)| {
-                let key = Key::from_shared(&sum_name, &[depth, j as u32]);
-                g.add(key, add.clone(), group.iter().map(|&t| Arg::Task(t))).unwrap()
-            })
-            .collect();
-        depth += 1;
-    }
-    (g.build().unwrap(), level[0])
-}
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    kiln_bench::foundation_graph(n, fan_in, &inc, &add)
 }
 
 fn main() {

@@ -26,6 +26,7 @@
 //! `cargo run --release -p kiln-bench --bin scheduler_sim -- [--n 1000000] [--workers 1000] [--no-count]`
 //! (`--no-count` turns the allocator's counting off, to time the run without it.)
 
+use kiln_bench::arg;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -243,11 +244,6 @@ fn build(roots: usize) -> (Vec<SubmittedTask>, Key) {
         }
     }
     (tasks, child(top, 0))
-}
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn mb(bytes: isize) -> f64 {

@@ -3,16 +3,12 @@
 //!
 //! `cargo run --release -p kiln-bench --bin seed_array -- [--n 20000] [--chunk 1000] [--no-dask] [--dask-n N]`
 
+use kiln_bench::arg;
 use std::time::Instant;
 
 use kiln_array::random::RandomState;
 use kiln_bench::{get, peak_rss_bytes, run_dask};
 use kiln_local::{LocalScheduler, Progress};
-
-fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn main() {
     let n: usize = arg("--n", 20_000);
