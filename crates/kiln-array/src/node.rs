@@ -435,24 +435,17 @@ impl Finish {
     }
 }
 
-/// kiln's own finish steps, as data. Variants behind features come last, so that the indices
-/// of the others (their wire encoding) do not depend on the features a process was built with.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) enum Builtin {
-    LocalQr(crate::decomp::LocalQrFinish),
-    Products(crate::matmul::Products),
-    Assemble(crate::rechunk::Assemble),
-    Cholesky(crate::decomp::CholeskyBlock),
-    Partial(crate::reduce::PartialOf),
-    LocalScan(crate::shape_ops::LocalScan),
-    Count(crate::shape_ops::Count),
-    Pick(crate::shape_ops::Pick),
-    #[cfg(feature = "zarr")]
-    Store(crate::zarr::StoreRegion),
-}
-
 macro_rules! builtins {
     ($($variant:ident($ty:ty)),* $(,)?) => {
+        /// kiln's own finish steps, as data. Variants behind features come last, so that the indices
+        /// of the others (their wire encoding) do not depend on the features a process was built with.
+        #[derive(serde::Serialize, serde::Deserialize)]
+        pub(crate) enum Builtin {
+            $($variant($ty),)*
+            #[cfg(feature = "zarr")]
+            Store(crate::zarr::StoreRegion),
+        }
+
         $(impl From<$ty> for Builtin {
             fn from(f: $ty) -> Builtin {
                 Builtin::$variant(f)
