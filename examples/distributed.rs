@@ -32,15 +32,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{}", (&x + &x.t()).std().scalar().compute_on(&client)?);
 
     // Futures, as in dask.distributed.
-    let f = client.submit(add().call(1, 2))?;         // returns at once: a Future<i64>
+    let f = client.submit(add().call(1, 2))?; // returns at once: a Future<i64>
     assert_eq!(f.result()?, 3);
-    let many = client.map(&inc(), 0..10i64)?;          // Vec<Future<i64>>
-    let g = client.submit(add().call(&f, &many[9]))?;  // futures as arguments: data stays on the cluster
+    let many = client.map(&inc(), 0..10i64)?; // Vec<Future<i64>>
+    let g = client.submit(add().call(&f, &many[9]))?; // futures as arguments: data stays on the cluster
     assert_eq!(g.result()?, 13);
     assert_eq!(client.gather(&many)?, (1..11).collect::<Vec<i64>>());
     let data = client.scatter(vec![vec![1.0f64, 2.0], vec![3.0]])?;
     assert_eq!(client.gather(&data)?[1], vec![3.0]);
     client.publish_dataset("increments", &many, false)?; // elsewhere: client.get_dataset::<i64>("increments")?
-    client.set_as_default();                            // plain .compute() now runs on the cluster
+    client.set_as_default(); // plain .compute() now runs on the cluster
     Ok(())
 }
