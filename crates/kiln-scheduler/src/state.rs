@@ -180,7 +180,10 @@ pub struct SchedulerState {
     tasks: Vec<Task>,
     free: Vec<u32>,
     index: HashTable<u32>,
-    names: FxHashSet<Arc<str>>,
+    /// Interned task names and how many tasks carry each.
+    names: hashbrown::HashMap<Arc<str>, u32, FxBuildHasher>,
+    /// The last name's prefix id: graphs list the tasks of one name together.
+    last_prefix: Option<(Arc<str>, u32)>,
     kernels: FxHashSet<Arc<KernelSpec>>,
     prefixes: Vec<PrefixStats>,
     prefix_index: FxHashMap<Arc<str>, u32>,
@@ -225,7 +228,8 @@ impl SchedulerState {
             tasks: Vec::new(),
             free: Vec::new(),
             index: HashTable::new(),
-            names: FxHashSet::default(),
+            names: hashbrown::HashMap::default(),
+            last_prefix: None,
             kernels: FxHashSet::default(),
             prefixes: Vec::new(),
             prefix_index: FxHashMap::default(),
@@ -358,7 +362,7 @@ impl SchedulerState {
             .iter()
             .map(|k| std::mem::size_of::<KernelSpec>() + 16 + k.id.len() + k.params.len())
             .sum::<usize>();
-        total + self.names.iter().map(|n| n.len() + 16).sum::<usize>()
+        total + self.names.keys().map(|n| n.len() + 20).sum::<usize>()
     }
 
     fn find(&self, key: &Key) -> Option<u32> {
@@ -785,12 +789,31 @@ impl SchedulerState {
         }
     }
 
+    /// Shares one name allocation among a name's tasks, counting them so the name goes with
+    /// its last task (names are per graph in delayed code; a long-running scheduler must not
+    /// keep them all).
     fn intern(&mut self, key: Key) -> Key {
-        match self.names.get(key.shared_name()) {
-            Some(name) => Key::from_shared(name, key.index()),
+        match self.names.get_key_value_mut(key.shared_name()) {
+            Some((name, count)) => {
+                *count += 1;
+                Key::from_shared(name, key.index())
+            }
             None => {
-                self.names.insert(key.shared_name().clone());
+                self.names.insert(key.shared_name().clone(), 1);
                 key
+            }
+        }
+    }
+
+    /// One task of this name is gone; the name goes with the last one.
+    fn forget_name(&mut self, key: Key) {
+        if let Some(count) = self.names.get_mut(key.shared_name()) {
+            *count -= 1;
+            if *count == 0 {
+                self.names.remove(key.shared_name());
+                if self.last_prefix.as_ref().is_some_and(|(n, _)| Arc::ptr_eq(n, key.shared_name())) {
+                    self.last_prefix = None;
+                }
             }
         }
     }
@@ -807,6 +830,17 @@ impl SchedulerState {
     }
 
     fn prefix_of(&mut self, key: &Key) -> u32 {
+        if let Some((name, p)) = &self.last_prefix
+            && Arc::ptr_eq(name, key.shared_name())
+        {
+            return *p;
+        }
+        let p = self.prefix_of_slow(key);
+        self.last_prefix = Some((key.shared_name().clone(), p));
+        p
+    }
+
+    fn prefix_of_slow(&mut self, key: &Key) -> u32 {
         let prefix = key.prefix();
         if let Some(&p) = self.prefix_index.get(prefix) {
             return p;
@@ -819,9 +853,20 @@ impl SchedulerState {
     }
 
     fn insert_task(&mut self, key: Key, body: Option<Box<Body>>, deps: SmallVec<[u32; 2]>, priority: Priority) -> u32 {
+        let hash = hash_key(&key);
+        self.insert_task_hashed(key, hash, body, deps, priority)
+    }
+
+    fn insert_task_hashed(
+        &mut self,
+        key: Key,
+        hash: u64,
+        body: Option<Box<Body>>,
+        deps: SmallVec<[u32; 2]>,
+        priority: Priority,
+    ) -> u32 {
         let key = self.intern(key);
         let prefix = self.prefix_of(&key);
-        let hash = hash_key(&key);
         let task = Task {
             key,
             body,
@@ -864,7 +909,9 @@ impl SchedulerState {
         let generation = self.generation;
         let mut inserted = Vec::with_capacity(tasks.len());
         for SubmittedTask { spec, order } in tasks {
-            if self.find(&spec.key).is_some() {
+            let hash = hash_key(&spec.key);
+            let tasks = &self.tasks;
+            if self.index.find(hash, |&t| tasks[t as usize].key == spec.key).is_some() {
                 continue;
             }
             let mut deps: SmallVec<[u32; 2]> = SmallVec::new();
@@ -902,7 +949,7 @@ impl SchedulerState {
             }
             let kernel = self.intern_kernel(spec.kernel);
             let body = Box::new(Body { kernel, inputs });
-            inserted.push(self.insert_task(spec.key, Some(body), deps, Priority { generation, order }));
+            inserted.push(self.insert_task_hashed(spec.key, hash, Some(body), deps, Priority { generation, order }));
         }
         for key in wanted {
             match self.find(&key) {
@@ -1514,8 +1561,9 @@ impl SchedulerState {
             let body = task.body.take();
             task.failure = None;
             task.dependents = SmallVec::new();
-            task.key = Key::new(EMPTY_NAME.with(|n| n.clone()));
+            let key = std::mem::replace(&mut task.key, Key::new(EMPTY_NAME.with(|n| n.clone())));
             self.free.push(t);
+            self.forget_name(key);
             // The set and this body hold the last references: the spec is no longer used.
             if let Some(body) = body
                 && Arc::strong_count(&body.kernel) == 2
@@ -1784,6 +1832,9 @@ impl SchedulerState {
             if !live(t) || !self.workers.contains_key(thief) {
                 return Err(format!("steal of slot {t} to worker {thief} refers to a forgotten task or worker"));
             }
+        }
+        if self.task_count() == 0 && !self.names.is_empty() {
+            return Err(format!("{} names are interned while no task is known", self.names.len()));
         }
         if let Some(k) = self.kernels.iter().find(|k| Arc::strong_count(k) < 2) {
             return Err(format!("kernel spec {} is interned but no task uses it", k.id));
