@@ -300,20 +300,7 @@ fn ndarray_slice(s: AxisSlice) -> ndarray::Slice {
 /// parent's buffer alive).
 pub fn slice_block(block: &Block, axes: &[AxisSlice]) -> Block {
     crate::with_block!(block, x => {
-        let view = x.slice_each_axis(|ax| {
-            let s = axes[ax.axis.index()];
-            if s.len == 0 {
-                return ndarray::Slice::new(0, Some(0), 1);
-            }
-            if s.step > 0 {
-                let end = s.start + (s.len - 1) * s.step as usize + 1;
-                ndarray::Slice::new(s.start as isize, Some(end as isize), s.step)
-            } else {
-                // ndarray takes a range and walks it backwards for a negative step.
-                let last = s.start as isize + (s.len as isize - 1) * s.step;
-                ndarray::Slice::new(last, Some(s.start as isize + 1), s.step)
-            }
-        });
+        let view = x.slice_each_axis(|ax| ndarray_slice(axes[ax.axis.index()]));
         crate::block::Element::into_block(view.to_owned())
     })
 }

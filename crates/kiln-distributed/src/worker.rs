@@ -134,11 +134,9 @@ impl JobQueue {
     fn forget_cancel(&self, seq: u64) {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).cancelled.remove(&seq);
     }
-    /// Drops every queued job (returning their keys) but keeps the threads running.
-    fn close_and_reopen(&self) -> Vec<Key> {
-        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let jobs = std::mem::take(&mut q.jobs);
-        jobs.into_iter().map(|j| j.key).collect()
+    /// Drops every queued job but keeps the threads running.
+    fn drop_queued(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).jobs.clear();
     }
 
     /// Closes the queue and returns the jobs that never started.
@@ -472,10 +470,8 @@ impl Core {
     /// work, and the worker rejoins as a new one.
     fn reset(&mut self) {
         self.id = None;
-        for key in self.queue.close_and_reopen() {
-            self.in_queue.remove(&key);
-        }
-        // Results of tasks still running are dropped when they report.
+        // Queued jobs go; results of jobs still running are dropped when they report.
+        self.queue.drop_queued();
         self.in_queue.clear();
         self.waiting.clear();
         self.fetch_waiters.clear();

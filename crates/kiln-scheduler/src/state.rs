@@ -131,6 +131,9 @@ struct Task {
     failure: Option<Box<TaskFailure>>,
     /// Workers that died while running it.
     suspicious: u32,
+    /// The run-time estimate charged to its worker's occupancy when assigned, so the same
+    /// amount comes off again even if the estimate has been learned since.
+    charged_us: f32,
     /// Position in the arena's free list chain, or live.
     live: bool,
 }
@@ -883,6 +886,7 @@ impl SchedulerState {
             prefix,
             failure: None,
             suspicious: 0,
+            charged_us: 0.0,
             live: true,
         };
         let slot = match self.free.pop() {
@@ -1244,6 +1248,8 @@ impl SchedulerState {
         let task = &mut self.tasks[t as usize];
         task.state = TaskState::Processing;
         task.processing_on = w;
+        task.charged_us = estimate as f32;
+        let estimate = task.charged_us as f64;
         let worker = self.workers.get_mut(&w).expect("assign to a known worker");
         worker.processing.insert(t);
         self.idle.remove(&w);
@@ -1277,8 +1283,8 @@ impl SchedulerState {
 
     /// Takes a processing task off its worker's books.
     fn unassign(&mut self, t: u32) {
-        let estimate = self.estimate_us(t);
         let task = &mut self.tasks[t as usize];
+        let estimate = task.charged_us as f64;
         let w = std::mem::replace(&mut task.processing_on, NONE);
         if let Some(worker) = self.workers.get_mut(&w) {
             worker.processing.remove(&t);
@@ -1332,17 +1338,7 @@ impl SchedulerState {
                 self.commands.push(Command::Client(client, message));
             }
         }
-        // Dependents one step closer to ready.
-        for i in 0..self.tasks[t as usize].dependents.len() {
-            let d = self.tasks[t as usize].dependents[i];
-            let dep = &mut self.tasks[d as usize];
-            if dep.state == TaskState::Waiting {
-                dep.waiting_on -= 1;
-                if dep.waiting_on == 0 {
-                    self.ready(d);
-                }
-            }
-        }
+        self.inputs_arrived(t);
         self.leave_active(t);
         if self.tasks[t as usize].wanted_by.is_empty() && self.tasks[t as usize].waiters == 0 {
             self.release(t);
@@ -1379,14 +1375,19 @@ impl SchedulerState {
                 self.leave_active(t);
             }
             self.tasks[t as usize].state = TaskState::Memory;
-            for i in 0..self.tasks[t as usize].dependents.len() {
-                let d = self.tasks[t as usize].dependents[i];
-                let dep = &mut self.tasks[d as usize];
-                if dep.state == TaskState::Waiting {
-                    dep.waiting_on -= 1;
-                    if dep.waiting_on == 0 {
-                        self.ready(d);
-                    }
+            self.inputs_arrived(t);
+        }
+    }
+
+    /// `t` is now in memory: its waiting dependents are one input closer to ready.
+    fn inputs_arrived(&mut self, t: u32) {
+        for i in 0..self.tasks[t as usize].dependents.len() {
+            let d = self.tasks[t as usize].dependents[i];
+            let dep = &mut self.tasks[d as usize];
+            if dep.state == TaskState::Waiting {
+                dep.waiting_on -= 1;
+                if dep.waiting_on == 0 {
+                    self.ready(d);
                 }
             }
         }
@@ -1805,6 +1806,13 @@ impl SchedulerState {
             }
         }
         for w in self.workers.values() {
+            let charged: f64 = w.processing.iter().map(|&t| self.tasks[t as usize].charged_us as f64).sum();
+            if (charged - w.occupancy_us).abs() > 1e-6 * charged.max(1.0) * (w.processing.len() + 1) as f64 {
+                return Err(format!(
+                    "worker {}: occupancy {} µs but its tasks were charged {charged} µs",
+                    w.info.id, w.occupancy_us
+                ));
+            }
             for &t in &w.processing {
                 if !live(t) || self.tasks[t as usize].processing_on != w.info.id {
                     return Err(format!("worker {} lists processing slot {t} that is not processing there", w.info.id));
