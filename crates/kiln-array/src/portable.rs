@@ -342,6 +342,13 @@ impl Framed for Partial {
             }
         })
     }
+    fn nbytes(&self) -> Option<usize> {
+        Some(match self {
+            Partial::Acc(b) => b.nbytes(),
+            Partial::Moments { n, mean, m2 } => 8 * (n.len() + mean.len() + m2.len()),
+            Partial::Arg { val, idx } => 8 * (val.len() + idx.len()),
+        })
+    }
 }
 
 impl Framed for LocalQr {
@@ -353,6 +360,9 @@ impl Framed for LocalQr {
     }
     fn read((): (), r: &mut Reader<'_>) -> Result<Self, String> {
         Ok(LocalQr { q: r.array2()?, r: r.array2()? })
+    }
+    fn nbytes(&self) -> Option<usize> {
+        Some(8 * (self.q.len() + self.r.len()))
     }
 }
 
@@ -372,6 +382,9 @@ impl Framed for StackedQr {
             .collect::<Result<_, _>>()?;
         Ok(StackedQr { q2: r.array2()?, r: r.array2()?, offsets })
     }
+    fn nbytes(&self) -> Option<usize> {
+        Some(8 * (self.q2.len() + self.r.len()))
+    }
 }
 
 impl Framed for CoreSvd {
@@ -386,5 +399,8 @@ impl Framed for CoreSvd {
         let u = r.array2()?;
         let s = r.array::<f64>()?.into_dimensionality().map_err(|e| format!("expected a vector: {e}"))?;
         Ok(CoreSvd { u, s, vt: r.array2()? })
+    }
+    fn nbytes(&self) -> Option<usize> {
+        Some(8 * (self.u.len() + self.s.len() + self.vt.len()))
     }
 }

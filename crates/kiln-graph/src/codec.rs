@@ -113,6 +113,11 @@ impl<T: Serialize + DeserializeOwned + Any + Send + Sync> ValueCodec for SerdeCo
     fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError> {
         postcard::from_bytes::<T>(&encoded.header).map(Value::new).map_err(|e| self.malformed(e))
     }
+    fn nbytes(&self, _value: &Value) -> Option<usize> {
+        // Serde codecs carry small values: the inline size is the estimate (a lower bound for
+        // values that own heap data), where encoding them all would cost more than it tells.
+        Some(std::mem::size_of::<T>())
+    }
 }
 
 impl<T> SerdeCodec<T> {
@@ -277,11 +282,12 @@ impl CodecRegistry {
         codec.encode(value)
     }
 
-    /// The size of a value in bytes as its codec reports it, else the encoded size for small
-    /// types, else `None` (no codec).
+    /// The size of a value in bytes as its codec reports it without encoding it; `None` when
+    /// the codec cannot tell cheaply or there is no codec. (Never encodes: engines ask for every
+    /// task result.)
     pub fn nbytes(&self, value: &Value) -> Option<usize> {
         let codec = self.inner.read().unwrap_or_else(|p| p.into_inner()).by_type.get(&value.type_id()).cloned()?;
-        codec.nbytes(value).or_else(|| codec.encode(value).ok().map(|e| e.nbytes()))
+        codec.nbytes(value)
     }
 
     /// Decodes a value with the codec its tag names.
