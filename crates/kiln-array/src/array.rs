@@ -681,7 +681,7 @@ impl<T: Element> Collection for Array<T> {
                 .map(|(&o, &n)| SliceInfoElem::Slice { start: o as isize, end: Some((o + n) as isize), step: 1 })
                 .collect();
             if typed.shape() != self.node.block_shape(idx).as_slice() {
-                return Err(ComputeError::Scheduler(format!(
+                return Err(ComputeError::Internal(format!(
                     "block {} has shape {:?}, expected {:?}",
                     graph.key(*task),
                     typed.shape(),
@@ -712,7 +712,10 @@ impl<T: Element> Collection for ScalarOf<T> {
     fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<T, ComputeError> {
         let all = self.0.assemble(graph, outputs, values)?;
         if all.len() != 1 {
-            return Err(ComputeError::Scheduler(format!("scalar() of an array with {} elements", all.len())));
+            return Err(ComputeError::invalid(
+                "array",
+                ArrayError::Shape(format!("scalar() of an array with {} elements", all.len())),
+            ));
         }
         Ok(*all.iter().next().expect("one element"))
     }

@@ -480,7 +480,7 @@ impl<T: Element> Array<T> {
         mask: &Array<bool>,
         scheduler: &dyn kiln_graph::Scheduler,
     ) -> Result<Array<T>, kiln_graph::ComputeError> {
-        let fail = |e: ArrayError| kiln_graph::ComputeError::Scheduler(e.to_string());
+        let fail = |e: ArrayError| kiln_graph::ComputeError::invalid("array", e);
         self.check().map_err(fail)?;
         mask.check().map_err(fail)?;
         if mask.shape() != self.shape() {
@@ -697,11 +697,14 @@ impl<T: Element> Array<T> {
         scheduler: &dyn kiln_graph::Scheduler,
     ) -> Result<(), kiln_graph::ComputeError> {
         if target.shape() != self.shape() {
-            return Err(kiln_graph::ComputeError::Scheduler(format!(
-                "store target has shape {:?}, the array has {:?}",
-                target.shape(),
-                self.shape()
-            )));
+            return Err(kiln_graph::ComputeError::invalid(
+                "array",
+                ArrayError::Shape(format!(
+                    "store target has shape {:?}, the array has {:?}",
+                    target.shape(),
+                    self.shape()
+                )),
+            ));
         }
         let computed = self.compute_with(scheduler)?;
         target.assign(&computed);

@@ -155,7 +155,7 @@ impl<T: Any + Send + Sync + Clone> Collection for Delayed<T> {
     }
 
     fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<T, ComputeError> {
-        let value = values.into_iter().next().ok_or_else(|| ComputeError::Scheduler("no value returned".into()))?;
+        let value = values.into_iter().next().ok_or_else(|| ComputeError::Internal("no value returned".into()))?;
         value.take::<T>().map_err(|m| ComputeError::ResultType {
             key: graph.key(outputs[0]).clone(),
             expected: m.expected,

@@ -108,12 +108,12 @@ impl Client {
             .thread_name("kiln-client")
             .enable_all()
             .build()
-            .map_err(|e| ComputeError::Scheduler(format!("cannot start the client runtime: {e}")))?;
+            .map_err(|e| ComputeError::Internal(format!("cannot start the client runtime: {e}")))?;
         let address = strip_scheme(address).to_string();
         let name = format!("client-{}", std::process::id());
-        let (stream, leftover) = runtime
-            .block_on(comm::connect(&address, Role::Client, &name))
-            .map_err(|e| ComputeError::Scheduler(e.to_string()))?;
+        let (stream, leftover) = runtime.block_on(comm::connect(&address, Role::Client, &name)).map_err(|e| {
+            ComputeError::Connection { peer: format!("the scheduler at {address}"), message: e.to_string() }
+        })?;
         let (read, write) = stream.into_split();
         let to_scheduler = {
             let _guard = runtime.enter();
@@ -149,7 +149,7 @@ impl Client {
         });
         let client = Client { inner };
         // Wait for the welcome so the worker list is known.
-        client.wait_until(CONNECT_TIMEOUT, |s| s.id.is_some())?;
+        client.wait_until(Some(CONNECT_TIMEOUT), |s| s.id.is_some())?;
         Ok(client)
     }
 
@@ -170,11 +170,11 @@ impl Client {
     /// # Errors
     /// A timeout or a lost connection.
     pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> Result<(), ComputeError> {
-        self.wait_until(timeout, |s| s.workers.len() >= n).map_err(|e| match e {
-            ComputeError::Scheduler(m) if m.contains("timed out") => ComputeError::Scheduler(format!(
-                "only {} of {n} workers arrived within {timeout:?}",
-                self.workers().len()
-            )),
+        self.wait_until(Some(timeout), |s| s.workers.len() >= n).map_err(|e| match e {
+            ComputeError::Timeout { after, .. } => ComputeError::Timeout {
+                operation: format!("waiting for {n} workers ({} arrived)", self.workers().len()),
+                after,
+            },
             e => e,
         })
     }
@@ -186,7 +186,7 @@ impl Client {
     pub fn who_has(&self, keys: &[Key]) -> Result<Vec<Vec<WorkerId>>, ComputeError> {
         match self.ask(|request| ClientToScheduler::WhoHas { request, keys: keys.to_vec() })? {
             SchedulerToClient::WhoHas { holders, .. } => Ok(holders),
-            other => Err(ComputeError::Scheduler(format!("unexpected answer {other:?}"))),
+            other => Err(ComputeError::Internal(format!("unexpected answer {other:?}"))),
         }
     }
 
@@ -198,7 +198,7 @@ impl Client {
     pub fn worker_memory(&self) -> Result<Vec<MemoryReport>, ComputeError> {
         match self.ask(|request| ClientToScheduler::WorkerMemory { request })? {
             SchedulerToClient::WorkerMemory { workers, .. } => Ok(workers),
-            other => Err(ComputeError::Scheduler(format!("unexpected answer {other:?}"))),
+            other => Err(ComputeError::Internal(format!("unexpected answer {other:?}"))),
         }
     }
 
@@ -217,7 +217,7 @@ impl Client {
             SchedulerToClient::ClusterLoad { queued, processing, waiting, workers, threads, .. } => {
                 Ok(ClusterLoad { queued, processing, waiting, workers, threads })
             }
-            other => Err(ComputeError::Scheduler(format!("unexpected answer {other:?}"))),
+            other => Err(ComputeError::Internal(format!("unexpected answer {other:?}"))),
         }
     }
 
@@ -234,23 +234,34 @@ impl Client {
 
     pub(crate) fn wait_until(
         &self,
-        timeout: Duration,
+        timeout: Option<Duration>,
         mut done: impl FnMut(&State) -> bool,
     ) -> Result<(), ComputeError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = timeout.map(|t| Instant::now() + t);
         let mut state = self.inner.lock();
         loop {
             if done(&state) {
                 return Ok(());
             }
             if let Some(reason) = &state.closed {
-                return Err(ComputeError::Scheduler(format!("lost the connection to the scheduler: {reason}")));
+                return Err(ComputeError::Connection {
+                    peer: format!("the scheduler at {}", self.inner.address),
+                    message: format!("lost: {reason}"),
+                });
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(ComputeError::Scheduler(format!("timed out after {timeout:?}")));
-            }
-            state = self.inner.changed.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            state = match deadline {
+                None => self.inner.changed.wait(state).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(ComputeError::Timeout {
+                            operation: "waiting for the scheduler".into(),
+                            after: timeout.unwrap_or_default(),
+                        });
+                    }
+                    self.inner.changed.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
         }
     }
 
@@ -299,7 +310,7 @@ impl Client {
             if graph.kernel(id).is_remote() {
                 continue;
             }
-            let spec = task_to_spec(graph, id, codecs).map_err(|e| ComputeError::Scheduler(e.to_string()))?;
+            let spec = task_to_spec(graph, id, codecs)?;
             tasks.push(SubmittedTask { spec, order: order[id.index()] });
         }
         let wanted: Vec<Key> = outputs.iter().map(|&o| graph.key(o).clone()).collect();
@@ -322,7 +333,7 @@ impl Client {
     /// Waits until every key is finished; the first failure or cancellation is returned.
     pub(crate) fn wait_keys(&self, keys: &[Key]) -> Result<(), ComputeError> {
         let mut failure: Option<ComputeError> = None;
-        self.wait_until(Duration::MAX / 4, |s| {
+        self.wait_until(None, |s| {
             let mut all = true;
             for key in keys {
                 match s.keys.get(key).map(|e| &e.status) {
@@ -332,7 +343,8 @@ impl Client {
                         return true;
                     }
                     Some(KeyStatus::Cancelled(reason)) => {
-                        failure = Some(ComputeError::Scheduler(format!("{key} was cancelled: {reason}")));
+                        failure =
+                            Some(ComputeError::Cancelled { key: Some(key.clone()), reason: Some(reason.clone()) });
                         return true;
                     }
                     Some(KeyStatus::Pending) | None => all = false,
@@ -379,12 +391,12 @@ impl Client {
             let mut failed = false;
             for _ in 0..count {
                 let (address, asked, result) =
-                    rx.recv().map_err(|_| ComputeError::Scheduler("the client runtime stopped".into()))?;
+                    rx.recv().map_err(|_| ComputeError::Internal("the client runtime stopped".into()))?;
                 match result {
                     Ok((PeerReply::Data { values: wire, missing, .. }, frames)) => {
                         for (key, w) in wire {
                             let v = value_from_wire(&w, &frames, CodecRegistry::global())
-                                .map_err(|e| ComputeError::Scheduler(format!("cannot decode {key}: {e}")))?;
+                                .map_err(|e| ComputeError::Codec { key: key.clone(), message: e.to_string() })?;
                             values.insert(key, v);
                         }
                         if !missing.is_empty() {
@@ -392,7 +404,7 @@ impl Client {
                         }
                     }
                     Ok((PeerReply::Error { message, .. }, _)) => {
-                        return Err(ComputeError::Scheduler(format!("worker {address}: {message}")));
+                        return Err(ComputeError::Worker { worker: address, message });
                     }
                     Ok(_) | Err(_) => {
                         tracing::debug!("fetching {} keys from {address} failed; retrying", asked.len());
@@ -403,7 +415,13 @@ impl Client {
             if failed || count == 0 {
                 attempts += 1;
                 if attempts > 200 {
-                    return Err(ComputeError::Scheduler("could not fetch results from the workers".into()));
+                    return Err(ComputeError::Worker {
+                        worker: "every holder".into(),
+                        message: format!(
+                            "could not fetch {} results after {attempts} attempts",
+                            keys.len() - values.len()
+                        ),
+                    });
                 }
                 // The holder may have died: wait for the scheduler's news.
                 std::thread::sleep(Duration::from_millis(20));
@@ -416,7 +434,7 @@ impl Client {
     pub(crate) fn scatter_values(&self, values: Vec<Value>, prefix: &str) -> Result<Vec<Key>, ComputeError> {
         let workers = self.workers();
         if workers.is_empty() {
-            return Err(ComputeError::Scheduler("cannot scatter: the cluster has no workers".into()));
+            return Err(ComputeError::NoWorkers("cannot scatter: the cluster has no workers".into()));
         }
         let base = self.inner.scatter_counter.fetch_add(values.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let token = kiln_graph::Tokenizer::new()
@@ -441,7 +459,7 @@ impl Client {
                 .map(|(k, v)| (k.clone(), CodecRegistry::global().nbytes(v).unwrap_or(64) as u64))
                 .collect();
             let (wire, frames) = values_to_wire(items, CodecRegistry::global())
-                .map_err(|e| ComputeError::Scheduler(format!("cannot scatter: {e}")))?;
+                .map_err(|e| ComputeError::Internal(format!("cannot encode a scattered value: {e}")))?;
             let pool = self.inner.pool.clone();
             let address = worker.address.clone();
             let id = worker.id;
@@ -456,16 +474,24 @@ impl Client {
         let mut entries = Vec::new();
         for _ in 0..sent {
             let (worker, sizes, result) =
-                rx.recv().map_err(|_| ComputeError::Scheduler("the client runtime stopped".into()))?;
+                rx.recv().map_err(|_| ComputeError::Internal("the client runtime stopped".into()))?;
             match result {
                 Ok((PeerReply::Stored { .. }, _)) => {
                     entries.extend(sizes.into_iter().map(|(key, nbytes)| ScatteredEntry { key, worker, nbytes }))
                 }
                 Ok((PeerReply::Error { message, .. }, _)) => {
-                    return Err(ComputeError::Scheduler(format!("scatter to worker {worker} failed: {message}")));
+                    return Err(ComputeError::Worker {
+                        worker: worker.to_string(),
+                        message: format!("scatter failed: {message}"),
+                    });
                 }
-                Ok(_) => return Err(ComputeError::Scheduler(format!("scatter to worker {worker}: unexpected reply"))),
-                Err(e) => return Err(ComputeError::Scheduler(format!("scatter to worker {worker} failed: {e}"))),
+                Ok(_) => return Err(ComputeError::Internal(format!("scatter to worker {worker}: unexpected reply"))),
+                Err(e) => {
+                    return Err(ComputeError::Worker {
+                        worker: worker.to_string(),
+                        message: format!("scatter failed: {e}"),
+                    });
+                }
             }
         }
         self.retain(&keys);
@@ -478,7 +504,7 @@ impl Client {
         let request = self.inner.next_request.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.send(make(request));
         let mut reply = None;
-        self.wait_until(Duration::from_secs(60), |s| {
+        self.wait_until(Some(Duration::from_secs(60)), |s| {
             if s.replies.contains_key(&request) {
                 reply = Some(request);
                 true
@@ -506,7 +532,7 @@ impl Client {
     /// Keys whose status changed to not-pending among `keys` (for `as_completed`).
     pub(crate) fn wait_any(&self, keys: &HashSet<Key>) -> Result<Vec<Key>, ComputeError> {
         let mut done = Vec::new();
-        self.wait_until(Duration::MAX / 4, |s| {
+        self.wait_until(None, |s| {
             done = keys
                 .iter()
                 .filter(|k| !matches!(s.keys.get(*k).map(|e| &e.status), Some(KeyStatus::Pending)))
@@ -658,6 +684,6 @@ impl std::fmt::Debug for Client {
 
 impl From<CommError> for ComputeError {
     fn from(e: CommError) -> Self {
-        ComputeError::Scheduler(e.to_string())
+        ComputeError::Connection { peer: "the scheduler".into(), message: e.to_string() }
     }
 }

@@ -226,7 +226,7 @@ impl Client {
         // The scheduler answers refusals only; a round trip tells us none came.
         self.list_datasets()?;
         match self.take_refusals().pop() {
-            Some(message) => Err(ComputeError::Scheduler(message)),
+            Some(message) => Err(ComputeError::Refused(message)),
             None => Ok(()),
         }
     }
@@ -243,7 +243,7 @@ impl Client {
                 self.send(ClientToScheduler::Want { keys: keys.clone() });
                 Ok(keys.into_iter().map(|k| Future::adopt(self, k)).collect())
             }
-            _ => Err(ComputeError::Scheduler(format!("no dataset named {name:?} is published"))),
+            _ => Err(ComputeError::NotFound(format!("dataset {name:?}"))),
         }
     }
 
@@ -259,7 +259,7 @@ impl Client {
     pub fn list_datasets(&self) -> Result<Vec<String>, ComputeError> {
         match self.ask(|request| ClientToScheduler::ListDatasets { request })? {
             SchedulerToClient::Datasets { names, .. } => Ok(names),
-            other => Err(ComputeError::Scheduler(format!("unexpected answer {other:?}"))),
+            other => Err(ComputeError::Internal(format!("unexpected answer {other:?}"))),
         }
     }
 }

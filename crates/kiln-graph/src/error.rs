@@ -79,7 +79,12 @@ impl TaskError {
 }
 
 /// Why a computation did not produce its results.
+///
+/// Each variant is a kind of failure a caller may want to react to differently (retry on a
+/// connection loss, report a task's own error, fix a collection built wrong). Only
+/// [`ComputeError::Internal`] carries a bare message: it means the engine itself broke.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ComputeError {
     /// A task failed; the computation stopped.
     #[error("task {key} failed: {error}")]
@@ -92,9 +97,25 @@ pub enum ComputeError {
     /// The graph is invalid.
     #[error(transparent)]
     Graph(#[from] GraphError),
-    /// The caller cancelled the computation.
-    #[error("computation cancelled")]
-    Cancelled,
+    /// The collection asked for was built from invalid operations (a shape mismatch, an axis
+    /// out of range, ...); nothing was computed.
+    #[error("invalid {collection}: {cause}")]
+    InvalidCollection {
+        /// What kind of collection ("array", "dataframe", ...).
+        collection: &'static str,
+        /// Why it is invalid: the collection's own error.
+        #[source]
+        cause: SharedError,
+    },
+    /// The computation was cancelled: by the caller, or (with `key`) because the cluster
+    /// cancelled one of its tasks.
+    #[error("{}", cancelled_message(.key, .reason))]
+    Cancelled {
+        /// The cancelled task, when a cluster reported it.
+        key: Option<Key>,
+        /// Why, when known.
+        reason: Option<String>,
+    },
     /// A result had another type than the caller asked for.
     #[error("result {key}: expected {expected}, found {found}")]
     ResultType {
@@ -105,9 +126,116 @@ pub enum ComputeError {
         /// The type produced.
         found: &'static str,
     },
-    /// The scheduler itself failed (e.g. lost its connection).
-    #[error("scheduler error: {0}")]
-    Scheduler(String),
+    /// A task cannot be sent to a cluster: its function or a literal has no portable form.
+    #[error("{0}")]
+    NotPortable(#[from] crate::portable::PortableError),
+    /// A connection to a scheduler or worker failed or was lost.
+    #[error("connection to {peer}: {message}")]
+    Connection {
+        /// Who was on the other end ("the scheduler", a worker's address).
+        peer: String,
+        /// What happened.
+        message: String,
+    },
+    /// An operation did not finish within its deadline.
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        /// What was waited for.
+        operation: String,
+        /// How long was waited.
+        after: std::time::Duration,
+    },
+    /// A task's worker died while running it too many times; the task is considered the cause.
+    #[error(
+        "task {key} was running on {failures} workers that died, the last {last_worker}; it is marked as the cause and not retried"
+    )]
+    KilledWorker {
+        /// The task.
+        key: Key,
+        /// The last worker that died running it.
+        last_worker: String,
+        /// How many workers died running it.
+        failures: u32,
+    },
+    /// No worker is available to run the work (none connected, or all retired).
+    #[error("no workers: {0}")]
+    NoWorkers(String),
+    /// A worker refused or failed a request (a fetch, a scatter) other than running a task.
+    #[error("worker {worker}: {message}")]
+    Worker {
+        /// The worker's address.
+        worker: String,
+        /// What it said.
+        message: String,
+    },
+    /// A result or value could not be encoded or decoded.
+    #[error("cannot decode {key}: {message}")]
+    Codec {
+        /// The value's key.
+        key: Key,
+        /// The codec's error.
+        message: String,
+    },
+    /// A name looked up on a cluster (a published dataset) does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The scheduler refused a request (a dataset name already taken, ...).
+    #[error("the scheduler refused: {0}")]
+    Refused(String),
+    /// The engine itself broke (a scheduler thread panicked, a protocol invariant failed): a bug
+    /// in kiln, never a property of the user's computation.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn cancelled_message(key: &Option<Key>, reason: &Option<String>) -> String {
+    match (key, reason) {
+        (None, None) => "computation cancelled".to_string(),
+        (None, Some(r)) => format!("computation cancelled: {r}"),
+        (Some(k), None) => format!("{k} was cancelled"),
+        (Some(k), Some(r)) => format!("{k} was cancelled: {r}"),
+    }
+}
+
+/// An error shared between clones of a [`ComputeError`]: the cause of an invalid collection,
+/// kept typed so callers can downcast it (`err.source()`), compared by message.
+#[derive(Clone)]
+pub struct SharedError(pub std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl SharedError {
+    /// Wraps an error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        SharedError(std::sync::Arc::new(error))
+    }
+
+    /// The wrapped error as `E`, when it is one.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.0.downcast_ref::<E>()
+    }
+}
+
+impl std::fmt::Debug for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for SharedError {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
 }
 
 impl ComputeError {
@@ -120,11 +248,30 @@ impl ComputeError {
         }
     }
 
-    /// The key of the failing task, when a task failed.
+    /// The computation was cancelled by its caller.
+    pub fn cancelled() -> Self {
+        ComputeError::Cancelled { key: None, reason: None }
+    }
+
+    /// The collection named `collection` is invalid because of `cause`.
+    pub fn invalid(collection: &'static str, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ComputeError::InvalidCollection { collection, cause: SharedError::new(cause) }
+    }
+
+    /// The key of the task this error is about, when there is one.
     pub fn key(&self) -> Option<&Key> {
         match self {
-            ComputeError::Task { key, .. } | ComputeError::ResultType { key, .. } => Some(key),
+            ComputeError::Task { key, .. }
+            | ComputeError::ResultType { key, .. }
+            | ComputeError::KilledWorker { key, .. }
+            | ComputeError::Codec { key, .. } => Some(key),
+            ComputeError::Cancelled { key, .. } => key.as_ref(),
             _ => None,
         }
+    }
+
+    /// Whether this is a cancellation.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, ComputeError::Cancelled { .. })
     }
 }

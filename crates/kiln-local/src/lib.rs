@@ -146,7 +146,7 @@ impl LocalScheduler {
             .name("kiln-compute".into())
             .spawn(move || {
                 if parent_cancel.is_some_and(|c| c.is_cancelled()) {
-                    return Err(ComputeError::Cancelled);
+                    return Err(ComputeError::cancelled());
                 }
                 scheduler.run(&graph, &outputs)
             })
@@ -178,7 +178,7 @@ impl ComputeHandle {
     /// As [`LocalScheduler::run`].
     pub fn wait(mut self) -> Result<Vec<Value>, ComputeError> {
         let thread = self.thread.take().expect("the thread is joined only once");
-        thread.join().unwrap_or_else(|_| Err(ComputeError::Scheduler("the compute thread panicked".into())))
+        thread.join().unwrap_or_else(|_| Err(ComputeError::Internal("the compute thread panicked".into())))
     }
 
     /// Asks the run to stop; [`ComputeHandle::wait`] then returns [`ComputeError::Cancelled`].

@@ -129,7 +129,7 @@ impl<'a> Run<'a> {
                 for h in helpers {
                     // `work` catches kernel panics itself; a panic here would be a kiln bug.
                     if h.join().is_err() {
-                        self.fail(ComputeError::Scheduler("a scheduler thread panicked".into()));
+                        self.fail(ComputeError::Internal("a scheduler thread panicked".into()));
                     }
                 }
                 progress_done.store(true, Ordering::Release);
@@ -142,14 +142,14 @@ impl<'a> Run<'a> {
             return Err(err);
         }
         if self.completed.load(Ordering::Acquire) != self.total {
-            return Err(ComputeError::Cancelled);
+            return Err(ComputeError::cancelled());
         }
         self.outputs
             .iter()
             .map(|o| {
                 lock(&self.slots[o.index()])
                     .clone()
-                    .ok_or_else(|| ComputeError::Scheduler(format!("output {} was not kept", self.graph.key(*o))))
+                    .ok_or_else(|| ComputeError::Internal(format!("output {} was not kept", self.graph.key(*o))))
             })
             .collect()
     }
@@ -185,7 +185,7 @@ impl<'a> Run<'a> {
             }
             if self.cancelled() {
                 drop(q);
-                self.fail(ComputeError::Cancelled);
+                self.fail(ComputeError::cancelled());
                 return None;
             }
             self.sleeping.fetch_add(1, Ordering::SeqCst);
@@ -207,7 +207,7 @@ impl<'a> Run<'a> {
                 return;
             }
             if self.cancelled() {
-                self.fail(ComputeError::Cancelled);
+                self.fail(ComputeError::cancelled());
                 return;
             }
             let id = TaskId(t);
@@ -217,7 +217,7 @@ impl<'a> Run<'a> {
                         Some(v) => v,
                         None => {
                             let msg = format!("input {} of {} was released too early", graph.key(*d), graph.key(id));
-                            self.fail(ComputeError::Scheduler(msg));
+                            self.fail(ComputeError::Internal(msg));
                             return;
                         }
                     },

@@ -217,7 +217,7 @@ fn cancel_token_stops_a_run() {
         (g.build().unwrap(), vec![root])
     };
     let err = sched(2).with_cancel(token).run(&g, &outs).unwrap_err();
-    assert_eq!(err, ComputeError::Cancelled);
+    assert_eq!(err, ComputeError::cancelled());
     // At most the tasks already running when the flag was set finish after it.
     assert!(ran.load(Ordering::SeqCst) <= 20 + 2, "{} tasks ran", ran.load(Ordering::SeqCst));
 }
