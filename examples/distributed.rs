@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(client.gather(&many)?, (1..11).collect::<Vec<i64>>());
     let data = client.scatter(vec![vec![1.0f64, 2.0], vec![3.0]])?;
     assert_eq!(client.gather(&data)?[1], vec![3.0]);
-    client.publish_dataset("increments", &many, false)?; // elsewhere: client.get_dataset::<i64>("increments")?
+    client.publish_dataset("increments", &many)?; // elsewhere: client.get_dataset::<i64>("increments")?
     client.set_as_default(); // plain .compute() now runs on the cluster
     Ok(())
 }

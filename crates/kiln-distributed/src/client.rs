@@ -65,10 +65,19 @@ pub(crate) struct State {
     id: Option<ClientId>,
     /// Keys asked about with [`REFRESH`] questions, oldest first.
     refreshing: std::collections::VecDeque<Vec<Key>>,
+    /// Counts batches of news from the scheduler, so a waiter can tell whether anything
+    /// changed since it looked.
+    news: u64,
 }
 
 /// The request id of the client's own where-is-it-now questions after a worker left.
 const REFRESH: u64 = u64::MAX;
+
+/// How long a fetch keeps trying holders that fail before it reports an error.
+const FETCH_GIVE_UP: Duration = Duration::from_secs(30);
+
+/// How long a failed fetch waits for news from the scheduler before asking the holders again.
+const NEWS_WAIT: Duration = Duration::from_millis(500);
 
 pub(crate) struct Inner {
     /// Always `Some` until dropped (taken in `Drop` to shut down without blocking).
@@ -358,9 +367,11 @@ impl Client {
     /// Fetches finished keys' values from the workers that hold them.
     pub(crate) fn fetch(&self, keys: &[Key]) -> Result<Vec<Value>, ComputeError> {
         let mut values: HashMap<Key, Value> = HashMap::new();
-        let mut attempts = 0;
+        let mut give_up: Option<Instant> = None;
         while values.len() < keys.len() {
             self.wait_keys(keys)?;
+            // Taken before asking the holders, so news that arrives while we ask is not missed.
+            let news_before = self.inner.lock().news;
             // Group by holder.
             let mut by_address: HashMap<String, Vec<Key>> = HashMap::new();
             {
@@ -413,18 +424,23 @@ impl Client {
                 }
             }
             if failed || count == 0 {
-                attempts += 1;
-                if attempts > 200 {
+                let deadline = *give_up.get_or_insert_with(|| Instant::now() + FETCH_GIVE_UP);
+                if Instant::now() >= deadline {
                     return Err(ComputeError::Worker {
                         worker: "every holder".into(),
                         message: format!(
-                            "could not fetch {} results after {attempts} attempts",
+                            "could not fetch {} results within {FETCH_GIVE_UP:?}",
                             keys.len() - values.len()
                         ),
                     });
                 }
-                // The holder may have died: wait for the scheduler's news.
-                std::thread::sleep(Duration::from_millis(20));
+                // A holder died or no longer has the value: the scheduler's next news (a worker
+                // removed, the value in memory elsewhere) tells where to ask. The bounded wait only
+                // covers news that never comes (a holder that answers "missing" but stays).
+                match self.wait_until(Some(NEWS_WAIT), |s| s.news != news_before) {
+                    Ok(()) | Err(ComputeError::Timeout { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(keys.iter().map(|k| values[k].clone()).collect())
@@ -636,6 +652,7 @@ impl Inner {
             state.refreshing.push_back(refresh.clone());
             self.send(ClientToScheduler::WhoHas { request: REFRESH, keys: refresh });
         }
+        state.news += 1;
         drop(state);
         self.changed.notify_all();
     }

@@ -216,11 +216,26 @@ impl Client {
         AsCompleted { client: self.clone(), pending: futures }
     }
 
-    /// Names futures so other clients can use them; the cluster keeps them while published.
+    /// Names futures so other clients can use them; the cluster keeps them while published
+    /// (Dask's `publish_dataset`). A name already taken is refused: see
+    /// [`Client::publish_dataset_replacing`] to replace it.
     ///
     /// # Errors
-    /// The name is taken (unless `overwrite`), or the scheduler does not know a key.
-    pub fn publish_dataset<T>(&self, name: &str, futures: &[Future<T>], overwrite: bool) -> Result<(), ComputeError> {
+    /// [`ComputeError::Refused`] when the name is taken or the scheduler does not know a key.
+    pub fn publish_dataset<T>(&self, name: &str, futures: &[Future<T>]) -> Result<(), ComputeError> {
+        self.publish(name, futures, false)
+    }
+
+    /// Like [`Client::publish_dataset`], replacing a dataset already published under `name`
+    /// (Dask's `override=True`).
+    ///
+    /// # Errors
+    /// [`ComputeError::Refused`] when the scheduler does not know a key.
+    pub fn publish_dataset_replacing<T>(&self, name: &str, futures: &[Future<T>]) -> Result<(), ComputeError> {
+        self.publish(name, futures, true)
+    }
+
+    fn publish<T>(&self, name: &str, futures: &[Future<T>], overwrite: bool) -> Result<(), ComputeError> {
         let keys: Vec<Key> = futures.iter().map(|f| f.key.clone()).collect();
         self.send(ClientToScheduler::Publish { name: name.to_string(), keys, overwrite });
         // The scheduler answers refusals only; a round trip tells us none came.

@@ -2,7 +2,8 @@
 //! process-based cluster is tested end to end in kiln-cli): collections computed on the
 //! cluster give the local scheduler's answers; futures, scatter, datasets, failures.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use kiln_array::Array;
@@ -45,6 +46,43 @@ fn slow() -> kiln_delayed::Func1<i64, i64> {
     .portable("test.slow")
 }
 
+/// Adds one after 100 ms, so that a chain of them finishes at well separated times.
+fn pause() -> kiln_delayed::Func1<i64, i64> {
+    func1("pause", |x: &i64| {
+        std::thread::sleep(Duration::from_millis(100));
+        x + 1
+    })
+    .portable("test.pause")
+}
+
+/// Workers run as threads of this process, so a task can wait for the test to open a gate.
+static GATE: (Mutex<GateState>, Condvar) = (Mutex::new(GateState { started: 0, open: false }), Condvar::new());
+struct GateState {
+    started: u32,
+    open: bool,
+}
+fn gated() -> kiln_delayed::Func1<i64, i64> {
+    func1("gated", |x: &i64| {
+        let (lock, changed) = &GATE;
+        let mut state = lock.lock().unwrap();
+        state.started += 1;
+        changed.notify_all();
+        // Bounded, so a broken test cannot hang the worker forever.
+        let (state, _) = changed.wait_timeout_while(state, Duration::from_secs(30), |s| !s.open).unwrap();
+        drop(state);
+        *x
+    })
+    .portable("test.gated")
+}
+static DOWNSTREAM_RUNS: AtomicU32 = AtomicU32::new(0);
+fn downstream() -> kiln_delayed::Func1<i64, i64> {
+    func1("downstream", |x: &i64| {
+        DOWNSTREAM_RUNS.fetch_add(1, Ordering::SeqCst);
+        *x
+    })
+    .portable("test.downstream")
+}
+
 fn register() {
     let r = KernelRegistry::global();
     r.register_instance(inc().kernel());
@@ -52,6 +90,9 @@ fn register() {
     r.register_instance(total().kernel());
     r.register_instance(checked().kernel());
     r.register_instance(slow().kernel());
+    r.register_instance(pause().kernel());
+    r.register_instance(gated().kernel());
+    r.register_instance(downstream().kernel());
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -133,10 +174,13 @@ fn futures_submit_map_gather_and_as_completed() {
     // A future is an argument to further work, which runs where the data is.
     let g = client.submit(add().call(&f, &many[4])).unwrap();
     assert_eq!(g.result().unwrap(), 8);
-    let slow_ones = client.map(&slow(), [2i64, 1, 0, 5, 4, 3]).unwrap();
-    let mut seen: Vec<i64> = client.as_completed(slow_ones).map(|f| f.result().unwrap()).collect();
-    seen.sort();
-    assert_eq!(seen, vec![0, 1, 2, 3, 4, 5]);
+    // A chain finishes in dependency order whatever the cluster does; handed over last first,
+    // as_completed must still yield them in the order they finished.
+    let first = client.submit(pause().call(0)).unwrap();
+    let second = client.submit(pause().call(&first)).unwrap();
+    let third = client.submit(pause().call(&second)).unwrap();
+    let seen: Vec<i64> = client.as_completed(vec![third, second, first]).map(|f| f.result().unwrap()).collect();
+    assert_eq!(seen, vec![1, 2, 3]);
     client.wait(&many).unwrap();
     assert!(many.iter().all(|f| f.status() == KeyStatus::Finished));
 }
@@ -194,8 +238,12 @@ fn a_published_dataset_is_read_by_another_client() {
     let first = client();
     let parts = first.map(&inc(), [10i64, 20, 30]).unwrap();
     first.wait(&parts).unwrap();
-    first.publish_dataset("increments", &parts, false).unwrap();
-    assert!(first.publish_dataset("increments", &parts, false).is_err(), "names are not overwritten silently");
+    first.publish_dataset("increments", &parts).unwrap();
+    let taken = first.publish_dataset("increments", &parts[..1]).unwrap_err();
+    assert!(
+        matches!(&taken, ComputeError::Refused(m) if m.contains("increments")),
+        "names are not overwritten silently: {taken}"
+    );
     drop(parts);
     drop(first);
     let second = client();
@@ -204,8 +252,13 @@ fn a_published_dataset_is_read_by_another_client() {
     assert_eq!(second.gather(&parts).unwrap(), vec![11, 21, 31]);
     let sum = second.submit(total().call(collect(parts.iter().map(|p| p.to_delayed()).collect()))).unwrap();
     assert_eq!(sum.result().unwrap(), 63);
+    let missing = second.get_dataset::<i64>("no-such-dataset").unwrap_err();
+    assert!(matches!(&missing, ComputeError::NotFound(m) if m.contains("no-such-dataset")), "{missing}");
     second.unpublish_dataset("increments");
-    assert!(second.get_dataset::<i64>("no-such-dataset").is_err());
+    // Unpublishing is a message without an answer; the next question is answered after it.
+    assert!(!second.list_datasets().unwrap().contains(&"increments".to_string()));
+    let gone = second.get_dataset::<i64>("increments").unwrap_err();
+    assert!(matches!(&gone, ComputeError::NotFound(m) if m.contains("increments")), "{gone}");
 }
 
 #[test]
@@ -252,19 +305,35 @@ fn persisted_arrays_stay_on_the_cluster_and_later_work_starts_from_them() {
 }
 
 #[test]
-fn cancelled_futures_end_as_cancelled() {
+fn cancelled_futures_end_as_cancelled_and_their_dependents_never_run() {
     let client = client();
-    let blocker = func1("block", |x: &i64| {
-        std::thread::sleep(Duration::from_millis(300));
-        *x
-    })
-    .portable("test.block");
-    KernelRegistry::global().register_instance(blocker.kernel());
-    let f = client.submit(inc().call(blocker.call(1))).unwrap();
+    let blocked = gated().call(1);
+    let f = client.submit(downstream().call(blocked)).unwrap();
+    // Cancel while the input is certainly running, not merely submitted.
+    {
+        let (lock, changed) = &GATE;
+        let state = lock.lock().unwrap();
+        let (state, timeout) = changed.wait_timeout_while(state, Duration::from_secs(30), |s| s.started == 0).unwrap();
+        assert!(!timeout.timed_out() && state.started == 1, "the gated task never started");
+    }
     f.cancel();
-    let err = f.result().unwrap_err().to_string();
-    assert!(err.contains("cancelled"), "{err}");
+    match f.result().unwrap_err() {
+        ComputeError::Cancelled { key: Some(key), .. } => assert_eq!(&key, f.key()),
+        other => panic!("expected a cancellation naming {}, got {other:?}", f.key()),
+    }
     assert!(matches!(f.status(), KeyStatus::Cancelled(_)));
+    {
+        let (lock, changed) = &GATE;
+        lock.lock().unwrap().open = true;
+        changed.notify_all();
+    }
+    // The input finishes after the cancellation; a later computation on the same workers runs
+    // after it, and by then the cancelled dependent would have run if it were still wanted.
+    assert_eq!(client.submit(inc().call(41)).unwrap().result().unwrap(), 42);
+    let after = client.map(&inc(), 0..6i64).unwrap();
+    client.wait(&after).unwrap();
+    assert_eq!(DOWNSTREAM_RUNS.load(Ordering::SeqCst), 0, "a cancelled task ran");
+    assert!(freed_soon(&cluster().client().unwrap(), f.key()), "the cancelled key is still held");
 }
 
 #[test]
