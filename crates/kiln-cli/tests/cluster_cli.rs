@@ -171,12 +171,23 @@ fn a_worker_killed_mid_computation_costs_only_recomputation() {
         let y = y.clone();
         move || (compute_with(&y, &client), started.elapsed())
     });
-    // Let the computation get going, then kill a worker without warning.
-    std::thread::sleep(Duration::from_millis(100));
+    // Kill a worker without warning once the scheduler has handed out work, not after a guess
+    // at how long the submission takes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let load = client.cluster_load().unwrap();
+        if load.processing > 0 {
+            break;
+        }
+        assert!(!worker.is_finished(), "the computation ended before any task was seen running");
+        assert!(Instant::now() < deadline, "no task started within 30 s: {load:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     assert!(Command::new("kill").args(["-KILL", &victim.to_string()]).status().unwrap().success());
+    let killed_at = started.elapsed();
     let (result, took) = worker.join().unwrap();
-    eprintln!("computation with a killed worker took {took:?}");
-    assert!(took > Duration::from_millis(100), "the computation ended before the kill; make it larger");
+    eprintln!("computation with a worker killed at {killed_at:?} took {took:?}");
+    assert!(took > killed_at, "the computation ended before the kill; make it larger");
     let result = result.unwrap().first().copied().unwrap();
     assert!((result - expected).abs() < 1e-12, "{result} vs {expected}");
     let deadline = Instant::now() + Duration::from_secs(10);
