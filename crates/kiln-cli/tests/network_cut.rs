@@ -1,7 +1,8 @@
 //! A network cut: a worker in its own network namespace, joined to the host by a veth pair,
 //! loses its link in the middle of a computation. The scheduler must notice (missed
 //! heartbeats), reschedule, and still give the right answer; when the link comes back the
-//! worker rejoins. Needs root (network namespaces); skipped with a message otherwise.
+//! worker rejoins. Needs root (network namespaces): as root (CI) it must run, and a namespace
+//! that cannot be made fails the test; as another user it is skipped with a loud message.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -63,6 +64,13 @@ impl Drop for Netns {
     }
 }
 
+/// The effective user id, from `/proc/self/status` (`Uid: real effective saved fs`).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
 struct Guard(Child);
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -84,7 +92,11 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Dur
 fn a_worker_cut_off_by_the_network_is_detected_and_rejoins() {
     let tag = std::process::id() % 10_000;
     let Some(ns) = Netns::create(tag) else {
-        eprintln!("skipped: cannot create a network namespace (needs root and iproute2)");
+        let root = effective_uid() == Some(0);
+        assert!(!root, "running as root but cannot create a network namespace with iproute2 (`ip netns add`)");
+        eprintln!(
+            "\n*** SKIPPED a_worker_cut_off_by_the_network_is_detected_and_rejoins: needs root for `ip netns` ***\n"
+        );
         return;
     };
     let subnet = 10 + tag % 200;
@@ -132,7 +144,11 @@ fn a_worker_cut_off_by_the_network_is_detected_and_rejoins() {
             (compute_with(&y, &client), start.elapsed())
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Cut once both workers have work, not after a guess at how long submission takes.
+    wait_for("tasks running on the cluster", Duration::from_secs(30), || {
+        assert!(!run.is_finished(), "the computation ended before any task was seen running");
+        client.cluster_load().unwrap().processing > 0
+    });
     ns.link(false);
     let cut = Instant::now();
     let detected = wait_for("detecting the cut", Duration::from_secs(20), || client.workers().len() == 1);
@@ -140,14 +156,21 @@ fn a_worker_cut_off_by_the_network_is_detected_and_rejoins() {
     let finished_after_cut = cut.elapsed();
     let result = result.unwrap().first().copied().unwrap();
     assert!((result - expected).abs() < 1e-12, "{result} vs {expected}");
-    assert!(took > Duration::from_millis(300), "the computation ended before the cut");
     eprintln!(
         "cut detected after {detected:?}; computation finished {finished_after_cut:?} after the cut ({took:?} in all)"
+    );
+    // A cut link closes no connection: only missed heartbeats can reveal it, so detection takes
+    // at least a good part of the 2 s worker timeout, and not much more than it (heartbeats are
+    // checked every second). bench/RESULTS.md quotes these figures.
+    assert!(
+        detected >= Duration::from_millis(1000) && detected <= Duration::from_secs(6),
+        "cut detected after {detected:?}, expected within 1-6 s of a 2 s worker timeout"
     );
 
     ns.link(true);
     let rejoined = wait_for("the worker rejoining", Duration::from_secs(30), || client.workers().len() == 2);
     eprintln!("the worker rejoined {rejoined:?} after the link came back");
+    assert!(rejoined <= Duration::from_secs(10), "rejoining took {rejoined:?}");
     assert!(client.workers().iter().any(|w| w.name == "inside"));
     // And it takes work again.
     let again = compute_with(&y, &client).unwrap().first().copied().unwrap();
