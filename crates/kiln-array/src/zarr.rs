@@ -53,7 +53,7 @@ pub fn from_zarr<T: Element>(path: impl AsRef<Path>, chunks: Option<ChunkSpec>) 
     let path = path.as_ref().to_path_buf();
     let array = open(&path)?;
     if array.data_type() != &zarr_type(T::DTYPE) {
-        return Err(io(&path, format!("holds {:?}, not {}", array.data_type(), T::DTYPE)));
+        return Err(io(&path, format!("holds {}, not {}", array.data_type(), T::DTYPE)));
     }
     let shape: Vec<usize> = array.shape().iter().map(|&d| d as usize).collect();
     let chunks = match chunks {
