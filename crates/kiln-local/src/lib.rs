@@ -36,7 +36,8 @@ pub enum Progress {
     /// When stderr is a terminal and the run lasts longer than half a second.
     #[default]
     Auto,
-    /// Always (after half a second), even when stderr is not a terminal.
+    /// Always (after half a second), even when stderr is not a terminal: there, as a plain line
+    /// a second (for logs).
     Always,
     /// Never.
     Never,

@@ -21,7 +21,9 @@ pub(crate) fn wanted(mode: Progress) -> bool {
     }
 }
 
-/// Draws until `done` is set; the caller unparks this thread after setting it.
+/// Draws until `done` is set; the caller unparks this thread after setting it. On a terminal
+/// the bar redraws in place; elsewhere (a forced bar piped to a log) it prints a plain line a
+/// second, since escape codes and carriage returns would garble a log file.
 pub(crate) fn draw(total: usize, completed: &AtomicUsize, done: &AtomicBool) {
     let start = Instant::now();
     while start.elapsed() < DELAY {
@@ -29,6 +31,9 @@ pub(crate) fn draw(total: usize, completed: &AtomicUsize, done: &AtomicBool) {
             return;
         }
         std::thread::park_timeout(DELAY.saturating_sub(start.elapsed()));
+    }
+    if !std::io::stderr().is_terminal() {
+        return draw_lines(start, total, completed, done);
     }
     let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -41,4 +46,23 @@ pub(crate) fn draw(total: usize, completed: &AtomicUsize, done: &AtomicBool) {
     }
     bar.set_position(completed.load(Ordering::Relaxed) as u64);
     bar.finish();
+}
+
+/// How often a bar that is not on a terminal prints a line.
+const LINE_EVERY: Duration = Duration::from_secs(1);
+
+fn draw_lines(start: Instant, total: usize, completed: &AtomicUsize, done: &AtomicBool) {
+    let line = |n: usize| {
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!("[{secs:7.1} s] {n}/{total} tasks ({:.0} tasks/s)", n as f64 / secs.max(1e-9));
+    };
+    let mut next = Instant::now();
+    while !done.load(Ordering::Acquire) {
+        if Instant::now() >= next {
+            line(completed.load(Ordering::Relaxed));
+            next += LINE_EVERY;
+        }
+        std::thread::park_timeout(TICK);
+    }
+    line(completed.load(Ordering::Relaxed));
 }
