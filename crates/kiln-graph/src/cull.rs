@@ -77,3 +77,85 @@ pub fn subgraph(graph: &Graph, keep: &[bool]) -> Result<(Graph, Vec<TaskId>), Gr
     }
     Ok((builder.build()?, remap))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::key::Key;
+    use crate::simulate::shapes::sum_plus_one;
+
+    /// A random DAG: task `i` depends on up to three earlier tasks chosen by `picks`.
+    fn random_dag(picks: &[(u8, u16, u16, u16)]) -> Graph {
+        let k = sum_plus_one();
+        let mut g = GraphBuilder::new();
+        let mut ids: Vec<TaskId> = Vec::new();
+        for (i, &(n, a, b, c)) in picks.iter().enumerate() {
+            let deps: BTreeSet<usize> = if i == 0 {
+                BTreeSet::new()
+            } else {
+                [a, b, c].iter().take(n as usize % 4).map(|&d| d as usize % i).collect()
+            };
+            let args: Vec<Arg> = deps.into_iter().map(|d| Arg::Task(ids[d])).collect();
+            ids.push(g.add(Key::with_index("t", [i as u32]), k.clone(), args).unwrap());
+        }
+        g.build().unwrap()
+    }
+
+    /// Ancestors by a fixed point over keys, independent of `needed`'s walk.
+    fn ancestors_by_fixed_point(graph: &Graph, outputs: &[TaskId]) -> BTreeSet<Key> {
+        let mut set: BTreeSet<usize> = outputs.iter().map(|o| o.index()).collect();
+        loop {
+            let before = set.len();
+            for t in 0..graph.len() {
+                if set.contains(&t) {
+                    let deps: Vec<usize> = graph.dependencies(TaskId(t as u32)).iter().map(|d| d.index()).collect();
+                    set.extend(deps);
+                }
+            }
+            if set.len() == before {
+                return set.into_iter().map(|t| graph.key(TaskId(t as u32)).clone()).collect();
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn culling_keeps_exactly_the_ancestors_of_the_outputs(
+            picks in prop::collection::vec(any::<(u8, u16, u16, u16)>(), 1..60),
+            outs in prop::collection::vec(any::<u16>(), 1..4),
+        ) {
+            let graph = random_dag(&picks);
+            let outputs: Vec<TaskId> = outs.iter().map(|&o| TaskId(o as u32 % graph.len() as u32)).collect();
+            let want = ancestors_by_fixed_point(&graph, &outputs);
+            match cull(&graph, &outputs).unwrap() {
+                None => prop_assert_eq!(want.len(), graph.len()),
+                Some((culled, new_outputs)) => {
+                    let kept: BTreeSet<Key> = culled.keys().iter().cloned().collect();
+                    prop_assert_eq!(&kept, &want);
+                    for (old, new) in outputs.iter().zip(&new_outputs) {
+                        prop_assert_eq!(graph.key(*old), culled.key(*new));
+                    }
+                    // Dependencies survive by key.
+                    for t in 0..culled.len() {
+                        let id = TaskId(t as u32);
+                        let old = graph.keys().iter().position(|k| k == culled.key(id)).unwrap();
+                        let deps_old: BTreeSet<&Key> =
+                            graph.dependencies(TaskId(old as u32)).iter().map(|d| graph.key(*d)).collect();
+                        let deps_new: BTreeSet<&Key> = culled.dependencies(id).iter().map(|d| culled.key(*d)).collect();
+                        prop_assert_eq!(deps_old, deps_new);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_output_outside_the_graph_is_an_error() {
+        let graph = random_dag(&[(0, 0, 0, 0), (1, 0, 0, 0)]);
+        assert!(matches!(cull(&graph, &[TaskId(7)]), Err(GraphError::UnknownTask(7, 2))));
+    }
+}
