@@ -4,5 +4,6 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 python3 -m venv "$here/.venv"
 "$here/.venv/bin/pip" install --quiet --upgrade pip
-"$here/.venv/bin/pip" install --quiet "dask[array,distributed]" numpy
+# Pinned, so figures in RESULTS.md can be reproduced against the same Dask.
+"$here/.venv/bin/pip" install --quiet "dask[array,distributed]==2026.8.0" "numpy==2.4.6" "zarr==3.1.6"
 "$here/.venv/bin/python" -c "import dask; print('dask', dask.__version__)"
