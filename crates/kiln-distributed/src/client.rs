@@ -12,7 +12,7 @@ use kiln_graph::portable::task_to_spec;
 use kiln_graph::{CodecRegistry, ComputeError, Graph, Key, Scheduler, TaskError, TaskId, Value};
 use kiln_protocol::Role;
 use kiln_protocol::messages::{
-    ClientId, ClientToScheduler, MemoryReport, PeerReply, PeerRequest, ScatteredEntry, SchedulerToClient,
+    ClientId, ClientToScheduler, FailureKind, MemoryReport, PeerReply, PeerRequest, ScatteredEntry, SchedulerToClient,
     SubmittedTask, TaskFailure, WorkerId, WorkerInfo,
 };
 use tokio::runtime::Runtime;
@@ -339,7 +339,7 @@ impl Client {
                 match s.keys.get(key).map(|e| &e.status) {
                     Some(KeyStatus::Finished) => {}
                     Some(KeyStatus::Erred(f)) => {
-                        failure = Some(ComputeError::task(&f.key, TaskError::Failed(f.message.clone())));
+                        failure = Some(failure_to_error(f));
                         return true;
                     }
                     Some(KeyStatus::Cancelled(reason)) => {
@@ -685,5 +685,19 @@ impl std::fmt::Debug for Client {
 impl From<CommError> for ComputeError {
     fn from(e: CommError) -> Self {
         ComputeError::Connection { peer: "the scheduler".into(), message: e.to_string() }
+    }
+}
+
+/// The user-facing error for a task failure the scheduler reported: the task's own error, or
+/// [`ComputeError::KilledWorker`] when the scheduler gave up on it because workers kept dying
+/// while running it.
+fn failure_to_error(failure: &TaskFailure) -> ComputeError {
+    match &failure.kind {
+        FailureKind::Raised => ComputeError::task(&failure.key, TaskError::Failed(failure.message.clone())),
+        FailureKind::KilledWorker { last_worker, last_address, failures } => ComputeError::KilledWorker {
+            key: failure.key.clone(),
+            last_worker: format!("worker {last_worker} at {last_address}"),
+            failures: *failures,
+        },
     }
 }

@@ -27,6 +27,7 @@
 mod error;
 mod handshake;
 mod header;
+mod ids;
 pub mod messages;
 mod packet;
 
@@ -36,6 +37,7 @@ pub use handshake::{
     encode_reply,
 };
 pub use header::{decode_header, encode_header};
+pub use ids::{ClientId, WorkerId};
 pub use packet::{Packet, PacketDecoder, encode_packet, packet_prefix};
 
 /// The first four bytes of every hello and reply, so that a stray client (an HTTP probe, a

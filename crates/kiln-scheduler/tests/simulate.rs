@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use kiln_graph::portable::{InputSpec, TaskSpec};
 use kiln_graph::{Encoded, KernelSpec, Key};
 use kiln_protocol::messages::*;
-use kiln_scheduler::{Command, Config, SchedulerState, TaskState};
+use kiln_scheduler::{Command, Config, Event, SchedulerState, TaskState};
 use proptest::prelude::*;
+
+/// The simulations' one client.
+const CLIENT: ClientId = ClientId::new(1);
 
 /// A tiny deterministic generator so cases replay from their seed.
 struct Rng(u64);
@@ -125,7 +128,7 @@ impl Sim {
         let mut sim = Sim {
             s: SchedulerState::new(config),
             workers: BTreeMap::new(),
-            next_worker: 0,
+            next_worker: WorkerId::new(0),
             now: 0,
             results: HashMap::new(),
             erred: HashMap::new(),
@@ -133,7 +136,7 @@ impl Sim {
             computed: 0,
             threads: threads as usize,
         };
-        sim.s.add_client(1);
+        sim.s.handle(Event::ClientJoined(ClientId::new(1)), 0);
         for _ in 0..workers {
             sim.add_worker(threads);
         }
@@ -143,11 +146,11 @@ impl Sim {
 
     fn add_worker(&mut self, threads: u32) {
         let id = self.next_worker;
-        self.next_worker += 1;
+        self.next_worker = WorkerId::new(id.get() + 1);
         self.workers.insert(id, SimWorker { held: HashMap::new(), running: Vec::new() });
         let info =
             WorkerInfo { id, address: format!("w{id}"), name: format!("w{id}"), nthreads: threads, memory_limit: 0 };
-        self.s.add_worker(info, self.now);
+        self.s.handle(Event::WorkerJoined(info), self.now);
     }
 
     fn check(&self) {
@@ -190,12 +193,12 @@ impl Sim {
                         }
                     }
                 }
-                Command::Client(1, SchedulerToClient::InMemory { key, holders, .. }) => {
+                Command::Client(CLIENT, SchedulerToClient::InMemory { key, holders, .. }) => {
                     let holder = holders[0];
                     let value = self.workers[&holder].held[&key];
                     self.results.insert(key, value);
                 }
-                Command::Client(1, SchedulerToClient::Erred { key, failure }) => {
+                Command::Client(CLIENT, SchedulerToClient::Erred { key, failure }) => {
                     self.erred.insert(key, failure);
                 }
                 _ => {}
@@ -203,7 +206,7 @@ impl Sim {
         }
         if !responses.is_empty() {
             for (w, response) in responses {
-                self.s.worker_message(w, response, self.now);
+                self.s.handle(Event::Worker(w, response), self.now);
             }
             self.pump();
         }
@@ -222,8 +225,8 @@ impl Sim {
         let task = self.workers.get_mut(&w).unwrap().running.remove(pick);
         self.now += 1;
         if self.fail_key.as_ref() == Some(&task.key) {
-            let failure = TaskFailure { key: task.key.clone(), message: "boom".into() };
-            self.s.worker_message(w, WorkerToScheduler::Failed { key: task.key, failure }, self.now);
+            let failure = TaskFailure::raised(task.key.clone(), "boom");
+            self.s.handle(Event::Worker(w, WorkerToScheduler::Failed { key: task.key, failure }), self.now);
             self.pump();
             return true;
         }
@@ -241,7 +244,7 @@ impl Sim {
                     let tried = task.who_has.iter().find(|(k, _)| k == dep).map(|(_, h)| h.clone()).unwrap_or_default();
                     let message =
                         WorkerToScheduler::MissingDependency { key: task.key.clone(), missing: dep.clone(), tried };
-                    self.s.worker_message(w, message, self.now);
+                    self.s.handle(Event::Worker(w, message), self.now);
                     self.pump();
                     return true;
                 }
@@ -250,7 +253,10 @@ impl Sim {
         let value = value_of(&task.key, &inputs);
         self.workers.get_mut(&w).unwrap().held.insert(task.key.clone(), value);
         self.computed += 1;
-        self.s.worker_message(w, WorkerToScheduler::Finished { key: task.key, nbytes: 8, duration_us: 10 }, self.now);
+        self.s.handle(
+            Event::Worker(w, WorkerToScheduler::Finished { key: task.key, nbytes: 8, duration_us: 10 }),
+            self.now,
+        );
         self.pump();
         true
     }
@@ -262,7 +268,7 @@ impl Sim {
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         let w = ids[rng.below(ids.len())];
         self.workers.remove(&w);
-        self.s.remove_worker(w, "killed by the test");
+        self.s.handle(Event::WorkerLost { worker: w, reason: "killed by the test".into() }, 0);
         self.pump();
     }
 }
@@ -278,7 +284,7 @@ fn expected(specs: &[TaskSpec]) -> HashMap<Key, u64> {
 
 fn submit(sim: &mut Sim, specs: &[TaskSpec], wanted: Vec<Key>) {
     let tasks = specs.iter().enumerate().map(|(i, s)| SubmittedTask { spec: s.clone(), order: i as u32 }).collect();
-    sim.s.client_message(1, ClientToScheduler::UpdateGraph { tasks, wanted }, sim.now);
+    sim.s.handle(Event::Client(ClientId::new(1), ClientToScheduler::UpdateGraph { tasks, wanted }), sim.now);
     sim.pump();
 }
 
@@ -311,7 +317,7 @@ fn run_case(seed: u64, shape: usize, n: usize, workers: usize, chaos: bool) {
         }
         if rng.below(10) == 0 {
             sim.now += 100;
-            sim.s.tick(sim.now);
+            sim.s.handle(Event::Tick, sim.now);
             sim.pump();
         }
     }
@@ -332,7 +338,7 @@ fn run_case(seed: u64, shape: usize, n: usize, workers: usize, chaos: bool) {
         assert!(wanted.contains(key), "{key} is still held although nobody needs it");
     }
     // Releasing everything forgets everything.
-    sim.s.client_message(1, ClientToScheduler::Release { keys: wanted }, sim.now);
+    sim.s.handle(Event::Client(ClientId::new(1), ClientToScheduler::Release { keys: wanted }), sim.now);
     sim.pump();
     assert_eq!(sim.s.task_count(), 0, "tasks left: {:?}", sim.s.state_counts());
     assert!(sim.workers.values().all(|w| w.held.is_empty()));
@@ -418,7 +424,7 @@ fn short_root_tasks_fill_a_window_of_work() {
     let mut rng = Rng(1);
     sim.step(&mut rng); // learns: 10 µs per root task, 8 bytes each
     assert!(sim.s.duration_estimate_us("root").unwrap() > 0.0);
-    let running = sim.workers[&0].running.len();
+    let running = sim.workers[&WorkerId::new(0)].running.len();
     // A 2 ms window of 10 µs tasks: about 200 tasks in flight instead of 2.
     assert!((150..=250).contains(&running), "{running} tasks in flight");
 }
@@ -435,7 +441,7 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
         let task = sim.workers.get_mut(&w).unwrap();
         task.running.retain(|t| t.key != *key);
         task.held.insert(key.clone(), 0);
-        sim.s.worker_message(w, WorkerToScheduler::Finished { key: key.clone(), nbytes, duration_us: 1000 }, 0);
+        sim.s.handle(Event::Worker(w, WorkerToScheduler::Finished { key: key.clone(), nbytes, duration_us: 1000 }), 0);
         w
     };
     let big_on = report(&a.key, 100 << 20);
@@ -498,7 +504,7 @@ fn a_task_that_kills_its_workers_errs_after_the_allowed_failures() {
     for _ in 0..3 {
         let w = sim.s.processing_on(&t.key).expect("rescheduled");
         sim.workers.remove(&w);
-        sim.s.remove_worker(w, "segfault");
+        sim.s.handle(Event::WorkerLost { worker: w, reason: "segfault".into() }, 0);
         sim.pump();
     }
     let failure = &sim.erred[&t.key];
@@ -513,22 +519,25 @@ fn published_datasets_outlive_the_publishing_client() {
     submit(&mut sim, &specs, keys.clone());
     let mut rng = Rng(9);
     while sim.step(&mut rng) {}
-    sim.s.client_message(
-        1,
-        ClientToScheduler::Publish { name: "trips".into(), keys: keys.clone(), overwrite: false },
+    sim.s.handle(
+        Event::Client(
+            ClientId::new(1),
+            ClientToScheduler::Publish { name: "trips".into(), keys: keys.clone(), overwrite: false },
+        ),
         0,
     );
-    sim.s.remove_client(1);
+    sim.s.handle(Event::ClientLost(ClientId::new(1)), 0);
     sim.pump();
     assert_eq!(sim.s.task_count(), 3, "the dataset keeps its keys alive");
-    sim.s.add_client(2);
-    sim.s.client_message(2, ClientToScheduler::GetDataset { request: 5, name: "trips".into() }, 0);
+    sim.s.handle(Event::ClientJoined(ClientId::new(2)), 0);
+    sim.s
+        .handle(Event::Client(ClientId::new(2), ClientToScheduler::GetDataset { request: 5, name: "trips".into() }), 0);
     let answer = sim.s.take_commands().into_iter().find_map(|c| match c {
-        Command::Client(2, SchedulerToClient::Dataset { request: 5, keys }) => keys,
+        Command::Client(c, SchedulerToClient::Dataset { request: 5, keys }) if c == ClientId::new(2) => keys,
         _ => None,
     });
     assert_eq!(answer, Some(keys.clone()));
-    sim.s.client_message(2, ClientToScheduler::Unpublish { name: "trips".into() }, 0);
+    sim.s.handle(Event::Client(ClientId::new(2), ClientToScheduler::Unpublish { name: "trips".into() }), 0);
     sim.pump();
     assert_eq!(sim.s.task_count(), 0);
 }
@@ -544,11 +553,29 @@ fn deep_chains_do_not_overflow_the_stack() {
         })
         .collect();
     let mut s = SchedulerState::new(Config::default());
-    s.add_client(1);
-    s.add_worker(WorkerInfo { id: 0, address: "w".into(), name: "w".into(), nthreads: 1, memory_limit: 0 }, 0);
+    s.handle(Event::ClientJoined(ClientId::new(1)), 0);
+    s.handle(
+        Event::WorkerJoined(WorkerInfo {
+            id: WorkerId::new(0),
+            address: "w".into(),
+            name: "w".into(),
+            nthreads: 1,
+            memory_limit: 0,
+        }),
+        0,
+    );
     let tasks = specs.into_iter().map(|spec| SubmittedTask { spec, order: 0 }).collect();
-    s.client_message(1, ClientToScheduler::UpdateGraph { tasks, wanted: vec![Key::with_index("chain", [n - 1])] }, 0);
-    s.client_message(1, ClientToScheduler::Release { keys: vec![Key::with_index("chain", [n - 1])] }, 0);
+    s.handle(
+        Event::Client(
+            ClientId::new(1),
+            ClientToScheduler::UpdateGraph { tasks, wanted: vec![Key::with_index("chain", [n - 1])] },
+        ),
+        0,
+    );
+    s.handle(
+        Event::Client(ClientId::new(1), ClientToScheduler::Release { keys: vec![Key::with_index("chain", [n - 1])] }),
+        0,
+    );
     assert_eq!(s.task_count(), 0);
 }
 
@@ -561,7 +588,10 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     let holder = sim.s.processing_on(&big.key).unwrap();
     let task = sim.workers.get_mut(&holder).unwrap().running.remove(0);
     sim.workers.get_mut(&holder).unwrap().held.insert(task.key.clone(), 1);
-    sim.s.worker_message(holder, WorkerToScheduler::Finished { key: task.key, nbytes: 50 << 20, duration_us: 10 }, 0);
+    sim.s.handle(
+        Event::Worker(holder, WorkerToScheduler::Finished { key: task.key, nbytes: 50 << 20, duration_us: 10 }),
+        0,
+    );
     sim.pump();
     let deps: Vec<TaskSpec> = (0..30)
         .map(|i| TaskSpec {
@@ -576,9 +606,12 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     let first = sim.workers.get_mut(&holder).unwrap().running.remove(0);
     let value = value_of(&first.key, &[1]);
     sim.workers.get_mut(&holder).unwrap().held.insert(first.key.clone(), value);
-    sim.s.worker_message(holder, WorkerToScheduler::Finished { key: first.key, nbytes: 8, duration_us: 1_000_000 }, 1);
+    sim.s.handle(
+        Event::Worker(holder, WorkerToScheduler::Finished { key: first.key, nbytes: 8, duration_us: 1_000_000 }),
+        1,
+    );
     sim.pump();
-    sim.s.tick(100);
+    sim.s.handle(Event::Tick, 100);
     sim.pump();
     let moved: usize = sim.workers.iter().filter(|(id, _)| **id != holder).map(|(_, w)| w.running.len()).sum();
     assert_eq!(moved, 2, "each idle worker took one task");
@@ -587,7 +620,7 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     assert!(sim.workers[&holder].running.iter().any(|t| t.key == Key::with_index("slow", [1])));
     let mut rng = Rng(4);
     while sim.step(&mut rng) {
-        sim.s.tick(sim.now);
+        sim.s.handle(Event::Tick, sim.now);
         sim.pump();
     }
     let per_worker: Vec<usize> =
@@ -604,10 +637,10 @@ fn retiring_a_worker_moves_its_unique_results_first() {
     submit(&mut sim, &specs, keys.clone());
     let mut rng = Rng(11);
     while sim.step(&mut rng) {}
-    let victim = 0;
+    let victim = WorkerId::new(0);
     let held_by_victim: Vec<Key> = keys.iter().filter(|k| sim.s.who_has(k) == vec![victim]).cloned().collect();
     assert!(!held_by_victim.is_empty());
-    sim.s.retire_workers(&[victim]);
+    sim.s.handle(Event::Client(ClientId::new(1), ClientToScheduler::RetireWorkers { workers: vec![victim] }), 0);
     let commands = sim.s.take_commands();
     let mut acquires = 0;
     for command in commands {
@@ -618,7 +651,7 @@ fn retiring_a_worker_moves_its_unique_results_first() {
                     assert_eq!(holders, vec![victim]);
                     let value = sim.workers[&victim].held[&key];
                     sim.workers.get_mut(&target).unwrap().held.insert(key.clone(), value);
-                    sim.s.worker_message(target, WorkerToScheduler::Received { entries: vec![(key, 8)] }, 0);
+                    sim.s.handle(Event::Worker(target, WorkerToScheduler::Received { entries: vec![(key, 8)] }), 0);
                     acquires += 1;
                 }
             }
@@ -639,7 +672,7 @@ fn retiring_a_worker_moves_its_unique_results_first() {
         .collect();
     assert_eq!(closes, vec![victim]);
     sim.workers.remove(&victim);
-    sim.s.remove_worker(victim, "retired");
+    sim.s.handle(Event::WorkerLost { worker: victim, reason: "retired".into() }, 0);
     sim.pump();
     for key in &keys {
         assert_eq!(sim.s.task_state(key), Some(TaskState::Memory), "{key} was lost");
