@@ -701,3 +701,38 @@ fn failure_to_error(failure: &TaskFailure) -> ComputeError {
         },
     }
 }
+
+#[cfg(test)]
+mod failure_tests {
+    use kiln_protocol::messages::WorkerId;
+
+    use super::*;
+
+    #[test]
+    fn a_task_given_up_after_worker_deaths_surfaces_as_killed_worker() {
+        let failure = TaskFailure {
+            key: Key::new("x"),
+            message: "3 workers died".into(),
+            kind: FailureKind::KilledWorker {
+                last_worker: WorkerId::new(4),
+                last_address: "10.0.0.4:9000".into(),
+                failures: 3,
+            },
+        };
+        match failure_to_error(&failure) {
+            ComputeError::KilledWorker { key, last_worker, failures } => {
+                assert_eq!(key, Key::new("x"));
+                assert_eq!(last_worker, "worker 4 at 10.0.0.4:9000");
+                assert_eq!(failures, 3);
+            }
+            other => panic!("expected KilledWorker, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_task_own_error_surfaces_as_a_task_error_with_its_message() {
+        let error = failure_to_error(&TaskFailure::raised(Key::new("y"), "boom"));
+        assert!(matches!(error, ComputeError::Task { .. }), "{error:?}");
+        assert!(error.to_string().contains("boom"), "{error}");
+    }
+}

@@ -12,7 +12,7 @@ use kiln_protocol::Role;
 use kiln_protocol::messages::{
     ClientId, ClientToScheduler, SchedulerToClient, SchedulerToWorker, WorkerId, WorkerInfo, WorkerToScheduler,
 };
-use kiln_scheduler::{Command, Config, Event as StateEvent, SchedulerState};
+use kiln_scheduler::{Command, Config, Event as StateEvent, SchedulerEvent, SchedulerState};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -25,11 +25,14 @@ pub struct ServerConfig {
     pub policy: Config,
     /// A worker silent for this long is considered dead.
     pub worker_timeout: Duration,
+    /// Where to send the scheduler's typed record of what it did (for a dashboard). `None`,
+    /// the default, records nothing.
+    pub observer: Option<mpsc::UnboundedSender<SchedulerEvent>>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { policy: Config::default(), worker_timeout: Duration::from_secs(30) }
+        ServerConfig { policy: Config::default(), worker_timeout: Duration::from_secs(30), observer: None }
     }
 }
 
@@ -207,6 +210,8 @@ async fn core(
     let start = Instant::now();
     let now = || start.elapsed().as_millis() as u64;
     let mut state = SchedulerState::new(config.policy.clone());
+    let mut observed = Vec::new();
+    state.observe(config.observer.is_some());
     let mut workers: HashMap<WorkerId, Sender<SchedulerToWorker>> = HashMap::new();
     let mut kicks: HashMap<WorkerId, oneshot::Sender<()>> = HashMap::new();
     let mut clients: HashMap<ClientId, Sender<SchedulerToClient>> = HashMap::new();
@@ -288,6 +293,13 @@ async fn core(
             }
         }
         state.drain_commands_into(&mut commands);
+        if let Some(observer) = &config.observer {
+            state.drain_observations_into(&mut observed);
+            for event in observed.drain(..) {
+                // An observer that went away stops nothing: the scheduler carries on.
+                let _ = observer.send(event);
+            }
+        }
         for command in commands.drain(..) {
             match command {
                 Command::Worker(w, m) => {

@@ -44,7 +44,10 @@ pub use packet::{Packet, PacketDecoder, encode_packet, packet_prefix};
 /// different service) is recognized and dropped at once.
 pub const MAGIC: [u8; 4] = *b"KILN";
 /// The protocol version this build speaks; both sides of a connection must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2: `TaskFailure` carries a `kind` (a task's own error, or given up on after killing
+/// workers).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Default maximum size of one frame (header or payload frame): 1 GiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
 /// Maximum number of frames in one packet, header included.

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use kiln_graph::portable::{InputSpec, TaskSpec};
 use kiln_graph::{Encoded, KernelSpec, Key};
 use kiln_protocol::messages::*;
-use kiln_scheduler::{Command, Config, Event, SchedulerState, TaskState};
+use kiln_scheduler::{Command, Config, Event, SchedulerEvent, SchedulerState, TaskState, WorkerActivity};
 use proptest::prelude::*;
 
 /// The simulations' one client.
@@ -116,6 +116,8 @@ struct Sim {
     erred: HashMap<Key, TaskFailure>,
     fail_key: Option<Key>,
     computed: usize,
+    /// The task table rebuilt from the observer stream alone, when the simulation observes.
+    replayed: Option<HashMap<Key, TaskState>>,
     threads: usize,
 }
 
@@ -134,6 +136,7 @@ impl Sim {
             erred: HashMap::new(),
             fail_key: None,
             computed: 0,
+            replayed: None,
             threads: threads as usize,
         };
         sim.s.handle(Event::ClientJoined(ClientId::new(1)), 0);
@@ -153,9 +156,27 @@ impl Sim {
         self.s.handle(Event::WorkerJoined(info), self.now);
     }
 
-    fn check(&self) {
+    /// Turns on the observer stream; from now on every check replays it.
+    fn observe(&mut self) {
+        self.s.observe(true);
+        self.replayed = Some(HashMap::new());
+    }
+
+    fn check(&mut self) {
         if let Err(e) = self.s.check_invariants() {
             panic!("invariant violated: {e}");
+        }
+        if let Some(replayed) = &mut self.replayed {
+            let mut events = Vec::new();
+            self.s.drain_observations_into(&mut events);
+            replay(replayed, events);
+            // The stream alone reproduces the scheduler's task table.
+            let mut counts = BTreeMap::new();
+            for (key, &state) in replayed.iter() {
+                assert_eq!(self.s.task_state(key), Some(state), "{key}: the stream says {state:?}");
+                *counts.entry(state).or_insert(0) += 1;
+            }
+            assert_eq!(counts, self.s.state_counts(), "state counts from the stream");
         }
     }
 
@@ -273,6 +294,24 @@ impl Sim {
     }
 }
 
+/// Applies observed events to a task table, checking that every transition starts from the
+/// state the stream last reported.
+fn replay(table: &mut HashMap<Key, TaskState>, events: Vec<SchedulerEvent>) {
+    for event in events {
+        if let SchedulerEvent::TaskTransition { key, prefix, from, to, worker } = event {
+            assert_eq!(&*prefix, key.prefix(), "{key}: prefix");
+            assert_eq!(table.get(&key).copied(), from, "{key}: transition {from:?} -> {to:?} from the wrong state");
+            if matches!(to, Some(TaskState::Processing | TaskState::Memory)) {
+                assert!(worker.is_some(), "{key}: {to:?} without a worker");
+            }
+            match to {
+                Some(state) => table.insert(key, state),
+                None => table.remove(&key),
+            };
+        }
+    }
+}
+
 fn expected(specs: &[TaskSpec]) -> HashMap<Key, u64> {
     let mut values = HashMap::new();
     for spec in specs {
@@ -296,6 +335,8 @@ fn run_case(seed: u64, shape: usize, n: usize, workers: usize, chaos: bool) {
     // (erring after repeated deaths has its own test).
     let config = Config { allowed_failures: if chaos { u32::MAX } else { 3 }, ..Config::default() };
     let mut sim = Sim::with_config(workers, 1 + rng.below(3) as u32, config);
+    // Every case also checks that the observer stream replays to the same task table.
+    sim.observe();
     // Want the sinks plus a few random keys.
     let mut wanted: Vec<Key> = specs.iter().rev().take(2).map(|s| s.key.clone()).collect();
     for _ in 0..3 {
@@ -509,6 +550,66 @@ fn a_task_that_kills_its_workers_errs_after_the_allowed_failures() {
     }
     let failure = &sim.erred[&t.key];
     assert!(failure.message.contains("3 workers died"), "{}", failure.message);
+    match &failure.kind {
+        FailureKind::KilledWorker { failures, last_address, .. } => {
+            assert_eq!(*failures, 3);
+            assert!(last_address.starts_with('w'), "{last_address}");
+        }
+        other => panic!("expected a killed-worker failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_task_that_fails_by_itself_errs_as_raised() {
+    let mut sim = Sim::new(2, 1);
+    let t = root(0);
+    sim.fail_key = Some(t.key.clone());
+    submit(&mut sim, std::slice::from_ref(&t), vec![t.key.clone()]);
+    let mut rng = Rng(3);
+    while sim.step(&mut rng) {}
+    assert_eq!(sim.erred[&t.key].kind, FailureKind::Raised);
+}
+
+#[test]
+fn nothing_is_recorded_unless_someone_observes() {
+    let mut sim = Sim::new(2, 1);
+    assert!(!sim.s.is_observed());
+    let specs: Vec<TaskSpec> = (0..4).map(root).collect();
+    submit(&mut sim, &specs, specs.iter().map(|s| s.key.clone()).collect());
+    let mut rng = Rng(9);
+    while sim.step(&mut rng) {}
+    let mut events = Vec::new();
+    sim.s.drain_observations_into(&mut events);
+    assert!(events.is_empty());
+}
+
+#[test]
+fn the_stream_reports_workers_errors_steals_memory_and_worker_activity() {
+    let mut sim = Sim::new(0, 1);
+    sim.s.observe(true);
+    sim.add_worker(1);
+    sim.add_worker(1);
+    let w0 = WorkerId::new(0);
+    let heartbeat = WorkerToScheduler::Heartbeat { managed_bytes: 10, spilled_bytes: 2, process_bytes: 30 };
+    sim.s.handle(Event::Worker(w0, heartbeat), 1);
+    let spill = WorkerActivity::Spilled { key: Key::new("x"), nbytes: 2 };
+    sim.s.handle(Event::WorkerActivity(w0, spill.clone()), 2);
+    let bad = root(0);
+    sim.fail_key = Some(bad.key.clone());
+    submit(&mut sim, std::slice::from_ref(&bad), vec![bad.key.clone()]);
+    let mut rng = Rng(1);
+    while sim.step(&mut rng) {}
+    sim.s.handle(Event::WorkerLost { worker: w0, reason: "gone".into() }, 3);
+    let mut events = Vec::new();
+    sim.s.drain_observations_into(&mut events);
+    let joined = events.iter().filter(|e| matches!(e, SchedulerEvent::WorkerJoined(_))).count();
+    assert_eq!(joined, 2);
+    let report = MemoryReport { worker: w0, managed: 10, spilled: 2, process: 30 };
+    assert!(events.contains(&SchedulerEvent::MemoryReported(report)));
+    assert!(events.contains(&SchedulerEvent::Worker { worker: w0, activity: spill }));
+    assert!(events.iter().any(|e| matches!(e, SchedulerEvent::TaskErred { key, .. } if *key == bad.key)));
+    assert!(events.iter().any(|e| matches!(e, SchedulerEvent::WorkerLeft { worker, .. } if *worker == w0)));
+    assert_eq!(sim.s.memory_reports().len(), 1);
 }
 
 #[test]
@@ -611,8 +712,13 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
         1,
     );
     sim.pump();
+    sim.s.observe(true);
     sim.s.handle(Event::Tick, 100);
     sim.pump();
+    let mut events = Vec::new();
+    sim.s.drain_observations_into(&mut events);
+    let steals = events.iter().filter(|e| matches!(e, SchedulerEvent::Stolen { from, .. } if *from == holder)).count();
+    assert_eq!(steals, 2, "the stream reports each steal");
     let moved: usize = sim.workers.iter().filter(|(id, _)| **id != holder).map(|(_, w)| w.running.len()).sum();
     assert_eq!(moved, 2, "each idle worker took one task");
     assert_eq!(sim.s.stolen_count(), 2);

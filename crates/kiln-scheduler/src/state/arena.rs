@@ -53,8 +53,9 @@ pub(super) struct Task {
     pub(super) waiters: u32,
     pub(super) wanted_by: SmallVec<[ClientId; 1]>,
     pub(super) who_has: SmallVec<[WorkerId; 1]>,
-    /// The worker it is assigned to, while processing. (Fits in the padding after the other
-    /// four-byte fields: the task stays 168 bytes.)
+    /// The worker it is assigned to, while processing. (`Option` fits in the padding after
+    /// the other four-byte fields: the task is 200 bytes, as with the old `u32::MAX` sentinel;
+    /// a test keeps it so.)
     pub(super) processing_on: Option<WorkerId>,
     pub(super) nbytes: u64,
     pub(super) prefix: u32,
@@ -312,4 +313,21 @@ impl SchedulerState {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-task footprint is a headline number: typed ids and `Option<WorkerId>` for
+    /// "not processing" must not grow the task (they fit in padding the `u32` sentinel left).
+    #[test]
+    fn typed_ids_do_not_grow_the_task() {
+        assert_eq!(std::mem::size_of::<TaskSlot>(), 4);
+        assert_eq!(std::mem::size_of::<Option<WorkerId>>(), 8);
+        assert!(std::mem::size_of::<Task>() <= TASK_BYTES_BEFORE_TYPED_IDS);
+    }
+
+    /// `size_of::<Task>()` with `processing_on: u32` and `u32::MAX` for none.
+    const TASK_BYTES_BEFORE_TYPED_IDS: usize = 200;
 }
