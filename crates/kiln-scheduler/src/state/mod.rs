@@ -9,14 +9,14 @@
 //!
 //! The children split the one state by concern, each an `impl SchedulerState` block over the
 //! same fields (so no child owns a copy of anything):
-//! - [`arena`]: the task arena, typed slots, interned names, kernels and prefixes;
-//! - [`events`]: the [`Event`] enum and how each event is applied;
-//! - [`transitions`]: the task state machine (waiting → processing → memory → released ...);
-//! - [`placement`]: where tasks run, root-task queuing and work stealing;
-//! - [`retirement`]: moving data off retiring workers before they leave;
-//! - [`observe`]: the typed stream of what the scheduler did, for the dashboard;
-//! - [`queries`]: typed read-only views (loads, memory reports, estimates, counts);
-//! - [`invariants`]: the consistency check tests run after every event.
+//! - `arena`: the task arena, typed slots, interned names, kernels and prefixes;
+//! - `events`: the [`Event`] enum and how each event is applied;
+//! - `transitions`: the task state machine (waiting → processing → memory → released ...);
+//! - `placement`: where tasks run, root-task queuing and work stealing;
+//! - `retirement`: moving data off retiring workers before they leave;
+//! - `observe`: the typed stream of what the scheduler did, for the dashboard;
+//! - `queries`: typed read-only views (loads, memory reports, estimates, counts);
+//! - `invariants`: the consistency check tests run after every event.
 
 mod arena;
 mod events;
