@@ -37,9 +37,10 @@ use kiln_bench::peak_rss_bytes;
 use kiln_graph::portable::{InputSpec, TaskSpec};
 use kiln_graph::{CodecRegistry, KernelSpec, Key, Value};
 use kiln_protocol::messages::{
-    ClientToScheduler, SchedulerToClient, SchedulerToWorker, SubmittedTask, WorkerInfo, WorkerToScheduler,
+    ClientId, ClientToScheduler, SchedulerToClient, SchedulerToWorker, SubmittedTask, WorkerId, WorkerInfo,
+    WorkerToScheduler,
 };
-use kiln_scheduler::{Command, Config, SchedulerState};
+use kiln_scheduler::{Command, Config, Event, SchedulerState};
 
 // ----- a counting allocator -------------------------------------------------------------------
 
@@ -264,7 +265,7 @@ fn main() {
     let nworkers: usize = arg("--workers", 1000);
     let counting = !std::env::args().any(|a| a == "--no-count");
     COUNTING.store(counting, Relaxed);
-    let client = 1;
+    let client = ClientId::new(1);
     // An 8-ary tree over r roots has about r * 8 / 7 tasks.
     let roots = (n * 7).div_ceil(8).max(1);
 
@@ -291,13 +292,18 @@ fn main() {
     let mut s = SchedulerState::new(Config::default());
     let mut commands: Vec<Command> = Vec::new();
     for id in 0..nworkers as u32 {
-        let info =
-            WorkerInfo { id, address: format!("sim://w{id}"), name: format!("w{id}"), nthreads: 1, memory_limit: 0 };
-        s.add_worker(info, 0);
+        let info = WorkerInfo {
+            id: WorkerId::new(id),
+            address: format!("sim://w{id}"),
+            name: format!("w{id}"),
+            nthreads: 1,
+            memory_limit: 0,
+        };
+        s.handle(Event::WorkerJoined(info), 0);
         s.drain_commands_into(&mut commands);
         commands.clear();
     }
-    s.add_client(client);
+    s.handle(Event::ClientJoined(client), 0);
     s.drain_commands_into(&mut commands);
     commands.clear();
     let workers_s = t1.elapsed().as_secs_f64();
@@ -310,12 +316,12 @@ fn main() {
     // The simulation's own memory: per-worker FIFOs of keys and the command buffer. Keys share
     // their name and keep short indices inline, so a queued key owns no heap memory of its own.
     let mut fifos: Vec<VecDeque<Key>> = (0..nworkers).map(|_| VecDeque::new()).collect();
-    let mut turn: VecDeque<u32> = VecDeque::with_capacity(nworkers);
+    let mut turn: VecDeque<WorkerId> = VecDeque::with_capacity(nworkers);
     commands.reserve(4096);
     // Bytes held by the simulation, given the keys' capacity of all FIFOs (kept up to date
     // incrementally: summing 1,000 FIFOs per event would dominate the run).
     let sim_bytes =
-        |fifo_capacity: usize, fifos: &Vec<VecDeque<Key>>, commands: &Vec<Command>, turn: &VecDeque<u32>| {
+        |fifo_capacity: usize, fifos: &Vec<VecDeque<Key>>, commands: &Vec<Command>, turn: &VecDeque<WorkerId>| {
             (fifo_capacity * std::mem::size_of::<Key>()
                 + fifos.capacity() * std::mem::size_of::<VecDeque<Key>>()
                 + commands.capacity() * std::mem::size_of::<Command>()
@@ -334,7 +340,10 @@ fn main() {
     reset_peak();
 
     let start = Instant::now();
-    s.client_message(client, ClientToScheduler::UpdateGraph { tasks: graph, wanted: vec![final_key.clone()] }, 0);
+    s.handle(
+        Event::Client(client, ClientToScheduler::UpdateGraph { tasks: graph, wanted: vec![final_key.clone()] }),
+        0,
+    );
     let update_s = start.elapsed().as_secs_f64();
     assert_eq!(WATCH_PTR.load(Relaxed), 0, "update_graph consumed the input");
     let update_peak = minus(peak(), base);
@@ -355,7 +364,7 @@ fn main() {
             match command {
                 Command::Worker(w, SchedulerToWorker::Compute(task)) => {
                     computes += 1;
-                    let fifo = &mut fifos[w as usize];
+                    let fifo = &mut fifos[w.index()];
                     if fifo.is_empty() {
                         turn.push_back(w);
                     }
@@ -380,12 +389,12 @@ fn main() {
         let Some(w) = turn.pop_front() else {
             panic!("stalled before the final key: {:?}", s.state_counts());
         };
-        let key = fifos[w as usize].pop_front().expect("workers in turn have work");
-        if !fifos[w as usize].is_empty() {
+        let key = fifos[w.index()].pop_front().expect("workers in turn have work");
+        if !fifos[w.index()].is_empty() {
             turn.push_back(w);
         }
         now += 1;
-        s.worker_message(w, WorkerToScheduler::Finished { key, nbytes: 8, duration_us: 1 }, now);
+        s.handle(Event::Worker(w, WorkerToScheduler::Finished { key, nbytes: 8, duration_us: 1 }), now);
         events += 1;
     }
     let total_s = start.elapsed().as_secs_f64();

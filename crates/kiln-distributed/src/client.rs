@@ -12,7 +12,7 @@ use kiln_graph::portable::task_to_spec;
 use kiln_graph::{CodecRegistry, ComputeError, Graph, Key, Scheduler, TaskError, TaskId, Value};
 use kiln_protocol::Role;
 use kiln_protocol::messages::{
-    ClientId, ClientToScheduler, MemoryReport, PeerReply, PeerRequest, ScatteredEntry, SchedulerToClient,
+    ClientId, ClientToScheduler, FailureKind, MemoryReport, PeerReply, PeerRequest, ScatteredEntry, SchedulerToClient,
     SubmittedTask, TaskFailure, WorkerId, WorkerInfo,
 };
 use tokio::runtime::Runtime;
@@ -348,7 +348,7 @@ impl Client {
                 match s.keys.get(key).map(|e| &e.status) {
                     Some(KeyStatus::Finished) => {}
                     Some(KeyStatus::Erred(f)) => {
-                        failure = Some(ComputeError::task(&f.key, TaskError::Failed(f.message.clone())));
+                        failure = Some(failure_to_error(f));
                         return true;
                     }
                     Some(KeyStatus::Cancelled(reason)) => {
@@ -702,5 +702,54 @@ impl std::fmt::Debug for Client {
 impl From<CommError> for ComputeError {
     fn from(e: CommError) -> Self {
         ComputeError::Connection { peer: "the scheduler".into(), message: e.to_string() }
+    }
+}
+
+/// The user-facing error for a task failure the scheduler reported: the task's own error, or
+/// [`ComputeError::KilledWorker`] when the scheduler gave up on it because workers kept dying
+/// while running it.
+fn failure_to_error(failure: &TaskFailure) -> ComputeError {
+    match &failure.kind {
+        FailureKind::Raised => ComputeError::task(&failure.key, TaskError::Failed(failure.message.clone())),
+        FailureKind::KilledWorker { last_worker, last_address, failures } => ComputeError::KilledWorker {
+            key: failure.key.clone(),
+            last_worker: format!("worker {last_worker} at {last_address}"),
+            failures: *failures,
+        },
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use kiln_protocol::messages::WorkerId;
+
+    use super::*;
+
+    #[test]
+    fn a_task_given_up_after_worker_deaths_surfaces_as_killed_worker() {
+        let failure = TaskFailure {
+            key: Key::new("x"),
+            message: "3 workers died".into(),
+            kind: FailureKind::KilledWorker {
+                last_worker: WorkerId::new(4),
+                last_address: "10.0.0.4:9000".into(),
+                failures: 3,
+            },
+        };
+        match failure_to_error(&failure) {
+            ComputeError::KilledWorker { key, last_worker, failures } => {
+                assert_eq!(key, Key::new("x"));
+                assert_eq!(last_worker, "worker 4 at 10.0.0.4:9000");
+                assert_eq!(failures, 3);
+            }
+            other => panic!("expected KilledWorker, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_task_own_error_surfaces_as_a_task_error_with_its_message() {
+        let error = failure_to_error(&TaskFailure::raised(Key::new("y"), "boom"));
+        assert!(matches!(error, ComputeError::Task { .. }), "{error:?}");
+        assert!(error.to_string().contains("boom"), "{error}");
     }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kiln_graph::ComputeError;
+use kiln_protocol::messages::WorkerId;
 use tokio::runtime::Runtime;
 
 use crate::client::Client;
@@ -286,7 +287,7 @@ impl Shared {
         if pool.workers.len() > n {
             let leaving: Vec<(String, LocalWorker)> = pool.workers.drain(n..).collect();
             let names: Vec<&str> = leaving.iter().map(|(name, _)| name.as_str()).collect();
-            let ids: Vec<u32> =
+            let ids: Vec<WorkerId> =
                 self.control.workers().into_iter().filter(|w| names.contains(&w.name.as_str())).map(|w| w.id).collect();
             self.control.retire_workers(&ids);
             for (_, worker) in leaving {

@@ -12,7 +12,7 @@ use kiln_protocol::Role;
 use kiln_protocol::messages::{
     ClientId, ClientToScheduler, SchedulerToClient, SchedulerToWorker, WorkerId, WorkerInfo, WorkerToScheduler,
 };
-use kiln_scheduler::{Command, Config, SchedulerState};
+use kiln_scheduler::{Command, Config, Event as StateEvent, SchedulerEvent, SchedulerState};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -25,11 +25,14 @@ pub struct ServerConfig {
     pub policy: Config,
     /// A worker silent for this long is considered dead.
     pub worker_timeout: Duration,
+    /// Where to send the scheduler's typed record of what it did (for a dashboard). `None`,
+    /// the default, records nothing.
+    pub observer: Option<mpsc::UnboundedSender<SchedulerEvent>>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { policy: Config::default(), worker_timeout: Duration::from_secs(30) }
+        ServerConfig { policy: Config::default(), worker_timeout: Duration::from_secs(30), observer: None }
     }
 }
 
@@ -88,8 +91,9 @@ impl SchedulerServer {
 }
 
 async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>, local: SocketAddr) {
-    let mut next_worker: WorkerId = 0;
-    let mut next_client: ClientId = 1;
+    // Client ids count up from 1 (the scheduler reserves the largest for itself).
+    let mut next_worker: u32 = 0;
+    let mut next_client: u32 = 1;
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -102,8 +106,8 @@ async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>
         if events.is_closed() {
             return;
         }
-        let worker_id = next_worker;
-        let client_id = next_client;
+        let worker_id = WorkerId::new(next_worker);
+        let client_id = ClientId::new(next_client);
         let events = events.clone();
         // Ids are handed out per accepted connection; gaps are harmless.
         next_worker += 1;
@@ -206,6 +210,8 @@ async fn core(
     let start = Instant::now();
     let now = || start.elapsed().as_millis() as u64;
     let mut state = SchedulerState::new(config.policy.clone());
+    let mut observed = Vec::new();
+    state.observe(config.observer.is_some());
     let mut workers: HashMap<WorkerId, Sender<SchedulerToWorker>> = HashMap::new();
     let mut kicks: HashMap<WorkerId, oneshot::Sender<()>> = HashMap::new();
     let mut clients: HashMap<ClientId, Sender<SchedulerToClient>> = HashMap::new();
@@ -233,10 +239,10 @@ async fn core(
                         if let Some(kick) = kicks.remove(&id) {
                             let _ = kick.send(());
                         }
-                        state.remove_worker(id, "missed heartbeats");
+                        state.handle(StateEvent::WorkerLost { worker: id, reason: "missed heartbeats".into() }, now());
                     }
                 }
-                state.tick(now());
+                state.handle(StateEvent::Tick, now());
             }
         }
         for event in batch.drain(..) {
@@ -245,35 +251,35 @@ async fn core(
                 Event::WorkerJoined { id, info, tx, kick } => {
                     workers.insert(id, tx);
                     kicks.insert(id, kick);
-                    state.add_worker(info, t);
+                    state.handle(StateEvent::WorkerJoined(info), t);
                 }
                 Event::Worker(id, messages) => {
                     for m in messages {
-                        state.worker_message(id, m, t);
+                        state.handle(StateEvent::Worker(id, m), t);
                     }
                 }
                 Event::WorkerLost(id, reason) => {
                     kicks.remove(&id);
                     if workers.remove(&id).is_some() {
                         tracing::warn!("worker {id} lost: {reason}");
-                        state.remove_worker(id, &reason);
+                        state.handle(StateEvent::WorkerLost { worker: id, reason }, t);
                     }
                 }
                 Event::ClientJoined(id, tx) => {
                     clients.insert(id, tx);
-                    state.add_client(id);
+                    state.handle(StateEvent::ClientJoined(id), t);
                 }
                 Event::Client(id, messages) => {
                     for m in messages {
                         if matches!(m, ClientToScheduler::ShutdownCluster) {
                             stopping = Some(format!("client {id} shut the cluster down"));
                         }
-                        state.client_message(id, m, t);
+                        state.handle(StateEvent::Client(id, m), t);
                     }
                 }
                 Event::ClientLost(id) => {
                     clients.remove(&id);
-                    state.remove_client(id);
+                    state.handle(StateEvent::ClientLost(id), t);
                 }
                 Event::Stop(reason) => {
                     for &w in workers.keys() {
@@ -287,6 +293,13 @@ async fn core(
             }
         }
         state.drain_commands_into(&mut commands);
+        if let Some(observer) = &config.observer {
+            state.drain_observations_into(&mut observed);
+            for event in observed.drain(..) {
+                // An observer that went away stops nothing: the scheduler carries on.
+                let _ = observer.send(event);
+            }
+        }
         for command in commands.drain(..) {
             match command {
                 Command::Worker(w, m) => {

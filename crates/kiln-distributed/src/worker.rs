@@ -599,7 +599,7 @@ impl Core {
         let (kernel, mut inputs) = match self.resolve(&task) {
             Ok(r) => r,
             Err(message) => {
-                let failure = TaskFailure { key: task.key.clone(), message };
+                let failure = TaskFailure::raised(task.key.clone(), message);
                 self.send(WorkerToScheduler::Failed { key: task.key, failure });
                 return;
             }
@@ -645,7 +645,7 @@ impl Core {
                 None => {
                     // Nobody to fetch from: the scheduler must find it another way.
                     let _ = self.events.send(CoreEvent::Fetched {
-                        holder: holders.first().copied().unwrap_or(WorkerId::MAX),
+                        holder: holders.first().copied().unwrap_or(WorkerId::new(u32::MAX)),
                         values: Vec::new(),
                         missing: vec![dep.clone()],
                     });
@@ -811,8 +811,8 @@ impl Core {
             }
             Some(Err(error)) => {
                 let failure = match error {
-                    TaskError::At { key: inner, error } => TaskFailure { key: inner, message: error.to_string() },
-                    other => TaskFailure { key: key.clone(), message: other.to_string() },
+                    TaskError::At { key: inner, error } => TaskFailure::raised(inner, error.to_string()),
+                    other => TaskFailure::raised(key.clone(), other.to_string()),
                 };
                 self.send(WorkerToScheduler::Failed { key, failure });
             }

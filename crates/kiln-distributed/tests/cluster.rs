@@ -229,7 +229,7 @@ fn freed_soon(client: &Client, key: &kiln_graph::Key) -> bool {
     false
 }
 
-fn who_has(client: &Client, key: &kiln_graph::Key) -> Vec<u32> {
+fn who_has(client: &Client, key: &kiln_graph::Key) -> Vec<kiln_protocol::messages::WorkerId> {
     client.who_has(std::slice::from_ref(key)).unwrap().pop().unwrap()
 }
 
@@ -415,7 +415,8 @@ fn scaling_down_retires_workers_without_losing_results() {
     let parts = client.map(&slow(), 0..30i64).unwrap();
     client.wait(&parts).unwrap();
     let holders = client.who_has(&parts.iter().map(|p| p.key().clone()).collect::<Vec<_>>()).unwrap();
-    let distinct: std::collections::BTreeSet<u32> = holders.iter().flatten().copied().collect();
+    let distinct: std::collections::BTreeSet<kiln_protocol::messages::WorkerId> =
+        holders.iter().flatten().copied().collect();
     assert!(distinct.len() >= 2, "results should be spread: {holders:?}");
     cluster.scale(1).unwrap();
     assert_eq!(cluster.worker_count(), 1);

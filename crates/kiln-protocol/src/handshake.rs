@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn hello_layout_is_as_documented() {
         let bytes = encode_hello(&Hello::new(Role::Worker, "ab"));
-        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 1, 0, 1, 2, 0, b'a', b'b']);
+        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 2, 0, 1, 2, 0, b'a', b'b']);
     }
 
     #[test]
@@ -313,7 +313,7 @@ mod tests {
         let msg = check_hello(&decoded, &[Role::Client, Role::Worker], "scheduler").unwrap_err();
         assert_eq!(
             msg,
-            "protocol version 7 is not supported by this scheduler (speaks version 1); upgrade kiln on one side"
+            "protocol version 7 is not supported by this scheduler (speaks version 2); upgrade kiln on one side"
         );
     }
 
@@ -337,7 +337,7 @@ mod tests {
             }
             assert_eq!(decode_reply(&bytes), Ok(Some((reply, bytes.len()))));
         }
-        assert_eq!(encode_reply(&Reply::Accepted), [b'K', b'I', b'L', b'N', 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(encode_reply(&Reply::Accepted), [b'K', b'I', b'L', b'N', 2, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

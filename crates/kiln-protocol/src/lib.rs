@@ -27,6 +27,7 @@
 mod error;
 mod handshake;
 mod header;
+mod ids;
 pub mod messages;
 mod packet;
 
@@ -36,13 +37,17 @@ pub use handshake::{
     encode_reply,
 };
 pub use header::{decode_header, encode_header};
+pub use ids::{ClientId, WorkerId};
 pub use packet::{Packet, PacketDecoder, encode_packet, packet_prefix};
 
 /// The first four bytes of every hello and reply, so that a stray client (an HTTP probe, a
 /// different service) is recognized and dropped at once.
 pub const MAGIC: [u8; 4] = *b"KILN";
 /// The protocol version this build speaks; both sides of a connection must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2: `TaskFailure` carries a `kind` (a task's own error, or given up on after killing
+/// workers).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Default maximum size of one frame (header or payload frame): 1 GiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
 /// Maximum number of frames in one packet, header included.

@@ -15,11 +15,7 @@ use kiln_graph::portable::{InputSpec, TaskSpec};
 use kiln_graph::{KernelSpec, Key};
 use serde::{Deserialize, Serialize};
 
-/// A worker's id, assigned by the scheduler when it registers.
-pub type WorkerId = u32;
-
-/// A client's id, assigned by the scheduler when it connects.
-pub type ClientId = u32;
+pub use crate::ids::{ClientId, WorkerId};
 
 /// A task's scheduling priority: smaller runs first. The first part orders submissions (earlier
 /// graphs first), the second is the task's place in the graph's static order.
@@ -53,6 +49,35 @@ pub struct TaskFailure {
     pub key: Key,
     /// The error message.
     pub message: String,
+    /// What kind of failure it is, so the client can tell a task's own error from a task the
+    /// scheduler gave up on because workers kept dying under it.
+    pub kind: FailureKind,
+}
+
+impl TaskFailure {
+    /// A task's own error (its kernel failed, or it could not be run), with its message.
+    pub fn raised(key: Key, message: impl Into<String>) -> Self {
+        TaskFailure { key, message: message.into(), kind: FailureKind::Raised }
+    }
+}
+
+/// The kind of a [`TaskFailure`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The task itself failed; the message says why.
+    #[default]
+    Raised,
+    /// The task was running on `failures` workers that died (the scheduler's
+    /// `allowed_failures`), the last one `last_worker`; it is suspected of killing them and is
+    /// not tried again.
+    KilledWorker {
+        /// The last worker that died while running it.
+        last_worker: WorkerId,
+        /// That worker's address, for the user (the worker is gone when the failure arrives).
+        last_address: String,
+        /// How many workers died while running it.
+        failures: u32,
+    },
 }
 
 /// An encoded value: the codec's tag and header inline, its payload in packet frames
@@ -165,7 +190,7 @@ pub enum ClientToScheduler {
 }
 
 /// A worker's memory as it last reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryReport {
     /// The worker.
     pub worker: WorkerId,

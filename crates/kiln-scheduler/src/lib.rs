@@ -1,8 +1,10 @@
 //! kiln's distributed scheduler, as a pure state machine.
 //!
 //! [`SchedulerState`] owns every scheduling decision of a cluster and nothing else: it takes
-//! events (messages from clients and workers, workers joining and leaving, the current time)
-//! and returns [`Command`]s (messages to send). It owns no sockets, threads or clocks, so tests
+//! [`Event`]s (messages from clients and workers, workers joining and leaving, the periodic
+//! tick) with the current time through one entry point, [`SchedulerState::handle`], and
+//! produces [`Command`]s (messages to send) and, for observers such as the dashboard, a typed
+//! record of what it did ([`SchedulerEvent`]). It owns no sockets, threads or clocks, so tests
 //! drive it with thousands of simulated workers in one process and check its invariants after
 //! every step; the network server around it lives in `kiln-distributed`.
 //!
@@ -15,20 +17,20 @@
 //! ```
 //! use kiln_graph::{Key, KernelSpec, portable::TaskSpec};
 //! use kiln_protocol::messages::*;
-//! use kiln_scheduler::{Command, Config, SchedulerState};
+//! use kiln_scheduler::{Command, Config, Event, SchedulerState};
+//! let (w0, me) = (WorkerId::new(0), ClientId::new(7));
 //! let mut s = SchedulerState::new(Config::default());
-//! s.add_worker(WorkerInfo { id: 0, address: "w0".into(), name: "w0".into(), nthreads: 1, memory_limit: 0 }, 0);
-//! s.add_client(7);
+//! let info = WorkerInfo { id: w0, address: "w0".into(), name: "w0".into(), nthreads: 1, memory_limit: 0 };
+//! s.handle(Event::WorkerJoined(info), 0);
+//! s.handle(Event::ClientJoined(me), 0);
 //! let spec = TaskSpec { key: Key::new("x"), kernel: KernelSpec { id: "k".into(), params: vec![] }, inputs: vec![] };
-//! s.client_message(7, ClientToScheduler::UpdateGraph {
-//!     tasks: vec![SubmittedTask { spec, order: 0 }],
-//!     wanted: vec![Key::new("x")],
-//! }, 0);
+//! let graph = ClientToScheduler::UpdateGraph { tasks: vec![SubmittedTask { spec, order: 0 }], wanted: vec![Key::new("x")] };
+//! s.handle(Event::Client(me, graph), 0);
 //! let commands = s.take_commands();
-//! assert!(commands.iter().any(|c| matches!(c, Command::Worker(0, SchedulerToWorker::Compute(_)))));
-//! s.worker_message(0, WorkerToScheduler::Finished { key: Key::new("x"), nbytes: 8, duration_us: 3 }, 1);
+//! assert!(commands.iter().any(|c| matches!(c, Command::Worker(w, SchedulerToWorker::Compute(_)) if *w == w0)));
+//! s.handle(Event::Worker(w0, WorkerToScheduler::Finished { key: Key::new("x"), nbytes: 8, duration_us: 3 }), 1);
 //! let commands = s.take_commands();
-//! assert!(commands.iter().any(|c| matches!(c, Command::Client(7, SchedulerToClient::InMemory { .. }))));
+//! assert!(commands.iter().any(|c| matches!(c, Command::Client(c, SchedulerToClient::InMemory { .. }) if *c == me)));
 //! s.check_invariants().unwrap();
 //! ```
 
@@ -36,4 +38,7 @@
 
 mod state;
 
-pub use state::{Command, Config, SchedulerState, TaskState, WorkerLoad};
+pub use state::{
+    Command, Config, Event, InvariantViolation, PrefixEstimate, SchedulerEvent, SchedulerState, StateCounts, TaskState,
+    WorkerActivity, WorkerLoad,
+};

@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use kiln_graph::portable::{InputSpec, TaskSpec};
 use kiln_graph::{Encoded, KernelSpec, Key};
 use kiln_protocol::messages::*;
-use kiln_scheduler::{Command, Config, SchedulerState, TaskState};
+use kiln_scheduler::{Command, Config, Event, SchedulerEvent, SchedulerState, TaskState, WorkerActivity};
 use proptest::prelude::*;
+
+/// The simulations' one client.
+const CLIENT: ClientId = ClientId::new(1);
 
 /// A tiny deterministic generator so cases replay from their seed.
 struct Rng(u64);
@@ -113,6 +116,8 @@ struct Sim {
     erred: HashMap<Key, TaskFailure>,
     fail_key: Option<Key>,
     computed: usize,
+    /// The task table rebuilt from the observer stream alone, when the simulation observes.
+    replayed: Option<HashMap<Key, TaskState>>,
     threads: usize,
 }
 
@@ -125,15 +130,16 @@ impl Sim {
         let mut sim = Sim {
             s: SchedulerState::new(config),
             workers: BTreeMap::new(),
-            next_worker: 0,
+            next_worker: WorkerId::new(0),
             now: 0,
             results: HashMap::new(),
             erred: HashMap::new(),
             fail_key: None,
             computed: 0,
+            replayed: None,
             threads: threads as usize,
         };
-        sim.s.add_client(1);
+        sim.s.handle(Event::ClientJoined(ClientId::new(1)), 0);
         for _ in 0..workers {
             sim.add_worker(threads);
         }
@@ -143,16 +149,34 @@ impl Sim {
 
     fn add_worker(&mut self, threads: u32) {
         let id = self.next_worker;
-        self.next_worker += 1;
+        self.next_worker = WorkerId::new(id.get() + 1);
         self.workers.insert(id, SimWorker { held: HashMap::new(), running: Vec::new() });
         let info =
             WorkerInfo { id, address: format!("w{id}"), name: format!("w{id}"), nthreads: threads, memory_limit: 0 };
-        self.s.add_worker(info, self.now);
+        self.s.handle(Event::WorkerJoined(info), self.now);
     }
 
-    fn check(&self) {
+    /// Turns on the observer stream; from now on every check replays it.
+    fn observe(&mut self) {
+        self.s.observe(true);
+        self.replayed = Some(HashMap::new());
+    }
+
+    fn check(&mut self) {
         if let Err(e) = self.s.check_invariants() {
             panic!("invariant violated: {e}");
+        }
+        if let Some(replayed) = &mut self.replayed {
+            let mut events = Vec::new();
+            self.s.drain_observations_into(&mut events);
+            replay(replayed, events);
+            // The stream alone reproduces the scheduler's task table.
+            let mut counts = BTreeMap::new();
+            for (key, &state) in replayed.iter() {
+                assert_eq!(self.s.task_state(key), Some(state), "{key}: the stream says {state:?}");
+                *counts.entry(state).or_insert(0) += 1;
+            }
+            assert_eq!(counts, self.s.state_counts(), "state counts from the stream");
         }
     }
 
@@ -190,12 +214,12 @@ impl Sim {
                         }
                     }
                 }
-                Command::Client(1, SchedulerToClient::InMemory { key, holders, .. }) => {
+                Command::Client(CLIENT, SchedulerToClient::InMemory { key, holders, .. }) => {
                     let holder = holders[0];
                     let value = self.workers[&holder].held[&key];
                     self.results.insert(key, value);
                 }
-                Command::Client(1, SchedulerToClient::Erred { key, failure }) => {
+                Command::Client(CLIENT, SchedulerToClient::Erred { key, failure }) => {
                     self.erred.insert(key, failure);
                 }
                 _ => {}
@@ -203,7 +227,7 @@ impl Sim {
         }
         if !responses.is_empty() {
             for (w, response) in responses {
-                self.s.worker_message(w, response, self.now);
+                self.s.handle(Event::Worker(w, response), self.now);
             }
             self.pump();
         }
@@ -222,8 +246,8 @@ impl Sim {
         let task = self.workers.get_mut(&w).unwrap().running.remove(pick);
         self.now += 1;
         if self.fail_key.as_ref() == Some(&task.key) {
-            let failure = TaskFailure { key: task.key.clone(), message: "boom".into() };
-            self.s.worker_message(w, WorkerToScheduler::Failed { key: task.key, failure }, self.now);
+            let failure = TaskFailure::raised(task.key.clone(), "boom");
+            self.s.handle(Event::Worker(w, WorkerToScheduler::Failed { key: task.key, failure }), self.now);
             self.pump();
             return true;
         }
@@ -241,7 +265,7 @@ impl Sim {
                     let tried = task.who_has.iter().find(|(k, _)| k == dep).map(|(_, h)| h.clone()).unwrap_or_default();
                     let message =
                         WorkerToScheduler::MissingDependency { key: task.key.clone(), missing: dep.clone(), tried };
-                    self.s.worker_message(w, message, self.now);
+                    self.s.handle(Event::Worker(w, message), self.now);
                     self.pump();
                     return true;
                 }
@@ -250,7 +274,10 @@ impl Sim {
         let value = value_of(&task.key, &inputs);
         self.workers.get_mut(&w).unwrap().held.insert(task.key.clone(), value);
         self.computed += 1;
-        self.s.worker_message(w, WorkerToScheduler::Finished { key: task.key, nbytes: 8, duration_us: 10 }, self.now);
+        self.s.handle(
+            Event::Worker(w, WorkerToScheduler::Finished { key: task.key, nbytes: 8, duration_us: 10 }),
+            self.now,
+        );
         self.pump();
         true
     }
@@ -262,8 +289,26 @@ impl Sim {
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         let w = ids[rng.below(ids.len())];
         self.workers.remove(&w);
-        self.s.remove_worker(w, "killed by the test");
+        self.s.handle(Event::WorkerLost { worker: w, reason: "killed by the test".into() }, 0);
         self.pump();
+    }
+}
+
+/// Applies observed events to a task table, checking that every transition starts from the
+/// state the stream last reported.
+fn replay(table: &mut HashMap<Key, TaskState>, events: Vec<SchedulerEvent>) {
+    for event in events {
+        if let SchedulerEvent::TaskTransition { key, prefix, from, to, worker } = event {
+            assert_eq!(&*prefix, key.prefix(), "{key}: prefix");
+            assert_eq!(table.get(&key).copied(), from, "{key}: transition {from:?} -> {to:?} from the wrong state");
+            if matches!(to, Some(TaskState::Processing | TaskState::Memory)) {
+                assert!(worker.is_some(), "{key}: {to:?} without a worker");
+            }
+            match to {
+                Some(state) => table.insert(key, state),
+                None => table.remove(&key),
+            };
+        }
     }
 }
 
@@ -278,7 +323,7 @@ fn expected(specs: &[TaskSpec]) -> HashMap<Key, u64> {
 
 fn submit(sim: &mut Sim, specs: &[TaskSpec], wanted: Vec<Key>) {
     let tasks = specs.iter().enumerate().map(|(i, s)| SubmittedTask { spec: s.clone(), order: i as u32 }).collect();
-    sim.s.client_message(1, ClientToScheduler::UpdateGraph { tasks, wanted }, sim.now);
+    sim.s.handle(Event::Client(ClientId::new(1), ClientToScheduler::UpdateGraph { tasks, wanted }), sim.now);
     sim.pump();
 }
 
@@ -290,6 +335,8 @@ fn run_case(seed: u64, shape: usize, n: usize, workers: usize, chaos: bool) {
     // (erring after repeated deaths has its own test).
     let config = Config { allowed_failures: if chaos { u32::MAX } else { 3 }, ..Config::default() };
     let mut sim = Sim::with_config(workers, 1 + rng.below(3) as u32, config);
+    // Every case also checks that the observer stream replays to the same task table.
+    sim.observe();
     // Want the sinks plus a few random keys.
     let mut wanted: Vec<Key> = specs.iter().rev().take(2).map(|s| s.key.clone()).collect();
     for _ in 0..3 {
@@ -311,7 +358,7 @@ fn run_case(seed: u64, shape: usize, n: usize, workers: usize, chaos: bool) {
         }
         if rng.below(10) == 0 {
             sim.now += 100;
-            sim.s.tick(sim.now);
+            sim.s.handle(Event::Tick, sim.now);
             sim.pump();
         }
     }
@@ -332,7 +379,7 @@ fn run_case(seed: u64, shape: usize, n: usize, workers: usize, chaos: bool) {
         assert!(wanted.contains(key), "{key} is still held although nobody needs it");
     }
     // Releasing everything forgets everything.
-    sim.s.client_message(1, ClientToScheduler::Release { keys: wanted }, sim.now);
+    sim.s.handle(Event::Client(ClientId::new(1), ClientToScheduler::Release { keys: wanted }), sim.now);
     sim.pump();
     assert_eq!(sim.s.task_count(), 0, "tasks left: {:?}", sim.s.state_counts());
     assert!(sim.workers.values().all(|w| w.held.is_empty()));
@@ -418,7 +465,7 @@ fn short_root_tasks_fill_a_window_of_work() {
     let mut rng = Rng(1);
     sim.step(&mut rng); // learns: 10 µs per root task, 8 bytes each
     assert!(sim.s.duration_estimate_us("root").unwrap() > 0.0);
-    let running = sim.workers[&0].running.len();
+    let running = sim.workers[&WorkerId::new(0)].running.len();
     // A 2 ms window of 10 µs tasks: about 200 tasks in flight instead of 2.
     assert!((150..=250).contains(&running), "{running} tasks in flight");
 }
@@ -435,7 +482,7 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
         let task = sim.workers.get_mut(&w).unwrap();
         task.running.retain(|t| t.key != *key);
         task.held.insert(key.clone(), 0);
-        sim.s.worker_message(w, WorkerToScheduler::Finished { key: key.clone(), nbytes, duration_us: 1000 }, 0);
+        sim.s.handle(Event::Worker(w, WorkerToScheduler::Finished { key: key.clone(), nbytes, duration_us: 1000 }), 0);
         w
     };
     let big_on = report(&a.key, 100 << 20);
@@ -498,11 +545,71 @@ fn a_task_that_kills_its_workers_errs_after_the_allowed_failures() {
     for _ in 0..3 {
         let w = sim.s.processing_on(&t.key).expect("rescheduled");
         sim.workers.remove(&w);
-        sim.s.remove_worker(w, "segfault");
+        sim.s.handle(Event::WorkerLost { worker: w, reason: "segfault".into() }, 0);
         sim.pump();
     }
     let failure = &sim.erred[&t.key];
     assert!(failure.message.contains("3 workers died"), "{}", failure.message);
+    match &failure.kind {
+        FailureKind::KilledWorker { failures, last_address, .. } => {
+            assert_eq!(*failures, 3);
+            assert!(last_address.starts_with('w'), "{last_address}");
+        }
+        other => panic!("expected a killed-worker failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_task_that_fails_by_itself_errs_as_raised() {
+    let mut sim = Sim::new(2, 1);
+    let t = root(0);
+    sim.fail_key = Some(t.key.clone());
+    submit(&mut sim, std::slice::from_ref(&t), vec![t.key.clone()]);
+    let mut rng = Rng(3);
+    while sim.step(&mut rng) {}
+    assert_eq!(sim.erred[&t.key].kind, FailureKind::Raised);
+}
+
+#[test]
+fn nothing_is_recorded_unless_someone_observes() {
+    let mut sim = Sim::new(2, 1);
+    assert!(!sim.s.is_observed());
+    let specs: Vec<TaskSpec> = (0..4).map(root).collect();
+    submit(&mut sim, &specs, specs.iter().map(|s| s.key.clone()).collect());
+    let mut rng = Rng(9);
+    while sim.step(&mut rng) {}
+    let mut events = Vec::new();
+    sim.s.drain_observations_into(&mut events);
+    assert!(events.is_empty());
+}
+
+#[test]
+fn the_stream_reports_workers_errors_steals_memory_and_worker_activity() {
+    let mut sim = Sim::new(0, 1);
+    sim.s.observe(true);
+    sim.add_worker(1);
+    sim.add_worker(1);
+    let w0 = WorkerId::new(0);
+    let heartbeat = WorkerToScheduler::Heartbeat { managed_bytes: 10, spilled_bytes: 2, process_bytes: 30 };
+    sim.s.handle(Event::Worker(w0, heartbeat), 1);
+    let spill = WorkerActivity::Spilled { key: Key::new("x"), nbytes: 2 };
+    sim.s.handle(Event::WorkerActivity(w0, spill.clone()), 2);
+    let bad = root(0);
+    sim.fail_key = Some(bad.key.clone());
+    submit(&mut sim, std::slice::from_ref(&bad), vec![bad.key.clone()]);
+    let mut rng = Rng(1);
+    while sim.step(&mut rng) {}
+    sim.s.handle(Event::WorkerLost { worker: w0, reason: "gone".into() }, 3);
+    let mut events = Vec::new();
+    sim.s.drain_observations_into(&mut events);
+    let joined = events.iter().filter(|e| matches!(e, SchedulerEvent::WorkerJoined(_))).count();
+    assert_eq!(joined, 2);
+    let report = MemoryReport { worker: w0, managed: 10, spilled: 2, process: 30 };
+    assert!(events.contains(&SchedulerEvent::MemoryReported(report)));
+    assert!(events.contains(&SchedulerEvent::Worker { worker: w0, activity: spill }));
+    assert!(events.iter().any(|e| matches!(e, SchedulerEvent::TaskErred { key, .. } if *key == bad.key)));
+    assert!(events.iter().any(|e| matches!(e, SchedulerEvent::WorkerLeft { worker, .. } if *worker == w0)));
+    assert_eq!(sim.s.memory_reports().len(), 1);
 }
 
 #[test]
@@ -513,22 +620,25 @@ fn published_datasets_outlive_the_publishing_client() {
     submit(&mut sim, &specs, keys.clone());
     let mut rng = Rng(9);
     while sim.step(&mut rng) {}
-    sim.s.client_message(
-        1,
-        ClientToScheduler::Publish { name: "trips".into(), keys: keys.clone(), overwrite: false },
+    sim.s.handle(
+        Event::Client(
+            ClientId::new(1),
+            ClientToScheduler::Publish { name: "trips".into(), keys: keys.clone(), overwrite: false },
+        ),
         0,
     );
-    sim.s.remove_client(1);
+    sim.s.handle(Event::ClientLost(ClientId::new(1)), 0);
     sim.pump();
     assert_eq!(sim.s.task_count(), 3, "the dataset keeps its keys alive");
-    sim.s.add_client(2);
-    sim.s.client_message(2, ClientToScheduler::GetDataset { request: 5, name: "trips".into() }, 0);
+    sim.s.handle(Event::ClientJoined(ClientId::new(2)), 0);
+    sim.s
+        .handle(Event::Client(ClientId::new(2), ClientToScheduler::GetDataset { request: 5, name: "trips".into() }), 0);
     let answer = sim.s.take_commands().into_iter().find_map(|c| match c {
-        Command::Client(2, SchedulerToClient::Dataset { request: 5, keys }) => keys,
+        Command::Client(c, SchedulerToClient::Dataset { request: 5, keys }) if c == ClientId::new(2) => keys,
         _ => None,
     });
     assert_eq!(answer, Some(keys.clone()));
-    sim.s.client_message(2, ClientToScheduler::Unpublish { name: "trips".into() }, 0);
+    sim.s.handle(Event::Client(ClientId::new(2), ClientToScheduler::Unpublish { name: "trips".into() }), 0);
     sim.pump();
     assert_eq!(sim.s.task_count(), 0);
 }
@@ -544,11 +654,29 @@ fn deep_chains_do_not_overflow_the_stack() {
         })
         .collect();
     let mut s = SchedulerState::new(Config::default());
-    s.add_client(1);
-    s.add_worker(WorkerInfo { id: 0, address: "w".into(), name: "w".into(), nthreads: 1, memory_limit: 0 }, 0);
+    s.handle(Event::ClientJoined(ClientId::new(1)), 0);
+    s.handle(
+        Event::WorkerJoined(WorkerInfo {
+            id: WorkerId::new(0),
+            address: "w".into(),
+            name: "w".into(),
+            nthreads: 1,
+            memory_limit: 0,
+        }),
+        0,
+    );
     let tasks = specs.into_iter().map(|spec| SubmittedTask { spec, order: 0 }).collect();
-    s.client_message(1, ClientToScheduler::UpdateGraph { tasks, wanted: vec![Key::with_index("chain", [n - 1])] }, 0);
-    s.client_message(1, ClientToScheduler::Release { keys: vec![Key::with_index("chain", [n - 1])] }, 0);
+    s.handle(
+        Event::Client(
+            ClientId::new(1),
+            ClientToScheduler::UpdateGraph { tasks, wanted: vec![Key::with_index("chain", [n - 1])] },
+        ),
+        0,
+    );
+    s.handle(
+        Event::Client(ClientId::new(1), ClientToScheduler::Release { keys: vec![Key::with_index("chain", [n - 1])] }),
+        0,
+    );
     assert_eq!(s.task_count(), 0);
 }
 
@@ -561,7 +689,10 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     let holder = sim.s.processing_on(&big.key).unwrap();
     let task = sim.workers.get_mut(&holder).unwrap().running.remove(0);
     sim.workers.get_mut(&holder).unwrap().held.insert(task.key.clone(), 1);
-    sim.s.worker_message(holder, WorkerToScheduler::Finished { key: task.key, nbytes: 50 << 20, duration_us: 10 }, 0);
+    sim.s.handle(
+        Event::Worker(holder, WorkerToScheduler::Finished { key: task.key, nbytes: 50 << 20, duration_us: 10 }),
+        0,
+    );
     sim.pump();
     let deps: Vec<TaskSpec> = (0..30)
         .map(|i| TaskSpec {
@@ -576,10 +707,18 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     let first = sim.workers.get_mut(&holder).unwrap().running.remove(0);
     let value = value_of(&first.key, &[1]);
     sim.workers.get_mut(&holder).unwrap().held.insert(first.key.clone(), value);
-    sim.s.worker_message(holder, WorkerToScheduler::Finished { key: first.key, nbytes: 8, duration_us: 1_000_000 }, 1);
+    sim.s.handle(
+        Event::Worker(holder, WorkerToScheduler::Finished { key: first.key, nbytes: 8, duration_us: 1_000_000 }),
+        1,
+    );
     sim.pump();
-    sim.s.tick(100);
+    sim.s.observe(true);
+    sim.s.handle(Event::Tick, 100);
     sim.pump();
+    let mut events = Vec::new();
+    sim.s.drain_observations_into(&mut events);
+    let steals = events.iter().filter(|e| matches!(e, SchedulerEvent::Stolen { from, .. } if *from == holder)).count();
+    assert_eq!(steals, 2, "the stream reports each steal");
     let moved: usize = sim.workers.iter().filter(|(id, _)| **id != holder).map(|(_, w)| w.running.len()).sum();
     assert_eq!(moved, 2, "each idle worker took one task");
     assert_eq!(sim.s.stolen_count(), 2);
@@ -587,7 +726,7 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     assert!(sim.workers[&holder].running.iter().any(|t| t.key == Key::with_index("slow", [1])));
     let mut rng = Rng(4);
     while sim.step(&mut rng) {
-        sim.s.tick(sim.now);
+        sim.s.handle(Event::Tick, sim.now);
         sim.pump();
     }
     let per_worker: Vec<usize> =
@@ -604,10 +743,10 @@ fn retiring_a_worker_moves_its_unique_results_first() {
     submit(&mut sim, &specs, keys.clone());
     let mut rng = Rng(11);
     while sim.step(&mut rng) {}
-    let victim = 0;
+    let victim = WorkerId::new(0);
     let held_by_victim: Vec<Key> = keys.iter().filter(|k| sim.s.who_has(k) == vec![victim]).cloned().collect();
     assert!(!held_by_victim.is_empty());
-    sim.s.retire_workers(&[victim]);
+    sim.s.handle(Event::Client(ClientId::new(1), ClientToScheduler::RetireWorkers { workers: vec![victim] }), 0);
     let commands = sim.s.take_commands();
     let mut acquires = 0;
     for command in commands {
@@ -618,7 +757,7 @@ fn retiring_a_worker_moves_its_unique_results_first() {
                     assert_eq!(holders, vec![victim]);
                     let value = sim.workers[&victim].held[&key];
                     sim.workers.get_mut(&target).unwrap().held.insert(key.clone(), value);
-                    sim.s.worker_message(target, WorkerToScheduler::Received { entries: vec![(key, 8)] }, 0);
+                    sim.s.handle(Event::Worker(target, WorkerToScheduler::Received { entries: vec![(key, 8)] }), 0);
                     acquires += 1;
                 }
             }
@@ -639,7 +778,7 @@ fn retiring_a_worker_moves_its_unique_results_first() {
         .collect();
     assert_eq!(closes, vec![victim]);
     sim.workers.remove(&victim);
-    sim.s.remove_worker(victim, "retired");
+    sim.s.handle(Event::WorkerLost { worker: victim, reason: "retired".into() }, 0);
     sim.pump();
     for key in &keys {
         assert_eq!(sim.s.task_state(key), Some(TaskState::Memory), "{key} was lost");

@@ -1,0 +1,173 @@
+//! A typed stream of what the scheduler did, for observers (the dashboard, tests, logs).
+//!
+//! Recording is off by default: the only cost is one well-predicted branch per transition,
+//! and no event value is built, no key cloned, when nobody observes. When an observer turns
+//! it on ([`SchedulerState::observe`]), events accumulate beside the commands and the server
+//! drains them after each batch ([`SchedulerState::drain_observations_into`]), the same
+//! pull model as commands, so the state machine stays free of channels and callbacks.
+//!
+//! Replaying the stream reproduces the scheduler's task table: every task enters with a
+//! transition from `None` and leaves with a transition to `None`.
+
+use std::sync::Arc;
+
+use kiln_graph::Key;
+use kiln_protocol::messages::{MemoryReport, TaskFailure, WorkerId, WorkerInfo};
+
+use super::arena::TaskSlot;
+use super::{SchedulerState, TaskState};
+
+/// Something the scheduler did or learned.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SchedulerEvent {
+    /// A task changed state. `from: None` is a task the scheduler just learned of; `to: None`
+    /// is a task it forgot.
+    TaskTransition {
+        /// The task.
+        key: Key,
+        /// Its key prefix (the kind of task), shared with the scheduler's estimates.
+        prefix: Arc<str>,
+        /// The state it left.
+        from: Option<TaskState>,
+        /// The state it entered.
+        to: Option<TaskState>,
+        /// The worker it is processing on or held by, when it entered `processing` or
+        /// `memory`.
+        worker: Option<WorkerId>,
+    },
+    /// A task failed, or was given up on (see [`kiln_protocol::messages::FailureKind`]).
+    /// Its dependents then move to `erred` with the same failure.
+    TaskErred {
+        /// The task.
+        key: Key,
+        /// The failure.
+        failure: TaskFailure,
+    },
+    /// A worker registered.
+    WorkerJoined(WorkerInfo),
+    /// A worker left or was declared dead.
+    WorkerLeft {
+        /// The worker.
+        worker: WorkerId,
+        /// Why.
+        reason: String,
+    },
+    /// A worker is being retired: no new work, its unique results move elsewhere.
+    WorkerRetiring(WorkerId),
+    /// A task moved from one worker to another by work stealing.
+    Stolen {
+        /// The task.
+        key: Key,
+        /// The saturated worker it left.
+        from: WorkerId,
+        /// The worker that runs it now.
+        to: WorkerId,
+    },
+    /// A worker's heartbeat brought its memory figures.
+    MemoryReported(MemoryReport),
+    /// A worker reported something it did on its own (a transfer, a spill, a pause).
+    Worker {
+        /// The worker.
+        worker: WorkerId,
+        /// What it did.
+        activity: WorkerActivity,
+    },
+}
+
+/// What a worker does on its own that observers want to see; the server forwards these with
+/// [`super::Event::WorkerActivity`] when workers report them.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum WorkerActivity {
+    /// The worker fetched a value from a peer.
+    Transfer {
+        /// The value.
+        key: Key,
+        /// The peer it came from.
+        from: WorkerId,
+        /// Its size.
+        nbytes: u64,
+        /// How long the fetch took, in microseconds.
+        duration_us: u64,
+    },
+    /// The worker moved a value to disk to stay under its memory limit.
+    Spilled {
+        /// The value.
+        key: Key,
+        /// Its size.
+        nbytes: u64,
+    },
+    /// The worker read a spilled value back into memory.
+    Unspilled {
+        /// The value.
+        key: Key,
+        /// Its size.
+        nbytes: u64,
+    },
+    /// The worker stopped (`true`) or resumed (`false`) starting tasks because of memory
+    /// pressure.
+    Paused(bool),
+}
+
+impl SchedulerState {
+    /// Starts (`true`) or stops (`false`) recording [`SchedulerEvent`]s. Stopping drops what
+    /// was not drained.
+    pub fn observe(&mut self, on: bool) {
+        self.observations = if on { Some(self.observations.take().unwrap_or_default()) } else { None };
+    }
+
+    /// Whether events are being recorded.
+    pub fn is_observed(&self) -> bool {
+        self.observations.is_some()
+    }
+
+    /// Appends the events recorded since the last call to `out` (reusing its allocation).
+    pub fn drain_observations_into(&mut self, out: &mut Vec<SchedulerEvent>) {
+        if let Some(events) = &mut self.observations {
+            out.append(events);
+        }
+    }
+
+    /// Records the event `make` builds, only while observed (so nothing is built otherwise).
+    #[inline]
+    pub(super) fn record(&mut self, make: impl FnOnce(&SchedulerState) -> SchedulerEvent) {
+        if self.observations.is_some() {
+            let event = make(self);
+            if let Some(events) = &mut self.observations {
+                events.push(event);
+            }
+        }
+    }
+
+    /// Moves task `t` to state `to`, recording the transition while observed.
+    #[inline]
+    pub(super) fn set_state(&mut self, t: TaskSlot, to: TaskState) {
+        let from = std::mem::replace(&mut self.tasks[t].state, to);
+        if self.observations.is_some() {
+            self.record_transition(t, Some(from), Some(to));
+        }
+    }
+
+    /// Records a transition of `t` (kept out of line: the hot path only checks the flag).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn record_transition(&mut self, t: TaskSlot, from: Option<TaskState>, to: Option<TaskState>) {
+        let task = &self.tasks[t];
+        let worker = match to {
+            Some(TaskState::Processing) => task.processing_on,
+            Some(TaskState::Memory) => task.who_has.first().copied(),
+            _ => None,
+        };
+        let event = SchedulerEvent::TaskTransition {
+            key: task.key.clone(),
+            prefix: self.prefixes[task.prefix as usize].name.clone(),
+            from,
+            to,
+            worker,
+        };
+        if let Some(events) = &mut self.observations {
+            events.push(event);
+        }
+    }
+}

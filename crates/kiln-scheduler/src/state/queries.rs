@@ -1,0 +1,147 @@
+//! Read-only views of the state with typed results, for the server, tests and the bench.
+//!
+//! Queries never change the state and never produce commands, so they can be called between
+//! events at any time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kiln_graph::{Encoded, KernelSpec, Key};
+use kiln_protocol::messages::{MemoryReport, WorkerId, WorkerInfo};
+
+use super::arena::{Body, BodyInput, Task};
+use super::{SchedulerState, TaskState, WorkerLoad};
+
+/// What the scheduler learned about one kind of task (a key prefix) from its finished tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefixEstimate {
+    /// The key prefix (`"add"` for `("add-3f2a", 1, 2)`).
+    pub prefix: Arc<str>,
+    /// Mean run time, in microseconds (a moving average).
+    pub duration_us: f64,
+    /// Mean result size, in bytes (a moving average).
+    pub nbytes: f64,
+}
+
+/// How many known tasks are in each state.
+pub type StateCounts = BTreeMap<TaskState, usize>;
+
+impl SchedulerState {
+    /// Number of tasks the scheduler knows (not forgotten).
+    pub fn task_count(&self) -> usize {
+        self.tasks.len() - self.free.len()
+    }
+
+    /// The state of a task, `None` when unknown or forgotten.
+    pub fn task_state(&self, key: &Key) -> Option<TaskState> {
+        self.find(key).map(|t| self.tasks[t].state)
+    }
+
+    /// Workers holding a key.
+    pub fn who_has(&self, key: &Key) -> Vec<WorkerId> {
+        self.find(key).map(|t| self.tasks[t].who_has.to_vec()).unwrap_or_default()
+    }
+
+    /// The worker a task is processing on.
+    pub fn processing_on(&self, key: &Key) -> Option<WorkerId> {
+        self.find(key).and_then(|t| self.tasks[t].processing_on)
+    }
+
+    /// The registered workers.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.workers.values().map(|w| w.info.clone()).collect()
+    }
+
+    /// One worker's load.
+    pub fn worker_load(&self, id: WorkerId) -> Option<WorkerLoad> {
+        self.workers.get(&id).map(|w| WorkerLoad {
+            processing: w.processing.len(),
+            held: w.has_what.len(),
+            nbytes: w.nbytes,
+            occupancy_s: w.occupancy_us / 1e6 / w.info.nthreads.max(1) as f64,
+            reported: w.reported,
+            last_seen: w.last_seen,
+        })
+    }
+
+    /// Root tasks waiting for a worker slot.
+    pub fn queued_count(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// The learned mean duration of a kind of task (by key prefix), in microseconds.
+    pub fn duration_estimate_us(&self, prefix: &str) -> Option<f64> {
+        self.prefix_index
+            .get(prefix)
+            .map(|&p| &self.prefixes[p as usize])
+            .filter(|p| p.finished > 0)
+            .map(|p| p.duration_us)
+    }
+
+    /// What was learned about every kind of task seen finishing, by key prefix.
+    pub fn estimates(&self) -> Vec<PrefixEstimate> {
+        self.prefixes
+            .iter()
+            .filter(|p| p.finished > 0)
+            .map(|p| PrefixEstimate { prefix: p.name.clone(), duration_us: p.duration_us, nbytes: p.nbytes })
+            .collect()
+    }
+
+    /// Counts of known tasks per state (states without tasks are left out).
+    pub fn state_counts(&self) -> StateCounts {
+        let mut counts = StateCounts::new();
+        for t in self.tasks.live() {
+            *counts.entry(t.state).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Every worker's last reported memory, in worker order.
+    pub fn memory_reports(&self) -> Vec<MemoryReport> {
+        self.workers.values().map(|w| w.reported).collect()
+    }
+
+    /// Approximate heap bytes held per task (for the memory budget benchmark).
+    pub fn approx_bytes(&self) -> usize {
+        let mut total = self.tasks.capacity() * std::mem::size_of::<Task>();
+        total += self.index.capacity() * (std::mem::size_of::<u32>() + 1);
+        for t in self.tasks.iter().filter(|t| t.live) {
+            if let Some(body) = &t.body {
+                total += std::mem::size_of::<Body>();
+                if body.inputs.spilled() {
+                    total += body.inputs.capacity() * std::mem::size_of::<BodyInput>();
+                }
+                for input in &body.inputs {
+                    if let BodyInput::Literal(e) = input {
+                        total += std::mem::size_of::<Encoded>() + e.nbytes() + e.tag.capacity();
+                    }
+                }
+            }
+            if t.deps.spilled() {
+                total += t.deps.capacity() * 4;
+            }
+            if t.dependents.spilled() {
+                total += t.dependents.capacity() * 4;
+            }
+            if t.key.index().len() > 4 {
+                total += t.key.index().len() * 4;
+            }
+        }
+        total += self
+            .kernels
+            .iter()
+            .map(|k| std::mem::size_of::<KernelSpec>() + 16 + k.id.len() + k.params.len())
+            .sum::<usize>();
+        total + self.names.keys().map(|n| n.len() + 20).sum::<usize>()
+    }
+
+    /// Tasks moved between workers by stealing so far.
+    pub fn stolen_count(&self) -> u64 {
+        self.stolen
+    }
+
+    /// Workers not heard from since `deadline` (for the server's heartbeat check).
+    pub fn silent_workers(&self, deadline: u64) -> Vec<WorkerId> {
+        self.workers.values().filter(|w| w.last_seen < deadline).map(|w| w.info.id).collect()
+    }
+}
