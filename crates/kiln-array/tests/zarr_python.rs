@@ -21,7 +21,9 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zarr").join(name)
 }
 
-/// Equal element by element, NaN equal to NaN (the stores hold NaNs on purpose).
+/// Equal element by element, NaN equal to NaN (the stores hold NaNs on purpose). `x != x` is
+/// the NaN test that works for every element type, floats and integers alike.
+#[allow(clippy::eq_op)]
 fn same<T: Element>(a: &ArrayD<T>, b: &ArrayD<T>) -> bool {
     a.shape() == b.shape() && a.iter().zip(b.iter()).all(|(x, y)| x == y || (x != x && y != y))
 }
