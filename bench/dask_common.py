@@ -75,7 +75,7 @@ class Side:
 
     def summary(self):
         return (
-            f"median {self.median():.3f} s (best {self.best():.3f} s, {len(self.times)} runs, "
+            f"median {self.median():.4f} s (best {self.best():.4f} s, {len(self.times)} runs, "
             f"load {self.load_start:.2f} -> {self.load_end:.2f})"
         )
 
@@ -83,8 +83,8 @@ class Side:
         """RESULT fields kiln_bench::Side::from_dask reads back (times_s carries every run)."""
         p = f"{prefix}_" if prefix else ""
         return (
-            f"{p}times_s={','.join(f'{t:.4f}' for t in self.times)} {p}median_s={self.median():.4f} "
-            f"{p}best_s={self.best():.4f}"
+            f"{p}times_s={','.join(f'{t:.6f}' for t in self.times)} {p}median_s={self.median():.6f} "
+            f"{p}best_s={self.best():.6f}"
         )
 
 

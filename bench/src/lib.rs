@@ -118,16 +118,16 @@ impl Protocol {
         let dask_n = arg("--dask-n", n);
         if dask_n != n {
             println!(
-                "NOTE: --dask-n {dask_n} differs from --n {n}: the two sides do DIFFERENT work; no ratio is computed \
-                 and the answers are not compared"
+                "NOTE: --dask-n {dask_n} differs from --n {n}: the two sides do DIFFERENT work; no ratio is computed"
             );
         }
         dask_n
     }
 
-    /// `runs=… threads=…` for the `RESULT` line.
-    pub fn fields(&self) -> String {
-        format!("runs={} threads={}", self.runs, self.threads)
+    /// `runs=… threads=…` for the `RESULT` line: `threads` is the thread count each process
+    /// of the benchmark computes with (1 for the single-threaded workers of a cluster).
+    pub fn fields(&self, threads: usize) -> String {
+        format!("runs={} threads={threads}", self.runs)
     }
 }
 
@@ -217,7 +217,7 @@ impl Side {
     /// `median 1.234 s (best 1.200 s, 3 runs, load 0.10 -> 1.90)`, for the printed summary.
     pub fn summary(&self) -> String {
         format!(
-            "median {:.3} s (best {:.3} s, {} runs, load {:.2} -> {:.2})",
+            "median {:.4} s (best {:.4} s, {} runs, load {:.2} -> {:.2})",
             self.median(),
             self.best(),
             self.times.len(),
@@ -230,7 +230,7 @@ impl Side {
     pub fn fields(&self) -> String {
         let l = &self.label;
         format!(
-            "{l}_median_s={:.4} {l}_best_s={:.4} {l}_load_start={:.2} {l}_load_end={:.2}",
+            "{l}_median_s={:.6} {l}_best_s={:.6} {l}_load_start={:.2} {l}_load_end={:.2}",
             self.median(),
             self.best(),
             self.load_start,
@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(side.median(), 2.0);
         assert_eq!(side.best(), 1.0);
         assert_eq!(side.load_end, 1.25);
-        assert!(side.fields().contains("dask_median_s=2.0000 dask_best_s=1.0000"));
+        assert!(side.fields().contains("dask_median_s=2.000000 dask_best_s=1.000000"));
     }
 
     #[test]
@@ -384,6 +384,32 @@ mod tests {
         assert_eq!(calls, 4, "one warm-up and three timed runs");
         assert_eq!(last, 4);
         assert_eq!(side.times.len(), 3);
+    }
+
+    #[test]
+    fn a_smoke_run_result_line_has_the_protocol_fields() {
+        // `array_dot --n 800 --chunk 200 --runs 2`, as printed.
+        let text = "RESULT n=800 chunk=200 runs=2 threads=2 kiln_threads=2 gemm_threads=2 kiln_median_s=0.021506 kiln_best_s=0.007919 kiln_load_start=3.25 kiln_load_end=3.25 kiln_gflops=47.6 gemm_median_s=0.026018 gemm_best_s=0.025488 gemm_load_start=3.25 gemm_load_end=3.25 gemm_gflops=39.4 fraction_of_gemm=1.210 dask_threads=2 dask_median_s=0.034055 dask_best_s=0.031060 dask_load_start=3.25 dask_load_end=3.25 dask_gflops=30.1 speedup=1.58 dask=2026.8.0";
+        let pairs = super::parse_result(text).unwrap();
+        for name in [
+            "runs",
+            "threads",
+            "kiln_threads",
+            "dask_threads",
+            "kiln_median_s",
+            "kiln_best_s",
+            "dask_median_s",
+            "dask_best_s",
+            "gemm_median_s",
+            "kiln_load_start",
+            "kiln_load_end",
+            "dask_load_start",
+            "dask_load_end",
+            "speedup",
+        ] {
+            assert!(super::get(&pairs, name).is_some(), "{name} is missing");
+        }
+        assert_eq!(super::text(&pairs, "dask"), "2026.8.0");
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn main() {
     let mut line = format!(
         "RESULT n={n} chunk={chunk} {} kiln_threads={threads} gemm_threads={threads} {} kiln_gflops={kg:.1} {} \
          gemm_gflops={gg:.1} fraction_of_gemm={:.3}",
-        protocol.fields(),
+        protocol.fields(threads),
         kiln.fields(),
         gemm.fields(),
         kg / gg
@@ -58,7 +58,10 @@ fn main() {
             Ok(d) => {
                 let dask = Side::from_dask("dask", &d, "").expect("the Dask side reports its runs");
                 let dtrace = get(&d, "trace").unwrap_or(f64::NAN);
-                assert!((dtrace / expected_trace - 1.0).abs() < 0.05, "dask's trace {dtrace} vs about {expected_trace}");
+                assert!(
+                    (dtrace / expected_trace - 1.0).abs() < 0.05,
+                    "dask's trace {dtrace} vs about {expected_trace}"
+                );
                 let speedup = ratio(&dask, &kiln, true);
                 println!(
                     "  dask: {} = {:.1} GFLOP/s; kiln is {speedup:.2}x faster (median/median)",

@@ -84,7 +84,7 @@ fn main() {
     let mut line = format!(
         "RESULT n={n} {} kiln_threads={threads} {} bandwidth_gbs={:.2} bandwidth_read_s={at_bandwidth:.3} \
          ratio_to_bandwidth={:.2} {} {} ratio_to_read_kernel={:.2}",
-        protocol.fields(),
+        protocol.fields(threads),
         kiln.fields(),
         bandwidth / 1e9,
         kiln.median() / at_bandwidth,

@@ -278,7 +278,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          kiln_build_s={build_s:.3} {} kiln_tasks_per_s={med_tps:.0} kiln_best_tasks_per_s={best_tps:.0} \
          kiln_us_per_task={med_us:.2} kiln_best_us_per_task={best_us:.2} kiln_order_s={order_s:.3} \
          kiln_to_spec_s={to_spec_s:.3} kiln_cpu_us_per_task={:.1} allocator={allocator} target_met={met}",
-        protocol.fields(),
+        protocol.fields(1),
         kiln.fields(),
         median(&cpu_per_task)
     );

@@ -119,7 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "RESULT n={n} chunk={chunk} {} workers={workers} local_threads={} cluster_threads_per_worker=1 \
          cluster_start_s={start_s:.3} {} {} ratio={cluster_vs_local:.3} local_std={local_value:.12} \
          cluster_std={cluster_value:.12} rel_diff={rel:.1e} worker_peak_rss_bytes={} target_met={met}",
-        protocol.fields(),
+        protocol.fields(protocol.threads),
         local.num_threads(),
         local_side.fields(),
         cluster_side.fields(),

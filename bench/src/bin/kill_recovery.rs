@@ -164,7 +164,7 @@ fn main() {
         "RESULT n={n} chunk={chunk} workers={workers} {} kiln_threads_per_worker=1 kiln_clean_s={clean:.3} \
          kiln_killed_s={killed:.3} kiln_overhead_s={overhead:.3} kiln_detect_ms={detect:.1} \
          kiln_detect_best_ms={detect_best:.1} {} {}",
-        protocol.fields(),
+        protocol.fields(1),
         clean_side.fields(),
         killed_side.fields()
     );

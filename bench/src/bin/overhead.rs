@@ -83,7 +83,7 @@ fn main() {
         "RESULT tasks={tasks} result={result} {} kiln_threads={threads} {} {} kiln_us_per_task={us_per_task:.3} \
          kiln_sync_us_per_task={sync_us:.3} kiln_build_s={build_s:.3} kiln_order_s={order_s:.3} kiln_run_s={run_s:.3} \
          kiln_peak_rss_bytes={rss}",
-        protocol.fields(),
+        protocol.fields(threads),
         kiln.fields(),
         kiln_sync.fields()
     );

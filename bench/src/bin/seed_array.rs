@@ -38,7 +38,7 @@ fn main() {
     assert!((value - expected_std()).abs() < 0.01, "std {value} is off");
     let mut line = format!(
         "RESULT n={n} chunk={chunk} {} kiln_threads={} {} kiln_peak_rss_bytes={rss} kiln_std={value:.6}",
-        protocol.fields(),
+        protocol.fields(protocol.threads),
         scheduler.num_threads(),
         kiln.fields()
     );
