@@ -105,8 +105,17 @@ impl Protocol {
     /// Reads `--runs` (default `default_runs`), `--threads` (default: the available cores) and
     /// `--no-dask`.
     pub fn from_args(default_runs: usize) -> Self {
+        // The flags some benchmarks had before the protocol: still honoured, so that recorded
+        // command lines mean what they meant, but named as what they are now.
+        let mut runs = default_runs;
+        for old in ["--repeat", "--reps"] {
+            if std::env::args().any(|a| a == old) {
+                runs = arg(old, default_runs);
+                println!("note: {old} is now --runs (timed runs after one untimed warm-up, on both sides)");
+            }
+        }
         Protocol {
-            runs: arg("--runs", default_runs).max(1),
+            runs: arg("--runs", runs).max(1),
             threads: arg("--threads", available_threads()).max(1),
             no_dask: std::env::args().any(|a| a == "--no-dask"),
         }
