@@ -1,22 +1,24 @@
-"""Dask's side of the sum benchmark: x.sum() of an in-memory NumPy array in auto chunks."""
+"""Dask's side of the sum benchmark: x.sum() of an in-memory NumPy array in auto chunks, on the
+threaded scheduler; one warm-up, then --runs timed runs (bench/dask_common.py)."""
 import argparse
-import time
 
 import dask.array as da
 import numpy as np
+
+from dask_common import add_protocol_args, measure, result_line, use_threads
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=1_000_000_000)
+    add_protocol_args(p)
     args = p.parse_args()
+    use_threads(args.threads)
     x = (np.arange(args.n) % 1000) * 0.001
     d = da.from_array(x, chunks="auto")
-    t0 = time.perf_counter()
-    total = float(d.sum().compute())
-    secs = time.perf_counter() - t0
-    print(f"dask: sum of {args.n} in {secs:.3f} s = {total}")
-    print(f"RESULT dask_s={secs:.3f}")
+    side, total = measure(args.runs, lambda: float(d.sum().compute()))
+    print(f"dask: sum of {args.n} = {total}: {side.summary()}")
+    print(result_line(f"n={args.n} {side.fields()} total={total!r}", side, args.threads, args.runs))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Dask's side of the distributed seed benchmark: (x + x.T - x.mean(axis=0)).std() on
 ``distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True)``, timed from
-building the expression to the value (cluster start excluded)."""
+building the expression to the value (cluster start excluded, timed once); one warm-up, then
+--runs timed runs (bench/dask_common.py)."""
 import argparse
 import time
 
-import dask
 import dask.array as da
 import distributed
+
+from dask_common import add_protocol_args, measure, print_cluster_threads, result_line
 
 
 def main():
@@ -14,8 +16,9 @@ def main():
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--chunk", type=int, default=1000)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--repeat", type=int, default=1)
+    add_protocol_args(p)
     args = p.parse_args()
+    print_cluster_threads(args.workers)
 
     t0 = time.perf_counter()
     cluster = distributed.LocalCluster(
@@ -27,22 +30,24 @@ def main():
         memory_limit=0,
     )
     client = distributed.Client(cluster)
-    print(f"dask LocalCluster: {args.workers} processes x 1 thread started in {time.perf_counter() - t0:.2f} s")
+    start_s = time.perf_counter() - t0
+    print(f"dask LocalCluster: {args.workers} processes x 1 thread started in {start_s:.2f} s")
 
-    times = []
-    value = float("nan")
-    for rep in range(args.repeat):
-        t0 = time.perf_counter()
+    def work():
         x = da.random.default_rng(42).random((args.n, args.n), chunks=(args.chunk, args.chunk))
-        value = float((x + x.T - x.mean(axis=0)).std().compute())
-        secs = time.perf_counter() - t0
-        times.append(secs)
-        print(f"  run {rep + 1}: n={args.n} std={value:.6f} in {secs:.2f} s")
+        return float((x + x.T - x.mean(axis=0)).std().compute())
+
+    side, value = measure(args.runs, work)
     client.close()
     cluster.close()
-    best = min(times)
+    print(f"dask distributed: n={args.n} std={value:.6f}: {side.summary()}")
     print(
-        f"RESULT dask_s={best:.3f} std={value:.6f} dask={dask.__version__} distributed={distributed.__version__}"
+        result_line(
+            f"n={args.n} start_s={start_s:.3f} {side.fields()} std={value:.6f} distributed={distributed.__version__}",
+            side,
+            1,
+            args.runs,
+        )
     )
 
 

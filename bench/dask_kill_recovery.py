@@ -8,6 +8,8 @@ the request behind client.scheduler_info(), polled every 5 ms from another threa
 own `workers` table, polled the same way, which leaves out the request's latency), the total time
 with the kill (T1), the overhead T1 - T0; the result must equal the clean run's (relative 1e-9).
 Dask's nanny restarts the killed worker process; when the replacement registers is reported too.
+Each of the --runs runs has its own cluster and its own warm-up compute; medians and best are
+reported, with the load average around the whole side (bench/dask_common.py).
 """
 import argparse
 import os
@@ -16,10 +18,11 @@ import statistics
 import threading
 import time
 
-import dask
 import dask.array as da
 import distributed
 from distributed import Client, LocalCluster
+
+from dask_common import Side, add_protocol_args, print_cluster_threads, result_line
 
 
 def expression(n, chunk):
@@ -108,14 +111,16 @@ def main():
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--chunk", type=int, default=1000)
     p.add_argument("--workers", type=int, default=3)
-    p.add_argument("--runs", type=int, default=1)
     p.add_argument("--kill-at", type=float, default=0.5)
+    add_protocol_args(p)
     args = p.parse_args()
+    print_cluster_threads(args.workers)
     runs = []
+    clean_side, killed_side = Side(), Side()
     for i in range(1, max(1, args.runs) + 1):
         r = one_run(args)
         print(
-            f"dask {dask.__version__} / distributed {distributed.__version__} run {i}: n={args.n} "
+            f"dask run {i}: n={args.n} "
             f"chunks={args.chunk} workers={args.workers}: warm-up {r['warmup_s']:.2f} s, clean {r['clean_s']:.2f} s, "
             f"killed a worker at {r['kill_after_s']:.2f} s, done in {r['killed_s']:.2f} s "
             f"(+{r['killed_s'] - r['clean_s']:.2f} s); removed {r['detect_ms']:.1f} ms after the kill "
@@ -124,16 +129,30 @@ def main():
             flush=True,
         )
         runs.append(r)
+        clean_side.push(r["clean_s"])
+        killed_side.push(r["killed_s"])
+    clean_side.end()
+    killed_side.end()
+    killed_side.load_start = clean_side.load_start
 
     def med(f):
         return statistics.median(f(r) for r in runs)
 
+    print(f"dask: clean {clean_side.summary()}; with a kill {killed_side.summary()}")
     print(
-        f"RESULT n={args.n} chunk={args.chunk} workers={args.workers} runs={len(runs)} "
-        f"dask_clean_s={med(lambda r: r['clean_s']):.3f} dask_killed_s={med(lambda r: r['killed_s']):.3f} "
-        f"dask_overhead_s={med(lambda r: r['killed_s'] - r['clean_s']):.3f} "
-        f"dask_detect_ms={med(lambda r: r['detect_ms']):.1f} "
-        f"dask_detect_sched_ms={med(lambda r: r['detect_sched_ms']):.1f} dask_replaced_s={med(lambda r: r['replaced_s']):.2f}"
+        result_line(
+            f"n={args.n} chunk={args.chunk} workers={args.workers} {clean_side.fields('clean')} "
+            f"{killed_side.fields('killed')} "
+            f"dask_clean_s={med(lambda r: r['clean_s']):.3f} dask_killed_s={med(lambda r: r['killed_s']):.3f} "
+            f"dask_overhead_s={med(lambda r: r['killed_s'] - r['clean_s']):.3f} "
+            f"dask_detect_ms={med(lambda r: r['detect_ms']):.1f} "
+            f"dask_detect_best_ms={min(r['detect_ms'] for r in runs):.1f} "
+            f"dask_detect_sched_ms={med(lambda r: r['detect_sched_ms']):.1f} "
+            f"dask_replaced_s={med(lambda r: r['replaced_s']):.2f} distributed={distributed.__version__}",
+            killed_side,
+            1,
+            args.runs,
+        )
     )
 
 

@@ -1,10 +1,14 @@
 """Dask's side of the per-task overhead benchmark: n trivial tasks (add one to an integer)
-feeding an 8-ary tree of sums, run on the synchronous and the threaded scheduler."""
+feeding an 8-ary tree of sums, run on the synchronous and the threaded scheduler. A run is
+timed end to end, building the graph included (as on kiln's side); one warm-up, then --runs
+timed runs of each scheduler (bench/dask_common.py)."""
 import argparse
 import resource
-import time
 
 import dask
+from dask.threaded import get as threaded_get
+
+from dask_common import add_protocol_args, measure, result_line, use_threads
 
 
 def inc(x):
@@ -33,33 +37,35 @@ def build(n, fan_in=8):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=1_000_000)
-    p.add_argument("--skip-threaded", action="store_true")
+    add_protocol_args(p)
     args = p.parse_args()
+    use_threads(args.threads)
+    tasks = len(build(args.n)[0])
 
-    t0 = time.perf_counter()
-    dsk, root = build(args.n)
-    build_s = time.perf_counter() - t0
-    tasks = len(dsk)
+    def sync():
+        dsk, root = build(args.n)
+        return dask.get(dsk, root)
 
-    t0 = time.perf_counter()
-    sync_result = dask.get(dsk, root)
-    sync_s = time.perf_counter() - t0
-    print(f"dask synchronous: {tasks} tasks in {sync_s:.2f} s ({sync_s / tasks * 1e6:.1f} us/task)")
+    def threaded():
+        dsk, root = build(args.n)
+        return threaded_get(dsk, root, num_workers=args.threads)
 
-    threaded_s = float("nan")
-    if not args.skip_threaded:
-        from dask.threaded import get as threaded_get
-
-        t0 = time.perf_counter()
-        threaded_result = threaded_get(dsk, root)
-        threaded_s = time.perf_counter() - t0
-        assert threaded_result == sync_result
-        print(f"dask threaded: {tasks} tasks in {threaded_s:.2f} s ({threaded_s / tasks * 1e6:.1f} us/task)")
-
+    sync_side, sync_result = measure(args.runs, sync)
+    print(f"dask synchronous: {tasks} tasks: {sync_side.summary()}")
+    threaded_side, threaded_result = measure(args.runs, threaded)
+    assert threaded_result == sync_result
+    print(f"dask threaded ({args.threads} workers): {tasks} tasks: {threaded_side.summary()}")
+    # One load pair for the whole process: from the start of the first side to the end of the last.
+    threaded_side.load_start = sync_side.load_start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(
-        f"RESULT tasks={tasks} result={sync_result} build_s={build_s:.3f} sync_s={sync_s:.3f} "
-        f"threaded_s={threaded_s:.3f} peak_rss_bytes={rss} dask={dask.__version__}"
+        result_line(
+            f"tasks={tasks} result={sync_result} {sync_side.fields('sync')} {threaded_side.fields('threaded')} "
+            f"peak_rss_bytes={rss}",
+            threaded_side,
+            args.threads,
+            args.runs,
+        )
     )
 
 

@@ -1,54 +1,79 @@
 //! `x.dot(x.T)` for an n x n f64 array in c x c blocks (default 8000 and 2000), against one
-//! in-memory faer GEMM of the same size on all cores, and against dask.array.
+//! in-memory faer GEMM of the same size on the same threads, and against dask.array (threaded
+//! scheduler, its BLAS on the same threads). Each of the three runs once untimed (a cold GEMM
+//! pays for page faults and thread start-up that a warm one does not), then `--runs` times
+//! timed; medians are compared.
 //!
-//! `cargo run --release -p kiln-bench --bin array_dot -- [--n 8000] [--chunk 2000] [--no-dask]`
-
-use kiln_bench::arg;
-use std::time::Instant;
+//! `cargo run --release -p kiln-bench --bin array_dot -- [--n 8000] [--chunk 2000] [--runs 3]
+//! [--threads N] [--no-dask]`
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, Par};
 use kiln_array::random::RandomState;
-use kiln_bench::{get, run_dask};
+use kiln_bench::{Protocol, Side, arg, compute_array, get, ratio, run_dask, text};
 use kiln_local::{LocalScheduler, Progress};
 
 fn main() {
     let n: usize = arg("--n", 8000);
     let chunk: usize = arg("--chunk", 2000);
-    let threads = std::thread::available_parallelism().map_or(2, |p| p.get());
+    let protocol = Protocol::from_args(3);
+    let threads = protocol.threads;
     let flops = 2.0 * (n as f64).powi(3);
+    let gflops = |side: &Side| flops / side.median() / 1e9;
 
-    // Reference: one GEMM of the whole matrix, faer on all cores.
+    // Reference: one GEMM of the whole matrix, faer on the same threads as kiln.
     let a = Mat::<f64>::from_fn(n, n, |i, j| ((i * 31 + j * 17) % 1000) as f64 / 1000.0);
     let mut c = Mat::<f64>::zeros(n, n);
-    let t = Instant::now();
-    matmul(c.as_mut(), Accum::Replace, a.as_ref(), a.transpose(), 1.0, Par::rayon(threads));
-    let gemm_s = t.elapsed().as_secs_f64();
+    let (gemm, ()) = Side::measure("gemm", protocol.runs, || {
+        matmul(c.as_mut(), Accum::Replace, a.as_ref(), a.transpose(), 1.0, Par::rayon(threads));
+    });
     drop((a, c));
 
     let x = RandomState::new(7).random(&[n, n], [chunk, chunk]);
     let y = x.dot(&x.t());
     let sched = LocalScheduler::threads(threads).with_progress(Progress::Never);
-    let t = Instant::now();
-    let out = y.compute_with(&sched).expect("dot runs");
-    let kiln_s = t.elapsed().as_secs_f64();
-    assert_eq!(out.shape(), &[n, n]);
-    let (kg, gg) = (flops / kiln_s / 1e9, flops / gemm_s / 1e9);
-    println!(
-        "n={n} chunks={chunk}: kiln blocked dot {kiln_s:.2} s = {kg:.1} GFLOP/s; one faer GEMM ({threads} threads) \
-         {gemm_s:.2} s = {gg:.1} GFLOP/s; kiln reaches {:.0}% of it",
-        100.0 * kg / gg
-    );
+    let (kiln, trace) = Side::measure("kiln", protocol.runs, || {
+        let out = compute_array(&y, &sched).expect("dot runs");
+        assert_eq!(out.shape(), &[n, n]);
+        (0..n).map(|i| out[[i, i]]).sum::<f64>()
+    });
+    // The diagonal holds squared row norms of uniform [0, 1) rows: n/3 each on average.
+    let expected_trace = (n * n) as f64 / 3.0;
+    assert!((trace / expected_trace - 1.0).abs() < 0.05, "kiln's trace {trace} vs about {expected_trace}");
+    let (kg, gg) = (gflops(&kiln), gflops(&gemm));
+    println!("n={n} chunks={chunk}, {threads} threads:");
+    println!("  one faer GEMM: {} = {gg:.1} GFLOP/s", gemm.summary());
+    println!("  kiln blocked dot: {} = {kg:.1} GFLOP/s; {:.0}% of the GEMM (medians)", kiln.summary(), 100.0 * kg / gg);
     let mut line = format!(
-        "RESULT n={n} chunk={chunk} kiln_s={kiln_s:.3} kiln_gflops={kg:.1} gemm_s={gemm_s:.3} gemm_gflops={gg:.1} fraction_of_gemm={:.3}",
+        "RESULT n={n} chunk={chunk} {} kiln_threads={threads} gemm_threads={threads} {} kiln_gflops={kg:.1} {} \
+         gemm_gflops={gg:.1} fraction_of_gemm={:.3}",
+        protocol.fields(threads),
+        kiln.fields(),
+        gemm.fields(),
         kg / gg
     );
-    if !std::env::args().any(|a| a == "--no-dask") {
-        match run_dask("dask_array_dot.py", &["--n".into(), n.to_string(), "--chunk".into(), chunk.to_string()]) {
+    if !protocol.no_dask {
+        let args = ["--n".into(), n.to_string(), "--chunk".into(), chunk.to_string()];
+        match run_dask("dask_array_dot.py", &args, &protocol, threads) {
             Ok(d) => {
-                let ds = get(&d, "dask_s").unwrap_or(f64::NAN);
-                println!("dask: {ds:.2} s = {:.1} GFLOP/s; kiln is {:.2}x faster", flops / ds / 1e9, ds / kiln_s);
-                line.push_str(&format!(" dask_s={ds:.3} speedup={:.2}", ds / kiln_s));
+                let dask = Side::from_dask("dask", &d, "").expect("the Dask side reports its runs");
+                let dtrace = get(&d, "trace").unwrap_or(f64::NAN);
+                assert!(
+                    (dtrace / expected_trace - 1.0).abs() < 0.05,
+                    "dask's trace {dtrace} vs about {expected_trace}"
+                );
+                let speedup = ratio(&dask, &kiln, true);
+                println!(
+                    "  dask: {} = {:.1} GFLOP/s; kiln is {speedup:.2}x faster (median/median)",
+                    dask.summary(),
+                    gflops(&dask)
+                );
+                line.push_str(&format!(
+                    " dask_threads={threads} {} dask_gflops={:.1} speedup={speedup:.2} dask={}",
+                    dask.fields(),
+                    gflops(&dask),
+                    text(&d, "dask")
+                ));
             }
             Err(e) => println!("dask side skipped: {e}"),
         }

@@ -1,14 +1,13 @@
 //! `x.sum()` over an in-memory array of n f64 (default 10^9, 8 GB) in auto (128 MiB) chunks,
-//! against the machine's memory bandwidth measured with a copy kernel in the same run (best of
-//! three each), and against dask.array on the same data size.
+//! against the machine's memory bandwidth measured with a copy kernel and a read kernel in the
+//! same run, and against dask.array on the same data. Every measurement (copy, read, kiln, Dask)
+//! runs once untimed, then `--runs` times timed; medians are compared.
 //!
-//! `cargo run --release -p kiln-bench --bin array_sum -- [--n 1000000000] [--no-dask]`
-
-use kiln_bench::arg;
-use std::time::Instant;
+//! `cargo run --release -p kiln-bench --bin array_sum -- [--n 1000000000] [--runs 3] [--threads N]
+//! [--no-dask]`
 
 use kiln_array::{ChunkSpec, from_array};
-use kiln_bench::{get, run_dask};
+use kiln_bench::{Protocol, Side, arg, compute_scalar, get, ratio, run_dask, text};
 use kiln_local::{LocalScheduler, Progress};
 use ndarray::{ArrayD, IxDyn};
 
@@ -40,72 +39,74 @@ fn read_kernel(xs: &[f64]) -> f64 {
 
 fn main() {
     let n: usize = arg("--n", 1_000_000_000);
-    let threads = std::thread::available_parallelism().map_or(2, |p| p.get());
+    let protocol = Protocol::from_args(3);
+    let threads = protocol.threads;
     let data: Vec<f64> = (0..n).map(|i| (i % 1000) as f64 * 0.001).collect();
     let expected: f64 = (0..1000).map(|i| i as f64 * 0.001).sum::<f64>() * (n / 1000) as f64
         + (0..n % 1000).map(|i| i as f64 * 0.001).sum::<f64>();
+    let bytes = (n * 8) as f64;
+    let part = n.div_ceil(threads).max(1);
 
-    // Bandwidth: copy the whole array once per thread's half, counting bytes read + written.
-    // The destination is written once first so that page faults are not counted; best of 3.
+    // Bandwidth: copy the whole array, one part per thread, counting bytes read + written. The
+    // destination is written once first so that page faults are not counted.
     let mut dst = vec![1.0f64; n];
-    let mut copy_s = f64::MAX;
-    for _ in 0..3 {
-        let t = Instant::now();
+    let (copy, ()) = Side::measure("copy", protocol.runs, || {
         std::thread::scope(|s| {
-            let half = n.div_ceil(threads);
-            for (src, out) in data.chunks(half).zip(dst.chunks_mut(half)) {
+            for (src, out) in data.chunks(part).zip(dst.chunks_mut(part)) {
                 s.spawn(move || out.copy_from_slice(src));
             }
         });
-        copy_s = copy_s.min(t.elapsed().as_secs_f64());
-    }
-    let bandwidth = 2.0 * (n * 8) as f64 / copy_s;
+    });
+    let bandwidth = 2.0 * bytes / copy.median();
     drop(dst);
-    // The machine's read bandwidth: a vectorized sum on every core, best of 3.
-    let mut read_s = f64::MAX;
-    for _ in 0..3 {
-        let t = Instant::now();
-        let partial: f64 = std::thread::scope(|s| {
-            let half = n.div_ceil(threads);
-            let handles: Vec<_> = data.chunks(half).map(|c| s.spawn(move || read_kernel(c))).collect();
-            handles.into_iter().map(|h| h.join().expect("read kernel")).sum()
-        });
-        std::hint::black_box(partial);
-        read_s = read_s.min(t.elapsed().as_secs_f64());
-    }
+    // The machine's read bandwidth: a vectorized sum on every thread.
+    let (read, _) = Side::measure("read_kernel", protocol.runs, || {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = data.chunks(part).map(|c| s.spawn(move || read_kernel(c))).collect();
+            handles.into_iter().map(|h| h.join().expect("read kernel")).sum::<f64>()
+        })
+    });
 
     let x = from_array(ArrayD::from_shape_vec(IxDyn(&[n]), data).expect("n elements"), ChunkSpec::auto());
     let sched = LocalScheduler::threads(threads).with_progress(Progress::Never);
-    let (mut total, mut sum_s) = (0.0, f64::MAX);
-    for _ in 0..3 {
-        let t = Instant::now();
-        total = x.sum().scalar_with(&sched).expect("sum runs");
-        sum_s = sum_s.min(t.elapsed().as_secs_f64());
-    }
+    let (kiln, total) = Side::measure("kiln", protocol.runs, || compute_scalar(&x.sum(), &sched).expect("sum runs"));
     assert!((total - expected).abs() <= 1e-6 * expected.abs(), "{total} vs {expected}");
-    let at_bandwidth = (n * 8) as f64 / bandwidth;
-    println!("{threads}-thread read kernel: {read_s:.3} s ({:.1} GB/s)", (n * 8) as f64 / read_s / 1e9);
+    let at_bandwidth = bytes / bandwidth;
+    println!("{threads}-thread read kernel: {} ({:.1} GB/s)", read.summary(), bytes / read.median() / 1e9);
+    println!("{threads}-thread copy kernel: {} ({:.1} GB/s read+write)", copy.summary(), bandwidth / 1e9);
     println!(
-        "n={n}: kiln sum {sum_s:.3} s ({:.1} GB/s); copy-kernel bandwidth {:.1} GB/s (read+write); \
-         reading the array at that rate takes {at_bandwidth:.3} s; kiln is at {:.2}x of it",
-        (n * 8) as f64 / sum_s / 1e9,
-        bandwidth / 1e9,
-        sum_s / at_bandwidth
+        "n={n}: kiln sum on {threads} threads: {} ({:.1} GB/s); reading the array at the copy kernel's rate takes \
+         {at_bandwidth:.3} s; kiln is at {:.2}x of it (medians)",
+        kiln.summary(),
+        bytes / kiln.median() / 1e9,
+        kiln.median() / at_bandwidth
     );
     let mut line = format!(
-        "RESULT n={n} kiln_s={sum_s:.3} bandwidth_gbs={:.2} bandwidth_read_s={:.3} ratio_to_bandwidth={:.2} read_kernel_s={read_s:.3} ratio_to_read_kernel={:.2}",
+        "RESULT n={n} {} kiln_threads={threads} {} bandwidth_gbs={:.2} bandwidth_read_s={at_bandwidth:.3} \
+         ratio_to_bandwidth={:.2} {} {} ratio_to_read_kernel={:.2}",
+        protocol.fields(threads),
+        kiln.fields(),
         bandwidth / 1e9,
-        (n * 8) as f64 / bandwidth,
-        sum_s / ((n * 8) as f64 / bandwidth),
-        sum_s / read_s
+        kiln.median() / at_bandwidth,
+        read.fields(),
+        copy.fields(),
+        kiln.median() / read.median()
     );
+    // Dask builds its own copy of the data: free kiln's first.
     drop(x);
-    if !std::env::args().any(|a| a == "--no-dask") {
-        match run_dask("dask_array_sum.py", &["--n".into(), n.to_string()]) {
+    if !protocol.no_dask {
+        match run_dask("dask_array_sum.py", &["--n".into(), n.to_string()], &protocol, threads) {
             Ok(d) => {
-                let ds = get(&d, "dask_s").unwrap_or(f64::NAN);
-                println!("dask: {ds:.3} s; kiln is {:.2}x faster", ds / sum_s);
-                line.push_str(&format!(" dask_s={ds:.3} speedup={:.2}", ds / sum_s));
+                let dask = Side::from_dask("dask", &d, "").expect("the Dask side reports its runs");
+                let dtotal = get(&d, "total").unwrap_or(f64::NAN);
+                assert!((dtotal - expected).abs() <= 1e-6 * expected.abs(), "dask's {dtotal} vs {expected}");
+                let speedup = ratio(&dask, &kiln, true);
+                println!("dask: {}; kiln is {speedup:.2}x faster (median/median)", dask.summary());
+                line.push_str(&format!(
+                    " dask_threads={threads} {} speedup={speedup:.2} dask={}",
+                    dask.fields(),
+                    text(&d, "dask")
+                ));
             }
             Err(e) => println!("dask side skipped: {e}"),
         }

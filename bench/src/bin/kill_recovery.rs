@@ -12,12 +12,15 @@
 //! in-process scheduler's own table; Dask's nanny restarts the killed worker, when is reported).
 //!
 //! Workers run this program itself (it is its own worker binary) unless `--binary` names the
-//! `kiln` CLI. Each run (`--runs`) uses a fresh cluster; the `RESULT` line has the medians.
+//! `kiln` CLI. Each run (`--runs`, the same count on both sides) uses a fresh cluster and has
+//! its own untimed warm-up compute; the `RESULT` line has the medians, the best beside them, and
+//! the load average around each side. Workers are single-threaded on both sides (Dask's BLAS
+//! pinned to one thread too).
 //!
 //! `cargo run --release -p kiln-bench --bin kill_recovery -- [--n 20000] [--chunk 1000]
-//! [--workers 3] [--runs 1] [--kill-at 0.5] [--binary PATH] [--no-dask] [--dask-n N]`
+//! [--workers 3] [--runs 3] [--kill-at 0.5] [--binary PATH] [--no-dask] [--dask-n N]`
 
-use kiln_bench::{arg, median};
+use kiln_bench::{Protocol, Side, arg, compute_scalar, median};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_array::random::RandomState;
-use kiln_bench::{get, run_dask};
+use kiln_bench::{get, run_dask, text};
 use kiln_distributed::LocalCluster;
 
 /// One clean run and one run with a kill, on a fresh cluster.
@@ -50,10 +53,10 @@ fn one_run(n: usize, chunk: usize, workers: usize, kill_at: f64, binary: &PathBu
     let y = (&x + &x.t() - &x.mean_axis(0)).std();
 
     let t = Instant::now();
-    let warm = y.scalar_with(&client).expect("the warm-up run computes");
+    let warm = compute_scalar(&y, &client).expect("the warm-up run computes");
     let warmup_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let clean = y.scalar_with(&client).expect("the clean run computes");
+    let clean = compute_scalar(&y, &client).expect("the clean run computes");
     let clean_s = t.elapsed().as_secs_f64();
     assert!((warm - clean).abs() <= 1e-9 * clean.abs(), "warm-up {warm} vs clean {clean}");
 
@@ -78,7 +81,7 @@ fn one_run(n: usize, chunk: usize, workers: usize, kill_at: f64, binary: &PathBu
         let client = client.clone();
         let y = y.clone();
         move || {
-            let value = y.scalar_with(&client);
+            let value = compute_scalar(&y, &client);
             (value, started.elapsed())
         }
     });
@@ -119,14 +122,14 @@ fn main() {
     let n: usize = arg("--n", 20_000);
     let chunk: usize = arg("--chunk", 1000);
     let workers: usize = arg("--workers", 3);
-    let runs: usize = arg("--runs", 1).max(1);
+    let protocol = Protocol::from_args(3);
+    let runs = protocol.runs;
     let kill_at: f64 = arg("--kill-at", 0.5);
-    let dask_n: usize = arg("--dask-n", n);
-    let no_dask = std::env::args().any(|a| a == "--no-dask");
     let binary: PathBuf = arg("--binary", std::env::current_exe().expect("this program's path"));
     assert!(workers >= 2, "a kill needs at least 2 workers");
 
     let mut all = Vec::new();
+    let (mut clean_side, mut killed_side) = (Side::begin("kiln_clean"), Side::begin("kiln_killed"));
     for i in 1..=runs {
         let r = one_run(n, chunk, workers, kill_at, &binary);
         println!(
@@ -140,17 +143,33 @@ fn main() {
             r.detect_ms,
             r.kill_cmd_ms
         );
+        clean_side.push(r.clean_s);
+        killed_side.push(r.killed_s);
         all.push(r);
     }
-    let clean = median(&all.iter().map(|r| r.clean_s).collect::<Vec<_>>());
-    let killed = median(&all.iter().map(|r| r.killed_s).collect::<Vec<_>>());
+    clean_side.end();
+    killed_side.end();
+    let clean = clean_side.median();
+    let killed = killed_side.median();
     let overhead = median(&all.iter().map(|r| r.killed_s - r.clean_s).collect::<Vec<_>>());
     let detect = median(&all.iter().map(|r| r.detect_ms).collect::<Vec<_>>());
-    let mut line = format!(
-        "RESULT n={n} chunk={chunk} workers={workers} runs={runs} kiln_clean_s={clean:.3} kiln_killed_s={killed:.3} \
-         kiln_overhead_s={overhead:.3} kiln_detect_ms={detect:.1}"
+    let detect_best = all.iter().map(|r| r.detect_ms).fold(f64::NAN, f64::min);
+    println!(
+        "kiln ({workers} workers x 1 thread): clean {}; with a kill {}; removed {detect:.1} ms after the kill \
+         (median; best {detect_best:.1})",
+        clean_side.summary(),
+        killed_side.summary()
     );
-    if !no_dask {
+    let mut line = format!(
+        "RESULT n={n} chunk={chunk} workers={workers} {} kiln_threads_per_worker=1 kiln_clean_s={clean:.3} \
+         kiln_killed_s={killed:.3} kiln_overhead_s={overhead:.3} kiln_detect_ms={detect:.1} \
+         kiln_detect_best_ms={detect_best:.1} {} {}",
+        protocol.fields(1),
+        clean_side.fields(),
+        killed_side.fields()
+    );
+    if !protocol.no_dask {
+        let dask_n = protocol.dask_n(n);
         let args: Vec<String> = [
             "--n",
             &dask_n.to_string(),
@@ -158,15 +177,14 @@ fn main() {
             &chunk.to_string(),
             "--workers",
             &workers.to_string(),
-            "--runs",
-            &runs.to_string(),
             "--kill-at",
             &kill_at.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        match run_dask("dask_kill_recovery.py", &args) {
+        // Single-threaded workers on both sides: one BLAS thread each.
+        match run_dask("dask_kill_recovery.py", &args, &protocol, 1) {
             Ok(d) => {
                 let v = |k: &str| get(&d, k).unwrap_or(f64::NAN);
                 println!(
@@ -178,15 +196,30 @@ fn main() {
                     v("dask_detect_ms"),
                     v("dask_detect_sched_ms")
                 );
+                let clean_dask = Side::from_dask("dask_clean", &d, "clean");
+                let killed_dask = Side::from_dask("dask_killed", &d, "killed");
+                let same = dask_n == n;
+                if let (Some(c), Some(k)) = (&clean_dask, &killed_dask) {
+                    println!("dask clean {}; with a kill {}", c.summary(), k.summary());
+                    line.push_str(&format!(
+                        " {} {} clean_ratio={:.2} killed_ratio={:.2}",
+                        c.fields(),
+                        k.fields(),
+                        kiln_bench::ratio(c, &clean_side, same),
+                        kiln_bench::ratio(k, &killed_side, same)
+                    ));
+                }
                 line.push_str(&format!(
-                    " dask_n={dask_n} dask_clean_s={:.3} dask_killed_s={:.3} dask_overhead_s={:.3} dask_detect_ms={:.1} \
-                     dask_detect_sched_ms={:.1} dask_replaced_s={:.2}",
+                    " dask_n={dask_n} dask_threads_per_worker=1 dask_clean_s={:.3} dask_killed_s={:.3} dask_overhead_s={:.3} \
+                     dask_detect_ms={:.1} dask_detect_best_ms={:.1} dask_detect_sched_ms={:.1} dask_replaced_s={:.2} dask={}",
                     v("dask_clean_s"),
                     v("dask_killed_s"),
                     v("dask_overhead_s"),
                     v("dask_detect_ms"),
+                    v("dask_detect_best_ms"),
                     v("dask_detect_sched_ms"),
-                    v("dask_replaced_s")
+                    v("dask_replaced_s"),
+                    text(&d, "dask")
                 ));
             }
             Err(e) => println!("dask side skipped: {e}"),

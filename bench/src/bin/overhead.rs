@@ -1,13 +1,15 @@
 //! Per-task overhead: n trivial tasks (add one to an integer) feeding an 8-ary tree of sums,
-//! built, ordered and run by kiln's local scheduler, then the same graph in Dask.
+//! built, ordered and run by kiln's local scheduler (threaded and synchronous), then the same
+//! graph in Dask (threaded and synchronous). A run is timed end to end, building the graph
+//! included, on both sides; one warm-up, then `--runs` timed runs each; medians are compared.
 //!
-//! `cargo run --release -p kiln-bench --bin overhead -- [--n 1000000] [--threads 2] [--no-dask]`
+//! `cargo run --release -p kiln-bench --bin overhead -- [--n 1000000] [--threads 2] [--runs 3]
+//! [--no-dask]`
 
-use kiln_bench::arg;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kiln_bench::{get, peak_rss_bytes, reset_peak_rss, run_dask};
+use kiln_bench::{Protocol, Side, arg, get, median, peak_rss_bytes, ratio, reset_peak_rss, run_dask, text};
 use kiln_graph::kernel::{func1, input, slice_kernel};
 use kiln_graph::order::order;
 use kiln_graph::{Graph, Kernel, TaskId, Value};
@@ -27,17 +29,20 @@ fn build(n: usize, fan_in: usize) -> (Graph, TaskId) {
 
 fn main() {
     let n: usize = arg("--n", 1_000_000);
-    let threads: usize = arg("--threads", std::thread::available_parallelism().map_or(2, |p| p.get()));
-    let no_dask = std::env::args().any(|a| a == "--no-dask");
-    let reps: usize = arg("--reps", 3);
+    let protocol = Protocol::from_args(3);
+    let threads = protocol.threads;
 
-    let mut best = (f64::MAX, 0.0, 0.0, 0.0, 0usize, 0i64);
-    let mut sync_best = f64::MAX;
-    for _ in 0..reps {
+    let mut kiln = Side::begin("kiln");
+    let mut kiln_sync = Side::begin("kiln_sync");
+    let (mut builds, mut orders, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut tasks, mut result) = (0, 0i64);
+    // Run 0 is the warm-up: measured like the others, then dropped.
+    for rep in 0..=protocol.runs {
         reset_peak_rss();
         let t0 = Instant::now();
         let (graph, root) = build(n, 8);
         let build_s = t0.elapsed().as_secs_f64();
+        // Ordering alone, for the breakdown (the run orders the graph itself).
         let t1 = Instant::now();
         let prio = order(&graph, &[root]);
         let order_s = t1.elapsed().as_secs_f64();
@@ -45,54 +50,72 @@ fn main() {
         let t2 = Instant::now();
         let out = LocalScheduler::threads(threads).with_progress(Progress::Never).run(&graph, &[root]).unwrap();
         let run_s = t2.elapsed().as_secs_f64();
-        let result = *out[0].downcast_ref::<i64>().unwrap();
-        // End to end: build + run (the run orders the graph itself).
-        let total = build_s + run_s;
-        if total < best.0 {
-            best = (total, build_s, order_s, run_s, graph.len(), result);
-        }
+        result = *out[0].downcast_ref::<i64>().unwrap();
+        tasks = graph.len();
         let t3 = Instant::now();
-        LocalScheduler::synchronous().with_progress(Progress::Never).run(&graph, &[root]).unwrap();
-        sync_best = sync_best.min(build_s + t3.elapsed().as_secs_f64());
+        let sync = LocalScheduler::synchronous().with_progress(Progress::Never).run(&graph, &[root]).unwrap();
+        let sync_s = t3.elapsed().as_secs_f64();
+        assert_eq!(*sync[0].downcast_ref::<i64>().unwrap(), result, "threaded and synchronous agree");
+        if rep > 0 {
+            // End to end: build + run.
+            kiln.push(build_s + run_s);
+            kiln_sync.push(build_s + sync_s);
+            builds.push(build_s);
+            orders.push(order_s);
+            runs.push(run_s);
+        }
     }
-    let (total, build_s, order_s, run_s, tasks, result) = best;
+    kiln.end();
+    kiln_sync.end();
+    let (build_s, order_s, run_s) = (median(&builds), median(&orders), median(&runs));
     let rss = peak_rss_bytes().unwrap_or(0);
-    let us_per_task = total / tasks as f64 * 1e6;
-    let sync_us = sync_best / tasks as f64 * 1e6;
+    let per_task = |side: &Side| side.median() / tasks as f64 * 1e6;
+    let (us_per_task, sync_us) = (per_task(&kiln), per_task(&kiln_sync));
     println!(
-        "kiln threads({threads}): {tasks} tasks; build {build_s:.3} s, order {order_s:.3} s, run (incl. order) {run_s:.3} s; \
-         end to end {total:.3} s = {us_per_task:.3} us/task; synchronous {sync_us:.3} us/task; peak RSS {:.0} MB",
+        "kiln threads({threads}): {tasks} tasks; medians: build {build_s:.3} s, order {order_s:.3} s, run (incl. order) \
+         {run_s:.3} s; end to end {} = {us_per_task:.3} us/task; synchronous {} = {sync_us:.3} us/task; peak RSS {:.0} MB",
+        kiln.summary(),
+        kiln_sync.summary(),
         rss as f64 / 1e6
     );
 
     let mut line = format!(
-        "RESULT tasks={tasks} result={result} kiln_us_per_task={us_per_task:.3} kiln_sync_us_per_task={sync_us:.3} \
-         kiln_build_s={build_s:.3} kiln_order_s={order_s:.3} kiln_run_s={run_s:.3} kiln_peak_rss_bytes={rss}"
+        "RESULT tasks={tasks} result={result} {} kiln_threads={threads} {} {} kiln_us_per_task={us_per_task:.3} \
+         kiln_sync_us_per_task={sync_us:.3} kiln_build_s={build_s:.3} kiln_order_s={order_s:.3} kiln_run_s={run_s:.3} \
+         kiln_peak_rss_bytes={rss}",
+        protocol.fields(threads),
+        kiln.fields(),
+        kiln_sync.fields()
     );
-    if !no_dask {
-        match run_dask("dask_overhead.py", &["--n".into(), n.to_string()]) {
+    if !protocol.no_dask {
+        match run_dask("dask_overhead.py", &["--n".into(), n.to_string()], &protocol, threads) {
             Ok(d) => {
                 let dt = get(&d, "tasks").unwrap_or(0.0);
                 assert_eq!(dt as usize, tasks, "both systems run the same graph");
                 assert_eq!(get(&d, "result"), Some(result as f64), "both systems agree");
-                let sync = get(&d, "sync_s").unwrap_or(f64::NAN) / dt * 1e6;
-                let threaded = get(&d, "threaded_s").unwrap_or(f64::NAN) / dt * 1e6;
+                let dask = Side::from_dask("dask", &d, "threaded").expect("the Dask side reports its threaded runs");
+                let dask_sync = Side::from_dask("dask_sync", &d, "sync").expect("the Dask side reports its sync runs");
+                let (threaded_us, dsync_us) = (per_task(&dask), per_task(&dask_sync));
                 let drss = get(&d, "peak_rss_bytes").unwrap_or(f64::NAN);
                 println!(
-                    "dask: synchronous {sync:.1} us/task, threaded {threaded:.1} us/task, peak RSS {:.0} MB",
+                    "dask: threaded ({threads} workers) {} = {threaded_us:.1} us/task; synchronous {} = {dsync_us:.1} \
+                     us/task; peak RSS {:.0} MB",
+                    dask.summary(),
+                    dask_sync.summary(),
                     drss / 1e6
                 );
+                let (vs_threaded, vs_sync) = (ratio(&dask, &kiln, true), ratio(&dask_sync, &kiln_sync, true));
                 println!(
-                    "ratio: kiln is {:.0}x faster than dask threaded, {:.0}x faster than dask synchronous; RSS {:.2}x of dask",
-                    threaded / us_per_task,
-                    sync / sync_us,
+                    "ratio (median/median): kiln is {vs_threaded:.0}x faster than dask threaded, {vs_sync:.0}x faster than \
+                     dask synchronous; RSS {:.2}x of dask",
                     rss as f64 / drss
                 );
                 line.push_str(&format!(
-                    " dask_sync_us_per_task={sync:.2} dask_threaded_us_per_task={threaded:.2} dask_peak_rss_bytes={drss:.0} \
-                     speedup_vs_threaded={:.1} speedup_vs_sync={:.1}",
-                    threaded / us_per_task,
-                    sync / sync_us
+                    " dask_threads={threads} {} {} dask_sync_us_per_task={dsync_us:.2} dask_threaded_us_per_task={threaded_us:.2} \
+                     dask_peak_rss_bytes={drss:.0} speedup_vs_threaded={vs_threaded:.1} speedup_vs_sync={vs_sync:.1} dask={}",
+                    dask.fields(),
+                    dask_sync.fields(),
+                    text(&d, "dask")
                 ));
             }
             Err(e) => println!("dask side skipped: {e}"),
