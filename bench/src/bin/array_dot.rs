@@ -4,6 +4,7 @@
 //! `cargo run --release -p kiln-bench --bin array_dot -- [--n 8000] [--chunk 2000] [--no-dask]`
 
 use kiln_bench::arg;
+use kiln_graph::Collection;
 use std::time::Instant;
 
 use faer::linalg::matmul::matmul;
@@ -30,7 +31,7 @@ fn main() {
     let y = x.dot(&x.t());
     let sched = LocalScheduler::threads(threads).with_progress(Progress::Never);
     let t = Instant::now();
-    let out = y.compute_with(&sched).expect("dot runs");
+    let out = y.compute_on(&sched).expect("dot runs");
     let kiln_s = t.elapsed().as_secs_f64();
     assert_eq!(out.shape(), &[n, n]);
     let (kg, gg) = (flops / kiln_s / 1e9, flops / gemm_s / 1e9);

@@ -5,6 +5,7 @@
 //! `cargo run --release -p kiln-bench --bin array_sum -- [--n 1000000000] [--no-dask]`
 
 use kiln_bench::arg;
+use kiln_graph::Collection;
 use std::time::Instant;
 
 use kiln_array::{ChunkSpec, from_array};
@@ -79,7 +80,7 @@ fn main() {
     let (mut total, mut sum_s) = (0.0, f64::MAX);
     for _ in 0..3 {
         let t = Instant::now();
-        total = x.sum().scalar_with(&sched).expect("sum runs");
+        total = x.sum().scalar().compute_on(&sched).expect("sum runs");
         sum_s = sum_s.min(t.elapsed().as_secs_f64());
     }
     assert!((total - expected).abs() <= 1e-6 * expected.abs(), "{total} vs {expected}");

@@ -11,6 +11,7 @@
 //! [--repeat 2] [--workers 2] [--no-dask] [--dask-n N]`
 
 use kiln_bench::{arg, median, peak_rss_of};
+use kiln_graph::Collection;
 use std::time::Instant;
 
 use kiln_array::Array;
@@ -39,7 +40,7 @@ fn seed(n: usize, chunk: usize, scheduler: &dyn Scheduler) -> (f64, f64) {
     let t0 = Instant::now();
     let x: Array<f64> = RandomState::new(42).random(&[n, n], [chunk, chunk]);
     let y = (&x + &x.t() - &x.mean_axis(0)).std();
-    let value = y.scalar_with(scheduler).expect("the seed computation runs");
+    let value = y.scalar().compute_on(scheduler).expect("the seed computation runs");
     (t0.elapsed().as_secs_f64(), value)
 }
 

@@ -18,6 +18,7 @@
 //! [--workers 3] [--runs 1] [--kill-at 0.5] [--binary PATH] [--no-dask] [--dask-n N]`
 
 use kiln_bench::{arg, median};
+use kiln_graph::Collection;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -50,10 +51,10 @@ fn one_run(n: usize, chunk: usize, workers: usize, kill_at: f64, binary: &PathBu
     let y = (&x + &x.t() - &x.mean_axis(0)).std();
 
     let t = Instant::now();
-    let warm = y.scalar_with(&client).expect("the warm-up run computes");
+    let warm = y.scalar().compute_on(&client).expect("the warm-up run computes");
     let warmup_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let clean = y.scalar_with(&client).expect("the clean run computes");
+    let clean = y.scalar().compute_on(&client).expect("the clean run computes");
     let clean_s = t.elapsed().as_secs_f64();
     assert!((warm - clean).abs() <= 1e-9 * clean.abs(), "warm-up {warm} vs clean {clean}");
 
@@ -78,7 +79,7 @@ fn one_run(n: usize, chunk: usize, workers: usize, kill_at: f64, binary: &PathBu
         let client = client.clone();
         let y = y.clone();
         move || {
-            let value = y.scalar_with(&client);
+            let value = y.scalar().compute_on(&client);
             (value, started.elapsed())
         }
     });

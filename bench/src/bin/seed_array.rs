@@ -4,6 +4,7 @@
 //! `cargo run --release -p kiln-bench --bin seed_array -- [--n 20000] [--chunk 1000] [--no-dask] [--dask-n N]`
 
 use kiln_bench::arg;
+use kiln_graph::Collection;
 use std::time::Instant;
 
 use kiln_array::random::RandomState;
@@ -21,7 +22,7 @@ fn main() {
     let t0 = Instant::now();
     let x = RandomState::new(42).random(&[n, n], [chunk, chunk]);
     let y = (&x + &x.t() - &x.mean_axis(0)).std();
-    let value = y.scalar_with(&scheduler).expect("the seed computation runs");
+    let value = y.scalar().compute_on(&scheduler).expect("the seed computation runs");
     let secs = t0.elapsed().as_secs_f64();
     let rss = peak_rss_bytes().unwrap_or(0);
     println!(

@@ -109,14 +109,6 @@ impl<T: Element> Array<T> {
         kiln_graph::collection::graph_of(self)
     }
 
-    /// Computes on `scheduler` (see also `kiln::prelude::Compute`).
-    ///
-    /// # Errors
-    /// The construction error or the first failing task.
-    pub fn compute_with(&self, scheduler: &dyn kiln_graph::Scheduler) -> Result<ArrayD<T>, ComputeError> {
-        kiln_graph::compute_with(self, scheduler)
-    }
-
     /// A collection yielding the single element of a 0-d (or one-element) array as a `T`.
     pub fn scalar(&self) -> ScalarOf<T> {
         ScalarOf(self.clone())
@@ -641,7 +633,7 @@ impl<T: Element> Collection for Array<T> {
 
     fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
         if let Some(e) = self.error() {
-            return Err(GraphError::UnknownKey(kiln_graph::Key::new(format!("invalid array: {e}"))));
+            return Err(GraphError::invalid("array", e.clone()));
         }
         crate::portable::ensure_registered();
         let mut lw = Lowering { builder, fuse: true };
@@ -650,7 +642,7 @@ impl<T: Element> Collection for Array<T> {
 
     fn add_to_unfused(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
         if let Some(e) = self.error() {
-            return Err(GraphError::UnknownKey(kiln_graph::Key::new(format!("invalid array: {e}"))));
+            return Err(GraphError::invalid("array", e.clone()));
         }
         crate::portable::ensure_registered();
         let mut lw = Lowering { builder, fuse: false };

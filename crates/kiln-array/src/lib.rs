@@ -7,15 +7,16 @@
 //!
 //! ```
 //! use kiln_array::{ones, random::RandomState};
+//! use kiln_graph::Collection;
 //! use kiln_local::LocalScheduler;
 //! let s = LocalScheduler::new();
 //! let x = ones::<f64>(&[15, 15], 5);
 //! let y = (&x + &x.t()).sum();
-//! assert_eq!(y.scalar_with(&s).unwrap(), 450.0);
+//! assert_eq!(y.scalar().compute_on(&s).unwrap(), 450.0);
 //!
 //! let r = RandomState::new(0).random(&[1000, 1000], 250);
 //! let z = (&r + &r.t() - &r.mean_axis(0)).std();
-//! let v = z.scalar_with(&s).unwrap();
+//! let v = z.scalar().compute_on(&s).unwrap();
 //! assert!(v > 0.3 && v < 0.5);
 //! ```
 
@@ -56,13 +57,3 @@ pub mod linalg {
 pub use reduce::Reduce;
 pub use shape_ops::{blockwise, concatenate, stack};
 pub use slicing::Idx;
-
-impl<T: Element> Array<T> {
-    /// Computes a one-element array to its value on `scheduler`.
-    ///
-    /// # Errors
-    /// The construction error or the first failing task.
-    pub fn scalar_with(&self, scheduler: &dyn kiln_graph::Scheduler) -> Result<T, kiln_graph::ComputeError> {
-        kiln_graph::compute_with(&self.scalar(), scheduler)
-    }
-}

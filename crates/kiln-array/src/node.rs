@@ -323,7 +323,7 @@ impl Lowering<'_> {
                 self.child(part, &sub, inputs)?
             }
             Op::Materialized(_) => Expr::Input(inputs.task(self.task(node, idx)?)),
-            Op::Invalid(e) => return Err(GraphError::UnknownKey(Key::new(format!("invalid array: {e}")))),
+            Op::Invalid(e) => return Err(GraphError::invalid("array", e.clone())),
         })
     }
 

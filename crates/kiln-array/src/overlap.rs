@@ -37,6 +37,7 @@ impl<T: Element> Array<T> {
     ///
     /// ```
     /// use kiln_array::{from_array, overlap::Boundary};
+    /// use kiln_graph::Collection;
     /// use kiln_local::LocalScheduler;
     /// use ndarray::{ArrayD, IxDyn, s};
     /// let x = from_array(ArrayD::from_shape_vec(IxDyn(&[6]), vec![0.0, 1.0, 4.0, 9.0, 16.0, 25.0]).unwrap(), 2);
@@ -46,7 +47,7 @@ impl<T: Element> Array<T> {
     ///     for i in 1..b.len() - 1 { out[i] = (b[i + 1] - b[i - 1]) / 2.0; }
     ///     out
     /// });
-    /// let got = d.compute_with(&LocalScheduler::new()).unwrap();
+    /// let got = d.compute_on(&LocalScheduler::new()).unwrap();
     /// assert_eq!(got.as_slice().unwrap(), &[0.5, 2.0, 4.0, 6.0, 8.0, 4.5]);
     /// ```
     pub fn map_overlap<U: Element>(

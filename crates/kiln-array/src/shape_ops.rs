@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kiln_graph::kernel::{Portable, PortableKernel};
-use kiln_graph::{Arg, GraphError, Kernel, Key, TaskError, TaskId, Tokenizer, Value};
+use kiln_graph::{Arg, Collection, GraphError, Kernel, Key, TaskError, TaskId, Tokenizer, Value};
 use ndarray::{ArrayD, Axis, Slice};
 
 use crate::array::Array;
@@ -139,9 +139,10 @@ impl<T: Element> Array<T> {
     ///
     /// ```
     /// use kiln_array::ones;
+    /// use kiln_graph::Collection;
     /// use kiln_local::LocalScheduler;
     /// let x = ones::<f64>(&[4, 4], 2).map_blocks("double", |b: &ndarray::ArrayD<f64>| b * 2.0);
-    /// assert_eq!(x.sum().scalar_with(&LocalScheduler::new()).unwrap(), 32.0);
+    /// assert_eq!(x.sum().scalar().compute_on(&LocalScheduler::new()).unwrap(), 32.0);
     /// ```
     pub fn map_blocks<U: Element>(
         &self,
@@ -505,7 +506,7 @@ impl<T: Element> Array<T> {
             dtype: DType::I64,
             op: Op::Materialized(Arc::new(CountTrue { mask: mask.node.clone() })),
         });
-        let counts = Array::<i64>::from_node(counts_node).compute_with(scheduler)?;
+        let counts = Array::<i64>::from_node(counts_node).compute_on(scheduler)?;
         let mut pieces: Vec<(Vec<usize>, usize)> = Vec::new();
         for (idx, &c) in blocks.iter().zip(counts.iter()) {
             if c > 0 {
@@ -706,7 +707,7 @@ impl<T: Element> Array<T> {
                 )),
             ));
         }
-        let computed = self.compute_with(scheduler)?;
+        let computed = self.compute_on(scheduler)?;
         target.assign(&computed);
         Ok(())
     }

@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln::Collection;
 use kiln::array::random::RandomState;
-use kiln::graph::compute_with;
 use kiln::local::LocalScheduler;
 use kiln_distributed::Client;
 
@@ -123,13 +123,13 @@ fn a_worker_cut_off_by_the_network_is_detected_and_rejoins() {
 
     let x = RandomState::new(8).random(&[12_000, 12_000], [400, 400]);
     let y = (&x + &x.t() - &x.mean_axis(0)).std();
-    let expected = compute_with(&y, &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let expected = y.compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
     let run = std::thread::spawn({
         let client = client.clone();
         let y = y.clone();
         move || {
             let start = Instant::now();
-            (compute_with(&y, &client), start.elapsed())
+            (y.compute_on(&client), start.elapsed())
         }
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -150,6 +150,6 @@ fn a_worker_cut_off_by_the_network_is_detected_and_rejoins() {
     eprintln!("the worker rejoined {rejoined:?} after the link came back");
     assert!(client.workers().iter().any(|w| w.name == "inside"));
     // And it takes work again.
-    let again = compute_with(&y, &client).unwrap().first().copied().unwrap();
+    let again = y.compute_on(&client).unwrap().first().copied().unwrap();
     assert!((again - expected).abs() < 1e-12);
 }
