@@ -8,11 +8,11 @@ use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, Task
 use ndarray::{ArrayD, IxDyn, SliceInfoElem};
 
 use crate::block::{Block, DType, Element, Scalar};
+use crate::chunk::expr::{BinaryOp, UnaryOp};
+use crate::chunk::source::Source;
 use crate::chunks::{ChunkSpec, Chunks, block_indices, common_refinement, normalize};
 use crate::error::{ArrayError, normalize_axis};
-use crate::expr::{BinaryOp, UnaryOp};
-use crate::node::{Lowering, MapFn, Node, Op, Operand};
-use crate::source::Source;
+use crate::lower::node::{Lowering, MapFn, Node, Op, Operand};
 
 /// A chunked n-dimensional array of `T`: a grid of `ndarray` blocks computed lazily from a task
 /// graph (Dask's `dask.array.Array`).
@@ -395,7 +395,7 @@ impl<T: Element> Array<T> {
     pub(crate) fn same_layout<U: Element>(
         &self,
         name: &kiln_graph::Key,
-        layer: Arc<dyn crate::node::Layer>,
+        layer: Arc<dyn crate::lower::node::Layer>,
     ) -> Array<U> {
         Array::from_node(Arc::new(Node {
             name: name.shared_name().clone(),
@@ -436,7 +436,7 @@ impl<T: Element> Array<T> {
             return Self::invalid(e.clone());
         }
         match normalize(&chunks.into(), self.shape(), T::DTYPE.itemsize()) {
-            Ok(c) => Array::from_node(crate::rechunk::rechunk(&self.node, c)),
+            Ok(c) => Array::from_node(crate::lower::rechunk::rechunk(&self.node, c)),
             Err(e) => Self::invalid(e),
         }
     }
@@ -542,7 +542,7 @@ pub(crate) fn elementwise<U: Element>(f: MapFn, dtype: DType, operands: Vec<Oper
                     .enumerate()
                     .map(|(k, c)| if n.shape[k] == shape[lead + k] { chunks[lead + k].clone() } else { c.clone() })
                     .collect();
-                let n = if target != n.chunks { crate::rechunk::rechunk(&n, target) } else { n };
+                let n = if target != n.chunks { crate::lower::rechunk::rechunk(&n, target) } else { n };
                 Operand::Array(n)
             }
             s => s,
@@ -611,7 +611,7 @@ impl<T: Element> fmt::Display for Array<T> {
         if let Some(e) = self.error() {
             return write!(f, "kiln.Array<invalid: {e}>");
         }
-        let prefix = crate::node::kernel_name(&self.node);
+        let prefix = crate::lower::node::kernel_name(&self.node);
         write!(
             f,
             "kiln.Array<{prefix}, shape={}, dtype={}, chunksize={}>",
@@ -635,7 +635,7 @@ impl<T: Element> Collection for Array<T> {
         if let Some(e) = self.error() {
             return Err(GraphError::invalid("array", e.clone()));
         }
-        crate::portable::ensure_registered();
+        crate::lower::portable::ensure_registered();
         let mut lw = Lowering { builder, fuse: true };
         block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
     }
@@ -644,7 +644,7 @@ impl<T: Element> Collection for Array<T> {
         if let Some(e) = self.error() {
             return Err(GraphError::invalid("array", e.clone()));
         }
-        crate::portable::ensure_registered();
+        crate::lower::portable::ensure_registered();
         let mut lw = Lowering { builder, fuse: false };
         block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
     }
@@ -818,7 +818,7 @@ pub(crate) fn unique() -> u64 {
 /// Random arrays, reproducible from a seed, with an independent stream per block.
 pub mod random {
     use super::*;
-    use crate::source::Dist;
+    use crate::chunk::source::Dist;
 
     /// A seeded generator of random arrays (Dask's `da.random.default_rng(seed)`).
     #[derive(Debug, Clone, Copy)]
@@ -884,4 +884,31 @@ pub mod random {
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl<T: Element> Array<T> {
+    /// Computes into an existing in-memory array of the same shape (Dask's `store` with an
+    /// ndarray target).
+    ///
+    /// # Errors
+    /// A shape mismatch, the construction error, or the first failing task.
+    pub fn store_into(
+        &self,
+        target: &mut ArrayD<T>,
+        scheduler: &dyn kiln_graph::Scheduler,
+    ) -> Result<(), kiln_graph::ComputeError> {
+        if target.shape() != self.shape() {
+            return Err(kiln_graph::ComputeError::invalid(
+                "array",
+                ArrayError::Shape(format!(
+                    "store target has shape {:?}, the array has {:?}",
+                    target.shape(),
+                    self.shape()
+                )),
+            ));
+        }
+        let computed = self.compute_on(scheduler)?;
+        target.assign(&computed);
+        Ok(())
+    }
 }

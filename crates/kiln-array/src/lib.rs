@@ -20,25 +20,24 @@
 //! assert!(v > 0.3 && v < 0.5);
 //! ```
 
-pub mod array;
-pub mod block;
-pub mod chunks;
-pub mod decomp;
-pub mod error;
-pub mod expr;
-pub mod lanes;
-pub mod matmul;
-pub mod node;
+mod array;
+mod block;
+#[doc(hidden)]
+pub mod chunk;
+mod chunks;
+mod cumulative;
+mod error;
+mod join;
+pub mod linalg;
+pub(crate) mod lower;
+mod map;
 pub mod npy;
-pub mod ops;
+mod ops;
 pub mod overlap;
-pub mod portable;
-pub mod rechunk;
-pub mod reduce;
-mod remote;
-pub mod shape_ops;
-pub mod slicing;
-pub mod source;
+mod reduce;
+mod select;
+mod slicing;
+mod wire;
 #[cfg(feature = "zarr")]
 pub mod zarr;
 
@@ -46,14 +45,11 @@ pub use array::{Array, Operand2, ScalarOf, arange, eye, from_array, full, linspa
 pub use block::{Block, DType, Element, Float, Number, Scalar};
 pub use chunks::{ChunkSpec, Chunks};
 pub use error::ArrayError;
-pub use matmul::tensordot;
+pub use join::{concatenate, stack};
+pub use linalg::tensordot;
+pub use lower::kernels::BUILTIN_KERNEL_IDS;
+pub use lower::portable::{ensure_registered, register_portable};
+pub use map::blockwise;
 pub use ops::where_;
-pub use portable::{ensure_registered, register_portable};
-
-/// Linear algebra (Dask's `da.linalg`).
-pub mod linalg {
-    pub use crate::decomp::{cholesky, qr, svd, svd_compressed};
-}
 pub use reduce::Reduce;
-pub use shape_ops::{blockwise, concatenate, stack};
 pub use slicing::Idx;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use kiln_graph::Tokenizer;
 
+use crate::chunk::expr::AxisSlice;
 use crate::chunks::offsets;
 use crate::error::ArrayError;
-use crate::expr::AxisSlice;
-use crate::node::{AxisPlan, Node, Op, SlicePlan};
+use crate::lower::node::{AxisPlan, Node, Op, SlicePlan};
 
 /// One axis of an index expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,12 +7,12 @@ use kiln_graph::{Arg, GraphError, TaskId, Value};
 
 use crate::array::Array;
 use crate::block::Element;
-use crate::node::{Layer, Lowering, Node, Op};
+use crate::lower::node::{Layer, Lowering, Node, Op};
 
 /// Each chunk is a placeholder task under the chunk's own key: a distributed client sends
 /// nothing for it, the cluster already holds the value.
-struct RemoteChunks {
-    keep_alive: Value,
+pub(crate) struct RemoteChunks {
+    pub(crate) keep_alive: Value,
 }
 
 impl Layer for RemoteChunks {

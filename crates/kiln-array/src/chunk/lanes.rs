@@ -13,8 +13,8 @@
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::block::{Block, DType, Scalar};
-use crate::expr::{BinaryOp, Expr, UnaryOp};
-use crate::source::{Dist, Source};
+use crate::chunk::expr::{BinaryOp, Expr, UnaryOp};
+use crate::chunk::source::{Dist, Source};
 
 /// The longest piece of a lane evaluated at once: intermediates of this many values stay in
 /// L1/L2 cache.
@@ -143,7 +143,14 @@ impl<'a> LaneProgram<'a> {
                 }
                 let step = if k == 0 { 1 } else { stride[axes[k - 1]] };
                 let mut buf = std::mem::take(&mut bufs[n]);
-                crate::source::uniform_into(*seed, *low, *high, g + first as u64 * step, step, &mut buf[..count]);
+                crate::chunk::source::uniform_into(
+                    *seed,
+                    *low,
+                    *high,
+                    g + first as u64 * step,
+                    step,
+                    &mut buf[..count],
+                );
                 bufs[n] = buf;
                 self.widen(n, count, bufs)
             }
@@ -271,7 +278,7 @@ fn apply(op: BinaryOp, x: f64, y: f64) -> f64 {
 
 fn unary(op: UnaryOp, x: f64) -> f64 {
     debug_assert!(!op.is_predicate(), "predicates are not compiled");
-    crate::expr::float_unary(op, x)
+    crate::chunk::expr::float_unary(op, x)
 }
 
 fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
@@ -324,7 +331,7 @@ fn compile<'a>(expr: &Expr, inputs: &[&'a Block], nodes: &mut Vec<(Node<'a>, Vec
         Expr::Slice(axes, inner) => match (inner.as_ref(), inputs) {
             (Expr::Input(k), inputs) => match inputs.get(*k)? {
                 Block::F64(a) => {
-                    let view = crate::expr::slice_view(a.view(), axes);
+                    let view = crate::chunk::expr::slice_view(a.view(), axes);
                     let shape = view.shape().to_vec();
                     (Node::Input(view), shape)
                 }

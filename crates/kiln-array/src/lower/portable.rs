@@ -6,15 +6,14 @@
 //! array tasks has a codec: a small postcard header (dtypes and shapes) plus one raw
 //! little-endian, C-order frame per numeric buffer, so bulk data is never re-encoded.
 //!
-//! Kernel ids: `kiln.array.expr`, `kiln.array.reduce-combine`, `kiln.array.add-blocks`,
-//! `kiln.array.cumulative-carry`, `kiln.array.cumulative-apply`, `kiln.array.tsqr-stack`,
-//! `kiln.array.tsqr-q`, `kiln.array.decomp-part`, `kiln.array.svd-core` and (feature `zarr`)
-//! `kiln.array.zarr-read`. Codec tags: `kiln.array.block`, `kiln.array.block-arc`,
+//! Kernel ids are stable strings, declared once in `lower::kernels` (see
+//! [`BUILTIN_KERNEL_IDS`](crate::BUILTIN_KERNEL_IDS)); [`register_portable`] is the one place
+//! that registers them and the codecs. Codec tags: `kiln.array.block`, `kiln.array.block-arc`,
 //! `kiln.array.reduce-partial`, `kiln.array.tsqr-local`, `kiln.array.tsqr-stacked`,
 //! `kiln.array.svd-core`.
 //!
 //! ```
-//! use kiln_array::{Block, portable::register_portable};
+//! use kiln_array::{Block, register_portable};
 //! use kiln_graph::{CodecRegistry, KernelRegistry, Value};
 //! let (kernels, codecs) = (KernelRegistry::new(), CodecRegistry::with_builtins());
 //! register_portable(&kernels, &codecs);
@@ -30,33 +29,21 @@ use std::sync::{Arc, Once};
 
 use kiln_graph::codec::{CodecError, Pod, ValueCodec, pod_from_bytes, pod_to_bytes};
 use kiln_graph::kernel::Identity;
-use kiln_graph::{CodecRegistry, Encoded, Kernel, KernelRegistry, Value};
+use kiln_graph::{CodecRegistry, Encoded, KernelRegistry, Value};
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::block::{Block, DType, Element};
-use crate::decomp::{CoreSvd, LocalQr, StackedQr};
-use crate::node::{EXPR_KERNEL_ID, ExprKernel};
-use crate::reduce::Partial;
+use crate::chunk::linalg::{CoreSvd, LocalQr, StackedQr};
+use crate::chunk::reduce::Partial;
+use crate::lower::kernels::register_builtin_kernels;
 
 /// Registers every kiln-array kernel factory and value codec in these registries. Registering
 /// twice replaces entries with equal ones, so calling it again is harmless.
 pub fn register_portable(kernels: &KernelRegistry, codecs: &CodecRegistry) {
     kernels.register_instance(Arc::new(Identity));
-    kernels.register_factory(EXPR_KERNEL_ID, |params| {
-        ExprKernel::from_params(params).map(|k| Arc::new(k) as Arc<dyn Kernel>)
-    });
-    kernels.register::<crate::reduce::Combine>();
-    kernels.register::<crate::matmul::AddBlocks>();
-    kernels.register::<crate::shape_ops::Carry>();
-    kernels.register::<crate::shape_ops::ApplyCarry>();
-    kernels.register::<crate::decomp::StackKernel>();
-    kernels.register::<crate::decomp::QBlock>();
-    kernels.register::<crate::decomp::PartKernel>();
-    kernels.register::<crate::decomp::CoreKernel>();
-    #[cfg(feature = "zarr")]
-    kernels.register::<crate::zarr::ReadRegion>();
+    register_builtin_kernels(kernels);
 
     codecs.register(FramedCodec::<Block>::new());
     codecs.register(FramedCodec::<Arc<Block>>::new());
