@@ -135,11 +135,16 @@ impl<T: Element> Array<T> {
     }
 
     /// `self op other` elementwise with broadcasting; `other` is an array or a scalar.
-    pub(crate) fn binary<U: Element>(&self, op: BinaryOp, other: impl Into<Operand2<T>>, reversed: bool) -> Array<U> {
+    pub(crate) fn binary<U: Element>(
+        &self,
+        op: BinaryOp,
+        other: impl Into<ArrayOrScalar<T>>,
+        reversed: bool,
+    ) -> Array<U> {
         let a = Operand::Array(self.node.clone());
         let b = match other.into() {
-            Operand2::Array(n) => Operand::Array(n),
-            Operand2::Scalar(s) => Operand::Scalar(s.scalar()),
+            ArrayOrScalar(OperandKind::Array(n)) => Operand::Array(n),
+            ArrayOrScalar(OperandKind::Scalar(s)) => Operand::Scalar(s.scalar()),
         };
         let operands = if reversed { vec![b, a] } else { vec![a, b] };
         let name = op_name(&format!("{op:?}"));
@@ -147,44 +152,44 @@ impl<T: Element> Array<T> {
     }
 
     /// Elementwise comparison `self > other`.
-    pub fn gt(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn gt(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Gt, other, false)
     }
     /// Elementwise comparison `self >= other`.
-    pub fn ge(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn ge(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Ge, other, false)
     }
     /// Elementwise comparison `self < other`.
-    pub fn lt(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn lt(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Lt, other, false)
     }
     /// Elementwise comparison `self <= other`.
-    pub fn le(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn le(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Le, other, false)
     }
     /// Elementwise comparison `self == other`.
-    pub fn equal(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn equal(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Eq, other, false)
     }
     /// Elementwise comparison `self != other`.
-    pub fn not_equal(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn not_equal(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Ne, other, false)
     }
     /// Elementwise maximum (NaN-propagating, NumPy's `maximum`).
-    pub fn maximum(&self, other: impl Into<Operand2<T>>) -> Array<T> {
+    pub fn maximum(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<T> {
         self.binary(BinaryOp::Max, other, false)
     }
     /// Elementwise minimum (NaN-propagating, NumPy's `minimum`).
-    pub fn minimum(&self, other: impl Into<Operand2<T>>) -> Array<T> {
+    pub fn minimum(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<T> {
         self.binary(BinaryOp::Min, other, false)
     }
     /// Elementwise power `self ** other`.
-    pub fn pow(&self, other: impl Into<Operand2<T>>) -> Array<T> {
+    pub fn pow(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<T> {
         self.binary(BinaryOp::Pow, other, false)
     }
     /// Floor division (NumPy's `floor_divide`, `//`): integer division rounding down for
     /// integers (division by zero gives 0), `floor(a / b)` for floats.
-    pub fn floor_divide(&self, other: impl Into<Operand2<T>>) -> Array<T> {
+    pub fn floor_divide(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<T> {
         if T::DTYPE.is_float() {
             self.binary::<T>(BinaryOp::Div, other, false).floor()
         } else {
@@ -193,7 +198,7 @@ impl<T: Element> Array<T> {
     }
     /// Limits values to `[low, high]` (NumPy's `clip`).
     pub fn clip(&self, low: T, high: T) -> Array<T> {
-        self.maximum(Operand2::Scalar(low)).minimum(Operand2::Scalar(high))
+        self.maximum(ArrayOrScalar(OperandKind::Scalar(low))).minimum(ArrayOrScalar(OperandKind::Scalar(high)))
     }
     /// Elementwise absolute value.
     pub fn abs(&self) -> Array<T> {
@@ -455,29 +460,38 @@ impl<T: Element> Array<T> {
     }
 }
 
-/// The right-hand side of a binary operation: an array or a scalar.
-pub enum Operand2<T> {
-    /// An array.
+/// The right-hand side of an elementwise method such as [`Array::maximum`] or [`Array::gt`]:
+/// an array of the same element type (`&x` or `x`), broadcast against `self`, or a scalar
+/// (`2.0`). You never name it: the methods take `impl Into<ArrayOrScalar<T>>`.
+///
+/// ```
+/// let x = kiln_array::arange::<f64>(0.0, 4.0, 1.0, 2);
+/// let (a, b) = (x.maximum(1.5), x.maximum(&x.t()));
+/// # let _ = (a, b);
+/// ```
+pub struct ArrayOrScalar<T>(OperandKind<T>);
+
+/// What an [`ArrayOrScalar`] holds (private: arrays are held as their graph node).
+enum OperandKind<T> {
     Array(Arc<Node>),
-    /// A scalar.
     Scalar(T),
 }
 
-impl<T: Element> From<&Array<T>> for Operand2<T> {
+impl<T: Element> From<&Array<T>> for ArrayOrScalar<T> {
     fn from(a: &Array<T>) -> Self {
-        Operand2::Array(a.node.clone())
+        ArrayOrScalar(OperandKind::Array(a.node.clone()))
     }
 }
-impl<T: Element> From<Array<T>> for Operand2<T> {
+impl<T: Element> From<Array<T>> for ArrayOrScalar<T> {
     fn from(a: Array<T>) -> Self {
-        Operand2::Array(a.node)
+        ArrayOrScalar(OperandKind::Array(a.node))
     }
 }
 macro_rules! scalar_operand {
     ($($t:ty),*) => {$(
-        impl From<$t> for Operand2<$t> {
+        impl From<$t> for ArrayOrScalar<$t> {
             fn from(v: $t) -> Self {
-                Operand2::Scalar(v)
+                ArrayOrScalar(OperandKind::Scalar(v))
             }
         }
     )*};
@@ -910,5 +924,11 @@ impl<T: Element> Array<T> {
         let computed = self.compute_on(scheduler)?;
         target.assign(&computed);
         Ok(())
+    }
+}
+
+impl<T: Element> kiln_graph::Persist for Array<T> {
+    fn with_remote_outputs(&self, keep_alive: Value) -> Self {
+        Array::from_node(crate::lower::remote::remote_node(&self.node, keep_alive))
     }
 }

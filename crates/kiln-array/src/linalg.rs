@@ -88,11 +88,11 @@ pub fn tensordot<T: Element>(a: &Array<T>, b: &Array<T>, a_axes: &[isize], b_axe
 /// orthonormal and chunked like `a`'s rows, `r` (k x n) upper triangular, `k = min(m, n)`.
 /// `a` should be tall (each row block at least as tall as the array is wide is most efficient).
 pub fn qr(a: &Array<f64>) -> (Array<f64>, Array<f64>) {
-    match prepare(a) {
+    match prepare(&a.node) {
         Ok(t) => {
             let (m, n) = (a.shape()[0], a.shape()[1]);
-            let q = output(&t, "q", vec![m, t.k], vec![a.chunks()[0].clone(), vec![t.k]], Output::Q);
-            let r = output(&t, "r", vec![t.k, n], vec![vec![t.k], vec![n]], Output::Part(Part::R));
+            let q = Array::from_node(output(&t, "q", vec![m, t.k], vec![a.chunks()[0].clone(), vec![t.k]], Output::Q));
+            let r = Array::from_node(output(&t, "r", vec![t.k, n], vec![vec![t.k], vec![n]], Output::Part(Part::R)));
             (q, r)
         }
         Err(e) => (Array::invalid(e.clone()), Array::invalid(e)),
@@ -106,13 +106,13 @@ pub fn svd(a: &Array<f64>) -> (Array<f64>, Array<f64>, Array<f64>) {
         let (u, s, vt) = svd(&a.t());
         return (vt.t(), s, u.t());
     }
-    match prepare(a) {
+    match prepare(&a.node) {
         Ok(t) => {
             let (m, n) = (a.shape()[0], a.shape()[1]);
             let k = t.k;
-            let u = output(&t, "u", vec![m, k], vec![a.chunks()[0].clone(), vec![k]], Output::U);
-            let s = output(&t, "s", vec![k], vec![vec![k]], Output::Part(Part::S));
-            let vt = output(&t, "vt", vec![k, n], vec![vec![k], vec![n]], Output::Part(Part::Vt));
+            let u = Array::from_node(output(&t, "u", vec![m, k], vec![a.chunks()[0].clone(), vec![k]], Output::U));
+            let s = Array::from_node(output(&t, "s", vec![k], vec![vec![k]], Output::Part(Part::S)));
+            let vt = Array::from_node(output(&t, "vt", vec![k, n], vec![vec![k], vec![n]], Output::Part(Part::Vt)));
             (u, s, vt)
         }
         Err(e) => (Array::invalid(e.clone()), Array::invalid(e.clone()), Array::invalid(e)),
@@ -182,5 +182,5 @@ pub fn cholesky(a: &Array<f64>) -> Array<f64> {
     } else {
         a.clone()
     };
-    Array::from_node(cholesky_node(&a, cut))
+    Array::from_node(cholesky_node(&a.node, cut))
 }

@@ -117,7 +117,7 @@ pub fn resolve(
 }
 
 /// Plans a slice of `node` and returns the sliced node.
-pub fn slice(node: &Arc<Node>, index: &[Idx]) -> Result<Arc<Node>, ArrayError> {
+pub(crate) fn slice(node: &Arc<Node>, index: &[Idx]) -> Result<Arc<Node>, ArrayError> {
     let ndim = node.shape.len();
     if index.len() > ndim {
         return Err(ArrayError::Invalid(format!(

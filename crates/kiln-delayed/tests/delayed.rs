@@ -103,7 +103,7 @@ fn computing_several_values_at_once_shares_their_tasks() {
     let plus = b.map("plus", |v: &i64| v + 1);
     let times = b.map("times", |v: &i64| v * 3);
     let label = b.map("label", |v: &i64| format!("v={v}"));
-    let (p, t, l) = ((plus, times, label)).compute_on(&sched()).unwrap();
+    let (p, t, l) = (plus, times, label).compute_on(&sched()).unwrap();
     assert_eq!((p, t, l.as_str()), (6, 15, "v=5"));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }

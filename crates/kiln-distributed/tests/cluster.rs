@@ -235,9 +235,9 @@ fn persisted_arrays_stay_on_the_cluster_and_later_work_starts_from_them() {
     let (graph, _) = kiln_graph::collection::graph_of(&persisted.sum()).unwrap();
     let remote = graph.ids().filter(|&id| graph.kernel(id).is_remote()).count();
     assert_eq!(remote, 9);
-    let local = ((&x * 2.0).sum()).compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let local = (&x * 2.0).sum().compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
     for _ in 0..2 {
-        let on_cluster = ((&persisted * 2.0).sum()).compute_on(&client).unwrap().first().copied().unwrap();
+        let on_cluster = (&persisted * 2.0).sum().compute_on(&client).unwrap().first().copied().unwrap();
         assert!(close(local, on_cluster), "{local} vs {on_cluster}");
     }
     // The local scheduler cannot run remote chunks, and says why.

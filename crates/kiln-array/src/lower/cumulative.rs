@@ -32,10 +32,6 @@ impl Layer for Cumulative {
         let apply: Arc<dyn Kernel> = Arc::new(Portable(ApplyCarry { axis: self.axis, product: self.product }));
         lw.builder.add(node.key(idx), apply, [Arg::Task(local), Arg::Task(carry)])
     }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone()]
-    }
 }
 
 impl Cumulative {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use kiln_graph::kernel::Portable;
 use kiln_graph::{Arg, GraphError, Kernel, Key, TaskId, Tokenizer};
 
-use crate::array::Array;
 use crate::chunk::linalg::Part;
 use crate::error::ArrayError;
 use crate::lower::kernels::{CholeskyBlock, CoreSvdOf, ExprKernel, Finish, LocalQrOf, PartOf, QBlock, StackQr};
 use crate::lower::node::{Layer, Lowering, Node, Op, TaskInputs};
+use crate::lower::rechunk::rechunk;
 
 /// The shared task structure of one TSQR.
 pub(crate) struct Tsqr {
@@ -87,31 +87,29 @@ impl Layer for DecompLayer {
             }
         }
     }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.tsqr.input.clone()]
-    }
 }
 
-pub(crate) fn prepare(a: &Array<f64>) -> Result<Arc<Tsqr>, ArrayError> {
-    a.check()?;
-    if a.ndim() != 2 {
-        return Err(ArrayError::Shape(format!("qr/svd need a 2-d array, got {}-d", a.ndim())));
+/// The shared TSQR of a 2-d node (rechunked to row blocks holding whole rows).
+///
+/// # Errors
+/// The node's construction error, or a shape TSQR cannot factor.
+pub(crate) fn prepare(a: &Arc<Node>) -> Result<Arc<Tsqr>, ArrayError> {
+    if let Some(e) = a.error() {
+        return Err(e.clone());
     }
-    let (m, n) = (a.shape()[0], a.shape()[1]);
+    if a.shape.len() != 2 {
+        return Err(ArrayError::Shape(format!("qr/svd need a 2-d array, got {}-d", a.shape.len())));
+    }
+    let (m, n) = (a.shape[0], a.shape[1]);
     if m == 0 || n == 0 {
         return Err(ArrayError::Shape(format!("qr/svd of an empty ({m}, {n}) array")));
     }
     // TSQR works on row blocks holding whole rows.
-    let a = if a.chunks()[1].len() > 1 {
-        a.rechunk(crate::ChunkSpec::Explicit(vec![a.chunks()[0].clone(), vec![n]]))
-    } else {
-        a.clone()
-    };
-    let name = Tokenizer::new().add("tsqr").add(a.name()).key("tsqr");
+    let a = if a.chunks[1].len() > 1 { rechunk(a, vec![a.chunks[0].clone(), vec![n]]) } else { a.clone() };
+    let name = Tokenizer::new().add("tsqr").add(&*a.name).key("tsqr");
     let base = name.name().to_string();
     Ok(Arc::new(Tsqr {
-        input: a.node.clone(),
+        input: a,
         local: format!("{base}-local").into(),
         stack: format!("{base}-stack").into(),
         core: format!("{base}-core").into(),
@@ -120,25 +118,26 @@ pub(crate) fn prepare(a: &Array<f64>) -> Result<Arc<Tsqr>, ArrayError> {
     }))
 }
 
-pub(crate) fn output(t: &Arc<Tsqr>, name: &str, shape: Vec<usize>, chunks: Vec<Vec<usize>>, out: Output) -> Array<f64> {
-    Array::from_node(Arc::new(Node {
+/// The node of one output (`name`: "q", "r", "u", ...) of a TSQR-based decomposition.
+pub(crate) fn output(t: &Arc<Tsqr>, name: &str, shape: Vec<usize>, chunks: Vec<Vec<usize>>, out: Output) -> Arc<Node> {
+    Arc::new(Node {
         name: format!("{}-{name}", t.q_name).into(),
         shape,
         chunks,
         dtype: crate::DType::F64,
         op: Op::Materialized(Arc::new(DecompLayer { tsqr: t.clone(), output: out })),
-    }))
+    })
 }
 
 /// The node of the Cholesky factor of a square 2-d array chunked the same way on both axes.
-pub(crate) fn cholesky_node(a: &Array<f64>, cut: Vec<usize>) -> Arc<Node> {
-    let name = Tokenizer::new().add("cholesky").add(a.name()).key("cholesky");
+pub(crate) fn cholesky_node(a: &Arc<Node>, cut: Vec<usize>) -> Arc<Node> {
+    let name = Tokenizer::new().add("cholesky").add(&*a.name).key("cholesky");
     Arc::new(Node {
         name: name.shared_name().clone(),
-        shape: a.shape().to_vec(),
+        shape: a.shape.clone(),
         chunks: vec![cut.clone(), cut],
         dtype: crate::DType::F64,
-        op: Op::Materialized(Arc::new(CholeskyLayer { input: a.node.clone() })),
+        op: Op::Materialized(Arc::new(CholeskyLayer { input: a.clone() })),
     })
 }
 
@@ -188,9 +187,5 @@ impl CholeskyLayer {
 impl Layer for CholeskyLayer {
     fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
         self.block(node, idx[0], idx[1], lw)
-    }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone()]
     }
 }

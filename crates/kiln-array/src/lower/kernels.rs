@@ -647,3 +647,121 @@ impl Kernel for ExprKernel {
         params.ok().map(|params| KernelSpec { id: id.to_string(), params })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use kiln_graph::CodecRegistry;
+    use kiln_graph::kernel::Portable;
+
+    use super::*;
+    use crate::block::Scalar;
+    use crate::chunk::expr::{AxisSlice, BinaryOp, UnaryOp};
+    use crate::chunk::reduce::ReduceOp;
+    use crate::chunk::source::{Dist, Source};
+
+    fn params() -> ReduceParams {
+        ReduceParams { op: ReduceOp::Var, axes: vec![0, 2], ddof: 1.0, skipna: true, reduced_shape: vec![4, 6] }
+    }
+
+    fn expr() -> Expr {
+        let generated = Expr::Gen {
+            source: Source::Random { seed: 7, dist: Dist::Uniform { low: 0.0, high: 1.0 } },
+            dtype: DType::F32,
+            shape: vec![2, 3],
+            offset: vec![0, 3],
+            array_shape: vec![2, 6],
+        };
+        let sliced = Expr::Slice(vec![AxisSlice { start: 1, len: 2, step: 1 }], Box::new(Expr::Input(0)));
+        Expr::Binary(BinaryOp::Pow, Box::new(Expr::Unary(UnaryOp::Sqrt, Box::new(generated))), Box::new(sliced))
+    }
+
+    fn with(finish: impl Into<Builtin>) -> Arc<dyn Kernel> {
+        Arc::new(ExprKernel {
+            name: "k".into(),
+            exprs: vec![expr(), Expr::Scalar(Scalar::F64(2.0))],
+            finish: Finish::builtin(finish),
+        })
+    }
+
+    /// One instance of every built-in kernel.
+    fn samples() -> Vec<Arc<dyn Kernel>> {
+        let mut all: Vec<Arc<dyn Kernel>> = vec![
+            Arc::new(ExprKernel { name: "plain".into(), exprs: vec![expr()], finish: Finish::none() }),
+            with(PartialOf { params: params(), reduced_offset: vec![1, 2] }),
+            with(Products { shape: vec![3, 4], dtype: DType::F64 }),
+            with(CholeskyBlock { diagonal: false, previous: 2 }),
+            with(LocalQrOf),
+            with(Assemble { shape: vec![4, 4], places: vec![vec![0, 0], vec![2, 0]] }),
+            with(CountTrue { ndim: 2 }),
+            with(Pick),
+            with(LocalScan { axis: 1, product: true, dtype: DType::I64 }),
+            Arc::new(Portable(Combine { reduction: params(), finalize: Some((vec![3], DType::F64)) })),
+            Arc::new(Portable(AddBlocks)),
+            Arc::new(Portable(Carry { axis: 1, product: false })),
+            Arc::new(Portable(ApplyCarry { axis: 0, product: true })),
+            Arc::new(Portable(StackQr)),
+            Arc::new(Portable(QBlock { index: 3 })),
+            Arc::new(Portable(PartOf(Part::Vt))),
+            Arc::new(Portable(CoreSvdOf)),
+        ];
+        #[cfg(feature = "zarr")]
+        {
+            all.push(with(StoreRegion {
+                path: "/tmp/x.zarr".into(),
+                array: OnceLock::new(),
+                offset: vec![0, 4],
+                ndim: 2,
+            }));
+            all.push(Arc::new(Portable(ReadRegion {
+                path: "/tmp/x.zarr".into(),
+                array: OnceLock::new(),
+                ranges: vec![0..2, 4..8],
+                dtype: DType::I32,
+            })));
+        }
+        all
+    }
+
+    #[test]
+    fn builtin_kernel_ids_are_unique() {
+        let unique: BTreeSet<&str> = BUILTIN_KERNEL_IDS.iter().copied().collect();
+        assert_eq!(unique.len(), BUILTIN_KERNEL_IDS.len(), "{BUILTIN_KERNEL_IDS:?}");
+        assert!(BUILTIN_KERNEL_IDS.iter().all(|id| id.starts_with("kiln.array.")));
+    }
+
+    #[test]
+    fn every_builtin_kernel_round_trips_through_its_spec() {
+        let (kernels, codecs) = (KernelRegistry::new(), CodecRegistry::with_builtins());
+        crate::register_portable(&kernels, &codecs);
+        let mut covered = BTreeSet::new();
+        for kernel in samples() {
+            let spec = kernel.spec().unwrap_or_else(|| panic!("{} has no spec", kernel.name()));
+            let rebuilt = kernels.resolve(&spec).unwrap_or_else(|e| panic!("{}: {e}", spec.id));
+            assert_eq!(rebuilt.spec().as_ref(), Some(&spec), "{} changed on the way", spec.id);
+            assert_eq!(rebuilt.name(), kernel.name());
+            covered.insert(spec.id);
+        }
+        // A kernel added to the table needs a sample here.
+        let all: BTreeSet<String> = BUILTIN_KERNEL_IDS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(covered, all);
+    }
+
+    #[test]
+    fn the_wire_form_of_expression_kernels_is_frozen() {
+        // Parameters written by one build must mean the same to every other: operations travel
+        // by name, and the structure's encoding is pinned here. If this fails, the wire format
+        // changed: keep old encodings readable or change the kernel ids.
+        let spec = with(PartialOf { params: params(), reduced_offset: vec![1, 2] }).spec().expect("portable");
+        assert_eq!(spec.id, "kiln.array.reduce.partial");
+        assert_eq!(spec.params, FROZEN_PARTIAL, "{:?}", spec.params);
+    }
+
+    /// The parameters of the kernel in `the_wire_form_of_expression_kernels_is_frozen`.
+    const FROZEN_PARTIAL: &[u8] = &[
+        1, 107, 2, 4, 3, 112, 111, 119, 3, 4, 115, 113, 114, 116, 1, 3, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        240, 63, 7, 102, 108, 111, 97, 116, 51, 50, 2, 2, 3, 2, 0, 3, 2, 2, 6, 8, 1, 1, 2, 2, 0, 0, 2, 4, 0, 0, 0, 0,
+        0, 0, 0, 64, 3, 118, 97, 114, 2, 0, 2, 0, 0, 0, 0, 0, 0, 240, 63, 1, 2, 4, 6, 2, 1, 2,
+    ];
+}

@@ -53,10 +53,6 @@ impl<T: Element, U: Element> Layer for MapBlocks<T, U> {
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone()]
-    }
 }
 
 /// A user function of two blocks.
@@ -105,8 +101,5 @@ impl<A: Element, B: Element, U: Element> Layer for Blockwise2<A, B, U> {
             finish: Finish::custom(Arc::new(ApplyPair { f: self.f.clone(), shape: node.block_shape(idx) })),
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
-    }
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.a.clone(), self.b.clone()]
     }
 }

@@ -88,8 +88,4 @@ impl Layer for MatMul {
         let add: Arc<dyn Kernel> = Arc::new(Portable(AddBlocks));
         lw.builder.add(node.key(idx), add, partials.into_iter().map(Arg::Task))
     }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.a.clone(), self.b.clone()]
-    }
 }

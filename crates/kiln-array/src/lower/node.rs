@@ -5,6 +5,11 @@
 //! tasks of their own, but a block expression ([`Expr`]) that consumers evaluate inline. Other
 //! operations (reductions, rechunks, products) are *materialized*: they emit tasks. Lowering a
 //! block of a lazy node as an output makes one task that evaluates its whole expression.
+//!
+//! This module knows the graph shapes that every operation shares (lazy expressions, fusion
+//! limits, block keys); each materialized operation brings its own [`Layer`] from a sibling
+//! module, and the kernels tasks run live in [`crate::lower::kernels`]. It imports no
+//! operation module, so adding one never touches this file.
 
 use std::sync::Arc;
 
@@ -106,9 +111,6 @@ pub trait Layer: Send + Sync {
     /// # Errors
     /// Invalid graphs (not expected for layers built through the API).
     fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError>;
-
-    /// The arrays this layer reads (for display and traversal).
-    fn inputs(&self) -> Vec<Arc<Node>>;
 }
 
 impl Node {

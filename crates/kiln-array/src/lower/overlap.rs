@@ -143,10 +143,6 @@ impl<T: Element, U: Element> Layer for Overlap<T, U> {
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone()]
-    }
 }
 
 pub(crate) struct ApplyTrimmed<T, U> {
@@ -158,8 +154,7 @@ pub(crate) struct ApplyTrimmed<T, U> {
 
 impl<T: Element, U: Element> BlockFinish for ApplyTrimmed<T, U> {
     fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
-        let extended = self.assemble.finish(blocks)?;
-        let extended = extended.downcast_ref::<Block>().map_err(|m| TaskError::msg(m.to_string()))?.clone();
+        let extended = crate::chunk::select::assemble(blocks, &self.assemble.shape, &self.assemble.places)?;
         let found: DType = extended.dtype();
         let typed = T::from_block(extended)
             .ok_or_else(|| TaskError::msg(format!("block of {found}, expected {}", T::DTYPE)))?;

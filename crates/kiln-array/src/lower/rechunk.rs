@@ -109,8 +109,4 @@ impl Layer for Rechunk {
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone()]
-    }
 }

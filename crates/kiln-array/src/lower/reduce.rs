@@ -194,10 +194,6 @@ impl Layer for Reduction {
         }));
         lw.builder.add(node.key(idx), finalize, level.into_iter().map(kiln_graph::Arg::Task))
     }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone()]
-    }
 }
 
 impl Reduction {

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use kiln_graph::kernel::RemoteValue;
 use kiln_graph::{Arg, GraphError, TaskId, Value};
 
-use crate::array::Array;
-use crate::block::Element;
 use crate::lower::node::{Layer, Lowering, Node, Op};
 
 /// Each chunk is a placeholder task under the chunk's own key: a distributed client sends
@@ -19,21 +17,15 @@ impl Layer for RemoteChunks {
     fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
         lw.builder.add(node.key(idx), Arc::new(RemoteValue), [Arg::Literal(self.keep_alive.clone())])
     }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        Vec::new()
-    }
 }
 
-impl<T: Element> kiln_graph::Persist for Array<T> {
-    fn with_remote_outputs(&self, keep_alive: Value) -> Self {
-        let node = &self.node;
-        Array::from_node(Arc::new(Node {
-            name: node.name.clone(),
-            shape: node.shape.clone(),
-            chunks: node.chunks.clone(),
-            dtype: node.dtype,
-            op: Op::Materialized(Arc::new(RemoteChunks { keep_alive })),
-        }))
-    }
+/// `node` with every block replaced by the value a cluster already holds under its key.
+pub(crate) fn remote_node(node: &Node, keep_alive: Value) -> Arc<Node> {
+    Arc::new(Node {
+        name: node.name.clone(),
+        shape: node.shape.clone(),
+        chunks: node.chunks.clone(),
+        dtype: node.dtype,
+        op: Op::Materialized(Arc::new(RemoteChunks { keep_alive })),
+    })
 }

@@ -51,10 +51,6 @@ impl Layer for Take {
             Arc::new(ExprKernel { name: "take".into(), exprs, finish: Finish::builtin(Assemble { shape, places }) });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone()]
-    }
 }
 
 /// How many elements each block of a mask selects (one int64 per block).
@@ -73,9 +69,6 @@ impl Layer for CountTrueLayer {
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
     }
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.mask.clone()]
-    }
 }
 
 pub(crate) struct MaskSelect {
@@ -93,8 +86,5 @@ impl Layer for MaskSelect {
         let kernel: Arc<dyn Kernel> =
             Arc::new(ExprKernel { name: "getitem-mask".into(), exprs, finish: Finish::builtin(Pick) });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
-    }
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone(), self.mask.clone()]
     }
 }

@@ -29,10 +29,6 @@ impl Layer for ZarrRead {
         }));
         lw.builder.add(node.key(idx), kernel, [])
     }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        Vec::new()
-    }
 }
 
 /// Blocks written to a store.
@@ -55,9 +51,5 @@ impl Layer for ZarrStore {
         let kernel: Arc<dyn Kernel> =
             Arc::new(ExprKernel { name: "to-zarr".into(), exprs: vec![expr], finish: Finish::builtin(finish) });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
-    }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone()]
     }
 }
