@@ -17,7 +17,9 @@ pub trait Collection {
     /// make up the result.
     ///
     /// # Errors
-    /// When the collection's own graph is invalid.
+    /// [`GraphError::InvalidCollection`] (with the collection's own error as its cause) when
+    /// the collection was built from invalid operations; computing it then reports
+    /// [`ComputeError::InvalidCollection`]. Other [`GraphError`]s when its graph is invalid.
     fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError>;
 
     /// Adds the tasks as written, one per operation, without the collection's own fusion: what

@@ -758,6 +758,48 @@ mod tests {
         assert_eq!(spec.params, FROZEN_PARTIAL, "{:?}", spec.params);
     }
 
+    /// One expression of every kind, over every source and scalar kind.
+    fn every_expression() -> Vec<Expr> {
+        let gen_of =
+            |source| Expr::Gen { source, dtype: DType::F64, shape: vec![2], offset: vec![1], array_shape: vec![4] };
+        let input = || Box::new(Expr::Input(1));
+        vec![
+            gen_of(Source::Full(Scalar::I32(-3))),
+            gen_of(Source::Ramp { start: 0.5, step: 2.0 }),
+            gen_of(Source::Eye { k: -1 }),
+            gen_of(Source::Random { seed: 9, dist: Dist::Normal { mean: 1.0, std: 2.0 } }),
+            Expr::Scalar(Scalar::Bool(true)),
+            Expr::Scalar(Scalar::I64(5)),
+            Expr::Scalar(Scalar::F32(1.5)),
+            Expr::Unary(UnaryOp::IsNan, input()),
+            Expr::Binary(BinaryOp::Ge, input(), input()),
+            Expr::Where(input(), input(), input()),
+            Expr::Cast(DType::Bool, input()),
+            Expr::Transpose(vec![1, 0], input()),
+            Expr::Slice(vec![AxisSlice { start: 3, len: 2, step: -1 }], input()),
+            Expr::Reshape(vec![2, 1], input()),
+            Expr::Take(0, vec![2, 0, 2], input()),
+        ]
+    }
+
+    #[test]
+    fn the_wire_form_of_every_expression_kind_is_frozen() {
+        let kernel = ExprKernel { name: "all".into(), exprs: every_expression(), finish: Finish::none() };
+        let spec = kernel.spec().expect("portable");
+        assert_eq!(spec.id, EXPR_KERNEL_ID);
+        assert_eq!(spec.params, FROZEN_EXPRESSIONS, "{:?}", spec.params);
+    }
+
+    /// The parameters of the kernel in `the_wire_form_of_every_expression_kind_is_frozen`.
+    const FROZEN_EXPRESSIONS: &[u8] = &[
+        3, 97, 108, 108, 15, 1, 0, 1, 5, 7, 102, 108, 111, 97, 116, 54, 52, 1, 2, 1, 1, 1, 4, 1, 1, 0, 0, 0, 0, 0, 0,
+        224, 63, 0, 0, 0, 0, 0, 0, 0, 64, 7, 102, 108, 111, 97, 116, 54, 52, 1, 2, 1, 1, 1, 4, 1, 2, 1, 7, 102, 108,
+        111, 97, 116, 54, 52, 1, 2, 1, 1, 1, 4, 1, 3, 9, 1, 0, 0, 0, 0, 0, 0, 240, 63, 0, 0, 0, 0, 0, 0, 0, 64, 7, 102,
+        108, 111, 97, 116, 54, 52, 1, 2, 1, 1, 1, 4, 2, 0, 1, 2, 2, 10, 2, 3, 0, 0, 192, 63, 3, 6, 105, 115, 95, 110,
+        97, 110, 0, 1, 4, 2, 103, 101, 0, 1, 0, 1, 5, 0, 1, 0, 1, 0, 1, 6, 4, 98, 111, 111, 108, 0, 1, 7, 2, 1, 0, 0,
+        1, 8, 1, 3, 2, 1, 0, 1, 9, 2, 2, 1, 0, 1, 10, 0, 3, 2, 0, 2, 0, 1,
+    ];
+
     /// The parameters of the kernel in `the_wire_form_of_expression_kernels_is_frozen`.
     const FROZEN_PARTIAL: &[u8] = &[
         1, 107, 2, 4, 3, 112, 111, 119, 3, 4, 115, 113, 114, 116, 1, 3, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
