@@ -9,10 +9,10 @@
 //! - [`expr`]: block expressions (the fused elementwise/slice/transpose work of one task) and
 //!   their evaluation; [`lanes`] compiles the common ones into a streaming loop.
 //! - [`source`]: blocks generated from nothing (`ones`, `arange`, `random`, ...).
-//! - [`reduce`]: reduction partials, their combination and the final block.
-//! - [`linalg`]: block matrix products, TSQR and SVD pieces, Cholesky steps.
-//! - [`scan`]: cumulative sums and products.
-//! - [`select`]: pieces assembled into a block, boolean selection, counting.
+//! - `reduce`: reduction partials, their combination and the final block.
+//! - `linalg`: block matrix products, TSQR and SVD pieces, Cholesky steps.
+//! - `scan`: cumulative sums and products.
+//! - `select`: pieces assembled into a block, boolean selection, counting.
 //! - `zarr` (feature `zarr`): blocks read from and written to a Zarr store.
 
 pub mod expr;
