@@ -254,16 +254,16 @@ pub fn ratio(slow: &Side, fast: &Side, same_work: bool) -> f64 {
     if same_work { slow.median() / fast.median() } else { f64::NAN }
 }
 
-/// The one place the bench binaries compute a kiln array (the API is being renamed; only this
-/// helper changes with it).
+/// The one place the bench binaries compute a kiln array, so every binary times the same call.
 ///
 /// # Errors
 /// The construction error or the first failing task.
-pub fn compute_array<T: kiln_array::block::Element>(
+pub fn compute_array<T: kiln_array::Element>(
     array: &kiln_array::Array<T>,
     sched: &dyn kiln_graph::Scheduler,
 ) -> Result<ndarray::ArrayD<T>, kiln_graph::ComputeError> {
-    array.compute_with(sched)
+    use kiln_graph::Collection;
+    array.compute_on(sched)
 }
 
 /// The one place the bench binaries compute a one-element kiln array to its value (see
@@ -271,11 +271,12 @@ pub fn compute_array<T: kiln_array::block::Element>(
 ///
 /// # Errors
 /// The construction error or the first failing task.
-pub fn compute_scalar<T: kiln_array::block::Element>(
+pub fn compute_scalar<T: kiln_array::Element>(
     array: &kiln_array::Array<T>,
     sched: &dyn kiln_graph::Scheduler,
 ) -> Result<T, kiln_graph::ComputeError> {
-    array.scalar_with(sched)
+    use kiln_graph::Collection;
+    array.scalar().compute_on(sched)
 }
 
 /// The `name=value` pairs of the last `RESULT` line in `text`.

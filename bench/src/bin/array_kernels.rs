@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use kiln_array::Block;
 use kiln_array::DType;
-use kiln_array::expr::{BinaryOp, Expr};
-use kiln_array::source::{Dist, Source};
+use kiln_array::chunk::expr::{BinaryOp, Expr};
+use kiln_array::chunk::source::{Dist, Source};
 use ndarray::{ArrayD, IxDyn};
 
 fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {

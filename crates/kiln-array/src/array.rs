@@ -8,11 +8,11 @@ use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, Task
 use ndarray::{ArrayD, IxDyn, SliceInfoElem};
 
 use crate::block::{Block, DType, Element, Scalar};
+use crate::chunk::expr::{BinaryOp, UnaryOp};
+use crate::chunk::source::Source;
 use crate::chunks::{ChunkSpec, Chunks, block_indices, common_refinement, normalize};
 use crate::error::{ArrayError, normalize_axis};
-use crate::expr::{BinaryOp, UnaryOp};
-use crate::node::{Lowering, MapFn, Node, Op, Operand};
-use crate::source::Source;
+use crate::lower::node::{Lowering, MapFn, Node, Op, Operand};
 
 /// A chunked n-dimensional array of `T`: a grid of `ndarray` blocks computed lazily from a task
 /// graph (Dask's `dask.array.Array`).
@@ -109,14 +109,6 @@ impl<T: Element> Array<T> {
         kiln_graph::collection::graph_of(self)
     }
 
-    /// Computes on `scheduler` (see also `kiln::prelude::Compute`).
-    ///
-    /// # Errors
-    /// The construction error or the first failing task.
-    pub fn compute_with(&self, scheduler: &dyn kiln_graph::Scheduler) -> Result<ArrayD<T>, ComputeError> {
-        kiln_graph::compute_with(self, scheduler)
-    }
-
     /// A collection yielding the single element of a 0-d (or one-element) array as a `T`.
     pub fn scalar(&self) -> ScalarOf<T> {
         ScalarOf(self.clone())
@@ -143,11 +135,16 @@ impl<T: Element> Array<T> {
     }
 
     /// `self op other` elementwise with broadcasting; `other` is an array or a scalar.
-    pub(crate) fn binary<U: Element>(&self, op: BinaryOp, other: impl Into<Operand2<T>>, reversed: bool) -> Array<U> {
+    pub(crate) fn binary<U: Element>(
+        &self,
+        op: BinaryOp,
+        other: impl Into<ArrayOrScalar<T>>,
+        reversed: bool,
+    ) -> Array<U> {
         let a = Operand::Array(self.node.clone());
         let b = match other.into() {
-            Operand2::Array(n) => Operand::Array(n),
-            Operand2::Scalar(s) => Operand::Scalar(s.scalar()),
+            ArrayOrScalar(OperandKind::Array(n)) => Operand::Array(n),
+            ArrayOrScalar(OperandKind::Scalar(s)) => Operand::Scalar(s.scalar()),
         };
         let operands = if reversed { vec![b, a] } else { vec![a, b] };
         let name = op_name(&format!("{op:?}"));
@@ -155,44 +152,44 @@ impl<T: Element> Array<T> {
     }
 
     /// Elementwise comparison `self > other`.
-    pub fn gt(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn gt(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Gt, other, false)
     }
     /// Elementwise comparison `self >= other`.
-    pub fn ge(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn ge(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Ge, other, false)
     }
     /// Elementwise comparison `self < other`.
-    pub fn lt(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn lt(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Lt, other, false)
     }
     /// Elementwise comparison `self <= other`.
-    pub fn le(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn le(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Le, other, false)
     }
     /// Elementwise comparison `self == other`.
-    pub fn equal(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn equal(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Eq, other, false)
     }
     /// Elementwise comparison `self != other`.
-    pub fn not_equal(&self, other: impl Into<Operand2<T>>) -> Array<bool> {
+    pub fn not_equal(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<bool> {
         self.binary(BinaryOp::Ne, other, false)
     }
     /// Elementwise maximum (NaN-propagating, NumPy's `maximum`).
-    pub fn maximum(&self, other: impl Into<Operand2<T>>) -> Array<T> {
+    pub fn maximum(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<T> {
         self.binary(BinaryOp::Max, other, false)
     }
     /// Elementwise minimum (NaN-propagating, NumPy's `minimum`).
-    pub fn minimum(&self, other: impl Into<Operand2<T>>) -> Array<T> {
+    pub fn minimum(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<T> {
         self.binary(BinaryOp::Min, other, false)
     }
     /// Elementwise power `self ** other`.
-    pub fn pow(&self, other: impl Into<Operand2<T>>) -> Array<T> {
+    pub fn pow(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<T> {
         self.binary(BinaryOp::Pow, other, false)
     }
     /// Floor division (NumPy's `floor_divide`, `//`): integer division rounding down for
     /// integers (division by zero gives 0), `floor(a / b)` for floats.
-    pub fn floor_divide(&self, other: impl Into<Operand2<T>>) -> Array<T> {
+    pub fn floor_divide(&self, other: impl Into<ArrayOrScalar<T>>) -> Array<T> {
         if T::DTYPE.is_float() {
             self.binary::<T>(BinaryOp::Div, other, false).floor()
         } else {
@@ -201,7 +198,7 @@ impl<T: Element> Array<T> {
     }
     /// Limits values to `[low, high]` (NumPy's `clip`).
     pub fn clip(&self, low: T, high: T) -> Array<T> {
-        self.maximum(Operand2::Scalar(low)).minimum(Operand2::Scalar(high))
+        self.maximum(ArrayOrScalar(OperandKind::Scalar(low))).minimum(ArrayOrScalar(OperandKind::Scalar(high)))
     }
     /// Elementwise absolute value.
     pub fn abs(&self) -> Array<T> {
@@ -403,7 +400,7 @@ impl<T: Element> Array<T> {
     pub(crate) fn same_layout<U: Element>(
         &self,
         name: &kiln_graph::Key,
-        layer: Arc<dyn crate::node::Layer>,
+        layer: Arc<dyn crate::lower::node::Layer>,
     ) -> Array<U> {
         Array::from_node(Arc::new(Node {
             name: name.shared_name().clone(),
@@ -444,7 +441,7 @@ impl<T: Element> Array<T> {
             return Self::invalid(e.clone());
         }
         match normalize(&chunks.into(), self.shape(), T::DTYPE.itemsize()) {
-            Ok(c) => Array::from_node(crate::rechunk::rechunk(&self.node, c)),
+            Ok(c) => Array::from_node(crate::lower::rechunk::rechunk(&self.node, c)),
             Err(e) => Self::invalid(e),
         }
     }
@@ -463,29 +460,38 @@ impl<T: Element> Array<T> {
     }
 }
 
-/// The right-hand side of a binary operation: an array or a scalar.
-pub enum Operand2<T> {
-    /// An array.
+/// The right-hand side of an elementwise method such as [`Array::maximum`] or [`Array::gt`]:
+/// an array of the same element type (`&x` or `x`), broadcast against `self`, or a scalar
+/// (`2.0`). You never name it: the methods take `impl Into<ArrayOrScalar<T>>`.
+///
+/// ```
+/// let x = kiln_array::arange::<f64>(0.0, 4.0, 1.0, 2);
+/// let (a, b) = (x.maximum(1.5), x.maximum(&x.t()));
+/// # let _ = (a, b);
+/// ```
+pub struct ArrayOrScalar<T>(OperandKind<T>);
+
+/// What an [`ArrayOrScalar`] holds (private: arrays are held as their graph node).
+enum OperandKind<T> {
     Array(Arc<Node>),
-    /// A scalar.
     Scalar(T),
 }
 
-impl<T: Element> From<&Array<T>> for Operand2<T> {
+impl<T: Element> From<&Array<T>> for ArrayOrScalar<T> {
     fn from(a: &Array<T>) -> Self {
-        Operand2::Array(a.node.clone())
+        ArrayOrScalar(OperandKind::Array(a.node.clone()))
     }
 }
-impl<T: Element> From<Array<T>> for Operand2<T> {
+impl<T: Element> From<Array<T>> for ArrayOrScalar<T> {
     fn from(a: Array<T>) -> Self {
-        Operand2::Array(a.node)
+        ArrayOrScalar(OperandKind::Array(a.node))
     }
 }
 macro_rules! scalar_operand {
     ($($t:ty),*) => {$(
-        impl From<$t> for Operand2<$t> {
+        impl From<$t> for ArrayOrScalar<$t> {
             fn from(v: $t) -> Self {
-                Operand2::Scalar(v)
+                ArrayOrScalar(OperandKind::Scalar(v))
             }
         }
     )*};
@@ -550,7 +556,7 @@ pub(crate) fn elementwise<U: Element>(f: MapFn, dtype: DType, operands: Vec<Oper
                     .enumerate()
                     .map(|(k, c)| if n.shape[k] == shape[lead + k] { chunks[lead + k].clone() } else { c.clone() })
                     .collect();
-                let n = if target != n.chunks { crate::rechunk::rechunk(&n, target) } else { n };
+                let n = if target != n.chunks { crate::lower::rechunk::rechunk(&n, target) } else { n };
                 Operand::Array(n)
             }
             s => s,
@@ -619,7 +625,7 @@ impl<T: Element> fmt::Display for Array<T> {
         if let Some(e) = self.error() {
             return write!(f, "kiln.Array<invalid: {e}>");
         }
-        let prefix = crate::node::kernel_name(&self.node);
+        let prefix = crate::lower::node::kernel_name(&self.node);
         write!(
             f,
             "kiln.Array<{prefix}, shape={}, dtype={}, chunksize={}>",
@@ -641,18 +647,18 @@ impl<T: Element> Collection for Array<T> {
 
     fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
         if let Some(e) = self.error() {
-            return Err(GraphError::UnknownKey(kiln_graph::Key::new(format!("invalid array: {e}"))));
+            return Err(GraphError::invalid("array", e.clone()));
         }
-        crate::portable::ensure_registered();
+        crate::lower::portable::ensure_registered();
         let mut lw = Lowering { builder, fuse: true };
         block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
     }
 
     fn add_to_unfused(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
         if let Some(e) = self.error() {
-            return Err(GraphError::UnknownKey(kiln_graph::Key::new(format!("invalid array: {e}"))));
+            return Err(GraphError::invalid("array", e.clone()));
         }
-        crate::portable::ensure_registered();
+        crate::lower::portable::ensure_registered();
         let mut lw = Lowering { builder, fuse: false };
         block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
     }
@@ -826,7 +832,7 @@ pub(crate) fn unique() -> u64 {
 /// Random arrays, reproducible from a seed, with an independent stream per block.
 pub mod random {
     use super::*;
-    use crate::source::Dist;
+    use crate::chunk::source::Dist;
 
     /// A seeded generator of random arrays (Dask's `da.random.default_rng(seed)`).
     #[derive(Debug, Clone, Copy)]
@@ -892,4 +898,37 @@ pub mod random {
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl<T: Element> Array<T> {
+    /// Computes into an existing in-memory array of the same shape (Dask's `store` with an
+    /// ndarray target).
+    ///
+    /// # Errors
+    /// A shape mismatch, the construction error, or the first failing task.
+    pub fn store_into(
+        &self,
+        target: &mut ArrayD<T>,
+        scheduler: &dyn kiln_graph::Scheduler,
+    ) -> Result<(), kiln_graph::ComputeError> {
+        if target.shape() != self.shape() {
+            return Err(kiln_graph::ComputeError::invalid(
+                "array",
+                ArrayError::Shape(format!(
+                    "store target has shape {:?}, the array has {:?}",
+                    target.shape(),
+                    self.shape()
+                )),
+            ));
+        }
+        let computed = self.compute_on(scheduler)?;
+        target.assign(&computed);
+        Ok(())
+    }
+}
+
+impl<T: Element> kiln_graph::Persist for Array<T> {
+    fn with_remote_outputs(&self, keep_alive: Value) -> Self {
+        Array::from_node(crate::lower::remote::remote_node(&self.node, keep_alive))
+    }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use ndarray::ArrayD;
 
 /// The element types of kiln arrays, named as NumPy names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
     /// `bool`
     Bool,
@@ -21,6 +21,9 @@ pub enum DType {
     /// `float64`
     F64,
 }
+
+// Travels by name (see `crate::wire`).
+crate::wire::by_name!(DType { Bool => "bool", I32 => "int32", I64 => "int64", F32 => "float32", F64 => "float64" });
 
 impl DType {
     /// NumPy's name, e.g. `"float64"`.
@@ -150,11 +153,11 @@ pub enum Block {
 macro_rules! with_block {
     ($block:expr, $a:ident => $body:expr) => {
         match $block {
-            $crate::block::Block::Bool($a) => $body,
-            $crate::block::Block::I32($a) => $body,
-            $crate::block::Block::I64($a) => $body,
-            $crate::block::Block::F32($a) => $body,
-            $crate::block::Block::F64($a) => $body,
+            $crate::Block::Bool($a) => $body,
+            $crate::Block::I32($a) => $body,
+            $crate::Block::I64($a) => $body,
+            $crate::Block::F32($a) => $body,
+            $crate::Block::F64($a) => $body,
         }
     };
 }

@@ -5,7 +5,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use crate::array::Array;
 use crate::block::Element;
-use crate::expr::{BinaryOp, UnaryOp};
+use crate::chunk::expr::{BinaryOp, UnaryOp};
 
 macro_rules! array_op {
     ($trait:ident, $method:ident, $op:expr, $out:ty) => {
@@ -108,7 +108,7 @@ impl Array<bool> {
 
 /// `cond ? a : b` elementwise with broadcasting (NumPy's `where`).
 pub fn where_<T: Element>(cond: &Array<bool>, a: &Array<T>, b: &Array<T>) -> Array<T> {
-    use crate::node::{MapFn, Operand};
+    use crate::lower::node::{MapFn, Operand};
     crate::array::elementwise(
         MapFn::Where,
         T::DTYPE,

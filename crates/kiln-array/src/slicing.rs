@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use kiln_graph::Tokenizer;
 
+use crate::chunk::expr::AxisSlice;
 use crate::chunks::offsets;
 use crate::error::ArrayError;
-use crate::expr::AxisSlice;
-use crate::node::{AxisPlan, Node, Op, SlicePlan};
+use crate::lower::node::{AxisPlan, Node, Op, SlicePlan};
 
 /// One axis of an index expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub fn resolve(
 }
 
 /// Plans a slice of `node` and returns the sliced node.
-pub fn slice(node: &Arc<Node>, index: &[Idx]) -> Result<Arc<Node>, ArrayError> {
+pub(crate) fn slice(node: &Arc<Node>, index: &[Idx]) -> Result<Arc<Node>, ArrayError> {
     let ndim = node.shape.len();
     if index.len() > ndim {
         return Err(ArrayError::Invalid(format!(

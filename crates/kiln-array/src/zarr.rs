@@ -2,28 +2,20 @@
 //! chunk: every block of a Zarr-backed array is a task that reads only its region, and writing
 //! stores each block from the task that computes it. Local filesystem stores, Zarr v2 and v3.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 
-use kiln_graph::kernel::{Portable, PortableKernel};
-use kiln_graph::{
-    Collection, ComputeError, Graph, GraphBuilder, GraphError, Kernel, TaskError, TaskId, Tokenizer, Value,
-};
-use ndarray::ArrayD;
-use zarrs::array::{ArrayBuilder, ArraySubset, data_type};
+use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, TaskId, Tokenizer, Value};
+use zarrs::array::{ArrayBuilder, data_type};
 use zarrs::filesystem::FilesystemStore;
 
 use crate::array::Array;
-use crate::block::{Block, DType, Element};
+use crate::block::{DType, Element};
+use crate::chunk::zarr::{io, open};
 use crate::chunks::{ChunkSpec, normalize, regular};
 use crate::error::ArrayError;
-use crate::node::{BlockFinish, ExprKernel, Finish, Layer, Lowering, Node, Op, TaskInputs};
-
-type ZarrArray = zarrs::array::Array<FilesystemStore>;
-
-fn io(path: &Path, e: impl std::fmt::Display) -> ArrayError {
-    ArrayError::Io(format!("zarr store {}: {e}", path.display()))
-}
+use crate::lower::node::{Node, Op};
+use crate::lower::zarr::{ZarrRead, ZarrStore};
 
 fn zarr_type(dtype: DType) -> zarrs::array::DataType {
     match dtype {
@@ -33,14 +25,6 @@ fn zarr_type(dtype: DType) -> zarrs::array::DataType {
         DType::F32 => data_type::float32(),
         DType::F64 => data_type::float64(),
     }
-}
-
-fn open(path: &Path) -> Result<ZarrArray, ArrayError> {
-    if !path.exists() {
-        return Err(io(path, "does not exist"));
-    }
-    let store = Arc::new(FilesystemStore::new(path).map_err(|e| io(path, e))?);
-    ZarrArray::open(store, "/").map_err(|e| io(path, e))
 }
 
 /// Opens the Zarr array at `path` (a directory) as a kiln array of `T`, chunked like the store
@@ -76,70 +60,6 @@ pub fn from_zarr<T: Element>(path: impl AsRef<Path>, chunks: Option<ChunkSpec>) 
         dtype: T::DTYPE,
         op: Op::Materialized(Arc::new(layer)),
     })))
-}
-
-struct ZarrRead {
-    path: PathBuf,
-    array: Arc<ZarrArray>,
-}
-
-/// The store at `path`, opened on first use. Kernels travel by path (a worker sharing the
-/// filesystem opens the same store); in the building process the cell is pre-filled with the
-/// array already opened, so local runs never reopen it.
-fn opened<'a>(cell: &'a OnceLock<Arc<ZarrArray>>, path: &Path) -> Result<&'a Arc<ZarrArray>, TaskError> {
-    if let Some(array) = cell.get() {
-        return Ok(array);
-    }
-    let array = open(path).map_err(|e| TaskError::msg(e.to_string()))?;
-    Ok(cell.get_or_init(|| Arc::new(array)))
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct ReadRegion {
-    path: PathBuf,
-    #[serde(skip)]
-    array: OnceLock<Arc<ZarrArray>>,
-    ranges: Vec<std::ops::Range<u64>>,
-    dtype: DType,
-}
-
-impl PortableKernel for ReadRegion {
-    const ID: &'static str = "kiln.array.zarr-read";
-    fn name(&self) -> &str {
-        "from-zarr"
-    }
-    fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
-        let array = opened(&self.array, &self.path)?;
-        let subset = ArraySubset::new_with_ranges(&self.ranges);
-        let fail =
-            |e: zarrs::array::ArrayError| TaskError::msg(format!("reading zarr store {}: {e}", self.path.display()));
-        let block = match self.dtype {
-            DType::Bool => Block::Bool(array.retrieve_array_subset::<ArrayD<bool>>(&subset).map_err(fail)?),
-            DType::I32 => Block::I32(array.retrieve_array_subset::<ArrayD<i32>>(&subset).map_err(fail)?),
-            DType::I64 => Block::I64(array.retrieve_array_subset::<ArrayD<i64>>(&subset).map_err(fail)?),
-            DType::F32 => Block::F32(array.retrieve_array_subset::<ArrayD<f32>>(&subset).map_err(fail)?),
-            DType::F64 => Block::F64(array.retrieve_array_subset::<ArrayD<f64>>(&subset).map_err(fail)?),
-        };
-        Ok(Value::new(block))
-    }
-}
-
-impl Layer for ZarrRead {
-    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
-        let ranges =
-            node.block_offset(idx).iter().zip(node.block_shape(idx)).map(|(&o, n)| o as u64..(o + n) as u64).collect();
-        let kernel: Arc<dyn Kernel> = Arc::new(Portable(ReadRegion {
-            path: self.path.clone(),
-            array: OnceLock::from(self.array.clone()),
-            ranges,
-            dtype: node.dtype,
-        }));
-        lw.builder.add(node.key(idx), kernel, [])
-    }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        Vec::new()
-    }
 }
 
 /// A pending write of an array to a Zarr store; computing it writes every block (in parallel,
@@ -187,58 +107,6 @@ impl<T: Element> Array<T> {
                 op: Op::Materialized(Arc::new(layer)),
             })),
         })
-    }
-}
-
-struct ZarrStore {
-    input: Arc<Node>,
-    path: PathBuf,
-    array: Arc<ZarrArray>,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct StoreRegion {
-    path: PathBuf,
-    #[serde(skip)]
-    array: OnceLock<Arc<ZarrArray>>,
-    offset: Vec<u64>,
-    ndim: usize,
-}
-
-impl BlockFinish for StoreRegion {
-    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
-        let block = blocks.into_iter().next().ok_or_else(|| TaskError::msg("no block"))?;
-        let array = opened(&self.array, &self.path)?;
-        let ranges: Vec<std::ops::Range<u64>> =
-            self.offset.iter().zip(block.shape()).map(|(&o, &n)| o..o + n as u64).collect();
-        let fail =
-            |e: zarrs::array::ArrayError| TaskError::msg(format!("writing zarr store {}: {e}", self.path.display()));
-        crate::with_block!(block, a => {
-            let a = if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() };
-            array.store_array_subset(&ranges, a).map_err(fail)?
-        });
-        let marker = ArrayD::from_elem(ndarray::IxDyn(&vec![1; self.ndim]), true);
-        Ok(Value::new(Block::Bool(marker)))
-    }
-}
-
-impl Layer for ZarrStore {
-    fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
-        let mut inputs = TaskInputs::default();
-        let expr = lw.expr(&self.input, idx, &mut inputs)?;
-        let finish = StoreRegion {
-            path: self.path.clone(),
-            array: OnceLock::from(self.array.clone()),
-            offset: self.input.block_offset(idx).iter().map(|&o| o as u64).collect(),
-            ndim: idx.len(),
-        };
-        let kernel: Arc<dyn Kernel> =
-            Arc::new(ExprKernel { name: "to-zarr".into(), exprs: vec![expr], finish: Finish::builtin(finish) });
-        lw.builder.add(node.key(idx), kernel, inputs.into_args())
-    }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone()]
     }
 }
 

@@ -4,6 +4,7 @@ use faer::Mat;
 use kiln_array::linalg::{qr, svd, svd_compressed};
 use kiln_array::random::RandomState;
 use kiln_array::{Array, ones};
+use kiln_graph::Collection;
 use kiln_local::{LocalScheduler, Progress};
 use ndarray::{Array2, ArrayD, Ix1, Ix2};
 
@@ -12,7 +13,7 @@ fn sched() -> LocalScheduler {
 }
 
 fn get2(a: &Array<f64>) -> Array2<f64> {
-    a.compute_with(&sched()).unwrap().into_dimensionality::<Ix2>().unwrap()
+    a.compute_on(&sched()).unwrap().into_dimensionality::<Ix2>().unwrap()
 }
 
 fn dense_singular_values(a: &Array2<f64>) -> Vec<f64> {
@@ -43,7 +44,7 @@ fn svd_matches_the_dense_singular_values() {
     let x = RandomState::new(2).random(&[300, 12], [64, 5]);
     let (u, s, vt) = svd(&x);
     let (a, u, vt) = (get2(&x), get2(&u), get2(&vt));
-    let s = s.compute_with(&sched()).unwrap().into_dimensionality::<Ix1>().unwrap();
+    let s = s.compute_on(&sched()).unwrap().into_dimensionality::<Ix1>().unwrap();
     let dense = dense_singular_values(&a);
     for (got, want) in s.iter().zip(&dense) {
         assert!((got - want).abs() < 1e-10 * want.max(1.0), "{got} vs {want}");
@@ -58,14 +59,14 @@ fn wide_arrays_and_the_seed_example() {
     let x = RandomState::new(3).random(&[6, 40], [3, 10]);
     let (u, s, vt) = svd(&x);
     assert_eq!((u.shape(), s.shape(), vt.shape()), (&[6usize, 6][..], &[6usize][..], &[6usize, 40][..]));
-    let s = s.compute_with(&sched()).unwrap();
+    let s = s.compute_on(&sched()).unwrap();
     let rebuilt = (&get2(&u) * &s.into_dimensionality::<Ix1>().unwrap()).dot(&get2(&vt));
     assert!(max_abs_diff(&rebuilt, &get2(&x)) < 1e-10);
     // The seeds: linalg.svd(x + x.T - x.mean()) on a 15 x 15 array in 5 x 5 blocks.
     let x = RandomState::new(4).random(&[15, 15], [5, 5]);
     let y = &(&x + &x.t()) - &x.mean();
     let (u, s, vt) = svd(&y);
-    let s = s.compute_with(&sched()).unwrap().into_dimensionality::<Ix1>().unwrap();
+    let s = s.compute_on(&sched()).unwrap().into_dimensionality::<Ix1>().unwrap();
     let rebuilt = (&get2(&u) * &s).dot(&get2(&vt));
     assert!(max_abs_diff(&rebuilt, &get2(&y)) < 1e-10);
 }
@@ -77,7 +78,7 @@ fn randomized_svd_recovers_a_low_rank_matrix() {
     let right = RandomState::new(6).normal(0.0, 1.0, &[4, 60], [4, 30]);
     let a = left.dot(&right);
     let (u, s, vt) = svd_compressed(&a, 4, 6, 2, 42);
-    let s = s.compute_with(&sched()).unwrap().into_dimensionality::<Ix1>().unwrap();
+    let s = s.compute_on(&sched()).unwrap().into_dimensionality::<Ix1>().unwrap();
     let dense = dense_singular_values(&get2(&a));
     for (got, want) in s.iter().zip(&dense[..4]) {
         assert!((got - want).abs() < 1e-8 * want, "{got} vs {want}");
@@ -91,7 +92,7 @@ fn bad_input_is_reported() {
     let cube = ones::<f64>(&[4, 4, 4], 2);
     assert!(qr(&cube).0.check().is_err());
     let with_nan = kiln_array::from_array(ArrayD::from_elem(ndarray::IxDyn(&[4, 2]), f64::NAN), 2);
-    let err = svd(&with_nan).1.compute_with(&sched()).unwrap_err().to_string();
+    let err = svd(&with_nan).1.compute_on(&sched()).unwrap_err().to_string();
     assert!(err.contains("NaN"), "{err}");
     assert!(svd_compressed(&ones::<f64>(&[5, 5], 5), 9, 1, 0, 0).0.check().is_err());
 }
@@ -109,7 +110,7 @@ fn blocked_cholesky_matches_the_dense_factor() {
         assert!(max_abs_diff(&l.dot(&l.t()), &a) < 1e-9, "chunk {chunk}");
     }
     let not_spd = kiln_array::eye::<f64>(4, 2) * -1.0;
-    let err = cholesky(&not_spd).compute_with(&sched()).unwrap_err().to_string();
+    let err = cholesky(&not_spd).compute_on(&sched()).unwrap_err().to_string();
     assert!(err.contains("not positive definite"), "{err}");
     assert!(cholesky(&ones::<f64>(&[3, 4], 2)).check().is_err());
 }

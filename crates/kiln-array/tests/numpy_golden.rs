@@ -5,6 +5,7 @@
 // NumPy slices such as `5:1:-1` are written as ranges that Rust considers empty.
 #![allow(clippy::reversed_empty_ranges)]
 
+use kiln_graph::Collection;
 use std::path::PathBuf;
 
 use kiln_array::npy::read_npy_as;
@@ -24,7 +25,7 @@ fn chunked<T: Element>(name: &str) -> Array<T> {
 }
 
 fn run<T: Element>(x: &Array<T>) -> ArrayD<T> {
-    x.compute_with(&LocalScheduler::threads(2).with_progress(Progress::Never)).unwrap_or_else(|e| panic!("{x}: {e}"))
+    x.compute_on(&LocalScheduler::threads(2).with_progress(Progress::Never)).unwrap_or_else(|e| panic!("{x}: {e}"))
 }
 
 fn close_f64(got: &ArrayD<f64>, name: &str) {

@@ -79,7 +79,7 @@ fn same<T: Debug>(a: &ArrayD<T>, b: &ArrayD<T>) -> bool {
 #[track_caller]
 fn check<T: Element>(x: &Array<T>) -> ArrayD<T> {
     x.check().unwrap();
-    let direct = x.compute_with(&sched()).unwrap();
+    let direct = x.compute_on(&sched()).unwrap();
     let (scheduled, sequential) = through_specs(x);
     assert!(same(&direct, &scheduled), "{x}: scheduled {scheduled:?} != direct {direct:?}");
     assert!(same(&direct, &sequential), "{x}: sequential {sequential:?} != direct {direct:?}");
@@ -99,7 +99,7 @@ fn the_seed_computation() {
     let v = check(&y);
     assert!(v.iter().next().unwrap() > &0.3);
     let (a, b) = through_specs(&y.scalar());
-    assert_eq!(a.to_bits(), y.scalar_with(&sched()).unwrap().to_bits());
+    assert_eq!(a.to_bits(), y.scalar().compute_on(&sched()).unwrap().to_bits());
     assert_eq!(a.to_bits(), b.to_bits());
 }
 

@@ -2,6 +2,7 @@
 
 use kiln_array::random::RandomState;
 use kiln_array::{ArrayError, ChunkSpec, Idx, Reduce, from_array, ones};
+use kiln_graph::Collection;
 use kiln_local::{LocalScheduler, Progress};
 use ndarray::{ArrayD, Axis, IxDyn};
 use proptest::prelude::*;
@@ -43,14 +44,14 @@ proptest! {
         let (x, y) = (from_array(d.clone(), c1), from_array(d.clone(), c2));
         let s = sched();
         let expr = |a: &kiln_array::Array<f64>| (&(a * 2.0) - &a.abs()).exp().sum_with(&Reduce::axis(axis));
-        let (r1, r2) = (expr(&x).compute_with(&s).unwrap(), expr(&y).compute_with(&s).unwrap());
+        let (r1, r2) = (expr(&x).compute_on(&s).unwrap(), expr(&y).compute_on(&s).unwrap());
         let want = (&d * 2.0 - d.mapv(f64::abs)).mapv(f64::exp).sum_axis(Axis(axis as usize));
         prop_assert!(close(&r1, &want), "{r1} vs {want}");
         prop_assert!(close(&r2, &want));
-        let (v1, v2) = (x.std().scalar_with(&s).unwrap(), y.std().scalar_with(&s).unwrap());
+        let (v1, v2) = (x.std().scalar().compute_on(&s).unwrap(), y.std().scalar().compute_on(&s).unwrap());
         let want_std = d.std(0.0);
         prop_assert!((v1 - want_std).abs() < 1e-9 && (v2 - want_std).abs() < 1e-9, "{v1} {v2} {want_std}");
-        let (m1, m2) = (x.max().scalar_with(&s).unwrap(), y.min().scalar_with(&s).unwrap());
+        let (m1, m2) = (x.max().scalar().compute_on(&s).unwrap(), y.min().scalar().compute_on(&s).unwrap());
         prop_assert_eq!(m1, d.iter().cloned().fold(f64::MIN, f64::max));
         prop_assert_eq!(m2, d.iter().cloned().fold(f64::MAX, f64::min));
     }
@@ -73,21 +74,21 @@ proptest! {
             while i >= 0 { want_rows.push(i as usize); i += step; }
         }
         let want = d.select(Axis(0), &want_rows);
-        prop_assert_eq!(sliced.compute_with(&s).unwrap(), want);
-        prop_assert_eq!(x.t().compute_with(&s).unwrap(), d.t().to_owned());
-        prop_assert_eq!(x.rechunk(c2).compute_with(&s).unwrap(), d.clone());
+        prop_assert_eq!(sliced.compute_on(&s).unwrap(), want);
+        prop_assert_eq!(x.t().compute_on(&s).unwrap(), d.t().to_owned());
+        prop_assert_eq!(x.rechunk(c2).compute_on(&s).unwrap(), d.clone());
     }
 
     #[test]
     fn random_arrays_do_not_depend_on_chunking((shape, c1, c2) in shape_and_chunks(), seed in any::<u64>()) {
         let rs = RandomState::new(seed);
         let s = sched();
-        let a = rs.random(&shape, c1.clone()).compute_with(&s).unwrap();
-        let b = rs.random(&shape, c2.clone()).compute_with(&s).unwrap();
+        let a = rs.random(&shape, c1.clone()).compute_on(&s).unwrap();
+        let b = rs.random(&shape, c2.clone()).compute_on(&s).unwrap();
         prop_assert_eq!(&a, &b);
         prop_assert!(a.iter().all(|&v| (0.0..1.0).contains(&v)));
-        let n1 = rs.normal(1.0, 2.0, &shape, c1).compute_with(&s).unwrap();
-        let n2 = rs.normal(1.0, 2.0, &shape, c2).compute_with(&s).unwrap();
+        let n1 = rs.normal(1.0, 2.0, &shape, c1).compute_on(&s).unwrap();
+        let n2 = rs.normal(1.0, 2.0, &shape, c2).compute_on(&s).unwrap();
         prop_assert_eq!(n1, n2);
     }
 }
@@ -97,16 +98,15 @@ fn the_seed_examples() {
     let s = sched();
     let x = ones::<f64>(&[15], 5);
     assert_eq!(x.to_string(), "kiln.Array<ones, shape=(15,), dtype=float64, chunksize=(5,)>");
-    assert_eq!(x.sum().scalar_with(&s).unwrap(), 15.0);
+    assert_eq!(x.sum().scalar().compute_on(&s).unwrap(), 15.0);
     let x = ones::<f64>(&[15, 15], [5, 5]);
-    assert_eq!(x.sum_axis(0).compute_with(&s).unwrap(), ArrayD::from_elem(IxDyn(&[15]), 15.0));
-    assert_eq!((&x + &x.t()).compute_with(&s).unwrap(), ArrayD::from_elem(IxDyn(&[15, 15]), 2.0));
+    assert_eq!(x.sum_axis(0).compute_on(&s).unwrap(), ArrayD::from_elem(IxDyn(&[15]), 15.0));
+    assert_eq!((&x + &x.t()).compute_on(&s).unwrap(), ArrayD::from_elem(IxDyn(&[15, 15]), 2.0));
     // Graph sizes the seeds draw: x.sum(axis=0) on 3x3 blocks reads 9 blocks into 3 outputs.
     let (g, outs) = x.sum_axis(0).graph().unwrap();
     assert_eq!(outs.len(), 3);
     assert_eq!(g.len(), 9 + 3, "9 fused partials and 3 aggregates");
     // Drawn as written (as Dask draws it): 9 ones, 9 transposes and 9 additions.
-    use kiln_graph::Collection;
     let mut b = kiln_graph::GraphBuilder::new();
     (&x + &x.t()).add_to_unfused(&mut b).unwrap();
     let drawn = b.build().unwrap();
@@ -123,7 +123,7 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(matches!(err, ArrayError::Shape(_)), "{err}");
     assert!(err.to_string().contains("(4, 6) (5, 6)"), "{err}");
     // The error travels with derived arrays and comes back from compute.
-    assert!((&x + &y).sum().compute_with(&s).unwrap_err().to_string().contains("could not be broadcast"));
+    assert!((&x + &y).sum().compute_on(&s).unwrap_err().to_string().contains("could not be broadcast"));
     assert!(matches!(x.sum_axis(2).check().unwrap_err(), ArrayError::Axis { axis: 2, ndim: 2 }));
     assert!(matches!(x.slice(&[Idx::Index(4)]).check().unwrap_err(), ArrayError::Index { index: 4, axis: 0, size: 4 }));
     assert!(x.slice(&[Idx::full(), Idx::full(), Idx::full()]).check().is_err());
@@ -140,13 +140,13 @@ fn long_lanes_are_evaluated_in_segments() {
     // inputs and leading-axis accumulators.
     let s = sched();
     let x = RandomState::new(5).random(&[3, 9000], [2, 9000]);
-    let whole = x.compute_with(&s).unwrap();
+    let whole = x.compute_on(&s).unwrap();
     let y = &(&x * 2.0) - &from_array(whole.slice(ndarray::s![0, ..]).to_owned().into_dyn(), 5000);
-    let got = y.mean_axis(0).compute_with(&s).unwrap();
+    let got = y.mean_axis(0).compute_on(&s).unwrap();
     let want = (&whole * 2.0 - whole.slice(ndarray::s![0, ..])).mean_axis(Axis(0)).unwrap();
     assert!(close(&got, &want));
-    let total = y.sum().scalar_with(&s).unwrap();
+    let total = y.sum().scalar().compute_on(&s).unwrap();
     assert!((total - (&whole * 2.0 - whole.slice(ndarray::s![0, ..])).sum()).abs() < 1e-6);
-    let materialized = y.compute_with(&s).unwrap();
+    let materialized = y.compute_on(&s).unwrap();
     assert!(close(&materialized, &(&whole * 2.0 - whole.slice(ndarray::s![0, ..]))));
 }

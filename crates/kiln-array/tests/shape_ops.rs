@@ -1,6 +1,7 @@
 //! concatenate, stack, map_blocks, cumsum/cumprod, expand_dims/squeeze against ndarray.
 
 use kiln_array::{ArrayError, concatenate, from_array, ones, stack};
+use kiln_graph::Collection;
 use kiln_local::{LocalScheduler, Progress};
 use ndarray::{ArrayD, Axis, Dimension, IxDyn, concatenate as nd_concatenate, stack as nd_stack};
 
@@ -19,12 +20,12 @@ fn concatenate_and_stack_match_ndarray() {
     let (a, b) = (grid(&[4, 5], 0.0), grid(&[3, 5], 10.0));
     let (x, y) = (from_array(a.clone(), [3, 2]), from_array(b.clone(), [2, 5]));
     let want = nd_concatenate(Axis(0), &[a.view(), b.view()]).unwrap();
-    assert_eq!(concatenate(&[x.clone(), y.clone()], 0).compute_with(&sched()).unwrap(), want);
+    assert_eq!(concatenate(&[x.clone(), y.clone()], 0).compute_on(&sched()).unwrap(), want);
     let c = grid(&[4, 2], 3.0);
     let z = from_array(c.clone(), 1);
     let want = nd_concatenate(Axis(1), &[a.view(), c.view()]).unwrap();
-    assert_eq!(concatenate(&[x.clone(), z], -1).compute_with(&sched()).unwrap(), want);
-    let s = stack(&[x.clone(), x.clone()], 1).compute_with(&sched()).unwrap();
+    assert_eq!(concatenate(&[x.clone(), z], -1).compute_on(&sched()).unwrap(), want);
+    let s = stack(&[x.clone(), x.clone()], 1).compute_on(&sched()).unwrap();
     assert_eq!(s, nd_stack(Axis(1), &[a.view(), a.view()]).unwrap());
     let err = concatenate(&[x, y], 1).check().unwrap_err();
     assert!(matches!(err, ArrayError::Shape(_)), "{err}");
@@ -36,18 +37,18 @@ fn cumulative_sums_and_products() {
     let x = from_array(a.clone(), [3, 2]);
     let mut want = a.clone();
     want.accumulate_axis_inplace(Axis(0), |&p, c| *c += p);
-    assert_eq!(x.cumsum(0).compute_with(&sched()).unwrap(), want);
+    assert_eq!(x.cumsum(0).compute_on(&sched()).unwrap(), want);
     let mut want = a.clone();
     want.accumulate_axis_inplace(Axis(1), |&p, c| *c += p);
-    assert_eq!(x.cumsum(-1).compute_with(&sched()).unwrap(), want);
+    assert_eq!(x.cumsum(-1).compute_on(&sched()).unwrap(), want);
     let small = from_array(ArrayD::from_shape_vec(IxDyn(&[6]), vec![1.0, 2.0, 3.0, 0.5, 2.0, 1.0]).unwrap(), 2);
     assert_eq!(
-        small.cumprod(0).compute_with(&sched()).unwrap().into_raw_vec_and_offset().0,
+        small.cumprod(0).compute_on(&sched()).unwrap().into_raw_vec_and_offset().0,
         vec![1.0, 2.0, 6.0, 3.0, 6.0, 6.0]
     );
     // int32 and bool accumulate as int64, as in NumPy.
     let flags = ones::<f64>(&[5], 2).gt(0.0);
-    assert_eq!(flags.cumsum(0).compute_with(&sched()).unwrap().into_raw_vec_and_offset().0, vec![1i64, 2, 3, 4, 5]);
+    assert_eq!(flags.cumsum(0).compute_on(&sched()).unwrap().into_raw_vec_and_offset().0, vec![1i64, 2, 3, 4, 5]);
 }
 
 #[test]
@@ -55,9 +56,9 @@ fn map_blocks_applies_per_block_and_checks_shapes() {
     let a = grid(&[6, 4], 0.0);
     let x = from_array(a.clone(), [4, 3]);
     let doubled = x.map_blocks("double", |b: &ArrayD<f64>| b * 2.0);
-    assert_eq!(doubled.compute_with(&sched()).unwrap(), &a * 2.0);
+    assert_eq!(doubled.compute_on(&sched()).unwrap(), &a * 2.0);
     let wrong = x.map_blocks("shrink", |b: &ArrayD<f64>| b.sum_axis(Axis(0)).into_dyn());
-    let err = wrong.compute_with(&sched()).unwrap_err().to_string();
+    let err = wrong.compute_on(&sched()).unwrap_err().to_string();
     assert!(err.contains("map_blocks function returned a block of shape"), "{err}");
 }
 
@@ -67,8 +68,8 @@ fn expand_dims_and_squeeze() {
     let x = from_array(a.clone(), 2);
     let e = x.expand_dims(1);
     assert_eq!(e.shape(), &[3, 1, 4]);
-    assert_eq!(e.compute_with(&sched()).unwrap(), a.clone().insert_axis(Axis(1)));
-    assert_eq!(e.squeeze(&[]).compute_with(&sched()).unwrap(), a);
+    assert_eq!(e.compute_on(&sched()).unwrap(), a.clone().insert_axis(Axis(1)));
+    assert_eq!(e.squeeze(&[]).compute_on(&sched()).unwrap(), a);
     assert!(x.squeeze(&[0]).check().is_err());
 }
 
@@ -78,8 +79,8 @@ fn take_gathers_across_blocks_like_numpy() {
     let x = from_array(a.clone(), [4, 3]);
     let idx = [8isize, 0, 1, 5, -1, 3, 3];
     let resolved: Vec<usize> = idx.iter().map(|&i| if i < 0 { (i + 9) as usize } else { i as usize }).collect();
-    assert_eq!(x.take(&idx, 0).compute_with(&sched()).unwrap(), a.select(Axis(0), &resolved));
-    assert_eq!(x.take(&[3, 0], -1).compute_with(&sched()).unwrap(), a.select(Axis(1), &[3, 0]));
+    assert_eq!(x.take(&idx, 0).compute_on(&sched()).unwrap(), a.select(Axis(0), &resolved));
+    assert_eq!(x.take(&[3, 0], -1).compute_on(&sched()).unwrap(), a.select(Axis(1), &[3, 0]));
     assert_eq!(x.take(&[], 0).shape(), &[0, 4]);
     assert!(matches!(x.take(&[9], 0).check().unwrap_err(), ArrayError::Index { index: 9, axis: 0, size: 9 }));
 }
@@ -110,10 +111,9 @@ fn map_overlap_equals_the_whole_array_stencil_under_any_chunking() {
     let want_constant = laplacian(&constant).slice(ndarray::s![1..r + 1, 1..c + 1]).to_owned().into_dyn();
     for chunks in [[9, 7], [3, 2], [4, 5], [2, 3]] {
         let x = from_array(a.clone(), chunks);
-        let got = x.map_overlap(&[1, 1], Boundary::Periodic, "laplacian", laplacian).compute_with(&sched()).unwrap();
+        let got = x.map_overlap(&[1, 1], Boundary::Periodic, "laplacian", laplacian).compute_on(&sched()).unwrap();
         assert!(got.iter().zip(want.iter()).all(|(g, w)| (g - w).abs() < 1e-12), "periodic, chunks {chunks:?}");
-        let got =
-            x.map_overlap(&[1, 1], Boundary::Constant(2.0), "laplacian", laplacian).compute_with(&sched()).unwrap();
+        let got = x.map_overlap(&[1, 1], Boundary::Constant(2.0), "laplacian", laplacian).compute_on(&sched()).unwrap();
         assert!(
             got.iter().zip(want_constant.iter()).all(|(g, w)| (g - w).abs() < 1e-12),
             "constant, chunks {chunks:?}"
@@ -138,7 +138,7 @@ fn reshape_follows_c_order_under_any_chunking() {
             (vec![1, 6, 1, 10], vec![1, 6, 1, 10]),
             (vec![4, 15], vec![4, 15]),
         ] {
-            let got = x.reshape(&target).compute_with(&sched()).unwrap();
+            let got = x.reshape(&target).compute_on(&sched()).unwrap();
             assert_eq!(got.shape(), want_shape.as_slice(), "{target:?} from chunks {chunks:?}");
             assert_eq!(got.iter().copied().collect::<Vec<_>>(), flat, "{target:?} from chunks {chunks:?}");
         }
@@ -147,7 +147,7 @@ fn reshape_follows_c_order_under_any_chunking() {
     assert!(x.reshape(&[7, 9]).check().is_err());
     assert!(x.reshape(&[-1, -1]).check().is_err());
     // And back: the round trip is the identity.
-    assert_eq!(x.reshape(&[60]).reshape(&[6, 10]).compute_with(&sched()).unwrap(), x.compute_with(&sched()).unwrap());
+    assert_eq!(x.reshape(&[60]).reshape(&[6, 10]).compute_on(&sched()).unwrap(), x.compute_on(&sched()).unwrap());
 }
 
 #[test]
@@ -158,9 +158,9 @@ fn boolean_masks_select_in_c_order() {
         let x = from_array(a.clone(), chunks);
         let picked = x.select_where(&x.gt(0.2), &sched()).unwrap();
         assert_eq!(picked.shape(), &[want.len()]);
-        assert_eq!(picked.compute_with(&sched()).unwrap().iter().copied().collect::<Vec<_>>(), want);
+        assert_eq!(picked.compute_on(&sched()).unwrap().iter().copied().collect::<Vec<_>>(), want);
         // The selection is an ordinary array: reductions work on it.
-        assert!((picked.sum().scalar_with(&sched()).unwrap() - want.iter().sum::<f64>()).abs() < 1e-12);
+        assert!((picked.sum().scalar().compute_on(&sched()).unwrap() - want.iter().sum::<f64>()).abs() < 1e-12);
     }
     let x = from_array(a, 3);
     assert_eq!(x.select_where(&x.gt(5.0), &sched()).unwrap().shape(), &[0]);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use kiln_array::npy::read_npy_as;
 use kiln_array::zarr::from_zarr;
 use kiln_array::{ChunkSpec, Element};
-use kiln_graph::compute_with;
+use kiln_graph::Collection;
 use kiln_local::{LocalScheduler, Progress};
 use ndarray::ArrayD;
 
@@ -34,10 +34,10 @@ fn reads_like_zarr_python<T: Element>(name: &str, other_chunks: ChunkSpec) {
     let want: ArrayD<T> = read_npy_as(fixture(&format!("{name}.npy"))).unwrap();
     let x = from_zarr::<T>(fixture(name), None).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(x.shape(), want.shape(), "{name}");
-    let got = x.compute_with(&sched()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let got = x.compute_on(&sched()).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert!(same(&got, &want), "{name}: kiln read\n{got:?}\nzarr-python wrote\n{want:?}");
     let rechunked = from_zarr::<T>(fixture(name), Some(other_chunks)).unwrap();
-    let got = rechunked.compute_with(&sched()).unwrap();
+    let got = rechunked.compute_on(&sched()).unwrap();
     assert!(same(&got, &want), "{name} read under other chunks");
 }
 
@@ -83,7 +83,7 @@ fn kiln_writes_the_metadata_zarr_python_writes() {
     let dir = std::env::temp_dir().join(format!("kiln-zarr-python-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let x = kiln_array::from_array(want.clone(), [8, 5]);
-    compute_with(&x.to_zarr(&dir).unwrap(), &sched()).unwrap();
+    x.to_zarr(&dir).unwrap().compute_on(&sched()).unwrap();
     let ours: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("zarr.json")).unwrap()).unwrap();
     let theirs: serde_json::Value =
@@ -92,7 +92,7 @@ fn kiln_writes_the_metadata_zarr_python_writes() {
         assert_eq!(ours[field], theirs[field], "field {field}");
     }
     assert_eq!(ours["fill_value"].as_f64(), theirs["fill_value"].as_f64());
-    let back = from_zarr::<f64>(&dir, None).unwrap().compute_with(&sched()).unwrap();
+    let back = from_zarr::<f64>(&dir, None).unwrap().compute_on(&sched()).unwrap();
     assert!(same(&back, &want));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,9 +5,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln::Collection;
 use kiln::array::random::RandomState;
 use kiln::delayed::{collect, func1, func2};
-use kiln::graph::compute_with;
 use kiln::local::LocalScheduler;
 use kiln_distributed::{Client, LocalCluster};
 
@@ -96,11 +96,11 @@ fn scheduler_and_two_worker_processes_serve_a_client_and_shut_down_cleanly() {
 
     // Arrays and delayed graphs give the local scheduler's answers.
     let y = seed(800);
-    let local = compute_with(&y, &LocalScheduler::new()).unwrap().first().copied().unwrap();
-    let remote = compute_with(&y, &client).unwrap().first().copied().unwrap();
+    let local = y.compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let remote = y.compute_on(&client).unwrap().first().copied().unwrap();
     assert!((local - remote).abs() < 1e-12, "{local} vs {remote}");
     let grid = grid_total(12);
-    assert_eq!(grid.compute_with(&client).unwrap(), grid.compute_with(&LocalScheduler::new()).unwrap());
+    assert_eq!(grid.compute_on(&client).unwrap(), grid.compute_on(&LocalScheduler::new()).unwrap());
 
     // A data port refuses a client handshake with a message.
     let data_port = client.workers()[0].address.clone();
@@ -115,16 +115,13 @@ fn scheduler_and_two_worker_processes_serve_a_client_and_shut_down_cleanly() {
         assert!(Instant::now() < deadline, "the scheduler did not notice the worker leaving");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(
-        grid_total(5).compute_with(&client).unwrap(),
-        grid_total(5).compute_with(&LocalScheduler::new()).unwrap()
-    );
+    assert_eq!(grid_total(5).compute_on(&client).unwrap(), grid_total(5).compute_on(&LocalScheduler::new()).unwrap());
 
     // SIGTERM to the scheduler: it tells the worker (which exits) and the client.
     sigterm(&scheduler.0);
     assert!(wait_exit(&mut scheduler.0, Duration::from_secs(20)).success());
     assert!(wait_exit(&mut w2.0, Duration::from_secs(20)).success());
-    let err = grid_total(3).compute_with(&client).unwrap_err().to_string();
+    let err = grid_total(3).compute_on(&client).unwrap_err().to_string();
     assert!(err.contains("shut down") || err.contains("connection"), "{err}");
 }
 
@@ -134,8 +131,8 @@ fn a_local_cluster_of_worker_processes_computes_and_closes() {
     assert_eq!(cluster.worker_pids().len(), 2);
     let client = cluster.client().unwrap();
     let y = seed(400);
-    let local = compute_with(&y, &LocalScheduler::new()).unwrap().first().copied().unwrap();
-    let remote = compute_with(&y, &client).unwrap().first().copied().unwrap();
+    let local = y.compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let remote = y.compute_on(&client).unwrap().first().copied().unwrap();
     assert!((local - remote).abs() < 1e-12, "{local} vs {remote}");
     let pids = cluster.worker_pids();
     drop(client);
@@ -163,13 +160,13 @@ fn a_worker_killed_mid_computation_costs_only_recomputation() {
     let client = cluster.client().unwrap();
     let x = RandomState::new(21).random(&[8000, 8000], [250, 250]);
     let y = (&x + &x.t() - &x.mean_axis(0)).std();
-    let expected = compute_with(&y, &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let expected = y.compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
     let victim = cluster.worker_pids()[1];
     let started = Instant::now();
     let worker = std::thread::spawn({
         let client = client.clone();
         let y = y.clone();
-        move || (compute_with(&y, &client), started.elapsed())
+        move || (y.compute_on(&client), started.elapsed())
     });
     // Kill a worker without warning once the scheduler has handed out work, not after a guess
     // at how long the submission takes.
@@ -196,7 +193,7 @@ fn a_worker_killed_mid_computation_costs_only_recomputation() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // And the cluster keeps working.
-    let again = compute_with(&y, &client).unwrap().first().copied().unwrap();
+    let again = y.compute_on(&client).unwrap().first().copied().unwrap();
     assert!((again - expected).abs() < 1e-12);
 }
 
@@ -214,9 +211,9 @@ fn a_worker_spills_three_times_its_memory_limit_and_stays_under_it() {
     // 7000² f64 = 392 MB (3× the limit) in 100 chunks of 3.9 MB, all kept.
     let x = RandomState::new(3).random(&[7000, 7000], [700, 700]);
     let persisted = client.persist(&x).unwrap();
-    let expected = compute_with(&x.sum(), &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let expected = x.sum().compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
     for _ in 0..2 {
-        let total = compute_with(&persisted.sum(), &client).unwrap().first().copied().unwrap();
+        let total = persisted.sum().compute_on(&client).unwrap().first().copied().unwrap();
         assert!((total - expected).abs() <= 1e-9 * expected.abs(), "{total} vs {expected}");
     }
     let pid = cluster.worker_pids()[0];
@@ -249,8 +246,8 @@ fn a_persisted_chunk_whose_only_holder_is_killed_is_recomputed() {
     let client = cluster.client().unwrap();
     let x = RandomState::new(17).random(&[2000, 2000], [500, 500]);
     let persisted = client.persist(&x).unwrap();
-    let expected = compute_with(&x.sum(), &LocalScheduler::new()).unwrap().first().copied().unwrap();
-    let first = compute_with(&persisted.sum(), &client).unwrap().first().copied().unwrap();
+    let expected = x.sum().compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let first = persisted.sum().compute_on(&client).unwrap().first().copied().unwrap();
     assert!((first - expected).abs() <= 1e-9 * expected.abs());
     // Both workers hold chunks; kill one: its chunks exist nowhere else.
     let (graph, _) = kiln::graph::collection::graph_of(&persisted).unwrap();
@@ -265,6 +262,6 @@ fn a_persisted_chunk_whose_only_holder_is_killed_is_recomputed() {
         assert!(Instant::now() < deadline, "the dead worker is still listed");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let again = compute_with(&persisted.sum(), &client).unwrap().first().copied().unwrap();
+    let again = persisted.sum().compute_on(&client).unwrap().first().copied().unwrap();
     assert!((again - expected).abs() <= 1e-9 * expected.abs(), "{again} vs {expected}");
 }

@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln::Collection;
 use kiln::array::random::RandomState;
-use kiln::graph::compute_with;
 use kiln::local::LocalScheduler;
 use kiln_distributed::Client;
 
@@ -135,13 +135,13 @@ fn a_worker_cut_off_by_the_network_is_detected_and_rejoins() {
 
     let x = RandomState::new(8).random(&[12_000, 12_000], [400, 400]);
     let y = (&x + &x.t() - &x.mean_axis(0)).std();
-    let expected = compute_with(&y, &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let expected = y.compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
     let run = std::thread::spawn({
         let client = client.clone();
         let y = y.clone();
         move || {
             let start = Instant::now();
-            (compute_with(&y, &client), start.elapsed())
+            (y.compute_on(&client), start.elapsed())
         }
     });
     // Cut once both workers have work, not after a guess at how long submission takes.
@@ -173,6 +173,6 @@ fn a_worker_cut_off_by_the_network_is_detected_and_rejoins() {
     assert!(rejoined <= Duration::from_secs(10), "rejoining took {rejoined:?}");
     assert!(client.workers().iter().any(|w| w.name == "inside"));
     // And it takes work again.
-    let again = compute_with(&y, &client).unwrap().first().copied().unwrap();
+    let again = y.compute_on(&client).unwrap().first().copied().unwrap();
     assert!((again - expected).abs() < 1e-12);
 }

@@ -7,12 +7,13 @@
 //!
 //! ```
 //! use kiln_delayed::{func1, func2, collect};
+//! use kiln_graph::Collection;
 //! use kiln_local::LocalScheduler;
 //! let inc = func1("inc", |x: &i64| x + 1);
 //! let add = func2("add", |a: &i64, b: &i64| a + b);
 //! let total = collect((0..10).map(|i| add.call(inc.call(i), 100)).collect());
 //! let sum = total.map("sum", |v: &Vec<i64>| v.iter().sum::<i64>());
-//! assert_eq!(sum.compute_with(&LocalScheduler::new()).unwrap(), 1055);
+//! assert_eq!(sum.compute_on(&LocalScheduler::new()).unwrap(), 1055);
 //! ```
 //!
 //! Keys are deterministic: calling the same function object with the same arguments gives the
@@ -29,8 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kiln_graph::dot::{DotOptions, TooLargeToDraw, to_dot};
 use kiln_graph::kernel::{self as k, Kernel};
 use kiln_graph::{
-    Arg, Collection, ComputeError, Graph, GraphBuilder, GraphError, Key, Scheduler, TaskError, TaskId, Tokenize,
-    Tokenizer, Value, compute_with,
+    Arg, Collection, ComputeError, Graph, GraphBuilder, GraphError, Key, TaskError, TaskId, Tokenize, Tokenizer, Value,
 };
 
 /// One task of a delayed expression; shared by every expression that uses it.
@@ -130,16 +130,6 @@ impl<T: Any + Send + Sync> Delayed<T> {
     pub fn to_dot(&self) -> Result<String, TooLargeToDraw> {
         let (graph, _) = self.graph().expect("delayed graphs are valid by construction");
         to_dot(&graph, &DotOptions::default())
-    }
-}
-
-impl<T: Any + Send + Sync + Clone> Delayed<T> {
-    /// Computes the value on `scheduler`.
-    ///
-    /// # Errors
-    /// The first failing task, with its key and message.
-    pub fn compute_with(&self, scheduler: &dyn Scheduler) -> Result<T, ComputeError> {
-        compute_with(self, scheduler)
     }
 }
 

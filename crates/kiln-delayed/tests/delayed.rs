@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_delayed::{collect, collect_map, func1, func2, func3, try_func1, value, value_tokenized};
-use kiln_graph::{ComputeError, TaskError, compute_with};
+use kiln_graph::{Collection, ComputeError, TaskError};
 use kiln_local::{LocalScheduler, Progress};
 
 fn sched() -> LocalScheduler {
@@ -24,7 +24,7 @@ fn nested_loops_with_f_and_g() {
             results.insert((a, b), if a < b { f.call(a, b) } else { g.call(a, b) });
         }
     }
-    let all = collect_map(results).compute_with(&sched()).unwrap();
+    let all = collect_map(results).compute_on(&sched()).unwrap();
     let mut expected = BTreeMap::new();
     for a in a_values {
         for b in b_values {
@@ -62,7 +62,7 @@ fn fit_pipeline_shares_the_data_and_scores() {
         m.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, v)| (*k, *v)).unwrap()
     });
     let best = score.call(collect_map(results));
-    let (params, value) = best.compute_with(&sched()).unwrap();
+    let (params, value) = best.compute_on(&sched()).unwrap();
     assert_eq!(params, (2, 10, 1));
     assert_eq!(value, 2.0 * 4950.0 + 10.0);
     assert_eq!(loads.load(Ordering::SeqCst), 1, "x is loaded once and shared");
@@ -82,7 +82,7 @@ fn equal_calls_get_equal_keys_and_run_once() {
     let (p, q) = (slow.call(21), slow.call(21));
     assert_eq!(p.key(), q.key());
     assert_ne!(slow.call(22).key(), p.key());
-    assert_eq!(add.call(p, q).compute_with(&sched()).unwrap(), 84);
+    assert_eq!(add.call(p, q).compute_on(&sched()).unwrap(), 84);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     // Two wrappers of different closures under one name do not collide.
     let other = func1("slow", |x: &i64| x * 3);
@@ -103,7 +103,7 @@ fn computing_several_values_at_once_shares_their_tasks() {
     let plus = b.map("plus", |v: &i64| v + 1);
     let times = b.map("times", |v: &i64| v * 3);
     let label = b.map("label", |v: &i64| format!("v={v}"));
-    let (p, t, l) = compute_with(&(plus, times, label), &sched()).unwrap();
+    let (p, t, l) = (plus, times, label).compute_on(&sched()).unwrap();
     assert_eq!((p, t, l.as_str()), (6, 15, "v=5"));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
@@ -113,7 +113,7 @@ fn errors_carry_the_key_of_the_failing_call() {
     let checked = try_func1("checked", |x: &i64| if *x < 0 { Err(format!("negative input {x}")) } else { Ok(*x) });
     let bad = checked.call(-3);
     let twice = bad.map("twice", |v: &i64| v * 2);
-    let err = twice.compute_with(&sched()).unwrap_err();
+    let err = twice.compute_on(&sched()).unwrap_err();
     match &err {
         ComputeError::Task { key, error: TaskError::Failed(msg) } => {
             assert_eq!(key, bad.key());
@@ -130,7 +130,7 @@ fn deep_chains_build_run_and_drop_without_overflowing_the_stack() {
     for _ in 0..200_000 {
         x = inc.call(x);
     }
-    assert_eq!(x.compute_with(&sched()).unwrap(), 200_000);
+    assert_eq!(x.compute_on(&sched()).unwrap(), 200_000);
     drop(x);
 }
 
@@ -144,7 +144,7 @@ fn chains_are_fused_before_running() {
     let (fused, outs) = kiln_graph::collection::optimize(graph, vec![out]).unwrap();
     assert_eq!(fused.len(), 1);
     assert_eq!(fused.kernel(outs[0]).name(), "inc-double");
-    assert_eq!(y.compute_with(&sched()).unwrap(), 6);
+    assert_eq!(y.compute_on(&sched()).unwrap(), 6);
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn values_and_collect() {
     let data = value(vec![1.0f64, 2.0, 3.0]);
     let mean = data.map("mean", |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64);
     let parts: Vec<_> = (0..5).map(|i| mean.map("shift", move |m: &f64| m + i as f64)).collect();
-    assert_eq!(collect(parts).compute_with(&sched()).unwrap(), vec![2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(collect(parts).compute_on(&sched()).unwrap(), vec![2.0, 3.0, 4.0, 5.0, 6.0]);
     assert_eq!(value_tokenized(5i64).key(), value_tokenized(5i64).key());
     assert_ne!(value(5i64).key(), value(5i64).key());
 }
@@ -161,7 +161,7 @@ fn values_and_collect() {
 fn three_argument_functions_and_dot() {
     let clamp = func3("clamp", |x: &f64, lo: &f64, hi: &f64| x.clamp(*lo, *hi));
     let y = clamp.call(5.0, 0.0, 1.0);
-    assert_eq!(y.compute_with(&sched()).unwrap(), 1.0);
+    assert_eq!(y.compute_on(&sched()).unwrap(), 1.0);
     let dot = y.to_dot().unwrap();
     assert!(dot.contains("label=\"clamp\""));
 }

@@ -59,7 +59,7 @@ fn check<T: Clone + Debug + PartialEq + Send + Sync + 'static>(
     kernels: &KernelRegistry,
     codecs: &CodecRegistry,
 ) -> T {
-    let direct = d.compute_with(&sched()).unwrap();
+    let direct = d.compute_on(&sched()).unwrap();
     let (a, b) = through_specs(d, kernels, codecs);
     assert_eq!(a, direct);
     assert_eq!(b, direct);

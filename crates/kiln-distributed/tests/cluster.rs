@@ -10,7 +10,7 @@ use kiln_array::Array;
 use kiln_array::random::RandomState;
 use kiln_delayed::{Delayed, collect, func1, func2, try_func1, value};
 use kiln_distributed::{Client, KeyStatus, LocalCluster, WorkerMode};
-use kiln_graph::{ComputeError, KernelRegistry, compute_with};
+use kiln_graph::{Collection, ComputeError, KernelRegistry};
 use kiln_local::LocalScheduler;
 
 fn cluster() -> &'static LocalCluster {
@@ -104,8 +104,8 @@ fn the_seed_expression_matches_the_local_scheduler() {
     let client = client();
     let x = RandomState::new(7).random(&[1200, 1200], [300, 300]);
     let y = (&x + &x.t() - &x.mean_axis(0)).std();
-    let local = compute_with(&y, &LocalScheduler::new()).unwrap();
-    let remote = compute_with(&y, &client).unwrap();
+    let local = y.compute_on(&LocalScheduler::new()).unwrap();
+    let remote = y.compute_on(&client).unwrap();
     assert_eq!(local.shape(), remote.shape());
     let (l, r) = (local.first().copied().unwrap(), remote.first().copied().unwrap());
     assert!(close(l, r), "{l} vs {r}");
@@ -123,8 +123,8 @@ fn array_operations_match_the_local_scheduler() {
         ("cumsum", x.cumsum(1)),
     ];
     for (name, a) in cases {
-        let local = compute_with(&a, &LocalScheduler::new()).unwrap();
-        let remote = compute_with(&a, &client).unwrap();
+        let local = a.compute_on(&LocalScheduler::new()).unwrap();
+        let remote = a.compute_on(&client).unwrap();
         assert_eq!(local.shape(), remote.shape(), "{name}");
         for (l, r) in local.iter().zip(remote.iter()) {
             assert!(close(*l, *r), "{name}: {l} vs {r}");
@@ -137,14 +137,14 @@ fn delayed_graphs_match_the_local_scheduler() {
     let client = client();
     let items: Vec<Delayed<i64>> = (0..50).map(|i| add().call(inc().call(i), value(i * 10))).collect();
     let sum = total().call(collect(items));
-    assert_eq!(sum.compute_with(&client).unwrap(), sum.compute_with(&LocalScheduler::new()).unwrap());
+    assert_eq!(sum.compute_on(&client).unwrap(), sum.compute_on(&LocalScheduler::new()).unwrap());
 }
 
 #[test]
 fn an_unregistered_closure_is_refused_with_its_name() {
     let client = client();
     let secret = func1("my_secret_step", |x: &i64| x * 2);
-    let err = secret.call(21).compute_with(&client).unwrap_err().to_string();
+    let err = secret.call(21).compute_on(&client).unwrap_err().to_string();
     assert!(err.contains("my_secret_step"), "{err}");
     assert!(err.contains("portable") && err.contains("register"), "{err}");
 }
@@ -154,14 +154,14 @@ fn a_failing_task_errs_with_its_key_and_the_cluster_keeps_working() {
     let client = client();
     let bad = checked().call(13);
     let downstream = inc().call(bad.clone());
-    match downstream.compute_with(&client).unwrap_err() {
+    match downstream.compute_on(&client).unwrap_err() {
         ComputeError::Task { key, error } => {
             assert_eq!(&key, bad.key(), "the error names the task that failed");
             assert!(error.to_string().contains("unlucky input 13"), "{error}");
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(inc().call(checked().call(12)).compute_with(&client).unwrap(), 13);
+    assert_eq!(inc().call(checked().call(12)).compute_on(&client).unwrap(), 13);
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn the_client_can_be_the_default_scheduler() {
     let d = add().call(40, 2);
     let scheduler = kiln_graph::scheduler::default_scheduler().unwrap();
     assert!(scheduler.name().starts_with("distributed"));
-    assert_eq!(d.compute_with(scheduler.as_ref()).unwrap(), 42);
+    assert_eq!(d.compute_on(scheduler.as_ref()).unwrap(), 42);
     match previous {
         Some(p) => {
             kiln_graph::scheduler::set_default(p);
@@ -288,13 +288,13 @@ fn persisted_arrays_stay_on_the_cluster_and_later_work_starts_from_them() {
     let (graph, _) = kiln_graph::collection::graph_of(&persisted.sum()).unwrap();
     let remote = graph.ids().filter(|&id| graph.kernel(id).is_remote()).count();
     assert_eq!(remote, 9);
-    let local = compute_with(&(&x * 2.0).sum(), &LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let local = (&x * 2.0).sum().compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
     for _ in 0..2 {
-        let on_cluster = compute_with(&(&persisted * 2.0).sum(), &client).unwrap().first().copied().unwrap();
+        let on_cluster = (&persisted * 2.0).sum().compute_on(&client).unwrap().first().copied().unwrap();
         assert!(close(local, on_cluster), "{local} vs {on_cluster}");
     }
     // The local scheduler cannot run remote chunks, and says why.
-    let err = compute_with(&persisted.sum(), &LocalScheduler::new()).unwrap_err().to_string();
+    let err = persisted.sum().compute_on(&LocalScheduler::new()).unwrap_err().to_string();
     assert!(err.contains("cluster"), "{err}");
     // Dropping the persisted array frees its chunks.
     let key = graph.key(graph.ids().find(|&id| graph.kernel(id).is_remote()).unwrap()).clone();
@@ -365,7 +365,7 @@ fn garbage_and_wrong_handshakes_are_dropped_and_the_scheduler_keeps_serving() {
     raw.write_all(&[0xff; 64]).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = raw.read_to_end(&mut Vec::new());
-    assert_eq!(add().call(2, 3).compute_with(&client()).unwrap(), 5);
+    assert_eq!(add().call(2, 3).compute_on(&client()).unwrap(), 5);
 }
 
 /// Runs 24 slow tasks that all read one large scattered value and counts, per worker, how many

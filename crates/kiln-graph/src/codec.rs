@@ -126,8 +126,19 @@ impl<T> SerdeCodec<T> {
     }
 }
 
+/// Keeps [`Pod`] closed: only the primitive numbers below implement it.
+mod sealed {
+    /// Implemented exactly for the types the `pod!` macro lists.
+    pub trait Sealed {}
+}
+
 /// Plain numbers that travel as raw little-endian bytes.
-pub trait Pod: Copy + Any + Send + Sync {
+///
+/// Sealed: [`pod_to_bytes`] reads a value's memory as bytes, which is sound only for types
+/// with no padding and no invalid bit patterns. A safe trait that anyone could implement
+/// would let safe code read a padded struct's uninitialized bytes, so the impls are fixed to
+/// the primitive integers and floats here.
+pub trait Pod: sealed::Sealed + Copy + Any + Send + Sync {
     /// Size in bytes.
     const SIZE: usize;
     /// Appends the little-endian encoding.
@@ -138,6 +149,7 @@ pub trait Pod: Copy + Any + Send + Sync {
 
 macro_rules! pod {
     ($($ty:ty),*) => {$(
+        impl sealed::Sealed for $ty {}
         impl Pod for $ty {
             const SIZE: usize = std::mem::size_of::<$ty>();
             fn put(self, out: &mut Vec<u8>) {
@@ -156,8 +168,10 @@ pod!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
 /// Encodes a slice of numbers as one little-endian frame.
 pub fn pod_to_bytes<T: Pod>(values: &[T]) -> Vec<u8> {
     if cfg!(target_endian = "little") {
-        // SAFETY: `T: Pod` are plain numbers without padding; reading their bytes is sound, and
-        // on a little-endian target the in-memory bytes are the wire bytes.
+        // SAFETY: `Pod` is sealed and implemented only for primitive integers and floats, which
+        // have no padding bytes, so every byte of `values` is initialized; the pointer and
+        // length come from a live slice and `u8` has alignment 1. On a little-endian target the
+        // in-memory bytes are the wire bytes.
         let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) };
         bytes.to_vec()
     } else {

@@ -17,7 +17,9 @@ pub trait Collection {
     /// make up the result.
     ///
     /// # Errors
-    /// When the collection's own graph is invalid.
+    /// [`GraphError::InvalidCollection`] (with the collection's own error as its cause) when
+    /// the collection was built from invalid operations; computing it then reports
+    /// [`ComputeError::InvalidCollection`]. Other [`GraphError`]s when its graph is invalid.
     fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError>;
 
     /// Adds the tasks as written, one per operation, without the collection's own fusion: what
@@ -37,6 +39,20 @@ pub trait Collection {
     /// # Errors
     /// [`ComputeError::ResultType`] when a value has an unexpected type.
     fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<Self::Output, ComputeError>;
+
+    /// Computes this collection on `scheduler` (a local scheduler, a distributed client, ...):
+    /// build the graph, cull and fuse it, run it, assemble the result. The one way to pick a
+    /// scheduler for one computation (Dask's `x.compute(scheduler=...)`); the facade's
+    /// `compute()` uses the default scheduler.
+    ///
+    /// With the facade: `x.sum().scalar().compute_on(&LocalScheduler::new())`.
+    ///
+    /// # Errors
+    /// [`ComputeError::InvalidCollection`] for a collection built from invalid operations, the
+    /// first failing task ([`ComputeError::Task`]), or a result of an unexpected type.
+    fn compute_on(&self, scheduler: &dyn Scheduler) -> Result<Self::Output, ComputeError> {
+        run_on(self, scheduler)
+    }
 }
 
 /// A collection that can stand for results already held by a cluster (Dask's `persist`): a
@@ -74,14 +90,9 @@ pub fn optimize(graph: Graph, outputs: Vec<TaskId>) -> Result<(Graph, Vec<TaskId
     })
 }
 
-/// Computes a collection on a scheduler: build, optimize, run, assemble.
-///
-/// # Errors
-/// The first failing task, an invalid graph, or a result of an unexpected type.
-pub fn compute_with<C: Collection + ?Sized>(
-    collection: &C,
-    scheduler: &dyn Scheduler,
-) -> Result<C::Output, ComputeError> {
+/// Build, optimize, run, assemble: the body of [`Collection::compute_on`], kept out of the
+/// trait so the tuple and `Vec` impls share it.
+fn run_on<C: Collection + ?Sized>(collection: &C, scheduler: &dyn Scheduler) -> Result<C::Output, ComputeError> {
     let (graph, outputs) = graph_of(collection)?;
     let (graph, outputs) = optimize(graph, outputs)?;
     let values = scheduler.compute(&graph, &outputs)?;

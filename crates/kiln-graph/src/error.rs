@@ -28,6 +28,24 @@ pub enum GraphError {
     /// More tasks than the dense 32-bit ids can name.
     #[error("graph too large: more than {} tasks", u32::MAX)]
     TooLarge,
+    /// A collection cannot author its tasks because it was built from invalid operations (a
+    /// shape mismatch, an axis out of range, ...). Computing it reports
+    /// [`ComputeError::InvalidCollection`] with the same cause.
+    #[error("invalid {collection}: {cause}")]
+    InvalidCollection {
+        /// What kind of collection ("array", "dataframe", ...).
+        collection: &'static str,
+        /// Why it is invalid: the collection's own error.
+        #[source]
+        cause: SharedError,
+    },
+}
+
+impl GraphError {
+    /// The collection named `collection` is invalid because of `cause`.
+    pub fn invalid(collection: &'static str, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        GraphError::InvalidCollection { collection, cause: SharedError::new(cause) }
+    }
 }
 
 fn format_cycle(cycle: &[Key]) -> String {
@@ -94,9 +112,10 @@ pub enum ComputeError {
         /// What went wrong.
         error: TaskError,
     },
-    /// The graph is invalid.
+    /// The graph is invalid. (An invalid collection is reported as
+    /// [`ComputeError::InvalidCollection`] instead, never as this variant.)
     #[error(transparent)]
-    Graph(#[from] GraphError),
+    Graph(GraphError),
     /// The collection asked for was built from invalid operations (a shape mismatch, an axis
     /// out of range, ...); nothing was computed.
     #[error("invalid {collection}: {cause}")]
@@ -188,6 +207,19 @@ pub enum ComputeError {
     Internal(String),
 }
 
+impl From<GraphError> for ComputeError {
+    /// Lifts a graph error; an invalid collection becomes [`ComputeError::InvalidCollection`]
+    /// with its cause, so callers match one variant whichever layer noticed it.
+    fn from(error: GraphError) -> Self {
+        match error {
+            GraphError::InvalidCollection { collection, cause } => {
+                ComputeError::InvalidCollection { collection, cause }
+            }
+            other => ComputeError::Graph(other),
+        }
+    }
+}
+
 fn cancelled_message(key: &Option<Key>, reason: &Option<String>) -> String {
     match (key, reason) {
         (None, None) => "computation cancelled".to_string(),
@@ -237,6 +269,9 @@ impl PartialEq for SharedError {
         std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
     }
 }
+
+// Equality by message is reflexive, symmetric and transitive.
+impl Eq for SharedError {}
 
 impl ComputeError {
     /// The error for task `key` failing with `error`, naming the innermost task when the

@@ -39,7 +39,7 @@ pub mod simulate;
 pub mod value;
 
 pub use codec::{CodecError, CodecRegistry, Encoded};
-pub use collection::{Collection, Persist, compute_with};
+pub use collection::{Collection, Persist};
 pub use error::{ComputeError, GraphError, TaskError};
 pub use graph::{Arg, Graph, GraphBuilder, TaskId};
 pub use kernel::{Kernel, KernelRegistry, KernelSpec};

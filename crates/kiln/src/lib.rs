@@ -61,7 +61,7 @@ pub mod distributed {
 /// What most programs import: the `compute`/`visualize` methods on every collection.
 pub mod prelude {
     pub use crate::visualize::Visualize;
-    pub use crate::{Compute, LocalScheduler};
+    pub use crate::{Collection, Compute, LocalScheduler};
     pub use kiln_array::{Array, Idx, Reduce, idx};
     pub use kiln_delayed::Delayed;
 }
@@ -91,10 +91,11 @@ pub fn set_default_scheduler(scheduler: Arc<dyn Scheduler>) -> Option<Arc<dyn Sc
 /// # Errors
 /// The first failing task, with its key and message.
 pub fn compute<C: Collection + ?Sized>(collection: &C) -> Result<C::Output, ComputeError> {
-    kiln_graph::compute_with(collection, default_scheduler().as_ref())
+    collection.compute_on(default_scheduler().as_ref())
 }
 
-/// `.compute()` and `.compute_on(..)` for every collection.
+/// `.compute()` on the default scheduler for every collection. To run on a given scheduler,
+/// call [`Collection::compute_on`] (in the prelude too).
 pub trait Compute: Collection {
     /// Runs the computation on the default scheduler and returns the result.
     ///
@@ -102,14 +103,6 @@ pub trait Compute: Collection {
     /// The first failing task, with its key and message.
     fn compute(&self) -> Result<Self::Output, ComputeError> {
         compute(self)
-    }
-
-    /// Runs the computation on a given scheduler.
-    ///
-    /// # Errors
-    /// The first failing task, with its key and message.
-    fn compute_on(&self, scheduler: &dyn Scheduler) -> Result<Self::Output, ComputeError> {
-        kiln_graph::compute_with(self, scheduler)
     }
 }
 

@@ -8,10 +8,10 @@
 use ndarray::{ArrayD, IxDyn, Zip};
 
 use crate::block::{Block, DType, Scalar};
-use crate::source::Source;
+use crate::chunk::source::Source;
 
 /// Elementwise functions of one argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
     /// `-x`
     Neg,
@@ -49,6 +49,26 @@ pub enum UnaryOp {
     Not,
 }
 
+crate::wire::by_name!(UnaryOp {
+    Neg => "neg",
+    Abs => "abs",
+    Sqrt => "sqrt",
+    Exp => "exp",
+    Log => "log",
+    Log10 => "log10",
+    Sin => "sin",
+    Cos => "cos",
+    Tan => "tan",
+    Tanh => "tanh",
+    Floor => "floor",
+    Ceil => "ceil",
+    Round => "round",
+    Sign => "sign",
+    IsNan => "is_nan",
+    IsFinite => "is_finite",
+    Not => "not",
+});
+
 impl UnaryOp {
     /// Whether the result is `bool`.
     pub fn is_predicate(self) -> bool {
@@ -72,7 +92,7 @@ impl UnaryOp {
 }
 
 /// Elementwise functions of two arguments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
     /// `a + b`
     Add,
@@ -105,6 +125,24 @@ pub enum BinaryOp {
     /// Logical or (bool).
     Or,
 }
+
+crate::wire::by_name!(BinaryOp {
+    Add => "add",
+    Sub => "sub",
+    Mul => "mul",
+    Div => "div",
+    Pow => "pow",
+    Max => "max",
+    Min => "min",
+    Eq => "eq",
+    Ne => "ne",
+    Lt => "lt",
+    Le => "le",
+    Gt => "gt",
+    Ge => "ge",
+    And => "and",
+    Or => "or",
+});
 
 impl BinaryOp {
     /// Whether the result is `bool`.

@@ -6,15 +6,14 @@
 //! array tasks has a codec: a small postcard header (dtypes and shapes) plus one raw
 //! little-endian, C-order frame per numeric buffer, so bulk data is never re-encoded.
 //!
-//! Kernel ids: `kiln.array.expr`, `kiln.array.reduce-combine`, `kiln.array.add-blocks`,
-//! `kiln.array.cumulative-carry`, `kiln.array.cumulative-apply`, `kiln.array.tsqr-stack`,
-//! `kiln.array.tsqr-q`, `kiln.array.decomp-part`, `kiln.array.svd-core` and (feature `zarr`)
-//! `kiln.array.zarr-read`. Codec tags: `kiln.array.block`, `kiln.array.block-arc`,
+//! Kernel ids are stable strings, declared once in `lower::kernels` (see
+//! [`BUILTIN_KERNEL_IDS`](crate::BUILTIN_KERNEL_IDS)); [`register_portable`] is the one place
+//! that registers them and the codecs. Codec tags: `kiln.array.block`, `kiln.array.block-arc`,
 //! `kiln.array.reduce-partial`, `kiln.array.tsqr-local`, `kiln.array.tsqr-stacked`,
 //! `kiln.array.svd-core`.
 //!
 //! ```
-//! use kiln_array::{Block, portable::register_portable};
+//! use kiln_array::{Block, register_portable};
 //! use kiln_graph::{CodecRegistry, KernelRegistry, Value};
 //! let (kernels, codecs) = (KernelRegistry::new(), CodecRegistry::with_builtins());
 //! register_portable(&kernels, &codecs);
@@ -30,33 +29,21 @@ use std::sync::{Arc, Once};
 
 use kiln_graph::codec::{CodecError, Pod, ValueCodec, pod_from_bytes, pod_to_bytes};
 use kiln_graph::kernel::Identity;
-use kiln_graph::{CodecRegistry, Encoded, Kernel, KernelRegistry, Value};
+use kiln_graph::{CodecRegistry, Encoded, KernelRegistry, Value};
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::block::{Block, DType, Element};
-use crate::decomp::{CoreSvd, LocalQr, StackedQr};
-use crate::node::{EXPR_KERNEL_ID, ExprKernel};
-use crate::reduce::Partial;
+use crate::chunk::linalg::{CoreSvd, LocalQr, StackedQr};
+use crate::chunk::reduce::Partial;
+use crate::lower::kernels::register_builtin_kernels;
 
 /// Registers every kiln-array kernel factory and value codec in these registries. Registering
 /// twice replaces entries with equal ones, so calling it again is harmless.
 pub fn register_portable(kernels: &KernelRegistry, codecs: &CodecRegistry) {
     kernels.register_instance(Arc::new(Identity));
-    kernels.register_factory(EXPR_KERNEL_ID, |params| {
-        ExprKernel::from_params(params).map(|k| Arc::new(k) as Arc<dyn Kernel>)
-    });
-    kernels.register::<crate::reduce::Combine>();
-    kernels.register::<crate::matmul::AddBlocks>();
-    kernels.register::<crate::shape_ops::Carry>();
-    kernels.register::<crate::shape_ops::ApplyCarry>();
-    kernels.register::<crate::decomp::StackKernel>();
-    kernels.register::<crate::decomp::QBlock>();
-    kernels.register::<crate::decomp::PartKernel>();
-    kernels.register::<crate::decomp::CoreKernel>();
-    #[cfg(feature = "zarr")]
-    kernels.register::<crate::zarr::ReadRegion>();
+    register_builtin_kernels(kernels);
 
     codecs.register(FramedCodec::<Block>::new());
     codecs.register(FramedCodec::<Arc<Block>>::new());
@@ -74,10 +61,39 @@ pub fn ensure_registered() {
     ONCE.call_once(|| register_portable(KernelRegistry::global(), CodecRegistry::global()));
 }
 
+/// Why the frames of a value could not be read back (inside a [`CodecError::Malformed`]).
+#[derive(Debug, thiserror::Error)]
+enum FrameError {
+    #[error("fewer frames than the value needs")]
+    TooFew,
+    #[error("more frames than the value has")]
+    TooMany,
+    #[error("frame holds {found}, expected {expected}")]
+    DType { found: DType, expected: DType },
+    #[error("{0}")]
+    Length(String),
+    #[error("byte {0} is not a bool")]
+    NotBool(u8),
+    #[error("axis length {0} does not fit in memory")]
+    AxisTooLong(u64),
+    #[error("shape {0:?} is too large")]
+    TooLarge(Vec<usize>),
+    #[error("frame has {found} bytes, a {dtype} block of shape {shape:?} needs {needed}")]
+    Size { found: usize, dtype: DType, shape: Vec<usize>, needed: usize },
+    #[error("{0}")]
+    Shape(ndarray::ShapeError),
+    #[error("expected {expected}: {error}")]
+    Rank { expected: &'static str, error: ndarray::ShapeError },
+    #[error("part shapes differ: {0:?}")]
+    PartShapes(Vec<Vec<usize>>),
+    #[error("offset {0} is out of range")]
+    Offset(u64),
+}
+
 /// Element types as raw little-endian bytes (bools as one byte, 0 or 1).
 trait Raw: Element {
     fn put_all(values: ArrayViewD<'_, Self>) -> Vec<u8>;
-    fn get_all(bytes: &[u8]) -> Result<Vec<Self>, String>;
+    fn get_all(bytes: &[u8]) -> Result<Vec<Self>, FrameError>;
 }
 
 macro_rules! raw_numbers {
@@ -94,8 +110,8 @@ macro_rules! raw_numbers {
                     }
                 }
             }
-            fn get_all(bytes: &[u8]) -> Result<Vec<Self>, String> {
-                pod_from_bytes(bytes)
+            fn get_all(bytes: &[u8]) -> Result<Vec<Self>, FrameError> {
+                pod_from_bytes(bytes).map_err(FrameError::Length)
             }
         }
     )*};
@@ -106,13 +122,13 @@ impl Raw for bool {
     fn put_all(values: ArrayViewD<'_, Self>) -> Vec<u8> {
         values.iter().map(|&b| b as u8).collect()
     }
-    fn get_all(bytes: &[u8]) -> Result<Vec<Self>, String> {
+    fn get_all(bytes: &[u8]) -> Result<Vec<Self>, FrameError> {
         bytes
             .iter()
             .map(|&b| match b {
                 0 => Ok(false),
                 1 => Ok(true),
-                other => Err(format!("byte {other} is not a bool")),
+                other => Err(FrameError::NotBool(other)),
             })
             .collect()
     }
@@ -150,22 +166,22 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn next(&mut self) -> Result<(FrameHeader, &[u8]), String> {
+    fn next(&mut self) -> Result<(FrameHeader, &[u8]), FrameError> {
         match (self.headers.next(), self.frames.next()) {
             (Some(h), Some(f)) => Ok((h, f)),
-            _ => Err("fewer frames than the value needs".into()),
+            _ => Err(FrameError::TooFew),
         }
     }
 
-    fn array<T: Raw>(&mut self) -> Result<ArrayD<T>, String> {
+    fn array<T: Raw>(&mut self) -> Result<ArrayD<T>, FrameError> {
         let (header, frame) = self.next()?;
         if header.dtype != T::DTYPE {
-            return Err(format!("frame holds {}, expected {}", header.dtype, T::DTYPE));
+            return Err(FrameError::DType { found: header.dtype, expected: T::DTYPE });
         }
         typed_array(&header, frame)
     }
 
-    fn block(&mut self) -> Result<Block, String> {
+    fn block(&mut self) -> Result<Block, FrameError> {
         let (header, frame) = self.next()?;
         Ok(match header.dtype {
             DType::Bool => Block::Bool(typed_array(&header, frame)?),
@@ -176,33 +192,33 @@ impl Reader<'_> {
         })
     }
 
-    fn array2(&mut self) -> Result<ndarray::Array2<f64>, String> {
-        self.array::<f64>()?.into_dimensionality().map_err(|e| format!("expected a matrix: {e}"))
+    fn array2(&mut self) -> Result<ndarray::Array2<f64>, FrameError> {
+        self.array::<f64>()?.into_dimensionality().map_err(|e| FrameError::Rank { expected: "a matrix", error: e })
     }
 
-    fn done(mut self) -> Result<(), String> {
+    fn done(mut self) -> Result<(), FrameError> {
         match (self.headers.next(), self.frames.next()) {
             (None, None) => Ok(()),
-            _ => Err("more frames than the value has".into()),
+            _ => Err(FrameError::TooMany),
         }
     }
 }
 
-fn typed_array<T: Raw>(header: &FrameHeader, frame: &[u8]) -> Result<ArrayD<T>, String> {
+fn typed_array<T: Raw>(header: &FrameHeader, frame: &[u8]) -> Result<ArrayD<T>, FrameError> {
     let shape: Vec<usize> = header
         .shape
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("axis length {d} does not fit in memory")))
+        .map(|&d| usize::try_from(d).map_err(|_| FrameError::AxisTooLong(d)))
         .collect::<Result<_, _>>()?;
     let bytes = shape
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .and_then(|n| n.checked_mul(T::DTYPE.itemsize()))
-        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
+        .ok_or_else(|| FrameError::TooLarge(shape.clone()))?;
     if frame.len() != bytes {
-        return Err(format!("frame has {} bytes, a {} block of shape {shape:?} needs {bytes}", frame.len(), T::DTYPE));
+        return Err(FrameError::Size { found: frame.len(), dtype: T::DTYPE, shape, needed: bytes });
     }
-    ArrayD::from_shape_vec(IxDyn(&shape), T::get_all(frame)?).map_err(|e| e.to_string())
+    ArrayD::from_shape_vec(IxDyn(&shape), T::get_all(frame)?).map_err(FrameError::Shape)
 }
 
 /// A value that travels as a postcard header (`Meta` plus frame types and shapes) and frames.
@@ -210,7 +226,7 @@ trait Framed: Any + Send + Sync + Sized {
     const TAG: &'static str;
     type Meta: Serialize + DeserializeOwned;
     fn write(&self, w: &mut Writer) -> Self::Meta;
-    fn read(meta: Self::Meta, r: &mut Reader<'_>) -> Result<Self, String>;
+    fn read(meta: Self::Meta, r: &mut Reader<'_>) -> Result<Self, FrameError>;
     /// The payload size without encoding, when cheap to tell.
     fn nbytes(&self) -> Option<usize> {
         None
@@ -245,14 +261,15 @@ impl<T: Framed> ValueCodec for FramedCodec<T> {
 
     fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError> {
         let malformed = |message: String| CodecError::Malformed { tag: T::TAG.into(), message };
+        let bad_frames = |e: FrameError| malformed(e.to_string());
         let (meta, headers): (T::Meta, Vec<FrameHeader>) =
             postcard::from_bytes(&encoded.header).map_err(|e| malformed(e.to_string()))?;
         if headers.len() != encoded.frames.len() {
             return Err(malformed(format!("{} frame headers for {} frames", headers.len(), encoded.frames.len())));
         }
         let mut reader = Reader { headers: headers.into_iter(), frames: encoded.frames.iter() };
-        let value = T::read(meta, &mut reader).map_err(malformed)?;
-        reader.done().map_err(malformed)?;
+        let value = T::read(meta, &mut reader).map_err(bad_frames)?;
+        reader.done().map_err(bad_frames)?;
         Ok(Value::new(value))
     }
 
@@ -270,7 +287,7 @@ impl Framed for Block {
     fn nbytes(&self) -> Option<usize> {
         Some(Block::nbytes(self))
     }
-    fn read((): (), r: &mut Reader<'_>) -> Result<Self, String> {
+    fn read((): (), r: &mut Reader<'_>) -> Result<Self, FrameError> {
         r.block()
     }
 }
@@ -284,7 +301,7 @@ impl Framed for Arc<Block> {
     fn nbytes(&self) -> Option<usize> {
         Some(Block::nbytes(self))
     }
-    fn read((): (), r: &mut Reader<'_>) -> Result<Self, String> {
+    fn read((): (), r: &mut Reader<'_>) -> Result<Self, FrameError> {
         r.block().map(Arc::new)
     }
 }
@@ -319,13 +336,13 @@ impl Framed for Partial {
             }
         }
     }
-    fn read(kind: PartialKind, r: &mut Reader<'_>) -> Result<Self, String> {
+    fn read(kind: PartialKind, r: &mut Reader<'_>) -> Result<Self, FrameError> {
         // Combining zips the parts of a partial: equal shapes are checked here, not trusted.
         let same = |shapes: &[&[usize]]| {
             if shapes.windows(2).all(|w| w[0] == w[1]) {
                 Ok(())
             } else {
-                Err(format!("part shapes differ: {shapes:?}"))
+                Err(FrameError::PartShapes(shapes.iter().map(|s| s.to_vec()).collect()))
             }
         };
         Ok(match kind {
@@ -358,7 +375,7 @@ impl Framed for LocalQr {
         w.array(self.q.view());
         w.array(self.r.view());
     }
-    fn read((): (), r: &mut Reader<'_>) -> Result<Self, String> {
+    fn read((): (), r: &mut Reader<'_>) -> Result<Self, FrameError> {
         Ok(LocalQr { q: r.array2()?, r: r.array2()? })
     }
     fn nbytes(&self) -> Option<usize> {
@@ -375,10 +392,10 @@ impl Framed for StackedQr {
         w.array(self.r.view());
         self.offsets.iter().map(|&o| o as u64).collect()
     }
-    fn read(offsets: Vec<u64>, r: &mut Reader<'_>) -> Result<Self, String> {
+    fn read(offsets: Vec<u64>, r: &mut Reader<'_>) -> Result<Self, FrameError> {
         let offsets = offsets
             .into_iter()
-            .map(|o| usize::try_from(o).map_err(|_| format!("offset {o} is out of range")))
+            .map(|o| usize::try_from(o).map_err(|_| FrameError::Offset(o)))
             .collect::<Result<_, _>>()?;
         Ok(StackedQr { q2: r.array2()?, r: r.array2()?, offsets })
     }
@@ -395,9 +412,10 @@ impl Framed for CoreSvd {
         w.array(self.s.view());
         w.array(self.vt.view());
     }
-    fn read((): (), r: &mut Reader<'_>) -> Result<Self, String> {
+    fn read((): (), r: &mut Reader<'_>) -> Result<Self, FrameError> {
         let u = r.array2()?;
-        let s = r.array::<f64>()?.into_dimensionality().map_err(|e| format!("expected a vector: {e}"))?;
+        let s =
+            r.array::<f64>()?.into_dimensionality().map_err(|e| FrameError::Rank { expected: "a vector", error: e })?;
         Ok(CoreSvd { u, s, vt: r.array2()? })
     }
     fn nbytes(&self) -> Option<usize> {

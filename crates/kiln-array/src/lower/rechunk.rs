@@ -7,13 +7,12 @@
 
 use std::sync::Arc;
 
-use kiln_graph::{GraphError, Kernel, TaskError, TaskId, Tokenizer, Value};
-use ndarray::{ArrayD, IxDyn, SliceInfoElem};
+use kiln_graph::{GraphError, Kernel, TaskId, Tokenizer};
 
-use crate::block::Block;
+use crate::chunk::expr::AxisSlice;
 use crate::chunks::{Chunks, offsets};
-use crate::expr::AxisSlice;
-use crate::node::{BlockFinish, ExprKernel, Finish, Layer, Lowering, Node, Op, TaskInputs, kernel_name};
+use crate::lower::kernels::{Assemble, ExprKernel, Finish};
+use crate::lower::node::{Layer, Lowering, Node, Op, TaskInputs, kernel_name};
 
 /// Most input blocks one output block may gather before the rechunk is staged.
 const MAX_GATHER: usize = 64;
@@ -66,54 +65,8 @@ pub fn rechunk(node: &Arc<Node>, chunks: Chunks) -> Arc<Node> {
     })
 }
 
-struct Rechunk {
-    input: Arc<Node>,
-}
-
-/// Copies each evaluated piece into its place in the output block.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub(crate) struct Assemble {
-    pub(crate) shape: Vec<usize>,
-    /// Where each piece starts in the output block.
-    pub(crate) places: Vec<Vec<usize>>,
-}
-
-impl BlockFinish for Assemble {
-    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
-        if blocks.len() == 1 && blocks[0].shape() == self.shape.as_slice() {
-            return Ok(Value::new(blocks.into_iter().next().expect("one block")));
-        }
-        let dtype = blocks.first().map(Block::dtype).ok_or_else(|| TaskError::msg("rechunk with no pieces"))?;
-        macro_rules! assemble {
-            ($variant:ident) => {{
-                let mut out = ArrayD::default(IxDyn(&self.shape));
-                for (piece, at) in blocks.iter().zip(&self.places) {
-                    let Block::$variant(p) = piece else {
-                        return Err(TaskError::msg("rechunk pieces differ in dtype"));
-                    };
-                    let info: Vec<SliceInfoElem> = at
-                        .iter()
-                        .zip(p.shape())
-                        .map(|(&o, &n)| SliceInfoElem::Slice {
-                            start: o as isize,
-                            end: Some((o + n) as isize),
-                            step: 1,
-                        })
-                        .collect();
-                    out.slice_mut(info.as_slice()).assign(p);
-                }
-                Block::$variant(out)
-            }};
-        }
-        let block = match dtype {
-            crate::block::DType::Bool => assemble!(Bool),
-            crate::block::DType::I32 => assemble!(I32),
-            crate::block::DType::I64 => assemble!(I64),
-            crate::block::DType::F32 => assemble!(F32),
-            crate::block::DType::F64 => assemble!(F64),
-        };
-        Ok(Value::new(block))
-    }
+pub(crate) struct Rechunk {
+    pub(crate) input: Arc<Node>,
 }
 
 impl Layer for Rechunk {
@@ -146,7 +99,7 @@ impl Layer for Rechunk {
             let input_block = self.input.block_shape(&in_idx);
             let whole = slices.iter().zip(&input_block).all(|(s, &n)| s.start == 0 && s.len == n);
             let e = lw.expr(&self.input, &in_idx, &mut inputs)?;
-            exprs.push(if whole { e } else { crate::expr::Expr::Slice(slices, Box::new(e)) });
+            exprs.push(if whole { e } else { crate::chunk::expr::Expr::Slice(slices, Box::new(e)) });
             places.push(place);
         }
         let kernel: Arc<dyn Kernel> = Arc::new(ExprKernel {
@@ -155,9 +108,5 @@ impl Layer for Rechunk {
             finish: Finish::builtin(Assemble { shape: out_shape, places }),
         });
         lw.builder.add(node.key(idx), kernel, inputs.into_args())
-    }
-
-    fn inputs(&self) -> Vec<Arc<Node>> {
-        vec![self.input.clone()]
     }
 }

@@ -5,16 +5,22 @@
 //! tasks of their own, but a block expression ([`Expr`]) that consumers evaluate inline. Other
 //! operations (reductions, rechunks, products) are *materialized*: they emit tasks. Lowering a
 //! block of a lazy node as an output makes one task that evaluates its whole expression.
+//!
+//! This module knows the graph shapes that every operation shares (lazy expressions, fusion
+//! limits, block keys); each materialized operation brings its own [`Layer`] from a sibling
+//! module, and the kernels tasks run live in [`crate::lower::kernels`]. It imports no
+//! operation module, so adding one never touches this file.
 
 use std::sync::Arc;
 
-use kiln_graph::{Arg, GraphBuilder, GraphError, Kernel, KernelSpec, Key, TaskError, TaskId, Value};
+use kiln_graph::{Arg, GraphBuilder, GraphError, Kernel, Key, TaskId, Value};
 
-use crate::block::{Block, DType, Scalar};
+use crate::block::{DType, Scalar};
+use crate::chunk::expr::{AxisSlice, BinaryOp, Expr, UnaryOp};
+use crate::chunk::source::Source;
 use crate::chunks::Chunks;
 use crate::error::ArrayError;
-use crate::expr::{AxisSlice, BinaryOp, Expr, UnaryOp};
-use crate::source::Source;
+use crate::lower::kernels::{ExprKernel, Finish};
 
 /// Above this many operations, a lazy expression is materialized instead of inlined, so one
 /// block's work is never duplicated without bound.
@@ -105,9 +111,6 @@ pub trait Layer: Send + Sync {
     /// # Errors
     /// Invalid graphs (not expected for layers built through the API).
     fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError>;
-
-    /// The arrays this layer reads (for display and traversal).
-    fn inputs(&self) -> Vec<Arc<Node>>;
 }
 
 impl Node {
@@ -323,7 +326,7 @@ impl Lowering<'_> {
                 self.child(part, &sub, inputs)?
             }
             Op::Materialized(_) => Expr::Input(inputs.task(self.task(node, idx)?)),
-            Op::Invalid(e) => return Err(GraphError::UnknownKey(Key::new(format!("invalid array: {e}")))),
+            Op::Invalid(e) => return Err(GraphError::invalid("array", e.clone())),
         })
     }
 
@@ -377,232 +380,4 @@ fn reshape_unit_index(out_shape: &[usize], in_shape: &[usize], idx: &[usize]) ->
 /// The display name of a node's kernels: its name without the token.
 pub fn kernel_name(node: &Node) -> String {
     Key::new(Arc::clone(&node.name)).prefix().to_string()
-}
-
-/// Evaluates block expressions, then optionally post-processes the blocks.
-///
-/// Portable (id [`EXPR_KERNEL_ID`]) unless its finish step is a user function.
-pub struct ExprKernel {
-    /// Display name.
-    pub name: String,
-    /// One expression per block the task needs.
-    pub exprs: Vec<Expr>,
-    /// What to do with the evaluated blocks.
-    pub finish: Finish,
-}
-
-/// The id under which [`ExprKernel`]s travel.
-pub const EXPR_KERNEL_ID: &str = "kiln.array.expr";
-
-/// What an [`ExprKernel`] does with its evaluated blocks: nothing (the task's value is its
-/// single block), one of kiln's own steps (plain data, so the kernel is portable), or a user
-/// function (local only).
-pub struct Finish(FinishKind);
-
-enum FinishKind {
-    Block,
-    Builtin(Builtin),
-    Custom(Arc<dyn BlockFinish>),
-}
-
-impl Finish {
-    /// The task's value is its single evaluated block.
-    pub fn none() -> Finish {
-        Finish(FinishKind::Block)
-    }
-
-    /// A user post-processing step; the kernel then runs in this process only.
-    pub fn custom(f: Arc<dyn BlockFinish>) -> Finish {
-        Finish(FinishKind::Custom(f))
-    }
-
-    pub(crate) fn builtin(b: impl Into<Builtin>) -> Finish {
-        Finish(FinishKind::Builtin(b.into()))
-    }
-
-    /// Whether the step can be described as data (everything but user functions).
-    pub fn is_portable(&self) -> bool {
-        !matches!(self.0, FinishKind::Custom(_))
-    }
-
-    #[inline]
-    fn get(&self) -> Option<&dyn BlockFinish> {
-        match &self.0 {
-            FinishKind::Block => None,
-            FinishKind::Builtin(b) => Some(b),
-            FinishKind::Custom(f) => Some(f.as_ref()),
-        }
-    }
-}
-
-macro_rules! builtins {
-    ($($variant:ident($ty:ty)),* $(,)?) => {
-        /// kiln's own finish steps, as data. Variants behind features come last, so that the indices
-        /// of the others (their wire encoding) do not depend on the features a process was built with.
-        #[derive(serde::Serialize, serde::Deserialize)]
-        pub(crate) enum Builtin {
-            $($variant($ty),)*
-            #[cfg(feature = "zarr")]
-            Store(crate::zarr::StoreRegion),
-        }
-
-        $(impl From<$ty> for Builtin {
-            fn from(f: $ty) -> Builtin {
-                Builtin::$variant(f)
-            }
-        })*
-
-        impl BlockFinish for Builtin {
-            fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
-                match self {
-                    $(Builtin::$variant(f) => f.finish(blocks),)*
-                    #[cfg(feature = "zarr")]
-                    Builtin::Store(f) => f.finish(blocks),
-                }
-            }
-
-            #[inline]
-            fn finish_lanes(&self, program: &crate::lanes::LaneProgram<'_>) -> Option<Result<Value, TaskError>> {
-                match self {
-                    $(Builtin::$variant(f) => f.finish_lanes(program),)*
-                    #[cfg(feature = "zarr")]
-                    Builtin::Store(f) => f.finish_lanes(program),
-                }
-            }
-        }
-    };
-}
-
-builtins!(
-    LocalQr(crate::decomp::LocalQrFinish),
-    Products(crate::matmul::Products),
-    Assemble(crate::rechunk::Assemble),
-    Cholesky(crate::decomp::CholeskyBlock),
-    Partial(crate::reduce::PartialOf),
-    LocalScan(crate::shape_ops::LocalScan),
-    Count(crate::shape_ops::Count),
-    Pick(crate::shape_ops::Pick),
-);
-
-#[cfg(feature = "zarr")]
-impl From<crate::zarr::StoreRegion> for Builtin {
-    fn from(f: crate::zarr::StoreRegion) -> Builtin {
-        Builtin::Store(f)
-    }
-}
-
-/// [`ExprKernel`] parameters as written (borrowed, so making a spec copies nothing twice).
-#[derive(serde::Serialize)]
-struct ExprParamsRef<'a> {
-    name: &'a str,
-    exprs: &'a [Expr],
-    finish: Option<&'a Builtin>,
-}
-
-/// [`ExprKernel`] parameters as read; the same wire layout as [`ExprParamsRef`].
-#[derive(serde::Deserialize)]
-struct ExprParams {
-    name: String,
-    exprs: Vec<Expr>,
-    finish: Option<Builtin>,
-}
-
-impl ExprKernel {
-    /// Rebuilds a kernel from its spec parameters.
-    ///
-    /// # Errors
-    /// The decoder's message for bytes that are not an expression kernel.
-    pub fn from_params(params: &[u8]) -> Result<ExprKernel, String> {
-        let p: ExprParams = postcard::from_bytes(params).map_err(|e| e.to_string())?;
-        if p.exprs.is_empty() {
-            return Err("an expression kernel needs at least one expression".into());
-        }
-        let finish = match p.finish {
-            Some(b) => Finish(FinishKind::Builtin(b)),
-            None => Finish::none(),
-        };
-        Ok(ExprKernel { name: p.name, exprs: p.exprs, finish })
-    }
-}
-
-/// Post-processing of evaluated blocks inside one task (e.g. a reduction's first step).
-pub trait BlockFinish: Send + Sync {
-    /// Produces the task's value from its evaluated blocks.
-    ///
-    /// # Errors
-    /// Data errors, as messages.
-    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError>;
-
-    /// Produces the task's value by consuming the lanes of its single expression, without the
-    /// block ever being materialized; `None` when this finish cannot.
-    fn finish_lanes(&self, _program: &crate::lanes::LaneProgram<'_>) -> Option<Result<Value, TaskError>> {
-        None
-    }
-}
-
-/// Borrows the [`Block`]s among a task's inputs.
-pub fn input_blocks(inputs: &[Value]) -> Result<Vec<&Block>, TaskError> {
-    inputs
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            v.downcast_ref::<Block>()
-                .or_else(|_| v.downcast_ref::<Arc<Block>>().map(|b| b.as_ref()))
-                .map_err(|m| TaskError::TypeMismatch { position: i, expected: "kiln_array::Block", found: m.found })
-        })
-        .collect()
-}
-
-impl Kernel for ExprKernel {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
-        let blocks = input_blocks(inputs)?;
-        let finish = self.finish.get();
-        // A bare input needs no evaluation; anything else that compiles runs lane-wise.
-        if let [expr] = self.exprs.as_slice()
-            && !matches!(expr, Expr::Input(_))
-            && let Some(program) = crate::lanes::LaneProgram::compile(expr, &blocks)
-        {
-            return match finish {
-                None => Ok(Value::new(program.to_block())),
-                Some(f) => match f.finish_lanes(&program) {
-                    Some(result) => result,
-                    None => f.finish(vec![program.to_block()]),
-                },
-            };
-        }
-        let evaluated: Vec<Block> =
-            self.exprs.iter().map(|e| e.eval(&blocks).map_err(|e| TaskError::Failed(e.0))).collect::<Result<_, _>>()?;
-        match finish {
-            Some(f) => f.finish(evaluated),
-            None => Ok(Value::new(standard_layout(
-                evaluated.into_iter().next().ok_or_else(|| TaskError::msg("no expression"))?,
-            ))),
-        }
-    }
-
-    fn spec(&self) -> Option<KernelSpec> {
-        let finish = match &self.finish.0 {
-            FinishKind::Block => None,
-            FinishKind::Builtin(b) => Some(b),
-            FinishKind::Custom(_) => return None,
-        };
-        let params = ExprParamsRef { name: &self.name, exprs: &self.exprs, finish };
-        postcard::to_allocvec(&params).ok().map(|params| KernelSpec { id: EXPR_KERNEL_ID.to_string(), params })
-    }
-}
-
-/// The block in C order: stored blocks are contiguous, so codecs and consumers see plain
-/// buffers (a transposed result is copied once here).
-pub fn standard_layout(block: Block) -> Block {
-    crate::with_block!(block, a => {
-        if a.is_standard_layout() {
-            crate::block::Element::into_block(a)
-        } else {
-            crate::block::Element::into_block(a.as_standard_layout().into_owned())
-        }
-    })
 }

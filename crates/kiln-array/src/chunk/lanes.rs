@@ -13,14 +13,14 @@
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::block::{Block, DType, Scalar};
-use crate::expr::{BinaryOp, Expr, UnaryOp};
-use crate::source::{Dist, Source};
+use crate::chunk::expr::{BinaryOp, Expr, UnaryOp};
+use crate::chunk::source::{Dist, Source};
 
 /// The longest piece of a lane evaluated at once: intermediates of this many values stay in
 /// L1/L2 cache.
 pub const SEGMENT: usize = 4096;
 
-enum Node<'a> {
+enum LaneNode<'a> {
     /// Uniform random numbers on `[low, high)`: `base` is the flat position of the block's
     /// first element, `stride` the flat stride of each array axis, `axes` the permutation the
     /// block is read through.
@@ -40,7 +40,7 @@ enum Node<'a> {
 
 /// A compiled expression.
 pub struct LaneProgram<'a> {
-    nodes: Vec<(Node<'a>, Vec<usize>)>,
+    nodes: Vec<(LaneNode<'a>, Vec<usize>)>,
     root: usize,
     shape: Vec<usize>,
 }
@@ -106,7 +106,7 @@ impl<'a> LaneProgram<'a> {
 
     /// The segment itself, without copying, when the program is just a contiguous input.
     fn direct_lane(&self, out_idx: &[usize], seg_start: usize, len: usize) -> Option<&[f64]> {
-        let (Node::Input(a), shape) = &self.nodes[self.root] else { return None };
+        let (LaneNode::Input(a), shape) = &self.nodes[self.root] else { return None };
         let k = shape.len();
         if k == 0 || shape != &self.shape || a.strides()[k - 1] != 1 {
             return None;
@@ -135,19 +135,26 @@ impl<'a> LaneProgram<'a> {
         // A node of width 1 along the last axis broadcasts one value over the lane.
         let (first, count) = if k == 0 || shape[k - 1] == 1 { (0, 1) } else { (seg_start, len) };
         match node {
-            Node::Const(v) => LaneVal::Scalar(*v),
-            Node::Uniform { seed, low, high, base, stride, axes } => {
+            LaneNode::Const(v) => LaneVal::Scalar(*v),
+            LaneNode::Uniform { seed, low, high, base, stride, axes } => {
                 let mut g = *base;
                 for d in 0..k.saturating_sub(1) {
                     g += local(d) as u64 * stride[axes[d]];
                 }
                 let step = if k == 0 { 1 } else { stride[axes[k - 1]] };
                 let mut buf = std::mem::take(&mut bufs[n]);
-                crate::source::uniform_into(*seed, *low, *high, g + first as u64 * step, step, &mut buf[..count]);
+                crate::chunk::source::uniform_into(
+                    *seed,
+                    *low,
+                    *high,
+                    g + first as u64 * step,
+                    step,
+                    &mut buf[..count],
+                );
                 bufs[n] = buf;
                 self.widen(n, count, bufs)
             }
-            Node::Input(a) => {
+            LaneNode::Input(a) => {
                 let mut buf = std::mem::take(&mut bufs[n]);
                 if k == 0 {
                     buf[0] = a.iter().next().copied().unwrap_or(f64::NAN);
@@ -173,7 +180,7 @@ impl<'a> LaneProgram<'a> {
                 bufs[n] = buf;
                 self.widen(n, count, bufs)
             }
-            Node::Unary(op, c) => {
+            LaneNode::Unary(op, c) => {
                 let v = self.eval(*c, out_idx, seg_start, len, bufs);
                 let mut buf = std::mem::take(&mut bufs[n]);
                 let r = match v {
@@ -188,7 +195,7 @@ impl<'a> LaneProgram<'a> {
                 bufs[n] = buf;
                 r
             }
-            Node::Binary(op, a, b) => {
+            LaneNode::Binary(op, a, b) => {
                 let (va, vb) =
                     (self.eval(*a, out_idx, seg_start, len, bufs), self.eval(*b, out_idx, seg_start, len, bufs));
                 let mut buf = std::mem::take(&mut bufs[n]);
@@ -271,7 +278,7 @@ fn apply(op: BinaryOp, x: f64, y: f64) -> f64 {
 
 fn unary(op: UnaryOp, x: f64) -> f64 {
     debug_assert!(!op.is_predicate(), "predicates are not compiled");
-    crate::expr::float_unary(op, x)
+    crate::chunk::expr::float_unary(op, x)
 }
 
 fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
@@ -289,7 +296,7 @@ fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 
 /// The node of a uniform random source read through the axis permutation `axes`, with its
 /// flat-position strides computed once (not per lane).
-fn uniform<'a>(expr: &Expr, axes: Vec<usize>) -> Option<(Node<'a>, Vec<usize>)> {
+fn uniform<'a>(expr: &Expr, axes: Vec<usize>) -> Option<(LaneNode<'a>, Vec<usize>)> {
     let Expr::Gen {
         source: Source::Random { seed, dist: Dist::Uniform { low, high } },
         dtype: DType::F64,
@@ -307,26 +314,28 @@ fn uniform<'a>(expr: &Expr, axes: Vec<usize>) -> Option<(Node<'a>, Vec<usize>)> 
     }
     let base = offset.iter().zip(&stride).map(|(&o, &s)| o as u64 * s).sum();
     let out_shape = axes.iter().map(|&a| shape[a]).collect();
-    Some((Node::Uniform { seed: *seed, low: *low, high: *high, base, stride, axes }, out_shape))
+    Some((LaneNode::Uniform { seed: *seed, low: *low, high: *high, base, stride, axes }, out_shape))
 }
 
-fn compile<'a>(expr: &Expr, inputs: &[&'a Block], nodes: &mut Vec<(Node<'a>, Vec<usize>)>) -> Option<usize> {
+fn compile<'a>(expr: &Expr, inputs: &[&'a Block], nodes: &mut Vec<(LaneNode<'a>, Vec<usize>)>) -> Option<usize> {
     let (node, shape) = match expr {
-        Expr::Gen { source: Source::Full(v), dtype: DType::F64, shape, .. } => (Node::Const(v.as_f64()), shape.clone()),
+        Expr::Gen { source: Source::Full(v), dtype: DType::F64, shape, .. } => {
+            (LaneNode::Const(v.as_f64()), shape.clone())
+        }
         Expr::Gen { shape, .. } => uniform(expr, (0..shape.len()).collect())?,
         Expr::Transpose(axes, inner) => uniform(inner, axes.clone())?,
-        Expr::Scalar(Scalar::F64(v)) => (Node::Const(*v), vec![]),
+        Expr::Scalar(Scalar::F64(v)) => (LaneNode::Const(*v), vec![]),
         Expr::Input(k) => match inputs.get(*k)? {
-            Block::F64(a) => (Node::Input(a.view()), a.shape().to_vec()),
+            Block::F64(a) => (LaneNode::Input(a.view()), a.shape().to_vec()),
             _ => return None,
         },
         // A slice of an input is a view: lanes read the input in place (e.g. `from_array`).
         Expr::Slice(axes, inner) => match (inner.as_ref(), inputs) {
             (Expr::Input(k), inputs) => match inputs.get(*k)? {
                 Block::F64(a) => {
-                    let view = crate::expr::slice_view(a.view(), axes);
+                    let view = crate::chunk::expr::slice_view(a.view(), axes);
                     let shape = view.shape().to_vec();
-                    (Node::Input(view), shape)
+                    (LaneNode::Input(view), shape)
                 }
                 _ => return None,
             },
@@ -335,12 +344,12 @@ fn compile<'a>(expr: &Expr, inputs: &[&'a Block], nodes: &mut Vec<(Node<'a>, Vec
         Expr::Unary(op, a) if !op.is_predicate() => {
             let c = compile(a, inputs, nodes)?;
             let shape = nodes[c].1.clone();
-            (Node::Unary(*op, c), shape)
+            (LaneNode::Unary(*op, c), shape)
         }
         Expr::Binary(op, a, b) if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) => {
             let (ca, cb) = (compile(a, inputs, nodes)?, compile(b, inputs, nodes)?);
             let shape = broadcast(&nodes[ca].1, &nodes[cb].1)?;
-            (Node::Binary(*op, ca, cb), shape)
+            (LaneNode::Binary(*op, ca, cb), shape)
         }
         _ => return None,
     };

@@ -1,0 +1,809 @@
+//! The kernels of array tasks: thin wrappers that take a task's input values, call the block
+//! math in [`crate::chunk`], and return the task's value.
+//!
+//! Most array tasks are an [`ExprKernel`]: evaluate block expressions (the fused elementwise,
+//! slice and transpose work), then optionally a *finish* step (a reduction's partial, a matrix
+//! product, assembling pieces, ...). The rest are [`PortableKernel`]s over earlier tasks'
+//! values (combining partials, TSQR steps, carries).
+//!
+//! Every built-in kernel is portable and has a stable string id, listed once in
+//! [`builtin_kernels!`] below: that table registers the factories ([`register_builtin_kernels`])
+//! and lists the ids ([`BUILTIN_KERNEL_IDS`]). An expression kernel's id names its finish step
+//! (`kiln.array.reduce.partial`, ...), so the id, not an enum index, says what a task does.
+
+use std::sync::Arc;
+#[cfg(feature = "zarr")]
+use std::{path::PathBuf, sync::OnceLock};
+
+use kiln_graph::kernel::{PortableKernel, input};
+use kiln_graph::{Kernel, KernelRegistry, KernelSpec, TaskError, Value};
+
+use crate::block::{Block, DType};
+use crate::chunk::ChunkError;
+use crate::chunk::expr::Expr;
+use crate::chunk::lanes::LaneProgram;
+use crate::chunk::linalg::{CoreSvd, LocalQr, Part, StackedQr};
+use crate::chunk::reduce::{Partial, ReduceParams};
+use crate::chunk::{linalg, reduce, scan, select};
+
+impl From<ChunkError> for TaskError {
+    fn from(e: ChunkError) -> TaskError {
+        TaskError::Failed(e.0)
+    }
+}
+
+/// Post-processing of evaluated blocks inside one task (e.g. a reduction's first step).
+pub trait BlockFinish: Send + Sync {
+    /// Produces the task's value from its evaluated blocks.
+    ///
+    /// # Errors
+    /// Data errors, as messages.
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError>;
+
+    /// Produces the task's value by consuming the lanes of its single expression, without the
+    /// block ever being materialized; `None` when this finish cannot.
+    fn finish_lanes(&self, _program: &LaneProgram<'_>) -> Option<Result<Value, TaskError>> {
+        None
+    }
+}
+
+/// The single evaluated block of a finish step that takes one.
+fn single(blocks: Vec<Block>) -> Result<Block, TaskError> {
+    blocks.into_iter().next().ok_or_else(|| TaskError::msg("no block"))
+}
+
+/// First step of a reduction: a block to its partial.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct PartialOf {
+    pub(crate) params: ReduceParams,
+    pub(crate) reduced_offset: Vec<usize>,
+}
+
+impl BlockFinish for PartialOf {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        Ok(Value::new(reduce::partial(&self.params, single(blocks)?, &self.reduced_offset)?))
+    }
+
+    #[inline]
+    fn finish_lanes(&self, program: &LaneProgram<'_>) -> Option<Result<Value, TaskError>> {
+        reduce::lane_partial(&self.params, program).map(|p| Ok(Value::new(p)))
+    }
+}
+
+/// `sum_p A_p @ B_p` over the first and second halves of the evaluated blocks.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Products {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) dtype: DType,
+}
+
+impl BlockFinish for Products {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        Ok(Value::new(linalg::products(blocks, &self.shape, self.dtype)?))
+    }
+}
+
+/// Copies each evaluated piece into its place in the output block.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Assemble {
+    pub(crate) shape: Vec<usize>,
+    /// Where each piece starts in the output block.
+    pub(crate) places: Vec<Vec<usize>>,
+}
+
+impl BlockFinish for Assemble {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        Ok(Value::new(select::assemble(blocks, &self.shape, &self.places)?))
+    }
+}
+
+/// One block of a blocked Cholesky factorization.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct CholeskyBlock {
+    pub(crate) diagonal: bool,
+    pub(crate) previous: usize,
+}
+
+impl BlockFinish for CholeskyBlock {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        Ok(Value::new(linalg::cholesky_block(blocks, self.diagonal, self.previous)?))
+    }
+}
+
+/// The QR of one row block (TSQR's first step).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct LocalQrOf;
+
+impl BlockFinish for LocalQrOf {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        Ok(Value::new(linalg::local_qr(single(blocks)?)?))
+    }
+}
+
+/// A block's own cumulative sum or product.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct LocalScan {
+    pub(crate) axis: usize,
+    pub(crate) product: bool,
+    pub(crate) dtype: DType,
+}
+
+impl BlockFinish for LocalScan {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        Ok(Value::new(scan::local_scan(single(blocks)?, self.axis, self.product, self.dtype)?))
+    }
+}
+
+/// How many elements of a mask block are true.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct CountTrue {
+    pub(crate) ndim: usize,
+}
+
+impl BlockFinish for CountTrue {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        Ok(Value::new(select::count_true(&single(blocks)?, self.ndim)?))
+    }
+}
+
+/// The elements of the first block where the second (a mask) is true.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Pick;
+
+impl BlockFinish for Pick {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let mut it = blocks.into_iter();
+        let (Some(values), Some(mask)) = (it.next(), it.next()) else {
+            return Err(TaskError::msg("boolean selection needs a value block and a bool mask block"));
+        };
+        Ok(Value::new(select::pick(values, &mask)?))
+    }
+}
+
+/// Writes the evaluated block to its region of a Zarr store.
+#[cfg(feature = "zarr")]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoreRegion {
+    pub(crate) path: PathBuf,
+    #[serde(skip)]
+    pub(crate) array: OnceLock<Arc<crate::chunk::zarr::ZarrArray>>,
+    pub(crate) offset: Vec<u64>,
+    pub(crate) ndim: usize,
+}
+
+#[cfg(feature = "zarr")]
+impl BlockFinish for StoreRegion {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let block = single(blocks)?;
+        let array = crate::chunk::zarr::opened(&self.array, &self.path)?;
+        Ok(Value::new(crate::chunk::zarr::write_region(array, &self.path, &self.offset, self.ndim, block)?))
+    }
+}
+
+/// Combines reduction partials; with `finalize`, also produces the output block (shape, dtype).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Combine {
+    pub(crate) reduction: ReduceParams,
+    pub(crate) finalize: Option<(Vec<usize>, DType)>,
+}
+
+impl PortableKernel for Combine {
+    const ID: &'static str = "kiln.array.reduce.combine";
+    fn name(&self) -> &str {
+        if self.finalize.is_some() { "reduce-aggregate" } else { "reduce-combine" }
+    }
+
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        let partials: Vec<&Partial> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.downcast_ref::<Partial>().map_err(|m| TaskError::TypeMismatch {
+                    position: i,
+                    expected: "reduction partial",
+                    found: m.found,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let combined = reduce::combine(&self.reduction, &partials)?;
+        match &self.finalize {
+            None => Ok(Value::new(combined)),
+            Some((shape, dtype)) => Ok(Value::new(reduce::finalize(&self.reduction, combined, shape, *dtype)?)),
+        }
+    }
+}
+
+/// Sums blocks of one shape and dtype (the sum tree over matrix product partials).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct AddBlocks;
+
+impl PortableKernel for AddBlocks {
+    const ID: &'static str = "kiln.array.linalg.add-blocks";
+    fn name(&self) -> &str {
+        "sum-blocks"
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        Ok(Value::new(linalg::add_blocks(&input_blocks(inputs)?)?))
+    }
+}
+
+/// The carry a cumulative block passes on: its last slab plus the carry it received.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct Carry {
+    pub(crate) axis: usize,
+    pub(crate) product: bool,
+}
+
+impl PortableKernel for Carry {
+    const ID: &'static str = "kiln.array.scan.carry";
+    fn name(&self) -> &str {
+        "cumulative-carry"
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        let blocks = input_blocks(inputs)?;
+        let local = blocks.first().ok_or_else(|| TaskError::msg("cumulative carry: missing block"))?;
+        Ok(Value::new(scan::carry(local, blocks.get(1).copied(), self.axis, self.product)?))
+    }
+}
+
+/// A local scan with the carry of the blocks before it applied.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ApplyCarry {
+    pub(crate) axis: usize,
+    pub(crate) product: bool,
+}
+
+impl PortableKernel for ApplyCarry {
+    const ID: &'static str = "kiln.array.scan.apply-carry";
+    fn name(&self) -> &str {
+        "cumulative-apply"
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        let blocks = input_blocks(inputs)?;
+        let [local, carry] = blocks.as_slice() else {
+            return Err(TaskError::msg("cumulative apply: needs a block and a carry"));
+        };
+        Ok(Value::new(scan::apply_carry(local, carry, self.axis, self.product)?))
+    }
+}
+
+/// TSQR's second step: the QR of the stacked R factors.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StackQr;
+
+impl PortableKernel for StackQr {
+    const ID: &'static str = "kiln.array.linalg.tsqr-stack";
+    fn name(&self) -> &str {
+        "tsqr-stack"
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        let locals: Vec<&LocalQr> = inputs
+            .iter()
+            .map(|v| v.downcast_ref::<LocalQr>().map_err(|m| TaskError::msg(format!("tsqr stack got {}", m.found))))
+            .collect::<Result<_, _>>()?;
+        Ok(Value::new(linalg::stacked_qr(&locals)))
+    }
+}
+
+/// Q block `index` of a TSQR (times U_R for the SVD's U, when a third input is given).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct QBlock {
+    pub(crate) index: usize,
+}
+
+impl PortableKernel for QBlock {
+    const ID: &'static str = "kiln.array.linalg.tsqr-q";
+    fn name(&self) -> &str {
+        "tsqr-q"
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        let local = input::<LocalQr>(inputs, 0)?;
+        let stacked = input::<StackedQr>(inputs, 1)?;
+        let core = match inputs.get(2) {
+            Some(core) => {
+                Some(core.downcast_ref::<CoreSvd>().map_err(|m| TaskError::msg(format!("svd u got {}", m.found)))?)
+            }
+            None => None,
+        };
+        Ok(Value::new(linalg::q_block(self.index, local, stacked, core)?))
+    }
+}
+
+/// One output (R, S or Vt) of the stacked QR or the core SVD, as a block.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct PartOf(pub(crate) Part);
+
+impl PortableKernel for PartOf {
+    const ID: &'static str = "kiln.array.linalg.decomp-part";
+    fn name(&self) -> &str {
+        match self.0 {
+            Part::R => "tsqr-r",
+            Part::S => "svd-s",
+            Part::Vt => "svd-vt",
+        }
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        let block = match self.0 {
+            Part::R => input::<StackedQr>(inputs, 0)?.r.clone().into_dyn(),
+            Part::S => input::<CoreSvd>(inputs, 0)?.s.clone().into_dyn(),
+            Part::Vt => input::<CoreSvd>(inputs, 0)?.vt.clone().into_dyn(),
+        };
+        Ok(Value::new(Block::F64(block)))
+    }
+}
+
+/// The SVD of the stacked QR's R factor.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct CoreSvdOf;
+
+impl PortableKernel for CoreSvdOf {
+    const ID: &'static str = "kiln.array.linalg.svd-core";
+    fn name(&self) -> &str {
+        "svd-core"
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        Ok(Value::new(linalg::core_svd(input::<StackedQr>(inputs, 0)?)?))
+    }
+}
+
+/// Reads one block's region of a Zarr store.
+#[cfg(feature = "zarr")]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ReadRegion {
+    pub(crate) path: PathBuf,
+    #[serde(skip)]
+    pub(crate) array: OnceLock<Arc<crate::chunk::zarr::ZarrArray>>,
+    pub(crate) ranges: Vec<std::ops::Range<u64>>,
+    pub(crate) dtype: DType,
+}
+
+#[cfg(feature = "zarr")]
+impl PortableKernel for ReadRegion {
+    const ID: &'static str = "kiln.array.zarr.read";
+    fn name(&self) -> &str {
+        "from-zarr"
+    }
+    fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
+        let array = crate::chunk::zarr::opened(&self.array, &self.path)?;
+        Ok(Value::new(crate::chunk::zarr::read_region(array, &self.path, &self.ranges, self.dtype)?))
+    }
+}
+
+/// Borrows the [`Block`]s among a task's inputs.
+///
+/// # Errors
+/// [`TaskError::TypeMismatch`] for an input that is not a block.
+pub fn input_blocks(inputs: &[Value]) -> Result<Vec<&Block>, TaskError> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.downcast_ref::<Block>()
+                .or_else(|_| v.downcast_ref::<Arc<Block>>().map(|b| b.as_ref()))
+                .map_err(|m| TaskError::TypeMismatch { position: i, expected: "kiln_array::Block", found: m.found })
+        })
+        .collect()
+}
+
+/// The block in C order: stored blocks are contiguous, so codecs and consumers see plain
+/// buffers (a transposed result is copied once here).
+pub fn standard_layout(block: Block) -> Block {
+    crate::with_block!(block, a => {
+        if a.is_standard_layout() {
+            crate::block::Element::into_block(a)
+        } else {
+            crate::block::Element::into_block(a.as_standard_layout().into_owned())
+        }
+    })
+}
+
+/// Evaluates block expressions, then optionally post-processes the blocks.
+///
+/// Portable (its id names its finish step) unless the finish step is a user function.
+pub struct ExprKernel {
+    /// Display name.
+    pub name: String,
+    /// One expression per block the task needs.
+    pub exprs: Vec<Expr>,
+    /// What to do with the evaluated blocks.
+    pub finish: Finish,
+}
+
+/// The id of an [`ExprKernel`] without a finish step.
+pub const EXPR_KERNEL_ID: &str = "kiln.array.expr";
+
+/// What an [`ExprKernel`] does with its evaluated blocks: nothing (the task's value is its
+/// single block), one of kiln's own steps (plain data, so the kernel is portable), or a user
+/// function (local only).
+pub struct Finish(FinishKind);
+
+enum FinishKind {
+    Block,
+    Builtin(Builtin),
+    Custom(Arc<dyn BlockFinish>),
+}
+
+impl Finish {
+    /// The task's value is its single evaluated block.
+    pub fn none() -> Finish {
+        Finish(FinishKind::Block)
+    }
+
+    /// A user post-processing step; the kernel then runs in this process only.
+    pub fn custom(f: Arc<dyn BlockFinish>) -> Finish {
+        Finish(FinishKind::Custom(f))
+    }
+
+    pub(crate) fn builtin(b: impl Into<Builtin>) -> Finish {
+        Finish(FinishKind::Builtin(b.into()))
+    }
+
+    #[inline]
+    fn get(&self) -> Option<&dyn BlockFinish> {
+        match &self.0 {
+            FinishKind::Block => None,
+            FinishKind::Builtin(b) => Some(b),
+            FinishKind::Custom(f) => Some(f.as_ref()),
+        }
+    }
+}
+
+/// Why an expression kernel's parameters could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ExprParamsError {
+    /// The bytes are not this kernel's parameters.
+    #[error("malformed parameters of {id}: {source}")]
+    Malformed {
+        /// The kernel id.
+        id: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// The kernel has nothing to evaluate.
+    #[error("an expression kernel needs at least one expression")]
+    NoExpression,
+}
+
+/// [`ExprKernel`] parameters as written: borrowed, so making a spec copies nothing twice.
+#[derive(serde::Serialize)]
+struct ExprParamsRef<'a, F> {
+    name: &'a str,
+    exprs: &'a [Expr],
+    finish: &'a F,
+}
+
+/// [`ExprKernel`] parameters as read; the same wire layout as [`ExprParamsRef`].
+#[derive(serde::Deserialize)]
+struct ExprParams<F> {
+    name: String,
+    exprs: Vec<Expr>,
+    finish: F,
+}
+
+fn read_expr_params<F: serde::de::DeserializeOwned>(
+    id: &'static str,
+    params: &[u8],
+) -> Result<ExprParams<F>, ExprParamsError> {
+    let p: ExprParams<F> = postcard::from_bytes(params).map_err(|source| ExprParamsError::Malformed { id, source })?;
+    if p.exprs.is_empty() {
+        return Err(ExprParamsError::NoExpression);
+    }
+    Ok(p)
+}
+
+impl ExprKernel {
+    /// Rebuilds a kernel without a finish step from its spec parameters.
+    ///
+    /// # Errors
+    /// [`ExprParamsError`] for bytes that are not an expression kernel's parameters.
+    pub fn from_params(params: &[u8]) -> Result<ExprKernel, ExprParamsError> {
+        let p: ExprParams<()> = read_expr_params(EXPR_KERNEL_ID, params)?;
+        Ok(ExprKernel { name: p.name, exprs: p.exprs, finish: Finish::none() })
+    }
+}
+
+/// Declares every built-in kernel exactly once:
+/// - `finishes`: the built-in finish steps of [`ExprKernel`], each with the id its expression
+///   kernels travel under (the enum [`Builtin`] dispatches them statically, without a vtable);
+/// - `portable`: the other kernels, by type (their ids are their `PortableKernel::ID`).
+macro_rules! builtin_kernels {
+    (
+        finishes { $($(#[$fmeta:meta])* $variant:ident($fty:ty) = $fid:literal,)* }
+        portable { $($(#[$pmeta:meta])* $pty:ty,)* }
+    ) => {
+        /// kiln's own finish steps, as data.
+        pub(crate) enum Builtin {
+            $($(#[$fmeta])* $variant($fty),)*
+        }
+
+        $($(#[$fmeta])* impl From<$fty> for Builtin {
+            fn from(f: $fty) -> Builtin {
+                Builtin::$variant(f)
+            }
+        })*
+
+        impl Builtin {
+            /// The id of expression kernels ending in this step.
+            fn id(&self) -> &'static str {
+                match self {
+                    $($(#[$fmeta])* Builtin::$variant(_) => $fid,)*
+                }
+            }
+
+            /// The kernel's parameters with this step.
+            fn params(&self, name: &str, exprs: &[Expr]) -> Result<Vec<u8>, postcard::Error> {
+                match self {
+                    $($(#[$fmeta])* Builtin::$variant(finish) => postcard::to_allocvec(&ExprParamsRef { name, exprs, finish }),)*
+                }
+            }
+        }
+
+        impl BlockFinish for Builtin {
+            fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+                match self {
+                    $($(#[$fmeta])* Builtin::$variant(f) => f.finish(blocks),)*
+                }
+            }
+
+            #[inline]
+            fn finish_lanes(&self, program: &LaneProgram<'_>) -> Option<Result<Value, TaskError>> {
+                match self {
+                    $($(#[$fmeta])* Builtin::$variant(f) => f.finish_lanes(program),)*
+                }
+            }
+        }
+
+        /// Registers every built-in array kernel's factory in `registry`.
+        pub(crate) fn register_builtin_kernels(registry: &KernelRegistry) {
+            registry.register_factory(EXPR_KERNEL_ID, |params| {
+                ExprKernel::from_params(params).map(|k| Arc::new(k) as Arc<dyn Kernel>).map_err(|e| e.to_string())
+            });
+            $($(#[$fmeta])* registry.register_factory($fid, |params| {
+                let p: ExprParams<$fty> = read_expr_params($fid, params).map_err(|e| e.to_string())?;
+                let kernel = ExprKernel { name: p.name, exprs: p.exprs, finish: Finish::builtin(p.finish) };
+                Ok(Arc::new(kernel) as Arc<dyn Kernel>)
+            });)*
+            $($(#[$pmeta])* registry.register::<$pty>();)*
+        }
+
+        /// The id of every built-in array kernel ([`register_portable`](crate::register_portable)
+        /// registers a factory for each).
+        pub const BUILTIN_KERNEL_IDS: &[&str] = &[
+            EXPR_KERNEL_ID,
+            $($(#[$fmeta])* $fid,)*
+            $($(#[$pmeta])* <$pty as PortableKernel>::ID,)*
+        ];
+    };
+}
+
+builtin_kernels! {
+    finishes {
+        Partial(PartialOf) = "kiln.array.reduce.partial",
+        Products(Products) = "kiln.array.linalg.products",
+        Cholesky(CholeskyBlock) = "kiln.array.linalg.cholesky-block",
+        LocalQr(LocalQrOf) = "kiln.array.linalg.tsqr-local",
+        Assemble(Assemble) = "kiln.array.select.assemble",
+        Count(CountTrue) = "kiln.array.select.count",
+        Pick(Pick) = "kiln.array.select.pick",
+        LocalScan(LocalScan) = "kiln.array.scan.local",
+        #[cfg(feature = "zarr")]
+        Store(StoreRegion) = "kiln.array.zarr.store",
+    }
+    portable {
+        Combine,
+        AddBlocks,
+        Carry,
+        ApplyCarry,
+        StackQr,
+        QBlock,
+        PartOf,
+        CoreSvdOf,
+        #[cfg(feature = "zarr")]
+        ReadRegion,
+    }
+}
+
+impl Kernel for ExprKernel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        let blocks = input_blocks(inputs)?;
+        let finish = self.finish.get();
+        // A bare input needs no evaluation; anything else that compiles runs lane-wise.
+        if let [expr] = self.exprs.as_slice()
+            && !matches!(expr, Expr::Input(_))
+            && let Some(program) = LaneProgram::compile(expr, &blocks)
+        {
+            return match finish {
+                None => Ok(Value::new(program.to_block())),
+                Some(f) => match f.finish_lanes(&program) {
+                    Some(result) => result,
+                    None => f.finish(vec![program.to_block()]),
+                },
+            };
+        }
+        let evaluated: Vec<Block> =
+            self.exprs.iter().map(|e| e.eval(&blocks).map_err(|e| TaskError::Failed(e.0))).collect::<Result<_, _>>()?;
+        match finish {
+            Some(f) => f.finish(evaluated),
+            None => Ok(Value::new(standard_layout(
+                evaluated.into_iter().next().ok_or_else(|| TaskError::msg("no expression"))?,
+            ))),
+        }
+    }
+
+    fn spec(&self) -> Option<KernelSpec> {
+        let (id, params) = match &self.finish.0 {
+            FinishKind::Block => (
+                EXPR_KERNEL_ID,
+                postcard::to_allocvec(&ExprParamsRef { name: &self.name, exprs: &self.exprs, finish: &() }),
+            ),
+            FinishKind::Builtin(b) => (b.id(), b.params(&self.name, &self.exprs)),
+            FinishKind::Custom(_) => return None,
+        };
+        params.ok().map(|params| KernelSpec { id: id.to_string(), params })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use kiln_graph::CodecRegistry;
+    use kiln_graph::kernel::Portable;
+
+    use super::*;
+    use crate::block::Scalar;
+    use crate::chunk::expr::{AxisSlice, BinaryOp, UnaryOp};
+    use crate::chunk::reduce::ReduceOp;
+    use crate::chunk::source::{Dist, Source};
+
+    fn params() -> ReduceParams {
+        ReduceParams { op: ReduceOp::Var, axes: vec![0, 2], ddof: 1.0, skipna: true, reduced_shape: vec![4, 6] }
+    }
+
+    fn expr() -> Expr {
+        let generated = Expr::Gen {
+            source: Source::Random { seed: 7, dist: Dist::Uniform { low: 0.0, high: 1.0 } },
+            dtype: DType::F32,
+            shape: vec![2, 3],
+            offset: vec![0, 3],
+            array_shape: vec![2, 6],
+        };
+        let sliced = Expr::Slice(vec![AxisSlice { start: 1, len: 2, step: 1 }], Box::new(Expr::Input(0)));
+        Expr::Binary(BinaryOp::Pow, Box::new(Expr::Unary(UnaryOp::Sqrt, Box::new(generated))), Box::new(sliced))
+    }
+
+    fn with(finish: impl Into<Builtin>) -> Arc<dyn Kernel> {
+        Arc::new(ExprKernel {
+            name: "k".into(),
+            exprs: vec![expr(), Expr::Scalar(Scalar::F64(2.0))],
+            finish: Finish::builtin(finish),
+        })
+    }
+
+    /// One instance of every built-in kernel.
+    fn samples() -> Vec<Arc<dyn Kernel>> {
+        let mut all: Vec<Arc<dyn Kernel>> = vec![
+            Arc::new(ExprKernel { name: "plain".into(), exprs: vec![expr()], finish: Finish::none() }),
+            with(PartialOf { params: params(), reduced_offset: vec![1, 2] }),
+            with(Products { shape: vec![3, 4], dtype: DType::F64 }),
+            with(CholeskyBlock { diagonal: false, previous: 2 }),
+            with(LocalQrOf),
+            with(Assemble { shape: vec![4, 4], places: vec![vec![0, 0], vec![2, 0]] }),
+            with(CountTrue { ndim: 2 }),
+            with(Pick),
+            with(LocalScan { axis: 1, product: true, dtype: DType::I64 }),
+            Arc::new(Portable(Combine { reduction: params(), finalize: Some((vec![3], DType::F64)) })),
+            Arc::new(Portable(AddBlocks)),
+            Arc::new(Portable(Carry { axis: 1, product: false })),
+            Arc::new(Portable(ApplyCarry { axis: 0, product: true })),
+            Arc::new(Portable(StackQr)),
+            Arc::new(Portable(QBlock { index: 3 })),
+            Arc::new(Portable(PartOf(Part::Vt))),
+            Arc::new(Portable(CoreSvdOf)),
+        ];
+        #[cfg(feature = "zarr")]
+        {
+            all.push(with(StoreRegion {
+                path: "/tmp/x.zarr".into(),
+                array: OnceLock::new(),
+                offset: vec![0, 4],
+                ndim: 2,
+            }));
+            all.push(Arc::new(Portable(ReadRegion {
+                path: "/tmp/x.zarr".into(),
+                array: OnceLock::new(),
+                ranges: vec![0..2, 4..8],
+                dtype: DType::I32,
+            })));
+        }
+        all
+    }
+
+    #[test]
+    fn builtin_kernel_ids_are_unique() {
+        let unique: BTreeSet<&str> = BUILTIN_KERNEL_IDS.iter().copied().collect();
+        assert_eq!(unique.len(), BUILTIN_KERNEL_IDS.len(), "{BUILTIN_KERNEL_IDS:?}");
+        assert!(BUILTIN_KERNEL_IDS.iter().all(|id| id.starts_with("kiln.array.")));
+    }
+
+    #[test]
+    fn every_builtin_kernel_round_trips_through_its_spec() {
+        let (kernels, codecs) = (KernelRegistry::new(), CodecRegistry::with_builtins());
+        crate::register_portable(&kernels, &codecs);
+        let mut covered = BTreeSet::new();
+        for kernel in samples() {
+            let spec = kernel.spec().unwrap_or_else(|| panic!("{} has no spec", kernel.name()));
+            let rebuilt = kernels.resolve(&spec).unwrap_or_else(|e| panic!("{}: {e}", spec.id));
+            assert_eq!(rebuilt.spec().as_ref(), Some(&spec), "{} changed on the way", spec.id);
+            assert_eq!(rebuilt.name(), kernel.name());
+            covered.insert(spec.id);
+        }
+        // A kernel added to the table needs a sample here.
+        let all: BTreeSet<String> = BUILTIN_KERNEL_IDS.iter().map(|s| s.to_string()).collect();
+        assert_eq!(covered, all);
+    }
+
+    #[test]
+    fn the_wire_form_of_expression_kernels_is_frozen() {
+        // Parameters written by one build must mean the same to every other: operations travel
+        // by name, and the structure's encoding is pinned here. If this fails, the wire format
+        // changed: keep old encodings readable or change the kernel ids.
+        let spec = with(PartialOf { params: params(), reduced_offset: vec![1, 2] }).spec().expect("portable");
+        assert_eq!(spec.id, "kiln.array.reduce.partial");
+        assert_eq!(spec.params, FROZEN_PARTIAL, "{:?}", spec.params);
+    }
+
+    /// One expression of every kind, over every source and scalar kind.
+    fn every_expression() -> Vec<Expr> {
+        let gen_of =
+            |source| Expr::Gen { source, dtype: DType::F64, shape: vec![2], offset: vec![1], array_shape: vec![4] };
+        let input = || Box::new(Expr::Input(1));
+        vec![
+            gen_of(Source::Full(Scalar::I32(-3))),
+            gen_of(Source::Ramp { start: 0.5, step: 2.0 }),
+            gen_of(Source::Eye { k: -1 }),
+            gen_of(Source::Random { seed: 9, dist: Dist::Normal { mean: 1.0, std: 2.0 } }),
+            Expr::Scalar(Scalar::Bool(true)),
+            Expr::Scalar(Scalar::I64(5)),
+            Expr::Scalar(Scalar::F32(1.5)),
+            Expr::Unary(UnaryOp::IsNan, input()),
+            Expr::Binary(BinaryOp::Ge, input(), input()),
+            Expr::Where(input(), input(), input()),
+            Expr::Cast(DType::Bool, input()),
+            Expr::Transpose(vec![1, 0], input()),
+            Expr::Slice(vec![AxisSlice { start: 3, len: 2, step: -1 }], input()),
+            Expr::Reshape(vec![2, 1], input()),
+            Expr::Take(0, vec![2, 0, 2], input()),
+        ]
+    }
+
+    #[test]
+    fn the_wire_form_of_every_expression_kind_is_frozen() {
+        let kernel = ExprKernel { name: "all".into(), exprs: every_expression(), finish: Finish::none() };
+        let spec = kernel.spec().expect("portable");
+        assert_eq!(spec.id, EXPR_KERNEL_ID);
+        assert_eq!(spec.params, FROZEN_EXPRESSIONS, "{:?}", spec.params);
+    }
+
+    /// The parameters of the kernel in `the_wire_form_of_every_expression_kind_is_frozen`.
+    const FROZEN_EXPRESSIONS: &[u8] = &[
+        3, 97, 108, 108, 15, 1, 0, 1, 5, 7, 102, 108, 111, 97, 116, 54, 52, 1, 2, 1, 1, 1, 4, 1, 1, 0, 0, 0, 0, 0, 0,
+        224, 63, 0, 0, 0, 0, 0, 0, 0, 64, 7, 102, 108, 111, 97, 116, 54, 52, 1, 2, 1, 1, 1, 4, 1, 2, 1, 7, 102, 108,
+        111, 97, 116, 54, 52, 1, 2, 1, 1, 1, 4, 1, 3, 9, 1, 0, 0, 0, 0, 0, 0, 240, 63, 0, 0, 0, 0, 0, 0, 0, 64, 7, 102,
+        108, 111, 97, 116, 54, 52, 1, 2, 1, 1, 1, 4, 2, 0, 1, 2, 2, 10, 2, 3, 0, 0, 192, 63, 3, 6, 105, 115, 95, 110,
+        97, 110, 0, 1, 4, 2, 103, 101, 0, 1, 0, 1, 5, 0, 1, 0, 1, 0, 1, 6, 4, 98, 111, 111, 108, 0, 1, 7, 2, 1, 0, 0,
+        1, 8, 1, 3, 2, 1, 0, 1, 9, 2, 2, 1, 0, 1, 10, 0, 3, 2, 0, 2, 0, 1,
+    ];
+
+    /// The parameters of the kernel in `the_wire_form_of_expression_kernels_is_frozen`.
+    const FROZEN_PARTIAL: &[u8] = &[
+        1, 107, 2, 4, 3, 112, 111, 119, 3, 4, 115, 113, 114, 116, 1, 3, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        240, 63, 7, 102, 108, 111, 97, 116, 51, 50, 2, 2, 3, 2, 0, 3, 2, 2, 6, 8, 1, 1, 2, 2, 0, 0, 2, 4, 0, 0, 0, 0,
+        0, 0, 0, 64, 3, 118, 97, 114, 2, 0, 2, 0, 0, 0, 0, 0, 0, 240, 63, 1, 2, 4, 6, 2, 1, 2,
+    ];
+}
