@@ -29,6 +29,7 @@
 //! let v = z.scalar().compute_on(&s).unwrap();
 //! assert!(v > 0.3 && v < 0.5);
 //! ```
+#![deny(missing_docs)]
 
 mod array;
 mod block;

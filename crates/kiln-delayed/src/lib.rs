@@ -18,6 +18,7 @@
 //!
 //! Keys are deterministic: calling the same function object with the same arguments gives the
 //! same key, so repeated sub-expressions run once. Functions are treated as pure.
+#![deny(missing_docs)]
 
 pub mod portable;
 

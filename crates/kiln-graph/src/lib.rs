@@ -22,6 +22,7 @@
 //! assert_eq!(graph.len(), 2);
 //! assert_eq!(graph.dependencies(y), &[x]);
 //! ```
+#![deny(missing_docs)]
 
 pub mod codec;
 pub mod collection;

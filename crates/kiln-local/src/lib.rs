@@ -20,6 +20,7 @@
 //! let out = LocalScheduler::threads(2).run(&graph, &[y]).unwrap();
 //! assert_eq!(*out[0].downcast_ref::<i64>().unwrap(), 6);
 //! ```
+#![deny(missing_docs)]
 
 mod progress;
 mod run;

@@ -22,7 +22,7 @@
 //! assert_eq!(&packet.frames[1][..], b"chunk 1");
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod error;
 mod handshake;

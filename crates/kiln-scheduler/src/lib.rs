@@ -34,7 +34,7 @@
 //! s.check_invariants().unwrap();
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod state;
 

@@ -31,6 +31,7 @@
 //! let total = add.call(inc.call(1), inc.call(2));
 //! assert_eq!(total.compute().unwrap(), 5);
 //! ```
+#![deny(missing_docs)]
 
 use std::sync::Arc;
 
