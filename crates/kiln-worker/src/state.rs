@@ -61,6 +61,9 @@ pub struct Config {
     pub memory: Option<MemoryLimits>,
     /// Spills written at the same time at most (each holds an encoded copy of its value).
     pub max_spills_in_flight: usize,
+    /// Spilled values read back at the same time at most: reading back every input of a burst
+    /// of tasks at once would overrun the memory limit before any of them runs.
+    pub max_unspills_in_flight: usize,
     /// How long a leaving worker waits for its running tasks, in microseconds.
     pub leave_patience_us: u64,
 }
@@ -73,6 +76,7 @@ impl Config {
             tasks_per_thread: 16,
             memory: None,
             max_spills_in_flight: 1,
+            max_unspills_in_flight: 2,
             leave_patience_us: 30_000_000,
         }
     }
@@ -101,8 +105,8 @@ pub enum ConfigError {
         /// The pause fraction.
         pause: f64,
     },
-    /// Spilling configured without a slot to spill in.
-    #[error("max_spills_in_flight must be at least 1")]
+    /// Spilling configured without a slot to spill or read back in.
+    #[error("max_spills_in_flight and max_unspills_in_flight must be at least 1")]
     NoSpillSlots,
 }
 
@@ -499,6 +503,8 @@ enum Slot<P> {
         file: SpillFile,
         held: bool,
         waiters: SmallVec<[Key; 2]>,
+        /// `Unspill` was sent (else it waits in the unspill queue).
+        reading: bool,
     },
 }
 
@@ -556,6 +562,10 @@ pub struct WorkerState<P> {
     spilled: u64,
     spilling_bytes: u64,
     spills_in_flight: usize,
+    /// Values to read back, in the order tasks asked (stale items are skipped).
+    unspill_queue: std::collections::VecDeque<Key>,
+    /// `Unspill`s not answered yet.
+    unspills_in_flight: usize,
     /// Bytes sent to spill since the last memory measurement (not yet visible in it).
     spilled_since_measure: u64,
     process_bytes: u64,
@@ -583,7 +593,7 @@ impl<P> WorkerState<P> {
             if !(0.0 < m.target && m.target <= m.spill && m.spill <= m.pause && m.pause <= 1.0) {
                 return Err(ConfigError::Fractions { target: m.target, spill: m.spill, pause: m.pause });
             }
-            if config.max_spills_in_flight == 0 {
+            if config.max_spills_in_flight == 0 || config.max_unspills_in_flight == 0 {
                 return Err(ConfigError::NoSpillSlots);
             }
         }
@@ -605,6 +615,8 @@ impl<P> WorkerState<P> {
             spilled: 0,
             spilling_bytes: 0,
             spills_in_flight: 0,
+            unspill_queue: std::collections::VecDeque::new(),
+            unspills_in_flight: 0,
             spilled_since_measure: 0,
             process_bytes: 0,
             paused_since: None,
@@ -681,7 +693,7 @@ impl<P> WorkerState<P> {
         let fail = |m: String| Err(InvariantError(m));
         let limited = self.config.memory.is_some();
         let (mut managed, mut spilled, mut spilling_bytes, mut spilling) = (0u64, 0u64, 0u64, 0usize);
-        let (mut executing, mut ready) = (0usize, 0usize);
+        let (mut executing, mut ready, mut reading_count) = (0usize, 0usize, 0usize);
         let mut pins: FxHashMap<&Key, u32> = FxHashMap::default();
         let mut waits: FxHashMap<&Key, u32> = FxHashMap::default();
         for (key, entry) in &self.keys {
@@ -748,7 +760,14 @@ impl<P> WorkerState<P> {
                         return fail(format!("{key}: spilled but pinned or borrowed"));
                     }
                 }
-                Slot::Unspilling { nbytes, .. } => spilled += nbytes,
+                Slot::Unspilling { nbytes, reading, .. } => {
+                    spilled += nbytes;
+                    if *reading {
+                        reading_count += 1;
+                    } else if !self.unspill_queue.contains(key) {
+                        return fail(format!("{key}: to be read back but not queued"));
+                    }
+                }
             }
         }
         for (key, entry) in &self.keys {
@@ -777,13 +796,24 @@ impl<P> WorkerState<P> {
             ));
         }
         if executing != self.executing || ready != self.ready_count {
-            return fail(format!("counted {executing} executing / {ready} ready, kept {}/{}", self.executing, self.ready_count));
+            return fail(format!(
+                "counted {executing} executing / {ready} ready, kept {}/{}",
+                self.executing, self.ready_count
+            ));
         }
         if self.executing > self.in_flight || self.in_flight > self.config.max_in_flight() {
-            return fail(format!("{} executing, {} runs in flight, limit {}", self.executing, self.in_flight, self.config.max_in_flight()));
+            return fail(format!(
+                "{} executing, {} runs in flight, limit {}",
+                self.executing,
+                self.in_flight,
+                self.config.max_in_flight()
+            ));
         }
         if spilling > self.spills_in_flight || self.spills_in_flight > self.config.max_spills_in_flight {
             return fail(format!("{spilling} values spilling, {} spills in flight", self.spills_in_flight));
+        }
+        if reading_count > self.unspills_in_flight || self.unspills_in_flight > self.config.max_unspills_in_flight {
+            return fail(format!("{reading_count} values read back, {} unspills in flight", self.unspills_in_flight));
         }
         if !limited && (self.spills_in_flight > 0 || spilled > 0 || self.paused_since.is_some()) {
             return fail("spilling or pausing without a memory limit".into());
@@ -899,7 +929,35 @@ impl<P> WorkerState<P> {
             }
         }
         self.spill_if_needed(out);
+        self.start_unspills(out);
         self.start_ready(out);
+    }
+
+    /// Sends queued `Unspill`s while slots are free and memory has room for the value under
+    /// the target (paused: none), so reading back never outruns spilling. With nothing at all
+    /// under way one is read regardless, so waiting tasks always progress.
+    fn start_unspills(&mut self, out: &mut Vec<Instruction<P>>) {
+        while self.unspills_in_flight < self.config.max_unspills_in_flight {
+            let Some(key) = self.unspill_queue.front() else { return };
+            let Some(Entry { slot: Slot::Unspilling { nbytes, reading: false, .. }, .. }) = self.keys.get(key) else {
+                self.unspill_queue.pop_front();
+                continue;
+            };
+            let idle = self.unspills_in_flight == 0 && self.in_flight == 0;
+            let room = self.config.memory.is_none_or(|l| {
+                self.paused_since.is_none()
+                    && self.managed.saturating_sub(self.spilling_bytes) + nbytes <= l.bytes(l.target)
+            });
+            if !idle && !room {
+                return;
+            }
+            let Some(key) = self.unspill_queue.pop_front() else { return };
+            if let Some(Entry { slot: Slot::Unspilling { file, reading, .. }, .. }) = self.keys.get_mut(&key) {
+                *reading = true;
+                self.unspills_in_flight += 1;
+                out.push(Instruction::Unspill { key, file: *file });
+            }
+        }
     }
 
     // ---- tasks ----
@@ -916,6 +974,14 @@ impl<P> WorkerState<P> {
         if let Some(leaving) = &mut self.leaving {
             leaving.returned.push(key);
             return;
+        }
+        if let Some(Entry { slot: Slot::Fetching { asked, waiters, .. }, .. }) = self.keys.get_mut(&key) {
+            // The scheduler wants it computed here: its holder is gone (a fetch from a peer cut
+            // off may never answer). The fetch is abandoned, its late answer ignored, and the
+            // tasks waiting for it are reported so the scheduler sends them again.
+            let (asked, waiters) = (*asked, std::mem::take(waiters));
+            self.keys.remove(&key);
+            self.fail_waiters(&key, waiters, vec![asked], out);
         }
         if let Some(entry) = self.keys.get_mut(&key) {
             // Equal keys are equal computations: a value already here answers at once; a task
@@ -937,7 +1003,9 @@ impl<P> WorkerState<P> {
         // or fetchable; otherwise the scheduler must find it another way.
         for dep in &deps {
             let problem = match self.keys.get(dep).map(|e| &e.slot) {
-                Some(Slot::Memory { .. } | Slot::Spilled { .. } | Slot::Unspilling { .. } | Slot::Fetching { .. }) => None,
+                Some(Slot::Memory { .. } | Slot::Spilled { .. } | Slot::Unspilling { .. } | Slot::Fetching { .. }) => {
+                    None
+                }
                 // A task of this worker not finished: the scheduler should not have sent this.
                 Some(_) => Some(Vec::new()),
                 None => {
@@ -957,8 +1025,11 @@ impl<P> WorkerState<P> {
             let peers = &self.peers;
             let entry = self.keys.entry(dep.clone()).or_insert_with(|| {
                 let holders = holders_of(who_has, dep);
-                let mut candidates =
-                    holders.iter().copied().filter(|h| Some(*h) != id && peers.contains_key(h)).collect::<SmallVec<_>>();
+                let mut candidates = holders
+                    .iter()
+                    .copied()
+                    .filter(|h| Some(*h) != id && peers.contains_key(h))
+                    .collect::<SmallVec<_>>();
                 let asked = candidates.remove(0);
                 match fetches.iter_mut().find(|(h, _)| *h == asked) {
                     Some((_, keys)) => keys.push(dep.clone()),
@@ -977,8 +1048,8 @@ impl<P> WorkerState<P> {
             });
             entry.pins += 1;
             if let Slot::Spilled { nbytes, file, held } = entry.slot {
-                entry.slot = Slot::Unspilling { nbytes, file, held, waiters: SmallVec::new() };
-                out.push(Instruction::Unspill { key: dep.clone(), file });
+                entry.slot = Slot::Unspilling { nbytes, file, held, waiters: SmallVec::new(), reading: false };
+                self.unspill_queue.push_back(dep.clone());
             }
             match &mut entry.slot {
                 Slot::Fetching { waiters, .. } | Slot::Unspilling { waiters, .. } => {
@@ -1011,8 +1082,16 @@ impl<P> WorkerState<P> {
     fn may_start(&self) -> bool {
         self.in_flight < self.config.max_in_flight()
             && self.paused_since.is_none()
+            && !self.spill_backlog()
             && self.leaving.is_none()
             && !self.stopped
+    }
+
+    /// Held memory is over the target while values are being written out: new tasks wait for
+    /// the writes, so producing results never outruns spilling them (the process-memory pause,
+    /// sampled, would react only after the fact).
+    fn spill_backlog(&self) -> bool {
+        self.spills_in_flight > 0 && self.config.memory.is_some_and(|l| self.managed > l.bytes(l.target))
     }
 
     fn push_ready(&mut self, key: Key, task: PendingTask<P>) {
@@ -1021,8 +1100,42 @@ impl<P> WorkerState<P> {
         self.keys.insert(key, Entry { slot: Slot::Ready(task), pins: 0 });
     }
 
+    /// Paused with nothing under way that could lower memory: every value in memory is pinned
+    /// by a ready task (or cannot be spilled) and no thread is busy. Holding on would wait
+    /// forever, since only running those tasks unpins their inputs; one task runs at a time.
+    fn paused_without_way_out(&self) -> bool {
+        self.paused_since.is_some()
+            && self.in_flight == 0
+            && self.spills_in_flight == 0
+            && self.leaving.is_none()
+            && !self.stopped
+            && (self.spilling_stopped || !self.lru.keys().any(|t| self.lru_key_unpinned(*t)))
+    }
+
+    fn lru_key_unpinned(&self, tick: u64) -> bool {
+        self.lru.get(&tick).and_then(|k| self.keys.get(k)).is_some_and(|e| e.pins == 0)
+    }
+
     /// Hands ready tasks to the threads while slots are free.
     fn start_ready(&mut self, out: &mut Vec<Instruction<P>>) {
+        if self.ready_count > 0 && !self.may_start() && self.paused_without_way_out() {
+            // Only a task that consumes pinned inputs can lower memory; the first by priority.
+            let keys = &self.keys;
+            let consumer = self
+                .ready
+                .iter()
+                .filter(|Reverse((_, seq, key))| {
+                    matches!(keys.get(key), Some(Entry { slot: Slot::Ready(t), .. }) if t.seq == *seq && !t.deps.is_empty())
+                })
+                .min()
+                .map(|Reverse((_, _, key))| key.clone());
+            if let Some(key) = consumer
+                && let Some(Entry { slot: Slot::Ready(task), .. }) = self.keys.remove(&key)
+            {
+                self.ready_count -= 1;
+                self.run(key, task, out);
+            }
+        }
         while self.ready_count > 0 && self.may_start() {
             let Some(Reverse((_, seq, key))) = self.ready.pop() else { break };
             let live = matches!(self.keys.get(&key), Some(Entry { slot: Slot::Ready(t), .. }) if t.seq == seq);
@@ -1132,6 +1245,10 @@ impl<P> WorkerState<P> {
                 self.spilled -= nbytes;
                 out.push(Instruction::Release { key: dep.clone(), file: Some(file) });
             }
+            &Slot::Unspilling { held: true, nbytes, file, reading: false, .. } => {
+                // Nobody needs it back before it is read: it stays on disk.
+                entry.slot = Slot::Spilled { nbytes, file, held: true };
+            }
             Slot::Memory { held: true, spilling: None, spillable: true, tick, .. } if self.config.memory.is_some() => {
                 let tick = *tick;
                 self.lru.insert(tick, dep.clone());
@@ -1154,7 +1271,13 @@ impl<P> WorkerState<P> {
     }
 
     /// Fails the waiting tasks of a value that cannot be had.
-    fn fail_waiters(&mut self, dep: &Key, waiters: SmallVec<[Key; 2]>, tried: Vec<WorkerId>, out: &mut Vec<Instruction<P>>) {
+    fn fail_waiters(
+        &mut self,
+        dep: &Key,
+        waiters: SmallVec<[Key; 2]>,
+        tried: Vec<WorkerId>,
+        out: &mut Vec<Instruction<P>>,
+    ) {
         for task in waiters {
             if matches!(self.keys.get(&task), Some(Entry { slot: Slot::Waiting(_), .. })) {
                 self.drop_pending(&task, out);
@@ -1480,7 +1603,9 @@ impl<P> WorkerState<P> {
             self.spilling_stopped = true;
         }
         let mine = match self.keys.get_mut(&key) {
-            Some(Entry { slot: Slot::Memory { nbytes, spilling, spillable, tick, held }, pins }) if *spilling == Some(file) => {
+            Some(Entry { slot: Slot::Memory { nbytes, spilling, spillable, tick, held }, pins })
+                if *spilling == Some(file) =>
+            {
                 *spilling = None;
                 self.spilling_bytes -= *nbytes;
                 if disk_failed {
@@ -1502,9 +1627,11 @@ impl<P> WorkerState<P> {
     }
 
     fn unspilled(&mut self, key: Key, file: SpillFile, out: &mut Vec<Instruction<P>>) {
+        // Every `Unspill` is answered once, whatever became of its key.
+        self.unspills_in_flight = self.unspills_in_flight.saturating_sub(1);
         let tick = self.next_tick();
         let Some(entry) = self.keys.get_mut(&key) else { return };
-        let Slot::Unspilling { nbytes, file: f, held, waiters } = &mut entry.slot else { return };
+        let Slot::Unspilling { nbytes, file: f, held, waiters, reading: true } = &mut entry.slot else { return };
         if *f != file {
             return;
         }
@@ -1524,7 +1651,10 @@ impl<P> WorkerState<P> {
     }
 
     fn unspill_failed(&mut self, key: Key, file: SpillFile, message: String, out: &mut Vec<Instruction<P>>) {
-        let Some(Entry { slot: Slot::Unspilling { nbytes, file: f, waiters, .. }, .. }) = self.keys.get_mut(&key) else {
+        self.unspills_in_flight = self.unspills_in_flight.saturating_sub(1);
+        let Some(Entry { slot: Slot::Unspilling { nbytes, file: f, waiters, reading: true, .. }, .. }) =
+            self.keys.get_mut(&key)
+        else {
             return;
         };
         if *f != file {
@@ -1593,6 +1723,7 @@ impl<P> WorkerState<P> {
             }
         }
         self.ready.clear();
+        self.unspill_queue.clear();
         self.ready_count = 0;
         self.executing = 0;
         self.lru.clear();

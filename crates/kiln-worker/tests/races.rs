@@ -190,7 +190,8 @@ fn a_spill_failure_keeps_the_value_in_memory_and_stops_spilling() {
         panic!("nothing spilled over the target: {out:?}")
     };
     assert_eq!(*victim, key("a"), "the least recently used goes first");
-    let out = step(&mut state, Event::SpillFailed { key: key("a"), file: *file, error: SpillError::Io("disk full".into()) });
+    let out =
+        step(&mut state, Event::SpillFailed { key: key("a"), file: *file, error: SpillError::Io("disk full".into()) });
     assert!(out.iter().any(|i| matches!(i, Instruction::Notice(Notice::SpillingStopped { .. }))), "{out:?}");
     assert!(!out.iter().any(|i| matches!(i, Instruction::Evict { .. } | Instruction::Release { .. })));
     assert_eq!(state.key_state(&key("a")), Some(KeyState::Memory));
@@ -239,15 +240,18 @@ fn a_spilled_input_is_read_back_before_its_task_runs_and_a_lost_one_is_reported(
     assert!(matches!(&out[..], [Instruction::Unspill { file: f, .. }] if *f == file), "{out:?}");
     let out = step(&mut state, Event::Unspilled { key: key("a"), file });
     assert!(matches!(&out[0], Instruction::Keep { .. }));
-    run_of(&out, "t");
-    // Back over the target once "t" has its copy: one value spills again. Then its file is
-    // lost: the task needing it is reported, nothing runs.
+    // Back over the target: "t" waits until the unpinned "b" is written out.
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Run { .. })), "{out:?}");
     let Some(Instruction::Spill { key: victim, file }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
     else {
         panic!("{out:?}")
     };
     let (victim, file) = (victim.clone(), *file);
-    step(&mut state, Event::SpillDone { key: victim.clone(), file });
+    assert_eq!(victim, key("b"));
+    let out = step(&mut state, Event::SpillDone { key: victim.clone(), file });
+    let t = run_of(&out, "t");
+    finish(&mut state, "t", t, 1);
+    // Then the file of "b" is lost: the task needing it is reported, nothing runs.
     let u = Event::Compute {
         key: key("u"),
         deps: [victim.clone()].into_iter().collect(),
@@ -258,7 +262,9 @@ fn a_spilled_input_is_read_back_before_its_task_runs_and_a_lost_one_is_reported(
     step(&mut state, u);
     let out = step(&mut state, Event::UnspillFailed { key: victim.clone(), file, message: "gone".into() });
     assert!(out.iter().any(|i| matches!(i, Instruction::Notice(Notice::ValueLost { .. }))));
-    assert!(sent(&out).iter().any(|m| matches!(m, WorkerToScheduler::MissingDependency { tried, .. } if *tried == vec![0])));
+    assert!(
+        sent(&out).iter().any(|m| matches!(m, WorkerToScheduler::MissingDependency { tried, .. } if *tried == vec![0]))
+    );
     assert!(!out.iter().any(|i| matches!(i, Instruction::Run { .. })));
 }
 
@@ -301,6 +307,83 @@ fn a_task_that_outlives_the_leave_patience_is_left_behind() {
     state.handle(Event::Tick, deadline - 1, &mut out);
     assert!(out.is_empty());
     state.handle(Event::Tick, deadline, &mut out);
-    assert!(matches!(&out[..], [Instruction::Notice(Notice::LeaveTimedOut { running: 1 }), Instruction::Send(_), Instruction::Stop]));
+    assert!(matches!(
+        &out[..],
+        [Instruction::Notice(Notice::LeaveTimedOut { running: 1 }), Instruction::Send(_), Instruction::Stop]
+    ));
     assert_eq!(state.next_deadline(), None);
+}
+
+#[test]
+fn a_paused_worker_whose_memory_is_pinned_by_ready_tasks_still_runs_one_at_a_time() {
+    let mut state = worker(limited(1000));
+    produce(&mut state, "a", 400);
+    let out = produce(&mut state, "b", 400);
+    let Some(Instruction::Spill { key: victim, file }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
+    else {
+        panic!("{out:?}")
+    };
+    // The disk is full: nothing can be spilled any more.
+    step(&mut state, Event::SpillFailed { key: victim.clone(), file: *file, error: SpillError::Io("full".into()) });
+    step(&mut state, Event::MemoryMeasured { process_bytes: 990 });
+    assert!(state.is_paused());
+    // A root task would add memory: it waits. Only running the consumers of "a" and "b"
+    // unpins their inputs: one starts.
+    assert!(step(&mut state, compute("root", &[])).is_empty());
+    let out = step(&mut state, compute("use-a", &[("a", &[])]));
+    let run = run_of(&out, "use-a");
+    assert!(step(&mut state, compute("use-b", &[("b", &[])])).is_empty(), "one at a time");
+    let out = finish(&mut state, "use-a", run, 1);
+    run_of(&out, "use-b");
+    assert_eq!(state.key_state(&key("root")), Some(KeyState::Ready));
+}
+
+#[test]
+fn spilled_inputs_of_a_burst_of_tasks_are_read_back_a_few_at_a_time() {
+    let mut config = limited(1000);
+    config.max_unspills_in_flight = 2;
+    let mut state = worker(config);
+    // Spill five values by keeping memory over the target.
+    let mut spilled = Vec::new();
+    for i in 0..5 {
+        let name = format!("v{i}");
+        let out = produce(&mut state, &name, 700);
+        for instruction in out {
+            if let Instruction::Spill { key, file } = instruction {
+                step(&mut state, Event::SpillDone { key: key.clone(), file });
+                spilled.push((key, file));
+            }
+        }
+    }
+    assert!(spilled.len() >= 4, "{spilled:?}");
+    let mut unspills = 0;
+    for (i, (victim, _)) in spilled.iter().enumerate() {
+        let event = Event::Compute {
+            key: key(&format!("use{i}")),
+            deps: [victim.clone()].into_iter().collect(),
+            who_has: vec![],
+            priority: Priority::default(),
+            payload: (),
+        };
+        unspills += step(&mut state, event).iter().filter(|i| matches!(i, Instruction::Unspill { .. })).count();
+    }
+    // At most two at a time, and only as memory allows (here: over the target, one).
+    assert_eq!(unspills, 1, "reads back only what memory has room for");
+}
+
+#[test]
+fn a_value_being_fetched_from_a_lost_holder_is_computed_here_when_the_scheduler_asks() {
+    let mut state = worker(Config::new(1));
+    step(&mut state, compute("t", &[("d", &[1])]));
+    // Holder 1 is cut off; the fetch never answers. The scheduler frees "t" and asks this
+    // worker to compute "d" itself.
+    step(&mut state, Event::Free { keys: vec![key("t")] });
+    let out = step(&mut state, compute("d", &[]));
+    let run = run_of(&out, "d");
+    let out = finish(&mut state, "d", run, 3);
+    assert!(matches!(sent(&out)[..], [WorkerToScheduler::Finished { .. }]), "{out:?}");
+    // The late answer of the abandoned fetch changes nothing.
+    let out = step(&mut state, Event::FetchFailed { holder: 1, keys: vec![key("d")] });
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(state.key_state(&key("d")), Some(KeyState::Memory));
 }

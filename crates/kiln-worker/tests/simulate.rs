@@ -188,7 +188,11 @@ impl Sim {
                 let nbytes = arriving.remove(&key).unwrap_or_else(|| panic!("Keep {key}: nothing arrived"));
                 let is_result = self.result.as_ref() == Some(&key);
                 assert!(!(is_result && self.freed.contains(&key)), "keeps the result of freed {key}");
-                assert_eq!(nbytes == 0, self.disk.remove(&key).is_some(), "{key}: only read-back values come from disk");
+                assert_eq!(
+                    nbytes == 0,
+                    self.disk.remove(&key).is_some(),
+                    "{key}: only read-back values come from disk"
+                );
                 self.memory.insert(key.clone(), self.size_of(&key));
             }
             Instruction::Spill { key, file } => {
@@ -246,7 +250,9 @@ impl Sim {
                 }
                 if stolen {
                     self.outstanding.remove(&key);
-                    assert!(!self.queued.iter().chain(&self.running).any(|(_, k)| *k == key) || self.freed.contains(&key));
+                    assert!(
+                        !self.queued.iter().chain(&self.running).any(|(_, k)| *k == key) || self.freed.contains(&key)
+                    );
                 }
             }
             WorkerToScheduler::Leaving { returned } => {
@@ -485,7 +491,7 @@ impl Sim {
 fn config(seed: u64) -> Config {
     let mut config = Config::new(1 + (seed % 3) as usize);
     config.tasks_per_thread = 1 + (seed % 4) as usize;
-    config.memory = (seed % 4 != 0).then(|| MemoryLimits::with_limit(LIMIT).unwrap());
+    config.memory = (!seed.is_multiple_of(4)).then(|| MemoryLimits::with_limit(LIMIT).unwrap());
     config.max_spills_in_flight = 1 + (seed % 2) as usize;
     config
 }
@@ -515,9 +521,27 @@ fn random_schedules_keep_every_invariant_and_answer_every_task() {
     }
     // The schedules reach every path worth checking.
     for kind in [
-        "Run", "Cancel", "Unqueue", "Fetch", "Keep", "Spill", "Evict", "Unspill", "Release", "DeleteFile", "Finished",
-        "Failed", "MissingDependency", "StealResponse", "Received", "Leaving", "Paused", "Resumed", "SpillingStopped",
-        "Unspillable", "ValueLost",
+        "Run",
+        "Cancel",
+        "Unqueue",
+        "Fetch",
+        "Keep",
+        "Spill",
+        "Evict",
+        "Unspill",
+        "Release",
+        "DeleteFile",
+        "Finished",
+        "Failed",
+        "MissingDependency",
+        "StealResponse",
+        "Received",
+        "Leaving",
+        "Paused",
+        "Resumed",
+        "SpillingStopped",
+        "Unspillable",
+        "ValueLost",
     ] {
         assert!(seen.get(kind).copied().unwrap_or(0) > 0, "no {kind} in any schedule: {seen:?}");
     }
