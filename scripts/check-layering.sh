@@ -17,9 +17,10 @@ for core in kiln-graph kiln-delayed kiln-array; do
   forbid "$core" "kiln-local|kiln-scheduler|kiln-distributed" "collections never depend on a scheduler"
 done
 # The distributed scheduler's decisions and the wire format are pure too: events in, commands out.
-for pure in kiln-scheduler kiln-protocol; do
-  forbid "$pure" "tokio|mio|axum|hyper|socket2" "the scheduler state machine and the protocol own no sockets or runtime"
+for pure in kiln-scheduler kiln-worker kiln-protocol; do
+  forbid "$pure" "tokio|mio|axum|hyper|socket2" "the scheduler and worker state machines and the protocol own no sockets or runtime"
 done
-forbid kiln-protocol "kiln-scheduler|kiln-distributed|kiln-local" "the protocol depends on nothing above it"
+forbid kiln-protocol "kiln-scheduler|kiln-worker|kiln-distributed|kiln-local" "the protocol depends on nothing above it"
+forbid kiln-worker "kiln-scheduler|kiln-distributed|kiln-local" "the worker state machine knows only the protocol and the graph types"
 [ "$status" -eq 0 ] && echo "layering: ok"
 exit "$status"

@@ -357,21 +357,31 @@ impl Shared {
         }
         let names: Vec<String> = pool.workers.iter().map(|(n, _)| n.clone()).collect();
         drop(pool);
-        // Wait until the scheduler lists every worker of ours.
+        // Wait until the scheduler lists every worker of ours: each round sleeps until the
+        // client hears of one more worker than it listed (a notification, not a 5 ms poll).
         let deadline = std::time::Instant::now() + self.builder.start_timeout;
         loop {
             let listed = self.control.workers();
             if names.iter().all(|n| listed.iter().any(|w| &w.name == n)) {
                 return Ok(());
             }
-            if std::time::Instant::now() > deadline {
-                return Err(ClusterError::Start(format!(
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            let timed_out = || {
+                ClusterError::Start(format!(
                     "workers did not register within {:?} (listed: {})",
                     self.builder.start_timeout,
                     listed.len()
-                )));
+                ))
+            };
+            if remaining.is_zero() {
+                return Err(timed_out());
             }
-            std::thread::sleep(Duration::from_millis(5));
+            // Re-checked at least every 200 ms: a foreign worker leaving while ours joins
+            // leaves the count unchanged.
+            match self.control.wait_for_workers(listed.len() + 1, remaining.min(Duration::from_millis(200))) {
+                Ok(()) | Err(ComputeError::Timeout { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
@@ -484,30 +494,64 @@ pub fn run_worker_if_requested() {
     std::process::exit(code);
 }
 
-fn worker_from_args(args: &[String]) -> Result<(), String> {
+/// Why `<program> worker ...` could not run a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerArgsError {
+    /// No scheduler address after `worker`.
+    #[error("missing the scheduler address")]
+    MissingScheduler,
+    /// A flag without its value.
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    /// A flag whose value does not parse.
+    #[error("{flag}: {source}")]
+    BadNumber {
+        /// The flag.
+        flag: String,
+        /// Why its value is not a number.
+        source: std::num::ParseIntError,
+    },
+    /// A flag this command does not know.
+    #[error("unknown option {0}")]
+    UnknownOption(String),
+    /// The worker's runtime or signal handler could not start.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being started.
+        context: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The worker could not start (port, scheduler).
+    #[error(transparent)]
+    Start(#[from] crate::comm::CommError),
+}
+
+fn worker_from_args(args: &[String]) -> Result<(), WorkerArgsError> {
     crate::worker::tune_allocator_for_workers();
     let mut args = args.iter();
-    let scheduler = args.next().ok_or("missing the scheduler address")?;
+    let scheduler = args.next().ok_or(WorkerArgsError::MissingScheduler)?;
     let mut config = WorkerConfig::new(scheduler);
     config.nthreads = 1;
     while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        let mut value = || args.next().ok_or_else(|| WorkerArgsError::MissingValue(flag.clone()));
+        let bad = |source| WorkerArgsError::BadNumber { flag: flag.clone(), source };
         match flag.as_str() {
-            "--nthreads" => config.nthreads = value()?.parse().map_err(|e| format!("--nthreads: {e}"))?,
-            "--memory-limit" => config.memory_limit = value()?.parse().map_err(|e| format!("--memory-limit: {e}"))?,
+            "--nthreads" => config.nthreads = value()?.parse().map_err(bad)?,
+            "--memory-limit" => config.memory_limit = value()?.parse().map_err(bad)?,
             "--name" => config.name = Some(value()?.clone()),
-            other => return Err(format!("unknown option {other}")),
+            other => return Err(WorkerArgsError::UnknownOption(other.to_string())),
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        .map_err(|source| WorkerArgsError::Io { context: "cannot start a runtime", source })?;
     runtime.block_on(async {
-        let worker = start_worker(config).await.map_err(|e| e.to_string())?;
+        let worker = start_worker(config).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+            .map_err(|source| WorkerArgsError::Io { context: "cannot watch SIGTERM", source })?;
         tokio::select! {
             _ = term.recv() => {
                 worker.close("received SIGTERM");

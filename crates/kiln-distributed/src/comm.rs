@@ -225,9 +225,22 @@ async fn write_all_timed(half: &mut OwnedWriteHalf, bytes: &[u8], peer: &str) ->
 
 /// Starts the writer task of a connection. It ends when every [`Sender`] is dropped (after
 /// flushing) or the socket fails.
-pub fn spawn_writer<M: Serialize + Send + 'static>(mut half: OwnedWriteHalf, peer: String) -> Sender<M> {
+pub fn spawn_writer<M: Serialize + Send + 'static>(half: OwnedWriteHalf, peer: String) -> Sender<M> {
+    spawn_flushing_writer(half, peer).0
+}
+
+/// Resolves when a writer task has ended: every message queued before the last [`Sender`] was
+/// dropped is written and the socket is shut down (or the socket failed).
+pub type Flushed = tokio::task::JoinHandle<()>;
+
+/// [`spawn_writer`], plus a handle to await the flush: drop every [`Sender`], then await
+/// [`Flushed`] to know the peer has been sent everything (no sleeping "for the writer").
+pub fn spawn_flushing_writer<M: Serialize + Send + 'static>(
+    mut half: OwnedWriteHalf,
+    peer: String,
+) -> (Sender<M>, Flushed) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing<M>>();
-    tokio::spawn(async move {
+    let flushed = tokio::spawn(async move {
         let mut batch: Vec<M> = Vec::new();
         let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
         let mut items = Vec::new();
@@ -269,7 +282,7 @@ pub fn spawn_writer<M: Serialize + Send + 'static>(mut half: OwnedWriteHalf, pee
         }
         let _ = half.shutdown().await;
     });
-    tx
+    (tx, flushed)
 }
 
 fn flush<M: Serialize>(batch: &mut Vec<M>, buf: &mut Vec<u8>) {

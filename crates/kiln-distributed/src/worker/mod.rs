@@ -1,0 +1,219 @@
+//! The worker: runs tasks on a thread pool, holds their results, serves them to peers and
+//! clients, and fetches its tasks' inputs directly from the workers that hold them.
+//!
+//! The decisions live in the pure [`kiln_worker::WorkerState`]; this module is its I/O edge:
+//!
+//! - [`shell`]: the async shell. One task owns the state, turns scheduler messages, finished
+//!   runs, fetches, spills and timers into events, and carries out the state's instructions.
+//! - [`compute`]: the compute threads and the priority queue of runs they take from; a long
+//!   task never stalls a connection.
+//! - [`peer`]: the data port, answering `Get` and `Put` from peers and clients.
+//! - [`store`]: values in memory and in spill files; spill files are written and read on the
+//!   blocking pool, never under the store's lock on the runtime.
+
+mod compute;
+mod peer;
+mod shell;
+pub mod store;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_protocol::messages::WorkerToScheduler;
+use kiln_worker::{MemoryLimits, WorkerState};
+use rustc_hash::FxHashMap;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::comm::{CommError, PeerPool};
+use compute::{JobQueue, compute_thread};
+use shell::{Shell, ShellEvent, connect_scheduler};
+use store::Store;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The scheduler's address (`host:port`, `tcp://` allowed).
+    pub scheduler: String,
+    /// Threads that run tasks.
+    pub nthreads: usize,
+    /// Memory limit in bytes (0: none); reported to the scheduler.
+    pub memory_limit: u64,
+    /// A human name (defaults to the data address).
+    pub name: Option<String>,
+    /// Where to listen for peers (`host:port`, port 0 for any).
+    pub listen: String,
+    /// How often to send heartbeats.
+    pub heartbeat: Duration,
+    /// Where to spill values (default: a fresh directory under the system's temp dir).
+    pub local_directory: Option<std::path::PathBuf>,
+    /// After losing the scheduler, keep trying to rejoin for this long (then stop).
+    pub reconnect: Duration,
+}
+
+impl WorkerConfig {
+    /// A worker of the scheduler at `scheduler` with one thread per core.
+    pub fn new(scheduler: &str) -> Self {
+        WorkerConfig {
+            scheduler: scheduler.to_string(),
+            nthreads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            memory_limit: 0,
+            name: None,
+            listen: "127.0.0.1:0".into(),
+            heartbeat: Duration::from_secs(1),
+            local_directory: None,
+            reconnect: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Strips an optional `tcp://` scheme.
+pub fn strip_scheme(address: &str) -> &str {
+    address.strip_prefix("tcp://").unwrap_or(address)
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    address: SocketAddr,
+    events: mpsc::UnboundedSender<ShellEvent>,
+    done: watch::Receiver<bool>,
+}
+
+impl WorkerHandle {
+    /// Where peers and clients fetch this worker's data.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Asks the worker to hand back unstarted work and leave.
+    pub fn close(&self, reason: &str) {
+        let _ = self.events.send(ShellEvent::Close(reason.to_string()));
+    }
+
+    /// Waits until the worker has stopped.
+    pub async fn stopped(&self) {
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|d| *d).await;
+    }
+}
+
+/// Starts a worker on the current tokio runtime: binds its data port, registers with the
+/// scheduler and starts its compute threads. Kernels and codecs come from the global
+/// registries.
+///
+/// # Errors
+/// The port cannot be bound, the scheduler cannot be reached, or the configuration is invalid.
+pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommError> {
+    let mut state_config = kiln_worker::Config::new(config.nthreads.max(1));
+    state_config.memory = MemoryLimits::with_limit(config.memory_limit);
+    let state = WorkerState::new(state_config).map_err(|e| CommError::Io {
+        context: "invalid worker configuration".into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+    })?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| CommError::Io { context: format!("cannot listen on {}", config.listen), source })?;
+    let address = listener.local_addr().map_err(|source| CommError::Io { context: "local address".into(), source })?;
+    let name = config.name.clone().unwrap_or_else(|| address.to_string());
+    let scheduler_address = strip_scheme(&config.scheduler).to_string();
+    let register = WorkerToScheduler::Register {
+        address: address.to_string(),
+        name: name.clone(),
+        nthreads: config.nthreads as u32,
+        memory_limit: config.memory_limit,
+    };
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (to_scheduler, flushed) =
+        connect_scheduler(&scheduler_address, &name, register.clone(), events_tx.clone()).await?;
+
+    let dir = config
+        .local_directory
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("kiln-worker-{}-{}", std::process::id(), address.port())));
+    let store = Arc::new(Store::new(dir));
+    let queue = Arc::new(JobQueue::default());
+    let mut threads = Vec::new();
+    for i in 0..config.nthreads.max(1) {
+        let queue = queue.clone();
+        let events = events_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("kiln-worker-{i}"))
+            .spawn(move || compute_thread(&queue, |outcome| events.send(ShellEvent::Done(outcome)).is_ok()))
+            .map_err(|source| CommError::Io { context: "cannot start a compute thread".into(), source })?;
+        threads.push(thread);
+    }
+
+    tokio::spawn(peer::serve_peers(listener, store.clone(), events_tx.clone(), name.clone()));
+    spawn_ticker(events_tx.clone(), config.heartbeat, || ShellEvent::Heartbeat);
+    if config.memory_limit > 0 {
+        // Memory is watched ten times a second, as Dask's worker does.
+        spawn_ticker(events_tx.clone(), Duration::from_millis(100), || ShellEvent::MemoryCheck);
+    }
+
+    let (done_tx, done) = watch::channel(false);
+    let shell = Shell {
+        name,
+        scheduler_address,
+        register,
+        reconnect: config.reconnect,
+        to_scheduler,
+        flushed,
+        state,
+        store: store.clone(),
+        queue,
+        pool: PeerPool::new(&address.to_string()),
+        events: events_tx.clone(),
+        kernels: FxHashMap::default(),
+        out: Vec::new(),
+        arriving: Vec::new(),
+        follow_ups: VecDeque::new(),
+        started: Instant::now(),
+    };
+    tokio::spawn(async move {
+        shell.run(events_rx).await;
+        for t in threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        // The peer server may still hold the store; the spill directory goes now.
+        let dir = store.dir().to_path_buf();
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let _ = done_tx.send(true);
+    });
+    Ok(WorkerHandle { address, events: events_tx, done })
+}
+
+/// Sends `event()` every `period` until the shell is gone.
+fn spawn_ticker(events: mpsc::UnboundedSender<ShellEvent>, period: Duration, event: fn() -> ShellEvent) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            ticker.tick().await;
+            if events.send(event()).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Makes freed large buffers go back to the operating system at once, so a worker's resident
+/// memory follows what it holds (glibc otherwise raises its mmap threshold after the first
+/// large free and keeps array chunks in its heap). Worker processes call it at start-up.
+pub fn tune_allocator_for_workers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before worker threads
+    // allocate large buffers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
+/// The process's resident set size in bytes (Linux; 0 elsewhere).
+pub fn process_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}

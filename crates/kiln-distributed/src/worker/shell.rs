@@ -1,0 +1,493 @@
+//! The worker's async shell: turns what happens (scheduler messages, finished runs, fetches,
+//! spills, timers) into [`Event`]s for [`WorkerState`] and carries out its [`Instruction`]s.
+//!
+//! It decides nothing. One task owns the state and reads one channel; everything that takes
+//! time (fetching from a peer, writing or reading a spill file, reconnecting) runs in its own
+//! task or on the blocking pool and comes back through that channel. Answers the shell knows at
+//! once (did the queue still hold that run? which runs never started?) are fed back before the
+//! next channel event, so the state sees them in order.
+//!
+//! Per task on the hot path: the kernel is looked up in a cache, the literals decoded, the
+//! inputs taken from the store under one lock at `Run`, and the result put in the store at
+//! `Keep`; the instruction vector and the arrival buffer are reused across events.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kiln_graph::portable::{InputSpec, TaskSpec, resolve_task};
+use kiln_graph::{CodecRegistry, Kernel, KernelRegistry, KernelSpec, Key, TaskError, Value};
+use kiln_protocol::Role;
+use kiln_protocol::messages::{
+    ComputeTask, PeerReply, PeerRequest, Priority, SchedulerToWorker, TaskFailure, WorkerId, WorkerToScheduler,
+};
+use kiln_worker::{Event, Instruction, Notice, RunId, SpillError, SpillFile, WorkerState};
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use tokio::sync::mpsc;
+
+use super::compute::{Job, JobQueue, Outcome};
+use super::peer::value_nbytes;
+use super::store::{Store, UnspillError, read_spill, write_spill};
+use crate::comm::{self, CommError, Flushed, Outgoing, PacketReader, PeerPool, Sender, value_from_wire};
+
+/// What reaches the shell's channel.
+pub(super) enum ShellEvent {
+    Scheduler(Vec<SchedulerToWorker>),
+    SchedulerLost(String),
+    Reconnected(Sender<WorkerToScheduler>, Flushed),
+    GaveUp(String),
+    Done(Outcome),
+    Fetched { holder: WorkerId, values: Vec<(Key, Value)>, missing: Vec<Key> },
+    FetchFailed { holder: WorkerId, keys: Vec<Key> },
+    Received(Vec<(Key, u64)>),
+    Spilled { key: Key, file: SpillFile, result: Result<(), SpillError> },
+    Unspilled { key: Key, file: SpillFile, result: Result<Value, UnspillError> },
+    Heartbeat,
+    MemoryCheck,
+    Close(String),
+}
+
+/// A task's kernel and inputs (literals decoded, dependencies by key), carried through the
+/// state until it runs.
+pub(super) struct Prepared {
+    kernel: Arc<dyn Kernel>,
+    inputs: Vec<Result<Value, Key>>,
+}
+
+/// Resolved kernels kept at most (most graphs use few distinct kernels).
+const KERNEL_CACHE: usize = 4096;
+
+/// How a leaving worker waits for its writer to flush at most (a stuck socket is dropped by
+/// the writer itself after [`comm::WRITE_TIMEOUT`]).
+const FLUSH_PATIENCE: Duration = Duration::from_secs(10);
+
+pub(super) struct Shell {
+    pub name: String,
+    pub scheduler_address: String,
+    pub register: WorkerToScheduler,
+    pub reconnect: Duration,
+    pub to_scheduler: Sender<WorkerToScheduler>,
+    pub flushed: Flushed,
+    pub state: WorkerState<Prepared>,
+    pub store: Arc<Store>,
+    pub queue: Arc<JobQueue>,
+    pub pool: PeerPool,
+    pub events: mpsc::UnboundedSender<ShellEvent>,
+    pub kernels: FxHashMap<KernelSpec, Arc<dyn Kernel>>,
+    /// Instructions of the event being handled (reused).
+    pub out: Vec<Instruction<Prepared>>,
+    /// Values that arrived with the event being handled, until `Keep` (reused).
+    pub arriving: Vec<(Key, Value)>,
+    /// Answers known at once, handled before the next channel event.
+    pub follow_ups: VecDeque<Event<Prepared>>,
+    pub started: Instant,
+}
+
+/// How the shell's loop ended.
+enum Ending {
+    /// Left cleanly: flush what was sent to the scheduler.
+    Left,
+    /// The scheduler is gone: nothing to flush.
+    Lost,
+}
+
+impl Shell {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// Runs until the worker has left or given up on the scheduler.
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<ShellEvent>) {
+        let mut batch = Vec::new();
+        let ending = 'outer: loop {
+            let deadline = self.state.next_deadline().map(|us| self.started + Duration::from_micros(us));
+            let received = match deadline {
+                Some(deadline) => {
+                    tokio::select! {
+                        n = events.recv_many(&mut batch, 1024) => n,
+                        _ = tokio::time::sleep_until(deadline.into()) => {
+                            if self.feed(Event::Tick) {
+                                break 'outer Ending::Left;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                None => events.recv_many(&mut batch, 1024).await,
+            };
+            if received == 0 {
+                break Ending::Lost;
+            }
+            for event in batch.drain(..) {
+                if let Some(ending) = self.shell_event(event) {
+                    break 'outer ending;
+                }
+            }
+        };
+        if let Ending::Left = ending {
+            // Every sender dropped: the writer writes what is queued, shuts the socket, ends.
+            let Shell { to_scheduler, flushed, .. } = self;
+            drop(to_scheduler);
+            if tokio::time::timeout(FLUSH_PATIENCE, flushed).await.is_err() {
+                tracing::warn!("the goodbye to the scheduler was not flushed within {FLUSH_PATIENCE:?}");
+            }
+        } else {
+            self.queue.drain(true);
+        }
+    }
+
+    /// Handles one channel event; `Some` when the loop must end.
+    fn shell_event(&mut self, event: ShellEvent) -> Option<Ending> {
+        let event = match event {
+            ShellEvent::Scheduler(messages) => {
+                for message in messages {
+                    if let Some(event) = self.scheduler_message(message)
+                        && self.feed(event)
+                    {
+                        return Some(Ending::Left);
+                    }
+                }
+                return None;
+            }
+            ShellEvent::SchedulerLost(reason) => {
+                if self.reconnect.is_zero() {
+                    tracing::warn!("worker {}: lost the scheduler: {reason}; stopping", self.name);
+                    return Some(Ending::Lost);
+                }
+                tracing::warn!("worker {}: lost the scheduler: {reason}; trying to rejoin", self.name);
+                self.spawn_reconnect();
+                Event::SchedulerLost
+            }
+            ShellEvent::Reconnected(sender, flushed) => {
+                tracing::info!("worker {}: rejoined the scheduler", self.name);
+                self.to_scheduler = sender;
+                self.flushed = flushed;
+                return None;
+            }
+            ShellEvent::GaveUp(reason) => {
+                tracing::error!("worker {}: could not rejoin the scheduler: {reason}; stopping", self.name);
+                return Some(Ending::Lost);
+            }
+            ShellEvent::Done(Outcome { key, run, result, duration }) => match result {
+                None => Event::TaskSkipped { key, run },
+                Some(Ok(value)) => {
+                    let nbytes = value_nbytes(&value);
+                    self.arriving.push((key.clone(), value));
+                    Event::TaskFinished { key, run, nbytes, duration_us: duration.as_micros() as u64 }
+                }
+                Some(Err(error)) => {
+                    let failure = match error {
+                        TaskError::At { key: inner, error } => TaskFailure::raised(inner, error.to_string()),
+                        other => TaskFailure::raised(key.clone(), other.to_string()),
+                    };
+                    Event::TaskFailed { key, run, failure }
+                }
+            },
+            ShellEvent::Fetched { holder, values, missing } => {
+                let arrived = values.iter().map(|(k, v)| (k.clone(), value_nbytes(v))).collect();
+                self.arriving.extend(values);
+                Event::Fetched { holder, arrived, missing }
+            }
+            ShellEvent::FetchFailed { holder, keys } => Event::FetchFailed { holder, keys },
+            ShellEvent::Received(entries) => Event::Received { entries },
+            ShellEvent::Spilled { key, file, result } => match result {
+                Ok(()) => Event::SpillDone { key, file },
+                Err(error) => Event::SpillFailed { key, file, error },
+            },
+            ShellEvent::Unspilled { key, file, result } => match result {
+                Ok(value) => {
+                    self.arriving.push((key.clone(), value));
+                    Event::Unspilled { key, file }
+                }
+                Err(e) => Event::UnspillFailed { key, file, message: e.to_string() },
+            },
+            ShellEvent::Heartbeat => Event::HeartbeatDue { process_bytes: super::process_rss() },
+            ShellEvent::MemoryCheck => Event::MemoryMeasured { process_bytes: super::process_rss() },
+            ShellEvent::Close(reason) => {
+                tracing::info!("worker {} leaving: {reason}", self.name);
+                Event::Leave
+            }
+        };
+        self.feed(event).then_some(Ending::Left)
+    }
+
+    /// Turns a scheduler message into an event (`None`: nothing for the state).
+    fn scheduler_message(&mut self, message: SchedulerToWorker) -> Option<Event<Prepared>> {
+        Some(match message {
+            SchedulerToWorker::Registered { id, workers } => {
+                tracing::info!("worker {} registered as worker {id}", self.name);
+                Event::Registered { id, peers: workers }
+            }
+            SchedulerToWorker::WorkerAdded(info) => Event::PeerAdded(info),
+            SchedulerToWorker::WorkerRemoved(id) => Event::PeerRemoved(id),
+            SchedulerToWorker::Compute(task) => self.prepare(task),
+            SchedulerToWorker::Free { keys } => Event::Free { keys },
+            SchedulerToWorker::Acquire { keys } => Event::Acquire { keys },
+            SchedulerToWorker::Steal { key } => Event::Steal { key },
+            SchedulerToWorker::Close { reason } => {
+                tracing::info!("worker {} leaving: {reason}", self.name);
+                Event::Leave
+            }
+        })
+    }
+
+    /// Resolves a task's kernel and literals; a failure is the task's failure.
+    fn prepare(&mut self, task: ComputeTask) -> Event<Prepared> {
+        let ComputeTask { key, kernel: spec, inputs: specs, who_has, priority } = task;
+        let kernel = match self.kernels.get(&spec) {
+            Some(k) => k.clone(),
+            None => {
+                let spec_only = TaskSpec { key: key.clone(), kernel: spec.clone(), inputs: Vec::new() };
+                match resolve_task(&spec_only, KernelRegistry::global(), CodecRegistry::global()) {
+                    Ok(resolved) => {
+                        if self.kernels.len() >= KERNEL_CACHE {
+                            self.kernels.clear();
+                        }
+                        self.kernels.insert(spec, resolved.kernel.clone());
+                        resolved.kernel
+                    }
+                    Err(e) => return Event::TaskRejected { key, message: e.to_string() },
+                }
+            }
+        };
+        let codecs = CodecRegistry::global();
+        let mut deps: SmallVec<[Key; 2]> = SmallVec::new();
+        let mut inputs = Vec::with_capacity(specs.len());
+        for (i, input) in specs.into_iter().enumerate() {
+            match input {
+                InputSpec::Task(dep) => {
+                    deps.push(dep.clone());
+                    inputs.push(Err(dep));
+                }
+                InputSpec::Literal(encoded) => match codecs.decode(&encoded) {
+                    Ok(value) => inputs.push(Ok(value)),
+                    Err(e) => {
+                        let message = format!("{key}: literal input {i}: {e}");
+                        return Event::TaskRejected { key, message };
+                    }
+                },
+            }
+        }
+        Event::Compute { key, deps, who_has, priority, payload: Prepared { kernel, inputs } }
+    }
+
+    /// Feeds an event and its follow-ups to the state and carries out the instructions;
+    /// `true` once the state has said `Stop`.
+    fn feed(&mut self, event: Event<Prepared>) -> bool {
+        let mut next = Some(event);
+        let mut stop = false;
+        while let Some(event) = next.take().or_else(|| self.follow_ups.pop_front()) {
+            let now = self.now();
+            let mut out = std::mem::take(&mut self.out);
+            self.state.handle(event, now, &mut out);
+            for instruction in out.drain(..) {
+                stop |= self.execute(instruction);
+            }
+            self.out = out;
+            // Arrived values the state did not keep are dropped here.
+            self.arriving.clear();
+        }
+        stop
+    }
+
+    /// Carries out one instruction; `true` for `Stop`.
+    fn execute(&mut self, instruction: Instruction<Prepared>) -> bool {
+        match instruction {
+            Instruction::Send(message) => {
+                let _ = self.to_scheduler.send(Outgoing::Message(message));
+            }
+            Instruction::Fetch { holder, keys } => self.fetch(holder, keys),
+            Instruction::Run { run, key, priority, payload } => self.hand_to_threads(run, key, priority, payload),
+            Instruction::Cancel { run } => self.queue.cancel(run),
+            Instruction::Unqueue { run, key } => {
+                let taken = self.queue.take(run);
+                self.follow_ups.push_back(Event::Unqueued { key, run, taken });
+            }
+            Instruction::DrainQueue { close } => {
+                let unstarted = self.queue.drain(close);
+                self.follow_ups.push_back(Event::QueueDrained { unstarted });
+            }
+            Instruction::Keep { key } => {
+                if let Some(i) = self.arriving.iter().position(|(k, _)| *k == key) {
+                    let (key, value) = self.arriving.swap_remove(i);
+                    self.store.insert(key, value);
+                }
+            }
+            Instruction::Spill { key, file } => self.spill(key, file),
+            Instruction::Evict { key, file } => self.store.evict(key, file),
+            Instruction::Unspill { key, file } => {
+                let path = self.store.path(file);
+                let events = self.events.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = read_spill(&path);
+                    let _ = events.send(ShellEvent::Unspilled { key, file, result });
+                });
+            }
+            Instruction::Release { key, file } => {
+                self.store.remove(&key);
+                if let Some(file) = file {
+                    self.delete_file(file);
+                }
+            }
+            Instruction::DeleteFile { file } => self.delete_file(file),
+            Instruction::Notice(notice) => self.log(notice),
+            Instruction::Stop => return true,
+        }
+        false
+    }
+
+    fn hand_to_threads(&mut self, run: RunId, key: Key, priority: Priority, payload: Prepared) {
+        let Prepared { kernel, mut inputs } = payload;
+        if let Err(dep) = self.store.fill_inputs(&mut inputs) {
+            // The state only runs tasks whose inputs are in memory: this is an engine bug.
+            let message = format!("internal error: input {dep} of {key} is not in the worker's memory");
+            tracing::error!("worker {}: {message}", self.name);
+            let failure = TaskFailure::raised(key.clone(), message);
+            // Skip the run rather than queue it: the state still expects exactly one report.
+            self.follow_ups.push_back(Event::TaskFailed { key, run, failure });
+            return;
+        }
+        let inputs = inputs.into_iter().flatten().collect();
+        self.queue.push(Job { priority, run, key, kernel, inputs });
+    }
+
+    fn fetch(&mut self, holder: WorkerId, keys: Vec<Key>) {
+        let Some(address) = self.state.peer_address(holder).map(str::to_string) else {
+            self.follow_ups.push_back(Event::FetchFailed { holder, keys });
+            return;
+        };
+        let pool = self.pool.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let request = PeerRequest::Get { request: pool.request_id(), keys: keys.clone() };
+            let event = match pool.request(&address, request, Vec::new()).await {
+                Ok((PeerReply::Data { values, mut missing, .. }, frames)) => {
+                    let mut decoded = Vec::with_capacity(values.len());
+                    for (key, wire) in values {
+                        match value_from_wire(&wire, &frames, CodecRegistry::global()) {
+                            Ok(v) => decoded.push((key, v)),
+                            Err(e) => {
+                                tracing::warn!("cannot decode {key} from {address}: {e}");
+                                missing.push(key);
+                            }
+                        }
+                    }
+                    ShellEvent::Fetched { holder, values: decoded, missing }
+                }
+                Ok((other, _)) => {
+                    tracing::warn!("unexpected reply from {address}: {other:?}");
+                    ShellEvent::FetchFailed { holder, keys }
+                }
+                Err(e) => {
+                    tracing::warn!("fetching from {address} failed: {e}");
+                    ShellEvent::FetchFailed { holder, keys }
+                }
+            };
+            let _ = events.send(event);
+        });
+    }
+
+    /// Writes a spill file on the blocking pool: the runtime keeps serving meanwhile.
+    fn spill(&mut self, key: Key, file: SpillFile) {
+        let Some(value) = self.store.get(&key) else {
+            let error = SpillError::Io(format!("{key} is not in memory"));
+            self.follow_ups.push_back(Event::SpillFailed { key, file, error });
+            return;
+        };
+        let path = self.store.path(file);
+        let events = self.events.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = write_spill(&value, &path);
+            drop(value);
+            let _ = events.send(ShellEvent::Spilled { key, file, result });
+        });
+    }
+
+    fn delete_file(&self, file: SpillFile) {
+        // Unlinking is a quick metadata operation; a file that was never written is fine.
+        let _ = std::fs::remove_file(self.store.path(file));
+    }
+
+    fn log(&self, notice: Notice) {
+        let name = &self.name;
+        match notice {
+            Notice::Paused { process_bytes, limit } => tracing::warn!(
+                "worker {name}: process memory {} MB is above the pause threshold of the {} MB limit; pausing new tasks",
+                process_bytes >> 20,
+                limit >> 20
+            ),
+            Notice::Resumed { process_bytes, paused_for_us } => tracing::info!(
+                "worker {name}: memory back to {} MB after {:.1} s; resuming",
+                process_bytes >> 20,
+                paused_for_us as f64 / 1e6
+            ),
+            Notice::Unspillable { key, error } => tracing::debug!("worker {name}: {key} stays in memory: {error}"),
+            Notice::SpillingStopped { key, error } => {
+                tracing::error!("worker {name}: spilling {key} failed: {error}; spilling stops, values stay in memory")
+            }
+            Notice::ValueLost { key, message } => tracing::error!("worker {name}: lost spilled {key}: {message}"),
+            Notice::LeaveTimedOut { running } => {
+                tracing::warn!("worker {name}: leaving without waiting longer for {running} running tasks")
+            }
+        }
+    }
+
+    fn spawn_reconnect(&self) {
+        let address = self.scheduler_address.clone();
+        let name = self.name.clone();
+        let register = self.register.clone();
+        let events = self.events.clone();
+        let patience = self.reconnect;
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + patience;
+            // Backoff between attempts: the scheduler may be restarting or the network down.
+            let mut delay = Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(delay).await;
+                match connect_scheduler(&address, &name, register.clone(), events.clone()).await {
+                    Ok((sender, flushed)) => {
+                        let _ = events.send(ShellEvent::Reconnected(sender, flushed));
+                        return;
+                    }
+                    Err(e) if tokio::time::Instant::now() >= deadline => {
+                        let _ = events.send(ShellEvent::GaveUp(e.to_string()));
+                        return;
+                    }
+                    Err(e) => tracing::debug!("rejoining {address}: {e}"),
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        });
+    }
+}
+
+/// Connects and registers with the scheduler; its messages feed the shell.
+pub(super) async fn connect_scheduler(
+    address: &str,
+    name: &str,
+    register: WorkerToScheduler,
+    events: mpsc::UnboundedSender<ShellEvent>,
+) -> Result<(Sender<WorkerToScheduler>, Flushed), CommError> {
+    let (stream, leftover) = comm::connect(address, Role::Worker, name).await?;
+    let (read, write) = stream.into_split();
+    let (to_scheduler, flushed) = comm::spawn_flushing_writer::<WorkerToScheduler>(write, address.to_string());
+    let _ = to_scheduler.send(Outgoing::Message(register));
+    let address = address.to_string();
+    tokio::spawn(async move {
+        let mut reader = PacketReader::with_buffer(read, address, leftover);
+        let reason = loop {
+            match reader.next_messages::<SchedulerToWorker>().await {
+                Ok(Some((messages, _))) => {
+                    if events.send(ShellEvent::Scheduler(messages)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break "the scheduler closed the connection".to_string(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        let _ = events.send(ShellEvent::SchedulerLost(reason));
+    });
+    Ok((to_scheduler, flushed))
+}

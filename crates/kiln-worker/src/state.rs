@@ -1,0 +1,1760 @@
+//! [`WorkerState`]: every decision of a worker, as transitions between [`KeyState`]s.
+//!
+//! Each call of [`WorkerState::handle`] takes one [`Event`] and the current time and appends the
+//! resulting [`Instruction`]s to a caller-owned vector (reused across events, so an event costs
+//! no allocation of its own). The hot path of a task is: `Compute` with its inputs at hand →
+//! `Run` at once while a thread slot is free (the ready heap is skipped when it is empty) →
+//! `TaskFinished` → `Keep` + `Send(Finished)`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use kiln_graph::Key;
+use kiln_protocol::messages::{Priority, TaskFailure, WorkerId, WorkerInfo, WorkerToScheduler};
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+/// One hand-off of a task to the compute threads. A task run twice (freed, then computed
+/// again) gets two ids, so a late result of the first run is recognized and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(pub u64);
+
+/// A spill file, named by the state so that a late spill completion for a released or
+/// re-spilled key is recognized (the shell turns it into a path in its spill directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpillFile(pub u64);
+
+/// Memory thresholds of a worker with a memory limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryLimits {
+    /// The memory limit in bytes.
+    pub limit: u64,
+    /// Spill least recently used values while held values exceed this fraction of the limit.
+    pub target: f64,
+    /// Spill while the process's memory exceeds this fraction.
+    pub spill: f64,
+    /// Start no task while the process's memory exceeds this fraction.
+    pub pause: f64,
+}
+
+impl MemoryLimits {
+    /// Dask's fractions (target 0.6, spill 0.7, pause 0.8) of `limit`; `None` for 0 (no limit).
+    pub fn with_limit(limit: u64) -> Option<Self> {
+        (limit > 0).then_some(MemoryLimits { limit, target: 0.6, spill: 0.7, pause: 0.8 })
+    }
+
+    fn bytes(&self, fraction: f64) -> u64 {
+        (self.limit as f64 * fraction) as u64
+    }
+}
+
+/// How a worker behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Threads that run tasks.
+    pub nthreads: usize,
+    /// Tasks handed to the compute threads per thread before the rest wait, in priority order,
+    /// in the state. More hides the round trip between a thread and the state; fewer keeps
+    /// priorities fresh and tasks stealable without asking the threads.
+    pub tasks_per_thread: usize,
+    /// Memory thresholds; `None`: no limit, nothing spills or pauses.
+    pub memory: Option<MemoryLimits>,
+    /// Spills written at the same time at most (each holds an encoded copy of its value).
+    pub max_spills_in_flight: usize,
+    /// Spilled values read back at the same time at most: reading back every input of a burst
+    /// of tasks at once would overrun the memory limit before any of them runs.
+    pub max_unspills_in_flight: usize,
+    /// How long a leaving worker waits for its running tasks, in microseconds.
+    pub leave_patience_us: u64,
+}
+
+impl Config {
+    /// `nthreads` threads, no memory limit, 16 queued tasks per thread, 30 s to leave.
+    pub fn new(nthreads: usize) -> Self {
+        Config {
+            nthreads,
+            tasks_per_thread: 16,
+            memory: None,
+            max_spills_in_flight: 1,
+            max_unspills_in_flight: 2,
+            leave_patience_us: 30_000_000,
+        }
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.nthreads.saturating_mul(self.tasks_per_thread).max(1)
+    }
+}
+
+/// A configuration [`WorkerState::new`] refuses.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// No thread to run tasks on.
+    #[error("a worker needs at least one thread")]
+    NoThreads,
+    /// No task may be handed to the threads.
+    #[error("tasks_per_thread must be at least 1")]
+    NoTaskSlots,
+    /// Memory fractions out of order or out of (0, 1].
+    #[error("memory fractions must satisfy 0 < target <= spill <= pause <= 1 (got {target}, {spill}, {pause})")]
+    Fractions {
+        /// The target fraction.
+        target: f64,
+        /// The spill fraction.
+        spill: f64,
+        /// The pause fraction.
+        pause: f64,
+    },
+    /// Spilling configured without a slot to spill or read back in.
+    #[error("max_spills_in_flight and max_unspills_in_flight must be at least 1")]
+    NoSpillSlots,
+}
+
+/// Why a value could not be spilled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpillError {
+    /// The value has no codec (or its codec failed): this value stays in memory, others may
+    /// still spill.
+    #[error("cannot encode the value: {0}")]
+    Unencodable(String),
+    /// Writing failed (disk full, directory gone): spilling stops for this worker.
+    #[error("cannot write the spill file: {0}")]
+    Io(String),
+}
+
+/// An invariant of [`WorkerState`] that does not hold (a bug in the state machine).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("worker state invariant violated: {0}")]
+pub struct InvariantError(pub String);
+
+/// Where a key is (see the crate docs for the transitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// A task whose inputs are being fetched or read back from disk.
+    Waiting,
+    /// A task with every input in memory, waiting for a thread slot or for memory to fall.
+    Ready,
+    /// A task handed to the compute threads (queued there or running).
+    Executing,
+    /// A value being fetched from a peer.
+    Fetching,
+    /// A value in memory.
+    Memory,
+    /// A value on disk.
+    Spilled,
+    /// A value on disk being read back.
+    Unspilling,
+}
+
+/// Something that happened: a scheduler message, a completion from the shell, or time.
+#[derive(Debug)]
+pub enum Event<P> {
+    /// The scheduler accepted this worker.
+    Registered {
+        /// This worker's id.
+        id: WorkerId,
+        /// Every worker, this one included.
+        peers: Vec<WorkerInfo>,
+    },
+    /// A peer joined.
+    PeerAdded(WorkerInfo),
+    /// A peer left.
+    PeerRemoved(WorkerId),
+    /// Run a task once its inputs are here.
+    Compute {
+        /// The task.
+        key: Key,
+        /// Its dependencies, in any order, duplicates allowed.
+        deps: SmallVec<[Key; 2]>,
+        /// Holders of dependencies this worker may not hold.
+        who_has: Vec<(Key, Vec<WorkerId>)>,
+        /// Run order among ready tasks (smaller first).
+        priority: Priority,
+        /// What the shell needs to run it; handed back in [`Instruction::Run`].
+        payload: P,
+    },
+    /// The shell could not prepare a task (unknown kernel, bad literal).
+    TaskRejected {
+        /// The task.
+        key: Key,
+        /// Why.
+        message: String,
+    },
+    /// Forget these keys (results, or tasks not finished).
+    Free {
+        /// The keys.
+        keys: Vec<Key>,
+    },
+    /// Give this task up if it has not started.
+    Steal {
+        /// The task.
+        key: Key,
+    },
+    /// Copy these values from their holders and keep them.
+    Acquire {
+        /// Keys and who holds them.
+        keys: Vec<(Key, Vec<WorkerId>)>,
+    },
+    /// Hand back unstarted work, let running tasks finish, then stop.
+    Leave,
+    /// The connection to the scheduler is gone: it reschedules this worker's work, so
+    /// everything is forgotten and the worker rejoins as a new one.
+    SchedulerLost,
+    /// A fetch from `holder` ended: values that arrived (held by the shell until
+    /// [`Instruction::Keep`]) and keys the holder does not have.
+    Fetched {
+        /// Who was asked.
+        holder: WorkerId,
+        /// Keys that arrived, with their sizes in bytes.
+        arrived: Vec<(Key, u64)>,
+        /// Keys the holder did not have (or that did not decode).
+        missing: Vec<Key>,
+    },
+    /// A fetch from `holder` failed as a whole (connection lost, bad reply).
+    FetchFailed {
+        /// Who was asked.
+        holder: WorkerId,
+        /// The keys asked for.
+        keys: Vec<Key>,
+    },
+    /// A run ended with a value (held by the shell until [`Instruction::Keep`]).
+    TaskFinished {
+        /// The task.
+        key: Key,
+        /// The run.
+        run: RunId,
+        /// The result's size in bytes.
+        nbytes: u64,
+        /// The kernel's run time.
+        duration_us: u64,
+    },
+    /// A run ended with an error.
+    TaskFailed {
+        /// The task.
+        key: Key,
+        /// The run.
+        run: RunId,
+        /// The failure for the client.
+        failure: TaskFailure,
+    },
+    /// A cancelled run reached a thread and was skipped.
+    TaskSkipped {
+        /// The task.
+        key: Key,
+        /// The run.
+        run: RunId,
+    },
+    /// The answer to [`Instruction::Unqueue`]: `taken` when the run had not started (it will
+    /// never report).
+    Unqueued {
+        /// The task.
+        key: Key,
+        /// The run.
+        run: RunId,
+        /// Whether the run was removed before it started.
+        taken: bool,
+    },
+    /// The answer to [`Instruction::DrainQueue`]: runs removed before they started.
+    QueueDrained {
+        /// The runs and their tasks.
+        unstarted: Vec<(RunId, Key)>,
+    },
+    /// A client put values on this worker (already in the shell's store).
+    Received {
+        /// Keys and sizes in bytes.
+        entries: Vec<(Key, u64)>,
+    },
+    /// The process's resident memory, measured.
+    MemoryMeasured {
+        /// Bytes.
+        process_bytes: u64,
+    },
+    /// Time to tell the scheduler this worker is alive.
+    HeartbeatDue {
+        /// The process's resident memory now.
+        process_bytes: u64,
+    },
+    /// A spill file is written.
+    SpillDone {
+        /// The key.
+        key: Key,
+        /// The file.
+        file: SpillFile,
+    },
+    /// A spill failed; the value is still in memory.
+    SpillFailed {
+        /// The key.
+        key: Key,
+        /// The file (may be partly written).
+        file: SpillFile,
+        /// Why.
+        error: SpillError,
+    },
+    /// A spilled value was read back (held by the shell until [`Instruction::Keep`]).
+    Unspilled {
+        /// The key.
+        key: Key,
+        /// The file it was read from.
+        file: SpillFile,
+    },
+    /// A spill file could not be read back: the value is lost.
+    UnspillFailed {
+        /// The key.
+        key: Key,
+        /// The file.
+        file: SpillFile,
+        /// Why.
+        message: String,
+    },
+    /// Time passed (see [`WorkerState::next_deadline`]).
+    Tick,
+}
+
+/// Something the shell must do.
+#[derive(Debug)]
+pub enum Instruction<P> {
+    /// Send a message to the scheduler.
+    Send(WorkerToScheduler),
+    /// Ask `holder` for these values; answer with [`Event::Fetched`] or [`Event::FetchFailed`].
+    Fetch {
+        /// The worker to ask ([`WorkerState::peer_address`] has its address).
+        holder: WorkerId,
+        /// The keys.
+        keys: Vec<Key>,
+    },
+    /// Hand a task to the compute threads; its inputs are all in the store's memory. Answer
+    /// with exactly one of [`Event::TaskFinished`], [`Event::TaskFailed`],
+    /// [`Event::TaskSkipped`], or the run listed in [`Event::QueueDrained`] /
+    /// [`Event::Unqueued`] with `taken`.
+    Run {
+        /// The run.
+        run: RunId,
+        /// The task.
+        key: Key,
+        /// Its priority among queued runs.
+        priority: Priority,
+        /// What the shell gave with [`Event::Compute`].
+        payload: P,
+    },
+    /// The task was freed: skip the run if it has not started (its result is not wanted).
+    Cancel {
+        /// The run.
+        run: RunId,
+    },
+    /// Remove the run from the queue if it has not started; answer with [`Event::Unqueued`].
+    Unqueue {
+        /// The run.
+        run: RunId,
+        /// Its task.
+        key: Key,
+    },
+    /// Remove every run that has not started (and with `close`, stop the threads once the
+    /// running ones end); answer with [`Event::QueueDrained`].
+    DrainQueue {
+        /// Whether the threads stop.
+        close: bool,
+    },
+    /// Put the value that arrived with the current event (a result, a fetched or read-back
+    /// value) into the store's memory, replacing any disk copy. Arrived values not kept are
+    /// dropped.
+    Keep {
+        /// The key.
+        key: Key,
+    },
+    /// Write this value to `file`; answer with [`Event::SpillDone`] or [`Event::SpillFailed`].
+    /// The value stays in memory meanwhile.
+    Spill {
+        /// The key.
+        key: Key,
+        /// Where.
+        file: SpillFile,
+    },
+    /// The spill is accepted: drop the in-memory copy and serve the value from `file`.
+    Evict {
+        /// The key.
+        key: Key,
+        /// Its file.
+        file: SpillFile,
+    },
+    /// Read a spilled value back; answer with [`Event::Unspilled`] or [`Event::UnspillFailed`].
+    Unspill {
+        /// The key.
+        key: Key,
+        /// Its file.
+        file: SpillFile,
+    },
+    /// Forget a value: drop it from memory and delete its spill file if it has one.
+    Release {
+        /// The key.
+        key: Key,
+        /// Its spill file.
+        file: Option<SpillFile>,
+    },
+    /// Delete a spill file no value refers to any more.
+    DeleteFile {
+        /// The file.
+        file: SpillFile,
+    },
+    /// Something an operator should know (the shell logs it).
+    Notice(Notice),
+    /// Leaving is complete: flush what was sent and stop.
+    Stop,
+}
+
+/// Operator-facing news from the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Process memory crossed the pause threshold: no task starts until it falls.
+    Paused {
+        /// The process's memory.
+        process_bytes: u64,
+        /// The memory limit.
+        limit: u64,
+    },
+    /// Process memory fell below the pause threshold: tasks start again.
+    Resumed {
+        /// The process's memory.
+        process_bytes: u64,
+        /// How long the worker was paused.
+        paused_for_us: u64,
+    },
+    /// A value cannot be spilled; it stays in memory and is not tried again.
+    Unspillable {
+        /// The key.
+        key: Key,
+        /// Why.
+        error: SpillError,
+    },
+    /// Writing a spill file failed: the value stays in memory and spilling stops for this
+    /// worker (pausing still bounds its memory).
+    SpillingStopped {
+        /// The value whose spill failed.
+        key: Key,
+        /// Why.
+        error: SpillError,
+    },
+    /// A spilled value could not be read back; the scheduler recomputes it for the tasks here.
+    ValueLost {
+        /// The key.
+        key: Key,
+        /// Why.
+        message: String,
+    },
+    /// Running tasks did not end within the leave patience; the worker leaves without them.
+    LeaveTimedOut {
+        /// Tasks still running.
+        running: usize,
+    },
+}
+
+/// A task of this worker not handed to the threads yet.
+#[derive(Debug)]
+struct PendingTask<P> {
+    /// Distinct dependencies; each holds one pin on its entry.
+    deps: SmallVec<[Key; 2]>,
+    priority: Priority,
+    payload: P,
+    /// Dependencies still being fetched or read back.
+    missing: u32,
+    /// Tie-break among equal priorities (arrival order), and the identity of its ready-heap
+    /// item.
+    seq: u64,
+}
+
+#[derive(Debug)]
+enum Slot<P> {
+    Waiting(PendingTask<P>),
+    Ready(PendingTask<P>),
+    Executing {
+        run: RunId,
+        /// A steal asked the threads to give the run back; the answer is pending.
+        stealing: bool,
+    },
+    Fetching {
+        /// The holder asked now.
+        asked: WorkerId,
+        /// Holders not asked yet.
+        untried: SmallVec<[WorkerId; 2]>,
+        /// Holders that did not have it.
+        tried: SmallVec<[WorkerId; 2]>,
+        /// Waiting tasks that need it.
+        waiters: SmallVec<[Key; 2]>,
+        /// The scheduler asked to keep it (`Acquire`).
+        acquire: bool,
+    },
+    Memory {
+        nbytes: u64,
+        /// The scheduler knows this worker holds it (else: borrowed for local tasks).
+        held: bool,
+        /// Last use, for least-recently-used spilling (0 without a memory limit).
+        tick: u64,
+        /// A spill of it is being written.
+        spilling: Option<SpillFile>,
+        /// `false` once its codec failed: never tried again.
+        spillable: bool,
+    },
+    Spilled {
+        nbytes: u64,
+        file: SpillFile,
+        held: bool,
+    },
+    Unspilling {
+        nbytes: u64,
+        file: SpillFile,
+        held: bool,
+        waiters: SmallVec<[Key; 2]>,
+        /// `Unspill` was sent (else it waits in the unspill queue).
+        reading: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Entry<P> {
+    slot: Slot<P>,
+    /// Waiting or ready tasks that need this value; a pinned value is never spilled or dropped.
+    pins: u32,
+}
+
+#[derive(Debug)]
+struct Leaving {
+    returned: Vec<Key>,
+    deadline: u64,
+}
+
+/// The worker's decisions: events and the current time in, instructions out.
+///
+/// ```
+/// use kiln_worker::{Config, Event, Instruction, WorkerState};
+/// use kiln_graph::Key;
+/// let mut state: WorkerState<&str> = WorkerState::new(Config::new(1)).unwrap();
+/// let mut out = Vec::new();
+/// let key = Key::new("x");
+/// let compute = Event::Compute {
+///     key: key.clone(),
+///     deps: Default::default(),
+///     who_has: vec![],
+///     priority: Default::default(),
+///     payload: "kernel",
+/// };
+/// state.handle(compute, 0, &mut out);
+/// assert!(matches!(&out[..], [Instruction::Run { payload: "kernel", .. }]));
+/// ```
+#[derive(Debug)]
+pub struct WorkerState<P> {
+    config: Config,
+    id: Option<WorkerId>,
+    peers: FxHashMap<WorkerId, String>,
+    keys: FxHashMap<Key, Entry<P>>,
+    /// Ready tasks by priority; items of tasks no longer ready are skipped when popped.
+    ready: BinaryHeap<Reverse<(Priority, u64, Key)>>,
+    ready_count: usize,
+    next_seq: u64,
+    next_run: u64,
+    next_file: u64,
+    /// Runs handed to the threads and not reported back (including runs of freed tasks).
+    in_flight: usize,
+    /// Entries in `Executing`.
+    executing: usize,
+    /// Held, unpinned-or-not, spillable values in memory by last use (memory limit only).
+    lru: BTreeMap<u64, Key>,
+    tick: u64,
+    managed: u64,
+    spilled: u64,
+    spilling_bytes: u64,
+    spills_in_flight: usize,
+    /// Values to read back, in the order tasks asked (stale items are skipped).
+    unspill_queue: std::collections::VecDeque<Key>,
+    /// `Unspill`s not answered yet.
+    unspills_in_flight: usize,
+    /// Bytes sent to spill since the last memory measurement (not yet visible in it).
+    spilled_since_measure: u64,
+    process_bytes: u64,
+    paused_since: Option<u64>,
+    spilling_stopped: bool,
+    leaving: Option<Leaving>,
+    /// A `DrainQueue` is unanswered.
+    draining: bool,
+    stopped: bool,
+}
+
+impl<P> WorkerState<P> {
+    /// A worker that knows nothing yet.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for a configuration that cannot work.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        if config.nthreads == 0 {
+            return Err(ConfigError::NoThreads);
+        }
+        if config.tasks_per_thread == 0 {
+            return Err(ConfigError::NoTaskSlots);
+        }
+        if let Some(m) = &config.memory {
+            if !(0.0 < m.target && m.target <= m.spill && m.spill <= m.pause && m.pause <= 1.0) {
+                return Err(ConfigError::Fractions { target: m.target, spill: m.spill, pause: m.pause });
+            }
+            if config.max_spills_in_flight == 0 || config.max_unspills_in_flight == 0 {
+                return Err(ConfigError::NoSpillSlots);
+            }
+        }
+        Ok(WorkerState {
+            config,
+            id: None,
+            peers: FxHashMap::default(),
+            keys: FxHashMap::default(),
+            ready: BinaryHeap::new(),
+            ready_count: 0,
+            next_seq: 0,
+            next_run: 0,
+            next_file: 0,
+            in_flight: 0,
+            executing: 0,
+            lru: BTreeMap::new(),
+            tick: 0,
+            managed: 0,
+            spilled: 0,
+            spilling_bytes: 0,
+            spills_in_flight: 0,
+            unspill_queue: std::collections::VecDeque::new(),
+            unspills_in_flight: 0,
+            spilled_since_measure: 0,
+            process_bytes: 0,
+            paused_since: None,
+            spilling_stopped: false,
+            leaving: None,
+            draining: false,
+            stopped: false,
+        })
+    }
+
+    /// This worker's id, once registered.
+    pub fn id(&self) -> Option<WorkerId> {
+        self.id
+    }
+
+    /// A peer's data address.
+    pub fn peer_address(&self, id: WorkerId) -> Option<&str> {
+        self.peers.get(&id).map(String::as_str)
+    }
+
+    /// Where `key` is; `None`: released (or never known).
+    pub fn key_state(&self, key: &Key) -> Option<KeyState> {
+        self.keys.get(key).map(|e| match e.slot {
+            Slot::Waiting(_) => KeyState::Waiting,
+            Slot::Ready(_) => KeyState::Ready,
+            Slot::Executing { .. } => KeyState::Executing,
+            Slot::Fetching { .. } => KeyState::Fetching,
+            Slot::Memory { .. } => KeyState::Memory,
+            Slot::Spilled { .. } => KeyState::Spilled,
+            Slot::Unspilling { .. } => KeyState::Unspilling,
+        })
+    }
+
+    /// Bytes of values in memory.
+    pub fn managed_bytes(&self) -> u64 {
+        self.managed
+    }
+
+    /// Bytes of values on disk.
+    pub fn spilled_bytes(&self) -> u64 {
+        self.spilled
+    }
+
+    /// Runs handed to the threads and not reported back.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Whether memory pressure holds tasks back.
+    pub fn is_paused(&self) -> bool {
+        self.paused_since.is_some()
+    }
+
+    /// Whether a spill write failed and spilling stopped.
+    pub fn spilling_stopped(&self) -> bool {
+        self.spilling_stopped
+    }
+
+    /// Whether the state has asked the shell to stop.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// When the shell must send [`Event::Tick`] at the latest (`None`: no deadline pending).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.leaving.as_ref().filter(|_| !self.stopped).map(|l| l.deadline)
+    }
+
+    /// Checks the state's bookkeeping against itself; tests call it after every event.
+    ///
+    /// # Errors
+    /// The first violated invariant.
+    pub fn check_invariants(&self) -> Result<(), InvariantError> {
+        let fail = |m: String| Err(InvariantError(m));
+        let limited = self.config.memory.is_some();
+        let (mut managed, mut spilled, mut spilling_bytes, mut spilling) = (0u64, 0u64, 0u64, 0usize);
+        let (mut executing, mut ready, mut reading_count) = (0usize, 0usize, 0usize);
+        let mut pins: FxHashMap<&Key, u32> = FxHashMap::default();
+        let mut waits: FxHashMap<&Key, u32> = FxHashMap::default();
+        for (key, entry) in &self.keys {
+            match &entry.slot {
+                Slot::Waiting(task) | Slot::Ready(task) => {
+                    let is_ready = matches!(entry.slot, Slot::Ready(_));
+                    if entry.pins != 0 {
+                        return fail(format!("{key}: a pending task is pinned"));
+                    }
+                    let mut absent = 0;
+                    for dep in &task.deps {
+                        *pins.entry(dep).or_default() += 1;
+                        match self.keys.get(dep).map(|e| &e.slot) {
+                            Some(Slot::Memory { .. }) => {}
+                            Some(Slot::Fetching { waiters, .. } | Slot::Unspilling { waiters, .. }) => {
+                                if waiters.iter().filter(|w| *w == key).count() != 1 {
+                                    return fail(format!("{key}: not listed once as a waiter of {dep}"));
+                                }
+                                *waits.entry(dep).or_default() += 1;
+                                absent += 1;
+                            }
+                            _ => return fail(format!("{key}: input {dep} is {:?}", self.key_state(dep))),
+                        }
+                    }
+                    if absent != task.missing || (is_ready != (absent == 0)) {
+                        return fail(format!("{key}: {absent} inputs absent, {} counted", task.missing));
+                    }
+                    if is_ready {
+                        ready += 1;
+                        if self.leaving.is_some() {
+                            return fail(format!("{key}: ready while leaving"));
+                        }
+                        let queued = self.ready.iter().any(|Reverse((_, seq, k))| k == key && *seq == task.seq);
+                        if !queued {
+                            return fail(format!("{key}: ready but not in the ready heap"));
+                        }
+                    } else if self.leaving.is_some() {
+                        return fail(format!("{key}: waiting while leaving"));
+                    }
+                }
+                Slot::Executing { .. } => executing += 1,
+                Slot::Fetching { waiters, acquire, .. } => {
+                    if waiters.len() as u32 > entry.pins || (!acquire && entry.pins as usize != waiters.len()) {
+                        return fail(format!("{key}: fetching for {} waiters with {} pins", waiters.len(), entry.pins));
+                    }
+                }
+                Slot::Memory { nbytes, held, tick, spilling: s, spillable } => {
+                    managed += nbytes;
+                    if s.is_some() {
+                        spilling_bytes += nbytes;
+                        spilling += 1;
+                    }
+                    if !held && entry.pins == 0 {
+                        return fail(format!("{key}: a borrowed value nobody needs is kept"));
+                    }
+                    let candidate = limited && *held && entry.pins == 0 && s.is_none() && *spillable;
+                    if candidate != (self.lru.get(tick) == Some(key)) {
+                        return fail(format!("{key}: spill candidate {candidate} disagrees with the LRU"));
+                    }
+                }
+                Slot::Spilled { nbytes, held, .. } => {
+                    spilled += nbytes;
+                    if entry.pins != 0 || !held {
+                        return fail(format!("{key}: spilled but pinned or borrowed"));
+                    }
+                }
+                Slot::Unspilling { nbytes, reading, .. } => {
+                    spilled += nbytes;
+                    if *reading {
+                        reading_count += 1;
+                    } else if !self.unspill_queue.contains(key) {
+                        return fail(format!("{key}: to be read back but not queued"));
+                    }
+                }
+            }
+        }
+        for (key, entry) in &self.keys {
+            let expected = pins.get(key).copied().unwrap_or(0);
+            if entry.pins != expected {
+                return fail(format!("{key}: {} pins, {expected} tasks need it", entry.pins));
+            }
+            if let Slot::Unspilling { waiters, .. } = &entry.slot
+                && waits.get(key).copied().unwrap_or(0) as usize != waiters.len()
+            {
+                return fail(format!("{key}: unspilling for tasks that do not wait"));
+            }
+            if let Slot::Fetching { waiters, .. } = &entry.slot
+                && waits.get(key).copied().unwrap_or(0) as usize != waiters.len()
+            {
+                return fail(format!("{key}: fetching for tasks that do not wait"));
+            }
+        }
+        if self.lru.len() != self.lru.values().filter(|k| self.keys.contains_key(*k)).count() {
+            return fail("the LRU names released keys".into());
+        }
+        if (managed, spilled, spilling_bytes) != (self.managed, self.spilled, self.spilling_bytes) {
+            return fail(format!(
+                "bytes: counted {managed}/{spilled}/{spilling_bytes}, kept {}/{}/{}",
+                self.managed, self.spilled, self.spilling_bytes
+            ));
+        }
+        if executing != self.executing || ready != self.ready_count {
+            return fail(format!(
+                "counted {executing} executing / {ready} ready, kept {}/{}",
+                self.executing, self.ready_count
+            ));
+        }
+        if self.executing > self.in_flight || self.in_flight > self.config.max_in_flight() {
+            return fail(format!(
+                "{} executing, {} runs in flight, limit {}",
+                self.executing,
+                self.in_flight,
+                self.config.max_in_flight()
+            ));
+        }
+        if spilling > self.spills_in_flight || self.spills_in_flight > self.config.max_spills_in_flight {
+            return fail(format!("{spilling} values spilling, {} spills in flight", self.spills_in_flight));
+        }
+        if reading_count > self.unspills_in_flight || self.unspills_in_flight > self.config.max_unspills_in_flight {
+            return fail(format!("{reading_count} values read back, {} unspills in flight", self.unspills_in_flight));
+        }
+        if !limited && (self.spills_in_flight > 0 || spilled > 0 || self.paused_since.is_some()) {
+            return fail("spilling or pausing without a memory limit".into());
+        }
+        Ok(())
+    }
+
+    /// Handles one event at time `now` (microseconds on any monotonic clock), appending what
+    /// the shell must do to `out`.
+    pub fn handle(&mut self, event: Event<P>, now: u64, out: &mut Vec<Instruction<P>>) {
+        if self.stopped {
+            return;
+        }
+        match event {
+            Event::Registered { id, peers } => {
+                self.id = Some(id);
+                self.peers = peers.into_iter().map(|w| (w.id, w.address)).collect();
+            }
+            Event::PeerAdded(info) => {
+                self.peers.insert(info.id, info.address);
+            }
+            Event::PeerRemoved(id) => {
+                self.peers.remove(&id);
+            }
+            Event::Compute { key, deps, who_has, priority, payload } => {
+                self.compute(key, deps, &who_has, priority, payload, out)
+            }
+            Event::TaskRejected { key, message } => {
+                let failure = TaskFailure::raised(key.clone(), message);
+                out.push(Instruction::Send(WorkerToScheduler::Failed { key, failure }));
+            }
+            Event::Free { keys } => {
+                for key in keys {
+                    self.free(key, out);
+                }
+            }
+            Event::Steal { key } => self.steal(key, out),
+            Event::Acquire { keys } => self.acquire(keys, out),
+            Event::Leave => self.leave(now, out),
+            Event::SchedulerLost => self.reset(out),
+            Event::Fetched { holder, arrived, missing } => {
+                let mut received = Vec::new();
+                for (key, nbytes) in arrived {
+                    self.arrived(key, nbytes, &mut received, out);
+                }
+                if !received.is_empty() {
+                    out.push(Instruction::Send(WorkerToScheduler::Received { entries: received }));
+                }
+                for key in missing {
+                    self.not_at(holder, key, out);
+                }
+            }
+            Event::FetchFailed { holder, keys } => {
+                for key in keys {
+                    self.not_at(holder, key, out);
+                }
+            }
+            Event::TaskFinished { key, run, nbytes, duration_us } => self.finished(key, run, nbytes, duration_us, out),
+            Event::TaskFailed { key, run, failure } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if self.is_run(&key, run) {
+                    self.remove_executing(&key);
+                    out.push(Instruction::Send(WorkerToScheduler::Failed { key, failure }));
+                }
+                self.finish_leaving_if_done(out);
+            }
+            Event::TaskSkipped { key, run } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if self.is_run(&key, run) {
+                    self.remove_executing(&key);
+                }
+                self.finish_leaving_if_done(out);
+            }
+            Event::Unqueued { key, run, taken } => self.unqueued(key, run, taken, out),
+            Event::QueueDrained { unstarted } => {
+                self.draining = false;
+                self.in_flight = self.in_flight.saturating_sub(unstarted.len());
+                for (run, key) in unstarted {
+                    if self.is_run(&key, run) {
+                        self.remove_executing(&key);
+                        if let Some(leaving) = &mut self.leaving {
+                            leaving.returned.push(key);
+                        }
+                    }
+                }
+                self.finish_leaving_if_done(out);
+            }
+            Event::Received { entries } => {
+                for (key, nbytes) in &entries {
+                    self.hold(key, Some(*nbytes));
+                }
+                out.push(Instruction::Send(WorkerToScheduler::Received { entries }));
+            }
+            Event::MemoryMeasured { process_bytes } => self.memory_measured(process_bytes, now, out),
+            Event::HeartbeatDue { process_bytes } => {
+                out.push(Instruction::Send(WorkerToScheduler::Heartbeat {
+                    managed_bytes: self.managed,
+                    spilled_bytes: self.spilled,
+                    process_bytes,
+                }));
+            }
+            Event::SpillDone { key, file } => self.spill_done(key, file, out),
+            Event::SpillFailed { key, file, error } => self.spill_failed(key, file, error, out),
+            Event::Unspilled { key, file } => self.unspilled(key, file, out),
+            Event::UnspillFailed { key, file, message } => self.unspill_failed(key, file, message, out),
+            Event::Tick => {
+                if let Some(leaving) = &self.leaving
+                    && now >= leaving.deadline
+                {
+                    out.push(Instruction::Notice(Notice::LeaveTimedOut { running: self.executing }));
+                    self.stop(out);
+                }
+            }
+        }
+        self.spill_if_needed(out);
+        self.start_unspills(out);
+        self.start_ready(out);
+    }
+
+    /// Sends queued `Unspill`s while slots are free and memory has room for the value under
+    /// the target (paused: none), so reading back never outruns spilling. With nothing at all
+    /// under way one is read regardless, so waiting tasks always progress.
+    fn start_unspills(&mut self, out: &mut Vec<Instruction<P>>) {
+        while self.unspills_in_flight < self.config.max_unspills_in_flight {
+            let Some(key) = self.unspill_queue.front() else { return };
+            let Some(Entry { slot: Slot::Unspilling { nbytes, reading: false, .. }, .. }) = self.keys.get(key) else {
+                self.unspill_queue.pop_front();
+                continue;
+            };
+            let idle = self.unspills_in_flight == 0 && self.in_flight == 0;
+            let room = self.config.memory.is_none_or(|l| {
+                self.paused_since.is_none()
+                    && self.managed.saturating_sub(self.spilling_bytes) + nbytes <= l.bytes(l.target)
+            });
+            if !idle && !room {
+                return;
+            }
+            let Some(key) = self.unspill_queue.pop_front() else { return };
+            if let Some(Entry { slot: Slot::Unspilling { file, reading, .. }, .. }) = self.keys.get_mut(&key) {
+                *reading = true;
+                self.unspills_in_flight += 1;
+                out.push(Instruction::Unspill { key, file: *file });
+            }
+        }
+    }
+
+    // ---- tasks ----
+
+    fn compute(
+        &mut self,
+        key: Key,
+        mut deps: SmallVec<[Key; 2]>,
+        who_has: &[(Key, Vec<WorkerId>)],
+        priority: Priority,
+        payload: P,
+        out: &mut Vec<Instruction<P>>,
+    ) {
+        if let Some(leaving) = &mut self.leaving {
+            leaving.returned.push(key);
+            return;
+        }
+        if let Some(Entry { slot: Slot::Fetching { asked, waiters, .. }, .. }) = self.keys.get_mut(&key) {
+            // The scheduler wants it computed here: its holder is gone (a fetch from a peer cut
+            // off may never answer). The fetch is abandoned, its late answer ignored, and the
+            // tasks waiting for it are reported so the scheduler sends them again.
+            let (asked, waiters) = (*asked, std::mem::take(waiters));
+            self.keys.remove(&key);
+            self.fail_waiters(&key, waiters, vec![asked], out);
+        }
+        if let Some(entry) = self.keys.get_mut(&key) {
+            // Equal keys are equal computations: a value already here answers at once; a task
+            // already under way answers when it ends.
+            let nbytes = match &mut entry.slot {
+                Slot::Memory { nbytes, .. } | Slot::Spilled { nbytes, .. } | Slot::Unspilling { nbytes, .. } => {
+                    Some(*nbytes)
+                }
+                _ => None,
+            };
+            if let Some(nbytes) = nbytes {
+                self.hold(&key, None);
+                out.push(Instruction::Send(WorkerToScheduler::Finished { key, nbytes, duration_us: 0 }));
+            }
+            return;
+        }
+        dedup(&mut deps);
+        // First pass, without changing anything: every dependency must be here, on its way,
+        // or fetchable; otherwise the scheduler must find it another way.
+        for dep in &deps {
+            let problem = match self.keys.get(dep).map(|e| &e.slot) {
+                Some(Slot::Memory { .. } | Slot::Spilled { .. } | Slot::Unspilling { .. } | Slot::Fetching { .. }) => {
+                    None
+                }
+                // A task of this worker not finished: the scheduler should not have sent this.
+                Some(_) => Some(Vec::new()),
+                None => {
+                    let holders = holders_of(who_has, dep);
+                    (!holders.iter().any(|h| self.can_fetch_from(*h))).then(|| holders.to_vec())
+                }
+            };
+            if let Some(tried) = problem {
+                out.push(Instruction::Send(WorkerToScheduler::MissingDependency { key, missing: dep.clone(), tried }));
+                return;
+            }
+        }
+        let mut missing = 0u32;
+        let mut fetches: SmallVec<[(WorkerId, Vec<Key>); 2]> = SmallVec::new();
+        for dep in &deps {
+            let id = self.id;
+            let peers = &self.peers;
+            let entry = self.keys.entry(dep.clone()).or_insert_with(|| {
+                let holders = holders_of(who_has, dep);
+                let mut candidates = holders
+                    .iter()
+                    .copied()
+                    .filter(|h| Some(*h) != id && peers.contains_key(h))
+                    .collect::<SmallVec<_>>();
+                let asked = candidates.remove(0);
+                match fetches.iter_mut().find(|(h, _)| *h == asked) {
+                    Some((_, keys)) => keys.push(dep.clone()),
+                    None => fetches.push((asked, vec![dep.clone()])),
+                }
+                Entry {
+                    slot: Slot::Fetching {
+                        asked,
+                        untried: candidates,
+                        tried: SmallVec::new(),
+                        waiters: SmallVec::new(),
+                        acquire: false,
+                    },
+                    pins: 0,
+                }
+            });
+            entry.pins += 1;
+            if let Slot::Spilled { nbytes, file, held } = entry.slot {
+                entry.slot = Slot::Unspilling { nbytes, file, held, waiters: SmallVec::new(), reading: false };
+                self.unspill_queue.push_back(dep.clone());
+            }
+            match &mut entry.slot {
+                Slot::Fetching { waiters, .. } | Slot::Unspilling { waiters, .. } => {
+                    waiters.push(key.clone());
+                    missing += 1;
+                }
+                Slot::Memory { held, spilling: None, spillable: true, tick, .. } if *held => {
+                    // Pinned values are not spill candidates.
+                    self.lru.remove(tick);
+                }
+                _ => {}
+            }
+        }
+        for (holder, keys) in fetches {
+            out.push(Instruction::Fetch { holder, keys });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let task = PendingTask { deps, priority, payload, missing, seq };
+        if missing > 0 {
+            self.keys.insert(key, Entry { slot: Slot::Waiting(task), pins: 0 });
+        } else if self.ready_count == 0 && self.may_start() {
+            // The hot path: straight to the threads, no heap.
+            self.run(key, task, out);
+        } else {
+            self.push_ready(key, task);
+        }
+    }
+
+    fn may_start(&self) -> bool {
+        self.in_flight < self.config.max_in_flight()
+            && self.paused_since.is_none()
+            && !self.spill_backlog()
+            && self.leaving.is_none()
+            && !self.stopped
+    }
+
+    /// Held memory is over the target while values are being written out: new tasks wait for
+    /// the writes, so producing results never outruns spilling them (the process-memory pause,
+    /// sampled, would react only after the fact).
+    fn spill_backlog(&self) -> bool {
+        self.spills_in_flight > 0 && self.config.memory.is_some_and(|l| self.managed > l.bytes(l.target))
+    }
+
+    fn push_ready(&mut self, key: Key, task: PendingTask<P>) {
+        self.ready.push(Reverse((task.priority, task.seq, key.clone())));
+        self.ready_count += 1;
+        self.keys.insert(key, Entry { slot: Slot::Ready(task), pins: 0 });
+    }
+
+    /// Paused with nothing under way that could lower memory: every value in memory is pinned
+    /// by a ready task (or cannot be spilled) and no thread is busy. Holding on would wait
+    /// forever, since only running those tasks unpins their inputs; one task runs at a time.
+    fn paused_without_way_out(&self) -> bool {
+        self.paused_since.is_some()
+            && self.in_flight == 0
+            && self.spills_in_flight == 0
+            && self.leaving.is_none()
+            && !self.stopped
+            && (self.spilling_stopped || !self.lru.keys().any(|t| self.lru_key_unpinned(*t)))
+    }
+
+    fn lru_key_unpinned(&self, tick: u64) -> bool {
+        self.lru.get(&tick).and_then(|k| self.keys.get(k)).is_some_and(|e| e.pins == 0)
+    }
+
+    /// Hands ready tasks to the threads while slots are free.
+    fn start_ready(&mut self, out: &mut Vec<Instruction<P>>) {
+        if self.ready_count > 0 && !self.may_start() && self.paused_without_way_out() {
+            // Only a task that consumes pinned inputs can lower memory; the first by priority.
+            let keys = &self.keys;
+            let consumer = self
+                .ready
+                .iter()
+                .filter(|Reverse((_, seq, key))| {
+                    matches!(keys.get(key), Some(Entry { slot: Slot::Ready(t), .. }) if t.seq == *seq && !t.deps.is_empty())
+                })
+                .min()
+                .map(|Reverse((_, _, key))| key.clone());
+            if let Some(key) = consumer
+                && let Some(Entry { slot: Slot::Ready(task), .. }) = self.keys.remove(&key)
+            {
+                self.ready_count -= 1;
+                self.run(key, task, out);
+            }
+        }
+        while self.ready_count > 0 && self.may_start() {
+            let Some(Reverse((_, seq, key))) = self.ready.pop() else { break };
+            let live = matches!(self.keys.get(&key), Some(Entry { slot: Slot::Ready(t), .. }) if t.seq == seq);
+            if !live {
+                continue;
+            }
+            self.ready_count -= 1;
+            let Some(entry) = self.keys.remove(&key) else { continue };
+            let Slot::Ready(task) = entry.slot else { continue };
+            self.run(key, task, out);
+        }
+        // Items of tasks freed or stolen while ready linger until popped; rebuild when they
+        // dominate so the heap stays proportional to the ready tasks.
+        if self.ready.len() > 2 * self.ready_count + 64 {
+            let keys = &self.keys;
+            self.ready.retain(
+                |Reverse((_, seq, key))| matches!(keys.get(key), Some(Entry { slot: Slot::Ready(t), .. }) if t.seq == *seq),
+            );
+        }
+    }
+
+    fn run(&mut self, key: Key, task: PendingTask<P>, out: &mut Vec<Instruction<P>>) {
+        let run = RunId(self.next_run);
+        self.next_run += 1;
+        self.in_flight += 1;
+        self.executing += 1;
+        let PendingTask { deps, priority, payload, .. } = task;
+        self.keys.insert(key.clone(), Entry { slot: Slot::Executing { run, stealing: false }, pins: 0 });
+        // `Run` first: the shell takes the inputs from its store before any `Release` below.
+        out.push(Instruction::Run { run, key, priority, payload });
+        for dep in deps {
+            self.unpin(&dep, out);
+        }
+    }
+
+    fn is_run(&self, key: &Key, run: RunId) -> bool {
+        matches!(self.keys.get(key), Some(Entry { slot: Slot::Executing { run: r, .. }, .. }) if *r == run)
+    }
+
+    fn remove_executing(&mut self, key: &Key) {
+        self.keys.remove(key);
+        self.executing -= 1;
+    }
+
+    fn finished(&mut self, key: Key, run: RunId, nbytes: u64, duration_us: u64, out: &mut Vec<Instruction<P>>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if !self.is_run(&key, run) {
+            // Freed (or stolen, or forgotten) meanwhile: nobody wants this result.
+            self.finish_leaving_if_done(out);
+            return;
+        }
+        self.executing -= 1;
+        let tick = self.next_tick();
+        if let Some(entry) = self.keys.get_mut(&key) {
+            entry.slot = Slot::Memory { nbytes, held: true, tick, spilling: None, spillable: true };
+        }
+        self.managed += nbytes;
+        if self.config.memory.is_some() {
+            self.lru.insert(tick, key.clone());
+        }
+        out.push(Instruction::Keep { key: key.clone() });
+        out.push(Instruction::Send(WorkerToScheduler::Finished { key, nbytes, duration_us }));
+        self.finish_leaving_if_done(out);
+    }
+
+    /// Drops a task that has not been handed to the threads, with its pins and waits.
+    fn drop_pending(&mut self, key: &Key, out: &mut Vec<Instruction<P>>) {
+        let Some(entry) = self.keys.remove(key) else { return };
+        let task = match entry.slot {
+            Slot::Waiting(task) => task,
+            Slot::Ready(task) => {
+                self.ready_count -= 1;
+                task
+            }
+            other => {
+                self.keys.insert(key.clone(), Entry { slot: other, pins: entry.pins });
+                return;
+            }
+        };
+        for dep in &task.deps {
+            if let Some(Entry { slot: Slot::Fetching { waiters, .. } | Slot::Unspilling { waiters, .. }, .. }) =
+                self.keys.get_mut(dep)
+            {
+                waiters.retain(|w| w != key);
+            }
+            self.unpin(dep, out);
+        }
+    }
+
+    fn unpin(&mut self, dep: &Key, out: &mut Vec<Instruction<P>>) {
+        let Some(entry) = self.keys.get_mut(dep) else { return };
+        entry.pins = entry.pins.saturating_sub(1);
+        if entry.pins > 0 {
+            return;
+        }
+        match &entry.slot {
+            Slot::Memory { held: false, nbytes, spilling, .. } => {
+                // A borrowed input whose last task has started.
+                let (nbytes, spilling) = (*nbytes, *spilling);
+                self.keys.remove(dep);
+                self.forget_memory(nbytes, spilling);
+                out.push(Instruction::Release { key: dep.clone(), file: None });
+            }
+            Slot::Unspilling { held: false, nbytes, file, .. } => {
+                let (nbytes, file) = (*nbytes, *file);
+                self.keys.remove(dep);
+                self.spilled -= nbytes;
+                out.push(Instruction::Release { key: dep.clone(), file: Some(file) });
+            }
+            &Slot::Unspilling { held: true, nbytes, file, reading: false, .. } => {
+                // Nobody needs it back before it is read: it stays on disk.
+                entry.slot = Slot::Spilled { nbytes, file, held: true };
+            }
+            Slot::Memory { held: true, spilling: None, spillable: true, tick, .. } if self.config.memory.is_some() => {
+                let tick = *tick;
+                self.lru.insert(tick, dep.clone());
+            }
+            _ => {}
+        }
+    }
+
+    fn input_arrived(&mut self, task: &Key) {
+        let Some(entry) = self.keys.get_mut(task) else { return };
+        let Slot::Waiting(pending) = &mut entry.slot else { return };
+        pending.missing = pending.missing.saturating_sub(1);
+        if pending.missing > 0 {
+            return;
+        }
+        let Some(entry) = self.keys.remove(task) else { return };
+        if let Slot::Waiting(pending) = entry.slot {
+            self.push_ready(task.clone(), pending);
+        }
+    }
+
+    /// Fails the waiting tasks of a value that cannot be had.
+    fn fail_waiters(
+        &mut self,
+        dep: &Key,
+        waiters: SmallVec<[Key; 2]>,
+        tried: Vec<WorkerId>,
+        out: &mut Vec<Instruction<P>>,
+    ) {
+        for task in waiters {
+            if matches!(self.keys.get(&task), Some(Entry { slot: Slot::Waiting(_), .. })) {
+                self.drop_pending(&task, out);
+                out.push(Instruction::Send(WorkerToScheduler::MissingDependency {
+                    key: task,
+                    missing: dep.clone(),
+                    tried: tried.clone(),
+                }));
+            }
+        }
+    }
+
+    // ---- scheduler requests ----
+
+    fn free(&mut self, key: Key, out: &mut Vec<Instruction<P>>) {
+        let Some(entry) = self.keys.get_mut(&key) else { return };
+        let pinned = entry.pins > 0;
+        match &mut entry.slot {
+            Slot::Waiting(_) | Slot::Ready(_) => self.drop_pending(&key, out),
+            Slot::Executing { run, .. } => {
+                let run = *run;
+                self.remove_executing(&key);
+                out.push(Instruction::Cancel { run });
+                self.finish_leaving_if_done(out);
+            }
+            Slot::Memory { held, .. } | Slot::Spilled { held, .. } | Slot::Unspilling { held, .. } if pinned => {
+                // Local tasks still need it (pinned values are not in the LRU): it goes when
+                // they have started.
+                *held = false;
+            }
+            Slot::Memory { held: true, nbytes, spilling, tick, .. } => {
+                let (nbytes, spilling, tick) = (*nbytes, *spilling, *tick);
+                self.keys.remove(&key);
+                self.lru.remove(&tick);
+                self.forget_memory(nbytes, spilling);
+                out.push(Instruction::Release { key, file: None });
+            }
+            Slot::Spilled { nbytes, file, .. } => {
+                let (nbytes, file) = (*nbytes, *file);
+                self.keys.remove(&key);
+                self.spilled -= nbytes;
+                out.push(Instruction::Release { key, file: Some(file) });
+            }
+            Slot::Fetching { acquire, .. } => *acquire = false,
+            // Borrowed values are not the scheduler's to free.
+            Slot::Memory { held: false, .. } | Slot::Unspilling { .. } => {}
+        }
+    }
+
+    fn forget_memory(&mut self, nbytes: u64, spilling: Option<SpillFile>) {
+        self.managed -= nbytes;
+        if spilling.is_some() {
+            // The spill's completion finds no entry and deletes its file.
+            self.spilling_bytes -= nbytes;
+        }
+    }
+
+    fn steal(&mut self, key: Key, out: &mut Vec<Instruction<P>>) {
+        let stolen = match self.keys.get_mut(&key).map(|e| &mut e.slot) {
+            Some(Slot::Waiting(_) | Slot::Ready(_)) => {
+                self.drop_pending(&key, out);
+                true
+            }
+            Some(Slot::Executing { run, stealing }) => {
+                // Handed to the threads: only they know whether it started.
+                if !*stealing {
+                    *stealing = true;
+                    out.push(Instruction::Unqueue { run: *run, key });
+                }
+                return;
+            }
+            _ => false,
+        };
+        out.push(Instruction::Send(WorkerToScheduler::StealResponse { key, stolen }));
+    }
+
+    fn unqueued(&mut self, key: Key, run: RunId, taken: bool, out: &mut Vec<Instruction<P>>) {
+        if taken {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        if let Some(Entry { slot: Slot::Executing { run: r, stealing }, .. }) = self.keys.get_mut(&key)
+            && *r == run
+        {
+            if taken {
+                self.remove_executing(&key);
+            } else {
+                *stealing = false;
+            }
+        }
+        out.push(Instruction::Send(WorkerToScheduler::StealResponse { key, stolen: taken }));
+        self.finish_leaving_if_done(out);
+    }
+
+    fn acquire(&mut self, keys: Vec<(Key, Vec<WorkerId>)>, out: &mut Vec<Instruction<P>>) {
+        let mut received = Vec::new();
+        let mut fetches: Vec<(WorkerId, Vec<Key>)> = Vec::new();
+        for (key, holders) in keys {
+            match self.keys.get_mut(&key).map(|e| &mut e.slot) {
+                Some(Slot::Memory { nbytes, .. } | Slot::Spilled { nbytes, .. } | Slot::Unspilling { nbytes, .. }) => {
+                    received.push((key.clone(), *nbytes));
+                    self.hold(&key, None);
+                }
+                Some(Slot::Fetching { acquire, .. }) => *acquire = true,
+                Some(_) => {}
+                None => {
+                    let mut candidates: SmallVec<[WorkerId; 2]> =
+                        holders.iter().copied().filter(|h| self.can_fetch_from(*h)).collect();
+                    if candidates.is_empty() {
+                        // The scheduler asks again while the copy is still needed.
+                        continue;
+                    }
+                    let asked = candidates.remove(0);
+                    match fetches.iter_mut().find(|(h, _)| *h == asked) {
+                        Some((_, keys)) => keys.push(key.clone()),
+                        None => fetches.push((asked, vec![key.clone()])),
+                    }
+                    let slot = Slot::Fetching {
+                        asked,
+                        untried: candidates,
+                        tried: SmallVec::new(),
+                        waiters: SmallVec::new(),
+                        acquire: true,
+                    };
+                    self.keys.insert(key, Entry { slot, pins: 0 });
+                }
+            }
+        }
+        if !received.is_empty() {
+            out.push(Instruction::Send(WorkerToScheduler::Received { entries: received }));
+        }
+        for (holder, keys) in fetches {
+            out.push(Instruction::Fetch { holder, keys });
+        }
+    }
+
+    /// Marks a value the scheduler knows about (a result, an acquired copy, scattered data);
+    /// `nbytes` creates it in memory when it is not known yet.
+    fn hold(&mut self, key: &Key, nbytes: Option<u64>) {
+        let tick = self.next_tick();
+        let limited = self.config.memory.is_some();
+        match self.keys.get_mut(key) {
+            Some(entry) => match &mut entry.slot {
+                Slot::Memory { held, tick: t, spilling, spillable, .. } => {
+                    if !*held && limited && entry.pins == 0 && spilling.is_none() && *spillable {
+                        self.lru.insert(*t, key.clone());
+                    }
+                    *held = true;
+                }
+                Slot::Spilled { held, .. } | Slot::Unspilling { held, .. } => *held = true,
+                _ => {}
+            },
+            None => {
+                if let Some(nbytes) = nbytes {
+                    let slot = Slot::Memory { nbytes, held: true, tick, spilling: None, spillable: true };
+                    self.keys.insert(key.clone(), Entry { slot, pins: 0 });
+                    self.managed += nbytes;
+                    if limited {
+                        self.lru.insert(tick, key.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn can_fetch_from(&self, holder: WorkerId) -> bool {
+        Some(holder) != self.id && self.peers.contains_key(&holder)
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        if self.config.memory.is_none() {
+            return 0;
+        }
+        self.tick += 1;
+        self.tick
+    }
+
+    // ---- data arriving ----
+
+    fn arrived(&mut self, key: Key, nbytes: u64, received: &mut Vec<(Key, u64)>, out: &mut Vec<Instruction<P>>) {
+        let tick = self.next_tick();
+        let Some(entry) = self.keys.get_mut(&key) else { return };
+        let Slot::Fetching { waiters, acquire, .. } = &mut entry.slot else { return };
+        let acquire = *acquire;
+        let waiters = std::mem::take(waiters);
+        if entry.pins == 0 && !acquire {
+            // Every task that wanted it is gone.
+            self.keys.remove(&key);
+            return;
+        }
+        entry.slot = Slot::Memory { nbytes, held: acquire, tick, spilling: None, spillable: true };
+        let unpinned = entry.pins == 0;
+        self.managed += nbytes;
+        if acquire {
+            if unpinned && self.config.memory.is_some() {
+                self.lru.insert(tick, key.clone());
+            }
+            received.push((key.clone(), nbytes));
+        }
+        out.push(Instruction::Keep { key });
+        for task in waiters {
+            self.input_arrived(&task);
+        }
+    }
+
+    /// `holder` does not have `key` (or could not be reached): try the next holder, or give up.
+    fn not_at(&mut self, holder: WorkerId, key: Key, out: &mut Vec<Instruction<P>>) {
+        let Some(entry) = self.keys.get_mut(&key) else { return };
+        let Slot::Fetching { asked, untried, tried, waiters, acquire } = &mut entry.slot else { return };
+        if *asked != holder {
+            return;
+        }
+        tried.push(holder);
+        if entry.pins == 0 && !*acquire {
+            self.keys.remove(&key);
+            return;
+        }
+        let id = self.id;
+        let peers = &self.peers;
+        untried.retain(|h| Some(*h) != id && peers.contains_key(h));
+        if !untried.is_empty() {
+            *asked = untried.remove(0);
+            out.push(Instruction::Fetch { holder: *asked, keys: vec![key] });
+            return;
+        }
+        let waiters = std::mem::take(waiters);
+        let tried = tried.to_vec();
+        self.keys.remove(&key);
+        self.fail_waiters(&key, waiters, tried, out);
+    }
+
+    // ---- memory ----
+
+    fn memory_measured(&mut self, process_bytes: u64, now: u64, out: &mut Vec<Instruction<P>>) {
+        self.process_bytes = process_bytes;
+        self.spilled_since_measure = 0;
+        let Some(limits) = self.config.memory else { return };
+        let over = process_bytes > limits.bytes(limits.pause);
+        match (over, self.paused_since) {
+            (true, None) => {
+                self.paused_since = Some(now);
+                out.push(Instruction::Notice(Notice::Paused { process_bytes, limit: limits.limit }));
+            }
+            (false, Some(since)) => {
+                self.paused_since = None;
+                let paused_for_us = now.saturating_sub(since);
+                out.push(Instruction::Notice(Notice::Resumed { process_bytes, paused_for_us }));
+            }
+            _ => {}
+        }
+    }
+
+    /// Spills least recently used held values while memory is over the target (held bytes)
+    /// or the spill threshold (process bytes), a few writes at a time.
+    fn spill_if_needed(&mut self, out: &mut Vec<Instruction<P>>) {
+        let Some(limits) = self.config.memory else { return };
+        if self.spilling_stopped || self.stopped {
+            return;
+        }
+        while self.spills_in_flight < self.config.max_spills_in_flight {
+            let over_target = self.managed - self.spilling_bytes > limits.bytes(limits.target);
+            let over_process =
+                self.process_bytes.saturating_sub(self.spilled_since_measure) > limits.bytes(limits.spill);
+            if !over_target && !over_process {
+                return;
+            }
+            let keys = &self.keys;
+            let victim = self.lru.iter().find(|(_, k)| keys.get(*k).is_some_and(|e| e.pins == 0));
+            let Some((&tick, key)) = victim else { return };
+            let key = key.clone();
+            self.lru.remove(&tick);
+            let file = SpillFile(self.next_file);
+            self.next_file += 1;
+            let Some(Entry { slot: Slot::Memory { nbytes, spilling, .. }, .. }) = self.keys.get_mut(&key) else {
+                return;
+            };
+            *spilling = Some(file);
+            let nbytes = *nbytes;
+            self.spilling_bytes += nbytes;
+            self.spills_in_flight += 1;
+            self.spilled_since_measure += nbytes;
+            out.push(Instruction::Spill { key, file });
+        }
+    }
+
+    fn spill_done(&mut self, key: Key, file: SpillFile, out: &mut Vec<Instruction<P>>) {
+        self.spills_in_flight = self.spills_in_flight.saturating_sub(1);
+        let Some(entry) = self.keys.get_mut(&key) else {
+            out.push(Instruction::DeleteFile { file });
+            return;
+        };
+        let Slot::Memory { nbytes, held, spilling, .. } = &mut entry.slot else {
+            out.push(Instruction::DeleteFile { file });
+            return;
+        };
+        if *spilling != Some(file) {
+            out.push(Instruction::DeleteFile { file });
+            return;
+        }
+        let (nbytes, held) = (*nbytes, *held);
+        *spilling = None;
+        self.spilling_bytes -= nbytes;
+        if entry.pins > 0 {
+            // A task started needing it while it was written: keep it in memory.
+            out.push(Instruction::DeleteFile { file });
+            return;
+        }
+        if !held {
+            // Borrowed values are pinned; one that is not is dropped elsewhere. Keep it.
+            out.push(Instruction::DeleteFile { file });
+            return;
+        }
+        entry.slot = Slot::Spilled { nbytes, file, held };
+        self.managed -= nbytes;
+        self.spilled += nbytes;
+        out.push(Instruction::Evict { key, file });
+    }
+
+    fn spill_failed(&mut self, key: Key, file: SpillFile, error: SpillError, out: &mut Vec<Instruction<P>>) {
+        self.spills_in_flight = self.spills_in_flight.saturating_sub(1);
+        out.push(Instruction::DeleteFile { file });
+        let disk_failed = matches!(error, SpillError::Io(_));
+        if disk_failed {
+            self.spilling_stopped = true;
+        }
+        let mine = match self.keys.get_mut(&key) {
+            Some(Entry { slot: Slot::Memory { nbytes, spilling, spillable, tick, held }, pins })
+                if *spilling == Some(file) =>
+            {
+                *spilling = None;
+                self.spilling_bytes -= *nbytes;
+                if disk_failed {
+                    if *held && *pins == 0 {
+                        self.lru.insert(*tick, key.clone());
+                    }
+                } else {
+                    *spillable = false;
+                }
+                true
+            }
+            _ => false,
+        };
+        if disk_failed {
+            out.push(Instruction::Notice(Notice::SpillingStopped { key, error }));
+        } else if mine {
+            out.push(Instruction::Notice(Notice::Unspillable { key, error }));
+        }
+    }
+
+    fn unspilled(&mut self, key: Key, file: SpillFile, out: &mut Vec<Instruction<P>>) {
+        // Every `Unspill` is answered once, whatever became of its key.
+        self.unspills_in_flight = self.unspills_in_flight.saturating_sub(1);
+        let tick = self.next_tick();
+        let Some(entry) = self.keys.get_mut(&key) else { return };
+        let Slot::Unspilling { nbytes, file: f, held, waiters, reading: true } = &mut entry.slot else { return };
+        if *f != file {
+            return;
+        }
+        let (nbytes, held, waiters) = (*nbytes, *held, std::mem::take(waiters));
+        entry.slot = Slot::Memory { nbytes, held, tick, spilling: None, spillable: true };
+        if entry.pins == 0 && self.config.memory.is_some() {
+            // The tasks that wanted it are gone (a borrowed value would have been released).
+            self.lru.insert(tick, key.clone());
+        }
+        self.spilled -= nbytes;
+        self.managed += nbytes;
+        out.push(Instruction::Keep { key });
+        out.push(Instruction::DeleteFile { file });
+        for task in waiters {
+            self.input_arrived(&task);
+        }
+    }
+
+    fn unspill_failed(&mut self, key: Key, file: SpillFile, message: String, out: &mut Vec<Instruction<P>>) {
+        self.unspills_in_flight = self.unspills_in_flight.saturating_sub(1);
+        let Some(Entry { slot: Slot::Unspilling { nbytes, file: f, waiters, reading: true, .. }, .. }) =
+            self.keys.get_mut(&key)
+        else {
+            return;
+        };
+        if *f != file {
+            return;
+        }
+        let (nbytes, waiters) = (*nbytes, std::mem::take(waiters));
+        self.keys.remove(&key);
+        self.spilled -= nbytes;
+        out.push(Instruction::Release { key: key.clone(), file: Some(file) });
+        out.push(Instruction::Notice(Notice::ValueLost { key: key.clone(), message }));
+        let tried = self.id.into_iter().collect();
+        self.fail_waiters(&key, waiters, tried, out);
+    }
+
+    // ---- leaving and resetting ----
+
+    fn leave(&mut self, now: u64, out: &mut Vec<Instruction<P>>) {
+        if self.leaving.is_some() {
+            return;
+        }
+        let pending: Vec<Key> = self
+            .keys
+            .iter()
+            .filter(|(_, e)| matches!(e.slot, Slot::Waiting(_) | Slot::Ready(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &pending {
+            self.drop_pending(key, out);
+        }
+        self.ready.clear();
+        let deadline = now.saturating_add(self.config.leave_patience_us);
+        self.leaving = Some(Leaving { returned: pending, deadline });
+        self.draining = true;
+        out.push(Instruction::DrainQueue { close: true });
+    }
+
+    fn finish_leaving_if_done(&mut self, out: &mut Vec<Instruction<P>>) {
+        if self.leaving.is_some() && !self.draining && self.executing == 0 {
+            self.stop(out);
+        }
+    }
+
+    fn stop(&mut self, out: &mut Vec<Instruction<P>>) {
+        if self.stopped {
+            return;
+        }
+        let returned = self.leaving.as_mut().map(|l| std::mem::take(&mut l.returned)).unwrap_or_default();
+        out.push(Instruction::Send(WorkerToScheduler::Leaving { returned }));
+        out.push(Instruction::Stop);
+        self.stopped = true;
+    }
+
+    /// Forgets everything: the scheduler that lost this worker has rescheduled its work.
+    /// Runs already handed to the threads still report (and are recognized as stale).
+    fn reset(&mut self, out: &mut Vec<Instruction<P>>) {
+        self.draining = true;
+        out.push(Instruction::DrainQueue { close: false });
+        for (key, entry) in self.keys.drain() {
+            match entry.slot {
+                // A spill still being written finds no entry and deletes its file.
+                Slot::Memory { .. } => out.push(Instruction::Release { key, file: None }),
+                Slot::Spilled { file, .. } | Slot::Unspilling { file, .. } => {
+                    out.push(Instruction::Release { key, file: Some(file) })
+                }
+                _ => {}
+            }
+        }
+        self.ready.clear();
+        self.unspill_queue.clear();
+        self.ready_count = 0;
+        self.executing = 0;
+        self.lru.clear();
+        self.managed = 0;
+        self.spilled = 0;
+        self.spilling_bytes = 0;
+        self.id = None;
+        self.peers.clear();
+    }
+}
+
+/// Removes repeated keys, keeping the first of each.
+fn dedup(keys: &mut SmallVec<[Key; 2]>) {
+    if keys.len() < 2 {
+        return;
+    }
+    if keys.len() <= 8 {
+        let mut i = 1;
+        while i < keys.len() {
+            if keys[..i].contains(&keys[i]) {
+                keys.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    } else {
+        keys.sort_unstable();
+        keys.dedup();
+    }
+}
+
+fn holders_of<'a>(who_has: &'a [(Key, Vec<WorkerId>)], key: &Key) -> &'a [WorkerId] {
+    who_has.iter().find(|(k, _)| k == key).map(|(_, h)| h.as_slice()).unwrap_or(&[])
+}

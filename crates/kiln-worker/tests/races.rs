@@ -1,0 +1,405 @@
+//! The worker's hard races, one named test each, replayed event by event with explicit time.
+
+use kiln_graph::Key;
+use kiln_protocol::messages::{Priority, WorkerId, WorkerInfo, WorkerToScheduler};
+use kiln_worker::{Config, Event, Instruction, KeyState, MemoryLimits, Notice, RunId, SpillError, WorkerState};
+
+type Out = Vec<Instruction<()>>;
+
+const W0: WorkerId = WorkerId::new(0);
+const W1: WorkerId = WorkerId::new(1);
+const W2: WorkerId = WorkerId::new(2);
+
+fn key(name: &str) -> Key {
+    Key::new(name)
+}
+
+fn peer(id: u32) -> WorkerInfo {
+    WorkerInfo {
+        id: WorkerId::new(id),
+        address: format!("10.0.0.{id}:9000"),
+        name: format!("w{id}"),
+        nthreads: 1,
+        memory_limit: 0,
+    }
+}
+
+/// A registered worker (id 0) with peers 1 and 2.
+fn worker(config: Config) -> WorkerState<()> {
+    let mut state = WorkerState::new(config).unwrap();
+    step(&mut state, Event::Registered { id: W0, peers: vec![peer(0), peer(1), peer(2)] });
+    state
+}
+
+fn step(state: &mut WorkerState<()>, event: Event<()>) -> Out {
+    let mut out = Vec::new();
+    state.handle(event, 0, &mut out);
+    state.check_invariants().unwrap();
+    out
+}
+
+fn compute(name: &str, deps: &[(&str, &[u32])]) -> Event<()> {
+    Event::Compute {
+        key: key(name),
+        deps: deps.iter().map(|(d, _)| key(d)).collect(),
+        who_has: deps
+            .iter()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(d, h)| (key(d), h.iter().map(|&i| WorkerId::new(i)).collect()))
+            .collect(),
+        priority: Priority::default(),
+        payload: (),
+    }
+}
+
+fn run_of(out: &Out, name: &str) -> RunId {
+    out.iter()
+        .find_map(|i| match i {
+            Instruction::Run { run, key: k, .. } if *k == key(name) => Some(*run),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{name} does not run: {out:?}"))
+}
+
+fn sent(out: &Out) -> Vec<&WorkerToScheduler> {
+    out.iter()
+        .filter_map(|i| match i {
+            Instruction::Send(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn finish(state: &mut WorkerState<()>, name: &str, run: RunId, nbytes: u64) -> Out {
+    step(state, Event::TaskFinished { key: key(name), run, nbytes, duration_us: 1 })
+}
+
+#[test]
+fn a_free_arriving_while_the_task_runs_drops_its_late_result() {
+    let mut state = worker(Config::new(1));
+    let first = run_of(&step(&mut state, compute("x", &[])), "x");
+    let out = step(&mut state, Event::Free { keys: vec![key("x")] });
+    assert!(matches!(&out[..], [Instruction::Cancel { run }] if *run == first), "{out:?}");
+    assert_eq!(state.key_state(&key("x")), None);
+    // The scheduler sends it again before the first run reports.
+    let second = run_of(&step(&mut state, compute("x", &[])), "x");
+    assert_ne!(first, second);
+    // The first run's late result is neither kept nor reported.
+    let out = finish(&mut state, "x", first, 10);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(state.key_state(&key("x")), Some(KeyState::Executing));
+    let out = finish(&mut state, "x", second, 10);
+    assert!(matches!(&out[0], Instruction::Keep { .. }));
+    assert!(matches!(sent(&out)[..], [WorkerToScheduler::Finished { nbytes: 10, .. }]));
+    assert_eq!(state.in_flight(), 0);
+}
+
+#[test]
+fn a_steal_racing_a_start_is_refused_once_the_task_has_started() {
+    let mut state = worker(Config::new(1));
+    let run = run_of(&step(&mut state, compute("x", &[])), "x");
+    // Handed to the threads: only the queue knows whether it started.
+    let out = step(&mut state, Event::Steal { key: key("x") });
+    assert!(matches!(&out[..], [Instruction::Unqueue { run: r, .. }] if *r == run), "{out:?}");
+    // A second steal while the first is unanswered asks nothing more.
+    assert!(step(&mut state, Event::Steal { key: key("x") }).is_empty());
+    // It had started: refused, and its result is reported as usual.
+    let out = step(&mut state, Event::Unqueued { key: key("x"), run, taken: false });
+    assert!(matches!(sent(&out)[..], [WorkerToScheduler::StealResponse { stolen: false, .. }]), "{out:?}");
+    let out = finish(&mut state, "x", run, 8);
+    assert!(matches!(sent(&out)[..], [WorkerToScheduler::Finished { .. }]));
+}
+
+#[test]
+fn a_steal_of_a_queued_task_takes_it_back_and_its_slot_goes_to_the_next() {
+    let mut config = Config::new(1);
+    config.tasks_per_thread = 1;
+    let mut state = worker(config);
+    let x = run_of(&step(&mut state, compute("x", &[])), "x");
+    // No slot: y waits in the state and is stolen without asking the threads.
+    assert!(step(&mut state, compute("y", &[])).is_empty());
+    let out = step(&mut state, Event::Steal { key: key("y") });
+    assert!(matches!(sent(&out)[..], [WorkerToScheduler::StealResponse { stolen: true, .. }]), "{out:?}");
+    // x had not started: the queue gives it back, and z takes the slot.
+    assert!(step(&mut state, compute("z", &[])).is_empty());
+    step(&mut state, Event::Steal { key: key("x") });
+    let out = step(&mut state, Event::Unqueued { key: key("x"), run: x, taken: true });
+    assert!(matches!(sent(&out)[..], [WorkerToScheduler::StealResponse { stolen: true, .. }]), "{out:?}");
+    run_of(&out, "z");
+    assert_eq!(state.key_state(&key("x")), None);
+    assert_eq!(state.in_flight(), 1);
+}
+
+#[test]
+fn a_holder_that_no_longer_has_the_value_is_skipped_for_the_next_one() {
+    let mut state = worker(Config::new(1));
+    let out = step(&mut state, compute("t", &[("d", &[1, 2])]));
+    assert!(matches!(&out[..], [Instruction::Fetch { holder: W1, .. }]), "{out:?}");
+    let out = step(&mut state, Event::Fetched { holder: W1, arrived: vec![], missing: vec![key("d")] });
+    assert!(matches!(&out[..], [Instruction::Fetch { holder: W2, .. }]), "{out:?}");
+    let out = step(&mut state, Event::Fetched { holder: W2, arrived: vec![(key("d"), 5)], missing: vec![] });
+    assert!(matches!(&out[0], Instruction::Keep { key: k } if *k == key("d")));
+    run_of(&out, "t");
+    // The borrowed input goes once its task has started; the scheduler never knew it.
+    assert!(matches!(out.last(), Some(Instruction::Release { file: None, .. })), "{out:?}");
+    assert_eq!(state.key_state(&key("d")), None);
+}
+
+#[test]
+fn a_dependency_no_holder_has_is_reported_with_every_holder_tried() {
+    let mut state = worker(Config::new(1));
+    step(&mut state, compute("t", &[("d", &[1, 2]), ("e", &[1])]));
+    step(&mut state, Event::Fetched { holder: W1, arrived: vec![(key("e"), 5)], missing: vec![key("d")] });
+    let out = step(&mut state, Event::FetchFailed { holder: W2, keys: vec![key("d")] });
+    let messages = sent(&out);
+    assert!(
+        matches!(messages[..], [WorkerToScheduler::MissingDependency { tried, .. }] if *tried == vec![W1, W2]),
+        "{out:?}"
+    );
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Run { .. })));
+    // The input that did arrive is dropped with the task.
+    assert_eq!(state.key_state(&key("t")), None);
+    assert_eq!(state.key_state(&key("e")), None);
+    assert_eq!(state.managed_bytes(), 0);
+}
+
+fn limited(limit: u64) -> Config {
+    let mut config = Config::new(1);
+    config.memory = MemoryLimits::with_limit(limit);
+    config
+}
+
+#[test]
+fn pause_holds_new_tasks_and_resume_starts_them_in_order() {
+    let mut state = worker(limited(1000));
+    let mut out = Vec::new();
+    state.handle(Event::MemoryMeasured { process_bytes: 900 }, 1_000, &mut out);
+    assert!(matches!(&out[..], [Instruction::Notice(Notice::Paused { process_bytes: 900, limit: 1000 })]), "{out:?}");
+    assert!(state.is_paused());
+    for name in ["a", "b"] {
+        assert!(step(&mut state, compute(name, &[])).is_empty(), "{name} starts while paused");
+        assert_eq!(state.key_state(&key(name)), Some(KeyState::Ready));
+    }
+    let mut out = Vec::new();
+    state.handle(Event::MemoryMeasured { process_bytes: 100 }, 5_000, &mut out);
+    state.check_invariants().unwrap();
+    assert!(matches!(&out[0], Instruction::Notice(Notice::Resumed { paused_for_us: 4_000, .. })), "{out:?}");
+    run_of(&out, "a");
+    run_of(&out, "b");
+}
+
+/// Finishes `name` (no inputs) with `nbytes` and returns the instructions of its result.
+fn produce(state: &mut WorkerState<()>, name: &str, nbytes: u64) -> Out {
+    let run = run_of(&step(state, compute(name, &[])), name);
+    finish(state, name, run, nbytes)
+}
+
+#[test]
+fn a_spill_failure_keeps_the_value_in_memory_and_stops_spilling() {
+    let mut state = worker(limited(1000)); // target 600 bytes
+    produce(&mut state, "a", 400);
+    let out = produce(&mut state, "b", 400);
+    let Some(Instruction::Spill { key: victim, file }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
+    else {
+        panic!("nothing spilled over the target: {out:?}")
+    };
+    assert_eq!(*victim, key("a"), "the least recently used goes first");
+    let out =
+        step(&mut state, Event::SpillFailed { key: key("a"), file: *file, error: SpillError::Io("disk full".into()) });
+    assert!(out.iter().any(|i| matches!(i, Instruction::Notice(Notice::SpillingStopped { .. }))), "{out:?}");
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Evict { .. } | Instruction::Release { .. })));
+    assert_eq!(state.key_state(&key("a")), Some(KeyState::Memory));
+    assert_eq!(state.managed_bytes(), 800);
+    assert!(state.spilling_stopped());
+    // More memory: no further spill is tried, and "a" serves its dependents from memory.
+    let out = produce(&mut state, "c", 400);
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Spill { .. })), "{out:?}");
+    let out = step(&mut state, compute("t", &[("a", &[])]));
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Unspill { .. })));
+    run_of(&out, "t");
+}
+
+#[test]
+fn an_unencodable_value_stays_in_memory_and_the_next_one_spills() {
+    let mut state = worker(limited(1000));
+    produce(&mut state, "a", 300);
+    produce(&mut state, "b", 300);
+    let out = produce(&mut state, "c", 300);
+    let Some(Instruction::Spill { file, .. }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. })) else {
+        panic!("{out:?}")
+    };
+    let error = SpillError::Unencodable("no codec".into());
+    let out = step(&mut state, Event::SpillFailed { key: key("a"), file: *file, error });
+    assert!(out.iter().any(|i| matches!(i, Instruction::Notice(Notice::Unspillable { .. }))));
+    assert!(
+        out.iter().any(|i| matches!(i, Instruction::Spill { key: k, .. } if *k == key("b"))),
+        "the next candidate spills: {out:?}"
+    );
+    assert!(!state.spilling_stopped());
+}
+
+#[test]
+fn a_spilled_input_is_read_back_before_its_task_runs_and_a_lost_one_is_reported() {
+    let mut state = worker(limited(1000));
+    produce(&mut state, "a", 400);
+    let out = produce(&mut state, "b", 400);
+    let Some(Instruction::Spill { file, .. }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. })) else {
+        panic!("{out:?}")
+    };
+    let file = *file;
+    let out = step(&mut state, Event::SpillDone { key: key("a"), file });
+    assert!(matches!(&out[..], [Instruction::Evict { .. }]), "{out:?}");
+    assert_eq!((state.managed_bytes(), state.spilled_bytes()), (400, 400));
+    let out = step(&mut state, compute("t", &[("a", &[])]));
+    assert!(matches!(&out[..], [Instruction::Unspill { file: f, .. }] if *f == file), "{out:?}");
+    let out = step(&mut state, Event::Unspilled { key: key("a"), file });
+    assert!(matches!(&out[0], Instruction::Keep { .. }));
+    // Back over the target: "t" waits until the unpinned "b" is written out.
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Run { .. })), "{out:?}");
+    let Some(Instruction::Spill { key: victim, file }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
+    else {
+        panic!("{out:?}")
+    };
+    let (victim, file) = (victim.clone(), *file);
+    assert_eq!(victim, key("b"));
+    let out = step(&mut state, Event::SpillDone { key: victim.clone(), file });
+    let t = run_of(&out, "t");
+    finish(&mut state, "t", t, 1);
+    // Then the file of "b" is lost: the task needing it is reported, nothing runs.
+    let u = Event::Compute {
+        key: key("u"),
+        deps: [victim.clone()].into_iter().collect(),
+        who_has: vec![],
+        priority: Priority::default(),
+        payload: (),
+    };
+    step(&mut state, u);
+    let out = step(&mut state, Event::UnspillFailed { key: victim.clone(), file, message: "gone".into() });
+    assert!(out.iter().any(|i| matches!(i, Instruction::Notice(Notice::ValueLost { .. }))));
+    assert!(
+        sent(&out)
+            .iter()
+            .any(|m| matches!(m, WorkerToScheduler::MissingDependency { tried, .. } if *tried == vec![W0]))
+    );
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Run { .. })));
+}
+
+#[test]
+fn leaving_hands_back_unstarted_work_and_waits_for_running_tasks() {
+    let mut config = Config::new(1);
+    config.tasks_per_thread = 2;
+    let mut state = worker(config);
+    let x = run_of(&step(&mut state, compute("x", &[])), "x");
+    let y = run_of(&step(&mut state, compute("y", &[])), "y");
+    step(&mut state, compute("z", &[]));
+    step(&mut state, compute("w", &[("d", &[1])]));
+    let mut out = Vec::new();
+    state.handle(Event::Leave, 100, &mut out);
+    assert!(matches!(&out[..], [Instruction::DrainQueue { close: true }]), "{out:?}");
+    assert_eq!(state.next_deadline(), Some(100 + 30_000_000));
+    // y had not started; x runs on and reports before the worker leaves.
+    let out = step(&mut state, Event::QueueDrained { unstarted: vec![(y, key("y"))] });
+    assert!(out.is_empty(), "{out:?}");
+    let out = finish(&mut state, "x", x, 1);
+    let messages = sent(&out);
+    assert!(matches!(messages[0], WorkerToScheduler::Finished { .. }));
+    let WorkerToScheduler::Leaving { returned } = messages[1] else { panic!("{out:?}") };
+    let mut returned = returned.clone();
+    returned.sort();
+    assert_eq!(returned, vec![key("w"), key("y"), key("z")]);
+    assert!(matches!(out.last(), Some(Instruction::Stop)));
+    assert!(step(&mut state, compute("late", &[])).is_empty(), "a stopped worker does nothing");
+}
+
+#[test]
+fn a_task_that_outlives_the_leave_patience_is_left_behind() {
+    let mut state = worker(Config::new(1));
+    run_of(&step(&mut state, compute("x", &[])), "x");
+    let mut out = Vec::new();
+    state.handle(Event::Leave, 0, &mut out);
+    state.handle(Event::QueueDrained { unstarted: vec![] }, 1, &mut out);
+    out.clear();
+    let deadline = state.next_deadline().unwrap();
+    state.handle(Event::Tick, deadline - 1, &mut out);
+    assert!(out.is_empty());
+    state.handle(Event::Tick, deadline, &mut out);
+    assert!(matches!(
+        &out[..],
+        [Instruction::Notice(Notice::LeaveTimedOut { running: 1 }), Instruction::Send(_), Instruction::Stop]
+    ));
+    assert_eq!(state.next_deadline(), None);
+}
+
+#[test]
+fn a_paused_worker_whose_memory_is_pinned_by_ready_tasks_still_runs_one_at_a_time() {
+    let mut state = worker(limited(1000));
+    produce(&mut state, "a", 400);
+    let out = produce(&mut state, "b", 400);
+    let Some(Instruction::Spill { key: victim, file }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
+    else {
+        panic!("{out:?}")
+    };
+    // The disk is full: nothing can be spilled any more.
+    step(&mut state, Event::SpillFailed { key: victim.clone(), file: *file, error: SpillError::Io("full".into()) });
+    step(&mut state, Event::MemoryMeasured { process_bytes: 990 });
+    assert!(state.is_paused());
+    // A root task would add memory: it waits. Only running the consumers of "a" and "b"
+    // unpins their inputs: one starts.
+    assert!(step(&mut state, compute("root", &[])).is_empty());
+    let out = step(&mut state, compute("use-a", &[("a", &[])]));
+    let run = run_of(&out, "use-a");
+    assert!(step(&mut state, compute("use-b", &[("b", &[])])).is_empty(), "one at a time");
+    let out = finish(&mut state, "use-a", run, 1);
+    run_of(&out, "use-b");
+    assert_eq!(state.key_state(&key("root")), Some(KeyState::Ready));
+}
+
+#[test]
+fn spilled_inputs_of_a_burst_of_tasks_are_read_back_a_few_at_a_time() {
+    let mut config = limited(1000);
+    config.max_unspills_in_flight = 2;
+    let mut state = worker(config);
+    // Spill five values by keeping memory over the target.
+    let mut spilled = Vec::new();
+    for i in 0..5 {
+        let name = format!("v{i}");
+        let out = produce(&mut state, &name, 700);
+        for instruction in out {
+            if let Instruction::Spill { key, file } = instruction {
+                step(&mut state, Event::SpillDone { key: key.clone(), file });
+                spilled.push((key, file));
+            }
+        }
+    }
+    assert!(spilled.len() >= 4, "{spilled:?}");
+    let mut unspills = 0;
+    for (i, (victim, _)) in spilled.iter().enumerate() {
+        let event = Event::Compute {
+            key: key(&format!("use{i}")),
+            deps: [victim.clone()].into_iter().collect(),
+            who_has: vec![],
+            priority: Priority::default(),
+            payload: (),
+        };
+        unspills += step(&mut state, event).iter().filter(|i| matches!(i, Instruction::Unspill { .. })).count();
+    }
+    // At most two at a time, and only as memory allows (here: over the target, one).
+    assert_eq!(unspills, 1, "reads back only what memory has room for");
+}
+
+#[test]
+fn a_value_being_fetched_from_a_lost_holder_is_computed_here_when_the_scheduler_asks() {
+    let mut state = worker(Config::new(1));
+    step(&mut state, compute("t", &[("d", &[1])]));
+    // Holder 1 is cut off; the fetch never answers. The scheduler frees "t" and asks this
+    // worker to compute "d" itself.
+    step(&mut state, Event::Free { keys: vec![key("t")] });
+    let out = step(&mut state, compute("d", &[]));
+    let run = run_of(&out, "d");
+    let out = finish(&mut state, "d", run, 3);
+    assert!(matches!(sent(&out)[..], [WorkerToScheduler::Finished { .. }]), "{out:?}");
+    // The late answer of the abandoned fetch changes nothing.
+    let out = step(&mut state, Event::FetchFailed { holder: W1, keys: vec![key("d")] });
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(state.key_state(&key("d")), Some(KeyState::Memory));
+}
