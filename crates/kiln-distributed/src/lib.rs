@@ -5,27 +5,28 @@
 //! `kiln-protocol` (bytes on the wire);
 //! here they meet sockets, threads and clocks.
 //!
-//! ```no_run
-//! use kiln_distributed::LocalCluster;
-//! use kiln_graph::Scheduler;
-//! let cluster = LocalCluster::builder().workers(2).start().unwrap();
+//! ```
+//! use kiln_distributed::{LocalCluster, WorkerMode};
+//! // Worker processes by default; threads of this process here, so the example runs anywhere.
+//! let cluster = LocalCluster::builder().workers(2).mode(WorkerMode::Threads).start().unwrap();
 //! let client = cluster.client().unwrap();
 //! client.set_as_default(); // collections' compute() now runs on the cluster
 //! ```
 
 #![deny(missing_docs)]
 
-pub mod client;
-pub mod cluster;
+// One folder per part of the runtime, so the layout shows the architecture: `comm` is the
+// connection code all of them share (handshake, packets, batching writers, peer pool).
+mod client;
+mod cluster;
 pub mod comm;
-pub mod futures;
-pub mod server;
+mod server;
 pub mod worker;
 
+pub use client::futures::{AsCompleted, Future};
 pub use client::{Client, ClusterLoad, KeyStatus};
 pub use cluster::{
     ClusterError, LocalCluster, LocalClusterBuilder, WorkerArgsError, WorkerMode, run_worker_if_requested,
 };
-pub use futures::{AsCompleted, Future};
 pub use server::{SchedulerServer, ServerConfig};
 pub use worker::{WorkerConfig, WorkerHandle, start_worker, tune_allocator_for_workers};

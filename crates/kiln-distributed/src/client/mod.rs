@@ -20,6 +20,8 @@ use tokio::runtime::Runtime;
 use crate::comm::{self, CommError, Outgoing, PacketReader, PeerPool, Sender, value_from_wire, values_to_wire};
 use crate::worker::strip_scheme;
 
+pub(crate) mod futures;
+
 /// How busy a cluster is (see [`Client::cluster_load`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ClusterLoad {
@@ -93,9 +95,13 @@ pub(crate) struct Inner {
 
 /// A connection to a kiln cluster (Dask's `Client`).
 ///
-/// ```no_run
-/// use kiln_distributed::Client;
-/// let client = Client::connect("tcp://127.0.0.1:8786").unwrap();
+/// ```
+/// use kiln_distributed::{Client, LocalCluster, WorkerMode};
+/// # let cluster = LocalCluster::builder().workers(1).mode(WorkerMode::Threads).start().unwrap();
+/// # let address = cluster.address();
+/// // `address` is a running scheduler's, e.g. "tcp://127.0.0.1:8786" as `kiln scheduler` prints it.
+/// let client = Client::connect(&address).unwrap();
+/// client.wait_for_workers(1, std::time::Duration::from_secs(30)).unwrap();
 /// println!("{} workers", client.workers().len());
 /// ```
 #[derive(Clone)]

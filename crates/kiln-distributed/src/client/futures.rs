@@ -119,10 +119,10 @@ impl Client {
     /// Starts computing a delayed value on the cluster (Dask's `client.compute` /
     /// `client.submit`): returns at once with a future.
     ///
-    /// ```no_run
-    /// # use kiln_distributed::LocalCluster;
+    /// ```
+    /// # use kiln_distributed::{LocalCluster, WorkerMode};
     /// use kiln_delayed::func2;
-    /// let cluster = LocalCluster::builder().start().unwrap();
+    /// let cluster = LocalCluster::builder().mode(WorkerMode::Threads).start().unwrap();
     /// let client = cluster.client().unwrap();
     /// let add = func2("add", |a: &i64, b: &i64| a + b).portable("myapp.add");
     /// kiln_graph::KernelRegistry::global().register_instance(add.kernel());

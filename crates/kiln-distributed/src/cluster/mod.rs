@@ -157,9 +157,10 @@ struct Adaptive {
 
 /// A scheduler and workers on this machine (Dask's `LocalCluster`).
 ///
-/// ```no_run
-/// use kiln_distributed::LocalCluster;
-/// let cluster = LocalCluster::builder().workers(2).start().unwrap();
+/// ```
+/// use kiln_distributed::{LocalCluster, WorkerMode};
+/// // `WorkerMode::Threads` so the example needs no `kiln` binary; the default is processes.
+/// let cluster = LocalCluster::builder().workers(2).mode(WorkerMode::Threads).start().unwrap();
 /// let client = cluster.client().unwrap();
 /// assert_eq!(client.workers().len(), 2);
 /// ```
