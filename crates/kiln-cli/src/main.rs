@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kiln::Scheduler;
 use kiln::local::Progress;
 use kiln::prelude::*;
-use kiln_distributed::{Client, LocalCluster, SchedulerServer, ServerConfig, WorkerConfig};
+use kiln_distributed::{Client, LocalCluster, SchedulerServer, ServerConfig, WorkerArgs, WorkerConfig};
 
 /// kiln: Dask rebuilt in Rust.
 #[derive(Parser)]
@@ -31,26 +31,9 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         worker_timeout: u64,
     },
-    /// Runs a worker that joins the scheduler at ADDR (e.g. tcp://192.168.0.1:8786).
-    Worker {
-        /// The scheduler's address.
-        scheduler: String,
-        /// Threads that run tasks (default: one per core).
-        #[arg(long)]
-        nthreads: Option<usize>,
-        /// Memory limit, e.g. 4GiB, 500MB, or 0 for none.
-        #[arg(long, default_value = "0")]
-        memory_limit: String,
-        /// A name shown in logs and to clients.
-        #[arg(long)]
-        name: Option<String>,
-        /// Interface for the data port that peers fetch from.
-        #[arg(long, default_value = "0.0.0.0")]
-        host: String,
-        /// Data port (0: any free port).
-        #[arg(long, default_value_t = 0)]
-        port: u16,
-    },
+    /// Runs a worker that joins the scheduler at ADDR (e.g. tcp://192.168.0.1:8786). A program
+    /// of yours that calls `run_worker_if_requested` takes the same flags.
+    Worker(WorkerArgs),
     /// Runs the seeds' computations and reports what happened: the headline
     /// `(x + x.T - x.mean(axis=0)).std()` on an n x n random array on a local cluster of
     /// worker processes and on the local threaded scheduler, then a loop of delayed calls.
@@ -86,18 +69,10 @@ fn main() -> Result<()> {
                 ServerConfig { worker_timeout: Duration::from_secs(worker_timeout), ..ServerConfig::default() };
             runtime()?.block_on(run_scheduler(&format!("{host}:{port}"), config))
         }
-        Command::Worker { scheduler, nthreads, memory_limit, name, host, port } => {
+        Command::Worker(args) => {
             init_logging();
             kiln_distributed::worker::tune_allocator_for_workers();
-            let mut config = WorkerConfig::new(&scheduler);
-            if let Some(n) = nthreads {
-                anyhow::ensure!(n > 0, "--nthreads must be at least 1");
-                config.nthreads = n;
-            }
-            config.memory_limit = parse_bytes(&memory_limit)?;
-            config.name = name;
-            config.listen = format!("{host}:{port}");
-            runtime()?.block_on(run_worker(config))
+            runtime()?.block_on(run_worker(args.to_config()?))
         }
         Command::Demo { n, chunk, side, threads, visualize, workers } => {
             let scheduler =
@@ -182,27 +157,6 @@ async fn run_worker(config: WorkerConfig) -> Result<()> {
         _ = worker.stopped() => {}
     }
     Ok(())
-}
-
-/// Parses sizes like `4GiB`, `500MB`, `1.5G`, `1024`.
-fn parse_bytes(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number.parse().with_context(|| format!("bad size {text:?} (try 4GiB or 500MB)"))?;
-    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0f64.powi(4),
-        other => bail!("unknown size unit {other:?} in {text:?} (use B, KB, MB, GB, KiB, MiB, GiB)"),
-    };
-    Ok((value * factor) as u64)
 }
 
 /// The demo's delayed functions, registered so the cluster's workers (this same binary) can

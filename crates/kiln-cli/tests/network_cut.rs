@@ -13,63 +13,10 @@ use kiln::array::random::RandomState;
 use kiln::local::LocalScheduler;
 use kiln_distributed::Client;
 
+mod support;
+use support::{Netns, effective_uid};
+
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
-
-fn sh(args: &[&str]) -> bool {
-    Command::new(args[0]).args(&args[1..]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-struct Netns {
-    name: String,
-    host_if: String,
-}
-
-impl Netns {
-    fn create(tag: u32) -> Option<Netns> {
-        let name = format!("kiln-cut-{tag}");
-        let host_if = format!("kc{tag}a");
-        let ns_if = format!("kc{tag}b");
-        let subnet = 10 + tag % 200;
-        let ok = sh(&["ip", "netns", "add", &name])
-            && sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])
-            && sh(&["ip", "link", "set", &ns_if, "netns", &name])
-            && sh(&["ip", "addr", "add", &format!("10.213.{subnet}.1/30"), "dev", &host_if])
-            && sh(&["ip", "link", "set", &host_if, "up"])
-            && sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &name,
-                "ip",
-                "addr",
-                "add",
-                &format!("10.213.{subnet}.2/30"),
-                "dev",
-                &ns_if,
-            ])
-            && sh(&["ip", "netns", "exec", &name, "ip", "link", "set", &ns_if, "up"])
-            && sh(&["ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
-        let ns = Netns { name, host_if };
-        ok.then_some(ns)
-    }
-    fn link(&self, up: bool) {
-        assert!(sh(&["ip", "link", "set", &self.host_if, if up { "up" } else { "down" }]));
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "link", "del", &self.host_if]);
-        let _ = sh(&["ip", "netns", "del", &self.name]);
-    }
-}
-
-/// The effective user id, from `/proc/self/status` (`Uid: real effective saved fs`).
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
 
 struct Guard(Child);
 impl Drop for Guard {
@@ -91,7 +38,7 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Dur
 #[test]
 fn a_worker_cut_off_by_the_network_is_detected_and_rejoins() {
     let tag = std::process::id() % 10_000;
-    let Some(ns) = Netns::create(tag) else {
+    let Some(ns) = Netns::create(213, tag) else {
         let root = effective_uid() == Some(0);
         assert!(!root, "running as root but cannot create a network namespace with iproute2 (`ip netns add`)");
         eprintln!(
@@ -99,9 +46,7 @@ fn a_worker_cut_off_by_the_network_is_detected_and_rejoins() {
         );
         return;
     };
-    let subnet = 10 + tag % 200;
-    let host_ip = format!("10.213.{subnet}.1");
-    let ns_ip = format!("10.213.{subnet}.2");
+    let (host_ip, ns_ip) = (ns.host_ip.clone(), ns.ns_ip.clone());
 
     let mut scheduler = Command::new(KILN)
         .args(["scheduler", "--host", "0.0.0.0", "--port", "0", "--worker-timeout", "2"])

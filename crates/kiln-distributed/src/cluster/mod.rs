@@ -12,6 +12,9 @@ use kiln_graph::ComputeError;
 use kiln_protocol::messages::WorkerId;
 use tokio::runtime::Runtime;
 
+mod args;
+pub use args::{WorkerArgs, WorkerArgsInvalid};
+
 use crate::client::Client;
 use crate::server::{SchedulerServer, ServerConfig};
 use crate::worker::{WorkerConfig, WorkerHandle, start_worker};
@@ -498,23 +501,12 @@ pub fn run_worker_if_requested() {
 /// Why `<program> worker ...` could not run a worker.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerArgsError {
-    /// No scheduler address after `worker`.
-    #[error("missing the scheduler address")]
-    MissingScheduler,
-    /// A flag without its value.
-    #[error("{0} needs a value")]
-    MissingValue(String),
-    /// A flag whose value does not parse.
-    #[error("{flag}: {source}")]
-    BadNumber {
-        /// The flag.
-        flag: String,
-        /// Why its value is not a number.
-        source: std::num::ParseIntError,
-    },
-    /// A flag this command does not know.
-    #[error("unknown option {0}")]
-    UnknownOption(String),
+    /// The command line does not parse (clap's message, with usage).
+    #[error("{0}")]
+    Usage(String),
+    /// The flags parse but cannot work (zero threads, a bad memory limit).
+    #[error(transparent)]
+    Invalid(#[from] WorkerArgsInvalid),
     /// The worker's runtime or signal handler could not start.
     #[error("{context}: {source}")]
     Io {
@@ -530,20 +522,17 @@ pub enum WorkerArgsError {
 
 fn worker_from_args(args: &[String]) -> Result<(), WorkerArgsError> {
     crate::worker::tune_allocator_for_workers();
-    let mut args = args.iter();
-    let scheduler = args.next().ok_or(WorkerArgsError::MissingScheduler)?;
-    let mut config = WorkerConfig::new(scheduler);
-    config.nthreads = 1;
-    while let Some(flag) = args.next() {
-        let mut value = || args.next().ok_or_else(|| WorkerArgsError::MissingValue(flag.clone()));
-        let bad = |source| WorkerArgsError::BadNumber { flag: flag.clone(), source };
-        match flag.as_str() {
-            "--nthreads" => config.nthreads = value()?.parse().map_err(bad)?,
-            "--memory-limit" => config.memory_limit = value()?.parse().map_err(bad)?,
-            "--name" => config.name = Some(value()?.clone()),
-            other => return Err(WorkerArgsError::UnknownOption(other.to_string())),
-        }
+    /// `<program> worker ...`: the same flags as `kiln worker`.
+    #[derive(clap::Parser)]
+    #[command(name = "worker", about = "Runs this program as a kiln worker")]
+    struct Command {
+        #[command(flatten)]
+        args: WorkerArgs,
     }
+    let command =
+        <Command as clap::Parser>::try_parse_from(std::iter::once("worker".to_string()).chain(args.iter().cloned()))
+            .map_err(|e| WorkerArgsError::Usage(e.to_string()))?;
+    let config = command.args.to_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

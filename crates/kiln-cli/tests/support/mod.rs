@@ -1,0 +1,64 @@
+//! Test hosts in network namespaces: a namespace joined to this host by a veth pair, so a
+//! process inside it has its own, non-loopback address (needs root and iproute2).
+
+#![allow(dead_code)] // each test file uses the part it needs
+
+use std::process::{Command, Stdio};
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0]).args(&args[1..]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// A network namespace with a veth link to this host: `host_ip` on the host's end, `ns_ip`
+/// inside. Removed on drop.
+pub struct Netns {
+    /// The namespace's name (`ip netns exec NAME ...`).
+    pub name: String,
+    host_if: String,
+    /// This host's address on the link.
+    pub host_ip: String,
+    /// The namespace's address on the link.
+    pub ns_ip: String,
+}
+
+impl Netns {
+    /// A namespace on subnet `10.<net>.<tag % 200 + 10>.0/30`; tests pass different `net`s so
+    /// that two test binaries running at once never share a subnet. `None` without privileges.
+    pub fn create(net: u8, tag: u32) -> Option<Netns> {
+        let name = format!("kiln-{net}-{tag}");
+        let host_if = format!("k{net}x{tag}a");
+        let ns_if = format!("k{net}x{tag}b");
+        let subnet = 10 + tag % 200;
+        let host_ip = format!("10.{net}.{subnet}.1");
+        let ns_ip = format!("10.{net}.{subnet}.2");
+        let ok = sh(&["ip", "netns", "add", &name])
+            && sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])
+            && sh(&["ip", "link", "set", &ns_if, "netns", &name])
+            && sh(&["ip", "addr", "add", &format!("{host_ip}/30"), "dev", &host_if])
+            && sh(&["ip", "link", "set", &host_if, "up"])
+            && sh(&["ip", "netns", "exec", &name, "ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if])
+            && sh(&["ip", "netns", "exec", &name, "ip", "link", "set", &ns_if, "up"])
+            && sh(&["ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        let ns = Netns { name, host_if, host_ip, ns_ip };
+        ok.then_some(ns)
+    }
+
+    /// Brings the host's end of the link up or down (a network cut).
+    pub fn link(&self, up: bool) {
+        assert!(sh(&["ip", "link", "set", &self.host_if, if up { "up" } else { "down" }]));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "link", "del", &self.host_if]);
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// The effective user id, from `/proc/self/status` (`Uid: real effective saved fs`).
+pub fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}

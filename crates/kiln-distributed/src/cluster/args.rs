@@ -1,0 +1,154 @@
+//! The worker's command line, parsed once for every program that can be a worker: `kiln worker`
+//! and a user's own binary through [`run_worker_if_requested`](super::run_worker_if_requested).
+//! Both take the same flags, so a program started on another machine is configured exactly as
+//! the stock worker is.
+
+use crate::worker::WorkerConfig;
+
+/// The flags of `worker ADDR ...` (Dask's `dask-worker`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// The scheduler's address (e.g. tcp://192.168.0.1:8786).
+    pub scheduler: String,
+    /// Threads that run tasks (default: one per core).
+    #[arg(long)]
+    pub nthreads: Option<usize>,
+    /// Memory limit: a size (4GiB, 500MB, 1024), a fraction of this machine's memory (0.5),
+    /// or 0 for none.
+    #[arg(long, default_value = "0")]
+    pub memory_limit: String,
+    /// A name shown in logs and to clients.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Interface for the data port that peers and clients fetch results from. The default,
+    /// all interfaces, is advertised as the address the scheduler sees the worker connect from,
+    /// so other machines can reach it; give an address to pin one interface.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// Data port (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+}
+
+/// Why worker flags do not make a worker configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerArgsInvalid {
+    /// `--nthreads 0`.
+    #[error("--nthreads must be at least 1")]
+    NoThreads,
+    /// A memory limit that is not a size or a fraction.
+    #[error("--memory-limit {text:?}: {reason}")]
+    MemoryLimit {
+        /// What was given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl WorkerArgs {
+    /// The worker configuration these flags describe.
+    ///
+    /// # Errors
+    /// [`WorkerArgsInvalid`] for zero threads or a memory limit that is neither a size nor a
+    /// fraction of the machine's memory.
+    pub fn to_config(&self) -> Result<WorkerConfig, WorkerArgsInvalid> {
+        let mut config = WorkerConfig::new(&self.scheduler);
+        if let Some(n) = self.nthreads {
+            if n == 0 {
+                return Err(WorkerArgsInvalid::NoThreads);
+            }
+            config.nthreads = n;
+        }
+        config.memory_limit = parse_memory_limit(&self.memory_limit, total_memory())?;
+        config.name = self.name.clone();
+        config.listen = format!("{}:{}", self.host, self.port);
+        Ok(config)
+    }
+}
+
+/// This machine's memory in bytes (`MemTotal` of `/proc/meminfo`), if known.
+fn total_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Parses `4GiB`, `500MB`, `1.5G`, `1024` (bytes), `0` (no limit) or a fraction in (0, 1] of
+/// `machine` bytes (as Dask reads `--memory-limit 0.5`).
+fn parse_memory_limit(text: &str, machine: Option<u64>) -> Result<u64, WorkerArgsInvalid> {
+    let invalid = |reason: &str| WorkerArgsInvalid::MemoryLimit { text: text.to_string(), reason: reason.to_string() };
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| invalid("not a size (try 4GiB, 500MB or 0.5)"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    if unit.is_empty() && value > 0.0 && value <= 1.0 && number.contains('.') {
+        let machine = machine.ok_or_else(|| invalid("a fraction needs the machine's memory, which is unknown here"))?;
+        return Ok((value * machine as f64) as u64);
+    }
+    let factor: f64 = match unit.as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0f64.powi(3),
+        "tib" => 1024.0f64.powi(4),
+        _ => return Err(invalid("unknown unit (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+    };
+    let bytes = value * factor;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(invalid("too large"));
+    }
+    if bytes > 0.0 && bytes < 1.0 {
+        return Err(invalid("less than one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_units_and_fractions() {
+        let gib = 1u64 << 30;
+        assert_eq!(parse_memory_limit("4GiB", None), Ok(4 * gib));
+        assert_eq!(parse_memory_limit("500MB", None), Ok(500_000_000));
+        assert_eq!(parse_memory_limit("1.5G", None), Ok(1_500_000_000));
+        assert_eq!(parse_memory_limit("1024", None), Ok(1024));
+        assert_eq!(parse_memory_limit("0", None), Ok(0));
+        assert_eq!(parse_memory_limit("0.5", Some(24 * gib)), Ok(12 * gib));
+        assert_eq!(parse_memory_limit("1.0", Some(gib)), Ok(gib));
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused_with_the_reason() {
+        let reason = |text: &str, machine| match parse_memory_limit(text, machine) {
+            Err(WorkerArgsInvalid::MemoryLimit { reason, .. }) => reason,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert!(reason("lots", None).contains("not a size"));
+        assert!(reason("4 parsecs", None).contains("unknown unit"));
+        assert!(reason("0.5", None).contains("machine's memory"));
+        assert!(reason("99999999999TiB", None).contains("too large"));
+    }
+
+    #[test]
+    fn zero_threads_are_refused() {
+        let args = WorkerArgs {
+            scheduler: "tcp://h:1".into(),
+            nthreads: Some(0),
+            memory_limit: "0".into(),
+            name: None,
+            host: "0.0.0.0".into(),
+            port: 0,
+        };
+        assert_eq!(args.to_config().unwrap_err(), WorkerArgsInvalid::NoThreads);
+    }
+}
