@@ -9,7 +9,8 @@ use kiln_graph::Collection;
 use std::path::PathBuf;
 
 use kiln_array::npy::read_npy_as;
-use kiln_array::linalg::{cholesky, qr, svd};
+use kiln_array::linalg::{cholesky, qr, svd, svd_compressed};
+use kiln_array::overlap::Boundary;
 use kiln_array::{
     Array, ChunkSpec, Element, Reduce, arange, concatenate, eye, from_array, full, idx, linspace, stack, tensordot, where_,
 };
@@ -338,6 +339,12 @@ fn qr_and_svd_satisfy_the_laws_numpys_factors_satisfy() {
     let want = fixture::<f64>("tall_singular_values");
     assert_eq!(s.shape(), want.shape());
     assert!(s.iter().zip(want.iter()).all(|(g, w)| (g - w).abs() <= 1e-10 * w), "singular values {s} vs NumPy {want}");
+    // The randomized SVD with k equal to the rank recovers the same singular values.
+    let s_compressed = run(&svd_compressed(&tall, 4, 2, 1, 3).1);
+    assert!(
+        s_compressed.iter().zip(want.iter()).all(|(g, w)| (g - w).abs() <= 1e-10 * w),
+        "compressed singular values {s_compressed} vs NumPy {want}"
+    );
     let us = &u * &s.view().into_dimensionality::<ndarray::Ix1>().unwrap();
     assert!(us.dot(&vt).iter().zip(a.iter()).all(|(g, w)| (g - w).abs() < 1e-12), "U S Vt = A");
 }
@@ -359,4 +366,35 @@ fn sum_of_a_transposed_single_block_matches_numpy() {
     let x = from_array(data, [2, 3, 1]);
     close_f64(&run(&x.t().sum_axis(0)), "tr_block_sum_axis0");
     close_f64(&run(&x.t().sum_with(&Reduce::axis(0).split_every(2))), "tr_block_sum_axis0");
+}
+
+/// The 5-point Laplacian of an extended block's interior; the outermost ring is left as is.
+fn block_laplacian(b: &ArrayD<f64>) -> ArrayD<f64> {
+    let mut out = b.clone();
+    let (r, c) = (b.shape()[0], b.shape()[1]);
+    for i in 1..r.saturating_sub(1) {
+        for j in 1..c.saturating_sub(1) {
+            out[[i, j]] = b[[i - 1, j]] + b[[i + 1, j]] + b[[i, j - 1]] + b[[i, j + 1]] - 4.0 * b[[i, j]];
+        }
+    }
+    out
+}
+
+#[test]
+fn map_overlap_matches_numpys_pad_modes() {
+    for c in [irregular::<f64>("in_clean"), chunked("in_clean")] {
+        for (boundary, name) in [
+            (Boundary::Reflect, "clean_lap_reflect"),
+            (Boundary::Periodic, "clean_lap_periodic"),
+            (Boundary::Constant(2.0), "clean_lap_constant"),
+            (Boundary::None, "clean_lap_none"),
+        ] {
+            close_f64(&run(&c.map_overlap(&[1, 1], boundary, "laplacian", block_laplacian)), name);
+        }
+    }
+}
+
+#[test]
+fn npy_files_in_fortran_order_read_in_c_order() {
+    close_f64(&run(&irregular::<f64>("in_clean_fortran")), "in_clean");
 }
