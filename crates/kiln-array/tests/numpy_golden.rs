@@ -8,11 +8,12 @@
 use kiln_graph::Collection;
 use std::path::PathBuf;
 
-use kiln_array::npy::read_npy_as;
 use kiln_array::linalg::{cholesky, qr, svd, svd_compressed};
+use kiln_array::npy::read_npy_as;
 use kiln_array::overlap::Boundary;
 use kiln_array::{
-    Array, ChunkSpec, Element, Reduce, arange, concatenate, eye, from_array, full, idx, linspace, stack, tensordot, where_,
+    Array, ChunkSpec, Element, Reduce, arange, concatenate, eye, from_array, full, idx, linspace, stack, tensordot,
+    where_,
 };
 use kiln_local::{LocalScheduler, Progress};
 use ndarray::ArrayD;
@@ -173,7 +174,7 @@ fn arithmetic_and_comparisons_follow_numpy_with_nans() {
     }
     let pos = irregular::<f64>("in_pos");
     let row = irregular::<f64>("in_row");
-    close_f64(&run(&pos.pow(&row.abs())), "pos_pow_row");
+    close_f64(&run(&pos.pow(row.abs())), "pos_pow_row");
     let ints = irregular::<i64>("in_ints");
     exact(&run(&ints.pow(2)), "ints_pow_2");
 }
@@ -334,7 +335,10 @@ fn qr_and_svd_satisfy_the_laws_numpys_factors_satisfy() {
     assert!((0..4).all(|i| (0..i).all(|j| r[[i, j]] == 0.0)), "R upper triangular: {r}");
     assert!(q.dot(&r).iter().zip(a.iter()).all(|(g, w)| (g - w).abs() < 1e-12), "Q R = A");
     let (u, s, vt) = svd(&tall);
-    let (u, vt) = (run(&u).into_dimensionality::<ndarray::Ix2>().unwrap(), run(&vt).into_dimensionality::<ndarray::Ix2>().unwrap());
+    let (u, vt) = (
+        run(&u).into_dimensionality::<ndarray::Ix2>().unwrap(),
+        run(&vt).into_dimensionality::<ndarray::Ix2>().unwrap(),
+    );
     let s = run(&s);
     let want = fixture::<f64>("tall_singular_values");
     assert_eq!(s.shape(), want.shape());
