@@ -402,3 +402,27 @@ fn map_overlap_matches_numpys_pad_modes() {
 fn npy_files_in_fortran_order_read_in_c_order() {
     close_f64(&run(&irregular::<f64>("in_clean_fortran")), "in_clean");
 }
+
+fn close_f32(got: &ArrayD<f32>, name: &str) {
+    let want = fixture::<f32>(name);
+    assert_eq!(got.shape(), want.shape(), "{name}: shape");
+    for (g, w) in got.iter().zip(want.iter()) {
+        assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{name}: got {g}, want {w}\ngot  {got}\nwant {want}");
+    }
+}
+
+#[test]
+fn scalars_on_the_left_and_division_by_integer_zero_follow_numpy() {
+    close_f64(&run(&(2.0 - &irregular::<f64>("in_a"))), "a_rsub_2");
+    // True division of integers gives float64, and 7 / 0 is inf as in NumPy.
+    close_f64(&run(&(7 / &irregular::<i64>("in_ints"))), "ints_rdiv_7");
+}
+
+#[test]
+fn float32_arrays_stay_float32_like_numpy() {
+    let x = irregular::<f32>("in_f32");
+    close_f32(&run(&x.sum_axis(0)), "f32_sum_axis0");
+    close_f32(&run(&x.mean_axis(1)), "f32_mean_axis1");
+    close_f32(&run(&x.abs().sqrt()), "f32_sqrt_abs");
+    close_f32(&run(&x.max()), "f32_max");
+}
