@@ -13,7 +13,7 @@ use kiln_array::{
 use kiln_graph::collection::{graph_of, optimize};
 use kiln_graph::graph::Input;
 use kiln_graph::portable::{PortableError, TaskSpec, graph_to_specs, specs_to_graph};
-use kiln_graph::{CodecRegistry, Collection, Encoded, KernelRegistry, TaskId, Value};
+use kiln_graph::{CodecError, CodecRegistry, Collection, Encoded, KernelRegistry, TaskId, Value};
 use kiln_local::{LocalScheduler, Progress};
 use ndarray::{ArrayD, Dimension, IxDyn};
 use proptest::prelude::*;
@@ -325,10 +325,12 @@ proptest! {
         // Truncating or extending the frame, or changing the header, is an error, not a panic.
         let mut short = encoded.clone();
         short.frames[0].push(0);
-        prop_assert!(codecs.decode(&short).is_err());
+        let err = codecs.decode(&short).unwrap_err();
+        prop_assert!(matches!(&err, CodecError::Malformed { tag, message } if *tag == encoded.tag && message.contains("needs")), "{}", err);
         let mut none = encoded.clone();
         none.frames.clear();
-        prop_assert!(codecs.decode(&none).is_err());
+        let err = codecs.decode(&none).unwrap_err();
+        prop_assert!(matches!(&err, CodecError::Malformed { tag, message } if *tag == encoded.tag && message.contains("for 0 frames")), "{}", err);
     }
 
     #[test]
@@ -364,5 +366,9 @@ fn malformed_blocks_are_reported() {
     // A shape whose byte count overflows.
     let header = postcard::to_allocvec(&((), vec![(kiln_array::DType::F64, vec![u64::MAX, 4u64])])).unwrap();
     let huge = Encoded { tag: "kiln.array.block".into(), header, frames: vec![vec![]] };
-    assert!(codecs.decode(&huge).is_err());
+    let err = codecs.decode(&huge).unwrap_err();
+    assert!(
+        matches!(&err, CodecError::Malformed { tag, message } if tag == "kiln.array.block" && message.contains("18446744073709551615")),
+        "{err}"
+    );
 }

@@ -126,12 +126,16 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!((&x + &y).sum().compute_on(&s).unwrap_err().to_string().contains("could not be broadcast"));
     assert!(matches!(x.sum_axis(2).check().unwrap_err(), ArrayError::Axis { axis: 2, ndim: 2 }));
     assert!(matches!(x.slice(&[Idx::Index(4)]).check().unwrap_err(), ArrayError::Index { index: 4, axis: 0, size: 4 }));
-    assert!(x.slice(&[Idx::full(), Idx::full(), Idx::full()]).check().is_err());
-    assert!(x.slice(&[Idx::full().step(0)]).check().is_err());
+    let err = x.slice(&[Idx::full(), Idx::full(), Idx::full()]).check().unwrap_err();
+    assert!(matches!(&err, ArrayError::Invalid(m) if m.contains("2-dimensional, but 3 were indexed")), "{err}");
+    let err = x.slice(&[Idx::full().step(0)]).check().unwrap_err();
+    assert!(matches!(&err, ArrayError::Invalid(m) if m.contains("step cannot be zero")), "{err}");
     let bad_chunks = ones::<f64>(&[10], ChunkSpec::Explicit(vec![vec![3, 3]]));
     assert!(bad_chunks.check().unwrap_err().to_string().contains("add up to 6"));
-    assert!(x.transpose(&[0, 0]).check().is_err());
-    assert!(RandomState::new(0).uniform(1.0, 0.0, &[3], 1).check().is_err());
+    let err = x.transpose(&[0, 0]).check().unwrap_err();
+    assert!(matches!(&err, ArrayError::Invalid(m) if m.contains("[0, 0] are not a permutation")), "{err}");
+    let err = RandomState::new(0).uniform(1.0, 0.0, &[3], 1).check().unwrap_err();
+    assert!(matches!(&err, ArrayError::Invalid(m) if m.contains("low <= high, got 1, 0")), "{err}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! concatenate, stack, map_blocks, cumsum/cumprod, expand_dims/squeeze against ndarray.
 
 use kiln_array::{ArrayError, concatenate, from_array, ones, stack};
-use kiln_graph::Collection;
+use kiln_graph::{Collection, ComputeError};
 use kiln_local::{LocalScheduler, Progress};
 use ndarray::{ArrayD, Axis, Dimension, IxDyn, concatenate as nd_concatenate, stack as nd_stack};
 
@@ -70,7 +70,8 @@ fn expand_dims_and_squeeze() {
     assert_eq!(e.shape(), &[3, 1, 4]);
     assert_eq!(e.compute_on(&sched()).unwrap(), a.clone().insert_axis(Axis(1)));
     assert_eq!(e.squeeze(&[]).compute_on(&sched()).unwrap(), a);
-    assert!(x.squeeze(&[0]).check().is_err());
+    let err = x.squeeze(&[0]).check().unwrap_err();
+    assert!(matches!(&err, ArrayError::Invalid(m) if m.contains("axis 0 has 3")), "{err}");
 }
 
 #[test]
@@ -120,8 +121,10 @@ fn map_overlap_equals_the_whole_array_stencil_under_any_chunking() {
         );
     }
     let x = from_array(a, [2, 2]);
-    assert!(x.map_overlap(&[3, 1], Boundary::Reflect, "deep", laplacian).check().is_err());
-    assert!(x.map_overlap(&[1], Boundary::Reflect, "rank", laplacian).check().is_err());
+    let err = x.map_overlap(&[3, 1], Boundary::Reflect, "deep", laplacian).check().unwrap_err();
+    assert!(matches!(&err, ArrayError::Invalid(m) if m.contains("depth 3 along axis 0 exceeds")), "{err}");
+    let err = x.map_overlap(&[1], Boundary::Reflect, "rank", laplacian).check().unwrap_err();
+    assert!(matches!(&err, ArrayError::Invalid(m) if m.contains("depth [1] has 1 entries for a 2-d array")), "{err}");
 }
 
 #[test]
@@ -144,8 +147,11 @@ fn reshape_follows_c_order_under_any_chunking() {
         }
     }
     let x = from_array(a, 3);
-    assert!(x.reshape(&[7, 9]).check().is_err());
-    assert!(x.reshape(&[-1, -1]).check().is_err());
+    let err = x.reshape(&[7, 9]).check().unwrap_err();
+    assert!(matches!(&err, ArrayError::Shape(m) if m.contains("size 60 into shape [7, 9]")), "{err}");
+    // NumPy says "can only specify one unknown dimension"; kiln names the shape instead.
+    let err = x.reshape(&[-1, -1]).check().unwrap_err();
+    assert!(matches!(&err, ArrayError::Shape(m) if m.contains("[-1, -1]")), "{err}");
     // And back: the round trip is the identity.
     assert_eq!(x.reshape(&[60]).reshape(&[6, 10]).compute_on(&sched()).unwrap(), x.compute_on(&sched()).unwrap());
 }
@@ -164,7 +170,9 @@ fn boolean_masks_select_in_c_order() {
     }
     let x = from_array(a, 3);
     assert_eq!(x.select_where(&x.gt(5.0), &sched()).unwrap().shape(), &[0]);
-    assert!(x.select_where(&ones::<f64>(&[2, 2], 1).gt(0.0), &sched()).is_err());
+    let err = x.select_where(&ones::<f64>(&[2, 2], 1).gt(0.0), &sched()).unwrap_err();
+    assert!(matches!(&err, ComputeError::InvalidCollection { collection: "array", .. }), "{err}");
+    assert!(err.to_string().contains("boolean index of shape [2, 2] does not match the array's shape [7, 6]"), "{err}");
 }
 
 #[test]
@@ -180,5 +188,7 @@ fn blockwise_and_store_into() {
     z.store_into(&mut target, &sched()).unwrap();
     assert_eq!(target, want);
     let mut wrong = ArrayD::<f64>::zeros(IxDyn(&[2, 2]));
-    assert!(z.store_into(&mut wrong, &sched()).is_err());
+    let err = z.store_into(&mut wrong, &sched()).unwrap_err();
+    assert!(matches!(&err, ComputeError::InvalidCollection { collection: "array", .. }), "{err}");
+    assert!(err.to_string().contains("target has shape [2, 2], the array has [5, 6]"), "{err}");
 }

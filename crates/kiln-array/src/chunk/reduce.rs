@@ -451,7 +451,9 @@ pub(crate) fn combine(p: &ReduceParams, parts: &[&Partial]) -> Result<Partial, C
                     if ib < 0 {
                         return;
                     }
-                    if *ia < 0 || better(vb, *va, want_max) || (vb == *va && ib < *ia) {
+                    // Ties (equal values, or NaN against NaN) go to the first flat index, as in NumPy.
+                    let tie = vb == *va || (vb.is_nan() && va.is_nan());
+                    if *ia < 0 || better(vb, *va, want_max) || (tie && ib < *ia) {
                         *va = vb;
                         *ia = ib;
                     }
@@ -518,6 +520,8 @@ pub(crate) fn finalize(p: &ReduceParams, part: Partial, shape: &[usize], dtype: 
     };
     let block = block.cast(dtype);
     Ok(crate::with_block!(block, a => {
+        // A partial folded from a transposed block can be in Fortran order; reshape in C order.
+        let a = if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() };
         let a = a.into_shape_with_order(IxDyn(shape)).map_err(|e| ChunkError::msg(format!("reduction output: {e}")))?;
         Element::into_block(a)
     }))
