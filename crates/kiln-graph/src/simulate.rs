@@ -16,12 +16,22 @@ pub struct SimReport {
     pub peak: usize,
 }
 
+/// An order that cannot be run as given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{task} runs before its dependency {dependency}")]
+pub struct NotTopological {
+    /// The task run too early.
+    pub task: crate::key::Key,
+    /// The input it would not have yet.
+    pub dependency: crate::key::Key,
+}
+
 /// Runs the needed tasks (priority != [`NOT_NEEDED`]) in priority order and reports the peak
 /// number of live values.
 ///
 /// # Errors
-/// A message when the priorities run a task before one of its dependencies.
-pub fn peak_live(graph: &Graph, outputs: &[TaskId], priority: &[u32]) -> Result<SimReport, String> {
+/// [`NotTopological`] when the priorities run a task before one of its dependencies.
+pub fn peak_live(graph: &Graph, outputs: &[TaskId], priority: &[u32]) -> Result<SimReport, NotTopological> {
     let mut run: Vec<TaskId> = graph.ids().filter(|t| priority[t.index()] != NOT_NEEDED).collect();
     run.sort_unstable_by_key(|t| priority[t.index()]);
     let mut readers_left: Vec<u32> = graph
@@ -36,7 +46,7 @@ pub fn peak_live(graph: &Graph, outputs: &[TaskId], priority: &[u32]) -> Result<
     let (mut live, mut peak) = (0usize, 0usize);
     for &t in &run {
         if let Some(d) = graph.dependencies(t).iter().find(|d| !done[d.index()]) {
-            return Err(format!("{} runs before its dependency {}", graph.key(t), graph.key(*d)));
+            return Err(NotTopological { task: graph.key(t).clone(), dependency: graph.key(*d).clone() });
         }
         done[t.index()] = true;
         live += 1;
@@ -166,12 +176,18 @@ pub mod shapes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::Key;
 
     #[test]
     fn detects_non_topological_orders() {
         let (g, outs) = shapes::tree_reduction(4, 2);
         let backwards: Vec<u32> = (0..g.len() as u32).rev().collect();
-        assert!(peak_live(&g, &outs, &backwards).is_err());
+        let err = peak_live(&g, &outs, &backwards).unwrap_err();
+        // The task named runs first, and the one it names is really its input.
+        let id = |k: &Key| g.ids().find(|&t| g.key(t) == k).unwrap();
+        let (task, dependency) = (id(&err.task), id(&err.dependency));
+        assert!(backwards[task.index()] < backwards[dependency.index()], "{err}");
+        assert!(g.dependencies(task).contains(&dependency), "{err}");
     }
 
     #[test]

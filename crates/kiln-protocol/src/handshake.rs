@@ -123,25 +123,47 @@ pub fn decode_hello(buf: &[u8]) -> Result<Option<(Hello, usize)>, ProtocolError>
     Ok(Some((Hello { version, role, name }, end)))
 }
 
+/// Why a listener refuses a hello. Its message is sent back in [`Reply::Refused`] and shown to
+/// the user on the other side as is, so it says what is wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The peer speaks another protocol version.
+    #[error(
+        "protocol version {theirs} is not supported by this {listener} (speaks version {PROTOCOL_VERSION}); \
+         upgrade kiln on one side"
+    )]
+    Version {
+        /// The listener's kind ("scheduler", "worker").
+        listener: String,
+        /// The version the peer speaks.
+        theirs: u16,
+    },
+    /// The peer's role is not served here (a client dialling a worker's data port).
+    #[error("this address is a kiln {listener}; role {role} is not accepted here (expected {expected})")]
+    Role {
+        /// The listener's kind.
+        listener: String,
+        /// The role the peer announced.
+        role: Role,
+        /// The roles served here, listed for the message.
+        expected: String,
+    },
+}
+
 /// The listener's verdict on a hello.
 ///
 /// `accepted` lists the roles this listener serves and `listener` names it for the message
-/// ("scheduler", "worker"). The `Err` string is meant to be sent back in [`Reply::Refused`] and
-/// shown to the user on the other side as is, so it says what is wrong and what to do.
-pub fn check_hello(hello: &Hello, accepted: &[Role], listener: &str) -> Result<(), String> {
+/// ("scheduler", "worker").
+///
+/// # Errors
+/// A [`Refusal`] saying why, to send back to the peer.
+pub fn check_hello(hello: &Hello, accepted: &[Role], listener: &str) -> Result<(), Refusal> {
     if hello.version != PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} is not supported by this {listener} (speaks version {PROTOCOL_VERSION}); \
-             upgrade kiln on one side",
-            hello.version
-        ));
+        return Err(Refusal::Version { listener: listener.to_string(), theirs: hello.version });
     }
     if !accepted.contains(&hello.role) {
-        return Err(format!(
-            "this address is a kiln {listener}; role {} is not accepted here (expected {})",
-            hello.role,
-            list_roles(accepted)
-        ));
+        return Err(Refusal::Role { listener: listener.to_string(), role: hello.role, expected: list_roles(accepted) });
     }
     Ok(())
 }
@@ -310,9 +332,10 @@ mod tests {
         let hello = Hello { version: 7, role: Role::Client, name: "c".into() };
         let (decoded, _) = decode_hello(&encode_hello(&hello)).unwrap().unwrap();
         assert_eq!(decoded.version, 7);
-        let msg = check_hello(&decoded, &[Role::Client, Role::Worker], "scheduler").unwrap_err();
+        let refusal = check_hello(&decoded, &[Role::Client, Role::Worker], "scheduler").unwrap_err();
+        assert!(matches!(refusal, Refusal::Version { theirs: 7, .. }), "{refusal:?}");
         assert_eq!(
-            msg,
+            refusal.to_string(),
             "protocol version 7 is not supported by this scheduler (speaks version 2); upgrade kiln on one side"
         );
     }
@@ -320,9 +343,13 @@ mod tests {
     #[test]
     fn wrong_role_is_refused_naming_the_role() {
         let hello = Hello::new(Role::Peer, "w");
-        let msg = check_hello(&hello, &[Role::Client, Role::Worker], "scheduler").unwrap_err();
-        assert_eq!(msg, "this address is a kiln scheduler; role Peer is not accepted here (expected Client or Worker)");
-        let msg = check_hello(&Hello::new(Role::Client, "c"), &[Role::Peer], "worker").unwrap_err();
+        let refusal = check_hello(&hello, &[Role::Client, Role::Worker], "scheduler").unwrap_err();
+        assert!(matches!(refusal, Refusal::Role { role: Role::Peer, .. }), "{refusal:?}");
+        assert_eq!(
+            refusal.to_string(),
+            "this address is a kiln scheduler; role Peer is not accepted here (expected Client or Worker)"
+        );
+        let msg = check_hello(&Hello::new(Role::Client, "c"), &[Role::Peer], "worker").unwrap_err().to_string();
         assert!(msg.ends_with("role Client is not accepted here (expected Peer)"), "{msg}");
         assert_eq!(list_roles(&[Role::Client, Role::Worker, Role::Peer]), "Client, Worker or Peer");
         assert_eq!(check_hello(&hello, &[Role::Peer], "worker"), Ok(()));

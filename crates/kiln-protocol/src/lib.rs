@@ -33,7 +33,7 @@ mod packet;
 
 pub use error::ProtocolError;
 pub use handshake::{
-    Hello, MAX_MESSAGE_LEN, MAX_NAME_LEN, Reply, Role, check_hello, decode_hello, decode_reply, encode_hello,
+    Hello, MAX_MESSAGE_LEN, MAX_NAME_LEN, Refusal, Reply, Role, check_hello, decode_hello, decode_reply, encode_hello,
     encode_reply,
 };
 pub use header::{decode_header, encode_header};

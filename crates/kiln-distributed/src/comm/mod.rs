@@ -128,6 +128,7 @@ pub async fn accept(stream: &mut TcpStream, accepted: &[Role], listener: &str) -
             Ok((hello, leftover))
         }
         Err(message) => {
+            let message = message.to_string();
             let _ = stream.write_all(&encode_reply(&Reply::Refused(message.clone()))).await;
             Err(CommError::Refused { peer, message })
         }
