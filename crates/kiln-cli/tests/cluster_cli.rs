@@ -265,3 +265,24 @@ fn a_persisted_chunk_whose_only_holder_is_killed_is_recomputed() {
     let again = persisted.sum().compute_on(&client).unwrap().first().copied().unwrap();
     assert!((again - expected).abs() <= 1e-9 * expected.abs(), "{again} vs {expected}");
 }
+
+#[test]
+fn shutdown_cluster_stops_the_scheduler_and_every_worker() {
+    let (mut scheduler, address) = start_scheduler();
+    let mut w1 = start_worker(&address, "one");
+    let mut w2 = start_worker(&address, "two");
+    let client = Client::connect(&address).unwrap();
+    client.wait_for_workers(2, Duration::from_secs(30)).unwrap();
+    assert_eq!(grid_total(4).compute_on(&client).unwrap(), grid_total(4).compute_on(&LocalScheduler::new()).unwrap());
+    client.shutdown_cluster();
+    for (what, child) in [("scheduler", &mut scheduler.0), ("worker one", &mut w1.0), ("worker two", &mut w2.0)] {
+        let status = wait_exit(child, Duration::from_secs(20));
+        assert!(status.success(), "{what} exited with {status}");
+    }
+    match grid_total(3).compute_on(&client).unwrap_err() {
+        kiln::ComputeError::Connection { message, .. } => {
+            assert!(message.contains("shut down") || message.contains("closed"), "{message}")
+        }
+        other => panic!("expected a connection error saying the scheduler went away, got {other:?}"),
+    }
+}

@@ -35,3 +35,28 @@ fn visualize_writes_dot_and_renders_or_explains() {
     assert!(matches!(render("digraph{}", dir.join("g.bmp")), Err(VisualizeError::UnknownFormat(_))));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Tasks in DOT text: kiln draws a circle per task (its kernel) and a box per value (its key),
+/// so a task is one node of each.
+fn task_count(dot: &str) -> usize {
+    dot.lines().filter(|l| l.contains("label=") && !l.contains("->")).count() / 2
+}
+
+#[test]
+fn dot_draws_the_graph_as_written_and_dot_optimized_the_fused_graph_that_runs() {
+    // 2x2 blocks: ones, a transpose, an add and a sum as written; fused, the elementwise work
+    // runs inside the reduction's first step.
+    let x = kiln::array::ones::<f64>(&[4, 4], 2);
+    let y = (&x + &x.t()).sum();
+    let written = Visualize::dot(&y).unwrap();
+    let runs = Visualize::dot_optimized(&y).unwrap();
+    assert!(written.starts_with("digraph") && runs.starts_with("digraph"));
+    let (written_nodes, run_nodes) = (task_count(&written), task_count(&runs));
+    assert!(run_nodes < written_nodes, "fused {run_nodes} tasks, as written {written_nodes}:\n{runs}");
+    assert!(written.contains("transpose") || written.contains("add"), "{written}");
+    // The optimized graph is the one computed: same task count as the optimizer produces.
+    let (graph, outputs) = kiln::graph::collection::graph_of(&y).unwrap();
+    let (optimized, _) = kiln::graph::collection::optimize(graph, outputs).unwrap();
+    assert_eq!(run_nodes, optimized.len());
+    assert_eq!(y.scalar().compute().unwrap(), 32.0);
+}
