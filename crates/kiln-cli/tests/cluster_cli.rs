@@ -286,3 +286,49 @@ fn shutdown_cluster_stops_the_scheduler_and_every_worker() {
         other => panic!("expected a connection error saying the scheduler went away, got {other:?}"),
     }
 }
+
+#[test]
+fn sigterm_to_a_busy_worker_hands_its_unstarted_tasks_back_and_the_answer_is_right() {
+    let (_scheduler, address) = start_scheduler();
+    let log = std::env::temp_dir().join(format!("kiln-busy-worker-{}.log", std::process::id()));
+    let mut busy = Guard(
+        Command::new(KILN)
+            .args(["worker", &address, "--nthreads", "1", "--name", "busy"])
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&log).unwrap()) // the worker logs to stdout
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _other = start_worker(&address, "other");
+    let client = Client::connect(&address).unwrap();
+    client.wait_for_workers(2, Duration::from_secs(30)).unwrap();
+    // Chunks held on both workers, so the work on them is not root work held back in the
+    // scheduler: every block's task goes to a worker's queue as soon as it is submitted.
+    let x = RandomState::new(5).random(&[4000, 4000], [250, 250]);
+    let persisted = client.persist(&x).unwrap();
+    let y = (&persisted + &persisted.t()).sum();
+    let expected = (&x + &x.t()).sum().compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let run = std::thread::spawn({
+        let client = client.clone();
+        move || y.compute_on(&client)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.cluster_load().unwrap().processing < 4 {
+        assert!(!run.is_finished(), "the computation ended before work was queued on the workers");
+        assert!(Instant::now() < deadline, "no work reached the workers");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    sigterm(&busy.0);
+    let total = run.join().unwrap().unwrap().first().copied().unwrap();
+    assert!((total - expected).abs() <= 1e-9 * expected.abs(), "{total} vs {expected}");
+    assert!(wait_exit(&mut busy.0, Duration::from_secs(20)).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let returned: usize = text
+        .lines()
+        .filter_map(|l| l.split("handing back ").nth(1))
+        .find_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the worker did not say what it handed back:\n{text}"));
+    assert!(returned > 0, "SIGTERM found an empty queue, so nothing was handed back:\n{text}");
+    std::fs::remove_file(&log).unwrap();
+}

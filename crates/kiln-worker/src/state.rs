@@ -404,6 +404,11 @@ pub enum Instruction<P> {
 /// Operator-facing news from the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
+    /// The worker leaves: `returned` tasks it had not started go back to the scheduler.
+    Leaving {
+        /// How many unstarted tasks are handed back.
+        returned: usize,
+    },
     /// Process memory crossed the pause threshold: no task starts until it falls.
     Paused {
         /// The process's memory.
@@ -1702,6 +1707,9 @@ impl<P> WorkerState<P> {
             return;
         }
         let returned = self.leaving.as_mut().map(|l| std::mem::take(&mut l.returned)).unwrap_or_default();
+        if self.leaving.is_some() {
+            out.push(Instruction::Notice(Notice::Leaving { returned: returned.len() }));
+        }
         out.push(Instruction::Send(WorkerToScheduler::Leaving { returned }));
         out.push(Instruction::Stop);
         self.stopped = true;

@@ -307,6 +307,8 @@ fn leaving_hands_back_unstarted_work_and_waits_for_running_tasks() {
     let mut returned = returned.clone();
     returned.sort();
     assert_eq!(returned, vec![key("w"), key("y"), key("z")]);
+    // The log says how many went back, counted once everything is known.
+    assert!(out.iter().any(|i| matches!(i, Instruction::Notice(Notice::Leaving { returned: 3 }))), "{out:?}");
     assert!(matches!(out.last(), Some(Instruction::Stop)));
     assert!(step(&mut state, compute("late", &[])).is_empty(), "a stopped worker does nothing");
 }
@@ -325,7 +327,12 @@ fn a_task_that_outlives_the_leave_patience_is_left_behind() {
     state.handle(Event::Tick, deadline, &mut out);
     assert!(matches!(
         &out[..],
-        [Instruction::Notice(Notice::LeaveTimedOut { running: 1 }), Instruction::Send(_), Instruction::Stop]
+        [
+            Instruction::Notice(Notice::LeaveTimedOut { running: 1 }),
+            Instruction::Notice(Notice::Leaving { returned: 0 }),
+            Instruction::Send(_),
+            Instruction::Stop
+        ]
     ));
     assert_eq!(state.next_deadline(), None);
 }

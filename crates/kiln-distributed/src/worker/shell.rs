@@ -412,6 +412,9 @@ impl Shell {
     fn log(&self, notice: Notice) {
         let name = &self.name;
         match notice {
+            Notice::Leaving { returned } => {
+                tracing::info!("worker {name}: leaving; handing back {returned} unstarted tasks")
+            }
             Notice::Paused { process_bytes, limit } => tracing::warn!(
                 "worker {name}: process memory {} MB is above the pause threshold of the {} MB limit; pausing new tasks",
                 process_bytes >> 20,
