@@ -410,3 +410,12 @@ fn a_value_being_fetched_from_a_lost_holder_is_computed_here_when_the_scheduler_
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(state.key_state(&key("d")), Some(KeyState::Memory));
 }
+
+#[test]
+fn a_worker_pauses_at_eighty_percent_of_its_memory_limit_as_the_readme_says() {
+    let mut state = worker(limited(1000));
+    step(&mut state, Event::MemoryMeasured { process_bytes: 799 });
+    assert!(!state.is_paused(), "paused below 80 %");
+    step(&mut state, Event::MemoryMeasured { process_bytes: 801 });
+    assert!(state.is_paused(), "not paused above 80 %");
+}
