@@ -13,7 +13,7 @@ pub struct WorkerArgs {
     /// Threads that run tasks (default: one per core).
     #[arg(long)]
     pub nthreads: Option<usize>,
-    /// Memory limit: a size (4GiB, 500MB, 1024), a fraction of this machine's memory (0.5),
+    /// Memory limit: a size (4GiB, 500MB, 2147483648 bytes; at least 32 MiB), a fraction of this machine's memory (0.5),
     /// or 0 for none.
     #[arg(long, default_value = "0")]
     pub memory_limit: String,
@@ -76,7 +76,10 @@ fn total_memory() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-/// Parses `4GiB`, `500MB`, `1.5G`, `1024` (bytes), `0` (no limit) or a fraction in (0, 1] of
+/// The smallest memory limit a worker can run under.
+const MIN_MEMORY_LIMIT: u64 = 32 << 20;
+
+/// Parses `4GiB`, `500MB`, `1.5G`, `2147483648` (bytes; at least 32 MiB), `0` (no limit) or a fraction in (0, 1] of
 /// `machine` bytes (as Dask reads `--memory-limit 0.5`).
 fn parse_memory_limit(text: &str, machine: Option<u64>) -> Result<u64, WorkerArgsInvalid> {
     let invalid = |reason: &str| WorkerArgsInvalid::MemoryLimit { text: text.to_string(), reason: reason.to_string() };
@@ -105,8 +108,10 @@ fn parse_memory_limit(text: &str, machine: Option<u64>) -> Result<u64, WorkerArg
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
         return Err(invalid("too large"));
     }
-    if bytes > 0.0 && bytes < 1.0 {
-        return Err(invalid("less than one byte"));
+    if bytes > 0.0 && bytes < MIN_MEMORY_LIMIT as f64 {
+        // A limit this small pauses the worker before it runs anything: refuse it rather than
+        // start a worker that can never work (`2.5` is 2 bytes, not 2.5 GB).
+        return Err(invalid("below the 32 MiB a worker needs (give a unit: 2.5GB, or a fraction: 0.5)"));
     }
     Ok(bytes as u64)
 }
@@ -121,7 +126,7 @@ mod tests {
         assert_eq!(parse_memory_limit("4GiB", None), Ok(4 * gib));
         assert_eq!(parse_memory_limit("500MB", None), Ok(500_000_000));
         assert_eq!(parse_memory_limit("1.5G", None), Ok(1_500_000_000));
-        assert_eq!(parse_memory_limit("1024", None), Ok(1024));
+        assert_eq!(parse_memory_limit("33554432", None), Ok(32 << 20));
         assert_eq!(parse_memory_limit("0", None), Ok(0));
         assert_eq!(parse_memory_limit("0.5", Some(24 * gib)), Ok(12 * gib));
         assert_eq!(parse_memory_limit("1.0", Some(gib)), Ok(gib));
@@ -137,6 +142,8 @@ mod tests {
         assert!(reason("4 parsecs", None).contains("unknown unit"));
         assert!(reason("0.5", None).contains("machine's memory"));
         assert!(reason("99999999999TiB", None).contains("too large"));
+        assert!(reason("2.5", None).contains("below the 32 MiB"));
+        assert!(reason("1024", None).contains("below the 32 MiB"));
     }
 
     #[test]
