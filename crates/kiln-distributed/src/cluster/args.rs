@@ -13,8 +13,8 @@ pub struct WorkerArgs {
     /// Threads that run tasks (default: one per core).
     #[arg(long)]
     pub nthreads: Option<usize>,
-    /// Memory limit: a size (4GiB, 500MB, 2147483648 bytes; at least 32 MiB), a fraction of this machine's memory (0.5),
-    /// or 0 for none.
+    /// Memory limit: a size (4GiB, 500MB, 2147483648 bytes; at least 32 MiB), a fraction of
+    /// this machine's memory (0.5), or 0 for none.
     #[arg(long, default_value = "0")]
     pub memory_limit: String,
     /// A name shown in logs and to clients.
@@ -79,8 +79,8 @@ fn total_memory() -> Option<u64> {
 /// The smallest memory limit a worker can run under.
 const MIN_MEMORY_LIMIT: u64 = 32 << 20;
 
-/// Parses `4GiB`, `500MB`, `1.5G`, `2147483648` (bytes; at least 32 MiB), `0` (no limit) or a fraction in (0, 1] of
-/// `machine` bytes (as Dask reads `--memory-limit 0.5`).
+/// Parses `4GiB`, `500MB`, `1.5G`, `2147483648` (bytes; at least 32 MiB), `0` (no limit) or a
+/// fraction in (0, 1] of `machine` bytes (as Dask reads `--memory-limit 0.5`).
 fn parse_memory_limit(text: &str, machine: Option<u64>) -> Result<u64, WorkerArgsInvalid> {
     let invalid = |reason: &str| WorkerArgsInvalid::MemoryLimit { text: text.to_string(), reason: reason.to_string() };
     let t = text.trim();
