@@ -823,10 +823,9 @@ pub(crate) fn closure_key(name: &str, parts: &[&str]) -> kiln_graph::Key {
     tokens.key(name)
 }
 
-pub(crate) fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(1);
-    COUNTER.fetch_add(1, Ordering::Relaxed) ^ ((std::process::id() as u64) << 40)
+/// A value no other array name uses, in any process (see [`kiln_graph::unique_token`]).
+pub(crate) fn unique() -> u128 {
+    kiln_graph::unique_token()
 }
 
 /// Random arrays, reproducible from a seed, with an independent stream per block.
@@ -846,11 +845,10 @@ pub mod random {
             RandomState { seed }
         }
 
-        /// A generator seeded from the clock (different every run).
+        /// A generator seeded from operating-system randomness (different every call and run).
         pub fn from_entropy() -> Self {
-            let t =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-            RandomState { seed: t ^ unique().rotate_left(17) }
+            let u = unique();
+            RandomState { seed: (u as u64) ^ ((u >> 64) as u64) }
         }
 
         /// Uniform floats on `[0, 1)`.

@@ -246,9 +246,7 @@ impl<T: Tokenize + Any + Send + Sync> IntoArg<Vec<T>> for Vec<T> {
 pub use portable::{ensure_registered, register_portable};
 
 fn unique_token() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Tokenizer::new().add(&std::process::id()).add(&n).add(&(&raw const COUNTER as usize)).finish()
+    Tokenizer::new().add(&kiln_graph::unique_token()).finish()
 }
 
 /// Any value as a delayed value (Dask's `delayed(data)`). Each call gets a fresh key; for

@@ -205,6 +205,42 @@ impl Tokenizer {
     }
 }
 
+/// 128 bits that no other call, in this process or any other, returns: for names that must be
+/// unique (a `delayed` value, a scattered value, an array from memory), where the scheduler would
+/// otherwise take two different values for the same computation.
+///
+/// Each process draws a 128-bit secret from the operating system once and hashes it with a
+/// counter, so tokens do not depend on the process id or the clock, which two containers share
+/// (both are pid 1 and start at the same second).
+///
+/// ```
+/// let (a, b) = (kiln_graph::unique_token(), kiln_graph::unique_token());
+/// assert_ne!(a, b);
+/// ```
+pub fn unique_token() -> u128 {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SECRET: OnceLock<[u8; 16]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let secret = SECRET.get_or_init(|| {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No OS randomness (extremely rare): fall back to the std hasher's per-process
+            // random keys, still independent of the pid.
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x6b696c6e);
+            bytes[..8].copy_from_slice(&h.finish().to_le_bytes());
+        }
+        bytes
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut input = [0u8; 24];
+    input[..16].copy_from_slice(secret);
+    input[16..].copy_from_slice(&n.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_128(&input)
+}
+
 /// A token for one value: `tokenize(&x)` is `Tokenizer::new().add(&x).finish()`.
 pub fn tokenize<T: Tokenize + ?Sized>(value: &T) -> String {
     Tokenizer::new().add(value).finish()
@@ -284,6 +320,38 @@ mod tests {
         let b = Tokenizer::new().add("a").add("bc").finish();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn unique_tokens_differ_within_and_across_processes() {
+        const CHILD: &str = "KILN_UNIQUE_TOKEN_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            println!("TOKEN {:032x}", unique_token());
+            return;
+        }
+        let many: std::collections::HashSet<u128> = (0..10_000).map(|_| unique_token()).collect();
+        assert_eq!(many.len(), 10_000);
+        // The first token of two fresh processes, each pid 1 in its own pid namespace (as two
+        // containers are) where `unshare` is allowed: equal if tokens came from a counter and
+        // the pid.
+        let exe = std::env::current_exe().unwrap();
+        let args = ["--exact", "key::tests::unique_tokens_differ_within_and_across_processes", "--nocapture"];
+        let first = || {
+            let in_namespace = std::process::Command::new("unshare")
+                .args(["--pid", "--fork"])
+                .arg(&exe)
+                .args(args)
+                .env(CHILD, "1")
+                .output()
+                .ok()
+                .filter(|o| o.status.success());
+            let out = in_namespace
+                .unwrap_or_else(|| std::process::Command::new(&exe).args(args).env(CHILD, "1").output().unwrap());
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines().find_map(|l| l.strip_prefix("TOKEN ").map(str::to_string)).unwrap_or_else(|| panic!("{text}"))
+        };
+        let (a, b) = (first(), first());
+        assert_ne!(a, b);
     }
 
     #[test]

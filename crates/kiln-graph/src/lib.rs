@@ -44,6 +44,6 @@ pub use collection::{Collection, Persist};
 pub use error::{ComputeError, GraphError, TaskError};
 pub use graph::{Arg, Graph, GraphBuilder, TaskId};
 pub use kernel::{Kernel, KernelRegistry, KernelSpec};
-pub use key::{Key, Tokenize, Tokenizer, tokenize};
+pub use key::{Key, Tokenize, Tokenizer, tokenize, unique_token};
 pub use scheduler::Scheduler;
 pub use value::Value;

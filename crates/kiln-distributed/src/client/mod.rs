@@ -90,7 +90,6 @@ pub(crate) struct Inner {
     pool: PeerPool,
     address: String,
     next_request: std::sync::atomic::AtomicU64,
-    scatter_counter: std::sync::atomic::AtomicU64,
 }
 
 /// A connection to a kiln cluster (Dask's `Client`).
@@ -142,7 +141,6 @@ impl Client {
             pool: PeerPool::new(&name),
             address: address.clone(),
             next_request: std::sync::atomic::AtomicU64::new(1),
-            scatter_counter: std::sync::atomic::AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
         inner.rt().spawn(async move {
@@ -458,12 +456,8 @@ impl Client {
         if workers.is_empty() {
             return Err(ComputeError::NoWorkers("cannot scatter: the cluster has no workers".into()));
         }
-        let base = self.inner.scatter_counter.fetch_add(values.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let token = kiln_graph::Tokenizer::new()
-            .add(&std::process::id())
-            .add(&base)
-            .add(&(self.inner.as_ref() as *const Inner as usize))
-            .finish();
+        // Unique across clients in other processes and containers (not pid-based).
+        let token = kiln_graph::Tokenizer::new().add(&kiln_graph::unique_token()).finish();
         let keys: Vec<Key> =
             (0..values.len()).map(|i| Key::with_index(format!("{prefix}-{token}"), [i as u32])).collect();
         let mut per_worker: Vec<Vec<(Key, Value)>> = vec![Vec::new(); workers.len()];
