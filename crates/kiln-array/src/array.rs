@@ -52,7 +52,8 @@ impl<T: Element> Array<T> {
 
     /// Number of elements.
     pub fn size(&self) -> usize {
-        self.node.shape.iter().product()
+        // Saturating: a shape too large to count (see `normalize`'s check) never reads as small.
+        self.node.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX)
     }
 
     /// Chunk sizes along every axis.
@@ -82,7 +83,7 @@ impl<T: Element> Array<T> {
 
     /// Bytes of the whole array.
     pub fn nbytes(&self) -> usize {
-        self.size() * T::DTYPE.itemsize()
+        self.size().saturating_mul(T::DTYPE.itemsize())
     }
 
     /// The construction error, if an operation that built this array was invalid.

@@ -85,6 +85,12 @@ pub fn regular(len: usize, size: usize) -> Vec<usize> {
 /// for a non-empty axis, or the number of axes differs.
 pub fn normalize(spec: &ChunkSpec, shape: &[usize], itemsize: usize) -> Result<Chunks, ArrayError> {
     let bad = |msg: String| ArrayError::Chunks(msg);
+    // Sizes are computed in `usize`: a shape whose byte count does not fit would wrap around
+    // (an array of 2**64 elements reporting 0 bytes).
+    let fits = shape.iter().try_fold(itemsize.max(1), |n, &d| n.checked_mul(d)).is_some();
+    if !fits {
+        return Err(ArrayError::Shape(format!("an array of shape {shape:?} holds more than 2**64 bytes")));
+    }
     match spec {
         ChunkSpec::Uniform(size) => {
             if *size == 0 && shape.iter().any(|&d| d > 0) {
@@ -125,7 +131,9 @@ pub fn normalize(spec: &ChunkSpec, shape: &[usize], itemsize: usize) -> Result<C
                 )));
             }
             for (axis, (c, &d)) in chunks.iter().zip(shape).enumerate() {
-                let total: usize = c.iter().sum();
+                let Some(total) = c.iter().try_fold(0usize, |t, &s| t.checked_add(s)) else {
+                    return Err(bad(format!("chunks along axis {axis} add up to more than 2**64")));
+                };
                 if total != d {
                     return Err(bad(format!(
                         "chunks {c:?} along axis {axis} add up to {total}, but the axis has length {d}"

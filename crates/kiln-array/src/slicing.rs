@@ -106,14 +106,15 @@ pub fn resolve(
     } else {
         (start.map_or(n - 1, |s| norm(s).clamp(-1, n - 1)), stop.map_or(-1, |s| norm(s).clamp(-1, n - 1)))
     };
+    // Ceiling divisions written so that no step, up to isize::MAX or isize::MIN, overflows.
     let len = if step > 0 {
-        if stop > start { (stop - start + step - 1) / step } else { 0 }
+        if stop > start { (stop - start - 1) as usize / step as usize + 1 } else { 0 }
     } else if start > stop {
-        (start - stop + (-step) - 1) / (-step)
+        (start - stop - 1) as usize / step.unsigned_abs() + 1
     } else {
         0
     };
-    Ok((start.max(0) as usize, len as usize, step))
+    Ok((start.max(0) as usize, len, step))
 }
 
 /// Plans a slice of `node` and returns the sliced node.
@@ -183,7 +184,7 @@ fn plan_axis(offs: &[usize], first: usize, len: usize, step: isize) -> Vec<(usiz
         let count = if step > 0 {
             ((hi - 1 - p) / step as usize + 1).min(len - k)
         } else {
-            ((p - lo) / (-step) as usize + 1).min(len - k)
+            ((p - lo) / step.unsigned_abs() + 1).min(len - k)
         };
         out.push((b, AxisSlice { start: p - lo, len: count, step }));
         k += count;

@@ -743,7 +743,18 @@ pub(crate) mod num_like {
                 fn signum(self) -> Self { <$t>::signum(self) }
                 // NumPy: integer floor division by zero gives 0 (with a warning).
                 fn floor_div(self, o: Self) -> Self { if o == 0 { 0 } else { <$t>::wrapping_div_euclid(self, o) - if (self.wrapping_rem_euclid(o) != 0) && (o < 0) { 1 } else { 0 } } }
-                fn wrapping_pow_i(self, e: Self) -> Self { <$t>::wrapping_pow(self, e.max(0) as u32) }
+                // Square and multiply over the whole exponent: `e as u32` would cut 2**32 to 0.
+                fn wrapping_pow_i(self, e: Self) -> Self {
+                    let (mut base, mut e, mut acc): ($t, u64, $t) = (self, e.max(0) as u64, 1);
+                    while e > 0 {
+                        if e & 1 == 1 {
+                            acc = acc.wrapping_mul(base);
+                        }
+                        base = base.wrapping_mul(base);
+                        e >>= 1;
+                    }
+                    acc
+                }
             }
         )*};
     }
@@ -800,6 +811,18 @@ mod tests {
         assert_eq!(7i64.floor_div(-2), -4);
         assert_eq!((-7i64).floor_div(-2), 3);
         assert_eq!(7i64.floor_div(0), 0);
+    }
+
+    #[test]
+    fn integer_powers_wrap_over_the_whole_exponent_as_numpy_does() {
+        // np.int64(2) ** 2**32 == 0, np.int64(3) ** (2**32 + 1), np.int64(-3) ** (2**33 + 3),
+        // np.int32(3) ** (2**31 - 1): values printed by NumPy 2.4.6.
+        use num_like::Int;
+        assert_eq!(2i64.wrapping_pow_i(1 << 32), 0);
+        assert_eq!(3i64.wrapping_pow_i((1 << 32) + 1), 7473929035676909571);
+        assert_eq!((-3i64).wrapping_pow_i((1 << 33) + 3), -5403514126217510939);
+        assert_eq!(3i32.wrapping_pow_i(i32::MAX), -1431655765);
+        assert_eq!(7i64.wrapping_pow_i(0), 1);
     }
 
     #[test]
