@@ -332,3 +332,19 @@ fn sigterm_to_a_busy_worker_hands_its_unstarted_tasks_back_and_the_answer_is_rig
     assert!(returned > 0, "SIGTERM found an empty queue, so nothing was handed back:\n{text}");
     std::fs::remove_file(&log).unwrap();
 }
+
+#[test]
+fn the_stock_worker_writes_and_reads_zarr_stores() {
+    let cluster = LocalCluster::builder().workers(2).binary(KILN).start().unwrap();
+    let client = cluster.client().unwrap();
+    let dir = std::env::temp_dir().join(format!("kiln-cli-zarr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let x = RandomState::new(9).random(&[300, 200], [100, 100]);
+    let written = x.to_zarr(&dir).unwrap().compute_on(&client).unwrap();
+    assert_eq!(written, 6);
+    let back = kiln::array::zarr::from_zarr::<f64>(&dir, None).unwrap();
+    let on_cluster = back.sum().scalar().compute_on(&client).unwrap();
+    let local = x.sum().scalar().compute_on(&LocalScheduler::new()).unwrap();
+    assert!((on_cluster - local).abs() <= 1e-9 * local.abs(), "{on_cluster} vs {local}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
