@@ -245,6 +245,12 @@ impl Client {
         self.inner.send(ClientToScheduler::ShutdownCluster);
     }
 
+    /// Waits until none of `ids` is a worker of the cluster any more (woken by the scheduler's
+    /// news that a worker was removed).
+    pub(crate) fn wait_workers_gone(&self, ids: &[WorkerId], timeout: Duration) -> Result<(), ComputeError> {
+        self.wait_until(Some(timeout), |s| !ids.iter().any(|id| s.workers.contains_key(id)))
+    }
+
     pub(crate) fn wait_until(
         &self,
         timeout: Option<Duration>,
