@@ -53,6 +53,9 @@ impl<T: Element> Array<T> {
     /// Number of elements.
     pub fn size(&self) -> usize {
         // Saturating: a shape too large to count (see `normalize`'s check) never reads as small.
+        if self.node.shape.contains(&0) {
+            return 0;
+        }
         self.node.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(usize::MAX)
     }
 

@@ -87,7 +87,7 @@ pub fn normalize(spec: &ChunkSpec, shape: &[usize], itemsize: usize) -> Result<C
     let bad = |msg: String| ArrayError::Chunks(msg);
     // Sizes are computed in `usize`: a shape whose byte count does not fit would wrap around
     // (an array of 2**64 elements reporting 0 bytes).
-    let fits = shape.iter().try_fold(itemsize.max(1), |n, &d| n.checked_mul(d)).is_some();
+    let fits = shape.contains(&0) || shape.iter().try_fold(itemsize.max(1), |n, &d| n.checked_mul(d)).is_some();
     if !fits {
         return Err(ArrayError::Shape(format!("an array of shape {shape:?} holds more than 2**64 bytes")));
     }

@@ -31,6 +31,10 @@ fn a_shape_too_large_to_count_in_bytes_is_refused_not_wrapped() {
     let big = ones::<f64>(&[1 << 30, 1 << 30], 1 << 15);
     assert!(big.check().is_ok());
     assert_eq!(big.nbytes(), 8usize << 60);
+    // An empty array stays valid however long its other axes are (NumPy: np.ones((2**62, 0))).
+    let empty = ones::<f64>(&[1 << 62, 4, 0], [1 << 40, 4, 1]);
+    assert!(empty.check().is_ok(), "{:?}", empty.check());
+    assert_eq!((empty.size(), empty.nbytes()), (0, 0));
 }
 
 #[test]
