@@ -32,6 +32,29 @@ pub struct NotTopological {
 /// # Errors
 /// [`NotTopological`] when the priorities run a task before one of its dependencies.
 pub fn peak_live(graph: &Graph, outputs: &[TaskId], priority: &[u32]) -> Result<SimReport, NotTopological> {
+    peak_live_weighted(graph, outputs, priority, |_| 1)
+}
+
+/// Like [`peak_live`], but each value counts `weight(task)` (its bytes, or 1 for a block and 0
+/// for a small partial result), so orders are judged by what they hold, not by how many values.
+///
+/// ```
+/// use kiln_graph::simulate::{peak_live_weighted, shapes};
+/// let (g, outs) = shapes::tree_reduction(8, 2);
+/// let p = kiln_graph::order::order(&g, &outs);
+/// // Counting only the leaves: at most one pending leaf per level plus the one being read.
+/// let leaves = |t: kiln_graph::TaskId| u64::from(g.dependencies(t).is_empty());
+/// assert!(peak_live_weighted(&g, &outs, &p, leaves).unwrap().peak <= 2);
+/// ```
+///
+/// # Errors
+/// [`NotTopological`] when the priorities run a task before one of its dependencies.
+pub fn peak_live_weighted(
+    graph: &Graph,
+    outputs: &[TaskId],
+    priority: &[u32],
+    weight: impl Fn(TaskId) -> u64,
+) -> Result<SimReport, NotTopological> {
     let mut run: Vec<TaskId> = graph.ids().filter(|t| priority[t.index()] != NOT_NEEDED).collect();
     run.sort_unstable_by_key(|t| priority[t.index()]);
     let mut readers_left: Vec<u32> = graph
@@ -43,25 +66,25 @@ pub fn peak_live(graph: &Graph, outputs: &[TaskId], priority: &[u32]) -> Result<
     for o in outputs {
         is_output[o.index()] = true;
     }
-    let (mut live, mut peak) = (0usize, 0usize);
+    let (mut live, mut peak) = (0u64, 0u64);
     for &t in &run {
         if let Some(d) = graph.dependencies(t).iter().find(|d| !done[d.index()]) {
             return Err(NotTopological { task: graph.key(t).clone(), dependency: graph.key(*d).clone() });
         }
         done[t.index()] = true;
-        live += 1;
+        live += weight(t);
         peak = peak.max(live);
         for &d in graph.dependencies(t) {
             readers_left[d.index()] -= 1;
             if readers_left[d.index()] == 0 && !is_output[d.index()] {
-                live -= 1;
+                live -= weight(d);
             }
         }
         if readers_left[t.index()] == 0 && !is_output[t.index()] {
-            live -= 1;
+            live -= weight(t);
         }
     }
-    Ok(SimReport { tasks: run.len(), peak })
+    Ok(SimReport { tasks: run.len(), peak: peak as usize })
 }
 
 /// Standard graph shapes for judging orderings and schedulers. Kernels are trivial sums of
