@@ -22,6 +22,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod allocator;
 mod progress;
 mod run;
 
@@ -95,7 +96,11 @@ impl LocalScheduler {
     }
 
     /// `n` threads (at least one). The calling thread is one of them.
+    ///
+    /// The first scheduler built in a process also tunes glibc's allocator for block-sized
+    /// buffers (see [`allocator::HEAP_BLOCK_LIMIT`]): a process-wide setting, made once.
     pub fn threads(n: usize) -> Self {
+        allocator::tune_for_blocks();
         LocalScheduler { threads: n.max(1), progress: Progress::Auto, callbacks: None, cancel: None }
     }
 

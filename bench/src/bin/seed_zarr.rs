@@ -1,0 +1,87 @@
+//! The seed expression on stored data (issue 11): `(x + x.T - x.mean(axis=0)).std()` with
+//! `x = from_zarr(store)`, the store written by zarr-python with its defaults (f64, Zarr v3,
+//! zstd, chunks 1000²) by `bench/make_zarr_store.py` when it is missing. kiln and dask.array
+//! (threaded scheduler) read the same store; one warm-up (which also warms the page cache),
+//! then `--runs` timed runs on both sides, medians compared (see `kiln_bench`'s protocol).
+//!
+//! `cargo run --release -p kiln-bench --bin seed_zarr -- [--n 20000] [--chunk 1000]
+//! [--store DIR] [--runs 3] [--threads N] [--no-dask] [--progress]`
+//!
+//! The store defaults to `$KILN_BENCH_DATA` (or the system temp dir) `/seed-<n>-<chunk>.zarr`;
+//! at n = 20000 it takes 3.2 GB of disk, at 40000 12.8 GB.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use kiln_array::zarr::from_zarr;
+use kiln_bench::{Protocol, Side, arg, compute_scalar, dask_python, get, peak_rss_bytes, ratio, run_dask, text};
+use kiln_local::{LocalScheduler, Progress};
+
+fn main() {
+    let n: usize = arg("--n", 20_000);
+    let chunk: usize = arg("--chunk", 1000);
+    let data_dir = std::env::var_os("KILN_BENCH_DATA").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let store: PathBuf = arg("--store", data_dir.join(format!("seed-{n}-{chunk}.zarr")).display().to_string()).into();
+    let protocol = Protocol::from_args(3);
+    // `--sum`: only `x.sum()`, kiln only: what reading the store costs.
+    let sum_only = std::env::args().any(|a| a == "--sum");
+    let progress = if std::env::args().any(|a| a == "--progress") { Progress::Always } else { Progress::Never };
+
+    let python = dask_python().expect("the Dask environment (bench/.venv) writes the store");
+    let status = Command::new(&python)
+        .arg(kiln_bench::bench_dir().join("make_zarr_store.py"))
+        .args(["--path", &store.display().to_string(), "--n", &n.to_string(), "--chunk", &chunk.to_string()])
+        .status()
+        .expect("running make_zarr_store.py");
+    assert!(status.success(), "make_zarr_store.py failed: {status}");
+
+    let scheduler = LocalScheduler::threads(protocol.threads).with_progress(progress);
+    let (kiln, value) = Side::measure("kiln", protocol.runs, || {
+        let x = from_zarr::<f64>(&store, None).expect("the store opens");
+        let y = if sum_only { x.sum() } else { (&x + &x.t() - &x.mean_axis(0)).std() };
+        compute_scalar(&y, &scheduler).expect("the seed computation runs")
+    });
+    let rss = peak_rss_bytes().unwrap_or(0);
+    println!(
+        "kiln: from_zarr n={n} chunks={chunk}: std = {value:.6}, {} threads: {}; peak RSS {:.0} MB",
+        scheduler.num_threads(),
+        kiln.summary(),
+        rss as f64 / 1e6
+    );
+    let mut line = format!(
+        "RESULT n={n} chunk={chunk} {} kiln_threads={} {} kiln_peak_rss_bytes={rss} kiln_std={value:.6}",
+        protocol.fields(protocol.threads),
+        scheduler.num_threads(),
+        kiln.fields()
+    );
+    if !protocol.no_dask {
+        let args = ["--path".into(), store.display().to_string()];
+        match run_dask("dask_seed_zarr.py", &args, &protocol, protocol.threads) {
+            Ok(d) => {
+                let dask = Side::from_dask("dask", &d, "").expect("the Dask side reports its runs");
+                let dstd = get(&d, "std").unwrap_or(f64::NAN);
+                let drss = get(&d, "peak_rss_bytes").unwrap_or(f64::NAN);
+                // The same data on both sides: the same statistic up to summation order.
+                assert!(
+                    (dstd - value).abs() < 1e-9 * value.abs().max(1.0),
+                    "dask's std {dstd} differs from kiln's {value}"
+                );
+                let speedup = ratio(&dask, &kiln, true);
+                println!(
+                    "dask: {}; peak RSS {:.0} MB; kiln is {speedup:.2}x faster (median/median), RSS {:.2}x of dask",
+                    dask.summary(),
+                    drss / 1e6,
+                    rss as f64 / drss
+                );
+                line.push_str(&format!(
+                    " dask_threads={} {} dask_peak_rss_bytes={drss:.0} dask_std={dstd:.6} speedup={speedup:.2} dask={}",
+                    protocol.threads,
+                    dask.fields(),
+                    text(&d, "dask")
+                ));
+            }
+            Err(e) => println!("dask side skipped: {e}"),
+        }
+    }
+    println!("{line}");
+}
