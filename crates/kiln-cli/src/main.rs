@@ -7,9 +7,7 @@ use clap::{Parser, Subcommand};
 use kiln::Scheduler;
 use kiln::local::Progress;
 use kiln::prelude::*;
-use kiln_distributed::{
-    Client, LocalCluster, NannyPolicy, SchedulerServer, ServerConfig, WorkerArgs, WorkerConfig,
-};
+use kiln_distributed::{Client, LocalCluster, NannyPolicy, SchedulerServer, ServerConfig, WorkerArgs, WorkerConfig};
 
 /// kiln: Dask rebuilt in Rust.
 #[derive(Parser)]
@@ -115,7 +113,9 @@ fn parse_no_workers_timeout(text: &str) -> Result<NoWorkersTimeout, String> {
     }
     match text.parse::<f64>() {
         // Zero would fail every task submitted a moment before its workers join.
-        Ok(secs) if secs > 0.0 && secs.is_finite() && secs < 1e12 => Ok(NoWorkersTimeout(Some(((secs * 1000.0) as u64).max(1)))),
+        Ok(secs) if secs > 0.0 && secs.is_finite() && secs < 1e12 => {
+            Ok(NoWorkersTimeout(Some(((secs * 1000.0) as u64).max(1))))
+        }
         _ => Err(format!("{text:?} is not a positive number of seconds or `none`")),
     }
 }

@@ -239,7 +239,9 @@ fn a_local_cluster_whose_workers_all_retire_holding_data_reports_it() {
     // cluster has a worker and no thread to run anything.
     client.retire_workers(&ids);
     match grid_total(2).compute_on(&client) {
-        Err(ComputeError::NoWorkers(message)) => assert!(message.contains("every worker of the cluster (1) is retiring"), "{message}"),
+        Err(ComputeError::NoWorkers(message)) => {
+            assert!(message.contains("every worker of the cluster (1) is retiring"), "{message}")
+        }
         other => panic!("expected a no-workers error, got {other:?}"),
     }
     drop(kept);

@@ -863,7 +863,8 @@ fn a_worker_joining_restarts_the_no_workers_clock_and_one_in_time_runs_the_tasks
 fn dependents_of_an_unrunnable_task_err_with_it() {
     let mut sim = Sim::with_config(0, 1, no_workers_config(Some(500)));
     let r = root(0);
-    let dependent = TaskSpec { key: Key::new("dependent"), kernel: kernel(), inputs: vec![InputSpec::Task(r.key.clone())] };
+    let dependent =
+        TaskSpec { key: Key::new("dependent"), kernel: kernel(), inputs: vec![InputSpec::Task(r.key.clone())] };
     submit(&mut sim, &[r, dependent.clone()], vec![dependent.key.clone()]);
     tick(&mut sim, 0);
     tick(&mut sim, 500);
