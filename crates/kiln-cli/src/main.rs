@@ -305,3 +305,19 @@ fn demo(side: i64, scheduler: &LocalScheduler, visualize: Option<&str>) -> Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_no_workers_timeout_is_seconds_or_none_and_zero_is_refused() {
+        assert_eq!(parse_no_workers_timeout("300").unwrap().0, Some(300_000));
+        assert_eq!(parse_no_workers_timeout("0.5").unwrap().0, Some(500));
+        assert_eq!(parse_no_workers_timeout("none").unwrap().0, None);
+        for bad in ["0", "-1", "soon", "inf", "NaN"] {
+            let message = parse_no_workers_timeout(bad).unwrap_err();
+            assert!(message.contains("positive number of seconds"), "{bad}: {message}");
+        }
+    }
+}

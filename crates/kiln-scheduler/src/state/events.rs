@@ -74,15 +74,24 @@ impl SchedulerState {
         let open = self.workers.keys().filter(|w| !self.retiring.contains(w)).count();
         if open > 0 && self.no_worker.is_empty() {
             self.unrunnable.clear();
+            self.unrunnable_synced = None;
             return;
         }
-        // Only reached while the cluster cannot run anything, so walking the parked tasks
-        // each tick costs nothing in normal operation.
-        let (no_worker, queued) = (&self.no_worker, &self.queued);
-        self.unrunnable.retain(|k, _| no_worker.contains(k) || (open == 0 && queued.contains(k)));
-        let queued_too = if open == 0 { self.queued.len() } else { 0 };
-        for &k in self.no_worker.iter().chain(self.queued.iter().take(queued_too)) {
-            self.unrunnable.entry(k).or_insert(now);
+        // Only reached while the cluster cannot run anything, and then the parked tasks are
+        // walked only on ticks after they changed.
+        let signature = (self.parked_changes, open == 0);
+        if self.unrunnable_synced != Some(signature) {
+            let (no_worker, queued) = (&self.no_worker, &self.queued);
+            self.unrunnable.retain(|k, _| no_worker.contains(k) || (open == 0 && queued.contains(k)));
+            let queued_too = if open == 0 { self.queued.len() } else { 0 };
+            for &k in self.no_worker.iter().chain(self.queued.iter().take(queued_too)) {
+                self.unrunnable.entry(k).or_insert(now);
+            }
+            self.unrunnable_synced = Some(signature);
+            self.unrunnable_earliest = self.unrunnable.values().copied().min().unwrap_or(u64::MAX);
+        }
+        if self.unrunnable_earliest == u64::MAX || now.saturating_sub(self.unrunnable_earliest) < timeout {
+            return;
         }
         let expired: Vec<((Priority, TaskSlot), u64)> = self
             .unrunnable
@@ -161,6 +170,7 @@ impl SchedulerState {
         self.idle.insert(id);
         // A worker joined: whatever could not run may run now, and the no-workers clock restarts.
         self.unrunnable.clear();
+        self.unrunnable_synced = None;
         let stranded: Vec<TaskSlot> = std::mem::take(&mut self.no_worker).into_iter().map(|(_, t)| t).collect();
         for t in stranded {
             self.set_state(t, TaskState::Waiting);

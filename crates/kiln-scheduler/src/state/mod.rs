@@ -237,6 +237,13 @@ pub struct SchedulerState {
     /// Tasks no worker can run, keyed as in `no_worker`/`queued` (a reused slot has another
     /// priority), with the time they were first seen so (see [`Config::no_workers_timeout_ms`]).
     unrunnable: BTreeMap<(Priority, TaskSlot), u64>,
+    /// Counts tasks entering or leaving no-worker or queued, so a tick that finds nothing
+    /// changed skips re-walking the parked tasks.
+    parked_changes: u64,
+    /// `parked_changes` and "no worker takes work" when `unrunnable` was last brought up to
+    /// date, and the earliest time in it then.
+    unrunnable_synced: Option<(u64, bool)>,
+    unrunnable_earliest: u64,
     /// Workers that ever left, and how many of them were retired, for the no-workers message.
     workers_left: u64,
     workers_retired: u64,
@@ -274,6 +281,9 @@ impl SchedulerState {
             closing: BTreeSet::new(),
             replicating: FxHashMap::default(),
             unrunnable: BTreeMap::new(),
+            parked_changes: 0,
+            unrunnable_synced: None,
+            unrunnable_earliest: u64::MAX,
             workers_left: 0,
             workers_retired: 0,
         }
