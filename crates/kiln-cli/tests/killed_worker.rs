@@ -22,6 +22,13 @@ fn double() -> Func1<i64, i64> {
     func1("double", |x: &i64| 2 * x).portable("test.killed.double")
 }
 
+/// Workers this test aborts must not leave core files behind: children inherit the limit.
+fn no_core_dumps() {
+    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit with a valid, initialized struct.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+}
+
 /// Processes (not zombies) whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<u32> {
     let mut found = Vec::new();
@@ -37,6 +44,7 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 }
 
 fn main() {
+    no_core_dumps();
     kiln::register_builtins();
     KernelRegistry::global().register_instance(abort().kernel());
     KernelRegistry::global().register_instance(double().kernel());

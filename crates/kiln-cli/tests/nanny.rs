@@ -52,6 +52,13 @@ fn start_worker(scheduler: &str, name: &str, log: &std::path::Path, extra: &[&st
     )
 }
 
+/// Workers this test aborts must not leave core files behind: children inherit the limit.
+fn no_core_dumps() {
+    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit with a valid, initialized struct.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+}
+
 fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
@@ -103,6 +110,7 @@ fn log_path(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_worker_killed_by_a_signal_is_restarted_and_sigterm_to_the_nanny_stops_both() {
+    no_core_dumps();
     let (_scheduler, address) = start_scheduler(&[]);
     let log = log_path("restart");
     let mut nanny = start_worker(&address, "nannied", &log, &[]);
