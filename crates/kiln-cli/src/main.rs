@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use kiln::Scheduler;
 use kiln::local::Progress;
 use kiln::prelude::*;
-use kiln_distributed::{Client, LocalCluster, SchedulerServer, ServerConfig, WorkerArgs, WorkerConfig};
+use kiln_distributed::{Client, LocalCluster, NannyPolicy, SchedulerServer, ServerConfig, WorkerArgs, WorkerConfig};
 
 /// kiln: Dask rebuilt in Rust.
 #[derive(Parser)]
@@ -30,6 +30,10 @@ enum Command {
         /// Seconds without a heartbeat after which a worker is considered dead.
         #[arg(long, default_value_t = 30)]
         worker_timeout: u64,
+        /// Seconds a task that no worker can run (no workers, or every one retiring) waits
+        /// before it errs, or `none` to wait forever (Dask's `no-workers-timeout`).
+        #[arg(long, default_value = "300", value_parser = parse_no_workers_timeout)]
+        no_workers_timeout: NoWorkersTimeout,
     },
     /// Runs a worker that joins the scheduler at ADDR (e.g. tcp://192.168.0.1:8786). A program
     /// of yours that calls `run_worker_if_requested` takes the same flags.
@@ -63,16 +67,29 @@ fn main() -> Result<()> {
     kiln::register_builtins();
     register_demo_kernels();
     match Cli::parse().command {
-        Command::Scheduler { host, port, worker_timeout } => {
+        Command::Scheduler { host, port, worker_timeout, no_workers_timeout } => {
             init_logging();
-            let config =
+            let mut config =
                 ServerConfig { worker_timeout: Duration::from_secs(worker_timeout), ..ServerConfig::default() };
+            config.policy.no_workers_timeout_ms = no_workers_timeout.0;
             runtime()?.block_on(run_scheduler(&format!("{host}:{port}"), config))
         }
         Command::Worker(args) => {
             init_logging();
+            let config = args.to_config()?;
+            if !args.no_nanny {
+                // The worker runs as this program re-run with `--no-nanny`, restarted when it dies.
+                let code = kiln_distributed::run_nanny(std::env::args_os().skip(1).collect(), NannyPolicy::default())
+                    .context("running the worker under a nanny")?;
+                std::process::exit(code);
+            }
             kiln_distributed::worker::tune_allocator_for_workers();
-            runtime()?.block_on(run_worker(args.to_config()?))
+            if let Err(e) = runtime()?.block_on(run_worker(config)) {
+                // A distinct code tells the nanny that restarting would fail the same way.
+                eprintln!("Error: {e:#}");
+                std::process::exit(kiln_distributed::EXIT_CANNOT_START);
+            }
+            Ok(())
         }
         Command::Demo { n, chunk, side, threads, visualize, workers } => {
             let scheduler =
@@ -83,6 +100,23 @@ fn main() -> Result<()> {
             array_demo(n, chunk, &scheduler)?;
             demo(side, &scheduler, visualize.as_deref())
         }
+    }
+}
+
+/// `--no-workers-timeout`: milliseconds, or `None` for no timeout.
+#[derive(Debug, Clone, Copy)]
+struct NoWorkersTimeout(Option<u64>);
+
+fn parse_no_workers_timeout(text: &str) -> Result<NoWorkersTimeout, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(NoWorkersTimeout(None));
+    }
+    match text.parse::<f64>() {
+        // Zero would fail every task submitted a moment before its workers join.
+        Ok(secs) if secs > 0.0 && secs.is_finite() && secs < 1e12 => {
+            Ok(NoWorkersTimeout(Some(((secs * 1000.0) as u64).max(1))))
+        }
+        _ => Err(format!("{text:?} is not a positive number of seconds or `none`")),
     }
 }
 
@@ -270,4 +304,20 @@ fn demo(side: i64, scheduler: &LocalScheduler, visualize: Option<&str>) -> Resul
         println!("  drew the 3 x 3 graph to {path}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_no_workers_timeout_is_seconds_or_none_and_zero_is_refused() {
+        assert_eq!(parse_no_workers_timeout("300").unwrap().0, Some(300_000));
+        assert_eq!(parse_no_workers_timeout("0.5").unwrap().0, Some(500));
+        assert_eq!(parse_no_workers_timeout("none").unwrap().0, None);
+        for bad in ["0", "-1", "soon", "inf", "NaN"] {
+            let message = parse_no_workers_timeout(bad).unwrap_err();
+            assert!(message.contains("positive number of seconds"), "{bad}: {message}");
+        }
+    }
 }

@@ -134,10 +134,15 @@ fn a_local_cluster_of_worker_processes_computes_and_closes() {
     let local = y.compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
     let remote = y.compute_on(&client).unwrap().first().copied().unwrap();
     assert!((local - remote).abs() < 1e-12, "{local} vs {remote}");
+    // Each worker runs under its own nanny.
+    let nannies = cluster.nanny_pids();
+    assert_eq!(nannies.len(), 2);
     let pids = cluster.worker_pids();
+    assert_eq!(pids.len(), 2);
+    assert!(pids.iter().all(|p| !nannies.contains(p)));
     drop(client);
     cluster.close();
-    for pid in pids {
+    for pid in pids.into_iter().chain(nannies) {
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "worker {pid} still runs");
     }
 }
@@ -156,7 +161,8 @@ fn a_worker_with_a_wrong_address_fails_with_a_message() {
 
 #[test]
 fn a_worker_killed_mid_computation_costs_only_recomputation() {
-    let cluster = LocalCluster::builder().workers(3).binary(KILN).start().unwrap();
+    // No nanny: the killed worker stays dead, and the other two finish the work.
+    let cluster = LocalCluster::builder().workers(3).binary(KILN).nanny(false).start().unwrap();
     let client = cluster.client().unwrap();
     let x = RandomState::new(21).random(&[8000, 8000], [250, 250]);
     let y = (&x + &x.t() - &x.mean_axis(0)).std();
@@ -242,7 +248,8 @@ fn a_worker_spills_three_times_its_memory_limit_and_stays_under_it() {
 
 #[test]
 fn a_persisted_chunk_whose_only_holder_is_killed_is_recomputed() {
-    let cluster = LocalCluster::builder().workers(2).binary(KILN).start().unwrap();
+    // No nanny: the killed holder stays dead, and the survivor recomputes its chunks.
+    let cluster = LocalCluster::builder().workers(2).binary(KILN).nanny(false).start().unwrap();
     let client = cluster.client().unwrap();
     let x = RandomState::new(17).random(&[2000, 2000], [500, 500]);
     let persisted = client.persist(&x).unwrap();

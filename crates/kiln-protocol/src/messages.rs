@@ -78,6 +78,12 @@ pub enum FailureKind {
         /// How many workers died while running it.
         failures: u32,
     },
+    /// No worker could run the task for the scheduler's no-workers timeout (there was no
+    /// worker, or every worker was retiring); the message says which.
+    NoWorkers {
+        /// How long the task waited for a worker, in milliseconds.
+        waited_ms: u64,
+    },
 }
 
 /// An encoded value: the codec's tag and header inline, its payload in packet frames

@@ -789,3 +789,137 @@ fn retiring_a_worker_moves_its_unique_results_first() {
     while sim.step(&mut rng) {}
     assert!(more.iter().all(|s| sim.s.task_state(&s.key) == Some(TaskState::Memory)));
 }
+
+fn no_workers_config(timeout_ms: Option<u64>) -> Config {
+    Config { no_workers_timeout_ms: timeout_ms, ..Config::default() }
+}
+
+fn tick(sim: &mut Sim, now: u64) {
+    sim.now = now;
+    sim.s.handle(Event::Tick, now);
+    sim.pump();
+}
+
+fn no_workers_message(sim: &Sim, key: &Key) -> String {
+    let failure = sim.erred.get(key).unwrap_or_else(|| panic!("{key} did not err"));
+    assert!(matches!(failure.kind, FailureKind::NoWorkers { .. }), "{failure:?}");
+    failure.message.clone()
+}
+
+#[test]
+fn tasks_no_worker_can_run_err_after_the_no_workers_timeout() {
+    let mut sim = Sim::with_config(0, 1, no_workers_config(Some(1_000)));
+    let specs: Vec<TaskSpec> = (0..3).map(root).collect();
+    submit(&mut sim, &specs, specs.iter().map(|s| s.key.clone()).collect());
+    tick(&mut sim, 0);
+    tick(&mut sim, 999);
+    assert!(sim.erred.is_empty(), "erred before the timeout: {:?}", sim.erred.keys());
+    assert_eq!(sim.s.task_state(&specs[0].key), Some(TaskState::NoWorker));
+    tick(&mut sim, 1_000);
+    for s in &specs {
+        let message = no_workers_message(&sim, &s.key);
+        assert!(message.contains("no-workers timeout") && message.contains("none has joined"), "{message}");
+    }
+}
+
+#[test]
+fn a_worker_joining_restarts_the_no_workers_clock_and_one_in_time_runs_the_tasks() {
+    let mut sim = Sim::with_config(0, 1, no_workers_config(Some(1_000)));
+    let t = root(0);
+    submit(&mut sim, std::slice::from_ref(&t), vec![t.key.clone()]);
+    tick(&mut sim, 0);
+    tick(&mut sim, 900);
+    // A worker joins and dies before running it: the task waits a full timeout again.
+    sim.add_worker(1);
+    sim.pump();
+    let w = sim.s.processing_on(&t.key).expect("assigned to the new worker");
+    sim.workers.remove(&w);
+    sim.s.handle(Event::WorkerLost { worker: w, reason: "gone".into() }, 950);
+    sim.pump();
+    assert_eq!(sim.s.task_state(&t.key), Some(TaskState::NoWorker));
+    tick(&mut sim, 1_000);
+    tick(&mut sim, 1_999);
+    assert!(sim.erred.is_empty());
+    // A worker in time: the task runs.
+    sim.add_worker(1);
+    sim.pump();
+    tick(&mut sim, 5_000);
+    let mut rng = Rng(1);
+    while sim.step(&mut rng) {}
+    assert!(sim.results.contains_key(&t.key) && sim.erred.is_empty());
+    // Lost again, nobody comes: it errs, saying the workers left.
+    let more = root(1);
+    let w = *sim.workers.keys().next().unwrap();
+    sim.workers.remove(&w);
+    sim.s.handle(Event::WorkerLost { worker: w, reason: "gone".into() }, 6_000);
+    submit(&mut sim, std::slice::from_ref(&more), vec![more.key.clone()]);
+    tick(&mut sim, 6_000);
+    tick(&mut sim, 7_000);
+    let message = no_workers_message(&sim, &more.key);
+    assert!(message.contains("all 2 that joined have left"), "{message}");
+}
+
+#[test]
+fn dependents_of_an_unrunnable_task_err_with_it() {
+    let mut sim = Sim::with_config(0, 1, no_workers_config(Some(500)));
+    let r = root(0);
+    let dependent =
+        TaskSpec { key: Key::new("dependent"), kernel: kernel(), inputs: vec![InputSpec::Task(r.key.clone())] };
+    submit(&mut sim, &[r, dependent.clone()], vec![dependent.key.clone()]);
+    tick(&mut sim, 0);
+    tick(&mut sim, 500);
+    assert!(no_workers_message(&sim, &dependent.key).contains("none has joined"));
+}
+
+#[test]
+fn a_cluster_whose_workers_all_retire_errs_new_work_and_says_so() {
+    let mut sim = Sim::with_config(2, 1, no_workers_config(Some(1_000)));
+    // Results a client holds keep both retiring workers (there is nowhere to move them): a
+    // cluster with workers and no thread to run anything.
+    let held: Vec<TaskSpec> = (0..4).map(root).collect();
+    submit(&mut sim, &held, held.iter().map(|s| s.key.clone()).collect());
+    let mut rng = Rng(7);
+    while sim.step(&mut rng) {}
+    let all: Vec<WorkerId> = sim.workers.keys().copied().collect();
+    sim.s.handle(Event::Client(CLIENT, ClientToScheduler::RetireWorkers { workers: all }), sim.now);
+    sim.pump();
+    let late = root(100);
+    submit(&mut sim, std::slice::from_ref(&late), vec![late.key.clone()]);
+    tick(&mut sim, 10_000);
+    tick(&mut sim, 10_999);
+    assert!(sim.erred.is_empty());
+    tick(&mut sim, 11_000);
+    let message = no_workers_message(&sim, &late.key);
+    assert!(message.contains("every worker of the cluster (2) is retiring"), "{message}");
+    // The held results are untouched.
+    assert!(held.iter().all(|s| sim.s.task_state(&s.key) == Some(TaskState::Memory)));
+}
+
+#[test]
+fn a_cluster_whose_workers_were_retired_and_left_says_so() {
+    let mut sim = Sim::with_config(2, 1, no_workers_config(Some(1_000)));
+    let all: Vec<WorkerId> = sim.workers.keys().copied().collect();
+    sim.s.handle(Event::Client(CLIENT, ClientToScheduler::RetireWorkers { workers: all.clone() }), 0);
+    sim.pump();
+    for w in all {
+        sim.workers.remove(&w);
+        sim.s.handle(Event::WorkerLost { worker: w, reason: "retired".into() }, 0);
+    }
+    let t = root(0);
+    submit(&mut sim, std::slice::from_ref(&t), vec![t.key.clone()]);
+    tick(&mut sim, 0);
+    tick(&mut sim, 1_000);
+    let message = no_workers_message(&sim, &t.key);
+    assert!(message.contains("all 2 that joined have left, 2 of them retired"), "{message}");
+}
+
+#[test]
+fn without_a_no_workers_timeout_tasks_wait_for_workers_forever() {
+    let mut sim = Sim::with_config(0, 1, no_workers_config(None));
+    let t = root(0);
+    submit(&mut sim, std::slice::from_ref(&t), vec![t.key.clone()]);
+    tick(&mut sim, 0);
+    tick(&mut sim, u64::MAX / 2);
+    assert!(sim.erred.is_empty());
+    assert_eq!(sim.s.task_state(&t.key), Some(TaskState::NoWorker));
+}

@@ -722,6 +722,7 @@ fn failure_to_error(failure: &TaskFailure) -> ComputeError {
             last_worker: format!("worker {last_worker} at {last_address}"),
             failures: *failures,
         },
+        FailureKind::NoWorkers { .. } => ComputeError::NoWorkers(format!("task {}: {}", failure.key, failure.message)),
     }
 }
 

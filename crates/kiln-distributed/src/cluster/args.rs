@@ -28,6 +28,10 @@ pub struct WorkerArgs {
     /// Data port (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Run the worker in this process instead of as a child that a nanny restarts when it
+    /// dies abnormally (a signal, an abort, a non-zero exit).
+    #[arg(long)]
+    pub no_nanny: bool,
 }
 
 /// Why worker flags do not make a worker configuration.
@@ -155,6 +159,7 @@ mod tests {
             name: None,
             host: "0.0.0.0".into(),
             port: 0,
+            no_nanny: false,
         };
         assert_eq!(args.to_config().unwrap_err(), WorkerArgsInvalid::NoThreads);
     }

@@ -13,7 +13,9 @@ use kiln_protocol::messages::WorkerId;
 use tokio::runtime::Runtime;
 
 mod args;
+mod nanny;
 pub use args::{WorkerArgs, WorkerArgsInvalid};
+pub use nanny::{EXIT_CANNOT_START, NannyPolicy, run_nanny};
 
 use crate::client::Client;
 use crate::server::{SchedulerServer, ServerConfig};
@@ -38,6 +40,7 @@ pub struct LocalClusterBuilder {
     binary: Option<PathBuf>,
     server: ServerConfig,
     start_timeout: Duration,
+    nanny: bool,
 }
 
 /// Why a local cluster could not start.
@@ -67,6 +70,7 @@ impl Default for LocalClusterBuilder {
             binary: None,
             server: ServerConfig::default(),
             start_timeout: Duration::from_secs(60),
+            nanny: true,
         }
     }
 }
@@ -101,6 +105,19 @@ impl LocalClusterBuilder {
     /// Scheduler settings.
     pub fn server(mut self, config: ServerConfig) -> Self {
         self.server = config;
+        self
+    }
+    /// How long tasks that no worker can run wait before they err with
+    /// [`ComputeError::NoWorkers`] (`None`: forever); see
+    /// [`kiln_scheduler::Config::no_workers_timeout_ms`].
+    pub fn no_workers_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.server.policy.no_workers_timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
+        self
+    }
+    /// Whether each worker process runs under a nanny that restarts it when it dies
+    /// abnormally (default: yes, as `kiln worker` does). Thread workers have none.
+    pub fn nanny(mut self, nanny: bool) -> Self {
+        self.nanny = nanny;
         self
     }
 
@@ -226,8 +243,23 @@ impl LocalCluster {
         }
     }
 
-    /// The OS process ids of worker processes (empty for thread workers).
+    /// The OS process ids of worker processes (empty for thread workers): the processes
+    /// that run tasks, so under a nanny its child (a worker being restarted at this moment is
+    /// missing from the list).
     pub fn worker_pids(&self) -> Vec<u32> {
+        let nannies = self.nanny_pids();
+        if nannies.is_empty() {
+            return self.process_pids();
+        }
+        nannies.into_iter().flat_map(children_of).collect()
+    }
+
+    /// The OS process ids of the nannies of the worker processes (empty without nannies).
+    pub fn nanny_pids(&self) -> Vec<u32> {
+        if self.shared.builder.nanny { self.process_pids() } else { Vec::new() }
+    }
+
+    fn process_pids(&self) -> Vec<u32> {
         self.shared
             .lock()
             .workers
@@ -329,7 +361,8 @@ impl Shared {
             pool.next_name += 1;
             let worker = match &binary {
                 Some(binary) => {
-                    let child = Command::new(binary)
+                    let mut command = Command::new(binary);
+                    command
                         .arg("worker")
                         .arg(&self.address)
                         .arg("--nthreads")
@@ -337,7 +370,11 @@ impl Shared {
                         .arg("--memory-limit")
                         .arg(self.builder.memory_limit.to_string())
                         .arg("--name")
-                        .arg(&name)
+                        .arg(&name);
+                    if !self.builder.nanny {
+                        command.arg("--no-nanny");
+                    }
+                    let child = command
                         // Worker logs stay quiet beside the user's program unless asked for.
                         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
                         .stdin(Stdio::null())
@@ -412,6 +449,13 @@ impl Shared {
     }
 }
 
+/// The children of process `pid` (a nanny forks from its only thread, whose list this is).
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// Waits for a child to exit; `false` on timeout.
 fn wait_child(child: &mut Child, within: Duration) -> bool {
     let deadline = std::time::Instant::now() + within;
@@ -478,19 +522,20 @@ fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
 /// Lets a program be its own worker binary, so workers know the program's registered kernels:
 /// call it first thing in `main` (after registering kernels) and start the cluster with
 /// `LocalCluster::builder().binary(std::env::current_exe()?)`. When the process was started as
-/// `<program> worker ADDR [--nthreads N] [--memory-limit BYTES] [--name NAME]`, this runs a
-/// worker until the scheduler or a signal stops it, then exits the process; otherwise it
-/// returns at once.
+/// `<program> worker ADDR [--nthreads N] [--memory-limit BYTES] [--name NAME] [--no-nanny]`,
+/// this runs a worker until the scheduler or a signal stops it, then exits the process;
+/// otherwise it returns at once. As with `kiln worker`, the worker runs as a child of a nanny
+/// that restarts it when it dies abnormally (the program re-run with `--no-nanny`).
 pub fn run_worker_if_requested() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) != Some("worker") {
         return;
     }
     let code = match worker_from_args(&args[1..]) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("kiln worker: {message}");
-            2
+            EXIT_CANNOT_START
         }
     };
     std::process::exit(code);
@@ -518,8 +563,7 @@ pub enum WorkerArgsError {
     Start(#[from] crate::comm::CommError),
 }
 
-fn worker_from_args(args: &[String]) -> Result<(), WorkerArgsError> {
-    crate::worker::tune_allocator_for_workers();
+fn worker_from_args(args: &[String]) -> Result<i32, WorkerArgsError> {
     /// `<program> worker ...`: the same flags as `kiln worker`.
     #[derive(clap::Parser)]
     #[command(name = "worker", about = "Runs this program as a kiln worker")]
@@ -531,6 +575,11 @@ fn worker_from_args(args: &[String]) -> Result<(), WorkerArgsError> {
         <Command as clap::Parser>::try_parse_from(std::iter::once("worker".to_string()).chain(args.iter().cloned()))
             .map_err(|e| WorkerArgsError::Usage(e.to_string()))?;
     let config = command.args.to_config()?;
+    if !command.args.no_nanny {
+        return run_nanny(std::env::args_os().skip(1).collect(), NannyPolicy::default())
+            .map_err(|source| WorkerArgsError::Io { context: "cannot run the worker under a nanny", source });
+    }
+    crate::worker::tune_allocator_for_workers();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -551,6 +600,6 @@ fn worker_from_args(args: &[String]) -> Result<(), WorkerArgsError> {
             }
             _ = worker.stopped() => {}
         }
-        Ok(())
+        Ok(0)
     })
 }

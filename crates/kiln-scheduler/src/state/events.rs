@@ -59,8 +59,81 @@ impl SchedulerState {
             Event::ClientJoined(client) => self.add_client(client),
             Event::ClientLost(client) => self.remove_client(client),
             Event::Client(client, message) => self.client_message(client, message, now),
-            Event::Tick => self.tick(now),
+            Event::Tick => {
+                self.expire_unrunnable(now);
+                self.tick(now);
+            }
         }
+    }
+
+    /// Errs the tasks no worker has been able to run for the no-workers timeout: tasks parked
+    /// without workers, and queued roots while every worker is retiring (a worker that holds
+    /// the only copy of needed data is never let go, so such a cluster would wait forever).
+    fn expire_unrunnable(&mut self, now: u64) {
+        let Some(timeout) = self.config.no_workers_timeout_ms else { return };
+        let open = self.workers.keys().filter(|w| !self.retiring.contains(w)).count();
+        if open > 0 && self.no_worker.is_empty() {
+            self.unrunnable.clear();
+            self.unrunnable_synced = None;
+            return;
+        }
+        // Only reached while the cluster cannot run anything, and then the parked tasks are
+        // walked only on ticks after they changed.
+        let signature = (self.parked_changes, open == 0);
+        if self.unrunnable_synced != Some(signature) {
+            let (no_worker, queued) = (&self.no_worker, &self.queued);
+            self.unrunnable.retain(|k, _| no_worker.contains(k) || (open == 0 && queued.contains(k)));
+            let queued_too = if open == 0 { self.queued.len() } else { 0 };
+            for &k in self.no_worker.iter().chain(self.queued.iter().take(queued_too)) {
+                self.unrunnable.entry(k).or_insert(now);
+            }
+            self.unrunnable_synced = Some(signature);
+            self.unrunnable_earliest = self.unrunnable.values().copied().min().unwrap_or(u64::MAX);
+        }
+        if self.unrunnable_earliest == u64::MAX || now.saturating_sub(self.unrunnable_earliest) < timeout {
+            return;
+        }
+        let expired: Vec<((Priority, TaskSlot), u64)> = self
+            .unrunnable
+            .iter()
+            .filter(|&(_, &since)| now.saturating_sub(since) >= timeout)
+            .map(|(&k, &since)| (k, since))
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let why = if self.workers.is_empty() {
+            match (self.workers_left, self.workers_retired) {
+                (0, _) => "the cluster has no workers: none has joined".to_string(),
+                (left, 0) => format!("the cluster has no workers: all {left} that joined have left"),
+                (left, retired) => {
+                    format!("the cluster has no workers: all {left} that joined have left, {retired} of them retired")
+                }
+            }
+        } else {
+            format!(
+                "every worker of the cluster ({}) is retiring, and retiring workers take no new work",
+                self.workers.len()
+            )
+        };
+        for (k, since) in expired {
+            self.unrunnable.remove(&k);
+            let t = k.1;
+            if !matches!(self.tasks[t].state, TaskState::NoWorker | TaskState::Queued) {
+                continue;
+            }
+            let failure = TaskFailure {
+                key: self.tasks[t].key.clone(),
+                message: format!(
+                    "no worker could run this task for {:.1} s (the scheduler's no-workers timeout): {why}; \
+                     start workers, or raise the timeout if they take longer to join",
+                    timeout as f64 / 1000.0
+                ),
+                kind: FailureKind::NoWorkers { waited_ms: now.saturating_sub(since) },
+            };
+            self.err(t, failure);
+        }
+        self.finish_event();
     }
 
     /// A worker reported what it did on its own: proof of life, and news for observers.
@@ -95,6 +168,9 @@ impl SchedulerState {
         let all = self.workers();
         self.commands.push(Command::Worker(id, SchedulerToWorker::Registered { id, workers: all }));
         self.idle.insert(id);
+        // A worker joined: whatever could not run may run now, and the no-workers clock restarts.
+        self.unrunnable.clear();
+        self.unrunnable_synced = None;
         let stranded: Vec<TaskSlot> = std::mem::take(&mut self.no_worker).into_iter().map(|(_, t)| t).collect();
         for t in stranded {
             self.set_state(t, TaskState::Waiting);
@@ -109,6 +185,10 @@ impl SchedulerState {
     fn remove_worker(&mut self, id: WorkerId, reason: &str) {
         let Some(worker) = self.workers.remove(&id) else { return };
         self.record(|_| SchedulerEvent::WorkerLeft { worker: id, reason: reason.to_string() });
+        self.workers_left += 1;
+        if self.closing.contains(&id) {
+            self.workers_retired += 1;
+        }
         self.idle.remove(&id);
         // Steals from or to this worker will never be answered.
         self.steals.retain(|t, thief| *thief != id && !worker.processing.contains(t));

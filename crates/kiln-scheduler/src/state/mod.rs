@@ -74,6 +74,19 @@ pub struct Config {
     /// Steal a task only if moving its inputs takes less than this fraction of the time it
     /// would wait in its worker's queue.
     pub steal_cost_ratio: f64,
+    /// Milliseconds a task that no worker can run (there is no worker, or every worker is
+    /// retiring) waits before it errs with a "no workers" failure; `None` waits forever
+    /// (Dask's `distributed.scheduler.no-workers-timeout`). The clock starts when the task
+    /// becomes unrunnable and restarts whenever a worker joins; expiry is checked on
+    /// [`Event::Tick`].
+    ///
+    /// The default is 5 minutes, not Dask's "forever": a computation on a cluster that has
+    /// lost every worker (a kernel that kills its process, every worker retired) must end
+    /// with an error rather than hang without a word, while a client that submits before its
+    /// workers have started (a cluster coming up, containers being scheduled) gets minutes,
+    /// far more than a worker process takes to join. Clusters whose workers wait in a batch
+    /// queue set a longer timeout or `None`.
+    pub no_workers_timeout_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -87,6 +100,7 @@ impl Default for Config {
             allowed_failures: 3,
             work_stealing: true,
             steal_cost_ratio: 0.5,
+            no_workers_timeout_ms: Some(300_000),
         }
     }
 }
@@ -220,6 +234,19 @@ pub struct SchedulerState {
     closing: BTreeSet<WorkerId>,
     /// Results being copied off retiring workers: task → the worker fetching it.
     replicating: FxHashMap<TaskSlot, WorkerId>,
+    /// Tasks no worker can run, keyed as in `no_worker`/`queued` (a reused slot has another
+    /// priority), with the time they were first seen so (see [`Config::no_workers_timeout_ms`]).
+    unrunnable: BTreeMap<(Priority, TaskSlot), u64>,
+    /// Counts tasks entering or leaving no-worker or queued, so a tick that finds nothing
+    /// changed skips re-walking the parked tasks.
+    parked_changes: u64,
+    /// `parked_changes` and "no worker takes work" when `unrunnable` was last brought up to
+    /// date, and the earliest time in it then.
+    unrunnable_synced: Option<(u64, bool)>,
+    unrunnable_earliest: u64,
+    /// Workers that ever left, and how many of them were retired, for the no-workers message.
+    workers_left: u64,
+    workers_retired: u64,
 }
 
 impl SchedulerState {
@@ -253,6 +280,12 @@ impl SchedulerState {
             retiring: BTreeSet::new(),
             closing: BTreeSet::new(),
             replicating: FxHashMap::default(),
+            unrunnable: BTreeMap::new(),
+            parked_changes: 0,
+            unrunnable_synced: None,
+            unrunnable_earliest: u64::MAX,
+            workers_left: 0,
+            workers_retired: 0,
         }
     }
 

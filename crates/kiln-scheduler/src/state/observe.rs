@@ -144,6 +144,12 @@ impl SchedulerState {
     #[inline]
     pub(super) fn set_state(&mut self, t: TaskSlot, to: TaskState) {
         let from = std::mem::replace(&mut self.tasks[t].state, to);
+        if matches!(from, TaskState::NoWorker | TaskState::Queued)
+            || matches!(to, TaskState::NoWorker | TaskState::Queued)
+        {
+            // The set of tasks that may be unrunnable changed (see `expire_unrunnable`).
+            self.parked_changes = self.parked_changes.wrapping_add(1);
+        }
         if self.observations.is_some() {
             self.record_transition(t, Some(from), Some(to));
         }
