@@ -8,7 +8,8 @@
 //! (its mean) before the pair `x[i,j]`/`x[j,i]` can be released, so a column-by-column order
 //! holds about `k * (n - k)` blocks after column `k`, at most `n²/4`, plus the column being read:
 //! `n²/4 + n` (120 of 400 blocks at 20×20, 440 of 1600 at 40×40). The order used to hold 381 and
-//! 1561. Dask 2026.8's `dask.order` on the same graph: see `bench/order_peak.py`.
+//! 1561. Dask 2026.8's `dask.order` on Dask's graph for the same expression holds 185 and 686
+//! (`bench/order_peak.py`).
 
 use kiln_array::Array;
 use kiln_array::random::RandomState;
