@@ -144,11 +144,15 @@ async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -
     let mut restarts = Restarts::new(policy.clone());
     loop {
         let mut child = spawn_worker(&program, &args)?;
+        let pid = child.id();
         let status = tokio::select! {
             status = child.wait() => status?,
             _ = term.recv() => return forward(&mut child, libc::SIGTERM).await,
             _ = interrupt.recv() => return forward(&mut child, libc::SIGINT).await,
         };
+        if let Some(pid) = pid {
+            remove_spill_directories(pid);
+        }
         let cause = match ending(status) {
             Ending::Clean => return Ok(0),
             Ending::CannotStart => return Ok(EXIT_CANNOT_START),
@@ -170,6 +174,25 @@ async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -
             _ = tokio::time::sleep(wait) => {}
             _ = term.recv() => return Ok(0),
             _ = interrupt.recv() => return Ok(0),
+        }
+    }
+}
+
+/// Removes what a dead worker left in its default spill location (`kiln-worker-<pid>-<port>`
+/// in the temporary directory): a worker killed by a signal cannot clean up after itself, and
+/// one that exits cleanly has already done so.
+fn remove_spill_directories(pid: u32) {
+    let prefix = format!("kiln-worker-{pid}-");
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => log(false, &format!("removed the dead worker's spill directory {}", entry.path().display())),
+                Err(e) => log(
+                    true,
+                    &format!("cannot remove the dead worker's spill directory {}: {e}", entry.path().display()),
+                ),
+            }
         }
     }
 }

@@ -1,0 +1,253 @@
+//! Chaos: a two-worker cluster (nanny-supervised `kiln worker` processes) under a random
+//! schedule of SIGKILL and SIGSTOP/SIGCONT of its workers while array, delayed, futures and
+//! memory-pressure (spilling) workloads run. Every answer is checked against the local
+//! scheduler; every computation has a deadline, so a hang is caught and counted rather than
+//! waited out; at the end the cluster must still compute, and no process or spill directory may
+//! be left behind.
+//!
+//! CI runs it for `KILN_CHAOS_SECS` (default 20) seconds; `bench/chaos.sh` runs it for longer
+//! and records the RESULT line (`faults`, `computations`, `wrong`, `hangs`, ...). The schedule is
+//! random; `KILN_CHAOS_SEED` replays one (the seed is printed).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kiln::Collection;
+use kiln::array::random::RandomState;
+use kiln::delayed::{collect, func1, func2};
+use kiln::local::LocalScheduler;
+use kiln_distributed::{Client, LocalCluster};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// A computation that takes longer than this on a two-worker debug cluster is hung.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// xorshift64*: enough randomness for a fault schedule, replayable from its seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo))
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> bool {
+    std::process::Command::new("kill").args([sig, &pid.to_string()]).status().is_ok_and(|s| s.success())
+}
+
+/// The demo's delayed functions (the `kiln` binary registers them under these ids).
+fn grid_total(side: i64) -> kiln::delayed::Delayed<i64> {
+    let f = func2("f", |a: &i64, b: &i64| a * b + 1).portable("kiln.demo.f");
+    let g = func2("g", |a: &i64, b: &i64| a - b).portable("kiln.demo.g");
+    let sum = func1("sum", |v: &Vec<i64>| v.iter().sum::<i64>()).portable("kiln.demo.sum");
+    let mut parts = Vec::new();
+    for a in 0..side {
+        for b in 0..side {
+            parts.push(if a < b { f.call(a, b) } else { g.call(a, b) });
+        }
+    }
+    sum.call(collect(parts))
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+/// One workload, chosen by `kind`, run on `client` and checked against the local scheduler:
+/// `Ok(true)` right, `Ok(false)` wrong, `Err` a reported error.
+fn workload(client: &Client, kind: u64, seed: u64) -> Result<bool, kiln::ComputeError> {
+    let local = LocalScheduler::threads(1);
+    match kind {
+        0 => {
+            let x = RandomState::new(seed).random(&[1200, 1200], [200, 200]);
+            let y = (&x + &x.t() - &x.mean_axis(0)).std();
+            let want = y.compute_on(&local).unwrap().first().copied().unwrap();
+            Ok(close(y.compute_on(client)?.first().copied().unwrap(), want))
+        }
+        1 => {
+            let side = 3 + (seed % 6) as i64;
+            let want = grid_total(side).compute_on(&local).unwrap();
+            Ok(grid_total(side).compute_on(client)? == want)
+        }
+        2 => {
+            // Futures: scatter, map a registered function over the scattered values, gather.
+            let sum = func1("sum", |v: &Vec<i64>| v.iter().sum::<i64>()).portable("kiln.demo.sum");
+            let items: Vec<Vec<i64>> = (0..40).map(|i| (0..(i + seed as i64 % 7)).collect()).collect();
+            let want: Vec<i64> = items.iter().map(|v| v.iter().sum()).collect();
+            let scattered = client.scatter(items)?;
+            let futures = client.map(&sum, scattered.iter().map(|f| f.to_delayed()))?;
+            Ok(client.gather(&futures)? == want)
+        }
+        _ => {
+            // Memory pressure: 72 MB persisted over two workers limited to 64 MB each, so both
+            // spill, then read twice.
+            let x = RandomState::new(seed).random(&[3000, 3000], [300, 300]);
+            let want = x.sum().compute_on(&local).unwrap().first().copied().unwrap();
+            let persisted = client.persist(&x)?;
+            let first = persisted.sum().compute_on(client)?.first().copied().unwrap();
+            let second = persisted.sum().compute_on(client)?.first().copied().unwrap();
+            Ok(close(first, want) && close(second, want))
+        }
+    }
+}
+
+/// Processes whose command line mentions `needle` (zombies excluded).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn spill_directories_of(pids: &BTreeSet<u32>) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return Vec::new() };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| pids.iter().any(|pid| name.starts_with(&format!("kiln-worker-{pid}-"))))
+        .collect()
+}
+
+#[test]
+fn a_cluster_under_random_faults_gives_right_answers_or_clear_errors_and_never_hangs() {
+    let secs: u64 = std::env::var("KILN_CHAOS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let seed: u64 = std::env::var("KILN_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+    });
+    eprintln!("chaos: {secs} s, KILN_CHAOS_SEED={seed}");
+    let cluster =
+        LocalCluster::builder().workers(2).threads_per_worker(1).memory_limit(64 << 20).binary(KILN).start().unwrap();
+    let address = cluster.address();
+    let client = cluster.client().unwrap();
+    client.wait_for_workers(2, Duration::from_secs(60)).unwrap();
+
+    let stop = AtomicBool::new(false);
+    let (kills, pauses) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let mut seen_pids: BTreeSet<u32> = BTreeSet::new();
+    let (mut right, mut wrong, mut hangs) = (0usize, 0usize, 0usize);
+    let mut errors: Vec<kiln::ComputeError> = Vec::new();
+    let mut kinds_run = [0usize; 4];
+
+    std::thread::scope(|scope| {
+        let faults = scope.spawn(|| {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut pids = BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(rng.millis(1500, 4000));
+                let workers = cluster.worker_pids();
+                pids.extend(workers.iter().copied());
+                let Some(&victim) = workers.get(rng.below(workers.len().max(1) as u64) as usize) else { continue };
+                // Kills are rarer than pauses: a nanny gives up on a worker that dies five times
+                // a minute, as it should.
+                if rng.below(10) < 3 {
+                    if signal(victim, "-KILL") {
+                        kills.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else if signal(victim, "-STOP") {
+                    pauses.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(rng.millis(300, 2500));
+                    signal(victim, "-CONT");
+                }
+            }
+            pids
+        });
+
+        let mut rng = Rng(seed | 1);
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            let (kind, work_seed) = (rng.below(4), rng.next() % 1_000_000);
+            kinds_run[kind as usize] += 1;
+            let (tx, rx) = mpsc::channel();
+            // A scoped thread the loop does not join: a hung computation must not hang the test
+            // (the cluster's processes are killed when it is dropped, which ends the thread).
+            let handle = std::thread::Builder::new()
+                .spawn({
+                    let client = client.clone();
+                    move || {
+                        let _ = tx.send(workload(&client, kind, work_seed));
+                    }
+                })
+                .unwrap();
+            match rx.recv_timeout(DEADLINE) {
+                Ok(Ok(true)) => right += 1,
+                Ok(Ok(false)) => {
+                    wrong += 1;
+                    eprintln!("chaos: workload {kind} (seed {work_seed}) gave a WRONG answer");
+                }
+                Ok(Err(error)) => {
+                    eprintln!("chaos: workload {kind} (seed {work_seed}) failed: {error}");
+                    errors.push(error);
+                }
+                Err(_) => {
+                    hangs += 1;
+                    eprintln!("chaos: workload {kind} (seed {work_seed}) HUNG past {DEADLINE:?}");
+                    break;
+                }
+            }
+            let _ = handle.join();
+        }
+        stop.store(true, Ordering::Relaxed);
+        seen_pids = faults.join().unwrap();
+    });
+
+    // Every paused worker was continued; the nannies bring killed ones back.
+    let recovered = hangs == 0 && client.wait_for_workers(2, Duration::from_secs(60)).is_ok();
+    let after = recovered && matches!(workload(&client, 1, 7), Ok(true));
+    let (k, p) = (kills.load(Ordering::Relaxed), pauses.load(Ordering::Relaxed));
+    let computations = right + wrong + errors.len() + hangs;
+    drop(client);
+    drop(cluster);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leaked = loop {
+        let left = processes_mentioning(&address);
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let leaked_dirs = spill_directories_of(&seen_pids);
+    println!(
+        "RESULT seconds={secs} seed={seed} faults={} kills={k} pauses={p} computations={computations} right={right} \
+         errors={} wrong={wrong} hangs={hangs} recovered={after} leaked_processes={} leaked_spill_dirs={} \
+         kinds=array:{}/delayed:{}/futures:{}/pressure:{}",
+        k + p,
+        errors.len(),
+        leaked.len(),
+        leaked_dirs.len(),
+        kinds_run[0],
+        kinds_run[1],
+        kinds_run[2],
+        kinds_run[3]
+    );
+    assert_eq!(wrong, 0, "wrong answers under faults (seed {seed})");
+    assert_eq!(hangs, 0, "a computation hung (seed {seed})");
+    assert!(after, "the cluster did not recover after the faults stopped (seed {seed})");
+    assert!(leaked.is_empty(), "processes left behind: {leaked:?}");
+    assert!(leaked_dirs.is_empty(), "spill directories left behind: {leaked_dirs:?}");
+    // A task whose worker died three times errs as KilledWorker: a clear error, allowed. Any
+    // other error under these faults is a bug.
+    let unclear: Vec<String> = errors
+        .iter()
+        .filter(|e| !matches!(e, kiln::ComputeError::KilledWorker { .. }))
+        .map(|e| e.to_string())
+        .collect();
+    assert!(unclear.is_empty(), "errors other than KilledWorker (seed {seed}): {unclear:?}");
+    assert!(computations > 0 && k + p > 0, "nothing happened in {secs} s");
+}
