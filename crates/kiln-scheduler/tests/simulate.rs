@@ -152,7 +152,7 @@ impl Sim {
         self.next_worker = WorkerId::new(id.get() + 1);
         self.workers.insert(id, SimWorker { held: HashMap::new(), running: Vec::new() });
         let info =
-            WorkerInfo { id, address: format!("w{id}"), name: format!("w{id}"), nthreads: threads, memory_limit: 0 };
+            WorkerInfo { id, address: format!("w{id}"), name: format!("w{id}"), nthreads: threads, memory_limit: 0, write_token: Default::default() };
         self.s.handle(Event::WorkerJoined(info), self.now);
     }
 
@@ -662,6 +662,7 @@ fn deep_chains_do_not_overflow_the_stack() {
             name: "w".into(),
             nthreads: 1,
             memory_limit: 0,
+            write_token: Default::default(),
         }),
         0,
     );
