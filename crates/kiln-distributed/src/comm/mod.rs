@@ -194,6 +194,8 @@ pub struct Stranger {
     id: u64,
     admission: Arc<Admission>,
     evicted: oneshot::Receiver<()>,
+    /// Set once `evicted` has fired (a oneshot must not be polled again after that).
+    was_evicted: bool,
 }
 
 /// Why a connection was dropped before it registered.
@@ -228,7 +230,7 @@ impl Admission {
                 let _ = oldest.send(());
             }
         }
-        Stranger { id, admission: self.clone(), evicted }
+        Stranger { id, admission: self.clone(), evicted, was_evicted: false }
     }
 
     /// Connections waiting to register now.
@@ -246,7 +248,10 @@ impl Drop for Stranger {
 impl Stranger {
     /// Resolves when this connection is dropped to make room for a newer one.
     pub async fn evicted(&mut self) {
-        let _ = (&mut self.evicted).await;
+        if !self.was_evicted {
+            let _ = (&mut self.evicted).await;
+            self.was_evicted = true;
+        }
     }
 
     /// Why [`Stranger::evicted`] resolved, for the log line.
@@ -270,7 +275,7 @@ impl Stranger {
                 Ok(result) => Ok(result?),
                 Err(_) => Err(Unregistered::Timeout(timeout)),
             },
-            _ = &mut self.evicted => Err(Unregistered::Evicted(max)),
+            _ = self.evicted() => Err(Unregistered::Evicted(max)),
         }
     }
 }
@@ -787,5 +792,111 @@ impl PeerPool {
             return Err(CommError::Closed(address.to_string()));
         }
         answer.await.unwrap_or_else(|_| Err(CommError::Closed(address.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn limits_come_from_the_environment_and_bad_values_are_named() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(Limits::from_vars(vars(&[])), Ok(Limits::default()));
+        let limits =
+            Limits::from_vars(vars(&[("KILN_MAX_FRAME", "1000"), ("KILN_REGISTER_TIMEOUT", "0.5")])).unwrap();
+        assert_eq!((limits.max_frame, limits.register_timeout), (1000, Duration::from_millis(500)));
+        let err = Limits::from_vars(vars(&[("KILN_MAX_FRAME", "0")])).unwrap_err();
+        assert_eq!(err.to_string(), "KILN_MAX_FRAME=\"0\" is not valid: expected a positive whole number");
+        assert!(Limits::from_vars(vars(&[("KILN_REGISTER_TIMEOUT", "-1")])).is_err());
+        assert!(Limits::from_vars(vars(&[("KILN_RECEIVE_BUDGET", "4GiB")])).is_err());
+    }
+
+    #[test]
+    fn admitting_one_stranger_too_many_evicts_the_oldest() {
+        let rt = runtime();
+        rt.block_on(async {
+            let admission = Admission::new(2);
+            let mut first = admission.admit();
+            let second = admission.admit();
+            assert_eq!(admission.waiting(), 2);
+            let third = admission.admit();
+            assert_eq!(admission.waiting(), 2);
+            first.evicted().await;
+            let err = first.register(Duration::from_secs(60), std::future::pending::<Result<(), _>>()).await;
+            assert!(matches!(err, Err(Unregistered::Evicted(2))), "{err:?}");
+            // A connection that registered stops counting.
+            assert!(second.register(Duration::from_secs(60), async { Ok(()) }).await.is_ok());
+            assert_eq!(admission.waiting(), 1);
+            drop(third);
+            assert_eq!(admission.waiting(), 0);
+        });
+    }
+
+    /// Two connections each send a packet of 3 MiB to readers sharing a 4 MiB budget: the
+    /// second waits (reads nothing of its body) until the first packet is whole.
+    #[test]
+    fn a_packet_that_does_not_fit_the_budget_waits_for_it() {
+        let rt = runtime();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let budget = ReceiveBudget::new(4 << 20);
+            let body = vec![7u8; 3 << 20];
+            let mut wire = Vec::new();
+            encode_packet(b"h", &[&body], &mut wire);
+
+            let mut a_out = TcpStream::connect(address).await.unwrap();
+            let (a_in, _) = listener.accept().await.unwrap();
+            let mut b_out = TcpStream::connect(address).await.unwrap();
+            let (b_in, _) = listener.accept().await.unwrap();
+            let mut a = PacketReader::new(a_in.into_split().0, "a").with_budget(budget.clone());
+            let mut b = PacketReader::new(b_in.into_split().0, "b").with_budget(budget.clone());
+
+            // A's table and half its body: A holds 3 MiB of the budget.
+            a_out.write_all(&wire[..wire.len() / 2]).await.unwrap();
+            let a_task = tokio::spawn(async move { (a.next().await, a) });
+            while budget.available() > (1 << 20) + 1024 {
+                tokio::task::yield_now().await;
+            }
+            // B's whole packet is sent, but B cannot take 3 MiB while A holds its share.
+            b_out.write_all(&wire).await.unwrap();
+            let b_task = tokio::spawn(async move { b.next().await.map(|p| p.map(|p| p.frames[0].len())) });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!b_task.is_finished(), "B's packet was read beyond the budget");
+            assert!(budget.available() <= (1 << 20) + 1024);
+
+            a_out.write_all(&wire[wire.len() / 2..]).await.unwrap();
+            let (a_packet, _a) = a_task.await.unwrap();
+            assert_eq!(a_packet.unwrap().unwrap().frames[0].len(), 3 << 20);
+            assert_eq!(b_task.await.unwrap().unwrap(), Some(3 << 20));
+            assert_eq!(budget.available(), 4 << 20);
+        });
+    }
+
+    #[test]
+    fn a_packet_larger_than_the_whole_budget_is_still_received_alone() {
+        let rt = runtime();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let budget = ReceiveBudget::new(1 << 20);
+            let mut out = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (inp, _) = listener.accept().await.unwrap();
+            let mut reader = PacketReader::new(inp.into_split().0, "big").with_budget(budget.clone());
+            let body = vec![1u8; 3 << 20];
+            let mut wire = Vec::new();
+            encode_packet(b"h", &[&body], &mut wire);
+            let writer = tokio::spawn(async move { out.write_all(&wire).await });
+            assert_eq!(reader.next().await.unwrap().unwrap().frames[0].len(), 3 << 20);
+            writer.await.unwrap().unwrap();
+            assert_eq!(budget.available(), 1 << 20);
+        });
     }
 }
