@@ -72,6 +72,14 @@ pub(crate) struct State {
     news: u64,
 }
 
+/// One `Put` of a scatter: the values' sizes (for the scheduler), descriptions and frames.
+#[derive(Default)]
+struct PutBatch {
+    sizes: Vec<(Key, u64)>,
+    wire: Vec<(Key, WireValue)>,
+    frames: Vec<bytes::Bytes>,
+}
+
 /// Roughly what a value's description adds to a packet's header (its tag and codec header).
 fn wire_header_bytes(wire: &[(Key, WireValue)]) -> usize {
     wire.iter().map(|(k, w)| k.to_string().len() + w.tag.len() + w.header.len() + 16).sum()
@@ -521,7 +529,7 @@ impl Client {
         // Every value is encoded and checked before anything is sent.
         let mut all_puts = Vec::new();
         for (worker, items) in workers.iter().zip(per_worker) {
-            let mut puts: Vec<(Vec<(Key, u64)>, Vec<(Key, WireValue)>, Vec<bytes::Bytes>)> = Vec::new();
+            let mut puts: Vec<PutBatch> = Vec::new();
             let mut packet_bytes = 0usize;
             for (key, value) in items {
                 let nbytes = CodecRegistry::global().nbytes(&value).unwrap_or(64) as u64;
@@ -539,28 +547,27 @@ impl Client {
                         what: format!("scattered value {key}"),
                         size: size as u64,
                         limit: limit as u64,
-                        setting: if largest > limits.max_frame { "KILN_MAX_FRAME" } else { "KILN_MAX_PACKET" }
-                            .into(),
+                        setting: if largest > limits.max_frame { "KILN_MAX_FRAME" } else { "KILN_MAX_PACKET" }.into(),
                     });
                 }
                 // Several values share a `Put` while it stays within the packet limit.
                 if puts.is_empty() || packet_bytes + total > limits.max_packet {
-                    puts.push((Vec::new(), Vec::new(), Vec::new()));
+                    puts.push(PutBatch::default());
                     packet_bytes = 0;
                 }
                 packet_bytes += total;
-                let (sizes, put_wire, put_frames) = puts.last_mut().expect("just pushed");
-                sizes.push((key, nbytes));
+                let put = puts.last_mut().expect("just pushed");
+                put.sizes.push((key, nbytes));
                 for (key, mut w) in wire {
-                    w.first_frame += put_frames.len() as u32;
-                    put_wire.push((key, w));
+                    w.first_frame += put.frames.len() as u32;
+                    put.wire.push((key, w));
                 }
-                put_frames.extend(frames);
+                put.frames.extend(frames);
             }
             all_puts.push((worker, puts));
         }
         for (worker, puts) in all_puts {
-            for (sizes, wire, frames) in puts {
+            for PutBatch { sizes, wire, frames } in puts {
                 let pool = self.inner.pool.clone();
                 let address = worker.address.clone();
                 let id = worker.id;

@@ -444,7 +444,12 @@ impl PacketReader {
         Self::with_decoder(half, peer, received, PacketDecoder::with_limits(small, small))
     }
 
-    fn with_decoder(half: OwnedReadHalf, peer: impl Into<String>, mut received: BytesMut, decoder: PacketDecoder) -> Self {
+    fn with_decoder(
+        half: OwnedReadHalf,
+        peer: impl Into<String>,
+        mut received: BytesMut,
+        decoder: PacketDecoder,
+    ) -> Self {
         received.reserve(64 << 10);
         PacketReader {
             half,
@@ -810,8 +815,7 @@ mod tests {
             move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
         };
         assert_eq!(Limits::from_vars(vars(&[])), Ok(Limits::default()));
-        let limits =
-            Limits::from_vars(vars(&[("KILN_MAX_FRAME", "1000"), ("KILN_REGISTER_TIMEOUT", "0.5")])).unwrap();
+        let limits = Limits::from_vars(vars(&[("KILN_MAX_FRAME", "1000"), ("KILN_REGISTER_TIMEOUT", "0.5")])).unwrap();
         assert_eq!((limits.max_frame, limits.register_timeout), (1000, Duration::from_millis(500)));
         let err = Limits::from_vars(vars(&[("KILN_MAX_FRAME", "0")])).unwrap_err();
         assert_eq!(err.to_string(), "KILN_MAX_FRAME=\"0\" is not valid: expected a positive whole number");

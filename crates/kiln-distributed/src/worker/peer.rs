@@ -143,10 +143,9 @@ async fn answer(
 ) -> Outgoing<PeerReply> {
     match request {
         // Handled by the connection (it changes what the peer may do).
-        PeerRequest::Authenticate { .. } => Outgoing::Message(PeerReply::Error {
-            request: 0,
-            message: "Authenticate is not a request".into(),
-        }),
+        PeerRequest::Authenticate { .. } => {
+            Outgoing::Message(PeerReply::Error { request: 0, message: "Authenticate is not a request".into() })
+        }
         PeerRequest::Get { request, keys } => {
             let mut found = Vec::with_capacity(keys.len());
             let mut missing = Vec::new();
