@@ -296,3 +296,24 @@ fn a_put_from_a_peer_the_scheduler_did_not_introduce_is_refused() {
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&wlog);
 }
+
+#[test]
+fn big_frames_from_a_stranger_on_a_data_port_do_not_grow_the_worker() {
+    init();
+    let log = log_path("wflood");
+    let wlog = log_path("wflood-worker");
+    let (_scheduler, address) = start_scheduler(&log, None);
+    let worker = start_worker(&address, &wlog);
+    let client = Client::connect(&address).unwrap();
+    client.wait_for_workers(1, Duration::from_secs(30)).unwrap();
+    let data_port = client.workers().remove(0).address;
+
+    let s = hello(&data_port, Role::Peer);
+    let port = s.local_addr().unwrap().port().to_string();
+    flood(s, worker.0.id());
+    wait_for_log(&wlog, &["dropped connection from", &port, "exceeds the maximum of 65536"]);
+    // The worker still serves its real peers.
+    assert_eq!(client.submit(sum(vec![1i64, 2])).unwrap().result().unwrap(), 3);
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&wlog);
+}
