@@ -298,6 +298,7 @@ fn main() {
             name: format!("w{id}"),
             nthreads: 1,
             memory_limit: 0,
+            write_token: Default::default(),
         };
         s.handle(Event::WorkerJoined(info), 0);
         s.drain_commands_into(&mut commands);

@@ -201,10 +201,41 @@ pub enum ComputeError {
     /// The scheduler refused a request (a dataset name already taken, ...).
     #[error("the scheduler refused: {0}")]
     Refused(String),
+    /// A value or graph is larger than one frame of the connection may carry; nothing was sent.
+    #[error(
+        "{what} is {} ({size} bytes), more than the frame limit of {} ({limit} bytes), so it \
+         cannot be sent: scatter it in smaller pieces, or write it to storage (e.g. Zarr) and read \
+         it on the workers, or raise the limit with {setting} on the client, the scheduler and \
+         the workers",
+        human_bytes(*.size),
+        human_bytes(*.limit)
+    )]
+    TooLarge {
+        /// What was too large ("task x's literal input 0", "scattered value y").
+        what: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+        /// The setting that raises the limit.
+        setting: String,
+    },
     /// The engine itself broke (a scheduler thread panicked, a protocol invariant failed): a bug
     /// in kiln, never a property of the user's computation.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// `1.2 GB`: decimal units, as a user reads a value's size.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} bytes") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
 impl From<GraphError> for ComputeError {

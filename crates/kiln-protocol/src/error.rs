@@ -39,6 +39,15 @@ pub enum ProtocolError {
     /// A packet announced zero frames; every packet has at least its header frame.
     #[error("packet announces zero frames (every packet has at least a header frame)")]
     NoFrames,
+    /// The frame lengths of one packet add up to more than the decoder's packet limit (what one
+    /// peer may make the receiver buffer at once).
+    #[error("packet of {size} bytes (or more) exceeds the maximum of {max} bytes per packet")]
+    PacketOverLimit {
+        /// The announced total so far.
+        size: u64,
+        /// The decoder's limit.
+        max: usize,
+    },
     /// The frame lengths of one packet add up to more than this machine can address.
     #[error("packet frame lengths add up to more than {max} bytes", max = usize::MAX)]
     PacketTooLarge,

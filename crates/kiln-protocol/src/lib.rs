@@ -46,9 +46,16 @@ pub const MAGIC: [u8; 4] = *b"KILN";
 /// The protocol version this build speaks; both sides of a connection must speak the same one.
 ///
 /// Version 2: `TaskFailure` carries a `kind` (a task's own error, or given up on after killing
-/// workers).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// workers). Version 3: clients register; workers register a `WriteToken` that peers present
+/// (`PeerRequest::Authenticate`) before a `Put`.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Default maximum size of one frame (header or payload frame): 1 GiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
+/// Default maximum size of one packet (all its frames) on an accepted connection: what one peer
+/// may make a listener buffer at once.
+pub const DEFAULT_MAX_PACKET: usize = 2 << 30;
+/// Default maximum frame size on a connection whose peer has not registered or authenticated
+/// yet: enough for any hello-time message, far too little to make a listener buffer much.
+pub const UNREGISTERED_MAX_FRAME: usize = 64 << 10;
 /// Maximum number of frames in one packet, header included.
 pub const MAX_FRAMES: usize = 1 << 20;

@@ -40,6 +40,24 @@ pub struct WorkerInfo {
     pub nthreads: u32,
     /// Memory limit in bytes (0: none).
     pub memory_limit: u64,
+    /// What a peer must present ([`PeerRequest::Authenticate`]) before the worker takes
+    /// values from it: the scheduler hands it only to the clients and workers it knows.
+    pub write_token: WriteToken,
+}
+
+/// A worker's secret for writes to its data port (a client's scatter): 128 random bits the
+/// worker draws at start and registers with the scheduler, which passes it on in
+/// [`WorkerInfo`]. A peer that was not told it cannot place or overwrite values there.
+///
+/// `Debug` does not print it, so logging a `WorkerInfo` does not leak it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WriteToken(pub u128);
+
+impl std::fmt::Debug for WriteToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteToken(…)")
+    }
 }
 
 /// Why a task failed, as data that travels to the client.
@@ -112,6 +130,13 @@ pub struct SubmittedTask {
 /// Client → scheduler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientToScheduler {
+    /// First message on a client's connection: until it arrives the scheduler treats the
+    /// connection as a stranger's (small frames only, a deadline, counted against the bound on
+    /// unregistered connections). The server consumes it; the state never sees it.
+    Register {
+        /// A human name.
+        name: String,
+    },
     /// New tasks, and the keys this client wants (it holds a reference on each until it sends
     /// [`ClientToScheduler::Release`]). Tasks whose keys the scheduler already knows are not
     /// replaced: equal keys mean equal computations.
@@ -326,6 +351,8 @@ pub enum WorkerToScheduler {
         nthreads: u32,
         /// Memory limit in bytes (0: none).
         memory_limit: u64,
+        /// The secret peers present before writing to this worker (see [`WriteToken`]).
+        write_token: WriteToken,
     },
     /// A task finished; its result is held here.
     Finished {
@@ -439,6 +466,13 @@ pub struct ComputeTask {
 /// Peer (worker or client) → worker: the data plane.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PeerRequest {
+    /// Proves that the scheduler told this peer about the worker: until a peer presents the
+    /// worker's [`WriteToken`], the worker refuses its `Put`s and reads only small frames from
+    /// it. Not answered; a wrong token closes the connection.
+    Authenticate {
+        /// The worker's token, as the scheduler gave it in [`WorkerInfo`].
+        token: WriteToken,
+    },
     /// Send these values.
     Get {
         /// Matches the answer.
@@ -447,6 +481,7 @@ pub enum PeerRequest {
         keys: Vec<Key>,
     },
     /// Store these values (a client's scatter); their payloads follow in the packet's frames.
+    /// Only from a peer that has authenticated ([`PeerRequest::Authenticate`]).
     Put {
         /// Matches the answer.
         request: u64,

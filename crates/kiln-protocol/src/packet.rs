@@ -81,6 +81,8 @@ pub fn packet_prefix(header_len: usize, frame_lens: impl ExactSizeIterator<Item 
 #[derive(Debug)]
 pub struct PacketDecoder {
     max_frame: usize,
+    /// Most bytes one packet (all its frames) may take; checked as the length table arrives.
+    max_packet: usize,
     state: State,
 }
 
@@ -98,12 +100,42 @@ enum State {
 impl PacketDecoder {
     /// A decoder refusing frames (header or payload) larger than `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
-        PacketDecoder { max_frame, state: State::Count }
+        PacketDecoder { max_frame, max_packet: usize::MAX, state: State::Count }
+    }
+
+    /// A decoder refusing frames larger than `max_frame` bytes and packets whose frames add up
+    /// to more than `max_packet` bytes: what one peer may make us buffer at once.
+    pub fn with_limits(max_frame: usize, max_packet: usize) -> Self {
+        PacketDecoder { max_frame, max_packet, state: State::Count }
     }
 
     /// The frame size limit this decoder enforces.
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// The packet size limit this decoder enforces.
+    pub fn max_packet(&self) -> usize {
+        self.max_packet
+    }
+
+    /// Changes both limits, e.g. raises them once a peer has registered. They apply from the
+    /// next length read; a packet whose table is already complete keeps its size.
+    pub fn set_limits(&mut self, max_frame: usize, max_packet: usize) {
+        self.max_frame = max_frame;
+        self.max_packet = max_packet;
+    }
+
+    /// The total size of the packet whose length table is complete but whose frames have not
+    /// all arrived yet, or `None` between packets and while the table is being read.
+    ///
+    /// A reader uses it to account for the bytes it is about to buffer (and to reserve them in
+    /// one go) before reading the body, instead of trusting the lengths blindly.
+    pub fn pending_body(&self) -> Option<usize> {
+        match &self.state {
+            State::Frames { total, .. } => Some(*total),
+            _ => None,
+        }
     }
 
     /// Takes the next whole packet out of `buf`.
@@ -149,6 +181,9 @@ impl PacketDecoder {
                         // Cannot truncate: len <= max_frame, a usize.
                         let len = len as usize;
                         *total = total.checked_add(len).ok_or(ProtocolError::PacketTooLarge)?;
+                        if *total > self.max_packet {
+                            return Err(ProtocolError::PacketOverLimit { size: *total as u64, max: self.max_packet });
+                        }
                         lens.push(len);
                     }
                     if lens.len() < *count {
@@ -322,6 +357,38 @@ mod tests {
         assert_eq!(err, ProtocolError::FrameTooLarge { size: 17, max: 16 });
         let mut buf = BytesMut::from(&encode(&[0; 16], &[&[1; 16]])[..]);
         assert!(PacketDecoder::new(16).decode(&mut buf).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_packet_over_the_packet_limit_is_refused_at_its_length_table() {
+        // Three frames each under the frame limit, together over the packet limit: refused as
+        // soon as the running total passes it (the second 1 GiB), before any body byte is read.
+        let mut wire = 4u32.to_le_bytes().to_vec();
+        wire.extend_from_slice(&8u64.to_le_bytes());
+        for _ in 0..3 {
+            wire.extend_from_slice(&(1u64 << 30).to_le_bytes());
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut decoder = PacketDecoder::with_limits(1 << 30, 2 << 30);
+        let err = decoder.decode(&mut buf).unwrap_err();
+        assert_eq!(err, ProtocolError::PacketOverLimit { size: (2 << 30) + 8, max: 2 << 30 });
+        assert!(buf.capacity() <= 64, "capacity {}", buf.capacity());
+        assert_eq!(decoder.pending_body(), None);
+    }
+
+    #[test]
+    fn limits_can_be_raised_between_packets_and_the_pending_body_is_known() {
+        let mut decoder = PacketDecoder::with_limits(16, 32);
+        let mut buf = BytesMut::from(&encode(b"h", &[&[1; 100]])[..]);
+        assert!(matches!(decoder.decode(&mut buf), Err(ProtocolError::FrameTooLarge { size: 100, max: 16 })));
+        decoder.set_limits(1000, 1000);
+        let wire = encode(b"h", &[&[1; 100]]);
+        let mut buf = BytesMut::from(&wire[..wire.len() - 1]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        assert_eq!(decoder.pending_body(), Some(101));
+        buf.extend_from_slice(&wire[wire.len() - 1..]);
+        assert!(decoder.decode(&mut buf).unwrap().is_some());
+        assert_eq!(decoder.pending_body(), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! use kiln_scheduler::{Command, Config, Event, SchedulerState};
 //! let (w0, me) = (WorkerId::new(0), ClientId::new(7));
 //! let mut s = SchedulerState::new(Config::default());
-//! let info = WorkerInfo { id: w0, address: "w0".into(), name: "w0".into(), nthreads: 1, memory_limit: 0 };
+//! let info = WorkerInfo { id: w0, address: "w0".into(), name: "w0".into(), nthreads: 1, memory_limit: 0, write_token: Default::default() };
 //! s.handle(Event::WorkerJoined(info), 0);
 //! s.handle(Event::ClientJoined(me), 0);
 //! let spec = TaskSpec { key: Key::new("x"), kernel: KernelSpec { id: "k".into(), params: vec![] }, inputs: vec![] };

@@ -151,8 +151,14 @@ impl Sim {
         let id = self.next_worker;
         self.next_worker = WorkerId::new(id.get() + 1);
         self.workers.insert(id, SimWorker { held: HashMap::new(), running: Vec::new() });
-        let info =
-            WorkerInfo { id, address: format!("w{id}"), name: format!("w{id}"), nthreads: threads, memory_limit: 0 };
+        let info = WorkerInfo {
+            id,
+            address: format!("w{id}"),
+            name: format!("w{id}"),
+            nthreads: threads,
+            memory_limit: 0,
+            write_token: Default::default(),
+        };
         self.s.handle(Event::WorkerJoined(info), self.now);
     }
 
@@ -662,6 +668,7 @@ fn deep_chains_do_not_overflow_the_stack() {
             name: "w".into(),
             nthreads: 1,
             memory_limit: 0,
+            write_token: Default::default(),
         }),
         0,
     );

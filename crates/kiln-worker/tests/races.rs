@@ -21,6 +21,7 @@ fn peer(id: u32) -> WorkerInfo {
         name: format!("w{id}"),
         nthreads: 1,
         memory_limit: 0,
+        write_token: Default::default(),
     }
 }
 

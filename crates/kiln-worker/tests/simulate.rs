@@ -33,7 +33,14 @@ const PEERS: [WorkerId; 3] = [WorkerId::new(1), WorkerId::new(2), WorkerId::new(
 const LIMIT: u64 = 10_000;
 
 fn info(id: WorkerId) -> WorkerInfo {
-    WorkerInfo { id, address: format!("10.0.0.{id}:9000"), name: format!("w{id}"), nthreads: 1, memory_limit: 0 }
+    WorkerInfo {
+        id,
+        address: format!("10.0.0.{id}:9000"),
+        name: format!("w{id}"),
+        nthreads: 1,
+        memory_limit: 0,
+        write_token: Default::default(),
+    }
 }
 
 /// The shell, the threads, the peers and the disk, as plain bookkeeping.

@@ -13,7 +13,7 @@ use kiln_graph::{CodecRegistry, ComputeError, Graph, Key, Scheduler, TaskError, 
 use kiln_protocol::Role;
 use kiln_protocol::messages::{
     ClientId, ClientToScheduler, FailureKind, MemoryReport, PeerReply, PeerRequest, ScatteredEntry, SchedulerToClient,
-    SubmittedTask, TaskFailure, WorkerId, WorkerInfo,
+    SubmittedTask, TaskFailure, WireValue, WorkerId, WorkerInfo,
 };
 use tokio::runtime::Runtime;
 
@@ -70,6 +70,52 @@ pub(crate) struct State {
     /// Counts batches of news from the scheduler, so a waiter can tell whether anything
     /// changed since it looked.
     news: u64,
+}
+
+/// One `Put` of a scatter: the values' sizes (for the scheduler), descriptions and frames.
+#[derive(Default)]
+struct PutBatch {
+    sizes: Vec<(Key, u64)>,
+    wire: Vec<(Key, WireValue)>,
+    frames: Vec<bytes::Bytes>,
+}
+
+/// Roughly what a value's description adds to a packet's header (its tag and codec header).
+fn wire_header_bytes(wire: &[(Key, WireValue)]) -> usize {
+    wire.iter().map(|(k, w)| k.to_string().len() + w.tag.len() + w.header.len() + 16).sum()
+}
+
+/// Refuses a graph whose literal inputs cannot travel: they go inside the `UpdateGraph`
+/// header, which is one frame, so one literal (or all of them together) over the frame limit
+/// would make the scheduler drop the connection, and the user would see only a lost connection.
+fn check_literals(tasks: &[SubmittedTask]) -> Result<(), ComputeError> {
+    let limit = comm::limits().max_frame;
+    let mut total = 0usize;
+    for task in tasks {
+        for (position, input) in task.spec.inputs.iter().enumerate() {
+            if let kiln_graph::portable::InputSpec::Literal(encoded) = input {
+                let size = encoded.nbytes();
+                if size > limit {
+                    return Err(ComputeError::TooLarge {
+                        what: format!("task {}'s literal input {position}", task.spec.key),
+                        size: size as u64,
+                        limit: limit as u64,
+                        setting: "KILN_MAX_FRAME".into(),
+                    });
+                }
+                total = total.saturating_add(size);
+            }
+        }
+    }
+    if total > limit {
+        return Err(ComputeError::TooLarge {
+            what: "the graph's literal inputs together".into(),
+            size: total as u64,
+            limit: limit as u64,
+            setting: "KILN_MAX_FRAME".into(),
+        });
+    }
+    Ok(())
 }
 
 /// The request id of the client's own where-is-it-now questions after a worker left.
@@ -133,6 +179,8 @@ impl Client {
             let _guard = runtime.enter();
             comm::spawn_writer::<ClientToScheduler>(write, address.clone())
         };
+        // The scheduler treats the connection as a stranger's until this arrives.
+        let _ = to_scheduler.send(Outgoing::Message(ClientToScheduler::Register { name: name.clone() }));
         let inner = Arc::new(Inner {
             runtime: Some(runtime),
             to_scheduler,
@@ -332,6 +380,7 @@ impl Client {
             let spec = task_to_spec(graph, id, codecs)?;
             tasks.push(SubmittedTask { spec, order: order[id.index()] });
         }
+        check_literals(&tasks)?;
         let wanted: Vec<Key> = outputs.iter().map(|&o| graph.key(o).clone()).collect();
         self.retain(&wanted);
         {
@@ -457,6 +506,10 @@ impl Client {
     }
 
     /// Places values directly on workers (Dask's `scatter`), round robin; returns their keys.
+    ///
+    /// Values go in `Put`s of at most [`comm::Limits::max_packet`] bytes each; a value with a
+    /// frame over [`comm::Limits::max_frame`] (or larger than a packet) is refused before
+    /// anything is sent.
     pub(crate) fn scatter_values(&self, values: Vec<Value>, prefix: &str) -> Result<Vec<Key>, ComputeError> {
         let workers = self.workers();
         if workers.is_empty() {
@@ -472,26 +525,60 @@ impl Client {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let mut sent = 0;
+        let limits = comm::limits();
+        // Every value is encoded and checked before anything is sent.
+        let mut all_puts = Vec::new();
         for (worker, items) in workers.iter().zip(per_worker) {
-            if items.is_empty() {
-                continue;
+            let mut puts: Vec<PutBatch> = Vec::new();
+            let mut packet_bytes = 0usize;
+            for (key, value) in items {
+                let nbytes = CodecRegistry::global().nbytes(&value).unwrap_or(64) as u64;
+                let (wire, frames) = values_to_wire([(key.clone(), value)], CodecRegistry::global())
+                    .map_err(|e| ComputeError::Internal(format!("cannot encode a scattered value: {e}")))?;
+                let largest = frames.iter().map(|f| f.len()).max().unwrap_or(0);
+                let total: usize = frames.iter().map(|f| f.len()).sum::<usize>() + wire_header_bytes(&wire);
+                if largest > limits.max_frame || total > limits.max_packet {
+                    let (size, limit) = if largest > limits.max_frame {
+                        (largest, limits.max_frame)
+                    } else {
+                        (total, limits.max_packet)
+                    };
+                    return Err(ComputeError::TooLarge {
+                        what: format!("scattered value {key}"),
+                        size: size as u64,
+                        limit: limit as u64,
+                        setting: if largest > limits.max_frame { "KILN_MAX_FRAME" } else { "KILN_MAX_PACKET" }.into(),
+                    });
+                }
+                // Several values share a `Put` while it stays within the packet limit.
+                if puts.is_empty() || packet_bytes + total > limits.max_packet {
+                    puts.push(PutBatch::default());
+                    packet_bytes = 0;
+                }
+                packet_bytes += total;
+                let put = puts.last_mut().expect("just pushed");
+                put.sizes.push((key, nbytes));
+                for (key, mut w) in wire {
+                    w.first_frame += put.frames.len() as u32;
+                    put.wire.push((key, w));
+                }
+                put.frames.extend(frames);
             }
-            let sizes: Vec<(Key, u64)> = items
-                .iter()
-                .map(|(k, v)| (k.clone(), CodecRegistry::global().nbytes(v).unwrap_or(64) as u64))
-                .collect();
-            let (wire, frames) = values_to_wire(items, CodecRegistry::global())
-                .map_err(|e| ComputeError::Internal(format!("cannot encode a scattered value: {e}")))?;
-            let pool = self.inner.pool.clone();
-            let address = worker.address.clone();
-            let id = worker.id;
-            let tx = tx.clone();
-            sent += 1;
-            self.inner.rt().spawn(async move {
-                let request = PeerRequest::Put { request: pool.request_id(), values: wire };
-                let result = pool.request(&address, request, frames).await;
-                let _ = tx.send((id, sizes, result));
-            });
+            all_puts.push((worker, puts));
+        }
+        for (worker, puts) in all_puts {
+            for PutBatch { sizes, wire, frames } in puts {
+                let pool = self.inner.pool.clone();
+                let address = worker.address.clone();
+                let id = worker.id;
+                let tx = tx.clone();
+                sent += 1;
+                self.inner.rt().spawn(async move {
+                    let request = PeerRequest::Put { request: pool.request_id(), values: wire };
+                    let result = pool.request(&address, request, frames).await;
+                    let _ = tx.send((id, sizes, result));
+                });
+            }
         }
         let mut entries = Vec::new();
         for _ in 0..sent {
@@ -586,9 +673,13 @@ impl Inner {
             match message {
                 SchedulerToClient::Welcome { client, workers } => {
                     state.id = Some(client);
+                    for w in &workers {
+                        self.pool.know(&w.address, w.write_token);
+                    }
                     state.workers = workers.into_iter().map(|w| (w.id, w)).collect();
                 }
                 SchedulerToClient::WorkerAdded(info) => {
+                    self.pool.know(&info.address, info.write_token);
                     state.workers.insert(info.id, info);
                 }
                 SchedulerToClient::WorkerRemoved(id) => {

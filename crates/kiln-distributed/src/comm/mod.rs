@@ -1,26 +1,297 @@
 //! Connections: the handshake, a packet reader, a batching writer, values on the wire, and a
 //! pool of peer connections for data transfers.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kiln_graph::{CodecError, CodecRegistry, Encoded, Key, Value};
-use kiln_protocol::messages::{PeerReply, PeerRequest, WireValue};
+use kiln_protocol::messages::{PeerReply, PeerRequest, WireValue, WriteToken};
 use kiln_protocol::{
-    Hello, Packet, PacketDecoder, ProtocolError, Reply, Role, check_hello, decode_header, decode_hello, decode_reply,
-    encode_header, encode_hello, encode_packet, encode_reply, packet_prefix,
+    DEFAULT_MAX_FRAME, DEFAULT_MAX_PACKET, Hello, Packet, PacketDecoder, ProtocolError, Reply, Role,
+    UNREGISTERED_MAX_FRAME, check_hello, decode_header, decode_hello, decode_reply, encode_header, encode_hello,
+    encode_packet, encode_reply, packet_prefix,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// How long a peer may take to complete the handshake before it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What peers may make this process buffer, and how long strangers may linger.
+///
+/// One set per process ([`limits`]), read from the environment on first use (or set with
+/// [`set_limits`] before any connection is made), because the budget is shared by every
+/// connection of the process: the scheduler's, a worker's data port and its fetches, a client's.
+///
+/// | field | variable | default |
+/// |---|---|---|
+/// | `max_frame` | `KILN_MAX_FRAME` (bytes) | 1 GiB |
+/// | `max_packet` | `KILN_MAX_PACKET` (bytes) | 2 GiB |
+/// | `unregistered_max_frame` | `KILN_UNREGISTERED_MAX_FRAME` (bytes) | 64 KiB |
+/// | `receive_budget` | `KILN_RECEIVE_BUDGET` (bytes) | 4 GiB |
+/// | `register_timeout` | `KILN_REGISTER_TIMEOUT` (seconds, fractions allowed) | 10 s |
+/// | `max_unregistered` | `KILN_MAX_UNREGISTERED` | 64 |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame (a packet's header or one payload frame) accepted from a registered peer;
+    /// a client also refuses to send a value or graph larger than this, with a message.
+    pub max_frame: usize,
+    /// Largest packet (all its frames) accepted on a connection this process accepted.
+    pub max_packet: usize,
+    /// Largest frame or packet accepted from a peer that has not registered (scheduler) or
+    /// authenticated (a worker's data port) yet.
+    pub unregistered_max_frame: usize,
+    /// Bytes of packets being received, over all connections of the process; a connection
+    /// whose next packet does not fit waits (backpressure) instead of allocating.
+    pub receive_budget: usize,
+    /// A connection that has not completed the handshake and registered in this time is
+    /// dropped.
+    pub register_timeout: Duration,
+    /// Most connections a listener keeps waiting for registration; beyond it the oldest one is
+    /// dropped, so idle sockets cannot use up the file descriptors real peers need.
+    pub max_unregistered: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_packet: DEFAULT_MAX_PACKET,
+            unregistered_max_frame: UNREGISTERED_MAX_FRAME,
+            receive_budget: 4 << 30,
+            register_timeout: Duration::from_secs(10),
+            max_unregistered: 64,
+        }
+    }
+}
+
+/// A `KILN_*` limit variable that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}={value:?} is not valid: expected {expected}")]
+pub struct LimitError {
+    /// The variable.
+    pub variable: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What would have been accepted.
+    pub expected: &'static str,
+}
+
+impl Limits {
+    /// The defaults, overridden by the `KILN_*` variables that are set.
+    ///
+    /// # Errors
+    /// A variable that is not a positive number (zero would refuse every peer).
+    pub fn from_env() -> Result<Limits, LimitError> {
+        Limits::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Limits, LimitError> {
+        let mut limits = Limits::default();
+        let bytes = |variable: &'static str, slot: &mut usize| -> Result<(), LimitError> {
+            if let Some(value) = var(variable) {
+                *slot = value.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or(LimitError {
+                    variable,
+                    value,
+                    expected: "a positive whole number",
+                })?;
+            }
+            Ok(())
+        };
+        bytes("KILN_MAX_FRAME", &mut limits.max_frame)?;
+        bytes("KILN_MAX_PACKET", &mut limits.max_packet)?;
+        bytes("KILN_UNREGISTERED_MAX_FRAME", &mut limits.unregistered_max_frame)?;
+        bytes("KILN_RECEIVE_BUDGET", &mut limits.receive_budget)?;
+        bytes("KILN_MAX_UNREGISTERED", &mut limits.max_unregistered)?;
+        if let Some(value) = var("KILN_REGISTER_TIMEOUT") {
+            let seconds = value.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9);
+            limits.register_timeout = Duration::from_secs_f64(seconds.ok_or(LimitError {
+                variable: "KILN_REGISTER_TIMEOUT",
+                value,
+                expected: "a positive number of seconds",
+            })?);
+        }
+        Ok(limits)
+    }
+}
+
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+/// The process's limits: those given to [`set_limits`], else [`Limits::from_env`] (an invalid
+/// variable is logged as an error and the defaults are used).
+pub fn limits() -> &'static Limits {
+    LIMITS.get_or_init(|| {
+        Limits::from_env().unwrap_or_else(|e| {
+            tracing::error!("{e}; using the default connection limits");
+            Limits::default()
+        })
+    })
+}
+
+/// Sets the process's limits; call it before the first connection.
+///
+/// # Errors
+/// The limits already in force (they were set or used before), when they differ.
+pub fn set_limits(new: Limits) -> Result<(), Limits> {
+    let current = *LIMITS.get_or_init(|| new);
+    if current == new { Ok(()) } else { Err(current) }
+}
+
+/// Packets at most this large are read without taking from the budget: one per connection at a
+/// time, so they cannot add up to much, and the common small message pays nothing.
+const SMALL_PACKET: usize = 64 << 10;
+
+/// The receive budget: a semaphore of bytes (counted in KiB, so that a `u32` of permits covers
+/// terabytes). A packet's bytes are acquired before its body is read.
+#[derive(Clone)]
+pub struct ReceiveBudget {
+    sem: Arc<Semaphore>,
+    units: u32,
+}
+
+impl ReceiveBudget {
+    /// A budget of `bytes` (at least 1 KiB).
+    pub fn new(bytes: usize) -> Self {
+        let units = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).max(1);
+        ReceiveBudget { sem: Arc::new(Semaphore::new(units as usize)), units }
+    }
+
+    /// The process-wide budget ([`Limits::receive_budget`]).
+    pub fn global() -> &'static ReceiveBudget {
+        static GLOBAL: OnceLock<ReceiveBudget> = OnceLock::new();
+        GLOBAL.get_or_init(|| ReceiveBudget::new(limits().receive_budget))
+    }
+
+    /// Bytes not taken by packets being received now (rounded to KiB).
+    pub fn available(&self) -> usize {
+        self.sem.available_permits() * 1024
+    }
+
+    /// Takes room for a packet of `bytes`, waiting until it is free. A packet larger than the
+    /// whole budget takes all of it, so it can still be received, alone.
+    async fn acquire(&self, bytes: usize) -> OwnedSemaphorePermit {
+        let units = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX).min(self.units);
+        // The semaphore is never closed.
+        self.sem.clone().acquire_many_owned(units).await.expect("the receive budget is never closed")
+    }
+}
+
+/// Listener-side bookkeeping of connections that have not registered yet: at most
+/// [`Limits::max_unregistered`] of them; admitting one more drops the oldest.
+pub struct Admission {
+    max: usize,
+    waiting: Mutex<(u64, BTreeMap<u64, oneshot::Sender<()>>)>,
+}
+
+/// A connection counted by an [`Admission`] until it registers (or is dropped).
+pub struct Stranger {
+    id: u64,
+    admission: Arc<Admission>,
+    evicted: oneshot::Receiver<()>,
+    /// Set once `evicted` has fired (a oneshot must not be polled again after that).
+    was_evicted: bool,
+}
+
+/// Why a connection was dropped before it registered.
+#[derive(Debug, thiserror::Error)]
+pub enum Unregistered {
+    /// It did not complete the handshake and registration in time.
+    #[error("did not register within {0:?}")]
+    Timeout(Duration),
+    /// Too many connections were waiting to register and it was the oldest.
+    #[error("dropped to make room: more than {0} connections were waiting to register and this was the oldest")]
+    Evicted(usize),
+    /// The handshake or the registration failed.
+    #[error(transparent)]
+    Failed(#[from] CommError),
+}
+
+impl Admission {
+    /// Bookkeeping for at most `max` unregistered connections.
+    pub fn new(max: usize) -> Arc<Admission> {
+        Arc::new(Admission { max: max.max(1), waiting: Mutex::new((0, BTreeMap::new())) })
+    }
+
+    /// Counts a new connection, dropping the oldest waiting one if there are too many.
+    pub fn admit(self: &Arc<Self>) -> Stranger {
+        let (tx, evicted) = oneshot::channel();
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let id = waiting.0;
+        waiting.0 += 1;
+        waiting.1.insert(id, tx);
+        while waiting.1.len() > self.max {
+            if let Some((_, oldest)) = waiting.1.pop_first() {
+                let _ = oldest.send(());
+            }
+        }
+        Stranger { id, admission: self.clone(), evicted, was_evicted: false }
+    }
+
+    /// Connections waiting to register now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).1.len()
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        self.admission.waiting.lock().unwrap_or_else(|p| p.into_inner()).1.remove(&self.id);
+    }
+}
+
+impl Stranger {
+    /// Resolves when this connection is dropped to make room for a newer one.
+    pub async fn evicted(&mut self) {
+        if !self.was_evicted {
+            let _ = (&mut self.evicted).await;
+            self.was_evicted = true;
+        }
+    }
+
+    /// Why [`Stranger::evicted`] resolved, for the log line.
+    pub fn eviction_reason(&self) -> String {
+        Unregistered::Evicted(self.admission.max).to_string()
+    }
+
+    /// Runs a connection's handshake and registration `work` within `timeout`, unless this
+    /// connection is evicted first; either way it stops counting as unregistered.
+    ///
+    /// # Errors
+    /// The timeout, an eviction, or `work`'s own error.
+    pub async fn register<T>(
+        mut self,
+        timeout: Duration,
+        work: impl std::future::Future<Output = Result<T, CommError>>,
+    ) -> Result<T, Unregistered> {
+        let max = self.admission.max;
+        tokio::select! {
+            done = tokio::time::timeout(timeout, work) => match done {
+                Ok(result) => Ok(result?),
+                Err(_) => Err(Unregistered::Timeout(timeout)),
+            },
+            _ = self.evicted() => Err(Unregistered::Evicted(max)),
+        }
+    }
+}
+
+/// A fresh [`WriteToken`]: 128 bits from the operating system's random source.
+///
+/// # Errors
+/// The random source cannot be read.
+pub fn new_write_token() -> Result<WriteToken, CommError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io("cannot read /dev/urandom for the worker's write token"))?;
+    Ok(WriteToken(u128::from_le_bytes(bytes)))
+}
 
 /// A connection-level failure.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +318,14 @@ pub enum CommError {
         /// Who refused.
         peer: String,
         /// Its reason.
+        message: String,
+    },
+    /// The peer sent something out of place (e.g. work before registering).
+    #[error("{peer}: {message}")]
+    Unexpected {
+        /// Who sent it.
+        peer: String,
+        /// What was wrong.
         message: String,
     },
     /// The connection closed.
@@ -135,36 +414,90 @@ pub async fn accept(stream: &mut TcpStream, accepted: &[Role], listener: &str) -
     }
 }
 
-/// Reads packets from one connection.
+/// Reads packets from one connection, within the process's [`Limits`] and receive budget.
 pub struct PacketReader {
     half: OwnedReadHalf,
     buf: BytesMut,
     decoder: PacketDecoder,
     peer: String,
+    budget: ReceiveBudget,
+    /// The budget taken for the packet being received.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl PacketReader {
-    /// A reader over the read half of an accepted or connected stream.
+    /// A reader over the read half of a connection this process opened (to an address it was
+    /// given): frames up to [`Limits::max_frame`], packets of any size.
     pub fn new(half: OwnedReadHalf, peer: impl Into<String>) -> Self {
         Self::with_buffer(half, peer, BytesMut::new())
     }
 
-    /// A reader that starts with bytes already received (after the handshake).
-    pub fn with_buffer(half: OwnedReadHalf, peer: impl Into<String>, mut received: BytesMut) -> Self {
+    /// [`PacketReader::new`], starting with bytes already received (after the handshake).
+    pub fn with_buffer(half: OwnedReadHalf, peer: impl Into<String>, received: BytesMut) -> Self {
+        Self::with_decoder(half, peer, received, PacketDecoder::new(limits().max_frame))
+    }
+
+    /// A reader for a connection this process accepted from a peer that has not registered:
+    /// frames and packets up to [`Limits::unregistered_max_frame`] until [`PacketReader::trust`].
+    pub fn stranger(half: OwnedReadHalf, peer: impl Into<String>, received: BytesMut) -> Self {
+        let small = limits().unregistered_max_frame;
+        Self::with_decoder(half, peer, received, PacketDecoder::with_limits(small, small))
+    }
+
+    fn with_decoder(
+        half: OwnedReadHalf,
+        peer: impl Into<String>,
+        mut received: BytesMut,
+        decoder: PacketDecoder,
+    ) -> Self {
         received.reserve(64 << 10);
-        PacketReader { half, buf: received, decoder: PacketDecoder::default(), peer: peer.into() }
+        PacketReader {
+            half,
+            buf: received,
+            decoder,
+            peer: peer.into(),
+            budget: ReceiveBudget::global().clone(),
+            permit: None,
+        }
+    }
+
+    /// Takes room for packets from `budget` instead of the process-wide one.
+    pub fn with_budget(mut self, budget: ReceiveBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// The peer has registered: from the next packet on, frames up to [`Limits::max_frame`]
+    /// and packets up to [`Limits::max_packet`].
+    pub fn trust(&mut self) {
+        let limits = limits();
+        self.decoder.set_limits(limits.max_frame, limits.max_packet);
     }
 
     /// The next packet; `Ok(None)` when the peer closed the connection cleanly.
+    ///
+    /// A packet's body is read only after its bytes are taken from the receive budget (then
+    /// reserved in one go); while the budget is used up, this waits without reading.
     ///
     /// # Errors
     /// Socket errors and malformed packets (the caller drops the connection).
     pub async fn next(&mut self) -> Result<Option<Packet>, CommError> {
         loop {
             match self.decoder.decode(&mut self.buf) {
-                Ok(Some(packet)) => return Ok(Some(packet)),
+                Ok(Some(packet)) => {
+                    // The packet is whole: what it holds is the caller's now.
+                    self.permit = None;
+                    return Ok(Some(packet));
+                }
                 Ok(None) => {}
                 Err(source) => return Err(CommError::Protocol { peer: self.peer.clone(), source }),
+            }
+            if self.permit.is_none()
+                && let Some(total) = self.decoder.pending_body()
+                && total > SMALL_PACKET
+            {
+                self.permit = Some(self.budget.acquire(total).await);
+                self.buf.reserve(total.saturating_sub(self.buf.len()));
             }
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(64 << 10);
@@ -345,12 +678,16 @@ type ReplySlot = oneshot::Sender<Result<(PeerReply, Vec<Bytes>), CommError>>;
 struct PeerConn {
     tx: Sender<PeerRequest>,
     pending: Arc<Mutex<HashMap<u64, ReplySlot>>>,
+    /// Whether this connection has presented the worker's write token.
+    authenticated: std::sync::atomic::AtomicBool,
 }
 
 /// Connections to workers' data ports, opened on first use and reused.
 #[derive(Clone)]
 pub struct PeerPool {
     name: Arc<str>,
+    /// Workers' write tokens by data address, as the scheduler told us.
+    tokens: Arc<Mutex<HashMap<String, WriteToken>>>,
     conns: Arc<tokio::sync::Mutex<HashMap<String, Arc<PeerConn>>>>,
     next_request: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -360,9 +697,16 @@ impl PeerPool {
     pub fn new(name: &str) -> Self {
         PeerPool {
             name: name.into(),
+            tokens: Arc::default(),
             conns: Arc::default(),
             next_request: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         }
+    }
+
+    /// Records the write token of the worker at `address` (from its `WorkerInfo`): requests
+    /// to it present the token first, so that it takes this process's `Put`s and large frames.
+    pub fn know(&self, address: &str, token: WriteToken) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(address.to_string(), token);
     }
 
     /// A fresh request id.
@@ -381,7 +725,7 @@ impl PeerPool {
         let (read, write) = stream.into_split();
         let tx = spawn_writer::<PeerRequest>(write, address.to_string());
         let pending: Arc<Mutex<HashMap<u64, ReplySlot>>> = Arc::default();
-        let conn = Arc::new(PeerConn { tx, pending: pending.clone() });
+        let conn = Arc::new(PeerConn { tx, pending: pending.clone(), authenticated: false.into() });
         conns.insert(address.to_string(), conn.clone());
         let pool = self.conns.clone();
         let peer = address.to_string();
@@ -428,8 +772,22 @@ impl PeerPool {
         frames: Vec<Bytes>,
     ) -> Result<(PeerReply, Vec<Bytes>), CommError> {
         let conn = self.conn(address).await?;
+        let token = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(address).copied();
+        if let Some(token) = token
+            && !conn.authenticated.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            // The writer keeps order: the worker reads this before the request below.
+            let _ = conn.tx.send(Outgoing::Message(PeerRequest::Authenticate { token }));
+        }
         let id = match &request {
             PeerRequest::Get { request, .. } | PeerRequest::Put { request, .. } => *request,
+            PeerRequest::Authenticate { .. } => {
+                // It has no answer to wait for.
+                return Err(CommError::Refused {
+                    peer: address.to_string(),
+                    message: "Authenticate is sent by the pool itself (see `PeerPool::know`), not as a request".into(),
+                });
+            }
         };
         let (slot, answer) = oneshot::channel();
         conn.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, slot);
@@ -439,5 +797,110 @@ impl PeerPool {
             return Err(CommError::Closed(address.to_string()));
         }
         answer.await.unwrap_or_else(|_| Err(CommError::Closed(address.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn limits_come_from_the_environment_and_bad_values_are_named() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(Limits::from_vars(vars(&[])), Ok(Limits::default()));
+        let limits = Limits::from_vars(vars(&[("KILN_MAX_FRAME", "1000"), ("KILN_REGISTER_TIMEOUT", "0.5")])).unwrap();
+        assert_eq!((limits.max_frame, limits.register_timeout), (1000, Duration::from_millis(500)));
+        let err = Limits::from_vars(vars(&[("KILN_MAX_FRAME", "0")])).unwrap_err();
+        assert_eq!(err.to_string(), "KILN_MAX_FRAME=\"0\" is not valid: expected a positive whole number");
+        assert!(Limits::from_vars(vars(&[("KILN_REGISTER_TIMEOUT", "-1")])).is_err());
+        assert!(Limits::from_vars(vars(&[("KILN_RECEIVE_BUDGET", "4GiB")])).is_err());
+    }
+
+    #[test]
+    fn admitting_one_stranger_too_many_evicts_the_oldest() {
+        let rt = runtime();
+        rt.block_on(async {
+            let admission = Admission::new(2);
+            let mut first = admission.admit();
+            let second = admission.admit();
+            assert_eq!(admission.waiting(), 2);
+            let third = admission.admit();
+            assert_eq!(admission.waiting(), 2);
+            first.evicted().await;
+            let err = first.register(Duration::from_secs(60), std::future::pending::<Result<(), _>>()).await;
+            assert!(matches!(err, Err(Unregistered::Evicted(2))), "{err:?}");
+            // A connection that registered stops counting.
+            assert!(second.register(Duration::from_secs(60), async { Ok(()) }).await.is_ok());
+            assert_eq!(admission.waiting(), 1);
+            drop(third);
+            assert_eq!(admission.waiting(), 0);
+        });
+    }
+
+    /// Two connections each send a packet of 3 MiB to readers sharing a 4 MiB budget: the
+    /// second waits (reads nothing of its body) until the first packet is whole.
+    #[test]
+    fn a_packet_that_does_not_fit_the_budget_waits_for_it() {
+        let rt = runtime();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let budget = ReceiveBudget::new(4 << 20);
+            let body = vec![7u8; 3 << 20];
+            let mut wire = Vec::new();
+            encode_packet(b"h", &[&body], &mut wire);
+
+            let mut a_out = TcpStream::connect(address).await.unwrap();
+            let (a_in, _) = listener.accept().await.unwrap();
+            let mut b_out = TcpStream::connect(address).await.unwrap();
+            let (b_in, _) = listener.accept().await.unwrap();
+            let mut a = PacketReader::new(a_in.into_split().0, "a").with_budget(budget.clone());
+            let mut b = PacketReader::new(b_in.into_split().0, "b").with_budget(budget.clone());
+
+            // A's table and half its body: A holds 3 MiB of the budget.
+            a_out.write_all(&wire[..wire.len() / 2]).await.unwrap();
+            let a_task = tokio::spawn(async move { (a.next().await, a) });
+            while budget.available() > (1 << 20) + 1024 {
+                tokio::task::yield_now().await;
+            }
+            // B's whole packet is sent, but B cannot take 3 MiB while A holds its share.
+            b_out.write_all(&wire).await.unwrap();
+            let b_task = tokio::spawn(async move { b.next().await.map(|p| p.map(|p| p.frames[0].len())) });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!b_task.is_finished(), "B's packet was read beyond the budget");
+            assert!(budget.available() <= (1 << 20) + 1024);
+
+            a_out.write_all(&wire[wire.len() / 2..]).await.unwrap();
+            let (a_packet, _a) = a_task.await.unwrap();
+            assert_eq!(a_packet.unwrap().unwrap().frames[0].len(), 3 << 20);
+            assert_eq!(b_task.await.unwrap().unwrap(), Some(3 << 20));
+            assert_eq!(budget.available(), 4 << 20);
+        });
+    }
+
+    #[test]
+    fn a_packet_larger_than_the_whole_budget_is_still_received_alone() {
+        let rt = runtime();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let budget = ReceiveBudget::new(1 << 20);
+            let mut out = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (inp, _) = listener.accept().await.unwrap();
+            let mut reader = PacketReader::new(inp.into_split().0, "big").with_budget(budget.clone());
+            let body = vec![1u8; 3 << 20];
+            let mut wire = Vec::new();
+            encode_packet(b"h", &[&body], &mut wire);
+            let writer = tokio::spawn(async move { out.write_all(&wire).await });
+            assert_eq!(reader.next().await.unwrap().unwrap().frames[0].len(), 3 << 20);
+            writer.await.unwrap().unwrap();
+            assert_eq!(budget.available(), 1 << 20);
+        });
     }
 }

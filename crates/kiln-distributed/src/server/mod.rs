@@ -13,7 +13,8 @@ use kiln_protocol::messages::{
     ClientId, ClientToScheduler, SchedulerToClient, SchedulerToWorker, WorkerId, WorkerInfo, WorkerToScheduler,
 };
 use kiln_scheduler::{Command, Config, Event as StateEvent, SchedulerEvent, SchedulerState};
-use tokio::net::TcpListener;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::comm::{self, CommError, Outgoing, PacketReader, Sender};
@@ -94,8 +95,9 @@ async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>
     // Client ids count up from 1 (the scheduler reserves the largest for itself).
     let mut next_worker: u32 = 0;
     let mut next_client: u32 = 1;
+    let admission = comm::Admission::new(comm::limits().max_unregistered);
     loop {
-        let (mut stream, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -112,24 +114,24 @@ async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>
         // Ids are handed out per accepted connection; gaps are harmless.
         next_worker += 1;
         next_client += 1;
+        // Counted from accept to registration, so strangers cannot pile up.
+        let stranger = admission.admit();
         tokio::spawn(async move {
             let listener_name = format!("the kiln scheduler at {local}");
-            let (hello, leftover) = match comm::accept(&mut stream, &[Role::Client, Role::Worker], &listener_name).await
-            {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!("dropped connection from {peer}: {e}");
-                    return;
+            let joined = stranger
+                .register(comm::limits().register_timeout, register(stream, peer, worker_id, &listener_name))
+                .await;
+            match joined {
+                Ok(Joined::Worker { info, rest, reader, write }) => {
+                    serve_worker(worker_id, info, rest, reader, write, events).await
                 }
-            };
-            let (read, write) = stream.into_split();
-            let mut reader = PacketReader::with_buffer(read, format!("{} ({peer})", hello.name), leftover);
-            match hello.role {
-                Role::Worker => serve_worker(worker_id, peer, reader, write, events).await,
-                Role::Client => {
-                    let tx = comm::spawn_writer::<SchedulerToClient>(write, hello.name.clone());
+                Ok(Joined::Client { name, rest, mut reader, write }) => {
+                    let tx = comm::spawn_writer::<SchedulerToClient>(write, name.clone());
                     let _ = events.send(Event::ClientJoined(client_id, tx));
-                    tracing::info!("client {client_id} connected from {peer} ({})", hello.name);
+                    tracing::info!("client {client_id} connected from {peer} ({name})");
+                    if !rest.is_empty() {
+                        let _ = events.send(Event::Client(client_id, rest));
+                    }
                     loop {
                         match reader.next_messages::<ClientToScheduler>().await {
                             Ok(Some((messages, _))) => {
@@ -145,45 +147,84 @@ async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>
                     tracing::info!("client {client_id} disconnected");
                     let _ = events.send(Event::ClientLost(client_id));
                 }
-                Role::Peer => {}
+                Err(e) => tracing::warn!("dropped connection from {peer}: {e}"),
             }
         });
     }
 }
 
+/// A connection that completed the handshake and registered.
+enum Joined {
+    Worker { info: WorkerInfo, rest: Vec<WorkerToScheduler>, reader: PacketReader, write: OwnedWriteHalf },
+    Client { name: String, rest: Vec<ClientToScheduler>, reader: PacketReader, write: OwnedWriteHalf },
+}
+
+/// The handshake and the first message, which must register the worker or client. Until it
+/// has arrived the peer is a stranger: it may send only small frames.
+async fn register(mut stream: TcpStream, peer: SocketAddr, id: WorkerId, listener: &str) -> Result<Joined, CommError> {
+    let (hello, leftover) = comm::accept(&mut stream, &[Role::Client, Role::Worker], listener).await?;
+    let (read, write) = stream.into_split();
+    let who = format!("{} ({peer})", hello.name);
+    let mut reader = PacketReader::stranger(read, who.clone(), leftover);
+    let unexpected = |message: String| CommError::Unexpected { peer: who.clone(), message };
+    let joined = match hello.role {
+        Role::Worker => {
+            let mut messages = match reader.next_messages::<WorkerToScheduler>().await? {
+                Some((messages, _)) if !messages.is_empty() => messages,
+                _ => return Err(CommError::Closed(who)),
+            };
+            let info = match messages.remove(0) {
+                WorkerToScheduler::Register { address, name, nthreads, memory_limit, write_token } => {
+                    // A worker listening on all interfaces is reached at the address it connected from.
+                    let address = match address.parse::<SocketAddr>() {
+                        Ok(a) if a.ip().is_unspecified() => SocketAddr::new(peer.ip(), a.port()).to_string(),
+                        _ => address,
+                    };
+                    WorkerInfo { id, address, name, nthreads: nthreads.max(1), memory_limit, write_token }
+                }
+                other => return Err(unexpected(format!("worker sent {} before registering", variant(&other)))),
+            };
+            reader.trust();
+            Joined::Worker { info, rest: messages, reader, write }
+        }
+        Role::Client => {
+            let mut messages = match reader.next_messages::<ClientToScheduler>().await? {
+                Some((messages, _)) if !messages.is_empty() => messages,
+                _ => return Err(CommError::Closed(who)),
+            };
+            let name = match messages.remove(0) {
+                ClientToScheduler::Register { name } => name,
+                other => return Err(unexpected(format!("client sent {} before registering", variant(&other)))),
+            };
+            reader.trust();
+            Joined::Client { name, rest: messages, reader, write }
+        }
+        Role::Peer => return Err(unexpected("the Peer role is not served here".into())),
+    };
+    Ok(joined)
+}
+
+/// A message's variant name, for a log line (not its possibly large contents).
+fn variant(message: &impl std::fmt::Debug) -> String {
+    let text = format!("{message:?}");
+    text.split(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap_or_default().to_string()
+}
+
 async fn serve_worker(
     id: WorkerId,
-    peer: SocketAddr,
+    info: WorkerInfo,
+    rest: Vec<WorkerToScheduler>,
     mut reader: PacketReader,
-    write: tokio::net::tcp::OwnedWriteHalf,
+    write: OwnedWriteHalf,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    // The first message must be the registration.
-    let info = match reader.next_messages::<WorkerToScheduler>().await {
-        Ok(Some((mut messages, _))) if !messages.is_empty() => match messages.remove(0) {
-            WorkerToScheduler::Register { address, name, nthreads, memory_limit } => {
-                // A worker listening on all interfaces is reached at the address it connected from.
-                let address = match address.parse::<SocketAddr>() {
-                    Ok(a) if a.ip().is_unspecified() => SocketAddr::new(peer.ip(), a.port()).to_string(),
-                    _ => address,
-                };
-                WorkerInfo { id, address, name, nthreads: nthreads.max(1), memory_limit }
-            }
-            other => {
-                tracing::warn!("worker at {peer} sent {other:?} before registering; dropping it");
-                return;
-            }
-        },
-        Ok(_) => return,
-        Err(e) => {
-            tracing::warn!("worker at {peer}: {e}; dropping the connection");
-            return;
-        }
-    };
     tracing::info!("worker {id} registered: {} at {} with {} threads", info.name, info.address, info.nthreads);
     let tx = comm::spawn_writer::<SchedulerToWorker>(write, info.name.clone());
     let (kick, mut kicked) = oneshot::channel();
     let _ = events.send(Event::WorkerJoined { id, info, tx, kick });
+    if !rest.is_empty() {
+        let _ = events.send(Event::Worker(id, rest));
+    }
     let reason = loop {
         tokio::select! {
             read = reader.next_messages::<WorkerToScheduler>() => match read {

@@ -118,11 +118,13 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
     let address = listener.local_addr().map_err(|source| CommError::Io { context: "local address".into(), source })?;
     let name = config.name.clone().unwrap_or_else(|| address.to_string());
     let scheduler_address = strip_scheme(&config.scheduler).to_string();
+    let write_token = crate::comm::new_write_token()?;
     let register = WorkerToScheduler::Register {
         address: address.to_string(),
         name: name.clone(),
         nthreads: config.nthreads as u32,
         memory_limit: config.memory_limit,
+        write_token,
     };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (to_scheduler, flushed) =
@@ -145,7 +147,7 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         threads.push(thread);
     }
 
-    tokio::spawn(peer::serve_peers(listener, store.clone(), events_tx.clone(), name.clone()));
+    tokio::spawn(peer::serve_peers(listener, store.clone(), events_tx.clone(), name.clone(), write_token));
     spawn_ticker(events_tx.clone(), config.heartbeat, || ShellEvent::Heartbeat);
     if config.memory_limit > 0 {
         // Memory is watched ten times a second, as Dask's worker does.

@@ -1,18 +1,24 @@
 //! The data port: answers `Get` and `Put` from peers and clients.
 //!
+//! A connection is a stranger until it presents the worker's write token
+//! (`PeerRequest::Authenticate`), which only the scheduler hands out (in `WorkerInfo`): a
+//! stranger may only send small frames, must authenticate within the registration deadline, and
+//! counts against the bound on strangers; a `Put` from it is refused and the connection dropped.
+//!
 //! Values in memory are served straight from the store; a spilled value is read back from its
 //! file on the blocking pool and served without being put back in memory (the state decides
 //! what lives in memory). Scattered values (`Put`) are stored before `Stored` is answered, so a
 //! peer told about them can fetch them at once, and the shell is told to record them.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kiln_graph::{CodecRegistry, Key, Value};
 use kiln_protocol::Role;
-use kiln_protocol::messages::{PeerReply, PeerRequest};
-use tokio::net::TcpListener;
+use kiln_protocol::messages::{PeerReply, PeerRequest, WriteToken};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::shell::ShellEvent;
@@ -20,14 +26,20 @@ use super::store::{Lookup, Store, read_spill};
 use crate::comm::{self, Outgoing, PacketReader, value_from_wire, values_to_wire};
 
 /// Accepts connections on the data port until the shell is gone.
+///
+/// A peer is a stranger (small frames only, a deadline, counted against the bound on strangers)
+/// until it presents `token`, which only the scheduler hands out; strangers may `Get` but not
+/// `Put`.
 pub(super) async fn serve_peers(
     listener: TcpListener,
     store: Arc<Store>,
     events: mpsc::UnboundedSender<ShellEvent>,
     name: String,
+    token: WriteToken,
 ) {
+    let admission = comm::Admission::new(comm::limits().max_unregistered);
     loop {
-        let (mut stream, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -42,35 +54,84 @@ pub(super) async fn serve_peers(
         let store = store.clone();
         let events = events.clone();
         let name = name.clone();
+        let stranger = admission.admit();
         tokio::spawn(async move {
-            let listener_name = format!("kiln worker {name}");
-            let leftover = match comm::accept(&mut stream, &[Role::Peer], &listener_name).await {
-                Ok((_, leftover)) => leftover,
-                Err(e) => {
-                    tracing::warn!("worker {name}: dropped connection from {peer}: {e}");
-                    return;
+            if let Err(why) = serve_peer(stream, peer, stranger, store, events, &name, token).await {
+                tracing::warn!("worker {name}: dropped connection from {peer}: {why}");
+            }
+        });
+    }
+}
+
+/// Serves one data-port connection; `Err` says why it was dropped.
+async fn serve_peer(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stranger: comm::Stranger,
+    store: Arc<Store>,
+    events: mpsc::UnboundedSender<ShellEvent>,
+    name: &str,
+    token: WriteToken,
+) -> Result<(), String> {
+    let limits = comm::limits();
+    let deadline = tokio::time::Instant::now() + limits.register_timeout;
+    let listener_name = format!("kiln worker {name}");
+    let leftover = tokio::select! {
+        accepted = comm::accept(&mut stream, &[Role::Peer], &listener_name) => {
+            accepted.map_err(|e| e.to_string())?.1
+        }
+        _ = tokio::time::sleep_until(deadline) => {
+            return Err(format!("did not authenticate within {:?}", limits.register_timeout));
+        }
+        _ = stranger.evicted() => return Err(stranger.eviction_reason()),
+    };
+    let (read, write) = stream.into_split();
+    let replies = comm::spawn_writer::<PeerReply>(write, peer.to_string());
+    let mut reader = PacketReader::stranger(read, peer.to_string(), leftover);
+    // `Some` until the peer presents the token: until then it may only read, in small frames,
+    // and must authenticate before the deadline.
+    let mut unknown = Some(stranger);
+    loop {
+        let read = match &mut unknown {
+            Some(stranger) => tokio::select! {
+                read = reader.next_messages::<PeerRequest>() => read,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(format!("did not authenticate within {:?}", limits.register_timeout));
                 }
-            };
-            let (read, write) = stream.into_split();
-            let replies = comm::spawn_writer::<PeerReply>(write, peer.to_string());
-            let mut reader = PacketReader::with_buffer(read, peer.to_string(), leftover);
-            loop {
-                let (requests, frames) = match reader.next_messages::<PeerRequest>().await {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::warn!("worker {name}: {e}; dropping the connection");
-                        return;
+                _ = stranger.evicted() => return Err(stranger.eviction_reason()),
+            },
+            None => reader.next_messages::<PeerRequest>().await,
+        };
+        let (requests, frames) = match read {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        for request in requests {
+            match request {
+                PeerRequest::Authenticate { token: theirs } => {
+                    if theirs != token {
+                        return Err("it presented a wrong write token".into());
                     }
-                };
-                for request in requests {
+                    if unknown.take().is_some() {
+                        reader.trust();
+                    }
+                }
+                PeerRequest::Put { values, .. } if unknown.is_some() => {
+                    return Err(format!(
+                        "refused a Put of {} values: the peer has not presented this worker's write token, \
+                         so the scheduler did not tell it about this worker",
+                        values.len()
+                    ));
+                }
+                request => {
                     let reply = answer(request, &frames, &store, &events).await;
                     if replies.send(reply).is_err() {
-                        return;
+                        return Ok(());
                     }
                 }
             }
-        });
+        }
     }
 }
 
@@ -81,6 +142,10 @@ async fn answer(
     events: &mpsc::UnboundedSender<ShellEvent>,
 ) -> Outgoing<PeerReply> {
     match request {
+        // Handled by the connection (it changes what the peer may do).
+        PeerRequest::Authenticate { .. } => {
+            Outgoing::Message(PeerReply::Error { request: 0, message: "Authenticate is not a request".into() })
+        }
         PeerRequest::Get { request, keys } => {
             let mut found = Vec::with_capacity(keys.len());
             let mut missing = Vec::new();

@@ -217,9 +217,15 @@ impl Shell {
         Some(match message {
             SchedulerToWorker::Registered { id, workers } => {
                 tracing::info!("worker {} registered as worker {id}", self.name);
+                for w in &workers {
+                    self.pool.know(&w.address, w.write_token);
+                }
                 Event::Registered { id, peers: workers }
             }
-            SchedulerToWorker::WorkerAdded(info) => Event::PeerAdded(info),
+            SchedulerToWorker::WorkerAdded(info) => {
+                self.pool.know(&info.address, info.write_token);
+                Event::PeerAdded(info)
+            }
             SchedulerToWorker::WorkerRemoved(id) => Event::PeerRemoved(id),
             SchedulerToWorker::Compute(task) => self.prepare(task),
             SchedulerToWorker::Free { keys } => Event::Free { keys },

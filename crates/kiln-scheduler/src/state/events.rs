@@ -332,6 +332,8 @@ impl SchedulerState {
             return;
         }
         match message {
+            // The server's business (it gates the connection on it).
+            ClientToScheduler::Register { .. } => {}
             ClientToScheduler::UpdateGraph { tasks, wanted } => self.update_graph(client, tasks, wanted),
             ClientToScheduler::Want { keys } => {
                 for key in keys {
