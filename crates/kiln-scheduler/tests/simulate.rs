@@ -354,11 +354,15 @@ fn run_case(seed: u64, shape: usize, n: usize, workers: usize, chaos: bool) {
     let mut steps = 0;
     while sim.step(&mut rng) {
         steps += 1;
-        assert!(steps < 100 * n + 1000, "no progress");
-        if chaos && rng.below(50) == 0 {
+        // Faults stop after a while: an unlucky schedule can kill the last holders again and
+        // again (seed 14156958116451179626 went through 120 workers), so liveness is checked
+        // as "finishes in bounded steps once the faults stop".
+        let faults = chaos && steps < 50 * n + 500;
+        assert!(steps < 150 * n + 1500, "no progress");
+        if faults && rng.below(50) == 0 {
             sim.kill(&mut rng);
         }
-        if chaos && rng.below(80) == 0 {
+        if faults && rng.below(80) == 0 {
             sim.add_worker(1);
             sim.pump();
         }
