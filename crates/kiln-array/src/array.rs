@@ -654,8 +654,8 @@ impl<T: Element> Collection for Array<T> {
             return Err(GraphError::invalid("array", e.clone()));
         }
         crate::lower::portable::ensure_registered();
-        let mut lw = Lowering { builder, fuse: true };
-        block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
+        let mut lw = Lowering::new(builder, true);
+        block_indices(&self.numblocks()).iter().map(|idx| lw.output(&self.node, idx)).collect()
     }
 
     fn add_to_unfused(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
@@ -663,8 +663,8 @@ impl<T: Element> Collection for Array<T> {
             return Err(GraphError::invalid("array", e.clone()));
         }
         crate::lower::portable::ensure_registered();
-        let mut lw = Lowering { builder, fuse: false };
-        block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
+        let mut lw = Lowering::new(builder, false);
+        block_indices(&self.numblocks()).iter().map(|idx| lw.output(&self.node, idx)).collect()
     }
 
     fn output_count(&self) -> usize {
