@@ -132,9 +132,13 @@ pub fn with_budget<R>(budget: Option<Budget>, f: impl FnOnce() -> R) -> R {
 pub fn check_alloc(what: &str, bytes: u64) -> Result<(), TooLarge> {
     match budget() {
         None => Ok(()),
-        Some(Budget::Limit { bytes: limit, of }) if bytes > limit => {
-            Err(TooLarge { what: what.to_string(), bytes, room: limit, room_is: Room::Limit(of), advice: String::new() })
-        }
+        Some(Budget::Limit { bytes: limit, of }) if bytes > limit => Err(TooLarge {
+            what: what.to_string(),
+            bytes,
+            room: limit,
+            room_is: Room::Limit(of),
+            advice: String::new(),
+        }),
         Some(Budget::Limit { .. }) => Ok(()),
         Some(Budget::Available) if bytes < PROBE_ABOVE => Ok(()),
         Some(Budget::Available) => fits_available(what, bytes),

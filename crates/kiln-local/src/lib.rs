@@ -97,7 +97,13 @@ impl LocalScheduler {
 
     /// `n` threads (at least one). The calling thread is one of them.
     pub fn threads(n: usize) -> Self {
-        LocalScheduler { threads: n.max(1), progress: Progress::Auto, callbacks: None, cancel: None, memory_limit: None }
+        LocalScheduler {
+            threads: n.max(1),
+            progress: Progress::Auto,
+            callbacks: None,
+            cancel: None,
+            memory_limit: None,
+        }
     }
 
     /// Everything on the calling thread, in a deterministic order: for debugging.

@@ -226,7 +226,7 @@ impl Expr {
         let mut largest = 0;
         self.walk(|e| {
             if let Expr::Gen { shape, dtype, .. } = e {
-                largest = largest.max(block_bytes(shape, *dtype));
+                largest = largest.max(crate::block::block_bytes(shape, *dtype));
             }
         });
         largest
@@ -318,34 +318,8 @@ impl Expr {
     }
 }
 
-/// The bytes of a block of `shape` and `dtype` (saturating: a size too large to count never
-/// reads as small).
-pub fn block_bytes(shape: &[usize], dtype: DType) -> u64 {
-    if shape.contains(&0) {
-        return 0;
-    }
-    shape.iter().try_fold(dtype.itemsize() as u64, |n, &d| n.checked_mul(d as u64)).unwrap_or(u64::MAX)
-}
-
-/// Checks a block about to be allocated against the executor's memory budget
-/// ([`kiln_graph::memory`]): one check per block, never per element.
-///
-/// # Errors
-/// The budget's [`TooLarge`](kiln_graph::memory::TooLarge), advising smaller chunks.
-pub fn check_block(shape: &[usize], dtype: DType) -> Result<(), kiln_graph::memory::TooLarge> {
-    check_block_bytes(block_bytes(shape, dtype))
-}
-
-/// [`check_block`] from a size in bytes.
-///
-/// # Errors
-/// As [`check_block`].
-pub fn check_block_bytes(bytes: u64) -> Result<(), kiln_graph::memory::TooLarge> {
-    kiln_graph::memory::check_alloc("block", bytes).map_err(|e| e.with_advice("use smaller chunks"))
-}
-
 fn broadcast_output(shape: &[usize], dtype: DType) -> Result<(), EvalError> {
-    check_block(shape, dtype).map_err(|e| EvalError(e.to_string()))
+    crate::block::check_block(shape, dtype).map_err(|e| EvalError(e.to_string()))
 }
 
 /// Checks a new block of `shape` with elements of `T` (a broadcast result larger than its
@@ -356,7 +330,7 @@ fn broadcast_bytes<T>(shape: &[usize]) -> Result<(), EvalError> {
     } else {
         shape.iter().try_fold(std::mem::size_of::<T>() as u64, |n, &d| n.checked_mul(d as u64)).unwrap_or(u64::MAX)
     };
-    check_block_bytes(bytes).map_err(|e| EvalError(e.to_string()))
+    crate::block::check_block_bytes(bytes).map_err(|e| EvalError(e.to_string()))
 }
 
 fn to_block(v: Val) -> Block {

@@ -18,9 +18,9 @@ use std::{path::PathBuf, sync::OnceLock};
 use kiln_graph::kernel::{PortableKernel, input};
 use kiln_graph::{Kernel, KernelRegistry, KernelSpec, TaskError, Value};
 
-use crate::block::{Block, DType};
+use crate::block::{Block, DType, check_block, check_block_bytes};
 use crate::chunk::ChunkError;
-use crate::chunk::expr::{Expr, check_block, check_block_bytes};
+use crate::chunk::expr::Expr;
 use crate::chunk::lanes::LaneProgram;
 use crate::chunk::linalg::{CoreSvd, LocalQr, Part, StackedQr};
 use crate::chunk::reduce::{Partial, ReduceParams};
