@@ -3,8 +3,6 @@
 //! operations run on a default 2 MiB test thread and give the closed-form answer. Before, 2,000
 //! chained `x + 1` or 3,000 chained `rechunk`s overflowed the stack (SIGABRT).
 
-use std::time::Instant;
-
 use kiln_array::{Array, arange, ones};
 use kiln_graph::collection::{graph_of, optimize};
 use kiln_graph::{CodecRegistry, Collection, GraphBuilder};
@@ -26,7 +24,6 @@ fn chain_of_adds(n: usize) -> Array<f64> {
 
 #[test]
 fn a_hundred_thousand_chained_elementwise_ops_compute_the_closed_form_and_drop() {
-    let start = Instant::now();
     let x = chain_of_adds(STEPS);
     let values = x.compute_on(&sched()).unwrap();
     assert!(values.iter().all(|&v| v == 1.0 + STEPS as f64), "{:?}", values.iter().next());
@@ -35,7 +32,6 @@ fn a_hundred_thousand_chained_elementwise_ops_compute_the_closed_form_and_drop()
     assert_eq!(y.scalar().compute_on(&sched()).unwrap(), -2.0 * 10.0 * STEPS as f64);
     // Dropping the only handle of the chain unlinks it without recursion.
     drop((x, y));
-    assert!(start.elapsed().as_secs() < 120, "took {:?}", start.elapsed());
 }
 
 #[test]
@@ -86,9 +82,8 @@ fn shared_operands_are_lowered_once_not_once_per_path() {
     for _ in 0..200 {
         x = &x + &x;
     }
-    let start = Instant::now();
+    // Once decided per block, not once per path: this finishes at all.
     assert_eq!(x.compute_on(&sched()).unwrap()[0], 2f64.powi(200));
-    assert!(start.elapsed().as_secs() < 30, "took {:?}", start.elapsed());
 }
 
 #[test]

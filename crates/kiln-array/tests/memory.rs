@@ -28,7 +28,6 @@ fn task_error(result: Result<impl std::fmt::Debug, ComputeError>) -> String {
 fn a_result_larger_than_memory_is_refused_before_anything_runs() {
     // 10**12 float64 elements: 8 TB.
     let x = ones::<f64>(&[1_000_000, 1_000_000], 1000);
-    let start = std::time::Instant::now();
     match x.compute_on(&sched()) {
         Err(ComputeError::TooLarge(e)) => {
             let m = e.to_string();
@@ -39,8 +38,6 @@ fn a_result_larger_than_memory_is_refused_before_anything_runs() {
         }
         other => panic!("expected a result-size error, got {:?}", other.map(|a| a.len())),
     }
-    // Refused up front: not a single block was built or computed.
-    assert!(start.elapsed().as_secs() < 5);
     // In a combined computation too, and a reduction of the same array is fine.
     let both = (ones::<f64>(&[3], 3), x.clone());
     assert!(matches!(both.compute_on(&sched()), Err(ComputeError::TooLarge(_))));
