@@ -234,7 +234,8 @@ impl Expr {
 
     /// Calls `f` on every node, from an explicit stack (no recursion).
     fn walk<'a>(&'a self, mut f: impl FnMut(&'a Expr)) {
-        let mut stack: Vec<&Expr> = vec![self];
+        // Expressions are small: the stack rarely leaves its inline space.
+        let mut stack: smallvec::SmallVec<[&Expr; 16]> = smallvec::smallvec![self];
         while let Some(e) = stack.pop() {
             f(e);
             match e {

@@ -210,7 +210,7 @@ fn unlink(op: Op) {
 /// Lowering state: the graph builder, and what is known about the blocks lowered so far.
 ///
 /// Every walk here is bounded, however long the chain of operations behind an array (100,000
-/// chained `x + 1` or `rechunk`s): a block's fate ([`Decision`]: inlined into its readers, or a
+/// chained `x + 1` or `rechunk`s): a block's fate (`Decision`: inlined into its readers, or a
 /// task of its own) is decided once and remembered, and one *attempt* decides at most
 /// [`MAX_NESTING`] nested blocks. A block needed deeper than that is *deferred*: the attempt
 /// notes it, goes on with placeholders (adding no task that would contain one), and
