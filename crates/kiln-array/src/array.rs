@@ -654,8 +654,8 @@ impl<T: Element> Collection for Array<T> {
             return Err(GraphError::invalid("array", e.clone()));
         }
         crate::lower::portable::ensure_registered();
-        let mut lw = Lowering { builder, fuse: true };
-        block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
+        let mut lw = Lowering::new(builder, true);
+        block_indices(&self.numblocks()).iter().map(|idx| lw.output(&self.node, idx)).collect()
     }
 
     fn add_to_unfused(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
@@ -663,15 +663,21 @@ impl<T: Element> Collection for Array<T> {
             return Err(GraphError::invalid("array", e.clone()));
         }
         crate::lower::portable::ensure_registered();
-        let mut lw = Lowering { builder, fuse: false };
-        block_indices(&self.numblocks()).iter().map(|idx| lw.task(&self.node, idx)).collect()
+        let mut lw = Lowering::new(builder, false);
+        block_indices(&self.numblocks()).iter().map(|idx| lw.output(&self.node, idx)).collect()
     }
 
     fn output_count(&self) -> usize {
         self.numblocks().iter().product()
     }
 
+    fn result_nbytes(&self) -> Option<u64> {
+        Some(u64::try_from(self.nbytes()).unwrap_or(u64::MAX))
+    }
+
     fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<ArrayD<T>, ComputeError> {
+        // Checked before computing too (`compute_on`); here for every other way to assemble.
+        kiln_graph::collection::check_result_fits(self)?;
         let mut out = ArrayD::<T>::default(IxDyn(self.shape()));
         for ((idx, value), task) in block_indices(&self.numblocks()).iter().zip(values).zip(outputs) {
             let block = value.downcast_ref::<Block>().map_err(|m| ComputeError::ResultType {
@@ -718,6 +724,9 @@ impl<T: Element> Collection for ScalarOf<T> {
     }
     fn output_count(&self) -> usize {
         self.0.output_count()
+    }
+    fn result_nbytes(&self) -> Option<u64> {
+        self.0.result_nbytes()
     }
     fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<T, ComputeError> {
         let all = self.0.assemble(graph, outputs, values)?;

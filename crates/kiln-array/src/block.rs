@@ -228,6 +228,32 @@ impl Block {
     }
 }
 
+/// The bytes of a block of `shape` and `dtype` (saturating: a size too large to count never
+/// reads as small).
+pub fn block_bytes(shape: &[usize], dtype: DType) -> u64 {
+    if shape.contains(&0) {
+        return 0;
+    }
+    shape.iter().try_fold(dtype.itemsize() as u64, |n, &d| n.checked_mul(d as u64)).unwrap_or(u64::MAX)
+}
+
+/// Checks a block about to be allocated against the executor's memory budget
+/// ([`kiln_graph::memory`]): one check per block, never per element.
+///
+/// # Errors
+/// The budget's [`TooLarge`](kiln_graph::memory::TooLarge), advising smaller chunks.
+pub fn check_block(shape: &[usize], dtype: DType) -> Result<(), kiln_graph::memory::TooLarge> {
+    check_block_bytes(block_bytes(shape, dtype))
+}
+
+/// [`check_block`] from a size in bytes.
+///
+/// # Errors
+/// As [`check_block`].
+pub fn check_block_bytes(bytes: u64) -> Result<(), kiln_graph::memory::TooLarge> {
+    kiln_graph::memory::check_alloc("block", bytes).map_err(|e| e.with_advice("use smaller chunks"))
+}
+
 /// Element types kiln arrays can hold.
 pub trait Element: Copy + Send + Sync + PartialOrd + fmt::Debug + Default + 'static {
     /// The matching [`DType`].

@@ -165,3 +165,20 @@ fn three_argument_functions_and_dot() {
     let dot = y.to_dot().unwrap();
     assert!(dot.contains("label=\"clamp\""));
 }
+
+#[test]
+fn a_long_chain_fuses_into_pieces_whose_specs_stay_small() {
+    // One fused task per 256 calls: what a worker receives and caches per task stays small
+    // however long the chain (a 1,000,000-long chain once made one 100 MB kernel spec).
+    let inc = func1("inc", |x: &i64| x + 1).portable("kiln.test.inc");
+    let mut x = value(0i64);
+    for _ in 0..100_000 {
+        x = inc.call(x);
+    }
+    let (graph, out) = x.graph().unwrap();
+    let (fused, _) = kiln_graph::collection::optimize(graph, vec![out]).unwrap();
+    assert!(fused.len() >= 100_001 / kiln_graph::fuse::MAX_FUSED_CHAIN, "{} tasks", fused.len());
+    let largest = fused.ids().filter_map(|t| fused.kernel(t).spec()).map(|s| s.params.len()).max().unwrap();
+    assert!(largest < 64 << 10, "a spec of {largest} bytes");
+    assert_eq!(x.compute_on(&sched()).unwrap(), 100_000);
+}

@@ -34,6 +34,13 @@ pub trait Collection {
     /// How many tasks [`Collection::add_to`] returns (to split a combined computation).
     fn output_count(&self) -> usize;
 
+    /// The bytes the assembled result will take, when known before computing (an array's
+    /// `nbytes`); `None` when unknown. `compute_on` refuses a result that does not fit in the
+    /// memory available ([`crate::memory::check_result`]) before building anything.
+    fn result_nbytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Builds the result from the values of the tasks `add_to` returned, in the same order.
     ///
     /// # Errors
@@ -93,10 +100,31 @@ pub fn optimize(graph: Graph, outputs: Vec<TaskId>) -> Result<(Graph, Vec<TaskId
 /// Build, optimize, run, assemble: the body of [`Collection::compute_on`], kept out of the
 /// trait so the tuple and `Vec` impls share it.
 fn run_on<C: Collection + ?Sized>(collection: &C, scheduler: &dyn Scheduler) -> Result<C::Output, ComputeError> {
+    check_result_fits(collection)?;
     let (graph, outputs) = graph_of(collection)?;
     let (graph, outputs) = optimize(graph, outputs)?;
     let values = scheduler.compute(&graph, &outputs)?;
     collection.assemble(&graph, &outputs, values)
+}
+
+/// Refuses to compute a result that cannot be held: assembling it would abort the process.
+///
+/// # Errors
+/// [`ComputeError::TooLarge`] naming the result's size and the memory available.
+pub fn check_result_fits<C: Collection + ?Sized>(collection: &C) -> Result<(), ComputeError> {
+    match collection.result_nbytes() {
+        Some(bytes) => crate::memory::check_result("result", bytes).map_err(|e| {
+            ComputeError::TooLarge(
+                e.with_advice("compute a smaller piece or a reduction of it, or write it to storage (to_zarr) instead"),
+            )
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The sum of the known result sizes of several collections (`None` if none is known).
+fn sum_nbytes(sizes: impl IntoIterator<Item = Option<u64>>) -> Option<u64> {
+    sizes.into_iter().flatten().fold(None, |acc, n| Some(acc.unwrap_or(0u64).saturating_add(n)))
 }
 
 macro_rules! tuple_collections {
@@ -112,6 +140,10 @@ macro_rules! tuple_collections {
 
             fn output_count(&self) -> usize {
                 0 $(+ self.$i.output_count())+
+            }
+
+            fn result_nbytes(&self) -> Option<u64> {
+                sum_nbytes([$(self.$i.result_nbytes()),+])
             }
 
             #[allow(unused_assignments)]
@@ -147,6 +179,10 @@ impl<C: Collection> Collection for Vec<C> {
 
     fn output_count(&self) -> usize {
         self.iter().map(C::output_count).sum()
+    }
+
+    fn result_nbytes(&self) -> Option<u64> {
+        sum_nbytes(self.iter().map(C::result_nbytes))
     }
 
     fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<Self::Output, ComputeError> {

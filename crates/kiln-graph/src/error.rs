@@ -87,6 +87,10 @@ pub enum TaskError {
         /// How many it got.
         found: usize,
     },
+    /// The kernel would allocate more than its executor's memory budget (see
+    /// [`crate::memory`]): the task fails instead of the process aborting.
+    #[error(transparent)]
+    TooLarge(#[from] crate::memory::TooLarge),
 }
 
 impl TaskError {
@@ -195,6 +199,10 @@ pub enum ComputeError {
         /// The codec's error.
         message: String,
     },
+    /// The result would not fit in the memory of the process that assembles it (checked
+    /// before anything is computed).
+    #[error(transparent)]
+    TooLarge(crate::memory::TooLarge),
     /// A name looked up on a cluster (a published dataset) does not exist.
     #[error("{0} not found")]
     NotFound(String),

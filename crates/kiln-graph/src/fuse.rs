@@ -56,6 +56,9 @@ pub struct Step {
 pub struct FusedKernel {
     name: String,
     steps: Vec<Step>,
+    /// Per step, the last step that reads its result (its own index when none does), so each
+    /// intermediate is dropped as soon as it has been read for the last time.
+    last_use: Vec<usize>,
 }
 
 impl FusedKernel {
@@ -75,7 +78,15 @@ impl FusedKernel {
                 names.push(s.kernel.name());
             }
         }
-        Some(FusedKernel { name: names.join("-"), steps })
+        let mut last_use: Vec<usize> = (0..steps.len()).collect();
+        for (i, step) in steps.iter().enumerate() {
+            for a in &step.args {
+                if let Source::Step(j) = a {
+                    last_use[*j] = i;
+                }
+            }
+        }
+        Some(FusedKernel { name: names.join("-"), steps, last_use })
     }
 
     /// The steps, in execution order.
@@ -156,9 +167,10 @@ impl Kernel for FusedKernel {
     }
 
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
-        let mut results: SmallVec<[Value; 4]> = SmallVec::with_capacity(self.steps.len());
+        // An intermediate lives until its last reader has run, not to the end of the chain.
+        let mut results: SmallVec<[Option<Value>; 4]> = SmallVec::with_capacity(self.steps.len());
         let mut args: SmallVec<[Value; 4]> = SmallVec::new();
-        for step in &self.steps {
+        for (i, step) in self.steps.iter().enumerate() {
             args.clear();
             for src in &step.args {
                 args.push(match src {
@@ -166,21 +178,35 @@ impl Kernel for FusedKernel {
                         inputs.get(*i).cloned().ok_or(TaskError::Arity { expected: i + 1, found: inputs.len() })?
                     }
                     Source::Literal(v) => v.clone(),
-                    Source::Step(j) => results[*j].clone(),
+                    Source::Step(j) => results[*j].clone().expect("a step's result is kept until its last reader"),
                 });
+            }
+            for src in &step.args {
+                if let Source::Step(j) = src
+                    && self.last_use[*j] == i
+                {
+                    results[*j] = None;
+                }
             }
             let result = step.kernel.call(&args).map_err(|error| match &step.key {
                 Some(key) => TaskError::At { key: key.clone(), error: Box::new(error) },
                 None => error,
             })?;
-            results.push(result);
+            args.clear();
+            results.push(Some(result));
         }
-        Ok(results.pop().expect("a fused kernel has at least one step"))
+        Ok(results.pop().flatten().expect("a fused kernel's last step has a result"))
     }
 }
 
+/// The most tasks one linear chain fuses into: a longer chain becomes several fused tasks, so a
+/// fused kernel's spec (what travels to a worker, and what a worker caches) stays small however
+/// long the chain, and so does the work one task does.
+pub const MAX_FUSED_CHAIN: usize = 256;
+
 /// Fuses linear chains: a task `d` that is not an output and whose only reader `t` reads no
-/// other task is merged into `t` (under `t`'s key). Returns `None` when there is nothing to fuse.
+/// other task is merged into `t` (under `t`'s key), at most [`MAX_FUSED_CHAIN`] tasks per fused
+/// task. Returns `None` when there is nothing to fuse.
 ///
 /// # Errors
 /// [`GraphError::UnknownTask`] for an output id outside the graph.
@@ -190,7 +216,7 @@ pub fn fuse_linear(graph: &Graph, outputs: &[TaskId]) -> Result<Option<(Graph, V
     for o in outputs {
         is_output[o.index()] = true;
     }
-    let absorbed: Vec<bool> = graph
+    let mut absorbed: Vec<bool> = graph
         .ids()
         .map(|d| {
             // A remote value is not computed here: it must stay a task of its own.
@@ -199,6 +225,20 @@ pub fn fuse_linear(graph: &Graph, outputs: &[TaskId]) -> Result<Option<(Graph, V
                 && matches!(graph.dependents(d), [t] if graph.dependencies(*t) == [d])
         })
         .collect();
+    // Cut chains every MAX_FUSED_CHAIN tasks: `run[t]` is how many tasks `t`'s chain holds up
+    // to `t` (dependencies come first in topological order).
+    let mut run = vec![1usize; graph.len()];
+    for &t in graph.topological_order() {
+        if let [d] = graph.dependencies(t)
+            && absorbed[d.index()]
+        {
+            run[t.index()] = run[d.index()] + 1;
+            if run[t.index()] > MAX_FUSED_CHAIN {
+                absorbed[d.index()] = false;
+                run[t.index()] = 1;
+            }
+        }
+    }
     if !absorbed.iter().any(|&a| a) {
         return Ok(None);
     }
@@ -279,6 +319,40 @@ mod tests {
         let out = fused.kernel(c2).call(&[Value::new(0i64)]).unwrap();
         assert_eq!(*out.downcast_ref::<i64>().unwrap(), 3);
         assert_eq!(fused.key(outs[0]), &Key::new("d"));
+    }
+
+    #[test]
+    fn long_chains_fuse_into_bounded_pieces_that_free_their_intermediates() {
+        let inc: Arc<dyn Kernel> = Arc::new(func1("inc", |x: &i64| x + 1));
+        let n = 3 * MAX_FUSED_CHAIN + 5;
+        let mut g = GraphBuilder::new();
+        let mut last = g.add(Key::with_index("t", [0]), inc.clone(), [Arg::literal(0i64)]).unwrap();
+        for i in 1..n {
+            last = g.add(Key::with_index("t", [i as u32]), inc.clone(), [Arg::Task(last)]).unwrap();
+        }
+        let g = g.build().unwrap();
+        let (fused, outs) = fuse_linear(&g, &[last]).unwrap().unwrap();
+        assert_eq!(fused.len(), n.div_ceil(MAX_FUSED_CHAIN));
+        let mut values: Vec<Value> = Vec::new();
+        for &t in fused.topological_order() {
+            let inputs: Vec<Value> = fused
+                .inputs(t)
+                .iter()
+                .map(|i| match i {
+                    Input::Task(d) => values[d.index()].clone(),
+                    Input::Literal(v) => v.clone(),
+                })
+                .collect();
+            let kernel = fused.kernel(t);
+            if let Some(steps) = kernel.spec().map(|s| s.params.len()) {
+                assert!(steps < 64 * MAX_FUSED_CHAIN, "a fused spec stays small");
+            }
+            while values.len() <= t.index() {
+                values.push(Value::new(()));
+            }
+            values[t.index()] = kernel.call(&inputs).unwrap();
+        }
+        assert_eq!(*values[outs[0].index()].downcast_ref::<i64>().unwrap(), n as i64);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   parameters (see [`KernelRegistry`]); closures run on the local scheduler only.
 //! - [`GraphBuilder`] / [`Graph`]: tasks in an arena with dense [`TaskId`]s, validated on build.
 //! - [`cull`], [`fuse`], [`order`]: the optimizations; [`dot`]: Graphviz text.
+//! - [`memory`]: the memory budget kernels check before allocating, and the result-size check.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -33,6 +34,7 @@ pub mod fuse;
 pub mod graph;
 pub mod kernel;
 pub mod key;
+pub mod memory;
 pub mod order;
 pub mod portable;
 pub mod scheduler;

@@ -81,6 +81,7 @@ pub struct LocalScheduler {
     progress: Progress,
     callbacks: Option<Arc<dyn Callbacks>>,
     cancel: Option<CancelToken>,
+    memory_limit: Option<u64>,
 }
 
 impl Default for LocalScheduler {
@@ -101,7 +102,13 @@ impl LocalScheduler {
     /// buffers (see [`allocator::HEAP_BLOCK_LIMIT`]): a process-wide setting, made once.
     pub fn threads(n: usize) -> Self {
         allocator::tune_for_blocks();
-        LocalScheduler { threads: n.max(1), progress: Progress::Auto, callbacks: None, cancel: None }
+        LocalScheduler {
+            threads: n.max(1),
+            progress: Progress::Auto,
+            callbacks: None,
+            cancel: None,
+            memory_limit: None,
+        }
     }
 
     /// Everything on the calling thread, in a deterministic order: for debugging.
@@ -119,6 +126,23 @@ impl LocalScheduler {
     pub fn with_callbacks(mut self, callbacks: Arc<dyn Callbacks>) -> Self {
         self.callbacks = Some(callbacks);
         self
+    }
+
+    /// Limits the size of one value a kernel may allocate (an array block, say) to `bytes`: a
+    /// larger one fails its task ("block of 8.00 GiB exceeds the memory limit of 4.00 GiB")
+    /// instead of aborting the process. `None` (the default): the memory available when the
+    /// block is allocated (see [`kiln_graph::memory`]).
+    pub fn with_memory_limit(mut self, bytes: Option<u64>) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+
+    /// The memory budget kernels of this scheduler's runs check their allocations against.
+    pub fn budget(&self) -> kiln_graph::memory::Budget {
+        match self.memory_limit {
+            Some(bytes) => kiln_graph::memory::Budget::Limit { bytes, of: "the memory limit" },
+            None => kiln_graph::memory::Budget::Available,
+        }
     }
 
     /// Watches a cancel token.

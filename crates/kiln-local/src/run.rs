@@ -124,8 +124,8 @@ impl<'a> Run<'a> {
                 let bar =
                     show_progress.then(|| s.spawn(|| progress::draw(self.total, &self.completed, &progress_done)));
                 let helpers: Vec<_> =
-                    (1..self.scheduler.threads.min(self.total)).map(|_| s.spawn(|| self.work())).collect();
-                self.work();
+                    (1..self.scheduler.threads.min(self.total)).map(|_| s.spawn(|| self.work_in_budget())).collect();
+                self.work_in_budget();
                 for h in helpers {
                     // `work` catches kernel panics itself; a panic here would be a kiln bug.
                     if h.join().is_err() {
@@ -192,6 +192,12 @@ impl<'a> Run<'a> {
             q = self.wakeup.wait_timeout(q, IDLE_POLL).unwrap_or_else(|p| p.into_inner()).0;
             self.sleeping.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// [`Run::work`] with this run's memory budget for the kernels (restored afterwards: the
+    /// calling thread is the user's).
+    fn work_in_budget(&self) {
+        kiln_graph::memory::with_budget(Some(self.scheduler.budget()), || self.work());
     }
 
     fn work(&self) {

@@ -60,3 +60,21 @@ fn dot_draws_the_graph_as_written_and_dot_optimized_the_fused_graph_that_runs() 
     assert_eq!(run_nodes, optimized.len());
     assert_eq!(y.scalar().compute().unwrap(), 32.0);
 }
+
+#[test]
+fn drawing_a_hundred_thousand_chained_operations_does_not_overflow_the_stack() {
+    let mut x = kiln::array::ones::<f64>(&[10], 5);
+    for _ in 0..100_000 {
+        x = &x + 1.0;
+    }
+    // As written: 200,002 tasks, built without recursion, then refused as too large to draw.
+    match Visualize::dot(&x) {
+        Err(VisualizeError::TooLarge(e)) => assert_eq!(e.tasks, 200_002),
+        other => panic!("expected TooLarge, got {:?}", other.map(|d| d.len())),
+    }
+    // As it runs: fused into a few tasks per block, drawn.
+    let runs = Visualize::dot_optimized(&x).unwrap();
+    assert!(runs.starts_with("digraph") && task_count(&runs) < 100, "{} tasks", task_count(&runs));
+    assert_eq!(x.to_string(), "kiln.Array<add, shape=(10,), dtype=float64, chunksize=(5,)>");
+    assert_eq!(x.compute().unwrap()[3], 100_001.0);
+}

@@ -215,16 +215,40 @@ enum Val {
 impl Expr {
     /// Number of operation nodes (to cap how much work one fused task duplicates).
     pub fn size(&self) -> usize {
-        1 + match self {
-            Expr::Input(_) | Expr::Gen { .. } | Expr::Scalar(_) => 0,
-            Expr::Unary(_, a)
-            | Expr::Cast(_, a)
-            | Expr::Transpose(_, a)
-            | Expr::Slice(_, a)
-            | Expr::Reshape(_, a)
-            | Expr::Take(_, _, a) => a.size(),
-            Expr::Binary(_, a, b) => a.size() + b.size(),
-            Expr::Where(c, a, b) => c.size() + a.size() + b.size(),
+        let mut count = 0;
+        self.walk(|_| count += 1);
+        count
+    }
+
+    /// The bytes of the largest block this expression generates from a source: evaluating it
+    /// allocates at least that much (the executor's memory budget is checked against it).
+    pub fn largest_generated(&self) -> u64 {
+        let mut largest = 0;
+        self.walk(|e| {
+            if let Expr::Gen { shape, dtype, .. } = e {
+                largest = largest.max(crate::block::block_bytes(shape, *dtype));
+            }
+        });
+        largest
+    }
+
+    /// Calls `f` on every node, from an explicit stack (no recursion).
+    fn walk<'a>(&'a self, mut f: impl FnMut(&'a Expr)) {
+        // Expressions are small: the stack rarely leaves its inline space.
+        let mut stack: smallvec::SmallVec<[&Expr; 16]> = smallvec::smallvec![self];
+        while let Some(e) = stack.pop() {
+            f(e);
+            match e {
+                Expr::Input(_) | Expr::Gen { .. } | Expr::Scalar(_) => {}
+                Expr::Unary(_, a)
+                | Expr::Cast(_, a)
+                | Expr::Transpose(_, a)
+                | Expr::Slice(_, a)
+                | Expr::Reshape(_, a)
+                | Expr::Take(_, _, a) => stack.push(a),
+                Expr::Binary(_, a, b) => stack.extend([a.as_ref(), b.as_ref()]),
+                Expr::Where(c, a, b) => stack.extend([c.as_ref(), a.as_ref(), b.as_ref()]),
+            }
         }
     }
 
@@ -293,6 +317,21 @@ impl Expr {
             }
         })
     }
+}
+
+fn broadcast_output(shape: &[usize], dtype: DType) -> Result<(), EvalError> {
+    crate::block::check_block(shape, dtype).map_err(|e| EvalError(e.to_string()))
+}
+
+/// Checks a new block of `shape` with elements of `T` (a broadcast result larger than its
+/// operands).
+fn broadcast_bytes<T>(shape: &[usize]) -> Result<(), EvalError> {
+    let bytes = if shape.contains(&0) {
+        0
+    } else {
+        shape.iter().try_fold(std::mem::size_of::<T>() as u64, |n, &d| n.checked_mul(d as u64)).unwrap_or(u64::MAX)
+    };
+    crate::block::check_block_bytes(bytes).map_err(|e| EvalError(e.to_string()))
 }
 
 fn to_block(v: Val) -> Block {
@@ -502,6 +541,7 @@ fn zip_same_general<T: Copy>(
         Zip::from(&mut b).and(&av).for_each(|y, &x| *y = f(x, *y));
         Ok(b)
     } else {
+        broadcast_bytes::<T>(&shape)?;
         let (av, bv) = (a.broadcast(IxDyn(&shape)).expect("checked"), b.broadcast(IxDyn(&shape)).expect("checked"));
         Ok(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)))
     }
@@ -509,6 +549,7 @@ fn zip_same_general<T: Copy>(
 
 fn zip_pred<T: Copy>(a: &ArrayD<T>, b: &ArrayD<T>, f: impl Fn(T, T) -> bool) -> Result<ArrayD<bool>, EvalError> {
     let shape = broadcast_shape(a.shape(), b.shape())?;
+    broadcast_output(&shape, DType::Bool)?;
     let (av, bv) = (a.broadcast(IxDyn(&shape)).expect("checked"), b.broadcast(IxDyn(&shape)).expect("checked"));
     Ok(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)))
 }
@@ -663,6 +704,7 @@ fn where_(c: Block, a: Block, b: Block) -> Result<Block, EvalError> {
     let Block::Bool(c) = c else { return Err(EvalError(format!("where needs a bool condition, got {}", c.dtype()))) };
     fn pick<T: Copy>(c: &ArrayD<bool>, a: &ArrayD<T>, b: &ArrayD<T>) -> Result<ArrayD<T>, EvalError> {
         let shape = broadcast_shape(&broadcast_shape(c.shape(), a.shape())?, b.shape())?;
+        broadcast_bytes::<T>(&shape)?;
         let (cv, av, bv) = (
             c.broadcast(IxDyn(&shape)).expect("checked"),
             a.broadcast(IxDyn(&shape)).expect("checked"),

@@ -26,11 +26,11 @@ impl Layer for Cumulative {
         let local = self.local_task(idx, lw)?;
         if idx[self.axis] == 0 {
             let id: Arc<dyn Kernel> = Arc::new(kiln_graph::kernel::Identity);
-            return lw.builder.add(node.key(idx), id, [Arg::Task(local)]);
+            return lw.add(node.key(idx), id, [Arg::Task(local)]);
         }
         let carry = self.carry_task(idx, lw)?;
         let apply: Arc<dyn Kernel> = Arc::new(Portable(ApplyCarry { axis: self.axis, product: self.product }));
-        lw.builder.add(node.key(idx), apply, [Arg::Task(local), Arg::Task(carry)])
+        lw.add(node.key(idx), apply, [Arg::Task(local), Arg::Task(carry)])
     }
 }
 
@@ -41,7 +41,7 @@ impl Cumulative {
 
     fn local_task(&self, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
         let key = Self::idx_key(&self.local, idx);
-        if let Some(id) = lw.builder.id_of(&key) {
+        if let Some(id) = lw.id_of(&key) {
             return Ok(id);
         }
         let mut inputs = TaskInputs::default();
@@ -51,24 +51,46 @@ impl Cumulative {
             exprs: vec![expr],
             finish: Finish::builtin(LocalScan { axis: self.axis, product: self.product, dtype: self.dtype }),
         });
-        lw.builder.add(key, kernel, inputs.into_args())
+        lw.add(key, kernel, inputs.into_args())
     }
 
     /// The combined total of all blocks before `idx` along the axis (a slab of length 1).
+    /// Built forward from the last carry already added, in a loop: an axis of 100,000 blocks
+    /// is no deeper a walk than one of two.
     fn carry_task(&self, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
-        let key = Self::idx_key(&self.carry, idx);
-        if let Some(id) = lw.builder.id_of(&key) {
-            return Ok(id);
+        let at = |i: usize| {
+            let mut v = idx.to_vec();
+            v[self.axis] = i;
+            v
+        };
+        // The first block along the axis whose carry is missing (the carry of block 1 reads
+        // only block 0).
+        let mut first = idx[self.axis];
+        while first > 1 && lw.id_of(&Self::idx_key(&self.carry, &at(first - 1))).is_none() {
+            first -= 1;
         }
-        let mut prev = idx.to_vec();
-        prev[self.axis] -= 1;
-        let prev_local = self.local_task(&prev, lw)?;
-        let kernel: Arc<dyn Kernel> = Arc::new(Portable(Carry { axis: self.axis, product: self.product }));
-        if prev[self.axis] == 0 {
-            lw.builder.add(key, kernel, [Arg::Task(prev_local)])
-        } else {
-            let prev_carry = self.carry_task(&prev, lw)?;
-            lw.builder.add(key, kernel, [Arg::Task(prev_local), Arg::Task(prev_carry)])
+        let mut carry = None;
+        for i in first..=idx[self.axis] {
+            let key = Self::idx_key(&self.carry, &at(i));
+            if let Some(id) = lw.id_of(&key) {
+                carry = Some(id);
+                continue;
+            }
+            let prev_local = self.local_task(&at(i - 1), lw)?;
+            let kernel: Arc<dyn Kernel> = Arc::new(Portable(Carry { axis: self.axis, product: self.product }));
+            let previous = if i == 1 {
+                None
+            } else {
+                match carry {
+                    Some(c) => Some(c),
+                    None => Some(lw.id_of(&Self::idx_key(&self.carry, &at(i - 1))).expect("built before")),
+                }
+            };
+            carry = Some(match previous {
+                None => lw.add(key, kernel, [Arg::Task(prev_local)])?,
+                Some(p) => lw.add(key, kernel, [Arg::Task(prev_local), Arg::Task(p)])?,
+            });
         }
+        Ok(carry.expect("idx is past the first block"))
     }
 }

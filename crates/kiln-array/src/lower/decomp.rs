@@ -27,33 +27,33 @@ pub(crate) struct Tsqr {
 impl Tsqr {
     fn local_task(&self, i: usize, lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
         let key = Key::from_shared(&self.local, &[i as u32]);
-        if let Some(id) = lw.builder.id_of(&key) {
+        if let Some(id) = lw.id_of(&key) {
             return Ok(id);
         }
         let mut inputs = TaskInputs::default();
         let expr = lw.expr(&self.input, &[i, 0], &mut inputs)?;
         let kernel: Arc<dyn Kernel> =
             Arc::new(ExprKernel { name: "tsqr-local".into(), exprs: vec![expr], finish: Finish::builtin(LocalQrOf) });
-        lw.builder.add(key, kernel, inputs.into_args())
+        lw.add(key, kernel, inputs.into_args())
     }
 
     fn stack_task(&self, lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
         let key = Key::new(self.stack.clone());
-        if let Some(id) = lw.builder.id_of(&key) {
+        if let Some(id) = lw.id_of(&key) {
             return Ok(id);
         }
         let locals: Vec<TaskId> =
             (0..self.input.chunks[0].len()).map(|i| self.local_task(i, lw)).collect::<Result<_, _>>()?;
-        lw.builder.add(key, Arc::new(Portable(StackQr)), locals.into_iter().map(Arg::Task))
+        lw.add(key, Arc::new(Portable(StackQr)), locals.into_iter().map(Arg::Task))
     }
 
     fn core_task(&self, lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
         let key = Key::new(self.core.clone());
-        if let Some(id) = lw.builder.id_of(&key) {
+        if let Some(id) = lw.id_of(&key) {
             return Ok(id);
         }
         let stack = self.stack_task(lw)?;
-        lw.builder.add(key, Arc::new(Portable(CoreSvdOf)), [Arg::Task(stack)])
+        lw.add(key, Arc::new(Portable(CoreSvdOf)), [Arg::Task(stack)])
     }
 }
 
@@ -79,11 +79,11 @@ impl Layer for DecompLayer {
                 if matches!(self.output, Output::U) {
                     args.push(Arg::Task(t.core_task(lw)?));
                 }
-                lw.builder.add(node.key(idx), Arc::new(Portable(QBlock { index: i })), args)
+                lw.add(node.key(idx), Arc::new(Portable(QBlock { index: i })), args)
             }
             Output::Part(part) => {
                 let source = if matches!(part, Part::R) { t.stack_task(lw)? } else { t.core_task(lw)? };
-                lw.builder.add(node.key(idx), Arc::new(Portable(PartOf(part))), [Arg::Task(source)])
+                lw.add(node.key(idx), Arc::new(Portable(PartOf(part))), [Arg::Task(source)])
             }
         }
     }
@@ -148,7 +148,7 @@ pub(crate) struct CholeskyLayer {
 impl CholeskyLayer {
     fn block(&self, node: &Node, i: usize, k: usize, lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
         let key = node.key(&[i, k]);
-        if let Some(id) = lw.builder.id_of(&key) {
+        if let Some(id) = lw.id_of(&key) {
             return Ok(id);
         }
         let mut inputs = TaskInputs::default();
@@ -163,7 +163,7 @@ impl CholeskyLayer {
             };
             let kernel: Arc<dyn Kernel> =
                 Arc::new(ExprKernel { name: "zeros".into(), exprs: vec![zeros], finish: Finish::none() });
-            return lw.builder.add(key, kernel, []);
+            return lw.add(key, kernel, []);
         }
         let mut exprs = vec![lw.expr(&self.input, &[i, k], &mut inputs)?];
         for j in 0..k {
@@ -180,7 +180,7 @@ impl CholeskyLayer {
             exprs,
             finish: Finish::builtin(CholeskyBlock { diagonal: i == k, previous: k }),
         });
-        lw.builder.add(key, kernel, inputs.into_args())
+        lw.add(key, kernel, inputs.into_args())
     }
 }
 

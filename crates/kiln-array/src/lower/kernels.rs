@@ -18,7 +18,7 @@ use std::{path::PathBuf, sync::OnceLock};
 use kiln_graph::kernel::{PortableKernel, input};
 use kiln_graph::{Kernel, KernelRegistry, KernelSpec, TaskError, Value};
 
-use crate::block::{Block, DType};
+use crate::block::{Block, DType, check_block, check_block_bytes};
 use crate::chunk::ChunkError;
 use crate::chunk::expr::Expr;
 use crate::chunk::lanes::LaneProgram;
@@ -79,6 +79,7 @@ pub(crate) struct Products {
 
 impl BlockFinish for Products {
     fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        check_block(&self.shape, self.dtype)?;
         Ok(Value::new(linalg::products(blocks, &self.shape, self.dtype)?))
     }
 }
@@ -93,6 +94,9 @@ pub(crate) struct Assemble {
 
 impl BlockFinish for Assemble {
     fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        if let Some(first) = blocks.first() {
+            check_block(&self.shape, first.dtype())?;
+        }
         Ok(Value::new(select::assemble(blocks, &self.shape, &self.places)?))
     }
 }
@@ -364,6 +368,8 @@ impl PortableKernel for ReadRegion {
         "from-zarr"
     }
     fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
+        let shape: Vec<usize> = self.ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        check_block(&shape, self.dtype)?;
         let array = crate::chunk::zarr::opened(&self.array, &self.path)?;
         Ok(Value::new(crate::chunk::zarr::read_region(array, &self.path, &self.ranges, self.dtype)?))
     }
@@ -611,6 +617,13 @@ impl Kernel for ExprKernel {
 
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
         let blocks = input_blocks(inputs)?;
+        // Blocks generated from sources are checked against the executor's memory budget before
+        // anything is allocated (a walk of at most a fused expression's few nodes).
+        if kiln_graph::memory::budget().is_some() {
+            for expr in &self.exprs {
+                check_block_bytes(expr.largest_generated())?;
+            }
+        }
         let finish = self.finish.get();
         // A bare input needs no evaluation; anything else that compiles runs lane-wise.
         if let [expr] = self.exprs.as_slice()
@@ -618,10 +631,16 @@ impl Kernel for ExprKernel {
             && let Some(program) = LaneProgram::compile(expr, &blocks)
         {
             return match finish {
-                None => Ok(Value::new(program.to_block())),
+                None => {
+                    check_block(program.shape(), DType::F64)?;
+                    Ok(Value::new(program.to_block()))
+                }
                 Some(f) => match f.finish_lanes(&program) {
                     Some(result) => result,
-                    None => f.finish(vec![program.to_block()]),
+                    None => {
+                        check_block(program.shape(), DType::F64)?;
+                        f.finish(vec![program.to_block()])
+                    }
                 },
             };
         }

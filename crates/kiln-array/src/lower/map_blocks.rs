@@ -51,7 +51,7 @@ impl<T: Element, U: Element> Layer for MapBlocks<T, U> {
             exprs: vec![expr],
             finish: Finish::custom(Arc::new(ApplyFn { f: self.f.clone(), shape: node.block_shape(idx) })),
         });
-        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+        lw.add(node.key(idx), kernel, inputs.into_args())
     }
 }
 
@@ -100,6 +100,6 @@ impl<A: Element, B: Element, U: Element> Layer for Blockwise2<A, B, U> {
             exprs,
             finish: Finish::custom(Arc::new(ApplyPair { f: self.f.clone(), shape: node.block_shape(idx) })),
         });
-        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+        lw.add(node.key(idx), kernel, inputs.into_args())
     }
 }

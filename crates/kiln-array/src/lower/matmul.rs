@@ -80,12 +80,12 @@ impl Layer for MatMul {
             } else {
                 Key::from_shared(&self.partial_name, &[i as u32, j as u32, g as u32])
             };
-            partials.push(lw.builder.add(key, kernel, inputs.into_args())?);
+            partials.push(lw.add(key, kernel, inputs.into_args())?);
         }
         if partials.len() == 1 {
             return Ok(partials[0]);
         }
         let add: Arc<dyn Kernel> = Arc::new(Portable(AddBlocks));
-        lw.builder.add(node.key(idx), add, partials.into_iter().map(Arg::Task))
+        lw.add(node.key(idx), add, partials.into_iter().map(Arg::Task))
     }
 }

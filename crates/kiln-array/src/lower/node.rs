@@ -11,6 +11,7 @@
 //! module, and the kernels tasks run live in [`crate::lower::kernels`]. It imports no
 //! operation module, so adding one never touches this file.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use kiln_graph::{Arg, GraphBuilder, GraphError, Kernel, Key, TaskId, Value};
@@ -154,14 +155,103 @@ impl Node {
     }
 }
 
-/// Lowering state: the graph builder plus the inputs collected for the task being built.
+impl Drop for Node {
+    /// Dropping the last handle of a long chain of nodes would drop each node inside the
+    /// previous one's drop, one stack frame per node. Instead the node's operation (holding
+    /// its operands) is queued, and the outermost drop on this thread unlinks the queue in a
+    /// loop: a drop inside it only queues, so the stack stays flat however long the chain, for
+    /// every kind of operation (layers included).
+    fn drop(&mut self) {
+        if matches!(self.op, Op::Source(_) | Op::FromArray(_) | Op::Invalid(_)) {
+            return;
+        }
+        let op = std::mem::replace(&mut self.op, Op::Concat(Vec::new(), 0));
+        unlink(op);
+    }
+}
+
+thread_local! {
+    /// Operations waiting to be dropped by the outermost node drop of this thread, or `None`
+    /// when no node drop is running.
+    static UNLINKING: std::cell::RefCell<Option<Vec<Op>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn unlink(op: Op) {
+    // Inside a running unlink: queue and return.
+    let queued = UNLINKING.try_with(|u| match u.borrow_mut().as_mut() {
+        Some(queue) => {
+            queue.push(op);
+            None
+        }
+        None => Some(op),
+    });
+    let op = match queued {
+        Ok(None) => return,
+        Ok(Some(op)) => op,
+        // The thread is shutting down its locals: drop the plain way.
+        Err(_) => return,
+    };
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            // Whatever is left (only after a panic in a drop) is dropped the plain way.
+            let left = UNLINKING.try_with(|u| u.borrow_mut().take()).ok().flatten();
+            drop(left);
+        }
+    }
+    let _ = UNLINKING.try_with(|u| *u.borrow_mut() = Some(Vec::new()));
+    let _running = Running;
+    drop(op);
+    while let Some(next) = UNLINKING.try_with(|u| u.borrow_mut().as_mut().and_then(Vec::pop)).ok().flatten() {
+        drop(next);
+    }
+}
+
+/// Lowering state: the graph builder, and what is known about the blocks lowered so far.
+///
+/// Every walk here is bounded, however long the chain of operations behind an array (100,000
+/// chained `x + 1` or `rechunk`s): a block's fate (`Decision`: inlined into its readers, or a
+/// task of its own) is decided once and remembered, and one *attempt* decides at most
+/// [`MAX_NESTING`] nested blocks. A block needed deeper than that is *deferred*: the attempt
+/// notes it, goes on with placeholders (adding no task that would contain one), and
+/// [`Lowering::output`] decides the deferred blocks first, from an explicit stack, before
+/// trying again. Graphs less deep than the limit lower in one attempt, as plain recursion.
 pub struct Lowering<'b> {
-    /// The graph being built.
-    pub builder: &'b mut GraphBuilder,
+    builder: &'b mut GraphBuilder,
     /// Inline lazy operations into their consumers (blockwise fusion). Off only to draw the
     /// graph as written, one task per operation and block.
-    pub fuse: bool,
+    fuse: bool,
+    /// What was decided for each block key (kept across attempts).
+    decided: HashMap<Key, Decision>,
+    /// Blocks deferred by the current attempt (to decide before retrying it).
+    deferred: Vec<(Arc<Node>, Vec<usize>)>,
+    /// Keys whose decision depends on a deferred block in the current attempt: not decided
+    /// yet, and not explored twice.
+    waiting: HashSet<Key>,
+    /// Blocks being decided right now, nested.
+    depth: usize,
+    /// Placeholders handed out in the current attempt (for deferred or waiting blocks).
+    misses: usize,
+    /// For each block being decided, `misses` when it started: its task may be added, and its
+    /// decision kept, only if no placeholder was handed out since.
+    marks: Vec<usize>,
 }
+
+/// Most blocks one lowering attempt decides inside each other before deferring (each level is
+/// a few stack frames; a 2 MiB stack holds far more).
+pub const MAX_NESTING: usize = 48;
+
+/// What a block of a node becomes in the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Its expression is inlined into each reader's task.
+    Inline,
+    /// A task of its own.
+    Task(TaskId),
+}
+
+/// The id returned for tasks an attempt could not add (it is retried; the id is never used).
+const PLACEHOLDER: TaskId = TaskId(u32::MAX);
 
 /// Inputs collected while building one task's expressions.
 #[derive(Default)]
@@ -192,12 +282,83 @@ impl TaskInputs {
     }
 }
 
-impl Lowering<'_> {
-    /// The task holding block `idx` of `node`, added if needed.
+impl<'b> Lowering<'b> {
+    /// Lowering into `builder`, fusing lazy operations into their readers when `fuse`.
+    pub fn new(builder: &'b mut GraphBuilder, fuse: bool) -> Self {
+        Lowering {
+            builder,
+            fuse,
+            decided: HashMap::new(),
+            deferred: Vec::new(),
+            waiting: HashSet::new(),
+            depth: 0,
+            misses: 0,
+            marks: Vec::new(),
+        }
+    }
+
+    /// The task holding block `idx` of `node` (a collection's output), added with everything
+    /// it needs. Iterative over the depth of the graph: see [`Lowering`].
     ///
     /// # Errors
     /// Invalid graphs.
-    pub fn task(&mut self, node: &Arc<Node>, idx: &[usize]) -> Result<TaskId, GraphError> {
+    pub fn output(&mut self, node: &Arc<Node>, idx: &[usize]) -> Result<TaskId, GraphError> {
+        let mut stack: Vec<(Arc<Node>, Vec<usize>)> = Vec::new();
+        loop {
+            self.deferred.clear();
+            self.waiting.clear();
+            self.marks.clear();
+            self.depth = 0;
+            self.misses = 0;
+            match stack.last() {
+                Some((n, i)) => {
+                    let (n, i) = (n.clone(), i.clone());
+                    self.decide(&n, &i)?;
+                    if self.deferred.is_empty() {
+                        stack.pop();
+                    }
+                }
+                None => {
+                    let id = self.task(node, idx)?;
+                    if self.deferred.is_empty() {
+                        return Ok(id);
+                    }
+                }
+            }
+            stack.append(&mut self.deferred);
+        }
+    }
+
+    /// Whether an attempt's placeholders reached the task being built (it must not be added).
+    fn deferring(&self) -> bool {
+        self.misses != self.marks.last().copied().unwrap_or(0)
+    }
+
+    /// Adds a task (layers add theirs here). Inside an attempt that deferred part of what the
+    /// task needs, nothing is added and a placeholder id is returned: the attempt is retried.
+    ///
+    /// # Errors
+    /// Invalid graphs.
+    pub fn add(
+        &mut self,
+        key: Key,
+        kernel: Arc<dyn Kernel>,
+        args: impl IntoIterator<Item = Arg>,
+    ) -> Result<TaskId, GraphError> {
+        if self.deferring() {
+            return Ok(PLACEHOLDER);
+        }
+        self.builder.add(key, kernel, args)
+    }
+
+    /// The task already added under `key`.
+    pub fn id_of(&self, key: &Key) -> Option<TaskId> {
+        self.builder.id_of(key)
+    }
+
+    /// The task holding block `idx` of `node`, added if needed (outputs, materialized
+    /// operations, and lazy ones too large to inline).
+    fn task(&mut self, node: &Arc<Node>, idx: &[usize]) -> Result<TaskId, GraphError> {
         let key = node.key(idx);
         if let Some(id) = self.builder.id_of(&key) {
             return Ok(id);
@@ -206,22 +367,78 @@ impl Lowering<'_> {
             Op::Materialized(layer) => layer.lower_block(node, idx, self),
             _ => {
                 let mut inputs = TaskInputs::default();
-                let expr = self.expr(node, idx, &mut inputs)?;
-                let kernel: Arc<dyn Kernel> =
-                    Arc::new(ExprKernel { name: kernel_name(node), exprs: vec![expr], finish: Finish::none() });
-                self.builder.add(key, kernel, inputs.into_args())
+                let expr = self.expr_inner(node, idx, &mut inputs)?;
+                self.add_expr_task(node, key, expr, inputs)
             }
         }
     }
 
+    fn add_expr_task(&mut self, node: &Node, key: Key, expr: Expr, inputs: TaskInputs) -> Result<TaskId, GraphError> {
+        let kernel: Arc<dyn Kernel> =
+            Arc::new(ExprKernel { name: kernel_name(node), exprs: vec![expr], finish: Finish::none() });
+        self.add(key, kernel, inputs.into_args())
+    }
+
+    /// Decides block `idx` of `node` as a reader's operand: `None` when it had to be deferred
+    /// (or depends on a deferred block) in this attempt.
+    fn decide(&mut self, node: &Arc<Node>, idx: &[usize]) -> Result<Option<Decision>, GraphError> {
+        let key = node.key(idx);
+        if let Some(&d) = self.decided.get(&key) {
+            return Ok(Some(d));
+        }
+        let own_task = !self.fuse || matches!(node.op, Op::Materialized(_));
+        if own_task && let Some(id) = self.builder.id_of(&key) {
+            self.decided.insert(key, Decision::Task(id));
+            return Ok(Some(Decision::Task(id)));
+        }
+        if self.waiting.contains(&key) {
+            self.misses += 1;
+            return Ok(None);
+        }
+        if self.depth >= MAX_NESTING {
+            self.deferred.push((node.clone(), idx.to_vec()));
+            self.waiting.insert(key);
+            self.misses += 1;
+            return Ok(None);
+        }
+        let mark = self.misses;
+        self.depth += 1;
+        self.marks.push(mark);
+        let decision = self.decide_new(node, idx, own_task);
+        self.marks.pop();
+        self.depth -= 1;
+        let decision = decision?;
+        if self.misses == mark {
+            self.decided.insert(key, decision);
+            Ok(Some(decision))
+        } else {
+            self.waiting.insert(key);
+            self.misses += 1;
+            Ok(None)
+        }
+    }
+
+    fn decide_new(&mut self, node: &Arc<Node>, idx: &[usize], own_task: bool) -> Result<Decision, GraphError> {
+        if own_task {
+            return Ok(Decision::Task(self.task(node, idx)?));
+        }
+        let mut scratch = TaskInputs::default();
+        let expr = self.expr_inner(node, idx, &mut scratch)?;
+        if expr.size() > MAX_FUSED_OPS {
+            // Too much to duplicate into every reader: a task of its own, from the same
+            // expression.
+            return Ok(Decision::Task(self.add_expr_task(node, node.key(idx), expr, scratch)?));
+        }
+        Ok(Decision::Inline)
+    }
+
     /// The expression of block `idx` of `node`, inlining lazy operations and referring to
-    /// tasks for materialized ones.
+    /// tasks for materialized ones (layers call this for the blocks their tasks read).
     ///
     /// # Errors
     /// Invalid graphs.
     pub fn expr(&mut self, node: &Arc<Node>, idx: &[usize], inputs: &mut TaskInputs) -> Result<Expr, GraphError> {
-        let expr = self.expr_inner(node, idx, inputs)?;
-        Ok(expr)
+        self.expr_inner(node, idx, inputs)
     }
 
     fn expr_inner(&mut self, node: &Arc<Node>, idx: &[usize], inputs: &mut TaskInputs) -> Result<Expr, GraphError> {
@@ -325,48 +542,21 @@ impl Lowering<'_> {
                 sub[*axis] = block;
                 self.child(part, &sub, inputs)?
             }
-            Op::Materialized(_) => Expr::Input(inputs.task(self.task(node, idx)?)),
+            Op::Materialized(_) => self.child(node, idx, inputs)?,
             Op::Invalid(e) => return Err(GraphError::invalid("array", e.clone())),
         })
     }
 
-    /// An operand's expression: inlined when small, else a task of its own.
+    /// An operand's expression: inlined when small, else a reference to its task. Its
+    /// decision is made once; an inlined operand is rebuilt from its (decided) operands, a
+    /// walk no deeper than [`MAX_FUSED_OPS`].
     fn child(&mut self, node: &Arc<Node>, idx: &[usize], inputs: &mut TaskInputs) -> Result<Expr, GraphError> {
-        if !self.fuse {
-            return Ok(Expr::Input(inputs.task(self.task(node, idx)?)));
+        match self.decide(node, idx)? {
+            Some(Decision::Task(id)) => Ok(Expr::Input(inputs.task(id))),
+            Some(Decision::Inline) => self.expr_inner(node, idx, inputs),
+            // Deferred: this attempt adds no task holding it, so any expression will do.
+            None => Ok(Expr::Input(usize::MAX)),
         }
-        let mut scratch = TaskInputs::default();
-        let expr = self.expr_inner(node, idx, &mut scratch)?;
-        if expr.size() > MAX_FUSED_OPS {
-            return Ok(Expr::Input(inputs.task(self.task(node, idx)?)));
-        }
-        // Re-map the scratch inputs into the caller's input list.
-        let mapping: Vec<usize> = scratch
-            .args
-            .iter()
-            .map(|a| match a {
-                Arg::Task(t) => inputs.task(*t),
-                Arg::Literal(v) => inputs.literal(v),
-                Arg::Key(_) => unreachable!("lowering adds no key arguments"),
-            })
-            .collect();
-        Ok(remap_inputs(expr, &mapping))
-    }
-}
-
-fn remap_inputs(expr: Expr, mapping: &[usize]) -> Expr {
-    let r = |e: Box<Expr>| Box::new(remap_inputs(*e, mapping));
-    match expr {
-        Expr::Input(k) => Expr::Input(mapping[k]),
-        Expr::Unary(op, a) => Expr::Unary(op, r(a)),
-        Expr::Binary(op, a, b) => Expr::Binary(op, r(a), r(b)),
-        Expr::Where(c, a, b) => Expr::Where(r(c), r(a), r(b)),
-        Expr::Cast(d, a) => Expr::Cast(d, r(a)),
-        Expr::Transpose(p, a) => Expr::Transpose(p, r(a)),
-        Expr::Slice(s, a) => Expr::Slice(s, r(a)),
-        Expr::Reshape(s, a) => Expr::Reshape(s, r(a)),
-        Expr::Take(axis, p, a) => Expr::Take(axis, p, r(a)),
-        other @ (Expr::Gen { .. } | Expr::Scalar(_)) => other,
     }
 }
 

@@ -141,7 +141,7 @@ impl<T: Element, U: Element> Layer for Overlap<T, U> {
                 shape,
             })),
         });
-        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+        lw.add(node.key(idx), kernel, inputs.into_args())
     }
 }
 

@@ -107,6 +107,6 @@ impl Layer for Rechunk {
             exprs,
             finish: Finish::builtin(Assemble { shape: out_shape, places }),
         });
-        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+        lw.add(node.key(idx), kernel, inputs.into_args())
     }
 }

@@ -183,7 +183,7 @@ impl Layer for Reduction {
                     let mut key_idx = idx32.clone();
                     key_idx.extend([depth, g as u32]);
                     let key = Key::from_shared(&self.combine_name, &key_idx);
-                    lw.builder.add(key, combine.clone(), group.iter().map(|&t| kiln_graph::Arg::Task(t)))
+                    lw.add(key, combine.clone(), group.iter().map(|&t| kiln_graph::Arg::Task(t)))
                 })
                 .collect::<Result<_, _>>()?;
             depth += 1;
@@ -192,7 +192,7 @@ impl Layer for Reduction {
             reduction: self.params(),
             finalize: Some((node.block_shape(idx), node.dtype)),
         }));
-        lw.builder.add(node.key(idx), finalize, level.into_iter().map(kiln_graph::Arg::Task))
+        lw.add(node.key(idx), finalize, level.into_iter().map(kiln_graph::Arg::Task))
     }
 }
 
@@ -209,7 +209,7 @@ impl Reduction {
 
     fn partial_task(&self, in_idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
         let key = Key::from_shared(&self.partial_name, &in_idx.iter().map(|&i| i as u32).collect::<Vec<_>>());
-        if let Some(id) = lw.builder.id_of(&key) {
+        if let Some(id) = lw.id_of(&key) {
             return Ok(id);
         }
         let mut inputs = TaskInputs::default();
@@ -223,6 +223,6 @@ impl Reduction {
                 reduced_offset: self.axes.iter().map(|&a| offset[a]).collect(),
             }),
         });
-        lw.builder.add(key, kernel, inputs.into_args())
+        lw.add(key, kernel, inputs.into_args())
     }
 }

@@ -15,7 +15,7 @@ pub(crate) struct RemoteChunks {
 
 impl Layer for RemoteChunks {
     fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
-        lw.builder.add(node.key(idx), Arc::new(RemoteValue), [Arg::Literal(self.keep_alive.clone())])
+        lw.add(node.key(idx), Arc::new(RemoteValue), [Arg::Literal(self.keep_alive.clone())])
     }
 }
 

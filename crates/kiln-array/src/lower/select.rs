@@ -49,7 +49,7 @@ impl Layer for Take {
         }
         let kernel: Arc<dyn Kernel> =
             Arc::new(ExprKernel { name: "take".into(), exprs, finish: Finish::builtin(Assemble { shape, places }) });
-        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+        lw.add(node.key(idx), kernel, inputs.into_args())
     }
 }
 
@@ -67,7 +67,7 @@ impl Layer for CountTrueLayer {
             exprs: vec![expr],
             finish: Finish::builtin(CountTrue { ndim: idx.len() }),
         });
-        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+        lw.add(node.key(idx), kernel, inputs.into_args())
     }
 }
 
@@ -85,6 +85,6 @@ impl Layer for MaskSelect {
         let exprs = vec![lw.expr(&self.input, in_idx, &mut inputs)?, lw.expr(&self.mask, in_idx, &mut inputs)?];
         let kernel: Arc<dyn Kernel> =
             Arc::new(ExprKernel { name: "getitem-mask".into(), exprs, finish: Finish::builtin(Pick) });
-        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+        lw.add(node.key(idx), kernel, inputs.into_args())
     }
 }

@@ -27,7 +27,7 @@ impl Layer for ZarrRead {
             ranges,
             dtype: node.dtype,
         }));
-        lw.builder.add(node.key(idx), kernel, [])
+        lw.add(node.key(idx), kernel, [])
     }
 }
 
@@ -50,6 +50,6 @@ impl Layer for ZarrStore {
         };
         let kernel: Arc<dyn Kernel> =
             Arc::new(ExprKernel { name: "to-zarr".into(), exprs: vec![expr], finish: Finish::builtin(finish) });
-        lw.builder.add(node.key(idx), kernel, inputs.into_args())
+        lw.add(node.key(idx), kernel, inputs.into_args())
     }
 }

@@ -137,12 +137,21 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
     let store = Arc::new(Store::new(dir));
     let queue = Arc::new(JobQueue::default());
     let mut threads = Vec::new();
+    // Kernels check each block they allocate against the memory limit (or, without one, the
+    // memory available): an oversized block fails its task instead of aborting the worker.
+    let budget = match config.memory_limit {
+        0 => kiln_graph::memory::Budget::Available,
+        bytes => kiln_graph::memory::Budget::Limit { bytes, of: "the worker memory limit" },
+    };
     for i in 0..config.nthreads.max(1) {
         let queue = queue.clone();
         let events = events_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("kiln-worker-{i}"))
-            .spawn(move || compute_thread(&queue, |outcome| events.send(ShellEvent::Done(outcome)).is_ok()))
+            .spawn(move || {
+                kiln_graph::memory::set_budget(Some(budget));
+                compute_thread(&queue, |outcome| events.send(ShellEvent::Done(outcome)).is_ok())
+            })
             .map_err(|source| CommError::Io { context: "cannot start a compute thread".into(), source })?;
         threads.push(thread);
     }
