@@ -251,13 +251,13 @@ fn values_over_the_frame_limit_are_refused_by_the_client_with_what_to_do() {
 
     let err = client.scatter(vec![vec![0i64; 1_000_000]]).map(|_| ()).unwrap_err();
     let message = err.to_string();
-    assert!(matches!(err, kiln::ComputeError::TooLarge { size: 8_000_000, .. }), "{err:?}");
+    assert!(matches!(err, kiln::ComputeError::OverFrameLimit { size: 8_000_000, .. }), "{err:?}");
     for part in ["8.0 MB", "frame limit of 4.2 MB", "scatter it in smaller pieces", "KILN_MAX_FRAME"] {
         assert!(message.contains(part), "{part:?} not in {message}");
     }
 
     let err = client.submit(sum(vec![0i64; 1_000_000])).map(|_| ()).unwrap_err();
-    assert!(matches!(err, kiln::ComputeError::TooLarge { .. }), "{err:?}");
+    assert!(matches!(err, kiln::ComputeError::OverFrameLimit { .. }), "{err:?}");
     assert!(err.to_string().contains("literal input 0"), "{err}");
 
     // Smaller values still travel, and the connection is still up.

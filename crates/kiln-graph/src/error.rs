@@ -218,7 +218,7 @@ pub enum ComputeError {
         human_bytes(*.size),
         human_bytes(*.limit)
     )]
-    TooLarge {
+    OverFrameLimit {
         /// What was too large ("task x's literal input 0", "scattered value y").
         what: String,
         /// Its size in bytes.

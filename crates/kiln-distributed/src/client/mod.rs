@@ -96,7 +96,7 @@ fn check_literals(tasks: &[SubmittedTask]) -> Result<(), ComputeError> {
             if let kiln_graph::portable::InputSpec::Literal(encoded) = input {
                 let size = encoded.nbytes();
                 if size > limit {
-                    return Err(ComputeError::TooLarge {
+                    return Err(ComputeError::OverFrameLimit {
                         what: format!("task {}'s literal input {position}", task.spec.key),
                         size: size as u64,
                         limit: limit as u64,
@@ -108,7 +108,7 @@ fn check_literals(tasks: &[SubmittedTask]) -> Result<(), ComputeError> {
         }
     }
     if total > limit {
-        return Err(ComputeError::TooLarge {
+        return Err(ComputeError::OverFrameLimit {
             what: "the graph's literal inputs together".into(),
             size: total as u64,
             limit: limit as u64,
@@ -543,7 +543,7 @@ impl Client {
                     } else {
                         (total, limits.max_packet)
                     };
-                    return Err(ComputeError::TooLarge {
+                    return Err(ComputeError::OverFrameLimit {
                         what: format!("scattered value {key}"),
                         size: size as u64,
                         limit: limit as u64,
