@@ -314,6 +314,9 @@ fn sigterm_to_a_busy_worker_hands_its_unstarted_tasks_back_and_the_answer_is_rig
     // scheduler: every block's task goes to a worker's queue as soon as it is submitted.
     let x = RandomState::new(5).random(&[4000, 4000], [250, 250]);
     let persisted = client.persist(&x).unwrap();
+    // Wait until the chunks exist: before that, the blocks' tasks wait for their inputs and a
+    // worker's queue can be empty when the signal arrives.
+    persisted.sum().compute_on(&client).unwrap();
     let y = (&persisted + &persisted.t()).sum();
     let expected = (&x + &x.t()).sum().compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
     let run = std::thread::spawn({

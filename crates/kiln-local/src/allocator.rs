@@ -1,4 +1,5 @@
-//! glibc allocator settings for block-sized buffers.
+//! The process's memory: glibc allocator settings for block-sized buffers, and how much memory
+//! the machine can still give.
 //!
 //! Array blocks are a few MiB each and a computation allocates and frees thousands of them.
 //! glibc serves such sizes with a fresh `mmap` until its dynamic threshold adapts, and trims its
@@ -25,4 +26,22 @@ pub(crate) fn tune_for_blocks() {
             libc::mallopt(libc::M_TRIM_THRESHOLD, HEAP_BLOCK_LIMIT as libc::c_int);
         }
     });
+}
+
+/// The memory the machine can give this process now: `MemAvailable` of `/proc/meminfo`, capped
+/// by what the cgroup v2 memory limit leaves, when one is set; `None` where neither can be read.
+/// The local scheduler installs it as [`kiln_graph::memory::set_available_probe`].
+pub fn available_memory() -> Option<u64> {
+    let meminfo =
+        std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| kiln_graph::memory::parse_meminfo(&text));
+    let read = |name: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/{name}")).ok();
+    // "max" (no limit) does not parse.
+    let cgroup = read("memory.max").and_then(|s| s.trim().parse::<u64>().ok()).map(|max| {
+        let current: u64 = read("memory.current").and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        max.saturating_sub(current)
+    });
+    match (meminfo, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }

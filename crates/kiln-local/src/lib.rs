@@ -102,6 +102,7 @@ impl LocalScheduler {
     /// buffers (see [`allocator::HEAP_BLOCK_LIMIT`]): a process-wide setting, made once.
     pub fn threads(n: usize) -> Self {
         allocator::tune_for_blocks();
+        kiln_graph::memory::set_available_probe(allocator::available_memory);
         LocalScheduler {
             threads: n.max(1),
             progress: Progress::Auto,

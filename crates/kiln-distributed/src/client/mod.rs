@@ -163,6 +163,8 @@ impl Client {
     /// # Errors
     /// The scheduler cannot be reached or refuses the connection.
     pub fn connect(address: &str) -> Result<Client, ComputeError> {
+        // Results are assembled in this process: their size is checked against its memory.
+        kiln_graph::memory::set_available_probe(kiln_local::allocator::available_memory);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("kiln-client")

@@ -139,6 +139,7 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
     let mut threads = Vec::new();
     // Kernels check each block they allocate against the memory limit (or, without one, the
     // memory available): an oversized block fails its task instead of aborting the worker.
+    kiln_graph::memory::set_available_probe(kiln_local::allocator::available_memory);
     let budget = match config.memory_limit {
         0 => kiln_graph::memory::Budget::Available,
         bytes => kiln_graph::memory::Budget::Limit { bytes, of: "the worker memory limit" },
