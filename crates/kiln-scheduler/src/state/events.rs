@@ -90,18 +90,37 @@ impl SchedulerState {
                 occupancy_us: 0.0,
                 reported: MemoryReport { worker: id, managed: 0, spilled: 0, process: 0 },
                 last_seen: now,
+                paused: false,
             },
         );
         let all = self.workers();
         self.commands.push(Command::Worker(id, SchedulerToWorker::Registered { id, workers: all }));
         self.idle.insert(id);
+        self.place_stranded();
+        self.finish_event();
+    }
+
+    /// Tasks parked in `no-worker` are placed again now that a worker takes work.
+    fn place_stranded(&mut self) {
         let stranded: Vec<TaskSlot> = std::mem::take(&mut self.no_worker).into_iter().map(|(_, t)| t).collect();
         for t in stranded {
             self.set_state(t, TaskState::Waiting);
             self.ready(t);
         }
         self.roots_added = true;
-        self.finish_event();
+    }
+
+    /// A worker paused (no new tasks; its unstarted ones may be stolen) or resumed.
+    fn worker_paused(&mut self, worker: WorkerId, paused: bool) {
+        let Some(w) = self.workers.get_mut(&worker) else { return };
+        if w.paused == paused {
+            return;
+        }
+        w.paused = paused;
+        self.record(|_| SchedulerEvent::Worker { worker, activity: WorkerActivity::Paused(paused) });
+        if !paused {
+            self.place_stranded();
+        }
     }
 
     /// A worker is gone (connection lost, missed heartbeats, or it left). What it was running
@@ -214,6 +233,7 @@ impl SchedulerState {
                 self.record(|_| SchedulerEvent::MemoryReported(report));
             }
             WorkerToScheduler::StealResponse { key, stolen } => self.steal_response(worker, &key, stolen),
+            WorkerToScheduler::Paused { paused, .. } => self.worker_paused(worker, paused),
             WorkerToScheduler::Leaving { returned } => {
                 for key in returned {
                     if let Some(t) = self.find(&key)
