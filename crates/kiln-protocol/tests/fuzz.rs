@@ -2,11 +2,11 @@
 //! them allocate far beyond what was received, and valid packets survive any split of the stream.
 
 use bytes::{Bytes, BytesMut};
-use kiln_protocol::{
-    Hello, MAGIC, Packet, PacketDecoder, ProtocolError, Reply, Role, decode_hello, decode_reply, encode_hello,
-    decode_header, encode_header, encode_packet, encode_reply,
-};
 use kiln_protocol::messages::WorkerToScheduler;
+use kiln_protocol::{
+    Hello, MAGIC, Packet, PacketDecoder, ProtocolError, Reply, Role, decode_header, decode_hello, decode_reply,
+    encode_header, encode_hello, encode_packet, encode_reply,
+};
 use proptest::prelude::*;
 
 /// Capacity allowed beyond twice the input: the decoder reserves up to 64 KiB ahead, and

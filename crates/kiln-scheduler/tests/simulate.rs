@@ -844,7 +844,11 @@ fn a_paused_worker_gets_no_new_tasks_serves_its_data_and_takes_work_again_when_i
     );
     // Its dependents and new roots all go to the other worker, which fetches x from it.
     let deps: Vec<TaskSpec> = (0..5)
-        .map(|i| TaskSpec { key: Key::with_index("use", [i]), kernel: kernel(), inputs: vec![InputSpec::Task(x.key.clone())] })
+        .map(|i| TaskSpec {
+            key: Key::with_index("use", [i]),
+            kernel: kernel(),
+            inputs: vec![InputSpec::Task(x.key.clone())],
+        })
         .collect();
     let roots: Vec<TaskSpec> = (0..10).map(root).collect();
     submit(&mut sim, &deps, deps.iter().map(|d| d.key.clone()).collect());
@@ -908,7 +912,11 @@ fn unstarted_work_on_a_paused_worker_is_stolen_by_a_running_one() {
     let mut rng = Rng(2);
     while sim.step(&mut rng) {}
     let deps: Vec<TaskSpec> = (0..6)
-        .map(|i| TaskSpec { key: Key::with_index("use", [i]), kernel: kernel(), inputs: vec![InputSpec::Task(big.key.clone())] })
+        .map(|i| TaskSpec {
+            key: Key::with_index("use", [i]),
+            kernel: kernel(),
+            inputs: vec![InputSpec::Task(big.key.clone())],
+        })
         .collect();
     // Both workers get some; then the holder pauses with tasks it has not started.
     submit(&mut sim, &deps, deps.iter().map(|d| d.key.clone()).collect());

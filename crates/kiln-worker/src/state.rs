@@ -1732,14 +1732,7 @@ impl<P> WorkerState<P> {
         out.push(Instruction::Evict { key, file });
     }
 
-    fn spill_failed(
-        &mut self,
-        key: Key,
-        file: SpillFile,
-        error: SpillError,
-        now: u64,
-        out: &mut Vec<Instruction<P>>,
-    ) {
+    fn spill_failed(&mut self, key: Key, file: SpillFile, error: SpillError, now: u64, out: &mut Vec<Instruction<P>>) {
         self.spills_in_flight = self.spills_in_flight.saturating_sub(1);
         out.push(Instruction::DeleteFile { file });
         let disk_failed = matches!(error, SpillError::Io(_));

@@ -479,7 +479,8 @@ fn a_failed_spill_pauses_the_worker_tells_the_scheduler_once_and_retries_after_a
     assert!(at(&mut state, 5_999_999, Event::Tick).is_empty(), "spills before the backoff ends");
     // The retry fails too: silently, and the next one waits twice as long.
     let out = at(&mut state, 6_000_000, Event::Tick);
-    let Some(Instruction::Spill { file: retry, .. }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. })) else {
+    let Some(Instruction::Spill { file: retry, .. }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
+    else {
         panic!("no retry at the deadline: {out:?}")
     };
     assert_eq!(out.iter().filter(|i| matches!(i, Instruction::Spill { .. })).count(), 1, "one probe at a time");

@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_graph::portable::{InputSpec, PortableError, TaskSpec, resolve_task};
 use kiln_graph::kernel::ResolveError;
+use kiln_graph::portable::{InputSpec, PortableError, TaskSpec, resolve_task};
 use kiln_graph::{CodecRegistry, Kernel, KernelRegistry, KernelSpec, Key, TaskError, Value};
 use kiln_protocol::Role;
 use kiln_protocol::messages::{
@@ -107,12 +107,14 @@ impl KernelCache {
     }
 
     /// Kernels cached.
-    pub(super) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Bytes of the cached specs.
-    pub(super) fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.bytes
     }
 }
@@ -313,7 +315,10 @@ impl Shell {
                         resolved.kernel
                     }
                     Err(PortableError::Resolve { source: ResolveError::Unknown(id), .. }) => {
-                        let message = unknown_kernel(&self.address, &self.name, &id);
+                        // The address the scheduler advertises (a worker listening on all
+                        // interfaces knows only 0.0.0.0 itself).
+                        let advertised = self.state.id().and_then(|me| self.state.peer_address(me));
+                        let message = unknown_kernel(advertised.unwrap_or(&self.address), &self.name, &id);
                         return Event::TaskRejected { key, message };
                     }
                     Err(e) => return Event::TaskRejected { key, message: e.to_string() },
@@ -485,7 +490,9 @@ impl Shell {
                 tracing::info!("worker {name}: leaving; handing back {returned} unstarted tasks")
             }
             Notice::Paused { reason } => {
-                tracing::warn!("worker {name}: paused: {reason}; no new task starts, the scheduler sends work elsewhere")
+                tracing::warn!(
+                    "worker {name}: paused: {reason}; no new task starts, the scheduler sends work elsewhere"
+                )
             }
             Notice::Resumed { process_bytes, paused_for_us } => tracing::info!(
                 "worker {name}: resumed: process memory {:.0} MB after {:.1} s paused",
