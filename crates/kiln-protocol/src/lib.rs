@@ -47,7 +47,8 @@ pub const MAGIC: [u8; 4] = *b"KILN";
 ///
 /// Version 2: `TaskFailure` carries a `kind` (a task's own error, or given up on after killing
 /// workers). Version 3: clients register; workers register a `WriteToken` that peers present
-/// (`PeerRequest::Authenticate`) before a `Put`.
+/// (`PeerRequest::Authenticate`) before a `Put`; `WorkerToScheduler::Paused` (a worker tells the
+/// scheduler it paused or resumed).
 pub const PROTOCOL_VERSION: u16 = 3;
 /// Default maximum size of one frame (header or payload frame): 1 GiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;

@@ -401,6 +401,15 @@ pub enum WorkerToScheduler {
         /// Whether this worker gave it up.
         stolen: bool,
     },
+    /// The worker stopped (`paused`) or resumed starting tasks: its memory is over the pause
+    /// threshold, or a spill write failed while memory is over the target. A paused worker
+    /// still serves its data but gets no new tasks.
+    Paused {
+        /// Whether the worker is paused now.
+        paused: bool,
+        /// Why, for the scheduler's log (e.g. "process memory 190 MB > 80 % of 200 MB limit").
+        reason: String,
+    },
     /// The worker is leaving cleanly; tasks it had not started go back to the scheduler.
     Leaving {
         /// Tasks handed back.

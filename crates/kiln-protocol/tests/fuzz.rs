@@ -2,9 +2,10 @@
 //! them allocate far beyond what was received, and valid packets survive any split of the stream.
 
 use bytes::{Bytes, BytesMut};
+use kiln_protocol::messages::WorkerToScheduler;
 use kiln_protocol::{
-    Hello, MAGIC, Packet, PacketDecoder, ProtocolError, Reply, Role, decode_hello, decode_reply, encode_hello,
-    encode_packet, encode_reply,
+    Hello, MAGIC, Packet, PacketDecoder, ProtocolError, Reply, Role, decode_header, decode_hello, decode_reply,
+    encode_header, encode_hello, encode_packet, encode_reply,
 };
 use proptest::prelude::*;
 
@@ -144,5 +145,20 @@ proptest! {
         let reply = if refused { Reply::Refused(hello.name) } else { Reply::Accepted };
         let bytes = encode_reply(&reply);
         prop_assert_eq!(decode_reply(&bytes), Ok(Some((reply, bytes.len()))));
+    }
+
+    #[test]
+    fn worker_pause_messages_round_trip_in_a_batch(paused in any::<bool>(), reason in ".{0,80}", cut in 0usize..64) {
+        let batch = vec![
+            WorkerToScheduler::Paused { paused, reason: reason.clone() },
+            WorkerToScheduler::Heartbeat { managed_bytes: 1, spilled_bytes: 2, process_bytes: 3 },
+            WorkerToScheduler::Paused { paused: !paused, reason: String::new() },
+        ];
+        let bytes = encode_header(&batch).unwrap();
+        prop_assert_eq!(decode_header::<Vec<WorkerToScheduler>>(&bytes).unwrap(), batch);
+        // A truncated header is an error, never a panic or a different message.
+        if cut < bytes.len() {
+            prop_assert!(decode_header::<Vec<WorkerToScheduler>>(&bytes[..cut]).is_err());
+        }
     }
 }

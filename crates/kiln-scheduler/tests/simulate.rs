@@ -288,6 +288,33 @@ impl Sim {
         true
     }
 
+    /// Finishes the first task of worker `w`.
+    fn step_on(&mut self, w: WorkerId) {
+        let mut rng = Rng(0);
+        let others: Vec<(WorkerId, Vec<ComputeTask>)> = self
+            .workers
+            .iter_mut()
+            .filter(|(id, _)| **id != w)
+            .map(|(id, worker)| (*id, std::mem::take(&mut worker.running)))
+            .collect();
+        // Only `w` is busy for this step; a window of one picks its first task.
+        let threads = std::mem::replace(&mut self.threads, 1);
+        let keep = self.workers[&w].running.split_first().map(|_| ()).is_some();
+        if keep {
+            let rest: Vec<ComputeTask> = self.workers.get_mut(&w).unwrap().running.drain(1..).collect();
+            self.step(&mut rng);
+            self.workers.get_mut(&w).unwrap().running.splice(0..0, rest);
+        }
+        self.threads = threads;
+        for (id, running) in others {
+            if let Some(worker) = self.workers.get_mut(&id) {
+                let mut running = running;
+                running.append(&mut worker.running);
+                worker.running = running;
+            }
+        }
+    }
+
     fn kill(&mut self, rng: &mut Rng) {
         if self.workers.len() < 2 {
             return;
@@ -933,4 +960,127 @@ fn without_a_no_workers_timeout_tasks_wait_for_workers_forever() {
     tick(&mut sim, u64::MAX / 2);
     assert!(sim.erred.is_empty());
     assert_eq!(sim.s.task_state(&t.key), Some(TaskState::NoWorker));
+}
+
+fn pause(sim: &mut Sim, w: WorkerId, paused: bool) {
+    let reason = if paused { "process memory 190 MB > 80 % of 200 MB limit" } else { "resumed" }.to_string();
+    sim.s.handle(Event::Worker(w, WorkerToScheduler::Paused { paused, reason }), sim.now);
+    sim.pump();
+}
+
+#[test]
+fn a_paused_worker_gets_no_new_tasks_serves_its_data_and_takes_work_again_when_it_resumes() {
+    let mut sim = Sim::new(2, 1);
+    let (w0, w1) = (WorkerId::new(0), WorkerId::new(1));
+    // An input held only by worker 0, which then pauses.
+    let x = root(1000);
+    submit(&mut sim, std::slice::from_ref(&x), vec![x.key.clone()]);
+    let holder = sim.s.processing_on(&x.key).unwrap();
+    let mut rng = Rng(8);
+    while sim.step(&mut rng) {}
+    let other = if holder == w0 { w1 } else { w0 };
+    sim.s.observe(true);
+    pause(&mut sim, holder, true);
+    let mut events = Vec::new();
+    sim.s.drain_observations_into(&mut events);
+    assert!(
+        events.iter().any(|e| matches!(e, SchedulerEvent::Worker { worker, activity: WorkerActivity::Paused(true) } if *worker == holder)),
+        "{events:?}"
+    );
+    // Its dependents and new roots all go to the other worker, which fetches x from it.
+    let deps: Vec<TaskSpec> = (0..5)
+        .map(|i| TaskSpec {
+            key: Key::with_index("use", [i]),
+            kernel: kernel(),
+            inputs: vec![InputSpec::Task(x.key.clone())],
+        })
+        .collect();
+    let roots: Vec<TaskSpec> = (0..10).map(root).collect();
+    submit(&mut sim, &deps, deps.iter().map(|d| d.key.clone()).collect());
+    submit(&mut sim, &roots, roots.iter().map(|r| r.key.clone()).collect());
+    for spec in deps.iter().chain(&roots) {
+        let on = sim.s.processing_on(&spec.key);
+        assert!(on.is_none() || on == Some(other), "{} placed on {on:?}, the paused worker is {holder}", spec.key);
+    }
+    assert!(sim.workers[&holder].running.is_empty(), "the paused worker got a task");
+    // Stealing does not move work onto it either.
+    sim.s.handle(Event::Tick, sim.now);
+    sim.pump();
+    assert!(sim.workers[&holder].running.is_empty(), "stealing moved work onto the paused worker");
+    // Part of the work finishes elsewhere, with x fetched from the paused worker.
+    for _ in 0..3 {
+        assert!(sim.step(&mut rng));
+    }
+    assert!(sim.workers[&holder].running.is_empty());
+    // Resumed, it takes work again (the input is there, the other worker is busy), and
+    // everything finishes with the right values.
+    pause(&mut sim, holder, false);
+    let again = TaskSpec { key: Key::new("again"), kernel: kernel(), inputs: vec![InputSpec::Task(x.key.clone())] };
+    submit(&mut sim, std::slice::from_ref(&again), vec![again.key.clone()]);
+    assert_eq!(sim.s.processing_on(&again.key), Some(holder), "the resumed worker gets no work");
+    while sim.step(&mut rng) {}
+    let mut all = vec![x.clone(), again.clone()];
+    all.extend(deps.iter().cloned());
+    all.extend(roots.iter().cloned());
+    let expected = expected(&all);
+    for spec in deps.iter().chain(&roots) {
+        assert_eq!(sim.results.get(&spec.key), expected.get(&spec.key), "{}", spec.key);
+    }
+}
+
+#[test]
+fn when_every_worker_is_paused_ready_tasks_wait_until_one_resumes() {
+    let mut sim = Sim::new(2, 1);
+    let (w0, w1) = (WorkerId::new(0), WorkerId::new(1));
+    pause(&mut sim, w0, true);
+    pause(&mut sim, w1, true);
+    let specs: Vec<TaskSpec> = (0..4).map(root).collect();
+    submit(&mut sim, &specs, specs.iter().map(|s| s.key.clone()).collect());
+    for spec in &specs {
+        assert_eq!(sim.s.task_state(&spec.key), Some(TaskState::NoWorker), "{}", spec.key);
+    }
+    assert!(sim.workers.values().all(|w| w.running.is_empty()));
+    pause(&mut sim, w1, false);
+    assert!(!sim.workers[&w1].running.is_empty());
+    assert!(sim.workers[&w0].running.is_empty());
+    let mut rng = Rng(9);
+    while sim.step(&mut rng) {}
+    assert_eq!(sim.results.len(), 4);
+}
+
+#[test]
+fn unstarted_work_on_a_paused_worker_is_stolen_by_a_running_one() {
+    let mut sim = Sim::new(2, 1);
+    let big = root(0);
+    submit(&mut sim, std::slice::from_ref(&big), vec![big.key.clone()]);
+    let holder = sim.s.processing_on(&big.key).unwrap();
+    let mut rng = Rng(2);
+    while sim.step(&mut rng) {}
+    let deps: Vec<TaskSpec> = (0..6)
+        .map(|i| TaskSpec {
+            key: Key::with_index("use", [i]),
+            kernel: kernel(),
+            inputs: vec![InputSpec::Task(big.key.clone())],
+        })
+        .collect();
+    // Both workers get some; then the holder pauses with tasks it has not started.
+    submit(&mut sim, &deps, deps.iter().map(|d| d.key.clone()).collect());
+    let other = *sim.workers.keys().find(|w| **w != holder).unwrap();
+    let before = sim.workers[&holder].running.len();
+    assert!(before >= 2, "the holder got {before} tasks");
+    pause(&mut sim, holder, true);
+    // The running worker is kept busy: it steals from the paused one as it has room.
+    let mut moved = 0;
+    for _ in 0..20 {
+        sim.s.handle(Event::Tick, sim.now);
+        sim.pump();
+        if sim.workers[&other].running.is_empty() {
+            break;
+        }
+        sim.step_on(other);
+        moved += 1;
+    }
+    // The simulated worker has started its first task (one thread): only that one stays.
+    assert_eq!(sim.workers[&holder].running.len(), 1, "unstarted tasks stayed on the paused worker");
+    assert!(moved >= before - 1);
 }

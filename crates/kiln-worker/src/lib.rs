@@ -37,6 +37,6 @@
 mod state;
 
 pub use state::{
-    Config, ConfigError, Event, Instruction, InvariantError, KeyState, MemoryLimits, Notice, RunId, SpillError,
-    SpillFile, WorkerState,
+    Config, ConfigError, Event, Instruction, InvariantError, KeyState, MemoryLimits, Notice, PauseReason, RunId,
+    SpillError, SpillFile, WorkerState,
 };

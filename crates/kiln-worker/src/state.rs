@@ -66,6 +66,9 @@ pub struct Config {
     pub max_unspills_in_flight: usize,
     /// How long a leaving worker waits for its running tasks, in microseconds.
     pub leave_patience_us: u64,
+    /// After a failed spill write, how long to wait before trying to spill again, in
+    /// microseconds; doubled after each failed retry up to 12 times this.
+    pub spill_retry_us: u64,
 }
 
 impl Config {
@@ -78,6 +81,7 @@ impl Config {
             max_spills_in_flight: 1,
             max_unspills_in_flight: 2,
             leave_patience_us: 30_000_000,
+            spill_retry_us: 5_000_000,
         }
     }
 
@@ -402,21 +406,19 @@ pub enum Instruction<P> {
 }
 
 /// Operator-facing news from the state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
     /// The worker leaves: `returned` tasks it had not started go back to the scheduler.
     Leaving {
         /// How many unstarted tasks are handed back.
         returned: usize,
     },
-    /// Process memory crossed the pause threshold: no task starts until it falls.
+    /// No task starts until this changes (the scheduler is told too).
     Paused {
-        /// The process's memory.
-        process_bytes: u64,
-        /// The memory limit.
-        limit: u64,
+        /// Why.
+        reason: PauseReason,
     },
-    /// Process memory fell below the pause threshold: tasks start again.
+    /// The reason to pause is gone: tasks start again (the scheduler is told too).
     Resumed {
         /// The process's memory.
         process_bytes: u64,
@@ -431,13 +433,18 @@ pub enum Notice {
         error: SpillError,
     },
     /// Writing a spill file failed: the value stays in memory and spilling stops for this
-    /// worker (pausing still bounds its memory).
+    /// worker (pausing still bounds its memory) until a retry after `retry_in_us` succeeds.
+    /// Failed retries are not noticed again.
     SpillingStopped {
         /// The value whose spill failed.
         key: Key,
         /// Why.
         error: SpillError,
+        /// When spilling is tried again.
+        retry_in_us: u64,
     },
+    /// A spill write succeeded after spilling had stopped: spilling works again.
+    SpillingResumed,
     /// A spilled value could not be read back; the scheduler recomputes it for the tasks here.
     ValueLost {
         /// The key.
@@ -450,6 +457,62 @@ pub enum Notice {
         /// Tasks still running.
         running: usize,
     },
+}
+
+/// Why a worker pauses (see [`Notice::Paused`]); its `Display` is the sentence the worker logs
+/// and sends to the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PauseReason {
+    /// The process's memory is over the pause fraction of the limit.
+    Memory {
+        /// The process's memory.
+        process_bytes: u64,
+        /// The memory limit.
+        limit: u64,
+        /// The pause fraction.
+        fraction: f64,
+    },
+    /// Writing a spill file failed while held values are over the target: spilling can no
+    /// longer bound memory, so no task starts until a retry succeeds or values are freed.
+    SpillFailed {
+        /// Bytes of values in memory.
+        managed_bytes: u64,
+        /// The memory limit.
+        limit: u64,
+        /// The target fraction.
+        fraction: f64,
+    },
+}
+
+impl std::fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            PauseReason::Memory { process_bytes, limit, fraction } => write!(
+                f,
+                "process memory {} > {:.0} % of {} limit",
+                Megabytes(process_bytes),
+                fraction * 100.0,
+                Megabytes(limit)
+            ),
+            PauseReason::SpillFailed { managed_bytes, limit, fraction } => write!(
+                f,
+                "spilling to disk failed with {} held > {:.0} % of {} limit",
+                Megabytes(managed_bytes),
+                fraction * 100.0,
+                Megabytes(limit)
+            ),
+        }
+    }
+}
+
+/// Bytes shown in decimal megabytes, as `--memory-limit 200MB` is given.
+struct Megabytes(u64);
+
+impl std::fmt::Display for Megabytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = self.0 as f64 / 1e6;
+        if mb < 10.0 { write!(f, "{mb:.1} MB") } else { write!(f, "{mb:.0} MB") }
+    }
 }
 
 /// A task of this worker not handed to the threads yet.
@@ -575,7 +638,13 @@ pub struct WorkerState<P> {
     spilled_since_measure: u64,
     process_bytes: u64,
     paused_since: Option<u64>,
+    /// The last measured process memory is over the pause fraction.
+    memory_over: bool,
     spilling_stopped: bool,
+    /// While spilling is stopped: no spill is tried before this time (`None`: one may be).
+    spill_retry_at: Option<u64>,
+    /// The wait before the next retry of a stopped spilling.
+    spill_backoff_us: u64,
     leaving: Option<Leaving>,
     /// A `DrainQueue` is unanswered.
     draining: bool,
@@ -625,7 +694,10 @@ impl<P> WorkerState<P> {
             spilled_since_measure: 0,
             process_bytes: 0,
             paused_since: None,
+            memory_over: false,
             spilling_stopped: false,
+            spill_retry_at: None,
+            spill_backoff_us: 0,
             leaving: None,
             draining: false,
             stopped: false,
@@ -687,7 +759,60 @@ impl<P> WorkerState<P> {
 
     /// When the shell must send [`Event::Tick`] at the latest (`None`: no deadline pending).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.leaving.as_ref().filter(|_| !self.stopped).map(|l| l.deadline)
+        if self.stopped {
+            return None;
+        }
+        let leave = self.leaving.as_ref().map(|l| l.deadline);
+        match (leave, self.spill_retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Why the worker is paused now (`None`: it is not).
+    pub fn pause_reason(&self) -> Option<PauseReason> {
+        self.paused_since.and_then(|_| self.wanted_pause())
+    }
+
+    /// Whether the worker should be paused, and why: process memory first, then a spill
+    /// failure that leaves held memory over the target.
+    fn wanted_pause(&self) -> Option<PauseReason> {
+        let limits = self.config.memory?;
+        if self.memory_over {
+            return Some(PauseReason::Memory {
+                process_bytes: self.process_bytes,
+                limit: limits.limit,
+                fraction: limits.pause,
+            });
+        }
+        (self.spilling_stopped && self.managed > limits.bytes(limits.target)).then_some(PauseReason::SpillFailed {
+            managed_bytes: self.managed,
+            limit: limits.limit,
+            fraction: limits.target,
+        })
+    }
+
+    /// Pauses or resumes when the reason changed, telling the operator and the scheduler
+    /// once per change.
+    fn update_pause(&mut self, now: u64, out: &mut Vec<Instruction<P>>) {
+        if self.stopped {
+            // Nothing is sent after `Stop`.
+            return;
+        }
+        match (self.wanted_pause(), self.paused_since) {
+            (Some(reason), None) => {
+                self.paused_since = Some(now);
+                out.push(Instruction::Send(WorkerToScheduler::Paused { paused: true, reason: reason.to_string() }));
+                out.push(Instruction::Notice(Notice::Paused { reason }));
+            }
+            (None, Some(since)) => {
+                self.paused_since = None;
+                let paused_for_us = now.saturating_sub(since);
+                out.push(Instruction::Send(WorkerToScheduler::Paused { paused: false, reason: "resumed".into() }));
+                out.push(Instruction::Notice(Notice::Resumed { process_bytes: self.process_bytes, paused_for_us }));
+            }
+            _ => {}
+        }
     }
 
     /// Checks the state's bookkeeping against itself; tests call it after every event.
@@ -832,10 +957,18 @@ impl<P> WorkerState<P> {
         if self.stopped {
             return;
         }
+        if self.spill_retry_at.is_some_and(|at| now >= at) {
+            // The backoff is over: the next spill is a retry.
+            self.spill_retry_at = None;
+        }
         match event {
             Event::Registered { id, peers } => {
                 self.id = Some(id);
                 self.peers = peers.into_iter().map(|w| (w.id, w.address)).collect();
+                if let Some(reason) = self.pause_reason() {
+                    // A scheduler that lost this worker knows it as a new one, not paused.
+                    out.push(Instruction::Send(WorkerToScheduler::Paused { paused: true, reason: reason.to_string() }));
+                }
             }
             Event::PeerAdded(info) => {
                 self.peers.insert(info.id, info.address);
@@ -912,7 +1045,7 @@ impl<P> WorkerState<P> {
                 }
                 out.push(Instruction::Send(WorkerToScheduler::Received { entries }));
             }
-            Event::MemoryMeasured { process_bytes } => self.memory_measured(process_bytes, now, out),
+            Event::MemoryMeasured { process_bytes } => self.memory_measured(process_bytes),
             Event::HeartbeatDue { process_bytes } => {
                 out.push(Instruction::Send(WorkerToScheduler::Heartbeat {
                     managed_bytes: self.managed,
@@ -921,7 +1054,7 @@ impl<P> WorkerState<P> {
                 }));
             }
             Event::SpillDone { key, file } => self.spill_done(key, file, out),
-            Event::SpillFailed { key, file, error } => self.spill_failed(key, file, error, out),
+            Event::SpillFailed { key, file, error } => self.spill_failed(key, file, error, now, out),
             Event::Unspilled { key, file } => self.unspilled(key, file, out),
             Event::UnspillFailed { key, file, message } => self.unspill_failed(key, file, message, out),
             Event::Tick => {
@@ -934,6 +1067,7 @@ impl<P> WorkerState<P> {
             }
         }
         self.spill_if_needed(out);
+        self.update_pause(now, out);
         self.start_unspills(out);
         self.start_ready(out);
     }
@@ -1515,33 +1649,24 @@ impl<P> WorkerState<P> {
 
     // ---- memory ----
 
-    fn memory_measured(&mut self, process_bytes: u64, now: u64, out: &mut Vec<Instruction<P>>) {
+    /// Records the process's memory; [`Self::update_pause`] acts on it at the end of the event.
+    fn memory_measured(&mut self, process_bytes: u64) {
         self.process_bytes = process_bytes;
         self.spilled_since_measure = 0;
         let Some(limits) = self.config.memory else { return };
-        let over = process_bytes > limits.bytes(limits.pause);
-        match (over, self.paused_since) {
-            (true, None) => {
-                self.paused_since = Some(now);
-                out.push(Instruction::Notice(Notice::Paused { process_bytes, limit: limits.limit }));
-            }
-            (false, Some(since)) => {
-                self.paused_since = None;
-                let paused_for_us = now.saturating_sub(since);
-                out.push(Instruction::Notice(Notice::Resumed { process_bytes, paused_for_us }));
-            }
-            _ => {}
-        }
+        self.memory_over = process_bytes > limits.bytes(limits.pause);
     }
 
     /// Spills least recently used held values while memory is over the target (held bytes)
     /// or the spill threshold (process bytes), a few writes at a time.
     fn spill_if_needed(&mut self, out: &mut Vec<Instruction<P>>) {
         let Some(limits) = self.config.memory else { return };
-        if self.spilling_stopped || self.stopped {
+        if self.stopped || (self.spilling_stopped && self.spill_retry_at.is_some()) {
             return;
         }
-        while self.spills_in_flight < self.config.max_spills_in_flight {
+        // A retry after a failed write probes the disk with one spill at a time.
+        let slots = if self.spilling_stopped { 1 } else { self.config.max_spills_in_flight };
+        while self.spills_in_flight < slots {
             let over_target = self.managed - self.spilling_bytes > limits.bytes(limits.target);
             let over_process =
                 self.process_bytes.saturating_sub(self.spilled_since_measure) > limits.bytes(limits.spill);
@@ -1584,6 +1709,13 @@ impl<P> WorkerState<P> {
         let (nbytes, held) = (*nbytes, *held);
         *spilling = None;
         self.spilling_bytes -= nbytes;
+        if self.spilling_stopped {
+            // The disk took a file again.
+            self.spilling_stopped = false;
+            self.spill_retry_at = None;
+            self.spill_backoff_us = 0;
+            out.push(Instruction::Notice(Notice::SpillingResumed));
+        }
         if entry.pins > 0 {
             // A task started needing it while it was written: keep it in memory.
             out.push(Instruction::DeleteFile { file });
@@ -1600,12 +1732,18 @@ impl<P> WorkerState<P> {
         out.push(Instruction::Evict { key, file });
     }
 
-    fn spill_failed(&mut self, key: Key, file: SpillFile, error: SpillError, out: &mut Vec<Instruction<P>>) {
+    fn spill_failed(&mut self, key: Key, file: SpillFile, error: SpillError, now: u64, out: &mut Vec<Instruction<P>>) {
         self.spills_in_flight = self.spills_in_flight.saturating_sub(1);
         out.push(Instruction::DeleteFile { file });
         let disk_failed = matches!(error, SpillError::Io(_));
+        // Only the first failure is news; failed retries wait longer, silently.
+        let first_failure = disk_failed && !self.spilling_stopped;
         if disk_failed {
+            let base = self.config.spill_retry_us.max(1);
+            self.spill_backoff_us =
+                if first_failure { base } else { self.spill_backoff_us.saturating_mul(2).min(base.saturating_mul(12)) };
             self.spilling_stopped = true;
+            self.spill_retry_at = Some(now.saturating_add(self.spill_backoff_us));
         }
         let mine = match self.keys.get_mut(&key) {
             Some(Entry { slot: Slot::Memory { nbytes, spilling, spillable, tick, held }, pins })
@@ -1624,9 +1762,9 @@ impl<P> WorkerState<P> {
             }
             _ => false,
         };
-        if disk_failed {
-            out.push(Instruction::Notice(Notice::SpillingStopped { key, error }));
-        } else if mine {
+        if first_failure {
+            out.push(Instruction::Notice(Notice::SpillingStopped { key, error, retry_in_us: self.spill_backoff_us }));
+        } else if !disk_failed && mine {
             out.push(Instruction::Notice(Notice::Unspillable { key, error }));
         }
     }

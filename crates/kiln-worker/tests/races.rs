@@ -2,7 +2,9 @@
 
 use kiln_graph::Key;
 use kiln_protocol::messages::{Priority, WorkerId, WorkerInfo, WorkerToScheduler};
-use kiln_worker::{Config, Event, Instruction, KeyState, MemoryLimits, Notice, RunId, SpillError, WorkerState};
+use kiln_worker::{
+    Config, Event, Instruction, KeyState, MemoryLimits, Notice, PauseReason, RunId, SpillError, WorkerState,
+};
 
 type Out = Vec<Instruction<()>>;
 
@@ -175,7 +177,15 @@ fn pause_holds_new_tasks_and_resume_starts_them_in_order() {
     let mut state = worker(limited(1000));
     let mut out = Vec::new();
     state.handle(Event::MemoryMeasured { process_bytes: 900 }, 1_000, &mut out);
-    assert!(matches!(&out[..], [Instruction::Notice(Notice::Paused { process_bytes: 900, limit: 1000 })]), "{out:?}");
+    let reason = PauseReason::Memory { process_bytes: 900, limit: 1000, fraction: 0.8 };
+    assert!(
+        matches!(
+            &out[..],
+            [Instruction::Send(WorkerToScheduler::Paused { paused: true, reason: sent }), Instruction::Notice(Notice::Paused { reason: noticed })]
+                if *noticed == reason && *sent == reason.to_string()
+        ),
+        "{out:?}"
+    );
     assert!(state.is_paused());
     for name in ["a", "b"] {
         assert!(step(&mut state, compute(name, &[])).is_empty(), "{name} starts while paused");
@@ -184,7 +194,8 @@ fn pause_holds_new_tasks_and_resume_starts_them_in_order() {
     let mut out = Vec::new();
     state.handle(Event::MemoryMeasured { process_bytes: 100 }, 5_000, &mut out);
     state.check_invariants().unwrap();
-    assert!(matches!(&out[0], Instruction::Notice(Notice::Resumed { paused_for_us: 4_000, .. })), "{out:?}");
+    assert!(matches!(&out[0], Instruction::Send(WorkerToScheduler::Paused { paused: false, .. })), "{out:?}");
+    assert!(matches!(&out[1], Instruction::Notice(Notice::Resumed { paused_for_us: 4_000, .. })), "{out:?}");
     run_of(&out, "a");
     run_of(&out, "b");
 }
@@ -212,8 +223,9 @@ fn a_spill_failure_keeps_the_value_in_memory_and_stops_spilling() {
     assert_eq!(state.key_state(&key("a")), Some(KeyState::Memory));
     assert_eq!(state.managed_bytes(), 800);
     assert!(state.spilling_stopped());
-    // More memory: no further spill is tried, and "a" serves its dependents from memory.
-    let out = produce(&mut state, "c", 400);
+    // More memory (a client's scatter): no further spill is tried, and "a" serves its
+    // dependents from memory.
+    let out = step(&mut state, Event::Received { entries: vec![(key("c"), 400)] });
     assert!(!out.iter().any(|i| matches!(i, Instruction::Spill { .. })), "{out:?}");
     let out = step(&mut state, compute("t", &[("a", &[])]));
     assert!(!out.iter().any(|i| matches!(i, Instruction::Unspill { .. })));
@@ -419,4 +431,89 @@ fn a_worker_pauses_at_eighty_percent_of_its_memory_limit_as_the_readme_says() {
     assert!(!state.is_paused(), "paused below 80 %");
     step(&mut state, Event::MemoryMeasured { process_bytes: 801 });
     assert!(state.is_paused(), "not paused above 80 %");
+}
+
+fn at(state: &mut WorkerState<()>, now: u64, event: Event<()>) -> Out {
+    let mut out = Vec::new();
+    state.handle(event, now, &mut out);
+    state.check_invariants().unwrap();
+    out
+}
+
+fn pause_messages(out: &Out) -> Vec<(bool, String)> {
+    sent(out)
+        .into_iter()
+        .filter_map(|m| match m {
+            WorkerToScheduler::Paused { paused, reason } => Some((*paused, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_failed_spill_pauses_the_worker_tells_the_scheduler_once_and_retries_after_a_backoff() {
+    let mut state = worker(limited(1000)); // target 600 bytes
+    produce(&mut state, "a", 400);
+    let out = produce(&mut state, "b", 400);
+    let Some(Instruction::Spill { file, .. }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. })) else {
+        panic!("nothing spilled over the target: {out:?}")
+    };
+    // The disk is full at t = 1 s.
+    let error = SpillError::Io("/tmp/spill/0.lz4: No space left on device (os error 28)".into());
+    let out = at(&mut state, 1_000_000, Event::SpillFailed { key: key("a"), file: *file, error });
+    assert!(
+        out.iter().any(|i| matches!(i, Instruction::DeleteFile { file: f } if f == file)),
+        "the partial file stays: {out:?}"
+    );
+    let stopped = out.iter().filter(|i| matches!(i, Instruction::Notice(Notice::SpillingStopped { .. }))).count();
+    assert_eq!(stopped, 1, "{out:?}");
+    let paused = pause_messages(&out);
+    assert_eq!(paused.len(), 1, "{out:?}");
+    assert!(paused[0].0 && paused[0].1.contains("spilling to disk failed"), "{paused:?}");
+    assert!(state.is_paused());
+    assert!(matches!(state.pause_reason(), Some(PauseReason::SpillFailed { managed_bytes: 800, .. })));
+    assert_eq!(state.key_state(&key("a")), Some(KeyState::Memory), "the value is kept in memory");
+    // Paused: a new task waits; nothing spills before the backoff ends.
+    assert!(at(&mut state, 1_000_100, compute("c", &[])).is_empty());
+    assert_eq!(state.key_state(&key("c")), Some(KeyState::Ready));
+    assert_eq!(state.next_deadline(), Some(6_000_000), "retry 5 s after the failure");
+    assert!(at(&mut state, 5_999_999, Event::Tick).is_empty(), "spills before the backoff ends");
+    // The retry fails too: silently, and the next one waits twice as long.
+    let out = at(&mut state, 6_000_000, Event::Tick);
+    let Some(Instruction::Spill { file: retry, .. }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
+    else {
+        panic!("no retry at the deadline: {out:?}")
+    };
+    assert_eq!(out.iter().filter(|i| matches!(i, Instruction::Spill { .. })).count(), 1, "one probe at a time");
+    let error = SpillError::Io("No space left on device (os error 28)".into());
+    let out = at(&mut state, 6_000_010, Event::SpillFailed { key: key("a"), file: *retry, error });
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Notice(_))), "a failed retry is logged again: {out:?}");
+    assert!(pause_messages(&out).is_empty(), "{out:?}");
+    assert_eq!(state.next_deadline(), Some(16_000_010));
+    // Room on disk again: the next retry succeeds, spilling and tasks resume.
+    let out = at(&mut state, 16_000_010, Event::Tick);
+    let Some(Instruction::Spill { key: k, file: retry }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
+    else {
+        panic!("no second retry: {out:?}")
+    };
+    let out = at(&mut state, 16_000_020, Event::SpillDone { key: k.clone(), file: *retry });
+    assert!(out.iter().any(|i| matches!(i, Instruction::Notice(Notice::SpillingResumed))), "{out:?}");
+    assert!(out.iter().any(|i| matches!(i, Instruction::Evict { .. })), "{out:?}");
+    assert_eq!(pause_messages(&out), vec![(false, "resumed".to_string())]);
+    run_of(&out, "c");
+    assert!(!state.spilling_stopped() && !state.is_paused());
+    assert_eq!(state.next_deadline(), None);
+}
+
+#[test]
+fn a_worker_paused_by_memory_tells_the_scheduler_again_after_rejoining() {
+    let mut state = worker(limited(1000));
+    let out = step(&mut state, Event::MemoryMeasured { process_bytes: 950 });
+    assert_eq!(pause_messages(&out).len(), 1);
+    step(&mut state, Event::SchedulerLost);
+    let out = step(&mut state, Event::Registered { id: W1, peers: vec![peer(0), peer(1)] });
+    let again = pause_messages(&out);
+    assert_eq!(again.len(), 1, "{out:?}");
+    assert!(again[0].0, "{again:?}");
+    assert_eq!(again[0].1, "process memory 0.0 MB > 80 % of 0.0 MB limit");
 }

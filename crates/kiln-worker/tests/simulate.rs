@@ -74,6 +74,10 @@ struct Sim {
     result: Option<Key>,
     /// How often each kind of instruction, message and notice came out.
     seen: HashMap<String, usize>,
+    /// Whether the scheduler believes this worker is paused (from its `Paused` messages).
+    scheduler_paused: bool,
+    /// Between losing the scheduler and registering again (the new one knows nothing yet).
+    rejoining: bool,
 }
 
 impl Sim {
@@ -100,12 +104,16 @@ impl Sim {
             events: 0,
             result: None,
             seen: HashMap::new(),
+            scheduler_paused: false,
+            rejoining: false,
         };
         sim.register();
         sim
     }
 
     fn register(&mut self) {
+        self.scheduler_paused = false;
+        self.rejoining = false;
         let peers = std::iter::once(ME).chain(PEERS).map(info).collect();
         self.handle(Event::Registered { id: ME, peers });
     }
@@ -267,6 +275,11 @@ impl Sim {
                     self.outstanding.remove(&key);
                 }
             }
+            WorkerToScheduler::Paused { paused, reason } => {
+                assert_ne!(paused, self.scheduler_paused, "a repeated Paused({paused}): {reason}");
+                assert!(!reason.is_empty());
+                self.scheduler_paused = paused;
+            }
             WorkerToScheduler::Received { .. } | WorkerToScheduler::Heartbeat { .. } => {}
             WorkerToScheduler::Register { .. } => unreachable!("the state never registers"),
         }
@@ -274,6 +287,9 @@ impl Sim {
 
     /// The shell's store and the state agree; nothing leaks.
     fn check_model(&self) {
+        if !self.rejoining && !self.stopped {
+            assert_eq!(self.state.is_paused(), self.scheduler_paused, "the scheduler is not told of a pause");
+        }
         for key in self.memory.keys() {
             assert_eq!(self.state.key_state(key), Some(KeyState::Memory), "{key} in memory, not in the state");
         }
@@ -460,6 +476,7 @@ impl Sim {
             94..=96 => self.handle(Event::HeartbeatDue { process_bytes: 0 }),
             97 if self.rng.chance(10) => {
                 // The scheduler is lost: it forgets this worker's work, which rejoins.
+                self.rejoining = true;
                 self.handle(Event::SchedulerLost);
                 self.outstanding.clear();
                 self.held.clear();
@@ -487,6 +504,10 @@ impl Sim {
                 self.answer_spill();
             } else if !self.unspills.is_empty() {
                 self.answer_unspill();
+            } else if let Some(deadline) = self.state.next_deadline() {
+                // A spill retry (or a leave) waits for its time.
+                self.now = self.now.max(deadline);
+                self.handle(Event::Tick);
             } else {
                 return;
             }
@@ -547,6 +568,7 @@ fn random_schedules_keep_every_invariant_and_answer_every_task() {
         "Paused",
         "Resumed",
         "SpillingStopped",
+        "SpillingResumed",
         "Unspillable",
         "ValueLost",
     ] {

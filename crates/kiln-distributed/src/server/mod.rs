@@ -296,6 +296,13 @@ async fn core(
                 }
                 Event::Worker(id, messages) => {
                     for m in messages {
+                        if let WorkerToScheduler::Paused { paused, reason } = &m {
+                            if *paused {
+                                tracing::warn!("worker {id} paused: {reason}; it gets no new tasks");
+                            } else {
+                                tracing::info!("worker {id} resumed");
+                            }
+                        }
                         state.handle(StateEvent::Worker(id, m), t);
                     }
                 }

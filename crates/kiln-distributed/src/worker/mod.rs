@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use kiln_protocol::messages::WorkerToScheduler;
 use kiln_worker::{MemoryLimits, WorkerState};
-use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -167,6 +166,7 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
     let (done_tx, done) = watch::channel(false);
     let shell = Shell {
         name,
+        address: address.to_string(),
         scheduler_address,
         register,
         reconnect: config.reconnect,
@@ -177,7 +177,7 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         queue,
         pool: PeerPool::new(&address.to_string()),
         events: events_tx.clone(),
-        kernels: FxHashMap::default(),
+        kernels: shell::KernelCache::default(),
         out: Vec::new(),
         arriving: Vec::new(),
         follow_ups: VecDeque::new(),

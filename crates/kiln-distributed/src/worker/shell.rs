@@ -15,7 +15,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_graph::portable::{InputSpec, TaskSpec, resolve_task};
+use kiln_graph::kernel::ResolveError;
+use kiln_graph::portable::{InputSpec, PortableError, TaskSpec, resolve_task};
 use kiln_graph::{CodecRegistry, Kernel, KernelRegistry, KernelSpec, Key, TaskError, Value};
 use kiln_protocol::Role;
 use kiln_protocol::messages::{
@@ -56,7 +57,67 @@ pub(super) struct Prepared {
 }
 
 /// Resolved kernels kept at most (most graphs use few distinct kernels).
-const KERNEL_CACHE: usize = 4096;
+const KERNEL_CACHE_ENTRIES: usize = 1024;
+/// Bytes of kernel parameters the cache keeps at most.
+const KERNEL_CACHE_BYTES: usize = 16 << 20;
+/// Kernels with larger parameters are not cached: a fused chain of a million steps is one
+/// task with a ~100 MB spec that no later task repeats, and caching it (with its resolved
+/// steps) kept hundreds of megabytes alive after the task ended, pausing the worker for good.
+const KERNEL_CACHE_MAX_SPEC: usize = 64 << 10;
+
+/// Resolved kernels by spec, bounded by entries and by the bytes of their specs; the least
+/// recently used goes first.
+#[derive(Default)]
+pub(super) struct KernelCache {
+    entries: FxHashMap<KernelSpec, (Arc<dyn Kernel>, u64)>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl KernelCache {
+    fn spec_bytes(spec: &KernelSpec) -> usize {
+        spec.id.len() + spec.params.len()
+    }
+
+    fn get(&mut self, spec: &KernelSpec) -> Option<Arc<dyn Kernel>> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(spec).map(|(kernel, used)| {
+            *used = clock;
+            kernel.clone()
+        })
+    }
+
+    fn insert(&mut self, spec: KernelSpec, kernel: Arc<dyn Kernel>) {
+        let size = Self::spec_bytes(&spec);
+        if size > KERNEL_CACHE_MAX_SPEC {
+            return;
+        }
+        while !self.entries.is_empty()
+            && (self.entries.len() >= KERNEL_CACHE_ENTRIES || self.bytes + size > KERNEL_CACHE_BYTES)
+        {
+            let oldest = self.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(s, _)| s.clone());
+            let Some(oldest) = oldest else { break };
+            self.entries.remove(&oldest);
+            self.bytes -= Self::spec_bytes(&oldest);
+        }
+        self.clock += 1;
+        self.bytes += size;
+        self.entries.insert(spec, (kernel, self.clock));
+    }
+
+    /// Kernels cached.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes of the cached specs.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
 
 /// How a leaving worker waits for its writer to flush at most (a stuck socket is dropped by
 /// the writer itself after [`comm::WRITE_TIMEOUT`]).
@@ -64,6 +125,8 @@ const FLUSH_PATIENCE: Duration = Duration::from_secs(10);
 
 pub(super) struct Shell {
     pub name: String,
+    /// The data address peers and clients reach this worker at.
+    pub address: String,
     pub scheduler_address: String,
     pub register: WorkerToScheduler,
     pub reconnect: Duration,
@@ -74,7 +137,7 @@ pub(super) struct Shell {
     pub queue: Arc<JobQueue>,
     pub pool: PeerPool,
     pub events: mpsc::UnboundedSender<ShellEvent>,
-    pub kernels: FxHashMap<KernelSpec, Arc<dyn Kernel>>,
+    pub kernels: KernelCache,
     /// Instructions of the event being handled (reused).
     pub out: Vec<Instruction<Prepared>>,
     /// Values that arrived with the event being handled, until `Keep` (reused).
@@ -203,7 +266,14 @@ impl Shell {
                 Err(e) => Event::UnspillFailed { key, file, message: e.to_string() },
             },
             ShellEvent::Heartbeat => Event::HeartbeatDue { process_bytes: super::process_rss() },
-            ShellEvent::MemoryCheck => Event::MemoryMeasured { process_bytes: super::process_rss() },
+            ShellEvent::MemoryCheck => {
+                if self.state.is_paused() {
+                    // Freed heap pages (a large task's spec, kernel and intermediates) go back
+                    // to the system, so the process memory that paused the worker can fall.
+                    trim_heap();
+                }
+                Event::MemoryMeasured { process_bytes: super::process_rss() }
+            }
             ShellEvent::Close(reason) => {
                 tracing::info!("worker {} leaving: {reason}", self.name);
                 Event::Leave
@@ -242,16 +312,20 @@ impl Shell {
     fn prepare(&mut self, task: ComputeTask) -> Event<Prepared> {
         let ComputeTask { key, kernel: spec, inputs: specs, who_has, priority } = task;
         let kernel = match self.kernels.get(&spec) {
-            Some(k) => k.clone(),
+            Some(k) => k,
             None => {
-                let spec_only = TaskSpec { key: key.clone(), kernel: spec.clone(), inputs: Vec::new() };
+                let spec_only = TaskSpec { key: key.clone(), kernel: spec, inputs: Vec::new() };
                 match resolve_task(&spec_only, KernelRegistry::global(), CodecRegistry::global()) {
                     Ok(resolved) => {
-                        if self.kernels.len() >= KERNEL_CACHE {
-                            self.kernels.clear();
-                        }
-                        self.kernels.insert(spec, resolved.kernel.clone());
+                        self.kernels.insert(spec_only.kernel, resolved.kernel.clone());
                         resolved.kernel
+                    }
+                    Err(PortableError::Resolve { source: ResolveError::Unknown(id), .. }) => {
+                        // The address the scheduler advertises (a worker listening on all
+                        // interfaces knows only 0.0.0.0 itself).
+                        let advertised = self.state.id().and_then(|me| self.state.peer_address(me));
+                        let message = unknown_kernel(advertised.unwrap_or(&self.address), &self.name, &id);
+                        return Event::TaskRejected { key, message };
                     }
                     Err(e) => return Event::TaskRejected { key, message: e.to_string() },
                 }
@@ -421,19 +495,25 @@ impl Shell {
             Notice::Leaving { returned } => {
                 tracing::info!("worker {name}: leaving; handing back {returned} unstarted tasks")
             }
-            Notice::Paused { process_bytes, limit } => tracing::warn!(
-                "worker {name}: process memory {} MB is above the pause threshold of the {} MB limit; pausing new tasks",
-                process_bytes >> 20,
-                limit >> 20
-            ),
+            Notice::Paused { reason } => {
+                tracing::warn!(
+                    "worker {name}: paused: {reason}; no new task starts, the scheduler sends work elsewhere"
+                )
+            }
             Notice::Resumed { process_bytes, paused_for_us } => tracing::info!(
-                "worker {name}: memory back to {} MB after {:.1} s; resuming",
-                process_bytes >> 20,
+                "worker {name}: resumed: process memory {:.0} MB after {:.1} s paused",
+                process_bytes as f64 / 1e6,
                 paused_for_us as f64 / 1e6
             ),
             Notice::Unspillable { key, error } => tracing::debug!("worker {name}: {key} stays in memory: {error}"),
-            Notice::SpillingStopped { key, error } => {
-                tracing::error!("worker {name}: spilling {key} failed: {error}; spilling stops, values stay in memory")
+            Notice::SpillingStopped { key, error, retry_in_us } => tracing::error!(
+                "worker {name}: spilling {key} to {} failed: {error}; spilling stops, values stay in memory \
+                 (nothing is lost), retrying in {:.0} s",
+                self.store.dir().display(),
+                retry_in_us as f64 / 1e6
+            ),
+            Notice::SpillingResumed => {
+                tracing::info!("worker {name}: spilling to {} works again", self.store.dir().display())
             }
             Notice::ValueLost { key, message } => tracing::error!("worker {name}: lost spilled {key}: {message}"),
             Notice::LeaveTimedOut { running } => {
@@ -471,6 +551,24 @@ impl Shell {
     }
 }
 
+/// The error of a task whose kernel id is not registered in this worker program.
+fn unknown_kernel(address: &str, name: &str, id: &str) -> String {
+    let named = if name == address { String::new() } else { format!(" ({name})") };
+    format!(
+        "worker tcp://{address}{named} does not know kernel '{id}' (build the worker with the crate that registers \
+         it, or use a user binary worker: a program that registers it and calls run_worker_if_requested)"
+    )
+}
+
+/// Returns freed heap memory to the operating system (glibc keeps it otherwise).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Connects and registers with the scheduler; its messages feed the shell.
 pub(super) async fn connect_scheduler(
     address: &str,
@@ -499,4 +597,47 @@ pub(super) async fn connect_scheduler(
         let _ = events.send(ShellEvent::SchedulerLost(reason));
     });
     Ok((to_scheduler, flushed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(i: usize, params: usize) -> KernelSpec {
+        KernelSpec { id: format!("k{i}"), params: vec![0; params] }
+    }
+
+    fn kernel() -> Arc<dyn Kernel> {
+        Arc::new(kiln_graph::kernel::Identity)
+    }
+
+    #[test]
+    fn the_kernel_cache_is_bounded_by_entries_and_bytes_and_skips_huge_specs() {
+        let mut cache = KernelCache::default();
+        // A fused chain's spec is never cached.
+        cache.insert(spec(0, 100 << 20), kernel());
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+        // Many distinct small kernels: bounded by entries, the recently used one survives.
+        cache.insert(spec(1, 8), kernel());
+        for i in 2..3 * KERNEL_CACHE_ENTRIES {
+            assert!(cache.get(&spec(1, 8)).is_some(), "the kernel in use was evicted at {i}");
+            cache.insert(spec(i, 8), kernel());
+        }
+        assert_eq!(cache.len(), KERNEL_CACHE_ENTRIES);
+        assert!(cache.get(&spec(2, 8)).is_none(), "the least recently used stays");
+        // Mid-sized specs: bounded by bytes.
+        for i in 0..1000 {
+            cache.insert(spec(10_000 + i, 60 << 10), kernel());
+        }
+        assert!(cache.bytes() <= KERNEL_CACHE_BYTES, "{} bytes cached", cache.bytes());
+        let counted: usize = cache.entries.keys().map(KernelCache::spec_bytes).sum();
+        assert_eq!(counted, cache.bytes());
+    }
+
+    #[test]
+    fn an_unknown_kernel_error_names_the_kernel_and_the_worker() {
+        let message = unknown_kernel("10.0.0.5:4012", "gpu-1", "kiln.array.zarr_write");
+        assert!(message.starts_with("worker tcp://10.0.0.5:4012 (gpu-1) does not know kernel 'kiln.array.zarr_write'"));
+        assert!(unknown_kernel("10.0.0.5:4012", "10.0.0.5:4012", "x").starts_with("worker tcp://10.0.0.5:4012 does"));
+    }
 }

@@ -163,12 +163,19 @@ impl SchedulerState {
                 occupancy_us: 0.0,
                 reported: MemoryReport { worker: id, managed: 0, spilled: 0, process: 0 },
                 last_seen: now,
+                paused: false,
             },
         );
         let all = self.workers();
         self.commands.push(Command::Worker(id, SchedulerToWorker::Registered { id, workers: all }));
         self.idle.insert(id);
-        // A worker joined: whatever could not run may run now, and the no-workers clock restarts.
+        self.place_stranded();
+        self.finish_event();
+    }
+
+    /// Tasks parked in `no-worker` are placed again now that a worker takes work (it joined or
+    /// resumed), and the no-workers clock restarts.
+    fn place_stranded(&mut self) {
         self.unrunnable.clear();
         self.unrunnable_synced = None;
         let stranded: Vec<TaskSlot> = std::mem::take(&mut self.no_worker).into_iter().map(|(_, t)| t).collect();
@@ -177,7 +184,19 @@ impl SchedulerState {
             self.ready(t);
         }
         self.roots_added = true;
-        self.finish_event();
+    }
+
+    /// A worker paused (no new tasks; its unstarted ones may be stolen) or resumed.
+    fn worker_paused(&mut self, worker: WorkerId, paused: bool) {
+        let Some(w) = self.workers.get_mut(&worker) else { return };
+        if w.paused == paused {
+            return;
+        }
+        w.paused = paused;
+        self.record(|_| SchedulerEvent::Worker { worker, activity: WorkerActivity::Paused(paused) });
+        if !paused {
+            self.place_stranded();
+        }
     }
 
     /// A worker is gone (connection lost, missed heartbeats, or it left). What it was running
@@ -294,6 +313,7 @@ impl SchedulerState {
                 self.record(|_| SchedulerEvent::MemoryReported(report));
             }
             WorkerToScheduler::StealResponse { key, stolen } => self.steal_response(worker, &key, stolen),
+            WorkerToScheduler::Paused { paused, .. } => self.worker_paused(worker, paused),
             WorkerToScheduler::Leaving { returned } => {
                 for key in returned {
                     if let Some(t) = self.find(&key)

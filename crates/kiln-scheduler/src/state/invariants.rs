@@ -203,8 +203,8 @@ impl SchedulerState {
         if let Some(k) = self.kernels.iter().find(|k| Arc::strong_count(k) < 2) {
             return Err(format!("kernel spec {} is interned but no task uses it", k.id));
         }
-        if !self.workers.is_empty() && !self.no_worker.is_empty() {
-            return Err("tasks wait for workers while workers exist".into());
+        if self.has_running_worker() && !self.no_worker.is_empty() {
+            return Err("tasks wait for workers while a worker is running (not paused)".into());
         }
         Ok(())
     }

@@ -184,6 +184,9 @@ struct Worker {
     occupancy_us: f64,
     reported: MemoryReport,
     last_seen: u64,
+    /// The worker said it is paused (memory pressure, a failed spill): it gets no new tasks
+    /// but still serves its data.
+    paused: bool,
 }
 
 #[derive(Default)]
@@ -297,6 +300,16 @@ impl SchedulerState {
     /// Appends the commands produced since the last call to `out` (reusing its allocation).
     pub fn drain_commands_into(&mut self, out: &mut Vec<Command>) {
         out.append(&mut self.commands);
+    }
+
+    /// Whether worker `id` may be given new tasks: known, not paused, not retiring.
+    fn takes_work(&self, id: WorkerId) -> bool {
+        self.workers.get(&id).is_some_and(|w| !w.paused) && !self.retiring.contains(&id)
+    }
+
+    /// Whether some worker is not paused (tasks park in `no-worker` otherwise).
+    fn has_running_worker(&self) -> bool {
+        self.workers.values().any(|w| !w.paused)
     }
 
     /// Ends an event: releases what became unneeded, then hands queued roots to workers.

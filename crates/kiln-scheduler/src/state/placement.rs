@@ -25,7 +25,7 @@ impl SchedulerState {
         let thieves: Vec<WorkerId> = self
             .workers
             .values()
-            .filter(|w| w.processing.len() < w.info.nthreads.max(1) as usize && !self.retiring.contains(&w.info.id))
+            .filter(|w| w.processing.len() < w.info.nthreads.max(1) as usize && self.takes_work(w.info.id))
             .map(|w| w.info.id)
             .collect();
         for thief in thieves {
@@ -43,7 +43,9 @@ impl SchedulerState {
                     .filter(|w| w.info.id != thief)
                     .map(|w| {
                         let in_flight = w.processing.iter().filter(|t| self.steals.contains_key(t)).count();
-                        let excess = w.processing.len().saturating_sub(in_flight + w.info.nthreads.max(1) as usize);
+                        // A paused worker starts nothing new: all its tasks are excess.
+                        let running = if w.paused { 0 } else { w.info.nthreads.max(1) as usize };
+                        let excess = w.processing.len().saturating_sub(in_flight + running);
                         (excess, w.info.id)
                     })
                     .filter(|&(excess, _)| excess > 0)
@@ -98,7 +100,12 @@ impl SchedulerState {
             return;
         }
         self.unassign(t);
-        let target = if self.workers.contains_key(&thief) { thief } else { self.place(t) };
+        if !self.has_running_worker() {
+            // Every worker paused meanwhile: the task waits for one to resume.
+            self.reset_to_waiting(t);
+            return;
+        }
+        let target = if self.takes_work(thief) { thief } else { self.place(t) };
         self.assign(t, target);
         self.stolen += 1;
         self.record(|s| SchedulerEvent::Stolen { key: s.tasks[t].key.clone(), from: victim, to: target });
@@ -131,7 +138,7 @@ impl SchedulerState {
         if !std::mem::take(&mut self.roots_added) || self.queued.is_empty() {
             return;
         }
-        let mut open: Vec<WorkerId> = self.workers.keys().copied().filter(|w| !self.retiring.contains(w)).collect();
+        let mut open: Vec<WorkerId> = self.workers.keys().copied().filter(|&w| self.takes_work(w)).collect();
         while !open.is_empty() && !self.queued.is_empty() {
             open.retain(|&id| {
                 let Some(&(priority, t)) = self.queued.first() else { return false };
@@ -148,7 +155,7 @@ impl SchedulerState {
 
     /// Gives queued root tasks to worker `id` while it has room.
     pub(super) fn fill_slots(&mut self, id: WorkerId) {
-        if self.retiring.contains(&id) {
+        if !self.takes_work(id) {
             return;
         }
         loop {
@@ -189,7 +196,7 @@ impl SchedulerState {
         for &d in &task.deps {
             for &w in &self.tasks[d].who_has {
                 if !seen.contains(&w)
-                    && !self.retiring.contains(&w)
+                    && self.takes_work(w)
                     && let Some(worker) = self.workers.get(&w)
                 {
                     seen.push(w);
@@ -199,7 +206,7 @@ impl SchedulerState {
             }
         }
         // Idle workers compete too: moving a little data beats waiting in a queue.
-        for w in self.idle.iter().filter(|w| !self.retiring.contains(w)).take(8) {
+        for w in self.idle.iter().filter(|&&w| self.takes_work(w)).take(8) {
             if !seen.contains(w)
                 && let Some(worker) = self.workers.get(w)
             {
@@ -208,8 +215,15 @@ impl SchedulerState {
             }
         }
         if !any {
-            // Every holder is retiring: the least busy worker that is staying.
-            for w in self.workers.values().filter(|w| !self.retiring.contains(&w.info.id)) {
+            // Every holder is retiring or paused: the least busy worker that takes work.
+            for w in self.workers.values().filter(|w| self.takes_work(w.info.id)) {
+                consider(w);
+                any = true;
+            }
+        }
+        if !any {
+            // Only retiring workers are running: one of them rather than a paused one.
+            for w in self.workers.values().filter(|w| !w.paused) {
                 consider(w);
             }
         }

@@ -77,7 +77,8 @@ impl SchedulerState {
     /// Inputs all in memory: queue (roots), assign, or park without workers.
     pub(super) fn ready(&mut self, t: TaskSlot) {
         let task = &self.tasks[t];
-        if self.workers.is_empty() {
+        if !self.has_running_worker() {
+            // No worker, or every one paused: wait for one to join or resume.
             self.no_worker.insert((task.priority, t));
             self.set_state(t, TaskState::NoWorker);
             return;
