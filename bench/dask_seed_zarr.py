@@ -23,7 +23,7 @@ def main():
     side, (value, n) = measure(args.runs, work)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"dask: from_zarr n={n} std={value:.6f}: {side.summary()}")
-    print(result_line(f"n={n} {side.fields()} peak_rss_bytes={rss} std={value:.6f}", side, args.threads, args.runs))
+    print(result_line(f"n={n} {side.fields()} peak_rss_bytes={rss} std={value:.12f}", side, args.threads, args.runs))
 
 
 if __name__ == "__main__":
