@@ -1,9 +1,10 @@
 //! Chaos: a two-worker cluster (nanny-supervised `kiln worker` processes) under a random
 //! schedule of SIGKILL and SIGSTOP/SIGCONT of its workers while array, delayed, futures and
 //! memory-pressure (spilling) workloads run. Every answer is checked against the local
-//! scheduler; every computation has a deadline, so a hang is caught and counted rather than
-//! waited out; at the end the cluster must still compute, and no process or spill directory may
-//! be left behind.
+//! scheduler (an error is allowed only when it is the right one: `KilledWorker`, or a scattered
+//! value lost with its only holder); every computation has a deadline, so a hang is caught and
+//! counted rather than waited out; at the end the cluster must still compute, and no process or
+//! spill directory may be left behind.
 //!
 //! CI runs it for `KILN_CHAOS_SECS` (default 20) seconds; `bench/chaos.sh` runs it for longer
 //! and records the RESULT line (`faults`, `computations`, `wrong`, `hangs`, ...). The schedule is
@@ -149,14 +150,18 @@ fn a_cluster_under_random_faults_gives_right_answers_or_clear_errors_and_never_h
         let faults = scope.spawn(|| {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             let mut pids = BTreeSet::new();
+            let mut recent_kills: Vec<Instant> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(rng.millis(1500, 4000));
                 let workers = cluster.worker_pids();
                 pids.extend(workers.iter().copied());
                 let Some(&victim) = workers.get(rng.below(workers.len().max(1) as u64) as usize) else { continue };
-                // Kills are rarer than pauses: a nanny gives up on a worker that dies five times
-                // a minute, as it should.
-                if rng.below(10) < 3 {
+                // Kills are rarer than pauses, and at most four a minute: a nanny gives up on a
+                // worker that dies five times a minute, as it should (a 300 s run without this
+                // cap lost a worker for good that way).
+                recent_kills.retain(|t: &Instant| t.elapsed() < Duration::from_secs(60));
+                if rng.below(10) < 3 && recent_kills.len() < 4 {
+                    recent_kills.push(Instant::now());
                     if signal(victim, "-KILL") {
                         kills.fetch_add(1, Ordering::Relaxed);
                     }
@@ -241,12 +246,14 @@ fn a_cluster_under_random_faults_gives_right_answers_or_clear_errors_and_never_h
     assert!(after, "the cluster did not recover after the faults stopped (seed {seed})");
     assert!(leaked.is_empty(), "processes left behind: {leaked:?}");
     assert!(leaked_dirs.is_empty(), "spill directories left behind: {leaked_dirs:?}");
-    // A task whose worker died three times errs as KilledWorker: a clear error, allowed. Any
-    // other error under these faults is a bug.
+    // Two errors are the right answer to these faults: a task whose worker died three times
+    // (KilledWorker), and a scattered value whose only holder was killed (it exists nowhere
+    // else and cannot be recomputed, as in Dask). Any other error is a bug.
     let unclear: Vec<String> = errors
         .iter()
         .filter(|e| !matches!(e, kiln::ComputeError::KilledWorker { .. }))
         .map(|e| e.to_string())
+        .filter(|m| !m.contains("scattered by a client and is lost"))
         .collect();
     assert!(unclear.is_empty(), "errors other than KilledWorker (seed {seed}): {unclear:?}");
     assert!(computations > 0 && k + p > 0, "nothing happened in {secs} s");
