@@ -64,6 +64,7 @@ fn g() -> kiln::delayed::Func2<i64, i64, i64> {
 }
 
 #[test]
+#[ignore = "known failure (issue 10, item 2): in some runs the worker reaches 52 MB within 0.3 s of the chain's first tasks, pauses with nothing running and nothing to spill, and waits for the no-workers timeout; run with --ignored"]
 fn a_deep_chain_does_not_leave_the_worker_paused_for_good() {
     let (_scheduler, address) = start_scheduler();
     let log = std::env::temp_dir().join(format!("kiln-deep-chain-worker-{}.log", std::process::id()));
