@@ -17,9 +17,12 @@ use std::time::{Duration, Instant};
 
 use kiln::Collection;
 use kiln::array::random::RandomState;
-use kiln::delayed::{collect, func1, func2};
+use kiln::delayed::func1;
 use kiln::local::LocalScheduler;
 use kiln_distributed::{Client, LocalCluster};
+
+mod support;
+use support::{grid_total, processes_mentioning};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
@@ -45,20 +48,6 @@ impl Rng {
 
 fn signal(pid: u32, sig: &str) -> bool {
     std::process::Command::new("kill").args([sig, &pid.to_string()]).status().is_ok_and(|s| s.success())
-}
-
-/// The demo's delayed functions (the `kiln` binary registers them under these ids).
-fn grid_total(side: i64) -> kiln::delayed::Delayed<i64> {
-    let f = func2("f", |a: &i64, b: &i64| a * b + 1).portable("kiln.demo.f");
-    let g = func2("g", |a: &i64, b: &i64| a - b).portable("kiln.demo.g");
-    let sum = func1("sum", |v: &Vec<i64>| v.iter().sum::<i64>()).portable("kiln.demo.sum");
-    let mut parts = Vec::new();
-    for a in 0..side {
-        for b in 0..side {
-            parts.push(if a < b { f.call(a, b) } else { g.call(a, b) });
-        }
-    }
-    sum.call(collect(parts))
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -101,20 +90,6 @@ fn workload(client: &Client, kind: u64, seed: u64) -> Result<bool, kiln::Compute
             Ok(close(first, want) && close(second, want))
         }
     }
-}
-
-/// Processes whose command line mentions `needle` (zombies excluded).
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "));
-        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 fn spill_directories_of(pids: &BTreeSet<u32>) -> Vec<String> {

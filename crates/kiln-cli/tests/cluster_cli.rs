@@ -7,20 +7,13 @@ use std::time::{Duration, Instant};
 
 use kiln::Collection;
 use kiln::array::random::RandomState;
-use kiln::delayed::{collect, func1, func2};
 use kiln::local::LocalScheduler;
 use kiln_distributed::{Client, LocalCluster};
 
-const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+mod support;
+use support::{Guard, grid_total};
 
-/// Kills a child when the test ends, whatever happens.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 fn start_scheduler() -> (Guard, String) {
     let mut child = Command::new(KILN)
@@ -62,20 +55,6 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
         assert!(Instant::now() < deadline, "process {} did not exit within {within:?}", child.id());
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The demo's delayed functions (the `kiln` binary registers them under these ids).
-fn grid_total(side: i64) -> kiln::delayed::Delayed<i64> {
-    let f = func2("f", |a: &i64, b: &i64| a * b + 1).portable("kiln.demo.f");
-    let g = func2("g", |a: &i64, b: &i64| a - b).portable("kiln.demo.g");
-    let sum = func1("sum", |v: &Vec<i64>| v.iter().sum::<i64>()).portable("kiln.demo.sum");
-    let mut parts = Vec::new();
-    for a in 0..side {
-        for b in 0..side {
-            parts.push(if a < b { f.call(a, b) } else { g.call(a, b) });
-        }
-    }
-    sum.call(collect(parts))
 }
 
 fn seed(n: usize) -> kiln::array::Array<f64> {

@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln::delayed::func1;
@@ -17,6 +17,9 @@ use kiln_distributed::Client;
 use kiln_distributed::comm::{self, Limits};
 use kiln_protocol::messages::{ClientToScheduler, PeerRequest};
 use kiln_protocol::{Hello, Role, encode_header, encode_hello, encode_packet, packet_prefix};
+
+mod support;
+use support::Guard;
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
@@ -41,15 +44,6 @@ fn init() {
     };
     comm::set_limits(limits).expect("every test sets the same limits");
     kiln::register_builtins();
-}
-
-/// Kills a child when the test ends, whatever happens.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn log_path(name: &str) -> PathBuf {

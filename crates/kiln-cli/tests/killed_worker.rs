@@ -15,6 +15,9 @@ use kiln::graph::KernelRegistry;
 use kiln::prelude::*;
 use kiln_distributed::{LocalCluster, run_worker_if_requested};
 
+mod support;
+use support::processes_mentioning;
+
 fn abort() -> Func1<i64, i64> {
     func1("abort", |_: &i64| -> i64 { std::process::abort() }).portable("test.killed.abort")
 }
@@ -27,20 +30,6 @@ fn no_core_dumps() {
     let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: setrlimit with a valid, initialized struct.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
-}
-
-/// Processes (not zombies) whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "));
-        if !zombie && String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 fn main() {

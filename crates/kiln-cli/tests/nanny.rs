@@ -3,25 +3,18 @@
 //! the scheduler's `--no-workers-timeout` instead of hanging.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln::ComputeError;
-use kiln::delayed::{collect, func1, func2};
 use kiln::local::LocalScheduler;
 use kiln::prelude::*;
 use kiln_distributed::{Client, LocalCluster};
 
-const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+mod support;
+use support::{Guard, grid_total};
 
-/// Kills a child when the test ends, whatever happens (a nanny's worker follows it).
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 fn start_scheduler(extra: &[&str]) -> (Guard, String) {
     let mut child = Command::new(KILN)
@@ -89,19 +82,6 @@ fn the_only_child(nanny: u32) -> u32 {
         child.is_some()
     });
     child.unwrap()
-}
-
-fn grid_total(side: i64) -> kiln::delayed::Delayed<i64> {
-    let f = func2("f", |a: &i64, b: &i64| a * b + 1).portable("kiln.demo.f");
-    let g = func2("g", |a: &i64, b: &i64| a - b).portable("kiln.demo.g");
-    let sum = func1("sum", |v: &Vec<i64>| v.iter().sum::<i64>()).portable("kiln.demo.sum");
-    let mut parts = Vec::new();
-    for a in 0..side {
-        for b in 0..side {
-            parts.push(if a < b { f.call(a, b) } else { g.call(a, b) });
-        }
-    }
-    sum.call(collect(parts))
 }
 
 fn log_path(name: &str) -> std::path::PathBuf {

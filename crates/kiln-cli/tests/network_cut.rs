@@ -5,7 +5,7 @@
 //! that cannot be made fails the test; as another user it is skipped with a loud message.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln::Collection;
@@ -14,17 +14,9 @@ use kiln::local::LocalScheduler;
 use kiln_distributed::Client;
 
 mod support;
-use support::{Netns, effective_uid};
+use support::{Guard, Netns, effective_uid};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
-
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();

@@ -4,23 +4,17 @@
 //! 320000000000 bytes failed` in turn, and the client waited forever.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kiln::Collection;
 use kiln::array::ones;
 use kiln_distributed::Client;
 
-const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+mod support;
+use support::Guard;
 
-/// Kills a child when the test ends, whatever happens.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 #[test]
 fn a_block_over_the_worker_memory_limit_fails_its_task_and_the_worker_survives() {

@@ -8,7 +8,7 @@
 //! This file is its own test program (`harness = false`): started as `<it> worker ADDR ...`, it
 //! is the worker.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kiln::delayed::{Func1, Func2, func1, func2};
@@ -16,21 +16,13 @@ use kiln::graph::KernelRegistry;
 use kiln_distributed::{Client, SchedulerServer, ServerConfig, run_worker_if_requested};
 
 mod support;
-use support::{Netns, effective_uid};
+use support::{Guard, Netns, effective_uid};
 
 fn triple() -> Func1<i64, i64> {
     func1("triple", |x: &i64| 3 * x).portable("test.user.triple")
 }
 fn add() -> Func2<i64, i64, i64> {
     func2("add", |a: &i64, b: &i64| a + b).portable("test.user.add")
-}
-
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() {

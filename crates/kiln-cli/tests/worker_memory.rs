@@ -2,7 +2,7 @@
 //! good, and a kernel the stock worker does not know fails naming the kernel and the worker.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -10,16 +10,10 @@ use kiln::Collection;
 use kiln::delayed::func2;
 use kiln_distributed::Client;
 
-const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+mod support;
+use support::Guard;
 
-/// Kills a child when the test ends, whatever happens.
-struct Guard(Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
 fn start_scheduler() -> (Guard, String) {
     let mut child = Command::new(KILN)

@@ -1,5 +1,6 @@
 //! Test hosts in network namespaces: a namespace joined to this host by a veth pair, so a
-//! process inside it has its own, non-loopback address (needs root and iproute2).
+//! process inside it has its own, non-loopback address (needs root and iproute2); and the
+//! helpers every process test shares (a kill-on-drop guard, process lookup, the demo graph).
 
 #![allow(dead_code)] // each test file uses the part it needs
 
@@ -61,4 +62,44 @@ pub fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Kills a child when the test ends, whatever happens (a nanny's worker follows it).
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Processes whose command line mentions `needle` (arguments joined by spaces; zombies
+/// excluded).
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "));
+        if !zombie && String::from_utf8_lossy(&cmdline).replace('\0', " ").contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The demo's grid of delayed calls, summed (the `kiln` binary registers these kernel ids).
+pub fn grid_total(side: i64) -> kiln::delayed::Delayed<i64> {
+    use kiln::delayed::{collect, func1, func2};
+    let f = func2("f", |a: &i64, b: &i64| a * b + 1).portable("kiln.demo.f");
+    let g = func2("g", |a: &i64, b: &i64| a - b).portable("kiln.demo.g");
+    let sum = func1("sum", |v: &Vec<i64>| v.iter().sum::<i64>()).portable("kiln.demo.sum");
+    let mut parts = Vec::new();
+    for a in 0..side {
+        for b in 0..side {
+            parts.push(if a < b { f.call(a, b) } else { g.call(a, b) });
+        }
+    }
+    sum.call(collect(parts))
 }
