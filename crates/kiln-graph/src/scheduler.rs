@@ -20,6 +20,14 @@ pub trait Scheduler: Send + Sync {
 
     /// A short name for logs, e.g. `"threads(2)"`.
     fn name(&self) -> String;
+
+    /// How many bytes of task results this scheduler aims to hold at once, when it has such a
+    /// target (a local scheduler's memory budget; a cluster's summed worker limits). Graph
+    /// optimizations that trade work for memory, such as reading a stored block again instead
+    /// of holding it, aim below it. `None`: no target known.
+    fn memory_target(&self) -> Option<u64> {
+        None
+    }
 }
 
 static DEFAULT: RwLock<Option<Arc<dyn Scheduler>>> = RwLock::new(None);
