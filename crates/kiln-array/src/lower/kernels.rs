@@ -373,6 +373,10 @@ impl PortableKernel for ReadRegion {
         let array = crate::chunk::zarr::opened(&self.array, &self.path)?;
         Ok(Value::new(crate::chunk::zarr::read_region(array, &self.path, &self.ranges, self.dtype)?))
     }
+    fn reread_bytes(&self) -> Option<u64> {
+        let shape: Vec<usize> = self.ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        Some(crate::block::block_bytes(&shape, self.dtype))
+    }
 }
 
 /// Borrows the [`Block`]s among a task's inputs.
