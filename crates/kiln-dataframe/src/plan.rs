@@ -78,6 +78,14 @@ impl Steps {
         self.0.as_ref().map_or(0, |n| n.len)
     }
 
+    fn same_node(&self, other: &Steps) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     /// The steps, oldest first.
     pub(crate) fn to_vec(&self) -> Vec<Step> {
         let mut out = Vec::with_capacity(self.len());
@@ -218,6 +226,35 @@ impl Frame {
         });
         let projection = projection.filter(|p| p.len() < source_schema.fields().len());
         Optimized { projection, steps: kept }
+    }
+
+    /// Whether `expr`, written against `origin`, computes the same rows in this frame: this
+    /// frame is `origin` plus projections that pass every column `expr` reads through unchanged
+    /// (so `df.assign(a=..).assign(b=df.x)` works as in pandas), with no filter in between.
+    pub(crate) fn accepts(self: &Arc<Frame>, origin: &Arc<Frame>, expr: &Expr) -> bool {
+        if Arc::ptr_eq(self, origin) {
+            return true;
+        }
+        if !Arc::ptr_eq(&self.source, &origin.source) || self.token != origin.token {
+            return false;
+        }
+        let mut reads = Vec::new();
+        expr.columns_into(&mut reads);
+        let mut node = &self.steps;
+        while !node.same_node(&origin.steps) {
+            let Some(n) = node.0.as_deref() else { return false };
+            match &n.step {
+                Step::Filter(_) => return false,
+                Step::Project(columns) => {
+                    let passes = |c: &String| columns.iter().any(|(name, e)| name == c && matches!(e, Expr::Column(src) if src == c));
+                    if !reads.iter().all(passes) {
+                        return false;
+                    }
+                }
+            }
+            node = &n.prev;
+        }
+        true
     }
 
     /// The plan as written and as it will run.

@@ -120,10 +120,11 @@ impl Series {
         self.derive(Expr::Alias { expr: Box::new(inner), name: name.to_string() })
     }
 
-    /// This series' expression for use in `frame`, checked.
+    /// This series' expression for use in `frame` (this series' frame, or one derived from it
+    /// by projections keeping the columns it reads), checked.
     pub(crate) fn expr_for(&self, frame: &Arc<Frame>, operation: &str) -> Result<Expr> {
         self.check()?;
-        if !Arc::ptr_eq(&self.frame, frame) {
+        if !frame.accepts(&self.frame, &self.expr) {
             return Err(DataFrameError::NotAligned { operation: operation.to_string(), what: format!("series {}", self.name()) });
         }
         Ok(self.expr.clone())
@@ -137,18 +138,20 @@ impl Series {
         }
     }
 
-    fn operand(&self, other: impl Into<Operand>, operation: &str) -> Result<Expr> {
-        match other.into() {
-            Operand::Scalar(v) => Ok(Expr::Literal(v)),
-            Operand::Series(s) => s.expr_for(&self.frame, operation),
-        }
-    }
-
-    /// `self op other`.
+    /// `self op other`. Of two series of related frames (one derived from the other by
+    /// projections), the result belongs to the derived one.
     pub fn binary(&self, op: BinaryOp, other: impl Into<Operand>) -> Series {
-        match self.operand(other, &format!("{op:?}")) {
-            Ok(right) => self.derive(Expr::Binary { op, left: Box::new(self.expr.clone()), right: Box::new(right) }),
-            Err(e) => Series::failed(self.frame.clone(), self.expr.clone(), e),
+        let operation = format!("{op:?}");
+        let (frame, left, right) = match other.into() {
+            Operand::Scalar(v) => (self.frame.clone(), Ok(self.expr.clone()), Ok(Expr::Literal(v))),
+            Operand::Series(s) if s.frame.accepts(&self.frame, &self.expr) => {
+                (s.frame.clone(), self.expr_for(&s.frame, &operation), s.expr_for(&s.frame, &operation))
+            }
+            Operand::Series(s) => (self.frame.clone(), self.expr_for(&self.frame, &operation), s.expr_for(&self.frame, &operation)),
+        };
+        match (left, right) {
+            (Ok(left), Ok(right)) => Series::new(frame, Expr::Binary { op, left: Box::new(left), right: Box::new(right) }),
+            (Err(e), _) | (_, Err(e)) => Series::failed(frame, self.expr.clone(), e),
         }
     }
 
