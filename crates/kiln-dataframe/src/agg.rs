@@ -122,6 +122,20 @@ pub(crate) struct AggSpec {
     pub(crate) output: crate::lower::SerdeSchema,
 }
 
+impl AggSpec {
+    /// The input columns the keys and aggregations read.
+    pub(crate) fn columns_read(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, e) in &self.keys {
+            e.columns_into(&mut out);
+        }
+        for a in &self.aggs {
+            a.input.columns_into(&mut out);
+        }
+        out
+    }
+}
+
 /// Rows assigned to groups: `ids[row]` is the row's group (`u32::MAX` for a dropped row),
 /// `first_rows[g]` the first row of group `g`.
 struct Groups {
@@ -272,7 +286,8 @@ fn combine_moments(states: &[ArrayRef], groups: &Groups) -> Result<[ArrayRef; 3]
     let [n_in, mean_in, m2_in] = states else {
         return Err(DataFrameError::compute("combining mean/var", "expected three state columns"));
     };
-    let (n_in, mean_in, m2_in) = (n_in.as_primitive::<Int64Type>(), mean_in.as_primitive::<Float64Type>(), m2_in.as_primitive::<Float64Type>());
+    let (n_in, mean_in, m2_in) =
+        (n_in.as_primitive::<Int64Type>(), mean_in.as_primitive::<Float64Type>(), m2_in.as_primitive::<Float64Type>());
     let (mut n, mut mean, mut m2) = (vec![0i64; groups.len()], vec![0f64; groups.len()], vec![0f64; groups.len()]);
     for (row, &g) in groups.ids.iter().enumerate() {
         let (g, nb) = (g as usize, n_in.value(row));
@@ -289,8 +304,10 @@ fn combine_moments(states: &[ArrayRef], groups: &Groups) -> Result<[ArrayRef; 3]
 }
 
 fn partial_schema(spec: &AggSpec, keys: &[ArrayRef], states: &[ArrayRef]) -> SchemaRef {
-    let mut fields: Vec<Field> = spec.keys.iter().zip(keys).map(|((name, _), k)| Field::new(name, k.data_type().clone(), true)).collect();
-    fields.extend(states.iter().enumerate().map(|(i, s)| Field::new(format!("state_{i}"), s.data_type().clone(), true)));
+    let mut fields: Vec<Field> =
+        spec.keys.iter().zip(keys).map(|((name, _), k)| Field::new(name, k.data_type().clone(), true)).collect();
+    fields
+        .extend(states.iter().enumerate().map(|(i, s)| Field::new(format!("state_{i}"), s.data_type().clone(), true)));
     Arc::new(Schema::new(fields))
 }
 
@@ -337,7 +354,10 @@ pub(crate) fn combine(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Recor
     let mut column = nkeys;
     for agg in &spec.aggs {
         let width = agg.func.state_width();
-        let cols = all.columns().get(column..column + width).ok_or_else(|| DataFrameError::compute("combining", "missing state columns"))?;
+        let cols = all
+            .columns()
+            .get(column..column + width)
+            .ok_or_else(|| DataFrameError::compute("combining", "missing state columns"))?;
         match agg.func {
             AggFunc::Size | AggFunc::Count | AggFunc::Sum => states.push(grouped_sum(&cols[0], &groups)?),
             AggFunc::Min | AggFunc::Max => states.push(grouped_best(&cols[0], &groups, agg.func == AggFunc::Max)?),
@@ -347,7 +367,8 @@ pub(crate) fn combine(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Recor
     }
     let keys = take_keys(&keys, &groups)?;
     let schema = partial_schema(spec, &keys, &states);
-    RecordBatch::try_new(schema, keys.into_iter().chain(states).collect()).map_err(fail("combining partial aggregations"))
+    RecordBatch::try_new(schema, keys.into_iter().chain(states).collect())
+        .map_err(fail("combining partial aggregations"))
 }
 
 /// The final values from merged partial states, sorted by the keys (pandas' `sort=True`).
@@ -370,8 +391,12 @@ pub(crate) fn finalize(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Reco
                         let n = n.value(i);
                         match agg.func {
                             AggFunc::Mean => (n > 0).then(|| mean.value(i)),
-                            AggFunc::Var { ddof } => (n > i64::from(ddof)).then(|| m2.value(i) / (n - i64::from(ddof)) as f64),
-                            AggFunc::Std { ddof } => (n > i64::from(ddof)).then(|| (m2.value(i) / (n - i64::from(ddof)) as f64).sqrt()),
+                            AggFunc::Var { ddof } => {
+                                (n > i64::from(ddof)).then(|| m2.value(i) / (n - i64::from(ddof)) as f64)
+                            }
+                            AggFunc::Std { ddof } => {
+                                (n > i64::from(ddof)).then(|| (m2.value(i) / (n - i64::from(ddof)) as f64).sqrt())
+                            }
                             _ => None,
                         }
                     })
@@ -394,7 +419,8 @@ pub(crate) fn finalize(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Reco
     if nkeys == 0 || batch.num_rows() <= 1 {
         return Ok(batch);
     }
-    let sort: Vec<SortColumn> = batch.columns()[..nkeys].iter().map(|c| SortColumn { values: c.clone(), options: None }).collect();
+    let sort: Vec<SortColumn> =
+        batch.columns()[..nkeys].iter().map(|c| SortColumn { values: c.clone(), options: None }).collect();
     let order = lexsort_to_indices(&sort, None).map_err(fail("sorting groups"))?;
     arrow::compute::take_record_batch(&batch, &order).map_err(fail("sorting groups"))
 }
@@ -421,12 +447,13 @@ mod tests {
             .iter()
             .map(|v| grouped_moments(v, &Groups { ids: vec![0; v.len()], first_rows: vec![0] }).unwrap())
             .collect();
-        let stacked: Vec<ArrayRef> = (0..3)
-            .map(|i| arrow::compute::concat(&[halves[0][i].as_ref(), halves[1][i].as_ref()]).unwrap())
-            .collect();
+        let stacked: Vec<ArrayRef> =
+            (0..3).map(|i| arrow::compute::concat(&[halves[0][i].as_ref(), halves[1][i].as_ref()]).unwrap()).collect();
         let [n2, mean2, m22] = combine_moments(&stacked, &Groups { ids: vec![0, 0], first_rows: vec![0] }).unwrap();
         assert_eq!(n.as_primitive::<Int64Type>().value(0), n2.as_primitive::<Int64Type>().value(0));
-        assert!((mean.as_primitive::<Float64Type>().value(0) - mean2.as_primitive::<Float64Type>().value(0)).abs() < 1e-12);
+        assert!(
+            (mean.as_primitive::<Float64Type>().value(0) - mean2.as_primitive::<Float64Type>().value(0)).abs() < 1e-12
+        );
         assert!((m2.as_primitive::<Float64Type>().value(0) - m22.as_primitive::<Float64Type>().value(0)).abs() < 1e-9);
     }
 }

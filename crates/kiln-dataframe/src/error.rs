@@ -43,7 +43,9 @@ pub enum DataFrameError {
     #[error("{0}")]
     InvalidArgument(String),
     /// An expression nests deeper than [`crate::expr::MAX_EXPR_DEPTH`] operations.
-    #[error("expression nests {depth} operations deep, more than the limit of {limit}; assign intermediate columns instead")]
+    #[error(
+        "expression nests {depth} operations deep, more than the limit of {limit}; assign intermediate columns instead"
+    )]
     ExpressionTooDeep {
         /// Its depth.
         depth: usize,

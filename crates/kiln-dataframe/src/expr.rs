@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::kernels::{cmp, numeric, zip::zip};
-use arrow::compute::{CastOptions, and_kleene, can_cast_types, cast_with_options, is_not_null, is_null, not, or_kleene};
+use arrow::compute::{
+    CastOptions, and_kleene, can_cast_types, cast_with_options, is_not_null, is_null, not, or_kleene,
+};
 use arrow::datatypes::{DataType, Schema};
 use serde::{Deserialize, Serialize};
 
@@ -267,7 +269,9 @@ fn comparable(left: &DataType, right: &DataType) -> Option<DataType> {
         (l, r) if is_string(l) && is_string(r) => Some(DataType::Utf8),
         // A timestamp column against a string literal ("2015-01-01"): the string is parsed.
         (t, s) | (s, t) if is_temporal(t) && is_string(s) => Some(t.clone()),
-        (l, r) if is_temporal(l) && is_temporal(r) => Some(DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None)),
+        (l, r) if is_temporal(l) && is_temporal(r) => {
+            Some(DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None))
+        }
         _ => None,
     }
 }
@@ -358,7 +362,12 @@ impl Expr {
                     }
                 } else if op.is_comparison() {
                     if comparable(&lt, &rt).is_none() {
-                        return Err(type_error(operation, right, &rt, &format!("it cannot be compared with {left} of type {lt}")));
+                        return Err(type_error(
+                            operation,
+                            right,
+                            &rt,
+                            &format!("it cannot be compared with {left} of type {lt}"),
+                        ));
                     }
                     DataType::Boolean
                 } else {
@@ -380,7 +389,12 @@ impl Expr {
             Expr::Neg(e) | Expr::Abs(e) => {
                 let t = e.data_type(schema)?;
                 if !is_numeric(&t) {
-                    return Err(type_error(if matches!(self, Expr::Neg(_)) { "-" } else { "abs" }, e, &t, "a number is needed"));
+                    return Err(type_error(
+                        if matches!(self, Expr::Neg(_)) { "-" } else { "abs" },
+                        e,
+                        &t,
+                        "a number is needed",
+                    ));
                 }
                 t
             }
@@ -394,7 +408,9 @@ impl Expr {
                 match comparable(&t, &vt) {
                     Some(_) if is_numeric(&t) && is_numeric(&vt) => numeric_common(&t, &vt),
                     Some(_) => t,
-                    None => return Err(type_error("fillna", expr, &t, &format!("the fill value {value} does not fit it"))),
+                    None => {
+                        return Err(type_error("fillna", expr, &t, &format!("the fill value {value} does not fit it")));
+                    }
                 }
             }
             Expr::Cast { expr, to } => {
@@ -423,7 +439,12 @@ impl Expr {
             Expr::DatePart { expr, field } => {
                 let t = expr.data_type(schema)?;
                 if !is_temporal(&t) {
-                    return Err(type_error(&format!(".dt.{}", field.name()), expr, &t, "a date or timestamp is needed"));
+                    return Err(type_error(
+                        &format!(".dt.{}", field.name()),
+                        expr,
+                        &t,
+                        "a date or timestamp is needed",
+                    ));
                 }
                 DataType::Int32
             }
@@ -460,7 +481,11 @@ impl Expr {
                 let scalar = l.scalar && r.scalar;
                 let (lt, rt) = (l.array.data_type().clone(), r.array.data_type().clone());
                 let array: ArrayRef = if op.is_arithmetic() {
-                    let target = if *op == BinaryOp::Div { DataType::Float64 } else { comparable(&lt, &rt).unwrap_or(DataType::Float64) };
+                    let target = if *op == BinaryOp::Div {
+                        DataType::Float64
+                    } else {
+                        comparable(&lt, &rt).unwrap_or(DataType::Float64)
+                    };
                     let (l, r) = (l.cast(&target)?, r.cast(&target)?);
                     match op {
                         BinaryOp::Add => numeric::add_wrapping(&l.datum(), &r.datum()),
@@ -471,7 +496,8 @@ impl Expr {
                     }
                     .map_err(fail)?
                 } else if op.is_comparison() {
-                    let target = comparable(&lt, &rt).ok_or_else(|| type_error(op.symbol(), right, &rt, "not comparable"))?;
+                    let target =
+                        comparable(&lt, &rt).ok_or_else(|| type_error(op.symbol(), right, &rt, "not comparable"))?;
                     let (l, r) = (l.cast(&target)?, r.cast(&target)?);
                     let (ld, rd) = (l.datum(), r.datum());
                     let result = match op {
@@ -526,8 +552,10 @@ impl Expr {
             }
             Expr::Cast { expr, to } => expr.eval(batch)?.cast(&to.arrow())?,
             Expr::Between { expr, low, high } => {
-                let low = Expr::Binary { op: BinaryOp::Ge, left: expr.clone(), right: Box::new(Expr::Literal(low.clone())) };
-                let high = Expr::Binary { op: BinaryOp::Le, left: expr.clone(), right: Box::new(Expr::Literal(high.clone())) };
+                let low =
+                    Expr::Binary { op: BinaryOp::Ge, left: expr.clone(), right: Box::new(Expr::Literal(low.clone())) };
+                let high =
+                    Expr::Binary { op: BinaryOp::Le, left: expr.clone(), right: Box::new(Expr::Literal(high.clone())) };
                 Expr::Binary { op: BinaryOp::And, left: Box::new(low), right: Box::new(high) }.eval(batch)?
             }
             Expr::IsIn { expr, values } => {
@@ -604,5 +632,8 @@ fn fill_missing(mask: &BooleanArray, value: bool) -> BooleanArray {
 }
 
 fn as_bool<'a>(array: &'a ArrayRef, expr: &Expr) -> Result<&'a BooleanArray> {
-    array.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| type_error("boolean logic", expr, array.data_type(), "a boolean is needed"))
+    array
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| type_error("boolean logic", expr, array.data_type(), "a boolean is needed"))
 }

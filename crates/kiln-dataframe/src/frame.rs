@@ -102,7 +102,8 @@ impl DataFrame {
                 });
             }
             partitions.push(
-                RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| DataFrameError::compute("from_batches", e))?,
+                RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                    .map_err(|e| DataFrameError::compute("from_batches", e))?,
             );
         }
         Ok(DataFrame::from_source(Source::Batches { partitions, schema }))
@@ -222,7 +223,8 @@ impl DataFrame {
     /// another frame.
     pub fn assign(&self, name: &str, values: &Series) -> Result<DataFrame> {
         let expr = values.expr_for(&self.frame, "assign")?;
-        let mut columns: Vec<(String, Expr)> = self.columns().into_iter().map(|c| (c.clone(), Expr::Column(c))).collect();
+        let mut columns: Vec<(String, Expr)> =
+            self.columns().into_iter().map(|c| (c.clone(), Expr::Column(c))).collect();
         match columns.iter_mut().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = expr,
             None => columns.push((name.to_string(), expr)),
@@ -313,7 +315,9 @@ impl fmt::Display for DataFrame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let divisions = match &self.frame.divisions {
             Divisions::Unknown => "divisions unknown".to_string(),
-            Divisions::Known(d) => format!("divisions [{}]", d.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+            Divisions::Known(d) => {
+                format!("divisions [{}]", d.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+            }
         };
         writeln!(f, "kiln DataFrame: npartitions={}, {divisions}", self.npartitions())?;
         if let Some(index) = &self.frame.index {

@@ -120,7 +120,8 @@ pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result
     if let Some(end) = sample.iter().rposition(|&b| b == b'\n') {
         sample.truncate(end + 1);
     }
-    let format = arrow::csv::reader::Format::default().with_header(options.has_header).with_delimiter(options.delimiter);
+    let format =
+        arrow::csv::reader::Format::default().with_header(options.has_header).with_delimiter(options.delimiter);
     let (schema, _) = format
         .infer_schema(sample.as_slice(), Some(options.sample_rows))
         .map_err(|e| DataFrameError::Csv { path: first_file.to_string(), message: e.to_string() })?;
@@ -143,9 +144,11 @@ pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result
                 DataType::Timestamp(TimeUnit::Nanosecond, None)
             } else {
                 match field.data_type() {
-                    DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Time32(_) | DataType::Time64(_) => {
-                        DataType::Utf8
-                    }
+                    DataType::Timestamp(_, _)
+                    | DataType::Date32
+                    | DataType::Date64
+                    | DataType::Time32(_)
+                    | DataType::Time64(_) => DataType::Utf8,
                     DataType::Null => DataType::Utf8,
                     other => other.clone(),
                 }
@@ -158,10 +161,16 @@ pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result
 
 /// Reads one CSV file as one batch with the dataset's `schema`, keeping the `projection`
 /// columns (by position in the schema).
-pub(crate) fn read_csv_file(path: &str, schema: &SchemaRef, projection: Option<&[usize]>, options: &CsvOptions) -> Result<RecordBatch> {
+pub(crate) fn read_csv_file(
+    path: &str,
+    schema: &SchemaRef,
+    projection: Option<&[usize]>,
+    options: &CsvOptions,
+) -> Result<RecordBatch> {
     let storage = storage_for(path)?;
     let bytes = csv_bytes(storage.as_ref(), path, None)?;
-    let csv_error = |e: arrow::error::ArrowError| DataFrameError::Csv { path: path.to_string(), message: e.to_string() };
+    let csv_error =
+        |e: arrow::error::ArrowError| DataFrameError::Csv { path: path.to_string(), message: e.to_string() };
     let mut builder = arrow::csv::ReaderBuilder::new(schema.clone())
         .with_header(options.has_header)
         .with_delimiter(options.delimiter)
@@ -194,7 +203,9 @@ fn parquet_builder(path: &str) -> Result<parquet::arrow::arrow_reader::ParquetRe
 
 /// The schema's fields, all nullable, without metadata: what a frame's schema holds.
 pub(crate) fn plain_schema(schema: &Schema) -> SchemaRef {
-    Arc::new(Schema::new(schema.fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect::<Vec<_>>()))
+    Arc::new(Schema::new(
+        schema.fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect::<Vec<_>>(),
+    ))
 }
 
 /// Reads one Parquet file as one batch, only the `projection` columns (by name, in that
@@ -204,7 +215,11 @@ pub(crate) fn read_parquet_file(path: &str, schema: &SchemaRef, projection: Opti
     let builder = parquet_builder(path)?;
     let file_schema = plain_schema(builder.schema());
     if file_schema.fields() != schema.fields() {
-        return Err(DataFrameError::SchemaMismatch { path: path.to_string(), expected: schema.to_string(), found: file_schema.to_string() });
+        return Err(DataFrameError::SchemaMismatch {
+            path: path.to_string(),
+            expected: schema.to_string(),
+            found: file_schema.to_string(),
+        });
     }
     let (builder, out_schema) = match projection {
         Some(names) => {

@@ -13,7 +13,10 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use kiln_graph::codec::ValueCodec;
 use kiln_graph::kernel::{Portable, PortableKernel, input};
-use kiln_graph::{Arg, CodecError, CodecRegistry, Encoded, GraphBuilder, GraphError, Kernel, KernelRegistry, Key, TaskError, TaskId, Tokenizer, Value};
+use kiln_graph::{
+    Arg, CodecError, CodecRegistry, Encoded, GraphBuilder, GraphError, Kernel, KernelRegistry, Key, TaskError, TaskId,
+    Tokenizer, Value,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::agg::{self, AggSpec};
@@ -34,7 +37,8 @@ pub(crate) struct SerdeSchema(pub(crate) SchemaRef);
 impl Serialize for SerdeSchema {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         let mut bytes = Vec::new();
-        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &self.0).map_err(serde::ser::Error::custom)?;
+        let mut writer =
+            arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &self.0).map_err(serde::ser::Error::custom)?;
         writer.finish().map_err(serde::ser::Error::custom)?;
         drop(writer);
         serializer.serialize_bytes(&bytes)
@@ -44,7 +48,8 @@ impl Serialize for SerdeSchema {
 impl<'de> Deserialize<'de> for SerdeSchema {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         let bytes: Vec<u8> = serde::de::Deserialize::deserialize(deserializer)?;
-        let reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(serde::de::Error::custom)?;
+        let reader =
+            arrow::ipc::reader::StreamReader::try_new(Cursor::new(bytes), None).map_err(serde::de::Error::custom)?;
         Ok(SerdeSchema(reader.schema()))
     }
 }
@@ -52,10 +57,21 @@ impl<'de> Deserialize<'de> for SerdeSchema {
 /// How a partition task gets its rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum ReadSpec {
-    Csv { path: String, schema: SerdeSchema, projection: Option<Vec<usize>>, options: CsvOptions },
-    Parquet { path: String, schema: SerdeSchema, projection: Option<Vec<String>> },
+    Csv {
+        path: String,
+        schema: SerdeSchema,
+        projection: Option<Vec<usize>>,
+        options: CsvOptions,
+    },
+    Parquet {
+        path: String,
+        schema: SerdeSchema,
+        projection: Option<Vec<String>>,
+    },
     /// The task's one input (an in-memory batch, or another stage's result), projected.
-    Input { projection: Option<Vec<String>> },
+    Input {
+        projection: Option<Vec<String>>,
+    },
 }
 
 /// What a partition task returns after its steps.
@@ -151,20 +167,24 @@ pub(crate) fn apply_steps(mut batch: RecordBatch, steps: &[Step]) -> Result<Reco
         batch = match step {
             Step::Project(columns) => {
                 let arrays = columns.iter().map(|(_, e)| e.evaluate(&batch)).collect::<Result<Vec<_>>>()?;
-                let fields: Vec<Field> = columns.iter().zip(&arrays).map(|((n, _), a)| Field::new(n, a.data_type().clone(), true)).collect();
+                let fields: Vec<Field> =
+                    columns.iter().zip(&arrays).map(|((n, _), a)| Field::new(n, a.data_type().clone(), true)).collect();
                 let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
                 RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
                     .map_err(|e| DataFrameError::compute("projecting columns", e))?
             }
             Step::Filter(predicate) => {
                 let mask = predicate.evaluate(&batch)?;
-                let mask = mask.as_any().downcast_ref::<arrow::array::BooleanArray>().ok_or_else(|| DataFrameError::TypeMismatch {
-                    operation: "filter".into(),
-                    expression: predicate.to_string(),
-                    found: mask.data_type().clone(),
-                    expected: "a boolean is needed".into(),
+                let mask = mask.as_any().downcast_ref::<arrow::array::BooleanArray>().ok_or_else(|| {
+                    DataFrameError::TypeMismatch {
+                        operation: "filter".into(),
+                        expression: predicate.to_string(),
+                        found: mask.data_type().clone(),
+                        expected: "a boolean is needed".into(),
+                    }
                 })?;
-                arrow::compute::filter_record_batch(&batch, mask).map_err(|e| DataFrameError::compute(format!("filter {predicate}"), e))?
+                arrow::compute::filter_record_batch(&batch, mask)
+                    .map_err(|e| DataFrameError::compute(format!("filter {predicate}"), e))?
             }
         };
     }
@@ -219,7 +239,8 @@ impl ValueCodec for BatchCodec {
     }
     fn encode(&self, value: &Value) -> std::result::Result<Encoded, CodecError> {
         let batch = value.downcast_ref::<RecordBatch>().map_err(|_| CodecError::NoCodecForType(value.type_name()))?;
-        let malformed = |e: arrow::error::ArrowError| CodecError::Malformed { tag: BATCH_CODEC_TAG.into(), message: e.to_string() };
+        let malformed =
+            |e: arrow::error::ArrowError| CodecError::Malformed { tag: BATCH_CODEC_TAG.into(), message: e.to_string() };
         let mut frame = Vec::new();
         let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut frame, &batch.schema()).map_err(malformed)?;
         writer.write(batch).map_err(malformed)?;
@@ -232,7 +253,8 @@ impl ValueCodec for BatchCodec {
         let [frame] = encoded.frames.as_slice() else {
             return Err(malformed(format!("expected 1 frame, got {}", encoded.frames.len())));
         };
-        let mut reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(frame.as_slice()), None).map_err(|e| malformed(e.to_string()))?;
+        let mut reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(frame.as_slice()), None)
+            .map_err(|e| malformed(e.to_string()))?;
         let batch = match reader.next() {
             Some(batch) => batch.map_err(|e| malformed(e.to_string()))?,
             None => RecordBatch::new_empty(reader.schema()),
@@ -270,7 +292,8 @@ fn graph_error(e: DataFrameError) -> GraphError {
 
 /// The name shared by a stage's tasks: `label-<token of the frame and the stage's parameters>`.
 fn stage_name(label: &str, frame_token: u128, params: &impl Serialize) -> Result<Arc<str>, GraphError> {
-    let bytes = postcard::to_allocvec(params).map_err(|e| graph_error(DataFrameError::compute("encoding a task", e)))?;
+    let bytes =
+        postcard::to_allocvec(params).map_err(|e| graph_error(DataFrameError::compute("encoding a task", e)))?;
     let mut tokenizer = Tokenizer::new();
     tokenizer.bytes(&frame_token.to_le_bytes()).bytes(&bytes);
     Ok(format!("{label}-{}", tokenizer.finish()).into())
@@ -302,9 +325,10 @@ pub(crate) fn lower_frame(
     };
     match frame.source.as_ref() {
         Source::Csv { files, options, .. } => {
-            let projection = optimized.projection.as_ref().map(|names| {
-                names.iter().filter_map(|n| source_schema.index_of(n).ok()).collect::<Vec<usize>>()
-            });
+            let projection = optimized
+                .projection
+                .as_ref()
+                .map(|names| names.iter().filter_map(|n| source_schema.index_of(n).ok()).collect::<Vec<usize>>());
             for (i, path) in files.iter().enumerate() {
                 let read = ReadSpec::Csv {
                     path: path.clone(),
@@ -317,13 +341,22 @@ pub(crate) fn lower_frame(
         }
         Source::Parquet { files, .. } => {
             for (i, path) in files.iter().enumerate() {
-                let read = ReadSpec::Parquet { path: path.clone(), schema: SerdeSchema(source_schema.clone()), projection: optimized.projection.clone() };
+                let read = ReadSpec::Parquet {
+                    path: path.clone(),
+                    schema: SerdeSchema(source_schema.clone()),
+                    projection: optimized.projection.clone(),
+                };
                 add(i, read, Vec::new(), builder)?;
             }
         }
         Source::Batches { partitions, .. } => {
             for (i, batch) in partitions.iter().enumerate() {
-                add(i, ReadSpec::Input { projection: optimized.projection.clone() }, vec![Arg::literal(batch.clone())], builder)?;
+                add(
+                    i,
+                    ReadSpec::Input { projection: optimized.projection.clone() },
+                    vec![Arg::literal(batch.clone())],
+                    builder,
+                )?;
             }
         }
         Source::Aggregate { input, spec, split_every } => {
@@ -339,14 +372,13 @@ pub(crate) fn lower_frame(
 
 /// A tree reduction: partial states per partition (fused with the partition's read and steps),
 /// combined `split_every` at a time, then finalized in one task; returns the root.
-pub(crate) fn lower_aggregate(input: &Frame, spec: &AggSpec, split_every: usize, builder: &mut GraphBuilder) -> Result<TaskId, GraphError> {
-    let mut needed = Vec::new();
-    for (_, e) in &spec.keys {
-        e.columns_into(&mut needed);
-    }
-    for a in &spec.aggs {
-        a.input.columns_into(&mut needed);
-    }
+pub(crate) fn lower_aggregate(
+    input: &Frame,
+    spec: &AggSpec,
+    split_every: usize,
+    builder: &mut GraphBuilder,
+) -> Result<TaskId, GraphError> {
+    let needed = spec.columns_read();
     let partial = Terminal::Partial(spec.clone());
     let mut level = lower_frame(input, Some(needed), &|_| partial.clone(), builder)?;
     let split_every = split_every.max(2);

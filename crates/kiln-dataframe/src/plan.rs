@@ -122,7 +122,9 @@ impl Source {
 
     pub(crate) fn schema(&self) -> SchemaRef {
         match self {
-            Source::Csv { schema, .. } | Source::Parquet { schema, .. } | Source::Batches { schema, .. } => schema.clone(),
+            Source::Csv { schema, .. } | Source::Parquet { schema, .. } | Source::Batches { schema, .. } => {
+                schema.clone()
+            }
             Source::Aggregate { spec, .. } => spec.output.0.clone(),
         }
     }
@@ -148,7 +150,8 @@ impl Source {
             Source::Batches { partitions, .. } => format!("from_batches {} partition(s), {columns}", partitions.len()),
             Source::Aggregate { spec, .. } => {
                 let keys: Vec<&str> = spec.keys.iter().map(|(n, _)| n.as_str()).collect();
-                let aggs: Vec<String> = spec.aggs.iter().map(|a| format!("{} := {}({})", a.name, a.func.name(), a.input)).collect();
+                let aggs: Vec<String> =
+                    spec.aggs.iter().map(|a| format!("{} := {}({})", a.name, a.func.name(), a.input)).collect();
                 format!("groupby [{}] agg [{}], {columns}", keys.join(", "), aggs.join(", "))
             }
         }
@@ -246,7 +249,9 @@ impl Frame {
             match &n.step {
                 Step::Filter(_) => return false,
                 Step::Project(columns) => {
-                    let passes = |c: &String| columns.iter().any(|(name, e)| name == c && matches!(e, Expr::Column(src) if src == c));
+                    let passes = |c: &String| {
+                        columns.iter().any(|(name, e)| name == c && matches!(e, Expr::Column(src) if src == c))
+                    };
                     if !reads.iter().all(passes) {
                         return false;
                     }
@@ -271,6 +276,16 @@ impl Frame {
         let _ = writeln!(out, "  {}", self.source.describe(optimized.projection.as_deref()));
         for step in &optimized.steps {
             let _ = writeln!(out, "  {}", step.describe());
+        }
+        if let Source::Aggregate { input, spec, split_every } = self.source.as_ref() {
+            let _ = writeln!(
+                out,
+                "group-by input ({} partitions, partial aggregation fused into each, combined {split_every} at a time):",
+                input.source.npartitions()
+            );
+            for line in input.explain(Some(spec.columns_read())).lines() {
+                let _ = writeln!(out, "  {line}");
+            }
         }
         out
     }

@@ -28,14 +28,22 @@ fn batch_of<'a>(graph: &Graph, id: TaskId, value: &'a Value) -> std::result::Res
 }
 
 /// Partitions concatenated into one batch with the frame's schema.
-fn concat(schema: &SchemaRef, graph: &Graph, outputs: &[TaskId], values: &[Value]) -> std::result::Result<RecordBatch, ComputeError> {
+fn concat(
+    schema: &SchemaRef,
+    graph: &Graph,
+    outputs: &[TaskId],
+    values: &[Value],
+) -> std::result::Result<RecordBatch, ComputeError> {
     let mut parts = Vec::with_capacity(values.len());
     for (id, value) in outputs.iter().zip(values) {
         let batch = batch_of(graph, *id, value)?;
         parts.push(RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| {
             ComputeError::InvalidCollection {
                 collection: "dataframe",
-                cause: kiln_graph::error::SharedError::new(DataFrameError::compute(format!("partition {}", graph.key(*id)), e)),
+                cause: kiln_graph::error::SharedError::new(DataFrameError::compute(
+                    format!("partition {}", graph.key(*id)),
+                    e,
+                )),
             }
         })?);
     }
@@ -56,7 +64,12 @@ impl Collection for DataFrame {
         self.npartitions()
     }
 
-    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> std::result::Result<RecordBatch, ComputeError> {
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<RecordBatch, ComputeError> {
         concat(&self.frame.schema, graph, outputs, &values)
     }
 }
@@ -71,7 +84,8 @@ impl Series {
         let frame = DataFrame { frame: self.frame.clone() };
         let name = self.name();
         let dtype = self.dtype()?;
-        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(&name, dtype, true)]));
+        let schema =
+            std::sync::Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(&name, dtype, true)]));
         Ok(frame.with_step(Step::Project(vec![(name, self.expr.clone())]), schema))
     }
 }
@@ -87,7 +101,12 @@ impl Collection for Series {
         self.frame.source.npartitions()
     }
 
-    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> std::result::Result<ArrayRef, ComputeError> {
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<ArrayRef, ComputeError> {
         let frame = self.to_frame().map_err(|e| ComputeError::InvalidCollection {
             collection: "dataframe",
             cause: kiln_graph::error::SharedError::new(e),
@@ -143,7 +162,12 @@ impl Collection for Reduction {
         1
     }
 
-    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> std::result::Result<Scalar, ComputeError> {
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<Scalar, ComputeError> {
         let (Some(id), Some(value)) = (outputs.first(), values.first()) else {
             return Err(ComputeError::Internal("a reduction produced no value".into()));
         };
@@ -172,7 +196,12 @@ impl Collection for Length {
         1
     }
 
-    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> std::result::Result<usize, ComputeError> {
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<usize, ComputeError> {
         let (Some(id), Some(value)) = (outputs.first(), values.first()) else {
             return Err(ComputeError::Internal("len produced no value".into()));
         };
@@ -207,7 +236,12 @@ impl Collection for Head {
         self.npartitions
     }
 
-    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> std::result::Result<RecordBatch, ComputeError> {
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<RecordBatch, ComputeError> {
         let all = concat(&self.frame.frame.schema, graph, outputs, &values)?;
         Ok(all.slice(0, self.n.min(all.num_rows())))
     }
@@ -233,7 +267,12 @@ impl Collection for ToParquet {
         self.frame.npartitions()
     }
 
-    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> std::result::Result<u64, ComputeError> {
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<u64, ComputeError> {
         let mut total = 0;
         for (id, value) in outputs.iter().zip(&values) {
             total += value.downcast_ref::<u64>().map_err(|m| result_error(graph, *id, m.expected, m.found))?;
@@ -246,7 +285,8 @@ impl DataFrame {
     /// The number of rows, as a collection (`len(df)` computes it).
     pub fn len(&self) -> Length {
         let first = self.columns().into_iter().next().unwrap_or_default();
-        let frame = GroupBy::new(self.frame.clone(), Vec::new()).and_then(|g| g.agg([Agg::of(AggFunc::Size, &self.col(&first))]));
+        let frame = GroupBy::new(self.frame.clone(), Vec::new())
+            .and_then(|g| g.agg([Agg::of(AggFunc::Size, &self.col(&first))]));
         Length { frame }
     }
 

@@ -106,7 +106,9 @@ impl Scalar {
             }
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
                 let wide = widen(&DataType::Utf8)?;
-                Scalar::Str(wide.as_any().downcast_ref::<StringArray>().map_or(String::new(), |a| a.value(0).to_string()))
+                Scalar::Str(
+                    wide.as_any().downcast_ref::<StringArray>().map_or(String::new(), |a| a.value(0).to_string()),
+                )
             }
             DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
                 let wide = widen(&DataType::Timestamp(TimeUnit::Nanosecond, None))?;

@@ -125,7 +125,10 @@ impl Series {
     pub(crate) fn expr_for(&self, frame: &Arc<Frame>, operation: &str) -> Result<Expr> {
         self.check()?;
         if !frame.accepts(&self.frame, &self.expr) {
-            return Err(DataFrameError::NotAligned { operation: operation.to_string(), what: format!("series {}", self.name()) });
+            return Err(DataFrameError::NotAligned {
+                operation: operation.to_string(),
+                what: format!("series {}", self.name()),
+            });
         }
         Ok(self.expr.clone())
     }
@@ -147,10 +150,14 @@ impl Series {
             Operand::Series(s) if s.frame.accepts(&self.frame, &self.expr) => {
                 (s.frame.clone(), self.expr_for(&s.frame, &operation), s.expr_for(&s.frame, &operation))
             }
-            Operand::Series(s) => (self.frame.clone(), self.expr_for(&self.frame, &operation), s.expr_for(&self.frame, &operation)),
+            Operand::Series(s) => {
+                (self.frame.clone(), self.expr_for(&self.frame, &operation), s.expr_for(&self.frame, &operation))
+            }
         };
         match (left, right) {
-            (Ok(left), Ok(right)) => Series::new(frame, Expr::Binary { op, left: Box::new(left), right: Box::new(right) }),
+            (Ok(left), Ok(right)) => {
+                Series::new(frame, Expr::Binary { op, left: Box::new(left), right: Box::new(right) })
+            }
             (Err(e), _) | (_, Err(e)) => Series::failed(frame, self.expr.clone(), e),
         }
     }
@@ -213,7 +220,10 @@ impl Series {
 
     /// Whether each value is one of `values` (a missing value never is).
     pub fn isin<V: Into<Scalar>>(&self, values: impl IntoIterator<Item = V>) -> Series {
-        self.derive(Expr::IsIn { expr: Box::new(self.expr.clone()), values: values.into_iter().map(Into::into).collect() })
+        self.derive(Expr::IsIn {
+            expr: Box::new(self.expr.clone()),
+            values: values.into_iter().map(Into::into).collect(),
+        })
     }
 
     /// Date and time fields of a timestamp or date series (pandas' `.dt`).
@@ -351,7 +361,13 @@ impl std::ops::Neg for Series {
 impl fmt::Display for Series {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.dtype {
-            Ok(t) => write!(f, "kiln Series {}: {t}, npartitions={} ({})", self.name(), self.frame.source.npartitions(), self.expr),
+            Ok(t) => write!(
+                f,
+                "kiln Series {}: {t}, npartitions={} ({})",
+                self.name(),
+                self.frame.source.npartitions(),
+                self.expr
+            ),
             Err(e) => write!(f, "invalid kiln Series {}: {e}", self.expr),
         }
     }

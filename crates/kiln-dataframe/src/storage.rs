@@ -132,9 +132,11 @@ pub fn register_storage(scheme: &str, storage: Arc<dyn Storage>) {
 pub fn storage_for(path: &str) -> Result<Arc<dyn Storage>> {
     match path.split_once("://") {
         None => Ok(Arc::new(LocalStorage)),
-        Some((scheme, _)) => registry().read().unwrap_or_else(|p| p.into_inner()).get(scheme).cloned().ok_or_else(|| {
-            io_error(path, format!("no storage is registered for {scheme}://; register one with register_storage"))
-        }),
+        Some((scheme, _)) => {
+            registry().read().unwrap_or_else(|p| p.into_inner()).get(scheme).cloned().ok_or_else(|| {
+                io_error(path, format!("no storage is registered for {scheme}://; register one with register_storage"))
+            })
+        }
     }
 }
 
@@ -156,7 +158,10 @@ impl parquet::file::reader::ChunkReader for StorageFile {
     type T = std::io::Cursor<Vec<u8>>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        let bytes = self.storage.read_range(&self.path, start..self.size).map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+        let bytes = self
+            .storage
+            .read_range(&self.path, start..self.size)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
         Ok(std::io::Cursor::new(bytes))
     }
 

@@ -82,10 +82,19 @@ fn a_type_mismatch_names_the_operation_and_the_column() {
     let df = frame();
     assert_eq!(mismatch((df.col("name") + 1).check().unwrap_err()), ("+".into(), "name".into(), DataType::Utf8));
     assert_eq!(mismatch(df.col("name").sum().check().unwrap_err()), ("sum".into(), "name".into(), DataType::Utf8));
-    assert_eq!(mismatch(df.col("value").dt().hour().check().unwrap_err()), (".dt.hour".into(), "value".into(), DataType::Float64));
+    assert_eq!(
+        mismatch(df.col("value").dt().hour().check().unwrap_err()),
+        (".dt.hour".into(), "value".into(), DataType::Float64)
+    );
     assert_eq!(mismatch(df.col("value").gt("x").check().unwrap_err()).0, ">");
-    assert_eq!(mismatch((df.col("value") & df.col("id").gt(1)).check().unwrap_err()), ("&".into(), "value".into(), DataType::Float64));
-    assert_eq!(mismatch(df.filter(&df.col("value")).unwrap_err()), ("filter".into(), "value".into(), DataType::Float64));
+    assert_eq!(
+        mismatch((df.col("value") & df.col("id").gt(1)).check().unwrap_err()),
+        ("&".into(), "value".into(), DataType::Float64)
+    );
+    assert_eq!(
+        mismatch(df.filter(&df.col("value")).unwrap_err()),
+        ("filter".into(), "value".into(), DataType::Float64)
+    );
     assert_eq!(mismatch(df.col("name").fillna(0).check().unwrap_err()).0, "fillna");
     assert_eq!(mismatch(df.groupby(["id"]).unwrap().agg([Agg::mean("name")]).unwrap_err()).0, "mean");
     // The first error wins and is kept through later operations.
@@ -134,7 +143,10 @@ fn too_deep_an_expression_is_refused() {
 #[test]
 fn missing_files_are_named() {
     let pattern = fixture("no-such-dir/*.csv");
-    assert_eq!(read_csv(&pattern, &CsvOptions::default()).err(), Some(DataFrameError::NoFiles { pattern: pattern.clone() }));
+    assert_eq!(
+        read_csv(&pattern, &CsvOptions::default()).err(),
+        Some(DataFrameError::NoFiles { pattern: pattern.clone() })
+    );
     let file = fixture("no-such.parquet");
     assert_eq!(read_parquet(&file).err(), Some(DataFrameError::NoFiles { pattern: file }));
     // A file that disappears between planning and computing fails its task, naming it.
@@ -173,7 +185,9 @@ fn a_malformed_csv_row_names_the_file_and_the_line() {
     // A row with too many fields inside the sample fails `read_csv` itself.
     let ragged = fixture("bad/ragged.csv");
     match read_csv(&ragged, &CsvOptions::default()) {
-        Err(DataFrameError::Csv { path, message }) => assert!(path == ragged && message.contains("line 3"), "{message}"),
+        Err(DataFrameError::Csv { path, message }) => {
+            assert!(path == ragged && message.contains("line 3"), "{message}")
+        }
         other => panic!("expected a CSV error, got {:?}", other.map(|d| d.to_string())),
     }
 }

@@ -73,7 +73,8 @@ fn assert_scalar(context: &str, actual: &Scalar, expected: &Json) {
 
 fn assert_frame(case: &str, label: &str, batch: &RecordBatch) {
     let expected = &expected()[case];
-    let columns: Vec<String> = expected["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let columns: Vec<String> =
+        expected["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
     let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, columns, "{case} on {label}: columns");
     for (i, name) in columns.iter().enumerate() {
@@ -209,7 +210,9 @@ fn reductions_match_pandas_with_missing_values_skipped() {
                 assert_scalar(&format!("{column}.{name}() on {label}"), &value, &expected[column][name]);
             }
         }
-        for (name, reduction) in [("min", df.col("vendor").min()), ("max", df.col("vendor").max()), ("count", df.col("vendor").count())] {
+        for (name, reduction) in
+            [("min", df.col("vendor").min()), ("max", df.col("vendor").max()), ("count", df.col("vendor").count())]
+        {
             let value = reduction.compute_on(&scheduler()).unwrap();
             assert_scalar(&format!("vendor.{name}() on {label}"), &value, &expected["vendor"][name]);
         }
@@ -226,7 +229,9 @@ fn reductions_of_no_rows() {
     for (label, df) in layouts() {
         let none = df.filter(&df.col("fare").gt(1e9)).unwrap();
         let fare = none.col("fare");
-        for (name, reduction) in [("sum", fare.sum()), ("count", fare.count()), ("mean", fare.mean()), ("max", fare.max())] {
+        for (name, reduction) in
+            [("sum", fare.sum()), ("count", fare.count()), ("mean", fare.mean()), ("max", fare.max())]
+        {
             let value = reduction.compute_on(&scheduler()).unwrap();
             assert_scalar(&format!("empty {name} on {label}"), &value, &expected[name]);
         }
@@ -239,7 +244,11 @@ fn len_counts_rows_after_filters() {
     for (label, df) in layouts() {
         assert_eq!(df.len().compute_on(&scheduler()).unwrap() as u64, expected["all"].as_u64().unwrap(), "{label}");
         let long = df.filter(&df.col("trip_distance").gt(3)).unwrap();
-        assert_eq!(long.len().compute_on(&scheduler()).unwrap() as u64, expected["filtered"].as_u64().unwrap(), "{label}");
+        assert_eq!(
+            long.len().compute_on(&scheduler()).unwrap() as u64,
+            expected["filtered"].as_u64().unwrap(),
+            "{label}"
+        );
     }
 }
 
@@ -293,7 +302,11 @@ fn groupby_an_hour_of_a_timestamp() {
 #[test]
 fn groupby_two_keys_drops_missing_keys() {
     check_groupby("groupby_two_keys", |df, split_every| {
-        df.groupby(["vendor", "passenger_count"]).unwrap().split_every(split_every).agg([Agg::sum("fare").alias("fare_sum"), Agg::size().alias("n")]).unwrap()
+        df.groupby(["vendor", "passenger_count"])
+            .unwrap()
+            .split_every(split_every)
+            .agg([Agg::sum("fare").alias("fare_sum"), Agg::size().alias("n")])
+            .unwrap()
     });
 }
 
@@ -301,7 +314,11 @@ fn groupby_two_keys_drops_missing_keys() {
 fn groupby_after_a_filter() {
     check_groupby("groupby_after_filter", |df, split_every| {
         let long = df.filter(&df.col("trip_distance").gt(2)).unwrap();
-        long.groupby(["passenger_count"]).unwrap().split_every(split_every).agg([Agg::mean("fare").alias("fare_mean"), Agg::std("fare").alias("fare_std")]).unwrap()
+        long.groupby(["passenger_count"])
+            .unwrap()
+            .split_every(split_every)
+            .agg([Agg::mean("fare").alias("fare_mean"), Agg::std("fare").alias("fare_std")])
+            .unwrap()
     });
 }
 
@@ -312,7 +329,10 @@ fn groupby_an_assigned_expression() {
         df.groupby(["bucket"])
             .unwrap()
             .split_every(split_every)
-            .agg([Agg::mean("trip_distance").alias("dist_mean"), Agg::of(AggFunc::Count, &df.col("vendor")).alias("vendors")])
+            .agg([
+                Agg::mean("trip_distance").alias("dist_mean"),
+                Agg::of(AggFunc::Count, &df.col("vendor")).alias("vendors"),
+            ])
             .unwrap()
     });
 }

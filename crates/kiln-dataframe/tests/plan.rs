@@ -40,6 +40,18 @@ fn explain_shows_the_projection_pushed_into_the_reader() {
 }
 
 #[test]
+fn explain_of_a_groupby_shows_its_input_plan() {
+    let df = trips_csv(7);
+    let text = df.groupby([df.col("ts").dt().hour()]).unwrap().agg([Agg::mean("fare")]).unwrap().explain();
+    assert!(text.contains("groupby [ts] agg [fare := mean(fare)]"), "{text}");
+    assert!(
+        text.contains("group-by input (7 partitions, partial aggregation fused into each, combined 8 at a time)"),
+        "{text}"
+    );
+    assert!(text.contains("read_csv 7 file(s), columns [ts, fare]"), "{text}");
+}
+
+#[test]
 fn row_wise_steps_are_one_task_per_partition_and_groupby_is_a_tree() {
     let df = trips_csv(7);
     let mut chained = df.clone();
@@ -79,7 +91,10 @@ fn display_shows_structure_without_computing() {
     let text = df.filter(&df.col("fare").gt(1)).unwrap().to_string();
     assert!(text.starts_with("kiln DataFrame: npartitions=3, divisions unknown"), "{text}");
     assert!(text.contains("ts               Timestamp(ns)") || text.contains("ts  "), "{text}");
-    assert!(text.contains("vendor") && text.contains("Utf8") && text.ends_with("plan: read-csv then 1 row-wise step(s)"), "{text}");
+    assert!(
+        text.contains("vendor") && text.contains("Utf8") && text.ends_with("plan: read-csv then 1 row-wise step(s)"),
+        "{text}"
+    );
     assert!(!df.known_divisions());
     assert_eq!(df.col("fare").gt(2).name(), "fare");
 }
@@ -133,12 +148,18 @@ struct MemoryStorage {
 impl Storage for MemoryStorage {
     fn list(&self, pattern: &str) -> kiln_dataframe::error::Result<Vec<String>> {
         let prefix = pattern.trim_end_matches('*');
-        let mut names: Vec<String> = self.files.lock().unwrap().keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        let mut names: Vec<String> =
+            self.files.lock().unwrap().keys().filter(|k| k.starts_with(prefix)).cloned().collect();
         names.sort();
         Ok(names)
     }
     fn size(&self, path: &str) -> kiln_dataframe::error::Result<u64> {
-        self.files.lock().unwrap().get(path).map(|f| f.len() as u64).ok_or(DataFrameError::Io { path: path.into(), message: "absent".into() })
+        self.files
+            .lock()
+            .unwrap()
+            .get(path)
+            .map(|f| f.len() as u64)
+            .ok_or(DataFrameError::Io { path: path.into(), message: "absent".into() })
     }
     fn read_range(&self, path: &str, range: Range<u64>) -> kiln_dataframe::error::Result<Vec<u8>> {
         let files = self.files.lock().unwrap();
@@ -165,7 +186,9 @@ fn a_registered_storage_serves_csv_and_parquet() {
     let back = read_parquet("mem://out/*").unwrap();
     let sums = back.groupby(["k"]).unwrap().agg([Agg::sum("v")]).unwrap().compute_on(&LocalScheduler::new()).unwrap();
     assert_eq!(sums.column(1).as_primitive::<Float64Type>().values(), &[5.5, 2.0]);
-    assert!(matches!(read_csv("nowhere://x.csv", &CsvOptions::default()), Err(DataFrameError::Io { message, .. }) if message.contains("register_storage")));
+    assert!(
+        matches!(read_csv("nowhere://x.csv", &CsvOptions::default()), Err(DataFrameError::Io { message, .. }) if message.contains("register_storage"))
+    );
 }
 
 #[test]
@@ -175,7 +198,8 @@ fn to_parquet_round_trips_every_partition() {
     let df = trips_csv(3);
     let rows = df.to_parquet(&dir.to_string_lossy()).compute_on(&LocalScheduler::new()).unwrap();
     assert_eq!(rows, 240);
-    let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["part.0.parquet", "part.1.parquet", "part.2.parquet"]);
     let back = read_parquet(&dir.to_string_lossy()).unwrap();
@@ -217,7 +241,8 @@ fn every_task_is_portable_and_runs_rebuilt_from_its_spec() {
     for frame in [grouped, in_memory] {
         let (graph, outputs) = graph_of(&frame).unwrap();
         let specs = kiln_graph::portable::graph_to_specs(&graph, CodecRegistry::global()).unwrap();
-        let rebuilt = kiln_graph::portable::specs_to_graph(&specs, KernelRegistry::global(), CodecRegistry::global()).unwrap();
+        let rebuilt =
+            kiln_graph::portable::specs_to_graph(&specs, KernelRegistry::global(), CodecRegistry::global()).unwrap();
         let keys: Vec<_> = outputs.iter().map(|&id| graph.key(id).clone()).collect();
         let rebuilt_outputs = rebuilt.ids_of(&keys).unwrap();
         let values = kiln_graph::Scheduler::compute(&LocalScheduler::new(), &rebuilt, &rebuilt_outputs).unwrap();
@@ -231,10 +256,16 @@ fn a_chain_of_100000_steps_builds_runs_and_drops_on_a_small_stack() {
     let handle = std::thread::Builder::new()
         .stack_size(2 << 20)
         .spawn(|| {
-            let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true), Field::new("s", DataType::Utf8, true)]));
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("x", DataType::Int64, true),
+                Field::new("s", DataType::Utf8, true),
+            ]));
             let batch = RecordBatch::try_new(
                 schema,
-                vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4])), Arc::new(StringArray::from(vec!["a", "b", "c", "d"]))],
+                vec![
+                    Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+                    Arc::new(StringArray::from(vec!["a", "b", "c", "d"])),
+                ],
             )
             .unwrap();
             let mut df = DataFrame::from_batch(batch, 2).unwrap();
