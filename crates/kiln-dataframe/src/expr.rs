@@ -319,10 +319,10 @@ impl Expr {
 
     /// Adds the columns the expression reads to `out` (without duplicates).
     pub fn columns_into(&self, out: &mut Vec<String>) {
-        if let Expr::Column(name) = self {
-            if !out.contains(name) {
-                out.push(name.clone());
-            }
+        if let Expr::Column(name) = self
+            && !out.contains(name)
+        {
+            out.push(name.clone());
         }
         for child in self.children() {
             child.columns_into(out);
