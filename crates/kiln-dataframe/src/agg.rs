@@ -164,11 +164,13 @@ fn group_rows(keys: &[ArrayRef], num_rows: usize) -> Result<Groups> {
     let fields = keys.iter().map(|k| SortField::new(k.data_type().clone())).collect();
     let converter = RowConverter::new(fields).map_err(fail("grouping keys"))?;
     let rows = converter.convert_columns(keys).map_err(fail("grouping keys"))?;
+    // A NaN key is missing too, as in pandas.
+    let present: Vec<Vec<bool>> = keys.iter().map(present).collect::<Result<_>>()?;
     let mut index: HashMap<&[u8], u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
     let mut ids = Vec::with_capacity(num_rows);
     let mut first_rows = Vec::new();
     for row in 0..num_rows {
-        if keys.iter().any(|k| k.is_null(row)) {
+        if present.iter().any(|p| !p[row]) {
             ids.push(DROPPED);
             continue;
         }
@@ -436,6 +438,9 @@ mod tests {
         let groups = group_rows(&[a, b], 5).unwrap();
         assert_eq!(groups.ids, vec![0, 1, DROPPED, 2, 0]);
         assert_eq!(groups.first_rows, vec![0, 1, 3]);
+        let nan: ArrayRef = Arc::new(Float64Array::from(vec![Some(f64::NAN), Some(1.0), None, Some(1.0)]));
+        let groups = group_rows(&[nan], 4).unwrap();
+        assert_eq!(groups.ids, vec![DROPPED, 0, DROPPED, 0]);
     }
 
     #[test]

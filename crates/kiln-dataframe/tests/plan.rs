@@ -302,3 +302,22 @@ fn float_columns_without_nulls_reduce_like_numpy() {
     }
     assert!(Float64Array::from(values).null_count() == 0);
 }
+
+#[test]
+fn division_by_zero_follows_pandas_and_a_series_computes_to_its_column() {
+    let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Int64, true)]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![Arc::new(Int64Array::from(vec![Some(1), Some(-1), Some(0), None])), Arc::new(Int64Array::from(vec![0, 0, 0, 1]))],
+    )
+    .unwrap();
+    let df = DataFrame::from_batch(batch, 2).unwrap();
+    let ratio = (df.col("a") / df.col("b")).compute_on(&LocalScheduler::new()).unwrap();
+    let ratio = ratio.as_primitive::<Float64Type>();
+    assert_eq!((ratio.value(0), ratio.value(1)), (f64::INFINITY, f64::NEG_INFINITY));
+    assert!(ratio.value(2).is_nan() && ratio.is_null(3));
+    // A NaN key is a missing key: the group-by drops it, as pandas does.
+    let with_ratio = df.assign("r", &(df.col("a") / df.col("b"))).unwrap();
+    let counts = with_ratio.groupby(["r"]).unwrap().size().unwrap().compute_on(&LocalScheduler::new()).unwrap();
+    assert_eq!(counts.column(0).as_primitive::<Float64Type>().values(), &[f64::NEG_INFINITY, f64::INFINITY]);
+}
