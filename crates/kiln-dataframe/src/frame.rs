@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use kiln_graph::unique_token;
 
@@ -14,6 +14,7 @@ use crate::expr::Expr;
 use crate::groupby::{Agg, GroupBy, GroupKey};
 use crate::io::{CsvOptions, infer_csv_schema, list_files, parquet_schema, plain_schema};
 use crate::plan::{Divisions, Frame, Source, Step, Steps};
+use crate::scalar::Scalar;
 use crate::series::Series;
 
 /// A lazily computed table split into partitions (Arrow record batches), like Dask's
@@ -107,6 +108,60 @@ impl DataFrame {
             );
         }
         Ok(DataFrame::from_source(Source::Batches { partitions, schema }))
+    }
+
+    /// A frame of batches sorted by the column `index` (within and across batches, none
+    /// empty, no missing index value), with its divisions known: each partition's first index
+    /// value, then the last partition's last (Dask's `from_pandas(..., sort=True)`).
+    ///
+    /// # Errors
+    /// As [`DataFrame::from_batches`]; [`DataFrameError::ColumnNotFound`] for a missing index
+    /// column; [`DataFrameError::InvalidArgument`] naming the index and the partition when the
+    /// rows are not sorted, a partition is empty or an index value is missing.
+    pub fn from_sorted_batches(batches: Vec<RecordBatch>, index: &str) -> Result<DataFrame> {
+        let df = DataFrame::from_batches(batches)?;
+        Expr::Column(index.to_string()).data_type(&df.frame.schema)?;
+        let Source::Batches { partitions, .. } = df.frame.source.as_ref() else {
+            return Err(DataFrameError::InvalidArgument("from_sorted_batches: not an in-memory frame".into()));
+        };
+        let unsorted = |what: String| DataFrameError::InvalidArgument(format!("index {index:?}: {what}"));
+        let mut divisions = Vec::with_capacity(partitions.len() + 1);
+        let mut previous_last: Option<arrow::row::OwnedRow> = None;
+        for (i, batch) in partitions.iter().enumerate() {
+            let column =
+                batch.column_by_name(index).cloned().ok_or_else(|| unsorted(format!("missing in partition {i}")))?;
+            if column.is_empty() {
+                return Err(unsorted(format!("partition {i} is empty")));
+            }
+            if column.null_count() > 0 {
+                return Err(unsorted(format!("partition {i} has missing values")));
+            }
+            let converter = arrow::row::RowConverter::new(vec![arrow::row::SortField::new(column.data_type().clone())])
+                .map_err(|e| DataFrameError::compute("from_sorted_batches", e))?;
+            let rows = converter
+                .convert_columns(std::slice::from_ref(&column))
+                .map_err(|e| DataFrameError::compute("from_sorted_batches", e))?;
+            if let Some(row) = (1..rows.num_rows()).find(|&r| rows.row(r) < rows.row(r - 1)) {
+                return Err(unsorted(format!("partition {i} is not sorted at row {row}")));
+            }
+            if previous_last.as_ref().is_some_and(|last| rows.row(0) < last.row()) {
+                return Err(unsorted(format!("partition {i} starts before partition {} ends", i - 1)));
+            }
+            previous_last = Some(rows.row(rows.num_rows() - 1).owned());
+            divisions.push(Scalar::from_array(column.as_ref(), 0)?);
+            if i + 1 == partitions.len() {
+                divisions.push(Scalar::from_array(column.as_ref(), column.len() - 1)?);
+            }
+        }
+        let frame = Frame {
+            source: df.frame.source.clone(),
+            token: df.frame.token,
+            steps: Steps::default(),
+            schema: df.frame.schema.clone(),
+            divisions: Divisions::Known(divisions),
+            index: Some(index.to_string()),
+        };
+        Ok(DataFrame { frame: Arc::new(frame) })
     }
 
     /// One batch split into `npartitions` partitions of nearly equal length (Dask's

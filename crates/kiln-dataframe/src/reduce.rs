@@ -118,6 +118,8 @@ impl Collection for Series {
 /// A reduction of a series to one value (`df.col("x").sum()`), computed as a tree.
 #[derive(Clone)]
 pub struct Reduction {
+    series: Series,
+    func: AggFunc,
     frame: Result<DataFrame>,
 }
 
@@ -131,7 +133,12 @@ impl Reduction {
             let group = GroupBy::new(series.frame.clone(), Vec::new())?.split_every(split_every);
             group.agg([Agg::of(func, series).alias("value")])
         });
-        Reduction { frame }
+        Reduction { series: series.clone(), func, frame }
+    }
+
+    /// The same reduction combining `split_every` partial results per task (default 8).
+    pub fn split_every(&self, split_every: usize) -> Reduction {
+        Reduction::with_split_every(&self.series, self.func, split_every)
     }
 
     /// Ok when the reduction is valid, else its error (a sum of strings, ...).

@@ -68,6 +68,12 @@ fn row_wise_steps_are_one_task_per_partition_and_groupby_is_a_tree() {
     assert_eq!((graph.len(), outputs.len()), (7 + 4 + 2 + 1, 1));
     let default = chained.groupby(["vendor"]).unwrap().agg([Agg::sum("c3")]).unwrap();
     assert_eq!(graph_of(&default).unwrap().0.len(), 7 + 1);
+    let sum = chained.col("c3").sum();
+    assert_eq!(graph_of(&sum).unwrap().0.len(), 7 + 1);
+    assert_eq!(graph_of(&sum.split_every(3)).unwrap().0.len(), 7 + 3 + 1);
+    let scheduler = LocalScheduler::new();
+    let (narrow, wide) = (sum.split_every(2).compute_on(&scheduler).unwrap(), sum.compute_on(&scheduler).unwrap());
+    assert!((narrow.as_f64().unwrap() - wide.as_f64().unwrap()).abs() < 1e-9 * wide.as_f64().unwrap().abs());
 }
 
 #[test]
@@ -305,10 +311,14 @@ fn float_columns_without_nulls_reduce_like_numpy() {
 
 #[test]
 fn division_by_zero_follows_pandas_and_a_series_computes_to_its_column() {
-    let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Int64, true)]));
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Int64, true)]));
     let batch = RecordBatch::try_new(
         schema,
-        vec![Arc::new(Int64Array::from(vec![Some(1), Some(-1), Some(0), None])), Arc::new(Int64Array::from(vec![0, 0, 0, 1]))],
+        vec![
+            Arc::new(Int64Array::from(vec![Some(1), Some(-1), Some(0), None])),
+            Arc::new(Int64Array::from(vec![0, 0, 0, 1])),
+        ],
     )
     .unwrap();
     let df = DataFrame::from_batch(batch, 2).unwrap();
@@ -320,4 +330,36 @@ fn division_by_zero_follows_pandas_and_a_series_computes_to_its_column() {
     let with_ratio = df.assign("r", &(df.col("a") / df.col("b"))).unwrap();
     let counts = with_ratio.groupby(["r"]).unwrap().size().unwrap().compute_on(&LocalScheduler::new()).unwrap();
     assert_eq!(counts.column(0).as_primitive::<Float64Type>().values(), &[f64::NEG_INFINITY, f64::INFINITY]);
+}
+
+#[test]
+fn sorted_batches_give_known_divisions_that_row_wise_steps_keep() {
+    let whole = trips_csv(1).compute_on(&LocalScheduler::new()).unwrap();
+    let parts: Vec<RecordBatch> = [(0, 80), (80, 80), (160, 80)].iter().map(|&(o, l)| whole.slice(o, l)).collect();
+    let df = DataFrame::from_sorted_batches(parts.clone(), "id").unwrap();
+    assert!(df.known_divisions());
+    assert_eq!(df.index(), Some("id"));
+    assert_eq!(
+        df.divisions(),
+        &kiln_dataframe::Divisions::Known(vec![Scalar::Int(0), Scalar::Int(80), Scalar::Int(160), Scalar::Int(239)])
+    );
+    assert!(
+        df.to_string().starts_with("kiln DataFrame: npartitions=3, divisions [0, 80, 160, 239]\nindex: id\n"),
+        "{df}"
+    );
+    let cheap = df.filter(&df.col("fare").lt(10)).unwrap();
+    assert_eq!(cheap.divisions(), df.divisions());
+    assert!(!cheap.select(&["fare"]).unwrap().known_divisions());
+    // Out of order across partitions, or inside one: refused, naming the index.
+    let swapped = vec![parts[1].clone(), parts[0].clone()];
+    assert!(
+        matches!(DataFrame::from_sorted_batches(swapped, "id"), Err(DataFrameError::InvalidArgument(m)) if m.contains("id"))
+    );
+    let reversed = arrow::compute::take_record_batch(
+        &whole,
+        &arrow::array::UInt32Array::from((0..240u32).rev().collect::<Vec<_>>()),
+    )
+    .unwrap();
+    assert!(matches!(DataFrame::from_sorted_batches(vec![reversed], "id"), Err(DataFrameError::InvalidArgument(_))));
+    assert!(matches!(DataFrame::from_sorted_batches(parts, "nope"), Err(DataFrameError::ColumnNotFound { .. })));
 }
