@@ -92,10 +92,10 @@ fn csv_bytes(storage: &dyn Storage, path: &str, limit: Option<u64>) -> Result<Ve
     if is_gzip(path) {
         let raw = storage.read(path)?;
         let mut out = Vec::new();
-        let decoder = flate2::read::GzDecoder::new(raw.as_slice());
+        let mut decoder = flate2::read::GzDecoder::new(raw.as_slice());
         let result = match limit {
-            Some(limit) => decoder.take(limit).read_to_end(&mut out),
-            None => flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out),
+            Some(limit) => (&mut decoder).take(limit).read_to_end(&mut out),
+            None => decoder.read_to_end(&mut out),
         };
         result.map_err(|e| DataFrameError::Io { path: path.to_string(), message: format!("gzip: {e}") })?;
         Ok(out)
@@ -221,41 +221,30 @@ pub(crate) fn read_parquet_file(path: &str, schema: &SchemaRef, projection: Opti
             found: file_schema.to_string(),
         });
     }
-    let (builder, out_schema) = match projection {
+    let (builder, file_order) = match projection {
         Some(names) => {
             let mut indices = Vec::with_capacity(names.len());
             for name in names {
                 indices.push(file_schema.index_of(name).map_err(|e| error(&e))?);
             }
-            let mut sorted = indices.clone();
-            sorted.sort_unstable();
-            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), sorted);
-            (builder.with_projection(mask), Some(indices))
+            // The reader returns projected columns in file order.
+            indices.sort_unstable();
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
+            (builder.with_projection(mask), Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?))
         }
-        None => (builder, None),
+        None => (builder, file_schema.clone()),
     };
     let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| error(&e))?;
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| error(&e))?;
-    // The reader returns projected columns in file order; put them in the order asked.
-    let file_order: SchemaRef = match &out_schema {
-        Some(indices) => {
-            let mut sorted = indices.clone();
-            sorted.sort_unstable();
-            Arc::new(file_schema.project(&sorted).map_err(|e| error(&e))?)
-        }
-        None => file_schema.clone(),
-    };
-    let batches: Vec<RecordBatch> = batches
-        .into_iter()
-        .map(|b| RecordBatch::try_new(file_order.clone(), b.columns().to_vec()))
-        .collect::<Result<_, _>>()
+    let batches = reader
+        .map(|b| b.and_then(|b| RecordBatch::try_new(file_order.clone(), b.columns().to_vec())))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| error(&e))?;
     let batch = arrow::compute::concat_batches(&file_order, &batches).map_err(|e| error(&e))?;
-    match out_schema {
-        Some(indices) => {
-            let mut sorted = indices.clone();
-            sorted.sort_unstable();
-            let positions: Vec<usize> = indices.iter().map(|i| sorted.binary_search(i).unwrap_or(0)).collect();
+    match projection {
+        Some(names) => {
+            // Put the columns in the order asked.
+            let positions =
+                names.iter().map(|n| file_order.index_of(n)).collect::<Result<Vec<_>, _>>().map_err(|e| error(&e))?;
             batch.project(&positions).map_err(|e| error(&e))
         }
         None => Ok(batch),
