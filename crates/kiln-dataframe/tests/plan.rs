@@ -363,3 +363,41 @@ fn sorted_batches_give_known_divisions_that_row_wise_steps_keep() {
     assert!(matches!(DataFrame::from_sorted_batches(vec![reversed], "id"), Err(DataFrameError::InvalidArgument(_))));
     assert!(matches!(DataFrame::from_sorted_batches(parts, "nope"), Err(DataFrameError::ColumnNotFound { .. })));
 }
+
+/// pandas' per-vendor sums of fares (from the golden fixtures).
+fn pandas_vendor_fare_sums() -> Vec<(String, f64)> {
+    let text = std::fs::read_to_string(fixture("expected.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = &json["groupby_vendor"]["data"];
+    let vendors = case["vendor"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string());
+    vendors.zip(case["fare_sum"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap())).collect()
+}
+
+#[test]
+fn a_groupby_result_is_a_frame_that_further_steps_and_reductions_apply_to() {
+    let sums = pandas_vendor_fare_sums();
+    let threshold = sums.iter().map(|(_, s)| *s).sum::<f64>() / sums.len() as f64;
+    let want_total: f64 = sums.iter().map(|(_, s)| *s).filter(|s| *s > threshold).sum();
+    let want_vendors: Vec<String> = sums.iter().filter(|(_, s)| *s > threshold).map(|(v, _)| v.clone()).collect();
+    for n in [1, 3, 7] {
+        let df = trips_csv(n);
+        let by_vendor = df.groupby(["vendor"]).unwrap().agg([Agg::sum("fare")]).unwrap();
+        assert_eq!(by_vendor.npartitions(), 1);
+        let big = by_vendor.filter(&by_vendor.col("fare").gt(threshold)).unwrap();
+        let total = big.col("fare").sum().compute_on(&LocalScheduler::new()).unwrap().as_f64().unwrap();
+        assert!((total - want_total).abs() < 1e-9 * want_total, "{n} files: {total} vs {want_total}");
+        let vendors = big.select(&["vendor"]).unwrap().compute_on(&LocalScheduler::new()).unwrap();
+        let got: Vec<String> = vendors.column(0).as_string::<i32>().iter().map(|v| v.unwrap().to_string()).collect();
+        assert_eq!(got, want_vendors);
+        // A whole-frame `agg` is a group-by without keys: one row.
+        let whole =
+            df.agg([Agg::sum("fare").alias("fares"), Agg::size()]).unwrap().compute_on(&LocalScheduler::new()).unwrap();
+        assert_eq!(whole.num_rows(), 1);
+        let fares = whole.column(0).as_primitive::<Float64Type>().value(0);
+        let text = std::fs::read_to_string(fixture("expected.json")).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let pandas_sum = json["reductions"]["fare"]["sum"].as_f64().unwrap();
+        assert!((fares - pandas_sum).abs() < 1e-9 * pandas_sum, "{fares} vs {pandas_sum}");
+        assert_eq!(whole.column(1).as_primitive::<Int64Type>().value(0), 240);
+    }
+}
