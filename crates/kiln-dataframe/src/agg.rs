@@ -342,11 +342,46 @@ pub(crate) fn partial(spec: &AggSpec, batch: &RecordBatch) -> Result<RecordBatch
     RecordBatch::try_new(schema, keys.into_iter().chain(states).collect()).map_err(fail("partial aggregation"))
 }
 
+/// Checks that a partial state (possibly received from another process) has the layout the
+/// spec gives it, so the combine and finalize steps can index its columns.
+fn check_layout(spec: &AggSpec, partial: &RecordBatch) -> Result<()> {
+    let bad = |what: String| DataFrameError::compute("combining partial aggregations", what);
+    let width: usize = spec.keys.len() + spec.aggs.iter().map(|a| a.func.state_width()).sum::<usize>();
+    if partial.num_columns() != width {
+        return Err(bad(format!("a partial state has {} columns, expected {width}", partial.num_columns())));
+    }
+    let mut column = spec.keys.len();
+    for agg in &spec.aggs {
+        let types: &[DataType] = match agg.func {
+            AggFunc::Mean | AggFunc::Var { .. } | AggFunc::Std { .. } => {
+                &[DataType::Int64, DataType::Float64, DataType::Float64]
+            }
+            AggFunc::Size | AggFunc::Count => &[DataType::Int64],
+            _ => &[],
+        };
+        for (offset, expected) in types.iter().enumerate() {
+            let found = partial.column(column + offset).data_type();
+            if found != expected {
+                return Err(bad(format!(
+                    "state column {} of {} is {found}, expected {expected}",
+                    column + offset,
+                    agg.name
+                )));
+            }
+        }
+        column += agg.func.state_width();
+    }
+    Ok(())
+}
+
 /// Partial states of several partitions merged into one state per group.
 pub(crate) fn combine(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<RecordBatch> {
     let Some(first) = partials.first() else {
         return Err(DataFrameError::compute("combining partial aggregations", "no inputs"));
     };
+    for partial in partials {
+        check_layout(spec, partial)?;
+    }
     let owned: Vec<RecordBatch> = partials.iter().map(|b| (*b).clone()).collect();
     let all = concat_batches(&first.schema(), &owned).map_err(fail("combining partial aggregations"))?;
     let nkeys = spec.keys.len();
@@ -441,6 +476,39 @@ mod tests {
         let nan: ArrayRef = Arc::new(Float64Array::from(vec![Some(f64::NAN), Some(1.0), None, Some(1.0)]));
         let groups = group_rows(&[nan], 4).unwrap();
         assert_eq!(groups.ids, vec![DROPPED, 0, DROPPED, 0]);
+    }
+
+    #[test]
+    fn a_malformed_partial_state_is_an_error_not_a_panic() {
+        let output = Arc::new(Schema::new(vec![Field::new("value", DataType::Float64, true)]));
+        let spec = AggSpec {
+            keys: Vec::new(),
+            aggs: vec![AggItem {
+                name: "value".into(),
+                func: AggFunc::Var { ddof: 1 },
+                input: Expr::Column("x".into()),
+            }],
+            output: crate::lower::SerdeSchema(output),
+        };
+        let one_column = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .unwrap();
+        let err = finalize(&spec, &[&one_column]).unwrap_err();
+        assert!(err.to_string().contains("1 columns, expected 3"), "{err}");
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![1.0]));
+        let wrong_types = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("n", DataType::Float64, true),
+                Field::new("mean", DataType::Float64, true),
+                Field::new("m2", DataType::Float64, true),
+            ])),
+            vec![floats.clone(), floats.clone(), floats],
+        )
+        .unwrap();
+        let err = combine(&spec, &[&wrong_types]).unwrap_err();
+        assert!(err.to_string().contains("is Float64, expected Int64"), "{err}");
     }
 
     #[test]
