@@ -2,8 +2,9 @@
 //! against a schema when built and evaluated on one partition with Arrow's compute kernels.
 //!
 //! Semantics follow pandas where Arrow differs: `/` is true division (floats), integer and
-//! float operands meet as `float64`, two integer types meet as `int64`, and a comparison with a
-//! missing value is `false` (`true` for `!=`), as NaN compares in pandas.
+//! float operands meet as `float64`, two integer types meet as `int64`, a comparison with a
+//! missing value is `false` (`true` for `!=`), as NaN compares in pandas, and a float NaN is a
+//! missing value (`isna` is true for it, `fillna` replaces it).
 //!
 //! An expression is a tree, so its walks are recursive; building one deeper than
 //! [`MAX_EXPR_DEPTH`] fails ([`DataFrameError::ExpressionTooDeep`]), which bounds them.
@@ -11,7 +12,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::kernels::{cmp, numeric, zip::zip};
 use arrow::compute::{
     CastOptions, and_kleene, can_cast_types, cast_with_options, is_not_null, is_null, not, or_kleene,
@@ -498,7 +499,7 @@ impl Expr {
                 } else if op.is_comparison() {
                     let target =
                         comparable(&lt, &rt).ok_or_else(|| type_error(op.symbol(), right, &rt, "not comparable"))?;
-                    let (l, r) = (l.cast(&target)?, r.cast(&target)?);
+                    let (l, r) = (l.cast(&target)?.nan_as_null()?, r.cast(&target)?.nan_as_null()?);
                     let (ld, rd) = (l.datum(), r.datum());
                     let result = match op {
                         BinaryOp::Eq => cmp::eq(&ld, &rd),
@@ -533,12 +534,12 @@ impl Expr {
                 Datum { array: zip(&negative, &negated, &v.array).map_err(fail)?, scalar: v.scalar }
             }
             Expr::IsNull(e) | Expr::IsNotNull(e) => {
-                let v = e.eval(batch)?;
+                let v = e.eval(batch)?.nan_as_null()?;
                 let nulls = if matches!(self, Expr::IsNull(_)) { is_null(&v.array) } else { is_not_null(&v.array) };
                 Datum { array: Arc::new(nulls.map_err(fail)?), scalar: v.scalar }
             }
             Expr::FillNull { expr, value } => {
-                let v = expr.eval(batch)?;
+                let v = expr.eval(batch)?.nan_as_null()?;
                 let target = match comparable(v.array.data_type(), &value.data_type()) {
                     Some(_) if is_numeric(v.array.data_type()) && is_numeric(&value.data_type()) => {
                         numeric_common(v.array.data_type(), &value.data_type())
@@ -559,7 +560,7 @@ impl Expr {
                 Expr::Binary { op: BinaryOp::And, left: Box::new(low), right: Box::new(high) }.eval(batch)?
             }
             Expr::IsIn { expr, values } => {
-                let v = expr.eval(batch)?;
+                let v = expr.eval(batch)?.nan_as_null()?;
                 let mut found = BooleanArray::from(vec![false; v.array.len()]);
                 for value in values.iter().filter(|value| !value.is_null()) {
                     let target = comparable(v.array.data_type(), &value.data_type())
@@ -601,6 +602,27 @@ impl Datum {
         let options = CastOptions { safe: false, ..Default::default() };
         let array = cast_with_options(&self.array, to, &options)
             .map_err(|e| DataFrameError::compute(format!("converting {} to {to}", self.array.data_type()), e))?;
+        Ok(Datum { array, scalar: self.scalar })
+    }
+
+    /// NaN made missing: pandas treats NaN as a missing value (comparisons false, `isna`
+    /// true, filled by `fillna`), while Arrow orders NaN above every number.
+    fn nan_as_null(self) -> Result<Datum> {
+        use arrow::datatypes::{Float32Type, Float64Type};
+        let nan: BooleanArray = match self.array.data_type() {
+            DataType::Float64 => {
+                self.array.as_primitive::<Float64Type>().iter().map(|v| Some(v.is_some_and(f64::is_nan))).collect()
+            }
+            DataType::Float32 => {
+                self.array.as_primitive::<Float32Type>().iter().map(|v| Some(v.is_some_and(f32::is_nan))).collect()
+            }
+            _ => return Ok(self),
+        };
+        if nan.true_count() == 0 {
+            return Ok(self);
+        }
+        let array = arrow::compute::nullif(&self.array, &nan)
+            .map_err(|e| DataFrameError::compute("treating NaN as missing", e))?;
         Ok(Datum { array, scalar: self.scalar })
     }
 

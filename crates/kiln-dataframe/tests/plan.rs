@@ -326,6 +326,19 @@ fn division_by_zero_follows_pandas_and_a_series_computes_to_its_column() {
     let ratio = ratio.as_primitive::<Float64Type>();
     assert_eq!((ratio.value(0), ratio.value(1)), (f64::INFINITY, f64::NEG_INFINITY));
     assert!(ratio.value(2).is_nan() && ratio.is_null(3));
+    // NaN (0 / 0) is a missing value, as in pandas: `isna`, comparisons, `fillna`, `isin`.
+    let r = df.col("a") / df.col("b");
+    let scheduler = LocalScheduler::new();
+    let bools = |s: kiln_dataframe::Series| -> Vec<bool> {
+        s.compute_on(&scheduler).unwrap().as_boolean().iter().map(|v| v.unwrap()).collect()
+    };
+    assert_eq!(bools(r.isna()), [false, false, true, true]);
+    assert_eq!(bools(r.gt(0)), [true, false, false, false]);
+    assert_eq!(bools(r.le(f64::INFINITY)), [true, true, false, false]);
+    assert_eq!(bools(r.ne(1.0)), [true, true, true, true]);
+    assert_eq!(bools(r.isin([f64::NAN, 0.0])), [false, false, false, false]);
+    let filled = r.fillna(7.0).compute_on(&scheduler).unwrap();
+    assert_eq!(filled.as_primitive::<Float64Type>().values(), &[f64::INFINITY, f64::NEG_INFINITY, 7.0, 7.0]);
     // A NaN key is a missing key: the group-by drops it, as pandas does.
     let with_ratio = df.assign("r", &(df.col("a") / df.col("b"))).unwrap();
     let counts = with_ratio.groupby(["r"]).unwrap().size().unwrap().compute_on(&LocalScheduler::new()).unwrap();
