@@ -180,6 +180,16 @@ pub enum Expr {
         /// The upper bound.
         high: Scalar,
     },
+    /// `clip(lower, upper)`: values below `lower` become `lower`, above `upper` become `upper`
+    /// (either bound optional); missing values stay missing.
+    Clip {
+        /// The expression clipped.
+        expr: Box<Expr>,
+        /// The lower bound.
+        lower: Option<Scalar>,
+        /// The upper bound.
+        upper: Option<Scalar>,
+    },
     /// `isin(values)`; a missing value is never in the list.
     IsIn {
         /// The expression tested.
@@ -217,6 +227,10 @@ impl fmt::Display for Expr {
             Expr::FillNull { expr, value } => write!(f, "fillna({expr}, {value})"),
             Expr::Cast { expr, to } => write!(f, "astype({expr}, {to:?})"),
             Expr::Between { expr, low, high } => write!(f, "between({expr}, {low}, {high})"),
+            Expr::Clip { expr, lower, upper } => {
+                let bound = |b: &Option<Scalar>| b.as_ref().map_or("None".to_string(), ToString::to_string);
+                write!(f, "clip({expr}, {}, {})", bound(lower), bound(upper))
+            }
             Expr::IsIn { expr, values } => {
                 let list: Vec<String> = values.iter().map(ToString::to_string).collect();
                 write!(f, "isin({expr}, [{}])", list.join(", "))
@@ -301,6 +315,7 @@ impl Expr {
             Expr::FillNull { expr, .. }
             | Expr::Cast { expr, .. }
             | Expr::Between { expr, .. }
+            | Expr::Clip { expr, .. }
             | Expr::IsIn { expr, .. }
             | Expr::DatePart { expr, .. }
             | Expr::Alias { expr, .. } => (Some(expr), None),
@@ -429,6 +444,20 @@ impl Expr {
                     }
                 }
                 DataType::Boolean
+            }
+            Expr::Clip { expr, lower, upper } => {
+                let mut t = expr.data_type(schema)?;
+                if !is_numeric(&t) {
+                    return Err(type_error("clip", expr, &t, "a number is needed"));
+                }
+                for bound in [lower, upper].into_iter().flatten() {
+                    let bt = bound.data_type();
+                    if !is_numeric(&bt) {
+                        return Err(type_error("clip", expr, &t, &format!("the bound {bound} is not a number")));
+                    }
+                    t = numeric_common(&t, &bt);
+                }
+                t
             }
             Expr::IsIn { expr, values } => {
                 let t = expr.data_type(schema)?;
@@ -559,6 +588,25 @@ impl Expr {
                     Expr::Binary { op: BinaryOp::Le, left: expr.clone(), right: Box::new(Expr::Literal(high.clone())) };
                 Expr::Binary { op: BinaryOp::And, left: Box::new(low), right: Box::new(high) }.eval(batch)?
             }
+            Expr::Clip { expr, lower, upper } => {
+                let v = expr.eval(batch)?;
+                let mut target = v.array.data_type().clone();
+                for bound in [lower, upper].into_iter().flatten() {
+                    target = numeric_common(&target, &bound.data_type());
+                }
+                let mut v = v.cast(&target)?;
+                for (bound, below) in [(lower, true), (upper, false)] {
+                    let Some(bound) = bound else { continue };
+                    let b = Datum { array: bound.to_array(), scalar: true }.cast(&target)?;
+                    // A missing (or NaN) value compares as missing, and `zip` keeps it.
+                    let values = v.clone().nan_as_null()?;
+                    let outside =
+                        if below { cmp::lt(&values.datum(), &b.datum()) } else { cmp::gt(&values.datum(), &b.datum()) }
+                            .map_err(fail)?;
+                    v = Datum { array: zip(&outside, &b.datum(), &v.datum()).map_err(fail)?, scalar: v.scalar };
+                }
+                v
+            }
             Expr::IsIn { expr, values } => {
                 let v = expr.eval(batch)?.nan_as_null()?;
                 let mut found = BooleanArray::from(vec![false; v.array.len()]);
@@ -581,6 +629,7 @@ impl Expr {
 }
 
 /// An intermediate value: a full column, or a literal of length one that kernels broadcast.
+#[derive(Clone)]
 struct Datum {
     array: ArrayRef,
     scalar: bool,

@@ -340,6 +340,28 @@ impl DataFrame {
         self.project(columns)
     }
 
+    /// The rows with no missing value (NaN included) in any column (pandas' `dropna()`).
+    pub fn dropna(&self) -> DataFrame {
+        let columns = self.columns();
+        self.dropna_subset(&columns).unwrap_or_else(|_| self.clone())
+    }
+
+    /// The rows with no missing value in these columns (pandas' `dropna(subset=...)`).
+    ///
+    /// # Errors
+    /// [`DataFrameError::ColumnNotFound`] for a missing column.
+    pub fn dropna_subset<S: AsRef<str>>(&self, columns: &[S]) -> Result<DataFrame> {
+        self.check_columns(columns)?;
+        let present = columns
+            .iter()
+            .map(|c| Expr::IsNotNull(Box::new(Expr::Column(c.as_ref().to_string()))))
+            .reduce(|a, b| Expr::Binary { op: crate::expr::BinaryOp::And, left: Box::new(a), right: Box::new(b) });
+        match present {
+            Some(predicate) => Ok(self.with_step(Step::Filter(predicate), self.frame.schema.clone())),
+            None => Ok(self.clone()),
+        }
+    }
+
     /// Groups rows by columns or by series of this frame (`df.groupby(df.ts.dt().hour())`).
     ///
     /// # Errors

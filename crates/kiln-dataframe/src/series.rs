@@ -218,6 +218,11 @@ impl Series {
         self.derive(Expr::Between { expr: Box::new(self.expr.clone()), low: low.into(), high: high.into() })
     }
 
+    /// Values limited to `[lower, upper]` (pandas' `clip`; `None` leaves that side open).
+    pub fn clip(&self, lower: Option<Scalar>, upper: Option<Scalar>) -> Series {
+        self.derive(Expr::Clip { expr: Box::new(self.expr.clone()), lower, upper })
+    }
+
     /// Whether each value is one of `values` (a missing value never is).
     pub fn isin<V: Into<Scalar>>(&self, values: impl IntoIterator<Item = V>) -> Series {
         self.derive(Expr::IsIn {

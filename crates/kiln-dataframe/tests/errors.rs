@@ -96,6 +96,9 @@ fn a_type_mismatch_names_the_operation_and_the_column() {
         ("filter".into(), "value".into(), DataType::Float64)
     );
     assert_eq!(mismatch(df.col("name").fillna(0).check().unwrap_err()).0, "fillna");
+    assert_eq!(mismatch(df.col("name").clip(Some(0.into()), None).check().unwrap_err()).0, "clip");
+    assert_eq!(mismatch(df.col("value").clip(None, Some("x".into())).check().unwrap_err()).0, "clip");
+    assert_eq!(missing(&df.dropna_subset(&["nope"]).unwrap_err()), "nope");
     assert_eq!(mismatch(df.groupby(["id"]).unwrap().agg([Agg::mean("name")]).unwrap_err()).0, "mean");
     // The first error wins and is kept through later operations.
     assert_eq!(mismatch((df.col("name") * 2 + 1).abs().check().unwrap_err()).0, "*");

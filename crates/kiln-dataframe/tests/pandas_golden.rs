@@ -184,6 +184,22 @@ fn timestamps_compare_with_date_strings() {
 }
 
 #[test]
+fn dropna_of_every_column_and_of_a_subset() {
+    check_frame("dropna_all", DataFrame::dropna);
+    check_frame("dropna_subset", |df| df.dropna_subset(&["trip_distance", "vendor"]).unwrap().select(&["id"]).unwrap());
+}
+
+#[test]
+fn clip_with_both_or_one_bound() {
+    check_frame("clip", |df| {
+        let df2 = df.assign("fare_clipped", &df.col("fare").clip(Some(0.into()), Some(20.into()))).unwrap();
+        let df2 = df2.assign("dist_clipped", &df.col("trip_distance").clip(Some(1.0.into()), None)).unwrap();
+        let df2 = df2.assign("id_clipped", &df.col("id").clip(None, Some(100.5.into()))).unwrap();
+        df2.select(&["id", "fare_clipped", "dist_clipped", "id_clipped"]).unwrap()
+    });
+}
+
+#[test]
 fn rename_and_drop() {
     check_frame("rename_drop", |df| df.rename(&[("fare", "price")]).unwrap().drop(&["vendor", "ts"]).unwrap());
 }
