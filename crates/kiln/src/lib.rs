@@ -14,6 +14,7 @@
 //! | `float(y.compute())` | `y.scalar().compute()` |
 //! | `dask.delayed(f)(x, y)` | `kiln::delayed::func2("f", f).call(x, y)` |
 //! | `dask.delayed(data)` | `kiln::delayed::value(data)` |
+//! | `dd.read_csv("d/*.csv").groupby("k").v.mean()` | `kiln::dataframe::read_csv("d/*.csv", &Default::default())?.groupby(["k"])?.agg([Agg::mean("v")])?` |
 //! | `x.compute()` | `x.compute()` (with `use kiln::prelude::*`) |
 //! | `dask.compute(a, b)` | `kiln::compute(&(a, b))` |
 //! | `x.visualize("g.svg")` | `x.visualize("g.svg")` |
@@ -52,6 +53,12 @@ pub mod delayed {
     pub use kiln_delayed::*;
 }
 
+/// Partitioned Arrow tables with the pandas/Dask API (Dask's `dask.dataframe`).
+#[cfg(feature = "dataframe")]
+pub mod dataframe {
+    pub use kiln_dataframe::*;
+}
+
 /// The distributed runtime (Dask's `dask.distributed`): `Client`, `LocalCluster`, futures, and
 /// the scheduler and worker that `kiln scheduler` / `kiln worker` run.
 #[cfg(feature = "distributed")]
@@ -64,15 +71,19 @@ pub mod prelude {
     pub use crate::visualize::Visualize;
     pub use crate::{Collection, Compute, LocalScheduler};
     pub use kiln_array::{Array, Idx, Reduce, idx};
+    #[cfg(feature = "dataframe")]
+    pub use kiln_dataframe::{Agg, DataFrame, Series};
     pub use kiln_delayed::Delayed;
 }
 
-/// Registers the portable kernels and value codecs of every collection (arrays, delayed) in the
-/// process-wide registries, so graphs received from elsewhere can be rebuilt and their values
-/// decoded. Worker programs call it at start-up; building a graph registers them too.
+/// Registers the portable kernels and value codecs of every collection (arrays, delayed, and
+/// dataframes with the `dataframe` feature) in the process-wide registries, so graphs received
+/// from elsewhere can be rebuilt and their values decoded. Worker programs call it at start-up; building a graph registers them too.
 pub fn register_builtins() {
     kiln_array::ensure_registered();
     kiln_delayed::ensure_registered();
+    #[cfg(feature = "dataframe")]
+    kiln_dataframe::ensure_registered();
 }
 
 /// The scheduler `compute()` uses: the installed default, or a local threaded scheduler.

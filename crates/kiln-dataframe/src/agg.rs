@@ -1,0 +1,532 @@
+//! Grouped aggregation on partitions: hash grouping (keys row-encoded with `arrow-row`, so any
+//! number and type of key columns hash as bytes), per-group partial states, their combination
+//! and the final values. A global reduction is a group-by without keys: one group, present
+//! even when there are no rows, so `sum` of nothing is 0 and `mean` of nothing is missing.
+//!
+//! Partial states are record batches (key columns, then each aggregation's state columns), so
+//! they travel between processes with the same codec as partitions:
+//!
+//! | function | state columns |
+//! |---|---|
+//! | `size`, `count` | rows / non-missing values (`int64`) |
+//! | `sum` | the sum (`int64` for integers and booleans, `float64` for floats) |
+//! | `min`, `max` | the best value so far (the input's type) |
+//! | `mean`, `var`, `std` | count, mean, sum of squared deviations (Chan et al.'s parallel form) |
+//!
+//! Missing values (nulls, and NaN in floats) are skipped, as pandas does with `skipna=True`;
+//! rows whose key is missing are dropped (`dropna=True`).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{SortColumn, cast, concat_batches, lexsort_to_indices, take};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataFrameError, Result};
+use crate::expr::Expr;
+
+/// An aggregation function of a group-by or reduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AggFunc {
+    /// The sum of the values (0 for none).
+    Sum,
+    /// How many values are not missing.
+    Count,
+    /// The mean (missing for no values).
+    Mean,
+    /// The smallest value.
+    Min,
+    /// The largest value.
+    Max,
+    /// The variance with `ddof` delta degrees of freedom (pandas' default is 1).
+    Var {
+        /// Delta degrees of freedom: the divisor is `n - ddof`.
+        ddof: u32,
+    },
+    /// The standard deviation with `ddof` delta degrees of freedom.
+    Std {
+        /// Delta degrees of freedom: the divisor is `n - ddof`.
+        ddof: u32,
+    },
+    /// How many rows the group has, missing values included.
+    Size,
+}
+
+impl AggFunc {
+    /// The pandas name of the function.
+    pub fn name(self) -> &'static str {
+        match self {
+            AggFunc::Sum => "sum",
+            AggFunc::Count => "count",
+            AggFunc::Mean => "mean",
+            AggFunc::Min => "min",
+            AggFunc::Max => "max",
+            AggFunc::Var { .. } => "var",
+            AggFunc::Std { .. } => "std",
+            AggFunc::Size => "size",
+        }
+    }
+
+    fn state_width(self) -> usize {
+        match self {
+            AggFunc::Mean | AggFunc::Var { .. } | AggFunc::Std { .. } => 3,
+            _ => 1,
+        }
+    }
+
+    /// The type of the result for an input of type `input`, or `None` when the function does
+    /// not apply to it.
+    pub fn output_type(self, input: &DataType) -> Option<DataType> {
+        let numeric = input.is_integer() || input.is_floating() || *input == DataType::Boolean;
+        match self {
+            AggFunc::Size | AggFunc::Count => Some(DataType::Int64),
+            AggFunc::Sum if input.is_floating() => Some(DataType::Float64),
+            AggFunc::Sum if numeric => Some(DataType::Int64),
+            AggFunc::Mean | AggFunc::Var { .. } | AggFunc::Std { .. } if numeric => Some(DataType::Float64),
+            AggFunc::Min | AggFunc::Max if numeric || orderable(input) => Some(input.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn orderable(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Timestamp(_, _)
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Duration(_)
+    )
+}
+
+/// One output column of an aggregation: a function of an expression, under a name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AggItem {
+    pub(crate) name: String,
+    pub(crate) func: AggFunc,
+    pub(crate) input: Expr,
+}
+
+/// What a group-by computes: keys (named expressions), aggregations, and the output schema
+/// (keys then aggregations) that every stage agrees on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct AggSpec {
+    pub(crate) keys: Vec<(String, Expr)>,
+    pub(crate) aggs: Vec<AggItem>,
+    pub(crate) output: crate::lower::SerdeSchema,
+}
+
+impl AggSpec {
+    /// The input columns the keys and aggregations read.
+    pub(crate) fn columns_read(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (_, e) in &self.keys {
+            e.columns_into(&mut out);
+        }
+        for a in &self.aggs {
+            a.input.columns_into(&mut out);
+        }
+        out
+    }
+}
+
+/// Rows assigned to groups: `ids[row]` is the row's group (`u32::MAX` for a dropped row),
+/// `first_rows[g]` the first row of group `g`.
+struct Groups {
+    ids: Vec<u32>,
+    first_rows: Vec<u32>,
+}
+
+impl Groups {
+    fn len(&self) -> usize {
+        self.first_rows.len()
+    }
+}
+
+const DROPPED: u32 = u32::MAX;
+
+fn fail(context: &str) -> impl Fn(arrow::error::ArrowError) -> DataFrameError + '_ {
+    move |e| DataFrameError::compute(context, e)
+}
+
+/// Assigns rows to groups by their key values; without keys every row is in group 0, which
+/// exists even when there are no rows.
+fn group_rows(keys: &[ArrayRef], num_rows: usize) -> Result<Groups> {
+    if keys.is_empty() {
+        return Ok(Groups { ids: vec![0; num_rows], first_rows: vec![0] });
+    }
+    let fields = keys.iter().map(|k| SortField::new(k.data_type().clone())).collect();
+    let converter = RowConverter::new(fields).map_err(fail("grouping keys"))?;
+    let rows = converter.convert_columns(keys).map_err(fail("grouping keys"))?;
+    // A NaN key is missing too, as in pandas.
+    let present: Vec<Vec<bool>> = keys.iter().map(present).collect::<Result<_>>()?;
+    let mut index: HashMap<&[u8], u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
+    let mut ids = Vec::with_capacity(num_rows);
+    let mut first_rows = Vec::new();
+    for row in 0..num_rows {
+        if present.iter().any(|p| !p[row]) {
+            ids.push(DROPPED);
+            continue;
+        }
+        let next = first_rows.len() as u32;
+        let id = *index.entry(rows.row(row).data()).or_insert_with(|| {
+            first_rows.push(row as u32);
+            next
+        });
+        ids.push(id);
+    }
+    Ok(Groups { ids, first_rows })
+}
+
+/// Whether the value at each row counts: not null and, for floats, not NaN.
+fn present(values: &ArrayRef) -> Result<Vec<bool>> {
+    if values.data_type().is_floating() {
+        let floats = cast(values, &DataType::Float64).map_err(fail("checking for NaN"))?;
+        let floats = floats.as_primitive::<Float64Type>();
+        Ok((0..floats.len()).map(|i| floats.is_valid(i) && !floats.value(i).is_nan()).collect())
+    } else {
+        Ok((0..values.len()).map(|i| values.is_valid(i)).collect())
+    }
+}
+
+fn grouped_size(groups: &Groups) -> ArrayRef {
+    let mut sizes = vec![0i64; groups.len()];
+    for &g in groups.ids.iter().filter(|&&g| g != DROPPED) {
+        sizes[g as usize] += 1;
+    }
+    Arc::new(Int64Array::from(sizes))
+}
+
+fn grouped_count(values: &ArrayRef, groups: &Groups) -> Result<ArrayRef> {
+    let present = present(values)?;
+    let mut counts = vec![0i64; groups.len()];
+    for (&g, _) in groups.ids.iter().zip(&present).filter(|(g, p)| **g != DROPPED && **p) {
+        counts[g as usize] += 1;
+    }
+    Ok(Arc::new(Int64Array::from(counts)))
+}
+
+fn grouped_sum(values: &ArrayRef, groups: &Groups) -> Result<ArrayRef> {
+    if values.data_type().is_floating() {
+        let floats = cast(values, &DataType::Float64).map_err(fail("sum"))?;
+        let floats = floats.as_primitive::<Float64Type>();
+        let mut sums = vec![0f64; groups.len()];
+        for (row, &g) in groups.ids.iter().enumerate() {
+            if g != DROPPED && floats.is_valid(row) && !floats.value(row).is_nan() {
+                sums[g as usize] += floats.value(row);
+            }
+        }
+        Ok(Arc::new(Float64Array::from(sums)))
+    } else {
+        let ints = cast(values, &DataType::Int64).map_err(fail("sum"))?;
+        let ints = ints.as_primitive::<Int64Type>();
+        let mut sums = vec![0i64; groups.len()];
+        for (row, &g) in groups.ids.iter().enumerate() {
+            if g != DROPPED && ints.is_valid(row) {
+                // pandas sums int64 with wrap-around too.
+                sums[g as usize] = sums[g as usize].wrapping_add(ints.value(row));
+            }
+        }
+        Ok(Arc::new(Int64Array::from(sums)))
+    }
+}
+
+/// The smallest (or largest) present value of each group, in the input's type; missing for a
+/// group without one. Values are compared through their row encoding, so every orderable type
+/// takes one path.
+fn grouped_best(values: &ArrayRef, groups: &Groups, largest: bool) -> Result<ArrayRef> {
+    let present = present(values)?;
+    let converter = RowConverter::new(vec![SortField::new(values.data_type().clone())]).map_err(fail("min/max"))?;
+    let rows = converter.convert_columns(std::slice::from_ref(values)).map_err(fail("min/max"))?;
+    let mut best: Vec<Option<u32>> = vec![None; groups.len()];
+    for (row, &g) in groups.ids.iter().enumerate() {
+        if g == DROPPED || !present[row] {
+            continue;
+        }
+        let slot = &mut best[g as usize];
+        let better = match *slot {
+            None => true,
+            Some(current) => {
+                let ordering = rows.row(row).cmp(&rows.row(current as usize));
+                if largest { ordering.is_gt() } else { ordering.is_lt() }
+            }
+        };
+        if better {
+            *slot = Some(row as u32);
+        }
+    }
+    let indices = UInt32Array::from(best);
+    take(values, &indices, None).map_err(fail("min/max"))
+}
+
+/// Count, mean and sum of squared deviations of each group (Welford's update per value).
+fn grouped_moments(values: &ArrayRef, groups: &Groups) -> Result<[ArrayRef; 3]> {
+    let floats = cast(values, &DataType::Float64).map_err(fail("mean/var"))?;
+    let floats = floats.as_primitive::<Float64Type>();
+    let (mut n, mut mean, mut m2) = (vec![0i64; groups.len()], vec![0f64; groups.len()], vec![0f64; groups.len()]);
+    for (row, &g) in groups.ids.iter().enumerate() {
+        if g == DROPPED || floats.is_null(row) || floats.value(row).is_nan() {
+            continue;
+        }
+        let (g, x) = (g as usize, floats.value(row));
+        n[g] += 1;
+        let delta = x - mean[g];
+        mean[g] += delta / n[g] as f64;
+        m2[g] += delta * (x - mean[g]);
+    }
+    Ok([Arc::new(Int64Array::from(n)), Arc::new(Float64Array::from(mean)), Arc::new(Float64Array::from(m2))])
+}
+
+/// Merges (count, mean, M2) states of the same group with Chan et al.'s pairwise formula.
+fn combine_moments(states: &[ArrayRef], groups: &Groups) -> Result<[ArrayRef; 3]> {
+    let [n_in, mean_in, m2_in] = states else {
+        return Err(DataFrameError::compute("combining mean/var", "expected three state columns"));
+    };
+    let (n_in, mean_in, m2_in) =
+        (n_in.as_primitive::<Int64Type>(), mean_in.as_primitive::<Float64Type>(), m2_in.as_primitive::<Float64Type>());
+    let (mut n, mut mean, mut m2) = (vec![0i64; groups.len()], vec![0f64; groups.len()], vec![0f64; groups.len()]);
+    for (row, &g) in groups.ids.iter().enumerate() {
+        let (g, nb) = (g as usize, n_in.value(row));
+        if g == DROPPED as usize || nb == 0 {
+            continue;
+        }
+        let (na, total) = (n[g], n[g] + nb);
+        let delta = mean_in.value(row) - mean[g];
+        mean[g] += delta * nb as f64 / total as f64;
+        m2[g] += m2_in.value(row) + delta * delta * (na as f64) * (nb as f64) / total as f64;
+        n[g] = total;
+    }
+    Ok([Arc::new(Int64Array::from(n)), Arc::new(Float64Array::from(mean)), Arc::new(Float64Array::from(m2))])
+}
+
+fn partial_schema(spec: &AggSpec, keys: &[ArrayRef], states: &[ArrayRef]) -> SchemaRef {
+    let mut fields: Vec<Field> =
+        spec.keys.iter().zip(keys).map(|((name, _), k)| Field::new(name, k.data_type().clone(), true)).collect();
+    fields
+        .extend(states.iter().enumerate().map(|(i, s)| Field::new(format!("state_{i}"), s.data_type().clone(), true)));
+    Arc::new(Schema::new(fields))
+}
+
+fn take_keys(keys: &[ArrayRef], groups: &Groups) -> Result<Vec<ArrayRef>> {
+    let first = UInt32Array::from(groups.first_rows.clone());
+    keys.iter().map(|k| take(k, &first, None).map_err(fail("group keys"))).collect()
+}
+
+/// The partial states of one partition.
+pub(crate) fn partial(spec: &AggSpec, batch: &RecordBatch) -> Result<RecordBatch> {
+    let keys: Vec<ArrayRef> = spec.keys.iter().map(|(_, e)| e.evaluate(batch)).collect::<Result<_>>()?;
+    let groups = group_rows(&keys, batch.num_rows())?;
+    let mut states: Vec<ArrayRef> = Vec::new();
+    for agg in &spec.aggs {
+        match agg.func {
+            AggFunc::Size => states.push(grouped_size(&groups)),
+            func => {
+                let values = agg.input.evaluate(batch)?;
+                match func {
+                    AggFunc::Count => states.push(grouped_count(&values, &groups)?),
+                    AggFunc::Sum => states.push(grouped_sum(&values, &groups)?),
+                    AggFunc::Min | AggFunc::Max => states.push(grouped_best(&values, &groups, func == AggFunc::Max)?),
+                    _ => states.extend(grouped_moments(&values, &groups)?),
+                }
+            }
+        }
+    }
+    let keys = take_keys(&keys, &groups)?;
+    let schema = partial_schema(spec, &keys, &states);
+    RecordBatch::try_new(schema, keys.into_iter().chain(states).collect()).map_err(fail("partial aggregation"))
+}
+
+/// Checks that a partial state (possibly received from another process) has the layout the
+/// spec gives it, so the combine and finalize steps can index its columns.
+fn check_layout(spec: &AggSpec, partial: &RecordBatch) -> Result<()> {
+    let bad = |what: String| DataFrameError::compute("combining partial aggregations", what);
+    let width: usize = spec.keys.len() + spec.aggs.iter().map(|a| a.func.state_width()).sum::<usize>();
+    if partial.num_columns() != width {
+        return Err(bad(format!("a partial state has {} columns, expected {width}", partial.num_columns())));
+    }
+    let mut column = spec.keys.len();
+    for agg in &spec.aggs {
+        let types: &[DataType] = match agg.func {
+            AggFunc::Mean | AggFunc::Var { .. } | AggFunc::Std { .. } => {
+                &[DataType::Int64, DataType::Float64, DataType::Float64]
+            }
+            AggFunc::Size | AggFunc::Count => &[DataType::Int64],
+            _ => &[],
+        };
+        for (offset, expected) in types.iter().enumerate() {
+            let found = partial.column(column + offset).data_type();
+            if found != expected {
+                return Err(bad(format!(
+                    "state column {} of {} is {found}, expected {expected}",
+                    column + offset,
+                    agg.name
+                )));
+            }
+        }
+        column += agg.func.state_width();
+    }
+    Ok(())
+}
+
+/// Partial states of several partitions merged into one state per group.
+pub(crate) fn combine(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<RecordBatch> {
+    let Some(first) = partials.first() else {
+        return Err(DataFrameError::compute("combining partial aggregations", "no inputs"));
+    };
+    for partial in partials {
+        check_layout(spec, partial)?;
+    }
+    let owned: Vec<RecordBatch> = partials.iter().map(|b| (*b).clone()).collect();
+    let all = concat_batches(&first.schema(), &owned).map_err(fail("combining partial aggregations"))?;
+    let nkeys = spec.keys.len();
+    let keys: Vec<ArrayRef> = all.columns()[..nkeys].to_vec();
+    let groups = group_rows(&keys, all.num_rows())?;
+    let mut states: Vec<ArrayRef> = Vec::new();
+    let mut column = nkeys;
+    for agg in &spec.aggs {
+        let width = agg.func.state_width();
+        let cols = all
+            .columns()
+            .get(column..column + width)
+            .ok_or_else(|| DataFrameError::compute("combining", "missing state columns"))?;
+        match agg.func {
+            AggFunc::Size | AggFunc::Count | AggFunc::Sum => states.push(grouped_sum(&cols[0], &groups)?),
+            AggFunc::Min | AggFunc::Max => states.push(grouped_best(&cols[0], &groups, agg.func == AggFunc::Max)?),
+            _ => states.extend(combine_moments(cols, &groups)?),
+        }
+        column += width;
+    }
+    let keys = take_keys(&keys, &groups)?;
+    let schema = partial_schema(spec, &keys, &states);
+    RecordBatch::try_new(schema, keys.into_iter().chain(states).collect())
+        .map_err(fail("combining partial aggregations"))
+}
+
+/// The final values from merged partial states, sorted by the keys (pandas' `sort=True`).
+pub(crate) fn finalize(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<RecordBatch> {
+    let merged = combine(spec, partials)?;
+    let nkeys = spec.keys.len();
+    let output = &spec.output.0;
+    let mut columns: Vec<ArrayRef> = merged.columns()[..nkeys].to_vec();
+    let mut column = nkeys;
+    for agg in &spec.aggs {
+        let cols = &merged.columns()[column..column + agg.func.state_width()];
+        column += agg.func.state_width();
+        let value: ArrayRef = match agg.func {
+            AggFunc::Mean | AggFunc::Var { .. } | AggFunc::Std { .. } => {
+                let n = cols[0].as_primitive::<Int64Type>();
+                let mean = cols[1].as_primitive::<Float64Type>();
+                let m2 = cols[2].as_primitive::<Float64Type>();
+                let values: Float64Array = (0..n.len())
+                    .map(|i| {
+                        let n = n.value(i);
+                        match agg.func {
+                            AggFunc::Mean => (n > 0).then(|| mean.value(i)),
+                            AggFunc::Var { ddof } => {
+                                (n > i64::from(ddof)).then(|| m2.value(i) / (n - i64::from(ddof)) as f64)
+                            }
+                            AggFunc::Std { ddof } => {
+                                (n > i64::from(ddof)).then(|| (m2.value(i) / (n - i64::from(ddof)) as f64).sqrt())
+                            }
+                            _ => None,
+                        }
+                    })
+                    .collect();
+                Arc::new(values)
+            }
+            _ => cols[0].clone(),
+        };
+        columns.push(value);
+    }
+    // Every stage kept the input's own types; the output schema fixes them (e.g. a sum of
+    // int32 values is int64 in every partition, so this is a no-op in the common case).
+    let columns: Vec<ArrayRef> = columns
+        .into_iter()
+        .zip(output.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { cast(&c, f.data_type()) })
+        .collect::<Result<_, _>>()
+        .map_err(fail("finalizing aggregation"))?;
+    let batch = RecordBatch::try_new(output.clone(), columns).map_err(fail("finalizing aggregation"))?;
+    if nkeys == 0 || batch.num_rows() <= 1 {
+        return Ok(batch);
+    }
+    let sort: Vec<SortColumn> =
+        batch.columns()[..nkeys].iter().map(|c| SortColumn { values: c.clone(), options: None }).collect();
+    let order = lexsort_to_indices(&sort, None).map_err(fail("sorting groups"))?;
+    arrow::compute::take_record_batch(&batch, &order).map_err(fail("sorting groups"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_by_two_keys_and_drops_missing_keys() {
+        let a: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(1), None, Some(2), Some(1)]));
+        let b: ArrayRef = Arc::new(arrow::array::StringArray::from(vec!["x", "y", "x", "x", "x"]));
+        let groups = group_rows(&[a, b], 5).unwrap();
+        assert_eq!(groups.ids, vec![0, 1, DROPPED, 2, 0]);
+        assert_eq!(groups.first_rows, vec![0, 1, 3]);
+        let nan: ArrayRef = Arc::new(Float64Array::from(vec![Some(f64::NAN), Some(1.0), None, Some(1.0)]));
+        let groups = group_rows(&[nan], 4).unwrap();
+        assert_eq!(groups.ids, vec![DROPPED, 0, DROPPED, 0]);
+    }
+
+    #[test]
+    fn a_malformed_partial_state_is_an_error_not_a_panic() {
+        let output = Arc::new(Schema::new(vec![Field::new("value", DataType::Float64, true)]));
+        let spec = AggSpec {
+            keys: Vec::new(),
+            aggs: vec![AggItem {
+                name: "value".into(),
+                func: AggFunc::Var { ddof: 1 },
+                input: Expr::Column("x".into()),
+            }],
+            output: crate::lower::SerdeSchema(output),
+        };
+        let one_column = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .unwrap();
+        let err = finalize(&spec, &[&one_column]).unwrap_err();
+        assert!(err.to_string().contains("1 columns, expected 3"), "{err}");
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![1.0]));
+        let wrong_types = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("n", DataType::Float64, true),
+                Field::new("mean", DataType::Float64, true),
+                Field::new("m2", DataType::Float64, true),
+            ])),
+            vec![floats.clone(), floats.clone(), floats],
+        )
+        .unwrap();
+        let err = combine(&spec, &[&wrong_types]).unwrap_err();
+        assert!(err.to_string().contains("is Float64, expected Int64"), "{err}");
+    }
+
+    #[test]
+    fn chan_combine_equals_one_pass() {
+        let values: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0, 4.0, 8.0, 16.0, 3.5]));
+        let all = Groups { ids: vec![0; 6], first_rows: vec![0] };
+        let [n, mean, m2] = grouped_moments(&values, &all).unwrap();
+        let halves: Vec<[ArrayRef; 3]> = [values.slice(0, 2), values.slice(2, 4)]
+            .iter()
+            .map(|v| grouped_moments(v, &Groups { ids: vec![0; v.len()], first_rows: vec![0] }).unwrap())
+            .collect();
+        let stacked: Vec<ArrayRef> =
+            (0..3).map(|i| arrow::compute::concat(&[halves[0][i].as_ref(), halves[1][i].as_ref()]).unwrap()).collect();
+        let [n2, mean2, m22] = combine_moments(&stacked, &Groups { ids: vec![0, 0], first_rows: vec![0] }).unwrap();
+        assert_eq!(n.as_primitive::<Int64Type>().value(0), n2.as_primitive::<Int64Type>().value(0));
+        assert!(
+            (mean.as_primitive::<Float64Type>().value(0) - mean2.as_primitive::<Float64Type>().value(0)).abs() < 1e-12
+        );
+        assert!((m2.as_primitive::<Float64Type>().value(0) - m22.as_primitive::<Float64Type>().value(0)).abs() < 1e-9);
+    }
+}

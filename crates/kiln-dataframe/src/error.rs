@@ -1,0 +1,113 @@
+//! The dataframe's errors: what was wrong, named by column, file and row where known.
+
+use arrow::datatypes::DataType;
+
+/// Why a dataframe operation or a partition's computation failed.
+///
+/// Building an expression or an operation checks it against the schema, so a missing column
+/// or a type mismatch is reported before anything runs; reading files reports the file (and
+/// the line, when the reader tells it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataFrameError {
+    /// An expression or operation names a column the frame does not have.
+    #[error("column {column:?} not found; the frame has columns {available:?}")]
+    ColumnNotFound {
+        /// The missing column.
+        column: String,
+        /// The columns that exist.
+        available: Vec<String>,
+    },
+    /// An operation was applied to an expression of a type it does not accept.
+    #[error("{operation} cannot be applied to {expression} of type {found}: {expected}")]
+    TypeMismatch {
+        /// The operation, e.g. `"+"` or `"sum"`.
+        operation: String,
+        /// The offending expression (a column name, or the expression as written).
+        expression: String,
+        /// The type it has.
+        found: DataType,
+        /// What the operation needs.
+        expected: String,
+    },
+    /// Two series or a series and a frame that come from different frames were combined;
+    /// rows cannot be aligned without an index (not supported yet).
+    #[error("{operation}: {what} does not come from this frame (rows cannot be aligned across frames)")]
+    NotAligned {
+        /// The operation.
+        operation: String,
+        /// The foreign operand.
+        what: String,
+    },
+    /// An argument is out of range or inconsistent (duplicate output names, an empty list, ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An expression nests deeper than [`crate::expr::MAX_EXPR_DEPTH`] operations.
+    #[error(
+        "expression nests {depth} operations deep, more than the limit of {limit}; assign intermediate columns instead"
+    )]
+    ExpressionTooDeep {
+        /// Its depth.
+        depth: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A glob matched no file, or a path does not exist.
+    #[error("no files match {pattern:?}")]
+    NoFiles {
+        /// The pattern or path given.
+        pattern: String,
+    },
+    /// Reading or writing a file failed at the storage level.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The system's message.
+        message: String,
+    },
+    /// A CSV file could not be parsed (the message names the line where the reader tells it).
+    #[error("CSV file {path}: {message}")]
+    Csv {
+        /// The file.
+        path: String,
+        /// The reader's message.
+        message: String,
+    },
+    /// A file is not valid Parquet, or its data cannot be decoded.
+    #[error("Parquet file {path}: {message}")]
+    Parquet {
+        /// The file.
+        path: String,
+        /// The reader's message.
+        message: String,
+    },
+    /// Files of one dataset disagree on their schema.
+    #[error("{path} has schema {found}, but the dataset's first file has {expected}")]
+    SchemaMismatch {
+        /// The file that differs.
+        path: String,
+        /// The first file's schema.
+        expected: String,
+        /// This file's schema.
+        found: String,
+    },
+    /// An Arrow kernel failed while computing (e.g. a cast of a value that does not parse).
+    #[error("{context}: {message}")]
+    Compute {
+        /// What was being computed.
+        context: String,
+        /// Arrow's message.
+        message: String,
+    },
+}
+
+impl DataFrameError {
+    /// A compute error from an Arrow error while doing `context`.
+    pub(crate) fn compute(context: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        DataFrameError::Compute { context: context.into(), message: error.to_string() }
+    }
+}
+
+/// Results of dataframe operations.
+pub type Result<T, E = DataFrameError> = std::result::Result<T, E>;

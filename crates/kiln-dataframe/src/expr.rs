@@ -1,0 +1,710 @@
+//! Row-wise expressions: a small tree of column references, literals and operations, typed
+//! against a schema when built and evaluated on one partition with Arrow's compute kernels.
+//!
+//! Semantics follow pandas where Arrow differs: `/` is true division (floats), integer and
+//! float operands meet as `float64`, two integer types meet as `int64`, a comparison with a
+//! missing value is `false` (`true` for `!=`), as NaN compares in pandas, and a float NaN is a
+//! missing value (`isna` is true for it, `fillna` replaces it).
+//!
+//! An expression is a tree, so its walks are recursive; building one deeper than
+//! [`MAX_EXPR_DEPTH`] fails ([`DataFrameError::ExpressionTooDeep`]), which bounds them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::kernels::{cmp, numeric, zip::zip};
+use arrow::compute::{
+    CastOptions, and_kleene, can_cast_types, cast_with_options, is_not_null, is_null, not, or_kleene,
+};
+use arrow::datatypes::{DataType, Schema};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataFrameError, Result};
+use crate::scalar::{DType, Scalar};
+
+/// How deep an expression may nest (operations inside operations).
+pub const MAX_EXPR_DEPTH: usize = 256;
+
+/// A binary operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BinaryOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+    /// `/` (true division: always `float64`)
+    Div,
+    /// `%`
+    Rem,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `&` (boolean and)
+    And,
+    /// `|` (boolean or)
+    Or,
+}
+
+impl BinaryOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Rem => "%",
+            BinaryOp::Eq => "==",
+            BinaryOp::Ne => "!=",
+            BinaryOp::Lt => "<",
+            BinaryOp::Le => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::Ge => ">=",
+            BinaryOp::And => "&",
+            BinaryOp::Or => "|",
+        }
+    }
+
+    fn is_arithmetic(self) -> bool {
+        matches!(self, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem)
+    }
+
+    fn is_comparison(self) -> bool {
+        matches!(self, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge)
+    }
+}
+
+/// A field of a date or timestamp (pandas' `.dt` accessors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DateField {
+    /// `.dt.year`
+    Year,
+    /// `.dt.month` (1-12)
+    Month,
+    /// `.dt.day` (1-31)
+    Day,
+    /// `.dt.hour`
+    Hour,
+    /// `.dt.minute`
+    Minute,
+    /// `.dt.second`
+    Second,
+    /// `.dt.dayofweek` (Monday = 0)
+    DayOfWeek,
+}
+
+impl DateField {
+    fn name(self) -> &'static str {
+        match self {
+            DateField::Year => "year",
+            DateField::Month => "month",
+            DateField::Day => "day",
+            DateField::Hour => "hour",
+            DateField::Minute => "minute",
+            DateField::Second => "second",
+            DateField::DayOfWeek => "dayofweek",
+        }
+    }
+
+    fn part(self) -> arrow::compute::DatePart {
+        use arrow::compute::DatePart;
+        match self {
+            DateField::Year => DatePart::Year,
+            DateField::Month => DatePart::Month,
+            DateField::Day => DatePart::Day,
+            DateField::Hour => DatePart::Hour,
+            DateField::Minute => DatePart::Minute,
+            DateField::Second => DatePart::Second,
+            DateField::DayOfWeek => DatePart::DayOfWeekMonday0,
+        }
+    }
+}
+
+/// A row-wise expression over a frame's columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    /// A column by name.
+    Column(String),
+    /// A literal, broadcast to every row.
+    Literal(Scalar),
+    /// `left op right`.
+    Binary {
+        /// The operation.
+        op: BinaryOp,
+        /// The left operand.
+        left: Box<Expr>,
+        /// The right operand.
+        right: Box<Expr>,
+    },
+    /// Boolean negation (`~`).
+    Not(Box<Expr>),
+    /// Arithmetic negation.
+    Neg(Box<Expr>),
+    /// Absolute value.
+    Abs(Box<Expr>),
+    /// `isna()`.
+    IsNull(Box<Expr>),
+    /// `notna()`.
+    IsNotNull(Box<Expr>),
+    /// `fillna(value)`.
+    FillNull {
+        /// The expression whose missing values are replaced.
+        expr: Box<Expr>,
+        /// The replacement.
+        value: Scalar,
+    },
+    /// `astype(dtype)`; values that do not convert fail the partition (pandas raises too).
+    Cast {
+        /// The expression converted.
+        expr: Box<Expr>,
+        /// The target type.
+        to: DType,
+    },
+    /// `between(low, high)`, both ends included (pandas' default).
+    Between {
+        /// The expression tested.
+        expr: Box<Expr>,
+        /// The lower bound.
+        low: Scalar,
+        /// The upper bound.
+        high: Scalar,
+    },
+    /// `clip(lower, upper)`: values below `lower` become `lower`, above `upper` become `upper`
+    /// (either bound optional); missing values stay missing.
+    Clip {
+        /// The expression clipped.
+        expr: Box<Expr>,
+        /// The lower bound.
+        lower: Option<Scalar>,
+        /// The upper bound.
+        upper: Option<Scalar>,
+    },
+    /// `isin(values)`; a missing value is never in the list.
+    IsIn {
+        /// The expression tested.
+        expr: Box<Expr>,
+        /// The values.
+        values: Vec<Scalar>,
+    },
+    /// A date or timestamp field (`.dt.hour`).
+    DatePart {
+        /// The date or timestamp expression.
+        expr: Box<Expr>,
+        /// The field.
+        field: DateField,
+    },
+    /// The same values under another name.
+    Alias {
+        /// The expression.
+        expr: Box<Expr>,
+        /// Its name.
+        name: String,
+    },
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Column(name) => write!(f, "{name}"),
+            Expr::Literal(v) => write!(f, "{v}"),
+            Expr::Binary { op, left, right } => write!(f, "({left} {} {right})", op.symbol()),
+            Expr::Not(e) => write!(f, "~{e}"),
+            Expr::Neg(e) => write!(f, "-{e}"),
+            Expr::Abs(e) => write!(f, "abs({e})"),
+            Expr::IsNull(e) => write!(f, "isna({e})"),
+            Expr::IsNotNull(e) => write!(f, "notna({e})"),
+            Expr::FillNull { expr, value } => write!(f, "fillna({expr}, {value})"),
+            Expr::Cast { expr, to } => write!(f, "astype({expr}, {to:?})"),
+            Expr::Between { expr, low, high } => write!(f, "between({expr}, {low}, {high})"),
+            Expr::Clip { expr, lower, upper } => {
+                let bound = |b: &Option<Scalar>| b.as_ref().map_or("None".to_string(), ToString::to_string);
+                write!(f, "clip({expr}, {}, {})", bound(lower), bound(upper))
+            }
+            Expr::IsIn { expr, values } => {
+                let list: Vec<String> = values.iter().map(ToString::to_string).collect();
+                write!(f, "isin({expr}, [{}])", list.join(", "))
+            }
+            Expr::DatePart { expr, field } => write!(f, "{expr}.dt.{}", field.name()),
+            Expr::Alias { expr, name } => write!(f, "{expr} as {name}"),
+        }
+    }
+}
+
+fn type_error(operation: &str, expr: &Expr, found: &DataType, expected: &str) -> DataFrameError {
+    DataFrameError::TypeMismatch {
+        operation: operation.to_string(),
+        expression: expr.to_string(),
+        found: found.clone(),
+        expected: expected.to_string(),
+    }
+}
+
+fn is_numeric(t: &DataType) -> bool {
+    t.is_integer() || t.is_floating()
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn is_temporal(t: &DataType) -> bool {
+    matches!(t, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64)
+}
+
+/// The type two numbers meet as: the same type when equal, `float64` when either is a float,
+/// `int64` otherwise (pandas' promotion for the common cases).
+fn numeric_common(left: &DataType, right: &DataType) -> DataType {
+    if left == right {
+        left.clone()
+    } else if left.is_floating() || right.is_floating() {
+        DataType::Float64
+    } else {
+        DataType::Int64
+    }
+}
+
+/// The types the operands of a comparison (or `isin`/`between`/`fillna`) are cast to before
+/// the kernel runs, or `None` when they cannot meet.
+fn comparable(left: &DataType, right: &DataType) -> Option<DataType> {
+    match (left, right) {
+        (l, r) if l == r => Some(l.clone()),
+        (DataType::Null, other) | (other, DataType::Null) => Some(other.clone()),
+        (l, r) if is_numeric(l) && is_numeric(r) => Some(numeric_common(l, r)),
+        (l, r) if is_string(l) && is_string(r) => Some(DataType::Utf8),
+        // A timestamp column against a string literal ("2015-01-01"): the string is parsed.
+        (t, s) | (s, t) if is_temporal(t) && is_string(s) => Some(t.clone()),
+        (l, r) if is_temporal(l) && is_temporal(r) => {
+            Some(DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None))
+        }
+        _ => None,
+    }
+}
+
+impl Expr {
+    /// A column reference.
+    pub fn col(name: impl Into<String>) -> Expr {
+        Expr::Column(name.into())
+    }
+
+    /// A literal.
+    pub fn lit(value: impl Into<Scalar>) -> Expr {
+        Expr::Literal(value.into())
+    }
+
+    /// How deep the expression nests (a column or literal is 1).
+    pub fn depth(&self) -> usize {
+        1 + self.children().map(Expr::depth).max().unwrap_or(0)
+    }
+
+    fn children(&self) -> impl Iterator<Item = &Expr> {
+        let (a, b): (Option<&Expr>, Option<&Expr>) = match self {
+            Expr::Column(_) | Expr::Literal(_) => (None, None),
+            Expr::Binary { left, right, .. } => (Some(left), Some(right)),
+            Expr::Not(e) | Expr::Neg(e) | Expr::Abs(e) | Expr::IsNull(e) | Expr::IsNotNull(e) => (Some(e), None),
+            Expr::FillNull { expr, .. }
+            | Expr::Cast { expr, .. }
+            | Expr::Between { expr, .. }
+            | Expr::Clip { expr, .. }
+            | Expr::IsIn { expr, .. }
+            | Expr::DatePart { expr, .. }
+            | Expr::Alias { expr, .. } => (Some(expr), None),
+        };
+        a.into_iter().chain(b)
+    }
+
+    /// The name a column computed from this expression gets: an alias, else the first column it
+    /// reads (pandas keeps a series' name through its operations), else `"literal"`.
+    pub fn output_name(&self) -> String {
+        match self {
+            Expr::Alias { name, .. } | Expr::Column(name) => name.clone(),
+            Expr::Literal(_) => "literal".to_string(),
+            _ => self.children().map(Expr::output_name).find(|n| n != "literal").unwrap_or_else(|| "literal".into()),
+        }
+    }
+
+    /// Adds the columns the expression reads to `out` (without duplicates).
+    pub fn columns_into(&self, out: &mut Vec<String>) {
+        if let Expr::Column(name) = self
+            && !out.contains(name)
+        {
+            out.push(name.clone());
+        }
+        for child in self.children() {
+            child.columns_into(out);
+        }
+    }
+
+    /// The type of the expression's values over `schema`, checking every column exists and
+    /// every operation accepts its operands' types.
+    ///
+    /// # Errors
+    /// [`DataFrameError::ColumnNotFound`], [`DataFrameError::TypeMismatch`] naming the operand.
+    pub fn data_type(&self, schema: &Schema) -> Result<DataType> {
+        Ok(match self {
+            Expr::Column(name) => match schema.field_with_name(name) {
+                Ok(field) => field.data_type().clone(),
+                Err(_) => {
+                    return Err(DataFrameError::ColumnNotFound {
+                        column: name.clone(),
+                        available: schema.fields().iter().map(|f| f.name().clone()).collect(),
+                    });
+                }
+            },
+            Expr::Literal(v) => v.data_type(),
+            Expr::Binary { op, left, right } => {
+                let (lt, rt) = (left.data_type(schema)?, right.data_type(schema)?);
+                let operation = op.symbol();
+                if op.is_arithmetic() {
+                    for (e, t) in [(left, &lt), (right, &rt)] {
+                        if !is_numeric(t) && *t != DataType::Null {
+                            return Err(type_error(operation, e, t, "a number is needed"));
+                        }
+                    }
+                    match (op, &lt, &rt) {
+                        (BinaryOp::Div, _, _) => DataType::Float64,
+                        (_, DataType::Null, t) | (_, t, DataType::Null) => t.clone(),
+                        _ => numeric_common(&lt, &rt),
+                    }
+                } else if op.is_comparison() {
+                    if comparable(&lt, &rt).is_none() {
+                        return Err(type_error(
+                            operation,
+                            right,
+                            &rt,
+                            &format!("it cannot be compared with {left} of type {lt}"),
+                        ));
+                    }
+                    DataType::Boolean
+                } else {
+                    for (e, t) in [(left, &lt), (right, &rt)] {
+                        if *t != DataType::Boolean {
+                            return Err(type_error(operation, e, t, "a boolean is needed"));
+                        }
+                    }
+                    DataType::Boolean
+                }
+            }
+            Expr::Not(e) => {
+                let t = e.data_type(schema)?;
+                if t != DataType::Boolean {
+                    return Err(type_error("~", e, &t, "a boolean is needed"));
+                }
+                t
+            }
+            Expr::Neg(e) | Expr::Abs(e) => {
+                let t = e.data_type(schema)?;
+                if !is_numeric(&t) {
+                    return Err(type_error(
+                        if matches!(self, Expr::Neg(_)) { "-" } else { "abs" },
+                        e,
+                        &t,
+                        "a number is needed",
+                    ));
+                }
+                t
+            }
+            Expr::IsNull(e) | Expr::IsNotNull(e) => {
+                e.data_type(schema)?;
+                DataType::Boolean
+            }
+            Expr::FillNull { expr, value } => {
+                let t = expr.data_type(schema)?;
+                let vt = value.data_type();
+                match comparable(&t, &vt) {
+                    Some(_) if is_numeric(&t) && is_numeric(&vt) => numeric_common(&t, &vt),
+                    Some(_) => t,
+                    None => {
+                        return Err(type_error("fillna", expr, &t, &format!("the fill value {value} does not fit it")));
+                    }
+                }
+            }
+            Expr::Cast { expr, to } => {
+                let t = expr.data_type(schema)?;
+                if !can_cast_types(&t, &to.arrow()) {
+                    return Err(type_error("astype", expr, &t, &format!("it cannot be converted to {}", to.arrow())));
+                }
+                to.arrow()
+            }
+            Expr::Between { expr, low, high } => {
+                let t = expr.data_type(schema)?;
+                for bound in [low, high] {
+                    if comparable(&t, &bound.data_type()).is_none() {
+                        return Err(type_error("between", expr, &t, &format!("it cannot be compared with {bound}")));
+                    }
+                }
+                DataType::Boolean
+            }
+            Expr::Clip { expr, lower, upper } => {
+                let mut t = expr.data_type(schema)?;
+                if !is_numeric(&t) {
+                    return Err(type_error("clip", expr, &t, "a number is needed"));
+                }
+                for bound in [lower, upper].into_iter().flatten() {
+                    let bt = bound.data_type();
+                    if !is_numeric(&bt) {
+                        return Err(type_error("clip", expr, &t, &format!("the bound {bound} is not a number")));
+                    }
+                    t = numeric_common(&t, &bt);
+                }
+                t
+            }
+            Expr::IsIn { expr, values } => {
+                let t = expr.data_type(schema)?;
+                if let Some(bad) = values.iter().find(|v| comparable(&t, &v.data_type()).is_none()) {
+                    return Err(type_error("isin", expr, &t, &format!("it cannot be compared with {bad}")));
+                }
+                DataType::Boolean
+            }
+            Expr::DatePart { expr, field } => {
+                let t = expr.data_type(schema)?;
+                if !is_temporal(&t) {
+                    return Err(type_error(
+                        &format!(".dt.{}", field.name()),
+                        expr,
+                        &t,
+                        "a date or timestamp is needed",
+                    ));
+                }
+                DataType::Int32
+            }
+            Expr::Alias { expr, .. } => expr.data_type(schema)?,
+        })
+    }
+
+    /// Evaluates the expression on one partition: one value per row.
+    ///
+    /// # Errors
+    /// [`DataFrameError::Compute`] when a kernel fails (a cast of a value that does not parse,
+    /// an integer division by zero, ...), or the errors of [`Expr::data_type`] for an
+    /// expression that does not fit the batch.
+    pub fn evaluate(&self, batch: &RecordBatch) -> Result<ArrayRef> {
+        let value = self.eval(batch)?;
+        if value.scalar { broadcast(&value.array, batch.num_rows()) } else { Ok(value.array) }
+    }
+
+    fn eval(&self, batch: &RecordBatch) -> Result<Datum> {
+        let fail = |e: arrow::error::ArrowError| DataFrameError::compute(self.to_string(), e);
+        Ok(match self {
+            Expr::Column(name) => match batch.column_by_name(name) {
+                Some(array) => Datum::array(array.clone()),
+                None => {
+                    return Err(DataFrameError::ColumnNotFound {
+                        column: name.clone(),
+                        available: batch.schema().fields().iter().map(|f| f.name().clone()).collect(),
+                    });
+                }
+            },
+            Expr::Literal(v) => Datum { array: v.to_array(), scalar: true },
+            Expr::Binary { op, left, right } => {
+                let (l, r) = (left.eval(batch)?, right.eval(batch)?);
+                let scalar = l.scalar && r.scalar;
+                let (lt, rt) = (l.array.data_type().clone(), r.array.data_type().clone());
+                let array: ArrayRef = if op.is_arithmetic() {
+                    let target = if *op == BinaryOp::Div {
+                        DataType::Float64
+                    } else {
+                        comparable(&lt, &rt).unwrap_or(DataType::Float64)
+                    };
+                    let (l, r) = (l.cast(&target)?, r.cast(&target)?);
+                    match op {
+                        BinaryOp::Add => numeric::add_wrapping(&l.datum(), &r.datum()),
+                        BinaryOp::Sub => numeric::sub_wrapping(&l.datum(), &r.datum()),
+                        BinaryOp::Mul => numeric::mul_wrapping(&l.datum(), &r.datum()),
+                        BinaryOp::Div => numeric::div(&l.datum(), &r.datum()),
+                        _ => numeric::rem(&l.datum(), &r.datum()),
+                    }
+                    .map_err(fail)?
+                } else if op.is_comparison() {
+                    let target =
+                        comparable(&lt, &rt).ok_or_else(|| type_error(op.symbol(), right, &rt, "not comparable"))?;
+                    let (l, r) = (l.cast(&target)?.nan_as_null()?, r.cast(&target)?.nan_as_null()?);
+                    let (ld, rd) = (l.datum(), r.datum());
+                    let result = match op {
+                        BinaryOp::Eq => cmp::eq(&ld, &rd),
+                        BinaryOp::Ne => cmp::neq(&ld, &rd),
+                        BinaryOp::Lt => cmp::lt(&ld, &rd),
+                        BinaryOp::Le => cmp::lt_eq(&ld, &rd),
+                        BinaryOp::Gt => cmp::gt(&ld, &rd),
+                        _ => cmp::gt_eq(&ld, &rd),
+                    }
+                    .map_err(fail)?;
+                    Arc::new(fill_missing(&result, *op == BinaryOp::Ne))
+                } else {
+                    let (lb, rb) = (l.expand(batch.num_rows())?, r.expand(batch.num_rows())?);
+                    let (lb, rb) = (as_bool(&lb, left)?, as_bool(&rb, right)?);
+                    Arc::new(if *op == BinaryOp::And { and_kleene(lb, rb) } else { or_kleene(lb, rb) }.map_err(fail)?)
+                };
+                Datum { array, scalar }
+            }
+            Expr::Not(e) => {
+                let v = e.eval(batch)?;
+                Datum { array: Arc::new(not(as_bool(&v.array, e)?).map_err(fail)?), scalar: v.scalar }
+            }
+            Expr::Neg(e) => {
+                let v = e.eval(batch)?;
+                Datum { array: numeric::neg_wrapping(&v.array).map_err(fail)?, scalar: v.scalar }
+            }
+            Expr::Abs(e) => {
+                let v = e.eval(batch)?;
+                let zero = Datum { array: Scalar::Int(0).to_array(), scalar: true }.cast(v.array.data_type())?;
+                let negative = cmp::lt(&v.array, &zero.datum()).map_err(fail)?;
+                let negated = numeric::neg_wrapping(&v.array).map_err(fail)?;
+                Datum { array: zip(&negative, &negated, &v.array).map_err(fail)?, scalar: v.scalar }
+            }
+            Expr::IsNull(e) | Expr::IsNotNull(e) => {
+                let v = e.eval(batch)?.nan_as_null()?;
+                let nulls = if matches!(self, Expr::IsNull(_)) { is_null(&v.array) } else { is_not_null(&v.array) };
+                Datum { array: Arc::new(nulls.map_err(fail)?), scalar: v.scalar }
+            }
+            Expr::FillNull { expr, value } => {
+                let v = expr.eval(batch)?.nan_as_null()?;
+                let target = match comparable(v.array.data_type(), &value.data_type()) {
+                    Some(_) if is_numeric(v.array.data_type()) && is_numeric(&value.data_type()) => {
+                        numeric_common(v.array.data_type(), &value.data_type())
+                    }
+                    _ => v.array.data_type().clone(),
+                };
+                let present = is_not_null(&v.array).map_err(fail)?;
+                let v = v.cast(&target)?;
+                let fill = Datum { array: value.to_array(), scalar: true }.cast(&target)?;
+                Datum { array: zip(&present, &v.datum(), &fill.datum()).map_err(fail)?, scalar: v.scalar }
+            }
+            Expr::Cast { expr, to } => expr.eval(batch)?.cast(&to.arrow())?,
+            Expr::Between { expr, low, high } => {
+                let low =
+                    Expr::Binary { op: BinaryOp::Ge, left: expr.clone(), right: Box::new(Expr::Literal(low.clone())) };
+                let high =
+                    Expr::Binary { op: BinaryOp::Le, left: expr.clone(), right: Box::new(Expr::Literal(high.clone())) };
+                Expr::Binary { op: BinaryOp::And, left: Box::new(low), right: Box::new(high) }.eval(batch)?
+            }
+            Expr::Clip { expr, lower, upper } => {
+                let v = expr.eval(batch)?;
+                let mut target = v.array.data_type().clone();
+                for bound in [lower, upper].into_iter().flatten() {
+                    target = numeric_common(&target, &bound.data_type());
+                }
+                let mut v = v.cast(&target)?;
+                for (bound, below) in [(lower, true), (upper, false)] {
+                    let Some(bound) = bound else { continue };
+                    let b = Datum { array: bound.to_array(), scalar: true }.cast(&target)?;
+                    // A missing (or NaN) value compares as missing, and `zip` keeps it.
+                    let values = v.clone().nan_as_null()?;
+                    let outside =
+                        if below { cmp::lt(&values.datum(), &b.datum()) } else { cmp::gt(&values.datum(), &b.datum()) }
+                            .map_err(fail)?;
+                    v = Datum { array: zip(&outside, &b.datum(), &v.datum()).map_err(fail)?, scalar: v.scalar };
+                }
+                v
+            }
+            Expr::IsIn { expr, values } => {
+                let v = expr.eval(batch)?.nan_as_null()?;
+                let mut found = BooleanArray::from(vec![false; v.array.len()]);
+                for value in values.iter().filter(|value| !value.is_null()) {
+                    let target = comparable(v.array.data_type(), &value.data_type())
+                        .ok_or_else(|| type_error("isin", expr, v.array.data_type(), "not comparable"))?;
+                    let (l, r) = (v.cast(&target)?, Datum { array: value.to_array(), scalar: true }.cast(&target)?);
+                    let equal = fill_missing(&cmp::eq(&l.datum(), &r.datum()).map_err(fail)?, false);
+                    found = arrow::compute::or(&found, &equal).map_err(fail)?;
+                }
+                Datum { array: Arc::new(found), scalar: v.scalar }
+            }
+            Expr::DatePart { expr, field } => {
+                let v = expr.eval(batch)?;
+                Datum { array: arrow::compute::date_part(&v.array, field.part()).map_err(fail)?, scalar: v.scalar }
+            }
+            Expr::Alias { expr, .. } => expr.eval(batch)?,
+        })
+    }
+}
+
+/// An intermediate value: a full column, or a literal of length one that kernels broadcast.
+#[derive(Clone)]
+struct Datum {
+    array: ArrayRef,
+    scalar: bool,
+}
+
+impl Datum {
+    fn array(array: ArrayRef) -> Datum {
+        Datum { array, scalar: false }
+    }
+
+    fn datum(&self) -> DatumRef<'_> {
+        DatumRef(self)
+    }
+
+    fn cast(&self, to: &DataType) -> Result<Datum> {
+        if self.array.data_type() == to {
+            return Ok(Datum { array: self.array.clone(), scalar: self.scalar });
+        }
+        let options = CastOptions { safe: false, ..Default::default() };
+        let array = cast_with_options(&self.array, to, &options)
+            .map_err(|e| DataFrameError::compute(format!("converting {} to {to}", self.array.data_type()), e))?;
+        Ok(Datum { array, scalar: self.scalar })
+    }
+
+    /// NaN made missing: pandas treats NaN as a missing value (comparisons false, `isna`
+    /// true, filled by `fillna`), while Arrow orders NaN above every number.
+    fn nan_as_null(self) -> Result<Datum> {
+        use arrow::datatypes::{Float32Type, Float64Type};
+        let nan: BooleanArray = match self.array.data_type() {
+            DataType::Float64 => {
+                self.array.as_primitive::<Float64Type>().iter().map(|v| Some(v.is_some_and(f64::is_nan))).collect()
+            }
+            DataType::Float32 => {
+                self.array.as_primitive::<Float32Type>().iter().map(|v| Some(v.is_some_and(f32::is_nan))).collect()
+            }
+            _ => return Ok(self),
+        };
+        if nan.true_count() == 0 {
+            return Ok(self);
+        }
+        let array = arrow::compute::nullif(&self.array, &nan)
+            .map_err(|e| DataFrameError::compute("treating NaN as missing", e))?;
+        Ok(Datum { array, scalar: self.scalar })
+    }
+
+    fn expand(&self, rows: usize) -> Result<ArrayRef> {
+        if self.scalar { broadcast(&self.array, rows) } else { Ok(self.array.clone()) }
+    }
+}
+
+struct DatumRef<'a>(&'a Datum);
+
+impl arrow::array::Datum for DatumRef<'_> {
+    fn get(&self) -> (&dyn Array, bool) {
+        (self.0.array.as_ref(), self.0.scalar)
+    }
+}
+
+/// A one-value array repeated `rows` times.
+fn broadcast(array: &ArrayRef, rows: usize) -> Result<ArrayRef> {
+    let indices = UInt32Array::from(vec![0u32; rows]);
+    arrow::compute::take(array, &indices, None).map_err(|e| DataFrameError::compute("broadcasting a literal", e))
+}
+
+/// Missing results replaced by `value`: pandas compares NaN as unequal to everything.
+fn fill_missing(mask: &BooleanArray, value: bool) -> BooleanArray {
+    if mask.null_count() == 0 {
+        return mask.clone();
+    }
+    mask.iter().map(|v| Some(v.unwrap_or(value))).collect()
+}
+
+fn as_bool<'a>(array: &'a ArrayRef, expr: &Expr) -> Result<&'a BooleanArray> {
+    array
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| type_error("boolean logic", expr, array.data_type(), "a boolean is needed"))
+}

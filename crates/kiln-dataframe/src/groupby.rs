@@ -1,0 +1,218 @@
+//! `groupby(...).agg(...)`: keys (columns or series of the frame) and named aggregations,
+//! computed as a tree reduction of partial aggregates (see [`crate::agg`]). The result is a
+//! one-partition frame sorted by the keys, with the keys as ordinary columns (pandas'
+//! `as_index=False`).
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema};
+use kiln_graph::unique_token;
+
+use crate::agg::{AggFunc, AggItem, AggSpec};
+use crate::error::{DataFrameError, Result};
+use crate::expr::Expr;
+use crate::frame::DataFrame;
+use crate::lower::SerdeSchema;
+use crate::plan::{Divisions, Frame, Source, Steps};
+use crate::series::Series;
+
+/// How many partial results one combine task merges (Dask's `split_every`).
+pub const DEFAULT_SPLIT_EVERY: usize = 8;
+
+/// A group-by key: a column by name, or a series of the frame (`df.col("ts").dt().hour()`),
+/// whose output column takes the series' name.
+#[derive(Clone)]
+pub enum GroupKey {
+    /// A column.
+    Column(String),
+    /// A series of the same frame.
+    Series(Series),
+}
+
+impl From<&str> for GroupKey {
+    fn from(name: &str) -> Self {
+        GroupKey::Column(name.to_string())
+    }
+}
+
+impl From<String> for GroupKey {
+    fn from(name: String) -> Self {
+        GroupKey::Column(name)
+    }
+}
+
+impl From<&Series> for GroupKey {
+    fn from(s: &Series) -> Self {
+        GroupKey::Series(s.clone())
+    }
+}
+
+impl From<Series> for GroupKey {
+    fn from(s: Series) -> Self {
+        GroupKey::Series(s)
+    }
+}
+
+/// What an aggregation reads.
+#[derive(Clone)]
+enum AggInput {
+    Column(String),
+    Series(Series),
+    Rows,
+}
+
+/// One named aggregation (pandas' named aggregation `total=("value", "sum")` is
+/// `Agg::sum("value").alias("total")`). Without an alias the output is named after the column
+/// (`size` for [`Agg::size`]).
+#[derive(Clone)]
+pub struct Agg {
+    func: AggFunc,
+    input: AggInput,
+    alias: Option<String>,
+}
+
+impl Agg {
+    fn column(func: AggFunc, column: &str) -> Agg {
+        Agg { func, input: AggInput::Column(column.to_string()), alias: None }
+    }
+
+    /// `func` of a series of the frame.
+    pub fn of(func: AggFunc, series: &Series) -> Agg {
+        Agg { func, input: AggInput::Series(series.clone()), alias: None }
+    }
+
+    /// The sum of a column.
+    pub fn sum(column: &str) -> Agg {
+        Agg::column(AggFunc::Sum, column)
+    }
+    /// The count of present values of a column.
+    pub fn count(column: &str) -> Agg {
+        Agg::column(AggFunc::Count, column)
+    }
+    /// The mean of a column.
+    pub fn mean(column: &str) -> Agg {
+        Agg::column(AggFunc::Mean, column)
+    }
+    /// The minimum of a column.
+    pub fn min(column: &str) -> Agg {
+        Agg::column(AggFunc::Min, column)
+    }
+    /// The maximum of a column.
+    pub fn max(column: &str) -> Agg {
+        Agg::column(AggFunc::Max, column)
+    }
+    /// The sample variance of a column (`ddof = 1`).
+    pub fn var(column: &str) -> Agg {
+        Agg::column(AggFunc::Var { ddof: 1 }, column)
+    }
+    /// The sample standard deviation of a column (`ddof = 1`).
+    pub fn std(column: &str) -> Agg {
+        Agg::column(AggFunc::Std { ddof: 1 }, column)
+    }
+    /// The number of rows of each group.
+    pub fn size() -> Agg {
+        Agg { func: AggFunc::Size, input: AggInput::Rows, alias: None }
+    }
+
+    /// Names the output column.
+    pub fn alias(mut self, name: &str) -> Agg {
+        self.alias = Some(name.to_string());
+        self
+    }
+}
+
+/// A grouping of a frame's rows, waiting for its aggregations.
+pub struct GroupBy {
+    frame: Arc<Frame>,
+    keys: Vec<(String, Expr)>,
+    split_every: usize,
+}
+
+impl GroupBy {
+    pub(crate) fn new(frame: Arc<Frame>, keys: Vec<GroupKey>) -> Result<GroupBy> {
+        let mut named = Vec::with_capacity(keys.len());
+        for key in keys {
+            let (name, expr) = match key {
+                GroupKey::Column(c) => (c.clone(), Expr::Column(c)),
+                GroupKey::Series(s) => (s.name(), s.expr_for(&frame, "groupby")?),
+            };
+            expr.data_type(&frame.schema)?;
+            if named.iter().any(|(n, _): &(String, Expr)| *n == name) {
+                return Err(DataFrameError::InvalidArgument(format!("group key {name:?} appears twice; rename one")));
+            }
+            named.push((name, expr));
+        }
+        Ok(GroupBy { frame, keys: named, split_every: DEFAULT_SPLIT_EVERY })
+    }
+
+    /// Merges this many partial results per task of the reduction tree (default 8).
+    pub fn split_every(mut self, split_every: usize) -> GroupBy {
+        self.split_every = split_every.max(2);
+        self
+    }
+
+    /// The aggregations, one output column each after the key columns; one row per group with
+    /// a present key, sorted by the keys.
+    ///
+    /// # Errors
+    /// [`DataFrameError::ColumnNotFound`] for a missing column, [`DataFrameError::TypeMismatch`]
+    /// for a function that does not apply to the column's type (a sum of strings),
+    /// [`DataFrameError::InvalidArgument`] for no aggregation or two outputs of one name.
+    pub fn agg(&self, aggs: impl IntoIterator<Item = Agg>) -> Result<DataFrame> {
+        let schema = &self.frame.schema;
+        let mut fields: Vec<Field> = Vec::new();
+        for (name, expr) in &self.keys {
+            fields.push(Field::new(name, expr.data_type(schema)?, true));
+        }
+        let mut items = Vec::new();
+        for agg in aggs {
+            let (input, default_name) = match &agg.input {
+                AggInput::Column(c) => (Expr::Column(c.clone()), c.clone()),
+                AggInput::Series(s) => (s.expr_for(&self.frame, agg.func.name())?, s.name()),
+                AggInput::Rows => (Expr::Literal(crate::Scalar::Int(1)), "size".to_string()),
+            };
+            let input_type = input.data_type(schema)?;
+            let output_type = agg.func.output_type(&input_type).ok_or_else(|| DataFrameError::TypeMismatch {
+                operation: agg.func.name().to_string(),
+                expression: input.to_string(),
+                found: input_type.clone(),
+                expected: match agg.func {
+                    AggFunc::Min | AggFunc::Max => "numbers, strings, booleans or dates are needed".into(),
+                    _ => "numbers or booleans are needed".into(),
+                },
+            })?;
+            let name = agg.alias.clone().unwrap_or(default_name);
+            if fields.iter().any(|f| *f.name() == name) {
+                return Err(DataFrameError::InvalidArgument(format!(
+                    "output column {name:?} appears twice; name the aggregations with .alias(...)"
+                )));
+            }
+            fields.push(Field::new(&name, output_type, true));
+            items.push(AggItem { name, func: agg.func, input });
+        }
+        if items.is_empty() {
+            return Err(DataFrameError::InvalidArgument("agg needs at least one aggregation".into()));
+        }
+        let output = Arc::new(Schema::new(fields));
+        let spec = AggSpec { keys: self.keys.clone(), aggs: items, output: SerdeSchema(output.clone()) };
+        let source = Source::Aggregate { input: self.frame.clone(), spec, split_every: self.split_every };
+        Ok(DataFrame {
+            frame: Arc::new(Frame {
+                source: Arc::new(source),
+                token: unique_token(),
+                steps: Steps::default(),
+                schema: output,
+                divisions: Divisions::Unknown,
+                index: None,
+            }),
+        })
+    }
+
+    /// The number of rows of each group, in a column `size` (pandas' `groupby(...).size()`).
+    ///
+    /// # Errors
+    /// As [`GroupBy::agg`].
+    pub fn size(&self) -> Result<DataFrame> {
+        self.agg([Agg::size()])
+    }
+}

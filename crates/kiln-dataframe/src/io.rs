@@ -1,0 +1,263 @@
+//! Reading and writing partitions: CSV and Parquet files through [`crate::storage`], and the
+//! options of `read_csv`. Plan-time work (listing, schema inference) and task-time work
+//! (reading one file) both live here so they agree on every detail.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataFrameError, Result};
+use crate::scalar::DType;
+use crate::storage::{Storage, StorageFile, storage_for};
+
+/// How `read_csv` parses files (pandas' `read_csv` keywords of the same names).
+///
+/// ```
+/// use kiln_dataframe::{CsvOptions, DType};
+/// let options = CsvOptions::default().dtype("passengers", DType::Float64).parse_dates(["pickup"]);
+/// assert_eq!(options.delimiter, b',');
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CsvOptions {
+    /// The field separator (`sep`), `,` by default.
+    pub delimiter: u8,
+    /// Whether the first line names the columns (`header=0`); `true` by default. Without a
+    /// header the columns are named `column_1`, `column_2`, ...
+    pub has_header: bool,
+    /// How many rows of the first file the schema is inferred from (`sample` in Dask).
+    pub sample_rows: usize,
+    /// Types given explicitly, overriding inference (`dtype=`).
+    pub dtypes: Vec<(String, DType)>,
+    /// Columns parsed as timestamps (`parse_dates=`). Other columns that look like dates stay
+    /// strings, as in pandas.
+    pub parse_dates: Vec<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions { delimiter: b',', has_header: true, sample_rows: 1000, dtypes: Vec::new(), parse_dates: Vec::new() }
+    }
+}
+
+impl CsvOptions {
+    /// Reads `column` as `dtype` instead of the inferred type.
+    pub fn dtype(mut self, column: impl Into<String>, dtype: DType) -> Self {
+        self.dtypes.push((column.into(), dtype));
+        self
+    }
+
+    /// Parses these columns as timestamps (nanoseconds, no time zone).
+    pub fn parse_dates<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.parse_dates.extend(columns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Uses `delimiter` between fields.
+    pub fn delimiter(mut self, delimiter: u8) -> Self {
+        self.delimiter = delimiter;
+        self
+    }
+
+    /// Whether the first line is a header.
+    pub fn has_header(mut self, has_header: bool) -> Self {
+        self.has_header = has_header;
+        self
+    }
+
+    /// Infers the schema from this many rows of the first file.
+    pub fn sample_rows(mut self, rows: usize) -> Self {
+        self.sample_rows = rows.max(1);
+        self
+    }
+}
+
+/// The files `pattern` names, through its storage.
+pub(crate) fn list_files(pattern: &str) -> Result<Vec<String>> {
+    let files = storage_for(pattern)?.list(pattern)?;
+    if files.is_empty() {
+        return Err(DataFrameError::NoFiles { pattern: pattern.to_string() });
+    }
+    Ok(files)
+}
+
+fn is_gzip(path: &str) -> bool {
+    path.ends_with(".gz")
+}
+
+/// The file's bytes as text: decompressed when its name ends in `.gz`.
+fn csv_bytes(storage: &dyn Storage, path: &str, limit: Option<u64>) -> Result<Vec<u8>> {
+    if is_gzip(path) {
+        let raw = storage.read(path)?;
+        let mut out = Vec::new();
+        let mut decoder = flate2::read::GzDecoder::new(raw.as_slice());
+        let result = match limit {
+            Some(limit) => (&mut decoder).take(limit).read_to_end(&mut out),
+            None => decoder.read_to_end(&mut out),
+        };
+        result.map_err(|e| DataFrameError::Io { path: path.to_string(), message: format!("gzip: {e}") })?;
+        Ok(out)
+    } else {
+        match limit {
+            Some(limit) => {
+                let size = storage.size(path)?;
+                storage.read_range(path, 0..size.min(limit))
+            }
+            None => storage.read(path),
+        }
+    }
+}
+
+/// The schema of a CSV dataset: inferred from the first file's first rows, dates left as
+/// strings unless asked for, explicit types applied.
+pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result<SchemaRef> {
+    let storage = storage_for(first_file)?;
+    // Enough bytes for the sample; cut at the last full line so a row cut in half cannot
+    // change an inferred type.
+    let mut sample = csv_bytes(storage.as_ref(), first_file, Some(1 << 20))?;
+    if let Some(end) = sample.iter().rposition(|&b| b == b'\n') {
+        sample.truncate(end + 1);
+    }
+    let format =
+        arrow::csv::reader::Format::default().with_header(options.has_header).with_delimiter(options.delimiter);
+    let (schema, _) = format
+        .infer_schema(sample.as_slice(), Some(options.sample_rows))
+        .map_err(|e| DataFrameError::Csv { path: first_file.to_string(), message: e.to_string() })?;
+    for name in options.dtypes.iter().map(|(n, _)| n).chain(&options.parse_dates) {
+        if schema.field_with_name(name).is_err() {
+            return Err(DataFrameError::ColumnNotFound {
+                column: name.clone(),
+                available: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            });
+        }
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let name = field.name();
+            let data_type = if let Some((_, dtype)) = options.dtypes.iter().rev().find(|(n, _)| n == name) {
+                dtype.arrow()
+            } else if options.parse_dates.contains(name) {
+                DataType::Timestamp(TimeUnit::Nanosecond, None)
+            } else {
+                match field.data_type() {
+                    DataType::Timestamp(_, _)
+                    | DataType::Date32
+                    | DataType::Date64
+                    | DataType::Time32(_)
+                    | DataType::Time64(_) => DataType::Utf8,
+                    DataType::Null => DataType::Utf8,
+                    other => other.clone(),
+                }
+            };
+            Field::new(name, data_type, true)
+        })
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Reads one CSV file as one batch with the dataset's `schema`, keeping the `projection`
+/// columns (by position in the schema).
+pub(crate) fn read_csv_file(
+    path: &str,
+    schema: &SchemaRef,
+    projection: Option<&[usize]>,
+    options: &CsvOptions,
+) -> Result<RecordBatch> {
+    let storage = storage_for(path)?;
+    let bytes = csv_bytes(storage.as_ref(), path, None)?;
+    let csv_error =
+        |e: arrow::error::ArrowError| DataFrameError::Csv { path: path.to_string(), message: e.to_string() };
+    let mut builder = arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(options.has_header)
+        .with_delimiter(options.delimiter)
+        .with_batch_size(64 * 1024);
+    if let Some(projection) = projection {
+        builder = builder.with_projection(projection.to_vec());
+    }
+    let reader = builder.build(bytes.as_slice()).map_err(csv_error)?;
+    let out_schema = match projection {
+        Some(p) => Arc::new(schema.project(p).map_err(csv_error)?),
+        None => schema.clone(),
+    };
+    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(csv_error)?;
+    arrow::compute::concat_batches(&out_schema, &batches).map_err(csv_error)
+}
+
+/// The Arrow schema of a Parquet file (without pandas' metadata), read from its footer.
+pub(crate) fn parquet_schema(path: &str) -> Result<SchemaRef> {
+    let builder = parquet_builder(path)?;
+    Ok(plain_schema(builder.schema()))
+}
+
+fn parquet_builder(path: &str) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<StorageFile>> {
+    let storage = storage_for(path)?;
+    let size = storage.size(path)?;
+    let file = StorageFile { storage, path: path.to_string(), size };
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() })
+}
+
+/// The schema's fields, all nullable, without metadata: what a frame's schema holds.
+pub(crate) fn plain_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema.fields().iter().map(|f| Field::new(f.name(), f.data_type().clone(), true)).collect::<Vec<_>>(),
+    ))
+}
+
+/// Reads one Parquet file as one batch, only the `projection` columns (by name, in that
+/// order), checking it has the dataset's schema.
+pub(crate) fn read_parquet_file(path: &str, schema: &SchemaRef, projection: Option<&[String]>) -> Result<RecordBatch> {
+    let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
+    let builder = parquet_builder(path)?;
+    let file_schema = plain_schema(builder.schema());
+    if file_schema.fields() != schema.fields() {
+        return Err(DataFrameError::SchemaMismatch {
+            path: path.to_string(),
+            expected: schema.to_string(),
+            found: file_schema.to_string(),
+        });
+    }
+    let (builder, file_order) = match projection {
+        Some(names) => {
+            let mut indices = Vec::with_capacity(names.len());
+            for name in names {
+                indices.push(file_schema.index_of(name).map_err(|e| error(&e))?);
+            }
+            // The reader returns projected columns in file order.
+            indices.sort_unstable();
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
+            (builder.with_projection(mask), Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?))
+        }
+        None => (builder, file_schema.clone()),
+    };
+    let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| error(&e))?;
+    let batches = reader
+        .map(|b| b.and_then(|b| RecordBatch::try_new(file_order.clone(), b.columns().to_vec())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(&e))?;
+    let batch = arrow::compute::concat_batches(&file_order, &batches).map_err(|e| error(&e))?;
+    match projection {
+        Some(names) => {
+            // Put the columns in the order asked.
+            let positions =
+                names.iter().map(|n| file_order.index_of(n)).collect::<Result<Vec<_>, _>>().map_err(|e| error(&e))?;
+            batch.project(&positions).map_err(|e| error(&e))
+        }
+        None => Ok(batch),
+    }
+}
+
+/// One partition written as a Parquet file; returns the rows written.
+pub(crate) fn write_parquet_file(path: &str, batch: &RecordBatch) -> Result<u64> {
+    let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(|e| error(&e))?;
+    writer.write(batch).map_err(|e| error(&e))?;
+    writer.close().map_err(|e| error(&e))?;
+    storage_for(path)?.write(path, &bytes)?;
+    Ok(batch.num_rows() as u64)
+}

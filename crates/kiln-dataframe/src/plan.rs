@@ -1,0 +1,292 @@
+//! The logical plan: a source of partitions followed by row-wise steps, and the optimizer that
+//! prepares it for lowering (projection pushdown into the reader, pruning of unused columns,
+//! fusion of every row-wise step into the partition's one task).
+//!
+//! Row-wise steps are a persistent list shared between frames (each operation adds one node),
+//! walked and dropped iteratively, so a chain of 100,000 operations builds, lowers and drops on
+//! a small stack.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use serde::{Deserialize, Serialize};
+
+use crate::agg::AggSpec;
+use crate::expr::Expr;
+use crate::io::CsvOptions;
+use crate::scalar::Scalar;
+
+/// One row-wise step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Step {
+    /// The output columns, exactly, each an expression of the input (select, assign, rename
+    /// and drop are all projections).
+    Project(Vec<(String, Expr)>),
+    /// Keeps the rows where the predicate is true (missing counts as false).
+    Filter(Expr),
+}
+
+impl Step {
+    fn describe(&self) -> String {
+        match self {
+            Step::Project(columns) => {
+                let list: Vec<String> = columns
+                    .iter()
+                    .map(|(name, e)| match e {
+                        Expr::Column(c) if c == name => name.clone(),
+                        e => format!("{name} := {e}"),
+                    })
+                    .collect();
+                format!("project [{}]", list.join(", "))
+            }
+            Step::Filter(e) => format!("filter {e}"),
+        }
+    }
+}
+
+/// A persistent list of steps, newest first.
+#[derive(Clone, Default)]
+pub(crate) struct Steps(Option<Arc<StepNode>>);
+
+pub(crate) struct StepNode {
+    step: Step,
+    prev: Steps,
+    len: usize,
+}
+
+impl Drop for StepNode {
+    fn drop(&mut self) {
+        // Unlink iteratively: a recursive drop of a long chain would overflow the stack.
+        let mut next = self.prev.0.take();
+        while let Some(node) = next {
+            match Arc::try_unwrap(node) {
+                Ok(mut node) => next = node.prev.0.take(),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+impl Steps {
+    pub(crate) fn push(&self, step: Step) -> Steps {
+        Steps(Some(Arc::new(StepNode { step, prev: self.clone(), len: self.len() + 1 })))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |n| n.len)
+    }
+
+    fn same_node(&self, other: &Steps) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The steps, oldest first.
+    pub(crate) fn to_vec(&self) -> Vec<Step> {
+        let mut out = Vec::with_capacity(self.len());
+        let mut node = self.0.as_deref();
+        while let Some(n) = node {
+            out.push(n.step.clone());
+            node = n.prev.0.as_deref();
+        }
+        out.reverse();
+        out
+    }
+}
+
+/// Where a frame's partitions come from.
+pub(crate) enum Source {
+    /// One partition per CSV file.
+    Csv { files: Vec<String>, schema: SchemaRef, options: CsvOptions },
+    /// One partition per Parquet file.
+    Parquet { files: Vec<String>, schema: SchemaRef },
+    /// Batches held in memory, one per partition.
+    Batches { partitions: Vec<RecordBatch>, schema: SchemaRef },
+    /// The result of a group-by of another frame: one partition.
+    Aggregate { input: Arc<Frame>, spec: AggSpec, split_every: usize },
+}
+
+impl Source {
+    pub(crate) fn npartitions(&self) -> usize {
+        match self {
+            Source::Csv { files, .. } | Source::Parquet { files, .. } => files.len(),
+            Source::Batches { partitions, .. } => partitions.len(),
+            Source::Aggregate { .. } => 1,
+        }
+    }
+
+    pub(crate) fn schema(&self) -> SchemaRef {
+        match self {
+            Source::Csv { schema, .. } | Source::Parquet { schema, .. } | Source::Batches { schema, .. } => {
+                schema.clone()
+            }
+            Source::Aggregate { spec, .. } => spec.output.0.clone(),
+        }
+    }
+
+    /// A short name used in task keys.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Source::Csv { .. } => "read-csv",
+            Source::Parquet { .. } => "read-parquet",
+            Source::Batches { .. } => "from-batches",
+            Source::Aggregate { .. } => "groupby",
+        }
+    }
+
+    fn describe(&self, projection: Option<&[String]>) -> String {
+        let columns = match projection {
+            Some(p) => format!("columns [{}]", p.join(", ")),
+            None => format!("all {} columns", self.schema().fields().len()),
+        };
+        match self {
+            Source::Csv { files, .. } => format!("read_csv {} file(s), {columns}", files.len()),
+            Source::Parquet { files, .. } => format!("read_parquet {} file(s), {columns}", files.len()),
+            Source::Batches { partitions, .. } => format!("from_batches {} partition(s), {columns}", partitions.len()),
+            Source::Aggregate { spec, .. } => {
+                let keys: Vec<&str> = spec.keys.iter().map(|(n, _)| n.as_str()).collect();
+                let aggs: Vec<String> =
+                    spec.aggs.iter().map(|a| format!("{} := {}({})", a.name, a.func.name(), a.input)).collect();
+                format!("groupby [{}] agg [{}], {columns}", keys.join(", "), aggs.join(", "))
+            }
+        }
+    }
+}
+
+/// Whether a frame's partitions are known to be sorted by its index, with the boundaries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Divisions {
+    /// Nothing is known about how rows are spread over partitions.
+    Unknown,
+    /// `npartitions + 1` sorted boundaries of the index column: partition `i` holds the index
+    /// values in `[b[i], b[i+1])` (the last one including its upper end), as in Dask.
+    Known(Vec<Scalar>),
+}
+
+/// A frame's logical plan and what is known about its output.
+pub(crate) struct Frame {
+    pub(crate) source: Arc<Source>,
+    /// Distinguishes sources with equal descriptions (in-memory batches, re-read files).
+    pub(crate) token: u128,
+    pub(crate) steps: Steps,
+    pub(crate) schema: SchemaRef,
+    pub(crate) divisions: Divisions,
+    pub(crate) index: Option<String>,
+}
+
+/// A frame prepared for lowering: the source read with a projection, the steps that remain.
+pub(crate) struct Optimized {
+    /// Source columns to read, in this order (`None`: all).
+    pub(crate) projection: Option<Vec<String>>,
+    pub(crate) steps: Vec<Step>,
+}
+
+impl Frame {
+    /// Pushes the columns needed downstream (`needed`: `None` for all of the frame's columns)
+    /// into the reader, dropping projected columns nobody reads.
+    pub(crate) fn optimize(&self, needed: Option<Vec<String>>) -> Optimized {
+        let steps = self.steps.to_vec();
+        let mut needed = needed;
+        let mut kept = Vec::with_capacity(steps.len());
+        for step in steps.into_iter().rev() {
+            match step {
+                Step::Project(columns) => {
+                    let columns: Vec<(String, Expr)> = match &needed {
+                        None => columns,
+                        Some(wanted) => columns.into_iter().filter(|(name, _)| wanted.contains(name)).collect(),
+                    };
+                    let mut reads = Vec::new();
+                    for (_, e) in &columns {
+                        e.columns_into(&mut reads);
+                    }
+                    needed = Some(reads);
+                    kept.push(Step::Project(columns));
+                }
+                Step::Filter(predicate) => {
+                    if let Some(wanted) = &mut needed {
+                        predicate.columns_into(wanted);
+                    }
+                    kept.push(Step::Filter(predicate));
+                }
+            }
+        }
+        kept.reverse();
+        let source_schema = self.source.schema();
+        let projection = needed.map(|wanted| {
+            // Source order keeps reads sequential; an empty projection still needs one column
+            // to carry the row count.
+            let mut in_order: Vec<String> =
+                source_schema.fields().iter().map(|f| f.name().clone()).filter(|n| wanted.contains(n)).collect();
+            if in_order.is_empty() {
+                in_order.extend(source_schema.fields().first().map(|f| f.name().clone()));
+            }
+            in_order
+        });
+        let projection = projection.filter(|p| p.len() < source_schema.fields().len());
+        Optimized { projection, steps: kept }
+    }
+
+    /// Whether `expr`, written against `origin`, computes the same rows in this frame: this
+    /// frame is `origin` plus projections that pass every column `expr` reads through unchanged
+    /// (so `df.assign(a=..).assign(b=df.x)` works as in pandas), with no filter in between.
+    pub(crate) fn accepts(self: &Arc<Frame>, origin: &Arc<Frame>, expr: &Expr) -> bool {
+        if Arc::ptr_eq(self, origin) {
+            return true;
+        }
+        if !Arc::ptr_eq(&self.source, &origin.source) || self.token != origin.token {
+            return false;
+        }
+        let mut reads = Vec::new();
+        expr.columns_into(&mut reads);
+        let mut node = &self.steps;
+        while !node.same_node(&origin.steps) {
+            let Some(n) = node.0.as_deref() else { return false };
+            match &n.step {
+                Step::Filter(_) => return false,
+                Step::Project(columns) => {
+                    let passes = |c: &String| {
+                        columns.iter().any(|(name, e)| name == c && matches!(e, Expr::Column(src) if src == c))
+                    };
+                    if !reads.iter().all(passes) {
+                        return false;
+                    }
+                }
+            }
+            node = &n.prev;
+        }
+        true
+    }
+
+    /// The plan as written and as it will run.
+    pub(crate) fn explain(&self, needed: Option<Vec<String>>) -> String {
+        let mut out = String::new();
+        let npartitions = self.source.npartitions();
+        let _ = writeln!(out, "logical plan ({npartitions} partitions):");
+        let _ = writeln!(out, "  {}", self.source.describe(None));
+        for step in self.steps.to_vec() {
+            let _ = writeln!(out, "  {}", step.describe());
+        }
+        let optimized = self.optimize(needed);
+        let _ = writeln!(out, "optimized plan (one task per partition, steps fused):");
+        let _ = writeln!(out, "  {}", self.source.describe(optimized.projection.as_deref()));
+        for step in &optimized.steps {
+            let _ = writeln!(out, "  {}", step.describe());
+        }
+        if let Source::Aggregate { input, spec, split_every } = self.source.as_ref() {
+            let _ = writeln!(
+                out,
+                "group-by input ({} partitions, partial aggregation fused into each, combined {split_every} at a time):",
+                input.source.npartitions()
+            );
+            for line in input.explain(Some(spec.columns_read())).lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,315 @@
+//! The collections that compute something other than a whole frame: reductions to one value,
+//! the length, the first rows, files written; and the `Collection` impls of `DataFrame` and
+//! `Series`.
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, TaskId, Value};
+
+use crate::agg::AggFunc;
+use crate::error::{DataFrameError, Result};
+use crate::frame::DataFrame;
+use crate::groupby::{Agg, DEFAULT_SPLIT_EVERY, GroupBy};
+use crate::lower::{Terminal, lower_frame};
+use crate::plan::Step;
+use crate::scalar::Scalar;
+use crate::series::Series;
+
+fn invalid(e: &DataFrameError) -> GraphError {
+    GraphError::invalid("dataframe", e.clone())
+}
+
+fn result_error(graph: &Graph, id: TaskId, expected: &'static str, found: &'static str) -> ComputeError {
+    ComputeError::ResultType { key: graph.key(id).clone(), expected, found }
+}
+
+fn batch_of<'a>(graph: &Graph, id: TaskId, value: &'a Value) -> std::result::Result<&'a RecordBatch, ComputeError> {
+    value.downcast_ref::<RecordBatch>().map_err(|m| result_error(graph, id, m.expected, m.found))
+}
+
+/// Partitions concatenated into one batch with the frame's schema.
+fn concat(
+    schema: &SchemaRef,
+    graph: &Graph,
+    outputs: &[TaskId],
+    values: &[Value],
+) -> std::result::Result<RecordBatch, ComputeError> {
+    let mut parts = Vec::with_capacity(values.len());
+    for (id, value) in outputs.iter().zip(values) {
+        let batch = batch_of(graph, *id, value)?;
+        parts.push(RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| {
+            ComputeError::InvalidCollection {
+                collection: "dataframe",
+                cause: kiln_graph::error::SharedError::new(DataFrameError::compute(
+                    format!("partition {}", graph.key(*id)),
+                    e,
+                )),
+            }
+        })?);
+    }
+    arrow::compute::concat_batches(schema, &parts).map_err(|e| ComputeError::InvalidCollection {
+        collection: "dataframe",
+        cause: kiln_graph::error::SharedError::new(DataFrameError::compute("concatenating partitions", e)),
+    })
+}
+
+impl Collection for DataFrame {
+    type Output = RecordBatch;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        lower_frame(&self.frame, None, &|_| Terminal::Batch, builder)
+    }
+
+    fn output_count(&self) -> usize {
+        self.npartitions()
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<RecordBatch, ComputeError> {
+        concat(&self.frame.schema, graph, outputs, &values)
+    }
+}
+
+impl Series {
+    /// The series as a one-column frame.
+    ///
+    /// # Errors
+    /// The error the series carries.
+    pub fn to_frame(&self) -> Result<DataFrame> {
+        self.check()?;
+        let frame = DataFrame { frame: self.frame.clone() };
+        let name = self.name();
+        let dtype = self.dtype()?;
+        let schema =
+            std::sync::Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(&name, dtype, true)]));
+        Ok(frame.with_step(Step::Project(vec![(name, self.expr.clone())]), schema))
+    }
+}
+
+impl Collection for Series {
+    type Output = ArrayRef;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        self.to_frame().map_err(|e| invalid(&e))?.add_to(builder)
+    }
+
+    fn output_count(&self) -> usize {
+        self.frame.source.npartitions()
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<ArrayRef, ComputeError> {
+        let frame = self.to_frame().map_err(|e| ComputeError::InvalidCollection {
+            collection: "dataframe",
+            cause: kiln_graph::error::SharedError::new(e),
+        })?;
+        Ok(frame.assemble(graph, outputs, values)?.column(0).clone())
+    }
+}
+
+/// A reduction of a series to one value (`df.col("x").sum()`), computed as a tree.
+#[derive(Clone)]
+pub struct Reduction {
+    series: Series,
+    func: AggFunc,
+    frame: Result<DataFrame>,
+}
+
+impl Reduction {
+    pub(crate) fn of(series: &Series, func: AggFunc) -> Reduction {
+        Reduction::with_split_every(series, func, DEFAULT_SPLIT_EVERY)
+    }
+
+    fn with_split_every(series: &Series, func: AggFunc, split_every: usize) -> Reduction {
+        let frame = series.check().and_then(|()| {
+            let group = GroupBy::new(series.frame.clone(), Vec::new())?.split_every(split_every);
+            group.agg([Agg::of(func, series).alias("value")])
+        });
+        Reduction { series: series.clone(), func, frame }
+    }
+
+    /// The same reduction combining `split_every` partial results per task (default 8).
+    pub fn split_every(&self, split_every: usize) -> Reduction {
+        Reduction::with_split_every(&self.series, self.func, split_every)
+    }
+
+    /// Ok when the reduction is valid, else its error (a sum of strings, ...).
+    ///
+    /// # Errors
+    /// The carried error.
+    pub fn check(&self) -> Result<()> {
+        self.frame.as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    /// The one-row frame holding the value (to combine with other frames' plans).
+    ///
+    /// # Errors
+    /// The carried error.
+    pub fn to_frame(&self) -> Result<DataFrame> {
+        self.frame.clone()
+    }
+}
+
+impl Collection for Reduction {
+    type Output = Scalar;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        self.frame.as_ref().map_err(invalid)?.add_to(builder)
+    }
+
+    fn output_count(&self) -> usize {
+        1
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<Scalar, ComputeError> {
+        let (Some(id), Some(value)) = (outputs.first(), values.first()) else {
+            return Err(ComputeError::Internal("a reduction produced no value".into()));
+        };
+        let batch = batch_of(graph, *id, value)?;
+        Scalar::from_array(batch.column(0).as_ref(), 0).map_err(|e| ComputeError::InvalidCollection {
+            collection: "dataframe",
+            cause: kiln_graph::error::SharedError::new(e),
+        })
+    }
+}
+
+/// The number of rows of a frame (`len(df)`), counted per partition and summed as a tree.
+#[derive(Clone)]
+pub struct Length {
+    frame: Result<DataFrame>,
+}
+
+impl Collection for Length {
+    type Output = usize;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        self.frame.as_ref().map_err(invalid)?.add_to(builder)
+    }
+
+    fn output_count(&self) -> usize {
+        1
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<usize, ComputeError> {
+        let (Some(id), Some(value)) = (outputs.first(), values.first()) else {
+            return Err(ComputeError::Internal("len produced no value".into()));
+        };
+        let batch = batch_of(graph, *id, value)?;
+        match Scalar::from_array(batch.column(0).as_ref(), 0) {
+            Ok(Scalar::Int(n)) => Ok(usize::try_from(n).unwrap_or(0)),
+            _ => Err(ComputeError::Internal("len produced a non-integer".into())),
+        }
+    }
+}
+
+/// The first rows of a frame, reading only its first partitions (Dask's `head`).
+#[derive(Clone)]
+pub struct Head {
+    frame: DataFrame,
+    n: usize,
+    npartitions: usize,
+}
+
+impl Collection for Head {
+    type Output = RecordBatch;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        let n = self.n;
+        let all = lower_frame(&self.frame.frame, None, &|_| Terminal::Head(n), builder)?;
+        // Every partition's task is described; only the first ones are outputs, and culling
+        // drops the others before anything runs.
+        Ok(all.into_iter().take(self.npartitions).collect())
+    }
+
+    fn output_count(&self) -> usize {
+        self.npartitions
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<RecordBatch, ComputeError> {
+        let all = concat(&self.frame.frame.schema, graph, outputs, &values)?;
+        Ok(all.slice(0, self.n.min(all.num_rows())))
+    }
+}
+
+/// Writing a frame as a directory of Parquet files, `part.0.parquet`, `part.1.parquet`, ...
+/// (one per partition); computing it returns the rows written.
+#[derive(Clone)]
+pub struct ToParquet {
+    frame: DataFrame,
+    dir: String,
+}
+
+impl Collection for ToParquet {
+    type Output = u64;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        let dir = self.dir.trim_end_matches('/').to_string();
+        lower_frame(&self.frame.frame, None, &|i| Terminal::WriteParquet(format!("{dir}/part.{i}.parquet")), builder)
+    }
+
+    fn output_count(&self) -> usize {
+        self.frame.npartitions()
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<u64, ComputeError> {
+        let mut total = 0;
+        for (id, value) in outputs.iter().zip(&values) {
+            total += value.downcast_ref::<u64>().map_err(|m| result_error(graph, *id, m.expected, m.found))?;
+        }
+        Ok(total)
+    }
+}
+
+impl DataFrame {
+    /// The number of rows, as a collection (`len(df)` computes it).
+    pub fn len(&self) -> Length {
+        let first = self.columns().into_iter().next().unwrap_or_default();
+        let frame = GroupBy::new(self.frame.clone(), Vec::new())
+            .and_then(|g| g.agg([Agg::of(AggFunc::Size, &self.col(&first))]));
+        Length { frame }
+    }
+
+    /// The first `n` rows, computing only the first partition (Dask's default; fewer rows
+    /// come back when it is shorter).
+    pub fn head(&self, n: usize) -> Head {
+        self.head_from(n, 1)
+    }
+
+    /// The first `n` rows taken from the first `npartitions` partitions.
+    pub fn head_from(&self, n: usize, npartitions: usize) -> Head {
+        Head { frame: self.clone(), n, npartitions: npartitions.clamp(1, self.npartitions()) }
+    }
+
+    /// Writes every partition to `dir/part.N.parquet` when computed.
+    pub fn to_parquet(&self, dir: &str) -> ToParquet {
+        ToParquet { frame: self.clone(), dir: dir.to_string() }
+    }
+}

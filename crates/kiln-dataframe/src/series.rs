@@ -1,0 +1,385 @@
+//! `Series`: one column of a frame as an expression over it (`df.col("a") + 1`). Operations
+//! build a new expression, typed against the frame's schema at once; an invalid one is carried
+//! by the series and reported by every use (`check`, `filter`, `assign`, computing).
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+
+use crate::agg::AggFunc;
+use crate::error::{DataFrameError, Result};
+use crate::expr::{BinaryOp, DateField, Expr, MAX_EXPR_DEPTH};
+use crate::plan::Frame;
+use crate::reduce::Reduction;
+use crate::scalar::{DType, Scalar};
+
+/// A column of a frame, computed lazily (Dask's `dask.dataframe.Series`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{Float64Array, RecordBatch};
+/// use arrow::datatypes::{DataType, Field, Schema};
+/// use kiln_dataframe::{DataFrame, Scalar};
+/// use kiln_graph::Collection;
+///
+/// let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)]));
+/// let x = Float64Array::from(vec![Some(1.0), None, Some(3.0)]);
+/// let df = DataFrame::from_batch(RecordBatch::try_new(schema, vec![Arc::new(x)]).unwrap(), 2).unwrap();
+/// let mean = (df.col("x") * 2.0).mean();
+/// assert_eq!(mean.compute_on(&kiln_local::LocalScheduler::new()).unwrap(), Scalar::Float(4.0));
+/// assert!(df.col("nope").check().is_err());
+/// ```
+#[derive(Clone)]
+pub struct Series {
+    pub(crate) frame: Arc<Frame>,
+    pub(crate) expr: Expr,
+    pub(crate) dtype: Result<DataType>,
+}
+
+/// The right-hand side of a series operation: another series of the same frame, or a scalar.
+#[derive(Clone)]
+pub enum Operand {
+    /// A series.
+    Series(Series),
+    /// A literal.
+    Scalar(Scalar),
+}
+
+impl From<&Series> for Operand {
+    fn from(s: &Series) -> Self {
+        Operand::Series(s.clone())
+    }
+}
+
+impl From<Series> for Operand {
+    fn from(s: Series) -> Self {
+        Operand::Series(s)
+    }
+}
+
+macro_rules! operand_from_scalar {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Operand {
+            fn from(v: $t) -> Self {
+                Operand::Scalar(Scalar::from(v))
+            }
+        }
+    )*};
+}
+operand_from_scalar!(i64, i32, u32, f64, f32, bool, &str, String, Scalar);
+
+impl Series {
+    pub(crate) fn new(frame: Arc<Frame>, expr: Expr) -> Series {
+        let depth = expr.depth();
+        let dtype = if depth > MAX_EXPR_DEPTH {
+            Err(DataFrameError::ExpressionTooDeep { depth, limit: MAX_EXPR_DEPTH })
+        } else {
+            expr.data_type(&frame.schema)
+        };
+        Series { frame, expr, dtype }
+    }
+
+    fn failed(frame: Arc<Frame>, expr: Expr, error: DataFrameError) -> Series {
+        Series { frame, expr, dtype: Err(error) }
+    }
+
+    /// Ok when the series is valid; otherwise the error it carries (a missing column, a type
+    /// mismatch, ...), the same that using it reports.
+    ///
+    /// # Errors
+    /// The carried error.
+    pub fn check(&self) -> Result<()> {
+        self.dtype.as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    /// The type of the values.
+    ///
+    /// # Errors
+    /// The carried error.
+    pub fn dtype(&self) -> Result<DataType> {
+        self.dtype.clone()
+    }
+
+    /// The series' name: the column it was derived from, or the one given by [`Series::rename`].
+    pub fn name(&self) -> String {
+        self.expr.output_name()
+    }
+
+    /// The expression the series computes.
+    pub fn expr(&self) -> &Expr {
+        &self.expr
+    }
+
+    /// The same values under another name.
+    pub fn rename(&self, name: &str) -> Series {
+        let inner = match &self.expr {
+            Expr::Alias { expr, .. } => (**expr).clone(),
+            e => e.clone(),
+        };
+        self.derive(Expr::Alias { expr: Box::new(inner), name: name.to_string() })
+    }
+
+    /// This series' expression for use in `frame` (this series' frame, or one derived from it
+    /// by projections keeping the columns it reads), checked.
+    pub(crate) fn expr_for(&self, frame: &Arc<Frame>, operation: &str) -> Result<Expr> {
+        self.check()?;
+        if !frame.accepts(&self.frame, &self.expr) {
+            return Err(DataFrameError::NotAligned {
+                operation: operation.to_string(),
+                what: format!("series {}", self.name()),
+            });
+        }
+        Ok(self.expr.clone())
+    }
+
+    /// A series of the same frame computing `expr`; an error already carried wins.
+    fn derive(&self, expr: Expr) -> Series {
+        match &self.dtype {
+            Err(e) => Series::failed(self.frame.clone(), expr, e.clone()),
+            Ok(_) => Series::new(self.frame.clone(), expr),
+        }
+    }
+
+    /// `self op other`. Of two series of related frames (one derived from the other by
+    /// projections), the result belongs to the derived one.
+    pub fn binary(&self, op: BinaryOp, other: impl Into<Operand>) -> Series {
+        let operation = format!("{op:?}");
+        let (frame, left, right) = match other.into() {
+            Operand::Scalar(v) => (self.frame.clone(), Ok(self.expr.clone()), Ok(Expr::Literal(v))),
+            Operand::Series(s) if s.frame.accepts(&self.frame, &self.expr) => {
+                (s.frame.clone(), self.expr_for(&s.frame, &operation), s.expr_for(&s.frame, &operation))
+            }
+            Operand::Series(s) => {
+                (self.frame.clone(), self.expr_for(&self.frame, &operation), s.expr_for(&self.frame, &operation))
+            }
+        };
+        match (left, right) {
+            (Ok(left), Ok(right)) => {
+                Series::new(frame, Expr::Binary { op, left: Box::new(left), right: Box::new(right) })
+            }
+            (Err(e), _) | (_, Err(e)) => Series::failed(frame, self.expr.clone(), e),
+        }
+    }
+
+    /// `self == other` (missing values compare unequal).
+    pub fn eq(&self, other: impl Into<Operand>) -> Series {
+        self.binary(BinaryOp::Eq, other)
+    }
+    /// `self != other` (true where either side is missing, as in pandas).
+    pub fn ne(&self, other: impl Into<Operand>) -> Series {
+        self.binary(BinaryOp::Ne, other)
+    }
+    /// `self < other`.
+    pub fn lt(&self, other: impl Into<Operand>) -> Series {
+        self.binary(BinaryOp::Lt, other)
+    }
+    /// `self <= other`.
+    pub fn le(&self, other: impl Into<Operand>) -> Series {
+        self.binary(BinaryOp::Le, other)
+    }
+    /// `self > other`.
+    pub fn gt(&self, other: impl Into<Operand>) -> Series {
+        self.binary(BinaryOp::Gt, other)
+    }
+    /// `self >= other`.
+    pub fn ge(&self, other: impl Into<Operand>) -> Series {
+        self.binary(BinaryOp::Ge, other)
+    }
+
+    /// Whether each value is missing (pandas' `isna`).
+    pub fn isna(&self) -> Series {
+        self.derive(Expr::IsNull(Box::new(self.expr.clone())))
+    }
+
+    /// Whether each value is present (pandas' `notna`).
+    pub fn notna(&self) -> Series {
+        self.derive(Expr::IsNotNull(Box::new(self.expr.clone())))
+    }
+
+    /// Missing values replaced by `value`; an integer series filled with a float becomes float.
+    pub fn fillna(&self, value: impl Into<Scalar>) -> Series {
+        self.derive(Expr::FillNull { expr: Box::new(self.expr.clone()), value: value.into() })
+    }
+
+    /// The values converted to `dtype`; a value that does not convert fails the computation
+    /// (pandas raises too).
+    pub fn astype(&self, dtype: DType) -> Series {
+        self.derive(Expr::Cast { expr: Box::new(self.expr.clone()), to: dtype })
+    }
+
+    /// Absolute values.
+    pub fn abs(&self) -> Series {
+        self.derive(Expr::Abs(Box::new(self.expr.clone())))
+    }
+
+    /// Whether each value is within `[low, high]` (pandas' `between`, both ends included).
+    pub fn between(&self, low: impl Into<Scalar>, high: impl Into<Scalar>) -> Series {
+        self.derive(Expr::Between { expr: Box::new(self.expr.clone()), low: low.into(), high: high.into() })
+    }
+
+    /// Values limited to `[lower, upper]` (pandas' `clip`; `None` leaves that side open).
+    pub fn clip(&self, lower: Option<Scalar>, upper: Option<Scalar>) -> Series {
+        self.derive(Expr::Clip { expr: Box::new(self.expr.clone()), lower, upper })
+    }
+
+    /// Whether each value is one of `values` (a missing value never is).
+    pub fn isin<V: Into<Scalar>>(&self, values: impl IntoIterator<Item = V>) -> Series {
+        self.derive(Expr::IsIn {
+            expr: Box::new(self.expr.clone()),
+            values: values.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// Date and time fields of a timestamp or date series (pandas' `.dt`).
+    pub fn dt(&self) -> DateTimeFields<'_> {
+        DateTimeFields { series: self }
+    }
+
+    fn reduce(&self, func: AggFunc) -> Reduction {
+        Reduction::of(self, func)
+    }
+
+    /// The sum, skipping missing values (0 when there are none).
+    pub fn sum(&self) -> Reduction {
+        self.reduce(AggFunc::Sum)
+    }
+    /// How many values are present.
+    pub fn count(&self) -> Reduction {
+        self.reduce(AggFunc::Count)
+    }
+    /// The mean of the present values.
+    pub fn mean(&self) -> Reduction {
+        self.reduce(AggFunc::Mean)
+    }
+    /// The smallest present value.
+    pub fn min(&self) -> Reduction {
+        self.reduce(AggFunc::Min)
+    }
+    /// The largest present value.
+    pub fn max(&self) -> Reduction {
+        self.reduce(AggFunc::Max)
+    }
+    /// The sample variance (`ddof = 1`, pandas' default).
+    pub fn var(&self) -> Reduction {
+        self.reduce(AggFunc::Var { ddof: 1 })
+    }
+    /// The variance with `ddof` delta degrees of freedom.
+    pub fn var_ddof(&self, ddof: u32) -> Reduction {
+        self.reduce(AggFunc::Var { ddof })
+    }
+    /// The sample standard deviation (`ddof = 1`).
+    pub fn std(&self) -> Reduction {
+        self.reduce(AggFunc::Std { ddof: 1 })
+    }
+    /// The standard deviation with `ddof` delta degrees of freedom.
+    pub fn std_ddof(&self, ddof: u32) -> Reduction {
+        self.reduce(AggFunc::Std { ddof })
+    }
+}
+
+/// The `.dt` accessor of a series: fields of its dates or timestamps, as `int32`.
+pub struct DateTimeFields<'a> {
+    series: &'a Series,
+}
+
+impl DateTimeFields<'_> {
+    fn field(&self, field: DateField) -> Series {
+        self.series.derive(Expr::DatePart { expr: Box::new(self.series.expr.clone()), field })
+    }
+    /// The year.
+    pub fn year(&self) -> Series {
+        self.field(DateField::Year)
+    }
+    /// The month, 1 to 12.
+    pub fn month(&self) -> Series {
+        self.field(DateField::Month)
+    }
+    /// The day of the month, 1 to 31.
+    pub fn day(&self) -> Series {
+        self.field(DateField::Day)
+    }
+    /// The hour, 0 to 23.
+    pub fn hour(&self) -> Series {
+        self.field(DateField::Hour)
+    }
+    /// The minute, 0 to 59.
+    pub fn minute(&self) -> Series {
+        self.field(DateField::Minute)
+    }
+    /// The second, 0 to 59.
+    pub fn second(&self) -> Series {
+        self.field(DateField::Second)
+    }
+    /// The day of the week, Monday = 0 to Sunday = 6.
+    pub fn dayofweek(&self) -> Series {
+        self.field(DateField::DayOfWeek)
+    }
+}
+
+macro_rules! arithmetic {
+    ($($trait:ident $method:ident $op:ident),*) => {$(
+        impl<T: Into<Operand>> std::ops::$trait<T> for &Series {
+            type Output = Series;
+            fn $method(self, rhs: T) -> Series {
+                self.binary(BinaryOp::$op, rhs)
+            }
+        }
+        impl<T: Into<Operand>> std::ops::$trait<T> for Series {
+            type Output = Series;
+            fn $method(self, rhs: T) -> Series {
+                self.binary(BinaryOp::$op, rhs)
+            }
+        }
+    )*};
+}
+arithmetic!(Add add Add, Sub sub Sub, Mul mul Mul, Div div Div, Rem rem Rem, BitAnd bitand And, BitOr bitor Or);
+
+impl std::ops::Not for &Series {
+    type Output = Series;
+    fn not(self) -> Series {
+        self.derive(Expr::Not(Box::new(self.expr.clone())))
+    }
+}
+
+impl std::ops::Not for Series {
+    type Output = Series;
+    fn not(self) -> Series {
+        !&self
+    }
+}
+
+impl std::ops::Neg for &Series {
+    type Output = Series;
+    fn neg(self) -> Series {
+        self.derive(Expr::Neg(Box::new(self.expr.clone())))
+    }
+}
+
+impl std::ops::Neg for Series {
+    type Output = Series;
+    fn neg(self) -> Series {
+        -&self
+    }
+}
+
+impl fmt::Display for Series {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.dtype {
+            Ok(t) => write!(
+                f,
+                "kiln Series {}: {t}, npartitions={} ({})",
+                self.name(),
+                self.frame.source.npartitions(),
+                self.expr
+            ),
+            Err(e) => write!(f, "invalid kiln Series {}: {e}", self.expr),
+        }
+    }
+}
+
+impl fmt::Debug for Series {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}

@@ -1,0 +1,140 @@
+//! Group-by against a naive single-batch implementation (a `BTreeMap` of the rows of each
+//! group) on random data with missing keys and values, random partitionings and random tree
+//! fan-ins: the partitioned tree reduction must give the same groups, in key order, with the
+//! same values.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use kiln_dataframe::{Agg, DataFrame, Scalar};
+use kiln_graph::Collection;
+use kiln_local::LocalScheduler;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+struct Row {
+    k1: Option<i64>,
+    k2: Option<String>,
+    x: Option<f64>,
+    n: Option<i64>,
+}
+
+fn row() -> impl Strategy<Value = Row> {
+    (
+        prop::option::weighted(0.9, 0i64..4),
+        prop::option::weighted(0.9, prop::sample::select(vec!["x", "y", "z"])),
+        prop::option::weighted(0.8, -100.0f64..100.0),
+        prop::option::weighted(0.8, -1000i64..1000),
+    )
+        .prop_map(|(k1, k2, x, n)| Row { k1, k2: k2.map(str::to_string), x, n })
+}
+
+fn batch(rows: &[Row]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k1", DataType::Int64, true),
+        Field::new("k2", DataType::Utf8, true),
+        Field::new("x", DataType::Float64, true),
+        Field::new("n", DataType::Int64, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(rows.iter().map(|r| r.k1).collect::<Int64Array>()),
+            Arc::new(rows.iter().map(|r| r.k2.clone()).collect::<StringArray>()),
+            Arc::new(rows.iter().map(|r| r.x).collect::<Float64Array>()),
+            Arc::new(rows.iter().map(|r| r.n).collect::<Int64Array>()),
+        ],
+    )
+    .unwrap()
+}
+
+/// What the naive implementation computes for one group, in output column order after keys.
+fn naive_group(rows: &[&Row]) -> Vec<Scalar> {
+    let xs: Vec<f64> = rows.iter().filter_map(|r| r.x).collect();
+    let ns: Vec<i64> = rows.iter().filter_map(|r| r.n).collect();
+    let count = xs.len() as f64;
+    let mean = (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / count);
+    let var = (xs.len() > 1).then(|| {
+        let m = mean.unwrap_or(0.0);
+        xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (count - 1.0)
+    });
+    let opt = |v: Option<f64>| v.map_or(Scalar::Null, Scalar::Float);
+    vec![
+        Scalar::Float(xs.iter().sum()),
+        Scalar::Int(xs.len() as i64),
+        opt(mean),
+        opt(xs.iter().copied().reduce(f64::min)),
+        opt(xs.iter().copied().reduce(f64::max)),
+        opt(var),
+        opt(var.map(f64::sqrt)),
+        Scalar::Int(ns.iter().sum()),
+        ns.iter().copied().min().map_or(Scalar::Null, Scalar::Int),
+        Scalar::Int(rows.len() as i64),
+    ]
+}
+
+fn same(a: &Scalar, b: &Scalar) -> bool {
+    match (a, b) {
+        (Scalar::Float(a), Scalar::Float(b)) => (a - b).abs() <= 1e-9 * 1f64.max(a.abs()).max(b.abs()),
+        _ => a == b,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn partitioned_groupby_equals_the_naive_one(
+        rows in prop::collection::vec(row(), 0..80),
+        npartitions in 1usize..9,
+        split_every in 2usize..5,
+        two_keys in any::<bool>(),
+    ) {
+        let df = DataFrame::from_batch(batch(&rows), npartitions).unwrap();
+        let keys: Vec<&str> = if two_keys { vec!["k1", "k2"] } else { vec!["k1"] };
+        let out = df
+            .groupby(keys.clone())
+            .unwrap()
+            .split_every(split_every)
+            .agg([
+                Agg::sum("x"), Agg::count("x").alias("x_count"), Agg::mean("x").alias("x_mean"),
+                Agg::min("x").alias("x_min"), Agg::max("x").alias("x_max"), Agg::var("x").alias("x_var"),
+                Agg::std("x").alias("x_std"), Agg::sum("n"), Agg::min("n").alias("n_min"), Agg::size(),
+            ])
+            .unwrap()
+            .compute_on(&LocalScheduler::threads(2))
+            .unwrap();
+
+        let mut groups: BTreeMap<(i64, String), Vec<&Row>> = BTreeMap::new();
+        for r in &rows {
+            let k2 = if two_keys { r.k2.clone() } else { Some(String::new()) };
+            if let (Some(k1), Some(k2)) = (r.k1, k2) {
+                groups.entry((k1, k2)).or_default().push(r);
+            }
+        }
+        prop_assert_eq!(out.num_rows(), groups.len());
+        let first_value = keys.len();
+        for (row, ((k1, k2), members)) in groups.iter().enumerate() {
+            prop_assert_eq!(Scalar::from_array(out.column(0).as_ref(), row).unwrap(), Scalar::Int(*k1));
+            if two_keys {
+                prop_assert_eq!(Scalar::from_array(out.column(1).as_ref(), row).unwrap(), Scalar::Str(k2.clone()));
+            }
+            for (i, want) in naive_group(members).iter().enumerate() {
+                let got = Scalar::from_array(out.column(first_value + i).as_ref(), row).unwrap();
+                prop_assert!(same(&got, want), "group {:?} column {}: got {:?}, want {:?}", (k1, k2), out.schema().field(first_value + i).name(), got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn reductions_do_not_depend_on_partitioning(rows in prop::collection::vec(row(), 0..60), a in 1usize..9, b in 1usize..9) {
+        let x = batch(&rows);
+        let (da, db) = (DataFrame::from_batch(x.clone(), a).unwrap(), DataFrame::from_batch(x, b).unwrap());
+        for (ra, rb) in [(da.col("x").std(), db.col("x").std()), (da.col("n").sum(), db.col("n").sum()), (da.col("x").max(), db.col("x").max())] {
+            let (va, vb) = (ra.compute_on(&LocalScheduler::new()).unwrap(), rb.compute_on(&LocalScheduler::new()).unwrap());
+            prop_assert!(same(&va, &vb), "{:?} vs {:?}", va, vb);
+        }
+    }
+}

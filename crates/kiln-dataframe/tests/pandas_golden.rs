@@ -1,0 +1,354 @@
+//! Every operation against pandas' answer (`tests/fixtures/expected.json`, written by
+//! `tests/fixtures/make_fixtures.py`), on the same data read as 1, 3 and 7 CSV files, as 1, 3
+//! and 7 Parquet files, as 3 gzipped CSV files and as 3 in-memory partitions: every layout
+//! must give pandas' answer. The data has missing values in numbers, strings and keys.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use arrow::array::RecordBatch;
+use kiln_dataframe::{Agg, AggFunc, CsvOptions, DType, DataFrame, Scalar, read_csv, read_parquet};
+use kiln_graph::Collection;
+use kiln_local::LocalScheduler;
+use serde_json::Value as Json;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn expected() -> &'static Json {
+    static EXPECTED: OnceLock<Json> = OnceLock::new();
+    EXPECTED.get_or_init(|| {
+        let text = std::fs::read_to_string(fixtures().join("expected.json")).expect("expected.json");
+        serde_json::from_str(&text).expect("expected.json parses")
+    })
+}
+
+fn scheduler() -> LocalScheduler {
+    LocalScheduler::new()
+}
+
+fn csv_options() -> CsvOptions {
+    CsvOptions::default().parse_dates(["ts"])
+}
+
+fn path(rel: &str) -> String {
+    fixtures().join(rel).to_string_lossy().into_owned()
+}
+
+/// The trips table in every layout, with a label for failure messages.
+fn layouts() -> Vec<(String, DataFrame)> {
+    let mut out = Vec::new();
+    for n in [1, 3, 7] {
+        out.push((format!("csv/{n}"), read_csv(&path(&format!("csv/{n}/*.csv")), &csv_options()).unwrap()));
+        out.push((format!("parquet/{n}"), read_parquet(&path(&format!("parquet/{n}"))).unwrap()));
+    }
+    out.push(("csv/gz".into(), read_csv(&path("csv/gz/*.csv.gz"), &csv_options()).unwrap()));
+    let whole = read_csv(&path("csv/1/trips-0.csv"), &csv_options()).unwrap().compute_on(&scheduler()).unwrap();
+    out.push(("batches/3".into(), DataFrame::from_batch(whole, 3).unwrap()));
+    for (label, df) in &out {
+        let expected_parts = label.rsplit('/').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(3);
+        assert_eq!(df.npartitions(), expected_parts, "{label}");
+    }
+    out
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * 1f64.max(a.abs()).max(b.abs())
+}
+
+fn assert_scalar(context: &str, actual: &Scalar, expected: &Json) {
+    let ok = match (actual, expected) {
+        (Scalar::Null, Json::Null) => true,
+        (Scalar::Float(a), Json::Null) => a.is_nan(),
+        (Scalar::Bool(a), Json::Bool(b)) => a == b,
+        (Scalar::Str(a), Json::String(b)) => a == b,
+        (Scalar::Int(a), Json::Number(b)) => b.as_i64() == Some(*a) || b.as_f64().is_some_and(|b| close(*a as f64, b)),
+        (Scalar::TimestampNs(a), Json::Number(b)) => b.as_i64() == Some(*a),
+        (Scalar::Float(a), Json::Number(b)) => b.as_f64().is_some_and(|b| close(*a, b)),
+        _ => false,
+    };
+    assert!(ok, "{context}: kiln gave {actual:?}, pandas {expected}");
+}
+
+fn assert_frame(case: &str, label: &str, batch: &RecordBatch) {
+    let expected = &expected()[case];
+    let columns: Vec<String> =
+        expected["columns"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, columns, "{case} on {label}: columns");
+    for (i, name) in columns.iter().enumerate() {
+        let values = expected["data"][name].as_array().unwrap();
+        assert_eq!(batch.num_rows(), values.len(), "{case} on {label}: rows");
+        for (row, value) in values.iter().enumerate() {
+            let actual = Scalar::from_array(batch.column(i).as_ref(), row).unwrap();
+            assert_scalar(&format!("{case} on {label}: column {name} row {row}"), &actual, value);
+        }
+    }
+}
+
+/// Runs `build` on every layout and compares the computed frame with pandas' `case`.
+fn check_frame(case: &str, build: impl Fn(&DataFrame) -> DataFrame) {
+    for (label, df) in layouts() {
+        let out = build(&df).compute_on(&scheduler()).unwrap_or_else(|e| panic!("{case} on {label}: {e}"));
+        assert_frame(case, &label, &out);
+    }
+}
+
+#[test]
+fn read_all_columns_and_types() {
+    check_frame("read_all", |df| df.clone());
+    let df = read_csv(&path("csv/3/*.csv"), &csv_options()).unwrap();
+    let types: Vec<String> = df.schema().fields().iter().map(|f| f.data_type().to_string()).collect();
+    assert_eq!(types, ["Int64", "Timestamp(ns)", "Float64", "Float64", "Float64", "Utf8"]);
+}
+
+#[test]
+fn filter_on_a_comparison() {
+    check_frame("filter_gt", |df| df.filter(&df.col("fare").gt(10)).unwrap());
+}
+
+#[test]
+fn assign_arithmetic_with_true_division_and_modulo() {
+    check_frame("assign_arith", |df| {
+        let total = df.col("fare") + df.col("trip_distance") * 2;
+        let ratio = df.col("fare") / df.col("passenger_count");
+        let shifted = df.col("id") % 7 - 3;
+        let df = df.assign("total", &total).unwrap();
+        let df = df.assign("ratio", &ratio).unwrap();
+        df.assign("shifted", &shifted).unwrap().select(&["id", "total", "ratio", "shifted"]).unwrap()
+    });
+}
+
+#[test]
+fn isna_notna_and_fillna() {
+    check_frame("isna_fillna", |df| {
+        let df2 = df.assign("pc_na", &df.col("passenger_count").isna()).unwrap();
+        let df2 = df2.assign("dist_present", &df.col("trip_distance").notna()).unwrap();
+        let df2 = df2.assign("dist_filled", &df.col("trip_distance").fillna(0.0)).unwrap();
+        let df2 = df2.assign("vendor_filled", &df.col("vendor").fillna("Z")).unwrap();
+        df2.select(&["id", "pc_na", "dist_present", "dist_filled", "vendor_filled"]).unwrap()
+    });
+}
+
+#[test]
+fn between_and_isin() {
+    check_frame("between_isin", |df| {
+        let mask = df.col("fare").between(5, 15) & df.col("vendor").isin(["A", "B"]);
+        df.filter(&mask).unwrap().select(&["id", "fare", "vendor"]).unwrap()
+    });
+}
+
+#[test]
+fn boolean_logic_treats_missing_like_pandas() {
+    check_frame("bool_logic", |df| {
+        let mask = df.col("fare").gt(20) | !df.col("passenger_count").ge(2);
+        df.filter(&mask).unwrap().select(&["id"]).unwrap()
+    });
+    check_frame("not_equal_with_missing", |df| df.filter(&df.col("vendor").ne("A")).unwrap().select(&["id"]).unwrap());
+}
+
+#[test]
+fn abs_and_astype() {
+    check_frame("abs_astype", |df| {
+        let df2 = df.assign("dev", &(df.col("fare") - 15).abs()).unwrap();
+        let df2 = df2.assign("fare_int", &df.col("fare").astype(DType::Int64)).unwrap();
+        let df2 = df2.assign("id_float", &(df.col("id").astype(DType::parse("float64").unwrap()) / 4)).unwrap();
+        df2.select(&["id", "dev", "fare_int", "id_float"]).unwrap()
+    });
+}
+
+#[test]
+fn datetime_fields() {
+    check_frame("dt_fields", |df| {
+        let ts = df.col("ts");
+        let fields = [
+            ("year", ts.dt().year()),
+            ("month", ts.dt().month()),
+            ("day", ts.dt().day()),
+            ("hour", ts.dt().hour()),
+            ("minute", ts.dt().minute()),
+            ("dayofweek", ts.dt().dayofweek()),
+        ];
+        let mut out = df.clone();
+        for (name, series) in &fields {
+            out = out.assign(name, series).unwrap();
+        }
+        out.select(&fields.iter().map(|(n, _)| *n).collect::<Vec<_>>()).unwrap()
+    });
+}
+
+#[test]
+fn timestamps_compare_with_date_strings() {
+    check_frame("filter_dates", |df| df.filter(&df.col("ts").ge("2015-01-05")).unwrap().select(&["id"]).unwrap());
+}
+
+#[test]
+fn dropna_of_every_column_and_of_a_subset() {
+    check_frame("dropna_all", DataFrame::dropna);
+    check_frame("dropna_subset", |df| df.dropna_subset(&["trip_distance", "vendor"]).unwrap().select(&["id"]).unwrap());
+}
+
+#[test]
+fn clip_with_both_or_one_bound() {
+    check_frame("clip", |df| {
+        let df2 = df.assign("fare_clipped", &df.col("fare").clip(Some(0.into()), Some(20.into()))).unwrap();
+        let df2 = df2.assign("dist_clipped", &df.col("trip_distance").clip(Some(1.0.into()), None)).unwrap();
+        let df2 = df2.assign("id_clipped", &df.col("id").clip(None, Some(100.5.into()))).unwrap();
+        df2.select(&["id", "fare_clipped", "dist_clipped", "id_clipped"]).unwrap()
+    });
+}
+
+#[test]
+fn rename_and_drop() {
+    check_frame("rename_drop", |df| df.rename(&[("fare", "price")]).unwrap().drop(&["vendor", "ts"]).unwrap());
+}
+
+#[test]
+fn reductions_match_pandas_with_missing_values_skipped() {
+    let expected = &expected()["reductions"];
+    for (label, df) in layouts() {
+        for column in ["fare", "trip_distance", "passenger_count", "id"] {
+            let s = df.col(column);
+            let cases = [
+                ("sum", s.sum()),
+                ("count", s.count()),
+                ("mean", s.mean()),
+                ("min", s.min()),
+                ("max", s.max()),
+                ("var", s.var()),
+                ("std", s.std()),
+                ("var0", s.var_ddof(0)),
+                ("std0", s.std_ddof(0)),
+            ];
+            for (name, reduction) in cases {
+                let value = reduction.compute_on(&scheduler()).unwrap();
+                assert_scalar(&format!("{column}.{name}() on {label}"), &value, &expected[column][name]);
+            }
+        }
+        for (name, reduction) in
+            [("min", df.col("vendor").min()), ("max", df.col("vendor").max()), ("count", df.col("vendor").count())]
+        {
+            let value = reduction.compute_on(&scheduler()).unwrap();
+            assert_scalar(&format!("vendor.{name}() on {label}"), &value, &expected["vendor"][name]);
+        }
+        for (name, reduction) in [("min", df.col("ts").min()), ("max", df.col("ts").max())] {
+            let value = reduction.compute_on(&scheduler()).unwrap();
+            assert_scalar(&format!("ts.{name}() on {label}"), &value, &expected["ts"][name]);
+        }
+    }
+}
+
+#[test]
+fn reductions_of_no_rows() {
+    let expected = &expected()["empty_reductions"];
+    for (label, df) in layouts() {
+        let none = df.filter(&df.col("fare").gt(1e9)).unwrap();
+        let fare = none.col("fare");
+        for (name, reduction) in
+            [("sum", fare.sum()), ("count", fare.count()), ("mean", fare.mean()), ("max", fare.max())]
+        {
+            let value = reduction.compute_on(&scheduler()).unwrap();
+            assert_scalar(&format!("empty {name} on {label}"), &value, &expected[name]);
+        }
+    }
+}
+
+#[test]
+fn len_counts_rows_after_filters() {
+    let expected = &expected()["len"];
+    for (label, df) in layouts() {
+        assert_eq!(df.len().compute_on(&scheduler()).unwrap() as u64, expected["all"].as_u64().unwrap(), "{label}");
+        let long = df.filter(&df.col("trip_distance").gt(3)).unwrap();
+        assert_eq!(
+            long.len().compute_on(&scheduler()).unwrap() as u64,
+            expected["filtered"].as_u64().unwrap(),
+            "{label}"
+        );
+    }
+}
+
+#[test]
+fn head_reads_the_first_rows() {
+    for (label, df) in layouts() {
+        let out = df.select(&["id", "fare"]).unwrap().head(5).compute_on(&scheduler()).unwrap();
+        assert_frame("head", &label, &out);
+    }
+}
+
+/// A group-by on every layout, with a reduction tree of fan-in 2 (several combine levels on 7
+/// partitions) and the default 8.
+fn check_groupby(case: &str, build: impl Fn(&DataFrame, usize) -> DataFrame) {
+    for split_every in [2, 8] {
+        check_frame(case, |df| build(df, split_every));
+    }
+}
+
+#[test]
+fn groupby_every_aggregation() {
+    check_groupby("groupby_vendor", |df, split_every| {
+        df.groupby(["vendor"])
+            .unwrap()
+            .split_every(split_every)
+            .agg([
+                Agg::sum("trip_distance").alias("dist_sum"),
+                Agg::count("trip_distance").alias("dist_count"),
+                Agg::mean("trip_distance").alias("dist_mean"),
+                Agg::min("trip_distance").alias("dist_min"),
+                Agg::max("trip_distance").alias("dist_max"),
+                Agg::var("trip_distance").alias("dist_var"),
+                Agg::std("trip_distance").alias("dist_std"),
+                Agg::sum("fare").alias("fare_sum"),
+                Agg::size(),
+                Agg::max("passenger_count").alias("pc_max"),
+                Agg::sum("id").alias("id_sum"),
+                Agg::min("ts").alias("ts_min"),
+            ])
+            .unwrap()
+    });
+}
+
+#[test]
+fn groupby_an_hour_of_a_timestamp() {
+    check_groupby("groupby_hour_mean", |df, split_every| {
+        df.groupby([df.col("ts").dt().hour()]).unwrap().split_every(split_every).agg([Agg::mean("fare")]).unwrap()
+    });
+}
+
+#[test]
+fn groupby_two_keys_drops_missing_keys() {
+    check_groupby("groupby_two_keys", |df, split_every| {
+        df.groupby(["vendor", "passenger_count"])
+            .unwrap()
+            .split_every(split_every)
+            .agg([Agg::sum("fare").alias("fare_sum"), Agg::size().alias("n")])
+            .unwrap()
+    });
+}
+
+#[test]
+fn groupby_after_a_filter() {
+    check_groupby("groupby_after_filter", |df, split_every| {
+        let long = df.filter(&df.col("trip_distance").gt(2)).unwrap();
+        long.groupby(["passenger_count"])
+            .unwrap()
+            .split_every(split_every)
+            .agg([Agg::mean("fare").alias("fare_mean"), Agg::std("fare").alias("fare_std")])
+            .unwrap()
+    });
+}
+
+#[test]
+fn groupby_an_assigned_expression() {
+    check_groupby("groupby_expression_key", |df, split_every| {
+        let df = df.assign("bucket", &(df.col("fare") / 10).astype(DType::Int64)).unwrap();
+        df.groupby(["bucket"])
+            .unwrap()
+            .split_every(split_every)
+            .agg([
+                Agg::mean("trip_distance").alias("dist_mean"),
+                Agg::of(AggFunc::Count, &df.col("vendor")).alias("vendors"),
+            ])
+            .unwrap()
+    });
+}
