@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use kiln_graph::kernel::{func0, slice_kernel};
 use kiln_graph::{
-    Collection, ComputeError, Graph, GraphBuilder, GraphError, Key, Kernel, Scheduler, TaskError, TaskId, Tokenizer,
+    Collection, ComputeError, Graph, GraphBuilder, GraphError, Kernel, Key, Scheduler, TaskError, TaskId, Tokenizer,
     Value,
 };
 
@@ -144,7 +144,11 @@ impl<T: Element> Bag<T> {
             .into_iter()
             .enumerate()
             .map(|(i, part)| {
-                Node::new(Key::from_shared(&name, &[i as u32]), literal_kernel(), vec![NodeArg::Literal(Value::new(part))])
+                Node::new(
+                    Key::from_shared(&name, &[i as u32]),
+                    literal_kernel(),
+                    vec![NodeArg::Literal(Value::new(part))],
+                )
             })
             .collect();
         Bag::from_nodes(nodes, token)
@@ -257,7 +261,8 @@ impl<T: Element> Bag<T> {
 
     /// `f` applied to every element (Dask's `map`).
     pub fn map<U: Element>(&self, f: impl Fn(&T) -> U + Send + Sync + 'static) -> Bag<U> {
-        let step = pipeline::step("map", move |part: Part<'_, T>| Ok(part.as_slice().iter().map(&f).collect::<Vec<U>>()));
+        let step =
+            pipeline::step("map", move |part: Part<'_, T>| Ok(part.as_slice().iter().map(&f).collect::<Vec<U>>()));
         self.then(step, &fresh_token())
     }
 
@@ -304,8 +309,9 @@ impl<T: Element> Bag<T> {
         &self,
         f: impl Fn(&T) -> I + Send + Sync + 'static,
     ) -> Bag<U> {
-        let step =
-            pipeline::step("flat_map", move |part: Part<'_, T>| Ok(part.as_slice().iter().flat_map(&f).collect::<Vec<U>>()));
+        let step = pipeline::step("flat_map", move |part: Part<'_, T>| {
+            Ok(part.as_slice().iter().flat_map(&f).collect::<Vec<U>>())
+        });
         self.then(step, &fresh_token())
     }
 
@@ -390,10 +396,14 @@ impl Bag<serde_json::Value> {
     }
 
     fn pluck_with(&self, key: &str, default: Option<serde_json::Value>) -> Bag<serde_json::Value> {
-        let token = Tokenizer::new().add(key).add(&default.as_ref().map(|d| d.to_string()).unwrap_or_default()).finish();
+        let token =
+            Tokenizer::new().add(key).add(&default.as_ref().map(|d| d.to_string()).unwrap_or_default()).finish();
         let key = key.to_string();
         let step = pipeline::step("pluck", move |part: Part<'_, serde_json::Value>| {
-            part.as_slice().iter().map(|record| pluck_one(record, &key, default.as_ref())).collect::<Result<Vec<_>, _>>()
+            part.as_slice()
+                .iter()
+                .map(|record| pluck_one(record, &key, default.as_ref()))
+                .collect::<Result<Vec<_>, _>>()
         });
         self.then(step, &token)
     }
@@ -433,7 +443,9 @@ fn pipeline_nodes(partitions: &[Arc<Node>], steps: &Arc<Steps>) -> Vec<Arc<Node>
     partitions
         .iter()
         .enumerate()
-        .map(|(i, p)| Node::new(Key::from_shared(&name, &[i as u32]), Arc::clone(&kernel), vec![NodeArg::Node(Arc::clone(p))]))
+        .map(|(i, p)| {
+            Node::new(Key::from_shared(&name, &[i as u32]), Arc::clone(&kernel), vec![NodeArg::Node(Arc::clone(p))])
+        })
         .collect()
 }
 

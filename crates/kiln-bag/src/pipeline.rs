@@ -113,12 +113,7 @@ impl Drop for Steps {
 }
 
 /// Appends `step` (identified by `step_token`) after `prev`, whose base is `base_token`.
-pub(crate) fn append(
-    prev: &Option<Arc<Steps>>,
-    base_token: &str,
-    step: Arc<dyn Step>,
-    step_token: &str,
-) -> Arc<Steps> {
+pub(crate) fn append(prev: &Option<Arc<Steps>>, base_token: &str, step: Arc<dyn Step>, step_token: &str) -> Arc<Steps> {
     let before = prev.as_ref().map_or(base_token, |p| p.token.as_str());
     let token = Tokenizer::new().add(before).add(step.name()).add(step_token).finish();
     Arc::new(Steps { step, prev: prev.clone(), token })

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use kiln_graph::kernel::{input, slice_kernel};
-use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, Key, Kernel, TaskError, TaskId, Value};
+use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, Kernel, Key, TaskError, TaskId, Value};
 use rustc_hash::FxHashMap;
 
 use crate::node::{self, Node, NodeArg};
@@ -532,7 +532,10 @@ impl<T: Numeric> Bag<T> {
 
     /// The arithmetic mean as an `f64`; an empty bag is an error (Dask's `mean`).
     pub fn mean(&self) -> Item<f64> {
-        self.moments("mean", |m| if m.count == 0 { Err(BagError::Empty { operation: "mean" }.into()) } else { Ok(m.mean) })
+        self.moments(
+            "mean",
+            |m| if m.count == 0 { Err(BagError::Empty { operation: "mean" }.into()) } else { Ok(m.mean) },
+        )
     }
 
     /// The variance with `ddof` delta degrees of freedom (0: population, 1: sample), computed

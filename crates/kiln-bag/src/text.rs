@@ -84,7 +84,10 @@ fn file_bag<T: Element>(
     for path in &files {
         let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
         let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-        tokens.feed(path.to_string_lossy().as_ref()).feed(&meta.len()).feed(&modified.map_or(0, |d| d.as_nanos() as u64));
+        tokens
+            .feed(path.to_string_lossy().as_ref())
+            .feed(&meta.len())
+            .feed(&modified.map_or(0, |d| d.as_nanos() as u64));
     }
     let token = tokens.finish();
     let name: Arc<str> = format!("{operation}-{token}").into();
@@ -236,7 +239,11 @@ pub fn read_json_lines_with<T: Element + DeserializeOwned>(
                 Ok(record) => records.push(record),
                 Err(error) => match &on_bad_line {
                     OnBadLine::Fail => {
-                        return Err(BagError::BadLine { path: path.to_path_buf(), line: number, message: error.to_string() });
+                        return Err(BagError::BadLine {
+                            path: path.to_path_buf(),
+                            line: number,
+                            message: error.to_string(),
+                        });
                     }
                     OnBadLine::Skip(log) => {
                         log.record(SkippedLine { path: path.to_path_buf(), line: number, message: error.to_string() })
@@ -317,6 +324,10 @@ impl<T: Element + Display> Bag<T> {
             })
             .collect();
         let args = writers.into_iter().map(NodeArg::Node).collect();
-        Item::from_node(Node::new(Key::new(format!("to_textfiles-paths-{token}")), gather_kernel::<PathBuf>("paths"), args))
+        Item::from_node(Node::new(
+            Key::new(format!("to_textfiles-paths-{token}")),
+            gather_kernel::<PathBuf>("paths"),
+            args,
+        ))
     }
 }

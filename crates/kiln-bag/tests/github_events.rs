@@ -30,8 +30,20 @@ impl SplitMix {
 
 const NAMES: &[&str] = &["Alice", "Bob", "Carol", "Dan", "Erin", "Frank", "Grace", "Heidi"];
 const TYPES: &[&str] = &[
-    "PushEvent", "PushEvent", "PushEvent", "WatchEvent", "WatchEvent", "CreateEvent", "PullRequestEvent",
-    "IssuesEvent", "IssueCommentEvent", "ForkEvent", "DeleteEvent", "ReleaseEvent", "GollumEvent", "MemberEvent",
+    "PushEvent",
+    "PushEvent",
+    "PushEvent",
+    "WatchEvent",
+    "WatchEvent",
+    "CreateEvent",
+    "PullRequestEvent",
+    "IssuesEvent",
+    "IssueCommentEvent",
+    "ForkEvent",
+    "DeleteEvent",
+    "ReleaseEvent",
+    "GollumEvent",
+    "MemberEvent",
 ];
 
 /// `files` files of `per_file` events each; odd-numbered files gzip.
@@ -78,8 +90,11 @@ fn the_seed_pipelines_match_a_sequential_pass() {
     for path in &paths {
         let text = if path.extension().unwrap() == "gz" {
             let mut out = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()), &mut out)
-                .unwrap();
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()),
+                &mut out,
+            )
+            .unwrap();
             out
         } else {
             std::fs::read_to_string(path).unwrap()

@@ -10,7 +10,10 @@ use kiln_local::{LocalScheduler, Progress};
 use proptest::prelude::*;
 
 fn schedulers() -> [LocalScheduler; 2] {
-    [LocalScheduler::threads(1).with_progress(Progress::Never), LocalScheduler::threads(2).with_progress(Progress::Never)]
+    [
+        LocalScheduler::threads(1).with_progress(Progress::Never),
+        LocalScheduler::threads(2).with_progress(Progress::Never),
+    ]
 }
 
 /// Random data and a random partitioning of it.

@@ -86,9 +86,10 @@ fn invalid_arguments_are_typed_errors_when_computed() {
         invalid_cause(Bag::<i32>::from_sequence_sized(0..3, 0).count().compute_on(&s).unwrap_err()),
         BagError::ZeroPartitionSize
     );
-    assert_eq!(invalid_cause(Bag::range(3, 0).sum().compute_on(&s).unwrap_err()), BagError::ZeroPartitions {
-        operation: "range"
-    });
+    assert_eq!(
+        invalid_cause(Bag::range(3, 0).sum().compute_on(&s).unwrap_err()),
+        BagError::ZeroPartitions { operation: "range" }
+    );
     assert_eq!(
         invalid_cause(Bag::range(3, 1).split_every(1).sum().compute_on(&s).unwrap_err()),
         BagError::SplitEvery(1)
@@ -113,7 +114,8 @@ fn runtime_failures_name_what_went_wrong() {
 
 #[test]
 fn from_delayed_partitions_and_other_element_types() {
-    let load = kiln_delayed::func1("load", |prefix: &String| (0..3).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>());
+    let load =
+        kiln_delayed::func1("load", |prefix: &String| (0..3).map(|i| format!("{prefix}{i}")).collect::<Vec<_>>());
     let bag = Bag::from_delayed(vec![load.call("a"), load.call("b")]);
     assert_eq!(bag.npartitions(), 2);
     let upper = bag.map(|s| s.to_uppercase());

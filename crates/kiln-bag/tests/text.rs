@@ -78,8 +78,12 @@ struct Event {
 #[test]
 fn malformed_json_lines_fail_naming_file_and_line_or_are_skipped_and_counted() {
     let dir = TempDir::new("json");
-    std::fs::write(dir.0.join("a.jsonl"), "{\"id\": 1, \"name\": \"Alice\"}\n\n{\"id\": 2, \"name\": \"Bob\"}\n").unwrap();
-    write_gzip(&dir.0.join("b.jsonl.gz"), "{\"id\": 3, \"name\": \"Carol\"}\n{\"id\": 4, \"name\"\n{\"id\": \"x\", \"name\": \"Dan\"}\n");
+    std::fs::write(dir.0.join("a.jsonl"), "{\"id\": 1, \"name\": \"Alice\"}\n\n{\"id\": 2, \"name\": \"Bob\"}\n")
+        .unwrap();
+    write_gzip(
+        &dir.0.join("b.jsonl.gz"),
+        "{\"id\": 3, \"name\": \"Carol\"}\n{\"id\": 4, \"name\"\n{\"id\": \"x\", \"name\": \"Dan\"}\n",
+    );
 
     let strict = read_json_lines::<Event>(&dir.pattern("*.jsonl*")).unwrap();
     let error = strict.compute_on(&sched()).unwrap_err().to_string();
