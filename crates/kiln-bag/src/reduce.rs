@@ -337,7 +337,7 @@ impl<T: Element> Bag<T> {
         // of their concatenation keeps it too.
         let best = move |key: &dyn Fn(&T) -> K, items: Vec<&T>| -> Vec<T> {
             let mut items = items;
-            items.sort_by(|a, b| key(b).cmp(&key(a)));
+            items.sort_by_key(|x| std::cmp::Reverse(key(x)));
             items.truncate(k);
             items.into_iter().cloned().collect()
         };

@@ -58,12 +58,12 @@ fn generate(dir: &Path, seed: u64, files: usize, per_file: usize) {
                 "name": rng.pick(NAMES),
                 "actor": {"login": format!("user{}", rng.next() % 500)},
                 "repo": {"name": format!("org{}/repo{}", rng.next() % 20, rng.next() % 50)},
-                "payload": {"size": rng.next() % 10, "public": rng.next() % 2 == 0},
+                "payload": {"size": rng.next() % 10, "public": rng.next().is_multiple_of(2)},
             });
             text.push_str(&event.to_string());
             text.push('\n');
         }
-        if f % 2 == 1 {
+        if !f.is_multiple_of(2) {
             let file = std::fs::File::create(dir.join(format!("events-{f:02}.json.gz"))).unwrap();
             let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
             encoder.write_all(text.as_bytes()).unwrap();
