@@ -19,6 +19,9 @@ pub enum BagError {
     /// A partition size of zero (`from_sequence_sized(.., 0)`).
     #[error("from_sequence_sized: the partition size must be at least 1")]
     ZeroPartitionSize,
+    /// A block size of zero (`read_text_blocks(.., 0)`).
+    #[error("read_text_blocks: the block size must be at least 1 byte")]
+    ZeroBlocksize,
     /// A tree reduction fan-in below 2.
     #[error("split_every must be at least 2, got {0}")]
     SplitEvery(usize),
@@ -52,6 +55,16 @@ pub enum BagError {
         /// The 1-based line number.
         line: u64,
         /// What the parser said.
+        message: String,
+    },
+    /// Bytes that are not UTF-8 text in a block of a file (blocks do not know line numbers).
+    #[error("{}, byte {offset}: {message}", path.display())]
+    BadText {
+        /// The file.
+        path: PathBuf,
+        /// Where the line starts.
+        offset: u64,
+        /// What is wrong.
         message: String,
     },
     /// `pluck(key)` on a record without that key.

@@ -51,7 +51,9 @@ use kiln_graph::{
 
 pub use error::BagError;
 pub use reduce::{Item, Numeric};
-pub use text::{BadLines, Compression, OnBadLine, SkippedLine, read_json_lines, read_json_lines_with, read_text};
+pub use text::{
+    BadLines, Compression, OnBadLine, SkippedLine, read_json_lines, read_json_lines_with, read_text, read_text_blocks,
+};
 
 use node::{ExternalTask, Node, NodeArg};
 use pipeline::{Part, PipelineKernel, Step, Steps};

@@ -2,7 +2,8 @@
 
 use std::fmt::Display;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -40,11 +41,8 @@ fn io_error(path: &Path, error: std::io::Error) -> BagError {
 /// (without its `\n` or `\r\n`) and its 1-based number.
 fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), BagError>) -> Result<(), BagError> {
     let file = File::open(path).map_err(|e| io_error(path, e))?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
+    let reader: Box<dyn Read> =
+        if is_gzip(path) { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
     let mut reader = BufReader::with_capacity(1 << 16, reader);
     let mut buffer = Vec::new();
     let mut number = 0u64;
@@ -70,39 +68,106 @@ fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), BagE
     }
 }
 
-/// One task per file, each reading its partition with `read`; keys depend on the paths, sizes
-/// and modification times, so a changed file is read again.
+fn is_gzip(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
+}
+
+/// The byte range of a file a partition reads; `None` for the whole file.
+type Block = Option<Range<u64>>;
+
+/// One task per file (or per `blocksize` bytes of an uncompressed file), each reading its
+/// partition with `read`; keys depend on the paths, sizes and modification times, so a changed
+/// file is read again.
 fn file_bag<T: Element>(
     operation: &str,
     pattern: &str,
     extra_token: &str,
-    read: impl Fn(&Path) -> Result<Vec<T>, BagError> + Send + Sync + 'static,
+    blocksize: Option<u64>,
+    read: impl Fn(&Path, Block) -> Result<Vec<T>, BagError> + Send + Sync + 'static,
 ) -> Result<Bag<T>, BagError> {
     let files = expand(pattern)?;
     let mut tokens = Tokenizer::new();
-    tokens.feed(operation).feed(extra_token);
-    for path in &files {
-        let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+    tokens.feed(operation).feed(extra_token).feed(&blocksize.unwrap_or(0));
+    let mut parts: Vec<(PathBuf, Block)> = Vec::new();
+    for path in files {
+        let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?;
         let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
         tokens
             .feed(path.to_string_lossy().as_ref())
             .feed(&meta.len())
             .feed(&modified.map_or(0, |d| d.as_nanos() as u64));
+        match blocksize {
+            Some(size) if !is_gzip(&path) && meta.len() > 0 => {
+                let mut start = 0;
+                while start < meta.len() {
+                    let end = (start + size).min(meta.len());
+                    parts.push((path.clone(), Some(start..end)));
+                    start = end;
+                }
+            }
+            _ => parts.push((path, None)),
+        }
     }
     let token = tokens.finish();
     let name: Arc<str> = format!("{operation}-{token}").into();
     let read = Arc::new(read);
-    let nodes = files
+    let nodes = parts
         .into_iter()
         .enumerate()
-        .map(|(i, path)| {
+        .map(|(i, (path, block))| {
             let read = Arc::clone(&read);
-            let kernel: Arc<dyn Kernel> =
-                Arc::new(kiln_graph::kernel::try_func0(operation, move || read(&path).map_err(|e| e.to_string())));
+            let kernel: Arc<dyn Kernel> = Arc::new(kiln_graph::kernel::try_func0(operation, move || {
+                read(&path, block.clone()).map_err(|e| e.to_string())
+            }));
             Node::new(Key::from_shared(&name, &[i as u32]), kernel, Vec::new())
         })
         .collect();
     Ok(Bag::from_nodes(nodes, token))
+}
+
+/// The lines of `range` of an uncompressed file: those that start inside it (a line crossing
+/// the end belongs to this block, one crossing the start to the previous block).
+fn lines_in_block(path: &Path, range: Range<u64>) -> Result<Vec<String>, BagError> {
+    let mut file = File::open(path).map_err(|e| io_error(path, e))?;
+    let mut position = range.start.saturating_sub(1);
+    file.seek(SeekFrom::Start(position)).map_err(|e| io_error(path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut buffer = Vec::new();
+    if range.start > 0 {
+        // Skip the rest of the line the previous block owns (just its `\n` when the block
+        // starts a line).
+        position += reader.read_until(b'\n', &mut buffer).map_err(|e| io_error(path, e))? as u64;
+    }
+    let mut lines = Vec::new();
+    while position < range.end {
+        buffer.clear();
+        let read = reader.read_until(b'\n', &mut buffer).map_err(|e| io_error(path, e))?;
+        if read == 0 {
+            break;
+        }
+        let text = std::str::from_utf8(strip_newline(&buffer)).map_err(|e| BagError::BadText {
+            path: path.to_path_buf(),
+            offset: position,
+            message: format!("not UTF-8: {e}"),
+        })?;
+        lines.push(text.to_string());
+        position += read as u64;
+    }
+    Ok(lines)
+}
+
+fn strip_newline(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn whole_file_lines(path: &Path) -> Result<Vec<String>, BagError> {
+    let mut lines = Vec::new();
+    for_each_line(path, |line, _| {
+        lines.push(line.to_string());
+        Ok(())
+    })?;
+    Ok(lines)
 }
 
 /// The lines of the files matching `pattern`, one partition per file in path order (Dask's
@@ -112,13 +177,34 @@ fn file_bag<T: Element>(
 /// An invalid pattern, or one that matches no file. Unreadable files and lines that are not
 /// UTF-8 fail the computation, naming the file (and line).
 pub fn read_text(pattern: &str) -> Result<Bag<String>, BagError> {
-    file_bag("read_text", pattern, "", |path| {
-        let mut lines = Vec::new();
-        for_each_line(path, |line, _| {
-            lines.push(line.to_string());
-            Ok(())
-        })?;
-        Ok(lines)
+    file_bag("read_text", pattern, "", None, |path, _| whole_file_lines(path))
+}
+
+/// [`read_text`] with uncompressed files split into partitions of about `blocksize` bytes
+/// (Dask's `read_text(.., blocksize=..)`): a partition holds the lines that start in its byte
+/// range, so every line is read once, whole. Compressed files cannot be split and stay one
+/// partition each.
+///
+/// ```
+/// # use kiln_bag::read_text_blocks; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+/// let dir = std::env::temp_dir().join(format!("kiln-bag-doc-blocks-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("a.txt"), "alpha\nbeta\ngamma\ndelta\n").unwrap();
+/// let bag = read_text_blocks(dir.join("a.txt").to_str().unwrap(), 8).unwrap();
+/// assert_eq!(bag.npartitions(), 3);
+/// assert_eq!(bag.compute_on(&LocalScheduler::new()).unwrap(), ["alpha", "beta", "gamma", "delta"]);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+///
+/// # Errors
+/// As [`read_text`], and a `blocksize` of 0.
+pub fn read_text_blocks(pattern: &str, blocksize: u64) -> Result<Bag<String>, BagError> {
+    if blocksize == 0 {
+        return Err(BagError::ZeroBlocksize);
+    }
+    file_bag("read_text", pattern, "", Some(blocksize), |path, block| match block {
+        Some(range) => lines_in_block(path, range),
+        None => whole_file_lines(path),
     })
 }
 
@@ -229,7 +315,7 @@ pub fn read_json_lines_with<T: Element + DeserializeOwned>(
         OnBadLine::Fail => "fail".to_string(),
         OnBadLine::Skip(log) => format!("skip-{:p}", Arc::as_ptr(&log.0)),
     };
-    file_bag("read_json_lines", pattern, &policy, move |path| {
+    file_bag("read_json_lines", pattern, &policy, None, move |path, _| {
         let mut records = Vec::new();
         for_each_line(path, |line, number| {
             if line.trim().is_empty() {

@@ -131,3 +131,45 @@ fn text_files_round_trip_plain_and_gzip() {
     let gz = std::fs::read(dir.0.join("gz/part.0.txt.gz")).unwrap();
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
 }
+
+mod blocks {
+    use super::*;
+    use kiln_bag::read_text_blocks;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Split at any byte, every line is read once and whole, in order.
+        #[test]
+        fn blocks_of_any_size_read_every_line_once(
+            lines in prop::collection::vec("[a-zé]{0,12}", 0..30),
+            crlf in any::<bool>(),
+            trailing in any::<bool>(),
+            blocksize in 1u64..40,
+        ) {
+            let dir = TempDir::new(&format!("blocks-{blocksize}-{}", lines.len()));
+            let mut text = lines.join(if crlf { "\r\n" } else { "\n" });
+            if trailing && !lines.is_empty() {
+                text.push('\n');
+            }
+            let path = dir.0.join("data.txt");
+            std::fs::write(&path, &text).unwrap();
+            let whole = read_text(path.to_str().unwrap()).unwrap().compute_on(&sched()).unwrap();
+            let blocks = read_text_blocks(path.to_str().unwrap(), blocksize).unwrap();
+            prop_assert_eq!(blocks.npartitions() as u64, (text.len() as u64).div_ceil(blocksize).max(1));
+            prop_assert_eq!(blocks.compute_on(&sched()).unwrap(), whole);
+        }
+    }
+
+    #[test]
+    fn compressed_files_stay_whole_and_zero_blocksize_is_an_error() {
+        let dir = TempDir::new("blocks-gz");
+        write_gzip(&dir.0.join("a.txt.gz"), "x\ny\nz\n");
+        std::fs::write(dir.0.join("b.txt"), "1\n2\n3\n").unwrap();
+        let bag = read_text_blocks(&dir.pattern("*"), 2).unwrap();
+        assert_eq!(bag.npartitions(), 1 + 3);
+        assert_eq!(bag.compute_on(&sched()).unwrap(), ["x", "y", "z", "1", "2", "3"]);
+        assert_eq!(read_text_blocks(&dir.pattern("*"), 0).unwrap_err(), BagError::ZeroBlocksize);
+    }
+}
