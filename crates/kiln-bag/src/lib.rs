@@ -224,6 +224,31 @@ impl<T: Element> Bag<T> {
         Bag::from_nodes(nodes, token)
     }
 
+    /// The partitions of all `bags`, one after another (Dask's `db.concat`). Each bag's
+    /// pending steps stay fused with its own partitions.
+    ///
+    /// ```
+    /// # use kiln_bag::Bag; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+    /// let both = Bag::concat(&[Bag::range(3, 2), Bag::range(2, 1).map(|x| x + 10)]);
+    /// assert_eq!(both.npartitions(), 3);
+    /// assert_eq!(both.compute_on(&LocalScheduler::new()).unwrap(), vec![0, 1, 2, 10, 11]);
+    /// ```
+    pub fn concat(bags: &[Bag<T>]) -> Bag<T> {
+        if let Some(error) = bags.iter().find_map(|b| b.invalid.clone()) {
+            return Bag::invalid(error);
+        }
+        let nodes: Vec<Arc<Node>> = bags.iter().flat_map(|b| b.nodes()).collect();
+        if nodes.is_empty() {
+            return Bag::invalid(BagError::ZeroPartitions { operation: "concat" });
+        }
+        let mut tokens = Tokenizer::new();
+        tokens.feed("concat");
+        for node in &nodes {
+            tokens.feed(&node.key);
+        }
+        Bag::from_nodes(nodes, tokens.finish())
+    }
+
     /// How many partitions (tasks per step) the bag has.
     pub fn npartitions(&self) -> usize {
         self.partitions.len()
@@ -348,6 +373,20 @@ impl<T: Element> Bag<T> {
             batch *= 2;
         }
         Ok(taken)
+    }
+}
+
+impl<U: Element> Bag<Vec<U>> {
+    /// The items of every element, in order (Dask's `flatten`); owned lists are moved, not
+    /// cloned.
+    pub fn flatten(&self) -> Bag<U> {
+        let step = pipeline::step("flatten", |part: Part<'_, Vec<U>>| {
+            Ok(match part {
+                Part::Borrowed(lists) => lists.iter().flatten().cloned().collect::<Vec<U>>(),
+                Part::Owned(lists) => lists.into_iter().flatten().collect(),
+            })
+        });
+        self.then(step, "")
     }
 }
 

@@ -156,6 +156,25 @@ proptest! {
     }
 
     #[test]
+    fn concat_and_flatten_match_iterators((parts, split_every) in partitioned(), (others, _) in partitioned()) {
+        let a = bag_of(&parts, split_every).map(|x| x * 2);
+        let b = bag_of(&others, split_every).filter(|x| x % 3 != 0);
+        let both = Bag::concat(&[a.clone(), b.clone()]);
+        let mut expected: Vec<i64> = flat(&parts).into_iter().map(|x| x * 2).collect();
+        expected.extend(flat(&others).into_iter().filter(|x| x % 3 != 0));
+        prop_assert_eq!(both.npartitions(), parts.len() + others.len());
+        // Borrowed lists (flatten first) and owned ones (flatten after a map) alike.
+        let lists = Bag::from_partitions(parts.iter().map(|p| vec![p.clone()]).collect());
+        let moved = lists.map(|l| l.iter().map(|x| x + 1).collect::<Vec<i64>>()).flatten();
+        for s in schedulers() {
+            prop_assert_eq!(both.compute_on(&s).unwrap(), expected.clone());
+            prop_assert_eq!(both.sum().compute_on(&s).unwrap(), expected.iter().sum::<i64>());
+            prop_assert_eq!(lists.flatten().compute_on(&s).unwrap(), flat(&parts));
+            prop_assert_eq!(moved.compute_on(&s).unwrap(), flat(&parts).into_iter().map(|x| x + 1).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
     fn take_reads_only_what_it_needs((parts, split_every) in partitioned(), k in 0usize..40) {
         let bag = bag_of(&parts, split_every).map(|x| x + 1);
         let expected: Vec<i64> = flat(&parts).into_iter().map(|x| x + 1).take(k).collect();
