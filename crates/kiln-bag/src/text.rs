@@ -390,15 +390,16 @@ impl<T: Element + Display> Bag<T> {
             return Item::invalid(error.clone());
         }
         let dir = dir.as_ref().to_path_buf();
-        let token = Tokenizer::new()
-            .add(&self.nodes().first().map(|n| n.key.clone()).unwrap_or_else(|| Key::new("empty")))
-            .add(dir.to_string_lossy().as_ref())
-            .add(&(compression == Compression::Gzip))
-            .finish();
+        let nodes = self.nodes();
+        let mut tokens = Tokenizer::new();
+        // Every partition's key: bags that share only some partitions write different files.
+        for node in &nodes {
+            tokens.feed(&node.key);
+        }
+        let token = tokens.add(dir.to_string_lossy().as_ref()).add(&(compression == Compression::Gzip)).finish();
         let name: Arc<str> = format!("to_textfiles-{token}").into();
         let suffix = if compression == Compression::Gzip { "txt.gz" } else { "txt" };
-        let writers: Vec<Arc<Node>> = self
-            .nodes()
+        let writers: Vec<Arc<Node>> = nodes
             .into_iter()
             .enumerate()
             .map(|(i, part)| {
