@@ -12,7 +12,7 @@ forbid() { # crate, pattern, reason
     status=1
   fi
 }
-for core in kiln-graph kiln-delayed kiln-array kiln-dataframe; do
+for core in kiln-graph kiln-delayed kiln-array kiln-dataframe kiln-bag; do
   forbid "$core" "tokio|mio|axum|hyper" "the graph core and collections are pure: no async runtime"
   forbid "$core" "kiln-local|kiln-scheduler|kiln-distributed" "collections never depend on a scheduler"
 done

@@ -12,6 +12,8 @@
 //! | `x[::4, 2, 1:-1]` | `x.slice(&idx![..;4, 2, 1..-1])` |
 //! | `x.sum(axis=0, keepdims=True)` | `x.sum_with(&Reduce::axis(0).keepdims(true))` |
 //! | `float(y.compute())` | `y.scalar().compute()` |
+//! | `db.read_text("logs/*.json.gz").map(json.loads)` | `kiln::bag::read_json_lines::<serde_json::Value>("logs/*.json.gz")?` |
+//! | `b.pluck("name").frequencies().topk(10, key=1)` | `b.pluck("name").frequencies().topk(10, \|(_, n)\| *n)` |
 //! | `dask.delayed(f)(x, y)` | `kiln::delayed::func2("f", f).call(x, y)` |
 //! | `dask.delayed(data)` | `kiln::delayed::value(data)` |
 //! | `dd.read_csv("d/*.csv").groupby("k").v.mean()` | `kiln::dataframe::read_csv("d/*.csv", &Default::default())?.groupby(["k"])?.agg([Agg::mean("v")])?` |
@@ -48,6 +50,11 @@ pub mod array {
     pub use kiln_array::*;
 }
 
+/// Parallel lists of Rust values and JSON records (Dask's `dask.bag`).
+pub mod bag {
+    pub use kiln_bag::*;
+}
+
 /// Lazy function calls (Dask's `dask.delayed`).
 pub mod delayed {
     pub use kiln_delayed::*;
@@ -73,6 +80,7 @@ pub mod prelude {
     pub use kiln_array::{Array, Idx, Reduce, idx};
     #[cfg(feature = "dataframe")]
     pub use kiln_dataframe::{Agg, DataFrame, Series};
+    pub use kiln_bag::Bag;
     pub use kiln_delayed::Delayed;
 }
 

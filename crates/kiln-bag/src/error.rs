@@ -1,0 +1,112 @@
+//! What can go wrong building or computing a bag.
+
+use std::path::PathBuf;
+
+/// A bag that cannot be built, or a partition that cannot be computed.
+///
+/// Construction errors (a glob that matches nothing) are returned directly; errors found while
+/// a partition runs (a malformed JSON line, a missing `pluck` key) fail that task, and the
+/// computation reports them inside [`kiln_graph::ComputeError::Task`] with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BagError {
+    /// A partition count of zero (`from_sequence(.., 0)`, `range(.., 0)`).
+    #[error("{operation}: the number of partitions must be at least 1")]
+    ZeroPartitions {
+        /// The operation given zero.
+        operation: &'static str,
+    },
+    /// A partition size of zero (`from_sequence_sized(.., 0)`).
+    #[error("from_sequence_sized: the partition size must be at least 1")]
+    ZeroPartitionSize,
+    /// A block size of zero (`read_text_blocks(.., 0)`).
+    #[error("read_text_blocks: the block size must be at least 1 byte")]
+    ZeroBlocksize,
+    /// A tree reduction fan-in below 2.
+    #[error("split_every must be at least 2, got {0}")]
+    SplitEvery(usize),
+    /// A glob pattern that is not valid.
+    #[error("invalid file pattern {pattern:?}: {message}")]
+    BadPattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A pattern that matches no file (also a plain path that does not exist).
+    #[error("no files match {pattern:?}")]
+    NoFilesMatch {
+        /// The pattern as given.
+        pattern: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{}: {message}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's message.
+        message: String,
+    },
+    /// A line that is not valid JSON for the requested type (or not UTF-8).
+    #[error("{}, line {line}: {message}", path.display())]
+    BadLine {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: u64,
+        /// What the parser said.
+        message: String,
+    },
+    /// Bytes that are not UTF-8 text in a block of a file (blocks do not know line numbers).
+    #[error("{}, byte {offset}: {message}", path.display())]
+    BadText {
+        /// The file.
+        path: PathBuf,
+        /// Where the line starts.
+        offset: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// `pluck(key)` on a record without that key.
+    #[error("pluck: a record has no key {key:?} (use pluck_or to give a default)")]
+    MissingKey {
+        /// The key asked for.
+        key: String,
+    },
+    /// `pluck(key)` on a JSON value that is not an object.
+    #[error("pluck: cannot take key {key:?} from a JSON {found}")]
+    NotAnObject {
+        /// The key asked for.
+        key: String,
+        /// The kind of value found ("array", "string", ...).
+        found: &'static str,
+    },
+    /// A reduction that has no answer for no elements (`min`, `max`, `mean`).
+    #[error("{operation} of an empty bag")]
+    Empty {
+        /// The reduction.
+        operation: &'static str,
+    },
+    /// `var`/`std` with no more elements than degrees of freedom removed.
+    #[error("{operation} with ddof={ddof} needs more than {ddof} elements, the bag has {count}")]
+    TooFewElements {
+        /// The reduction.
+        operation: &'static str,
+        /// The delta degrees of freedom asked for.
+        ddof: u64,
+        /// How many elements there are.
+        count: u64,
+    },
+    /// An integer sum that does not fit its type.
+    #[error("sum overflows {type_name}")]
+    Overflow {
+        /// The element type.
+        type_name: &'static str,
+    },
+}
+
+impl From<BagError> for kiln_graph::TaskError {
+    fn from(error: BagError) -> Self {
+        kiln_graph::TaskError::Failed(error.to_string())
+    }
+}

@@ -1,0 +1,580 @@
+//! Tree reductions: one partial result per partition (the last step of the partition's fused
+//! pipeline), then combine tasks of at most `split_every` partials per level, down to one.
+
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use kiln_graph::kernel::{input, slice_kernel};
+use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, Kernel, Key, TaskError, TaskId, Value};
+use rustc_hash::FxHashMap;
+
+use crate::node::{self, Node, NodeArg};
+use crate::pipeline::{self, Part};
+use crate::{Bag, BagError, Element, fresh_token};
+
+/// A lazily computed single value, such as a bag's sum (Dask's `Item`).
+pub struct Item<R> {
+    node: Result<Arc<Node>, BagError>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Item<R> {
+    fn clone(&self) -> Self {
+        Item { node: self.node.clone(), _r: PhantomData }
+    }
+}
+
+impl<R> std::fmt::Debug for Item<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.node {
+            Ok(node) => write!(f, "Item({})", node.key),
+            Err(error) => write!(f, "Item(invalid: {error})"),
+        }
+    }
+}
+
+impl<R: Element> Item<R> {
+    pub(crate) fn from_node(node: Arc<Node>) -> Item<R> {
+        Item { node: Ok(node), _r: PhantomData }
+    }
+
+    pub(crate) fn invalid(error: BagError) -> Item<R> {
+        Item { node: Err(error), _r: PhantomData }
+    }
+
+    /// This value's key, or the reason the value is invalid.
+    ///
+    /// # Errors
+    /// When it was built from an invalid bag.
+    pub fn key(&self) -> Result<&Key, &BagError> {
+        self.node.as_ref().map(|n| &n.key)
+    }
+}
+
+impl<R: Element> Collection for Item<R> {
+    type Output = R;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
+        match &self.node {
+            Ok(node) => node::lower(std::slice::from_ref(node), builder),
+            Err(error) => Err(GraphError::invalid("bag", error.clone())),
+        }
+    }
+
+    fn output_count(&self) -> usize {
+        1
+    }
+
+    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<R, ComputeError> {
+        let value = values.into_iter().next().ok_or_else(|| ComputeError::Internal("no value returned".into()))?;
+        value.take::<R>().map_err(|m| ComputeError::ResultType {
+            key: graph.key(outputs[0]).clone(),
+            expected: m.expected,
+            found: m.found,
+        })
+    }
+}
+
+/// Numbers a bag can sum and average.
+pub trait Numeric: Element + Copy + PartialOrd {
+    /// The additive identity.
+    const ZERO: Self;
+    /// `self + other`, or `None` when it overflows (never for floats).
+    fn checked_add(self, other: Self) -> Option<Self>;
+    /// The value as an `f64` (rounded for large integers), for `mean`, `var` and `std`.
+    fn to_f64(self) -> f64;
+}
+
+macro_rules! numeric_ints {
+    ($($t:ty),*) => {$(
+        impl Numeric for $t {
+            const ZERO: Self = 0;
+            fn checked_add(self, other: Self) -> Option<Self> {
+                <$t>::checked_add(self, other)
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+        }
+    )*};
+}
+numeric_ints!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
+
+macro_rules! numeric_floats {
+    ($($t:ty),*) => {$(
+        impl Numeric for $t {
+            const ZERO: Self = 0.0;
+            fn checked_add(self, other: Self) -> Option<Self> {
+                Some(self + other)
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+        }
+    )*};
+}
+numeric_floats!(f32, f64);
+
+/// Count, mean and sum of squared deviations of some numbers, combinable (Chan et al.), so
+/// `var` is stable without a second pass.
+#[derive(Clone, Copy, Debug, Default)]
+struct Moments {
+    count: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    fn of<T: Numeric>(items: &[T]) -> Moments {
+        let mut m = Moments::default();
+        for x in items {
+            m.count += 1;
+            let x = x.to_f64();
+            let delta = x - m.mean;
+            m.mean += delta / m.count as f64;
+            m.m2 += delta * (x - m.mean);
+        }
+        m
+    }
+
+    fn merge(a: Moments, b: &Moments) -> Moments {
+        if a.count == 0 {
+            return *b;
+        }
+        if b.count == 0 {
+            return a;
+        }
+        let count = a.count + b.count;
+        let delta = b.mean - a.mean;
+        let mean = a.mean + delta * b.count as f64 / count as f64;
+        let m2 = a.m2 + b.m2 + delta * delta * (a.count as f64 * b.count as f64 / count as f64);
+        Moments { count, mean, m2 }
+    }
+}
+
+/// Keys with values in first-seen order (so grouped results do not depend on hashing).
+#[derive(Clone, Debug)]
+struct OrderedMap<K, V> {
+    entries: Vec<(K, V)>,
+    index: FxHashMap<K, usize>,
+}
+
+impl<K: Eq + Hash + Clone, V> OrderedMap<K, V> {
+    fn new() -> Self {
+        OrderedMap { entries: Vec::new(), index: FxHashMap::default() }
+    }
+
+    /// Updates the value under `key` (made with `init` when new) with `update`.
+    fn upsert(&mut self, key: &K, init: impl FnOnce() -> V, update: impl FnOnce(V) -> V)
+    where
+        V: Default,
+    {
+        let at = match self.index.get(key) {
+            Some(&at) => at,
+            None => {
+                self.index.insert(key.clone(), self.entries.len());
+                self.entries.push((key.clone(), init()));
+                self.entries.len() - 1
+            }
+        };
+        let slot = &mut self.entries[at].1;
+        *slot = update(std::mem::take(slot));
+    }
+}
+
+/// A value with a placeholder, so folds can move accumulators out of maps.
+#[derive(Clone, Debug)]
+struct Acc<A>(Option<A>);
+
+impl<A> Default for Acc<A> {
+    fn default() -> Self {
+        Acc(None)
+    }
+}
+
+type Combine<R> = Arc<dyn Fn(&[&R]) -> Result<R, TaskError> + Send + Sync>;
+
+impl<T: Element> Bag<T> {
+    /// The tree reduction every reduction is made of: `partial` per partition (fused after the
+    /// pending steps), `combine` over at most `split_every` partials per task and level, and
+    /// `finalize` fused into the last combine.
+    fn tree<R: Element, S: Element>(
+        &self,
+        name: &'static str,
+        partial: impl Fn(Part<'_, T>) -> Result<R, TaskError> + Send + Sync + 'static,
+        combine: impl Fn(&[&R]) -> Result<R, TaskError> + Send + Sync + 'static,
+        finalize: impl Fn(R) -> Result<S, TaskError> + Send + Sync + 'static,
+    ) -> Result<Arc<Node>, BagError> {
+        if let Some(error) = &self.invalid {
+            return Err(error.clone());
+        }
+        let token = fresh_token();
+        let partial_name: Arc<str> = format!("{name}-part-{token}").into();
+        let steps = pipeline::append(&self.steps, &self.base_token, pipeline::step(name, partial), &token);
+        let kernel: Arc<dyn Kernel> = Arc::new(pipeline::PipelineKernel::new(&steps));
+        let mut level: Vec<Arc<Node>> = self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Node::new(
+                    Key::from_shared(&partial_name, &[i as u32]),
+                    Arc::clone(&kernel),
+                    vec![NodeArg::Node(Arc::clone(p))],
+                )
+            })
+            .collect();
+
+        let combine: Combine<R> = Arc::new(combine);
+        let finalize = Arc::new(finalize);
+        let combine_inputs = move |combine: &Combine<R>, inputs: &[Value]| -> Result<R, TaskError> {
+            let partials = (0..inputs.len()).map(|i| input::<R>(inputs, i)).collect::<Result<Vec<&R>, _>>()?;
+            combine(&partials)
+        };
+        let middle: Arc<dyn Kernel> = {
+            let combine = Arc::clone(&combine);
+            Arc::new(slice_kernel(name, move |inputs: &[Value]| Ok(Value::new(combine_inputs(&combine, inputs)?))))
+        };
+        let last: Arc<dyn Kernel> = {
+            let combine = Arc::clone(&combine);
+            Arc::new(slice_kernel(name, move |inputs: &[Value]| {
+                Ok(Value::new(finalize(combine_inputs(&combine, inputs)?)?))
+            }))
+        };
+        let combine_name: Arc<str> = format!("{name}-combine-{token}").into();
+        let mut depth = 0u32;
+        // The last level always combines (even a single partial), so `finalize` runs once.
+        while level.len() > self.split_every {
+            level = level
+                .chunks(self.split_every)
+                .enumerate()
+                .map(|(j, group)| {
+                    Node::new(
+                        Key::from_shared(&combine_name, &[depth, j as u32]),
+                        Arc::clone(&middle),
+                        group.iter().map(|n| NodeArg::Node(Arc::clone(n))).collect(),
+                    )
+                })
+                .collect();
+            depth += 1;
+        }
+        let args = level.into_iter().map(NodeArg::Node).collect();
+        Ok(Node::new(Key::new(format!("{name}-{token}")), last, args))
+    }
+
+    fn item<S: Element>(node: Result<Arc<Node>, BagError>) -> Item<S> {
+        Item { node, _r: PhantomData }
+    }
+
+    /// A one-partition bag of the reduction's list result.
+    fn listed<U: Element>(node: Result<Arc<Node>, BagError>) -> Bag<U> {
+        match node {
+            Ok(node) => {
+                let token = node.key.name().to_string();
+                Bag::from_nodes(vec![node], token)
+            }
+            Err(error) => Bag::invalid(error),
+        }
+    }
+
+    /// The number of elements (Dask's `count`).
+    pub fn count(&self) -> Item<u64> {
+        Self::item(self.tree(
+            "count",
+            |part| Ok(part.as_slice().len() as u64),
+            |counts: &[&u64]| Ok(counts.iter().copied().sum()),
+            Ok,
+        ))
+    }
+
+    /// `initial`, then `binop` with each element, per partition; the partials combined with
+    /// `combine` (Dask's `fold`). `initial` is used once per partition, so it must leave
+    /// `combine` unchanged (0 for sums, an empty set for unions).
+    ///
+    /// ```
+    /// # use kiln_bag::Bag; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+    /// let longest = Bag::from_sequence(["a", "abc", "ab"].map(String::from), 2)
+    ///     .fold(|best: usize, s| best.max(s.len()), |a, b| a.max(*b), 0);
+    /// assert_eq!(longest.compute_on(&LocalScheduler::new()).unwrap(), 3);
+    /// ```
+    pub fn fold<A: Element>(
+        &self,
+        binop: impl Fn(A, &T) -> A + Send + Sync + 'static,
+        combine: impl Fn(A, &A) -> A + Send + Sync + 'static,
+        initial: A,
+    ) -> Item<A> {
+        let combine_initial = initial.clone();
+        Self::item(self.tree(
+            "fold",
+            move |part| Ok(part.as_slice().iter().fold(initial.clone(), &binop)),
+            move |partials: &[&A]| Ok(partials.iter().fold(combine_initial.clone(), |acc, p| combine(acc, p))),
+            Ok,
+        ))
+    }
+
+    /// `per_partition` of each partition, then `aggregate` of lists of those results, level by
+    /// level of the tree (Dask's `reduction`): `aggregate` must accept its own outputs.
+    pub fn reduction<R: Element>(
+        &self,
+        per_partition: impl Fn(&[T]) -> R + Send + Sync + 'static,
+        aggregate: impl Fn(Vec<R>) -> R + Send + Sync + 'static,
+    ) -> Item<R> {
+        Self::item(self.tree(
+            "reduction",
+            move |part| Ok(per_partition(part.as_slice())),
+            move |partials: &[&R]| Ok(aggregate(partials.iter().map(|p| (*p).clone()).collect())),
+            Ok,
+        ))
+    }
+
+    /// The `k` largest elements by `key`, largest first; equal keys keep their order in the
+    /// bag (Dask's `topk`). A one-partition bag.
+    pub fn topk<K: Ord>(&self, k: usize, key: impl Fn(&T) -> K + Send + Sync + 'static) -> Bag<T> {
+        let key = Arc::new(key);
+        let partial_key = Arc::clone(&key);
+        // Partials are in bag order and each keeps bag order among equal keys; a stable sort
+        // of their concatenation keeps it too.
+        let best = move |key: &dyn Fn(&T) -> K, items: Vec<&T>| -> Vec<T> {
+            let mut items = items;
+            items.sort_by_key(|x| std::cmp::Reverse(key(x)));
+            items.truncate(k);
+            items.into_iter().cloned().collect()
+        };
+        let best = Arc::new(best);
+        let partial_best = Arc::clone(&best);
+        Self::listed(self.tree(
+            "topk",
+            move |part| Ok(partial_best(&*partial_key, part.as_slice().iter().collect())),
+            move |partials: &[&Vec<T>]| Ok(best(&*key, partials.iter().flat_map(|p| p.iter()).collect())),
+            Ok,
+        ))
+    }
+
+    /// The `k` smallest elements by `key`, smallest first (Dask's `topk` with a reversed key).
+    pub fn bottomk<K: Ord>(&self, k: usize, key: impl Fn(&T) -> K + Send + Sync + 'static) -> Bag<T> {
+        self.topk(k, move |x| std::cmp::Reverse(key(x)))
+    }
+}
+
+impl<T: Element + Eq + Hash> Bag<T> {
+    /// Each distinct element with how often it occurs, in order of first occurrence (Dask's
+    /// `frequencies`). A one-partition bag.
+    ///
+    /// ```
+    /// # use kiln_bag::Bag; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+    /// let words = Bag::from_sequence(["b", "a", "b"].map(String::from), 2);
+    /// let counts = words.frequencies().compute_on(&LocalScheduler::new()).unwrap();
+    /// assert_eq!(counts, vec![("b".to_string(), 2), ("a".to_string(), 1)]);
+    /// ```
+    pub fn frequencies(&self) -> Bag<(T, u64)> {
+        let finish = |map: OrderedMap<T, u64>| Ok(map.entries);
+        Self::listed(self.tree(
+            "frequencies",
+            |part| {
+                let mut counts = OrderedMap::new();
+                for x in part.as_slice() {
+                    counts.upsert(x, || 0, |n| n + 1);
+                }
+                Ok(counts)
+            },
+            |partials: &[&OrderedMap<T, u64>]| {
+                let mut counts = OrderedMap::new();
+                for partial in partials {
+                    for (x, n) in &partial.entries {
+                        counts.upsert(x, || 0, |total| total + n);
+                    }
+                }
+                Ok(counts)
+            },
+            finish,
+        ))
+    }
+
+    /// The distinct elements in order of first occurrence (Dask's `distinct`). A one-partition
+    /// bag.
+    pub fn distinct(&self) -> Bag<T> {
+        let distinct_of = |items: &mut dyn Iterator<Item = &T>| -> OrderedMap<T, ()> {
+            let mut seen = OrderedMap::new();
+            for x in items {
+                seen.upsert(x, || (), |()| ());
+            }
+            seen
+        };
+        Self::listed(self.tree(
+            "distinct",
+            move |part| Ok(distinct_of(&mut part.as_slice().iter())),
+            move |partials: &[&OrderedMap<T, ()>]| {
+                Ok(distinct_of(&mut partials.iter().flat_map(|p| p.entries.iter().map(|(x, ())| x))))
+            },
+            |seen: OrderedMap<T, ()>| Ok(seen.entries.into_iter().map(|(x, ())| x).collect::<Vec<T>>()),
+        ))
+    }
+}
+
+impl<T: Element> Bag<T> {
+    /// Groups by `key` and folds each group, without a shuffle (Dask's `foldby`, its fast path
+    /// for grouped reductions): per partition, each group starts at `initial` and takes
+    /// elements with `binop`; the per-partition results of a group are folded with `combine`
+    /// from `combine_initial`. Groups come in order of first occurrence. A one-partition bag of
+    /// `(key, result)` pairs. `combine_initial` is used once per group and tree task, so it must
+    /// leave `combine` unchanged.
+    ///
+    /// ```
+    /// # use kiln_bag::Bag; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+    /// let sums = Bag::range(10, 3).foldby(|x| x % 2 == 0, |acc, x| acc + x, 0, |a, b| a + b, 0);
+    /// assert_eq!(sums.compute_on(&LocalScheduler::new()).unwrap(), vec![(true, 20), (false, 25)]);
+    /// ```
+    pub fn foldby<K, A>(
+        &self,
+        key: impl Fn(&T) -> K + Send + Sync + 'static,
+        binop: impl Fn(A, &T) -> A + Send + Sync + 'static,
+        initial: A,
+        combine: impl Fn(A, &A) -> A + Send + Sync + 'static,
+        combine_initial: A,
+    ) -> Bag<(K, A)>
+    where
+        K: Element + Eq + Hash,
+        A: Element,
+    {
+        let finish = |groups: OrderedMap<K, Acc<A>>| {
+            groups
+                .entries
+                .into_iter()
+                .map(|(k, acc)| acc.0.map(|a| (k, a)))
+                .collect::<Option<Vec<(K, A)>>>()
+                .ok_or_else(|| TaskError::msg("foldby: a group lost its accumulator"))
+        };
+        Self::listed(self.tree(
+            "foldby",
+            move |part| {
+                let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
+                for x in part.as_slice() {
+                    groups.upsert(&key(x), || Acc(Some(initial.clone())), |acc| Acc(acc.0.map(|a| binop(a, x))));
+                }
+                Ok(groups)
+            },
+            move |partials: &[&OrderedMap<K, Acc<A>>]| {
+                let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
+                for partial in partials {
+                    for (k, value) in &partial.entries {
+                        let Some(value) = &value.0 else { continue };
+                        groups.upsert(
+                            k,
+                            || Acc(Some(combine_initial.clone())),
+                            |acc| Acc(acc.0.map(|a| combine(a, value))),
+                        );
+                    }
+                }
+                Ok(groups)
+            },
+            finish,
+        ))
+    }
+}
+
+impl<T: Numeric> Bag<T> {
+    /// The sum of the elements; an integer sum that overflows `T` is an error (Dask's `sum`).
+    pub fn sum(&self) -> Item<T> {
+        let add_all = |items: &mut dyn Iterator<Item = T>| {
+            let mut total = T::ZERO;
+            for x in items {
+                total = total.checked_add(x).ok_or(BagError::Overflow { type_name: std::any::type_name::<T>() })?;
+            }
+            Ok::<T, BagError>(total)
+        };
+        Self::item(self.tree(
+            "sum",
+            move |part| Ok(add_all(&mut part.as_slice().iter().copied())?),
+            move |partials: &[&T]| Ok(add_all(&mut partials.iter().map(|p| **p))?),
+            Ok,
+        ))
+    }
+
+    fn extreme(&self, name: &'static str, better: fn(&T, &T) -> bool) -> Item<T> {
+        let pick = move |items: &mut dyn Iterator<Item = T>| {
+            items.fold(None, |best: Option<T>, x| match best {
+                Some(b) if !better(&x, &b) => Some(b),
+                _ => Some(x),
+            })
+        };
+        Self::item(self.tree(
+            name,
+            move |part| Ok(pick(&mut part.as_slice().iter().copied())),
+            move |partials: &[&Option<T>]| Ok(pick(&mut partials.iter().filter_map(|p| **p))),
+            move |best: Option<T>| best.ok_or_else(|| BagError::Empty { operation: name }.into()),
+        ))
+    }
+
+    /// The smallest element; an empty bag is an error (Dask's `min`). NaNs are skipped unless
+    /// they come first.
+    pub fn min(&self) -> Item<T> {
+        self.extreme("min", |x, best| x < best)
+    }
+
+    /// The largest element; an empty bag is an error (Dask's `max`).
+    pub fn max(&self) -> Item<T> {
+        self.extreme("max", |x, best| x > best)
+    }
+
+    fn moments<S: Element>(
+        &self,
+        name: &'static str,
+        finish: impl Fn(Moments) -> Result<S, TaskError> + Send + Sync + 'static,
+    ) -> Item<S> {
+        Self::item(self.tree(
+            name,
+            |part| Ok(Moments::of(part.as_slice())),
+            |partials: &[&Moments]| Ok(partials.iter().fold(Moments::default(), |a, b| Moments::merge(a, b))),
+            finish,
+        ))
+    }
+
+    /// The arithmetic mean as an `f64`; an empty bag is an error (Dask's `mean`).
+    pub fn mean(&self) -> Item<f64> {
+        self.moments(
+            "mean",
+            |m| if m.count == 0 { Err(BagError::Empty { operation: "mean" }.into()) } else { Ok(m.mean) },
+        )
+    }
+
+    /// The variance with `ddof` delta degrees of freedom (0: population, 1: sample), computed
+    /// in one pass with stable merges (Dask's `var`).
+    pub fn var(&self, ddof: u64) -> Item<f64> {
+        self.moments("var", move |m| variance(m, ddof, "var"))
+    }
+
+    /// The standard deviation: the square root of [`Bag::var`] (Dask's `std`).
+    pub fn std(&self, ddof: u64) -> Item<f64> {
+        self.moments("std", move |m| variance(m, ddof, "std").map(f64::sqrt))
+    }
+}
+
+fn variance(m: Moments, ddof: u64, operation: &'static str) -> Result<f64, TaskError> {
+    if m.count <= ddof {
+        return Err(BagError::TooFewElements { operation, ddof, count: m.count }.into());
+    }
+    Ok(m.m2 / (m.count - ddof) as f64)
+}
+
+impl Bag<bool> {
+    /// Whether any element is `true` (`false` for an empty bag; Dask's `any`).
+    pub fn any(&self) -> Item<bool> {
+        Self::item(self.tree(
+            "any",
+            |part| Ok(part.as_slice().iter().any(|&x| x)),
+            |partials: &[&bool]| Ok(partials.iter().any(|&&x| x)),
+            Ok,
+        ))
+    }
+
+    /// Whether every element is `true` (`true` for an empty bag; Dask's `all`).
+    pub fn all(&self) -> Item<bool> {
+        Self::item(self.tree(
+            "all",
+            |part| Ok(part.as_slice().iter().all(|&x| x)),
+            |partials: &[&bool]| Ok(partials.iter().all(|&&x| x)),
+            Ok,
+        ))
+    }
+}

@@ -1,0 +1,420 @@
+//! Text and JSON lines: one partition per file, gzip by extension; writing partitions back.
+
+use std::fmt::Display;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kiln_graph::kernel::try_func1;
+use kiln_graph::{Kernel, Key, Tokenizer};
+use serde::de::DeserializeOwned;
+
+use crate::node::{Node, NodeArg};
+use crate::reduce::Item;
+use crate::{Bag, BagError, Element, gather_kernel};
+
+/// The files matching `pattern` (a glob: `*`, `?`, `[abc]`, `**`), sorted, or an error when
+/// it is invalid or matches nothing.
+fn expand(pattern: &str) -> Result<Vec<PathBuf>, BagError> {
+    let bad = |message: String| BagError::BadPattern { pattern: pattern.to_string(), message };
+    let mut files = Vec::new();
+    for entry in glob::glob(pattern).map_err(|e| bad(e.to_string()))? {
+        let path = entry.map_err(|e| BagError::Io { path: e.path().to_path_buf(), message: e.error().to_string() })?;
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(BagError::NoFilesMatch { pattern: pattern.to_string() });
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn io_error(path: &Path, error: std::io::Error) -> BagError {
+    BagError::Io { path: path.to_path_buf(), message: error.to_string() }
+}
+
+/// A file's lines, decompressed when its name ends in `.gz`; calls `line` with each line
+/// (without its `\n` or `\r\n`) and its 1-based number.
+fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), BagError>) -> Result<(), BagError> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let reader: Box<dyn Read> =
+        if is_gzip(path) { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let mut buffer = Vec::new();
+    let mut number = 0u64;
+    loop {
+        buffer.clear();
+        if reader.read_until(b'\n', &mut buffer).map_err(|e| io_error(path, e))? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let mut end = buffer.len();
+        if buffer[..end].ends_with(b"\n") {
+            end -= 1;
+            if buffer[..end].ends_with(b"\r") {
+                end -= 1;
+            }
+        }
+        let text = std::str::from_utf8(&buffer[..end]).map_err(|e| BagError::BadLine {
+            path: path.to_path_buf(),
+            line: number,
+            message: format!("not UTF-8: {e}"),
+        })?;
+        line(text, number)?;
+    }
+}
+
+fn is_gzip(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
+}
+
+/// The byte range of a file a partition reads; `None` for the whole file.
+type Block = Option<Range<u64>>;
+
+/// One task per file (or per `blocksize` bytes of an uncompressed file), each reading its
+/// partition with `read`; keys depend on the paths, sizes and modification times, so a changed
+/// file is read again.
+fn file_bag<T: Element>(
+    operation: &str,
+    pattern: &str,
+    extra_token: &str,
+    blocksize: Option<u64>,
+    read: impl Fn(&Path, Block) -> Result<Vec<T>, BagError> + Send + Sync + 'static,
+) -> Result<Bag<T>, BagError> {
+    let files = expand(pattern)?;
+    let mut tokens = Tokenizer::new();
+    tokens.feed(operation).feed(extra_token).feed(&blocksize.unwrap_or(0));
+    let mut parts: Vec<(PathBuf, Block)> = Vec::new();
+    for path in files {
+        let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?;
+        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        tokens
+            .feed(path.to_string_lossy().as_ref())
+            .feed(&meta.len())
+            .feed(&modified.map_or(0, |d| d.as_nanos() as u64));
+        match blocksize {
+            Some(size) if !is_gzip(&path) && meta.len() > 0 => {
+                let mut start = 0;
+                while start < meta.len() {
+                    let end = (start + size).min(meta.len());
+                    parts.push((path.clone(), Some(start..end)));
+                    start = end;
+                }
+            }
+            _ => parts.push((path, None)),
+        }
+    }
+    let token = tokens.finish();
+    let name: Arc<str> = format!("{operation}-{token}").into();
+    let read = Arc::new(read);
+    let nodes = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, block))| {
+            let read = Arc::clone(&read);
+            let kernel: Arc<dyn Kernel> = Arc::new(kiln_graph::kernel::try_func0(operation, move || {
+                read(&path, block.clone()).map_err(|e| e.to_string())
+            }));
+            Node::new(Key::from_shared(&name, &[i as u32]), kernel, Vec::new())
+        })
+        .collect();
+    Ok(Bag::from_nodes(nodes, token))
+}
+
+/// The lines of `range` of an uncompressed file: those that start inside it (a line crossing
+/// the end belongs to this block, one crossing the start to the previous block).
+fn lines_in_block(path: &Path, range: Range<u64>) -> Result<Vec<String>, BagError> {
+    let mut file = File::open(path).map_err(|e| io_error(path, e))?;
+    let mut position = range.start.saturating_sub(1);
+    file.seek(SeekFrom::Start(position)).map_err(|e| io_error(path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut buffer = Vec::new();
+    if range.start > 0 {
+        // Skip the rest of the line the previous block owns (just its `\n` when the block
+        // starts a line).
+        position += reader.read_until(b'\n', &mut buffer).map_err(|e| io_error(path, e))? as u64;
+    }
+    let mut lines = Vec::new();
+    while position < range.end {
+        buffer.clear();
+        let read = reader.read_until(b'\n', &mut buffer).map_err(|e| io_error(path, e))?;
+        if read == 0 {
+            break;
+        }
+        let text = std::str::from_utf8(strip_newline(&buffer)).map_err(|e| BagError::BadText {
+            path: path.to_path_buf(),
+            offset: position,
+            message: format!("not UTF-8: {e}"),
+        })?;
+        lines.push(text.to_string());
+        position += read as u64;
+    }
+    Ok(lines)
+}
+
+fn strip_newline(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn whole_file_lines(path: &Path) -> Result<Vec<String>, BagError> {
+    let mut lines = Vec::new();
+    for_each_line(path, |line, _| {
+        lines.push(line.to_string());
+        Ok(())
+    })?;
+    Ok(lines)
+}
+
+/// The lines of the files matching `pattern`, one partition per file in path order (Dask's
+/// `read_text`). Lines lose their `\n` (and `\r\n`); files ending in `.gz` are decompressed.
+///
+/// # Errors
+/// An invalid pattern, or one that matches no file. Unreadable files and lines that are not
+/// UTF-8 fail the computation, naming the file (and line).
+pub fn read_text(pattern: &str) -> Result<Bag<String>, BagError> {
+    file_bag("read_text", pattern, "", None, |path, _| whole_file_lines(path))
+}
+
+/// [`read_text`] with uncompressed files split into partitions of about `blocksize` bytes
+/// (Dask's `read_text(.., blocksize=..)`): a partition holds the lines that start in its byte
+/// range, so every line is read once, whole. Compressed files cannot be split and stay one
+/// partition each.
+///
+/// ```
+/// # use kiln_bag::read_text_blocks; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+/// let dir = std::env::temp_dir().join(format!("kiln-bag-doc-blocks-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("a.txt"), "alpha\nbeta\ngamma\ndelta\n").unwrap();
+/// let bag = read_text_blocks(dir.join("a.txt").to_str().unwrap(), 8).unwrap();
+/// assert_eq!(bag.npartitions(), 3);
+/// assert_eq!(bag.compute_on(&LocalScheduler::new()).unwrap(), ["alpha", "beta", "gamma", "delta"]);
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+///
+/// # Errors
+/// As [`read_text`], and a `blocksize` of 0.
+pub fn read_text_blocks(pattern: &str, blocksize: u64) -> Result<Bag<String>, BagError> {
+    if blocksize == 0 {
+        return Err(BagError::ZeroBlocksize);
+    }
+    file_bag("read_text", pattern, "", Some(blocksize), |path, block| match block {
+        Some(range) => lines_in_block(path, range),
+        None => whole_file_lines(path),
+    })
+}
+
+/// What to do with a line that is not valid JSON for the requested type.
+#[derive(Clone, Debug, Default)]
+pub enum OnBadLine {
+    /// Fail the computation with an error naming the file and the line (the default).
+    #[default]
+    Fail,
+    /// Leave the line out and record it in this log.
+    Skip(BadLines),
+}
+
+/// A line left out by [`OnBadLine::Skip`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedLine {
+    /// The file.
+    pub path: PathBuf,
+    /// The 1-based line number.
+    pub line: u64,
+    /// Why it was left out.
+    pub message: String,
+}
+
+/// The lines [`OnBadLine::Skip`] left out, shared by every task of the bags that use it. Each
+/// computation that reads a file records its bad lines again; [`BadLines::clear`] starts over.
+#[derive(Clone, Debug, Default)]
+pub struct BadLines(Arc<Mutex<BadLinesState>>);
+
+#[derive(Debug, Default)]
+struct BadLinesState {
+    count: u64,
+    first: Vec<SkippedLine>,
+}
+
+impl BadLines {
+    /// How many the first lines kept with their details; the count covers them all.
+    pub const KEPT: usize = 100;
+
+    /// An empty log.
+    pub fn new() -> BadLines {
+        BadLines::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, BadLinesState> {
+        // A panic while holding the lock leaves a count that is still meaningful.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn record(&self, line: SkippedLine) {
+        let mut state = self.state();
+        state.count += 1;
+        if state.first.len() < Self::KEPT {
+            state.first.push(line);
+        }
+    }
+
+    /// How many lines were skipped.
+    pub fn count(&self) -> u64 {
+        self.state().count
+    }
+
+    /// The first [`BadLines::KEPT`] skipped lines, in the order tasks met them.
+    pub fn lines(&self) -> Vec<SkippedLine> {
+        self.state().first.clone()
+    }
+
+    /// Forgets every skipped line.
+    pub fn clear(&self) {
+        *self.state() = BadLinesState::default();
+    }
+}
+
+/// The records of the JSON-lines files matching `pattern`, parsed as `T` (typed structs with
+/// `serde::Deserialize`, or `serde_json::Value` for schemaless records); one partition per
+/// file, `.gz` decompressed, blank lines ignored. A malformed line fails the computation naming
+/// the file and the line; see [`read_json_lines_with`] to skip such lines.
+///
+/// # Errors
+/// An invalid pattern, or one that matches no file.
+pub fn read_json_lines<T: Element + DeserializeOwned>(pattern: &str) -> Result<Bag<T>, BagError> {
+    read_json_lines_with(pattern, OnBadLine::Fail)
+}
+
+/// [`read_json_lines`] with a policy for malformed lines.
+///
+/// ```
+/// # use kiln_bag::{read_json_lines_with, OnBadLine, BadLines}; use kiln_graph::Collection;
+/// # use kiln_local::LocalScheduler;
+/// let dir = std::env::temp_dir().join(format!("kiln-bag-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("a.jsonl"), "{\"n\": 1}\nnot json\n{\"n\": 2}\n").unwrap();
+/// let skipped = BadLines::new();
+/// let bag = read_json_lines_with::<serde_json::Value>(
+///     dir.join("*.jsonl").to_str().unwrap(), OnBadLine::Skip(skipped.clone())).unwrap();
+/// assert_eq!(bag.count().compute_on(&LocalScheduler::new()).unwrap(), 2);
+/// assert_eq!((skipped.count(), skipped.lines()[0].line), (1, 2));
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+///
+/// # Errors
+/// As [`read_json_lines`].
+pub fn read_json_lines_with<T: Element + DeserializeOwned>(
+    pattern: &str,
+    on_bad_line: OnBadLine,
+) -> Result<Bag<T>, BagError> {
+    let policy = match &on_bad_line {
+        OnBadLine::Fail => "fail".to_string(),
+        OnBadLine::Skip(log) => format!("skip-{:p}", Arc::as_ptr(&log.0)),
+    };
+    file_bag("read_json_lines", pattern, &policy, None, move |path, _| {
+        let mut records = Vec::new();
+        for_each_line(path, |line, number| {
+            if line.trim().is_empty() {
+                return Ok(());
+            }
+            match serde_json::from_str::<T>(line) {
+                Ok(record) => records.push(record),
+                Err(error) => match &on_bad_line {
+                    OnBadLine::Fail => {
+                        return Err(BagError::BadLine {
+                            path: path.to_path_buf(),
+                            line: number,
+                            message: error.to_string(),
+                        });
+                    }
+                    OnBadLine::Skip(log) => {
+                        log.record(SkippedLine { path: path.to_path_buf(), line: number, message: error.to_string() })
+                    }
+                },
+            }
+            Ok(())
+        })?;
+        Ok(records)
+    })
+}
+
+/// How [`Bag::to_textfiles`] writes its files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain text, `part.N.txt`.
+    #[default]
+    None,
+    /// Gzip, `part.N.txt.gz`.
+    Gzip,
+}
+
+fn write_partition<T: Display>(path: &Path, items: &[T], compression: Compression) -> Result<(), BagError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    }
+    let file = BufWriter::new(File::create(path).map_err(|e| io_error(path, e))?);
+    let mut out: Box<dyn Write> = match compression {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::write::GzEncoder::new(file, flate2::Compression::default())),
+    };
+    for item in items {
+        writeln!(out, "{item}").map_err(|e| io_error(path, e))?;
+    }
+    out.flush().map_err(|e| io_error(path, e))?;
+    drop(out);
+    Ok(())
+}
+
+impl<T: Element + Display> Bag<T> {
+    /// Writes partition `N` to `dir/part.N.txt` (`.txt.gz` with [`Compression::Gzip`]), one
+    /// element per line (Dask's `to_textfiles`). Lazy: computing the item writes the files and
+    /// gives their paths in partition order.
+    ///
+    /// ```
+    /// # use kiln_bag::{Bag, Compression, read_text}; use kiln_graph::Collection;
+    /// # use kiln_local::LocalScheduler;
+    /// let dir = std::env::temp_dir().join(format!("kiln-bag-doc-out-{}", std::process::id()));
+    /// let written = Bag::range(5, 2).to_textfiles(&dir, Compression::Gzip);
+    /// let paths = written.compute_on(&LocalScheduler::new()).unwrap();
+    /// assert!(paths[1].ends_with("part.1.txt.gz"));
+    /// let back = read_text(dir.join("*.gz").to_str().unwrap()).unwrap();
+    /// assert_eq!(back.compute_on(&LocalScheduler::new()).unwrap(), ["0", "1", "2", "3", "4"]);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn to_textfiles(&self, dir: impl AsRef<Path>, compression: Compression) -> Item<Vec<PathBuf>> {
+        if let Some(error) = &self.invalid {
+            return Item::invalid(error.clone());
+        }
+        let dir = dir.as_ref().to_path_buf();
+        let nodes = self.nodes();
+        let mut tokens = Tokenizer::new();
+        // Every partition's key: bags that share only some partitions write different files.
+        for node in &nodes {
+            tokens.feed(&node.key);
+        }
+        let token = tokens.add(dir.to_string_lossy().as_ref()).add(&(compression == Compression::Gzip)).finish();
+        let name: Arc<str> = format!("to_textfiles-{token}").into();
+        let suffix = if compression == Compression::Gzip { "txt.gz" } else { "txt" };
+        let writers: Vec<Arc<Node>> = nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let path = dir.join(format!("part.{i}.{suffix}"));
+                let kernel: Arc<dyn Kernel> = Arc::new(try_func1("to_textfiles", move |items: &Vec<T>| {
+                    write_partition(&path, items, compression).map(|()| path.clone()).map_err(|e| e.to_string())
+                }));
+                Node::new(Key::from_shared(&name, &[i as u32]), kernel, vec![NodeArg::Node(part)])
+            })
+            .collect();
+        let args = writers.into_iter().map(NodeArg::Node).collect();
+        Item::from_node(Node::new(
+            Key::new(format!("to_textfiles-paths-{token}")),
+            gather_kernel::<PathBuf>("paths"),
+            args,
+        ))
+    }
+}
