@@ -32,6 +32,10 @@ pub struct WorkerArgs {
     /// dies abnormally (a signal, an abort, a non-zero exit).
     #[arg(long)]
     pub no_nanny: bool,
+    /// Set by a nanny on the worker it runs (with `--no-nanny`): the worker may exit with
+    /// [`EXIT_FRESH_START`](crate::EXIT_FRESH_START) to be started afresh.
+    #[arg(long, hide = true)]
+    pub supervised: bool,
 }
 
 /// Why worker flags do not make a worker configuration.
@@ -68,6 +72,7 @@ impl WorkerArgs {
         config.memory_limit = parse_memory_limit(&self.memory_limit, total_memory())?;
         config.name = self.name.clone();
         config.listen = format!("{}:{}", self.host, self.port);
+        config.supervised = self.supervised;
         Ok(config)
     }
 }
@@ -160,6 +165,7 @@ mod tests {
             host: "0.0.0.0".into(),
             port: 0,
             no_nanny: false,
+            supervised: false,
         };
         assert_eq!(args.to_config().unwrap_err(), WorkerArgsInvalid::NoThreads);
     }

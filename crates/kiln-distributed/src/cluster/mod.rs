@@ -15,7 +15,7 @@ use tokio::runtime::Runtime;
 mod args;
 mod nanny;
 pub use args::{WorkerArgs, WorkerArgsInvalid};
-pub use nanny::{EXIT_CANNOT_START, NannyPolicy, run_nanny};
+pub use nanny::{EXIT_CANNOT_START, EXIT_FRESH_START, NannyPolicy, run_nanny};
 
 use crate::client::Client;
 use crate::server::{SchedulerServer, ServerConfig};
@@ -600,6 +600,6 @@ fn worker_from_args(args: &[String]) -> Result<i32, WorkerArgsError> {
             }
             _ = worker.stopped() => {}
         }
-        Ok(0)
+        Ok(if worker.wants_fresh_start() { EXIT_FRESH_START } else { 0 })
     })
 }

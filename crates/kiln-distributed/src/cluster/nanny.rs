@@ -19,6 +19,12 @@ use std::time::{Duration, Instant};
 /// next attempt would fail the same way, and exits with the same code.
 pub const EXIT_CANNOT_START: i32 = 2;
 
+/// Exit code of a worker that asks its nanny for a fresh process: it was paused for memory it
+/// could not free while running nothing and holding no data (its own allocator arenas, caches,
+/// a library's buffers), so it loses nothing by restarting and a new process starts without
+/// that memory. The nanny restarts it at once and does not count it as a death.
+pub const EXIT_FRESH_START: i32 = 3;
+
 /// How a nanny restarts its worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NannyPolicy {
@@ -72,6 +78,8 @@ enum Ending {
     Clean,
     /// It could not start with its settings ([`EXIT_CANNOT_START`]).
     CannotStart,
+    /// It left to be started afresh ([`EXIT_FRESH_START`]).
+    FreshStart,
     /// Killed by a signal or failed with another code: the cause, for the log.
     Died(String),
 }
@@ -80,6 +88,7 @@ fn ending(status: ExitStatus) -> Ending {
     match (status.code(), status.signal()) {
         (Some(0), _) => Ending::Clean,
         (Some(EXIT_CANNOT_START), _) => Ending::CannotStart,
+        (Some(EXIT_FRESH_START), _) => Ending::FreshStart,
         (Some(code), _) => Ending::Died(format!("exit code {code}")),
         (None, Some(signal)) => Ending::Died(format!("signal {signal} ({})", signal_name(signal))),
         (None, None) => Ending::Died(format!("{status}")),
@@ -108,14 +117,14 @@ fn signal_name(signal: i32) -> &'static str {
 
 /// The nanny's log: through `tracing` when the program set up a subscriber (`kiln worker`
 /// does), else on stderr, so a user's worker binary does not restart workers silently.
-fn log(error: bool, message: &str) {
+fn log(level: tracing::Level, message: &str) {
     if tracing::dispatcher::has_been_set() {
-        if error {
-            tracing::error!("{message}");
-        } else {
-            tracing::warn!("{message}");
+        match level {
+            tracing::Level::ERROR => tracing::error!("{message}"),
+            tracing::Level::WARN => tracing::warn!("{message}"),
+            _ => tracing::info!("{message}"),
         }
-    } else {
+    } else if level <= tracing::Level::WARN {
         eprintln!("kiln nanny: {message}");
     }
 }
@@ -156,12 +165,17 @@ async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -
         let cause = match ending(status) {
             Ending::Clean => return Ok(0),
             Ending::CannotStart => return Ok(EXIT_CANNOT_START),
+            Ending::FreshStart => {
+                // The worker said why (at warn); a planned restart is not a death.
+                log(tracing::Level::INFO, "worker left for a fresh start; starting a new one");
+                continue;
+            }
             Ending::Died(cause) => cause,
         };
         let window = policy.window.as_secs();
         let Some((n, wait)) = restarts.death(Instant::now()) else {
             log(
-                true,
+                tracing::Level::ERROR,
                 &format!(
                     "worker exited with {cause}; not restarting it: it already restarted {} times in {window} s",
                     policy.max_restarts
@@ -169,7 +183,10 @@ async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -
             );
             return Ok(1);
         };
-        log(false, &format!("worker exited with {cause}; restarting ({n} of {} in {window} s)", policy.max_restarts));
+        log(
+            tracing::Level::WARN,
+            &format!("worker exited with {cause}; restarting ({n} of {} in {window} s)", policy.max_restarts),
+        );
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = term.recv() => return Ok(0),
@@ -187,9 +204,12 @@ fn remove_spill_directories(pid: u32) {
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             match std::fs::remove_dir_all(entry.path()) {
-                Ok(()) => log(false, &format!("removed the dead worker's spill directory {}", entry.path().display())),
+                Ok(()) => log(
+                    tracing::Level::WARN,
+                    &format!("removed the dead worker's spill directory {}", entry.path().display()),
+                ),
                 Err(e) => log(
-                    true,
+                    tracing::Level::ERROR,
                     &format!("cannot remove the dead worker's spill directory {}: {e}", entry.path().display()),
                 ),
             }
@@ -209,7 +229,7 @@ async fn forward(child: &mut tokio::process::Child, signal: i32) -> std::io::Res
 
 fn spawn_worker(program: &PathBuf, args: &[OsString]) -> std::io::Result<tokio::process::Child> {
     let mut command = tokio::process::Command::new(program);
-    command.args(args).arg("--no-nanny");
+    command.args(args).arg("--no-nanny").arg("--supervised");
     #[cfg(target_os = "linux")]
     {
         let nanny = std::process::id() as libc::pid_t;
@@ -254,6 +274,7 @@ mod tests {
     fn exits_are_told_apart() {
         assert_eq!(ending(ExitStatus::from_raw(0)), Ending::Clean);
         assert_eq!(ending(ExitStatus::from_raw(EXIT_CANNOT_START << 8)), Ending::CannotStart);
+        assert_eq!(ending(ExitStatus::from_raw(EXIT_FRESH_START << 8)), Ending::FreshStart);
         assert_eq!(ending(ExitStatus::from_raw(1 << 8)), Ending::Died("exit code 1".into()));
         assert_eq!(ending(ExitStatus::from_raw(libc::SIGABRT)), Ending::Died("signal 6 (SIGABRT)".into()));
         assert_eq!(ending(ExitStatus::from_raw(libc::SIGKILL)), Ending::Died("signal 9 (SIGKILL)".into()));

@@ -168,8 +168,9 @@ impl Shell {
         self.started.elapsed().as_micros() as u64
     }
 
-    /// Runs until the worker has left or given up on the scheduler.
-    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<ShellEvent>) {
+    /// Runs until the worker has left or given up on the scheduler; `true` when it left to be
+    /// started afresh ([`WorkerState::wants_fresh_start`]).
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<ShellEvent>) -> bool {
         let mut batch = Vec::new();
         let ending = 'outer: loop {
             let deadline = self.state.next_deadline().map(|us| self.started + Duration::from_micros(us));
@@ -196,6 +197,7 @@ impl Shell {
                 }
             }
         };
+        let fresh_start = self.state.wants_fresh_start();
         if let Ending::Left = ending {
             // Every sender dropped: the writer writes what is queued, shuts the socket, ends.
             let Shell { to_scheduler, flushed, .. } = self;
@@ -206,6 +208,7 @@ impl Shell {
         } else {
             self.queue.drain(true);
         }
+        fresh_start
     }
 
     /// Handles one channel event; `Some` when the loop must end.
@@ -524,6 +527,24 @@ impl Shell {
                 tracing::info!("worker {name}: spilling to {} works again", self.store.dir().display())
             }
             Notice::ValueLost { key, message } => tracing::error!("worker {name}: lost spilled {key}: {message}"),
+            Notice::PauseCannotEnd { process_bytes, limit, fraction, restart } => {
+                let why = format!(
+                    "worker {name}: paused with process memory {:.0} MB > {:.0} % of the {:.0} MB limit while running \
+                     nothing and holding no data, so waiting cannot free it (it is the process's own: allocator \
+                     arenas, caches, a library's buffers)",
+                    process_bytes as f64 / 1e6,
+                    fraction * 100.0,
+                    limit as f64 / 1e6
+                );
+                if restart {
+                    tracing::warn!("{why}; leaving so that the nanny starts a fresh process");
+                } else {
+                    tracing::warn!(
+                        "{why}; resuming (no nanny to restart it) and pausing again only after memory falls under the \
+                         threshold"
+                    );
+                }
+            }
             Notice::LeaveTimedOut { running } => {
                 tracing::warn!("worker {name}: leaving without waiting longer for {running} running tasks")
             }
