@@ -1084,3 +1084,27 @@ fn unstarted_work_on_a_paused_worker_is_stolen_by_a_running_one() {
     assert_eq!(sim.workers[&holder].running.len(), 1, "unstarted tasks stayed on the paused worker");
     assert!(moved >= before - 1);
 }
+
+fn load_threads(sim: &mut Sim) -> u64 {
+    sim.s.handle(Event::Client(CLIENT, ClientToScheduler::ClusterLoad { request: 9 }), sim.now);
+    sim.s
+        .take_commands()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Client(CLIENT, SchedulerToClient::ClusterLoad { request: 9, threads, .. }) => Some(threads),
+            _ => None,
+        })
+        .expect("no answer to ClusterLoad")
+}
+
+#[test]
+fn the_cluster_load_counts_only_threads_that_take_new_work() {
+    let mut sim = Sim::new(3, 2);
+    assert_eq!(load_threads(&mut sim), 6);
+    pause(&mut sim, WorkerId::new(1), true);
+    assert_eq!(load_threads(&mut sim), 4, "a paused worker's threads take no new work");
+    sim.s.handle(Event::Client(CLIENT, ClientToScheduler::RetireWorkers { workers: vec![WorkerId::new(2)] }), sim.now);
+    assert_eq!(load_threads(&mut sim), 2, "nor do a retiring worker's");
+    pause(&mut sim, WorkerId::new(1), false);
+    assert_eq!(load_threads(&mut sim), 4);
+}

@@ -33,7 +33,7 @@ pub struct ClusterLoad {
     pub waiting: u64,
     /// Workers (including retiring ones).
     pub workers: u64,
-    /// Threads of the workers that take new work.
+    /// Threads of the workers that take new work (not paused, not retiring).
     pub threads: u64,
 }
 
