@@ -680,6 +680,8 @@ pub struct WorkerState<P> {
     paused_since: Option<u64>,
     /// The last measured process memory is over the pause fraction.
     memory_over: bool,
+    /// Recent results' average size in bytes (0: none yet).
+    result_bytes: u64,
     /// Since when the worker has been paused for memory with nothing running and nothing held.
     stuck_since: Option<u64>,
     /// A stuck pause was ended ([`WhenStuck::Resume`]): process memory pauses again only
@@ -742,6 +744,7 @@ impl<P> WorkerState<P> {
             process_bytes: 0,
             paused_since: None,
             memory_over: false,
+            result_bytes: 0,
             stuck_since: None,
             pause_waived: false,
             fresh_start: false,
@@ -1334,11 +1337,26 @@ impl<P> WorkerState<P> {
     }
 
     fn may_start(&self) -> bool {
-        self.in_flight < self.config.max_in_flight()
+        self.in_flight < self.runs_allowed()
             && self.paused_since.is_none()
             && !self.spill_backlog()
             && self.leaving.is_none()
             && !self.stopped
+    }
+
+    /// Runs that may be in flight now. Runs queued for the threads start whatever memory does
+    /// meanwhile, so under a memory limit only as many are queued beyond the threads as their
+    /// results (at the recent average size) fit under the target: sixteen queued 4 MB chunks
+    /// took a 128 MB worker 31 MB past its target under CPU load, and its peak to 161 MB.
+    fn runs_allowed(&self) -> usize {
+        let max = self.config.max_in_flight();
+        let Some(limits) = self.config.memory else { return max };
+        if self.result_bytes == 0 {
+            return max;
+        }
+        let room = limits.bytes(limits.target).saturating_sub(self.managed);
+        let fit = usize::try_from(room / self.result_bytes).unwrap_or(usize::MAX);
+        fit.clamp(self.config.nthreads.min(max), max)
     }
 
     /// Held memory is over the target while values are being written out: new tasks wait for
@@ -1442,6 +1460,12 @@ impl<P> WorkerState<P> {
             return;
         }
         self.executing -= 1;
+        // A moving average of result sizes (weight 1/4 for the newest), for `runs_allowed`.
+        self.result_bytes = if self.result_bytes == 0 {
+            nbytes
+        } else {
+            self.result_bytes.saturating_mul(3).saturating_add(nbytes) / 4
+        };
         let tick = self.next_tick();
         if let Some(entry) = self.keys.get_mut(&key) {
             entry.slot = Slot::Memory { nbytes, held: true, tick, spilling: None, spillable: true };

@@ -605,3 +605,29 @@ fn a_worker_over_the_pause_threshold_before_running_anything_resumes_rather_than
     assert_eq!(stuck_notices(&out), vec![false], "a fresh process would be as far over: {out:?}");
     assert!(!state.is_paused() && !state.wants_fresh_start());
 }
+
+#[test]
+fn a_worker_under_a_memory_limit_queues_only_the_runs_whose_results_fit_under_its_target() {
+    let mut state = worker(limited(1000)); // target 600 bytes, one thread, 16 runs per thread
+    produce(&mut state, "a", 100);
+    let runs = |out: &Out| out.iter().filter(|i| matches!(i, Instruction::Run { .. })).count();
+    let mut started = 0;
+    for i in 0..10 {
+        started += runs(&step(&mut state, compute(&format!("t{i}"), &[])));
+    }
+    // 500 bytes of room at 100 bytes a result: five runs, not ten.
+    assert_eq!((started, state.in_flight()), (5, 5));
+    let out = finish(&mut state, "t0", RunId(1), 100);
+    assert_eq!(runs(&out), 0, "400 bytes of room, four runs in flight: {out:?}");
+    // Near the target, one run per thread still goes.
+    for (i, run) in (1..5).zip(2..) {
+        finish(&mut state, &format!("t{i}"), RunId(run), 100);
+    }
+    assert_eq!(state.managed_bytes(), 600);
+    assert_eq!(state.in_flight(), 1, "the thread is left idle at the target");
+    // Without a limit, every run is queued at once.
+    let mut free = worker(Config::new(1));
+    produce(&mut free, "a", 100);
+    let started: usize = (0..10).map(|i| runs(&step(&mut free, compute(&format!("t{i}"), &[])))).sum();
+    assert_eq!(started, 10);
+}
