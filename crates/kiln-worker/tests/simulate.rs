@@ -12,23 +12,11 @@ use kiln_worker::{
     Config, Event, Instruction, KeyState, MemoryLimits, RunId, SpillError, SpillFile, WhenStuck, WorkerState,
 };
 
-/// A tiny deterministic generator so cases replay from their seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
+// The generator both simulations share, so cases replay from their seed.
+#[allow(dead_code)] // each simulation uses the part it needs
+#[path = "../../../tests/support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 const ME: WorkerId = WorkerId::new(0);
 const PEERS: [WorkerId; 3] = [WorkerId::new(1), WorkerId::new(2), WorkerId::new(3)];
