@@ -79,8 +79,12 @@ fn main() -> Result<()> {
             let config = args.to_config()?;
             if !args.no_nanny {
                 // The worker runs as this program re-run with `--no-nanny`, restarted when it dies.
-                let code = kiln_distributed::run_nanny(std::env::args_os().skip(1).collect(), NannyPolicy::default())
-                    .context("running the worker under a nanny")?;
+                let code = kiln_distributed::run_nanny(
+                    std::env::args_os().skip(1).collect(),
+                    NannyPolicy::default(),
+                    config.local_directory.clone(),
+                )
+                .context("running the worker under a nanny")?;
                 std::process::exit(code);
             }
             kiln_distributed::worker::tune_allocator_for_workers();

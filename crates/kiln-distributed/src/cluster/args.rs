@@ -28,6 +28,10 @@ pub struct WorkerArgs {
     /// Data port (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Directory for spill files: the worker makes its own directory in it and removes that
+    /// when it exits (default: the system's temporary directory, TMPDIR).
+    #[arg(long, value_name = "DIR")]
+    pub local_directory: Option<std::path::PathBuf>,
     /// Run the worker in this process instead of as a child that a nanny restarts when it
     /// dies abnormally (a signal, an abort, a non-zero exit).
     #[arg(long)]
@@ -73,6 +77,7 @@ impl WorkerArgs {
         config.name = self.name.clone();
         config.listen = format!("{}:{}", self.host, self.port);
         config.supervised = self.supervised;
+        config.local_directory = self.local_directory.clone();
         Ok(config)
     }
 }
@@ -164,6 +169,7 @@ mod tests {
             name: None,
             host: "0.0.0.0".into(),
             port: 0,
+            local_directory: None,
             no_nanny: false,
             supervised: false,
         };

@@ -135,18 +135,27 @@ fn log(level: tracing::Level, message: &str) {
 /// the nanny then exits. If the nanny itself is killed, the worker gets SIGTERM from the
 /// kernel (Linux), so no worker outlives its nanny.
 ///
+/// `local_directory` is the worker's `--local-directory` (`None`: the temporary directory):
+/// the nanny removes what a dead worker left there.
+///
 /// Returns the exit code for the nanny's process: 0 after a clean exit, the worker's code
 /// when it could not start, 1 when the nanny gave up.
 ///
 /// # Errors
 /// The executable cannot be found or started, or the nanny's runtime cannot start.
-pub fn run_nanny(args: Vec<OsString>, policy: NannyPolicy) -> std::io::Result<i32> {
+pub fn run_nanny(args: Vec<OsString>, policy: NannyPolicy, local_directory: Option<PathBuf>) -> std::io::Result<i32> {
     let program = std::env::current_exe()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(supervise(program, args, policy))
+    let spill_parent = local_directory.unwrap_or_else(std::env::temp_dir);
+    runtime.block_on(supervise(program, args, policy, spill_parent))
 }
 
-async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -> std::io::Result<i32> {
+async fn supervise(
+    program: PathBuf,
+    args: Vec<OsString>,
+    policy: NannyPolicy,
+    spill_parent: PathBuf,
+) -> std::io::Result<i32> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -160,7 +169,7 @@ async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -
             _ = interrupt.recv() => return forward(&mut child, libc::SIGINT).await,
         };
         if let Some(pid) = pid {
-            remove_spill_directories(pid);
+            remove_spill_directories(&spill_parent, pid);
         }
         let cause = match ending(status) {
             Ending::Clean => return Ok(0),
@@ -195,12 +204,12 @@ async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -
     }
 }
 
-/// Removes what a dead worker left in its default spill location (`kiln-worker-<pid>-<port>`
-/// in the temporary directory): a worker killed by a signal cannot clean up after itself, and
-/// one that exits cleanly has already done so.
-fn remove_spill_directories(pid: u32) {
+/// Removes what a dead worker left in its spill location (`kiln-worker-<pid>-<port>` in its
+/// local directory): a worker killed by a signal cannot clean up after itself, and one that
+/// exits cleanly has already done so.
+fn remove_spill_directories(parent: &std::path::Path, pid: u32) {
     let prefix = format!("kiln-worker-{pid}-");
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             match std::fs::remove_dir_all(entry.path()) {

@@ -47,7 +47,9 @@ pub struct WorkerConfig {
     pub listen: String,
     /// How often to send heartbeats.
     pub heartbeat: Duration,
-    /// Where to spill values (default: a fresh directory under the system's temp dir).
+    /// The directory the worker makes its spill directory in (`kiln-worker-<pid>-<port>`,
+    /// removed when the worker exits; Dask's `local_directory`). Default: the system's
+    /// temporary directory (`TMPDIR`, else `/tmp`).
     pub local_directory: Option<std::path::PathBuf>,
     /// After losing the scheduler, keep trying to rejoin for this long (then stop).
     pub reconnect: Duration,
@@ -127,6 +129,13 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         context: "invalid worker configuration".into(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
     })?;
+    if let Some(parent) = &config.local_directory {
+        // Refused now rather than at the first spill, when the worker is under memory pressure.
+        std::fs::create_dir_all(parent).map_err(|source| CommError::Io {
+            context: format!("cannot use local directory {}", parent.display()),
+            source,
+        })?;
+    }
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|source| CommError::Io { context: format!("cannot listen on {}", config.listen), source })?;
@@ -145,10 +154,8 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
     let (to_scheduler, flushed) =
         connect_scheduler(&scheduler_address, &name, register.clone(), events_tx.clone()).await?;
 
-    let dir = config
-        .local_directory
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("kiln-worker-{}-{}", std::process::id(), address.port())));
+    let parent = config.local_directory.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = parent.join(format!("kiln-worker-{}-{}", std::process::id(), address.port()));
     let store = Arc::new(Store::new(dir));
     let queue = Arc::new(JobQueue::default());
     let mut threads = Vec::new();
