@@ -519,7 +519,7 @@ fn config(seed: u64) -> Config {
     // Short graces, so that schedules (a few hundred milliseconds) reach the end of a pause
     // that waiting cannot end, both ways.
     config.stuck_grace_us = 2_000 + (seed % 5) * 10_000;
-    config.when_stuck = if seed % 3 == 0 { WhenStuck::Restart } else { WhenStuck::Resume };
+    config.when_stuck = if seed.is_multiple_of(3) { WhenStuck::Restart } else { WhenStuck::Resume };
     config
 }
 
