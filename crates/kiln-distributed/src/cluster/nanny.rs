@@ -6,6 +6,8 @@
 //! works for the stock `kiln` binary and for a user's program made a worker by
 //! [`run_worker_if_requested`](super::run_worker_if_requested) alike, because both parse the
 //! same [`WorkerArgs`](super::WorkerArgs), and the child knows the same kernels as its parent.
+//! The child also gets `--supervised`, which lets it end a memory pause that waiting cannot
+//! end by exiting with [`EXIT_FRESH_START`] for a new process (a planned restart, not a death).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
