@@ -79,17 +79,25 @@ fn main() -> Result<()> {
             let config = args.to_config()?;
             if !args.no_nanny {
                 // The worker runs as this program re-run with `--no-nanny`, restarted when it dies.
-                let code = kiln_distributed::run_nanny(std::env::args_os().skip(1).collect(), NannyPolicy::default())
-                    .context("running the worker under a nanny")?;
+                let code = kiln_distributed::run_nanny(
+                    std::env::args_os().skip(1).collect(),
+                    NannyPolicy::default(),
+                    config.local_directory.clone(),
+                )
+                .context("running the worker under a nanny")?;
                 std::process::exit(code);
             }
             kiln_distributed::worker::tune_allocator_for_workers();
-            if let Err(e) = runtime()?.block_on(run_worker(config)) {
-                // A distinct code tells the nanny that restarting would fail the same way.
-                eprintln!("Error: {e:#}");
-                std::process::exit(kiln_distributed::EXIT_CANNOT_START);
+            match runtime()?.block_on(run_worker(config)) {
+                Ok(Stopped::Done) => Ok(()),
+                // The nanny starts a new worker process (see `EXIT_FRESH_START`).
+                Ok(Stopped::FreshStart) => std::process::exit(kiln_distributed::EXIT_FRESH_START),
+                Err(e) => {
+                    // A distinct code tells the nanny that restarting would fail the same way.
+                    eprintln!("Error: {e:#}");
+                    std::process::exit(kiln_distributed::EXIT_CANNOT_START);
+                }
             }
-            Ok(())
         }
         Command::Demo { n, chunk, side, threads, visualize, workers } => {
             let scheduler =
@@ -176,7 +184,15 @@ fn outward_ip() -> std::net::IpAddr {
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
-async fn run_worker(config: WorkerConfig) -> Result<()> {
+/// How a worker ended.
+enum Stopped {
+    /// It left (retired, closed, a signal) or gave up on the scheduler.
+    Done,
+    /// It left to be started afresh by its nanny.
+    FreshStart,
+}
+
+async fn run_worker(config: WorkerConfig) -> Result<Stopped> {
     let scheduler = config.scheduler.clone();
     let worker = kiln_distributed::start_worker(config)
         .await
@@ -190,7 +206,7 @@ async fn run_worker(config: WorkerConfig) -> Result<()> {
         }
         _ = worker.stopped() => {}
     }
-    Ok(())
+    Ok(if worker.wants_fresh_start() { Stopped::FreshStart } else { Stopped::Done })
 }
 
 /// The demo's delayed functions, registered so the cluster's workers (this same binary) can

@@ -337,3 +337,72 @@ fn the_stock_worker_writes_and_reads_zarr_stores() {
     assert!((on_cluster - local).abs() <= 1e-9 * local.abs(), "{on_cluster} vs {local}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Entries of `dir` whose names start with `prefix`.
+fn named(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).map(|e| e.path()).collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_worker_spills_into_its_local_directory_and_leaves_it_empty() {
+    let (_scheduler, address) = start_scheduler();
+    // Not there yet: the worker makes it.
+    let dir = std::env::temp_dir().join(format!("kiln-local-directory-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut nanny = Guard(
+        Command::new(KILN)
+            .args(["worker", &address, "--nthreads", "1", "--memory-limit", "64MB", "--local-directory"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = Client::connect(&address).unwrap();
+    client.wait_for_workers(1, Duration::from_secs(30)).unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", nanny.0.id())).unwrap();
+    let worker: u32 = children.split_whitespace().next().expect("the nanny runs a worker").parse().unwrap();
+    // 128 MB persisted on a 64 MB worker: most of it is spilled, into the local directory.
+    let x = RandomState::new(5).random(&[4000, 4000], [500, 500]);
+    let persisted = client.persist(&x).unwrap();
+    let expected = x.sum().compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let total = persisted.sum().compute_on(&client).unwrap().first().copied().unwrap();
+    assert!((total - expected).abs() <= 1e-9 * expected.abs(), "{total} vs {expected}");
+    let prefix = format!("kiln-worker-{worker}-");
+    let spill_dirs = named(&dir, &prefix);
+    assert_eq!(spill_dirs.len(), 1, "{spill_dirs:?}");
+    let files = std::fs::read_dir(&spill_dirs[0]).unwrap().count();
+    assert!(files > 0, "nothing spilled into {}", spill_dirs[0].display());
+    assert!(named(&std::env::temp_dir(), &prefix).is_empty(), "the worker spilled into TMPDIR too");
+    // A killed worker cannot clean up: its nanny removes its spill directory.
+    drop(persisted);
+    assert!(Command::new("kill").args(["-KILL", &worker.to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !named(&dir, &prefix).is_empty() {
+        assert!(Instant::now() < deadline, "the dead worker's spill directory is still in {}", dir.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The nanny's new worker leaves on SIGTERM: the local directory stays, empty.
+    sigterm(&nanny.0);
+    assert!(wait_exit(&mut nanny.0, Duration::from_secs(40)).success());
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "left in the local directory: {left:?}");
+    std::fs::remove_dir(&dir).unwrap();
+}
+
+#[test]
+fn a_local_directory_that_cannot_be_made_is_refused_at_start() {
+    let (_scheduler, address) = start_scheduler();
+    let file = std::env::temp_dir().join(format!("kiln-not-a-directory-{}", std::process::id()));
+    std::fs::write(&file, b"a file").unwrap();
+    let output =
+        Command::new(KILN).args(["worker", &address, "--local-directory"]).arg(file.join("spill")).output().unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(kiln_distributed::EXIT_CANNOT_START), "{stderr}");
+    assert!(stderr.contains(&format!("cannot use local directory {}", file.join("spill").display())), "{stderr}");
+}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use kiln::delayed::func1;
 use kiln_distributed::Client;
 use kiln_distributed::comm::{self, Limits};
-use kiln_protocol::messages::{ClientToScheduler, PeerRequest};
+use kiln_protocol::messages::{ClientToScheduler, PeerRequest, WorkerToScheduler, WriteToken};
 use kiln_protocol::{Hello, Role, encode_header, encode_hello, encode_packet, packet_prefix};
 
 mod support;
@@ -310,4 +310,36 @@ fn big_frames_from_a_stranger_on_a_data_port_do_not_grow_the_worker() {
     assert_eq!(client.submit(sum(vec![1i64, 2])).unwrap().result().unwrap(), 3);
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&wlog);
+}
+
+#[test]
+fn a_scatter_to_a_worker_whose_data_port_is_gone_goes_to_another_worker() {
+    init();
+    let log = log_path("scatter-gone");
+    let (_scheduler, address) = start_scheduler(&log, None);
+    let _worker = start_worker(&address, &log_path("scatter-gone-worker"));
+    // A worker still registered whose data port is gone (as one killed or cut off a moment ago
+    // looks until the scheduler notices): a port bound and released at once.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let register = WorkerToScheduler::Register {
+        address: gone,
+        name: "gone".into(),
+        nthreads: 1,
+        memory_limit: 0,
+        write_token: WriteToken(7),
+    };
+    let mut fake = hello(&address, Role::Worker);
+    fake.write_all(&packet(encode_header(&vec![register]).unwrap(), &[])).unwrap();
+    let client = Client::connect(&address).unwrap();
+    client.wait_for_workers(2, Duration::from_secs(30)).unwrap();
+    // Half the values are meant for the gone worker: they go to the other one.
+    let items: Vec<Vec<i64>> = (0..10).map(|i| vec![i; 3]).collect();
+    let futures = client.scatter(items.clone()).unwrap();
+    assert_eq!(client.gather(&futures).unwrap(), items);
+    let real = client.workers().into_iter().find(|w| w.name == "w").unwrap().id;
+    let keys: Vec<kiln::Key> = futures.iter().map(|f| f.key().clone()).collect();
+    assert!(client.who_has(&keys).unwrap().iter().all(|h| h == &vec![real]), "a value is listed on the gone worker");
+    drop(fake);
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(log_path("scatter-gone-worker"));
 }

@@ -13,20 +13,11 @@ use proptest::prelude::*;
 /// The simulations' one client.
 const CLIENT: ClientId = ClientId::new(1);
 
-/// A tiny deterministic generator so cases replay from their seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+// The generator both simulations share, so cases replay from their seed.
+#[allow(dead_code)] // each simulation uses the part it needs
+#[path = "../../../tests/support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// A task's value: a hash of its key and its inputs' values, so a wrong input shows.
 fn value_of(key: &Key, inputs: &[u64]) -> u64 {
@@ -1083,4 +1074,28 @@ fn unstarted_work_on_a_paused_worker_is_stolen_by_a_running_one() {
     // The simulated worker has started its first task (one thread): only that one stays.
     assert_eq!(sim.workers[&holder].running.len(), 1, "unstarted tasks stayed on the paused worker");
     assert!(moved >= before - 1);
+}
+
+fn load_threads(sim: &mut Sim) -> u64 {
+    sim.s.handle(Event::Client(CLIENT, ClientToScheduler::ClusterLoad { request: 9 }), sim.now);
+    sim.s
+        .take_commands()
+        .into_iter()
+        .find_map(|c| match c {
+            Command::Client(CLIENT, SchedulerToClient::ClusterLoad { request: 9, threads, .. }) => Some(threads),
+            _ => None,
+        })
+        .expect("no answer to ClusterLoad")
+}
+
+#[test]
+fn the_cluster_load_counts_only_threads_that_take_new_work() {
+    let mut sim = Sim::new(3, 2);
+    assert_eq!(load_threads(&mut sim), 6);
+    pause(&mut sim, WorkerId::new(1), true);
+    assert_eq!(load_threads(&mut sim), 4, "a paused worker's threads take no new work");
+    sim.s.handle(Event::Client(CLIENT, ClientToScheduler::RetireWorkers { workers: vec![WorkerId::new(2)] }), sim.now);
+    assert_eq!(load_threads(&mut sim), 2, "nor do a retiring worker's");
+    pause(&mut sim, WorkerId::new(1), false);
+    assert_eq!(load_threads(&mut sim), 4);
 }

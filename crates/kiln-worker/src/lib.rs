@@ -38,5 +38,5 @@ mod state;
 
 pub use state::{
     Config, ConfigError, Event, Instruction, InvariantError, KeyState, MemoryLimits, Notice, PauseReason, RunId,
-    SpillError, SpillFile, WorkerState,
+    SpillError, SpillFile, WhenStuck, WorkerState,
 };

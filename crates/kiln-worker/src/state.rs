@@ -69,10 +69,34 @@ pub struct Config {
     /// After a failed spill write, how long to wait before trying to spill again, in
     /// microseconds; doubled after each failed retry up to 12 times this.
     pub spill_retry_us: u64,
+    /// How long a memory pause that waiting cannot end (nothing running, no value held) lasts
+    /// before [`Config::when_stuck`] applies, in microseconds: long enough for freed memory to
+    /// show in a measurement, short enough that the cluster barely notices.
+    pub stuck_grace_us: u64,
+    /// What a worker does once such a pause has lasted [`Config::stuck_grace_us`].
+    pub when_stuck: WhenStuck,
+}
+
+/// What a worker does when it is paused for process memory while it runs nothing and holds no
+/// value: nothing it could finish, spill or free would lower its memory, so waiting would last
+/// forever (see [`Notice::PauseCannotEnd`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenStuck {
+    /// Leave (handing back unstarted tasks, as on `Leave`) and stop with
+    /// [`WorkerState::wants_fresh_start`] set, so that a nanny starts a new process: one that
+    /// holds no data loses nothing by restarting, and a fresh process sheds whatever the old
+    /// one could not free. Only a worker that has run a task does this; one that is over the
+    /// threshold before running anything would be no better restarted, and resumes instead.
+    Restart,
+    /// Resume with a warning, and pause for process memory again only after it has fallen
+    /// under the pause threshold once (spilling still bounds what the worker holds): a worker
+    /// without a nanny, which nothing would restart.
+    Resume,
 }
 
 impl Config {
-    /// `nthreads` threads, no memory limit, 16 queued tasks per thread, 30 s to leave.
+    /// `nthreads` threads, no memory limit, 16 queued tasks per thread, 30 s to leave; a pause
+    /// that waiting cannot end resumes after 3 s.
     pub fn new(nthreads: usize) -> Self {
         Config {
             nthreads,
@@ -82,6 +106,8 @@ impl Config {
             max_unspills_in_flight: 2,
             leave_patience_us: 30_000_000,
             spill_retry_us: 5_000_000,
+            stuck_grace_us: 3_000_000,
+            when_stuck: WhenStuck::Resume,
         }
     }
 
@@ -452,6 +478,20 @@ pub enum Notice {
         /// Why.
         message: String,
     },
+    /// Paused for process memory with nothing running and no value held for
+    /// [`Config::stuck_grace_us`]: the memory is not the worker's data and waiting cannot free
+    /// it. With `restart` the worker leaves for a fresh process ([`WhenStuck::Restart`]),
+    /// otherwise it resumes ([`WhenStuck::Resume`]).
+    PauseCannotEnd {
+        /// The process's memory.
+        process_bytes: u64,
+        /// The memory limit.
+        limit: u64,
+        /// The pause fraction.
+        fraction: f64,
+        /// Whether the worker leaves to be restarted (else it resumes).
+        restart: bool,
+    },
     /// Running tasks did not end within the leave patience; the worker leaves without them.
     LeaveTimedOut {
         /// Tasks still running.
@@ -640,6 +680,15 @@ pub struct WorkerState<P> {
     paused_since: Option<u64>,
     /// The last measured process memory is over the pause fraction.
     memory_over: bool,
+    /// Recent results' average size in bytes (0: none yet).
+    result_bytes: u64,
+    /// Since when the worker has been paused for memory with nothing running and nothing held.
+    stuck_since: Option<u64>,
+    /// A stuck pause was ended ([`WhenStuck::Resume`]): process memory pauses again only
+    /// after it has fallen under the pause threshold once.
+    pause_waived: bool,
+    /// The worker left because a pause could not end ([`WhenStuck::Restart`]).
+    fresh_start: bool,
     spilling_stopped: bool,
     /// While spilling is stopped: no spill is tried before this time (`None`: one may be).
     spill_retry_at: Option<u64>,
@@ -695,6 +744,10 @@ impl<P> WorkerState<P> {
             process_bytes: 0,
             paused_since: None,
             memory_over: false,
+            result_bytes: 0,
+            stuck_since: None,
+            pause_waived: false,
+            fresh_start: false,
             spilling_stopped: false,
             spill_retry_at: None,
             spill_backoff_us: 0,
@@ -757,16 +810,20 @@ impl<P> WorkerState<P> {
         self.stopped
     }
 
+    /// Whether the worker left because a memory pause could not end ([`WhenStuck::Restart`]):
+    /// its process should exit so that a nanny starts a fresh one.
+    pub fn wants_fresh_start(&self) -> bool {
+        self.fresh_start
+    }
+
     /// When the shell must send [`Event::Tick`] at the latest (`None`: no deadline pending).
     pub fn next_deadline(&self) -> Option<u64> {
         if self.stopped {
             return None;
         }
         let leave = self.leaving.as_ref().map(|l| l.deadline);
-        match (leave, self.spill_retry_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let stuck = self.stuck_since.map(|t| t.saturating_add(self.config.stuck_grace_us));
+        [leave, self.spill_retry_at, stuck].into_iter().flatten().min()
     }
 
     /// Why the worker is paused now (`None`: it is not).
@@ -778,7 +835,7 @@ impl<P> WorkerState<P> {
     /// failure that leaves held memory over the target.
     fn wanted_pause(&self) -> Option<PauseReason> {
         let limits = self.config.memory?;
-        if self.memory_over {
+        if self.memory_over && !self.pause_waived {
             return Some(PauseReason::Memory {
                 process_bytes: self.process_bytes,
                 limit: limits.limit,
@@ -948,6 +1005,12 @@ impl<P> WorkerState<P> {
         if !limited && (self.spills_in_flight > 0 || spilled > 0 || self.paused_since.is_some()) {
             return fail("spilling or pausing without a memory limit".into());
         }
+        if self.pause_waived && !limited {
+            return fail("a pause waived without a memory limit".into());
+        }
+        if self.fresh_start && self.leaving.is_none() {
+            return fail("wants a fresh start without leaving".into());
+        }
         Ok(())
     }
 
@@ -1067,9 +1130,64 @@ impl<P> WorkerState<P> {
             }
         }
         self.spill_if_needed(out);
+        self.end_stuck_pause(now, out);
         self.update_pause(now, out);
+        if self.stuck_since.is_none() && self.stuck() {
+            // The grace starts with the pause, not with the next event.
+            self.stuck_since = Some(now);
+        }
         self.start_unspills(out);
         self.start_ready(out);
+    }
+
+    /// Paused for process memory while running nothing and holding no value: the memory is
+    /// the process's own (allocator arenas, caches, a library's buffers), so no task finishing,
+    /// no spill and no free can lower it. After the grace period, the worker leaves to be
+    /// restarted or resumes ([`WhenStuck`]), telling the operator why.
+    fn end_stuck_pause(&mut self, now: u64, out: &mut Vec<Instruction<P>>) {
+        if !self.stuck() {
+            self.stuck_since = None;
+            return;
+        }
+        let since = *self.stuck_since.get_or_insert(now);
+        if now.saturating_sub(since) < self.config.stuck_grace_us {
+            return;
+        }
+        self.stuck_since = None;
+        let Some(limits) = self.config.memory else { return };
+        // A worker that never ran a task would be just as far over in a fresh process.
+        let restart = self.config.when_stuck == WhenStuck::Restart && self.next_run > 0;
+        out.push(Instruction::Notice(Notice::PauseCannotEnd {
+            process_bytes: self.process_bytes,
+            limit: limits.limit,
+            fraction: limits.pause,
+            restart,
+        }));
+        if restart {
+            self.fresh_start = true;
+            self.leave(now, out);
+        } else {
+            self.pause_waived = true;
+        }
+    }
+
+    /// Paused for process memory that waiting cannot lower (not yet waived).
+    fn stuck(&self) -> bool {
+        self.paused_since.is_some() && self.memory_over && !self.pause_waived && self.holds_nothing()
+    }
+
+    /// Nothing runs, no value is in memory, on disk or on its way, and no spill or read-back
+    /// is under way: only waiting or ready tasks, which a leave hands back.
+    fn holds_nothing(&self) -> bool {
+        self.in_flight == 0
+            && self.executing == 0
+            && self.managed == 0
+            && self.spilled == 0
+            && self.spills_in_flight == 0
+            && self.unspills_in_flight == 0
+            && self.leaving.is_none()
+            && !self.stopped
+            && self.keys.values().all(|e| matches!(e.slot, Slot::Waiting(_) | Slot::Ready(_)))
     }
 
     /// Sends queued `Unspill`s while slots are free and memory has room for the value under
@@ -1219,11 +1337,26 @@ impl<P> WorkerState<P> {
     }
 
     fn may_start(&self) -> bool {
-        self.in_flight < self.config.max_in_flight()
+        self.in_flight < self.runs_allowed()
             && self.paused_since.is_none()
             && !self.spill_backlog()
             && self.leaving.is_none()
             && !self.stopped
+    }
+
+    /// Runs that may be in flight now. Runs queued for the threads start whatever memory does
+    /// meanwhile, so under a memory limit only as many are queued beyond the threads as their
+    /// results (at the recent average size) fit under the target: sixteen queued 4 MB chunks
+    /// took a 128 MB worker 31 MB past its target under CPU load, and its peak to 161 MB.
+    fn runs_allowed(&self) -> usize {
+        let max = self.config.max_in_flight();
+        let Some(limits) = self.config.memory else { return max };
+        if self.result_bytes == 0 {
+            return max;
+        }
+        let room = limits.bytes(limits.target).saturating_sub(self.managed);
+        let fit = usize::try_from(room / self.result_bytes).unwrap_or(usize::MAX);
+        fit.clamp(self.config.nthreads.min(max), max)
     }
 
     /// Held memory is over the target while values are being written out: new tasks wait for
@@ -1327,6 +1460,12 @@ impl<P> WorkerState<P> {
             return;
         }
         self.executing -= 1;
+        // A moving average of result sizes (weight 1/4 for the newest), for `runs_allowed`.
+        self.result_bytes = if self.result_bytes == 0 {
+            nbytes
+        } else {
+            self.result_bytes.saturating_mul(3).saturating_add(nbytes) / 4
+        };
         let tick = self.next_tick();
         if let Some(entry) = self.keys.get_mut(&key) {
             entry.slot = Slot::Memory { nbytes, held: true, tick, spilling: None, spillable: true };
@@ -1655,6 +1794,10 @@ impl<P> WorkerState<P> {
         self.spilled_since_measure = 0;
         let Some(limits) = self.config.memory else { return };
         self.memory_over = process_bytes > limits.bytes(limits.pause);
+        if !self.memory_over {
+            // The memory a waived pause could not free is gone: pausing works as before.
+            self.pause_waived = false;
+        }
     }
 
     /// Spills least recently used held values while memory is over the target (held bytes)

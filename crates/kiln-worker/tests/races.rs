@@ -3,7 +3,7 @@
 use kiln_graph::Key;
 use kiln_protocol::messages::{Priority, WorkerId, WorkerInfo, WorkerToScheduler};
 use kiln_worker::{
-    Config, Event, Instruction, KeyState, MemoryLimits, Notice, PauseReason, RunId, SpillError, WorkerState,
+    Config, Event, Instruction, KeyState, MemoryLimits, Notice, PauseReason, RunId, SpillError, WhenStuck, WorkerState,
 };
 
 type Out = Vec<Instruction<()>>;
@@ -516,4 +516,118 @@ fn a_worker_paused_by_memory_tells_the_scheduler_again_after_rejoining() {
     assert_eq!(again.len(), 1, "{out:?}");
     assert!(again[0].0, "{again:?}");
     assert_eq!(again[0].1, "process memory 0.0 MB > 80 % of 0.0 MB limit");
+}
+
+fn stuck_notices(out: &Out) -> Vec<bool> {
+    out.iter()
+        .filter_map(|i| match i {
+            Instruction::Notice(Notice::PauseCannotEnd { process_bytes: 900, limit: 1000, restart, .. }) => {
+                Some(*restart)
+            }
+            Instruction::Notice(Notice::PauseCannotEnd { .. }) => panic!("wrong figures: {i:?}"),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A worker that ran `a` and was told to free its result, then paused at 900 of 1000 bytes at
+/// t = 1 s with `b` ready: it runs nothing and holds nothing.
+fn paused_holding_nothing(when_stuck: WhenStuck) -> WorkerState<()> {
+    let mut config = limited(1000);
+    config.when_stuck = when_stuck;
+    let mut state = worker(config);
+    produce(&mut state, "a", 10);
+    let out = at(&mut state, 1_000_000, Event::MemoryMeasured { process_bytes: 900 });
+    assert_eq!(pause_messages(&out).len(), 1, "{out:?}");
+    // Over the spill threshold too: `a` goes to disk.
+    let Some(Instruction::Spill { file, .. }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. })) else {
+        panic!("a is not spilled: {out:?}")
+    };
+    at(&mut state, 1_000_001, Event::SpillDone { key: key("a"), file: *file });
+    assert_eq!(state.key_state(&key("a")), Some(KeyState::Spilled));
+    assert!(at(&mut state, 1_000_002, compute("b", &[])).is_empty(), "b starts while paused");
+    // Holding a value, the pause can end by freeing it: nothing happens however long it lasts.
+    for t in [2_000_000, 5_000_000, 9_000_000] {
+        let out = at(&mut state, t, Event::MemoryMeasured { process_bytes: 900 });
+        assert!(stuck_notices(&out).is_empty() && state.is_paused(), "{out:?}");
+    }
+    assert!(
+        at(&mut state, 9_500_000, Event::Free { keys: vec![key("a")] })
+            .iter()
+            .all(|i| matches!(i, Instruction::Release { .. }))
+    );
+    state
+}
+
+#[test]
+fn a_pause_that_waiting_cannot_end_makes_a_worker_under_a_nanny_leave_for_a_fresh_start() {
+    let mut state = paused_holding_nothing(WhenStuck::Restart);
+    assert_eq!(state.next_deadline(), Some(12_500_000), "the grace ends 3 s after it began");
+    let out = at(&mut state, 12_499_999, Event::MemoryMeasured { process_bytes: 900 });
+    assert!(stuck_notices(&out).is_empty() && !state.wants_fresh_start(), "{out:?}");
+    let out = at(&mut state, 12_500_000, Event::Tick);
+    assert_eq!(stuck_notices(&out), vec![true], "{out:?}");
+    assert!(out.iter().any(|i| matches!(i, Instruction::DrainQueue { close: true })), "{out:?}");
+    let out = at(&mut state, 12_500_001, Event::QueueDrained { unstarted: vec![] });
+    assert!(
+        matches!(sent(&out)[..], [WorkerToScheduler::Leaving { returned }] if *returned == vec![key("b")]),
+        "the unstarted task is not handed back: {out:?}"
+    );
+    assert!(matches!(out.last(), Some(Instruction::Stop)), "{out:?}");
+    assert!(state.wants_fresh_start());
+}
+
+#[test]
+fn a_pause_that_waiting_cannot_end_resumes_a_worker_without_a_nanny_with_a_warning() {
+    let mut state = paused_holding_nothing(WhenStuck::Resume);
+    let out = at(&mut state, 12_500_000, Event::MemoryMeasured { process_bytes: 900 });
+    assert_eq!(stuck_notices(&out), vec![false], "{out:?}");
+    assert_eq!(pause_messages(&out), vec![(false, "resumed".to_string())]);
+    run_of(&out, "b");
+    assert!(!state.wants_fresh_start() && !state.is_paused());
+    // Still over the threshold: no pause, since waiting would not help.
+    let out = at(&mut state, 12_600_000, Event::MemoryMeasured { process_bytes: 950 });
+    assert!(pause_messages(&out).is_empty() && !state.is_paused(), "{out:?}");
+    // Once memory has fallen under the threshold, pausing works as before.
+    at(&mut state, 12_700_000, Event::MemoryMeasured { process_bytes: 500 });
+    let out = at(&mut state, 12_800_000, Event::MemoryMeasured { process_bytes: 900 });
+    assert_eq!(pause_messages(&out).len(), 1, "{out:?}");
+}
+
+#[test]
+fn a_worker_over_the_pause_threshold_before_running_anything_resumes_rather_than_restart() {
+    let mut config = limited(1000);
+    config.when_stuck = WhenStuck::Restart;
+    let mut state = worker(config);
+    at(&mut state, 1_000_000, Event::MemoryMeasured { process_bytes: 900 });
+    assert!(state.is_paused());
+    let out = at(&mut state, 4_000_000, Event::MemoryMeasured { process_bytes: 900 });
+    assert_eq!(stuck_notices(&out), vec![false], "a fresh process would be as far over: {out:?}");
+    assert!(!state.is_paused() && !state.wants_fresh_start());
+}
+
+#[test]
+fn a_worker_under_a_memory_limit_queues_only_the_runs_whose_results_fit_under_its_target() {
+    let mut state = worker(limited(1000)); // target 600 bytes, one thread, 16 runs per thread
+    produce(&mut state, "a", 100);
+    let runs = |out: &Out| out.iter().filter(|i| matches!(i, Instruction::Run { .. })).count();
+    let mut started = 0;
+    for i in 0..10 {
+        started += runs(&step(&mut state, compute(&format!("t{i}"), &[])));
+    }
+    // 500 bytes of room at 100 bytes a result: five runs, not ten.
+    assert_eq!((started, state.in_flight()), (5, 5));
+    let out = finish(&mut state, "t0", RunId(1), 100);
+    assert_eq!(runs(&out), 0, "400 bytes of room, four runs in flight: {out:?}");
+    // Near the target, one run per thread still goes.
+    for (i, run) in (1..5).zip(2..) {
+        finish(&mut state, &format!("t{i}"), RunId(run), 100);
+    }
+    assert_eq!(state.managed_bytes(), 600);
+    assert_eq!(state.in_flight(), 1, "the thread is left idle at the target");
+    // Without a limit, every run is queued at once.
+    let mut free = worker(Config::new(1));
+    produce(&mut free, "a", 100);
+    let started: usize = (0..10).map(|i| runs(&step(&mut free, compute(&format!("t{i}"), &[])))).sum();
+    assert_eq!(started, 10);
 }

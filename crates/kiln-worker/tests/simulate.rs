@@ -8,25 +8,15 @@ use std::collections::{HashMap, HashSet};
 
 use kiln_graph::Key;
 use kiln_protocol::messages::{Priority, TaskFailure, WorkerId, WorkerInfo, WorkerToScheduler};
-use kiln_worker::{Config, Event, Instruction, KeyState, MemoryLimits, RunId, SpillError, SpillFile, WorkerState};
+use kiln_worker::{
+    Config, Event, Instruction, KeyState, MemoryLimits, RunId, SpillError, SpillFile, WhenStuck, WorkerState,
+};
 
-/// A tiny deterministic generator so cases replay from their seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
+// The generator both simulations share, so cases replay from their seed.
+#[allow(dead_code)] // each simulation uses the part it needs
+#[path = "../../../tests/support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 const ME: WorkerId = WorkerId::new(0);
 const PEERS: [WorkerId; 3] = [WorkerId::new(1), WorkerId::new(2), WorkerId::new(3)];
@@ -447,6 +437,11 @@ impl Sim {
     }
 
     fn step(&mut self) {
+        if self.stopped {
+            // The worker left for a fresh start (a pause waiting could not end): its process
+            // exits, nothing more happens to this state.
+            return;
+        }
         match self.rng.below(100) {
             0..=19 => self.compute(),
             20..=34 => self.start_one(),
@@ -521,12 +516,17 @@ fn config(seed: u64) -> Config {
     config.tasks_per_thread = 1 + (seed % 4) as usize;
     config.memory = (!seed.is_multiple_of(4)).then(|| MemoryLimits::with_limit(LIMIT).unwrap());
     config.max_spills_in_flight = 1 + (seed % 2) as usize;
+    // Short graces, so that schedules (a few hundred milliseconds) reach the end of a pause
+    // that waiting cannot end, both ways.
+    config.stuck_grace_us = 2_000 + (seed % 5) * 10_000;
+    config.when_stuck = if seed.is_multiple_of(3) { WhenStuck::Restart } else { WhenStuck::Resume };
     config
 }
 
 #[test]
 fn random_schedules_keep_every_invariant_and_answer_every_task() {
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut fresh_starts = 0;
     for seed in 0..300 {
         let mut sim = Sim::new(seed, config(seed));
         for _ in 0..400 {
@@ -536,11 +536,16 @@ fn random_schedules_keep_every_invariant_and_answer_every_task() {
         assert!(sim.outstanding.is_empty(), "seed {seed}: tasks never answered: {:?}", sim.outstanding);
         assert!(sim.steals.is_empty(), "seed {seed}: steals never answered: {:?}", sim.steals);
         // Leaving hands back what did not start and stops once running tasks are done.
-        for _ in 0..sim.rng.below(5) {
-            sim.compute();
+        if sim.state.wants_fresh_start() {
+            fresh_starts += 1;
+            assert!(sim.stopped, "seed {seed}: left for a fresh start but did not stop");
+        } else {
+            for _ in 0..sim.rng.below(5) {
+                sim.compute();
+            }
+            sim.handle(Event::Leave);
+            sim.settle();
         }
-        sim.handle(Event::Leave);
-        sim.settle();
         assert!(sim.stopped, "seed {seed}: leaving did not stop");
         assert!(sim.outstanding.is_empty(), "seed {seed}: left without answering {:?}", sim.outstanding);
         for (kind, n) in sim.seen {
@@ -571,7 +576,9 @@ fn random_schedules_keep_every_invariant_and_answer_every_task() {
         "SpillingResumed",
         "Unspillable",
         "ValueLost",
+        "PauseCannotEnd",
     ] {
         assert!(seen.get(kind).copied().unwrap_or(0) > 0, "no {kind} in any schedule: {seen:?}");
     }
+    assert!(fresh_starts > 0, "no schedule left for a fresh start");
 }

@@ -184,21 +184,94 @@ pub enum Expr {
     /// A scalar operand (broadcasts).
     Scalar(Scalar),
     /// `op(a)`.
-    Unary(UnaryOp, Box<Expr>),
+    Unary(UnaryOp, #[serde(deserialize_with = "nested")] Box<Expr>),
     /// `op(a, b)` with NumPy broadcasting; operands have one dtype.
-    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    Binary(BinaryOp, #[serde(deserialize_with = "nested")] Box<Expr>, #[serde(deserialize_with = "nested")] Box<Expr>),
     /// `where(cond, a, b)`.
-    Where(Box<Expr>, Box<Expr>, Box<Expr>),
+    Where(
+        #[serde(deserialize_with = "nested")] Box<Expr>,
+        #[serde(deserialize_with = "nested")] Box<Expr>,
+        #[serde(deserialize_with = "nested")] Box<Expr>,
+    ),
     /// Conversion to a dtype.
-    Cast(DType, Box<Expr>),
+    Cast(DType, #[serde(deserialize_with = "nested")] Box<Expr>),
     /// Axis permutation.
-    Transpose(Vec<usize>, Box<Expr>),
+    Transpose(Vec<usize>, #[serde(deserialize_with = "nested")] Box<Expr>),
     /// Basic slicing of the evaluated block.
-    Slice(Vec<AxisSlice>, Box<Expr>),
+    Slice(Vec<AxisSlice>, #[serde(deserialize_with = "nested")] Box<Expr>),
     /// Reshape (C order).
-    Reshape(Vec<usize>, Box<Expr>),
+    Reshape(Vec<usize>, #[serde(deserialize_with = "nested")] Box<Expr>),
     /// The given positions along an axis, in order (NumPy's `take` within one block).
-    Take(usize, Vec<usize>, Box<Expr>),
+    Take(usize, Vec<usize>, #[serde(deserialize_with = "nested")] Box<Expr>),
+}
+
+/// How deeply a decoded block expression may nest. Decoding (and evaluating) an expression
+/// recurses once per level, and expressions arrive from other processes: a hostile frame
+/// nesting a million operations would overflow the stack. The builder never makes one deeper
+/// than its 48 operations (`lower::node`'s fusion cap), so this bound refuses only forgeries.
+pub const MAX_DECODED_NESTING: usize = 64;
+
+thread_local! {
+    /// Levels of [`Expr`] being decoded on this thread.
+    static DECODING_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The last decode on this thread was refused for its nesting (postcard keeps no custom
+    /// message, so the refusal is told apart here).
+    static NESTING_REFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Decodes an operand, one level deeper than its operation; refuses to go past
+/// [`MAX_DECODED_NESTING`] (before recursing, so the stack stays bounded).
+fn nested<'de, D: serde::Deserializer<'de>>(decoder: D) -> Result<Box<Expr>, D::Error> {
+    let depth = DECODING_DEPTH.with(|d| d.get()) + 1;
+    if depth > MAX_DECODED_NESTING {
+        NESTING_REFUSED.with(|r| r.set(true));
+        return Err(serde::de::Error::custom("a block expression nested too deep"));
+    }
+    DECODING_DEPTH.with(|d| d.set(depth));
+    let operand = <Box<Expr> as serde::Deserialize>::deserialize(decoder);
+    DECODING_DEPTH.with(|d| d.set(depth - 1));
+    operand
+}
+
+/// Why postcard bytes holding block expressions did not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum ExprDecodeError {
+    /// An expression nests deeper than [`MAX_DECODED_NESTING`]: not something kiln wrote.
+    #[error(
+        "a block expression nests more than {MAX_DECODED_NESTING} operations deep (kiln builds at most 48); refused"
+    )]
+    TooDeep,
+    /// The bytes are malformed otherwise.
+    #[error(transparent)]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Decodes postcard `bytes` of a value holding block expressions (kernel parameters), with
+/// their nesting bounded by [`MAX_DECODED_NESTING`].
+///
+/// # Errors
+/// [`ExprDecodeError`]: too deep, or malformed.
+pub fn decode_with_exprs<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ExprDecodeError> {
+    NESTING_REFUSED.with(|r| r.set(false));
+    postcard::from_bytes(bytes).map_err(|e| {
+        if NESTING_REFUSED.with(|r| r.replace(false)) {
+            ExprDecodeError::TooDeep
+        } else {
+            ExprDecodeError::Malformed(e)
+        }
+    })
+}
+
+/// `Unary(Neg, ...)` nested `depth` times around `Input(0)`, encoded as postcard would (built
+/// from bytes: encoding a deep tree would itself recurse).
+#[cfg(test)]
+pub(crate) fn nested_bytes(depth: usize) -> Vec<u8> {
+    let leaf = postcard::to_allocvec(&Expr::Input(0)).unwrap();
+    let one = postcard::to_allocvec(&Expr::Unary(UnaryOp::Neg, Box::new(Expr::Input(0)))).unwrap();
+    let prefix = &one[..one.len() - leaf.len()];
+    let mut bytes = prefix.repeat(depth);
+    bytes.extend_from_slice(&leaf);
+    bytes
 }
 
 /// Why a block expression could not be evaluated (bad input data, not bad graphs).
@@ -806,6 +879,28 @@ pub(crate) mod num_like {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoding_refuses_an_expression_nested_past_the_bound_without_overflowing_the_stack() {
+        // The deepest the bound allows decodes to the same tree.
+        let ok: Expr = decode_with_exprs(&nested_bytes(MAX_DECODED_NESTING)).unwrap();
+        assert_eq!(ok.size(), MAX_DECODED_NESTING + 1);
+        // A hostile frame, on a small stack as a worker's thread might have.
+        let refused = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(|| [MAX_DECODED_NESTING + 1, 1_000_000].map(|depth| decode_with_exprs::<Expr>(&nested_bytes(depth))))
+            .unwrap()
+            .join()
+            .expect("decoding overflowed the stack");
+        for result in refused {
+            assert!(matches!(result, Err(ExprDecodeError::TooDeep)), "{result:?}");
+        }
+        // The depth count is per decode: a refused frame does not poison the next one, and
+        // other malformed bytes are told apart.
+        assert!(decode_with_exprs::<Expr>(&nested_bytes(3)).is_ok());
+        let truncated = &nested_bytes(3)[..2];
+        assert!(matches!(decode_with_exprs::<Expr>(truncated), Err(ExprDecodeError::Malformed(_))));
+    }
 
     fn f64s(shape: &[usize], v: Vec<f64>) -> Block {
         Block::F64(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap())

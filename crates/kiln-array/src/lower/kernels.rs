@@ -522,6 +522,16 @@ pub enum ExprParamsError {
     /// The kernel has nothing to evaluate.
     #[error("an expression kernel needs at least one expression")]
     NoExpression,
+    /// An expression nests deeper than any kiln builds (a forged frame): refused before its
+    /// decoding could overflow the stack.
+    #[error("parameters of {id}: {source}")]
+    TooDeep {
+        /// The kernel id.
+        id: &'static str,
+        /// The refusal.
+        #[source]
+        source: crate::chunk::expr::ExprDecodeError,
+    },
 }
 
 /// [`ExprKernel`] parameters as written: borrowed, so making a spec copies nothing twice.
@@ -544,7 +554,11 @@ fn read_expr_params<F: serde::de::DeserializeOwned>(
     id: &'static str,
     params: &[u8],
 ) -> Result<ExprParams<F>, ExprParamsError> {
-    let p: ExprParams<F> = postcard::from_bytes(params).map_err(|source| ExprParamsError::Malformed { id, source })?;
+    use crate::chunk::expr::{ExprDecodeError, decode_with_exprs};
+    let p: ExprParams<F> = decode_with_exprs(params).map_err(|e| match e {
+        ExprDecodeError::Malformed(source) => ExprParamsError::Malformed { id, source },
+        too_deep => ExprParamsError::TooDeep { id, source: too_deep },
+    })?;
     if p.exprs.is_empty() {
         return Err(ExprParamsError::NoExpression);
     }
@@ -822,6 +836,29 @@ mod tests {
         // A kernel added to the table needs a sample here.
         let all: BTreeSet<String> = BUILTIN_KERNEL_IDS.iter().map(|s| s.to_string()).collect();
         assert_eq!(covered, all);
+    }
+
+    #[test]
+    fn a_forged_expression_kernel_nested_a_million_deep_is_refused_with_a_clear_error() {
+        let (kernels, codecs) = (KernelRegistry::new(), CodecRegistry::with_builtins());
+        crate::register_portable(&kernels, &codecs);
+        // name, one expression, no finish parameters: the layout of `ExprParams<()>`.
+        let mut params = postcard::to_allocvec("forged").unwrap();
+        params.push(1);
+        params.extend(crate::chunk::expr::nested_bytes(1_000_000));
+        let spec = KernelSpec { id: EXPR_KERNEL_ID.into(), params };
+        // On a small stack, as a worker's runtime thread: the old decoder recursed per level.
+        let message = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || kernels.resolve(&spec).err().map(|e| e.to_string()))
+            .unwrap()
+            .join()
+            .expect("decoding overflowed the stack")
+            .expect("the forged kernel resolved");
+        assert!(
+            message.contains("kiln.array.expr") && message.contains("nests more than 64 operations deep"),
+            "{message}"
+        );
     }
 
     #[test]

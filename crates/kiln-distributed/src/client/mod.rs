@@ -33,7 +33,7 @@ pub struct ClusterLoad {
     pub waiting: u64,
     /// Workers (including retiring ones).
     pub workers: u64,
-    /// Threads of the workers that take new work.
+    /// Threads of the workers that take new work (not paused, not retiring).
     pub threads: u64,
 }
 
@@ -526,7 +526,6 @@ impl Client {
             per_worker[i % workers.len()].push((key, value));
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut sent = 0;
         let limits = comm::limits();
         // Every value is encoded and checked before anything is sent.
         let mut all_puts = Vec::new();
@@ -568,27 +567,40 @@ impl Client {
             }
             all_puts.push((worker, puts));
         }
-        for (worker, puts) in all_puts {
-            for PutBatch { sizes, wire, frames } in puts {
-                let pool = self.inner.pool.clone();
-                let address = worker.address.clone();
-                let id = worker.id;
-                let tx = tx.clone();
-                sent += 1;
-                self.inner.rt().spawn(async move {
-                    let request = PeerRequest::Put { request: pool.request_id(), values: wire };
-                    let result = pool.request(&address, request, frames).await;
-                    let _ = tx.send((id, sizes, result));
-                });
-            }
+        // Each batch goes to its worker; one whose connection fails (the worker died or was cut
+        // off meanwhile) goes to the next worker instead, since the values are still here.
+        let batches: Vec<(usize, PutBatch)> = all_puts
+            .into_iter()
+            .enumerate()
+            .flat_map(|(w, (_, puts))| puts.into_iter().map(move |put| (w, put)))
+            .collect();
+        let send = |batch: usize, w: usize| {
+            let (_, put) = &batches[batch];
+            let pool = self.inner.pool.clone();
+            let address = workers[w].address.clone();
+            let (wire, frames) = (put.wire.clone(), put.frames.clone());
+            let tx = tx.clone();
+            self.inner.rt().spawn(async move {
+                let request = PeerRequest::Put { request: pool.request_id(), values: wire };
+                let result = pool.request(&address, request, frames).await;
+                let _ = tx.send((batch, w, result));
+            });
+        };
+        for (batch, (w, _)) in batches.iter().enumerate() {
+            send(batch, *w);
         }
+        let mut tried: Vec<Vec<usize>> = batches.iter().map(|(w, _)| vec![*w]).collect();
         let mut entries = Vec::new();
-        for _ in 0..sent {
-            let (worker, sizes, result) =
+        let mut pending = batches.len();
+        while pending > 0 {
+            let (batch, w, result) =
                 rx.recv().map_err(|_| ComputeError::Internal("the client runtime stopped".into()))?;
+            let worker = workers[w].id;
             match result {
                 Ok((PeerReply::Stored { .. }, _)) => {
-                    entries.extend(sizes.into_iter().map(|(key, nbytes)| ScatteredEntry { key, worker, nbytes }))
+                    pending -= 1;
+                    let sizes = batches[batch].1.sizes.iter().cloned();
+                    entries.extend(sizes.map(|(key, nbytes)| ScatteredEntry { key, worker, nbytes }))
                 }
                 Ok((PeerReply::Error { message, .. }, _)) => {
                     return Err(ComputeError::Worker {
@@ -597,12 +609,22 @@ impl Client {
                     });
                 }
                 Ok(_) => return Err(ComputeError::Internal(format!("scatter to worker {worker}: unexpected reply"))),
-                Err(e) => {
-                    return Err(ComputeError::Worker {
-                        worker: worker.to_string(),
-                        message: format!("scatter failed: {e}"),
-                    });
-                }
+                Err(e) => match (0..workers.len()).find(|other| !tried[batch].contains(other)) {
+                    Some(next) => {
+                        tracing::debug!(
+                            "scatter to worker {worker} failed ({e}); sending to worker {}",
+                            workers[next].id
+                        );
+                        tried[batch].push(next);
+                        send(batch, next);
+                    }
+                    None => {
+                        return Err(ComputeError::Worker {
+                            worker: worker.to_string(),
+                            message: format!("scatter failed on every worker, last: {e}"),
+                        });
+                    }
+                },
             }
         }
         self.retain(&keys);

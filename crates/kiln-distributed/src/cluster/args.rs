@@ -28,10 +28,18 @@ pub struct WorkerArgs {
     /// Data port (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Directory for spill files: the worker makes its own directory in it and removes that
+    /// when it exits (default: the system's temporary directory, TMPDIR).
+    #[arg(long, value_name = "DIR")]
+    pub local_directory: Option<std::path::PathBuf>,
     /// Run the worker in this process instead of as a child that a nanny restarts when it
     /// dies abnormally (a signal, an abort, a non-zero exit).
     #[arg(long)]
     pub no_nanny: bool,
+    /// Set by a nanny on the worker it runs (with `--no-nanny`): the worker may exit with
+    /// [`EXIT_FRESH_START`](crate::EXIT_FRESH_START) to be started afresh.
+    #[arg(long, hide = true)]
+    pub supervised: bool,
 }
 
 /// Why worker flags do not make a worker configuration.
@@ -68,6 +76,8 @@ impl WorkerArgs {
         config.memory_limit = parse_memory_limit(&self.memory_limit, total_memory())?;
         config.name = self.name.clone();
         config.listen = format!("{}:{}", self.host, self.port);
+        config.supervised = self.supervised;
+        config.local_directory = self.local_directory.clone();
         Ok(config)
     }
 }
@@ -159,7 +169,9 @@ mod tests {
             name: None,
             host: "0.0.0.0".into(),
             port: 0,
+            local_directory: None,
             no_nanny: false,
+            supervised: false,
         };
         assert_eq!(args.to_config().unwrap_err(), WorkerArgsInvalid::NoThreads);
     }

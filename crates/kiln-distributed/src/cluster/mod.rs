@@ -15,7 +15,7 @@ use tokio::runtime::Runtime;
 mod args;
 mod nanny;
 pub use args::{WorkerArgs, WorkerArgsInvalid};
-pub use nanny::{EXIT_CANNOT_START, NannyPolicy, run_nanny};
+pub use nanny::{EXIT_CANNOT_START, EXIT_FRESH_START, NannyPolicy, run_nanny};
 
 use crate::client::Client;
 use crate::server::{SchedulerServer, ServerConfig};
@@ -41,6 +41,7 @@ pub struct LocalClusterBuilder {
     server: ServerConfig,
     start_timeout: Duration,
     nanny: bool,
+    local_directory: Option<PathBuf>,
 }
 
 /// Why a local cluster could not start.
@@ -71,6 +72,7 @@ impl Default for LocalClusterBuilder {
             server: ServerConfig::default(),
             start_timeout: Duration::from_secs(60),
             nanny: true,
+            local_directory: None,
         }
     }
 }
@@ -118,6 +120,12 @@ impl LocalClusterBuilder {
     /// abnormally (default: yes, as `kiln worker` does). Thread workers have none.
     pub fn nanny(mut self, nanny: bool) -> Self {
         self.nanny = nanny;
+        self
+    }
+    /// The directory workers make their spill directories in (`kiln worker
+    /// --local-directory`; default: the system's temporary directory).
+    pub fn local_directory(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.local_directory = Some(dir.into());
         self
     }
 
@@ -371,6 +379,9 @@ impl Shared {
                         .arg(self.builder.memory_limit.to_string())
                         .arg("--name")
                         .arg(&name);
+                    if let Some(dir) = &self.builder.local_directory {
+                        command.arg("--local-directory").arg(dir);
+                    }
                     if !self.builder.nanny {
                         command.arg("--no-nanny");
                     }
@@ -386,6 +397,7 @@ impl Shared {
                     let mut config = WorkerConfig::new(&self.address);
                     config.nthreads = self.builder.threads_per_worker;
                     config.memory_limit = self.builder.memory_limit;
+                    config.local_directory = self.builder.local_directory.clone();
                     config.name = Some(name.clone());
                     let handle =
                         self.runtime.block_on(start_worker(config)).map_err(|e| ClusterError::Start(e.to_string()))?;
@@ -576,7 +588,7 @@ fn worker_from_args(args: &[String]) -> Result<i32, WorkerArgsError> {
             .map_err(|e| WorkerArgsError::Usage(e.to_string()))?;
     let config = command.args.to_config()?;
     if !command.args.no_nanny {
-        return run_nanny(std::env::args_os().skip(1).collect(), NannyPolicy::default())
+        return run_nanny(std::env::args_os().skip(1).collect(), NannyPolicy::default(), config.local_directory)
             .map_err(|source| WorkerArgsError::Io { context: "cannot run the worker under a nanny", source });
     }
     crate::worker::tune_allocator_for_workers();
@@ -600,6 +612,6 @@ fn worker_from_args(args: &[String]) -> Result<i32, WorkerArgsError> {
             }
             _ = worker.stopped() => {}
         }
-        Ok(0)
+        Ok(if worker.wants_fresh_start() { EXIT_FRESH_START } else { 0 })
     })
 }

@@ -6,6 +6,8 @@
 //! works for the stock `kiln` binary and for a user's program made a worker by
 //! [`run_worker_if_requested`](super::run_worker_if_requested) alike, because both parse the
 //! same [`WorkerArgs`](super::WorkerArgs), and the child knows the same kernels as its parent.
+//! The child also gets `--supervised`, which lets it end a memory pause that waiting cannot
+//! end by exiting with [`EXIT_FRESH_START`] for a new process (a planned restart, not a death).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -18,6 +20,12 @@ use std::time::{Duration, Instant};
 /// scheduler that cannot be reached, a port in use): its nanny does not restart it, since the
 /// next attempt would fail the same way, and exits with the same code.
 pub const EXIT_CANNOT_START: i32 = 2;
+
+/// Exit code of a worker that asks its nanny for a fresh process: it was paused for memory it
+/// could not free while running nothing and holding no data (its own allocator arenas, caches,
+/// a library's buffers), so it loses nothing by restarting and a new process starts without
+/// that memory. The nanny restarts it at once and does not count it as a death.
+pub const EXIT_FRESH_START: i32 = 3;
 
 /// How a nanny restarts its worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +80,8 @@ enum Ending {
     Clean,
     /// It could not start with its settings ([`EXIT_CANNOT_START`]).
     CannotStart,
+    /// It left to be started afresh ([`EXIT_FRESH_START`]).
+    FreshStart,
     /// Killed by a signal or failed with another code: the cause, for the log.
     Died(String),
 }
@@ -80,6 +90,7 @@ fn ending(status: ExitStatus) -> Ending {
     match (status.code(), status.signal()) {
         (Some(0), _) => Ending::Clean,
         (Some(EXIT_CANNOT_START), _) => Ending::CannotStart,
+        (Some(EXIT_FRESH_START), _) => Ending::FreshStart,
         (Some(code), _) => Ending::Died(format!("exit code {code}")),
         (None, Some(signal)) => Ending::Died(format!("signal {signal} ({})", signal_name(signal))),
         (None, None) => Ending::Died(format!("{status}")),
@@ -108,14 +119,14 @@ fn signal_name(signal: i32) -> &'static str {
 
 /// The nanny's log: through `tracing` when the program set up a subscriber (`kiln worker`
 /// does), else on stderr, so a user's worker binary does not restart workers silently.
-fn log(error: bool, message: &str) {
+fn log(level: tracing::Level, message: &str) {
     if tracing::dispatcher::has_been_set() {
-        if error {
-            tracing::error!("{message}");
-        } else {
-            tracing::warn!("{message}");
+        match level {
+            tracing::Level::ERROR => tracing::error!("{message}"),
+            tracing::Level::WARN => tracing::warn!("{message}"),
+            _ => tracing::info!("{message}"),
         }
-    } else {
+    } else if level <= tracing::Level::WARN {
         eprintln!("kiln nanny: {message}");
     }
 }
@@ -126,18 +137,27 @@ fn log(error: bool, message: &str) {
 /// the nanny then exits. If the nanny itself is killed, the worker gets SIGTERM from the
 /// kernel (Linux), so no worker outlives its nanny.
 ///
+/// `local_directory` is the worker's `--local-directory` (`None`: the temporary directory):
+/// the nanny removes what a dead worker left there.
+///
 /// Returns the exit code for the nanny's process: 0 after a clean exit, the worker's code
 /// when it could not start, 1 when the nanny gave up.
 ///
 /// # Errors
 /// The executable cannot be found or started, or the nanny's runtime cannot start.
-pub fn run_nanny(args: Vec<OsString>, policy: NannyPolicy) -> std::io::Result<i32> {
+pub fn run_nanny(args: Vec<OsString>, policy: NannyPolicy, local_directory: Option<PathBuf>) -> std::io::Result<i32> {
     let program = std::env::current_exe()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(supervise(program, args, policy))
+    let spill_parent = local_directory.unwrap_or_else(std::env::temp_dir);
+    runtime.block_on(supervise(program, args, policy, spill_parent))
 }
 
-async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -> std::io::Result<i32> {
+async fn supervise(
+    program: PathBuf,
+    args: Vec<OsString>,
+    policy: NannyPolicy,
+    spill_parent: PathBuf,
+) -> std::io::Result<i32> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -151,17 +171,22 @@ async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -
             _ = interrupt.recv() => return forward(&mut child, libc::SIGINT).await,
         };
         if let Some(pid) = pid {
-            remove_spill_directories(pid);
+            remove_spill_directories(&spill_parent, pid);
         }
         let cause = match ending(status) {
             Ending::Clean => return Ok(0),
             Ending::CannotStart => return Ok(EXIT_CANNOT_START),
+            Ending::FreshStart => {
+                // The worker said why (at warn); a planned restart is not a death.
+                log(tracing::Level::INFO, "worker left for a fresh start; starting a new one");
+                continue;
+            }
             Ending::Died(cause) => cause,
         };
         let window = policy.window.as_secs();
         let Some((n, wait)) = restarts.death(Instant::now()) else {
             log(
-                true,
+                tracing::Level::ERROR,
                 &format!(
                     "worker exited with {cause}; not restarting it: it already restarted {} times in {window} s",
                     policy.max_restarts
@@ -169,7 +194,10 @@ async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -
             );
             return Ok(1);
         };
-        log(false, &format!("worker exited with {cause}; restarting ({n} of {} in {window} s)", policy.max_restarts));
+        log(
+            tracing::Level::WARN,
+            &format!("worker exited with {cause}; restarting ({n} of {} in {window} s)", policy.max_restarts),
+        );
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = term.recv() => return Ok(0),
@@ -178,18 +206,21 @@ async fn supervise(program: PathBuf, args: Vec<OsString>, policy: NannyPolicy) -
     }
 }
 
-/// Removes what a dead worker left in its default spill location (`kiln-worker-<pid>-<port>`
-/// in the temporary directory): a worker killed by a signal cannot clean up after itself, and
-/// one that exits cleanly has already done so.
-fn remove_spill_directories(pid: u32) {
+/// Removes what a dead worker left in its spill location (`kiln-worker-<pid>-<port>` in its
+/// local directory): a worker killed by a signal cannot clean up after itself, and one that
+/// exits cleanly has already done so.
+fn remove_spill_directories(parent: &std::path::Path, pid: u32) {
     let prefix = format!("kiln-worker-{pid}-");
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             match std::fs::remove_dir_all(entry.path()) {
-                Ok(()) => log(false, &format!("removed the dead worker's spill directory {}", entry.path().display())),
+                Ok(()) => log(
+                    tracing::Level::WARN,
+                    &format!("removed the dead worker's spill directory {}", entry.path().display()),
+                ),
                 Err(e) => log(
-                    true,
+                    tracing::Level::ERROR,
                     &format!("cannot remove the dead worker's spill directory {}: {e}", entry.path().display()),
                 ),
             }
@@ -209,7 +240,7 @@ async fn forward(child: &mut tokio::process::Child, signal: i32) -> std::io::Res
 
 fn spawn_worker(program: &PathBuf, args: &[OsString]) -> std::io::Result<tokio::process::Child> {
     let mut command = tokio::process::Command::new(program);
-    command.args(args).arg("--no-nanny");
+    command.args(args).arg("--no-nanny").arg("--supervised");
     #[cfg(target_os = "linux")]
     {
         let nanny = std::process::id() as libc::pid_t;
@@ -254,6 +285,7 @@ mod tests {
     fn exits_are_told_apart() {
         assert_eq!(ending(ExitStatus::from_raw(0)), Ending::Clean);
         assert_eq!(ending(ExitStatus::from_raw(EXIT_CANNOT_START << 8)), Ending::CannotStart);
+        assert_eq!(ending(ExitStatus::from_raw(EXIT_FRESH_START << 8)), Ending::FreshStart);
         assert_eq!(ending(ExitStatus::from_raw(1 << 8)), Ending::Died("exit code 1".into()));
         assert_eq!(ending(ExitStatus::from_raw(libc::SIGABRT)), Ending::Died("signal 6 (SIGABRT)".into()));
         assert_eq!(ending(ExitStatus::from_raw(libc::SIGKILL)), Ending::Died("signal 9 (SIGKILL)".into()));

@@ -19,10 +19,11 @@ pub mod store;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_protocol::messages::WorkerToScheduler;
-use kiln_worker::{MemoryLimits, WorkerState};
+use kiln_worker::{MemoryLimits, WhenStuck, WorkerState};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -46,10 +47,17 @@ pub struct WorkerConfig {
     pub listen: String,
     /// How often to send heartbeats.
     pub heartbeat: Duration,
-    /// Where to spill values (default: a fresh directory under the system's temp dir).
+    /// The directory the worker makes its spill directory in (`kiln-worker-<pid>-<port>`,
+    /// removed when the worker exits; Dask's `local_directory`). Default: the system's
+    /// temporary directory (`TMPDIR`, else `/tmp`).
     pub local_directory: Option<std::path::PathBuf>,
     /// After losing the scheduler, keep trying to rejoin for this long (then stop).
     pub reconnect: Duration,
+    /// The worker runs under a nanny that starts a new process when this one exits with
+    /// [`EXIT_FRESH_START`](crate::EXIT_FRESH_START). A memory pause that waiting cannot end
+    /// (nothing running, nothing held) then ends with the worker leaving for a fresh process;
+    /// without a nanny it ends with the worker resuming (see [`kiln_worker::WhenStuck`]).
+    pub supervised: bool,
 }
 
 impl WorkerConfig {
@@ -64,6 +72,7 @@ impl WorkerConfig {
             heartbeat: Duration::from_secs(1),
             local_directory: None,
             reconnect: Duration::from_secs(60),
+            supervised: false,
         }
     }
 }
@@ -78,6 +87,7 @@ pub struct WorkerHandle {
     address: SocketAddr,
     events: mpsc::UnboundedSender<ShellEvent>,
     done: watch::Receiver<bool>,
+    fresh_start: Arc<AtomicBool>,
 }
 
 impl WorkerHandle {
@@ -96,6 +106,13 @@ impl WorkerHandle {
         let mut done = self.done.clone();
         let _ = done.wait_for(|d| *d).await;
     }
+
+    /// Whether the worker stopped to be started afresh: it was paused for memory that waiting
+    /// could not free, holding nothing, and runs under a nanny ([`WorkerConfig::supervised`]).
+    /// Its process should then exit with [`EXIT_FRESH_START`](crate::EXIT_FRESH_START).
+    pub fn wants_fresh_start(&self) -> bool {
+        self.fresh_start.load(Ordering::Relaxed)
+    }
 }
 
 /// Starts a worker on the current tokio runtime: binds its data port, registers with the
@@ -107,10 +124,18 @@ impl WorkerHandle {
 pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommError> {
     let mut state_config = kiln_worker::Config::new(config.nthreads.max(1));
     state_config.memory = MemoryLimits::with_limit(config.memory_limit);
+    state_config.when_stuck = if config.supervised { WhenStuck::Restart } else { WhenStuck::Resume };
     let state = WorkerState::new(state_config).map_err(|e| CommError::Io {
         context: "invalid worker configuration".into(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
     })?;
+    if let Some(parent) = &config.local_directory {
+        // Refused now rather than at the first spill, when the worker is under memory pressure.
+        std::fs::create_dir_all(parent).map_err(|source| CommError::Io {
+            context: format!("cannot use local directory {}", parent.display()),
+            source,
+        })?;
+    }
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|source| CommError::Io { context: format!("cannot listen on {}", config.listen), source })?;
@@ -129,10 +154,8 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
     let (to_scheduler, flushed) =
         connect_scheduler(&scheduler_address, &name, register.clone(), events_tx.clone()).await?;
 
-    let dir = config
-        .local_directory
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("kiln-worker-{}-{}", std::process::id(), address.port())));
+    let parent = config.local_directory.clone().unwrap_or_else(std::env::temp_dir);
+    let dir = parent.join(format!("kiln-worker-{}-{}", std::process::id(), address.port()));
     let store = Arc::new(Store::new(dir));
     let queue = Arc::new(JobQueue::default());
     let mut threads = Vec::new();
@@ -164,6 +187,7 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
     }
 
     let (done_tx, done) = watch::channel(false);
+    let fresh_start = Arc::new(AtomicBool::new(false));
     let shell = Shell {
         name,
         address: address.to_string(),
@@ -183,8 +207,11 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         follow_ups: VecDeque::new(),
         started: Instant::now(),
     };
+    let fresh = fresh_start.clone();
     tokio::spawn(async move {
-        shell.run(events_rx).await;
+        if shell.run(events_rx).await {
+            fresh.store(true, Ordering::Relaxed);
+        }
         for t in threads {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
@@ -193,7 +220,7 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         let _ = done_tx.send(true);
     });
-    Ok(WorkerHandle { address, events: events_tx, done })
+    Ok(WorkerHandle { address, events: events_tx, done, fresh_start })
 }
 
 /// Sends `event()` every `period` until the shell is gone.

@@ -65,6 +65,14 @@ const KERNEL_CACHE_BYTES: usize = 16 << 20;
 /// steps) kept hundreds of megabytes alive after the task ended, pausing the worker for good.
 const KERNEL_CACHE_MAX_SPEC: usize = 64 << 10;
 
+/// Whether a kernel is worth caching. A fused kernel never is: its steps carry the keys of the
+/// tasks it replaced, so no other task has the same spec. Caching the ~400 fused kernels of a
+/// 100,000-step chain (25 KB of spec and ~70 KB of resolved steps each) kept 38 MB alive after
+/// the chain, over the pause threshold of a 64 MB worker holding nothing.
+fn worth_caching(spec: &KernelSpec) -> bool {
+    spec.id != kiln_graph::fuse::FUSED_KERNEL_ID && KernelCache::spec_bytes(spec) <= KERNEL_CACHE_MAX_SPEC
+}
+
 /// Resolved kernels by spec, bounded by entries and by the bytes of their specs; the least
 /// recently used goes first.
 #[derive(Default)]
@@ -89,10 +97,10 @@ impl KernelCache {
     }
 
     fn insert(&mut self, spec: KernelSpec, kernel: Arc<dyn Kernel>) {
-        let size = Self::spec_bytes(&spec);
-        if size > KERNEL_CACHE_MAX_SPEC {
+        if !worth_caching(&spec) {
             return;
         }
+        let size = Self::spec_bytes(&spec);
         while !self.entries.is_empty()
             && (self.entries.len() >= KERNEL_CACHE_ENTRIES || self.bytes + size > KERNEL_CACHE_BYTES)
         {
@@ -160,8 +168,9 @@ impl Shell {
         self.started.elapsed().as_micros() as u64
     }
 
-    /// Runs until the worker has left or given up on the scheduler.
-    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<ShellEvent>) {
+    /// Runs until the worker has left or given up on the scheduler; `true` when it left to be
+    /// started afresh ([`WorkerState::wants_fresh_start`]).
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<ShellEvent>) -> bool {
         let mut batch = Vec::new();
         let ending = 'outer: loop {
             let deadline = self.state.next_deadline().map(|us| self.started + Duration::from_micros(us));
@@ -188,6 +197,7 @@ impl Shell {
                 }
             }
         };
+        let fresh_start = self.state.wants_fresh_start();
         if let Ending::Left = ending {
             // Every sender dropped: the writer writes what is queued, shuts the socket, ends.
             let Shell { to_scheduler, flushed, .. } = self;
@@ -198,6 +208,7 @@ impl Shell {
         } else {
             self.queue.drain(true);
         }
+        fresh_start
     }
 
     /// Handles one channel event; `Some` when the loop must end.
@@ -516,6 +527,24 @@ impl Shell {
                 tracing::info!("worker {name}: spilling to {} works again", self.store.dir().display())
             }
             Notice::ValueLost { key, message } => tracing::error!("worker {name}: lost spilled {key}: {message}"),
+            Notice::PauseCannotEnd { process_bytes, limit, fraction, restart } => {
+                let why = format!(
+                    "worker {name}: paused with process memory {:.0} MB > {:.0} % of the {:.0} MB limit while running \
+                     nothing and holding no data, so waiting cannot free it (it is the process's own: allocator \
+                     arenas, caches, a library's buffers)",
+                    process_bytes as f64 / 1e6,
+                    fraction * 100.0,
+                    limit as f64 / 1e6
+                );
+                if restart {
+                    tracing::warn!("{why}; leaving so that the nanny starts a fresh process");
+                } else {
+                    tracing::warn!(
+                        "{why}; resuming (no nanny to restart it) and pausing again only after memory falls under the \
+                         threshold"
+                    );
+                }
+            }
             Notice::LeaveTimedOut { running } => {
                 tracing::warn!("worker {name}: leaving without waiting longer for {running} running tasks")
             }
@@ -614,8 +643,11 @@ mod tests {
     #[test]
     fn the_kernel_cache_is_bounded_by_entries_and_bytes_and_skips_huge_specs() {
         let mut cache = KernelCache::default();
-        // A fused chain's spec is never cached.
+        // A fused chain's spec is never cached: neither a huge one nor a small one.
         cache.insert(spec(0, 100 << 20), kernel());
+        let fused = KernelSpec { id: kiln_graph::fuse::FUSED_KERNEL_ID.into(), params: vec![0; 25_000] };
+        cache.insert(fused.clone(), kernel());
+        assert!(cache.get(&fused).is_none(), "a fused kernel was cached");
         assert_eq!((cache.len(), cache.bytes()), (0, 0));
         // Many distinct small kernels: bounded by entries, the recently used one survives.
         cache.insert(spec(1, 8), kernel());

@@ -438,12 +438,9 @@ impl SchedulerState {
                 let live = self.tasks.iter().filter(|t| t.live);
                 let waiting = live.filter(|t| t.state == TaskState::Waiting).count() as u64;
                 let processing = self.workers.values().map(|w| w.processing.len() as u64).sum();
-                let threads = self
-                    .workers
-                    .values()
-                    .filter(|w| !self.retiring.contains(&w.info.id))
-                    .map(|w| w.info.nthreads as u64)
-                    .sum();
+                // Threads that take new work: a paused or retiring worker's do not.
+                let threads =
+                    self.workers.values().filter(|w| self.takes_work(w.info.id)).map(|w| w.info.nthreads as u64).sum();
                 self.commands.push(Command::Client(
                     client,
                     SchedulerToClient::ClusterLoad {
