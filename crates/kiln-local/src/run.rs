@@ -5,18 +5,27 @@
 //! the dependencies-left counter of each reader (the thread keeps the best newly ready reader
 //! for itself and queues the others). Counters are atomics; the queue lock is taken only when a
 //! thread needs work or has surplus ready tasks.
+//!
+//! Memory: storing a result adds its size to one counter and releasing it subtracts it (see
+//! [`crate::memory`]). Far below the limit that is all. Above the target (three quarters of the
+//! limit) threads take no new source task (a task without dependencies: it only adds data)
+//! unless every other thread is idle, so running work can finish and free memory; past the
+//! limit, the values needed last are spilled to disk until held memory is back at seven eighths
+//! of it, and read back by their readers.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use kiln_graph::graph::Input;
 use kiln_graph::order::{NOT_NEEDED, order};
 use kiln_graph::{ComputeError, Graph, TaskError, TaskId, Value};
 
+use crate::memory::{RunStats, Sizer, SpillDir, SpillFailure, Tally, file_in, read_spill, write_spill};
 use crate::{LocalScheduler, progress};
 
 /// How often idle threads look at the cancel token while waiting for work.
@@ -45,6 +54,15 @@ impl Queue {
         self.roots.truncate(from);
     }
 
+    /// Puts a thread's unstarted roots back (over the memory target, they wait with the
+    /// others). They are consecutive in priority order, so one splice keeps `roots` sorted.
+    fn return_roots(&mut self, priority: &[u32], batch: &mut Vec<u32>) {
+        let Some(&first) = batch.first() else { return };
+        let p = priority[first as usize];
+        let at = self.roots.partition_point(|&r| priority[r as usize] > p);
+        self.roots.splice(at..at, batch.drain(..));
+    }
+
     fn pop(&mut self, priority: &[u32]) -> Option<u32> {
         let root = self.roots.last().map(|&r| priority[r as usize]);
         let heaped = self.heap.peek().map(|Reverse((p, _))| *p);
@@ -57,6 +75,30 @@ impl Queue {
     }
 }
 
+/// Where a task's result is.
+#[derive(Default)]
+struct Slot {
+    /// In memory (also while a clean copy is on disk).
+    value: Option<Value>,
+    /// Its size as counted in [`Tally::held`] while in memory.
+    nbytes: u64,
+    /// It has a codec that accepted it (it may be written to disk).
+    spillable: bool,
+    /// Its spill file exists (the value is immutable, so the file stays valid after a read
+    /// back and spilling it again only drops the memory copy).
+    on_disk: bool,
+    /// A requested output: held to the end of the run.
+    output: bool,
+}
+
+/// The spill side of a run, behind one lock: one thread spills at a time, and the others that
+/// find memory over the limit wait for it (backpressure).
+struct Spiller {
+    dir: SpillDir,
+    /// A spill write failed: the run is failing, no more spilling.
+    failed: bool,
+}
+
 pub(crate) struct Run<'a> {
     graph: &'a Graph,
     outputs: &'a [TaskId],
@@ -64,14 +106,26 @@ pub(crate) struct Run<'a> {
     priority: Vec<u32>,
     deps_left: Vec<AtomicU32>,
     readers_left: Vec<AtomicU32>,
-    slots: Vec<Mutex<Option<Value>>>,
+    slots: Vec<Mutex<Slot>>,
     queue: Mutex<Queue>,
     wakeup: Condvar,
     sleeping: AtomicUsize,
     completed: AtomicUsize,
     total: usize,
+    /// Threads working on this run.
+    workers: usize,
     abort: AtomicBool,
     error: Mutex<Option<ComputeError>>,
+    tally: Tally,
+    /// The memory limit (`u64::MAX`: none), the target above which sources wait, and the level
+    /// a spill brings held memory back to.
+    limit: u64,
+    target: u64,
+    spill_goal: u64,
+    spiller: Mutex<Spiller>,
+    /// The spill directory once created, readable without the spiller's lock (readers that
+    /// read a value back hold its slot's lock, and the spiller takes slot locks).
+    spill_path: OnceLock<PathBuf>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -98,31 +152,59 @@ impl<'a> Run<'a> {
             graph.ids().filter(|t| needed(t) && graph.dependencies(*t).is_empty()).map(|t| t.0).collect();
         roots.sort_unstable_by_key(|&t| Reverse(priority[t as usize]));
         let total = priority.iter().filter(|&&p| p != NOT_NEEDED).count();
+        let mut slots: Vec<Mutex<Slot>> = (0..n).map(|_| Mutex::default()).collect();
+        for o in outputs {
+            slots[o.index()].get_mut().unwrap_or_else(|p| p.into_inner()).output = true;
+        }
+        let limit = scheduler.effective_memory_limit().unwrap_or(u64::MAX);
         Run {
             graph,
             outputs,
             scheduler,
             deps_left,
             readers_left,
-            slots: (0..n).map(|_| Mutex::new(None)).collect(),
+            slots,
             queue: Mutex::new(Queue { heap: BinaryHeap::new(), roots, finished: total == 0 }),
             wakeup: Condvar::new(),
             sleeping: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
             total,
+            workers: scheduler.threads.min(total).max(1),
             abort: AtomicBool::new(false),
             error: Mutex::new(None),
             priority,
+            tally: Tally::default(),
+            limit,
+            target: limit - limit / 4,
+            spill_goal: limit - limit / 8,
+            spiller: Mutex::new(Spiller { dir: SpillDir::new(scheduler.spill_parent()), failed: false }),
+            spill_path: OnceLock::new(),
         }
     }
 
-    pub(crate) fn execute(self) -> Result<Vec<Value>, ComputeError> {
+    /// What the run held and spilled so far.
+    fn stats(&self) -> RunStats {
+        self.tally.stats((self.limit != u64::MAX).then_some(self.limit))
+    }
+
+    /// Runs the graph; returns the outputs and what the run held and spilled (also when it
+    /// failed: the statistics up to the failure).
+    pub(crate) fn execute(self) -> (Result<Vec<Value>, ComputeError>, RunStats) {
+        let result = self.execute_inner();
+        (result, self.stats())
+        // `self` drops here, and with it the spill directory, whatever the result.
+    }
+
+    fn execute_inner(&self) -> Result<Vec<Value>, ComputeError> {
         if self.total > 0 {
             let show_progress = progress::wanted(self.scheduler.progress);
             let progress_done = AtomicBool::new(false);
             std::thread::scope(|s| {
-                let bar =
-                    show_progress.then(|| s.spawn(|| progress::draw(self.total, &self.completed, &progress_done)));
+                let bar = show_progress.then(|| {
+                    s.spawn(|| {
+                        progress::draw(self.total, &self.completed, &progress_done, || self.stats().summary())
+                    })
+                });
                 let helpers: Vec<_> =
                     (1..self.scheduler.threads.min(self.total)).map(|_| s.spawn(|| self.work_in_budget())).collect();
                 self.work_in_budget();
@@ -147,11 +229,21 @@ impl<'a> Run<'a> {
         self.outputs
             .iter()
             .map(|o| {
-                lock(&self.slots[o.index()])
-                    .clone()
-                    .ok_or_else(|| ComputeError::Internal(format!("output {} was not kept", self.graph.key(*o))))
+                let slot = lock(&self.slots[o.index()]);
+                match &slot.value {
+                    Some(v) => Ok(v.clone()),
+                    // Read back without counting: the run is over and these are the caller's.
+                    None if slot.on_disk => self.read_file(*o),
+                    None => Err(ComputeError::Internal(format!("output {} was not kept", self.graph.key(*o)))),
+                }
             })
             .collect()
+    }
+
+    /// Whether held memory is over the target, so sources wait.
+    #[inline]
+    fn over_target(&self) -> bool {
+        self.tally.held() > self.target
     }
 
     fn cancelled(&self) -> bool {
@@ -169,19 +261,33 @@ impl<'a> Run<'a> {
     /// May also move a few following roots into the thread's `batch`.
     fn next_task(&self, batch: &mut Vec<u32>) -> Option<u32> {
         if let Some(t) = batch.pop() {
-            return Some(t);
+            if !self.over_target() {
+                return Some(t);
+            }
+            batch.push(t);
+            lock(&self.queue).return_roots(&self.priority, batch);
         }
         let mut q = lock(&self.queue);
         loop {
             if q.finished {
                 return None;
             }
-            if let Some(t) = q.pop(&self.priority) {
-                let extra = (q.roots.len() / (4 * self.scheduler.threads)).min(MAX_ROOT_BATCH);
-                if extra > 0 {
-                    q.take_roots(&self.priority, extra, batch);
+            if !self.over_target() {
+                if let Some(t) = q.pop(&self.priority) {
+                    let extra = (q.roots.len() / (4 * self.scheduler.threads)).min(MAX_ROOT_BATCH);
+                    if extra > 0 {
+                        q.take_roots(&self.priority, extra, batch);
+                    }
+                    return Some(t);
                 }
+            } else if let Some(Reverse((_, t))) = q.heap.pop() {
+                // Over the target: tasks with inputs run (they may free them); sources wait.
                 return Some(t);
+            } else if !q.roots.is_empty() && self.sleeping.load(Ordering::SeqCst) + 1 >= self.workers {
+                // Every other thread is idle, so nothing running will free memory: a source
+                // runs rather than the run stalling (the spiller makes room for its result).
+                self.tally.forced_sources.fetch_add(1, Ordering::Relaxed);
+                return q.roots.pop();
             }
             if self.cancelled() {
                 drop(q);
@@ -203,6 +309,7 @@ impl<'a> Run<'a> {
     fn work(&self) {
         let graph = self.graph;
         let callbacks = self.scheduler.callbacks.as_deref();
+        let mut sizer = Sizer::default();
         let mut inputs: Vec<Value> = Vec::new();
         let mut ready: Vec<u32> = Vec::new();
         let mut next: Option<u32> = None;
@@ -219,11 +326,10 @@ impl<'a> Run<'a> {
             let id = TaskId(t);
             for input in graph.inputs(id) {
                 inputs.push(match input {
-                    Input::Task(d) => match lock(&self.slots[d.index()]).clone() {
-                        Some(v) => v,
-                        None => {
-                            let msg = format!("input {} of {} was released too early", graph.key(*d), graph.key(id));
-                            self.fail(ComputeError::Internal(msg));
+                    Input::Task(d) => match self.input(*d, id) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.fail(e);
                             return;
                         }
                     },
@@ -247,12 +353,20 @@ impl<'a> Run<'a> {
                 }
             };
             if self.readers_left[t as usize].load(Ordering::Relaxed) > 0 {
-                *lock(&self.slots[t as usize]) = Some(value);
+                let (nbytes, spillable) = sizer.measure(&value);
+                {
+                    let mut slot = lock(&self.slots[t as usize]);
+                    slot.value = Some(value);
+                    slot.nbytes = nbytes;
+                    slot.spillable = spillable;
+                }
+                if self.tally.add(nbytes) > self.limit {
+                    self.make_room();
+                }
             }
             for d in graph.dependencies(id) {
                 if self.readers_left[d.index()].fetch_sub(1, Ordering::AcqRel) == 1 {
-                    let released = lock(&self.slots[d.index()]).take();
-                    drop(released);
+                    self.release(d.index());
                 }
             }
             for r in graph.dependents(id) {
@@ -283,6 +397,174 @@ impl<'a> Run<'a> {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Run<'_> {
+    /// The value of `d` for its reader `reader`: from memory, or read back from its spill file.
+    #[inline]
+    fn input(&self, d: TaskId, reader: TaskId) -> Result<Value, ComputeError> {
+        let slot = lock(&self.slots[d.index()]);
+        match &slot.value {
+            Some(v) => Ok(v.clone()),
+            None if slot.on_disk => self.read_back(d, slot),
+            None => {
+                let msg = format!("input {} of {} was released too early", self.graph.key(d), self.graph.key(reader));
+                Err(ComputeError::Internal(msg))
+            }
+        }
+    }
+
+    /// Reads a spilled value back into its slot (under the slot's lock, so two readers read it
+    /// once) and counts it as held again.
+    #[cold]
+    fn read_back(&self, d: TaskId, mut slot: MutexGuard<'_, Slot>) -> Result<Value, ComputeError> {
+        let value = self.read_file(d)?;
+        slot.value = Some(value.clone());
+        let nbytes = slot.nbytes;
+        drop(slot);
+        self.tally.read_back_count.fetch_add(1, Ordering::Relaxed);
+        // The clone the reader holds pins the value: the spiller will not pick it.
+        if self.tally.add(nbytes) > self.limit {
+            self.make_room();
+        }
+        Ok(value)
+    }
+
+    fn read_file(&self, d: TaskId) -> Result<Value, ComputeError> {
+        let Some(dir) = self.spill_path.get() else {
+            return Err(ComputeError::Internal(format!("{} is marked spilled but nothing was", self.graph.key(d))));
+        };
+        let path = file_in(dir, d.0);
+        read_spill(&path).map_err(|message| ComputeError::Spill {
+            key: self.graph.key(d).clone(),
+            action: "cannot read back",
+            path,
+            message,
+        })
+    }
+
+    /// The last reader of `d` finished: drop its value and its spill file.
+    #[inline]
+    fn release(&self, d: usize) {
+        let mut slot = lock(&self.slots[d]);
+        let released = slot.value.take();
+        let on_disk = std::mem::take(&mut slot.on_disk);
+        let nbytes = slot.nbytes;
+        drop(slot);
+        if released.is_some() {
+            let before = self.tally.sub(nbytes);
+            // Crossing below the target: sources may run again, wake the threads holding them.
+            if before > self.target && before - nbytes <= self.target && self.sleeping.load(Ordering::Relaxed) > 0 {
+                self.wakeup.notify_all();
+            }
+        }
+        drop(released);
+        if on_disk {
+            self.remove_file(d);
+        }
+    }
+
+    #[cold]
+    fn remove_file(&self, d: usize) {
+        if let Some(dir) = self.spill_path.get() {
+            let _ = std::fs::remove_file(file_in(dir, d as u32));
+        }
+    }
+
+    /// When a task reads `d` next: the smallest priority among its readers that are not ready
+    /// yet (`u32::MAX` for an output with none), or `None` when every reader is ready or
+    /// running (it is needed now).
+    fn next_need(&self, d: usize, output: bool) -> Option<u32> {
+        let pending = self
+            .graph
+            .dependents(TaskId(d as u32))
+            .iter()
+            .filter(|r| {
+                self.priority[r.index()] != NOT_NEEDED && self.deps_left[r.index()].load(Ordering::Relaxed) > 0
+            })
+            .map(|r| self.priority[r.index()])
+            .min();
+        pending.or(output.then_some(u32::MAX))
+    }
+
+    /// Held memory is past the limit: spill the values needed last (the static priorities say
+    /// when each is read next) until it is back at the spill goal. Values pinned by a running
+    /// reader, and values without a codec, stay. One thread spills at a time; others that find
+    /// memory over the limit wait here, which slows the producers down.
+    #[cold]
+    fn make_room(&self) {
+        let mut spiller = lock(&self.spiller);
+        if spiller.failed || self.tally.held() <= self.limit {
+            return;
+        }
+        // A scan of every slot: spilling is the slow path, and the goal below the limit spaces
+        // the scans out by several values.
+        let mut candidates: Vec<(u32, usize)> = Vec::new();
+        for d in 0..self.slots.len() {
+            if self.readers_left[d].load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let slot = lock(&self.slots[d]);
+            let Some(value) = &slot.value else { continue };
+            if !slot.spillable || value.ref_count() > 1 {
+                continue;
+            }
+            let output = slot.output;
+            drop(slot);
+            if let Some(need) = self.next_need(d, output) {
+                candidates.push((need, d));
+            }
+        }
+        candidates.sort_unstable_by_key(|&(need, d)| Reverse((need, d)));
+        for (_, d) in candidates {
+            if self.tally.held() <= self.spill_goal {
+                break;
+            }
+            let mut slot = lock(&self.slots[d]);
+            let Some(value) = &slot.value else { continue };
+            if value.ref_count() > 1 {
+                continue;
+            }
+            if !slot.on_disk {
+                let dir = match spiller.dir.dir() {
+                    Ok(dir) => dir,
+                    Err((path, message)) => {
+                        spiller.failed = true;
+                        let key = self.graph.key(TaskId(d as u32)).clone();
+                        drop(slot);
+                        self.fail(ComputeError::Spill { key, action: "cannot spill", path, message });
+                        return;
+                    }
+                };
+                let _ = self.spill_path.set(dir.to_path_buf());
+                let path = file_in(dir, d as u32);
+                match write_spill(value, &path) {
+                    Ok(_) => slot.on_disk = true,
+                    Err(SpillFailure::Unencodable) => {
+                        slot.spillable = false;
+                        continue;
+                    }
+                    Err(SpillFailure::Io(message)) => {
+                        spiller.failed = true;
+                        let key = self.graph.key(TaskId(d as u32)).clone();
+                        drop(slot);
+                        self.fail(ComputeError::Spill { key, action: "cannot spill", path, message });
+                        return;
+                    }
+                }
+            }
+            let spilled = slot.value.take();
+            let nbytes = slot.nbytes;
+            drop(slot);
+            drop(spilled);
+            self.tally.sub(nbytes);
+            self.tally.spill_count.fetch_add(1, Ordering::Relaxed);
+            self.tally.spilled_bytes.fetch_add(nbytes, Ordering::Relaxed);
+        }
+        if self.tally.held() <= self.target && self.sleeping.load(Ordering::Relaxed) > 0 {
+            self.wakeup.notify_all();
         }
     }
 }
