@@ -17,7 +17,7 @@ use std::any::TypeId;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use kiln_graph::memory::format_bytes;
 use kiln_graph::codec::ValueCodec;
@@ -84,11 +84,13 @@ impl RunStats {
     }
 }
 
-/// A run's memory counters. `held` and `peak` are touched once per stored or released value;
-/// the others only on the slow paths (spilling, reading back, forcing a source).
+/// A run's memory counters. `held` and `peak` are touched when a thread flushes its local count
+/// (see `run.rs`); the others only on the slow paths (spilling, reading back, forcing a source).
 #[derive(Default)]
 pub(crate) struct Tally {
-    pub(crate) held: AtomicU64,
+    /// Signed: a thread may flush the release of a value another thread stored but has not
+    /// flushed yet, so the sum can dip below zero for a moment.
+    pub(crate) held: AtomicI64,
     pub(crate) peak: AtomicU64,
     pub(crate) spilled_bytes: AtomicU64,
     pub(crate) spill_count: AtomicU64,
@@ -100,9 +102,10 @@ impl Tally {
     /// Counts `bytes` more held and returns the new total.
     #[inline]
     pub(crate) fn add(&self, bytes: u64) -> u64 {
-        let held = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        // A load first: the peak rarely moves, and a plain load of a line nobody writes is
-        // cheaper than a read-modify-write on every stored value.
+        let bytes = bytes.min(i64::MAX as u64) as i64;
+        let held = self.held.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes).max(0) as u64;
+        // A load first: the peak rarely moves, and a plain load is cheaper than a
+        // read-modify-write.
         if held > self.peak.load(Ordering::Relaxed) {
             self.peak.fetch_max(held, Ordering::Relaxed);
         }
@@ -112,11 +115,12 @@ impl Tally {
     /// Counts `bytes` fewer held and returns the total before.
     #[inline]
     pub(crate) fn sub(&self, bytes: u64) -> u64 {
-        self.held.fetch_sub(bytes, Ordering::Relaxed)
+        let bytes = bytes.min(i64::MAX as u64) as i64;
+        self.held.fetch_sub(bytes, Ordering::Relaxed).max(0) as u64
     }
 
     pub(crate) fn held(&self) -> u64 {
-        self.held.load(Ordering::Relaxed)
+        self.held.load(Ordering::Relaxed).max(0) as u64
     }
 
     pub(crate) fn stats(&self, memory_limit: Option<u64>) -> RunStats {

@@ -6,8 +6,11 @@
 //! for itself and queues the others). Counters are atomics; the queue lock is taken only when a
 //! thread needs work or has surplus ready tasks.
 //!
-//! Memory: storing a result adds its size to one counter and releasing it subtracts it (see
-//! [`crate::memory`]). Far below the limit that is all. Above the target (three quarters of the
+//! Memory: each thread adds the sizes of the results it stores and subtracts those it releases
+//! in a local count, and moves it to the run's shared counter once it reaches [`FLUSH_MAX`]
+//! bytes either way (or a 64th of the limit, if smaller): small results cost no shared atomic
+//! at all, a large one costs one. The shared count, and the peak taken from it, are exact to
+//! within that much per thread. Above the target (three quarters of the
 //! limit) threads take no new source task (a task without dependencies: it only adds data)
 //! unless every other thread is idle, so running work can finish and free memory; past the
 //! limit, the values needed last are spilled to disk until held memory is back at seven eighths
@@ -38,6 +41,9 @@ struct Queue {
     roots: Vec<u32>,
     finished: bool,
 }
+
+/// The most bytes a thread counts locally before adding them to the run's shared count.
+const FLUSH_MAX: u64 = 256 << 10;
 
 /// Most roots a thread takes in one visit to the queue (they are the next ones in priority
 /// order anyway); fewer when few are left, so that threads do not hoard work near the end.
@@ -122,6 +128,8 @@ pub(crate) struct Run<'a> {
     limit: u64,
     target: u64,
     spill_goal: u64,
+    /// How many bytes a thread counts locally before flushing them (see the module doc).
+    flush_every: i64,
     spiller: Mutex<Spiller>,
     /// The spill directory once created, readable without the spiller's lock (readers that
     /// read a value back hold its slot's lock, and the spiller takes slot locks).
@@ -177,6 +185,7 @@ impl<'a> Run<'a> {
             limit,
             target: limit - limit / 4,
             spill_goal: limit - limit / 8,
+            flush_every: FLUSH_MAX.min(limit / 64).max(1) as i64,
             spiller: Mutex::new(Spiller { dir: SpillDir::new(scheduler.spill_parent()), failed: false }),
             spill_path: OnceLock::new(),
         }
@@ -307,6 +316,30 @@ impl<'a> Run<'a> {
     }
 
     fn work(&self) {
+        // Bytes stored minus bytes released by this thread, not yet in the shared count.
+        let mut pending: i64 = 0;
+        self.work_loop(&mut pending);
+        self.flush(&mut pending);
+    }
+
+    /// Moves a thread's local count of held bytes to the shared one; spills past the limit,
+    /// wakes threads holding sources back when it falls under the target.
+    fn flush(&self, pending: &mut i64) {
+        let delta = std::mem::take(pending);
+        if delta >= 0 {
+            if self.tally.add(delta as u64) > self.limit {
+                self.make_room();
+            }
+        } else {
+            let freed = delta.unsigned_abs();
+            let before = self.tally.sub(freed);
+            if before > self.target && before.saturating_sub(freed) <= self.target && self.sleeping.load(Ordering::Relaxed) > 0 {
+                self.wakeup.notify_all();
+            }
+        }
+    }
+
+    fn work_loop(&self, pending: &mut i64) {
         let graph = self.graph;
         let callbacks = self.scheduler.callbacks.as_deref();
         let mut sizer = Sizer::default();
@@ -360,13 +393,17 @@ impl<'a> Run<'a> {
                     slot.nbytes = nbytes;
                     slot.spillable = spillable;
                 }
-                if self.tally.add(nbytes) > self.limit {
-                    self.make_room();
+                *pending += nbytes as i64;
+                if *pending >= self.flush_every {
+                    self.flush(pending);
                 }
             }
             for d in graph.dependencies(id) {
                 if self.readers_left[d.index()].fetch_sub(1, Ordering::AcqRel) == 1 {
-                    self.release(d.index());
+                    *pending -= self.release(d.index()) as i64;
+                    if *pending <= -self.flush_every {
+                        self.flush(pending);
+                    }
                 }
             }
             for r in graph.dependents(id) {
@@ -445,25 +482,21 @@ impl Run<'_> {
         })
     }
 
-    /// The last reader of `d` finished: drop its value and its spill file.
+    /// The last reader of `d` finished: drop its value and its spill file. Returns the bytes
+    /// freed in memory, for the caller's count.
     #[inline]
-    fn release(&self, d: usize) {
+    fn release(&self, d: usize) -> u64 {
         let mut slot = lock(&self.slots[d]);
         let released = slot.value.take();
         let on_disk = std::mem::take(&mut slot.on_disk);
         let nbytes = slot.nbytes;
         drop(slot);
-        if released.is_some() {
-            let before = self.tally.sub(nbytes);
-            // Crossing below the target: sources may run again, wake the threads holding them.
-            if before > self.target && before - nbytes <= self.target && self.sleeping.load(Ordering::Relaxed) > 0 {
-                self.wakeup.notify_all();
-            }
-        }
+        let freed = if released.is_some() { nbytes } else { 0 };
         drop(released);
         if on_disk {
             self.remove_file(d);
         }
+        freed
     }
 
     #[cold]
