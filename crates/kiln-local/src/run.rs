@@ -45,6 +45,9 @@ struct Queue {
 /// The most bytes a thread counts locally before adding them to the run's shared count.
 const FLUSH_MAX: u64 = 256 << 10;
 
+/// The smallest value worth a spill file (or a 1024th of the limit, if smaller).
+const SPILL_MIN: u64 = 64 << 10;
+
 /// Most roots a thread takes in one visit to the queue (they are the next ones in priority
 /// order anyway); fewer when few are left, so that threads do not hoard work near the end.
 const MAX_ROOT_BATCH: usize = 16;
@@ -128,6 +131,9 @@ pub(crate) struct Run<'a> {
     limit: u64,
     target: u64,
     spill_goal: u64,
+    /// Values smaller than this are not worth a file: a reduction's 24-byte partials are
+    /// needed last, yet spilling them frees nothing.
+    spill_min: u64,
     /// How many bytes a thread counts locally before flushing them (see the module doc).
     flush_every: i64,
     spiller: Mutex<Spiller>,
@@ -185,6 +191,7 @@ impl<'a> Run<'a> {
             limit,
             target: limit - limit / 4,
             spill_goal: limit - limit / 8,
+            spill_min: SPILL_MIN.min(limit / 1024),
             flush_every: FLUSH_MAX.min(limit / 64).max(1) as i64,
             spiller: Mutex::new(Spiller { dir: SpillDir::new(scheduler.spill_parent()), failed: false }),
             spill_path: OnceLock::new(),
@@ -541,7 +548,7 @@ impl Run<'_> {
             }
             let slot = lock(&self.slots[d]);
             let Some(value) = &slot.value else { continue };
-            if !slot.spillable || value.ref_count() > 1 {
+            if !slot.spillable || value.ref_count() > 1 || slot.nbytes < self.spill_min {
                 continue;
             }
             let output = slot.output;
