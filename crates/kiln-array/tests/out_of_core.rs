@@ -32,7 +32,8 @@ fn by_hand(x: &ndarray::ArrayD<f64>) -> f64 {
     let z = |i: usize, j: usize| x[[i, j]] + x[[j, i]] - m[j];
     let count = (n * n) as f64;
     let mean = (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| z(i, j)).sum::<f64>() / count;
-    let var = (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| (z(i, j) - mean).powi(2)).sum::<f64>() / count;
+    let var =
+        (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| (z(i, j) - mean).powi(2)).sum::<f64>() / count;
     var.sqrt()
 }
 

@@ -33,8 +33,8 @@ mod progress;
 mod run;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kiln_graph::{ComputeError, Graph, Key, Scheduler, TaskError, TaskId, Value};

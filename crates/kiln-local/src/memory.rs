@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use kiln_graph::memory::format_bytes;
 use kiln_graph::codec::ValueCodec;
+use kiln_graph::memory::format_bytes;
 use kiln_graph::{CodecRegistry, Encoded, Value};
 
 /// The size counted for a value whose size is unknown (no codec, or a codec that cannot tell

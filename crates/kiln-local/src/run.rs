@@ -217,9 +217,7 @@ impl<'a> Run<'a> {
             let progress_done = AtomicBool::new(false);
             std::thread::scope(|s| {
                 let bar = show_progress.then(|| {
-                    s.spawn(|| {
-                        progress::draw(self.total, &self.completed, &progress_done, || self.stats().summary())
-                    })
+                    s.spawn(|| progress::draw(self.total, &self.completed, &progress_done, || self.stats().summary()))
                 });
                 let helpers: Vec<_> =
                     (1..self.scheduler.threads.min(self.total)).map(|_| s.spawn(|| self.work_in_budget())).collect();
@@ -340,7 +338,10 @@ impl<'a> Run<'a> {
         } else {
             let freed = delta.unsigned_abs();
             let before = self.tally.sub(freed);
-            if before > self.target && before.saturating_sub(freed) <= self.target && self.sleeping.load(Ordering::Relaxed) > 0 {
+            if before > self.target
+                && before.saturating_sub(freed) <= self.target
+                && self.sleeping.load(Ordering::Relaxed) > 0
+            {
                 self.wakeup.notify_all();
             }
         }
@@ -521,9 +522,7 @@ impl Run<'_> {
             .graph
             .dependents(TaskId(d as u32))
             .iter()
-            .filter(|r| {
-                self.priority[r.index()] != NOT_NEEDED && self.deps_left[r.index()].load(Ordering::Relaxed) > 0
-            })
+            .filter(|r| self.priority[r.index()] != NOT_NEEDED && self.deps_left[r.index()].load(Ordering::Relaxed) > 0)
             .map(|r| self.priority[r.index()])
             .min();
         pending.or(output.then_some(u32::MAX))

@@ -112,8 +112,7 @@ fn values_spilled_past_the_limit_come_back_identical() {
     for threads in [1, 2] {
         let parent = spill_parent(&format!("identical-{threads}"));
         let limit = 4 * MIB;
-        let (got, stats) =
-            sched(threads).memory_limit(limit).spill_dir(&parent).run_with_stats(&g, &[out]).unwrap();
+        let (got, stats) = sched(threads).memory_limit(limit).spill_dir(&parent).run_with_stats(&g, &[out]).unwrap();
         let got = *got[0].downcast_ref::<f64>().unwrap();
         // Bit for bit: spilling moves the same values through a codec, it changes no arithmetic.
         assert_eq!(got.to_bits(), unlimited[0].downcast_ref::<f64>().unwrap().to_bits(), "threads={threads}");
@@ -316,7 +315,10 @@ fn stats_are_kept_for_the_last_run_and_the_limit_is_the_memory_target() {
     assert_eq!(stats.memory_limit, Some(123 * MIB));
     // Two blocks are held at once (both read before the mean is known).
     assert!(stats.peak_held_bytes >= 2 * MIB && stats.peak_held_bytes < 3 * MIB, "{stats:?}");
-    assert_eq!(stats.summary(), format!("peak held {} of a 123.00 MiB limit", kiln_graph::memory::format_bytes(stats.peak_held_bytes)));
+    assert_eq!(
+        stats.summary(),
+        format!("peak held {} of a 123.00 MiB limit", kiln_graph::memory::format_bytes(stats.peak_held_bytes))
+    );
     // The default is half the machine.
     assert_eq!(sched(1).memory_target(), kiln_local::allocator::default_memory_limit());
     assert!(sched(1).memory_target().is_some());

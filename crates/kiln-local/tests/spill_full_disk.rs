@@ -42,13 +42,13 @@ fn a_spill_write_that_fails_midway_is_a_clear_error_and_leaves_no_file() {
     }));
     let count: Arc<dyn Kernel> = Arc::new(slice_kernel("count", |xs: &[Value]| Ok(Value::new(xs.len() as u64))));
     let mut g = GraphBuilder::new();
-    let blocks: Vec<TaskId> =
-        (0..8u64).map(|i| g.add(Key::with_index("block", [i as u32]), make.clone(), [Arg::literal(i)]).unwrap()).collect();
+    let blocks: Vec<TaskId> = (0..8u64)
+        .map(|i| g.add(Key::with_index("block", [i as u32]), make.clone(), [Arg::literal(i)]).unwrap())
+        .collect();
     let out = g.add(Key::new("count"), count, blocks.iter().map(|b| Arg::Task(*b)).collect::<Vec<_>>()).unwrap();
     let g = g.build().unwrap();
 
-    let scheduler =
-        LocalScheduler::threads(1).with_progress(Progress::Never).memory_limit(2 << 20).spill_dir(&parent);
+    let scheduler = LocalScheduler::threads(1).with_progress(Progress::Never).memory_limit(2 << 20).spill_dir(&parent);
     let err = scheduler.run(&g, &[out]).unwrap_err();
     match &err {
         ComputeError::Spill { key, action, path, message } => {
