@@ -141,9 +141,19 @@ impl Tally {
 const SIZER_TYPES: usize = 16;
 
 /// Sizes task results on one thread, remembering each type's codec.
-#[derive(Default)]
 pub(crate) struct Sizer {
+    /// The type of the previous value and its codec: consecutive results are mostly of one
+    /// type, so this is the whole lookup on the per-task path.
+    last_type: TypeId,
+    last: Option<Arc<dyn ValueCodec>>,
     codecs: Vec<(TypeId, Option<Arc<dyn ValueCodec>>)>,
+}
+
+impl Default for Sizer {
+    fn default() -> Self {
+        // No value is a `Sizer`, so the first lookup misses.
+        Sizer { last_type: TypeId::of::<Sizer>(), last: None, codecs: Vec::new() }
+    }
 }
 
 impl Sizer {
@@ -151,6 +161,14 @@ impl Sizer {
     #[inline]
     pub(crate) fn measure(&mut self, value: &Value) -> (u64, bool) {
         let ty = value.type_id();
+        if ty == self.last_type {
+            return size_with(self.last.as_ref(), value);
+        }
+        self.measure_other(ty, value)
+    }
+
+    #[cold]
+    fn measure_other(&mut self, ty: TypeId, value: &Value) -> (u64, bool) {
         let known = match self.codecs.iter().position(|(t, _)| *t == ty) {
             Some(i) => &self.codecs[i].1,
             None => {
@@ -162,10 +180,13 @@ impl Sizer {
                 &self.codecs[self.codecs.len() - 1].1
             }
         };
-        size_with(known.as_ref(), value)
+        self.last_type = ty;
+        self.last = known.clone();
+        size_with(self.last.as_ref(), value)
     }
 }
 
+#[inline]
 fn size_with(codec: Option<&Arc<dyn ValueCodec>>, value: &Value) -> (u64, bool) {
     match codec {
         Some(c) => (c.nbytes(value).map_or(UNKNOWN_SIZE, |n| n as u64), true),

@@ -367,13 +367,19 @@ impl<'a> Run<'a> {
             let id = TaskId(t);
             for input in graph.inputs(id) {
                 inputs.push(match input {
-                    Input::Task(d) => match self.input(*d, id) {
-                        Ok(v) => v,
-                        Err(e) => {
-                            self.fail(e);
-                            return;
+                    Input::Task(d) => {
+                        let slot = lock(&self.slots[d.index()]);
+                        match &slot.value {
+                            Some(v) => v.clone(),
+                            None => match self.input_not_in_memory(*d, id, slot) {
+                                Ok(v) => v,
+                                Err(e) => {
+                                    self.fail(e);
+                                    return;
+                                }
+                            },
                         }
-                    },
+                    }
                     Input::Literal(v) => v.clone(),
                 });
             }
@@ -447,18 +453,20 @@ impl<'a> Run<'a> {
 }
 
 impl Run<'_> {
-    /// The value of `d` for its reader `reader`: from memory, or read back from its spill file.
-    #[inline]
-    fn input(&self, d: TaskId, reader: TaskId) -> Result<Value, ComputeError> {
-        let slot = lock(&self.slots[d.index()]);
-        match &slot.value {
-            Some(v) => Ok(v.clone()),
-            None if slot.on_disk => self.read_back(d, slot),
-            None => {
-                let msg = format!("input {} of {} was released too early", self.graph.key(d), self.graph.key(reader));
-                Err(ComputeError::Internal(msg))
-            }
+    /// The value of `d` for its reader `reader` when it is not in memory: read back from its
+    /// spill file.
+    #[cold]
+    fn input_not_in_memory(
+        &self,
+        d: TaskId,
+        reader: TaskId,
+        slot: MutexGuard<'_, Slot>,
+    ) -> Result<Value, ComputeError> {
+        if slot.on_disk {
+            return self.read_back(d, slot);
         }
+        let msg = format!("input {} of {} was released too early", self.graph.key(d), self.graph.key(reader));
+        Err(ComputeError::Internal(msg))
     }
 
     /// Reads a spilled value back into its slot (under the slot's lock, so two readers read it
