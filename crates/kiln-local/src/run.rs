@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -84,20 +84,47 @@ impl Queue {
     }
 }
 
-/// Where a task's result is.
+/// What a run knows of a task's result besides the value: its size and three flags, packed in
+/// one word kept beside the value slots rather than in them, so the slots stay as small as
+/// they were before there was a memory limit (the per-task path touches one more word, not a
+/// wider slot for every task). Read and written only under the task's slot lock; atomic only
+/// to be shared between threads.
 #[derive(Default)]
-struct Slot {
-    /// In memory (also while a clean copy is on disk).
-    value: Option<Value>,
-    /// Its size as counted in [`Tally::held`] while in memory.
-    nbytes: u64,
+struct Meta(AtomicU64);
+
+impl Meta {
     /// It has a codec that accepted it (it may be written to disk).
-    spillable: bool,
+    const SPILLABLE: u64 = 1;
     /// Its spill file exists (the value is immutable, so the file stays valid after a read
-    /// back and spilling it again only drops the memory copy).
-    on_disk: bool,
+    /// back, and spilling it again only drops the memory copy).
+    const ON_DISK: u64 = 2;
     /// A requested output: held to the end of the run.
-    output: bool,
+    const OUTPUT: u64 = 4;
+    const FLAGS: u32 = 3;
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, m: u64) {
+        self.0.store(m, Ordering::Relaxed)
+    }
+    /// Its size as counted in [`Tally::held`] while in memory.
+    fn nbytes(&self) -> u64 {
+        self.get() >> Self::FLAGS
+    }
+    fn has(&self, flag: u64) -> bool {
+        self.get() & flag != 0
+    }
+    fn with(&self, flag: u64, on: bool) {
+        let m = self.get();
+        self.set(if on { m | flag } else { m & !flag });
+    }
+    /// A result was stored: its size and whether it can be spilled (an output stays one).
+    #[inline]
+    fn stored(&self, nbytes: u64, spillable: bool) {
+        let output = self.get() & Self::OUTPUT;
+        self.set((nbytes.min(u64::MAX >> Self::FLAGS) << Self::FLAGS) | output | spillable as u64);
+    }
 }
 
 /// The spill side of a run, behind one lock: one thread spills at a time, and the others that
@@ -115,7 +142,9 @@ pub(crate) struct Run<'a> {
     priority: Vec<u32>,
     deps_left: Vec<AtomicU32>,
     readers_left: Vec<AtomicU32>,
-    slots: Vec<Mutex<Slot>>,
+    /// The values, in memory (also while a clean copy is on disk).
+    slots: Vec<Mutex<Option<Value>>>,
+    meta: Vec<Meta>,
     queue: Mutex<Queue>,
     wakeup: Condvar,
     sleeping: AtomicUsize,
@@ -166,9 +195,9 @@ impl<'a> Run<'a> {
             graph.ids().filter(|t| needed(t) && graph.dependencies(*t).is_empty()).map(|t| t.0).collect();
         roots.sort_unstable_by_key(|&t| Reverse(priority[t as usize]));
         let total = priority.iter().filter(|&&p| p != NOT_NEEDED).count();
-        let mut slots: Vec<Mutex<Slot>> = (0..n).map(|_| Mutex::default()).collect();
+        let meta: Vec<Meta> = (0..n).map(|_| Meta::default()).collect();
         for o in outputs {
-            slots[o.index()].get_mut().unwrap_or_else(|p| p.into_inner()).output = true;
+            meta[o.index()].set(Meta::OUTPUT);
         }
         let limit = scheduler.effective_memory_limit().unwrap_or(u64::MAX);
         Run {
@@ -177,7 +206,8 @@ impl<'a> Run<'a> {
             scheduler,
             deps_left,
             readers_left,
-            slots,
+            slots: (0..n).map(|_| Mutex::new(None)).collect(),
+            meta,
             queue: Mutex::new(Queue { heap: BinaryHeap::new(), roots, finished: total == 0 }),
             wakeup: Condvar::new(),
             sleeping: AtomicUsize::new(0),
@@ -244,10 +274,10 @@ impl<'a> Run<'a> {
             .iter()
             .map(|o| {
                 let slot = lock(&self.slots[o.index()]);
-                match &slot.value {
+                match &*slot {
                     Some(v) => Ok(v.clone()),
                     // Read back without counting: the run is over and these are the caller's.
-                    None if slot.on_disk => self.read_file(*o),
+                    None if self.meta[o.index()].has(Meta::ON_DISK) => self.read_file(*o),
                     None => Err(ComputeError::Internal(format!("output {} was not kept", self.graph.key(*o)))),
                 }
             })
@@ -369,7 +399,7 @@ impl<'a> Run<'a> {
                 inputs.push(match input {
                     Input::Task(d) => {
                         let slot = lock(&self.slots[d.index()]);
-                        match &slot.value {
+                        match &*slot {
                             Some(v) => v.clone(),
                             None => match self.input_not_in_memory(*d, id, slot) {
                                 Ok(v) => v,
@@ -403,9 +433,8 @@ impl<'a> Run<'a> {
                 let (nbytes, spillable) = sizer.measure(&value);
                 {
                     let mut slot = lock(&self.slots[t as usize]);
-                    slot.value = Some(value);
-                    slot.nbytes = nbytes;
-                    slot.spillable = spillable;
+                    *slot = Some(value);
+                    self.meta[t as usize].stored(nbytes, spillable);
                 }
                 *pending += nbytes as i64;
                 if *pending >= self.flush_every {
@@ -460,9 +489,9 @@ impl Run<'_> {
         &self,
         d: TaskId,
         reader: TaskId,
-        slot: MutexGuard<'_, Slot>,
+        slot: MutexGuard<'_, Option<Value>>,
     ) -> Result<Value, ComputeError> {
-        if slot.on_disk {
+        if self.meta[d.index()].has(Meta::ON_DISK) {
             return self.read_back(d, slot);
         }
         let msg = format!("input {} of {} was released too early", self.graph.key(d), self.graph.key(reader));
@@ -472,10 +501,10 @@ impl Run<'_> {
     /// Reads a spilled value back into its slot (under the slot's lock, so two readers read it
     /// once) and counts it as held again.
     #[cold]
-    fn read_back(&self, d: TaskId, mut slot: MutexGuard<'_, Slot>) -> Result<Value, ComputeError> {
+    fn read_back(&self, d: TaskId, mut slot: MutexGuard<'_, Option<Value>>) -> Result<Value, ComputeError> {
         let value = self.read_file(d)?;
-        slot.value = Some(value.clone());
-        let nbytes = slot.nbytes;
+        *slot = Some(value.clone());
+        let nbytes = self.meta[d.index()].nbytes();
         drop(slot);
         self.tally.read_back_count.fetch_add(1, Ordering::Relaxed);
         // The clone the reader holds pins the value: the spiller will not pick it.
@@ -503,9 +532,13 @@ impl Run<'_> {
     #[inline]
     fn release(&self, d: usize) -> u64 {
         let mut slot = lock(&self.slots[d]);
-        let released = slot.value.take();
-        let on_disk = std::mem::take(&mut slot.on_disk);
-        let nbytes = slot.nbytes;
+        let released = slot.take();
+        let meta = &self.meta[d];
+        let on_disk = meta.has(Meta::ON_DISK);
+        if on_disk {
+            meta.with(Meta::ON_DISK, false);
+        }
+        let nbytes = meta.nbytes();
         drop(slot);
         let freed = if released.is_some() { nbytes } else { 0 };
         drop(released);
@@ -554,11 +587,12 @@ impl Run<'_> {
                 continue;
             }
             let slot = lock(&self.slots[d]);
-            let Some(value) = &slot.value else { continue };
-            if !slot.spillable || value.ref_count() > 1 || slot.nbytes < self.spill_min {
+            let Some(value) = &*slot else { continue };
+            let meta = &self.meta[d];
+            if !meta.has(Meta::SPILLABLE) || value.ref_count() > 1 || meta.nbytes() < self.spill_min {
                 continue;
             }
-            let output = slot.output;
+            let output = meta.has(Meta::OUTPUT);
             drop(slot);
             if let Some(need) = self.next_need(d, output) {
                 candidates.push((need, d));
@@ -570,11 +604,12 @@ impl Run<'_> {
                 break;
             }
             let mut slot = lock(&self.slots[d]);
-            let Some(value) = &slot.value else { continue };
+            let Some(value) = &*slot else { continue };
             if value.ref_count() > 1 {
                 continue;
             }
-            if !slot.on_disk {
+            let meta = &self.meta[d];
+            if !meta.has(Meta::ON_DISK) {
                 let dir = match spiller.dir.dir() {
                     Ok(dir) => dir,
                     Err((path, message)) => {
@@ -588,9 +623,9 @@ impl Run<'_> {
                 let _ = self.spill_path.set(dir.to_path_buf());
                 let path = file_in(dir, d as u32);
                 match write_spill(value, &path) {
-                    Ok(_) => slot.on_disk = true,
+                    Ok(_) => meta.with(Meta::ON_DISK, true),
                     Err(SpillFailure::Unencodable) => {
-                        slot.spillable = false;
+                        meta.with(Meta::SPILLABLE, false);
                         continue;
                     }
                     Err(SpillFailure::Io(message)) => {
@@ -602,8 +637,8 @@ impl Run<'_> {
                     }
                 }
             }
-            let spilled = slot.value.take();
-            let nbytes = slot.nbytes;
+            let spilled = slot.take();
+            let nbytes = meta.nbytes();
             drop(slot);
             drop(spilled);
             self.tally.sub(nbytes);
