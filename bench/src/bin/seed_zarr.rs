@@ -1,11 +1,16 @@
 //! The seed expression on stored data (issue 11): `(x + x.T - x.mean(axis=0)).std()` with
 //! `x = from_zarr(store)`, the store written by zarr-python with its defaults (f64, Zarr v3,
-//! zstd, chunks 1000²) by `bench/make_zarr_store.py` when it is missing. kiln and dask.array
+//! zstd, chunks 1000²) by `bench/make_zarr_store.py` when it is missing; with `--npy`, the same
+//! data as a directory of `.npy` blocks (`bench/make_npy_blocks.py`, read with
+//! `from_npy_blocks`; Dask assembles it with `da.block` over delayed `np.load`). kiln and dask.array
 //! (threaded scheduler) read the same store; one warm-up (which also warms the page cache),
 //! then `--runs` timed runs on both sides, medians compared (see `kiln_bench`'s protocol).
 //!
 //! `cargo run --release -p kiln-bench --bin seed_zarr -- [--n 20000] [--chunk 1000]
-//! [--store DIR] [--runs 3] [--threads N] [--no-dask] [--progress]`
+//! [--store DIR] [--npy] [--memory-target BYTES] [--runs 3] [--threads N] [--no-dask] [--progress]`
+//!
+//! `--memory-target` gives the local scheduler a memory target (default: none): stored blocks
+//! kept for later readers stay under an eighth of it, at most 512 MiB (`kiln_graph::reread`).
 //!
 //! The store defaults to `$KILN_BENCH_DATA` (or the system temp dir) `/seed-<n>-<chunk>.zarr`;
 //! at n = 20000 it takes 3.2 GB of disk, at 40000 12.8 GB.
@@ -35,27 +40,48 @@ fn main() {
         .expect("running make_zarr_store.py");
     assert!(status.success(), "make_zarr_store.py failed: {status}");
 
-    let scheduler = LocalScheduler::threads(protocol.threads).with_progress(progress);
+    let target: u64 = arg("--memory-target", 0);
+    let local = LocalScheduler::threads(protocol.threads).with_progress(progress);
+    let scheduler = Targeted(local, (target > 0).then_some(target));
+    let npy = std::env::args().any(|a| a == "--npy");
+    let blocks_dir = store.with_extension("npyblocks");
+    if npy {
+        let status = Command::new(&python)
+            .arg(kiln_bench::bench_dir().join("make_npy_blocks.py"))
+            .args(["--from-zarr", &store.display().to_string(), "--path", &blocks_dir.display().to_string()])
+            .status()
+            .expect("running make_npy_blocks.py");
+        assert!(status.success(), "make_npy_blocks.py failed: {status}");
+    }
     let (kiln, value) = Side::measure("kiln", protocol.runs, || {
-        let x = from_zarr::<f64>(&store, None).expect("the store opens");
+        let x = if npy {
+            kiln_array::npy_blocks::from_npy_blocks::<f64>(&blocks_dir).expect("the blocks open")
+        } else {
+            from_zarr::<f64>(&store, None).expect("the store opens")
+        };
         let y = if sum_only { x.sum() } else { (&x + &x.t() - &x.mean_axis(0)).std() };
         compute_scalar(&y, &scheduler).expect("the seed computation runs")
     });
     let rss = peak_rss_bytes().unwrap_or(0);
     println!(
-        "kiln: from_zarr n={n} chunks={chunk}: std = {value:.6}, {} threads: {}; peak RSS {:.0} MB",
-        scheduler.num_threads(),
+        "kiln: {} n={n} chunks={chunk}: std = {value:.6}, {} threads: {}; peak RSS {:.0} MB",
+        if npy { "npy blocks" } else { "from_zarr" },
+        scheduler.0.num_threads(),
         kiln.summary(),
         rss as f64 / 1e6
     );
     let mut line = format!(
-        "RESULT n={n} chunk={chunk} {} kiln_threads={} {} kiln_peak_rss_bytes={rss} kiln_std={value:.6}",
+        "RESULT format={} n={n} chunk={chunk} memory_target={target} {} kiln_threads={} {} kiln_peak_rss_bytes={rss} kiln_std={value:.6}",
+        if npy { "npy" } else { "zarr" },
         protocol.fields(protocol.threads),
-        scheduler.num_threads(),
+        scheduler.0.num_threads(),
         kiln.fields()
     );
     if !protocol.no_dask {
-        let args = ["--path".into(), store.display().to_string()];
+        let mut args = vec!["--path".to_string(), store.display().to_string()];
+        if npy {
+            args = vec!["--path".into(), blocks_dir.display().to_string(), "--npy".into()];
+        }
         match run_dask("dask_seed_zarr.py", &args, &protocol, protocol.threads) {
             Ok(d) => {
                 let dask = Side::from_dask("dask", &d, "").expect("the Dask side reports its runs");
@@ -84,4 +110,22 @@ fn main() {
         }
     }
     println!("{line}");
+}
+
+/// TEMPORARY: a local scheduler with a memory target, until LocalScheduler has one.
+struct Targeted(LocalScheduler, Option<u64>);
+impl kiln_graph::Scheduler for Targeted {
+    fn compute(
+        &self,
+        g: &kiln_graph::Graph,
+        o: &[kiln_graph::TaskId],
+    ) -> Result<Vec<kiln_graph::Value>, kiln_graph::ComputeError> {
+        self.0.compute(g, o)
+    }
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn memory_target(&self) -> Option<u64> {
+        self.1
+    }
 }

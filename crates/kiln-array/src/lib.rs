@@ -43,6 +43,7 @@ pub mod linalg;
 pub(crate) mod lower;
 mod map;
 pub mod npy;
+pub mod npy_blocks;
 mod ops;
 pub mod overlap;
 mod reduce;

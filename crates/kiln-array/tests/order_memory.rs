@@ -14,7 +14,7 @@
 use kiln_array::Array;
 use kiln_array::random::RandomState;
 use kiln_array::zarr::from_zarr;
-use kiln_graph::collection::{graph_of, optimize};
+use kiln_graph::collection::{REREAD_SHARE, graph_of, optimize, optimize_for};
 use kiln_graph::{Collection, order::order, simulate::peak_live_weighted};
 use kiln_local::{LocalScheduler, Progress};
 
@@ -67,5 +67,86 @@ fn three_dimensional_seed() {
     let peak = peak_blocks(&(&x + &x.t() - &x.mean_axis(0)).std());
     let bound = n * n / 4 + n;
     assert!(peak <= bound, "{peak} blocks held, bound {bound}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A local scheduler with a memory target, so that `compute_on` plans re-reads.
+struct WithTarget(LocalScheduler, u64);
+
+impl kiln_graph::Scheduler for WithTarget {
+    fn compute(
+        &self,
+        g: &kiln_graph::Graph,
+        o: &[kiln_graph::TaskId],
+    ) -> Result<Vec<kiln_graph::Value>, kiln_graph::ComputeError> {
+        self.0.compute(g, o)
+    }
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn memory_target(&self) -> Option<u64> {
+        Some(self.1)
+    }
+}
+
+/// Blocks held at the peak and extra reads when stored blocks kept for later readers are
+/// capped at `cap_blocks` blocks of 2×2 f64 (32 bytes).
+fn peak_with_rereads<C: Collection>(c: &C, cap_blocks: usize) -> (usize, usize) {
+    let (g, outs) = graph_of(c).unwrap();
+    let target = 32 * cap_blocks as u64 * REREAD_SHARE;
+    let o = optimize_for(g, outs, Some(target)).unwrap();
+    let p = order(&o.graph, &o.outputs);
+    let is_read: Vec<u64> = o.graph.ids().map(|t| u64::from(o.graph.key(t).name().starts_with("from-zarr"))).collect();
+    let peak = peak_live_weighted(&o.graph, &o.outputs, &p, |t| is_read[t.index()]).unwrap().peak;
+    (peak, o.reread.map_or(0, |plan| plan.extra_reads))
+}
+
+#[test]
+fn seed_expression_reads_blocks_again_to_stay_under_a_cap() {
+    // Holding every block once read costs n²/4 + n blocks (above). With a cap, far-apart
+    // readers read again. Found by the planner (the fewest extra reads for the cap, searched
+    // over the gaps between readers in the static order): at a cap of 2n blocks, 90 extra reads
+    // of 400 at 20×20 and 469 of 1600 at 40×40; at a cap of n, 251 and 1006. Bounds: a third
+    // and two thirds of the blocks.
+    for n in [20usize, 40] {
+        let (x, dir) = stored(&format!("reread{n}"), &[2 * n, 2 * n], &[2, 2]);
+        let seed = (&x + &x.t() - &x.mean_axis(0)).std();
+        for (cap, max_extra) in [(2 * n, n * n / 3), (n, 2 * n * n / 3)] {
+            let (peak, extra) = peak_with_rereads(&seed, cap);
+            assert!(peak <= cap, "{n}x{n} blocks, cap {cap}: {peak} held");
+            assert!(
+                extra > 0 && extra <= max_extra,
+                "{n}x{n} blocks, cap {cap}: {extra} extra reads, bound {max_extra}"
+            );
+        }
+        // A cap that holding everything fits changes nothing.
+        let (peak, extra) = peak_with_rereads(&seed, n * n);
+        assert_eq!(extra, 0);
+        assert!(peak <= n * n / 4 + n);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn reading_again_gives_the_same_answer() {
+    let n = 12;
+    let (x, dir) = stored("reread-answer", &[2 * n, 2 * n], &[2, 2]);
+    let in_memory = kiln_array::from_array(
+        x.compute_on(&LocalScheduler::threads(2).with_progress(Progress::Never)).unwrap(),
+        vec![2, 2],
+    );
+    let seed = |a: &Array<f64>| (a + &a.t() - &a.mean_axis(0)).std();
+    let want =
+        seed(&in_memory).scalar().compute_on(&LocalScheduler::threads(1).with_progress(Progress::Never)).unwrap();
+    for threads in [1, 2] {
+        for cap_blocks in [1, n, 4 * n] {
+            let sched = WithTarget(
+                LocalScheduler::threads(threads).with_progress(Progress::Never),
+                32 * cap_blocks as u64 * REREAD_SHARE,
+            );
+            let got = seed(&x).scalar().compute_on(&sched).unwrap();
+            assert!((got - want).abs() <= 1e-12 * want.abs(), "threads {threads}, cap {cap_blocks}: {got} != {want}");
+        }
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -460,3 +460,14 @@ fn adaptive_scaling_grows_under_a_burst_and_shrinks_when_idle() {
     cluster.stop_adapting();
     assert_eq!(client.submit(inc().call(1)).unwrap().result().unwrap(), 2);
 }
+
+#[test]
+fn a_clusters_memory_target_is_its_workers_limits() {
+    use kiln_graph::Scheduler;
+    // No limits: no target, so stored blocks are held as before.
+    assert_eq!(client().memory_target(), None);
+    let limited = LocalCluster::builder().workers(2).mode(WorkerMode::Threads).memory_limit(1 << 30).start().unwrap();
+    let limited_client = limited.client().unwrap();
+    limited_client.wait_for_workers(2, Duration::from_secs(30)).unwrap();
+    assert_eq!(limited_client.memory_target(), Some(2 << 30));
+}

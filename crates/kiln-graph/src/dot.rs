@@ -61,7 +61,20 @@ pub fn to_dot(graph: &Graph, options: &DotOptions) -> Result<String, TooLargeToD
     let node = |t: TaskId| t.0;
     for t in graph.ids() {
         let label = escape(graph.kernel(t).name());
-        let _ = writeln!(out, "  f{} [label=\"{label}\", shape=circle];", node(t));
+        match graph.kernel(t).reread_bytes() {
+            // A read from storage: drawn as storage, with what reading it again costs.
+            Some(bytes) => {
+                let _ = writeln!(
+                    out,
+                    "  f{} [label=\"{label}\", shape=cylinder, tooltip=\"re-readable: {}\"];",
+                    node(t),
+                    crate::memory::format_bytes(bytes)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  f{} [label=\"{label}\", shape=circle];", node(t));
+            }
+        }
         if options.show_values {
             let key = escape(&graph.key(t).to_string());
             let _ = writeln!(out, "  v{} [label=\"{key}\", shape=box];", node(t));

@@ -28,6 +28,9 @@ pub enum GraphError {
     /// More tasks than the dense 32-bit ids can name.
     #[error("graph too large: more than {} tasks", u32::MAX)]
     TooLarge,
+    /// An order attached to a graph does not fit it (wrong length, or a task before its input).
+    #[error("invalid planned order: {0}")]
+    InvalidOrder(String),
     /// A collection cannot author its tasks because it was built from invalid operations (a
     /// shape mismatch, an axis out of range, ...). Computing it reports
     /// [`ComputeError::InvalidCollection`] with the same cause.

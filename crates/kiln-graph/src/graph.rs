@@ -273,6 +273,7 @@ impl GraphBuilder {
             dependents,
             index: if trusted { OnceLock::new() } else { OnceLock::from(index) },
             topo: Vec::new(),
+            planned_order: None,
         };
         graph.topo = if forward_refs { graph.kahn_order()? } else { (0..n as u32).map(TaskId).collect() };
         Ok(graph)
@@ -292,9 +293,45 @@ pub struct Graph {
     dependents: Vec<TaskId>,
     index: OnceLock<KeyIndex>,
     topo: Vec<TaskId>,
+    /// An order decided while optimizing, for these outputs (see [`Graph::with_planned_order`]).
+    planned_order: Option<(Vec<TaskId>, Vec<u32>)>,
 }
 
 impl Graph {
+    /// Attaches the order an optimization planned for running `outputs` (priorities as
+    /// [`crate::order::order`] gives them), so [`crate::order::order`] returns it instead of
+    /// computing its own: an optimization that placed tasks knowing why (a block read again just
+    /// before its readers) keeps that placement in every engine.
+    ///
+    /// # Errors
+    /// [`GraphError::InvalidOrder`] when `priority` has the wrong length or runs a task before one
+    /// of its dependencies.
+    pub fn with_planned_order(mut self, outputs: &[TaskId], priority: Vec<u32>) -> Result<Graph, GraphError> {
+        self.check_outputs(outputs)?;
+        if priority.len() != self.len() {
+            return Err(GraphError::InvalidOrder(format!("{} priorities for {} tasks", priority.len(), self.len())));
+        }
+        for t in self.ids() {
+            let p = priority[t.index()];
+            if p != crate::order::NOT_NEEDED
+                && let Some(d) = self.dependencies(t).iter().find(|d| priority[d.index()] >= p)
+            {
+                return Err(GraphError::InvalidOrder(format!(
+                    "it runs {} before its dependency {}",
+                    self.key(t),
+                    self.key(*d)
+                )));
+            }
+        }
+        self.planned_order = Some((outputs.to_vec(), priority));
+        Ok(self)
+    }
+
+    /// The order attached by [`Graph::with_planned_order`] when it was planned for `outputs`.
+    pub fn planned_order(&self, outputs: &[TaskId]) -> Option<&[u32]> {
+        self.planned_order.as_ref().filter(|(o, _)| o == outputs).map(|(_, p)| p.as_slice())
+    }
+
     /// Number of tasks.
     pub fn len(&self) -> usize {
         self.keys.len()

@@ -49,6 +49,14 @@ pub trait Kernel: Send + Sync + 'static {
     fn is_remote(&self) -> bool {
         false
     }
+
+    /// `Some(bytes)` when this kernel reads its value from storage and running it again gives
+    /// an equal value by reading about `bytes` again (a Zarr chunk, a `.npy` file): engines may
+    /// then read it twice rather than hold it between distant readers
+    /// ([`crate::reread::split_rereads`]). Only meaningful for a task without task inputs.
+    fn reread_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A portable kernel description: a registered id plus serialized parameters.
@@ -293,6 +301,11 @@ pub trait PortableKernel: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn name(&self) -> &str {
         Self::ID
     }
+
+    /// As [`Kernel::reread_bytes`].
+    fn reread_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Adapts a [`PortableKernel`] to [`Kernel`].
@@ -304,6 +317,9 @@ impl<K: PortableKernel> Kernel for Portable<K> {
     }
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
         self.0.call(inputs)
+    }
+    fn reread_bytes(&self) -> Option<u64> {
+        self.0.reread_bytes()
     }
     fn spec(&self) -> Option<KernelSpec> {
         // Serializing plain parameter structs cannot fail with postcard's Vec output.

@@ -37,6 +37,7 @@ pub mod key;
 pub mod memory;
 pub mod order;
 pub mod portable;
+pub mod reread;
 pub mod scheduler;
 pub mod simulate;
 pub mod value;

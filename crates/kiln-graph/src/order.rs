@@ -24,7 +24,8 @@ use crate::graph::{Graph, TaskId};
 pub const NOT_NEEDED: u32 = u32::MAX;
 
 /// Priorities for every task: `0..needed` for the tasks `outputs` need, [`NOT_NEEDED`] for the
-/// rest. Lower runs first; the order is topological.
+/// rest. Lower runs first; the order is topological. A graph that carries an order planned by an
+/// optimization for the same outputs ([`Graph::with_planned_order`]) gets that order back.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -40,6 +41,9 @@ pub const NOT_NEEDED: u32 = u32::MAX;
 /// assert!(p[c.index()] > p[a.index()] && p[c.index()] > p[b.index()]);
 /// ```
 pub fn order(graph: &Graph, outputs: &[TaskId]) -> Vec<u32> {
+    if let Some(planned) = graph.planned_order(outputs) {
+        return planned.to_vec();
+    }
     let n = graph.len();
     let needed = crate::cull::needed(graph, outputs);
 

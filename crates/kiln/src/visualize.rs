@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use kiln_graph::dot::{DotOptions, to_dot};
-use kiln_graph::{Collection, GraphError};
+use kiln_graph::{Collection, GraphError, Scheduler};
 
 /// Why a graph could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,83 @@ pub trait Visualize: Collection {
         let (graph, outputs) = kiln_graph::collection::graph_of(self)?;
         let (graph, _) = kiln_graph::collection::optimize(graph, outputs)?;
         Ok(to_dot(&graph, &DotOptions::default())?)
+    }
+
+    /// The graph that runs on `scheduler` as DOT text: optimized for its memory target, so
+    /// blocks read again instead of held appear as extra reads (`from-zarr-reread` tasks, drawn
+    /// as cylinders like every read from storage).
+    ///
+    /// # Errors
+    /// When the graph is invalid or too large to draw.
+    fn dot_on(&self, scheduler: &dyn Scheduler) -> Result<String, VisualizeError> {
+        let (graph, outputs) = kiln_graph::collection::graph_of(self)?;
+        let optimized = kiln_graph::collection::optimize_for(graph, outputs, scheduler.memory_target())?;
+        Ok(to_dot(&optimized.graph, &DotOptions::default())?)
+    }
+
+    /// What running on `scheduler` will do, without running it: tasks as written, needed and
+    /// after fusion; how stored blocks are kept (held until their last reader, or read again
+    /// to stay under the scheduler's memory target, with the extra bytes read); and the values
+    /// and re-readable bytes the planned order holds at once.
+    ///
+    /// ```
+    /// use kiln::prelude::*;
+    /// let x = kiln::array::ones::<f64>(&[100, 100], [10, 10]);
+    /// let text = x.sum().explain_on(&kiln::LocalScheduler::threads(1)).unwrap();
+    /// assert!(text.contains("tasks: "), "{text}");
+    /// ```
+    ///
+    /// # Errors
+    /// When the graph is invalid.
+    fn explain_on(&self, scheduler: &dyn Scheduler) -> Result<String, VisualizeError> {
+        use std::fmt::Write as _;
+        let (graph, outputs) = kiln_graph::collection::graph_of(self)?;
+        let o = kiln_graph::collection::optimize_for(graph, outputs, scheduler.memory_target())?;
+        let priority = kiln_graph::order::order(&o.graph, &o.outputs);
+        let reads: Vec<u64> = o.graph.ids().map(|t| o.graph.kernel(t).reread_bytes().unwrap_or(0)).collect();
+        let values = kiln_graph::simulate::peak_live(&o.graph, &o.outputs, &priority)
+            .map_err(|e| VisualizeError::Graph(GraphError::InvalidOrder(e.to_string())))?;
+        let stored = kiln_graph::simulate::peak_live_weighted(&o.graph, &o.outputs, &priority, |t| reads[t.index()])
+            .map_err(|e| VisualizeError::Graph(GraphError::InvalidOrder(e.to_string())))?;
+        let mut text = String::new();
+        let _ = writeln!(text, "scheduler: {}", scheduler.name());
+        let _ = writeln!(
+            text,
+            "tasks: {} written, {} needed, {} after fusion",
+            o.tasks_written,
+            o.tasks_needed,
+            o.graph.len()
+        );
+        let read_tasks = reads.iter().filter(|&&b| b > 0).count();
+        match (&o.reread, scheduler.memory_target()) {
+            (Some(plan), _) => {
+                let _ = writeln!(text, "stored blocks: {plan}");
+            }
+            (None, Some(target)) if read_tasks > 0 => {
+                let _ = writeln!(
+                    text,
+                    "stored blocks: held until their last reader ({read_tasks} reads; within the cap of {} \
+                     for a memory target of {})",
+                    kiln_graph::memory::format_bytes(kiln_graph::collection::reread_cap(target)),
+                    kiln_graph::memory::format_bytes(target)
+                );
+            }
+            (None, None) if read_tasks > 0 => {
+                let _ = writeln!(
+                    text,
+                    "stored blocks: held until their last reader ({read_tasks} reads; the scheduler has no \
+                     memory target, so none is read twice)"
+                );
+            }
+            _ => {}
+        }
+        let _ = writeln!(
+            text,
+            "planned order, one task at a time: at most {} values alive, {} of them re-readable reads",
+            values.peak,
+            kiln_graph::memory::format_bytes(stored.peak as u64)
+        );
+        Ok(text)
     }
 }
 

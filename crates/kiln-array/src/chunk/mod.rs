@@ -18,6 +18,7 @@
 pub mod expr;
 pub mod lanes;
 pub(crate) mod linalg;
+pub(crate) mod npy;
 pub(crate) mod reduce;
 pub(crate) mod scan;
 pub(crate) mod select;

@@ -373,6 +373,59 @@ impl PortableKernel for ReadRegion {
         let array = crate::chunk::zarr::opened(&self.array, &self.path)?;
         Ok(Value::new(crate::chunk::zarr::read_region(array, &self.path, &self.ranges, self.dtype)?))
     }
+    fn reread_bytes(&self) -> Option<u64> {
+        let shape: Vec<usize> = self.ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        Some(crate::block::block_bytes(&shape, self.dtype))
+    }
+}
+
+/// Reads one block's `.npy` file (a directory of `.npy` blocks).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ReadNpyBlock {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) dtype: DType,
+}
+
+impl PortableKernel for ReadNpyBlock {
+    const ID: &'static str = "kiln.array.npy.read";
+    fn name(&self) -> &str {
+        "from-npy"
+    }
+    fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
+        check_block(&self.shape, self.dtype)?;
+        let block = crate::chunk::npy::read_npy(&self.path)?;
+        // The file may have changed since the array was opened.
+        if block.shape() != self.shape.as_slice() || block.dtype() != self.dtype {
+            return Err(TaskError::Failed(format!(
+                "{}: holds a {:?} {} block; the array was opened with {:?} {}",
+                self.path.display(),
+                block.shape(),
+                block.dtype(),
+                self.shape,
+                self.dtype
+            )));
+        }
+        Ok(Value::new(block))
+    }
+    fn reread_bytes(&self) -> Option<u64> {
+        Some(crate::block::block_bytes(&self.shape, self.dtype))
+    }
+}
+
+/// Writes the evaluated block as its own `.npy` file.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct WriteNpyBlock {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) ndim: usize,
+}
+
+impl BlockFinish for WriteNpyBlock {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let block = single(blocks)?;
+        crate::chunk::npy::write_block(&self.path, &block)?;
+        Ok(Value::new(Block::Bool(ndarray::ArrayD::from_elem(ndarray::IxDyn(&vec![1; self.ndim]), true))))
+    }
 }
 
 /// Borrows the [`Block`]s among a task's inputs.
@@ -595,6 +648,7 @@ builtin_kernels! {
         LocalScan(LocalScan) = "kiln.array.scan.local",
         #[cfg(feature = "zarr")]
         Store(StoreRegion) = "kiln.array.zarr.store",
+        WriteNpy(WriteNpyBlock) = "kiln.array.npy.write",
     }
     portable {
         Combine,
@@ -605,6 +659,7 @@ builtin_kernels! {
         QBlock,
         PartOf,
         CoreSvdOf,
+        ReadNpyBlock,
         #[cfg(feature = "zarr")]
         ReadRegion,
     }
@@ -724,6 +779,8 @@ mod tests {
             Arc::new(Portable(QBlock { index: 3 })),
             Arc::new(Portable(PartOf(Part::Vt))),
             Arc::new(Portable(CoreSvdOf)),
+            Arc::new(Portable(ReadNpyBlock { path: "/tmp/x/0.1.npy".into(), shape: vec![2, 4], dtype: DType::F32 })),
+            with(WriteNpyBlock { path: "/tmp/x/0.1.npy".into(), ndim: 2 }),
         ];
         #[cfg(feature = "zarr")]
         {

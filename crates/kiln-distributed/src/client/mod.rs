@@ -783,6 +783,16 @@ impl Scheduler for Client {
     fn name(&self) -> String {
         format!("distributed({})", self.inner.address)
     }
+
+    /// The sum of the workers' memory limits, when every worker has one: what the cluster can
+    /// hold. `None` with no workers yet or any worker without a limit.
+    fn memory_target(&self) -> Option<u64> {
+        let state = self.inner.lock();
+        if state.workers.is_empty() || state.workers.values().any(|w| w.memory_limit == 0) {
+            return None;
+        }
+        state.workers.values().try_fold(0u64, |sum, w| sum.checked_add(w.memory_limit))
+    }
 }
 
 impl std::fmt::Debug for Client {
