@@ -304,6 +304,22 @@ impl CodecRegistry {
         codec.nbytes(value)
     }
 
+    /// The codec registered for values of type `type_id`, if any. Engines that size every task
+    /// result look a type's codec up once and keep it, instead of taking the registry's lock
+    /// per value.
+    ///
+    /// ```
+    /// use std::any::TypeId;
+    /// use kiln_graph::{CodecRegistry, Value};
+    /// let codecs = CodecRegistry::with_builtins();
+    /// let codec = codecs.codec_for(TypeId::of::<Vec<f64>>()).unwrap();
+    /// assert_eq!(codec.nbytes(&Value::new(vec![0.0f64; 4])), Some(32));
+    /// assert!(codecs.codec_for(TypeId::of::<std::time::Instant>()).is_none());
+    /// ```
+    pub fn codec_for(&self, type_id: TypeId) -> Option<Arc<dyn ValueCodec>> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner()).by_type.get(&type_id).cloned()
+    }
+
     /// Decodes a value with the codec its tag names.
     ///
     /// # Errors

@@ -231,6 +231,19 @@ pub enum ComputeError {
         /// The setting that raises the limit.
         setting: String,
     },
+    /// A task result could not be spilled to disk (a full disk, an unwritable spill directory)
+    /// or read back from its spill file. Nothing of the failed file is left behind.
+    #[error("{action} the result of {key} ({}): {message}", .path.display())]
+    Spill {
+        /// The task whose result was being spilled or read back.
+        key: Key,
+        /// What failed: "cannot spill" or "cannot read back".
+        action: &'static str,
+        /// The spill file or directory.
+        path: std::path::PathBuf,
+        /// The operating system's or the codec's error, and what to do about it.
+        message: String,
+    },
     /// The engine itself broke (a scheduler thread panicked, a protocol invariant failed): a bug
     /// in kiln, never a property of the user's computation.
     #[error("internal error: {0}")]

@@ -13,6 +13,8 @@ use std::sync::Arc;
 trait AnyValue: Any + Send + Sync {
     fn type_name(&self) -> &'static str;
     fn as_any(&self) -> &dyn Any;
+    /// One virtual call, where `as_any().type_id()` takes two: engines ask it of every result.
+    fn value_type_id(&self) -> TypeId;
 }
 
 impl<T: Any + Send + Sync> AnyValue for T {
@@ -21,6 +23,9 @@ impl<T: Any + Send + Sync> AnyValue for T {
     }
     fn as_any(&self) -> &dyn Any {
         self
+    }
+    fn value_type_id(&self) -> TypeId {
+        TypeId::of::<T>()
     }
 }
 
@@ -63,8 +68,9 @@ impl Value {
     }
 
     /// The `TypeId` of the contained type.
+    #[inline]
     pub fn type_id(&self) -> TypeId {
-        (*self.0).as_any().type_id()
+        (*self.0).value_type_id()
     }
 
     /// Whether the value is a `T`.

@@ -6,7 +6,12 @@
 //!   that makes a reader ready runs it next (depth-first), so memory stays low;
 //! - a value is dropped the moment its last reader has run; only the requested outputs are kept;
 //! - the first failing (or panicking) task stops the run promptly; the error names its key;
-//! - a [`CancelToken`] or dropping a [`ComputeHandle`] stops it too; no thread outlives a run.
+//! - a [`CancelToken`] or dropping a [`ComputeHandle`] stops it too; no thread outlives a run;
+//! - results held at once stay under a memory limit ([`LocalScheduler::memory_limit`], by default
+//!   half the machine's memory): above three quarters of it no new source task starts unless
+//!   nothing else can run, and past it the values needed last are spilled to disk (LZ4, as the
+//!   distributed workers do) and read back when needed. [`LocalScheduler::last_run_stats`] tells
+//!   the peak and what was spilled.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -23,14 +28,17 @@
 #![deny(missing_docs)]
 
 pub mod allocator;
+mod memory;
 mod progress;
 mod run;
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use kiln_graph::{ComputeError, Graph, Key, Scheduler, TaskError, TaskId, Value};
+pub use memory::{RunStats, UNKNOWN_SIZE};
 
 /// Whether to draw a progress bar on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,6 +90,9 @@ pub struct LocalScheduler {
     callbacks: Option<Arc<dyn Callbacks>>,
     cancel: Option<CancelToken>,
     memory_limit: Option<u64>,
+    spill_dir: Option<PathBuf>,
+    /// The statistics of the last run, shared by clones (a spawned run reports here too).
+    last_stats: Arc<Mutex<Option<RunStats>>>,
 }
 
 impl Default for LocalScheduler {
@@ -109,6 +120,8 @@ impl LocalScheduler {
             callbacks: None,
             cancel: None,
             memory_limit: None,
+            spill_dir: None,
+            last_stats: Arc::default(),
         }
     }
 
@@ -129,13 +142,64 @@ impl LocalScheduler {
         self
     }
 
-    /// Limits the size of one value a kernel may allocate (an array block, say) to `bytes`: a
-    /// larger one fails its task ("block of 8.00 GiB exceeds the memory limit of 4.00 GiB")
-    /// instead of aborting the process. `None` (the default): the memory available when the
-    /// block is allocated (see [`kiln_graph::memory`]).
+    /// Sets the memory limit: the bytes of task results a run holds at once (each value as its
+    /// codec measures it; see [`RunStats`]).
+    ///
+    /// - Above three quarters of it (the target), no new source task (one without
+    ///   dependencies: it only adds data) starts while other work is running, so running
+    ///   work can finish and free memory; tasks with inputs keep running, since they may free
+    ///   them. When every other thread is idle a source runs anyway: a run never stalls.
+    /// - Past the limit, held values are spilled to disk, the ones needed last first (by the
+    ///   static priorities), until held memory is back at seven eighths of it; readers read
+    ///   them back. Values without a codec, and values a running task is reading, stay in
+    ///   memory. A spill file that cannot be written (a full disk) fails the run with
+    ///   [`ComputeError::Spill`].
+    /// - A kernel's single allocation (an array block) larger than the limit fails its task
+    ///   ("block of 8.00 GiB exceeds the memory limit of 4.00 GiB") instead of aborting the
+    ///   process.
+    ///
+    /// Without a limit: [`allocator::default_memory_limit`] (half the machine's memory) for
+    /// held results, and the memory available at the time for single allocations.
+    ///
+    /// ```
+    /// use kiln_graph::Scheduler;
+    /// use kiln_local::LocalScheduler;
+    /// let sched = LocalScheduler::threads(2).memory_limit(512 << 20);
+    /// assert_eq!(sched.memory_target(), Some(512 << 20));
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// [`LocalScheduler::memory_limit`] when `bytes` is set; `None`: the default.
     pub fn with_memory_limit(mut self, bytes: Option<u64>) -> Self {
         self.memory_limit = bytes;
         self
+    }
+
+    /// The memory limit runs work under: the one set, or the default (`None` only when none
+    /// was set and the machine's memory cannot be read).
+    pub fn effective_memory_limit(&self) -> Option<u64> {
+        self.memory_limit.or_else(allocator::default_memory_limit)
+    }
+
+    /// Spill files go in a directory of each run's own inside `dir` (created if missing),
+    /// removed when the run ends. Default: the system's temporary directory.
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    fn spill_parent(&self) -> PathBuf {
+        self.spill_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
+    /// What the last run of this scheduler (or of a clone of it) held and spilled, whether it
+    /// succeeded or not; `None` before the first run. For one run's figures without sharing,
+    /// use [`LocalScheduler::run_with_stats`].
+    pub fn last_run_stats(&self) -> Option<RunStats> {
+        *self.last_stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The memory budget kernels of this scheduler's runs check their allocations against.
@@ -164,8 +228,19 @@ impl LocalScheduler {
     /// message), [`ComputeError::Cancelled`], or [`ComputeError::Graph`] for an output id that
     /// is not in the graph.
     pub fn run(&self, graph: &Graph, outputs: &[TaskId]) -> Result<Vec<Value>, ComputeError> {
+        self.run_with_stats(graph, outputs).map(|(values, _)| values)
+    }
+
+    /// [`LocalScheduler::run`], also returning what the run held and spilled.
+    ///
+    /// # Errors
+    /// As [`LocalScheduler::run`], and [`ComputeError::Spill`] when a value could not be
+    /// spilled or read back.
+    pub fn run_with_stats(&self, graph: &Graph, outputs: &[TaskId]) -> Result<(Vec<Value>, RunStats), ComputeError> {
         graph.check_outputs(outputs)?;
-        run::Run::new(graph, outputs, self).execute()
+        let (result, stats) = run::Run::new(graph, outputs, self).execute();
+        *self.last_stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+        result.map(|values| (values, stats))
     }
 
     /// Starts a run on a background thread. Dropping the handle cancels the run and waits for
@@ -194,6 +269,11 @@ impl Scheduler for LocalScheduler {
 
     fn name(&self) -> String {
         format!("threads({})", self.threads)
+    }
+
+    /// The memory limit (see [`LocalScheduler::memory_limit`]).
+    fn memory_target(&self) -> Option<u64> {
+        self.effective_memory_limit()
     }
 }
 

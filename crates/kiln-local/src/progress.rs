@@ -1,5 +1,6 @@
 //! The progress bar: a thread that samples the completed-task counter a few times a second, so
-//! the per-task path only increments an atomic.
+//! the per-task path only increments an atomic. It ends with a summary of the run's memory (the
+//! peak of held results against the limit, and what was spilled).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,7 +25,7 @@ pub(crate) fn wanted(mode: Progress) -> bool {
 /// Draws until `done` is set; the caller unparks this thread after setting it. On a terminal
 /// the bar redraws in place; elsewhere (a forced bar piped to a log) it prints a plain line a
 /// second, since escape codes and carriage returns would garble a log file.
-pub(crate) fn draw(total: usize, completed: &AtomicUsize, done: &AtomicBool) {
+pub(crate) fn draw(total: usize, completed: &AtomicUsize, done: &AtomicBool, summary: impl Fn() -> String) {
     let start = Instant::now();
     while start.elapsed() < DELAY {
         if done.load(Ordering::Acquire) {
@@ -33,7 +34,7 @@ pub(crate) fn draw(total: usize, completed: &AtomicUsize, done: &AtomicBool) {
         std::thread::park_timeout(DELAY.saturating_sub(start.elapsed()));
     }
     if !std::io::stderr().is_terminal() {
-        return draw_lines(start, total, completed, done);
+        return draw_lines(start, total, completed, done, summary);
     }
     let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -46,16 +47,18 @@ pub(crate) fn draw(total: usize, completed: &AtomicUsize, done: &AtomicBool) {
     }
     bar.set_position(completed.load(Ordering::Relaxed) as u64);
     bar.finish();
+    eprintln!("{}", summary());
 }
 
 /// How often a bar that is not on a terminal prints a line.
 const LINE_EVERY: Duration = Duration::from_secs(1);
 
-fn draw_lines(start: Instant, total: usize, completed: &AtomicUsize, done: &AtomicBool) {
-    let line = |n: usize| {
+fn draw_lines(start: Instant, total: usize, completed: &AtomicUsize, done: &AtomicBool, summary: impl Fn() -> String) {
+    let rate = |n: usize| {
         let secs = start.elapsed().as_secs_f64();
-        eprintln!("[{secs:7.1} s] {n}/{total} tasks ({:.0} tasks/s)", n as f64 / secs.max(1e-9));
+        format!("[{secs:7.1} s] {n}/{total} tasks ({:.0} tasks/s)", n as f64 / secs.max(1e-9))
     };
+    let line = |n: usize| eprintln!("{}", rate(n));
     let mut next = Instant::now();
     while !done.load(Ordering::Acquire) {
         if Instant::now() >= next {
@@ -64,5 +67,5 @@ fn draw_lines(start: Instant, total: usize, completed: &AtomicUsize, done: &Atom
         }
         std::thread::park_timeout(TICK);
     }
-    line(completed.load(Ordering::Relaxed));
+    eprintln!("{}; {}", rate(completed.load(Ordering::Relaxed)), summary());
 }

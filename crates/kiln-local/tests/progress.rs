@@ -54,6 +54,14 @@ fn a_forced_bar_draws_on_stderr_even_when_it_is_not_a_terminal() {
 }
 
 #[test]
+fn the_bar_ends_with_the_peak_of_held_memory() {
+    let drawn = stderr_of_child("always");
+    let last = drawn.lines().rev().find(|l| l.contains("tasks")).unwrap_or_default();
+    // Forty i64 results held to the end, 8 bytes each as their codec measures them.
+    assert!(last.contains("40/40 tasks") && last.contains("; peak held 320 B of a "), "{drawn}");
+}
+
+#[test]
 fn the_automatic_bar_stays_quiet_off_a_terminal_and_never_means_never() {
     for mode in ["auto", "never"] {
         let drawn = stderr_of_child(mode);
