@@ -7,10 +7,11 @@
 //! then `--runs` timed runs on both sides, medians compared (see `kiln_bench`'s protocol).
 //!
 //! `cargo run --release -p kiln-bench --bin seed_zarr -- [--n 20000] [--chunk 1000]
-//! [--store DIR] [--npy] [--memory-target BYTES] [--runs 3] [--threads N] [--no-dask] [--progress]`
+//! [--store DIR] [--npy] [--memory-limit BYTES] [--runs 3] [--threads N] [--no-dask] [--progress]`
 //!
-//! `--memory-target` gives the local scheduler a memory target (default: none): stored blocks
-//! kept for later readers stay under an eighth of it, at most 512 MiB (`kiln_graph::reread`).
+//! `--memory-limit` sets the local scheduler's memory limit (default: half the machine's
+//! memory); stored blocks kept for later readers stay under an eighth of it, at most 512 MiB
+//! (`kiln_graph::reread`).
 //!
 //! The store defaults to `$KILN_BENCH_DATA` (or the system temp dir) `/seed-<n>-<chunk>.zarr`;
 //! at n = 20000 it takes 3.2 GB of disk, at 40000 12.8 GB.
@@ -40,9 +41,12 @@ fn main() {
         .expect("running make_zarr_store.py");
     assert!(status.success(), "make_zarr_store.py failed: {status}");
 
-    let target: u64 = arg("--memory-target", 0);
-    let local = LocalScheduler::threads(protocol.threads).with_progress(progress);
-    let scheduler = Targeted(local, (target > 0).then_some(target));
+    let limit: u64 = arg("--memory-limit", 0);
+    let mut scheduler = LocalScheduler::threads(protocol.threads).with_progress(progress);
+    if limit > 0 {
+        scheduler = scheduler.memory_limit(limit);
+    }
+    let target = kiln_graph::Scheduler::memory_target(&scheduler).unwrap_or(0);
     let npy = std::env::args().any(|a| a == "--npy");
     let blocks_dir = store.with_extension("npyblocks");
     if npy {
@@ -66,15 +70,15 @@ fn main() {
     println!(
         "kiln: {} n={n} chunks={chunk}: std = {value:.6}, {} threads: {}; peak RSS {:.0} MB",
         if npy { "npy blocks" } else { "from_zarr" },
-        scheduler.0.num_threads(),
+        scheduler.num_threads(),
         kiln.summary(),
         rss as f64 / 1e6
     );
     let mut line = format!(
-        "RESULT format={} n={n} chunk={chunk} memory_target={target} {} kiln_threads={} {} kiln_peak_rss_bytes={rss} kiln_std={value:.6}",
+        "RESULT format={} n={n} chunk={chunk} memory_limit={target} {} kiln_threads={} {} kiln_peak_rss_bytes={rss} kiln_std={value:.6}",
         if npy { "npy" } else { "zarr" },
         protocol.fields(protocol.threads),
-        scheduler.0.num_threads(),
+        scheduler.num_threads(),
         kiln.fields()
     );
     if !protocol.no_dask {
@@ -110,22 +114,4 @@ fn main() {
         }
     }
     println!("{line}");
-}
-
-/// TEMPORARY: a local scheduler with a memory target, until LocalScheduler has one.
-struct Targeted(LocalScheduler, Option<u64>);
-impl kiln_graph::Scheduler for Targeted {
-    fn compute(
-        &self,
-        g: &kiln_graph::Graph,
-        o: &[kiln_graph::TaskId],
-    ) -> Result<Vec<kiln_graph::Value>, kiln_graph::ComputeError> {
-        self.0.compute(g, o)
-    }
-    fn name(&self) -> String {
-        self.0.name()
-    }
-    fn memory_target(&self) -> Option<u64> {
-        self.1
-    }
 }

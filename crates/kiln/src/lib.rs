@@ -78,9 +78,9 @@ pub mod prelude {
     pub use crate::visualize::Visualize;
     pub use crate::{Collection, Compute, LocalScheduler};
     pub use kiln_array::{Array, Idx, Reduce, idx};
+    pub use kiln_bag::Bag;
     #[cfg(feature = "dataframe")]
     pub use kiln_dataframe::{Agg, DataFrame, Series};
-    pub use kiln_bag::Bag;
     pub use kiln_delayed::Delayed;
 }
 
