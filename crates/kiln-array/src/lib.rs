@@ -50,6 +50,7 @@ mod reduce;
 mod select;
 mod slicing;
 mod wire;
+pub mod writes;
 #[cfg(feature = "zarr")]
 pub mod zarr;
 

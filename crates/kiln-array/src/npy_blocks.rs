@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_graph::kernel::Portable;
-use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, Kernel, TaskId, Tokenizer, Value};
+use kiln_graph::{GraphError, Kernel, TaskId, Tokenizer};
 
 use crate::array::Array;
-use crate::block::{DType, Element};
+use crate::block::Element;
 use crate::error::ArrayError;
 use crate::lower::kernels::{ExprKernel, Finish, ReadNpyBlock, WriteNpyBlock};
 use crate::lower::node::{Layer, Lowering, Node, Op, TaskInputs};
@@ -189,9 +189,7 @@ impl Layer for NpyStore {
 
 /// A pending write of an array as a directory of `.npy` blocks; computing it writes every block
 /// (in parallel, each from the task that computes it) and returns the number of blocks written.
-pub struct NpyWrite {
-    writes: Array<bool>,
-}
+pub type NpyWrite = crate::writes::BlockWrites;
 
 impl<T: Element> Array<T> {
     /// Prepares writing this array as a directory of `.npy` blocks, one file per block named by
@@ -216,31 +214,8 @@ impl<T: Element> Array<T> {
             }
         }
         let name = Tokenizer::new().add("to-npy").add(self.name()).add(dir.to_string_lossy().as_ref()).key("to-npy");
-        let nb: Vec<usize> = self.numblocks();
         let layer = NpyStore { input: self.node.clone(), dir };
-        Ok(NpyWrite {
-            writes: Array::from_node(Arc::new(Node {
-                name: name.shared_name().clone(),
-                shape: nb.clone(),
-                chunks: nb.iter().map(|&n| vec![1; n.max(1)]).collect(),
-                dtype: DType::Bool,
-                op: Op::Materialized(Arc::new(layer)),
-            })),
-        })
-    }
-}
-
-impl Collection for NpyWrite {
-    type Output = usize;
-
-    fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
-        self.writes.add_to(builder)
-    }
-    fn output_count(&self) -> usize {
-        self.writes.output_count()
-    }
-    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<usize, ComputeError> {
-        Ok(self.writes.assemble(graph, outputs, values)?.iter().filter(|&&w| w).count())
+        Ok(NpyWrite::new(&name, &self.numblocks(), Arc::new(layer)))
     }
 }
 

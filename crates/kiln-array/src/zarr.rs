@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, TaskId, Tokenizer, Value};
+use kiln_graph::Tokenizer;
 use zarrs::array::{ArrayBuilder, data_type};
 use zarrs::filesystem::FilesystemStore;
 
@@ -64,9 +64,7 @@ pub fn from_zarr<T: Element>(path: impl AsRef<Path>, chunks: Option<ChunkSpec>) 
 
 /// A pending write of an array to a Zarr store; computing it writes every block (in parallel,
 /// each from the task that computes it) and returns the number of blocks written.
-pub struct ZarrWrite {
-    writes: Array<bool>,
-}
+pub type ZarrWrite = crate::writes::BlockWrites;
 
 impl<T: Element> Array<T> {
     /// Prepares writing this array to a new Zarr v3 store at `path` (a directory, replaced if it
@@ -97,29 +95,6 @@ impl<T: Element> Array<T> {
         let name =
             Tokenizer::new().add("to-zarr").add(source.name()).add(path.to_string_lossy().as_ref()).key("to-zarr");
         let layer = ZarrStore { input: source.node.clone(), path, array: Arc::new(array) };
-        let nb: Vec<usize> = source.numblocks();
-        Ok(ZarrWrite {
-            writes: Array::from_node(Arc::new(Node {
-                name: name.shared_name().clone(),
-                shape: nb.clone(),
-                chunks: nb.iter().map(|&n| vec![1; n.max(1)]).collect(),
-                dtype: DType::Bool,
-                op: Op::Materialized(Arc::new(layer)),
-            })),
-        })
-    }
-}
-
-impl Collection for ZarrWrite {
-    type Output = usize;
-
-    fn add_to(&self, builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
-        self.writes.add_to(builder)
-    }
-    fn output_count(&self) -> usize {
-        self.writes.output_count()
-    }
-    fn assemble(&self, graph: &Graph, outputs: &[TaskId], values: Vec<Value>) -> Result<usize, ComputeError> {
-        Ok(self.writes.assemble(graph, outputs, values)?.iter().filter(|&&w| w).count())
+        Ok(ZarrWrite::new(&name, &source.numblocks(), Arc::new(layer)))
     }
 }
