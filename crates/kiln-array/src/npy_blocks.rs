@@ -75,9 +75,36 @@ pub fn from_npy_blocks<T: Element>(dir: impl AsRef<Path>) -> Result<Array<T>, Ar
     if let Some((_, path)) = blocks.iter().find(|(idx, _)| idx.len() != ndim) {
         return Err(io(path, format!("names a block with another number of indices than the others ({ndim})")));
     }
-    let grid: Vec<usize> = (0..ndim).map(|a| blocks.iter().map(|(idx, _)| idx[a] + 1).max().unwrap_or(0)).collect();
-    let count =
-        grid.iter().try_fold(1usize, |n, &g| n.checked_mul(g)).ok_or_else(|| io(&dir, "block grid overflows"))?;
+    let grid: Vec<usize> =
+        (0..ndim).map(|a| blocks.iter().map(|(idx, _)| idx[a].saturating_add(1)).max().unwrap_or(0)).collect();
+    let count = grid.iter().try_fold(1usize, |n, &g| n.checked_mul(g));
+    // A file named like 999999.0.npy must not make us allocate a slot per block of its grid:
+    // with fewer files than blocks, name the first hole (searched among at most a few times
+    // as many blocks as there are files) or the grid.
+    if count != Some(blocks.len()) {
+        let present: std::collections::HashSet<&[usize]> = blocks.iter().map(|(idx, _)| idx.as_slice()).collect();
+        if present.len() < blocks.len() {
+            return Err(io(&dir, "holds two files for the same block (e.g. 1.0.npy and 01.0.npy)"));
+        }
+        let mut idx = vec![0usize; ndim];
+        for _ in 0..blocks.len().saturating_mul(4).saturating_add(1) {
+            if !present.contains(idx.as_slice()) {
+                return Err(io(&dir.join(block_file(&idx)), "is missing: every block of the grid needs a file"));
+            }
+            for a in (0..ndim).rev() {
+                idx[a] += 1;
+                if idx[a] < grid[a] {
+                    break;
+                }
+                idx[a] = 0;
+            }
+        }
+        return Err(io(
+            &dir,
+            format!("has {} block files for a grid of {grid:?} blocks (from the largest indices)", blocks.len()),
+        ));
+    }
+    let count = blocks.len();
     // Row-major position of a block in the grid.
     let flat = |idx: &[usize]| idx.iter().zip(&grid).fold(0usize, |acc, (&i, &g)| acc * g + i);
     let mut paths: Vec<Option<PathBuf>> = vec![None; count];

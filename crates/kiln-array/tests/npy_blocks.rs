@@ -119,6 +119,19 @@ fn malformed_directories_name_the_file() {
     std::fs::write(dir.join("1.0.npy"), b"hello, world").unwrap();
     let e = error_of(&dir);
     assert!(e.contains("1.0.npy") && e.contains("not an .npy file"), "{e}");
+    // A stray file far outside the grid: an error naming the first hole, not an allocation of a
+    // slot per block of a 10^9-row grid.
+    write_npy(dir.join("999999999.0.npy"), &block(2, 2)).unwrap();
+    let e = error_of(&dir);
+    assert!(e.contains("2.0.npy") && e.contains("is missing"), "{e}");
+    std::fs::remove_file(dir.join("999999999.0.npy")).unwrap();
+    write_npy(dir.join(format!("{}.0.npy", usize::MAX)), &block(2, 2)).unwrap();
+    assert!(error_of(&dir).contains("is missing"));
+    std::fs::remove_file(dir.join(format!("{}.0.npy", usize::MAX))).unwrap();
+    // Two names for one block.
+    write_npy(dir.join("01.0.npy"), &block(2, 2)).unwrap();
+    assert!(error_of(&dir).contains("two files for the same block"));
+    std::fs::remove_file(dir.join("01.0.npy")).unwrap();
     // A name with another number of indices.
     write_npy(dir.join("1.0.npy"), &block(2, 2)).unwrap();
     write_npy(dir.join("0.0.0.npy"), &block(2, 2)).unwrap();
