@@ -44,6 +44,12 @@ fn round_trips_keep_values_dtypes_and_chunks() {
     let floats = small.mapv(|v| v as f32 / 3.0);
     from_array(floats.clone(), vec![2, 6]).to_npy_blocks(&dir).unwrap().compute_on(&sched()).unwrap();
     assert_eq!(from_npy_blocks::<f32>(&dir).unwrap().compute_on(&sched()).unwrap(), floats);
+    // An axis of length zero.
+    let empty = ArrayD::<f64>::zeros(IxDyn(&[0, 3]));
+    from_array(empty.clone(), vec![2, 2]).to_npy_blocks(&dir).unwrap().compute_on(&sched()).unwrap();
+    let back = from_npy_blocks::<f64>(&dir).unwrap();
+    assert_eq!(back.shape(), &[0, 3]);
+    assert_eq!(back.compute_on(&sched()).unwrap(), empty);
     let mask = small.mapv(|v| v % 3 == 0);
     from_array(mask.clone(), vec![4, 5]).to_npy_blocks(&dir).unwrap().compute_on(&sched()).unwrap();
     assert_eq!(from_npy_blocks::<bool>(&dir).unwrap().compute_on(&sched()).unwrap(), mask);
