@@ -36,6 +36,26 @@ impl<T: Element> Array<T> {
         Array { node, _t: PhantomData }
     }
 
+    /// An array read from storage at `location` by `layer` (one read task per block), named
+    /// `prefix-<token>` with a token of its own: the stored data may change between opens, so
+    /// two opens never share keys.
+    pub(crate) fn from_storage(
+        prefix: &str,
+        location: &std::path::Path,
+        shape: Vec<usize>,
+        chunks: Vec<Vec<usize>>,
+        layer: Arc<dyn crate::lower::node::Layer>,
+    ) -> Self {
+        let name = Tokenizer::new().add(prefix).add(location.to_string_lossy().as_ref()).add(&unique()).key(prefix);
+        Self::from_node(Arc::new(Node {
+            name: name.shared_name().clone(),
+            shape,
+            chunks,
+            dtype: T::DTYPE,
+            op: Op::Materialized(layer),
+        }))
+    }
+
     pub(crate) fn invalid(error: ArrayError) -> Self {
         Self::from_node(Node::invalid(error))
     }

@@ -15,7 +15,7 @@ use crate::array::Array;
 use crate::block::Element;
 use crate::error::ArrayError;
 use crate::lower::kernels::{ExprKernel, Finish, ReadNpyBlock, WriteNpyBlock};
-use crate::lower::node::{Layer, Lowering, Node, Op, TaskInputs};
+use crate::lower::node::{Layer, Lowering, Node, TaskInputs};
 use crate::npy::read_npy_header;
 
 fn io(path: &Path, msg: impl std::fmt::Display) -> ArrayError {
@@ -163,19 +163,8 @@ pub fn from_npy_blocks<T: Element>(dir: impl AsRef<Path>) -> Result<Array<T>, Ar
         }
     }
     let shape: Vec<usize> = chunks.iter().map(|c| c.iter().sum()).collect();
-    let name = Tokenizer::new()
-        .add("from-npy")
-        .add(dir.to_string_lossy().as_ref())
-        .add(&crate::array::unique())
-        .key("from-npy");
     let layer = NpyRead { files: Arc::new(files), grid };
-    Ok(Array::from_node(Arc::new(Node {
-        name: name.shared_name().clone(),
-        shape,
-        chunks,
-        dtype: T::DTYPE,
-        op: Op::Materialized(Arc::new(layer)),
-    })))
+    Ok(Array::from_storage("from-npy", &dir, shape, chunks, Arc::new(layer)))
 }
 
 /// Blocks read from their files.

@@ -14,7 +14,6 @@ use crate::block::{DType, Element};
 use crate::chunk::zarr::{io, open};
 use crate::chunks::{ChunkSpec, normalize, regular};
 use crate::error::ArrayError;
-use crate::lower::node::{Node, Op};
 use crate::lower::zarr::{ZarrRead, ZarrStore};
 
 fn zarr_type(dtype: DType) -> zarrs::array::DataType {
@@ -47,19 +46,8 @@ pub fn from_zarr<T: Element>(path: impl AsRef<Path>, chunks: Option<ChunkSpec>) 
             shape.iter().zip(first.iter()).map(|(&d, c)| regular(d, c.get() as usize)).collect()
         }
     };
-    let name = Tokenizer::new()
-        .add("from-zarr")
-        .add(path.to_string_lossy().as_ref())
-        .add(&crate::array::unique())
-        .key("from-zarr");
     let layer = ZarrRead { path: path.clone(), array: Arc::new(array) };
-    Ok(Array::from_node(Arc::new(Node {
-        name: name.shared_name().clone(),
-        shape,
-        chunks,
-        dtype: T::DTYPE,
-        op: Op::Materialized(Arc::new(layer)),
-    })))
+    Ok(Array::from_storage("from-zarr", &path, shape, chunks, Arc::new(layer)))
 }
 
 /// A pending write of an array to a Zarr store; computing it writes every block (in parallel,
