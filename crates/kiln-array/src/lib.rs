@@ -38,6 +38,8 @@ pub mod chunk;
 mod chunks;
 mod cumulative;
 mod error;
+#[cfg(feature = "hdf5")]
+pub mod hdf5;
 mod join;
 pub mod linalg;
 pub(crate) mod lower;

@@ -14,8 +14,11 @@
 //! - `scan`: cumulative sums and products.
 //! - `select`: pieces assembled into a block, boolean selection, counting.
 //! - `zarr` (feature `zarr`): blocks read from and written to a Zarr store.
+//! - `hdf5` (feature `hdf5`): blocks read from and written to an HDF5 dataset.
 
 pub mod expr;
+#[cfg(feature = "hdf5")]
+pub(crate) mod hdf5;
 pub mod lanes;
 pub(crate) mod linalg;
 pub(crate) mod npy;

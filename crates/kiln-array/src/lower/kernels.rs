@@ -12,7 +12,7 @@
 //! (`kiln.array.reduce.partial`, ...), so the id, not an enum index, says what a task does.
 
 use std::sync::Arc;
-#[cfg(feature = "zarr")]
+#[cfg(any(feature = "zarr", feature = "hdf5"))]
 use std::{path::PathBuf, sync::OnceLock};
 
 use kiln_graph::kernel::{PortableKernel, input};
@@ -181,6 +181,24 @@ impl BlockFinish for StoreRegion {
         let block = single(blocks)?;
         let array = crate::chunk::zarr::opened(&self.array, &self.path)?;
         Ok(Value::new(crate::chunk::zarr::write_region(array, &self.path, &self.offset, self.ndim, block)?))
+    }
+}
+
+/// Writes the evaluated block to its hyperslab of an HDF5 dataset.
+#[cfg(feature = "hdf5")]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoreHdf5Region {
+    pub(crate) path: PathBuf,
+    pub(crate) dataset: String,
+    pub(crate) offset: Vec<u64>,
+    pub(crate) ndim: usize,
+}
+
+#[cfg(feature = "hdf5")]
+impl BlockFinish for StoreHdf5Region {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let block = single(blocks)?;
+        Ok(Value::new(crate::chunk::hdf5::write_region(&self.path, &self.dataset, &self.offset, self.ndim, block)?))
     }
 }
 
@@ -372,6 +390,36 @@ impl PortableKernel for ReadRegion {
         check_block(&shape, self.dtype)?;
         let array = crate::chunk::zarr::opened(&self.array, &self.path)?;
         Ok(Value::new(crate::chunk::zarr::read_region(array, &self.path, &self.ranges, self.dtype)?))
+    }
+    fn reread_bytes(&self) -> Option<u64> {
+        let shape: Vec<usize> = self.ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        Some(crate::block::block_bytes(&shape, self.dtype))
+    }
+}
+
+/// Reads one block's hyperslab of an HDF5 dataset.
+#[cfg(feature = "hdf5")]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ReadHdf5Region {
+    pub(crate) path: PathBuf,
+    pub(crate) dataset: String,
+    #[serde(skip)]
+    pub(crate) handle: OnceLock<Arc<hdf5::Dataset>>,
+    pub(crate) ranges: Vec<std::ops::Range<u64>>,
+    pub(crate) dtype: DType,
+}
+
+#[cfg(feature = "hdf5")]
+impl PortableKernel for ReadHdf5Region {
+    const ID: &'static str = "kiln.array.hdf5.read";
+    fn name(&self) -> &str {
+        "from-hdf5"
+    }
+    fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
+        let shape: Vec<usize> = self.ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        check_block(&shape, self.dtype)?;
+        let ds = crate::chunk::hdf5::opened(&self.handle, &self.path, &self.dataset)?;
+        Ok(Value::new(crate::chunk::hdf5::read_region(ds, &self.path, &self.dataset, &self.ranges, self.dtype)?))
     }
     fn reread_bytes(&self) -> Option<u64> {
         let shape: Vec<usize> = self.ranges.iter().map(|r| (r.end - r.start) as usize).collect();
@@ -662,6 +710,8 @@ builtin_kernels! {
         LocalScan(LocalScan) = "kiln.array.scan.local",
         #[cfg(feature = "zarr")]
         Store(StoreRegion) = "kiln.array.zarr.store",
+        #[cfg(feature = "hdf5")]
+        StoreHdf5(StoreHdf5Region) = "kiln.array.hdf5.store",
         WriteNpy(WriteNpyBlock) = "kiln.array.npy.write",
     }
     portable {
@@ -676,6 +726,8 @@ builtin_kernels! {
         ReadNpyBlock,
         #[cfg(feature = "zarr")]
         ReadRegion,
+        #[cfg(feature = "hdf5")]
+        ReadHdf5Region,
     }
 }
 
@@ -809,6 +861,22 @@ mod tests {
                 array: OnceLock::new(),
                 ranges: vec![0..2, 4..8],
                 dtype: DType::I32,
+            })));
+        }
+        #[cfg(feature = "hdf5")]
+        {
+            all.push(with(StoreHdf5Region {
+                path: "/tmp/x.h5".into(),
+                dataset: "g/x".into(),
+                offset: vec![0, 4],
+                ndim: 2,
+            }));
+            all.push(Arc::new(Portable(ReadHdf5Region {
+                path: "/tmp/x.h5".into(),
+                dataset: "g/x".into(),
+                handle: OnceLock::new(),
+                ranges: vec![0..2, 4..8],
+                dtype: DType::F64,
             })));
         }
         all

@@ -8,6 +8,8 @@
 
 pub(crate) mod cumulative;
 pub(crate) mod decomp;
+#[cfg(feature = "hdf5")]
+pub(crate) mod hdf5;
 pub mod kernels;
 pub(crate) mod map_blocks;
 pub(crate) mod matmul;
