@@ -290,3 +290,39 @@ mod tests {
         }
     }
 }
+
+/// Blocks smaller than this are grown (by whole storage chunks) when the chunking is taken from
+/// a file (HDF5, NetCDF-4): writers often choose chunks of a few kilobytes, and one task per such
+/// chunk would cost more in scheduling than in reading.
+pub(crate) const MIN_STORAGE_BLOCK_BYTES: usize = 4 << 20;
+
+/// The default blocks for an array stored in chunks of `chunk`: whole storage chunks, doubled
+/// along the leading axes first until a block holds at least [`MIN_STORAGE_BLOCK_BYTES`].
+#[cfg_attr(not(any(feature = "hdf5", feature = "netcdf")), allow(dead_code))]
+pub(crate) fn blocks_from_storage(shape: &[usize], chunk: &[usize], itemsize: usize) -> Vec<usize> {
+    let mut block: Vec<usize> = chunk.iter().zip(shape).map(|(&c, &d)| c.clamp(1, d.max(1))).collect();
+    let bytes = |b: &[usize]| b.iter().fold(itemsize, |n, &c| n.saturating_mul(c));
+    for axis in 0..block.len() {
+        while bytes(&block) < MIN_STORAGE_BLOCK_BYTES && block[axis] < shape[axis] {
+            block[axis] = block[axis].saturating_mul(2).min(shape[axis]);
+        }
+    }
+    block
+}
+
+#[cfg(test)]
+mod storage_block_tests {
+    use super::*;
+
+    #[test]
+    fn default_blocks_grow_small_storage_chunks_by_whole_chunks() {
+        // 8 MB storage chunks are kept.
+        assert_eq!(blocks_from_storage(&[20000, 20000], &[1000, 1000], 8), vec![1000, 1000]);
+        // Small automatic chunks (here 64 KiB) grow along the first axis first.
+        let b = blocks_from_storage(&[10000, 1000], &[64, 128], 8);
+        assert_eq!(b[0] % 64, 0);
+        assert!(b.iter().product::<usize>() * 8 >= MIN_STORAGE_BLOCK_BYTES, "{b:?}");
+        // Never past the array.
+        assert_eq!(blocks_from_storage(&[10, 10], &[4, 4], 8), vec![10, 10]);
+    }
+}

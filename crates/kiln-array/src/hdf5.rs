@@ -30,24 +30,6 @@ use crate::chunks::{ChunkSpec, normalize, regular};
 use crate::error::ArrayError;
 use crate::lower::hdf5::{Hdf5Read, Hdf5Store};
 
-/// Blocks smaller than this are grown (by whole storage chunks) when the chunking is taken from
-/// the file: HDF5 writers often choose chunks of a few kilobytes, and one task per such chunk
-/// would cost more in scheduling than in reading.
-const MIN_DEFAULT_BLOCK_BYTES: usize = 4 << 20;
-
-/// The default blocks for a dataset stored in chunks of `chunk`: whole storage chunks, doubled
-/// along the leading axes first until a block holds at least [`MIN_DEFAULT_BLOCK_BYTES`].
-fn blocks_from_storage(shape: &[usize], chunk: &[usize], itemsize: usize) -> Vec<usize> {
-    let mut block: Vec<usize> = chunk.iter().zip(shape).map(|(&c, &d)| c.clamp(1, d.max(1))).collect();
-    let bytes = |b: &[usize]| b.iter().fold(itemsize, |n, &c| n.saturating_mul(c));
-    for axis in 0..block.len() {
-        while bytes(&block) < MIN_DEFAULT_BLOCK_BYTES && block[axis] < shape[axis] {
-            block[axis] = block[axis].saturating_mul(2).min(shape[axis]);
-        }
-    }
-    block
-}
-
 /// Opens `dataset` (a path inside the file such as `"temperature"` or `"run1/t"`) of the HDF5
 /// file at `path` as a kiln array of `T`. Without `chunks`, blocks follow the dataset's storage
 /// chunks (grown to whole multiples of them when those are small), or Dask's `"auto"` for a
@@ -73,7 +55,7 @@ pub fn from_hdf5<T: Element>(
     let chunks = match (chunks, ds.chunk()) {
         (Some(spec), _) => normalize(&spec, &shape, itemsize)?,
         (None, Some(chunk)) if chunk.len() == shape.len() => {
-            let block = blocks_from_storage(&shape, &chunk, itemsize);
+            let block = crate::chunks::blocks_from_storage(&shape, &chunk, itemsize);
             shape.iter().zip(&block).map(|(&d, &c)| regular(d, c)).collect()
         }
         (None, _) => normalize(&ChunkSpec::auto(), &shape, itemsize)?,
@@ -186,22 +168,5 @@ impl<T: Element> Array<T> {
             .key("to-hdf5");
         let layer = Hdf5Store { input: self.node.clone(), path, dataset: dataset.to_string() };
         Ok(Hdf5Write::new(&name, &self.numblocks(), Arc::new(layer)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_blocks_grow_small_storage_chunks_by_whole_chunks() {
-        // 8 MB storage chunks are kept.
-        assert_eq!(blocks_from_storage(&[20000, 20000], &[1000, 1000], 8), vec![1000, 1000]);
-        // h5py's small automatic chunks (here 64 KiB) grow along the first axis first.
-        let b = blocks_from_storage(&[10000, 1000], &[64, 128], 8);
-        assert_eq!(b[0] % 64, 0);
-        assert!(b.iter().product::<usize>() * 8 >= MIN_DEFAULT_BLOCK_BYTES, "{b:?}");
-        // Never past the array.
-        assert_eq!(blocks_from_storage(&[10, 10], &[4, 4], 8), vec![10, 10]);
     }
 }

@@ -44,6 +44,8 @@ mod join;
 pub mod linalg;
 pub(crate) mod lower;
 mod map;
+#[cfg(feature = "netcdf")]
+pub mod netcdf;
 pub mod npy;
 pub mod npy_blocks;
 mod ops;

@@ -15,12 +15,15 @@
 //! - `select`: pieces assembled into a block, boolean selection, counting.
 //! - `zarr` (feature `zarr`): blocks read from and written to a Zarr store.
 //! - `hdf5` (feature `hdf5`): blocks read from and written to an HDF5 dataset.
+//! - `netcdf` (feature `netcdf`): blocks read from a NetCDF variable, CF-decoded.
 
 pub mod expr;
 #[cfg(feature = "hdf5")]
 pub(crate) mod hdf5;
 pub mod lanes;
 pub(crate) mod linalg;
+#[cfg(feature = "netcdf")]
+pub(crate) mod netcdf;
 pub(crate) mod npy;
 pub(crate) mod reduce;
 pub(crate) mod scan;

@@ -12,7 +12,7 @@
 //! (`kiln.array.reduce.partial`, ...), so the id, not an enum index, says what a task does.
 
 use std::sync::Arc;
-#[cfg(any(feature = "zarr", feature = "hdf5"))]
+#[cfg(any(feature = "zarr", feature = "hdf5", feature = "netcdf"))]
 use std::{path::PathBuf, sync::OnceLock};
 
 use kiln_graph::kernel::{PortableKernel, input};
@@ -427,6 +427,36 @@ impl PortableKernel for ReadHdf5Region {
     }
 }
 
+/// Reads one block's hyperslab of a NetCDF variable, decoded by the CF conventions.
+#[cfg(feature = "netcdf")]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ReadNetcdfRegion {
+    pub(crate) path: PathBuf,
+    pub(crate) variable: String,
+    #[serde(skip)]
+    pub(crate) file: OnceLock<Arc<netcdf::File>>,
+    pub(crate) ranges: Vec<std::ops::Range<u64>>,
+    pub(crate) decode: crate::chunk::netcdf::CfDecode,
+}
+
+#[cfg(feature = "netcdf")]
+impl PortableKernel for ReadNetcdfRegion {
+    const ID: &'static str = "kiln.array.netcdf.read";
+    fn name(&self) -> &str {
+        "open-netcdf"
+    }
+    fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
+        let shape: Vec<usize> = self.ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        check_block(&shape, DType::F64)?;
+        let file = crate::chunk::netcdf::opened(&self.file, &self.path)?;
+        Ok(Value::new(crate::chunk::netcdf::read_region(file, &self.path, &self.variable, &self.ranges, &self.decode)?))
+    }
+    fn reread_bytes(&self) -> Option<u64> {
+        let shape: Vec<usize> = self.ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+        Some(crate::block::block_bytes(&shape, DType::F64))
+    }
+}
+
 /// Reads one block's `.npy` file (a directory of `.npy` blocks).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct ReadNpyBlock {
@@ -728,6 +758,8 @@ builtin_kernels! {
         ReadRegion,
         #[cfg(feature = "hdf5")]
         ReadHdf5Region,
+        #[cfg(feature = "netcdf")]
+        ReadNetcdfRegion,
     }
 }
 
@@ -879,6 +911,14 @@ mod tests {
                 dtype: DType::F64,
             })));
         }
+        #[cfg(feature = "netcdf")]
+        all.push(Arc::new(Portable(ReadNetcdfRegion {
+            path: "/tmp/x.nc".into(),
+            variable: "tas".into(),
+            file: OnceLock::new(),
+            ranges: vec![0..2, 4..8],
+            decode: crate::chunk::netcdf::CfDecode { missing: vec![-999.0], scale: Some(0.01), offset: Some(273.15) },
+        })));
         all
     }
 

@@ -13,6 +13,8 @@ pub(crate) mod hdf5;
 pub mod kernels;
 pub(crate) mod map_blocks;
 pub(crate) mod matmul;
+#[cfg(feature = "netcdf")]
+pub(crate) mod netcdf;
 pub mod node;
 pub(crate) mod overlap;
 pub mod portable;
