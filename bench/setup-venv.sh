@@ -5,5 +5,5 @@ here="$(cd "$(dirname "$0")" && pwd)"
 python3 -m venv "$here/.venv"
 "$here/.venv/bin/pip" install --quiet --upgrade pip
 # Pinned, so figures in RESULTS.md can be reproduced against the same Dask.
-"$here/.venv/bin/pip" install --quiet "dask[array,distributed]==2026.8.0" "numpy==2.4.6" "zarr==3.1.6"
+"$here/.venv/bin/pip" install --quiet "dask[array,distributed]==2026.8.0" "numpy==2.4.6" "zarr==3.1.6" "h5py==3.16.0"
 "$here/.venv/bin/python" -c "import dask; print('dask', dask.__version__)"

@@ -2,12 +2,15 @@
 //! `x = from_zarr(store)`, the store written by zarr-python with its defaults (f64, Zarr v3,
 //! zstd, chunks 1000²) by `bench/make_zarr_store.py` when it is missing; with `--npy`, the same
 //! data as a directory of `.npy` blocks (`bench/make_npy_blocks.py`, read with
-//! `from_npy_blocks`; Dask assembles it with `da.block` over delayed `np.load`). kiln and dask.array
+//! `from_npy_blocks`; Dask assembles it with `da.block` over delayed `np.load`); with `--hdf5`
+//! (build with `--features hdf5`), the same data as dataset `x` of an HDF5 file written by h5py
+//! in the store's chunks, uncompressed (`bench/make_hdf5_file.py`; kiln reads it with
+//! `from_hdf5`, Dask with `da.from_array` over the h5py dataset, with its default lock). kiln and dask.array
 //! (threaded scheduler) read the same store; one warm-up (which also warms the page cache),
 //! then `--runs` timed runs on both sides, medians compared (see `kiln_bench`'s protocol).
 //!
 //! `cargo run --release -p kiln-bench --bin seed_zarr -- [--n 20000] [--chunk 1000]
-//! [--store DIR] [--npy] [--memory-limit BYTES] [--runs 3] [--threads N] [--no-dask] [--progress]`
+//! [--store DIR] [--npy | --hdf5] [--memory-limit BYTES] [--runs 3] [--threads N] [--no-dask] [--progress]`
 //!
 //! `--memory-limit` sets the local scheduler's memory limit (default: half the machine's
 //! memory); stored blocks kept for later readers stay under an eighth of it, at most 512 MiB
@@ -48,7 +51,29 @@ fn main() {
     }
     let target = kiln_graph::Scheduler::memory_target(&scheduler).unwrap_or(0);
     let npy = std::env::args().any(|a| a == "--npy");
+    let hdf5 = std::env::args().any(|a| a == "--hdf5");
+    assert!(!(npy && hdf5), "--npy and --hdf5 are two formats: pick one");
+    if hdf5 && cfg!(not(feature = "hdf5")) {
+        eprintln!("--hdf5 needs the benchmark built with `--features hdf5` (and libhdf5-dev installed)");
+        std::process::exit(2);
+    }
     let blocks_dir = store.with_extension("npyblocks");
+    let h5_file = store.with_extension("h5");
+    if hdf5 {
+        let status = Command::new(&python)
+            .arg(kiln_bench::bench_dir().join("make_hdf5_file.py"))
+            .args(["--from-zarr", &store.display().to_string(), "--path", &h5_file.display().to_string()])
+            .status()
+            .expect("running make_hdf5_file.py");
+        assert!(status.success(), "make_hdf5_file.py failed: {status}");
+    }
+    let format = if npy {
+        "npy"
+    } else if hdf5 {
+        "hdf5"
+    } else {
+        "zarr"
+    };
     if npy {
         let status = Command::new(&python)
             .arg(kiln_bench::bench_dir().join("make_npy_blocks.py"))
@@ -58,10 +83,11 @@ fn main() {
         assert!(status.success(), "make_npy_blocks.py failed: {status}");
     }
     let (kiln, value) = Side::measure("kiln", protocol.runs, || {
-        let x = if npy {
-            kiln_array::npy_blocks::from_npy_blocks::<f64>(&blocks_dir).expect("the blocks open")
-        } else {
-            from_zarr::<f64>(&store, None).expect("the store opens")
+        let x = match format {
+            "npy" => kiln_array::npy_blocks::from_npy_blocks::<f64>(&blocks_dir).expect("the blocks open"),
+            #[cfg(feature = "hdf5")]
+            "hdf5" => kiln_array::hdf5::from_hdf5::<f64>(&h5_file, "x", None).expect("the file opens"),
+            _ => from_zarr::<f64>(&store, None).expect("the store opens"),
         };
         let y = if sum_only { x.sum() } else { (&x + &x.t() - &x.mean_axis(0)).std() };
         compute_scalar(&y, &scheduler).expect("the seed computation runs")
@@ -71,16 +97,14 @@ fn main() {
     // process's RSS: the difference is blocks being computed, allocator slack and the runtime.
     let held = scheduler.last_run_stats().map_or(0, |s| s.peak_held_bytes);
     println!(
-        "kiln: {} n={n} chunks={chunk}: std = {value:.6}, {} threads: {}; peak RSS {:.0} MB (results held at most: {:.0} MB)",
-        if npy { "npy blocks" } else { "from_zarr" },
+        "kiln: {format} n={n} chunks={chunk}: std = {value:.6}, {} threads: {}; peak RSS {:.0} MB (results held at most: {:.0} MB)",
         scheduler.num_threads(),
         kiln.summary(),
         rss as f64 / 1e6,
         held as f64 / 1e6
     );
     let mut line = format!(
-        "RESULT format={} n={n} chunk={chunk} memory_limit={target} {} kiln_threads={} {} kiln_peak_rss_bytes={rss} kiln_peak_held_bytes={held} kiln_std={value:.6}",
-        if npy { "npy" } else { "zarr" },
+        "RESULT format={format} n={n} chunk={chunk} memory_limit={target} {} kiln_threads={} {} kiln_peak_rss_bytes={rss} kiln_peak_held_bytes={held} kiln_std={value:.6}",
         protocol.fields(protocol.threads),
         scheduler.num_threads(),
         kiln.fields()
@@ -89,6 +113,8 @@ fn main() {
         let mut args = vec!["--path".to_string(), store.display().to_string()];
         if npy {
             args = vec!["--path".into(), blocks_dir.display().to_string(), "--npy".into()];
+        } else if hdf5 {
+            args = vec!["--path".into(), h5_file.display().to_string(), "--hdf5".into()];
         }
         match run_dask("dask_seed_zarr.py", &args, &protocol, protocol.threads) {
             Ok(d) => {

@@ -421,8 +421,11 @@ impl Calendar {
     }
 }
 
-/// "days since 2000-01-01 06:00:00" → (seconds per unit, (year, month, day, seconds into the day)).
-fn parse_time_units(units: &str) -> Result<(f64, (i64, u32, u32, f64)), String> {
+/// The reference instant of CF time units: year, month, day, seconds into the day.
+type Epoch = (i64, u32, u32, f64);
+
+/// "days since 2000-01-01 06:00:00" → (seconds per unit, its epoch).
+fn parse_time_units(units: &str) -> Result<(f64, Epoch), String> {
     let bad = || format!("time units {units:?} are not \"<unit> since <date>\"");
     let (unit, since) = units.split_once(" since ").ok_or_else(bad)?;
     let unit_seconds = match unit.trim().to_ascii_lowercase().as_str() {
@@ -493,7 +496,9 @@ fn attribute_numbers(value: &netcdf::AttributeValue) -> Vec<f64> {
 /// One file's variables.
 fn open_file(path: &Path, chunks: &[(&str, usize)]) -> Result<BTreeMap<String, Variable>, ArrayError> {
     let file = Arc::new(open(path)?);
-    let mut raw: Vec<(String, Vec<String>, Vec<usize>, BTreeMap<String, String>, CfDecode)> = Vec::new();
+    // Per variable: name, dimensions, shape, attributes as text, and how to decode its values.
+    type Raw = (String, Vec<String>, Vec<usize>, BTreeMap<String, String>, CfDecode);
+    let mut raw: Vec<Raw> = Vec::new();
     for var in file.variables() {
         let name = var.name();
         let dims: Vec<String> = var.dimensions().iter().map(|d| d.name()).collect();
@@ -521,7 +526,9 @@ fn open_file(path: &Path, chunks: &[(&str, usize)]) -> Result<BTreeMap<String, V
     let mut coordinates: BTreeMap<String, Coordinate> = BTreeMap::new();
     for (name, dims, shape, attributes, decode) in &raw {
         if dims.len() == 1 && &dims[0] == name {
-            let values = read_decoded(&file, path, name, &[0..shape[0] as u64], decode).map_err(|e| io(path, e))?;
+            let whole = 0..shape[0] as u64;
+            let values =
+                read_decoded(&file, path, name, std::slice::from_ref(&whole), decode).map_err(|e| io(path, e))?;
             coordinates.insert(
                 name.clone(),
                 Coordinate {

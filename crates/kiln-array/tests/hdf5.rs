@@ -134,7 +134,10 @@ fn kiln_writes_what_it_reads_back_in_any_blocks() {
 
 #[test]
 fn bad_input_is_a_clear_error_naming_file_and_dataset() {
-    let msg = |r: Result<kiln_array::Array<f64>, ArrayError>| r.err().expect("an error").to_string();
+    let msg = |r: Result<kiln_array::Array<f64>, ArrayError>| match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    };
     let missing = msg(from_hdf5::<f64>(fixture("nope.h5"), "x", None));
     assert!(missing.contains("nope.h5") && missing.contains("does not exist"), "{missing}");
     let not_hdf5 = msg(from_hdf5::<f64>(fixture("mixed_scalar.npy"), "x", None));
@@ -149,7 +152,8 @@ fn bad_input_is_a_clear_error_naming_file_and_dataset() {
     assert!(unsupported.contains("shorts"), "{unsupported}");
     // A file that cannot be created: the error names it.
     let under_a_file = fixture("mixed_scalar.npy").join("out.h5");
-    let err = arange::<f64>(0.0, 4.0, 1.0, 2).to_hdf5(&under_a_file, "x").err().expect("an error").to_string();
+    let Err(err) = arange::<f64>(0.0, 4.0, 1.0, 2).to_hdf5(&under_a_file, "x") else { panic!("expected an error") };
+    let err = err.to_string();
     assert!(err.contains("out.h5"), "{err}");
     let path = scratch("bad-level.h5");
     let bad_level = arange::<f64>(0.0, 4.0, 1.0, 2).to_hdf5_with(&path, "y", &Hdf5Options { deflate: Some(12) });
