@@ -60,7 +60,8 @@ pub fn from_hdf5<T: Element>(
         }
         (None, _) => normalize(&ChunkSpec::auto(), &shape, itemsize)?,
     };
-    let layer = Hdf5Read { path: path.clone(), dataset: dataset.to_string(), handle: Arc::new(ds) };
+    let raw = crate::chunk::hdf5::raw_layout(&ds, T::DTYPE).map(Arc::new);
+    let layer = Hdf5Read { path: path.clone(), dataset: dataset.to_string(), handle: Arc::new(ds), raw };
     let location = PathBuf::from(format!("{}:{dataset}", path.display()));
     Ok(Array::from_storage("from-hdf5", &location, shape, chunks, Arc::new(layer)))
 }

@@ -12,6 +12,10 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+use std::collections::HashMap;
+
+use hdf5::dataset::Layout;
+use hdf5::datatype::ByteOrder;
 use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
 use hdf5::{Dataset, Hyperslab, Selection, SliceOrIndex};
 use ndarray::ArrayD;
@@ -40,6 +44,215 @@ pub(crate) fn stored_dtype(dataset: &Dataset) -> Result<DType, String> {
         TypeDescriptor::Boolean => Ok(DType::Bool),
         other => Err(format!("{other} (kiln arrays hold f64, f32, i64, i32 or bool)")),
     }
+}
+
+/// Chunked datasets with more chunks than this are read through the library only: listing
+/// chunk addresses costs HDF5 1.10 time linear in the chunk's index, so all of them quadratic.
+const MAX_INDEXED_CHUNKS: usize = 4096;
+
+/// Where a dataset's bytes lie in its file when blocks can be read with plain positioned reads,
+/// outside the library and its process-wide lock (so on all cores at once): no filters
+/// (compression), a little-endian numeric type, and every chunk allocated. Anything else reads
+/// through the library.
+pub(crate) enum RawLayout {
+    /// One contiguous run of elements, row-major, from `offset`.
+    Contiguous { offset: u64, shape: Vec<usize> },
+    /// Chunks of `chunk` elements; `addresses` maps a chunk's first element to its file offset.
+    Chunked { chunk: Vec<usize>, addresses: HashMap<Vec<u64>, u64> },
+}
+
+/// How one block reads its bytes directly (see [`RawLayout`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum RawPlan {
+    /// Rows of the contiguous dataset of `shape` starting at `offset`.
+    Contiguous { offset: u64, shape: Vec<usize> },
+    /// The chunks (first element, file offset) the block overlaps, each `chunk` elements.
+    Chunked { chunk: Vec<usize>, pieces: Vec<(Vec<u64>, u64)> },
+}
+
+/// The raw layout of `dataset` as a kiln `dtype`, if its blocks can be read directly.
+pub(crate) fn raw_layout(ds: &Dataset, dtype: DType) -> Option<RawLayout> {
+    if matches!(dtype, DType::Bool) || !cfg!(target_endian = "little") || !ds.filters().is_empty() {
+        return None;
+    }
+    let little = ds.dtype().ok().is_some_and(|t| t.byte_order() == ByteOrder::LittleEndian);
+    if !little {
+        return None;
+    }
+    let shape = ds.shape();
+    match ds.layout() {
+        Layout::Contiguous => ds.offset().map(|offset| RawLayout::Contiguous { offset, shape }),
+        Layout::Chunked => {
+            let chunk = ds.chunk()?;
+            let grid: usize = shape.iter().zip(&chunk).map(|(&d, &c)| d.div_ceil(c.max(1))).product();
+            let count = ds.num_chunks()?;
+            if count != grid || count > MAX_INDEXED_CHUNKS {
+                return None; // some chunks never written (they read as the fill value), or too many
+            }
+            let bytes = chunk.iter().product::<usize>() * dtype.itemsize();
+            let mut addresses = HashMap::with_capacity(count);
+            for index in 0..count {
+                let info = ds.chunk_info(index)?;
+                if info.size as usize != bytes || info.filter_mask != 0 {
+                    return None;
+                }
+                addresses.insert(info.offset, info.addr);
+            }
+            Some(RawLayout::Chunked { chunk, addresses })
+        }
+        _ => None,
+    }
+}
+
+impl RawLayout {
+    /// The plan for the block at `ranges`, or `None` when a chunk it needs is not listed.
+    pub(crate) fn plan(&self, ranges: &[Range<u64>]) -> Option<RawPlan> {
+        // 0-d and empty blocks go through the library (nothing to gain, edge cases to lose).
+        if ranges.is_empty() || ranges.iter().any(|r| r.is_empty()) {
+            return None;
+        }
+        match self {
+            RawLayout::Contiguous { offset, shape } => {
+                Some(RawPlan::Contiguous { offset: *offset, shape: shape.clone() })
+            }
+            RawLayout::Chunked { chunk, addresses } => {
+                // Every chunk origin the block overlaps, in row-major order.
+                let firsts: Vec<u64> = ranges.iter().zip(chunk).map(|(r, &c)| r.start / c as u64).collect();
+                let lasts: Vec<u64> = ranges.iter().zip(chunk).map(|(r, &c)| (r.end - 1) / c as u64).collect();
+                let mut pieces = Vec::new();
+                let mut at = firsts.clone();
+                loop {
+                    let origin: Vec<u64> = at.iter().zip(chunk).map(|(&i, &c)| i * c as u64).collect();
+                    let addr = *addresses.get(&origin)?;
+                    pieces.push((origin, addr));
+                    let mut axis = at.len();
+                    loop {
+                        if axis == 0 {
+                            return Some(RawPlan::Chunked { chunk: chunk.clone(), pieces });
+                        }
+                        axis -= 1;
+                        if at[axis] < lasts[axis] {
+                            at[axis] += 1;
+                            break;
+                        }
+                        at[axis] = firsts[axis];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Calls `row(out_start, src_start, len)` for every run along the last axis when copying the
+/// box `lo..hi` (element coordinates) from an array of shape `src_shape` whose first element is
+/// at `src_origin` into an array of shape `out_shape` whose first element is at `out_origin`;
+/// offsets are in elements.
+fn for_each_row(
+    lo: &[u64],
+    hi: &[u64],
+    src_origin: &[u64],
+    src_shape: &[usize],
+    out_origin: &[u64],
+    out_shape: &[usize],
+    mut row: impl FnMut(usize, u64, usize) -> Result<(), String>,
+) -> Result<(), String> {
+    let n = lo.len();
+    let linear = |at: &[u64], origin: &[u64], shape: &[usize]| -> u64 {
+        at.iter().zip(origin).zip(shape).fold(0u64, |acc, ((&a, &o), &s)| acc * s as u64 + (a - o))
+    };
+    let len = (hi[n - 1] - lo[n - 1]) as usize;
+    let mut at = lo.to_vec();
+    loop {
+        row(linear(&at, out_origin, out_shape) as usize, linear(&at, src_origin, src_shape), len)?;
+        let mut axis = n - 1;
+        loop {
+            if axis == 0 {
+                return Ok(());
+            }
+            axis -= 1;
+            at[axis] += 1;
+            if at[axis] < hi[axis] {
+                break;
+            }
+            at[axis] = lo[axis];
+        }
+    }
+}
+
+/// Reads the block at `ranges` by `plan` from `file` (positioned reads; no HDF5 call).
+pub(crate) fn read_raw(
+    file: &std::fs::File,
+    path: &Path,
+    plan: &RawPlan,
+    ranges: &[Range<u64>],
+    dtype: DType,
+) -> Result<Block, ChunkError> {
+    use std::os::unix::fs::FileExt;
+    let shape: Vec<usize> = ranges.iter().map(|r| (r.end - r.start) as usize).collect();
+    let itemsize = dtype.itemsize();
+    let count: usize = shape.iter().product();
+    let lo: Vec<u64> = ranges.iter().map(|r| r.start).collect();
+    let hi: Vec<u64> = ranges.iter().map(|r| r.end).collect();
+    let fail = |e: String| ChunkError::msg(format!("reading hdf5 file {}: {e}", path.display()));
+    if shape.is_empty() || count == 0 {
+        return Err(fail("no raw plan for an empty or 0-d block".into()));
+    }
+    // Reads straight into the block's own buffer (typed, so aligned): no copy for a block that
+    // is one chunk or a run of rows of a contiguous dataset.
+    let fill = |bytes: &mut [u8]| -> Result<(), ChunkError> {
+        match plan {
+            RawPlan::Contiguous { offset, shape: ds_shape } => {
+                let zeros = vec![0u64; ds_shape.len()];
+                for_each_row(&lo, &hi, &zeros, ds_shape, &lo, &shape, |out, src, len| {
+                    let at = offset + src * itemsize as u64;
+                    file.read_exact_at(&mut bytes[out * itemsize..(out + len) * itemsize], at)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(fail)
+            }
+            RawPlan::Chunked { chunk, pieces } => {
+                let chunk_bytes = chunk.iter().product::<usize>() * itemsize;
+                let mut buffer = Vec::new();
+                for (origin, addr) in pieces {
+                    let end: Vec<u64> = origin.iter().zip(chunk).map(|(&o, &c)| o + c as u64).collect();
+                    if origin == &lo && end == hi {
+                        // The block is exactly this chunk: read it in place.
+                        file.read_exact_at(bytes, *addr).map_err(|e| fail(e.to_string()))?;
+                        continue;
+                    }
+                    buffer.resize(chunk_bytes, 0);
+                    file.read_exact_at(&mut buffer, *addr).map_err(|e| fail(e.to_string()))?;
+                    let box_lo: Vec<u64> = lo.iter().zip(origin).map(|(&a, &b)| a.max(b)).collect();
+                    let box_hi: Vec<u64> = hi.iter().zip(&end).map(|(&a, &b)| a.min(b)).collect();
+                    for_each_row(&box_lo, &box_hi, origin, chunk, &lo, &shape, |out, src, len| {
+                        let src = src as usize;
+                        bytes[out * itemsize..(out + len) * itemsize]
+                            .copy_from_slice(&buffer[src * itemsize..(src + len) * itemsize]);
+                        Ok(())
+                    })
+                    .map_err(fail)?;
+                }
+                Ok(())
+            }
+        }
+    };
+    fn typed<T: bytemuck::Pod>(
+        count: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), ChunkError>,
+    ) -> Result<Vec<T>, ChunkError> {
+        let mut values = vec![T::zeroed(); count];
+        fill(bytemuck::cast_slice_mut(&mut values))?;
+        Ok(values)
+    }
+    let dim = ndarray::IxDyn(&shape);
+    let shaped = |e: ndarray::ShapeError| fail(e.to_string());
+    Ok(match dtype {
+        DType::F64 => Block::F64(ArrayD::from_shape_vec(dim, typed::<f64>(count, fill)?).map_err(shaped)?),
+        DType::F32 => Block::F32(ArrayD::from_shape_vec(dim, typed::<f32>(count, fill)?).map_err(shaped)?),
+        DType::I64 => Block::I64(ArrayD::from_shape_vec(dim, typed::<i64>(count, fill)?).map_err(shaped)?),
+        DType::I32 => Block::I32(ArrayD::from_shape_vec(dim, typed::<i32>(count, fill)?).map_err(shaped)?),
+        DType::Bool => return Err(fail("bool blocks are read through the library".into())),
+    })
 }
 
 /// Opens `dataset` in the HDF5 file at `path` for reading.
@@ -222,4 +435,46 @@ pub(crate) fn write_region(
     drop(ds);
     file.close().map_err(|e| fail(&e))?;
     Ok(Block::Bool(ArrayD::from_elem(ndarray::IxDyn(&vec![1; ndim]), true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncompressed_little_endian_data_gets_a_raw_layout_and_others_do_not() {
+        let path = std::env::temp_dir().join(format!("kiln-hdf5-raw-{}.h5", std::process::id()));
+        let data = ndarray::Array2::from_shape_fn((10, 7), |(i, j)| (i * 7 + j) as f64);
+        {
+            let file = hdf5::File::create(&path).unwrap();
+            file.new_dataset_builder().chunk((4, 3)).with_data(&data).create("chunked").unwrap();
+            file.new_dataset_builder().with_data(&data).create("contiguous").unwrap();
+            file.new_dataset_builder().chunk((4, 3)).deflate(3).with_data(&data).create("gzip").unwrap();
+        }
+        let file = hdf5::File::open(&path).unwrap();
+        let chunked = raw_layout(&file.dataset("chunked").unwrap(), DType::F64).expect("a raw layout");
+        // A block over rows 3..9 and columns 2..4 touches chunk rows 0..=2 and columns 0..=1.
+        match chunked.plan(&[3..9, 2..4]) {
+            Some(RawPlan::Chunked { chunk, pieces }) => {
+                assert_eq!(chunk, vec![4, 3]);
+                let origins: Vec<Vec<u64>> = pieces.iter().map(|(o, _)| o.clone()).collect();
+                assert_eq!(origins, vec![vec![0, 0], vec![0, 3], vec![4, 0], vec![4, 3], vec![8, 0], vec![8, 3]]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let plan = chunked.plan(&[3..9, 2..4]).unwrap();
+        let raw_file = std::fs::File::open(&path).unwrap();
+        let Block::F64(got) = read_raw(&raw_file, &path, &plan, &[3..9, 2..4], DType::F64).unwrap() else { panic!() };
+        assert_eq!(got, data.slice(ndarray::s![3..9, 2..4]).into_dyn());
+        let contiguous = raw_layout(&file.dataset("contiguous").unwrap(), DType::F64).expect("a raw layout");
+        let plan = contiguous.plan(&[1..4, 5..7]).unwrap();
+        let Block::F64(got) = read_raw(&raw_file, &path, &plan, &[1..4, 5..7], DType::F64).unwrap() else { panic!() };
+        assert_eq!(got, data.slice(ndarray::s![1..4, 5..7]).into_dyn());
+        assert!(
+            raw_layout(&file.dataset("gzip").unwrap(), DType::F64).is_none(),
+            "compressed data goes through the library"
+        );
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+    }
 }

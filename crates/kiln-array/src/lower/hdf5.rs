@@ -15,18 +15,23 @@ pub(crate) struct Hdf5Read {
     pub(crate) path: PathBuf,
     pub(crate) dataset: String,
     pub(crate) handle: Arc<hdf5::Dataset>,
+    /// Where blocks can be read directly, when they can.
+    pub(crate) raw: Option<Arc<crate::chunk::hdf5::RawLayout>>,
 }
 
 impl Layer for Hdf5Read {
     fn lower_block(&self, node: &Node, idx: &[usize], lw: &mut Lowering<'_>) -> Result<TaskId, GraphError> {
-        let ranges =
+        let ranges: Vec<std::ops::Range<u64>> =
             node.block_offset(idx).iter().zip(node.block_shape(idx)).map(|(&o, n)| o as u64..(o + n) as u64).collect();
+        let raw = self.raw.as_ref().and_then(|layout| layout.plan(&ranges));
         let kernel: Arc<dyn Kernel> = Arc::new(Portable(ReadHdf5Region {
             path: self.path.clone(),
             dataset: self.dataset.clone(),
             handle: OnceLock::from(self.handle.clone()),
             ranges,
             dtype: node.dtype,
+            raw,
+            raw_file: OnceLock::new(),
         }));
         lw.add(node.key(idx), kernel, [])
     }

@@ -407,6 +407,10 @@ pub(crate) struct ReadHdf5Region {
     pub(crate) handle: OnceLock<Arc<hdf5::Dataset>>,
     pub(crate) ranges: Vec<std::ops::Range<u64>>,
     pub(crate) dtype: DType,
+    /// Where the block's bytes lie, when they can be read without the library.
+    pub(crate) raw: Option<crate::chunk::hdf5::RawPlan>,
+    #[serde(skip)]
+    pub(crate) raw_file: OnceLock<Arc<std::fs::File>>,
 }
 
 #[cfg(feature = "hdf5")]
@@ -418,6 +422,17 @@ impl PortableKernel for ReadHdf5Region {
     fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
         let shape: Vec<usize> = self.ranges.iter().map(|r| (r.end - r.start) as usize).collect();
         check_block(&shape, self.dtype)?;
+        if let Some(plan) = &self.raw {
+            let file = match self.raw_file.get() {
+                Some(file) => file,
+                None => {
+                    let file = std::fs::File::open(&self.path)
+                        .map_err(|e| TaskError::Failed(format!("opening hdf5 file {}: {e}", self.path.display())))?;
+                    self.raw_file.get_or_init(|| Arc::new(file))
+                }
+            };
+            return Ok(Value::new(crate::chunk::hdf5::read_raw(file, &self.path, plan, &self.ranges, self.dtype)?));
+        }
         let ds = crate::chunk::hdf5::opened(&self.handle, &self.path, &self.dataset)?;
         Ok(Value::new(crate::chunk::hdf5::read_region(ds, &self.path, &self.dataset, &self.ranges, self.dtype)?))
     }
@@ -909,6 +924,8 @@ mod tests {
                 handle: OnceLock::new(),
                 ranges: vec![0..2, 4..8],
                 dtype: DType::F64,
+                raw: Some(crate::chunk::hdf5::RawPlan::Chunked { chunk: vec![2, 4], pieces: vec![(vec![0, 4], 4096)] }),
+                raw_file: OnceLock::new(),
             })));
         }
         #[cfg(feature = "netcdf")]
