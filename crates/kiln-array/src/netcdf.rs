@@ -32,7 +32,7 @@ use crate::array::Array;
 use crate::chunk::netcdf::{CfDecode, io, open, read_decoded};
 use crate::chunks::{ChunkSpec, normalize, regular};
 use crate::error::ArrayError;
-use crate::lower::netcdf::NetcdfRead;
+use crate::lower::netcdf::{NetcdfRead, NetcdfStore};
 use crate::{Idx, Reduce};
 
 /// A coordinate: the values along one dimension (a 1-d variable named like its dimension).
@@ -117,6 +117,65 @@ impl Dataset {
 }
 
 impl Variable {
+    /// A variable named `name` over dimensions `dims` (one per axis of `data`), without
+    /// coordinates or attributes yet; to write with [`write_netcdf`].
+    ///
+    /// # Errors
+    /// [`ArrayError::Invalid`] when `dims` does not name every axis once.
+    pub fn new(name: &str, dims: &[&str], data: Array<f64>) -> Result<Variable, ArrayError> {
+        data.check()?;
+        let unique: std::collections::BTreeSet<&&str> = dims.iter().collect();
+        if dims.len() != data.ndim() || unique.len() != dims.len() {
+            return Err(ArrayError::Invalid(format!(
+                "variable {name}: dimensions {dims:?} must name each of the {} axes once",
+                data.ndim()
+            )));
+        }
+        Ok(Variable {
+            name: name.to_string(),
+            dims: dims.iter().map(|d| d.to_string()).collect(),
+            coords: vec![None; dims.len()],
+            attributes: BTreeMap::new(),
+            data,
+        })
+    }
+
+    /// The same variable with `values` as the coordinate of dimension `dim`, with their units
+    /// (and calendar, for times).
+    ///
+    /// # Errors
+    /// An unknown dimension; a number of values other than the dimension's length.
+    pub fn with_coord(
+        mut self,
+        dim: &str,
+        values: Vec<f64>,
+        units: Option<&str>,
+        calendar: Option<&str>,
+    ) -> Result<Variable, ArrayError> {
+        let axis = self.axis(dim)?;
+        if values.len() != self.shape()[axis] {
+            return Err(ArrayError::Invalid(format!(
+                "variable {}: {} coordinate values for dimension {dim} of length {}",
+                self.name,
+                values.len(),
+                self.shape()[axis]
+            )));
+        }
+        self.coords[axis] = Some(Coordinate {
+            name: dim.to_string(),
+            values: Arc::new(values),
+            units: units.map(str::to_string),
+            calendar: calendar.map(str::to_string),
+        });
+        Ok(self)
+    }
+
+    /// The same variable with attribute `name` set to `value` (e.g. `units`, `long_name`).
+    pub fn with_attribute(mut self, name: &str, value: &str) -> Variable {
+        self.attributes.insert(name.to_string(), value.to_string());
+        self
+    }
+
     /// The variable's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -566,6 +625,151 @@ fn open_file(path: &Path, chunks: &[(&str, usize)]) -> Result<BTreeMap<String, V
         variables.insert(name.clone(), Variable { name, dims, coords, attributes, data });
     }
     Ok(variables)
+}
+
+/// A pending write of variables to a NetCDF file; computing it writes every block (each from the
+/// task that computes it, one writer at a time per file) and returns the number of blocks
+/// written.
+pub struct NetcdfWrite {
+    writes: Vec<crate::writes::BlockWrites>,
+}
+
+impl kiln_graph::Collection for NetcdfWrite {
+    type Output = usize;
+
+    fn add_to(
+        &self,
+        builder: &mut kiln_graph::GraphBuilder,
+    ) -> Result<Vec<kiln_graph::TaskId>, kiln_graph::GraphError> {
+        let mut ids = Vec::new();
+        for w in &self.writes {
+            ids.extend(w.add_to(builder)?);
+        }
+        Ok(ids)
+    }
+    fn output_count(&self) -> usize {
+        self.writes.iter().map(|w| w.output_count()).sum()
+    }
+    fn assemble(
+        &self,
+        graph: &kiln_graph::Graph,
+        outputs: &[kiln_graph::TaskId],
+        mut values: Vec<kiln_graph::Value>,
+    ) -> Result<usize, kiln_graph::ComputeError> {
+        let mut total = 0;
+        let mut at = 0;
+        for w in &self.writes {
+            let n = w.output_count();
+            let rest = values.split_off(n.min(values.len()));
+            total += w.assemble(graph, &outputs[at..at + n], values)?;
+            values = rest;
+            at += n;
+        }
+        Ok(total)
+    }
+}
+
+/// Prepares writing `variables` to a new NetCDF-4 file at `path` (replaced if it exists; xarray's
+/// `to_netcdf`): their dimensions, the coordinates they carry (written now) and their
+/// attributes, each variable as `f64` stored in chunks the size of its first blocks; compute the
+/// result to write the values. NaN stays NaN (it is what xarray writes for missing data).
+///
+/// # Errors
+/// No variables; two variables giving one dimension different lengths or coordinates; a file
+/// that cannot be created (naming it).
+pub fn write_netcdf(path: impl AsRef<Path>, variables: &[&Variable]) -> Result<NetcdfWrite, ArrayError> {
+    let path = path.as_ref().to_path_buf();
+    if variables.is_empty() {
+        return Err(ArrayError::Invalid(format!("write_netcdf {}: no variables", path.display())));
+    }
+    let mut dims: Vec<(String, usize, Option<Coordinate>)> = Vec::new();
+    for var in variables {
+        var.data.check()?;
+        for (axis, dim) in var.dims.iter().enumerate() {
+            let len = var.shape()[axis];
+            let coord = var.coords[axis].clone();
+            match dims.iter_mut().find(|(d, _, _)| d == dim) {
+                Some((_, known, known_coord)) => {
+                    if *known != len {
+                        return Err(ArrayError::Invalid(format!(
+                            "write_netcdf: dimension {dim} has length {known} in one variable and {len} in {}",
+                            var.name
+                        )));
+                    }
+                    match (&known_coord, &coord) {
+                        (Some(a), Some(b)) if a.values != b.values || a.units != b.units => {
+                            return Err(ArrayError::Invalid(format!(
+                                "write_netcdf: variable {} gives dimension {dim} other coordinate values",
+                                var.name
+                            )));
+                        }
+                        (None, Some(_)) => *known_coord = coord,
+                        _ => {}
+                    }
+                }
+                None => dims.push((dim.clone(), len, coord)),
+            }
+        }
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| io(&path, e))?;
+    }
+    let fail = |e: netcdf::Error| io(&path, format!("cannot be written ({e})"));
+    {
+        let mut file = netcdf::create(&path).map_err(fail)?;
+        for (name, len, _) in &dims {
+            file.add_dimension(name, *len).map_err(fail)?;
+        }
+        for (name, _, coord) in &dims {
+            let Some(coord) = coord else { continue };
+            if variables.iter().any(|v| &v.name == name) {
+                continue; // written as a variable below
+            }
+            let mut var = file.add_variable::<f64>(name, &[name.as_str()]).map_err(fail)?;
+            if let Some(units) = &coord.units {
+                var.put_attribute("units", units.as_str()).map_err(fail)?;
+            }
+            if let Some(calendar) = &coord.calendar {
+                var.put_attribute("calendar", calendar.as_str()).map_err(fail)?;
+            }
+            var.put(ndarray::ArrayView1::from(coord.values.as_slice()), ..).map_err(fail)?;
+        }
+        for v in variables {
+            let names: Vec<&str> = v.dims.iter().map(String::as_str).collect();
+            let mut var = file.add_variable::<f64>(&v.name, &names).map_err(fail)?;
+            if !v.shape().is_empty() && !v.shape().contains(&0) {
+                var.set_chunking(&v.data.chunksize()).map_err(fail)?;
+            }
+            for (key, value) in &v.attributes {
+                // Values are written decoded: packing and fill attributes would misdescribe them.
+                if matches!(key.as_str(), "_FillValue" | "missing_value" | "scale_factor" | "add_offset") {
+                    continue;
+                }
+                var.put_attribute(key, value.as_str()).map_err(fail)?;
+            }
+            // A coordinate written as a variable of its own keeps its units.
+            if let (1, Some(Coordinate { units: Some(units), .. })) = (v.dims.len(), &v.coords[0])
+                && v.dims[0] == v.name
+            {
+                var.put_attribute("units", units.as_str()).map_err(fail)?;
+            }
+        }
+        file.close().map_err(fail)?;
+    }
+    let writes = variables
+        .iter()
+        .map(|v| {
+            let name = kiln_graph::Tokenizer::new()
+                .add("to-netcdf")
+                .add(v.data.name())
+                .add(path.to_string_lossy().as_ref())
+                .add(&v.name)
+                .key("to-netcdf");
+            let layer = NetcdfStore { input: v.data.node.clone(), path: path.clone(), variable: v.name.clone() };
+            crate::writes::BlockWrites::new(&name, &v.data.numblocks(), Arc::new(layer))
+        })
+        .collect();
+    Ok(NetcdfWrite { writes })
 }
 
 /// Opens one NetCDF file, or every file matching a glob pattern (`data/tas_*.nc`, sorted by

@@ -169,3 +169,52 @@ fn bad_input_is_a_clear_error() {
     assert!(matches!(open_mfdataset(&years(), "time", &[("lat", 0)]), Err(ArrayError::Invalid(_))));
     assert!(matches!(open_mfdataset::<PathBuf>(&[], "time", &[]), Err(ArrayError::Invalid(_))));
 }
+
+#[test]
+fn kiln_writes_netcdf_that_reads_back_with_its_coordinates() {
+    use kiln_array::netcdf::{Variable, write_netcdf};
+    let dir = std::env::temp_dir().join(format!("kiln-netcdf-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Two years of a monthly field on a 3 x 4 grid, one file per year, blocks of 5 months.
+    for year in 0..2 {
+        let values = kiln_array::arange::<f64>(0.0, 144.0, 1.0, 48).reshape(&[12, 3, 4]) * 3.0 + year as f64 * 1000.0;
+        let values = values.rechunk(kiln_array::ChunkSpec::PerAxis(vec![5, 3, 4]));
+        let days: Vec<f64> = (0..12).map(|m| (year * 365 + m * 30 + 14) as f64).collect();
+        let tas = Variable::new("tas", &["time", "lat", "lon"], values)
+            .unwrap()
+            .with_coord("time", days, Some("days since 2001-01-01"), Some("noleap"))
+            .unwrap()
+            .with_coord("lat", vec![-10.0, 0.0, 10.0], Some("degrees_north"), None)
+            .unwrap()
+            .with_attribute("units", "K");
+        let path = dir.join(format!("year{year}.nc"));
+        let written = write_netcdf(&path, &[&tas]).unwrap().compute_on(&sched()).unwrap();
+        assert_eq!(written, 3); // blocks of 5 + 5 + 2 months
+    }
+    let ds = open_netcdf(dir.join("year*.nc")).unwrap();
+    assert_eq!(ds.names().collect::<Vec<_>>(), ["lat", "tas", "time"]);
+    let tas = ds.variable("tas").unwrap();
+    assert_eq!(tas.shape(), &[24, 3, 4]);
+    assert_eq!(tas.attribute("units"), Some("K"));
+    assert_eq!(tas.coord("lat").unwrap().values.as_slice(), &[-10.0, 0.0, 10.0]);
+    let got = tas.data().compute_on(&sched()).unwrap();
+    assert_eq!(got[[13, 2, 3]], 1000.0 + (12 + 2 * 4 + 3) as f64 * 3.0);
+    // The noleap calendar round-trips: day 365 + 14 of 2001 is 2002-01-15.
+    let times = tas.decode_times("time").unwrap();
+    assert_eq!((times[12].year, times[12].month, times[12].day), (2002, 1, 15));
+    // A reduction written back is a file of its own.
+    let mean = tas.mean("time").unwrap();
+    write_netcdf(dir.join("mean.nc"), &[&mean]).unwrap().compute_on(&sched()).unwrap();
+    let back = open_netcdf(dir.join("mean.nc")).unwrap();
+    let m = back.variable("tas").unwrap();
+    assert_eq!(m.dims(), ["lat", "lon"]);
+    assert!(close(&m.data().compute_on(&sched()).unwrap(), &mean.data().compute_on(&sched()).unwrap(), 1e-12));
+    // Bad input.
+    let two_d = Variable::new("x", &["a", "b"], kiln_array::ones::<f64>(&[2, 3], 2)).unwrap();
+    assert!(Variable::new("x", &["a"], kiln_array::ones::<f64>(&[2, 3], 2)).is_err());
+    assert!(two_d.clone().with_coord("a", vec![1.0], None, None).is_err());
+    let clash = Variable::new("y", &["a"], kiln_array::ones::<f64>(&[5], 2)).unwrap();
+    assert!(write_netcdf(dir.join("clash.nc"), &[&two_d, &clash]).is_err());
+    assert!(write_netcdf(dir.join("none.nc"), &[]).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -97,3 +97,62 @@ pub(crate) fn read_region(
 ) -> Result<Block, ChunkError> {
     read_decoded(file, path, variable, ranges, decode).map(Block::F64).map_err(ChunkError::msg)
 }
+
+/// How long a writer waits for another writer of the same file before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// An exclusive lock held by one writer (thread or process) at a time, with a bounded wait
+/// instead of a hang. It is taken on the file's directory, not the file: libnetcdf's HDF5 layer
+/// locks the file itself when it opens it, and would fail against a lock of ours there.
+pub(crate) fn lock_file(path: &Path) -> Result<std::fs::File, String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let file = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!("another writer held the file for {} s", LOCK_WAIT.as_secs()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Writes `block` (decoded `f64` values) into `variable` of the NetCDF file at `path` at
+/// `offset`; returns the written marker (a `true` block of `ndim` length-1 axes).
+pub(crate) fn write_region(
+    path: &Path,
+    variable: &str,
+    offset: &[u64],
+    ndim: usize,
+    block: Block,
+) -> Result<Block, ChunkError> {
+    let fail = |e: &dyn std::fmt::Display| {
+        ChunkError::msg(format!("writing netcdf file {}, variable {variable}: {e}", path.display()))
+    };
+    let Block::F64(values) = block else {
+        return Err(fail(&format!("expected f64 values, got {}", block.dtype())));
+    };
+    let _lock = lock_file(path).map_err(|e| fail(&e))?;
+    let mut file = netcdf::append(path).map_err(|e| fail(&e))?;
+    {
+        let mut var = file.variable_mut(variable).ok_or_else(|| fail(&"the variable is not in the file"))?;
+        let values = values.as_standard_layout();
+        if !values.is_empty() {
+            let extents: Vec<Extent> =
+                offset.iter().zip(values.shape()).map(|(&o, &n)| Extent::from(o as usize..o as usize + n)).collect();
+            var.put(values.view(), Extents::from(extents)).map_err(|e| fail(&e))?;
+        }
+    }
+    file.close().map_err(|e| fail(&e))?;
+    Ok(Block::Bool(ArrayD::from_elem(ndarray::IxDyn(&vec![1; ndim]), true)))
+}

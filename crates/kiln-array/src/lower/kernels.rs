@@ -202,6 +202,24 @@ impl BlockFinish for StoreHdf5Region {
     }
 }
 
+/// Writes the evaluated block to its hyperslab of a NetCDF variable.
+#[cfg(feature = "netcdf")]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoreNetcdfRegion {
+    pub(crate) path: PathBuf,
+    pub(crate) variable: String,
+    pub(crate) offset: Vec<u64>,
+    pub(crate) ndim: usize,
+}
+
+#[cfg(feature = "netcdf")]
+impl BlockFinish for StoreNetcdfRegion {
+    fn finish(&self, blocks: Vec<Block>) -> Result<Value, TaskError> {
+        let block = single(blocks)?;
+        Ok(Value::new(crate::chunk::netcdf::write_region(&self.path, &self.variable, &self.offset, self.ndim, block)?))
+    }
+}
+
 /// Combines reduction partials; with `finalize`, also produces the output block (shape, dtype).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct Combine {
@@ -757,6 +775,8 @@ builtin_kernels! {
         Store(StoreRegion) = "kiln.array.zarr.store",
         #[cfg(feature = "hdf5")]
         StoreHdf5(StoreHdf5Region) = "kiln.array.hdf5.store",
+        #[cfg(feature = "netcdf")]
+        StoreNetcdf(StoreNetcdfRegion) = "kiln.array.netcdf.store",
         WriteNpy(WriteNpyBlock) = "kiln.array.npy.write",
     }
     portable {
@@ -928,6 +948,13 @@ mod tests {
                 raw_file: OnceLock::new(),
             })));
         }
+        #[cfg(feature = "netcdf")]
+        all.push(with(StoreNetcdfRegion {
+            path: "/tmp/x.nc".into(),
+            variable: "tas".into(),
+            offset: vec![0, 4],
+            ndim: 2,
+        }));
         #[cfg(feature = "netcdf")]
         all.push(Arc::new(Portable(ReadNetcdfRegion {
             path: "/tmp/x.nc".into(),
