@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::agg::AggSpec;
 use crate::expr::Expr;
 use crate::io::CsvOptions;
+use crate::join::MergeSpec;
+use crate::lower::SerdeSchema;
 use crate::scalar::Scalar;
 
 /// One row-wise step.
@@ -107,8 +109,47 @@ pub(crate) enum Source {
     Parquet { files: Vec<String>, schema: SchemaRef },
     /// Batches held in memory, one per partition.
     Batches { partitions: Vec<RecordBatch>, schema: SchemaRef },
-    /// The result of a group-by of another frame: one partition.
-    Aggregate { input: Arc<Frame>, spec: AggSpec, split_every: usize },
+    /// The result of a group-by of another frame.
+    Aggregate { input: Arc<Frame>, spec: AggSpec, strategy: AggStrategy },
+    /// Another frame's rows moved to partition `hash(keys) % npartitions`.
+    Shuffle { input: Arc<Frame>, keys: SerdeSchema, npartitions: usize, max_branch: usize },
+    /// Two frames merged on keys.
+    Merge { left: Arc<Frame>, right: Arc<Frame>, spec: MergeSpec, strategy: MergeStrategy },
+}
+
+/// How a group-by combines its partial aggregations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AggStrategy {
+    /// A tree: `split_every` partials per combine task, one output partition.
+    Tree { split_every: usize },
+    /// Partials shuffled by key into `split_out` partitions, each finalized alone.
+    Shuffle { split_out: usize, max_branch: usize },
+    /// The input is already partitioned by (a subset of) the keys: each partition is
+    /// aggregated and finalized alone, no data moves.
+    Blockwise,
+}
+
+/// How a merge pairs partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MergeStrategy {
+    /// Partition `i` with partition `i`: both sides are hash-partitioned alike on their keys.
+    Blockwise,
+    /// Every left partition with the whole right side (one partition, or concatenated).
+    BroadcastRight,
+    /// Every right partition with the whole left side.
+    BroadcastLeft,
+    /// Both sides shuffled by key into `npartitions` (a side already partitioned so is not
+    /// moved), then partition `i` with partition `i`.
+    Shuffle { npartitions: usize, max_branch: usize },
+}
+
+/// How rows are spread over partitions by a hash of key columns (after a shuffle): rows with
+/// equal keys (compared as `keys`' types) share a partition.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Partitioning {
+    /// The key columns, with the types they were hashed as.
+    pub(crate) keys: SchemaRef,
+    pub(crate) npartitions: usize,
 }
 
 impl Source {
@@ -116,7 +157,17 @@ impl Source {
         match self {
             Source::Csv { files, .. } | Source::Parquet { files, .. } => files.len(),
             Source::Batches { partitions, .. } => partitions.len(),
-            Source::Aggregate { .. } => 1,
+            Source::Aggregate { input, strategy, .. } => match strategy {
+                AggStrategy::Tree { .. } => 1,
+                AggStrategy::Shuffle { split_out, .. } => *split_out,
+                AggStrategy::Blockwise => input.source.npartitions(),
+            },
+            Source::Shuffle { npartitions, .. } => *npartitions,
+            Source::Merge { left, right, strategy, .. } => match strategy {
+                MergeStrategy::Blockwise | MergeStrategy::BroadcastRight => left.source.npartitions(),
+                MergeStrategy::BroadcastLeft => right.source.npartitions(),
+                MergeStrategy::Shuffle { npartitions, .. } => *npartitions,
+            },
         }
     }
 
@@ -126,6 +177,8 @@ impl Source {
                 schema.clone()
             }
             Source::Aggregate { spec, .. } => spec.output.0.clone(),
+            Source::Shuffle { input, .. } => input.schema.clone(),
+            Source::Merge { spec, .. } => spec.output.0.clone(),
         }
     }
 
@@ -136,6 +189,8 @@ impl Source {
             Source::Parquet { .. } => "read-parquet",
             Source::Batches { .. } => "from-batches",
             Source::Aggregate { .. } => "groupby",
+            Source::Shuffle { .. } => "shuffle",
+            Source::Merge { .. } => "merge",
         }
     }
 
@@ -148,14 +203,48 @@ impl Source {
             Source::Csv { files, .. } => format!("read_csv {} file(s), {columns}", files.len()),
             Source::Parquet { files, .. } => format!("read_parquet {} file(s), {columns}", files.len()),
             Source::Batches { partitions, .. } => format!("from_batches {} partition(s), {columns}", partitions.len()),
-            Source::Aggregate { spec, .. } => {
+            Source::Aggregate { spec, strategy, .. } => {
                 let keys: Vec<&str> = spec.keys.iter().map(|(n, _)| n.as_str()).collect();
                 let aggs: Vec<String> =
                     spec.aggs.iter().map(|a| format!("{} := {}({})", a.name, a.func.name(), a.input)).collect();
-                format!("groupby [{}] agg [{}], {columns}", keys.join(", "), aggs.join(", "))
+                let how = match strategy {
+                    AggStrategy::Tree { split_every } => format!("tree, {split_every} partials per combine"),
+                    AggStrategy::Shuffle { split_out, max_branch } => {
+                        format!("shuffle of partials into {split_out} partitions (max_branch {max_branch})")
+                    }
+                    AggStrategy::Blockwise => "blockwise: input already partitioned by the keys".to_string(),
+                };
+                format!("groupby [{}] agg [{}] ({how}), {columns}", keys.join(", "), aggs.join(", "))
+            }
+            Source::Shuffle { keys, npartitions, max_branch, .. } => {
+                format!("shuffle on [{}] into {npartitions} partitions (max_branch {max_branch}), {columns}", key_names(&keys.0))
+            }
+            Source::Merge { left, right, spec, strategy } => {
+                let how = match strategy {
+                    MergeStrategy::Blockwise => "blockwise: both sides partitioned alike".to_string(),
+                    MergeStrategy::BroadcastRight if right.source.npartitions() == 1 => {
+                        "blockwise: the right side is one partition".to_string()
+                    }
+                    MergeStrategy::BroadcastLeft if left.source.npartitions() == 1 => {
+                        "blockwise: the left side is one partition".to_string()
+                    }
+                    MergeStrategy::BroadcastRight => "broadcast of the right side".to_string(),
+                    MergeStrategy::BroadcastLeft => "broadcast of the left side".to_string(),
+                    MergeStrategy::Shuffle { npartitions, .. } => format!("hash shuffle of both sides into {npartitions} partitions"),
+                };
+                format!(
+                    "merge how={} on [{}] = [{}] ({how}), {columns}",
+                    spec.how.name(),
+                    key_names(&spec.left_keys.0),
+                    key_names(&spec.right_keys.0)
+                )
             }
         }
     }
+}
+
+fn key_names(keys: &arrow::datatypes::Schema) -> String {
+    keys.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// Whether a frame's partitions are known to be sorted by its index, with the boundaries.
@@ -177,6 +266,8 @@ pub(crate) struct Frame {
     pub(crate) schema: SchemaRef,
     pub(crate) divisions: Divisions,
     pub(crate) index: Option<String>,
+    /// Set when the partitions are hash-partitioned by key columns the frame still has.
+    pub(crate) partitioning: Option<Partitioning>,
 }
 
 /// A frame prepared for lowering: the source read with a projection, the steps that remain.
@@ -277,13 +368,24 @@ impl Frame {
         for step in &optimized.steps {
             let _ = writeln!(out, "  {}", step.describe());
         }
-        if let Source::Aggregate { input, spec, split_every } = self.source.as_ref() {
-            let _ = writeln!(
-                out,
-                "group-by input ({} partitions, partial aggregation fused into each, combined {split_every} at a time):",
-                input.source.npartitions()
-            );
-            for line in input.explain(Some(spec.columns_read())).lines() {
+        let inputs: Vec<(String, &Frame, Option<Vec<String>>)> = match self.source.as_ref() {
+            Source::Aggregate { input, spec, .. } => vec![(
+                format!("group-by input ({} partitions, partial aggregation fused into each)", input.source.npartitions()),
+                input,
+                Some(spec.columns_read()),
+            )],
+            Source::Shuffle { input, .. } => {
+                vec![(format!("shuffle input ({} partitions)", input.source.npartitions()), input, None)]
+            }
+            Source::Merge { left, right, .. } => vec![
+                (format!("merge left ({} partitions)", left.source.npartitions()), left, None),
+                (format!("merge right ({} partitions)", right.source.npartitions()), right, None),
+            ],
+            _ => Vec::new(),
+        };
+        for (title, input, needed) in inputs {
+            let _ = writeln!(out, "{title}:");
+            for line in input.explain(needed).lines() {
                 let _ = writeln!(out, "  {line}");
             }
         }
