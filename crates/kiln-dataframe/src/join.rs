@@ -22,8 +22,8 @@ use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Field, Schema};
 use hashbrown::HashMap;
 use kiln_graph::TaskError;
-use kiln_graph::kernel::{PortableKernel, input};
 use kiln_graph::Value;
+use kiln_graph::kernel::{PortableKernel, input};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataFrameError, Result};
@@ -232,8 +232,11 @@ fn gather(
                 arrow::compute::kernels::zip::zip(&has_left, &from_left, &from_right).map_err(fail("merge"))?
             }
         };
-        let array =
-            if array.data_type() == field.data_type() { array } else { cast(&array, field.data_type()).map_err(fail("merge"))? };
+        let array = if array.data_type() == field.data_type() {
+            array
+        } else {
+            cast(&array, field.data_type()).map_err(fail("merge"))?
+        };
         arrays.push(array);
     }
     let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(pairs.left.len()));
@@ -277,9 +280,8 @@ pub(crate) fn plan_merge(
     let shared: Vec<usize> = (0..left_on.len()).filter(|&i| left_on[i] == right_on[i]).collect();
     let is_shared_left = |name: &str| shared.iter().any(|&i| left_on[i] == name);
     let is_shared_right = |name: &str| shared.iter().any(|&i| right_on[i] == name);
-    let both = |name: &str| {
-        left.field_with_name(name).is_ok() && right.field_with_name(name).is_ok() && !is_shared_left(name)
-    };
+    let both =
+        |name: &str| left.field_with_name(name).is_ok() && right.field_with_name(name).is_ok() && !is_shared_left(name);
     let mut columns = Vec::new();
     let mut fields = Vec::new();
     for f in left.fields() {
@@ -287,10 +289,18 @@ pub(crate) fn plan_merge(
         if let Some(i) = shared.iter().copied().find(|&i| left_on[i] == *name) {
             let common = left_keys[i].data_type().clone();
             let dtype = if matches!(how, How::Semi | How::Anti) { f.data_type().clone() } else { common };
-            columns.push(if matches!(how, How::Semi | How::Anti) { OutColumn::Left(name.clone()) } else { OutColumn::Key(i) });
+            columns.push(if matches!(how, How::Semi | How::Anti) {
+                OutColumn::Left(name.clone())
+            } else {
+                OutColumn::Key(i)
+            });
             fields.push(Field::new(name, dtype, true));
         } else {
-            let out = if both(name) && !matches!(how, How::Semi | How::Anti) { format!("{name}{}", suffixes.0) } else { name.clone() };
+            let out = if both(name) && !matches!(how, How::Semi | How::Anti) {
+                format!("{name}{}", suffixes.0)
+            } else {
+                name.clone()
+            };
             columns.push(OutColumn::Left(name.clone()));
             fields.push(Field::new(out, f.data_type().clone(), true));
         }

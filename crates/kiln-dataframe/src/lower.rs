@@ -454,7 +454,9 @@ pub(crate) fn lower_aggregate(
         parts
             .into_iter()
             .enumerate()
-            .map(|(j, id)| builder.add(Key::from_shared(&finalize_name, &[j as u32]), finalize.clone(), vec![Arg::Task(id)]))
+            .map(|(j, id)| {
+                builder.add(Key::from_shared(&finalize_name, &[j as u32]), finalize.clone(), vec![Arg::Task(id)])
+            })
             .collect::<Result<Vec<_>, _>>()
     };
     match strategy {
@@ -462,8 +464,15 @@ pub(crate) fn lower_aggregate(
         AggStrategy::Shuffle { split_out, max_branch } => {
             let keys = SerdeSchema(Arc::new(Schema::new(spec.output.0.fields()[..spec.keys.len()].to_vec())));
             let token = stage_token(input.token, &(spec, &input.steps.to_vec(), split_out as u64))?;
-            let shuffled =
-                staged_shuffle(builder, "groupby-shuffle", &token, &level, split_out, max_branch, &BatchShuffle { keys })?;
+            let shuffled = staged_shuffle(
+                builder,
+                "groupby-shuffle",
+                &token,
+                &level,
+                split_out,
+                max_branch,
+                &BatchShuffle { keys },
+            )?;
             per_partition(shuffled, builder)
         }
         AggStrategy::Tree { split_every } => {
@@ -507,7 +516,8 @@ fn lower_merge(
     strategy: MergeStrategy,
     builder: &mut GraphBuilder,
 ) -> Result<Vec<TaskId>, GraphError> {
-    let token = stage_token(left.token ^ right.token.rotate_left(1), &(spec, &left.steps.to_vec(), &right.steps.to_vec()))?;
+    let token =
+        stage_token(left.token ^ right.token.rotate_left(1), &(spec, &left.steps.to_vec(), &right.steps.to_vec()))?;
     let l = lower_frame(left, None, &|_| Terminal::Batch, builder)?;
     let r = lower_frame(right, None, &|_| Terminal::Batch, builder)?;
     let pairs: Vec<(TaskId, TaskId)> = match strategy {
@@ -532,9 +542,15 @@ fn lower_merge(
                     return Ok(parts);
                 }
                 let side_token = format!("{which}{token}");
-                staged_shuffle(builder, "shuffle", &side_token, &parts, npartitions, max_branch, &BatchShuffle {
-                    keys: keys.clone(),
-                })
+                staged_shuffle(
+                    builder,
+                    "shuffle",
+                    &side_token,
+                    &parts,
+                    npartitions,
+                    max_branch,
+                    &BatchShuffle { keys: keys.clone() },
+                )
             };
             let l = side(left, l, &spec.left_keys, "l")?;
             let r = side(right, r, &spec.right_keys, "r")?;
@@ -546,7 +562,9 @@ fn lower_merge(
     pairs
         .into_iter()
         .enumerate()
-        .map(|(i, (a, b))| builder.add(Key::from_shared(&name, &[i as u32]), join.clone(), vec![Arg::Task(a), Arg::Task(b)]))
+        .map(|(i, (a, b))| {
+            builder.add(Key::from_shared(&name, &[i as u32]), join.clone(), vec![Arg::Task(a), Arg::Task(b)])
+        })
         .collect()
 }
 
@@ -557,6 +575,10 @@ pub(crate) fn partitioned_by(frame: &Frame, keys: &Schema, npartitions: usize) -
         p.npartitions == npartitions
             && frame.source.npartitions() == npartitions
             && p.keys.fields().len() == keys.fields().len()
-            && p.keys.fields().iter().zip(keys.fields()).all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
+            && p.keys
+                .fields()
+                .iter()
+                .zip(keys.fields())
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
     })
 }

@@ -217,7 +217,10 @@ impl Source {
                 format!("groupby [{}] agg [{}] ({how}), {columns}", keys.join(", "), aggs.join(", "))
             }
             Source::Shuffle { keys, npartitions, max_branch, .. } => {
-                format!("shuffle on [{}] into {npartitions} partitions (max_branch {max_branch}), {columns}", key_names(&keys.0))
+                format!(
+                    "shuffle on [{}] into {npartitions} partitions (max_branch {max_branch}), {columns}",
+                    key_names(&keys.0)
+                )
             }
             Source::Merge { left, right, spec, strategy } => {
                 let how = match strategy {
@@ -230,7 +233,9 @@ impl Source {
                     }
                     MergeStrategy::BroadcastRight => "broadcast of the right side".to_string(),
                     MergeStrategy::BroadcastLeft => "broadcast of the left side".to_string(),
-                    MergeStrategy::Shuffle { npartitions, .. } => format!("hash shuffle of both sides into {npartitions} partitions"),
+                    MergeStrategy::Shuffle { npartitions, .. } => {
+                        format!("hash shuffle of both sides into {npartitions} partitions")
+                    }
                 };
                 format!(
                     "merge how={} on [{}] = [{}] ({how}), {columns}",
@@ -370,7 +375,10 @@ impl Frame {
         }
         let inputs: Vec<(String, &Frame, Option<Vec<String>>)> = match self.source.as_ref() {
             Source::Aggregate { input, spec, .. } => vec![(
-                format!("group-by input ({} partitions, partial aggregation fused into each)", input.source.npartitions()),
+                format!(
+                    "group-by input ({} partitions, partial aggregation fused into each)",
+                    input.source.npartitions()
+                ),
                 input,
                 Some(spec.columns_read()),
             )],

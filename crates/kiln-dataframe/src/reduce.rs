@@ -338,7 +338,11 @@ impl Collection for Partitions {
         outputs: &[TaskId],
         values: Vec<Value>,
     ) -> std::result::Result<Vec<RecordBatch>, ComputeError> {
-        outputs.iter().zip(&values).map(|(id, value)| concat(&self.frame.frame.schema, graph, &[*id], std::slice::from_ref(value))).collect()
+        outputs
+            .iter()
+            .zip(&values)
+            .map(|(id, value)| concat(&self.frame.frame.schema, graph, &[*id], std::slice::from_ref(value)))
+            .collect()
     }
 }
 

@@ -61,8 +61,11 @@ pub(crate) fn key_columns(batch: &RecordBatch, keys: &Schema) -> Result<Vec<Arra
                 column: field.name().clone(),
                 available: batch.schema().fields().iter().map(|f| f.name().clone()).collect(),
             })?;
-            let column =
-                if column.data_type() == field.data_type() { column.clone() } else { cast(column, field.data_type()).map_err(fail("casting a key"))? };
+            let column = if column.data_type() == field.data_type() {
+                column.clone()
+            } else {
+                cast(column, field.data_type()).map_err(fail("casting a key"))?
+            };
             Ok(normalize_floats(column))
         })
         .collect()
@@ -70,9 +73,9 @@ pub(crate) fn key_columns(batch: &RecordBatch, keys: &Schema) -> Result<Vec<Arra
 
 fn normalize_floats(column: ArrayRef) -> ArrayRef {
     let normalized: Option<Float64Array> = match column.data_type() {
-        DataType::Float64 => {
-            Some(column.as_primitive::<Float64Type>().iter().map(|v| v.filter(|x| !x.is_nan()).map(|x| x + 0.0)).collect())
-        }
+        DataType::Float64 => Some(
+            column.as_primitive::<Float64Type>().iter().map(|v| v.filter(|x| !x.is_nan()).map(|x| x + 0.0)).collect(),
+        ),
         DataType::Float32 => {
             let floats = column.as_primitive::<Float32Type>();
             let out: arrow::array::Float32Array =
@@ -94,7 +97,7 @@ pub(crate) fn key_rows(keys: &[ArrayRef]) -> Result<Rows> {
     let options = arrow::compute::SortOptions { descending: false, nulls_first: false };
     let converter =
         RowConverter::new(keys.iter().map(|k| SortField::new_with_options(k.data_type().clone(), options)).collect())
-        .map_err(fail("encoding keys"))?;
+            .map_err(fail("encoding keys"))?;
     converter.convert_columns(keys).map_err(fail("encoding keys"))
 }
 
@@ -109,11 +112,17 @@ pub(crate) fn destinations(batch: &RecordBatch, keys: &Schema, n_out: u32) -> Re
 }
 
 /// The rows of `batch` whose `piece_of` is `j`, for each `j < pieces`, in their order.
-pub(crate) fn split_rows(batch: &RecordBatch, pieces: usize, piece_of: impl Fn(usize) -> usize) -> Result<Vec<RecordBatch>> {
+pub(crate) fn split_rows(
+    batch: &RecordBatch,
+    pieces: usize,
+    piece_of: impl Fn(usize) -> usize,
+) -> Result<Vec<RecordBatch>> {
     let mut indices: Vec<Vec<u32>> = vec![Vec::new(); pieces];
     for row in 0..batch.num_rows() {
         let piece = piece_of(row);
-        let slot = indices.get_mut(piece).ok_or_else(|| DataFrameError::compute("splitting", format!("piece {piece} of {pieces}")))?;
+        let slot = indices
+            .get_mut(piece)
+            .ok_or_else(|| DataFrameError::compute("splitting", format!("piece {piece} of {pieces}")))?;
         slot.push(row as u32);
     }
     indices
@@ -188,8 +197,9 @@ impl PortableKernel for ConcatKernel {
         "concat"
     }
     fn call(&self, inputs: &[Value]) -> std::result::Result<Value, TaskError> {
-        let batches: Vec<RecordBatch> =
-            (0..inputs.len()).map(|i| input::<RecordBatch>(inputs, i).cloned()).collect::<std::result::Result<_, _>>()?;
+        let batches: Vec<RecordBatch> = (0..inputs.len())
+            .map(|i| input::<RecordBatch>(inputs, i).cloned())
+            .collect::<std::result::Result<_, _>>()?;
         Ok(Value::new(concat(&batches).map_err(task_error)?))
     }
 }
@@ -236,7 +246,10 @@ impl ValueCodec for PiecesCodec {
         let frames = pieces
             .0
             .iter()
-            .map(|b| encode_batch(b).map_err(|e| CodecError::Malformed { tag: PIECES_CODEC_TAG.into(), message: e.to_string() }))
+            .map(|b| {
+                encode_batch(b)
+                    .map_err(|e| CodecError::Malformed { tag: PIECES_CODEC_TAG.into(), message: e.to_string() })
+            })
             .collect::<std::result::Result<_, _>>()?;
         Ok(Encoded { tag: PIECES_CODEC_TAG.into(), header: Vec::new(), frames })
     }
@@ -268,7 +281,8 @@ mod tests {
         let keys = Schema::new(vec![Field::new("k", DataType::Float64, true)]);
         let ints = batch(vec![("k", Arc::new(Int32Array::from(vec![Some(1), None, Some(0)])) as ArrayRef)]);
         let longs = batch(vec![("k", Arc::new(Int64Array::from(vec![Some(1), None, Some(0)])) as ArrayRef)]);
-        let floats = batch(vec![("k", Arc::new(Float64Array::from(vec![Some(1.0), Some(f64::NAN), Some(-0.0)])) as ArrayRef)]);
+        let floats =
+            batch(vec![("k", Arc::new(Float64Array::from(vec![Some(1.0), Some(f64::NAN), Some(-0.0)])) as ArrayRef)]);
         let a = destinations(&ints, &keys, 97).unwrap();
         assert_eq!(a, destinations(&longs, &keys, 97).unwrap());
         assert_eq!(a, destinations(&floats, &keys, 97).unwrap());

@@ -311,7 +311,8 @@ fn groupby_every_aggregation() {
     check_groupby("groupby_vendor", |df, config| {
         df.groupby(["vendor"])
             .unwrap()
-            .split_every(config.0).split_out(config.1)
+            .split_every(config.0)
+            .split_out(config.1)
             .agg([
                 Agg::sum("trip_distance").alias("dist_sum"),
                 Agg::count("trip_distance").alias("dist_count"),
@@ -333,7 +334,12 @@ fn groupby_every_aggregation() {
 #[test]
 fn groupby_an_hour_of_a_timestamp() {
     check_groupby("groupby_hour_mean", |df, config| {
-        df.groupby([df.col("ts").dt().hour()]).unwrap().split_every(config.0).split_out(config.1).agg([Agg::mean("fare")]).unwrap()
+        df.groupby([df.col("ts").dt().hour()])
+            .unwrap()
+            .split_every(config.0)
+            .split_out(config.1)
+            .agg([Agg::mean("fare")])
+            .unwrap()
     });
 }
 
@@ -342,7 +348,8 @@ fn groupby_two_keys_drops_missing_keys() {
     check_groupby("groupby_two_keys", |df, config| {
         df.groupby(["vendor", "passenger_count"])
             .unwrap()
-            .split_every(config.0).split_out(config.1)
+            .split_every(config.0)
+            .split_out(config.1)
             .agg([Agg::sum("fare").alias("fare_sum"), Agg::size().alias("n")])
             .unwrap()
     });
@@ -354,7 +361,8 @@ fn groupby_after_a_filter() {
         let long = df.filter(&df.col("trip_distance").gt(2)).unwrap();
         long.groupby(["passenger_count"])
             .unwrap()
-            .split_every(config.0).split_out(config.1)
+            .split_every(config.0)
+            .split_out(config.1)
             .agg([Agg::mean("fare").alias("fare_mean"), Agg::std("fare").alias("fare_std")])
             .unwrap()
     });
@@ -366,7 +374,8 @@ fn groupby_an_assigned_expression() {
         let df = df.assign("bucket", &(df.col("fare") / 10).astype(DType::Int64)).unwrap();
         df.groupby(["bucket"])
             .unwrap()
-            .split_every(config.0).split_out(config.1)
+            .split_every(config.0)
+            .split_out(config.1)
             .agg([
                 Agg::mean("trip_distance").alias("dist_mean"),
                 Agg::of(AggFunc::Count, &df.col("vendor")).alias("vendors"),

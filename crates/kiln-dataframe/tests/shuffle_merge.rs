@@ -25,14 +25,17 @@ fn path(rel: &str) -> String {
 
 fn expected() -> &'static Json {
     static EXPECTED: OnceLock<Json> = OnceLock::new();
-    EXPECTED.get_or_init(|| serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap())
+    EXPECTED.get_or_init(|| {
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap()
+    })
 }
 
 fn trips(layout: &str) -> DataFrame {
     let options = CsvOptions::default().parse_dates(["ts"]);
     match layout {
         "batches/3" => {
-            let whole = read_csv(&path("csv/1/trips-0.csv"), &options).unwrap().compute_on(&LocalScheduler::new()).unwrap();
+            let whole =
+                read_csv(&path("csv/1/trips-0.csv"), &options).unwrap().compute_on(&LocalScheduler::new()).unwrap();
             DataFrame::from_batch(whole, 3).unwrap()
         }
         n => read_csv(&path(&format!("{n}/*.csv")), &options).unwrap(),
@@ -98,8 +101,13 @@ fn check_merge(case: &str, right_table: &str, options: MergeOptions) {
             let right = table(right_table, right_parts);
             let planned = left.merge(&right, &options).unwrap();
             variants.push((format!("{layout} + {right_parts} planned"), planned));
-            let shuffled = left.merge(&right, &options.clone().broadcast(Some(false)).npartitions(5).max_branch(2)).unwrap();
-            assert!(shuffled.explain().contains("hash shuffle of both sides into 5 partitions"), "{}", shuffled.explain());
+            let shuffled =
+                left.merge(&right, &options.clone().broadcast(Some(false)).npartitions(5).max_branch(2)).unwrap();
+            assert!(
+                shuffled.explain().contains("hash shuffle of both sides into 5 partitions"),
+                "{}",
+                shuffled.explain()
+            );
             variants.push((format!("{layout} + {right_parts} shuffled into 5"), shuffled));
         }
         for (label, merged) in variants {
@@ -202,7 +210,11 @@ fn a_shuffle_puts_equal_keys_in_one_partition_and_keeps_every_row() {
                 let vendors = part.column_by_name("vendor").unwrap();
                 for row in 0..part.num_rows() {
                     let key = Scalar::from_array(vendors.as_ref(), row).unwrap();
-                    assert_eq!(*owner.entry(format!("{key:?}")).or_insert(p), p, "{layout} n={n}: {key:?} in two partitions");
+                    assert_eq!(
+                        *owner.entry(format!("{key:?}")).or_insert(p),
+                        p,
+                        "{layout} n={n}: {key:?} in two partitions"
+                    );
                 }
                 // Rows keep their input order within a partition.
                 let ids = part.column_by_name("id").unwrap().as_primitive::<Int64Type>();
@@ -226,12 +238,13 @@ fn a_groupby_after_a_shuffle_on_its_key_moves_no_more_data() {
         let df = trips(layout).shuffle(&["vendor"], 3).unwrap();
         // A filter and a projection keeping the key keep the partitioning.
         let df = df.filter(&df.col("id").ge(0)).unwrap().select(&["vendor", "trip_distance", "fare"]).unwrap();
-        let grouped = df
-            .groupby(["vendor"])
-            .unwrap()
-            .agg([Agg::sum("trip_distance").alias("dist_sum"), Agg::size()])
-            .unwrap();
-        assert!(grouped.explain().contains("blockwise: input already partitioned by the keys"), "{}", grouped.explain());
+        let grouped =
+            df.groupby(["vendor"]).unwrap().agg([Agg::sum("trip_distance").alias("dist_sum"), Agg::size()]).unwrap();
+        assert!(
+            grouped.explain().contains("blockwise: input already partitioned by the keys"),
+            "{}",
+            grouped.explain()
+        );
         assert_eq!(grouped.npartitions(), 3);
         let graph = kiln_graph::collection::graph_of(&grouped).unwrap();
         assert_eq!(graph.0.keys().iter().filter(|k| k.name().starts_with("groupby-shuffle")).count(), 0);

@@ -195,7 +195,7 @@ pub fn staged_shuffle(
         // Pieces for each position of this round, made on first use.
         let mut pieces: Vec<Option<TaskId>> = vec![None; width];
         let mut next: Vec<Option<TaskId>> = vec![None; width];
-        for target in 0..width {
+        for (target, slot) in next.iter_mut().enumerate() {
             if target % routed >= n_out {
                 continue; // no output partition agrees with `target` in the routed digits
             }
@@ -219,7 +219,7 @@ pub fn staged_shuffle(
             }
             if !args.is_empty() {
                 let key = Key::from_shared(&concat_name, &[stage, target as u32]);
-                next[target] = Some(builder.add(key, concat.clone(), args)?);
+                *slot = Some(builder.add(key, concat.clone(), args)?);
             }
         }
         current = next;
