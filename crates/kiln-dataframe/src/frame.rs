@@ -232,7 +232,7 @@ impl DataFrame {
         let divisions = if index.is_some() { self.frame.divisions.clone() } else { Divisions::Unknown };
         // Hash partitioning survives a step that keeps every key column as it is.
         let partitioning = self.frame.partitioning.clone().filter(|p| match &step {
-            Step::Filter(_) => true,
+            Step::Filter(_) | Step::Sort(_) | Step::DropDuplicates(_) | Step::Range { .. } => true,
             Step::Project(columns) => p.keys.fields().iter().all(|k| {
                 columns.iter().any(|(name, e)| name == k.name() && matches!(e, Expr::Column(c) if c == k.name()))
             }),

@@ -53,6 +53,7 @@ pub mod error;
 pub mod expr;
 pub mod frame;
 pub mod groupby;
+pub mod index;
 pub mod io;
 pub mod join;
 pub mod lower;
@@ -62,6 +63,7 @@ pub mod reduce;
 pub mod scalar;
 pub mod series;
 pub mod shuffle;
+pub mod sort;
 pub mod storage;
 
 pub use agg::AggFunc;

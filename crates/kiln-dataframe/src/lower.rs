@@ -4,8 +4,9 @@
 //!
 //! Kernel ids are stable: `kiln.dataframe.partition`, `kiln.dataframe.groupby.combine`,
 //! `kiln.dataframe.groupby.finalize`, `kiln.dataframe.shuffle.split`,
-//! `kiln.dataframe.shuffle.select`, `kiln.dataframe.concat`, `kiln.dataframe.merge.join`;
-//! never reuse or rename one.
+//! `kiln.dataframe.shuffle.select`, `kiln.dataframe.concat`, `kiln.dataframe.merge.join`,
+//! `kiln.dataframe.shuffle.range-split`, `kiln.dataframe.slice-rows`; never reuse or rename
+//! one.
 
 use std::any::TypeId;
 use std::io::Cursor;
@@ -28,9 +29,12 @@ use crate::io::{CsvOptions, read_csv_file, read_parquet_file, write_parquet_file
 use crate::join::{JoinKernel, MergeSpec};
 use crate::plan::{AggStrategy, Frame, MergeStrategy, Source, Step};
 use crate::shuffle::{BatchShuffle, ConcatKernel, PiecesCodec, SelectKernel, SplitKernel};
+use crate::sort::{RangeShuffle, RangeSplitKernel};
 
 /// The ids of the dataframe's portable kernels.
-pub const KERNEL_IDS: [&str; 7] = [
+pub const KERNEL_IDS: [&str; 9] = [
+    RangeSplitKernel::ID,
+    RowSliceKernel::ID,
     PartitionKernel::ID,
     CombineKernel::ID,
     FinalizeKernel::ID,
@@ -98,6 +102,10 @@ pub(crate) enum Terminal {
     Partial(AggSpec),
     /// Written to this Parquet file; returns the rows written (`u64`).
     WriteParquet(String),
+    /// Up to this many evenly spaced values of a column, with weights (for divisions).
+    Sample(String, usize),
+    /// The first and last value of a column, checked to be sorted (for `sorted=true`).
+    Bounds(String),
 }
 
 /// Reads one partition, applies the fused row-wise steps, then the terminal step.
@@ -119,6 +127,8 @@ impl PortableKernel for PartitionKernel {
         match (&self.read, &self.terminal) {
             (_, Terminal::Partial(_)) => "groupby-partial",
             (_, Terminal::WriteParquet(_)) => "to-parquet",
+            (_, Terminal::Sample(..)) => "sample",
+            (_, Terminal::Bounds(_)) => "check-sorted",
             (ReadSpec::Csv { .. }, _) => "read-csv",
             (ReadSpec::Parquet { .. }, _) => "read-parquet",
             (ReadSpec::Input { .. }, _) => "partition",
@@ -147,6 +157,10 @@ impl PortableKernel for PartitionKernel {
         Ok(match &self.terminal {
             Terminal::Batch => Value::new(batch),
             Terminal::Head(n) => Value::new(batch.slice(0, (*n).min(batch.num_rows()))),
+            Terminal::Sample(column, count) => {
+                Value::new(crate::sort::sample(&batch, column, *count).map_err(task_error)?)
+            }
+            Terminal::Bounds(column) => Value::new(crate::sort::bounds(&batch, column).map_err(task_error)?),
             Terminal::Partial(spec) => Value::new(agg::partial(spec, &batch).map_err(task_error)?),
             Terminal::WriteParquet(path) => Value::new(write_parquet_file(path, &batch).map_err(task_error)?),
         })
@@ -199,6 +213,9 @@ pub(crate) fn apply_steps(mut batch: RecordBatch, steps: &[Step]) -> Result<Reco
                 arrow::compute::filter_record_batch(&batch, mask)
                     .map_err(|e| DataFrameError::compute(format!("filter {predicate}"), e))?
             }
+            Step::Sort(by) => crate::sort::sort_batch(&batch, by)?,
+            Step::DropDuplicates(subset) => crate::sort::drop_duplicates(&batch, subset)?,
+            Step::Range { column, low, high } => crate::sort::range(&batch, column, low.as_ref(), high.as_ref())?,
         };
     }
     Ok(batch)
@@ -297,6 +314,8 @@ pub fn register_portable(kernels: &KernelRegistry, codecs: &CodecRegistry) {
     kernels.register::<SelectKernel>();
     kernels.register::<ConcatKernel>();
     kernels.register::<JoinKernel>();
+    kernels.register::<RangeSplitKernel>();
+    kernels.register::<RowSliceKernel>();
     codecs.register(BatchCodec);
     codecs.register(PiecesCodec);
 }
@@ -349,6 +368,8 @@ pub(crate) fn lower_frame(
         Terminal::Partial(_) => "groupby-partial",
         Terminal::WriteParquet(_) => "to-parquet",
         Terminal::Head(_) => "head",
+        Terminal::Sample(..) => "sample",
+        Terminal::Bounds(_) => "check-sorted",
         Terminal::Batch => frame.source.label(),
     };
     let name = stage_name(label, frame.token, &(&optimized.projection, &optimized.steps, terminal(0)))?;
@@ -412,6 +433,46 @@ pub(crate) fn lower_frame(
             shuffle_frame(input, needed, keys, *npartitions, *max_branch, builder)?
         }
         Source::Merge { left, right, spec, strategy } => lower_merge(left, right, spec, *strategy, builder)?,
+        Source::RangeShuffle { input, column, boundaries, missing_first, max_branch } => {
+            let needed = optimized.projection.clone().map(|mut p| {
+                if !p.contains(column) {
+                    p.push(column.clone());
+                }
+                p
+            });
+            let token = stage_token(input.token, &(&needed, &input.steps.to_vec(), column, boundaries, missing_first))?;
+            let parts = lower_frame(input, needed, &|_| Terminal::Batch, builder)?;
+            let kernels =
+                RangeShuffle { column: column.clone(), boundaries: boundaries.clone(), missing_first: *missing_first };
+            let n = boundaries.0.num_rows() + 1;
+            staged_shuffle(builder, "range-shuffle", &token, &parts, n, *max_branch, &kernels)?
+        }
+        Source::Subset { input, partitions } => {
+            let parts = lower_frame(input, optimized.projection.clone(), &|_| Terminal::Batch, builder)?;
+            let projected = optimized.projection.is_some();
+            let picked = partitions
+                .iter()
+                .map(|&p| {
+                    parts
+                        .get(p)
+                        .copied()
+                        .ok_or_else(|| graph_error(DataFrameError::InvalidArgument(format!("no partition {p}"))))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if optimized.steps.is_empty() && terminal(0) == Terminal::Batch {
+                return Ok(picked);
+            }
+            // The input already read only the projected columns.
+            for (i, root) in picked.into_iter().enumerate() {
+                let projection = if projected { None } else { optimized.projection.clone() };
+                add(i, ReadSpec::Input { projection }, vec![Arg::Task(root)], builder)?;
+            }
+            return Ok(ids);
+        }
+        Source::Repartition { input, npartitions } => {
+            let parts = lower_frame(input, None, &|_| Terminal::Batch, builder)?;
+            repartition(input, &parts, *npartitions, builder)?
+        }
     };
     if optimized.steps.is_empty() && optimized.projection.is_none() && terminal(0) == Terminal::Batch {
         return Ok(computed);
@@ -420,6 +481,63 @@ pub(crate) fn lower_frame(
         add(i, ReadSpec::Input { projection: optimized.projection.clone() }, vec![Arg::Task(root)], builder)?;
     }
     Ok(ids)
+}
+
+/// `parts` as `n` partitions: runs of neighbours concatenated (`n` fewer), or each split by
+/// rows into nearly equal pieces (`n` more).
+fn repartition(
+    input: &Frame,
+    parts: &[TaskId],
+    n: usize,
+    builder: &mut GraphBuilder,
+) -> Result<Vec<TaskId>, GraphError> {
+    let name: Arc<str> =
+        format!("repartition-{}", stage_token(input.token, &(&input.steps.to_vec(), n as u64))?).into();
+    let m = parts.len();
+    let mut out = Vec::with_capacity(n);
+    if n <= m {
+        for i in 0..n {
+            let run = &parts[m * i / n..m * (i + 1) / n];
+            out.push(match run {
+                [one] => *one,
+                _ => builder.add(
+                    Key::from_shared(&name, &[i as u32]),
+                    kernel(ConcatKernel),
+                    run.iter().map(|&id| Arg::Task(id)).collect::<Vec<_>>(),
+                )?,
+            });
+        }
+    } else {
+        for (j, &part) in parts.iter().enumerate() {
+            let pieces = n * (j + 1) / m - n * j / m;
+            for piece in 0..pieces {
+                let key = Key::from_shared(&name, &[j as u32, piece as u32]);
+                let k = kernel(RowSliceKernel { piece: piece as u32, pieces: pieces as u32 });
+                out.push(builder.add(key, k, vec![Arg::Task(part)])?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Piece `piece` of `pieces` nearly equal runs of a partition's rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RowSliceKernel {
+    piece: u32,
+    pieces: u32,
+}
+
+impl PortableKernel for RowSliceKernel {
+    const ID: &'static str = "kiln.dataframe.slice-rows";
+    fn name(&self) -> &str {
+        "repartition-split"
+    }
+    fn call(&self, inputs: &[Value]) -> std::result::Result<Value, TaskError> {
+        let batch = input::<RecordBatch>(inputs, 0)?;
+        let (n, piece, pieces) = (batch.num_rows(), self.piece as usize, self.pieces.max(1) as usize);
+        let (start, end) = (n * piece.min(pieces) / pieces, n * (piece + 1).min(pieces) / pieces);
+        Ok(Value::new(batch.slice(start, end - start)))
+    }
 }
 
 /// The partitions of `input` (its `needed` columns) shuffled by `keys` into `npartitions`.

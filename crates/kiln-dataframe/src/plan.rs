@@ -19,6 +19,7 @@ use crate::io::CsvOptions;
 use crate::join::MergeSpec;
 use crate::lower::SerdeSchema;
 use crate::scalar::Scalar;
+use crate::sort::SerdeBatch;
 
 /// One row-wise step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +29,14 @@ pub(crate) enum Step {
     Project(Vec<(String, Expr)>),
     /// Keeps the rows where the predicate is true (missing counts as false).
     Filter(Expr),
+    /// Sorts the partition's rows by columns (`true`: descending), missing values last,
+    /// stable.
+    Sort(Vec<(String, bool)>),
+    /// Keeps the first row of each distinct value of these columns (missing equal to missing).
+    DropDuplicates(Vec<String>),
+    /// Keeps the rows whose `column` lies in `[low, high]` (either end optional), compared as
+    /// the index is sorted.
+    Range { column: String, low: Option<Scalar>, high: Option<Scalar> },
 }
 
 impl Step {
@@ -44,6 +53,16 @@ impl Step {
                 format!("project [{}]", list.join(", "))
             }
             Step::Filter(e) => format!("filter {e}"),
+            Step::Sort(by) => {
+                let by: Vec<String> =
+                    by.iter().map(|(c, desc)| if *desc { format!("{c} desc") } else { c.clone() }).collect();
+                format!("sort within partition by [{}]", by.join(", "))
+            }
+            Step::DropDuplicates(subset) => format!("drop duplicates of [{}] within partition", subset.join(", ")),
+            Step::Range { column, low, high } => {
+                let end = |v: &Option<Scalar>| v.as_ref().map_or(String::new(), ToString::to_string);
+                format!("loc {column} in [{}, {}]", end(low), end(high))
+            }
         }
     }
 }
@@ -115,6 +134,14 @@ pub(crate) enum Source {
     Shuffle { input: Arc<Frame>, keys: SerdeSchema, npartitions: usize, max_branch: usize },
     /// Two frames merged on keys.
     Merge { left: Arc<Frame>, right: Arc<Frame>, spec: MergeSpec, strategy: MergeStrategy },
+    /// Another frame's rows moved to the partition whose divisions hold their `column` value:
+    /// partition `i` gets `[b[i-1], b[i])` of the interior `boundaries` `b` (one column).
+    RangeShuffle { input: Arc<Frame>, column: String, boundaries: SerdeBatch, missing_first: bool, max_branch: usize },
+    /// Some of another frame's partitions, in this order (the others are never computed).
+    Subset { input: Arc<Frame>, partitions: Vec<usize> },
+    /// Another frame's partitions concatenated in runs of neighbours, or split by rows, into
+    /// `npartitions`.
+    Repartition { input: Arc<Frame>, npartitions: usize },
 }
 
 /// How a group-by combines its partial aggregations.
@@ -162,7 +189,9 @@ impl Source {
                 AggStrategy::Shuffle { split_out, .. } => *split_out,
                 AggStrategy::Blockwise => input.source.npartitions(),
             },
-            Source::Shuffle { npartitions, .. } => *npartitions,
+            Source::Shuffle { npartitions, .. } | Source::Repartition { npartitions, .. } => *npartitions,
+            Source::RangeShuffle { boundaries, .. } => boundaries.0.num_rows() + 1,
+            Source::Subset { partitions, .. } => partitions.len(),
             Source::Merge { left, right, strategy, .. } => match strategy {
                 MergeStrategy::Blockwise | MergeStrategy::BroadcastRight => left.source.npartitions(),
                 MergeStrategy::BroadcastLeft => right.source.npartitions(),
@@ -177,7 +206,10 @@ impl Source {
                 schema.clone()
             }
             Source::Aggregate { spec, .. } => spec.output.0.clone(),
-            Source::Shuffle { input, .. } => input.schema.clone(),
+            Source::Shuffle { input, .. }
+            | Source::RangeShuffle { input, .. }
+            | Source::Subset { input, .. }
+            | Source::Repartition { input, .. } => input.schema.clone(),
             Source::Merge { spec, .. } => spec.output.0.clone(),
         }
     }
@@ -190,6 +222,9 @@ impl Source {
             Source::Batches { .. } => "from-batches",
             Source::Aggregate { .. } => "groupby",
             Source::Shuffle { .. } => "shuffle",
+            Source::RangeShuffle { .. } => "range-shuffle",
+            Source::Subset { .. } => "partitions",
+            Source::Repartition { .. } => "repartition",
             Source::Merge { .. } => "merge",
         }
     }
@@ -221,6 +256,16 @@ impl Source {
                     "shuffle on [{}] into {npartitions} partitions (max_branch {max_branch}), {columns}",
                     key_names(&keys.0)
                 )
+            }
+            Source::RangeShuffle { column, boundaries, max_branch, .. } => format!(
+                "range shuffle on {column} into {} partitions (max_branch {max_branch}), {columns}",
+                boundaries.0.num_rows() + 1
+            ),
+            Source::Subset { input, partitions } => {
+                format!("partitions {partitions:?} of {}, {columns}", input.source.npartitions())
+            }
+            Source::Repartition { input, npartitions } => {
+                format!("repartition {} into {npartitions} partitions, {columns}", input.source.npartitions())
             }
             Source::Merge { left, right, spec, strategy } => {
                 let how = match strategy {
@@ -309,6 +354,22 @@ impl Frame {
                     }
                     kept.push(Step::Filter(predicate));
                 }
+                step => {
+                    if let Some(wanted) = &mut needed {
+                        let reads: Vec<&String> = match &step {
+                            Step::Sort(by) => by.iter().map(|(c, _)| c).collect(),
+                            Step::DropDuplicates(subset) => subset.iter().collect(),
+                            Step::Range { column, .. } => vec![column],
+                            _ => Vec::new(),
+                        };
+                        for c in reads {
+                            if !wanted.contains(c) {
+                                wanted.push(c.clone());
+                            }
+                        }
+                    }
+                    kept.push(step);
+                }
             }
         }
         kept.reverse();
@@ -343,7 +404,7 @@ impl Frame {
         while !node.same_node(&origin.steps) {
             let Some(n) = node.0.as_deref() else { return false };
             match &n.step {
-                Step::Filter(_) => return false,
+                Step::Filter(_) | Step::Sort(_) | Step::DropDuplicates(_) | Step::Range { .. } => return false,
                 Step::Project(columns) => {
                     let passes = |c: &String| {
                         columns.iter().any(|(name, e)| name == c && matches!(e, Expr::Column(src) if src == c))
@@ -382,8 +443,11 @@ impl Frame {
                 input,
                 Some(spec.columns_read()),
             )],
-            Source::Shuffle { input, .. } => {
-                vec![(format!("shuffle input ({} partitions)", input.source.npartitions()), input, None)]
+            Source::Shuffle { input, .. }
+            | Source::RangeShuffle { input, .. }
+            | Source::Subset { input, .. }
+            | Source::Repartition { input, .. } => {
+                vec![(format!("input ({} partitions)", input.source.npartitions()), input, None)]
             }
             Source::Merge { left, right, .. } => vec![
                 (format!("merge left ({} partitions)", left.source.npartitions()), left, None),

@@ -192,6 +192,12 @@ pub struct Length {
     frame: Result<DataFrame>,
 }
 
+impl Length {
+    pub(crate) fn failed(error: DataFrameError) -> Length {
+        Length { frame: Err(error) }
+    }
+}
+
 impl Collection for Length {
     type Output = usize;
 

@@ -71,7 +71,7 @@ pub(crate) fn key_columns(batch: &RecordBatch, keys: &Schema) -> Result<Vec<Arra
         .collect()
 }
 
-fn normalize_floats(column: ArrayRef) -> ArrayRef {
+pub(crate) fn normalize_floats(column: ArrayRef) -> ArrayRef {
     let normalized: Option<Float64Array> = match column.data_type() {
         DataType::Float64 => Some(
             column.as_primitive::<Float64Type>().iter().map(|v| v.filter(|x| !x.is_nan()).map(|x| x + 0.0)).collect(),
