@@ -1,9 +1,9 @@
 //! Dataframe plans on `kiln worker` processes: the stock binary registers the dataframe
 //! kernels and codec (`kiln::register_builtins`), partitions cross process boundaries as Arrow
-//! IPC, and the answers are the local scheduler's.
+//! IPC (split pieces through their own codec), and the answers are the local scheduler's.
 
 use kiln::Collection;
-use kiln::dataframe::{Agg, CsvOptions, DataFrame, read_csv};
+use kiln::dataframe::{Agg, CsvOptions, DataFrame, How, MergeOptions, read_csv};
 use kiln::local::LocalScheduler;
 use kiln_distributed::LocalCluster;
 
@@ -39,6 +39,20 @@ fn a_groupby_runs_on_worker_processes() {
     assert_eq!(remote.num_rows(), 24);
     assert_eq!(remote, grouped.compute_on(&LocalScheduler::new()).unwrap());
     assert_eq!(by_key.compute_on(&client).unwrap(), by_key.compute_on(&LocalScheduler::new()).unwrap());
+    // The shuffle, merge and range-shuffle kernels and the pieces codec are built in too.
+    let by_hour_key = df
+        .groupby([df.col("ts").dt().hour().rename("hour"), df.col("key")])
+        .unwrap()
+        .split_out(3)
+        .max_branch(2)
+        .agg([Agg::size()])
+        .unwrap();
+    let merged = df
+        .merge(&by_hour_key.rename(&[("key", "k")]).unwrap(), &MergeOptions::left_right(["key"], ["k"]).how(How::Outer))
+        .unwrap();
+    assert_eq!(merged.len().compute_on(&client).unwrap(), merged.len().compute_on(&LocalScheduler::new()).unwrap());
+    let sorted = df.sort_values("value", false, &client).unwrap();
+    assert_eq!(sorted.compute_on(&client).unwrap(), sorted.compute_on(&LocalScheduler::new()).unwrap());
     drop(client);
     cluster.close();
     std::fs::remove_dir_all(&dir).unwrap();

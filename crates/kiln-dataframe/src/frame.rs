@@ -77,6 +77,7 @@ impl DataFrame {
                 schema,
                 divisions: Divisions::Unknown,
                 index: None,
+                partitioning: None,
             }),
         }
     }
@@ -160,6 +161,7 @@ impl DataFrame {
             schema: df.frame.schema.clone(),
             divisions: Divisions::Known(divisions),
             index: Some(index.to_string()),
+            partitioning: None,
         };
         Ok(DataFrame { frame: Arc::new(frame) })
     }
@@ -228,6 +230,13 @@ impl DataFrame {
     pub(crate) fn with_step(&self, step: Step, schema: SchemaRef) -> DataFrame {
         let index = self.frame.index.clone().filter(|i| schema.field_with_name(i).is_ok());
         let divisions = if index.is_some() { self.frame.divisions.clone() } else { Divisions::Unknown };
+        // Hash partitioning survives a step that keeps every key column as it is.
+        let partitioning = self.frame.partitioning.clone().filter(|p| match &step {
+            Step::Filter(_) | Step::Sort(_) | Step::DropDuplicates(_) | Step::Range { .. } => true,
+            Step::Project(columns) => p.keys.fields().iter().all(|k| {
+                columns.iter().any(|(name, e)| name == k.name() && matches!(e, Expr::Column(c) if c == k.name()))
+            }),
+        });
         DataFrame {
             frame: Arc::new(Frame {
                 source: self.frame.source.clone(),
@@ -236,6 +245,7 @@ impl DataFrame {
                 schema,
                 divisions,
                 index,
+                partitioning,
             }),
         }
     }

@@ -1,6 +1,7 @@
 //! `groupby(...).agg(...)`: keys (columns or series of the frame) and named aggregations,
-//! computed as a tree reduction of partial aggregates (see [`crate::agg`]). The result is a
-//! one-partition frame sorted by the keys, with the keys as ordinary columns (pandas'
+//! computed from partial aggregates (see [`crate::agg`]) combined by a tree (one output
+//! partition, sorted by the keys) or, with `split_out > 1`, shuffled by key into that many
+//! partitions (each sorted by the keys). The keys are ordinary columns (pandas'
 //! `as_index=False`).
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use crate::error::{DataFrameError, Result};
 use crate::expr::Expr;
 use crate::frame::DataFrame;
 use crate::lower::SerdeSchema;
-use crate::plan::{Divisions, Frame, Source, Steps};
+use crate::plan::{AggStrategy, Divisions, Frame, Partitioning, Source, Steps};
 use crate::series::Series;
 
 /// How many partial results one combine task merges (Dask's `split_every`).
@@ -121,11 +122,26 @@ impl Agg {
     }
 }
 
+/// How many output partitions a group-by gets when `split_out` is not given, dask-expr's
+/// rule: one per 15 input partitions for one key, and for `k > 1` keys (more keys, more
+/// groups) `ceil(npartitions * (k - 1) / 10)`. One output partition means the tree reduction;
+/// more mean the shuffle.
+pub fn auto_split_out(npartitions: usize, nkeys: usize) -> usize {
+    match nkeys {
+        0 => 1,
+        1 => npartitions.div_ceil(15),
+        k => (npartitions * (k - 1)).div_ceil(10),
+    }
+    .max(1)
+}
+
 /// A grouping of a frame's rows, waiting for its aggregations.
 pub struct GroupBy {
     frame: Arc<Frame>,
     keys: Vec<(String, Expr)>,
     split_every: usize,
+    split_out: Option<usize>,
+    max_branch: usize,
 }
 
 impl GroupBy {
@@ -142,7 +158,53 @@ impl GroupBy {
             }
             named.push((name, expr));
         }
-        Ok(GroupBy { frame, keys: named, split_every: DEFAULT_SPLIT_EVERY })
+        Ok(GroupBy {
+            frame,
+            keys: named,
+            split_every: DEFAULT_SPLIT_EVERY,
+            split_out: None,
+            max_branch: crate::shuffle::DEFAULT_MAX_BRANCH,
+        })
+    }
+
+    /// Spreads the groups over `split_out` output partitions by a hash of the keys (Dask's
+    /// `split_out`): partial aggregates are shuffled and each output partition combines and
+    /// finalizes its own groups, so no task holds every group. `1` is the tree reduction.
+    /// The result is sorted by key within each partition, not across them. Without this call
+    /// [`auto_split_out`] decides; either way an input already hash-partitioned by the keys
+    /// (after a shuffle on them) is aggregated partition by partition without moving data.
+    pub fn split_out(mut self, split_out: usize) -> GroupBy {
+        self.split_out = Some(split_out.max(1));
+        self
+    }
+
+    /// At most this many pieces per split in the shuffle of `split_out` (default 32).
+    pub fn max_branch(mut self, max_branch: usize) -> GroupBy {
+        self.max_branch = max_branch.max(2);
+        self
+    }
+
+    /// The strategy and the result's partitioning.
+    fn strategy(&self, output: &Schema) -> (AggStrategy, Option<Partitioning>) {
+        if self.keys.is_empty() {
+            return (AggStrategy::Tree { split_every: self.split_every }, None);
+        }
+        let plain = |k: &str| self.keys.iter().any(|(n, e)| n == k && matches!(e, Expr::Column(c) if c == k));
+        if let Some(p) = &self.frame.partitioning
+            && p.keys.fields().iter().all(|k| plain(k.name()))
+        {
+            return (AggStrategy::Blockwise, Some(p.clone()));
+        }
+        let split_out =
+            self.split_out.unwrap_or_else(|| auto_split_out(self.frame.source.npartitions(), self.keys.len()));
+        if split_out <= 1 {
+            return (AggStrategy::Tree { split_every: self.split_every }, None);
+        }
+        let keys = Arc::new(Schema::new(output.fields()[..self.keys.len()].to_vec()));
+        (
+            AggStrategy::Shuffle { split_out, max_branch: self.max_branch },
+            Some(Partitioning { keys, npartitions: split_out }),
+        )
     }
 
     /// Merges this many partial results per task of the reduction tree (default 8).
@@ -195,7 +257,8 @@ impl GroupBy {
         }
         let output = Arc::new(Schema::new(fields));
         let spec = AggSpec { keys: self.keys.clone(), aggs: items, output: SerdeSchema(output.clone()) };
-        let source = Source::Aggregate { input: self.frame.clone(), spec, split_every: self.split_every };
+        let (strategy, partitioning) = self.strategy(&output);
+        let source = Source::Aggregate { input: self.frame.clone(), spec, strategy };
         Ok(DataFrame {
             frame: Arc::new(Frame {
                 source: Arc::new(source),
@@ -204,6 +267,7 @@ impl GroupBy {
                 schema: output,
                 divisions: Divisions::Unknown,
                 index: None,
+                partitioning,
             }),
         })
     }

@@ -3,7 +3,10 @@
 //! processes, and the registration of both.
 //!
 //! Kernel ids are stable: `kiln.dataframe.partition`, `kiln.dataframe.groupby.combine`,
-//! `kiln.dataframe.groupby.finalize`; never reuse or rename one.
+//! `kiln.dataframe.groupby.finalize`, `kiln.dataframe.shuffle.split`,
+//! `kiln.dataframe.shuffle.select`, `kiln.dataframe.concat`, `kiln.dataframe.merge.join`,
+//! `kiln.dataframe.shuffle.range-split`, `kiln.dataframe.slice-rows`; never reuse or rename
+//! one.
 
 use std::any::TypeId;
 use std::io::Cursor;
@@ -13,6 +16,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use kiln_graph::codec::ValueCodec;
 use kiln_graph::kernel::{Portable, PortableKernel, input};
+use kiln_graph::shuffle::staged_shuffle;
 use kiln_graph::{
     Arg, CodecError, CodecRegistry, Encoded, GraphBuilder, GraphError, Kernel, KernelRegistry, Key, TaskError, TaskId,
     Tokenizer, Value,
@@ -22,10 +26,23 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::agg::{self, AggSpec};
 use crate::error::{DataFrameError, Result};
 use crate::io::{CsvOptions, read_csv_file, read_parquet_file, write_parquet_file};
-use crate::plan::{Frame, Source, Step};
+use crate::join::{JoinKernel, MergeSpec};
+use crate::plan::{AggStrategy, Frame, MergeStrategy, Source, Step};
+use crate::shuffle::{BatchShuffle, ConcatKernel, PiecesCodec, SelectKernel, SplitKernel};
+use crate::sort::{RangeShuffle, RangeSplitKernel};
 
 /// The ids of the dataframe's portable kernels.
-pub const KERNEL_IDS: [&str; 3] = [PartitionKernel::ID, CombineKernel::ID, FinalizeKernel::ID];
+pub const KERNEL_IDS: [&str; 9] = [
+    RangeSplitKernel::ID,
+    RowSliceKernel::ID,
+    PartitionKernel::ID,
+    CombineKernel::ID,
+    FinalizeKernel::ID,
+    SplitKernel::ID,
+    SelectKernel::ID,
+    ConcatKernel::ID,
+    JoinKernel::ID,
+];
 
 /// The codec tag of a partition (an Arrow IPC stream of one record batch).
 pub const BATCH_CODEC_TAG: &str = "kiln.dataframe.batch";
@@ -85,6 +102,10 @@ pub(crate) enum Terminal {
     Partial(AggSpec),
     /// Written to this Parquet file; returns the rows written (`u64`).
     WriteParquet(String),
+    /// Up to this many evenly spaced values of a column, with weights (for divisions).
+    Sample(String, usize),
+    /// The first and last value of a column, checked to be sorted (for `sorted=true`).
+    Bounds(String),
 }
 
 /// Reads one partition, applies the fused row-wise steps, then the terminal step.
@@ -106,6 +127,8 @@ impl PortableKernel for PartitionKernel {
         match (&self.read, &self.terminal) {
             (_, Terminal::Partial(_)) => "groupby-partial",
             (_, Terminal::WriteParquet(_)) => "to-parquet",
+            (_, Terminal::Sample(..)) => "sample",
+            (_, Terminal::Bounds(_)) => "check-sorted",
             (ReadSpec::Csv { .. }, _) => "read-csv",
             (ReadSpec::Parquet { .. }, _) => "read-parquet",
             (ReadSpec::Input { .. }, _) => "partition",
@@ -134,6 +157,10 @@ impl PortableKernel for PartitionKernel {
         Ok(match &self.terminal {
             Terminal::Batch => Value::new(batch),
             Terminal::Head(n) => Value::new(batch.slice(0, (*n).min(batch.num_rows()))),
+            Terminal::Sample(column, count) => {
+                Value::new(crate::sort::sample(&batch, column, *count).map_err(task_error)?)
+            }
+            Terminal::Bounds(column) => Value::new(crate::sort::bounds(&batch, column).map_err(task_error)?),
             Terminal::Partial(spec) => Value::new(agg::partial(spec, &batch).map_err(task_error)?),
             Terminal::WriteParquet(path) => Value::new(write_parquet_file(path, &batch).map_err(task_error)?),
         })
@@ -186,6 +213,9 @@ pub(crate) fn apply_steps(mut batch: RecordBatch, steps: &[Step]) -> Result<Reco
                 arrow::compute::filter_record_batch(&batch, mask)
                     .map_err(|e| DataFrameError::compute(format!("filter {predicate}"), e))?
             }
+            Step::Sort(by) => crate::sort::sort_batch(&batch, by)?,
+            Step::DropDuplicates(subset) => crate::sort::drop_duplicates(&batch, subset)?,
+            Step::Range { column, low, high } => crate::sort::range(&batch, column, low.as_ref(), high.as_ref())?,
         };
     }
     Ok(batch)
@@ -227,6 +257,25 @@ impl PortableKernel for FinalizeKernel {
     }
 }
 
+/// A batch as an Arrow IPC stream.
+pub(crate) fn encode_batch(batch: &RecordBatch) -> std::result::Result<Vec<u8>, arrow::error::ArrowError> {
+    let mut frame = Vec::new();
+    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut frame, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(frame)
+}
+
+/// A batch from an Arrow IPC stream (an empty one when the stream has no batch).
+pub(crate) fn decode_batch(frame: &[u8]) -> std::result::Result<RecordBatch, String> {
+    let mut reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(frame), None).map_err(|e| e.to_string())?;
+    match reader.next() {
+        Some(batch) => batch.map_err(|e| e.to_string()),
+        None => Ok(RecordBatch::new_empty(reader.schema())),
+    }
+}
+
 /// Record batches as an Arrow IPC stream in one frame; `nbytes` is the batch's buffer memory.
 struct BatchCodec;
 
@@ -239,13 +288,8 @@ impl ValueCodec for BatchCodec {
     }
     fn encode(&self, value: &Value) -> std::result::Result<Encoded, CodecError> {
         let batch = value.downcast_ref::<RecordBatch>().map_err(|_| CodecError::NoCodecForType(value.type_name()))?;
-        let malformed =
-            |e: arrow::error::ArrowError| CodecError::Malformed { tag: BATCH_CODEC_TAG.into(), message: e.to_string() };
-        let mut frame = Vec::new();
-        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut frame, &batch.schema()).map_err(malformed)?;
-        writer.write(batch).map_err(malformed)?;
-        writer.finish().map_err(malformed)?;
-        drop(writer);
+        let frame = encode_batch(batch)
+            .map_err(|e| CodecError::Malformed { tag: BATCH_CODEC_TAG.into(), message: e.to_string() })?;
         Ok(Encoded { tag: BATCH_CODEC_TAG.into(), header: Vec::new(), frames: vec![frame] })
     }
     fn decode(&self, encoded: &Encoded) -> std::result::Result<Value, CodecError> {
@@ -253,13 +297,7 @@ impl ValueCodec for BatchCodec {
         let [frame] = encoded.frames.as_slice() else {
             return Err(malformed(format!("expected 1 frame, got {}", encoded.frames.len())));
         };
-        let mut reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(frame.as_slice()), None)
-            .map_err(|e| malformed(e.to_string()))?;
-        let batch = match reader.next() {
-            Some(batch) => batch.map_err(|e| malformed(e.to_string()))?,
-            None => RecordBatch::new_empty(reader.schema()),
-        };
-        Ok(Value::new(batch))
+        Ok(Value::new(decode_batch(frame).map_err(malformed)?))
     }
     fn nbytes(&self, value: &Value) -> Option<usize> {
         value.downcast_ref::<RecordBatch>().ok().map(RecordBatch::get_array_memory_size)
@@ -272,7 +310,14 @@ pub fn register_portable(kernels: &KernelRegistry, codecs: &CodecRegistry) {
     kernels.register::<PartitionKernel>();
     kernels.register::<CombineKernel>();
     kernels.register::<FinalizeKernel>();
+    kernels.register::<SplitKernel>();
+    kernels.register::<SelectKernel>();
+    kernels.register::<ConcatKernel>();
+    kernels.register::<JoinKernel>();
+    kernels.register::<RangeSplitKernel>();
+    kernels.register::<RowSliceKernel>();
     codecs.register(BatchCodec);
+    codecs.register(PiecesCodec);
 }
 
 /// Registers the dataframe's kernels and codec in the process-wide registries, once. Lowering
@@ -299,6 +344,15 @@ fn stage_name(label: &str, frame_token: u128, params: &impl Serialize) -> Result
     Ok(format!("{label}-{}", tokenizer.finish()).into())
 }
 
+/// The hex token of a stage: the frame's token and the stage's parameters.
+fn stage_token(frame_token: u128, params: &impl Serialize) -> Result<String, GraphError> {
+    let bytes =
+        postcard::to_allocvec(params).map_err(|e| graph_error(DataFrameError::compute("encoding a task", e)))?;
+    let mut tokenizer = Tokenizer::new();
+    tokenizer.bytes(&frame_token.to_le_bytes()).bytes(&bytes);
+    Ok(tokenizer.finish())
+}
+
 /// Adds the tasks of every partition of `frame` (reading only the `needed` columns, `None`
 /// for all), each ending with `terminal(i)`, and returns them in partition order.
 pub(crate) fn lower_frame(
@@ -314,6 +368,8 @@ pub(crate) fn lower_frame(
         Terminal::Partial(_) => "groupby-partial",
         Terminal::WriteParquet(_) => "to-parquet",
         Terminal::Head(_) => "head",
+        Terminal::Sample(..) => "sample",
+        Terminal::Bounds(_) => "check-sorted",
         Terminal::Batch => frame.source.label(),
     };
     let name = stage_name(label, frame.token, &(&optimized.projection, &optimized.steps, terminal(0)))?;
@@ -323,7 +379,8 @@ pub(crate) fn lower_frame(
         ids.push(builder.add(Key::from_shared(&name, &[i as u32]), k, args)?);
         Ok(())
     };
-    match frame.source.as_ref() {
+    // Sources computed by other tasks: their partitions are the inputs of this frame's tasks.
+    let computed: Vec<TaskId> = match frame.source.as_ref() {
         Source::Csv { files, options, .. } => {
             let projection = optimized
                 .projection
@@ -338,6 +395,7 @@ pub(crate) fn lower_frame(
                 };
                 add(i, read, Vec::new(), builder)?;
             }
+            return Ok(ids);
         }
         Source::Parquet { files, .. } => {
             for (i, path) in files.iter().enumerate() {
@@ -348,6 +406,7 @@ pub(crate) fn lower_frame(
                 };
                 add(i, read, Vec::new(), builder)?;
             }
+            return Ok(ids);
         }
         Source::Batches { partitions, .. } => {
             for (i, batch) in partitions.iter().enumerate() {
@@ -358,43 +417,286 @@ pub(crate) fn lower_frame(
                     builder,
                 )?;
             }
+            return Ok(ids);
         }
-        Source::Aggregate { input, spec, split_every } => {
-            let root = lower_aggregate(input, spec, *split_every, builder)?;
-            if optimized.steps.is_empty() && optimized.projection.is_none() && terminal(0) == Terminal::Batch {
-                return Ok(vec![root]);
+        Source::Aggregate { input, spec, strategy } => lower_aggregate(input, spec, *strategy, builder)?,
+        Source::Shuffle { input, keys, npartitions, max_branch } => {
+            // The input reads what is needed downstream plus the keys.
+            let needed = optimized.projection.clone().map(|mut p| {
+                for k in keys.0.fields() {
+                    if !p.contains(k.name()) {
+                        p.push(k.name().clone());
+                    }
+                }
+                p
+            });
+            shuffle_frame(input, needed, keys, *npartitions, *max_branch, builder)?
+        }
+        Source::Merge { left, right, spec, strategy } => lower_merge(left, right, spec, *strategy, builder)?,
+        Source::RangeShuffle { input, column, boundaries, missing_first, max_branch } => {
+            let needed = optimized.projection.clone().map(|mut p| {
+                if !p.contains(column) {
+                    p.push(column.clone());
+                }
+                p
+            });
+            let token = stage_token(input.token, &(&needed, &input.steps.to_vec(), column, boundaries, missing_first))?;
+            let parts = lower_frame(input, needed, &|_| Terminal::Batch, builder)?;
+            let kernels =
+                RangeShuffle { column: column.clone(), boundaries: boundaries.clone(), missing_first: *missing_first };
+            let n = boundaries.0.num_rows() + 1;
+            staged_shuffle(builder, "range-shuffle", &token, &parts, n, *max_branch, &kernels)?
+        }
+        Source::Subset { input, partitions } => {
+            let parts = lower_frame(input, optimized.projection.clone(), &|_| Terminal::Batch, builder)?;
+            let projected = optimized.projection.is_some();
+            let picked = partitions
+                .iter()
+                .map(|&p| {
+                    parts
+                        .get(p)
+                        .copied()
+                        .ok_or_else(|| graph_error(DataFrameError::InvalidArgument(format!("no partition {p}"))))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if optimized.steps.is_empty() && terminal(0) == Terminal::Batch {
+                return Ok(picked);
             }
-            add(0, ReadSpec::Input { projection: optimized.projection.clone() }, vec![Arg::Task(root)], builder)?;
+            // The input already read only the projected columns.
+            for (i, root) in picked.into_iter().enumerate() {
+                let projection = if projected { None } else { optimized.projection.clone() };
+                add(i, ReadSpec::Input { projection }, vec![Arg::Task(root)], builder)?;
+            }
+            return Ok(ids);
         }
+        Source::Repartition { input, npartitions } => {
+            let parts = lower_frame(input, None, &|_| Terminal::Batch, builder)?;
+            repartition(input, &parts, *npartitions, builder)?
+        }
+    };
+    if optimized.steps.is_empty() && optimized.projection.is_none() && terminal(0) == Terminal::Batch {
+        return Ok(computed);
+    }
+    for (i, root) in computed.into_iter().enumerate() {
+        add(i, ReadSpec::Input { projection: optimized.projection.clone() }, vec![Arg::Task(root)], builder)?;
     }
     Ok(ids)
 }
 
-/// A tree reduction: partial states per partition (fused with the partition's read and steps),
-/// combined `split_every` at a time, then finalized in one task; returns the root.
+/// `parts` as `n` partitions: runs of neighbours concatenated (`n` fewer), or each split by
+/// rows into nearly equal pieces (`n` more).
+fn repartition(
+    input: &Frame,
+    parts: &[TaskId],
+    n: usize,
+    builder: &mut GraphBuilder,
+) -> Result<Vec<TaskId>, GraphError> {
+    let name: Arc<str> =
+        format!("repartition-{}", stage_token(input.token, &(&input.steps.to_vec(), n as u64))?).into();
+    let m = parts.len();
+    let mut out = Vec::with_capacity(n);
+    if n <= m {
+        for i in 0..n {
+            let run = &parts[m * i / n..m * (i + 1) / n];
+            out.push(match run {
+                [one] => *one,
+                _ => builder.add(
+                    Key::from_shared(&name, &[i as u32]),
+                    kernel(ConcatKernel),
+                    run.iter().map(|&id| Arg::Task(id)).collect::<Vec<_>>(),
+                )?,
+            });
+        }
+    } else {
+        for (j, &part) in parts.iter().enumerate() {
+            let pieces = n * (j + 1) / m - n * j / m;
+            for piece in 0..pieces {
+                let key = Key::from_shared(&name, &[j as u32, piece as u32]);
+                let k = kernel(RowSliceKernel { piece: piece as u32, pieces: pieces as u32 });
+                out.push(builder.add(key, k, vec![Arg::Task(part)])?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Piece `piece` of `pieces` nearly equal runs of a partition's rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RowSliceKernel {
+    piece: u32,
+    pieces: u32,
+}
+
+impl PortableKernel for RowSliceKernel {
+    const ID: &'static str = "kiln.dataframe.slice-rows";
+    fn name(&self) -> &str {
+        "repartition-split"
+    }
+    fn call(&self, inputs: &[Value]) -> std::result::Result<Value, TaskError> {
+        let batch = input::<RecordBatch>(inputs, 0)?;
+        let (n, piece, pieces) = (batch.num_rows(), self.piece as usize, self.pieces.max(1) as usize);
+        let (start, end) = (n * piece.min(pieces) / pieces, n * (piece + 1).min(pieces) / pieces);
+        Ok(Value::new(batch.slice(start, end - start)))
+    }
+}
+
+/// The partitions of `input` (its `needed` columns) shuffled by `keys` into `npartitions`.
+fn shuffle_frame(
+    input: &Frame,
+    needed: Option<Vec<String>>,
+    keys: &SerdeSchema,
+    npartitions: usize,
+    max_branch: usize,
+    builder: &mut GraphBuilder,
+) -> Result<Vec<TaskId>, GraphError> {
+    let token = stage_token(input.token, &(&needed, &input.steps.to_vec(), keys, npartitions as u64))?;
+    let parts = lower_frame(input, needed, &|_| Terminal::Batch, builder)?;
+    staged_shuffle(builder, "shuffle", &token, &parts, npartitions, max_branch, &BatchShuffle { keys: keys.clone() })
+}
+
+/// A group-by's tasks: partial states per partition (fused with the partition's read and
+/// steps), then a tree (one root), a shuffle of the partials and a finalize per output
+/// partition, or a finalize per partition when the input is partitioned by the keys.
 pub(crate) fn lower_aggregate(
     input: &Frame,
     spec: &AggSpec,
-    split_every: usize,
+    strategy: AggStrategy,
     builder: &mut GraphBuilder,
-) -> Result<TaskId, GraphError> {
+) -> Result<Vec<TaskId>, GraphError> {
     let needed = spec.columns_read();
     let partial = Terminal::Partial(spec.clone());
     let mut level = lower_frame(input, Some(needed), &|_| partial.clone(), builder)?;
-    let split_every = split_every.max(2);
-    let combine_name = stage_name("groupby-combine", input.token, &(spec, &input.steps.to_vec()))?;
-    let mut depth = 0u32;
-    while level.len() > split_every {
-        let mut next = Vec::with_capacity(level.len().div_ceil(split_every));
-        for (j, chunk) in level.chunks(split_every).enumerate() {
-            let args: Vec<Arg> = chunk.iter().map(|&id| Arg::Task(id)).collect();
-            let key = Key::from_shared(&combine_name, &[depth, j as u32]);
-            next.push(builder.add(key, kernel(CombineKernel { spec: spec.clone() }), args)?);
-        }
-        level = next;
-        depth += 1;
-    }
     let finalize_name = stage_name("groupby", input.token, &(spec, &input.steps.to_vec()))?;
-    let args: Vec<Arg> = level.iter().map(|&id| Arg::Task(id)).collect();
-    builder.add(Key::from_shared(&finalize_name, &[]), kernel(FinalizeKernel { spec: spec.clone() }), args)
+    let finalize = kernel(FinalizeKernel { spec: spec.clone() });
+    let per_partition = |parts: Vec<TaskId>, builder: &mut GraphBuilder| {
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(j, id)| {
+                builder.add(Key::from_shared(&finalize_name, &[j as u32]), finalize.clone(), vec![Arg::Task(id)])
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    match strategy {
+        AggStrategy::Blockwise => per_partition(level, builder),
+        AggStrategy::Shuffle { split_out, max_branch } => {
+            let keys = SerdeSchema(Arc::new(Schema::new(spec.output.0.fields()[..spec.keys.len()].to_vec())));
+            let token = stage_token(input.token, &(spec, &input.steps.to_vec(), split_out as u64))?;
+            let shuffled = staged_shuffle(
+                builder,
+                "groupby-shuffle",
+                &token,
+                &level,
+                split_out,
+                max_branch,
+                &BatchShuffle { keys },
+            )?;
+            per_partition(shuffled, builder)
+        }
+        AggStrategy::Tree { split_every } => {
+            let split_every = split_every.max(2);
+            let combine_name = stage_name("groupby-combine", input.token, &(spec, &input.steps.to_vec()))?;
+            let mut depth = 0u32;
+            while level.len() > split_every {
+                let mut next = Vec::with_capacity(level.len().div_ceil(split_every));
+                for (j, chunk) in level.chunks(split_every).enumerate() {
+                    let args: Vec<Arg> = chunk.iter().map(|&id| Arg::Task(id)).collect();
+                    let key = Key::from_shared(&combine_name, &[depth, j as u32]);
+                    next.push(builder.add(key, kernel(CombineKernel { spec: spec.clone() }), args)?);
+                }
+                level = next;
+                depth += 1;
+            }
+            let args: Vec<Arg> = level.iter().map(|&id| Arg::Task(id)).collect();
+            Ok(vec![builder.add(Key::from_shared(&finalize_name, &[]), finalize, args)?])
+        }
+    }
+}
+
+/// One task holding all of `parts` (the task itself when there is one).
+fn gathered(parts: &[TaskId], name: &Arc<str>, builder: &mut GraphBuilder) -> Result<TaskId, GraphError> {
+    match parts {
+        [one] => Ok(*one),
+        _ => builder.add(
+            Key::from_shared(name, &[]),
+            kernel(ConcatKernel),
+            parts.iter().map(|&id| Arg::Task(id)).collect::<Vec<_>>(),
+        ),
+    }
+}
+
+/// A merge's tasks: the two sides paired partition by partition (after a broadcast or a
+/// shuffle as the strategy says), one hash join per pair.
+fn lower_merge(
+    left: &Frame,
+    right: &Frame,
+    spec: &MergeSpec,
+    strategy: MergeStrategy,
+    builder: &mut GraphBuilder,
+) -> Result<Vec<TaskId>, GraphError> {
+    let token =
+        stage_token(left.token ^ right.token.rotate_left(1), &(spec, &left.steps.to_vec(), &right.steps.to_vec()))?;
+    let l = lower_frame(left, None, &|_| Terminal::Batch, builder)?;
+    let r = lower_frame(right, None, &|_| Terminal::Batch, builder)?;
+    let pairs: Vec<(TaskId, TaskId)> = match strategy {
+        MergeStrategy::Blockwise if l.len() == r.len() => l.into_iter().zip(r).collect(),
+        MergeStrategy::Blockwise => {
+            return Err(graph_error(DataFrameError::compute(
+                "merge",
+                format!("blockwise merge of {} and {} partitions", l.len(), r.len()),
+            )));
+        }
+        MergeStrategy::BroadcastRight => {
+            let all = gathered(&r, &format!("merge-broadcast-right-{token}").into(), builder)?;
+            l.into_iter().map(|x| (x, all)).collect()
+        }
+        MergeStrategy::BroadcastLeft => {
+            let all = gathered(&l, &format!("merge-broadcast-left-{token}").into(), builder)?;
+            r.into_iter().map(|x| (all, x)).collect()
+        }
+        MergeStrategy::Shuffle { npartitions, max_branch } => {
+            let mut side = |frame: &Frame, parts: Vec<TaskId>, keys: &SerdeSchema, which: &str| {
+                if partitioned_by(frame, &keys.0, npartitions) {
+                    return Ok(parts);
+                }
+                let side_token = format!("{which}{token}");
+                staged_shuffle(
+                    builder,
+                    "shuffle",
+                    &side_token,
+                    &parts,
+                    npartitions,
+                    max_branch,
+                    &BatchShuffle { keys: keys.clone() },
+                )
+            };
+            let l = side(left, l, &spec.left_keys, "l")?;
+            let r = side(right, r, &spec.right_keys, "r")?;
+            l.into_iter().zip(r).collect()
+        }
+    };
+    let name: Arc<str> = format!("merge-{token}").into();
+    let join = kernel(JoinKernel { spec: spec.clone() });
+    pairs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (a, b))| {
+            builder.add(Key::from_shared(&name, &[i as u32]), join.clone(), vec![Arg::Task(a), Arg::Task(b)])
+        })
+        .collect()
+}
+
+/// Whether `frame` is hash-partitioned by exactly these keys (names, types, order) into
+/// `npartitions`.
+pub(crate) fn partitioned_by(frame: &Frame, keys: &Schema, npartitions: usize) -> bool {
+    frame.partitioning.as_ref().is_some_and(|p| {
+        p.npartitions == npartitions
+            && frame.source.npartitions() == npartitions
+            && p.keys.fields().len() == keys.fields().len()
+            && p.keys
+                .fields()
+                .iter()
+                .zip(keys.fields())
+                .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
+    })
 }

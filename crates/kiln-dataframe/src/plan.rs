@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::agg::AggSpec;
 use crate::expr::Expr;
 use crate::io::CsvOptions;
+use crate::join::MergeSpec;
+use crate::lower::SerdeSchema;
 use crate::scalar::Scalar;
+use crate::sort::SerdeBatch;
 
 /// One row-wise step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +29,14 @@ pub(crate) enum Step {
     Project(Vec<(String, Expr)>),
     /// Keeps the rows where the predicate is true (missing counts as false).
     Filter(Expr),
+    /// Sorts the partition's rows by columns (`true`: descending), missing values last,
+    /// stable.
+    Sort(Vec<(String, bool)>),
+    /// Keeps the first row of each distinct value of these columns (missing equal to missing).
+    DropDuplicates(Vec<String>),
+    /// Keeps the rows whose `column` lies in `[low, high]` (either end optional), compared as
+    /// the index is sorted.
+    Range { column: String, low: Option<Scalar>, high: Option<Scalar> },
 }
 
 impl Step {
@@ -42,6 +53,16 @@ impl Step {
                 format!("project [{}]", list.join(", "))
             }
             Step::Filter(e) => format!("filter {e}"),
+            Step::Sort(by) => {
+                let by: Vec<String> =
+                    by.iter().map(|(c, desc)| if *desc { format!("{c} desc") } else { c.clone() }).collect();
+                format!("sort within partition by [{}]", by.join(", "))
+            }
+            Step::DropDuplicates(subset) => format!("drop duplicates of [{}] within partition", subset.join(", ")),
+            Step::Range { column, low, high } => {
+                let end = |v: &Option<Scalar>| v.as_ref().map_or(String::new(), ToString::to_string);
+                format!("loc {column} in [{}, {}]", end(low), end(high))
+            }
         }
     }
 }
@@ -107,8 +128,55 @@ pub(crate) enum Source {
     Parquet { files: Vec<String>, schema: SchemaRef },
     /// Batches held in memory, one per partition.
     Batches { partitions: Vec<RecordBatch>, schema: SchemaRef },
-    /// The result of a group-by of another frame: one partition.
-    Aggregate { input: Arc<Frame>, spec: AggSpec, split_every: usize },
+    /// The result of a group-by of another frame.
+    Aggregate { input: Arc<Frame>, spec: AggSpec, strategy: AggStrategy },
+    /// Another frame's rows moved to partition `hash(keys) % npartitions`.
+    Shuffle { input: Arc<Frame>, keys: SerdeSchema, npartitions: usize, max_branch: usize },
+    /// Two frames merged on keys.
+    Merge { left: Arc<Frame>, right: Arc<Frame>, spec: MergeSpec, strategy: MergeStrategy },
+    /// Another frame's rows moved to the partition whose divisions hold their `column` value:
+    /// partition `i` gets `[b[i-1], b[i])` of the interior `boundaries` `b` (one column).
+    RangeShuffle { input: Arc<Frame>, column: String, boundaries: SerdeBatch, missing_first: bool, max_branch: usize },
+    /// Some of another frame's partitions, in this order (the others are never computed).
+    Subset { input: Arc<Frame>, partitions: Vec<usize> },
+    /// Another frame's partitions concatenated in runs of neighbours, or split by rows, into
+    /// `npartitions`.
+    Repartition { input: Arc<Frame>, npartitions: usize },
+}
+
+/// How a group-by combines its partial aggregations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AggStrategy {
+    /// A tree: `split_every` partials per combine task, one output partition.
+    Tree { split_every: usize },
+    /// Partials shuffled by key into `split_out` partitions, each finalized alone.
+    Shuffle { split_out: usize, max_branch: usize },
+    /// The input is already partitioned by (a subset of) the keys: each partition is
+    /// aggregated and finalized alone, no data moves.
+    Blockwise,
+}
+
+/// How a merge pairs partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MergeStrategy {
+    /// Partition `i` with partition `i`: both sides are hash-partitioned alike on their keys.
+    Blockwise,
+    /// Every left partition with the whole right side (one partition, or concatenated).
+    BroadcastRight,
+    /// Every right partition with the whole left side.
+    BroadcastLeft,
+    /// Both sides shuffled by key into `npartitions` (a side already partitioned so is not
+    /// moved), then partition `i` with partition `i`.
+    Shuffle { npartitions: usize, max_branch: usize },
+}
+
+/// How rows are spread over partitions by a hash of key columns (after a shuffle): rows with
+/// equal keys (compared as `keys`' types) share a partition.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Partitioning {
+    /// The key columns, with the types they were hashed as.
+    pub(crate) keys: SchemaRef,
+    pub(crate) npartitions: usize,
 }
 
 impl Source {
@@ -116,7 +184,19 @@ impl Source {
         match self {
             Source::Csv { files, .. } | Source::Parquet { files, .. } => files.len(),
             Source::Batches { partitions, .. } => partitions.len(),
-            Source::Aggregate { .. } => 1,
+            Source::Aggregate { input, strategy, .. } => match strategy {
+                AggStrategy::Tree { .. } => 1,
+                AggStrategy::Shuffle { split_out, .. } => *split_out,
+                AggStrategy::Blockwise => input.source.npartitions(),
+            },
+            Source::Shuffle { npartitions, .. } | Source::Repartition { npartitions, .. } => *npartitions,
+            Source::RangeShuffle { boundaries, .. } => boundaries.0.num_rows() + 1,
+            Source::Subset { partitions, .. } => partitions.len(),
+            Source::Merge { left, right, strategy, .. } => match strategy {
+                MergeStrategy::Blockwise | MergeStrategy::BroadcastRight => left.source.npartitions(),
+                MergeStrategy::BroadcastLeft => right.source.npartitions(),
+                MergeStrategy::Shuffle { npartitions, .. } => *npartitions,
+            },
         }
     }
 
@@ -126,6 +206,11 @@ impl Source {
                 schema.clone()
             }
             Source::Aggregate { spec, .. } => spec.output.0.clone(),
+            Source::Shuffle { input, .. }
+            | Source::RangeShuffle { input, .. }
+            | Source::Subset { input, .. }
+            | Source::Repartition { input, .. } => input.schema.clone(),
+            Source::Merge { spec, .. } => spec.output.0.clone(),
         }
     }
 
@@ -136,6 +221,11 @@ impl Source {
             Source::Parquet { .. } => "read-parquet",
             Source::Batches { .. } => "from-batches",
             Source::Aggregate { .. } => "groupby",
+            Source::Shuffle { .. } => "shuffle",
+            Source::RangeShuffle { .. } => "range-shuffle",
+            Source::Subset { .. } => "partitions",
+            Source::Repartition { .. } => "repartition",
+            Source::Merge { .. } => "merge",
         }
     }
 
@@ -148,14 +238,63 @@ impl Source {
             Source::Csv { files, .. } => format!("read_csv {} file(s), {columns}", files.len()),
             Source::Parquet { files, .. } => format!("read_parquet {} file(s), {columns}", files.len()),
             Source::Batches { partitions, .. } => format!("from_batches {} partition(s), {columns}", partitions.len()),
-            Source::Aggregate { spec, .. } => {
+            Source::Aggregate { spec, strategy, .. } => {
                 let keys: Vec<&str> = spec.keys.iter().map(|(n, _)| n.as_str()).collect();
                 let aggs: Vec<String> =
                     spec.aggs.iter().map(|a| format!("{} := {}({})", a.name, a.func.name(), a.input)).collect();
-                format!("groupby [{}] agg [{}], {columns}", keys.join(", "), aggs.join(", "))
+                let how = match strategy {
+                    AggStrategy::Tree { split_every } => format!("tree, {split_every} partials per combine"),
+                    AggStrategy::Shuffle { split_out, max_branch } => {
+                        format!("shuffle of partials into {split_out} partitions (max_branch {max_branch})")
+                    }
+                    AggStrategy::Blockwise => "blockwise: input already partitioned by the keys".to_string(),
+                };
+                format!("groupby [{}] agg [{}] ({how}), {columns}", keys.join(", "), aggs.join(", "))
+            }
+            Source::Shuffle { keys, npartitions, max_branch, .. } => {
+                format!(
+                    "shuffle on [{}] into {npartitions} partitions (max_branch {max_branch}), {columns}",
+                    key_names(&keys.0)
+                )
+            }
+            Source::RangeShuffle { column, boundaries, max_branch, .. } => format!(
+                "range shuffle on {column} into {} partitions (max_branch {max_branch}), {columns}",
+                boundaries.0.num_rows() + 1
+            ),
+            Source::Subset { input, partitions } => {
+                format!("partitions {partitions:?} of {}, {columns}", input.source.npartitions())
+            }
+            Source::Repartition { input, npartitions } => {
+                format!("repartition {} into {npartitions} partitions, {columns}", input.source.npartitions())
+            }
+            Source::Merge { left, right, spec, strategy } => {
+                let how = match strategy {
+                    MergeStrategy::Blockwise => "blockwise: both sides partitioned alike".to_string(),
+                    MergeStrategy::BroadcastRight if right.source.npartitions() == 1 => {
+                        "blockwise: the right side is one partition".to_string()
+                    }
+                    MergeStrategy::BroadcastLeft if left.source.npartitions() == 1 => {
+                        "blockwise: the left side is one partition".to_string()
+                    }
+                    MergeStrategy::BroadcastRight => "broadcast of the right side".to_string(),
+                    MergeStrategy::BroadcastLeft => "broadcast of the left side".to_string(),
+                    MergeStrategy::Shuffle { npartitions, .. } => {
+                        format!("hash shuffle of both sides into {npartitions} partitions")
+                    }
+                };
+                format!(
+                    "merge how={} on [{}] = [{}] ({how}), {columns}",
+                    spec.how.name(),
+                    key_names(&spec.left_keys.0),
+                    key_names(&spec.right_keys.0)
+                )
             }
         }
     }
+}
+
+fn key_names(keys: &arrow::datatypes::Schema) -> String {
+    keys.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// Whether a frame's partitions are known to be sorted by its index, with the boundaries.
@@ -177,6 +316,8 @@ pub(crate) struct Frame {
     pub(crate) schema: SchemaRef,
     pub(crate) divisions: Divisions,
     pub(crate) index: Option<String>,
+    /// Set when the partitions are hash-partitioned by key columns the frame still has.
+    pub(crate) partitioning: Option<Partitioning>,
 }
 
 /// A frame prepared for lowering: the source read with a projection, the steps that remain.
@@ -213,6 +354,22 @@ impl Frame {
                     }
                     kept.push(Step::Filter(predicate));
                 }
+                step => {
+                    if let Some(wanted) = &mut needed {
+                        let reads: Vec<&String> = match &step {
+                            Step::Sort(by) => by.iter().map(|(c, _)| c).collect(),
+                            Step::DropDuplicates(subset) => subset.iter().collect(),
+                            Step::Range { column, .. } => vec![column],
+                            _ => Vec::new(),
+                        };
+                        for c in reads {
+                            if !wanted.contains(c) {
+                                wanted.push(c.clone());
+                            }
+                        }
+                    }
+                    kept.push(step);
+                }
             }
         }
         kept.reverse();
@@ -247,7 +404,7 @@ impl Frame {
         while !node.same_node(&origin.steps) {
             let Some(n) = node.0.as_deref() else { return false };
             match &n.step {
-                Step::Filter(_) => return false,
+                Step::Filter(_) | Step::Sort(_) | Step::DropDuplicates(_) | Step::Range { .. } => return false,
                 Step::Project(columns) => {
                     let passes = |c: &String| {
                         columns.iter().any(|(name, e)| name == c && matches!(e, Expr::Column(src) if src == c))
@@ -277,13 +434,30 @@ impl Frame {
         for step in &optimized.steps {
             let _ = writeln!(out, "  {}", step.describe());
         }
-        if let Source::Aggregate { input, spec, split_every } = self.source.as_ref() {
-            let _ = writeln!(
-                out,
-                "group-by input ({} partitions, partial aggregation fused into each, combined {split_every} at a time):",
-                input.source.npartitions()
-            );
-            for line in input.explain(Some(spec.columns_read())).lines() {
+        let inputs: Vec<(String, &Frame, Option<Vec<String>>)> = match self.source.as_ref() {
+            Source::Aggregate { input, spec, .. } => vec![(
+                format!(
+                    "group-by input ({} partitions, partial aggregation fused into each)",
+                    input.source.npartitions()
+                ),
+                input,
+                Some(spec.columns_read()),
+            )],
+            Source::Shuffle { input, .. }
+            | Source::RangeShuffle { input, .. }
+            | Source::Subset { input, .. }
+            | Source::Repartition { input, .. } => {
+                vec![(format!("input ({} partitions)", input.source.npartitions()), input, None)]
+            }
+            Source::Merge { left, right, .. } => vec![
+                (format!("merge left ({} partitions)", left.source.npartitions()), left, None),
+                (format!("merge right ({} partitions)", right.source.npartitions()), right, None),
+            ],
+            _ => Vec::new(),
+        };
+        for (title, input, needed) in inputs {
+            let _ = writeln!(out, "{title}:");
+            for line in input.explain(needed).lines() {
                 let _ = writeln!(out, "  {line}");
             }
         }

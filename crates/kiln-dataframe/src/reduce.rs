@@ -192,6 +192,12 @@ pub struct Length {
     frame: Result<DataFrame>,
 }
 
+impl Length {
+    pub(crate) fn failed(error: DataFrameError) -> Length {
+        Length { frame: Err(error) }
+    }
+}
+
 impl Collection for Length {
     type Output = usize;
 
@@ -311,5 +317,44 @@ impl DataFrame {
     /// Writes every partition to `dir/part.N.parquet` when computed.
     pub fn to_parquet(&self, dir: &str) -> ToParquet {
         ToParquet { frame: self.clone(), dir: dir.to_string() }
+    }
+}
+
+/// A frame's partitions as separate batches (Dask's `to_delayed()` computed): what each
+/// partition holds, e.g. after a shuffle.
+#[derive(Clone)]
+pub struct Partitions {
+    frame: DataFrame,
+}
+
+impl Collection for Partitions {
+    type Output = Vec<RecordBatch>;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        self.frame.add_to(builder)
+    }
+
+    fn output_count(&self) -> usize {
+        self.frame.npartitions()
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<Vec<RecordBatch>, ComputeError> {
+        outputs
+            .iter()
+            .zip(&values)
+            .map(|(id, value)| concat(&self.frame.frame.schema, graph, &[*id], std::slice::from_ref(value)))
+            .collect()
+    }
+}
+
+impl DataFrame {
+    /// The partitions, computed as separate batches.
+    pub fn partitions(&self) -> Partitions {
+        Partitions { frame: self.clone() }
     }
 }

@@ -56,3 +56,56 @@ fn groupby_reductions_and_writes_run_on_a_local_cluster() {
     assert_eq!(read_parquet(&dir.to_string_lossy()).unwrap().compute_on(&client).unwrap(), local);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_shuffled_merge_and_a_split_out_groupby_run_on_a_local_cluster() {
+    use kiln_dataframe::{How, MergeOptions};
+    kiln_dataframe::ensure_registered();
+    let cluster = LocalCluster::builder().workers(2).threads_per_worker(1).mode(WorkerMode::Threads).start().unwrap();
+    let client = cluster.client().unwrap();
+    let local = LocalScheduler::new();
+
+    let trips = read_csv(&fixture("csv/7/*.csv"), &CsvOptions::default().parse_dates(["ts"])).unwrap();
+    let vendors = read_csv(&fixture("tables/vendors.csv"), &CsvOptions::default()).unwrap();
+    let vendors = DataFrame::from_batch(vendors.compute_on(&local).unwrap(), 3).unwrap();
+    // An outer merge cannot broadcast: both sides go through the staged shuffle (two stages
+    // with max_branch 2), so split pieces cross workers through the pieces codec.
+    let merged = trips.merge(&vendors, &MergeOptions::on(["vendor"]).how(How::Outer).max_branch(2)).unwrap();
+    assert!(merged.explain().contains("hash shuffle of both sides into 7 partitions"), "{}", merged.explain());
+    let sort = |b: &RecordBatch| {
+        let columns: Vec<arrow::compute::SortColumn> = ["id", "rid"]
+            .iter()
+            .map(|c| arrow::compute::SortColumn {
+                values: b.column_by_name(c).unwrap().clone(),
+                options: Some(arrow::compute::SortOptions { descending: false, nulls_first: false }),
+            })
+            .collect();
+        arrow::compute::take_record_batch(b, &arrow::compute::lexsort_to_indices(&columns, None).unwrap()).unwrap()
+    };
+    let remote = sort(&merged.compute_on(&client).unwrap());
+    assert_eq!(remote.num_rows(), 307);
+    assert_eq!(remote, sort(&merged.compute_on(&local).unwrap()));
+
+    let by_hour = trips
+        .groupby([trips.col("ts").dt().hour()])
+        .unwrap()
+        .split_out(3)
+        .max_branch(2)
+        .agg([Agg::mean("fare")])
+        .unwrap();
+    let parts = by_hour.partitions().compute_on(&client).unwrap();
+    assert_eq!(parts.len(), 3);
+    let mut pairs: Vec<(i64, f64)> = Vec::new();
+    for part in &parts {
+        let hours = arrow::compute::cast(part.column(0), &arrow::datatypes::DataType::Int64).unwrap();
+        let hours = hours.as_primitive::<arrow::datatypes::Int64Type>();
+        let means = part.column(1).as_primitive::<Float64Type>();
+        pairs.extend((0..part.num_rows()).map(|i| (hours.value(i), means.value(i))));
+    }
+    pairs.sort_by_key(|p| p.0);
+    let expected = expected_hour_means();
+    assert_eq!(pairs.len(), expected.len());
+    for ((_, got), want) in pairs.iter().zip(&expected) {
+        assert!((got - want).abs() < 1e-9 * want.abs().max(1.0), "{got} vs {want}");
+    }
+}

@@ -1,7 +1,7 @@
 //! Group-by against a naive single-batch implementation (a `BTreeMap` of the rows of each
-//! group) on random data with missing keys and values, random partitionings and random tree
-//! fan-ins: the partitioned tree reduction must give the same groups, in key order, with the
-//! same values.
+//! group) on random data with missing keys and values, random partitionings, random tree
+//! fan-ins and random `split_out` (the shuffle of partials, with a small `max_branch` so it
+//! takes several stages): every plan must give the same groups with the same values.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +91,8 @@ proptest! {
         npartitions in 1usize..9,
         split_every in 2usize..5,
         two_keys in any::<bool>(),
+        split_out in 1usize..5,
+        max_branch in 2usize..4,
     ) {
         let df = DataFrame::from_batch(batch(&rows), npartitions).unwrap();
         let keys: Vec<&str> = if two_keys { vec!["k1", "k2"] } else { vec!["k1"] };
@@ -98,6 +100,8 @@ proptest! {
             .groupby(keys.clone())
             .unwrap()
             .split_every(split_every)
+            .split_out(split_out)
+            .max_branch(max_branch)
             .agg([
                 Agg::sum("x"), Agg::count("x").alias("x_count"), Agg::mean("x").alias("x_mean"),
                 Agg::min("x").alias("x_min"), Agg::max("x").alias("x_max"), Agg::var("x").alias("x_var"),
@@ -106,6 +110,16 @@ proptest! {
             .unwrap()
             .compute_on(&LocalScheduler::threads(2))
             .unwrap();
+        // With split_out > 1 each partition is sorted by the keys; the whole is sorted here.
+        let order = arrow::compute::lexsort_to_indices(
+            &out.columns()[..keys.len()]
+                .iter()
+                .map(|c| arrow::compute::SortColumn { values: c.clone(), options: None })
+                .collect::<Vec<_>>(),
+            None,
+        )
+        .unwrap();
+        let out = arrow::compute::take_record_batch(&out, &order).unwrap();
 
         let mut groups: BTreeMap<(i64, String), Vec<&Row>> = BTreeMap::new();
         for r in &rows {

@@ -278,18 +278,41 @@ fn head_reads_the_first_rows() {
 
 /// A group-by on every layout, with a reduction tree of fan-in 2 (several combine levels on 7
 /// partitions) and the default 8.
-fn check_groupby(case: &str, build: impl Fn(&DataFrame, usize) -> DataFrame) {
-    for split_every in [2, 8] {
-        check_frame(case, |df| build(df, split_every));
+fn check_groupby(case: &str, build: impl Fn(&DataFrame, (usize, usize)) -> DataFrame) {
+    for config in [(2, 1), (8, 1)] {
+        check_frame(case, |df| build(df, config));
     }
+    // split_out: the groups spread over 3 or 7 partitions, each sorted; sorted whole here.
+    for split_out in [3, 7] {
+        for (label, df) in layouts() {
+            let grouped = build(&df, (8, split_out));
+            assert_eq!(grouped.npartitions(), split_out, "{case} on {label}");
+            assert!(grouped.explain().contains(&format!("shuffle of partials into {split_out} partitions")));
+            let out = grouped.compute_on(&scheduler()).unwrap_or_else(|e| panic!("{case} on {label}: {e}"));
+            assert_frame(case, &format!("{label} split_out {split_out}"), &sorted_by_all(&out));
+        }
+    }
+}
+
+/// The rows sorted by every column in order, missing values last.
+fn sorted_by_all(batch: &RecordBatch) -> RecordBatch {
+    let options = arrow::compute::SortOptions { descending: false, nulls_first: false };
+    let columns: Vec<arrow::compute::SortColumn> = batch
+        .columns()
+        .iter()
+        .map(|c| arrow::compute::SortColumn { values: c.clone(), options: Some(options) })
+        .collect();
+    let order = arrow::compute::lexsort_to_indices(&columns, None).unwrap();
+    arrow::compute::take_record_batch(batch, &order).unwrap()
 }
 
 #[test]
 fn groupby_every_aggregation() {
-    check_groupby("groupby_vendor", |df, split_every| {
+    check_groupby("groupby_vendor", |df, config| {
         df.groupby(["vendor"])
             .unwrap()
-            .split_every(split_every)
+            .split_every(config.0)
+            .split_out(config.1)
             .agg([
                 Agg::sum("trip_distance").alias("dist_sum"),
                 Agg::count("trip_distance").alias("dist_count"),
@@ -310,17 +333,23 @@ fn groupby_every_aggregation() {
 
 #[test]
 fn groupby_an_hour_of_a_timestamp() {
-    check_groupby("groupby_hour_mean", |df, split_every| {
-        df.groupby([df.col("ts").dt().hour()]).unwrap().split_every(split_every).agg([Agg::mean("fare")]).unwrap()
+    check_groupby("groupby_hour_mean", |df, config| {
+        df.groupby([df.col("ts").dt().hour()])
+            .unwrap()
+            .split_every(config.0)
+            .split_out(config.1)
+            .agg([Agg::mean("fare")])
+            .unwrap()
     });
 }
 
 #[test]
 fn groupby_two_keys_drops_missing_keys() {
-    check_groupby("groupby_two_keys", |df, split_every| {
+    check_groupby("groupby_two_keys", |df, config| {
         df.groupby(["vendor", "passenger_count"])
             .unwrap()
-            .split_every(split_every)
+            .split_every(config.0)
+            .split_out(config.1)
             .agg([Agg::sum("fare").alias("fare_sum"), Agg::size().alias("n")])
             .unwrap()
     });
@@ -328,11 +357,12 @@ fn groupby_two_keys_drops_missing_keys() {
 
 #[test]
 fn groupby_after_a_filter() {
-    check_groupby("groupby_after_filter", |df, split_every| {
+    check_groupby("groupby_after_filter", |df, config| {
         let long = df.filter(&df.col("trip_distance").gt(2)).unwrap();
         long.groupby(["passenger_count"])
             .unwrap()
-            .split_every(split_every)
+            .split_every(config.0)
+            .split_out(config.1)
             .agg([Agg::mean("fare").alias("fare_mean"), Agg::std("fare").alias("fare_std")])
             .unwrap()
     });
@@ -340,11 +370,12 @@ fn groupby_after_a_filter() {
 
 #[test]
 fn groupby_an_assigned_expression() {
-    check_groupby("groupby_expression_key", |df, split_every| {
+    check_groupby("groupby_expression_key", |df, config| {
         let df = df.assign("bucket", &(df.col("fare") / 10).astype(DType::Int64)).unwrap();
         df.groupby(["bucket"])
             .unwrap()
-            .split_every(split_every)
+            .split_every(config.0)
+            .split_out(config.1)
             .agg([
                 Agg::mean("trip_distance").alias("dist_mean"),
                 Agg::of(AggFunc::Count, &df.col("vendor")).alias("vendors"),

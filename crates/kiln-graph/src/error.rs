@@ -31,6 +31,9 @@ pub enum GraphError {
     /// An order attached to a graph does not fit it (wrong length, or a task before its input).
     #[error("invalid planned order: {0}")]
     InvalidOrder(String),
+    /// A shuffle's shape is impossible (no partitions, `max_branch < 2`, too many partitions).
+    #[error("invalid shuffle: {0}")]
+    InvalidShuffle(String),
     /// A collection cannot author its tasks because it was built from invalid operations (a
     /// shape mismatch, an axis out of range, ...). Computing it reports
     /// [`ComputeError::InvalidCollection`] with the same cause.

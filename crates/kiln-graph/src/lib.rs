@@ -10,6 +10,7 @@
 //!   parameters (see [`KernelRegistry`]); closures run on the local scheduler only.
 //! - [`GraphBuilder`] / [`Graph`]: tasks in an arena with dense [`TaskId`]s, validated on build.
 //! - [`cull`], [`fuse`], [`order`]: the optimizations; [`dot`]: Graphviz text.
+//! - [`shuffle`]: the staged hash shuffle pattern, generic over the partition type.
 //! - [`memory`]: the memory budget kernels check before allocating, and the result-size check.
 //!
 //! ```
@@ -39,6 +40,7 @@ pub mod order;
 pub mod portable;
 pub mod reread;
 pub mod scheduler;
+pub mod shuffle;
 pub mod simulate;
 pub mod value;
 

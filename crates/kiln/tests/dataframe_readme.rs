@@ -40,3 +40,43 @@ fn readme_dataframe_example_runs() {
     assert!(hourly.explain().contains("columns [timestamp, value]"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The README's Dask-to-kiln rows for merges, shuffles, `split_out`, `set_index`, `loc` and
+/// `sort_values`, through the facade, on the default scheduler.
+#[test]
+fn readme_merge_shuffle_and_index_rows_run() {
+    use kiln::dataframe::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use kiln::dataframe::{DataFrame, How, MergeOptions};
+    use std::sync::Arc;
+
+    let a = RecordBatch::try_from_iter([
+        ("k", Arc::new(Int64Array::from(vec![3, 1, 2, 1, 5, 4])) as _),
+        ("x", Arc::new(Float64Array::from(vec![30.0, 10.0, 20.0, 11.0, 50.0, 40.0])) as _),
+    ])
+    .unwrap();
+    let b = RecordBatch::try_from_iter([
+        ("k", Arc::new(Int64Array::from(vec![1, 2, 9])) as _),
+        ("name", Arc::new(StringArray::from(vec!["one", "two", "nine"])) as _),
+    ])
+    .unwrap();
+    let (a, b) = (DataFrame::from_batch(a, 3).unwrap(), DataFrame::from_batch(b, 2).unwrap());
+    let merged = a.merge(&b, &MergeOptions::on(["k"]).how(How::Left)).unwrap();
+    let out = merged.compute().unwrap();
+    assert_eq!(out.num_rows(), 6);
+    assert_eq!(out.column(2).null_count(), 3);
+
+    let shuffled = a.shuffle(&["k"], 8).unwrap();
+    assert_eq!(shuffled.npartitions(), 8);
+    let sums = shuffled.groupby(["k"]).unwrap().split_out(4).agg([Agg::sum("x")]).unwrap();
+    assert_eq!(sums.compute().unwrap().num_rows(), 5);
+
+    let scheduler = kiln::LocalScheduler::new();
+    let indexed = a.set_index("k", &scheduler).unwrap();
+    assert!(indexed.known_divisions());
+    let some = indexed.loc(Some(Scalar::Int(2)), Some(Scalar::Int(4))).unwrap().compute().unwrap();
+    assert_eq!(some.column(0).as_primitive::<kiln::dataframe::arrow::datatypes::Int64Type>().values(), &[2, 3, 4]);
+    let sorted = a.sort_values("x", false, &scheduler).unwrap().compute().unwrap();
+    assert_eq!(sorted.column(1).as_primitive::<Float64Type>().values(), &[10.0, 11.0, 20.0, 30.0, 40.0, 50.0]);
+    let joined = indexed.join(&b.set_index("k", &scheduler).unwrap(), How::Inner).unwrap();
+    assert_eq!(joined.compute().unwrap().num_rows(), 3);
+}

@@ -1,0 +1,419 @@
+//! The index and order across partitions: `set_index` (divisions from sampled quantiles, a
+//! range shuffle, a sort within partitions), `sort_values`, `reset_index`, `loc` (pruning
+//! partitions by divisions), `repartition`, and the distinct-value operations built on the
+//! shuffle (`drop_duplicates`, `nunique`, `value_counts`).
+//!
+//! Like Dask, `set_index` and `sort_values` compute their divisions when called (a sample of
+//! every partition, on the scheduler given), so the frame they return knows its divisions
+//! before anything else runs.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, Scheduler, TaskId, Value, unique_token};
+
+use crate::error::{DataFrameError, Result};
+use crate::frame::DataFrame;
+use crate::groupby::Agg;
+use crate::lower::{Terminal, lower_frame};
+use crate::plan::{Divisions, Frame, Source, Step, Steps};
+use crate::reduce::Length;
+use crate::scalar::Scalar;
+use crate::series::Series;
+use crate::shuffle::DEFAULT_MAX_BRANCH;
+use crate::sort::{SerdeBatch, divisions_from_samples};
+
+/// Values sampled per partition to choose divisions.
+const SAMPLES_PER_PARTITION: usize = 128;
+
+/// Each partition's batch from a terminal step (samples, bounds), computed eagerly.
+struct Gather {
+    frame: Arc<Frame>,
+    terminal: Terminal,
+}
+
+impl Collection for Gather {
+    type Output = Vec<RecordBatch>;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        let needed = match &self.terminal {
+            Terminal::Sample(c, _) | Terminal::Bounds(c) => Some(vec![c.clone()]),
+            _ => None,
+        };
+        let terminal = self.terminal.clone();
+        lower_frame(&self.frame, needed, &move |_| terminal.clone(), builder)
+    }
+
+    fn output_count(&self) -> usize {
+        self.frame.source.npartitions()
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<Vec<RecordBatch>, ComputeError> {
+        outputs
+            .iter()
+            .zip(values)
+            .map(|(id, v)| {
+                v.downcast_ref::<RecordBatch>().cloned().map_err(|m| ComputeError::ResultType {
+                    key: graph.key(*id).clone(),
+                    expected: m.expected,
+                    found: m.found,
+                })
+            })
+            .collect()
+    }
+}
+
+fn gather(frame: &Arc<Frame>, terminal: Terminal, what: &str, scheduler: &dyn Scheduler) -> Result<Vec<RecordBatch>> {
+    Gather { frame: frame.clone(), terminal }.compute_on(scheduler).map_err(|e| DataFrameError::compute(what, e))
+}
+
+fn scalars(array: &ArrayRef) -> Result<Vec<Scalar>> {
+    (0..array.len()).map(|i| Scalar::from_array(array.as_ref(), i)).collect()
+}
+
+/// `a` against `b`, compared as `a`'s type (`None` when they cannot be compared).
+fn compare(a: &Scalar, b: &Scalar) -> Option<Ordering> {
+    if a.is_null() || b.is_null() {
+        return None;
+    }
+    let (x, y) = (a.to_array(), b.to_array());
+    let y = if x.data_type() == y.data_type() { y } else { arrow::compute::cast(&y, x.data_type()).ok()? };
+    let converter = arrow::row::RowConverter::new(vec![arrow::row::SortField::new(x.data_type().clone())]).ok()?;
+    let rx = converter.convert_columns(&[x]).ok()?;
+    let ry = converter.convert_columns(&[y]).ok()?;
+    Some(rx.row(0).cmp(&ry.row(0)))
+}
+
+impl DataFrame {
+    fn with_source(&self, source: Source, divisions: Divisions, index: Option<String>) -> DataFrame {
+        DataFrame {
+            frame: Arc::new(Frame {
+                source: Arc::new(source),
+                token: unique_token(),
+                steps: Steps::default(),
+                schema: self.frame.schema.clone(),
+                divisions,
+                index,
+                partitioning: None,
+            }),
+        }
+    }
+
+    fn check_column(&self, column: &str) -> Result<()> {
+        crate::expr::Expr::Column(column.to_string()).data_type(&self.frame.schema).map(|_| ())
+    }
+
+    /// Sorts the frame by `column` across partitions and makes it the index, with known
+    /// divisions (Dask's `set_index`): a sample of every partition (computed now, on
+    /// `scheduler`) gives `npartitions + 1` divisions at even quantiles, a range shuffle sends
+    /// each row to its division's partition, and each partition is sorted. Repeated values can
+    /// leave fewer partitions; missing index values go to the end of the last partition.
+    ///
+    /// # Errors
+    /// [`DataFrameError::ColumnNotFound`]; a [`DataFrameError::Compute`] naming the failure of
+    /// the sampling computation.
+    pub fn set_index(&self, column: &str, scheduler: &dyn Scheduler) -> Result<DataFrame> {
+        self.check_column(column)?;
+        let sorted = self.range_sorted(column, false, scheduler)?;
+        let divisions = match &sorted.frame.source.as_ref() {
+            Source::RangeShuffle { .. } => sorted.frame.divisions.clone(),
+            _ => Divisions::Unknown,
+        };
+        let frame = Frame {
+            source: sorted.frame.source.clone(),
+            token: sorted.frame.token,
+            steps: sorted.frame.steps.clone(),
+            schema: sorted.frame.schema.clone(),
+            divisions,
+            index: Some(column.to_string()),
+            partitioning: None,
+        };
+        Ok(DataFrame { frame: Arc::new(frame) })
+    }
+
+    /// Makes `column` the index of a frame already sorted by it (Dask's `set_index(...,
+    /// sorted=True)`): no data moves; each partition's first and last value (computed now, on
+    /// `scheduler`) give the divisions, and the order is checked — within each partition, and
+    /// across partitions. Empty partitions are dropped.
+    ///
+    /// # Errors
+    /// [`DataFrameError::ColumnNotFound`]; a [`DataFrameError::Compute`] naming the partition
+    /// that is not sorted or has a missing index value; [`DataFrameError::InvalidArgument`] when
+    /// a partition starts before the previous one ends, or every partition is empty.
+    pub fn set_index_sorted(&self, column: &str, scheduler: &dyn Scheduler) -> Result<DataFrame> {
+        self.check_column(column)?;
+        let bounds = gather(&self.frame, Terminal::Bounds(column.to_string()), "set_index(sorted=true)", scheduler)?;
+        let mut kept = Vec::new();
+        let mut divisions: Vec<Scalar> = Vec::new();
+        let mut last: Option<Scalar> = None;
+        for (i, b) in bounds.iter().enumerate() {
+            if b.num_rows() == 0 {
+                continue;
+            }
+            let ends = scalars(b.column(0))?;
+            if let Some(prev) = &last
+                && compare(&ends[0], prev) == Some(Ordering::Less)
+            {
+                return Err(DataFrameError::InvalidArgument(format!(
+                    "set_index({column:?}, sorted=true): partition {i} starts at {} before the previous one ends at {prev}",
+                    ends[0]
+                )));
+            }
+            kept.push(i);
+            divisions.push(ends[0].clone());
+            last = Some(ends[1].clone());
+        }
+        let Some(last) = last else {
+            return Err(DataFrameError::InvalidArgument(format!(
+                "set_index({column:?}, sorted=true): the frame has no rows"
+            )));
+        };
+        divisions.push(last);
+        let base = if kept.len() == bounds.len() {
+            self.clone()
+        } else {
+            self.with_source(Source::Subset { input: self.frame.clone(), partitions: kept }, Divisions::Unknown, None)
+        };
+        let frame = Frame {
+            source: base.frame.source.clone(),
+            token: base.frame.token,
+            steps: base.frame.steps.clone(),
+            schema: base.frame.schema.clone(),
+            divisions: Divisions::Known(divisions),
+            index: Some(column.to_string()),
+            partitioning: None,
+        };
+        Ok(DataFrame { frame: Arc::new(frame) })
+    }
+
+    /// The rows sorted by `column` across partitions (Dask's `sort_values`; missing values
+    /// last, ties in input order): divisions from samples as in [`DataFrame::set_index`], a
+    /// range shuffle, a sort within partitions, and for `descending` the partitions in reverse.
+    ///
+    /// # Errors
+    /// As [`DataFrame::set_index`].
+    pub fn sort_values(&self, column: &str, descending: bool, scheduler: &dyn Scheduler) -> Result<DataFrame> {
+        self.check_column(column)?;
+        let sorted = self.range_sorted(column, descending, scheduler)?;
+        Ok(DataFrame {
+            frame: Arc::new(Frame {
+                source: sorted.frame.source.clone(),
+                token: sorted.frame.token,
+                steps: sorted.frame.steps.clone(),
+                schema: sorted.frame.schema.clone(),
+                divisions: Divisions::Unknown,
+                index: self.frame.index.clone(),
+                partitioning: None,
+            }),
+        })
+    }
+
+    /// Range shuffle by `column` and a sort within partitions; divisions (ascending) are
+    /// carried on the frame for `set_index`.
+    fn range_sorted(&self, column: &str, descending: bool, scheduler: &dyn Scheduler) -> Result<DataFrame> {
+        let n = self.npartitions();
+        let samples = gather(
+            &self.frame,
+            Terminal::Sample(column.to_string(), SAMPLES_PER_PARTITION),
+            "sampling for divisions",
+            scheduler,
+        )?;
+        let sort = Step::Sort(vec![(column.to_string(), descending)]);
+        let Some(divisions) = divisions_from_samples(&samples, n)? else {
+            // No present value anywhere: one partition holds every row.
+            let one = self.repartition(1)?;
+            return Ok(one.with_step(sort, self.frame.schema.clone()));
+        };
+        let interior = divisions.slice(1, divisions.len().saturating_sub(2));
+        let boundaries = SerdeBatch(
+            RecordBatch::try_from_iter([("boundary", interior)])
+                .map_err(|e| DataFrameError::compute("divisions", e))?,
+        );
+        let source = Source::RangeShuffle {
+            input: self.frame.clone(),
+            column: column.to_string(),
+            boundaries,
+            missing_first: descending,
+            max_branch: DEFAULT_MAX_BRANCH,
+        };
+        let known = Divisions::Known(scalars(&divisions)?);
+        let mut shuffled = self.with_source(source, known, Some(column.to_string()));
+        if descending {
+            let count = shuffled.npartitions();
+            shuffled = shuffled.with_source(
+                Source::Subset { input: shuffled.frame.clone(), partitions: (0..count).rev().collect() },
+                Divisions::Unknown,
+                None,
+            );
+        }
+        let sorted = shuffled.with_step(sort, self.frame.schema.clone());
+        Ok(sorted)
+    }
+
+    /// The frame without an index (its column stays a column; divisions become unknown), as
+    /// pandas' `reset_index()` after which the row labels are plain positions.
+    pub fn reset_index(&self) -> DataFrame {
+        DataFrame {
+            frame: Arc::new(Frame {
+                source: self.frame.source.clone(),
+                token: self.frame.token,
+                steps: self.frame.steps.clone(),
+                schema: self.frame.schema.clone(),
+                divisions: Divisions::Unknown,
+                index: None,
+                partitioning: self.frame.partitioning.clone(),
+            }),
+        }
+    }
+
+    /// The rows whose index lies in `[low, high]`, both ends included, either optional (pandas'
+    /// `df.loc[low:high]`). With known divisions only the partitions that can hold such rows
+    /// are computed; otherwise every partition is filtered.
+    ///
+    /// # Errors
+    /// [`DataFrameError::InvalidArgument`] when the frame has no index;
+    /// [`DataFrameError::TypeMismatch`] when a bound cannot be compared with the index.
+    pub fn loc(&self, low: Option<Scalar>, high: Option<Scalar>) -> Result<DataFrame> {
+        let Some(index) = self.frame.index.clone() else {
+            return Err(DataFrameError::InvalidArgument("loc selects by the index: set one first (set_index)".into()));
+        };
+        let index_type = self
+            .frame
+            .schema
+            .field_with_name(&index)
+            .map(|f| f.data_type().clone())
+            .map_err(|_| DataFrameError::ColumnNotFound { column: index.clone(), available: self.columns() })?;
+        for bound in [&low, &high].into_iter().flatten() {
+            let array = bound.to_array();
+            // Numbers meet numbers, strings strings; a string may also name a date or time.
+            let comparable = crate::join::common_key_type(array.data_type(), &index_type).is_some()
+                || (array.data_type() == &arrow::datatypes::DataType::Utf8 && index_type.is_temporal());
+            if !comparable {
+                return Err(DataFrameError::TypeMismatch {
+                    operation: "loc".into(),
+                    expression: bound.to_string(),
+                    found: array.data_type().clone(),
+                    expected: format!("a bound comparable with the index {index:?} of type {index_type}"),
+                });
+            }
+        }
+        let step = Step::Range { column: index.clone(), low: low.clone(), high: high.clone() };
+        let Divisions::Known(divisions) = &self.frame.divisions else {
+            return Ok(self.with_step(step, self.frame.schema.clone()));
+        };
+        let n = self.npartitions();
+        let typed = |s: &Scalar| {
+            let a = s.to_array();
+            arrow::compute::cast(&a, &index_type).ok().and_then(|a| Scalar::from_array(a.as_ref(), 0).ok())
+        };
+        let (low_t, high_t) = (low.as_ref().and_then(typed), high.as_ref().and_then(typed));
+        let keep: Vec<usize> = (0..n)
+            .filter(|&i| {
+                let (start, end) = (&divisions[i], &divisions[i + 1]);
+                let below_high = high_t.as_ref().is_none_or(|h| compare(start, h) != Some(Ordering::Greater));
+                let above_low = low_t.as_ref().is_none_or(|l| match compare(end, l) {
+                    Some(Ordering::Greater) => true,
+                    // The last partition includes its upper division.
+                    Some(Ordering::Equal) => i + 1 == n,
+                    _ => false,
+                });
+                below_high && above_low
+            })
+            .collect();
+        let (partitions, divisions) = if keep.is_empty() {
+            // Nothing can match: keep one partition, which the range filter empties.
+            (vec![0], vec![divisions[0].clone(), divisions[1].clone()])
+        } else {
+            let mut d: Vec<Scalar> = keep.iter().map(|&i| divisions[i].clone()).collect();
+            d.push(divisions[keep[keep.len() - 1] + 1].clone());
+            (keep, d)
+        };
+        let pruned = self.with_source(
+            Source::Subset { input: self.frame.clone(), partitions },
+            Divisions::Known(divisions),
+            Some(index),
+        );
+        Ok(pruned.with_step(step, self.frame.schema.clone()))
+    }
+
+    /// The same rows in `npartitions` partitions (Dask's `repartition(npartitions=n)`): fewer
+    /// by concatenating runs of neighbouring partitions (known divisions stay known), more by
+    /// splitting each partition's rows into nearly equal pieces.
+    ///
+    /// # Errors
+    /// [`DataFrameError::InvalidArgument`] for `npartitions == 0`.
+    pub fn repartition(&self, npartitions: usize) -> Result<DataFrame> {
+        if npartitions == 0 {
+            return Err(DataFrameError::InvalidArgument("repartition needs npartitions >= 1".into()));
+        }
+        let m = self.npartitions();
+        if npartitions == m {
+            return Ok(self.clone());
+        }
+        let divisions = match &self.frame.divisions {
+            Divisions::Known(d) if npartitions < m => {
+                Divisions::Known((0..=npartitions).map(|i| d[m * i / npartitions].clone()).collect())
+            }
+            _ => Divisions::Unknown,
+        };
+        let index = self.frame.index.clone();
+        Ok(self.with_source(Source::Repartition { input: self.frame.clone(), npartitions }, divisions, index))
+    }
+
+    /// The rows without repeats of `subset`'s values (all columns for `None`), keeping each
+    /// value's first row (pandas' `drop_duplicates(keep="first")`; missing equals missing):
+    /// repeats are dropped within each partition, the rest shuffled by those columns (unless
+    /// the frame is one partition or already partitioned by them) and dropped again.
+    ///
+    /// # Errors
+    /// [`DataFrameError::ColumnNotFound`] for a missing column.
+    pub fn drop_duplicates(&self, subset: Option<&[&str]>) -> Result<DataFrame> {
+        let subset: Vec<String> = match subset {
+            Some(s) => s.iter().map(|c| c.to_string()).collect(),
+            None => self.columns(),
+        };
+        for c in &subset {
+            self.check_column(c)?;
+        }
+        let step = Step::DropDuplicates(subset.clone());
+        let local = self.with_step(step.clone(), self.frame.schema.clone());
+        if self.npartitions() == 1 {
+            return Ok(local);
+        }
+        let shuffled = local.shuffle(&subset, self.npartitions())?;
+        Ok(shuffled.with_step(step, self.frame.schema.clone()))
+    }
+}
+
+impl Series {
+    /// The number of distinct present values (pandas' `nunique()`), computed as a group-by on
+    /// the values (tree or shuffle, by the group-by's rule) and its length.
+    pub fn nunique(&self) -> Length {
+        let groups = self.to_frame().and_then(|f| {
+            let name = self.name();
+            f.groupby([name.as_str()])?.agg([Agg::size()])
+        });
+        match groups {
+            Ok(g) => g.len(),
+            Err(e) => Length::failed(e),
+        }
+    }
+
+    /// Each distinct present value and how many rows have it, most frequent first, ties by
+    /// value (pandas' `value_counts()`; columns `[name, "count"]`, one partition).
+    ///
+    /// # Errors
+    /// The error the series carries.
+    pub fn value_counts(&self) -> Result<DataFrame> {
+        let name = self.name();
+        let counts = self.to_frame()?.groupby([name.as_str()])?.split_out(1).agg([Agg::size().alias("count")])?;
+        let schema = counts.schema();
+        Ok(counts.with_step(Step::Sort(vec![("count".into(), true), (name, false)]), schema))
+    }
+}
