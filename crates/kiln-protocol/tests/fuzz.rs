@@ -4,9 +4,8 @@
 use bytes::{Bytes, BytesMut};
 use kiln_protocol::messages::WorkerToScheduler;
 use kiln_protocol::{
-    AuthToken,
-    Hello, MAGIC, Packet, PacketDecoder, ProtocolError, Reply, Role, decode_header, decode_hello, decode_reply,
-    encode_header, encode_hello, encode_packet, encode_reply,
+    AuthToken, Hello, MAGIC, Packet, PacketDecoder, ProtocolError, Reply, Role, decode_header, decode_hello,
+    decode_reply, encode_header, encode_hello, encode_packet, encode_reply,
 };
 use proptest::prelude::*;
 
