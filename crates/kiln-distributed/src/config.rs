@@ -222,7 +222,7 @@ impl ConfigFile {
             .map_err(|e| ConfigError::Syntax { path: path.to_path_buf(), message: e.to_string() })?;
         let mut values = BTreeMap::new();
         // Tables nest at most three deep (security.worker.cert): a work list, not recursion.
-        let mut pending: Vec<(String, toml::Value)> = table.into_iter().map(|(k, v)| (k, v)).collect();
+        let mut pending: Vec<(String, toml::Value)> = table.into_iter().collect();
         while let Some((key, value)) = pending.pop() {
             match value {
                 toml::Value::Table(inner) if !is_known(&key) => {

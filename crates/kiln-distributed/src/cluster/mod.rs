@@ -51,7 +51,7 @@ pub struct LocalClusterBuilder {
 #[derive(Debug, Clone)]
 enum ClusterSecurity {
     Plain,
-    Given(Security),
+    Given(Box<Security>),
     Temporary,
 }
 
@@ -146,7 +146,7 @@ impl LocalClusterBuilder {
     /// (which use the client certificate). Worker processes get the CA and the worker
     /// certificate as files in a private temporary directory, removed when the cluster closes.
     pub fn security(mut self, security: Security) -> Self {
-        self.security = ClusterSecurity::Given(security);
+        self.security = ClusterSecurity::Given(Box::new(security));
         self
     }
 
@@ -171,7 +171,7 @@ impl LocalClusterBuilder {
             .map_err(|e| ClusterError::Start(format!("cannot start a runtime: {e}")))?;
         let security = match &self.security {
             ClusterSecurity::Plain => Security::default(),
-            ClusterSecurity::Given(security) => security.clone(),
+            ClusterSecurity::Given(security) => Security::clone(security),
             ClusterSecurity::Temporary => {
                 Security::temporary().map_err(|e| ClusterError::Start(format!("cannot make certificates: {e}")))?
             }

@@ -58,17 +58,17 @@ pub(super) async fn serve_peers(
         let stranger = admission.admit();
         let transport = transport.clone();
         tokio::spawn(async move {
-            if let Err(why) = serve_peer(stream, transport, peer, stranger, store, events, &name, token).await {
+            if let Err(why) = serve_peer((stream, transport), peer, stranger, store, events, &name, token).await {
                 tracing::warn!("worker {name}: dropped connection from {peer}: {why}");
             }
         });
     }
 }
 
-/// Serves one data-port connection; `Err` says why it was dropped.
+/// Serves one data-port connection (`stream` is completed with `transport`: TLS, token);
+/// `Err` says why it was dropped.
 async fn serve_peer(
-    stream: TcpStream,
-    transport: Transport,
+    (stream, transport): (TcpStream, Transport),
     peer: SocketAddr,
     mut stranger: comm::Stranger,
     store: Arc<Store>,
