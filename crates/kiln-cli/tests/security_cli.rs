@@ -246,3 +246,30 @@ fn kiln_config_merges_file_environment_and_flags_and_names_an_unknown_key() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_secure_local_cluster_of_worker_processes_with_a_token_computes_and_cleans_up_its_files() {
+    let token = kiln_protocol::AuthToken::new(b"local secret".to_vec());
+    let security = Security::temporary().unwrap().with_token(token);
+    let cluster = kiln_distributed::LocalCluster::builder().workers(2).binary(KILN).security(security).start().unwrap();
+    let client = cluster.client().unwrap();
+    assert!(cluster.address().starts_with("tls://"));
+    assert!(client.workers().iter().all(|w| w.address.starts_with("tls://")), "{:?}", client.workers());
+    let x = RandomState::new(4).random(&[300, 300], [100, 100]);
+    let y = (&x + &x.t() - &x.mean_axis(0)).std();
+    let local = y.compute_on(&LocalScheduler::new()).unwrap().first().copied().unwrap();
+    let remote = y.compute_on(&client).unwrap().first().copied().unwrap();
+    assert!((local - remote).abs() <= 1e-9 * local.abs(), "{local} vs {remote}");
+    // The cluster's certificates without its token are not enough.
+    let tokenless = cluster.security().clone().with_token(None);
+    assert!(Client::connect_with(&cluster.address(), &tokenless).is_err());
+    drop(client);
+    cluster.close();
+    let prefix = format!("kiln-cluster-tls-{}-", std::process::id());
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "certificate files left behind: {left:?}");
+}
