@@ -236,6 +236,10 @@ async fn run_scheduler(listen: &str, config: ServerConfig, scheduler_file: Optio
         if address.ip().is_unspecified() { std::net::SocketAddr::new(outward_ip(), address.port()) } else { address };
     let scheme = server.url().split("://").next().unwrap_or("tcp").to_string();
     let url = format!("{scheme}://{shown}");
+    // The file first: whoever sees the banner may read the file at once.
+    if let Some(path) = &scheduler_file {
+        kiln_distributed::scheduler_file::write(path, &url)?;
+    }
     println!("Scheduler at {url}");
     tracing::info!("scheduler listening on {address}");
     if open && !address.ip().is_loopback() {
@@ -243,9 +247,6 @@ async fn run_scheduler(listen: &str, config: ServerConfig, scheduler_file: Optio
             "listening on {address} without TLS or an auth token: anyone who can reach this port can submit work \
              and read results (see --tls-ca-file/--tls-cert/--tls-key, --auth-token)"
         );
-    }
-    if let Some(path) = &scheduler_file {
-        kiln_distributed::scheduler_file::write(path, &url)?;
     }
     let result = serve_until_stopped(&server).await;
     if let Some(path) = &scheduler_file {
