@@ -3,11 +3,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use clap::CommandFactory;
 use clap::{Parser, Subcommand};
 use kiln::Scheduler;
 use kiln::local::Progress;
 use kiln::prelude::*;
-use kiln_distributed::{Client, LocalCluster, NannyPolicy, SchedulerServer, ServerConfig, WorkerArgs, WorkerConfig};
+use kiln_distributed::config::{self, ConfigFile, Section};
+use kiln_distributed::{
+    Client, LocalCluster, NannyPolicy, SchedulerServer, SecurityArgs, ServerConfig, TlsRole, WorkerArgs, WorkerConfig,
+};
 
 /// kiln: Dask rebuilt in Rust.
 #[derive(Parser)]
@@ -20,8 +24,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a distributed scheduler: workers and clients connect to it.
+    #[command(args_override_self = true)]
     Scheduler {
-        /// Interface to listen on (0.0.0.0: all).
+        /// Interface to listen on (0.0.0.0: all, as Dask: workers on other machines must reach
+        /// it; use TLS or --auth-token when the network is shared).
         #[arg(long, default_value = "0.0.0.0")]
         host: String,
         /// Port to listen on (0: any free port).
@@ -34,10 +40,28 @@ enum Command {
         /// before it errs, or `none` to wait forever (Dask's `no-workers-timeout`).
         #[arg(long, default_value = "300", value_parser = parse_no_workers_timeout)]
         no_workers_timeout: NoWorkersTimeout,
+        /// Write the scheduler's address to this JSON file for workers and clients
+        /// (`kiln worker --scheduler-file`).
+        #[arg(long, value_name = "PATH")]
+        scheduler_file: Option<std::path::PathBuf>,
+        /// TLS and token.
+        #[command(flatten)]
+        security: SecurityArgs,
     },
     /// Runs a worker that joins the scheduler at ADDR (e.g. tcp://192.168.0.1:8786). A program
     /// of yours that calls `run_worker_if_requested` takes the same flags.
+    #[command(args_override_self = true)]
     Worker(WorkerArgs),
+    /// Prints the settings in force (kiln.toml < KILN_* variables < flags) and where each came
+    /// from: `kiln config`, or `kiln config worker --nthreads 2` to see a command's flags merged.
+    Config {
+        /// `scheduler` or `worker` (default: both).
+        #[arg(value_parser = ["scheduler", "worker"])]
+        command: Option<String>,
+        /// That command's flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Runs the seeds' computations and reports what happened: the headline
     /// `(x + x.T - x.mean(axis=0)).std()` on an n x n random array on a local cluster of
     /// worker processes and on the local threaded scheduler, then a loop of delayed calls.
@@ -66,14 +90,16 @@ enum Command {
 fn main() -> Result<()> {
     kiln::register_builtins();
     register_demo_kernels();
-    match Cli::parse().command {
-        Command::Scheduler { host, port, worker_timeout, no_workers_timeout } => {
+    match Cli::parse_from(with_configuration(std::env::args_os().collect())?).command {
+        Command::Scheduler { host, port, worker_timeout, no_workers_timeout, scheduler_file, security } => {
             init_logging();
             let mut config =
                 ServerConfig { worker_timeout: Duration::from_secs(worker_timeout), ..ServerConfig::default() };
             config.policy.no_workers_timeout_ms = no_workers_timeout.0;
-            runtime()?.block_on(run_scheduler(&format!("{host}:{port}"), config))
+            config.security = security.to_security(TlsRole::Scheduler)?;
+            runtime()?.block_on(run_scheduler(&format!("{host}:{port}"), config, scheduler_file))
         }
+        Command::Config { command, args } => print_configuration(command.as_deref(), &args),
         Command::Worker(args) => {
             init_logging();
             let config = args.to_config()?;
@@ -90,6 +116,15 @@ fn main() -> Result<()> {
             kiln_distributed::worker::tune_allocator_for_workers();
             match runtime()?.block_on(run_worker(config)) {
                 Ok(Stopped::Done) => Ok(()),
+                // No scheduler for the death timeout: a batch job ends rather than waits.
+                Ok(Stopped::NoScheduler) => std::process::exit(kiln_distributed::EXIT_NO_SCHEDULER),
+                Err(e)
+                    if e.downcast_ref::<kiln_distributed::comm::CommError>()
+                        .is_some_and(|c| matches!(c, kiln_distributed::comm::CommError::NoScheduler(_))) =>
+                {
+                    eprintln!("Error: {e:#}");
+                    std::process::exit(kiln_distributed::EXIT_NO_SCHEDULER);
+                }
                 // The nanny starts a new worker process (see `EXIT_FRESH_START`).
                 Ok(Stopped::FreshStart) => std::process::exit(kiln_distributed::EXIT_FRESH_START),
                 Err(e) => {
@@ -157,13 +192,71 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-async fn run_scheduler(listen: &str, config: ServerConfig) -> Result<()> {
+/// The command line with kiln.toml's and the `KILN_*` variables' settings put in before the
+/// user's flags, for `kiln scheduler` and `kiln worker` (see `kiln_distributed::config`).
+fn with_configuration(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>> {
+    let section = match argv.get(1).and_then(|a| a.to_str()) {
+        Some("scheduler") => Section::Scheduler,
+        Some("worker") => Section::Worker,
+        _ => return Ok(argv),
+    };
+    let file = ConfigFile::find()?;
+    let command = Cli::command();
+    let sub = command.find_subcommand(section.name()).context("the subcommand exists")?;
+    let layered = config::layer(section, sub, &argv[2..], &file)?;
+    let mut args = vec![argv[0].clone()];
+    args.extend(layered.args);
+    Ok(args)
+}
+
+fn print_configuration(only: Option<&str>, args: &[std::ffi::OsString]) -> Result<()> {
+    let file = ConfigFile::find()?;
+    let command = Cli::command();
+    let mut lines = Vec::new();
+    for section in [Section::Scheduler, Section::Worker] {
+        if only.is_some_and(|o| o != section.name()) {
+            continue;
+        }
+        let sub = command.find_subcommand(section.name()).context("the subcommand exists")?;
+        let flags = if only.is_some() { args } else { &[] };
+        lines.extend(config::layer(section, sub, flags, &file)?.lines);
+    }
+    // Keys shared by both commands (the CA, the switches) are shown once.
+    let mut seen = std::collections::HashSet::new();
+    lines.retain(|l| seen.insert(l.key));
+    print!("{}", config::render(&file, &lines));
+    Ok(())
+}
+
+async fn run_scheduler(listen: &str, config: ServerConfig, scheduler_file: Option<std::path::PathBuf>) -> Result<()> {
+    let open = !config.security.has_certificate(TlsRole::Scheduler) && config.security.token().is_none();
     let server = SchedulerServer::start(listen, config).await?;
     let address = server.address();
     let shown =
         if address.ip().is_unspecified() { std::net::SocketAddr::new(outward_ip(), address.port()) } else { address };
-    println!("Scheduler at tcp://{shown}");
+    let scheme = server.url().split("://").next().unwrap_or("tcp").to_string();
+    let url = format!("{scheme}://{shown}");
+    // The file first: whoever sees the banner may read the file at once.
+    if let Some(path) = &scheduler_file {
+        kiln_distributed::scheduler_file::write(path, &url)?;
+    }
+    println!("Scheduler at {url}");
     tracing::info!("scheduler listening on {address}");
+    if open && !address.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {address} without TLS or an auth token: anyone who can reach this port can submit work \
+             and read results (see --tls-ca-file/--tls-cert/--tls-key, --auth-token)"
+        );
+    }
+    let result = serve_until_stopped(&server).await;
+    if let Some(path) = &scheduler_file {
+        // A stale file would send the next batch job's workers to a dead address.
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+async fn serve_until_stopped(server: &SchedulerServer) -> Result<()> {
     tokio::select! {
         signal = shutdown_signal() => {
             tracing::info!("received {signal}; telling workers and clients");
@@ -190,6 +283,8 @@ enum Stopped {
     Done,
     /// It left to be started afresh by its nanny.
     FreshStart,
+    /// No scheduler was reachable for its death timeout.
+    NoScheduler,
 }
 
 async fn run_worker(config: WorkerConfig) -> Result<Stopped> {
@@ -206,7 +301,13 @@ async fn run_worker(config: WorkerConfig) -> Result<Stopped> {
         }
         _ = worker.stopped() => {}
     }
-    Ok(if worker.wants_fresh_start() { Stopped::FreshStart } else { Stopped::Done })
+    Ok(if worker.wants_fresh_start() {
+        Stopped::FreshStart
+    } else if worker.lost_scheduler() {
+        Stopped::NoScheduler
+    } else {
+        Stopped::Done
+    })
 }
 
 /// The demo's delayed functions, registered so the cluster's workers (this same binary) can

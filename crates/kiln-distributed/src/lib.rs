@@ -20,14 +20,18 @@
 mod client;
 mod cluster;
 pub mod comm;
+pub mod config;
 mod server;
 pub mod worker;
 
 pub use client::futures::{AsCompleted, Future};
 pub use client::{Client, ClusterLoad, KeyStatus};
+pub use cluster::scheduler_file;
 pub use cluster::{
-    ClusterError, EXIT_CANNOT_START, EXIT_FRESH_START, LocalCluster, LocalClusterBuilder, NannyPolicy, WorkerArgs,
-    WorkerArgsError, WorkerArgsInvalid, WorkerMode, run_nanny, run_worker_if_requested,
+    ClusterError, EXIT_CANNOT_START, EXIT_FRESH_START, EXIT_NO_SCHEDULER, LocalCluster, LocalClusterBuilder,
+    NannyPolicy, SecurityArgs, WorkerArgs, WorkerArgsError, WorkerArgsInvalid, WorkerMode, run_nanny,
+    run_worker_if_requested,
 };
+pub use comm::tls::{CertificateAuthority, Security, SecurityError, TlsRole, TlsVersion};
 pub use server::{SchedulerServer, ServerConfig};
 pub use worker::{WorkerConfig, WorkerHandle, start_worker, tune_allocator_for_workers};

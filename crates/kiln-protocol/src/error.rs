@@ -16,6 +16,9 @@ pub enum ProtocolError {
     /// The hello announced a name longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN).
     #[error("handshake name of {0} bytes exceeds the maximum of {max} bytes", max = crate::MAX_NAME_LEN)]
     NameTooLong(usize),
+    /// The hello announced a token longer than [`MAX_TOKEN_LEN`](crate::MAX_TOKEN_LEN).
+    #[error("handshake token of {0} bytes exceeds the maximum of {max} bytes", max = crate::MAX_TOKEN_LEN)]
+    TokenTooLong(usize),
     /// A name or message was not valid UTF-8.
     #[error("handshake text is not valid UTF-8")]
     BadUtf8,

@@ -13,8 +13,13 @@ pub const MAX_NAME_LEN: usize = 1024;
 /// Longest message a [`Reply::Refused`] may carry, in bytes (64 KiB).
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
 
+/// Longest authentication token a [`Hello`] may carry, in bytes.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
 /// Bytes of a hello before the name: magic, version, role, name length.
 const HELLO_FIXED: usize = 4 + 2 + 1 + 2;
+/// The first version whose hello carries a token section after the name.
+const TOKEN_SINCE: u16 = 4;
 /// Bytes of a reply before the message: magic, version, status, message length.
 const REPLY_FIXED: usize = 4 + 2 + 1 + 4;
 
@@ -59,6 +64,41 @@ impl fmt::Display for Role {
     }
 }
 
+/// A shared secret that a listener may require in every [`Hello`] (`--auth-token`), for
+/// clusters without a certificate authority.
+///
+/// Its `Debug` shows no byte of it, so it cannot leak into a log line, and [`AuthToken::matches`]
+/// compares in constant time, so a listener's answer time says nothing about how much of a guess
+/// was right.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthToken(Vec<u8>);
+
+impl AuthToken {
+    /// A token of these bytes; `None` when empty or longer than [`MAX_TOKEN_LEN`].
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Option<AuthToken> {
+        let bytes = bytes.into();
+        (!bytes.is_empty() && bytes.len() <= MAX_TOKEN_LEN).then_some(AuthToken(bytes))
+    }
+
+    /// The secret's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether `other` is this token, compared in constant time (only the length can differ
+    /// early, and the length is not the secret).
+    pub fn matches(&self, other: &AuthToken) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.as_slice().ct_eq(other.0.as_slice()))
+    }
+}
+
+impl fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthToken(<redacted>)")
+    }
+}
+
 /// The first message on every connection, sent by the connecting side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
@@ -68,16 +108,25 @@ pub struct Hello {
     pub role: Role,
     /// A human-readable name for logs (e.g. a worker's address); at most [`MAX_NAME_LEN`] bytes.
     pub name: String,
+    /// The shared secret the listener may require (see [`check_token`]).
+    pub token: Option<AuthToken>,
 }
 
 impl Hello {
-    /// A hello for this build's [`PROTOCOL_VERSION`].
+    /// A hello for this build's [`PROTOCOL_VERSION`], without a token.
     pub fn new(role: Role, name: impl Into<String>) -> Self {
-        Hello { version: PROTOCOL_VERSION, role, name: name.into() }
+        Hello { version: PROTOCOL_VERSION, role, name: name.into(), token: None }
+    }
+
+    /// This hello presenting `token`.
+    pub fn with_token(mut self, token: Option<AuthToken>) -> Self {
+        self.token = token;
+        self
     }
 }
 
-/// Encodes a hello: [`MAGIC`], version (u16 LE), role (u8), name length (u16 LE), name (UTF-8).
+/// Encodes a hello: [`MAGIC`], version (u16 LE), role (u8), name length (u16 LE), name (UTF-8),
+/// then (since version 4) token length (u16 LE, 0 for none) and the token's bytes.
 ///
 /// A name longer than [`MAX_NAME_LEN`] bytes is cut at the last character boundary that fits:
 /// the name only labels log lines, and refusing to connect over a long label would be worse.
@@ -89,6 +138,11 @@ pub fn encode_hello(hello: &Hello) -> Vec<u8> {
     out.push(hello.role.code());
     out.extend_from_slice(&(name.len() as u16).to_le_bytes());
     out.extend_from_slice(name.as_bytes());
+    if hello.version >= TOKEN_SINCE {
+        let token = hello.token.as_ref().map_or(&[][..], AuthToken::as_bytes);
+        out.extend_from_slice(&(token.len() as u16).to_le_bytes());
+        out.extend_from_slice(token);
+    }
     out
 }
 
@@ -120,7 +174,24 @@ pub fn decode_hello(buf: &[u8]) -> Result<Option<(Hello, usize)>, ProtocolError>
         return Ok(None);
     };
     let name = std::str::from_utf8(name).map_err(|_| ProtocolError::BadUtf8)?.to_owned();
-    Ok(Some((Hello { version, role, name }, end)))
+    // An older peer's hello ends at the name: waiting for a token section it never sends would
+    // turn the version refusal into a timeout.
+    if version < TOKEN_SINCE {
+        return Ok(Some((Hello { version, role, name, token: None }, end)));
+    }
+    let Some(len) = buf.get(end..end + 2) else {
+        return Ok(None);
+    };
+    let token_len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+    if token_len > MAX_TOKEN_LEN {
+        return Err(ProtocolError::TokenTooLong(token_len));
+    }
+    let token_end = end + 2 + token_len;
+    let Some(token) = buf.get(end + 2..token_end) else {
+        return Ok(None);
+    };
+    let token = AuthToken::new(token);
+    Ok(Some((Hello { version, role, name, token }, token_end)))
 }
 
 /// Why a listener refuses a hello. Its message is sent back in [`Reply::Refused`] and shown to
@@ -149,6 +220,23 @@ pub enum Refusal {
         /// The roles served here, listed for the message.
         expected: String,
     },
+    /// The peer did not present the listener's authentication token (or presented another).
+    /// The message says no more, so a guesser learns nothing from it.
+    #[error("authentication failed")]
+    Authentication,
+}
+
+/// The listener's verdict on a hello's token: with `expected`, the hello must carry that token;
+/// without, any hello passes (a token it carries is ignored).
+///
+/// # Errors
+/// [`Refusal::Authentication`], whose message names nothing of either token.
+pub fn check_token(hello: &Hello, expected: Option<&AuthToken>) -> Result<(), Refusal> {
+    match (expected, &hello.token) {
+        (None, _) => Ok(()),
+        (Some(expected), Some(theirs)) if expected.matches(theirs) => Ok(()),
+        (Some(_), _) => Err(Refusal::Authentication),
+    }
 }
 
 /// The listener's verdict on a hello.
@@ -282,7 +370,9 @@ mod tests {
     #[test]
     fn hello_layout_is_as_documented() {
         let bytes = encode_hello(&Hello::new(Role::Worker, "ab"));
-        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 3, 0, 1, 2, 0, b'a', b'b']);
+        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 4, 0, 1, 2, 0, b'a', b'b', 0, 0]);
+        let bytes = encode_hello(&Hello::new(Role::Client, "").with_token(AuthToken::new(*b"xyz")));
+        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 4, 0, 0, 0, 0, 3, 0, b'x', b'y', b'z']);
     }
 
     #[test]
@@ -329,15 +419,50 @@ mod tests {
 
     #[test]
     fn other_version_decodes_and_is_refused_naming_both_versions() {
-        let hello = Hello { version: 7, role: Role::Client, name: "c".into() };
+        let hello = Hello { version: 7, role: Role::Client, name: "c".into(), token: None };
         let (decoded, _) = decode_hello(&encode_hello(&hello)).unwrap().unwrap();
         assert_eq!(decoded.version, 7);
         let refusal = check_hello(&decoded, &[Role::Client, Role::Worker], "scheduler").unwrap_err();
         assert!(matches!(refusal, Refusal::Version { theirs: 7, .. }), "{refusal:?}");
         assert_eq!(
             refusal.to_string(),
-            "protocol version 7 is not supported by this scheduler (speaks version 3); upgrade kiln on one side"
+            "protocol version 7 is not supported by this scheduler (speaks version 4); upgrade kiln on one side"
         );
+    }
+
+    #[test]
+    fn an_older_hello_without_a_token_section_decodes_at_once_and_is_refused_by_version() {
+        let hello = Hello { version: 3, role: Role::Worker, name: "old".into(), token: None };
+        let bytes = encode_hello(&hello);
+        assert_eq!(bytes.len(), HELLO_FIXED + 3);
+        assert_eq!(decode_hello(&bytes), Ok(Some((hello.clone(), bytes.len()))));
+        assert!(matches!(check_hello(&hello, &[Role::Worker], "scheduler"), Err(Refusal::Version { theirs: 3, .. })));
+    }
+
+    #[test]
+    fn tokens_round_trip_are_checked_and_never_shown() {
+        let secret = AuthToken::new(b"s3cret-token".to_vec()).unwrap();
+        let hello = Hello::new(Role::Client, "c").with_token(Some(secret.clone()));
+        let bytes = encode_hello(&hello);
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_hello(&bytes[..cut]), Ok(None), "prefix of {cut} bytes");
+        }
+        let (decoded, used) = decode_hello(&bytes).unwrap().unwrap();
+        assert_eq!((decoded.token.as_ref(), used), (Some(&secret), bytes.len()));
+        assert_eq!(check_token(&decoded, Some(&secret)), Ok(()));
+        assert_eq!(check_token(&decoded, None), Ok(()));
+        let other = AuthToken::new(b"s3cret-tokeN".to_vec()).unwrap();
+        assert_eq!(check_token(&decoded, Some(&other)), Err(Refusal::Authentication));
+        assert_eq!(check_token(&Hello::new(Role::Client, "c"), Some(&secret)), Err(Refusal::Authentication));
+        assert_eq!(Refusal::Authentication.to_string(), "authentication failed");
+        let shown = format!("{hello:?} {secret:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(AuthToken::new(Vec::new()), None);
+        assert_eq!(AuthToken::new(vec![1; MAX_TOKEN_LEN + 1]), None);
+        let mut long = encode_hello(&Hello::new(Role::Client, ""));
+        long.truncate(HELLO_FIXED);
+        long.extend_from_slice(&(MAX_TOKEN_LEN as u16 + 1).to_le_bytes());
+        assert_eq!(decode_hello(&long), Err(ProtocolError::TokenTooLong(MAX_TOKEN_LEN + 1)));
     }
 
     #[test]
@@ -364,7 +489,7 @@ mod tests {
             }
             assert_eq!(decode_reply(&bytes), Ok(Some((reply, bytes.len()))));
         }
-        assert_eq!(encode_reply(&Reply::Accepted), [b'K', b'I', b'L', b'N', 3, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(encode_reply(&Reply::Accepted), [b'K', b'I', b'L', b'N', 4, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

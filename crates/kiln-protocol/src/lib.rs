@@ -33,8 +33,8 @@ mod packet;
 
 pub use error::ProtocolError;
 pub use handshake::{
-    Hello, MAX_MESSAGE_LEN, MAX_NAME_LEN, Refusal, Reply, Role, check_hello, decode_hello, decode_reply, encode_hello,
-    encode_reply,
+    AuthToken, Hello, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_TOKEN_LEN, Refusal, Reply, Role, check_hello, check_token,
+    decode_hello, decode_reply, encode_hello, encode_reply,
 };
 pub use header::{decode_header, encode_header};
 pub use ids::{ClientId, WorkerId};
@@ -48,8 +48,9 @@ pub const MAGIC: [u8; 4] = *b"KILN";
 /// Version 2: `TaskFailure` carries a `kind` (a task's own error, or given up on after killing
 /// workers). Version 3: clients register; workers register a `WriteToken` that peers present
 /// (`PeerRequest::Authenticate`) before a `Put`; `WorkerToScheduler::Paused` (a worker tells the
-/// scheduler it paused or resumed).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// scheduler it paused or resumed). Version 4: the hello ends with an optional authentication
+/// token ([`AuthToken`], `--auth-token`).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Default maximum size of one frame (header or payload frame): 1 GiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
 /// Default maximum size of one packet (all its frames) on an accepted connection: what one peer

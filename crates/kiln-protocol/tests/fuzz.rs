@@ -4,8 +4,8 @@
 use bytes::{Bytes, BytesMut};
 use kiln_protocol::messages::WorkerToScheduler;
 use kiln_protocol::{
-    Hello, MAGIC, Packet, PacketDecoder, ProtocolError, Reply, Role, decode_header, decode_hello, decode_reply,
-    encode_header, encode_hello, encode_packet, encode_reply,
+    AuthToken, Hello, MAGIC, Packet, PacketDecoder, ProtocolError, Reply, Role, decode_header, decode_hello,
+    decode_reply, encode_header, encode_hello, encode_packet, encode_reply,
 };
 use proptest::prelude::*;
 
@@ -138,11 +138,19 @@ proptest! {
     }
 
     #[test]
-    fn handshake_round_trips(version in any::<u16>(), role in 0u8..3, name in ".{0,40}", refused in any::<bool>()) {
-        let hello = Hello { version, role: Role::from_code(role).unwrap(), name };
+    fn handshake_round_trips(
+        version in any::<u16>(),
+        role in 0u8..3,
+        name in ".{0,40}",
+        token in proptest::collection::vec(any::<u8>(), 0..40),
+        refused in any::<bool>(),
+    ) {
+        // Hellos before version 4 have no token section.
+        let token = if version >= 4 { AuthToken::new(token) } else { None };
+        let hello = Hello { version, role: Role::from_code(role).unwrap(), name, token };
         let bytes = encode_hello(&hello);
         prop_assert_eq!(decode_hello(&bytes), Ok(Some((hello.clone(), bytes.len()))));
-        let reply = if refused { Reply::Refused(hello.name) } else { Reply::Accepted };
+        let reply = if refused { Reply::Refused(hello.name.clone()) } else { Reply::Accepted };
         let bytes = encode_reply(&reply);
         prop_assert_eq!(decode_reply(&bytes), Ok(Some((reply, bytes.len()))));
     }

@@ -17,8 +17,9 @@ use kiln_protocol::messages::{
 };
 use tokio::runtime::Runtime;
 
-use crate::comm::{self, CommError, Outgoing, PacketReader, PeerPool, Sender, value_from_wire, values_to_wire};
-use crate::worker::strip_scheme;
+use crate::comm::{
+    self, CommError, Outgoing, PacketReader, PeerPool, Security, Sender, TlsRole, value_from_wire, values_to_wire,
+};
 
 pub(crate) mod futures;
 
@@ -163,6 +164,20 @@ impl Client {
     /// # Errors
     /// The scheduler cannot be reached or refuses the connection.
     pub fn connect(address: &str) -> Result<Client, ComputeError> {
+        Client::connect_with(address, &Security::default())
+    }
+
+    /// Connects to the scheduler at `address` (`tls://host:port` needs TLS settings) with
+    /// `security`'s client certificate and token (Dask's `Client(address, security=...)`).
+    ///
+    /// # Errors
+    /// The scheduler cannot be reached, refuses the connection (a wrong token, a certificate
+    /// it does not trust), or the security settings do not work.
+    pub fn connect_with(address: &str, security: &Security) -> Result<Client, ComputeError> {
+        let transport = security.transport(TlsRole::Client).map_err(|e| ComputeError::Connection {
+            peer: format!("the scheduler at {address}"),
+            message: e.to_string(),
+        })?;
         // Results are assembled in this process: their size is checked against its memory.
         kiln_graph::memory::set_available_probe(kiln_local::allocator::available_memory);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -171,11 +186,12 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| ComputeError::Internal(format!("cannot start the client runtime: {e}")))?;
-        let address = strip_scheme(address).to_string();
+        let address = address.to_string();
         let name = format!("client-{}", std::process::id());
-        let (stream, leftover) = runtime.block_on(comm::connect(&address, Role::Client, &name)).map_err(|e| {
-            ComputeError::Connection { peer: format!("the scheduler at {address}"), message: e.to_string() }
-        })?;
+        let (stream, leftover) =
+            runtime.block_on(comm::connect(&address, Role::Client, &name, &transport)).map_err(|e| {
+                ComputeError::Connection { peer: format!("the scheduler at {address}"), message: e.to_string() }
+            })?;
         let (read, write) = stream.into_split();
         let to_scheduler = {
             let _guard = runtime.enter();
@@ -188,7 +204,7 @@ impl Client {
             to_scheduler,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
-            pool: PeerPool::new(&name),
+            pool: PeerPool::new(&name, transport.clone()),
             address: address.clone(),
             next_request: std::sync::atomic::AtomicU64::new(1),
         });

@@ -3,13 +3,92 @@
 //! Both take the same flags, so a program started on another machine is configured exactly as
 //! the stock worker is.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::comm::tls::{Security, SecurityError, TlsRole, TlsVersion, token_from_bytes};
 use crate::worker::WorkerConfig;
+
+/// The security flags of `kiln scheduler` and `kiln worker` (Dask's `--tls-*` flags), plus the
+/// token. The certificate is the process's own: the scheduler's for `kiln scheduler`, a
+/// worker's for `kiln worker`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SecurityArgs {
+    /// PEM file of the certificate authority whose signature peers' certificates must carry;
+    /// with it, every connection is TLS with mutual authentication.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of this process's certificate (chain), signed by the CA.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of this process's private key.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Lowest TLS version accepted: 1.2 (default) or 1.3.
+    #[arg(long, value_name = "VERSION")]
+    pub tls_min_version: Option<TlsVersion>,
+    /// Refuse plain tcp:// connections (needs a certificate).
+    #[arg(long)]
+    pub require_encryption: bool,
+    /// File holding a shared secret that every connection must present (checked in the
+    /// handshake, over TCP or TLS). The variable KILN_AUTH_TOKEN may hold the secret itself.
+    #[arg(long, value_name = "FILE")]
+    pub auth_token: Option<PathBuf>,
+}
+
+impl SecurityArgs {
+    /// The [`Security`] of a process in `role` with these flags (and `KILN_AUTH_TOKEN` when no
+    /// `--auth-token` file is given).
+    ///
+    /// # Errors
+    /// A file that cannot be read or does not hold what it should (named in the message).
+    pub fn to_security(&self, role: TlsRole) -> Result<Security, SecurityError> {
+        let mut security = Security::new();
+        if let Some(ca) = &self.tls_ca_file {
+            security = security.with_ca_file(ca)?;
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            security = security.with_identity_files(role, cert, key)?;
+        }
+        if let Some(version) = self.tls_min_version {
+            security = security.with_min_version(version);
+        }
+        security = security.with_require_encryption(self.require_encryption);
+        match &self.auth_token {
+            Some(path) => security = security.with_token_file(path)?,
+            None => {
+                if let Some(value) = std::env::var_os("KILN_AUTH_TOKEN") {
+                    use std::os::unix::ffi::OsStrExt;
+                    let token = token_from_bytes(value.as_bytes())
+                        .ok_or_else(|| SecurityError::Config("KILN_AUTH_TOKEN must hold 1 to 1024 bytes".into()))?;
+                    security = security.with_token(Some(token));
+                }
+            }
+        }
+        // Checked now, so a bad combination fails before anything listens.
+        security.transport(role)?;
+        Ok(security)
+    }
+}
 
 /// The flags of `worker ADDR ...` (Dask's `dask-worker`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// The scheduler's address (e.g. tcp://192.168.0.1:8786).
-    pub scheduler: String,
+    /// The scheduler's address (e.g. tcp://192.168.0.1:8786 or tls://...); or give
+    /// --scheduler-file.
+    #[arg(required_unless_present = "scheduler_file")]
+    pub scheduler: Option<String>,
+    /// Read the scheduler's address from this JSON file, which `kiln scheduler
+    /// --scheduler-file` writes (waiting for it to appear up to --death-timeout).
+    #[arg(long, value_name = "PATH")]
+    pub scheduler_file: Option<PathBuf>,
+    /// Exit (code 4, not restarted by the nanny) when no scheduler has been reachable for
+    /// this many seconds, at start-up or after losing it.
+    #[arg(long, value_name = "SECS")]
+    pub death_timeout: Option<f64>,
+    /// TLS and token.
+    #[command(flatten)]
+    pub security: SecurityArgs,
     /// Threads that run tasks (default: one per core).
     #[arg(long)]
     pub nthreads: Option<usize>,
@@ -49,6 +128,15 @@ pub enum WorkerArgsInvalid {
     /// `--nthreads 0`.
     #[error("--nthreads must be at least 1")]
     NoThreads,
+    /// Bad security settings or files.
+    #[error("{0}")]
+    Security(String),
+    /// The scheduler file could not be read.
+    #[error("{0}")]
+    SchedulerFile(String),
+    /// A death timeout that is not a positive number of seconds.
+    #[error("--death-timeout {0}: expected a positive number of seconds")]
+    DeathTimeout(String),
     /// A memory limit that is not a size or a fraction.
     #[error("--memory-limit {text:?}: {reason}")]
     MemoryLimit {
@@ -66,7 +154,26 @@ impl WorkerArgs {
     /// [`WorkerArgsInvalid`] for zero threads or a memory limit that is neither a size nor a
     /// fraction of the machine's memory.
     pub fn to_config(&self) -> Result<WorkerConfig, WorkerArgsInvalid> {
-        let mut config = WorkerConfig::new(&self.scheduler);
+        let death_timeout = match self.death_timeout {
+            Some(s) if !(s.is_finite() && s > 0.0 && s < 1e9) => {
+                return Err(WorkerArgsInvalid::DeathTimeout(s.to_string()));
+            }
+            s => s.map(Duration::from_secs_f64),
+        };
+        let scheduler = match (&self.scheduler, &self.scheduler_file) {
+            (Some(address), _) => address.clone(),
+            (None, Some(path)) => super::scheduler_file::wait_for(path, death_timeout.unwrap_or_default())
+                .map_err(|e| WorkerArgsInvalid::SchedulerFile(e.to_string()))?,
+            (None, None) => {
+                return Err(WorkerArgsInvalid::SchedulerFile(
+                    "give the scheduler's address or --scheduler-file".into(),
+                ));
+            }
+        };
+        let mut config = WorkerConfig::new(&scheduler);
+        config.death_timeout = death_timeout;
+        config.security =
+            self.security.to_security(TlsRole::Worker).map_err(|e| WorkerArgsInvalid::Security(e.to_string()))?;
         if let Some(n) = self.nthreads {
             if n == 0 {
                 return Err(WorkerArgsInvalid::NoThreads);
@@ -163,7 +270,10 @@ mod tests {
     #[test]
     fn zero_threads_are_refused() {
         let args = WorkerArgs {
-            scheduler: "tcp://h:1".into(),
+            scheduler: Some("tcp://h:1".into()),
+            scheduler_file: None,
+            death_timeout: None,
+            security: SecurityArgs::default(),
             nthreads: Some(0),
             memory_limit: "0".into(),
             name: None,

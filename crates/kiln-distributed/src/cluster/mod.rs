@@ -14,10 +14,12 @@ use tokio::runtime::Runtime;
 
 mod args;
 mod nanny;
-pub use args::{WorkerArgs, WorkerArgsInvalid};
-pub use nanny::{EXIT_CANNOT_START, EXIT_FRESH_START, NannyPolicy, run_nanny};
+pub mod scheduler_file;
+pub use args::{SecurityArgs, WorkerArgs, WorkerArgsInvalid};
+pub use nanny::{EXIT_CANNOT_START, EXIT_FRESH_START, EXIT_NO_SCHEDULER, NannyPolicy, run_nanny};
 
 use crate::client::Client;
+use crate::comm::{Security, TlsRole, TlsVersion};
 use crate::server::{SchedulerServer, ServerConfig};
 use crate::worker::{WorkerConfig, WorkerHandle, start_worker};
 
@@ -42,6 +44,15 @@ pub struct LocalClusterBuilder {
     start_timeout: Duration,
     nanny: bool,
     local_directory: Option<PathBuf>,
+    security: ClusterSecurity,
+}
+
+/// A [`LocalCluster`]'s security: none, given, or generated at start.
+#[derive(Debug, Clone)]
+enum ClusterSecurity {
+    Plain,
+    Given(Box<Security>),
+    Temporary,
 }
 
 /// Why a local cluster could not start.
@@ -73,6 +84,7 @@ impl Default for LocalClusterBuilder {
             start_timeout: Duration::from_secs(60),
             nanny: true,
             local_directory: None,
+            security: ClusterSecurity::Plain,
         }
     }
 }
@@ -129,6 +141,23 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// TLS and token settings for every connection of the cluster: the scheduler's listener,
+    /// the workers' connections and data ports, and the clients of [`LocalCluster::client`]
+    /// (which use the client certificate). Worker processes get the CA and the worker
+    /// certificate as files in a private temporary directory, removed when the cluster closes.
+    pub fn security(mut self, security: Security) -> Self {
+        self.security = ClusterSecurity::Given(Box::new(security));
+        self
+    }
+
+    /// `true`: TLS with mutual authentication, with a CA and certificates generated in memory
+    /// at start ([`Security::temporary`], as Dask's `LocalCluster(security=True)`); `false`:
+    /// plain TCP (the default).
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.security = if secure { ClusterSecurity::Temporary } else { ClusterSecurity::Plain };
+        self
+    }
+
     /// Starts the scheduler and the workers and waits until every worker has registered.
     ///
     /// # Errors
@@ -140,15 +169,37 @@ impl LocalClusterBuilder {
             .enable_all()
             .build()
             .map_err(|e| ClusterError::Start(format!("cannot start a runtime: {e}")))?;
+        let security = match &self.security {
+            ClusterSecurity::Plain => Security::default(),
+            ClusterSecurity::Given(security) => Security::clone(security),
+            ClusterSecurity::Temporary => {
+                Security::temporary().map_err(|e| ClusterError::Start(format!("cannot make certificates: {e}")))?
+            }
+        };
+        let mut server_config = self.server.clone();
+        server_config.security = security.clone();
         let server = runtime
-            .block_on(SchedulerServer::start("127.0.0.1:0", self.server.clone()))
+            .block_on(SchedulerServer::start("127.0.0.1:0", server_config))
             .map_err(|e| ClusterError::Start(e.to_string()))?;
-        let address = server.address().to_string();
-        let control = Client::connect(&address)?;
+        let address = server.url();
+        // Worker processes read their certificate from files; threads share `security`.
+        let tls_dir = if security.has_certificate(TlsRole::Worker) && self.mode == WorkerMode::Processes {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("kiln-cluster-tls-{}-{n}", std::process::id()));
+            let files =
+                security.write_pem_files(&dir, TlsRole::Worker).map_err(|e| ClusterError::Start(e.to_string()))?;
+            Some((dir, files))
+        } else {
+            None
+        };
+        let control = Client::connect_with(&address, &security)?;
         let shared = Arc::new(Shared {
             runtime,
             server,
             address,
+            security,
+            tls_dir,
             builder: self.clone(),
             pool: Mutex::new(Pool { workers: Vec::new(), next_name: 0 }),
             control,
@@ -171,7 +222,12 @@ struct Pool {
 struct Shared {
     runtime: Runtime,
     server: SchedulerServer,
+    /// The scheduler's address with its scheme.
     address: String,
+    security: Security,
+    /// The directory holding the PEM files worker processes read, and the CA, certificate and
+    /// key paths in it.
+    tls_dir: Option<(PathBuf, [PathBuf; 3])>,
     builder: LocalClusterBuilder,
     pool: Mutex<Pool>,
     /// The cluster's own connection: waits for workers, retires them, watches the load.
@@ -203,17 +259,22 @@ impl LocalCluster {
         LocalClusterBuilder::default()
     }
 
-    /// The scheduler's address, `tcp://127.0.0.1:port`.
+    /// The scheduler's address, `tcp://127.0.0.1:port` (`tls://` for a secure cluster).
     pub fn address(&self) -> String {
-        format!("tcp://{}", self.shared.address)
+        self.shared.address.clone()
     }
 
-    /// A new client connected to this cluster.
+    /// The cluster's security settings (for clients connecting with [`Client::connect_with`]).
+    pub fn security(&self) -> &Security {
+        &self.shared.security
+    }
+
+    /// A new client connected to this cluster (with its client certificate and token).
     ///
     /// # Errors
     /// The scheduler cannot be reached.
     pub fn client(&self) -> Result<Client, ComputeError> {
-        Client::connect(&self.shared.address)
+        Client::connect_with(&self.shared.address, &self.shared.security)
     }
 
     /// Number of workers started by this cluster and still running.
@@ -385,6 +446,21 @@ impl Shared {
                     if !self.builder.nanny {
                         command.arg("--no-nanny");
                     }
+                    if let Some((_, [ca, cert, key])) = &self.tls_dir {
+                        command.arg("--tls-ca-file").arg(ca).arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+                        command.arg("--tls-min-version").arg(match self.security.min_version() {
+                            TlsVersion::V1_2 => "1.2",
+                            TlsVersion::V1_3 => "1.3",
+                        });
+                    }
+                    if self.security.require_encryption() {
+                        command.arg("--require-encryption");
+                    }
+                    if let Some(token) = self.security.token() {
+                        // In the child's environment, never on its command line (visible in ps).
+                        use std::os::unix::ffi::OsStrExt;
+                        command.env("KILN_AUTH_TOKEN", std::ffi::OsStr::from_bytes(token.as_bytes()));
+                    }
                     let child = command
                         // Worker logs stay quiet beside the user's program unless asked for.
                         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -399,6 +475,7 @@ impl Shared {
                     config.memory_limit = self.builder.memory_limit;
                     config.local_directory = self.builder.local_directory.clone();
                     config.name = Some(name.clone());
+                    config.security = self.security.clone();
                     let handle =
                         self.runtime.block_on(start_worker(config)).map_err(|e| ClusterError::Start(e.to_string()))?;
                     LocalWorker::Thread(handle)
@@ -458,6 +535,9 @@ impl Shared {
         }
         let server = &self.server;
         let _ = self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), server.stopped()).await });
+        if let Some((dir, _)) = &self.tls_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -545,6 +625,10 @@ pub fn run_worker_if_requested() {
     }
     let code = match worker_from_args(&args[1..]) {
         Ok(code) => code,
+        Err(WorkerArgsError::Start(e @ crate::comm::CommError::NoScheduler(_))) => {
+            eprintln!("kiln worker: {e}");
+            EXIT_NO_SCHEDULER
+        }
         Err(message) => {
             eprintln!("kiln worker: {message}");
             EXIT_CANNOT_START
@@ -578,14 +662,23 @@ pub enum WorkerArgsError {
 fn worker_from_args(args: &[String]) -> Result<i32, WorkerArgsError> {
     /// `<program> worker ...`: the same flags as `kiln worker`.
     #[derive(clap::Parser)]
-    #[command(name = "worker", about = "Runs this program as a kiln worker")]
+    #[command(name = "worker", about = "Runs this program as a kiln worker", args_override_self = true)]
     struct Command {
         #[command(flatten)]
         args: WorkerArgs,
     }
+    // kiln.toml and KILN_* variables first, the command line last (it wins).
+    let file = crate::config::ConfigFile::find().map_err(|e| WorkerArgsError::Usage(e.to_string()))?;
+    let user: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    let layered = crate::config::layer(
+        crate::config::Section::Worker,
+        &<Command as clap::CommandFactory>::command(),
+        &user,
+        &file,
+    )
+    .map_err(|e| WorkerArgsError::Usage(e.to_string()))?;
     let command =
-        <Command as clap::Parser>::try_parse_from(std::iter::once("worker".to_string()).chain(args.iter().cloned()))
-            .map_err(|e| WorkerArgsError::Usage(e.to_string()))?;
+        <Command as clap::Parser>::try_parse_from(layered.args).map_err(|e| WorkerArgsError::Usage(e.to_string()))?;
     let config = command.args.to_config()?;
     if !command.args.no_nanny {
         return run_nanny(std::env::args_os().skip(1).collect(), NannyPolicy::default(), config.local_directory)
@@ -612,6 +705,12 @@ fn worker_from_args(args: &[String]) -> Result<i32, WorkerArgsError> {
             }
             _ = worker.stopped() => {}
         }
-        Ok(if worker.wants_fresh_start() { EXIT_FRESH_START } else { 0 })
+        Ok(if worker.wants_fresh_start() {
+            EXIT_FRESH_START
+        } else if worker.lost_scheduler() {
+            EXIT_NO_SCHEDULER
+        } else {
+            0
+        })
     })
 }

@@ -27,6 +27,10 @@ pub const EXIT_CANNOT_START: i32 = 2;
 /// that memory. The nanny restarts it at once and does not count it as a death.
 pub const EXIT_FRESH_START: i32 = 3;
 
+/// Exit code of a worker that stopped because no scheduler was reachable for its
+/// `--death-timeout`: a batch job's worker must end rather than be restarted to wait again.
+pub const EXIT_NO_SCHEDULER: i32 = 4;
+
 /// How a nanny restarts its worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NannyPolicy {
@@ -82,6 +86,8 @@ enum Ending {
     CannotStart,
     /// It left to be started afresh ([`EXIT_FRESH_START`]).
     FreshStart,
+    /// No scheduler was reachable for its death timeout ([`EXIT_NO_SCHEDULER`]).
+    NoScheduler,
     /// Killed by a signal or failed with another code: the cause, for the log.
     Died(String),
 }
@@ -91,6 +97,7 @@ fn ending(status: ExitStatus) -> Ending {
         (Some(0), _) => Ending::Clean,
         (Some(EXIT_CANNOT_START), _) => Ending::CannotStart,
         (Some(EXIT_FRESH_START), _) => Ending::FreshStart,
+        (Some(EXIT_NO_SCHEDULER), _) => Ending::NoScheduler,
         (Some(code), _) => Ending::Died(format!("exit code {code}")),
         (None, Some(signal)) => Ending::Died(format!("signal {signal} ({})", signal_name(signal))),
         (None, None) => Ending::Died(format!("{status}")),
@@ -176,6 +183,7 @@ async fn supervise(
         let cause = match ending(status) {
             Ending::Clean => return Ok(0),
             Ending::CannotStart => return Ok(EXIT_CANNOT_START),
+            Ending::NoScheduler => return Ok(EXIT_NO_SCHEDULER),
             Ending::FreshStart => {
                 // The worker said why (at warn); a planned restart is not a death.
                 log(tracing::Level::INFO, "worker left for a fresh start; starting a new one");

@@ -1,5 +1,11 @@
 //! Connections: the handshake, a packet reader, a batching writer, values on the wire, and a
-//! pool of peer connections for data transfers.
+//! pool of peer connections for data transfers; [`tls`] adds encryption, mutual
+//! authentication and the shared-secret token.
+//!
+//! Every connection is a [`Stream`] (plain TCP or TLS over TCP, an enum: no boxing and no
+//! dynamic dispatch on the plain path); the reader and writers are generic over the halves.
+
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -10,15 +16,18 @@ use kiln_graph::{CodecError, CodecRegistry, Encoded, Key, Value};
 use kiln_protocol::messages::{PeerReply, PeerRequest, WireValue, WriteToken};
 use kiln_protocol::{
     DEFAULT_MAX_FRAME, DEFAULT_MAX_PACKET, Hello, Packet, PacketDecoder, ProtocolError, Reply, Role,
-    UNREGISTERED_MAX_FRAME, check_hello, decode_header, decode_hello, decode_reply, encode_header, encode_hello,
-    encode_packet, encode_reply, packet_prefix,
+    UNREGISTERED_MAX_FRAME, check_hello, check_token, decode_header, decode_hello, decode_reply, encode_header,
+    encode_hello, encode_packet, encode_reply, packet_prefix,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+pub use tls::{
+    ReadHalf, Scheme, Security, SecurityError, Stream, TlsRole, TlsVersion, Transport, WriteHalf, parse_address,
+};
 
 /// How long a peer may take to complete the handshake before it is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -337,6 +346,31 @@ pub enum CommError {
     /// A value could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The TLS handshake failed: a certificate the other side's CA did not sign, an expired one,
+    /// none at all, or TLS on one side only.
+    #[error("TLS with {peer} failed: {message}")]
+    Tls {
+        /// The other side.
+        peer: String,
+        /// rustls's reason.
+        message: String,
+    },
+    /// A plain connection where encryption is required (on either side).
+    #[error("{0}")]
+    Unencrypted(String),
+    /// No scheduler could be reached within the worker's death timeout.
+    #[error("{0}")]
+    NoScheduler(String),
+    /// The security settings do not work (see [`SecurityError`]), or an address is not
+    /// `tcp://` or `tls://`.
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl From<SecurityError> for CommError {
+    fn from(e: SecurityError) -> Self {
+        CommError::Setup(e.to_string())
+    }
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CommError {
@@ -344,21 +378,79 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CommError {
     move |source| CommError::Io { context, source }
 }
 
-/// Connects to `address` and introduces this process in `role`.
+/// Connects to `address` (`tcp://host:port`, `tls://host:port` or `host:port`) and introduces
+/// this process in `role`, presenting `transport`'s token.
 ///
 /// # Errors
-/// Connection failures, a refused handshake (with the listener's reason), a timeout.
-pub async fn connect(address: &str, role: Role, name: &str) -> Result<(TcpStream, BytesMut), CommError> {
-    let mut stream = TcpStream::connect(address).await.map_err(io(format!("cannot connect to {address}")))?;
-    stream.set_nodelay(true).map_err(io("set_nodelay"))?;
-    stream.write_all(&encode_hello(&Hello::new(role, name))).await.map_err(io(format!("handshake with {address}")))?;
-    let reply = read_handshake(&mut stream, address, decode_reply).await?;
+/// Connection failures, a refused handshake (with the listener's reason), a timeout, a TLS
+/// failure, a plain address while encryption is required.
+pub async fn connect(
+    address: &str,
+    role: Role,
+    name: &str,
+    transport: &Transport,
+) -> Result<(Stream, BytesMut), CommError> {
+    let (scheme, host_port) = parse_address(address).map_err(CommError::Setup)?;
+    if scheme == Scheme::Tcp && transport.require_encryption {
+        return Err(CommError::Unencrypted(format!(
+            "refusing a plain tcp:// connection to {host_port}: encryption is required (connect to tls://{host_port})"
+        )));
+    }
+    let tcp = TcpStream::connect(host_port).await.map_err(io(format!("cannot connect to {address}")))?;
+    tcp.set_nodelay(true).map_err(io("set_nodelay"))?;
+    let mut stream = match scheme {
+        Scheme::Tcp => Stream::Tcp(tcp),
+        Scheme::Tls => {
+            let connector = transport.connector.as_ref().ok_or_else(|| {
+                CommError::Setup(format!(
+                    "{address} is a TLS address but this process has no TLS settings (give --tls-ca-file, --tls-cert \
+                     and --tls-key, or a Security)"
+                ))
+            })?;
+            let server_name = rustls::pki_types::ServerName::try_from(tls::host_of(host_port).to_string())
+                .map_err(|e| CommError::Setup(format!("{address}: {e}")))?;
+            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name, tcp))
+                .await
+                .map_err(|_| CommError::Timeout(address.to_string()))?
+                .map_err(|e| tls_failure(address, e))?;
+            Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)))
+        }
+    };
+    let hello = Hello::new(role, name).with_token(transport.token.clone());
+    let sent = async {
+        stream.write_all(&encode_hello(&hello)).await?;
+        stream.flush().await
+    };
+    sent.await.map_err(|e| {
+        if stream_is_tls(&stream) { tls_failure(address, e) } else { io(format!("handshake with {address}"))(e) }
+    })?;
+    let reply = read_handshake(&mut stream, address, decode_reply).await.map_err(|e| match e {
+        // With TLS 1.3 the listener judges our certificate after we think the handshake is
+        // done: its verdict arrives as an alert on the first read.
+        CommError::Io { source, .. } if stream_is_tls(&stream) => tls_failure(address, source),
+        CommError::Closed(_) if stream_is_tls(&stream) => CommError::Tls {
+            peer: address.to_string(),
+            message: "the listener closed the connection (does it trust this process's certificate?)".into(),
+        },
+        CommError::Closed(_) => CommError::Closed(format!(
+            "{address} (during the handshake: if it is a TLS listener, connect to tls://{host_port})"
+        )),
+        e => e,
+    })?;
     let (reply, leftover) = reply;
     match reply {
         // Bytes after the reply already belong to the first packets.
         Reply::Accepted => Ok((stream, leftover)),
         Reply::Refused(message) => Err(CommError::Refused { peer: address.to_string(), message }),
     }
+}
+
+fn stream_is_tls(stream: &Stream) -> bool {
+    stream.is_tls()
+}
+
+fn tls_failure(peer: &str, e: std::io::Error) -> CommError {
+    CommError::Tls { peer: peer.to_string(), message: e.to_string() }
 }
 
 /// A handshake decoder: `Ok(None)` while more bytes are needed, else the message and how many
@@ -368,7 +460,7 @@ type HandshakeDecoder<T> = fn(&[u8]) -> Result<Option<(T, usize)>, ProtocolError
 /// Reads one handshake message within [`HANDSHAKE_TIMEOUT`]; bytes after it (the first packets)
 /// are returned for the packet reader.
 async fn read_handshake<T>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     peer: &str,
     decode: HandshakeDecoder<T>,
 ) -> Result<(T, BytesMut), CommError> {
@@ -392,31 +484,79 @@ async fn read_handshake<T>(
     .map_err(|_| CommError::Timeout(peer.to_string()))?
 }
 
-/// Reads a connecting peer's hello and accepts or refuses it.
+/// Completes an accepted connection: TLS first when `transport` has a listener certificate (a
+/// plain kiln hello is then refused with a sentence saying so), then the peer's hello, which is
+/// accepted or refused (role, version, token).
 ///
 /// # Errors
-/// A malformed or refused hello (the refusal is sent to the peer first), a timeout.
-pub async fn accept(stream: &mut TcpStream, accepted: &[Role], listener: &str) -> Result<(Hello, BytesMut), CommError> {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    stream.set_nodelay(true).map_err(io("set_nodelay"))?;
-    let hello = read_handshake(stream, &peer, decode_hello).await?;
+/// A failed TLS handshake (an untrusted, expired or missing certificate), a plain connection to
+/// a TLS listener, a malformed or refused hello (the refusal is sent to the peer first), a
+/// timeout.
+pub async fn accept(
+    tcp: TcpStream,
+    transport: &Transport,
+    accepted: &[Role],
+    listener: &str,
+) -> Result<(Stream, Hello, BytesMut), CommError> {
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    tcp.set_nodelay(true).map_err(io("set_nodelay"))?;
+    let mut stream = match &transport.acceptor {
+        None => Stream::Tcp(tcp),
+        Some(acceptor) => {
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first))
+                .await
+                .map_err(|_| CommError::Timeout(peer.clone()))?
+                .map_err(io(format!("handshake with {peer}")))?;
+            if peeked == 1 && first[0] == MAGIC_FIRST {
+                // A plain kiln hello: answer in plain words before closing.
+                let mut tcp = tcp;
+                let message = format!("{listener} accepts only TLS connections: connect to tls:// instead of tcp://");
+                let _ = tcp.write_all(&encode_reply(&Reply::Refused(message))).await;
+                return Err(CommError::Unencrypted(format!(
+                    "refused a plain tcp:// connection from {peer}: this listener requires TLS"
+                )));
+            }
+            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                .await
+                .map_err(|_| CommError::Timeout(peer.clone()))?
+                .map_err(|e| tls_failure(&peer, e))?;
+            Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls)))
+        }
+    };
+    let hello = read_handshake(&mut stream, &peer, decode_hello).await.map_err(|e| match e {
+        CommError::Protocol { source: ProtocolError::BadMagic([0x16, 0x03, ..]), .. } => CommError::Unencrypted(format!(
+            "{peer} started a TLS handshake but this listener speaks plain tcp:// (give it a certificate, or connect with tcp://)"
+        )),
+        e => e,
+    })?;
     let (hello, leftover) = hello;
-    match check_hello(&hello, accepted, listener) {
+    let verdict = check_hello(&hello, accepted, listener).and_then(|()| check_token(&hello, transport.token.as_ref()));
+    match verdict {
         Ok(()) => {
-            stream.write_all(&encode_reply(&Reply::Accepted)).await.map_err(io(format!("handshake from {peer}")))?;
-            Ok((hello, leftover))
+            let sent = async {
+                stream.write_all(&encode_reply(&Reply::Accepted)).await?;
+                stream.flush().await
+            };
+            sent.await.map_err(io(format!("handshake from {peer}")))?;
+            Ok((stream, hello, leftover))
         }
         Err(message) => {
             let message = message.to_string();
             let _ = stream.write_all(&encode_reply(&Reply::Refused(message.clone()))).await;
+            let _ = stream.flush().await;
             Err(CommError::Refused { peer, message })
         }
     }
 }
 
+/// The first byte of every kiln hello (`K`); a TLS handshake starts with 0x16.
+const MAGIC_FIRST: u8 = kiln_protocol::MAGIC[0];
+
 /// Reads packets from one connection, within the process's [`Limits`] and receive budget.
-pub struct PacketReader {
-    half: OwnedReadHalf,
+/// Generic over the reading half, so each kind of connection gets its own monomorphic loop.
+pub struct PacketReader<R = ReadHalf> {
+    half: R,
     buf: BytesMut,
     decoder: PacketDecoder,
     peer: String,
@@ -425,31 +565,26 @@ pub struct PacketReader {
     permit: Option<OwnedSemaphorePermit>,
 }
 
-impl PacketReader {
+impl<R: AsyncRead + Unpin> PacketReader<R> {
     /// A reader over the read half of a connection this process opened (to an address it was
     /// given): frames up to [`Limits::max_frame`], packets of any size.
-    pub fn new(half: OwnedReadHalf, peer: impl Into<String>) -> Self {
+    pub fn new(half: R, peer: impl Into<String>) -> Self {
         Self::with_buffer(half, peer, BytesMut::new())
     }
 
     /// [`PacketReader::new`], starting with bytes already received (after the handshake).
-    pub fn with_buffer(half: OwnedReadHalf, peer: impl Into<String>, received: BytesMut) -> Self {
+    pub fn with_buffer(half: R, peer: impl Into<String>, received: BytesMut) -> Self {
         Self::with_decoder(half, peer, received, PacketDecoder::new(limits().max_frame))
     }
 
     /// A reader for a connection this process accepted from a peer that has not registered:
     /// frames and packets up to [`Limits::unregistered_max_frame`] until [`PacketReader::trust`].
-    pub fn stranger(half: OwnedReadHalf, peer: impl Into<String>, received: BytesMut) -> Self {
+    pub fn stranger(half: R, peer: impl Into<String>, received: BytesMut) -> Self {
         let small = limits().unregistered_max_frame;
         Self::with_decoder(half, peer, received, PacketDecoder::with_limits(small, small))
     }
 
-    fn with_decoder(
-        half: OwnedReadHalf,
-        peer: impl Into<String>,
-        mut received: BytesMut,
-        decoder: PacketDecoder,
-    ) -> Self {
+    fn with_decoder(half: R, peer: impl Into<String>, mut received: BytesMut, decoder: PacketDecoder) -> Self {
         received.reserve(64 << 10);
         PacketReader {
             half,
@@ -543,7 +678,7 @@ const MAX_BATCH: usize = 8192;
 /// dropped rather than queueing without bound.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn write_all_timed(half: &mut OwnedWriteHalf, bytes: &[u8], peer: &str) -> bool {
+async fn write_all_timed<W: AsyncWrite + Unpin>(half: &mut W, bytes: &[u8], peer: &str) -> bool {
     match tokio::time::timeout(WRITE_TIMEOUT, half.write_all(bytes)).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -559,7 +694,10 @@ async fn write_all_timed(half: &mut OwnedWriteHalf, bytes: &[u8], peer: &str) ->
 
 /// Starts the writer task of a connection. It ends when every [`Sender`] is dropped (after
 /// flushing) or the socket fails.
-pub fn spawn_writer<M: Serialize + Send + 'static>(half: OwnedWriteHalf, peer: String) -> Sender<M> {
+pub fn spawn_writer<M: Serialize + Send + 'static>(
+    half: impl AsyncWrite + Unpin + Send + 'static,
+    peer: String,
+) -> Sender<M> {
     spawn_flushing_writer(half, peer).0
 }
 
@@ -570,7 +708,7 @@ pub type Flushed = tokio::task::JoinHandle<()>;
 /// [`spawn_writer`], plus a handle to await the flush: drop every [`Sender`], then await
 /// [`Flushed`] to know the peer has been sent everything (no sleeping "for the writer").
 pub fn spawn_flushing_writer<M: Serialize + Send + 'static>(
-    mut half: OwnedWriteHalf,
+    mut half: impl AsyncWrite + Unpin + Send + 'static,
     peer: String,
 ) -> (Sender<M>, Flushed) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing<M>>();
@@ -612,6 +750,14 @@ pub fn spawn_flushing_writer<M: Serialize + Send + 'static>(
                     return;
                 }
                 buf.clear();
+            }
+            // TLS keeps the tail of a write in its session until flushed (for TCP a no-op).
+            match tokio::time::timeout(WRITE_TIMEOUT, half.flush()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::debug!("connection to {peer} lost while flushing");
+                    return;
+                }
             }
         }
         let _ = half.shutdown().await;
@@ -686,6 +832,7 @@ struct PeerConn {
 #[derive(Clone)]
 pub struct PeerPool {
     name: Arc<str>,
+    transport: Transport,
     /// Workers' write tokens by data address, as the scheduler told us.
     tokens: Arc<Mutex<HashMap<String, WriteToken>>>,
     conns: Arc<tokio::sync::Mutex<HashMap<String, Arc<PeerConn>>>>,
@@ -693,10 +840,12 @@ pub struct PeerPool {
 }
 
 impl PeerPool {
-    /// An empty pool; `name` introduces this process to peers.
-    pub fn new(name: &str) -> Self {
+    /// An empty pool; `name` introduces this process to peers, `transport` says how to reach
+    /// them (TLS for `tls://` addresses, the token).
+    pub fn new(name: &str, transport: Transport) -> Self {
         PeerPool {
             name: name.into(),
+            transport,
             tokens: Arc::default(),
             conns: Arc::default(),
             next_request: Arc::new(std::sync::atomic::AtomicU64::new(1)),
@@ -721,7 +870,7 @@ impl PeerPool {
         {
             return Ok(c.clone());
         }
-        let (stream, leftover) = connect(address, Role::Peer, &self.name).await?;
+        let (stream, leftover) = connect(address, Role::Peer, &self.name, &self.transport).await?;
         let (read, write) = stream.into_split();
         let tx = spawn_writer::<PeerRequest>(write, address.to_string());
         let pending: Arc<Mutex<HashMap<u64, ReplySlot>>> = Arc::default();

@@ -13,11 +13,10 @@ use kiln_protocol::messages::{
     ClientId, ClientToScheduler, SchedulerToClient, SchedulerToWorker, WorkerId, WorkerInfo, WorkerToScheduler,
 };
 use kiln_scheduler::{Command, Config, Event as StateEvent, SchedulerEvent, SchedulerState};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::comm::{self, CommError, Outgoing, PacketReader, Sender};
+use crate::comm::{self, CommError, Outgoing, PacketReader, Security, Sender, TlsRole, Transport, WriteHalf};
 
 /// How the scheduler server runs.
 #[derive(Debug, Clone)]
@@ -29,11 +28,18 @@ pub struct ServerConfig {
     /// Where to send the scheduler's typed record of what it did (for a dashboard). `None`,
     /// the default, records nothing.
     pub observer: Option<mpsc::UnboundedSender<SchedulerEvent>>,
+    /// TLS, mutual authentication and the token (default: plain TCP, anyone may connect).
+    pub security: Security,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { policy: Config::default(), worker_timeout: Duration::from_secs(30), observer: None }
+        ServerConfig {
+            policy: Config::default(),
+            worker_timeout: Duration::from_secs(30),
+            observer: None,
+            security: Security::default(),
+        }
     }
 }
 
@@ -50,6 +56,7 @@ enum Event {
 /// A running scheduler server.
 pub struct SchedulerServer {
     address: SocketAddr,
+    scheme: &'static str,
     stop: mpsc::UnboundedSender<Event>,
     done: watch::Receiver<bool>,
 }
@@ -59,8 +66,10 @@ impl SchedulerServer {
     /// on the current tokio runtime.
     ///
     /// # Errors
-    /// The address cannot be bound.
+    /// The address cannot be bound, or the security settings do not work.
     pub async fn start(address: &str, config: ServerConfig) -> Result<SchedulerServer, CommError> {
+        let transport = config.security.transport(TlsRole::Scheduler)?;
+        let scheme = transport.listener_scheme();
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| CommError::Io { context: format!("cannot listen on {address}"), source })?;
@@ -68,14 +77,19 @@ impl SchedulerServer {
             listener.local_addr().map_err(|source| CommError::Io { context: "local address".into(), source })?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, events_tx.clone(), local));
+        tokio::spawn(accept_loop(listener, events_tx.clone(), local, transport));
         tokio::spawn(core(events_rx, events_tx.clone(), config, done_tx));
-        Ok(SchedulerServer { address: local, stop: events_tx, done })
+        Ok(SchedulerServer { address: local, scheme, stop: events_tx, done })
     }
 
     /// The address workers and clients connect to.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The address with its scheme, `tls://host:port` or `tcp://host:port`.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.address)
     }
 
     /// Tells workers and clients the scheduler is going away, and stops.
@@ -91,7 +105,12 @@ impl SchedulerServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>, local: SocketAddr) {
+async fn accept_loop(
+    listener: TcpListener,
+    events: mpsc::UnboundedSender<Event>,
+    local: SocketAddr,
+    transport: Transport,
+) {
     // Client ids count up from 1 (the scheduler reserves the largest for itself).
     let mut next_worker: u32 = 0;
     let mut next_client: u32 = 1;
@@ -116,10 +135,14 @@ async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>
         next_client += 1;
         // Counted from accept to registration, so strangers cannot pile up.
         let stranger = admission.admit();
+        let transport = transport.clone();
         tokio::spawn(async move {
             let listener_name = format!("the kiln scheduler at {local}");
             let joined = stranger
-                .register(comm::limits().register_timeout, register(stream, peer, worker_id, &listener_name))
+                .register(
+                    comm::limits().register_timeout,
+                    register(stream, peer, worker_id, &listener_name, &transport),
+                )
                 .await;
             match joined {
                 Ok(Joined::Worker { info, rest, reader, write }) => {
@@ -155,14 +178,20 @@ async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Event>
 
 /// A connection that completed the handshake and registered.
 enum Joined {
-    Worker { info: WorkerInfo, rest: Vec<WorkerToScheduler>, reader: PacketReader, write: OwnedWriteHalf },
-    Client { name: String, rest: Vec<ClientToScheduler>, reader: PacketReader, write: OwnedWriteHalf },
+    Worker { info: WorkerInfo, rest: Vec<WorkerToScheduler>, reader: PacketReader, write: WriteHalf },
+    Client { name: String, rest: Vec<ClientToScheduler>, reader: PacketReader, write: WriteHalf },
 }
 
 /// The handshake and the first message, which must register the worker or client. Until it
 /// has arrived the peer is a stranger: it may send only small frames.
-async fn register(mut stream: TcpStream, peer: SocketAddr, id: WorkerId, listener: &str) -> Result<Joined, CommError> {
-    let (hello, leftover) = comm::accept(&mut stream, &[Role::Client, Role::Worker], listener).await?;
+async fn register(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: WorkerId,
+    listener: &str,
+    transport: &Transport,
+) -> Result<Joined, CommError> {
+    let (stream, hello, leftover) = comm::accept(stream, transport, &[Role::Client, Role::Worker], listener).await?;
     let (read, write) = stream.into_split();
     let who = format!("{} ({peer})", hello.name);
     let mut reader = PacketReader::stranger(read, who.clone(), leftover);
@@ -175,9 +204,14 @@ async fn register(mut stream: TcpStream, peer: SocketAddr, id: WorkerId, listene
             };
             let info = match messages.remove(0) {
                 WorkerToScheduler::Register { address, name, nthreads, memory_limit, write_token } => {
-                    // A worker listening on all interfaces is reached at the address it connected from.
-                    let address = match address.parse::<SocketAddr>() {
-                        Ok(a) if a.ip().is_unspecified() => SocketAddr::new(peer.ip(), a.port()).to_string(),
+                    // A worker listening on all interfaces is reached at the address it connected
+                    // from (its scheme, `tls://` for a TLS data port, is kept).
+                    let (scheme, host_port) = address.split_once("://").map_or(("", address.as_str()), |(s, a)| (s, a));
+                    let address = match host_port.parse::<SocketAddr>() {
+                        Ok(a) if a.ip().is_unspecified() => {
+                            let reachable = SocketAddr::new(peer.ip(), a.port());
+                            if scheme.is_empty() { reachable.to_string() } else { format!("{scheme}://{reachable}") }
+                        }
                         _ => address,
                     };
                     WorkerInfo { id, address, name, nthreads: nthreads.max(1), memory_limit, write_token }
@@ -215,7 +249,7 @@ async fn serve_worker(
     info: WorkerInfo,
     rest: Vec<WorkerToScheduler>,
     mut reader: PacketReader,
-    write: OwnedWriteHalf,
+    write: WriteHalf,
     events: mpsc::UnboundedSender<Event>,
 ) {
     tracing::info!("worker {id} registered: {} at {} with {} threads", info.name, info.address, info.nthreads);

@@ -27,7 +27,7 @@ use kiln_worker::{MemoryLimits, WhenStuck, WorkerState};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::comm::{CommError, PeerPool};
+use crate::comm::{CommError, PeerPool, Security, TlsRole};
 use compute::{JobQueue, compute_thread};
 use shell::{Shell, ShellEvent, connect_scheduler};
 use store::Store;
@@ -58,6 +58,12 @@ pub struct WorkerConfig {
     /// (nothing running, nothing held) then ends with the worker leaving for a fresh process;
     /// without a nanny it ends with the worker resuming (see [`kiln_worker::WhenStuck`]).
     pub supervised: bool,
+    /// TLS (for the connection to the scheduler, the data port and fetches from peers) and the
+    /// token. Default: plain TCP.
+    pub security: Security,
+    /// Exit when no scheduler has been reachable for this long, at start-up or after losing
+    /// it (Dask's `--death-timeout`); `None` waits as [`WorkerConfig::reconnect`] says.
+    pub death_timeout: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -73,13 +79,15 @@ impl WorkerConfig {
             local_directory: None,
             reconnect: Duration::from_secs(60),
             supervised: false,
+            security: Security::default(),
+            death_timeout: None,
         }
     }
 }
 
-/// Strips an optional `tcp://` scheme.
+/// Strips an optional `tcp://` or `tls://` scheme.
 pub fn strip_scheme(address: &str) -> &str {
-    address.strip_prefix("tcp://").unwrap_or(address)
+    address.strip_prefix("tcp://").or_else(|| address.strip_prefix("tls://")).unwrap_or(address)
 }
 
 /// A running worker.
@@ -88,6 +96,7 @@ pub struct WorkerHandle {
     events: mpsc::UnboundedSender<ShellEvent>,
     done: watch::Receiver<bool>,
     fresh_start: Arc<AtomicBool>,
+    no_scheduler: Arc<AtomicBool>,
 }
 
 impl WorkerHandle {
@@ -113,6 +122,13 @@ impl WorkerHandle {
     pub fn wants_fresh_start(&self) -> bool {
         self.fresh_start.load(Ordering::Relaxed)
     }
+
+    /// Whether the worker stopped because no scheduler was reachable for its death timeout
+    /// (or [`WorkerConfig::reconnect`]); its process should exit with
+    /// [`EXIT_NO_SCHEDULER`](crate::EXIT_NO_SCHEDULER), which a nanny does not restart.
+    pub fn lost_scheduler(&self) -> bool {
+        self.no_scheduler.load(Ordering::Relaxed)
+    }
 }
 
 /// Starts a worker on the current tokio runtime: binds its data port, registers with the
@@ -136,23 +152,52 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
             source,
         })?;
     }
+    let transport = config.security.transport(TlsRole::Worker)?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|source| CommError::Io { context: format!("cannot listen on {}", config.listen), source })?;
     let address = listener.local_addr().map_err(|source| CommError::Io { context: "local address".into(), source })?;
     let name = config.name.clone().unwrap_or_else(|| address.to_string());
-    let scheduler_address = strip_scheme(&config.scheduler).to_string();
+    crate::comm::parse_address(&config.scheduler).map_err(CommError::Setup)?;
+    let scheduler_address = config.scheduler.clone();
     let write_token = crate::comm::new_write_token()?;
+    // A TLS data port is advertised with its scheme, so peers know to speak TLS to it.
+    let data_address = match transport.listens_tls() {
+        true => format!("tls://{address}"),
+        false => address.to_string(),
+    };
     let register = WorkerToScheduler::Register {
-        address: address.to_string(),
+        address: data_address.clone(),
         name: name.clone(),
         nthreads: config.nthreads as u32,
         memory_limit: config.memory_limit,
         write_token,
     };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (to_scheduler, flushed) =
-        connect_scheduler(&scheduler_address, &name, register.clone(), events_tx.clone()).await?;
+    // With a death timeout the scheduler may come up later (a batch job's workers often start
+    // first): keep trying until the timeout, then fail.
+    let give_up = config.death_timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut delay = Duration::from_millis(100);
+    let (to_scheduler, flushed) = loop {
+        match connect_scheduler(&scheduler_address, &name, register.clone(), events_tx.clone(), &transport).await {
+            Ok(connected) => break connected,
+            Err(e @ (CommError::Io { .. } | CommError::Closed(_) | CommError::Timeout(_))) => match give_up {
+                Some(deadline) if tokio::time::Instant::now() + delay < deadline => {
+                    tracing::info!("worker {name}: scheduler {scheduler_address} not reachable yet: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Some(_) => {
+                    return Err(CommError::NoScheduler(format!(
+                        "no scheduler reachable at {scheduler_address} within the death timeout of {:?}: {e}",
+                        config.death_timeout.unwrap_or_default()
+                    )));
+                }
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    };
 
     let parent = config.local_directory.clone().unwrap_or_else(std::env::temp_dir);
     let dir = parent.join(format!("kiln-worker-{}-{}", std::process::id(), address.port()));
@@ -179,7 +224,14 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         threads.push(thread);
     }
 
-    tokio::spawn(peer::serve_peers(listener, store.clone(), events_tx.clone(), name.clone(), write_token));
+    tokio::spawn(peer::serve_peers(
+        listener,
+        store.clone(),
+        events_tx.clone(),
+        name.clone(),
+        write_token,
+        transport.clone(),
+    ));
     spawn_ticker(events_tx.clone(), config.heartbeat, || ShellEvent::Heartbeat);
     if config.memory_limit > 0 {
         // Memory is watched ten times a second, as Dask's worker does.
@@ -188,18 +240,21 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
 
     let (done_tx, done) = watch::channel(false);
     let fresh_start = Arc::new(AtomicBool::new(false));
+    let no_scheduler = Arc::new(AtomicBool::new(false));
     let shell = Shell {
         name,
-        address: address.to_string(),
+        address: data_address,
         scheduler_address,
         register,
-        reconnect: config.reconnect,
+        reconnect: config.death_timeout.unwrap_or(config.reconnect),
+        no_scheduler: no_scheduler.clone(),
         to_scheduler,
         flushed,
         state,
         store: store.clone(),
         queue,
-        pool: PeerPool::new(&address.to_string()),
+        pool: PeerPool::new(&address.to_string(), transport.clone()),
+        transport,
         events: events_tx.clone(),
         kernels: shell::KernelCache::default(),
         out: Vec::new(),
@@ -220,7 +275,7 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         let _ = done_tx.send(true);
     });
-    Ok(WorkerHandle { address, events: events_tx, done, fresh_start })
+    Ok(WorkerHandle { address, events: events_tx, done, fresh_start, no_scheduler })
 }
 
 /// Sends `event()` every `period` until the shell is gone.

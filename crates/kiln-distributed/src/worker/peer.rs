@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::shell::ShellEvent;
 use super::store::{Lookup, Store, read_spill};
-use crate::comm::{self, Outgoing, PacketReader, value_from_wire, values_to_wire};
+use crate::comm::{self, Outgoing, PacketReader, Transport, value_from_wire, values_to_wire};
 
 /// Accepts connections on the data port until the shell is gone.
 ///
@@ -36,6 +36,7 @@ pub(super) async fn serve_peers(
     events: mpsc::UnboundedSender<ShellEvent>,
     name: String,
     token: WriteToken,
+    transport: Transport,
 ) {
     let admission = comm::Admission::new(comm::limits().max_unregistered);
     loop {
@@ -55,17 +56,19 @@ pub(super) async fn serve_peers(
         let events = events.clone();
         let name = name.clone();
         let stranger = admission.admit();
+        let transport = transport.clone();
         tokio::spawn(async move {
-            if let Err(why) = serve_peer(stream, peer, stranger, store, events, &name, token).await {
+            if let Err(why) = serve_peer((stream, transport), peer, stranger, store, events, &name, token).await {
                 tracing::warn!("worker {name}: dropped connection from {peer}: {why}");
             }
         });
     }
 }
 
-/// Serves one data-port connection; `Err` says why it was dropped.
+/// Serves one data-port connection (`stream` is completed with `transport`: TLS, token);
+/// `Err` says why it was dropped.
 async fn serve_peer(
-    mut stream: TcpStream,
+    (stream, transport): (TcpStream, Transport),
     peer: SocketAddr,
     mut stranger: comm::Stranger,
     store: Arc<Store>,
@@ -76,9 +79,10 @@ async fn serve_peer(
     let limits = comm::limits();
     let deadline = tokio::time::Instant::now() + limits.register_timeout;
     let listener_name = format!("kiln worker {name}");
-    let leftover = tokio::select! {
-        accepted = comm::accept(&mut stream, &[Role::Peer], &listener_name) => {
-            accepted.map_err(|e| e.to_string())?.1
+    let (stream, leftover) = tokio::select! {
+        accepted = comm::accept(stream, &transport, &[Role::Peer], &listener_name) => {
+            let (stream, _, leftover) = accepted.map_err(|e| e.to_string())?;
+            (stream, leftover)
         }
         _ = tokio::time::sleep_until(deadline) => {
             return Err(format!("did not authenticate within {:?}", limits.register_timeout));

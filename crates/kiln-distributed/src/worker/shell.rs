@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use super::compute::{Job, JobQueue, Outcome};
 use super::peer::value_nbytes;
 use super::store::{Store, UnspillError, read_spill, write_spill};
-use crate::comm::{self, CommError, Flushed, Outgoing, PacketReader, PeerPool, Sender, value_from_wire};
+use crate::comm::{self, CommError, Flushed, Outgoing, PacketReader, PeerPool, Sender, Transport, value_from_wire};
 
 /// What reaches the shell's channel.
 pub(super) enum ShellEvent {
@@ -144,6 +144,11 @@ pub(super) struct Shell {
     pub store: Arc<Store>,
     pub queue: Arc<JobQueue>,
     pub pool: PeerPool,
+    /// How this worker connects (TLS, token), for rejoining the scheduler.
+    pub transport: Transport,
+    /// Set when the worker stopped because no scheduler was reachable for
+    /// [`Shell::reconnect`] (the death timeout).
+    pub no_scheduler: Arc<std::sync::atomic::AtomicBool>,
     pub events: mpsc::UnboundedSender<ShellEvent>,
     pub kernels: KernelCache,
     /// Instructions of the event being handled (reused).
@@ -240,7 +245,12 @@ impl Shell {
                 return None;
             }
             ShellEvent::GaveUp(reason) => {
-                tracing::error!("worker {}: could not rejoin the scheduler: {reason}; stopping", self.name);
+                tracing::error!(
+                    "worker {}: no scheduler reachable for {:?}: {reason}; stopping",
+                    self.name,
+                    self.reconnect
+                );
+                self.no_scheduler.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Some(Ending::Lost);
             }
             ShellEvent::Done(Outcome { key, run, result, duration }) => match result {
@@ -557,13 +567,14 @@ impl Shell {
         let register = self.register.clone();
         let events = self.events.clone();
         let patience = self.reconnect;
+        let transport = self.transport.clone();
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + patience;
             // Backoff between attempts: the scheduler may be restarting or the network down.
             let mut delay = Duration::from_millis(100);
             loop {
                 tokio::time::sleep(delay).await;
-                match connect_scheduler(&address, &name, register.clone(), events.clone()).await {
+                match connect_scheduler(&address, &name, register.clone(), events.clone(), &transport).await {
                     Ok((sender, flushed)) => {
                         let _ = events.send(ShellEvent::Reconnected(sender, flushed));
                         return;
@@ -583,8 +594,9 @@ impl Shell {
 /// The error of a task whose kernel id is not registered in this worker program.
 fn unknown_kernel(address: &str, name: &str, id: &str) -> String {
     let named = if name == address { String::new() } else { format!(" ({name})") };
+    let scheme = if address.contains("://") { "" } else { "tcp://" };
     format!(
-        "worker tcp://{address}{named} does not know kernel '{id}' (build the worker with the crate that registers \
+        "worker {scheme}{address}{named} does not know kernel '{id}' (build the worker with the crate that registers \
          it, or use a user binary worker: a program that registers it and calls run_worker_if_requested)"
     )
 }
@@ -604,8 +616,9 @@ pub(super) async fn connect_scheduler(
     name: &str,
     register: WorkerToScheduler,
     events: mpsc::UnboundedSender<ShellEvent>,
+    transport: &Transport,
 ) -> Result<(Sender<WorkerToScheduler>, Flushed), CommError> {
-    let (stream, leftover) = comm::connect(address, Role::Worker, name).await?;
+    let (stream, leftover) = comm::connect(address, Role::Worker, name, transport).await?;
     let (read, write) = stream.into_split();
     let (to_scheduler, flushed) = comm::spawn_flushing_writer::<WorkerToScheduler>(write, address.to_string());
     let _ = to_scheduler.send(Outgoing::Message(register));
