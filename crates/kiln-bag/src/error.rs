@@ -81,6 +81,32 @@ pub enum BagError {
         /// The kind of value found ("array", "string", ...).
         found: &'static str,
     },
+    /// `pluck_index` (or a path step) on a JSON value that is not an array.
+    #[error("pluck: cannot take index {index} from a JSON {found}")]
+    NotAnArray {
+        /// The index asked for.
+        index: usize,
+        /// The kind of value found.
+        found: &'static str,
+    },
+    /// A pluck path that does not lead to a value in some record.
+    #[error("pluck: a record has nothing at {path} (use pluck_path_or to give a default)")]
+    MissingPath {
+        /// The path, e.g. `"actor"."login"[0]`.
+        path: String,
+    },
+    /// `pluck_path` with no steps.
+    #[error("pluck_path: the path is empty")]
+    EmptyPath,
+    /// `portable(id)` on a bag whose newest step is not a user function.
+    #[error(
+        "portable({id:?}): the bag's newest operation has no user function to register (call it right after \
+         map, filter, remove, flat_map, try_map, map_partitions or topk)"
+    )]
+    NoUserFunction {
+        /// The id given.
+        id: String,
+    },
     /// A reduction that has no answer for no elements (`min`, `max`, `mean`).
     #[error("{operation} of an empty bag")]
     Empty {
