@@ -107,6 +107,27 @@ pub enum BagError {
         /// The id given.
         id: String,
     },
+    /// `random_sample` with a fraction outside `[0, 1]`.
+    #[error("random_sample: the fraction must be between 0 and 1, got {0}")]
+    BadFraction(String),
+    /// `zip` of bags with different partition counts.
+    #[error("zip: the bags have {left} and {right} partitions; zip needs as many on both sides")]
+    ZipPartitions {
+        /// The left bag's partitions.
+        left: usize,
+        /// The right bag's partitions.
+        right: usize,
+    },
+    /// `zip` of partitions of different lengths.
+    #[error("zip: partition {partition} has {left} elements on the left and {right} on the right")]
+    ZipLengths {
+        /// The partition.
+        partition: usize,
+        /// Its length on the left.
+        left: usize,
+        /// Its length on the right.
+        right: usize,
+    },
     /// A reduction that has no answer for no elements (`min`, `max`, `mean`).
     #[error("{operation} of an empty bag")]
     Empty {

@@ -35,6 +35,7 @@
 
 mod error;
 mod node;
+mod ops;
 mod pipeline;
 pub mod portable;
 mod reduce;

@@ -201,6 +201,22 @@ pub fn register_element<T: Element + Serialize + DeserializeOwned>(tag: &str) {
         let (fraction, seed): (f64, u64) = postcard::from_bytes(params).map_err(|e| e.to_string())?;
         Ok(steps::random_sample::<T>(fraction, seed))
     });
+    {
+        let tag = Arc::clone(&tag);
+        KernelRegistry::global().register_factory(&format!("kiln.bag.concat/{tag}"), move |_| {
+            Ok(crate::ops::concat_kernel::<T>(Some(&tag)))
+        });
+    }
+    {
+        let tag = Arc::clone(&tag);
+        KernelRegistry::global().register_factory(&format!("kiln.bag.split/{tag}"), move |params| {
+            let (piece, pieces): (u64, u64) = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+            if piece >= pieces {
+                return Err(format!("piece {piece} of {pieces}"));
+            }
+            Ok(crate::ops::piece_kernel::<T>(piece as usize, pieces as usize, Some(&tag)))
+        });
+    }
     KernelRegistry::global().register_factory(&format!("kiln.bag.read_json_lines/{tag}"), {
         let tag = Arc::clone(&tag);
         move |params| text::json_lines_kernel::<T>(params, &tag)

@@ -130,6 +130,8 @@ fn main() {
     same!(numbers.split_every(2).max());
     same!(numbers.min());
     same!(numbers.count());
+    same!(numbers.repartition(3).sum());
+    same!(numbers.repartition(11).random_sample(0.5, 7));
     let (mean, std) = (same!(numbers.mean()), same!(numbers.std(1)));
     assert!(mean > 0.0 && std > 0.0);
     let lines = Bag::from_sequence(["a b", "b c d", "", "d d"].map(String::from), 3);
