@@ -81,7 +81,7 @@ fn generate(dir: &Path, mb: u64, seed: u64) {
                 "name": rng.pick(NAMES),
                 "actor": {"id": rng.next() % 100_000, "login": format!("user{}", rng.next() % 5000)},
                 "repo": {"id": rng.next() % 1_000_000, "name": format!("org{}/repo{}", rng.next() % 200, rng.next() % 500)},
-                "payload": {"size": rng.next() % 10, "public": rng.next() % 2 == 0, "ref": "refs/heads/main"},
+                "payload": {"size": rng.next() % 10, "public": rng.next().is_multiple_of(2), "ref": "refs/heads/main"},
                 "created_at": format!("2015-01-{:02}T{:02}:{:02}:00Z", 1 + rng.next() % 28, rng.next() % 24, rng.next() % 60),
             });
             text.push_str(&event.to_string());

@@ -23,6 +23,8 @@ struct Event {
     size: Option<u32>,
 }
 
+// Bag functions take `&T`, and these bags' elements are `String`s.
+#[allow(clippy::ptr_arg)]
 fn parse(line: &String) -> Result<Value, serde_json::Error> {
     serde_json::from_str(line)
 }
@@ -35,6 +37,7 @@ fn by_count(pair: &(Value, u64)) -> u64 {
 fn square(x: &u64) -> u64 {
     x * x
 }
+#[allow(clippy::ptr_arg)]
 fn words(line: &String) -> Vec<String> {
     line.split_whitespace().map(str::to_string).collect()
 }
