@@ -22,8 +22,11 @@
 //!   before it), then combines of at most [`Bag::split_every`] partials (8 by default). Scalar
 //!   results are [`Item`]s; results that are lists (`frequencies`, `topk`, `distinct`,
 //!   `foldby`) are one-partition bags, so they chain (`.frequencies().topk(10, ..)`).
-//! - **Text and JSON**: [`read_text`], [`read_json_lines`] (one partition per file, gzip by
-//!   extension), [`Bag::to_textfiles`].
+//! - **Text and JSON**: [`read_text`], [`read_json_lines`] (one partition per file; gzip, bz2
+//!   and zstd by extension), [`Bag::to_textfiles`].
+//! - **Clusters**: built-in operations on common element types run on any `kiln worker`;
+//!   user functions are given an id with [`Bag::portable`] and registered with
+//!   [`portable::register_map`] and friends in every process that runs them (see [`portable`]).
 //!
 //! `groupby` (a full shuffle) is not here yet: it will use the staged shuffle the dataframe
 //! collection builds. [`Bag::foldby`] is the fast path for grouped reductions and needs no
