@@ -81,6 +81,53 @@ pub enum BagError {
         /// The kind of value found ("array", "string", ...).
         found: &'static str,
     },
+    /// `pluck_index` (or a path step) on a JSON value that is not an array.
+    #[error("pluck: cannot take index {index} from a JSON {found}")]
+    NotAnArray {
+        /// The index asked for.
+        index: usize,
+        /// The kind of value found.
+        found: &'static str,
+    },
+    /// A pluck path that does not lead to a value in some record.
+    #[error("pluck: a record has nothing at {path} (use pluck_path_or to give a default)")]
+    MissingPath {
+        /// The path, e.g. `"actor"."login"[0]`.
+        path: String,
+    },
+    /// `pluck_path` with no steps.
+    #[error("pluck_path: the path is empty")]
+    EmptyPath,
+    /// `portable(id)` on a bag whose newest step is not a user function.
+    #[error(
+        "portable({id:?}): the bag's newest operation has no user function to register (call it right after \
+         map, filter, remove, flat_map, try_map, map_partitions or topk)"
+    )]
+    NoUserFunction {
+        /// The id given.
+        id: String,
+    },
+    /// `random_sample` with a fraction outside `[0, 1]`.
+    #[error("random_sample: the fraction must be between 0 and 1, got {0}")]
+    BadFraction(String),
+    /// `zip` of bags with different partition counts.
+    #[error("zip: the bags have {left} and {right} partitions; zip needs as many on both sides")]
+    ZipPartitions {
+        /// The left bag's partitions.
+        left: usize,
+        /// The right bag's partitions.
+        right: usize,
+    },
+    /// `zip` of partitions of different lengths.
+    #[error("zip: partition {partition} has {left} elements on the left and {right} on the right")]
+    ZipLengths {
+        /// The partition.
+        partition: usize,
+        /// Its length on the left.
+        left: usize,
+        /// Its length on the right.
+        right: usize,
+    },
     /// A reduction that has no answer for no elements (`min`, `max`, `mean`).
     #[error("{operation} of an empty bag")]
     Empty {

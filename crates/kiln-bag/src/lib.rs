@@ -22,8 +22,11 @@
 //!   before it), then combines of at most [`Bag::split_every`] partials (8 by default). Scalar
 //!   results are [`Item`]s; results that are lists (`frequencies`, `topk`, `distinct`,
 //!   `foldby`) are one-partition bags, so they chain (`.frequencies().topk(10, ..)`).
-//! - **Text and JSON**: [`read_text`], [`read_json_lines`] (one partition per file, gzip by
-//!   extension), [`Bag::to_textfiles`].
+//! - **Text and JSON**: [`read_text`], [`read_json_lines`] (one partition per file; gzip, bz2
+//!   and zstd by extension), [`Bag::to_textfiles`].
+//! - **Clusters**: built-in operations on common element types run on any `kiln worker`;
+//!   user functions are given an id with [`Bag::portable`] and registered with
+//!   [`portable::register_map`] and friends in every process that runs them (see [`portable`]).
 //!
 //! `groupby` (a full shuffle) is not here yet: it will use the staged shuffle the dataframe
 //! collection builds. [`Bag::foldby`] is the fast path for grouped reductions and needs no
@@ -35,15 +38,18 @@
 
 mod error;
 mod node;
+mod ops;
 mod pipeline;
+pub mod portable;
 mod reduce;
+mod steps;
 mod text;
 
 use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use kiln_graph::kernel::{func0, slice_kernel};
+use kiln_graph::kernel::slice_kernel;
 use kiln_graph::{
     Collection, ComputeError, Graph, GraphBuilder, GraphError, Kernel, Key, Scheduler, TaskError, TaskId, Tokenizer,
     Value,
@@ -76,8 +82,13 @@ pub struct Bag<T> {
     steps: Option<Arc<Steps>>,
     split_every: usize,
     invalid: Option<BagError>,
+    /// How [`Bag::portable`] rebuilds this bag when its newest user function is inside a
+    /// reduction (`topk`'s key) rather than a pending step.
+    rebuild: Option<Rebuild<T>>,
     _t: PhantomData<fn() -> T>,
 }
+
+type Rebuild<T> = Arc<dyn Fn(&str) -> Bag<T> + Send + Sync>;
 
 impl<T> Clone for Bag<T> {
     fn clone(&self) -> Self {
@@ -87,6 +98,7 @@ impl<T> Clone for Bag<T> {
             steps: self.steps.clone(),
             split_every: self.split_every,
             invalid: self.invalid.clone(),
+            rebuild: self.rebuild.clone(),
             _t: PhantomData,
         }
     }
@@ -117,6 +129,7 @@ impl<T: Element> Bag<T> {
             steps: None,
             split_every: DEFAULT_SPLIT_EVERY,
             invalid: None,
+            rebuild: None,
             _t: PhantomData,
         }
     }
@@ -273,6 +286,7 @@ impl<T: Element> Bag<T> {
             steps: Some(pipeline::append(&self.steps, &self.base_token, step, step_token)),
             split_every: self.split_every,
             invalid: self.invalid.clone(),
+            rebuild: None,
             _t: PhantomData,
         }
     }
@@ -288,9 +302,7 @@ impl<T: Element> Bag<T> {
 
     /// `f` applied to every element (Dask's `map`).
     pub fn map<U: Element>(&self, f: impl Fn(&T) -> U + Send + Sync + 'static) -> Bag<U> {
-        let step =
-            pipeline::step("map", move |part: Part<'_, T>| Ok(part.as_slice().iter().map(&f).collect::<Vec<U>>()));
-        self.then(step, &fresh_token())
+        self.then(steps::map(f), &fresh_token())
     }
 
     /// `f` applied to every element; an `Err` fails the partition's task with its message
@@ -306,29 +318,17 @@ impl<T: Element> Bag<T> {
         &self,
         f: impl Fn(&T) -> Result<U, E> + Send + Sync + 'static,
     ) -> Bag<U> {
-        let step = pipeline::step("map", move |part: Part<'_, T>| {
-            part.as_slice().iter().map(|x| f(x).map_err(|e| TaskError::msg(e))).collect::<Result<Vec<U>, _>>()
-        });
-        self.then(step, &fresh_token())
+        self.then(steps::try_map(f), &fresh_token())
     }
 
     /// The elements for which `predicate` holds (Dask's `filter`).
     pub fn filter(&self, predicate: impl Fn(&T) -> bool + Send + Sync + 'static) -> Bag<T> {
-        let step = pipeline::step("filter", move |part: Part<'_, T>| {
-            Ok(match part {
-                Part::Borrowed(items) => items.iter().filter(|x| predicate(x)).cloned().collect(),
-                Part::Owned(mut items) => {
-                    items.retain(|x| predicate(x));
-                    items
-                }
-            })
-        });
-        self.then(step, &fresh_token())
+        self.then(steps::filter("filter", predicate), &fresh_token())
     }
 
     /// The elements for which `predicate` does not hold (Dask's `remove`).
     pub fn remove(&self, predicate: impl Fn(&T) -> bool + Send + Sync + 'static) -> Bag<T> {
-        self.filter(move |x| !predicate(x))
+        self.then(steps::filter("remove", move |x| !predicate(x)), &fresh_token())
     }
 
     /// Every item of every `f(element)`, in order (Dask's `map(f).flatten()`).
@@ -336,16 +336,46 @@ impl<T: Element> Bag<T> {
         &self,
         f: impl Fn(&T) -> I + Send + Sync + 'static,
     ) -> Bag<U> {
-        let step = pipeline::step("flat_map", move |part: Part<'_, T>| {
-            Ok(part.as_slice().iter().flat_map(&f).collect::<Vec<U>>())
-        });
-        self.then(step, &fresh_token())
+        self.then(steps::flat_map(f), &fresh_token())
     }
 
     /// `f` applied to each whole partition (Dask's `map_partitions`).
     pub fn map_partitions<U: Element>(&self, f: impl Fn(&[T]) -> Vec<U> + Send + Sync + 'static) -> Bag<U> {
-        let step = pipeline::step("map_partitions", move |part: Part<'_, T>| Ok(f(part.as_slice())));
-        self.then(step, &fresh_token())
+        self.then(steps::map_partitions(f), &fresh_token())
+    }
+
+    /// Marks this bag's newest user function (the closure of the last `map`, `filter`,
+    /// `remove`, `flat_map`, `try_map`, `map_partitions`, or `topk`'s key) as registered under
+    /// `id`, so a cluster can run it (like `delayed`'s `.portable(id)`). Every process that
+    /// runs it registers the same function under the same id ([`portable::register_map`],
+    /// [`portable::register_filter`], ...); the element types must be registered too
+    /// ([`portable::register_element`]; common types are built in).
+    ///
+    /// ```
+    /// # use kiln_bag::{Bag, portable}; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+    /// fn square(x: &u64) -> u64 { x * x }
+    /// portable::register_map("doc.square", square); // in the client and every worker program
+    /// let squares = Bag::range(4, 2).map(square).portable("doc.square");
+    /// assert_eq!(squares.compute_on(&LocalScheduler::new()).unwrap(), vec![0, 1, 4, 9]);
+    /// ```
+    pub fn portable(&self, id: &str) -> Bag<T> {
+        if let Some(rebuild) = &self.rebuild {
+            return rebuild(id);
+        }
+        match &self.steps {
+            Some(steps) if steps.step.spec().is_none() => {
+                let spec = portable::user_step_spec(&*steps.step, id);
+                let step = pipeline::with_spec(Arc::clone(&steps.step), Some(spec));
+                let mut bag = self.clone();
+                bag.steps = Some(Arc::new(Steps { step, prev: steps.prev.clone(), token: steps.token.clone() }));
+                bag
+            }
+            _ => {
+                let mut bag = self.clone();
+                bag.invalid.get_or_insert(BagError::NoUserFunction { id: id.to_string() });
+                bag
+            }
+        }
     }
 
     /// The first `k` elements (Dask's `take`), computing only the partitions needed: the first
@@ -380,12 +410,9 @@ impl<U: Element> Bag<Vec<U>> {
     /// The items of every element, in order (Dask's `flatten`); owned lists are moved, not
     /// cloned.
     pub fn flatten(&self) -> Bag<U> {
-        let step = pipeline::step("flatten", |part: Part<'_, Vec<U>>| {
-            Ok(match part {
-                Part::Borrowed(lists) => lists.iter().flatten().cloned().collect::<Vec<U>>(),
-                Part::Owned(lists) => lists.into_iter().flatten().collect(),
-            })
-        });
+        let spec = portable::tag_of::<U>()
+            .map(|tag| portable::StepSpec { id: format!("kiln.bag.flatten/{tag}"), params: Vec::new() });
+        let step = pipeline::with_spec(steps::flatten::<U>(), spec);
         self.then(step, "")
     }
 }
@@ -405,9 +432,8 @@ impl Bag<u64> {
         let nodes = (0..parts)
             .map(|i| {
                 let end = start + base + u64::from(i < extra);
-                let range = start..end;
+                let kernel: Arc<dyn Kernel> = Arc::new(kiln_graph::kernel::Portable(RangeKernel { start, end }));
                 start = end;
-                let kernel: Arc<dyn Kernel> = Arc::new(func0("range", move || range.clone().collect::<Vec<u64>>()));
                 Node::new(Key::from_shared(&name, &[i as u32]), kernel, Vec::new())
             })
             .collect();
@@ -427,53 +453,169 @@ impl Bag<serde_json::Value> {
     /// assert!(error.to_string().contains(r#"no key "name""#), "{error}");
     /// ```
     pub fn pluck(&self, key: &str) -> Bag<serde_json::Value> {
-        self.pluck_with(key, None)
+        self.pluck_path_with(&[PathSegment::Key(key.to_string())], None)
     }
 
     /// The value under `key` of every record, or `default` where it is missing (non-objects
     /// are still an error).
     pub fn pluck_or(&self, key: &str, default: serde_json::Value) -> Bag<serde_json::Value> {
-        self.pluck_with(key, Some(default))
+        self.pluck_path_with(&[PathSegment::Key(key.to_string())], Some(default))
     }
 
-    fn pluck_with(&self, key: &str, default: Option<serde_json::Value>) -> Bag<serde_json::Value> {
-        let token =
-            Tokenizer::new().add(key).add(&default.as_ref().map(|d| d.to_string()).unwrap_or_default()).finish();
-        let key = key.to_string();
-        let step = pipeline::step("pluck", move |part: Part<'_, serde_json::Value>| {
-            part.as_slice()
-                .iter()
-                .map(|record| pluck_one(record, &key, default.as_ref()))
-                .collect::<Result<Vec<_>, _>>()
-        });
-        self.then(step, &token)
+    /// Item `index` of every record, which must be an array (Dask's `pluck(i)`); an index past
+    /// the end is an error naming it.
+    pub fn pluck_index(&self, index: usize) -> Bag<serde_json::Value> {
+        self.pluck_path_with(&[PathSegment::Index(index)], None)
+    }
+
+    /// The value at `path` (keys of objects and indices of arrays, outermost first) of every
+    /// record, e.g. `[PathSegment::key("actor"), PathSegment::key("login")]`; a missing step is
+    /// an error naming the path.
+    ///
+    /// ```
+    /// # use kiln_bag::{Bag, PathSegment}; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+    /// use serde_json::json;
+    /// let events = Bag::from_sequence([json!({"actor": {"logins": ["a", "b"]}})], 1);
+    /// let second = events.pluck_path(&[PathSegment::key("actor"), PathSegment::key("logins"), 1.into()]);
+    /// assert_eq!(second.compute_on(&LocalScheduler::new()).unwrap(), vec![json!("b")]);
+    /// ```
+    pub fn pluck_path(&self, path: &[PathSegment]) -> Bag<serde_json::Value> {
+        self.pluck_path_with(path, None)
+    }
+
+    /// The value at `path` of every record, or `default` where a key or index is missing (a
+    /// step into a value that is neither object nor array is still an error).
+    pub fn pluck_path_or(&self, path: &[PathSegment], default: serde_json::Value) -> Bag<serde_json::Value> {
+        self.pluck_path_with(path, Some(default))
+    }
+
+    fn pluck_path_with(&self, path: &[PathSegment], default: Option<serde_json::Value>) -> Bag<serde_json::Value> {
+        if path.is_empty() {
+            let mut bag = self.clone();
+            bag.invalid.get_or_insert(BagError::EmptyPath);
+            return bag;
+        }
+        let path = PluckPath(path.to_vec());
+        let default_text = default.as_ref().map(|d| d.to_string());
+        let token = Tokenizer::new().add(&path.to_string()).add(&default_text.clone().unwrap_or_default()).finish();
+        let spec = postcard::to_allocvec(&(&path, &default_text))
+            .ok()
+            .map(|params| portable::StepSpec { id: "kiln.bag.pluck".into(), params });
+        portable::ensure_registered();
+        self.then(pipeline::with_spec(pluck_step(path, default), spec), &token)
+    }
+}
+
+/// One step of a [`Bag::pluck_path`] path.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PathSegment {
+    /// A key of an object.
+    Key(String),
+    /// An index into an array.
+    Index(usize),
+}
+
+impl PathSegment {
+    /// A key step.
+    pub fn key(key: &str) -> PathSegment {
+        PathSegment::Key(key.to_string())
+    }
+}
+
+impl From<&str> for PathSegment {
+    fn from(key: &str) -> Self {
+        PathSegment::key(key)
+    }
+}
+
+impl From<usize> for PathSegment {
+    fn from(index: usize) -> Self {
+        PathSegment::Index(index)
+    }
+}
+
+/// A whole pluck path (serialized as the pluck step's parameters).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PluckPath(Vec<PathSegment>);
+
+impl std::fmt::Display for PluckPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, segment) in self.0.iter().enumerate() {
+            match segment {
+                PathSegment::Key(key) if i == 0 => write!(f, "{key:?}")?,
+                PathSegment::Key(key) => write!(f, ".{key:?}")?,
+                PathSegment::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn pluck_step(path: PluckPath, default: Option<serde_json::Value>) -> Arc<dyn Step> {
+    pipeline::step("pluck", move |part: Part<'_, serde_json::Value>| {
+        part.as_slice().iter().map(|record| pluck_one(record, &path, default.as_ref())).collect::<Result<Vec<_>, _>>()
+    })
+}
+
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value as J;
+    match value {
+        J::Null => "null",
+        J::Bool(_) => "bool",
+        J::Number(_) => "number",
+        J::String(_) => "string",
+        J::Array(_) => "array",
+        J::Object(_) => "object",
     }
 }
 
 fn pluck_one(
     record: &serde_json::Value,
-    key: &str,
+    path: &PluckPath,
     default: Option<&serde_json::Value>,
 ) -> Result<serde_json::Value, TaskError> {
     use serde_json::Value as J;
-    let object = match record {
-        J::Object(object) => object,
-        other => {
-            let found = match other {
-                J::Null => "null",
-                J::Bool(_) => "bool",
-                J::Number(_) => "number",
-                J::String(_) => "string",
-                J::Array(_) => "array",
-                J::Object(_) => "object",
-            };
-            return Err(BagError::NotAnObject { key: key.to_string(), found }.into());
+    let mut at = record;
+    for segment in &path.0 {
+        let next = match (segment, at) {
+            (PathSegment::Key(key), J::Object(object)) => object.get(key),
+            (PathSegment::Index(index), J::Array(items)) => items.get(*index),
+            (PathSegment::Key(key), other) => {
+                return Err(BagError::NotAnObject { key: key.clone(), found: kind_of(other) }.into());
+            }
+            (PathSegment::Index(index), other) => {
+                return Err(BagError::NotAnArray { index: *index, found: kind_of(other) }.into());
+            }
+        };
+        match (next, default) {
+            (Some(next), _) => at = next,
+            (None, Some(default)) => return Ok(default.clone()),
+            (None, None) => {
+                return Err(match (segment, path.0.len()) {
+                    (PathSegment::Key(key), 1) => BagError::MissingKey { key: key.clone() },
+                    _ => BagError::MissingPath { path: path.to_string() },
+                }
+                .into());
+            }
         }
-    };
-    match (object.get(key), default) {
-        (Some(value), _) => Ok(value.clone()),
-        (None, Some(default)) => Ok(default.clone()),
-        (None, None) => Err(BagError::MissingKey { key: key.to_string() }.into()),
+    }
+    Ok(at.clone())
+}
+
+/// The numbers `start..end`: a `range` partition.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct RangeKernel {
+    start: u64,
+    end: u64,
+}
+
+impl kiln_graph::kernel::PortableKernel for RangeKernel {
+    const ID: &'static str = "kiln.bag.range";
+    fn name(&self) -> &str {
+        "range"
+    }
+    fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
+        Ok(Value::new((self.start..self.end).collect::<Vec<u64>>()))
     }
 }
 

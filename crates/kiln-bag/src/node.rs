@@ -55,6 +55,8 @@ impl Drop for Node {
 
 /// Adds `roots` and everything below them to the builder, iteratively; returns their ids.
 pub(crate) fn lower(roots: &[Arc<Node>], builder: &mut GraphBuilder) -> Result<Vec<TaskId>, GraphError> {
+    // Converting the graph for a cluster encodes partitions with the global codecs.
+    crate::portable::ensure_registered();
     static GENERATION: AtomicU64 = AtomicU64::new(1);
     let generation = GENERATION.fetch_add(1, Ordering::Relaxed) << 32;
     let id_in_this_lowering = |node: &Node| {

@@ -7,7 +7,9 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use kiln_graph::{Kernel, TaskError, Tokenizer, Value};
+use kiln_graph::{Kernel, KernelSpec, TaskError, Tokenizer, Value};
+
+use crate::portable::StepSpec;
 
 /// A partition as a step sees it: borrowed from another task's value, or owned (the output of
 /// the previous step).
@@ -37,6 +39,41 @@ pub(crate) trait Step: Send + Sync {
     fn apply(&self, input: Stage<'_>) -> Result<Box<dyn Any + Send>, TaskError>;
     /// Turns this step's output into a task value.
     fn finish(&self, output: Box<dyn Any + Send>) -> Result<Value, TaskError>;
+    /// How another process rebuilds this step (see `crate::portable`); `None` for a closure
+    /// that was not given an id.
+    fn spec(&self) -> Option<StepSpec> {
+        None
+    }
+}
+
+/// A step known to other processes under `spec` (a registered user function, or a built-in
+/// step for a registered element type): same behaviour, plus the spec.
+pub(crate) struct SpecStep {
+    pub(crate) inner: Arc<dyn Step>,
+    pub(crate) spec: StepSpec,
+}
+
+impl Step for SpecStep {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn apply(&self, input: Stage<'_>) -> Result<Box<dyn Any + Send>, TaskError> {
+        self.inner.apply(input)
+    }
+    fn finish(&self, output: Box<dyn Any + Send>) -> Result<Value, TaskError> {
+        self.inner.finish(output)
+    }
+    fn spec(&self) -> Option<StepSpec> {
+        Some(self.spec.clone())
+    }
+}
+
+/// `step` with `spec` when there is one.
+pub(crate) fn with_spec(step: Arc<dyn Step>, spec: Option<StepSpec>) -> Arc<dyn Step> {
+    match spec {
+        Some(spec) => Arc::new(SpecStep { inner: step, spec }),
+        None => step,
+    }
 }
 
 /// A step from a function of a partition of `T`s to a `U` (a `Vec` for elementwise steps, a
@@ -135,10 +172,25 @@ impl PipelineKernel {
             cursor = s.prev.as_ref();
         }
         all.reverse();
-        let name = steps.step.name().to_string();
-        PipelineKernel { name, steps: all }
+        PipelineKernel::from_steps(all)
+    }
+
+    /// The kernel running `steps` in this order.
+    pub(crate) fn from_steps(steps: Vec<Arc<dyn Step>>) -> PipelineKernel {
+        // A pipeline that cannot travel is named after its first local step, so the client's
+        // refusal names the function to register.
+        let local = steps.iter().find(|s| s.spec().is_none());
+        let name = match (local, steps.last()) {
+            (Some(step), _) => step.name().to_string(),
+            (None, Some(last)) => last.name().to_string(),
+            (None, None) => "pipeline".to_string(),
+        };
+        PipelineKernel { name, steps }
     }
 }
+
+/// The id of fused bag pipelines on the wire; the parameters are the steps' specs.
+pub(crate) const PIPELINE_KERNEL_ID: &str = "kiln.bag.pipeline";
 
 impl Kernel for PipelineKernel {
     fn name(&self) -> &str {
@@ -155,5 +207,10 @@ impl Kernel for PipelineKernel {
             stage = Stage::Owned(step.apply(stage)?);
         }
         last.finish(last.apply(stage)?)
+    }
+
+    fn spec(&self) -> Option<KernelSpec> {
+        let specs = self.steps.iter().map(|s| s.spec()).collect::<Option<Vec<StepSpec>>>()?;
+        postcard::to_allocvec(&specs).ok().map(|params| KernelSpec { id: PIPELINE_KERNEL_ID.to_string(), params })
     }
 }

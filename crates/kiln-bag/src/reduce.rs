@@ -5,12 +5,15 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use kiln_graph::kernel::{input, slice_kernel};
-use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, Kernel, Key, TaskError, TaskId, Value};
+use kiln_graph::kernel::input;
+use kiln_graph::{
+    Collection, ComputeError, Graph, GraphBuilder, GraphError, Kernel, KernelSpec, Key, TaskError, TaskId, Value,
+};
 use rustc_hash::FxHashMap;
 
 use crate::node::{self, Node, NodeArg};
 use crate::pipeline::{self, Part};
+use crate::portable::StepSpec;
 use crate::{Bag, BagError, Element, fresh_token};
 
 /// A lazily computed single value, such as a bag's sum (Dask's `Item`).
@@ -118,8 +121,8 @@ numeric_floats!(f32, f64);
 
 /// Count, mean and sum of squared deviations of some numbers, combinable (Chan et al.), so
 /// `var` is stable without a second pass.
-#[derive(Clone, Copy, Debug, Default)]
-struct Moments {
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Moments {
     count: u64,
     mean: f64,
     m2: f64,
@@ -155,14 +158,20 @@ impl Moments {
 
 /// Keys with values in first-seen order (so grouped results do not depend on hashing).
 #[derive(Clone, Debug)]
-struct OrderedMap<K, V> {
-    entries: Vec<(K, V)>,
+pub(crate) struct OrderedMap<K, V> {
+    pub(crate) entries: Vec<(K, V)>,
     index: FxHashMap<K, usize>,
 }
 
 impl<K: Eq + Hash + Clone, V> OrderedMap<K, V> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         OrderedMap { entries: Vec::new(), index: FxHashMap::default() }
+    }
+
+    /// A map of these entries (keys distinct, as they come from another map).
+    pub(crate) fn from_entries(entries: Vec<(K, V)>) -> Self {
+        let index = entries.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
+        OrderedMap { entries, index }
     }
 
     /// Updates the value under `key` (made with `init` when new) with `update`.
@@ -194,24 +203,102 @@ impl<A> Default for Acc<A> {
 }
 
 type Combine<R> = Arc<dyn Fn(&[&R]) -> Result<R, TaskError> + Send + Sync>;
+type Partial<T, R> = Arc<dyn Fn(Part<'_, T>) -> Result<R, TaskError> + Send + Sync>;
+type Finalize<R, S> = Arc<dyn Fn(R) -> Result<S, TaskError> + Send + Sync>;
 
-impl<T: Element> Bag<T> {
-    /// The tree reduction every reduction is made of: `partial` per partition (fused after the
-    /// pending steps), `combine` over at most `split_every` partials per task and level, and
-    /// `finalize` fused into the last combine.
-    fn tree<R: Element, S: Element>(
-        &self,
+/// A tree reduction's three functions: `partial` per partition (fused after the pending
+/// steps), `combine` over at most `split_every` partials per task and level, and `finalize`
+/// fused into the last combine. With an id (`kiln.bag.count/u64`, ...) and the same reduction
+/// registered in another process ([`crate::portable`]), its tasks can run there.
+pub(crate) struct Reduction<T, R, S> {
+    pub(crate) name: &'static str,
+    pub(crate) partial: Partial<T, R>,
+    pub(crate) combine: Combine<R>,
+    pub(crate) finalize: Finalize<R, S>,
+}
+
+impl<T: Element, R: Element, S: Element> Reduction<T, R, S> {
+    pub(crate) fn new(
         name: &'static str,
         partial: impl Fn(Part<'_, T>) -> Result<R, TaskError> + Send + Sync + 'static,
         combine: impl Fn(&[&R]) -> Result<R, TaskError> + Send + Sync + 'static,
         finalize: impl Fn(R) -> Result<S, TaskError> + Send + Sync + 'static,
+    ) -> Reduction<T, R, S> {
+        Reduction { name, partial: Arc::new(partial), combine: Arc::new(combine), finalize: Arc::new(finalize) }
+    }
+
+    /// The per-partition step (the last step of each partition's pipeline).
+    pub(crate) fn partial_step(&self, id: Option<&ReductionId>) -> Arc<dyn pipeline::Step> {
+        let partial = Arc::clone(&self.partial);
+        let step = pipeline::step(self.name, move |part: Part<'_, T>| partial(part));
+        pipeline::with_spec(step, id.map(|id| StepSpec { id: format!("{}.partial", id.id), params: id.params.clone() }))
+    }
+
+    /// A combine kernel; the last level's (`last`) also finalizes.
+    pub(crate) fn combine_kernel(&self, last: bool, id: Option<&ReductionId>) -> Arc<dyn Kernel> {
+        let combine = Arc::clone(&self.combine);
+        let finalize = Arc::clone(&self.finalize);
+        let run = move |inputs: &[Value]| -> Result<Value, TaskError> {
+            let partials = (0..inputs.len()).map(|i| input::<R>(inputs, i)).collect::<Result<Vec<&R>, _>>()?;
+            let combined = combine(&partials)?;
+            if last { Ok(Value::new(finalize(combined)?)) } else { Ok(Value::new(combined)) }
+        };
+        let spec = id.map(|id| KernelSpec {
+            id: format!("{}.{}", id.id, if last { "final" } else { "combine" }),
+            params: id.params.clone(),
+        });
+        Arc::new(SpecKernel { name: self.name, run, spec })
+    }
+}
+
+/// Where a reduction is registered: its id prefix and the parameters its factory needs.
+#[derive(Clone, Debug)]
+pub(crate) struct ReductionId {
+    pub(crate) id: String,
+    pub(crate) params: Vec<u8>,
+}
+
+impl ReductionId {
+    /// `kiln.bag.<name>/<tag of T>` when `T` is a registered element type.
+    pub(crate) fn builtin<T: 'static>(name: &str) -> Option<ReductionId> {
+        crate::portable::tag_of::<T>()
+            .map(|tag| ReductionId { id: format!("kiln.bag.{name}/{tag}"), params: Vec::new() })
+    }
+}
+
+/// A kernel from a function of its inputs, with a spec when it is registered elsewhere.
+struct SpecKernel<F> {
+    name: &'static str,
+    run: F,
+    spec: Option<KernelSpec>,
+}
+
+impl<F: Fn(&[Value]) -> Result<Value, TaskError> + Send + Sync + 'static> Kernel for SpecKernel<F> {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        (self.run)(inputs)
+    }
+    fn spec(&self) -> Option<KernelSpec> {
+        self.spec.clone()
+    }
+}
+
+impl<T: Element> Bag<T> {
+    /// The tree of `reduction` over this bag's partitions (see [`Reduction`]).
+    pub(crate) fn tree<R: Element, S: Element>(
+        &self,
+        reduction: Reduction<T, R, S>,
+        id: Option<ReductionId>,
     ) -> Result<Arc<Node>, BagError> {
         if let Some(error) = &self.invalid {
             return Err(error.clone());
         }
+        let name = reduction.name;
         let token = fresh_token();
         let partial_name: Arc<str> = format!("{name}-part-{token}").into();
-        let steps = pipeline::append(&self.steps, &self.base_token, pipeline::step(name, partial), &token);
+        let steps = pipeline::append(&self.steps, &self.base_token, reduction.partial_step(id.as_ref()), &token);
         let kernel: Arc<dyn Kernel> = Arc::new(pipeline::PipelineKernel::new(&steps));
         let mut level: Vec<Arc<Node>> = self
             .partitions
@@ -225,23 +312,8 @@ impl<T: Element> Bag<T> {
                 )
             })
             .collect();
-
-        let combine: Combine<R> = Arc::new(combine);
-        let finalize = Arc::new(finalize);
-        let combine_inputs = move |combine: &Combine<R>, inputs: &[Value]| -> Result<R, TaskError> {
-            let partials = (0..inputs.len()).map(|i| input::<R>(inputs, i)).collect::<Result<Vec<&R>, _>>()?;
-            combine(&partials)
-        };
-        let middle: Arc<dyn Kernel> = {
-            let combine = Arc::clone(&combine);
-            Arc::new(slice_kernel(name, move |inputs: &[Value]| Ok(Value::new(combine_inputs(&combine, inputs)?))))
-        };
-        let last: Arc<dyn Kernel> = {
-            let combine = Arc::clone(&combine);
-            Arc::new(slice_kernel(name, move |inputs: &[Value]| {
-                Ok(Value::new(finalize(combine_inputs(&combine, inputs)?)?))
-            }))
-        };
+        let middle = reduction.combine_kernel(false, id.as_ref());
+        let last = reduction.combine_kernel(true, id.as_ref());
         let combine_name: Arc<str> = format!("{name}-combine-{token}").into();
         let mut depth = 0u32;
         // The last level always combines (even a single partial), so `finalize` runs once.
@@ -263,12 +335,12 @@ impl<T: Element> Bag<T> {
         Ok(Node::new(Key::new(format!("{name}-{token}")), last, args))
     }
 
-    fn item<S: Element>(node: Result<Arc<Node>, BagError>) -> Item<S> {
+    pub(crate) fn item<S: Element>(node: Result<Arc<Node>, BagError>) -> Item<S> {
         Item { node, _r: PhantomData }
     }
 
     /// A one-partition bag of the reduction's list result.
-    fn listed<U: Element>(node: Result<Arc<Node>, BagError>) -> Bag<U> {
+    pub(crate) fn listed<U: Element>(node: Result<Arc<Node>, BagError>) -> Bag<U> {
         match node {
             Ok(node) => {
                 let token = node.key.name().to_string();
@@ -280,12 +352,7 @@ impl<T: Element> Bag<T> {
 
     /// The number of elements (Dask's `count`).
     pub fn count(&self) -> Item<u64> {
-        Self::item(self.tree(
-            "count",
-            |part| Ok(part.as_slice().len() as u64),
-            |counts: &[&u64]| Ok(counts.iter().copied().sum()),
-            Ok,
-        ))
+        Self::item(self.tree(count_reduction::<T>(), ReductionId::builtin::<T>("count")))
     }
 
     /// `initial`, then `binop` with each element, per partition; the partials combined with
@@ -306,10 +373,13 @@ impl<T: Element> Bag<T> {
     ) -> Item<A> {
         let combine_initial = initial.clone();
         Self::item(self.tree(
-            "fold",
-            move |part| Ok(part.as_slice().iter().fold(initial.clone(), &binop)),
-            move |partials: &[&A]| Ok(partials.iter().fold(combine_initial.clone(), |acc, p| combine(acc, p))),
-            Ok,
+            Reduction::new(
+                "fold",
+                move |part| Ok(part.as_slice().iter().fold(initial.clone(), &binop)),
+                move |partials: &[&A]| Ok(partials.iter().fold(combine_initial.clone(), |acc, p| combine(acc, p))),
+                Ok,
+            ),
+            None,
         ))
     }
 
@@ -321,40 +391,108 @@ impl<T: Element> Bag<T> {
         aggregate: impl Fn(Vec<R>) -> R + Send + Sync + 'static,
     ) -> Item<R> {
         Self::item(self.tree(
-            "reduction",
-            move |part| Ok(per_partition(part.as_slice())),
-            move |partials: &[&R]| Ok(aggregate(partials.iter().map(|p| (*p).clone()).collect())),
-            Ok,
+            Reduction::new(
+                "reduction",
+                move |part| Ok(per_partition(part.as_slice())),
+                move |partials: &[&R]| Ok(aggregate(partials.iter().map(|p| (*p).clone()).collect())),
+                Ok,
+            ),
+            None,
         ))
     }
 
     /// The `k` largest elements by `key`, largest first; equal keys keep their order in the
-    /// bag (Dask's `topk`). A one-partition bag.
-    pub fn topk<K: Ord>(&self, k: usize, key: impl Fn(&T) -> K + Send + Sync + 'static) -> Bag<T> {
-        let key = Arc::new(key);
-        let partial_key = Arc::clone(&key);
-        // Partials are in bag order and each keeps bag order among equal keys; a stable sort
-        // of their concatenation keeps it too.
-        let best = move |key: &dyn Fn(&T) -> K, items: Vec<&T>| -> Vec<T> {
-            let mut items = items;
-            items.sort_by_key(|x| std::cmp::Reverse(key(x)));
-            items.truncate(k);
-            items.into_iter().cloned().collect()
-        };
-        let best = Arc::new(best);
-        let partial_best = Arc::clone(&best);
-        Self::listed(self.tree(
-            "topk",
-            move |part| Ok(partial_best(&*partial_key, part.as_slice().iter().collect())),
-            move |partials: &[&Vec<T>]| Ok(best(&*key, partials.iter().flat_map(|p| p.iter()).collect())),
-            Ok,
-        ))
+    /// bag (Dask's `topk`). A one-partition bag. For a cluster, register the key function
+    /// ([`crate::portable::register_key`]) and call [`Bag::portable`] on the result.
+    pub fn topk<K: Ord + 'static>(&self, k: usize, key: impl Fn(&T) -> K + Send + Sync + 'static) -> Bag<T> {
+        let key: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(key);
+        let mut out = Self::listed(self.tree(topk_reduction(k, Arc::clone(&key)), None));
+        let input = self.clone();
+        out.rebuild = Some(Arc::new(move |id: &str| {
+            let params = postcard::to_allocvec(&(k as u64)).unwrap_or_default();
+            let id = ReductionId { id: format!("kiln.bag.topk/{id}"), params };
+            Self::listed(input.tree(topk_reduction(k, Arc::clone(&key)), Some(id)))
+        }));
+        out
     }
 
     /// The `k` smallest elements by `key`, smallest first (Dask's `topk` with a reversed key).
-    pub fn bottomk<K: Ord>(&self, k: usize, key: impl Fn(&T) -> K + Send + Sync + 'static) -> Bag<T> {
+    pub fn bottomk<K: Ord + 'static>(&self, k: usize, key: impl Fn(&T) -> K + Send + Sync + 'static) -> Bag<T> {
         self.topk(k, move |x| std::cmp::Reverse(key(x)))
     }
+}
+
+pub(crate) fn count_reduction<T: Element>() -> Reduction<T, u64, u64> {
+    Reduction::new(
+        "count",
+        |part| Ok(part.as_slice().len() as u64),
+        |counts: &[&u64]| Ok(counts.iter().copied().sum()),
+        Ok,
+    )
+}
+
+pub(crate) fn topk_reduction<T: Element, K: Ord + 'static>(
+    k: usize,
+    key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+) -> Reduction<T, Vec<T>, Vec<T>> {
+    // Partials are in bag order and each keeps bag order among equal keys; a stable sort of
+    // their concatenation keeps it too.
+    let best = move |key: &dyn Fn(&T) -> K, items: Vec<&T>| -> Vec<T> {
+        let mut items = items;
+        items.sort_by_key(|x| std::cmp::Reverse(key(x)));
+        items.truncate(k);
+        items.into_iter().cloned().collect()
+    };
+    let best = Arc::new(best);
+    let partial_best = Arc::clone(&best);
+    let partial_key = Arc::clone(&key);
+    Reduction::new(
+        "topk",
+        move |part| Ok(partial_best(&*partial_key, part.as_slice().iter().collect())),
+        move |partials: &[&Vec<T>]| Ok(best(&*key, partials.iter().flat_map(|p| p.iter()).collect())),
+        Ok,
+    )
+}
+
+pub(crate) fn frequencies_reduction<T: Element + Eq + Hash>() -> Reduction<T, OrderedMap<T, u64>, Vec<(T, u64)>> {
+    Reduction::new(
+        "frequencies",
+        |part| {
+            let mut counts = OrderedMap::new();
+            for x in part.as_slice() {
+                counts.upsert(x, || 0, |n| n + 1);
+            }
+            Ok(counts)
+        },
+        |partials: &[&OrderedMap<T, u64>]| {
+            let mut counts = OrderedMap::new();
+            for partial in partials {
+                for (x, n) in &partial.entries {
+                    counts.upsert(x, || 0, |total| total + n);
+                }
+            }
+            Ok(counts)
+        },
+        |map: OrderedMap<T, u64>| Ok(map.entries),
+    )
+}
+
+pub(crate) fn distinct_reduction<T: Element + Eq + Hash>() -> Reduction<T, OrderedMap<T, ()>, Vec<T>> {
+    let distinct_of = |items: &mut dyn Iterator<Item = &T>| -> OrderedMap<T, ()> {
+        let mut seen = OrderedMap::new();
+        for x in items {
+            seen.upsert(x, || (), |()| ());
+        }
+        seen
+    };
+    Reduction::new(
+        "distinct",
+        move |part| Ok(distinct_of(&mut part.as_slice().iter())),
+        move |partials: &[&OrderedMap<T, ()>]| {
+            Ok(distinct_of(&mut partials.iter().flat_map(|p| p.entries.iter().map(|(x, ())| x))))
+        },
+        |seen: OrderedMap<T, ()>| Ok(seen.entries.into_iter().map(|(x, ())| x).collect::<Vec<T>>()),
+    )
 }
 
 impl<T: Element + Eq + Hash> Bag<T> {
@@ -368,47 +506,13 @@ impl<T: Element + Eq + Hash> Bag<T> {
     /// assert_eq!(counts, vec![("b".to_string(), 2), ("a".to_string(), 1)]);
     /// ```
     pub fn frequencies(&self) -> Bag<(T, u64)> {
-        let finish = |map: OrderedMap<T, u64>| Ok(map.entries);
-        Self::listed(self.tree(
-            "frequencies",
-            |part| {
-                let mut counts = OrderedMap::new();
-                for x in part.as_slice() {
-                    counts.upsert(x, || 0, |n| n + 1);
-                }
-                Ok(counts)
-            },
-            |partials: &[&OrderedMap<T, u64>]| {
-                let mut counts = OrderedMap::new();
-                for partial in partials {
-                    for (x, n) in &partial.entries {
-                        counts.upsert(x, || 0, |total| total + n);
-                    }
-                }
-                Ok(counts)
-            },
-            finish,
-        ))
+        Self::listed(self.tree(frequencies_reduction::<T>(), ReductionId::builtin::<T>("frequencies")))
     }
 
     /// The distinct elements in order of first occurrence (Dask's `distinct`). A one-partition
     /// bag.
     pub fn distinct(&self) -> Bag<T> {
-        let distinct_of = |items: &mut dyn Iterator<Item = &T>| -> OrderedMap<T, ()> {
-            let mut seen = OrderedMap::new();
-            for x in items {
-                seen.upsert(x, || (), |()| ());
-            }
-            seen
-        };
-        Self::listed(self.tree(
-            "distinct",
-            move |part| Ok(distinct_of(&mut part.as_slice().iter())),
-            move |partials: &[&OrderedMap<T, ()>]| {
-                Ok(distinct_of(&mut partials.iter().flat_map(|p| p.entries.iter().map(|(x, ())| x))))
-            },
-            |seen: OrderedMap<T, ()>| Ok(seen.entries.into_iter().map(|(x, ())| x).collect::<Vec<T>>()),
-        ))
+        Self::listed(self.tree(distinct_reduction::<T>(), ReductionId::builtin::<T>("distinct")))
     }
 }
 
@@ -446,107 +550,141 @@ impl<T: Element> Bag<T> {
                 .ok_or_else(|| TaskError::msg("foldby: a group lost its accumulator"))
         };
         Self::listed(self.tree(
-            "foldby",
-            move |part| {
-                let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
-                for x in part.as_slice() {
-                    groups.upsert(&key(x), || Acc(Some(initial.clone())), |acc| Acc(acc.0.map(|a| binop(a, x))));
-                }
-                Ok(groups)
-            },
-            move |partials: &[&OrderedMap<K, Acc<A>>]| {
-                let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
-                for partial in partials {
-                    for (k, value) in &partial.entries {
-                        let Some(value) = &value.0 else { continue };
-                        groups.upsert(
-                            k,
-                            || Acc(Some(combine_initial.clone())),
-                            |acc| Acc(acc.0.map(|a| combine(a, value))),
-                        );
+            Reduction::new(
+                "foldby",
+                move |part| {
+                    let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
+                    for x in part.as_slice() {
+                        groups.upsert(&key(x), || Acc(Some(initial.clone())), |acc| Acc(acc.0.map(|a| binop(a, x))));
                     }
-                }
-                Ok(groups)
-            },
-            finish,
+                    Ok(groups)
+                },
+                move |partials: &[&OrderedMap<K, Acc<A>>]| {
+                    let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
+                    for partial in partials {
+                        for (k, value) in &partial.entries {
+                            let Some(value) = &value.0 else { continue };
+                            groups.upsert(
+                                k,
+                                || Acc(Some(combine_initial.clone())),
+                                |acc| Acc(acc.0.map(|a| combine(a, value))),
+                            );
+                        }
+                    }
+                    Ok(groups)
+                },
+                finish,
+            ),
+            None,
         ))
     }
+}
+
+pub(crate) fn sum_reduction<T: Numeric>() -> Reduction<T, T, T> {
+    let add_all = |items: &mut dyn Iterator<Item = T>| {
+        let mut total = T::ZERO;
+        for x in items {
+            total = total.checked_add(x).ok_or(BagError::Overflow { type_name: std::any::type_name::<T>() })?;
+        }
+        Ok::<T, BagError>(total)
+    };
+    Reduction::new(
+        "sum",
+        move |part| Ok(add_all(&mut part.as_slice().iter().copied())?),
+        move |partials: &[&T]| Ok(add_all(&mut partials.iter().map(|p| **p))?),
+        Ok,
+    )
+}
+
+/// `min` (`largest` false) or `max`.
+pub(crate) fn extreme_reduction<T: Numeric>(largest: bool) -> Reduction<T, Option<T>, T> {
+    let name = if largest { "max" } else { "min" };
+    let better = move |x: &T, best: &T| if largest { x > best } else { x < best };
+    let pick = move |items: &mut dyn Iterator<Item = T>| {
+        items.fold(None, |best: Option<T>, x| match best {
+            Some(b) if !better(&x, &b) => Some(b),
+            _ => Some(x),
+        })
+    };
+    Reduction::new(
+        name,
+        move |part| Ok(pick(&mut part.as_slice().iter().copied())),
+        move |partials: &[&Option<T>]| Ok(pick(&mut partials.iter().filter_map(|p| **p))),
+        move |best: Option<T>| best.ok_or_else(|| BagError::Empty { operation: name }.into()),
+    )
+}
+
+/// What `mean`, `var` and `std` make of the moments.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) enum MomentsOf {
+    Mean,
+    Var(u64),
+    Std(u64),
+}
+
+pub(crate) fn moments_reduction<T: Numeric>(of: MomentsOf) -> Reduction<T, Moments, f64> {
+    let name = match of {
+        MomentsOf::Mean => "mean",
+        MomentsOf::Var(_) => "var",
+        MomentsOf::Std(_) => "std",
+    };
+    Reduction::new(
+        name,
+        |part| Ok(Moments::of(part.as_slice())),
+        |partials: &[&Moments]| Ok(partials.iter().fold(Moments::default(), |a, b| Moments::merge(a, b))),
+        move |m: Moments| match of {
+            MomentsOf::Mean => {
+                if m.count == 0 {
+                    Err(BagError::Empty { operation: "mean" }.into())
+                } else {
+                    Ok(m.mean)
+                }
+            }
+            MomentsOf::Var(ddof) => variance(m, ddof, "var"),
+            MomentsOf::Std(ddof) => variance(m, ddof, "std").map(f64::sqrt),
+        },
+    )
 }
 
 impl<T: Numeric> Bag<T> {
     /// The sum of the elements; an integer sum that overflows `T` is an error (Dask's `sum`).
     pub fn sum(&self) -> Item<T> {
-        let add_all = |items: &mut dyn Iterator<Item = T>| {
-            let mut total = T::ZERO;
-            for x in items {
-                total = total.checked_add(x).ok_or(BagError::Overflow { type_name: std::any::type_name::<T>() })?;
-            }
-            Ok::<T, BagError>(total)
-        };
-        Self::item(self.tree(
-            "sum",
-            move |part| Ok(add_all(&mut part.as_slice().iter().copied())?),
-            move |partials: &[&T]| Ok(add_all(&mut partials.iter().map(|p| **p))?),
-            Ok,
-        ))
-    }
-
-    fn extreme(&self, name: &'static str, better: fn(&T, &T) -> bool) -> Item<T> {
-        let pick = move |items: &mut dyn Iterator<Item = T>| {
-            items.fold(None, |best: Option<T>, x| match best {
-                Some(b) if !better(&x, &b) => Some(b),
-                _ => Some(x),
-            })
-        };
-        Self::item(self.tree(
-            name,
-            move |part| Ok(pick(&mut part.as_slice().iter().copied())),
-            move |partials: &[&Option<T>]| Ok(pick(&mut partials.iter().filter_map(|p| **p))),
-            move |best: Option<T>| best.ok_or_else(|| BagError::Empty { operation: name }.into()),
-        ))
+        Self::item(self.tree(sum_reduction::<T>(), ReductionId::builtin::<T>("sum")))
     }
 
     /// The smallest element; an empty bag is an error (Dask's `min`). NaNs are skipped unless
     /// they come first.
     pub fn min(&self) -> Item<T> {
-        self.extreme("min", |x, best| x < best)
+        Self::item(self.tree(extreme_reduction::<T>(false), ReductionId::builtin::<T>("min")))
     }
 
     /// The largest element; an empty bag is an error (Dask's `max`).
     pub fn max(&self) -> Item<T> {
-        self.extreme("max", |x, best| x > best)
+        Self::item(self.tree(extreme_reduction::<T>(true), ReductionId::builtin::<T>("max")))
     }
 
-    fn moments<S: Element>(
-        &self,
-        name: &'static str,
-        finish: impl Fn(Moments) -> Result<S, TaskError> + Send + Sync + 'static,
-    ) -> Item<S> {
-        Self::item(self.tree(
-            name,
-            |part| Ok(Moments::of(part.as_slice())),
-            |partials: &[&Moments]| Ok(partials.iter().fold(Moments::default(), |a, b| Moments::merge(a, b))),
-            finish,
-        ))
+    fn moments(&self, of: MomentsOf) -> Item<f64> {
+        let id = ReductionId::builtin::<T>("moments").map(|mut id| {
+            id.params = postcard::to_allocvec(&of).unwrap_or_default();
+            id
+        });
+        Self::item(self.tree(moments_reduction::<T>(of), id))
     }
 
     /// The arithmetic mean as an `f64`; an empty bag is an error (Dask's `mean`).
     pub fn mean(&self) -> Item<f64> {
-        self.moments(
-            "mean",
-            |m| if m.count == 0 { Err(BagError::Empty { operation: "mean" }.into()) } else { Ok(m.mean) },
-        )
+        self.moments(MomentsOf::Mean)
     }
 
     /// The variance with `ddof` delta degrees of freedom (0: population, 1: sample), computed
     /// in one pass with stable merges (Dask's `var`).
     pub fn var(&self, ddof: u64) -> Item<f64> {
-        self.moments("var", move |m| variance(m, ddof, "var"))
+        self.moments(MomentsOf::Var(ddof))
     }
 
     /// The standard deviation: the square root of [`Bag::var`] (Dask's `std`).
     pub fn std(&self, ddof: u64) -> Item<f64> {
-        self.moments("std", move |m| variance(m, ddof, "std").map(f64::sqrt))
+        self.moments(MomentsOf::Std(ddof))
     }
 }
 
@@ -557,24 +695,24 @@ fn variance(m: Moments, ddof: u64, operation: &'static str) -> Result<f64, TaskE
     Ok(m.m2 / (m.count - ddof) as f64)
 }
 
+/// `any` (`every` false) or `all`.
+pub(crate) fn truth_reduction(every: bool) -> Reduction<bool, bool, bool> {
+    Reduction::new(
+        if every { "all" } else { "any" },
+        move |part| Ok(if every { part.as_slice().iter().all(|&x| x) } else { part.as_slice().iter().any(|&x| x) }),
+        move |partials: &[&bool]| Ok(if every { partials.iter().all(|&&x| x) } else { partials.iter().any(|&&x| x) }),
+        Ok,
+    )
+}
+
 impl Bag<bool> {
     /// Whether any element is `true` (`false` for an empty bag; Dask's `any`).
     pub fn any(&self) -> Item<bool> {
-        Self::item(self.tree(
-            "any",
-            |part| Ok(part.as_slice().iter().any(|&x| x)),
-            |partials: &[&bool]| Ok(partials.iter().any(|&&x| x)),
-            Ok,
-        ))
+        Self::item(self.tree(truth_reduction(false), ReductionId::builtin::<bool>("any")))
     }
 
     /// Whether every element is `true` (`true` for an empty bag; Dask's `all`).
     pub fn all(&self) -> Item<bool> {
-        Self::item(self.tree(
-            "all",
-            |part| Ok(part.as_slice().iter().all(|&x| x)),
-            |partials: &[&bool]| Ok(partials.iter().all(|&&x| x)),
-            Ok,
-        ))
+        Self::item(self.tree(truth_reduction(true), ReductionId::builtin::<bool>("all")))
     }
 }

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kiln_graph::kernel::try_func1;
-use kiln_graph::{Kernel, Key, Tokenizer};
+use kiln_graph::{Kernel, KernelRegistry, KernelSpec, Key, Tokenizer};
 use serde::de::DeserializeOwned;
 
 use crate::node::{Node, NodeArg};
+use crate::portable::SpecKernel;
 use crate::reduce::Item;
 use crate::{Bag, BagError, Element, gather_kernel};
 
@@ -40,10 +41,7 @@ fn io_error(path: &Path, error: std::io::Error) -> BagError {
 /// A file's lines, decompressed when its name ends in `.gz`; calls `line` with each line
 /// (without its `\n` or `\r\n`) and its 1-based number.
 fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), BagError>) -> Result<(), BagError> {
-    let file = File::open(path).map_err(|e| io_error(path, e))?;
-    let reader: Box<dyn Read> =
-        if is_gzip(path) { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
-    let mut reader = BufReader::with_capacity(1 << 16, reader);
+    let mut reader = BufReader::with_capacity(1 << 16, open_decompressed(path)?);
     let mut buffer = Vec::new();
     let mut number = 0u64;
     loop {
@@ -68,8 +66,30 @@ fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), BagE
     }
 }
 
-fn is_gzip(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "gz")
+/// The compression a file's extension names: `.gz`, `.bz2`, `.zst`/`.zstd`.
+fn compression_of(path: &Path) -> Compression {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("gz") => Compression::Gzip,
+        Some("bz2") => Compression::Bz2,
+        Some("zst" | "zstd") => Compression::Zstd,
+        _ => Compression::None,
+    }
+}
+
+fn is_compressed(path: &Path) -> bool {
+    compression_of(path) != Compression::None
+}
+
+/// The file's bytes, decompressed by its extension (concatenated gzip, bzip2 and zstd streams
+/// are read whole).
+fn open_decompressed(path: &Path) -> Result<Box<dyn Read>, BagError> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    Ok(match compression_of(path) {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file))),
+        Compression::Bz2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::with_capacity(1 << 16, file))),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| io_error(path, e))?),
+    })
 }
 
 /// The byte range of a file a partition reads; `None` for the whole file.
@@ -83,7 +103,7 @@ fn file_bag<T: Element>(
     pattern: &str,
     extra_token: &str,
     blocksize: Option<u64>,
-    read: impl Fn(&Path, Block) -> Result<Vec<T>, BagError> + Send + Sync + 'static,
+    kernel: impl Fn(PathBuf, Block) -> Arc<dyn Kernel>,
 ) -> Result<Bag<T>, BagError> {
     let files = expand(pattern)?;
     let mut tokens = Tokenizer::new();
@@ -97,7 +117,7 @@ fn file_bag<T: Element>(
             .feed(&meta.len())
             .feed(&modified.map_or(0, |d| d.as_nanos() as u64));
         match blocksize {
-            Some(size) if !is_gzip(&path) && meta.len() > 0 => {
+            Some(size) if !is_compressed(&path) && meta.len() > 0 => {
                 let mut start = 0;
                 while start < meta.len() {
                     let end = (start + size).min(meta.len());
@@ -110,17 +130,10 @@ fn file_bag<T: Element>(
     }
     let token = tokens.finish();
     let name: Arc<str> = format!("{operation}-{token}").into();
-    let read = Arc::new(read);
     let nodes = parts
         .into_iter()
         .enumerate()
-        .map(|(i, (path, block))| {
-            let read = Arc::clone(&read);
-            let kernel: Arc<dyn Kernel> = Arc::new(kiln_graph::kernel::try_func0(operation, move || {
-                read(&path, block.clone()).map_err(|e| e.to_string())
-            }));
-            Node::new(Key::from_shared(&name, &[i as u32]), kernel, Vec::new())
-        })
+        .map(|(i, (path, block))| Node::new(Key::from_shared(&name, &[i as u32]), kernel(path, block), Vec::new()))
         .collect();
     Ok(Bag::from_nodes(nodes, token))
 }
@@ -177,7 +190,114 @@ fn whole_file_lines(path: &Path) -> Result<Vec<String>, BagError> {
 /// An invalid pattern, or one that matches no file. Unreadable files and lines that are not
 /// UTF-8 fail the computation, naming the file (and line).
 pub fn read_text(pattern: &str) -> Result<Bag<String>, BagError> {
-    file_bag("read_text", pattern, "", None, |path, _| whole_file_lines(path))
+    file_bag("read_text", pattern, "", None, read_text_kernel)
+}
+
+/// Where a file partition reads: the kernels' parameters.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FilePart {
+    path: PathBuf,
+    block: Option<(u64, u64)>,
+}
+
+/// A kernel reading one file partition with `read`, portable under `id` when given one.
+fn file_kernel<T: Element>(
+    operation: &'static str,
+    id: Option<String>,
+    path: PathBuf,
+    block: Block,
+    read: impl Fn(&Path, Block) -> Result<Vec<T>, BagError> + Send + Sync + 'static,
+) -> Arc<dyn Kernel> {
+    let spec = id.and_then(|id| {
+        let params = FilePart { path: path.clone(), block: block.as_ref().map(|r| (r.start, r.end)) };
+        postcard::to_allocvec(&params).ok().map(|params| KernelSpec { id, params })
+    });
+    let inner: Arc<dyn Kernel> = Arc::new(kiln_graph::kernel::try_func0(operation, move || {
+        read(&path, block.clone()).map_err(|e| e.to_string())
+    }));
+    Arc::new(SpecKernel { inner, spec })
+}
+
+fn read_text_kernel(path: PathBuf, block: Block) -> Arc<dyn Kernel> {
+    file_kernel("read_text", Some("kiln.bag.read_text".into()), path, block, |path, block| match block {
+        Some(range) => lines_in_block(path, range),
+        None => whole_file_lines(path),
+    })
+}
+
+fn decode_file_part(params: &[u8]) -> Result<(PathBuf, Block), String> {
+    let part: FilePart = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+    Ok((part.path, part.block.map(|(start, end)| start..end)))
+}
+
+/// The factory of `read_json_lines::<T>` partitions (failing on bad lines) for other
+/// processes.
+pub(crate) fn json_lines_kernel<T: Element + DeserializeOwned>(
+    params: &[u8],
+    tag: &str,
+) -> Result<Arc<dyn Kernel>, String> {
+    let (path, _) = decode_file_part(params)?;
+    Ok(json_kernel::<T>(path, OnBadLine::Fail, Some(tag)))
+}
+
+fn json_kernel<T: Element + DeserializeOwned>(
+    path: PathBuf,
+    on_bad_line: OnBadLine,
+    tag: Option<&str>,
+) -> Arc<dyn Kernel> {
+    // A skip log lives in the client's memory: such reads run locally only.
+    let id = match (&on_bad_line, tag) {
+        (OnBadLine::Fail, Some(tag)) => Some(format!("kiln.bag.read_json_lines/{tag}")),
+        _ => None,
+    };
+    file_kernel("read_json_lines", id, path, None, move |path, _| read_json_file::<T>(path, &on_bad_line))
+}
+
+/// The text kernels other processes rebuild: reading text partitions and gathering paths.
+pub(crate) fn register_text_kernels() {
+    KernelRegistry::global().register_factory("kiln.bag.read_text", |params| {
+        let (path, block) = decode_file_part(params)?;
+        Ok(read_text_kernel(path, block))
+    });
+    KernelRegistry::global().register_instance(paths_kernel());
+}
+
+fn paths_kernel() -> Arc<dyn Kernel> {
+    static KERNEL: std::sync::OnceLock<Arc<dyn Kernel>> = std::sync::OnceLock::new();
+    Arc::clone(KERNEL.get_or_init(|| {
+        Arc::new(SpecKernel {
+            inner: gather_kernel::<PathBuf>("paths"),
+            spec: Some(KernelSpec { id: "kiln.bag.paths".into(), params: Vec::new() }),
+        })
+    }))
+}
+
+/// Where a `to_textfiles` partition goes: the writer kernel's parameters.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WritePart {
+    path: PathBuf,
+    compression: Compression,
+}
+
+fn writer_kernel<T: Element + Display>(path: PathBuf, compression: Compression, tag: Option<&str>) -> Arc<dyn Kernel> {
+    let spec = tag.and_then(|tag| {
+        postcard::to_allocvec(&WritePart { path: path.clone(), compression })
+            .ok()
+            .map(|params| KernelSpec { id: format!("kiln.bag.to_textfiles/{tag}"), params })
+    });
+    let inner: Arc<dyn Kernel> = Arc::new(try_func1("to_textfiles", move |items: &Vec<T>| {
+        write_partition(&path, items, compression).map(|()| path.clone()).map_err(|e| e.to_string())
+    }));
+    Arc::new(SpecKernel { inner, spec })
+}
+
+/// Registers `to_textfiles` partition writers for `T` under `tag`.
+pub(crate) fn register_text_writer<T: Element + Display>(tag: &str) {
+    let owned = tag.to_string();
+    KernelRegistry::global().register_factory(&format!("kiln.bag.to_textfiles/{tag}"), move |params| {
+        let part: WritePart = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+        Ok(writer_kernel::<T>(part.path, part.compression, Some(&owned)))
+    });
 }
 
 /// [`read_text`] with uncompressed files split into partitions of about `blocksize` bytes
@@ -202,10 +322,7 @@ pub fn read_text_blocks(pattern: &str, blocksize: u64) -> Result<Bag<String>, Ba
     if blocksize == 0 {
         return Err(BagError::ZeroBlocksize);
     }
-    file_bag("read_text", pattern, "", Some(blocksize), |path, block| match block {
-        Some(range) => lines_in_block(path, range),
-        None => whole_file_lines(path),
-    })
+    file_bag("read_text", pattern, "", Some(blocksize), read_text_kernel)
 }
 
 /// What to do with a line that is not valid JSON for the requested type.
@@ -315,41 +432,62 @@ pub fn read_json_lines_with<T: Element + DeserializeOwned>(
         OnBadLine::Fail => "fail".to_string(),
         OnBadLine::Skip(log) => format!("skip-{:p}", Arc::as_ptr(&log.0)),
     };
+    let tag = crate::portable::tag_of::<T>();
     file_bag("read_json_lines", pattern, &policy, None, move |path, _| {
-        let mut records = Vec::new();
-        for_each_line(path, |line, number| {
-            if line.trim().is_empty() {
-                return Ok(());
-            }
-            match serde_json::from_str::<T>(line) {
-                Ok(record) => records.push(record),
-                Err(error) => match &on_bad_line {
-                    OnBadLine::Fail => {
-                        return Err(BagError::BadLine {
-                            path: path.to_path_buf(),
-                            line: number,
-                            message: error.to_string(),
-                        });
-                    }
-                    OnBadLine::Skip(log) => {
-                        log.record(SkippedLine { path: path.to_path_buf(), line: number, message: error.to_string() })
-                    }
-                },
-            }
-            Ok(())
-        })?;
-        Ok(records)
+        json_kernel::<T>(path, on_bad_line.clone(), tag.as_deref())
     })
 }
 
-/// How [`Bag::to_textfiles`] writes its files.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+fn read_json_file<T: DeserializeOwned>(path: &Path, on_bad_line: &OnBadLine) -> Result<Vec<T>, BagError> {
+    let mut records = Vec::new();
+    for_each_line(path, |line, number| {
+        if line.trim().is_empty() {
+            return Ok(());
+        }
+        match serde_json::from_str::<T>(line) {
+            Ok(record) => records.push(record),
+            Err(error) => match on_bad_line {
+                OnBadLine::Fail => {
+                    return Err(BagError::BadLine {
+                        path: path.to_path_buf(),
+                        line: number,
+                        message: error.to_string(),
+                    });
+                }
+                OnBadLine::Skip(log) => {
+                    log.record(SkippedLine { path: path.to_path_buf(), line: number, message: error.to_string() })
+                }
+            },
+        }
+        Ok(())
+    })?;
+    Ok(records)
+}
+
+/// How [`Bag::to_textfiles`] writes its files (and what a file's extension says when reading).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
     /// Plain text, `part.N.txt`.
     #[default]
     None,
     /// Gzip, `part.N.txt.gz`.
     Gzip,
+    /// Bzip2, `part.N.txt.bz2`.
+    Bz2,
+    /// Zstandard, `part.N.txt.zst`.
+    Zstd,
+}
+
+impl Compression {
+    /// The file name suffix after `.txt` (`""`, `".gz"`, `".bz2"`, `".zst"`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Bz2 => ".bz2",
+            Compression::Zstd => ".zst",
+        }
+    }
 }
 
 fn write_partition<T: Display>(path: &Path, items: &[T], compression: Compression) -> Result<(), BagError> {
@@ -357,16 +495,31 @@ fn write_partition<T: Display>(path: &Path, items: &[T], compression: Compressio
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     }
     let file = BufWriter::new(File::create(path).map_err(|e| io_error(path, e))?);
-    let mut out: Box<dyn Write> = match compression {
-        Compression::None => Box::new(file),
-        Compression::Gzip => Box::new(flate2::write::GzEncoder::new(file, flate2::Compression::default())),
-    };
-    for item in items {
-        writeln!(out, "{item}").map_err(|e| io_error(path, e))?;
+    let io = |e| io_error(path, e);
+    match compression {
+        Compression::None => write_lines(file, items).map_err(io)?.flush().map_err(io),
+        Compression::Gzip => {
+            let encoder = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+            write_lines(encoder, items).map_err(io)?.finish().map_err(io)?.flush().map_err(io)
+        }
+        Compression::Bz2 => {
+            let encoder = bzip2::write::BzEncoder::new(file, bzip2::Compression::default());
+            write_lines(encoder, items).map_err(io)?.finish().map_err(io)?.flush().map_err(io)
+        }
+        Compression::Zstd => {
+            let encoder = zstd::stream::write::Encoder::new(file, 0).map_err(io)?;
+            write_lines(encoder, items).map_err(io)?.finish().map_err(io)?.flush().map_err(io)
+        }
     }
-    out.flush().map_err(|e| io_error(path, e))?;
-    drop(out);
-    Ok(())
+}
+
+/// Writes one item per line; returns the writer so the caller can finish its stream (an
+/// encoder's trailer errors are reported, not lost in a drop).
+fn write_lines<W: Write, T: Display>(mut out: W, items: &[T]) -> std::io::Result<W> {
+    for item in items {
+        writeln!(out, "{item}")?;
+    }
+    Ok(out)
 }
 
 impl<T: Element + Display> Bag<T> {
@@ -396,25 +549,19 @@ impl<T: Element + Display> Bag<T> {
         for node in &nodes {
             tokens.feed(&node.key);
         }
-        let token = tokens.add(dir.to_string_lossy().as_ref()).add(&(compression == Compression::Gzip)).finish();
+        let token = tokens.add(dir.to_string_lossy().as_ref()).add(compression.suffix()).finish();
         let name: Arc<str> = format!("to_textfiles-{token}").into();
-        let suffix = if compression == Compression::Gzip { "txt.gz" } else { "txt" };
+        let tag = crate::portable::tag_of::<T>();
         let writers: Vec<Arc<Node>> = nodes
             .into_iter()
             .enumerate()
             .map(|(i, part)| {
-                let path = dir.join(format!("part.{i}.{suffix}"));
-                let kernel: Arc<dyn Kernel> = Arc::new(try_func1("to_textfiles", move |items: &Vec<T>| {
-                    write_partition(&path, items, compression).map(|()| path.clone()).map_err(|e| e.to_string())
-                }));
+                let path = dir.join(format!("part.{i}.txt{}", compression.suffix()));
+                let kernel = writer_kernel::<T>(path, compression, tag.as_deref());
                 Node::new(Key::from_shared(&name, &[i as u32]), kernel, vec![NodeArg::Node(part)])
             })
             .collect();
         let args = writers.into_iter().map(NodeArg::Node).collect();
-        Item::from_node(Node::new(
-            Key::new(format!("to_textfiles-paths-{token}")),
-            gather_kernel::<PathBuf>("paths"),
-            args,
-        ))
+        Item::from_node(Node::new(Key::new(format!("to_textfiles-paths-{token}")), paths_kernel(), args))
     }
 }

@@ -218,3 +218,83 @@ proptest! {
         prop_assert_eq!(strict.is_err(), names.iter().any(Option::is_none));
     }
 }
+
+/// A JSON record per number, some with the key, some with a list.
+fn record(x: i64) -> serde_json::Value {
+    if x % 4 == 0 {
+        serde_json::json!({"n": x, "list": [x, x + 1], "deep": {"v": x * 2}})
+    } else {
+        serde_json::json!({"n": x, "list": [x]})
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn reshaping_and_tuple_operations_match_iterators((parts, split_every) in partitioned(), n in 1usize..9, seed in any::<u64>(), fraction in 0.0f64..=1.0) {
+        let bag = bag_of(&parts, split_every);
+        let all = flat(&parts);
+        for s in schedulers() {
+            // repartition keeps elements and order.
+            let re = bag.map(|x| x + 1).repartition(n);
+            prop_assert_eq!(re.npartitions(), n);
+            prop_assert_eq!(re.compute_on(&s).unwrap(), all.iter().map(|x| x + 1).collect::<Vec<_>>());
+            prop_assert_eq!(re.sum().compute_on(&s).unwrap(), all.iter().map(|x| x + 1).sum::<i64>());
+            // zip with a bag derived partition by partition, then starmap.
+            let zipped = bag.zip(&bag.map(|x| x * 10));
+            let expected: Vec<(i64, i64)> = all.iter().map(|x| (*x, x * 10)).collect();
+            prop_assert_eq!(zipped.compute_on(&s).unwrap(), expected.clone());
+            prop_assert_eq!(zipped.starmap(|a, b| a + b).compute_on(&s).unwrap(), expected.iter().map(|(a, b)| a + b).collect::<Vec<_>>());
+            // random_sample: a deterministic subsequence; 0 and 1 are none and all.
+            let sample = bag.random_sample(fraction, seed).compute_on(&s).unwrap();
+            prop_assert_eq!(&sample, &bag.random_sample(fraction, seed).compute_on(&s).unwrap());
+            let mut rest = all.iter();
+            prop_assert!(sample.iter().all(|x| rest.any(|y| y == x)), "not a subsequence");
+            prop_assert!(bag.random_sample(0.0, seed).compute_on(&s).unwrap().is_empty());
+            prop_assert_eq!(bag.random_sample(1.0, seed).compute_on(&s).unwrap(), all.clone());
+            // join with an in-memory table: the nested loop.
+            let table: Vec<(i64, String)> = (-5..5).flat_map(|k| [(k, format!("a{k}")), (k, format!("b{k}"))]).collect();
+            let joined = bag.join(table.clone(), |x| x % 5, |(k, _)| *k).compute_on(&s).unwrap();
+            let nested: Vec<((i64, String), i64)> = all
+                .iter()
+                .flat_map(|x| table.iter().filter(|(k, _)| *k == x % 5).map(|o| (o.clone(), *x)).collect::<Vec<_>>())
+                .collect();
+            prop_assert_eq!(joined, nested);
+            // remove is filter's complement; to_delayed gives the partitions.
+            prop_assert_eq!(bag.remove(|x| x % 3 == 0).compute_on(&s).unwrap(), all.iter().copied().filter(|x| x % 3 != 0).collect::<Vec<_>>());
+            let delayed = bag.map(|x| x * 2).to_delayed();
+            prop_assert_eq!(delayed.len(), parts.len());
+            for (d, part) in delayed.iter().zip(&parts) {
+                prop_assert_eq!(d.compute_on(&s).unwrap(), part.iter().map(|x| x * 2).collect::<Vec<_>>());
+            }
+            // pluck by key (with a default), by index, by path.
+            let records = bag.map(|x| record(*x));
+            let plucked = records.pluck_path_or(&["deep".into(), "v".into()], serde_json::json!(null)).compute_on(&s).unwrap();
+            prop_assert_eq!(plucked, all.iter().map(|x| record(*x).pointer("/deep/v").cloned().unwrap_or(serde_json::Value::Null)).collect::<Vec<_>>());
+            let firsts = records.pluck("list").pluck_index(0).compute_on(&s).unwrap();
+            prop_assert_eq!(firsts, all.iter().map(|x| serde_json::json!(x)).collect::<Vec<_>>());
+        }
+    }
+}
+
+#[test]
+fn reshaping_errors_are_clear() {
+    let s = LocalScheduler::threads(1).with_progress(Progress::Never);
+    let bag = Bag::from_partitions(vec![vec![1i64, 2], vec![3]]);
+    let error = bag.zip(&Bag::from_partitions(vec![vec![1i64], vec![2, 3]])).compute_on(&s).unwrap_err();
+    assert!(error.to_string().contains("partition 0 has 2 elements on the left and 1 on the right"), "{error}");
+    let error = bag.zip(&Bag::range(3, 3)).compute_on(&s).unwrap_err();
+    assert!(error.to_string().contains("2 and 3 partitions"), "{error}");
+    let error = bag.random_sample(1.5, 0).compute_on(&s).unwrap_err();
+    assert!(error.to_string().contains("between 0 and 1"), "{error}");
+    let error = bag.repartition(0).compute_on(&s).unwrap_err();
+    assert!(error.to_string().contains("at least 1"), "{error}");
+    let records = Bag::from_sequence([serde_json::json!({"a": [1]}), serde_json::json!({"a": {"b": 1}})], 2);
+    let error = records.pluck_path(&["a".into(), 0.into()]).compute_on(&s).unwrap_err();
+    assert!(error.to_string().contains("cannot take index 0 from a JSON object"), "{error}");
+    let error = records.pluck_path(&["a".into(), 3.into()]).compute_on(&s).unwrap_err();
+    assert!(error.to_string().contains(r#"nothing at "a"[3]"#), "{error}");
+    let error = Bag::range(3, 1).portable("app.nothing").compute_on(&s).unwrap_err();
+    assert!(error.to_string().contains("no user function to register"), "{error}");
+}

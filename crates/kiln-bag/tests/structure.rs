@@ -123,3 +123,21 @@ fn from_delayed_partitions_and_other_element_types() {
     assert_eq!(upper.distinct().count().compute_on(&sched()).unwrap(), 6);
     assert!(Bag::<String>::from_delayed(Vec::new()).compute_on(&sched()).is_err());
 }
+
+#[test]
+fn partition_sizes_come_from_an_encoded_sample() {
+    use kiln_graph::{CodecRegistry, Value};
+    kiln_bag::portable::ensure_registered();
+    let long_lines = vec!["x".repeat(1000); 100];
+    let size = CodecRegistry::global().nbytes(&Value::new(long_lines)).unwrap();
+    assert!((100_000..120_000).contains(&size), "{size}");
+    let records: Vec<serde_json::Value> =
+        (0..1000).map(|i| serde_json::json!({"id": i, "name": "someone", "tags": ["a", "b"]})).collect();
+    let size = CodecRegistry::global().nbytes(&Value::new(records)).unwrap();
+    assert!(size > 1000 * 30, "{size}");
+    // A codec round trip of schemaless records (MessagePack is self-describing).
+    let records = vec![serde_json::json!({"a": [1, 2.5, null], "b": {"c": "d"}})];
+    let encoded = CodecRegistry::global().encode(&Value::new(records.clone())).unwrap();
+    let back = CodecRegistry::global().decode(&encoded).unwrap();
+    assert_eq!(back.downcast_ref::<Vec<serde_json::Value>>().unwrap(), &records);
+}

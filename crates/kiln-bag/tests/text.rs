@@ -173,3 +173,35 @@ mod blocks {
         assert_eq!(read_text_blocks(&dir.pattern("*"), 0).unwrap_err(), BagError::ZeroBlocksize);
     }
 }
+
+#[test]
+fn bzip2_and_zstd_files_are_read_by_extension_and_written_back() {
+    let dir = TempDir::new("bz2-zstd");
+    // Written by the compressors' own writers (two concatenated streams for bzip2, as
+    // `cat a.bz2 b.bz2` makes), read back by extension.
+    let mut bz = Vec::new();
+    for text in ["{\"n\": 1}\n", "{\"n\": 2}\n"] {
+        let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        encoder.write_all(text.as_bytes()).unwrap();
+        bz.extend(encoder.finish().unwrap());
+    }
+    std::fs::write(dir.0.join("a.jsonl.bz2"), bz).unwrap();
+    std::fs::write(dir.0.join("b.jsonl.zst"), zstd::encode_all(&b"{\"n\": 3}\n\n{\"n\": 4}\n"[..], 3).unwrap())
+        .unwrap();
+    let records = read_json_lines::<serde_json::Value>(&dir.pattern("*.jsonl.*")).unwrap();
+    assert_eq!(records.npartitions(), 2);
+    let numbers = records.pluck("n").compute_on(&sched()).unwrap();
+    assert_eq!(numbers, [1, 2, 3, 4].map(|n| serde_json::json!(n)));
+
+    for (compression, suffix) in [(Compression::Bz2, "bz2"), (Compression::Zstd, "zst")] {
+        let out = dir.0.join(suffix);
+        let written = kiln_bag::Bag::range(7, 3).to_textfiles(&out, compression).compute_on(&sched()).unwrap();
+        assert!(written[2].ends_with(format!("part.2.txt.{suffix}")), "{:?}", written[2]);
+        let back = read_text(&format!("{}/*.{suffix}", out.display())).unwrap();
+        assert_eq!(back.compute_on(&sched()).unwrap(), ["0", "1", "2", "3", "4", "5", "6"]);
+    }
+    // A file whose name says zstd but whose bytes are not is an error naming the file.
+    std::fs::write(dir.0.join("bad.txt.zst"), b"plain text\n").unwrap();
+    let error = read_text(&dir.pattern("bad.txt.zst")).unwrap().compute_on(&sched()).unwrap_err();
+    assert!(error.to_string().contains("bad.txt.zst"), "{error}");
+}

@@ -47,7 +47,12 @@ struct Node {
 enum NodeArg {
     Node(Arc<Node>),
     Literal(Value),
+    /// A task of another collection (a bag's partition): adds its tasks, returns its id.
+    External(ExternalTask),
 }
+
+/// Adds another collection's task (and what it needs) to a graph; returns its id.
+pub type ExternalTask = Arc<dyn Fn(&mut GraphBuilder) -> Result<TaskId, GraphError> + Send + Sync>;
 
 impl Drop for Node {
     // Dropping a long chain of nodes recursively would overflow the stack; unlink iteratively.
@@ -98,6 +103,13 @@ impl<T: Any + Send + Sync> Delayed<T> {
     /// that contain remote values.
     pub fn remote(key: Key, keep_alive: Value) -> Self {
         Delayed::from_node(key, Arc::new(kiln_graph::kernel::RemoteValue), vec![NodeArg::Literal(keep_alive)])
+    }
+
+    /// A delayed value standing for a task of another collection (Dask's `bag.to_delayed()`):
+    /// `add` adds that task (and everything it needs) to a graph and returns its id; the
+    /// delayed value's own task, under `key`, passes its value on.
+    pub fn from_external(key: Key, add: ExternalTask) -> Self {
+        Delayed::from_node(key, Arc::new(kiln_graph::kernel::Identity), vec![NodeArg::External(add)])
     }
 
     /// This value's key.
@@ -182,10 +194,14 @@ fn lower(root: &Arc<Node>, builder: &mut GraphBuilder) -> Result<TaskId, GraphEr
             }
             continue;
         }
-        let args = node.args.iter().map(|a| match a {
-            NodeArg::Node(child) => Arg::Task(id_in_this_lowering(child).expect("children are added first")),
-            NodeArg::Literal(v) => Arg::Literal(v.clone()),
-        });
+        let mut args = Vec::with_capacity(node.args.len());
+        for arg in &node.args {
+            args.push(match arg {
+                NodeArg::Node(child) => Arg::Task(id_in_this_lowering(child).expect("children are added first")),
+                NodeArg::Literal(v) => Arg::Literal(v.clone()),
+                NodeArg::External(add) => Arg::Task(add(builder)?),
+            });
+        }
         // Equal keys from distinct nodes (the same call made twice) dedupe in the builder.
         let id = builder.add(node.key.clone(), Arc::clone(&node.kernel), args)?;
         node.lowered.store(generation | id.0 as u64, Ordering::Relaxed);

@@ -84,12 +84,13 @@ pub mod prelude {
     pub use kiln_delayed::Delayed;
 }
 
-/// Registers the portable kernels and value codecs of every collection (arrays, delayed, and
+/// Registers the portable kernels and value codecs of every collection (arrays, delayed, bags, and
 /// dataframes with the `dataframe` feature) in the process-wide registries, so graphs received
 /// from elsewhere can be rebuilt and their values decoded. Worker programs call it at start-up; building a graph registers them too.
 pub fn register_builtins() {
     kiln_array::ensure_registered();
     kiln_delayed::ensure_registered();
+    kiln_bag::portable::ensure_registered();
     #[cfg(feature = "dataframe")]
     kiln_dataframe::ensure_registered();
 }

@@ -1,0 +1,402 @@
+//! Bags on clusters: what lets another process rebuild a bag's tasks and move its partitions.
+//!
+//! A bag's task runs a fused pipeline of steps (kernel `kiln.bag.pipeline`, whose parameters
+//! are the steps' [`StepSpec`]s), or a reduction's combine, or a file read. Each step and kernel
+//! is found again by id in the process that runs it:
+//!
+//! - **Element types** are registered once per process with [`register_element`] (and
+//!   [`register_hashable`], [`register_numeric`], [`register_text`] for the operations that
+//!   need more of the type): that gives partitions a codec (MessagePack through `rmp-serde`,
+//!   self-describing, so `serde_json::Value` and `#[serde(untagged)]` types travel too) and
+//!   registers the built-in steps for that type (`count`, `frequencies`, `sum`, ...). The
+//!   common types (`String`, `serde_json::Value`, the integers and floats, `bool`) are
+//!   registered by [`ensure_registered`], which `kiln::register_builtins` (and so `kiln
+//!   worker`) calls.
+//! - **User functions** are local closures until given an id: `bag.map(parse).portable("app.parse")`
+//!   on the client, and `register_map("app.parse", parse)` in every process that runs it (a
+//!   worker started from the user's binary with `run_worker_if_requested`, after the
+//!   registrations). The client refuses a bag with a local function before sending anything,
+//!   naming the function.
+//!
+//! Partition sizes (what the schedulers weigh and spill by) are estimated from an encoded
+//! sample of at most 16 elements: the elements' inline size plus their average encoded size.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::{Arc, Once, OnceLock, RwLock};
+
+use kiln_graph::codec::{CodecError, SerdeCodec, ValueCodec};
+use kiln_graph::{CodecRegistry, Encoded, Kernel, KernelRegistry, KernelSpec, TaskError, Value};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::pipeline::{self, PIPELINE_KERNEL_ID, PipelineKernel, Step};
+use crate::reduce::{self, Moments, MomentsOf, Numeric, OrderedMap, Reduction, ReductionId};
+use crate::{Element, steps, text};
+
+/// A step as plain data: a registered id and postcard parameters.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepSpec {
+    /// The id the step's factory is registered under, e.g. `kiln.bag.map/app.parse`.
+    pub id: String,
+    /// Its parameters, postcard-encoded.
+    pub params: Vec<u8>,
+}
+
+type StepFactory = Arc<dyn Fn(&[u8]) -> Result<Arc<dyn Step>, String> + Send + Sync>;
+
+fn step_registry() -> &'static RwLock<HashMap<String, StepFactory>> {
+    static STEPS: OnceLock<RwLock<HashMap<String, StepFactory>>> = OnceLock::new();
+    STEPS.get_or_init(Default::default)
+}
+
+fn register_step(id: String, factory: impl Fn(&[u8]) -> Result<Arc<dyn Step>, String> + Send + Sync + 'static) {
+    step_registry().write().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::new(factory));
+}
+
+/// Rebuilds a step from its spec.
+fn resolve_step(spec: &StepSpec) -> Result<Arc<dyn Step>, String> {
+    let factory =
+        step_registry().read().unwrap_or_else(|p| p.into_inner()).get(&spec.id).cloned().ok_or_else(|| {
+            format!(
+                "bag step {:?} is not registered in this process: register user functions with \
+             kiln_bag::portable::register_map (or register_filter, ...) and element types with \
+             kiln_bag::portable::register_element in the worker program, before run_worker_if_requested",
+                spec.id
+            )
+        })?;
+    let step = factory(&spec.params)?;
+    Ok(pipeline::with_spec(step, Some(spec.clone())))
+}
+
+fn tags() -> &'static RwLock<HashMap<TypeId, Arc<str>>> {
+    static TAGS: OnceLock<RwLock<HashMap<TypeId, Arc<str>>>> = OnceLock::new();
+    TAGS.get_or_init(Default::default)
+}
+
+/// The tag `T` was registered under, if any.
+pub(crate) fn tag_of<T: 'static>() -> Option<Arc<str>> {
+    ensure_registered();
+    tags().read().unwrap_or_else(|p| p.into_inner()).get(&TypeId::of::<T>()).cloned()
+}
+
+/// The bytes a list of elements takes, estimated from an encoded sample of at most 16 of them
+/// (spread over the list): per element, its inline size plus the sample's mean encoded size.
+pub fn estimated_nbytes<T: Serialize>(items: &[T]) -> usize {
+    const SAMPLE: usize = 16;
+    let n = items.len();
+    if n == 0 {
+        return std::mem::size_of::<Vec<T>>();
+    }
+    let stride = n.div_ceil(SAMPLE);
+    let mut buffer = Vec::new();
+    let (mut sampled, mut encoded) = (0usize, 0usize);
+    for item in items.iter().step_by(stride) {
+        buffer.clear();
+        if rmp_serde::encode::write_named(&mut buffer, item).is_ok() {
+            encoded += buffer.len();
+            sampled += 1;
+        }
+    }
+    let mean = if sampled == 0 { 0 } else { encoded.div_ceil(sampled) };
+    std::mem::size_of::<Vec<T>>() + n * (std::mem::size_of::<T>() + mean)
+}
+
+/// A codec for any serde value: one MessagePack frame (structs as maps, so skipped fields and
+/// self-describing types such as `serde_json::Value` round-trip).
+struct MsgpackCodec<V, W> {
+    tag: String,
+    to_wire: fn(&V) -> &W,
+    from_wire: fn(W) -> V,
+    size: Option<fn(&V) -> usize>,
+    _v: PhantomData<fn() -> (V, W)>,
+}
+
+impl<V, W> ValueCodec for MsgpackCodec<V, W>
+where
+    V: Send + Sync + 'static,
+    W: Serialize + DeserializeOwned + 'static,
+{
+    fn tag(&self) -> &str {
+        &self.tag
+    }
+    fn value_type(&self) -> TypeId {
+        TypeId::of::<V>()
+    }
+    fn encode(&self, value: &Value) -> Result<Encoded, CodecError> {
+        let v = value.downcast_ref::<V>().map_err(|_| CodecError::NoCodecForType(value.type_name()))?;
+        let frame = rmp_serde::to_vec_named((self.to_wire)(v))
+            .map_err(|e| CodecError::Malformed { tag: self.tag.clone(), message: e.to_string() })?;
+        Ok(Encoded { tag: self.tag.clone(), header: Vec::new(), frames: vec![frame] })
+    }
+    fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError> {
+        let malformed = |message: String| CodecError::Malformed { tag: self.tag.clone(), message };
+        let [frame] = encoded.frames.as_slice() else {
+            return Err(malformed(format!("expected 1 frame, got {}", encoded.frames.len())));
+        };
+        let wire: W = rmp_serde::from_slice(frame).map_err(|e| malformed(e.to_string()))?;
+        Ok(Value::new((self.from_wire)(wire)))
+    }
+    fn nbytes(&self, value: &Value) -> Option<usize> {
+        let size = self.size?;
+        value.downcast_ref::<V>().ok().map(size)
+    }
+}
+
+fn codec<V: Serialize + DeserializeOwned + Send + Sync + 'static>(tag: String, size: Option<fn(&V) -> usize>) {
+    CodecRegistry::global().register(MsgpackCodec::<V, V> {
+        tag,
+        to_wire: |v| v,
+        from_wire: |v| v,
+        size,
+        _v: PhantomData,
+    });
+}
+
+/// Registers a reduction under `id` (`{id}.partial` step, `{id}.combine` and `{id}.final`
+/// kernels); `make` builds it from the parameters.
+fn register_reduction<T, R, S>(
+    id: String,
+    make: impl Fn(&[u8]) -> Result<Reduction<T, R, S>, String> + Send + Sync + 'static,
+) where
+    T: Element,
+    R: Element,
+    S: Element,
+{
+    let make = Arc::new(make);
+    {
+        let (make, id) = (Arc::clone(&make), id.clone());
+        register_step(format!("{id}.partial"), move |params| {
+            Ok(make(params)?.partial_step(Some(&ReductionId { id: id.clone(), params: params.to_vec() })))
+        });
+    }
+    for last in [false, true] {
+        let (make, base) = (Arc::clone(&make), id.clone());
+        let kernel_id = format!("{id}.{}", if last { "final" } else { "combine" });
+        KernelRegistry::global().register_factory(&kernel_id, move |params| {
+            Ok(make(params)?.combine_kernel(last, Some(&ReductionId { id: base.clone(), params: params.to_vec() })))
+        });
+    }
+}
+
+/// Makes `T` a bag element type other processes know under `tag` (unique in the program, e.g.
+/// `"myapp.Event"`): partitions of `T` get a codec (MessagePack) whose size estimate reads a
+/// sample, and the built-in steps that need nothing more of `T` (`count`, `flatten`, typed
+/// `read_json_lines`, `random_sample`, ...) become portable for it. Call it in the client and
+/// in every worker program; registering again is harmless.
+pub fn register_element<T: Element + Serialize + DeserializeOwned>(tag: &str) {
+    let tag: Arc<str> = tag.into();
+    tags().write().unwrap_or_else(|p| p.into_inner()).insert(TypeId::of::<T>(), Arc::clone(&tag));
+    codec::<Vec<T>>(format!("kiln.bag.vec<{tag}>"), Some(|v: &Vec<T>| estimated_nbytes(v)));
+    if CodecRegistry::global().codec_for(TypeId::of::<T>()).is_none() {
+        codec::<T>(format!("kiln.bag.{tag}"), None);
+    }
+    register_reduction(format!("kiln.bag.count/{tag}"), |_| Ok(reduce::count_reduction::<T>()));
+    register_step(format!("kiln.bag.flatten/{tag}"), |_| Ok(steps::flatten::<T>()));
+    register_step(format!("kiln.bag.random_sample/{tag}"), |params| {
+        let (fraction, seed): (f64, u64) = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+        Ok(steps::random_sample::<T>(fraction, seed))
+    });
+    {
+        let tag = Arc::clone(&tag);
+        KernelRegistry::global().register_factory(&format!("kiln.bag.concat/{tag}"), move |_| {
+            Ok(crate::ops::concat_kernel::<T>(Some(&tag)))
+        });
+    }
+    {
+        let tag = Arc::clone(&tag);
+        KernelRegistry::global().register_factory(&format!("kiln.bag.split/{tag}"), move |params| {
+            let (piece, pieces): (u64, u64) = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+            if piece >= pieces {
+                return Err(format!("piece {piece} of {pieces}"));
+            }
+            Ok(crate::ops::piece_kernel::<T>(piece as usize, pieces as usize, Some(&tag)))
+        });
+    }
+    KernelRegistry::global().register_factory(&format!("kiln.bag.read_json_lines/{tag}"), {
+        let tag = Arc::clone(&tag);
+        move |params| text::json_lines_kernel::<T>(params, &tag)
+    });
+}
+
+/// [`register_element`], plus what needs `Eq + Hash`: `frequencies` (whose `(T, u64)` pairs
+/// are registered as elements too) and `distinct`.
+pub fn register_hashable<T: Element + Serialize + DeserializeOwned + Eq + Hash>(tag: &str) {
+    register_element::<T>(tag);
+    register_element::<(T, u64)>(&format!("({tag},u64)"));
+    register_reduction(format!("kiln.bag.frequencies/{tag}"), |_| Ok(reduce::frequencies_reduction::<T>()));
+    register_reduction(format!("kiln.bag.distinct/{tag}"), |_| Ok(reduce::distinct_reduction::<T>()));
+    CodecRegistry::global().register(MsgpackCodec::<OrderedMap<T, u64>, Vec<(T, u64)>> {
+        tag: format!("kiln.bag.counts<{tag}>"),
+        to_wire: |m| &m.entries,
+        from_wire: OrderedMap::from_entries,
+        size: Some(|m| estimated_nbytes(&m.entries)),
+        _v: PhantomData,
+    });
+    CodecRegistry::global().register(MsgpackCodec::<OrderedMap<T, ()>, Vec<(T, ())>> {
+        tag: format!("kiln.bag.seen<{tag}>"),
+        to_wire: |m| &m.entries,
+        from_wire: OrderedMap::from_entries,
+        size: Some(|m| estimated_nbytes(&m.entries)),
+        _v: PhantomData,
+    });
+}
+
+/// [`register_element`], plus `sum`, `min`, `max`, `mean`, `var` and `std`.
+pub fn register_numeric<T: Numeric + Serialize + DeserializeOwned>(tag: &str) {
+    register_element::<T>(tag);
+    register_reduction(format!("kiln.bag.sum/{tag}"), |_| Ok(reduce::sum_reduction::<T>()));
+    register_reduction(format!("kiln.bag.min/{tag}"), |_| Ok(reduce::extreme_reduction::<T>(false)));
+    register_reduction(format!("kiln.bag.max/{tag}"), |_| Ok(reduce::extreme_reduction::<T>(true)));
+    register_reduction(format!("kiln.bag.moments/{tag}"), |params| {
+        let of: MomentsOf = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+        Ok(reduce::moments_reduction::<T>(of))
+    });
+    CodecRegistry::global().register(SerdeCodec::<Option<T>>::new(&format!("kiln.bag.option<{tag}>")));
+}
+
+/// [`register_element`], plus `to_textfiles` for `T` (one element per line, by `Display`).
+pub fn register_text<T: Element + Serialize + DeserializeOwned + Display>(tag: &str) {
+    register_element::<T>(tag);
+    text::register_text_writer::<T>(tag);
+}
+
+/// Registers `f` as the function `.map(f).portable(id)` names, from `T` to `U` (both
+/// registered element types).
+pub fn register_map<T: Element, U: Element>(id: &str, f: impl Fn(&T) -> U + Send + Sync + 'static) {
+    let f = Arc::new(f);
+    register_step(format!("kiln.bag.map/{id}"), move |_| {
+        let f = Arc::clone(&f);
+        Ok(steps::map(move |x: &T| f(x)))
+    });
+}
+
+/// Registers a fallible function for `.try_map(f).portable(id)`.
+pub fn register_try_map<T: Element, U: Element, E: Display + 'static>(
+    id: &str,
+    f: impl Fn(&T) -> Result<U, E> + Send + Sync + 'static,
+) {
+    let f = Arc::new(f);
+    register_step(format!("kiln.bag.try_map/{id}"), move |_| {
+        let f = Arc::clone(&f);
+        Ok(steps::try_map(move |x: &T| f(x)))
+    });
+}
+
+/// Registers a predicate for `.filter(p).portable(id)` and `.remove(p).portable(id)`.
+pub fn register_filter<T: Element>(id: &str, predicate: impl Fn(&T) -> bool + Send + Sync + 'static) {
+    let predicate = Arc::new(predicate);
+    for keep in [true, false] {
+        let predicate = Arc::clone(&predicate);
+        let kind = if keep { "filter" } else { "remove" };
+        register_step(format!("kiln.bag.{kind}/{id}"), move |_| {
+            let predicate = Arc::clone(&predicate);
+            Ok(steps::filter(kind, move |x: &T| predicate(x) == keep))
+        });
+    }
+}
+
+/// Registers `f` for `.flat_map(f).portable(id)`.
+pub fn register_flat_map<T: Element, U: Element, I: IntoIterator<Item = U> + 'static>(
+    id: &str,
+    f: impl Fn(&T) -> I + Send + Sync + 'static,
+) {
+    let f = Arc::new(f);
+    register_step(format!("kiln.bag.flat_map/{id}"), move |_| {
+        let f = Arc::clone(&f);
+        Ok(steps::flat_map(move |x: &T| f(x)))
+    });
+}
+
+/// Registers `f` for `.map_partitions(f).portable(id)`.
+pub fn register_map_partitions<T: Element, U: Element>(id: &str, f: impl Fn(&[T]) -> Vec<U> + Send + Sync + 'static) {
+    let f = Arc::new(f);
+    register_step(format!("kiln.bag.map_partitions/{id}"), move |_| {
+        let f = Arc::clone(&f);
+        Ok(steps::map_partitions(move |x: &[T]| f(x)))
+    });
+}
+
+/// Registers a key function for `.topk(k, key).portable(id)` (and `bottomk`, whose key is
+/// reversed: register `|x| Reverse(key(x))` for it).
+pub fn register_key<T: Element, K: Ord + 'static>(id: &str, key: impl Fn(&T) -> K + Send + Sync + 'static) {
+    let key: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(key);
+    register_reduction(format!("kiln.bag.topk/{id}"), move |params| {
+        let k: u64 = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+        Ok(reduce::topk_reduction(k as usize, Arc::clone(&key)))
+    });
+}
+
+/// Registers the bag kernels and the common element types (`String`, `serde_json::Value`,
+/// `bool`, the integers and floats) in the process-wide registries, once. Building a bag
+/// calls it; `kiln::register_builtins` (so `kiln worker`) calls it at start-up.
+pub fn ensure_registered() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        kiln_delayed::ensure_registered();
+        KernelRegistry::global().register_factory(PIPELINE_KERNEL_ID, |params| {
+            let specs: Vec<StepSpec> = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+            let steps = specs.iter().map(resolve_step).collect::<Result<Vec<_>, _>>()?;
+            Ok(Arc::new(PipelineKernel::from_steps(steps)) as Arc<dyn Kernel>)
+        });
+        register_hashable::<String>("string");
+        register_text::<String>("string");
+        register_hashable::<serde_json::Value>("json");
+        register_text::<serde_json::Value>("json");
+        register_hashable::<bool>("bool");
+        register_reduction("kiln.bag.any/bool".into(), |_| Ok(reduce::truth_reduction(false)));
+        register_reduction("kiln.bag.all/bool".into(), |_| Ok(reduce::truth_reduction(true)));
+        macro_rules! integers {
+            ($($t:ty => $tag:literal),*) => {$(
+                register_hashable::<$t>($tag);
+                register_numeric::<$t>($tag);
+                register_text::<$t>($tag);
+            )*};
+        }
+        integers!(u64 => "u64", i64 => "i64", u32 => "u32", i32 => "i32", usize => "usize");
+        register_numeric::<f64>("f64");
+        register_text::<f64>("f64");
+        register_numeric::<f32>("f32");
+        CodecRegistry::global().register(SerdeCodec::<Moments>::new("kiln.bag.moments"));
+        CodecRegistry::global().register(SerdeCodec::<PathBuf>::new("kiln.bag.path"));
+        CodecRegistry::global().register(SerdeCodec::<Vec<PathBuf>>::new("kiln.bag.paths"));
+        register_step("kiln.bag.pluck".into(), |params| {
+            let (key, default): (crate::PluckPath, Option<String>) =
+                postcard::from_bytes(params).map_err(|e| e.to_string())?;
+            let default = default
+                .map(|d| serde_json::from_str::<serde_json::Value>(&d))
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            Ok(crate::pluck_step(key, default))
+        });
+        KernelRegistry::global().register::<crate::RangeKernel>();
+        text::register_text_kernels();
+    });
+}
+
+/// Marks a user step as registered under `id`: the spec other processes rebuild it from.
+pub(crate) fn user_step_spec(step: &dyn Step, id: &str) -> StepSpec {
+    StepSpec { id: format!("kiln.bag.{}/{id}", step.name()), params: Vec::new() }
+}
+
+/// A kernel with a spec attached (built-in kernels made from closures).
+pub(crate) struct SpecKernel {
+    pub(crate) inner: Arc<dyn Kernel>,
+    pub(crate) spec: Option<KernelSpec>,
+}
+
+impl Kernel for SpecKernel {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        self.inner.call(inputs)
+    }
+    fn spec(&self) -> Option<KernelSpec> {
+        self.spec.clone()
+    }
+}

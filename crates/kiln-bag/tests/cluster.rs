@@ -1,0 +1,165 @@
+//! Bags on a `LocalCluster` of worker processes give the local scheduler's answers. This test
+//! program is its own worker binary (`harness = false`; `run_worker_if_requested`), so its
+//! workers know the user functions it registers, as a user's program would: partitions cross
+//! processes through the MessagePack codec (strings, `serde_json::Value`, a user struct),
+//! every pipeline, reduction, file read and write is rebuilt from its spec, and a closure that
+//! was never registered is refused before anything is sent.
+
+use std::io::Write;
+use std::path::Path;
+
+use kiln_bag::{Bag, Compression, portable, read_json_lines, read_text};
+use kiln_distributed::{LocalCluster, run_worker_if_requested};
+use kiln_graph::{Collection, ComputeError};
+use kiln_local::{LocalScheduler, Progress};
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+struct Event {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    size: Option<u32>,
+}
+
+// Bag functions take `&T`, and these bags' elements are `String`s.
+#[allow(clippy::ptr_arg)]
+fn parse(line: &String) -> Result<Value, serde_json::Error> {
+    serde_json::from_str(line)
+}
+fn is_alice(record: &Value) -> bool {
+    record["name"] == "Alice"
+}
+fn by_count(pair: &(Value, u64)) -> u64 {
+    pair.1
+}
+fn square(x: &u64) -> u64 {
+    x * x
+}
+#[allow(clippy::ptr_arg)]
+fn words(line: &String) -> Vec<String> {
+    line.split_whitespace().map(str::to_string).collect()
+}
+fn event_kind(event: &Event) -> String {
+    event.kind.clone()
+}
+fn bigger_first(events: &[Event]) -> Vec<Event> {
+    let mut events = events.to_vec();
+    events.sort_by_key(|e| std::cmp::Reverse(e.size));
+    events
+}
+
+/// What the client and every worker register (the worker side runs this before
+/// `run_worker_if_requested`).
+fn register() {
+    portable::register_hashable::<Event>("test.Event");
+    portable::register_try_map("test.parse", parse);
+    portable::register_filter("test.is_alice", is_alice);
+    portable::register_key("test.by_count", by_count);
+    portable::register_map("test.square", square);
+    portable::register_flat_map("test.words", words);
+    portable::register_map("test.event_kind", event_kind);
+    portable::register_map_partitions("test.bigger_first", bigger_first);
+}
+
+fn write_file(path: &Path, text: &str) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut out: Box<dyn Write> = match path.extension().and_then(|e| e.to_str()) {
+        Some("gz") => Box::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast())),
+        Some("bz2") => Box::new(bzip2::write::BzEncoder::new(file, bzip2::Compression::fast())),
+        Some("zst") => Box::new(zstd::stream::write::Encoder::new(file, 1).unwrap().auto_finish()),
+        _ => Box::new(file),
+    };
+    out.write_all(text.as_bytes()).unwrap();
+}
+
+fn main() {
+    kiln_bag::portable::ensure_registered();
+    register();
+    run_worker_if_requested();
+
+    let dir = std::env::temp_dir().join(format!("kiln-bag-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let names = ["Alice", "Bob", "Carol"];
+    let kinds = ["PushEvent", "WatchEvent", "ForkEvent", "PushEvent"];
+    for (f, ext) in ["jsonl", "jsonl.gz", "jsonl.bz2", "jsonl.zst"].iter().enumerate() {
+        let mut text = String::new();
+        for i in 0..200 {
+            let n = f * 200 + i;
+            let size = if n % 3 == 0 { String::new() } else { format!(", \"size\": {}", n % 97) };
+            text += &format!(
+                "{{\"type\": \"{}\", \"name\": \"{}\"{size}, \"id\": {n}}}\n",
+                kinds[(n * 7) % 4],
+                names[(n * 5) % 3]
+            );
+        }
+        write_file(&dir.join(format!("part-{f}.{ext}")), &text);
+    }
+    let pattern = dir.join("part-*").to_string_lossy().into_owned();
+
+    let local = LocalScheduler::threads(2).with_progress(Progress::Never);
+    let exe = std::env::current_exe().unwrap();
+    let cluster = LocalCluster::builder().workers(2).binary(exe).start().unwrap();
+    assert!(!cluster.worker_pids().is_empty(), "workers are processes");
+    let client = cluster.client().unwrap();
+
+    macro_rules! same {
+        ($collection:expr) => {{
+            let c = $collection;
+            let remote = c.compute_on(&client).unwrap_or_else(|e| panic!("{}: {e}", stringify!($collection)));
+            assert_eq!(remote, c.compute_on(&local).unwrap(), "{}", stringify!($collection));
+            remote
+        }};
+    }
+
+    // The seeds' pipelines on compressed and plain files.
+    let records = read_text(&pattern).unwrap().try_map(parse).portable("test.parse");
+    assert_eq!(same!(records.filter(is_alice).portable("test.is_alice").count()), 267);
+    let top = same!(records.pluck("type").frequencies().topk(2, by_count).portable("test.by_count"));
+    assert_eq!(top, vec![(json!("PushEvent"), 400), (json!("ForkEvent"), 200)]);
+    same!(read_json_lines::<Value>(&pattern).unwrap().pluck_or("size", json!(-1)));
+    same!(records.remove(is_alice).portable("test.is_alice").pluck("id").distinct().count());
+
+    // A user struct, typed reading, its own codec (a skipped field), a map over partitions.
+    let events = read_json_lines::<Event>(&pattern).unwrap();
+    same!(events.map_partitions(bigger_first).portable("test.bigger_first"));
+    same!(events.frequencies());
+    same!(events.map(event_kind).portable("test.event_kind").frequencies());
+
+    // Numbers: every numeric reduction; in-memory partitions travel as literals.
+    let numbers = Bag::range(1000, 7).map(square).portable("test.square");
+    same!(numbers.sum());
+    same!(numbers.split_every(2).max());
+    same!(numbers.min());
+    same!(numbers.count());
+    same!(numbers.repartition(3).sum());
+    same!(numbers.repartition(11).random_sample(0.5, 7));
+    let (mean, std) = (same!(numbers.mean()), same!(numbers.std(1)));
+    assert!(mean > 0.0 && std > 0.0);
+    let lines = Bag::from_sequence(["a b", "b c d", "", "d d"].map(String::from), 3);
+    same!(lines.flat_map(words).portable("test.words").frequencies());
+    same!(Bag::from_sequence([true, false, true], 2).any());
+    same!(Bag::from_sequence(vec![vec![1u64, 2], vec![3]], 2).flatten());
+
+    // Writing text files from the workers, then reading them back there.
+    let out = dir.join("out");
+    let written = same!(records.pluck("name").to_textfiles(&out, Compression::Zstd));
+    assert_eq!(written.len(), 4);
+    let back = read_text(&out.join("*.zst").to_string_lossy()).unwrap();
+    assert_eq!(same!(back.count()), 800);
+
+    // A closure that was never registered is refused before anything is sent, naming it.
+    let error = Bag::range(10, 2).map(|x| x + 1).sum().compute_on(&client).unwrap_err();
+    assert!(matches!(error, ComputeError::NotPortable(_)), "{error}");
+    assert!(error.to_string().contains("map`") && error.to_string().contains("portable"), "{error}");
+    // A registered step used under a name that was never registered fails on the worker
+    // with the id.
+    let error = Bag::range(10, 2).map(square).portable("test.nope").count().compute_on(&client).unwrap_err();
+    assert!(error.to_string().contains("kiln.bag.map/test.nope"), "{error}");
+
+    drop(client);
+    cluster.close();
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!("bag pipelines on worker processes gave the local answers");
+}
