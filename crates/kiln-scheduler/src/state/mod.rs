@@ -174,6 +174,10 @@ pub struct WorkerLoad {
     pub reported: MemoryReport,
     /// Time of the last message from the worker.
     pub last_seen: u64,
+    /// Whether it paused (memory pressure) and takes no new tasks.
+    pub paused: bool,
+    /// Whether it is being retired.
+    pub retiring: bool,
 }
 
 struct Worker {

@@ -61,6 +61,8 @@ impl SchedulerState {
             occupancy_s: w.occupancy_us / 1e6 / w.info.nthreads.max(1) as f64,
             reported: w.reported,
             last_seen: w.last_seen,
+            paused: w.paused,
+            retiring: self.retiring.contains(&id),
         })
     }
 
