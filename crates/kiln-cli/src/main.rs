@@ -30,6 +30,9 @@ enum Command {
         /// Seconds without a heartbeat after which a worker is considered dead.
         #[arg(long, default_value_t = 30)]
         worker_timeout: u64,
+        /// The dashboard's flags.
+        #[command(flatten)]
+        dashboard: DashboardArgs,
         /// Seconds a task that no worker can run (no workers, or every one retiring) waits
         /// before it errs, or `none` to wait forever (Dask's `no-workers-timeout`).
         #[arg(long, default_value = "300", value_parser = parse_no_workers_timeout)]
@@ -67,11 +70,12 @@ fn main() -> Result<()> {
     kiln::register_builtins();
     register_demo_kernels();
     match Cli::parse().command {
-        Command::Scheduler { host, port, worker_timeout, no_workers_timeout } => {
+        Command::Scheduler { host, port, worker_timeout, no_workers_timeout, dashboard } => {
             init_logging();
             let mut config =
                 ServerConfig { worker_timeout: Duration::from_secs(worker_timeout), ..ServerConfig::default() };
             config.policy.no_workers_timeout_ms = no_workers_timeout.0;
+            config.dashboard = dashboard.config();
             runtime()?.block_on(run_scheduler(&format!("{host}:{port}"), config))
         }
         Command::Worker(args) => {
@@ -157,12 +161,40 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// The scheduler's dashboard flags.
+#[derive(clap::Args)]
+struct DashboardArgs {
+    /// Where the dashboard listens (`:8787`: all interfaces); a free port is used if this one
+    /// is taken.
+    #[arg(long, default_value = ":8787")]
+    dashboard_address: String,
+    /// Serve no dashboard (and no `/metrics`).
+    #[arg(long)]
+    no_dashboard: bool,
+    /// Prefix of the Prometheus metric names: `kiln`, or `dask` for dashboards written for Dask.
+    #[arg(long, default_value = "kiln")]
+    metrics_namespace: String,
+}
+
+impl DashboardArgs {
+    fn config(self) -> Option<kiln_distributed::DashboardConfig> {
+        (!self.no_dashboard)
+            .then_some(kiln_distributed::DashboardConfig { address: self.dashboard_address, namespace: self.metrics_namespace })
+    }
+}
+
 async fn run_scheduler(listen: &str, config: ServerConfig) -> Result<()> {
     let server = SchedulerServer::start(listen, config).await?;
     let address = server.address();
     let shown =
         if address.ip().is_unspecified() { std::net::SocketAddr::new(outward_ip(), address.port()) } else { address };
     println!("Scheduler at tcp://{shown}");
+    if let Some(notice) = server.dashboard_notice() {
+        println!("{notice}");
+    }
+    if let Some(link) = server.dashboard_link() {
+        println!("Dashboard at {link}");
+    }
     tracing::info!("scheduler listening on {address}");
     tokio::select! {
         signal = shutdown_signal() => {

@@ -29,5 +29,5 @@ pub use cluster::{
     ClusterError, EXIT_CANNOT_START, EXIT_FRESH_START, LocalCluster, LocalClusterBuilder, NannyPolicy, WorkerArgs,
     WorkerArgsError, WorkerArgsInvalid, WorkerMode, run_nanny, run_worker_if_requested,
 };
-pub use server::{SchedulerServer, ServerConfig};
+pub use server::{DashboardConfig, SchedulerServer, ServerConfig};
 pub use worker::{WorkerConfig, WorkerHandle, start_worker, tune_allocator_for_workers};

@@ -40,6 +40,7 @@ pub mod aggregate;
 mod state;
 
 pub use state::{
-    Command, Config, Event, InvariantViolation, PrefixEstimate, SchedulerEvent, SchedulerState, StateCounts, TaskState,
+    Command, Config, Event, InvariantViolation, PrefixEstimate, SchedulerEvent, SchedulerState, StateCounts, TASK_INFO_NEIGHBOURS,
+    TaskInfo, TaskState,
     WorkerActivity, WorkerLoad,
 };

@@ -41,7 +41,7 @@ use arena::{PrefixStats, TaskArena, TaskSlot};
 pub use events::Event;
 pub use invariants::InvariantViolation;
 pub use observe::{SchedulerEvent, WorkerActivity};
-pub use queries::{PrefixEstimate, StateCounts};
+pub use queries::{PrefixEstimate, StateCounts, TASK_INFO_NEIGHBOURS, TaskInfo};
 
 /// A message the server must send.
 #[derive(Debug, Clone, PartialEq)]
