@@ -23,6 +23,8 @@
     return (i === 0 ? n.toFixed(0) : n.toFixed(1)) + " " + u[i];
   }
   const colourOf = (prefix) => PALETTE[prefix % PALETTE.length];
+  // Long hex tokens inside names (`sum-<token>-partial`) say nothing to a reader.
+  const shortName = (name) => name.replace(/-[0-9a-f]{12,}/g, "");
 
   function memoryClass(w) {
     if (!w.memory_limit) return "ok";
@@ -61,7 +63,7 @@
       const total = p.done + p.erred + remaining;
       const pct = (x) => (100 * x / Math.max(1, total)).toFixed(2) + "%";
       const percent = Math.floor(100 * (p.done + p.erred) / Math.max(1, total));
-      return `<div class="row progress-row" data-prefix="${esc(p.name)}" data-percent="${percent}"><span class="label">${esc(p.name)}</span>` +
+      return `<div class="row progress-row" data-prefix="${esc(p.name)}" data-percent="${percent}"><span class="label" title="${esc(p.name)}">${esc(shortName(p.name))}</span>` +
         `<span class="bar"><div class="p-memory" style="width:${pct(p.done)}"></div><div class="p-erred" style="width:${pct(p.erred)}"></div>` +
         `<div class="p-processing" style="width:${pct(c[4])}"></div><div class="p-queued" style="width:${pct(c[2] + c[3])}"></div>` +
         `<div class="p-waiting" style="width:${pct(c[1])}"></div></span>` +
@@ -82,9 +84,11 @@
     let n = 0;
     for (const w of s.aggregates.workers) { rows.set(w.id, [n, w.nthreads]); n += Math.max(1, w.nthreads); }
     if (n === 0 || stream.length === 0) { canvas.dataset.painted = "0"; return; }
-    let end = 0;
-    for (const e of stream) end = Math.max(end, e.start_us + e.duration_us);
-    const start = end - WINDOW_US;
+    let end = 0, first = Infinity;
+    for (const e of stream) { end = Math.max(end, e.start_us + e.duration_us); first = Math.min(first, e.start_us); }
+    // The last ten seconds, or less when everything happened faster (min 100 ms).
+    const span = Math.min(WINDOW_US, Math.max(1e5, end - first));
+    const start = end - span;
     const rowHeight = height / n;
     let painted = 0;
     for (const e of stream) {
@@ -93,8 +97,8 @@
       const row = rows.get(e.worker);
       if (!row) continue;
       const r = row[0] + Math.min(e.thread, row[1] - 1);
-      const x = (e.start_us - start) / WINDOW_US * width;
-      const w = Math.max(1, e.duration_us / WINDOW_US * width);
+      const x = (e.start_us - start) / span * width;
+      const w = Math.max(1, e.duration_us / span * width);
       ctx.fillStyle = e.kind === "compute" ? colourOf(e.prefix) : KIND_COLOURS[e.kind];
       const inset = e.kind === "compute" ? 1 : rowHeight * 0.3;
       ctx.fillRect(x, r * rowHeight + inset, w, Math.max(1, rowHeight - 2 * inset));
@@ -102,7 +106,7 @@
     }
     canvas.dataset.painted = String(painted);
     $("stream-legend").innerHTML = s.aggregates.prefixes.slice(0, 30).map((p, i) =>
-      `<span><span class="swatch" style="background:${colourOf(i)}"></span> ${esc(p.name)}</span>`).join("");
+      `<span><span class="swatch" style="background:${colourOf(i)}"></span> ${esc(shortName(p.name))}</span>`).join("");
   }
 
   function renderSeries(s) {
@@ -139,11 +143,21 @@
     fetch("/json/snapshot.json").then((r) => r.json()).then(render).catch(() => {});
   }
 
+  // `?frames=N` stops live updates after N snapshots: for captures by a headless browser,
+  // which waits for open connections before it advances its clock and takes the picture.
+  const frames = Number(new URLSearchParams(location.search).get("frames")) || 0;
+  let received = 0;
   poll();
   if (typeof EventSource !== "undefined") {
     const source = new EventSource("/events");
-    source.addEventListener("snapshot", (m) => { $("connection").textContent = "live"; render(JSON.parse(m.data)); });
+    source.addEventListener("snapshot", (m) => {
+      $("connection").textContent = "live";
+      render(JSON.parse(m.data));
+      received++;
+      document.body.dataset.frames = String(received);
+      if (frames && received >= frames) { source.close(); $("connection").textContent = "paused after " + frames + " updates"; }
+    });
     source.onerror = () => { $("connection").textContent = "reconnecting…"; };
   }
-  setInterval(() => { if (Date.now() - lastMessage > 2000) poll(); }, 1000);
+  if (!frames) setInterval(() => { if (Date.now() - lastMessage > 2000) poll(); }, 1000);
 })();
