@@ -178,8 +178,10 @@ struct DashboardArgs {
 
 impl DashboardArgs {
     fn config(self) -> Option<kiln_distributed::DashboardConfig> {
-        (!self.no_dashboard)
-            .then_some(kiln_distributed::DashboardConfig { address: self.dashboard_address, namespace: self.metrics_namespace })
+        (!self.no_dashboard).then_some(kiln_distributed::DashboardConfig {
+            address: self.dashboard_address,
+            namespace: self.metrics_namespace,
+        })
     }
 }
 

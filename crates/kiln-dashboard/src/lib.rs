@@ -216,9 +216,8 @@ impl Dashboard {
         if !valid {
             return Err(DashboardError::Namespace(ns.clone()));
         }
-        let address = listener
-            .local_addr()
-            .map_err(|source| DashboardError::Bind { address: "the listener".into(), source })?;
+        let address =
+            listener.local_addr().map_err(|source| DashboardError::Bind { address: "the listener".into(), source })?;
         let app = routes::router(feed, options);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {

@@ -51,7 +51,8 @@ pub fn render_metrics(snapshot: &Snapshot, namespace: &str) -> String {
             busy += 1;
         }
     }
-    for (state, n) in [("idle", idle), ("partially_saturated", busy), ("saturated", saturated), ("paused_or_retiring", paused)]
+    for (state, n) in
+        [("idle", idle), ("partially_saturated", busy), ("saturated", saturated), ("paused_or_retiring", paused)]
     {
         workers.get_or_create(&label(&[("state", state)])).set(n as f64);
     }
@@ -68,7 +69,9 @@ pub fn render_metrics(snapshot: &Snapshot, namespace: &str) -> String {
     let output = counter_family();
     for p in &a.prefixes {
         for (i, state) in TaskState::ALL.iter().enumerate() {
-            prefix_states.get_or_create(&label(&[("task_prefix_name", &p.name), ("state", state.name())])).set(p.counts[i] as f64);
+            prefix_states
+                .get_or_create(&label(&[("task_prefix_name", &p.name), ("state", state.name())]))
+                .set(p.counts[i] as f64);
         }
         compute.get_or_create(&label(&[("task_prefix_name", &p.name)])).inc_by(p.compute_seconds);
         output.get_or_create(&label(&[("task_prefix_name", &p.name)])).inc_by(p.output_bytes as f64);
@@ -86,7 +89,11 @@ pub fn render_metrics(snapshot: &Snapshot, namespace: &str) -> String {
     scheduler.register("tick_duration_seconds", "Time spent in the scheduler's event loop", tick_seconds);
     let tick_max = Gauge::<f64, AtomicU64>::default();
     tick_max.set(t.tick_max_seconds);
-    scheduler.register("tick_duration_maximum_seconds", "Longest turn of the event loop since the last refresh", tick_max);
+    scheduler.register(
+        "tick_duration_maximum_seconds",
+        "Longest turn of the event loop since the last refresh",
+        tick_max,
+    );
 
     let worker = registry.sub_registry_with_prefix("worker");
     let memory = gauge_family();

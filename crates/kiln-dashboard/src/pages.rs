@@ -108,9 +108,7 @@ pub(crate) fn workers(s: &Snapshot) -> String {
 
 pub(crate) fn worker(s: &Snapshot, w: &WorkerStats, tasks: &(Vec<String>, Vec<String>)) -> String {
     let list = |keys: &[String]| -> String {
-        keys.iter()
-            .map(|k| format!("<li><a href=\"/info/task/{}\">{}</a></li>", url_encode(k), escape(k)))
-            .collect()
+        keys.iter().map(|k| format!("<li><a href=\"/info/task/{}\">{}</a></li>", url_encode(k), escape(k))).collect()
     };
     let log: String = w.log.iter().map(|l| format!("<li>{}</li>", escape(l))).collect();
     let load = s.loads.iter().find(|l| l.id == w.id);
@@ -133,7 +131,13 @@ pub(crate) fn worker(s: &Snapshot, w: &WorkerStats, tasks: &(Vec<String>, Vec<St
             done = w.tasks_finished,
             failed = w.tasks_failed,
             occ = load.map_or(0.0, |l| l.occupancy_s),
-            status = if w.retiring { "retiring" } else if w.paused { "paused" } else { "running" },
+            status = if w.retiring {
+                "retiring"
+            } else if w.paused {
+                "paused"
+            } else {
+                "running"
+            },
             p = list(&tasks.0),
             h = list(&tasks.1),
         ),

@@ -129,7 +129,9 @@ async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, 
 
 async fn asset(Path(file): Path<String>) -> Response {
     match pages::asset(&file) {
-        Some((mime, body)) => ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "max-age=3600")], body).into_response(),
+        Some((mime, body)) => {
+            ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "max-age=3600")], body).into_response()
+        }
         None => (StatusCode::NOT_FOUND, "404: no such file\n").into_response(),
     }
 }
@@ -154,12 +156,10 @@ async fn counts(State(app): State<App>) -> Result<Json<Json_>, Failure> {
     use kiln_scheduler::TaskState::*;
     let cores: u64 = a.workers.iter().map(|w| w.nthreads as u64).sum();
     let idle = s.loads.iter().filter(|l| l.processing == 0).count();
-    let saturated = s
-        .loads
-        .iter()
-        .filter(|l| a.workers.iter().any(|w| w.id == l.id && l.processing > w.nthreads as usize))
-        .count();
-    let mut hosts: Vec<&str> = a.workers.iter().map(|w| w.address.rsplit_once(':').map_or(&*w.address, |(h, _)| h)).collect();
+    let saturated =
+        s.loads.iter().filter(|l| a.workers.iter().any(|w| w.id == l.id && l.processing > w.nthreads as usize)).count();
+    let mut hosts: Vec<&str> =
+        a.workers.iter().map(|w| w.address.rsplit_once(':').map_or(&*w.address, |(h, _)| h)).collect();
     hosts.sort_unstable();
     hosts.dedup();
     Ok(Json(json!({
@@ -225,7 +225,10 @@ async fn adaptive_target(State(app): State<App>) -> Result<Json<Json_>, Failure>
     Ok(Json(json!({ "workers": n })))
 }
 
-async fn retire_workers(State(app): State<App>, body: Result<Json<Json_>, JsonRejection>) -> Result<Json<Json_>, Failure> {
+async fn retire_workers(
+    State(app): State<App>,
+    body: Result<Json<Json_>, JsonRejection>,
+) -> Result<Json<Json_>, Failure> {
     let Json(body) = body.map_err(|e| Failure(e.status(), format!("malformed request: {}", e.body_text())))?;
     let bad = |m: &str| Failure(StatusCode::BAD_REQUEST, m.to_string());
     let list = body
@@ -277,7 +280,8 @@ async fn workers_page(State(app): State<App>) -> Result<Html<String>, Failure> {
 
 async fn worker_page(State(app): State<App>, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<u32>().map(WorkerId::new) else {
-        return (StatusCode::NOT_FOUND, Html(pages::not_found(&format!("no worker {id:?}: ids are numbers")))).into_response();
+        return (StatusCode::NOT_FOUND, Html(pages::not_found(&format!("no worker {id:?}: ids are numbers"))))
+            .into_response();
     };
     let s = match fresh(&app).await {
         Ok(s) => s,

@@ -13,8 +13,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use kiln_array::random::RandomState;
-use kiln_distributed::{LocalCluster, WorkerMode};
 use kiln_delayed::func1;
+use kiln_distributed::{LocalCluster, WorkerMode};
 use kiln_graph::{Collection, KernelRegistry};
 
 /// Held open by the test, so that the computation is running (deterministically) while the

@@ -459,16 +459,7 @@ impl ClusterAggregates {
             }
         };
         let prefix = self.prefix_of_key_name(key);
-        self.push_stream(StreamEntry {
-            seq: 0,
-            worker,
-            thread: 0,
-            prefix,
-            kind,
-            start_us,
-            duration_us,
-            nbytes,
-        });
+        self.push_stream(StreamEntry { seq: 0, worker, thread: 0, prefix, kind, start_us, duration_us, nbytes });
     }
 
     /// Records how long one turn of the server's loop took (the `tick duration` metric).

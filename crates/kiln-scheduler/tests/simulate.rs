@@ -272,7 +272,10 @@ impl Sim {
         self.workers.get_mut(&w).unwrap().held.insert(task.key.clone(), value);
         self.computed += 1;
         self.s.handle(
-            Event::Worker(w, WorkerToScheduler::Finished { key: task.key, nbytes: 8, duration_us: 10, started_us: 1, thread: 0 }),
+            Event::Worker(
+                w,
+                WorkerToScheduler::Finished { key: task.key, nbytes: 8, duration_us: 10, started_us: 1, thread: 0 },
+            ),
             self.now,
         );
         self.pump();
@@ -510,7 +513,13 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
         let task = sim.workers.get_mut(&w).unwrap();
         task.running.retain(|t| t.key != *key);
         task.held.insert(key.clone(), 0);
-        sim.s.handle(Event::Worker(w, WorkerToScheduler::Finished { key: key.clone(), nbytes, duration_us: 1000, started_us: 1, thread: 0 }), 0);
+        sim.s.handle(
+            Event::Worker(
+                w,
+                WorkerToScheduler::Finished { key: key.clone(), nbytes, duration_us: 1000, started_us: 1, thread: 0 },
+            ),
+            0,
+        );
         w
     };
     let big_on = report(&a.key, 100 << 20);
@@ -726,7 +735,10 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     let task = sim.workers.get_mut(&holder).unwrap().running.remove(0);
     sim.workers.get_mut(&holder).unwrap().held.insert(task.key.clone(), 1);
     sim.s.handle(
-        Event::Worker(holder, WorkerToScheduler::Finished { key: task.key, nbytes: 50 << 20, duration_us: 10, started_us: 1, thread: 0 }),
+        Event::Worker(
+            holder,
+            WorkerToScheduler::Finished { key: task.key, nbytes: 50 << 20, duration_us: 10, started_us: 1, thread: 0 },
+        ),
         0,
     );
     sim.pump();
@@ -744,7 +756,10 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     let value = value_of(&first.key, &[1]);
     sim.workers.get_mut(&holder).unwrap().held.insert(first.key.clone(), value);
     sim.s.handle(
-        Event::Worker(holder, WorkerToScheduler::Finished { key: first.key, nbytes: 8, duration_us: 1_000_000, started_us: 1, thread: 0 }),
+        Event::Worker(
+            holder,
+            WorkerToScheduler::Finished { key: first.key, nbytes: 8, duration_us: 1_000_000, started_us: 1, thread: 0 },
+        ),
         1,
     );
     sim.pump();

@@ -468,7 +468,12 @@ impl Sim {
                 let nbytes = self.size_of(&key);
                 self.handle(Event::Received { entries: vec![(key, nbytes)] });
             }
-            94..=96 => self.handle(Event::HeartbeatDue { process_bytes: 0, cpu_percent: 0.0, activity: Vec::new(), activity_dropped: 0 }),
+            94..=96 => self.handle(Event::HeartbeatDue {
+                process_bytes: 0,
+                cpu_percent: 0.0,
+                activity: Vec::new(),
+                activity_dropped: 0,
+            }),
             97 if self.rng.chance(10) => {
                 // The scheduler is lost: it forgets this worker's work, which rejoins.
                 self.rejoining = true;

@@ -42,7 +42,12 @@ pub(super) fn unix_us() -> u64 {
 
 impl DashboardSide {
     pub fn new(publisher: Publisher, identity: Identity) -> Self {
-        DashboardSide { publisher, aggregates: ClusterAggregates::new(DEFAULT_STREAM_CAPACITY), identity, last_sample: None }
+        DashboardSide {
+            publisher,
+            aggregates: ClusterAggregates::new(DEFAULT_STREAM_CAPACITY),
+            identity,
+            last_sample: None,
+        }
     }
 
     /// The live page's URL, for clients' welcome.

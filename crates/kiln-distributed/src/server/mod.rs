@@ -40,7 +40,12 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { policy: Config::default(), worker_timeout: Duration::from_secs(30), observer: None, dashboard: None }
+        ServerConfig {
+            policy: Config::default(),
+            worker_timeout: Duration::from_secs(30),
+            observer: None,
+            dashboard: None,
+        }
     }
 }
 

@@ -20,8 +20,8 @@ use kiln_graph::portable::{InputSpec, PortableError, TaskSpec, resolve_task};
 use kiln_graph::{CodecRegistry, Kernel, KernelRegistry, KernelSpec, Key, TaskError, Value};
 use kiln_protocol::Role;
 use kiln_protocol::messages::{
-    ActivityKind,
-    ComputeTask, PeerReply, PeerRequest, Priority, SchedulerToWorker, TaskFailure, WorkerId, WorkerToScheduler,
+    ActivityKind, ComputeTask, PeerReply, PeerRequest, Priority, SchedulerToWorker, TaskFailure, WorkerId,
+    WorkerToScheduler,
 };
 use kiln_worker::{Event, Instruction, Notice, RunId, SpillError, SpillFile, WorkerState};
 use rustc_hash::FxHashMap;

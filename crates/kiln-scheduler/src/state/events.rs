@@ -333,7 +333,10 @@ impl SchedulerState {
                 self.record(|_| SchedulerEvent::CpuReported { worker, cpu_percent });
                 if self.is_observed() {
                     for record in activity {
-                        self.record(|_| SchedulerEvent::Worker { worker, activity: WorkerActivity::from_record(record) });
+                        self.record(|_| SchedulerEvent::Worker {
+                            worker,
+                            activity: WorkerActivity::from_record(record),
+                        });
                     }
                 }
             }
