@@ -190,12 +190,18 @@ async fn run_scheduler(listen: &str, config: ServerConfig) -> Result<()> {
     let address = server.address();
     let shown =
         if address.ip().is_unspecified() { std::net::SocketAddr::new(outward_ip(), address.port()) } else { address };
-    println!("Scheduler at tcp://{shown}");
+    // One write, errors ignored: whoever reads the first line may close the pipe after it.
+    let mut banner = format!("Scheduler at tcp://{shown}\n");
     if let Some(notice) = server.dashboard_notice() {
-        println!("{notice}");
+        banner.push_str(&format!("{notice}\n"));
     }
     if let Some(link) = server.dashboard_link() {
-        println!("Dashboard at {link}");
+        banner.push_str(&format!("Dashboard at {link}\n"));
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
     tracing::info!("scheduler listening on {address}");
     tokio::select! {

@@ -513,7 +513,14 @@ impl ClusterAggregates {
     /// A copy for viewers, with at most the `stream_tail` most recent stream entries. The
     /// longest tick is reset, so each snapshot reports the worst since the previous one.
     pub fn snapshot(&mut self, now_us: u64, stream_tail: usize) -> AggregateSnapshot {
-        let skip = self.stream.len().saturating_sub(stream_tail);
+        self.snapshot_since(now_us, 0, stream_tail)
+    }
+
+    /// Like [`ClusterAggregates::snapshot`], with only the stream entries numbered `since` or
+    /// later: a live view that merges entries by number needs only what is new.
+    pub fn snapshot_since(&mut self, now_us: u64, since: u64, stream_tail: usize) -> AggregateSnapshot {
+        let new = self.stream.iter().rev().take_while(|e| e.seq >= since).count();
+        let skip = self.stream.len() - new.min(stream_tail);
         let snapshot = AggregateSnapshot {
             time_us: now_us,
             counts: self.counts,
@@ -640,6 +647,9 @@ mod tests {
         assert_eq!(a.worker(WorkerId::new(0)).unwrap().tasks_finished, 5);
         let snap = a.snapshot(20, 2);
         assert_eq!(snap.stream.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(a.snapshot_since(20, 4, 10).stream.len(), 1);
+        assert!(a.snapshot_since(20, 5, 10).stream.is_empty());
+        assert_eq!(a.snapshot_since(20, 0, 10).stream.len(), 3);
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub(super) struct DashboardSide {
     aggregates: ClusterAggregates,
     identity: Identity,
     last_sample: Option<Instant>,
+    /// Stream entries numbered from here on go in the next live snapshot: those of the last
+    /// two publications, so a page that missed one update (a slow reader sees only the latest)
+    /// loses nothing. Pages merge entries by number; a fresh page starts from the full tail of
+    /// `/json/snapshot.json`.
+    live_since: [u64; 2],
 }
 
 pub(super) fn unix_us() -> u64 {
@@ -47,6 +52,7 @@ impl DashboardSide {
             aggregates: ClusterAggregates::new(DEFAULT_STREAM_CAPACITY),
             identity,
             last_sample: None,
+            live_since: [0, 0],
         }
     }
 
@@ -74,13 +80,15 @@ impl DashboardSide {
             self.aggregates.sample(unix_us());
         }
         if self.publisher.due() {
-            let snapshot = self.snapshot(state, clients);
+            let snapshot = self.snapshot(state, clients, self.live_since[0]);
+            let next = snapshot.aggregates.stream.last().map_or(self.live_since[1], |e| e.seq + 1);
+            self.live_since = [self.live_since[1], next];
             self.publisher.publish(snapshot);
         }
     }
 
-    fn snapshot(&mut self, state: &SchedulerState, clients: usize) -> Arc<Snapshot> {
-        let aggregates = self.aggregates.snapshot(unix_us(), kiln_dashboard::STREAM_TAIL);
+    fn snapshot(&mut self, state: &SchedulerState, clients: usize, since: u64) -> Arc<Snapshot> {
+        let aggregates = self.aggregates.snapshot_since(unix_us(), since, kiln_dashboard::STREAM_TAIL);
         let loads = aggregates
             .workers
             .iter()
@@ -109,7 +117,7 @@ impl DashboardSide {
     pub fn answer(&mut self, request: Request, state: &mut SchedulerState, clients: usize) {
         match request {
             Request::Snapshot(reply) => {
-                let _ = reply.send(self.snapshot(state, clients));
+                let _ = reply.send(self.snapshot(state, clients, 0));
             }
             Request::TaskInfo(key, reply) => {
                 let _ = reply.send(state.task_info(&key));
