@@ -39,7 +39,7 @@ pub use metrics::render_metrics;
 /// How often a live page is refreshed at most.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);
 /// Task-stream rectangles sent with each live refresh (the page keeps its own window).
-pub const STREAM_TAIL: usize = 2_000;
+pub const STREAM_TAIL: usize = 500;
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
