@@ -131,9 +131,8 @@ async fn start_dashboard(
         source: std::io::Error::other(e.to_string()),
     };
     let (listener, notice) = kiln_dashboard::bind_or_free_port(&config.address).await.map_err(fail)?;
-    if let Some(notice) = &notice {
-        tracing::warn!("{notice}");
-    }
+    // Not logged here: the log may share stdout with the banner that `kiln scheduler` prints
+    // first, and callers show `dashboard_notice()` themselves.
     let (publisher, feed) = kiln_dashboard::channel(kiln_dashboard::DEFAULT_INTERVAL);
     let options = kiln_dashboard::DashboardOptions { namespace: config.namespace.clone() };
     let dashboard = kiln_dashboard::Dashboard::serve(listener, feed, options).map_err(fail)?;
