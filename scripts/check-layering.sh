@@ -22,5 +22,8 @@ for pure in kiln-scheduler kiln-worker kiln-protocol; do
 done
 forbid kiln-protocol "kiln-scheduler|kiln-worker|kiln-distributed|kiln-local" "the protocol depends on nothing above it"
 forbid kiln-worker "kiln-scheduler|kiln-distributed|kiln-local" "the worker state machine knows only the protocol and the graph types"
+# The dashboard reads snapshots; it never drives the scheduler (no dependency on the server
+# crate, which depends on it) nor touches the worker.
+forbid kiln-dashboard "kiln-distributed|kiln-worker|kiln-local" "the dashboard reads the scheduler's snapshots, nothing else"
 [ "$status" -eq 0 ] && echo "layering: ok"
 exit "$status"

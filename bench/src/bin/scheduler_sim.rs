@@ -395,7 +395,10 @@ fn main() {
             turn.push_back(w);
         }
         now += 1;
-        s.handle(Event::Worker(w, WorkerToScheduler::Finished { key, nbytes: 8, duration_us: 1 }), now);
+        s.handle(
+            Event::Worker(w, WorkerToScheduler::Finished { key, nbytes: 8, duration_us: 1, started_us: 1, thread: 0 }),
+            now,
+        );
         events += 1;
     }
     let total_s = start.elapsed().as_secs_f64();

@@ -36,6 +36,9 @@ enum Command {
         /// Seconds without a heartbeat after which a worker is considered dead.
         #[arg(long, default_value_t = 30)]
         worker_timeout: u64,
+        /// The dashboard's flags.
+        #[command(flatten)]
+        dashboard: DashboardArgs,
         /// Seconds a task that no worker can run (no workers, or every one retiring) waits
         /// before it errs, or `none` to wait forever (Dask's `no-workers-timeout`).
         #[arg(long, default_value = "300", value_parser = parse_no_workers_timeout)]
@@ -91,12 +94,13 @@ fn main() -> Result<()> {
     kiln::register_builtins();
     register_demo_kernels();
     match Cli::parse_from(with_configuration(std::env::args_os().collect())?).command {
-        Command::Scheduler { host, port, worker_timeout, no_workers_timeout, scheduler_file, security } => {
+        Command::Scheduler { host, port, worker_timeout, no_workers_timeout, scheduler_file, security, dashboard } => {
             init_logging();
             let mut config =
                 ServerConfig { worker_timeout: Duration::from_secs(worker_timeout), ..ServerConfig::default() };
             config.policy.no_workers_timeout_ms = no_workers_timeout.0;
             config.security = security.to_security(TlsRole::Scheduler)?;
+            config.dashboard = dashboard.config();
             runtime()?.block_on(run_scheduler(&format!("{host}:{port}"), config, scheduler_file))
         }
         Command::Config { command, args } => print_configuration(command.as_deref(), &args),
@@ -192,6 +196,30 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// The scheduler's dashboard flags.
+#[derive(clap::Args)]
+struct DashboardArgs {
+    /// Where the dashboard listens (`:8787`: all interfaces); a free port is used if this one
+    /// is taken.
+    #[arg(long, default_value = ":8787")]
+    dashboard_address: String,
+    /// Serve no dashboard (and no `/metrics`).
+    #[arg(long)]
+    no_dashboard: bool,
+    /// Prefix of the Prometheus metric names: `kiln`, or `dask` for dashboards written for Dask.
+    #[arg(long, default_value = "kiln")]
+    metrics_namespace: String,
+}
+
+impl DashboardArgs {
+    fn config(self) -> Option<kiln_distributed::DashboardConfig> {
+        (!self.no_dashboard).then_some(kiln_distributed::DashboardConfig {
+            address: self.dashboard_address,
+            namespace: self.metrics_namespace,
+        })
+    }
+}
+
 /// The command line with kiln.toml's and the `KILN_*` variables' settings put in before the
 /// user's flags, for `kiln scheduler` and `kiln worker` (see `kiln_distributed::config`).
 fn with_configuration(argv: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>> {
@@ -240,7 +268,19 @@ async fn run_scheduler(listen: &str, config: ServerConfig, scheduler_file: Optio
     if let Some(path) = &scheduler_file {
         kiln_distributed::scheduler_file::write(path, &url)?;
     }
-    println!("Scheduler at {url}");
+    // One write, errors ignored: whoever reads the first line may close the pipe after it.
+    let mut banner = format!("Scheduler at {url}\n");
+    if let Some(notice) = server.dashboard_notice() {
+        banner.push_str(&format!("{notice}\n"));
+    }
+    if let Some(link) = server.dashboard_link() {
+        banner.push_str(&format!("Dashboard at {link}\n"));
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+    }
     tracing::info!("scheduler listening on {address}");
     if open && !address.ip().is_loopback() {
         tracing::warn!(

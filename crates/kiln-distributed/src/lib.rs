@@ -33,5 +33,5 @@ pub use cluster::{
     run_worker_if_requested,
 };
 pub use comm::tls::{CertificateAuthority, Security, SecurityError, TlsRole, TlsVersion};
-pub use server::{SchedulerServer, ServerConfig};
+pub use server::{DashboardConfig, SchedulerServer, ServerConfig};
 pub use worker::{WorkerConfig, WorkerHandle, start_worker, tune_allocator_for_workers};

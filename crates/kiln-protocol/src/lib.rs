@@ -49,7 +49,9 @@ pub const MAGIC: [u8; 4] = *b"KILN";
 /// workers). Version 3: clients register; workers register a `WriteToken` that peers present
 /// (`PeerRequest::Authenticate`) before a `Put`; `WorkerToScheduler::Paused` (a worker tells the
 /// scheduler it paused or resumed). Version 4: the hello ends with an optional authentication
-/// token ([`AuthToken`], `--auth-token`).
+/// token ([`AuthToken`], `--auth-token`); `Finished` carries the run's start time and thread,
+/// `Heartbeat` the CPU use and the transfers and spills since the last one (`ActivityRecord`),
+/// `Welcome` the dashboard's address.
 pub const PROTOCOL_VERSION: u16 = 4;
 /// Default maximum size of one frame (header or payload frame): 1 GiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;

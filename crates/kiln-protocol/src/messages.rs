@@ -253,6 +253,9 @@ pub enum SchedulerToClient {
         client: ClientId,
         /// The workers now.
         workers: Vec<WorkerInfo>,
+        /// The scheduler's dashboard (`http://host:port/status`), when it serves one. The state
+        /// machine leaves it `None`; the server fills it in as it sends the message.
+        dashboard: Option<String>,
     },
     /// A worker joined.
     WorkerAdded(WorkerInfo),
@@ -362,6 +365,11 @@ pub enum WorkerToScheduler {
         nbytes: u64,
         /// Run time in microseconds (without fetching inputs).
         duration_us: u64,
+        /// When the kernel started, in microseconds since the Unix epoch on the worker's
+        /// clock (for the dashboard's task stream).
+        started_us: u64,
+        /// Which of the worker's compute threads ran it (0-based).
+        thread: u32,
     },
     /// A task failed.
     Failed {
@@ -392,6 +400,14 @@ pub enum WorkerToScheduler {
         spilled_bytes: u64,
         /// The process's resident set size.
         process_bytes: u64,
+        /// The process's CPU use since the last heartbeat, in percent of one core.
+        cpu_percent: f32,
+        /// Transfers and spills since the last heartbeat, for observers (bounded by the
+        /// worker: at most [`MAX_ACTIVITY_PER_HEARTBEAT`] records, the rest counted in
+        /// `activity_dropped`).
+        activity: Vec<ActivityRecord>,
+        /// Activity records the worker did not send because the bound was reached.
+        activity_dropped: u32,
     },
     /// The answer to [`SchedulerToWorker::Steal`]: `stolen` when the task had not started and
     /// is dropped here (it will run elsewhere), else it runs here as planned.
@@ -415,6 +431,40 @@ pub enum WorkerToScheduler {
         /// Tasks handed back.
         returned: Vec<Key>,
     },
+}
+
+/// The most [`ActivityRecord`]s one heartbeat carries: a burst of tiny transfers must not make
+/// heartbeats large.
+pub const MAX_ACTIVITY_PER_HEARTBEAT: usize = 512;
+
+/// Something a worker did on its own, reported with its next heartbeat for observers (the
+/// dashboard's task stream marks transfers and spills). Changes no scheduling decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityRecord {
+    /// What it was.
+    pub kind: ActivityKind,
+    /// The value concerned.
+    pub key: Key,
+    /// Its size in bytes.
+    pub nbytes: u64,
+    /// When it started, in microseconds since the Unix epoch on the worker's clock.
+    pub started_us: u64,
+    /// How long it took, in microseconds.
+    pub duration_us: u64,
+}
+
+/// The kind of an [`ActivityRecord`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActivityKind {
+    /// The value was fetched from the peer `from`.
+    Transfer {
+        /// The peer that sent it.
+        from: WorkerId,
+    },
+    /// The value was written to disk.
+    Spill,
+    /// The value was read back from disk.
+    Unspill,
 }
 
 /// Scheduler → worker.

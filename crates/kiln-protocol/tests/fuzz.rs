@@ -2,7 +2,7 @@
 //! them allocate far beyond what was received, and valid packets survive any split of the stream.
 
 use bytes::{Bytes, BytesMut};
-use kiln_protocol::messages::WorkerToScheduler;
+use kiln_protocol::messages::{ActivityKind, ActivityRecord, WorkerId, WorkerToScheduler};
 use kiln_protocol::{
     AuthToken, Hello, MAGIC, Packet, PacketDecoder, ProtocolError, Reply, Role, decode_header, decode_hello,
     decode_reply, encode_header, encode_hello, encode_packet, encode_reply,
@@ -159,7 +159,20 @@ proptest! {
     fn worker_pause_messages_round_trip_in_a_batch(paused in any::<bool>(), reason in ".{0,80}", cut in 0usize..64) {
         let batch = vec![
             WorkerToScheduler::Paused { paused, reason: reason.clone() },
-            WorkerToScheduler::Heartbeat { managed_bytes: 1, spilled_bytes: 2, process_bytes: 3 },
+            WorkerToScheduler::Heartbeat {
+                managed_bytes: 1,
+                spilled_bytes: 2,
+                process_bytes: 3,
+                cpu_percent: 12.5,
+                activity: vec![ActivityRecord {
+                    kind: ActivityKind::Transfer { from: WorkerId::new(3) },
+                    key: kiln_graph::Key::new("x"),
+                    nbytes: 8,
+                    started_us: 1,
+                    duration_us: 2,
+                }],
+                activity_dropped: 0,
+            },
             WorkerToScheduler::Paused { paused: !paused, reason: String::new() },
         ];
         let bytes = encode_header(&batch).unwrap();

@@ -28,7 +28,7 @@
 //! s.handle(Event::Client(me, graph), 0);
 //! let commands = s.take_commands();
 //! assert!(commands.iter().any(|c| matches!(c, Command::Worker(w, SchedulerToWorker::Compute(_)) if *w == w0)));
-//! s.handle(Event::Worker(w0, WorkerToScheduler::Finished { key: Key::new("x"), nbytes: 8, duration_us: 3 }), 1);
+//! s.handle(Event::Worker(w0, WorkerToScheduler::Finished { key: Key::new("x"), nbytes: 8, duration_us: 3, started_us: 1, thread: 0 }), 1);
 //! let commands = s.take_commands();
 //! assert!(commands.iter().any(|c| matches!(c, Command::Client(c, SchedulerToClient::InMemory { .. }) if *c == me)));
 //! s.check_invariants().unwrap();
@@ -36,9 +36,10 @@
 
 #![deny(missing_docs)]
 
+pub mod aggregate;
 mod state;
 
 pub use state::{
-    Command, Config, Event, InvariantViolation, PrefixEstimate, SchedulerEvent, SchedulerState, StateCounts, TaskState,
-    WorkerActivity, WorkerLoad,
+    Command, Config, Event, InvariantViolation, PrefixEstimate, SchedulerEvent, SchedulerState, StateCounts,
+    TASK_INFO_NEIGHBOURS, TaskInfo, TaskState, WorkerActivity, WorkerLoad,
 };

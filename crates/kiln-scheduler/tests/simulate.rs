@@ -272,7 +272,10 @@ impl Sim {
         self.workers.get_mut(&w).unwrap().held.insert(task.key.clone(), value);
         self.computed += 1;
         self.s.handle(
-            Event::Worker(w, WorkerToScheduler::Finished { key: task.key, nbytes: 8, duration_us: 10 }),
+            Event::Worker(
+                w,
+                WorkerToScheduler::Finished { key: task.key, nbytes: 8, duration_us: 10, started_us: 1, thread: 0 },
+            ),
             self.now,
         );
         self.pump();
@@ -510,7 +513,13 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
         let task = sim.workers.get_mut(&w).unwrap();
         task.running.retain(|t| t.key != *key);
         task.held.insert(key.clone(), 0);
-        sim.s.handle(Event::Worker(w, WorkerToScheduler::Finished { key: key.clone(), nbytes, duration_us: 1000 }), 0);
+        sim.s.handle(
+            Event::Worker(
+                w,
+                WorkerToScheduler::Finished { key: key.clone(), nbytes, duration_us: 1000, started_us: 1, thread: 0 },
+            ),
+            0,
+        );
         w
     };
     let big_on = report(&a.key, 100 << 20);
@@ -618,9 +627,16 @@ fn the_stream_reports_workers_errors_steals_memory_and_worker_activity() {
     sim.add_worker(1);
     sim.add_worker(1);
     let w0 = WorkerId::new(0);
-    let heartbeat = WorkerToScheduler::Heartbeat { managed_bytes: 10, spilled_bytes: 2, process_bytes: 30 };
+    let heartbeat = WorkerToScheduler::Heartbeat {
+        managed_bytes: 10,
+        spilled_bytes: 2,
+        process_bytes: 30,
+        cpu_percent: 50.0,
+        activity: Vec::new(),
+        activity_dropped: 0,
+    };
     sim.s.handle(Event::Worker(w0, heartbeat), 1);
-    let spill = WorkerActivity::Spilled { key: Key::new("x"), nbytes: 2 };
+    let spill = WorkerActivity::Spilled { key: Key::new("x"), nbytes: 2, started_us: 1, duration_us: 1 };
     sim.s.handle(Event::WorkerActivity(w0, spill.clone()), 2);
     let bad = root(0);
     sim.fail_key = Some(bad.key.clone());
@@ -719,7 +735,10 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     let task = sim.workers.get_mut(&holder).unwrap().running.remove(0);
     sim.workers.get_mut(&holder).unwrap().held.insert(task.key.clone(), 1);
     sim.s.handle(
-        Event::Worker(holder, WorkerToScheduler::Finished { key: task.key, nbytes: 50 << 20, duration_us: 10 }),
+        Event::Worker(
+            holder,
+            WorkerToScheduler::Finished { key: task.key, nbytes: 50 << 20, duration_us: 10, started_us: 1, thread: 0 },
+        ),
         0,
     );
     sim.pump();
@@ -737,7 +756,10 @@ fn idle_workers_steal_queued_work_from_a_saturated_one() {
     let value = value_of(&first.key, &[1]);
     sim.workers.get_mut(&holder).unwrap().held.insert(first.key.clone(), value);
     sim.s.handle(
-        Event::Worker(holder, WorkerToScheduler::Finished { key: first.key, nbytes: 8, duration_us: 1_000_000 }),
+        Event::Worker(
+            holder,
+            WorkerToScheduler::Finished { key: first.key, nbytes: 8, duration_us: 1_000_000, started_us: 1, thread: 0 },
+        ),
         1,
     );
     sim.pump();

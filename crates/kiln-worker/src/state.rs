@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use kiln_graph::Key;
-use kiln_protocol::messages::{Priority, TaskFailure, WorkerId, WorkerInfo, WorkerToScheduler};
+use kiln_protocol::messages::{ActivityRecord, Priority, TaskFailure, WorkerId, WorkerInfo, WorkerToScheduler};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
@@ -257,6 +257,11 @@ pub enum Event<P> {
         nbytes: u64,
         /// The kernel's run time.
         duration_us: u64,
+        /// When the kernel started (microseconds since the Unix epoch), passed on to the
+        /// scheduler for observers.
+        started_us: u64,
+        /// The compute thread that ran it.
+        thread: u32,
     },
     /// A run ended with an error.
     TaskFailed {
@@ -303,6 +308,12 @@ pub enum Event<P> {
     HeartbeatDue {
         /// The process's resident memory now.
         process_bytes: u64,
+        /// The process's CPU use since the last heartbeat, in percent of one core.
+        cpu_percent: f32,
+        /// Transfers and spills the shell timed since the last heartbeat (passed on as is).
+        activity: Vec<ActivityRecord>,
+        /// Records the shell dropped to keep `activity` bounded.
+        activity_dropped: u32,
     },
     /// A spill file is written.
     SpillDone {
@@ -1072,7 +1083,9 @@ impl<P> WorkerState<P> {
                     self.not_at(holder, key, out);
                 }
             }
-            Event::TaskFinished { key, run, nbytes, duration_us } => self.finished(key, run, nbytes, duration_us, out),
+            Event::TaskFinished { key, run, nbytes, duration_us, started_us, thread } => {
+                self.finished(key, run, nbytes, (duration_us, started_us, thread), out)
+            }
             Event::TaskFailed { key, run, failure } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 if self.is_run(&key, run) {
@@ -1109,11 +1122,14 @@ impl<P> WorkerState<P> {
                 out.push(Instruction::Send(WorkerToScheduler::Received { entries }));
             }
             Event::MemoryMeasured { process_bytes } => self.memory_measured(process_bytes),
-            Event::HeartbeatDue { process_bytes } => {
+            Event::HeartbeatDue { process_bytes, cpu_percent, activity, activity_dropped } => {
                 out.push(Instruction::Send(WorkerToScheduler::Heartbeat {
                     managed_bytes: self.managed,
                     spilled_bytes: self.spilled,
                     process_bytes,
+                    cpu_percent,
+                    activity,
+                    activity_dropped,
                 }));
             }
             Event::SpillDone { key, file } => self.spill_done(key, file, out),
@@ -1251,7 +1267,9 @@ impl<P> WorkerState<P> {
             };
             if let Some(nbytes) = nbytes {
                 self.hold(&key, None);
-                out.push(Instruction::Send(WorkerToScheduler::Finished { key, nbytes, duration_us: 0 }));
+                // Not run here: no start time or thread for observers.
+                let done = WorkerToScheduler::Finished { key, nbytes, duration_us: 0, started_us: 0, thread: 0 };
+                out.push(Instruction::Send(done));
             }
             return;
         }
@@ -1452,7 +1470,9 @@ impl<P> WorkerState<P> {
         self.executing -= 1;
     }
 
-    fn finished(&mut self, key: Key, run: RunId, nbytes: u64, duration_us: u64, out: &mut Vec<Instruction<P>>) {
+    /// `timing` is the run's duration, start (Unix µs) and thread, passed on to the scheduler.
+    fn finished(&mut self, key: Key, run: RunId, nbytes: u64, timing: (u64, u64, u32), out: &mut Vec<Instruction<P>>) {
+        let (duration_us, started_us, thread) = timing;
         self.in_flight = self.in_flight.saturating_sub(1);
         if !self.is_run(&key, run) {
             // Freed (or stolen, or forgotten) meanwhile: nobody wants this result.
@@ -1475,7 +1495,7 @@ impl<P> WorkerState<P> {
             self.lru.insert(tick, key.clone());
         }
         out.push(Instruction::Keep { key: key.clone() });
-        out.push(Instruction::Send(WorkerToScheduler::Finished { key, nbytes, duration_us }));
+        out.push(Instruction::Send(WorkerToScheduler::Finished { key, nbytes, duration_us, started_us, thread }));
         self.finish_leaving_if_done(out);
     }
 

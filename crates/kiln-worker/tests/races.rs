@@ -74,7 +74,7 @@ fn sent(out: &Out) -> Vec<&WorkerToScheduler> {
 }
 
 fn finish(state: &mut WorkerState<()>, name: &str, run: RunId, nbytes: u64) -> Out {
-    step(state, Event::TaskFinished { key: key(name), run, nbytes, duration_us: 1 })
+    step(state, Event::TaskFinished { key: key(name), run, nbytes, duration_us: 1, started_us: 1, thread: 0 })
 }
 
 #[test]

@@ -348,7 +348,7 @@ impl Sim {
             self.handle(Event::TaskFailed { key, run, failure });
         } else {
             let nbytes = self.size_of(&key);
-            self.handle(Event::TaskFinished { key, run, nbytes, duration_us: 5 });
+            self.handle(Event::TaskFinished { key, run, nbytes, duration_us: 5, started_us: 1, thread: 0 });
         }
     }
 
@@ -468,7 +468,12 @@ impl Sim {
                 let nbytes = self.size_of(&key);
                 self.handle(Event::Received { entries: vec![(key, nbytes)] });
             }
-            94..=96 => self.handle(Event::HeartbeatDue { process_bytes: 0 }),
+            94..=96 => self.handle(Event::HeartbeatDue {
+                process_bytes: 0,
+                cpu_percent: 0.0,
+                activity: Vec::new(),
+                activity_dropped: 0,
+            }),
             97 if self.rng.chance(10) => {
                 // The scheduler is lost: it forgets this worker's work, which rejoins.
                 self.rejoining = true;

@@ -66,6 +66,8 @@ pub(crate) struct State {
     refusals: Vec<String>,
     closed: Option<String>,
     id: Option<ClientId>,
+    /// The scheduler's dashboard, as its welcome said.
+    dashboard: Option<String>,
     /// Keys asked about with [`REFRESH`] questions, oldest first.
     refreshing: std::collections::VecDeque<Vec<Key>>,
     /// Counts batches of news from the scheduler, so a waiter can tell whether anything
@@ -235,6 +237,12 @@ impl Client {
     /// The scheduler's address.
     pub fn scheduler_address(&self) -> &str {
         &self.inner.address
+    }
+
+    /// The scheduler's dashboard (`http://host:port/status`), or `None` when it serves none
+    /// (Dask's `Client.dashboard_link`).
+    pub fn dashboard_link(&self) -> Option<String> {
+        self.inner.lock().dashboard.clone()
     }
 
     /// The workers the scheduler knows now.
@@ -711,8 +719,9 @@ impl Inner {
         let mut state = self.lock();
         for message in messages {
             match message {
-                SchedulerToClient::Welcome { client, workers } => {
+                SchedulerToClient::Welcome { client, workers, dashboard } => {
                     state.id = Some(client);
+                    state.dashboard = dashboard;
                     for w in &workers {
                         self.pool.know(&w.address, w.write_token);
                     }

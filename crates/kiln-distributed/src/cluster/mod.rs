@@ -20,7 +20,7 @@ pub use nanny::{EXIT_CANNOT_START, EXIT_FRESH_START, EXIT_NO_SCHEDULER, NannyPol
 
 use crate::client::Client;
 use crate::comm::{Security, TlsRole, TlsVersion};
-use crate::server::{SchedulerServer, ServerConfig};
+use crate::server::{DashboardConfig, SchedulerServer, ServerConfig};
 use crate::worker::{WorkerConfig, WorkerHandle, start_worker};
 
 /// How the workers of a [`LocalCluster`] run.
@@ -80,7 +80,8 @@ impl Default for LocalClusterBuilder {
             mode: WorkerMode::Processes,
             memory_limit: 0,
             binary: None,
-            server: ServerConfig::default(),
+            // The dashboard on a free loopback port (`LocalCluster::dashboard_link`).
+            server: ServerConfig { dashboard: Some(local_dashboard()), ..ServerConfig::default() },
             start_timeout: Duration::from_secs(60),
             nanny: true,
             local_directory: None,
@@ -89,7 +90,17 @@ impl Default for LocalClusterBuilder {
     }
 }
 
+fn local_dashboard() -> DashboardConfig {
+    DashboardConfig { address: "127.0.0.1:0".into(), ..DashboardConfig::default() }
+}
+
 impl LocalClusterBuilder {
+    /// Serve the dashboard (default: on, on a free loopback port) or not.
+    pub fn dashboard(mut self, on: bool) -> Self {
+        self.server.dashboard = on.then(local_dashboard);
+        self
+    }
+
     /// Number of workers (default 2).
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
@@ -267,6 +278,11 @@ impl LocalCluster {
     /// The cluster's security settings (for clients connecting with [`Client::connect_with`]).
     pub fn security(&self) -> &Security {
         &self.shared.security
+    }
+
+    /// The dashboard's live page (`http://127.0.0.1:port/status`), unless turned off.
+    pub fn dashboard_link(&self) -> Option<String> {
+        self.shared.server.dashboard_link()
     }
 
     /// A new client connected to this cluster (with its client certificate and token).

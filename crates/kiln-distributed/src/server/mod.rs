@@ -18,6 +18,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::comm::{self, CommError, Outgoing, PacketReader, Security, Sender, TlsRole, Transport, WriteHalf};
 
+mod dashboard;
+pub use dashboard::DashboardConfig;
+use dashboard::DashboardSide;
+
 /// How the scheduler server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -30,6 +34,9 @@ pub struct ServerConfig {
     pub observer: Option<mpsc::UnboundedSender<SchedulerEvent>>,
     /// TLS, mutual authentication and the token (default: plain TCP, anyone may connect).
     pub security: Security,
+    /// Serve the web dashboard and `/metrics` (`None`, the default here, serves none; the
+    /// `kiln scheduler` command and `LocalCluster` turn it on).
+    pub dashboard: Option<DashboardConfig>,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +46,7 @@ impl Default for ServerConfig {
             worker_timeout: Duration::from_secs(30),
             observer: None,
             security: Security::default(),
+            dashboard: None,
         }
     }
 }
@@ -59,6 +67,8 @@ pub struct SchedulerServer {
     scheme: &'static str,
     stop: mpsc::UnboundedSender<Event>,
     done: watch::Receiver<bool>,
+    dashboard: Option<kiln_dashboard::Dashboard>,
+    dashboard_notice: Option<String>,
 }
 
 impl SchedulerServer {
@@ -77,9 +87,16 @@ impl SchedulerServer {
             listener.local_addr().map_err(|source| CommError::Io { context: "local address".into(), source })?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (done_tx, done) = watch::channel(false);
+        let (dashboard, dashboard_notice, side) = match &config.dashboard {
+            Some(d) => {
+                let (dash, notice, side) = start_dashboard(d, local, scheme).await?;
+                (Some(dash), notice, Some(side))
+            }
+            None => (None, None, None),
+        };
         tokio::spawn(accept_loop(listener, events_tx.clone(), local, transport));
-        tokio::spawn(core(events_rx, events_tx.clone(), config, done_tx));
-        Ok(SchedulerServer { address: local, scheme, stop: events_tx, done })
+        tokio::spawn(core(events_rx, events_tx.clone(), config, done_tx, side));
+        Ok(SchedulerServer { address: local, scheme, stop: events_tx, done, dashboard, dashboard_notice })
     }
 
     /// The address workers and clients connect to.
@@ -90,6 +107,16 @@ impl SchedulerServer {
     /// The address with its scheme, `tls://host:port` or `tcp://host:port`.
     pub fn url(&self) -> String {
         format!("{}://{}", self.scheme, self.address)
+    }
+
+    /// The dashboard's live page (`http://host:port/status`), when it serves one.
+    pub fn dashboard_link(&self) -> Option<String> {
+        self.dashboard.as_ref().map(|d| d.link())
+    }
+
+    /// Why the dashboard is not where it was asked to be (its port was taken), if so.
+    pub fn dashboard_notice(&self) -> Option<&str> {
+        self.dashboard_notice.as_deref()
     }
 
     /// Tells workers and clients the scheduler is going away, and stops.
@@ -103,6 +130,31 @@ impl SchedulerServer {
         let mut done = self.done.clone();
         let _ = done.wait_for(|d| *d).await;
     }
+}
+
+async fn start_dashboard(
+    config: &DashboardConfig,
+    scheduler: SocketAddr,
+    scheme: &str,
+) -> Result<(kiln_dashboard::Dashboard, Option<String>, DashboardSide), CommError> {
+    let fail = |e: kiln_dashboard::DashboardError| CommError::Io {
+        context: "cannot start the dashboard".into(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let (listener, notice) = kiln_dashboard::bind_or_free_port(&config.address).await.map_err(fail)?;
+    // Not logged here: the log may share stdout with the banner that `kiln scheduler` prints
+    // first, and callers show `dashboard_notice()` themselves.
+    let (publisher, feed) = kiln_dashboard::channel(kiln_dashboard::DEFAULT_INTERVAL);
+    let options = kiln_dashboard::DashboardOptions { namespace: config.namespace.clone() };
+    let dashboard = kiln_dashboard::Dashboard::serve(listener, feed, options).map_err(fail)?;
+    let identity = kiln_dashboard::Identity {
+        id: format!("kiln-scheduler-{}", std::process::id()),
+        address: format!("{scheme}://{scheduler}"),
+        dashboard: dashboard.link(),
+        started_us: dashboard::unix_us(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    Ok((dashboard, notice, DashboardSide::new(publisher, identity)))
 }
 
 async fn accept_loop(
@@ -281,12 +333,14 @@ async fn core(
     self_tx: mpsc::UnboundedSender<Event>,
     config: ServerConfig,
     done: watch::Sender<bool>,
+    mut dash: Option<DashboardSide>,
 ) {
     let start = Instant::now();
     let now = || start.elapsed().as_millis() as u64;
     let mut state = SchedulerState::new(config.policy.clone());
     let mut observed = Vec::new();
-    state.observe(config.observer.is_some());
+    state.observe(config.observer.is_some() || dash.is_some());
+    let dashboard_link = dash.as_ref().map(DashboardSide::link);
     let mut workers: HashMap<WorkerId, Sender<SchedulerToWorker>> = HashMap::new();
     let mut kicks: HashMap<WorkerId, oneshot::Sender<()>> = HashMap::new();
     let mut clients: HashMap<ClientId, Sender<SchedulerToClient>> = HashMap::new();
@@ -298,7 +352,9 @@ async fn core(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping: Option<String> = None;
     loop {
+        let mut request = None;
         tokio::select! {
+            r = DashboardSide::next_request(&mut dash) => request = r,
             n = events.recv_many(&mut batch, 1024) => {
                 if n == 0 {
                     break;
@@ -319,6 +375,10 @@ async fn core(
                 }
                 state.handle(StateEvent::Tick, now());
             }
+        }
+        let turn = Instant::now();
+        if let (Some(side), Some(request)) = (&mut dash, request) {
+            side.answer(request, &mut state, clients.len());
         }
         for event in batch.drain(..) {
             let t = now();
@@ -375,6 +435,11 @@ async fn core(
             }
         }
         state.drain_commands_into(&mut commands);
+        if let Some(side) = &mut dash {
+            state.drain_observations_into(&mut observed);
+            side.apply(&observed);
+            side.after_turn(&state, clients.len(), turn.elapsed());
+        }
         if let Some(observer) = &config.observer {
             state.drain_observations_into(&mut observed);
             for event in observed.drain(..) {
@@ -382,7 +447,13 @@ async fn core(
                 let _ = observer.send(event);
             }
         }
-        for command in commands.drain(..) {
+        observed.clear();
+        for mut command in commands.drain(..) {
+            if let (Command::Client(_, SchedulerToClient::Welcome { dashboard, .. }), Some(link)) =
+                (&mut command, &dashboard_link)
+            {
+                *dashboard = Some(link.clone());
+            }
             match command {
                 Command::Worker(w, m) => {
                     if let Some(tx) = workers.get(&w) {

@@ -51,6 +51,10 @@ pub(super) struct Outcome {
     pub run: RunId,
     pub result: Option<Result<Value, TaskError>>,
     pub duration: Duration,
+    /// When the kernel started, µs since the Unix epoch (for the dashboard's task stream).
+    pub started_us: u64,
+    /// Which compute thread ran it.
+    pub thread: u32,
 }
 
 #[derive(Default)]
@@ -133,8 +137,9 @@ impl JobQueue {
 }
 
 /// A compute thread's loop: runs jobs until the queue closes or `report` refuses.
-pub(super) fn compute_thread(queue: &JobQueue, report: impl Fn(Outcome) -> bool) {
+pub(super) fn compute_thread(queue: &JobQueue, thread: u32, report: impl Fn(Outcome) -> bool) {
     while let Some((job, cancelled)) = queue.pop() {
+        let started_us = super::activity::unix_us();
         let start = Instant::now();
         let result = if cancelled {
             None
@@ -152,7 +157,7 @@ pub(super) fn compute_thread(queue: &JobQueue, report: impl Fn(Outcome) -> bool)
         let Job { key, run, inputs, .. } = job;
         // Inputs are released here, on the compute thread, before the result is reported.
         drop(inputs);
-        if !report(Outcome { key, run, result, duration: start.elapsed() }) {
+        if !report(Outcome { key, run, result, duration: start.elapsed(), started_us, thread }) {
             return;
         }
     }
@@ -207,7 +212,7 @@ mod tests {
         let unstarted = queue.drain(true);
         assert_eq!(unstarted, vec![(RunId(2), Key::with_index("j", [2]))]);
         // A closed, empty queue ends the threads.
-        compute_thread(&queue, |o| tx.send(o.run).is_ok());
+        compute_thread(&queue, 0, |o| tx.send(o.run).is_ok());
         assert!(rx.try_recv().is_err());
     }
 }

@@ -11,6 +11,7 @@
 //! - [`store`]: values in memory and in spill files; spill files are written and read on the
 //!   blocking pool, never under the store's lock on the runtime.
 
+mod activity;
 mod compute;
 mod peer;
 mod shell;
@@ -218,7 +219,7 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
             .name(format!("kiln-worker-{i}"))
             .spawn(move || {
                 kiln_graph::memory::set_budget(Some(budget));
-                compute_thread(&queue, |outcome| events.send(ShellEvent::Done(outcome)).is_ok())
+                compute_thread(&queue, i as u32, |outcome| events.send(ShellEvent::Done(outcome)).is_ok())
             })
             .map_err(|source| CommError::Io { context: "cannot start a compute thread".into(), source })?;
         threads.push(thread);
@@ -261,6 +262,7 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         arriving: Vec::new(),
         follow_ups: VecDeque::new(),
         started: Instant::now(),
+        activity: Default::default(),
     };
     let fresh = fresh_start.clone();
     tokio::spawn(async move {

@@ -20,13 +20,15 @@ use kiln_graph::portable::{InputSpec, PortableError, TaskSpec, resolve_task};
 use kiln_graph::{CodecRegistry, Kernel, KernelRegistry, KernelSpec, Key, TaskError, Value};
 use kiln_protocol::Role;
 use kiln_protocol::messages::{
-    ComputeTask, PeerReply, PeerRequest, Priority, SchedulerToWorker, TaskFailure, WorkerId, WorkerToScheduler,
+    ActivityKind, ComputeTask, PeerReply, PeerRequest, Priority, SchedulerToWorker, TaskFailure, WorkerId,
+    WorkerToScheduler,
 };
 use kiln_worker::{Event, Instruction, Notice, RunId, SpillError, SpillFile, WorkerState};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
+use super::activity::unix_us;
 use super::compute::{Job, JobQueue, Outcome};
 use super::peer::value_nbytes;
 use super::store::{Store, UnspillError, read_spill, write_spill};
@@ -39,11 +41,11 @@ pub(super) enum ShellEvent {
     Reconnected(Sender<WorkerToScheduler>, Flushed),
     GaveUp(String),
     Done(Outcome),
-    Fetched { holder: WorkerId, values: Vec<(Key, Value)>, missing: Vec<Key> },
+    Fetched { holder: WorkerId, values: Vec<(Key, Value)>, missing: Vec<Key>, timing: (u64, u64) },
     FetchFailed { holder: WorkerId, keys: Vec<Key> },
     Received(Vec<(Key, u64)>),
-    Spilled { key: Key, file: SpillFile, result: Result<(), SpillError> },
-    Unspilled { key: Key, file: SpillFile, result: Result<Value, UnspillError> },
+    Spilled { key: Key, file: SpillFile, result: Result<(), SpillError>, timing: (u64, u64) },
+    Unspilled { key: Key, file: SpillFile, result: Result<Value, UnspillError>, timing: (u64, u64) },
     Heartbeat,
     MemoryCheck,
     Close(String),
@@ -158,6 +160,8 @@ pub(super) struct Shell {
     /// Answers known at once, handled before the next channel event.
     pub follow_ups: VecDeque<Event<Prepared>>,
     pub started: Instant,
+    /// Transfers, spills and CPU use for the next heartbeat.
+    pub activity: super::activity::Activity,
 }
 
 /// How the shell's loop ended.
@@ -253,12 +257,13 @@ impl Shell {
                 self.no_scheduler.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Some(Ending::Lost);
             }
-            ShellEvent::Done(Outcome { key, run, result, duration }) => match result {
+            ShellEvent::Done(Outcome { key, run, result, duration, started_us, thread }) => match result {
                 None => Event::TaskSkipped { key, run },
                 Some(Ok(value)) => {
                     let nbytes = value_nbytes(&value);
                     self.arriving.push((key.clone(), value));
-                    Event::TaskFinished { key, run, nbytes, duration_us: duration.as_micros() as u64 }
+                    let duration_us = duration.as_micros() as u64;
+                    Event::TaskFinished { key, run, nbytes, duration_us, started_us, thread }
                 }
                 Some(Err(error)) => {
                     let failure = match error {
@@ -268,25 +273,38 @@ impl Shell {
                     Event::TaskFailed { key, run, failure }
                 }
             },
-            ShellEvent::Fetched { holder, values, missing } => {
-                let arrived = values.iter().map(|(k, v)| (k.clone(), value_nbytes(v))).collect();
+            ShellEvent::Fetched { holder, values, missing, timing: (started_us, duration_us) } => {
+                let arrived: Vec<(Key, u64)> = values.iter().map(|(k, v)| (k.clone(), value_nbytes(v))).collect();
+                for (key, nbytes) in &arrived {
+                    let kind = ActivityKind::Transfer { from: holder };
+                    self.activity.push(kind, key.clone(), *nbytes, started_us, duration_us);
+                }
                 self.arriving.extend(values);
                 Event::Fetched { holder, arrived, missing }
             }
             ShellEvent::FetchFailed { holder, keys } => Event::FetchFailed { holder, keys },
             ShellEvent::Received(entries) => Event::Received { entries },
-            ShellEvent::Spilled { key, file, result } => match result {
-                Ok(()) => Event::SpillDone { key, file },
+            ShellEvent::Spilled { key, file, result, timing: (started_us, duration_us) } => match result {
+                Ok(()) => {
+                    let nbytes = self.store.get(&key).map(|v| value_nbytes(&v)).unwrap_or(0);
+                    self.activity.push(ActivityKind::Spill, key.clone(), nbytes, started_us, duration_us);
+                    Event::SpillDone { key, file }
+                }
                 Err(error) => Event::SpillFailed { key, file, error },
             },
-            ShellEvent::Unspilled { key, file, result } => match result {
+            ShellEvent::Unspilled { key, file, result, timing: (started_us, duration_us) } => match result {
                 Ok(value) => {
+                    let nbytes = value_nbytes(&value);
+                    self.activity.push(ActivityKind::Unspill, key.clone(), nbytes, started_us, duration_us);
                     self.arriving.push((key.clone(), value));
                     Event::Unspilled { key, file }
                 }
                 Err(e) => Event::UnspillFailed { key, file, message: e.to_string() },
             },
-            ShellEvent::Heartbeat => Event::HeartbeatDue { process_bytes: super::process_rss() },
+            ShellEvent::Heartbeat => {
+                let (cpu_percent, activity, activity_dropped) = self.activity.take();
+                Event::HeartbeatDue { process_bytes: super::process_rss(), cpu_percent, activity, activity_dropped }
+            }
             ShellEvent::MemoryCheck => {
                 if self.state.is_paused() {
                     // Freed heap pages (a large task's spec, kernel and intermediates) go back
@@ -421,8 +439,10 @@ impl Shell {
                 let path = self.store.path(file);
                 let events = self.events.clone();
                 tokio::task::spawn_blocking(move || {
+                    let (started_us, start) = (unix_us(), Instant::now());
                     let result = read_spill(&path);
-                    let _ = events.send(ShellEvent::Unspilled { key, file, result });
+                    let timing = (started_us, start.elapsed().as_micros() as u64);
+                    let _ = events.send(ShellEvent::Unspilled { key, file, result, timing });
                 });
             }
             Instruction::Release { key, file } => {
@@ -461,6 +481,7 @@ impl Shell {
         let pool = self.pool.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
+            let (started_us, start) = (unix_us(), Instant::now());
             let request = PeerRequest::Get { request: pool.request_id(), keys: keys.clone() };
             let event = match pool.request(&address, request, Vec::new()).await {
                 Ok((PeerReply::Data { values, mut missing, .. }, frames)) => {
@@ -474,7 +495,8 @@ impl Shell {
                             }
                         }
                     }
-                    ShellEvent::Fetched { holder, values: decoded, missing }
+                    let timing = (started_us, start.elapsed().as_micros() as u64);
+                    ShellEvent::Fetched { holder, values: decoded, missing, timing }
                 }
                 Ok((other, _)) => {
                     tracing::warn!("unexpected reply from {address}: {other:?}");
@@ -499,9 +521,11 @@ impl Shell {
         let path = self.store.path(file);
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
+            let (started_us, start) = (unix_us(), Instant::now());
             let result = write_spill(&value, &path);
             drop(value);
-            let _ = events.send(ShellEvent::Spilled { key, file, result });
+            let timing = (started_us, start.elapsed().as_micros() as u64);
+            let _ = events.send(ShellEvent::Spilled { key, file, result, timing });
         });
     }
 

@@ -282,7 +282,16 @@ impl SchedulerState {
         }
         match message {
             WorkerToScheduler::Register { .. } => {}
-            WorkerToScheduler::Finished { key, nbytes, duration_us } => {
+            WorkerToScheduler::Finished { key, nbytes, duration_us, started_us, thread } => {
+                // A result this worker already had (`started_us` 0) ran nowhere just now.
+                if self.is_observed()
+                    && started_us != 0
+                    && let Some(t) = self.find(&key)
+                    && self.tasks[t].state == TaskState::Processing
+                    && self.tasks[t].processing_on == Some(worker)
+                {
+                    self.record_ran(t, worker, nbytes, Some((started_us, duration_us, thread)));
+                }
                 self.finished(worker, &key, nbytes, duration_us)
             }
             WorkerToScheduler::Failed { key, failure } => {
@@ -290,6 +299,9 @@ impl SchedulerState {
                     && self.tasks[t].state == TaskState::Processing
                     && self.tasks[t].processing_on == Some(worker)
                 {
+                    if self.is_observed() {
+                        self.record_ran(t, worker, 0, None);
+                    }
                     self.unassign(t);
                     self.err(t, failure);
                 }
@@ -304,13 +316,29 @@ impl SchedulerState {
                     }
                 }
             }
-            WorkerToScheduler::Heartbeat { managed_bytes, spilled_bytes, process_bytes } => {
+            WorkerToScheduler::Heartbeat {
+                managed_bytes,
+                spilled_bytes,
+                process_bytes,
+                cpu_percent,
+                activity,
+                activity_dropped: _,
+            } => {
                 let report =
                     MemoryReport { worker, managed: managed_bytes, spilled: spilled_bytes, process: process_bytes };
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.reported = report;
                 }
                 self.record(|_| SchedulerEvent::MemoryReported(report));
+                self.record(|_| SchedulerEvent::CpuReported { worker, cpu_percent });
+                if self.is_observed() {
+                    for record in activity {
+                        self.record(|_| SchedulerEvent::Worker {
+                            worker,
+                            activity: WorkerActivity::from_record(record),
+                        });
+                    }
+                }
             }
             WorkerToScheduler::StealResponse { key, stolen } => self.steal_response(worker, &key, stolen),
             WorkerToScheduler::Paused { paused, .. } => self.worker_paused(worker, paused),
@@ -332,7 +360,7 @@ impl SchedulerState {
     fn add_client(&mut self, client: ClientId) {
         self.clients.entry(client).or_default();
         let workers = self.workers();
-        self.commands.push(Command::Client(client, SchedulerToClient::Welcome { client, workers }));
+        self.commands.push(Command::Client(client, SchedulerToClient::Welcome { client, workers, dashboard: None }));
     }
 
     /// A client disconnected: its references are dropped.

@@ -41,7 +41,7 @@ use arena::{PrefixStats, TaskArena, TaskSlot};
 pub use events::Event;
 pub use invariants::InvariantViolation;
 pub use observe::{SchedulerEvent, WorkerActivity};
-pub use queries::{PrefixEstimate, StateCounts};
+pub use queries::{PrefixEstimate, StateCounts, TASK_INFO_NEIGHBOURS, TaskInfo};
 
 /// A message the server must send.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,6 +174,10 @@ pub struct WorkerLoad {
     pub reported: MemoryReport,
     /// Time of the last message from the worker.
     pub last_seen: u64,
+    /// Whether it paused (memory pressure) and takes no new tasks.
+    pub paused: bool,
+    /// Whether it is being retired.
+    pub retiring: bool,
 }
 
 struct Worker {

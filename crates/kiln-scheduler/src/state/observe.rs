@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use kiln_graph::Key;
-use kiln_protocol::messages::{MemoryReport, TaskFailure, WorkerId, WorkerInfo};
+use kiln_protocol::messages::{ActivityKind, ActivityRecord, MemoryReport, TaskFailure, WorkerId, WorkerInfo};
 
 use super::arena::TaskSlot;
 use super::{SchedulerState, TaskState};
@@ -66,6 +66,34 @@ pub enum SchedulerEvent {
     },
     /// A worker's heartbeat brought its memory figures.
     MemoryReported(MemoryReport),
+    /// A worker's heartbeat brought its CPU use (percent of one core, since its last one).
+    CpuReported {
+        /// The worker.
+        worker: WorkerId,
+        /// Percent of one core.
+        cpu_percent: f32,
+    },
+    /// A task processing on `worker` ended there (recorded just before its transition), with
+    /// the timing the worker reported: one rectangle of the dashboard's task stream.
+    TaskRan {
+        /// The task.
+        key: Key,
+        /// Its key prefix.
+        prefix: Arc<str>,
+        /// The worker that ran it.
+        worker: WorkerId,
+        /// The worker's compute thread; `None` for a failure (workers do not time those).
+        thread: Option<u32>,
+        /// When it started, in microseconds since the Unix epoch on the worker's clock (0 for a
+        /// failure).
+        started_us: u64,
+        /// Its run time in microseconds.
+        duration_us: u64,
+        /// Its result's size (0 for a failure).
+        nbytes: u64,
+        /// Whether it failed instead.
+        failed: bool,
+    },
     /// A worker reported something it did on its own (a transfer, a spill, a pause).
     Worker {
         /// The worker.
@@ -88,6 +116,8 @@ pub enum WorkerActivity {
         from: WorkerId,
         /// Its size.
         nbytes: u64,
+        /// When the fetch started, in microseconds since the Unix epoch (worker's clock).
+        started_us: u64,
         /// How long the fetch took, in microseconds.
         duration_us: u64,
     },
@@ -97,6 +127,10 @@ pub enum WorkerActivity {
         key: Key,
         /// Its size.
         nbytes: u64,
+        /// When the write started, in microseconds since the Unix epoch (worker's clock).
+        started_us: u64,
+        /// How long it took, in microseconds.
+        duration_us: u64,
     },
     /// The worker read a spilled value back into memory.
     Unspilled {
@@ -104,13 +138,54 @@ pub enum WorkerActivity {
         key: Key,
         /// Its size.
         nbytes: u64,
+        /// When the read started, in microseconds since the Unix epoch (worker's clock).
+        started_us: u64,
+        /// How long it took, in microseconds.
+        duration_us: u64,
     },
     /// The worker stopped (`true`) or resumed (`false`) starting tasks because of memory
     /// pressure.
     Paused(bool),
 }
 
+impl WorkerActivity {
+    /// The observer's view of a record a worker sent with its heartbeat.
+    pub fn from_record(record: ActivityRecord) -> WorkerActivity {
+        let ActivityRecord { kind, key, nbytes, started_us, duration_us } = record;
+        match kind {
+            ActivityKind::Transfer { from } => WorkerActivity::Transfer { key, from, nbytes, started_us, duration_us },
+            ActivityKind::Spill => WorkerActivity::Spilled { key, nbytes, started_us, duration_us },
+            ActivityKind::Unspill => WorkerActivity::Unspilled { key, nbytes, started_us, duration_us },
+        }
+    }
+}
+
 impl SchedulerState {
+    /// Records that task `t`, processing on `worker`, ended there (finished with the timing
+    /// given, or failed with `timing: None`); only while observed.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn record_ran(&mut self, t: TaskSlot, worker: WorkerId, nbytes: u64, timing: Option<(u64, u64, u32)>) {
+        let task = &self.tasks[t];
+        let (started_us, duration_us, thread) = match timing {
+            Some((started, duration, thread)) => (started, duration, Some(thread)),
+            None => (0, 0, None),
+        };
+        let event = SchedulerEvent::TaskRan {
+            key: task.key.clone(),
+            prefix: self.prefixes[task.prefix as usize].name.clone(),
+            worker,
+            thread,
+            started_us,
+            duration_us,
+            nbytes,
+            failed: timing.is_none(),
+        };
+        if let Some(events) = &mut self.observations {
+            events.push(event);
+        }
+    }
+
     /// Starts (`true`) or stops (`false`) recording [`SchedulerEvent`]s. Stopping drops what
     /// was not drained.
     pub fn observe(&mut self, on: bool) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use kiln_graph::{Encoded, KernelSpec, Key};
 use kiln_protocol::messages::{MemoryReport, WorkerId, WorkerInfo};
 
-use super::arena::{Body, BodyInput, Task};
+use super::arena::{Body, BodyInput, Task, TaskSlot};
 use super::{SchedulerState, TaskState, WorkerLoad};
 
 /// What the scheduler learned about one kind of task (a key prefix) from its finished tasks.
@@ -22,6 +22,36 @@ pub struct PrefixEstimate {
     /// Mean result size, in bytes (a moving average).
     pub nbytes: f64,
 }
+
+/// One task as an observer sees it ([`SchedulerState::task_info`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TaskInfo {
+    /// The key, as text.
+    pub key: String,
+    /// Its prefix.
+    pub prefix: String,
+    /// Its state's name (`memory`, `processing`, ...).
+    pub state: &'static str,
+    /// Workers holding its result.
+    pub who_has: Vec<WorkerId>,
+    /// The worker running it.
+    pub processing_on: Option<WorkerId>,
+    /// Its result's size in bytes (when in memory).
+    pub nbytes: u64,
+    /// Its dependencies' keys (at most [`TASK_INFO_NEIGHBOURS`]).
+    pub dependencies: Vec<String>,
+    /// How many dependencies it has.
+    pub dependency_count: usize,
+    /// Its dependents' keys (at most [`TASK_INFO_NEIGHBOURS`]).
+    pub dependents: Vec<String>,
+    /// How many dependents it has.
+    pub dependent_count: usize,
+    /// Why it failed, when it erred.
+    pub exception: Option<String>,
+}
+
+/// Neighbours listed at most by [`SchedulerState::task_info`] (a reduction may have thousands).
+pub const TASK_INFO_NEIGHBOURS: usize = 100;
 
 /// How many known tasks are in each state.
 pub type StateCounts = BTreeMap<TaskState, usize>;
@@ -61,7 +91,76 @@ impl SchedulerState {
             occupancy_s: w.occupancy_us / 1e6 / w.info.nthreads.max(1) as f64,
             reported: w.reported,
             last_seen: w.last_seen,
+            paused: w.paused,
+            retiring: self.retiring.contains(&id),
         })
+    }
+
+    /// What an observer shows of one task (`/info/task/<key>`), `None` when unknown.
+    pub fn task_info(&self, key: &Key) -> Option<TaskInfo> {
+        let t = self.find(key)?;
+        let task = &self.tasks[t];
+        let list = |slots: &[TaskSlot]| -> Vec<String> {
+            slots.iter().take(TASK_INFO_NEIGHBOURS).map(|&d| self.tasks[d].key.to_string()).collect()
+        };
+        Some(TaskInfo {
+            key: task.key.to_string(),
+            prefix: self.prefixes[task.prefix as usize].name.to_string(),
+            state: task.state.name(),
+            who_has: task.who_has.to_vec(),
+            processing_on: task.processing_on,
+            nbytes: task.nbytes,
+            dependencies: list(&task.deps),
+            dependency_count: task.deps.len(),
+            dependents: list(&task.dependents),
+            dependent_count: task.dependents.len(),
+            exception: task.failure.as_ref().map(|f| {
+                if f.key == task.key { f.message.clone() } else { format!("{} failed: {}", f.key, f.message) }
+            }),
+        })
+    }
+
+    /// Up to `limit` keys a worker is processing and up to `limit` it holds (`/info/worker`).
+    pub fn worker_tasks(&self, id: WorkerId, limit: usize) -> Option<(Vec<String>, Vec<String>)> {
+        let w = self.workers.get(&id)?;
+        let keys = |set: &rustc_hash::FxHashSet<TaskSlot>| -> Vec<String> {
+            set.iter().take(limit).map(|&t| self.tasks[t].key.to_string()).collect()
+        };
+        Some((keys(&w.processing), keys(&w.has_what)))
+    }
+
+    /// How many workers the cluster should have (Dask's `adaptive_target`): enough to finish
+    /// the estimated work assigned and queued within `target_duration_s`, at least one while
+    /// anything waits for a worker, and one more per worker whose memory is above 60 % of its
+    /// limit. Below the current count only when workers sit idle.
+    pub fn adaptive_target(&self, target_duration_s: f64) -> usize {
+        let assigned_us: f64 = self.workers.values().map(|w| w.occupancy_us).sum();
+        let queued_us: f64 = self
+            .queued
+            .iter()
+            .map(|&(_, t)| {
+                let p = &self.prefixes[self.tasks[t].prefix as usize];
+                if p.finished > 0 { p.duration_us } else { 500.0 }
+            })
+            .sum();
+        let total_s = (assigned_us + queued_us) / 1e6;
+        let mut cpu = (total_s / target_duration_s.max(1e-3)).ceil() as usize;
+        if !self.no_worker.is_empty() || !self.queued.is_empty() {
+            cpu = cpu.max(1);
+        }
+        let pressed = self
+            .workers
+            .values()
+            .filter(|w| w.info.memory_limit > 0 && w.reported.managed as f64 > 0.6 * w.info.memory_limit as f64)
+            .count();
+        let memory = if pressed > 0 { self.workers.len() + pressed } else { 0 };
+        let target = cpu.max(memory);
+        if target >= self.workers.len() {
+            return target;
+        }
+        // Scale down only past workers with nothing to do and nothing held.
+        let busy = self.workers.values().filter(|w| !w.processing.is_empty() || !w.has_what.is_empty()).count();
+        target.max(busy)
     }
 
     /// Root tasks waiting for a worker slot.

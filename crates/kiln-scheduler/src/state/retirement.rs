@@ -17,6 +17,16 @@ impl SchedulerState {
     /// Retires workers: no new work goes to them, their unique results are copied to workers
     /// that stay, then they are told to leave. A worker is not retired while it is the only
     /// one left to hold data.
+    /// Retires workers on an operator's request (the dashboard's `retire_workers`), as a
+    /// client's [`kiln_protocol::messages::ClientToScheduler::RetireWorkers`] does. Returns the
+    /// ids that are not registered workers (nothing is done for those).
+    pub fn retire(&mut self, ids: &[WorkerId]) -> Vec<WorkerId> {
+        let unknown: Vec<WorkerId> = ids.iter().copied().filter(|w| !self.workers.contains_key(w)).collect();
+        self.retire_workers(ids);
+        self.finish_event();
+        unknown
+    }
+
     pub(super) fn retire_workers(&mut self, ids: &[WorkerId]) {
         for &id in ids {
             if self.workers.contains_key(&id) && self.retiring.insert(id) {
