@@ -183,15 +183,38 @@ fn register_reduction<T, R, S>(
     }
 }
 
+/// Whether `T` is a primitive number, whose `Vec` kiln-graph encodes as raw frames.
+fn is_number<T: 'static>() -> bool {
+    [
+        TypeId::of::<i8>(),
+        TypeId::of::<i16>(),
+        TypeId::of::<i32>(),
+        TypeId::of::<i64>(),
+        TypeId::of::<u8>(),
+        TypeId::of::<u16>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<u64>(),
+        TypeId::of::<f32>(),
+        TypeId::of::<f64>(),
+    ]
+    .contains(&TypeId::of::<T>())
+}
+
 /// Makes `T` a bag element type other processes know under `tag` (unique in the program, e.g.
-/// `"myapp.Event"`): partitions of `T` get a codec (MessagePack) whose size estimate reads a
+/// `"myapp.Event"`): partitions of `T` get a codec (MessagePack; vectors of numbers keep their raw codec) whose size estimate reads a
 /// sample, and the built-in steps that need nothing more of `T` (`count`, `flatten`, typed
 /// `read_json_lines`, `random_sample`, ...) become portable for it. Call it in the client and
 /// in every worker program; registering again is harmless.
 pub fn register_element<T: Element + Serialize + DeserializeOwned>(tag: &str) {
     let tag: Arc<str> = tag.into();
     tags().write().unwrap_or_else(|p| p.into_inner()).insert(TypeId::of::<T>(), Arc::clone(&tag));
-    codec::<Vec<T>>(format!("kiln.bag.vec<{tag}>"), Some(|v: &Vec<T>| estimated_nbytes(v)));
+    // Vectors of numbers keep kiln-graph's codec (raw little-endian frames): faster, exact in
+    // size, and shared with `delayed` values of the same type, whose sizes and wire format must
+    // not change because bags were registered. Other vectors (strings, records) get MessagePack
+    // with a sampled size.
+    if !is_number::<T>() || CodecRegistry::global().codec_for(TypeId::of::<Vec<T>>()).is_none() {
+        codec::<Vec<T>>(format!("kiln.bag.vec<{tag}>"), Some(|v: &Vec<T>| estimated_nbytes(v)));
+    }
     if CodecRegistry::global().codec_for(TypeId::of::<T>()).is_none() {
         codec::<T>(format!("kiln.bag.{tag}"), None);
     }
