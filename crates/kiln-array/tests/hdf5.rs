@@ -188,3 +188,24 @@ fn uncompressed_datasets_read_directly_under_any_blocks() {
     reads_like_h5py::<f32>("contiguous_f32", ChunkSpec::PerAxis(vec![5, 3, 3]));
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn degenerate_arrays_and_names() {
+    let path = scratch("degenerate.h5");
+    let _ = std::fs::remove_file(&path);
+    // A zero-length axis writes and reads back as an empty array.
+    let empty = from_array(ndarray::ArrayD::<f64>::zeros(ndarray::IxDyn(&[0, 4])), 2);
+    empty.to_hdf5(&path, "empty").unwrap().compute_on(&sched()).unwrap();
+    let back = from_hdf5::<f64>(&path, "empty", None).unwrap();
+    assert_eq!(back.shape(), &[0, 4]);
+    assert_eq!(back.compute_on(&sched()).unwrap().len(), 0);
+    assert_eq!(back.sum().scalar().compute_on(&sched()).unwrap(), 0.0);
+    // An empty or missing dataset name is an error naming the file, not a panic.
+    for name in ["", "/", "no/such/group/x"] {
+        match from_hdf5::<f64>(&path, name, None) {
+            Ok(_) => panic!("{name:?} opened"),
+            Err(e) => assert!(e.to_string().contains("degenerate.h5"), "{name:?}: {e}"),
+        }
+    }
+    std::fs::remove_file(&path).unwrap();
+}

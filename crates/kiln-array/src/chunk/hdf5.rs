@@ -337,29 +337,10 @@ fn open_for_write(path: &Path, create: bool) -> hdf5::Result<hdf5::File> {
     if create { builder.append(path) } else { builder.open_rw(path) }
 }
 
-/// How long a writer waits for another writer of the same file before giving up.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
-
 /// An exclusive lock on the file at `path`, held by one writer (thread or process) at a time.
-/// Waits for other writers, but not forever: a lock that is never released (a stuck process)
-/// becomes an error naming the file instead of a hang.
 fn lock_file(path: &Path) -> Result<std::fs::File, String> {
     let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| e.to_string())?;
-    let start = std::time::Instant::now();
-    let mut pause = std::time::Duration::from_millis(1);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(50));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(format!("another writer held the file for {} s", LOCK_WAIT.as_secs()));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e.to_string()),
-        }
-    }
+    crate::chunk::writer_lock::lock_exclusive(file)
 }
 
 /// Creates (or replaces) `dataset` in the HDF5 file at `path` (created if missing; other

@@ -29,6 +29,8 @@ pub(crate) mod reduce;
 pub(crate) mod scan;
 pub(crate) mod select;
 pub mod source;
+#[cfg(any(feature = "hdf5", feature = "netcdf"))]
+pub(crate) mod writer_lock;
 #[cfg(feature = "zarr")]
 pub(crate) mod zarr;
 

@@ -98,33 +98,16 @@ pub(crate) fn read_region(
     read_decoded(file, path, variable, ranges, decode).map(Block::F64).map_err(ChunkError::msg)
 }
 
-/// How long a writer waits for another writer of the same file before giving up.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// An exclusive lock held by one writer (thread or process) at a time, with a bounded wait
-/// instead of a hang. It is taken on the file's directory, not the file: libnetcdf's HDF5 layer
-/// locks the file itself when it opens it, and would fail against a lock of ours there.
-pub(crate) fn lock_file(path: &Path) -> Result<std::fs::File, String> {
+/// An exclusive lock held by one writer (thread or process) at a time (bounded wait). It is
+/// taken on the file's directory, not the file: libnetcdf's HDF5 layer locks the file itself
+/// when it opens it, and would fail against a lock of ours there.
+fn lock_file(path: &Path) -> Result<std::fs::File, String> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let file = std::fs::File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let start = std::time::Instant::now();
-    let mut pause = std::time::Duration::from_millis(1);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(50));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(format!("another writer held the file for {} s", LOCK_WAIT.as_secs()));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e.to_string()),
-        }
-    }
+    crate::chunk::writer_lock::lock_exclusive(file)
 }
 
 /// Writes `block` (decoded `f64` values) into `variable` of the NetCDF file at `path` at
