@@ -42,6 +42,7 @@ pub mod reread;
 pub mod scheduler;
 pub mod shuffle;
 pub mod simulate;
+pub mod spill;
 pub mod value;
 
 pub use codec::{CodecError, CodecRegistry, Encoded};

@@ -8,20 +8,20 @@
 //! no codec, or whose codec cannot tell its size, counts as [`UNKNOWN_SIZE`] bytes (as a
 //! distributed worker counts it) and can never be spilled.
 //!
-//! A spill file is the value encoded by its codec, postcard-serialized and compressed with LZ4
-//! (the distributed workers' format), in a directory of its own under the temporary directory
+//! A spill file is the value in kiln's at-rest format ([`kiln_graph::spill`], streamed through
+//! LZ4 and checksummed, as distributed workers write it), in a directory of its own under the temporary directory
 //! (or [`LocalScheduler::spill_dir`](crate::LocalScheduler::spill_dir)) that the run creates at
 //! its first spill and removes when it ends, whether it succeeded, failed or was cancelled.
 
 use std::any::TypeId;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use kiln_graph::codec::ValueCodec;
 use kiln_graph::memory::format_bytes;
-use kiln_graph::{CodecRegistry, Encoded, Value};
+use kiln_graph::spill::{self, SpillFormatError};
+use kiln_graph::{CodecRegistry, Value};
 
 /// The size counted for a value whose size is unknown (no codec, or a codec that cannot tell
 /// cheaply): the figure distributed workers use too.
@@ -203,26 +203,20 @@ pub(crate) enum SpillFailure {
     Io(String),
 }
 
-/// Encodes, compresses and writes `value` to `path` (a new file). On failure the partial file is
-/// removed. Returns the bytes written.
+/// Writes `value` to `path` (a new file) in kiln's at-rest format, streaming. On failure the
+/// partial file is removed. Returns the bytes written.
 pub(crate) fn write_spill(value: &Value, path: &Path) -> Result<u64, SpillFailure> {
-    let encoded = CodecRegistry::global().encode(value).map_err(|_| SpillFailure::Unencodable)?;
-    let bytes = postcard::to_allocvec(&encoded).map_err(|_| SpillFailure::Unencodable)?;
-    drop(encoded);
-    let compressed = lz4_flex::compress_prepend_size(&bytes);
-    drop(bytes);
-    let written = std::fs::File::create_new(path).and_then(|mut f| {
-        f.write_all(&compressed)?;
-        f.flush()
-    });
-    match written {
-        Ok(()) => Ok(compressed.len() as u64),
-        Err(e) => {
-            // The file may exist, truncated: a full disk must not also leave debris behind.
-            let _ = std::fs::remove_file(path);
-            Err(SpillFailure::Io(advice(&e)))
+    let written =
+        std::fs::File::create_new(path).map_err(SpillFormatError::Io).and_then(|file| spill::write_value(value, file));
+    written.map_err(|e| {
+        // The file may exist, truncated: a full disk must not also leave debris behind.
+        let _ = std::fs::remove_file(path);
+        match e {
+            SpillFormatError::Unencodable(_) => SpillFailure::Unencodable,
+            SpillFormatError::Io(e) => SpillFailure::Io(advice(&e)),
+            SpillFormatError::Corrupt(message) => SpillFailure::Io(message),
         }
-    }
+    })
 }
 
 fn advice(e: &std::io::Error) -> String {
@@ -231,12 +225,8 @@ fn advice(e: &std::io::Error) -> String {
 
 /// Reads a value back from its spill file.
 pub(crate) fn read_spill(path: &Path) -> Result<Value, String> {
-    let compressed = std::fs::read(path).map_err(|e| e.to_string())?;
-    let bytes = lz4_flex::decompress_size_prepended(&compressed).map_err(|e| format!("corrupt spill file: {e}"))?;
-    drop(compressed);
-    let encoded: Encoded = postcard::from_bytes(&bytes).map_err(|e| format!("corrupt spill file: {e}"))?;
-    drop(bytes);
-    CodecRegistry::global().decode(&encoded).map_err(|e| e.to_string())
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    spill::read_value(std::io::BufReader::with_capacity(1 << 18, file)).map_err(|e| e.to_string())
 }
 
 /// A run's spill directory: created on first use, removed (with everything in it) on drop.

@@ -685,6 +685,8 @@ pub struct WorkerState<P> {
     unspill_queue: std::collections::VecDeque<Key>,
     /// `Unspill`s not answered yet.
     unspills_in_flight: usize,
+    /// The files being read back and their values' sizes: memory already promised to reads.
+    reading: SmallVec<[(SpillFile, u64); 2]>,
     /// Bytes sent to spill since the last memory measurement (not yet visible in it).
     spilled_since_measure: u64,
     process_bytes: u64,
@@ -751,6 +753,7 @@ impl<P> WorkerState<P> {
             spills_in_flight: 0,
             unspill_queue: std::collections::VecDeque::new(),
             unspills_in_flight: 0,
+            reading: SmallVec::new(),
             spilled_since_measure: 0,
             process_bytes: 0,
             paused_since: None,
@@ -1010,7 +1013,10 @@ impl<P> WorkerState<P> {
         if spilling > self.spills_in_flight || self.spills_in_flight > self.config.max_spills_in_flight {
             return fail(format!("{spilling} values spilling, {} spills in flight", self.spills_in_flight));
         }
-        if reading_count > self.unspills_in_flight || self.unspills_in_flight > self.config.max_unspills_in_flight {
+        if reading_count > self.unspills_in_flight
+            || self.unspills_in_flight > self.config.max_unspills_in_flight
+            || self.reading.len() != self.unspills_in_flight
+        {
             return fail(format!("{reading_count} values read back, {} unspills in flight", self.unspills_in_flight));
         }
         if !limited && (self.spills_in_flight > 0 || spilled > 0 || self.paused_since.is_some()) {
@@ -1152,8 +1158,10 @@ impl<P> WorkerState<P> {
             // The grace starts with the pause, not with the next event.
             self.stuck_since = Some(now);
         }
-        self.start_unspills(out);
+        // Ready tasks start first: a task that can run makes the worker busy, and a busy
+        // worker reads back only what fits under the target.
         self.start_ready(out);
+        self.start_unspills(out);
     }
 
     /// Paused for process memory while running nothing and holding no value: the memory is
@@ -1216,18 +1224,23 @@ impl<P> WorkerState<P> {
                 self.unspill_queue.pop_front();
                 continue;
             };
-            let idle = self.unspills_in_flight == 0 && self.in_flight == 0;
+            // Writes under way free memory when they end, and their end reruns this: only with
+            // nothing at all under way may a read go past the target.
+            let idle = self.unspills_in_flight == 0 && self.in_flight == 0 && self.spills_in_flight == 0;
+            let promised: u64 = self.reading.iter().map(|(_, n)| n).sum();
             let room = self.config.memory.is_none_or(|l| {
                 self.paused_since.is_none()
-                    && self.managed.saturating_sub(self.spilling_bytes) + nbytes <= l.bytes(l.target)
+                    && self.managed.saturating_sub(self.spilling_bytes) + promised + nbytes <= l.bytes(l.target)
             });
             if !idle && !room {
                 return;
             }
+            let nbytes = *nbytes;
             let Some(key) = self.unspill_queue.pop_front() else { return };
             if let Some(Entry { slot: Slot::Unspilling { file, reading, .. }, .. }) = self.keys.get_mut(&key) {
                 *reading = true;
                 self.unspills_in_flight += 1;
+                self.reading.push((*file, nbytes));
                 out.push(Instruction::Unspill { key, file: *file });
             }
         }
@@ -1935,6 +1948,7 @@ impl<P> WorkerState<P> {
     fn unspilled(&mut self, key: Key, file: SpillFile, out: &mut Vec<Instruction<P>>) {
         // Every `Unspill` is answered once, whatever became of its key.
         self.unspills_in_flight = self.unspills_in_flight.saturating_sub(1);
+        self.reading.retain(|(f, _)| *f != file);
         let tick = self.next_tick();
         let Some(entry) = self.keys.get_mut(&key) else { return };
         let Slot::Unspilling { nbytes, file: f, held, waiters, reading: true } = &mut entry.slot else { return };
@@ -1958,6 +1972,7 @@ impl<P> WorkerState<P> {
 
     fn unspill_failed(&mut self, key: Key, file: SpillFile, message: String, out: &mut Vec<Instruction<P>>) {
         self.unspills_in_flight = self.unspills_in_flight.saturating_sub(1);
+        self.reading.retain(|(f, _)| *f != file);
         let Some(Entry { slot: Slot::Unspilling { nbytes, file: f, waiters, reading: true, .. }, .. }) =
             self.keys.get_mut(&key)
         else {

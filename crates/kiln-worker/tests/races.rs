@@ -3,7 +3,8 @@
 use kiln_graph::Key;
 use kiln_protocol::messages::{Priority, WorkerId, WorkerInfo, WorkerToScheduler};
 use kiln_worker::{
-    Config, Event, Instruction, KeyState, MemoryLimits, Notice, PauseReason, RunId, SpillError, WhenStuck, WorkerState,
+    Config, Event, Instruction, KeyState, MemoryLimits, Notice, PauseReason, RunId, SpillError, SpillFile, WhenStuck,
+    WorkerState,
 };
 
 type Out = Vec<Instruction<()>>;
@@ -405,6 +406,75 @@ fn spilled_inputs_of_a_burst_of_tasks_are_read_back_a_few_at_a_time() {
     }
     // At most two at a time, and only as memory allows (here: over the target, one).
     assert_eq!(unspills, 1, "reads back only what memory has room for");
+}
+
+fn unspills(out: &Out) -> Vec<Key> {
+    out.iter()
+        .filter_map(|i| match i {
+            Instruction::Unspill { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn unspill_file(out: &Out) -> SpillFile {
+    out.iter()
+        .find_map(|i| match i {
+            Instruction::Unspill { file, .. } => Some(*file),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("nothing read back: {out:?}"))
+}
+
+fn needs(name: &str, input: &str) -> Event<()> {
+    Event::Compute {
+        key: key(name),
+        deps: [key(input)].into_iter().collect(),
+        who_has: vec![],
+        priority: Priority::default(),
+        payload: (),
+    }
+}
+
+/// Reads back count the reads already under way, and wait for writes under way: a 128 MB
+/// worker summing its persisted chunks twice held 119 MB of values against a 77 MB target when
+/// each read was weighed alone and a write in flight did not hold reads back.
+#[test]
+fn reads_back_never_outrun_the_target_nor_the_writes_under_way() {
+    let mut config = limited(1000); // target 600 bytes
+    config.max_unspills_in_flight = 2;
+    let mut state = worker(config);
+    for i in 0..5 {
+        for instruction in produce(&mut state, &format!("v{i}"), 200) {
+            if let Instruction::Spill { key, file } = instruction {
+                step(&mut state, Event::SpillDone { key, file });
+            }
+        }
+    }
+    assert_eq!((state.managed_bytes(), state.spilled_bytes()), (600, 400));
+    step(&mut state, Event::Free { keys: vec![key("v4")] });
+    assert_eq!(state.managed_bytes(), 400);
+    // Two reads of 200 bytes would each fit alone; together they pass the target.
+    let out = step(&mut state, needs("use0", "v0"));
+    assert_eq!(unspills(&out), [key("v0")]);
+    assert!(unspills(&step(&mut state, needs("use1", "v1"))).is_empty(), "a second read past the target");
+    let out = step(&mut state, Event::Unspilled { key: key("v0"), file: unspill_file(&out) });
+    assert_eq!(state.managed_bytes(), 600);
+    // use0 runs and adds 200 bytes: a write starts; with it under way, nothing is read back,
+    // although nothing else runs.
+    let out = finish(&mut state, "use0", run_of(&out, "use0"), 200);
+    let Some((victim, file)) = out.iter().find_map(|i| match i {
+        Instruction::Spill { key, file } => Some((key.clone(), *file)),
+        _ => None,
+    }) else {
+        panic!("nothing spilled over the target: {out:?}")
+    };
+    assert!(unspills(&out).is_empty(), "read back with a write under way: {out:?}");
+    assert_eq!(state.in_flight(), 0);
+    // Once the write ends, the worker has nothing else under way, so it reads v1 back even
+    // though memory sits at the target: use1 must progress.
+    let out = step(&mut state, Event::SpillDone { key: victim, file });
+    assert_eq!(unspills(&out), [key("v1")]);
 }
 
 #[test]

@@ -9,13 +9,14 @@
 //! functions the shell runs on tokio's blocking pool, outside the lock, so the worker's small
 //! runtime keeps answering the scheduler (and sending heartbeats) while a value spills.
 //!
-//! A spill file holds the value encoded by its codec, postcard-serialized and compressed with
-//! LZ4.
+//! A spill file holds the value in kiln's at-rest format ([`kiln_graph::spill`]): streamed
+//! through LZ4 and checksummed, with no whole-file buffer beside the value.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use kiln_graph::{CodecError, CodecRegistry, Encoded, Key, Value};
+use kiln_graph::spill::{self, SpillFormatError};
+use kiln_graph::{Key, Value};
 use kiln_worker::{SpillError, SpillFile};
 use rustc_hash::FxHashMap;
 
@@ -37,14 +38,6 @@ pub enum UnspillError {
         path: PathBuf,
         /// What is wrong.
         message: String,
-    },
-    /// The codec rejects the bytes.
-    #[error("{path}: {source}")]
-    Codec {
-        /// The file.
-        path: PathBuf,
-        /// The codec's error.
-        source: CodecError,
     },
 }
 
@@ -157,22 +150,26 @@ impl Drop for Store {
     }
 }
 
-/// Encodes, compresses and writes a value to `path` (blocking: run it off the async runtime).
+/// Writes a value to a new spill file at `path` in kiln's at-rest format, streaming (blocking:
+/// run it off the async runtime). A failed write removes what it left.
 ///
 /// # Errors
 /// [`SpillError::Unencodable`] for a value without a working codec, [`SpillError::Io`] when
 /// the file cannot be written.
 pub fn write_spill(value: &Value, path: &Path) -> Result<(), SpillError> {
-    let unencodable = |e: &dyn std::fmt::Display| SpillError::Unencodable(e.to_string());
-    let encoded = CodecRegistry::global().encode(value).map_err(|e| unencodable(&e))?;
-    let bytes = postcard::to_allocvec(&encoded).map_err(|e| unencodable(&e))?;
-    drop(encoded);
-    let compressed = lz4_flex::compress_prepend_size(&bytes);
-    drop(bytes);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| SpillError::Io(format!("{}: {e}", dir.display())))?;
     }
-    std::fs::write(path, compressed).map_err(|e| SpillError::Io(format!("{}: {e}", path.display())))
+    let file = std::fs::File::create(path).map_err(|e| SpillError::Io(format!("{}: {e}", path.display())))?;
+    let written = spill::write_value(value, file).map(drop);
+    written.map_err(|e| {
+        // A full disk must not also leave debris behind.
+        let _ = std::fs::remove_file(path);
+        match e {
+            SpillFormatError::Unencodable(message) => SpillError::Unencodable(message),
+            e => SpillError::Io(format!("{}: {e}", path.display())),
+        }
+    })
 }
 
 /// Reads a value back from its spill file (blocking: run it off the async runtime).
@@ -180,13 +177,11 @@ pub fn write_spill(value: &Value, path: &Path) -> Result<(), SpillError> {
 /// # Errors
 /// An unreadable or corrupt file.
 pub fn read_spill(path: &Path) -> Result<Value, UnspillError> {
-    let compressed = std::fs::read(path).map_err(|source| UnspillError::Io { path: path.into(), source })?;
-    let corrupt = |message: String| UnspillError::Corrupt { path: path.into(), message };
-    let bytes = lz4_flex::decompress_size_prepended(&compressed).map_err(|e| corrupt(e.to_string()))?;
-    drop(compressed);
-    let encoded: Encoded = postcard::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    drop(bytes);
-    CodecRegistry::global().decode(&encoded).map_err(|source| UnspillError::Codec { path: path.into(), source })
+    let file = std::fs::File::open(path).map_err(|source| UnspillError::Io { path: path.into(), source })?;
+    spill::read_value(std::io::BufReader::with_capacity(1 << 18, file)).map_err(|e| match e {
+        SpillFormatError::Io(source) => UnspillError::Io { path: path.into(), source },
+        e => UnspillError::Corrupt { path: path.into(), message: e.to_string() },
+    })
 }
 
 #[cfg(test)]
