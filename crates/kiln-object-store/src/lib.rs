@@ -32,8 +32,10 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use kiln_storage::pattern::{KeyPattern, has_wildcards, literal_prefix};
 use kiln_storage::{Storage, StorageError};
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
+use object_store::RetryConfig;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 /// Attempts after the first for a request that failed transiently.
 pub const MAX_RETRIES: usize = 5;
@@ -114,6 +116,7 @@ impl Location {
     }
 }
 
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
 fn retry_config() -> RetryConfig {
     RetryConfig { max_retries: MAX_RETRIES, retry_timeout: RETRY_TIMEOUT, ..RetryConfig::default() }
 }
@@ -126,7 +129,9 @@ impl ObjectStorage {
             return Ok(store.clone());
         }
         let store = build_store(location).map_err(|e| match e {
-            BuildError::Unsupported => StorageError::NoStorage { url: url.to_string(), scheme: location.scheme.clone() },
+            BuildError::Unsupported => {
+                StorageError::NoStorage { url: url.to_string(), scheme: location.scheme.clone() }
+            }
             BuildError::Store(e) => to_storage_error(url, e),
         })?;
         stores.insert(id, store.clone());
@@ -141,7 +146,12 @@ impl ObjectStorage {
     }
 
     /// Objects directly inside `prefix` (a "directory"), as URLs.
-    fn list_directory(&self, store: &dyn ObjectStore, location: &Location, url: &str) -> Result<Vec<String>, StorageError> {
+    fn list_directory(
+        &self,
+        store: &dyn ObjectStore,
+        location: &Location,
+        url: &str,
+    ) -> Result<Vec<String>, StorageError> {
         let prefix = location.key.trim_end_matches('/');
         let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
         let listing = block_on(store.list_with_delimiter(prefix.as_ref())).map_err(|e| to_storage_error(url, e))?;
@@ -206,7 +216,8 @@ impl Storage for ObjectStorage {
 
     fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
         let (store, _, object) = self.resolve(path)?;
-        let bytes = block_on(async { store.get(&object).await?.bytes().await }).map_err(|e| to_storage_error(path, e))?;
+        let bytes =
+            block_on(async { store.get(&object).await?.bytes().await }).map_err(|e| to_storage_error(path, e))?;
         Ok(bytes.into())
     }
 
@@ -268,8 +279,8 @@ fn to_storage_error(url: &str, error: object_store::Error) -> StorageError {
 
 enum BuildError {
     /// The scheme's cloud is not compiled in.
-    #[allow(dead_code)]
     Unsupported,
+    #[cfg_attr(not(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http")), allow(dead_code))]
     Store(object_store::Error),
 }
 
@@ -322,11 +333,11 @@ mod s3 {
 
     pub(super) fn build(bucket: &str) -> Result<Arc<dyn ObjectStore>, BuildError> {
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            if let Some(profile) = shared_profile() {
-                for (key, value) in profile {
-                    builder = builder.with_config(key, value);
-                }
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+            && let Some(profile) = shared_profile()
+        {
+            for (key, value) in profile {
+                builder = builder.with_config(key, value);
             }
         }
         let endpoint = builder
@@ -335,10 +346,10 @@ mod s3 {
         if endpoint.is_some_and(|e| e.starts_with("http://")) {
             builder = builder.with_allow_http(true);
         }
-        if builder.get_config_value(&AmazonS3ConfigKey::Region).is_none() {
-            if let Ok(region) = std::env::var("AWS_REGION") {
-                builder = builder.with_region(region);
-            }
+        if builder.get_config_value(&AmazonS3ConfigKey::Region).is_none()
+            && let Ok(region) = std::env::var("AWS_REGION")
+        {
+            builder = builder.with_region(region);
         }
         Ok(Arc::new(builder.build()?))
     }
@@ -399,7 +410,9 @@ mod s3 {
             if current == Some(name)
                 && let Some((key, value)) = line.split_once('=')
             {
-                found.get_or_insert_with(HashMap::new).insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+                found
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
             }
         }
         found

@@ -78,10 +78,10 @@ pub mod distributed {
 /// object stores, which [`register_builtins`] installs (`kiln worker` calls it; programs reading
 /// `s3://` URLs call it once at start).
 pub mod storage {
-    pub use kiln_storage::*;
     /// The object-store implementation (`s3://`, `gs://`, `az://`, `http(s)://`).
     #[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
     pub use kiln_object_store as object_store;
+    pub use kiln_storage::*;
 }
 
 /// What most programs import: the `compute`/`visualize` methods on every collection.

@@ -86,7 +86,8 @@ fn start_moto() -> Result<Moto, String> {
 fn create_bucket(moto: &Moto, bucket: &str) {
     let address = moto.endpoint.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).unwrap();
-    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    write!(stream, "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "creating bucket {bucket}: {answer}");
@@ -108,7 +109,8 @@ fn csv_files() -> Vec<(String, String)> {
 fn sums_by_key(batch: &kiln::dataframe::arrow::record_batch::RecordBatch) -> Vec<(String, f64)> {
     let keys = batch.column(0).as_string::<i32>();
     let sums = batch.column(1).as_primitive::<Float64Type>();
-    let mut out: Vec<(String, f64)> = (0..batch.num_rows()).map(|i| (keys.value(i).to_string(), sums.value(i))).collect();
+    let mut out: Vec<(String, f64)> =
+        (0..batch.num_rows()).map(|i| (keys.value(i).to_string(), sums.value(i))).collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
@@ -129,7 +131,12 @@ fn csv_and_parquet_round_trip_through_s3_with_the_local_answers() {
     s3.write("s3://frames/csv/sub/2015-09.csv", b"key,value,when\n").unwrap();
     assert_eq!(
         s3.list("s3://frames/csv/2015-*.csv").unwrap(),
-        ["s3://frames/csv/2015-01.csv", "s3://frames/csv/2015-02.csv", "s3://frames/csv/2015-03.csv", "s3://frames/csv/2015-04.csv"]
+        [
+            "s3://frames/csv/2015-01.csv",
+            "s3://frames/csv/2015-02.csv",
+            "s3://frames/csv/2015-03.csv",
+            "s3://frames/csv/2015-04.csv"
+        ]
     );
 
     let options = CsvOptions::default();

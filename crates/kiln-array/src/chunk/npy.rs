@@ -234,7 +234,7 @@ pub fn write_block(path: &Path, block: &Block) -> Result<(), ChunkError> {
 /// Writes the header lead and the block's numbers to `file`.
 fn write_npy_body(file: &mut impl Write, lead: &[u8], block: &Block) -> std::io::Result<()> {
     let write = |file: &mut dyn Write| -> std::io::Result<()> {
-        file.write_all(&lead)?;
+        file.write_all(lead)?;
         macro_rules! numbers {
             ($a:expr) => {{
                 let a = $a;

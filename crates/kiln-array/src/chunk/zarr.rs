@@ -131,6 +131,10 @@ impl WritableStorageTraits for UrlStore {
         store_set_partial_many(self, key, offset_values)
     }
 
+    fn supports_set_partial(&self) -> bool {
+        false
+    }
+
     fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
         self.storage.delete(&self.url(key)).map_err(storage_error)
     }
