@@ -209,7 +209,7 @@ fn main() {
         Some("run") => {}
         _ => {
             eprintln!(
-                "usage: bag_json generate [--mb 2000] [--dir D] [--seed S] | run [--dir D] [--python P] [--no-dask]"
+                "usage: bag_json generate [--mb 2000] [--dir D] [--seed S] | run [--dir D] [--python P] [--no-dask] [--chunk N]"
             );
             std::process::exit(2);
         }
@@ -222,7 +222,9 @@ fn main() {
 
     let s = LocalScheduler::threads(2).with_progress(Progress::Never);
     kiln_bench::reset_peak_rss();
-    let records = read_text(&pattern).unwrap().try_map(|line| serde_json::from_str::<Value>(line));
+    // `--chunk N`: lines a file task reads at a time (kiln's default otherwise).
+    let chunk = arg(&args, "--chunk").map_or(kiln_bag::DEFAULT_CHUNK_SIZE, |s| s.parse().unwrap());
+    let records = read_text(&pattern).unwrap().chunk_size(chunk).try_map(|line| serde_json::from_str::<Value>(line));
     let (alice, t_count) = timed(|| records.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap());
     let (top, t_top) = timed(|| records.pluck("type").frequencies().topk(10, |(_, n)| *n).compute_on(&s).unwrap());
     let kiln_rss = kiln_bench::peak_rss_bytes().unwrap_or(0);
@@ -234,7 +236,7 @@ fn main() {
     // The same schemaless records parsed by the library from its line buffer (no `String` per
     // line), as `read_json_lines::<Value>`.
     kiln_bench::reset_peak_rss();
-    let values = read_json_lines::<Value>(&pattern).unwrap();
+    let values = read_json_lines::<Value>(&pattern).unwrap().chunk_size(chunk);
     let (alice_values, t_count_values) =
         timed(|| values.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap());
     let (top_values, t_top_values) =
@@ -247,7 +249,7 @@ fn main() {
     assert_eq!((alice_values, &top_values), (alice, &top));
 
     kiln_bench::reset_peak_rss();
-    let typed = read_json_lines::<Event>(&pattern).unwrap();
+    let typed = read_json_lines::<Event>(&pattern).unwrap().chunk_size(chunk);
     let (alice_typed, t_count_typed) = timed(|| typed.filter(|e| e.name == "Alice").count().compute_on(&s).unwrap());
     let (top_typed, t_top_typed) = timed(|| {
         typed
@@ -293,7 +295,7 @@ fn main() {
         );
     }
     println!(
-        "RESULT name=bag_json allocator={} mb={:.0} count_s={t_count:.2} topk_s={t_top:.2} typed_count_s={t_count_typed:.2} typed_topk_s={t_top_typed:.2} \
+        "RESULT name=bag_json allocator={} mb={:.0} chunk={chunk} count_s={t_count:.2} topk_s={t_top:.2} typed_count_s={t_count_typed:.2} typed_topk_s={t_top_typed:.2} \
          base_count_s={t_count_base:.2} base_topk_s={t_top_base:.2} vs_base_count={:.2} vs_base_topk={:.2} vs_base_typed_count={:.2} vs_base_typed_topk={:.2} \
          json_count_s={t_count_values:.2} json_topk_s={t_top_values:.2} kiln_peak_rss_mb={} json_peak_rss_mb={} typed_peak_rss_mb={}{dask} load_start={load_start} load_end={}",
         if cfg!(feature = "system-allocator") { "glibc" } else { "mimalloc" },

@@ -287,7 +287,7 @@ impl<T: Element> Bag<T> {
     }
 
     /// How many elements (lines, or records) a file partition reads at a time when it is fused
-    /// with the steps after it (2048 by default, [`DEFAULT_CHUNK_SIZE`]). A bag read with
+    /// with the steps after it (256 by default, [`DEFAULT_CHUNK_SIZE`]). A bag read with
     /// [`read_text`] or [`read_json_lines`] and followed by elementwise steps (`map`, `filter`,
     /// `pluck`, `flat_map`, ...) and perhaps a reduction (`count`, `frequencies`, `foldby`,
     /// `topk`, ...) runs as one task per file that reads, transforms and reduces chunk by

@@ -17,7 +17,7 @@ use crate::portable::StepSpec;
 /// How many elements a fused file task reads at a time unless the bag says otherwise
 /// ([`crate::Bag::chunk_size`]): enough to amortise the per-chunk work, small enough that a
 /// chunk of parsed records stays in the caches and the allocator reuses its memory.
-pub const DEFAULT_CHUNK_SIZE: usize = 2048;
+pub const DEFAULT_CHUNK_SIZE: usize = 256;
 
 /// Where chunks go: each is a boxed `Vec` of the source's element type.
 pub(crate) type Emit<'a> = dyn FnMut(Box<dyn Any + Send>) -> Result<(), TaskError> + 'a;
