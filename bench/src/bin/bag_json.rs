@@ -6,15 +6,16 @@
 //!   plain files of deterministic events (SplitMix64 from `--seed`), about `--mb` MB of JSON.
 //! - `bag_json run --dir /work/data/bag` times `read_text(..).map(json.loads).filter(name ==
 //!   'Alice').count()` and `.pluck('type').frequencies().topk(10)` in kiln (schemaless
-//!   `serde_json::Value` records, as the seeds, and a typed `read_json_lines::<Event>` beside
-//!   it), the baseline, and dask.bag with its default multiprocessing scheduler
-//!   (`bench/dask_bag_json.py`, `--python` the Dask venv's interpreter); checks that all agree
-//!   and ends with a `RESULT` line.
+//!   `serde_json::Value` records, as the seeds; the same records parsed by the library with
+//!   `read_json_lines::<Value>`; and a typed `read_json_lines::<Event>`), the baseline, and
+//!   dask.bag with its default multiprocessing scheduler (`bench/dask_bag_json.py`, `--python`
+//!   the Dask venv's interpreter); checks that all agree and ends with a `RESULT` line.
 
-// With `--features mimalloc` kiln and the baseline allocate with mimalloc: the schemaless
-// pipeline frees millions of small JSON nodes, where glibc spends a quarter of the time
-// consolidating free lists.
-#[cfg(feature = "mimalloc")]
+// kiln and the baseline allocate with mimalloc (unless built with `--features
+// system-allocator`): the schemaless pipeline allocates and frees millions of small JSON nodes,
+// where glibc malloc spends a third of the time consolidating its free lists. Choosing the
+// allocator is the program's business, not the library's.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -208,7 +209,7 @@ fn main() {
         Some("run") => {}
         _ => {
             eprintln!(
-                "usage: bag_json generate [--mb 2000] [--dir D] [--seed S] | run [--dir D] [--python P] [--no-dask]"
+                "usage: bag_json generate [--mb 2000] [--dir D] [--seed S] | run [--dir D] [--python P] [--no-dask] [--chunk N]"
             );
             std::process::exit(2);
         }
@@ -221,7 +222,9 @@ fn main() {
 
     let s = LocalScheduler::threads(2).with_progress(Progress::Never);
     kiln_bench::reset_peak_rss();
-    let records = read_text(&pattern).unwrap().try_map(|line| serde_json::from_str::<Value>(line));
+    // `--chunk N`: lines a file task reads at a time (kiln's default otherwise).
+    let chunk = arg(&args, "--chunk").map_or(kiln_bag::DEFAULT_CHUNK_SIZE, |s| s.parse().unwrap());
+    let records = read_text(&pattern).unwrap().chunk_size(chunk).try_map(|line| serde_json::from_str::<Value>(line));
     let (alice, t_count) = timed(|| records.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap());
     let (top, t_top) = timed(|| records.pluck("type").frequencies().topk(10, |(_, n)| *n).compute_on(&s).unwrap());
     let kiln_rss = kiln_bench::peak_rss_bytes().unwrap_or(0);
@@ -230,8 +233,23 @@ fn main() {
         kiln_rss >> 20
     );
 
+    // The same schemaless records parsed by the library from its line buffer (no `String` per
+    // line), as `read_json_lines::<Value>`.
     kiln_bench::reset_peak_rss();
-    let typed = read_json_lines::<Event>(&pattern).unwrap();
+    let values = read_json_lines::<Value>(&pattern).unwrap().chunk_size(chunk);
+    let (alice_values, t_count_values) =
+        timed(|| values.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap());
+    let (top_values, t_top_values) =
+        timed(|| values.pluck("type").frequencies().topk(10, |(_, n)| *n).compute_on(&s).unwrap());
+    let values_rss = kiln_bench::peak_rss_bytes().unwrap_or(0);
+    println!(
+        "kiln (read_json_lines::<Value>): count in {t_count_values:.2} s, topk in {t_top_values:.2} s, peak RSS {} MB",
+        values_rss >> 20
+    );
+    assert_eq!((alice_values, &top_values), (alice, &top));
+
+    kiln_bench::reset_peak_rss();
+    let typed = read_json_lines::<Event>(&pattern).unwrap().chunk_size(chunk);
     let (alice_typed, t_count_typed) = timed(|| typed.filter(|e| e.name == "Alice").count().compute_on(&s).unwrap());
     let (top_typed, t_top_typed) = timed(|| {
         typed
@@ -277,16 +295,17 @@ fn main() {
         );
     }
     println!(
-        "RESULT name=bag_json allocator={} mb={:.0} count_s={t_count:.2} topk_s={t_top:.2} typed_count_s={t_count_typed:.2} typed_topk_s={t_top_typed:.2} \
+        "RESULT name=bag_json allocator={} mb={:.0} chunk={chunk} count_s={t_count:.2} topk_s={t_top:.2} typed_count_s={t_count_typed:.2} typed_topk_s={t_top_typed:.2} \
          base_count_s={t_count_base:.2} base_topk_s={t_top_base:.2} vs_base_count={:.2} vs_base_topk={:.2} vs_base_typed_count={:.2} vs_base_typed_topk={:.2} \
-         kiln_peak_rss_mb={} typed_peak_rss_mb={}{dask} load_start={load_start} load_end={}",
-        if cfg!(feature = "mimalloc") { "mimalloc" } else { "glibc" },
+         json_count_s={t_count_values:.2} json_topk_s={t_top_values:.2} kiln_peak_rss_mb={} json_peak_rss_mb={} typed_peak_rss_mb={}{dask} load_start={load_start} load_end={}",
+        if cfg!(feature = "system-allocator") { "glibc" } else { "mimalloc" },
         bytes as f64 / 1e6,
         t_count / t_count_base,
         t_top / t_top_base,
         t_count_typed / t_count_base,
         t_top_typed / t_top_base,
         kiln_rss >> 20,
+        values_rss >> 20,
         typed_rss >> 20,
         load()
     );

@@ -22,6 +22,9 @@ pub enum BagError {
     /// A block size of zero (`read_text_blocks(.., 0)`).
     #[error("read_text_blocks: the block size must be at least 1 byte")]
     ZeroBlocksize,
+    /// A chunk size of zero (`chunk_size(0)`).
+    #[error("chunk_size: a chunk must hold at least 1 element")]
+    ZeroChunkSize,
     /// A tree reduction fan-in below 2.
     #[error("split_every must be at least 2, got {0}")]
     SplitEvery(usize),

@@ -23,7 +23,9 @@
 //!   results are [`Item`]s; results that are lists (`frequencies`, `topk`, `distinct`,
 //!   `foldby`) are one-partition bags, so they chain (`.frequencies().topk(10, ..)`).
 //! - **Text and JSON**: [`read_text`], [`read_json_lines`] (one partition per file; gzip, bz2
-//!   and zstd by extension), [`Bag::to_textfiles`].
+//!   and zstd by extension), [`Bag::to_textfiles`]. A file followed by elementwise steps and
+//!   perhaps a reduction is read in chunks of [`Bag::chunk_size`] lines, each chunk run through
+//!   the steps and folded into the partial result in the same task, so no file is held whole.
 //! - **Clusters**: built-in operations on common element types run on any `kiln worker`;
 //!   user functions are given an id with [`Bag::portable`] and registered with
 //!   [`portable::register_map`] and friends in every process that runs them (see [`portable`]).
@@ -43,6 +45,7 @@ mod pipeline;
 pub mod portable;
 mod reduce;
 mod steps;
+mod stream;
 mod text;
 
 use std::any::Any;
@@ -57,12 +60,13 @@ use kiln_graph::{
 
 pub use error::BagError;
 pub use reduce::{Item, Numeric};
+pub use stream::DEFAULT_CHUNK_SIZE;
 pub use text::{
     BadLines, Compression, OnBadLine, SkippedLine, read_json_lines, read_json_lines_with, read_text, read_text_blocks,
 };
 
 use node::{ExternalTask, Node, NodeArg};
-use pipeline::{Part, PipelineKernel, Step, Steps};
+use pipeline::{Part, Step, Steps};
 
 /// The bounds every bag element meets: shared between threads, cloned when kept.
 pub trait Element: Any + Send + Sync + Clone {}
@@ -81,6 +85,8 @@ pub struct Bag<T> {
     /// Elementwise steps not yet given tasks, run per partition in one task.
     steps: Option<Arc<Steps>>,
     split_every: usize,
+    /// How many elements a fused file task reads at a time (see [`Bag::chunk_size`]).
+    chunk_size: usize,
     invalid: Option<BagError>,
     /// How [`Bag::portable`] rebuilds this bag when its newest user function is inside a
     /// reduction (`topk`'s key) rather than a pending step.
@@ -97,6 +103,7 @@ impl<T> Clone for Bag<T> {
             base_token: Arc::clone(&self.base_token),
             steps: self.steps.clone(),
             split_every: self.split_every,
+            chunk_size: self.chunk_size,
             invalid: self.invalid.clone(),
             rebuild: self.rebuild.clone(),
             _t: PhantomData,
@@ -128,6 +135,7 @@ impl<T: Element> Bag<T> {
             base_token: base_token.into(),
             steps: None,
             split_every: DEFAULT_SPLIT_EVERY,
+            chunk_size: DEFAULT_CHUNK_SIZE,
             invalid: None,
             rebuild: None,
             _t: PhantomData,
@@ -278,6 +286,33 @@ impl<T: Element> Bag<T> {
         bag
     }
 
+    /// How many elements (lines, or records) a file partition reads at a time when it is fused
+    /// with the steps after it (256 by default, [`DEFAULT_CHUNK_SIZE`]). A bag read with
+    /// [`read_text`] or [`read_json_lines`] and followed by elementwise steps (`map`, `filter`,
+    /// `pluck`, `flat_map`, ...) and perhaps a reduction (`count`, `frequencies`, `foldby`,
+    /// `topk`, ...) runs as one task per file that reads, transforms and reduces chunk by
+    /// chunk, so no file is held whole; the chunk size changes memory and speed, never the
+    /// answer.
+    ///
+    /// ```
+    /// # use kiln_bag::read_text; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+    /// let dir = std::env::temp_dir().join(format!("kiln-bag-doc-chunks-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// std::fs::write(dir.join("a.txt"), "a b\nc\n\nd e f\n").unwrap();
+    /// let words = read_text(dir.join("a.txt").to_str().unwrap()).unwrap().chunk_size(1);
+    /// let count = words.flat_map(|line| line.split_whitespace().map(String::from).collect::<Vec<_>>()).count();
+    /// assert_eq!(count.compute_on(&LocalScheduler::new()).unwrap(), 6);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn chunk_size(&self, elements: usize) -> Bag<T> {
+        let mut bag = self.clone();
+        if elements == 0 {
+            bag.invalid.get_or_insert(BagError::ZeroChunkSize);
+        }
+        bag.chunk_size = elements.max(1);
+        bag
+    }
+
     /// This bag with one more pending step.
     fn then<U: Element>(&self, step: Arc<dyn Step>, step_token: &str) -> Bag<U> {
         Bag {
@@ -285,6 +320,7 @@ impl<T: Element> Bag<T> {
             base_token: Arc::clone(&self.base_token),
             steps: Some(pipeline::append(&self.steps, &self.base_token, step, step_token)),
             split_every: self.split_every,
+            chunk_size: self.chunk_size,
             invalid: self.invalid.clone(),
             rebuild: None,
             _t: PhantomData,
@@ -296,7 +332,10 @@ impl<T: Element> Bag<T> {
     pub(crate) fn nodes(&self) -> Vec<Arc<Node>> {
         match &self.steps {
             None => self.partitions.to_vec(),
-            Some(steps) => pipeline_nodes(&self.partitions, steps),
+            Some(steps) => {
+                let name: Arc<str> = format!("{}-{}", steps.step.name(), steps.token).into();
+                stream::pipeline_nodes(&name, &self.partitions, pipeline::collect(steps), self.chunk_size)
+            }
         }
     }
 
@@ -552,7 +591,7 @@ impl std::fmt::Display for PluckPath {
 }
 
 pub(crate) fn pluck_step(path: PluckPath, default: Option<serde_json::Value>) -> Arc<dyn Step> {
-    pipeline::step("pluck", move |part: Part<'_, serde_json::Value>| {
+    pipeline::elementwise("pluck", move |part: Part<'_, serde_json::Value>| {
         part.as_slice().iter().map(|record| pluck_one(record, &path, default.as_ref())).collect::<Result<Vec<_>, _>>()
     })
 }
@@ -617,19 +656,6 @@ impl kiln_graph::kernel::PortableKernel for RangeKernel {
     fn call(&self, _inputs: &[Value]) -> Result<Value, TaskError> {
         Ok(Value::new((self.start..self.end).collect::<Vec<u64>>()))
     }
-}
-
-/// One task per partition running all of `steps` on it.
-fn pipeline_nodes(partitions: &[Arc<Node>], steps: &Arc<Steps>) -> Vec<Arc<Node>> {
-    let kernel: Arc<dyn Kernel> = Arc::new(PipelineKernel::new(steps));
-    let name: Arc<str> = format!("{}-{}", steps.step.name(), steps.token).into();
-    partitions
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            Node::new(Key::from_shared(&name, &[i as u32]), Arc::clone(&kernel), vec![NodeArg::Node(Arc::clone(p))])
-        })
-        .collect()
 }
 
 struct DelayedPartition<T>(kiln_delayed::Delayed<Vec<T>>);

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use kiln_graph::{Arg, GraphBuilder, GraphError, Kernel, Key, TaskId, Value};
 
+use crate::stream::ChunkSource;
+
 /// Something from another collection used as a task input (a delayed value): it adds its own
 /// tasks and returns the one whose value is the input.
 pub(crate) trait ExternalTask: Send + Sync {
@@ -16,6 +18,8 @@ pub(crate) struct Node {
     pub(crate) key: Key,
     kernel: Arc<dyn Kernel>,
     args: Vec<NodeArg>,
+    /// Set when this node reads a file partition that later steps can read in chunks instead.
+    pub(crate) source: Option<Arc<dyn ChunkSource>>,
     /// The id this node got in the graph being lowered, tagged with that lowering's generation
     /// (high 32 bits), so lowering needs no map from nodes to ids.
     lowered: AtomicU64,
@@ -29,7 +33,12 @@ pub(crate) enum NodeArg {
 
 impl Node {
     pub(crate) fn new(key: Key, kernel: Arc<dyn Kernel>, args: Vec<NodeArg>) -> Arc<Node> {
-        Arc::new(Node { key, kernel, args, lowered: AtomicU64::new(0) })
+        Arc::new(Node { key, kernel, args, source: None, lowered: AtomicU64::new(0) })
+    }
+
+    /// A node reading `source` whole (its kernel), which fused pipelines read in chunks.
+    pub(crate) fn with_source(key: Key, kernel: Arc<dyn Kernel>, source: Arc<dyn ChunkSource>) -> Arc<Node> {
+        Arc::new(Node { key, kernel, args: Vec::new(), source: Some(source), lowered: AtomicU64::new(0) })
     }
 }
 

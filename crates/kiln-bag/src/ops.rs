@@ -48,12 +48,14 @@ impl<T: Element> Bag<T> {
             .map(|(i, p)| {
                 let mut steps = pending.clone();
                 steps.push(last(i));
-                let kernel: Arc<dyn Kernel> = Arc::new(PipelineKernel::from_steps(steps));
-                Node::new(Key::from_shared(&key_name, &[i as u32]), kernel, vec![NodeArg::Node(Arc::clone(p))])
+                let whole: Arc<dyn Kernel> = Arc::new(PipelineKernel::from_steps(steps.clone()));
+                let key = Key::from_shared(&key_name, &[i as u32]);
+                crate::stream::pipeline_node(key, p, &steps, &whole, self.chunk_size)
             })
             .collect();
         let mut bag = Bag::from_nodes(nodes, token);
         bag.split_every = self.split_every;
+        bag.chunk_size = self.chunk_size;
         bag
     }
 
@@ -172,6 +174,7 @@ impl<T: Element> Bag<T> {
         };
         let mut bag = Bag::from_nodes(nodes, token);
         bag.split_every = self.split_every;
+        bag.chunk_size = self.chunk_size;
         bag
     }
 
@@ -196,7 +199,7 @@ impl<T: Element> Bag<T> {
         for item in other {
             table.entry(on_other(&item)).or_default().push(item);
         }
-        let step = pipeline::step("join", move |part: Part<'_, T>| {
+        let step = pipeline::elementwise("join", move |part: Part<'_, T>| {
             let mut out = Vec::new();
             for x in part.as_slice() {
                 if let Some(matches) = table.get(&on_self(x)) {

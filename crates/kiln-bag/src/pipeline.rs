@@ -33,12 +33,38 @@ pub(crate) enum Stage<'a> {
     Owned(Box<dyn Any + Send>),
 }
 
+/// How a step runs on a partition that arrives in chunks of elements (a file read a few
+/// thousand lines at a time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Streaming {
+    /// It needs the whole partition (`map_partitions`, position-dependent steps).
+    Whole,
+    /// Its output on a partition is its outputs on the partition's chunks, concatenated.
+    Elementwise,
+    /// A reduction's partial: it folds chunk after chunk into one result ([`Step::absorb`]).
+    Fold,
+}
+
 /// One type-erased step of a pipeline.
 pub(crate) trait Step: Send + Sync {
     fn name(&self) -> &str;
     fn apply(&self, input: Stage<'_>) -> Result<Box<dyn Any + Send>, TaskError>;
     /// Turns this step's output into a task value.
     fn finish(&self, output: Box<dyn Any + Send>) -> Result<Value, TaskError>;
+    /// Whether and how this step can run chunk by chunk.
+    fn streaming(&self) -> Streaming {
+        Streaming::Whole
+    }
+    /// Appends the output of this step on one chunk to its outputs on the chunks before
+    /// (`Streaming::Elementwise` steps).
+    fn extend(&self, _so_far: &mut Box<dyn Any + Send>, _chunk: Box<dyn Any + Send>) -> Result<(), TaskError> {
+        Err(TaskError::msg(format!("bag step {} cannot run on chunks", self.name())))
+    }
+    /// Folds one more chunk into this step's result on the chunks before (`Streaming::Fold`
+    /// steps).
+    fn absorb(&self, _so_far: Box<dyn Any + Send>, _chunk: Stage<'_>) -> Result<Box<dyn Any + Send>, TaskError> {
+        Err(TaskError::msg(format!("bag step {} cannot fold chunks", self.name())))
+    }
     /// How another process rebuilds this step (see `crate::portable`); `None` for a closure
     /// that was not given an id.
     fn spec(&self) -> Option<StepSpec> {
@@ -63,6 +89,15 @@ impl Step for SpecStep {
     fn finish(&self, output: Box<dyn Any + Send>) -> Result<Value, TaskError> {
         self.inner.finish(output)
     }
+    fn streaming(&self) -> Streaming {
+        self.inner.streaming()
+    }
+    fn extend(&self, so_far: &mut Box<dyn Any + Send>, chunk: Box<dyn Any + Send>) -> Result<(), TaskError> {
+        self.inner.extend(so_far, chunk)
+    }
+    fn absorb(&self, so_far: Box<dyn Any + Send>, chunk: Stage<'_>) -> Result<Box<dyn Any + Send>, TaskError> {
+        self.inner.absorb(so_far, chunk)
+    }
     fn spec(&self) -> Option<StepSpec> {
         Some(self.spec.clone())
     }
@@ -81,20 +116,59 @@ pub(crate) fn with_spec(step: Arc<dyn Step>, spec: Option<StepSpec>) -> Arc<dyn 
 pub(crate) struct FnStep<T, U, F> {
     name: &'static str,
     f: F,
+    /// Set for elementwise steps (whose `U` is a `Vec`): appends one chunk's output to the
+    /// outputs before.
+    extend: Option<Extend>,
     _t: PhantomData<fn(T) -> U>,
 }
 
+type Extend = fn(&mut Box<dyn Any + Send>, Box<dyn Any + Send>) -> Result<(), TaskError>;
+
+/// A step that needs its whole partition.
 pub(crate) fn step<T, U, F>(name: &'static str, f: F) -> Arc<dyn Step>
 where
     T: Any + Send + Sync + Clone,
     U: Any + Send + Sync,
     F: Fn(Part<'_, T>) -> Result<U, TaskError> + Send + Sync + 'static,
 {
-    Arc::new(FnStep { name, f, _t: PhantomData })
+    Arc::new(FnStep { name, f, extend: None, _t: PhantomData })
+}
+
+/// A step whose output on a partition is its outputs on any split of the partition into
+/// chunks, concatenated (`map`, `filter`, ...): it can run on a file as it is read.
+pub(crate) fn elementwise<T, U, F>(name: &'static str, f: F) -> Arc<dyn Step>
+where
+    T: Any + Send + Sync + Clone,
+    U: Any + Send + Sync,
+    F: Fn(Part<'_, T>) -> Result<Vec<U>, TaskError> + Send + Sync + 'static,
+{
+    Arc::new(FnStep { name, f, extend: Some(extend_vec::<U>), _t: PhantomData })
+}
+
+fn extend_vec<U: Any + Send>(so_far: &mut Box<dyn Any + Send>, chunk: Box<dyn Any + Send>) -> Result<(), TaskError> {
+    let lost = || TaskError::msg("a bag chunk of another type");
+    let chunk = chunk.downcast::<Vec<U>>().map_err(|_| lost())?;
+    let so_far = so_far.downcast_mut::<Vec<U>>().ok_or_else(lost)?;
+    if so_far.is_empty() {
+        *so_far = *chunk;
+    } else {
+        so_far.extend(*chunk);
+    }
+    Ok(())
 }
 
 fn mismatch<T>(found: &'static str) -> TaskError {
     TaskError::TypeMismatch { position: 0, expected: std::any::type_name::<Vec<T>>(), found }
+}
+
+/// A step's input as a partition of `T`s.
+pub(crate) fn part_of<T: Any + Send + Sync + Clone>(input: Stage<'_>) -> Result<Part<'_, T>, TaskError> {
+    Ok(match input {
+        Stage::Borrowed(value) => {
+            Part::Borrowed(value.downcast_ref::<Vec<T>>().map_err(|m| mismatch::<T>(m.found))?.as_slice())
+        }
+        Stage::Owned(boxed) => Part::Owned(*boxed.downcast::<Vec<T>>().map_err(|_| mismatch::<T>("another type"))?),
+    })
 }
 
 impl<T, U, F> Step for FnStep<T, U, F>
@@ -108,13 +182,18 @@ where
     }
 
     fn apply(&self, input: Stage<'_>) -> Result<Box<dyn Any + Send>, TaskError> {
-        let part = match input {
-            Stage::Borrowed(value) => {
-                Part::Borrowed(value.downcast_ref::<Vec<T>>().map_err(|m| mismatch::<T>(m.found))?.as_slice())
-            }
-            Stage::Owned(boxed) => Part::Owned(*boxed.downcast::<Vec<T>>().map_err(|_| mismatch::<T>("another type"))?),
-        };
-        Ok(Box::new((self.f)(part)?))
+        Ok(Box::new((self.f)(part_of::<T>(input)?)?))
+    }
+
+    fn streaming(&self) -> Streaming {
+        if self.extend.is_some() { Streaming::Elementwise } else { Streaming::Whole }
+    }
+
+    fn extend(&self, so_far: &mut Box<dyn Any + Send>, chunk: Box<dyn Any + Send>) -> Result<(), TaskError> {
+        match self.extend {
+            Some(extend) => extend(so_far, chunk),
+            None => Err(TaskError::msg(format!("bag step {} cannot run on chunks", self.name))),
+        }
     }
 
     fn finish(&self, output: Box<dyn Any + Send>) -> Result<Value, TaskError> {
@@ -156,6 +235,18 @@ pub(crate) fn append(prev: &Option<Arc<Steps>>, base_token: &str, step: Arc<dyn 
     Arc::new(Steps { step, prev: prev.clone(), token })
 }
 
+/// Every step in `steps`, oldest first (collected iteratively).
+pub(crate) fn collect(steps: &Arc<Steps>) -> Vec<Arc<dyn Step>> {
+    let mut all = Vec::new();
+    let mut cursor = Some(steps);
+    while let Some(s) = cursor {
+        all.push(Arc::clone(&s.step));
+        cursor = s.prev.as_ref();
+    }
+    all.reverse();
+    all
+}
+
 /// Runs a pipeline's steps in order on one partition.
 pub(crate) struct PipelineKernel {
     name: String,
@@ -163,29 +254,20 @@ pub(crate) struct PipelineKernel {
 }
 
 impl PipelineKernel {
-    /// The kernel for every step in `steps`, oldest first (collected iteratively).
-    pub(crate) fn new(steps: &Arc<Steps>) -> PipelineKernel {
-        let mut all = Vec::new();
-        let mut cursor = Some(steps);
-        while let Some(s) = cursor {
-            all.push(Arc::clone(&s.step));
-            cursor = s.prev.as_ref();
-        }
-        all.reverse();
-        PipelineKernel::from_steps(all)
-    }
-
     /// The kernel running `steps` in this order.
     pub(crate) fn from_steps(steps: Vec<Arc<dyn Step>>) -> PipelineKernel {
-        // A pipeline that cannot travel is named after its first local step, so the client's
-        // refusal names the function to register.
+        PipelineKernel { name: PipelineKernel::name_of(&steps), steps }
+    }
+
+    /// The name of a task running `steps`: a pipeline that cannot travel is named after its
+    /// first local step, so the client's refusal names the function to register.
+    pub(crate) fn name_of(steps: &[Arc<dyn Step>]) -> String {
         let local = steps.iter().find(|s| s.spec().is_none());
-        let name = match (local, steps.last()) {
+        match (local, steps.last()) {
             (Some(step), _) => step.name().to_string(),
             (None, Some(last)) => last.name().to_string(),
             (None, None) => "pipeline".to_string(),
-        };
-        PipelineKernel { name, steps }
+        }
     }
 }
 

@@ -36,6 +36,7 @@ use serde::de::DeserializeOwned;
 
 use crate::pipeline::{self, PIPELINE_KERNEL_ID, PipelineKernel, Step};
 use crate::reduce::{self, Moments, MomentsOf, Numeric, OrderedMap, Reduction, ReductionId};
+use crate::stream::{ChunkSource, STREAM_KERNEL_ID, StreamKernel, StreamSpec};
 use crate::{Element, steps, text};
 
 /// A step as plain data: a registered id and postcard parameters.
@@ -71,6 +72,34 @@ fn resolve_step(spec: &StepSpec) -> Result<Arc<dyn Step>, String> {
         })?;
     let step = factory(&spec.params)?;
     Ok(pipeline::with_spec(step, Some(spec.clone())))
+}
+
+type SourceFactory = Arc<dyn Fn(&[u8]) -> Result<Arc<dyn ChunkSource>, String> + Send + Sync>;
+
+fn source_registry() -> &'static RwLock<HashMap<String, SourceFactory>> {
+    static SOURCES: OnceLock<RwLock<HashMap<String, SourceFactory>>> = OnceLock::new();
+    SOURCES.get_or_init(Default::default)
+}
+
+/// Registers how to rebuild a chunked file source (fused `kiln.bag.stream` tasks) from its
+/// spec; the id is the one of the kernel reading the same partition whole.
+pub(crate) fn register_source(
+    id: String,
+    factory: impl Fn(&[u8]) -> Result<Arc<dyn ChunkSource>, String> + Send + Sync + 'static,
+) {
+    source_registry().write().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::new(factory));
+}
+
+fn resolve_source(spec: &StepSpec) -> Result<Arc<dyn ChunkSource>, String> {
+    let factory =
+        source_registry().read().unwrap_or_else(|p| p.into_inner()).get(&spec.id).cloned().ok_or_else(|| {
+            format!(
+                "bag file source {:?} is not registered in this process: register the element type with \
+                 kiln_bag::portable::register_element in the worker program",
+                spec.id
+            )
+        })?;
+    factory(&spec.params)
 }
 
 fn tags() -> &'static RwLock<HashMap<TypeId, Arc<str>>> {
@@ -244,6 +273,10 @@ pub fn register_element<T: Element + Serialize + DeserializeOwned>(tag: &str) {
         let tag = Arc::clone(&tag);
         move |params| text::json_lines_kernel::<T>(params, &tag)
     });
+    register_source(format!("kiln.bag.read_json_lines/{tag}"), {
+        let tag = Arc::clone(&tag);
+        move |params| text::json_lines_source::<T>(params, &tag)
+    });
 }
 
 /// [`register_element`], plus what needs `Eq + Hash`: `frequencies` (whose `(T, u64)` pairs
@@ -365,6 +398,12 @@ pub fn ensure_registered() {
             let specs: Vec<StepSpec> = postcard::from_bytes(params).map_err(|e| e.to_string())?;
             let steps = specs.iter().map(resolve_step).collect::<Result<Vec<_>, _>>()?;
             Ok(Arc::new(PipelineKernel::from_steps(steps)) as Arc<dyn Kernel>)
+        });
+        KernelRegistry::global().register_factory(STREAM_KERNEL_ID, |params| {
+            let spec: StreamSpec = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+            let source = resolve_source(&spec.source)?;
+            let steps = spec.steps.iter().map(resolve_step).collect::<Result<Vec<_>, _>>()?;
+            Ok(Arc::new(StreamKernel::rebuilt(source, steps, spec.chunk)?) as Arc<dyn Kernel>)
         });
         register_hashable::<String>("string");
         register_text::<String>("string");

@@ -130,7 +130,13 @@ pub(crate) struct Moments {
 
 impl Moments {
     fn of<T: Numeric>(items: &[T]) -> Moments {
-        let mut m = Moments::default();
+        Moments::default().add(items)
+    }
+
+    /// These moments updated with `items`, one at a time (so any split of a partition into
+    /// chunks gives the same bits as the whole).
+    fn add<T: Numeric>(self, items: &[T]) -> Moments {
+        let mut m = self;
         for x in items {
             m.count += 1;
             let x = x.to_f64();
@@ -205,6 +211,7 @@ impl<A> Default for Acc<A> {
 type Combine<R> = Arc<dyn Fn(&[&R]) -> Result<R, TaskError> + Send + Sync>;
 type Partial<T, R> = Arc<dyn Fn(Part<'_, T>) -> Result<R, TaskError> + Send + Sync>;
 type Finalize<R, S> = Arc<dyn Fn(R) -> Result<S, TaskError> + Send + Sync>;
+type Absorb<T, R> = Arc<dyn Fn(R, Part<'_, T>) -> Result<R, TaskError> + Send + Sync>;
 
 /// A tree reduction's three functions: `partial` per partition (fused after the pending
 /// steps), `combine` over at most `split_every` partials per task and level, and `finalize`
@@ -215,6 +222,10 @@ pub(crate) struct Reduction<T, R, S> {
     pub(crate) partial: Partial<T, R>,
     pub(crate) combine: Combine<R>,
     pub(crate) finalize: Finalize<R, S>,
+    /// `partial` continued: the partial of a partition's elements so far folded with the next
+    /// chunk's, equal to `partial` of both at once. With it, a partition read from a file is
+    /// reduced chunk by chunk and never held whole.
+    pub(crate) absorb: Option<Absorb<T, R>>,
 }
 
 impl<T: Element, R: Element, S: Element> Reduction<T, R, S> {
@@ -224,13 +235,28 @@ impl<T: Element, R: Element, S: Element> Reduction<T, R, S> {
         combine: impl Fn(&[&R]) -> Result<R, TaskError> + Send + Sync + 'static,
         finalize: impl Fn(R) -> Result<S, TaskError> + Send + Sync + 'static,
     ) -> Reduction<T, R, S> {
-        Reduction { name, partial: Arc::new(partial), combine: Arc::new(combine), finalize: Arc::new(finalize) }
+        Reduction {
+            name,
+            partial: Arc::new(partial),
+            combine: Arc::new(combine),
+            finalize: Arc::new(finalize),
+            absorb: None,
+        }
+    }
+
+    /// This reduction with `absorb` (see [`Reduction::absorb`]).
+    pub(crate) fn absorbing(
+        mut self,
+        absorb: impl Fn(R, Part<'_, T>) -> Result<R, TaskError> + Send + Sync + 'static,
+    ) -> Self {
+        self.absorb = Some(Arc::new(absorb));
+        self
     }
 
     /// The per-partition step (the last step of each partition's pipeline).
     pub(crate) fn partial_step(&self, id: Option<&ReductionId>) -> Arc<dyn pipeline::Step> {
-        let partial = Arc::clone(&self.partial);
-        let step = pipeline::step(self.name, move |part: Part<'_, T>| partial(part));
+        let step: Arc<dyn pipeline::Step> =
+            Arc::new(PartialStep { name: self.name, partial: Arc::clone(&self.partial), absorb: self.absorb.clone() });
         pipeline::with_spec(step, id.map(|id| StepSpec { id: format!("{}.partial", id.id), params: id.params.clone() }))
     }
 
@@ -249,6 +275,48 @@ impl<T: Element, R: Element, S: Element> Reduction<T, R, S> {
         });
         Arc::new(SpecKernel { name: self.name, run, spec })
     }
+}
+
+/// A reduction's per-partition step.
+struct PartialStep<T, R> {
+    name: &'static str,
+    partial: Partial<T, R>,
+    absorb: Option<Absorb<T, R>>,
+}
+
+impl<T: Element, R: Element> pipeline::Step for PartialStep<T, R> {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn apply(&self, input: pipeline::Stage<'_>) -> Result<Box<dyn std::any::Any + Send>, TaskError> {
+        Ok(Box::new((self.partial)(pipeline::part_of::<T>(input)?)?))
+    }
+
+    fn finish(&self, output: Box<dyn std::any::Any + Send>) -> Result<Value, TaskError> {
+        Ok(Value::new(*downcast_partial::<R>(output)?))
+    }
+
+    fn streaming(&self) -> pipeline::Streaming {
+        if self.absorb.is_some() { pipeline::Streaming::Fold } else { pipeline::Streaming::Whole }
+    }
+
+    fn absorb(
+        &self,
+        so_far: Box<dyn std::any::Any + Send>,
+        chunk: pipeline::Stage<'_>,
+    ) -> Result<Box<dyn std::any::Any + Send>, TaskError> {
+        let absorb = self.absorb.as_ref().ok_or_else(|| TaskError::msg(format!("{} cannot fold chunks", self.name)))?;
+        Ok(Box::new(absorb(*downcast_partial::<R>(so_far)?, pipeline::part_of::<T>(chunk)?)?))
+    }
+}
+
+fn downcast_partial<R: 'static>(boxed: Box<dyn std::any::Any + Send>) -> Result<Box<R>, TaskError> {
+    boxed.downcast::<R>().map_err(|_| TaskError::TypeMismatch {
+        position: 0,
+        expected: std::any::type_name::<R>(),
+        found: "another type",
+    })
 }
 
 /// Where a reduction is registered: its id prefix and the parameters its factory needs.
@@ -299,19 +367,8 @@ impl<T: Element> Bag<T> {
         let token = fresh_token();
         let partial_name: Arc<str> = format!("{name}-part-{token}").into();
         let steps = pipeline::append(&self.steps, &self.base_token, reduction.partial_step(id.as_ref()), &token);
-        let kernel: Arc<dyn Kernel> = Arc::new(pipeline::PipelineKernel::new(&steps));
-        let mut level: Vec<Arc<Node>> = self
-            .partitions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                Node::new(
-                    Key::from_shared(&partial_name, &[i as u32]),
-                    Arc::clone(&kernel),
-                    vec![NodeArg::Node(Arc::clone(p))],
-                )
-            })
-            .collect();
+        let mut level =
+            crate::stream::pipeline_nodes(&partial_name, &self.partitions, pipeline::collect(&steps), self.chunk_size);
         let middle = reduction.combine_kernel(false, id.as_ref());
         let last = reduction.combine_kernel(true, id.as_ref());
         let combine_name: Arc<str> = format!("{name}-combine-{token}").into();
@@ -372,15 +429,20 @@ impl<T: Element> Bag<T> {
         initial: A,
     ) -> Item<A> {
         let combine_initial = initial.clone();
-        Self::item(self.tree(
-            Reduction::new(
-                "fold",
-                move |part| Ok(part.as_slice().iter().fold(initial.clone(), &binop)),
-                move |partials: &[&A]| Ok(partials.iter().fold(combine_initial.clone(), |acc, p| combine(acc, p))),
-                Ok,
+        let binop = Arc::new(binop);
+        let absorb_binop = Arc::clone(&binop);
+        Self::item(
+            self.tree(
+                Reduction::new(
+                    "fold",
+                    move |part| Ok(part.as_slice().iter().fold(initial.clone(), &*binop)),
+                    move |partials: &[&A]| Ok(partials.iter().fold(combine_initial.clone(), |acc, p| combine(acc, p))),
+                    Ok,
+                )
+                .absorbing(move |acc, part| Ok(part.as_slice().iter().fold(acc, &*absorb_binop))),
+                None,
             ),
-            None,
-        ))
+        )
     }
 
     /// `per_partition` of each partition, then `aggregate` of lists of those results, level by
@@ -429,6 +491,7 @@ pub(crate) fn count_reduction<T: Element>() -> Reduction<T, u64, u64> {
         |counts: &[&u64]| Ok(counts.iter().copied().sum()),
         Ok,
     )
+    .absorbing(|n, part| Ok(n + part.as_slice().len() as u64))
 }
 
 pub(crate) fn topk_reduction<T: Element, K: Ord + 'static>(
@@ -444,26 +507,24 @@ pub(crate) fn topk_reduction<T: Element, K: Ord + 'static>(
         items.into_iter().cloned().collect()
     };
     let best = Arc::new(best);
-    let partial_best = Arc::clone(&best);
-    let partial_key = Arc::clone(&key);
+    let (partial_best, absorb_best) = (Arc::clone(&best), Arc::clone(&best));
+    let (partial_key, absorb_key) = (Arc::clone(&key), Arc::clone(&key));
     Reduction::new(
         "topk",
         move |part| Ok(partial_best(&*partial_key, part.as_slice().iter().collect())),
         move |partials: &[&Vec<T>]| Ok(best(&*key, partials.iter().flat_map(|p| p.iter()).collect())),
         Ok,
     )
+    // The best so far come before the chunk in bag order, as in one partial of both.
+    .absorbing(move |so_far: Vec<T>, part| {
+        Ok(absorb_best(&*absorb_key, so_far.iter().chain(part.as_slice()).collect()))
+    })
 }
 
 pub(crate) fn frequencies_reduction<T: Element + Eq + Hash>() -> Reduction<T, OrderedMap<T, u64>, Vec<(T, u64)>> {
     Reduction::new(
         "frequencies",
-        |part| {
-            let mut counts = OrderedMap::new();
-            for x in part.as_slice() {
-                counts.upsert(x, || 0, |n| n + 1);
-            }
-            Ok(counts)
-        },
+        |part| Ok(count_into(OrderedMap::new(), part.as_slice())),
         |partials: &[&OrderedMap<T, u64>]| {
             let mut counts = OrderedMap::new();
             for partial in partials {
@@ -475,11 +536,18 @@ pub(crate) fn frequencies_reduction<T: Element + Eq + Hash>() -> Reduction<T, Or
         },
         |map: OrderedMap<T, u64>| Ok(map.entries),
     )
+    .absorbing(|counts, part| Ok(count_into(counts, part.as_slice())))
+}
+
+fn count_into<T: Element + Eq + Hash>(mut counts: OrderedMap<T, u64>, items: &[T]) -> OrderedMap<T, u64> {
+    for x in items {
+        counts.upsert(x, || 0, |n| n + 1);
+    }
+    counts
 }
 
 pub(crate) fn distinct_reduction<T: Element + Eq + Hash>() -> Reduction<T, OrderedMap<T, ()>, Vec<T>> {
-    let distinct_of = |items: &mut dyn Iterator<Item = &T>| -> OrderedMap<T, ()> {
-        let mut seen = OrderedMap::new();
+    let distinct_of = |mut seen: OrderedMap<T, ()>, items: &mut dyn Iterator<Item = &T>| -> OrderedMap<T, ()> {
         for x in items {
             seen.upsert(x, || (), |()| ());
         }
@@ -487,12 +555,13 @@ pub(crate) fn distinct_reduction<T: Element + Eq + Hash>() -> Reduction<T, Order
     };
     Reduction::new(
         "distinct",
-        move |part| Ok(distinct_of(&mut part.as_slice().iter())),
+        move |part| Ok(distinct_of(OrderedMap::new(), &mut part.as_slice().iter())),
         move |partials: &[&OrderedMap<T, ()>]| {
-            Ok(distinct_of(&mut partials.iter().flat_map(|p| p.entries.iter().map(|(x, ())| x))))
+            Ok(distinct_of(OrderedMap::new(), &mut partials.iter().flat_map(|p| p.entries.iter().map(|(x, ())| x))))
         },
         |seen: OrderedMap<T, ()>| Ok(seen.entries.into_iter().map(|(x, ())| x).collect::<Vec<T>>()),
     )
+    .absorbing(move |seen, part| Ok(distinct_of(seen, &mut part.as_slice().iter())))
 }
 
 impl<T: Element + Eq + Hash> Bag<T> {
@@ -549,40 +618,45 @@ impl<T: Element> Bag<T> {
                 .collect::<Option<Vec<(K, A)>>>()
                 .ok_or_else(|| TaskError::msg("foldby: a group lost its accumulator"))
         };
-        Self::listed(self.tree(
-            Reduction::new(
-                "foldby",
-                move |part| {
-                    let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
-                    for x in part.as_slice() {
-                        groups.upsert(&key(x), || Acc(Some(initial.clone())), |acc| Acc(acc.0.map(|a| binop(a, x))));
-                    }
-                    Ok(groups)
-                },
-                move |partials: &[&OrderedMap<K, Acc<A>>]| {
-                    let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
-                    for partial in partials {
-                        for (k, value) in &partial.entries {
-                            let Some(value) = &value.0 else { continue };
-                            groups.upsert(
-                                k,
-                                || Acc(Some(combine_initial.clone())),
-                                |acc| Acc(acc.0.map(|a| combine(a, value))),
-                            );
+        let fold_in = move |mut groups: OrderedMap<K, Acc<A>>, part: Part<'_, T>| {
+            for x in part.as_slice() {
+                groups.upsert(&key(x), || Acc(Some(initial.clone())), |acc| Acc(acc.0.map(|a| binop(a, x))));
+            }
+            Ok(groups)
+        };
+        let fold_in = Arc::new(fold_in);
+        let absorb = Arc::clone(&fold_in);
+        Self::listed(
+            self.tree(
+                Reduction::new(
+                    "foldby",
+                    move |part| fold_in(OrderedMap::new(), part),
+                    move |partials: &[&OrderedMap<K, Acc<A>>]| {
+                        let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
+                        for partial in partials {
+                            for (k, value) in &partial.entries {
+                                let Some(value) = &value.0 else { continue };
+                                groups.upsert(
+                                    k,
+                                    || Acc(Some(combine_initial.clone())),
+                                    |acc| Acc(acc.0.map(|a| combine(a, value))),
+                                );
+                            }
                         }
-                    }
-                    Ok(groups)
-                },
-                finish,
+                        Ok(groups)
+                    },
+                    finish,
+                )
+                .absorbing(move |groups, part| absorb(groups, part)),
+                None,
             ),
-            None,
-        ))
+        )
     }
 }
 
 pub(crate) fn sum_reduction<T: Numeric>() -> Reduction<T, T, T> {
-    let add_all = |items: &mut dyn Iterator<Item = T>| {
-        let mut total = T::ZERO;
+    let add_all = |total: T, items: &mut dyn Iterator<Item = T>| {
+        let mut total = total;
         for x in items {
             total = total.checked_add(x).ok_or(BagError::Overflow { type_name: std::any::type_name::<T>() })?;
         }
@@ -590,10 +664,11 @@ pub(crate) fn sum_reduction<T: Numeric>() -> Reduction<T, T, T> {
     };
     Reduction::new(
         "sum",
-        move |part| Ok(add_all(&mut part.as_slice().iter().copied())?),
-        move |partials: &[&T]| Ok(add_all(&mut partials.iter().map(|p| **p))?),
+        move |part| Ok(add_all(T::ZERO, &mut part.as_slice().iter().copied())?),
+        move |partials: &[&T]| Ok(add_all(T::ZERO, &mut partials.iter().map(|p| **p))?),
         Ok,
     )
+    .absorbing(move |total, part| Ok(add_all(total, &mut part.as_slice().iter().copied())?))
 }
 
 /// `min` (`largest` false) or `max`.
@@ -612,6 +687,8 @@ pub(crate) fn extreme_reduction<T: Numeric>(largest: bool) -> Reduction<T, Optio
         move |partials: &[&Option<T>]| Ok(pick(&mut partials.iter().filter_map(|p| **p))),
         move |best: Option<T>| best.ok_or_else(|| BagError::Empty { operation: name }.into()),
     )
+    // The best so far comes first, as it would in one pass over both.
+    .absorbing(move |best, part| Ok(pick(&mut best.into_iter().chain(part.as_slice().iter().copied()))))
 }
 
 /// What `mean`, `var` and `std` make of the moments.
@@ -644,6 +721,7 @@ pub(crate) fn moments_reduction<T: Numeric>(of: MomentsOf) -> Reduction<T, Momen
             MomentsOf::Std(ddof) => variance(m, ddof, "std").map(f64::sqrt),
         },
     )
+    .absorbing(|m, part| Ok(m.add(part.as_slice())))
 }
 
 impl<T: Numeric> Bag<T> {
@@ -703,6 +781,13 @@ pub(crate) fn truth_reduction(every: bool) -> Reduction<bool, bool, bool> {
         move |partials: &[&bool]| Ok(if every { partials.iter().all(|&&x| x) } else { partials.iter().any(|&&x| x) }),
         Ok,
     )
+    .absorbing(move |so_far, part| {
+        Ok(if every {
+            so_far && part.as_slice().iter().all(|&x| x)
+        } else {
+            so_far || part.as_slice().iter().any(|&x| x)
+        })
+    })
 }
 
 impl Bag<bool> {

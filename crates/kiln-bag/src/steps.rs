@@ -10,14 +10,14 @@ use crate::pipeline::{self, Part, Step};
 
 /// `f` of every element.
 pub(crate) fn map<T: Element, U: Element>(f: impl Fn(&T) -> U + Send + Sync + 'static) -> Arc<dyn Step> {
-    pipeline::step("map", move |part: Part<'_, T>| Ok(part.as_slice().iter().map(&f).collect::<Vec<U>>()))
+    pipeline::elementwise("map", move |part: Part<'_, T>| Ok(part.as_slice().iter().map(&f).collect::<Vec<U>>()))
 }
 
 /// `f` of every element; an `Err` fails the task with its message.
 pub(crate) fn try_map<T: Element, U: Element, E: std::fmt::Display>(
     f: impl Fn(&T) -> Result<U, E> + Send + Sync + 'static,
 ) -> Arc<dyn Step> {
-    pipeline::step("try_map", move |part: Part<'_, T>| {
+    pipeline::elementwise("try_map", move |part: Part<'_, T>| {
         part.as_slice().iter().map(|x| f(x).map_err(|e| TaskError::msg(e))).collect::<Result<Vec<U>, _>>()
     })
 }
@@ -27,7 +27,7 @@ pub(crate) fn filter<T: Element>(
     kind: &'static str,
     keep: impl Fn(&T) -> bool + Send + Sync + 'static,
 ) -> Arc<dyn Step> {
-    pipeline::step(kind, move |part: Part<'_, T>| {
+    pipeline::elementwise(kind, move |part: Part<'_, T>| {
         Ok(match part {
             Part::Borrowed(items) => items.iter().filter(|x| keep(x)).cloned().collect(),
             Part::Owned(mut items) => {
@@ -42,7 +42,9 @@ pub(crate) fn filter<T: Element>(
 pub(crate) fn flat_map<T: Element, U: Element, I: IntoIterator<Item = U>>(
     f: impl Fn(&T) -> I + Send + Sync + 'static,
 ) -> Arc<dyn Step> {
-    pipeline::step("flat_map", move |part: Part<'_, T>| Ok(part.as_slice().iter().flat_map(&f).collect::<Vec<U>>()))
+    pipeline::elementwise("flat_map", move |part: Part<'_, T>| {
+        Ok(part.as_slice().iter().flat_map(&f).collect::<Vec<U>>())
+    })
 }
 
 /// `f` of the whole partition.
@@ -54,7 +56,7 @@ pub(crate) fn map_partitions<T: Element, U: Element>(
 
 /// The items of every list element; owned lists are moved, not cloned.
 pub(crate) fn flatten<U: Element>() -> Arc<dyn Step> {
-    pipeline::step("flatten", |part: Part<'_, Vec<U>>| {
+    pipeline::elementwise("flatten", |part: Part<'_, Vec<U>>| {
         Ok(match part {
             Part::Borrowed(lists) => lists.iter().flatten().cloned().collect::<Vec<U>>(),
             Part::Owned(lists) => lists.into_iter().flatten().collect(),

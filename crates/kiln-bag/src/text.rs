@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kiln_graph::kernel::try_func1;
-use kiln_graph::{Kernel, KernelRegistry, KernelSpec, Key, Tokenizer};
+use kiln_graph::{Kernel, KernelRegistry, KernelSpec, Key, TaskError, Tokenizer};
 use serde::de::DeserializeOwned;
 
 use crate::node::{Node, NodeArg};
-use crate::portable::SpecKernel;
+use crate::portable::{SpecKernel, StepSpec};
 use crate::reduce::Item;
+use crate::stream::{ChunkSource, Emit};
 use crate::{Bag, BagError, Element, gather_kernel};
 
 /// The files matching `pattern` (a glob: `*`, `?`, `[abc]`, `**`), sorted, or an error when
@@ -40,7 +41,7 @@ fn io_error(path: &Path, error: std::io::Error) -> BagError {
 
 /// A file's lines, decompressed when its name ends in `.gz`; calls `line` with each line
 /// (without its `\n` or `\r\n`) and its 1-based number.
-fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), BagError>) -> Result<(), BagError> {
+fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), TaskError>) -> Result<(), TaskError> {
     let mut reader = BufReader::with_capacity(1 << 16, open_decompressed(path)?);
     let mut buffer = Vec::new();
     let mut number = 0u64;
@@ -103,7 +104,7 @@ fn file_bag<T: Element>(
     pattern: &str,
     extra_token: &str,
     blocksize: Option<u64>,
-    kernel: impl Fn(PathBuf, Block) -> Arc<dyn Kernel>,
+    source: impl Fn(PathBuf, Block) -> Arc<FileSource<T>>,
 ) -> Result<Bag<T>, BagError> {
     let files = expand(pattern)?;
     let mut tokens = Tokenizer::new();
@@ -133,14 +134,52 @@ fn file_bag<T: Element>(
     let nodes = parts
         .into_iter()
         .enumerate()
-        .map(|(i, (path, block))| Node::new(Key::from_shared(&name, &[i as u32]), kernel(path, block), Vec::new()))
+        .map(|(i, (path, block))| file_node(Key::from_shared(&name, &[i as u32]), source(path, block)))
         .collect();
     Ok(Bag::from_nodes(nodes, token))
 }
 
-/// The lines of `range` of an uncompressed file: those that start inside it (a line crossing
-/// the end belongs to this block, one crossing the start to the previous block).
-fn lines_in_block(path: &Path, range: Range<u64>) -> Result<Vec<String>, BagError> {
+/// Gathers elements into chunks of at most `size` and hands each full chunk on.
+struct Chunker<'a, T> {
+    items: Vec<T>,
+    size: usize,
+    emitted: bool,
+    emit: &'a mut dyn FnMut(Vec<T>) -> Result<(), TaskError>,
+}
+
+impl<'a, T> Chunker<'a, T> {
+    fn new(size: usize, emit: &'a mut dyn FnMut(Vec<T>) -> Result<(), TaskError>) -> Self {
+        let size = size.max(1);
+        Chunker { items: Vec::with_capacity(size.min(4096)), size, emitted: false, emit }
+    }
+
+    fn push(&mut self, item: T) -> Result<(), TaskError> {
+        self.items.push(item);
+        if self.items.len() >= self.size {
+            self.emitted = true;
+            let capacity = self.items.capacity();
+            (self.emit)(std::mem::replace(&mut self.items, Vec::with_capacity(capacity)))?;
+        }
+        Ok(())
+    }
+
+    /// Hands on the last chunk: the rest, or an empty chunk when nothing was handed on.
+    fn finish(mut self) -> Result<(), TaskError> {
+        if !self.items.is_empty() || !self.emitted {
+            (self.emit)(std::mem::take(&mut self.items))?;
+        }
+        Ok(())
+    }
+}
+
+/// The lines of `range` of an uncompressed file in chunks: those that start inside it (a line
+/// crossing the end belongs to this block, one crossing the start to the previous block).
+fn block_lines(
+    path: &Path,
+    range: Range<u64>,
+    chunk: usize,
+    emit: &mut dyn FnMut(Vec<String>) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
     let mut file = File::open(path).map_err(|e| io_error(path, e))?;
     let mut position = range.start.saturating_sub(1);
     file.seek(SeekFrom::Start(position)).map_err(|e| io_error(path, e))?;
@@ -151,7 +190,7 @@ fn lines_in_block(path: &Path, range: Range<u64>) -> Result<Vec<String>, BagErro
         // starts a line).
         position += reader.read_until(b'\n', &mut buffer).map_err(|e| io_error(path, e))? as u64;
     }
-    let mut lines = Vec::new();
+    let mut lines = Chunker::new(chunk, emit);
     while position < range.end {
         buffer.clear();
         let read = reader.read_until(b'\n', &mut buffer).map_err(|e| io_error(path, e))?;
@@ -163,10 +202,10 @@ fn lines_in_block(path: &Path, range: Range<u64>) -> Result<Vec<String>, BagErro
             offset: position,
             message: format!("not UTF-8: {e}"),
         })?;
-        lines.push(text.to_string());
+        lines.push(text.to_string())?;
         position += read as u64;
     }
-    Ok(lines)
+    lines.finish()
 }
 
 fn strip_newline(line: &[u8]) -> &[u8] {
@@ -174,13 +213,28 @@ fn strip_newline(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-fn whole_file_lines(path: &Path) -> Result<Vec<String>, BagError> {
-    let mut lines = Vec::new();
-    for_each_line(path, |line, _| {
-        lines.push(line.to_string());
-        Ok(())
-    })?;
-    Ok(lines)
+/// A whole file's lines in chunks.
+fn file_lines(
+    path: &Path,
+    chunk: usize,
+    emit: &mut dyn FnMut(Vec<String>) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    let mut lines = Chunker::new(chunk, emit);
+    for_each_line(path, |line, _| lines.push(line.to_string()))?;
+    lines.finish()
+}
+
+/// The lines of a text partition (a whole file, or a block of one) in chunks.
+fn text_lines(
+    path: &Path,
+    block: &Block,
+    chunk: usize,
+    emit: &mut dyn FnMut(Vec<String>) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    match block {
+        Some(range) => block_lines(path, range.clone(), chunk, emit),
+        None => file_lines(path, chunk, emit),
+    }
 }
 
 /// The lines of the files matching `pattern`, one partition per file in path order (Dask's
@@ -190,7 +244,7 @@ fn whole_file_lines(path: &Path) -> Result<Vec<String>, BagError> {
 /// An invalid pattern, or one that matches no file. Unreadable files and lines that are not
 /// UTF-8 fail the computation, naming the file (and line).
 pub fn read_text(pattern: &str) -> Result<Bag<String>, BagError> {
-    file_bag("read_text", pattern, "", None, read_text_kernel)
+    file_bag("read_text", pattern, "", None, read_text_source)
 }
 
 /// Where a file partition reads: the kernels' parameters.
@@ -200,29 +254,95 @@ struct FilePart {
     block: Option<(u64, u64)>,
 }
 
-/// A kernel reading one file partition with `read`, portable under `id` when given one.
-fn file_kernel<T: Element>(
+/// Reads a file partition in chunks: `(path, block, chunk size, emit)`.
+type ReadChunks<T> = Arc<
+    dyn Fn(&Path, &Block, usize, &mut dyn FnMut(Vec<T>) -> Result<(), TaskError>) -> Result<(), TaskError>
+        + Send
+        + Sync,
+>;
+
+/// One file partition: read whole by its node's kernel, or in chunks by a fused pipeline.
+struct FileSource<T> {
+    operation: &'static str,
+    /// The id its kernel and source factories are registered under, when it can travel.
+    id: Option<String>,
+    path: PathBuf,
+    block: Block,
+    read: ReadChunks<T>,
+}
+
+impl<T: Element> FileSource<T> {
+    fn spec(&self) -> Option<StepSpec> {
+        let id = self.id.clone()?;
+        let params = FilePart { path: self.path.clone(), block: self.block.as_ref().map(|r| (r.start, r.end)) };
+        postcard::to_allocvec(&params).ok().map(|params| StepSpec { id, params })
+    }
+
+    fn read_whole(&self) -> Result<Vec<T>, TaskError> {
+        let mut all: Vec<T> = Vec::new();
+        (self.read)(&self.path, &self.block, usize::MAX, &mut |items| {
+            if all.is_empty() {
+                all = items;
+            } else {
+                all.extend(items);
+            }
+            Ok(())
+        })?;
+        Ok(all)
+    }
+}
+
+impl<T: Element> ChunkSource for FileSource<T> {
+    fn read(&self, chunk: usize, emit: &mut Emit<'_>) -> Result<(), TaskError> {
+        (self.read)(&self.path, &self.block, chunk, &mut |items| emit(Box::new(items)))
+    }
+
+    fn spec(&self) -> Option<StepSpec> {
+        FileSource::spec(self)
+    }
+}
+
+/// The kernel reading a file partition whole.
+struct FileKernel<T>(Arc<FileSource<T>>);
+
+impl<T: Element> Kernel for FileKernel<T> {
+    fn name(&self) -> &str {
+        self.0.operation
+    }
+    fn call(&self, inputs: &[kiln_graph::Value]) -> Result<kiln_graph::Value, TaskError> {
+        if !inputs.is_empty() {
+            return Err(TaskError::Arity { expected: 0, found: inputs.len() });
+        }
+        Ok(kiln_graph::Value::new(self.0.read_whole()?))
+    }
+    fn spec(&self) -> Option<KernelSpec> {
+        self.0.spec().map(|spec| KernelSpec { id: spec.id, params: spec.params })
+    }
+}
+
+/// The source of one file partition read with `read`, portable under `id` when given one.
+fn file_source<T: Element>(
     operation: &'static str,
     id: Option<String>,
     path: PathBuf,
     block: Block,
-    read: impl Fn(&Path, Block) -> Result<Vec<T>, BagError> + Send + Sync + 'static,
-) -> Arc<dyn Kernel> {
-    let spec = id.and_then(|id| {
-        let params = FilePart { path: path.clone(), block: block.as_ref().map(|r| (r.start, r.end)) };
-        postcard::to_allocvec(&params).ok().map(|params| KernelSpec { id, params })
-    });
-    let inner: Arc<dyn Kernel> = Arc::new(kiln_graph::kernel::try_func0(operation, move || {
-        read(&path, block.clone()).map_err(|e| e.to_string())
-    }));
-    Arc::new(SpecKernel { inner, spec })
+    read: impl Fn(&Path, &Block, usize, &mut dyn FnMut(Vec<T>) -> Result<(), TaskError>) -> Result<(), TaskError>
+    + Send
+    + Sync
+    + 'static,
+) -> Arc<FileSource<T>> {
+    Arc::new(FileSource { operation, id, path, block, read: Arc::new(read) })
 }
 
-fn read_text_kernel(path: PathBuf, block: Block) -> Arc<dyn Kernel> {
-    file_kernel("read_text", Some("kiln.bag.read_text".into()), path, block, |path, block| match block {
-        Some(range) => lines_in_block(path, range),
-        None => whole_file_lines(path),
-    })
+/// The node of a file partition: its kernel reads it whole, and fused pipelines read its
+/// source in chunks.
+fn file_node<T: Element>(key: Key, source: Arc<FileSource<T>>) -> Arc<Node> {
+    let kernel: Arc<dyn Kernel> = Arc::new(FileKernel(Arc::clone(&source)));
+    Node::with_source(key, kernel, source)
+}
+
+fn read_text_source(path: PathBuf, block: Block) -> Arc<FileSource<String>> {
+    file_source("read_text", Some("kiln.bag.read_text".into()), path, block, text_lines)
 }
 
 fn decode_file_part(params: &[u8]) -> Result<(PathBuf, Block), String> {
@@ -230,34 +350,50 @@ fn decode_file_part(params: &[u8]) -> Result<(PathBuf, Block), String> {
     Ok((part.path, part.block.map(|(start, end)| start..end)))
 }
 
-/// The factory of `read_json_lines::<T>` partitions (failing on bad lines) for other
-/// processes.
+/// The source of a `read_json_lines::<T>` partition (failing on bad lines) other processes
+/// rebuild from its parameters.
+pub(crate) fn json_lines_source<T: Element + DeserializeOwned>(
+    params: &[u8],
+    tag: &str,
+) -> Result<Arc<dyn ChunkSource>, String> {
+    let (path, _) = decode_file_part(params)?;
+    Ok(json_source::<T>(path, OnBadLine::Fail, Some(tag)))
+}
+
+/// The kernel of a `read_json_lines::<T>` partition other processes rebuild.
 pub(crate) fn json_lines_kernel<T: Element + DeserializeOwned>(
     params: &[u8],
     tag: &str,
 ) -> Result<Arc<dyn Kernel>, String> {
     let (path, _) = decode_file_part(params)?;
-    Ok(json_kernel::<T>(path, OnBadLine::Fail, Some(tag)))
+    Ok(Arc::new(FileKernel(json_source::<T>(path, OnBadLine::Fail, Some(tag)))))
 }
 
-fn json_kernel<T: Element + DeserializeOwned>(
+fn json_source<T: Element + DeserializeOwned>(
     path: PathBuf,
     on_bad_line: OnBadLine,
     tag: Option<&str>,
-) -> Arc<dyn Kernel> {
+) -> Arc<FileSource<T>> {
     // A skip log lives in the client's memory: such reads run locally only.
     let id = match (&on_bad_line, tag) {
         (OnBadLine::Fail, Some(tag)) => Some(format!("kiln.bag.read_json_lines/{tag}")),
         _ => None,
     };
-    file_kernel("read_json_lines", id, path, None, move |path, _| read_json_file::<T>(path, &on_bad_line))
+    file_source("read_json_lines", id, path, None, move |path, _, chunk, emit| {
+        json_records::<T>(path, &on_bad_line, chunk, emit)
+    })
 }
 
-/// The text kernels other processes rebuild: reading text partitions and gathering paths.
+/// The text kernels and sources other processes rebuild: reading text partitions and
+/// gathering paths.
 pub(crate) fn register_text_kernels() {
     KernelRegistry::global().register_factory("kiln.bag.read_text", |params| {
         let (path, block) = decode_file_part(params)?;
-        Ok(read_text_kernel(path, block))
+        Ok(Arc::new(FileKernel(read_text_source(path, block))) as Arc<dyn Kernel>)
+    });
+    crate::portable::register_source("kiln.bag.read_text".into(), |params| {
+        let (path, block) = decode_file_part(params)?;
+        Ok(read_text_source(path, block) as Arc<dyn ChunkSource>)
     });
     KernelRegistry::global().register_instance(paths_kernel());
 }
@@ -322,7 +458,7 @@ pub fn read_text_blocks(pattern: &str, blocksize: u64) -> Result<Bag<String>, Ba
     if blocksize == 0 {
         return Err(BagError::ZeroBlocksize);
     }
-    file_bag("read_text", pattern, "", Some(blocksize), read_text_kernel)
+    file_bag("read_text", pattern, "", Some(blocksize), read_text_source)
 }
 
 /// What to do with a line that is not valid JSON for the requested type.
@@ -434,25 +570,32 @@ pub fn read_json_lines_with<T: Element + DeserializeOwned>(
     };
     let tag = crate::portable::tag_of::<T>();
     file_bag("read_json_lines", pattern, &policy, None, move |path, _| {
-        json_kernel::<T>(path, on_bad_line.clone(), tag.as_deref())
+        json_source::<T>(path, on_bad_line.clone(), tag.as_deref())
     })
 }
 
-fn read_json_file<T: DeserializeOwned>(path: &Path, on_bad_line: &OnBadLine) -> Result<Vec<T>, BagError> {
-    let mut records = Vec::new();
+/// The records of a JSON-lines file in chunks.
+fn json_records<T: DeserializeOwned>(
+    path: &Path,
+    on_bad_line: &OnBadLine,
+    chunk: usize,
+    emit: &mut dyn FnMut(Vec<T>) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    let mut records = Chunker::new(chunk, emit);
     for_each_line(path, |line, number| {
         if line.trim().is_empty() {
             return Ok(());
         }
         match serde_json::from_str::<T>(line) {
-            Ok(record) => records.push(record),
+            Ok(record) => records.push(record)?,
             Err(error) => match on_bad_line {
                 OnBadLine::Fail => {
                     return Err(BagError::BadLine {
                         path: path.to_path_buf(),
                         line: number,
                         message: error.to_string(),
-                    });
+                    }
+                    .into());
                 }
                 OnBadLine::Skip(log) => {
                     log.record(SkippedLine { path: path.to_path_buf(), line: number, message: error.to_string() })
@@ -461,7 +604,7 @@ fn read_json_file<T: DeserializeOwned>(path: &Path, on_bad_line: &OnBadLine) -> 
         }
         Ok(())
     })?;
-    Ok(records)
+    records.finish()
 }
 
 /// How [`Bag::to_textfiles`] writes its files (and what a file's extension says when reading).
