@@ -12,7 +12,7 @@ forbid() { # crate, pattern, reason
     status=1
   fi
 }
-for core in kiln-graph kiln-delayed kiln-array kiln-dataframe kiln-bag; do
+for core in kiln-graph kiln-delayed kiln-array kiln-dataframe kiln-bag kiln-storage; do
   forbid "$core" "tokio|mio|axum|hyper" "the graph core and collections are pure: no async runtime"
   forbid "$core" "kiln-local|kiln-scheduler|kiln-distributed" "collections never depend on a scheduler"
 done
@@ -22,6 +22,11 @@ for pure in kiln-scheduler kiln-worker kiln-protocol; do
 done
 forbid kiln-protocol "kiln-scheduler|kiln-worker|kiln-distributed|kiln-local" "the protocol depends on nothing above it"
 forbid kiln-worker "kiln-scheduler|kiln-distributed|kiln-local" "the worker state machine knows only the protocol and the graph types"
+# Collections reach object stores only through kiln-storage's trait; the store (and its async
+# runtime) is registered at the edge.
+for core in kiln-graph kiln-delayed kiln-array kiln-dataframe kiln-bag kiln-storage; do
+  forbid "$core" "kiln-object-store|object_store|reqwest" "collections see storage through kiln-storage's synchronous trait"
+done
 # The dashboard reads snapshots; it never drives the scheduler (no dependency on the server
 # crate, which depends on it) nor touches the worker.
 forbid kiln-dashboard "kiln-distributed|kiln-worker|kiln-local" "the dashboard reads the scheduler's snapshots, nothing else"

@@ -60,15 +60,7 @@ fn block_index(name: &str) -> Option<Vec<usize>> {
 /// other blocks in its row, column, ...).
 pub fn from_npy_blocks<T: Element>(dir: impl AsRef<Path>) -> Result<Array<T>, ArrayError> {
     let dir = dir.as_ref().to_path_buf();
-    let entries = std::fs::read_dir(&dir).map_err(|e| io(&dir, e))?;
-    let mut blocks: Vec<(Vec<usize>, PathBuf)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| io(&dir, e))?;
-        let name = entry.file_name();
-        if let Some(idx) = name.to_str().and_then(block_index) {
-            blocks.push((idx, entry.path()));
-        }
-    }
+    let blocks = block_files(&dir)?;
     let Some(ndim) = blocks.first().map(|(idx, _)| idx.len()) else {
         return Err(io(&dir, "holds no block files (named like 0.0.npy)"));
     };
@@ -222,17 +214,47 @@ impl<T: Element> Array<T> {
         if self.shape().is_empty() {
             return Err(io(&dir, "a 0-d array has no blocks to write as files; reshape it to one axis first"));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
-            let entry = entry.map_err(|e| io(&dir, e))?;
-            if entry.file_name().to_str().and_then(block_index).is_some() {
-                std::fs::remove_file(entry.path()).map_err(|e| io(&entry.path(), e))?;
-            }
+        let text = dir.to_string_lossy();
+        if kiln_storage::scheme_of(&text).is_none_or(|s| s == "file") {
+            let local = Path::new(kiln_storage::local_path(&text));
+            std::fs::create_dir_all(local).map_err(|e| io(&dir, e))?;
+        }
+        // Blocks of an earlier, differently chunked write would mix into this one's grid.
+        for (_, path) in block_files(&dir)? {
+            let path_text = path.to_string_lossy();
+            let storage = kiln_storage::storage_for(&path_text).map_err(|e| ArrayError::Io(e.to_string()))?;
+            storage.delete(&path_text).map_err(|e| ArrayError::Io(e.to_string()))?;
         }
         let name = Tokenizer::new().add("to-npy").add(self.name()).add(dir.to_string_lossy().as_ref()).key("to-npy");
         let layer = NpyStore { input: self.node.clone(), dir };
         Ok(NpyWrite::new(&name, &self.numblocks(), Arc::new(layer)))
     }
+}
+
+/// The block files (named like `0.1.npy`) in `dir`, a local directory or an object-store
+/// prefix such as `s3://bucket/blocks`, with their block indices.
+fn block_files(dir: &Path) -> Result<Vec<(Vec<usize>, PathBuf)>, ArrayError> {
+    let text = dir.to_string_lossy();
+    let mut blocks = Vec::new();
+    if kiln_storage::scheme_of(&text).is_none_or(|s| s == "file") {
+        let local = Path::new(kiln_storage::local_path(&text));
+        for entry in std::fs::read_dir(local).map_err(|e| io(dir, e))? {
+            let entry = entry.map_err(|e| io(dir, e))?;
+            if let Some(idx) = entry.file_name().to_str().and_then(block_index) {
+                blocks.push((idx, dir.join(entry.file_name())));
+            }
+        }
+        return Ok(blocks);
+    }
+    let storage = kiln_storage::storage_for(&text).map_err(|e| ArrayError::Io(e.to_string()))?;
+    let pattern = format!("{}/*.npy", text.trim_end_matches('/'));
+    for url in storage.list(&pattern).map_err(|e| ArrayError::Io(e.to_string()))? {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        if let Some(idx) = block_index(name) {
+            blocks.push((idx, PathBuf::from(url)));
+        }
+    }
+    Ok(blocks)
 }
 
 #[cfg(test)]

@@ -1,17 +1,17 @@
 //! Zarr stores (the chunked, cloud-native format the seeds point to), read and written chunk by
 //! chunk: every block of a Zarr-backed array is a task that reads only its region, and writing
-//! stores each block from the task that computes it. Local filesystem stores, Zarr v2 and v3.
+//! stores each block from the task that computes it. Zarr v2 and v3, in local directories or on
+//! object stores (`s3://bucket/x.zarr` and the other URLs [`kiln_storage`] serves).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use kiln_graph::Tokenizer;
 use zarrs::array::{ArrayBuilder, data_type};
-use zarrs::filesystem::FilesystemStore;
 
 use crate::array::Array;
 use crate::block::{DType, Element};
-use crate::chunk::zarr::{io, open};
+use crate::chunk::zarr::{io, open, store_at};
 use crate::chunks::{ChunkSpec, normalize, regular};
 use crate::error::ArrayError;
 use crate::lower::zarr::{ZarrRead, ZarrStore};
@@ -26,7 +26,8 @@ fn zarr_type(dtype: DType) -> zarrs::array::DataType {
     }
 }
 
-/// Opens the Zarr array at `path` (a directory) as a kiln array of `T`, chunked like the store
+/// Opens the Zarr array at `path` (a directory, or a URL such as `s3://bucket/x.zarr` served by a
+/// registered [`kiln_storage::Storage`]) as a kiln array of `T`, chunked like the store
 /// unless `chunks` says otherwise. Nothing is read until blocks are computed.
 ///
 /// # Errors
@@ -68,8 +69,7 @@ impl<T: Element> Array<T> {
         let chunk: Vec<usize> = self.chunksize().iter().map(|&c| c.max(1)).collect();
         let grid: Vec<Vec<usize>> = self.shape().iter().zip(&chunk).map(|(&d, &c)| regular(d, c)).collect();
         let source = if &grid != self.chunks() { self.rechunk(ChunkSpec::Explicit(grid)) } else { self.clone() };
-        std::fs::create_dir_all(&path).map_err(|e| io(&path, e))?;
-        let store = Arc::new(FilesystemStore::new(&path).map_err(|e| io(&path, e))?);
+        let store = store_at(&path, true)?;
         let fill = zarrs::array::FillValue::from(vec![0u8; T::DTYPE.itemsize()]);
         let array = ArrayBuilder::new(
             self.shape().iter().map(|&d| d as u64).collect::<Vec<_>>(),

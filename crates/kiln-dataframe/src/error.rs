@@ -109,5 +109,19 @@ impl DataFrameError {
     }
 }
 
+impl From<kiln_storage::StorageError> for DataFrameError {
+    fn from(error: kiln_storage::StorageError) -> Self {
+        use kiln_storage::StorageError as E;
+        let message = match &error {
+            E::NotFound { .. } => "not found".to_string(),
+            E::PermissionDenied { message, .. } => format!("access denied: {message}"),
+            E::InvalidUrl { message, .. } | E::Io { message, .. } => message.clone(),
+            // The whole text says how to get the scheme served.
+            E::NoStorage { .. } => error.to_string(),
+        };
+        DataFrameError::Io { path: error.url().to_string(), message }
+    }
+}
+
 /// Results of dataframe operations.
 pub type Result<T, E = DataFrameError> = std::result::Result<T, E>;

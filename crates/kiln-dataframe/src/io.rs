@@ -103,9 +103,9 @@ fn csv_bytes(storage: &dyn Storage, path: &str, limit: Option<u64>) -> Result<Ve
         match limit {
             Some(limit) => {
                 let size = storage.size(path)?;
-                storage.read_range(path, 0..size.min(limit))
+                Ok(storage.read_range(path, 0..size.min(limit))?)
             }
-            None => storage.read(path),
+            None => Ok(storage.read(path)?),
         }
     }
 }

@@ -169,7 +169,7 @@ impl PortableKernel for PartitionKernel {
 
 /// A file about to be read whole must fit in the executor's memory budget.
 fn check_file_fits(path: &str) -> std::result::Result<(), TaskError> {
-    let size = crate::storage::storage_for(path).and_then(|s| s.size(path)).map_err(task_error)?;
+    let size = crate::storage::storage_for(path).and_then(|s| s.size(path)).map_err(|e| task_error(e.into()))?;
     kiln_graph::memory::check_alloc(path, size)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
-use kiln_dataframe::storage::{LocalStorage, Storage, register_storage};
+use kiln_dataframe::storage::{LocalStorage, Storage, StorageError, register_storage};
 use kiln_dataframe::{Agg, CsvOptions, DataFrame, DataFrameError, Scalar, read_csv, read_parquet};
 use kiln_graph::collection::graph_of;
 use kiln_graph::{CodecRegistry, Collection, KernelRegistry, Value};
@@ -109,19 +109,22 @@ struct CountingStorage {
 }
 
 impl Storage for CountingStorage {
-    fn list(&self, pattern: &str) -> kiln_dataframe::error::Result<Vec<String>> {
+    fn list(&self, pattern: &str) -> Result<Vec<String>, StorageError> {
         let local = LocalStorage.list(pattern.trim_start_matches("count://"))?;
         Ok(local.into_iter().map(|p| format!("count://{p}")).collect())
     }
-    fn size(&self, path: &str) -> kiln_dataframe::error::Result<u64> {
+    fn size(&self, path: &str) -> Result<u64, StorageError> {
         LocalStorage.size(path.trim_start_matches("count://"))
     }
-    fn read_range(&self, path: &str, range: Range<u64>) -> kiln_dataframe::error::Result<Vec<u8>> {
+    fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
         self.bytes.fetch_add(range.end - range.start, Ordering::SeqCst);
         LocalStorage.read_range(path.trim_start_matches("count://"), range)
     }
-    fn write(&self, path: &str, bytes: &[u8]) -> kiln_dataframe::error::Result<()> {
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
         LocalStorage.write(path.trim_start_matches("count://"), bytes)
+    }
+    fn delete(&self, path: &str) -> Result<(), StorageError> {
+        LocalStorage.delete(path.trim_start_matches("count://"))
     }
 }
 
@@ -150,28 +153,27 @@ struct MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
-    fn list(&self, pattern: &str) -> kiln_dataframe::error::Result<Vec<String>> {
+    fn list(&self, pattern: &str) -> Result<Vec<String>, StorageError> {
         let prefix = pattern.trim_end_matches('*');
         let mut names: Vec<String> =
             self.files.lock().unwrap().keys().filter(|k| k.starts_with(prefix)).cloned().collect();
         names.sort();
         Ok(names)
     }
-    fn size(&self, path: &str) -> kiln_dataframe::error::Result<u64> {
-        self.files
-            .lock()
-            .unwrap()
-            .get(path)
-            .map(|f| f.len() as u64)
-            .ok_or(DataFrameError::Io { path: path.into(), message: "absent".into() })
+    fn size(&self, path: &str) -> Result<u64, StorageError> {
+        self.files.lock().unwrap().get(path).map(|f| f.len() as u64).ok_or(StorageError::NotFound { url: path.into() })
     }
-    fn read_range(&self, path: &str, range: Range<u64>) -> kiln_dataframe::error::Result<Vec<u8>> {
+    fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
         let files = self.files.lock().unwrap();
-        let file = files.get(path).ok_or(DataFrameError::Io { path: path.into(), message: "absent".into() })?;
+        let file = files.get(path).ok_or(StorageError::NotFound { url: path.into() })?;
         Ok(file[range.start as usize..range.end as usize].to_vec())
     }
-    fn write(&self, path: &str, bytes: &[u8]) -> kiln_dataframe::error::Result<()> {
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
         self.files.lock().unwrap().insert(path.to_string(), bytes.to_vec());
+        Ok(())
+    }
+    fn delete(&self, path: &str) -> Result<(), StorageError> {
+        self.files.lock().unwrap().remove(path);
         Ok(())
     }
 }

@@ -73,6 +73,17 @@ pub mod distributed {
     pub use kiln_distributed::*;
 }
 
+/// Where data lives (Dask's fsspec role): the storage trait every reader and writer goes
+/// through, local files built in, and with the default `s3`/`gcs`/`azure`/`http` features the
+/// object stores, which [`register_builtins`] installs (`kiln worker` calls it; programs reading
+/// `s3://` URLs call it once at start).
+pub mod storage {
+    /// The object-store implementation (`s3://`, `gs://`, `az://`, `http(s)://`).
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
+    pub use kiln_object_store as object_store;
+    pub use kiln_storage::*;
+}
+
 /// What most programs import: the `compute`/`visualize` methods on every collection.
 pub mod prelude {
     pub use crate::visualize::Visualize;
@@ -86,8 +97,12 @@ pub mod prelude {
 
 /// Registers the portable kernels and value codecs of every collection (arrays, delayed, bags, and
 /// dataframes with the `dataframe` feature) in the process-wide registries, so graphs received
-/// from elsewhere can be rebuilt and their values decoded. Worker programs call it at start-up; building a graph registers them too.
+/// from elsewhere can be rebuilt and their values decoded, and the object stores of the enabled
+/// features for `s3://`, `gs://`, `az://` and `http(s)://` paths. Worker programs call it at
+/// start-up; building a graph registers the kernels too, but not the stores.
 pub fn register_builtins() {
+    #[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
+    kiln_object_store::register();
     kiln_array::ensure_registered();
     kiln_delayed::ensure_registered();
     kiln_bag::portable::ensure_registered();

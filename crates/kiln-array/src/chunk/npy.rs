@@ -80,11 +80,31 @@ pub struct NpyHeader {
 pub fn read_npy_header(path: impl AsRef<Path>) -> Result<NpyHeader, ChunkError> {
     let path = path.as_ref();
     let name = path.display().to_string();
-    let mut file = std::fs::File::open(path).map_err(|e| bad(&name, e))?;
+    let (mut file, _) = open_source(path, &name)?;
     header_of(&mut file, &name)
 }
 
-fn header_of(file: &mut std::fs::File, name: &str) -> Result<NpyHeader, ChunkError> {
+/// The file at `path` (a local path, or a URL served by a registered [`kiln_storage::Storage`])
+/// as a stream, and its size.
+fn open_source(path: &Path, name: &str) -> Result<(Box<dyn Read + Send>, u64), ChunkError> {
+    let text = path.to_string_lossy();
+    match kiln_storage::scheme_of(&text) {
+        None | Some("file") => {
+            let file = std::fs::File::open(kiln_storage::local_path(&text)).map_err(|e| bad(name, e))?;
+            let size = file.metadata().map_err(|e| bad(name, e))?.len();
+            Ok((Box::new(file), size))
+        }
+        Some(_) => {
+            let storage = kiln_storage::storage_for(&text).map_err(|e| ChunkError::msg(e.to_string()))?;
+            let size = storage.size(&text).map_err(|e| ChunkError::msg(e.to_string()))?;
+            let stream = storage.open(&text).map_err(|e| ChunkError::msg(e.to_string()))?;
+            // Object streams arrive in small pieces; the header is read a few bytes at a time.
+            Ok((Box::new(std::io::BufReader::with_capacity(1 << 20, stream)), size))
+        }
+    }
+}
+
+fn header_of(file: &mut dyn Read, name: &str) -> Result<NpyHeader, ChunkError> {
     let mut lead = [0u8; 12];
     let got = read_up_to(file, &mut lead).map_err(|e| bad(name, e))?;
     if got < 10 || &lead[..6] != MAGIC {
@@ -110,7 +130,7 @@ fn header_of(file: &mut std::fs::File, name: &str) -> Result<NpyHeader, ChunkErr
     Ok(NpyHeader { dtype, fortran, shape, data_offset: (start + header_len) as u64 })
 }
 
-fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+fn read_up_to(file: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match file.read(&mut buf[filled..])? {
@@ -129,18 +149,18 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
 pub fn read_npy(path: impl AsRef<Path>) -> Result<Block, ChunkError> {
     let path = path.as_ref();
     let name = path.display().to_string();
-    let mut file = std::fs::File::open(path).map_err(|e| bad(&name, e))?;
+    let (mut file, size) = open_source(path, &name)?;
     let header = header_of(&mut file, &name)?;
-    read_data(&mut file, &header, &name)
+    read_data(&mut file, size, &header, &name)
 }
 
 /// Reads the data after `header` (the file positioned at its start) straight into the block's
 /// buffer: one copy from the page cache, no intermediate byte vector on little-endian hosts.
-fn read_data(file: &mut std::fs::File, header: &NpyHeader, name: &str) -> Result<Block, ChunkError> {
+fn read_data(file: &mut dyn Read, size: u64, header: &NpyHeader, name: &str) -> Result<Block, ChunkError> {
     let count =
         header.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| bad(name, "shape overflows"))?;
     let need = count.checked_mul(header.dtype.itemsize()).ok_or_else(|| bad(name, "shape overflows"))?;
-    let have = file.metadata().map_err(|e| bad(name, e))?.len().saturating_sub(header.data_offset);
+    let have = size.saturating_sub(header.data_offset);
     if have < need as u64 {
         return Err(bad(name, format!("data has {have} bytes, the header says {need}")));
     }
@@ -169,7 +189,7 @@ fn read_data(file: &mut std::fs::File, header: &NpyHeader, name: &str) -> Result
 }
 
 /// Fills `out` with little-endian numbers read from `file`.
-fn fill_le<T: bytemuck::Pod>(file: &mut std::fs::File, out: &mut [T], name: &str) -> Result<(), ChunkError> {
+fn fill_le<T: bytemuck::Pod>(file: &mut dyn Read, out: &mut [T], name: &str) -> Result<(), ChunkError> {
     file.read_exact(bytemuck::cast_slice_mut(out)).map_err(|e| bad(name, e))?;
     #[cfg(target_endian = "big")]
     for x in out.iter_mut() {
@@ -197,9 +217,24 @@ pub fn write_block(path: &Path, block: &Block) -> Result<(), ChunkError> {
     lead.extend_from_slice(&[1, 0]);
     lead.extend_from_slice(&(header.len() as u16).to_le_bytes());
     lead.extend_from_slice(header.as_bytes());
-    let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(|e| bad(&name, e))?);
-    let write = |file: &mut std::io::BufWriter<std::fs::File>| -> std::io::Result<()> {
-        file.write_all(&lead)?;
+    let text = path.to_string_lossy();
+    if kiln_storage::scheme_of(&text).is_some_and(|s| s != "file") {
+        // Objects are written whole: the file is made in memory first.
+        let count: usize = block.shape().iter().product();
+        let mut bytes = Vec::with_capacity(lead.len() + count * block.dtype().itemsize());
+        write_npy_body(&mut bytes, &lead, block).map_err(|e| bad(&name, e))?;
+        let storage = kiln_storage::storage_for(&text).map_err(|e| ChunkError::msg(e.to_string()))?;
+        return storage.write(&text, &bytes).map_err(|e| ChunkError::msg(e.to_string()));
+    }
+    let file = std::fs::File::create(kiln_storage::local_path(&text)).map_err(|e| bad(&name, e))?;
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+    write_npy_body(&mut file, &lead, block).map_err(|e| bad(&name, e))
+}
+
+/// Writes the header lead and the block's numbers to `file`.
+fn write_npy_body(file: &mut impl Write, lead: &[u8], block: &Block) -> std::io::Result<()> {
+    let write = |file: &mut dyn Write| -> std::io::Result<()> {
+        file.write_all(lead)?;
         macro_rules! numbers {
             ($a:expr) => {{
                 let a = $a;
@@ -226,5 +261,5 @@ pub fn write_block(path: &Path, block: &Block) -> Result<(), ChunkError> {
         }
         file.flush()
     };
-    write(&mut file).map_err(|e| bad(&name, e))
+    write(file)
 }

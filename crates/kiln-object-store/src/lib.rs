@@ -1,0 +1,481 @@
+//! Object stores for kiln, at the edge: `s3://`, `gs://`, `az://` and `http(s)://` URLs served
+//! through [`kiln_storage::Storage`], on the `object_store` crate.
+//!
+//! Collections own no async runtime: they call the synchronous [`Storage`] methods from their
+//! task threads, and this crate drives `object_store`'s futures on one small runtime of its own
+//! (two threads, started on first use). [`register`] installs the stores for every URL scheme
+//! the enabled features cover; `kiln::register_builtins` (and so `kiln worker`) calls it.
+//!
+//! Credentials and endpoints come from where their clouds' own tools read them:
+//! - S3: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` /
+//!   `AWS_DEFAULT_REGION`, and `AWS_ENDPOINT_URL` for S3-compatible stores (MinIO, Ceph, moto);
+//!   without keys in the environment, the profile `AWS_PROFILE` (else `default`) of
+//!   `~/.aws/credentials` and `~/.aws/config` (or `AWS_SHARED_CREDENTIALS_FILE` /
+//!   `AWS_CONFIG_FILE`); then instance and container credentials. An `http://` endpoint allows
+//!   plain HTTP (a loopback test server).
+//! - Google Cloud Storage: `GOOGLE_APPLICATION_CREDENTIALS` / `GOOGLE_SERVICE_ACCOUNT*`.
+//! - Azure: `AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY` or a SAS/bearer token.
+//!
+//! A transient failure (a dropped connection, a 5xx, a throttling answer) is retried with
+//! exponential backoff, at most [`MAX_RETRIES`] times and within [`RETRY_TIMEOUT`]; what still
+//! fails becomes a [`StorageError`] naming the URL.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Read;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use kiln_storage::pattern::{KeyPattern, has_wildcards, literal_prefix};
+use kiln_storage::{Storage, StorageError};
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
+use object_store::RetryConfig;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Attempts after the first for a request that failed transiently.
+pub const MAX_RETRIES: usize = 5;
+/// No request is retried once this long has passed since it was first sent.
+pub const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The URL schemes of the stores built into this build (by cargo feature).
+pub fn schemes() -> Vec<&'static str> {
+    let mut schemes = Vec::new();
+    if cfg!(feature = "s3") {
+        schemes.extend(["s3", "s3a"]);
+    }
+    if cfg!(feature = "gcs") {
+        schemes.extend(["gs", "gcs"]);
+    }
+    if cfg!(feature = "azure") {
+        schemes.extend(["az", "azure", "abfs", "abfss"]);
+    }
+    if cfg!(feature = "http") {
+        schemes.extend(["http", "https"]);
+    }
+    schemes
+}
+
+/// Serves every scheme of [`schemes`] in this process through [`ObjectStorage`]. Idempotent.
+pub fn register() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let storage = Arc::new(ObjectStorage::default());
+        for scheme in schemes() {
+            kiln_storage::register_storage(scheme, storage.clone());
+        }
+    });
+}
+
+/// A [`Storage`] for object-store URLs, one client per bucket (container, host), made on first
+/// use from the environment's credentials.
+#[derive(Default)]
+pub struct ObjectStorage {
+    stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let buckets: Vec<String> = self.stores.lock().map(|s| s.keys().cloned().collect()).unwrap_or_default();
+        f.debug_struct("ObjectStorage").field("buckets", &buckets).finish()
+    }
+}
+
+/// A URL taken apart: `s3://bucket/a/b.csv` is scheme `s3`, bucket `bucket`, key `a/b.csv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Location {
+    scheme: String,
+    /// The bucket, container or `host[:port]`.
+    bucket: String,
+    key: String,
+}
+
+impl Location {
+    fn parse(url: &str) -> Result<Location, StorageError> {
+        let invalid = |message: &str| StorageError::InvalidUrl { url: url.to_string(), message: message.to_string() };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| invalid("not a URL (no scheme://)"))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("no bucket (or host) after the scheme"));
+        }
+        Ok(Location { scheme: scheme.to_ascii_lowercase(), bucket: bucket.to_string(), key: key.to_string() })
+    }
+
+    /// The URL of another key in the same bucket, spelled as the user spelled the bucket.
+    fn url_of(&self, key: &str) -> String {
+        format!("{}://{}/{key}", self.scheme, self.bucket)
+    }
+
+    fn path(&self, url: &str) -> Result<ObjectPath, StorageError> {
+        ObjectPath::parse(&self.key)
+            .map_err(|e| StorageError::InvalidUrl { url: url.to_string(), message: format!("bad object key: {e}") })
+    }
+}
+
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http"))]
+fn retry_config() -> RetryConfig {
+    RetryConfig { max_retries: MAX_RETRIES, retry_timeout: RETRY_TIMEOUT, ..RetryConfig::default() }
+}
+
+impl ObjectStorage {
+    fn store(&self, location: &Location, url: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
+        let id = format!("{}://{}", location.scheme, location.bucket);
+        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = stores.get(&id) {
+            return Ok(store.clone());
+        }
+        let store = build_store(location).map_err(|e| match e {
+            BuildError::Unsupported => {
+                StorageError::NoStorage { url: url.to_string(), scheme: location.scheme.clone() }
+            }
+            BuildError::Store(e) => to_storage_error(url, e),
+        })?;
+        stores.insert(id, store.clone());
+        Ok(store)
+    }
+
+    fn resolve(&self, url: &str) -> Result<(Arc<dyn ObjectStore>, Location, ObjectPath), StorageError> {
+        let location = Location::parse(url)?;
+        let store = self.store(&location, url)?;
+        let path = location.path(url)?;
+        Ok((store, location, path))
+    }
+
+    /// Objects directly inside `prefix` (a "directory"), as URLs.
+    fn list_directory(
+        &self,
+        store: &dyn ObjectStore,
+        location: &Location,
+        url: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let prefix = location.key.trim_end_matches('/');
+        let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
+        let listing = block_on(store.list_with_delimiter(prefix.as_ref())).map_err(|e| to_storage_error(url, e))?;
+        let mut urls: Vec<String> = listing.objects.iter().map(|o| location.url_of(o.location.as_ref())).collect();
+        urls.sort();
+        Ok(urls)
+    }
+}
+
+impl Storage for ObjectStorage {
+    fn list(&self, pattern: &str) -> Result<Vec<String>, StorageError> {
+        let location = Location::parse(pattern)?;
+        let store = self.store(&location, pattern)?;
+        if location.key.is_empty() || location.key.ends_with('/') {
+            return self.list_directory(store.as_ref(), &location, pattern);
+        }
+        if !has_wildcards(&location.key) {
+            // One object, or a prefix meant as a directory, like a local directory path.
+            let path = location.path(pattern)?;
+            return match block_on(store.head(&path)) {
+                Ok(_) => Ok(vec![pattern.to_string()]),
+                Err(object_store::Error::NotFound { .. }) => self.list_directory(store.as_ref(), &location, pattern),
+                Err(e) => Err(to_storage_error(pattern, e)),
+            };
+        }
+        let matcher = KeyPattern::new(&location.key)
+            .map_err(|message| StorageError::InvalidUrl { url: pattern.to_string(), message })?;
+        let prefix = literal_prefix(&location.key).trim_end_matches('/');
+        let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
+        let objects: Vec<_> = block_on(store.list(prefix.as_ref()).collect::<Vec<_>>());
+        let mut urls = Vec::new();
+        for object in objects {
+            let object = object.map_err(|e| to_storage_error(pattern, e))?;
+            if matcher.matches(object.location.as_ref()) {
+                urls.push(location.url_of(object.location.as_ref()));
+            }
+        }
+        urls.sort();
+        Ok(urls)
+    }
+
+    fn size(&self, path: &str) -> Result<u64, StorageError> {
+        let (store, _, object) = self.resolve(path)?;
+        block_on(store.head(&object)).map(|meta| meta.size).map_err(|e| to_storage_error(path, e))
+    }
+
+    fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+        if range.end <= range.start {
+            return Ok(Vec::new());
+        }
+        let (store, _, object) = self.resolve(path)?;
+        let wanted = range.end - range.start;
+        let bytes = block_on(store.get_range(&object, range.clone())).map_err(|e| to_storage_error(path, e))?;
+        if (bytes.len() as u64) < wanted {
+            return Err(StorageError::Io {
+                url: path.to_string(),
+                message: format!("object ends before byte {} (read {} of {wanted})", range.end, bytes.len()),
+            });
+        }
+        Ok(bytes.into())
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
+        let (store, _, object) = self.resolve(path)?;
+        let bytes =
+            block_on(async { store.get(&object).await?.bytes().await }).map_err(|e| to_storage_error(path, e))?;
+        Ok(bytes.into())
+    }
+
+    fn open(&self, path: &str) -> Result<Box<dyn Read + Send>, StorageError> {
+        let (store, _, object) = self.resolve(path)?;
+        let result = block_on(store.get(&object)).map_err(|e| to_storage_error(path, e))?;
+        Ok(Box::new(ObjectReader { stream: result.into_stream(), current: Bytes::new(), url: path.to_string() }))
+    }
+
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let (store, _, object) = self.resolve(path)?;
+        let payload = PutPayload::from(Bytes::copy_from_slice(bytes));
+        block_on(store.put(&object, payload)).map(drop).map_err(|e| to_storage_error(path, e))
+    }
+
+    fn delete(&self, path: &str) -> Result<(), StorageError> {
+        let (store, _, object) = self.resolve(path)?;
+        match block_on(store.delete(&object)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(to_storage_error(path, e)),
+        }
+    }
+}
+
+/// An object read as a stream: each `read` takes from the body's next piece as it arrives, so
+/// a large object is never held whole.
+struct ObjectReader {
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    current: Bytes,
+    url: String,
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(piece)) => self.current = piece,
+                Some(Err(e)) => return Err(std::io::Error::other(format!("{}: {e}", self.url))),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+fn to_storage_error(url: &str, error: object_store::Error) -> StorageError {
+    let url = url.to_string();
+    match error {
+        object_store::Error::NotFound { .. } => StorageError::NotFound { url },
+        object_store::Error::PermissionDenied { source, .. } | object_store::Error::Unauthenticated { source, .. } => {
+            StorageError::PermissionDenied { url, message: source.to_string() }
+        }
+        object_store::Error::InvalidPath { source } => StorageError::InvalidUrl { url, message: source.to_string() },
+        e => StorageError::Io { url, message: e.to_string() },
+    }
+}
+
+enum BuildError {
+    /// The scheme's cloud is not compiled in.
+    Unsupported,
+    #[cfg_attr(not(any(feature = "s3", feature = "gcs", feature = "azure", feature = "http")), allow(dead_code))]
+    Store(object_store::Error),
+}
+
+impl From<object_store::Error> for BuildError {
+    fn from(e: object_store::Error) -> Self {
+        BuildError::Store(e)
+    }
+}
+
+fn build_store(location: &Location) -> Result<Arc<dyn ObjectStore>, BuildError> {
+    match location.scheme.as_str() {
+        #[cfg(feature = "s3")]
+        "s3" | "s3a" => s3::build(&location.bucket),
+        #[cfg(feature = "gcs")]
+        "gs" | "gcs" => Ok(Arc::new(
+            object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&location.bucket)
+                .with_retry(retry_config())
+                .build()?,
+        )),
+        #[cfg(feature = "azure")]
+        "az" | "azure" => Ok(Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(&location.bucket)
+                .with_retry(retry_config())
+                .build()?,
+        )),
+        #[cfg(feature = "azure")]
+        "abfs" | "abfss" => Ok(Arc::new(
+            object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(location.url_of(""))
+                .with_retry(retry_config())
+                .build()?,
+        )),
+        #[cfg(feature = "http")]
+        "http" | "https" => Ok(Arc::new(
+            object_store::http::HttpBuilder::new()
+                .with_url(format!("{}://{}", location.scheme, location.bucket))
+                .with_retry(retry_config())
+                .build()?,
+        )),
+        _ => Err(BuildError::Unsupported),
+    }
+}
+
+#[cfg(feature = "s3")]
+mod s3 {
+    use super::*;
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+
+    pub(super) fn build(bucket: &str) -> Result<Arc<dyn ObjectStore>, BuildError> {
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry_config());
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+            && let Some(profile) = shared_profile()
+        {
+            for (key, value) in profile {
+                builder = builder.with_config(key, value);
+            }
+        }
+        let endpoint = builder
+            .get_config_value(&AmazonS3ConfigKey::Endpoint)
+            .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::S3Endpoint));
+        if endpoint.is_some_and(|e| e.starts_with("http://")) {
+            builder = builder.with_allow_http(true);
+        }
+        if builder.get_config_value(&AmazonS3ConfigKey::Region).is_none()
+            && let Ok(region) = std::env::var("AWS_REGION")
+        {
+            builder = builder.with_region(region);
+        }
+        Ok(Arc::new(builder.build()?))
+    }
+
+    /// The keys and region of the profile `AWS_PROFILE` (else `default`) in the AWS CLI's
+    /// shared files, as object_store configuration.
+    fn shared_profile() -> Option<Vec<(AmazonS3ConfigKey, String)>> {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+        let credentials = std::env::var_os("AWS_SHARED_CREDENTIALS_FILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials")))?;
+        let config = std::env::var_os("AWS_CONFIG_FILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws/config")));
+        let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".to_string());
+        let text = std::fs::read_to_string(&credentials).ok()?;
+        let section = ini_section(&text, &profile)?;
+        let mut out = Vec::new();
+        for (name, key) in [
+            ("aws_access_key_id", AmazonS3ConfigKey::AccessKeyId),
+            ("aws_secret_access_key", AmazonS3ConfigKey::SecretAccessKey),
+            ("aws_session_token", AmazonS3ConfigKey::Token),
+        ] {
+            if let Some(value) = section.get(name) {
+                out.push((key, value.clone()));
+            }
+        }
+        // ~/.aws/config names its sections "profile NAME", except "default".
+        let config_section = if profile == "default" { profile.clone() } else { format!("profile {profile}") };
+        if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+            let region = config
+                .and_then(|c| std::fs::read_to_string(c).ok())
+                .and_then(|t| ini_section(&t, &config_section))
+                .and_then(|s| s.get("region").cloned());
+            if let Some(region) = region {
+                out.push((AmazonS3ConfigKey::Region, region));
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// The `key = value` pairs of section `[name]` of an INI text.
+    pub(super) fn ini_section(text: &str, name: &str) -> Option<HashMap<String, String>> {
+        let mut current: Option<&str> = None;
+        let mut found = None::<HashMap<String, String>>;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with(['#', ';']) {
+                continue;
+            }
+            if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                current = Some(header.trim());
+                if current == Some(name) {
+                    found.get_or_insert_with(HashMap::new);
+                }
+                continue;
+            }
+            if current == Some(name)
+                && let Some((key, value)) = line.split_once('=')
+            {
+                found
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+            }
+        }
+        found
+    }
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kiln-object-store")
+            .enable_all()
+            .build()
+            .expect("the object-store runtime cannot start: the process is out of threads or file descriptors")
+    })
+}
+
+/// Runs `future` to completion on this crate's runtime from synchronous code. A caller that is
+/// itself on some tokio runtime's thread (which must not block it) gets a helper thread.
+fn block_on<F>(future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|scope| {
+            scope.spawn(|| runtime().block_on(future)).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    } else {
+        runtime().block_on(future)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_scheme_bucket_and_key() {
+        let l = Location::parse("S3://bucket/a/b.csv").unwrap();
+        assert_eq!((l.scheme.as_str(), l.bucket.as_str(), l.key.as_str()), ("s3", "bucket", "a/b.csv"));
+        assert_eq!(l.url_of("c/d.csv"), "s3://bucket/c/d.csv");
+        assert_eq!(Location::parse("gs://bucket").unwrap().key, "");
+        assert!(matches!(Location::parse("s3:///key"), Err(StorageError::InvalidUrl { .. })));
+    }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn shared_credentials_sections_are_read_by_profile() {
+        let text = "[default]\naws_access_key_id = AK\n# comment\naws_secret_access_key=SK\n\n[other]\naws_access_key_id = O\n";
+        let default = s3::ini_section(text, "default").unwrap();
+        assert_eq!(default["aws_access_key_id"], "AK");
+        assert_eq!(default["aws_secret_access_key"], "SK");
+        assert_eq!(s3::ini_section(text, "other").unwrap()["aws_access_key_id"], "O");
+        assert!(s3::ini_section(text, "missing").is_none());
+    }
+
+    #[test]
+    fn every_enabled_scheme_is_registered() {
+        register();
+        for scheme in schemes() {
+            assert!(kiln_storage::storage_for(&format!("{scheme}://bucket/key")).is_ok(), "{scheme}");
+        }
+    }
+}
