@@ -20,23 +20,48 @@ use crate::{Bag, BagError, Element, gather_kernel};
 /// The files matching `pattern` (a glob: `*`, `?`, `[abc]`, `**`), sorted, or an error when
 /// it is invalid or matches nothing.
 fn expand(pattern: &str) -> Result<Vec<PathBuf>, BagError> {
-    let bad = |message: String| BagError::BadPattern { pattern: pattern.to_string(), message };
-    let mut files = Vec::new();
-    for entry in glob::glob(pattern).map_err(|e| bad(e.to_string()))? {
-        let path = entry.map_err(|e| BagError::Io { path: e.path().to_path_buf(), message: e.error().to_string() })?;
-        if path.is_file() {
-            files.push(path);
+    let files = kiln_storage::storage_for(pattern).and_then(|s| s.list(pattern)).map_err(|e| match e {
+        kiln_storage::StorageError::InvalidUrl { message, .. } => {
+            BagError::BadPattern { pattern: pattern.to_string(), message }
         }
-    }
+        e => storage_error(e),
+    })?;
     if files.is_empty() {
         return Err(BagError::NoFilesMatch { pattern: pattern.to_string() });
     }
-    files.sort();
-    Ok(files)
+    Ok(files.into_iter().map(PathBuf::from).collect())
 }
 
 fn io_error(path: &Path, error: std::io::Error) -> BagError {
     BagError::Io { path: path.to_path_buf(), message: error.to_string() }
+}
+
+fn storage_error(error: kiln_storage::StorageError) -> BagError {
+    let path = PathBuf::from(error.url());
+    let message = match &error {
+        kiln_storage::StorageError::NotFound { .. } => "not found".to_string(),
+        kiln_storage::StorageError::Io { message, .. } => message.clone(),
+        e => e.to_string(),
+    };
+    BagError::Io { path, message }
+}
+
+/// The storage serving `path` (local files, or the store registered for its URL scheme) and
+/// the path as that storage spells it.
+fn storage_of(path: &Path) -> Result<(std::sync::Arc<dyn kiln_storage::Storage>, String), BagError> {
+    let text = path.to_string_lossy().into_owned();
+    let storage = kiln_storage::storage_for(&text).map_err(storage_error)?;
+    Ok((storage, text))
+}
+
+/// Whether `path` is a local file (a plain path or `file://`), read with the file system's own
+/// calls (positioned reads, modification times).
+fn is_local(path: &Path) -> bool {
+    kiln_storage::scheme_of(&path.to_string_lossy()).is_none_or(|s| s == "file")
+}
+
+fn local(path: &Path) -> PathBuf {
+    PathBuf::from(kiln_storage::local_path(&path.to_string_lossy()))
 }
 
 /// A file's lines, decompressed when its name ends in `.gz`; calls `line` with each line
@@ -84,7 +109,12 @@ fn is_compressed(path: &Path) -> bool {
 /// The file's bytes, decompressed by its extension (concatenated gzip, bzip2 and zstd streams
 /// are read whole).
 fn open_decompressed(path: &Path) -> Result<Box<dyn Read>, BagError> {
-    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let file: Box<dyn Read> = if is_local(path) {
+        Box::new(File::open(local(path)).map_err(|e| io_error(path, e))?)
+    } else {
+        let (storage, url) = storage_of(path)?;
+        storage.open(&url).map_err(storage_error)?
+    };
     Ok(match compression_of(path) {
         Compression::None => Box::new(file),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file))),
@@ -111,17 +141,21 @@ fn file_bag<T: Element>(
     tokens.feed(operation).feed(extra_token).feed(&blocksize.unwrap_or(0));
     let mut parts: Vec<(PathBuf, Block)> = Vec::new();
     for path in files {
-        let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?;
-        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-        tokens
-            .feed(path.to_string_lossy().as_ref())
-            .feed(&meta.len())
-            .feed(&modified.map_or(0, |d| d.as_nanos() as u64));
+        // A local file's modification time joins its size in the key; an object's size only.
+        let (len, modified) = if is_local(&path) {
+            let meta = std::fs::metadata(local(&path)).map_err(|e| io_error(&path, e))?;
+            let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            (meta.len(), modified.map_or(0, |d| d.as_nanos() as u64))
+        } else {
+            let (storage, url) = storage_of(&path)?;
+            (storage.size(&url).map_err(storage_error)?, 0)
+        };
+        tokens.feed(path.to_string_lossy().as_ref()).feed(&len).feed(&modified);
         match blocksize {
-            Some(size) if !is_compressed(&path) && meta.len() > 0 => {
+            Some(size) if !is_compressed(&path) && len > 0 => {
                 let mut start = 0;
-                while start < meta.len() {
-                    let end = (start + size).min(meta.len());
+                while start < len {
+                    let end = (start + size).min(len);
                     parts.push((path.clone(), Some(start..end)));
                     start = end;
                 }
@@ -180,10 +214,17 @@ fn block_lines(
     chunk: usize,
     emit: &mut dyn FnMut(Vec<String>) -> Result<(), TaskError>,
 ) -> Result<(), TaskError> {
-    let mut file = File::open(path).map_err(|e| io_error(path, e))?;
     let mut position = range.start.saturating_sub(1);
-    file.seek(SeekFrom::Start(position)).map_err(|e| io_error(path, e))?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let source: Box<dyn Read> = if is_local(path) {
+        let mut file = File::open(local(path)).map_err(|e| io_error(path, e))?;
+        file.seek(SeekFrom::Start(position)).map_err(|e| io_error(path, e))?;
+        Box::new(file)
+    } else {
+        let (storage, url) = storage_of(path)?;
+        let size = storage.size(&url).map_err(storage_error)?;
+        Box::new(RangeReader::new(storage, url, position, size))
+    };
+    let mut reader = BufReader::with_capacity(1 << 16, source);
     let mut buffer = Vec::new();
     if range.start > 0 {
         // Skip the rest of the line the previous block owns (just its `\n` when the block
@@ -634,25 +675,71 @@ impl Compression {
 }
 
 fn write_partition<T: Display>(path: &Path, items: &[T], compression: Compression) -> Result<(), BagError> {
+    if !is_local(path) {
+        // Objects are written whole: the file is made in memory, then stored.
+        let mut bytes = Vec::new();
+        encode_partition(&mut bytes, items, compression).map_err(|e| io_error(path, e))?;
+        let (storage, url) = storage_of(path)?;
+        return storage.write(&url, &bytes).map_err(storage_error);
+    }
+    let path = &local(path);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     }
     let file = BufWriter::new(File::create(path).map_err(|e| io_error(path, e))?);
-    let io = |e| io_error(path, e);
+    encode_partition(file, items, compression).map_err(|e| io_error(path, e))
+}
+
+/// Writes `items`, one per line, compressed as asked, to `file`.
+fn encode_partition<W: Write, T: Display>(file: W, items: &[T], compression: Compression) -> std::io::Result<()> {
     match compression {
-        Compression::None => write_lines(file, items).map_err(io)?.flush().map_err(io),
+        Compression::None => write_lines(file, items)?.flush(),
         Compression::Gzip => {
             let encoder = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-            write_lines(encoder, items).map_err(io)?.finish().map_err(io)?.flush().map_err(io)
+            write_lines(encoder, items)?.finish()?.flush()
         }
         Compression::Bz2 => {
             let encoder = bzip2::write::BzEncoder::new(file, bzip2::Compression::default());
-            write_lines(encoder, items).map_err(io)?.finish().map_err(io)?.flush().map_err(io)
+            write_lines(encoder, items)?.finish()?.flush()
         }
         Compression::Zstd => {
-            let encoder = zstd::stream::write::Encoder::new(file, 0).map_err(io)?;
-            write_lines(encoder, items).map_err(io)?.finish().map_err(io)?.flush().map_err(io)
+            let encoder = zstd::stream::write::Encoder::new(file, 0)?;
+            write_lines(encoder, items)?.finish()?.flush()
         }
+    }
+}
+
+/// An object read from `position` on in pieces of [`RangeReader::PIECE`] bytes, for blocks of
+/// a file in an object store: one ranged request per piece, and the block's reader stops once
+/// it has passed its end, so a block costs about its own bytes.
+struct RangeReader {
+    storage: std::sync::Arc<dyn kiln_storage::Storage>,
+    url: String,
+    position: u64,
+    end: u64,
+    piece: std::io::Cursor<Vec<u8>>,
+}
+
+impl RangeReader {
+    const PIECE: u64 = 4 << 20;
+
+    fn new(storage: std::sync::Arc<dyn kiln_storage::Storage>, url: String, position: u64, end: u64) -> Self {
+        RangeReader { storage, url, position, end, piece: std::io::Cursor::new(Vec::new()) }
+    }
+}
+
+impl Read for RangeReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let served = self.piece.read(buf)?;
+        if served > 0 || buf.is_empty() || self.position >= self.end {
+            return Ok(served);
+        }
+        let to = (self.position + Self::PIECE).min(self.end);
+        let bytes =
+            self.storage.read_range(&self.url, self.position..to).map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.position = to;
+        self.piece = std::io::Cursor::new(bytes);
+        self.piece.read(buf)
     }
 }
 

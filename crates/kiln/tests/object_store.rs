@@ -255,3 +255,30 @@ fn npy_files_and_npy_block_directories_live_on_s3_too() {
     let error = read_npy_as::<f64>("s3://npy/missing.npy").unwrap_err().to_string();
     assert!(error.contains("s3://npy/missing.npy"), "{error}");
 }
+
+#[test]
+fn bags_read_and_write_text_and_json_lines_on_s3() {
+    use kiln::bag::{Bag, Compression, read_json_lines, read_text, read_text_blocks};
+    let Some(moto) = moto() else { return };
+    create_bucket(moto, "bags");
+    let local = LocalScheduler::new();
+    let written = Bag::range(1000, 4).map(|i| format!("{{\"n\": {i}, \"even\": {}}}", i % 2 == 0));
+    let paths = written.to_textfiles("s3://bags/json", Compression::Gzip).compute_on(&local).unwrap();
+    assert_eq!(paths.len(), 4);
+    assert!(paths[0].to_string_lossy().starts_with("s3://bags/json/part.0.txt.gz"), "{paths:?}");
+    let lines = read_text("s3://bags/json/*.gz").unwrap();
+    assert_eq!(lines.count().compute_on(&local).unwrap(), 1000);
+    let records = read_json_lines::<serde_json::Value>("s3://bags/json/*.gz").unwrap();
+    let evens = records.filter(|r| r["even"] == true).count().compute_on(&local).unwrap();
+    assert_eq!(evens, 500);
+    // Uncompressed objects split into byte ranges: every line once, whatever the block size.
+    let plain = Bag::range(5000, 2).map(|i| format!("line {i}"));
+    plain.to_textfiles("s3://bags/plain", Compression::None).compute_on(&local).unwrap();
+    for blocksize in [1000, 7777, 1 << 20] {
+        let back = read_text_blocks("s3://bags/plain/*.txt", blocksize).unwrap().compute_on(&local).unwrap();
+        assert_eq!(back.len(), 5000, "blocksize {blocksize}");
+        assert_eq!(back[4999], "line 4999");
+    }
+    let error = read_text("s3://bags/nothing-*.txt").err().unwrap().to_string();
+    assert!(error.contains("s3://bags/nothing-*.txt"), "{error}");
+}
