@@ -321,7 +321,10 @@ impl Client {
 
     /// Waits until none of `ids` is a worker of the cluster any more (woken by the scheduler's
     /// news that a worker was removed).
-    pub(crate) fn wait_workers_gone(&self, ids: &[WorkerId], timeout: Duration) -> Result<(), ComputeError> {
+    ///
+    /// # Errors
+    /// [`ComputeError::Timeout`] when some are still there after `timeout`; a lost connection.
+    pub fn wait_workers_gone(&self, ids: &[WorkerId], timeout: Duration) -> Result<(), ComputeError> {
         self.wait_until(Some(timeout), |s| !ids.iter().any(|id| s.workers.contains_key(id)))
     }
 
