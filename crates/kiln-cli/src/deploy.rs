@@ -199,7 +199,8 @@ pub fn run_in_allocation(args: AllocationArgs) -> Result<()> {
         Some(rank) => (rank, Role::of_rank(rank)),
         None => Role::from_env(|name| std::env::var(name).ok())?,
     };
-    let token: Vec<OsString> = args.auth_token.iter().flat_map(|t| ["--auth-token".into(), t.into()]).collect();
+    let token: Vec<OsString> =
+        args.auth_token.iter().flat_map(|t| [OsString::from("--auth-token"), OsString::from(t)]).collect();
     let exe = std::env::current_exe().context("finding this program to run the scheduler or a worker")?;
     match role {
         Role::Scheduler => {
@@ -221,8 +222,12 @@ pub fn run_in_allocation(args: AllocationArgs) -> Result<()> {
             Err(exec(command, rank))
         }
         Role::Client => {
-            let security = SecurityArgs { auth_token: args.auth_token.clone(), ..SecurityArgs::default() }
-                .to_security(TlsRole::Client)?;
+            // The client's certificate and token from kiln.toml and KILN_* unless a token is given.
+            let security = match &args.auth_token {
+                Some(_) => SecurityArgs { auth_token: args.auth_token.clone(), ..SecurityArgs::default() }
+                    .to_security(TlsRole::Client)?,
+                None => kiln_distributed::config::client_security(&kiln_distributed::config::ConfigFile::find()?)?,
+            };
             let timeout = Duration::from_secs_f64(args.death_timeout.max(0.1));
             let address = connect_when_ready(&args.scheduler_file, &security, timeout)?.0;
             let (program, rest) = args.command.split_first().context("no client command given")?;
@@ -324,6 +329,7 @@ pub fn ssh(args: SshArgs) -> Result<()> {
     println!("Scheduler at {}", cluster.address());
     println!("Started {} workers over ssh; Ctrl-C stops them all", args.hosts.len() - 1);
     let runtime = super::runtime()?;
+    let mut reported = std::collections::HashSet::new();
     let outcome = runtime.block_on(async {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let signal = super::shutdown_signal();
@@ -335,8 +341,10 @@ pub fn ssh(args: SshArgs) -> Result<()> {
                     if !cluster.scheduler_running() {
                         return Err(anyhow::anyhow!("the scheduler's ssh session to {} ended", args.hosts[0]));
                     }
-                    if let Some((host, status)) = cluster.ended() {
-                        tracing::warn!("the ssh session to {host} ended ({status})");
+                    if let Some((host, status)) = cluster.ended()
+                        && reported.insert(host.clone())
+                    {
+                        tracing::warn!("the ssh session to {host} ended ({status}); its worker is gone");
                     }
                 }
             }

@@ -146,7 +146,8 @@ impl Drop for Fake {
             for entry in entries.flatten() {
                 if entry.path().extension().is_some_and(|e| e == "pid") {
                     let pid = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", pid.trim())]).status();
+                    let _ =
+                        std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", pid.trim())]).status();
                 }
             }
         }
@@ -241,7 +242,7 @@ fn adaptive_jobs_follow_the_load_and_end_when_it_stops() {
     let client = cluster.client().unwrap();
     // No job yet: the graph's tasks are the load that makes the cluster grow.
     assert_eq!(array_sum(&client, 40_000, 1000), 799_980_000.0);
-    assert!((1..=2).contains(&fake.submitted()), "{} jobs submitted", fake.submitted());
+    assert!(fake.submitted() >= 1, "no job was submitted");
     // Idle: the jobs are removed (after the scale-down delay) and their processes end.
     wait_until("the idle cluster to shrink to no job", Duration::from_secs(60), || cluster.jobs().is_empty());
     let address = cluster.address().to_string();
@@ -284,4 +285,68 @@ fn a_failing_submit_command_is_reported_with_its_output() {
     assert!(matches!(err, JobQueueError::NoJobId { .. }), "{err:?}");
     assert!(err.to_string().contains("queue is closed"), "{err}");
     cluster.close().unwrap();
+}
+
+#[test]
+fn the_cli_prints_the_job_script_with_dry_run() {
+    let out = std::process::Command::new(KILN)
+        .args(["jobqueue", "slurm", "--jobs", "4", "--cores", "8", "--memory", "32GiB", "--walltime", "01:00:00"])
+        .args(["--queue", "normal", "--account", "proj42", "--job-extra=--exclusive", "--dry-run"])
+        .args(["--host", "10.1.2.3", "--remote-kiln", "/opt/kiln/bin/kiln"])
+        // No batch system is needed to print a script.
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected = "#!/usr/bin/env bash\n#SBATCH -J kiln-worker\n#SBATCH -p normal\n#SBATCH -A proj42\n\
+                    #SBATCH -n 1\n#SBATCH --cpus-per-task=8\n#SBATCH --mem=32768M\n#SBATCH -t 01:00:00\n\
+                    #SBATCH --exclusive\n\n\
+                    exec /opt/kiln/bin/kiln worker tcp://10.1.2.3:8786 --nthreads 8 --memory-limit 34359738368 \
+                    --name kiln-worker-0 --death-timeout 60\n";
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    // Settings that cannot make a job are refused before anything is submitted.
+    let out = std::process::Command::new(KILN)
+        .args(["jobqueue", "pbs", "--cores", "2", "--processes", "4", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("processes must be between 1 and cores (2), not 4"));
+}
+
+#[test]
+fn the_cli_submits_jobs_and_cancels_them_on_sigterm() {
+    use std::io::BufRead;
+    let fake = Fake::new(JobSystem::Slurm, "cli");
+    let scheduler_file = fake.dir.join("scheduler.json");
+    let mut command = std::process::Command::new(KILN);
+    command
+        .args(["jobqueue", "slurm", "--jobs", "2", "--memory", "512MiB", "--host", "127.0.0.1", "--port", "0"])
+        .args(["--remote-kiln", KILN, "--worker-arg=--no-nanny", "--directory"])
+        .arg(fake.dir.join("shared"))
+        .arg("--scheduler-file")
+        .arg(&scheduler_file)
+        .env("PATH", &fake.path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    let mut cli = support::Guard(command.spawn().unwrap());
+    let mut lines = std::io::BufReader::new(cli.0.stdout.take().unwrap()).lines();
+    // Log lines may come between (the logs go to standard output too).
+    let mut after = |prefix: &str| {
+        lines.by_ref().map_while(Result::ok).find_map(|l| l.strip_prefix(prefix).map(str::to_string)).unwrap()
+    };
+    let address = after("Scheduler at ");
+    assert_eq!(kiln_distributed::scheduler_file::read(&scheduler_file).unwrap(), address);
+    assert_eq!(after("Submitted "), "2 jobs: 101 102");
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let client = kiln_distributed::Client::connect(&address).unwrap();
+    if let Err(e) = client.wait_for_workers(2, Duration::from_secs(60)) {
+        panic!("{e}\n{}", fake.logs());
+    }
+    assert_eq!(array_sum(&client, 10_000, 500), 49_995_000.0);
+    drop(client);
+    assert!(std::process::Command::new("kill").args(["-TERM", &cli.0.id().to_string()]).status().unwrap().success());
+    wait_until("kiln jobqueue to exit", Duration::from_secs(30), || cli.0.try_wait().unwrap().is_some());
+    assert!(cli.0.try_wait().unwrap().unwrap().success());
+    wait_until("the jobs' processes to end", Duration::from_secs(30), || processes_mentioning(&address).is_empty());
+    assert!(!scheduler_file.exists(), "the scheduler file is removed at exit");
 }

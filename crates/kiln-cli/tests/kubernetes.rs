@@ -50,7 +50,8 @@ fn the_manifests_render_to_the_golden_file() {
 #[test]
 fn the_sources_hold_the_key_fields() {
     let scheduler = read("scheduler.yaml");
-    for needle in ["kind: Deployment", "kind: Service", "name: kiln-scheduler", "port: 8786", "port: 8787", "path: /health"]
+    for needle in
+        ["kind: Deployment", "kind: Service", "name: kiln-scheduler", "port: 8786", "port: 8787", "path: /health"]
     {
         assert!(scheduler.contains(needle), "scheduler.yaml lacks {needle:?}");
     }
@@ -83,7 +84,8 @@ fn the_containers_commands_run_a_cluster() {
     args[port] = "0".into();
     let dashboard = args.iter().position(|a| a == "--dashboard-address").unwrap() + 1;
     args[dashboard] = "127.0.0.1:0".into();
-    let mut scheduler = Guard(Command::new(KILN).args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
+    let mut scheduler =
+        Guard(Command::new(KILN).args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(scheduler.0.stdout.take().unwrap()));
     let first = lines.next().unwrap().unwrap();
     let address = first.strip_prefix("Scheduler at ").unwrap().to_string();

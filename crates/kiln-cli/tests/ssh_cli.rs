@@ -58,7 +58,8 @@ fn start_sshd(dir: &Path) -> Option<Sshd> {
         ),
     )
     .unwrap();
-    let daemon = Guard(Command::new(SSHD).arg("-D").arg("-e").arg("-f").arg(&config).stdin(Stdio::null()).spawn().unwrap());
+    let daemon =
+        Guard(Command::new(SSHD).arg("-D").arg("-e").arg("-f").arg(&config).stdin(Stdio::null()).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "sshd did not listen on port {port}");
@@ -106,8 +107,12 @@ fn a_cluster_over_ssh_computes_and_ctrl_c_stops_every_remote_process() {
         .stdout(Stdio::piped());
     let mut cli = Guard(kiln.spawn().unwrap());
     let mut lines = BufReader::new(cli.0.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let address = first.strip_prefix("Scheduler at ").unwrap_or_else(|| panic!("unexpected: {first}")).to_string();
+    // The remote processes' log lines may come first (they share this output).
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("Scheduler at ").map(str::to_string))
+        .expect("kiln ssh prints the scheduler's address");
     // Keep reading so the command never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
 
@@ -117,7 +122,8 @@ fn a_cluster_over_ssh_computes_and_ctrl_c_stops_every_remote_process() {
     let x = kiln::array::arange::<f64>(0.0, 10_000.0, 1.0, 500);
     assert_eq!(x.sum().compute_on(&client).unwrap().first().copied(), Some(49_995_000.0));
     drop(client);
-    assert_eq!(processes_mentioning(&marker.display().to_string()).len(), 1, "the remote scheduler runs");
+    // The remote scheduler (and its watchdog and login shell, whose command lines hold it too).
+    assert!(!processes_mentioning(&marker.display().to_string()).is_empty(), "the remote scheduler runs");
 
     // Ctrl-C: the command ends, and with it every remote process.
     assert!(Command::new("kill").args(["-INT", &cli.0.id().to_string()]).status().unwrap().success());
@@ -148,7 +154,11 @@ fn a_host_that_refuses_the_key_is_named() {
     // Another key than the authorized one.
     let stranger = dir.join("stranger");
     assert!(keygen(&stranger));
-    let options = ssh_options(&Sshd { _daemon: Guard(Command::new("true").spawn().unwrap()), port: sshd.port, identity: stranger });
+    let options = ssh_options(&Sshd {
+        _daemon: Guard(Command::new("true").spawn().unwrap()),
+        port: sshd.port,
+        identity: stranger,
+    });
     let out = Command::new(KILN)
         .args(["ssh", "127.0.0.1", "127.0.0.1", "--remote-kiln", KILN])
         .args(options)

@@ -162,6 +162,9 @@ impl SshCluster {
                 Ok(Ok(address)) => break address,
                 Ok(Err(line)) => last = line,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Its session's end stops the remote scheduler, if one started.
+                    let _ = scheduler.child.kill();
+                    let _ = scheduler.child.wait();
                     return Err(SshError::Scheduler {
                         host: first.clone(),
                         detail: format!("no address within {:?} (last output: {last})", options.start_timeout),

@@ -536,7 +536,9 @@ impl Shared {
         let mut order: Vec<usize> = (0..jobs.active.len()).collect();
         order.sort_by_key(|&i| (jobs.active[i].workers.iter().any(|w| joined.contains(w)), std::cmp::Reverse(i)));
         let mut leaving_at: Vec<usize> = order[..jobs.active.len() - n].to_vec();
-        leaving_at.sort_unstable_by(|a, b| b.cmp(a));
+        // Removed from the back, so the indices left stay valid.
+        leaving_at.sort_unstable();
+        leaving_at.reverse();
         let leaving: Vec<Job> = leaving_at.into_iter().map(|i| jobs.active.remove(i)).collect();
         let names: HashSet<&str> = leaving.iter().flat_map(|j| j.workers.iter().map(String::as_str)).collect();
         let ids: Vec<WorkerId> =

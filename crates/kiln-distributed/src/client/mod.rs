@@ -26,7 +26,8 @@ pub(crate) mod futures;
 /// How busy a cluster is (see [`Client::cluster_load`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ClusterLoad {
-    /// Ready root tasks waiting in the scheduler for a worker slot.
+    /// Ready tasks waiting in the scheduler: root tasks for a worker slot, and tasks no
+    /// worker can run (none there, or every one retiring).
     pub queued: u64,
     /// Tasks assigned to workers and not finished.
     pub processing: u64,
