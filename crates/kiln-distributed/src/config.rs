@@ -120,12 +120,12 @@ const SETTINGS: &[Setting] = &[
     s(Wrk, "security.min-version", "KILN_TLS_MIN_VERSION", "tls_min_version", V),
     s(Wrk, "security.require-encryption", "KILN_REQUIRE_ENCRYPTION", "require_encryption", Switch),
     s(Wrk, "security.auth-token-file", "KILN_AUTH_TOKEN_FILE", "auth_token", P),
-    s(Client, "security.ca-file", "KILN_TLS_CA_FILE", "tls_ca_file", P),
-    s(Client, "security.client.cert", "KILN_TLS_CERT", "tls_cert", P),
-    s(Client, "security.client.key", "KILN_TLS_KEY", "tls_key", P),
-    s(Client, "security.min-version", "KILN_TLS_MIN_VERSION", "tls_min_version", V),
-    s(Client, "security.require-encryption", "KILN_REQUIRE_ENCRYPTION", "require_encryption", Switch),
-    s(Client, "security.auth-token-file", "KILN_AUTH_TOKEN_FILE", "auth_token", P),
+    s(Section::Client, "security.ca-file", "KILN_TLS_CA_FILE", "tls_ca_file", P),
+    s(Section::Client, "security.client.cert", "KILN_TLS_CERT", "tls_cert", P),
+    s(Section::Client, "security.client.key", "KILN_TLS_KEY", "tls_key", P),
+    s(Section::Client, "security.min-version", "KILN_TLS_MIN_VERSION", "tls_min_version", V),
+    s(Section::Client, "security.require-encryption", "KILN_REQUIRE_ENCRYPTION", "require_encryption", Switch),
+    s(Section::Client, "security.auth-token-file", "KILN_AUTH_TOKEN_FILE", "auth_token", P),
 ];
 
 /// Keys a file may hold that no setting above reads (none now: the client's certificate is

@@ -135,8 +135,7 @@ impl JobQueueClusterBuilder {
     /// `true`: TLS with mutual authentication and certificates generated at start
     /// ([`Security::temporary`]).
     pub fn secure(mut self, secure: bool) -> Self {
-        self.security =
-            if secure { ClusterSecurity::Temporary } else { ClusterSecurity::Given(Box::new(Security::default())) };
+        self.security = if secure { ClusterSecurity::Temporary } else { ClusterSecurity::Given(Box::default()) };
         self
     }
     /// Seconds a worker waits for an unreachable scheduler before it exits, ending its job
@@ -331,7 +330,7 @@ impl JobQueueCluster {
             host: "0.0.0.0".into(),
             port: 0,
             server: ServerConfig::default(),
-            security: ClusterSecurity::Given(Box::new(Security::default())),
+            security: ClusterSecurity::Given(Box::default()),
             death_timeout: 60,
             worker_args: Vec::new(),
             directory: None,
