@@ -1,5 +1,7 @@
 //! The `kiln` command.
 
+mod deploy;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -65,6 +67,15 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Starts workers as batch jobs (SLURM, PBS, SGE, LSF) for a scheduler run here; Ctrl-C
+    /// cancels them. `--dry-run` prints the job script.
+    Jobqueue(deploy::JobqueueArgs),
+    /// Runs this rank's part of a cluster inside a batch allocation (srun, mpirun): rank 0 the
+    /// scheduler, rank 1 the client COMMAND, the others workers.
+    RunInAllocation(deploy::AllocationArgs),
+    /// Starts a scheduler on the first host and a worker on each other one through `ssh`;
+    /// Ctrl-C stops them all.
+    Ssh(deploy::SshArgs),
     /// Runs the seeds' computations and reports what happened: the headline
     /// `(x + x.T - x.mean(axis=0)).std()` on an n x n random array on a local cluster of
     /// worker processes and on the local threaded scheduler, then a loop of delayed calls.
@@ -137,6 +148,18 @@ fn main() -> Result<()> {
                     std::process::exit(kiln_distributed::EXIT_CANNOT_START);
                 }
             }
+        }
+        Command::Jobqueue(args) => {
+            init_logging();
+            deploy::jobqueue(args)
+        }
+        Command::RunInAllocation(args) => {
+            init_logging();
+            deploy::run_in_allocation(args)
+        }
+        Command::Ssh(args) => {
+            init_logging();
+            deploy::ssh(args)
         }
         Command::Demo { n, chunk, side, threads, visualize, workers } => {
             let scheduler =

@@ -41,6 +41,8 @@ pub enum Section {
     Scheduler,
     /// `kiln worker` (and a user's worker binary).
     Worker,
+    /// A client's security ([`client_security`]).
+    Client,
 }
 
 impl Section {
@@ -49,6 +51,7 @@ impl Section {
         match self {
             Section::Scheduler => "scheduler",
             Section::Worker => "worker",
+            Section::Client => "client",
         }
     }
 }
@@ -117,11 +120,44 @@ const SETTINGS: &[Setting] = &[
     s(Wrk, "security.min-version", "KILN_TLS_MIN_VERSION", "tls_min_version", V),
     s(Wrk, "security.require-encryption", "KILN_REQUIRE_ENCRYPTION", "require_encryption", Switch),
     s(Wrk, "security.auth-token-file", "KILN_AUTH_TOKEN_FILE", "auth_token", P),
+    s(Section::Client, "security.ca-file", "KILN_TLS_CA_FILE", "tls_ca_file", P),
+    s(Section::Client, "security.client.cert", "KILN_TLS_CERT", "tls_cert", P),
+    s(Section::Client, "security.client.key", "KILN_TLS_KEY", "tls_key", P),
+    s(Section::Client, "security.min-version", "KILN_TLS_MIN_VERSION", "tls_min_version", V),
+    s(Section::Client, "security.require-encryption", "KILN_REQUIRE_ENCRYPTION", "require_encryption", Switch),
+    s(Section::Client, "security.auth-token-file", "KILN_AUTH_TOKEN_FILE", "auth_token", P),
 ];
 
-/// Keys a file may hold that no command here reads: the client's certificate (for programs
-/// that build a [`Security`](crate::Security) from the file themselves).
-const OTHER_KEYS: &[&str] = &["security.client.cert", "security.client.key"];
+/// Keys a file may hold that no setting above reads (none now: the client's certificate is
+/// read by [`client_security`]).
+const OTHER_KEYS: &[&str] = &[];
+
+/// A client's [`Security`](crate::Security) from `file` and the `KILN_*` variables (as for the
+/// scheduler and workers, a variable beats the file): `security.ca-file`,
+/// `security.client.cert` and `.key`, `security.min-version`, `security.require-encryption`,
+/// `security.auth-token-file` (or `KILN_AUTH_TOKEN`). Use it as
+/// `Client::connect_with(address, &client_security(&ConfigFile::find()?)?)`.
+///
+/// # Errors
+/// A value of the wrong type, or a file named there that cannot be read or holds the wrong
+/// thing (named in the message).
+pub fn client_security(file: &ConfigFile) -> Result<crate::Security, ConfigError> {
+    client_security_with(file, |name| std::env::var_os(name))
+}
+
+fn client_security_with(
+    file: &ConfigFile,
+    env: impl Fn(&str) -> Option<OsString>,
+) -> Result<crate::Security, ConfigError> {
+    use clap::{Args, FromArgMatches};
+    let command = crate::SecurityArgs::augment_args(clap::Command::new("client")).args_override_self(true);
+    let layered = layer_with(Section::Client, &command, &[], file, env)?;
+    let settings = command
+        .try_get_matches_from(&layered.args)
+        .and_then(|m| crate::SecurityArgs::from_arg_matches(&m))
+        .map_err(|e| ConfigError::Security(e.to_string()))?;
+    settings.to_security(crate::TlsRole::Client).map_err(|e| ConfigError::Security(e.to_string()))
+}
 
 /// Why the configuration could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +189,9 @@ pub enum ConfigError {
         /// The keys it could have been.
         known: String,
     },
+    /// The client's security settings do not make a [`Security`](crate::Security).
+    #[error("client security settings: {0}")]
+    Security(String),
     /// A value of the wrong type (in the file or a variable).
     #[error("{key} in {origin}: {message}")]
     BadValue {
@@ -518,6 +557,33 @@ mod tests {
     }
 
     use clap::FromArgMatches;
+
+    #[test]
+    fn a_client_reads_its_certificate_from_the_file_and_the_variables() {
+        let dir = std::env::temp_dir().join(format!("kiln-client-config-{}", std::process::id()));
+        let security = crate::Security::temporary().unwrap();
+        let [_, cert, key] = security.write_pem_files(&dir, crate::TlsRole::Client).unwrap();
+        let path = dir.join("kiln.toml");
+        let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+        let (cert, key) = (name(&cert), name(&key));
+        let text = format!(
+            "[security]\nca-file = \"ca.pem\"\nrequire-encryption = true\n\
+             [security.client]\ncert = \"{cert}\"\nkey = \"{key}\"\n"
+        );
+        let file = ConfigFile::parse(&text, &path).unwrap();
+        let client = client_security_with(&file, |_| None).unwrap();
+        assert!(client.has_certificate(crate::TlsRole::Client));
+        assert!(client.require_encryption());
+        // A variable beats the file, and a missing file is named.
+        let err = client_security_with(&file, |name| (name == "KILN_TLS_CERT").then(|| "/nonexistent/c.pem".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("client security settings:") && err.contains("/nonexistent/c.pem"), "{err}");
+        // No settings: plain TCP.
+        let none = client_security_with(&ConfigFile::default(), |_| None).unwrap();
+        assert!(!none.has_certificate(crate::TlsRole::Client));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {

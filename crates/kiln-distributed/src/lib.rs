@@ -26,11 +26,12 @@ pub mod worker;
 
 pub use client::futures::{AsCompleted, Future};
 pub use client::{Client, ClusterLoad, KeyStatus};
+pub use cluster::adaptive;
 pub use cluster::scheduler_file;
 pub use cluster::{
     ClusterError, EXIT_CANNOT_START, EXIT_FRESH_START, EXIT_NO_SCHEDULER, LocalCluster, LocalClusterBuilder,
-    NannyPolicy, SecurityArgs, WorkerArgs, WorkerArgsError, WorkerArgsInvalid, WorkerMode, run_nanny,
-    run_worker_if_requested,
+    NannyPolicy, SecurityArgs, WorkerArgs, WorkerArgsError, WorkerArgsInvalid, WorkerMode, parse_memory_limit,
+    run_nanny, run_worker_if_requested,
 };
 pub use comm::tls::{CertificateAuthority, Security, SecurityError, TlsRole, TlsVersion};
 pub use server::{DashboardConfig, SchedulerServer, ServerConfig};

@@ -309,7 +309,8 @@ pub enum SchedulerToClient {
     ClusterLoad {
         /// The question's id.
         request: u64,
-        /// Ready root tasks waiting in the scheduler for a worker slot.
+        /// Ready tasks waiting in the scheduler: root tasks for a worker slot, and tasks no
+        /// worker can run (none there, or every one retiring).
         queued: u64,
         /// Tasks assigned to workers and not finished.
         processing: u64,

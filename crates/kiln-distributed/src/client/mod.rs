@@ -26,7 +26,8 @@ pub(crate) mod futures;
 /// How busy a cluster is (see [`Client::cluster_load`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ClusterLoad {
-    /// Ready root tasks waiting in the scheduler for a worker slot.
+    /// Ready tasks waiting in the scheduler: root tasks for a worker slot, and tasks no
+    /// worker can run (none there, or every one retiring).
     pub queued: u64,
     /// Tasks assigned to workers and not finished.
     pub processing: u64,
@@ -321,7 +322,10 @@ impl Client {
 
     /// Waits until none of `ids` is a worker of the cluster any more (woken by the scheduler's
     /// news that a worker was removed).
-    pub(crate) fn wait_workers_gone(&self, ids: &[WorkerId], timeout: Duration) -> Result<(), ComputeError> {
+    ///
+    /// # Errors
+    /// [`ComputeError::Timeout`] when some are still there after `timeout`; a lost connection.
+    pub fn wait_workers_gone(&self, ids: &[WorkerId], timeout: Duration) -> Result<(), ComputeError> {
         self.wait_until(Some(timeout), |s| !ids.iter().any(|id| s.workers.contains_key(id)))
     }
 

@@ -93,8 +93,9 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub nthreads: Option<usize>,
     /// Memory limit: a size (4GiB, 500MB, 2147483648 bytes; at least 32 MiB), a fraction of
-    /// this machine's memory (0.5), or 0 for none.
-    #[arg(long, default_value = "0")]
+    /// this machine's memory (0.5), 0 for none, or `auto`: the container's (cgroup) memory
+    /// limit when one is set below the machine's memory, else none.
+    #[arg(long, default_value = "auto")]
     pub memory_limit: String,
     /// A name shown in logs and to clients.
     #[arg(long)]
@@ -180,7 +181,13 @@ impl WorkerArgs {
             }
             config.nthreads = n;
         }
-        config.memory_limit = parse_memory_limit(&self.memory_limit, total_memory())?;
+        config.memory_limit = if self.memory_limit.trim().eq_ignore_ascii_case("auto") {
+            // In a container, the kernel kills the worker at the cgroup's limit: spilling and
+            // pausing must happen below it.
+            cgroup_memory_limit().unwrap_or(0)
+        } else {
+            parse_memory_limit(&self.memory_limit, total_memory())?
+        };
         config.name = self.name.clone();
         config.listen = format!("{}:{}", self.host, self.port);
         config.supervised = self.supervised;
@@ -197,12 +204,33 @@ fn total_memory() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// The memory limit of this process's control group (cgroup v2 `memory.max`, else v1
+/// `memory.limit_in_bytes`), when one is set below the machine's memory.
+fn cgroup_memory_limit() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let text = read("/sys/fs/cgroup/memory.max").or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
+    parse_cgroup_limit(text.as_deref(), total_memory())
+}
+
+/// A cgroup memory limit's text: `max` or a number of bytes; cgroup v1 writes "no limit" as a
+/// huge number, so a limit not below the machine's memory is none.
+fn parse_cgroup_limit(text: Option<&str>, machine: Option<u64>) -> Option<u64> {
+    let limit: u64 = text?.trim().parse().ok()?;
+    match machine {
+        Some(machine) if limit >= machine => None,
+        _ => Some(limit).filter(|&l| l >= MIN_MEMORY_LIMIT),
+    }
+}
+
 /// The smallest memory limit a worker can run under.
 const MIN_MEMORY_LIMIT: u64 = 32 << 20;
 
 /// Parses `4GiB`, `500MB`, `1.5G`, `2147483648` (bytes; at least 32 MiB), `0` (no limit) or a
 /// fraction in (0, 1] of `machine` bytes (as Dask reads `--memory-limit 0.5`).
-fn parse_memory_limit(text: &str, machine: Option<u64>) -> Result<u64, WorkerArgsInvalid> {
+///
+/// # Errors
+/// [`WorkerArgsInvalid::MemoryLimit`] with the reason.
+pub fn parse_memory_limit(text: &str, machine: Option<u64>) -> Result<u64, WorkerArgsInvalid> {
     let invalid = |reason: &str| WorkerArgsInvalid::MemoryLimit { text: text.to_string(), reason: reason.to_string() };
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
@@ -265,6 +293,18 @@ mod tests {
         assert!(reason("99999999999TiB", None).contains("too large"));
         assert!(reason("2.5", None).contains("below the 32 MiB"));
         assert!(reason("1024", None).contains("below the 32 MiB"));
+    }
+
+    #[test]
+    fn the_cgroup_limit_is_used_only_when_it_limits() {
+        let gib = 1u64 << 30;
+        assert_eq!(parse_cgroup_limit(Some("4294967296\n"), Some(16 * gib)), Some(4 * gib));
+        assert_eq!(parse_cgroup_limit(Some("max\n"), Some(16 * gib)), None);
+        // cgroup v1's "no limit".
+        assert_eq!(parse_cgroup_limit(Some("9223372036854771712"), Some(16 * gib)), None);
+        assert_eq!(parse_cgroup_limit(Some("4294967296"), None), Some(4 * gib));
+        assert_eq!(parse_cgroup_limit(None, Some(gib)), None);
+        assert_eq!(parse_cgroup_limit(Some("garbage"), Some(gib)), None);
     }
 
     #[test]

@@ -12,10 +12,11 @@ use kiln_graph::ComputeError;
 use kiln_protocol::messages::WorkerId;
 use tokio::runtime::Runtime;
 
+pub mod adaptive;
 mod args;
 mod nanny;
 pub mod scheduler_file;
-pub use args::{SecurityArgs, WorkerArgs, WorkerArgsInvalid};
+pub use args::{SecurityArgs, WorkerArgs, WorkerArgsInvalid, parse_memory_limit};
 pub use nanny::{EXIT_CANNOT_START, EXIT_FRESH_START, EXIT_NO_SCHEDULER, NannyPolicy, run_nanny};
 
 use crate::client::Client;
@@ -369,31 +370,15 @@ impl Drop for LocalCluster {
 
 /// Checks the load five times a second and resizes the cluster.
 fn adapt_loop(shared: &Shared, min: usize, max: usize, stop: &std::sync::atomic::AtomicBool) {
-    let threads_per_worker = shared.builder.threads_per_worker.max(1) as f64;
-    let mut low_since: Option<std::time::Instant> = None;
+    let mut policy = adaptive::AdaptivePolicy::new(min, max, shared.builder.threads_per_worker);
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         let Ok(load) = shared.control.cluster_load() else { return };
-        let demand = (load.queued + load.processing + load.waiting) as f64;
-        let desired = ((demand / (2.0 * threads_per_worker)).ceil() as usize).clamp(min, max);
         let current = shared.lock().workers.len();
-        if desired > current {
-            low_since = None;
-            tracing::info!("adaptive: {demand} tasks pending, scaling up from {current} to {desired} workers");
-            if let Err(e) = shared.scale(desired) {
-                tracing::warn!("adaptive: scaling up failed: {e}");
-            }
-        } else if desired < current {
-            let since = *low_since.get_or_insert_with(std::time::Instant::now);
-            if since.elapsed() >= Duration::from_secs(2) {
-                tracing::info!("adaptive: load low, scaling down from {current} to {desired} workers");
-                if let Err(e) = shared.scale(desired) {
-                    tracing::warn!("adaptive: scaling down failed: {e}");
-                }
-                low_since = None;
-            }
-        } else {
-            low_since = None;
+        let Some(desired) = policy.decide(&load, current, std::time::Instant::now()) else { continue };
+        tracing::info!("adaptive: scaling from {current} to {desired} workers");
+        if let Err(e) = shared.scale(desired) {
+            tracing::warn!("adaptive: scaling to {desired} failed: {e}");
         }
     }
 }

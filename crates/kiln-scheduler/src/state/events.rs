@@ -463,8 +463,16 @@ impl SchedulerState {
             }
             ClientToScheduler::RetireWorkers { workers } => self.retire_workers(&workers),
             ClientToScheduler::ClusterLoad { request } => {
-                let live = self.tasks.iter().filter(|t| t.live);
-                let waiting = live.filter(|t| t.state == TaskState::Waiting).count() as u64;
+                let (mut waiting, mut no_worker) = (0u64, 0u64);
+                for task in self.tasks.iter().filter(|t| t.live) {
+                    match task.state {
+                        TaskState::Waiting => waiting += 1,
+                        // Ready tasks of a cluster with no worker able to run them: the load
+                        // that makes an adaptive cluster grow from zero.
+                        TaskState::NoWorker => no_worker += 1,
+                        _ => {}
+                    }
+                }
                 let processing = self.workers.values().map(|w| w.processing.len() as u64).sum();
                 // Threads that take new work: a paused or retiring worker's do not.
                 let threads =
@@ -473,7 +481,7 @@ impl SchedulerState {
                     client,
                     SchedulerToClient::ClusterLoad {
                         request,
-                        queued: self.queued.len() as u64,
+                        queued: self.queued.len() as u64 + no_worker,
                         processing,
                         waiting,
                         workers: self.workers.len() as u64,
