@@ -75,6 +75,46 @@ pub(super) struct PrefixStats {
     pub(super) duration_us: f64,
     pub(super) nbytes: f64,
     pub(super) finished: u64,
+    /// Live tasks per state, indexed by `TaskState as usize`: kept here, a few increments
+    /// per transition, so observers read progress in O(prefixes) without an event per
+    /// transition (the dashboard's cost when nobody watches).
+    pub(super) counts: [u64; 7],
+    /// Tasks that went from processing to memory since this prefix last had nothing left
+    /// to do (a progress bar's filled part).
+    pub(super) done: u64,
+    /// Tasks that erred in the same window.
+    pub(super) erred: u64,
+    /// Tasks that erred, ever.
+    pub(super) erred_total: u64,
+    /// Compute time of every finished task, ever, in microseconds.
+    pub(super) compute_us: f64,
+    /// Bytes of every result produced, ever.
+    pub(super) output_bytes: u64,
+}
+
+impl PrefixStats {
+    fn new(name: Arc<str>) -> Self {
+        PrefixStats {
+            name,
+            duration_us: 0.0,
+            nbytes: 0.0,
+            finished: 0,
+            counts: [0; 7],
+            done: 0,
+            erred: 0,
+            erred_total: 0,
+            compute_us: 0.0,
+            output_bytes: 0,
+        }
+    }
+
+    /// Tasks not finished yet: waiting, queued, no-worker or processing.
+    pub(super) fn remaining(&self) -> u64 {
+        self.counts[TaskState::Waiting as usize]
+            + self.counts[TaskState::Queued as usize]
+            + self.counts[TaskState::NoWorker as usize]
+            + self.counts[TaskState::Processing as usize]
+    }
 }
 
 /// The tasks, indexed by [`TaskSlot`].
@@ -204,7 +244,7 @@ impl SchedulerState {
         }
         let name: Arc<str> = prefix.into();
         let p = self.prefixes.len() as u32;
-        self.prefixes.push(PrefixStats { name: name.clone(), duration_us: 0.0, nbytes: 0.0, finished: 0 });
+        self.prefixes.push(PrefixStats::new(name.clone()));
         self.prefix_index.insert(name, p);
         p
     }
@@ -256,7 +296,14 @@ impl SchedulerState {
             }
             None => self.tasks.push(task),
         };
-        if self.observations.is_some() {
+        let stats = &mut self.prefixes[prefix as usize];
+        if stats.remaining() == 0 {
+            // New work for an idle prefix starts a fresh progress bar.
+            stats.done = 0;
+            stats.erred = 0;
+        }
+        stats.counts[TaskState::Released as usize] += 1;
+        if self.records_transitions() {
             self.record_transition(slot, None, Some(TaskState::Released));
         }
         let tasks = &self.tasks;
@@ -294,7 +341,9 @@ impl SchedulerState {
             if let Ok(entry) = self.index.find_entry(hash, |&x| x == t) {
                 entry.remove();
             }
-            if self.observations.is_some() {
+            let counts = &mut self.prefixes[self.tasks[t].prefix as usize].counts;
+            counts[self.tasks[t].state as usize] -= 1;
+            if self.records_transitions() {
                 self.record_transition(t, Some(self.tasks[t].state), None);
             }
             let task = &mut self.tasks[t];
