@@ -69,6 +69,13 @@ pub(super) struct Task {
     pub(super) live: bool,
 }
 
+/// An interned task name's tasks: how many the scheduler knows, and how many of them went
+/// from processing to memory (a client's progress bar, [`SchedulerState::name_progress`]).
+pub(super) struct NameCount {
+    pub(super) tasks: u32,
+    pub(super) done: u64,
+}
+
 /// What the scheduler learned about one kind of task (a key prefix).
 pub(super) struct PrefixStats {
     pub(super) name: Arc<str>,
@@ -192,11 +199,11 @@ impl SchedulerState {
     pub(super) fn intern(&mut self, key: Key) -> Key {
         match self.names.get_key_value_mut(key.shared_name()) {
             Some((name, count)) => {
-                *count += 1;
+                count.tasks += 1;
                 Key::from_shared(name, key.index())
             }
             None => {
-                self.names.insert(key.shared_name().clone(), 1);
+                self.names.insert(key.shared_name().clone(), NameCount { tasks: 1, done: 0 });
                 key
             }
         }
@@ -205,8 +212,8 @@ impl SchedulerState {
     /// One task of this name is gone; the name goes with the last one.
     pub(super) fn forget_name(&mut self, key: Key) {
         if let Some(count) = self.names.get_mut(key.shared_name()) {
-            *count -= 1;
-            if *count == 0 {
+            count.tasks -= 1;
+            if count.tasks == 0 {
                 self.names.remove(key.shared_name());
                 if self.last_prefix.as_ref().is_some_and(|(n, _)| Arc::ptr_eq(n, key.shared_name())) {
                     self.last_prefix = None;

@@ -455,6 +455,10 @@ impl SchedulerState {
                 let holders = keys.iter().map(|k| self.who_has(k)).collect();
                 self.commands.push(Command::Client(client, SchedulerToClient::WhoHas { request, holders }));
             }
+            ClientToScheduler::Progress { request, names } => {
+                let done = self.name_progress(names.iter().map(String::as_str));
+                self.commands.push(Command::Client(client, SchedulerToClient::Progress { request, done }));
+            }
             ClientToScheduler::WorkerMemory { request } => {
                 let workers = self.memory_reports();
                 self.commands.push(Command::Client(client, SchedulerToClient::WorkerMemory { request, workers }));

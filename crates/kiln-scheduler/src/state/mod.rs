@@ -37,7 +37,7 @@ use kiln_protocol::messages::{
 };
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
-use arena::{PrefixStats, TaskArena, TaskSlot};
+use arena::{NameCount, PrefixStats, TaskArena, TaskSlot};
 pub use events::Event;
 pub use invariants::InvariantViolation;
 pub use observe::{ObserveLevel, SchedulerEvent, WorkerActivity};
@@ -212,7 +212,7 @@ pub struct SchedulerState {
     free: Vec<TaskSlot>,
     index: HashTable<TaskSlot>,
     /// Interned task names and how many tasks carry each.
-    names: hashbrown::HashMap<Arc<str>, u32, FxBuildHasher>,
+    names: hashbrown::HashMap<Arc<str>, NameCount, FxBuildHasher>,
     /// The last name's prefix id: graphs list the tasks of one name together.
     last_prefix: Option<(Arc<str>, u32)>,
     kernels: FxHashSet<Arc<KernelSpec>>,

@@ -120,6 +120,14 @@ impl SchedulerState {
         })
     }
 
+    /// For each task name (a key without its index: one array operation, one delayed call),
+    /// how many of its tasks finished while the name was known; `None` for a name the
+    /// scheduler does not know, which for a name it was sent means every task of that name is
+    /// done and forgotten (or was released). A client's progress bar asks this.
+    pub fn name_progress<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<Option<u64>> {
+        names.into_iter().map(|n| self.names.get(n).map(|c| c.done)).collect()
+    }
+
     /// Progress of every kind of task ever seen, in order of first appearance: O(prefixes),
     /// whatever the number of tasks (the dashboard's progress bars and `/metrics`).
     pub fn prefix_progress(&self) -> impl ExactSizeIterator<Item = PrefixProgress> + '_ {

@@ -178,6 +178,9 @@ impl SchedulerState {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.finished += 1;
         }
+        if let Some(name) = self.names.get_mut(self.tasks[t].key.shared_name()) {
+            name.done += 1;
+        }
         {
             let p = &mut self.prefixes[self.tasks[t].prefix as usize];
             p.finished += 1;
