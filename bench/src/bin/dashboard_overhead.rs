@@ -2,12 +2,14 @@
 //! (`distributed_overhead`'s graph: n `inc` tasks feeding an 8-ary tree of sums) on two
 //! `LocalCluster`s of worker processes, one without a dashboard and one whose dashboard serves
 //! ten live pages (ten server-sent-event clients reading every snapshot). Runs alternate
-//! between the two clusters (off, on, off, on, ...) after one warm-up each, so drift in the
-//! machine's load hits both; medians are compared. The bar: throughput with ten pages open
-//! within 5 % of the dashboard off.
+//! between the two clusters after one warm-up each, and which one goes first alternates from
+//! one repetition to the next (off-on, on-off, ...), so drift in the machine's load and any
+//! cost of following the other cluster's run hit both; medians are compared. The bar:
+//! throughput with ten pages open within 5 % of the dashboard off. `--control` serves no
+//! dashboard on either cluster (an A/A run: the noise floor of the comparison).
 //!
 //! `cargo run --release -p kiln-bench --bin dashboard_overhead -- [--n 100000] [--runs 5]
-//! [--workers 2] [--clients 10]`
+//! [--workers 2] [--clients 10] [--control]`
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -99,20 +101,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs: usize = arg("--runs", 5);
     let workers: usize = arg("--workers", 2);
     let clients: usize = arg("--clients", 10);
+    let control = std::env::args().any(|a| a == "--control");
     let exe = std::env::current_exe()?;
     let start = |dashboard: bool| {
         LocalCluster::builder().workers(workers).threads_per_worker(1).binary(exe.clone()).dashboard(dashboard).start()
     };
     let off = start(false)?;
-    let on = start(true)?;
-    let link = on.dashboard_link().ok_or("the dashboard cluster serves no dashboard")?;
-    println!("clusters: {workers} worker processes x 1 thread each; dashboard at {link} with {clients} live pages");
+    let on = start(!control)?;
+    let link = on.dashboard_link();
+    match &link {
+        Some(link) => println!(
+            "clusters: {workers} worker processes x 1 thread each; dashboard at {link} with {clients} live pages"
+        ),
+        None => println!("clusters: {workers} worker processes x 1 thread each; control run, no dashboard on either"),
+    }
     let (off_client, on_client) = (off.client()?, on.client()?);
 
     let stop = Arc::new(AtomicBool::new(false));
     let events = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
-    let pages: Vec<_> = (0..clients).map(|_| sse_client(&link, stop.clone(), events.clone(), bytes.clone())).collect();
+    let pages: Vec<_> = match &link {
+        Some(link) => (0..clients).map(|_| sse_client(link, stop.clone(), events.clone(), bytes.clone())).collect(),
+        None => Vec::new(),
+    };
 
     let (graph, root) = kiln_bench::foundation_graph(n, 8, &inc, &add);
     let tasks = graph.len();
@@ -121,7 +132,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut on_events, mut on_wall) = (0u64, 0.0f64);
     // Run 0 warms both clusters up and is dropped.
     for rep in 0..=runs {
-        for (name, client) in [("off", &off_client), ("on", &on_client)] {
+        let order = if rep % 2 == 0 {
+            [("off", &off_client), ("on", &on_client)]
+        } else {
+            [("on", &on_client), ("off", &off_client)]
+        };
+        for (name, client) in order {
             let before = events.load(Ordering::Relaxed);
             let (t, cpu0) = (Instant::now(), scheduler_cpu());
             let out = Scheduler::compute(client, &graph, &[root])?;
@@ -184,7 +200,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "RESULT tasks={tasks} workers={workers} runs={runs} sse_clients={clients} off_tasks_per_s={off_tps:.0} \
          on_tasks_per_s={on_tps:.0} ratio={ratio:.3} snapshots_per_page_per_s={per_page_hz:.2} sse_events={total_events} \
          sse_bytes={total_bytes} off_sched_cpu_us_per_task={off_cpu:.2} on_sched_cpu_us_per_task={on_cpu:.2} \
-         sched_cpu_ratio={cpu_ratio:.3} within_5pct={met}"
+         sched_cpu_ratio={cpu_ratio:.3} within_5pct={met} control={control}"
     );
     Ok(())
 }

@@ -244,16 +244,32 @@ impl Drop for Dashboard {
     }
 }
 
-/// The `/status` URL for a dashboard at `address` (an unspecified IP becomes the host's
-/// loopback, which is where a browser on this machine finds it).
+/// The `/status` URL for a dashboard at `address`. A dashboard bound to all interfaces is
+/// linked at this host's address on its outward interface ([`outward_ip`]), which a browser on
+/// another machine can reach too, falling back to loopback when the host has no route out.
 pub fn link(address: SocketAddr) -> String {
     let host = match address.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
-        ip if ip.is_unspecified() => "[::1]".to_string(),
+        ip if ip.is_unspecified() => match outward_ip(ip.is_ipv4()) {
+            Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            Some(ip) => ip.to_string(),
+            None if ip.is_ipv4() => "127.0.0.1".to_string(),
+            None => "[::1]".to_string(),
+        },
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
     format!("http://{host}:{}/status", address.port())
+}
+
+/// This host's address on the interface its default route leaves by (what Dask's `get_ip`
+/// finds): a UDP socket "connected" to a public address picks the source address without
+/// sending anything. `None` without such a route (an isolated host or container).
+pub fn outward_ip(ipv4: bool) -> Option<std::net::IpAddr> {
+    let (bind, target) = if ipv4 { ("0.0.0.0:0", "192.0.2.1:9") } else { ("[::]:0", "[2001:db8::1]:9") };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(target).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 /// Binds `address`; if its port is taken, binds a free port on the same interface instead and
@@ -275,5 +291,42 @@ pub async fn bind_or_free_port(address: &str) -> Result<(tokio::net::TcpListener
             Ok((l, Some(format!("port of {address} is already in use; the dashboard serves on port {port} instead"))))
         }
         Err(source) => Err(DashboardError::Bind { address, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// A dashboard bound to all interfaces is linked at an address that reaches it (a real
+    /// listener, a real connection), never at `0.0.0.0`.
+    #[test]
+    fn a_dashboard_on_all_interfaces_links_a_reachable_address() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (_publisher, feed) = channel(DEFAULT_INTERVAL);
+        let dashboard = runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+            Dashboard::serve(listener, feed, DashboardOptions::default()).unwrap()
+        });
+        let link = dashboard.link();
+        let host = link.trim_start_matches("http://").trim_end_matches("/status").to_string();
+        assert!(!host.starts_with("0.0.0.0"), "{link}");
+        let ip: SocketAddr = host.parse().unwrap_or_else(|e| panic!("{link}: {e}"));
+        assert_eq!(ip.port(), dashboard.address().port());
+        let mut stream = std::net::TcpStream::connect(ip).unwrap_or_else(|e| panic!("{link} is not reachable: {e}"));
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(stream, "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200") && response.ends_with("ok"), "{response}");
+        // A specific address is linked as it is.
+        assert_eq!(link_of("127.0.0.1:8787"), "http://127.0.0.1:8787/status");
+        assert_eq!(link_of("[::1]:8787"), "http://[::1]:8787/status");
+    }
+
+    fn link_of(address: &str) -> String {
+        link(address.parse().unwrap())
     }
 }

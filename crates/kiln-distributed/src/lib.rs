@@ -25,6 +25,7 @@ mod server;
 pub mod worker;
 
 pub use client::futures::{AsCompleted, Future};
+pub use client::progress::{TaskProgress, progress};
 pub use client::{Client, ClusterLoad, KeyStatus};
 pub use cluster::adaptive;
 pub use cluster::scheduler_file;

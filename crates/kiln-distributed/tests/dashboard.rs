@@ -36,6 +36,33 @@ fn get_json(base: &str, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {body}"))
 }
 
+/// Opens a live page (`/events`) and reads it up to its first snapshot, which it returns with
+/// the connection: from then on the scheduler knows a page is open.
+fn open_live_page(link: &str) -> (BufReader<TcpStream>, Value) {
+    let host = link.trim_start_matches("http://").trim_end_matches("/status");
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(stream, "GET /events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let data = next_snapshot(&mut reader);
+    (reader, data)
+}
+
+/// The next snapshot event's data on a live page.
+fn next_snapshot(reader: &mut BufReader<TcpStream>) -> Value {
+    let mut line = String::new();
+    let mut saw_event = false;
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the event stream ended");
+        if line.starts_with("event: snapshot") {
+            saw_event = true;
+        } else if saw_event && let Some(data) = line.strip_prefix("data: ") {
+            return serde_json::from_str::<Value>(data.trim()).unwrap();
+        }
+    }
+}
+
 #[test]
 fn every_route_answers_with_the_documented_shape() {
     let cluster = LocalCluster::builder().workers(2).threads_per_worker(2).mode(WorkerMode::Threads).start().unwrap();
@@ -48,6 +75,16 @@ fn every_route_answers_with_the_documented_shape() {
     let x = RandomState::new(5).random(&[800, 800], [100, 100]);
     let y = (&x + &x.t()).sum_axis(0);
     let sum = y.compute_on(&client).unwrap();
+    assert_eq!(sum.shape(), &[800]);
+    // With no live page open the scheduler records no task stream, only counts.
+    let quiet = get_json(&link, "/json/snapshot.json");
+    assert!(quiet["aggregates"]["totals"]["tasks_finished"].as_u64().unwrap() > 0, "{quiet}");
+    assert_eq!(quiet["aggregates"]["stream"].as_array().unwrap().len(), 0, "{quiet}");
+    // With one open, every task run is a rectangle of the stream.
+    let (mut page, first) = open_live_page(&link);
+    assert_eq!(first["aggregates"]["workers"].as_array().unwrap().len(), 2);
+    let x = RandomState::new(6).random(&[800, 800], [100, 100]);
+    let sum = (&x + &x.t()).sum_axis(0).compute_on(&client).unwrap();
     assert_eq!(sum.shape(), &[800]);
     let held = client.scatter(vec![1i64, 2, 3]).unwrap();
 
@@ -137,24 +174,10 @@ fn every_route_answers_with_the_documented_shape() {
     }
     promtool_check(&text);
 
-    // The live stream: a snapshot event with the same shape.
-    let host = link.trim_start_matches("http://").trim_end_matches("/status");
-    let mut stream = TcpStream::connect(host).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(stream, "GET /events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n").unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    let mut saw_event = false;
-    let data = loop {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "the event stream ended");
-        if line.starts_with("event: snapshot") {
-            saw_event = true;
-        } else if saw_event && let Some(data) = line.strip_prefix("data: ") {
-            break serde_json::from_str::<Value>(data.trim()).unwrap();
-        }
-    };
+    // The live page keeps getting snapshots of the same shape.
+    let data = next_snapshot(&mut page);
     assert_eq!(data["aggregates"]["workers"].as_array().unwrap().len(), 2);
+    drop(page);
 
     // Bad API requests are refused with a reason.
     let (status, _, body) = http(&link, "POST", "/api/v1/retire_workers", Some("{\"workers\": [4242]}"));

@@ -29,7 +29,7 @@
 
 pub mod allocator;
 mod memory;
-mod progress;
+pub mod progress;
 mod run;
 
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! The progress bar: a thread that samples the completed-task counter a few times a second, so
-//! the per-task path only increments an atomic. It ends with a summary of the run's memory (the
-//! peak of held results against the limit, and what was spilled).
+//! the per-task path only increments an atomic. It ends with a summary (for the local
+//! scheduler, the run's memory: the peak of held results against the limit, and what was
+//! spilled). The distributed client draws the same bar, its counter fed by the scheduler.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,7 +15,8 @@ use crate::Progress;
 const DELAY: Duration = Duration::from_millis(500);
 const TICK: Duration = Duration::from_millis(100);
 
-pub(crate) fn wanted(mode: Progress) -> bool {
+/// Whether `mode` wants a bar now (for [`Progress::Auto`], whether stderr is a terminal).
+pub fn wanted(mode: Progress) -> bool {
     match mode {
         Progress::Never => false,
         Progress::Always => true,
@@ -25,7 +27,7 @@ pub(crate) fn wanted(mode: Progress) -> bool {
 /// Draws until `done` is set; the caller unparks this thread after setting it. On a terminal
 /// the bar redraws in place; elsewhere (a forced bar piped to a log) it prints a plain line a
 /// second, since escape codes and carriage returns would garble a log file.
-pub(crate) fn draw(total: usize, completed: &AtomicUsize, done: &AtomicBool, summary: impl Fn() -> String) {
+pub fn draw(total: usize, completed: &AtomicUsize, done: &AtomicBool, summary: impl Fn() -> String) {
     let start = Instant::now();
     while start.elapsed() < DELAY {
         if done.load(Ordering::Acquire) {

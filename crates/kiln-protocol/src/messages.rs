@@ -218,6 +218,14 @@ pub enum ClientToScheduler {
     },
     /// Stops the whole cluster (workers and scheduler).
     ShutdownCluster,
+    /// Asks how many tasks of each name (a key without its index) have finished; answered by
+    /// [`SchedulerToClient::Progress`] (a progress bar polls this).
+    Progress {
+        /// Matches the answer to the question.
+        request: u64,
+        /// The task names.
+        names: Vec<String>,
+    },
 }
 
 /// A worker's memory as it last reported it.
@@ -304,6 +312,15 @@ pub enum SchedulerToClient {
         request: u64,
         /// Holders, in the order asked.
         holders: Vec<Vec<WorkerId>>,
+    },
+    /// The answer to [`ClientToScheduler::Progress`]: per name asked, tasks finished while
+    /// the scheduler knew the name, or `None` for a name it does not know (all of its tasks
+    /// are done and forgotten, or were released).
+    Progress {
+        /// The question's id.
+        request: u64,
+        /// Per name, in the order asked.
+        done: Vec<Option<u64>>,
     },
     /// The answer to [`ClientToScheduler::ClusterLoad`].
     ClusterLoad {

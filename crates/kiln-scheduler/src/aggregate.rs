@@ -7,6 +7,13 @@
 //! series. Applying an event is O(1) (a prefix lookup by pointer); [`ClusterAggregates::snapshot`]
 //! copies the bounded parts, so a dashboard refresh costs the same with ten tasks or ten
 //! million. Like the state machine it owns no clock: times are passed in.
+//!
+//! Two ways to keep the per-prefix progress: fold every [`SchedulerEvent::TaskTransition`]
+//! (an observer that only has the event stream), or, beside the scheduler's state, read the
+//! counts the state keeps in place with [`ClusterAggregates::sync`] before each snapshot and
+//! observe at [`crate::ObserveLevel::Workers`] or [`crate::ObserveLevel::TaskStream`], which
+//! records no event per transition. The scheduler server does the latter: it is what keeps a
+//! served dashboard nearly free when nobody watches.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -15,7 +22,7 @@ use kiln_protocol::messages::{MemoryReport, WorkerId, WorkerInfo};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use crate::{SchedulerEvent, TaskState, WorkerActivity};
+use crate::{SchedulerEvent, SchedulerState, TaskState, WorkerActivity};
 
 /// How many rectangles the task stream keeps by default (Dask keeps 100,000; the browser draws
 /// the most recent window, so fewer suffice).
@@ -29,7 +36,8 @@ pub const ERROR_CAPACITY: usize = 100;
 
 /// Task states in the order of the counts arrays ([`TaskState::ALL`]).
 fn state_index(state: TaskState) -> usize {
-    TaskState::ALL.iter().position(|s| *s == state).unwrap_or(0)
+    // `ALL` lists the states in declaration order (a test checks it).
+    state as usize
 }
 
 /// Per task prefix (the kind of task).
@@ -293,6 +301,46 @@ impl ClusterAggregates {
         self.prefixes[i as usize].name = name.clone();
         self.by_pointer.insert(pointer, i);
         i
+    }
+
+    fn prefix_by_name(&mut self, name: &Arc<str>) -> u32 {
+        match self.by_name.get(name) {
+            Some(&i) => i,
+            None => self.prefix(name),
+        }
+    }
+
+    /// Replaces the per-prefix progress, the live task counts, the task totals and each
+    /// worker's task counters with the figures `state` keeps in place: O(prefixes + workers).
+    /// Call it before a snapshot when events are recorded below
+    /// [`crate::ObserveLevel::Everything`].
+    pub fn sync(&mut self, state: &SchedulerState) {
+        let mut counts = [0u64; 7];
+        let (mut finished, mut erred) = (0, 0);
+        for p in state.prefix_progress() {
+            let i = self.prefix_by_name(&p.prefix) as usize;
+            let stats = &mut self.prefixes[i];
+            stats.counts = p.counts;
+            stats.done = p.done;
+            stats.erred = p.erred;
+            stats.compute_seconds = p.compute_seconds;
+            stats.output_bytes = p.output_bytes;
+            stats.finished_total = p.finished_total;
+            for (total, n) in counts.iter_mut().zip(p.counts) {
+                *total += n;
+            }
+            finished += p.finished_total;
+            erred += p.erred_total;
+        }
+        self.counts = counts;
+        self.totals.tasks_finished = finished;
+        self.totals.tasks_erred = erred;
+        for (id, w) in self.workers.iter_mut() {
+            if let Some(load) = state.worker_load(*id) {
+                w.tasks_finished = load.tasks_finished;
+                w.tasks_failed = load.tasks_failed;
+            }
+        }
     }
 
     fn prefix_of_key_name(&self, key: &kiln_graph::Key) -> u32 {
@@ -695,6 +743,13 @@ mod tests {
         a.apply(&SchedulerEvent::WorkerLeft { worker: w0, reason: "gone".into() }, 9);
         assert!(a.worker(w0).is_none());
         assert_eq!(a.totals().workers_left, 1);
+    }
+
+    #[test]
+    fn state_indices_follow_the_order_of_all() {
+        for (i, state) in TaskState::ALL.iter().enumerate() {
+            assert_eq!(state_index(*state), i, "{state:?}");
+        }
     }
 
     #[test]

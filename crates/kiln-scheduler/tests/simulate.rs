@@ -174,6 +174,17 @@ impl Sim {
                 *counts.entry(state).or_insert(0) += 1;
             }
             assert_eq!(counts, self.s.state_counts(), "state counts from the stream");
+            // The per-prefix counts the state keeps in place (what a dashboard reads without
+            // an event per transition) agree with the stream.
+            let mut by_prefix: HashMap<String, [u64; 7]> = HashMap::new();
+            for (key, &state) in replayed.iter() {
+                by_prefix.entry(key.prefix().to_string()).or_default()[state as usize] += 1;
+            }
+            for p in self.s.prefix_progress() {
+                let expected = by_prefix.remove(&*p.prefix).unwrap_or_default();
+                assert_eq!(p.counts, expected, "per-state counts of prefix {}", p.prefix);
+            }
+            assert!(by_prefix.is_empty(), "prefixes the state does not count: {:?}", by_prefix.keys());
         }
     }
 

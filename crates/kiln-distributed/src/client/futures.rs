@@ -29,6 +29,11 @@ impl<T> Future<T> {
         Future { key, client: client.clone(), _t: PhantomData }
     }
 
+    /// The client it belongs to.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// The key of the result on the cluster.
     pub fn key(&self) -> &Key {
         &self.key

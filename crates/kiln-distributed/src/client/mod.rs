@@ -22,6 +22,7 @@ use crate::comm::{
 };
 
 pub(crate) mod futures;
+pub(crate) mod progress;
 
 /// How busy a cluster is (see [`Client::cluster_load`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,6 +75,10 @@ pub(crate) struct State {
     /// Counts batches of news from the scheduler, so a waiter can tell whether anything
     /// changed since it looked.
     news: u64,
+    /// The graph each referenced key was submitted with, as tasks per name (progress bars).
+    shapes: HashMap<Key, progress::Shape>,
+    /// When to draw a progress bar.
+    progress: kiln_local::Progress,
 }
 
 /// One `Put` of a scatter: the values' sizes (for the scheduler), descriptions and frames.
@@ -384,6 +389,7 @@ impl Client {
                     entry.refs -= 1;
                     if entry.refs == 0 {
                         state.keys.remove(key);
+                        state.shapes.remove(key);
                         released.push(key.clone());
                     }
                 }
@@ -413,9 +419,13 @@ impl Client {
         check_literals(&tasks)?;
         let wanted: Vec<Key> = outputs.iter().map(|&o| graph.key(o).clone()).collect();
         self.retain(&wanted);
+        let shape = progress::shape(&tasks);
         {
             // Submitting a cancelled key again computes it again.
             let mut state = self.inner.lock();
+            for key in &wanted {
+                state.shapes.insert(key.clone(), shape.clone());
+            }
             for key in &wanted {
                 if let Some(entry) = state.keys.get_mut(key)
                     && matches!(entry.status, KeyStatus::Cancelled(_))
@@ -780,6 +790,7 @@ impl Inner {
                     }
                 }
                 SchedulerToClient::Dataset { request, .. }
+                | SchedulerToClient::Progress { request, .. }
                 | SchedulerToClient::ClusterLoad { request, .. }
                 | SchedulerToClient::WorkerMemory { request, .. }
                 | SchedulerToClient::Datasets { request, .. }
@@ -826,7 +837,7 @@ impl Drop for Inner {
 impl Scheduler for Client {
     fn compute(&self, graph: &Graph, outputs: &[TaskId]) -> Result<Vec<Value>, ComputeError> {
         let keys = self.submit_graph(graph, outputs)?;
-        let result = self.fetch(&keys);
+        let result = self.with_progress_bar(&keys, || self.fetch(&keys));
         self.release(&keys);
         result
     }

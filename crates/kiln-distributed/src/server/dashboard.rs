@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kiln_dashboard::{Identity, Publisher, Request, Snapshot, WorkerLoadView};
 use kiln_scheduler::aggregate::{ClusterAggregates, DEFAULT_STREAM_CAPACITY};
-use kiln_scheduler::{SchedulerEvent, SchedulerState};
+use kiln_scheduler::{ObserveLevel, SchedulerEvent, SchedulerState};
 
 /// Where and how the scheduler serves its dashboard.
 #[derive(Debug, Clone)]
@@ -71,6 +71,13 @@ impl DashboardSide {
         }
     }
 
+    /// What the state must record for the dashboard: each task run only while a live page is
+    /// open (its task stream); otherwise only worker events, since per-prefix progress is
+    /// counted by the state in place ([`ClusterAggregates::sync`]).
+    pub fn level(&self) -> ObserveLevel {
+        if self.publisher.watchers() > 0 { ObserveLevel::TaskStream } else { ObserveLevel::Workers }
+    }
+
     /// After a turn of the loop that took `busy`: samples the series once a second and
     /// publishes a snapshot when a live page wants one.
     pub fn after_turn(&mut self, state: &SchedulerState, clients: usize, busy: Duration) {
@@ -88,6 +95,7 @@ impl DashboardSide {
     }
 
     fn snapshot(&mut self, state: &SchedulerState, clients: usize, since: u64) -> Arc<Snapshot> {
+        self.aggregates.sync(state);
         let aggregates = self.aggregates.snapshot_since(unix_us(), since, kiln_dashboard::STREAM_TAIL);
         let loads = aggregates
             .workers

@@ -12,7 +12,7 @@ use kiln_protocol::Role;
 use kiln_protocol::messages::{
     ClientId, ClientToScheduler, SchedulerToClient, SchedulerToWorker, WorkerId, WorkerInfo, WorkerToScheduler,
 };
-use kiln_scheduler::{Command, Config, Event as StateEvent, SchedulerEvent, SchedulerState};
+use kiln_scheduler::{Command, Config, Event as StateEvent, ObserveLevel, SchedulerEvent, SchedulerState};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -339,7 +339,14 @@ async fn core(
     let now = || start.elapsed().as_millis() as u64;
     let mut state = SchedulerState::new(config.policy.clone());
     let mut observed = Vec::new();
-    state.observe(config.observer.is_some() || dash.is_some());
+    // An observer gets every event; a dashboard alone needs much less (see
+    // `DashboardSide::level`), re-checked after each turn as pages open and close.
+    let level_for = |dash: &Option<DashboardSide>| match (&config.observer, dash) {
+        (Some(_), _) => ObserveLevel::Everything,
+        (None, Some(side)) => side.level(),
+        (None, None) => ObserveLevel::Off,
+    };
+    state.observe_level(level_for(&dash));
     let dashboard_link = dash.as_ref().map(DashboardSide::link);
     let mut workers: HashMap<WorkerId, Sender<SchedulerToWorker>> = HashMap::new();
     let mut kicks: HashMap<WorkerId, oneshot::Sender<()>> = HashMap::new();
@@ -439,6 +446,10 @@ async fn core(
             state.drain_observations_into(&mut observed);
             side.apply(&observed);
             side.after_turn(&state, clients.len(), turn.elapsed());
+        }
+        let level = level_for(&dash);
+        if level != state.observed_level() {
+            state.observe_level(level);
         }
         if let Some(observer) = &config.observer {
             state.drain_observations_into(&mut observed);

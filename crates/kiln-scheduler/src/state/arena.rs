@@ -69,12 +69,59 @@ pub(super) struct Task {
     pub(super) live: bool,
 }
 
+/// An interned task name's tasks: how many the scheduler knows, and how many of them went
+/// from processing to memory (a client's progress bar, [`SchedulerState::name_progress`]).
+pub(super) struct NameCount {
+    pub(super) tasks: u32,
+    pub(super) done: u64,
+}
+
 /// What the scheduler learned about one kind of task (a key prefix).
 pub(super) struct PrefixStats {
     pub(super) name: Arc<str>,
     pub(super) duration_us: f64,
     pub(super) nbytes: f64,
     pub(super) finished: u64,
+    /// Live tasks per state, indexed by `TaskState as usize`: kept here, a few increments
+    /// per transition, so observers read progress in O(prefixes) without an event per
+    /// transition (the dashboard's cost when nobody watches).
+    pub(super) counts: [u64; 7],
+    /// Tasks that went from processing to memory since this prefix last had nothing left
+    /// to do (a progress bar's filled part).
+    pub(super) done: u64,
+    /// Tasks that erred in the same window.
+    pub(super) erred: u64,
+    /// Tasks that erred, ever.
+    pub(super) erred_total: u64,
+    /// Compute time of every finished task, ever, in microseconds.
+    pub(super) compute_us: f64,
+    /// Bytes of every result produced, ever.
+    pub(super) output_bytes: u64,
+}
+
+impl PrefixStats {
+    fn new(name: Arc<str>) -> Self {
+        PrefixStats {
+            name,
+            duration_us: 0.0,
+            nbytes: 0.0,
+            finished: 0,
+            counts: [0; 7],
+            done: 0,
+            erred: 0,
+            erred_total: 0,
+            compute_us: 0.0,
+            output_bytes: 0,
+        }
+    }
+
+    /// Tasks not finished yet: waiting, queued, no-worker or processing.
+    pub(super) fn remaining(&self) -> u64 {
+        self.counts[TaskState::Waiting as usize]
+            + self.counts[TaskState::Queued as usize]
+            + self.counts[TaskState::NoWorker as usize]
+            + self.counts[TaskState::Processing as usize]
+    }
 }
 
 /// The tasks, indexed by [`TaskSlot`].
@@ -152,11 +199,11 @@ impl SchedulerState {
     pub(super) fn intern(&mut self, key: Key) -> Key {
         match self.names.get_key_value_mut(key.shared_name()) {
             Some((name, count)) => {
-                *count += 1;
+                count.tasks += 1;
                 Key::from_shared(name, key.index())
             }
             None => {
-                self.names.insert(key.shared_name().clone(), 1);
+                self.names.insert(key.shared_name().clone(), NameCount { tasks: 1, done: 0 });
                 key
             }
         }
@@ -165,8 +212,8 @@ impl SchedulerState {
     /// One task of this name is gone; the name goes with the last one.
     pub(super) fn forget_name(&mut self, key: Key) {
         if let Some(count) = self.names.get_mut(key.shared_name()) {
-            *count -= 1;
-            if *count == 0 {
+            count.tasks -= 1;
+            if count.tasks == 0 {
                 self.names.remove(key.shared_name());
                 if self.last_prefix.as_ref().is_some_and(|(n, _)| Arc::ptr_eq(n, key.shared_name())) {
                     self.last_prefix = None;
@@ -204,7 +251,7 @@ impl SchedulerState {
         }
         let name: Arc<str> = prefix.into();
         let p = self.prefixes.len() as u32;
-        self.prefixes.push(PrefixStats { name: name.clone(), duration_us: 0.0, nbytes: 0.0, finished: 0 });
+        self.prefixes.push(PrefixStats::new(name.clone()));
         self.prefix_index.insert(name, p);
         p
     }
@@ -256,7 +303,14 @@ impl SchedulerState {
             }
             None => self.tasks.push(task),
         };
-        if self.observations.is_some() {
+        let stats = &mut self.prefixes[prefix as usize];
+        if stats.remaining() == 0 {
+            // New work for an idle prefix starts a fresh progress bar.
+            stats.done = 0;
+            stats.erred = 0;
+        }
+        stats.counts[TaskState::Released as usize] += 1;
+        if self.records_transitions() {
             self.record_transition(slot, None, Some(TaskState::Released));
         }
         let tasks = &self.tasks;
@@ -294,7 +348,9 @@ impl SchedulerState {
             if let Ok(entry) = self.index.find_entry(hash, |&x| x == t) {
                 entry.remove();
             }
-            if self.observations.is_some() {
+            let counts = &mut self.prefixes[self.tasks[t].prefix as usize].counts;
+            counts[self.tasks[t].state as usize] -= 1;
+            if self.records_transitions() {
                 self.record_transition(t, Some(self.tasks[t].state), None);
             }
             let task = &mut self.tasks[t];

@@ -164,6 +164,8 @@ impl SchedulerState {
                 reported: MemoryReport { worker: id, managed: 0, spilled: 0, process: 0 },
                 last_seen: now,
                 paused: false,
+                finished: 0,
+                failed: 0,
             },
         );
         let all = self.workers();
@@ -284,21 +286,17 @@ impl SchedulerState {
             WorkerToScheduler::Register { .. } => {}
             WorkerToScheduler::Finished { key, nbytes, duration_us, started_us, thread } => {
                 // A result this worker already had (`started_us` 0) ran nowhere just now.
-                if self.is_observed()
-                    && started_us != 0
-                    && let Some(t) = self.find(&key)
-                    && self.tasks[t].state == TaskState::Processing
-                    && self.tasks[t].processing_on == Some(worker)
-                {
-                    self.record_ran(t, worker, nbytes, Some((started_us, duration_us, thread)));
-                }
-                self.finished(worker, &key, nbytes, duration_us)
+                let ran = (started_us != 0).then_some((started_us, thread));
+                self.finished(worker, &key, nbytes, duration_us, ran)
             }
             WorkerToScheduler::Failed { key, failure } => {
                 if let Some(t) = self.find(&key)
                     && self.tasks[t].state == TaskState::Processing
                     && self.tasks[t].processing_on == Some(worker)
                 {
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.failed += 1;
+                    }
                     if self.is_observed() {
                         self.record_ran(t, worker, 0, None);
                     }
@@ -456,6 +454,10 @@ impl SchedulerState {
             ClientToScheduler::WhoHas { request, keys } => {
                 let holders = keys.iter().map(|k| self.who_has(k)).collect();
                 self.commands.push(Command::Client(client, SchedulerToClient::WhoHas { request, holders }));
+            }
+            ClientToScheduler::Progress { request, names } => {
+                let done = self.name_progress(names.iter().map(String::as_str));
+                self.commands.push(Command::Client(client, SchedulerToClient::Progress { request, done }));
             }
             ClientToScheduler::WorkerMemory { request } => {
                 let workers = self.memory_reports();

@@ -37,11 +37,11 @@ use kiln_protocol::messages::{
 };
 use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 
-use arena::{PrefixStats, TaskArena, TaskSlot};
+use arena::{NameCount, PrefixStats, TaskArena, TaskSlot};
 pub use events::Event;
 pub use invariants::InvariantViolation;
-pub use observe::{SchedulerEvent, WorkerActivity};
-pub use queries::{PrefixEstimate, StateCounts, TASK_INFO_NEIGHBOURS, TaskInfo};
+pub use observe::{ObserveLevel, SchedulerEvent, WorkerActivity};
+pub use queries::{PrefixEstimate, PrefixProgress, StateCounts, TASK_INFO_NEIGHBOURS, TaskInfo};
 
 /// A message the server must send.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +178,10 @@ pub struct WorkerLoad {
     pub paused: bool,
     /// Whether it is being retired.
     pub retiring: bool,
+    /// Tasks it finished since it joined.
+    pub tasks_finished: u64,
+    /// Tasks that failed on it since it joined.
+    pub tasks_failed: u64,
 }
 
 struct Worker {
@@ -191,6 +195,9 @@ struct Worker {
     /// The worker said it is paused (memory pressure, a failed spill): it gets no new tasks
     /// but still serves its data.
     paused: bool,
+    /// Tasks it finished, and tasks that failed on it, ever (observers' counters).
+    finished: u64,
+    failed: u64,
 }
 
 #[derive(Default)]
@@ -205,7 +212,7 @@ pub struct SchedulerState {
     free: Vec<TaskSlot>,
     index: HashTable<TaskSlot>,
     /// Interned task names and how many tasks carry each.
-    names: hashbrown::HashMap<Arc<str>, u32, FxBuildHasher>,
+    names: hashbrown::HashMap<Arc<str>, NameCount, FxBuildHasher>,
     /// The last name's prefix id: graphs list the tasks of one name together.
     last_prefix: Option<(Arc<str>, u32)>,
     kernels: FxHashSet<Arc<KernelSpec>>,
@@ -221,6 +228,8 @@ pub struct SchedulerState {
     /// What happened, for observers; `None` (the default) records nothing, so the hot path
     /// pays one predictable branch per transition.
     observations: Option<Vec<SchedulerEvent>>,
+    /// What goes into `observations`.
+    observe_level: ObserveLevel,
     /// Scratch stack for iterative graph walks (deep chains must not recurse).
     stack: Vec<TaskSlot>,
     /// Workers with nothing to do, candidates for any task.
@@ -277,6 +286,7 @@ impl SchedulerState {
             generation: 0,
             commands: Vec::new(),
             observations: None,
+            observe_level: ObserveLevel::Off,
             stack: Vec::new(),
             idle: BTreeSet::new(),
             pending_release: Vec::new(),

@@ -2,12 +2,20 @@
 //!
 //! Recording is off by default: the only cost is one well-predicted branch per transition,
 //! and no event value is built, no key cloned, when nobody observes. When an observer turns
-//! it on ([`SchedulerState::observe`]), events accumulate beside the commands and the server
-//! drains them after each batch ([`SchedulerState::drain_observations_into`]), the same
-//! pull model as commands, so the state machine stays free of channels and callbacks.
+//! it on ([`SchedulerState::observe`], [`SchedulerState::observe_level`]), events accumulate
+//! beside the commands and the server drains them after each batch
+//! ([`SchedulerState::drain_observations_into`]), the same pull model as commands, so the
+//! state machine stays free of channels and callbacks.
 //!
-//! Replaying the stream reproduces the scheduler's task table: every task enters with a
-//! transition from `None` and leaves with a transition to `None`.
+//! Progress per task prefix (tasks per state, finished, erred, compute time, output bytes) is
+//! counted in place by the state at every level, a few integer increments per transition, and
+//! read with [`SchedulerState::prefix_progress`]. A dashboard therefore needs no event per
+//! transition: it observes at [`ObserveLevel::Workers`] while nobody watches and at
+//! [`ObserveLevel::TaskStream`] (one event per task run) while a live page is open.
+//!
+//! At [`ObserveLevel::Everything`], replaying the stream reproduces the scheduler's task
+//! table: every task enters with a transition from `None` and leaves with a transition to
+//! `None`.
 
 use std::sync::Arc;
 
@@ -160,6 +168,23 @@ impl WorkerActivity {
     }
 }
 
+/// How much of the event stream is recorded, from nothing to everything; each level records
+/// what the previous one does and more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum ObserveLevel {
+    /// Nothing (the default).
+    #[default]
+    Off,
+    /// Events about workers and rare task events: joins, departures, retirements, heartbeats
+    /// (memory, CPU, transfers, spills, pauses), steals and failures. Nothing per task that
+    /// succeeds.
+    Workers,
+    /// Also [`SchedulerEvent::TaskRan`], once per task run (a dashboard's task stream).
+    TaskStream,
+    /// Also [`SchedulerEvent::TaskTransition`], about five per task.
+    Everything,
+}
+
 impl SchedulerState {
     /// Records that task `t`, processing on `worker`, ended there (finished with the timing
     /// given, or failed with `timing: None`); only while observed.
@@ -186,15 +211,40 @@ impl SchedulerState {
         }
     }
 
-    /// Starts (`true`) or stops (`false`) recording [`SchedulerEvent`]s. Stopping drops what
-    /// was not drained.
+    /// Starts (`true`, [`ObserveLevel::Everything`]) or stops (`false`) recording
+    /// [`SchedulerEvent`]s. Stopping drops what was not drained.
     pub fn observe(&mut self, on: bool) {
-        self.observations = if on { Some(self.observations.take().unwrap_or_default()) } else { None };
+        self.observe_level(if on { ObserveLevel::Everything } else { ObserveLevel::Off });
+    }
+
+    /// Records events up to `level` from now on; [`ObserveLevel::Off`] drops what was not
+    /// drained.
+    pub fn observe_level(&mut self, level: ObserveLevel) {
+        self.observe_level = level;
+        self.observations =
+            if level > ObserveLevel::Off { Some(self.observations.take().unwrap_or_default()) } else { None };
+    }
+
+    /// What is being recorded.
+    pub fn observed_level(&self) -> ObserveLevel {
+        self.observe_level
     }
 
     /// Whether events are being recorded.
     pub fn is_observed(&self) -> bool {
         self.observations.is_some()
+    }
+
+    /// Whether each task run is recorded ([`SchedulerEvent::TaskRan`]).
+    #[inline]
+    pub(super) fn records_runs(&self) -> bool {
+        self.observe_level >= ObserveLevel::TaskStream
+    }
+
+    /// Whether each transition is recorded ([`SchedulerEvent::TaskTransition`]).
+    #[inline]
+    pub(super) fn records_transitions(&self) -> bool {
+        self.observe_level == ObserveLevel::Everything
     }
 
     /// Appends the events recorded since the last call to `out` (reusing its allocation).
@@ -215,17 +265,30 @@ impl SchedulerState {
         }
     }
 
-    /// Moves task `t` to state `to`, recording the transition while observed.
+    /// Moves task `t` to state `to`, counting it in its prefix's progress and recording the
+    /// transition while observed at [`ObserveLevel::Everything`].
     #[inline]
     pub(super) fn set_state(&mut self, t: TaskSlot, to: TaskState) {
-        let from = std::mem::replace(&mut self.tasks[t].state, to);
+        let task = &mut self.tasks[t];
+        let from = std::mem::replace(&mut task.state, to);
+        let stats = &mut self.prefixes[task.prefix as usize];
+        stats.counts[from as usize] -= 1;
+        stats.counts[to as usize] += 1;
+        match to {
+            TaskState::Memory if from == TaskState::Processing => stats.done += 1,
+            TaskState::Erred => {
+                stats.erred += 1;
+                stats.erred_total += 1;
+            }
+            _ => {}
+        }
         if matches!(from, TaskState::NoWorker | TaskState::Queued)
             || matches!(to, TaskState::NoWorker | TaskState::Queued)
         {
             // The set of tasks that may be unrunnable changed (see `expire_unrunnable`).
             self.parked_changes = self.parked_changes.wrapping_add(1);
         }
-        if self.observations.is_some() {
+        if self.records_transitions() {
             self.record_transition(t, Some(from), Some(to));
         }
     }

@@ -23,6 +23,28 @@ pub struct PrefixEstimate {
     pub nbytes: f64,
 }
 
+/// How far one kind of task (a key prefix) has got ([`SchedulerState::prefix_progress`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefixProgress {
+    /// The key prefix.
+    pub prefix: Arc<str>,
+    /// Live tasks per state, indexed like [`TaskState::ALL`].
+    pub counts: [u64; 7],
+    /// Tasks that went from processing to memory since the prefix last had nothing left to
+    /// do (new work for an idle prefix starts a fresh count).
+    pub done: u64,
+    /// Tasks that erred in the same window.
+    pub erred: u64,
+    /// Tasks that erred, ever (including dependents of failed tasks).
+    pub erred_total: u64,
+    /// Tasks that finished, ever.
+    pub finished_total: u64,
+    /// Compute time of those tasks, in seconds.
+    pub compute_seconds: f64,
+    /// Bytes of their results.
+    pub output_bytes: u64,
+}
+
 /// One task as an observer sees it ([`SchedulerState::task_info`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TaskInfo {
@@ -93,6 +115,31 @@ impl SchedulerState {
             last_seen: w.last_seen,
             paused: w.paused,
             retiring: self.retiring.contains(&id),
+            tasks_finished: w.finished,
+            tasks_failed: w.failed,
+        })
+    }
+
+    /// For each task name (a key without its index: one array operation, one delayed call),
+    /// how many of its tasks finished while the name was known; `None` for a name the
+    /// scheduler does not know, which for a name it was sent means every task of that name is
+    /// done and forgotten (or was released). A client's progress bar asks this.
+    pub fn name_progress<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Vec<Option<u64>> {
+        names.into_iter().map(|n| self.names.get(n).map(|c| c.done)).collect()
+    }
+
+    /// Progress of every kind of task ever seen, in order of first appearance: O(prefixes),
+    /// whatever the number of tasks (the dashboard's progress bars and `/metrics`).
+    pub fn prefix_progress(&self) -> impl ExactSizeIterator<Item = PrefixProgress> + '_ {
+        self.prefixes.iter().map(|p| PrefixProgress {
+            prefix: p.name.clone(),
+            counts: p.counts,
+            done: p.done,
+            erred: p.erred,
+            erred_total: p.erred_total,
+            finished_total: p.finished,
+            compute_seconds: p.compute_us / 1e6,
+            output_bytes: p.output_bytes,
         })
     }
 

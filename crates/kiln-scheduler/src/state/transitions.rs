@@ -145,7 +145,16 @@ impl SchedulerState {
         }
     }
 
-    pub(super) fn finished(&mut self, worker: WorkerId, key: &Key, nbytes: u64, duration_us: u64) {
+    /// Task `key` finished on `worker`; `ran` is when it started and on which thread, if it
+    /// ran there just now (the task stream's rectangle).
+    pub(super) fn finished(
+        &mut self,
+        worker: WorkerId,
+        key: &Key,
+        nbytes: u64,
+        duration_us: u64,
+        ran: Option<(u64, u32)>,
+    ) {
         let Some(t) = self.find(key) else {
             self.free_on(worker, key.clone());
             return;
@@ -160,10 +169,23 @@ impl SchedulerState {
             }
             return;
         }
+        if let Some((started_us, thread)) = ran
+            && self.records_runs()
+        {
+            self.record_ran(t, worker, nbytes, Some((started_us, duration_us, thread)));
+        }
         self.unassign(t);
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.finished += 1;
+        }
+        if let Some(name) = self.names.get_mut(self.tasks[t].key.shared_name()) {
+            name.done += 1;
+        }
         {
             let p = &mut self.prefixes[self.tasks[t].prefix as usize];
             p.finished += 1;
+            p.compute_us += duration_us as f64;
+            p.output_bytes += nbytes;
             // An exponential moving average learns fast and follows drift.
             let alpha = if p.finished == 1 { 1.0 } else { 0.2 };
             p.duration_us += alpha * (duration_us as f64 - p.duration_us);
