@@ -78,7 +78,7 @@ fn scalars(array: &ArrayRef) -> Result<Vec<Scalar>> {
 }
 
 /// `a` against `b`, compared as `a`'s type (`None` when they cannot be compared).
-fn compare(a: &Scalar, b: &Scalar) -> Option<Ordering> {
+pub(crate) fn compare(a: &Scalar, b: &Scalar) -> Option<Ordering> {
     if a.is_null() || b.is_null() {
         return None;
     }

@@ -65,6 +65,7 @@ pub mod series;
 pub mod shuffle;
 pub mod sort;
 pub mod storage;
+pub mod timeseries;
 
 pub use agg::AggFunc;
 pub use error::DataFrameError;
@@ -79,6 +80,7 @@ pub use plan::Divisions;
 pub use reduce::{Head, Length, Partitions, Reduction, ToParquet};
 pub use scalar::{DType, Scalar};
 pub use series::{DateTimeFields, Operand, Series};
+pub use timeseries::{Resample, Rolling, Window};
 
 /// Re-exported so users name the same Arrow types as the partitions.
 pub use arrow;
