@@ -502,3 +502,35 @@ fn shift_and_diff_forward_and_backward() {
         });
     }
 }
+
+#[test]
+fn repartition_to_divisions_and_to_more_partitions_keeps_the_index_divided() {
+    let case = &expected()["repartition_divisions"];
+    let divisions: Vec<Scalar> =
+        case["divisions"].as_array().unwrap().iter().map(|d| Scalar::TimestampNs(d.as_i64().unwrap())).collect();
+    let counts: Vec<usize> = case["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as usize).collect();
+    for (label, df) in indexed_layouts() {
+        let moved = df.repartition_divisions(divisions.clone()).unwrap();
+        assert_eq!(moved.divisions(), &Divisions::Known(divisions.clone()), "{label}");
+        let parts = moved.partitions().compute_on(&scheduler()).unwrap();
+        let sizes: Vec<usize> = parts.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, counts, "repartition(divisions) on {label}");
+        assert_frame("sorted_by_ts", &label, &moved.compute_on(&scheduler()).unwrap());
+        // More partitions than before: divisions stay known, and every partition's rows lie
+        // within its own.
+        let more = df.repartition(df.npartitions() * 2 + 1).unwrap();
+        let Divisions::Known(d) = more.divisions().clone() else { panic!("{label}: repartition(n) lost divisions") };
+        assert_eq!(d.len(), more.npartitions() + 1, "{label}");
+        let parts = more.partitions().compute_on(&scheduler()).unwrap();
+        for (i, part) in parts.iter().enumerate() {
+            let ts = part.column_by_name("ts").unwrap();
+            for row in 0..part.num_rows() {
+                let Scalar::TimestampNs(t) = Scalar::from_array(ts.as_ref(), row).unwrap() else { panic!() };
+                let (Scalar::TimestampNs(lo), Scalar::TimestampNs(hi)) = (&d[i], &d[i + 1]) else { panic!() };
+                let last = i + 1 == parts.len();
+                assert!(t >= *lo && (t < *hi || (last && t == *hi)), "{label}: partition {i} row {row}");
+            }
+        }
+        assert_frame("sorted_by_ts", &label, &more.compute_on(&scheduler()).unwrap());
+    }
+}

@@ -141,7 +141,7 @@ fn bad_rules_and_missing_divisions_are_clear_errors() {
     let err = plain.resample("h").err().unwrap();
     assert!(matches!(err, DataFrameError::NeedsDivisions { .. }), "{err:?}");
     assert!(err.to_string().contains("set_index"), "{err}");
-    let unknown = df.repartition(9).unwrap();
+    let unknown = df.sort_values("v", false, &LocalScheduler::new()).unwrap();
     assert_eq!(unknown.index(), Some("t"));
     assert!(matches!(unknown.rolling(2), Err(DataFrameError::NeedsDivisions { .. })));
     assert!(matches!(unknown.shift(1), Err(DataFrameError::NeedsDivisions { .. })));
