@@ -92,6 +92,27 @@ pub enum DataFrameError {
         /// This file's schema.
         found: String,
     },
+    /// A resampling rule or window span names no frequency kiln knows.
+    #[error("unknown frequency {rule:?} in {operation}: expected a positive multiple of s, min, h or D{weekly}")]
+    UnknownFrequency {
+        /// The operation (`resample`, `rolling`).
+        operation: String,
+        /// The rule as given.
+        rule: String,
+        /// Extra accepted forms (`", or W"` where a week is accepted).
+        weekly: String,
+    },
+    /// An operation that needs the rows sorted by the index across partitions was applied to a
+    /// frame whose divisions are unknown.
+    #[error(
+        "{operation} needs a sorted index with known divisions, but {reason}; use set_index (or set_index_sorted) first"
+    )]
+    NeedsDivisions {
+        /// The operation.
+        operation: String,
+        /// What is missing.
+        reason: String,
+    },
     /// An Arrow kernel failed while computing (e.g. a cast of a value that does not parse).
     #[error("{context}: {message}")]
     Compute {

@@ -73,6 +73,10 @@ pub struct Agg {
 }
 
 impl Agg {
+    pub(crate) fn func(&self) -> AggFunc {
+        self.func
+    }
+
     fn column(func: AggFunc, column: &str) -> Agg {
         Agg { func, input: AggInput::Column(column.to_string()), alias: None }
     }
@@ -226,32 +230,7 @@ impl GroupBy {
         for (name, expr) in &self.keys {
             fields.push(Field::new(name, expr.data_type(schema)?, true));
         }
-        let mut items = Vec::new();
-        for agg in aggs {
-            let (input, default_name) = match &agg.input {
-                AggInput::Column(c) => (Expr::Column(c.clone()), c.clone()),
-                AggInput::Series(s) => (s.expr_for(&self.frame, agg.func.name())?, s.name()),
-                AggInput::Rows => (Expr::Literal(crate::Scalar::Int(1)), "size".to_string()),
-            };
-            let input_type = input.data_type(schema)?;
-            let output_type = agg.func.output_type(&input_type).ok_or_else(|| DataFrameError::TypeMismatch {
-                operation: agg.func.name().to_string(),
-                expression: input.to_string(),
-                found: input_type.clone(),
-                expected: match agg.func {
-                    AggFunc::Min | AggFunc::Max => "numbers, strings, booleans or dates are needed".into(),
-                    _ => "numbers or booleans are needed".into(),
-                },
-            })?;
-            let name = agg.alias.clone().unwrap_or(default_name);
-            if fields.iter().any(|f| *f.name() == name) {
-                return Err(DataFrameError::InvalidArgument(format!(
-                    "output column {name:?} appears twice; name the aggregations with .alias(...)"
-                )));
-            }
-            fields.push(Field::new(&name, output_type, true));
-            items.push(AggItem { name, func: agg.func, input });
-        }
+        let items = resolve_aggs(&self.frame, aggs, &mut fields)?;
         if items.is_empty() {
             return Err(DataFrameError::InvalidArgument("agg needs at least one aggregation".into()));
         }
@@ -279,4 +258,41 @@ impl GroupBy {
     pub fn size(&self) -> Result<DataFrame> {
         self.agg([Agg::size()])
     }
+}
+
+/// The aggregations checked against `frame`'s schema: each becomes an item and a field
+/// appended to `fields` (which holds the columns before them, so a repeated name is caught).
+pub(crate) fn resolve_aggs(
+    frame: &Arc<Frame>,
+    aggs: impl IntoIterator<Item = Agg>,
+    fields: &mut Vec<Field>,
+) -> Result<Vec<AggItem>> {
+    let schema = &frame.schema;
+    let mut items = Vec::new();
+    for agg in aggs {
+        let (input, default_name) = match &agg.input {
+            AggInput::Column(c) => (Expr::Column(c.clone()), c.clone()),
+            AggInput::Series(s) => (s.expr_for(frame, agg.func.name())?, s.name()),
+            AggInput::Rows => (Expr::Literal(crate::Scalar::Int(1)), "size".to_string()),
+        };
+        let input_type = input.data_type(schema)?;
+        let output_type = agg.func.output_type(&input_type).ok_or_else(|| DataFrameError::TypeMismatch {
+            operation: agg.func.name().to_string(),
+            expression: input.to_string(),
+            found: input_type.clone(),
+            expected: match agg.func {
+                AggFunc::Min | AggFunc::Max => "numbers, strings, booleans or dates are needed".into(),
+                _ => "numbers or booleans are needed".into(),
+            },
+        })?;
+        let name = agg.alias.clone().unwrap_or(default_name);
+        if fields.iter().any(|f| *f.name() == name) {
+            return Err(DataFrameError::InvalidArgument(format!(
+                "output column {name:?} appears twice; name the aggregations with .alias(...)"
+            )));
+        }
+        fields.push(Field::new(&name, output_type, true));
+        items.push(AggItem { name, func: agg.func, input });
+    }
+    Ok(items)
 }

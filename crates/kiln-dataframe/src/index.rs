@@ -78,7 +78,7 @@ fn scalars(array: &ArrayRef) -> Result<Vec<Scalar>> {
 }
 
 /// `a` against `b`, compared as `a`'s type (`None` when they cannot be compared).
-fn compare(a: &Scalar, b: &Scalar) -> Option<Ordering> {
+pub(crate) fn compare(a: &Scalar, b: &Scalar) -> Option<Ordering> {
     if a.is_null() || b.is_null() {
         return None;
     }
@@ -88,6 +88,50 @@ fn compare(a: &Scalar, b: &Scalar) -> Option<Ordering> {
     let rx = converter.convert_columns(&[x]).ok()?;
     let ry = converter.convert_columns(&[y]).ok()?;
     Some(rx.row(0).cmp(&ry.row(0)))
+}
+
+/// `n + 1` divisions spread evenly over the old ones (each old partition gets its share of
+/// the new ones, cut at evenly spaced values), repeats dropped; `None` for divisions that are
+/// not all integers, floats or timestamps of one kind.
+fn interpolated(old: &[Scalar], n: usize) -> Option<Vec<Scalar>> {
+    let m = old.len().checked_sub(1).filter(|&m| m > 0)?;
+    let values: Vec<f64> = old
+        .iter()
+        .map(|d| match d {
+            Scalar::Int(v) | Scalar::TimestampNs(v) => Some(*v as f64),
+            Scalar::Float(v) => Some(*v),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let make = |v: f64| -> Option<Scalar> {
+        match &old[0] {
+            Scalar::Int(_) => Some(Scalar::Int(v.round() as i64)),
+            Scalar::TimestampNs(_) => Some(Scalar::TimestampNs(v.round() as i64)),
+            Scalar::Float(_) => Some(Scalar::Float(v)),
+            _ => None,
+        }
+    };
+    if old.iter().any(|d| std::mem::discriminant(d) != std::mem::discriminant(&old[0])) {
+        return None;
+    }
+    let mut out: Vec<Scalar> = Vec::with_capacity(n + 1);
+    for k in 0..=n {
+        let position = (k * m) as f64 / n as f64;
+        let i = (position.floor() as usize).min(m - 1);
+        let fraction = position - i as f64;
+        let value = if k == n { values[m] } else { values[i] + fraction * (values[i + 1] - values[i]) };
+        let scalar = if k == 0 {
+            old[0].clone()
+        } else if k == n {
+            old[m].clone()
+        } else {
+            make(value)?
+        };
+        if out.last().is_none_or(|last| compare(last, &scalar) == Some(Ordering::Less)) {
+            out.push(scalar);
+        }
+    }
+    (out.len() >= 2).then_some(out)
 }
 
 impl DataFrame {
@@ -344,7 +388,9 @@ impl DataFrame {
 
     /// The same rows in `npartitions` partitions (Dask's `repartition(npartitions=n)`): fewer
     /// by concatenating runs of neighbouring partitions (known divisions stay known), more by
-    /// splitting each partition's rows into nearly equal pieces.
+    /// cutting at divisions spread evenly by value when the index is divided by numbers or
+    /// timestamps (divisions stay known; repeated values can leave fewer partitions), and
+    /// otherwise by splitting each partition's rows into nearly equal pieces.
     ///
     /// # Errors
     /// [`DataFrameError::InvalidArgument`] for `npartitions == 0`.
@@ -360,6 +406,12 @@ impl DataFrame {
             Divisions::Known(d) if npartitions < m => {
                 Divisions::Known((0..=npartitions).map(|i| d[m * i / npartitions].clone()).collect())
             }
+            Divisions::Known(d) => match interpolated(d, npartitions) {
+                // Numbers and timestamps split by value: each old partition is cut at
+                // divisions between its own, so the index stays divided.
+                Some(new) => return self.repartition_divisions(new),
+                None => Divisions::Unknown,
+            },
             _ => Divisions::Unknown,
         };
         let index = self.frame.index.clone();

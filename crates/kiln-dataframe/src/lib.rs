@@ -18,6 +18,8 @@
 //! | `df.groupby(df.ts.dt.hour).value.mean()` | `df.groupby([df.col("ts").dt().hour()])?.agg([Agg::mean("value")])?` |
 //! | `df.passengers.mean().compute()` | `df.col("passengers").mean().compute_on(&scheduler)?` |
 //! | `len(df)` | `df.len().compute_on(&scheduler)?` |
+//! | `df.trip_distance.resample('h').mean()` | `df.col("trip_distance").resample("h")?.mean()?` |
+//! | `df.rolling('2h').sum()` / `df.shift(1)` | `df.rolling("2h")?.sum()?` / `df.shift(1)?` |
 //! | `df.to_parquet("out")` | `df.to_parquet("out").compute_on(&scheduler)?` |
 //!
 //! ```
@@ -45,7 +47,8 @@
 //! Modules: [`frame`] (the collection and readers), [`series`], [`expr`] (row-wise
 //! expressions), [`groupby`], [`agg`] (the aggregation kernels), [`reduce`] (the collections a
 //! computation returns), [`io`] (CSV/Parquet), [`storage`] (where files live), [`lower`]
-//! (kernels, codec, registration).
+//! (kernels, codec, registration), [`timeseries`] (resample, rolling, shift, diff,
+//! repartition to divisions).
 #![deny(missing_docs)]
 
 pub mod agg;
@@ -65,6 +68,7 @@ pub mod series;
 pub mod shuffle;
 pub mod sort;
 pub mod storage;
+pub mod timeseries;
 
 pub use agg::AggFunc;
 pub use error::DataFrameError;
@@ -79,6 +83,7 @@ pub use plan::Divisions;
 pub use reduce::{Head, Length, Partitions, Reduction, ToParquet};
 pub use scalar::{DType, Scalar};
 pub use series::{DateTimeFields, Operand, Series};
+pub use timeseries::{Resample, Rolling, Window};
 
 /// Re-exported so users name the same Arrow types as the partitions.
 pub use arrow;

@@ -5,7 +5,9 @@
 //! Kernel ids are stable: `kiln.dataframe.partition`, `kiln.dataframe.groupby.combine`,
 //! `kiln.dataframe.groupby.finalize`, `kiln.dataframe.shuffle.split`,
 //! `kiln.dataframe.shuffle.select`, `kiln.dataframe.concat`, `kiln.dataframe.merge.join`,
-//! `kiln.dataframe.shuffle.range-split`, `kiln.dataframe.slice-rows`; never reuse or rename
+//! `kiln.dataframe.shuffle.range-split`, `kiln.dataframe.slice-rows`, `kiln.dataframe.range-take`,
+//! `kiln.dataframe.index-bounds`, `kiln.dataframe.resample`, `kiln.dataframe.window.carry`,
+//! `kiln.dataframe.window`; never reuse or rename
 //! one.
 
 use std::any::TypeId;
@@ -32,7 +34,12 @@ use crate::shuffle::{BatchShuffle, ConcatKernel, PiecesCodec, SelectKernel, Spli
 use crate::sort::{RangeShuffle, RangeSplitKernel};
 
 /// The ids of the dataframe's portable kernels.
-pub const KERNEL_IDS: [&str; 9] = [
+pub const KERNEL_IDS: [&str; 14] = [
+    crate::timeseries::RangeTakeKernel::ID,
+    crate::timeseries::IndexBoundsKernel::ID,
+    crate::timeseries::ResampleKernel::ID,
+    crate::timeseries::CarryKernel::ID,
+    crate::timeseries::WindowKernel::ID,
     RangeSplitKernel::ID,
     RowSliceKernel::ID,
     PartitionKernel::ID,
@@ -316,6 +323,11 @@ pub fn register_portable(kernels: &KernelRegistry, codecs: &CodecRegistry) {
     kernels.register::<JoinKernel>();
     kernels.register::<RangeSplitKernel>();
     kernels.register::<RowSliceKernel>();
+    kernels.register::<crate::timeseries::RangeTakeKernel>();
+    kernels.register::<crate::timeseries::IndexBoundsKernel>();
+    kernels.register::<crate::timeseries::ResampleKernel>();
+    kernels.register::<crate::timeseries::CarryKernel>();
+    kernels.register::<crate::timeseries::WindowKernel>();
     codecs.register(BatchCodec);
     codecs.register(PiecesCodec);
 }
@@ -468,6 +480,11 @@ pub(crate) fn lower_frame(
                 add(i, ReadSpec::Input { projection }, vec![Arg::Task(root)], builder)?;
             }
             return Ok(ids);
+        }
+        Source::Resample { input, spec } => crate::timeseries::lower_resample(input, spec, frame.token, builder)?,
+        Source::Window { input, spec } => crate::timeseries::lower_window(input, spec, frame.token, builder)?,
+        Source::RepartitionDivisions { input, divisions } => {
+            crate::timeseries::lower_repartition_divisions(input, divisions, frame.token, builder)?
         }
         Source::Repartition { input, npartitions } => {
             let parts = lower_frame(input, None, &|_| Terminal::Batch, builder)?;

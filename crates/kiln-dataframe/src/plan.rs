@@ -137,6 +137,13 @@ pub(crate) enum Source {
     /// Another frame's rows moved to the partition whose divisions hold their `column` value:
     /// partition `i` gets `[b[i-1], b[i])` of the interior `boundaries` `b` (one column).
     RangeShuffle { input: Arc<Frame>, column: String, boundaries: SerdeBatch, missing_first: bool, max_branch: usize },
+    /// Another frame (sorted by its index, divisions known) aggregated per bucket of time.
+    Resample { input: Arc<Frame>, spec: crate::timeseries::ResampleSpec },
+    /// Another frame (sorted by its index, divisions known) with a window, shift or diff of
+    /// each row, borrowing rows across partition boundaries.
+    Window { input: Arc<Frame>, spec: crate::timeseries::WindowSpec },
+    /// Another frame's rows moved to new divisions of its index.
+    RepartitionDivisions { input: Arc<Frame>, divisions: Vec<Scalar> },
     /// Some of another frame's partitions, in this order (the others are never computed).
     Subset { input: Arc<Frame>, partitions: Vec<usize> },
     /// Another frame's partitions concatenated in runs of neighbours, or split by rows, into
@@ -192,6 +199,9 @@ impl Source {
             Source::Shuffle { npartitions, .. } | Source::Repartition { npartitions, .. } => *npartitions,
             Source::RangeShuffle { boundaries, .. } => boundaries.0.num_rows() + 1,
             Source::Subset { partitions, .. } => partitions.len(),
+            Source::Resample { spec, .. } => spec.npartitions(),
+            Source::Window { input, .. } => input.source.npartitions(),
+            Source::RepartitionDivisions { divisions, .. } => divisions.len() - 1,
             Source::Merge { left, right, strategy, .. } => match strategy {
                 MergeStrategy::Blockwise | MergeStrategy::BroadcastRight => left.source.npartitions(),
                 MergeStrategy::BroadcastLeft => right.source.npartitions(),
@@ -209,7 +219,10 @@ impl Source {
             Source::Shuffle { input, .. }
             | Source::RangeShuffle { input, .. }
             | Source::Subset { input, .. }
-            | Source::Repartition { input, .. } => input.schema.clone(),
+            | Source::Repartition { input, .. }
+            | Source::RepartitionDivisions { input, .. } => input.schema.clone(),
+            Source::Resample { spec, .. } => spec.agg.output.0.clone(),
+            Source::Window { spec, .. } => spec.output.0.clone(),
             Source::Merge { spec, .. } => spec.output.0.clone(),
         }
     }
@@ -225,6 +238,9 @@ impl Source {
             Source::RangeShuffle { .. } => "range-shuffle",
             Source::Subset { .. } => "partitions",
             Source::Repartition { .. } => "repartition",
+            Source::RepartitionDivisions { .. } => "repartition-divisions",
+            Source::Resample { .. } => "resample",
+            Source::Window { .. } => "window",
             Source::Merge { .. } => "merge",
         }
     }
@@ -264,6 +280,15 @@ impl Source {
             Source::Subset { input, partitions } => {
                 format!("partitions {partitions:?} of {}, {columns}", input.source.npartitions())
             }
+            Source::Resample { spec, .. } => {
+                format!("{} into {} bucket-aligned partitions, {columns}", spec.describe(), spec.npartitions())
+            }
+            Source::Window { spec, .. } => format!("{}, {columns}", spec.describe()),
+            Source::RepartitionDivisions { input, divisions } => format!(
+                "repartition {} partitions to divisions [{}], {columns}",
+                input.source.npartitions(),
+                divisions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
             Source::Repartition { input, npartitions } => {
                 format!("repartition {} into {npartitions} partitions, {columns}", input.source.npartitions())
             }
@@ -446,7 +471,10 @@ impl Frame {
             Source::Shuffle { input, .. }
             | Source::RangeShuffle { input, .. }
             | Source::Subset { input, .. }
-            | Source::Repartition { input, .. } => {
+            | Source::Repartition { input, .. }
+            | Source::RepartitionDivisions { input, .. }
+            | Source::Resample { input, .. }
+            | Source::Window { input, .. } => {
                 vec![(format!("input ({} partitions)", input.source.npartitions()), input, None)]
             }
             Source::Merge { left, right, .. } => vec![

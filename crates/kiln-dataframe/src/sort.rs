@@ -76,7 +76,7 @@ pub(crate) fn drop_duplicates(batch: &RecordBatch, subset: &[String]) -> Result<
 
 /// The encoding of `values` and of `bounds` (cast to the values' type) by one converter, so
 /// their rows compare.
-fn comparable(values: &ArrayRef, bounds: &ArrayRef) -> Result<(Rows, Rows)> {
+pub(crate) fn comparable(values: &ArrayRef, bounds: &ArrayRef) -> Result<(Rows, Rows)> {
     let values = normalize_floats(values.clone());
     let bounds = if bounds.data_type() == values.data_type() {
         bounds.clone()

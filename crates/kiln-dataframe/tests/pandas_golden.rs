@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use arrow::array::RecordBatch;
-use kiln_dataframe::{Agg, AggFunc, CsvOptions, DType, DataFrame, Scalar, read_csv, read_parquet};
+use kiln_dataframe::{Agg, AggFunc, CsvOptions, DType, DataFrame, Divisions, Scalar, read_csv, read_parquet};
 use kiln_graph::Collection;
 use kiln_local::LocalScheduler;
 use serde_json::Value as Json;
@@ -382,4 +382,155 @@ fn groupby_an_assigned_expression() {
             ])
             .unwrap()
     });
+}
+
+// Time series: every layout indexed by `ts` (a range shuffle, so 1, 3 and 7 partitions with
+// their own boundaries), plus one cut into 20 partitions of a dozen rows, so windows and
+// shifts span several partitions.
+
+fn indexed_layouts() -> Vec<(String, DataFrame)> {
+    let sched = scheduler();
+    let mut out: Vec<(String, DataFrame)> =
+        layouts().into_iter().map(|(label, df)| (label, df.set_index("ts", &sched).unwrap())).collect();
+    let base = out.iter().find(|(l, _)| l == "csv/7").unwrap().1.clone();
+    let Divisions::Known(d) = base.divisions().clone() else { panic!("set_index gives divisions") };
+    let (Scalar::TimestampNs(lo), Scalar::TimestampNs(hi)) = (&d[0], &d[d.len() - 1]) else { panic!("timestamps") };
+    let divisions: Vec<Scalar> = (0..=20).map(|i| Scalar::TimestampNs(lo + (hi - lo) / 20 * i)).collect();
+    let mut divisions = divisions;
+    *divisions.last_mut().unwrap() = Scalar::TimestampNs(*hi);
+    let small = base.repartition_divisions(divisions).unwrap();
+    assert_eq!(small.npartitions(), 20);
+    out.push(("csv/7 in 20 partitions".into(), small));
+    out
+}
+
+fn check_indexed(case: &str, build: impl Fn(&DataFrame) -> DataFrame) {
+    for (label, df) in indexed_layouts() {
+        let out = build(&df).compute_on(&scheduler()).unwrap_or_else(|e| panic!("{case} on {label}: {e}"));
+        assert_frame(case, &label, &out);
+    }
+}
+
+#[test]
+fn resample_an_hour_mean_of_a_series_as_the_seeds_do() {
+    check_indexed("resample_h_mean", |df| df.col("trip_distance").resample("h").unwrap().mean().unwrap());
+}
+
+#[test]
+fn resample_by_day_with_named_aggregations() {
+    check_indexed("resample_D_agg", |df| {
+        df.resample("D")
+            .unwrap()
+            .agg([
+                Agg::sum("fare").alias("fare_sum"),
+                Agg::count("trip_distance").alias("dist_count"),
+                Agg::max("passenger_count").alias("pc_max"),
+                Agg::std("trip_distance").alias("dist_std"),
+                Agg::mean("trip_distance").alias("dist_mean"),
+                Agg::size().alias("n"),
+                Agg::min("id").alias("id_min"),
+            ])
+            .unwrap()
+    });
+}
+
+#[test]
+fn resample_multiples_of_minutes_days_and_weeks() {
+    check_indexed("resample_15min_sum", |df| {
+        df.select(&["ts", "fare", "trip_distance"]).unwrap().resample("15min").unwrap().sum().unwrap()
+    });
+    // 7 minutes do not divide a day: buckets count from midnight of the first day.
+    check_indexed("resample_7min_count", |df| {
+        df.select(&["ts", "trip_distance"]).unwrap().resample("7min").unwrap().count().unwrap()
+    });
+    check_indexed("resample_2D_var", |df| {
+        df.select(&["ts", "fare", "trip_distance"]).unwrap().resample("2D").unwrap().var().unwrap()
+    });
+    check_indexed("resample_W_mean", |df| {
+        df.select(&["ts", "fare", "passenger_count"]).unwrap().resample("W").unwrap().mean().unwrap()
+    });
+}
+
+#[test]
+fn resample_a_slice_by_seconds() {
+    let bounds = &expected()["resample_slice_bounds"];
+    let (lo, hi) = (bounds["low"].as_i64().unwrap(), bounds["high"].as_i64().unwrap());
+    check_indexed("resample_10s_size_slice", |df| {
+        let slice = df.loc(Some(Scalar::TimestampNs(lo)), Some(Scalar::TimestampNs(hi))).unwrap();
+        slice.select(&["ts", "id"]).unwrap().resample("10s").unwrap().size().unwrap()
+    });
+}
+
+fn rolled(df: &DataFrame) -> DataFrame {
+    df.select(&["ts", "fare", "trip_distance", "passenger_count"]).unwrap()
+}
+
+#[test]
+fn rolling_by_rows_within_and_across_partitions() {
+    for w in [3usize, 50] {
+        check_indexed(&format!("rolling_{w}_sum"), |df| rolled(df).rolling(w).unwrap().sum().unwrap());
+        check_indexed(&format!("rolling_{w}_mean"), |df| rolled(df).rolling(w).unwrap().mean().unwrap());
+        check_indexed(&format!("rolling_{w}_count"), |df| rolled(df).rolling(w).unwrap().count().unwrap());
+        check_indexed(&format!("rolling_{w}_min"), |df| rolled(df).rolling(w).unwrap().min().unwrap());
+        check_indexed(&format!("rolling_{w}_max"), |df| rolled(df).rolling(w).unwrap().max().unwrap());
+        check_indexed(&format!("rolling_{w}_std"), |df| rolled(df).rolling(w).unwrap().std().unwrap());
+    }
+    check_indexed("rolling_5_minp1_var", |df| rolled(df).rolling(5).unwrap().min_periods(1).var().unwrap());
+}
+
+#[test]
+fn rolling_by_time_span() {
+    for span in ["2h", "3D"] {
+        check_indexed(&format!("rolling_{span}_sum"), |df| rolled(df).rolling(span).unwrap().sum().unwrap());
+        check_indexed(&format!("rolling_{span}_mean"), |df| rolled(df).rolling(span).unwrap().mean().unwrap());
+        check_indexed(&format!("rolling_{span}_count"), |df| rolled(df).rolling(span).unwrap().count().unwrap());
+        check_indexed(&format!("rolling_{span}_max"), |df| rolled(df).rolling(span).unwrap().max().unwrap());
+        check_indexed(&format!("rolling_{span}_std"), |df| rolled(df).rolling(span).unwrap().std().unwrap());
+    }
+}
+
+#[test]
+fn shift_and_diff_forward_and_backward() {
+    for n in [1i64, -2, 40, -75] {
+        check_indexed(&format!("shift_{n}"), |df| {
+            df.select(&["ts", "fare", "vendor", "id"]).unwrap().shift(n).unwrap()
+        });
+    }
+    for n in [1i64, -3, 50] {
+        check_indexed(&format!("diff_{n}"), |df| {
+            df.select(&["ts", "fare", "trip_distance", "id"]).unwrap().diff(n).unwrap()
+        });
+    }
+}
+
+#[test]
+fn repartition_to_divisions_and_to_more_partitions_keeps_the_index_divided() {
+    let case = &expected()["repartition_divisions"];
+    let divisions: Vec<Scalar> =
+        case["divisions"].as_array().unwrap().iter().map(|d| Scalar::TimestampNs(d.as_i64().unwrap())).collect();
+    let counts: Vec<usize> = case["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap() as usize).collect();
+    for (label, df) in indexed_layouts() {
+        let moved = df.repartition_divisions(divisions.clone()).unwrap();
+        assert_eq!(moved.divisions(), &Divisions::Known(divisions.clone()), "{label}");
+        let parts = moved.partitions().compute_on(&scheduler()).unwrap();
+        let sizes: Vec<usize> = parts.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(sizes, counts, "repartition(divisions) on {label}");
+        assert_frame("sorted_by_ts", &label, &moved.compute_on(&scheduler()).unwrap());
+        // More partitions than before: divisions stay known, and every partition's rows lie
+        // within its own.
+        let more = df.repartition(df.npartitions() * 2 + 1).unwrap();
+        let Divisions::Known(d) = more.divisions().clone() else { panic!("{label}: repartition(n) lost divisions") };
+        assert_eq!(d.len(), more.npartitions() + 1, "{label}");
+        let parts = more.partitions().compute_on(&scheduler()).unwrap();
+        for (i, part) in parts.iter().enumerate() {
+            let ts = part.column_by_name("ts").unwrap();
+            for row in 0..part.num_rows() {
+                let Scalar::TimestampNs(t) = Scalar::from_array(ts.as_ref(), row).unwrap() else { panic!() };
+                let (Scalar::TimestampNs(lo), Scalar::TimestampNs(hi)) = (&d[i], &d[i + 1]) else { panic!() };
+                let last = i + 1 == parts.len();
+                assert!(t >= *lo && (t < *hi || (last && t == *hi)), "{label}: partition {i} row {row}");
+            }
+        }
+        assert_frame("sorted_by_ts", &label, &more.compute_on(&scheduler()).unwrap());
+    }
 }
