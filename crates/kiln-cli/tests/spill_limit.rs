@@ -53,4 +53,3 @@ fn a_worker_spills_three_times_its_memory_limit_and_stays_under_it() {
     assert!(report.managed + report.spilled >= x.nbytes() as u64, "{report:?}");
     assert!(report.spilled >= x.nbytes() as u64 / 2, "{report:?}");
 }
-
