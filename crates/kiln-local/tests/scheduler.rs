@@ -189,7 +189,11 @@ fn intermediates_are_released_as_soon_as_their_readers_finish() {
 
     peak.store(0, Ordering::SeqCst);
     let out = sched(2).run(&g, &level).unwrap();
-    assert!(peak.load(Ordering::SeqCst) <= 2 * (6 * 3 + 2), "peak {} with 2 threads", peak.load(Ordering::SeqCst));
+    // Two threads can each be deep in a different subtree: per thread 3 pending values on each
+    // of 6 levels, the 4 inputs of its running task and the output it is making (a thread
+    // delayed between finishing a task and the release of its inputs reaches that; CI saw 41).
+    let bound = 2 * (6 * 3 + 4 + 1);
+    assert!(peak.load(Ordering::SeqCst) <= bound, "peak {} with 2 threads", peak.load(Ordering::SeqCst));
     drop(out);
     assert_eq!(live.load(Ordering::SeqCst), 0);
 }
