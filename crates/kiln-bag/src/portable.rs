@@ -160,7 +160,7 @@ where
         let v = value.downcast_ref::<V>().map_err(|_| CodecError::NoCodecForType(value.type_name()))?;
         let frame = rmp_serde::to_vec_named((self.to_wire)(v))
             .map_err(|e| CodecError::Malformed { tag: self.tag.clone(), message: e.to_string() })?;
-        Ok(Encoded { tag: self.tag.clone(), header: Vec::new(), frames: vec![frame] })
+        Ok(Encoded { tag: self.tag.clone(), header: Vec::new(), frames: vec![frame.into()] })
     }
     fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError> {
         let malformed = |message: String| CodecError::Malformed { tag: self.tag.clone(), message };

@@ -297,7 +297,7 @@ impl ValueCodec for BatchCodec {
         let batch = value.downcast_ref::<RecordBatch>().map_err(|_| CodecError::NoCodecForType(value.type_name()))?;
         let frame = encode_batch(batch)
             .map_err(|e| CodecError::Malformed { tag: BATCH_CODEC_TAG.into(), message: e.to_string() })?;
-        Ok(Encoded { tag: BATCH_CODEC_TAG.into(), header: Vec::new(), frames: vec![frame] })
+        Ok(Encoded { tag: BATCH_CODEC_TAG.into(), header: Vec::new(), frames: vec![frame.into()] })
     }
     fn decode(&self, encoded: &Encoded) -> std::result::Result<Value, CodecError> {
         let malformed = |message: String| CodecError::Malformed { tag: BATCH_CODEC_TAG.into(), message };

@@ -248,6 +248,7 @@ impl ValueCodec for PiecesCodec {
             .iter()
             .map(|b| {
                 encode_batch(b)
+                    .map(kiln_graph::Frame::from)
                     .map_err(|e| CodecError::Malformed { tag: PIECES_CODEC_TAG.into(), message: e.to_string() })
             })
             .collect::<std::result::Result<_, _>>()?;

@@ -247,7 +247,7 @@ macro_rules! wide {
             fn encode(&self, value: &Value) -> Result<Encoded, CodecError> {
                 let v = value.downcast_ref::<Vec<$t>>().map_err(|_| CodecError::NoCodecForType(value.type_name()))?;
                 let wide: Vec<$w> = v.iter().map(|&x| x as $w).collect();
-                Ok(Encoded { tag: self.tag.into(), header: Vec::new(), frames: vec![pod_to_bytes(&wide)] })
+                Ok(Encoded { tag: self.tag.into(), header: Vec::new(), frames: vec![pod_to_bytes(&wide).into()] })
             }
             fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError> {
                 let malformed = |message: String| CodecError::Malformed { tag: self.tag.into(), message };
@@ -290,7 +290,11 @@ impl<T: kiln_graph::codec::Pod> ValueCodec for NestedVecCodec<T> {
     }
     fn encode(&self, value: &Value) -> Result<Encoded, CodecError> {
         let v = value.downcast_ref::<Vec<Vec<T>>>().map_err(|_| CodecError::NoCodecForType(value.type_name()))?;
-        Ok(Encoded { tag: self.tag.into(), header: Vec::new(), frames: v.iter().map(|x| pod_to_bytes(x)).collect() })
+        Ok(Encoded {
+            tag: self.tag.into(),
+            header: Vec::new(),
+            frames: v.iter().map(|x| pod_to_bytes(x).into()).collect(),
+        })
     }
     fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError> {
         let v = encoded

@@ -152,6 +152,6 @@ proptest! {
                                            header in prop::collection::vec(any::<u8>(), 0..24),
                                            frames in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..24), 0..3)) {
         let (_, codecs) = registries();
-        let _ = codecs.decode(&Encoded { tag: tag.to_string(), header, frames });
+        let _ = codecs.decode(&Encoded { tag: tag.to_string(), header, frames: frames.into_iter().map(Into::into).collect() });
     }
 }

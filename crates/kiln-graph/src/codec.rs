@@ -22,6 +22,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::frame::Frame;
 use crate::value::Value;
 
 /// A value in transportable form: a tag naming its codec, a small header and raw frames.
@@ -31,14 +32,15 @@ pub struct Encoded {
     pub tag: String,
     /// Small metadata (postcard), e.g. a scalar or a shape.
     pub header: Vec<u8>,
-    /// Bulk payloads, e.g. a little-endian buffer of numbers.
-    pub frames: Vec<Vec<u8>>,
+    /// Bulk payloads, e.g. a little-endian buffer of numbers: views of the value's own memory
+    /// when encoding, received buffers a codec may adopt when decoding ([`Frame`]).
+    pub frames: Vec<Frame>,
 }
 
 impl Encoded {
     /// Total payload bytes (header plus frames).
     pub fn nbytes(&self) -> usize {
-        self.header.len() + self.frames.iter().map(Vec::len).sum::<usize>()
+        self.header.len() + self.frames.iter().map(|f| f.len()).sum::<usize>()
     }
 }
 
@@ -77,6 +79,15 @@ pub trait ValueCodec: Send + Sync + 'static {
     /// # Errors
     /// [`CodecError::Malformed`] for bytes that do not form a value.
     fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError>;
+
+    /// Decodes a value it may take the frames of: codecs of large buffers override it to adopt
+    /// a received frame instead of copying it ([`Frame::into_pod_vec`]).
+    ///
+    /// # Errors
+    /// As [`ValueCodec::decode`].
+    fn decode_owned(&self, encoded: Encoded) -> Result<Value, CodecError> {
+        self.decode(&encoded)
+    }
 
     /// The value's size in bytes without encoding it (schedulers weigh data movement with it);
     /// `None` when the codec cannot tell cheaply.
@@ -165,15 +176,19 @@ macro_rules! pod {
 }
 pod!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
 
+/// The memory of a slice of numbers as bytes: the wire encoding on a little-endian machine.
+pub(crate) fn pod_bytes<T: Pod>(values: &[T]) -> &[u8] {
+    // SAFETY: `Pod` is sealed and implemented only for primitive integers and floats, which
+    // have no padding bytes, so every byte of `values` is initialized; the pointer and length
+    // come from a live slice and `u8` has alignment 1.
+    unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) }
+}
+
 /// Encodes a slice of numbers as one little-endian frame.
 pub fn pod_to_bytes<T: Pod>(values: &[T]) -> Vec<u8> {
     if cfg!(target_endian = "little") {
-        // SAFETY: `Pod` is sealed and implemented only for primitive integers and floats, which
-        // have no padding bytes, so every byte of `values` is initialized; the pointer and
-        // length come from a live slice and `u8` has alignment 1. On a little-endian target the
-        // in-memory bytes are the wire bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values)) };
-        bytes.to_vec()
+        // On a little-endian target the in-memory bytes are the wire bytes.
+        pod_bytes(values).to_vec()
     } else {
         let mut out = Vec::with_capacity(values.len() * T::SIZE);
         values.iter().for_each(|v| v.put(&mut out));
@@ -188,6 +203,19 @@ pub fn pod_to_bytes<T: Pod>(values: &[T]) -> Vec<u8> {
 pub fn pod_from_bytes<T: Pod>(bytes: &[u8]) -> Result<Vec<T>, String> {
     if !bytes.len().is_multiple_of(T::SIZE) {
         return Err(format!("{} bytes is not a multiple of {}", bytes.len(), T::SIZE));
+    }
+    let n = bytes.len() / T::SIZE;
+    if cfg!(target_endian = "little") {
+        let mut out = Vec::<T>::with_capacity(n);
+        // SAFETY: `out` has room for `n` elements, `n * SIZE` bytes, which is `bytes.len()`;
+        // the regions cannot overlap (`out` is fresh); every bit pattern is a valid `T` (`Pod`
+        // is sealed to primitive integers and floats) and on a little-endian target the wire
+        // bytes are the in-memory bytes, so after the copy all `n` elements are initialized.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr() as *mut u8, bytes.len());
+            out.set_len(n);
+        }
+        return Ok(out);
     }
     Ok(bytes.chunks_exact(T::SIZE).map(T::get).collect())
 }
@@ -213,15 +241,20 @@ impl<T: Pod> ValueCodec for PodVecCodec<T> {
         TypeId::of::<Vec<T>>()
     }
     fn encode(&self, value: &Value) -> Result<Encoded, CodecError> {
-        let v = value.downcast_ref::<Vec<T>>().map_err(|_| CodecError::NoCodecForType(value.type_name()))?;
-        Ok(Encoded { tag: self.tag.clone(), header: Vec::new(), frames: vec![pod_to_bytes(v)] })
+        // The frame shares the vector's memory: a transfer or spill reads it in place.
+        let frame = Frame::of_pod_vec::<T>(value).ok_or(CodecError::NoCodecForType(value.type_name()))?;
+        Ok(Encoded { tag: self.tag.clone(), header: Vec::new(), frames: vec![frame] })
     }
     fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError> {
+        self.decode_owned(Encoded { tag: String::new(), header: Vec::new(), frames: encoded.frames.clone() })
+    }
+    fn decode_owned(&self, encoded: Encoded) -> Result<Value, CodecError> {
         let malformed = |message: String| CodecError::Malformed { tag: self.tag.clone(), message };
-        let [frame] = encoded.frames.as_slice() else {
-            return Err(malformed(format!("expected 1 frame, got {}", encoded.frames.len())));
+        let count = encoded.frames.len();
+        let Ok::<[Frame; 1], _>([frame]) = encoded.frames.try_into() else {
+            return Err(malformed(format!("expected 1 frame, got {count}")));
         };
-        pod_from_bytes::<T>(frame).map(Value::new).map_err(malformed)
+        frame.into_pod_vec::<T>().map(Value::new).map_err(malformed)
     }
     fn nbytes(&self, value: &Value) -> Option<usize> {
         value.downcast_ref::<Vec<T>>().ok().map(|v| std::mem::size_of_val(v.as_slice()))
@@ -325,15 +358,26 @@ impl CodecRegistry {
     /// # Errors
     /// [`CodecError::UnknownTag`] or [`CodecError::Malformed`].
     pub fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError> {
-        let codec = self
-            .inner
+        self.codec_for_tag(&encoded.tag)?.decode(encoded)
+    }
+
+    /// Decodes a value whose frames the codec may take over: a received buffer becomes the
+    /// value's own memory instead of being copied into it.
+    ///
+    /// # Errors
+    /// [`CodecError::UnknownTag`] or [`CodecError::Malformed`].
+    pub fn decode_owned(&self, encoded: Encoded) -> Result<Value, CodecError> {
+        self.codec_for_tag(&encoded.tag)?.decode_owned(encoded)
+    }
+
+    fn codec_for_tag(&self, tag: &str) -> Result<Arc<dyn ValueCodec>, CodecError> {
+        self.inner
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .by_tag
-            .get(&encoded.tag)
+            .get(tag)
             .cloned()
-            .ok_or_else(|| CodecError::UnknownTag(encoded.tag.clone()))?;
-        codec.decode(encoded)
+            .ok_or_else(|| CodecError::UnknownTag(tag.to_string()))
     }
 }
 
@@ -378,7 +422,7 @@ mod tests {
         let r = CodecRegistry::with_builtins();
         struct Opaque;
         assert!(matches!(r.encode(&Value::new(Opaque)), Err(CodecError::NoCodecForType(_))));
-        let bad = Encoded { tag: "vec<f64>".into(), header: vec![], frames: vec![vec![0; 7]] };
+        let bad = Encoded { tag: "vec<f64>".into(), header: vec![], frames: vec![vec![0; 7].into()] };
         assert!(r.decode(&bad).unwrap_err().to_string().contains("not a multiple of 8"));
         let unknown = Encoded { tag: "nope".into(), ..Default::default() };
         assert_eq!(r.decode(&unknown).unwrap_err(), CodecError::UnknownTag("nope".into()));
@@ -392,7 +436,7 @@ mod tests {
                                          header in prop::collection::vec(any::<u8>(), 0..32),
                                          frames in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..32), 0..3)) {
             let r = CodecRegistry::with_builtins();
-            let _ = r.decode(&Encoded { tag: tag.to_string(), header, frames });
+            let _ = r.decode(&Encoded { tag: tag.to_string(), header, frames: frames.into_iter().map(Frame::from).collect() });
         }
 
         #[test]

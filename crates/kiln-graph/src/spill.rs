@@ -24,6 +24,7 @@ use std::io::{Read, Write};
 use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::codec::{CodecRegistry, Encoded};
+use crate::frame::{AlignedBuf, Frame, OWN_BUFFER_FROM};
 use crate::value::Value;
 
 const MAGIC: &[u8; 5] = b"KSPL1";
@@ -70,7 +71,7 @@ pub fn write_value(value: &Value, mut out: impl Write) -> Result<u64, SpillForma
     let mut counted = CountingWriter { inner: out, written: MAGIC.len() as u64 };
     let mut lz4 = lz4_flex::frame::FrameEncoder::new(&mut counted);
     let mut hash = Xxh3Default::new();
-    for part in [&metadata_len.to_le_bytes()[..], &metadata].into_iter().chain(frames.iter().map(Vec::as_slice)) {
+    for part in [&metadata_len.to_le_bytes()[..], &metadata].into_iter().chain(frames.iter().map(|f| &f[..])) {
         hash.update(part);
         lz4.write_all(part)?;
     }
@@ -107,7 +108,7 @@ pub fn read_value(mut input: impl Read) -> Result<Value, SpillFormatError> {
         postcard::from_bytes(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
     let mut frames = Vec::with_capacity(frame_lengths.len().min(1024));
     for (i, &n) in frame_lengths.iter().enumerate() {
-        let frame = read_exactly(&mut lz4, n, &format!("frame {i}"))?;
+        let frame = read_frame(&mut lz4, n, &format!("frame {i}"))?;
         hash.update(&frame);
         frames.push(frame);
     }
@@ -122,7 +123,7 @@ pub fn read_value(mut input: impl Read) -> Result<Value, SpillFormatError> {
         Ok(_) => return Err(corrupt("bytes after the last frame".into())),
         Err(e) => return Err(truncated_or(e, "end of stream")),
     }
-    CodecRegistry::global().decode(&Encoded { tag, header, frames }).map_err(|e| corrupt(e.to_string()))
+    CodecRegistry::global().decode_owned(Encoded { tag, header, frames }).map_err(|e| corrupt(e.to_string()))
 }
 
 /// `n` bytes from `input`; a length no stream could hold is a damaged file, found before the
@@ -136,6 +137,22 @@ fn read_exactly(input: &mut impl Read, n: u64, what: &str) -> Result<Vec<u8>, Sp
         return Err(SpillFormatError::Corrupt(format!("{what}: {got} of {n} bytes, then the end")));
     }
     Ok(buf)
+}
+
+/// One frame of `n` bytes; a large one in its own aligned buffer, which the value's codec can
+/// adopt instead of copying (reading a value back then allocates it once).
+fn read_frame(input: &mut impl Read, n: u64, what: &str) -> Result<Frame, SpillFormatError> {
+    let size = usize::try_from(n).map_err(|_| SpillFormatError::Corrupt(format!("{what}: {n} bytes")))?;
+    if size < OWN_BUFFER_FROM {
+        return read_exactly(input, n, what).map(Frame::from);
+    }
+    let mut buf =
+        AlignedBuf::try_with_capacity(size).ok_or_else(|| SpillFormatError::Corrupt(format!("{what}: {n} bytes")))?;
+    let got = buf.fill_from(input).map_err(|e| truncated_or(e, what))?;
+    if got != size {
+        return Err(SpillFormatError::Corrupt(format!("{what}: {got} of {n} bytes, then the end")));
+    }
+    Ok(Frame::from(buf))
 }
 
 /// Decoder failures (bad checksums, malformed blocks, early ends) mean damaged data; other I/O

@@ -4,6 +4,8 @@
 //! then the frames' bytes back to back, header first.
 
 use bytes::{Buf, Bytes, BytesMut};
+use kiln_graph::Frame;
+use kiln_graph::frame::{AlignedBuf, OWN_BUFFER_FROM};
 
 use crate::{DEFAULT_MAX_FRAME, MAX_FRAMES, ProtocolError};
 
@@ -12,13 +14,19 @@ use crate::{DEFAULT_MAX_FRAME, MAX_FRAMES, ProtocolError};
 /// allocate only about twice what it has actually sent, whatever lengths it announces.
 pub(crate) const RESERVE_CHUNK: usize = 64 * 1024;
 
+/// How much room the decoder asks for in the read buffer while a large frame streams through
+/// it into its own buffer: few read calls per frame, and the read buffer stays small and warm.
+const STREAM_CHUNK: usize = 1 << 20;
+
 /// One message on a connection after the handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Packet {
     /// The header frame: a small postcard-encoded value (see [`encode_header`](crate::encode_header)).
     pub header: Bytes,
-    /// Raw payload frames (e.g. array chunk buffers), carried as is and never re-encoded.
-    pub frames: Vec<Bytes>,
+    /// Raw payload frames (e.g. array chunk buffers), carried as is and never re-encoded: small
+    /// ones as slices of the receive buffer, large ones in their own aligned buffers that a
+    /// codec can adopt ([`Frame::into_pod_vec`]).
+    pub frames: Vec<Frame>,
 }
 
 /// Appends one packet to `out`: the prefix (see [`packet_prefix`]), then the header, then the
@@ -78,11 +86,18 @@ pub fn packet_prefix(header_len: usize, frame_lens: impl ExactSizeIterator<Item 
 /// buffer, but never more than `max(buffered bytes, 64 KiB)` ahead of what is buffered, so a peer
 /// that announces a huge (allowed) frame and stalls costs at most a 64 KiB reservation; big frames
 /// still grow the buffer geometrically, with few copies.
+///
+/// Payload frames of [`OWN_BUFFER_FROM`] bytes or more do not stay in the buffer: their bytes
+/// are moved, as they arrive, into a buffer of their own (which grows with what arrives, as the
+/// read buffer does), so the connection's buffer stays small and a value's codec can adopt the
+/// frame instead of copying it.
 #[derive(Debug)]
 pub struct PacketDecoder {
     max_frame: usize,
     /// Most bytes one packet (all its frames) may take; checked as the length table arrives.
     max_packet: usize,
+    /// Payload frames at least this large get their own buffer.
+    own_buffer_from: usize,
     state: State,
 }
 
@@ -93,20 +108,36 @@ enum State {
     Count,
     /// Reading the length table; `lens` holds the entries read so far.
     Lengths { count: usize, lens: Vec<usize>, total: usize },
-    /// The table is complete; waiting for `total` bytes of frames.
-    Frames { lens: Vec<usize>, total: usize },
+    /// The table is complete; frames are taken in order as their bytes arrive.
+    Frames {
+        lens: Vec<usize>,
+        total: usize,
+        /// The next frame to complete (0 is the header).
+        next: usize,
+        header: Bytes,
+        frames: Vec<Frame>,
+        /// The large frame being filled, if any.
+        filling: Option<AlignedBuf>,
+    },
 }
 
 impl PacketDecoder {
     /// A decoder refusing frames (header or payload) larger than `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
-        PacketDecoder { max_frame, max_packet: usize::MAX, state: State::Count }
+        PacketDecoder { max_frame, max_packet: usize::MAX, own_buffer_from: OWN_BUFFER_FROM, state: State::Count }
+    }
+
+    /// Gives payload frames of at least `bytes` bytes their own buffer (default
+    /// [`OWN_BUFFER_FROM`]); tests lower it to exercise that path with small packets.
+    pub fn own_buffers_from(mut self, bytes: usize) -> Self {
+        self.own_buffer_from = bytes.max(1);
+        self
     }
 
     /// A decoder refusing frames larger than `max_frame` bytes and packets whose frames add up
     /// to more than `max_packet` bytes: what one peer may make us buffer at once.
     pub fn with_limits(max_frame: usize, max_packet: usize) -> Self {
-        PacketDecoder { max_frame, max_packet, state: State::Count }
+        PacketDecoder { max_frame, max_packet, own_buffer_from: OWN_BUFFER_FROM, state: State::Count }
     }
 
     /// The frame size limit this decoder enforces.
@@ -134,6 +165,23 @@ impl PacketDecoder {
     pub fn pending_body(&self) -> Option<usize> {
         match &self.state {
             State::Frames { total, .. } => Some(*total),
+            _ => None,
+        }
+    }
+
+    /// Of the pending packet, the bytes that stay in the read buffer until the packet is whole
+    /// (the header and the small frames): what a reader may reserve in one go. Large frames
+    /// stream through the buffer into their own and need no room there.
+    pub fn pending_inline(&self) -> Option<usize> {
+        match &self.state {
+            State::Frames { lens, next, .. } => Some(
+                lens.iter()
+                    .enumerate()
+                    .skip(*next)
+                    .filter(|&(i, &len)| i == 0 || len < self.own_buffer_from)
+                    .map(|(_, &len)| len)
+                    .sum(),
+            ),
             _ => None,
         }
     }
@@ -192,18 +240,43 @@ impl PacketDecoder {
                         return Ok(None);
                     }
                     let (lens, total) = (std::mem::take(lens), *total);
-                    self.state = State::Frames { lens, total };
+                    let frames = Vec::with_capacity(lens.len() - 1);
+                    self.state = State::Frames { lens, total, next: 0, header: Bytes::new(), frames, filling: None };
                 }
-                State::Frames { lens, total } => {
-                    if buf.len() < *total {
-                        reserve_bounded(buf, *total - buf.len());
-                        return Ok(None);
+                State::Frames { lens, next, header, frames, filling, .. } => {
+                    while *next < lens.len() {
+                        let len = lens[*next];
+                        if *next > 0 && len >= self.own_buffer_from {
+                            let own = filling.get_or_insert_with(|| AlignedBuf::growing(len));
+                            let taken = own.extend_from_slice(buf);
+                            buf.advance(taken);
+                            if own.remaining() > 0 {
+                                // Reads grow with what the frame has delivered (up to 1 MiB),
+                                // never with what it announced.
+                                let chunk = own.remaining().min(STREAM_CHUNK).min(own.len().max(RESERVE_CHUNK));
+                                buf.reserve(chunk);
+                                return Ok(None);
+                            }
+                            frames.push(Frame::from(filling.take().expect("filled above")));
+                        } else {
+                            // Small frames wait for all the inline bytes up to them, so a run
+                            // of them is cut from one read without copies.
+                            if buf.len() < len {
+                                reserve_bounded(buf, len - buf.len());
+                                return Ok(None);
+                            }
+                            let bytes = buf.split_to(len).freeze();
+                            if *next == 0 {
+                                *header = bytes;
+                            } else {
+                                frames.push(Frame::from(bytes));
+                            }
+                        }
+                        *next += 1;
                     }
-                    let mut body = buf.split_to(*total).freeze();
-                    let header = body.split_to(lens[0]);
-                    let frames = lens[1..].iter().map(|&len| body.split_to(len)).collect();
+                    let packet = Packet { header: std::mem::take(header), frames: std::mem::take(frames) };
                     self.state = State::Count;
-                    return Ok(Some(Packet { header, frames }));
+                    return Ok(Some(packet));
                 }
             }
         }
@@ -236,7 +309,7 @@ mod tests {
     fn packet(header: &[u8], frames: &[&[u8]]) -> Packet {
         Packet {
             header: Bytes::copy_from_slice(header),
-            frames: frames.iter().map(|f| Bytes::copy_from_slice(f)).collect(),
+            frames: frames.iter().map(|f| Frame::from(f.to_vec())).collect(),
         }
     }
 
@@ -287,6 +360,42 @@ mod tests {
         let range = buf.as_ptr_range();
         let p = PacketDecoder::default().decode(&mut buf).unwrap().unwrap();
         assert!(range.contains(&p.frames[0].as_ptr()), "payload frame was copied");
+    }
+
+    #[test]
+    fn large_frames_stream_into_their_own_buffer_and_the_read_buffer_stays_small() {
+        let big: Vec<u8> = (0..(3 * OWN_BUFFER_FROM + 5) as u32).map(|i| (i % 251) as u8).collect();
+        let wire = encode(b"hd", &[b"small", &big, b"", &big[..OWN_BUFFER_FROM]]);
+        let mut decoder = PacketDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        let mut most = 0;
+        for piece in wire.chunks(10_000) {
+            buf.extend_from_slice(piece);
+            if let Some(p) = decoder.decode(&mut buf).unwrap() {
+                got = Some(p);
+            }
+            most = most.max(buf.len());
+        }
+        let p = got.expect("a whole packet");
+        assert_eq!(p, packet(b"hd", &[b"small", &big, b"", &big[..OWN_BUFFER_FROM]]));
+        assert!(most < 2 * 10_000 + 16, "the read buffer held {most} bytes");
+        assert!(format!("{:?}", p.frames[1]).contains("own buffer"), "{:?}", p.frames[1]);
+        assert!(format!("{:?}", p.frames[0]).contains("Frame(5 bytes)"), "{:?}", p.frames[0]);
+        assert_eq!(decoder.pending_body(), None);
+    }
+
+    #[test]
+    fn the_inline_part_of_a_pending_packet_excludes_large_frames() {
+        let mut decoder = PacketDecoder::default().own_buffers_from(100);
+        let wire = encode(b"header", &[&[1; 10], &[2; 100], &[3; 99]]);
+        let mut buf = BytesMut::from(&wire[..4 + 4 * 8]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        assert_eq!(decoder.pending_body(), Some(6 + 10 + 100 + 99));
+        assert_eq!(decoder.pending_inline(), Some(6 + 10 + 99));
+        buf.extend_from_slice(&wire[4 + 4 * 8..]);
+        let p = decoder.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(p, packet(b"header", &[&[1; 10], &[2; 100], &[3; 99]]));
     }
 
     #[test]

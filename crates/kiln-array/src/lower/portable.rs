@@ -27,9 +27,9 @@ use std::any::{Any, TypeId};
 use std::marker::PhantomData;
 use std::sync::{Arc, Once};
 
-use kiln_graph::codec::{CodecError, Pod, ValueCodec, pod_from_bytes, pod_to_bytes};
+use kiln_graph::codec::{CodecError, Pod, ValueCodec};
 use kiln_graph::kernel::Identity;
-use kiln_graph::{CodecRegistry, Encoded, KernelRegistry, Value};
+use kiln_graph::{CodecRegistry, Encoded, Frame, KernelRegistry, Value};
 use ndarray::{ArrayD, ArrayViewD, Dimension, IxDyn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -92,26 +92,32 @@ enum FrameError {
 
 /// Element types as raw little-endian bytes (bools as one byte, 0 or 1).
 trait Raw: Element {
-    fn put_all(values: ArrayViewD<'_, Self>) -> Vec<u8>;
-    fn get_all(bytes: &[u8]) -> Result<Vec<Self>, FrameError>;
+    /// The frame of `values`, which lie inside `owner`'s value: a view of their memory when it
+    /// is contiguous in C order, a copy otherwise.
+    fn put_all(values: ArrayViewD<'_, Self>, owner: &Value) -> Frame;
+    /// The elements of a frame, adopting a received buffer where the layout allows.
+    fn get_all(frame: Frame) -> Result<Vec<Self>, FrameError>;
 }
 
 macro_rules! raw_numbers {
     ($($ty:ty),*) => {$(
         impl Raw for $ty {
-            fn put_all(values: ArrayViewD<'_, Self>) -> Vec<u8> {
+            fn put_all(values: ArrayViewD<'_, Self>, owner: &Value) -> Frame {
                 match values.as_slice() {
-                    Some(contiguous) => pod_to_bytes(contiguous),
+                    // SAFETY: `values` views an array inside `owner`'s value (the writer only
+                    // walks the value being encoded), memory the value owns and never mutates
+                    // while shared.
+                    Some(contiguous) => unsafe { Frame::borrowing_pod(owner, contiguous) },
                     // Transposed or sliced blocks are written in C order, element by element.
                     None => {
                         let mut out = Vec::with_capacity(values.len() * std::mem::size_of::<$ty>());
                         values.iter().for_each(|v| Pod::put(*v, &mut out));
-                        out
+                        Frame::from(out)
                     }
                 }
             }
-            fn get_all(bytes: &[u8]) -> Result<Vec<Self>, FrameError> {
-                pod_from_bytes(bytes).map_err(FrameError::Length)
+            fn get_all(frame: Frame) -> Result<Vec<Self>, FrameError> {
+                frame.into_pod_vec().map_err(FrameError::Length)
             }
         }
     )*};
@@ -119,11 +125,11 @@ macro_rules! raw_numbers {
 raw_numbers!(i32, i64, f32, f64);
 
 impl Raw for bool {
-    fn put_all(values: ArrayViewD<'_, Self>) -> Vec<u8> {
-        values.iter().map(|&b| b as u8).collect()
+    fn put_all(values: ArrayViewD<'_, Self>, _owner: &Value) -> Frame {
+        Frame::from(values.iter().map(|&b| b as u8).collect::<Vec<u8>>())
     }
-    fn get_all(bytes: &[u8]) -> Result<Vec<Self>, FrameError> {
-        bytes
+    fn get_all(frame: Frame) -> Result<Vec<Self>, FrameError> {
+        frame
             .iter()
             .map(|&b| match b {
                 0 => Ok(false),
@@ -142,16 +148,17 @@ struct FrameHeader {
 }
 
 /// Collects the frames of one value.
-#[derive(Default)]
 struct Writer {
+    /// The value being encoded: frames view its memory and keep a share of it.
+    owner: Value,
     headers: Vec<FrameHeader>,
-    frames: Vec<Vec<u8>>,
+    frames: Vec<Frame>,
 }
 
 impl Writer {
     fn array<T: Raw, D: Dimension>(&mut self, a: ndarray::ArrayView<'_, T, D>) {
         self.headers.push(FrameHeader { dtype: T::DTYPE, shape: a.shape().iter().map(|&d| d as u64).collect() });
-        self.frames.push(T::put_all(a.into_dyn()));
+        self.frames.push(T::put_all(a.into_dyn(), &self.owner));
     }
 
     fn block(&mut self, b: &Block) {
@@ -159,14 +166,15 @@ impl Writer {
     }
 }
 
-/// Reads the frames of one value in the order they were written, validating each.
-struct Reader<'a> {
+/// Reads the frames of one value in the order they were written, validating each; owns them,
+/// so received buffers become the arrays' memory.
+struct Reader {
     headers: std::vec::IntoIter<FrameHeader>,
-    frames: std::slice::Iter<'a, Vec<u8>>,
+    frames: std::vec::IntoIter<Frame>,
 }
 
-impl Reader<'_> {
-    fn next(&mut self) -> Result<(FrameHeader, &[u8]), FrameError> {
+impl Reader {
+    fn next(&mut self) -> Result<(FrameHeader, Frame), FrameError> {
         match (self.headers.next(), self.frames.next()) {
             (Some(h), Some(f)) => Ok((h, f)),
             _ => Err(FrameError::TooFew),
@@ -204,7 +212,7 @@ impl Reader<'_> {
     }
 }
 
-fn typed_array<T: Raw>(header: &FrameHeader, frame: &[u8]) -> Result<ArrayD<T>, FrameError> {
+fn typed_array<T: Raw>(header: &FrameHeader, frame: Frame) -> Result<ArrayD<T>, FrameError> {
     let shape: Vec<usize> = header
         .shape
         .iter()
@@ -226,7 +234,7 @@ trait Framed: Any + Send + Sync + Sized {
     const TAG: &'static str;
     type Meta: Serialize + DeserializeOwned;
     fn write(&self, w: &mut Writer) -> Self::Meta;
-    fn read(meta: Self::Meta, r: &mut Reader<'_>) -> Result<Self, FrameError>;
+    fn read(meta: Self::Meta, r: &mut Reader) -> Result<Self, FrameError>;
     /// The payload size without encoding, when cheap to tell.
     fn nbytes(&self) -> Option<usize> {
         None
@@ -252,7 +260,7 @@ impl<T: Framed> ValueCodec for FramedCodec<T> {
 
     fn encode(&self, value: &Value) -> Result<Encoded, CodecError> {
         let v = value.downcast_ref::<T>().map_err(|_| CodecError::NoCodecForType(value.type_name()))?;
-        let mut w = Writer::default();
+        let mut w = Writer { owner: value.clone(), headers: Vec::new(), frames: Vec::new() };
         let meta = v.write(&mut w);
         let header = postcard::to_allocvec(&(meta, &w.headers))
             .map_err(|e| CodecError::Malformed { tag: T::TAG.into(), message: e.to_string() })?;
@@ -260,6 +268,10 @@ impl<T: Framed> ValueCodec for FramedCodec<T> {
     }
 
     fn decode(&self, encoded: &Encoded) -> Result<Value, CodecError> {
+        self.decode_owned(encoded.clone())
+    }
+
+    fn decode_owned(&self, encoded: Encoded) -> Result<Value, CodecError> {
         let malformed = |message: String| CodecError::Malformed { tag: T::TAG.into(), message };
         let bad_frames = |e: FrameError| malformed(e.to_string());
         let (meta, headers): (T::Meta, Vec<FrameHeader>) =
@@ -267,7 +279,7 @@ impl<T: Framed> ValueCodec for FramedCodec<T> {
         if headers.len() != encoded.frames.len() {
             return Err(malformed(format!("{} frame headers for {} frames", headers.len(), encoded.frames.len())));
         }
-        let mut reader = Reader { headers: headers.into_iter(), frames: encoded.frames.iter() };
+        let mut reader = Reader { headers: headers.into_iter(), frames: encoded.frames.into_iter() };
         let value = T::read(meta, &mut reader).map_err(bad_frames)?;
         reader.done().map_err(bad_frames)?;
         Ok(Value::new(value))
@@ -287,7 +299,7 @@ impl Framed for Block {
     fn nbytes(&self) -> Option<usize> {
         Some(Block::nbytes(self))
     }
-    fn read((): (), r: &mut Reader<'_>) -> Result<Self, FrameError> {
+    fn read((): (), r: &mut Reader) -> Result<Self, FrameError> {
         r.block()
     }
 }
@@ -301,7 +313,7 @@ impl Framed for Arc<Block> {
     fn nbytes(&self) -> Option<usize> {
         Some(Block::nbytes(self))
     }
-    fn read((): (), r: &mut Reader<'_>) -> Result<Self, FrameError> {
+    fn read((): (), r: &mut Reader) -> Result<Self, FrameError> {
         r.block().map(Arc::new)
     }
 }
@@ -336,7 +348,7 @@ impl Framed for Partial {
             }
         }
     }
-    fn read(kind: PartialKind, r: &mut Reader<'_>) -> Result<Self, FrameError> {
+    fn read(kind: PartialKind, r: &mut Reader) -> Result<Self, FrameError> {
         // Combining zips the parts of a partial: equal shapes are checked here, not trusted.
         let same = |shapes: &[&[usize]]| {
             if shapes.windows(2).all(|w| w[0] == w[1]) {
@@ -375,7 +387,7 @@ impl Framed for LocalQr {
         w.array(self.q.view());
         w.array(self.r.view());
     }
-    fn read((): (), r: &mut Reader<'_>) -> Result<Self, FrameError> {
+    fn read((): (), r: &mut Reader) -> Result<Self, FrameError> {
         Ok(LocalQr { q: r.array2()?, r: r.array2()? })
     }
     fn nbytes(&self) -> Option<usize> {
@@ -392,7 +404,7 @@ impl Framed for StackedQr {
         w.array(self.r.view());
         self.offsets.iter().map(|&o| o as u64).collect()
     }
-    fn read(offsets: Vec<u64>, r: &mut Reader<'_>) -> Result<Self, FrameError> {
+    fn read(offsets: Vec<u64>, r: &mut Reader) -> Result<Self, FrameError> {
         let offsets = offsets
             .into_iter()
             .map(|o| usize::try_from(o).map_err(|_| FrameError::Offset(o)))
@@ -412,7 +424,7 @@ impl Framed for CoreSvd {
         w.array(self.s.view());
         w.array(self.vt.view());
     }
-    fn read((): (), r: &mut Reader<'_>) -> Result<Self, FrameError> {
+    fn read((): (), r: &mut Reader) -> Result<Self, FrameError> {
         let u = r.array2()?;
         let s =
             r.array::<f64>()?.into_dimensionality().map_err(|e| FrameError::Rank { expected: "a vector", error: e })?;

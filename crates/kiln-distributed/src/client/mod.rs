@@ -503,9 +503,9 @@ impl Client {
                 let (address, asked, result) =
                     rx.recv().map_err(|_| ComputeError::Internal("the client runtime stopped".into()))?;
                 match result {
-                    Ok((PeerReply::Data { values: wire, missing, .. }, frames)) => {
+                    Ok((PeerReply::Data { values: wire, missing, .. }, mut frames)) => {
                         for (key, w) in wire {
-                            let v = value_from_wire(&w, &frames, CodecRegistry::global())
+                            let v = value_from_wire(&w, &mut frames, CodecRegistry::global())
                                 .map_err(|e| ComputeError::Codec { key: key.clone(), message: e.to_string() })?;
                             values.insert(key, v);
                         }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kiln_graph::{CodecError, CodecRegistry, Encoded, Key, Value};
+use kiln_graph::{CodecError, CodecRegistry, Encoded, Frame, Key, Value};
 use kiln_protocol::messages::{PeerReply, PeerRequest, WireValue, WriteToken};
 use kiln_protocol::{
     DEFAULT_MAX_FRAME, DEFAULT_MAX_PACKET, Hello, Packet, PacketDecoder, ProtocolError, Reply, Role,
@@ -632,7 +632,10 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
                 && total > SMALL_PACKET
             {
                 self.permit = Some(self.budget.acquire(total).await);
-                self.buf.reserve(total.saturating_sub(self.buf.len()));
+                // Room for the bytes that stay in the buffer; large frames stream through it
+                // into their own buffers (the decoder asks for room as they do).
+                let inline = self.decoder.pending_inline().unwrap_or(0);
+                self.buf.reserve(inline.saturating_sub(self.buf.len()));
             }
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(64 << 10);
@@ -648,7 +651,7 @@ impl<R: AsyncRead + Unpin> PacketReader<R> {
     ///
     /// # Errors
     /// As [`PacketReader::next`], plus headers that do not decode as `M`.
-    pub async fn next_messages<M: DeserializeOwned>(&mut self) -> Result<Option<(Vec<M>, Vec<Bytes>)>, CommError> {
+    pub async fn next_messages<M: DeserializeOwned>(&mut self) -> Result<Option<(Vec<M>, Vec<Frame>)>, CommError> {
         match self.next().await? {
             None => Ok(None),
             Some(packet) => {
@@ -793,17 +796,23 @@ pub fn values_to_wire(
         let Encoded { tag, header, frames: value_frames } = codecs.encode(&value)?;
         let first_frame = frames.len() as u32;
         let frame_count = value_frames.len() as u32;
-        frames.extend(value_frames.into_iter().map(Bytes::from));
+        // Frames that view the value's memory stay views: the socket reads the value itself.
+        frames.extend(value_frames.into_iter().map(Frame::into_bytes));
         entries.push((key, WireValue { tag, header, first_frame, frame_count }));
     }
     Ok((entries, frames))
 }
 
-/// Decodes values received with their packet's frames.
+/// Decodes a value received with its packet's frames, taking its frames out of `frames` (left
+/// empty there) so the codec can adopt a received buffer instead of copying it.
+///
+/// Each value of a packet owns its own range of frames; a packet whose values claim the same
+/// frames twice (no kiln peer sends one) decodes the second from empty frames, which its codec
+/// rejects.
 ///
 /// # Errors
 /// Frames out of range or bytes the codec rejects.
-pub fn value_from_wire(wire: &WireValue, frames: &[Bytes], codecs: &CodecRegistry) -> Result<Value, CodecError> {
+pub fn value_from_wire(wire: &WireValue, frames: &mut [Frame], codecs: &CodecRegistry) -> Result<Value, CodecError> {
     let start = wire.first_frame as usize;
     let end = start.checked_add(wire.frame_count as usize).filter(|&e| e <= frames.len()).ok_or_else(|| {
         CodecError::Malformed {
@@ -814,12 +823,12 @@ pub fn value_from_wire(wire: &WireValue, frames: &[Bytes], codecs: &CodecRegistr
     let encoded = Encoded {
         tag: wire.tag.clone(),
         header: wire.header.clone(),
-        frames: frames[start..end].iter().map(|f| f.to_vec()).collect(),
+        frames: frames[start..end].iter_mut().map(std::mem::take).collect(),
     };
-    codecs.decode(&encoded)
+    codecs.decode_owned(encoded)
 }
 
-type ReplySlot = oneshot::Sender<Result<(PeerReply, Vec<Bytes>), CommError>>;
+type ReplySlot = oneshot::Sender<Result<(PeerReply, Vec<Frame>), CommError>>;
 
 struct PeerConn {
     tx: Sender<PeerRequest>,
@@ -919,7 +928,7 @@ impl PeerPool {
         address: &str,
         request: PeerRequest,
         frames: Vec<Bytes>,
-    ) -> Result<(PeerReply, Vec<Bytes>), CommError> {
+    ) -> Result<(PeerReply, Vec<Frame>), CommError> {
         let conn = self.conn(address).await?;
         let token = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(address).copied();
         if let Some(token) = token

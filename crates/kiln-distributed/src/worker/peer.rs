@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use kiln_graph::Frame;
 use kiln_graph::{CodecRegistry, Key, Value};
 use kiln_protocol::Role;
 use kiln_protocol::messages::{PeerReply, PeerRequest, WriteToken};
@@ -106,7 +106,7 @@ async fn serve_peer(
             },
             None => reader.next_messages::<PeerRequest>().await,
         };
-        let (requests, frames) = match read {
+        let (requests, mut frames) = match read {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(()),
             Err(e) => return Err(e.to_string()),
@@ -129,7 +129,7 @@ async fn serve_peer(
                     ));
                 }
                 request => {
-                    let reply = answer(request, &frames, &store, &events).await;
+                    let reply = answer(request, &mut frames, &store, &events).await;
                     if replies.send(reply).is_err() {
                         return Ok(());
                     }
@@ -141,7 +141,7 @@ async fn serve_peer(
 
 async fn answer(
     request: PeerRequest,
-    frames: &[Bytes],
+    frames: &mut [Frame],
     store: &Arc<Store>,
     events: &mpsc::UnboundedSender<ShellEvent>,
 ) -> Outgoing<PeerReply> {

@@ -484,10 +484,10 @@ impl Shell {
             let (started_us, start) = (unix_us(), Instant::now());
             let request = PeerRequest::Get { request: pool.request_id(), keys: keys.clone() };
             let event = match pool.request(&address, request, Vec::new()).await {
-                Ok((PeerReply::Data { values, mut missing, .. }, frames)) => {
+                Ok((PeerReply::Data { values, mut missing, .. }, mut frames)) => {
                     let mut decoded = Vec::with_capacity(values.len());
                     for (key, wire) in values {
-                        match value_from_wire(&wire, &frames, CodecRegistry::global()) {
+                        match value_from_wire(&wire, &mut frames, CodecRegistry::global()) {
                             Ok(v) => decoded.push((key, v)),
                             Err(e) => {
                                 tracing::warn!("cannot decode {key} from {address}: {e}");
