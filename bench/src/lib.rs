@@ -332,6 +332,25 @@ pub fn peak_rss_of(pid: u32) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// The foundation graph's kernels for clusters, `(inc, add)`: portable as `bench.inc` and
+/// `bench.add`, so a benchmark that registers them before `run_worker_if_requested` can run the
+/// graph on its own worker processes.
+pub fn portable_foundation_kernels() -> (std::sync::Arc<dyn kiln_graph::Kernel>, std::sync::Arc<dyn kiln_graph::Kernel>)
+{
+    use kiln_graph::Value;
+    use kiln_graph::kernel::{func1, input, slice_kernel};
+    let inc = func1("inc", |x: &i64| x + 1).portable("bench.inc");
+    let add = slice_kernel("add", |xs: &[Value]| {
+        let mut total = 1i64;
+        for i in 0..xs.len() {
+            total += input::<i64>(xs, i)?;
+        }
+        Ok(Value::new(total))
+    })
+    .portable("bench.add");
+    (std::sync::Arc::new(inc), std::sync::Arc::new(add))
+}
+
 /// The foundation benchmark's graph: `n` tasks `inc(i)` feeding a `fan_in`-ary tree of `add`
 /// tasks (each adds one to the sum of its inputs), with Dask-style keys `("inc", i)` and
 /// `("sum", level, j)`. Returns the graph and its root.

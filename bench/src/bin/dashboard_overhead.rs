@@ -19,25 +19,7 @@ use std::time::{Duration, Instant};
 
 use kiln_bench::{arg, median};
 use kiln_distributed::{LocalCluster, run_worker_if_requested};
-use kiln_graph::kernel::{func1, input, slice_kernel};
-use kiln_graph::{Kernel, KernelRegistry, Scheduler, Value};
-
-fn inc_kernel() -> Arc<dyn Kernel> {
-    Arc::new(func1("inc", |x: &i64| x + 1).portable("bench.inc"))
-}
-
-fn add_kernel() -> Arc<dyn Kernel> {
-    Arc::new(
-        slice_kernel("add", |xs: &[Value]| {
-            let mut total = 1i64;
-            for i in 0..xs.len() {
-                total += input::<i64>(xs, i)?;
-            }
-            Ok(Value::new(total))
-        })
-        .portable("bench.add"),
-    )
-}
+use kiln_graph::{KernelRegistry, Scheduler};
 
 /// A live page: reads the event stream until told to stop, counting snapshots and bytes.
 fn sse_client(
@@ -91,8 +73,7 @@ fn scheduler_cpu() -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let inc = inc_kernel();
-    let add = add_kernel();
+    let (inc, add) = kiln_bench::portable_foundation_kernels();
     KernelRegistry::global().register_instance(inc.clone());
     KernelRegistry::global().register_instance(add.clone());
     run_worker_if_requested();

@@ -25,32 +25,14 @@ use std::time::{Duration, Instant};
 
 use kiln_bench::{get, run_dask};
 use kiln_distributed::{LocalCluster, run_worker_if_requested};
-use kiln_graph::kernel::{func1, input, slice_kernel};
 use kiln_graph::portable::task_to_spec;
-use kiln_graph::{CodecRegistry, Graph, Kernel, KernelRegistry, Scheduler, TaskId, Value};
+use kiln_graph::{CodecRegistry, Graph, Kernel, KernelRegistry, Scheduler, TaskId};
 use kiln_local::{LocalScheduler, Progress};
 
 // With `--features mimalloc` the program, and so its worker processes, allocate with mimalloc.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn inc_kernel() -> Arc<dyn Kernel> {
-    Arc::new(func1("inc", |x: &i64| x + 1).portable("bench.inc"))
-}
-
-fn add_kernel() -> Arc<dyn Kernel> {
-    Arc::new(
-        slice_kernel("add", |xs: &[Value]| {
-            let mut total = 1i64;
-            for i in 0..xs.len() {
-                total += input::<i64>(xs, i)?;
-            }
-            Ok(Value::new(total))
-        })
-        .portable("bench.add"),
-    )
-}
 
 /// The foundation graph of `overhead.rs`, with portable kernels.
 fn build(n: usize, fan_in: usize, inc: &Arc<dyn Kernel>, add: &Arc<dyn Kernel>) -> (Graph, TaskId) {
@@ -156,8 +138,7 @@ fn print_timeline(samples: &[(f64, BTreeMap<String, f64>)], bucket: f64) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Workers are this same program: the kernels must be registered before it turns into one.
-    let inc = inc_kernel();
-    let add = add_kernel();
+    let (inc, add) = kiln_bench::portable_foundation_kernels();
     KernelRegistry::global().register_instance(inc.clone());
     KernelRegistry::global().register_instance(add.clone());
     run_worker_if_requested();

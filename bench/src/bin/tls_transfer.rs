@@ -15,14 +15,12 @@
 //!
 //! `cargo run --release -p kiln-bench --bin tls_transfer -- [--mib 1024] [--n 100000] [--runs 3]`
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_bench::{arg, median};
 use kiln_delayed::func2;
 use kiln_distributed::{Client, LocalCluster, run_worker_if_requested};
-use kiln_graph::kernel::{func1 as kernel1, input, slice_kernel};
-use kiln_graph::{Kernel, KernelRegistry, Scheduler, Value};
+use kiln_graph::{KernelRegistry, Scheduler};
 
 fn make() -> kiln_delayed::Func2<i64, i64, Vec<f64>> {
     // `salt` only makes each run's key new.
@@ -31,23 +29,6 @@ fn make() -> kiln_delayed::Func2<i64, i64, Vec<f64>> {
 
 fn lengths() -> kiln_delayed::Func2<Vec<f64>, Vec<f64>, i64> {
     func2("lengths", |a: &Vec<f64>, b: &Vec<f64>| (a.len() + b.len()) as i64).portable("bench.tls.lengths")
-}
-
-fn inc_kernel() -> Arc<dyn Kernel> {
-    Arc::new(kernel1("inc", |x: &i64| x + 1).portable("bench.inc"))
-}
-
-fn add_kernel() -> Arc<dyn Kernel> {
-    Arc::new(
-        slice_kernel("add", |xs: &[Value]| {
-            let mut total = 1i64;
-            for i in 0..xs.len() {
-                total += input::<i64>(xs, i)?;
-            }
-            Ok(Value::new(total))
-        })
-        .portable("bench.add"),
-    )
 }
 
 /// Seconds to move `elems` f64s from one worker to the other, per run (the first is a warm-up).
@@ -91,7 +72,7 @@ fn transfers(client: &Client, elems: i64, runs: usize) -> Result<Vec<f64>, Box<d
 }
 
 fn task_runs(client: &Client, n: usize, runs: usize) -> Result<(usize, Vec<f64>), Box<dyn std::error::Error>> {
-    let (inc, add) = (inc_kernel(), add_kernel());
+    let (inc, add) = kiln_bench::portable_foundation_kernels();
     let mut times = Vec::new();
     let mut tasks = 0;
     for rep in 0..=runs {
@@ -116,8 +97,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = KernelRegistry::global();
     registry.register_instance(make().kernel());
     registry.register_instance(lengths().kernel());
-    registry.register_instance(inc_kernel());
-    registry.register_instance(add_kernel());
+    let (inc, add) = kiln_bench::portable_foundation_kernels();
+    registry.register_instance(inc);
+    registry.register_instance(add);
     run_worker_if_requested();
 
     let mib: i64 = arg("--mib", 1024);
