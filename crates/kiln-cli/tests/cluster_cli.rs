@@ -1,7 +1,6 @@
 //! The CLI end to end: `kiln scheduler` and `kiln worker` processes, a client in this process,
 //! clean shutdown on SIGTERM; and a `LocalCluster` of worker processes.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,24 +10,9 @@ use kiln::local::LocalScheduler;
 use kiln_distributed::{Client, LocalCluster};
 
 mod support;
-use support::{Guard, grid_total};
+use support::{Guard, grid_total, start_scheduler};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
-
-fn start_scheduler() -> (Guard, String) {
-    let mut child = Command::new(KILN)
-        .args(["scheduler", "--host", "127.0.0.1", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let address = line.trim().strip_prefix("Scheduler at ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
-    assert!(address.starts_with("tcp://127.0.0.1:"), "{address}");
-    (Guard(child), address)
-}
 
 fn start_worker(scheduler: &str, name: &str) -> Guard {
     Guard(
@@ -64,7 +48,7 @@ fn seed(n: usize) -> kiln::array::Array<f64> {
 
 #[test]
 fn scheduler_and_two_worker_processes_serve_a_client_and_shut_down_cleanly() {
-    let (mut scheduler, address) = start_scheduler();
+    let (mut scheduler, address) = start_scheduler(&[]);
     let mut w1 = start_worker(&address, "first");
     let mut w2 = start_worker(&address, "second");
     let client = Client::connect(&address).unwrap();
@@ -211,7 +195,7 @@ fn a_persisted_chunk_whose_only_holder_is_killed_is_recomputed() {
 
 #[test]
 fn shutdown_cluster_stops_the_scheduler_and_every_worker() {
-    let (mut scheduler, address) = start_scheduler();
+    let (mut scheduler, address) = start_scheduler(&[]);
     let mut w1 = start_worker(&address, "one");
     let mut w2 = start_worker(&address, "two");
     let client = Client::connect(&address).unwrap();
@@ -252,7 +236,7 @@ fn sigterm_to_a_busy_worker_hands_its_unstarted_tasks_back_and_the_answer_is_rig
 /// One run of the SIGTERM scenario: how many tasks the busy worker said it handed back, and
 /// its log. Panics when the answer is wrong or the worker does not exit cleanly.
 fn sigterm_a_busy_worker_mid_computation(attempt: usize) -> (usize, String) {
-    let (_scheduler, address) = start_scheduler();
+    let (_scheduler, address) = start_scheduler(&[]);
     let log = std::env::temp_dir().join(format!("kiln-busy-worker-{}-{attempt}.log", std::process::id()));
     let mut busy = Guard(
         Command::new(KILN)
@@ -328,7 +312,7 @@ fn named(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_worker_spills_into_its_local_directory_and_leaves_it_empty() {
-    let (_scheduler, address) = start_scheduler();
+    let (_scheduler, address) = start_scheduler(&[]);
     // Not there yet: the worker makes it.
     let dir = std::env::temp_dir().join(format!("kiln-local-directory-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -375,7 +359,7 @@ fn a_worker_spills_into_its_local_directory_and_leaves_it_empty() {
 
 #[test]
 fn a_local_directory_that_cannot_be_made_is_refused_at_start() {
-    let (_scheduler, address) = start_scheduler();
+    let (_scheduler, address) = start_scheduler(&[]);
     let file = std::env::temp_dir().join(format!("kiln-not-a-directory-{}", std::process::id()));
     std::fs::write(&file, b"a file").unwrap();
     let output =

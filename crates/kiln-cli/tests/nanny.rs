@@ -2,7 +2,6 @@
 //! that dies abnormally and takes it along when it goes; tasks that no worker can run err after
 //! the scheduler's `--no-workers-timeout` instead of hanging.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,24 +11,9 @@ use kiln::prelude::*;
 use kiln_distributed::{Client, LocalCluster};
 
 mod support;
-use support::{Guard, grid_total};
+use support::{Guard, grid_total, start_scheduler};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
-
-fn start_scheduler(extra: &[&str]) -> (Guard, String) {
-    let mut child = Command::new(KILN)
-        .args(["scheduler", "--host", "127.0.0.1", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let address = line.trim().strip_prefix("Scheduler at ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
-    (Guard(child), address)
-}
 
 /// A `kiln worker` (with its nanny unless `--no-nanny` is among `extra`), logging to `log`.
 fn start_worker(scheduler: &str, name: &str, log: &std::path::Path, extra: &[&str]) -> Guard {

@@ -1,7 +1,6 @@
 //! A worker's memory behaviour with real processes: a deep chain does not leave it paused for
 //! good, and a kernel the stock worker does not know fails naming the kernel and the worker.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -11,23 +10,9 @@ use kiln::delayed::func2;
 use kiln_distributed::Client;
 
 mod support;
-use support::Guard;
+use support::{Guard, start_scheduler};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
-
-fn start_scheduler() -> (Guard, String) {
-    let mut child = Command::new(KILN)
-        .args(["scheduler", "--host", "127.0.0.1", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let address = line.trim().strip_prefix("Scheduler at ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
-    (Guard(child), address)
-}
 
 /// A worker logging to `log` (it logs to stdout).
 fn start_worker(scheduler: &str, extra: &[&str], log: &std::path::Path) -> Guard {
@@ -59,7 +44,7 @@ fn g() -> kiln::delayed::Func2<i64, i64, i64> {
 
 #[test]
 fn a_deep_chain_does_not_leave_the_worker_paused_for_good() {
-    let (_scheduler, address) = start_scheduler();
+    let (_scheduler, address) = start_scheduler(&[]);
     let log = std::env::temp_dir().join(format!("kiln-deep-chain-worker-{}.log", std::process::id()));
     // 100,000 steps (fused into chains of at most 256): ~10 MB of kernel specs arrive with the
     // graph. Before the kernel cache was bounded and fusion capped, the whole chain was one task
@@ -94,7 +79,7 @@ fn a_deep_chain_does_not_leave_the_worker_paused_for_good() {
 
 #[test]
 fn an_unknown_kernel_fails_naming_the_kernel_and_the_worker() {
-    let (_scheduler, address) = start_scheduler();
+    let (_scheduler, address) = start_scheduler(&[]);
     let log = std::env::temp_dir().join(format!("kiln-unknown-kernel-worker-{}.log", std::process::id()));
     let _worker = start_worker(&address, &["--name", "stock"], &log);
     let client = Client::connect(&address).unwrap();
@@ -133,7 +118,7 @@ fn a_full_spill_disk_stops_spilling_once_keeps_the_data_and_leaves_no_file() {
         eprintln!("SKIPPED: a full spill disk needs root and unshare -m (a 1 MB tmpfs in a private mount namespace)");
         return;
     }
-    let (_scheduler, address) = start_scheduler();
+    let (_scheduler, address) = start_scheduler(&[]);
     let dir = std::env::temp_dir().join(format!("kiln-full-disk-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = std::env::temp_dir().join(format!("kiln-full-disk-worker-{}.log", std::process::id()));

@@ -4,7 +4,26 @@
 
 #![allow(dead_code)] // each test file uses the part it needs
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+
+/// A `kiln scheduler` on an ephemeral loopback port (plus `extra` flags), killed on drop, and
+/// the address it printed.
+pub fn start_scheduler(extra: &[&str]) -> (Guard, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["scheduler", "--host", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let address = line.trim().strip_prefix("Scheduler at ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
+    assert!(address.starts_with("tcp://127.0.0.1:"), "{address}");
+    (Guard(child), address)
+}
 
 fn sh(args: &[&str]) -> bool {
     Command::new(args[0]).args(&args[1..]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
