@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """TPC-H Q1, Q6 and Q3: kiln beside dask.dataframe, polars (lazy) and DuckDB on the same files.
 
-    python bench/tpch.py gen --sf 1 --dir /tmp/tpch        # raw tpchgen Parquet + normalized copy
-    python bench/tpch.py run --sf 1 --dir /tmp/tpch --kiln /tmp/df-tpch --runs 3
+    bench/.venv/bin/python bench/tpch.py gen --sf 1 --dir /tmp/tpch        # raw tpchgen Parquet + normalized copy
+    cargo build --release -p kiln-bench --bin tpch && cp target/release/tpch /tmp/kiln-tpch
+    bench/.venv/bin/python bench/tpch.py run --sf 1 --dir /tmp/tpch --kiln /tmp/kiln-tpch --runs 3
 
 `gen` runs `tpchgen-cli` (from PyPI, see setup-venv.sh) for lineitem, orders and customer in 8
 files per table, then writes one normalized copy (decimal128 -> float64, string_view -> string,
@@ -340,7 +341,7 @@ def main():
     r = sub.add_parser("run")
     r.add_argument("--sf", type=int, default=1)
     r.add_argument("--dir", default="/tmp/tpch")
-    r.add_argument("--kiln", default="/tmp/df-tpch", help="the kiln-bench `tpch` binary")
+    r.add_argument("--kiln", default="/tmp/kiln-tpch", help="the kiln-bench `tpch` binary")
     r.add_argument("--runs", type=int, default=3)
     r.add_argument("--engines", default="kiln,dask,polars,duckdb")
     e = sub.add_parser("engine")

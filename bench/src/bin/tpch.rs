@@ -3,7 +3,7 @@
 //! polars and DuckDB, compares the answers and prints the table; this side prints one JSON line
 //! (times, load average before each query's runs, answers, peak RSS).
 //!
-//! `tpch --data /tmp/tpch/sf1/norm [--runs 3] [--threads N]`
+//! `tpch --data /tmp/tpch/sf1/norm [--runs 3] [--threads N] [--only q1,q6,q3]`
 
 use kiln_bench::{arg, load_average, peak_rss_bytes};
 use kiln_dataframe::arrow::array::{Array, ArrayRef, RecordBatch};
@@ -121,7 +121,9 @@ fn main() -> Result<(), Error> {
     let runs: usize = arg("--runs", 3);
     let threads: usize = arg("--threads", kiln_bench::available_threads());
     let scheduler = LocalScheduler::threads(threads);
+    let only: String = arg("--only", "q1,q6,q3".to_string());
     let queries: [(&str, Query); 3] = [("q1", q1), ("q6", q6), ("q3", q3)];
+    let queries = queries.into_iter().filter(|(name, _)| only.split(',').any(|o| o == *name));
     let (mut times, mut load, mut answers) = (json!({}), json!({}), json!({}));
     for (name, query) in queries {
         load[name] = json!(load_average());
