@@ -6,4 +6,8 @@ python3 -m venv "$here/.venv"
 "$here/.venv/bin/pip" install --quiet --upgrade pip
 # Pinned, so figures in RESULTS.md can be reproduced against the same Dask.
 "$here/.venv/bin/pip" install --quiet "dask[array,distributed]==2026.8.0" "numpy==2.4.6" "zarr==3.1.6" "h5py==3.16.0"
+# The dataframe peers of the TPC-H benchmark (tpch.py): Dask's dataframe, polars, DuckDB, and
+# tpchgen-cli, which generates the data.
+"$here/.venv/bin/pip" install --quiet "dask[dataframe]==2026.8.0" "pandas==3.1.1" "pyarrow==26.0.1" \
+  "polars==2.1.0" "duckdb==2.0.1" "tpchgen-cli==4.0.0"
 "$here/.venv/bin/python" -c "import dask; print('dask', dask.__version__)"

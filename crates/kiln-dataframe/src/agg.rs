@@ -1,5 +1,6 @@
-//! Grouped aggregation on partitions: hash grouping (keys row-encoded with `arrow-row`, so any
-//! number and type of key columns hash as bytes), per-group partial states, their combination
+//! Grouped aggregation on partitions: hash grouping (one or two string or integer keys numbered
+//! directly; other keys row-encoded with `arrow-row`, so any number and type of key columns hash
+//! as bytes), per-group partial states, their combination
 //! and the final values. A global reduction is a group-by without keys: one group, present
 //! even when there are no rows, so `sum` of nothing is 0 and `mean` of nothing is missing.
 //!
@@ -161,6 +162,9 @@ fn group_rows(keys: &[ArrayRef], num_rows: usize) -> Result<Groups> {
     if keys.is_empty() {
         return Ok(Groups { ids: vec![0; num_rows], first_rows: vec![0] });
     }
+    if let Some(groups) = group_rows_by_ids(keys) {
+        return Ok(groups);
+    }
     let fields = keys.iter().map(|k| SortField::new(k.data_type().clone())).collect();
     let converter = RowConverter::new(fields).map_err(fail("grouping keys"))?;
     let rows = converter.convert_columns(keys).map_err(fail("grouping keys"))?;
@@ -182,6 +186,66 @@ fn group_rows(keys: &[ArrayRef], num_rows: usize) -> Result<Groups> {
         ids.push(id);
     }
     Ok(Groups { ids, first_rows })
+}
+
+/// Each row's key as a dense number (in order of first appearance) for a string or integer
+/// key column, `DROPPED` where missing; `None` for other types.
+fn dense_ids(key: &ArrayRef) -> Option<Groups> {
+    fn number<'a, K: std::hash::Hash + Eq + 'a>(values: impl Iterator<Item = Option<K>>, len: usize) -> Groups {
+        let mut index: HashMap<K, u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
+        let mut ids = Vec::with_capacity(len);
+        let mut first_rows = Vec::new();
+        for (row, value) in values.enumerate() {
+            ids.push(match value {
+                None => DROPPED,
+                Some(v) => {
+                    let next = first_rows.len() as u32;
+                    *index.entry(v).or_insert_with(|| {
+                        first_rows.push(row as u32);
+                        next
+                    })
+                }
+            });
+        }
+        Groups { ids, first_rows }
+    }
+    let len = key.len();
+    Some(match key.data_type() {
+        DataType::Utf8 => number(key.as_string::<i32>().iter(), len),
+        DataType::LargeUtf8 => number(key.as_string::<i64>().iter(), len),
+        DataType::Utf8View => number(key.as_string_view().iter(), len),
+        DataType::Int64 => number(key.as_primitive::<Int64Type>().iter(), len),
+        DataType::Int32 => number(key.as_primitive::<arrow::datatypes::Int32Type>().iter(), len),
+        DataType::Date32 => number(key.as_primitive::<arrow::datatypes::Date32Type>().iter(), len),
+        _ => return None,
+    })
+}
+
+/// Groups rows by one or two string or integer keys without row-encoding them: each key
+/// column is numbered densely, and two numbers combine into one `u64`. `None` for other keys.
+fn group_rows_by_ids(keys: &[ArrayRef]) -> Option<Groups> {
+    match keys {
+        [one] => dense_ids(one),
+        [a, b] => {
+            let (a, b) = (dense_ids(a)?, dense_ids(b)?);
+            let mut index: HashMap<u64, u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
+            let mut ids = Vec::with_capacity(a.ids.len());
+            let mut first_rows = Vec::new();
+            for (row, (&x, &y)) in a.ids.iter().zip(&b.ids).enumerate() {
+                if x == DROPPED || y == DROPPED {
+                    ids.push(DROPPED);
+                    continue;
+                }
+                let next = first_rows.len() as u32;
+                ids.push(*index.entry((u64::from(x) << 32) | u64::from(y)).or_insert_with(|| {
+                    first_rows.push(row as u32);
+                    next
+                }));
+            }
+            Some(Groups { ids, first_rows })
+        }
+        _ => None,
+    }
 }
 
 /// Whether the value at each row counts: not null and, for floats, not NaN.

@@ -208,9 +208,18 @@ pub(crate) fn plain_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
-/// Reads one Parquet file as one batch, only the `projection` columns (by name, in that
-/// order), checking it has the dataset's schema.
-pub(crate) fn read_parquet_file(path: &str, schema: &SchemaRef, projection: Option<&[String]>) -> Result<RecordBatch> {
+/// Reads one Parquet file in pieces, only the `projection` columns (by name, in that order),
+/// checking it has the dataset's schema. `each` runs on every piece the reader decodes (a few
+/// tens of thousands of rows) and its results are returned (at least one, made from no rows
+/// for an empty file): the partition's row-wise steps go there, and a partial aggregation,
+/// so a filter keeps only its rows of each piece and the unfiltered file is never held or
+/// copied whole.
+pub(crate) fn read_parquet_file(
+    path: &str,
+    schema: &SchemaRef,
+    projection: Option<&[String]>,
+    each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
     let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
     let builder = parquet_builder(path)?;
     let file_schema = plain_schema(builder.schema());
@@ -234,22 +243,54 @@ pub(crate) fn read_parquet_file(path: &str, schema: &SchemaRef, projection: Opti
         }
         None => (builder, file_schema.clone()),
     };
-    let reader = builder.with_batch_size(64 * 1024).build().map_err(|e| error(&e))?;
-    let batches = reader
-        .map(|b| b.and_then(|b| RecordBatch::try_new(file_order.clone(), b.columns().to_vec())))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| error(&e))?;
-    let batch = arrow::compute::concat_batches(&file_order, &batches).map_err(|e| error(&e))?;
-    match projection {
-        Some(names) => {
-            // Put the columns in the order asked.
-            let positions =
-                names.iter().map(|n| file_order.index_of(n)).collect::<Result<Vec<_>, _>>().map_err(|e| error(&e))?;
-            batch.project(&positions).map_err(|e| error(&e))
+    // Put the columns in the order asked.
+    let positions = match projection {
+        Some(names) => Some(
+            names
+                .iter()
+                .map(|n| file_order.index_of(n))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| error(&e))?,
+        ),
+        None => None,
+    };
+    let shape = |batch: RecordBatch| -> Result<RecordBatch> {
+        let batch = RecordBatch::try_new(file_order.clone(), batch.columns().to_vec()).map_err(|e| error(&e))?;
+        let batch = match &positions {
+            Some(p) => batch.project(p).map_err(|e| error(&e))?,
+            None => batch,
+        };
+        each(batch)
+    };
+    let reader = builder.with_batch_size(PARQUET_PIECE_ROWS).build().map_err(|e| error(&e))?;
+    let mut pieces = Vec::new();
+    for batch in reader {
+        pieces.push(shape(batch.map_err(|e| error(&e))?)?);
+    }
+    if pieces.is_empty() {
+        pieces.push(shape(RecordBatch::new_empty(file_order.clone()))?);
+    }
+    Ok(pieces)
+}
+
+/// Pieces of one partition joined into one batch (no copy for a single piece).
+pub(crate) fn concat_pieces(path: &str, mut pieces: Vec<RecordBatch>) -> Result<RecordBatch> {
+    match pieces.len() {
+        1 => Ok(pieces.pop().expect("one piece")),
+        _ => {
+            let schema = pieces
+                .first()
+                .map(|p| p.schema())
+                .ok_or_else(|| DataFrameError::Parquet { path: path.to_string(), message: "no pieces".into() })?;
+            arrow::compute::concat_batches(&schema, &pieces)
+                .map_err(|e| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() })
         }
-        None => Ok(batch),
     }
 }
+
+/// Rows per piece the Parquet reader decodes: large enough that per-piece costs vanish, small
+/// enough that a piece stays in cache-sized kilobytes per column and a filter drops rows early.
+const PARQUET_PIECE_ROWS: usize = 64 * 1024;
 
 /// One partition written as a Parquet file; returns the rows written.
 pub(crate) fn write_parquet_file(path: &str, batch: &RecordBatch) -> Result<u64> {

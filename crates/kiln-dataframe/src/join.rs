@@ -112,14 +112,70 @@ struct Pairs {
     right: Vec<Option<u32>>,
 }
 
-type Table<'a> = HashMap<&'a [u8], Vec<u32>, rustc_hash::FxBuildHasher>;
+/// The build side of a hash join: the rows of each distinct key, in row order, laid end to
+/// end in one array (one allocation, not one per key).
+struct Table<'a> {
+    groups: HashMap<&'a [u8], u32, rustc_hash::FxBuildHasher>,
+    /// Group `g`'s rows are `rows[offsets[g]..offsets[g + 1]]`.
+    offsets: Vec<u32>,
+    rows: Vec<u32>,
+}
 
-fn build_table(rows: &arrow::row::Rows) -> Table<'_> {
-    let mut table: Table<'_> = HashMap::with_hasher(Default::default());
-    for (i, row) in rows.iter().enumerate() {
-        table.entry(row.data()).or_default().push(i as u32);
+impl<'a> Table<'a> {
+    fn build(keys: &'a arrow::row::Rows) -> Table<'a> {
+        let mut groups: HashMap<&[u8], u32, rustc_hash::FxBuildHasher> =
+            HashMap::with_capacity_and_hasher(keys.num_rows(), Default::default());
+        let mut ids = Vec::with_capacity(keys.num_rows());
+        let mut counts: Vec<u32> = Vec::new();
+        for row in keys.iter() {
+            let next = counts.len() as u32;
+            let id = *groups.entry(row.data()).or_insert(next);
+            if id == next {
+                counts.push(0);
+            }
+            counts[id as usize] += 1;
+            ids.push(id);
+        }
+        let mut offsets = Vec::with_capacity(counts.len() + 1);
+        let mut total = 0u32;
+        offsets.push(0);
+        for c in &counts {
+            total += c;
+            offsets.push(total);
+        }
+        // A counting sort of the rows by group keeps each group's rows in row order.
+        let mut fill: Vec<u32> = offsets[..counts.len()].to_vec();
+        let mut rows = vec![0u32; ids.len()];
+        for (row, &id) in ids.iter().enumerate() {
+            rows[fill[id as usize] as usize] = row as u32;
+            fill[id as usize] += 1;
+        }
+        Table { groups, offsets, rows }
     }
-    table
+
+    fn get(&self, key: &[u8]) -> Option<&[u32]> {
+        self.groups
+            .get(key)
+            .map(|&g| &self.rows[self.offsets[g as usize] as usize..self.offsets[g as usize + 1] as usize])
+    }
+}
+
+/// An inner join that builds its table on the left (the smaller side) and probes with the
+/// right, then orders the pairs as probing with the left would (by left row, then right row),
+/// which is pandas' order.
+fn inner_build_left(left_rows: &arrow::row::Rows, right_rows: &arrow::row::Rows) -> Pairs {
+    let table = Table::build(left_rows);
+    let mut pairs: Vec<u64> = Vec::new();
+    for (r, row) in right_rows.iter().enumerate() {
+        if let Some(ls) = table.get(row.data()) {
+            pairs.extend(ls.iter().map(|&l| (u64::from(l) << 32) | r as u64));
+        }
+    }
+    pairs.sort_unstable();
+    Pairs {
+        left: pairs.iter().map(|p| Some((p >> 32) as u32)).collect(),
+        right: pairs.iter().map(|p| Some(*p as u32)).collect(),
+    }
 }
 
 /// Joins two partitions.
@@ -130,8 +186,10 @@ pub(crate) fn hash_join(spec: &MergeSpec, left: &RecordBatch, right: &RecordBatc
     let right_rows = key_rows(&right_keys)?;
     let mut pairs = Pairs { left: Vec::new(), right: Vec::new() };
     match spec.how {
+        // The table is built on the smaller side: building costs more per row than probing.
+        How::Inner if left.num_rows() < right.num_rows() => pairs = inner_build_left(&left_rows, &right_rows),
         How::Inner | How::Left | How::Outer | How::Semi | How::Anti => {
-            let table = build_table(&right_rows);
+            let table = Table::build(&right_rows);
             let mut matched_right = vec![false; if spec.how == How::Outer { right.num_rows() } else { 0 }];
             for (l, row) in left_rows.iter().enumerate() {
                 let matches = table.get(row.data());
@@ -180,7 +238,7 @@ pub(crate) fn hash_join(spec: &MergeSpec, left: &RecordBatch, right: &RecordBatc
             }
         }
         How::Right => {
-            let table = build_table(&left_rows);
+            let table = Table::build(&left_rows);
             for (r, row) in right_rows.iter().enumerate() {
                 match table.get(row.data()) {
                     Some(ls) => {

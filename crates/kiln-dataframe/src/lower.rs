@@ -27,7 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::agg::{self, AggSpec};
 use crate::error::{DataFrameError, Result};
-use crate::io::{CsvOptions, read_csv_file, read_parquet_file, write_parquet_file};
+use crate::io::{CsvOptions, concat_pieces, read_csv_file, read_parquet_file, write_parquet_file};
 use crate::join::{JoinKernel, MergeSpec};
 use crate::plan::{AggStrategy, Frame, MergeStrategy, Source, Step};
 use crate::shuffle::{BatchShuffle, ConcatKernel, PiecesCodec, SelectKernel, SplitKernel};
@@ -150,7 +150,27 @@ impl PortableKernel for PartitionKernel {
             }
             ReadSpec::Parquet { path, schema, projection } => {
                 check_file_fits(path)?;
-                read_parquet_file(path, &schema.0, projection.as_deref()).map_err(task_error)?
+                // The leading row-wise steps run on each piece as it is decoded; when they are
+                // all the steps and a partial aggregation ends the task, it runs on each piece
+                // too and the pieces' states are combined, so the rows are never joined.
+                let rowwise = self.steps.iter().take_while(|s| matches!(s, Step::Project(_) | Step::Filter(_))).count();
+                let steps = &self.steps[..rowwise];
+                if let (Terminal::Partial(spec), true) = (&self.terminal, rowwise == self.steps.len()) {
+                    let partials = read_parquet_file(path, &schema.0, projection.as_deref(), &|b| {
+                        agg::partial(spec, &apply_steps(b, steps)?)
+                    })
+                    .map_err(task_error)?;
+                    let state = match partials.as_slice() {
+                        [one] => one.clone(),
+                        many => agg::combine(spec, &many.iter().collect::<Vec<_>>()).map_err(task_error)?,
+                    };
+                    return Ok(Value::new(state));
+                }
+                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), &|b| apply_steps(b, steps))
+                    .map_err(task_error)?;
+                let batch = concat_pieces(path, pieces).map_err(task_error)?;
+                let batch = apply_steps(batch, &self.steps[rowwise..]).map_err(task_error)?;
+                return self.finish(batch);
             }
             ReadSpec::Input { projection } => {
                 let batch = input::<RecordBatch>(inputs, 0)?;
@@ -161,6 +181,13 @@ impl PortableKernel for PartitionKernel {
             }
         };
         let batch = apply_steps(batch, &self.steps).map_err(task_error)?;
+        self.finish(batch)
+    }
+}
+
+impl PartitionKernel {
+    /// The terminal step on the partition after its steps.
+    fn finish(&self, batch: RecordBatch) -> std::result::Result<Value, TaskError> {
         Ok(match &self.terminal {
             Terminal::Batch => Value::new(batch),
             Terminal::Head(n) => Value::new(batch.slice(0, (*n).min(batch.num_rows()))),
