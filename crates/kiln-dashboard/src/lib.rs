@@ -20,6 +20,7 @@
 
 mod metrics;
 mod pages;
+pub mod report;
 mod routes;
 
 use std::net::SocketAddr;

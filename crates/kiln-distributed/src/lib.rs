@@ -35,5 +35,7 @@ pub use cluster::{
     run_nanny, run_worker_if_requested,
 };
 pub use comm::tls::{CertificateAuthority, Security, SecurityError, TlsRole, TlsVersion};
+/// Performance reports ([`Client::performance_report`], and `performance_report` for local work).
+pub use kiln_dashboard::report;
 pub use server::{DashboardConfig, SchedulerServer, ServerConfig};
 pub use worker::{WorkerConfig, WorkerHandle, start_worker, tune_allocator_for_workers};

@@ -34,7 +34,7 @@ mod run;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use kiln_graph::{ComputeError, Graph, Key, Scheduler, TaskError, TaskId, Value};
@@ -60,6 +60,28 @@ pub trait Callbacks: Send + Sync {
     fn on_start(&self, _key: &Key) {}
     /// A task finished; `error` is set when it failed.
     fn on_finish(&self, _key: &Key, _error: Option<&TaskError>) {}
+    /// A task succeeded and its result measures `nbytes` (as its codec counts it;
+    /// [`UNKNOWN_SIZE`] for values without a codec). Called right after
+    /// [`Callbacks::on_finish`], on the same thread.
+    fn on_result(&self, _key: &Key, _nbytes: u64) {}
+}
+
+/// Callbacks every run uses that has none of its own ([`LocalScheduler::with_callbacks`]).
+/// Read once per run, so a run without callbacks pays nothing per task.
+static GLOBAL_CALLBACKS: RwLock<Option<Arc<dyn Callbacks>>> = RwLock::new(None);
+
+/// Installs (or with `None` removes) callbacks for every local run that has none of its own,
+/// including runs of schedulers built elsewhere (the default one `compute()` uses); returns
+/// the ones replaced, so a caller can put them back. Runs already going keep what they had.
+/// This is how a performance report records work it did not set up.
+pub fn set_global_callbacks(callbacks: Option<Arc<dyn Callbacks>>) -> Option<Arc<dyn Callbacks>> {
+    let mut slot = GLOBAL_CALLBACKS.write().unwrap_or_else(|p| p.into_inner());
+    std::mem::replace(&mut *slot, callbacks)
+}
+
+/// The callbacks a run of `scheduler` uses.
+fn callbacks_for(scheduler: &LocalScheduler) -> Option<Arc<dyn Callbacks>> {
+    scheduler.callbacks.clone().or_else(|| GLOBAL_CALLBACKS.read().unwrap_or_else(|p| p.into_inner()).clone())
 }
 
 /// A flag that stops a run: tasks already running finish, no new task starts, and the run

@@ -21,7 +21,7 @@ use std::collections::BinaryHeap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use kiln_graph::graph::Input;
@@ -139,6 +139,8 @@ pub(crate) struct Run<'a> {
     graph: &'a Graph,
     outputs: &'a [TaskId],
     scheduler: &'a LocalScheduler,
+    /// The scheduler's callbacks or the global ones, looked up once per run.
+    callbacks: Option<Arc<dyn crate::Callbacks>>,
     priority: Vec<u32>,
     deps_left: Vec<AtomicU32>,
     readers_left: Vec<AtomicU32>,
@@ -204,6 +206,7 @@ impl<'a> Run<'a> {
             graph,
             outputs,
             scheduler,
+            callbacks: crate::callbacks_for(scheduler),
             deps_left,
             readers_left,
             slots: (0..n).map(|_| Mutex::new(None)).collect(),
@@ -379,7 +382,7 @@ impl<'a> Run<'a> {
 
     fn work_loop(&self, pending: &mut i64) {
         let graph = self.graph;
-        let callbacks = self.scheduler.callbacks.as_deref();
+        let callbacks = self.callbacks.as_deref();
         let mut sizer = Sizer::default();
         let mut inputs: Vec<Value> = Vec::new();
         let mut ready: Vec<u32> = Vec::new();
@@ -423,7 +426,12 @@ impl<'a> Run<'a> {
                 cb.on_finish(graph.key(id), result.as_ref().err());
             }
             let value = match result {
-                Ok(v) => v,
+                Ok(v) => {
+                    if let Some(cb) = callbacks {
+                        cb.on_result(graph.key(id), sizer.measure(&v).0);
+                    }
+                    v
+                }
                 Err(error) => {
                     self.fail(ComputeError::task(graph.key(id), error));
                     return;

@@ -23,6 +23,7 @@ use crate::comm::{
 
 pub(crate) mod futures;
 pub(crate) mod progress;
+mod report;
 
 /// How busy a cluster is (see [`Client::cluster_load`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
