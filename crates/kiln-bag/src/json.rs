@@ -19,12 +19,7 @@ use std::hash::{Hash, Hasher};
 use std::ops::{Deref, Index};
 use std::sync::Arc;
 
-use serde::de::IgnoredAny;
-
-/// How deeply arrays and objects may nest: serde_json's own limit for `Value`, so a record
-/// is accepted exactly when `serde_json::from_str::<Value>` accepts it (and walks over the
-/// text cannot exhaust the stack).
-const MAX_DEPTH: usize = 128;
+use serde::de::{MapAccess, SeqAccess, Visitor};
 
 /// One JSON value as text that is known to be valid, without surrounding whitespace: what a
 /// [`Json`] holds and what looking inside one gives (`&JsonText`, borrowed from the record).
@@ -387,25 +382,51 @@ impl<'a> Iterator for Entries<'a> {
     }
 }
 
-/// The deepest nesting of arrays and objects in valid JSON text.
-fn depth_of(bytes: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut at) = (0usize, 0usize, 0usize);
-    while at < bytes.len() {
-        match bytes[at] {
-            b'"' => {
-                at = skip_string(bytes, at);
-                continue;
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        at += 1;
+/// A JSON value that parsed, of which nothing is kept.
+struct Valid;
+
+impl<'de> serde::Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Valid, D::Error> {
+        deserializer.deserialize_any(ValidVisitor)
     }
-    deepest
+}
+
+struct ValidVisitor;
+
+impl<'de> Visitor<'de> for ValidVisitor {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Valid, A::Error> {
+        while map.next_key::<Valid>()?.is_some() {
+            map.next_value::<Valid>()?;
+        }
+        Ok(Valid)
+    }
 }
 
 impl PartialEq for JsonText {
@@ -495,8 +516,8 @@ impl Json {
     /// Parses one JSON value (surrounding whitespace allowed).
     ///
     /// # Errors
-    /// serde_json's error for text that is not one valid JSON value, or that nests arrays and
-    /// objects deeper than serde_json's limit of 128.
+    /// serde_json's error for text that `serde_json::from_str::<Value>` refuses (not one valid
+    /// JSON value, a number out of range, nesting deeper than its limit of 128).
     pub fn parse(text: &str) -> Result<Json, serde_json::Error> {
         Self::validate(text)?;
         let trimmed = text.trim_matches([' ', '\t', '\n', '\r']);
@@ -518,15 +539,9 @@ impl Json {
     }
 
     fn validate(text: &str) -> Result<(), serde_json::Error> {
-        serde_json::from_str::<IgnoredAny>(text)?;
-        // Only text with more than the limit's worth of brackets can be too deep: the count is
-        // cheap, the exact walk rarely needed.
-        let brackets = memchr::memchr2_iter(b'[', b'{', text.as_bytes()).count();
-        if brackets > MAX_DEPTH && depth_of(text.as_bytes()) > MAX_DEPTH {
-            // serde_json's own error for the same text, so messages match `Value` parsing.
-            serde_json::from_str::<serde_json::Value>(text)?;
-        }
-        Ok(())
+        // Through serde_json's `deserialize_any`, as `Value` parsing goes, so the same texts are
+        // accepted (numbers in range, nesting within its limit, escapes), but nothing is built.
+        serde_json::from_str::<Valid>(text).map(|_| ())
     }
 
     /// The record for a `serde_json::Value`.
