@@ -22,7 +22,8 @@
 //!   before it), then combines of at most [`Bag::split_every`] partials (8 by default). Scalar
 //!   results are [`Item`]s; results that are lists (`frequencies`, `topk`, `distinct`,
 //!   `foldby`) are one-partition bags, so they chain (`.frequencies().topk(10, ..)`).
-//! - **Text and JSON**: [`read_text`], [`read_json_lines`] (one partition per file; gzip, bz2
+//! - **Text and JSON**: [`read_text`], [`read_json`] (schemaless [`Json`] records: validated
+//!   text, fields found on demand), [`read_json_lines`] (one partition per file; gzip, bz2
 //!   and zstd by extension), [`Bag::to_textfiles`]. A file followed by elementwise steps and
 //!   perhaps a reduction is read in chunks of [`Bag::chunk_size`] lines, each chunk run through
 //!   the steps and folded into the partial result in the same task, so no file is held whole.
