@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use kiln_bag::{read_json_lines, read_text};
+use kiln_bag::{Json, read_json, read_json_lines, read_text};
 use kiln_graph::Collection;
 use kiln_local::{LocalScheduler, Progress};
 use rayon::prelude::*;
@@ -248,6 +248,33 @@ fn main() {
     );
     assert_eq!((alice_values, &top_values), (alice, &top));
 
+    // Schemaless `Json` records (validated text, fields found on demand): first as the seeds
+    // write it, text lines mapped through the parser, then read by the library (`read_json`).
+    kiln_bench::reset_peak_rss();
+    let lazy = read_text(&pattern).unwrap().chunk_size(chunk).try_map(|line| Json::parse(line));
+    let (alice_lazy, t_count_lazy) = timed(|| lazy.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap());
+    let (top_lazy, t_top_lazy) =
+        timed(|| lazy.pluck("type").frequencies().topk(10, |(_, n)| *n).compute_on(&s).unwrap());
+    let lazy_rss = kiln_bench::peak_rss_bytes().unwrap_or(0);
+    println!(
+        "kiln (read_text + Json::parse): count in {t_count_lazy:.2} s, topk in {t_top_lazy:.2} s, peak RSS {} MB",
+        lazy_rss >> 20
+    );
+    kiln_bench::reset_peak_rss();
+    let records_json = read_json(&pattern).unwrap().chunk_size(chunk);
+    let (alice_rj, t_count_rj) =
+        timed(|| records_json.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap());
+    let (top_rj, t_top_rj) =
+        timed(|| records_json.pluck("type").frequencies().topk(10, |(_, n)| *n).compute_on(&s).unwrap());
+    let rj_rss = kiln_bench::peak_rss_bytes().unwrap_or(0);
+    println!("kiln (read_json): count in {t_count_rj:.2} s, topk in {t_top_rj:.2} s, peak RSS {} MB", rj_rss >> 20);
+    let as_strings = |top: &[(Json, u64)]| -> Vec<(String, u64)> {
+        top.iter().map(|(k, n)| (k.as_str().unwrap().into_owned(), *n)).collect()
+    };
+    let top_lazy = as_strings(&top_lazy);
+    assert_eq!((alice_lazy, alice_rj), (alice, alice));
+    assert_eq!(as_strings(&top_rj), top_lazy);
+
     kiln_bench::reset_peak_rss();
     let typed = read_json_lines::<Event>(&pattern).unwrap().chunk_size(chunk);
     let (alice_typed, t_count_typed) = timed(|| typed.filter(|e| e.name == "Alice").count().compute_on(&s).unwrap());
@@ -272,6 +299,7 @@ fn main() {
     let top_strings: Vec<(String, u64)> = top.iter().map(|(k, n)| (k.as_str().unwrap().to_string(), *n)).collect();
     assert_eq!(top_strings, top_base);
     assert_eq!(top_typed, top_base);
+    assert_eq!(top_lazy, top_base);
 
     let mut dask = String::new();
     if !args.iter().any(|a| a == "--no-dask") {
@@ -287,9 +315,14 @@ fn main() {
         assert_eq!(field("count") as u64, alice, "Dask counts the same");
         let (d_count, d_top, d_rss) = (field("count_s"), field("topk_s"), field("peak_rss_mb"));
         dask = format!(
-            " dask_count_s={d_count:.2} dask_topk_s={d_top:.2} dask_peak_rss_mb={d_rss:.0} speedup_count={:.1} speedup_topk={:.1} speedup_count_typed={:.1} speedup_topk_typed={:.1}",
+            " dask_count_s={d_count:.2} dask_topk_s={d_top:.2} dask_peak_rss_mb={d_rss:.0} speedup_count={:.1} speedup_topk={:.1} \
+             speedup_count_lazy={:.1} speedup_topk_lazy={:.1} speedup_count_read_json={:.1} speedup_topk_read_json={:.1} speedup_count_typed={:.1} speedup_topk_typed={:.1}",
             d_count / t_count,
             d_top / t_top,
+            d_count / t_count_lazy,
+            d_top / t_top_lazy,
+            d_count / t_count_rj,
+            d_top / t_top_rj,
             d_count / t_count_typed,
             d_top / t_top_typed
         );
@@ -297,13 +330,19 @@ fn main() {
     println!(
         "RESULT name=bag_json allocator={} mb={:.0} chunk={chunk} count_s={t_count:.2} topk_s={t_top:.2} typed_count_s={t_count_typed:.2} typed_topk_s={t_top_typed:.2} \
          base_count_s={t_count_base:.2} base_topk_s={t_top_base:.2} vs_base_count={:.2} vs_base_topk={:.2} vs_base_typed_count={:.2} vs_base_typed_topk={:.2} \
-         json_count_s={t_count_values:.2} json_topk_s={t_top_values:.2} kiln_peak_rss_mb={} json_peak_rss_mb={} typed_peak_rss_mb={}{dask} load_start={load_start} load_end={}",
+         json_count_s={t_count_values:.2} json_topk_s={t_top_values:.2} lazy_count_s={t_count_lazy:.2} lazy_topk_s={t_top_lazy:.2} \
+         read_json_count_s={t_count_rj:.2} read_json_topk_s={t_top_rj:.2} vs_base_lazy_count={:.2} vs_base_lazy_topk={:.2} \
+         lazy_peak_rss_mb={} read_json_peak_rss_mb={} kiln_peak_rss_mb={} json_peak_rss_mb={} typed_peak_rss_mb={}{dask} load_start={load_start} load_end={}",
         if cfg!(feature = "system-allocator") { "glibc" } else { "mimalloc" },
         bytes as f64 / 1e6,
         t_count / t_count_base,
         t_top / t_top_base,
         t_count_typed / t_count_base,
         t_top_typed / t_top_base,
+        t_count_lazy / t_count_base,
+        t_top_lazy / t_top_base,
+        lazy_rss >> 20,
+        rj_rss >> 20,
         kiln_rss >> 20,
         values_rss >> 20,
         typed_rss >> 20,

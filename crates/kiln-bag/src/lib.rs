@@ -22,7 +22,8 @@
 //!   before it), then combines of at most [`Bag::split_every`] partials (8 by default). Scalar
 //!   results are [`Item`]s; results that are lists (`frequencies`, `topk`, `distinct`,
 //!   `foldby`) are one-partition bags, so they chain (`.frequencies().topk(10, ..)`).
-//! - **Text and JSON**: [`read_text`], [`read_json_lines`] (one partition per file; gzip, bz2
+//! - **Text and JSON**: [`read_text`], [`read_json`] (schemaless [`Json`] records: validated
+//!   text, fields found on demand), [`read_json_lines`] (one partition per file; gzip, bz2
 //!   and zstd by extension), [`Bag::to_textfiles`]. A file followed by elementwise steps and
 //!   perhaps a reduction is read in chunks of [`Bag::chunk_size`] lines, each chunk run through
 //!   the steps and folded into the partial result in the same task, so no file is held whole.
@@ -39,6 +40,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod json;
 mod node;
 mod ops;
 mod pipeline;
@@ -59,10 +61,12 @@ use kiln_graph::{
 };
 
 pub use error::BagError;
+pub use json::{Json, JsonKind, JsonText};
 pub use reduce::{Item, Numeric};
 pub use stream::DEFAULT_CHUNK_SIZE;
 pub use text::{
-    BadLines, Compression, OnBadLine, SkippedLine, read_json_lines, read_json_lines_with, read_text, read_text_blocks,
+    BadLines, Compression, OnBadLine, SkippedLine, read_json, read_json_lines, read_json_lines_with, read_json_with,
+    read_text, read_text_blocks,
 };
 
 use node::{ExternalTask, Node, NodeArg};
@@ -543,6 +547,89 @@ impl Bag<serde_json::Value> {
         portable::ensure_registered();
         self.then(pipeline::with_spec(pluck_step(path, default), spec), &token)
     }
+}
+
+impl Bag<Json> {
+    /// The value under `key` of every record, sharing the record's text (Dask's `pluck`). A
+    /// record without the key, or a value that is not an object, fails the computation with an
+    /// error naming the key.
+    ///
+    /// ```
+    /// # use kiln_bag::{Bag, Json}; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+    /// let records = Bag::from_sequence([r#"{"type": "Push"}"#, r#"{"type": "Fork"}"#], 1)
+    ///     .try_map(|line| Json::parse(line));
+    /// let types = records.pluck("type").compute_on(&LocalScheduler::new()).unwrap();
+    /// assert!(types[1] == "Fork");
+    /// ```
+    pub fn pluck(&self, key: &str) -> Bag<Json> {
+        self.pluck_json(&[PathSegment::Key(key.to_string())], None)
+    }
+
+    /// The value under `key` of every record, or `default` where it is missing (non-objects
+    /// are still an error).
+    pub fn pluck_or(&self, key: &str, default: Json) -> Bag<Json> {
+        self.pluck_json(&[PathSegment::Key(key.to_string())], Some(default))
+    }
+
+    /// Item `index` of every record, which must be an array; an index past the end is an error
+    /// naming it.
+    pub fn pluck_index(&self, index: usize) -> Bag<Json> {
+        self.pluck_json(&[PathSegment::Index(index)], None)
+    }
+
+    /// The value at `path` (keys and indices, outermost first) of every record; a missing step
+    /// is an error naming the path.
+    pub fn pluck_path(&self, path: &[PathSegment]) -> Bag<Json> {
+        self.pluck_json(path, None)
+    }
+
+    /// The value at `path` of every record, or `default` where a key or index is missing.
+    pub fn pluck_path_or(&self, path: &[PathSegment], default: Json) -> Bag<Json> {
+        self.pluck_json(path, Some(default))
+    }
+
+    fn pluck_json(&self, path: &[PathSegment], default: Option<Json>) -> Bag<Json> {
+        if path.is_empty() {
+            let mut bag = self.clone();
+            bag.invalid.get_or_insert(BagError::EmptyPath);
+            return bag;
+        }
+        let path = PluckPath(path.to_vec());
+        let default_text = default.as_ref().map(|d| d.to_string());
+        let token =
+            Tokenizer::new().add("json").add(&path.to_string()).add(&default_text.clone().unwrap_or_default()).finish();
+        let spec = postcard::to_allocvec(&(&path, &default_text))
+            .ok()
+            .map(|params| portable::StepSpec { id: "kiln.bag.pluck_json".into(), params });
+        portable::ensure_registered();
+        self.then(pipeline::with_spec(pluck_json_step(path, default), spec), &token)
+    }
+}
+
+pub(crate) fn pluck_json_step(path: PluckPath, default: Option<Json>) -> Arc<dyn Step> {
+    pipeline::elementwise("pluck", move |part: Part<'_, Json>| {
+        part.as_slice()
+            .iter()
+            .map(|record| match (record.pluck(&path.0), &default) {
+                (Ok(value), _) => Ok(value),
+                (Err((step, kind)), default) => {
+                    let found = kind.name();
+                    Err(match (&path.0[step], default) {
+                        (PathSegment::Key(key), _) if kind != JsonKind::Object => {
+                            BagError::NotAnObject { key: key.clone(), found }
+                        }
+                        (PathSegment::Index(index), _) if kind != JsonKind::Array => {
+                            BagError::NotAnArray { index: *index, found }
+                        }
+                        (_, Some(default)) => return Ok(default.clone()),
+                        (PathSegment::Key(key), None) if path.0.len() == 1 => BagError::MissingKey { key: key.clone() },
+                        _ => BagError::MissingPath { path: path.to_string() },
+                    }
+                    .into())
+                }
+            })
+            .collect::<Result<Vec<_>, TaskError>>()
+    })
 }
 
 /// One step of a [`Bag::pluck_path`] path.

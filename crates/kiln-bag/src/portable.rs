@@ -409,6 +409,8 @@ pub fn ensure_registered() {
         register_text::<String>("string");
         register_hashable::<serde_json::Value>("json");
         register_text::<serde_json::Value>("json");
+        register_hashable::<crate::Json>("json-text");
+        register_text::<crate::Json>("json-text");
         register_hashable::<bool>("bool");
         register_reduction("kiln.bag.any/bool".into(), |_| Ok(reduce::truth_reduction(false)));
         register_reduction("kiln.bag.all/bool".into(), |_| Ok(reduce::truth_reduction(true)));
@@ -434,6 +436,12 @@ pub fn ensure_registered() {
                 .transpose()
                 .map_err(|e| e.to_string())?;
             Ok(crate::pluck_step(key, default))
+        });
+        register_step("kiln.bag.pluck_json".into(), |params| {
+            let (key, default): (crate::PluckPath, Option<String>) =
+                postcard::from_bytes(params).map_err(|e| e.to_string())?;
+            let default = default.map(|d| crate::Json::parse(&d)).transpose().map_err(|e| e.to_string())?;
+            Ok(crate::pluck_json_step(key, default))
         });
         KernelRegistry::global().register::<crate::RangeKernel>();
         text::register_text_kernels();

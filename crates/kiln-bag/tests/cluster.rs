@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use kiln_bag::{Bag, Compression, portable, read_json_lines, read_text};
+use kiln_bag::{Bag, Compression, Json, portable, read_json, read_json_lines, read_text};
 use kiln_distributed::{LocalCluster, run_worker_if_requested};
 use kiln_graph::{Collection, ComputeError};
 use kiln_local::{LocalScheduler, Progress};
@@ -34,6 +34,12 @@ fn is_alice(record: &Value) -> bool {
 fn by_count(pair: &(Value, u64)) -> u64 {
     pair.1
 }
+fn json_is_alice(record: &Json) -> bool {
+    record["name"] == "Alice"
+}
+fn json_by_count(pair: &(Json, u64)) -> u64 {
+    pair.1
+}
 fn square(x: &u64) -> u64 {
     x * x
 }
@@ -57,6 +63,8 @@ fn register() {
     portable::register_try_map("test.parse", parse);
     portable::register_filter("test.is_alice", is_alice);
     portable::register_key("test.by_count", by_count);
+    portable::register_filter("test.json_is_alice", json_is_alice);
+    portable::register_key("test.json_by_count", json_by_count);
     portable::register_map("test.square", square);
     portable::register_flat_map("test.words", words);
     portable::register_map("test.event_kind", event_kind);
@@ -120,6 +128,15 @@ fn main() {
     assert_eq!(top, vec![(json!("PushEvent"), 400), (json!("ForkEvent"), 200)]);
     same!(read_json_lines::<Value>(&pattern).unwrap().pluck_or("size", json!(-1)));
     same!(records.remove(is_alice).portable("test.is_alice").pluck("id").distinct().count());
+
+    // The same with schemaless `Json` records: read, filtered and plucked on the workers,
+    // travelling back through the codec as structured values.
+    let records_json = read_json(&pattern).unwrap();
+    assert_eq!(same!(records_json.filter(json_is_alice).portable("test.json_is_alice").count()), 267);
+    let top = same!(records_json.pluck("type").frequencies().topk(2, json_by_count).portable("test.json_by_count"));
+    assert_eq!(top[0], (Json::parse("\"PushEvent\"").unwrap(), 400));
+    same!(records_json.pluck_or("size", Json::parse("-1").unwrap()));
+    same!(records_json.pluck("name").distinct());
 
     // A user struct, typed reading, its own codec (a skipped field), a map over partitions.
     let events = read_json_lines::<Event>(&pattern).unwrap();

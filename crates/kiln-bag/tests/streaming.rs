@@ -2,55 +2,15 @@
 //! size gives the answer of the materialised path (the same lines as in-memory partitions), the
 //! graph keeps one task per file, and errors still name the file and line.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{TempDir, sched, write};
 
 use kiln_bag::{Bag, BagError, read_json_lines, read_text, read_text_blocks};
 use kiln_graph::Collection;
 use kiln_graph::collection::graph_of;
-use kiln_local::{LocalScheduler, Progress};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-
-fn sched() -> LocalScheduler {
-    LocalScheduler::threads(2).with_progress(Progress::Never)
-}
-
-/// A fresh directory for one test case, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("kiln-bag-stream-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn pattern(&self, glob: &str) -> String {
-        self.0.join(glob).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn write(path: &Path, text: &str) {
-    let file = std::fs::File::create(path).unwrap();
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut encoder = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-        encoder.write_all(text.as_bytes()).unwrap();
-        encoder.finish().unwrap();
-    } else {
-        let mut file = file;
-        file.write_all(text.as_bytes()).unwrap();
-    }
-}
 
 /// A record from a small random tuple: a name, a kind and a number.
 fn record((name, kind, n): &(u8, u8, i64)) -> Value {

@@ -1,44 +1,14 @@
 //! Files: plain and gzip inputs, globs, malformed JSON lines under both policies, missing
 //! files, and writing text files back.
 
+mod common;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+
+use common::{TempDir, sched, write_gzip};
 
 use kiln_bag::{BadLines, BagError, Compression, OnBadLine, read_json_lines, read_json_lines_with, read_text};
 use kiln_graph::Collection;
-use kiln_local::{LocalScheduler, Progress};
-
-fn sched() -> LocalScheduler {
-    LocalScheduler::threads(2).with_progress(Progress::Never)
-}
-
-/// A fresh directory for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("kiln-bag-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn pattern(&self, glob: &str) -> String {
-        self.0.join(glob).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn write_gzip(path: &Path, text: &str) {
-    let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
-    encoder.write_all(text.as_bytes()).unwrap();
-    encoder.finish().unwrap();
-}
 
 #[test]
 fn plain_and_gzip_files_are_one_partition_each_in_path_order() {
