@@ -18,7 +18,8 @@ use kiln_protocol::messages::{
 use tokio::runtime::Runtime;
 
 use crate::comm::{
-    self, CommError, Outgoing, PacketReader, PeerPool, Security, Sender, TlsRole, value_from_wire, values_to_wire,
+    self, CommError, Outgoing, PacketReader, PeerPool, ReceivedFrames, Security, Sender, TlsRole, value_from_wire,
+    values_to_wire,
 };
 
 pub(crate) mod futures;
@@ -504,7 +505,8 @@ impl Client {
                 let (address, asked, result) =
                     rx.recv().map_err(|_| ComputeError::Internal("the client runtime stopped".into()))?;
                 match result {
-                    Ok((PeerReply::Data { values: wire, missing, .. }, mut frames)) => {
+                    Ok((PeerReply::Data { values: wire, missing, .. }, frames)) => {
+                        let mut frames = ReceivedFrames::from(frames);
                         for (key, w) in wire {
                             let v = value_from_wire(&w, &mut frames, CodecRegistry::global())
                                 .map_err(|e| ComputeError::Codec { key: key.clone(), message: e.to_string() })?;

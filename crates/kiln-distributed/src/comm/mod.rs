@@ -803,29 +803,56 @@ pub fn values_to_wire(
     Ok((entries, frames))
 }
 
-/// Decodes a value received with its packet's frames, taking its frames out of `frames` (left
-/// empty there) so the codec can adopt a received buffer instead of copying it.
+/// A received packet's payload frames, each handed to at most one value.
 ///
-/// Each value of a packet owns its own range of frames; a packet whose values claim the same
-/// frames twice (no kiln peer sends one) decodes the second from empty frames, which its codec
-/// rejects.
+/// Values of a packet own disjoint ranges of its frames. A packet whose values claim a frame
+/// twice (no kiln peer sends one) must not decode the second claimant from whatever the first
+/// left behind: for a plain number vector an emptied frame is a valid, empty and wrong value.
+/// So a taken frame is remembered, and a second claim is an error.
+#[derive(Debug, Default)]
+pub struct ReceivedFrames {
+    frames: Vec<Option<Frame>>,
+}
+
+impl ReceivedFrames {
+    /// Frames `start..start + count`, taken out; `None` when the packet does not have them all
+    /// or one of them was already taken.
+    fn take(&mut self, start: usize, count: usize) -> Option<Vec<Frame>> {
+        let range = self.frames.get_mut(start..start.checked_add(count)?)?;
+        if range.iter().any(Option::is_none) {
+            return None;
+        }
+        Some(range.iter_mut().filter_map(Option::take).collect())
+    }
+}
+
+impl From<Vec<Frame>> for ReceivedFrames {
+    fn from(frames: Vec<Frame>) -> Self {
+        ReceivedFrames { frames: frames.into_iter().map(Some).collect() }
+    }
+}
+
+/// Decodes a value received with its packet's frames, taking its frames out of `frames` so the
+/// codec can adopt a received buffer instead of copying it.
 ///
 /// # Errors
-/// Frames out of range or bytes the codec rejects.
-pub fn value_from_wire(wire: &WireValue, frames: &mut [Frame], codecs: &CodecRegistry) -> Result<Value, CodecError> {
-    let start = wire.first_frame as usize;
-    let end = start.checked_add(wire.frame_count as usize).filter(|&e| e <= frames.len()).ok_or_else(|| {
-        CodecError::Malformed {
+/// Frames the packet does not have, frames another value of the packet already took, or bytes
+/// the codec rejects.
+pub fn value_from_wire(
+    wire: &WireValue,
+    frames: &mut ReceivedFrames,
+    codecs: &CodecRegistry,
+) -> Result<Value, CodecError> {
+    let taken =
+        frames.take(wire.first_frame as usize, wire.frame_count as usize).ok_or_else(|| CodecError::Malformed {
             tag: wire.tag.clone(),
-            message: "value refers to frames the packet does not have".into(),
-        }
-    })?;
-    let encoded = Encoded {
-        tag: wire.tag.clone(),
-        header: wire.header.clone(),
-        frames: frames[start..end].iter_mut().map(std::mem::take).collect(),
-    };
-    codecs.decode_owned(encoded)
+            message: format!(
+                "value refers to frames {}..{} that the packet does not have or that another of its values took",
+                wire.first_frame,
+                u64::from(wire.first_frame) + u64::from(wire.frame_count)
+            ),
+        })?;
+    codecs.decode_owned(Encoded { tag: wire.tag.clone(), header: wire.header.clone(), frames: taken })
 }
 
 type ReplySlot = oneshot::Sender<Result<(PeerReply, Vec<Frame>), CommError>>;
@@ -892,7 +919,11 @@ impl PeerPool {
             let error = loop {
                 match reader.next_messages::<PeerReply>().await {
                     Ok(Some((replies, frames))) => {
-                        for reply in replies {
+                        // A packet with frames carries one reply: it gets the frames themselves,
+                        // not a second handle to them (a shared buffer cannot be adopted).
+                        let mut frames = Some(frames);
+                        let last = replies.len().saturating_sub(1);
+                        for (i, reply) in replies.into_iter().enumerate() {
                             let id = match &reply {
                                 PeerReply::Data { request, .. }
                                 | PeerReply::Stored { request }
@@ -900,7 +931,8 @@ impl PeerPool {
                             };
                             let slot = pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                             if let Some(slot) = slot {
-                                let _ = slot.send(Ok((reply, frames.clone())));
+                                let frames = if i == last { frames.take() } else { frames.clone() };
+                                let _ = slot.send(Ok((reply, frames.unwrap_or_default())));
                             }
                         }
                     }
@@ -965,6 +997,33 @@ mod tests {
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn a_frame_claimed_by_two_values_of_a_packet_is_an_error_not_an_empty_value() {
+        let codecs = CodecRegistry::with_builtins();
+        let values = [(Key::new("a"), Value::new(vec![1.5f64; 3])), (Key::new("b"), Value::new(vec![2i64; 2]))];
+        let (wires, frames) = values_to_wire(values, &codecs).unwrap();
+        let received = || ReceivedFrames::from(frames.iter().cloned().map(Frame::from).collect::<Vec<_>>());
+
+        let mut all = received();
+        let a = value_from_wire(&wires[0].1, &mut all, &codecs).unwrap();
+        let b = value_from_wire(&wires[1].1, &mut all, &codecs).unwrap();
+        assert_eq!(a.downcast_ref::<Vec<f64>>().unwrap(), &vec![1.5; 3]);
+        assert_eq!(b.downcast_ref::<Vec<i64>>().unwrap(), &vec![2; 2]);
+
+        // A forged second value pointing at the first one's frame.
+        let mut twice = received();
+        let forged = WireValue { tag: wires[0].1.tag.clone(), ..wires[0].1.clone() };
+        value_from_wire(&wires[0].1, &mut twice, &codecs).unwrap();
+        let err = value_from_wire(&forged, &mut twice, &codecs).unwrap_err();
+        assert!(err.to_string().contains("another of its values took"), "{err}");
+
+        for (first_frame, frame_count) in [(2, 1), (1, 2), (u32::MAX, u32::MAX), (0, u32::MAX)] {
+            let wire = WireValue { first_frame, frame_count, ..wires[0].1.clone() };
+            let err = value_from_wire(&wire, &mut received(), &codecs).unwrap_err();
+            assert!(err.to_string().contains("does not have"), "{err}");
+        }
     }
 
     #[test]

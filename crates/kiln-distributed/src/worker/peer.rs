@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::shell::ShellEvent;
 use super::store::{Lookup, Store, read_spill};
-use crate::comm::{self, Outgoing, PacketReader, Transport, value_from_wire, values_to_wire};
+use crate::comm::{self, Outgoing, PacketReader, ReceivedFrames, Transport, value_from_wire, values_to_wire};
 
 /// Accepts connections on the data port until the shell is gone.
 ///
@@ -106,11 +106,12 @@ async fn serve_peer(
             },
             None => reader.next_messages::<PeerRequest>().await,
         };
-        let (requests, mut frames) = match read {
+        let (requests, frames) = match read {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(()),
             Err(e) => return Err(e.to_string()),
         };
+        let mut frames = ReceivedFrames::from(frames);
         for request in requests {
             match request {
                 PeerRequest::Authenticate { token: theirs } => {
@@ -141,7 +142,7 @@ async fn serve_peer(
 
 async fn answer(
     request: PeerRequest,
-    frames: &mut [Frame],
+    frames: &mut ReceivedFrames,
     store: &Arc<Store>,
     events: &mpsc::UnboundedSender<ShellEvent>,
 ) -> Outgoing<PeerReply> {

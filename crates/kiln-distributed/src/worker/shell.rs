@@ -32,7 +32,9 @@ use super::activity::unix_us;
 use super::compute::{Job, JobQueue, Outcome};
 use super::peer::value_nbytes;
 use super::store::{Store, UnspillError, read_spill, write_spill};
-use crate::comm::{self, CommError, Flushed, Outgoing, PacketReader, PeerPool, Sender, Transport, value_from_wire};
+use crate::comm::{
+    self, CommError, Flushed, Outgoing, PacketReader, PeerPool, ReceivedFrames, Sender, Transport, value_from_wire,
+};
 
 /// What reaches the shell's channel.
 pub(super) enum ShellEvent {
@@ -484,7 +486,8 @@ impl Shell {
             let (started_us, start) = (unix_us(), Instant::now());
             let request = PeerRequest::Get { request: pool.request_id(), keys: keys.clone() };
             let event = match pool.request(&address, request, Vec::new()).await {
-                Ok((PeerReply::Data { values, mut missing, .. }, mut frames)) => {
+                Ok((PeerReply::Data { values, mut missing, .. }, frames)) => {
+                    let mut frames = ReceivedFrames::from(frames);
                     let mut decoded = Vec::with_capacity(values.len());
                     for (key, wire) in values {
                         match value_from_wire(&wire, &mut frames, CodecRegistry::global()) {
