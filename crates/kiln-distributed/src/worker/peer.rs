@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_graph::Frame;
 use kiln_graph::{CodecRegistry, Key, Value};
 use kiln_protocol::Role;
 use kiln_protocol::messages::{PeerReply, PeerRequest, WriteToken};
