@@ -279,10 +279,66 @@ pub(crate) fn nested_bytes(depth: usize) -> Vec<u8> {
 #[error("{0}")]
 pub struct EvalError(pub String);
 
-/// A value during evaluation: a block, or a scalar not yet broadcast.
-enum Val {
+/// A value during evaluation: a block, a scalar not yet broadcast, or an input block (as is, or
+/// with its axes permuted) that is read in place and copied only if an operation must own it.
+enum Val<'a> {
     Block(Block),
     Scalar(Scalar),
+    Input(&'a Block),
+    Permuted(&'a Block, Vec<usize>),
+}
+
+impl Val<'_> {
+    /// The block behind this value without copying it (permutation aside), if it is one.
+    fn block_ref(&self) -> Option<&Block> {
+        match self {
+            Val::Block(b) => Some(b),
+            Val::Input(b) | Val::Permuted(b, _) => Some(b),
+            Val::Scalar(_) => None,
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        match self {
+            Val::Scalar(s) => s.dtype(),
+            v => v.block_ref().expect("not a scalar").dtype(),
+        }
+    }
+}
+
+/// One operand of an elementwise operation on typed arrays: a buffer of its own, which the
+/// result may reuse, or a view of an input block, which is only read.
+enum Operand<'a, T> {
+    Owned(ArrayD<T>),
+    View(ndarray::ArrayViewD<'a, T>),
+}
+
+impl<'a, T: crate::block::Element> Operand<'a, T> {
+    /// `None` for a scalar or another element type.
+    fn of(v: Val<'a>) -> Option<Self> {
+        match v {
+            Val::Block(b) => T::from_block(b).map(Operand::Owned),
+            Val::Input(b) => T::block_ref(b).map(|a| Operand::View(a.view())),
+            Val::Permuted(b, axes) => T::block_ref(b).map(|a| Operand::View(a.view().permuted_axes(IxDyn(&axes)))),
+            Val::Scalar(_) => None,
+        }
+    }
+}
+
+impl<T> Operand<'_, T> {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Operand::Owned(a) => a.shape(),
+            Operand::View(a) => a.shape(),
+        }
+    }
+
+    fn view(&self) -> ndarray::ArrayViewD<'_, T> {
+        match self {
+            Operand::Owned(a) => a.view(),
+            Operand::View(a) => a.view(),
+        }
+    }
 }
 
 impl Expr {
@@ -330,17 +386,15 @@ impl Expr {
     /// # Errors
     /// [`EvalError`] for data that the operation rejects (e.g. a negative integer power).
     pub fn eval(&self, inputs: &[&Block]) -> Result<Block, EvalError> {
-        match self.eval_val(inputs)? {
-            Val::Block(b) => Ok(b),
-            Val::Scalar(s) => Ok(Block::full(&[], s)),
-        }
+        // An expression that is just an input (or its transpose) copies it here, once.
+        Ok(to_block(self.eval_val(inputs)?))
     }
 
-    fn eval_val(&self, inputs: &[&Block]) -> Result<Val, EvalError> {
+    fn eval_val<'a>(&'a self, inputs: &[&'a Block]) -> Result<Val<'a>, EvalError> {
         Ok(match self {
-            Expr::Input(k) => Val::Block(
-                inputs.get(*k).map(|b| (*b).clone()).ok_or_else(|| EvalError(format!("missing input block {k}")))?,
-            ),
+            Expr::Input(k) => {
+                Val::Input(inputs.get(*k).copied().ok_or_else(|| EvalError(format!("missing input block {k}")))?)
+            }
             Expr::Gen { source, dtype, shape, offset, array_shape } => {
                 Val::Block(source.generate(*dtype, shape, offset, array_shape))
             }
@@ -352,19 +406,23 @@ impl Expr {
                 Val::Block(where_(to_block(c), to_block(a), to_block(b))?)
             }
             Expr::Cast(dtype, a) => match a.eval_val(inputs)? {
-                Val::Block(b) => Val::Block(b.cast(*dtype)),
                 Val::Scalar(s) => Val::Scalar(s.cast(*dtype)),
+                v => Val::Block(to_block(v).cast(*dtype)),
             },
             Expr::Transpose(axes, a) => {
                 if let Expr::Gen { source, dtype, shape, offset, array_shape } = a.as_ref() {
                     // Generate the transposed block directly in C order.
                     return Ok(Val::Block(source.generate_permuted(*dtype, shape, offset, array_shape, axes)));
                 }
-                let b = to_block(a.eval_val(inputs)?);
-                Val::Block(crate::with_block!(b, x => {
-                    let t = x.permuted_axes(IxDyn(axes));
-                    crate::block::Element::into_block(t)
-                }))
+                match a.eval_val(inputs)? {
+                    // A transposed input stays a view: `x + x.T` reads both in place.
+                    Val::Input(b) => Val::Permuted(b, axes.clone()),
+                    Val::Permuted(b, inner) => Val::Permuted(b, axes.iter().map(|&ax| inner[ax]).collect()),
+                    v => Val::Block(crate::with_block!(to_block(v), x => {
+                        let t = x.permuted_axes(IxDyn(axes));
+                        crate::block::Element::into_block(t)
+                    })),
+                }
             }
             Expr::Slice(axes, a) => match a.as_ref() {
                 // Slice borrowed inputs directly: copying the whole input first would be waste.
@@ -411,6 +469,10 @@ fn to_block(v: Val) -> Block {
     match v {
         Val::Block(b) => b,
         Val::Scalar(s) => Block::full(&[], s),
+        Val::Input(b) => b.clone(),
+        Val::Permuted(b, axes) => crate::with_block!(b, x => {
+            crate::block::Element::into_block(x.view().permuted_axes(IxDyn(&axes)).to_owned())
+        }),
     }
 }
 
@@ -485,14 +547,14 @@ fn int_unary<T: num_like::Int>(op: UnaryOp, x: T) -> T {
     }
 }
 
-fn unary(op: UnaryOp, v: Val) -> Result<Val, EvalError> {
+fn unary(op: UnaryOp, v: Val<'_>) -> Result<Val<'_>, EvalError> {
     if let Val::Scalar(s) = v {
         return match unary(op, Val::Block(Block::full(&[], s)))? {
             Val::Block(b) => Ok(Val::Scalar(scalar_of(&b))),
             other => Ok(other),
         };
     }
-    let Val::Block(b) = v else { unreachable!("handled above") };
+    let b = to_block(v);
     let b = if op.needs_float() && !b.dtype().is_float() { b.cast(DType::F64) } else { b };
     Ok(Val::Block(match (op, b) {
         (UnaryOp::IsNan, Block::F64(a)) => Block::Bool(a.mapv(f64::is_nan)),
@@ -557,7 +619,7 @@ fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, EvalError> {
 /// `a[i, j] = f(a[i, j], b[i, j])` for a C-order `a` and an F-order (transposed) `b`, in
 /// square tiles so both stay in cache (`x + x.T` would otherwise read `b` with a stride of a
 /// whole row per element).
-fn tiled_transposed<T: Copy>(a: &mut ArrayD<T>, b: &ArrayD<T>, f: &impl Fn(T, T) -> T) -> bool {
+fn tiled_transposed<T: Copy>(a: &mut ArrayD<T>, b: &ndarray::ArrayViewD<'_, T>, f: &impl Fn(T, T) -> T) -> bool {
     const TILE: usize = 64;
     if a.ndim() != 2 || a.shape() != b.shape() || !a.is_standard_layout() {
         return false;
@@ -588,7 +650,7 @@ fn zip_same<T: Copy>(a: ArrayD<T>, b: ArrayD<T>, f: impl Fn(T, T) -> T) -> Resul
     let shape = broadcast_shape(a.shape(), b.shape())?;
     if a.shape() == b.shape() && !b.is_standard_layout() {
         let mut a = a;
-        if tiled_transposed(&mut a, &b, &f) {
+        if tiled_transposed(&mut a, &b.view(), &f) {
             return Ok(a);
         }
         return zip_same_general(a, b, f, &shape);
@@ -695,7 +757,7 @@ macro_rules! int_op {
     }};
 }
 
-fn binary(op: BinaryOp, a: Val, b: Val) -> Result<Val, EvalError> {
+fn binary<'a>(op: BinaryOp, a: Val<'a>, b: Val<'a>) -> Result<Val<'a>, EvalError> {
     if let (Val::Scalar(x), Val::Scalar(y)) = (&a, &b) {
         let r = binary(op, Val::Block(Block::full(&[], *x)), Val::Block(Block::full(&[], *y)))?;
         return Ok(Val::Scalar(scalar_of(&to_block(r))));
@@ -706,9 +768,9 @@ fn binary(op: BinaryOp, a: Val, b: Val) -> Result<Val, EvalError> {
     // Scalar on one side: a single in-place pass for arithmetic.
     if !op.is_comparison() && !matches!(op, BinaryOp::And | BinaryOp::Or) {
         match (a, b) {
-            (Val::Block(blk), Val::Scalar(s)) => return Ok(Val::Block(arith_scalar(op, blk, s, false)?)),
-            (Val::Scalar(s), Val::Block(blk)) => return Ok(Val::Block(arith_scalar(op, blk, s, true)?)),
-            (a, b) => return Ok(Val::Block(arith(op, to_block(a), to_block(b))?)),
+            (Val::Scalar(s), blk) => return Ok(Val::Block(arith_scalar(op, to_block(blk), s, true)?)),
+            (blk, Val::Scalar(s)) => return Ok(Val::Block(arith_scalar(op, to_block(blk), s, false)?)),
+            (a, b) => return Ok(Val::Block(arith_vals(op, a, b)?)),
         }
     }
     let (a, b) = (to_block(a), to_block(b));
@@ -727,17 +789,14 @@ fn binary(op: BinaryOp, a: Val, b: Val) -> Result<Val, EvalError> {
 }
 
 fn check_int_pow(a: &Val, b: &Val) -> Result<(), EvalError> {
-    let negative = match b {
-        Val::Scalar(Scalar::I64(e)) => *e < 0,
-        Val::Scalar(Scalar::I32(e)) => *e < 0,
-        Val::Block(Block::I64(e)) => e.iter().any(|&v| v < 0),
-        Val::Block(Block::I32(e)) => e.iter().any(|&v| v < 0),
+    let negative = match (b, b.block_ref()) {
+        (Val::Scalar(Scalar::I64(e)), _) => *e < 0,
+        (Val::Scalar(Scalar::I32(e)), _) => *e < 0,
+        (_, Some(Block::I64(e))) => e.iter().any(|&v| v < 0),
+        (_, Some(Block::I32(e))) => e.iter().any(|&v| v < 0),
         _ => false,
     };
-    let int_base = match a {
-        Val::Scalar(s) => matches!(s.dtype(), DType::I32 | DType::I64),
-        Val::Block(blk) => matches!(blk.dtype(), DType::I32 | DType::I64),
-    };
+    let int_base = matches!(a.dtype(), DType::I32 | DType::I64);
     if negative && int_base {
         return Err(EvalError("integers to negative integer powers are not allowed".into()));
     }
@@ -757,6 +816,110 @@ fn arith(op: BinaryOp, a: Block, b: Block) -> Result<Block, EvalError> {
         },
         (x, y) => return Err(EvalError(format!("{op:?} of {} and {} blocks", x.dtype(), y.dtype()))),
     })
+}
+
+/// [`arith`] on values that may be views of input blocks: an operand with a buffer of its own
+/// takes the result, views are only read, and two views make one new buffer, so no input is
+/// copied before it is used.
+fn arith_vals(op: BinaryOp, a: Val, b: Val) -> Result<Block, EvalError> {
+    let owned = matches!((&a, &b), (Val::Block(_), Val::Block(_)));
+    if owned || a.dtype() != b.dtype() || a.dtype() == DType::Bool {
+        return arith(op, to_block(a), to_block(b));
+    }
+    fn operands<'a, T: crate::block::Element>(a: Val<'a>, b: Val<'a>) -> (Operand<'a, T>, Operand<'a, T>) {
+        let dtypes_checked = "both operands have this element type";
+        (Operand::of(a).expect(dtypes_checked), Operand::of(b).expect(dtypes_checked))
+    }
+    Ok(match a.dtype() {
+        DType::F64 => Block::F64(float_op!(op, f64, |f| {
+            let (x, y) = operands(a, b);
+            zip_operands(x, y, f)
+        })?),
+        DType::F32 => Block::F32(float_op!(op, f32, |f| {
+            let (x, y) = operands(a, b);
+            zip_operands(x, y, f)
+        })?),
+        DType::I64 => Block::I64(int_op!(op, i64, |f| {
+            let (x, y) = operands(a, b);
+            zip_operands(x, y, f)
+        })?),
+        DType::I32 => Block::I32(int_op!(op, i32, |f| {
+            let (x, y) = operands(a, b);
+            zip_operands(x, y, f)
+        })?),
+        DType::Bool => unreachable!("bool operands are handled by arith"),
+    })
+}
+
+/// `f` elementwise with broadcasting over two operands, writing into whichever one owns a
+/// result-shaped buffer, or into one new buffer when neither does.
+fn zip_operands<T: Copy>(a: Operand<'_, T>, b: Operand<'_, T>, f: impl Fn(T, T) -> T) -> Result<ArrayD<T>, EvalError> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    match (a, b) {
+        (Operand::Owned(a), Operand::Owned(b)) => zip_same(a, b, f),
+        (Operand::Owned(mut a), b) if a.shape() == shape.as_slice() => {
+            let bv = b.view();
+            if !tiled_transposed(&mut a, &bv, &f) {
+                let bv = bv.broadcast(IxDyn(&shape)).expect("shape checked");
+                Zip::from(&mut a).and(&bv).for_each(|x, &y| *x = f(*x, y));
+            }
+            Ok(a)
+        }
+        (a, Operand::Owned(mut b)) if b.shape() == shape.as_slice() => {
+            let g = |y: T, x: T| f(x, y);
+            let av = a.view();
+            if !tiled_transposed(&mut b, &av, &g) {
+                let av = av.broadcast(IxDyn(&shape)).expect("shape checked");
+                Zip::from(&mut b).and(&av).for_each(|y, &x| *y = f(x, *y));
+            }
+            Ok(b)
+        }
+        (a, b) => {
+            broadcast_bytes::<T>(&shape)?;
+            let (av, bv) = (a.view(), b.view());
+            if let Some(out) = tiled_transposed_new(&av, &bv, &f) {
+                return Ok(out);
+            }
+            if let Some(out) = tiled_transposed_new(&bv, &av, &|y: T, x: T| f(x, y)) {
+                return Ok(out);
+            }
+            let (av, bv) =
+                (av.broadcast(IxDyn(&shape)).expect("checked"), bv.broadcast(IxDyn(&shape)).expect("checked"));
+            Ok(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)))
+        }
+    }
+}
+
+/// A new C-order `out[i, j] = f(a[i, j], b[i, j])` for a C-order `a` and an F-order (transposed)
+/// `b` of the same 2-d shape, in square tiles as [`tiled_transposed`]; `None` for other layouts.
+fn tiled_transposed_new<T: Copy>(
+    a: &ndarray::ArrayViewD<'_, T>,
+    b: &ndarray::ArrayViewD<'_, T>,
+    f: &impl Fn(T, T) -> T,
+) -> Option<ArrayD<T>> {
+    const TILE: usize = 64;
+    if a.ndim() != 2 || a.shape() != b.shape() {
+        return None;
+    }
+    let (rows, cols) = (a.shape()[0], a.shape()[1]);
+    let a_slice = a.as_slice()?;
+    let bt = b.t();
+    let b_slice = bt.as_slice()?;
+    let mut out: Vec<T> = Vec::with_capacity(rows * cols);
+    let dst = &mut out.spare_capacity_mut()[..rows * cols];
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                for j in j0..(j0 + TILE).min(cols) {
+                    dst[i * cols + j].write(f(a_slice[i * cols + j], b_slice[j * rows + i]));
+                }
+            }
+        }
+    }
+    // SAFETY: the tiles cover every (i, j) of the rows × cols grid, so each of the first
+    // rows * cols elements was written above.
+    unsafe { out.set_len(rows * cols) };
+    ArrayD::from_shape_vec(IxDyn(&[rows, cols]), out).ok()
 }
 
 fn arith_scalar(op: BinaryOp, a: Block, s: Scalar, scalar_left: bool) -> Result<Block, EvalError> {
@@ -927,6 +1090,61 @@ mod tests {
         );
         let a = f64s(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(e.eval(&[&a]).unwrap(), f64s(&[2, 2], vec![2.0, 5.0, 5.0, 8.0]));
+    }
+
+    fn input(k: usize) -> Box<Expr> {
+        Box::new(Expr::Input(k))
+    }
+    fn t(axes: &[usize], e: Box<Expr>) -> Box<Expr> {
+        Box::new(Expr::Transpose(axes.to_vec(), e))
+    }
+    fn op(o: BinaryOp, a: Box<Expr>, b: Box<Expr>) -> Box<Expr> {
+        Box::new(Expr::Binary(o, a, b))
+    }
+
+    proptest::proptest! {
+        /// Inputs are read in place (as views, transposed or not) and copied only when an
+        /// operation must own them: every mix of owned buffers, views, transposed views and
+        /// broadcasting gives what ndarray gives on copies, for non-commutative operations too.
+        #[test]
+        fn operations_on_input_views_match_operations_on_copies(
+            rows in 1usize..70, cols in 1usize..70, seed in 0u64..1000, integers in proptest::bool::ANY,
+        ) {
+            let value = |i: usize| ((i as u64 * 2654435761 + seed) % 1009) as f64 - 500.0;
+            let x = ArrayD::from_shape_fn(IxDyn(&[rows, cols]), |d| value(d[0] * cols + d[1]));
+            let y = ArrayD::from_shape_fn(IxDyn(&[cols, rows]), |d| value(7 + d[0] * rows + d[1]));
+            let m = ArrayD::from_shape_fn(IxDyn(&[cols]), |d| value(13 + d[0]));
+            let block = |a: &ArrayD<f64>| if integers { Block::I64(a.mapv(|v| v as i64)) } else { Block::F64(a.clone()) };
+            let (bx, by, bm) = (block(&x), block(&y), block(&m));
+            let yt = y.t().to_owned();
+            let cases: Vec<(Box<Expr>, ArrayD<f64>)> = vec![
+                (op(BinaryOp::Sub, input(0), t(&[1, 0], input(1))), &x - &yt),
+                (op(BinaryOp::Sub, t(&[1, 0], input(1)), input(0)), &yt - &x),
+                (op(BinaryOp::Sub, op(BinaryOp::Add, input(0), t(&[1, 0], input(1))), input(2)), &(&x + &yt) - &m),
+                (op(BinaryOp::Sub, input(2), op(BinaryOp::Mul, input(0), input(0))), &m - &(&x * &x)),
+                (op(BinaryOp::Sub, input(2), input(0)), &m - &x),
+                (op(BinaryOp::Sub, input(0), input(2)), &x - &m),
+                (op(BinaryOp::Sub, t(&[1, 0], t(&[1, 0], input(0))), input(0)), &x - &x),
+                (op(BinaryOp::Sub, t(&[1, 0], input(1)), t(&[1, 0], input(1))), &yt - &yt),
+                (op(BinaryOp::Sub, input(0), op(BinaryOp::Add, t(&[1, 0], input(1)), input(0))), &x - &(&yt + &x)),
+            ];
+            for (i, (e, want)) in cases.into_iter().enumerate() {
+                let got = e.eval(&[&bx, &by, &bm]).unwrap();
+                let want = if integers { Block::I64(want.mapv(|v| v as i64)) } else { Block::F64(want) };
+                proptest::prop_assert_eq!(got, want, "case {}", i);
+            }
+        }
+    }
+
+    #[test]
+    fn transposes_of_transposed_inputs_compose() {
+        let z = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |d| (d[0] * 100 + d[1] * 10 + d[2]) as f64);
+        let e = op(BinaryOp::Add, t(&[2, 0, 1], t(&[1, 2, 0], input(0))), Box::new(Expr::Scalar(Scalar::F64(0.5))));
+        let want = z.clone().permuted_axes(IxDyn(&[1, 2, 0])).permuted_axes(IxDyn(&[2, 0, 1])).mapv(|v| v + 0.5);
+        assert_eq!(e.eval(&[&Block::F64(z.clone())]).unwrap(), Block::F64(want.clone()));
+        // Alone, a transposed input is copied once into a block of its own.
+        let alone = t(&[2, 0, 1], t(&[1, 2, 0], input(0)));
+        assert_eq!(alone.eval(&[&Block::F64(z)]).unwrap(), Block::F64(want.mapv(|v| v - 0.5)));
     }
 
     #[test]
