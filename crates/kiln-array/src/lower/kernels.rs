@@ -813,9 +813,11 @@ impl Kernel for ExprKernel {
             }
         }
         let finish = self.finish.get();
-        // A bare input needs no evaluation; anything else that compiles runs lane-wise.
+        // A bare input returned as is needs no evaluation; anything else that compiles runs
+        // lane-wise, a bare input under a reduction too (its lanes are read in place, where the
+        // block evaluator would copy the block first).
         if let [expr] = self.exprs.as_slice()
-            && !matches!(expr, Expr::Input(_))
+            && !(finish.is_none() && matches!(expr, Expr::Input(_)))
             && let Some(program) = LaneProgram::compile(expr, &blocks)
         {
             return match finish {
