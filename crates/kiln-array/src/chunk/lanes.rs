@@ -65,6 +65,22 @@ impl<'a> LaneProgram<'a> {
         &self.shape
     }
 
+    /// Whether some input is read across its rows (a transposed input). Such lanes cost more
+    /// than the block evaluator's tiled pass when the whole result is written out anyway; they
+    /// pay off when a reduction consumes the lanes and the block is never written.
+    pub fn reads_inputs_across_rows(&self) -> bool {
+        self.nodes.iter().any(|(node, _)| match node {
+            LaneNode::Input(a) => {
+                // The lane's axis is not the input's fastest one: some other axis has a
+                // smaller stride (a step-2 slice of rows still reads along them).
+                let strides = a.strides();
+                let (lane, others) = strides.split_last().map(|(l, o)| (l.unsigned_abs(), o)).unwrap_or((1, &[]));
+                a.len() > 1 && others.iter().zip(a.shape()).any(|(s, &n)| n > 1 && s.unsigned_abs() < lane)
+            }
+            _ => false,
+        })
+    }
+
     /// Calls `f(lane_number, start, values)` for every lane of the result in C order, in
     /// segments of at most [`SEGMENT`] values (`start` is the segment's offset in the lane), so
     /// buffers stay in cache however long the last axis is.
@@ -323,7 +339,19 @@ fn compile<'a>(expr: &Expr, inputs: &[&'a Block], nodes: &mut Vec<(LaneNode<'a>,
             (LaneNode::Const(v.as_f64()), shape.clone())
         }
         Expr::Gen { shape, .. } => uniform(expr, (0..shape.len()).collect())?,
-        Expr::Transpose(axes, inner) => uniform(inner, axes.clone())?,
+        // A transposed input is a view too: its lanes are strided reads of the input, whose
+        // cache lines the next lanes reuse, instead of a transposed copy of the block.
+        Expr::Transpose(axes, inner) => match inner.as_ref() {
+            Expr::Input(k) => match inputs.get(*k)? {
+                Block::F64(a) if axes.len() == a.ndim() => {
+                    let view = a.view().permuted_axes(IxDyn(axes));
+                    let shape = view.shape().to_vec();
+                    (LaneNode::Input(view), shape)
+                }
+                _ => return None,
+            },
+            _ => uniform(inner, axes.clone())?,
+        },
         Expr::Scalar(Scalar::F64(v)) => (LaneNode::Const(*v), vec![]),
         Expr::Input(k) => match inputs.get(*k)? {
             Block::F64(a) => (LaneNode::Input(a.view()), a.shape().to_vec()),
@@ -360,6 +388,7 @@ fn compile<'a>(expr: &Expr, inputs: &[&'a Block], nodes: &mut Vec<(LaneNode<'a>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::expr::AxisSlice;
 
     #[test]
     fn lanes_match_the_block_evaluator() {
@@ -397,6 +426,36 @@ mod tests {
         for (x, y) in lanes.iter().zip(blocks.iter()) {
             assert!((x - y).abs() < 1e-15, "{x} vs {y}");
         }
+    }
+
+    #[test]
+    fn transposed_inputs_are_read_in_place_and_match_the_block_evaluator() {
+        let block = |rows: usize, cols: usize, k: f64| {
+            Block::F64(ArrayD::from_shape_fn(IxDyn(&[rows, cols]), |d| k + (d[0] * cols + d[1]) as f64))
+        };
+        let (x, y, m) = (block(5, 7, 0.5), block(7, 5, 100.0), block(1, 7, -3.0));
+        let t = |k| Box::new(Expr::Transpose(vec![1, 0], Box::new(Expr::Input(k))));
+        let seed = Expr::Binary(
+            BinaryOp::Sub,
+            Box::new(Expr::Binary(BinaryOp::Add, Box::new(Expr::Input(0)), t(1))),
+            Box::new(Expr::Input(2)),
+        );
+        let program = LaneProgram::compile(&seed, &[&x, &y, &m]).unwrap();
+        assert!(program.reads_inputs_across_rows());
+        assert_eq!(program.to_block(), seed.eval(&[&x, &y, &m]).unwrap());
+
+        // Plain inputs and step slices along rows are read along their rows.
+        let plain = Expr::Binary(BinaryOp::Add, Box::new(Expr::Input(0)), Box::new(Expr::Input(2)));
+        assert!(!LaneProgram::compile(&plain, &[&x, &y, &m]).unwrap().reads_inputs_across_rows());
+        let stepped = Expr::Slice(
+            vec![AxisSlice { start: 0, len: 3, step: 2 }, AxisSlice { start: 6, len: 4, step: -2 }],
+            Box::new(Expr::Input(0)),
+        );
+        let stepped = LaneProgram::compile(&stepped, &[&x]).unwrap();
+        assert!(!stepped.reads_inputs_across_rows());
+        // A single column, transposed, is one row: nothing is read across rows.
+        let column = block(6, 1, 0.0);
+        assert!(!LaneProgram::compile(&t(0), &[&column]).unwrap().reads_inputs_across_rows());
     }
 
     #[test]

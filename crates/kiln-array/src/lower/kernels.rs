@@ -821,6 +821,13 @@ impl Kernel for ExprKernel {
             && let Some(program) = LaneProgram::compile(expr, &blocks)
         {
             return match finish {
+                // Written out whole, a transposed input is faster through the tiled block
+                // evaluator (`array_kernels`: 1.6-1.7 ms against 1.8-2.1 ms per 1000² block).
+                None if program.reads_inputs_across_rows() => {
+                    drop(program);
+                    let block = self.exprs[0].eval(&blocks).map_err(|e| TaskError::Failed(e.0))?;
+                    Ok(Value::new(standard_layout(block)))
+                }
                 None => {
                     check_block(program.shape(), DType::F64)?;
                     Ok(Value::new(program.to_block()))
