@@ -186,6 +186,13 @@ fn uncompressed_datasets_read_directly_under_any_blocks() {
     }
     // h5py's contiguous f32 dataset, read along rows in blocks that split every axis.
     reads_like_h5py::<f32>("contiguous_f32", ChunkSpec::PerAxis(vec![5, 3, 3]));
+    // A file cut in half after it was opened: a block read whole from it is an error naming the
+    // file, never a block with bytes it did not read.
+    let x = from_hdf5::<f64>(&path, "chunked", Some(ChunkSpec::PerAxis(vec![5, 4]))).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 2).unwrap();
+    let err = x.compute_on(&sched()).unwrap_err().to_string();
+    assert!(err.contains("direct.h5") && err.contains("the file ends"), "{err}");
     std::fs::remove_file(&path).unwrap();
 }
 

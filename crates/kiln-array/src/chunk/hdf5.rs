@@ -8,6 +8,7 @@
 //! lock on the file itself (HDF5's own file locking is turned off for it, since it would refuse
 //! the second writer instead of waiting).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -236,10 +237,40 @@ pub(crate) fn read_raw(
             }
         }
     };
+    // A block that is exactly one stored chunk is read into memory that is never zeroed first
+    // (clearing 8 MB only to overwrite it cost ~6 % of the seed expression over HDF5). Other
+    // plans may leave parts unwritten (chunks never allocated read as zeros), so they start
+    // from zeros.
+    let whole_chunk = match plan {
+        RawPlan::Chunked { chunk, pieces } => match pieces.as_slice() {
+            [(origin, addr)]
+                if origin == &lo && origin.iter().zip(chunk).zip(&hi).all(|((&o, &c), &h)| o + c as u64 == h) =>
+            {
+                Some(*addr)
+            }
+            _ => None,
+        },
+        RawPlan::Contiguous { .. } => None,
+    };
     fn typed<T: bytemuck::Pod>(
         count: usize,
+        whole_chunk: Option<(&std::fs::File, u64)>,
         fill: impl FnOnce(&mut [u8]) -> Result<(), ChunkError>,
+        fail: impl Fn(String) -> ChunkError,
     ) -> Result<Vec<T>, ChunkError> {
+        if let Some((file, at)) = whole_chunk {
+            let mut values: Vec<T> = Vec::with_capacity(count);
+            let spare = values.spare_capacity_mut();
+            let bytes = std::mem::size_of_val(spare);
+            // SAFETY: the spare capacity is `count` writable (uninitialized) `T`s; viewed as
+            // bytes it is `bytes` writable bytes, and `MaybeUninit<u8>` has no validity invariant.
+            let raw = unsafe { std::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<MaybeUninit<u8>>(), bytes) };
+            read_exact_at_uninit(file, raw, at).map_err(|e| fail(e.to_string()))?;
+            // SAFETY: every byte of the first `count` elements was written by the read above,
+            // and any bit pattern is a valid `T` (`Pod`).
+            unsafe { values.set_len(count) };
+            return Ok(values);
+        }
         let mut values = vec![T::zeroed(); count];
         fill(bytemuck::cast_slice_mut(&mut values))?;
         Ok(values)
@@ -247,12 +278,58 @@ pub(crate) fn read_raw(
     let dim = ndarray::IxDyn(&shape);
     let shaped = |e: ndarray::ShapeError| fail(e.to_string());
     Ok(match dtype {
-        DType::F64 => Block::F64(ArrayD::from_shape_vec(dim, typed::<f64>(count, fill)?).map_err(shaped)?),
-        DType::F32 => Block::F32(ArrayD::from_shape_vec(dim, typed::<f32>(count, fill)?).map_err(shaped)?),
-        DType::I64 => Block::I64(ArrayD::from_shape_vec(dim, typed::<i64>(count, fill)?).map_err(shaped)?),
-        DType::I32 => Block::I32(ArrayD::from_shape_vec(dim, typed::<i32>(count, fill)?).map_err(shaped)?),
+        DType::F64 => Block::F64(
+            ArrayD::from_shape_vec(dim, typed::<f64>(count, whole_chunk.map(|at| (file, at)), fill, fail)?)
+                .map_err(shaped)?,
+        ),
+        DType::F32 => Block::F32(
+            ArrayD::from_shape_vec(dim, typed::<f32>(count, whole_chunk.map(|at| (file, at)), fill, fail)?)
+                .map_err(shaped)?,
+        ),
+        DType::I64 => Block::I64(
+            ArrayD::from_shape_vec(dim, typed::<i64>(count, whole_chunk.map(|at| (file, at)), fill, fail)?)
+                .map_err(shaped)?,
+        ),
+        DType::I32 => Block::I32(
+            ArrayD::from_shape_vec(dim, typed::<i32>(count, whole_chunk.map(|at| (file, at)), fill, fail)?)
+                .map_err(shaped)?,
+        ),
         DType::Bool => return Err(fail("bool blocks are read through the library".into())),
     })
+}
+
+/// Fills `buf` from `file` at `offset` with positioned reads, without initializing it first.
+fn read_exact_at_uninit(file: &std::fs::File, buf: &mut [MaybeUninit<u8>], mut offset: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let at = libc::off_t::try_from(offset).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("offset {offset} is too large"))
+        })?;
+        // SAFETY: the pointer and length describe memory owned by `rest`, which `pread` writes
+        // at most `rest.len()` bytes into; uninitialized bytes may be overwritten.
+        let n = unsafe { libc::pread(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
+        match n {
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the file ends {} bytes into a {}-byte chunk at offset {offset}", done, buf.len()),
+                ));
+            }
+            n if n < 0 => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            n => {
+                done += n as usize;
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens `dataset` in the HDF5 file at `path` for reading.
