@@ -18,7 +18,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use kiln_graph::codec::ValueCodec;
 use kiln_graph::kernel::{Portable, PortableKernel, input};
-use kiln_graph::shuffle::staged_shuffle;
+use kiln_graph::shuffle::{ShuffleKernels, SplitStage, staged_shuffle};
 use kiln_graph::{
     Arg, CodecError, CodecRegistry, Encoded, GraphBuilder, GraphError, Kernel, KernelRegistry, Key, TaskError, TaskId,
     Tokenizer, Value,
@@ -626,15 +626,8 @@ pub(crate) fn lower_aggregate(
         AggStrategy::Shuffle { split_out, max_branch } => {
             let keys = SerdeSchema(Arc::new(Schema::new(spec.output.0.fields()[..spec.keys.len()].to_vec())));
             let token = stage_token(input.token, &(spec, &input.steps.to_vec(), split_out as u64))?;
-            let shuffled = staged_shuffle(
-                builder,
-                "groupby-shuffle",
-                &token,
-                &level,
-                split_out,
-                max_branch,
-                &BatchShuffle { keys },
-            )?;
+            let kernels = PartialShuffle { rows: BatchShuffle { keys }, spec: spec.clone() };
+            let shuffled = staged_shuffle(builder, "groupby-shuffle", &token, &level, split_out, max_branch, &kernels)?;
             per_partition(shuffled, builder)
         }
         AggStrategy::Tree { split_every } => {
@@ -654,6 +647,27 @@ pub(crate) fn lower_aggregate(
             let args: Vec<Arg> = level.iter().map(|&id| Arg::Task(id)).collect();
             Ok(vec![builder.add(Key::from_shared(&finalize_name, &[]), finalize, args)?])
         }
+    }
+}
+
+/// The shuffle of a split-out group-by's partial states: pieces meeting at a position are
+/// combined, not concatenated, so each task holds at most the groups of its output partition
+/// (a position's rows shrink to its distinct keys at every round) instead of every partial
+/// row bound for it, which for many groups is most of the input over `split_out`.
+struct PartialShuffle {
+    rows: BatchShuffle,
+    spec: AggSpec,
+}
+
+impl ShuffleKernels for PartialShuffle {
+    fn split(&self, stage: SplitStage) -> Arc<dyn Kernel> {
+        self.rows.split(stage)
+    }
+    fn select(&self, piece: u32) -> Arc<dyn Kernel> {
+        self.rows.select(piece)
+    }
+    fn concat(&self) -> Arc<dyn Kernel> {
+        kernel(CombineKernel { spec: self.spec.clone() })
     }
 }
 
