@@ -471,7 +471,14 @@ pub(crate) fn lower_frame(
             });
             shuffle_frame(input, needed, keys, *npartitions, *max_branch, builder)?
         }
-        Source::Merge { left, right, spec, strategy } => lower_merge(left, right, spec, *strategy, builder)?,
+        Source::Merge { left, right, spec, strategy } => match &optimized.projection {
+            // Only the columns used downstream are joined, and each side reads only its share.
+            Some(wanted) => {
+                let (spec, l, r) = spec.pruned(wanted);
+                lower_merge(left, right, &spec, (Some(l), Some(r)), *strategy, builder)?
+            }
+            None => lower_merge(left, right, spec, (None, None), *strategy, builder)?,
+        },
         Source::RangeShuffle { input, column, boundaries, missing_first, max_branch } => {
             let needed = optimized.projection.clone().map(|mut p| {
                 if !p.contains(column) {
@@ -689,13 +696,14 @@ fn lower_merge(
     left: &Frame,
     right: &Frame,
     spec: &MergeSpec,
+    (left_needed, right_needed): (Option<Vec<String>>, Option<Vec<String>>),
     strategy: MergeStrategy,
     builder: &mut GraphBuilder,
 ) -> Result<Vec<TaskId>, GraphError> {
     let token =
         stage_token(left.token ^ right.token.rotate_left(1), &(spec, &left.steps.to_vec(), &right.steps.to_vec()))?;
-    let l = lower_frame(left, None, &|_| Terminal::Batch, builder)?;
-    let r = lower_frame(right, None, &|_| Terminal::Batch, builder)?;
+    let l = lower_frame(left, left_needed, &|_| Terminal::Batch, builder)?;
+    let r = lower_frame(right, right_needed, &|_| Terminal::Batch, builder)?;
     let pairs: Vec<(TaskId, TaskId)> = match strategy {
         MergeStrategy::Blockwise if l.len() == r.len() => l.into_iter().zip(r).collect(),
         MergeStrategy::Blockwise => {
