@@ -1,5 +1,6 @@
 //! The `kiln` command.
 
+mod demo_dataframe;
 mod deploy;
 
 use std::time::{Duration, Instant};
@@ -98,6 +99,9 @@ enum Command {
         /// Workers of the local cluster (0: skip the cluster run).
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Daily CSV files the cluster's dataframe part writes and reads (8,640 rows each).
+        #[arg(long, default_value_t = 31)]
+        days: usize,
     },
 }
 
@@ -161,11 +165,11 @@ fn main() -> Result<()> {
             init_logging();
             deploy::ssh(args)
         }
-        Command::Demo { n, chunk, side, threads, visualize, workers } => {
+        Command::Demo { n, chunk, side, threads, visualize, workers, days } => {
             let scheduler =
                 threads.map_or_else(LocalScheduler::new, LocalScheduler::threads).with_progress(Progress::Auto);
             if workers > 0 {
-                cluster_demo(n, chunk, workers)?;
+                cluster_demo(n, chunk, workers, days)?;
             }
             array_demo(n, chunk, &scheduler)?;
             demo(side, &scheduler, visualize.as_deref())
@@ -394,7 +398,7 @@ fn register_demo_kernels() {
 }
 
 /// The headline on a local cluster of worker processes, as a user of `dask.distributed` would.
-fn cluster_demo(n: usize, chunk: usize, workers: usize) -> Result<()> {
+fn cluster_demo(n: usize, chunk: usize, workers: usize, days: usize) -> Result<()> {
     anyhow::ensure!(n > 0 && chunk > 0, "--n and --chunk must be positive");
     let t = Instant::now();
     let cluster = LocalCluster::builder().workers(workers).threads_per_worker(1).start()?;
@@ -414,6 +418,7 @@ fn cluster_demo(n: usize, chunk: usize, workers: usize) -> Result<()> {
     let total = grid(60).compute_on(&client).context("computing the delayed grid on the cluster")?;
     anyhow::ensure!(total == expected(60), "wrong answer from the cluster: {total} != {}", expected(60));
     println!("  the seeds' delayed loop (60 x 60) on the cluster in {:.2?}: total = {total}", t.elapsed());
+    demo_dataframe::run(&client, days)?;
     drop(client);
     cluster.close();
     Ok(())

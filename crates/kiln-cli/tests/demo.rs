@@ -22,7 +22,8 @@ fn value_after(stdout: &str, marker: &str) -> f64 {
 
 #[test]
 fn the_demo_agrees_on_a_cluster_and_on_threads() {
-    let out = demo(&["--n", "1200", "--chunk", "300", "--side", "12", "--workers", "1", "--threads", "2"]);
+    let out =
+        demo(&["--n", "1200", "--chunk", "300", "--side", "12", "--workers", "1", "--threads", "2", "--days", "16"]);
     assert!(out.contains("local cluster at tcp://"), "{out}");
     let on_cluster = value_after(&out, "on distributed(");
     let on_threads = value_after(&out, "computed on threads(2)");
@@ -30,6 +31,11 @@ fn the_demo_agrees_on_a_cluster_and_on_threads() {
     // Uniform data: the standard deviation of x + x.T - mean tends to sqrt(1/6).
     assert!((on_threads - (1.0f64 / 6.0).sqrt()).abs() < 0.01, "{out}");
     assert!(out.contains("matches the plain-loop answer"), "{out}");
+    // The dataframe part checks its own answers against row-by-row means; 16 files make the
+    // group-by split out (hours come back in hash order).
+    assert!(out.contains("read_csv('") && out.contains("2015-*-*.csv"), "{out}");
+    assert!(out.contains("value.mean() in") && out.contains("24 hours"), "{out}");
+    assert!(out.contains("384 hourly means, matches"), "{out}");
 }
 
 #[test]

@@ -301,6 +301,31 @@ fn gather(
     RecordBatch::try_new_with_options(output.clone(), arrays, &options).map_err(fail("merge"))
 }
 
+impl MergeSpec {
+    /// The merge reduced to the output columns in `wanted` (the others are never built), and
+    /// the columns it then reads from each side: the keys and the kept columns.
+    pub(crate) fn pruned(&self, wanted: &[String]) -> (MergeSpec, Vec<String>, Vec<String>) {
+        let names = |keys: &SerdeSchema| keys.0.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+        let (mut left, mut right) = (names(&self.left_keys), names(&self.right_keys));
+        let mut columns = Vec::new();
+        let mut fields = Vec::new();
+        for (column, field) in self.columns.iter().zip(self.output.0.fields()) {
+            if !wanted.contains(field.name()) {
+                continue;
+            }
+            match column {
+                OutColumn::Left(name) if !left.contains(name) => left.push(name.clone()),
+                OutColumn::Right(name) if !right.contains(name) => right.push(name.clone()),
+                _ => {}
+            }
+            columns.push(column.clone());
+            fields.push(field.as_ref().clone());
+        }
+        let spec = MergeSpec { columns, output: SerdeSchema(Arc::new(Schema::new(fields))), ..self.clone() };
+        (spec, left, right)
+    }
+}
+
 /// The output columns and schema of a merge, or an error naming what does not fit.
 pub(crate) fn plan_merge(
     how: How,

@@ -18,7 +18,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use kiln_graph::codec::ValueCodec;
 use kiln_graph::kernel::{Portable, PortableKernel, input};
-use kiln_graph::shuffle::staged_shuffle;
+use kiln_graph::shuffle::{ShuffleKernels, SplitStage, staged_shuffle};
 use kiln_graph::{
     Arg, CodecError, CodecRegistry, Encoded, GraphBuilder, GraphError, Kernel, KernelRegistry, Key, TaskError, TaskId,
     Tokenizer, Value,
@@ -471,7 +471,14 @@ pub(crate) fn lower_frame(
             });
             shuffle_frame(input, needed, keys, *npartitions, *max_branch, builder)?
         }
-        Source::Merge { left, right, spec, strategy } => lower_merge(left, right, spec, *strategy, builder)?,
+        Source::Merge { left, right, spec, strategy } => match &optimized.projection {
+            // Only the columns used downstream are joined, and each side reads only its share.
+            Some(wanted) => {
+                let (spec, l, r) = spec.pruned(wanted);
+                lower_merge(left, right, &spec, (Some(l), Some(r)), *strategy, builder)?
+            }
+            None => lower_merge(left, right, spec, (None, None), *strategy, builder)?,
+        },
         Source::RangeShuffle { input, column, boundaries, missing_first, max_branch } => {
             let needed = optimized.projection.clone().map(|mut p| {
                 if !p.contains(column) {
@@ -626,15 +633,8 @@ pub(crate) fn lower_aggregate(
         AggStrategy::Shuffle { split_out, max_branch } => {
             let keys = SerdeSchema(Arc::new(Schema::new(spec.output.0.fields()[..spec.keys.len()].to_vec())));
             let token = stage_token(input.token, &(spec, &input.steps.to_vec(), split_out as u64))?;
-            let shuffled = staged_shuffle(
-                builder,
-                "groupby-shuffle",
-                &token,
-                &level,
-                split_out,
-                max_branch,
-                &BatchShuffle { keys },
-            )?;
+            let kernels = PartialShuffle { rows: BatchShuffle { keys }, spec: spec.clone() };
+            let shuffled = staged_shuffle(builder, "groupby-shuffle", &token, &level, split_out, max_branch, &kernels)?;
             per_partition(shuffled, builder)
         }
         AggStrategy::Tree { split_every } => {
@@ -657,6 +657,27 @@ pub(crate) fn lower_aggregate(
     }
 }
 
+/// The shuffle of a split-out group-by's partial states: pieces meeting at a position are
+/// combined, not concatenated, so each task holds at most the groups of its output partition
+/// (a position's rows shrink to its distinct keys at every round) instead of every partial
+/// row bound for it, which for many groups is most of the input over `split_out`.
+struct PartialShuffle {
+    rows: BatchShuffle,
+    spec: AggSpec,
+}
+
+impl ShuffleKernels for PartialShuffle {
+    fn split(&self, stage: SplitStage) -> Arc<dyn Kernel> {
+        self.rows.split(stage)
+    }
+    fn select(&self, piece: u32) -> Arc<dyn Kernel> {
+        self.rows.select(piece)
+    }
+    fn concat(&self) -> Arc<dyn Kernel> {
+        kernel(CombineKernel { spec: self.spec.clone() })
+    }
+}
+
 /// One task holding all of `parts` (the task itself when there is one).
 fn gathered(parts: &[TaskId], name: &Arc<str>, builder: &mut GraphBuilder) -> Result<TaskId, GraphError> {
     match parts {
@@ -675,13 +696,14 @@ fn lower_merge(
     left: &Frame,
     right: &Frame,
     spec: &MergeSpec,
+    (left_needed, right_needed): (Option<Vec<String>>, Option<Vec<String>>),
     strategy: MergeStrategy,
     builder: &mut GraphBuilder,
 ) -> Result<Vec<TaskId>, GraphError> {
     let token =
         stage_token(left.token ^ right.token.rotate_left(1), &(spec, &left.steps.to_vec(), &right.steps.to_vec()))?;
-    let l = lower_frame(left, None, &|_| Terminal::Batch, builder)?;
-    let r = lower_frame(right, None, &|_| Terminal::Batch, builder)?;
+    let l = lower_frame(left, left_needed, &|_| Terminal::Batch, builder)?;
+    let r = lower_frame(right, right_needed, &|_| Terminal::Batch, builder)?;
     let pairs: Vec<(TaskId, TaskId)> = match strategy {
         MergeStrategy::Blockwise if l.len() == r.len() => l.into_iter().zip(r).collect(),
         MergeStrategy::Blockwise => {

@@ -477,10 +477,19 @@ impl Frame {
             | Source::Window { input, .. } => {
                 vec![(format!("input ({} partitions)", input.source.npartitions()), input, None)]
             }
-            Source::Merge { left, right, .. } => vec![
-                (format!("merge left ({} partitions)", left.source.npartitions()), left, None),
-                (format!("merge right ({} partitions)", right.source.npartitions()), right, None),
-            ],
+            Source::Merge { left, right, spec, .. } => {
+                let (l, r) = match &optimized.projection {
+                    Some(wanted) => {
+                        let (_, l, r) = spec.pruned(wanted);
+                        (Some(l), Some(r))
+                    }
+                    None => (None, None),
+                };
+                vec![
+                    (format!("merge left ({} partitions)", left.source.npartitions()), left, l),
+                    (format!("merge right ({} partitions)", right.source.npartitions()), right, r),
+                ]
+            }
             _ => Vec::new(),
         };
         for (title, input, needed) in inputs {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use arrow::array::{Array, AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use kiln_dataframe::storage::{LocalStorage, Storage, StorageError, register_storage};
-use kiln_dataframe::{Agg, CsvOptions, DataFrame, DataFrameError, Scalar, read_csv, read_parquet};
+use kiln_dataframe::{Agg, CsvOptions, DataFrame, DataFrameError, MergeOptions, Scalar, read_csv, read_parquet};
 use kiln_graph::collection::graph_of;
 use kiln_graph::{CodecRegistry, Collection, KernelRegistry, Value};
 use kiln_local::LocalScheduler;
@@ -47,6 +47,28 @@ fn explain_of_a_groupby_shows_its_input_plan() {
     assert!(text.contains("(tree, 8 partials per combine)"), "{text}");
     assert!(text.contains("group-by input (7 partitions, partial aggregation fused into each)"), "{text}");
     assert!(text.contains("read_csv 7 file(s), columns [ts, fare]"), "{text}");
+}
+
+#[test]
+fn a_projection_after_a_merge_reaches_both_readers() {
+    let (left, right) = (trips_csv(7), trips_csv(3));
+    for broadcast in [Some(false), Some(true)] {
+        let merged = left.merge(&right, &MergeOptions::on(["id"]).broadcast(broadcast)).unwrap();
+        let picked = merged.select(&["fare_x", "passenger_count_y"]).unwrap();
+        let text = picked.explain();
+        let (_, inputs) = text.split_once("merge left (7 partitions)").unwrap();
+        let (left_plan, right_plan) = inputs.split_once("merge right (3 partitions)").unwrap();
+        let (_, left_after) = left_plan.split_once("optimized plan").unwrap();
+        let (_, right_after) = right_plan.split_once("optimized plan").unwrap();
+        // Each side reads its key and the one column kept from it.
+        assert!(left_after.contains("read_csv 7 file(s), columns [id, fare]"), "{text}");
+        assert!(right_after.contains("read_csv 3 file(s), columns [id, passenger_count]"), "{text}");
+        // The same rows as the whole merge, projected afterwards.
+        let scheduler = LocalScheduler::new();
+        let whole = merged.compute_on(&scheduler).unwrap();
+        let columns = ["fare_x", "passenger_count_y"].map(|c| whole.schema().index_of(c).unwrap());
+        assert_eq!(picked.compute_on(&scheduler).unwrap(), whole.project(&columns).unwrap(), "{broadcast:?}");
+    }
 }
 
 #[test]
