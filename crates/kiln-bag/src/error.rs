@@ -25,6 +25,12 @@ pub enum BagError {
     /// A chunk size of zero (`chunk_size(0)`).
     #[error("chunk_size: a chunk must hold at least 1 element")]
     ZeroChunkSize,
+    /// A shuffle's `max_branch` below 2 (`groupby_with`).
+    #[error("groupby: max_branch must be at least 2, got {0}")]
+    MaxBranch(usize),
+    /// A shuffle the shared builder refused (a partition count it cannot route).
+    #[error("groupby: {0}")]
+    Shuffle(String),
     /// A tree reduction fan-in below 2.
     #[error("split_every must be at least 2, got {0}")]
     SplitEvery(usize),
@@ -104,7 +110,7 @@ pub enum BagError {
     /// `portable(id)` on a bag whose newest step is not a user function.
     #[error(
         "portable({id:?}): the bag's newest operation has no user function to register (call it right after \
-         map, filter, remove, flat_map, try_map, map_partitions or topk)"
+         map, filter, remove, flat_map, try_map, map_partitions, topk or groupby)"
     )]
     NoUserFunction {
         /// The id given.

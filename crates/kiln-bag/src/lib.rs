@@ -31,15 +31,17 @@
 //!   user functions are given an id with [`Bag::portable`] and registered with
 //!   [`portable::register_map`] and friends in every process that runs them (see [`portable`]).
 //!
-//! `groupby` (a full shuffle) is not here yet: it will use the staged shuffle the dataframe
-//! collection builds. [`Bag::foldby`] is the fast path for grouped reductions and needs no
-//! shuffle.
+//! - **Grouping**: [`Bag::foldby`] groups and reduces without moving elements (partial
+//!   results per partition, combined in a tree): the fast path. [`Bag::groupby`] lists each
+//!   group's elements, moving every element to its key's partition through the staged shuffle
+//!   that dataframes use too ([`kiln_graph::shuffle`]).
 //!
 //! Elements are `Send + Sync + Clone + 'static`: partitions are shared between tasks on several
 //! threads, and a step that owns nothing clones what it keeps.
 #![deny(missing_docs)]
 
 mod error;
+mod groupby;
 mod json;
 mod node;
 mod ops;
@@ -61,6 +63,7 @@ use kiln_graph::{
 };
 
 pub use error::BagError;
+pub use groupby::{DEFAULT_MAX_BRANCH, GroupByOptions};
 pub use json::{Json, JsonKind, JsonText};
 pub use reduce::{Item, Numeric};
 pub use stream::DEFAULT_CHUNK_SIZE;
@@ -388,7 +391,7 @@ impl<T: Element> Bag<T> {
     }
 
     /// Marks this bag's newest user function (the closure of the last `map`, `filter`,
-    /// `remove`, `flat_map`, `try_map`, `map_partitions`, or `topk`'s key) as registered under
+    /// `remove`, `flat_map`, `try_map`, `map_partitions`, `topk`'s key or `groupby`'s key) as registered under
     /// `id`, so a cluster can run it (like `delayed`'s `.portable(id)`). Every process that
     /// runs it registers the same function under the same id ([`portable::register_map`],
     /// [`portable::register_filter`], ...); the element types must be registered too

@@ -30,10 +30,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Once, OnceLock, RwLock};
 
 use kiln_graph::codec::{CodecError, SerdeCodec, ValueCodec};
+use kiln_graph::shuffle::SplitStage;
 use kiln_graph::{CodecRegistry, Encoded, Kernel, KernelRegistry, KernelSpec, TaskError, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::groupby::{KeyFn, Pieces};
 use crate::pipeline::{self, PIPELINE_KERNEL_ID, PipelineKernel, Step};
 use crate::reduce::{self, Moments, MomentsOf, Numeric, OrderedMap, Reduction, ReductionId};
 use crate::stream::{ChunkSource, STREAM_KERNEL_ID, StreamKernel, StreamSpec};
@@ -269,6 +271,20 @@ pub fn register_element<T: Element + Serialize + DeserializeOwned>(tag: &str) {
             Ok(crate::ops::piece_kernel::<T>(piece as usize, pieces as usize, Some(&tag)))
         });
     }
+    {
+        let tag = Arc::clone(&tag);
+        KernelRegistry::global().register_factory(&format!("kiln.bag.select/{tag}"), move |params| {
+            let piece: u32 = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+            Ok(crate::groupby::select_kernel::<T>(piece, Some(&tag)))
+        });
+    }
+    CodecRegistry::global().register(MsgpackCodec::<Pieces<T>, Vec<Vec<T>>> {
+        tag: format!("kiln.bag.pieces<{tag}>"),
+        to_wire: |p| &p.0,
+        from_wire: Pieces,
+        size: Some(|p| p.0.iter().map(|piece| estimated_nbytes(piece)).sum()),
+        _v: PhantomData,
+    });
     KernelRegistry::global().register_factory(&format!("kiln.bag.read_json_lines/{tag}"), {
         let tag = Arc::clone(&tag);
         move |params| text::json_lines_kernel::<T>(params, &tag)
@@ -385,6 +401,35 @@ pub fn register_key<T: Element, K: Ord + 'static>(id: &str, key: impl Fn(&T) -> 
         let k: u64 = postcard::from_bytes(params).map_err(|e| e.to_string())?;
         Ok(reduce::topk_reduction(k as usize, Arc::clone(&key)))
     });
+}
+
+/// Registers a key function for `.groupby(key).portable(id)` (and `groupby_with`): the
+/// shuffle's split and group steps for elements `T` (a registered element type) and keys `K`,
+/// and the codec of the `(K, Vec<T>)` groups. Every process that runs the groupby registers the
+/// same function under the same id.
+pub fn register_group_key<T, K>(id: &str, key: impl Fn(&T) -> K + Send + Sync + 'static)
+where
+    T: Element + Serialize + DeserializeOwned,
+    K: Element + Eq + Hash + Serialize + DeserializeOwned,
+{
+    let key: KeyFn<T, K> = Arc::new(key);
+    {
+        let (key, id) = (Arc::clone(&key), id.to_string());
+        register_step(format!("kiln.bag.groupby_split/{id}"), move |params| {
+            let stage: SplitStage = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+            if stage.base == 0 || stage.npartitions_out == 0 {
+                return Err(format!("groupby split {stage:?} has no pieces or no output partitions"));
+            }
+            Ok(crate::groupby::split_step(Arc::clone(&key), stage, Some(&id)))
+        });
+    }
+    {
+        let id = id.to_string();
+        register_step(format!("kiln.bag.groupby/{id}"), move |_| {
+            Ok(crate::groupby::group_step(Arc::clone(&key), Some(&id)))
+        });
+    }
+    register_element::<(K, Vec<T>)>(&format!("groupby/{id}"));
 }
 
 /// Registers the bag kernels and the common element types (`String`, `serde_json::Value`,

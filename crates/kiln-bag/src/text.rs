@@ -582,8 +582,9 @@ impl BadLines {
 }
 
 /// The records of the JSON-lines files matching `pattern`, parsed as `T` (typed structs with
-/// `serde::Deserialize`, or `serde_json::Value` for schemaless records); one partition per
-/// file, `.gz` decompressed, blank lines ignored. A malformed line fails the computation naming
+/// `serde::Deserialize`, or `serde_json::Value` when a tree is wanted; [`read_json`] is the
+/// faster schemaless reader, the seeds' `map(json.loads)`); one partition per file, `.gz`,
+/// `.bz2` and `.zst` decompressed, blank lines ignored. A malformed line fails the computation naming
 /// the file and the line; see [`read_json_lines_with`] to skip such lines.
 ///
 /// # Errors

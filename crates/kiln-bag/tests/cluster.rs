@@ -50,6 +50,9 @@ fn words(line: &String) -> Vec<String> {
 fn event_kind(event: &Event) -> String {
     event.kind.clone()
 }
+fn residue_of_seven(x: &u64) -> u64 {
+    x % 7
+}
 fn bigger_first(events: &[Event]) -> Vec<Event> {
     let mut events = events.to_vec();
     events.sort_by_key(|e| std::cmp::Reverse(e.size));
@@ -69,6 +72,8 @@ fn register() {
     portable::register_flat_map("test.words", words);
     portable::register_map("test.event_kind", event_kind);
     portable::register_map_partitions("test.bigger_first", bigger_first);
+    portable::register_group_key("test.event_kind", event_kind);
+    portable::register_group_key("test.residue_of_seven", residue_of_seven);
 }
 
 fn write_file(path: &Path, text: &str) {
@@ -143,6 +148,10 @@ fn main() {
     same!(events.map_partitions(bigger_first).portable("test.bigger_first"));
     same!(events.frequencies());
     same!(events.map(event_kind).portable("test.event_kind").frequencies());
+    // groupby: files read in chunks into the shuffle's first round on the workers, pieces
+    // moved between them, groups travelling back through the codec.
+    let by_kind = same!(events.groupby(event_kind).portable("test.event_kind"));
+    assert_eq!(by_kind.iter().map(|(_, events)| events.len()).sum::<usize>(), 800);
 
     // Numbers: every numeric reduction; in-memory partitions travel as literals.
     let numbers = Bag::range(1000, 7).map(square).portable("test.square");
@@ -152,6 +161,15 @@ fn main() {
     same!(numbers.count());
     same!(numbers.repartition(3).sum());
     same!(numbers.repartition(11).random_sample(0.5, 7));
+    // A shuffle in three rounds of base 2 into 5 partitions, then a reduction of the groups.
+    let options = kiln_bag::GroupByOptions { npartitions: Some(5), max_branch: 2 };
+    let groups = numbers.groupby_with(residue_of_seven, options).portable("test.residue_of_seven");
+    let grouped = same!(groups.clone());
+    // Squares modulo 7 are 0, 1, 2 or 4.
+    assert_eq!(grouped.len(), 4);
+    assert!(grouped.iter().all(|(k, xs)| xs.iter().all(|x| x % 7 == *k)));
+    assert_eq!(grouped.iter().map(|(_, xs)| xs.len()).sum::<usize>(), 1000);
+    assert_eq!(same!(groups.count()), 4);
     let (mean, std) = (same!(numbers.mean()), same!(numbers.std(1)));
     assert!(mean > 0.0 && std > 0.0);
     let lines = Bag::from_sequence(["a b", "b c d", "", "d d"].map(String::from), 3);
@@ -170,6 +188,10 @@ fn main() {
     let error = Bag::range(10, 2).map(|x| x + 1).sum().compute_on(&client).unwrap_err();
     assert!(matches!(error, ComputeError::NotPortable(_)), "{error}");
     assert!(error.to_string().contains("map`") && error.to_string().contains("portable"), "{error}");
+    // So is a groupby whose key function was never given an id.
+    let error = Bag::range(10, 2).groupby(|x| x % 2).compute_on(&client).unwrap_err();
+    assert!(matches!(error, ComputeError::NotPortable(_)), "{error}");
+    assert!(error.to_string().contains("groupby"), "{error}");
     // A registered step used under a name that was never registered fails on the worker
     // with the id.
     let error = Bag::range(10, 2).map(square).portable("test.nope").count().compute_on(&client).unwrap_err();

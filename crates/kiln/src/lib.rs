@@ -12,8 +12,10 @@
 //! | `x[::4, 2, 1:-1]` | `x.slice(&idx![..;4, 2, 1..-1])` |
 //! | `x.sum(axis=0, keepdims=True)` | `x.sum_with(&Reduce::axis(0).keepdims(true))` |
 //! | `float(y.compute())` | `y.scalar().compute()` |
-//! | `db.read_text("logs/*.json.gz").map(json.loads)` | `kiln::bag::read_json_lines::<serde_json::Value>("logs/*.json.gz")?` |
+//! | `db.read_text("logs/*.json.gz").map(json.loads)` | `kiln::bag::read_json("logs/*.json.gz")?` (schemaless `Json` records; `read_json_lines::<T>` for a typed struct) |
+//! | `b.filter(lambda d: d["name"] == "Alice").count()` | `b.filter(\|d\| d["name"] == "Alice").count()` |
 //! | `b.pluck("name").frequencies().topk(10, key=1)` | `b.pluck("name").frequencies().topk(10, \|(_, n)\| *n)` |
+//! | `b.foldby(key, binop, 0, add)`, `b.groupby(key)` | `b.foldby(key, binop, 0, \|a, b\| a + b, 0)`, `b.groupby(key)` |
 //! | `dask.delayed(f)(x, y)` | `kiln::delayed::func2("f", f).call(x, y)` |
 //! | `dask.delayed(data)` | `kiln::delayed::value(data)` |
 //! | `dd.read_csv("d/*.csv").groupby("k").v.mean()` | `kiln::dataframe::read_csv("d/*.csv", &Default::default())?.groupby(["k"])?.agg([Agg::mean("v")])?` |
