@@ -22,6 +22,7 @@ mod metrics;
 mod pages;
 pub mod report;
 mod routes;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -194,6 +195,14 @@ pub enum DashboardError {
     Namespace(String),
 }
 
+/// Refuses a namespace that cannot prefix metric names.
+pub(crate) fn check_namespace(ns: &str) -> Result<(), DashboardError> {
+    let valid = !ns.is_empty()
+        && ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !ns.as_bytes()[0].is_ascii_digit();
+    if valid { Ok(()) } else { Err(DashboardError::Namespace(ns.to_string())) }
+}
+
 /// A running dashboard; dropping it stops serving.
 pub struct Dashboard {
     address: SocketAddr,
@@ -210,13 +219,7 @@ impl Dashboard {
         feed: Feed,
         options: DashboardOptions,
     ) -> Result<Dashboard, DashboardError> {
-        let ns = &options.namespace;
-        let valid = !ns.is_empty()
-            && ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !ns.as_bytes()[0].is_ascii_digit();
-        if !valid {
-            return Err(DashboardError::Namespace(ns.clone()));
-        }
+        check_namespace(&options.namespace)?;
         let address =
             listener.local_addr().map_err(|source| DashboardError::Bind { address: "the listener".into(), source })?;
         let app = routes::router(feed, options);

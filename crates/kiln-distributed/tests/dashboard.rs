@@ -260,3 +260,61 @@ fn the_dask_namespace_a_taken_port_and_no_dashboard() {
     assert!(off.dashboard_link().is_none() && off.client().unwrap().dashboard_link().is_none());
     drop(taken);
 }
+
+/// The value of the first sample of `text` whose line starts with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{prefix} missing from\n{text}"))
+}
+
+/// Each worker of a real LocalCluster serves its own `/metrics`: its tasks by state, memory,
+/// values served and fetched, spills, event-loop turns and network bytes, in text promtool
+/// accepts; other paths are 404.
+#[test]
+fn workers_serve_their_own_metrics() {
+    let cluster = LocalCluster::builder()
+        .workers(2)
+        .threads_per_worker(1)
+        .mode(WorkerMode::Threads)
+        .dashboard(false)
+        .worker_metrics(true)
+        .start()
+        .unwrap();
+    let client = cluster.client().unwrap();
+    let x = RandomState::new(7).random(&[600, 600], [100, 100]);
+    let sum = (&x + &x.t()).sum_axis(0).compute_on(&client).unwrap();
+    assert_eq!(sum.shape(), &[600]);
+    let held = client.scatter(vec![1i64, 2, 3, 4]).unwrap();
+
+    let addresses = cluster.worker_metrics_addresses();
+    assert_eq!(addresses.len(), 2);
+    let (mut in_memory, mut served, mut fetched) = (0.0, 0.0, 0.0);
+    for address in &addresses {
+        let base = format!("http://{address}");
+        let (status, head, text) = http(&base, "GET", "/metrics", None);
+        assert_eq!(status, 200, "{text}");
+        assert!(head.contains("openmetrics-text"), "{head}");
+        assert_eq!(sample(&text, "kiln_worker_threads "), 1.0);
+        for state in ["waiting", "ready", "executing", "flight"] {
+            assert_eq!(sample(&text, &format!("kiln_worker_tasks{{state=\"{state}\"}} ")), 0.0, "{text}");
+        }
+        in_memory += sample(&text, "kiln_worker_tasks{state=\"memory\"} ");
+        served += sample(&text, "kiln_worker_transfer_outgoing_count_total ");
+        fetched += sample(&text, "kiln_worker_transfer_incoming_count_total ");
+        assert!(sample(&text, "kiln_worker_memory_bytes{type=\"managed\"} ") > 0.0, "{text}");
+        assert!(sample(&text, "kiln_worker_tick_count_total ") > 0.0, "{text}");
+        assert_eq!(sample(&text, "kiln_worker_spill_count_total{activity=\"disk_write\"} "), 0.0);
+        assert!(sample(&text, "kiln_worker_network_bytes_total{direction=\"read\"} ") > 0.0, "{text}");
+        assert!(sample(&text, "kiln_worker_network_bytes_total{direction=\"write\"} ") > 0.0, "{text}");
+        promtool_check(&text);
+        assert_eq!(http(&base, "GET", "/health", None).2, "ok");
+        assert_eq!(http(&base, "GET", "/status", None).0, 404);
+        assert_eq!(http(&base, "POST", "/metrics", Some("{}")).0, 405);
+    }
+    assert!(in_memory >= 4.0, "the four scattered values are held: {in_memory}");
+    // The client fetched the result from a worker, and every value a worker fetched, a peer
+    // served.
+    assert!(served >= 1.0 && fetched <= served, "served {served}, fetched {fetched}");
+    drop(held);
+}
