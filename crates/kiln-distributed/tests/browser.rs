@@ -190,6 +190,18 @@ fn the_status_page_renders_a_running_computation_in_chromium() {
     assert_eq!(rows, 2, "a row per worker");
     assert!(percents.iter().any(|p| p != "100"), "the running task's bar is not full: {percents:?}");
     let _ = painted;
+
+    // The graph page draws the running graph (or, above its cap, says why it does not).
+    let dom =
+        run_chromium(&binary, &profile, "--dump-dom", &format!("{}/graph", link.trim_end_matches("/status")), 2000);
+    let tasks: u64 = attribute(&dom, "id=\"graph\"", "data-tasks").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let drawn: u64 = attribute(&dom, "id=\"graph\"", "data-drawn").and_then(|t| t.parse().ok()).unwrap_or(0);
+    assert!(tasks > 0, "the graph page shows no tasks");
+    if tasks <= 5000 {
+        assert_eq!(drawn, tasks, "every task is drawn");
+    } else {
+        assert!(drawn == 0 && dom.contains("draws graphs of up to 5000 tasks"), "no note above the cap");
+    }
     open_gate();
 
     // Reload until the page shows the finished computation.

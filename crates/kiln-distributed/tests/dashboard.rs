@@ -154,6 +154,28 @@ fn every_route_answers_with_the_documented_shape() {
     assert!(status == 200 && body.contains("<dd id=\"state\">memory</dd>"), "{path}: {status} {body}");
     assert_eq!(http(&link, "GET", "/info/task/no-such-key", None).0, 404);
 
+    // The graph: every known task with its state and dependencies, drawn by /graph.
+    let (status, _, body) = http(&link, "GET", "/graph", None);
+    assert!(status == 200 && body.contains("id=\"graph\"") && body.contains("/static/graph.js"), "{body}");
+    assert_eq!(http(&link, "GET", "/static/graph.js", None).0, 200);
+    let graph = get_json(&link, "/json/graph.json");
+    assert_eq!(graph["cap"], 5000);
+    let nodes = graph["nodes"].as_array().unwrap();
+    assert_eq!(graph["tasks"].as_u64(), Some(nodes.len() as u64));
+    let key = held[0].key().to_string();
+    let node = nodes.iter().find(|n| n["key"] == key.as_str()).unwrap_or_else(|| panic!("{key} in {graph}"));
+    assert_eq!(node["state"], "memory");
+    for edge in graph["edges"].as_array().unwrap() {
+        let (a, b) = (edge[0].as_u64().unwrap() as usize, edge[1].as_u64().unwrap() as usize);
+        assert!(a < nodes.len() && b < nodes.len() && a != b, "{edge}");
+    }
+    // Above the cap the answer is only the count, for the page's note.
+    let many = client.scatter((0..5_001i64).collect::<Vec<_>>()).unwrap();
+    let graph = get_json(&link, "/json/graph.json");
+    assert_eq!(graph["too_large"], true, "{graph}");
+    assert!(graph["tasks"].as_u64().unwrap() > 5000 && graph.get("nodes").is_none(), "{graph}");
+    drop(many);
+
     // Metrics: Dask's names under the kiln namespace, OpenMetrics text.
     let (status, head, text) = http(&link, "GET", "/metrics", None);
     assert_eq!(status, 200);
