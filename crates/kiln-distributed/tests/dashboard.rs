@@ -171,7 +171,15 @@ fn every_route_answers_with_the_documented_shape() {
     }
     // Above the cap the answer is only the count, for the page's note.
     let many = client.scatter((0..5_001i64).collect::<Vec<_>>()).unwrap();
-    let graph = get_json(&link, "/json/graph.json");
+    // The scheduler learns of scattered values from the workers' reports, a moment later.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let graph = loop {
+        let graph = get_json(&link, "/json/graph.json");
+        if graph["tasks"].as_u64().unwrap() > 5000 || Instant::now() > deadline {
+            break graph;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(graph["too_large"], true, "{graph}");
     assert!(graph["tasks"].as_u64().unwrap() > 5000 && graph.get("nodes").is_none(), "{graph}");
     drop(many);
@@ -213,6 +221,14 @@ fn every_route_answers_with_the_documented_shape() {
     let huge = format!("{{\"workers\": [\"{}\"]}}", "x".repeat(100_000));
     assert_eq!(http(&link, "POST", "/api/v1/retire_workers", Some(&huge)).0, 413);
     assert_eq!(http(&link, "GET", "/api/v1/retire_workers", None).0, 405);
+    let (status, _, body) = http(&link, "POST", "/api/v1/retire_workers", Some("{\"workers\": [-1, true]}"));
+    assert!(status == 404 && body.contains("unknown workers"), "{status} {body}");
+    let (status, _, body) = http(&link, "POST", "/api/v1/retire_workers", Some("{\"workers\": []}"));
+    assert!(status == 400 && body.contains("no workers"), "{status} {body}");
+    for path in ["/api/v1/no_such_call", "/json/no_such.json", "/graph/extra", "/info/nothing", "/static/"] {
+        assert_eq!(http(&link, "GET", path, None).0, 404, "{path}");
+    }
+    assert_eq!(http(&link, "POST", "/json/graph.json", Some("{}")).0, 405);
 
     // Retiring a real worker (by address) works and the cluster shrinks.
     let address = workers["workers"][1]["address"].as_str().unwrap().to_string();
