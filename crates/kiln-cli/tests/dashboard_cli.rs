@@ -1,62 +1,44 @@
-//! `kiln scheduler` serves the dashboard and prints where; `--no-dashboard` serves none.
+//! `kiln scheduler` serves the dashboard and prints where; `--no-dashboard` serves none; `kiln
+//! worker --dashboard-address` serves the worker's own Prometheus metrics.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 
 mod support;
-use support::Guard;
+use support::{Guard, start_scheduler, start_scheduler_reading};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
-fn banner(extra: &[&str]) -> (Guard, Vec<String>) {
-    let mut child = Command::new(KILN)
-        .args(["scheduler", "--host", "127.0.0.1", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    lines.push(line.trim().to_string());
-    // The banner is one write: what follows the first line is already in the pipe.
-    line.clear();
-    reader.read_line(&mut line).unwrap();
-    lines.push(line.trim().to_string());
-    (Guard(child), lines)
+/// One `GET` (`Connection: close`): the whole response.
+fn get(host: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 #[test]
 fn the_scheduler_prints_its_dashboard_and_serves_it() {
-    let (_guard, lines) = banner(&["--dashboard-address", "127.0.0.1:0", "--metrics-namespace", "dask"]);
-    assert!(lines[0].starts_with("Scheduler at tcp://127.0.0.1:"), "{lines:?}");
-    let link = lines[1].strip_prefix("Dashboard at ").unwrap_or_else(|| panic!("{lines:?}"));
+    let (_guard, _, mut stdout) =
+        start_scheduler_reading(&["--dashboard-address", "127.0.0.1:0", "--metrics-namespace", "dask"]);
+    // The banner is one write: its second line is already in the pipe.
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let link = line.trim().strip_prefix("Dashboard at ").unwrap_or_else(|| panic!("{line:?}"));
     let host = link.trim_start_matches("http://").trim_end_matches("/status");
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = get(host, "/metrics");
     assert!(response.starts_with("HTTP/1.1 200") && response.contains("dask_scheduler_workers"), "{response}");
 }
 
 #[test]
 fn no_dashboard_means_none() {
-    let mut child = Command::new(KILN)
-        .args(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    reader.read_line(&mut first).unwrap();
-    assert!(first.starts_with("Scheduler at tcp://"), "{first}");
+    let (guard, _, mut stdout) = start_scheduler_reading(&["--no-dashboard"]);
     // The banner is one write: stop the scheduler, and whatever else it printed is here.
-    drop(Guard(child));
+    drop(guard);
     let mut rest = String::new();
-    reader.read_to_string(&mut rest).unwrap();
+    stdout.read_to_string(&mut rest).unwrap();
     assert!(!rest.contains("Dashboard"), "{rest}");
 }
 
@@ -69,4 +51,64 @@ fn a_bad_dashboard_address_is_a_clear_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("dashboard"), "{stderr}");
+}
+
+/// A real worker process serves `/metrics` under Dask's names in the namespace it is given,
+/// counting the bytes of its connection to the scheduler.
+#[test]
+fn a_worker_process_serves_its_metrics() {
+    let (_scheduler, address) = start_scheduler(&["--no-dashboard"]);
+    let mut child = Command::new(KILN)
+        .args(["worker", &address, "--no-nanny", "--nthreads", "2", "--memory-limit", "0"])
+        .args(["--dashboard-address", "127.0.0.1:0", "--metrics-namespace", "dask"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The worker logs to its standard output.
+    let mut log = BufReader::new(child.stdout.take().unwrap());
+    let _worker = Guard(child);
+    let mut seen = String::new();
+    let url = loop {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "the worker exited without naming its port:\n{seen}");
+        seen.push_str(&line);
+        if let Some((_, rest)) = line.split_once("metrics at http://") {
+            break rest.trim().trim_end_matches("/metrics").to_string();
+        }
+    };
+    // Once registered, the connection to the scheduler has carried bytes both ways.
+    while !seen.contains("registered as worker") {
+        let mut line = String::new();
+        assert!(log.read_line(&mut line).unwrap() > 0, "the worker exited before registering:\n{seen}");
+        seen.push_str(&line);
+    }
+    let response = get(&url, "/metrics");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let text = response.split_once("\r\n\r\n").unwrap().1.to_string();
+    for needle in [
+        "dask_worker_threads 2",
+        "dask_worker_tasks{state=\"memory\"} 0",
+        "dask_worker_memory_bytes{type=\"unmanaged\"}",
+        "dask_worker_transfer_outgoing_bytes_total 0",
+        "dask_worker_spill_bytes_total{activity=\"disk_write\"} 0",
+        "dask_worker_tick_count_total",
+        "# EOF",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+    for direction in ["read", "write"] {
+        let prefix = format!("dask_worker_network_bytes_total{{direction=\"{direction}\"}} ");
+        let bytes: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing from\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(bytes > 0.0, "{prefix}{bytes}");
+    }
+    assert!(!text.contains("kiln_"), "{text}");
+    assert!(get(&url, "/health").ends_with("ok"));
+    assert!(get(&url, "/status").starts_with("HTTP/1.1 404"));
 }

@@ -10,8 +10,8 @@
 //! questions only the state can answer (`/info/task/<key>`, retiring workers) go to the server
 //! as [`Request`]s on a bounded channel, which it answers between events.
 //!
-//! Routes: `/status` (live), `/workers`, `/info/worker/<id>`, `/info/task/<key>`, `/health`,
-//! `/metrics`, `/json/counts.json`, `/json/identity.json`, `/json/snapshot.json`,
+//! Routes: `/status` (live), `/graph` (live, up to [`GRAPH_CAP`] tasks), `/workers`, `/info/worker/<id>`, `/info/task/<key>`, `/health`,
+//! `/metrics`, `/json/counts.json`, `/json/identity.json`, `/json/snapshot.json`, `/json/graph.json`,
 //! `/api/v1/get_workers`, `/api/v1/retire_workers` (POST), `/api/v1/adaptive_target`, the
 //! vendored scripts under `/static/`; anything else is 404. JavaScript and CSS (uPlot 1.6.32,
 //! MIT, `assets/LICENSE-uPlot`) are compiled into the binary, so the pages work offline.
@@ -22,6 +22,7 @@ mod metrics;
 mod pages;
 pub mod report;
 mod routes;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub use metrics::render_metrics;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(250);
 /// Task-stream rectangles sent with each live refresh (the page keeps its own window).
 pub const STREAM_TAIL: usize = 500;
+/// Largest graph `/graph` draws (tasks); above it the page says so instead.
+pub const GRAPH_CAP: usize = 5_000;
 /// Largest request body the API accepts.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -111,6 +114,13 @@ pub enum Request {
     Retire(Vec<WorkerId>, oneshot::Sender<Vec<WorkerId>>),
     /// How many workers the cluster should have.
     AdaptiveTarget(oneshot::Sender<usize>),
+    /// The task graph if it has at most `cap` tasks, else how many it has.
+    Graph {
+        /// Tasks drawn at most.
+        cap: usize,
+        /// The answer.
+        reply: oneshot::Sender<Result<kiln_scheduler::GraphView, usize>>,
+    },
 }
 
 /// The scheduler server's end: publishes snapshots and answers requests.
@@ -194,6 +204,14 @@ pub enum DashboardError {
     Namespace(String),
 }
 
+/// Refuses a namespace that cannot prefix metric names.
+pub(crate) fn check_namespace(ns: &str) -> Result<(), DashboardError> {
+    let valid = !ns.is_empty()
+        && ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !ns.as_bytes()[0].is_ascii_digit();
+    if valid { Ok(()) } else { Err(DashboardError::Namespace(ns.to_string())) }
+}
+
 /// A running dashboard; dropping it stops serving.
 pub struct Dashboard {
     address: SocketAddr,
@@ -210,13 +228,7 @@ impl Dashboard {
         feed: Feed,
         options: DashboardOptions,
     ) -> Result<Dashboard, DashboardError> {
-        let ns = &options.namespace;
-        let valid = !ns.is_empty()
-            && ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && !ns.as_bytes()[0].is_ascii_digit();
-        if !valid {
-            return Err(DashboardError::Namespace(ns.clone()));
-        }
+        check_namespace(&options.namespace)?;
         let address =
             listener.local_addr().map_err(|source| DashboardError::Bind { address: "the listener".into(), source })?;
         let app = routes::router(feed, options);

@@ -9,11 +9,13 @@ use kiln_scheduler::aggregate::WorkerStats;
 use crate::Snapshot;
 
 pub(crate) const STATUS_HTML: &str = include_str!("../assets/status.html");
+pub(crate) const GRAPH_HTML: &str = include_str!("../assets/graph.html");
 
 /// A vendored file by name: its MIME type and bytes.
 pub(crate) fn asset(name: &str) -> Option<(&'static str, &'static str)> {
     Some(match name {
         "dashboard.js" => ("text/javascript; charset=utf-8", include_str!("../assets/dashboard.js")),
+        "graph.js" => ("text/javascript; charset=utf-8", include_str!("../assets/graph.js")),
         "dashboard.css" => ("text/css; charset=utf-8", include_str!("../assets/dashboard.css")),
         "uPlot.iife.min.js" => ("text/javascript; charset=utf-8", include_str!("../assets/uPlot.iife.min.js")),
         "uPlot.min.css" => ("text/css; charset=utf-8", include_str!("../assets/uPlot.min.css")),
@@ -66,7 +68,7 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t} · kiln</title>\
          <link rel=\"stylesheet\" href=\"/static/dashboard.css\"></head><body>\
-         <nav><a href=\"/status\">Status</a> <a href=\"/workers\">Workers</a> <a href=\"/metrics\">Metrics</a></nav>\
+         <nav><a href=\"/status\">Status</a> <a href=\"/workers\">Workers</a> <a href=\"/graph\">Graph</a> <a href=\"/metrics\">Metrics</a></nav>\
          <h1>{t}</h1>{body}</body></html>",
         t = escape(title)
     )

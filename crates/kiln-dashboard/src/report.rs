@@ -310,6 +310,13 @@ fn unix_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
+/// What in `html` would make a browser fetch something from elsewhere (an absolute URL, a
+/// `src=` attribute, a stylesheet link, a CSS import): empty for a self-contained file that
+/// works offline, as a report must.
+pub fn external_references(html: &str) -> Vec<&'static str> {
+    ["http://", "https://", "src=", "<link", "@import"].into_iter().filter(|needle| html.contains(needle)).collect()
+}
+
 /// `1.5 MiB`, `312 B`.
 pub fn human_bytes(bytes: f64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -590,4 +597,15 @@ fn render(data: &ReportData) -> Result<String, ReportError> {
     h.push_str(&memory_svg(data)?);
     h.push_str("\n<p>Made by kiln; this file loads nothing from elsewhere.</p>\n</body></html>\n");
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_to_elsewhere_are_found() {
+        assert!(external_references("<svg><text>12 s</text></svg>").is_empty());
+        assert_eq!(external_references("<img src=\"x.png\"><a href=\"https://e.org\">"), ["https://", "src="]);
+    }
 }

@@ -55,6 +55,8 @@ pub(crate) fn router(feed: Feed, options: DashboardOptions) -> Router {
         .route("/status", get(|| async { Html(pages::STATUS_HTML) }))
         .route("/events", get(events))
         .route("/static/{file}", get(asset))
+        .route("/graph", get(|| async { Html(pages::GRAPH_HTML) }))
+        .route("/json/graph.json", get(graph_json))
         .route("/workers", get(workers_page))
         .route("/info/worker/{id}", get(worker_page))
         .route("/info/task/{*key}", get(task_page))
@@ -271,6 +273,16 @@ async fn retire_workers(
         .map(|w| (w.address.clone(), json!({ "id": w.id, "name": w.name })))
         .collect();
     Ok(Json(json!({ "retiring": retired })))
+}
+
+/// The graph for `/graph`: nodes (key, prefix, state) and edges, or only the count above the
+/// cap, so the page can say why it draws nothing.
+async fn graph_json(State(app): State<App>) -> Result<Json<Json_>, Failure> {
+    let cap = crate::GRAPH_CAP;
+    Ok(Json(match ask(&app, |reply| Request::Graph { cap, reply }).await? {
+        Ok(view) => json!({ "cap": cap, "tasks": view.nodes.len(), "nodes": view.nodes, "edges": view.edges }),
+        Err(tasks) => json!({ "cap": cap, "tasks": tasks, "too_large": true }),
+    }))
 }
 
 async fn workers_page(State(app): State<App>) -> Result<Html<String>, Failure> {

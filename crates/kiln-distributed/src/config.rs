@@ -114,6 +114,8 @@ const SETTINGS: &[Setting] = &[
     s(Wrk, "worker.local-directory", "KILN_LOCAL_DIRECTORY", "local_directory", P),
     s(Wrk, "worker.no-nanny", "KILN_NO_NANNY", "no_nanny", Switch),
     s(Wrk, "worker.death-timeout", "KILN_DEATH_TIMEOUT", "death_timeout", V),
+    s(Wrk, "worker.dashboard-address", "KILN_WORKER_DASHBOARD_ADDRESS", "dashboard_address", V),
+    s(Wrk, "worker.metrics-namespace", "KILN_METRICS_NAMESPACE", "metrics_namespace", V),
     s(Wrk, "security.ca-file", "KILN_TLS_CA_FILE", "tls_ca_file", P),
     s(Wrk, "security.worker.cert", "KILN_TLS_CERT", "tls_cert", P),
     s(Wrk, "security.worker.key", "KILN_TLS_KEY", "tls_key", P),

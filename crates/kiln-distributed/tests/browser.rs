@@ -1,7 +1,8 @@
 //! The live `/status` page in a real headless Chromium while a `LocalCluster` computes: the
 //! page's scripts run (vendored, offline), the task-stream canvas gets painted, a row per
 //! worker appears and every progress bar reaches 100 %. A screenshot is saved under the target
-//! directory (`kiln-dashboard-status.png`).
+//! directory (`kiln-dashboard-status.png`). The `/graph` page draws the running graph (or
+//! says it is above its cap), and a performance report opens from its file with its charts.
 //!
 //! Skipped, with a message, when no Chromium is installed (`apt-get install chromium`; set
 //! `KILN_CHROMIUM` to use another binary).
@@ -190,6 +191,18 @@ fn the_status_page_renders_a_running_computation_in_chromium() {
     assert_eq!(rows, 2, "a row per worker");
     assert!(percents.iter().any(|p| p != "100"), "the running task's bar is not full: {percents:?}");
     let _ = painted;
+
+    // The graph page draws the running graph (or, above its cap, says why it does not).
+    let dom =
+        run_chromium(&binary, &profile, "--dump-dom", &format!("{}/graph", link.trim_end_matches("/status")), 2000);
+    let tasks: u64 = attribute(&dom, "id=\"graph\"", "data-tasks").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let drawn: u64 = attribute(&dom, "id=\"graph\"", "data-drawn").and_then(|t| t.parse().ok()).unwrap_or(0);
+    assert!(tasks > 0, "the graph page shows no tasks");
+    if tasks <= 5000 {
+        assert_eq!(drawn, tasks, "every task is drawn");
+    } else {
+        assert!(drawn == 0 && dom.contains("draws graphs of up to 5000 tasks"), "no note above the cap");
+    }
     open_gate();
 
     // Reload until the page shows the finished computation.
@@ -210,5 +223,18 @@ fn the_status_page_renders_a_running_computation_in_chromium() {
     let total = computing.join().unwrap();
     assert!(total.iter().all(|v| v.is_finite()));
     let _ = last;
+
+    // A performance report opens offline in the browser with its three charts drawn.
+    let report = dir.join("kiln-performance-report.html");
+    let client = cluster.client().unwrap();
+    let x = RandomState::new(12).random(&[400, 400], [100, 100]);
+    let sum = client.performance_report(&report, || (&x + &x.t()).sum_axis(0).compute_on(&client).unwrap()).unwrap();
+    assert_eq!(sum.shape(), &[400]);
+    let dom = run_chromium(&binary, &profile, "--dump-dom", &format!("file://{}", report.display()), 500);
+    assert_eq!(dom.matches("<svg").count(), 3, "the report's charts are not in the rendered page");
+    for text in ["Task stream", "Memory over time"] {
+        assert!(dom.contains(text), "no {text:?} in the rendered report");
+    }
+    println!("performance report: {}", report.display());
     let _ = std::fs::remove_dir_all(&profile);
 }

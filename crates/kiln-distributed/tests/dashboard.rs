@@ -154,6 +154,36 @@ fn every_route_answers_with_the_documented_shape() {
     assert!(status == 200 && body.contains("<dd id=\"state\">memory</dd>"), "{path}: {status} {body}");
     assert_eq!(http(&link, "GET", "/info/task/no-such-key", None).0, 404);
 
+    // The graph: every known task with its state and dependencies, drawn by /graph.
+    let (status, _, body) = http(&link, "GET", "/graph", None);
+    assert!(status == 200 && body.contains("id=\"graph\"") && body.contains("/static/graph.js"), "{body}");
+    assert_eq!(http(&link, "GET", "/static/graph.js", None).0, 200);
+    let graph = get_json(&link, "/json/graph.json");
+    assert_eq!(graph["cap"], 5000);
+    let nodes = graph["nodes"].as_array().unwrap();
+    assert_eq!(graph["tasks"].as_u64(), Some(nodes.len() as u64));
+    let key = held[0].key().to_string();
+    let node = nodes.iter().find(|n| n["key"] == key.as_str()).unwrap_or_else(|| panic!("{key} in {graph}"));
+    assert_eq!(node["state"], "memory");
+    for edge in graph["edges"].as_array().unwrap() {
+        let (a, b) = (edge[0].as_u64().unwrap() as usize, edge[1].as_u64().unwrap() as usize);
+        assert!(a < nodes.len() && b < nodes.len() && a != b, "{edge}");
+    }
+    // Above the cap the answer is only the count, for the page's note.
+    let many = client.scatter((0..5_001i64).collect::<Vec<_>>()).unwrap();
+    // The scheduler learns of scattered values from the workers' reports, a moment later.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let graph = loop {
+        let graph = get_json(&link, "/json/graph.json");
+        if graph["tasks"].as_u64().unwrap() > 5000 || Instant::now() > deadline {
+            break graph;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(graph["too_large"], true, "{graph}");
+    assert!(graph["tasks"].as_u64().unwrap() > 5000 && graph.get("nodes").is_none(), "{graph}");
+    drop(many);
+
     // Metrics: Dask's names under the kiln namespace, OpenMetrics text.
     let (status, head, text) = http(&link, "GET", "/metrics", None);
     assert_eq!(status, 200);
@@ -191,6 +221,14 @@ fn every_route_answers_with_the_documented_shape() {
     let huge = format!("{{\"workers\": [\"{}\"]}}", "x".repeat(100_000));
     assert_eq!(http(&link, "POST", "/api/v1/retire_workers", Some(&huge)).0, 413);
     assert_eq!(http(&link, "GET", "/api/v1/retire_workers", None).0, 405);
+    let (status, _, body) = http(&link, "POST", "/api/v1/retire_workers", Some("{\"workers\": [-1, true]}"));
+    assert!(status == 404 && body.contains("unknown workers"), "{status} {body}");
+    let (status, _, body) = http(&link, "POST", "/api/v1/retire_workers", Some("{\"workers\": []}"));
+    assert!(status == 400 && body.contains("no workers"), "{status} {body}");
+    for path in ["/api/v1/no_such_call", "/json/no_such.json", "/graph/extra", "/info/nothing", "/static/"] {
+        assert_eq!(http(&link, "GET", path, None).0, 404, "{path}");
+    }
+    assert_eq!(http(&link, "POST", "/json/graph.json", Some("{}")).0, 405);
 
     // Retiring a real worker (by address) works and the cluster shrinks.
     let address = workers["workers"][1]["address"].as_str().unwrap().to_string();
@@ -259,4 +297,62 @@ fn the_dask_namespace_a_taken_port_and_no_dashboard() {
     let off = LocalCluster::builder().workers(1).mode(WorkerMode::Threads).dashboard(false).start().unwrap();
     assert!(off.dashboard_link().is_none() && off.client().unwrap().dashboard_link().is_none());
     drop(taken);
+}
+
+/// The value of the first sample of `text` whose line starts with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{prefix} missing from\n{text}"))
+}
+
+/// Each worker of a real LocalCluster serves its own `/metrics`: its tasks by state, memory,
+/// values served and fetched, spills, event-loop turns and network bytes, in text promtool
+/// accepts; other paths are 404.
+#[test]
+fn workers_serve_their_own_metrics() {
+    let cluster = LocalCluster::builder()
+        .workers(2)
+        .threads_per_worker(1)
+        .mode(WorkerMode::Threads)
+        .dashboard(false)
+        .worker_metrics(true)
+        .start()
+        .unwrap();
+    let client = cluster.client().unwrap();
+    let x = RandomState::new(7).random(&[600, 600], [100, 100]);
+    let sum = (&x + &x.t()).sum_axis(0).compute_on(&client).unwrap();
+    assert_eq!(sum.shape(), &[600]);
+    let held = client.scatter(vec![1i64, 2, 3, 4]).unwrap();
+
+    let addresses = cluster.worker_metrics_addresses();
+    assert_eq!(addresses.len(), 2);
+    let (mut in_memory, mut served, mut fetched) = (0.0, 0.0, 0.0);
+    for address in &addresses {
+        let base = format!("http://{address}");
+        let (status, head, text) = http(&base, "GET", "/metrics", None);
+        assert_eq!(status, 200, "{text}");
+        assert!(head.contains("openmetrics-text"), "{head}");
+        assert_eq!(sample(&text, "kiln_worker_threads "), 1.0);
+        for state in ["waiting", "ready", "executing", "flight"] {
+            assert_eq!(sample(&text, &format!("kiln_worker_tasks{{state=\"{state}\"}} ")), 0.0, "{text}");
+        }
+        in_memory += sample(&text, "kiln_worker_tasks{state=\"memory\"} ");
+        served += sample(&text, "kiln_worker_transfer_outgoing_count_total ");
+        fetched += sample(&text, "kiln_worker_transfer_incoming_count_total ");
+        assert!(sample(&text, "kiln_worker_memory_bytes{type=\"managed\"} ") > 0.0, "{text}");
+        assert!(sample(&text, "kiln_worker_tick_count_total ") > 0.0, "{text}");
+        assert_eq!(sample(&text, "kiln_worker_spill_count_total{activity=\"disk_write\"} "), 0.0);
+        assert!(sample(&text, "kiln_worker_network_bytes_total{direction=\"read\"} ") > 0.0, "{text}");
+        assert!(sample(&text, "kiln_worker_network_bytes_total{direction=\"write\"} ") > 0.0, "{text}");
+        promtool_check(&text);
+        assert_eq!(http(&base, "GET", "/health", None).2, "ok");
+        assert_eq!(http(&base, "GET", "/status", None).0, 404);
+        assert_eq!(http(&base, "POST", "/metrics", Some("{}")).0, 405);
+    }
+    assert!(in_memory >= 4.0, "the four scattered values are held: {in_memory}");
+    // The client fetched the result from a worker, and every value a worker fetched, a peer
+    // served.
+    assert!(served >= 1.0 && fetched <= served, "served {served}, fetched {fetched}");
+    drop(held);
 }

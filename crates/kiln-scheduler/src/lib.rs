@@ -40,6 +40,6 @@ pub mod aggregate;
 mod state;
 
 pub use state::{
-    Command, Config, Event, InvariantViolation, ObserveLevel, PrefixEstimate, PrefixProgress, SchedulerEvent,
-    SchedulerState, StateCounts, TASK_INFO_NEIGHBOURS, TaskInfo, TaskState, WorkerActivity, WorkerLoad,
+    Command, Config, Event, GraphNode, GraphView, InvariantViolation, ObserveLevel, PrefixEstimate, PrefixProgress,
+    SchedulerEvent, SchedulerState, StateCounts, TASK_INFO_NEIGHBOURS, TaskInfo, TaskState, WorkerActivity, WorkerLoad,
 };

@@ -176,6 +176,19 @@ pub enum KeyState {
     Unspilling,
 }
 
+impl KeyState {
+    /// Every state, in the order [`WorkerState::key_counts`] counts them.
+    pub const ALL: [KeyState; 7] = [
+        KeyState::Waiting,
+        KeyState::Ready,
+        KeyState::Executing,
+        KeyState::Fetching,
+        KeyState::Memory,
+        KeyState::Spilled,
+        KeyState::Unspilling,
+    ];
+}
+
 /// Something that happened: a scheduler message, a completion from the shell, or time.
 #[derive(Debug)]
 pub enum Event<P> {
@@ -792,6 +805,25 @@ impl<P> WorkerState<P> {
             Slot::Spilled { .. } => KeyState::Spilled,
             Slot::Unspilling { .. } => KeyState::Unspilling,
         })
+    }
+
+    /// How many keys are in each state, in the order of [`KeyState::ALL`]. It walks every
+    /// key, so it is for occasional observers (a metrics scrape), not for each event.
+    pub fn key_counts(&self) -> [usize; 7] {
+        let mut counts = [0; 7];
+        for entry in self.keys.values() {
+            let i = match entry.slot {
+                Slot::Waiting(_) => 0,
+                Slot::Ready(_) => 1,
+                Slot::Executing { .. } => 2,
+                Slot::Fetching { .. } => 3,
+                Slot::Memory { .. } => 4,
+                Slot::Spilled { .. } => 5,
+                Slot::Unspilling { .. } => 6,
+            };
+            counts[i] += 1;
+        }
+        counts
     }
 
     /// Bytes of values in memory.

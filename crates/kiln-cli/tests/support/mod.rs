@@ -5,11 +5,18 @@
 #![allow(dead_code)] // each test file uses the part it needs
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 
 /// A `kiln scheduler` on an ephemeral loopback port (plus `extra` flags), killed on drop, and
 /// the address it printed.
 pub fn start_scheduler(extra: &[&str]) -> (Guard, String) {
+    let (guard, address, _) = start_scheduler_reading(extra);
+    (guard, address)
+}
+
+/// [`start_scheduler`], also handing back its standard output after the address line (the
+/// rest of the banner, e.g. the dashboard's link).
+pub fn start_scheduler_reading(extra: &[&str]) -> (Guard, String, BufReader<ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["scheduler", "--host", "127.0.0.1", "--port", "0"])
         .args(extra)
@@ -17,12 +24,12 @@ pub fn start_scheduler(extra: &[&str]) -> (Guard, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
+    stdout.read_line(&mut line).unwrap();
     let address = line.trim().strip_prefix("Scheduler at ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
     assert!(address.starts_with("tcp://127.0.0.1:"), "{address}");
-    (Guard(child), address)
+    (Guard(child), address, stdout)
 }
 
 fn sh(args: &[&str]) -> bool {

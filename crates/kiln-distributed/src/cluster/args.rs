@@ -116,6 +116,15 @@ pub struct WorkerArgs {
     /// dies abnormally (a signal, an abort, a non-zero exit).
     #[arg(long)]
     pub no_nanny: bool,
+    /// Serve Prometheus `/metrics` and `/health` over HTTP at this address (`host:port`; `:0`
+    /// for any free port on all interfaces; Dask's worker `--dashboard-address`). The address
+    /// is logged at start. Default: no HTTP port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub dashboard_address: Option<String>,
+    /// Metric name namespace on that port: `kiln` or `dask` (so Grafana dashboards written
+    /// for Dask's worker metrics work).
+    #[arg(long, default_value = "kiln")]
+    pub metrics_namespace: String,
     /// Set by a nanny on the worker it runs (with `--no-nanny`): the worker may exit with
     /// [`EXIT_FRESH_START`](crate::EXIT_FRESH_START) to be started afresh.
     #[arg(long, hide = true)]
@@ -192,6 +201,8 @@ impl WorkerArgs {
         config.listen = format!("{}:{}", self.host, self.port);
         config.supervised = self.supervised;
         config.local_directory = self.local_directory.clone();
+        config.http = self.dashboard_address.clone();
+        config.metrics_namespace = self.metrics_namespace.clone();
         Ok(config)
     }
 }
@@ -320,6 +331,8 @@ mod tests {
             host: "0.0.0.0".into(),
             port: 0,
             local_directory: None,
+            dashboard_address: None,
+            metrics_namespace: "kiln".into(),
             no_nanny: false,
             supervised: false,
         };

@@ -46,6 +46,7 @@ pub struct LocalClusterBuilder {
     nanny: bool,
     local_directory: Option<PathBuf>,
     security: ClusterSecurity,
+    worker_metrics: bool,
 }
 
 /// A [`LocalCluster`]'s security: none, given, or generated at start.
@@ -87,6 +88,7 @@ impl Default for LocalClusterBuilder {
             nanny: true,
             local_directory: None,
             security: ClusterSecurity::Plain,
+            worker_metrics: false,
         }
     }
 }
@@ -99,6 +101,13 @@ impl LocalClusterBuilder {
     /// Serve the dashboard (default: on, on a free loopback port) or not.
     pub fn dashboard(mut self, on: bool) -> Self {
         self.server.dashboard = on.then(local_dashboard);
+        self
+    }
+
+    /// Each worker serves Prometheus `/metrics` on a free loopback port (default: off);
+    /// [`LocalCluster::worker_metrics_addresses`] lists those of thread workers.
+    pub fn worker_metrics(mut self, on: bool) -> Self {
+        self.worker_metrics = on;
         self
     }
 
@@ -345,6 +354,20 @@ impl LocalCluster {
         if self.shared.builder.nanny { self.process_pids() } else { Vec::new() }
     }
 
+    /// Where the thread workers serve `/metrics` (with [`LocalClusterBuilder::worker_metrics`];
+    /// process workers log theirs).
+    pub fn worker_metrics_addresses(&self) -> Vec<std::net::SocketAddr> {
+        self.shared
+            .lock()
+            .workers
+            .iter()
+            .filter_map(|(_, w)| match w {
+                LocalWorker::Thread(h) => h.http_address(),
+                LocalWorker::Process(_) => None,
+            })
+            .collect()
+    }
+
     fn process_pids(&self) -> Vec<u32> {
         self.shared
             .lock()
@@ -444,6 +467,9 @@ impl Shared {
                     if let Some(dir) = &self.builder.local_directory {
                         command.arg("--local-directory").arg(dir);
                     }
+                    if self.builder.worker_metrics {
+                        command.arg("--dashboard-address").arg("127.0.0.1:0");
+                    }
                     if !self.builder.nanny {
                         command.arg("--no-nanny");
                     }
@@ -477,6 +503,7 @@ impl Shared {
                     config.local_directory = self.builder.local_directory.clone();
                     config.name = Some(name.clone());
                     config.security = self.security.clone();
+                    config.http = self.builder.worker_metrics.then(|| "127.0.0.1:0".to_string());
                     let handle =
                         self.runtime.block_on(start_worker(config)).map_err(|e| ClusterError::Start(e.to_string()))?;
                     LocalWorker::Thread(handle)

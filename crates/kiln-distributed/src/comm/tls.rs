@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use kiln_protocol::AuthToken;
@@ -696,6 +697,25 @@ impl Stream {
     }
 }
 
+/// Bytes this process read from and wrote to its kiln connections (all of them: scheduler,
+/// peers, clients), counted where every read and write passes. The counters are process-wide:
+/// a worker process reports its own traffic; workers running as threads of one process share
+/// them. TLS connections are counted in plaintext bytes.
+static NETWORK_READ: AtomicU64 = AtomicU64::new(0);
+static NETWORK_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes read and written on this process's kiln connections since it started.
+pub fn network_bytes() -> (u64, u64) {
+    (NETWORK_READ.load(Ordering::Relaxed), NETWORK_WRITTEN.load(Ordering::Relaxed))
+}
+
+fn count_written(result: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+    if let Poll::Ready(Ok(n)) = result {
+        NETWORK_WRITTEN.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    result
+}
+
 macro_rules! dispatch_read {
     ($ty:ty) => {
         impl AsyncRead for $ty {
@@ -704,10 +724,13 @@ macro_rules! dispatch_read {
                 cx: &mut Context<'_>,
                 buf: &mut ReadBuf<'_>,
             ) -> Poll<std::io::Result<()>> {
-                match self.get_mut() {
+                let before = buf.filled().len();
+                let result = match self.get_mut() {
                     Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
                     Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
-                }
+                };
+                NETWORK_READ.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+                result
             }
         }
     };
@@ -717,10 +740,10 @@ macro_rules! dispatch_write {
     ($ty:ty) => {
         impl AsyncWrite for $ty {
             fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-                match self.get_mut() {
+                count_written(match self.get_mut() {
                     Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
                     Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
-                }
+                })
             }
             fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
                 match self.get_mut() {
@@ -739,10 +762,10 @@ macro_rules! dispatch_write {
                 cx: &mut Context<'_>,
                 bufs: &[std::io::IoSlice<'_>],
             ) -> Poll<std::io::Result<usize>> {
-                match self.get_mut() {
+                count_written(match self.get_mut() {
                     Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
                     Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-                }
+                })
             }
             fn is_write_vectored(&self) -> bool {
                 match self {

@@ -140,6 +140,9 @@ impl DashboardSide {
             Request::AdaptiveTarget(reply) => {
                 let _ = reply.send(state.adaptive_target(5.0));
             }
+            Request::Graph { cap, reply } => {
+                let _ = reply.send(state.graph_view(cap));
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 
 mod activity;
 mod compute;
+mod metrics;
 mod peer;
 mod shell;
 pub mod store;
@@ -65,6 +66,12 @@ pub struct WorkerConfig {
     /// Exit when no scheduler has been reachable for this long, at start-up or after losing
     /// it (Dask's `--death-timeout`); `None` waits as [`WorkerConfig::reconnect`] says.
     pub death_timeout: Option<Duration>,
+    /// Where the worker serves Prometheus `/metrics` and `/health` over HTTP (`host:port`,
+    /// `:0` for any free port on all interfaces; Dask's worker `--dashboard-address`);
+    /// `None`: no HTTP port. See [`WorkerHandle::http_address`].
+    pub http: Option<String>,
+    /// Metric name namespace on that port: `kiln` (default) or `dask`.
+    pub metrics_namespace: String,
 }
 
 impl WorkerConfig {
@@ -82,6 +89,8 @@ impl WorkerConfig {
             supervised: false,
             security: Security::default(),
             death_timeout: None,
+            http: None,
+            metrics_namespace: "kiln".into(),
         }
     }
 }
@@ -98,9 +107,16 @@ pub struct WorkerHandle {
     done: watch::Receiver<bool>,
     fresh_start: Arc<AtomicBool>,
     no_scheduler: Arc<AtomicBool>,
+    http: Option<kiln_dashboard::worker::WorkerHttp>,
 }
 
 impl WorkerHandle {
+    /// Where the worker serves `/metrics` and `/health`, if it was given an HTTP address
+    /// ([`WorkerConfig::http`]).
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.address())
+    }
+
     /// Where peers and clients fetch this worker's data.
     pub fn address(&self) -> SocketAddr {
         self.address
@@ -154,6 +170,17 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         })?;
     }
     let transport = config.security.transport(TlsRole::Worker)?;
+    let http_listener = match &config.http {
+        Some(address) => {
+            let address = if address.starts_with(':') { format!("0.0.0.0{address}") } else { address.clone() };
+            let listener = TcpListener::bind(&address).await.map_err(|source| CommError::Io {
+                context: format!("cannot serve the worker's metrics on {address}"),
+                source,
+            })?;
+            Some(listener)
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|source| CommError::Io { context: format!("cannot listen on {}", config.listen), source })?;
@@ -175,6 +202,19 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         write_token,
     };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    // Served before the worker joins: a scrape waits in the channel until the shell runs.
+    let http = match http_listener {
+        Some(listener) => {
+            let events = events_tx.clone();
+            let source: kiln_dashboard::worker::MetricsSource =
+                Arc::new(move |reply| events.send(ShellEvent::Metrics(reply)).is_ok());
+            let http = kiln_dashboard::worker::WorkerHttp::serve(listener, source, &config.metrics_namespace)
+                .map_err(|e| CommError::Setup(e.to_string()))?;
+            tracing::info!("worker {name}: metrics at http://{}/metrics", http.address());
+            Some(http)
+        }
+        None => None,
+    };
     // With a death timeout the scheduler may come up later (a batch job's workers often start
     // first): keep trying until the timeout, then fail.
     let give_up = config.death_timeout.map(|t| tokio::time::Instant::now() + t);
@@ -225,9 +265,11 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         threads.push(thread);
     }
 
+    let served = Arc::new(metrics::Served::default());
     tokio::spawn(peer::serve_peers(
         listener,
         store.clone(),
+        served.clone(),
         events_tx.clone(),
         name.clone(),
         write_token,
@@ -265,7 +307,9 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         follow_ups: VecDeque::new(),
         started: Instant::now(),
         activity: Default::default(),
+        counters: metrics::Counters::new(config.nthreads.max(1) as u32, served),
     };
+
     let fresh = fresh_start.clone();
     tokio::spawn(async move {
         if shell.run(events_rx).await {
@@ -279,7 +323,7 @@ pub async fn start_worker(config: WorkerConfig) -> Result<WorkerHandle, CommErro
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
         let _ = done_tx.send(true);
     });
-    Ok(WorkerHandle { address, events: events_tx, done, fresh_start, no_scheduler })
+    Ok(WorkerHandle { address, events: events_tx, done, fresh_start, no_scheduler, http })
 }
 
 /// Sends `event()` every `period` until the shell is gone.

@@ -20,6 +20,7 @@ use kiln_protocol::messages::{PeerReply, PeerRequest, WriteToken};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::metrics::Served;
 use super::shell::ShellEvent;
 use super::store::{Lookup, Store, read_spill};
 use crate::comm::{self, Outgoing, PacketReader, ReceivedFrames, Transport, value_from_wire, values_to_wire};
@@ -32,6 +33,7 @@ use crate::comm::{self, Outgoing, PacketReader, ReceivedFrames, Transport, value
 pub(super) async fn serve_peers(
     listener: TcpListener,
     store: Arc<Store>,
+    served: Arc<Served>,
     events: mpsc::UnboundedSender<ShellEvent>,
     name: String,
     token: WriteToken,
@@ -52,12 +54,15 @@ pub(super) async fn serve_peers(
             return;
         }
         let store = store.clone();
+        let served = served.clone();
         let events = events.clone();
         let name = name.clone();
         let stranger = admission.admit();
         let transport = transport.clone();
         tokio::spawn(async move {
-            if let Err(why) = serve_peer((stream, transport), peer, stranger, store, events, &name, token).await {
+            if let Err(why) =
+                serve_peer((stream, transport), peer, stranger, (store, served), events, &name, token).await
+            {
                 tracing::warn!("worker {name}: dropped connection from {peer}: {why}");
             }
         });
@@ -70,7 +75,7 @@ async fn serve_peer(
     (stream, transport): (TcpStream, Transport),
     peer: SocketAddr,
     mut stranger: comm::Stranger,
-    store: Arc<Store>,
+    (store, served): (Arc<Store>, Arc<Served>),
     events: mpsc::UnboundedSender<ShellEvent>,
     name: &str,
     token: WriteToken,
@@ -129,7 +134,7 @@ async fn serve_peer(
                     ));
                 }
                 request => {
-                    let reply = answer(request, &mut frames, &store, &events).await;
+                    let reply = answer(request, &mut frames, &store, &served, &events).await;
                     if replies.send(reply).is_err() {
                         return Ok(());
                     }
@@ -143,6 +148,7 @@ async fn answer(
     request: PeerRequest,
     frames: &mut ReceivedFrames,
     store: &Arc<Store>,
+    served: &Served,
     events: &mpsc::UnboundedSender<ShellEvent>,
 ) -> Outgoing<PeerReply> {
     match request {
@@ -163,8 +169,12 @@ async fn answer(
                     Lookup::Absent => missing.push(key),
                 }
             }
+            let (count, bytes) = (found.len() as u64, found.iter().map(|(_, v)| value_nbytes(v)).sum());
             match values_to_wire(found, CodecRegistry::global()) {
-                Ok((values, frames)) => Outgoing::WithFrames(PeerReply::Data { request, values, missing }, frames),
+                Ok((values, frames)) => {
+                    served.add(count, bytes);
+                    Outgoing::WithFrames(PeerReply::Data { request, values, missing }, frames)
+                }
                 Err(e) => Outgoing::Message(PeerReply::Error { request, message: e.to_string() }),
             }
         }

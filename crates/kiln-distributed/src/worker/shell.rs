@@ -43,14 +43,34 @@ pub(super) enum ShellEvent {
     Reconnected(Sender<WorkerToScheduler>, Flushed),
     GaveUp(String),
     Done(Outcome),
-    Fetched { holder: WorkerId, values: Vec<(Key, Value)>, missing: Vec<Key>, timing: (u64, u64) },
-    FetchFailed { holder: WorkerId, keys: Vec<Key> },
+    Fetched {
+        holder: WorkerId,
+        values: Vec<(Key, Value)>,
+        missing: Vec<Key>,
+        timing: (u64, u64),
+    },
+    FetchFailed {
+        holder: WorkerId,
+        keys: Vec<Key>,
+    },
     Received(Vec<(Key, u64)>),
-    Spilled { key: Key, file: SpillFile, result: Result<(), SpillError>, timing: (u64, u64) },
-    Unspilled { key: Key, file: SpillFile, result: Result<Value, UnspillError>, timing: (u64, u64) },
+    Spilled {
+        key: Key,
+        file: SpillFile,
+        result: Result<(), SpillError>,
+        timing: (u64, u64),
+    },
+    Unspilled {
+        key: Key,
+        file: SpillFile,
+        result: Result<Value, UnspillError>,
+        timing: (u64, u64),
+    },
     Heartbeat,
     MemoryCheck,
     Close(String),
+    /// A scrape of the worker's `/metrics`.
+    Metrics(tokio::sync::oneshot::Sender<kiln_dashboard::worker::WorkerMetrics>),
 }
 
 /// A task's kernel and inputs (literals decoded, dependencies by key), carried through the
@@ -164,6 +184,8 @@ pub(super) struct Shell {
     pub started: Instant,
     /// Transfers, spills and CPU use for the next heartbeat.
     pub activity: super::activity::Activity,
+    /// Running totals for `/metrics`.
+    pub counters: super::metrics::Counters,
 }
 
 /// How the shell's loop ended.
@@ -202,11 +224,13 @@ impl Shell {
             if received == 0 {
                 break Ending::Lost;
             }
+            let turn = Instant::now();
             for event in batch.drain(..) {
                 if let Some(ending) = self.shell_event(event) {
                     break 'outer ending;
                 }
             }
+            self.counters.tick(turn.elapsed());
         };
         let fresh_start = self.state.wants_fresh_start();
         if let Ending::Left = ending {
@@ -278,6 +302,7 @@ impl Shell {
             ShellEvent::Fetched { holder, values, missing, timing: (started_us, duration_us) } => {
                 let arrived: Vec<(Key, u64)> = values.iter().map(|(k, v)| (k.clone(), value_nbytes(v))).collect();
                 for (key, nbytes) in &arrived {
+                    self.counters.fetched(*nbytes);
                     let kind = ActivityKind::Transfer { from: holder };
                     self.activity.push(kind, key.clone(), *nbytes, started_us, duration_us);
                 }
@@ -289,6 +314,7 @@ impl Shell {
             ShellEvent::Spilled { key, file, result, timing: (started_us, duration_us) } => match result {
                 Ok(()) => {
                     let nbytes = self.store.get(&key).map(|v| value_nbytes(&v)).unwrap_or(0);
+                    self.counters.spilled(nbytes, duration_us);
                     self.activity.push(ActivityKind::Spill, key.clone(), nbytes, started_us, duration_us);
                     Event::SpillDone { key, file }
                 }
@@ -297,6 +323,7 @@ impl Shell {
             ShellEvent::Unspilled { key, file, result, timing: (started_us, duration_us) } => match result {
                 Ok(value) => {
                     let nbytes = value_nbytes(&value);
+                    self.counters.unspilled(nbytes, duration_us);
                     self.activity.push(ActivityKind::Unspill, key.clone(), nbytes, started_us, duration_us);
                     self.arriving.push((key.clone(), value));
                     Event::Unspilled { key, file }
@@ -314,6 +341,10 @@ impl Shell {
                     trim_heap();
                 }
                 Event::MemoryMeasured { process_bytes: super::process_rss() }
+            }
+            ShellEvent::Metrics(reply) => {
+                let _ = reply.send(self.counters.take(&self.state, super::process_rss()));
+                return None;
             }
             ShellEvent::Close(reason) => {
                 tracing::info!("worker {} leaving: {reason}", self.name);

@@ -41,7 +41,7 @@ use arena::{NameCount, PrefixStats, TaskArena, TaskSlot};
 pub use events::Event;
 pub use invariants::InvariantViolation;
 pub use observe::{ObserveLevel, SchedulerEvent, WorkerActivity};
-pub use queries::{PrefixEstimate, PrefixProgress, StateCounts, TASK_INFO_NEIGHBOURS, TaskInfo};
+pub use queries::{GraphNode, GraphView, PrefixEstimate, PrefixProgress, StateCounts, TASK_INFO_NEIGHBOURS, TaskInfo};
 
 /// A message the server must send.
 #[derive(Debug, Clone, PartialEq)]

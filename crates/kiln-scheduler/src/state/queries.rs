@@ -45,6 +45,26 @@ pub struct PrefixProgress {
     pub output_bytes: u64,
 }
 
+/// One task of a [`GraphView`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GraphNode {
+    /// The key as users write it.
+    pub key: String,
+    /// Its prefix (the colour of its kind).
+    pub prefix: String,
+    /// Its state's name (`waiting`, `processing`, `memory`, ...).
+    pub state: &'static str,
+}
+
+/// Every task the scheduler knows and its dependencies ([`SchedulerState::graph_view`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GraphView {
+    /// The tasks.
+    pub nodes: Vec<GraphNode>,
+    /// `(dependency, dependent)` as indices into `nodes`.
+    pub edges: Vec<(u32, u32)>,
+}
+
 /// One task as an observer sees it ([`SchedulerState::task_info`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TaskInfo {
@@ -165,6 +185,40 @@ impl SchedulerState {
                 if f.key == task.key { f.message.clone() } else { format!("{} failed: {}", f.key, f.message) }
             }),
         })
+    }
+
+    /// The whole graph the scheduler knows, for drawing (`/graph`), or `Err(tasks)` when it
+    /// has more than `cap` tasks: only then does it walk them, so asking about a huge graph
+    /// costs nothing.
+    pub fn graph_view(&self, cap: usize) -> Result<GraphView, usize> {
+        let count = self.task_count();
+        if count > cap {
+            return Err(count);
+        }
+        let mut index = vec![u32::MAX; self.tasks.len()];
+        let mut nodes = Vec::with_capacity(count);
+        for (slot, task) in self.tasks.iter().enumerate() {
+            if task.live {
+                index[slot] = nodes.len() as u32;
+                nodes.push(GraphNode {
+                    key: task.key.to_string(),
+                    prefix: self.prefixes[task.prefix as usize].name.to_string(),
+                    state: task.state.name(),
+                });
+            }
+        }
+        let mut edges = Vec::new();
+        for (slot, task) in self.tasks.iter().enumerate() {
+            if task.live {
+                for dep in &task.deps {
+                    let from = index[dep.index()];
+                    if from != u32::MAX {
+                        edges.push((from, index[slot]));
+                    }
+                }
+            }
+        }
+        Ok(GraphView { nodes, edges })
     }
 
     /// Up to `limit` keys a worker is processing and up to `limit` it holds (`/info/worker`).
