@@ -317,6 +317,24 @@ pub fn external_references(html: &str) -> Vec<&'static str> {
     ["http://", "https://", "src=", "<link", "@import"].into_iter().filter(|needle| html.contains(needle)).collect()
 }
 
+/// The per-prefix table of a report written by this module, read back: tasks and output bytes
+/// by task prefix (what tests and scripts compare with the computation they measured). Rows
+/// that do not parse are left out.
+pub fn prefix_rows(html: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let attr = |row: &str, name: &str| -> Option<String> {
+        let from = row.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(row[from..from + row[from..].find('"')?].to_string())
+    };
+    html.split("<tr class=\"prefix\"")
+        .skip(1)
+        .filter_map(|row| {
+            let tasks = attr(row, "data-tasks")?.parse().ok()?;
+            let bytes = attr(row, "data-bytes")?.parse().ok()?;
+            Some((attr(row, "data-prefix")?, (tasks, bytes)))
+        })
+        .collect()
+}
+
 /// `1.5 MiB`, `312 B`.
 pub fn human_bytes(bytes: f64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

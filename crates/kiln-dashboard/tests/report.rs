@@ -4,26 +4,9 @@
 use std::collections::BTreeMap;
 
 use kiln_array::random::RandomState;
-use kiln_dashboard::report::{ReportData, performance_report};
+use kiln_dashboard::report::{ReportData, performance_report, prefix_rows};
 use kiln_graph::collection::graph_of;
 use kiln_local::LocalScheduler;
-
-/// `data-prefix` / `data-tasks` / `data-bytes` of the report's prefix table.
-fn prefix_rows(html: &str) -> BTreeMap<String, (u64, u64)> {
-    let attr = |row: &str, name: &str| -> String {
-        let from = row.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("no {name} in {row}")) + name.len() + 2;
-        row[from..from + row[from..].find('"').unwrap()].to_string()
-    };
-    html.split("<tr class=\"prefix\"")
-        .skip(1)
-        .map(|row| {
-            (
-                attr(row, "data-prefix"),
-                (attr(row, "data-tasks").parse().unwrap(), attr(row, "data-bytes").parse().unwrap()),
-            )
-        })
-        .collect()
-}
 
 fn graph_prefixes(graph: &kiln_graph::Graph) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();

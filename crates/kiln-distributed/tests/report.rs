@@ -5,25 +5,10 @@
 use std::collections::BTreeMap;
 
 use kiln_array::random::RandomState;
+use kiln_distributed::report::prefix_rows;
 use kiln_distributed::{LocalCluster, WorkerMode};
 use kiln_graph::Scheduler;
 use kiln_graph::collection::graph_of;
-
-fn prefix_rows(html: &str) -> BTreeMap<String, (u64, u64)> {
-    let attr = |row: &str, name: &str| -> String {
-        let from = row.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("no {name} in {row}")) + name.len() + 2;
-        row[from..from + row[from..].find('"').unwrap()].to_string()
-    };
-    html.split("<tr class=\"prefix\"")
-        .skip(1)
-        .map(|row| {
-            (
-                attr(row, "data-prefix"),
-                (attr(row, "data-tasks").parse().unwrap(), attr(row, "data-bytes").parse().unwrap()),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn a_cluster_computation_gives_a_self_contained_report_that_counts_its_tasks() {
