@@ -426,7 +426,10 @@ mod tests {
         assert!(matches!(refusal, Refusal::Version { theirs: 7, .. }), "{refusal:?}");
         assert_eq!(
             refusal.to_string(),
-            "protocol version 7 is not supported by this scheduler (speaks version 4); upgrade kiln on one side"
+            format!(
+                "protocol version 7 is not supported by this scheduler (speaks version {PROTOCOL_VERSION}); \
+                 upgrade kiln on one side"
+            )
         );
     }
 

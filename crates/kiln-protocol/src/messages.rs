@@ -510,8 +510,8 @@ pub enum SchedulerToWorker {
     /// Fetch these values from the workers named and keep them (a retiring worker's unique
     /// results moving here); each arrival is reported with [`WorkerToScheduler::Received`].
     Acquire {
-        /// Keys and the workers that hold them.
-        keys: Vec<(Key, Vec<WorkerId>)>,
+        /// The keys, who holds them and their sizes.
+        keys: Vec<WhoHas>,
     },
     /// Forget these results (or tasks not started yet).
     Free {
@@ -525,6 +525,18 @@ pub enum SchedulerToWorker {
     },
 }
 
+/// A value a worker may have to fetch: the workers that hold it and its size, which the
+/// worker weighs against the bytes it lets arrive at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoHas {
+    /// The value's key.
+    pub key: Key,
+    /// The workers holding it, in the order to ask them.
+    pub holders: Vec<WorkerId>,
+    /// Its size in bytes as its producer reported it.
+    pub nbytes: u64,
+}
+
 /// A task a worker is to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ComputeTask {
@@ -534,8 +546,8 @@ pub struct ComputeTask {
     pub kernel: KernelSpec,
     /// Its inputs (dependencies by key, literals encoded).
     pub inputs: Vec<InputSpec>,
-    /// Where each dependency that this worker does not hold can be fetched.
-    pub who_has: Vec<(Key, Vec<WorkerId>)>,
+    /// Where each dependency that this worker does not hold can be fetched, and its size.
+    pub who_has: Vec<WhoHas>,
     /// Run order among the worker's ready tasks.
     pub priority: Priority,
 }

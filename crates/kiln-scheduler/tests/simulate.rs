@@ -264,13 +264,15 @@ impl Sim {
             let InputSpec::Task(dep) = input else { continue };
             let local = self.workers[&w].held.get(dep).copied();
             let value = local.or_else(|| {
-                let holders = &task.who_has.iter().find(|(k, _)| k == dep).expect("who_has names every remote input").1;
+                let holders =
+                    &task.who_has.iter().find(|h| h.key == *dep).expect("who_has names every remote input").holders;
                 holders.iter().find_map(|h| self.workers.get(h).and_then(|hw| hw.held.get(dep).copied()))
             });
             match value {
                 Some(v) => inputs.push(v),
                 None => {
-                    let tried = task.who_has.iter().find(|(k, _)| k == dep).map(|(_, h)| h.clone()).unwrap_or_default();
+                    let tried =
+                        task.who_has.iter().find(|h| h.key == *dep).map(|h| h.holders.clone()).unwrap_or_default();
                     let message =
                         WorkerToScheduler::MissingDependency { key: task.key.clone(), missing: dep.clone(), tried };
                     self.s.handle(Event::Worker(w, message), self.now);
@@ -547,7 +549,9 @@ fn placement_prefers_the_worker_holding_most_input_bytes() {
     let task = sim.workers[&big_on].running.iter().find(|t| t.key == c.key).unwrap();
     if sim.s.who_has(&b.key) != vec![big_on] {
         assert_eq!(task.who_has.len(), 1);
-        assert_eq!(task.who_has[0].0, b.key);
+        assert_eq!(task.who_has[0].key, b.key);
+        // With the size its producer reported, which the worker weighs before fetching.
+        assert_eq!(task.who_has[0].nbytes, 10);
     }
 }
 
@@ -815,8 +819,9 @@ fn retiring_a_worker_moves_its_unique_results_first() {
         match command {
             Command::Worker(target, SchedulerToWorker::Acquire { keys }) => {
                 assert_ne!(target, victim);
-                for (key, holders) in keys {
+                for WhoHas { key, holders, nbytes } in keys {
                     assert_eq!(holders, vec![victim]);
+                    assert_eq!(nbytes, 8, "{key}: the size its producer reported");
                     let value = sim.workers[&victim].held[&key];
                     sim.workers.get_mut(&target).unwrap().held.insert(key.clone(), value);
                     sim.s.handle(Event::Worker(target, WorkerToScheduler::Received { entries: vec![(key, 8)] }), 0);

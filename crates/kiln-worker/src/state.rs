@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use kiln_graph::Key;
-use kiln_protocol::messages::{ActivityRecord, Priority, TaskFailure, WorkerId, WorkerInfo, WorkerToScheduler};
+use kiln_protocol::messages::{ActivityRecord, Priority, TaskFailure, WhoHas, WorkerId, WorkerInfo, WorkerToScheduler};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
@@ -35,12 +35,17 @@ pub struct MemoryLimits {
     pub spill: f64,
     /// Start no task while the process's memory exceeds this fraction.
     pub pause: f64,
+    /// Values fetched from peers at once at most, in bytes, as this fraction of the limit (one
+    /// value is fetched whatever its size when nothing else is arriving): a burst of tasks
+    /// whose inputs are elsewhere would otherwise bring them all in before any of them runs.
+    pub transfer: f64,
 }
 
 impl MemoryLimits {
-    /// Dask's fractions (target 0.6, spill 0.7, pause 0.8) of `limit`; `None` for 0 (no limit).
+    /// Dask's fractions (target 0.6, spill 0.7, pause 0.8, transfer 0.1) of `limit`; `None`
+    /// for 0 (no limit).
     pub fn with_limit(limit: u64) -> Option<Self> {
-        (limit > 0).then_some(MemoryLimits { limit, target: 0.6, spill: 0.7, pause: 0.8 })
+        (limit > 0).then_some(MemoryLimits { limit, target: 0.6, spill: 0.7, pause: 0.8, transfer: 0.1 })
     }
 
     fn bytes(&self, fraction: f64) -> u64 {
@@ -135,6 +140,9 @@ pub enum ConfigError {
         /// The pause fraction.
         pause: f64,
     },
+    /// The transfer fraction is out of (0, 1].
+    #[error("the transfer fraction must satisfy 0 < transfer <= 1 (got {0})")]
+    TransferFraction(f64),
     /// Spilling configured without a slot to spill or read back in.
     #[error("max_spills_in_flight and max_unspills_in_flight must be at least 1")]
     NoSpillSlots,
@@ -209,8 +217,8 @@ pub enum Event<P> {
         key: Key,
         /// Its dependencies, in any order, duplicates allowed.
         deps: SmallVec<[Key; 2]>,
-        /// Holders of dependencies this worker may not hold.
-        who_has: Vec<(Key, Vec<WorkerId>)>,
+        /// Holders and sizes of dependencies this worker may not hold.
+        who_has: Vec<WhoHas>,
         /// Run order among ready tasks (smaller first).
         priority: Priority,
         /// What the shell needs to run it; handed back in [`Instruction::Run`].
@@ -235,8 +243,8 @@ pub enum Event<P> {
     },
     /// Copy these values from their holders and keep them.
     Acquire {
-        /// Keys and who holds them.
-        keys: Vec<(Key, Vec<WorkerId>)>,
+        /// Keys, who holds them and their sizes.
+        keys: Vec<WhoHas>,
     },
     /// Hand back unstarted work, let running tasks finish, then stop.
     Leave,
@@ -603,8 +611,12 @@ enum Slot<P> {
         stealing: bool,
     },
     Fetching {
-        /// The holder asked now.
+        /// The holder to ask, or asked now.
         asked: WorkerId,
+        /// The size its holder reported, counted against the bytes arriving at once.
+        nbytes: u64,
+        /// `Fetch` was sent (else it waits in the fetch queue).
+        requested: bool,
         /// Holders not asked yet.
         untried: SmallVec<[WorkerId; 2]>,
         /// Holders that did not have it.
@@ -698,6 +710,11 @@ pub struct WorkerState<P> {
     unspill_queue: std::collections::VecDeque<Key>,
     /// `Unspill`s not answered yet.
     unspills_in_flight: usize,
+    /// Values to fetch, in the order tasks asked (stale items are skipped).
+    fetch_queue: std::collections::VecDeque<Key>,
+    /// Values asked of peers and not arrived: how many, and their reported bytes.
+    fetches_in_flight: usize,
+    incoming_bytes: u64,
     /// The files being read back and their values' sizes: memory already promised to reads.
     reading: SmallVec<[(SpillFile, u64); 2]>,
     /// Bytes sent to spill since the last memory measurement (not yet visible in it).
@@ -742,6 +759,9 @@ impl<P> WorkerState<P> {
             if !(0.0 < m.target && m.target <= m.spill && m.spill <= m.pause && m.pause <= 1.0) {
                 return Err(ConfigError::Fractions { target: m.target, spill: m.spill, pause: m.pause });
             }
+            if !(0.0 < m.transfer && m.transfer <= 1.0) {
+                return Err(ConfigError::TransferFraction(m.transfer));
+            }
             if config.max_spills_in_flight == 0 || config.max_unspills_in_flight == 0 {
                 return Err(ConfigError::NoSpillSlots);
             }
@@ -766,6 +786,9 @@ impl<P> WorkerState<P> {
             spills_in_flight: 0,
             unspill_queue: std::collections::VecDeque::new(),
             unspills_in_flight: 0,
+            fetch_queue: std::collections::VecDeque::new(),
+            fetches_in_flight: 0,
+            incoming_bytes: 0,
             reading: SmallVec::new(),
             spilled_since_measure: 0,
             process_bytes: 0,
@@ -839,6 +862,17 @@ impl<P> WorkerState<P> {
     /// Runs handed to the threads and not reported back.
     pub fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Values asked of peers and not arrived yet, and their sizes as reported by their
+    /// holders: what [`MemoryLimits::transfer`] bounds.
+    pub fn incoming(&self) -> (usize, u64) {
+        (self.fetches_in_flight, self.incoming_bytes)
+    }
+
+    /// Values waiting for their turn to be fetched (some may no longer be wanted).
+    pub fn fetches_queued(&self) -> usize {
+        self.fetch_queue.len()
     }
 
     /// Whether memory pressure holds tasks back.
@@ -927,6 +961,7 @@ impl<P> WorkerState<P> {
         let limited = self.config.memory.is_some();
         let (mut managed, mut spilled, mut spilling_bytes, mut spilling) = (0u64, 0u64, 0u64, 0usize);
         let (mut executing, mut ready, mut reading_count) = (0usize, 0usize, 0usize);
+        let (mut fetching, mut incoming) = (0usize, 0u64);
         let mut pins: FxHashMap<&Key, u32> = FxHashMap::default();
         let mut waits: FxHashMap<&Key, u32> = FxHashMap::default();
         for (key, entry) in &self.keys {
@@ -968,9 +1003,17 @@ impl<P> WorkerState<P> {
                     }
                 }
                 Slot::Executing { .. } => executing += 1,
-                Slot::Fetching { waiters, acquire, .. } => {
+                Slot::Fetching { waiters, acquire, requested, nbytes, .. } => {
                     if waiters.len() as u32 > entry.pins || (!acquire && entry.pins as usize != waiters.len()) {
                         return fail(format!("{key}: fetching for {} waiters with {} pins", waiters.len(), entry.pins));
+                    }
+                    if *requested {
+                        fetching += 1;
+                        incoming += nbytes;
+                    } else if !self.fetch_queue.contains(key) {
+                        return fail(format!("{key}: to be fetched but not queued"));
+                    } else if !acquire && entry.pins == 0 {
+                        return fail(format!("{key}: queued for a fetch nobody wants"));
                     }
                 }
                 Slot::Memory { nbytes, held, tick, spilling: s, spillable } => {
@@ -1040,6 +1083,12 @@ impl<P> WorkerState<P> {
                 self.executing,
                 self.in_flight,
                 self.config.max_in_flight()
+            ));
+        }
+        if (fetching, incoming) != (self.fetches_in_flight, self.incoming_bytes) {
+            return fail(format!(
+                "fetches: counted {fetching} asked for {incoming} bytes, kept {}/{}",
+                self.fetches_in_flight, self.incoming_bytes
             ));
         }
         if spilling > self.spills_in_flight || self.spills_in_flight > self.config.max_spills_in_flight {
@@ -1194,6 +1243,7 @@ impl<P> WorkerState<P> {
         // worker reads back only what fits under the target.
         self.start_ready(out);
         self.start_unspills(out);
+        self.start_fetches(out);
     }
 
     /// Paused for process memory while running nothing and holding no value: the memory is
@@ -1284,7 +1334,7 @@ impl<P> WorkerState<P> {
         &mut self,
         key: Key,
         mut deps: SmallVec<[Key; 2]>,
-        who_has: &[(Key, Vec<WorkerId>)],
+        who_has: &[WhoHas],
         priority: Priority,
         payload: P,
         out: &mut Vec<Instruction<P>>,
@@ -1293,13 +1343,17 @@ impl<P> WorkerState<P> {
             leaving.returned.push(key);
             return;
         }
-        if let Some(Entry { slot: Slot::Fetching { asked, waiters, .. }, .. }) = self.keys.get_mut(&key) {
+        if let Some(Entry { slot: Slot::Fetching { asked, waiters, requested, nbytes, .. }, .. }) =
+            self.keys.get_mut(&key)
+        {
             // The scheduler wants it computed here: its holder is gone (a fetch from a peer cut
             // off may never answer). The fetch is abandoned, its late answer ignored, and the
             // tasks waiting for it are reported so the scheduler sends them again.
-            let (asked, waiters) = (*asked, std::mem::take(waiters));
+            let (asked, waiters, requested, nbytes) = (*asked, std::mem::take(waiters), *requested, *nbytes);
             self.keys.remove(&key);
-            self.fail_waiters(&key, waiters, vec![asked], out);
+            self.fetch_ended(requested, nbytes);
+            let tried = if requested { vec![asked] } else { Vec::new() };
+            self.fail_waiters(&key, waiters, tried, out);
         }
         if let Some(entry) = self.keys.get_mut(&key) {
             // Equal keys are equal computations: a value already here answers at once; a task
@@ -1329,7 +1383,7 @@ impl<P> WorkerState<P> {
                 // A task of this worker not finished: the scheduler should not have sent this.
                 Some(_) => Some(Vec::new()),
                 None => {
-                    let holders = holders_of(who_has, dep);
+                    let holders = holders_of(who_has, dep).map_or(&[][..], |w| &w.holders);
                     (!holders.iter().any(|h| self.can_fetch_from(*h))).then(|| holders.to_vec())
                 }
             };
@@ -1339,25 +1393,24 @@ impl<P> WorkerState<P> {
             }
         }
         let mut missing = 0u32;
-        let mut fetches: SmallVec<[(WorkerId, Vec<Key>); 2]> = SmallVec::new();
         for dep in &deps {
             let id = self.id;
             let peers = &self.peers;
+            let fetch_queue = &mut self.fetch_queue;
             let entry = self.keys.entry(dep.clone()).or_insert_with(|| {
-                let holders = holders_of(who_has, dep);
+                let (holders, nbytes) = holders_of(who_has, dep).map_or((&[][..], 0), |w| (&w.holders[..], w.nbytes));
                 let mut candidates = holders
                     .iter()
                     .copied()
                     .filter(|h| Some(*h) != id && peers.contains_key(h))
                     .collect::<SmallVec<_>>();
                 let asked = candidates.remove(0);
-                match fetches.iter_mut().find(|(h, _)| *h == asked) {
-                    Some((_, keys)) => keys.push(dep.clone()),
-                    None => fetches.push((asked, vec![dep.clone()])),
-                }
+                fetch_queue.push_back(dep.clone());
                 Entry {
                     slot: Slot::Fetching {
                         asked,
+                        nbytes,
+                        requested: false,
                         untried: candidates,
                         tried: SmallVec::new(),
                         waiters: SmallVec::new(),
@@ -1382,9 +1435,6 @@ impl<P> WorkerState<P> {
                 }
                 _ => {}
             }
-        }
-        for (holder, keys) in fetches {
-            out.push(Instruction::Fetch { holder, keys });
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -1592,6 +1642,10 @@ impl<P> WorkerState<P> {
                 // Nobody needs it back before it is read: it stays on disk.
                 entry.slot = Slot::Spilled { nbytes, file, held: true };
             }
+            Slot::Fetching { requested: false, acquire: false, .. } => {
+                // Not asked for yet and no longer wanted: its queue item is skipped as stale.
+                self.keys.remove(dep);
+            }
             Slot::Memory { held: true, spilling: None, spillable: true, tick, .. } if self.config.memory.is_some() => {
                 let tick = *tick;
                 self.lru.insert(tick, dep.clone());
@@ -1664,6 +1718,9 @@ impl<P> WorkerState<P> {
                 self.spilled -= nbytes;
                 out.push(Instruction::Release { key, file: Some(file) });
             }
+            Slot::Fetching { requested: false, .. } if !pinned => {
+                self.keys.remove(&key);
+            }
             Slot::Fetching { acquire, .. } => *acquire = false,
             // Borrowed values are not the scheduler's to free.
             Slot::Memory { held: false, .. } | Slot::Unspilling { .. } => {}
@@ -1714,10 +1771,9 @@ impl<P> WorkerState<P> {
         self.finish_leaving_if_done(out);
     }
 
-    fn acquire(&mut self, keys: Vec<(Key, Vec<WorkerId>)>, out: &mut Vec<Instruction<P>>) {
+    fn acquire(&mut self, keys: Vec<WhoHas>, out: &mut Vec<Instruction<P>>) {
         let mut received = Vec::new();
-        let mut fetches: Vec<(WorkerId, Vec<Key>)> = Vec::new();
-        for (key, holders) in keys {
+        for WhoHas { key, holders, nbytes } in keys {
             match self.keys.get_mut(&key).map(|e| &mut e.slot) {
                 Some(Slot::Memory { nbytes, .. } | Slot::Spilled { nbytes, .. } | Slot::Unspilling { nbytes, .. }) => {
                     received.push((key.clone(), *nbytes));
@@ -1733,12 +1789,11 @@ impl<P> WorkerState<P> {
                         continue;
                     }
                     let asked = candidates.remove(0);
-                    match fetches.iter_mut().find(|(h, _)| *h == asked) {
-                        Some((_, keys)) => keys.push(key.clone()),
-                        None => fetches.push((asked, vec![key.clone()])),
-                    }
+                    self.fetch_queue.push_back(key.clone());
                     let slot = Slot::Fetching {
                         asked,
+                        nbytes,
+                        requested: false,
                         untried: candidates,
                         tried: SmallVec::new(),
                         waiters: SmallVec::new(),
@@ -1750,9 +1805,6 @@ impl<P> WorkerState<P> {
         }
         if !received.is_empty() {
             out.push(Instruction::Send(WorkerToScheduler::Received { entries: received }));
-        }
-        for (holder, keys) in fetches {
-            out.push(Instruction::Fetch { holder, keys });
         }
     }
 
@@ -1802,16 +1854,20 @@ impl<P> WorkerState<P> {
     fn arrived(&mut self, key: Key, nbytes: u64, received: &mut Vec<(Key, u64)>, out: &mut Vec<Instruction<P>>) {
         let tick = self.next_tick();
         let Some(entry) = self.keys.get_mut(&key) else { return };
-        let Slot::Fetching { waiters, acquire, .. } = &mut entry.slot else { return };
-        let acquire = *acquire;
+        let Slot::Fetching { waiters, acquire, requested, nbytes: asked_bytes, .. } = &mut entry.slot else { return };
+        let (acquire, requested, asked_bytes) = (*acquire, *requested, *asked_bytes);
         let waiters = std::mem::take(waiters);
         if entry.pins == 0 && !acquire {
             // Every task that wanted it is gone.
             self.keys.remove(&key);
+            self.fetch_ended(requested, asked_bytes);
             return;
         }
         entry.slot = Slot::Memory { nbytes, held: acquire, tick, spilling: None, spillable: true };
         let unpinned = entry.pins == 0;
+        // A late answer to an abandoned request may fill an entry not asked for yet: its queue
+        // item is skipped as stale.
+        self.fetch_ended(requested, asked_bytes);
         self.managed += nbytes;
         if acquire {
             if unpinned && self.config.memory.is_some() {
@@ -1828,13 +1884,19 @@ impl<P> WorkerState<P> {
     /// `holder` does not have `key` (or could not be reached): try the next holder, or give up.
     fn not_at(&mut self, holder: WorkerId, key: Key, out: &mut Vec<Instruction<P>>) {
         let Some(entry) = self.keys.get_mut(&key) else { return };
-        let Slot::Fetching { asked, untried, tried, waiters, acquire } = &mut entry.slot else { return };
+        let Slot::Fetching { asked, untried, tried, waiters, acquire, requested: true, nbytes } = &mut entry.slot
+        else {
+            // Not asked yet: the answer is to an abandoned request.
+            return;
+        };
         if *asked != holder {
             return;
         }
         tried.push(holder);
+        let nbytes = *nbytes;
         if entry.pins == 0 && !*acquire {
             self.keys.remove(&key);
+            self.fetch_ended(true, nbytes);
             return;
         }
         let id = self.id;
@@ -1848,7 +1910,76 @@ impl<P> WorkerState<P> {
         let waiters = std::mem::take(waiters);
         let tried = tried.to_vec();
         self.keys.remove(&key);
+        self.fetch_ended(true, nbytes);
         self.fail_waiters(&key, waiters, tried, out);
+    }
+
+    /// A fetching entry is gone (arrived, given up or abandoned): a request's bytes no longer
+    /// arrive.
+    fn fetch_ended(&mut self, requested: bool, nbytes: u64) {
+        if requested {
+            self.fetches_in_flight = self.fetches_in_flight.saturating_sub(1);
+            self.incoming_bytes = self.incoming_bytes.saturating_sub(nbytes);
+        }
+    }
+
+    /// Bytes that may be arriving from peers at once (`None`: no bound).
+    fn incoming_limit(&self) -> Option<u64> {
+        self.config.memory.map(|l| l.bytes(l.transfer))
+    }
+
+    /// Sends queued fetches, grouped by holder, while the bytes arriving stay under the
+    /// transfer limit (one value always, when nothing else arrives). Paused, a worker fetches
+    /// nothing: what arrives would only push memory further up. The exception is a pause that
+    /// nothing under way can end (no run, spill, read-back or fetch, no ready task): then one
+    /// value at a time arrives so that waiting tasks still progress, as one ready task at a
+    /// time runs in [`Self::start_ready`].
+    fn start_fetches(&mut self, out: &mut Vec<Instruction<P>>) {
+        if self.stopped || self.fetch_queue.is_empty() {
+            return;
+        }
+        let paused = self.paused_since.is_some();
+        if paused
+            && !(self.fetches_in_flight == 0
+                && self.ready_count == 0
+                && self.unspills_in_flight == 0
+                && self.paused_without_way_out())
+        {
+            return;
+        }
+        let limit = self.incoming_limit();
+        let mut batches: SmallVec<[(WorkerId, Vec<Key>); 2]> = SmallVec::new();
+        while let Some(key) = self.fetch_queue.front() {
+            let Some(Entry { slot: Slot::Fetching { requested, nbytes, asked, .. }, .. }) = self.keys.get_mut(key)
+            else {
+                self.fetch_queue.pop_front();
+                continue;
+            };
+            if *requested {
+                self.fetch_queue.pop_front();
+                continue;
+            }
+            let fits =
+                self.fetches_in_flight == 0 || limit.is_none_or(|l| self.incoming_bytes.saturating_add(*nbytes) <= l);
+            if !fits {
+                break;
+            }
+            *requested = true;
+            self.fetches_in_flight += 1;
+            self.incoming_bytes += *nbytes;
+            let asked = *asked;
+            let Some(key) = self.fetch_queue.pop_front() else { break };
+            match batches.iter_mut().find(|(h, _)| *h == asked) {
+                Some((_, keys)) => keys.push(key),
+                None => batches.push((asked, vec![key])),
+            }
+            if paused {
+                break;
+            }
+        }
+        for (holder, keys) in batches {
+            out.push(Instruction::Fetch { holder, keys });
+        }
     }
 
     // ---- memory ----
@@ -2080,6 +2211,10 @@ impl<P> WorkerState<P> {
         }
         self.ready.clear();
         self.unspill_queue.clear();
+        // Answers to requests already sent find no entry and are dropped.
+        self.fetch_queue.clear();
+        self.fetches_in_flight = 0;
+        self.incoming_bytes = 0;
         self.ready_count = 0;
         self.executing = 0;
         self.lru.clear();
@@ -2111,6 +2246,6 @@ fn dedup(keys: &mut SmallVec<[Key; 2]>) {
     }
 }
 
-fn holders_of<'a>(who_has: &'a [(Key, Vec<WorkerId>)], key: &Key) -> &'a [WorkerId] {
-    who_has.iter().find(|(k, _)| k == key).map(|(_, h)| h.as_slice()).unwrap_or(&[])
+fn holders_of<'a>(who_has: &'a [WhoHas], key: &Key) -> Option<&'a WhoHas> {
+    who_has.iter().find(|w| w.key == *key)
 }

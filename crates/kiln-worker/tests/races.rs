@@ -1,7 +1,7 @@
 //! The worker's hard races, one named test each, replayed event by event with explicit time.
 
 use kiln_graph::Key;
-use kiln_protocol::messages::{Priority, WorkerId, WorkerInfo, WorkerToScheduler};
+use kiln_protocol::messages::{Priority, WhoHas, WorkerId, WorkerInfo, WorkerToScheduler};
 use kiln_worker::{
     Config, Event, Instruction, KeyState, MemoryLimits, Notice, PauseReason, RunId, SpillError, SpillFile, WhenStuck,
     WorkerState,
@@ -49,7 +49,7 @@ fn compute(name: &str, deps: &[(&str, &[u32])]) -> Event<()> {
         who_has: deps
             .iter()
             .filter(|(_, h)| !h.is_empty())
-            .map(|(d, h)| (key(d), h.iter().map(|&i| WorkerId::new(i)).collect()))
+            .map(|(d, h)| WhoHas { key: key(d), holders: h.iter().map(|&i| WorkerId::new(i)).collect(), nbytes: 100 })
             .collect(),
         priority: Priority::default(),
         payload: (),
@@ -700,4 +700,116 @@ fn a_worker_under_a_memory_limit_queues_only_the_runs_whose_results_fit_under_it
     produce(&mut free, "a", 100);
     let started: usize = (0..10).map(|i| runs(&step(&mut free, compute(&format!("t{i}"), &[])))).sum();
     assert_eq!(started, 10);
+}
+
+/// A task whose inputs `(name, holder, nbytes)` are on peers.
+fn compute_remote(name: &str, deps: &[(&str, u32, u64)]) -> Event<()> {
+    Event::Compute {
+        key: key(name),
+        deps: deps.iter().map(|(d, _, _)| key(d)).collect(),
+        who_has: deps
+            .iter()
+            .map(|&(d, h, nbytes)| WhoHas { key: key(d), holders: vec![WorkerId::new(h)], nbytes })
+            .collect(),
+        priority: Priority::default(),
+        payload: (),
+    }
+}
+
+fn fetches(out: &Out) -> Vec<(WorkerId, Vec<Key>)> {
+    out.iter()
+        .filter_map(|i| match i {
+            Instruction::Fetch { holder, keys } => Some((*holder, keys.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn fetches_wait_while_the_bytes_arriving_would_pass_the_transfer_limit() {
+    // 10 % of 10 kB: 1 kB may be arriving at once.
+    let mut state = worker(limited(10_000));
+    let out = step(&mut state, compute_remote("t1", &[("a", 1, 600), ("b", 2, 300)]));
+    assert_eq!(fetches(&out), vec![(W1, vec![key("a")]), (W2, vec![key("b")])]);
+    assert_eq!(state.incoming(), (2, 900));
+    // 900 + 600 > 1000: c and d wait their turn, in order.
+    let out = step(&mut state, compute_remote("t2", &[("c", 1, 600), ("d", 1, 50)]));
+    assert!(fetches(&out).is_empty(), "{out:?}");
+    assert_eq!(state.key_state(&key("c")), Some(KeyState::Fetching));
+    assert_eq!(state.fetches_queued(), 2);
+    // a arrives: c fits now, and d after it, asked of their holder in one request.
+    let out = step(&mut state, Event::Fetched { holder: W1, arrived: vec![(key("a"), 600)], missing: vec![] });
+    assert_eq!(fetches(&out), vec![(W1, vec![key("c"), key("d")])]);
+    assert_eq!(state.incoming(), (3, 950));
+}
+
+#[test]
+fn one_value_larger_than_the_transfer_limit_is_fetched_when_nothing_else_arrives() {
+    let mut state = worker(limited(10_000));
+    let out = step(&mut state, compute_remote("t1", &[("big", 1, 5_000), ("small", 2, 10)]));
+    // The big value alone is over the limit: it goes first, alone.
+    assert_eq!(fetches(&out), vec![(W1, vec![key("big")])]);
+    let out = step(&mut state, Event::Fetched { holder: W1, arrived: vec![(key("big"), 5_000)], missing: vec![] });
+    assert_eq!(fetches(&out), vec![(W2, vec![key("small")])]);
+    let out = step(&mut state, Event::Fetched { holder: W2, arrived: vec![(key("small"), 10)], missing: vec![] });
+    run_of(&out, "t1");
+    assert_eq!(state.incoming(), (0, 0));
+}
+
+#[test]
+fn a_paused_worker_fetches_nothing_until_it_resumes() {
+    let mut state = worker(limited(10_000));
+    // A local value pins memory; a task on the threads keeps the worker busy.
+    let busy = run_of(&step(&mut state, compute("busy", &[])), "busy");
+    let mut out = Vec::new();
+    state.handle(Event::MemoryMeasured { process_bytes: 9_000 }, 10, &mut out);
+    assert!(state.is_paused());
+    let out = step(&mut state, compute_remote("t", &[("a", 1, 100)]));
+    assert!(fetches(&out).is_empty(), "a paused worker fetched: {out:?}");
+    // The running task ends; memory is still over: its result can be spilled, so nothing
+    // arrives yet.
+    let out = finish(&mut state, "busy", busy, 10);
+    assert!(fetches(&out).is_empty(), "{out:?}");
+    let mut out = Vec::new();
+    state.handle(Event::MemoryMeasured { process_bytes: 1_000 }, 20, &mut out);
+    state.check_invariants().unwrap();
+    assert!(!state.is_paused());
+    assert_eq!(fetches(&out), vec![(W1, vec![key("a")])]);
+}
+
+#[test]
+fn a_pause_nothing_under_way_can_end_fetches_one_value_at_a_time() {
+    let mut state = worker(limited(10_000));
+    let mut out = Vec::new();
+    state.handle(Event::MemoryMeasured { process_bytes: 9_000 }, 10, &mut out);
+    assert!(state.is_paused());
+    // Nothing runs, spills or arrives: waiting would last until memory falls by itself, so
+    // inputs still come in, one value at a time.
+    let out = step(&mut state, compute_remote("t", &[("a", 1, 10), ("b", 1, 10)]));
+    assert_eq!(fetches(&out), vec![(W1, vec![key("a")])]);
+    let out = step(&mut state, Event::Fetched { holder: W1, arrived: vec![(key("a"), 10)], missing: vec![] });
+    assert_eq!(fetches(&out), vec![(W1, vec![key("b")])]);
+    let out = step(&mut state, Event::Fetched { holder: W1, arrived: vec![(key("b"), 10)], missing: vec![] });
+    // Paused with its inputs pinned and nothing running: the task runs (one at a time).
+    run_of(&out, "t");
+}
+
+#[test]
+fn a_queued_fetch_whose_task_is_freed_is_never_asked_for() {
+    let mut state = worker(limited(10_000));
+    step(&mut state, compute_remote("t1", &[("a", 1, 900)]));
+    let out = step(&mut state, compute_remote("t2", &[("b", 2, 900)]));
+    assert!(fetches(&out).is_empty(), "{out:?}");
+    step(&mut state, Event::Free { keys: vec![key("t2")] });
+    assert_eq!(state.key_state(&key("b")), None);
+    let out = step(&mut state, Event::Fetched { holder: W1, arrived: vec![(key("a"), 900)], missing: vec![] });
+    assert!(fetches(&out).is_empty(), "b was asked for after its task was freed: {out:?}");
+    run_of(&out, "t1");
+}
+
+#[test]
+fn without_a_memory_limit_every_input_is_asked_for_at_once() {
+    let mut state = worker(Config::new(1));
+    let out = step(&mut state, compute_remote("t1", &[("a", 1, 1 << 40), ("b", 1, 1 << 40), ("c", 2, 1)]));
+    assert_eq!(fetches(&out), vec![(W1, vec![key("a"), key("b")]), (W2, vec![key("c")])]);
 }

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use kiln_graph::Key;
-use kiln_protocol::messages::{Priority, TaskFailure, WorkerId, WorkerInfo, WorkerToScheduler};
+use kiln_protocol::messages::{Priority, TaskFailure, WhoHas, WorkerId, WorkerInfo, WorkerToScheduler};
 use kiln_worker::{
     Config, Event, Instruction, KeyState, MemoryLimits, RunId, SpillError, SpillFile, WhenStuck, WorkerState,
 };
@@ -36,6 +36,8 @@ fn info(id: WorkerId) -> WorkerInfo {
 /// The shell, the threads, the peers and the disk, as plain bookkeeping.
 struct Sim {
     state: WorkerState<u32>,
+    /// Bytes that may be arriving at once (with more than one value asked for).
+    transfer_bytes: Option<u64>,
     rng: Rng,
     now: u64,
     /// Values in the store's memory (with their sizes) and on disk.
@@ -72,7 +74,9 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64, config: Config) -> Sim {
+        let transfer_bytes = config.memory.map(|m| (m.limit as f64 * m.transfer) as u64);
         let mut sim = Sim {
+            transfer_bytes,
             state: WorkerState::new(config).unwrap(),
             rng: Rng(seed),
             now: 0,
@@ -277,6 +281,10 @@ impl Sim {
 
     /// The shell's store and the state agree; nothing leaks.
     fn check_model(&self) {
+        let (fetching, incoming) = self.state.incoming();
+        if let Some(limit) = self.transfer_bytes {
+            assert!(fetching <= 1 || incoming <= limit, "{fetching} values, {incoming} bytes arriving, limit {limit}");
+        }
         if !self.rejoining && !self.stopped {
             assert_eq!(self.state.is_paused(), self.scheduler_paused, "the scheduler is not told of a pause");
         }
@@ -315,7 +323,7 @@ impl Sim {
                 if named.is_empty() {
                     named.push(PEERS[self.rng.below(3)]);
                 }
-                who_has.push((dep.clone(), named));
+                who_has.push(WhoHas { key: dep.clone(), holders: named, nbytes: self.size_of(&dep) });
                 deps.push(dep);
             }
         }
@@ -433,7 +441,8 @@ impl Sim {
         self.held.insert(key.clone());
         self.freed.remove(&key);
         let holders = vec![PEERS[self.rng.below(3)], PEERS[self.rng.below(3)]];
-        self.handle(Event::Acquire { keys: vec![(key, holders)] });
+        let nbytes = self.size_of(&key);
+        self.handle(Event::Acquire { keys: vec![WhoHas { key, holders, nbytes }] });
     }
 
     fn step(&mut self) {
@@ -519,7 +528,11 @@ impl Sim {
 fn config(seed: u64) -> Config {
     let mut config = Config::new(1 + (seed % 3) as usize);
     config.tasks_per_thread = 1 + (seed % 4) as usize;
-    config.memory = (!seed.is_multiple_of(4)).then(|| MemoryLimits::with_limit(LIMIT).unwrap());
+    config.memory = (!seed.is_multiple_of(4)).then(|| MemoryLimits {
+        // From one value at a time to all of them.
+        transfer: [0.1, 0.25, 1.0][(seed % 3) as usize],
+        ..MemoryLimits::with_limit(LIMIT).unwrap()
+    });
     config.max_spills_in_flight = 1 + (seed % 2) as usize;
     // Short graces, so that schedules (a few hundred milliseconds) reach the end of a pause
     // that waiting cannot end, both ways.

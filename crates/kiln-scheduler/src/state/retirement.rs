@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_graph::Key;
-use kiln_protocol::messages::{SchedulerToWorker, WorkerId};
+use kiln_protocol::messages::{SchedulerToWorker, WhoHas, WorkerId};
 
 use super::arena::TaskSlot;
 use super::observe::SchedulerEvent;
@@ -60,7 +59,7 @@ impl SchedulerState {
             if staying.is_empty() {
                 continue;
             }
-            let mut batches: BTreeMap<WorkerId, Vec<(Key, Vec<WorkerId>)>> = BTreeMap::new();
+            let mut batches: BTreeMap<WorkerId, Vec<WhoHas>> = BTreeMap::new();
             for t in unique {
                 if self.replicating.contains_key(&t) {
                     continue;
@@ -72,7 +71,9 @@ impl SchedulerState {
                     // Counted now so the next pick spreads the load.
                     tw.nbytes += self.tasks[t].nbytes;
                 }
-                batches.entry(target).or_default().push((self.tasks[t].key.clone(), vec![id]));
+                let task = &self.tasks[t];
+                let located = WhoHas { key: task.key.clone(), holders: vec![id], nbytes: task.nbytes };
+                batches.entry(target).or_default().push(located);
             }
             for (target, keys) in batches {
                 self.commands.push(Command::Worker(target, SchedulerToWorker::Acquire { keys }));

@@ -7,7 +7,7 @@
 
 use kiln_graph::Key;
 use kiln_graph::portable::InputSpec;
-use kiln_protocol::messages::{ComputeTask, SchedulerToClient, SchedulerToWorker, TaskFailure, WorkerId};
+use kiln_protocol::messages::{ComputeTask, SchedulerToClient, SchedulerToWorker, TaskFailure, WhoHas, WorkerId};
 
 use super::arena::{BodyInput, TaskSlot};
 use super::observe::SchedulerEvent;
@@ -113,8 +113,12 @@ impl SchedulerState {
             .map(|i| match i {
                 BodyInput::Dep(d) => {
                     let dep = &self.tasks[*d];
-                    if !dep.who_has.contains(&w) && !who_has.iter().any(|(k, _): &(Key, Vec<WorkerId>)| *k == dep.key) {
-                        who_has.push((dep.key.clone(), dep.who_has.to_vec()));
+                    if !dep.who_has.contains(&w) && !who_has.iter().any(|h: &WhoHas| h.key == dep.key) {
+                        who_has.push(WhoHas {
+                            key: dep.key.clone(),
+                            holders: dep.who_has.to_vec(),
+                            nbytes: dep.nbytes,
+                        });
                     }
                     InputSpec::Task(dep.key.clone())
                 }
