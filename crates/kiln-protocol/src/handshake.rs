@@ -369,10 +369,11 @@ mod tests {
 
     #[test]
     fn hello_layout_is_as_documented() {
+        let [v0, v1] = PROTOCOL_VERSION.to_le_bytes();
         let bytes = encode_hello(&Hello::new(Role::Worker, "ab"));
-        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 4, 0, 1, 2, 0, b'a', b'b', 0, 0]);
+        assert_eq!(bytes, [b'K', b'I', b'L', b'N', v0, v1, 1, 2, 0, b'a', b'b', 0, 0]);
         let bytes = encode_hello(&Hello::new(Role::Client, "").with_token(AuthToken::new(*b"xyz")));
-        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 4, 0, 0, 0, 0, 3, 0, b'x', b'y', b'z']);
+        assert_eq!(bytes, [b'K', b'I', b'L', b'N', v0, v1, 0, 0, 0, 3, 0, b'x', b'y', b'z']);
     }
 
     #[test]
@@ -492,7 +493,8 @@ mod tests {
             }
             assert_eq!(decode_reply(&bytes), Ok(Some((reply, bytes.len()))));
         }
-        assert_eq!(encode_reply(&Reply::Accepted), [b'K', b'I', b'L', b'N', 4, 0, 0, 0, 0, 0, 0]);
+        let [v0, v1] = PROTOCOL_VERSION.to_le_bytes();
+        assert_eq!(encode_reply(&Reply::Accepted), [b'K', b'I', b'L', b'N', v0, v1, 0, 0, 0, 0, 0]);
     }
 
     #[test]
