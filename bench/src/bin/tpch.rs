@@ -6,13 +6,12 @@
 //! `tpch --data /tmp/tpch/sf1/norm [--runs 3] [--threads N] [--only q1,q6,q3]`
 
 use kiln_bench::{arg, load_average, peak_rss_bytes};
-use kiln_dataframe::arrow::array::{Array, ArrayRef, RecordBatch};
+use kiln_dataframe::arrow::array::RecordBatch;
 use kiln_dataframe::arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
-use kiln_dataframe::arrow::util::display::{ArrayFormatter, FormatOptions};
 use kiln_dataframe::{Agg, AggFunc, DataFrame, MergeOptions, read_parquet};
 use kiln_graph::Collection;
 use kiln_local::LocalScheduler;
-use serde_json::{Value, json};
+use serde_json::json;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -92,28 +91,6 @@ fn q3(data: &str, scheduler: &LocalScheduler) -> Result<RecordBatch, Error> {
     Ok(top.project(&positions)?)
 }
 
-/// The batch as rows of JSON values (numbers as numbers, the rest as text).
-fn rows(batch: &RecordBatch) -> Result<Value, Error> {
-    let options = FormatOptions::default();
-    let columns: Vec<&ArrayRef> = batch.columns().iter().collect();
-    let formatters =
-        columns.iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<Vec<_>, _>>()?;
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        let mut values = Vec::with_capacity(columns.len());
-        for (column, formatter) in columns.iter().zip(&formatters) {
-            let text = formatter.value(row).to_string();
-            let numeric = column.data_type().is_numeric() && !column.is_null(row);
-            values.push(match text.parse::<f64>() {
-                Ok(v) if numeric => json!(v),
-                _ => json!(text),
-            });
-        }
-        out.push(Value::Array(values));
-    }
-    Ok(Value::Array(out))
-}
-
 type Query = fn(&str, &LocalScheduler) -> Result<RecordBatch, Error>;
 
 fn main() -> Result<(), Error> {
@@ -136,7 +113,7 @@ fn main() -> Result<(), Error> {
             answer = Some(batch);
         }
         times[name] = json!(secs);
-        answers[name] = rows(answer.as_ref().ok_or("no run")?)?;
+        answers[name] = kiln_bench::json_rows(answer.as_ref().ok_or("no run")?)?;
     }
     let rss = peak_rss_bytes().unwrap_or(0) as f64 / (1 << 20) as f64;
     println!(

@@ -34,11 +34,29 @@ pub struct CsvOptions {
     /// Columns parsed as timestamps (`parse_dates=`). Other columns that look like dates stay
     /// strings, as in pandas.
     pub parse_dates: Vec<String>,
+    /// Fields read as missing values in every column (`na_values=`, with pandas' defaults:
+    /// [`PANDAS_NA_VALUES`]); an empty field is always missing.
+    pub na_values: Vec<String>,
 }
+
+/// The fields pandas' `read_csv` reads as missing by default (`keep_default_na=True`): real
+/// data writes missing values as `NA` (R's CSV files), `NULL`, `NaN` or `#N/A` as often as it
+/// leaves them empty.
+pub const PANDAS_NA_VALUES: [&str; 18] = [
+    "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL",
+    "NaN", "None", "n/a", "nan", "null",
+];
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        CsvOptions { delimiter: b',', has_header: true, sample_rows: 1000, dtypes: Vec::new(), parse_dates: Vec::new() }
+        CsvOptions {
+            delimiter: b',',
+            has_header: true,
+            sample_rows: 1000,
+            dtypes: Vec::new(),
+            parse_dates: Vec::new(),
+            na_values: PANDAS_NA_VALUES.iter().map(|v| v.to_string()).collect(),
+        }
     }
 }
 
@@ -53,6 +71,27 @@ impl CsvOptions {
     pub fn parse_dates<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
         self.parse_dates.extend(columns.into_iter().map(Into::into));
         self
+    }
+
+    /// Reads these fields as missing values too (pandas' `na_values=` with its defaults kept).
+    pub fn na_values<S: Into<String>>(mut self, values: impl IntoIterator<Item = S>) -> Self {
+        self.na_values.extend(values.into_iter().map(Into::into));
+        self
+    }
+
+    /// Reads only empty fields as missing (pandas' `keep_default_na=False`), plus those given
+    /// to [`CsvOptions::na_values`] afterwards.
+    pub fn no_default_na(mut self) -> Self {
+        self.na_values.clear();
+        self
+    }
+
+    /// The pattern arrow's CSV reader tries on each field: empty, or one of the values.
+    fn null_regex(&self) -> Result<regex::Regex> {
+        let alternatives: Vec<String> =
+            std::iter::once(String::new()).chain(self.na_values.iter().map(|v| regex::escape(v))).collect();
+        regex::Regex::new(&format!("^(?:{})$", alternatives.join("|")))
+            .map_err(|e| DataFrameError::InvalidArgument(format!("na_values: {e}")))
     }
 
     /// Uses `delimiter` between fields.
@@ -120,8 +159,10 @@ pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result
     if let Some(end) = sample.iter().rposition(|&b| b == b'\n') {
         sample.truncate(end + 1);
     }
-    let format =
-        arrow::csv::reader::Format::default().with_header(options.has_header).with_delimiter(options.delimiter);
+    let format = arrow::csv::reader::Format::default()
+        .with_header(options.has_header)
+        .with_delimiter(options.delimiter)
+        .with_null_regex(options.null_regex()?);
     let (schema, _) = format
         .infer_schema(sample.as_slice(), Some(options.sample_rows))
         .map_err(|e| DataFrameError::Csv { path: first_file.to_string(), message: e.to_string() })?;
@@ -174,6 +215,7 @@ pub(crate) fn read_csv_file(
     let mut builder = arrow::csv::ReaderBuilder::new(schema.clone())
         .with_header(options.has_header)
         .with_delimiter(options.delimiter)
+        .with_null_regex(options.null_regex()?)
         .with_batch_size(64 * 1024);
     if let Some(projection) = projection {
         builder = builder.with_projection(projection.to_vec());

@@ -75,7 +75,7 @@ pub use error::DataFrameError;
 pub use expr::{BinaryOp, DateField, Expr};
 pub use frame::{DataFrame, read_csv, read_parquet};
 pub use groupby::{Agg, GroupBy, GroupKey, auto_split_out};
-pub use io::CsvOptions;
+pub use io::{CsvOptions, PANDAS_NA_VALUES};
 pub use join::How;
 pub use lower::{ensure_registered, register_portable};
 pub use merge::MergeOptions;
