@@ -196,6 +196,39 @@ fn load() -> f64 {
         .unwrap_or(-1.0)
 }
 
+/// `bag_json profile --dir D [--what read_json|baseline] [--runs N]`: only one side's two
+/// pipelines, repeated, so a profiler sees that side alone.
+fn profile(dir: &Path, args: &[String]) {
+    let files = files(dir);
+    let pattern = dir.join("events-*").to_string_lossy().into_owned();
+    let runs: usize = arg(args, "--runs").map_or(1, |s| s.parse().unwrap());
+    let what = arg(args, "--what").unwrap_or_else(|| "read_json".into());
+    rayon::ThreadPoolBuilder::new().num_threads(2).build_global().unwrap();
+    let s = LocalScheduler::threads(2).with_progress(Progress::Never);
+    for _ in 0..runs {
+        let (count, t_count, t_top) = match what.as_str() {
+            "read_json" => {
+                let records = read_json(&pattern).unwrap();
+                let (alice, t_count) =
+                    timed(|| records.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap());
+                let (_, t_top) =
+                    timed(|| records.pluck("type").frequencies().topk(10, |(_, n)| *n).compute_on(&s).unwrap());
+                (alice, t_count, t_top)
+            }
+            "baseline" => {
+                let (alice, t_count) = timed(|| baseline_count(&files));
+                let (_, t_top) = timed(|| baseline_top(&files));
+                (alice, t_count, t_top)
+            }
+            other => panic!("--what {other}: read_json or baseline"),
+        };
+        println!(
+            "RESULT name=bag_json_profile what={what} count={count} count_s={t_count:.3} topk_s={t_top:.3} load={}",
+            load()
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(arg(&args, "--dir").unwrap_or_else(|| "/work/data/bag".into()));
@@ -207,6 +240,10 @@ fn main() {
             return;
         }
         Some("run") => {}
+        Some("profile") => {
+            profile(&dir, &args);
+            return;
+        }
         _ => {
             eprintln!(
                 "usage: bag_json generate [--mb 2000] [--dir D] [--seed S] | run [--dir D] [--python P] [--no-dask] [--chunk N]"

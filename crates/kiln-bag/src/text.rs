@@ -68,29 +68,95 @@ fn local(path: &Path) -> PathBuf {
 /// A file's lines, decompressed when its name ends in `.gz`; calls `line` with each line
 /// (without its `\n` or `\r\n`) and its 1-based number.
 fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), TaskError>) -> Result<(), TaskError> {
-    let mut reader = BufReader::with_capacity(1 << 16, open_decompressed(path)?);
-    let mut buffer = Vec::new();
+    for_each_shared_line(path, |block, range, number| line(&block[range], number))
+}
+
+/// How many bytes of a file [`for_each_shared_line`] reads at a time: a few hundred typical
+/// records, so a block of lines stays in the caches while its records are parsed.
+const LINE_BLOCK: usize = 128 << 10;
+
+/// A file's lines (decompressed by extension) as ranges of shared blocks of its text: calls
+/// `line` with the block, the line's range in it (without its `\n` or `\r\n`) and its 1-based
+/// number. Records parsed from a line can keep the block instead of copying their text, and the
+/// file is split into lines with `memchr` over whole blocks rather than line by line.
+fn for_each_shared_line(
+    path: &Path,
+    mut line: impl FnMut(&Arc<str>, Range<usize>, u64) -> Result<(), TaskError>,
+) -> Result<(), TaskError> {
+    let mut reader = open_decompressed(path)?;
+    // Read bytes not yet handed on: the start of a line whose end has not been read yet.
+    let mut pending: Vec<u8> = Vec::with_capacity(LINE_BLOCK * 2);
     let mut number = 0u64;
-    loop {
-        buffer.clear();
-        if reader.read_until(b'\n', &mut buffer).map_err(|e| io_error(path, e))? == 0 {
-            return Ok(());
-        }
-        number += 1;
-        let mut end = buffer.len();
-        if buffer[..end].ends_with(b"\n") {
-            end -= 1;
-            if buffer[..end].ends_with(b"\r") {
-                end -= 1;
+    let mut eof = false;
+    while !eof {
+        // Fill to at least a block past the pending part, so a block ends in a full line unless
+        // a line is longer than a block (then read on until it ends).
+        let want = pending.len() + LINE_BLOCK;
+        while pending.len() < want {
+            let filled = pending.len();
+            pending.resize(want, 0);
+            let read = match reader.read(&mut pending[filled..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    pending.truncate(filled);
+                    continue;
+                }
+                Err(e) => return Err(io_error(path, e).into()),
+            };
+            pending.truncate(filled + read);
+            if read == 0 {
+                eof = true;
+                break;
             }
         }
-        let text = std::str::from_utf8(&buffer[..end]).map_err(|e| BagError::BadLine {
-            path: path.to_path_buf(),
-            line: number,
-            message: format!("not UTF-8: {e}"),
-        })?;
-        line(text, number)?;
+        let cut = if eof {
+            pending.len()
+        } else {
+            match memchr::memrchr(b'\n', &pending) {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        if cut == 0 {
+            break;
+        }
+        // Text up to the first byte that is not UTF-8 (and the whole line it is in) is handed
+        // on first, so lines before a bad one are seen in order, as they would be line by line.
+        let (text, bad) = match std::str::from_utf8(&pending[..cut]) {
+            Ok(text) => (text, false),
+            Err(e) => {
+                let valid = memchr::memrchr(b'\n', &pending[..e.valid_up_to()]).map_or(0, |i| i + 1);
+                // A prefix of the part found valid: this check cannot fail.
+                (std::str::from_utf8(&pending[..valid]).unwrap_or_default(), true)
+            }
+        };
+        let valid = text.len();
+        let block: Arc<str> = Arc::from(text);
+        let bytes = block.as_bytes();
+        let mut start = 0;
+        while start < valid {
+            let (end, text_end) = match memchr::memchr(b'\n', &bytes[start..valid]) {
+                // `\r\n` ends a line as `\n` does; a lone `\r` at the very end stays.
+                Some(i) if i > 0 && bytes[start + i - 1] == b'\r' => (start + i, start + i - 1),
+                Some(i) => (start + i, start + i),
+                None => (valid, valid),
+            };
+            number += 1;
+            line(&block, start..text_end, number)?;
+            start = end + 1;
+        }
+        if bad {
+            let rest = &pending[valid..cut];
+            let bad_line = rest.split(|&b| b == b'\n').next().unwrap_or(rest);
+            let message = match std::str::from_utf8(strip_newline(bad_line)) {
+                Err(e) => format!("not UTF-8: {e}"),
+                Ok(_) => "not UTF-8".to_string(),
+            };
+            return Err(BagError::BadLine { path: path.to_path_buf(), line: number + 1, message }.into());
+        }
+        pending.drain(..cut);
     }
+    Ok(())
 }
 
 /// The compression a file's extension names: `.gz`, `.bz2`, `.zst`/`.zstd`.
@@ -422,7 +488,7 @@ fn json_source<T: Element + DeserializeOwned>(
         _ => None,
     };
     file_source("read_json_lines", id, path, None, move |path, _, chunk, emit| {
-        json_records::<T>(path, &on_bad_line, chunk, emit, |line| serde_json::from_str::<T>(line))
+        json_records::<T>(path, &on_bad_line, chunk, emit, |block, range| serde_json::from_str::<T>(&block[range]))
     })
 }
 
@@ -665,7 +731,7 @@ fn read_json_source(path: PathBuf, on_bad_line: OnBadLine) -> Arc<FileSource<Jso
     // A skip log lives in the client's memory: such reads run locally only.
     let id = matches!(on_bad_line, OnBadLine::Fail).then(|| "kiln.bag.read_json".to_string());
     file_source("read_json", id, path, None, move |path, _, chunk, emit| {
-        json_records(path, &on_bad_line, chunk, emit, Json::parse)
+        json_records(path, &on_bad_line, chunk, emit, Json::parse_shared)
     })
 }
 
@@ -675,14 +741,14 @@ fn json_records<T>(
     on_bad_line: &OnBadLine,
     chunk: usize,
     emit: &mut dyn FnMut(Vec<T>) -> Result<(), TaskError>,
-    parse: impl Fn(&str) -> Result<T, serde_json::Error>,
+    parse: impl Fn(&Arc<str>, Range<usize>) -> Result<T, serde_json::Error>,
 ) -> Result<(), TaskError> {
     let mut records = Chunker::new(chunk, emit);
-    for_each_line(path, |line, number| {
-        if line.trim().is_empty() {
+    for_each_shared_line(path, |block, range, number| {
+        if block[range.clone()].trim().is_empty() {
             return Ok(());
         }
-        match parse(line) {
+        match parse(block, range) {
             Ok(record) => records.push(record)?,
             Err(error) => match on_bad_line {
                 OnBadLine::Fail => {
