@@ -783,19 +783,6 @@ impl Json {
         serde_json::from_str::<Valid>(text).map(|_| false)
     }
 
-    /// The record for line `range` of `text` (a block of lines read from a file), sharing the
-    /// block instead of copying the line.
-    ///
-    /// # Errors
-    /// As [`Json::parse`].
-    pub(crate) fn parse_shared(text: &Arc<str>, range: std::ops::Range<usize>) -> Result<Json, serde_json::Error> {
-        let line = &text[range.clone()];
-        let distinct_keys = Self::validate(line)?;
-        let trimmed = line.trim_matches([' ', '\t', '\n', '\r']);
-        let start = range.start + (trimmed.as_ptr() as usize - line.as_ptr() as usize);
-        Ok(Json { text: Arc::clone(text), start, end: start + trimmed.len(), distinct_keys })
-    }
-
     /// The record for a `serde_json::Value`.
     pub fn from_value(value: &serde_json::Value) -> Json {
         let text = value.to_string();

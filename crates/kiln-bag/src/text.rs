@@ -65,24 +65,16 @@ fn local(path: &Path) -> PathBuf {
     PathBuf::from(kiln_storage::local_path(&path.to_string_lossy()))
 }
 
-/// A file's lines, decompressed when its name ends in `.gz`; calls `line` with each line
-/// (without its `\n` or `\r\n`) and its 1-based number.
-fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), TaskError>) -> Result<(), TaskError> {
-    for_each_shared_line(path, |block, range, number| line(&block[range], number))
-}
-
-/// How many bytes of a file [`for_each_shared_line`] reads at a time: a few hundred typical
-/// records, so a block of lines stays in the caches while its records are parsed.
+/// How many bytes of a file [`for_each_line`] reads at a time: a few hundred typical records,
+/// so a block of lines stays in the caches while its records are parsed.
 const LINE_BLOCK: usize = 128 << 10;
 
-/// A file's lines (decompressed by extension) as ranges of shared blocks of its text: calls
-/// `line` with the block, the line's range in it (without its `\n` or `\r\n`) and its 1-based
-/// number. Records parsed from a line can keep the block instead of copying their text, and the
-/// file is split into lines with `memchr` over whole blocks rather than line by line.
-fn for_each_shared_line(
-    path: &Path,
-    mut line: impl FnMut(&Arc<str>, Range<usize>, u64) -> Result<(), TaskError>,
-) -> Result<(), TaskError> {
+/// A file's lines, decompressed by its extension; calls `line` with each line (without its
+/// `\n` or `\r\n`) and its 1-based number. The file is read a block at a time, split into
+/// lines with `memchr` and checked as UTF-8 once per block: no copy per line. The block is
+/// reused; records keep copies of their own lines, never the block (a record surviving a filter
+/// must not keep 128 KiB of its neighbours alive).
+fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), TaskError>) -> Result<(), TaskError> {
     let mut reader = open_decompressed(path)?;
     // Read bytes not yet handed on: the start of a line whose end has not been read yet.
     let mut pending: Vec<u8> = Vec::with_capacity(LINE_BLOCK * 2);
@@ -131,8 +123,7 @@ fn for_each_shared_line(
             }
         };
         let valid = text.len();
-        let block: Arc<str> = Arc::from(text);
-        let bytes = block.as_bytes();
+        let bytes = text.as_bytes();
         let mut start = 0;
         while start < valid {
             let (end, text_end) = match memchr::memchr(b'\n', &bytes[start..valid]) {
@@ -142,7 +133,7 @@ fn for_each_shared_line(
                 None => (valid, valid),
             };
             number += 1;
-            line(&block, start..text_end, number)?;
+            line(&text[start..text_end], number)?;
             start = end + 1;
         }
         if bad {
@@ -488,7 +479,7 @@ fn json_source<T: Element + DeserializeOwned>(
         _ => None,
     };
     file_source("read_json_lines", id, path, None, move |path, _, chunk, emit| {
-        json_records::<T>(path, &on_bad_line, chunk, emit, |block, range| serde_json::from_str::<T>(&block[range]))
+        json_records::<T>(path, &on_bad_line, chunk, emit, |line| serde_json::from_str::<T>(line))
     })
 }
 
@@ -731,7 +722,7 @@ fn read_json_source(path: PathBuf, on_bad_line: OnBadLine) -> Arc<FileSource<Jso
     // A skip log lives in the client's memory: such reads run locally only.
     let id = matches!(on_bad_line, OnBadLine::Fail).then(|| "kiln.bag.read_json".to_string());
     file_source("read_json", id, path, None, move |path, _, chunk, emit| {
-        json_records(path, &on_bad_line, chunk, emit, Json::parse_shared)
+        json_records(path, &on_bad_line, chunk, emit, Json::parse)
     })
 }
 
@@ -741,14 +732,14 @@ fn json_records<T>(
     on_bad_line: &OnBadLine,
     chunk: usize,
     emit: &mut dyn FnMut(Vec<T>) -> Result<(), TaskError>,
-    parse: impl Fn(&Arc<str>, Range<usize>) -> Result<T, serde_json::Error>,
+    parse: impl Fn(&str) -> Result<T, serde_json::Error>,
 ) -> Result<(), TaskError> {
     let mut records = Chunker::new(chunk, emit);
-    for_each_shared_line(path, |block, range, number| {
-        if block[range.clone()].trim().is_empty() {
+    for_each_line(path, |line, number| {
+        if line.trim().is_empty() {
             return Ok(());
         }
-        match parse(block, range) {
+        match parse(line) {
             Ok(record) => records.push(record)?,
             Err(error) => match on_bad_line {
                 OnBadLine::Fail => {

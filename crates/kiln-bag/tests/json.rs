@@ -354,7 +354,7 @@ fn pluck_names_missing_keys_and_wrong_kinds_or_gives_the_default() {
     ));
 }
 
-/// Files are read in blocks of about 128 KiB with records sharing their block: lines that
+/// Files are read in blocks of about 128 KiB, split into lines within each block: lines that
 /// cross block ends, lines longer than a block, `\r\n` endings, blank lines and a last line
 /// without its newline read as line-by-line reading would, in every format, and a line that is
 /// not UTF-8 far into a file is named by its number.
