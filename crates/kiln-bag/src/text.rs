@@ -869,6 +869,11 @@ impl<T: Element + Display> Bag<T> {
     /// element per line (Dask's `to_textfiles`). Lazy: computing the item writes the files and
     /// gives their paths in partition order.
     ///
+    /// `dir` may instead be a pattern with a `*`, as in Dask (`out/events-*.json.gz`): partition
+    /// `N` goes to the pattern with `*` replaced by `N`, compressed as `compression` says or,
+    /// when that is [`Compression::None`], as the pattern's extension says (`.gz`, `.bz2`,
+    /// `.zst`), so that [`read_text`] reads the files back.
+    ///
     /// ```
     /// # use kiln_bag::{Bag, Compression, read_text}; use kiln_graph::Collection;
     /// # use kiln_local::LocalScheduler;
@@ -898,7 +903,14 @@ impl<T: Element + Display> Bag<T> {
             .into_iter()
             .enumerate()
             .map(|(i, part)| {
-                let path = dir.join(format!("part.{i}.txt{}", compression.suffix()));
+                let (path, compression) = match dir.to_str() {
+                    Some(pattern) if pattern.contains('*') => {
+                        let path = PathBuf::from(pattern.replace('*', &i.to_string()));
+                        let by_name = compression_of(&path);
+                        (path, if compression == Compression::None { by_name } else { compression })
+                    }
+                    _ => (dir.join(format!("part.{i}.txt{}", compression.suffix())), compression),
+                };
                 let kernel = writer_kernel::<T>(path, compression, tag.as_deref());
                 Node::new(Key::from_shared(&name, &[i as u32]), kernel, vec![NodeArg::Node(part)])
             })
