@@ -10,6 +10,9 @@
 //!   `read_json_lines::<Value>`; and a typed `read_json_lines::<Event>`), the baseline, and
 //!   dask.bag with its default multiprocessing scheduler (`bench/dask_bag_json.py`, `--python`
 //!   the Dask venv's interpreter); checks that all agree and ends with a `RESULT` line.
+//!   `--runs N` takes the median of N runs for `read_json`, the typed reader and the baseline.
+//! - `bag_json profile --dir D --what read_json|baseline --runs N` runs only one side's two
+//!   pipelines, for a profiler.
 
 // kiln and the baseline allocate with mimalloc (unless built with `--features
 // system-allocator`): the schemaless pipeline allocates and frees millions of small JSON nodes,
@@ -189,11 +192,58 @@ fn timed<R>(f: impl FnOnce() -> R) -> (R, f64) {
     (r, start.elapsed().as_secs_f64())
 }
 
+/// The last result of `runs` runs of `f` and the median time (the machine is shared: one run
+/// can land on another builder's burst).
+fn median_of<R>(runs: usize, mut f: impl FnMut() -> R) -> (R, f64) {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs.max(1) {
+        let (r, t) = timed(&mut f);
+        times.push(t);
+        last = Some(r);
+    }
+    times.sort_by(f64::total_cmp);
+    (last.expect("at least one run"), times[times.len() / 2])
+}
+
 fn load() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(-1.0)
+}
+
+/// `bag_json profile --dir D [--what read_json|baseline] [--runs N]`: only one side's two
+/// pipelines, repeated, so a profiler sees that side alone.
+fn profile(dir: &Path, args: &[String]) {
+    let files = files(dir);
+    let pattern = dir.join("events-*").to_string_lossy().into_owned();
+    let runs: usize = arg(args, "--runs").map_or(1, |s| s.parse().unwrap());
+    let what = arg(args, "--what").unwrap_or_else(|| "read_json".into());
+    rayon::ThreadPoolBuilder::new().num_threads(2).build_global().unwrap();
+    let s = LocalScheduler::threads(2).with_progress(Progress::Never);
+    for _ in 0..runs {
+        let (count, t_count, t_top) = match what.as_str() {
+            "read_json" => {
+                let records = read_json(&pattern).unwrap();
+                let (alice, t_count) =
+                    timed(|| records.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap());
+                let (_, t_top) =
+                    timed(|| records.pluck("type").frequencies().topk(10, |(_, n)| *n).compute_on(&s).unwrap());
+                (alice, t_count, t_top)
+            }
+            "baseline" => {
+                let (alice, t_count) = timed(|| baseline_count(&files));
+                let (_, t_top) = timed(|| baseline_top(&files));
+                (alice, t_count, t_top)
+            }
+            other => panic!("--what {other}: read_json or baseline"),
+        };
+        println!(
+            "RESULT name=bag_json_profile what={what} count={count} count_s={t_count:.3} topk_s={t_top:.3} load={}",
+            load()
+        );
+    }
 }
 
 fn main() {
@@ -207,9 +257,13 @@ fn main() {
             return;
         }
         Some("run") => {}
+        Some("profile") => {
+            profile(&dir, &args);
+            return;
+        }
         _ => {
             eprintln!(
-                "usage: bag_json generate [--mb 2000] [--dir D] [--seed S] | run [--dir D] [--python P] [--no-dask] [--chunk N]"
+                "usage: bag_json generate [--mb 2000] [--dir D] [--seed S] | run [--dir D] [--python P] [--no-dask] [--chunk N] [--runs N] | profile [--dir D] [--what read_json|baseline] [--runs N]"
             );
             std::process::exit(2);
         }
@@ -222,6 +276,8 @@ fn main() {
 
     let s = LocalScheduler::threads(2).with_progress(Progress::Never);
     kiln_bench::reset_peak_rss();
+    // `--runs N`: the fast pipelines (`read_json`, typed, baseline) report the median of N runs.
+    let runs: usize = arg(&args, "--runs").map_or(1, |s| s.parse().unwrap());
     // `--chunk N`: lines a file task reads at a time (kiln's default otherwise).
     let chunk = arg(&args, "--chunk").map_or(kiln_bag::DEFAULT_CHUNK_SIZE, |s| s.parse().unwrap());
     let records = read_text(&pattern).unwrap().chunk_size(chunk).try_map(|line| serde_json::from_str::<Value>(line));
@@ -263,9 +319,9 @@ fn main() {
     kiln_bench::reset_peak_rss();
     let records_json = read_json(&pattern).unwrap().chunk_size(chunk);
     let (alice_rj, t_count_rj) =
-        timed(|| records_json.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap());
+        median_of(runs, || records_json.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap());
     let (top_rj, t_top_rj) =
-        timed(|| records_json.pluck("type").frequencies().topk(10, |(_, n)| *n).compute_on(&s).unwrap());
+        median_of(runs, || records_json.pluck("type").frequencies().topk(10, |(_, n)| *n).compute_on(&s).unwrap());
     let rj_rss = kiln_bench::peak_rss_bytes().unwrap_or(0);
     println!("kiln (read_json): count in {t_count_rj:.2} s, topk in {t_top_rj:.2} s, peak RSS {} MB", rj_rss >> 20);
     let as_strings = |top: &[(Json, u64)]| -> Vec<(String, u64)> {
@@ -277,8 +333,9 @@ fn main() {
 
     kiln_bench::reset_peak_rss();
     let typed = read_json_lines::<Event>(&pattern).unwrap().chunk_size(chunk);
-    let (alice_typed, t_count_typed) = timed(|| typed.filter(|e| e.name == "Alice").count().compute_on(&s).unwrap());
-    let (top_typed, t_top_typed) = timed(|| {
+    let (alice_typed, t_count_typed) =
+        median_of(runs, || typed.filter(|e| e.name == "Alice").count().compute_on(&s).unwrap());
+    let (top_typed, t_top_typed) = median_of(runs, || {
         typed
             .foldby(|e| e.kind.clone(), |n, _| n + 1, 0u64, |a, b| a + b, 0)
             .topk(10, |(_, n)| *n)
@@ -292,8 +349,8 @@ fn main() {
     );
 
     rayon::ThreadPoolBuilder::new().num_threads(2).build_global().unwrap();
-    let (alice_base, t_count_base) = timed(|| baseline_count(&files));
-    let (top_base, t_top_base) = timed(|| baseline_top(&files));
+    let (alice_base, t_count_base) = median_of(runs, || baseline_count(&files));
+    let (top_base, t_top_base) = median_of(runs, || baseline_top(&files));
     println!("baseline (serde_json + rayon): count in {t_count_base:.2} s, topk in {t_top_base:.2} s");
     assert_eq!((alice, alice_typed), (alice_base, alice_base));
     let top_strings: Vec<(String, u64)> = top.iter().map(|(k, n)| (k.as_str().unwrap().to_string(), *n)).collect();
@@ -328,7 +385,7 @@ fn main() {
         );
     }
     println!(
-        "RESULT name=bag_json allocator={} mb={:.0} chunk={chunk} count_s={t_count:.2} topk_s={t_top:.2} typed_count_s={t_count_typed:.2} typed_topk_s={t_top_typed:.2} \
+        "RESULT name=bag_json allocator={} mb={:.0} chunk={chunk} runs={runs} count_s={t_count:.2} topk_s={t_top:.2} typed_count_s={t_count_typed:.2} typed_topk_s={t_top_typed:.2} \
          base_count_s={t_count_base:.2} base_topk_s={t_top_base:.2} vs_base_count={:.2} vs_base_topk={:.2} vs_base_typed_count={:.2} vs_base_typed_topk={:.2} \
          json_count_s={t_count_values:.2} json_topk_s={t_top_values:.2} lazy_count_s={t_count_lazy:.2} lazy_topk_s={t_top_lazy:.2} \
          read_json_count_s={t_count_rj:.2} read_json_topk_s={t_top_rj:.2} vs_base_lazy_count={:.2} vs_base_lazy_topk={:.2} \

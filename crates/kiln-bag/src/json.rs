@@ -143,6 +143,12 @@ impl JsonText {
         found
     }
 
+    /// The value under `key` in an object known to have no repeated keys: the first match is
+    /// the only one, so the rest of the object is not scanned.
+    fn get_distinct(&self, key: &str) -> Option<&JsonText> {
+        self.entries().find(|(raw_key, _)| key_matches(raw_key, key)).map(|(_, value)| value)
+    }
+
     /// Item `index`, if this is an array that long.
     pub fn get_index(&self, index: usize) -> Option<&JsonText> {
         if self.kind() != JsonKind::Array {
@@ -285,17 +291,47 @@ fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
+/// The index of the first byte at or after `at` that can end a run of plain string content
+/// (`"`, `\\` or a control character below 0x20), or `bytes.len()`. Eight bytes at a time:
+/// record strings are mostly a few to a few dozen bytes, too short for `memchr`'s set-up to pay.
+fn next_special(bytes: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(word) = bytes.get(at..at + 8) {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let w = u64::from_le_bytes(eight);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // Each term flags the bytes that are zero (or below 0x20) exactly up to its first hit;
+        // the lowest flag of all is the first special byte.
+        let found = (quote.wrapping_sub(ONES) & !quote
+            | backslash.wrapping_sub(ONES) & !backslash
+            | w.wrapping_sub(ONES * 0x20) & !w)
+            & HIGH;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while at < bytes.len() && !matches!(bytes[at], b'"' | b'\\' | 0..0x20) {
+        at += 1;
+    }
+    at
+}
+
 /// The index after the string literal that starts (with its quote) at `at`.
 fn skip_string(bytes: &[u8], mut at: usize) -> usize {
     at += 1;
-    while let Some(i) = memchr::memchr2(b'"', b'\\', &bytes[at..]) {
-        at += i;
-        if bytes[at] == b'"' {
-            return at + 1;
+    loop {
+        at = next_special(bytes, at);
+        match bytes.get(at) {
+            Some(b'"') => return at + 1,
+            Some(b'\\') => at += 2,
+            Some(_) => at += 1,
+            None => return bytes.len(),
         }
-        at += 2;
     }
-    bytes.len()
 }
 
 /// The index after the value that starts at `at` (valid JSON, so brackets balance).
@@ -380,6 +416,202 @@ impl<'a> Iterator for Entries<'a> {
         self.at = if after < bytes.len() && bytes[after] == b',' { after + 1 } else { after };
         Some((&self.text[key_start..key_end], JsonText::new_unchecked(&self.text[start..end])))
     }
+}
+
+/// Deepest nesting [`plainly_valid`] follows; serde_json's own limit is 128.
+const PLAIN_DEPTH: u32 = 100;
+
+/// Longest number [`plainly_valid`] accepts: far below the 309 digits where a number without
+/// an exponent leaves `f64`'s range.
+const PLAIN_NUMBER: usize = 64;
+
+/// How many keys of a record's top-level object [`plainly_valid`] compares for repeats; a
+/// record with more is simply not known to have distinct keys.
+const PLAIN_KEYS: usize = 32;
+
+/// The top-level keys [`plainly_valid`] has seen, to tell whether any repeats.
+struct TopKeys {
+    seen: [(u32, u32); PLAIN_KEYS],
+    len: usize,
+    distinct: bool,
+}
+
+impl TopKeys {
+    /// Notes the raw key `bytes[start..end]` (with its quotes).
+    fn note(&mut self, bytes: &[u8], start: usize, end: usize) {
+        if !self.distinct {
+            return;
+        }
+        let key = &bytes[start..end];
+        // Keys with escapes can spell one key two ways: not compared, so not known distinct.
+        if self.len == PLAIN_KEYS || key.contains(&b'\\') || end > u32::MAX as usize {
+            self.distinct = false;
+            return;
+        }
+        let repeated = self.seen[..self.len]
+            .iter()
+            .any(|&(s, e)| e - s == key.len() as u32 && &bytes[s as usize..e as usize] == key);
+        if repeated {
+            self.distinct = false;
+        } else {
+            self.seen[self.len] = (start as u32, end as u32);
+            self.len += 1;
+        }
+    }
+}
+
+/// Whether `bytes` is certainly one JSON value that serde_json accepts as a `Value`, in one
+/// pass and without building anything: the common shape of records (strings without `\u`
+/// escapes or control characters, numbers without exponents, nesting up to [`PLAIN_DEPTH`]).
+/// `None` means "not sure", never "invalid": such text goes through serde_json, which decides
+/// (and words the error), so what is accepted stays exactly what serde_json accepts.
+/// `Some(distinct)` tells whether the value is an object whose keys are known to be distinct
+/// (so a lookup may stop at the first match instead of looking for a later repeat).
+fn plainly_valid(bytes: &[u8]) -> Option<bool> {
+    // Per open bracket, whether it is an object (bit set) or an array.
+    let mut objects: u128 = 0;
+    let mut depth: u32 = 0;
+    let mut keys = TopKeys { seen: [(0, 0); PLAIN_KEYS], len: 0, distinct: true };
+    let mut at = skip_ws(bytes, 0);
+    let top_is_object = bytes.get(at) == Some(&b'{');
+    loop {
+        // A value starts at `at`.
+        let open = match *bytes.get(at)? {
+            b'"' => {
+                at = plain_string(bytes, at)?;
+                None
+            }
+            byte @ (b'{' | b'[') => {
+                depth += 1;
+                if depth > PLAIN_DEPTH {
+                    return None;
+                }
+                let object = byte == b'{';
+                objects = (objects << 1) | u128::from(object);
+                at = skip_ws(bytes, at + 1);
+                let close = if object { b'}' } else { b']' };
+                if bytes.get(at) == Some(&close) {
+                    at += 1;
+                    depth -= 1;
+                    objects >>= 1;
+                    None
+                } else {
+                    Some(object)
+                }
+            }
+            byte @ (b't' | b'f' | b'n') => {
+                let word: &[u8] = match byte {
+                    b't' => b"true",
+                    b'f' => b"false",
+                    _ => b"null",
+                };
+                if !bytes[at..].starts_with(word) {
+                    return None;
+                }
+                at += word.len();
+                None
+            }
+            _ => {
+                at = plain_number(bytes, at)?;
+                None
+            }
+        };
+        match open {
+            // An object's first key.
+            Some(true) => at = plain_key(bytes, at, (depth == 1).then_some(&mut keys))?,
+            // An array's first item.
+            Some(false) => {}
+            // A value ended: close brackets until the next item or key, or the end.
+            None => loop {
+                at = skip_ws(bytes, at);
+                if depth == 0 {
+                    return (at == bytes.len()).then_some(top_is_object && keys.distinct);
+                }
+                let object = objects & 1 == 1;
+                match bytes.get(at) {
+                    Some(b',') => {
+                        at = skip_ws(bytes, at + 1);
+                        if object {
+                            at = plain_key(bytes, at, (depth == 1).then_some(&mut keys))?;
+                        }
+                        break;
+                    }
+                    Some(b'}') if object => {}
+                    Some(b']') if !object => {}
+                    _ => return None,
+                }
+                at += 1;
+                depth -= 1;
+                objects >>= 1;
+            },
+        }
+        at = skip_ws(bytes, at);
+    }
+}
+
+/// Past an object key at `at` and its `:` (at the value's first byte or whitespace before it),
+/// noting the key in `keys` when given.
+fn plain_key(bytes: &[u8], at: usize, keys: Option<&mut TopKeys>) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let end = plain_string(bytes, at)?;
+    if let Some(keys) = keys {
+        keys.note(bytes, at, end);
+    }
+    let colon = skip_ws(bytes, end);
+    (bytes.get(colon) == Some(&b':')).then_some(colon + 1)
+}
+
+/// The end of the string literal starting (with its quote) at `at`, if it has no control
+/// characters and only the short escapes (`\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`).
+/// The text is a `str`, so its bytes are valid UTF-8 already.
+fn plain_string(bytes: &[u8], mut at: usize) -> Option<usize> {
+    at += 1;
+    loop {
+        at = next_special(bytes, at);
+        match bytes.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => {
+                if !matches!(bytes.get(at + 1)?, b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') {
+                    return None;
+                }
+                at += 2;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The end of the number starting at `at`, if it is `-?(0|[1-9][0-9]*)(\.[0-9]+)?` and at
+/// most [`PLAIN_NUMBER`] bytes long (so certainly within `f64`'s range).
+fn plain_number(bytes: &[u8], start: usize) -> Option<usize> {
+    let digits = |mut at: usize| {
+        while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        at
+    };
+    let mut at = start;
+    if bytes.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    match bytes.get(at)? {
+        b'0' => at += 1,
+        b'1'..=b'9' => at = digits(at + 1),
+        _ => return None,
+    }
+    if bytes.get(at) == Some(&b'.') {
+        let end = digits(at + 1);
+        if end == at + 1 {
+            return None;
+        }
+        at = end;
+    }
+    if matches!(bytes.get(at), Some(b'e' | b'E')) || at - start > PLAIN_NUMBER {
+        return None;
+    }
+    Some(at)
 }
 
 /// A JSON value that parsed, of which nothing is kept.
@@ -510,6 +742,8 @@ pub struct Json {
     text: Arc<str>,
     start: usize,
     end: usize,
+    /// The value is an object whose keys were found distinct when it was parsed.
+    distinct_keys: bool,
 }
 
 impl Json {
@@ -519,9 +753,9 @@ impl Json {
     /// serde_json's error for text that `serde_json::from_str::<Value>` refuses (not one valid
     /// JSON value, a number out of range, nesting deeper than its limit of 128).
     pub fn parse(text: &str) -> Result<Json, serde_json::Error> {
-        Self::validate(text)?;
+        let distinct_keys = Self::validate(text)?;
         let trimmed = text.trim_matches([' ', '\t', '\n', '\r']);
-        Ok(Json { text: Arc::from(trimmed), start: 0, end: trimmed.len() })
+        Ok(Json { text: Arc::from(trimmed), start: 0, end: trimmed.len(), distinct_keys })
     }
 
     /// [`Json::parse`] without copying when `text` is already trimmed and owned.
@@ -529,33 +763,45 @@ impl Json {
     /// # Errors
     /// As [`Json::parse`].
     pub fn from_string(text: String) -> Result<Json, serde_json::Error> {
-        Self::validate(&text)?;
+        let distinct_keys = Self::validate(&text)?;
         let trimmed = text.trim_matches([' ', '\t', '\n', '\r']);
         if trimmed.len() != text.len() {
-            return Ok(Json { text: Arc::from(trimmed), start: 0, end: trimmed.len() });
+            return Ok(Json { text: Arc::from(trimmed), start: 0, end: trimmed.len(), distinct_keys });
         }
         let end = text.len();
-        Ok(Json { text: Arc::from(text), start: 0, end })
+        Ok(Json { text: Arc::from(text), start: 0, end, distinct_keys })
     }
 
-    fn validate(text: &str) -> Result<(), serde_json::Error> {
+    /// Checks `text` is one JSON value serde_json accepts; says whether it is an object known
+    /// to have distinct keys.
+    fn validate(text: &str) -> Result<bool, serde_json::Error> {
+        if let Some(distinct_keys) = plainly_valid(text.as_bytes()) {
+            return Ok(distinct_keys);
+        }
         // Through serde_json's `deserialize_any`, as `Value` parsing goes, so the same texts are
         // accepted (numbers in range, nesting within its limit, escapes), but nothing is built.
-        serde_json::from_str::<Valid>(text).map(|_| ())
+        serde_json::from_str::<Valid>(text).map(|_| false)
     }
 
     /// The record for a `serde_json::Value`.
     pub fn from_value(value: &serde_json::Value) -> Json {
         let text = value.to_string();
         let end = text.len();
-        Json { text: Arc::from(text), start: 0, end }
+        Json { text: Arc::from(text), start: 0, end, distinct_keys: false }
+    }
+
+    /// The value under `key`, if this is an object that has it (the last one when the key is
+    /// repeated, as serde_json keeps); as [`JsonText::get`], but a record whose keys were
+    /// found distinct when it was parsed is scanned only up to the key.
+    pub fn get(&self, key: &str) -> Option<&JsonText> {
+        if self.distinct_keys { (**self).get_distinct(key) } else { (**self).get(key) }
     }
 
     /// A [`Json`] for `part`, a value inside this one, sharing the text.
     fn share(&self, part: &JsonText) -> Json {
         let base = self.text.as_ptr() as usize;
         let start = part.0.as_ptr() as usize - base;
-        Json { text: Arc::clone(&self.text), start, end: start + part.0.len() }
+        Json { text: Arc::clone(&self.text), start, end: start + part.0.len(), distinct_keys: false }
     }
 
     /// The value at `path` inside this one as its own [`Json`] (sharing the text), or the
@@ -564,6 +810,7 @@ impl Json {
         let mut at: &JsonText = self;
         for (i, segment) in path.iter().enumerate() {
             let next = match segment {
+                crate::PathSegment::Key(key) if i == 0 => self.get(key),
                 crate::PathSegment::Key(key) => at.get(key),
                 crate::PathSegment::Index(index) => at.get_index(*index),
             };
@@ -617,7 +864,7 @@ impl Index<&str> for Json {
     type Output = JsonText;
 
     fn index(&self, key: &str) -> &JsonText {
-        &(**self)[key]
+        self.get(key).unwrap_or(JsonText::new_unchecked(NULL))
     }
 }
 
@@ -687,6 +934,111 @@ mod tests {
             let json = Json::parse(&text);
             assert_eq!(value.is_ok(), json.is_ok(), "depth {depth}");
         }
+    }
+
+    #[test]
+    fn plain_records_take_the_quick_check_and_unusual_ones_go_to_serde_json() {
+        for text in [
+            r#"{"id":"1","type":"PushEvent","actor":{"id":5,"login":"u\"1"},"ok":[true,false,null],"x":-0.25}"#,
+            " [ 1 , { } , [ ] , \"\" , -0 ]\r\n",
+            "0",
+            "\"é\\n\"",
+        ] {
+            assert!(plainly_valid(text.as_bytes()).is_some(), "{text}");
+            assert!(serde_json::from_str::<serde_json::Value>(text).is_ok(), "{text}");
+        }
+        // Not necessarily invalid, but decided by serde_json.
+        for text in ["1e5", "\"\\u0041\"", &"1".repeat(70), &format!("{}{}", "[".repeat(101), "]".repeat(101))] {
+            assert!(plainly_valid(text.as_bytes()).is_none(), "{text}");
+        }
+        for text in [
+            "",
+            " ",
+            "{",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "01",
+            "1.",
+            "-",
+            ".5",
+            "tru",
+            "nul",
+            "[1]]",
+            "\"\u{1}\"",
+            "{1:2}",
+        ] {
+            assert!(plainly_valid(text.as_bytes()).is_none(), "{text:?}");
+            assert!(Json::parse(text).is_err(), "{text:?}");
+        }
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+            "[a\"\\/\u{1}é ]{0,4}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+                proptest::collection::vec(("[ab\"]{0,2}", inner), 0..5)
+                    .prop_map(|entries| serde_json::Value::Object(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, failure_persistence: None, ..Default::default() })]
+
+        /// The quick check never accepts what serde_json refuses (the other direction is
+        /// allowed: it may hand a valid text on), on valid and damaged texts alike.
+        #[test]
+        fn the_quick_check_accepts_only_what_serde_json_accepts(
+            value in any_value(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            insert in proptest::sample::select(vec!["", "{", "}", "[", "]", ",", ":", "\"", "\\", "x", "1", "-", ".", "e", " ", "0", "tru", "\u{1}"]),
+            truncate in proptest::prelude::any::<bool>(),
+        ) {
+            let text = value.to_string();
+            let mut cut = at.index(text.len() + 1);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            for candidate in [text.clone(), if truncate { text[..cut].to_string() } else { format!("{}{insert}{}", &text[..cut], &text[cut..]) }] {
+                if let Some(distinct) = plainly_valid(candidate.as_bytes()) {
+                    let value = serde_json::from_str::<serde_json::Value>(&candidate);
+                    proptest::prop_assert!(value.is_ok(), "{:?}", candidate);
+                    if distinct {
+                        let written = Json::parse(&candidate).unwrap().as_object().map(|keys| keys.count());
+                        proptest::prop_assert_eq!(written, value.unwrap().as_object().map(|map| map.len()), "{:?}", candidate);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lookups_stop_early_only_in_records_with_distinct_keys() {
+        for (text, distinct, a) in [
+            (r#"{"a": 1, "b": {"a": 2, "a": 3}}"#, Some(true), "1"),
+            (r#"{"a": 1, "b": 2, "a": 3}"#, Some(false), "3"),
+            (r#"{"a\n": 0, "a": 1, "a": 4}"#, Some(false), "4"),
+            (r#"{"a": 1, "\u0061": 5}"#, None, "5"),
+            (r#"[{"a": 1}]"#, Some(false), "null"),
+        ] {
+            assert_eq!(plainly_valid(text.as_bytes()), distinct, "{text}");
+            let json = Json::parse(text).unwrap();
+            assert_eq!(json["a"].as_raw(), a, "{text}");
+            assert_eq!(json.get("a").map(JsonText::as_raw), json.deref().get("a").map(JsonText::as_raw), "{text}");
+        }
+        let many: Vec<String> = (0..PLAIN_KEYS + 1).map(|i| format!("\"k{i}\": {i}")).collect();
+        let text = format!("{{{}, \"k0\": -1}}", many.join(", "));
+        assert_eq!(plainly_valid(text.as_bytes()), Some(false));
+        assert_eq!(Json::parse(&text).unwrap()["k0"].as_raw(), "-1");
     }
 
     #[test]

@@ -65,32 +65,89 @@ fn local(path: &Path) -> PathBuf {
     PathBuf::from(kiln_storage::local_path(&path.to_string_lossy()))
 }
 
-/// A file's lines, decompressed when its name ends in `.gz`; calls `line` with each line
-/// (without its `\n` or `\r\n`) and its 1-based number.
+/// How many bytes of a file [`for_each_line`] reads at a time: a few hundred typical records,
+/// so a block of lines stays in the caches while its records are parsed.
+const LINE_BLOCK: usize = 128 << 10;
+
+/// A file's lines, decompressed by its extension; calls `line` with each line (without its
+/// `\n` or `\r\n`) and its 1-based number. The file is read a block at a time, split into
+/// lines with `memchr` and checked as UTF-8 once per block: no copy per line. The block is
+/// reused; records keep copies of their own lines, never the block (a record surviving a filter
+/// must not keep 128 KiB of its neighbours alive).
 fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), TaskError>) -> Result<(), TaskError> {
-    let mut reader = BufReader::with_capacity(1 << 16, open_decompressed(path)?);
-    let mut buffer = Vec::new();
+    let mut reader = open_decompressed(path)?;
+    // Read bytes not yet handed on: the start of a line whose end has not been read yet.
+    let mut pending: Vec<u8> = Vec::with_capacity(LINE_BLOCK * 2);
     let mut number = 0u64;
-    loop {
-        buffer.clear();
-        if reader.read_until(b'\n', &mut buffer).map_err(|e| io_error(path, e))? == 0 {
-            return Ok(());
-        }
-        number += 1;
-        let mut end = buffer.len();
-        if buffer[..end].ends_with(b"\n") {
-            end -= 1;
-            if buffer[..end].ends_with(b"\r") {
-                end -= 1;
+    let mut eof = false;
+    while !eof {
+        // Fill to at least a block past the pending part, so a block ends in a full line unless
+        // a line is longer than a block (then read on until it ends).
+        let want = pending.len() + LINE_BLOCK;
+        while pending.len() < want {
+            let filled = pending.len();
+            pending.resize(want, 0);
+            let read = match reader.read(&mut pending[filled..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    pending.truncate(filled);
+                    continue;
+                }
+                Err(e) => return Err(io_error(path, e).into()),
+            };
+            pending.truncate(filled + read);
+            if read == 0 {
+                eof = true;
+                break;
             }
         }
-        let text = std::str::from_utf8(&buffer[..end]).map_err(|e| BagError::BadLine {
-            path: path.to_path_buf(),
-            line: number,
-            message: format!("not UTF-8: {e}"),
-        })?;
-        line(text, number)?;
+        let cut = if eof {
+            pending.len()
+        } else {
+            match memchr::memrchr(b'\n', &pending) {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        if cut == 0 {
+            break;
+        }
+        // Text up to the first byte that is not UTF-8 (and the whole line it is in) is handed
+        // on first, so lines before a bad one are seen in order, as they would be line by line.
+        let (text, bad) = match std::str::from_utf8(&pending[..cut]) {
+            Ok(text) => (text, false),
+            Err(e) => {
+                let valid = memchr::memrchr(b'\n', &pending[..e.valid_up_to()]).map_or(0, |i| i + 1);
+                // A prefix of the part found valid: this check cannot fail.
+                (std::str::from_utf8(&pending[..valid]).unwrap_or_default(), true)
+            }
+        };
+        let valid = text.len();
+        let bytes = text.as_bytes();
+        let mut start = 0;
+        while start < valid {
+            let (end, text_end) = match memchr::memchr(b'\n', &bytes[start..valid]) {
+                // `\r\n` ends a line as `\n` does; a lone `\r` at the very end stays.
+                Some(i) if i > 0 && bytes[start + i - 1] == b'\r' => (start + i, start + i - 1),
+                Some(i) => (start + i, start + i),
+                None => (valid, valid),
+            };
+            number += 1;
+            line(&text[start..text_end], number)?;
+            start = end + 1;
+        }
+        if bad {
+            let rest = &pending[valid..cut];
+            let bad_line = rest.split(|&b| b == b'\n').next().unwrap_or(rest);
+            let message = match std::str::from_utf8(strip_newline(bad_line)) {
+                Err(e) => format!("not UTF-8: {e}"),
+                Ok(_) => "not UTF-8".to_string(),
+            };
+            return Err(BagError::BadLine { path: path.to_path_buf(), line: number + 1, message }.into());
+        }
+        pending.drain(..cut);
     }
+    Ok(())
 }
 
 /// The compression a file's extension names: `.gz`, `.bz2`, `.zst`/`.zstd`.
@@ -812,6 +869,11 @@ impl<T: Element + Display> Bag<T> {
     /// element per line (Dask's `to_textfiles`). Lazy: computing the item writes the files and
     /// gives their paths in partition order.
     ///
+    /// `dir` may instead be a pattern with a `*`, as in Dask (`out/events-*.json.gz`): partition
+    /// `N` goes to the pattern with `*` replaced by `N`, compressed as `compression` says or,
+    /// when that is [`Compression::None`], as the pattern's extension says (`.gz`, `.bz2`,
+    /// `.zst`), so that [`read_text`] reads the files back.
+    ///
     /// ```
     /// # use kiln_bag::{Bag, Compression, read_text}; use kiln_graph::Collection;
     /// # use kiln_local::LocalScheduler;
@@ -841,7 +903,14 @@ impl<T: Element + Display> Bag<T> {
             .into_iter()
             .enumerate()
             .map(|(i, part)| {
-                let path = dir.join(format!("part.{i}.txt{}", compression.suffix()));
+                let (path, compression) = match dir.to_str() {
+                    Some(pattern) if pattern.contains('*') => {
+                        let path = PathBuf::from(pattern.replace('*', &i.to_string()));
+                        let by_name = compression_of(&path);
+                        (path, if compression == Compression::None { by_name } else { compression })
+                    }
+                    _ => (dir.join(format!("part.{i}.txt{}", compression.suffix())), compression),
+                };
                 let kernel = writer_kernel::<T>(path, compression, tag.as_deref());
                 Node::new(Key::from_shared(&name, &[i as u32]), kernel, vec![NodeArg::Node(part)])
             })

@@ -1,12 +1,13 @@
 //! The seeds' example end to end on generated GitHub-event-like JSON lines (half the files
 //! gzip): `read_text(..).map(parse).filter(name == "Alice").count()` and
-//! `pluck("type").frequencies().topk(10)`, checked against one sequential pass.
+//! `pluck("type").frequencies().topk(10)`, checked against one sequential pass; the same through
+//! the schemaless reader (`read_json`) and the typed one (`read_json_lines::<Event>`).
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use kiln_bag::{Bag, read_json_lines, read_text};
+use kiln_bag::{Bag, Json, read_json, read_json_lines, read_text};
 use kiln_graph::Collection;
 use kiln_local::{LocalScheduler, Progress};
 use serde_json::{Value, json};
@@ -120,6 +121,20 @@ fn the_seed_pipelines_match_a_sequential_pass() {
         assert_eq!(records.npartitions(), 6);
         assert_eq!(records.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap(), alice);
         assert_eq!(records.pluck("type").frequencies().topk(10, |(_, n)| *n).compute_on(&s).unwrap(), top);
+
+        // The same through the schemaless reader.
+        let json: Bag<Json> = read_json(pattern).unwrap();
+        assert_eq!(json.filter(|r| r["name"] == "Alice").count().compute_on(&s).unwrap(), alice);
+        let json_top: Vec<(Value, u64)> = json
+            .pluck("type")
+            .frequencies()
+            .topk(10, |(_, n)| *n)
+            .compute_on(&s)
+            .unwrap()
+            .into_iter()
+            .map(|(t, n)| (t.to_value().unwrap(), n))
+            .collect();
+        assert_eq!(json_top, top);
 
         // The same through the typed reader.
         #[derive(serde::Deserialize, Clone)]

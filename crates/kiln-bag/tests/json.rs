@@ -353,3 +353,47 @@ fn pluck_names_missing_keys_and_wrong_kinds_or_gives_the_default() {
         Err(e) if e.to_string().contains(&BagError::EmptyPath.to_string())
     ));
 }
+
+/// Files are read in blocks of about 128 KiB, split into lines within each block: lines that
+/// cross block ends, lines longer than a block, `\r\n` endings, blank lines and a last line
+/// without its newline read as line-by-line reading would, in every format, and a line that is
+/// not UTF-8 far into a file is named by its number.
+#[test]
+fn records_across_block_ends_read_as_line_by_line() {
+    let dir = TempDir::new("json-blocks");
+    let mut text = String::new();
+    let mut expected = Vec::new();
+    for i in 0..6000usize {
+        // Some lines longer than a block (about 300 KB), the rest of many lengths.
+        let pad = if i % 1500 == 700 { 300_000 } else { (i * 37) % 200 };
+        let line = format!(r#"{{"n": {i}, "pad": "{}", "name": "{}"}}"#, "x".repeat(pad), NAMES[i % 2]);
+        expected.push(serde_json::from_str::<Value>(&line).unwrap());
+        text.push_str(&line);
+        text.push_str(match i % 5 {
+            0 => "\r\n",
+            1 => "\n\n",
+            _ => "\n",
+        });
+    }
+    text.pop(); // No newline after the last line.
+    for name in ["a.json", "a.json.gz"] {
+        write(&dir.0.join(name), &text);
+        let bag = read_json(&dir.pattern(name)).unwrap();
+        let got: Vec<Value> = bag.compute_on(&sched()).unwrap().iter().map(|j| j.to_value().unwrap()).collect();
+        assert_eq!(got.len(), expected.len(), "{name}");
+        assert!(got == expected, "{name}");
+        let lines = read_text(&dir.pattern(name)).unwrap().compute_on(&sched()).unwrap();
+        assert_eq!(lines.len(), text.split('\n').count(), "{name}");
+        assert_eq!(lines.iter().filter(|l| l.ends_with('\r')).count(), 0, "{name}");
+        std::fs::remove_file(dir.0.join(name)).unwrap();
+    }
+
+    let mut bytes = text.into_bytes();
+    let line_of = |bytes: &[u8], at: usize| bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    let at = bytes.len() - 1000;
+    bytes[at] = 0xff;
+    let line = line_of(&bytes, at);
+    std::fs::write(dir.0.join("bad.json"), &bytes).unwrap();
+    let error = read_json(&dir.pattern("bad.json")).unwrap().count().compute_on(&sched()).unwrap_err().to_string();
+    assert!(error.contains(&format!("bad.json, line {line}")) && error.contains("UTF-8"), "{error}");
+}

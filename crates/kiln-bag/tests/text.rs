@@ -170,6 +170,22 @@ fn bzip2_and_zstd_files_are_read_by_extension_and_written_back() {
         let back = read_text(&format!("{}/*.{suffix}", out.display())).unwrap();
         assert_eq!(back.compute_on(&sched()).unwrap(), ["0", "1", "2", "3", "4", "5", "6"]);
     }
+    // A pattern names the files; its extension picks the compression unless one is given.
+    let gzip: &[u8] = &[0x1f, 0x8b];
+    let zstd: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+    for (pattern, compression, magic) in
+        [("events-*.json.gz", Compression::None, gzip), ("z-*.log", Compression::Zstd, zstd)]
+    {
+        let target = dir.0.join("named").join(pattern);
+        let written = kiln_bag::Bag::range(7, 3).to_textfiles(&target, compression).compute_on(&sched()).unwrap();
+        let expected: Vec<_> = (0..3).map(|i| dir.0.join("named").join(pattern.replace('*', &i.to_string()))).collect();
+        assert_eq!(written, expected);
+        // Compressed as the extension or the argument says (by the format's magic number).
+        assert!(std::fs::read(&written[0]).unwrap().starts_with(magic), "{pattern}");
+    }
+    let back = read_text(&dir.pattern("named/events-*.json.gz")).unwrap();
+    assert_eq!(back.compute_on(&sched()).unwrap(), ["0", "1", "2", "3", "4", "5", "6"]);
+
     // A file whose name says zstd but whose bytes are not is an error naming the file.
     std::fs::write(dir.0.join("bad.txt.zst"), b"plain text\n").unwrap();
     let error = read_text(&dir.pattern("bad.txt.zst")).unwrap().compute_on(&sched()).unwrap_err();
