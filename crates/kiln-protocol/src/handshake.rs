@@ -370,9 +370,9 @@ mod tests {
     #[test]
     fn hello_layout_is_as_documented() {
         let bytes = encode_hello(&Hello::new(Role::Worker, "ab"));
-        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 4, 0, 1, 2, 0, b'a', b'b', 0, 0]);
+        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 5, 0, 1, 2, 0, b'a', b'b', 0, 0]);
         let bytes = encode_hello(&Hello::new(Role::Client, "").with_token(AuthToken::new(*b"xyz")));
-        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 4, 0, 0, 0, 0, 3, 0, b'x', b'y', b'z']);
+        assert_eq!(bytes, [b'K', b'I', b'L', b'N', 5, 0, 0, 0, 0, 3, 0, b'x', b'y', b'z']);
     }
 
     #[test]
@@ -426,7 +426,7 @@ mod tests {
         assert!(matches!(refusal, Refusal::Version { theirs: 7, .. }), "{refusal:?}");
         assert_eq!(
             refusal.to_string(),
-            "protocol version 7 is not supported by this scheduler (speaks version 4); upgrade kiln on one side"
+            "protocol version 7 is not supported by this scheduler (speaks version 5); upgrade kiln on one side"
         );
     }
 
@@ -489,7 +489,7 @@ mod tests {
             }
             assert_eq!(decode_reply(&bytes), Ok(Some((reply, bytes.len()))));
         }
-        assert_eq!(encode_reply(&Reply::Accepted), [b'K', b'I', b'L', b'N', 4, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(encode_reply(&Reply::Accepted), [b'K', b'I', b'L', b'N', 5, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

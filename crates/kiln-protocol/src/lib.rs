@@ -51,8 +51,9 @@ pub const MAGIC: [u8; 4] = *b"KILN";
 /// scheduler it paused or resumed). Version 4: the hello ends with an optional authentication
 /// token ([`AuthToken`], `--auth-token`); `Finished` carries the run's start time and thread,
 /// `Heartbeat` the CPU use and the transfers and spills since the last one (`ActivityRecord`),
-/// `Welcome` the dashboard's address.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// `Welcome` the dashboard's address. Version 5: `Heartbeat` carries the worker process's
+/// network byte totals (read and written).
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Default maximum size of one frame (header or payload frame): 1 GiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;
 /// Default maximum size of one packet (all its frames) on an accepted connection: what one peer
