@@ -334,6 +334,8 @@ impl HeatMap {
             .configure_mesh()
             .disable_mesh()
             .disable_x_axis()
+            // Tick marks keep the labels off the bar's edge.
+            .set_tick_mark_size(LabelAreaPosition::Right, 5)
             .y_desc(&self.unit)
             .label_style((FAMILY, 13).into_font())
             .axis_desc_style((FAMILY, 15).into_font())

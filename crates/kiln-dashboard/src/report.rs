@@ -502,7 +502,7 @@ fn memory_svg(data: &ReportData) -> Result<String, ReportError> {
         chart
             .configure_mesh()
             .x_desc("time since start (s)")
-            .y_desc("memory")
+            .y_desc("memory (bytes)")
             .y_label_formatter(&|v| human_bytes(*v))
             .draw()
             .map_err(|e| err(e.to_string()))?;
