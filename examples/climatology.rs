@@ -79,9 +79,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (djf, jja, difference) = kiln::compute(&(djf.data().clone(), jja.data().clone(), difference))?;
 
     let map = |title: &str| {
-        HeatMap::new(title, "K")
-            .x_axis("longitude (°E)", lons[0], lons[nlon - 1])
-            .y_axis("latitude (°N)", lats[0], lats[nlat - 1])
+        HeatMap::new(title, "K").x_axis("longitude (°E)", lons[0], lons[nlon - 1]).y_axis(
+            "latitude (°N)",
+            lats[0],
+            lats[nlat - 1],
+        )
     };
     let values = |a: &ndarray::ArrayD<f64>| a.iter().copied().collect::<Vec<f64>>();
     // Both seasons on one colour scale, so the two maps compare at a glance.
@@ -89,13 +91,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let span = format!("{years} year{}", if years == 1 { "" } else { "s" });
     for (name, season, field) in [("djf", "December-February", &djf), ("jja", "June-August", &jja)] {
         let path = out.join(format!("tas_{name}_mean.png"));
-        map(&format!("Mean temperature, {season}, {span}")).limits(lo, hi).write_png(&path, &values(field), nlat, nlon)?;
+        map(&format!("Mean temperature, {season}, {span}")).limits(lo, hi).write_png(
+            &path,
+            &values(field),
+            nlat,
+            nlon,
+        )?;
         println!("wrote {}", path.display());
     }
     let path = out.join("tas_djf_minus_jja.png");
-    map(&format!("Temperature, DJF minus JJA, {span}"))
-        .palette(Palette::Diverging)
-        .write_png(&path, &values(&difference), nlat, nlon)?;
+    map(&format!("Temperature, DJF minus JJA, {span}")).palette(Palette::Diverging).write_png(
+        &path,
+        &values(&difference),
+        nlat,
+        nlon,
+    )?;
     let (dlo, dhi) = difference.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     println!("DJF minus JJA: from {dlo:.1} to {dhi:.1} K; wrote {}", path.display());
     Ok(())

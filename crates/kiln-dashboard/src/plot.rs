@@ -244,8 +244,7 @@ impl HeatMap {
         if !(vmin.is_finite() && vmax.is_finite() && vmin < vmax) {
             return Err(self.layout(format!("colour bar limits {vmin} to {vmax}")));
         }
-        static REGISTERED: OnceLock<bool> = OnceLock::new();
-        if !*REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok()) {
+        if !register_font_once() {
             return Err(self.draw_error("the built-in font could not be loaded"));
         }
 
@@ -376,6 +375,12 @@ impl HeatMap {
         writer.write_image_data(&image.pixels).map_err(|e| failed(&e))?;
         writer.finish().map_err(|e| failed(&e))
     }
+}
+
+/// Registers the built-in font with plotters (once per process); whether it is available.
+pub(crate) fn register_font_once() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| register_font(FAMILY, FontStyle::Normal, FONT).is_ok())
 }
 
 /// A tick label: integers without decimals, others with as few as read well.
