@@ -1,6 +1,7 @@
 //! The seeds' earth-science example: on a year of 6-hourly global temperatures
 //! (time x lat x lon = 1464 x 721 x 1440, a 12 GB array that is never held in memory), the
-//! day-night difference `x[::4].mean(axis=0) - x[2::4].mean(axis=0)`, written as a PNG heat map.
+//! day-night difference `x[::4].mean(axis=0) - x[2::4].mean(axis=0)`, written as a PNG heat map
+//! with latitude/longitude axes, a title and a colour bar in kelvin.
 //!
 //! The data are synthetic but shaped like the real thing: a pole-to-equator gradient, a daily
 //! cycle that follows local solar time and weakens toward the poles, and weather noise.
@@ -12,6 +13,7 @@ use std::f64::consts::PI;
 use kiln::array::random::RandomState;
 use kiln::array::{Array, linspace};
 use kiln::prelude::*;
+use kiln_dashboard::plot::{HeatMap, Palette};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -38,32 +40,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let map = day_minus_night.compute()?;
     println!("computed the {:?} difference map in {:.1?}", map.shape(), start.elapsed());
     let (lo, hi) = map.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    println!("day minus night: from {lo:.2} to {hi:.2} degrees");
+    println!("day minus night: from {lo:.2} to {hi:.2} K");
 
-    write_heatmap(&out, &map, lo.abs().max(hi.abs()))?;
+    let values: Vec<f64> = map.iter().copied().collect();
+    HeatMap::new(&format!("Day minus night temperature, mean of {steps} six-hourly steps"), "K")
+        .x_axis("longitude (°E)", 0.0, 360.0 * (nlon - 1) as f64 / nlon as f64)
+        .y_axis("latitude (°N)", -90.0, 90.0)
+        .palette(Palette::Diverging)
+        .write_png(&out, &values, nlat, nlon)?;
     println!("wrote {out}");
-    Ok(())
-}
-
-/// A blue-white-red PNG of a 2-d array, north up, symmetric around zero.
-fn write_heatmap(path: &str, map: &ndarray::ArrayD<f64>, scale: f64) -> Result<(), Box<dyn std::error::Error>> {
-    let (h, w) = (map.shape()[0], map.shape()[1]);
-    let mut rgb = Vec::with_capacity(h * w * 3);
-    for row in (0..h).rev() {
-        for col in 0..w {
-            let v = (map[[row, col]] / scale).clamp(-1.0, 1.0);
-            let (r, g, b) = if v >= 0.0 {
-                (255.0, 255.0 * (1.0 - v), 255.0 * (1.0 - v))
-            } else {
-                (255.0 * (1.0 + v), 255.0 * (1.0 + v), 255.0)
-            };
-            rgb.extend_from_slice(&[r as u8, g as u8, b as u8]);
-        }
-    }
-    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut encoder = png::Encoder::new(file, w as u32, h as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder.write_header()?.write_image_data(&rgb)?;
     Ok(())
 }

@@ -20,6 +20,7 @@
 
 mod metrics;
 mod pages;
+pub mod plot;
 pub mod report;
 mod routes;
 pub mod worker;

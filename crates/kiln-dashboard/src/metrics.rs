@@ -101,6 +101,7 @@ pub fn render_metrics(snapshot: &Snapshot, namespace: &str) -> String {
     let transfer = counter_family();
     let spill = counter_family();
     let tasks_done = counter_family();
+    let network = counter_family();
     for w in &a.workers {
         let id = w.id.to_string();
         for (kind, bytes) in [("managed", w.managed), ("unmanaged", w.unmanaged()), ("spilled", w.spilled)] {
@@ -110,12 +111,22 @@ pub fn render_metrics(snapshot: &Snapshot, namespace: &str) -> String {
         transfer.get_or_create(&label(&[("worker", &id)])).inc_by(w.transfer_bytes as f64);
         spill.get_or_create(&label(&[("worker", &id)])).inc_by(w.spill_bytes as f64);
         tasks_done.get_or_create(&label(&[("worker", &id)])).inc_by(w.tasks_finished as f64);
+        for (direction, bytes) in [("read", w.network_read_bytes), ("write", w.network_written_bytes)] {
+            network.get_or_create(&label(&[("worker", &id), ("direction", direction)])).inc_by(bytes as f64);
+        }
     }
     worker.register("memory_bytes", "Memory by type (managed, unmanaged, spilled)", memory);
     worker.register("cpu_percent", "CPU use in percent of one core", cpu);
     worker.register("transfer_incoming_bytes", "Bytes fetched from peers", transfer);
     worker.register("spill_bytes", "Bytes written to disk by spilling", spill);
     worker.register("tasks_finished", "Tasks finished", tasks_done);
+    // The same name as on the worker's own /metrics, with a worker label: the totals its
+    // process reported with its last heartbeat.
+    worker.register(
+        "network_bytes",
+        "Total bytes read from and written to the worker's connections, as of its last heartbeat",
+        network,
+    );
 
     let mut out = String::new();
     // Writing into a String cannot fail.

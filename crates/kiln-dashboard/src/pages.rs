@@ -86,7 +86,8 @@ pub(crate) fn workers(s: &Snapshot) -> String {
         let _ = write!(
             rows,
             "<tr class=\"worker-row\"><td><a href=\"/info/worker/{id}\">{name}</a></td><td>{addr}</td><td>{threads}</td>\
-             <td>{mem} / {limit}</td><td>{processing}</td><td>{held}</td><td>{cpu:.0} %</td><td>{seen:.1} s ago</td></tr>",
+             <td>{mem} / {limit}</td><td>{processing}</td><td>{held}</td><td>{cpu:.0} %</td>\
+             <td>{read_rate}/s ({read})</td><td>{written_rate}/s ({written})</td><td>{seen:.1} s ago</td></tr>",
             id = w.id,
             name = escape(&w.name),
             addr = escape(&w.address),
@@ -96,6 +97,10 @@ pub(crate) fn workers(s: &Snapshot) -> String {
             processing = load.map_or(0, |l| l.processing),
             held = load.map_or(0, |l| l.held),
             cpu = w.cpu_percent,
+            read_rate = bytes(w.network_read_bps as u64),
+            read = bytes(w.network_read_bytes),
+            written_rate = bytes(w.network_written_bps as u64),
+            written = bytes(w.network_written_bytes),
             seen = now.saturating_sub(w.last_seen_us) as f64 / 1e6,
         );
     }
@@ -103,7 +108,8 @@ pub(crate) fn workers(s: &Snapshot) -> String {
         "Workers",
         &format!(
             "<table id=\"workers\"><thead><tr><th>name</th><th>address</th><th>threads</th><th>memory</th>\
-             <th>processing</th><th>in memory</th><th>CPU</th><th>last seen</th></tr></thead><tbody>{rows}</tbody></table>"
+             <th>processing</th><th>in memory</th><th>CPU</th><th>network in (total)</th><th>network out (total)</th>\
+             <th>last seen</th></tr></thead><tbody>{rows}</tbody></table>"
         ),
     )
 }
@@ -119,7 +125,9 @@ pub(crate) fn worker(s: &Snapshot, w: &WorkerStats, tasks: &(Vec<String>, Vec<St
         &format!(
             "<dl><dt>address</dt><dd>{addr}</dd><dt>threads</dt><dd>{threads}</dd>\
              <dt>memory</dt><dd>managed {m}, unmanaged {u}, spilled {sp}, limit {lim}</dd>\
-             <dt>CPU</dt><dd>{cpu:.0} %</dd><dt>tasks finished</dt><dd>{done}</dd><dt>tasks failed</dt><dd>{failed}</dd>\
+             <dt>CPU</dt><dd>{cpu:.0} %</dd>\
+             <dt>network</dt><dd>in {read_rate}/s ({read} total), out {written_rate}/s ({written} total)</dd>\
+             <dt>tasks finished</dt><dd>{done}</dd><dt>tasks failed</dt><dd>{failed}</dd>\
              <dt>occupancy</dt><dd>{occ:.3} s per thread</dd><dt>status</dt><dd>{status}</dd></dl>\
              <h2>Processing</h2><ul id=\"processing\">{p}</ul><h2>In memory</h2><ul id=\"held\">{h}</ul>\
              <h2>Recent log</h2><ul id=\"log\">{log}</ul>",
@@ -130,6 +138,10 @@ pub(crate) fn worker(s: &Snapshot, w: &WorkerStats, tasks: &(Vec<String>, Vec<St
             sp = bytes(w.spilled),
             lim = if w.memory_limit == 0 { "none".to_string() } else { bytes(w.memory_limit) },
             cpu = w.cpu_percent,
+            read_rate = bytes(w.network_read_bps as u64),
+            read = bytes(w.network_read_bytes),
+            written_rate = bytes(w.network_written_bps as u64),
+            written = bytes(w.network_written_bytes),
             done = w.tasks_finished,
             failed = w.tasks_failed,
             occ = load.map_or(0.0, |l| l.occupancy_s),

@@ -502,7 +502,7 @@ fn memory_svg(data: &ReportData) -> Result<String, ReportError> {
         chart
             .configure_mesh()
             .x_desc("time since start (s)")
-            .y_desc("memory")
+            .y_desc("memory (bytes)")
             .y_label_formatter(&|v| human_bytes(*v))
             .draw()
             .map_err(|e| err(e.to_string()))?;
@@ -588,6 +588,10 @@ fn render(data: &ReportData) -> Result<String, ReportError> {
             data.tasks.len().div_ceil(MAX_DRAWN_TASKS),
             data.tasks.len()
         );
+    }
+    // plotters measures chart text with the registered font (ab_glyph), also for SVG.
+    if !crate::plot::register_font_once() {
+        return Err(chart_error("task stream")("the built-in font could not be loaded".into()));
     }
     h.push_str(&task_stream_svg(data, &colors)?);
     h.push_str("\n<h2>Task prefixes</h2>\n<table id=\"prefixes\"><tr><th>prefix</th><th>tasks</th><th>failed</th><th>compute time (s)</th><th>mean (ms)</th><th>longest (ms)</th><th>result bytes</th></tr>");

@@ -193,6 +193,12 @@ fn worker_json(s: &Snapshot, w: &kiln_scheduler::aggregate::WorkerStats) -> Json
         "memory_limit": w.memory_limit,
         "memory": { "managed": w.managed, "unmanaged": w.unmanaged(), "spilled": w.spilled, "process": w.process },
         "cpu": w.cpu_percent,
+        "network": {
+            "read_bytes": w.network_read_bytes,
+            "write_bytes": w.network_written_bytes,
+            "read_bps": w.network_read_bps,
+            "write_bps": w.network_written_bps,
+        },
         "processing": load.map_or(0, |l| l.processing),
         "held": load.map_or(0, |l| l.held),
         "occupancy": load.map_or(0.0, |l| l.occupancy_s),

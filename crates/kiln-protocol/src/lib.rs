@@ -52,7 +52,8 @@ pub const MAGIC: [u8; 4] = *b"KILN";
 /// token ([`AuthToken`], `--auth-token`); `Finished` carries the run's start time and thread,
 /// `Heartbeat` the CPU use and the transfers and spills since the last one (`ActivityRecord`),
 /// `Welcome` the dashboard's address. Version 5: `ComputeTask::who_has` and `Acquire` name each
-/// value's size ([`messages::WhoHas`]), so a worker bounds the bytes it fetches at once.
+/// value's size ([`messages::WhoHas`]), so a worker bounds the bytes it fetches at once, and
+/// `Heartbeat` carries the worker process's network byte totals (read and written).
 pub const PROTOCOL_VERSION: u16 = 5;
 /// Default maximum size of one frame (header or payload frame): 1 GiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 30;

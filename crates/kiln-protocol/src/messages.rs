@@ -426,6 +426,11 @@ pub enum WorkerToScheduler {
         activity: Vec<ActivityRecord>,
         /// Activity records the worker did not send because the bound was reached.
         activity_dropped: u32,
+        /// Bytes the worker's process read from its kiln connections since it started (all of
+        /// them: scheduler, peers, clients); a total, so a lost heartbeat loses no bytes.
+        network_read_bytes: u64,
+        /// Bytes the worker's process wrote to its kiln connections since it started.
+        network_written_bytes: u64,
     },
     /// The answer to [`SchedulerToWorker::Steal`]: `stolen` when the task had not started and
     /// is dropped here (it will run elsewhere), else it runs here as planned.

@@ -175,6 +175,8 @@ proptest! {
                     duration_us: 2,
                 }],
                 activity_dropped: 0,
+                network_read_bytes: 4096,
+                network_written_bytes: 512,
             },
             WorkerToScheduler::Paused { paused: !paused, reason: String::new() },
         ];

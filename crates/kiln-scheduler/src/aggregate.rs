@@ -107,6 +107,18 @@ pub struct WorkerStats {
     pub transfer_bytes: u64,
     /// Bytes it wrote to disk.
     pub spill_bytes: u64,
+    /// Bytes its process read from its kiln connections since it started (last heartbeat).
+    pub network_read_bytes: u64,
+    /// Bytes its process wrote to its kiln connections since it started (last heartbeat).
+    pub network_written_bytes: u64,
+    /// Read rate between its last two heartbeats, bytes per second.
+    pub network_read_bps: f64,
+    /// Write rate between its last two heartbeats, bytes per second.
+    pub network_written_bps: f64,
+    /// When the network totals were last reported (observer's clock, µs; 0: never), the base
+    /// of the next rate.
+    #[serde(skip)]
+    pub network_at_us: u64,
     /// Recent log lines (joined, paused, failures, ...), oldest first.
     pub log: VecDeque<String>,
 }
@@ -473,6 +485,21 @@ impl ClusterAggregates {
                     w.cpu_percent = if cpu_percent.is_finite() { cpu_percent.max(0.0) } else { 0.0 };
                 }
             }
+            SchedulerEvent::NetworkReported { worker, read_bytes, written_bytes } => {
+                if let Some(w) = self.workers.get_mut(worker) {
+                    let elapsed_us = now_us.saturating_sub(w.network_at_us);
+                    // The first report has no base; a restarted process reports smaller totals
+                    // (saturating to a zero rate rather than a huge one).
+                    if w.network_at_us != 0 && elapsed_us > 0 {
+                        let per_second = |new: u64, old: u64| new.saturating_sub(old) as f64 * 1e6 / elapsed_us as f64;
+                        w.network_read_bps = per_second(*read_bytes, w.network_read_bytes);
+                        w.network_written_bps = per_second(*written_bytes, w.network_written_bytes);
+                    }
+                    w.network_read_bytes = *read_bytes;
+                    w.network_written_bytes = *written_bytes;
+                    w.network_at_us = now_us;
+                }
+            }
             SchedulerEvent::Worker { worker, activity } => self.activity(*worker, activity),
         }
     }
@@ -603,6 +630,11 @@ fn new_worker(info: &WorkerInfo, now_us: u64) -> WorkerStats {
         tasks_failed: 0,
         transfer_bytes: 0,
         spill_bytes: 0,
+        network_read_bytes: 0,
+        network_written_bytes: 0,
+        network_read_bps: 0.0,
+        network_written_bps: 0.0,
+        network_at_us: 0,
         log: VecDeque::new(),
     }
 }
@@ -743,6 +775,29 @@ mod tests {
         a.apply(&SchedulerEvent::WorkerLeft { worker: w0, reason: "gone".into() }, 9);
         assert!(a.worker(w0).is_none());
         assert_eq!(a.totals().workers_left, 1);
+    }
+
+    #[test]
+    fn network_totals_give_rates_between_heartbeats() {
+        let mut a = ClusterAggregates::default();
+        a.apply(&SchedulerEvent::WorkerJoined(info(0)), 1);
+        let w0 = WorkerId::new(0);
+        let report =
+            |read_bytes, written_bytes| SchedulerEvent::NetworkReported { worker: w0, read_bytes, written_bytes };
+        a.apply(&report(1_000, 500), 2_000_000);
+        let w = a.worker(w0).unwrap();
+        assert_eq!((w.network_read_bytes, w.network_written_bytes), (1_000, 500));
+        assert_eq!((w.network_read_bps, w.network_written_bps), (0.0, 0.0), "no base for a rate yet");
+        a.apply(&report(5_000, 2_500), 4_000_000);
+        let w = a.worker(w0).unwrap();
+        assert_eq!((w.network_read_bps, w.network_written_bps), (2_000.0, 1_000.0));
+        // A restarted process reports smaller totals: the rate is zero, not a wrapped number.
+        a.apply(&report(10, 10), 5_000_000);
+        let w = a.worker(w0).unwrap();
+        assert_eq!((w.network_read_bytes, w.network_read_bps, w.network_written_bps), (10, 0.0, 0.0));
+        // Reports for a worker that left are ignored.
+        a.apply(&SchedulerEvent::NetworkReported { worker: WorkerId::new(9), read_bytes: 1, written_bytes: 1 }, 6);
+        assert!(a.worker(WorkerId::new(9)).is_none());
     }
 
     #[test]

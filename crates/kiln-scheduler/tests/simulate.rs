@@ -649,6 +649,8 @@ fn the_stream_reports_workers_errors_steals_memory_and_worker_activity() {
         cpu_percent: 50.0,
         activity: Vec::new(),
         activity_dropped: 0,
+        network_read_bytes: 700,
+        network_written_bytes: 300,
     };
     sim.s.handle(Event::Worker(w0, heartbeat), 1);
     let spill = WorkerActivity::Spilled { key: Key::new("x"), nbytes: 2, started_us: 1, duration_us: 1 };
@@ -665,6 +667,7 @@ fn the_stream_reports_workers_errors_steals_memory_and_worker_activity() {
     assert_eq!(joined, 2);
     let report = MemoryReport { worker: w0, managed: 10, spilled: 2, process: 30 };
     assert!(events.contains(&SchedulerEvent::MemoryReported(report)));
+    assert!(events.contains(&SchedulerEvent::NetworkReported { worker: w0, read_bytes: 700, written_bytes: 300 }));
     assert!(events.contains(&SchedulerEvent::Worker { worker: w0, activity: spill }));
     assert!(events.iter().any(|e| matches!(e, SchedulerEvent::TaskErred { key, .. } if *key == bad.key)));
     assert!(events.iter().any(|e| matches!(e, SchedulerEvent::WorkerLeft { worker, .. } if *worker == w0)));

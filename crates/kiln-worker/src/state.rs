@@ -335,6 +335,8 @@ pub enum Event<P> {
         activity: Vec<ActivityRecord>,
         /// Records the shell dropped to keep `activity` bounded.
         activity_dropped: u32,
+        /// The process's network byte totals, read and written (passed on as is).
+        network_bytes: (u64, u64),
     },
     /// A spill file is written.
     SpillDone {
@@ -1209,7 +1211,7 @@ impl<P> WorkerState<P> {
                 out.push(Instruction::Send(WorkerToScheduler::Received { entries }));
             }
             Event::MemoryMeasured { process_bytes } => self.memory_measured(process_bytes),
-            Event::HeartbeatDue { process_bytes, cpu_percent, activity, activity_dropped } => {
+            Event::HeartbeatDue { process_bytes, cpu_percent, activity, activity_dropped, network_bytes } => {
                 out.push(Instruction::Send(WorkerToScheduler::Heartbeat {
                     managed_bytes: self.managed,
                     spilled_bytes: self.spilled,
@@ -1217,6 +1219,8 @@ impl<P> WorkerState<P> {
                     cpu_percent,
                     activity,
                     activity_dropped,
+                    network_read_bytes: network_bytes.0,
+                    network_written_bytes: network_bytes.1,
                 }));
             }
             Event::SpillDone { key, file } => self.spill_done(key, file, out),

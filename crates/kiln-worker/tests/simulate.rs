@@ -482,6 +482,7 @@ impl Sim {
                 cpu_percent: 0.0,
                 activity: Vec::new(),
                 activity_dropped: 0,
+                network_bytes: (0, 0),
             }),
             97 if self.rng.chance(10) => {
                 // The scheduler is lost: it forgets this worker's work, which rejoins.

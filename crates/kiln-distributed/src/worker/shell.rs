@@ -332,7 +332,13 @@ impl Shell {
             },
             ShellEvent::Heartbeat => {
                 let (cpu_percent, activity, activity_dropped) = self.activity.take();
-                Event::HeartbeatDue { process_bytes: super::process_rss(), cpu_percent, activity, activity_dropped }
+                Event::HeartbeatDue {
+                    process_bytes: super::process_rss(),
+                    cpu_percent,
+                    activity,
+                    activity_dropped,
+                    network_bytes: crate::comm::tls::network_bytes(),
+                }
             }
             ShellEvent::MemoryCheck => {
                 if self.state.is_paused() {

@@ -321,6 +321,8 @@ impl SchedulerState {
                 cpu_percent,
                 activity,
                 activity_dropped: _,
+                network_read_bytes,
+                network_written_bytes,
             } => {
                 let report =
                     MemoryReport { worker, managed: managed_bytes, spilled: spilled_bytes, process: process_bytes };
@@ -329,6 +331,11 @@ impl SchedulerState {
                 }
                 self.record(|_| SchedulerEvent::MemoryReported(report));
                 self.record(|_| SchedulerEvent::CpuReported { worker, cpu_percent });
+                self.record(|_| SchedulerEvent::NetworkReported {
+                    worker,
+                    read_bytes: network_read_bytes,
+                    written_bytes: network_written_bytes,
+                });
                 if self.is_observed() {
                     for record in activity {
                         self.record(|_| SchedulerEvent::Worker {

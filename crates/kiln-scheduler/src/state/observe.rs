@@ -81,6 +81,15 @@ pub enum SchedulerEvent {
         /// Percent of one core.
         cpu_percent: f32,
     },
+    /// A worker's heartbeat brought its process's network byte totals (since it started).
+    NetworkReported {
+        /// The worker.
+        worker: WorkerId,
+        /// Bytes read from its kiln connections.
+        read_bytes: u64,
+        /// Bytes written to them.
+        written_bytes: u64,
+    },
     /// A task processing on `worker` ended there (recorded just before its transition), with
     /// the timing the worker reported: one rectangle of the dashboard's task stream.
     TaskRan {
