@@ -382,6 +382,35 @@ pub fn foundation_graph(
     (g.build().unwrap(), level[0])
 }
 
+/// A dataframe answer as rows of JSON values (numbers as numbers, nulls and the rest as text),
+/// for the Python drivers that compare engines' answers (`bench/tpch.py`, `bench/nycflights.py`).
+///
+/// # Errors
+/// A column arrow cannot format.
+pub fn json_rows(
+    batch: &kiln_dataframe::arrow::array::RecordBatch,
+) -> Result<serde_json::Value, kiln_dataframe::arrow::error::ArrowError> {
+    use kiln_dataframe::arrow::array::Array;
+    use kiln_dataframe::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default();
+    let formatters =
+        batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut values = Vec::with_capacity(batch.num_columns());
+        for (column, formatter) in batch.columns().iter().zip(&formatters) {
+            let text = formatter.value(row).to_string();
+            let numeric = column.data_type().is_numeric() && !column.is_null(row);
+            values.push(match text.parse::<f64>() {
+                Ok(v) if numeric => serde_json::json!(v),
+                _ => serde_json::json!(text),
+            });
+        }
+        out.push(serde_json::Value::Array(values));
+    }
+    Ok(serde_json::Value::Array(out))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -448,33 +477,4 @@ mod tests {
         assert_eq!(super::ratio(&a, &b, true), 2.0);
         assert!(super::ratio(&a, &b, false).is_nan());
     }
-}
-
-/// A dataframe answer as rows of JSON values (numbers as numbers, nulls and the rest as text),
-/// for the Python drivers that compare engines' answers (`bench/tpch.py`, `bench/nycflights.py`).
-///
-/// # Errors
-/// A column arrow cannot format.
-pub fn json_rows(
-    batch: &kiln_dataframe::arrow::array::RecordBatch,
-) -> Result<serde_json::Value, kiln_dataframe::arrow::error::ArrowError> {
-    use kiln_dataframe::arrow::array::Array;
-    use kiln_dataframe::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let options = FormatOptions::default();
-    let formatters =
-        batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options)).collect::<Result<Vec<_>, _>>()?;
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        let mut values = Vec::with_capacity(batch.num_columns());
-        for (column, formatter) in batch.columns().iter().zip(&formatters) {
-            let text = formatter.value(row).to_string();
-            let numeric = column.data_type().is_numeric() && !column.is_null(row);
-            values.push(match text.parse::<f64>() {
-                Ok(v) if numeric => serde_json::json!(v),
-                _ => serde_json::json!(text),
-            });
-        }
-        out.push(serde_json::Value::Array(values));
-    }
-    Ok(serde_json::Value::Array(out))
 }
