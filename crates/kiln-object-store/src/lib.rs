@@ -19,6 +19,12 @@
 //! A transient failure (a dropped connection, a 5xx, a throttling answer) is retried with
 //! exponential backoff, at most [`MAX_RETRIES`] times and within [`RETRY_TIMEOUT`]; what still
 //! fails becomes a [`StorageError`] naming the URL.
+//!
+//! Ranged reads that walk forward through an object (Parquet pages, CSV blocks) are widened
+//! into [`READ_AHEAD`]-byte requests whose bytes answer the next reads (see [`read_ahead`]);
+//! scattered reads are sent as asked.
+
+pub mod read_ahead;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,6 +42,7 @@ use kiln_storage::{Storage, StorageError};
 use object_store::RetryConfig;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+pub use read_ahead::{READ_AHEAD, ReadStats};
 
 /// Attempts after the first for a request that failed transiently.
 pub const MAX_RETRIES: usize = 5;
@@ -76,6 +83,7 @@ pub fn register() {
 #[derive(Default)]
 pub struct ObjectStorage {
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    read_ahead: read_ahead::ReadAhead,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -122,6 +130,12 @@ fn retry_config() -> RetryConfig {
 }
 
 impl ObjectStorage {
+    /// How many ranged requests this storage sent and how many bytes they brought, beside the
+    /// bytes its readers asked for (to see what read-ahead saves or costs).
+    pub fn read_stats(&self) -> ReadStats {
+        self.read_ahead.stats()
+    }
+
     fn store(&self, location: &Location, url: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
         let id = format!("{}://{}", location.scheme, location.bucket);
         let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
@@ -202,16 +216,32 @@ impl Storage for ObjectStorage {
         if range.end <= range.start {
             return Ok(Vec::new());
         }
+        let (prefix, fetch, keep) = match self.read_ahead.plan(path, range.clone()) {
+            read_ahead::Plan::Hit(bytes) => return Ok(bytes),
+            read_ahead::Plan::Fetch { prefix, fetch, keep } => (prefix, fetch, keep),
+        };
         let (store, _, object) = self.resolve(path)?;
-        let wanted = range.end - range.start;
-        let bytes = block_on(store.get_range(&object, range.clone())).map_err(|e| to_storage_error(path, e))?;
-        if (bytes.len() as u64) < wanted {
+        // A widened request may run past the object's end: the store answers what there is.
+        let bytes = block_on(store.get_range(&object, fetch.clone())).map_err(|e| to_storage_error(path, e))?;
+        self.read_ahead.fetched(path, fetch.start, &bytes, keep);
+        let wanted = (range.end - fetch.start) as usize;
+        if bytes.len() < wanted {
             return Err(StorageError::Io {
                 url: path.to_string(),
-                message: format!("object ends before byte {} (read {} of {wanted})", range.end, bytes.len()),
+                message: format!(
+                    "object ends before byte {} (read {} of {})",
+                    range.end,
+                    prefix.len() + bytes.len(),
+                    range.end - range.start
+                ),
             });
         }
-        Ok(bytes.into())
+        if prefix.is_empty() && bytes.len() == wanted {
+            return Ok(bytes.into());
+        }
+        let mut out = prefix;
+        out.extend_from_slice(&bytes[..wanted]);
+        Ok(out)
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
@@ -230,12 +260,16 @@ impl Storage for ObjectStorage {
     fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
         let (store, _, object) = self.resolve(path)?;
         let payload = PutPayload::from(Bytes::copy_from_slice(bytes));
-        block_on(store.put(&object, payload)).map(drop).map_err(|e| to_storage_error(path, e))
+        let result = block_on(store.put(&object, payload)).map(drop).map_err(|e| to_storage_error(path, e));
+        self.read_ahead.forget(path);
+        result
     }
 
     fn delete(&self, path: &str) -> Result<(), StorageError> {
         let (store, _, object) = self.resolve(path)?;
-        match block_on(store.delete(&object)) {
+        let result = block_on(store.delete(&object));
+        self.read_ahead.forget(path);
+        match result {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(to_storage_error(path, e)),
         }

@@ -47,9 +47,9 @@ pub(crate) fn stored_dtype(dataset: &Dataset) -> Result<DType, String> {
     }
 }
 
-/// Chunked datasets with more chunks than this are read through the library only: listing
-/// chunk addresses costs HDF5 1.10 time linear in the chunk's index, so all of them quadratic.
-const MAX_INDEXED_CHUNKS: usize = 4096;
+/// Chunked datasets with more chunks than this are read through the library only: the chunk
+/// index kept for direct reads costs about 100 bytes a chunk (100 MB at this count).
+const MAX_INDEXED_CHUNKS: usize = 1 << 20;
 
 /// Where a dataset's bytes lie in its file when blocks can be read with plain positioned reads,
 /// outside the library and its process-wide lock (so on all cores at once): no filters
@@ -91,18 +91,45 @@ pub(crate) fn raw_layout(ds: &Dataset, dtype: DType) -> Option<RawLayout> {
                 return None; // some chunks never written (they read as the fill value), or too many
             }
             let bytes = chunk.iter().product::<usize>() * dtype.itemsize();
+            // Looked up by each chunk's coordinates: HDF5 1.10's lookup by position in the index
+            // (H5Dget_chunk_info) walks the index from its start, so listing every chunk that
+            // way costs time quadratic in their count; by coordinates it is one index lookup.
+            let grid_shape: Vec<u64> = shape.iter().zip(&chunk).map(|(&d, &c)| d.div_ceil(c.max(1)) as u64).collect();
             let mut addresses = HashMap::with_capacity(count);
-            for index in 0..count {
-                let info = ds.chunk_info(index)?;
-                if info.size as usize != bytes || info.filter_mask != 0 {
+            let mut at = vec![0u64; grid_shape.len()];
+            for _ in 0..count {
+                let origin: Vec<u64> = at.iter().zip(&chunk).map(|(&i, &c)| i * c as u64).collect();
+                let (addr, size, filter_mask) = chunk_by_coord(ds, &origin)?;
+                if size as usize != bytes || filter_mask != 0 {
                     return None;
                 }
-                addresses.insert(info.offset, info.addr);
+                addresses.insert(origin, addr);
+                for axis in (0..at.len()).rev() {
+                    at[axis] += 1;
+                    if at[axis] < grid_shape[axis] {
+                        break;
+                    }
+                    at[axis] = 0;
+                }
             }
             Some(RawLayout::Chunked { chunk, addresses })
         }
         _ => None,
     }
+}
+
+/// The file address, stored size and filter mask of the chunk whose first element is at
+/// `origin`; `None` for a chunk never written or when the library cannot say.
+fn chunk_by_coord(ds: &Dataset, origin: &[u64]) -> Option<(u64, u64, u32)> {
+    let mut filter_mask: std::ffi::c_uint = 0;
+    let mut addr: hdf5_sys::h5::haddr_t = 0;
+    let mut size: hdf5_sys::h5::hsize_t = 0;
+    // SAFETY: `origin` has one coordinate per dimension of the dataset (as the call requires)
+    // and outlives the call; the outputs are plain locals. The library's lock is held.
+    let status = hdf5::sync::sync(|| unsafe {
+        hdf5_sys::h5d::H5Dget_chunk_info_by_coord(ds.id(), origin.as_ptr(), &mut filter_mask, &mut addr, &mut size)
+    });
+    (status >= 0 && addr != hdf5_sys::h5::HADDR_UNDEF).then_some((addr, size, filter_mask))
 }
 
 impl RawLayout {

@@ -1,0 +1,357 @@
+//! Reading from an S3-compatible object store against reading the same data from local disk:
+//! a Zarr array (`from_zarr(..).sum()`) and a Parquet data set (`read_parquet(..)` summed over
+//! every column), each about `--gb` GB, beside Dask (`da.from_zarr`, `dd.read_parquet` through
+//! s3fs, bench/dask_object_store_read.py) on the same server and data. The bar: kiln's S3 rate
+//! at least half its local-disk rate on loopback.
+//!
+//! ```text
+//! cargo run --release -p kiln-bench --bin object_store_read -- [--gb 4] [--formats zarr,parquet]
+//!     [--data DIR] [--moto PATH | --endpoint URL] [--runs 2] [--threads 2] [--no-dask] [--delete-data]
+//! ```
+//!
+//! The data is generated under `--data` (default `$KILN_BENCH_DATA` or the temp dir, then
+//! `/kiln-object-store-bench`) by bench/make_zarr_store.py and bench/make_parquet_dataset.py
+//! when missing: a float64 Zarr array of n² values in 1000² chunks (zarr-python's defaults, zstd)
+//! and 2 M-row files of four float64 columns. Each format gets a fresh `moto_server` (PyPI;
+//! `--moto`, else bench/.venv's, else scripts/install-moto.sh's, else the PATH's) on a loopback
+//! port, with its objects in a directory under `--data` rather than in its memory, and is uploaded
+//! to it untimed; the server is stopped and its objects deleted before the next format, so only
+//! one copy is ever served. `--endpoint` uses a server already running instead (bucket `bench`,
+//! the moto credentials `testing`). `--delete-data` removes the generated data at the end.
+//!
+//! Rates are the data's bytes in memory (n² × 8, rows × 32) over the median run; the `RESULT`
+//! line also carries the bytes stored, each side's peak RSS (kiln's measured per source with the
+//! counter reset in between; Dask's per process) and the moto server's.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_array::zarr::from_zarr;
+use kiln_bench::{Protocol, Side, arg, compute_scalar, get, peak_rss_bytes, peak_rss_of, reset_peak_rss, run_dask};
+use kiln_dataframe::arrow::array::AsArray;
+use kiln_dataframe::arrow::datatypes::Float64Type;
+use kiln_dataframe::{Agg, read_parquet};
+use kiln_graph::Collection;
+use kiln_local::LocalScheduler;
+
+const BUCKET: &str = "bench";
+const ZARR_CHUNK: usize = 1000;
+const PARQUET_ROWS: usize = 2_000_000;
+
+/// A moto server of this benchmark's, stopped (and its objects deleted) when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+    objects: PathBuf,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.objects);
+    }
+}
+
+fn moto_program() -> String {
+    if let Some(p) = std::env::args().skip_while(|a| a != "--moto").nth(1) {
+        return p;
+    }
+    let venv = kiln_bench::bench_dir().join(".venv/bin/moto_server");
+    let installed = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/kiln-moto-venv/bin/moto_server"));
+    [Some(venv), installed]
+        .into_iter()
+        .flatten()
+        .find(|p| p.exists())
+        .map_or_else(|| "moto_server".to_string(), |p| p.display().to_string())
+}
+
+fn start_moto(data: &Path) -> Moto {
+    let program = moto_program();
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port();
+    let objects = data.join("moto-objects");
+    std::fs::create_dir_all(&objects).expect("creating the moto object directory");
+    // moto keeps each object in a SpooledTemporaryFile that moves to TMPDIR past this size:
+    // one byte puts every object on disk, so the server holds no copy of the data in memory.
+    let child = Command::new(&program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("TMPDIR", &objects)
+        .env("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {program} (install it with scripts/install-moto.sh or pass --moto): {e}")
+        });
+    let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}"), objects };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{program} did not listen on port {port} within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("moto: {program} on {} (pid {})", moto.endpoint, moto.child.id());
+    moto
+}
+
+/// Creates the bucket with a plain HTTP request (moto takes unsigned ones; an existing bucket
+/// answers 200 as well).
+fn create_bucket(endpoint: &str) {
+    let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(address).expect("connecting to the S3 server");
+    write!(stream, "PUT /{BUCKET} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "creating bucket {BUCKET}: {answer}");
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// Copies the files under `local` to `url` (two at a time); returns the bytes stored.
+fn upload(local: &Path, url: &str) -> u64 {
+    let mut files = Vec::new();
+    files_under(local, &mut files);
+    let storage = kiln_storage::storage_for(url).expect("the s3 storage is registered");
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let total = std::sync::atomic::AtomicU64::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(file) = files.get(i) else { break };
+                    let bytes = std::fs::read(file).unwrap();
+                    let key = file.strip_prefix(local).unwrap().to_string_lossy().replace('\\', "/");
+                    storage.write(&format!("{url}/{key}"), &bytes).unwrap_or_else(|e| panic!("uploading: {e}"));
+                    total.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let total = total.into_inner();
+    println!(
+        "uploaded {} files, {:.2} GB, to {url} in {:.1} s",
+        files.len(),
+        total as f64 / 1e9,
+        t.elapsed().as_secs_f64()
+    );
+    total
+}
+
+fn python_script(script: &str, args: &[String]) {
+    let python = kiln_bench::dask_python().expect("the benchmark's Python environment");
+    let status = Command::new(python)
+        .arg(kiln_bench::bench_dir().join(script))
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(status.success(), "{script} failed: {status}");
+}
+
+/// One format's data: where it is locally, its bytes in memory, and how kiln reads it whole.
+struct Dataset {
+    format: &'static str,
+    local: PathBuf,
+    logical_bytes: u64,
+}
+
+impl Dataset {
+    fn read(&self, source: &str, scheduler: &LocalScheduler) -> f64 {
+        match self.format {
+            "zarr" => {
+                let x = from_zarr::<f64>(source, None).unwrap_or_else(|e| panic!("opening {source}: {e}"));
+                compute_scalar(&x.sum(), scheduler).unwrap_or_else(|e| panic!("reading {source}: {e}"))
+            }
+            _ => {
+                let frame = read_parquet(source).unwrap_or_else(|e| panic!("opening {source}: {e}"));
+                let sums = frame.agg(["a", "b", "c", "d"].map(Agg::sum)).expect("the four columns");
+                let sums = sums.compute_on(scheduler).unwrap_or_else(|e| panic!("reading {source}: {e}"));
+                sums.columns().iter().map(|c| c.as_primitive::<Float64Type>().value(0)).sum()
+            }
+        }
+    }
+}
+
+fn prepare(format: &'static str, data: &Path, gb: f64) -> Dataset {
+    match format {
+        "zarr" => {
+            let n = ((gb * 1e9 / 8.0).sqrt().round() as usize).max(ZARR_CHUNK);
+            let local = data.join(format!("array-{n}.zarr"));
+            python_script(
+                "make_zarr_store.py",
+                &["--path".into(), local.display().to_string(), "--n".into(), n.to_string()],
+            );
+            Dataset { format, local, logical_bytes: (n * n * 8) as u64 }
+        }
+        "parquet" => {
+            let files = ((gb * 1e9 / (PARQUET_ROWS as f64 * 32.0)).round() as usize).max(1);
+            let local = data.join(format!("table-{files}"));
+            python_script(
+                "make_parquet_dataset.py",
+                &[
+                    "--path".into(),
+                    local.display().to_string(),
+                    "--files".into(),
+                    files.to_string(),
+                    "--rows".into(),
+                    PARQUET_ROWS.to_string(),
+                ],
+            );
+            Dataset { format, local, logical_bytes: (files * PARQUET_ROWS * 32) as u64 }
+        }
+        other => panic!("unknown format {other}: --formats takes zarr and parquet"),
+    }
+}
+
+fn main() {
+    let protocol = Protocol::from_args(2);
+    let gb: f64 = arg("--gb", 4.0);
+    let formats: String = arg("--formats", "zarr,parquet".to_string());
+    let data: PathBuf = arg(
+        "--data",
+        std::env::var("KILN_BENCH_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| std::env::temp_dir())
+            .join("kiln-object-store-bench")
+            .display()
+            .to_string(),
+    )
+    .into();
+    let endpoint: Option<String> = std::env::args().skip_while(|a| a != "--endpoint").nth(1);
+    let delete_data = std::env::args().any(|a| a == "--delete-data");
+    std::fs::create_dir_all(&data).expect("creating the data directory");
+    // SAFETY: set before any store is built or any other thread runs.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_REGION", "us-east-1");
+    }
+    let scheduler = LocalScheduler::threads(protocol.threads);
+    println!(
+        "object_store_read: {gb} GB per format, {} threads, {} runs, data in {}",
+        protocol.threads,
+        protocol.runs,
+        data.display()
+    );
+    let mut line = format!("RESULT gb={gb} {}", protocol.fields(protocol.threads));
+    for format in formats.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let format: &'static str = if format == "zarr" { "zarr" } else { "parquet" };
+        let dataset = prepare(format, &data, gb);
+        let moto = endpoint.is_none().then(|| start_moto(&data));
+        let server = endpoint.clone().unwrap_or_else(|| moto.as_ref().unwrap().endpoint.clone());
+        // SAFETY: no store of this server's is built yet; the stores are made per bucket on first
+        // use and this process reads the variable only then.
+        unsafe { std::env::set_var("AWS_ENDPOINT_URL", &server) };
+        let object_store = std::sync::Arc::new(kiln_object_store::ObjectStorage::default());
+        kiln_storage::register_storage("s3", object_store.clone());
+        create_bucket(&server);
+        let name = dataset.local.file_name().unwrap().to_string_lossy().into_owned();
+        let url = format!("s3://{BUCKET}/{name}");
+        let stored = upload(&dataset.local, &url);
+        let local = dataset.local.display().to_string();
+        let mb = dataset.logical_bytes as f64 / 1e6;
+
+        let mut rates = Vec::new();
+        let mut values = Vec::new();
+        for (side, source) in [("local", local.as_str()), ("s3", url.as_str())] {
+            reset_peak_rss();
+            let before = object_store.read_stats();
+            let (kiln, value) =
+                Side::measure(&format!("kiln_{format}_{side}"), protocol.runs, || dataset.read(source, &scheduler));
+            let rss = peak_rss_bytes().unwrap_or(0);
+            let rate = mb / kiln.median();
+            if side == "s3" {
+                let after = object_store.read_stats();
+                let runs = (protocol.runs + 1) as f64;
+                let requests = (after.requests - before.requests) as f64 / runs;
+                let fetched = (after.bytes_fetched - before.bytes_fetched) as f64 / runs;
+                let read = (after.bytes_read - before.bytes_read) as f64 / runs;
+                println!(
+                    "kiln {format} s3: per run {requests:.0} ranged requests fetching {:.0} MB for {:.0} MB of ranged reads ({} read-ahead hits in all)",
+                    fetched / 1e6,
+                    read / 1e6,
+                    after.hits - before.hits
+                );
+                line.push_str(&format!(
+                    " kiln_{format}_s3_ranged_requests={requests:.0} kiln_{format}_s3_ranged_bytes={fetched:.0}"
+                ));
+            }
+            println!(
+                "kiln {format} {side}: {:.0} MB/s; {}; peak RSS {:.0} MB; sum {value:.6}",
+                rate,
+                kiln.summary(),
+                rss as f64 / 1e6
+            );
+            line.push_str(&format!(
+                " {} kiln_{format}_{side}_mb_s={rate:.1} kiln_{format}_{side}_peak_rss_bytes={rss}",
+                kiln.fields()
+            ));
+            rates.push(rate);
+            values.push(value);
+        }
+        // The same bytes read twice: the same sum, in the same order of blocks.
+        assert!((values[0] - values[1]).abs() <= 1e-9 * values[0].abs(), "local and S3 sums differ: {values:?}");
+        let fraction = rates[1] / rates[0];
+        println!("kiln {format}: S3 reads at {:.0} % of the local-disk rate (bar: 50 %)", fraction * 100.0);
+        line.push_str(&format!(
+            " {format}_logical_bytes={} {format}_stored_bytes={stored} kiln_{format}_s3_fraction={fraction:.3}",
+            dataset.logical_bytes
+        ));
+        if !protocol.no_dask {
+            for (side, source) in [("local", local.as_str()), ("s3", url.as_str())] {
+                let args = vec![
+                    "--format".to_string(),
+                    format.to_string(),
+                    "--source".into(),
+                    source.to_string(),
+                    "--endpoint".into(),
+                    server.clone(),
+                ];
+                match run_dask("dask_object_store_read.py", &args, &protocol, protocol.threads) {
+                    Ok(d) => {
+                        let dask = Side::from_dask(&format!("dask_{format}_{side}"), &d, "").expect("the Dask runs");
+                        let dsum = get(&d, "sum").unwrap_or(f64::NAN);
+                        assert!(
+                            (dsum - values[0]).abs() <= 1e-6 * values[0].abs(),
+                            "dask's sum {dsum} differs from kiln's {}",
+                            values[0]
+                        );
+                        let rate = mb / dask.median();
+                        let rss = get(&d, "peak_rss_bytes").unwrap_or(f64::NAN);
+                        println!(
+                            "dask {format} {side}: {rate:.0} MB/s; {}; peak RSS {:.0} MB",
+                            dask.summary(),
+                            rss / 1e6
+                        );
+                        line.push_str(&format!(
+                            " {} dask_{format}_{side}_mb_s={rate:.1} dask_{format}_{side}_peak_rss_bytes={rss:.0}",
+                            dask.fields()
+                        ));
+                    }
+                    Err(e) => println!("dask {format} {side} skipped: {e}"),
+                }
+            }
+        }
+        if let Some(moto) = &moto {
+            line.push_str(&format!(" moto_{format}_peak_rss_bytes={}", peak_rss_of(moto.child.id())));
+        }
+        drop(moto);
+        if delete_data {
+            let _ = std::fs::remove_dir_all(&dataset.local);
+        }
+    }
+    println!("{line}");
+}
