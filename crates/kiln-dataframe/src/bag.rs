@@ -154,7 +154,8 @@ impl DataFrame {
         if sample == 0 {
             return Err(DataFrameError::InvalidArgument("from_json_bag: the sample needs at least one record".into()));
         }
-        let records = bag.take(sample, scheduler).map_err(|e| DataFrameError::compute("from_json_bag: the sample", e))?;
+        let records =
+            bag.take(sample, scheduler).map_err(|e| DataFrameError::compute("from_json_bag: the sample", e))?;
         if records.is_empty() {
             return Err(DataFrameError::InvalidArgument(
                 "from_json_bag: the bag has no records to infer a schema from; give one to from_bag".into(),

@@ -159,7 +159,8 @@ pub(crate) trait ExternalPartitions: Send + Sync {
     /// How many partitions (tasks) [`ExternalPartitions::add_to`] adds.
     fn npartitions(&self) -> usize;
     /// Adds the tasks and returns them in partition order.
-    fn add_to(&self, builder: &mut kiln_graph::GraphBuilder) -> Result<Vec<kiln_graph::TaskId>, kiln_graph::GraphError>;
+    fn add_to(&self, builder: &mut kiln_graph::GraphBuilder)
+    -> Result<Vec<kiln_graph::TaskId>, kiln_graph::GraphError>;
 }
 
 /// How a group-by combines its partial aggregations.
@@ -227,9 +228,7 @@ impl Source {
             Source::Csv { schema, .. }
             | Source::Parquet { schema, .. }
             | Source::Batches { schema, .. }
-            | Source::External { schema, .. } => {
-                schema.clone()
-            }
+            | Source::External { schema, .. } => schema.clone(),
             Source::Aggregate { spec, .. } => spec.output.0.clone(),
             Source::Shuffle { input, .. }
             | Source::RangeShuffle { input, .. }
