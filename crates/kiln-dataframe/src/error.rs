@@ -113,6 +113,13 @@ pub enum DataFrameError {
         /// What is missing.
         reason: String,
     },
+    /// Records of a bag do not fit the frame's schema, or no schema can be inferred from them
+    /// (the message names the field).
+    #[error("bag records to a frame: {message}")]
+    Records {
+        /// What did not fit, naming the field.
+        message: String,
+    },
     /// An Arrow kernel failed while computing (e.g. a cast of a value that does not parse).
     #[error("{context}: {message}")]
     Compute {

@@ -67,7 +67,7 @@ pub fn read_parquet(pattern: &str) -> Result<DataFrame> {
 }
 
 impl DataFrame {
-    fn from_source(source: Source) -> DataFrame {
+    pub(crate) fn from_source(source: Source) -> DataFrame {
         let schema = source.schema();
         DataFrame {
             frame: Arc::new(Frame {

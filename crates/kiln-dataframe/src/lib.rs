@@ -52,6 +52,8 @@
 #![deny(missing_docs)]
 
 pub mod agg;
+#[cfg(feature = "bag")]
+pub mod bag;
 pub mod error;
 pub mod expr;
 pub mod frame;

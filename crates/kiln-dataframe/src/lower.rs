@@ -524,6 +524,7 @@ pub(crate) fn lower_frame(
             let parts = lower_frame(input, None, &|_| Terminal::Batch, builder)?;
             repartition(input, &parts, *npartitions, builder)?
         }
+        Source::External { parts, .. } => parts.add_to(builder)?,
     };
     if optimized.steps.is_empty() && optimized.projection.is_none() && terminal(0) == Terminal::Batch {
         return Ok(computed);

@@ -149,6 +149,18 @@ pub(crate) enum Source {
     /// Another frame's partitions concatenated in runs of neighbours, or split by rows, into
     /// `npartitions`.
     Repartition { input: Arc<Frame>, npartitions: usize },
+    /// Partitions computed by another collection's tasks (a bag's records, converted).
+    External { parts: Arc<dyn ExternalPartitions>, schema: SchemaRef },
+}
+
+/// Another collection's partitions as batches: one task per partition, whose value is a
+/// `RecordBatch` of the frame's schema.
+pub(crate) trait ExternalPartitions: Send + Sync {
+    /// How many partitions (tasks) [`ExternalPartitions::add_to`] adds.
+    fn npartitions(&self) -> usize;
+    /// Adds the tasks and returns them in partition order.
+    fn add_to(&self, builder: &mut kiln_graph::GraphBuilder)
+    -> Result<Vec<kiln_graph::TaskId>, kiln_graph::GraphError>;
 }
 
 /// How a group-by combines its partial aggregations.
@@ -199,6 +211,7 @@ impl Source {
             Source::Shuffle { npartitions, .. } | Source::Repartition { npartitions, .. } => *npartitions,
             Source::RangeShuffle { boundaries, .. } => boundaries.0.num_rows() + 1,
             Source::Subset { partitions, .. } => partitions.len(),
+            Source::External { parts, .. } => parts.npartitions(),
             Source::Resample { spec, .. } => spec.npartitions(),
             Source::Window { input, .. } => input.source.npartitions(),
             Source::RepartitionDivisions { divisions, .. } => divisions.len() - 1,
@@ -212,9 +225,10 @@ impl Source {
 
     pub(crate) fn schema(&self) -> SchemaRef {
         match self {
-            Source::Csv { schema, .. } | Source::Parquet { schema, .. } | Source::Batches { schema, .. } => {
-                schema.clone()
-            }
+            Source::Csv { schema, .. }
+            | Source::Parquet { schema, .. }
+            | Source::Batches { schema, .. }
+            | Source::External { schema, .. } => schema.clone(),
             Source::Aggregate { spec, .. } => spec.output.0.clone(),
             Source::Shuffle { input, .. }
             | Source::RangeShuffle { input, .. }
@@ -242,6 +256,7 @@ impl Source {
             Source::Resample { .. } => "resample",
             Source::Window { .. } => "window",
             Source::Merge { .. } => "merge",
+            Source::External { .. } => "from-bag",
         }
     }
 
@@ -254,6 +269,7 @@ impl Source {
             Source::Csv { files, .. } => format!("read_csv {} file(s), {columns}", files.len()),
             Source::Parquet { files, .. } => format!("read_parquet {} file(s), {columns}", files.len()),
             Source::Batches { partitions, .. } => format!("from_batches {} partition(s), {columns}", partitions.len()),
+            Source::External { parts, .. } => format!("from_bag {} partition(s), {columns}", parts.npartitions()),
             Source::Aggregate { spec, strategy, .. } => {
                 let keys: Vec<&str> = spec.keys.iter().map(|(n, _)| n.as_str()).collect();
                 let aggs: Vec<String> =
