@@ -26,7 +26,6 @@ import csv
 import glob
 import io
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -36,21 +35,10 @@ import tempfile
 import time
 import zipfile
 
+from engine_answers import loadavg, peak_rss_mb, same_answer
+
 QUERIES = ["origin", "hour", "carriers", "dests"]
 FLIGHTS = 336_776
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
-def peak_rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def gen(args):
@@ -149,32 +137,6 @@ def engine(args):
     print(json.dumps(out, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
-def plain(v):
-    # Missing: kiln's null prints as an empty cell, pandas' as NaN.
-    if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
-        return None
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, (int, float)):
-        return float(v)
-    return str(v)
-
-
-def same_answer(a, b):
-    if len(a) != len(b):
-        return False
-    for ra, rb in zip(a, b):
-        if len(ra) != len(rb):
-            return False
-        for x, y in zip(map(plain, ra), map(plain, rb)):
-            if isinstance(x, float) and isinstance(y, float):
-                if not math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9):
-                    return False
-            elif x != y:
-                return False
-    return True
-
-
 def run(args):
     results = {}
     for name in ["kiln", "dask"]:
@@ -188,7 +150,7 @@ def run(args):
             sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     for q in QUERIES:
-        if not same_answer(results["kiln"]["answers"][q], results["dask"]["answers"][q]):
+        if not same_answer(results["kiln"]["answers"][q], results["dask"]["answers"][q], abs_tol=1e-9):
             print(f"ANSWERS DIFFER: {q}:\n  kiln {results['kiln']['answers'][q]}\n  dask {results['dask']['answers'][q]}",
                   file=sys.stderr)
             sys.exit(1)

@@ -17,7 +17,6 @@ It fails loudly when the answers of the engines disagree. It ends with a `RESULT
 
 import argparse
 import json
-import math
 import os
 import shutil
 import statistics
@@ -25,22 +24,11 @@ import subprocess
 import sys
 import time
 
+from engine_answers import loadavg, peak_rss_mb, same_answer
+
 TABLES = ["lineitem", "orders", "customer"]
 PARTS = 8
 QUERIES = ["q1", "q6", "q3"]
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
-def peak_rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,29 +245,6 @@ def engine(args):
 
 # ---------------------------------------------------------------------------------------------
 # Driver
-
-
-def plain(v):
-    if isinstance(v, float):
-        return v
-    if isinstance(v, int):
-        return float(v)
-    return str(v)
-
-
-def same_answer(a, b):
-    if len(a) != len(b):
-        return False
-    for ra, rb in zip(a, b):
-        if len(ra) != len(rb):
-            return False
-        for x, y in zip(map(plain, ra), map(plain, rb)):
-            if isinstance(x, float) and isinstance(y, float):
-                if not math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-6):
-                    return False
-            elif x != y:
-                return False
-    return True
 
 
 def run(args):
