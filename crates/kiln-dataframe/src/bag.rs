@@ -170,3 +170,32 @@ impl DataFrame {
         Ok(DataFrame::from_bag(bag, Arc::new(schema)))
     }
 }
+
+/// `bag.to_dataframe(schema)` (Dask's `Bag.to_dataframe`), for bags of any serializable
+/// records; the facade `kiln` puts it in its prelude.
+pub trait ToDataFrame {
+    /// [`DataFrame::from_bag`] of this bag.
+    fn to_dataframe(&self, schema: SchemaRef) -> DataFrame;
+}
+
+impl<T: Element + Serialize> ToDataFrame for Bag<T> {
+    fn to_dataframe(&self, schema: SchemaRef) -> DataFrame {
+        DataFrame::from_bag(self, schema)
+    }
+}
+
+/// `bag.to_dataframe_inferred(sample, scheduler)` for bags of JSON records: the schema
+/// inferred from the first `sample` records.
+pub trait JsonToDataFrame {
+    /// [`DataFrame::from_json_bag`] of this bag.
+    ///
+    /// # Errors
+    /// As [`DataFrame::from_json_bag`].
+    fn to_dataframe_inferred(&self, sample: usize, scheduler: &dyn Scheduler) -> Result<DataFrame>;
+}
+
+impl<T: JsonRecord> JsonToDataFrame for Bag<T> {
+    fn to_dataframe_inferred(&self, sample: usize, scheduler: &dyn Scheduler) -> Result<DataFrame> {
+        DataFrame::from_json_bag(self, sample, scheduler)
+    }
+}

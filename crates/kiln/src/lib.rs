@@ -55,6 +55,9 @@ pub mod array {
 /// Parallel lists of Rust values and JSON records (Dask's `dask.bag`).
 pub mod bag {
     pub use kiln_bag::*;
+    /// `Bag::to_dataframe` (and `to_dataframe_inferred` for JSON records).
+    #[cfg(feature = "dataframe")]
+    pub use kiln_dataframe::bag::{DEFAULT_INFER_SAMPLE, JsonRecord, JsonToDataFrame, ToDataFrame};
 }
 
 /// Lazy function calls (Dask's `dask.delayed`).
@@ -92,6 +95,8 @@ pub mod prelude {
     pub use crate::{Collection, Compute, LocalScheduler};
     pub use kiln_array::{Array, Idx, Reduce, idx};
     pub use kiln_bag::Bag;
+    #[cfg(feature = "dataframe")]
+    pub use kiln_dataframe::bag::{JsonToDataFrame, ToDataFrame};
     #[cfg(feature = "dataframe")]
     pub use kiln_dataframe::{Agg, DataFrame, Series};
     pub use kiln_delayed::Delayed;
