@@ -1011,7 +1011,7 @@ impl<P> WorkerState<P> {
                     }
                     if *requested {
                         fetching += 1;
-                        incoming += nbytes;
+                        incoming = incoming.saturating_add(*nbytes);
                     } else if !self.fetch_queue.contains(key) {
                         return fail(format!("{key}: to be fetched but not queued"));
                     } else if !acquire && entry.pins == 0 {
@@ -1970,7 +1970,8 @@ impl<P> WorkerState<P> {
             }
             *requested = true;
             self.fetches_in_flight += 1;
-            self.incoming_bytes += *nbytes;
+            // Sizes come from the scheduler: a bogus huge one must not overflow the sum.
+            self.incoming_bytes = self.incoming_bytes.saturating_add(*nbytes);
             let asked = *asked;
             let Some(key) = self.fetch_queue.pop_front() else { break };
             match batches.iter_mut().find(|(h, _)| *h == asked) {
