@@ -16,8 +16,8 @@ use std::f64::consts::PI;
 use kiln::array::netcdf::{Variable, open_netcdf, write_netcdf};
 use kiln::array::random::RandomState;
 use kiln::array::{Array, linspace};
+use kiln::plot::{HeatMap, Palette, WriteArrayPng};
 use kiln::prelude::*;
-use kiln_dashboard::plot::{HeatMap, Palette};
 
 /// Days from 2000-01-01 to `year`-`month`-15 (proleptic Gregorian).
 fn days_since_2000(year: i64, month: u32) -> f64 {
@@ -85,27 +85,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             lats[nlat - 1],
         )
     };
-    let values = |a: &ndarray::ArrayD<f64>| a.iter().copied().collect::<Vec<f64>>();
     // Both seasons on one colour scale, so the two maps compare at a glance.
     let (lo, hi) = djf.iter().chain(jja.iter()).fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     let span = format!("{years} year{}", if years == 1 { "" } else { "s" });
     for (name, season, field) in [("djf", "December-February", &djf), ("jja", "June-August", &jja)] {
         let path = out.join(format!("tas_{name}_mean.png"));
-        map(&format!("Mean temperature, {season}, {span}")).limits(lo, hi).write_png(
-            &path,
-            &values(field),
-            nlat,
-            nlon,
-        )?;
+        map(&format!("Mean temperature, {season}, {span}")).limits(lo, hi).write_array_png(&path, field)?;
         println!("wrote {}", path.display());
     }
     let path = out.join("tas_djf_minus_jja.png");
-    map(&format!("Temperature, DJF minus JJA, {span}")).palette(Palette::Diverging).write_png(
-        &path,
-        &values(&difference),
-        nlat,
-        nlon,
-    )?;
+    map(&format!("Temperature, DJF minus JJA, {span}"))
+        .palette(Palette::Diverging)
+        .write_array_png(&path, &difference)?;
     let (dlo, dhi) = difference.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     println!("DJF minus JJA: from {dlo:.1} to {dhi:.1} K; wrote {}", path.display());
     Ok(())

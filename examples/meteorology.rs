@@ -12,8 +12,8 @@ use std::f64::consts::PI;
 
 use kiln::array::random::RandomState;
 use kiln::array::{Array, linspace};
+use kiln::plot::{HeatMap, Palette, WriteArrayPng};
 use kiln::prelude::*;
-use kiln_dashboard::plot::{HeatMap, Palette};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -42,12 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (lo, hi) = map.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     println!("day minus night: from {lo:.2} to {hi:.2} K");
 
-    let values: Vec<f64> = map.iter().copied().collect();
     HeatMap::new(&format!("Day minus night temperature, mean of {steps} six-hourly steps"), "K")
         .x_axis("longitude (°E)", 0.0, 360.0 * (nlon - 1) as f64 / nlon as f64)
         .y_axis("latitude (°N)", -90.0, 90.0)
         .palette(Palette::Diverging)
-        .write_png(&out, &values, nlat, nlon)?;
+        .write_array_png(&out, &map)?;
     println!("wrote {out}");
     Ok(())
 }

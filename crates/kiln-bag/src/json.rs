@@ -1029,6 +1029,11 @@ mod tests {
             (r#"{"a\n": 0, "a": 1, "a": 4}"#, Some(false), "4"),
             (r#"{"a": 1, "\u0061": 5}"#, None, "5"),
             (r#"[{"a": 1}]"#, Some(false), "null"),
+            // Keys alike in their first bytes, and a long key repeated.
+            (r#"{"created_a": 0, "created_at": 1, "created_by": 2}"#, Some(true), "null"),
+            (r#"{"created_at": 1, "a": 6, "created_by": 2, "created_at": 3}"#, Some(false), "6"),
+            (r#"{"a": 7, "ab": 8, "b": 9}"#, Some(true), "7"),
+            (r#"{"a\"": 1, "a": 8}"#, Some(false), "8"),
         ] {
             assert_eq!(plainly_valid(text.as_bytes()), distinct, "{text}");
             let json = Json::parse(text).unwrap();
@@ -1039,6 +1044,9 @@ mod tests {
         let text = format!("{{{}, \"k0\": -1}}", many.join(", "));
         assert_eq!(plainly_valid(text.as_bytes()), Some(false));
         assert_eq!(Json::parse(&text).unwrap()["k0"].as_raw(), "-1");
+        let repeated = Json::parse(r#"{"created_at": 1, "created_by": 2, "created_at": 3}"#).unwrap();
+        assert_eq!(repeated["created_at"].as_raw(), "3");
+        assert_eq!(repeated["created_by"].as_raw(), "2");
     }
 
     #[test]

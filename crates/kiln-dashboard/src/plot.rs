@@ -154,6 +154,11 @@ impl HeatMap {
         }
     }
 
+    /// The map's title (error messages name the map by it).
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
     /// The horizontal axis: its label and the coordinates of the first and last column.
     pub fn x_axis(mut self, label: &str, first: f64, last: f64) -> HeatMap {
         self.x_label = label.to_string();

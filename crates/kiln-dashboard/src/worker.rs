@@ -58,6 +58,12 @@ pub struct WorkerMetrics {
     pub transfer_outgoing_count_total: u64,
     /// Bytes served to peers and clients since the worker started.
     pub transfer_outgoing_bytes_total: u64,
+    /// Fetches from peers sent and not yet answered (the `flight` values being received).
+    pub transfer_incoming_in_flight_count: u64,
+    /// Bytes those fetches will bring, by the sizes their producers reported.
+    pub transfer_incoming_in_flight_bytes: u64,
+    /// Values waiting for their turn to be fetched (the transfer budget or a pause holds them).
+    pub transfer_incoming_queued_count: u64,
     /// Values written to disk by spilling.
     pub spill_write: SpillTotals,
     /// Values read back from disk.
@@ -121,6 +127,26 @@ pub fn render_worker_metrics(m: &WorkerMetrics, namespace: &str) -> String {
         "transfer_incoming_bytes",
         "Total bytes fetched from other workers since the worker started",
         m.transfer_incoming_bytes_total as f64,
+    );
+    // Dask names these gauges `transfer_incoming_bytes`/`_count`; here those family names
+    // belong to the counters above, so the open transfers say so in their names.
+    gauge(
+        r,
+        "transfer_incoming_in_flight_count",
+        "Number of open data transfers from other workers",
+        m.transfer_incoming_in_flight_count as f64,
+    );
+    gauge(
+        r,
+        "transfer_incoming_in_flight_bytes",
+        "Total size of open data transfers from other workers",
+        m.transfer_incoming_in_flight_bytes as f64,
+    );
+    gauge(
+        r,
+        "transfer_incoming_queued_count",
+        "Number of values waiting for the transfer budget (or the end of a pause) to be fetched",
+        m.transfer_incoming_queued_count as f64,
     );
     counter(
         r,
@@ -256,6 +282,9 @@ mod tests {
             transfer_incoming_bytes_total: 400,
             transfer_outgoing_count_total: 5,
             transfer_outgoing_bytes_total: 500,
+            transfer_incoming_in_flight_count: 2,
+            transfer_incoming_in_flight_bytes: 300,
+            transfer_incoming_queued_count: 6,
             spill_write: SpillTotals { bytes: 70, count: 2, seconds: 0.5 },
             spill_read: SpillTotals { bytes: 35, count: 1, seconds: 0.25 },
             tick_count_total: 9,
@@ -271,6 +300,9 @@ mod tests {
             "dask_worker_memory_bytes{type=\"spilled\"} 7",
             "dask_worker_transfer_incoming_count_total 4",
             "dask_worker_transfer_outgoing_bytes_total 500",
+            "dask_worker_transfer_incoming_in_flight_count 2",
+            "dask_worker_transfer_incoming_in_flight_bytes 300",
+            "dask_worker_transfer_incoming_queued_count 6",
             "dask_worker_spill_bytes_total{activity=\"disk_write\"} 70",
             "dask_worker_spill_time_seconds_total{activity=\"disk_read\"} 0.25",
             "dask_worker_tick_count_total 9",

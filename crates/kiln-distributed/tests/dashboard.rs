@@ -341,6 +341,10 @@ fn workers_serve_their_own_metrics() {
         served += sample(&text, "kiln_worker_transfer_outgoing_count_total ");
         fetched += sample(&text, "kiln_worker_transfer_incoming_count_total ");
         assert!(sample(&text, "kiln_worker_memory_bytes{type=\"managed\"} ") > 0.0, "{text}");
+        // At rest nothing is arriving or waiting to be fetched.
+        for idle in ["in_flight_count", "in_flight_bytes", "queued_count"] {
+            assert_eq!(sample(&text, &format!("kiln_worker_transfer_incoming_{idle} ")), 0.0, "{text}");
+        }
         assert!(sample(&text, "kiln_worker_tick_count_total ") > 0.0, "{text}");
         assert_eq!(sample(&text, "kiln_worker_spill_count_total{activity=\"disk_write\"} "), 0.0);
         assert!(sample(&text, "kiln_worker_network_bytes_total{direction=\"read\"} ") > 0.0, "{text}");

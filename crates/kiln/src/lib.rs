@@ -89,6 +89,74 @@ pub mod storage {
     pub use kiln_storage::*;
 }
 
+/// PNG heat maps of computed 2-d arrays (a map of a field over latitude and longitude, a
+/// correlation matrix), with axes, a title and a colour bar.
+///
+/// ```no_run
+/// use kiln::plot::{HeatMap, Palette, WriteArrayPng};
+/// use kiln::prelude::*;
+/// let x = kiln::array::random::RandomState::new(0).random(&[180, 360], [90, 90]);
+/// let field = (&x - &x.mean_axis(0)).compute().unwrap();
+/// HeatMap::new("Anomaly", "K")
+///     .x_axis("longitude (°E)", 0.0, 359.0)
+///     .y_axis("latitude (°N)", -89.5, 89.5)
+///     .palette(Palette::Diverging)
+///     .write_array_png("anomaly.png", &field)
+///     .unwrap();
+/// ```
+#[cfg(feature = "plot")]
+pub mod plot {
+    pub use kiln_dashboard::plot::*;
+
+    /// Draws a computed array as it comes out of `compute()`, without flattening it by hand.
+    pub trait WriteArrayPng {
+        /// Writes `values` (2-d: rows along the y axis, columns along the x axis, in any memory
+        /// layout) as a PNG file.
+        ///
+        /// # Errors
+        /// An array that is not 2-d or is empty, and every error of [`HeatMap::write_png`].
+        fn write_array_png(
+            &self,
+            path: impl AsRef<std::path::Path>,
+            values: &ndarray::ArrayD<f64>,
+        ) -> Result<(), PlotError>;
+
+        /// Draws `values` (as [`WriteArrayPng::write_array_png`]) into an image in memory.
+        ///
+        /// # Errors
+        /// As [`WriteArrayPng::write_array_png`], without the file.
+        fn render_array(&self, values: &ndarray::ArrayD<f64>) -> Result<RgbImage, PlotError>;
+    }
+
+    impl WriteArrayPng for HeatMap {
+        fn write_array_png(
+            &self,
+            path: impl AsRef<std::path::Path>,
+            values: &ndarray::ArrayD<f64>,
+        ) -> Result<(), PlotError> {
+            let (flat, rows, cols) = grid(self, values)?;
+            self.write_png(path, &flat, rows, cols)
+        }
+
+        fn render_array(&self, values: &ndarray::ArrayD<f64>) -> Result<RgbImage, PlotError> {
+            let (flat, rows, cols) = grid(self, values)?;
+            self.render(&flat, rows, cols)
+        }
+    }
+
+    /// The values in row-major order, whatever the array's layout (a transposed result is a
+    /// view with swapped strides).
+    fn grid(map: &HeatMap, values: &ndarray::ArrayD<f64>) -> Result<(Vec<f64>, usize, usize), PlotError> {
+        match values.shape() {
+            &[rows, cols] => Ok((values.iter().copied().collect(), rows, cols)),
+            shape => Err(PlotError::Layout {
+                title: map.title().to_string(),
+                reason: format!("a heat map draws a 2-d array, not one of shape {shape:?}"),
+            }),
+        }
+    }
+}
+
 /// What most programs import: the `compute`/`visualize` methods on every collection.
 pub mod prelude {
     pub use crate::visualize::Visualize;

@@ -85,6 +85,7 @@ impl Counters {
             ("memory", count(&[KeyState::Memory, KeyState::Spilled, KeyState::Unspilling])),
         ];
         let (read, written) = crate::comm::tls::network_bytes();
+        let (in_flight, in_flight_bytes) = state.incoming();
         let metrics = WorkerMetrics {
             threads: self.threads,
             tasks,
@@ -95,6 +96,9 @@ impl Counters {
             transfer_incoming_bytes_total: self.fetched_bytes,
             transfer_outgoing_count_total: self.served.count.load(Ordering::Relaxed),
             transfer_outgoing_bytes_total: self.served.bytes.load(Ordering::Relaxed),
+            transfer_incoming_in_flight_count: in_flight as u64,
+            transfer_incoming_in_flight_bytes: in_flight_bytes,
+            transfer_incoming_queued_count: state.fetches_queued() as u64,
             spill_write: self.spill_write,
             spill_read: self.spill_read,
             tick_count_total: self.ticks,
