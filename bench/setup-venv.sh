@@ -5,7 +5,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 python3 -m venv "$here/.venv"
 "$here/.venv/bin/pip" install --quiet --upgrade pip
 # Pinned, so figures in RESULTS.md can be reproduced against the same Dask.
-"$here/.venv/bin/pip" install --quiet "dask[array,distributed]==2026.8.0" "numpy==2.4.6" "zarr==3.1.6" "h5py==3.16.0"
+"$here/.venv/bin/pip" install --quiet "dask[array,distributed]==2026.8.0" "numpy==2.4.6" "zarr==3.1.6" "h5py==3.16.0" \
+  "bokeh==3.9.2"  # the dashboard dask_dashboard_overhead.py opens
 # The dataframe peers of the TPC-H benchmark (tpch.py): Dask's dataframe, polars, DuckDB, and
 # tpchgen-cli, which generates the data.
 "$here/.venv/bin/pip" install --quiet "dask[dataframe]==2026.8.0" "pandas==3.1.1" "pyarrow==26.0.1" \
