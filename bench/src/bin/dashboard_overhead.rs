@@ -6,13 +6,17 @@
 //! one repetition to the next (off-on, on-off, ...), so drift in the machine's load and any
 //! cost of following the other cluster's run hit both; medians are compared. The bar:
 //! throughput with ten pages open within 5 % of the dashboard off. `--control` serves no
-//! dashboard on either cluster (an A/A run: the noise floor of the comparison).
+//! dashboard on either cluster (an A/A run: the noise floor of the comparison). `--browser`
+//! opens the pages in headless Chromium instead (one browser process per page, each loading
+//! `/status` with its scripts and canvases, as `bench/dask_dashboard_overhead.py` does for
+//! Dask's Bokeh pages): the browsers then also compete for the cores, in both conditions.
 //!
 //! `cargo run --release -p kiln-bench --bin dashboard_overhead -- [--n 100000] [--runs 5]
-//! [--workers 2] [--clients 10] [--control]`
+//! [--workers 2] [--clients 10] [--control] [--browser]`
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -55,6 +59,96 @@ fn sse_client(
         .expect("a page thread starts")
 }
 
+/// The first Chromium on `PATH` (Debian's `chromium`).
+fn chromium() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Established TCP connections whose local port is `port` (IPv4 and IPv6), from `/proc/net`.
+fn connections_to(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port =
+                fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// `pages` headless Chromium processes showing `link`, each with its own profile directory,
+/// once every one holds a connection to the dashboard (and a few seconds more for the first
+/// render). Killed (with their profiles removed) on drop.
+struct BrowserPages {
+    children: Vec<std::process::Child>,
+    profiles: Vec<std::path::PathBuf>,
+}
+
+impl BrowserPages {
+    fn open(link: &str, pages: usize) -> Result<BrowserPages, Box<dyn std::error::Error>> {
+        let binary = chromium().ok_or("--browser: no Chromium on PATH (Debian: apt-get install chromium)")?;
+        let port: u16 = link
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .and_then(|host| host.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("no port in the dashboard link {link}"))?;
+        let mut opened = BrowserPages { children: Vec::new(), profiles: Vec::new() };
+        for i in 0..pages {
+            let profile = std::env::temp_dir().join(format!("kiln-dash-page-{}-{i}", std::process::id()));
+            let child = std::process::Command::new(&binary)
+                .args([
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--remote-debugging-port=0",
+                ])
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg("--window-size=1600,1000")
+                .arg(link)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                // Its own process group, so that the browser's helper processes go with it.
+                .process_group(0)
+                .spawn()?;
+            opened.children.push(child);
+            opened.profiles.push(profile);
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while connections_to(port) < pages {
+            if Instant::now() > deadline {
+                return Err(format!("only {} of {pages} pages connected within 120 s", connections_to(port)).into());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        println!("{pages} Chromium pages open on {link} ({} connections to the dashboard)", connections_to(port));
+        Ok(opened)
+    }
+}
+
+impl Drop for BrowserPages {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // The group's id is the browser's pid; `kill -KILL -pgid` reaches its renderers too.
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            let _ = child.wait();
+        }
+        for profile in &self.profiles {
+            let _ = std::fs::remove_dir_all(profile);
+        }
+    }
+}
+
 /// CPU seconds (from `schedstat`) of this process's threads named `kiln-cluster*`: the two
 /// clusters' runtimes, where the schedulers (and the dashboard) run. Wall time on a shared
 /// machine swings with others' load; the scheduler's CPU per task does much less.
@@ -83,6 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workers: usize = arg("--workers", 2);
     let clients: usize = arg("--clients", 10);
     let control = std::env::args().any(|a| a == "--control");
+    let browser = std::env::args().any(|a| a == "--browser");
     let exe = std::env::current_exe()?;
     let start = |dashboard: bool| {
         LocalCluster::builder().workers(workers).threads_per_worker(1).binary(exe.clone()).dashboard(dashboard).start()
@@ -102,8 +197,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let events = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let pages: Vec<_> = match &link {
-        Some(link) => (0..clients).map(|_| sse_client(link, stop.clone(), events.clone(), bytes.clone())).collect(),
-        None => Vec::new(),
+        Some(link) if !browser => {
+            (0..clients).map(|_| sse_client(link, stop.clone(), events.clone(), bytes.clone())).collect()
+        }
+        _ => Vec::new(),
+    };
+    let browser_pages = match &link {
+        Some(link) if browser => Some(BrowserPages::open(link, clients)?),
+        _ => None,
     };
 
     let (graph, root) = kiln_bench::foundation_graph(n, 8, &inc, &add);
@@ -150,6 +251,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     stop.store(true, Ordering::Relaxed);
+    drop(browser_pages);
     for page in pages {
         let _ = page.join();
     }
@@ -181,7 +283,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "RESULT tasks={tasks} workers={workers} runs={runs} sse_clients={clients} off_tasks_per_s={off_tps:.0} \
          on_tasks_per_s={on_tps:.0} ratio={ratio:.3} snapshots_per_page_per_s={per_page_hz:.2} sse_events={total_events} \
          sse_bytes={total_bytes} off_sched_cpu_us_per_task={off_cpu:.2} on_sched_cpu_us_per_task={on_cpu:.2} \
-         sched_cpu_ratio={cpu_ratio:.3} within_5pct={met} control={control}"
+         sched_cpu_ratio={cpu_ratio:.3} within_5pct={met} control={control} browser={browser}"
     );
     Ok(())
 }
