@@ -388,107 +388,6 @@ fn grouped_mean(values: &ArrayRef, groups: &Groups) -> Result<[ArrayRef; 2]> {
     Ok([Arc::new(Int64Array::from(n)), Arc::new(Float64Array::from(sum))])
 }
 
-/// Rows per block of a fused expression: a few kilobytes per operand, so the temporaries stay
-/// in the first-level cache instead of one column-sized array per operation.
-const FUSED_BLOCK: usize = 1024;
-
-/// An arithmetic expression over `float64` columns without missing values and number
-/// literals, evaluated block by block straight into a sum (`price * (1 - discount)` would
-/// otherwise allocate a column for every operation). It gives the values the column-wise
-/// evaluation gives: every operand is a float, so each operation is the same IEEE one.
-enum Fused<'a> {
-    Column(&'a [f64]),
-    Literal(f64),
-    Binary(crate::expr::BinaryOp, Box<Fused<'a>>, Box<Fused<'a>>),
-    Neg(Box<Fused<'a>>),
-}
-
-impl<'a> Fused<'a> {
-    /// The fused form of `expr` over `batch`, or `None` when it is anything else (then it is
-    /// evaluated column-wise). A literal stands only beside a column expression, so no
-    /// integer arithmetic between literals is turned into float arithmetic.
-    fn of(expr: &Expr, batch: &'a RecordBatch) -> Option<Fused<'a>> {
-        use crate::expr::BinaryOp;
-        Some(match expr {
-            Expr::Column(name) => {
-                let column = batch.column_by_name(name)?;
-                if column.data_type() != &DataType::Float64 || column.null_count() > 0 {
-                    return None;
-                }
-                Fused::Column(column.as_primitive::<Float64Type>().values())
-            }
-            Expr::Literal(crate::scalar::Scalar::Float(v)) => Fused::Literal(*v),
-            Expr::Literal(crate::scalar::Scalar::Int(v)) => Fused::Literal(*v as f64),
-            Expr::Binary { op: op @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div), left, right } => {
-                let (l, r) = (Fused::of(left, batch)?, Fused::of(right, batch)?);
-                if matches!((&l, &r), (Fused::Literal(_), Fused::Literal(_))) {
-                    return None;
-                }
-                Fused::Binary(*op, Box::new(l), Box::new(r))
-            }
-            Expr::Neg(e) => match Fused::of(e, batch)? {
-                Fused::Literal(_) => return None,
-                inner => Fused::Neg(Box::new(inner)),
-            },
-            Expr::Alias { expr, .. } => Fused::of(expr, batch)?,
-            _ => return None,
-        })
-    }
-
-    fn is_scalar(&self) -> bool {
-        match self {
-            Fused::Literal(_) => true,
-            Fused::Column(_) => false,
-            Fused::Binary(_, l, r) => l.is_scalar() && r.is_scalar(),
-            Fused::Neg(e) => e.is_scalar(),
-        }
-    }
-
-    /// Rows `start..start + out.len()` into `out`.
-    fn block(&self, start: usize, out: &mut [f64]) {
-        use crate::expr::BinaryOp;
-        match self {
-            Fused::Column(values) => out.copy_from_slice(&values[start..start + out.len()]),
-            Fused::Literal(v) => out.fill(*v),
-            Fused::Neg(e) => {
-                e.block(start, out);
-                out.iter_mut().for_each(|x| *x = -*x);
-            }
-            Fused::Binary(op, l, r) => {
-                let mut right = [0f64; FUSED_BLOCK];
-                let right = &mut right[..out.len()];
-                l.block(start, out);
-                r.block(start, right);
-                let f: fn(f64, f64) -> f64 = match op {
-                    BinaryOp::Add => |a, b| a + b,
-                    BinaryOp::Sub => |a, b| a - b,
-                    BinaryOp::Mul => |a, b| a * b,
-                    _ => |a, b| a / b,
-                };
-                out.iter_mut().zip(right.iter()).for_each(|(a, b)| *a = f(*a, *b));
-            }
-        }
-    }
-}
-
-/// Count and sum of the non-NaN values of a fused expression per group.
-fn fused_count_sum(fused: &Fused, groups: &Groups) -> (Vec<i64>, Vec<f64>) {
-    let (mut n, mut sum) = (vec![0i64; groups.len()], vec![0f64; groups.len()]);
-    let mut block = [0f64; FUSED_BLOCK];
-    for start in (0..groups.ids.len()).step_by(FUSED_BLOCK) {
-        let ids = &groups.ids[start..(start + FUSED_BLOCK).min(groups.ids.len())];
-        let values = &mut block[..ids.len()];
-        fused.block(start, values);
-        for (&g, &x) in ids.iter().zip(values.iter()) {
-            if g != DROPPED && !x.is_nan() {
-                n[g as usize] += 1;
-                sum[g as usize] += x;
-            }
-        }
-    }
-    (n, sum)
-}
-
 /// Merges (count, sum) states of `mean`: a sum of partial sums that is NaN (infinities of both
 /// signs) stays NaN, as the one-pass mean would be.
 fn combine_mean(states: &[ArrayRef], groups: &Groups) -> Result<[ArrayRef; 2]> {
@@ -569,15 +468,6 @@ pub(crate) fn partial_masked(spec: &AggSpec, batch: &RecordBatch, mask: Option<&
     for agg in &spec.aggs {
         match agg.func {
             AggFunc::Size => states.push(grouped_size(&groups)),
-            AggFunc::Sum | AggFunc::Mean
-                if let Some(fused) = Fused::of(&agg.input, batch).filter(|f| !f.is_scalar()) =>
-            {
-                let (n, sum) = fused_count_sum(&fused, &groups);
-                if agg.func == AggFunc::Mean {
-                    states.push(Arc::new(Int64Array::from(n)));
-                }
-                states.push(Arc::new(Float64Array::from(sum)));
-            }
             func => {
                 let values = agg.input.evaluate(batch)?;
                 match func {
@@ -844,73 +734,6 @@ mod tests {
         let none = BooleanArray::from(Vec::<bool>::new());
         assert_masked_equals_filtered(&spec_of(&["k"], &all), &empty, &none);
         assert_eq!(partial_masked(&spec_of(&[], &all), &empty, Some(&none)).unwrap().num_rows(), 1);
-    }
-
-    #[test]
-    fn fused_arithmetic_sums_equal_column_wise_evaluation() {
-        use crate::expr::BinaryOp;
-        use crate::scalar::Scalar;
-        let rows = 2 * FUSED_BLOCK + 37;
-        let x: ArrayRef = Arc::new(Float64Array::from_iter_values((0..rows).map(|i| (i % 17) as f64 * 0.25)));
-        let y: ArrayRef = Arc::new(Float64Array::from_iter_values(
-            (0..rows).map(|i| if i % 101 == 0 { f64::NAN } else { (i % 7) as f64 / 10.0 }),
-        ));
-        let with_nulls: ArrayRef = Arc::new(Float64Array::from_iter((0..rows).map(|i| (i % 5 != 0).then_some(1.5))));
-        let key: ArrayRef = Arc::new(Int64Array::from_iter_values((0..rows).map(|i| (i % 3) as i64)));
-        let batch = RecordBatch::try_from_iter([("x", x), ("y", y), ("n", with_nulls), ("k", key)]).unwrap();
-        let bin = |op, l: Expr, r: Expr| Expr::Binary { op, left: Box::new(l), right: Box::new(r) };
-        let col = |c: &str| Expr::Column(c.into());
-        // x * (1 - y) / 2 + -x * 3
-        let expr = bin(
-            BinaryOp::Add,
-            bin(
-                BinaryOp::Div,
-                bin(BinaryOp::Mul, col("x"), bin(BinaryOp::Sub, Expr::Literal(Scalar::Int(1)), col("y"))),
-                Expr::Literal(Scalar::Float(2.0)),
-            ),
-            bin(BinaryOp::Mul, Expr::Neg(Box::new(col("x"))), Expr::Literal(Scalar::Int(3))),
-        );
-        assert!(Fused::of(&expr, &batch).is_some());
-        assert!(Fused::of(&bin(BinaryOp::Add, col("n"), col("x")), &batch).is_none(), "a column with nulls");
-        let mask = BooleanArray::from_iter((0..rows).map(|i| Some(i % 11 != 0)));
-        for input in [expr, bin(BinaryOp::Add, col("n"), col("x"))] {
-            let spec = AggSpec {
-                keys: vec![("k".into(), col("k"))],
-                aggs: vec![
-                    AggItem { name: "s".into(), func: AggFunc::Sum, input: input.clone() },
-                    AggItem { name: "m".into(), func: AggFunc::Mean, input: input.clone() },
-                ],
-                output: crate::lower::SerdeSchema(Arc::new(Schema::empty())),
-            };
-            let fused = partial_masked(&spec, &batch, Some(&mask)).unwrap();
-            // The same through the column-wise path: the expression evaluated first.
-            let values = input.evaluate(&batch).unwrap();
-            let plain = RecordBatch::try_from_iter([("v", values), ("k", batch.column(3).clone())]).unwrap();
-            let spec_plain = AggSpec {
-                keys: spec.keys.clone(),
-                aggs: spec.aggs.iter().map(|a| AggItem { input: col("v"), ..a.clone() }).collect(),
-                output: spec.output.clone(),
-            };
-            let plain_states = grouped_column_wise(&spec_plain, &plain, &mask);
-            assert_eq!(fused.num_columns(), plain_states.num_columns());
-            for (a, b) in fused.columns().iter().zip(plain_states.columns()) {
-                assert_eq!(format!("{a:?}"), format!("{b:?}"));
-            }
-        }
-    }
-
-    /// The partial states with every aggregation input evaluated column by column (a float
-    /// column with a null forces it; the values are the same).
-    fn grouped_column_wise(spec: &AggSpec, batch: &RecordBatch, mask: &BooleanArray) -> RecordBatch {
-        let keys: Vec<ArrayRef> = spec.keys.iter().map(|(_, e)| e.evaluate(batch).unwrap()).collect();
-        let keep = mask.values().clone();
-        let groups = group_rows(&keys, batch.num_rows(), Some(&keep)).unwrap();
-        let values = batch.column(0);
-        let [n, sum] = grouped_mean(values, &groups).unwrap();
-        let total = grouped_sum(values, &groups).unwrap();
-        let keys = take_keys(&keys, &groups).unwrap();
-        let states = vec![total, n, sum];
-        RecordBatch::try_new(partial_schema(spec, &keys, &states), keys.into_iter().chain(states).collect()).unwrap()
     }
 
     #[test]
