@@ -12,14 +12,19 @@
 //! | `size`, `count` | rows / non-missing values (`int64`) |
 //! | `sum` | the sum (`int64` for integers and booleans, `float64` for floats) |
 //! | `min`, `max` | the best value so far (the input's type) |
-//! | `mean`, `var`, `std` | count, mean, sum of squared deviations (Chan et al.'s parallel form) |
+//! | `mean` | count, sum of the present values |
+//! | `var`, `std` | count, mean, sum of squared deviations (Chan et al.'s parallel form) |
+//!
+//! A partial aggregation can run through a filter's mask ([`partial_masked`]): rows the mask
+//! does not keep belong to no group, so a filter that keeps most rows need not copy them.
 //!
 //! Missing values (nulls, and NaN in floats) are skipped, as pandas does with `skipna=True`;
 //! rows whose key is missing are dropped (`dropna=True`).
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, UInt32Array};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::{SortColumn, cast, concat_batches, lexsort_to_indices, take};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
@@ -73,7 +78,8 @@ impl AggFunc {
 
     fn state_width(self) -> usize {
         match self {
-            AggFunc::Mean | AggFunc::Var { .. } | AggFunc::Std { .. } => 3,
+            AggFunc::Var { .. } | AggFunc::Std { .. } => 3,
+            AggFunc::Mean => 2,
             _ => 1,
         }
     }
@@ -156,13 +162,23 @@ fn fail(context: &str) -> impl Fn(arrow::error::ArrowError) -> DataFrameError + 
     move |e| DataFrameError::compute(context, e)
 }
 
+/// Whether row `row` is kept: every row without a mask.
+fn kept(keep: Option<&BooleanBuffer>, row: usize) -> bool {
+    keep.is_none_or(|k| k.value(row))
+}
+
 /// Assigns rows to groups by their key values; without keys every row is in group 0, which
-/// exists even when there are no rows.
-fn group_rows(keys: &[ArrayRef], num_rows: usize) -> Result<Groups> {
+/// exists even when there are no rows. Rows `keep` does not keep are in no group (and make
+/// none).
+fn group_rows(keys: &[ArrayRef], num_rows: usize, keep: Option<&BooleanBuffer>) -> Result<Groups> {
     if keys.is_empty() {
-        return Ok(Groups { ids: vec![0; num_rows], first_rows: vec![0] });
+        let ids = match keep {
+            None => vec![0; num_rows],
+            Some(k) => k.iter().map(|kept| if kept { 0 } else { DROPPED }).collect(),
+        };
+        return Ok(Groups { ids, first_rows: vec![0] });
     }
-    if let Some(groups) = group_rows_by_ids(keys) {
+    if let Some(groups) = group_rows_by_ids(keys, keep) {
         return Ok(groups);
     }
     let fields = keys.iter().map(|k| SortField::new(k.data_type().clone())).collect();
@@ -174,7 +190,7 @@ fn group_rows(keys: &[ArrayRef], num_rows: usize) -> Result<Groups> {
     let mut ids = Vec::with_capacity(num_rows);
     let mut first_rows = Vec::new();
     for row in 0..num_rows {
-        if present.iter().any(|p| !p[row]) {
+        if !kept(keep, row) || present.iter().any(|p| !p[row]) {
             ids.push(DROPPED);
             continue;
         }
@@ -189,15 +205,20 @@ fn group_rows(keys: &[ArrayRef], num_rows: usize) -> Result<Groups> {
 }
 
 /// Each row's key as a dense number (in order of first appearance) for a string or integer
-/// key column, `DROPPED` where missing; `None` for other types.
-fn dense_ids(key: &ArrayRef) -> Option<Groups> {
-    fn number<'a, K: std::hash::Hash + Eq + 'a>(values: impl Iterator<Item = Option<K>>, len: usize) -> Groups {
+/// key column, `DROPPED` where missing or not kept; `None` for other types.
+fn dense_ids(key: &ArrayRef, keep: Option<&BooleanBuffer>) -> Option<Groups> {
+    fn number<'a, K: std::hash::Hash + Eq + 'a>(
+        values: impl Iterator<Item = Option<K>>,
+        len: usize,
+        keep: Option<&BooleanBuffer>,
+    ) -> Groups {
         let mut index: HashMap<K, u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
         let mut ids = Vec::with_capacity(len);
         let mut first_rows = Vec::new();
         for (row, value) in values.enumerate() {
             ids.push(match value {
                 None => DROPPED,
+                Some(_) if !kept(keep, row) => DROPPED,
                 Some(v) => {
                     let next = first_rows.len() as u32;
                     *index.entry(v).or_insert_with(|| {
@@ -211,23 +232,25 @@ fn dense_ids(key: &ArrayRef) -> Option<Groups> {
     }
     let len = key.len();
     Some(match key.data_type() {
-        DataType::Utf8 => number(key.as_string::<i32>().iter(), len),
-        DataType::LargeUtf8 => number(key.as_string::<i64>().iter(), len),
-        DataType::Utf8View => number(key.as_string_view().iter(), len),
-        DataType::Int64 => number(key.as_primitive::<Int64Type>().iter(), len),
-        DataType::Int32 => number(key.as_primitive::<arrow::datatypes::Int32Type>().iter(), len),
-        DataType::Date32 => number(key.as_primitive::<arrow::datatypes::Date32Type>().iter(), len),
+        DataType::Utf8 => number(key.as_string::<i32>().iter(), len, keep),
+        DataType::LargeUtf8 => number(key.as_string::<i64>().iter(), len, keep),
+        DataType::Utf8View => number(key.as_string_view().iter(), len, keep),
+        DataType::Int64 => number(key.as_primitive::<Int64Type>().iter(), len, keep),
+        DataType::Int32 => number(key.as_primitive::<arrow::datatypes::Int32Type>().iter(), len, keep),
+        DataType::Date32 => number(key.as_primitive::<arrow::datatypes::Date32Type>().iter(), len, keep),
         _ => return None,
     })
 }
 
 /// Groups rows by one or two string or integer keys without row-encoding them: each key
 /// column is numbered densely, and two numbers combine into one `u64`. `None` for other keys.
-fn group_rows_by_ids(keys: &[ArrayRef]) -> Option<Groups> {
+fn group_rows_by_ids(keys: &[ArrayRef], keep: Option<&BooleanBuffer>) -> Option<Groups> {
     match keys {
-        [one] => dense_ids(one),
+        [one] => dense_ids(one, keep),
         [a, b] => {
-            let (a, b) = (dense_ids(a)?, dense_ids(b)?);
+            // Each column numbered over the kept rows only, so no number stands for a
+            // combination no kept row has.
+            let (a, b) = (dense_ids(a, keep)?, dense_ids(b, keep)?);
             let mut index: HashMap<u64, u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
             let mut ids = Vec::with_capacity(a.ids.len());
             let mut first_rows = Vec::new();
@@ -347,6 +370,42 @@ fn grouped_moments(values: &ArrayRef, groups: &Groups) -> Result<[ArrayRef; 3]> 
     Ok([Arc::new(Int64Array::from(n)), Arc::new(Float64Array::from(mean)), Arc::new(Float64Array::from(m2))])
 }
 
+/// Count and sum of the present values of each group: the state of `mean`, which needs no
+/// more (pandas divides the sum by the count too).
+fn grouped_mean(values: &ArrayRef, groups: &Groups) -> Result<[ArrayRef; 2]> {
+    let floats = cast(values, &DataType::Float64).map_err(fail("mean"))?;
+    let floats = floats.as_primitive::<Float64Type>();
+    let (mut n, mut sum) = (vec![0i64; groups.len()], vec![0f64; groups.len()]);
+    let numbers = floats.values();
+    for (row, &g) in groups.ids.iter().enumerate() {
+        let x = numbers[row];
+        if g == DROPPED || floats.is_null(row) || x.is_nan() {
+            continue;
+        }
+        n[g as usize] += 1;
+        sum[g as usize] += x;
+    }
+    Ok([Arc::new(Int64Array::from(n)), Arc::new(Float64Array::from(sum))])
+}
+
+/// Merges (count, sum) states of `mean`: a sum of partial sums that is NaN (infinities of both
+/// signs) stays NaN, as the one-pass mean would be.
+fn combine_mean(states: &[ArrayRef], groups: &Groups) -> Result<[ArrayRef; 2]> {
+    let [n_in, sum_in] = states else {
+        return Err(DataFrameError::compute("combining mean", "expected two state columns"));
+    };
+    let (n_in, sum_in) = (n_in.as_primitive::<Int64Type>(), sum_in.as_primitive::<Float64Type>());
+    let (mut n, mut sum) = (vec![0i64; groups.len()], vec![0f64; groups.len()]);
+    for (row, &g) in groups.ids.iter().enumerate() {
+        if g == DROPPED || n_in.is_null(row) || n_in.value(row) == 0 {
+            continue;
+        }
+        n[g as usize] += n_in.value(row);
+        sum[g as usize] += sum_in.value(row);
+    }
+    Ok([Arc::new(Int64Array::from(n)), Arc::new(Float64Array::from(sum))])
+}
+
 /// Merges (count, mean, M2) states of the same group with Chan et al.'s pairwise formula.
 fn combine_moments(states: &[ArrayRef], groups: &Groups) -> Result<[ArrayRef; 3]> {
     let [n_in, mean_in, m2_in] = states else {
@@ -384,8 +443,27 @@ fn take_keys(keys: &[ArrayRef], groups: &Groups) -> Result<Vec<ArrayRef>> {
 
 /// The partial states of one partition.
 pub(crate) fn partial(spec: &AggSpec, batch: &RecordBatch) -> Result<RecordBatch> {
+    partial_masked(spec, batch, None)
+}
+
+/// The partial states of the rows of `batch` where `mask` is true (missing counts as false),
+/// equal to [`partial`] of the filtered batch without copying the kept rows: keys and inputs
+/// are evaluated on every row, and the rows left out join no group.
+pub(crate) fn partial_masked(spec: &AggSpec, batch: &RecordBatch, mask: Option<&BooleanArray>) -> Result<RecordBatch> {
+    let keep = mask.map(|m| match m.nulls() {
+        Some(nulls) => m.values() & nulls.inner(),
+        None => m.values().clone(),
+    });
+    if let Some(k) = &keep
+        && k.len() != batch.num_rows()
+    {
+        return Err(DataFrameError::compute(
+            "partial aggregation",
+            format!("a mask of {} rows for {} rows", k.len(), batch.num_rows()),
+        ));
+    }
     let keys: Vec<ArrayRef> = spec.keys.iter().map(|(_, e)| e.evaluate(batch)).collect::<Result<_>>()?;
-    let groups = group_rows(&keys, batch.num_rows())?;
+    let groups = group_rows(&keys, batch.num_rows(), keep.as_ref())?;
     let mut states: Vec<ArrayRef> = Vec::new();
     for agg in &spec.aggs {
         match agg.func {
@@ -396,6 +474,7 @@ pub(crate) fn partial(spec: &AggSpec, batch: &RecordBatch) -> Result<RecordBatch
                     AggFunc::Count => states.push(grouped_count(&values, &groups)?),
                     AggFunc::Sum => states.push(grouped_sum(&values, &groups)?),
                     AggFunc::Min | AggFunc::Max => states.push(grouped_best(&values, &groups, func == AggFunc::Max)?),
+                    AggFunc::Mean => states.extend(grouped_mean(&values, &groups)?),
                     _ => states.extend(grouped_moments(&values, &groups)?),
                 }
             }
@@ -417,9 +496,8 @@ fn check_layout(spec: &AggSpec, partial: &RecordBatch) -> Result<()> {
     let mut column = spec.keys.len();
     for agg in &spec.aggs {
         let types: &[DataType] = match agg.func {
-            AggFunc::Mean | AggFunc::Var { .. } | AggFunc::Std { .. } => {
-                &[DataType::Int64, DataType::Float64, DataType::Float64]
-            }
+            AggFunc::Var { .. } | AggFunc::Std { .. } => &[DataType::Int64, DataType::Float64, DataType::Float64],
+            AggFunc::Mean => &[DataType::Int64, DataType::Float64],
             AggFunc::Size | AggFunc::Count => &[DataType::Int64],
             _ => &[],
         };
@@ -450,7 +528,7 @@ pub(crate) fn combine(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Recor
     let all = concat_batches(&first.schema(), &owned).map_err(fail("combining partial aggregations"))?;
     let nkeys = spec.keys.len();
     let keys: Vec<ArrayRef> = all.columns()[..nkeys].to_vec();
-    let groups = group_rows(&keys, all.num_rows())?;
+    let groups = group_rows(&keys, all.num_rows(), None)?;
     let mut states: Vec<ArrayRef> = Vec::new();
     let mut column = nkeys;
     for agg in &spec.aggs {
@@ -462,6 +540,7 @@ pub(crate) fn combine(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Recor
         match agg.func {
             AggFunc::Size | AggFunc::Count | AggFunc::Sum => states.push(grouped_sum(&cols[0], &groups)?),
             AggFunc::Min | AggFunc::Max => states.push(grouped_best(&cols[0], &groups, agg.func == AggFunc::Max)?),
+            AggFunc::Mean => states.extend(combine_mean(cols, &groups)?),
             _ => states.extend(combine_moments(cols, &groups)?),
         }
         column += width;
@@ -483,15 +562,19 @@ pub(crate) fn finalize(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Reco
         let cols = &merged.columns()[column..column + agg.func.state_width()];
         column += agg.func.state_width();
         let value: ArrayRef = match agg.func {
-            AggFunc::Mean | AggFunc::Var { .. } | AggFunc::Std { .. } => {
+            AggFunc::Mean => {
+                let (n, sum) = (cols[0].as_primitive::<Int64Type>(), cols[1].as_primitive::<Float64Type>());
+                let values: Float64Array =
+                    (0..n.len()).map(|i| (n.value(i) > 0).then(|| sum.value(i) / n.value(i) as f64)).collect();
+                Arc::new(values)
+            }
+            AggFunc::Var { .. } | AggFunc::Std { .. } => {
                 let n = cols[0].as_primitive::<Int64Type>();
-                let mean = cols[1].as_primitive::<Float64Type>();
                 let m2 = cols[2].as_primitive::<Float64Type>();
                 let values: Float64Array = (0..n.len())
                     .map(|i| {
                         let n = n.value(i);
                         match agg.func {
-                            AggFunc::Mean => (n > 0).then(|| mean.value(i)),
                             AggFunc::Var { ddof } => {
                                 (n > i64::from(ddof)).then(|| m2.value(i) / (n - i64::from(ddof)) as f64)
                             }
@@ -534,11 +617,11 @@ mod tests {
     fn groups_by_two_keys_and_drops_missing_keys() {
         let a: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), Some(1), None, Some(2), Some(1)]));
         let b: ArrayRef = Arc::new(arrow::array::StringArray::from(vec!["x", "y", "x", "x", "x"]));
-        let groups = group_rows(&[a, b], 5).unwrap();
+        let groups = group_rows(&[a, b], 5, None).unwrap();
         assert_eq!(groups.ids, vec![0, 1, DROPPED, 2, 0]);
         assert_eq!(groups.first_rows, vec![0, 1, 3]);
         let nan: ArrayRef = Arc::new(Float64Array::from(vec![Some(f64::NAN), Some(1.0), None, Some(1.0)]));
-        let groups = group_rows(&[nan], 4).unwrap();
+        let groups = group_rows(&[nan], 4, None).unwrap();
         assert_eq!(groups.ids, vec![DROPPED, 0, DROPPED, 0]);
     }
 
@@ -573,6 +656,95 @@ mod tests {
         .unwrap();
         let err = combine(&spec, &[&wrong_types]).unwrap_err();
         assert!(err.to_string().contains("is Float64, expected Int64"), "{err}");
+    }
+
+    fn spec_of(keys: &[&str], aggs: &[(AggFunc, &str)]) -> AggSpec {
+        AggSpec {
+            keys: keys.iter().map(|k| (k.to_string(), Expr::Column(k.to_string()))).collect(),
+            aggs: aggs
+                .iter()
+                .enumerate()
+                .map(|(i, (func, c))| AggItem {
+                    name: format!("a{i}"),
+                    func: *func,
+                    input: Expr::Column(c.to_string()),
+                })
+                .collect(),
+            // Only the partial states are compared here; the output schema is not read.
+            output: crate::lower::SerdeSchema(Arc::new(Schema::empty())),
+        }
+    }
+
+    fn masked_input() -> RecordBatch {
+        let key: ArrayRef = Arc::new(arrow::array::StringArray::from(vec![
+            Some("a"),
+            Some("b"),
+            None,
+            Some("a"),
+            Some("c"),
+            Some("b"),
+        ]));
+        let x: ArrayRef =
+            Arc::new(Float64Array::from(vec![Some(1.0), None, Some(3.0), Some(f64::NAN), Some(5.0), Some(6.0)]));
+        let i: ArrayRef = Arc::new(Int64Array::from(vec![Some(10), Some(20), None, Some(40), Some(50), None]));
+        RecordBatch::try_from_iter([("k", key), ("x", x), ("i", i)]).unwrap()
+    }
+
+    /// Partial states through a mask must equal those of the filtered rows, group for group
+    /// (NaN compared as equal).
+    fn assert_masked_equals_filtered(spec: &AggSpec, batch: &RecordBatch, mask: &BooleanArray) {
+        let masked = partial_masked(spec, batch, Some(mask)).unwrap();
+        let filtered = partial(spec, &arrow::compute::filter_record_batch(batch, mask).unwrap()).unwrap();
+        assert_eq!(masked.num_rows(), filtered.num_rows(), "{mask:?}");
+        assert_eq!(masked.schema(), filtered.schema());
+        for (m, f) in masked.columns().iter().zip(filtered.columns()) {
+            let (m, f) = (format!("{m:?}"), format!("{f:?}"));
+            assert_eq!(m, f, "{mask:?}");
+        }
+    }
+
+    #[test]
+    fn aggregation_through_a_mask_equals_aggregation_of_the_kept_rows() {
+        let batch = masked_input();
+        let all = [
+            (AggFunc::Sum, "x"),
+            (AggFunc::Mean, "x"),
+            (AggFunc::Count, "x"),
+            (AggFunc::Min, "x"),
+            (AggFunc::Max, "i"),
+            (AggFunc::Sum, "i"),
+            (AggFunc::Var { ddof: 1 }, "x"),
+            (AggFunc::Size, "x"),
+        ];
+        let masks = [
+            // Missing in the mask, on rows whose values are missing or not.
+            BooleanArray::from(vec![Some(true), None, Some(true), None, Some(false), Some(true)]),
+            BooleanArray::from(vec![false; 6]),
+            BooleanArray::from(vec![true; 6]),
+            BooleanArray::from(vec![None; 6]),
+        ];
+        for keys in [&["k"][..], &[], &["k", "i"]] {
+            let spec = spec_of(keys, &all);
+            for mask in &masks {
+                assert_masked_equals_filtered(&spec, &batch, mask);
+            }
+        }
+        // No rows at all: no groups, or the one group of a reduction.
+        let empty = batch.slice(0, 0);
+        let none = BooleanArray::from(Vec::<bool>::new());
+        assert_masked_equals_filtered(&spec_of(&["k"], &all), &empty, &none);
+        assert_eq!(partial_masked(&spec_of(&[], &all), &empty, Some(&none)).unwrap().num_rows(), 1);
+    }
+
+    #[test]
+    fn a_mask_of_the_wrong_length_is_an_error() {
+        let err = partial_masked(
+            &spec_of(&["k"], &[(AggFunc::Sum, "x")]),
+            &masked_input(),
+            Some(&BooleanArray::from(vec![true])),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("a mask of 1 rows for 6 rows"), "{err}");
     }
 
     #[test]

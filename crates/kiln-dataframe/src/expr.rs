@@ -345,6 +345,17 @@ impl Expr {
         }
     }
 
+    /// Whether evaluating the expression can fail because of the values in some row (an
+    /// integer `%` by zero, an `astype` that does not convert), not only because of types. Such
+    /// an expression must only see the rows a filter kept, so it is never evaluated through a
+    /// filter's mask.
+    pub(crate) fn fails_on_values(&self) -> bool {
+        match self {
+            Expr::Binary { op: BinaryOp::Rem, .. } | Expr::Cast { .. } => true,
+            e => e.children().any(Expr::fails_on_values),
+        }
+    }
+
     /// The type of the expression's values over `schema`, checking every column exists and
     /// every operation accepts its operands' types.
     ///

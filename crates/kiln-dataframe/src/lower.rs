@@ -156,10 +156,9 @@ impl PortableKernel for PartitionKernel {
                 let rowwise = self.steps.iter().take_while(|s| matches!(s, Step::Project(_) | Step::Filter(_))).count();
                 let steps = &self.steps[..rowwise];
                 if let (Terminal::Partial(spec), true) = (&self.terminal, rowwise == self.steps.len()) {
-                    let partials = read_parquet_file(path, &schema.0, projection.as_deref(), &|b| {
-                        agg::partial(spec, &apply_steps(b, steps)?)
-                    })
-                    .map_err(task_error)?;
+                    let partials =
+                        read_parquet_file(path, &schema.0, projection.as_deref(), &|b| partial_after(spec, b, steps))
+                            .map_err(task_error)?;
                     let state = match partials.as_slice() {
                         [one] => one.clone(),
                         many => agg::combine(spec, &many.iter().collect::<Vec<_>>()).map_err(task_error)?,
@@ -180,9 +179,67 @@ impl PortableKernel for PartitionKernel {
                 }
             }
         };
+        if let Terminal::Partial(spec) = &self.terminal {
+            return Ok(Value::new(partial_after(spec, batch, &self.steps).map_err(task_error)?));
+        }
         let batch = apply_steps(batch, &self.steps).map_err(task_error)?;
         self.finish(batch)
     }
+}
+
+/// Below this share of kept rows a filter copies them before a partial aggregation; above it
+/// the aggregation reads through the filter's mask: copying nearly every row of every column
+/// costs more than evaluating the aggregated expressions on the few rows left out.
+const MASKED_AGG_MIN_KEPT: f64 = 0.5;
+
+/// The partial aggregation of a partition after its row-wise steps. Trailing filters become
+/// one mask the aggregation reads through, when they keep most rows and neither they nor the
+/// aggregation can fail on the values of rows the filter would drop.
+fn partial_after(spec: &AggSpec, batch: RecordBatch, steps: &[Step]) -> Result<RecordBatch> {
+    let filters = steps.iter().rev().take_while(|s| matches!(s, Step::Filter(_))).count();
+    let (before, trailing) = steps.split_at(steps.len() - filters);
+    let values_safe = trailing.iter().skip(1).all(|s| !matches!(s, Step::Filter(p) if p.fails_on_values()))
+        && spec.keys.iter().all(|(_, e)| !e.fails_on_values())
+        && spec.aggs.iter().all(|a| !a.input.fails_on_values());
+    if filters == 0 || !values_safe {
+        return agg::partial(spec, &apply_steps(batch, steps)?);
+    }
+    let batch = apply_steps(batch, before)?;
+    let mut mask: Option<arrow::array::BooleanArray> = None;
+    for step in trailing {
+        let Step::Filter(predicate) = step else { continue };
+        let next = filter_mask(&batch, predicate)?;
+        mask = Some(match mask {
+            None => next,
+            Some(m) => {
+                arrow::compute::and(&m, &next).map_err(|e| DataFrameError::compute(format!("filter {predicate}"), e))?
+            }
+        });
+    }
+    let Some(mask) = mask else { return agg::partial(spec, &batch) };
+    let kept = mask.true_count();
+    if batch.num_rows() == 0 || (kept as f64) < MASKED_AGG_MIN_KEPT * batch.num_rows() as f64 {
+        let filtered =
+            arrow::compute::filter_record_batch(&batch, &mask).map_err(|e| DataFrameError::compute("filter", e))?;
+        return agg::partial(spec, &filtered);
+    }
+    agg::partial_masked(spec, &batch, Some(&mask))
+}
+
+/// A filter's predicate on a partition, checked to be boolean, missing values made false.
+fn filter_mask(batch: &RecordBatch, predicate: &crate::expr::Expr) -> Result<arrow::array::BooleanArray> {
+    let mask = predicate.evaluate(batch)?;
+    let mask =
+        mask.as_any().downcast_ref::<arrow::array::BooleanArray>().ok_or_else(|| DataFrameError::TypeMismatch {
+            operation: "filter".into(),
+            expression: predicate.to_string(),
+            found: mask.data_type().clone(),
+            expected: "a boolean is needed".into(),
+        })?;
+    Ok(match arrow::array::Array::null_count(mask) {
+        0 => mask.clone(),
+        _ => arrow::compute::prep_null_mask_filter(mask),
+    })
 }
 
 impl PartitionKernel {
@@ -235,16 +292,8 @@ pub(crate) fn apply_steps(mut batch: RecordBatch, steps: &[Step]) -> Result<Reco
                     .map_err(|e| DataFrameError::compute("projecting columns", e))?
             }
             Step::Filter(predicate) => {
-                let mask = predicate.evaluate(&batch)?;
-                let mask = mask.as_any().downcast_ref::<arrow::array::BooleanArray>().ok_or_else(|| {
-                    DataFrameError::TypeMismatch {
-                        operation: "filter".into(),
-                        expression: predicate.to_string(),
-                        found: mask.data_type().clone(),
-                        expected: "a boolean is needed".into(),
-                    }
-                })?;
-                arrow::compute::filter_record_batch(&batch, mask)
+                let mask = filter_mask(&batch, predicate)?;
+                arrow::compute::filter_record_batch(&batch, &mask)
                     .map_err(|e| DataFrameError::compute(format!("filter {predicate}"), e))?
             }
             Step::Sort(by) => crate::sort::sort_batch(&batch, by)?,

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch};
 use kiln_dataframe::{Agg, AggFunc, CsvOptions, DType, DataFrame, Divisions, Scalar, read_csv, read_parquet};
 use kiln_graph::Collection;
 use kiln_local::LocalScheduler;
@@ -382,6 +382,123 @@ fn groupby_an_assigned_expression() {
             ])
             .unwrap()
     });
+}
+
+// Aggregations after filters. A filter that keeps at least half of a piece's rows is not
+// applied: the aggregation reads through its mask (rows left out join no group), so these
+// cases cover both ways, partitions kept whole or dropped whole, and masks with missing values.
+
+/// The aggregations of the masked cases (`adj` given as an expression, or assigned).
+fn masked_aggs(df: &DataFrame, assigned: bool) -> Vec<Agg> {
+    let adj = if assigned { df.col("adj") } else { (df.col("fare") - df.col("trip_distance")) * 2 };
+    vec![
+        Agg::sum("trip_distance").alias("dist_sum"),
+        Agg::mean("trip_distance").alias("dist_mean"),
+        Agg::count("trip_distance").alias("dist_count"),
+        Agg::std("trip_distance").alias("dist_std"),
+        Agg::max("passenger_count").alias("pc_max"),
+        Agg::size().alias("n"),
+        Agg::of(AggFunc::Sum, &adj).alias("adj_sum"),
+        Agg::of(AggFunc::Mean, &adj).alias("adj_mean"),
+    ]
+}
+
+fn grouped_by_vendor(df: &DataFrame, config: (usize, usize), assigned: bool) -> DataFrame {
+    let aggs = masked_aggs(df, assigned);
+    df.groupby(["vendor"]).unwrap().split_every(config.0).split_out(config.1).agg(aggs).unwrap()
+}
+
+#[test]
+fn groupby_through_a_mask_that_keeps_most_rows() {
+    check_groupby("groupby_masked", |df, config| {
+        grouped_by_vendor(&df.filter(&df.col("fare").gt(4)).unwrap(), config, false)
+    });
+    // The expression assigned before the filter: a projection step, then the mask.
+    check_groupby("groupby_masked", |df, config| {
+        let df = df.assign("adj", &((df.col("fare") - df.col("trip_distance")) * 2)).unwrap();
+        grouped_by_vendor(&df.filter(&df.col("fare").gt(4)).unwrap(), config, true)
+    });
+    // Two filters in a row are one mask.
+    check_groupby("groupby_masked", |df, config| {
+        let df = df.filter(&df.col("fare").gt(3)).unwrap();
+        grouped_by_vendor(&df.filter(&df.col("fare").gt(4)).unwrap(), config, false)
+    });
+}
+
+#[test]
+fn groupby_after_a_filter_that_keeps_nothing() {
+    check_groupby("groupby_masked_none", |df, config| {
+        grouped_by_vendor(&df.filter(&df.col("fare").gt(1e9)).unwrap(), config, false)
+    });
+}
+
+#[test]
+fn groupby_after_a_filter_that_empties_whole_partitions() {
+    check_groupby("groupby_masked_tail", |df, config| {
+        grouped_by_vendor(&df.filter(&df.col("id").ge(100)).unwrap(), config, false)
+    });
+    // Partitions that hold no rows at all, beside ones the filter keeps whole.
+    let whole = read_parquet(&path("parquet/1")).unwrap().compute_on(&scheduler()).unwrap();
+    let tail = whole.slice(100, whole.num_rows() - 100);
+    let parts = vec![whole.slice(0, 0), tail.slice(0, 70), whole.slice(0, 0), tail.slice(70, tail.num_rows() - 70)];
+    let df = DataFrame::from_batches(parts).unwrap();
+    let out = grouped_by_vendor(&df.filter(&df.col("fare").gt(-1e9)).unwrap(), (2, 1), false)
+        .compute_on(&scheduler())
+        .unwrap();
+    assert_frame("groupby_masked_tail", "batches with empty partitions", &out);
+}
+
+#[test]
+fn groupby_through_a_mask_with_missing_values() {
+    // `flag`: fare > 4, missing where passenger_count is; a missing flag drops its row.
+    let whole = read_parquet(&path("parquet/1")).unwrap().compute_on(&scheduler()).unwrap();
+    let fare = whole.column_by_name("fare").unwrap().as_any().downcast_ref::<arrow::array::Float64Array>().unwrap();
+    let pc = whole.column_by_name("passenger_count").unwrap();
+    let flag: arrow::array::BooleanArray = (0..whole.num_rows())
+        .map(|i| {
+            (pc.is_valid(i) && !pc.as_any().downcast_ref::<arrow::array::Float64Array>().unwrap().value(i).is_nan())
+                .then(|| fare.value(i) > 4.0)
+        })
+        .collect();
+    assert!(flag.null_count() > 0 && flag.true_count() * 2 > whole.num_rows());
+    let mut fields: Vec<arrow::datatypes::FieldRef> = whole.schema().fields().iter().cloned().collect();
+    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new("flag", arrow::datatypes::DataType::Boolean, true)));
+    let mut columns = whole.columns().to_vec();
+    columns.push(std::sync::Arc::new(flag));
+    let flagged = RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap();
+    for n in [1, 3, 7] {
+        let df = DataFrame::from_batch(flagged.clone(), n).unwrap();
+        for config in [(2, 1), (8, 3)] {
+            let out = grouped_by_vendor(&df.filter(&df.col("flag")).unwrap(), config, false)
+                .compute_on(&scheduler())
+                .unwrap();
+            assert_frame("groupby_null_mask", &format!("batches/{n} {config:?}"), &sorted_by_all(&out));
+        }
+    }
+}
+
+#[test]
+fn reductions_through_a_mask() {
+    let expected = &expected()["reduce_masked"];
+    for (label, df) in layouts() {
+        let kept = df.filter(&df.col("fare").gt(4)).unwrap();
+        let adj = (kept.col("fare") - kept.col("trip_distance")) * 2;
+        let out = kept
+            .agg([
+                Agg::sum("trip_distance").alias("dist_sum"),
+                Agg::mean("trip_distance").alias("dist_mean"),
+                Agg::count("trip_distance").alias("dist_count"),
+                Agg::of(AggFunc::Sum, &adj).alias("adj_sum"),
+            ])
+            .unwrap()
+            .compute_on(&scheduler())
+            .unwrap();
+        assert_eq!(out.num_rows(), 1, "{label}");
+        for name in ["dist_sum", "dist_mean", "dist_count", "adj_sum"] {
+            let actual = Scalar::from_array(out.column_by_name(name).unwrap().as_ref(), 0).unwrap();
+            assert_scalar(&format!("masked {name} on {label}"), &actual, &expected[name]);
+        }
+    }
 }
 
 // Time series: every layout indexed by `ts` (a range shuffle, so 1, 3 and 7 partitions with
