@@ -4,7 +4,8 @@
 //!
 //! The HDF5 library is not thread-safe; `hdf5-metno` serializes every call through one
 //! process-wide lock, so reads of one process run one at a time inside the library (as h5py's
-//! do under Dask's lock). Writes also serialize across processes: each write takes an exclusive
+//! do under Dask's lock), decompression included. Hence [`RawLayout`]: datasets whose chunks
+//! kiln can decode itself are read with positioned reads and inflated on kiln's threads. Writes also serialize across processes: each write takes an exclusive
 //! lock on the file itself (HDF5's own file locking is turned off for it, since it would refuse
 //! the second writer instead of waiting).
 
