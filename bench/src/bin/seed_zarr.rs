@@ -5,12 +5,15 @@
 //! `from_npy_blocks`; Dask assembles it with `da.block` over delayed `np.load`); with `--hdf5`
 //! (build with `--features hdf5`), the same data as dataset `x` of an HDF5 file written by h5py
 //! in the store's chunks, uncompressed (`bench/make_hdf5_file.py`; kiln reads it with
-//! `from_hdf5`, Dask with `da.from_array` over the h5py dataset, with its default lock). kiln and dask.array
+//! `from_hdf5`, Dask with `da.from_array` over the h5py dataset, with its default lock);
+//! `--gzip LEVEL` [`--shuffle`] makes and reads a deflate-compressed (and shuffled) copy
+//! instead (`seed-<n>-<chunk>-gzip<LEVEL>[-shuffle].h5`), and `--hdf5-library` has kiln read
+//! every chunk through the HDF5 library rather than decode it itself. kiln and dask.array
 //! (threaded scheduler) read the same store; one warm-up (which also warms the page cache),
 //! then `--runs` timed runs on both sides, medians compared (see `kiln_bench`'s protocol).
 //!
 //! `cargo run --release -p kiln-bench --bin seed_zarr -- [--n 20000] [--chunk 1000]
-//! [--store DIR] [--npy | --hdf5] [--memory-limit BYTES] [--runs 3] [--threads N] [--no-dask] [--progress]`
+//! [--store DIR] [--npy | --hdf5 [--gzip LEVEL [--shuffle]] [--hdf5-library]] [--memory-limit BYTES] [--runs 3] [--threads N] [--no-dask] [--progress]`
 //!
 //! `--memory-limit` sets the local scheduler's memory limit (default: half the machine's
 //! memory); stored blocks kept for later readers stay under an eighth of it, at most 512 MiB
@@ -58,11 +61,39 @@ fn main() {
         std::process::exit(2);
     }
     let blocks_dir = store.with_extension("npyblocks");
-    let h5_file = store.with_extension("h5");
+    // The HDF5 copy's filters: none (h5py's default), or deflate at `--gzip`, shuffled first
+    // with `--shuffle`; each kind is its own file.
+    let gzip: Option<u8> = std::env::args().any(|a| a == "--gzip").then(|| arg("--gzip", 4));
+    let shuffle = std::env::args().any(|a| a == "--shuffle");
+    let hdf5_library = std::env::args().any(|a| a == "--hdf5-library");
+    let filters = match (gzip, shuffle) {
+        (None, false) => "none".to_string(),
+        (None, true) => panic!("--shuffle goes with --gzip LEVEL"),
+        (Some(level), false) => format!("gzip{level}"),
+        (Some(level), true) => format!("shuffle-gzip{level}"),
+    };
+    let h5_file = if filters == "none" {
+        store.with_extension("h5")
+    } else {
+        let stem = store.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        store.with_file_name(format!("{stem}-{filters}.h5"))
+    };
     if hdf5 {
+        let mut make = vec![
+            "--from-zarr".to_string(),
+            store.display().to_string(),
+            "--path".into(),
+            h5_file.display().to_string(),
+        ];
+        if let Some(level) = gzip {
+            make.extend(["--gzip".to_string(), level.to_string()]);
+        }
+        if shuffle {
+            make.push("--shuffle".into());
+        }
         let status = Command::new(&python)
             .arg(kiln_bench::bench_dir().join("make_hdf5_file.py"))
-            .args(["--from-zarr", &store.display().to_string(), "--path", &h5_file.display().to_string()])
+            .args(&make)
             .status()
             .expect("running make_hdf5_file.py");
         assert!(status.success(), "make_hdf5_file.py failed: {status}");
@@ -86,7 +117,10 @@ fn main() {
         let x = match format {
             "npy" => kiln_array::npy_blocks::from_npy_blocks::<f64>(&blocks_dir).expect("the blocks open"),
             #[cfg(feature = "hdf5")]
-            "hdf5" => kiln_array::hdf5::from_hdf5::<f64>(&h5_file, "x", None).expect("the file opens"),
+            "hdf5" => {
+                let options = kiln_array::hdf5::Hdf5ReadOptions { direct: !hdf5_library };
+                kiln_array::hdf5::from_hdf5_with::<f64>(&h5_file, "x", None, &options).expect("the file opens")
+            }
             _ => from_zarr::<f64>(&store, None).expect("the store opens"),
         };
         let y = if sum_only { x.sum() } else { (&x + &x.t() - &x.mean_axis(0)).std() };
@@ -103,8 +137,10 @@ fn main() {
         rss as f64 / 1e6,
         held as f64 / 1e6
     );
+    let read = if hdf5_library { "library" } else { "direct" };
+    let hdf5_fields = if hdf5 { format!(" filters={filters} kiln_read={read}") } else { String::new() };
     let mut line = format!(
-        "RESULT format={format} n={n} chunk={chunk} memory_limit={target} {} kiln_threads={} {} kiln_peak_rss_bytes={rss} kiln_peak_held_bytes={held} kiln_std={value:.6}",
+        "RESULT format={format}{hdf5_fields} n={n} chunk={chunk} memory_limit={target} {} kiln_threads={} {} kiln_peak_rss_bytes={rss} kiln_peak_held_bytes={held} kiln_std={value:.6}",
         protocol.fields(protocol.threads),
         scheduler.num_threads(),
         kiln.fields()

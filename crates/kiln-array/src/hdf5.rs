@@ -44,6 +44,37 @@ pub fn from_hdf5<T: Element>(
     dataset: &str,
     chunks: Option<ChunkSpec>,
 ) -> Result<Array<T>, ArrayError> {
+    from_hdf5_with(path, dataset, chunks, &Hdf5ReadOptions::default())
+}
+
+/// How [`from_hdf5_with`] reads blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hdf5ReadOptions {
+    /// Read chunks with positioned reads and decode them on kiln's threads (the default), where
+    /// the dataset allows: a little-endian numeric type stored contiguously or in chunks that
+    /// are uncompressed or filtered only by shuffle, deflate (gzip) and a fletcher32 checksum
+    /// (verified). The HDF5 library reads everything else, and everything when this is off:
+    /// one block at a time, since its process-wide lock also covers decompression.
+    pub direct: bool,
+}
+
+impl Default for Hdf5ReadOptions {
+    fn default() -> Self {
+        Hdf5ReadOptions { direct: true }
+    }
+}
+
+/// [`from_hdf5`] with read options (whether chunks may be read and decoded outside the
+/// library).
+///
+/// # Errors
+/// As [`from_hdf5`].
+pub fn from_hdf5_with<T: Element>(
+    path: impl AsRef<Path>,
+    dataset: &str,
+    chunks: Option<ChunkSpec>,
+    options: &Hdf5ReadOptions,
+) -> Result<Array<T>, ArrayError> {
     let path = path.as_ref().to_path_buf();
     let ds = open(&path, dataset)?;
     let stored = stored_dtype(&ds).map_err(|e| io(&path, dataset, format!("holds {e}")))?;
@@ -60,7 +91,7 @@ pub fn from_hdf5<T: Element>(
         }
         (None, _) => normalize(&ChunkSpec::auto(), &shape, itemsize)?,
     };
-    let raw = crate::chunk::hdf5::raw_layout(&ds, T::DTYPE).map(Arc::new);
+    let raw = if options.direct { crate::chunk::hdf5::raw_layout(&ds, T::DTYPE).map(Arc::new) } else { None };
     let layer = Hdf5Read { path: path.clone(), dataset: dataset.to_string(), handle: Arc::new(ds), raw };
     let location = PathBuf::from(format!("{}:{dataset}", path.display()));
     Ok(Array::from_storage("from-hdf5", &location, shape, chunks, Arc::new(layer)))

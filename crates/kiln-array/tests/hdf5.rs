@@ -2,13 +2,15 @@
 //! HDF5 files written by h5py (chunked, gzip-compressed, contiguous, big-endian, partly written,
 //! many files) read by kiln value for value, files written by kiln read back, and bad input. The
 //! files and their expected values come from `tests/fixtures/hdf5/make_hdf5_fixtures.py`; its
-//! `--check` mode reads a kiln-written file back with h5py.
+//! `--check` mode reads a kiln-written file back with h5py. `filters.h5` holds the filter
+//! pipelines kiln decodes itself (gzip levels, shuffle, fletcher32, skipped filters, chunks never
+//! written, corrupt chunks).
 
 use std::path::{Path, PathBuf};
 
-use kiln_array::hdf5::{Hdf5Options, from_hdf5, from_hdf5_files};
+use kiln_array::hdf5::{Hdf5Options, Hdf5ReadOptions, from_hdf5, from_hdf5_files, from_hdf5_with};
 use kiln_array::npy::read_npy_as;
-use kiln_array::{ArrayError, ChunkSpec, Element, arange, from_array};
+use kiln_array::{ArrayError, ChunkSpec, Element, Idx, arange, from_array};
 use kiln_graph::Collection;
 use kiln_local::{LocalScheduler, Progress};
 use ndarray::ArrayD;
@@ -243,4 +245,76 @@ fn degenerate_arrays_and_names() {
         }
     }
     std::fs::remove_file(&path).unwrap();
+}
+
+/// Reads `dataset` of `filters.h5` in several block shapes, directly (kiln decodes the chunks)
+/// and through the library, and compares both with the values h5py wrote.
+fn decodes_like_the_library<T: Element>(dataset: &str, specs: &[Vec<usize>]) {
+    let file = fixture("filters.h5");
+    let want: ArrayD<T> = read_npy_as(fixture(&format!("filters_{dataset}.npy"))).unwrap();
+    let library = Hdf5ReadOptions { direct: false };
+    let by_library = from_hdf5_with::<T>(&file, dataset, None, &library).unwrap().compute_on(&sched()).unwrap();
+    assert!(same(&by_library, &want), "{dataset}: the library's read differs from what h5py wrote");
+    let mut specs: Vec<Option<ChunkSpec>> = specs.iter().map(|s| Some(ChunkSpec::PerAxis(s.clone()))).collect();
+    specs.push(None);
+    for spec in specs {
+        let x = from_hdf5::<T>(&file, dataset, spec.clone()).unwrap_or_else(|e| panic!("{dataset}: {e}"));
+        let got = x.compute_on(&sched()).unwrap_or_else(|e| panic!("{dataset} in blocks {spec:?}: {e}"));
+        assert!(same(&got, &want), "{dataset} in blocks {spec:?}: kiln read\n{got:?}\nh5py wrote\n{want:?}");
+    }
+}
+
+#[test]
+fn gzip_levels_and_shuffle_decode_like_the_library_in_any_blocks() {
+    // Chunks of 7 x 5 over 23 x 17: the last row and column of chunks are partial edge chunks,
+    // stored whole (padded) and compressed whole.
+    for name in ["gzip1", "gzip9"] {
+        decodes_like_the_library::<f64>(name, &[vec![7, 5], vec![23, 17], vec![4, 6], vec![1, 17], vec![10, 3]]);
+    }
+    decodes_like_the_library::<i32>("gzip0_i32", &[vec![4, 4], vec![3, 5], vec![11, 9]]);
+    decodes_like_the_library::<f32>("shuffle_gzip_f32", &[vec![2, 8, 4], vec![3, 7, 5], vec![1, 20, 9]]);
+    decodes_like_the_library::<i64>("shuffle_gzip_i64", &[vec![8], vec![5], vec![50]]);
+    decodes_like_the_library::<f64>("shuffle_only", &[vec![3, 3], vec![4, 2], vec![10, 3]]);
+}
+
+#[test]
+fn checksums_skipped_filters_and_unwritten_chunks_decode_like_the_library() {
+    decodes_like_the_library::<f64>("fletcher_gzip", &[vec![5, 5], vec![13, 10], vec![6, 4]]);
+    decodes_like_the_library::<i32>("fletcher_only_i32", &[vec![4, 3], vec![9, 7], vec![2, 5]]);
+    // Chunks stored with shuffle, gzip or both skipped (their filter masks) beside normal ones.
+    decodes_like_the_library::<f64>("masked", &[vec![4, 4], vec![8, 8], vec![3, 5]]);
+    // Chunks never written read as the fill value, whole or in part of a block.
+    decodes_like_the_library::<f64>("unwritten_fill", &[vec![4, 4], vec![12, 12], vec![5, 3], vec![2, 12]]);
+    decodes_like_the_library::<i64>("unwritten_zero_i64", &[vec![4, 4], vec![8, 9], vec![3, 7]]);
+    // A filter kiln does not decode (scale-offset) is read by the library.
+    decodes_like_the_library::<i32>("scaleoffset_i32", &[vec![4, 4], vec![10, 10], vec![3, 7]]);
+}
+
+#[test]
+fn corrupt_compressed_chunks_are_errors_naming_file_dataset_and_chunk() {
+    let file = fixture("filters.h5");
+    // Every block but the one holding the corrupt chunk reads; that one fails, saying where.
+    let x = from_hdf5::<f64>(&file, "corrupt", Some(ChunkSpec::PerAxis(vec![4, 4]))).unwrap();
+    let top = [Idx::Slice { start: Some(0), stop: Some(4), step: 1 }, Idx::full()];
+    let fine = x.slice(&top).compute_on(&sched()).unwrap();
+    assert_eq!(fine.shape(), &[4, 8]);
+    let err = x.compute_on(&sched()).unwrap_err().to_string();
+    for part in ["filters.h5", "dataset corrupt", "chunk at [4, 4]", "deflate"] {
+        assert!(err.contains(part), "missing {part:?} in: {err}");
+    }
+    // A block that only partly covers the chunk fails the same way.
+    let y = from_hdf5::<f64>(&file, "corrupt", Some(ChunkSpec::PerAxis(vec![3, 3]))).unwrap();
+    let err = y.compute_on(&sched()).unwrap_err().to_string();
+    assert!(err.contains("chunk at [4, 4]") && err.contains("filters.h5"), "{err}");
+    let z = from_hdf5::<f64>(&file, "bad_checksum", None).unwrap();
+    let err = z.compute_on(&sched()).unwrap_err().to_string();
+    for part in ["filters.h5", "dataset bad_checksum", "chunk at [0, 4]", "fletcher32"] {
+        assert!(err.contains(part), "missing {part:?} in: {err}");
+    }
+    // The library refuses them too (an error, not a panic).
+    let library = Hdf5ReadOptions { direct: false };
+    for name in ["corrupt", "bad_checksum"] {
+        let err = from_hdf5_with::<f64>(&file, name, None, &library).unwrap().compute_on(&sched()).unwrap_err();
+        assert!(err.to_string().contains("filters.h5"), "{err}");
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! The HDF5 library is not thread-safe; `hdf5-metno` serializes every call through one
 //! process-wide lock, so reads of one process run one at a time inside the library (as h5py's
-//! do under Dask's lock). Writes also serialize across processes: each write takes an exclusive
+//! do under Dask's lock), decompression included. Hence [`RawLayout`]: datasets whose chunks
+//! kiln can decode itself are read with positioned reads and inflated on kiln's threads. Writes also serialize across processes: each write takes an exclusive
 //! lock on the file itself (HDF5's own file locking is turned off for it, since it would refuse
 //! the second writer instead of waiting).
 
@@ -51,15 +52,37 @@ pub(crate) fn stored_dtype(dataset: &Dataset) -> Result<DType, String> {
 /// index kept for direct reads costs about 100 bytes a chunk (100 MB at this count).
 const MAX_INDEXED_CHUNKS: usize = 1 << 20;
 
-/// Where a dataset's bytes lie in its file when blocks can be read with plain positioned reads,
-/// outside the library and its process-wide lock (so on all cores at once): no filters
-/// (compression), a little-endian numeric type, and every chunk allocated. Anything else reads
-/// through the library.
+/// Where a dataset's bytes lie in its file when blocks can be read with plain positioned reads
+/// and decoded by kiln, outside the library and its process-wide lock (so on all cores at
+/// once): a little-endian numeric type, and either no filters or a pipeline of only shuffle,
+/// deflate and a trailing fletcher32 checksum (h5py's `compression="gzip"`, `shuffle=True`,
+/// `fletcher32=True`). Anything else reads through the library.
 pub(crate) enum RawLayout {
     /// One contiguous run of elements, row-major, from `offset`.
     Contiguous { offset: u64, shape: Vec<usize> },
-    /// Chunks of `chunk` elements; `addresses` maps a chunk's first element to its file offset.
-    Chunked { chunk: Vec<usize>, addresses: HashMap<Vec<u64>, u64> },
+    /// Chunks of `chunk` elements; `chunks` maps a stored chunk's first element to where it
+    /// lies (chunks never written are absent and read as `fill`, one element's bytes).
+    Chunked { chunk: Vec<usize>, chunks: HashMap<Vec<u64>, StoredChunk>, codecs: Vec<Codec>, fill: Vec<u8> },
+}
+
+/// One stored chunk: its file offset, its size on disk and the filters it was stored without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredChunk {
+    pub(crate) addr: u64,
+    pub(crate) size: u64,
+    /// Bit `i` set: filter `i` of the pipeline was skipped when this chunk was written.
+    pub(crate) mask: u32,
+}
+
+/// A filter of the dataset's pipeline that kiln undoes itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) enum Codec {
+    /// HDF5's shuffle: byte `j` of every element stored together (a byte transpose).
+    Shuffle,
+    /// zlib-wrapped deflate (h5py's "gzip").
+    Deflate,
+    /// A Fletcher-32 checksum appended to the chunk.
+    Fletcher32,
 }
 
 /// How one block reads its bytes directly (see [`RawLayout`]).
@@ -67,13 +90,58 @@ pub(crate) enum RawLayout {
 pub(crate) enum RawPlan {
     /// Rows of the contiguous dataset of `shape` starting at `offset`.
     Contiguous { offset: u64, shape: Vec<usize> },
-    /// The chunks (first element, file offset) the block overlaps, each `chunk` elements.
-    Chunked { chunk: Vec<usize>, pieces: Vec<(Vec<u64>, u64)> },
+    /// The chunks (first element, where it is stored or `None` when never written) the block
+    /// overlaps, each `chunk` elements, stored through `codecs`; unwritten ones read as `fill`.
+    Chunked { chunk: Vec<usize>, pieces: Vec<(Vec<u64>, Option<StoredChunk>)>, codecs: Vec<Codec>, fill: Vec<u8> },
+}
+
+/// The pipeline of `ds` as codecs kiln undoes, or `None` when it holds any other filter, a
+/// checksum anywhere but last (its bytes would sit inside the compressed stream), or filters
+/// that leave partial edge chunks unfiltered.
+fn codecs_of(ds: &Dataset) -> Option<Vec<Codec>> {
+    use hdf5::filters::Filter;
+    let filters = ds.filters();
+    let mut codecs = Vec::with_capacity(filters.len());
+    for (i, filter) in filters.iter().enumerate() {
+        codecs.push(match filter {
+            Filter::Shuffle => Codec::Shuffle,
+            Filter::Deflate(_) => Codec::Deflate,
+            Filter::Fletcher32 if i + 1 == filters.len() => Codec::Fletcher32,
+            _ => return None,
+        });
+    }
+    if !codecs.is_empty() {
+        let mut opts: std::ffi::c_uint = 0;
+        let dcpl = ds.dcpl().ok()?;
+        // SAFETY: `dcpl` is a live dataset creation property list of a chunked dataset; `opts`
+        // is a plain local the call writes. The library's lock is held.
+        let status = hdf5::sync::sync(|| unsafe { hdf5_sys::h5p::H5Pget_chunk_opts(dcpl.id(), &mut opts) });
+        if status < 0 || opts & hdf5_sys::h5d::H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS != 0 {
+            return None;
+        }
+    }
+    Some(codecs)
+}
+
+/// The bytes of one element of the dataset's fill value as a kiln `dtype`, or `None` when the
+/// library would leave unwritten chunks unfilled (no fill value, or fill time "never").
+fn fill_bytes(ds: &Dataset, dtype: DType) -> Option<Vec<u8>> {
+    let dcpl = ds.dcpl().ok()?;
+    if dcpl.fill_time() == hdf5::dataset::FillTime::Never {
+        return None;
+    }
+    match dtype {
+        DType::F64 => dcpl.fill_value_as::<f64>().map(|v| v.to_le_bytes().to_vec()),
+        DType::F32 => dcpl.fill_value_as::<f32>().map(|v| v.to_le_bytes().to_vec()),
+        DType::I64 => dcpl.fill_value_as::<i64>().map(|v| v.to_le_bytes().to_vec()),
+        DType::I32 => dcpl.fill_value_as::<i32>().map(|v| v.to_le_bytes().to_vec()),
+        DType::Bool => None,
+    }
 }
 
 /// The raw layout of `dataset` as a kiln `dtype`, if its blocks can be read directly.
 pub(crate) fn raw_layout(ds: &Dataset, dtype: DType) -> Option<RawLayout> {
-    if matches!(dtype, DType::Bool) || !cfg!(target_endian = "little") || !ds.filters().is_empty() {
+    if matches!(dtype, DType::Bool) || !cfg!(target_endian = "little") {
         return None;
     }
     let little = ds.dtype().ok().is_some_and(|t| t.byte_order() == ByteOrder::LittleEndian);
@@ -82,28 +150,34 @@ pub(crate) fn raw_layout(ds: &Dataset, dtype: DType) -> Option<RawLayout> {
     }
     let shape = ds.shape();
     match ds.layout() {
-        Layout::Contiguous => ds.offset().map(|offset| RawLayout::Contiguous { offset, shape }),
+        Layout::Contiguous if ds.filters().is_empty() => {
+            ds.offset().map(|offset| RawLayout::Contiguous { offset, shape })
+        }
         Layout::Chunked => {
             let chunk = ds.chunk()?;
-            let grid: usize = shape.iter().zip(&chunk).map(|(&d, &c)| d.div_ceil(c.max(1))).product();
-            let count = ds.num_chunks()?;
-            if count != grid || count > MAX_INDEXED_CHUNKS {
-                return None; // some chunks never written (they read as the fill value), or too many
+            let codecs = codecs_of(ds)?;
+            let grid_shape: Vec<u64> = shape.iter().zip(&chunk).map(|(&d, &c)| d.div_ceil(c.max(1)) as u64).collect();
+            let grid = grid_shape.iter().product::<u64>() as usize;
+            if grid > MAX_INDEXED_CHUNKS || grid == 0 {
+                return None;
             }
-            let bytes = chunk.iter().product::<usize>() * dtype.itemsize();
+            let bytes = (chunk.iter().product::<usize>() * dtype.itemsize()) as u64;
             // Looked up by each chunk's coordinates: HDF5 1.10's lookup by position in the index
             // (H5Dget_chunk_info) walks the index from its start, so listing every chunk that
             // way costs time quadratic in their count; by coordinates it is one index lookup.
-            let grid_shape: Vec<u64> = shape.iter().zip(&chunk).map(|(&d, &c)| d.div_ceil(c.max(1)) as u64).collect();
-            let mut addresses = HashMap::with_capacity(count);
+            let mut chunks = HashMap::with_capacity(grid);
             let mut at = vec![0u64; grid_shape.len()];
-            for _ in 0..count {
+            for _ in 0..grid {
                 let origin: Vec<u64> = at.iter().zip(&chunk).map(|(&i, &c)| i * c as u64).collect();
-                let (addr, size, filter_mask) = chunk_by_coord(ds, &origin)?;
-                if size as usize != bytes || filter_mask != 0 {
-                    return None;
+                if let Some(stored) = chunk_by_coord(ds, &origin)? {
+                    // An unfiltered chunk must hold exactly its elements (a filtered one is
+                    // checked when it is decoded).
+                    let unfiltered = (0..codecs.len()).all(|i| stored.mask & (1 << i) != 0);
+                    if unfiltered && stored.size != bytes {
+                        return None;
+                    }
+                    chunks.insert(origin, stored);
                 }
-                addresses.insert(origin, addr);
                 for axis in (0..at.len()).rev() {
                     at[axis] += 1;
                     if at[axis] < grid_shape[axis] {
@@ -112,15 +186,16 @@ pub(crate) fn raw_layout(ds: &Dataset, dtype: DType) -> Option<RawLayout> {
                     at[axis] = 0;
                 }
             }
-            Some(RawLayout::Chunked { chunk, addresses })
+            let fill = if chunks.len() == grid { vec![0; dtype.itemsize()] } else { fill_bytes(ds, dtype)? };
+            Some(RawLayout::Chunked { chunk, chunks, codecs, fill })
         }
         _ => None,
     }
 }
 
-/// The file address, stored size and filter mask of the chunk whose first element is at
-/// `origin`; `None` for a chunk never written or when the library cannot say.
-fn chunk_by_coord(ds: &Dataset, origin: &[u64]) -> Option<(u64, u64, u32)> {
+/// The chunk whose first element is at `origin`: `Some(None)` for a chunk never written, `None`
+/// when the library cannot say.
+fn chunk_by_coord(ds: &Dataset, origin: &[u64]) -> Option<Option<StoredChunk>> {
     let mut filter_mask: std::ffi::c_uint = 0;
     let mut addr: hdf5_sys::h5::haddr_t = 0;
     let mut size: hdf5_sys::h5::hsize_t = 0;
@@ -129,11 +204,14 @@ fn chunk_by_coord(ds: &Dataset, origin: &[u64]) -> Option<(u64, u64, u32)> {
     let status = hdf5::sync::sync(|| unsafe {
         hdf5_sys::h5d::H5Dget_chunk_info_by_coord(ds.id(), origin.as_ptr(), &mut filter_mask, &mut addr, &mut size)
     });
-    (status >= 0 && addr != hdf5_sys::h5::HADDR_UNDEF).then_some((addr, size, filter_mask))
+    if status < 0 {
+        return None;
+    }
+    Some((addr != hdf5_sys::h5::HADDR_UNDEF).then_some(StoredChunk { addr, size, mask: filter_mask }))
 }
 
 impl RawLayout {
-    /// The plan for the block at `ranges`, or `None` when a chunk it needs is not listed.
+    /// The plan for the block at `ranges`, or `None` for blocks the library reads.
     pub(crate) fn plan(&self, ranges: &[Range<u64>]) -> Option<RawPlan> {
         // 0-d and empty blocks go through the library (nothing to gain, edge cases to lose).
         if ranges.is_empty() || ranges.iter().any(|r| r.is_empty()) {
@@ -143,7 +221,7 @@ impl RawLayout {
             RawLayout::Contiguous { offset, shape } => {
                 Some(RawPlan::Contiguous { offset: *offset, shape: shape.clone() })
             }
-            RawLayout::Chunked { chunk, addresses } => {
+            RawLayout::Chunked { chunk, chunks, codecs, fill } => {
                 // Every chunk origin the block overlaps, in row-major order.
                 let firsts: Vec<u64> = ranges.iter().zip(chunk).map(|(r, &c)| r.start / c as u64).collect();
                 let lasts: Vec<u64> = ranges.iter().zip(chunk).map(|(r, &c)| (r.end - 1) / c as u64).collect();
@@ -151,12 +229,17 @@ impl RawLayout {
                 let mut at = firsts.clone();
                 loop {
                     let origin: Vec<u64> = at.iter().zip(chunk).map(|(&i, &c)| i * c as u64).collect();
-                    let addr = *addresses.get(&origin)?;
-                    pieces.push((origin, addr));
+                    let stored = chunks.get(&origin).copied();
+                    pieces.push((origin, stored));
                     let mut axis = at.len();
                     loop {
                         if axis == 0 {
-                            return Some(RawPlan::Chunked { chunk: chunk.clone(), pieces });
+                            return Some(RawPlan::Chunked {
+                                chunk: chunk.clone(),
+                                pieces,
+                                codecs: codecs.clone(),
+                                fill: fill.clone(),
+                            });
                         }
                         axis -= 1;
                         if at[axis] < lasts[axis] {
@@ -169,6 +252,138 @@ impl RawLayout {
             }
         }
     }
+}
+
+/// HDF5's Fletcher-32 over `data`: 16-bit big-endian words (an odd last byte padded with a
+/// zero), both sums folded to 16 bits every 360 words so they cannot overflow.
+fn fletcher32(data: &[u8]) -> u32 {
+    let (mut sum1, mut sum2) = (0u32, 0u32);
+    for block in data.chunks(720) {
+        for word in block.chunks(2) {
+            let hi = u32::from(word[0]) << 8;
+            sum1 += hi | word.get(1).map_or(0, |&lo| u32::from(lo));
+            sum2 += sum1;
+        }
+        sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+        sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+    }
+    sum1 = (sum1 & 0xffff) + (sum1 >> 16);
+    sum2 = (sum2 & 0xffff) + (sum2 >> 16);
+    (sum2 << 16) | sum1
+}
+
+/// Undoes HDF5's shuffle of elements of `itemsize` bytes: `src` holds byte 0 of every element,
+/// then byte 1 of every element, and so on; bytes past the last whole element stay in place.
+fn unshuffle(src: &[u8], out: &mut [u8], itemsize: usize) {
+    let n = src.len() / itemsize;
+    if itemsize <= 1 || n <= 1 {
+        out.copy_from_slice(src);
+        return;
+    }
+    for (j, plane) in src[..n * itemsize].chunks_exact(n).enumerate() {
+        for (i, &b) in plane.iter().enumerate() {
+            out[i * itemsize + j] = b;
+        }
+    }
+    out[n * itemsize..].copy_from_slice(&src[n * itemsize..]);
+}
+
+/// Inflates the zlib stream `src` into exactly `out`.
+fn inflate(src: &[u8], out: &mut [u8]) -> Result<(), String> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let mut z = Decompress::new(true);
+    match z.decompress(src, out, FlushDecompress::Finish) {
+        Ok(Status::StreamEnd) if z.total_out() as usize == out.len() => Ok(()),
+        Ok(Status::StreamEnd) => {
+            Err(format!("its deflate stream holds {} bytes, not the chunk's {}", z.total_out(), out.len()))
+        }
+        Ok(_) if z.total_out() as usize == out.len() => {
+            Err(format!("its deflate stream holds more than the chunk's {} bytes", out.len()))
+        }
+        Ok(_) => Err(format!("its deflate stream ends after {} of {} bytes", z.total_out(), out.len())),
+        Err(e) => Err(format!("its deflate stream is corrupt ({e})")),
+    }
+}
+
+/// Reads the chunk `stored` from `file` and undoes `codecs` (those its mask did not skip),
+/// leaving exactly the chunk's elements in `out`; `scratch` is reused between chunks.
+fn decode_chunk(
+    file: &std::fs::File,
+    stored: &StoredChunk,
+    codecs: &[Codec],
+    itemsize: usize,
+    out: &mut [u8],
+    scratch: &mut Vec<u8>,
+) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let active: Vec<Codec> =
+        codecs.iter().enumerate().filter(|&(i, _)| stored.mask & (1 << i) == 0).map(|(_, &c)| c).collect();
+    if active.is_empty() {
+        if stored.size as usize != out.len() {
+            return Err(format!("it is stored unfiltered in {} bytes, not {}", stored.size, out.len()));
+        }
+        return file.read_exact_at(out, stored.addr).map_err(|e| e.to_string());
+    }
+    let size = usize::try_from(stored.size).map_err(|_| format!("its size {} is too large", stored.size))?;
+    let mut data = vec![0u8; size];
+    file.read_exact_at(&mut data, stored.addr).map_err(|e| e.to_string())?;
+    let mut len = data.len();
+    // Undone last filter first; the final step writes into `out`.
+    let steps = active.len();
+    let mut in_out = false;
+    for (k, codec) in active.iter().rev().enumerate() {
+        let last = k + 1 == steps;
+        match codec {
+            Codec::Fletcher32 => {
+                if len < 4 {
+                    return Err(format!("it holds {len} bytes, too few for its checksum"));
+                }
+                let body = &data[..len - 4];
+                let want = u32::from_le_bytes(data[len - 4..len].try_into().expect("four bytes"));
+                let sum = fletcher32(body);
+                // Files from HDF5 1.6.0-1.6.2 stored the checksum with the bytes of each half
+                // swapped; the library accepts both, so does kiln.
+                let swapped = ((sum & 0x00ff_00ff) << 8) | ((sum >> 8) & 0x00ff_00ff);
+                if want != sum && want != swapped {
+                    return Err(format!("its fletcher32 checksum {want:#010x} does not match its bytes ({sum:#010x})"));
+                }
+                len -= 4;
+                if last {
+                    if len != out.len() {
+                        return Err(format!("it holds {len} bytes, not the chunk's {}", out.len()));
+                    }
+                    out.copy_from_slice(&data[..len]);
+                    in_out = true;
+                }
+            }
+            Codec::Deflate => {
+                if last {
+                    inflate(&data[..len], out)?;
+                    in_out = true;
+                } else {
+                    scratch.resize(out.len(), 0);
+                    inflate(&data[..len], scratch)?;
+                    std::mem::swap(&mut data, scratch);
+                    len = data.len();
+                }
+            }
+            Codec::Shuffle => {
+                if len != out.len() {
+                    return Err(format!("it holds {len} bytes, not the chunk's {}", out.len()));
+                }
+                if last {
+                    unshuffle(&data[..len], out, itemsize);
+                    in_out = true;
+                } else {
+                    scratch.resize(len, 0);
+                    unshuffle(&data[..len], scratch, itemsize);
+                    std::mem::swap(&mut data, scratch);
+                }
+            }
+        }
+    }
+    debug_assert!(in_out, "the last step writes the chunk");
+    Ok(())
 }
 
 /// Calls `row(out_start, src_start, len)` for every run along the last axis when copying the
@@ -207,10 +422,12 @@ fn for_each_row(
     }
 }
 
-/// Reads the block at `ranges` by `plan` from `file` (positioned reads; no HDF5 call).
+/// Reads the block at `ranges` of `dataset` by `plan` from `file` (positioned reads and kiln's
+/// own decoding; no HDF5 call, so blocks read and inflate on all threads at once).
 pub(crate) fn read_raw(
     file: &std::fs::File,
     path: &Path,
+    dataset: &str,
     plan: &RawPlan,
     ranges: &[Range<u64>],
     dtype: DType,
@@ -221,7 +438,7 @@ pub(crate) fn read_raw(
     let count: usize = shape.iter().product();
     let lo: Vec<u64> = ranges.iter().map(|r| r.start).collect();
     let hi: Vec<u64> = ranges.iter().map(|r| r.end).collect();
-    let fail = |e: String| ChunkError::msg(format!("reading hdf5 file {}: {e}", path.display()));
+    let fail = |e: String| ChunkError::msg(format!("reading hdf5 file {}, dataset {dataset}: {e}", path.display()));
     if shape.is_empty() || count == 0 {
         return Err(fail("no raw plan for an empty or 0-d block".into()));
     }
@@ -238,18 +455,26 @@ pub(crate) fn read_raw(
                 })
                 .map_err(fail)
             }
-            RawPlan::Chunked { chunk, pieces } => {
+            RawPlan::Chunked { chunk, pieces, codecs, .. } => {
                 let chunk_bytes = chunk.iter().product::<usize>() * itemsize;
                 let mut buffer = Vec::new();
-                for (origin, addr) in pieces {
+                let mut scratch = Vec::new();
+                // Chunks never written are left as the fill value the block starts from.
+                for (origin, stored) in pieces.iter().filter_map(|(o, s)| s.as_ref().map(|s| (o, s))) {
+                    let chunk_fail = |e: String| {
+                        fail(format!(
+                            "chunk at {origin:?} (file offset {}, {} bytes stored): {e}",
+                            stored.addr, stored.size
+                        ))
+                    };
                     let end: Vec<u64> = origin.iter().zip(chunk).map(|(&o, &c)| o + c as u64).collect();
                     if origin == &lo && end == hi {
-                        // The block is exactly this chunk: read it in place.
-                        file.read_exact_at(bytes, *addr).map_err(|e| fail(e.to_string()))?;
+                        // The block is exactly this chunk: decode it in place.
+                        decode_chunk(file, stored, codecs, itemsize, bytes, &mut scratch).map_err(chunk_fail)?;
                         continue;
                     }
                     buffer.resize(chunk_bytes, 0);
-                    file.read_exact_at(&mut buffer, *addr).map_err(|e| fail(e.to_string()))?;
+                    decode_chunk(file, stored, codecs, itemsize, &mut buffer, &mut scratch).map_err(chunk_fail)?;
                     let box_lo: Vec<u64> = lo.iter().zip(origin).map(|(&a, &b)| a.max(b)).collect();
                     let box_hi: Vec<u64> = hi.iter().zip(&end).map(|(&a, &b)| a.min(b)).collect();
                     for_each_row(&box_lo, &box_hi, origin, chunk, &lo, &shape, |out, src, len| {
@@ -264,24 +489,29 @@ pub(crate) fn read_raw(
             }
         }
     };
-    // A block that is exactly one stored chunk is read into memory that is never zeroed first
-    // (clearing 8 MB only to overwrite it cost ~6 % of the seed expression over HDF5). Other
-    // plans may leave parts unwritten (chunks never allocated read as zeros), so they start
-    // from zeros.
-    let whole_chunk = match plan {
-        RawPlan::Chunked { chunk, pieces } => match pieces.as_slice() {
-            [(origin, addr)]
-                if origin == &lo && origin.iter().zip(chunk).zip(&hi).all(|((&o, &c), &h)| o + c as u64 == h) =>
-            {
-                Some(*addr)
-            }
-            _ => None,
-        },
-        RawPlan::Contiguous { .. } => None,
+    // A block that is exactly one stored, unfiltered chunk is read into memory that is never
+    // initialized first (clearing 8 MB only to overwrite it cost ~6 % of the seed expression
+    // over HDF5). Other plans start from the fill value (chunks never written read as it).
+    let (whole_chunk, fill_value) = match plan {
+        RawPlan::Chunked { chunk, pieces, codecs, fill } => {
+            let whole = match pieces.as_slice() {
+                [(origin, Some(stored))]
+                    if origin == &lo
+                        && origin.iter().zip(chunk).zip(&hi).all(|((&o, &c), &h)| o + c as u64 == h)
+                        && (0..codecs.len()).all(|i| stored.mask & (1 << i) != 0) =>
+                {
+                    Some(stored.addr)
+                }
+                _ => None,
+            };
+            (whole, fill.as_slice())
+        }
+        RawPlan::Contiguous { .. } => (None, &[][..]),
     };
     fn typed<T: bytemuck::Pod>(
         count: usize,
         whole_chunk: Option<(&std::fs::File, u64)>,
+        fill_value: &[u8],
         fill: impl FnOnce(&mut [u8]) -> Result<(), ChunkError>,
         fail: impl Fn(String) -> ChunkError,
     ) -> Result<Vec<T>, ChunkError> {
@@ -298,28 +528,30 @@ pub(crate) fn read_raw(
             unsafe { values.set_len(count) };
             return Ok(values);
         }
-        let mut values = vec![T::zeroed(); count];
+        let start: T = if fill_value.len() == std::mem::size_of::<T>() {
+            bytemuck::pod_read_unaligned(fill_value)
+        } else {
+            T::zeroed()
+        };
+        let mut values = vec![start; count];
         fill(bytemuck::cast_slice_mut(&mut values))?;
         Ok(values)
     }
     let dim = ndarray::IxDyn(&shape);
     let shaped = |e: ndarray::ShapeError| fail(e.to_string());
+    let whole = whole_chunk.map(|at| (file, at));
     Ok(match dtype {
         DType::F64 => Block::F64(
-            ArrayD::from_shape_vec(dim, typed::<f64>(count, whole_chunk.map(|at| (file, at)), fill, fail)?)
-                .map_err(shaped)?,
+            ArrayD::from_shape_vec(dim, typed::<f64>(count, whole, fill_value, fill, fail)?).map_err(shaped)?,
         ),
         DType::F32 => Block::F32(
-            ArrayD::from_shape_vec(dim, typed::<f32>(count, whole_chunk.map(|at| (file, at)), fill, fail)?)
-                .map_err(shaped)?,
+            ArrayD::from_shape_vec(dim, typed::<f32>(count, whole, fill_value, fill, fail)?).map_err(shaped)?,
         ),
         DType::I64 => Block::I64(
-            ArrayD::from_shape_vec(dim, typed::<i64>(count, whole_chunk.map(|at| (file, at)), fill, fail)?)
-                .map_err(shaped)?,
+            ArrayD::from_shape_vec(dim, typed::<i64>(count, whole, fill_value, fill, fail)?).map_err(shaped)?,
         ),
         DType::I32 => Block::I32(
-            ArrayD::from_shape_vec(dim, typed::<i32>(count, whole_chunk.map(|at| (file, at)), fill, fail)?)
-                .map_err(shaped)?,
+            ArrayD::from_shape_vec(dim, typed::<i32>(count, whole, fill_value, fill, fail)?).map_err(shaped)?,
         ),
         DType::Bool => return Err(fail("bool blocks are read through the library".into())),
     })
@@ -527,7 +759,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uncompressed_little_endian_data_gets_a_raw_layout_and_others_do_not() {
+    fn little_endian_data_gets_a_raw_layout_compressed_or_not() {
         let path = std::env::temp_dir().join(format!("kiln-hdf5-raw-{}.h5", std::process::id()));
         let data = ndarray::Array2::from_shape_fn((10, 7), |(i, j)| (i * 7 + j) as f64);
         {
@@ -540,7 +772,7 @@ mod tests {
         let chunked = raw_layout(&file.dataset("chunked").unwrap(), DType::F64).expect("a raw layout");
         // A block over rows 3..9 and columns 2..4 touches chunk rows 0..=2 and columns 0..=1.
         match chunked.plan(&[3..9, 2..4]) {
-            Some(RawPlan::Chunked { chunk, pieces }) => {
+            Some(RawPlan::Chunked { chunk, pieces, .. }) => {
                 assert_eq!(chunk, vec![4, 3]);
                 let origins: Vec<Vec<u64>> = pieces.iter().map(|(o, _)| o.clone()).collect();
                 assert_eq!(origins, vec![vec![0, 0], vec![0, 3], vec![4, 0], vec![4, 3], vec![8, 0], vec![8, 3]]);
@@ -549,17 +781,67 @@ mod tests {
         }
         let plan = chunked.plan(&[3..9, 2..4]).unwrap();
         let raw_file = std::fs::File::open(&path).unwrap();
-        let Block::F64(got) = read_raw(&raw_file, &path, &plan, &[3..9, 2..4], DType::F64).unwrap() else { panic!() };
+        let Block::F64(got) = read_raw(&raw_file, &path, "t", &plan, &[3..9, 2..4], DType::F64).unwrap() else {
+            panic!()
+        };
         assert_eq!(got, data.slice(ndarray::s![3..9, 2..4]).into_dyn());
         let contiguous = raw_layout(&file.dataset("contiguous").unwrap(), DType::F64).expect("a raw layout");
         let plan = contiguous.plan(&[1..4, 5..7]).unwrap();
-        let Block::F64(got) = read_raw(&raw_file, &path, &plan, &[1..4, 5..7], DType::F64).unwrap() else { panic!() };
+        let Block::F64(got) = read_raw(&raw_file, &path, "t", &plan, &[1..4, 5..7], DType::F64).unwrap() else {
+            panic!()
+        };
         assert_eq!(got, data.slice(ndarray::s![1..4, 5..7]).into_dyn());
-        assert!(
-            raw_layout(&file.dataset("gzip").unwrap(), DType::F64).is_none(),
-            "compressed data goes through the library"
-        );
+        // Deflate is decoded by kiln, so compressed chunks read directly too.
+        let gzip = raw_layout(&file.dataset("gzip").unwrap(), DType::F64).expect("a raw layout");
+        let plan = gzip.plan(&[3..9, 2..4]).unwrap();
+        let Block::F64(got) = read_raw(&raw_file, &path, "gzip", &plan, &[3..9, 2..4], DType::F64).unwrap() else {
+            panic!()
+        };
+        assert_eq!(got, data.slice(ndarray::s![3..9, 2..4]).into_dyn());
         drop(file);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn h5py_filter_pipelines_kiln_decodes_get_a_raw_layout_and_others_do_not() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hdf5/filters.h5");
+        let file = hdf5::File::open(&path).unwrap();
+        let layout = |name: &str, dtype: DType| raw_layout(&file.dataset(name).unwrap(), dtype);
+        for (name, dtype, codecs) in [
+            ("gzip9", DType::F64, vec![Codec::Deflate]),
+            ("shuffle_gzip_f32", DType::F32, vec![Codec::Shuffle, Codec::Deflate]),
+            ("fletcher_gzip", DType::F64, vec![Codec::Shuffle, Codec::Deflate, Codec::Fletcher32]),
+            ("fletcher_only_i32", DType::I32, vec![Codec::Fletcher32]),
+        ] {
+            match layout(name, dtype) {
+                Some(RawLayout::Chunked { codecs: got, .. }) => assert_eq!(got, codecs, "{name}"),
+                _ => panic!("{name}: no chunked raw layout"),
+            }
+        }
+        // Unwritten chunks are left out of the index and read as the fill value.
+        let Some(RawLayout::Chunked { chunks, fill, .. }) = layout("unwritten_fill", DType::F64) else { panic!() };
+        assert_eq!((chunks.len(), fill), (4, (-7.5f64).to_le_bytes().to_vec()));
+        // The masks of chunks stored with filters skipped are kept per chunk.
+        let Some(RawLayout::Chunked { chunks, .. }) = layout("masked", DType::F64) else { panic!() };
+        let mut masks: Vec<u32> = chunks.values().map(|c| c.mask).collect();
+        masks.sort_unstable();
+        assert_eq!(masks, vec![0, 1, 2, 3]);
+        assert!(layout("scaleoffset_i32", DType::I32).is_none(), "scale-offset is left to the library");
+    }
+
+    #[test]
+    fn unshuffle_undoes_the_byte_transpose_and_keeps_trailing_bytes() {
+        // Three 4-byte elements and two bytes past them, shuffled as HDF5 shuffles.
+        let elements: Vec<u8> = (0u8..12).collect();
+        let mut shuffled = Vec::new();
+        for j in 0..4 {
+            shuffled.extend((0..3).map(|i| elements[i * 4 + j]));
+        }
+        shuffled.extend([200, 201]);
+        let mut out = vec![0u8; 14];
+        unshuffle(&shuffled, &mut out, 4);
+        let mut want = elements.clone();
+        want.extend([200, 201]);
+        assert_eq!(out, want);
     }
 }

@@ -449,7 +449,14 @@ impl PortableKernel for ReadHdf5Region {
                     self.raw_file.get_or_init(|| Arc::new(file))
                 }
             };
-            return Ok(Value::new(crate::chunk::hdf5::read_raw(file, &self.path, plan, &self.ranges, self.dtype)?));
+            return Ok(Value::new(crate::chunk::hdf5::read_raw(
+                file,
+                &self.path,
+                &self.dataset,
+                plan,
+                &self.ranges,
+                self.dtype,
+            )?));
         }
         let ds = crate::chunk::hdf5::opened(&self.handle, &self.path, &self.dataset)?;
         Ok(Value::new(crate::chunk::hdf5::read_region(ds, &self.path, &self.dataset, &self.ranges, self.dtype)?))
@@ -953,7 +960,15 @@ mod tests {
                 handle: OnceLock::new(),
                 ranges: vec![0..2, 4..8],
                 dtype: DType::F64,
-                raw: Some(crate::chunk::hdf5::RawPlan::Chunked { chunk: vec![2, 4], pieces: vec![(vec![0, 4], 4096)] }),
+                raw: Some(crate::chunk::hdf5::RawPlan::Chunked {
+                    chunk: vec![2, 4],
+                    pieces: vec![
+                        (vec![0, 4], Some(crate::chunk::hdf5::StoredChunk { addr: 4096, size: 30, mask: 2 })),
+                        (vec![2, 4], None),
+                    ],
+                    codecs: vec![crate::chunk::hdf5::Codec::Shuffle, crate::chunk::hdf5::Codec::Deflate],
+                    fill: (-1.5f64).to_le_bytes().to_vec(),
+                }),
                 raw_file: OnceLock::new(),
             })));
         }
