@@ -9,6 +9,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
+use crate::csv_read;
 use crate::error::{DataFrameError, Result};
 use crate::scalar::DType;
 use crate::storage::{Storage, StorageFile, storage_for};
@@ -210,6 +211,19 @@ pub(crate) fn read_csv_file(
 ) -> Result<RecordBatch> {
     let storage = storage_for(path)?;
     let bytes = csv_bytes(storage.as_ref(), path, None)?;
+    let all: Vec<usize>;
+    let columns = match projection {
+        Some(p) => p,
+        None => {
+            all = (0..schema.fields().len()).collect();
+            &all
+        }
+    };
+    if columns.iter().all(|&c| schema.fields().get(c).is_some_and(|f| csv_read::supported(f.data_type()))) {
+        let na = csv_read::NaSet::new(&options.na_values);
+        return csv_read::decode(path, &bytes, schema, columns, options.delimiter, options.has_header, &na);
+    }
+    // Types kiln's decoder does not build (none that inference or `dtype=` give today).
     let csv_error =
         |e: arrow::error::ArrowError| DataFrameError::Csv { path: path.to_string(), message: e.to_string() };
     let mut builder = arrow::csv::ReaderBuilder::new(schema.clone())

@@ -54,6 +54,7 @@
 pub mod agg;
 #[cfg(feature = "bag")]
 pub mod bag;
+mod csv_read;
 pub mod error;
 pub mod expr;
 pub mod frame;
