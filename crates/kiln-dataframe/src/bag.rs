@@ -4,23 +4,34 @@
 //! (`serde_json::Value`, [`kiln_bag::Json`]) inferred from the first records, as Dask takes
 //! `meta` from the first partition.
 //!
-//! The conversion tasks are local closures over the element type, so a frame made from a bag
-//! runs on the local scheduler; a cluster client refuses it before sending anything.
+//! On a cluster, each partition's conversion is the kernel `kiln.dataframe.from-bag/{tag}`
+//! (the schema in its parameters, as Arrow IPC bytes) for element types registered with
+//! [`register_bag_record`] under `tag`; `serde_json::Value` (`json`) and [`Json`]
+//! (`json-text`) are registered by [`crate::ensure_registered`]. A frame made from a bag of
+//! any other type runs on the local scheduler, and a cluster client refuses it before sending
+//! anything, naming the type and [`register_bag_record`].
 
 use std::any::{Any, TypeId};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::json::ReaderBuilder;
 use kiln_bag::{Bag, Element, Json};
-use kiln_graph::kernel::{input, slice_kernel};
-use kiln_graph::{Arg, Collection, GraphBuilder, GraphError, Key, Scheduler, TaskError, TaskId, Value};
+use kiln_graph::kernel::input;
+use kiln_graph::{
+    Arg, Collection, GraphBuilder, GraphError, Kernel, KernelRegistry, KernelSpec, Key, Scheduler, TaskError, TaskId,
+    Value,
+};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{DataFrameError, Result};
 use crate::frame::DataFrame;
 use crate::io::plain_schema;
+use crate::lower::SerdeSchema;
 use crate::plan::{ExternalPartitions, Source};
 
 /// How many records [`DataFrame::from_json_bag`] infers the schema from when not told.
@@ -79,6 +90,94 @@ impl JsonRecord for Json {
     }
 }
 
+/// The tags of the record types other processes can convert, by type.
+fn record_tags() -> &'static RwLock<HashMap<TypeId, Arc<str>>> {
+    static TAGS: OnceLock<RwLock<HashMap<TypeId, Arc<str>>>> = OnceLock::new();
+    TAGS.get_or_init(Default::default)
+}
+
+/// The id of the conversion kernel for records registered under `tag`.
+fn kernel_id(tag: &str) -> String {
+    format!("kiln.dataframe.from-bag/{tag}")
+}
+
+/// Registers the conversion kernel of `T` under `tag` (the element's bag tag).
+fn register_converter<T: Element + Serialize>(tag: &str) {
+    let tag: Arc<str> = tag.into();
+    record_tags().write().unwrap_or_else(|p| p.into_inner()).insert(TypeId::of::<T>(), Arc::clone(&tag));
+    let id = kernel_id(&tag);
+    KernelRegistry::global().register_factory(&id.clone(), move |params| {
+        let schema: SerdeSchema = postcard::from_bytes(params).map_err(|e| format!("{id}: the schema: {e}"))?;
+        Ok(Arc::new(ToBatch::<T>::new(schema.0)) as Arc<dyn Kernel>)
+    });
+}
+
+/// Makes frames of bags of `T` computable on a cluster (Dask's `Bag.to_dataframe` on
+/// distributed workers): registers `T` as a bag element under `tag` (as
+/// [`kiln_bag::portable::register_element`] does; unique in the program, e.g. `"myapp.Trip"`)
+/// and the kernel that converts its partitions to batches. Call it in the client and in every
+/// worker program (before `run_worker_if_requested`); registering again is harmless.
+/// `serde_json::Value` and [`Json`] records need no registration.
+pub fn register_bag_record<T: Element + Serialize + DeserializeOwned>(tag: &str) {
+    crate::ensure_registered();
+    kiln_bag::portable::register_element::<T>(tag);
+    register_converter::<T>(tag);
+}
+
+/// The JSON record types, under the tags kiln-bag gives them.
+pub(crate) fn register_builtin_records() {
+    kiln_bag::portable::ensure_registered();
+    register_converter::<serde_json::Value>("json");
+    register_converter::<Json>("json-text");
+}
+
+/// Converts one partition of records to a batch of `schema`.
+struct ToBatch<T> {
+    schema: SchemaRef,
+    /// The kernel's display name: for a type not registered for clusters, the refusal a
+    /// cluster client gives names it, so it says what to register.
+    name: String,
+    spec: Option<KernelSpec>,
+    _t: PhantomData<fn(&T)>,
+}
+
+impl<T: Element + Serialize> ToBatch<T> {
+    fn new(schema: SchemaRef) -> ToBatch<T> {
+        let tag = record_tags().read().unwrap_or_else(|p| p.into_inner()).get(&TypeId::of::<T>()).cloned();
+        let (name, spec) = match tag {
+            Some(tag) => {
+                let params = postcard::to_allocvec(&SerdeSchema(schema.clone())).ok();
+                ("from-bag".to_string(), params.map(|params| KernelSpec { id: kernel_id(&tag), params }))
+            }
+            None => (
+                format!(
+                    "from_bag of {0}, a record type not registered for clusters: call \
+                     register_bag_record::<{0}>(tag) (kiln::bag, kiln_dataframe::bag) in the client and the \
+                     worker program",
+                    std::any::type_name::<T>()
+                ),
+                None,
+            ),
+        };
+        ToBatch { schema, name, spec, _t: PhantomData }
+    }
+}
+
+impl<T: Element + Serialize> Kernel for ToBatch<T> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn call(&self, inputs: &[Value]) -> std::result::Result<Value, TaskError> {
+        let records = input::<Vec<T>>(inputs, 0)?;
+        records_to_batch(records, &self.schema).map(Value::new).map_err(|e| TaskError::Failed(e.to_string()))
+    }
+
+    fn spec(&self) -> Option<KernelSpec> {
+        self.spec.clone()
+    }
+}
+
 /// A bag's partitions, each converted to a batch by one task.
 struct BagPartitions<T: Element> {
     bag: Bag<T>,
@@ -92,13 +191,10 @@ impl<T: Element + Serialize> ExternalPartitions for BagPartitions<T> {
     }
 
     fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        crate::ensure_registered();
         let parts = self.bag.add_to(builder)?;
         let name: Arc<str> = format!("from-bag-{:032x}", self.token).into();
-        let schema = self.schema.clone();
-        let convert = Arc::new(slice_kernel("from-bag", move |inputs: &[Value]| {
-            let records = input::<Vec<T>>(inputs, 0)?;
-            records_to_batch(records, &schema).map(Value::new).map_err(|e| TaskError::Failed(e.to_string()))
-        }));
+        let convert: Arc<dyn Kernel> = Arc::new(ToBatch::<T>::new(self.schema.clone()));
         parts
             .into_iter()
             .enumerate()

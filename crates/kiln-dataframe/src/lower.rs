@@ -412,7 +412,12 @@ pub fn register_portable(kernels: &KernelRegistry, codecs: &CodecRegistry) {
 /// calls it; worker programs call it (through `kiln::register_builtins`) at start-up.
 pub fn ensure_registered() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| register_portable(KernelRegistry::global(), CodecRegistry::global()));
+    ONCE.call_once(|| {
+        register_portable(KernelRegistry::global(), CodecRegistry::global());
+        // Bags of JSON records become frames on workers too.
+        #[cfg(feature = "bag")]
+        crate::bag::register_builtin_records();
+    });
 }
 
 fn kernel<K: PortableKernel>(k: K) -> Arc<dyn Kernel> {

@@ -55,9 +55,12 @@ pub mod array {
 /// Parallel lists of Rust values and JSON records (Dask's `dask.bag`).
 pub mod bag {
     pub use kiln_bag::*;
-    /// `Bag::to_dataframe` (and `to_dataframe_inferred` for JSON records).
+    /// `Bag::to_dataframe` (and `to_dataframe_inferred` for JSON records), and
+    /// `register_bag_record` for running it on a cluster with records of a user type.
     #[cfg(feature = "dataframe")]
-    pub use kiln_dataframe::bag::{DEFAULT_INFER_SAMPLE, JsonRecord, JsonToDataFrame, ToDataFrame};
+    pub use kiln_dataframe::bag::{
+        DEFAULT_INFER_SAMPLE, JsonRecord, JsonToDataFrame, ToDataFrame, register_bag_record,
+    };
 }
 
 /// Lazy function calls (Dask's `dask.delayed`).
