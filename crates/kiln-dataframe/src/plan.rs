@@ -150,6 +150,8 @@ pub(crate) enum Source {
     /// `npartitions`.
     Repartition { input: Arc<Frame>, npartitions: usize },
     /// Partitions computed by another collection's tasks (a bag's records, converted).
+    // Only the `bag` feature builds such frames; the planner handles them either way.
+    #[cfg_attr(not(feature = "bag"), allow(dead_code))]
     External { parts: Arc<dyn ExternalPartitions>, schema: SchemaRef },
 }
 
