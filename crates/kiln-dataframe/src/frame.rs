@@ -62,8 +62,8 @@ pub fn read_csv(pattern: &str, options: &CsvOptions) -> Result<DataFrame> {
 /// that is not Parquet.
 pub fn read_parquet(pattern: &str) -> Result<DataFrame> {
     let files = list_files(pattern)?;
-    let schema = parquet_schema(&files[0])?;
-    Ok(DataFrame::from_source(Source::Parquet { files, schema }))
+    let (schema, column_bytes) = parquet_schema(&files[0])?;
+    Ok(DataFrame::from_source(Source::Parquet { files, schema, column_bytes }))
 }
 
 impl DataFrame {

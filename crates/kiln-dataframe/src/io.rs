@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::csv_read;
 use crate::error::{DataFrameError, Result};
+use crate::expr::Expr;
 use crate::scalar::DType;
 use crate::storage::{Storage, StorageFile, storage_for};
 
@@ -246,10 +247,21 @@ pub(crate) fn read_csv_file(
     arrow::compute::concat_batches(&out_schema, &batches).map_err(csv_error)
 }
 
-/// The Arrow schema of a Parquet file (without pandas' metadata), read from its footer.
-pub(crate) fn parquet_schema(path: &str) -> Result<SchemaRef> {
+/// The Arrow schema of a Parquet file (without pandas' metadata) and the decoded size of each
+/// of its top-level columns (bytes, all row groups), read from its footer.
+pub(crate) fn parquet_schema(path: &str) -> Result<(SchemaRef, Vec<u64>)> {
     let builder = parquet_builder(path)?;
-    Ok(plain_schema(builder.schema()))
+    let schema = plain_schema(builder.schema());
+    let mut bytes = vec![0u64; schema.fields().len()];
+    let descr = builder.parquet_schema();
+    for row_group in builder.metadata().row_groups() {
+        for (leaf, chunk) in row_group.columns().iter().enumerate() {
+            if let Some(total) = bytes.get_mut(descr.get_column_root_idx(leaf)) {
+                *total += u64::try_from(chunk.uncompressed_size()).unwrap_or(0);
+            }
+        }
+    }
+    Ok((schema, bytes))
 }
 
 fn parquet_builder(path: &str) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<StorageFile>> {
@@ -267,21 +279,48 @@ pub(crate) fn plain_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
+/// A partition's leading filters, which the Parquet reader may evaluate itself (parquet's
+/// `RowFilter`: the filter's columns are decoded first and the others only for the rows it
+/// keeps), with what to run on the pieces it returns then.
+pub(crate) struct ReaderFilter<'a> {
+    /// The filters, as one predicate (missing counts as false).
+    pub(crate) predicate: &'a Expr,
+    /// The columns the later steps read (`None`: all).
+    pub(crate) projection: Option<&'a [String]>,
+    /// What runs on each piece the filtering reader returns: the steps after the filters.
+    pub(crate) each: &'a dyn Fn(RecordBatch) -> Result<RecordBatch>,
+}
+
+/// Below this share of a first row group's rows kept by a filter, the file's other row groups
+/// are read with the filter inside the reader. Above it the reader's selection is so dense
+/// that it decodes every row and copies the kept ones, which costs more than evaluating the
+/// filter on decoded pieces (or aggregating through its mask).
+pub(crate) const ROW_FILTER_MAX_KEPT: f64 = 0.2;
+
 /// Reads one Parquet file in pieces, only the `projection` columns (by name, in that order),
 /// checking it has the dataset's schema. `each` runs on every piece the reader decodes (a few
 /// tens of thousands of rows) and its results are returned (at least one, made from no rows
 /// for an empty file): the partition's row-wise steps go there, and a partial aggregation,
 /// so a filter keeps only its rows of each piece and the unfiltered file is never held or
 /// copied whole.
+///
+/// With a `filter`, a file of several row groups reads its first one as above while counting
+/// the rows the filter keeps; when that share is under [`ROW_FILTER_MAX_KEPT`], the other row
+/// groups are read with the filter inside the reader and their pieces go to `filter.each`.
 pub(crate) fn read_parquet_file(
     path: &str,
     schema: &SchemaRef,
     projection: Option<&[String]>,
     each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
+    filter: Option<ReaderFilter>,
 ) -> Result<Vec<RecordBatch>> {
     let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
-    let builder = parquet_builder(path)?;
-    let file_schema = plain_schema(builder.schema());
+    let storage = storage_for(path)?;
+    let size = storage.size(path)?;
+    let file = || StorageFile { storage: storage.clone(), path: path.to_string(), size };
+    let metadata =
+        parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file(), Default::default()).map_err(|e| error(&e))?;
+    let file_schema = plain_schema(metadata.schema());
     if file_schema.fields() != schema.fields() {
         return Err(DataFrameError::SchemaMismatch {
             path: path.to_string(),
@@ -289,7 +328,66 @@ pub(crate) fn read_parquet_file(
             found: file_schema.to_string(),
         });
     }
-    let (builder, file_order) = match projection {
+    let read = |columns: Option<&[String]>,
+                row_groups: Option<Vec<usize>>,
+                predicate: Option<&Expr>,
+                each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
+                out: &mut Vec<RecordBatch>| {
+        let builder =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(file(), metadata.clone());
+        read_pieces(path, builder, &file_schema, columns, row_groups, predicate, each, out)
+    };
+    let mut pieces = Vec::new();
+    let groups = metadata.metadata().num_row_groups();
+    match filter {
+        Some(filter) if groups > 1 => {
+            let kept = std::cell::Cell::new((0usize, 0usize));
+            let counting = |batch: RecordBatch| {
+                let mask = crate::lower::filter_mask(&batch, filter.predicate)?;
+                let (k, n) = kept.get();
+                kept.set((k + mask.true_count(), n + batch.num_rows()));
+                each(batch)
+            };
+            read(projection, Some(vec![0]), None, &counting, &mut pieces)?;
+            let (k, n) = kept.get();
+            let rest: Vec<usize> = (1..groups).collect();
+            if n > 0 && (k as f64) < ROW_FILTER_MAX_KEPT * n as f64 {
+                read(filter.projection, Some(rest), Some(filter.predicate), filter.each, &mut pieces)?;
+            } else {
+                read(projection, Some(rest), None, each, &mut pieces)?;
+            }
+        }
+        _ => read(projection, None, None, each, &mut pieces)?,
+    }
+    if pieces.is_empty() {
+        let columns: Vec<Field> = match projection {
+            Some(names) => names
+                .iter()
+                .map(|n| file_schema.field_with_name(n).cloned().map_err(|e| error(&e)))
+                .collect::<Result<_>>()?,
+            None => file_schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
+        };
+        pieces.push(each(RecordBatch::new_empty(Arc::new(Schema::new(columns))))?);
+    }
+    Ok(pieces)
+}
+
+/// Decodes the `row_groups` (all for `None`) of a file, the `columns` asked (by name, in that
+/// order; all for `None`), keeping only the rows `predicate` keeps when there is one, and
+/// pushes `each` of every piece to `out`.
+#[allow(clippy::too_many_arguments)]
+fn read_pieces(
+    path: &str,
+    builder: parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<StorageFile>,
+    file_schema: &SchemaRef,
+    columns: Option<&[String]>,
+    row_groups: Option<Vec<usize>>,
+    predicate: Option<&Expr>,
+    each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
+    out: &mut Vec<RecordBatch>,
+) -> Result<()> {
+    let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
+    let (builder, file_order) = match columns {
         Some(names) => {
             let mut indices = Vec::with_capacity(names.len());
             for name in names {
@@ -302,8 +400,38 @@ pub(crate) fn read_parquet_file(
         }
         None => (builder, file_schema.clone()),
     };
+    let builder = match row_groups {
+        Some(groups) => builder.with_row_groups(groups),
+        None => builder,
+    };
+    let builder = match predicate {
+        Some(predicate) => {
+            let mut names = Vec::new();
+            predicate.columns_into(&mut names);
+            let mut indices = names
+                .iter()
+                .map(|n| file_schema.index_of(n))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| error(&e))?;
+            indices.sort_unstable();
+            indices.dedup();
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
+            let predicate_schema = Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?);
+            let predicate = predicate.clone();
+            let evaluate = move |batch: RecordBatch| {
+                let batch = RecordBatch::try_new(predicate_schema.clone(), batch.columns().to_vec())?;
+                crate::lower::filter_mask(&batch, &predicate)
+                    .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
+            };
+            let filter = parquet::arrow::arrow_reader::RowFilter::new(vec![Box::new(
+                parquet::arrow::arrow_reader::ArrowPredicateFn::new(mask, evaluate),
+            )]);
+            builder.with_row_filter(filter)
+        }
+        None => builder,
+    };
     // Put the columns in the order asked.
-    let positions = match projection {
+    let positions = match columns {
         Some(names) => Some(
             names
                 .iter()
@@ -313,23 +441,17 @@ pub(crate) fn read_parquet_file(
         ),
         None => None,
     };
-    let shape = |batch: RecordBatch| -> Result<RecordBatch> {
+    let reader = builder.with_batch_size(PARQUET_PIECE_ROWS).build().map_err(|e| error(&e))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| error(&e))?;
         let batch = RecordBatch::try_new(file_order.clone(), batch.columns().to_vec()).map_err(|e| error(&e))?;
         let batch = match &positions {
             Some(p) => batch.project(p).map_err(|e| error(&e))?,
             None => batch,
         };
-        each(batch)
-    };
-    let reader = builder.with_batch_size(PARQUET_PIECE_ROWS).build().map_err(|e| error(&e))?;
-    let mut pieces = Vec::new();
-    for batch in reader {
-        pieces.push(shape(batch.map_err(|e| error(&e))?)?);
+        out.push(each(batch)?);
     }
-    if pieces.is_empty() {
-        pieces.push(shape(RecordBatch::new_empty(file_order.clone()))?);
-    }
-    Ok(pieces)
+    Ok(())
 }
 
 /// Pieces of one partition joined into one batch (no copy for a single piece).

@@ -12,22 +12,26 @@
 //! - `semi` and `anti` return the left columns only (the left rows with, or without, a match;
 //!   pandas' `left_anti` adds the right columns, all missing).
 //!
-//! The build side is hashed into a table of row indices (`hashbrown`, keys as encoded bytes);
-//! the other side probes it in order.
+//! The build side is hashed into a [`JoinTable`] of row indices (`hashbrown`, keys as encoded
+//! bytes); the other side probes it in order. The table owns its rows, so a broadcast merge
+//! builds it once (`kiln.dataframe.merge.build`) and each partition of the other side probes
+//! it inside its own partition task, piece by piece as the partition is read.
 
+use std::any::TypeId;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, Field, Schema};
-use hashbrown::HashMap;
-use kiln_graph::TaskError;
-use kiln_graph::Value;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::Rows;
+use hashbrown::HashTable;
+use kiln_graph::codec::ValueCodec;
 use kiln_graph::kernel::{PortableKernel, input};
+use kiln_graph::{CodecError, Encoded, TaskError, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataFrameError, Result};
-use crate::lower::SerdeSchema;
+use crate::lower::{SerdeSchema, decode_batch, encode_batch};
 use crate::shuffle::{key_columns, key_rows};
 
 /// Which rows a merge keeps (pandas' `how`, plus `semi` and `anti`).
@@ -112,27 +116,69 @@ struct Pairs {
     right: Vec<Option<u32>>,
 }
 
-/// The build side of a hash join: the rows of each distinct key, in row order, laid end to
-/// end in one array (one allocation, not one per key).
-struct Table<'a> {
-    groups: HashMap<&'a [u8], u32, rustc_hash::FxBuildHasher>,
-    /// Group `g`'s rows are `rows[offsets[g]..offsets[g + 1]]`.
-    offsets: Vec<u32>,
-    rows: Vec<u32>,
+/// The side of a merge whose rows a [`JoinTable`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Side {
+    Left,
+    Right,
 }
 
-impl<'a> Table<'a> {
-    fn build(keys: &'a arrow::row::Rows) -> Table<'a> {
-        let mut groups: HashMap<&[u8], u32, rustc_hash::FxBuildHasher> =
-            HashMap::with_capacity_and_hasher(keys.num_rows(), Default::default());
-        let mut ids = Vec::with_capacity(keys.num_rows());
+fn hash_key(bytes: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(bytes)
+}
+
+/// The build side of a hash join: one side's rows (the columns the merge reads), its keys cast
+/// to the merge's common types and row-encoded, and the rows of each distinct key, in row
+/// order, laid end to end (one allocation, not one per key). It owns everything, so a
+/// broadcast merge builds it once, in one task, and every partition of the other side probes
+/// the same value.
+pub(crate) struct JoinTable {
+    batch: RecordBatch,
+    key_schema: SchemaRef,
+    keys: Vec<ArrayRef>,
+    rows: Rows,
+    /// Group ids, found by the hash of their encoded key and compared by a member's key.
+    groups: HashTable<u32>,
+    /// Group `g`'s rows are `members[offsets[g]..offsets[g + 1]]`; its first is a key's witness.
+    offsets: Vec<u32>,
+    members: Vec<u32>,
+}
+
+impl std::fmt::Debug for JoinTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinTable").field("rows", &self.batch.num_rows()).field("keys", &self.groups.len()).finish()
+    }
+}
+
+impl JoinTable {
+    /// Hashes `batch`'s rows by the key columns of `key_schema` (names and common types).
+    pub(crate) fn build(batch: RecordBatch, key_schema: SchemaRef) -> Result<JoinTable> {
+        let keys = key_columns(&batch, &key_schema)?;
+        let rows = key_rows(&keys)?;
+        let n = rows.num_rows();
+        if u32::try_from(n).is_err() {
+            return Err(DataFrameError::compute("merge", format!("a join table of {n} rows is over 2^32")));
+        }
+        let mut groups: HashTable<u32> = HashTable::with_capacity(n);
+        let mut witness: Vec<u32> = Vec::new();
+        let mut ids = Vec::with_capacity(n);
         let mut counts: Vec<u32> = Vec::new();
-        for row in keys.iter() {
-            let next = counts.len() as u32;
-            let id = *groups.entry(row.data()).or_insert(next);
-            if id == next {
-                counts.push(0);
-            }
+        for (i, row) in rows.iter().enumerate() {
+            let bytes = row.data();
+            let hash = hash_key(bytes);
+            let found = groups.find(hash, |&g| rows.row(witness[g as usize] as usize).data() == bytes).copied();
+            let id = match found {
+                Some(g) => g,
+                None => {
+                    let g = witness.len() as u32;
+                    // Capacity for every row was reserved, so the hasher never runs.
+                    groups.insert_unique(hash, g, |&g| hash_key(rows.row(witness[g as usize] as usize).data()));
+                    witness.push(i as u32);
+                    counts.push(0);
+                    g
+                }
+            };
             counts[id as usize] += 1;
             ids.push(id);
         }
@@ -145,101 +191,65 @@ impl<'a> Table<'a> {
         }
         // A counting sort of the rows by group keeps each group's rows in row order.
         let mut fill: Vec<u32> = offsets[..counts.len()].to_vec();
-        let mut rows = vec![0u32; ids.len()];
+        let mut members = vec![0u32; ids.len()];
         for (row, &id) in ids.iter().enumerate() {
-            rows[fill[id as usize] as usize] = row as u32;
+            members[fill[id as usize] as usize] = row as u32;
             fill[id as usize] += 1;
         }
-        Table { groups, offsets, rows }
+        Ok(JoinTable { batch, key_schema, keys, rows, groups, offsets, members })
     }
 
+    /// The rows (in row order) whose encoded key is `key`.
     fn get(&self, key: &[u8]) -> Option<&[u32]> {
-        self.groups
-            .get(key)
-            .map(|&g| &self.rows[self.offsets[g as usize] as usize..self.offsets[g as usize + 1] as usize])
+        let g = *self.groups.find(hash_key(key), |&g| {
+            self.rows.row(self.members[self.offsets[g as usize] as usize] as usize).data() == key
+        })? as usize;
+        Some(&self.members[self.offsets[g] as usize..self.offsets[g + 1] as usize])
+    }
+
+    /// Memory held: the rows, their encoded keys and the index.
+    pub(crate) fn nbytes(&self) -> usize {
+        self.batch.get_array_memory_size()
+            + self.keys.iter().map(|k| k.get_array_memory_size()).sum::<usize>()
+            + self.rows.size()
+            + 4 * (self.groups.capacity() + self.offsets.len() + self.members.len())
     }
 }
 
-/// An inner join that builds its table on the left (the smaller side) and probes with the
-/// right, then orders the pairs as probing with the left would (by left row, then right row),
-/// which is pandas' order.
-fn inner_build_left(left_rows: &arrow::row::Rows, right_rows: &arrow::row::Rows) -> Pairs {
-    let table = Table::build(left_rows);
-    let mut pairs: Vec<u64> = Vec::new();
-    for (r, row) in right_rows.iter().enumerate() {
-        if let Some(ls) = table.get(row.data()) {
-            pairs.extend(ls.iter().map(|&l| (u64::from(l) << 32) | r as u64));
-        }
-    }
-    pairs.sort_unstable();
-    Pairs {
-        left: pairs.iter().map(|p| Some((p >> 32) as u32)).collect(),
-        right: pairs.iter().map(|p| Some(*p as u32)).collect(),
-    }
-}
-
-/// Joins two partitions.
-pub(crate) fn hash_join(spec: &MergeSpec, left: &RecordBatch, right: &RecordBatch) -> Result<RecordBatch> {
-    let left_keys = key_columns(left, &spec.left_keys.0)?;
-    let right_keys = key_columns(right, &spec.right_keys.0)?;
-    let left_rows = key_rows(&left_keys)?;
-    let right_rows = key_rows(&right_keys)?;
+/// Joins `other`, a partition of the side `table` does not hold, with `table` (pandas' order
+/// for this pair of batches; see the module docs). A table of the right side serves every
+/// `how` but `right`; a table of the left side serves `inner` and `right`, the only ones for
+/// which left rows that match nothing here may be left out.
+pub(crate) fn probe(spec: &MergeSpec, side: Side, table: &JoinTable, other: &RecordBatch) -> Result<RecordBatch> {
+    let other_schema = match side {
+        Side::Right => &spec.left_keys.0,
+        Side::Left => &spec.right_keys.0,
+    };
+    let other_keys = key_columns(other, other_schema)?;
+    let other_rows = key_rows(&other_keys)?;
     let mut pairs = Pairs { left: Vec::new(), right: Vec::new() };
-    match spec.how {
-        // The table is built on the smaller side: building costs more per row than probing.
-        How::Inner if left.num_rows() < right.num_rows() => pairs = inner_build_left(&left_rows, &right_rows),
-        How::Inner | How::Left | How::Outer | How::Semi | How::Anti => {
-            let table = Table::build(&right_rows);
-            let mut matched_right = vec![false; if spec.how == How::Outer { right.num_rows() } else { 0 }];
-            for (l, row) in left_rows.iter().enumerate() {
-                let matches = table.get(row.data());
-                match spec.how {
-                    How::Semi | How::Anti => {
-                        if matches.is_some() == (spec.how == How::Semi) {
-                            pairs.left.push(Some(l as u32));
-                        }
-                    }
-                    _ => match matches {
-                        Some(rs) => {
-                            for &r in rs {
-                                pairs.left.push(Some(l as u32));
-                                pairs.right.push(Some(r));
-                                if let Some(seen) = matched_right.get_mut(r as usize) {
-                                    *seen = true;
-                                }
-                            }
-                        }
-                        None if spec.how != How::Inner => {
-                            pairs.left.push(Some(l as u32));
-                            pairs.right.push(None);
-                        }
-                        None => {}
-                    },
-                }
-            }
-            if spec.how == How::Outer {
-                for (r, _) in matched_right.iter().enumerate().filter(|(_, seen)| !**seen) {
-                    pairs.left.push(None);
-                    pairs.right.push(Some(r as u32));
-                }
-                // pandas sorts an outer merge by the key, missing keys last; ties keep the order
-                // above (a stable sort over the encoded keys, which order as the values do).
-                let key_of = |i: usize| match (pairs.left[i], pairs.right[i]) {
-                    (Some(l), _) => left_rows.row(l as usize),
-                    (None, Some(r)) => right_rows.row(r as usize),
-                    (None, None) => unreachable!("a pair has a row on one side at least"),
-                };
-                let mut order: Vec<usize> = (0..pairs.left.len()).collect();
-                order.sort_by(|&a, &b| key_of(a).cmp(&key_of(b)));
-                pairs = Pairs {
-                    left: order.iter().map(|&i| pairs.left[i]).collect(),
-                    right: order.iter().map(|&i| pairs.right[i]).collect(),
-                };
-            }
+    match (side, spec.how) {
+        (Side::Right, How::Right) | (Side::Left, How::Left | How::Outer | How::Semi | How::Anti) => {
+            return Err(DataFrameError::compute(
+                "merge",
+                format!("a {} merge cannot probe a table of the {side:?} side", spec.how.name()),
+            ));
         }
-        How::Right => {
-            let table = Table::build(&left_rows);
-            for (r, row) in right_rows.iter().enumerate() {
+        (Side::Left, How::Inner) => {
+            // Probing with the right rows, then ordering the pairs as probing with the left
+            // would (by left row, then right row), which is pandas' order.
+            let mut found: Vec<u64> = Vec::new();
+            for (r, row) in other_rows.iter().enumerate() {
+                if let Some(ls) = table.get(row.data()) {
+                    found.extend(ls.iter().map(|&l| (u64::from(l) << 32) | r as u64));
+                }
+            }
+            found.sort_unstable();
+            pairs.left = found.iter().map(|p| Some((p >> 32) as u32)).collect();
+            pairs.right = found.iter().map(|p| Some(*p as u32)).collect();
+        }
+        (Side::Left, How::Right) => {
+            for (r, row) in other_rows.iter().enumerate() {
                 match table.get(row.data()) {
                     Some(ls) => {
                         for &l in ls {
@@ -254,8 +264,77 @@ pub(crate) fn hash_join(spec: &MergeSpec, left: &RecordBatch, right: &RecordBatc
                 }
             }
         }
+        (Side::Right, how) => {
+            let mut matched_right = vec![false; if how == How::Outer { table.batch.num_rows() } else { 0 }];
+            for (l, row) in other_rows.iter().enumerate() {
+                let matches = table.get(row.data());
+                match how {
+                    How::Semi | How::Anti => {
+                        if matches.is_some() == (how == How::Semi) {
+                            pairs.left.push(Some(l as u32));
+                        }
+                    }
+                    _ => match matches {
+                        Some(rs) => {
+                            for &r in rs {
+                                pairs.left.push(Some(l as u32));
+                                pairs.right.push(Some(r));
+                                if let Some(seen) = matched_right.get_mut(r as usize) {
+                                    *seen = true;
+                                }
+                            }
+                        }
+                        None if how != How::Inner => {
+                            pairs.left.push(Some(l as u32));
+                            pairs.right.push(None);
+                        }
+                        None => {}
+                    },
+                }
+            }
+            if how == How::Outer {
+                for (r, _) in matched_right.iter().enumerate().filter(|(_, seen)| !**seen) {
+                    pairs.left.push(None);
+                    pairs.right.push(Some(r as u32));
+                }
+                // pandas sorts an outer merge by the key, missing keys last; ties keep the order
+                // above (a stable sort over the encoded keys, which order as the values do).
+                let key_of = |i: usize| match (pairs.left[i], pairs.right[i]) {
+                    (Some(l), _) => other_rows.row(l as usize),
+                    (None, Some(r)) => table.rows.row(r as usize),
+                    (None, None) => unreachable!("a pair has a row on one side at least"),
+                };
+                let mut order: Vec<usize> = (0..pairs.left.len()).collect();
+                order.sort_by(|&a, &b| key_of(a).cmp(&key_of(b)));
+                pairs = Pairs {
+                    left: order.iter().map(|&i| pairs.left[i]).collect(),
+                    right: order.iter().map(|&i| pairs.right[i]).collect(),
+                };
+            }
+        }
     }
-    gather(spec, left, right, &left_keys, &right_keys, &pairs)
+    match side {
+        Side::Right => gather(spec, other, &table.batch, &other_keys, &table.keys, &pairs),
+        Side::Left => gather(spec, &table.batch, other, &table.keys, &other_keys, &pairs),
+    }
+}
+
+/// Joins two partitions: the table is built on the right side, or on the left for a right
+/// merge and for an inner merge whose left side is the smaller (building costs more per row
+/// than probing).
+pub(crate) fn hash_join(spec: &MergeSpec, left: &RecordBatch, right: &RecordBatch) -> Result<RecordBatch> {
+    let build_left = match spec.how {
+        How::Right => true,
+        How::Inner => left.num_rows() < right.num_rows(),
+        _ => false,
+    };
+    if build_left {
+        let table = JoinTable::build(left.clone(), spec.left_keys.0.clone())?;
+        probe(spec, Side::Left, &table, right)
+    } else {
+        let table = JoinTable::build(right.clone(), spec.right_keys.0.clone())?;
+        probe(spec, Side::Right, &table, left)
+    }
 }
 
 fn gather(
@@ -431,5 +510,63 @@ impl PortableKernel for JoinKernel {
         let left = input::<RecordBatch>(inputs, 0)?;
         let right = input::<RecordBatch>(inputs, 1)?;
         hash_join(&self.spec, left, right).map(Value::new).map_err(|e| TaskError::Failed(e.to_string()))
+    }
+}
+
+/// Builds the [`JoinTable`] of one side of a broadcast merge from all its partitions (its
+/// inputs, concatenated in order), once for every task that probes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct BuildKernel {
+    pub(crate) keys: SerdeSchema,
+}
+
+impl PortableKernel for BuildKernel {
+    const ID: &'static str = "kiln.dataframe.merge.build";
+    fn name(&self) -> &str {
+        "merge-build"
+    }
+    fn call(&self, inputs: &[Value]) -> std::result::Result<Value, TaskError> {
+        let batches: Vec<RecordBatch> = (0..inputs.len())
+            .map(|i| input::<RecordBatch>(inputs, i).cloned())
+            .collect::<std::result::Result<_, _>>()?;
+        let failed = |e: DataFrameError| TaskError::Failed(e.to_string());
+        let batch = crate::shuffle::concat(&batches).map_err(failed)?;
+        Ok(Value::new(JoinTable::build(batch, self.keys.0.clone()).map_err(failed)?))
+    }
+}
+
+/// The codec tag of a [`JoinTable`]: its rows as an Arrow IPC stream and its key schema; the
+/// receiving process hashes the rows again (cheaper than shipping the index, and the same).
+pub const JOIN_TABLE_CODEC_TAG: &str = "kiln.dataframe.join-table";
+
+/// Carries a [`JoinTable`] between processes.
+pub(crate) struct JoinTableCodec;
+
+impl ValueCodec for JoinTableCodec {
+    fn tag(&self) -> &str {
+        JOIN_TABLE_CODEC_TAG
+    }
+    fn value_type(&self) -> TypeId {
+        TypeId::of::<JoinTable>()
+    }
+    fn encode(&self, value: &Value) -> std::result::Result<Encoded, CodecError> {
+        let table = value.downcast_ref::<JoinTable>().map_err(|_| CodecError::NoCodecForType(value.type_name()))?;
+        let malformed = |message: String| CodecError::Malformed { tag: JOIN_TABLE_CODEC_TAG.into(), message };
+        let header =
+            postcard::to_allocvec(&SerdeSchema(table.key_schema.clone())).map_err(|e| malformed(e.to_string()))?;
+        let frame = encode_batch(&table.batch).map_err(|e| malformed(e.to_string()))?;
+        Ok(Encoded { tag: JOIN_TABLE_CODEC_TAG.into(), header, frames: vec![frame.into()] })
+    }
+    fn decode(&self, encoded: &Encoded) -> std::result::Result<Value, CodecError> {
+        let malformed = |message: String| CodecError::Malformed { tag: JOIN_TABLE_CODEC_TAG.into(), message };
+        let [frame] = encoded.frames.as_slice() else {
+            return Err(malformed(format!("expected 1 frame, got {}", encoded.frames.len())));
+        };
+        let keys: SerdeSchema = postcard::from_bytes(&encoded.header).map_err(|e| malformed(e.to_string()))?;
+        let batch = decode_batch(frame).map_err(malformed)?;
+        Ok(Value::new(JoinTable::build(batch, keys.0).map_err(|e| malformed(e.to_string()))?))
+    }
+    fn nbytes(&self, value: &Value) -> Option<usize> {
+        value.downcast_ref::<JoinTable>().ok().map(JoinTable::nbytes)
     }
 }

@@ -27,14 +27,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::agg::{self, AggSpec};
 use crate::error::{DataFrameError, Result};
-use crate::io::{CsvOptions, concat_pieces, read_csv_file, read_parquet_file, write_parquet_file};
-use crate::join::{JoinKernel, MergeSpec};
+use crate::io::{CsvOptions, ReaderFilter, concat_pieces, read_csv_file, read_parquet_file, write_parquet_file};
+use crate::join::{BuildKernel, How, JoinKernel, JoinTable, JoinTableCodec, MergeSpec, Side};
 use crate::plan::{AggStrategy, Frame, MergeStrategy, Source, Step};
 use crate::shuffle::{BatchShuffle, ConcatKernel, PiecesCodec, SelectKernel, SplitKernel};
 use crate::sort::{RangeShuffle, RangeSplitKernel};
 
 /// The ids of the dataframe's portable kernels.
-pub const KERNEL_IDS: [&str; 14] = [
+pub const KERNEL_IDS: [&str; 15] = [
     crate::timeseries::RangeTakeKernel::ID,
     crate::timeseries::IndexBoundsKernel::ID,
     crate::timeseries::ResampleKernel::ID,
@@ -49,6 +49,7 @@ pub const KERNEL_IDS: [&str; 14] = [
     SelectKernel::ID,
     ConcatKernel::ID,
     JoinKernel::ID,
+    BuildKernel::ID,
 ];
 
 /// The codec tag of a partition (an Arrow IPC stream of one record batch).
@@ -91,11 +92,62 @@ pub(crate) enum ReadSpec {
         path: String,
         schema: SerdeSchema,
         projection: Option<Vec<String>>,
+        /// The leading filters the reader may evaluate itself.
+        pushdown: Option<Pushdown>,
     },
     /// The task's one input (an in-memory batch, or another stage's result), projected.
     Input {
         projection: Option<Vec<String>>,
     },
+}
+
+/// A Parquet partition's leading filters (those that cannot fail on any value), which the
+/// reader evaluates itself when they turn out selective (see [`crate::io::read_parquet_file`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Pushdown {
+    /// The filters joined with `&`.
+    predicate: crate::expr::Expr,
+    /// How many leading steps they are.
+    filters: usize,
+    /// The columns the steps after them read (`None`: all).
+    projection: Option<Vec<String>>,
+}
+
+/// The pushdown of a Parquet partition's optimized steps, if they start with filters. Columns
+/// only the filters read are left out of the filtering reader's projection when the pieces
+/// it returns end in a partial aggregation (whose states look alike either way); otherwise
+/// the pieces of both readers must have the same columns.
+fn pushdown(
+    optimized: &crate::plan::Optimized,
+    needed: Option<Vec<String>>,
+    source_schema: &SchemaRef,
+    terminal: &Terminal,
+    fused: bool,
+) -> Option<Pushdown> {
+    let filters: Vec<&crate::expr::Expr> = optimized
+        .steps
+        .iter()
+        .map_while(|s| match s {
+            Step::Filter(p) if !p.fails_on_values() => Some(p),
+            _ => None,
+        })
+        .collect();
+    let (first, others) = filters.split_first()?;
+    let predicate = others.iter().fold((*first).clone(), |acc, p| crate::expr::Expr::Binary {
+        op: crate::expr::BinaryOp::And,
+        left: Box::new(acc),
+        right: Box::new((*p).clone()),
+    });
+    let rest = &optimized.steps[filters.len()..];
+    let narrow = matches!(terminal, Terminal::Partial(_))
+        && !fused
+        && rest.iter().all(|s| matches!(s, Step::Project(_) | Step::Filter(_)));
+    let projection = if narrow {
+        crate::plan::optimize_steps(rest.to_vec(), needed, source_schema).projection
+    } else {
+        optimized.projection.clone()
+    };
+    Some(Pushdown { predicate, filters: filters.len(), projection })
 }
 
 /// What a partition task returns after its steps.
@@ -120,7 +172,47 @@ pub(crate) enum Terminal {
 pub(crate) struct PartitionKernel {
     read: ReadSpec,
     steps: Vec<Step>,
+    /// A broadcast merge fused after `steps`: its table is the task's last input.
+    probe: Option<ProbeStep>,
     terminal: Terminal,
+}
+
+/// A broadcast merge fused into the partition tasks of the side that probes: after that side's
+/// own steps its rows are joined with the other side's [`JoinTable`], then the merged frame's
+/// steps (`after`) run, all in the one task, so the probing side is never materialized on its
+/// own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ProbeStep {
+    spec: MergeSpec,
+    /// The side the table holds.
+    table: Side,
+    after: Vec<Step>,
+}
+
+impl ProbeStep {
+    /// Whether probing each piece of the partition alone gives what probing it whole would, for
+    /// this terminal. Pieces joined in turn keep the probing side's row order, which is pandas'
+    /// order except for an inner merge probing a table of the left side (ordered by left row):
+    /// then only a partial aggregation, which ignores order, may take the pieces.
+    fn streams(&self, terminal: &Terminal) -> bool {
+        !(self.table == Side::Left && self.spec.how == How::Inner) || matches!(terminal, Terminal::Partial(_))
+    }
+}
+
+/// One operation of a partition task: a row-wise step, or a probe of a join table.
+enum Op<'a> {
+    Step(&'a Step),
+    Probe(&'a ProbeStep, &'a JoinTable),
+}
+
+impl Op<'_> {
+    /// Whether the operation may run on each piece of a partition separately.
+    fn streams(&self, terminal: &Terminal) -> bool {
+        match self {
+            Op::Step(step) => matches!(step, Step::Project(_) | Step::Filter(_)),
+            Op::Probe(probe, _) => probe.streams(terminal),
+        }
+    }
 }
 
 fn task_error(error: DataFrameError) -> TaskError {
@@ -143,32 +235,65 @@ impl PortableKernel for PartitionKernel {
     }
 
     fn call(&self, inputs: &[Value]) -> std::result::Result<Value, TaskError> {
+        let table = match &self.probe {
+            Some(probe) => {
+                let last = inputs.len().checked_sub(1).ok_or_else(|| TaskError::Failed("no join table".into()))?;
+                Some((probe, input::<JoinTable>(inputs, last)?))
+            }
+            None => None,
+        };
+        let mut ops: Vec<Op> = self.steps.iter().map(Op::Step).collect();
+        if let Some((probe, table)) = table {
+            ops.push(Op::Probe(probe, table));
+            ops.extend(probe.after.iter().map(Op::Step));
+        }
         let batch = match &self.read {
             ReadSpec::Csv { path, schema, projection, options } => {
                 check_file_fits(path)?;
                 read_csv_file(path, &schema.0, projection.as_deref(), options).map_err(task_error)?
             }
-            ReadSpec::Parquet { path, schema, projection } => {
+            ReadSpec::Parquet { path, schema, projection, pushdown } => {
                 check_file_fits(path)?;
-                // The leading row-wise steps run on each piece as it is decoded; when they are
-                // all the steps and a partial aggregation ends the task, it runs on each piece
-                // too and the pieces' states are combined, so the rows are never joined.
-                let rowwise = self.steps.iter().take_while(|s| matches!(s, Step::Project(_) | Step::Filter(_))).count();
-                let steps = &self.steps[..rowwise];
-                if let (Terminal::Partial(spec), true) = (&self.terminal, rowwise == self.steps.len()) {
-                    let partials =
-                        read_parquet_file(path, &schema.0, projection.as_deref(), &|b| partial_after(spec, b, steps))
-                            .map_err(task_error)?;
+                // The leading row-wise steps (and a probe) run on each piece as it is decoded;
+                // when they are all the steps and a partial aggregation ends the task, it runs
+                // on each piece too and the pieces' states are combined, so the rows are never
+                // joined.
+                let rowwise = ops.iter().take_while(|op| op.streams(&self.terminal)).count();
+                let (head, rest) = ops.split_at(rowwise);
+                // The pushed filters are the first steps, so the first operations.
+                let pushed = pushdown.as_ref().filter(|p| p.filters <= head.len());
+                let after = &head[pushed.map_or(0, |p| p.filters)..];
+                if let (Terminal::Partial(spec), true) = (&self.terminal, rest.is_empty()) {
+                    let each_after = |b: RecordBatch| partial_after(spec, b, after);
+                    let filter = pushed.map(|p| ReaderFilter {
+                        predicate: &p.predicate,
+                        projection: p.projection.as_deref(),
+                        each: &each_after,
+                    });
+                    let partials = read_parquet_file(
+                        path,
+                        &schema.0,
+                        projection.as_deref(),
+                        &|b| partial_after(spec, b, head),
+                        filter,
+                    )
+                    .map_err(task_error)?;
                     let state = match partials.as_slice() {
                         [one] => one.clone(),
                         many => agg::combine(spec, &many.iter().collect::<Vec<_>>()).map_err(task_error)?,
                     };
                     return Ok(Value::new(state));
                 }
-                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), &|b| apply_steps(b, steps))
+                let each_after = |b: RecordBatch| apply_ops(b, after);
+                let filter = pushed.map(|p| ReaderFilter {
+                    predicate: &p.predicate,
+                    projection: p.projection.as_deref(),
+                    each: &each_after,
+                });
+                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), &|b| apply_ops(b, head), filter)
                     .map_err(task_error)?;
                 let batch = concat_pieces(path, pieces).map_err(task_error)?;
-                let batch = apply_steps(batch, &self.steps[rowwise..]).map_err(task_error)?;
+                let batch = apply_ops(batch, rest).map_err(task_error)?;
                 return self.finish(batch);
             }
             ReadSpec::Input { projection } => {
@@ -180,9 +305,9 @@ impl PortableKernel for PartitionKernel {
             }
         };
         if let Terminal::Partial(spec) = &self.terminal {
-            return Ok(Value::new(partial_after(spec, batch, &self.steps).map_err(task_error)?));
+            return Ok(Value::new(partial_after(spec, batch, &ops).map_err(task_error)?));
         }
-        let batch = apply_steps(batch, &self.steps).map_err(task_error)?;
+        let batch = apply_ops(batch, &ops).map_err(task_error)?;
         self.finish(batch)
     }
 }
@@ -195,19 +320,19 @@ const MASKED_AGG_MIN_KEPT: f64 = 0.5;
 /// The partial aggregation of a partition after its row-wise steps. Trailing filters become
 /// one mask the aggregation reads through, when they keep most rows and neither they nor the
 /// aggregation can fail on the values of rows the filter would drop.
-fn partial_after(spec: &AggSpec, batch: RecordBatch, steps: &[Step]) -> Result<RecordBatch> {
-    let filters = steps.iter().rev().take_while(|s| matches!(s, Step::Filter(_))).count();
-    let (before, trailing) = steps.split_at(steps.len() - filters);
-    let values_safe = trailing.iter().skip(1).all(|s| !matches!(s, Step::Filter(p) if p.fails_on_values()))
+fn partial_after(spec: &AggSpec, batch: RecordBatch, ops: &[Op]) -> Result<RecordBatch> {
+    let filters = ops.iter().rev().take_while(|op| matches!(op, Op::Step(Step::Filter(_)))).count();
+    let (before, trailing) = ops.split_at(ops.len() - filters);
+    let values_safe = trailing.iter().skip(1).all(|op| !matches!(op, Op::Step(Step::Filter(p)) if p.fails_on_values()))
         && spec.keys.iter().all(|(_, e)| !e.fails_on_values())
         && spec.aggs.iter().all(|a| !a.input.fails_on_values());
     if filters == 0 || !values_safe {
-        return agg::partial(spec, &apply_steps(batch, steps)?);
+        return agg::partial(spec, &apply_ops(batch, ops)?);
     }
-    let batch = apply_steps(batch, before)?;
+    let batch = apply_ops(batch, before)?;
     let mut mask: Option<arrow::array::BooleanArray> = None;
-    for step in trailing {
-        let Step::Filter(predicate) = step else { continue };
+    for op in trailing {
+        let Op::Step(Step::Filter(predicate)) = op else { continue };
         let next = filter_mask(&batch, predicate)?;
         mask = Some(match mask {
             None => next,
@@ -227,7 +352,7 @@ fn partial_after(spec: &AggSpec, batch: RecordBatch, steps: &[Step]) -> Result<R
 }
 
 /// A filter's predicate on a partition, checked to be boolean, missing values made false.
-fn filter_mask(batch: &RecordBatch, predicate: &crate::expr::Expr) -> Result<arrow::array::BooleanArray> {
+pub(crate) fn filter_mask(batch: &RecordBatch, predicate: &crate::expr::Expr) -> Result<arrow::array::BooleanArray> {
     let mask = predicate.evaluate(batch)?;
     let mask =
         mask.as_any().downcast_ref::<arrow::array::BooleanArray>().ok_or_else(|| DataFrameError::TypeMismatch {
@@ -277,6 +402,17 @@ fn project_by_name(batch: &RecordBatch, names: &[String]) -> Result<RecordBatch>
         })
         .collect::<Result<Vec<_>>>()?;
     batch.project(&indices).map_err(|e| DataFrameError::compute("projecting columns", e))
+}
+
+/// Runs a partition task's operations on one partition (or one piece of it).
+fn apply_ops(mut batch: RecordBatch, ops: &[Op]) -> Result<RecordBatch> {
+    for op in ops {
+        batch = match op {
+            Op::Step(step) => apply_steps(batch, std::slice::from_ref(*step))?,
+            Op::Probe(probe, table) => crate::join::probe(&probe.spec, probe.table, table, &batch)?,
+        };
+    }
+    Ok(batch)
 }
 
 /// Runs the row-wise steps on one partition.
@@ -397,6 +533,7 @@ pub fn register_portable(kernels: &KernelRegistry, codecs: &CodecRegistry) {
     kernels.register::<SelectKernel>();
     kernels.register::<ConcatKernel>();
     kernels.register::<JoinKernel>();
+    kernels.register::<BuildKernel>();
     kernels.register::<RangeSplitKernel>();
     kernels.register::<RowSliceKernel>();
     kernels.register::<crate::timeseries::RangeTakeKernel>();
@@ -406,6 +543,7 @@ pub fn register_portable(kernels: &KernelRegistry, codecs: &CodecRegistry) {
     kernels.register::<crate::timeseries::WindowKernel>();
     codecs.register(BatchCodec);
     codecs.register(PiecesCodec);
+    codecs.register(JoinTableCodec);
 }
 
 /// Registers the dataframe's kernels and codec in the process-wide registries, once. Lowering
@@ -454,8 +592,29 @@ pub(crate) fn lower_frame(
     terminal: &dyn Fn(usize) -> Terminal,
     builder: &mut GraphBuilder,
 ) -> Result<Vec<TaskId>, GraphError> {
+    lower_frame_with(frame, needed, terminal, None, builder)
+}
+
+/// A broadcast merge to fuse into the partition tasks of the side that probes its table.
+struct Tail {
+    probe: ProbeStep,
+    /// The task building the table.
+    table: TaskId,
+    /// The merged frame's token, which names the fused tasks.
+    token: u128,
+}
+
+/// [`lower_frame`], with a broadcast merge's probe (and the merged frame's steps) fused after
+/// the frame's steps when `tail` is given.
+fn lower_frame_with(
+    frame: &Frame,
+    needed: Option<Vec<String>>,
+    terminal: &dyn Fn(usize) -> Terminal,
+    tail: Option<&Tail>,
+    builder: &mut GraphBuilder,
+) -> Result<Vec<TaskId>, GraphError> {
     ensure_registered();
-    let optimized = frame.optimize(needed);
+    let optimized = frame.optimize(needed.clone());
     let source_schema = frame.source.schema();
     let label = match terminal(0) {
         Terminal::Partial(_) => "groupby-partial",
@@ -463,15 +622,22 @@ pub(crate) fn lower_frame(
         Terminal::Head(_) => "head",
         Terminal::Sample(..) => "sample",
         Terminal::Bounds(_) => "check-sorted",
+        Terminal::Batch if tail.is_some() => "merge",
         Terminal::Batch => frame.source.label(),
     };
-    let name = stage_name(label, frame.token, &(&optimized.projection, &optimized.steps, terminal(0)))?;
+    let fused = tail.map(|t| (&t.probe, t.token));
+    let name = stage_name(label, frame.token, &(&optimized.projection, &optimized.steps, terminal(0), fused))?;
     let mut ids = Vec::with_capacity(frame.source.npartitions());
-    let mut add = |i: usize, read: ReadSpec, args: Vec<Arg>, builder: &mut GraphBuilder| -> Result<(), GraphError> {
-        let k = kernel(PartitionKernel { read, steps: optimized.steps.clone(), terminal: terminal(i) });
-        ids.push(builder.add(Key::from_shared(&name, &[i as u32]), k, args)?);
-        Ok(())
-    };
+    let mut add =
+        |i: usize, read: ReadSpec, mut args: Vec<Arg>, builder: &mut GraphBuilder| -> Result<(), GraphError> {
+            let probe = tail.map(|t| t.probe.clone());
+            if let Some(t) = tail {
+                args.push(Arg::Task(t.table));
+            }
+            let k = kernel(PartitionKernel { read, steps: optimized.steps.clone(), probe, terminal: terminal(i) });
+            ids.push(builder.add(Key::from_shared(&name, &[i as u32]), k, args)?);
+            Ok(())
+        };
     // Sources computed by other tasks: their partitions are the inputs of this frame's tasks.
     let computed: Vec<TaskId> = match frame.source.as_ref() {
         Source::Csv { files, options, .. } => {
@@ -491,11 +657,13 @@ pub(crate) fn lower_frame(
             return Ok(ids);
         }
         Source::Parquet { files, .. } => {
+            let pushed = pushdown(&optimized, needed, &source_schema, &terminal(0), tail.is_some());
             for (i, path) in files.iter().enumerate() {
                 let read = ReadSpec::Parquet {
                     path: path.clone(),
                     schema: SerdeSchema(source_schema.clone()),
                     projection: optimized.projection.clone(),
+                    pushdown: pushed.clone(),
                 };
                 add(i, read, Vec::new(), builder)?;
             }
@@ -525,14 +693,25 @@ pub(crate) fn lower_frame(
             });
             shuffle_frame(input, needed, keys, *npartitions, *max_branch, builder)?
         }
-        Source::Merge { left, right, spec, strategy } => match &optimized.projection {
+        Source::Merge { left, right, spec, strategy } => {
             // Only the columns used downstream are joined, and each side reads only its share.
-            Some(wanted) => {
-                let (spec, l, r) = spec.pruned(wanted);
-                lower_merge(left, right, &spec, (Some(l), Some(r)), *strategy, builder)?
+            let (spec, needs) = match &optimized.projection {
+                Some(wanted) => {
+                    let (spec, l, r) = spec.pruned(wanted);
+                    (spec, (Some(l), Some(r)))
+                }
+                None => (spec.clone(), (None, None)),
+            };
+            match strategy {
+                // The merged frame's steps and terminal run in the probing tasks (unless those
+                // already carry another merge's probe).
+                MergeStrategy::BroadcastLeft | MergeStrategy::BroadcastRight if tail.is_none() => {
+                    let fused = Fused { after: optimized.steps.clone(), terminal, token: frame.token };
+                    return lower_broadcast(left, right, spec, needs, *strategy, fused, builder);
+                }
+                _ => lower_merge(left, right, &spec, needs, *strategy, builder)?,
             }
-            None => lower_merge(left, right, spec, (None, None), *strategy, builder)?,
-        },
+        }
         Source::RangeShuffle { input, column, boundaries, missing_first, max_branch } => {
             let needed = optimized.projection.clone().map(|mut p| {
                 if !p.contains(column) {
@@ -559,7 +738,7 @@ pub(crate) fn lower_frame(
                         .ok_or_else(|| graph_error(DataFrameError::InvalidArgument(format!("no partition {p}"))))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            if optimized.steps.is_empty() && terminal(0) == Terminal::Batch {
+            if optimized.steps.is_empty() && terminal(0) == Terminal::Batch && tail.is_none() {
                 return Ok(picked);
             }
             // The input already read only the projected columns.
@@ -580,7 +759,8 @@ pub(crate) fn lower_frame(
         }
         Source::External { parts, .. } => parts.add_to(builder)?,
     };
-    if optimized.steps.is_empty() && optimized.projection.is_none() && terminal(0) == Terminal::Batch {
+    if optimized.steps.is_empty() && optimized.projection.is_none() && terminal(0) == Terminal::Batch && tail.is_none()
+    {
         return Ok(computed);
     }
     for (i, root) in computed.into_iter().enumerate() {
@@ -733,16 +913,43 @@ impl ShuffleKernels for PartialShuffle {
     }
 }
 
-/// One task holding all of `parts` (the task itself when there is one).
-fn gathered(parts: &[TaskId], name: &Arc<str>, builder: &mut GraphBuilder) -> Result<TaskId, GraphError> {
-    match parts {
-        [one] => Ok(*one),
-        _ => builder.add(
-            Key::from_shared(name, &[]),
-            kernel(ConcatKernel),
-            parts.iter().map(|&id| Arg::Task(id)).collect::<Vec<_>>(),
-        ),
-    }
+/// What a broadcast merge's probing tasks run after the probe.
+struct Fused<'a> {
+    /// The merged frame's steps.
+    after: Vec<Step>,
+    terminal: &'a dyn Fn(usize) -> Terminal,
+    /// The merged frame's token.
+    token: u128,
+}
+
+/// A broadcast merge's tasks: one task builds the join table from every partition of the
+/// broadcast side, and each partition task of the other side probes it after its own steps,
+/// then runs the merged frame's steps and terminal (`fused`).
+fn lower_broadcast(
+    left: &Frame,
+    right: &Frame,
+    spec: MergeSpec,
+    (left_needed, right_needed): (Option<Vec<String>>, Option<Vec<String>>),
+    strategy: MergeStrategy,
+    fused: Fused,
+    builder: &mut GraphBuilder,
+) -> Result<Vec<TaskId>, GraphError> {
+    let (side, table_frame, table_needed, probe_frame, probe_needed, keys) = match strategy {
+        MergeStrategy::BroadcastRight => (Side::Right, right, right_needed, left, left_needed, &spec.right_keys),
+        _ => (Side::Left, left, left_needed, right, right_needed, &spec.left_keys),
+    };
+    let token = stage_token(
+        left.token ^ right.token.rotate_left(1),
+        &(&spec, &left.steps.to_vec(), &right.steps.to_vec(), &table_needed, side),
+    )?;
+    let parts = lower_frame(table_frame, table_needed, &|_| Terminal::Batch, builder)?;
+    let table = builder.add(
+        Key::from_shared(&format!("merge-build-{token}").into(), &[]),
+        kernel(BuildKernel { keys: keys.clone() }),
+        parts.iter().map(|&id| Arg::Task(id)).collect::<Vec<_>>(),
+    )?;
+    let tail = Tail { probe: ProbeStep { spec, table: side, after: fused.after }, table, token: fused.token };
+    lower_frame_with(probe_frame, probe_needed, fused.terminal, Some(&tail), builder)
 }
 
 /// A merge's tasks: the two sides paired partition by partition (after a broadcast or a
@@ -755,6 +962,10 @@ fn lower_merge(
     strategy: MergeStrategy,
     builder: &mut GraphBuilder,
 ) -> Result<Vec<TaskId>, GraphError> {
+    if matches!(strategy, MergeStrategy::BroadcastRight | MergeStrategy::BroadcastLeft) {
+        let fused = Fused { after: Vec::new(), terminal: &|_| Terminal::Batch, token: left.token ^ right.token };
+        return lower_broadcast(left, right, spec.clone(), (left_needed, right_needed), strategy, fused, builder);
+    }
     let token =
         stage_token(left.token ^ right.token.rotate_left(1), &(spec, &left.steps.to_vec(), &right.steps.to_vec()))?;
     let l = lower_frame(left, left_needed, &|_| Terminal::Batch, builder)?;
@@ -767,13 +978,11 @@ fn lower_merge(
                 format!("blockwise merge of {} and {} partitions", l.len(), r.len()),
             )));
         }
-        MergeStrategy::BroadcastRight => {
-            let all = gathered(&r, &format!("merge-broadcast-right-{token}").into(), builder)?;
-            l.into_iter().map(|x| (x, all)).collect()
-        }
-        MergeStrategy::BroadcastLeft => {
-            let all = gathered(&l, &format!("merge-broadcast-left-{token}").into(), builder)?;
-            r.into_iter().map(|x| (all, x)).collect()
+        MergeStrategy::BroadcastRight | MergeStrategy::BroadcastLeft => {
+            return Err(graph_error(DataFrameError::compute(
+                "merge",
+                "a broadcast merge reached the pairwise lowering",
+            )));
         }
         MergeStrategy::Shuffle { npartitions, max_branch } => {
             let mut side = |frame: &Frame, parts: Vec<TaskId>, keys: &SerdeSchema, which: &str| {

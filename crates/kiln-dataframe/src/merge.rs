@@ -14,9 +14,14 @@ use crate::plan::{Divisions, Frame, MergeStrategy, Partitioning, Source, Steps};
 use crate::shuffle::{DEFAULT_MAX_BRANCH, hash_type};
 
 /// A side with at most this many partitions, and at most half as many as the other side, is
-/// broadcast (concatenated and joined with every partition of the other side) instead of
-/// shuffling both sides.
+/// broadcast (its hash table built once and probed by every partition of the other side)
+/// instead of shuffling both sides.
 pub const BROADCAST_MAX_PARTITIONS: usize = 8;
+
+/// A side estimated at most this many decoded bytes, and at most half the other side's, is
+/// broadcast too, whatever its partition count (after a filter and a narrow projection a
+/// table of many files is often small).
+pub const BROADCAST_MAX_BYTES: u64 = 256 << 20;
 
 /// How to merge: the keys, which rows to keep, the suffixes (pandas' `merge` arguments).
 ///
@@ -145,11 +150,22 @@ fn choose(left: &Frame, right: &Frame, spec: &MergeSpec, options: &MergeOptions)
         return MergeStrategy::BroadcastLeft;
     }
     let small = |n: usize, other: usize| n <= BROADCAST_MAX_PARTITIONS && 2 * n <= other;
+    let (bl, br) = (left.estimated_bytes(), right.estimated_bytes());
+    let small_bytes = |side: Option<u64>, other: Option<u64>| matches!((side, other), (Some(s), Some(o)) if s <= BROADCAST_MAX_BYTES && s.saturating_mul(2) <= o);
+    let right_small = right_ok && (small(nr, nl) || small_bytes(br, bl));
+    let left_small = left_ok && (small(nl, nr) || small_bytes(bl, br));
     match options.broadcast {
         Some(true) if right_ok => return MergeStrategy::BroadcastRight,
         Some(true) if left_ok => return MergeStrategy::BroadcastLeft,
-        None if right_ok && small(nr, nl) => return MergeStrategy::BroadcastRight,
-        None if left_ok && small(nl, nr) => return MergeStrategy::BroadcastLeft,
+        // Both could be: the one estimated smaller (the right when unknown).
+        None if right_small && left_small => {
+            return match (bl, br) {
+                (Some(l), Some(r)) if l < r => MergeStrategy::BroadcastLeft,
+                _ => MergeStrategy::BroadcastRight,
+            };
+        }
+        None if right_small => return MergeStrategy::BroadcastRight,
+        None if left_small => return MergeStrategy::BroadcastLeft,
         _ => {}
     }
     // A side already partitioned by its keys keeps its partitions.
@@ -228,8 +244,12 @@ impl DataFrame {
     ///   `split_out` group-by or an earlier merge on those keys);
     /// - by **broadcast** when the side `how` allows to repeat (the right side for inner, left,
     ///   semi and anti; the left for inner and right) is one partition, or has at most
-    ///   [`BROADCAST_MAX_PARTITIONS`] and at most half as many as the other side: it is
-    ///   concatenated once and joined with every partition of the other side;
+    ///   [`BROADCAST_MAX_PARTITIONS`] and at most half as many as the other side, or is
+    ///   estimated (after its projection, each filter assumed to keep half its rows) at most
+    ///   [`BROADCAST_MAX_BYTES`] and at most half the other side: one task builds its hash table
+    ///   from all its partitions, and each partition task of the other side probes that one
+    ///   table after its own steps (a Parquet partition piece by piece as it is read), with the
+    ///   merged frame's steps fused after the probe;
     /// - by a **hash shuffle** of both sides otherwise (into the larger side's partition
     ///   count; a side already partitioned by its keys is not moved).
     ///

@@ -124,8 +124,9 @@ impl Steps {
 pub(crate) enum Source {
     /// One partition per CSV file.
     Csv { files: Vec<String>, schema: SchemaRef, options: CsvOptions },
-    /// One partition per Parquet file.
-    Parquet { files: Vec<String>, schema: SchemaRef },
+    /// One partition per Parquet file; `column_bytes` is the decoded size of each column of
+    /// the first file (the planner's size estimate).
+    Parquet { files: Vec<String>, schema: SchemaRef, column_bytes: Vec<u64> },
     /// Batches held in memory, one per partition.
     Batches { partitions: Vec<RecordBatch>, schema: SchemaRef },
     /// The result of a group-by of another frame.
@@ -243,6 +244,47 @@ impl Source {
         }
     }
 
+    /// A rough estimate of the decoded bytes of the source's partitions, reading only the
+    /// `projection` columns of a file source, or `None` when nothing cheap tells: the first
+    /// Parquet footer's column sizes times the number of files; in-memory batches' buffers; a
+    /// merge's two sides together (a key join of a small side with a larger one is about as
+    /// large as both); a shuffle's or repartition's input.
+    pub(crate) fn estimated_bytes(&self, projection: Option<&[String]>) -> Option<u64> {
+        let wanted = |name: &str| projection.is_none_or(|p| p.iter().any(|c| c == name));
+        match self {
+            Source::Parquet { files, schema, column_bytes } => {
+                let per_file: u64 = schema
+                    .fields()
+                    .iter()
+                    .zip(column_bytes)
+                    .filter(|(f, _)| wanted(f.name()))
+                    .map(|(_, bytes)| *bytes)
+                    .sum();
+                Some(per_file.saturating_mul(files.len() as u64))
+            }
+            Source::Batches { partitions, .. } => Some(
+                partitions
+                    .iter()
+                    .flat_map(|b| {
+                        b.schema()
+                            .fields()
+                            .iter()
+                            .zip(b.columns())
+                            .map(|(f, c)| (wanted(f.name()), c.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|(w, _)| *w)
+                    .map(|(_, c)| c.get_array_memory_size() as u64)
+                    .sum(),
+            ),
+            Source::Merge { left, right, .. } => Some(left.estimated_bytes()?.saturating_add(right.estimated_bytes()?)),
+            Source::Shuffle { input, .. } | Source::RangeShuffle { input, .. } | Source::Repartition { input, .. } => {
+                input.estimated_bytes()
+            }
+            _ => None,
+        }
+    }
+
     /// A short name used in task keys.
     pub(crate) fn label(&self) -> &'static str {
         match self {
@@ -311,6 +353,8 @@ impl Source {
                 format!("repartition {} into {npartitions} partitions, {columns}", input.source.npartitions())
             }
             Source::Merge { left, right, spec, strategy } => {
+                let estimate = |frame: &Frame| frame.estimated_bytes().map_or("size unknown".to_string(), human_bytes);
+                let sizes = format!("estimated {} and {}", estimate(left), estimate(right));
                 let how = match strategy {
                     MergeStrategy::Blockwise => "blockwise: both sides partitioned alike".to_string(),
                     MergeStrategy::BroadcastRight if right.source.npartitions() == 1 => {
@@ -319,10 +363,14 @@ impl Source {
                     MergeStrategy::BroadcastLeft if left.source.npartitions() == 1 => {
                         "blockwise: the left side is one partition".to_string()
                     }
-                    MergeStrategy::BroadcastRight => "broadcast of the right side".to_string(),
-                    MergeStrategy::BroadcastLeft => "broadcast of the left side".to_string(),
+                    MergeStrategy::BroadcastRight => {
+                        format!("broadcast of the right side, hash table built once; {sizes}")
+                    }
+                    MergeStrategy::BroadcastLeft => {
+                        format!("broadcast of the left side, hash table built once; {sizes}")
+                    }
                     MergeStrategy::Shuffle { npartitions, .. } => {
-                        format!("hash shuffle of both sides into {npartitions} partitions")
+                        format!("hash shuffle of both sides into {npartitions} partitions; {sizes}")
                     }
                 };
                 format!(
@@ -333,6 +381,20 @@ impl Source {
                 )
             }
         }
+    }
+}
+
+/// Bytes for people: `1.3 MB`, `84 MB`, `2.1 GB`.
+fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{bytes} B")
     }
 }
 
@@ -348,6 +410,64 @@ pub enum Divisions {
     /// `npartitions + 1` sorted boundaries of the index column: partition `i` holds the index
     /// values in `[b[i], b[i+1])` (the last one including its upper end), as in Dask.
     Known(Vec<Scalar>),
+}
+
+/// [`Frame::optimize`] of a list of steps over a source of `source_schema`: the columns needed
+/// downstream (`None`: all) pushed backwards through the steps into the reader.
+pub(crate) fn optimize_steps(steps: Vec<Step>, needed: Option<Vec<String>>, source_schema: &SchemaRef) -> Optimized {
+    let mut needed = needed;
+    let mut kept = Vec::with_capacity(steps.len());
+    for step in steps.into_iter().rev() {
+        match step {
+            Step::Project(columns) => {
+                let columns: Vec<(String, Expr)> = match &needed {
+                    None => columns,
+                    Some(wanted) => columns.into_iter().filter(|(name, _)| wanted.contains(name)).collect(),
+                };
+                let mut reads = Vec::new();
+                for (_, e) in &columns {
+                    e.columns_into(&mut reads);
+                }
+                needed = Some(reads);
+                kept.push(Step::Project(columns));
+            }
+            Step::Filter(predicate) => {
+                if let Some(wanted) = &mut needed {
+                    predicate.columns_into(wanted);
+                }
+                kept.push(Step::Filter(predicate));
+            }
+            step => {
+                if let Some(wanted) = &mut needed {
+                    let reads: Vec<&String> = match &step {
+                        Step::Sort(by) => by.iter().map(|(c, _)| c).collect(),
+                        Step::DropDuplicates(subset) => subset.iter().collect(),
+                        Step::Range { column, .. } => vec![column],
+                        _ => Vec::new(),
+                    };
+                    for c in reads {
+                        if !wanted.contains(c) {
+                            wanted.push(c.clone());
+                        }
+                    }
+                }
+                kept.push(step);
+            }
+        }
+    }
+    kept.reverse();
+    let projection = needed.map(|wanted| {
+        // Source order keeps reads sequential; an empty projection still needs one column
+        // to carry the row count.
+        let mut in_order: Vec<String> =
+            source_schema.fields().iter().map(|f| f.name().clone()).filter(|n| wanted.contains(n)).collect();
+        if in_order.is_empty() {
+            in_order.extend(source_schema.fields().first().map(|f| f.name().clone()));
+        }
+        in_order
+    });
+    let projection = projection.filter(|p| p.len() < source_schema.fields().len());
+    Optimized { projection, steps: kept }
 }
 
 /// A frame's logical plan and what is known about its output.
@@ -370,65 +490,25 @@ pub(crate) struct Optimized {
     pub(crate) steps: Vec<Step>,
 }
 
+/// The share of its rows a filter is assumed to keep when sizes are estimated: nothing is known
+/// of a predicate's selectivity before it runs, and a half errs towards the larger side.
+pub(crate) const FILTER_KEEPS: f64 = 0.5;
+
 impl Frame {
+    /// A rough estimate of the frame's decoded bytes ([`Source::estimated_bytes`] of the
+    /// columns its steps read, halved by each filter), or `None` when unknown. The planner
+    /// compares merge sides with it.
+    pub(crate) fn estimated_bytes(&self) -> Option<u64> {
+        let optimized = self.optimize(None);
+        let source = self.source.estimated_bytes(optimized.projection.as_deref())?;
+        let filters = optimized.steps.iter().filter(|s| matches!(s, Step::Filter(_) | Step::Range { .. })).count();
+        Some((source as f64 * FILTER_KEEPS.powi(i32::try_from(filters).unwrap_or(i32::MAX))) as u64)
+    }
+
     /// Pushes the columns needed downstream (`needed`: `None` for all of the frame's columns)
     /// into the reader, dropping projected columns nobody reads.
     pub(crate) fn optimize(&self, needed: Option<Vec<String>>) -> Optimized {
-        let steps = self.steps.to_vec();
-        let mut needed = needed;
-        let mut kept = Vec::with_capacity(steps.len());
-        for step in steps.into_iter().rev() {
-            match step {
-                Step::Project(columns) => {
-                    let columns: Vec<(String, Expr)> = match &needed {
-                        None => columns,
-                        Some(wanted) => columns.into_iter().filter(|(name, _)| wanted.contains(name)).collect(),
-                    };
-                    let mut reads = Vec::new();
-                    for (_, e) in &columns {
-                        e.columns_into(&mut reads);
-                    }
-                    needed = Some(reads);
-                    kept.push(Step::Project(columns));
-                }
-                Step::Filter(predicate) => {
-                    if let Some(wanted) = &mut needed {
-                        predicate.columns_into(wanted);
-                    }
-                    kept.push(Step::Filter(predicate));
-                }
-                step => {
-                    if let Some(wanted) = &mut needed {
-                        let reads: Vec<&String> = match &step {
-                            Step::Sort(by) => by.iter().map(|(c, _)| c).collect(),
-                            Step::DropDuplicates(subset) => subset.iter().collect(),
-                            Step::Range { column, .. } => vec![column],
-                            _ => Vec::new(),
-                        };
-                        for c in reads {
-                            if !wanted.contains(c) {
-                                wanted.push(c.clone());
-                            }
-                        }
-                    }
-                    kept.push(step);
-                }
-            }
-        }
-        kept.reverse();
-        let source_schema = self.source.schema();
-        let projection = needed.map(|wanted| {
-            // Source order keeps reads sequential; an empty projection still needs one column
-            // to carry the row count.
-            let mut in_order: Vec<String> =
-                source_schema.fields().iter().map(|f| f.name().clone()).filter(|n| wanted.contains(n)).collect();
-            if in_order.is_empty() {
-                in_order.extend(source_schema.fields().first().map(|f| f.name().clone()));
-            }
-            in_order
-        });
-        let projection = projection.filter(|p| p.len() < source_schema.fields().len());
-        Optimized { projection, steps: kept }
+        optimize_steps(self.steps.to_vec(), needed, &self.source.schema())
     }
 
     /// Whether `expr`, written against `origin`, computes the same rows in this frame: this
@@ -476,6 +556,16 @@ impl Frame {
         let _ = writeln!(out, "  {}", self.source.describe(optimized.projection.as_deref()));
         for step in &optimized.steps {
             let _ = writeln!(out, "  {}", step.describe());
+        }
+        let pushable = |s: &Step| matches!(s, Step::Filter(p) if !p.fails_on_values());
+        if matches!(self.source.as_ref(), Source::Parquet { .. }) && optimized.steps.first().is_some_and(pushable) {
+            let filters = optimized.steps.iter().take_while(|s| pushable(s)).count();
+            let _ = writeln!(
+                out,
+                "  (the first {filters} filter(s) run inside the Parquet reader for a file's later row groups when its first \
+                 row group keeps under {:.0} % of its rows)",
+                crate::io::ROW_FILTER_MAX_KEPT * 100.0
+            );
         }
         let inputs: Vec<(String, &Frame, Option<Vec<String>>)> = match self.source.as_ref() {
             Source::Aggregate { input, spec, .. } => vec![(

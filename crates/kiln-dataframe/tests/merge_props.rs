@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use kiln_dataframe::{DataFrame, How, MergeOptions, Scalar};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kiln_dataframe::{Agg, DataFrame, How, MergeOptions, Scalar, read_parquet};
 use kiln_graph::Collection;
 use kiln_local::LocalScheduler;
 use proptest::prelude::*;
@@ -67,6 +70,29 @@ fn right_batch(rows: &[Side]) -> RecordBatch {
     .unwrap()
 }
 
+fn rows_in_order(batch: &RecordBatch) -> Vec<String> {
+    (0..batch.num_rows())
+        .map(|row| {
+            let values: Vec<Scalar> =
+                batch.columns().iter().map(|c| Scalar::from_array(c.as_ref(), row).unwrap()).collect();
+            format!("{values:?}")
+        })
+        .collect()
+}
+
+/// `batch` written as `n` Parquet files (nearly equal runs of rows), read back.
+fn parquet_frame(batch: &RecordBatch, n: usize) -> DataFrame {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "kiln-merge-props-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let dir = dir.to_str().unwrap().to_string();
+    DataFrame::from_batch(batch.clone(), n).unwrap().to_parquet(&dir).compute_on(&LocalScheduler::new()).unwrap();
+    read_parquet(&dir).unwrap()
+}
+
 fn rows_of(batch: &RecordBatch) -> Vec<String> {
     let mut out: Vec<String> = (0..batch.num_rows())
         .map(|row| {
@@ -83,8 +109,16 @@ fn opt<T: Into<Scalar>>(v: Option<T>) -> Scalar {
     v.map_or(Scalar::Null, Into::into)
 }
 
-/// The merge computed row by row: output columns in pandas' order.
+/// The merge computed row by row (a nested loop): output columns in pandas' order.
 fn naive(left: &[Side], right: &[Side], how: How, two_keys: bool) -> Vec<String> {
+    let mut out: Vec<String> = naive_rows(left, right, how, two_keys).iter().map(|r| format!("{r:?}")).collect();
+    out.sort();
+    out
+}
+
+/// The merge's rows in pandas' order for one pair of partitions (inner, left, semi, anti: by
+/// left row, then right row; right: by right row, then left row; outer: unordered).
+fn naive_rows(left: &[Side], right: &[Side], how: How, two_keys: bool) -> Vec<Vec<Scalar>> {
     let matches = |l: &Side, r: &Side| l.k == r.k && (!two_keys || l.s == r.s);
     let mut rows: Vec<Vec<Scalar>> = Vec::new();
     let emit = |l: Option<(usize, &Side)>, r: Option<(usize, &Side)>, rows: &mut Vec<Vec<Scalar>>| {
@@ -146,9 +180,7 @@ fn naive(left: &[Side], right: &[Side], how: How, two_keys: bool) -> Vec<String>
             }
         }
     }
-    let mut out: Vec<String> = rows.iter().map(|r| format!("{r:?}")).collect();
-    out.sort();
-    out
+    rows
 }
 
 fn how() -> impl Strategy<Value = How> {
@@ -185,6 +217,62 @@ proptest! {
     }
 
     #[test]
+    fn a_broadcast_merge_read_from_parquet_with_steps_after_it_equals_the_naive_one(
+        left in prop::collection::vec(side(), 0..40),
+        right in prop::collection::vec(side(), 0..25),
+        nl in 1usize..4,
+        nr in 2usize..4,
+        how in how(),
+        two_keys in any::<bool>(),
+        one_left in any::<bool>(),
+        min_id in 0i64..8,
+    ) {
+        // One left partition makes an inner or right merge broadcast the left side; otherwise
+        // the side `how` allows is forced.
+        let l = parquet_frame(&left_batch(&left), if one_left { 1 } else { nl });
+        let r = parquet_frame(&right_batch(&right), nr);
+        let keys: Vec<&str> = if two_keys { vec!["k", "s"] } else { vec!["k"] };
+        let options = MergeOptions::on(keys).how(how);
+        let options = if one_left { options } else { options.broadcast(Some(true)) };
+        let merged = l.merge(&r, &options).unwrap();
+        let plan = merged.explain();
+        if !one_left && how != How::Outer {
+            // (An empty side is written as one file, which is broadcast as "one partition".)
+            prop_assert!(plan.contains("hash table built once") || plan.contains("side is one partition"), "{}", plan);
+        }
+        if one_left && matches!(how, How::Inner | How::Right) {
+            prop_assert!(plan.contains("the left side is one partition"), "{}", plan);
+        }
+        let scheduler = LocalScheduler::threads(2);
+        let out = merged.compute_on(&scheduler).unwrap();
+        prop_assert_eq!(rows_of(&out), naive(&left, &right, how, two_keys), "{}", plan);
+        // A filter after the merge, then a group-by: both fused into the probing tasks.
+        let kept = merged.filter(&merged.col("id").ge(min_id)).unwrap();
+        let expected: Vec<Vec<Scalar>> = naive_rows(&left, &right, how, two_keys)
+            .into_iter()
+            .filter(|row| row[3].as_i64().is_some_and(|id| id >= min_id))
+            .collect();
+        let out = kept.compute_on(&scheduler).unwrap();
+        let mut want: Vec<String> = expected.iter().map(|r| format!("{r:?}")).collect();
+        want.sort();
+        prop_assert_eq!(rows_of(&out), want);
+        let sizes = kept.groupby(["id"]).unwrap().agg([Agg::size().alias("n")]).unwrap();
+        let out = sizes.compute_on(&scheduler).unwrap();
+        let mut counts: BTreeMap<i64, i64> = BTreeMap::new();
+        for row in &expected {
+            *counts.entry(row[3].as_i64().unwrap()).or_default() += 1;
+        }
+        let got: BTreeMap<i64, i64> = (0..out.num_rows())
+            .map(|i| {
+                let id = Scalar::from_array(out.column(0).as_ref(), i).unwrap().as_i64().unwrap();
+                let n = Scalar::from_array(out.column(1).as_ref(), i).unwrap().as_i64().unwrap();
+                (id, n)
+            })
+            .collect();
+        prop_assert_eq!(got, counts);
+    }
+
+    #[test]
     fn shuffle_keeps_every_row_and_sends_equal_keys_to_one_partition(
         rows in prop::collection::vec(side(), 0..60),
         nin in 1usize..8,
@@ -216,6 +304,73 @@ proptest! {
                     prop_assert_eq!(q, p);
                 }
             }
+        }
+    }
+}
+
+/// A side of `n` rows whose keys cycle through `0..modulo`, every `null_every`-th missing.
+fn cycling(n: usize, modulo: i64, null_every: usize) -> Vec<Side> {
+    (0..n)
+        .map(|i| Side {
+            k: if i % null_every == 0 { None } else { Some((i as i64 * 7919) % modulo) },
+            s: Some(if i % 3 == 0 { "a" } else { "b" }.to_string()),
+            v: Some(i as f64),
+        })
+        .collect()
+}
+
+#[test]
+fn a_broadcast_merge_probed_piece_by_piece_keeps_pandas_order_in_every_partition() {
+    // Two files of 70,000 rows: each is read (and probed) as a piece of 64Ki rows and one of
+    // the rest, which must give the rows, in the order, that probing each file whole gives.
+    let big = cycling(140_000, 600, 97);
+    let small = cycling(150, 400, 13);
+    let scheduler = LocalScheduler::threads(2);
+    let big_left = parquet_frame(&left_batch(&big), 2);
+    let small_right = DataFrame::from_batch(right_batch(&small), 1).unwrap();
+    for how in [How::Inner, How::Left, How::Semi, How::Anti] {
+        for two_keys in [false, true] {
+            let keys: Vec<&str> = if two_keys { vec!["k", "s"] } else { vec!["k"] };
+            let merged = big_left.merge(&small_right, &MergeOptions::on(keys).how(how)).unwrap();
+            assert!(merged.explain().contains("the right side is one partition"), "{}", merged.explain());
+            let parts = merged.partitions().compute_on(&scheduler).unwrap();
+            assert_eq!(parts.len(), 2);
+            for (p, part) in parts.iter().enumerate() {
+                let rows = &big[p * 70_000..(p + 1) * 70_000];
+                let want: Vec<String> = naive_rows(rows, &small, how, two_keys)
+                    .into_iter()
+                    .map(|mut r| {
+                        // The naive ids count from the start of the slice.
+                        if let Some(id) = r[3].as_i64() {
+                            r[3] = Scalar::from(id + (p * 70_000) as i64);
+                        }
+                        format!("{r:?}")
+                    })
+                    .collect();
+                assert_eq!(rows_in_order(part), want, "{how:?}, two keys {two_keys}, partition {p}");
+            }
+        }
+    }
+    // The small side on the left: an inner merge (ordered by left row) and a right merge
+    // (ordered by right row) probing the big right side.
+    let small_left = DataFrame::from_batch(left_batch(&small), 1).unwrap();
+    let big_right = parquet_frame(&right_batch(&big), 2);
+    for how in [How::Inner, How::Right] {
+        let merged = small_left.merge(&big_right, &MergeOptions::on(["k"]).how(how)).unwrap();
+        assert!(merged.explain().contains("the left side is one partition"), "{}", merged.explain());
+        let parts = merged.partitions().compute_on(&scheduler).unwrap();
+        for (p, part) in parts.iter().enumerate() {
+            let rows = &big[p * 70_000..(p + 1) * 70_000];
+            let want: Vec<String> = naive_rows(&small, rows, how, false)
+                .into_iter()
+                .map(|mut r| {
+                    if let Some(rid) = r[6].as_i64() {
+                        r[6] = Scalar::from(rid + (p * 70_000) as i64);
+                    }
+                    format!("{r:?}")
+                })
+                .collect();
+            assert_eq!(rows_in_order(part), want, "{how:?}, partition {p}");
         }
     }
 }
