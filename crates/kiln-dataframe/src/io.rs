@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::csv_read;
 use crate::error::{DataFrameError, Result};
 use crate::scalar::DType;
-use crate::storage::{Storage, StorageFile, storage_for};
+use crate::storage::{FetchedRanges, Storage, StorageFile, coalesce, storage_for};
 
 /// How `read_csv` parses files (pandas' `read_csv` keywords of the same names).
 ///
@@ -248,16 +250,18 @@ pub(crate) fn read_csv_file(
 
 /// The Arrow schema of a Parquet file (without pandas' metadata), read from its footer.
 pub(crate) fn parquet_schema(path: &str) -> Result<SchemaRef> {
-    let builder = parquet_builder(path)?;
-    Ok(plain_schema(builder.schema()))
+    let (_, metadata) = parquet_footer(path)?;
+    Ok(plain_schema(metadata.schema()))
 }
 
-fn parquet_builder(path: &str) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<StorageFile>> {
+/// The file as Parquet's reader sees it, and its footer.
+fn parquet_footer(path: &str) -> Result<(StorageFile, ArrowReaderMetadata)> {
     let storage = storage_for(path)?;
     let size = storage.size(path)?;
     let file = StorageFile { storage, path: path.to_string(), size };
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() })
+    let metadata = ArrowReaderMetadata::load(&file, Default::default())
+        .map_err(|e| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() })?;
+    Ok((file, metadata))
 }
 
 /// The schema's fields, all nullable, without metadata: what a frame's schema holds.
@@ -280,8 +284,8 @@ pub(crate) fn read_parquet_file(
     each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
 ) -> Result<Vec<RecordBatch>> {
     let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
-    let builder = parquet_builder(path)?;
-    let file_schema = plain_schema(builder.schema());
+    let (file, metadata) = parquet_footer(path)?;
+    let file_schema = plain_schema(metadata.schema());
     if file_schema.fields() != schema.fields() {
         return Err(DataFrameError::SchemaMismatch {
             path: path.to_string(),
@@ -289,7 +293,7 @@ pub(crate) fn read_parquet_file(
             found: file_schema.to_string(),
         });
     }
-    let (builder, file_order) = match projection {
+    let (mask, file_order) = match projection {
         Some(names) => {
             let mut indices = Vec::with_capacity(names.len());
             for name in names {
@@ -297,10 +301,10 @@ pub(crate) fn read_parquet_file(
             }
             // The reader returns projected columns in file order.
             indices.sort_unstable();
-            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
-            (builder.with_projection(mask), Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?))
+            let mask = ProjectionMask::roots(metadata.parquet_schema(), indices.iter().copied());
+            (mask, Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?))
         }
-        None => (builder, file_schema.clone()),
+        None => (ProjectionMask::all(), file_schema.clone()),
     };
     // Put the columns in the order asked.
     let positions = match projection {
@@ -321,10 +325,52 @@ pub(crate) fn read_parquet_file(
         };
         each(batch)
     };
-    let reader = builder.with_batch_size(PARQUET_PIECE_ROWS).build().map_err(|e| error(&e))?;
+    // Each row group's projected column chunks are fetched up front, nearby ones (as the
+    // storage counts near) as one range,
+    // instead of page by page as Parquet's reader walks them (two small requests a page on an
+    // object store); the next row group's are announced before this one is read, so a remote
+    // store fetches them while this one decodes.
+    let mut row_groups = Vec::with_capacity(metadata.metadata().num_row_groups());
+    for group in metadata.metadata().row_groups() {
+        let mut chunks = Vec::new();
+        for (leaf, chunk) in group.columns().iter().enumerate() {
+            if !mask.leaf_included(leaf) {
+                continue;
+            }
+            let (start, len) = chunk.byte_range();
+            match start.checked_add(len) {
+                Some(end) if end <= file.size => chunks.push(start..end),
+                _ => {
+                    return Err(error(&format_args!(
+                        "column chunk of {} at bytes {start}+{len} lies past the end of the file ({} bytes)",
+                        chunk.column_path(),
+                        file.size
+                    )));
+                }
+            }
+        }
+        row_groups.push(coalesce(chunks, file.storage.coalesce_gap()));
+    }
+    let storage = file.storage.clone();
     let mut pieces = Vec::new();
-    for batch in reader {
-        pieces.push(shape(batch.map_err(|e| error(&e))?)?);
+    for (index, ranges) in row_groups.iter().enumerate() {
+        if let Some(next) = row_groups.get(index + 1) {
+            storage.prefetch(path, next);
+        }
+        let fetched = storage.read_ranges(path, ranges)?;
+        let input = FetchedRanges {
+            pieces: ranges.iter().map(|r| r.start).zip(fetched.into_iter().map(bytes::Bytes::from)).collect(),
+            file: file.clone(),
+        };
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(input, metadata.clone())
+            .with_projection(mask.clone())
+            .with_row_groups(vec![index])
+            .with_batch_size(PARQUET_PIECE_ROWS)
+            .build()
+            .map_err(|e| error(&e))?;
+        for batch in reader {
+            pieces.push(shape(batch.map_err(|e| error(&e))?)?);
+        }
     }
     if pieces.is_empty() {
         pieces.push(shape(RecordBatch::new_empty(file_order.clone()))?);
