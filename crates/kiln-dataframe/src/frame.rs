@@ -55,7 +55,7 @@ pub struct DataFrame {
 /// let path = path.to_string_lossy();
 /// assert_eq!(read_csv(&path, &CsvOptions::default()).unwrap().npartitions(), 1);
 /// let split = read_csv(&path, &CsvOptions::default().blocksize(Some(8))).unwrap();
-/// assert_eq!(split.npartitions(), 3); // 24 bytes: 3 blocks of 8, each from a line start
+/// assert_eq!(split.npartitions(), 2); // 20 bytes: 2 blocks of 10, each from a line start
 /// assert_eq!(split.compute_on(&kiln_local::LocalScheduler::new()).unwrap().num_rows(), 4);
 /// std::fs::remove_dir_all(&dir).unwrap();
 /// ```
