@@ -27,7 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::agg::{self, AggSpec};
 use crate::error::{DataFrameError, Result};
-use crate::io::{CsvOptions, concat_pieces, read_csv_file, read_parquet_file, write_parquet_file};
+use crate::io::{CsvBlock, CsvOptions, concat_pieces, read_csv_part, read_parquet_file, write_parquet_file};
 use crate::join::{JoinKernel, MergeSpec};
 use crate::plan::{AggStrategy, Frame, MergeStrategy, Source, Step};
 use crate::shuffle::{BatchShuffle, ConcatKernel, PiecesCodec, SelectKernel, SplitKernel};
@@ -83,6 +83,8 @@ impl<'de> Deserialize<'de> for SerdeSchema {
 pub(crate) enum ReadSpec {
     Csv {
         path: String,
+        /// The byte range read, `None` for the whole file.
+        block: Option<CsvBlock>,
         schema: SerdeSchema,
         projection: Option<Vec<usize>>,
         options: CsvOptions,
@@ -144,9 +146,12 @@ impl PortableKernel for PartitionKernel {
 
     fn call(&self, inputs: &[Value]) -> std::result::Result<Value, TaskError> {
         let batch = match &self.read {
-            ReadSpec::Csv { path, schema, projection, options } => {
-                check_file_fits(path)?;
-                read_csv_file(path, &schema.0, projection.as_deref(), options).map_err(task_error)?
+            ReadSpec::Csv { path, block, schema, projection, options } => {
+                match block {
+                    Some(b) => kiln_graph::memory::check_alloc(path, b.end.saturating_sub(b.start))?,
+                    None => check_file_fits(path)?,
+                }
+                read_csv_part(path, block.as_ref(), &schema.0, projection.as_deref(), options).map_err(task_error)?
             }
             ReadSpec::Parquet { path, schema, projection } => {
                 check_file_fits(path)?;
@@ -474,14 +479,15 @@ pub(crate) fn lower_frame(
     };
     // Sources computed by other tasks: their partitions are the inputs of this frame's tasks.
     let computed: Vec<TaskId> = match frame.source.as_ref() {
-        Source::Csv { files, options, .. } => {
+        Source::Csv { parts, options, .. } => {
             let projection = optimized
                 .projection
                 .as_ref()
                 .map(|names| names.iter().filter_map(|n| source_schema.index_of(n).ok()).collect::<Vec<usize>>());
-            for (i, path) in files.iter().enumerate() {
+            for (i, part) in parts.iter().enumerate() {
                 let read = ReadSpec::Csv {
-                    path: path.clone(),
+                    path: part.path.clone(),
+                    block: part.block.clone(),
                     schema: SerdeSchema(source_schema.clone()),
                     projection: projection.clone(),
                     options: options.clone(),
