@@ -511,6 +511,7 @@ fn paths_kernel() -> Arc<dyn Kernel> {
         Arc::new(SpecKernel {
             inner: gather_kernel::<PathBuf>("paths"),
             spec: Some(KernelSpec { id: "kiln.bag.paths".into(), params: Vec::new() }),
+            element: std::any::type_name::<PathBuf>(),
         })
     }))
 }
@@ -531,7 +532,7 @@ fn writer_kernel<T: Element + Display>(path: PathBuf, compression: Compression, 
     let inner: Arc<dyn Kernel> = Arc::new(try_func1("to_textfiles", move |items: &Vec<T>| {
         write_partition(&path, items, compression).map(|()| path.clone()).map_err(|e| e.to_string())
     }));
-    Arc::new(SpecKernel { inner, spec })
+    Arc::new(SpecKernel { inner, spec, element: std::any::type_name::<T>() })
 }
 
 /// Registers `to_textfiles` partition writers for `T` under `tag`.
