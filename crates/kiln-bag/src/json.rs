@@ -458,10 +458,20 @@ impl TopKeys {
             return;
         }
         let content = &bytes[start + 1..end - 1];
-        let mut head = [0u8; 8];
-        let n = content.len().min(8);
-        head[..n].copy_from_slice(&content[..n]);
-        let head = u64::from_le_bytes(head);
+        // The eight bytes after the opening quote in one load (the text nearly always goes on
+        // that far), masked to the key's length.
+        let head = match bytes.get(start + 1..start + 9) {
+            Some(eight) => {
+                let word = u64::from_le_bytes(eight.try_into().unwrap_or_default());
+                if content.len() >= 8 { word } else { word & ((1u64 << (8 * content.len())) - 1) }
+            }
+            None => {
+                let mut head = [0u8; 8];
+                let n = content.len().min(8);
+                head[..n].copy_from_slice(&content[..n]);
+                u64::from_le_bytes(head)
+            }
+        };
         let raw_len = (end - start) as u32;
         let repeated = self.seen[..self.len].iter().any(|&(h, s, e)| {
             h == head && e - s == raw_len && (content.len() <= 8 || bytes[s as usize + 1..e as usize - 1] == *content)
