@@ -48,6 +48,9 @@ pub struct CsvOptions {
     /// to every block. Compressed (`.gz`) files cannot be split: each is one partition
     /// whatever the blocksize, as Dask does. Empty files give no partition when splitting (as
     /// Dask skips them); without splitting an empty file is an error when read, as in pandas.
+    /// A blocksize that would give a dataset more than 2^20 partitions (say `Some(64)` meant
+    /// as 64 MB) is an error saying which blocksize would do, instead of a graph of millions
+    /// of tasks.
     ///
     /// A quoted field holding a line break is unsafe to split in Dask (it documents this).
     /// In kiln a block checks that it ends between records, and a failing block checks whether
@@ -173,6 +176,10 @@ pub(crate) struct CsvPart {
     pub(crate) block: Option<CsvBlock>,
 }
 
+/// The most partitions `read_csv` plans for one dataset: a blocksize that would give more is an
+/// error, not a graph of millions of tasks over a few bytes each.
+pub(crate) const MAX_CSV_PARTITIONS: u64 = 1 << 20;
+
 /// The partitions of a CSV dataset: one per file, or `options.blocksize` blocks of each
 /// uncompressed file (the sizes are asked of the storage, one request per file, as Dask does).
 pub(crate) fn csv_parts(files: &[String], options: &CsvOptions) -> Result<Vec<CsvPart>> {
@@ -192,6 +199,17 @@ pub(crate) fn csv_parts(files: &[String], options: &CsvOptions) -> Result<Vec<Cs
         }
         // Dask evens the blocks out: as many as whole blocksizes fit, at least one.
         let n = (size / blocksize).max(1);
+        // A blocksize far below the files' sizes (a unit mistake: 64 for 64 MB) would plan
+        // one partition per few bytes, and millions of tasks, before anything is read.
+        let planned = parts.len() as u64 + n;
+        if planned > MAX_CSV_PARTITIONS {
+            return Err(DataFrameError::InvalidArgument(format!(
+                "read_csv: blocksize={blocksize} bytes splits {path} ({size} bytes) into {n} partitions, more than \
+                 the {MAX_CSV_PARTITIONS} a dataset may have; give a blocksize in bytes of at least {} (Dask's \
+                 default is 64 MB), or None for one partition per file",
+                size.div_ceil(MAX_CSV_PARTITIONS.saturating_sub(parts.len() as u64).max(1))
+            )));
+        }
         if n == 1 {
             parts.push(CsvPart { path: path.clone(), block: None });
             continue;

@@ -337,3 +337,18 @@ fn explain_tells_how_many_blocks_and_the_default_blocksize_is_dasks() {
     assert_eq!(read(&path, None).unwrap().npartitions(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_blocksize_that_would_plan_millions_of_partitions_is_an_error_saying_what_to_give() {
+    let dir = temp_dir("tiny-blocksize");
+    // A 4 GiB file that takes no disk: its header and rows, then a hole.
+    let path = write(&dir, "big.csv", b"x\n1\n2\n");
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4 << 30).unwrap();
+    let err = read(&path, Some(1)).unwrap_err().to_string();
+    assert!(err.contains("blocksize=1 bytes") && err.contains("4294967296 partitions"), "{err}");
+    assert!(err.contains(&path) && err.contains("64 MB") && err.contains("None"), "{err}");
+    // A blocksize that gives at most the limit plans; the suggested one does.
+    let at_least: u64 = err.split("at least ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(read(&path, Some(at_least)).unwrap().npartitions() as u64, (4u64 << 30) / at_least);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
