@@ -1,7 +1,7 @@
 """Dask's side of the object-store read benchmark: reads a whole Zarr array (da.from_zarr(...).sum())
 or a whole Parquet data set (dd.read_parquet(...).sum(), every column) from --source, a local
 path or an s3:// URL served by the S3-compatible server at --endpoint (through s3fs, with the
-moto server's test credentials); threaded scheduler, timed from opening to the value; one
+server's test credentials, --key/--secret); threaded scheduler, timed from opening to the value; one
 warm-up, then --runs timed runs (bench/dask_common.py). One source a process, so that the peak
 RSS is that source's."""
 import argparse
@@ -18,6 +18,8 @@ def main():
     p.add_argument("--format", choices=["zarr", "parquet"], required=True)
     p.add_argument("--source", required=True, help="a local path or an s3:// URL")
     p.add_argument("--endpoint", help="the S3-compatible server, for s3:// sources")
+    p.add_argument("--key", default="testing", help="the server's access key (moto's by default)")
+    p.add_argument("--secret", default="testing", help="the server's secret key")
     add_protocol_args(p)
     args = p.parse_args()
     use_threads(args.threads)
@@ -25,8 +27,8 @@ def main():
     if args.source.startswith("s3://"):
         options = {
             "endpoint_url": args.endpoint,
-            "key": "testing",
-            "secret": "testing",
+            "key": args.key,
+            "secret": args.secret,
             "client_kwargs": {"region_name": "us-east-1"},
         }
 

@@ -11,4 +11,8 @@ python3 -m venv "$here/.venv"
 # tpchgen-cli, which generates the data.
 "$here/.venv/bin/pip" install --quiet "dask[dataframe]==2026.8.0" "pandas==3.1.1" "pyarrow==26.0.1" \
   "polars==2.1.0" "duckdb==2.0.1" "tpchgen-cli==4.0.0"
+# The object-store benchmark (object_store_read.rs): Dask reads S3 through s3fs, and moto's
+# server is one of the S3 servers it starts (s3rver, the other, comes from npm:
+# scripts/install-s3rver.sh); bench/s3_range_cost.py measures a server with boto3 (moto's).
+"$here/.venv/bin/pip" install --quiet "s3fs==2026.9.0" "moto[server]==5.2.5"
 "$here/.venv/bin/python" -c "import dask; print('dask', dask.__version__)"

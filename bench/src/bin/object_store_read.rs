@@ -6,22 +6,26 @@
 //!
 //! ```text
 //! cargo run --release -p kiln-bench --bin object_store_read -- [--gb 4] [--formats zarr,parquet]
-//!     [--data DIR] [--moto PATH | --endpoint URL] [--runs 2] [--threads 2] [--no-dask] [--delete-data]
+//!     [--data DIR] [--server moto|s3rver] [--moto PATH | --s3rver PATH | --endpoint URL] [--runs 2]
+//!     [--threads 2] [--no-dask] [--delete-data]
 //! ```
 //!
 //! The data is generated under `--data` (default `$KILN_BENCH_DATA` or the temp dir, then
 //! `/kiln-object-store-bench`) by bench/make_zarr_store.py and bench/make_parquet_dataset.py
 //! when missing: a float64 Zarr array of n² values in 1000² chunks (zarr-python's defaults, zstd)
-//! and 2 M-row files of four float64 columns. Each format gets a fresh `moto_server` (PyPI;
-//! `--moto`, else bench/.venv's, else scripts/install-moto.sh's, else the PATH's) on a loopback
+//! and 2 M-row files of four float64 columns. Each format gets a fresh S3 server on a loopback
 //! port, with its objects in a directory under `--data` rather than in its memory, and is uploaded
 //! to it untimed; the server is stopped and its objects deleted before the next format, so only
-//! one copy is ever served. `--endpoint` uses a server already running instead (bucket `bench`,
-//! the moto credentials `testing`). `--delete-data` removes the generated data at the end.
+//! one copy is ever served. `--server moto` (the default) is `moto_server` (PyPI; `--moto`, else
+//! bench/.venv's, else scripts/install-moto.sh's, else the PATH's), which reads a whole object
+//! for every ranged GET; `--server s3rver` is `s3rver` (npm; `--s3rver`, else
+//! scripts/install-s3rver.sh's, else the PATH's), whose ranged GETs read only their range, as a
+//! real store's do. `--endpoint` uses a server already running instead (bucket `bench`, the
+//! credentials of `--server`'s kind). `--delete-data` removes the generated data at the end.
 //!
 //! Rates are the data's bytes in memory (n² × 8, rows × 32) over the median run; the `RESULT`
 //! line also carries the bytes stored, each side's peak RSS (kiln's measured per source with the
-//! counter reset in between; Dask's per process) and the moto server's.
+//! counter reset in between; Dask's per process) and the server's.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -41,14 +45,73 @@ const BUCKET: &str = "bench";
 const ZARR_CHUNK: usize = 1000;
 const PARQUET_ROWS: usize = 2_000_000;
 
-/// A moto server of this benchmark's, stopped (and its objects deleted) when dropped.
-struct Moto {
+/// The S3-compatible servers this benchmark can start on loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerKind {
+    /// `moto_server` (PyPI): reads the whole object for every ranged GET.
+    Moto,
+    /// `s3rver` (npm): objects are files, a ranged GET reads only its range.
+    S3rver,
+}
+
+impl ServerKind {
+    fn parse(name: &str) -> ServerKind {
+        match name {
+            "moto" => ServerKind::Moto,
+            "s3rver" => ServerKind::S3rver,
+            other => panic!("unknown --server {other}: moto or s3rver"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ServerKind::Moto => "moto",
+            ServerKind::S3rver => "s3rver",
+        }
+    }
+
+    /// The credentials the server takes.
+    fn credentials(self) -> (&'static str, &'static str) {
+        match self {
+            ServerKind::Moto => ("testing", "testing"),
+            // s3rver's built-in account.
+            ServerKind::S3rver => ("S3RVER", "S3RVER"),
+        }
+    }
+
+    /// `--moto`/`--s3rver PATH`, else where the install scripts put it, else the PATH's.
+    fn program(self) -> String {
+        let flag = format!("--{}", self.name());
+        if let Some(p) = std::env::args().skip_while(|a| *a != flag).nth(1) {
+            return p;
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let candidates: Vec<PathBuf> = match self {
+            ServerKind::Moto => [
+                Some(kiln_bench::bench_dir().join(".venv/bin/moto_server")),
+                home.map(|h| h.join(".cache/kiln-moto-venv/bin/moto_server")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            ServerKind::S3rver => {
+                home.map(|h| h.join(".cache/kiln-s3rver/node_modules/.bin/s3rver")).into_iter().collect()
+            }
+        };
+        let fallback = if self == ServerKind::Moto { "moto_server" } else { "s3rver" };
+        candidates.into_iter().find(|p| p.exists()).map_or_else(|| fallback.to_string(), |p| p.display().to_string())
+    }
+}
+
+/// An S3 server of this benchmark's, stopped (and its objects deleted) when dropped.
+struct Server {
+    kind: ServerKind,
     child: Child,
     endpoint: String,
     objects: PathBuf,
 }
 
-impl Drop for Moto {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -56,48 +119,40 @@ impl Drop for Moto {
     }
 }
 
-fn moto_program() -> String {
-    if let Some(p) = std::env::args().skip_while(|a| a != "--moto").nth(1) {
-        return p;
-    }
-    let venv = kiln_bench::bench_dir().join(".venv/bin/moto_server");
-    let installed = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/kiln-moto-venv/bin/moto_server"));
-    [Some(venv), installed]
-        .into_iter()
-        .flatten()
-        .find(|p| p.exists())
-        .map_or_else(|| "moto_server".to_string(), |p| p.display().to_string())
-}
-
-fn start_moto(data: &Path) -> Moto {
-    let program = moto_program();
+fn start_server(kind: ServerKind, data: &Path) -> Server {
+    let program = kind.program();
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free loopback port").port();
-    let objects = data.join("moto-objects");
-    std::fs::create_dir_all(&objects).expect("creating the moto object directory");
-    // moto keeps each object in a SpooledTemporaryFile that moves to TMPDIR past this size:
-    // one byte puts every object on disk, so the server holds no copy of the data in memory.
-    let child = Command::new(&program)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("TMPDIR", &objects)
-        .env("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {program} (install it with scripts/install-moto.sh or pass --moto): {e}")
-        });
-    let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}"), objects };
+    let objects = data.join(format!("{}-objects", kind.name()));
+    std::fs::create_dir_all(&objects).expect("creating the server's object directory");
+    let mut command = Command::new(&program);
+    match kind {
+        // moto keeps each object in a SpooledTemporaryFile that moves to TMPDIR past this size:
+        // one byte puts every object on disk, so the server holds no copy of the data in memory.
+        ServerKind::Moto => command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("TMPDIR", &objects)
+            .env("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", "1"),
+        ServerKind::S3rver => command.arg("-d").arg(&objects).args(["-a", "127.0.0.1", "-p", &port.to_string(), "-s"]),
+    };
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot start {program} (install it with scripts/install-{}.sh or pass --{}): {e}",
+            kind.name(),
+            kind.name()
+        )
+    });
+    let server = Server { kind, child, endpoint: format!("http://127.0.0.1:{port}"), objects };
     let deadline = Instant::now() + Duration::from_secs(60);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{program} did not listen on port {port} within 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("moto: {program} on {} (pid {})", moto.endpoint, moto.child.id());
-    moto
+    println!("{}: {program} on {} (pid {})", kind.name(), server.endpoint, server.child.id());
+    server
 }
 
-/// Creates the bucket with a plain HTTP request (moto takes unsigned ones; an existing bucket
-/// answers 200 as well).
+/// Creates the bucket with a plain HTTP request (moto and s3rver take unsigned ones; an
+/// existing bucket answers 200 as well).
 fn create_bucket(endpoint: &str) {
     let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = TcpStream::connect(address).expect("connecting to the S3 server");
@@ -231,12 +286,14 @@ fn main() {
     )
     .into();
     let endpoint: Option<String> = std::env::args().skip_while(|a| a != "--endpoint").nth(1);
+    let kind = ServerKind::parse(&arg("--server", "moto".to_string()));
+    let (key, secret) = kind.credentials();
     let delete_data = std::env::args().any(|a| a == "--delete-data");
     std::fs::create_dir_all(&data).expect("creating the data directory");
     // SAFETY: set before any store is built or any other thread runs.
     unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_ACCESS_KEY_ID", key);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", secret);
         std::env::set_var("AWS_REGION", "us-east-1");
     }
     let scheduler = LocalScheduler::threads(protocol.threads);
@@ -246,12 +303,13 @@ fn main() {
         protocol.runs,
         data.display()
     );
-    let mut line = format!("RESULT gb={gb} {}", protocol.fields(protocol.threads));
+    let mut line = format!("RESULT gb={gb} server={} {}", kind.name(), protocol.fields(protocol.threads));
     for format in formats.split(',').map(str::trim).filter(|f| !f.is_empty()) {
         let format: &'static str = if format == "zarr" { "zarr" } else { "parquet" };
         let dataset = prepare(format, &data, gb);
-        let moto = endpoint.is_none().then(|| start_moto(&data));
-        let server = endpoint.clone().unwrap_or_else(|| moto.as_ref().unwrap().endpoint.clone());
+        let started = endpoint.is_none().then(|| start_server(kind, &data));
+        let server =
+            endpoint.clone().unwrap_or_else(|| started.as_ref().map(|s| s.endpoint.clone()).unwrap_or_default());
         // SAFETY: no store of this server's is built yet; the stores are made per bucket on first
         // use and this process reads the variable only then.
         unsafe { std::env::set_var("AWS_ENDPOINT_URL", &server) };
@@ -319,6 +377,10 @@ fn main() {
                     source.to_string(),
                     "--endpoint".into(),
                     server.clone(),
+                    "--key".into(),
+                    key.into(),
+                    "--secret".into(),
+                    secret.into(),
                 ];
                 match run_dask("dask_object_store_read.py", &args, &protocol, protocol.threads) {
                     Ok(d) => {
@@ -345,10 +407,11 @@ fn main() {
                 }
             }
         }
-        if let Some(moto) = &moto {
-            line.push_str(&format!(" moto_{format}_peak_rss_bytes={}", peak_rss_of(moto.child.id())));
+        if let Some(started) = &started {
+            let name = started.kind.name();
+            line.push_str(&format!(" {name}_{format}_peak_rss_bytes={}", peak_rss_of(started.child.id())));
         }
-        drop(moto);
+        drop(started);
         if delete_data {
             let _ = std::fs::remove_dir_all(&dataset.local);
         }

@@ -110,7 +110,8 @@ pub enum BagError {
     /// `portable(id)` on a bag whose newest step is not a user function.
     #[error(
         "portable({id:?}): the bag's newest operation has no user function to register (call it right after \
-         map, filter, remove, flat_map, try_map, map_partitions, topk or groupby)"
+         map, filter, remove, flat_map, try_map, map_partitions, starmap, join, topk, groupby, or on the result of \
+         fold, reduction or foldby)"
     )]
     NoUserFunction {
         /// The id given.
@@ -159,6 +160,20 @@ pub enum BagError {
         /// The element type.
         type_name: &'static str,
     },
+    /// A type that has no codec or tag where a cluster needs one (`register_zip`, a fold's
+    /// initial value or a join's table made portable).
+    #[error(
+        "{type_name} is not a registered element type: register it with \
+         kiln_bag::portable::register_element::<{type_name}>(tag) (or register_hashable, register_numeric) in the \
+         client and in every worker program"
+    )]
+    Unregistered {
+        /// The type.
+        type_name: &'static str,
+    },
+    /// A value that its codec could not frame as task parameters.
+    #[error("could not encode a value for a cluster task: {0}")]
+    Encode(String),
 }
 
 impl From<BagError> for kiln_graph::TaskError {

@@ -169,7 +169,7 @@ pub(crate) fn select_kernel<T: Element>(piece: u32, tag: Option<&str>) -> Arc<dy
     let spec = tag.and_then(|tag| {
         postcard::to_allocvec(&piece).ok().map(|params| KernelSpec { id: format!("kiln.bag.select/{tag}"), params })
     });
-    Arc::new(SpecKernel { inner, spec })
+    Arc::new(SpecKernel { inner, spec, element: std::any::type_name::<T>() })
 }
 
 /// The shuffle's kernels for a bag of `T` keyed by `key`.

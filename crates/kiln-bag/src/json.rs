@@ -426,35 +426,60 @@ const PLAIN_DEPTH: u32 = 100;
 const PLAIN_NUMBER: usize = 64;
 
 /// How many keys of a record's top-level object [`plainly_valid`] compares for repeats; a
-/// record with more is simply not known to have distinct keys.
-const PLAIN_KEYS: usize = 32;
+/// record with more is simply not known to have distinct keys. Records have a handful; the
+/// table is set up for every record, so it stays small.
+const PLAIN_KEYS: usize = 16;
 
-/// The top-level keys [`plainly_valid`] has seen, to tell whether any repeats.
+/// The top-level keys [`plainly_valid`] has seen, to tell whether any repeats. A key is kept
+/// with its first eight bytes in one word, so most comparisons are two integer compares; only
+/// keys longer than eight bytes that agree on both compare the rest.
 struct TopKeys {
-    seen: [(u32, u32); PLAIN_KEYS],
+    /// Per key: the first eight bytes of its content (zero-padded), and where the raw key
+    /// starts and ends in the text.
+    seen: [(u64, u32, u32); PLAIN_KEYS],
     len: usize,
     distinct: bool,
 }
 
 impl TopKeys {
-    /// Notes the raw key `bytes[start..end]` (with its quotes).
-    fn note(&mut self, bytes: &[u8], start: usize, end: usize) {
+    fn new() -> TopKeys {
+        TopKeys { seen: [(0, 0, 0); PLAIN_KEYS], len: 0, distinct: true }
+    }
+
+    /// Notes the raw key `bytes[start..end]` (with its quotes); `escaped` when it holds a
+    /// backslash (such a key can spell another one two ways: not compared, so not known
+    /// distinct).
+    fn note(&mut self, bytes: &[u8], start: usize, end: usize, escaped: bool) {
         if !self.distinct {
             return;
         }
-        let key = &bytes[start..end];
-        // Keys with escapes can spell one key two ways: not compared, so not known distinct.
-        if self.len == PLAIN_KEYS || key.contains(&b'\\') || end > u32::MAX as usize {
+        if self.len == PLAIN_KEYS || escaped || end > u32::MAX as usize {
             self.distinct = false;
             return;
         }
-        let repeated = self.seen[..self.len]
-            .iter()
-            .any(|&(s, e)| e - s == key.len() as u32 && &bytes[s as usize..e as usize] == key);
+        let content = &bytes[start + 1..end - 1];
+        // The eight bytes after the opening quote in one load (the text nearly always goes on
+        // that far), masked to the key's length.
+        let head = match bytes.get(start + 1..start + 9) {
+            Some(eight) => {
+                let word = u64::from_le_bytes(eight.try_into().unwrap_or_default());
+                if content.len() >= 8 { word } else { word & ((1u64 << (8 * content.len())) - 1) }
+            }
+            None => {
+                let mut head = [0u8; 8];
+                let n = content.len().min(8);
+                head[..n].copy_from_slice(&content[..n]);
+                u64::from_le_bytes(head)
+            }
+        };
+        let raw_len = (end - start) as u32;
+        let repeated = self.seen[..self.len].iter().any(|&(h, s, e)| {
+            h == head && e - s == raw_len && (content.len() <= 8 || bytes[s as usize + 1..e as usize - 1] == *content)
+        });
         if repeated {
             self.distinct = false;
         } else {
-            self.seen[self.len] = (start as u32, end as u32);
+            self.seen[self.len] = (head, start as u32, end as u32);
             self.len += 1;
         }
     }
@@ -471,7 +496,7 @@ fn plainly_valid(bytes: &[u8]) -> Option<bool> {
     // Per open bracket, whether it is an object (bit set) or an array.
     let mut objects: u128 = 0;
     let mut depth: u32 = 0;
-    let mut keys = TopKeys { seen: [(0, 0); PLAIN_KEYS], len: 0, distinct: true };
+    let mut keys = TopKeys::new();
     let mut at = skip_ws(bytes, 0);
     let top_is_object = bytes.get(at) == Some(&b'{');
     loop {
@@ -555,9 +580,12 @@ fn plain_key(bytes: &[u8], at: usize, keys: Option<&mut TopKeys>) -> Option<usiz
     if bytes.get(at) != Some(&b'"') {
         return None;
     }
-    let end = plain_string(bytes, at)?;
+    // Most keys have no escape: their first special byte is the closing quote.
+    let first = next_special(bytes, at + 1);
+    let (end, escaped) =
+        if bytes.get(first) == Some(&b'"') { (first + 1, false) } else { (plain_string(bytes, at)?, true) };
     if let Some(keys) = keys {
-        keys.note(bytes, at, end);
+        keys.note(bytes, at, end, escaped);
     }
     let colon = skip_ws(bytes, end);
     (bytes.get(colon) == Some(&b':')).then_some(colon + 1)
@@ -1034,6 +1062,11 @@ mod tests {
             (r#"{"created_at": 1, "a": 6, "created_by": 2, "created_at": 3}"#, Some(false), "6"),
             (r#"{"a": 7, "ab": 8, "b": 9}"#, Some(true), "7"),
             (r#"{"a\"": 1, "a": 8}"#, Some(false), "8"),
+            // Keys around the eight bytes kept in one word: equal heads, other lengths or tails.
+            (r#"{"abcdefgh": 1, "abcdefghi": 2, "abcdefghj": 3, "a": 10}"#, Some(true), "10"),
+            (r#"{"abcdefgh": 1, "a": 11, "abcdefgh": 2}"#, Some(false), "11"),
+            (r#"{"abcdefghij": 1, "a": 12, "abcdefghij": 2}"#, Some(false), "12"),
+            (r#"{"abcdefg": 1, "abcdefg\n": 2, "a": 13}"#, Some(false), "13"),
         ] {
             assert_eq!(plainly_valid(text.as_bytes()), distinct, "{text}");
             let json = Json::parse(text).unwrap();

@@ -391,11 +391,13 @@ impl<T: Element> Bag<T> {
     }
 
     /// Marks this bag's newest user function (the closure of the last `map`, `filter`,
-    /// `remove`, `flat_map`, `try_map`, `map_partitions`, `topk`'s key or `groupby`'s key) as registered under
-    /// `id`, so a cluster can run it (like `delayed`'s `.portable(id)`). Every process that
-    /// runs it registers the same function under the same id ([`portable::register_map`],
+    /// `remove`, `flat_map`, `try_map`, `map_partitions`, `starmap`, `join`'s key functions,
+    /// `topk`'s key, `groupby`'s key, or `foldby`'s functions on its result) as registered
+    /// under `id`, so a cluster can run it (like `delayed`'s `.portable(id)`). Every process
+    /// that runs it registers the same function under the same id ([`portable::register_map`],
     /// [`portable::register_filter`], ...); the element types must be registered too
-    /// ([`portable::register_element`]; common types are built in).
+    /// ([`portable::register_element`]; common types are built in). For `fold` and
+    /// `reduction`, whose results are single values, see [`Item::portable`].
     ///
     /// ```
     /// # use kiln_bag::{Bag, portable}; use kiln_graph::Collection; use kiln_local::LocalScheduler;

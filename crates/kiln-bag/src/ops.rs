@@ -89,7 +89,9 @@ impl<T: Element> Bag<T> {
 
     /// Pairs of this bag's and `other`'s elements, partition by partition (Dask's `zip`): the
     /// bags must have as many partitions, and partitions of equal lengths (a difference fails
-    /// the partition's task, naming both lengths). Runs on the local scheduler only.
+    /// the partition's task, naming both lengths). On a cluster when the pairs are registered
+    /// ([`crate::portable::register_zip`]; built in for `(T, u64)` of the built-in hashable
+    /// types and for `(T, T)` of `u64`, `i64`, `f64` and `String`).
     pub fn zip<U: Element>(&self, other: &Bag<U>) -> Bag<(T, U)> {
         if let Some(error) = self.invalid.as_ref().or(other.invalid.as_ref()) {
             return Bag::invalid(error.clone());
@@ -105,18 +107,13 @@ impl<T: Element> Bag<T> {
         }
         let token = tokens.finish();
         let name: Arc<str> = format!("zip-{token}").into();
+        let portable = crate::portable::zip_spec_id::<T, U>().is_some();
         let nodes = left
             .into_iter()
             .zip(right)
             .enumerate()
             .map(|(i, (l, r))| {
-                let kernel: Arc<dyn Kernel> = Arc::new(slice_kernel("zip", move |inputs: &[Value]| {
-                    let (a, b) = (input::<Vec<T>>(inputs, 0)?, input::<Vec<U>>(inputs, 1)?);
-                    if a.len() != b.len() {
-                        return Err(BagError::ZipLengths { partition: i, left: a.len(), right: b.len() }.into());
-                    }
-                    Ok(Value::new(a.iter().cloned().zip(b.iter().cloned()).collect::<Vec<(T, U)>>()))
-                }));
+                let kernel = zip_kernel::<T, U>(i, portable);
                 Node::new(Key::from_shared(&name, &[i as u32]), kernel, vec![NodeArg::Node(l), NodeArg::Node(r)])
             })
             .collect();
@@ -181,7 +178,9 @@ impl<T: Element> Bag<T> {
     /// `(other_item, element)` for every element and every item of the in-memory table
     /// `other` whose key matches (Dask's `join(other, on_self, on_other)`): an inner join,
     /// elements in bag order, matches in table order. The table is indexed once and shared by
-    /// the partitions' tasks.
+    /// the partitions' tasks. For a cluster, register the key functions
+    /// ([`crate::portable::register_join`]) and call [`Bag::portable`] right after: the table
+    /// then travels with each partition's task.
     ///
     /// ```
     /// # use kiln_bag::Bag; use kiln_graph::Collection; use kiln_local::LocalScheduler;
@@ -195,20 +194,24 @@ impl<T: Element> Bag<T> {
         on_self: impl Fn(&T) -> K + Send + Sync + 'static,
         on_other: impl Fn(&O) -> K,
     ) -> Bag<(O, T)> {
-        let mut table: HashMap<K, Vec<O>> = HashMap::new();
-        for item in other {
-            table.entry(on_other(&item)).or_default().push(item);
-        }
-        let step = pipeline::elementwise("join", move |part: Part<'_, T>| {
-            let mut out = Vec::new();
-            for x in part.as_slice() {
-                if let Some(matches) = table.get(&on_self(x)) {
-                    out.extend(matches.iter().map(|o| (o.clone(), x.clone())));
+        let table: Arc<Vec<O>> = Arc::new(other.into_iter().collect());
+        let index = Arc::new(join_index(&table, &on_other));
+        let on_self: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(on_self);
+        let step = join_step(Arc::clone(&table), index, on_self);
+        let token = fresh_token();
+        let mut out = self.then(Arc::clone(&step), &token);
+        let input = self.clone();
+        out.rebuild = Some(Arc::new(move |id: &str| {
+            // The table travels with every partition's task, through its codec.
+            match crate::portable::encode_value(&*table) {
+                Ok(params) => {
+                    let spec = StepSpec { id: format!("kiln.bag.join/{id}"), params };
+                    input.then(pipeline::with_spec(Arc::clone(&step), Some(spec)), &token)
                 }
+                Err(error) => Bag::invalid(error),
             }
-            Ok(out)
-        });
-        self.then(step, &fresh_token())
+        }));
+        out
     }
 
     /// One delayed value per partition (Dask's `to_delayed`), with the pending steps applied.
@@ -238,6 +241,49 @@ impl<T: Element> Bag<T> {
     }
 }
 
+/// `join`'s index of its table: the positions of the items under each key, in table order.
+pub(crate) fn join_index<O, K: Eq + Hash>(table: &[O], on_other: &dyn Fn(&O) -> K) -> HashMap<K, Vec<usize>> {
+    let mut index: HashMap<K, Vec<usize>> = HashMap::new();
+    for (at, item) in table.iter().enumerate() {
+        index.entry(on_other(item)).or_default().push(at);
+    }
+    index
+}
+
+/// `join`'s step: each element paired with every table item under its key.
+pub(crate) fn join_step<T: Element, O: Element, K: Eq + Hash + Send + Sync + 'static>(
+    table: Arc<Vec<O>>,
+    index: Arc<HashMap<K, Vec<usize>>>,
+    on_self: Arc<dyn Fn(&T) -> K + Send + Sync>,
+) -> Arc<dyn Step> {
+    pipeline::elementwise("join", move |part: Part<'_, T>| {
+        let mut out = Vec::new();
+        for x in part.as_slice() {
+            if let Some(matches) = index.get(&on_self(x)) {
+                out.extend(matches.iter().map(|&at| (table[at].clone(), x.clone())));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// The kernel pairing partition `partition` of two bags; `portable` when the pairs of `T` and
+/// `U` are registered for zip ([`crate::portable::register_zip`]).
+pub(crate) fn zip_kernel<T: Element, U: Element>(partition: usize, portable: bool) -> Arc<dyn Kernel> {
+    let inner: Arc<dyn Kernel> = Arc::new(slice_kernel("zip", move |inputs: &[Value]| {
+        let (a, b) = (input::<Vec<T>>(inputs, 0)?, input::<Vec<U>>(inputs, 1)?);
+        if a.len() != b.len() {
+            return Err(BagError::ZipLengths { partition, left: a.len(), right: b.len() }.into());
+        }
+        Ok(Value::new(a.iter().cloned().zip(b.iter().cloned()).collect::<Vec<(T, U)>>()))
+    }));
+    let spec = portable
+        .then(crate::portable::zip_spec_id::<T, U>)
+        .flatten()
+        .and_then(|id| postcard::to_allocvec(&(partition as u64)).ok().map(|params| KernelSpec { id, params }));
+    Arc::new(SpecKernel { inner, spec, element: std::any::type_name::<(T, U)>() })
+}
+
 /// The kernel concatenating its inputs' partitions.
 pub(crate) fn concat_kernel<T: Element>(tag: Option<&str>) -> Arc<dyn Kernel> {
     let inner: Arc<dyn Kernel> = Arc::new(slice_kernel("concat", |inputs: &[Value]| {
@@ -248,7 +294,7 @@ pub(crate) fn concat_kernel<T: Element>(tag: Option<&str>) -> Arc<dyn Kernel> {
         Ok(Value::new(out))
     }));
     let spec = tag.map(|tag| KernelSpec { id: format!("kiln.bag.concat/{tag}"), params: Vec::new() });
-    Arc::new(SpecKernel { inner, spec })
+    Arc::new(SpecKernel { inner, spec, element: std::any::type_name::<T>() })
 }
 
 /// The kernel taking piece `piece` of `pieces` nearly equal pieces of its input partition.
@@ -263,7 +309,7 @@ pub(crate) fn piece_kernel<T: Element>(piece: usize, pieces: usize, tag: Option<
             .ok()
             .map(|params| KernelSpec { id: format!("kiln.bag.split/{tag}"), params })
     });
-    Arc::new(SpecKernel { inner, spec })
+    Arc::new(SpecKernel { inner, spec, element: std::any::type_name::<T>() })
 }
 
 impl<A: Element, B: Element> Bag<(A, B)> {
@@ -274,14 +320,18 @@ impl<A: Element, B: Element> Bag<(A, B)> {
     /// let pairs = Bag::from_sequence([(1, 2), (3, 4)], 2);
     /// assert_eq!(pairs.starmap(|a, b| a * b).compute_on(&LocalScheduler::new()).unwrap(), vec![2, 12]);
     /// ```
+    ///
+    /// For a cluster, register `f` ([`crate::portable::register_starmap`]) and call
+    /// [`Bag::portable`] right after.
     pub fn starmap<U: Element>(&self, f: impl Fn(&A, &B) -> U + Send + Sync + 'static) -> Bag<U> {
-        self.then(steps::map(move |(a, b): &(A, B)| f(a, b)), &fresh_token())
+        self.then(steps::named_map("starmap", move |(a, b): &(A, B)| f(a, b)), &fresh_token())
     }
 }
 
 impl<A: Element, B: Element, C: Element> Bag<(A, B, C)> {
-    /// `f(a, b, c)` of every triple (Dask's `starmap`).
+    /// `f(a, b, c)` of every triple (Dask's `starmap`); for a cluster, register `f` with
+    /// [`crate::portable::register_starmap3`] and call [`Bag::portable`] right after.
     pub fn starmap<U: Element>(&self, f: impl Fn(&A, &B, &C) -> U + Send + Sync + 'static) -> Bag<U> {
-        self.then(steps::map(move |(a, b, c): &(A, B, C)| f(a, b, c)), &fresh_token())
+        self.then(steps::named_map("starmap", move |(a, b, c): &(A, B, C)| f(a, b, c)), &fresh_token())
     }
 }

@@ -70,6 +70,11 @@ pub(crate) trait Step: Send + Sync {
     fn spec(&self) -> Option<StepSpec> {
         None
     }
+    /// What to register so that this step can travel, when it has no spec: a cluster client's
+    /// refusal quotes it ([`crate::portable::hint`]).
+    fn portable_hint(&self) -> String {
+        crate::portable::hint(self.name(), None)
+    }
 }
 
 /// A step known to other processes under `spec` (a registered user function, or a built-in
@@ -100,6 +105,9 @@ impl Step for SpecStep {
     }
     fn spec(&self) -> Option<StepSpec> {
         Some(self.spec.clone())
+    }
+    fn portable_hint(&self) -> String {
+        self.inner.portable_hint()
     }
 }
 
@@ -196,6 +204,10 @@ where
         }
     }
 
+    fn portable_hint(&self) -> String {
+        crate::portable::hint(self.name, Some(std::any::type_name::<T>()))
+    }
+
     fn finish(&self, output: Box<dyn Any + Send>) -> Result<Value, TaskError> {
         let out = output.downcast::<U>().map_err(|_| TaskError::TypeMismatch {
             position: 0,
@@ -271,6 +283,11 @@ impl PipelineKernel {
     }
 }
 
+/// The remedy for the first step of `steps` that cannot travel.
+pub(crate) fn local_hint(steps: &[Arc<dyn Step>]) -> Option<String> {
+    steps.iter().find(|s| s.spec().is_none()).map(|s| s.portable_hint())
+}
+
 /// The id of fused bag pipelines on the wire; the parameters are the steps' specs.
 pub(crate) const PIPELINE_KERNEL_ID: &str = "kiln.bag.pipeline";
 
@@ -294,5 +311,9 @@ impl Kernel for PipelineKernel {
     fn spec(&self) -> Option<KernelSpec> {
         let specs = self.steps.iter().map(|s| s.spec()).collect::<Option<Vec<StepSpec>>>()?;
         postcard::to_allocvec(&specs).ok().map(|params| KernelSpec { id: PIPELINE_KERNEL_ID.to_string(), params })
+    }
+
+    fn portable_hint(&self) -> Option<String> {
+        local_hint(&self.steps)
     }
 }

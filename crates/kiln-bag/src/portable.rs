@@ -190,7 +190,7 @@ fn codec<V: Serialize + DeserializeOwned + Send + Sync + 'static>(tag: String, s
 
 /// Registers a reduction under `id` (`{id}.partial` step, `{id}.combine` and `{id}.final`
 /// kernels); `make` builds it from the parameters.
-fn register_reduction<T, R, S>(
+fn register_tree<T, R, S>(
     id: String,
     make: impl Fn(&[u8]) -> Result<Reduction<T, R, S>, String> + Send + Sync + 'static,
 ) where
@@ -249,7 +249,7 @@ pub fn register_element<T: Element + Serialize + DeserializeOwned>(tag: &str) {
     if CodecRegistry::global().codec_for(TypeId::of::<T>()).is_none() {
         codec::<T>(format!("kiln.bag.{tag}"), None);
     }
-    register_reduction(format!("kiln.bag.count/{tag}"), |_| Ok(reduce::count_reduction::<T>()));
+    register_tree(format!("kiln.bag.count/{tag}"), |_| Ok(reduce::count_reduction::<T>()));
     register_step(format!("kiln.bag.flatten/{tag}"), |_| Ok(steps::flatten::<T>()));
     register_step(format!("kiln.bag.random_sample/{tag}"), |params| {
         let (fraction, seed): (f64, u64) = postcard::from_bytes(params).map_err(|e| e.to_string())?;
@@ -300,8 +300,8 @@ pub fn register_element<T: Element + Serialize + DeserializeOwned>(tag: &str) {
 pub fn register_hashable<T: Element + Serialize + DeserializeOwned + Eq + Hash>(tag: &str) {
     register_element::<T>(tag);
     register_element::<(T, u64)>(&format!("({tag},u64)"));
-    register_reduction(format!("kiln.bag.frequencies/{tag}"), |_| Ok(reduce::frequencies_reduction::<T>()));
-    register_reduction(format!("kiln.bag.distinct/{tag}"), |_| Ok(reduce::distinct_reduction::<T>()));
+    register_tree(format!("kiln.bag.frequencies/{tag}"), |_| Ok(reduce::frequencies_reduction::<T>()));
+    register_tree(format!("kiln.bag.distinct/{tag}"), |_| Ok(reduce::distinct_reduction::<T>()));
     CodecRegistry::global().register(MsgpackCodec::<OrderedMap<T, u64>, Vec<(T, u64)>> {
         tag: format!("kiln.bag.counts<{tag}>"),
         to_wire: |m| &m.entries,
@@ -321,10 +321,10 @@ pub fn register_hashable<T: Element + Serialize + DeserializeOwned + Eq + Hash>(
 /// [`register_element`], plus `sum`, `min`, `max`, `mean`, `var` and `std`.
 pub fn register_numeric<T: Numeric + Serialize + DeserializeOwned>(tag: &str) {
     register_element::<T>(tag);
-    register_reduction(format!("kiln.bag.sum/{tag}"), |_| Ok(reduce::sum_reduction::<T>()));
-    register_reduction(format!("kiln.bag.min/{tag}"), |_| Ok(reduce::extreme_reduction::<T>(false)));
-    register_reduction(format!("kiln.bag.max/{tag}"), |_| Ok(reduce::extreme_reduction::<T>(true)));
-    register_reduction(format!("kiln.bag.moments/{tag}"), |params| {
+    register_tree(format!("kiln.bag.sum/{tag}"), |_| Ok(reduce::sum_reduction::<T>()));
+    register_tree(format!("kiln.bag.min/{tag}"), |_| Ok(reduce::extreme_reduction::<T>(false)));
+    register_tree(format!("kiln.bag.max/{tag}"), |_| Ok(reduce::extreme_reduction::<T>(true)));
+    register_tree(format!("kiln.bag.moments/{tag}"), |params| {
         let of: MomentsOf = postcard::from_bytes(params).map_err(|e| e.to_string())?;
         Ok(reduce::moments_reduction::<T>(of))
     });
@@ -397,7 +397,7 @@ pub fn register_map_partitions<T: Element, U: Element>(id: &str, f: impl Fn(&[T]
 /// reversed: register `|x| Reverse(key(x))` for it).
 pub fn register_key<T: Element, K: Ord + 'static>(id: &str, key: impl Fn(&T) -> K + Send + Sync + 'static) {
     let key: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(key);
-    register_reduction(format!("kiln.bag.topk/{id}"), move |params| {
+    register_tree(format!("kiln.bag.topk/{id}"), move |params| {
         let k: u64 = postcard::from_bytes(params).map_err(|e| e.to_string())?;
         Ok(reduce::topk_reduction(k as usize, Arc::clone(&key)))
     });
@@ -432,6 +432,272 @@ where
     register_element::<(K, Vec<T>)>(&format!("groupby/{id}"));
 }
 
+/// Registers `f` for `.starmap(f).portable(id)` on a bag of pairs `(A, B)`.
+pub fn register_starmap<A: Element, B: Element, U: Element>(id: &str, f: impl Fn(&A, &B) -> U + Send + Sync + 'static) {
+    let f = Arc::new(f);
+    register_step(format!("kiln.bag.starmap/{id}"), move |_| {
+        let f = Arc::clone(&f);
+        Ok(steps::named_map("starmap", move |(a, b): &(A, B)| f(a, b)))
+    });
+}
+
+/// Registers `f` for `.starmap(f).portable(id)` on a bag of triples `(A, B, C)`.
+pub fn register_starmap3<A: Element, B: Element, C: Element, U: Element>(
+    id: &str,
+    f: impl Fn(&A, &B, &C) -> U + Send + Sync + 'static,
+) {
+    let f = Arc::new(f);
+    register_step(format!("kiln.bag.starmap/{id}"), move |_| {
+        let f = Arc::clone(&f);
+        Ok(steps::named_map("starmap", move |(a, b, c): &(A, B, C)| f(a, b, c)))
+    });
+}
+
+/// Registers the key functions of `.join(table, on_self, on_other).portable(id)`: the table
+/// (a `Vec<O>`) travels with each partition's task and is indexed by `on_other` where the task
+/// runs. Registers the table's elements `O` and the joined pairs `(O, T)` as element types
+/// (under `join/{id}/table` and `join/{id}` when they have no tag yet), so both travel; `T`
+/// must be a registered element type. Call it in the client and in every worker program.
+pub fn register_join<T, O, K>(
+    id: &str,
+    on_self: impl Fn(&T) -> K + Send + Sync + 'static,
+    on_other: impl Fn(&O) -> K + Send + Sync + 'static,
+) where
+    T: Element + Serialize + DeserializeOwned,
+    O: Element + Serialize + DeserializeOwned,
+    K: Eq + Hash + Send + Sync + 'static,
+{
+    register_element_if_new::<O>(&format!("join/{id}/table"));
+    register_element_if_new::<(O, T)>(&format!("join/{id}"));
+    let on_self: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(on_self);
+    let on_other = Arc::new(on_other);
+    register_step(format!("kiln.bag.join/{id}"), move |params| {
+        let table: Vec<O> = decode_value(params)?;
+        let index = crate::ops::join_index(&table, &*on_other);
+        Ok(crate::ops::join_step(Arc::new(table), Arc::new(index), Arc::clone(&on_self)))
+    });
+}
+
+/// Registers the functions of `.fold(binop, combine, initial)` for `.portable(id)` on its
+/// result: `binop` folds a partition's elements of `T` into an `A`, `combine` folds the
+/// partials. The `initial` value travels with the tasks, so `A` needs a codec: one is
+/// registered here (MessagePack) unless `A` has one. Call it in the client and in every worker
+/// program.
+pub fn register_fold<T, A>(
+    id: &str,
+    binop: impl Fn(A, &T) -> A + Send + Sync + 'static,
+    combine: impl Fn(A, &A) -> A + Send + Sync + 'static,
+) where
+    T: Element,
+    A: Element + Serialize + DeserializeOwned,
+{
+    value_codec::<A>();
+    let binop: reduce::Binop<A, T> = Arc::new(binop);
+    let combine: reduce::Binop<A, A> = Arc::new(combine);
+    register_tree(format!("kiln.bag.fold/{id}"), move |params| {
+        let initial: A = decode_value(params)?;
+        Ok(reduce::fold_reduction(Arc::clone(&binop), Arc::clone(&combine), initial))
+    });
+}
+
+/// Registers the functions of `.reduction(per_partition, aggregate)` for `.portable(id)` on
+/// its result; `R` gets a codec (MessagePack) unless it has one. Call it in the client and in
+/// every worker program.
+pub fn register_reduction<T, R>(
+    id: &str,
+    per_partition: impl Fn(&[T]) -> R + Send + Sync + 'static,
+    aggregate: impl Fn(Vec<R>) -> R + Send + Sync + 'static,
+) where
+    T: Element,
+    R: Element + Serialize + DeserializeOwned,
+{
+    value_codec::<R>();
+    let per_partition: reduce::PerPartition<T, R> = Arc::new(per_partition);
+    let aggregate: reduce::Aggregate<R> = Arc::new(aggregate);
+    register_tree(format!("kiln.bag.reduction/{id}"), move |_| {
+        Ok(reduce::user_reduction(Arc::clone(&per_partition), Arc::clone(&aggregate)))
+    });
+}
+
+/// Registers the functions of `.foldby(key, binop, initial, combine, combine_initial)` for
+/// `.portable(id)` on its result. The two initial values travel with the tasks; the
+/// per-partition groups and the `(K, A)` results get codecs (the pairs as an element type
+/// tagged `foldby/{id}` unless they have a tag). Call it in the client and in every worker
+/// program.
+pub fn register_foldby<T, K, A>(
+    id: &str,
+    key: impl Fn(&T) -> K + Send + Sync + 'static,
+    binop: impl Fn(A, &T) -> A + Send + Sync + 'static,
+    combine: impl Fn(A, &A) -> A + Send + Sync + 'static,
+) where
+    T: Element,
+    K: Element + Eq + Hash + Serialize + DeserializeOwned,
+    A: Element + Serialize + DeserializeOwned,
+{
+    value_codec::<A>();
+    register_element_if_new::<(K, A)>(&format!("foldby/{id}"));
+    if CodecRegistry::global().codec_for(TypeId::of::<OrderedMap<K, reduce::Acc<A>>>()).is_none() {
+        CodecRegistry::global().register(MsgpackCodec::<OrderedMap<K, reduce::Acc<A>>, Vec<(K, reduce::Acc<A>)>> {
+            tag: format!("kiln.bag.foldby<{id}>"),
+            to_wire: |m| &m.entries,
+            from_wire: OrderedMap::from_entries,
+            size: Some(|m| estimated_nbytes(&m.entries)),
+            _v: PhantomData,
+        });
+    }
+    let fns = reduce::FoldBy {
+        key: Arc::new(key) as reduce::KeyOf<T, K>,
+        binop: Arc::new(binop) as reduce::Binop<A, T>,
+        combine: Arc::new(combine) as reduce::Binop<A, A>,
+    };
+    register_tree(format!("kiln.bag.foldby/{id}"), move |params| {
+        let (initial, combine_initial): (Encoded, Encoded) =
+            postcard::from_bytes(params).map_err(|e| format!("foldby's initial values: {e}"))?;
+        Ok(reduce::foldby_reduction(fns.clone(), decode_encoded(initial)?, decode_encoded(combine_initial)?))
+    });
+}
+
+/// Makes `a.zip(&b)` of bags of `T` and `U` portable: registers the zip kernel and the pairs
+/// `(T, U)` as an element type (tagged `({t},{u})` from the two tags unless it has a tag).
+/// `(T, u64)` for the built-in hashable types and `(T, T)` for `u64`, `i64`, `f64` and
+/// `String` are registered already.
+///
+/// # Errors
+/// [`crate::BagError::Unregistered`] when `T` or `U` is not a registered element type (register
+/// them first: the kernel's id is made of their tags).
+pub fn register_zip<T, U>() -> Result<(), crate::BagError>
+where
+    T: Element + Serialize + DeserializeOwned,
+    U: Element + Serialize + DeserializeOwned,
+{
+    ensure_registered();
+    register_zip_here::<T, U>()
+}
+
+/// [`register_zip`] without [`ensure_registered`] (which calls it).
+fn register_zip_here<T, U>() -> Result<(), crate::BagError>
+where
+    T: Element + Serialize + DeserializeOwned,
+    U: Element + Serialize + DeserializeOwned,
+{
+    let unregistered = |name: &'static str| crate::BagError::Unregistered { type_name: name };
+    let tag_of = |t: TypeId| tags().read().unwrap_or_else(|p| p.into_inner()).get(&t).cloned();
+    let t = tag_of(TypeId::of::<T>()).ok_or_else(|| unregistered(std::any::type_name::<T>()))?;
+    let u = tag_of(TypeId::of::<U>()).ok_or_else(|| unregistered(std::any::type_name::<U>()))?;
+    let id = zip_id(&t, &u);
+    register_element_if_new::<(T, U)>(&format!("({t},{u})"));
+    KernelRegistry::global().register_factory(&id.clone(), move |params| {
+        let partition: u64 = postcard::from_bytes(params).map_err(|e| format!("{id}: {e}"))?;
+        Ok(crate::ops::zip_kernel::<T, U>(partition as usize, true))
+    });
+    zips().write().unwrap_or_else(|p| p.into_inner()).insert(TypeId::of::<(T, U)>());
+    Ok(())
+}
+
+/// The zip kernel's id for tags `t` and `u`.
+pub(crate) fn zip_id(t: &str, u: &str) -> String {
+    format!("kiln.bag.zip/({t},{u})")
+}
+
+fn zips() -> &'static RwLock<std::collections::HashSet<TypeId>> {
+    static ZIPS: OnceLock<RwLock<std::collections::HashSet<TypeId>>> = OnceLock::new();
+    ZIPS.get_or_init(Default::default)
+}
+
+/// The id of the zip kernel of `T` and `U` when [`register_zip`] made it portable here.
+pub(crate) fn zip_spec_id<T: 'static, U: 'static>() -> Option<String> {
+    ensure_registered();
+    if !zips().read().unwrap_or_else(|p| p.into_inner()).contains(&TypeId::of::<(T, U)>()) {
+        return None;
+    }
+    Some(zip_id(&tag_of::<T>()?, &tag_of::<U>()?))
+}
+
+/// [`register_element`] unless `T` has a tag already (a type registered twice under different
+/// tags would change the ids of its built-in operations between processes that registered in
+/// another order).
+fn register_element_if_new<T: Element + Serialize + DeserializeOwned>(tag: &str) {
+    if tags().read().unwrap_or_else(|p| p.into_inner()).get(&TypeId::of::<T>()).is_none() {
+        register_element::<T>(tag);
+    }
+}
+
+/// A codec for single values of `A` (a fold's accumulator, a reduction's result) unless it has
+/// one; tagged by the type's name, so every process of one program agrees on it whatever
+/// order it registered things in.
+fn value_codec<A: Serialize + DeserializeOwned + Send + Sync + 'static>() {
+    if CodecRegistry::global().codec_for(TypeId::of::<A>()).is_none() {
+        codec::<A>(format!("kiln.bag.value<{}>", std::any::type_name::<A>()), None);
+    }
+}
+
+/// A value as parameters of a task: its codec's encoding, postcard-framed.
+pub(crate) fn encode_value<A: Element>(value: &A) -> Result<Vec<u8>, crate::BagError> {
+    let encoded = CodecRegistry::global()
+        .encode(&Value::new(value.clone()))
+        .map_err(|_| crate::BagError::Unregistered { type_name: std::any::type_name::<A>() })?;
+    postcard::to_allocvec(&encoded).map_err(|e| crate::BagError::Encode(e.to_string()))
+}
+
+/// [`encode_value`]'s encoding before postcard framing (for parameters that hold several).
+pub(crate) fn encoded<A: Element>(value: &A) -> Result<Encoded, crate::BagError> {
+    CodecRegistry::global()
+        .encode(&Value::new(value.clone()))
+        .map_err(|_| crate::BagError::Unregistered { type_name: std::any::type_name::<A>() })
+}
+
+fn decode_value<A: Element>(params: &[u8]) -> Result<A, String> {
+    let encoded: Encoded = postcard::from_bytes(params).map_err(|e| e.to_string())?;
+    decode_encoded(encoded)
+}
+
+fn decode_encoded<A: Element>(encoded: Encoded) -> Result<A, String> {
+    let value = CodecRegistry::global().decode_owned(encoded).map_err(|e| e.to_string())?;
+    value.take::<A>().map_err(|m| format!("expected {}, decoded {}", m.expected, m.found))
+}
+
+/// What to do so that operation `op` (a step's or kernel's name) on elements of type `element`
+/// can run on a cluster: the remedy a cluster client's refusal quotes.
+pub(crate) fn hint(op: &str, element: Option<&str>) -> String {
+    let ty = element.unwrap_or("T");
+    let user = |after: &str, register: &str| {
+        format!(
+            "`{op}` runs a user function that has no id: give it one with `.portable(id)` right after {after}, and \
+             register the same function with `kiln_bag::portable::{register}` in the client and in every worker \
+             program (before run_worker_if_requested)"
+        )
+    };
+    let element_type = |register: &str| {
+        format!(
+            "`{op}` of {ty} needs the element type registered: call `kiln_bag::portable::{register}::<{ty}>(tag)` \
+             in the client and in every worker program (before run_worker_if_requested)"
+        )
+    };
+    match op {
+        "map" => user("`map`", "register_map(id, f)"),
+        "try_map" => user("`try_map`", "register_try_map(id, f)"),
+        "filter" | "remove" => user("`filter` or `remove`", "register_filter(id, predicate)"),
+        "flat_map" => user("`flat_map`", "register_flat_map(id, f)"),
+        "map_partitions" => user("`map_partitions`", "register_map_partitions(id, f)"),
+        "starmap" => user("`starmap`", "register_starmap(id, f)` or `register_starmap3(id, f)"),
+        "join" => user("`join`", "register_join(id, on_self, on_other)"),
+        "topk" => user("`topk` or `bottomk`", "register_key(id, key)"),
+        "groupby" | "groupby-split" => user("`groupby`", "register_group_key(id, key)"),
+        "fold" => user("`fold` (on its result)", "register_fold(id, binop, combine)"),
+        "reduction" => user("`reduction` (on its result)", "register_reduction(id, per_partition, aggregate)"),
+        "foldby" => user("`foldby` (on its result)", "register_foldby(id, key, binop, combine)"),
+        "zip" => format!(
+            "`zip` into {ty} needs both element types registered (`kiln_bag::portable::register_element`) and then \
+             `kiln_bag::portable::register_zip::<T, U>()`, in the client and in every worker program (before \
+             run_worker_if_requested)"
+        ),
+        "frequencies" | "distinct" => element_type("register_hashable"),
+        "sum" | "min" | "max" | "mean" | "var" | "std" => element_type("register_numeric"),
+        "to_textfiles" => element_type("register_text"),
+        _ => element_type("register_element"),
+    }
+}
+
 /// Registers the bag kernels and the common element types (`String`, `serde_json::Value`,
 /// `bool`, the integers and floats) in the process-wide registries, once. Building a bag
 /// calls it; `kiln::register_builtins` (so `kiln worker`) calls it at start-up.
@@ -457,8 +723,8 @@ pub fn ensure_registered() {
         register_hashable::<crate::Json>("json-text");
         register_text::<crate::Json>("json-text");
         register_hashable::<bool>("bool");
-        register_reduction("kiln.bag.any/bool".into(), |_| Ok(reduce::truth_reduction(false)));
-        register_reduction("kiln.bag.all/bool".into(), |_| Ok(reduce::truth_reduction(true)));
+        register_tree("kiln.bag.any/bool".into(), |_| Ok(reduce::truth_reduction(false)));
+        register_tree("kiln.bag.all/bool".into(), |_| Ok(reduce::truth_reduction(true)));
         macro_rules! integers {
             ($($t:ty => $tag:literal),*) => {$(
                 register_hashable::<$t>($tag);
@@ -470,6 +736,25 @@ pub fn ensure_registered() {
         register_numeric::<f64>("f64");
         register_text::<f64>("f64");
         register_numeric::<f32>("f32");
+        // zip: each hashable built-in with u64 (pairs that exist already for frequencies),
+        // and a few same-type pairs. `register_zip` cannot fail for tagged types.
+        macro_rules! zips {
+            ($(($a:ty, $b:ty)),*) => {$( let _ = register_zip_here::<$a, $b>(); )*};
+        }
+        zips!(
+            (String, u64),
+            (serde_json::Value, u64),
+            (crate::Json, u64),
+            (bool, u64),
+            (u64, u64),
+            (i64, u64),
+            (u32, u64),
+            (i32, u64),
+            (usize, u64),
+            (i64, i64),
+            (f64, f64),
+            (String, String)
+        );
         CodecRegistry::global().register(SerdeCodec::<Moments>::new("kiln.bag.moments"));
         CodecRegistry::global().register(SerdeCodec::<PathBuf>::new("kiln.bag.path"));
         CodecRegistry::global().register(SerdeCodec::<Vec<PathBuf>>::new("kiln.bag.paths"));
@@ -502,6 +787,8 @@ pub(crate) fn user_step_spec(step: &dyn Step, id: &str) -> StepSpec {
 pub(crate) struct SpecKernel {
     pub(crate) inner: Arc<dyn Kernel>,
     pub(crate) spec: Option<KernelSpec>,
+    /// The element type the kernel reads (named in the remedy when `spec` is `None`).
+    pub(crate) element: &'static str,
 }
 
 impl Kernel for SpecKernel {
@@ -513,5 +800,8 @@ impl Kernel for SpecKernel {
     }
     fn spec(&self) -> Option<KernelSpec> {
         self.spec.clone()
+    }
+    fn portable_hint(&self) -> Option<String> {
+        Some(hint(self.inner.name(), Some(self.element)))
     }
 }

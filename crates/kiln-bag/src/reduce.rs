@@ -19,12 +19,17 @@ use crate::{Bag, BagError, Element, fresh_token};
 /// A lazily computed single value, such as a bag's sum (Dask's `Item`).
 pub struct Item<R> {
     node: Result<Arc<Node>, BagError>,
+    /// How [`Item::portable`] rebuilds this value with its user functions named (`fold`,
+    /// `reduction`).
+    rebuild: Option<ItemRebuild<R>>,
     _r: PhantomData<fn() -> R>,
 }
 
+type ItemRebuild<R> = Arc<dyn Fn(&str) -> Item<R> + Send + Sync>;
+
 impl<R> Clone for Item<R> {
     fn clone(&self) -> Self {
-        Item { node: self.node.clone(), _r: PhantomData }
+        Item { node: self.node.clone(), rebuild: self.rebuild.clone(), _r: PhantomData }
     }
 }
 
@@ -39,11 +44,37 @@ impl<R> std::fmt::Debug for Item<R> {
 
 impl<R: Element> Item<R> {
     pub(crate) fn from_node(node: Arc<Node>) -> Item<R> {
-        Item { node: Ok(node), _r: PhantomData }
+        Item { node: Ok(node), rebuild: None, _r: PhantomData }
     }
 
     pub(crate) fn invalid(error: BagError) -> Item<R> {
-        Item { node: Err(error), _r: PhantomData }
+        Item { node: Err(error), rebuild: None, _r: PhantomData }
+    }
+
+    /// Marks the user functions of the reduction that made this value (`fold`, `reduction`)
+    /// as registered under `id`, so a cluster can run it: every process that runs it registers
+    /// the same functions under the same id ([`crate::portable::register_fold`],
+    /// [`crate::portable::register_reduction`]). A value made otherwise reports an error.
+    ///
+    /// ```
+    /// # use kiln_bag::{Bag, portable}; use kiln_graph::Collection; use kiln_local::LocalScheduler;
+    /// fn longest(best: u64, s: &String) -> u64 { best.max(s.len() as u64) }
+    /// fn larger(a: u64, b: &u64) -> u64 { a.max(*b) }
+    /// portable::register_fold("doc.longest", longest, larger); // in the client and every worker
+    /// let words = Bag::from_sequence(["a", "abc", "ab"].map(String::from), 2);
+    /// let most = words.fold(longest, larger, 0).portable("doc.longest");
+    /// assert_eq!(most.compute_on(&LocalScheduler::new()).unwrap(), 3);
+    /// ```
+    pub fn portable(&self, id: &str) -> Item<R> {
+        match &self.rebuild {
+            Some(rebuild) => rebuild(id),
+            None => Item::invalid(self.node.clone().err().unwrap_or(BagError::NoUserFunction { id: id.to_string() })),
+        }
+    }
+
+    fn with_rebuild(mut self, rebuild: impl Fn(&str) -> Item<R> + Send + Sync + 'static) -> Item<R> {
+        self.rebuild = Some(Arc::new(rebuild));
+        self
     }
 
     /// This value's key, or the reason the value is invalid.
@@ -199,12 +230,37 @@ impl<K: Eq + Hash + Clone, V> OrderedMap<K, V> {
 }
 
 /// A value with a placeholder, so folds can move accumulators out of maps.
-#[derive(Clone, Debug)]
-struct Acc<A>(Option<A>);
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Acc<A>(Option<A>);
 
 impl<A> Default for Acc<A> {
     fn default() -> Self {
         Acc(None)
+    }
+}
+
+/// A fold's function: an accumulator and one more input.
+pub(crate) type Binop<A, T> = Arc<dyn Fn(A, &T) -> A + Send + Sync>;
+/// `reduction`'s function of one partition.
+pub(crate) type PerPartition<T, R> = Arc<dyn Fn(&[T]) -> R + Send + Sync>;
+/// `reduction`'s function of a list of partial results.
+pub(crate) type Aggregate<R> = Arc<dyn Fn(Vec<R>) -> R + Send + Sync>;
+/// A key function.
+pub(crate) type KeyOf<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
+
+/// `foldby`'s tree: per-partition groups of accumulators, finished as `(key, result)` pairs.
+pub(crate) type FoldByReduction<T, K, A> = Reduction<T, OrderedMap<K, Acc<A>>, Vec<(K, A)>>;
+
+/// `foldby`'s three user functions.
+pub(crate) struct FoldBy<T, K, A> {
+    pub(crate) key: KeyOf<T, K>,
+    pub(crate) binop: Binop<A, T>,
+    pub(crate) combine: Binop<A, A>,
+}
+
+impl<T, K, A> Clone for FoldBy<T, K, A> {
+    fn clone(&self) -> Self {
+        FoldBy { key: Arc::clone(&self.key), binop: Arc::clone(&self.binop), combine: Arc::clone(&self.combine) }
     }
 }
 
@@ -301,6 +357,10 @@ impl<T: Element, R: Element> pipeline::Step for PartialStep<T, R> {
         if self.absorb.is_some() { pipeline::Streaming::Fold } else { pipeline::Streaming::Whole }
     }
 
+    fn portable_hint(&self) -> String {
+        crate::portable::hint(self.name, Some(std::any::type_name::<T>()))
+    }
+
     fn absorb(
         &self,
         so_far: Box<dyn std::any::Any + Send>,
@@ -351,6 +411,9 @@ impl<F: Fn(&[Value]) -> Result<Value, TaskError> + Send + Sync + 'static> Kernel
     fn spec(&self) -> Option<KernelSpec> {
         self.spec.clone()
     }
+    fn portable_hint(&self) -> Option<String> {
+        Some(crate::portable::hint(self.name, None))
+    }
 }
 
 impl<T: Element> Bag<T> {
@@ -393,7 +456,7 @@ impl<T: Element> Bag<T> {
     }
 
     pub(crate) fn item<S: Element>(node: Result<Arc<Node>, BagError>) -> Item<S> {
-        Item { node, _r: PhantomData }
+        Item { node, rebuild: None, _r: PhantomData }
     }
 
     /// A one-partition bag of the reduction's list result.
@@ -414,7 +477,9 @@ impl<T: Element> Bag<T> {
 
     /// `initial`, then `binop` with each element, per partition; the partials combined with
     /// `combine` (Dask's `fold`). `initial` is used once per partition, so it must leave
-    /// `combine` unchanged (0 for sums, an empty set for unions).
+    /// `combine` unchanged (0 for sums, an empty set for unions). For a cluster, register both
+    /// functions ([`crate::portable::register_fold`]) and call [`Item::portable`] on the result;
+    /// `initial` then travels with the tasks.
     ///
     /// ```
     /// # use kiln_bag::Bag; use kiln_graph::Collection; use kiln_local::LocalScheduler;
@@ -428,39 +493,39 @@ impl<T: Element> Bag<T> {
         combine: impl Fn(A, &A) -> A + Send + Sync + 'static,
         initial: A,
     ) -> Item<A> {
-        let combine_initial = initial.clone();
-        let binop = Arc::new(binop);
-        let absorb_binop = Arc::clone(&binop);
-        Self::item(
-            self.tree(
-                Reduction::new(
-                    "fold",
-                    move |part| Ok(part.as_slice().iter().fold(initial.clone(), &*binop)),
-                    move |partials: &[&A]| Ok(partials.iter().fold(combine_initial.clone(), |acc, p| combine(acc, p))),
-                    Ok,
-                )
-                .absorbing(move |acc, part| Ok(part.as_slice().iter().fold(acc, &*absorb_binop))),
-                None,
-            ),
-        )
+        let (binop, combine): (Binop<A, T>, Binop<A, A>) = (Arc::new(binop), Arc::new(combine));
+        let local = fold_reduction(Arc::clone(&binop), Arc::clone(&combine), initial.clone());
+        let input = self.clone();
+        Self::item(self.tree(local, None)).with_rebuild(move |id| {
+            // The initial value travels as the reduction's parameters, through its codec.
+            let params = match crate::portable::encode_value(&initial) {
+                Ok(params) => params,
+                Err(error) => return Item::invalid(error),
+            };
+            let id = ReductionId { id: format!("kiln.bag.fold/{id}"), params };
+            let reduction = fold_reduction(Arc::clone(&binop), Arc::clone(&combine), initial.clone());
+            Self::item(input.tree(reduction, Some(id)))
+        })
     }
 
     /// `per_partition` of each partition, then `aggregate` of lists of those results, level by
-    /// level of the tree (Dask's `reduction`): `aggregate` must accept its own outputs.
+    /// level of the tree (Dask's `reduction`): `aggregate` must accept its own outputs. For a
+    /// cluster, register both functions ([`crate::portable::register_reduction`]) and call
+    /// [`Item::portable`] on the result.
     pub fn reduction<R: Element>(
         &self,
         per_partition: impl Fn(&[T]) -> R + Send + Sync + 'static,
         aggregate: impl Fn(Vec<R>) -> R + Send + Sync + 'static,
     ) -> Item<R> {
-        Self::item(self.tree(
-            Reduction::new(
-                "reduction",
-                move |part| Ok(per_partition(part.as_slice())),
-                move |partials: &[&R]| Ok(aggregate(partials.iter().map(|p| (*p).clone()).collect())),
-                Ok,
-            ),
-            None,
-        ))
+        let (per_partition, aggregate): (PerPartition<T, R>, Aggregate<R>) =
+            (Arc::new(per_partition), Arc::new(aggregate));
+        let input = self.clone();
+        Self::item(self.tree(user_reduction(Arc::clone(&per_partition), Arc::clone(&aggregate)), None)).with_rebuild(
+            move |id| {
+                let id = ReductionId { id: format!("kiln.bag.reduction/{id}"), params: Vec::new() };
+                Self::item(input.tree(user_reduction(Arc::clone(&per_partition), Arc::clone(&aggregate)), Some(id)))
+            },
+        )
     }
 
     /// The `k` largest elements by `key`, largest first; equal keys keep their order in the
@@ -482,6 +547,78 @@ impl<T: Element> Bag<T> {
     pub fn bottomk<K: Ord + 'static>(&self, k: usize, key: impl Fn(&T) -> K + Send + Sync + 'static) -> Bag<T> {
         self.topk(k, move |x| std::cmp::Reverse(key(x)))
     }
+}
+
+pub(crate) fn fold_reduction<T: Element, A: Element>(
+    binop: Binop<A, T>,
+    combine: Binop<A, A>,
+    initial: A,
+) -> Reduction<T, A, A> {
+    let combine_initial = initial.clone();
+    let absorb_binop = Arc::clone(&binop);
+    Reduction::new(
+        "fold",
+        move |part| Ok(part.as_slice().iter().fold(initial.clone(), &*binop)),
+        move |partials: &[&A]| Ok(partials.iter().fold(combine_initial.clone(), |acc, p| combine(acc, p))),
+        Ok,
+    )
+    .absorbing(move |acc, part| Ok(part.as_slice().iter().fold(acc, &*absorb_binop)))
+}
+
+pub(crate) fn user_reduction<T: Element, R: Element>(
+    per_partition: PerPartition<T, R>,
+    aggregate: Aggregate<R>,
+) -> Reduction<T, R, R> {
+    Reduction::new(
+        "reduction",
+        move |part| Ok(per_partition(part.as_slice())),
+        move |partials: &[&R]| Ok(aggregate(partials.iter().map(|p| (*p).clone()).collect())),
+        Ok,
+    )
+}
+
+pub(crate) fn foldby_reduction<T: Element, K: Element + Eq + Hash, A: Element>(
+    fns: FoldBy<T, K, A>,
+    initial: A,
+    combine_initial: A,
+) -> FoldByReduction<T, K, A> {
+    let finish = |groups: OrderedMap<K, Acc<A>>| {
+        groups
+            .entries
+            .into_iter()
+            .map(|(k, acc)| acc.0.map(|a| (k, a)))
+            .collect::<Option<Vec<(K, A)>>>()
+            .ok_or_else(|| TaskError::msg("foldby: a group lost its accumulator"))
+    };
+    let FoldBy { key, binop, combine } = fns;
+    let fold_in = move |mut groups: OrderedMap<K, Acc<A>>, part: Part<'_, T>| {
+        for x in part.as_slice() {
+            groups.upsert(&key(x), || Acc(Some(initial.clone())), |acc| Acc(acc.0.map(|a| binop(a, x))));
+        }
+        Ok(groups)
+    };
+    let fold_in = Arc::new(fold_in);
+    let absorb = Arc::clone(&fold_in);
+    Reduction::new(
+        "foldby",
+        move |part| fold_in(OrderedMap::new(), part),
+        move |partials: &[&OrderedMap<K, Acc<A>>]| {
+            let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
+            for partial in partials {
+                for (k, value) in &partial.entries {
+                    let Some(value) = &value.0 else { continue };
+                    groups.upsert(
+                        k,
+                        || Acc(Some(combine_initial.clone())),
+                        |acc| Acc(acc.0.map(|a| combine(a, value))),
+                    );
+                }
+            }
+            Ok(groups)
+        },
+        finish,
+    )
+    .absorbing(move |groups, part| absorb(groups, part))
 }
 
 pub(crate) fn count_reduction<T: Element>() -> Reduction<T, u64, u64> {
@@ -591,7 +728,9 @@ impl<T: Element> Bag<T> {
     /// elements with `binop`; the per-partition results of a group are folded with `combine`
     /// from `combine_initial`. Groups come in order of first occurrence. A one-partition bag of
     /// `(key, result)` pairs. `combine_initial` is used once per group and tree task, so it must
-    /// leave `combine` unchanged.
+    /// leave `combine` unchanged. For a cluster, register the functions
+    /// ([`crate::portable::register_foldby`]) and call [`Bag::portable`] on the result; the
+    /// initial values then travel with the tasks.
     ///
     /// ```
     /// # use kiln_bag::Bag; use kiln_graph::Collection; use kiln_local::LocalScheduler;
@@ -610,47 +749,28 @@ impl<T: Element> Bag<T> {
         K: Element + Eq + Hash,
         A: Element,
     {
-        let finish = |groups: OrderedMap<K, Acc<A>>| {
-            groups
-                .entries
-                .into_iter()
-                .map(|(k, acc)| acc.0.map(|a| (k, a)))
-                .collect::<Option<Vec<(K, A)>>>()
-                .ok_or_else(|| TaskError::msg("foldby: a group lost its accumulator"))
+        let fns = FoldBy {
+            key: Arc::new(key) as KeyOf<T, K>,
+            binop: Arc::new(binop) as Binop<A, T>,
+            combine: Arc::new(combine) as Binop<A, A>,
         };
-        let fold_in = move |mut groups: OrderedMap<K, Acc<A>>, part: Part<'_, T>| {
-            for x in part.as_slice() {
-                groups.upsert(&key(x), || Acc(Some(initial.clone())), |acc| Acc(acc.0.map(|a| binop(a, x))));
-            }
-            Ok(groups)
-        };
-        let fold_in = Arc::new(fold_in);
-        let absorb = Arc::clone(&fold_in);
-        Self::listed(
-            self.tree(
-                Reduction::new(
-                    "foldby",
-                    move |part| fold_in(OrderedMap::new(), part),
-                    move |partials: &[&OrderedMap<K, Acc<A>>]| {
-                        let mut groups: OrderedMap<K, Acc<A>> = OrderedMap::new();
-                        for partial in partials {
-                            for (k, value) in &partial.entries {
-                                let Some(value) = &value.0 else { continue };
-                                groups.upsert(
-                                    k,
-                                    || Acc(Some(combine_initial.clone())),
-                                    |acc| Acc(acc.0.map(|a| combine(a, value))),
-                                );
-                            }
-                        }
-                        Ok(groups)
-                    },
-                    finish,
-                )
-                .absorbing(move |groups, part| absorb(groups, part)),
-                None,
-            ),
-        )
+        let local = foldby_reduction(fns.clone(), initial.clone(), combine_initial.clone());
+        let mut out = Self::listed(self.tree(local, None));
+        let input = self.clone();
+        out.rebuild = Some(Arc::new(move |id: &str| {
+            // Both initial values travel as the reduction's parameters, through their codec.
+            let params = crate::portable::encoded(&initial)
+                .and_then(|a| Ok((a, crate::portable::encoded(&combine_initial)?)))
+                .and_then(|both| postcard::to_allocvec(&both).map_err(|e| BagError::Encode(e.to_string())));
+            let params = match params {
+                Ok(params) => params,
+                Err(error) => return Bag::invalid(error),
+            };
+            let id = ReductionId { id: format!("kiln.bag.foldby/{id}"), params };
+            let reduction = foldby_reduction(fns.clone(), initial.clone(), combine_initial.clone());
+            Self::listed(input.tree(reduction, Some(id)))
+        }));
+        out
     }
 }
 

@@ -10,7 +10,16 @@ use crate::pipeline::{self, Part, Step};
 
 /// `f` of every element.
 pub(crate) fn map<T: Element, U: Element>(f: impl Fn(&T) -> U + Send + Sync + 'static) -> Arc<dyn Step> {
-    pipeline::elementwise("map", move |part: Part<'_, T>| Ok(part.as_slice().iter().map(&f).collect::<Vec<U>>()))
+    named_map("map", f)
+}
+
+/// `f` of every element, as a step called `name` (`starmap` is a map over tuples, registered
+/// under its own name).
+pub(crate) fn named_map<T: Element, U: Element>(
+    name: &'static str,
+    f: impl Fn(&T) -> U + Send + Sync + 'static,
+) -> Arc<dyn Step> {
+    pipeline::elementwise(name, move |part: Part<'_, T>| Ok(part.as_slice().iter().map(&f).collect::<Vec<U>>()))
 }
 
 /// `f` of every element; an `Err` fails the task with its message.

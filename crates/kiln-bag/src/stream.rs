@@ -164,6 +164,18 @@ impl Kernel for StreamKernel {
         last.finish(output)
     }
 
+    fn portable_hint(&self) -> Option<String> {
+        if self.source.spec().is_none() {
+            return Some(
+                "its file source cannot travel: register the element type read with \
+                 kiln_bag::portable::register_element::<T>(tag) in the client and every worker program (reads \
+                 with OnBadLine::Skip count skipped lines in the client's memory, so they run locally only)"
+                    .to_string(),
+            );
+        }
+        crate::pipeline::local_hint(&self.steps)
+    }
+
     fn spec(&self) -> Option<KernelSpec> {
         let source = self.source.spec()?;
         let steps = self.steps.iter().map(|s| s.spec()).collect::<Option<Vec<StepSpec>>>()?;

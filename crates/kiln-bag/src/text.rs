@@ -76,35 +76,37 @@ const LINE_BLOCK: usize = 128 << 10;
 /// must not keep 128 KiB of its neighbours alive).
 fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), TaskError>) -> Result<(), TaskError> {
     let mut reader = open_decompressed(path)?;
-    // Read bytes not yet handed on: the start of a line whose end has not been read yet.
-    let mut pending: Vec<u8> = Vec::with_capacity(LINE_BLOCK * 2);
+    // `buffer[..filled]` holds read bytes not yet handed on: the start of a line whose end has
+    // not been read yet. The buffer is zeroed once and only grows (for a line longer than a
+    // block), so reads land in it without clearing it again.
+    let mut buffer: Vec<u8> = vec![0; LINE_BLOCK * 2];
+    let mut filled = 0;
     let mut number = 0u64;
     let mut eof = false;
     while !eof {
         // Fill to at least a block past the pending part, so a block ends in a full line unless
         // a line is longer than a block (then read on until it ends).
-        let want = pending.len() + LINE_BLOCK;
-        while pending.len() < want {
-            let filled = pending.len();
-            pending.resize(want, 0);
-            let read = match reader.read(&mut pending[filled..]) {
+        let want = filled + LINE_BLOCK;
+        if buffer.len() < want {
+            buffer.resize(want, 0);
+        }
+        while filled < want {
+            let read = match reader.read(&mut buffer[filled..want]) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                    pending.truncate(filled);
-                    continue;
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(io_error(path, e).into()),
             };
-            pending.truncate(filled + read);
+            filled += read;
             if read == 0 {
                 eof = true;
                 break;
             }
         }
+        let pending = &buffer[..filled];
         let cut = if eof {
             pending.len()
         } else {
-            match memchr::memrchr(b'\n', &pending) {
+            match memchr::memrchr(b'\n', pending) {
                 Some(i) => i + 1,
                 None => continue,
             }
@@ -145,7 +147,8 @@ fn for_each_line(path: &Path, mut line: impl FnMut(&str, u64) -> Result<(), Task
             };
             return Err(BagError::BadLine { path: path.to_path_buf(), line: number + 1, message }.into());
         }
-        pending.drain(..cut);
+        buffer.copy_within(cut..filled, 0);
+        filled -= cut;
     }
     Ok(())
 }
@@ -511,6 +514,7 @@ fn paths_kernel() -> Arc<dyn Kernel> {
         Arc::new(SpecKernel {
             inner: gather_kernel::<PathBuf>("paths"),
             spec: Some(KernelSpec { id: "kiln.bag.paths".into(), params: Vec::new() }),
+            element: std::any::type_name::<PathBuf>(),
         })
     }))
 }
@@ -531,7 +535,7 @@ fn writer_kernel<T: Element + Display>(path: PathBuf, compression: Compression, 
     let inner: Arc<dyn Kernel> = Arc::new(try_func1("to_textfiles", move |items: &Vec<T>| {
         write_partition(&path, items, compression).map(|()| path.clone()).map_err(|e| e.to_string())
     }));
-    Arc::new(SpecKernel { inner, spec })
+    Arc::new(SpecKernel { inner, spec, element: std::any::type_name::<T>() })
 }
 
 /// Registers `to_textfiles` partition writers for `T` under `tag`.

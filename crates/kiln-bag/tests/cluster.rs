@@ -43,6 +43,12 @@ fn json_by_count(pair: &(Json, u64)) -> u64 {
 fn square(x: &u64) -> u64 {
     x * x
 }
+fn has_size(event: &Event) -> bool {
+    event.size.is_some()
+}
+fn is_alice_number(x: &u64) -> bool {
+    x % 3 == 1
+}
 #[allow(clippy::ptr_arg)]
 fn words(line: &String) -> Vec<String> {
     line.split_whitespace().map(str::to_string).collect()
@@ -58,6 +64,45 @@ fn bigger_first(events: &[Event]) -> Vec<Event> {
     events.sort_by_key(|e| std::cmp::Reverse(e.size));
     events
 }
+fn add(acc: u64, x: &u64) -> u64 {
+    acc + x
+}
+fn longest(best: u64, event: &Event) -> u64 {
+    best.max(event.name.len() as u64 + u64::from(event.size.unwrap_or(0)))
+}
+fn larger(a: u64, b: &u64) -> u64 {
+    a.max(*b)
+}
+fn sizes(events: &[Event]) -> Vec<u32> {
+    events.iter().filter_map(|e| e.size).collect()
+}
+// `reduction`'s aggregate takes the list of partials by value.
+#[allow(clippy::needless_pass_by_value)]
+fn merge_sizes(lists: Vec<Vec<u32>>) -> Vec<u32> {
+    lists.concat()
+}
+fn name_of(event: &Event) -> String {
+    event.name.clone()
+}
+fn person_name(person: &Person) -> String {
+    person.name.clone()
+}
+fn sized(event: &Event, kind: &String) -> String {
+    format!("{kind}:{}", event.size.unwrap_or(0))
+}
+fn times(a: &u64, b: &u64) -> u64 {
+    a * b
+}
+fn load(n: &u64) -> Vec<u64> {
+    (0..*n).collect()
+}
+
+/// A table row joined with events by name.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Person {
+    name: String,
+    age: u32,
+}
 
 /// What the client and every worker register (the worker side runs this before
 /// `run_worker_if_requested`).
@@ -69,11 +114,23 @@ fn register() {
     portable::register_filter("test.json_is_alice", json_is_alice);
     portable::register_key("test.json_by_count", json_by_count);
     portable::register_map("test.square", square);
+    portable::register_filter("test.is_alice_number", is_alice_number);
+    portable::register_map("test.has_size", has_size);
     portable::register_flat_map("test.words", words);
     portable::register_map("test.event_kind", event_kind);
     portable::register_map_partitions("test.bigger_first", bigger_first);
     portable::register_group_key("test.event_kind", event_kind);
     portable::register_group_key("test.residue_of_seven", residue_of_seven);
+    portable::register_fold("test.longest", longest, larger);
+    portable::register_reduction("test.sizes", sizes, merge_sizes);
+    portable::register_foldby("test.sum_by_residue", residue_of_seven, add, |a, b| a + b);
+    portable::register_join("test.people", name_of, person_name);
+    portable::register_starmap("test.sized", sized);
+    portable::register_starmap("test.times", times);
+    portable::register_text::<u32>("u32");
+    portable::register_zip::<Event, String>().unwrap();
+    let loader = kiln_delayed::func1("load", load).portable("test.load");
+    kiln_graph::KernelRegistry::global().register_instance(loader.kernel());
 }
 
 fn write_file(path: &Path, text: &str) {
@@ -177,6 +234,47 @@ fn main() {
     same!(Bag::from_sequence([true, false, true], 2).any());
     same!(Bag::from_sequence(vec![vec![1u64, 2], vec![3]], 2).flatten());
 
+    // fold, reduction and foldby with user functions; their initial values travel with the
+    // tasks. Records read from files on the workers, numbers from literals.
+    let longest_event = same!(events.fold(longest, larger, 0).portable("test.longest"));
+    assert!(longest_event >= 5);
+    let all_sizes = same!(events.reduction(sizes, merge_sizes).portable("test.sizes"));
+    assert_eq!(all_sizes.len(), 800 - 267);
+    let sums = same!(numbers.foldby(residue_of_seven, add, 0, |a, b| a + b, 0).portable("test.sum_by_residue"));
+    assert_eq!(sums.iter().map(|(_, s)| s).sum::<u64>(), (0..1000u64).map(|x| x * x).sum::<u64>());
+    // A foldby whose initial values are not neutral: each partition and each combine starts
+    // from them, the same on both schedulers.
+    same!(numbers.split_every(3).foldby(residue_of_seven, add, 1, |a, b| a + b, 10).portable("test.sum_by_residue"));
+    // join with an in-memory table, which travels with the tasks.
+    let people = vec![
+        Person { name: "Alice".into(), age: 30 },
+        Person { name: "Bob".into(), age: 40 },
+        Person { name: "Alice".into(), age: 31 },
+    ];
+    let joined = same!(events.join(people.clone(), name_of, person_name).portable("test.people"));
+    // Alice (267 events) matches two people, Bob (266) one, Carol none.
+    assert_eq!(joined.len(), 267 * 2 + 266);
+    // zip (registered for events and strings; built in for numbers) and starmap.
+    let pairs = events.zip(&events.map(event_kind).portable("test.event_kind"));
+    same!(pairs.starmap(sized).portable("test.sized").frequencies());
+    same!(numbers.zip(&Bag::range(1000, 7)).starmap(times).portable("test.times").sum());
+
+    // to_delayed and from_delayed: a bag's partitions as delayed values on the cluster, a bag
+    // of delayed values (a registered delayed function) computed there.
+    let parts = numbers.to_delayed();
+    assert_eq!(parts.len(), 7);
+    for part in &parts {
+        same!(part.clone());
+    }
+    let again = Bag::from_delayed(parts.clone());
+    assert_eq!(same!(again.clone()), same!(numbers.clone()));
+    same!(again.filter(is_alice_number).portable("test.is_alice_number").sum());
+    let loader = kiln_delayed::func1("load", load).portable("test.load");
+    let loaded = Bag::from_delayed((1..5u64).map(|n| loader.call(n)).collect());
+    assert_eq!(same!(loaded.map(square).portable("test.square").frequencies()).len(), 4);
+    let total = kiln_delayed::func1("sum", |v: &Vec<u64>| v.iter().sum::<u64>());
+    assert!(total.call(&parts[0]).compute_on(&client).is_err(), "an unregistered delayed function is refused");
+
     // Writing text files from the workers, then reading them back there.
     let out = dir.join("out");
     let written = same!(records.pluck("name").to_textfiles(&out, Compression::Zstd));
@@ -184,14 +282,64 @@ fn main() {
     let back = read_text(&out.join("*.zst").to_string_lossy()).unwrap();
     assert_eq!(same!(back.count()), 800);
 
-    // A closure that was never registered is refused before anything is sent, naming it.
-    let error = Bag::range(10, 2).map(|x| x + 1).sum().compute_on(&client).unwrap_err();
-    assert!(matches!(error, ComputeError::NotPortable(_)), "{error}");
-    assert!(error.to_string().contains("map`") && error.to_string().contains("portable"), "{error}");
-    // So is a groupby whose key function was never given an id.
-    let error = Bag::range(10, 2).groupby(|x| x % 2).compute_on(&client).unwrap_err();
-    assert!(matches!(error, ComputeError::NotPortable(_)), "{error}");
-    assert!(error.to_string().contains("groupby"), "{error}");
+    // A closure that was never registered is refused before anything is sent, naming the
+    // operation and the registration to make (not a kernel registration: bags have their own).
+    let refusal = |error: ComputeError| {
+        assert!(matches!(error, ComputeError::NotPortable(_)), "{error}");
+        let message = error.to_string();
+        assert!(!message.contains("register_instance") && !message.contains("myapp"), "{message}");
+        message
+    };
+    let numbers_here = Bag::range(10, 2);
+    let cases: Vec<(ComputeError, &str, &str)> = vec![
+        (numbers_here.map(|x| x + 1).sum().compute_on(&client).unwrap_err(), "`map`", "register_map(id, f)"),
+        (numbers_here.filter(|x| x % 2 == 0).compute_on(&client).unwrap_err(), "`filter`", "register_filter"),
+        (numbers_here.flat_map(|x| vec![*x]).compute_on(&client).unwrap_err(), "`flat_map`", "register_flat_map"),
+        (numbers_here.topk(2, |x| *x).compute_on(&client).unwrap_err(), "`topk`", "register_key(id, key)"),
+        (numbers_here.groupby(|x| x % 2).compute_on(&client).unwrap_err(), "`groupby", "register_group_key"),
+        (numbers_here.fold(add, |a, b| a + b, 0).compute_on(&client).unwrap_err(), "`fold`", "register_fold"),
+        (
+            numbers_here
+                .reduction(|p: &[u64]| p.len(), |v: Vec<usize>| v.into_iter().sum())
+                .compute_on(&client)
+                .unwrap_err(),
+            "`reduction`",
+            "register_reduction",
+        ),
+        (
+            numbers_here.foldby(|x| x % 2, add, 0, |a, b| a + b, 0).compute_on(&client).unwrap_err(),
+            "`foldby`",
+            "register_foldby",
+        ),
+        (
+            numbers_here.join(vec![(1u64, 2u64)], |x| *x, |o| o.0).compute_on(&client).unwrap_err(),
+            "`join`",
+            "register_join",
+        ),
+        (
+            numbers_here.zip(&numbers_here).starmap(|a, b| a + b).compute_on(&client).unwrap_err(),
+            "`starmap`",
+            "register_starmap",
+        ),
+        (
+            events.zip(&events.map(has_size).portable("test.has_size")).compute_on(&client).unwrap_err(),
+            "`zip` into (cluster::Event, bool)",
+            "register_zip::<T, U>()",
+        ),
+    ];
+    for (error, operation, registration) in cases {
+        let message = refusal(error);
+        assert!(message.contains(operation) && message.contains(registration), "{operation}: {message}");
+    }
+    // A built-in operation on a type that was never registered names the element
+    // registration.
+    #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+    struct Local(u8);
+    let error = Bag::from_sequence([Local(1), Local(2), Local(1)], 2).frequencies().compute_on(&client).unwrap_err();
+    assert!(error.to_string().contains("Local"), "{error}");
+    // Marking a reduction portable when it has no user function says so.
+    let error = numbers.sum().portable("test.nothing").compute_on(&client).unwrap_err();
+    assert!(error.to_string().contains("no user function"), "{error}");
     // A registered step used under a name that was never registered fails on the worker
     // with the id.
     let error = Bag::range(10, 2).map(square).portable("test.nope").count().compute_on(&client).unwrap_err();

@@ -232,9 +232,9 @@ fn dense_ids(key: &ArrayRef, keep: Option<&BooleanBuffer>) -> Option<Groups> {
     }
     let len = key.len();
     Some(match key.data_type() {
-        DataType::Utf8 => number(key.as_string::<i32>().iter(), len, keep),
-        DataType::LargeUtf8 => number(key.as_string::<i64>().iter(), len, keep),
-        DataType::Utf8View => number(key.as_string_view().iter(), len, keep),
+        DataType::Utf8 => number_strings(key.as_string::<i32>().iter().map(|s| s.map(str::as_bytes)), len, keep),
+        DataType::LargeUtf8 => number_strings(key.as_string::<i64>().iter().map(|s| s.map(str::as_bytes)), len, keep),
+        DataType::Utf8View => number_strings(key.as_string_view().iter().map(|s| s.map(str::as_bytes)), len, keep),
         DataType::Int64 => number(key.as_primitive::<Int64Type>().iter(), len, keep),
         DataType::Int32 => number(key.as_primitive::<arrow::datatypes::Int32Type>().iter(), len, keep),
         DataType::Date32 => number(key.as_primitive::<arrow::datatypes::Date32Type>().iter(), len, keep),
@@ -242,8 +242,58 @@ fn dense_ids(key: &ArrayRef, keep: Option<&BooleanBuffer>) -> Option<Groups> {
     })
 }
 
+/// [`dense_ids`] for string keys. Group keys are mostly short codes (flags, states, carriers):
+/// a string of up to 7 bytes is packed with its length into one `u64`, so hashing and
+/// comparing it never touch its bytes again (or call `memcmp`); longer strings are hashed as
+/// bytes. A row with the previous row's short key skips the table.
+fn number_strings<'a>(
+    values: impl Iterator<Item = Option<&'a [u8]>>,
+    len: usize,
+    keep: Option<&BooleanBuffer>,
+) -> Groups {
+    let mut short: HashMap<u64, u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
+    let mut long: HashMap<&[u8], u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
+    let mut ids = Vec::with_capacity(len);
+    let mut first_rows: Vec<u32> = Vec::new();
+    // The previous short key and its id (no short key packs to `u64::MAX`: its length byte
+    // is at most 7).
+    let mut last = (u64::MAX, DROPPED);
+    for (row, value) in values.enumerate() {
+        let id = match value {
+            None => DROPPED,
+            Some(_) if !kept(keep, row) => DROPPED,
+            Some(text) if text.len() <= 7 => {
+                // Bytes in the low seven bytes, the length in the top one: "a" and "a\0" differ.
+                let packed =
+                    text.iter().enumerate().fold((text.len() as u64) << 56, |w, (i, &b)| w | (u64::from(b) << (8 * i)));
+                if packed == last.0 {
+                    last.1
+                } else {
+                    let next = first_rows.len() as u32;
+                    let id = *short.entry(packed).or_insert_with(|| {
+                        first_rows.push(row as u32);
+                        next
+                    });
+                    last = (packed, id);
+                    id
+                }
+            }
+            Some(text) => {
+                let next = first_rows.len() as u32;
+                *long.entry(text).or_insert_with(|| {
+                    first_rows.push(row as u32);
+                    next
+                })
+            }
+        };
+        ids.push(id);
+    }
+    Groups { ids, first_rows }
+}
+
 /// Groups rows by one or two string or integer keys without row-encoding them: each key
-/// column is numbered densely, and two numbers combine into one `u64`. `None` for other keys.
+/// column is numbered densely, and two numbers index a table of pairs when few are possible,
+/// or else combine into one hashed `u64`. `None` for other keys.
 fn group_rows_by_ids(keys: &[ArrayRef], keep: Option<&BooleanBuffer>) -> Option<Groups> {
     match keys {
         [one] => dense_ids(one, keep),
@@ -251,9 +301,26 @@ fn group_rows_by_ids(keys: &[ArrayRef], keep: Option<&BooleanBuffer>) -> Option<
             // Each column numbered over the kept rows only, so no number stands for a
             // combination no kept row has.
             let (a, b) = (dense_ids(a, keep)?, dense_ids(b, keep)?);
-            let mut index: HashMap<u64, u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
             let mut ids = Vec::with_capacity(a.ids.len());
             let mut first_rows = Vec::new();
+            // Few pairs possible (flags by status, say): a table indexed by both numbers.
+            if a.len().saturating_mul(b.len()) <= PAIR_TABLE {
+                let mut table = vec![DROPPED; a.len() * b.len()];
+                for (row, (&x, &y)) in a.ids.iter().zip(&b.ids).enumerate() {
+                    if x == DROPPED || y == DROPPED {
+                        ids.push(DROPPED);
+                        continue;
+                    }
+                    let slot = &mut table[x as usize * b.len() + y as usize];
+                    if *slot == DROPPED {
+                        *slot = first_rows.len() as u32;
+                        first_rows.push(row as u32);
+                    }
+                    ids.push(*slot);
+                }
+                return Some(Groups { ids, first_rows });
+            }
+            let mut index: HashMap<u64, u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
             for (row, (&x, &y)) in a.ids.iter().zip(&b.ids).enumerate() {
                 if x == DROPPED || y == DROPPED {
                     ids.push(DROPPED);
@@ -270,6 +337,10 @@ fn group_rows_by_ids(keys: &[ArrayRef], keep: Option<&BooleanBuffer>) -> Option<
         _ => None,
     }
 }
+
+/// The most pairs of two keys' numbers [`group_rows_by_ids`] numbers through a table instead of
+/// a hash map (64 KiB of table).
+const PAIR_TABLE: usize = 1 << 14;
 
 /// Whether the value at each row counts: not null and, for floats, not NaN.
 fn present(values: &ArrayRef) -> Result<Vec<bool>> {

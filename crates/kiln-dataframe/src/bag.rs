@@ -134,9 +134,6 @@ pub(crate) fn register_builtin_records() {
 /// Converts one partition of records to a batch of `schema`.
 struct ToBatch<T> {
     schema: SchemaRef,
-    /// The kernel's display name: for a type not registered for clusters, the refusal a
-    /// cluster client gives names it, so it says what to register.
-    name: String,
     spec: Option<KernelSpec>,
     _t: PhantomData<fn(&T)>,
 }
@@ -144,28 +141,27 @@ struct ToBatch<T> {
 impl<T: Element + Serialize> ToBatch<T> {
     fn new(schema: SchemaRef) -> ToBatch<T> {
         let tag = record_tags().read().unwrap_or_else(|p| p.into_inner()).get(&TypeId::of::<T>()).cloned();
-        let (name, spec) = match tag {
-            Some(tag) => {
-                let params = postcard::to_allocvec(&SerdeSchema(schema.clone())).ok();
-                ("from-bag".to_string(), params.map(|params| KernelSpec { id: kernel_id(&tag), params }))
-            }
-            None => (
-                format!(
-                    "from_bag of {0}, a record type not registered for clusters: call \
-                     register_bag_record::<{0}>(tag) (kiln::bag, kiln_dataframe::bag) in the client and the \
-                     worker program",
-                    std::any::type_name::<T>()
-                ),
-                None,
-            ),
-        };
-        ToBatch { schema, name, spec, _t: PhantomData }
+        let spec = tag.and_then(|tag| {
+            let params = postcard::to_allocvec(&SerdeSchema(schema.clone())).ok();
+            params.map(|params| KernelSpec { id: kernel_id(&tag), params })
+        });
+        ToBatch { schema, spec, _t: PhantomData }
     }
 }
 
 impl<T: Element + Serialize> Kernel for ToBatch<T> {
     fn name(&self) -> &str {
-        &self.name
+        "from_bag"
+    }
+
+    fn portable_hint(&self) -> Option<String> {
+        // The remedy is registering the record type, not naming a function.
+        Some(format!(
+            "{0} is a record type not registered for clusters: call register_bag_record::<{0}>(tag) \
+             (kiln::bag, kiln_dataframe::bag) in the client and in every worker program (before \
+             run_worker_if_requested)",
+            std::any::type_name::<T>()
+        ))
     }
 
     fn call(&self, inputs: &[Value]) -> std::result::Result<Value, TaskError> {

@@ -8,6 +8,12 @@
 //! projected one are only counted (the count still checks the row's width), and missing-value
 //! spellings are an exact lookup by length. Records with quotes take a general path with
 //! `csv_core`'s rules (a quoted field may hold delimiters, newlines and doubled quotes).
+//!
+//! A partition may be a byte-range block of a file (`read_csv`'s `blocksize`) that starts at a
+//! line end found by searching bytes, which is a record boundary unless a quoted field holds a
+//! line break there. [`Place`] tells the decoder where its buffer sits in the file so errors
+//! say so, and [`QuoteScan`] replays the same quoting rules over earlier bytes, only when a
+//! block fails, to find the true line number and whether the block started inside a field.
 
 use std::sync::Arc;
 
@@ -90,10 +96,26 @@ enum End {
     Record,
 }
 
+/// Where a decoded buffer sits in its file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Place {
+    /// The line number (1-based) of the buffer's first byte in the file.
+    pub(crate) first_line: usize,
+    /// The file offset where the buffer ends when that is a block boundary rather than the
+    /// file's end: a quoted field still open there crossed the boundary.
+    pub(crate) cut_at: Option<u64>,
+}
+
+impl Place {
+    /// A whole file.
+    pub(crate) const WHOLE: Place = Place { first_line: 1, cut_at: None };
+}
+
 struct Splitter<'a> {
     buf: &'a [u8],
     delimiter: u8,
     path: &'a str,
+    cut_at: Option<u64>,
     /// Column position -> index into `Fields::ranges`, or `usize::MAX` when not projected.
     slot_of: &'a [usize],
     /// One past the last projected column: fields from here on are only counted.
@@ -192,7 +214,18 @@ impl Splitter<'_> {
                 let mut doubled = false;
                 let close = loop {
                     let Some(k) = memchr::memchr(b'"', &buf[j..]) else {
-                        return Err(self.error(record_line, "a quoted field is not closed"));
+                        return Err(match self.cut_at {
+                            Some(at) => self.error(
+                                record_line,
+                                format_args!(
+                                    "a quoted field opened here is still open at byte {at}, where this \
+                                     blocksize block ends: a quoted field holds a line break across the \
+                                     block boundary, which byte-range splitting cannot read (as in Dask); \
+                                     read the file with blocksize=None"
+                                ),
+                            ),
+                            None => self.error(record_line, "a quoted field is not closed"),
+                        });
                     };
                     line += buf[j..j + k].iter().filter(|&&b| b == b'\n').count();
                     let q = j + k;
@@ -252,12 +285,14 @@ impl Splitter<'_> {
     }
 }
 
-/// Decodes a whole CSV file (`buf`) into one batch of the `projection` columns (positions in
-/// `schema`, any order, repeats allowed) with the dataset's `schema`; every projected column's
-/// type must be [`supported`].
+/// Decodes CSV text (`buf`: a whole file, or a block of one at `place`) into one batch of the
+/// `projection` columns (positions in `schema`, any order, repeats allowed) with the dataset's
+/// `schema`; every projected column's type must be [`supported`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn decode(
     path: &str,
     buf: &[u8],
+    place: Place,
     schema: &SchemaRef,
     projection: &[usize],
     delimiter: u8,
@@ -280,9 +315,9 @@ pub(crate) fn decode(
         }
     }
     let needed = sources.iter().max().map_or(0, |&c| c + 1);
-    let splitter = Splitter { buf, delimiter, path, slot_of: &slot_of, needed, width };
+    let splitter = Splitter { buf, delimiter, path, cut_at: place.cut_at, slot_of: &slot_of, needed, width };
     let mut fields = Fields { ranges: vec![Vec::new(); sources.len()], unquoted: Vec::new(), lines: Vec::new() };
-    let rows = splitter.split(0, 1, &mut fields, !has_header)?;
+    let rows = splitter.split(0, place.first_line, &mut fields, !has_header)?;
     let mut built: Vec<ArrayRef> = Vec::with_capacity(sources.len());
     for (slot, &column) in sources.iter().enumerate() {
         let field = schema.field(column);
@@ -293,6 +328,112 @@ pub(crate) fn decode(
     let out_schema = Arc::new(schema.project(projection).map_err(|e| csv_error(path, e))?);
     RecordBatch::try_new_with_options(out_schema, arrays, &RecordBatchOptions::new().with_row_count(Some(rows)))
         .map_err(|e| csv_error(path, e))
+}
+
+/// The decoder's quoting rules replayed over a file's bytes fed in pieces: how many line
+/// breaks they hold and whether they end between records. A block's own decode starts
+/// counting at its first byte; this runs over the bytes before it, only when the block fails,
+/// so an error can give the line in the file and tell a real error from a block that began
+/// inside a quoted field.
+#[derive(Debug, Clone)]
+pub(crate) struct QuoteScan {
+    delimiter: u8,
+    state: QuoteState,
+    newlines: u64,
+    /// Line breaks before the record being read: its line is one more.
+    record_newlines: u64,
+    /// Whether the last byte fed ended a record (or nothing was fed).
+    record_end: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum QuoteState {
+    /// At the start of a field (or of a record).
+    FieldStart,
+    /// In a field without quotes, or in the text after a quoted field's closing quote (where
+    /// quotes are plain text, as the splitter keeps them).
+    Unquoted,
+    /// Inside quotes.
+    Quoted,
+    /// Inside quotes, just after a quote: a second one is a literal quote, anything else
+    /// closed the field.
+    QuoteSeen,
+}
+
+impl QuoteScan {
+    pub(crate) fn new(delimiter: u8) -> Self {
+        QuoteScan { delimiter, state: QuoteState::FieldStart, newlines: 0, record_newlines: 0, record_end: true }
+    }
+
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        use QuoteState::*;
+        let d = self.delimiter;
+        let mut state = self.state;
+        let mut at = 0;
+        while at < bytes.len() {
+            // Outside quotes, only a quote at a field's start changes how bytes are read:
+            // jump to the next line break, quote or delimiter in one search.
+            if state == Unquoted || state == FieldStart {
+                let Some(k) = memchr::memchr3(b'\n', b'"', d, &bytes[at..]) else {
+                    if at < bytes.len() {
+                        state = Unquoted;
+                    }
+                    break;
+                };
+                let b = bytes[at + k];
+                let starts_field = if k == 0 { state == FieldStart } else { false };
+                at += k + 1;
+                if b == b'\n' {
+                    self.newlines += 1;
+                    self.record_newlines = self.newlines;
+                    state = FieldStart;
+                } else if b == d {
+                    state = FieldStart;
+                } else if starts_field {
+                    state = Quoted;
+                } else {
+                    state = Unquoted;
+                }
+                continue;
+            }
+            let b = bytes[at];
+            at += 1;
+            if b == b'\n' {
+                self.newlines += 1;
+            }
+            state = match (state, b) {
+                (Quoted, b'"') => QuoteSeen,
+                (Quoted, _) => Quoted,
+                (QuoteSeen, b'"') => Quoted,
+                (QuoteSeen, b'\n') => {
+                    self.record_newlines = self.newlines;
+                    FieldStart
+                }
+                (QuoteSeen, b) if b == d => FieldStart,
+                _ => Unquoted,
+            };
+        }
+        self.state = state;
+        if let Some(&last) = bytes.last() {
+            self.record_end = last == b'\n' && state == FieldStart;
+        }
+    }
+
+    /// Line breaks seen so far, inside quotes or not.
+    pub(crate) fn newlines(&self) -> u64 {
+        self.newlines
+    }
+
+    /// The line (1-based) where the record being read began.
+    pub(crate) fn record_line(&self) -> u64 {
+        self.record_newlines + 1
+    }
+
+    /// Whether the bytes so far end between records (just after a record's line break, or
+    /// at the start of the file), not inside a field or a record.
+    pub(crate) fn at_record_start(&self) -> bool {
+        self.record_end
+    }
 }
 
 fn csv_error(path: &str, e: impl std::fmt::Display) -> DataFrameError {
@@ -445,7 +586,7 @@ mod tests {
     }
 
     fn read(text: &str, projection: &[usize]) -> Result<RecordBatch> {
-        decode("t.csv", text.as_bytes(), &schema(), projection, b',', true, &na())
+        decode("t.csv", text.as_bytes(), Place::WHOLE, &schema(), projection, b',', true, &na())
     }
 
     // Expectations are what `pd.read_csv(io.StringIO(text), usecols=..., parse_dates=["when"])`
@@ -508,9 +649,10 @@ mod tests {
         assert!(err.contains("t.csv") && err.contains("line 2") && err.contains("oops"), "{err}");
         // keep_default_na=False: only empty fields are missing.
         let none = NaSet::new(&[]);
-        let batch = decode("t.csv", text.as_bytes(), &schema(), &[1], b',', true, &none).unwrap();
+        let batch = decode("t.csv", text.as_bytes(), Place::WHOLE, &schema(), &[1], b',', true, &none).unwrap();
         assert_eq!(batch.column(0).null_count(), 0);
-        let err = decode("t.csv", text.as_bytes(), &schema(), &[0], b',', true, &none).unwrap_err().to_string();
+        let err =
+            decode("t.csv", text.as_bytes(), Place::WHOLE, &schema(), &[0], b',', true, &none).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("'NA'"), "{err}");
     }
 
@@ -531,6 +673,49 @@ mod tests {
         // A projected column after a malformed value: the value and line are named.
         let err = read("id,name,score,when\n1,a,1,\nx2,b,2,\n", &[1, 0]).unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("'x2'") && err.contains("id"), "{err}");
+    }
+
+    #[test]
+    fn the_quote_scan_follows_the_splitters_rules_whatever_the_pieces() {
+        let text: &[u8] = b"a,b\n1,\"x\ny\"\n2,\"say \"\"hi\"\"\"\n3,ab\"c\n\n4,\"q\"tail\r\n5,\"\"\n";
+        // Whether each line break ends a record: all but the one inside "x\ny".
+        let breaks: Vec<usize> = text.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect();
+        let inside = text.iter().position(|&b| b == b'x').unwrap() + 1;
+        for (count, &at) in breaks.iter().enumerate() {
+            let prefix = &text[..=at];
+            let mut whole = QuoteScan::new(b',');
+            whole.feed(prefix);
+            let mut bytewise = QuoteScan::new(b',');
+            for b in prefix {
+                bytewise.feed(std::slice::from_ref(b));
+            }
+            for scan in [&whole, &bytewise] {
+                assert_eq!(scan.at_record_start(), at != inside, "after byte {at}");
+                assert_eq!(scan.newlines(), count as u64 + 1);
+            }
+            if at == inside {
+                // The record that began on line 2 is still open.
+                assert_eq!(whole.record_line(), 2);
+            } else {
+                assert_eq!(whole.record_line(), count as u64 + 2);
+            }
+        }
+        // The splitter agrees: the text holds 5 records after the header.
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("a", DataType::Utf8, true),
+            arrow::datatypes::Field::new("b", DataType::Utf8, true),
+        ]));
+        let batch = decode("t.csv", text, Place::WHOLE, &schema, &[1], b',', true, &na()).unwrap();
+        assert_eq!(batch.num_rows(), 5);
+        assert!(QuoteScan::new(b',').at_record_start());
+    }
+
+    #[test]
+    fn a_field_open_at_a_block_end_says_the_block_boundary_cuts_it() {
+        let place = Place { first_line: 40, cut_at: Some(1234) };
+        let err = decode("t.csv", b"1,\"open\n", place, &schema(), &[0], b',', false, &na()).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("line 40") && err.contains("byte 1234") && err.contains("blocksize=None"), "{err}");
     }
 
     #[test]

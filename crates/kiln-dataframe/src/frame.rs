@@ -12,7 +12,7 @@ use kiln_graph::unique_token;
 use crate::error::{DataFrameError, Result};
 use crate::expr::Expr;
 use crate::groupby::{Agg, GroupBy, GroupKey};
-use crate::io::{CsvOptions, infer_csv_schema, list_files, parquet_schema, plain_schema};
+use crate::io::{CsvOptions, csv_parts, infer_csv_schema, list_files, parquet_schema, plain_schema};
 use crate::plan::{Divisions, Frame, Source, Step, Steps};
 use crate::scalar::Scalar;
 use crate::series::Series;
@@ -39,18 +39,37 @@ pub struct DataFrame {
     pub(crate) frame: Arc<Frame>,
 }
 
-/// Reads a CSV dataset: one partition per file matched by `pattern` (a glob, a directory or a
-/// file; `.gz` files are decompressed). The schema is inferred from the first file's first
+/// Reads a CSV dataset: the files matched by `pattern` (a glob, a directory or a file; `.gz`
+/// files are decompressed), one partition per file or, for files larger than
+/// `options.blocksize` (64 MB by default, as in Dask), per block of about that many bytes
+/// split at line ends. The schema is inferred from the first file's first
 /// `options.sample_rows` rows, with `options.dtypes` and `options.parse_dates` applied.
+///
+/// ```
+/// use kiln_dataframe::{read_csv, CsvOptions};
+/// use kiln_graph::Collection;
+/// let dir = std::env::temp_dir().join(format!("kiln-read-csv-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("x.csv");
+/// std::fs::write(&path, "x,y\n1,a\n2,b\n3,c\n4,d\n").unwrap();
+/// let path = path.to_string_lossy();
+/// assert_eq!(read_csv(&path, &CsvOptions::default()).unwrap().npartitions(), 1);
+/// let split = read_csv(&path, &CsvOptions::default().blocksize(Some(8))).unwrap();
+/// assert_eq!(split.npartitions(), 2); // 20 bytes: 2 blocks of 10, each from a line start
+/// assert_eq!(split.compute_on(&kiln_local::LocalScheduler::new()).unwrap().num_rows(), 4);
+/// std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 ///
 /// # Errors
 /// [`DataFrameError::NoFiles`] when nothing matches, [`DataFrameError::Csv`] naming the file
-/// when the sample cannot be parsed, [`DataFrameError::ColumnNotFound`] for an override naming
-/// no column.
+/// when the sample cannot be parsed or the first file is empty (pandas' `EmptyDataError`),
+/// [`DataFrameError::ColumnNotFound`] for an override naming no column, a storage error when
+/// a file's size cannot be read for splitting.
 pub fn read_csv(pattern: &str, options: &CsvOptions) -> Result<DataFrame> {
     let files = list_files(pattern)?;
     let schema = infer_csv_schema(&files[0], options)?;
-    Ok(DataFrame::from_source(Source::Csv { files, schema, options: options.clone() }))
+    let parts = csv_parts(&files, options)?;
+    Ok(DataFrame::from_source(Source::Csv { files, parts, schema, options: options.clone() }))
 }
 
 /// Reads a Parquet dataset: one partition per file matched by `pattern` (a glob, a directory

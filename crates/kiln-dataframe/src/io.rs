@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::csv_read;
+use crate::csv_read::{self, Place, QuoteScan};
 use crate::error::{DataFrameError, Result};
 use crate::expr::Expr;
 use crate::scalar::DType;
-use crate::storage::{Storage, StorageFile, storage_for};
+use crate::storage::{FetchedRanges, Storage, StorageFile, coalesce, storage_for};
 
 /// How `read_csv` parses files (pandas' `read_csv` keywords of the same names).
 ///
@@ -39,7 +41,28 @@ pub struct CsvOptions {
     /// Fields read as missing values in every column (`na_values=`, with pandas' defaults:
     /// [`PANDAS_NA_VALUES`]); an empty field is always missing.
     pub na_values: Vec<String>,
+    /// Bytes per partition when splitting big files (Dask's `blocksize=`; `None` or 0: one
+    /// partition per file). A file of `size` bytes becomes `max(1, size / blocksize)` blocks
+    /// of equal byte ranges, as in Dask; a block holds the lines that start after the first
+    /// line break at or after its first byte (the first block: from the file's start) through
+    /// the line that crosses its end, and the header is read from the file's start and applies
+    /// to every block. Compressed (`.gz`) files cannot be split: each is one partition
+    /// whatever the blocksize, as Dask does. Empty files give no partition when splitting (as
+    /// Dask skips them); without splitting an empty file is an error when read, as in pandas.
+    /// A blocksize that would give a dataset more than 2^20 partitions (say `Some(64)` meant
+    /// as 64 MB) is an error saying which blocksize would do, instead of a graph of millions
+    /// of tasks.
+    ///
+    /// A quoted field holding a line break is unsafe to split in Dask (it documents this).
+    /// In kiln a block checks that it ends between records, and a failing block checks whether
+    /// it began inside a quoted field, so a boundary inside such a field is an error saying
+    /// so, never wrong rows, whenever the blocks before it are read too (`compute`,
+    /// reductions, `head`). The default is Dask's: 64 MB.
+    pub blocksize: Option<u64>,
 }
+
+/// Dask's default `blocksize` for `read_csv` (its upper bound, 64 MB).
+pub const DEFAULT_BLOCKSIZE: u64 = 64_000_000;
 
 /// The fields pandas' `read_csv` reads as missing by default (`keep_default_na=True`): real
 /// data writes missing values as `NA` (R's CSV files), `NULL`, `NaN` or `#N/A` as often as it
@@ -58,6 +81,7 @@ impl Default for CsvOptions {
             dtypes: Vec::new(),
             parse_dates: Vec::new(),
             na_values: PANDAS_NA_VALUES.iter().map(|v| v.to_string()).collect(),
+            blocksize: Some(DEFAULT_BLOCKSIZE),
         }
     }
 }
@@ -108,6 +132,13 @@ impl CsvOptions {
         self
     }
 
+    /// Splits files into blocks of about `bytes` bytes, one partition each (`None` or 0: one
+    /// partition per file); see [`CsvOptions::blocksize`](CsvOptions#structfield.blocksize).
+    pub fn blocksize(mut self, bytes: Option<u64>) -> Self {
+        self.blocksize = bytes.filter(|&b| b > 0);
+        self
+    }
+
     /// Infers the schema from this many rows of the first file.
     pub fn sample_rows(mut self, rows: usize) -> Self {
         self.sample_rows = rows.max(1);
@@ -126,6 +157,150 @@ pub(crate) fn list_files(pattern: &str) -> Result<Vec<String>> {
 
 fn is_gzip(path: &str) -> bool {
     path.ends_with(".gz")
+}
+
+/// A byte range of a CSV file read as one partition (`read_csv`'s `blocksize`): the lines
+/// starting after the first line break at or after `start` (from the file's start when
+/// `start` is 0) through the line crossing `end`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CsvBlock {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// The file's size when the plan was made: where the last line may end.
+    pub(crate) file_size: u64,
+}
+
+/// One partition of a CSV dataset: a file, or a block of one.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CsvPart {
+    pub(crate) path: String,
+    pub(crate) block: Option<CsvBlock>,
+}
+
+/// The most partitions `read_csv` plans for one dataset: a blocksize that would give more is an
+/// error, not a graph of millions of tasks over a few bytes each.
+pub(crate) const MAX_CSV_PARTITIONS: u64 = 1 << 20;
+
+/// The partitions of a CSV dataset: one per file, or `options.blocksize` blocks of each
+/// uncompressed file (the sizes are asked of the storage, one request per file, as Dask does).
+pub(crate) fn csv_parts(files: &[String], options: &CsvOptions) -> Result<Vec<CsvPart>> {
+    let mut parts = Vec::with_capacity(files.len());
+    for path in files {
+        let blocksize = match options.blocksize {
+            Some(b) if b > 0 && !is_gzip(path) => b,
+            _ => {
+                parts.push(CsvPart { path: path.clone(), block: None });
+                continue;
+            }
+        };
+        let size = storage_for(path)?.size(path)?;
+        if size == 0 {
+            // Dask's read_bytes gives an empty file no block.
+            continue;
+        }
+        // Dask evens the blocks out: as many as whole blocksizes fit, at least one.
+        let n = (size / blocksize).max(1);
+        // A blocksize far below the files' sizes (a unit mistake: 64 for 64 MB) would plan
+        // one partition per few bytes, and millions of tasks, before anything is read.
+        let planned = parts.len() as u64 + n;
+        if planned > MAX_CSV_PARTITIONS {
+            return Err(DataFrameError::InvalidArgument(format!(
+                "read_csv: blocksize={blocksize} bytes splits {path} ({size} bytes) into {n} partitions, more than \
+                 the {MAX_CSV_PARTITIONS} a dataset may have; give a blocksize in bytes of at least {} (Dask's \
+                 default is 64 MB), or None for one partition per file",
+                size.div_ceil(MAX_CSV_PARTITIONS.saturating_sub(parts.len() as u64).max(1))
+            )));
+        }
+        if n == 1 {
+            parts.push(CsvPart { path: path.clone(), block: None });
+            continue;
+        }
+        let offset = |i: u64| (u128::from(size) * u128::from(i) / u128::from(n)) as u64;
+        for i in 0..n {
+            let block = CsvBlock { start: offset(i), end: offset(i + 1), file_size: size };
+            parts.push(CsvPart { path: path.clone(), block: Some(block) });
+        }
+    }
+    Ok(parts)
+}
+
+/// The first read when looking for the end of the line that crosses a block's end; reads
+/// double from there, so a long line costs few requests and a short one few bytes.
+const TAIL_FIRST_READ: u64 = 16 << 10;
+/// The largest read of a line's tail, and of the bytes scanned before a failing block.
+const LARGEST_READ: u64 = 8 << 20;
+
+/// A block's text (`bytes[skip..]`), and the file offsets where it starts and ends.
+struct BlockText {
+    bytes: Vec<u8>,
+    skip: usize,
+    start: u64,
+    end: u64,
+}
+
+impl BlockText {
+    fn text(&self) -> &[u8] {
+        &self.bytes[self.skip..]
+    }
+}
+
+/// Reads `block` of the file: its byte range, minus the partial line at its start (which the
+/// block before owns), plus the rest of the line that crosses its end. Only those bytes are
+/// read (and the first piece of that line's end twice): the line's end is found first, so the
+/// block is one ranged read into one buffer that is neither grown nor shifted (copying 64 MB
+/// twice per block was a sixth of a one-thread read).
+fn read_block(storage: &dyn Storage, path: &str, block: &CsvBlock) -> Result<BlockText> {
+    let end = block.end.min(block.file_size);
+    let start = block.start.min(end);
+    let mut stop = end;
+    let mut piece = TAIL_FIRST_READ;
+    while stop < block.file_size {
+        let upto = (stop + piece).min(block.file_size);
+        let tail = storage.read_range(path, stop..upto)?;
+        match memchr::memchr(b'\n', &tail) {
+            Some(k) => {
+                stop += k as u64 + 1;
+                break;
+            }
+            None => {
+                stop = upto;
+                piece = (piece * 2).min(LARGEST_READ);
+            }
+        }
+    }
+    let bytes = storage.read_range(path, start..stop)?;
+    let skip = if start == 0 {
+        0
+    } else {
+        let range = usize::try_from(end - start).unwrap_or(usize::MAX).min(bytes.len());
+        match memchr::memchr(b'\n', &bytes[..range]) {
+            Some(k) => k + 1,
+            // No line starts in the range: the line crossing it belongs to an earlier block.
+            None => return Ok(BlockText { bytes: Vec::new(), skip: 0, start: end, end }),
+        }
+    };
+    Ok(BlockText { bytes, skip, start: start + skip as u64, end: stop })
+}
+
+/// The bytes of the file before `offset` replayed with the decoder's quoting rules, in
+/// pieces: their line breaks and whether `offset` is between records.
+fn scan_before(storage: &dyn Storage, path: &str, offset: u64, delimiter: u8) -> Result<QuoteScan> {
+    let mut scan = QuoteScan::new(delimiter);
+    let mut at = 0;
+    while at < offset {
+        let upto = (at + LARGEST_READ).min(offset);
+        scan.feed(&storage.read_range(path, at..upto)?);
+        at = upto;
+    }
+    Ok(scan)
+}
+
+/// pandas' `EmptyDataError` for a file with no text: there is no header to name columns.
+fn empty_file(path: &str) -> DataFrameError {
+    DataFrameError::Csv {
+        path: path.to_string(),
+        message: "the file is empty: no columns to parse (pandas' EmptyDataError)".to_string(),
+    }
 }
 
 /// The file's bytes as text: decompressed when its name ends in `.gz`.
@@ -158,6 +333,9 @@ pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result
     // Enough bytes for the sample; cut at the last full line so a row cut in half cannot
     // change an inferred type.
     let mut sample = csv_bytes(storage.as_ref(), first_file, Some(1 << 20))?;
+    if sample.iter().all(u8::is_ascii_whitespace) {
+        return Err(empty_file(first_file));
+    }
     if let Some(end) = sample.iter().rposition(|&b| b == b'\n') {
         sample.truncate(end + 1);
     }
@@ -202,16 +380,63 @@ pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// Reads one CSV file as one batch with the dataset's `schema`, keeping the `projection`
-/// columns (by position in the schema).
-pub(crate) fn read_csv_file(
+/// Reads one CSV file, or a block of one, as one batch with the dataset's `schema`, keeping
+/// the `projection` columns (by position in the schema). Errors name the file and the line in
+/// it, also for a block (the lines before it are counted only when it fails).
+pub(crate) fn read_csv_part(
     path: &str,
+    block: Option<&CsvBlock>,
     schema: &SchemaRef,
     projection: Option<&[usize]>,
     options: &CsvOptions,
 ) -> Result<RecordBatch> {
     let storage = storage_for(path)?;
-    let bytes = csv_bytes(storage.as_ref(), path, None)?;
+    let Some(block) = block else {
+        let bytes = csv_bytes(storage.as_ref(), path, None)?;
+        if bytes.is_empty() {
+            return Err(empty_file(path));
+        }
+        return decode_csv(path, &bytes, Place::WHOLE, options.has_header, schema, projection, options);
+    };
+    let text = read_block(storage.as_ref(), path, block)?;
+    let cut_at = (text.end < block.file_size).then_some(text.end);
+    let has_header = options.has_header && text.start == 0;
+    let first_try = Place { first_line: 1, cut_at };
+    match decode_csv(path, text.text(), first_try, has_header, schema, projection, options) {
+        Ok(batch) => Ok(batch),
+        Err(error) if text.start == 0 => Err(error),
+        Err(_) => {
+            let before = scan_before(storage.as_ref(), path, text.start, options.delimiter)?;
+            if !before.at_record_start() {
+                return Err(DataFrameError::Csv {
+                    path: path.to_string(),
+                    message: format!(
+                        "line {}: a quoted field of the record starting here holds a line break at byte {}, \
+                         where a blocksize block begins: a quoted field holds a line break across the block \
+                         boundary, which byte-range splitting cannot read (as in Dask); read the file with \
+                         blocksize=None",
+                        before.record_line(),
+                        text.start,
+                    ),
+                });
+            }
+            // Decoding again with the true first line gives the same error, located in the file.
+            let first_line = usize::try_from(before.newlines()).unwrap_or(usize::MAX - 1) + 1;
+            decode_csv(path, text.text(), Place { first_line, cut_at }, has_header, schema, projection, options)
+        }
+    }
+}
+
+/// Decodes CSV text with kiln's decoder, or arrow's for types it does not build.
+fn decode_csv(
+    path: &str,
+    bytes: &[u8],
+    place: Place,
+    has_header: bool,
+    schema: &SchemaRef,
+    projection: Option<&[usize]>,
+    options: &CsvOptions,
+) -> Result<RecordBatch> {
     let all: Vec<usize>;
     let columns = match projection {
         Some(p) => p,
@@ -222,13 +447,13 @@ pub(crate) fn read_csv_file(
     };
     if columns.iter().all(|&c| schema.fields().get(c).is_some_and(|f| csv_read::supported(f.data_type()))) {
         let na = csv_read::NaSet::new(&options.na_values);
-        return csv_read::decode(path, &bytes, schema, columns, options.delimiter, options.has_header, &na);
+        return csv_read::decode(path, bytes, place, schema, columns, options.delimiter, has_header, &na);
     }
     // Types kiln's decoder does not build (none that inference or `dtype=` give today).
     let csv_error =
         |e: arrow::error::ArrowError| DataFrameError::Csv { path: path.to_string(), message: e.to_string() };
     let mut builder = arrow::csv::ReaderBuilder::new(schema.clone())
-        .with_header(options.has_header)
+        .with_header(has_header)
         .with_delimiter(options.delimiter)
         .with_null_regex(options.null_regex()?)
         // arrow's decoder zero-fills room for a whole batch (offsets and field bytes, ~16 bytes
@@ -238,7 +463,7 @@ pub(crate) fn read_csv_file(
     if let Some(projection) = projection {
         builder = builder.with_projection(projection.to_vec());
     }
-    let reader = builder.build(bytes.as_slice()).map_err(csv_error)?;
+    let reader = builder.build(bytes).map_err(csv_error)?;
     let out_schema = match projection {
         Some(p) => Arc::new(schema.project(p).map_err(csv_error)?),
         None => schema.clone(),
@@ -250,11 +475,11 @@ pub(crate) fn read_csv_file(
 /// The Arrow schema of a Parquet file (without pandas' metadata) and the decoded size of each
 /// of its top-level columns (bytes, all row groups), read from its footer.
 pub(crate) fn parquet_schema(path: &str) -> Result<(SchemaRef, Vec<u64>)> {
-    let builder = parquet_builder(path)?;
-    let schema = plain_schema(builder.schema());
+    let (_, metadata) = parquet_footer(path)?;
+    let schema = plain_schema(metadata.schema());
     let mut bytes = vec![0u64; schema.fields().len()];
-    let descr = builder.parquet_schema();
-    for row_group in builder.metadata().row_groups() {
+    let descr = metadata.parquet_schema();
+    for row_group in metadata.metadata().row_groups() {
         for (leaf, chunk) in row_group.columns().iter().enumerate() {
             if let Some(total) = bytes.get_mut(descr.get_column_root_idx(leaf)) {
                 *total += u64::try_from(chunk.uncompressed_size()).unwrap_or(0);
@@ -264,12 +489,14 @@ pub(crate) fn parquet_schema(path: &str) -> Result<(SchemaRef, Vec<u64>)> {
     Ok((schema, bytes))
 }
 
-fn parquet_builder(path: &str) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<StorageFile>> {
+/// The file as Parquet's reader sees it, and its footer.
+fn parquet_footer(path: &str) -> Result<(StorageFile, ArrowReaderMetadata)> {
     let storage = storage_for(path)?;
     let size = storage.size(path)?;
     let file = StorageFile { storage, path: path.to_string(), size };
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() })
+    let metadata = ArrowReaderMetadata::load(&file, Default::default())
+        .map_err(|e| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() })?;
+    Ok((file, metadata))
 }
 
 /// The schema's fields, all nullable, without metadata: what a frame's schema holds.
@@ -297,12 +524,34 @@ pub(crate) struct ReaderFilter<'a> {
 /// filter on decoded pieces (or aggregating through its mask).
 pub(crate) const ROW_FILTER_MAX_KEPT: f64 = 0.2;
 
+/// Columns of a file to decode: the reader's mask, the schema of what it returns (file
+/// order), and where each asked column is in that (`None`: all, in file order).
+struct Projected {
+    mask: ProjectionMask,
+    file_order: SchemaRef,
+    positions: Option<Vec<usize>>,
+    /// The pieces' schema: the columns in the order asked.
+    schema: SchemaRef,
+}
+
+/// A predicate the reader evaluates (`RowFilter`): the mask and schema of its columns.
+struct ReaderPredicate<'a> {
+    predicate: &'a Expr,
+    mask: ProjectionMask,
+    schema: SchemaRef,
+}
+
 /// Reads one Parquet file in pieces, only the `projection` columns (by name, in that order),
 /// checking it has the dataset's schema. `each` runs on every piece the reader decodes (a few
 /// tens of thousands of rows) and its results are returned (at least one, made from no rows
 /// for an empty file): the partition's row-wise steps go there, and a partial aggregation,
 /// so a filter keeps only its rows of each piece and the unfiltered file is never held or
 /// copied whole.
+///
+/// Each row group's column chunks to decode are fetched up front, nearby ones (as the storage
+/// counts near) as one range, instead of page by page as Parquet's reader walks them (two
+/// small requests a page on an object store); the next row group's are announced before this
+/// one is read, so a remote store fetches them while this one decodes.
 ///
 /// With a `filter`, a file of several row groups reads its first one as above while counting
 /// the rows the filter keeps; when that share is under [`ROW_FILTER_MAX_KEPT`], the other row
@@ -315,11 +564,7 @@ pub(crate) fn read_parquet_file(
     filter: Option<ReaderFilter>,
 ) -> Result<Vec<RecordBatch>> {
     let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
-    let storage = storage_for(path)?;
-    let size = storage.size(path)?;
-    let file = || StorageFile { storage: storage.clone(), path: path.to_string(), size };
-    let metadata =
-        parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file(), Default::default()).map_err(|e| error(&e))?;
+    let (file, metadata) = parquet_footer(path)?;
     let file_schema = plain_schema(metadata.schema());
     if file_schema.fields() != schema.fields() {
         return Err(DataFrameError::SchemaMismatch {
@@ -328,17 +573,109 @@ pub(crate) fn read_parquet_file(
             found: file_schema.to_string(),
         });
     }
-    let read = |columns: Option<&[String]>,
-                row_groups: Option<Vec<usize>>,
-                predicate: Option<&Expr>,
-                each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
-                out: &mut Vec<RecordBatch>| {
-        let builder =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(file(), metadata.clone());
-        read_pieces(path, builder, &file_schema, columns, row_groups, predicate, each, out)
+    let indices_of = |names: &[String]| -> Result<Vec<usize>> {
+        let mut indices =
+            names.iter().map(|n| file_schema.index_of(n).map_err(|e| error(&e))).collect::<Result<Vec<_>>>()?;
+        // The reader returns projected columns in file order.
+        indices.sort_unstable();
+        indices.dedup();
+        Ok(indices)
     };
-    let mut pieces = Vec::new();
+    let project = |columns: Option<&[String]>| -> Result<Projected> {
+        let Some(names) = columns else {
+            let all = file_schema.clone();
+            return Ok(Projected {
+                mask: ProjectionMask::all(),
+                file_order: all.clone(),
+                positions: None,
+                schema: all,
+            });
+        };
+        let indices = indices_of(names)?;
+        let mask = ProjectionMask::roots(metadata.parquet_schema(), indices.iter().copied());
+        let file_order = Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?);
+        // Put the columns in the order asked.
+        let positions = names
+            .iter()
+            .map(|n| file_order.index_of(n))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| error(&e))?;
+        let schema = Arc::new(file_order.project(&positions).map_err(|e| error(&e))?);
+        Ok(Projected { mask, file_order, positions: Some(positions), schema })
+    };
+    // The byte ranges of row group `index` that hold the leaves `wanted` keeps, coalesced.
+    let ranges_of = |index: usize, wanted: &dyn Fn(usize) -> bool| -> Result<Vec<std::ops::Range<u64>>> {
+        let mut chunks = Vec::new();
+        for (leaf, chunk) in metadata.metadata().row_group(index).columns().iter().enumerate() {
+            if !wanted(leaf) {
+                continue;
+            }
+            let (start, len) = chunk.byte_range();
+            match start.checked_add(len) {
+                Some(end) if end <= file.size => chunks.push(start..end),
+                _ => {
+                    return Err(error(&format_args!(
+                        "column chunk of {} at bytes {start}+{len} lies past the end of the file ({} bytes)",
+                        chunk.column_path(),
+                        file.size
+                    )));
+                }
+            }
+        }
+        Ok(coalesce(chunks, file.storage.coalesce_gap()))
+    };
     let groups = metadata.metadata().num_row_groups();
+    // Reads row groups `range` of the file, the `columns` projected, keeping only the rows
+    // `predicate` keeps when there is one, and pushes `each` of every piece to `out`.
+    let read = |range: std::ops::Range<usize>,
+                columns: &Projected,
+                predicate: Option<&ReaderPredicate>,
+                each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
+                out: &mut Vec<RecordBatch>|
+     -> Result<()> {
+        let wanted =
+            |leaf: usize| columns.mask.leaf_included(leaf) || predicate.is_some_and(|p| p.mask.leaf_included(leaf));
+        let last = range.end;
+        for index in range {
+            if index + 1 < last {
+                file.storage.prefetch(path, &ranges_of(index + 1, &wanted)?);
+            }
+            let ranges = ranges_of(index, &wanted)?;
+            let fetched = file.storage.read_ranges(path, &ranges)?;
+            let input = FetchedRanges {
+                pieces: ranges.iter().map(|r| r.start).zip(fetched.into_iter().map(bytes::Bytes::from)).collect(),
+                file: file.clone(),
+            };
+            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(input, metadata.clone())
+                .with_projection(columns.mask.clone())
+                .with_row_groups(vec![index])
+                .with_batch_size(PARQUET_PIECE_ROWS);
+            if let Some(p) = predicate {
+                let (schema, expr) = (p.schema.clone(), p.predicate.clone());
+                let evaluate = move |batch: RecordBatch| {
+                    let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
+                    crate::lower::filter_mask(&batch, &expr)
+                        .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
+                };
+                builder = builder.with_row_filter(parquet::arrow::arrow_reader::RowFilter::new(vec![Box::new(
+                    parquet::arrow::arrow_reader::ArrowPredicateFn::new(p.mask.clone(), evaluate),
+                )]));
+            }
+            for batch in builder.build().map_err(|e| error(&e))? {
+                let batch = batch.map_err(|e| error(&e))?;
+                let batch = RecordBatch::try_new(columns.file_order.clone(), batch.columns().to_vec())
+                    .map_err(|e| error(&e))?;
+                let batch = match &columns.positions {
+                    Some(p) => batch.project(p).map_err(|e| error(&e))?,
+                    None => batch,
+                };
+                out.push(each(batch)?);
+            }
+        }
+        Ok(())
+    };
+    let projected = project(projection)?;
+    let mut pieces = Vec::new();
     match filter {
         Some(filter) if groups > 1 => {
             let kept = std::cell::Cell::new((0usize, 0usize));
@@ -348,110 +685,28 @@ pub(crate) fn read_parquet_file(
                 kept.set((k + mask.true_count(), n + batch.num_rows()));
                 each(batch)
             };
-            read(projection, Some(vec![0]), None, &counting, &mut pieces)?;
+            read(0..1, &projected, None, &counting, &mut pieces)?;
             let (k, n) = kept.get();
-            let rest: Vec<usize> = (1..groups).collect();
             if n > 0 && (k as f64) < ROW_FILTER_MAX_KEPT * n as f64 {
-                read(filter.projection, Some(rest), Some(filter.predicate), filter.each, &mut pieces)?;
+                let mut names = Vec::new();
+                filter.predicate.columns_into(&mut names);
+                let indices = indices_of(&names)?;
+                let predicate = ReaderPredicate {
+                    predicate: filter.predicate,
+                    mask: ProjectionMask::roots(metadata.parquet_schema(), indices.iter().copied()),
+                    schema: Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?),
+                };
+                read(1..groups, &project(filter.projection)?, Some(&predicate), filter.each, &mut pieces)?;
             } else {
-                read(projection, Some(rest), None, each, &mut pieces)?;
+                read(1..groups, &projected, None, each, &mut pieces)?;
             }
         }
-        _ => read(projection, None, None, each, &mut pieces)?,
+        _ => read(0..groups, &projected, None, each, &mut pieces)?,
     }
     if pieces.is_empty() {
-        let columns: Vec<Field> = match projection {
-            Some(names) => names
-                .iter()
-                .map(|n| file_schema.field_with_name(n).cloned().map_err(|e| error(&e)))
-                .collect::<Result<_>>()?,
-            None => file_schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
-        };
-        pieces.push(each(RecordBatch::new_empty(Arc::new(Schema::new(columns))))?);
+        pieces.push(each(RecordBatch::new_empty(projected.schema.clone()))?);
     }
     Ok(pieces)
-}
-
-/// Decodes the `row_groups` (all for `None`) of a file, the `columns` asked (by name, in that
-/// order; all for `None`), keeping only the rows `predicate` keeps when there is one, and
-/// pushes `each` of every piece to `out`.
-#[allow(clippy::too_many_arguments)]
-fn read_pieces(
-    path: &str,
-    builder: parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<StorageFile>,
-    file_schema: &SchemaRef,
-    columns: Option<&[String]>,
-    row_groups: Option<Vec<usize>>,
-    predicate: Option<&Expr>,
-    each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
-    out: &mut Vec<RecordBatch>,
-) -> Result<()> {
-    let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
-    let (builder, file_order) = match columns {
-        Some(names) => {
-            let mut indices = Vec::with_capacity(names.len());
-            for name in names {
-                indices.push(file_schema.index_of(name).map_err(|e| error(&e))?);
-            }
-            // The reader returns projected columns in file order.
-            indices.sort_unstable();
-            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
-            (builder.with_projection(mask), Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?))
-        }
-        None => (builder, file_schema.clone()),
-    };
-    let builder = match row_groups {
-        Some(groups) => builder.with_row_groups(groups),
-        None => builder,
-    };
-    let builder = match predicate {
-        Some(predicate) => {
-            let mut names = Vec::new();
-            predicate.columns_into(&mut names);
-            let mut indices = names
-                .iter()
-                .map(|n| file_schema.index_of(n))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| error(&e))?;
-            indices.sort_unstable();
-            indices.dedup();
-            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), indices.iter().copied());
-            let predicate_schema = Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?);
-            let predicate = predicate.clone();
-            let evaluate = move |batch: RecordBatch| {
-                let batch = RecordBatch::try_new(predicate_schema.clone(), batch.columns().to_vec())?;
-                crate::lower::filter_mask(&batch, &predicate)
-                    .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
-            };
-            let filter = parquet::arrow::arrow_reader::RowFilter::new(vec![Box::new(
-                parquet::arrow::arrow_reader::ArrowPredicateFn::new(mask, evaluate),
-            )]);
-            builder.with_row_filter(filter)
-        }
-        None => builder,
-    };
-    // Put the columns in the order asked.
-    let positions = match columns {
-        Some(names) => Some(
-            names
-                .iter()
-                .map(|n| file_order.index_of(n))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| error(&e))?,
-        ),
-        None => None,
-    };
-    let reader = builder.with_batch_size(PARQUET_PIECE_ROWS).build().map_err(|e| error(&e))?;
-    for batch in reader {
-        let batch = batch.map_err(|e| error(&e))?;
-        let batch = RecordBatch::try_new(file_order.clone(), batch.columns().to_vec()).map_err(|e| error(&e))?;
-        let batch = match &positions {
-            Some(p) => batch.project(p).map_err(|e| error(&e))?,
-            None => batch,
-        };
-        out.push(each(batch)?);
-    }
-    Ok(())
 }
 
 /// Pieces of one partition joined into one batch (no copy for a single piece).
@@ -482,4 +737,36 @@ pub(crate) fn write_parquet_file(path: &str, batch: &RecordBatch) -> Result<u64>
     writer.close().map_err(|e| error(&e))?;
     storage_for(path)?.write(path, &bytes)?;
     Ok(batch.num_rows() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_block_that_begins_inside_a_quoted_field_says_so_naming_the_line_the_record_began() {
+        let dir = std::env::temp_dir().join(format!("kiln-io-block-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.csv").to_string_lossy().into_owned();
+        let text = "id,note\n1,\"a\nb,c\nd,e\"\n2,x\n";
+        std::fs::write(&path, text).unwrap();
+        let options = CsvOptions::default().blocksize(None);
+        let schema = infer_csv_schema(&path, &options).unwrap();
+        let size = text.len() as u64;
+        // From inside "a...": the block's first line is "b,c", inside the quoted field.
+        let start = text.find('a').unwrap() as u64;
+        let block = CsvBlock { start, end: size, file_size: size };
+        let err = read_csv_part(&path, Some(&block), &schema, None, &options).unwrap_err().to_string();
+        assert!(err.contains(&path) && err.contains("line 2") && err.contains("blocksize=None"), "{err}");
+        // The block before ends inside the same field.
+        let block = CsvBlock { start: 0, end: start, file_size: size };
+        let err = read_csv_part(&path, Some(&block), &schema, None, &options).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("still open"), "{err}");
+        // A block from the record after the field reads it.
+        let start = text.find("e\"").unwrap() as u64;
+        let block = CsvBlock { start, end: size, file_size: size };
+        let batch = read_csv_part(&path, Some(&block), &schema, None, &options).unwrap();
+        assert_eq!(batch.num_rows(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

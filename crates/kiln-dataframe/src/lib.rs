@@ -12,6 +12,7 @@
 //! | Dask | kiln |
 //! |---|---|
 //! | `dd.read_csv("data/*.csv", parse_dates=["ts"])` | `read_csv("data/*.csv", &CsvOptions::default().parse_dates(["ts"]))?` |
+//! | `dd.read_csv("big.csv", blocksize=2**26)` | `read_csv("big.csv", &CsvOptions::default().blocksize(Some(1 << 26)))?` |
 //! | `dd.read_parquet("dir", columns=["a"])` | `read_parquet("dir")?.select(&["a"])?` |
 //! | `df[df.a > 1]` | `df.filter(&df.col("a").gt(1))?` |
 //! | `df.assign(c=df.a * 2)` | `df.assign("c", &(df.col("a") * 2))?` |
@@ -78,7 +79,7 @@ pub use error::DataFrameError;
 pub use expr::{BinaryOp, DateField, Expr};
 pub use frame::{DataFrame, read_csv, read_parquet};
 pub use groupby::{Agg, GroupBy, GroupKey, auto_split_out};
-pub use io::{CsvOptions, PANDAS_NA_VALUES};
+pub use io::{CsvOptions, DEFAULT_BLOCKSIZE, PANDAS_NA_VALUES};
 pub use join::How;
 pub use lower::{ensure_registered, register_portable};
 pub use merge::MergeOptions;

@@ -27,7 +27,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::agg::{self, AggSpec};
 use crate::error::{DataFrameError, Result};
-use crate::io::{CsvOptions, ReaderFilter, concat_pieces, read_csv_file, read_parquet_file, write_parquet_file};
+use crate::io::{
+    CsvBlock, CsvOptions, ReaderFilter, concat_pieces, read_csv_part, read_parquet_file, write_parquet_file,
+};
 use crate::join::{BuildKernel, How, JoinKernel, JoinTable, JoinTableCodec, MergeSpec, Side};
 use crate::plan::{AggStrategy, Frame, MergeStrategy, Source, Step};
 use crate::shuffle::{BatchShuffle, ConcatKernel, PiecesCodec, SelectKernel, SplitKernel};
@@ -84,6 +86,8 @@ impl<'de> Deserialize<'de> for SerdeSchema {
 pub(crate) enum ReadSpec {
     Csv {
         path: String,
+        /// The byte range read, `None` for the whole file.
+        block: Option<CsvBlock>,
         schema: SerdeSchema,
         projection: Option<Vec<usize>>,
         options: CsvOptions,
@@ -96,9 +100,7 @@ pub(crate) enum ReadSpec {
         pushdown: Option<Pushdown>,
     },
     /// The task's one input (an in-memory batch, or another stage's result), projected.
-    Input {
-        projection: Option<Vec<String>>,
-    },
+    Input { projection: Option<Vec<String>> },
 }
 
 /// A Parquet partition's leading filters (those that cannot fail on any value), which the
@@ -248,9 +250,12 @@ impl PortableKernel for PartitionKernel {
             ops.extend(probe.after.iter().map(Op::Step));
         }
         let batch = match &self.read {
-            ReadSpec::Csv { path, schema, projection, options } => {
-                check_file_fits(path)?;
-                read_csv_file(path, &schema.0, projection.as_deref(), options).map_err(task_error)?
+            ReadSpec::Csv { path, block, schema, projection, options } => {
+                match block {
+                    Some(b) => kiln_graph::memory::check_alloc(path, b.end.saturating_sub(b.start))?,
+                    None => check_file_fits(path)?,
+                }
+                read_csv_part(path, block.as_ref(), &schema.0, projection.as_deref(), options).map_err(task_error)?
             }
             ReadSpec::Parquet { path, schema, projection, pushdown } => {
                 check_file_fits(path)?;
@@ -640,14 +645,15 @@ fn lower_frame_with(
         };
     // Sources computed by other tasks: their partitions are the inputs of this frame's tasks.
     let computed: Vec<TaskId> = match frame.source.as_ref() {
-        Source::Csv { files, options, .. } => {
+        Source::Csv { parts, options, .. } => {
             let projection = optimized
                 .projection
                 .as_ref()
                 .map(|names| names.iter().filter_map(|n| source_schema.index_of(n).ok()).collect::<Vec<usize>>());
-            for (i, path) in files.iter().enumerate() {
+            for (i, part) in parts.iter().enumerate() {
                 let read = ReadSpec::Csv {
-                    path: path.clone(),
+                    path: part.path.clone(),
+                    block: part.block.clone(),
                     schema: SerdeSchema(source_schema.clone()),
                     projection: projection.clone(),
                     options: options.clone(),

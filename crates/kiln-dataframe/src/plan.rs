@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agg::AggSpec;
 use crate::expr::Expr;
-use crate::io::CsvOptions;
+use crate::io::{CsvOptions, CsvPart};
 use crate::join::MergeSpec;
 use crate::lower::SerdeSchema;
 use crate::scalar::Scalar;
@@ -122,8 +122,8 @@ impl Steps {
 
 /// Where a frame's partitions come from.
 pub(crate) enum Source {
-    /// One partition per CSV file.
-    Csv { files: Vec<String>, schema: SchemaRef, options: CsvOptions },
+    /// One partition per CSV file, or per block of one (`parts`, in file order).
+    Csv { files: Vec<String>, parts: Vec<CsvPart>, schema: SchemaRef, options: CsvOptions },
     /// One partition per Parquet file; `column_bytes` is the decoded size of each column of
     /// the first file (the planner's size estimate).
     Parquet { files: Vec<String>, schema: SchemaRef, column_bytes: Vec<u64> },
@@ -204,7 +204,8 @@ pub(crate) struct Partitioning {
 impl Source {
     pub(crate) fn npartitions(&self) -> usize {
         match self {
-            Source::Csv { files, .. } | Source::Parquet { files, .. } => files.len(),
+            Source::Csv { parts, .. } => parts.len(),
+            Source::Parquet { files, .. } => files.len(),
             Source::Batches { partitions, .. } => partitions.len(),
             Source::Aggregate { input, strategy, .. } => match strategy {
                 AggStrategy::Tree { .. } => 1,
@@ -310,7 +311,14 @@ impl Source {
             None => format!("all {} columns", self.schema().fields().len()),
         };
         match self {
-            Source::Csv { files, .. } => format!("read_csv {} file(s), {columns}", files.len()),
+            Source::Csv { files, parts, .. }
+                if parts.iter().all(|p| p.block.is_none()) && parts.len() == files.len() =>
+            {
+                format!("read_csv {} file(s), {columns}", files.len())
+            }
+            Source::Csv { files, parts, .. } => {
+                format!("read_csv {} file(s) in {} partition(s) by blocksize, {columns}", files.len(), parts.len())
+            }
             Source::Parquet { files, .. } => format!("read_parquet {} file(s), {columns}", files.len()),
             Source::Batches { partitions, .. } => format!("from_batches {} partition(s), {columns}", partitions.len()),
             Source::External { parts, .. } => format!("from_bag {} partition(s), {columns}", parts.npartitions()),

@@ -18,12 +18,16 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+use std::ops::Range;
 use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
 
 pub use kiln_storage::{LocalStorage, Storage, StorageError, register_storage, storage_for};
 
 /// A file of a [`Storage`] as Parquet's random-access reader: the footer and each column chunk
 /// are read as ranges, so a projection reads only its columns' bytes.
+#[derive(Clone)]
 pub(crate) struct StorageFile {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) path: String,
@@ -99,5 +103,80 @@ impl std::io::Read for RangeReader {
         out[..n].copy_from_slice(&self.buffer[self.used..self.used + n]);
         self.used += n;
         Ok(n)
+    }
+}
+
+/// The byte ranges holding `ranges` (column chunks, in any order), with ranges that overlap or
+/// lie within `gap` bytes of each other merged ([`Storage::coalesce_gap`]), in file order.
+pub(crate) fn coalesce(mut ranges: Vec<Range<u64>>, gap: u64) -> Vec<Range<u64>> {
+    ranges.retain(|r| !r.is_empty());
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end.saturating_add(gap) => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+/// One row group's column chunks, fetched up front, as Parquet's random-access reader: page
+/// headers and pages inside them are served from memory (slices, not copies); anything else
+/// (which the reader does not ask for when it reads only these chunks) is read from the file.
+pub(crate) struct FetchedRanges {
+    /// Fetched ranges by start offset, in file order, not overlapping.
+    pub(crate) pieces: Vec<(u64, Bytes)>,
+    pub(crate) file: StorageFile,
+}
+
+impl FetchedRanges {
+    /// The fetched bytes from `start` to their piece's end, if a piece holds `start`.
+    fn from(&self, start: u64) -> Option<Bytes> {
+        let after = self.pieces.partition_point(|(s, _)| *s <= start);
+        let (piece_start, bytes) = self.pieces.get(after.checked_sub(1)?)?;
+        let offset = usize::try_from(start - piece_start).ok()?;
+        (offset < bytes.len()).then(|| bytes.slice(offset..))
+    }
+}
+
+impl parquet::file::reader::Length for FetchedRanges {
+    fn len(&self) -> u64 {
+        self.file.size
+    }
+}
+
+/// A reader over fetched bytes or, outside them, over the file.
+pub(crate) enum PieceReader {
+    /// Inside a fetched range.
+    Memory(bytes::buf::Reader<Bytes>),
+    /// Elsewhere in the file.
+    File(RangeReader),
+}
+
+impl std::io::Read for PieceReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            PieceReader::Memory(reader) => reader.read(out),
+            PieceReader::File(reader) => reader.read(out),
+        }
+    }
+}
+
+impl parquet::file::reader::ChunkReader for FetchedRanges {
+    type T = PieceReader;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        match self.from(start) {
+            Some(bytes) => Ok(PieceReader::Memory(bytes.reader())),
+            None => self.file.get_read(start).map(PieceReader::File),
+        }
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        match self.from(start) {
+            Some(bytes) if bytes.len() >= length => Ok(bytes.slice(..length)),
+            _ => self.file.get_bytes(start, length),
+        }
     }
 }

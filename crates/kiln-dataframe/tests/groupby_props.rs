@@ -24,7 +24,12 @@ struct Row {
 fn row() -> impl Strategy<Value = Row> {
     (
         prop::option::weighted(0.9, 0i64..4),
-        prop::option::weighted(0.9, prop::sample::select(vec!["x", "y", "z"])),
+        // Short codes and longer strings: the empty string, one that differs from another only
+        // by a trailing NUL, 7 and 8 bytes (around the packed short keys), multi-byte text.
+        prop::option::weighted(
+            0.9,
+            prop::sample::select(vec!["x", "y", "z", "", "a", "a\0", "seven77", "eight888", "a much longer key", "é"]),
+        ),
         prop::option::weighted(0.8, -100.0f64..100.0),
         prop::option::weighted(0.8, -1000i64..1000),
     )
@@ -90,12 +95,14 @@ proptest! {
         rows in prop::collection::vec(row(), 0..80),
         npartitions in 1usize..9,
         split_every in 2usize..5,
-        two_keys in any::<bool>(),
+        which_keys in 0usize..3,
         split_out in 1usize..5,
         max_branch in 2usize..4,
     ) {
         let df = DataFrame::from_batch(batch(&rows), npartitions).unwrap();
-        let keys: Vec<&str> = if two_keys { vec!["k1", "k2"] } else { vec!["k1"] };
+        // An integer key, an integer and a string key, or a string key alone.
+        let keys: Vec<&str> = [vec!["k1"], vec!["k1", "k2"], vec!["k2"]][which_keys].clone();
+        let (uses_k1, uses_k2) = (which_keys < 2, which_keys > 0);
         let out = df
             .groupby(keys.clone())
             .unwrap()
@@ -123,17 +130,21 @@ proptest! {
 
         let mut groups: BTreeMap<(i64, String), Vec<&Row>> = BTreeMap::new();
         for r in &rows {
-            let k2 = if two_keys { r.k2.clone() } else { Some(String::new()) };
-            if let (Some(k1), Some(k2)) = (r.k1, k2) {
+            let k1 = if uses_k1 { r.k1 } else { Some(0) };
+            let k2 = if uses_k2 { r.k2.clone() } else { Some(String::new()) };
+            if let (Some(k1), Some(k2)) = (k1, k2) {
                 groups.entry((k1, k2)).or_default().push(r);
             }
         }
         prop_assert_eq!(out.num_rows(), groups.len());
         let first_value = keys.len();
         for (row, ((k1, k2), members)) in groups.iter().enumerate() {
-            prop_assert_eq!(Scalar::from_array(out.column(0).as_ref(), row).unwrap(), Scalar::Int(*k1));
-            if two_keys {
-                prop_assert_eq!(Scalar::from_array(out.column(1).as_ref(), row).unwrap(), Scalar::Str(k2.clone()));
+            if uses_k1 {
+                prop_assert_eq!(Scalar::from_array(out.column(0).as_ref(), row).unwrap(), Scalar::Int(*k1));
+            }
+            if uses_k2 {
+                let at = usize::from(uses_k1);
+                prop_assert_eq!(Scalar::from_array(out.column(at).as_ref(), row).unwrap(), Scalar::Str(k2.clone()));
             }
             for (i, want) in naive_group(members).iter().enumerate() {
                 let got = Scalar::from_array(out.column(first_value + i).as_ref(), row).unwrap();

@@ -44,6 +44,14 @@ fn layouts() -> Vec<(String, DataFrame)> {
         out.push((format!("parquet/{n}"), read_parquet(&path(&format!("parquet/{n}"))).unwrap()));
     }
     out.push(("csv/gz".into(), read_csv(&path("csv/gz/*.csv.gz"), &csv_options()).unwrap()));
+    // The one-file table split by bytes (read_csv's blocksize) into 5 and 13 blocks: every
+    // case below then runs on partitions that start at line ends inside the file.
+    let one_file = path("csv/1/trips-0.csv");
+    let size = std::fs::metadata(&one_file).unwrap().len();
+    for n in [5, 13] {
+        let options = csv_options().blocksize(Some(size / n));
+        out.push((format!("csv/blocks/{n}"), read_csv(&one_file, &options).unwrap()));
+    }
     let whole = read_csv(&path("csv/1/trips-0.csv"), &csv_options()).unwrap().compute_on(&scheduler()).unwrap();
     out.push(("batches/3".into(), DataFrame::from_batch(whole, 3).unwrap()));
     for (label, df) in &out {

@@ -165,7 +165,10 @@ fn a_projection_reads_only_its_columns_bytes() {
     assert_eq!(all.num_columns(), 6);
     assert_eq!(one.num_columns(), 1);
     assert_eq!(one.column(0), all.column(4));
-    assert!(one_bytes * 2 < all_bytes, "one column read {one_bytes} bytes, all columns {all_bytes}");
+    // Column chunks are read exactly (no piece reads running into the next chunk), so the
+    // footers, read at planning and by every task, are most of these small files' bytes: the
+    // five columns left out are a third of what reading all of them costs.
+    assert!(one_bytes * 3 < all_bytes * 2, "one column read {one_bytes} bytes, all columns {all_bytes}");
 }
 
 /// Files in memory, for the storage plug-in point.

@@ -166,6 +166,11 @@ impl Kernel for FusedKernel {
         postcard::to_allocvec(&steps).ok().map(|params| KernelSpec { id: FUSED_KERNEL_ID.to_string(), params })
     }
 
+    fn portable_hint(&self) -> Option<String> {
+        // The fused task cannot travel because one of its steps cannot: that step's remedy.
+        self.steps.iter().find(|s| s.kernel.spec().is_none()).and_then(|s| s.kernel.portable_hint())
+    }
+
     fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
         // An intermediate lives until its last reader has run, not to the end of the chain.
         let mut results: SmallVec<[Option<Value>; 4]> = SmallVec::with_capacity(self.steps.len());

@@ -44,6 +44,15 @@ pub trait Kernel: Send + Sync + 'static {
         None
     }
 
+    /// For a kernel without a [`Kernel::spec`]: what makes it portable, in words a user can act
+    /// on (the registration call to make). A cluster client's refusal
+    /// ([`crate::portable::PortableError::NotPortable`]) quotes it; `None` gives the generic
+    /// remedy for a local closure (`.portable(id)` plus a kernel registration), which is wrong
+    /// for kernels whose fix is registering a type or a collection's own function.
+    fn portable_hint(&self) -> Option<String> {
+        None
+    }
+
     /// Whether this task stands for a value held by a cluster ([`RemoteValue`]): such tasks
     /// are never fused or sent.
     fn is_remote(&self) -> bool {

@@ -65,16 +65,17 @@ pub enum InputSpec {
 pub enum PortableError {
     /// The task's kernel is a local closure without a registered id.
     #[error(
-        "task {key} runs `{kernel}`, a local function that is not registered, so it cannot be sent to a \
-         cluster (the local scheduler can still run it). Give it an id with `.portable(\"myapp.{kernel}\")` \
-         and register it with `KernelRegistry::global().register_instance(..)` in the client and in the \
-         worker program, or implement `PortableKernel` and call `KernelRegistry::global().register::<K>()`"
+        "task {key} runs `{kernel}`, which cannot be sent to a cluster (the local scheduler can still run it): {}",
+        hint.clone().unwrap_or_else(|| generic_hint(kernel))
     )]
     NotPortable {
         /// The task.
         key: Key,
         /// The kernel's display name.
         kernel: String,
+        /// What the kernel says makes it portable ([`Kernel::portable_hint`]); `None` for the
+        /// generic remedy of a local closure.
+        hint: Option<String>,
     },
     /// A literal input has no codec.
     #[error("task {key}: literal input {position} cannot be sent: {source}")]
@@ -99,6 +100,15 @@ pub enum PortableError {
     Graph(#[from] GraphError),
 }
 
+/// The remedy for a local closure that says nothing more of itself.
+fn generic_hint(kernel: &str) -> String {
+    format!(
+        "it is a local function that is not registered. Give it an id with `.portable(\"myapp.{kernel}\")` and \
+         register it with `KernelRegistry::global().register_instance(..)` in the client and in the worker program, \
+         or implement `PortableKernel` and call `KernelRegistry::global().register::<K>()`"
+    )
+}
+
 /// Every task of `graph` as a [`TaskSpec`], in topological order.
 ///
 /// # Errors
@@ -115,9 +125,11 @@ pub fn graph_to_specs(graph: &Graph, codecs: &CodecRegistry) -> Result<Vec<TaskS
 pub fn task_to_spec(graph: &Graph, id: TaskId, codecs: &CodecRegistry) -> Result<TaskSpec, PortableError> {
     let key = graph.key(id);
     let kernel = graph.kernel(id);
-    let spec = kernel
-        .spec()
-        .ok_or_else(|| PortableError::NotPortable { key: key.clone(), kernel: kernel.name().to_string() })?;
+    let spec = kernel.spec().ok_or_else(|| PortableError::NotPortable {
+        key: key.clone(),
+        kernel: kernel.name().to_string(),
+        hint: kernel.portable_hint(),
+    })?;
     let inputs = graph
         .inputs(id)
         .iter()
@@ -218,6 +230,38 @@ mod tests {
         assert!(message.contains("my_increment"), "{message}");
         assert!(message.contains("('inc-ab', 3)"), "{message}");
         assert!(message.contains(".portable("), "{message}");
+    }
+
+    /// A kernel whose fix is registering something else than a closure: the refusal quotes its
+    /// own remedy, alone or fused with portable steps.
+    #[test]
+    fn kernels_with_their_own_remedy_are_refused_with_it() {
+        struct NeedsAType;
+        impl Kernel for NeedsAType {
+            fn name(&self) -> &str {
+                "convert"
+            }
+            fn call(&self, inputs: &[Value]) -> Result<Value, crate::TaskError> {
+                Ok(inputs[0].clone())
+            }
+            fn portable_hint(&self) -> Option<String> {
+                Some("register the record type with register_record::<R>()".into())
+            }
+        }
+        let inc: Arc<dyn Kernel> = Arc::new(func1("inc", |x: &i64| x + 1).portable("test.inc"));
+        let fused = FusedKernel::new(vec![
+            Step { kernel: inc, args: vec![Source::Input(0)], key: None },
+            Step { kernel: Arc::new(NeedsAType), args: vec![Source::Step(0)], key: None },
+        ])
+        .unwrap();
+        for kernel in [Arc::new(NeedsAType) as Arc<dyn Kernel>, Arc::new(fused)] {
+            let mut g = GraphBuilder::new();
+            g.add(Key::new("c"), kernel, [Arg::literal(1i64)]).unwrap();
+            let message = graph_to_specs(&g.build().unwrap(), CodecRegistry::global()).unwrap_err().to_string();
+            assert!(message.contains("register_record::<R>()"), "{message}");
+            assert!(message.contains("`convert`") || message.contains("`inc-convert`"), "{message}");
+            assert!(!message.contains(".portable(") && !message.contains("register_instance"), "{message}");
+        }
     }
 
     #[test]

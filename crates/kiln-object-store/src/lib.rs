@@ -21,8 +21,11 @@
 //! fails becomes a [`StorageError`] naming the URL.
 //!
 //! Ranged reads that walk forward through an object (Parquet pages, CSV blocks) are widened
-//! into [`READ_AHEAD`]-byte requests whose bytes answer the next reads (see [`read_ahead`]);
-//! scattered reads are sent as asked.
+//! into [`READ_AHEAD`]-byte requests whose bytes answer the next reads, and the window after
+//! such a window is fetched in the background while the reader works on this one (see
+//! [`read_ahead`]); scattered reads are sent as asked. Readers that know their ranges ask for
+//! them at once (`Storage::read_ranges`, one concurrent request each) and announce the next
+//! ones (`Storage::prefetch`, fetched on this crate's runtime within the read-ahead budget).
 
 pub mod read_ahead;
 
@@ -46,6 +49,10 @@ pub use read_ahead::{READ_AHEAD, ReadStats};
 
 /// Attempts after the first for a request that failed transiently.
 pub const MAX_RETRIES: usize = 5;
+/// Bytes between two wanted ranges worth fetching to save a request (what `object_store` and
+/// Parquet's async reader merge): a round trip costs about as much as this many bytes.
+pub const COALESCE_GAP: u64 = 1 << 20;
+
 /// No request is retried once this long has passed since it was first sent.
 pub const RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -83,7 +90,8 @@ pub fn register() {
 #[derive(Default)]
 pub struct ObjectStorage {
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
-    read_ahead: read_ahead::ReadAhead,
+    /// Shared with the background fetches, which put their bytes there.
+    read_ahead: Arc<read_ahead::ReadAhead>,
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -159,6 +167,19 @@ impl ObjectStorage {
         Ok((store, location, path))
     }
 
+    /// Starts fetching `range` of `url` in the background, unless read-ahead says it is held,
+    /// in flight or over budget; the bytes become a read-ahead window that reads take.
+    fn spawn_prefetch(&self, store: Arc<dyn ObjectStore>, object: ObjectPath, url: &str, range: Range<u64>) {
+        let Some(done) = self.read_ahead.start_prefetch(url, range.clone()) else { return };
+        let mut guard = PrefetchGuard { ahead: self.read_ahead.clone(), done: Some(done) };
+        runtime().spawn(async move {
+            let result = store.get_range(&object, range).await;
+            if let Some(done) = guard.done.take() {
+                guard.ahead.prefetched(&done, result.as_ref().ok());
+            }
+        });
+    }
+
     /// Objects directly inside `prefix` (a "directory"), as URLs.
     fn list_directory(
         &self,
@@ -216,14 +237,24 @@ impl Storage for ObjectStorage {
         if range.end <= range.start {
             return Ok(Vec::new());
         }
-        let (prefix, fetch, keep) = match self.read_ahead.plan(path, range.clone()) {
-            read_ahead::Plan::Hit(bytes) => return Ok(bytes),
-            read_ahead::Plan::Fetch { prefix, fetch, keep } => (prefix, fetch, keep),
+        let (prefix, fetch, keep) = loop {
+            match self.read_ahead.plan(path, range.clone()) {
+                read_ahead::Plan::Hit(bytes) => return Ok(bytes),
+                read_ahead::Plan::Wait(done) => done.wait(),
+                read_ahead::Plan::Fetch { prefix, fetch, keep } => break (prefix, fetch, keep),
+            }
         };
         let (store, _, object) = self.resolve(path)?;
         // A widened request may run past the object's end: the store answers what there is.
         let bytes = block_on(store.get_range(&object, fetch.clone())).map_err(|e| to_storage_error(path, e))?;
         self.read_ahead.fetched(path, fetch.start, &bytes, keep);
+        let asked = fetch.end - fetch.start;
+        if keep && asked >= self.read_ahead.window() && bytes.len() as u64 == asked {
+            // A forward walk through an object that goes on: its next window comes while the
+            // reader works on this one.
+            let window = self.read_ahead.window();
+            self.spawn_prefetch(store.clone(), object.clone(), path, fetch.end..fetch.end + window);
+        }
         let wanted = (range.end - fetch.start) as usize;
         if bytes.len() < wanted {
             return Err(StorageError::Io {
@@ -242,6 +273,65 @@ impl Storage for ObjectStorage {
         let mut out = prefix;
         out.extend_from_slice(&bytes[..wanted]);
         Ok(out)
+    }
+
+    fn read_ranges(&self, path: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut out: Vec<Vec<u8>> = vec![Vec::new(); ranges.len()];
+        let mut missing = Vec::new();
+        for (i, range) in ranges.iter().enumerate() {
+            if range.is_empty() {
+                continue;
+            }
+            loop {
+                match self.read_ahead.plan_exact(path, range) {
+                    Err(done) => done.wait(),
+                    Ok(Some(bytes)) => {
+                        out[i] = bytes;
+                        break;
+                    }
+                    Ok(None) => {
+                        missing.push(i);
+                        break;
+                    }
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let (store, _, object) = self.resolve(path)?;
+        let requests = missing.iter().map(|&i| store.get_range(&object, ranges[i].clone()));
+        let answers = block_on(futures_util::future::try_join_all(requests)).map_err(|e| to_storage_error(path, e))?;
+        for (&i, bytes) in missing.iter().zip(answers) {
+            let range = &ranges[i];
+            self.read_ahead.fetched(path, range.start, &bytes, false);
+            self.read_ahead.read_directly(bytes.len() as u64);
+            if (bytes.len() as u64) < range.end - range.start {
+                return Err(StorageError::Io {
+                    url: path.to_string(),
+                    message: format!(
+                        "object ends before byte {} (read {} of {})",
+                        range.end,
+                        bytes.len(),
+                        range.end - range.start
+                    ),
+                });
+            }
+            out[i] = bytes.into();
+        }
+        Ok(out)
+    }
+
+    fn coalesce_gap(&self) -> u64 {
+        COALESCE_GAP
+    }
+
+    fn prefetch(&self, path: &str, ranges: &[Range<u64>]) {
+        // A URL that cannot be resolved fails again, with its error, when it is read.
+        let Ok((store, _, object)) = self.resolve(path) else { return };
+        for range in ranges {
+            self.spawn_prefetch(store.clone(), object.clone(), path, range.clone());
+        }
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, StorageError> {
@@ -272,6 +362,22 @@ impl Storage for ObjectStorage {
         match result {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(to_storage_error(path, e)),
+        }
+    }
+}
+
+/// Ends a background fetch even when its task is dropped before finishing (the runtime
+/// shutting down, a panic in the client), so readers waiting on it never wait forever.
+struct PrefetchGuard {
+    ahead: Arc<read_ahead::ReadAhead>,
+    /// Taken when the fetch ends normally.
+    done: Option<Arc<read_ahead::Done>>,
+}
+
+impl Drop for PrefetchGuard {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            self.ahead.prefetched(&done, None);
         }
     }
 }

@@ -123,6 +123,33 @@ pub trait Storage: Send + Sync + 'static {
     /// A missing file, a range past its end, a failing store.
     fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>>;
 
+    /// Several ranges of the file, each exactly as asked, in the order asked. Readers that know
+    /// what they will need (a Parquet row group's column chunks) merge nearby ranges themselves
+    /// and ask once, so a remote store can send one request per range, all at once, and never
+    /// widens them.
+    ///
+    /// # Errors
+    /// As [`Storage::read_range`], for the first range that fails.
+    fn read_ranges(&self, path: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        ranges.iter().map(|range| self.read_range(path, range.clone())).collect()
+    }
+
+    /// How many unneeded bytes between two wanted ranges are worth reading to save a request:
+    /// readers merge ranges closer than this before [`Storage::read_ranges`]. Nothing for local
+    /// files (a seek costs nothing); a remote store says what a request costs in bytes.
+    fn coalesce_gap(&self) -> u64 {
+        0
+    }
+
+    /// A hint that `ranges` of the file will be read soon (by [`Storage::read_ranges`] or
+    /// [`Storage::read_range`]): a remote store may start fetching them in the background,
+    /// within a memory budget, so that the read finds them ready while the caller was busy
+    /// decoding what it read before. Never an error (a failed prefetch is fetched again by the
+    /// read, which reports the failure); the default does nothing, which suits local files.
+    fn prefetch(&self, path: &str, ranges: &[Range<u64>]) {
+        let _ = (path, ranges);
+    }
+
     /// The whole file.
     ///
     /// # Errors

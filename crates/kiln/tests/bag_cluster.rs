@@ -148,6 +148,8 @@ fn main() {
     let error = frame.compute_on(&client).unwrap_err();
     assert!(matches!(error, ComputeError::NotPortable(_)), "{error}");
     assert!(error.to_string().contains("register_bag_record::<bag_cluster::Unlisted>"), "{error}");
+    // The remedy is the record registration alone, not the closures' `.portable(id)`.
+    assert!(!error.to_string().contains(".portable(") && !error.to_string().contains("register_instance"), "{error}");
 
     // So is one registered nowhere (its partitions could not travel either).
     #[derive(Clone, serde::Serialize)]

@@ -159,6 +159,72 @@ fn csv_and_parquet_round_trip_through_s3_with_the_local_answers() {
 }
 
 #[test]
+fn a_projected_parquet_read_sends_requests_per_row_group_not_per_page() {
+    use kiln::dataframe::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+    use kiln::dataframe::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    let Some(moto) = moto() else { return };
+    create_bucket(moto, "pages");
+    // A storage of this test's own under s3a:// (the same server), so that its counters see
+    // only this test's reads.
+    use kiln::storage::Storage;
+    let storage = Arc::new(kiln::storage::object_store::ObjectStorage::default());
+    kiln::storage::register_storage("s3a", storage.clone());
+    // Five columns, 6 row groups of 20,000 rows, pages of at most 1,000 rows: 20 pages per
+    // column chunk, 240 in the two columns read.
+    let schema = Arc::new(Schema::new(
+        ["a", "b", "c", "d", "e"]
+            .map(|n| Field::new(n, if n == "c" { DataType::Int64 } else { DataType::Float64 }, true))
+            .to_vec(),
+    ));
+    let rows = 120_000usize;
+    let column = |k: usize| -> ArrayRef {
+        if k == 2 {
+            Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|i| i * 3 % 1001)))
+        } else {
+            Arc::new(Float64Array::from_iter_values((0..rows).map(|i| ((i * (k + 7)) % 9973) as f64 * 0.5)))
+        }
+    };
+    let batch = RecordBatch::try_new(schema.clone(), (0..5).map(column).collect()).unwrap();
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(20_000))
+        .set_data_page_row_count_limit(1_000)
+        .set_write_batch_size(1_000)
+        .set_dictionary_enabled(false)
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, Some(properties)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let local = std::env::temp_dir().join(format!("kiln-s3-pages-{}.parquet", std::process::id()));
+    std::fs::write(&local, &bytes).unwrap();
+    let url = "s3a://pages/table.parquet";
+    storage.write(url, &bytes).unwrap();
+
+    // Columns b and d (not adjacent: c lies between them, 160 KB, inside the merging gap).
+    let sums = |source: &str| {
+        let frame = read_parquet(source).unwrap();
+        let out = frame.agg([Agg::sum("b"), Agg::sum("d")]).unwrap().compute_on(&LocalScheduler::new()).unwrap();
+        (out.column(0).as_primitive::<Float64Type>().value(0), out.column(1).as_primitive::<Float64Type>().value(0))
+    };
+    let before = storage.read_stats();
+    let remote = sums(url);
+    let after = storage.read_stats();
+    let expected = sums(&local.display().to_string());
+    let plain = |k: usize| (0..rows).map(|i| ((i * (k + 7)) % 9973) as f64 * 0.5).sum::<f64>();
+    assert_eq!(remote, expected);
+    assert_eq!(remote, (plain(1), plain(3)));
+    // Two footer reads (planning and the task), one coalesced range per row group.
+    let requests = after.requests - before.requests;
+    assert!(requests <= 2 * 2 + 6, "{requests} requests for 6 row groups: {after:?}");
+    // Nothing of columns a and e was fetched beyond the footer reads' tail.
+    let fetched = after.bytes_fetched - before.bytes_fetched;
+    assert!(fetched < bytes.len() as u64 * 7 / 10, "{fetched} of {} bytes fetched", bytes.len());
+    std::fs::remove_file(local).unwrap();
+}
+
+#[test]
 fn a_cluster_reads_s3_paths_itself_with_the_same_answer() {
     let Some(moto) = moto() else { return };
     create_bucket(moto, "cluster");
