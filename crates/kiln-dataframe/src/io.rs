@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::csv_read::{self, Place, QuoteScan};
 use crate::error::{DataFrameError, Result};
-use crate::expr::Expr;
 use crate::scalar::DType;
 use crate::storage::{FetchedRanges, Storage, StorageFile, coalesce, storage_for};
 
@@ -506,62 +505,17 @@ pub(crate) fn plain_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
-/// A partition's leading filters, which the Parquet reader may evaluate itself (parquet's
-/// `RowFilter`: the filter's columns are decoded first and the others only for the rows it
-/// keeps), with what to run on the pieces it returns then.
-pub(crate) struct ReaderFilter<'a> {
-    /// The filters, as one predicate (missing counts as false).
-    pub(crate) predicate: &'a Expr,
-    /// The columns the later steps read (`None`: all).
-    pub(crate) projection: Option<&'a [String]>,
-    /// What runs on each piece the filtering reader returns: the steps after the filters.
-    pub(crate) each: &'a dyn Fn(RecordBatch) -> Result<RecordBatch>,
-}
-
-/// Below this share of a first row group's rows kept by a filter, the file's other row groups
-/// are read with the filter inside the reader. Above it the reader's selection is so dense
-/// that it decodes every row and copies the kept ones, which costs more than evaluating the
-/// filter on decoded pieces (or aggregating through its mask).
-pub(crate) const ROW_FILTER_MAX_KEPT: f64 = 0.2;
-
-/// Columns of a file to decode: the reader's mask, the schema of what it returns (file
-/// order), and where each asked column is in that (`None`: all, in file order).
-struct Projected {
-    mask: ProjectionMask,
-    file_order: SchemaRef,
-    positions: Option<Vec<usize>>,
-    /// The pieces' schema: the columns in the order asked.
-    schema: SchemaRef,
-}
-
-/// A predicate the reader evaluates (`RowFilter`): the mask and schema of its columns.
-struct ReaderPredicate<'a> {
-    predicate: &'a Expr,
-    mask: ProjectionMask,
-    schema: SchemaRef,
-}
-
 /// Reads one Parquet file in pieces, only the `projection` columns (by name, in that order),
 /// checking it has the dataset's schema. `each` runs on every piece the reader decodes (a few
 /// tens of thousands of rows) and its results are returned (at least one, made from no rows
 /// for an empty file): the partition's row-wise steps go there, and a partial aggregation,
 /// so a filter keeps only its rows of each piece and the unfiltered file is never held or
 /// copied whole.
-///
-/// Each row group's column chunks to decode are fetched up front, nearby ones (as the storage
-/// counts near) as one range, instead of page by page as Parquet's reader walks them (two
-/// small requests a page on an object store); the next row group's are announced before this
-/// one is read, so a remote store fetches them while this one decodes.
-///
-/// With a `filter`, a file of several row groups reads its first one as above while counting
-/// the rows the filter keeps; when that share is under [`ROW_FILTER_MAX_KEPT`], the other row
-/// groups are read with the filter inside the reader and their pieces go to `filter.each`.
 pub(crate) fn read_parquet_file(
     path: &str,
     schema: &SchemaRef,
     projection: Option<&[String]>,
     each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
-    filter: Option<ReaderFilter>,
 ) -> Result<Vec<RecordBatch>> {
     let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
     let (file, metadata) = parquet_footer(path)?;
@@ -573,41 +527,48 @@ pub(crate) fn read_parquet_file(
             found: file_schema.to_string(),
         });
     }
-    let indices_of = |names: &[String]| -> Result<Vec<usize>> {
-        let mut indices =
-            names.iter().map(|n| file_schema.index_of(n).map_err(|e| error(&e))).collect::<Result<Vec<_>>>()?;
-        // The reader returns projected columns in file order.
-        indices.sort_unstable();
-        indices.dedup();
-        Ok(indices)
+    let (mask, file_order) = match projection {
+        Some(names) => {
+            let mut indices = Vec::with_capacity(names.len());
+            for name in names {
+                indices.push(file_schema.index_of(name).map_err(|e| error(&e))?);
+            }
+            // The reader returns projected columns in file order.
+            indices.sort_unstable();
+            let mask = ProjectionMask::roots(metadata.parquet_schema(), indices.iter().copied());
+            (mask, Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?))
+        }
+        None => (ProjectionMask::all(), file_schema.clone()),
     };
-    let project = |columns: Option<&[String]>| -> Result<Projected> {
-        let Some(names) = columns else {
-            let all = file_schema.clone();
-            return Ok(Projected {
-                mask: ProjectionMask::all(),
-                file_order: all.clone(),
-                positions: None,
-                schema: all,
-            });
+    // Put the columns in the order asked.
+    let positions = match projection {
+        Some(names) => Some(
+            names
+                .iter()
+                .map(|n| file_order.index_of(n))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| error(&e))?,
+        ),
+        None => None,
+    };
+    let shape = |batch: RecordBatch| -> Result<RecordBatch> {
+        let batch = RecordBatch::try_new(file_order.clone(), batch.columns().to_vec()).map_err(|e| error(&e))?;
+        let batch = match &positions {
+            Some(p) => batch.project(p).map_err(|e| error(&e))?,
+            None => batch,
         };
-        let indices = indices_of(names)?;
-        let mask = ProjectionMask::roots(metadata.parquet_schema(), indices.iter().copied());
-        let file_order = Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?);
-        // Put the columns in the order asked.
-        let positions = names
-            .iter()
-            .map(|n| file_order.index_of(n))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| error(&e))?;
-        let schema = Arc::new(file_order.project(&positions).map_err(|e| error(&e))?);
-        Ok(Projected { mask, file_order, positions: Some(positions), schema })
+        each(batch)
     };
-    // The byte ranges of row group `index` that hold the leaves `wanted` keeps, coalesced.
-    let ranges_of = |index: usize, wanted: &dyn Fn(usize) -> bool| -> Result<Vec<std::ops::Range<u64>>> {
+    // Each row group's projected column chunks are fetched up front, nearby ones (as the
+    // storage counts near) as one range,
+    // instead of page by page as Parquet's reader walks them (two small requests a page on an
+    // object store); the next row group's are announced before this one is read, so a remote
+    // store fetches them while this one decodes.
+    let mut row_groups = Vec::with_capacity(metadata.metadata().num_row_groups());
+    for group in metadata.metadata().row_groups() {
         let mut chunks = Vec::new();
-        for (leaf, chunk) in metadata.metadata().row_group(index).columns().iter().enumerate() {
-            if !wanted(leaf) {
+        for (leaf, chunk) in group.columns().iter().enumerate() {
+            if !mask.leaf_included(leaf) {
                 continue;
             }
             let (start, len) = chunk.byte_range();
@@ -622,89 +583,31 @@ pub(crate) fn read_parquet_file(
                 }
             }
         }
-        Ok(coalesce(chunks, file.storage.coalesce_gap()))
-    };
-    let groups = metadata.metadata().num_row_groups();
-    // Reads row groups `range` of the file, the `columns` projected, keeping only the rows
-    // `predicate` keeps when there is one, and pushes `each` of every piece to `out`.
-    let read = |range: std::ops::Range<usize>,
-                columns: &Projected,
-                predicate: Option<&ReaderPredicate>,
-                each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
-                out: &mut Vec<RecordBatch>|
-     -> Result<()> {
-        let wanted =
-            |leaf: usize| columns.mask.leaf_included(leaf) || predicate.is_some_and(|p| p.mask.leaf_included(leaf));
-        let last = range.end;
-        for index in range {
-            if index + 1 < last {
-                file.storage.prefetch(path, &ranges_of(index + 1, &wanted)?);
-            }
-            let ranges = ranges_of(index, &wanted)?;
-            let fetched = file.storage.read_ranges(path, &ranges)?;
-            let input = FetchedRanges {
-                pieces: ranges.iter().map(|r| r.start).zip(fetched.into_iter().map(bytes::Bytes::from)).collect(),
-                file: file.clone(),
-            };
-            let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(input, metadata.clone())
-                .with_projection(columns.mask.clone())
-                .with_row_groups(vec![index])
-                .with_batch_size(PARQUET_PIECE_ROWS);
-            if let Some(p) = predicate {
-                let (schema, expr) = (p.schema.clone(), p.predicate.clone());
-                let evaluate = move |batch: RecordBatch| {
-                    let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?;
-                    crate::lower::filter_mask(&batch, &expr)
-                        .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))
-                };
-                builder = builder.with_row_filter(parquet::arrow::arrow_reader::RowFilter::new(vec![Box::new(
-                    parquet::arrow::arrow_reader::ArrowPredicateFn::new(p.mask.clone(), evaluate),
-                )]));
-            }
-            for batch in builder.build().map_err(|e| error(&e))? {
-                let batch = batch.map_err(|e| error(&e))?;
-                let batch = RecordBatch::try_new(columns.file_order.clone(), batch.columns().to_vec())
-                    .map_err(|e| error(&e))?;
-                let batch = match &columns.positions {
-                    Some(p) => batch.project(p).map_err(|e| error(&e))?,
-                    None => batch,
-                };
-                out.push(each(batch)?);
-            }
-        }
-        Ok(())
-    };
-    let projected = project(projection)?;
+        row_groups.push(coalesce(chunks, file.storage.coalesce_gap()));
+    }
+    let storage = file.storage.clone();
     let mut pieces = Vec::new();
-    match filter {
-        Some(filter) if groups > 1 => {
-            let kept = std::cell::Cell::new((0usize, 0usize));
-            let counting = |batch: RecordBatch| {
-                let mask = crate::lower::filter_mask(&batch, filter.predicate)?;
-                let (k, n) = kept.get();
-                kept.set((k + mask.true_count(), n + batch.num_rows()));
-                each(batch)
-            };
-            read(0..1, &projected, None, &counting, &mut pieces)?;
-            let (k, n) = kept.get();
-            if n > 0 && (k as f64) < ROW_FILTER_MAX_KEPT * n as f64 {
-                let mut names = Vec::new();
-                filter.predicate.columns_into(&mut names);
-                let indices = indices_of(&names)?;
-                let predicate = ReaderPredicate {
-                    predicate: filter.predicate,
-                    mask: ProjectionMask::roots(metadata.parquet_schema(), indices.iter().copied()),
-                    schema: Arc::new(file_schema.project(&indices).map_err(|e| error(&e))?),
-                };
-                read(1..groups, &project(filter.projection)?, Some(&predicate), filter.each, &mut pieces)?;
-            } else {
-                read(1..groups, &projected, None, each, &mut pieces)?;
-            }
+    for (index, ranges) in row_groups.iter().enumerate() {
+        if let Some(next) = row_groups.get(index + 1) {
+            storage.prefetch(path, next);
         }
-        _ => read(0..groups, &projected, None, each, &mut pieces)?,
+        let fetched = storage.read_ranges(path, ranges)?;
+        let input = FetchedRanges {
+            pieces: ranges.iter().map(|r| r.start).zip(fetched.into_iter().map(bytes::Bytes::from)).collect(),
+            file: file.clone(),
+        };
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(input, metadata.clone())
+            .with_projection(mask.clone())
+            .with_row_groups(vec![index])
+            .with_batch_size(PARQUET_PIECE_ROWS)
+            .build()
+            .map_err(|e| error(&e))?;
+        for batch in reader {
+            pieces.push(shape(batch.map_err(|e| error(&e))?)?);
+        }
     }
     if pieces.is_empty() {
-        pieces.push(each(RecordBatch::new_empty(projected.schema.clone()))?);
+        pieces.push(shape(RecordBatch::new_empty(file_order.clone()))?);
     }
     Ok(pieces)
 }

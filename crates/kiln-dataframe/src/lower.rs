@@ -27,9 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::agg::{self, AggSpec};
 use crate::error::{DataFrameError, Result};
-use crate::io::{
-    CsvBlock, CsvOptions, ReaderFilter, concat_pieces, read_csv_part, read_parquet_file, write_parquet_file,
-};
+use crate::io::{CsvBlock, CsvOptions, concat_pieces, read_csv_part, read_parquet_file, write_parquet_file};
 use crate::join::{BuildKernel, How, JoinKernel, JoinTable, JoinTableCodec, MergeSpec, Side};
 use crate::plan::{AggStrategy, Frame, MergeStrategy, Source, Step};
 use crate::shuffle::{BatchShuffle, ConcatKernel, PiecesCodec, SelectKernel, SplitKernel};
@@ -96,60 +94,11 @@ pub(crate) enum ReadSpec {
         path: String,
         schema: SerdeSchema,
         projection: Option<Vec<String>>,
-        /// The leading filters the reader may evaluate itself.
-        pushdown: Option<Pushdown>,
     },
     /// The task's one input (an in-memory batch, or another stage's result), projected.
-    Input { projection: Option<Vec<String>> },
-}
-
-/// A Parquet partition's leading filters (those that cannot fail on any value), which the
-/// reader evaluates itself when they turn out selective (see [`crate::io::read_parquet_file`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Pushdown {
-    /// The filters joined with `&`.
-    predicate: crate::expr::Expr,
-    /// How many leading steps they are.
-    filters: usize,
-    /// The columns the steps after them read (`None`: all).
-    projection: Option<Vec<String>>,
-}
-
-/// The pushdown of a Parquet partition's optimized steps, if they start with filters. Columns
-/// only the filters read are left out of the filtering reader's projection when the pieces
-/// it returns end in a partial aggregation (whose states look alike either way); otherwise
-/// the pieces of both readers must have the same columns.
-fn pushdown(
-    optimized: &crate::plan::Optimized,
-    needed: Option<Vec<String>>,
-    source_schema: &SchemaRef,
-    terminal: &Terminal,
-    fused: bool,
-) -> Option<Pushdown> {
-    let filters: Vec<&crate::expr::Expr> = optimized
-        .steps
-        .iter()
-        .map_while(|s| match s {
-            Step::Filter(p) if !p.fails_on_values() => Some(p),
-            _ => None,
-        })
-        .collect();
-    let (first, others) = filters.split_first()?;
-    let predicate = others.iter().fold((*first).clone(), |acc, p| crate::expr::Expr::Binary {
-        op: crate::expr::BinaryOp::And,
-        left: Box::new(acc),
-        right: Box::new((*p).clone()),
-    });
-    let rest = &optimized.steps[filters.len()..];
-    let narrow = matches!(terminal, Terminal::Partial(_))
-        && !fused
-        && rest.iter().all(|s| matches!(s, Step::Project(_) | Step::Filter(_)));
-    let projection = if narrow {
-        crate::plan::optimize_steps(rest.to_vec(), needed, source_schema).projection
-    } else {
-        optimized.projection.clone()
-    };
-    Some(Pushdown { predicate, filters: filters.len(), projection })
+    Input {
+        projection: Option<Vec<String>>,
+    },
 }
 
 /// What a partition task returns after its steps.
@@ -257,7 +206,7 @@ impl PortableKernel for PartitionKernel {
                 }
                 read_csv_part(path, block.as_ref(), &schema.0, projection.as_deref(), options).map_err(task_error)?
             }
-            ReadSpec::Parquet { path, schema, projection, pushdown } => {
+            ReadSpec::Parquet { path, schema, projection } => {
                 check_file_fits(path)?;
                 // The leading row-wise steps (and a probe) run on each piece as it is decoded;
                 // when they are all the steps and a partial aggregation ends the task, it runs
@@ -265,37 +214,17 @@ impl PortableKernel for PartitionKernel {
                 // joined.
                 let rowwise = ops.iter().take_while(|op| op.streams(&self.terminal)).count();
                 let (head, rest) = ops.split_at(rowwise);
-                // The pushed filters are the first steps, so the first operations.
-                let pushed = pushdown.as_ref().filter(|p| p.filters <= head.len());
-                let after = &head[pushed.map_or(0, |p| p.filters)..];
                 if let (Terminal::Partial(spec), true) = (&self.terminal, rest.is_empty()) {
-                    let each_after = |b: RecordBatch| partial_after(spec, b, after);
-                    let filter = pushed.map(|p| ReaderFilter {
-                        predicate: &p.predicate,
-                        projection: p.projection.as_deref(),
-                        each: &each_after,
-                    });
-                    let partials = read_parquet_file(
-                        path,
-                        &schema.0,
-                        projection.as_deref(),
-                        &|b| partial_after(spec, b, head),
-                        filter,
-                    )
-                    .map_err(task_error)?;
+                    let partials =
+                        read_parquet_file(path, &schema.0, projection.as_deref(), &|b| partial_after(spec, b, head))
+                            .map_err(task_error)?;
                     let state = match partials.as_slice() {
                         [one] => one.clone(),
                         many => agg::combine(spec, &many.iter().collect::<Vec<_>>()).map_err(task_error)?,
                     };
                     return Ok(Value::new(state));
                 }
-                let each_after = |b: RecordBatch| apply_ops(b, after);
-                let filter = pushed.map(|p| ReaderFilter {
-                    predicate: &p.predicate,
-                    projection: p.projection.as_deref(),
-                    each: &each_after,
-                });
-                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), &|b| apply_ops(b, head), filter)
+                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), &|b| apply_ops(b, head))
                     .map_err(task_error)?;
                 let batch = concat_pieces(path, pieces).map_err(task_error)?;
                 let batch = apply_ops(batch, rest).map_err(task_error)?;
@@ -663,13 +592,11 @@ fn lower_frame_with(
             return Ok(ids);
         }
         Source::Parquet { files, .. } => {
-            let pushed = pushdown(&optimized, needed, &source_schema, &terminal(0), tail.is_some());
             for (i, path) in files.iter().enumerate() {
                 let read = ReadSpec::Parquet {
                     path: path.clone(),
                     schema: SerdeSchema(source_schema.clone()),
                     projection: optimized.projection.clone(),
-                    pushdown: pushed.clone(),
                 };
                 add(i, read, Vec::new(), builder)?;
             }

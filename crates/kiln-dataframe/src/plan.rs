@@ -565,16 +565,6 @@ impl Frame {
         for step in &optimized.steps {
             let _ = writeln!(out, "  {}", step.describe());
         }
-        let pushable = |s: &Step| matches!(s, Step::Filter(p) if !p.fails_on_values());
-        if matches!(self.source.as_ref(), Source::Parquet { .. }) && optimized.steps.first().is_some_and(pushable) {
-            let filters = optimized.steps.iter().take_while(|s| pushable(s)).count();
-            let _ = writeln!(
-                out,
-                "  (the first {filters} filter(s) run inside the Parquet reader for a file's later row groups when its first \
-                 row group keeps under {:.0} % of its rows)",
-                crate::io::ROW_FILTER_MAX_KEPT * 100.0
-            );
-        }
         let inputs: Vec<(String, &Frame, Option<Vec<String>>)> = match self.source.as_ref() {
             Source::Aggregate { input, spec, .. } => vec![(
                 format!(

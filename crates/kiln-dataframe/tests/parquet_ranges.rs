@@ -186,7 +186,7 @@ fn chunks_far_apart_are_separate_ranges_and_every_column_reads_back_exactly() {
 }
 
 #[test]
-fn a_selective_filter_read_inside_the_reader_gives_the_same_rows_with_one_request_per_row_group() {
+fn a_selective_filter_gives_the_same_rows_with_one_request_per_row_group() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = std::env::temp_dir().join(format!("kiln-parquet-rowfilter-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -197,14 +197,13 @@ fn a_selective_filter_read_inside_the_reader_gives_the_same_rows_with_one_reques
     let many = storage.many.load(Ordering::SeqCst);
     storage.ranges.lock().unwrap().clear();
 
-    // c is the row number: the first row group keeps 1,000 of its 15,000 rows (under the
-    // reader-filter threshold), so the others are read with the filter inside the reader;
-    // the fifth keeps 1,500, the rest none.
+    // c is the row number: the first row group keeps 1,000 of its 15,000 rows, the fifth
+    // 1,500, the rest none.
     let keep = |c: usize| c < 1_000 || (60_000..61_500).contains(&c);
     let frame = read_parquet(&url).unwrap();
     let c = frame.col("c");
     let kept = frame.filter(&(c.lt(1_000i64) | (c.ge(60_000i64) & c.lt(61_500i64)))).unwrap();
-    // d before b, and a step after the filter: the pieces the reader returns go through it.
+    // d before b, and a step after the filter.
     let kept = kept.select(&["d", "b"]).unwrap();
     let out = kept
         .agg([Agg::sum("d"), Agg::sum("b"), Agg::size().alias("rows")])
@@ -219,7 +218,7 @@ fn a_selective_filter_read_inside_the_reader_gives_the_same_rows_with_one_reques
     let rows = kept.compute_on(&LocalScheduler::new()).unwrap();
     let expected: Vec<f64> = (0..ROWS).filter(|&i| keep(i)).map(|i| value(3, i)).collect();
     assert_eq!(rows.column(0).as_primitive::<Float64Type>().values().to_vec(), expected);
-    // Still one request per row group (each covering the filter's and the selected columns).
+    // One request per row group for each of the two computations.
     let groups = (ROWS / GROUP_ROWS) as u64;
     assert_eq!(storage.many.load(Ordering::SeqCst) - many, 2 * groups);
     std::fs::remove_dir_all(dir).unwrap();
