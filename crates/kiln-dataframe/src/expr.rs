@@ -669,18 +669,27 @@ impl Datum {
     /// true, filled by `fillna`), while Arrow orders NaN above every number.
     fn nan_as_null(self) -> Result<Datum> {
         use arrow::datatypes::{Float32Type, Float64Type};
-        let nan: BooleanArray = match self.array.data_type() {
-            DataType::Float64 => {
-                self.array.as_primitive::<Float64Type>().iter().map(|v| Some(v.is_some_and(f64::is_nan))).collect()
+        // Where the values are NaN, or `None` when none is (the common case, found by a scan
+        // of the values alone). A missing slot's value is whatever it holds: marking it
+        // changes nothing, as it is missing already.
+        fn nans<T: Copy>(values: &[T], is_nan: impl Fn(T) -> bool) -> Option<BooleanArray> {
+            // Blocks folded without early exit, so the scan vectorizes.
+            if !values.chunks(256).any(|block| block.iter().fold(false, |any, &v| any | is_nan(v))) {
+                return None;
             }
-            DataType::Float32 => {
-                self.array.as_primitive::<Float32Type>().iter().map(|v| Some(v.is_some_and(f32::is_nan))).collect()
-            }
+            Some(BooleanArray::new(
+                arrow::buffer::BooleanBuffer::collect_bool(values.len(), |i| is_nan(values[i])),
+                None,
+            ))
+        }
+        let nan = match self.array.data_type() {
+            DataType::Float64 => nans(self.array.as_primitive::<Float64Type>().values(), f64::is_nan),
+            DataType::Float32 => nans(self.array.as_primitive::<Float32Type>().values(), f32::is_nan),
             _ => return Ok(self),
         };
-        if nan.true_count() == 0 {
+        let Some(nan) = nan else {
             return Ok(self);
-        }
+        };
         let array = arrow::compute::nullif(&self.array, &nan)
             .map_err(|e| DataFrameError::compute("treating NaN as missing", e))?;
         Ok(Datum { array, scalar: self.scalar })
@@ -707,10 +716,12 @@ fn broadcast(array: &ArrayRef, rows: usize) -> Result<ArrayRef> {
 
 /// Missing results replaced by `value`: pandas compares NaN as unequal to everything.
 fn fill_missing(mask: &BooleanArray, value: bool) -> BooleanArray {
-    if mask.null_count() == 0 {
-        return mask.clone();
+    match mask.nulls().filter(|n| n.null_count() > 0) {
+        None => mask.clone(),
+        // Word by word: kept where present, `value` where missing.
+        Some(nulls) if value => BooleanArray::new(mask.values() | &!nulls.inner(), None),
+        Some(nulls) => BooleanArray::new(mask.values() & nulls.inner(), None),
     }
-    mask.iter().map(|v| Some(v.unwrap_or(value))).collect()
 }
 
 fn as_bool<'a>(array: &'a ArrayRef, expr: &Expr) -> Result<&'a BooleanArray> {
