@@ -232,8 +232,8 @@ fn dense_ids(key: &ArrayRef, keep: Option<&BooleanBuffer>) -> Option<Groups> {
     }
     let len = key.len();
     Some(match key.data_type() {
-        DataType::Utf8 => number_strings(key.as_string::<i32>().iter().map(|s| s.map(str::as_bytes)), len, keep),
-        DataType::LargeUtf8 => number_strings(key.as_string::<i64>().iter().map(|s| s.map(str::as_bytes)), len, keep),
+        DataType::Utf8 => number_string_array(key.as_string::<i32>(), keep),
+        DataType::LargeUtf8 => number_string_array(key.as_string::<i64>(), keep),
         DataType::Utf8View => number_strings(key.as_string_view().iter().map(|s| s.map(str::as_bytes)), len, keep),
         DataType::Int64 => number(key.as_primitive::<Int64Type>().iter(), len, keep),
         DataType::Int32 => number(key.as_primitive::<arrow::datatypes::Int32Type>().iter(), len, keep),
@@ -242,53 +242,120 @@ fn dense_ids(key: &ArrayRef, keep: Option<&BooleanBuffer>) -> Option<Groups> {
     })
 }
 
-/// [`dense_ids`] for string keys. Group keys are mostly short codes (flags, states, carriers):
-/// a string of up to 7 bytes is packed with its length into one `u64`, so hashing and
-/// comparing it never touch its bytes again (or call `memcmp`); longer strings are hashed as
-/// bytes. A row with the previous row's short key skips the table.
+/// Dense numbers for string keys. Group keys are mostly short codes (flags, states,
+/// carriers): a string of up to 7 bytes is packed with its length into one `u64`, so hashing
+/// and comparing it never touch its bytes again (or call `memcmp`); longer strings are hashed
+/// as bytes. A row with the previous row's short key skips the table.
+struct StringNumbering<'a> {
+    short: HashMap<u64, u32, rustc_hash::FxBuildHasher>,
+    long: HashMap<&'a [u8], u32, rustc_hash::FxBuildHasher>,
+    ids: Vec<u32>,
+    first_rows: Vec<u32>,
+    /// The previous short key and its id (no short key packs to `u64::MAX`: its length byte
+    /// is at most 7).
+    last: (u64, u32),
+}
+
+impl<'a> StringNumbering<'a> {
+    fn new(len: usize) -> Self {
+        StringNumbering {
+            short: HashMap::with_hasher(Default::default()),
+            long: HashMap::with_hasher(Default::default()),
+            ids: Vec::with_capacity(len),
+            first_rows: Vec::new(),
+            last: (u64::MAX, DROPPED),
+        }
+    }
+
+    /// The bytes of a short key (at most 7) in the low bytes, its length in the top one: "a"
+    /// and "a\0" differ.
+    fn pack(text: &[u8]) -> u64 {
+        text.iter().enumerate().fold((text.len() as u64) << 56, |w, (i, &b)| w | (u64::from(b) << (8 * i)))
+    }
+
+    fn push_short(&mut self, packed: u64, row: usize) {
+        let id = if packed == self.last.0 {
+            self.last.1
+        } else {
+            let next = self.first_rows.len() as u32;
+            let first_rows = &mut self.first_rows;
+            let id = *self.short.entry(packed).or_insert_with(|| {
+                first_rows.push(row as u32);
+                next
+            });
+            self.last = (packed, id);
+            id
+        };
+        self.ids.push(id);
+    }
+
+    fn push_long(&mut self, text: &'a [u8], row: usize) {
+        let next = self.first_rows.len() as u32;
+        let first_rows = &mut self.first_rows;
+        let id = *self.long.entry(text).or_insert_with(|| {
+            first_rows.push(row as u32);
+            next
+        });
+        self.ids.push(id);
+    }
+
+    fn finish(self) -> Groups {
+        Groups { ids: self.ids, first_rows: self.first_rows }
+    }
+}
+
+/// [`dense_ids`] for string keys given one by one (string views).
 fn number_strings<'a>(
     values: impl Iterator<Item = Option<&'a [u8]>>,
     len: usize,
     keep: Option<&BooleanBuffer>,
 ) -> Groups {
-    let mut short: HashMap<u64, u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
-    let mut long: HashMap<&[u8], u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
-    let mut ids = Vec::with_capacity(len);
-    let mut first_rows: Vec<u32> = Vec::new();
-    // The previous short key and its id (no short key packs to `u64::MAX`: its length byte
-    // is at most 7).
-    let mut last = (u64::MAX, DROPPED);
+    let mut numbering = StringNumbering::new(len);
     for (row, value) in values.enumerate() {
-        let id = match value {
-            None => DROPPED,
-            Some(_) if !kept(keep, row) => DROPPED,
-            Some(text) if text.len() <= 7 => {
-                // Bytes in the low seven bytes, the length in the top one: "a" and "a\0" differ.
-                let packed =
-                    text.iter().enumerate().fold((text.len() as u64) << 56, |w, (i, &b)| w | (u64::from(b) << (8 * i)));
-                if packed == last.0 {
-                    last.1
+        match value {
+            Some(text) if kept(keep, row) => {
+                if text.len() <= 7 {
+                    numbering.push_short(StringNumbering::pack(text), row);
                 } else {
-                    let next = first_rows.len() as u32;
-                    let id = *short.entry(packed).or_insert_with(|| {
-                        first_rows.push(row as u32);
-                        next
-                    });
-                    last = (packed, id);
-                    id
+                    numbering.push_long(text, row);
                 }
             }
-            Some(text) => {
-                let next = first_rows.len() as u32;
-                *long.entry(text).or_insert_with(|| {
-                    first_rows.push(row as u32);
-                    next
-                })
-            }
-        };
-        ids.push(id);
+            _ => numbering.ids.push(DROPPED),
+        }
     }
-    Groups { ids, first_rows }
+    numbering.finish()
+}
+
+/// [`dense_ids`] for a string array, read through its offsets: a short key is one load of
+/// the eight bytes where it starts, masked to its length.
+fn number_string_array<O: arrow::array::OffsetSizeTrait>(
+    array: &arrow::array::GenericStringArray<O>,
+    keep: Option<&BooleanBuffer>,
+) -> Groups {
+    let (offsets, data) = (array.value_offsets(), array.value_data());
+    let nulls = array.nulls().filter(|n| n.null_count() > 0);
+    let mut numbering = StringNumbering::new(array.len());
+    for (row, bounds) in offsets.windows(2).enumerate() {
+        if nulls.is_some_and(|n| n.is_null(row)) || !kept(keep, row) {
+            numbering.ids.push(DROPPED);
+            continue;
+        }
+        let (start, end) = (bounds[0].as_usize(), bounds[1].as_usize());
+        let len = end - start;
+        if len <= 7 {
+            let packed = match data.get(start..start + 8) {
+                Some(eight) => {
+                    let word = u64::from_le_bytes(eight.try_into().unwrap_or_default());
+                    (word & ((1u64 << (8 * len)) - 1)) | ((len as u64) << 56)
+                }
+                None => StringNumbering::pack(&data[start..end]),
+            };
+            numbering.push_short(packed, row);
+        } else {
+            numbering.push_long(&data[start..end], row);
+        }
+    }
+    numbering.finish()
 }
 
 /// Groups rows by one or two string or integer keys without row-encoding them: each key
@@ -370,16 +437,33 @@ fn grouped_count(values: &ArrayRef, groups: &Groups) -> Result<ArrayRef> {
     Ok(Arc::new(Int64Array::from(counts)))
 }
 
+/// `add(group, value)` for every row in a group whose float value is present (not null, not
+/// NaN); without nulls the values are walked alongside the group ids, with no test per row.
+fn each_present_float(floats: &Float64Array, groups: &Groups, mut add: impl FnMut(usize, f64)) {
+    let values = floats.values();
+    match floats.nulls().filter(|n| n.null_count() > 0) {
+        None => {
+            for (&g, &x) in groups.ids.iter().zip(values.iter()) {
+                if g != DROPPED && !x.is_nan() {
+                    add(g as usize, x);
+                }
+            }
+        }
+        Some(nulls) => {
+            for ((&g, &x), valid) in groups.ids.iter().zip(values.iter()).zip(nulls.iter()) {
+                if g != DROPPED && valid && !x.is_nan() {
+                    add(g as usize, x);
+                }
+            }
+        }
+    }
+}
+
 fn grouped_sum(values: &ArrayRef, groups: &Groups) -> Result<ArrayRef> {
     if values.data_type().is_floating() {
         let floats = cast(values, &DataType::Float64).map_err(fail("sum"))?;
-        let floats = floats.as_primitive::<Float64Type>();
         let mut sums = vec![0f64; groups.len()];
-        for (row, &g) in groups.ids.iter().enumerate() {
-            if g != DROPPED && floats.is_valid(row) && !floats.value(row).is_nan() {
-                sums[g as usize] += floats.value(row);
-            }
-        }
+        each_present_float(floats.as_primitive::<Float64Type>(), groups, |g, x| sums[g] += x);
         Ok(Arc::new(Float64Array::from(sums)))
     } else {
         let ints = cast(values, &DataType::Int64).map_err(fail("sum"))?;
@@ -445,17 +529,11 @@ fn grouped_moments(values: &ArrayRef, groups: &Groups) -> Result<[ArrayRef; 3]> 
 /// more (pandas divides the sum by the count too).
 fn grouped_mean(values: &ArrayRef, groups: &Groups) -> Result<[ArrayRef; 2]> {
     let floats = cast(values, &DataType::Float64).map_err(fail("mean"))?;
-    let floats = floats.as_primitive::<Float64Type>();
     let (mut n, mut sum) = (vec![0i64; groups.len()], vec![0f64; groups.len()]);
-    let numbers = floats.values();
-    for (row, &g) in groups.ids.iter().enumerate() {
-        let x = numbers[row];
-        if g == DROPPED || floats.is_null(row) || x.is_nan() {
-            continue;
-        }
-        n[g as usize] += 1;
-        sum[g as usize] += x;
-    }
+    each_present_float(floats.as_primitive::<Float64Type>(), groups, |g, x| {
+        n[g] += 1;
+        sum[g] += x;
+    });
     Ok([Arc::new(Int64Array::from(n)), Arc::new(Float64Array::from(sum))])
 }
 
