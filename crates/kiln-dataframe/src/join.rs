@@ -138,9 +138,10 @@ pub(crate) struct JoinTable {
     key_schema: SchemaRef,
     keys: Vec<ArrayRef>,
     rows: Rows,
-    /// Group ids, found by the hash of their encoded key and compared by a member's key.
-    groups: HashTable<u32>,
-    /// Group `g`'s rows are `members[offsets[g]..offsets[g + 1]]`; its first is a key's witness.
+    /// Group ids beside their first row, found by the hash of the encoded key and compared
+    /// by that row's key (the row kept here saves a probe two dependent loads).
+    groups: HashTable<(u32, u32)>,
+    /// Group `g`'s rows are `members[offsets[g]..offsets[g + 1]]`, in row order.
     offsets: Vec<u32>,
     members: Vec<u32>,
 }
@@ -160,21 +161,21 @@ impl JoinTable {
         if u32::try_from(n).is_err() {
             return Err(DataFrameError::compute("merge", format!("a join table of {n} rows is over 2^32")));
         }
-        let mut groups: HashTable<u32> = HashTable::with_capacity(n);
-        let mut witness: Vec<u32> = Vec::new();
+        let mut groups: HashTable<(u32, u32)> = HashTable::with_capacity(n);
+        let mut distinct = 0u32;
         let mut ids = Vec::with_capacity(n);
         let mut counts: Vec<u32> = Vec::new();
         for (i, row) in rows.iter().enumerate() {
             let bytes = row.data();
             let hash = hash_key(bytes);
-            let found = groups.find(hash, |&g| rows.row(witness[g as usize] as usize).data() == bytes).copied();
+            let found = groups.find(hash, |&(_, w)| rows.row(w as usize).data() == bytes).copied();
             let id = match found {
-                Some(g) => g,
+                Some((g, _)) => g,
                 None => {
-                    let g = witness.len() as u32;
+                    let g = distinct;
+                    distinct += 1;
                     // Capacity for every row was reserved, so the hasher never runs.
-                    groups.insert_unique(hash, g, |&g| hash_key(rows.row(witness[g as usize] as usize).data()));
-                    witness.push(i as u32);
+                    groups.insert_unique(hash, (g, i as u32), |&(_, w)| hash_key(rows.row(w as usize).data()));
                     counts.push(0);
                     g
                 }
@@ -201,9 +202,7 @@ impl JoinTable {
 
     /// The rows (in row order) whose encoded key is `key`.
     fn get(&self, key: &[u8]) -> Option<&[u32]> {
-        let g = *self.groups.find(hash_key(key), |&g| {
-            self.rows.row(self.members[self.offsets[g as usize] as usize] as usize).data() == key
-        })? as usize;
+        let g = self.groups.find(hash_key(key), |&(_, w)| self.rows.row(w as usize).data() == key)?.0 as usize;
         Some(&self.members[self.offsets[g] as usize..self.offsets[g + 1] as usize])
     }
 
@@ -212,7 +211,8 @@ impl JoinTable {
         self.batch.get_array_memory_size()
             + self.keys.iter().map(|k| k.get_array_memory_size()).sum::<usize>()
             + self.rows.size()
-            + 4 * (self.groups.capacity() + self.offsets.len() + self.members.len())
+            + 8 * self.groups.capacity()
+            + 4 * (self.offsets.len() + self.members.len())
     }
 }
 
