@@ -286,7 +286,7 @@ fn partial_after(spec: &AggSpec, batch: RecordBatch, ops: &[Op]) -> Result<Recor
 }
 
 /// A filter's predicate on a partition, checked to be boolean, missing values made false.
-pub(crate) fn filter_mask(batch: &RecordBatch, predicate: &crate::expr::Expr) -> Result<arrow::array::BooleanArray> {
+fn filter_mask(batch: &RecordBatch, predicate: &crate::expr::Expr) -> Result<arrow::array::BooleanArray> {
     let mask = predicate.evaluate(batch)?;
     let mask =
         mask.as_any().downcast_ref::<arrow::array::BooleanArray>().ok_or_else(|| DataFrameError::TypeMismatch {

@@ -420,64 +420,6 @@ pub enum Divisions {
     Known(Vec<Scalar>),
 }
 
-/// [`Frame::optimize`] of a list of steps over a source of `source_schema`: the columns needed
-/// downstream (`None`: all) pushed backwards through the steps into the reader.
-pub(crate) fn optimize_steps(steps: Vec<Step>, needed: Option<Vec<String>>, source_schema: &SchemaRef) -> Optimized {
-    let mut needed = needed;
-    let mut kept = Vec::with_capacity(steps.len());
-    for step in steps.into_iter().rev() {
-        match step {
-            Step::Project(columns) => {
-                let columns: Vec<(String, Expr)> = match &needed {
-                    None => columns,
-                    Some(wanted) => columns.into_iter().filter(|(name, _)| wanted.contains(name)).collect(),
-                };
-                let mut reads = Vec::new();
-                for (_, e) in &columns {
-                    e.columns_into(&mut reads);
-                }
-                needed = Some(reads);
-                kept.push(Step::Project(columns));
-            }
-            Step::Filter(predicate) => {
-                if let Some(wanted) = &mut needed {
-                    predicate.columns_into(wanted);
-                }
-                kept.push(Step::Filter(predicate));
-            }
-            step => {
-                if let Some(wanted) = &mut needed {
-                    let reads: Vec<&String> = match &step {
-                        Step::Sort(by) => by.iter().map(|(c, _)| c).collect(),
-                        Step::DropDuplicates(subset) => subset.iter().collect(),
-                        Step::Range { column, .. } => vec![column],
-                        _ => Vec::new(),
-                    };
-                    for c in reads {
-                        if !wanted.contains(c) {
-                            wanted.push(c.clone());
-                        }
-                    }
-                }
-                kept.push(step);
-            }
-        }
-    }
-    kept.reverse();
-    let projection = needed.map(|wanted| {
-        // Source order keeps reads sequential; an empty projection still needs one column
-        // to carry the row count.
-        let mut in_order: Vec<String> =
-            source_schema.fields().iter().map(|f| f.name().clone()).filter(|n| wanted.contains(n)).collect();
-        if in_order.is_empty() {
-            in_order.extend(source_schema.fields().first().map(|f| f.name().clone()));
-        }
-        in_order
-    });
-    let projection = projection.filter(|p| p.len() < source_schema.fields().len());
-    Optimized { projection, steps: kept }
-}
-
 /// A frame's logical plan and what is known about its output.
 pub(crate) struct Frame {
     pub(crate) source: Arc<Source>,
@@ -516,7 +458,61 @@ impl Frame {
     /// Pushes the columns needed downstream (`needed`: `None` for all of the frame's columns)
     /// into the reader, dropping projected columns nobody reads.
     pub(crate) fn optimize(&self, needed: Option<Vec<String>>) -> Optimized {
-        optimize_steps(self.steps.to_vec(), needed, &self.source.schema())
+        let steps = self.steps.to_vec();
+        let source_schema = &self.source.schema();
+        let mut needed = needed;
+        let mut kept = Vec::with_capacity(steps.len());
+        for step in steps.into_iter().rev() {
+            match step {
+                Step::Project(columns) => {
+                    let columns: Vec<(String, Expr)> = match &needed {
+                        None => columns,
+                        Some(wanted) => columns.into_iter().filter(|(name, _)| wanted.contains(name)).collect(),
+                    };
+                    let mut reads = Vec::new();
+                    for (_, e) in &columns {
+                        e.columns_into(&mut reads);
+                    }
+                    needed = Some(reads);
+                    kept.push(Step::Project(columns));
+                }
+                Step::Filter(predicate) => {
+                    if let Some(wanted) = &mut needed {
+                        predicate.columns_into(wanted);
+                    }
+                    kept.push(Step::Filter(predicate));
+                }
+                step => {
+                    if let Some(wanted) = &mut needed {
+                        let reads: Vec<&String> = match &step {
+                            Step::Sort(by) => by.iter().map(|(c, _)| c).collect(),
+                            Step::DropDuplicates(subset) => subset.iter().collect(),
+                            Step::Range { column, .. } => vec![column],
+                            _ => Vec::new(),
+                        };
+                        for c in reads {
+                            if !wanted.contains(c) {
+                                wanted.push(c.clone());
+                            }
+                        }
+                    }
+                    kept.push(step);
+                }
+            }
+        }
+        kept.reverse();
+        let projection = needed.map(|wanted| {
+            // Source order keeps reads sequential; an empty projection still needs one column
+            // to carry the row count.
+            let mut in_order: Vec<String> =
+                source_schema.fields().iter().map(|f| f.name().clone()).filter(|n| wanted.contains(n)).collect();
+            if in_order.is_empty() {
+                in_order.extend(source_schema.fields().first().map(|f| f.name().clone()));
+            }
+            in_order
+        });
+        let projection = projection.filter(|p| p.len() < source_schema.fields().len());
+        Optimized { projection, steps: kept }
     }
 
     /// Whether `expr`, written against `origin`, computes the same rows in this frame: this
