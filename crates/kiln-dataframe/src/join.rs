@@ -1,7 +1,8 @@
 //! The hash join of two partitions, with pandas' `merge` semantics:
 //!
 //! - keys are compared after casting both sides to a common type (integers of any width meet
-//!   as `int64`, an integer and a float as `float64`), row-encoded with `arrow-row`;
+//!   as `int64`, an integer and a float as `float64`), row-encoded with `arrow-row` (one integer
+//!   key is compared as itself);
 //! - **missing keys match missing keys** (and NaN is missing), as pandas merges them — unlike
 //!   SQL, where a null never matches;
 //! - rows come out in pandas' order for one partition: `inner`, `left`, `semi`, `anti` in the
@@ -12,17 +13,18 @@
 //! - `semi` and `anti` return the left columns only (the left rows with, or without, a match;
 //!   pandas' `left_anti` adds the right columns, all missing).
 //!
-//! The build side is hashed into a [`JoinTable`] of row indices (`hashbrown`, keys as encoded
-//! bytes); the other side probes it in order. The table owns its rows, so a broadcast merge
+//! The build side is hashed into a [`JoinTable`] of row indices (`hashbrown`; a single integer
+//! key as its value, compared inline, other keys as encoded bytes); the other side looks up
+//! the groups of all its keys in one pass, then pairs rows in order. The table owns its rows, so a broadcast merge
 //! builds it once (`kiln.dataframe.merge.build`) and each partition of the other side probes
 //! it inside its own partition task, piece by piece as the partition is read.
 
 use std::any::TypeId;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::row::Rows;
 use hashbrown::HashTable;
 use kiln_graph::codec::ValueCodec;
@@ -128,19 +130,88 @@ fn hash_key(bytes: &[u8]) -> u64 {
     rustc_hash::FxBuildHasher.hash_one(bytes)
 }
 
+/// Spreads every bit of an integer key over the low bits (the table's bucket) and the top
+/// seven (its tag): keys that differ only in high bits, or are all multiples of a power of two,
+/// still land apart.
+fn hash_int(key: i64) -> u64 {
+    let mut h = key as u64;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
+/// A group id meaning "no group": the probed key is not in the table.
+const NO_GROUP: u32 = u32::MAX;
+
+/// One side's join keys in the form the hash table compares: a single 64-bit integer key as the
+/// values themselves (hashed and compared inline, no row encoding), any other keys
+/// row-encoded. Both sides of a merge have the same key types, so they have the same form.
+enum Keys {
+    Int64(Int64Array),
+    Encoded(Rows),
+}
+
+impl Keys {
+    fn of(columns: &[ArrayRef]) -> Result<Keys> {
+        match columns {
+            [one] if one.data_type() == &DataType::Int64 => Ok(Keys::Int64(one.as_primitive::<Int64Type>().clone())),
+            _ => Ok(Keys::Encoded(key_rows(columns)?)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Keys::Int64(values) => values.len(),
+            Keys::Encoded(rows) => rows.num_rows(),
+        }
+    }
+
+    /// Memory held beyond the key columns (an integer key shares their buffer).
+    fn extra_size(&self) -> usize {
+        match self {
+            Keys::Int64(_) => 0,
+            Keys::Encoded(rows) => rows.size(),
+        }
+    }
+
+    /// Orders key `i` of `self` against key `j` of `other` as pandas sorts an outer merge: by
+    /// value, missing keys last (the row encoding orders the same way).
+    fn cmp(&self, i: usize, other: &Keys, j: usize) -> std::cmp::Ordering {
+        match (self, other) {
+            (Keys::Int64(a), Keys::Int64(b)) => {
+                let value = |k: &Int64Array, i: usize| k.is_valid(i).then(|| k.value(i));
+                match (value(a, i), value(b, j)) {
+                    (Some(x), Some(y)) => x.cmp(&y),
+                    (x, y) => y.is_some().cmp(&x.is_some()),
+                }
+            }
+            (Keys::Encoded(a), Keys::Encoded(b)) => a.row(i).cmp(&b.row(j)),
+            // `JoinTable::groups_of` refuses mixed forms before any pair is made.
+            _ => std::cmp::Ordering::Equal,
+        }
+    }
+}
+
+/// The hash index of a [`JoinTable`]'s distinct keys, by the form of its [`Keys`].
+enum KeyIndex {
+    /// Each distinct integer key beside its group id; missing keys are one group of their own
+    /// (pandas matches missing with missing).
+    Int64 { groups: HashTable<(i64, u32)>, missing: Option<u32> },
+    /// Group ids beside their first row, found by the hash of the encoded key and compared by
+    /// that row's key (the row kept here saves a probe two dependent loads).
+    Encoded { groups: HashTable<(u32, u32)> },
+}
+
 /// The build side of a hash join: one side's rows (the columns the merge reads), its keys cast
-/// to the merge's common types and row-encoded, and the rows of each distinct key, in row
-/// order, laid end to end (one allocation, not one per key). It owns everything, so a
-/// broadcast merge builds it once, in one task, and every partition of the other side probes
-/// the same value.
+/// to the merge's common types, and the rows of each distinct key, in row order, laid end to
+/// end (one allocation, not one per key). It owns everything, so a broadcast merge builds it
+/// once, in one task, and every partition of the other side probes the same value.
 pub(crate) struct JoinTable {
     batch: RecordBatch,
     key_schema: SchemaRef,
     keys: Vec<ArrayRef>,
-    rows: Rows,
-    /// Group ids beside their first row, found by the hash of the encoded key and compared
-    /// by that row's key (the row kept here saves a probe two dependent loads).
-    groups: HashTable<(u32, u32)>,
+    key_form: Keys,
+    index: KeyIndex,
     /// Group `g`'s rows are `members[offsets[g]..offsets[g + 1]]`, in row order.
     offsets: Vec<u32>,
     members: Vec<u32>,
@@ -148,7 +219,7 @@ pub(crate) struct JoinTable {
 
 impl std::fmt::Debug for JoinTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinTable").field("rows", &self.batch.num_rows()).field("keys", &self.groups.len()).finish()
+        f.debug_struct("JoinTable").field("rows", &self.batch.num_rows()).field("keys", &(self.offsets.len() - 1)).finish()
     }
 }
 
@@ -156,32 +227,62 @@ impl JoinTable {
     /// Hashes `batch`'s rows by the key columns of `key_schema` (names and common types).
     pub(crate) fn build(batch: RecordBatch, key_schema: SchemaRef) -> Result<JoinTable> {
         let keys = key_columns(&batch, &key_schema)?;
-        let rows = key_rows(&keys)?;
-        let n = rows.num_rows();
-        if u32::try_from(n).is_err() {
-            return Err(DataFrameError::compute("merge", format!("a join table of {n} rows is over 2^32")));
+        let key_form = Keys::of(&keys)?;
+        let n = key_form.len();
+        if u32::try_from(n).is_err() || n == NO_GROUP as usize {
+            return Err(DataFrameError::compute("merge", format!("a join table of {n} rows is over 2^32 - 1")));
         }
-        let mut groups: HashTable<(u32, u32)> = HashTable::with_capacity(n);
         let mut distinct = 0u32;
+        let mut new_group = || {
+            distinct += 1;
+            distinct - 1
+        };
         let mut ids = Vec::with_capacity(n);
-        let mut counts: Vec<u32> = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
-            let bytes = row.data();
-            let hash = hash_key(bytes);
-            let found = groups.find(hash, |&(_, w)| rows.row(w as usize).data() == bytes).copied();
-            let id = match found {
-                Some((g, _)) => g,
-                None => {
-                    let g = distinct;
-                    distinct += 1;
-                    // Capacity for every row was reserved, so the hasher never runs.
-                    groups.insert_unique(hash, (g, i as u32), |&(_, w)| hash_key(rows.row(w as usize).data()));
-                    counts.push(0);
-                    g
+        let index = match &key_form {
+            Keys::Int64(values) => {
+                let mut groups: HashTable<(i64, u32)> = HashTable::with_capacity(n);
+                let mut missing = None;
+                for i in 0..n {
+                    let id = if values.is_null(i) {
+                        *missing.get_or_insert_with(&mut new_group)
+                    } else {
+                        let key = values.value(i);
+                        let hash = hash_int(key);
+                        match groups.find(hash, |&(k, _)| k == key) {
+                            Some(&(_, g)) => g,
+                            None => {
+                                let g = new_group();
+                                // Capacity for every row was reserved, so the hasher never runs.
+                                groups.insert_unique(hash, (key, g), |&(k, _)| hash_int(k));
+                                g
+                            }
+                        }
+                    };
+                    ids.push(id);
                 }
-            };
+                KeyIndex::Int64 { groups, missing }
+            }
+            Keys::Encoded(rows) => {
+                let mut groups: HashTable<(u32, u32)> = HashTable::with_capacity(n);
+                for (i, row) in rows.iter().enumerate() {
+                    let bytes = row.data();
+                    let hash = hash_key(bytes);
+                    let id = match groups.find(hash, |&(_, w)| rows.row(w as usize).data() == bytes) {
+                        Some(&(g, _)) => g,
+                        None => {
+                            let g = new_group();
+                            groups.insert_unique(hash, (g, i as u32), |&(_, w)| hash_key(rows.row(w as usize).data()));
+                            g
+                        }
+                    };
+                    ids.push(id);
+                }
+                KeyIndex::Encoded { groups }
+            }
+        };
+        let mut counts = vec![0u32; distinct as usize];
+        for &id in &ids {
             counts[id as usize] += 1;
-            ids.push(id);
         }
         let mut offsets = Vec::with_capacity(counts.len() + 1);
         let mut total = 0u32;
@@ -197,21 +298,55 @@ impl JoinTable {
             members[fill[id as usize] as usize] = row as u32;
             fill[id as usize] += 1;
         }
-        Ok(JoinTable { batch, key_schema, keys, rows, groups, offsets, members })
+        Ok(JoinTable { batch, key_schema, keys, key_form, index, offsets, members })
     }
 
-    /// The rows (in row order) whose encoded key is `key`.
-    fn get(&self, key: &[u8]) -> Option<&[u32]> {
-        let g = self.groups.find(hash_key(key), |&(_, w)| self.rows.row(w as usize).data() == key)?.0 as usize;
-        Some(&self.members[self.offsets[g] as usize..self.offsets[g + 1] as usize])
+    /// The group of each of `probe`'s keys, or [`NO_GROUP`], in one pass over them.
+    fn groups_of(&self, probe: &Keys) -> Result<Vec<u32>> {
+        match (&self.index, probe) {
+            (KeyIndex::Int64 { groups, missing }, Keys::Int64(keys)) => {
+                let find = |key: i64| groups.find(hash_int(key), |&(k, _)| k == key).map_or(NO_GROUP, |&(_, g)| g);
+                Ok(match keys.nulls().filter(|n| n.null_count() > 0) {
+                    None => keys.values().iter().map(|&key| find(key)).collect(),
+                    Some(nulls) => keys
+                        .values()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &key)| if nulls.is_valid(i) { find(key) } else { missing.unwrap_or(NO_GROUP) })
+                        .collect(),
+                })
+            }
+            (KeyIndex::Encoded { groups }, Keys::Encoded(rows)) => {
+                let Keys::Encoded(own) = &self.key_form else {
+                    return Err(DataFrameError::compute("merge", "a join table's keys changed form"));
+                };
+                Ok(rows
+                    .iter()
+                    .map(|row| {
+                        let key = row.data();
+                        groups.find(hash_key(key), |&(_, w)| own.row(w as usize).data() == key).map_or(NO_GROUP, |&(g, _)| g)
+                    })
+                    .collect())
+            }
+            _ => Err(DataFrameError::compute("merge", "the two sides' keys are not of the same types")),
+        }
     }
 
-    /// Memory held: the rows, their encoded keys and the index.
+    /// The rows (in row order) of group `g`, or `None` for [`NO_GROUP`].
+    fn rows_of(&self, g: u32) -> Option<&[u32]> {
+        (g != NO_GROUP).then(|| &self.members[self.offsets[g as usize] as usize..self.offsets[g as usize + 1] as usize])
+    }
+
+    /// Memory held: the rows, their keys and the index.
     pub(crate) fn nbytes(&self) -> usize {
+        let index = match &self.index {
+            KeyIndex::Int64 { groups, .. } => 16 * groups.capacity(),
+            KeyIndex::Encoded { groups } => 8 * groups.capacity(),
+        };
         self.batch.get_array_memory_size()
             + self.keys.iter().map(|k| k.get_array_memory_size()).sum::<usize>()
-            + self.rows.size()
-            + 8 * self.groups.capacity()
+            + self.key_form.extra_size()
+            + index
             + 4 * (self.offsets.len() + self.members.len())
     }
 }
@@ -226,7 +361,8 @@ pub(crate) fn probe(spec: &MergeSpec, side: Side, table: &JoinTable, other: &Rec
         Side::Left => &spec.right_keys.0,
     };
     let other_keys = key_columns(other, other_schema)?;
-    let other_rows = key_rows(&other_keys)?;
+    let other_form = Keys::of(&other_keys)?;
+    let groups = table.groups_of(&other_form)?;
     let mut pairs = Pairs { left: Vec::new(), right: Vec::new() };
     match (side, spec.how) {
         (Side::Right, How::Right) | (Side::Left, How::Left | How::Outer | How::Semi | How::Anti) => {
@@ -239,8 +375,8 @@ pub(crate) fn probe(spec: &MergeSpec, side: Side, table: &JoinTable, other: &Rec
             // Probing with the right rows, then ordering the pairs as probing with the left
             // would (by left row, then right row), which is pandas' order.
             let mut found: Vec<u64> = Vec::new();
-            for (r, row) in other_rows.iter().enumerate() {
-                if let Some(ls) = table.get(row.data()) {
+            for (r, &g) in groups.iter().enumerate() {
+                if let Some(ls) = table.rows_of(g) {
                     found.extend(ls.iter().map(|&l| (u64::from(l) << 32) | r as u64));
                 }
             }
@@ -249,8 +385,8 @@ pub(crate) fn probe(spec: &MergeSpec, side: Side, table: &JoinTable, other: &Rec
             pairs.right = found.iter().map(|p| Some(*p as u32)).collect();
         }
         (Side::Left, How::Right) => {
-            for (r, row) in other_rows.iter().enumerate() {
-                match table.get(row.data()) {
+            for (r, &g) in groups.iter().enumerate() {
+                match table.rows_of(g) {
                     Some(ls) => {
                         for &l in ls {
                             pairs.left.push(Some(l));
@@ -266,8 +402,8 @@ pub(crate) fn probe(spec: &MergeSpec, side: Side, table: &JoinTable, other: &Rec
         }
         (Side::Right, how) => {
             let mut matched_right = vec![false; if how == How::Outer { table.batch.num_rows() } else { 0 }];
-            for (l, row) in other_rows.iter().enumerate() {
-                let matches = table.get(row.data());
+            for (l, &g) in groups.iter().enumerate() {
+                let matches = table.rows_of(g);
                 match how {
                     How::Semi | How::Anti => {
                         if matches.is_some() == (how == How::Semi) {
@@ -298,14 +434,17 @@ pub(crate) fn probe(spec: &MergeSpec, side: Side, table: &JoinTable, other: &Rec
                     pairs.right.push(Some(r as u32));
                 }
                 // pandas sorts an outer merge by the key, missing keys last; ties keep the order
-                // above (a stable sort over the encoded keys, which order as the values do).
+                // above (a stable sort).
                 let key_of = |i: usize| match (pairs.left[i], pairs.right[i]) {
-                    (Some(l), _) => other_rows.row(l as usize),
-                    (None, Some(r)) => table.rows.row(r as usize),
+                    (Some(l), _) => (&other_form, l as usize),
+                    (None, Some(r)) => (&table.key_form, r as usize),
                     (None, None) => unreachable!("a pair has a row on one side at least"),
                 };
                 let mut order: Vec<usize> = (0..pairs.left.len()).collect();
-                order.sort_by(|&a, &b| key_of(a).cmp(&key_of(b)));
+                order.sort_by(|&a, &b| {
+                    let ((ka, ia), (kb, ib)) = (key_of(a), key_of(b));
+                    ka.cmp(ia, kb, ib)
+                });
                 pairs = Pairs {
                     left: order.iter().map(|&i| pairs.left[i]).collect(),
                     right: order.iter().map(|&i| pairs.right[i]).collect(),
