@@ -3,7 +3,7 @@
 //! polars and DuckDB, compares the answers and prints the table; this side prints one JSON line
 //! (times, load average before each query's runs, answers, peak RSS).
 //!
-//! `tpch --data /tmp/tpch/sf1/norm [--runs 3] [--threads N] [--only q1,q6,q3]`
+//! `tpch --data /tmp/tpch/sf1/norm [--runs 3] [--threads N] [--only q1,q6,q3] [--timeline]`
 
 use kiln_bench::{arg, load_average, peak_rss_bytes};
 use kiln_dataframe::arrow::array::RecordBatch;
@@ -93,11 +93,51 @@ fn q3(data: &str, scheduler: &LocalScheduler) -> Result<RecordBatch, Error> {
 
 type Query = fn(&str, &LocalScheduler) -> Result<RecordBatch, Error>;
 
+/// `--timeline`: every task's thread, start and end (ms from the first start), on stderr after
+/// each run, to see where the cores wait.
+#[derive(Default)]
+struct Timeline {
+    spans: std::sync::Mutex<Vec<(String, String, f64, f64)>>,
+    open: std::sync::Mutex<std::collections::HashMap<String, f64>>,
+    origin: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Timeline {
+    fn now(&self) -> f64 {
+        self.origin.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+    }
+
+    fn print(&self) {
+        let mut spans = std::mem::take(&mut *self.spans.lock().unwrap());
+        spans.sort_by(|a, b| a.2.total_cmp(&b.2));
+        for (key, thread, start, end) in spans {
+            eprintln!("{start:8.1} {end:8.1} {:7.1} {thread:>12} {key}", end - start);
+        }
+    }
+}
+
+impl kiln_local::Callbacks for Timeline {
+    fn on_start(&self, key: &kiln_graph::Key) {
+        let t = self.now();
+        self.open.lock().unwrap().insert(key.to_string(), t);
+    }
+    fn on_finish(&self, key: &kiln_graph::Key, _error: Option<&kiln_graph::TaskError>) {
+        let t = self.now();
+        let start = self.open.lock().unwrap().remove(&key.to_string()).unwrap_or(t);
+        let thread = format!("{:?}", std::thread::current().id());
+        self.spans.lock().unwrap().push((key.to_string(), thread, start, t));
+    }
+}
+
 fn main() -> Result<(), Error> {
     let data: String = arg("--data", "/tmp/tpch/sf1/norm".to_string());
     let runs: usize = arg("--runs", 3);
     let threads: usize = arg("--threads", kiln_bench::available_threads());
-    let scheduler = LocalScheduler::threads(threads);
+    let timeline = std::env::args().any(|a| a == "--timeline").then(|| std::sync::Arc::new(Timeline::default()));
+    let mut scheduler = LocalScheduler::threads(threads);
+    if let Some(t) = &timeline {
+        scheduler = scheduler.with_callbacks(t.clone());
+    }
     let only: String = arg("--only", "q1,q6,q3".to_string());
     let queries: [(&str, Query); 3] = [("q1", q1), ("q6", q6), ("q3", q3)];
     let queries = queries.into_iter().filter(|(name, _)| only.split(',').any(|o| o == *name));
@@ -110,6 +150,10 @@ fn main() -> Result<(), Error> {
             let start = std::time::Instant::now();
             let batch = query(&data, &scheduler)?;
             secs.push(start.elapsed().as_secs_f64());
+            if let Some(t) = &timeline {
+                eprintln!("{name}: {:.1} ms", secs[secs.len() - 1] * 1e3);
+                t.print();
+            }
             answer = Some(batch);
         }
         times[name] = json!(secs);

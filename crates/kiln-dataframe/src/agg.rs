@@ -238,8 +238,41 @@ fn dense_ids(key: &ArrayRef, keep: Option<&BooleanBuffer>) -> Option<Groups> {
         DataType::Int64 => number(key.as_primitive::<Int64Type>().iter(), len, keep),
         DataType::Int32 => number(key.as_primitive::<arrow::datatypes::Int32Type>().iter(), len, keep),
         DataType::Date32 => number(key.as_primitive::<arrow::datatypes::Date32Type>().iter(), len, keep),
+        DataType::Dictionary(index, _) if **index == DataType::Int32 => {
+            number_dictionary(key.as_dictionary::<arrow::datatypes::Int32Type>(), keep)?
+        }
         _ => return None,
     })
+}
+
+/// [`dense_ids`] for a dictionary-encoded key: its distinct values are numbered once (the
+/// dictionary is small, and may repeat a value), then each row's group is two array loads.
+/// Groups are numbered in the order of their first kept row, as for a plain key.
+fn number_dictionary(
+    key: &arrow::array::DictionaryArray<arrow::datatypes::Int32Type>,
+    keep: Option<&BooleanBuffer>,
+) -> Option<Groups> {
+    let values = dense_ids(key.values(), None)?;
+    let mut group_of_value = vec![DROPPED; values.len()];
+    let nulls = key.keys().nulls().filter(|n| n.null_count() > 0);
+    let mut ids = Vec::with_capacity(key.len());
+    let mut first_rows = Vec::new();
+    for (row, &index) in key.keys().values().iter().enumerate() {
+        let value = match usize::try_from(index).ok().and_then(|i| values.ids.get(i)) {
+            Some(&v) if v != DROPPED && kept(keep, row) && nulls.is_none_or(|n| n.is_valid(row)) => v,
+            _ => {
+                ids.push(DROPPED);
+                continue;
+            }
+        };
+        let group = &mut group_of_value[value as usize];
+        if *group == DROPPED {
+            *group = first_rows.len() as u32;
+            first_rows.push(row as u32);
+        }
+        ids.push(*group);
+    }
+    Some(Groups { ids, first_rows })
 }
 
 /// Dense numbers for string keys. Group keys are mostly short codes (flags, states,
@@ -585,9 +618,19 @@ fn partial_schema(spec: &AggSpec, keys: &[ArrayRef], states: &[ArrayRef]) -> Sch
     Arc::new(Schema::new(fields))
 }
 
+/// Each group's key values, from its first row. A key read dictionary-encoded (see
+/// `lower::grouped_only`) is decoded back to its values' type, the type of the frame's column.
 fn take_keys(keys: &[ArrayRef], groups: &Groups) -> Result<Vec<ArrayRef>> {
     let first = UInt32Array::from(groups.first_rows.clone());
-    keys.iter().map(|k| take(k, &first, None).map_err(fail("group keys"))).collect()
+    keys.iter()
+        .map(|k| {
+            let taken = take(k, &first, None).map_err(fail("group keys"))?;
+            match taken.data_type() {
+                DataType::Dictionary(_, values) => cast(&taken, values).map_err(fail("group keys")),
+                _ => Ok(taken),
+            }
+        })
+        .collect()
 }
 
 /// The partial states of one partition.
@@ -761,6 +804,29 @@ pub(crate) fn finalize(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Reco
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dictionary_key_groups_as_its_decoded_values_do() {
+        use arrow::array::{DictionaryArray, Int32Array, StringArray};
+        // The dictionary repeats "b", holds a missing value and values no row uses; rows have
+        // missing indices too.
+        let values: ArrayRef =
+            Arc::new(StringArray::from(vec![Some("b"), Some("a"), None, Some("b"), Some("zzzzzzzzz")]));
+        let indices = Int32Array::from(vec![Some(3), Some(1), Some(0), None, Some(2), Some(1), Some(3), Some(4)]);
+        let dictionary: ArrayRef = Arc::new(DictionaryArray::try_new(indices, values).unwrap());
+        let decoded = cast(&dictionary, &DataType::Utf8).unwrap();
+        let keep = BooleanBuffer::from(vec![true, true, true, true, true, false, true, true]);
+        for keep in [None, Some(&keep)] {
+            let want = group_rows(std::slice::from_ref(&decoded), 8, keep).unwrap();
+            let got = group_rows(std::slice::from_ref(&dictionary), 8, keep).unwrap();
+            assert_eq!((&got.ids, &got.first_rows), (&want.ids, &want.first_rows), "keep {keep:?}");
+            let keys = take_keys(std::slice::from_ref(&dictionary), &got).unwrap();
+            assert_eq!(keys[0].data_type(), &DataType::Utf8);
+            assert_eq!(&keys[0], &take_keys(std::slice::from_ref(&decoded), &want).unwrap()[0]);
+        }
+        let groups = group_rows(&[dictionary], 8, None).unwrap();
+        assert_eq!(groups.ids, vec![0, 1, 0, DROPPED, DROPPED, 1, 0, 2]);
+    }
 
     #[test]
     fn groups_by_two_keys_and_drops_missing_keys() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::csv_read::{self, Place, QuoteScan};
@@ -511,10 +511,15 @@ pub(crate) fn plain_schema(schema: &Schema) -> SchemaRef {
 /// for an empty file): the partition's row-wise steps go there, and a partial aggregation,
 /// so a filter keeps only its rows of each piece and the unfiltered file is never held or
 /// copied whole.
+///
+/// The string columns named in `as_dictionary` come out dictionary-encoded
+/// (`Dictionary(Int32, Utf8)`), as Parquet stores them: their values are not copied out row by
+/// row, and a caller that only groups by them numbers the few distinct values, not every row.
 pub(crate) fn read_parquet_file(
     path: &str,
     schema: &SchemaRef,
     projection: Option<&[String]>,
+    as_dictionary: &[String],
     each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
 ) -> Result<Vec<RecordBatch>> {
     let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
@@ -527,6 +532,30 @@ pub(crate) fn read_parquet_file(
             found: file_schema.to_string(),
         });
     }
+    let dictionary = |f: &Field| as_dictionary.contains(f.name()) && f.data_type() == &DataType::Utf8;
+    let (metadata, file_schema) = if metadata.schema().fields().iter().any(|f| dictionary(f)) {
+        let retyped = |f: &Arc<Field>| {
+            if dictionary(f) {
+                Arc::new(
+                    f.as_ref()
+                        .clone()
+                        .with_data_type(DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))),
+                )
+            } else {
+                f.clone()
+            }
+        };
+        let hint = Schema::new_with_metadata(
+            metadata.schema().fields().iter().map(retyped).collect::<Vec<_>>(),
+            metadata.schema().metadata().clone(),
+        );
+        let options = ArrowReaderOptions::new().with_schema(Arc::new(hint));
+        let metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), options).map_err(|e| error(&e))?;
+        let file_schema = plain_schema(metadata.schema());
+        (metadata, file_schema)
+    } else {
+        (metadata, file_schema)
+    };
     let (mask, file_order) = match projection {
         Some(names) => {
             let mut indices = Vec::with_capacity(names.len());

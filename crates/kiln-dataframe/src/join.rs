@@ -219,7 +219,10 @@ pub(crate) struct JoinTable {
 
 impl std::fmt::Debug for JoinTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JoinTable").field("rows", &self.batch.num_rows()).field("keys", &(self.offsets.len() - 1)).finish()
+        f.debug_struct("JoinTable")
+            .field("rows", &self.batch.num_rows())
+            .field("keys", &(self.offsets.len() - 1))
+            .finish()
     }
 }
 
@@ -324,7 +327,9 @@ impl JoinTable {
                     .iter()
                     .map(|row| {
                         let key = row.data();
-                        groups.find(hash_key(key), |&(_, w)| own.row(w as usize).data() == key).map_or(NO_GROUP, |&(g, _)| g)
+                        groups
+                            .find(hash_key(key), |&(_, w)| own.row(w as usize).data() == key)
+                            .map_or(NO_GROUP, |&(g, _)| g)
                     })
                     .collect())
             }

@@ -215,16 +215,18 @@ impl PortableKernel for PartitionKernel {
                 let rowwise = ops.iter().take_while(|op| op.streams(&self.terminal)).count();
                 let (head, rest) = ops.split_at(rowwise);
                 if let (Terminal::Partial(spec), true) = (&self.terminal, rest.is_empty()) {
-                    let partials =
-                        read_parquet_file(path, &schema.0, projection.as_deref(), &|b| partial_after(spec, b, head))
-                            .map_err(task_error)?;
+                    let as_dictionary = grouped_only(spec, head);
+                    let partials = read_parquet_file(path, &schema.0, projection.as_deref(), &as_dictionary, &|b| {
+                        partial_after(spec, b, head)
+                    })
+                    .map_err(task_error)?;
                     let state = match partials.as_slice() {
                         [one] => one.clone(),
                         many => agg::combine(spec, &many.iter().collect::<Vec<_>>()).map_err(task_error)?,
                     };
                     return Ok(Value::new(state));
                 }
-                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), &|b| apply_ops(b, head))
+                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), &[], &|b| apply_ops(b, head))
                     .map_err(task_error)?;
                 let batch = concat_pieces(path, pieces).map_err(task_error)?;
                 let batch = apply_ops(batch, rest).map_err(task_error)?;
@@ -244,6 +246,41 @@ impl PortableKernel for PartitionKernel {
         let batch = apply_ops(batch, &ops).map_err(task_error)?;
         self.finish(batch)
     }
+}
+
+/// The columns that a partial aggregation reads only as whole group keys, and that the steps
+/// before it (`ops`, filters and projections that pass them through) do not read: they may
+/// arrive dictionary-encoded, since grouping numbers a dictionary's values and the partial
+/// state holds the keys in their own type again.
+fn grouped_only(spec: &AggSpec, ops: &[Op]) -> Vec<String> {
+    let mut other = Vec::new();
+    for agg in &spec.aggs {
+        agg.input.columns_into(&mut other);
+    }
+    let mut keys = Vec::new();
+    for (_, key) in &spec.keys {
+        match key {
+            crate::expr::Expr::Column(c) => keys.push(c.clone()),
+            e => e.columns_into(&mut other),
+        }
+    }
+    for op in ops {
+        match op {
+            Op::Step(Step::Filter(predicate)) => predicate.columns_into(&mut other),
+            Op::Step(Step::Project(columns)) => {
+                for (name, e) in columns {
+                    match e {
+                        crate::expr::Expr::Column(c) if c == name => {}
+                        e => e.columns_into(&mut other),
+                    }
+                }
+            }
+            // Any other step (or a join) may compare or copy the column as its own type.
+            _ => return Vec::new(),
+        }
+    }
+    keys.retain(|k| !other.contains(k));
+    keys
 }
 
 /// Below this share of kept rows a filter copies them before a partial aggregation; above it

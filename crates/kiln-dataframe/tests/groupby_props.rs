@@ -8,9 +8,13 @@ use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use kiln_dataframe::{Agg, DataFrame, Scalar};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kiln_dataframe::{Agg, DataFrame, Scalar, read_parquet};
 use kiln_graph::Collection;
 use kiln_local::LocalScheduler;
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -149,6 +153,62 @@ proptest! {
             for (i, want) in naive_group(members).iter().enumerate() {
                 let got = Scalar::from_array(out.column(first_value + i).as_ref(), row).unwrap();
                 prop_assert!(same(&got, want), "group {:?} column {}: got {:?}, want {:?}", (k1, k2), out.schema().field(first_value + i).name(), got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_groupby_of_parquet_files_with_dictionary_keys_equals_the_in_memory_one(
+        rows in prop::collection::vec(row(), 0..120),
+        files in 1usize..4,
+        row_group in 1usize..40,
+        dictionary_limit in prop::option::of(1usize..64),
+        which_keys in 0usize..3,
+        filter_on_key in any::<bool>(),
+    ) {
+        // Files of small row groups and pages; a small dictionary page limit makes the writer
+        // fall back to plain pages part way through a column chunk.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!("kiln-groupby-dict-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let all = batch(&rows);
+        let per_file = rows.len().div_ceil(files).max(1);
+        for (i, start) in (0..rows.len().max(1)).step_by(per_file).enumerate() {
+            let part = all.slice(start.min(rows.len()), per_file.min(rows.len() - start.min(rows.len())));
+            let mut props = WriterProperties::builder().set_max_row_group_row_count(Some(row_group)).set_data_page_row_count_limit(7).set_write_batch_size(7);
+            if let Some(limit) = dictionary_limit {
+                props = props.set_dictionary_page_size_limit(limit);
+            }
+            let file = std::fs::File::create(dir.join(format!("part.{i}.parquet"))).unwrap();
+            let mut writer = ArrowWriter::try_new(file, all.schema(), Some(props.build())).unwrap();
+            writer.write(&part).unwrap();
+            writer.close().unwrap();
+        }
+        let keys: Vec<&str> = [vec!["k2"], vec!["k1", "k2"], vec!["k2", "k1"]][which_keys].clone();
+        let query = |df: DataFrame| {
+            // A filter that reads the key keeps it from arriving dictionary-encoded; one that
+            // does not leaves it so.
+            let mask = if filter_on_key { df.col("k2").ne("x") } else { df.col("n").gt(-500i64) };
+            let out = df.filter(&mask).unwrap().groupby(keys.clone()).unwrap()
+                .agg([Agg::sum("x"), Agg::count("x").alias("x_count"), Agg::min("n").alias("n_min"), Agg::size()])
+                .unwrap()
+                .compute_on(&LocalScheduler::threads(2))
+                .unwrap();
+            let order = arrow::compute::lexsort_to_indices(
+                &out.columns()[..keys.len()].iter().map(|c| arrow::compute::SortColumn { values: c.clone(), options: None }).collect::<Vec<_>>(),
+                None,
+            ).unwrap();
+            arrow::compute::take_record_batch(&out, &order).unwrap()
+        };
+        let from_files = query(read_parquet(dir.to_str().unwrap()).unwrap());
+        let in_memory = query(DataFrame::from_batch(all.clone(), 1).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+        prop_assert_eq!(from_files.schema(), in_memory.schema());
+        prop_assert_eq!(from_files.num_rows(), in_memory.num_rows());
+        for c in 0..from_files.num_columns() {
+            for r in 0..from_files.num_rows() {
+                let (got, want) = (Scalar::from_array(from_files.column(c).as_ref(), r).unwrap(), Scalar::from_array(in_memory.column(c).as_ref(), r).unwrap());
+                prop_assert!(same(&got, &want), "row {} column {}: got {:?}, want {:?}", r, c, got, want);
             }
         }
     }
