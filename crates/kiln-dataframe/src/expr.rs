@@ -83,6 +83,19 @@ impl BinaryOp {
     fn is_comparison(self) -> bool {
         matches!(self, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge)
     }
+
+    /// The comparison with its sides swapped (`a < b` is `b > a`); `None` for arithmetic and
+    /// boolean operators.
+    fn flipped(self) -> Option<BinaryOp> {
+        Some(match self {
+            BinaryOp::Eq | BinaryOp::Ne => self,
+            BinaryOp::Lt => BinaryOp::Gt,
+            BinaryOp::Le => BinaryOp::Ge,
+            BinaryOp::Gt => BinaryOp::Lt,
+            BinaryOp::Ge => BinaryOp::Le,
+            _ => return None,
+        })
+    }
 }
 
 /// A field of a date or timestamp (pandas' `.dt` accessors).
@@ -539,7 +552,11 @@ impl Expr {
                 } else if op.is_comparison() {
                     let target =
                         comparable(&lt, &rt).ok_or_else(|| type_error(op.symbol(), right, &rt, "not comparable"))?;
-                    let (l, r) = (l.cast(&target)?.nan_as_null()?, r.cast(&target)?.nan_as_null()?);
+                    let (l, r) = (l.cast(&target)?, r.cast(&target)?);
+                    if let Some(mask) = compare_column_to_scalar(&l, *op, &r) {
+                        return Ok(Datum { array: Arc::new(fill_missing(&mask, *op == BinaryOp::Ne)), scalar: false });
+                    }
+                    let (l, r) = (l.nan_as_null()?, r.nan_as_null()?);
                     let (ld, rd) = (l.datum(), r.datum());
                     let result = match op {
                         BinaryOp::Eq => cmp::eq(&ld, &rd),
@@ -593,6 +610,9 @@ impl Expr {
             }
             Expr::Cast { expr, to } => expr.eval(batch)?.cast(&to.arrow())?,
             Expr::Between { expr, low, high } => {
+                if let Some(mask) = between_scalars(&expr.eval(batch)?, low, high)? {
+                    return Ok(Datum { array: Arc::new(mask), scalar: false });
+                }
                 let low =
                     Expr::Binary { op: BinaryOp::Ge, left: expr.clone(), right: Box::new(Expr::Literal(low.clone())) };
                 let high =
@@ -714,6 +734,95 @@ fn broadcast(array: &ArrayRef, rows: usize) -> Result<ArrayRef> {
     arrow::compute::take(array, &indices, None).map_err(|e| DataFrameError::compute("broadcasting a literal", e))
 }
 
+/// `column op scalar` (or `scalar op column`) for a column of numbers or dates and a present
+/// scalar of its type, in one pass over the values, missing where the column is; `None` for
+/// anything else. NaN needs no mask: IEEE comparisons with NaN are false, and `!=` true, which
+/// is what pandas gives once missing results are filled.
+fn compare_column_to_scalar(left: &Datum, op: BinaryOp, right: &Datum) -> Option<BooleanArray> {
+    use arrow::datatypes::{Date32Type, Date64Type, Float32Type, Float64Type, Int32Type, Int64Type};
+    let (column, scalar, op) = match (left.scalar, right.scalar) {
+        (false, true) => (&left.array, &right.array, op),
+        (true, false) => (&right.array, &left.array, op.flipped()?),
+        _ => return None,
+    };
+    if scalar.len() != 1 || scalar.is_null(0) || scalar.data_type() != column.data_type() {
+        return None;
+    }
+    fn run<T: arrow::datatypes::ArrowPrimitiveType>(
+        column: &ArrayRef,
+        scalar: &ArrayRef,
+        op: BinaryOp,
+    ) -> Option<BooleanArray>
+    where
+        T::Native: PartialOrd,
+    {
+        let (column, s) = (column.as_primitive::<T>(), scalar.as_primitive::<T>().value(0));
+        let v = column.values();
+        let n = v.len();
+        // One closure per operator, so each loop compiles to straight-line vector compares.
+        let bits = match op {
+            BinaryOp::Eq => arrow::buffer::BooleanBuffer::collect_bool(n, |i| v[i] == s),
+            BinaryOp::Ne => arrow::buffer::BooleanBuffer::collect_bool(n, |i| v[i] != s),
+            BinaryOp::Lt => arrow::buffer::BooleanBuffer::collect_bool(n, |i| v[i] < s),
+            BinaryOp::Le => arrow::buffer::BooleanBuffer::collect_bool(n, |i| v[i] <= s),
+            BinaryOp::Gt => arrow::buffer::BooleanBuffer::collect_bool(n, |i| v[i] > s),
+            BinaryOp::Ge => arrow::buffer::BooleanBuffer::collect_bool(n, |i| v[i] >= s),
+            _ => return None,
+        };
+        Some(BooleanArray::new(bits, column.nulls().cloned()))
+    }
+    match column.data_type() {
+        DataType::Float64 => run::<Float64Type>(column, scalar, op),
+        DataType::Float32 => run::<Float32Type>(column, scalar, op),
+        DataType::Int64 => run::<Int64Type>(column, scalar, op),
+        DataType::Int32 => run::<Int32Type>(column, scalar, op),
+        DataType::Date32 => run::<Date32Type>(column, scalar, op),
+        DataType::Date64 => run::<Date64Type>(column, scalar, op),
+        _ => None,
+    }
+}
+
+/// `between(column, low, high)` in one pass for a column of numbers or dates and present
+/// bounds of its type (after the same casts the two comparisons would make); `None` for
+/// anything else, which is then evaluated as `column >= low & column <= high`.
+fn between_scalars(value: &Datum, low: &Scalar, high: &Scalar) -> Result<Option<BooleanArray>> {
+    use arrow::datatypes::{Date32Type, Float64Type, Int32Type, Int64Type};
+    if value.scalar || low.is_null() || high.is_null() {
+        return Ok(None);
+    }
+    let t = value.array.data_type();
+    let bound = |b: &Scalar| -> Result<Option<ArrayRef>> {
+        let Some(target) = comparable(t, &b.data_type()) else { return Ok(None) };
+        if &target != t {
+            return Ok(None);
+        }
+        Ok(Some(Datum { array: b.to_array(), scalar: true }.cast(&target)?.array))
+    };
+    let (Some(lo), Some(hi)) = (bound(low)?, bound(high)?) else { return Ok(None) };
+    if lo.is_null(0) || hi.is_null(0) {
+        return Ok(None);
+    }
+    fn run<T: arrow::datatypes::ArrowPrimitiveType>(column: &ArrayRef, lo: &ArrayRef, hi: &ArrayRef) -> BooleanArray
+    where
+        T::Native: PartialOrd,
+    {
+        let (column, lo, hi) =
+            (column.as_primitive::<T>(), lo.as_primitive::<T>().value(0), hi.as_primitive::<T>().value(0));
+        let v = column.values();
+        // `&`, not `&&`: no branch per value. NaN is outside every range.
+        let bits = arrow::buffer::BooleanBuffer::collect_bool(v.len(), |i| (lo <= v[i]) & (v[i] <= hi));
+        fill_missing(&BooleanArray::new(bits, column.nulls().cloned()), false)
+    }
+    let column = &value.array;
+    Ok(match t {
+        DataType::Float64 => Some(run::<Float64Type>(column, &lo, &hi)),
+        DataType::Int64 => Some(run::<Int64Type>(column, &lo, &hi)),
+        DataType::Int32 => Some(run::<Int32Type>(column, &lo, &hi)),
+        DataType::Date32 => Some(run::<Date32Type>(column, &lo, &hi)),
+        _ => None,
+    })
+}
+
 /// Missing results replaced by `value`: pandas compares NaN as unequal to everything.
 fn fill_missing(mask: &BooleanArray, value: bool) -> BooleanArray {
     match mask.nulls().filter(|n| n.null_count() > 0) {
@@ -729,4 +838,108 @@ fn as_bool<'a>(array: &'a ArrayRef, expr: &Expr) -> Result<&'a BooleanArray> {
         .as_any()
         .downcast_ref::<BooleanArray>()
         .ok_or_else(|| type_error("boolean logic", expr, array.data_type(), "a boolean is needed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Date32Array, Float64Array, Int64Array};
+    use proptest::prelude::*;
+
+    const OPS: [BinaryOp; 6] = [BinaryOp::Eq, BinaryOp::Ne, BinaryOp::Lt, BinaryOp::Le, BinaryOp::Gt, BinaryOp::Ge];
+
+    /// pandas: a comparison with a missing value (or NaN) is false, but `!=` is true.
+    fn naive(op: BinaryOp, a: Option<f64>, b: Option<f64>) -> bool {
+        match (a.filter(|x| !x.is_nan()), b.filter(|x| !x.is_nan())) {
+            (Some(a), Some(b)) => match op {
+                BinaryOp::Eq => a == b,
+                BinaryOp::Ne => a != b,
+                BinaryOp::Lt => a < b,
+                BinaryOp::Le => a <= b,
+                BinaryOp::Gt => a > b,
+                _ => a >= b,
+            },
+            _ => op == BinaryOp::Ne,
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Option<f64>> {
+        prop::option::weighted(
+            0.85,
+            prop_oneof![4 => (-3i32..4).prop_map(f64::from), 1 => Just(f64::NAN), 1 => Just(-0.0)],
+        )
+    }
+
+    fn batch(values: &[Option<f64>]) -> RecordBatch {
+        let floats: ArrayRef = Arc::new(values.iter().copied().collect::<Float64Array>());
+        let ints: ArrayRef =
+            Arc::new(values.iter().map(|v| v.filter(|x| !x.is_nan()).map(|x| x as i64)).collect::<Int64Array>());
+        let days: ArrayRef =
+            Arc::new(values.iter().map(|v| v.filter(|x| !x.is_nan()).map(|x| x as i32)).collect::<Date32Array>());
+        RecordBatch::try_from_iter([("f", floats), ("i", ints), ("d", days)]).unwrap()
+    }
+
+    fn bools(array: &ArrayRef) -> Vec<Option<bool>> {
+        array.as_boolean().iter().collect()
+    }
+
+    proptest! {
+        #[test]
+        fn comparisons_with_a_scalar_follow_pandas(
+            values in prop::collection::vec(value(), 0..150),
+            scalar in value(),
+            op in 0usize..6,
+            scalar_on_left in any::<bool>(),
+        ) {
+            let op = OPS[op];
+            let b = batch(&values);
+            for column in ["f", "i", "d"] {
+                let ints = column != "f";
+                // Integer and date columns hold no NaN; their scalar is a present integer.
+                let Some(s) = (if ints { scalar.filter(|x| !x.is_nan()) } else { scalar }) else { continue };
+                let literal = if column == "d" {
+                    Expr::Literal(Scalar::Str(format!("1970-01-{:02}", 10 + s as i64)))
+                } else if ints {
+                    Expr::Literal(Scalar::Int(s as i64))
+                } else {
+                    Expr::Literal(Scalar::Float(s))
+                };
+                // Dates are shifted by the literal's day 10: compare with the shifted value.
+                let s = if column == "d" { s + 9.0 } else { s };
+                let (left, right) = if scalar_on_left { (literal, Expr::col(column)) } else { (Expr::col(column), literal) };
+                let expr = Expr::Binary { op, left: Box::new(left), right: Box::new(right) };
+                let got = bools(&expr.evaluate(&b).unwrap());
+                let want: Vec<Option<bool>> = values
+                    .iter()
+                    .map(|v| {
+                        let v = if ints { v.filter(|x| !x.is_nan()).map(|x| x.trunc()) } else { *v };
+                        Some(if scalar_on_left { naive(op, Some(s), v) } else { naive(op, v, Some(s)) })
+                    })
+                    .collect();
+                prop_assert_eq!(got, want, "{} {:?} {}", column, op, s);
+            }
+        }
+
+        #[test]
+        fn between_follows_pandas(values in prop::collection::vec(value(), 0..150), low in value(), high in value()) {
+            let b = batch(&values);
+            for (column, int_bounds) in [("f", false), ("f", true), ("i", false), ("i", true)] {
+                let scalar = |v: Option<f64>| match v {
+                    Some(x) if int_bounds && !x.is_nan() => Scalar::Int(x as i64),
+                    Some(x) => Scalar::Float(x),
+                    None => Scalar::Null,
+                };
+                let expr = Expr::Between { expr: Box::new(Expr::col(column)), low: scalar(low), high: scalar(high) };
+                let got = bools(&expr.evaluate(&b).unwrap());
+                let want: Vec<Option<bool>> = values
+                    .iter()
+                    .map(|v| {
+                        let v = if column == "i" { v.filter(|x| !x.is_nan()).map(|x| x.trunc()) } else { *v };
+                        Some(naive(BinaryOp::Ge, v, low) && naive(BinaryOp::Le, v, high))
+                    })
+                    .collect();
+                prop_assert_eq!(got, want, "{} low {:?} high {:?}", column, low, high);
+            }
+        }
+    }
 }
