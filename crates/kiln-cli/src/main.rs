@@ -105,7 +105,24 @@ enum Command {
     },
 }
 
+/// A build for x86-64-v3 (the workspace's `.cargo/config.toml`) on a CPU without AVX2 would
+/// die of an illegal instruction somewhere later: say what to do instead.
+fn check_cpu() {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    if !(std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("bmi2")
+        && std::arch::is_x86_feature_detected!("fma"))
+    {
+        eprintln!(
+            "error: this kiln was built for x86-64-v3 CPUs (AVX2, BMI2, FMA), which this one is not; \
+             rebuild it with RUSTFLAGS=\"-C target-cpu=x86-64\""
+        );
+        std::process::exit(2);
+    }
+}
+
 fn main() -> Result<()> {
+    check_cpu();
     kiln::register_builtins();
     register_demo_kernels();
     match Cli::parse_from(with_configuration(std::env::args_os().collect())?).command {

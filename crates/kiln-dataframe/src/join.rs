@@ -23,6 +23,7 @@ use std::any::TypeId;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::{cast, take};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use arrow::row::Rows;
@@ -192,11 +193,46 @@ impl Keys {
     }
 }
 
+/// One bit per integer between a table's smallest and largest key, set for its keys. Most
+/// probes of a selective join miss (TPC-H Q3 probes 3 M line items against 150 k orders), and
+/// a bit in a cache-sized array answers a miss in one load, where the hash table hashes and
+/// reads a control group. Built only when the range is at most 64 bits per key, so it never
+/// takes more memory than the table's entries.
+struct KeyBitmap {
+    min: i64,
+    /// Bits in the range: `max - min + 1`.
+    len: u64,
+    words: Vec<u64>,
+}
+
+impl KeyBitmap {
+    fn of(keys: &Int64Array, distinct: usize) -> Option<KeyBitmap> {
+        let (min, max) = (arrow::compute::min(keys)?, arrow::compute::max(keys)?);
+        let len = (max as i128 - min as i128 + 1) as u128;
+        if len > 64 * distinct.max(1) as u128 {
+            return None;
+        }
+        let len = len as u64;
+        let mut words = vec![0u64; len.div_ceil(64) as usize];
+        for key in keys.iter().flatten() {
+            let bit = key.wrapping_sub(min) as u64;
+            words[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+        Some(KeyBitmap { min, len, words })
+    }
+
+    /// False when `key` is surely not in the table.
+    fn may_hold(&self, key: i64) -> bool {
+        let bit = key.wrapping_sub(self.min) as u64;
+        bit < self.len && self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+    }
+}
+
 /// The hash index of a [`JoinTable`]'s distinct keys, by the form of its [`Keys`].
 enum KeyIndex {
     /// Each distinct integer key beside its group id; missing keys are one group of their own
-    /// (pandas matches missing with missing).
-    Int64 { groups: HashTable<(i64, u32)>, missing: Option<u32> },
+    /// (pandas matches missing with missing). `present` answers most misses before hashing.
+    Int64 { groups: HashTable<(i64, u32)>, missing: Option<u32>, present: Option<KeyBitmap> },
     /// Group ids beside their first row, found by the hash of the encoded key and compared by
     /// that row's key (the row kept here saves a probe two dependent loads).
     Encoded { groups: HashTable<(u32, u32)> },
@@ -263,7 +299,8 @@ impl JoinTable {
                     };
                     ids.push(id);
                 }
-                KeyIndex::Int64 { groups, missing }
+                let present = KeyBitmap::of(values, groups.len());
+                KeyIndex::Int64 { groups, missing, present }
             }
             Keys::Encoded(rows) => {
                 let mut groups: HashTable<(u32, u32)> = HashTable::with_capacity(n);
@@ -304,34 +341,51 @@ impl JoinTable {
         Ok(JoinTable { batch, key_schema, keys, key_form, index, offsets, members })
     }
 
-    /// The group of each of `probe`'s keys, or [`NO_GROUP`], in one pass over them.
-    fn groups_of(&self, probe: &Keys) -> Result<Vec<u32>> {
+    /// The group of each of `probe`'s keys, or [`NO_GROUP`], in one pass over them; with
+    /// `keep`, only the kept rows are looked up (the others get [`NO_GROUP`]).
+    fn groups_of(&self, probe: &Keys, keep: Option<&BooleanBuffer>) -> Result<Vec<u32>> {
+        fn collect(n: usize, keep: Option<&BooleanBuffer>, lookup: impl Fn(usize) -> u32) -> Vec<u32> {
+            match keep {
+                None => (0..n).map(lookup).collect(),
+                Some(keep) => {
+                    let mut out = vec![NO_GROUP; n];
+                    for i in keep.set_indices() {
+                        out[i] = lookup(i);
+                    }
+                    out
+                }
+            }
+        }
+        if keep.is_some_and(|k| k.len() != probe.len()) {
+            return Err(DataFrameError::compute("merge", "a row mask of another length than the rows probed"));
+        }
         match (&self.index, probe) {
-            (KeyIndex::Int64 { groups, missing }, Keys::Int64(keys)) => {
-                let find = |key: i64| groups.find(hash_int(key), |&(k, _)| k == key).map_or(NO_GROUP, |&(_, g)| g);
+            (KeyIndex::Int64 { groups, missing, present }, Keys::Int64(keys)) => {
+                let find = |key: i64| {
+                    if present.as_ref().is_some_and(|p| !p.may_hold(key)) {
+                        return NO_GROUP;
+                    }
+                    groups.find(hash_int(key), |&(k, _)| k == key).map_or(NO_GROUP, |&(_, g)| g)
+                };
+                let values = keys.values();
                 Ok(match keys.nulls().filter(|n| n.null_count() > 0) {
-                    None => keys.values().iter().map(|&key| find(key)).collect(),
-                    Some(nulls) => keys
-                        .values()
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &key)| if nulls.is_valid(i) { find(key) } else { missing.unwrap_or(NO_GROUP) })
-                        .collect(),
+                    None => collect(values.len(), keep, |i| find(values[i])),
+                    Some(nulls) => collect(values.len(), keep, |i| {
+                        if nulls.is_valid(i) { find(values[i]) } else { missing.unwrap_or(NO_GROUP) }
+                    }),
                 })
             }
             (KeyIndex::Encoded { groups }, Keys::Encoded(rows)) => {
                 let Keys::Encoded(own) = &self.key_form else {
                     return Err(DataFrameError::compute("merge", "a join table's keys changed form"));
                 };
-                Ok(rows
-                    .iter()
-                    .map(|row| {
-                        let key = row.data();
-                        groups
-                            .find(hash_key(key), |&(_, w)| own.row(w as usize).data() == key)
-                            .map_or(NO_GROUP, |&(g, _)| g)
-                    })
-                    .collect())
+                Ok(collect(rows.num_rows(), keep, |i| {
+                    let key = rows.row(i);
+                    let key = key.data();
+                    groups
+                        .find(hash_key(key), |&(_, w)| own.row(w as usize).data() == key)
+                        .map_or(NO_GROUP, |&(g, _)| g)
+                }))
             }
             _ => Err(DataFrameError::compute("merge", "the two sides' keys are not of the same types")),
         }
@@ -345,7 +399,9 @@ impl JoinTable {
     /// Memory held: the rows, their keys and the index.
     pub(crate) fn nbytes(&self) -> usize {
         let index = match &self.index {
-            KeyIndex::Int64 { groups, .. } => 16 * groups.capacity(),
+            KeyIndex::Int64 { groups, present, .. } => {
+                16 * groups.capacity() + present.as_ref().map_or(0, |p| 8 * p.words.len())
+            }
             KeyIndex::Encoded { groups } => 8 * groups.capacity(),
         };
         self.batch.get_array_memory_size()
@@ -360,14 +416,30 @@ impl JoinTable {
 /// for this pair of batches; see the module docs). A table of the right side serves every
 /// `how` but `right`; a table of the left side serves `inner` and `right`, the only ones for
 /// which left rows that match nothing here may be left out.
-pub(crate) fn probe(spec: &MergeSpec, side: Side, table: &JoinTable, other: &RecordBatch) -> Result<RecordBatch> {
+///
+/// With `keep` (an `inner` or `semi` merge only), the rows of `other` it does not keep are
+/// left out as a filter before the merge would leave them, without copying the kept rows
+/// first: only the matched rows are copied, once.
+pub(crate) fn probe(
+    spec: &MergeSpec,
+    side: Side,
+    table: &JoinTable,
+    other: &RecordBatch,
+    keep: Option<&BooleanBuffer>,
+) -> Result<RecordBatch> {
+    if keep.is_some() && !matches!(spec.how, How::Inner | How::Semi) {
+        return Err(DataFrameError::compute(
+            "merge",
+            format!("a {} merge cannot skip rows while probing: they would appear unmatched", spec.how.name()),
+        ));
+    }
     let other_schema = match side {
         Side::Right => &spec.left_keys.0,
         Side::Left => &spec.right_keys.0,
     };
     let other_keys = key_columns(other, other_schema)?;
     let other_form = Keys::of(&other_keys)?;
-    let groups = table.groups_of(&other_form)?;
+    let groups = table.groups_of(&other_form, keep)?;
     let mut pairs = Pairs { left: Vec::new(), right: Vec::new() };
     match (side, spec.how) {
         (Side::Right, How::Right) | (Side::Left, How::Left | How::Outer | How::Semi | How::Anti) => {
@@ -474,10 +546,10 @@ pub(crate) fn hash_join(spec: &MergeSpec, left: &RecordBatch, right: &RecordBatc
     };
     if build_left {
         let table = JoinTable::build(left.clone(), spec.left_keys.0.clone())?;
-        probe(spec, Side::Left, &table, right)
+        probe(spec, Side::Left, &table, right, None)
     } else {
         let table = JoinTable::build(right.clone(), spec.right_keys.0.clone())?;
-        probe(spec, Side::Right, &table, left)
+        probe(spec, Side::Right, &table, left, None)
     }
 }
 
@@ -712,5 +784,41 @@ impl ValueCodec for JoinTableCodec {
     }
     fn nbytes(&self, value: &Value) -> Option<usize> {
         value.downcast_ref::<JoinTable>().ok().map(JoinTable::nbytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_bitmap_rejects_only_keys_the_table_does_not_hold() {
+        let keys = Int64Array::from(vec![Some(-5), None, Some(3), Some(-5), Some(60)]);
+        let bitmap = KeyBitmap::of(&keys, 3).unwrap();
+        for key in [i64::MIN, i64::MIN + 1, -6, -4, 0, 2, 4, 59, 61, i64::MAX, i64::MAX - 1] {
+            assert!(!bitmap.may_hold(key), "{key}");
+        }
+        for key in [-5, 3, 60] {
+            assert!(bitmap.may_hold(key), "{key}");
+        }
+        // A range wider than 64 bits per key gets no bitmap; the hash table answers alone.
+        assert!(KeyBitmap::of(&Int64Array::from(vec![0, 1000]), 2).is_none());
+        assert!(KeyBitmap::of(&Int64Array::from(vec![i64::MIN, i64::MAX]), 2).is_none());
+        assert!(KeyBitmap::of(&Int64Array::from(vec![None::<i64>]), 1).is_none());
+    }
+
+    #[test]
+    fn an_integer_key_table_finds_keys_at_both_ends_of_the_range() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![Some(i64::MAX), Some(7), None, Some(i64::MIN), Some(7)]))],
+        )
+        .unwrap();
+        let table = JoinTable::build(batch, schema).unwrap();
+        let probe = Keys::Int64(Int64Array::from(vec![Some(7), Some(i64::MIN), Some(8), None, Some(i64::MAX)]));
+        let groups = table.groups_of(&probe, None).unwrap();
+        let rows: Vec<Option<Vec<u32>>> = groups.iter().map(|&g| table.rows_of(g).map(<[u32]>::to_vec)).collect();
+        assert_eq!(rows, vec![Some(vec![1, 4]), Some(vec![3]), None, Some(vec![2]), Some(vec![0])]);
     }
 }

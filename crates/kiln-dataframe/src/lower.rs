@@ -377,13 +377,41 @@ fn project_by_name(batch: &RecordBatch, names: &[String]) -> Result<RecordBatch>
 
 /// Runs a partition task's operations on one partition (or one piece of it).
 fn apply_ops(mut batch: RecordBatch, ops: &[Op]) -> Result<RecordBatch> {
-    for op in ops {
-        batch = match op {
+    let mut at = 0;
+    while at < ops.len() {
+        if let (Op::Step(Step::Filter(predicate)), Some(probe_at)) = (&ops[at], probe_after_filter(ops, at))
+            && let Op::Probe(probe, table) = &ops[probe_at]
+        {
+            // The probe skips the rows the filter drops, and copies only the matched rows.
+            let mask = filter_mask(&batch, predicate)?;
+            let picked = apply_ops(batch, &ops[at + 1..probe_at])?;
+            batch = crate::join::probe(&probe.spec, probe.table, table, &picked, Some(mask.values()))?;
+            at = probe_at + 1;
+            continue;
+        }
+        batch = match &ops[at] {
             Op::Step(step) => apply_steps(batch, std::slice::from_ref(*step))?,
-            Op::Probe(probe, table) => crate::join::probe(&probe.spec, probe.table, table, &batch)?,
+            Op::Probe(probe, table) => crate::join::probe(&probe.spec, probe.table, table, &batch, None)?,
         };
+        at += 1;
     }
     Ok(batch)
+}
+
+/// When `ops[at]` is a filter whose rows go, through projections that only pick or rename
+/// columns, straight into an inner or semi merge's probe: where that probe is. A filter there
+/// need not copy the rows it keeps, since the merge copies its matches again.
+fn probe_after_filter(ops: &[Op], at: usize) -> Option<usize> {
+    let Op::Step(Step::Filter(_)) = ops.get(at)? else { return None };
+    for (j, op) in ops.iter().enumerate().skip(at + 1) {
+        match op {
+            Op::Step(Step::Project(columns))
+                if columns.iter().all(|(_, e)| matches!(e, crate::expr::Expr::Column(_))) => {}
+            Op::Probe(probe, _) if matches!(probe.spec.how, How::Inner | How::Semi) => return Some(j),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Runs the row-wise steps on one partition.
