@@ -1,7 +1,8 @@
 """Dask's side of the object-store read benchmark: reads a whole Zarr array (da.from_zarr(...).sum())
 or a whole Parquet data set (dd.read_parquet(...).sum(), every column) from --source, a local
-path or an s3:// URL served by the S3-compatible server at --endpoint (through s3fs, with the
-server's test credentials, --key/--secret); threaded scheduler, timed from opening to the value; one
+path, an s3:// URL served by the S3-compatible server at --endpoint (through s3fs, with the
+server's test credentials, --key/--secret), or an http:// URL (through fsspec's HTTPFileSystem,
+which lists a directory from the server's index page: nginx's autoindex); threaded scheduler, timed from opening to the value; one
 warm-up, then --runs timed runs (bench/dask_common.py). One source a process, so that the peak
 RSS is that source's."""
 import argparse
@@ -16,7 +17,7 @@ from dask_common import add_protocol_args, measure, result_line, use_threads
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--format", choices=["zarr", "parquet"], required=True)
-    p.add_argument("--source", required=True, help="a local path or an s3:// URL")
+    p.add_argument("--source", required=True, help="a local path, an s3:// or an http:// URL")
     p.add_argument("--endpoint", help="the S3-compatible server, for s3:// sources")
     p.add_argument("--key", default="testing", help="the server's access key (moto's by default)")
     p.add_argument("--secret", default="testing", help="the server's secret key")

@@ -15,4 +15,6 @@ python3 -m venv "$here/.venv"
 # server is one of the S3 servers it starts (s3rver, the other, comes from npm:
 # scripts/install-s3rver.sh); bench/s3_range_cost.py measures a server with boto3 (moto's).
 "$here/.venv/bin/pip" install --quiet "s3fs==2026.9.0" "moto[server]==5.2.5"
+# Its http:// side (`--server nginx`): Dask reads through fsspec's HTTPFileSystem, on aiohttp.
+"$here/.venv/bin/pip" install --quiet "aiohttp==3.14.5"
 "$here/.venv/bin/python" -c "import dask; print('dask', dask.__version__)"

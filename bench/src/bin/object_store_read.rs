@@ -1,4 +1,5 @@
-//! Reading from an S3-compatible object store against reading the same data from local disk:
+//! Reading from an object store (an S3-compatible server, or plain HTTP) against reading the same
+//! data from local disk:
 //! a Zarr array (`from_zarr(..).sum()`) and a Parquet data set (`read_parquet(..)` summed over
 //! every column), each about `--gb` GB, beside Dask (`da.from_zarr`, `dd.read_parquet` through
 //! s3fs, bench/dask_object_store_read.py) on the same server and data. The bar: kiln's S3 rate
@@ -6,7 +7,8 @@
 //!
 //! ```text
 //! cargo run --release -p kiln-bench --bin object_store_read -- [--gb 4] [--formats zarr,parquet]
-//!     [--data DIR] [--server moto|s3rver] [--moto PATH | --s3rver PATH | --endpoint URL] [--runs 2]
+//!     [--data DIR] [--server moto|s3rver|nginx] [--moto PATH | --s3rver PATH | --nginx PATH |
+//!     --endpoint URL] [--runs 2]
 //!     [--threads 2] [--no-dask] [--delete-data]
 //! ```
 //!
@@ -20,12 +22,18 @@
 //! bench/.venv's, else scripts/install-moto.sh's, else the PATH's), which reads a whole object
 //! for every ranged GET; `--server s3rver` is `s3rver` (npm; `--s3rver`, else
 //! scripts/install-s3rver.sh's, else the PATH's), whose ranged GETs read only their range, as a
-//! real store's do. `--endpoint` uses a server already running instead (bucket `bench`, the
-//! credentials of `--server`'s kind). `--delete-data` removes the generated data at the end.
+//! real store's do. `--server nginx` is Debian's nginx serving `--data` itself over `http://`
+//! (no upload; sendfile, one process), read through kiln-object-store's http store, which lists
+//! a directory with WebDAV PROPFIND (Debian's `libnginx-mod-http-dav-ext`), and on the Dask side
+//! through fsspec's HTTPFileSystem, which lists nginx's autoindex page: a server that costs far
+//! less per byte than the S3 ones, to tell the client's limit from the server's. `--endpoint` uses
+//! a server already running instead (bucket `bench`, the credentials of `--server`'s kind; for
+//! nginx, a server whose root is `--data`). `--delete-data` removes the generated data at the end.
 //!
 //! Rates are the data's bytes in memory (n² × 8, rows × 32) over the median run; the `RESULT`
 //! line also carries the bytes stored, each side's peak RSS (kiln's measured per source with the
-//! counter reset in between; Dask's per process) and the server's.
+//! counter reset in between; Dask's per process) and the server's, and the CPU seconds the server
+//! and this process spent over each remote side's timed runs (from `/proc`, per run).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -52,6 +60,8 @@ enum ServerKind {
     Moto,
     /// `s3rver` (npm): objects are files, a ranged GET reads only its range.
     S3rver,
+    /// nginx (Debian) over plain HTTP, serving the data directory as it is.
+    Nginx,
 }
 
 impl ServerKind {
@@ -59,7 +69,8 @@ impl ServerKind {
         match name {
             "moto" => ServerKind::Moto,
             "s3rver" => ServerKind::S3rver,
-            other => panic!("unknown --server {other}: moto or s3rver"),
+            "nginx" => ServerKind::Nginx,
+            other => panic!("unknown --server {other}: moto, s3rver or nginx"),
         }
     }
 
@@ -67,6 +78,7 @@ impl ServerKind {
         match self {
             ServerKind::Moto => "moto",
             ServerKind::S3rver => "s3rver",
+            ServerKind::Nginx => "nginx",
         }
     }
 
@@ -76,6 +88,8 @@ impl ServerKind {
             ServerKind::Moto => ("testing", "testing"),
             // s3rver's built-in account.
             ServerKind::S3rver => ("S3RVER", "S3RVER"),
+            // Plain HTTP takes none; these only keep the S3 client's environment complete.
+            ServerKind::Nginx => ("unused", "unused"),
         }
     }
 
@@ -97,18 +111,89 @@ impl ServerKind {
             ServerKind::S3rver => {
                 home.map(|h| h.join(".cache/kiln-s3rver/node_modules/.bin/s3rver")).into_iter().collect()
             }
+            ServerKind::Nginx => vec![PathBuf::from("/usr/sbin/nginx")],
         };
-        let fallback = if self == ServerKind::Moto { "moto_server" } else { "s3rver" };
+        let fallback = match self {
+            ServerKind::Moto => "moto_server",
+            ServerKind::S3rver => "s3rver",
+            ServerKind::Nginx => "nginx",
+        };
         candidates.into_iter().find(|p| p.exists()).map_or_else(|| fallback.to_string(), |p| p.display().to_string())
     }
 }
 
-/// An S3 server of this benchmark's, stopped (and its objects deleted) when dropped.
+/// A server of this benchmark's, stopped (and its objects, or for nginx its configuration,
+/// deleted) when dropped.
 struct Server {
     kind: ServerKind,
     child: Child,
     endpoint: String,
     objects: PathBuf,
+}
+
+/// nginx's configuration: one process (`master_process off`, so the child's `/proc` CPU times
+/// are the whole server's), `root` the data directory, sendfile, no access log; PROPFIND from the
+/// dav-ext module for kiln's listing and autoindex pages for fsspec's.
+fn nginx_config(dir: &Path, data: &Path, port: u16) -> String {
+    let dir = dir.display();
+    let modules = Path::new("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so");
+    assert!(modules.exists(), "{} is missing: apt-get install libnginx-mod-http-dav-ext", modules.display());
+    format!(
+        "load_module {modules};
+daemon off;
+master_process off;
+error_log {dir}/error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {dir}/tmp;
+    proxy_temp_path {dir}/tmp;
+    fastcgi_temp_path {dir}/tmp;
+    uwsgi_temp_path {dir}/tmp;
+    scgi_temp_path {dir}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        root {data};
+        location / {{
+            autoindex on;
+            dav_ext_methods PROPFIND OPTIONS;
+        }}
+    }}
+}}
+",
+        modules = modules.display(),
+        data = data.display()
+    )
+}
+
+/// CPU seconds (user + system) process `pid` has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.iter().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum();
+    ticks as f64 / clock_ticks()
+}
+
+/// Clock ticks a second, the unit of `/proc`'s CPU times.
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .expect("getconf CLK_TCK")
+    })
 }
 
 impl Drop for Server {
@@ -126,6 +211,12 @@ fn start_server(kind: ServerKind, data: &Path) -> Server {
     std::fs::create_dir_all(&objects).expect("creating the server's object directory");
     let mut command = Command::new(&program);
     match kind {
+        ServerKind::Nginx => {
+            std::fs::create_dir_all(objects.join("tmp")).expect("creating nginx's temp directory");
+            let config = objects.join("nginx.conf");
+            std::fs::write(&config, nginx_config(&objects, data, port)).expect("writing nginx.conf");
+            command.arg("-c").arg(&config).arg("-p").arg(&objects)
+        }
         // moto keeps each object in a SpooledTemporaryFile that moves to TMPDIR past this size:
         // one byte puts every object on disk, so the server holds no copy of the data in memory.
         ServerKind::Moto => command
@@ -287,9 +378,12 @@ fn main() {
     .into();
     let endpoint: Option<String> = std::env::args().skip_while(|a| a != "--endpoint").nth(1);
     let kind = ServerKind::parse(&arg("--server", "moto".to_string()));
+    let remote = if kind == ServerKind::Nginx { "http" } else { "s3" };
     let (key, secret) = kind.credentials();
     let delete_data = std::env::args().any(|a| a == "--delete-data");
     std::fs::create_dir_all(&data).expect("creating the data directory");
+    // nginx serves its root by absolute path.
+    let data = data.canonicalize().expect("the data directory");
     // SAFETY: set before any store is built or any other thread runs.
     unsafe {
         std::env::set_var("AWS_ACCESS_KEY_ID", key);
@@ -314,37 +408,62 @@ fn main() {
         // use and this process reads the variable only then.
         unsafe { std::env::set_var("AWS_ENDPOINT_URL", &server) };
         let object_store = std::sync::Arc::new(kiln_object_store::ObjectStorage::default());
-        kiln_storage::register_storage("s3", object_store.clone());
-        create_bucket(&server);
+        kiln_storage::register_storage(remote, object_store.clone());
         let name = dataset.local.file_name().unwrap().to_string_lossy().into_owned();
-        let url = format!("s3://{BUCKET}/{name}");
-        let stored = upload(&dataset.local, &url);
+        let (url, stored) = if kind == ServerKind::Nginx {
+            // Served where it lies; a Parquet data set is a directory, listed with PROPFIND.
+            let mut files = Vec::new();
+            files_under(&dataset.local, &mut files);
+            let stored = files.iter().map(|f| f.metadata().map_or(0, |m| m.len())).sum();
+            let slash = if format == "parquet" { "/" } else { "" };
+            (format!("{}/{name}{slash}", server.trim_end_matches('/')), stored)
+        } else {
+            create_bucket(&server);
+            let url = format!("s3://{BUCKET}/{name}");
+            let stored = upload(&dataset.local, &url);
+            (url, stored)
+        };
         let local = dataset.local.display().to_string();
         let mb = dataset.logical_bytes as f64 / 1e6;
 
         let mut rates = Vec::new();
         let mut values = Vec::new();
-        for (side, source) in [("local", local.as_str()), ("s3", url.as_str())] {
+        let server_pid = started.as_ref().map(|s| s.child.id());
+        for (side, source) in [("local", local.as_str()), (remote, url.as_str())] {
             reset_peak_rss();
             let before = object_store.read_stats();
+            let cpu_before = (server_pid.map(cpu_seconds), cpu_seconds(std::process::id()));
             let (kiln, value) =
                 Side::measure(&format!("kiln_{format}_{side}"), protocol.runs, || dataset.read(source, &scheduler));
             let rss = peak_rss_bytes().unwrap_or(0);
             let rate = mb / kiln.median();
-            if side == "s3" {
+            // Warm-up and timed runs alike: CPU seconds a run, beside the median's wall time.
+            let runs = (protocol.runs + 1) as f64;
+            let kiln_cpu = (cpu_seconds(std::process::id()) - cpu_before.1) / runs;
+            line.push_str(&format!(" kiln_{format}_{side}_cpu_s_per_run={kiln_cpu:.2}"));
+            if let (Some(pid), Some(before)) = (server_pid, cpu_before.0)
+                && side != "local"
+            {
+                let server_cpu = (cpu_seconds(pid) - before) / runs;
+                println!(
+                    "{}: {server_cpu:.2} CPU s a run while kiln read {format} ({kiln_cpu:.2} CPU s a run in kiln)",
+                    kind.name()
+                );
+                line.push_str(&format!(" {}_cpu_s_per_kiln_{format}_run={server_cpu:.2}", kind.name()));
+            }
+            if side != "local" {
                 let after = object_store.read_stats();
-                let runs = (protocol.runs + 1) as f64;
                 let requests = (after.requests - before.requests) as f64 / runs;
                 let fetched = (after.bytes_fetched - before.bytes_fetched) as f64 / runs;
                 let read = (after.bytes_read - before.bytes_read) as f64 / runs;
                 println!(
-                    "kiln {format} s3: per run {requests:.0} ranged requests fetching {:.0} MB for {:.0} MB of ranged reads ({} read-ahead hits in all)",
+                    "kiln {format} {side}: per run {requests:.0} ranged requests fetching {:.0} MB for {:.0} MB of ranged reads ({} read-ahead hits in all)",
                     fetched / 1e6,
                     read / 1e6,
                     after.hits - before.hits
                 );
                 line.push_str(&format!(
-                    " kiln_{format}_s3_ranged_requests={requests:.0} kiln_{format}_s3_ranged_bytes={fetched:.0}"
+                    " kiln_{format}_{side}_ranged_requests={requests:.0} kiln_{format}_{side}_ranged_bytes={fetched:.0}"
                 ));
             }
             println!(
@@ -361,15 +480,16 @@ fn main() {
             values.push(value);
         }
         // The same bytes read twice: the same sum, in the same order of blocks.
-        assert!((values[0] - values[1]).abs() <= 1e-9 * values[0].abs(), "local and S3 sums differ: {values:?}");
+        assert!((values[0] - values[1]).abs() <= 1e-9 * values[0].abs(), "local and {remote} sums differ: {values:?}");
         let fraction = rates[1] / rates[0];
-        println!("kiln {format}: S3 reads at {:.0} % of the local-disk rate (bar: 50 %)", fraction * 100.0);
+        println!("kiln {format}: {remote} reads at {:.0} % of the local-disk rate (bar: 50 %)", fraction * 100.0);
         line.push_str(&format!(
-            " {format}_logical_bytes={} {format}_stored_bytes={stored} kiln_{format}_s3_fraction={fraction:.3}",
+            " {format}_logical_bytes={} {format}_stored_bytes={stored} kiln_{format}_{remote}_fraction={fraction:.3}",
             dataset.logical_bytes
         ));
         if !protocol.no_dask {
-            for (side, source) in [("local", local.as_str()), ("s3", url.as_str())] {
+            for (side, source) in [("local", local.as_str()), (remote, url.as_str())] {
+                let cpu_before = server_pid.map(cpu_seconds);
                 let args = vec![
                     "--format".to_string(),
                     format.to_string(),
@@ -402,6 +522,14 @@ fn main() {
                             " {} dask_{format}_{side}_mb_s={rate:.1} dask_{format}_{side}_peak_rss_bytes={rss:.0}",
                             dask.fields()
                         ));
+                        if let (Some(pid), Some(before)) = (server_pid, cpu_before)
+                            && side != "local"
+                        {
+                            let runs = (protocol.runs + 1) as f64;
+                            let server_cpu = (cpu_seconds(pid) - before) / runs;
+                            println!("{}: {server_cpu:.2} CPU s a run while Dask read {format}", kind.name());
+                            line.push_str(&format!(" {}_cpu_s_per_dask_{format}_run={server_cpu:.2}", kind.name()));
+                        }
                     }
                     Err(e) => println!("dask {format} {side} skipped: {e}"),
                 }

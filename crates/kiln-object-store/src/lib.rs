@@ -456,9 +456,11 @@ fn build_store(location: &Location) -> Result<Arc<dyn ObjectStore>, BuildError> 
                 .build()?,
         )),
         #[cfg(feature = "http")]
+        // object_store's client refuses plain HTTP unless told: an http:// URL asks for it.
         "http" | "https" => Ok(Arc::new(
             object_store::http::HttpBuilder::new()
                 .with_url(format!("{}://{}", location.scheme, location.bucket))
+                .with_client_options(object_store::ClientOptions::new().with_allow_http(location.scheme == "http"))
                 .with_retry(retry_config())
                 .build()?,
         )),
