@@ -252,6 +252,12 @@ fn number_dictionary(
     key: &arrow::array::DictionaryArray<arrow::datatypes::Int32Type>,
     keep: Option<&BooleanBuffer>,
 ) -> Option<Groups> {
+    if key.values().len() > key.len() {
+        // A dictionary larger than the rows that use it (a key of many distinct values, read
+        // in pieces): numbering it all would cost more than the rows' own values.
+        let decoded = cast(key, key.values().data_type()).ok()?;
+        return dense_ids(&decoded, keep);
+    }
     let values = dense_ids(key.values(), None)?;
     let mut group_of_value = vec![DROPPED; values.len()];
     let nulls = key.keys().nulls().filter(|n| n.null_count() > 0);
@@ -824,8 +830,12 @@ mod tests {
             assert_eq!(keys[0].data_type(), &DataType::Utf8);
             assert_eq!(&keys[0], &take_keys(std::slice::from_ref(&decoded), &want).unwrap()[0]);
         }
-        let groups = group_rows(&[dictionary], 8, None).unwrap();
+        let groups = group_rows(std::slice::from_ref(&dictionary), 8, None).unwrap();
         assert_eq!(groups.ids, vec![0, 1, 0, DROPPED, DROPPED, 1, 0, 2]);
+        // Fewer rows than dictionary values: the rows' values are numbered instead, alike.
+        let few = dictionary.slice(5, 2);
+        let groups = group_rows(&[few], 2, None).unwrap();
+        assert_eq!((groups.ids, groups.first_rows), (vec![0, 1], vec![0, 1]));
     }
 
     #[test]
