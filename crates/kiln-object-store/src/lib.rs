@@ -209,7 +209,13 @@ impl Storage for ObjectStorage {
             return match block_on(store.head(&path)) {
                 Ok(_) => Ok(vec![pattern.to_string()]),
                 Err(object_store::Error::NotFound { .. }) => self.list_directory(store.as_ref(), &location, pattern),
-                Err(e) => Err(to_storage_error(pattern, e)),
+                // A web server may refuse a directory's HEAD (nginx answers 403 once it has
+                // redirected to the slash): the name is a directory when listing it finds
+                // files; otherwise the HEAD's own error is the answer.
+                Err(e) => match self.list_directory(store.as_ref(), &location, pattern) {
+                    Ok(urls) if !urls.is_empty() => Ok(urls),
+                    _ => Err(to_storage_error(pattern, e)),
+                },
             };
         }
         let matcher = KeyPattern::new(&location.key)
