@@ -369,3 +369,84 @@ fn a_local_directory_that_cannot_be_made_is_refused_at_start() {
     assert_eq!(output.status.code(), Some(kiln_distributed::EXIT_CANNOT_START), "{stderr}");
     assert!(stderr.contains(&format!("cannot use local directory {}", file.join("spill").display())), "{stderr}");
 }
+
+/// The rows of `batch` ordered by its first column (a unique key after a group-by).
+fn by_first_column(batch: &kiln::dataframe::arrow::array::RecordBatch) -> kiln::dataframe::arrow::array::RecordBatch {
+    use kiln::dataframe::arrow::compute::{sort_to_indices, take_record_batch};
+    take_record_batch(batch, &sort_to_indices(batch.column(0), None, None).unwrap()).unwrap()
+}
+
+#[test]
+fn a_worker_killed_mid_shuffle_costs_only_recomputation() {
+    use std::sync::Arc;
+
+    use kiln::dataframe::arrow::array::{Float64Array, Int64Array, RecordBatch};
+    use kiln::dataframe::{Agg, DataFrame, How, MergeOptions, read_parquet};
+
+    // Files the workers read, so no partition travels inside the graph.
+    let dir = std::env::temp_dir().join(format!("kiln-shuffle-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let local = LocalScheduler::new();
+    let rows = 1_200_000i64;
+    let left = RecordBatch::try_from_iter([
+        ("key", Arc::new(Int64Array::from_iter_values((0..rows).map(|i| (i * 7919) % 90_001))) as _),
+        ("value", Arc::new(Float64Array::from_iter_values((0..rows).map(|i| (i % 1000) as f64 * 0.5))) as _),
+    ])
+    .unwrap();
+    let right = RecordBatch::try_from_iter([
+        ("key", Arc::new(Int64Array::from_iter_values((0..100_000).map(|i| i * 3 % 100_003))) as _),
+        ("weight", Arc::new(Float64Array::from_iter_values((0..100_000).map(|i| (i % 7) as f64))) as _),
+    ])
+    .unwrap();
+    for (name, batch, parts) in [("left", left, 12), ("right", right, 5)] {
+        let path = dir.join(name);
+        DataFrame::from_batch(batch, parts).unwrap().to_parquet(path.to_str().unwrap()).compute_on(&local).unwrap();
+    }
+    let left = read_parquet(dir.join("left").to_str().unwrap()).unwrap();
+    let right = read_parquet(dir.join("right").to_str().unwrap()).unwrap();
+    // An outer merge is never broadcast: both sides go through the staged shuffle, and so does
+    // the split-out group-by after it.
+    let merged = left.merge(&right, &MergeOptions::on(["key"]).how(How::Outer).max_branch(4)).unwrap();
+    let totals = merged
+        .groupby(["key"])
+        .unwrap()
+        .split_out(4)
+        .max_branch(2)
+        .agg([Agg::sum("value"), Agg::count("value").alias("rows"), Agg::sum("weight")])
+        .unwrap();
+    let expected = by_first_column(&totals.compute_on(&local).unwrap());
+    assert!(expected.num_rows() >= 100_000, "{} groups", expected.num_rows());
+
+    let cluster = LocalCluster::builder().workers(3).binary(KILN).nanny(false).start().unwrap();
+    let client = cluster.client().unwrap();
+    let victim = cluster.worker_pids()[2];
+    let started = Instant::now();
+    let run = std::thread::spawn({
+        let client = client.clone();
+        let totals = totals.clone();
+        move || (totals.compute_on(&client), started.elapsed())
+    });
+    // Kill once a third of the tasks are done, so the victim holds shuffle pieces that only it
+    // has, rather than before the first read.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut most = 0;
+    loop {
+        let load = client.cluster_load().unwrap();
+        let left = load.queued + load.processing + load.waiting;
+        most = most.max(left);
+        if most > 0 && left * 3 <= most * 2 {
+            break;
+        }
+        assert!(!run.is_finished(), "the computation ended before a third of it was seen done");
+        assert!(Instant::now() < deadline, "a third of the tasks did not finish within 60 s: {load:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(Command::new("kill").args(["-KILL", &victim.to_string()]).status().unwrap().success());
+    let killed_at = started.elapsed();
+    let (result, took) = run.join().unwrap();
+    eprintln!("shuffle with a worker killed at {killed_at:?} took {took:?}");
+    assert!(took > killed_at, "the computation ended before the kill; make it larger");
+    // Sums of halves and small integers are exact in any order, so the batches are equal.
+    assert_eq!(by_first_column(&result.unwrap()), expected);
+    let _ = std::fs::remove_dir_all(&dir);
+}
