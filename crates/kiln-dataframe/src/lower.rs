@@ -486,12 +486,27 @@ pub(crate) fn encode_batch(batch: &RecordBatch) -> std::result::Result<Vec<u8>, 
 }
 
 /// A batch from an Arrow IPC stream (an empty one when the stream has no batch).
+///
+/// The frame comes from a peer and may be anything. arrow-ipc validates what it builds, but
+/// panics on some lies in a message (a buffer said to run past the body's end): such a frame
+/// is an error here like any other malformed one, not the end of the worker's thread.
 pub(crate) fn decode_batch(frame: &[u8]) -> std::result::Result<RecordBatch, String> {
-    let mut reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(frame), None).map_err(|e| e.to_string())?;
-    match reader.next() {
-        Some(batch) => batch.map_err(|e| e.to_string()),
-        None => Ok(RecordBatch::new_empty(reader.schema())),
-    }
+    let decode = || {
+        let mut reader =
+            arrow::ipc::reader::StreamReader::try_new(Cursor::new(frame), None).map_err(|e| e.to_string())?;
+        match reader.next() {
+            Some(batch) => batch.map_err(|e| e.to_string()),
+            None => Ok(RecordBatch::new_empty(reader.schema())),
+        }
+    };
+    std::panic::catch_unwind(decode).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the decoder gave up".to_string());
+        Err(format!("corrupt Arrow IPC stream: {why}"))
+    })
 }
 
 /// Record batches as an Arrow IPC stream in one frame; `nbytes` is the batch's buffer memory.
