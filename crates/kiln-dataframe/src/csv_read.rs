@@ -155,8 +155,9 @@ impl Splitter<'_> {
             }
             let next = stop + 1;
             let end = if stop > i && buf[stop - 1] == b'\r' { stop - 1 } else { stop };
-            if end == i {
-                // pandas and csv_core skip blank lines.
+            // pandas skips blank lines, and lines of only spaces and tabs (the first byte
+            // tells most lines apart).
+            if end == i || (matches!(buf[i], b' ' | b'\t') && crate::io::is_blank_line(&buf[i..end], self.delimiter)) {
                 i = next;
                 line += 1;
                 continue;

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
@@ -307,7 +307,9 @@ fn csv_bytes(storage: &dyn Storage, path: &str, limit: Option<u64>) -> Result<Ve
     if is_gzip(path) {
         let raw = storage.read(path)?;
         let mut out = Vec::new();
-        let mut decoder = flate2::read::GzDecoder::new(raw.as_slice());
+        // Every member: `cat a.gz b.gz`, pigz and bgzip write several, and Python's gzip (so
+        // pandas) reads them all; a plain `GzDecoder` stops after the first, silently.
+        let mut decoder = flate2::read::MultiGzDecoder::new(raw.as_slice());
         let result = match limit {
             Some(limit) => (&mut decoder).take(limit).read_to_end(&mut out),
             None => decoder.read_to_end(&mut out),
@@ -325,26 +327,182 @@ fn csv_bytes(storage: &dyn Storage, path: &str, limit: Option<u64>) -> Result<Ve
     }
 }
 
+/// The UTF-8 byte order mark some tools (Excel, PowerShell) put before a file's text; pandas
+/// drops it.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// The text of a file's start without its byte order mark.
+fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
+}
+
+/// The first read of a file's start for schema inference; it grows when no record ends in it.
+const SAMPLE_BYTES: u64 = 1 << 20;
+/// The most a sample grows to: a quote that never closes must not read a huge file whole
+/// before the decoder can say so.
+const LARGEST_SAMPLE: u64 = 64 << 20;
+
+/// Where the last record that ends in `text` ends (after its line break), by the decoder's
+/// quoting rules: a line break inside a quoted field does not end one.
+fn last_record_end(text: &[u8], delimiter: u8) -> Option<usize> {
+    let mut scan = QuoteScan::new(delimiter);
+    let mut from = 0;
+    let mut last = None;
+    for at in memchr::memchr_iter(b'\n', text) {
+        scan.feed(&text[from..=at]);
+        from = at + 1;
+        if scan.at_record_start() {
+            last = Some(from);
+        }
+    }
+    last
+}
+
+/// Whether a line (without its line break) holds only spaces and tabs (and a `\r`), which
+/// pandas skips as a blank line; a delimiter is never blank.
+pub(crate) fn is_blank_line(line: &[u8], delimiter: u8) -> bool {
+    line.iter().all(|&b| (b == b' ' || b == b'\t' || b == b'\r') && b != delimiter)
+}
+
+/// The sample without lines of only spaces and tabs, which pandas and kiln's decoder skip but
+/// arrow's inference would take for one-field records.
+fn drop_blank_lines(text: &[u8], delimiter: u8) -> std::borrow::Cow<'_, [u8]> {
+    let blank = |line: &[u8]| !line.is_empty() && is_blank_line(line, delimiter);
+    if !text.split(|&b| b == b'\n').any(blank) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = Vec::with_capacity(text.len());
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        if !blank(line.strip_suffix(b"\n").unwrap_or(line)) {
+            out.extend_from_slice(line);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// pandas' column names for a header: an empty name is `Unnamed: <position>`, and a name seen
+/// before gets the first suffix `.1`, `.2`, ... that names no other column; a name the header
+/// spells out wins over a generated one.
+fn pandas_names(header: Vec<String>) -> Vec<String> {
+    let explicit: std::collections::HashSet<String> = header.iter().filter(|n| !n.is_empty()).cloned().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(header.len());
+    for (position, name) in header.into_iter().enumerate() {
+        let generated = name.is_empty();
+        let name = if generated { format!("Unnamed: {position}") } else { name };
+        let taken = seen.contains(&name) || (generated && explicit.contains(&name));
+        let name = if taken {
+            (1..)
+                .map(|k| format!("{name}.{k}"))
+                .find(|c| !seen.contains(c) && !explicit.contains(c))
+                .expect("an unused suffix")
+        } else {
+            name
+        };
+        seen.insert(name.clone());
+        out.push(name);
+    }
+    out
+}
+
+/// Whether pandas reads the field as a float: a number, or `inf`/`infinity`/`nan` in any
+/// case with a sign, which arrow's inference takes for text.
+fn pandas_float(field: &str) -> bool {
+    field.parse::<f64>().is_ok()
+}
+
 /// The schema of a CSV dataset: inferred from the first file's first rows, dates left as
-/// strings unless asked for, explicit types applied.
+/// strings unless asked for, explicit types applied. Where arrow's inference and pandas
+/// differ, pandas wins: a column of numbers with infinities, or of only missing values, is
+/// float64; header names are made unique as pandas makes them.
 pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result<SchemaRef> {
     let storage = storage_for(first_file)?;
-    // Enough bytes for the sample; cut at the last full line so a row cut in half cannot
-    // change an inferred type.
-    let mut sample = csv_bytes(storage.as_ref(), first_file, Some(1 << 20))?;
-    if sample.iter().all(u8::is_ascii_whitespace) {
-        return Err(empty_file(first_file));
+    let csv_error = |message: String| DataFrameError::Csv { path: first_file.to_string(), message };
+    // Enough bytes for the sample, cut after the last whole record so a row cut in half (or
+    // a quoted line break cut in half) cannot change an inferred type; read more when no
+    // record ends in them.
+    let mut limit = SAMPLE_BYTES;
+    let sample = loop {
+        let bytes = csv_bytes(storage.as_ref(), first_file, Some(limit))?;
+        let whole = (bytes.len() as u64) < limit;
+        let text = without_bom(&bytes);
+        if whole {
+            if text.iter().all(u8::is_ascii_whitespace) {
+                return Err(empty_file(first_file));
+            }
+            break text.to_vec();
+        }
+        if let Some(end) = last_record_end(text, options.delimiter) {
+            break text[..end].to_vec();
+        }
+        if limit >= LARGEST_SAMPLE {
+            // No record ends (a quote left open): the lines the sample holds, for the error.
+            let end = text.iter().rposition(|&b| b == b'\n').map_or(text.len(), |k| k + 1);
+            break text[..end].to_vec();
+        }
+        limit = limit.saturating_mul(4);
+    };
+    // kiln's decoder ends lines at `\n` (a `\r` before it dropped); a file whose lines end
+    // in `\r` alone would read as one line.
+    if let Some(at) = memchr::memchr2(b'\n', b'\r', &sample)
+        && sample[at] == b'\r'
+        && sample.get(at + 1).is_some_and(|&b| b != b'\n')
+    {
+        return Err(csv_error(
+            "line 1 ends with a carriage return alone (classic Mac OS line ends); kiln reads lines ended by \\n \
+             or \\r\\n: convert the file's line ends"
+                .to_string(),
+        ));
     }
-    if let Some(end) = sample.iter().rposition(|&b| b == b'\n') {
-        sample.truncate(end + 1);
-    }
+    let sample = drop_blank_lines(&sample, options.delimiter);
     let format = arrow::csv::reader::Format::default()
         .with_header(options.has_header)
         .with_delimiter(options.delimiter)
         .with_null_regex(options.null_regex()?);
-    let (schema, _) = format
-        .infer_schema(sample.as_slice(), Some(options.sample_rows))
-        .map_err(|e| DataFrameError::Csv { path: first_file.to_string(), message: e.to_string() })?;
+    let (inferred, rows) =
+        format.infer_schema(sample.as_ref(), Some(options.sample_rows)).map_err(|e| csv_error(e.to_string()))?;
+    let names = if options.has_header {
+        pandas_names(inferred.fields().iter().map(|f| f.name().clone()).collect())
+    } else {
+        inferred.fields().iter().map(|f| f.name().clone()).collect()
+    };
+    let mut types: Vec<DataType> = inferred.fields().iter().map(|f| f.data_type().clone()).collect();
+    // Text columns whose sampled values all read as floats (infinities among numbers) and
+    // columns of only missing values are float64, as pandas infers them.
+    let text_columns: Vec<usize> = (0..types.len()).filter(|&c| types[c] == DataType::Utf8).collect();
+    if !text_columns.is_empty() {
+        let as_text =
+            Arc::new(Schema::new(names.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>()));
+        let na = csv_read::NaSet::new(&options.na_values);
+        // A sample the decoder refuses keeps arrow's types; reading the file will say why.
+        if let Ok(batch) = csv_read::decode(
+            first_file,
+            &sample,
+            Place::WHOLE,
+            &as_text,
+            &text_columns,
+            options.delimiter,
+            options.has_header,
+            &na,
+        ) {
+            let sampled = batch.num_rows().min(options.sample_rows);
+            for (k, &c) in text_columns.iter().enumerate() {
+                let values = batch.column(k).slice(0, sampled);
+                let floats = values
+                    .as_string_opt::<i32>()
+                    .is_some_and(|v| v.null_count() < v.len() && v.iter().flatten().all(pandas_float));
+                if floats {
+                    types[c] = DataType::Float64;
+                }
+            }
+        }
+    }
+    for t in types.iter_mut() {
+        if *t == DataType::Null && rows > 0 {
+            *t = DataType::Float64;
+        }
+    }
+    let schema = Schema::new(names.iter().zip(&types).map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>());
     for name in options.dtypes.iter().map(|(n, _)| n).chain(&options.parse_dates) {
         if schema.field_with_name(name).is_err() {
             return Err(DataFrameError::ColumnNotFound {
@@ -395,13 +553,14 @@ pub(crate) fn read_csv_part(
         if bytes.is_empty() {
             return Err(empty_file(path));
         }
-        return decode_csv(path, &bytes, Place::WHOLE, options.has_header, schema, projection, options);
+        return decode_csv(path, without_bom(&bytes), Place::WHOLE, options.has_header, schema, projection, options);
     };
     let text = read_block(storage.as_ref(), path, block)?;
     let cut_at = (text.end < block.file_size).then_some(text.end);
     let has_header = options.has_header && text.start == 0;
+    let body = if text.start == 0 { without_bom(text.text()) } else { text.text() };
     let first_try = Place { first_line: 1, cut_at };
-    match decode_csv(path, text.text(), first_try, has_header, schema, projection, options) {
+    match decode_csv(path, body, first_try, has_header, schema, projection, options) {
         Ok(batch) => Ok(batch),
         Err(error) if text.start == 0 => Err(error),
         Err(_) => {
@@ -421,7 +580,7 @@ pub(crate) fn read_csv_part(
             }
             // Decoding again with the true first line gives the same error, located in the file.
             let first_line = usize::try_from(before.newlines()).unwrap_or(usize::MAX - 1) + 1;
-            decode_csv(path, text.text(), Place { first_line, cut_at }, has_header, schema, projection, options)
+            decode_csv(path, body, Place { first_line, cut_at }, has_header, schema, projection, options)
         }
     }
 }
@@ -475,7 +634,7 @@ fn decode_csv(
 /// of its top-level columns (bytes, all row groups), read from its footer.
 pub(crate) fn parquet_schema(path: &str) -> Result<(SchemaRef, Vec<u64>)> {
     let (_, metadata) = parquet_footer(path)?;
-    let schema = plain_schema(metadata.schema());
+    let schema = frame_schema(metadata.schema());
     let mut bytes = vec![0u64; schema.fields().len()];
     let descr = metadata.parquet_schema();
     for row_group in metadata.metadata().row_groups() {
@@ -505,6 +664,28 @@ pub(crate) fn plain_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
+/// A Parquet file's Arrow schema as a frame holds it: [`plain_schema`], with a
+/// dictionary-encoded text column (pandas' categorical, stored with its Arrow type) as the
+/// text type of its values, which every string kernel and comparison takes; pandas reads it
+/// as a category of strings. (A partition's grouped-only text columns are decoded as
+/// dictionaries again where that pays: [`read_parquet_file`].)
+pub(crate) fn frame_schema(schema: &Schema) -> SchemaRef {
+    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let data_type = match f.data_type() {
+                    DataType::Dictionary(_, values) if text(values) => values.as_ref().clone(),
+                    t => t.clone(),
+                };
+                Field::new(f.name(), data_type, true)
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
 /// Reads one Parquet file in pieces, only the `projection` columns (by name, in that order),
 /// checking it has the dataset's schema. `each` runs on every piece the reader decodes (a few
 /// tens of thousands of rows) and its results are returned (at least one, made from no rows
@@ -524,7 +705,7 @@ pub(crate) fn read_parquet_file(
 ) -> Result<Vec<RecordBatch>> {
     let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
     let (file, metadata) = parquet_footer(path)?;
-    let file_schema = plain_schema(metadata.schema());
+    let file_schema = frame_schema(metadata.schema());
     if file_schema.fields() != schema.fields() {
         return Err(DataFrameError::SchemaMismatch {
             path: path.to_string(),
@@ -532,30 +713,32 @@ pub(crate) fn read_parquet_file(
             found: file_schema.to_string(),
         });
     }
+    // The types decoded: the frame's, and the string columns named in `as_dictionary` as
+    // dictionaries (Parquet's reader decodes a column to any of these from the same pages).
     let dictionary = |f: &Field| as_dictionary.contains(f.name()) && f.data_type() == &DataType::Utf8;
-    let (metadata, file_schema) = if metadata.schema().fields().iter().any(|f| dictionary(f)) {
-        let retyped = |f: &Arc<Field>| {
-            if dictionary(f) {
-                Arc::new(
-                    f.as_ref()
-                        .clone()
-                        .with_data_type(DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))),
-                )
+    let decoded: Vec<Arc<Field>> = metadata
+        .schema()
+        .fields()
+        .iter()
+        .zip(file_schema.fields())
+        .map(|(stored, frame)| {
+            let data_type = if dictionary(frame) {
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
             } else {
-                f.clone()
-            }
-        };
-        let hint = Schema::new_with_metadata(
-            metadata.schema().fields().iter().map(retyped).collect::<Vec<_>>(),
-            metadata.schema().metadata().clone(),
-        );
+                frame.data_type().clone()
+            };
+            Arc::new(stored.as_ref().clone().with_data_type(data_type))
+        })
+        .collect();
+    let retyped = decoded.iter().zip(metadata.schema().fields()).any(|(d, s)| d.data_type() != s.data_type());
+    let metadata = if retyped {
+        let hint = Schema::new_with_metadata(decoded, metadata.schema().metadata().clone());
         let options = ArrowReaderOptions::new().with_schema(Arc::new(hint));
-        let metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), options).map_err(|e| error(&e))?;
-        let file_schema = plain_schema(metadata.schema());
-        (metadata, file_schema)
+        ArrowReaderMetadata::try_new(metadata.metadata().clone(), options).map_err(|e| error(&e))?
     } else {
-        (metadata, file_schema)
+        metadata
     };
+    let file_schema = plain_schema(metadata.schema());
     let (mask, file_order) = match projection {
         Some(names) => {
             let mut indices = Vec::with_capacity(names.len());
@@ -659,6 +842,24 @@ pub(crate) fn concat_pieces(path: &str, mut pieces: Vec<RecordBatch>) -> Result<
 /// Rows per piece the Parquet reader decodes: large enough that per-piece costs vanish, small
 /// enough that a piece stays in cache-sized kilobytes per column and a filter drops rows early.
 const PARQUET_PIECE_ROWS: usize = 64 * 1024;
+
+/// The Parquet files in `dir` other than the `part.0.parquet` ... `part.{n-1}.parquet` a
+/// write of `n` partitions makes: what reading the directory back would find besides them.
+/// A directory that cannot be listed (missing, or not a directory) has none.
+pub(crate) fn unreplaced_parquet_files(dir: &str, n: usize) -> Vec<String> {
+    let Ok(storage) = storage_for(dir) else { return Vec::new() };
+    let Ok(files) = storage.list(&format!("{dir}/*.parquet")) else { return Vec::new() };
+    let prefix = format!("{dir}/");
+    files
+        .into_iter()
+        .filter(|f| {
+            let Some(name) = f.strip_prefix(&prefix) else { return false };
+            let part = name.strip_prefix("part.").and_then(|r| r.strip_suffix(".parquet"));
+            // `part.N.parquet` as written: no sign or leading zero, below `n`.
+            !part.is_some_and(|text| text.parse::<usize>().is_ok_and(|k| k < n && k.to_string() == text))
+        })
+        .collect()
+}
 
 /// One partition written as a Parquet file; returns the rows written.
 pub(crate) fn write_parquet_file(path: &str, batch: &RecordBatch) -> Result<u64> {
