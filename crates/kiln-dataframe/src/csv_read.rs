@@ -441,6 +441,17 @@ fn csv_error(path: &str, e: impl std::fmt::Display) -> DataFrameError {
     DataFrameError::Csv { path: path.to_string(), message: e.to_string() }
 }
 
+/// A timestamp as arrow parses it (RFC 3339 and its common relaxations), or a date and a
+/// time of hours and minutes only (`2013-01-02 10:30`), which pandas also reads.
+fn timestamp_nanos(text: &str) -> Option<i64> {
+    if let Ok(nanos) = string_to_timestamp_nanos(text) {
+        return Some(nanos);
+    }
+    let b = text.as_bytes();
+    let minutes_only = b.len() == 16 && matches!(b[10], b' ' | b'T') && b[13] == b':';
+    if minutes_only { string_to_timestamp_nanos(&format!("{text}:00")).ok() } else { None }
+}
+
 /// One projected column's fields, to be built into an array.
 struct Column<'a> {
     path: &'a str,
@@ -517,8 +528,8 @@ impl<'a> Column<'a> {
                     let nanos = match last {
                         Some((text, nanos)) if text == value => nanos,
                         _ => {
-                            let nanos = string_to_timestamp_nanos(self.text(row, value)?)
-                                .map_err(|_| self.error(row, value, "a timestamp"))?;
+                            let nanos = timestamp_nanos(self.text(row, value)?)
+                                .ok_or_else(|| self.error(row, value, "a timestamp"))?;
                             last = Some((value, nanos));
                             nanos
                         }

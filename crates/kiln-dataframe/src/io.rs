@@ -154,6 +154,20 @@ pub(crate) fn list_files(pattern: &str) -> Result<Vec<String>> {
     Ok(files)
 }
 
+/// The files of a Parquet dataset: what `pattern` lists, less the names starting with `_` or
+/// `.` (`_SUCCESS`, `_common_metadata`, `.part-0.parquet.crc`, which Spark and Hadoop leave
+/// beside the data and pyarrow skips), unless the pattern's own last part starts so.
+pub(crate) fn list_parquet_files(pattern: &str) -> Result<Vec<String>> {
+    let hidden = |name: &str| name.starts_with('_') || name.starts_with('.');
+    let last = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
+    let asked = hidden(&last(pattern));
+    let files: Vec<String> = list_files(pattern)?.into_iter().filter(|f| asked || !hidden(&last(f))).collect();
+    if files.is_empty() {
+        return Err(DataFrameError::NoFiles { pattern: pattern.to_string() });
+    }
+    Ok(files)
+}
+
 fn is_gzip(path: &str) -> bool {
     path.ends_with(".gz")
 }
@@ -854,6 +868,10 @@ pub(crate) fn unreplaced_parquet_files(dir: &str, n: usize) -> Vec<String> {
         .into_iter()
         .filter(|f| {
             let Some(name) = f.strip_prefix(&prefix) else { return false };
+            // Names a directory's reader skips ([`list_parquet_files`]) mix nothing in.
+            if name.starts_with('_') || name.starts_with('.') {
+                return false;
+            }
             let part = name.strip_prefix("part.").and_then(|r| r.strip_suffix(".parquet"));
             // `part.N.parquet` as written: no sign or leading zero, below `n`.
             !part.is_some_and(|text| text.parse::<usize>().is_ok_and(|k| k < n && k.to_string() == text))

@@ -969,3 +969,52 @@ fn to_parquet_over_a_dataset_of_more_parts_leaves_no_stale_rows() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_parquet_directory_skips_marker_and_hidden_files_as_pyarrow_does() {
+    // Spark and Hadoop leave `_SUCCESS` (empty) and `.part-0.parquet.crc` beside the data;
+    // pyarrow (so pandas and Dask) skips names starting with `_` or `.` in a directory.
+    let dir = temp_dir("pq-markers");
+    let data = simple(&[1, 2]);
+    write_parquet(&dir.join("part-00000.parquet"), std::slice::from_ref(&data), data.schema(), None);
+    write(&dir, "_SUCCESS", b"");
+    write(&dir, ".part-00000.parquet.crc", b"crc\x00\x01");
+    write(&dir, "_common_metadata", b"not data");
+    let df = read_parquet(&dir.to_string_lossy()).unwrap();
+    assert_eq!(df.npartitions(), 1);
+    assert_eq!(ints(&compute(&df).unwrap(), "id"), [Some(1), Some(2)]);
+    assert_eq!(len(&df).unwrap(), 2);
+    // A file named outright is read whatever its name.
+    std::fs::copy(dir.join("part-00000.parquet"), dir.join("_kept.parquet")).unwrap();
+    let named = read_parquet(&dir.join("_kept.parquet").to_string_lossy()).unwrap();
+    assert_eq!(len(&named).unwrap(), 2);
+    // Only markers: nothing to read.
+    let empty = temp_dir("pq-only-markers");
+    write(&empty, "_SUCCESS", b"");
+    let pattern = empty.to_string_lossy().into_owned();
+    assert_eq!(read_parquet(&pattern).err(), Some(DataFrameError::NoFiles { pattern }));
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&empty).unwrap();
+}
+
+#[test]
+fn parse_dates_reads_the_iso_forms_pandas_reads() {
+    // pandas (one format per column): every value below is 2013-01-02 at the time shown.
+    let dir = temp_dir("date-forms");
+    let cases = [
+        ("2013-01-02", 0i64),
+        ("2013-01-02 10:30", 37_800),
+        ("2013-01-02T10:30:15", 37_815),
+        ("2013-01-02 10:30:15.250", 37_815),
+    ];
+    let day = 1_357_084_800i64;
+    for (i, (text, seconds)) in cases.iter().enumerate() {
+        let path = write(&dir, &format!("d{i}.csv"), format!("ts\n{text}\n").as_bytes());
+        let df = read_csv(&path, &CsvOptions::default().parse_dates(["ts"])).unwrap();
+        let out = compute(&df).unwrap();
+        let got = out.column(0).as_primitive::<TimestampNanosecondType>().value(0);
+        let extra = if text.ends_with(".250") { 250_000_000 } else { 0 };
+        assert_eq!(got, (day + seconds) * 1_000_000_000 + extra, "{text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
