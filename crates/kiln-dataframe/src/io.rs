@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
@@ -419,10 +419,27 @@ fn pandas_names(header: Vec<String>) -> Vec<String> {
     out
 }
 
-/// Whether pandas reads the field as a float: a number, or `inf`/`infinity`/`nan` in any
-/// case with a sign, which arrow's inference takes for text.
-fn pandas_float(field: &str) -> bool {
-    field.parse::<f64>().is_ok()
+/// The numeric type pandas gives a column whose sampled values arrow's inference took for
+/// text: `Int64` when every value is an integer with spaces around it (`1, 2`), `Float64`
+/// when each is such a number or an `inf`/`infinity`/`nan` spelling with a sign in any case
+/// (spelled without spaces, as pandas wants them); `None` when any value is text, or an
+/// integer too big for int64 (pandas keeps those as objects).
+fn pandas_numeric<'a>(values: impl Iterator<Item = &'a str>) -> Option<DataType> {
+    let mut integers = true;
+    let mut any = false;
+    for value in values {
+        any = true;
+        let number = value.trim_matches(' ');
+        let digits = number.strip_prefix(['+', '-']).unwrap_or(number);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            number.parse::<i64>().ok()?;
+            continue;
+        }
+        integers = false;
+        let float = if number.bytes().any(|b| b.is_ascii_digit()) { number } else { value };
+        float.parse::<f64>().ok()?;
+    }
+    any.then_some(if integers { DataType::Int64 } else { DataType::Float64 })
 }
 
 /// The schema of a CSV dataset: inferred from the first file's first rows, dates left as
@@ -481,8 +498,9 @@ pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result
         inferred.fields().iter().map(|f| f.name().clone()).collect()
     };
     let mut types: Vec<DataType> = inferred.fields().iter().map(|f| f.data_type().clone()).collect();
-    // Text columns whose sampled values all read as floats (infinities among numbers) and
-    // columns of only missing values are float64, as pandas infers them.
+    // Text columns whose sampled values all read as numbers (infinities among numbers,
+    // numbers with spaces around them) are numbers, and columns of only missing values are
+    // float64, as pandas infers them.
     let text_columns: Vec<usize> = (0..types.len()).filter(|&c| types[c] == DataType::Utf8).collect();
     if !text_columns.is_empty() {
         let as_text =
@@ -502,11 +520,8 @@ pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result
             let sampled = batch.num_rows().min(options.sample_rows);
             for (k, &c) in text_columns.iter().enumerate() {
                 let values = batch.column(k).slice(0, sampled);
-                let floats = values
-                    .as_string_opt::<i32>()
-                    .is_some_and(|v| v.null_count() < v.len() && v.iter().flatten().all(pandas_float));
-                if floats {
-                    types[c] = DataType::Float64;
+                if let Some(numeric) = values.as_string_opt::<i32>().and_then(|v| pandas_numeric(v.iter().flatten())) {
+                    types[c] = numeric;
                 }
             }
         }

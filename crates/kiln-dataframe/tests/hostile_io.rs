@@ -1018,3 +1018,18 @@ fn parse_dates_reads_the_iso_forms_pandas_reads() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn numbers_with_spaces_around_them_are_numbers_as_in_pandas() {
+    // pandas: b int64 [2, -3], c float64 [1.5, 2.0], d str (an infinity with a space is
+    // text to pandas), e str (an integer beyond int64 is an object).
+    let dir = temp_dir("spaced");
+    let path = write(&dir, "s.csv", b"a,b,c,d,e\n1, 2,1.5 , inf,99999999999999999999\n2, -3 , 2,x,1\n");
+    let df = csv(&path, None).unwrap();
+    assert_eq!(types(&df), [DataType::Int64, DataType::Int64, DataType::Float64, DataType::Utf8, DataType::Utf8]);
+    let out = compute(&df).unwrap();
+    assert_eq!(ints(&out, "b"), [Some(2), Some(-3)]);
+    assert_eq!(floats(&out, "c"), [Some(1.5), Some(2.0)]);
+    assert_eq!(strings(&out, "d"), [Some(" inf".to_string()), Some("x".to_string())]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
