@@ -614,6 +614,68 @@ pub(crate) fn read_csv_part(
     }
 }
 
+/// The first record of `text` after any blank lines: a file's header.
+fn first_record(text: &[u8], delimiter: u8) -> &[u8] {
+    let mut start = 0;
+    while start < text.len() {
+        let end = memchr::memchr(b'\n', &text[start..]).map_or(text.len(), |k| start + k);
+        if !is_blank_line(&text[start..end], delimiter) {
+            break;
+        }
+        start = end + 1;
+    }
+    let rest = &text[start.min(text.len())..];
+    let mut scan = QuoteScan::new(delimiter);
+    let mut from = 0;
+    for at in memchr::memchr_iter(b'\n', rest) {
+        scan.feed(&rest[from..=at]);
+        from = at + 1;
+        if scan.at_record_start() {
+            return &rest[..from];
+        }
+    }
+    rest
+}
+
+/// Checks that a file's header names the dataset's columns (made unique as pandas makes
+/// them), in order. The dataset's names come from its first file and every other file is
+/// read by position, so a file whose columns are in another order would otherwise put its
+/// values under the wrong names; Dask refuses such a file too.
+fn check_header(path: &str, text: &[u8], schema: &SchemaRef, options: &CsvOptions) -> Result<()> {
+    let header = first_record(text, options.delimiter);
+    let width = schema.fields().len();
+    let as_text =
+        Arc::new(Schema::new((0..width).map(|c| Field::new(c.to_string(), DataType::Utf8, true)).collect::<Vec<_>>()));
+    let all: Vec<usize> = (0..width).collect();
+    let none = csv_read::NaSet::new(&[]);
+    let expected: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mismatch = |found: String| DataFrameError::Csv {
+        path: path.to_string(),
+        message: format!(
+            "the header names the columns {found}, but the dataset's columns (from its first file) are \
+             {expected:?}: every file of a dataset must have the same columns in the same order"
+        ),
+    };
+    let Ok(batch) = csv_read::decode(path, header, Place::WHOLE, &as_text, &all, options.delimiter, false, &none)
+    else {
+        return Err(mismatch(format!("{:?}", String::from_utf8_lossy(header.trim_ascii_end()))));
+    };
+    if batch.num_rows() == 0 {
+        return Err(empty_file(path));
+    }
+    let names = pandas_names(
+        batch
+            .columns()
+            .iter()
+            .map(|c| c.as_string::<i32>().iter().next().flatten().unwrap_or("").to_string())
+            .collect(),
+    );
+    if names != expected {
+        return Err(mismatch(format!("{names:?}")));
+    }
+    Ok(())
+}
+
 /// Decodes CSV text with kiln's decoder, or arrow's for types it does not build.
 fn decode_csv(
     path: &str,
@@ -632,6 +694,9 @@ fn decode_csv(
             &all
         }
     };
+    if has_header {
+        check_header(path, bytes, schema, options)?;
+    }
     if columns.iter().all(|&c| schema.fields().get(c).is_some_and(|f| csv_read::supported(f.data_type()))) {
         let na = csv_read::NaSet::new(&options.na_values);
         return csv_read::decode(path, bytes, place, schema, columns, options.delimiter, has_header, &na);

@@ -1033,3 +1033,39 @@ fn numbers_with_spaces_around_them_are_numbers_as_in_pandas() {
     assert_eq!(strings(&out, "d"), [Some(" inf".to_string()), Some("x".to_string())]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_file_whose_header_differs_from_the_first_files_is_named_not_read_by_position() {
+    // Dask refuses a file whose columns differ from the dataset's; reading it by position
+    // would put y's values under x.
+    let dir = temp_dir("headers");
+    write(&dir, "a.csv", b"x,y\n1,2\n");
+    let mut big = String::from("y,x\n");
+    for i in 0..200 {
+        big.push_str(&format!("{i},{}\n", i + 1000));
+    }
+    for (name, text) in [("swapped", big.as_str()), ("renamed", "x,z\n3,4\n"), ("wider", "x,y,w\n3,4,5\n")] {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::copy(dir.join("a.csv"), sub.join("a.csv")).unwrap();
+        let bad = write(&sub, "b.csv", text.as_bytes());
+        for blocksize in [None, Some(300)] {
+            let df = csv(&format!("{}/*.csv", sub.display()), blocksize).unwrap();
+            assert_eq!(names(&df), ["x", "y"]);
+            for result in [compute(&df).map(|_| ()), len(&df).map(|_| ())] {
+                let message = task_message(result.unwrap_err());
+                assert!(message.contains(&bad) && message.contains("header"), "{name}: {message}");
+            }
+            assert_eq!(ints(&head(&df, 1).unwrap(), "y"), [Some(2)]);
+        }
+    }
+    // Headers that agree once made unique (a.1 for the second a) read, blank lines and all.
+    let same = dir.join("same");
+    std::fs::create_dir_all(&same).unwrap();
+    write(&same, "a.csv", b"k,k\n1,2\n");
+    write(&same, "b.csv", b"\xef\xbb\xbf\nk,\"k\"\r\n3,4\r\n");
+    let df = csv(&format!("{}/*.csv", same.display()), None).unwrap();
+    assert_eq!(names(&df), ["k", "k.1"]);
+    assert_eq!(ints(&compute(&df).unwrap(), "k.1"), [Some(2), Some(4)]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
