@@ -319,11 +319,13 @@ fn empty_file(path: &str) -> DataFrameError {
 /// The file's bytes as text: decompressed when its name ends in `.gz`.
 fn csv_bytes(storage: &dyn Storage, path: &str, limit: Option<u64>) -> Result<Vec<u8>> {
     if is_gzip(path) {
-        let raw = storage.read(path)?;
+        // Streamed, so a sample decompresses only the file's start and a whole read holds
+        // the text alone, not the compressed bytes beside it.
+        let raw = storage.open(path)?;
         let mut out = Vec::new();
         // Every member: `cat a.gz b.gz`, pigz and bgzip write several, and Python's gzip (so
         // pandas) reads them all; a plain `GzDecoder` stops after the first, silently.
-        let mut decoder = flate2::read::MultiGzDecoder::new(raw.as_slice());
+        let mut decoder = flate2::read::MultiGzDecoder::new(raw);
         let result = match limit {
             Some(limit) => (&mut decoder).take(limit).read_to_end(&mut out),
             None => decoder.read_to_end(&mut out),

@@ -16,6 +16,7 @@ use arrow::array::{
     TimestampNanosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Int64Type, Schema, TimeUnit, TimestampNanosecondType};
+use kiln_dataframe::storage::{LocalStorage, Storage, StorageError, register_storage};
 use kiln_dataframe::{Agg, CsvOptions, DType, DataFrame, DataFrameError, read_csv, read_parquet};
 use kiln_graph::{Collection, ComputeError, TaskError};
 use kiln_local::LocalScheduler;
@@ -1067,5 +1068,79 @@ fn a_file_whose_header_differs_from_the_first_files_is_named_not_read_by_positio
     let df = csv(&format!("{}/*.csv", same.display()), None).unwrap();
     assert_eq!(names(&df), ["k", "k.1"]);
     assert_eq!(ints(&compute(&df).unwrap(), "k.1"), [Some(2), Some(4)]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Local files under `hostile://`, counting the bytes handed out by every kind of read.
+#[derive(Default)]
+struct CountingStorage {
+    bytes: Arc<AtomicUsize>,
+}
+
+const SCHEME: &str = "hostile://";
+
+struct CountingReader {
+    inner: Box<dyn std::io::Read + Send>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl std::io::Read for CountingReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.bytes.fetch_add(n, Ordering::SeqCst);
+        Ok(n)
+    }
+}
+
+impl Storage for CountingStorage {
+    fn list(&self, pattern: &str) -> Result<Vec<String>, StorageError> {
+        let local = LocalStorage.list(pattern.trim_start_matches(SCHEME))?;
+        Ok(local.into_iter().map(|p| format!("{SCHEME}{p}")).collect())
+    }
+    fn size(&self, path: &str) -> Result<u64, StorageError> {
+        LocalStorage.size(path.trim_start_matches(SCHEME))
+    }
+    fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, StorageError> {
+        let bytes = LocalStorage.read_range(path.trim_start_matches(SCHEME), range)?;
+        self.bytes.fetch_add(bytes.len(), Ordering::SeqCst);
+        Ok(bytes)
+    }
+    fn open(&self, path: &str) -> Result<Box<dyn std::io::Read + Send>, StorageError> {
+        let inner = LocalStorage.open(path.trim_start_matches(SCHEME))?;
+        Ok(Box::new(CountingReader { inner, bytes: self.bytes.clone() }))
+    }
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        LocalStorage.write(path.trim_start_matches(SCHEME), bytes)
+    }
+    fn delete(&self, path: &str) -> Result<(), StorageError> {
+        LocalStorage.delete(path.trim_start_matches(SCHEME))
+    }
+}
+
+#[test]
+fn the_schema_of_a_big_gzip_file_is_inferred_from_its_start_only() {
+    let storage = Arc::new(CountingStorage::default());
+    register_storage("hostile", storage.clone());
+    let dir = temp_dir("gzip-sample");
+    // Numbers that compress poorly, so the compressed file is several times the sample.
+    let mut text = String::from("a,b,c\n");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..150_000 {
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % 1_000_000_007
+        };
+        text.push_str(&format!("{},{},{}\n", next(), next(), next()));
+    }
+    let compressed = gzip(text.as_bytes());
+    let local = write(&dir, "big.csv.gz", &compressed);
+    let path = format!("{SCHEME}{local}");
+    let df = csv(&path, None).unwrap();
+    let planning = storage.bytes.swap(0, Ordering::SeqCst);
+    assert!(planning < compressed.len() / 2, "read {planning} of {} compressed bytes to plan", compressed.len());
+    assert_eq!(len(&df).unwrap(), 150_000);
+    assert_eq!(storage.bytes.load(Ordering::SeqCst), compressed.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
