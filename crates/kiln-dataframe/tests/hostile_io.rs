@@ -1144,3 +1144,37 @@ fn the_schema_of_a_big_gzip_file_is_inferred_from_its_start_only() {
     assert_eq!(storage.bytes.load(Ordering::SeqCst), compressed.len());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_file_of_the_other_format_is_an_error_naming_it() {
+    let dir = temp_dir("swapped-formats");
+    let data = simple(&[1, 2]);
+    write_parquet(&dir.join("data.parquet"), std::slice::from_ref(&data), data.schema(), None);
+    let parquet = dir.join("data.parquet").to_string_lossy().into_owned();
+    let err = csv(&parquet, None).unwrap_err().to_string();
+    assert!(err.contains(&parquet), "{err}");
+    let gz = write(&dir, "data.csv.gz", &gzip(b"a,b\n1,2\n"));
+    parquet_error(read_parquet(&gz), &gz);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_parquet_column_of_only_nulls_reads_counts_and_round_trips() {
+    // pyarrow writes an all-None object column as type null; pandas reads it as all missing.
+    let dir = temp_dir("pq-null");
+    let data = batch(vec![
+        ("nothing", Arc::new(arrow::array::NullArray::new(3)) as ArrayRef),
+        ("id", Arc::new(Int64Array::from(vec![1, 2, 3]))),
+    ]);
+    write_parquet(&dir.join("n.parquet"), std::slice::from_ref(&data), data.schema(), None);
+    let df = read_parquet(&dir.to_string_lossy()).unwrap();
+    assert_eq!(types(&df), [DataType::Null, DataType::Int64]);
+    assert_eq!(len(&df).unwrap(), 3);
+    assert_eq!(head(&df, 2).unwrap().num_rows(), 2);
+    let missing = df.filter(&df.col("nothing").isna()).unwrap();
+    assert_eq!(len(&missing).unwrap(), 3);
+    let out = dir.join("out").to_string_lossy().into_owned();
+    df.to_parquet(&out).compute_on(&scheduler()).unwrap();
+    assert_eq!(compute(&read_parquet(&out).unwrap()).unwrap(), compute(&df).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
