@@ -452,6 +452,9 @@ fn timestamp_nanos(text: &str) -> Option<i64> {
     if minutes_only { string_to_timestamp_nanos(&format!("{text}:00")).ok() } else { None }
 }
 
+/// What a field that is not UTF-8 fails to parse as.
+const TEXT: &str = "UTF-8 text";
+
 /// One projected column's fields, to be built into an array.
 struct Column<'a> {
     path: &'a str,
@@ -470,10 +473,21 @@ impl<'a> Column<'a> {
     }
 
     fn error(&self, row: usize, value: &[u8], what: &str) -> DataFrameError {
+        // A column's type comes from the first file's first rows (or `dtype=`), so a value
+        // past them may not fit it: say how to choose the type, as Dask does.
+        let hint = if what == TEXT {
+            String::new()
+        } else {
+            format!(
+                "; the type was inferred from the first file's first rows unless given: give the column's type \
+                 with dtype (CsvOptions::dtype({:?}, DType::Utf8) reads it as text)",
+                self.name
+            )
+        };
         DataFrameError::Csv {
             path: self.path.to_string(),
             message: format!(
-                "line {}: cannot parse '{}' as {what} (column {})",
+                "line {}: cannot parse '{}' as {what} (column {}){hint}",
                 self.fields.lines[row],
                 String::from_utf8_lossy(value),
                 self.name
@@ -482,7 +496,7 @@ impl<'a> Column<'a> {
     }
 
     fn text<'v>(&self, row: usize, value: &'v [u8]) -> Result<&'v str> {
-        std::str::from_utf8(value).map_err(|_| self.error(row, value, "UTF-8 text"))
+        std::str::from_utf8(value).map_err(|_| self.error(row, value, TEXT))
     }
 
     fn build(&self, data_type: &DataType) -> Result<ArrayRef> {

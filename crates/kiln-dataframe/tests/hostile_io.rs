@@ -354,7 +354,8 @@ fn a_type_that_changes_after_the_sample_names_the_column_and_line_and_dtype_read
             message.contains(&path)
                 && message.contains("line 100002")
                 && message.contains("'x'")
-                && message.contains("code"),
+                && message.contains("code")
+                && message.contains("dtype"),
             "{message}"
         );
         // The documented override: `dtype=` reads the column as text.
