@@ -155,8 +155,9 @@ impl Splitter<'_> {
             }
             let next = stop + 1;
             let end = if stop > i && buf[stop - 1] == b'\r' { stop - 1 } else { stop };
-            if end == i {
-                // pandas and csv_core skip blank lines.
+            // pandas skips blank lines, and lines of only spaces and tabs (the first byte
+            // tells most lines apart).
+            if end == i || (matches!(buf[i], b' ' | b'\t') && crate::io::is_blank_line(&buf[i..end], self.delimiter)) {
                 i = next;
                 line += 1;
                 continue;
@@ -440,6 +441,20 @@ fn csv_error(path: &str, e: impl std::fmt::Display) -> DataFrameError {
     DataFrameError::Csv { path: path.to_string(), message: e.to_string() }
 }
 
+/// A timestamp as arrow parses it (RFC 3339 and its common relaxations), or a date and a
+/// time of hours and minutes only (`2013-01-02 10:30`), which pandas also reads.
+fn timestamp_nanos(text: &str) -> Option<i64> {
+    if let Ok(nanos) = string_to_timestamp_nanos(text) {
+        return Some(nanos);
+    }
+    let b = text.as_bytes();
+    let minutes_only = b.len() == 16 && matches!(b[10], b' ' | b'T') && b[13] == b':';
+    if minutes_only { string_to_timestamp_nanos(&format!("{text}:00")).ok() } else { None }
+}
+
+/// What a field that is not UTF-8 fails to parse as.
+const TEXT: &str = "UTF-8 text";
+
 /// One projected column's fields, to be built into an array.
 struct Column<'a> {
     path: &'a str,
@@ -458,10 +473,21 @@ impl<'a> Column<'a> {
     }
 
     fn error(&self, row: usize, value: &[u8], what: &str) -> DataFrameError {
+        // A column's type comes from the first file's first rows (or `dtype=`), so a value
+        // past them may not fit it: say how to choose the type, as Dask does.
+        let hint = if what == TEXT {
+            String::new()
+        } else {
+            format!(
+                "; the type was inferred from the first file's first rows unless given: give the column's type \
+                 with dtype (CsvOptions::dtype({:?}, DType::Utf8) reads it as text)",
+                self.name
+            )
+        };
         DataFrameError::Csv {
             path: self.path.to_string(),
             message: format!(
-                "line {}: cannot parse '{}' as {what} (column {})",
+                "line {}: cannot parse '{}' as {what} (column {}){hint}",
                 self.fields.lines[row],
                 String::from_utf8_lossy(value),
                 self.name
@@ -470,7 +496,7 @@ impl<'a> Column<'a> {
     }
 
     fn text<'v>(&self, row: usize, value: &'v [u8]) -> Result<&'v str> {
-        std::str::from_utf8(value).map_err(|_| self.error(row, value, "UTF-8 text"))
+        std::str::from_utf8(value).map_err(|_| self.error(row, value, TEXT))
     }
 
     fn build(&self, data_type: &DataType) -> Result<ArrayRef> {
@@ -516,8 +542,8 @@ impl<'a> Column<'a> {
                     let nanos = match last {
                         Some((text, nanos)) if text == value => nanos,
                         _ => {
-                            let nanos = string_to_timestamp_nanos(self.text(row, value)?)
-                                .map_err(|_| self.error(row, value, "a timestamp"))?;
+                            let nanos = timestamp_nanos(self.text(row, value)?)
+                                .ok_or_else(|| self.error(row, value, "a timestamp"))?;
                             last = Some((value, nanos));
                             nanos
                         }

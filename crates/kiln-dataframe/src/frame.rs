@@ -12,7 +12,9 @@ use kiln_graph::unique_token;
 use crate::error::{DataFrameError, Result};
 use crate::expr::Expr;
 use crate::groupby::{Agg, GroupBy, GroupKey};
-use crate::io::{CsvOptions, csv_parts, infer_csv_schema, list_files, parquet_schema, plain_schema};
+use crate::io::{
+    CsvOptions, csv_parts, infer_csv_schema, list_files, list_parquet_files, parquet_schema, plain_schema,
+};
 use crate::plan::{Divisions, Frame, Source, Step, Steps};
 use crate::scalar::Scalar;
 use crate::series::Series;
@@ -73,14 +75,15 @@ pub fn read_csv(pattern: &str, options: &CsvOptions) -> Result<DataFrame> {
 }
 
 /// Reads a Parquet dataset: one partition per file matched by `pattern` (a glob, a directory
-/// or a file). Only the columns the computation uses are read (`select` right after reading
+/// or a file), skipping names that start with `_` or `.` (`_SUCCESS`, checksum files) as
+/// pyarrow does. Only the columns the computation uses are read (`select` right after reading
 /// is Dask's `columns=`).
 ///
 /// # Errors
 /// [`DataFrameError::NoFiles`] when nothing matches, [`DataFrameError::Parquet`] naming a file
 /// that is not Parquet.
 pub fn read_parquet(pattern: &str) -> Result<DataFrame> {
-    let files = list_files(pattern)?;
+    let files = list_parquet_files(pattern)?;
     let (schema, column_bytes) = parquet_schema(&files[0])?;
     Ok(DataFrame::from_source(Source::Parquet { files, schema, column_bytes }))
 }

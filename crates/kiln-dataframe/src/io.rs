@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
@@ -148,6 +148,20 @@ impl CsvOptions {
 /// The files `pattern` names, through its storage.
 pub(crate) fn list_files(pattern: &str) -> Result<Vec<String>> {
     let files = storage_for(pattern)?.list(pattern)?;
+    if files.is_empty() {
+        return Err(DataFrameError::NoFiles { pattern: pattern.to_string() });
+    }
+    Ok(files)
+}
+
+/// The files of a Parquet dataset: what `pattern` lists, less the names starting with `_` or
+/// `.` (`_SUCCESS`, `_common_metadata`, `.part-0.parquet.crc`, which Spark and Hadoop leave
+/// beside the data and pyarrow skips), unless the pattern's own last part starts so.
+pub(crate) fn list_parquet_files(pattern: &str) -> Result<Vec<String>> {
+    let hidden = |name: &str| name.starts_with('_') || name.starts_with('.');
+    let last = |path: &str| path.rsplit('/').next().unwrap_or(path).to_string();
+    let asked = hidden(&last(pattern));
+    let files: Vec<String> = list_files(pattern)?.into_iter().filter(|f| asked || !hidden(&last(f))).collect();
     if files.is_empty() {
         return Err(DataFrameError::NoFiles { pattern: pattern.to_string() });
     }
@@ -305,9 +319,13 @@ fn empty_file(path: &str) -> DataFrameError {
 /// The file's bytes as text: decompressed when its name ends in `.gz`.
 fn csv_bytes(storage: &dyn Storage, path: &str, limit: Option<u64>) -> Result<Vec<u8>> {
     if is_gzip(path) {
-        let raw = storage.read(path)?;
+        // Streamed, so a sample decompresses only the file's start and a whole read holds
+        // the text alone, not the compressed bytes beside it.
+        let raw = storage.open(path)?;
         let mut out = Vec::new();
-        let mut decoder = flate2::read::GzDecoder::new(raw.as_slice());
+        // Every member: `cat a.gz b.gz`, pigz and bgzip write several, and Python's gzip (so
+        // pandas) reads them all; a plain `GzDecoder` stops after the first, silently.
+        let mut decoder = flate2::read::MultiGzDecoder::new(raw);
         let result = match limit {
             Some(limit) => (&mut decoder).take(limit).read_to_end(&mut out),
             None => decoder.read_to_end(&mut out),
@@ -325,26 +343,197 @@ fn csv_bytes(storage: &dyn Storage, path: &str, limit: Option<u64>) -> Result<Ve
     }
 }
 
+/// The UTF-8 byte order mark some tools (Excel, PowerShell) put before a file's text; pandas
+/// drops it.
+const BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// The text of a file's start without its byte order mark.
+fn without_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
+}
+
+/// The first read of a file's start for schema inference; it grows when no record ends in it.
+const SAMPLE_BYTES: u64 = 1 << 20;
+/// The most a sample grows to: a quote that never closes must not read a huge file whole
+/// before the decoder can say so.
+const LARGEST_SAMPLE: u64 = 64 << 20;
+
+/// Where the last record that ends in `text` ends (after its line break), by the decoder's
+/// quoting rules: a line break inside a quoted field does not end one.
+fn last_record_end(text: &[u8], delimiter: u8) -> Option<usize> {
+    let mut scan = QuoteScan::new(delimiter);
+    let mut from = 0;
+    let mut last = None;
+    for at in memchr::memchr_iter(b'\n', text) {
+        scan.feed(&text[from..=at]);
+        from = at + 1;
+        if scan.at_record_start() {
+            last = Some(from);
+        }
+    }
+    last
+}
+
+/// Whether a line (without its line break) holds only spaces and tabs (and a `\r`), which
+/// pandas skips as a blank line; a delimiter is never blank.
+pub(crate) fn is_blank_line(line: &[u8], delimiter: u8) -> bool {
+    line.iter().all(|&b| (b == b' ' || b == b'\t' || b == b'\r') && b != delimiter)
+}
+
+/// The sample without lines of only spaces and tabs, which pandas and kiln's decoder skip but
+/// arrow's inference would take for one-field records.
+fn drop_blank_lines(text: &[u8], delimiter: u8) -> std::borrow::Cow<'_, [u8]> {
+    let blank = |line: &[u8]| !line.is_empty() && is_blank_line(line, delimiter);
+    if !text.split(|&b| b == b'\n').any(blank) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = Vec::with_capacity(text.len());
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        if !blank(line.strip_suffix(b"\n").unwrap_or(line)) {
+            out.extend_from_slice(line);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// pandas' column names for a header: an empty name is `Unnamed: <position>`, and a name seen
+/// before gets the first suffix `.1`, `.2`, ... that names no other column; a name the header
+/// spells out wins over a generated one.
+fn pandas_names(header: Vec<String>) -> Vec<String> {
+    let explicit: std::collections::HashSet<String> = header.iter().filter(|n| !n.is_empty()).cloned().collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(header.len());
+    for (position, name) in header.into_iter().enumerate() {
+        let generated = name.is_empty();
+        let name = if generated { format!("Unnamed: {position}") } else { name };
+        let taken = seen.contains(&name) || (generated && explicit.contains(&name));
+        let name = if taken {
+            (1..)
+                .map(|k| format!("{name}.{k}"))
+                .find(|c| !seen.contains(c) && !explicit.contains(c))
+                .expect("an unused suffix")
+        } else {
+            name
+        };
+        seen.insert(name.clone());
+        out.push(name);
+    }
+    out
+}
+
+/// The numeric type pandas gives a column whose sampled values arrow's inference took for
+/// text: `Int64` when every value is an integer with spaces around it (`1, 2`), `Float64`
+/// when each is such a number or an `inf`/`infinity`/`nan` spelling with a sign in any case
+/// (spelled without spaces, as pandas wants them); `None` when any value is text, or an
+/// integer too big for int64 (pandas keeps those as objects).
+fn pandas_numeric<'a>(values: impl Iterator<Item = &'a str>) -> Option<DataType> {
+    let mut integers = true;
+    let mut any = false;
+    for value in values {
+        any = true;
+        let number = value.trim_matches(' ');
+        let digits = number.strip_prefix(['+', '-']).unwrap_or(number);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            number.parse::<i64>().ok()?;
+            continue;
+        }
+        integers = false;
+        let float = if number.bytes().any(|b| b.is_ascii_digit()) { number } else { value };
+        float.parse::<f64>().ok()?;
+    }
+    any.then_some(if integers { DataType::Int64 } else { DataType::Float64 })
+}
+
 /// The schema of a CSV dataset: inferred from the first file's first rows, dates left as
-/// strings unless asked for, explicit types applied.
+/// strings unless asked for, explicit types applied. Where arrow's inference and pandas
+/// differ, pandas wins: a column of numbers with infinities, or of only missing values, is
+/// float64; header names are made unique as pandas makes them.
 pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result<SchemaRef> {
     let storage = storage_for(first_file)?;
-    // Enough bytes for the sample; cut at the last full line so a row cut in half cannot
-    // change an inferred type.
-    let mut sample = csv_bytes(storage.as_ref(), first_file, Some(1 << 20))?;
-    if sample.iter().all(u8::is_ascii_whitespace) {
-        return Err(empty_file(first_file));
+    let csv_error = |message: String| DataFrameError::Csv { path: first_file.to_string(), message };
+    // Enough bytes for the sample, cut after the last whole record so a row cut in half (or
+    // a quoted line break cut in half) cannot change an inferred type; read more when no
+    // record ends in them.
+    let mut limit = SAMPLE_BYTES;
+    let sample = loop {
+        let bytes = csv_bytes(storage.as_ref(), first_file, Some(limit))?;
+        let whole = (bytes.len() as u64) < limit;
+        let text = without_bom(&bytes);
+        if whole {
+            if text.iter().all(u8::is_ascii_whitespace) {
+                return Err(empty_file(first_file));
+            }
+            break text.to_vec();
+        }
+        if let Some(end) = last_record_end(text, options.delimiter) {
+            break text[..end].to_vec();
+        }
+        if limit >= LARGEST_SAMPLE {
+            // No record ends (a quote left open): the lines the sample holds, for the error.
+            let end = text.iter().rposition(|&b| b == b'\n').map_or(text.len(), |k| k + 1);
+            break text[..end].to_vec();
+        }
+        limit = limit.saturating_mul(4);
+    };
+    // kiln's decoder ends lines at `\n` (a `\r` before it dropped); a file whose lines end
+    // in `\r` alone would read as one line.
+    if let Some(at) = memchr::memchr2(b'\n', b'\r', &sample)
+        && sample[at] == b'\r'
+        && sample.get(at + 1).is_some_and(|&b| b != b'\n')
+    {
+        return Err(csv_error(
+            "line 1 ends with a carriage return alone (classic Mac OS line ends); kiln reads lines ended by \\n \
+             or \\r\\n: convert the file's line ends"
+                .to_string(),
+        ));
     }
-    if let Some(end) = sample.iter().rposition(|&b| b == b'\n') {
-        sample.truncate(end + 1);
-    }
+    let sample = drop_blank_lines(&sample, options.delimiter);
     let format = arrow::csv::reader::Format::default()
         .with_header(options.has_header)
         .with_delimiter(options.delimiter)
         .with_null_regex(options.null_regex()?);
-    let (schema, _) = format
-        .infer_schema(sample.as_slice(), Some(options.sample_rows))
-        .map_err(|e| DataFrameError::Csv { path: first_file.to_string(), message: e.to_string() })?;
+    let (inferred, rows) =
+        format.infer_schema(sample.as_ref(), Some(options.sample_rows)).map_err(|e| csv_error(e.to_string()))?;
+    let names = if options.has_header {
+        pandas_names(inferred.fields().iter().map(|f| f.name().clone()).collect())
+    } else {
+        inferred.fields().iter().map(|f| f.name().clone()).collect()
+    };
+    let mut types: Vec<DataType> = inferred.fields().iter().map(|f| f.data_type().clone()).collect();
+    // Text columns whose sampled values all read as numbers (infinities among numbers,
+    // numbers with spaces around them) are numbers, and columns of only missing values are
+    // float64, as pandas infers them.
+    let text_columns: Vec<usize> = (0..types.len()).filter(|&c| types[c] == DataType::Utf8).collect();
+    if !text_columns.is_empty() {
+        let as_text =
+            Arc::new(Schema::new(names.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>()));
+        let na = csv_read::NaSet::new(&options.na_values);
+        // A sample the decoder refuses keeps arrow's types; reading the file will say why.
+        if let Ok(batch) = csv_read::decode(
+            first_file,
+            &sample,
+            Place::WHOLE,
+            &as_text,
+            &text_columns,
+            options.delimiter,
+            options.has_header,
+            &na,
+        ) {
+            let sampled = batch.num_rows().min(options.sample_rows);
+            for (k, &c) in text_columns.iter().enumerate() {
+                let values = batch.column(k).slice(0, sampled);
+                if let Some(numeric) = values.as_string_opt::<i32>().and_then(|v| pandas_numeric(v.iter().flatten())) {
+                    types[c] = numeric;
+                }
+            }
+        }
+    }
+    for t in types.iter_mut() {
+        if *t == DataType::Null && rows > 0 {
+            *t = DataType::Float64;
+        }
+    }
+    let schema = Schema::new(names.iter().zip(&types).map(|(n, t)| Field::new(n, t.clone(), true)).collect::<Vec<_>>());
     for name in options.dtypes.iter().map(|(n, _)| n).chain(&options.parse_dates) {
         if schema.field_with_name(name).is_err() {
             return Err(DataFrameError::ColumnNotFound {
@@ -395,13 +584,14 @@ pub(crate) fn read_csv_part(
         if bytes.is_empty() {
             return Err(empty_file(path));
         }
-        return decode_csv(path, &bytes, Place::WHOLE, options.has_header, schema, projection, options);
+        return decode_csv(path, without_bom(&bytes), Place::WHOLE, options.has_header, schema, projection, options);
     };
     let text = read_block(storage.as_ref(), path, block)?;
     let cut_at = (text.end < block.file_size).then_some(text.end);
     let has_header = options.has_header && text.start == 0;
+    let body = if text.start == 0 { without_bom(text.text()) } else { text.text() };
     let first_try = Place { first_line: 1, cut_at };
-    match decode_csv(path, text.text(), first_try, has_header, schema, projection, options) {
+    match decode_csv(path, body, first_try, has_header, schema, projection, options) {
         Ok(batch) => Ok(batch),
         Err(error) if text.start == 0 => Err(error),
         Err(_) => {
@@ -421,9 +611,71 @@ pub(crate) fn read_csv_part(
             }
             // Decoding again with the true first line gives the same error, located in the file.
             let first_line = usize::try_from(before.newlines()).unwrap_or(usize::MAX - 1) + 1;
-            decode_csv(path, text.text(), Place { first_line, cut_at }, has_header, schema, projection, options)
+            decode_csv(path, body, Place { first_line, cut_at }, has_header, schema, projection, options)
         }
     }
+}
+
+/// The first record of `text` after any blank lines: a file's header.
+fn first_record(text: &[u8], delimiter: u8) -> &[u8] {
+    let mut start = 0;
+    while start < text.len() {
+        let end = memchr::memchr(b'\n', &text[start..]).map_or(text.len(), |k| start + k);
+        if !is_blank_line(&text[start..end], delimiter) {
+            break;
+        }
+        start = end + 1;
+    }
+    let rest = &text[start.min(text.len())..];
+    let mut scan = QuoteScan::new(delimiter);
+    let mut from = 0;
+    for at in memchr::memchr_iter(b'\n', rest) {
+        scan.feed(&rest[from..=at]);
+        from = at + 1;
+        if scan.at_record_start() {
+            return &rest[..from];
+        }
+    }
+    rest
+}
+
+/// Checks that a file's header names the dataset's columns (made unique as pandas makes
+/// them), in order. The dataset's names come from its first file and every other file is
+/// read by position, so a file whose columns are in another order would otherwise put its
+/// values under the wrong names; Dask refuses such a file too.
+fn check_header(path: &str, text: &[u8], schema: &SchemaRef, options: &CsvOptions) -> Result<()> {
+    let header = first_record(text, options.delimiter);
+    let width = schema.fields().len();
+    let as_text =
+        Arc::new(Schema::new((0..width).map(|c| Field::new(c.to_string(), DataType::Utf8, true)).collect::<Vec<_>>()));
+    let all: Vec<usize> = (0..width).collect();
+    let none = csv_read::NaSet::new(&[]);
+    let expected: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mismatch = |found: String| DataFrameError::Csv {
+        path: path.to_string(),
+        message: format!(
+            "the header names the columns {found}, but the dataset's columns (from its first file) are \
+             {expected:?}: every file of a dataset must have the same columns in the same order"
+        ),
+    };
+    let Ok(batch) = csv_read::decode(path, header, Place::WHOLE, &as_text, &all, options.delimiter, false, &none)
+    else {
+        return Err(mismatch(format!("{:?}", String::from_utf8_lossy(header.trim_ascii_end()))));
+    };
+    if batch.num_rows() == 0 {
+        return Err(empty_file(path));
+    }
+    let names = pandas_names(
+        batch
+            .columns()
+            .iter()
+            .map(|c| c.as_string::<i32>().iter().next().flatten().unwrap_or("").to_string())
+            .collect(),
+    );
+    if names != expected {
+        return Err(mismatch(format!("{names:?}")));
+    }
+    Ok(())
 }
 
 /// Decodes CSV text with kiln's decoder, or arrow's for types it does not build.
@@ -444,6 +696,9 @@ fn decode_csv(
             &all
         }
     };
+    if has_header {
+        check_header(path, bytes, schema, options)?;
+    }
     if columns.iter().all(|&c| schema.fields().get(c).is_some_and(|f| csv_read::supported(f.data_type()))) {
         let na = csv_read::NaSet::new(&options.na_values);
         return csv_read::decode(path, bytes, place, schema, columns, options.delimiter, has_header, &na);
@@ -475,7 +730,7 @@ fn decode_csv(
 /// of its top-level columns (bytes, all row groups), read from its footer.
 pub(crate) fn parquet_schema(path: &str) -> Result<(SchemaRef, Vec<u64>)> {
     let (_, metadata) = parquet_footer(path)?;
-    let schema = plain_schema(metadata.schema());
+    let schema = frame_schema(metadata.schema());
     let mut bytes = vec![0u64; schema.fields().len()];
     let descr = metadata.parquet_schema();
     for row_group in metadata.metadata().row_groups() {
@@ -505,6 +760,28 @@ pub(crate) fn plain_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
+/// A Parquet file's Arrow schema as a frame holds it: [`plain_schema`], with a
+/// dictionary-encoded text column (pandas' categorical, stored with its Arrow type) as the
+/// text type of its values, which every string kernel and comparison takes; pandas reads it
+/// as a category of strings. (A partition's grouped-only text columns are decoded as
+/// dictionaries again where that pays: [`read_parquet_file`].)
+pub(crate) fn frame_schema(schema: &Schema) -> SchemaRef {
+    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let data_type = match f.data_type() {
+                    DataType::Dictionary(_, values) if text(values) => values.as_ref().clone(),
+                    t => t.clone(),
+                };
+                Field::new(f.name(), data_type, true)
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
 /// Reads one Parquet file in pieces, only the `projection` columns (by name, in that order),
 /// checking it has the dataset's schema. `each` runs on every piece the reader decodes (a few
 /// tens of thousands of rows) and its results are returned (at least one, made from no rows
@@ -524,7 +801,7 @@ pub(crate) fn read_parquet_file(
 ) -> Result<Vec<RecordBatch>> {
     let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
     let (file, metadata) = parquet_footer(path)?;
-    let file_schema = plain_schema(metadata.schema());
+    let file_schema = frame_schema(metadata.schema());
     if file_schema.fields() != schema.fields() {
         return Err(DataFrameError::SchemaMismatch {
             path: path.to_string(),
@@ -532,30 +809,32 @@ pub(crate) fn read_parquet_file(
             found: file_schema.to_string(),
         });
     }
+    // The types decoded: the frame's, and the string columns named in `as_dictionary` as
+    // dictionaries (Parquet's reader decodes a column to any of these from the same pages).
     let dictionary = |f: &Field| as_dictionary.contains(f.name()) && f.data_type() == &DataType::Utf8;
-    let (metadata, file_schema) = if metadata.schema().fields().iter().any(|f| dictionary(f)) {
-        let retyped = |f: &Arc<Field>| {
-            if dictionary(f) {
-                Arc::new(
-                    f.as_ref()
-                        .clone()
-                        .with_data_type(DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))),
-                )
+    let decoded: Vec<Arc<Field>> = metadata
+        .schema()
+        .fields()
+        .iter()
+        .zip(file_schema.fields())
+        .map(|(stored, frame)| {
+            let data_type = if dictionary(frame) {
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
             } else {
-                f.clone()
-            }
-        };
-        let hint = Schema::new_with_metadata(
-            metadata.schema().fields().iter().map(retyped).collect::<Vec<_>>(),
-            metadata.schema().metadata().clone(),
-        );
+                frame.data_type().clone()
+            };
+            Arc::new(stored.as_ref().clone().with_data_type(data_type))
+        })
+        .collect();
+    let retyped = decoded.iter().zip(metadata.schema().fields()).any(|(d, s)| d.data_type() != s.data_type());
+    let metadata = if retyped {
+        let hint = Schema::new_with_metadata(decoded, metadata.schema().metadata().clone());
         let options = ArrowReaderOptions::new().with_schema(Arc::new(hint));
-        let metadata = ArrowReaderMetadata::try_new(metadata.metadata().clone(), options).map_err(|e| error(&e))?;
-        let file_schema = plain_schema(metadata.schema());
-        (metadata, file_schema)
+        ArrowReaderMetadata::try_new(metadata.metadata().clone(), options).map_err(|e| error(&e))?
     } else {
-        (metadata, file_schema)
+        metadata
     };
+    let file_schema = plain_schema(metadata.schema());
     let (mask, file_order) = match projection {
         Some(names) => {
             let mut indices = Vec::with_capacity(names.len());
@@ -659,6 +938,28 @@ pub(crate) fn concat_pieces(path: &str, mut pieces: Vec<RecordBatch>) -> Result<
 /// Rows per piece the Parquet reader decodes: large enough that per-piece costs vanish, small
 /// enough that a piece stays in cache-sized kilobytes per column and a filter drops rows early.
 const PARQUET_PIECE_ROWS: usize = 64 * 1024;
+
+/// The Parquet files in `dir` other than the `part.0.parquet` ... `part.{n-1}.parquet` a
+/// write of `n` partitions makes: what reading the directory back would find besides them.
+/// A directory that cannot be listed (missing, or not a directory) has none.
+pub(crate) fn unreplaced_parquet_files(dir: &str, n: usize) -> Vec<String> {
+    let Ok(storage) = storage_for(dir) else { return Vec::new() };
+    let Ok(files) = storage.list(&format!("{dir}/*.parquet")) else { return Vec::new() };
+    let prefix = format!("{dir}/");
+    files
+        .into_iter()
+        .filter(|f| {
+            let Some(name) = f.strip_prefix(&prefix) else { return false };
+            // Names a directory's reader skips ([`list_parquet_files`]) mix nothing in.
+            if name.starts_with('_') || name.starts_with('.') {
+                return false;
+            }
+            let part = name.strip_prefix("part.").and_then(|r| r.strip_suffix(".parquet"));
+            // `part.N.parquet` as written: no sign or leading zero, below `n`.
+            !part.is_some_and(|text| text.parse::<usize>().is_ok_and(|k| k < n && k.to_string() == text))
+        })
+        .collect()
+}
 
 /// One partition written as a Parquet file; returns the rows written.
 pub(crate) fn write_parquet_file(path: &str, batch: &RecordBatch) -> Result<u64> {

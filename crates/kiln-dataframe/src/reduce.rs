@@ -273,6 +273,18 @@ impl Collection for ToParquet {
 
     fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
         let dir = self.dir.trim_end_matches('/').to_string();
+        let stale = crate::io::unreplaced_parquet_files(&dir, self.frame.npartitions());
+        if let Some(first) = stale.first() {
+            return Err(invalid(&DataFrameError::InvalidArgument(format!(
+                "to_parquet: {dir} already holds {first}{} that writing {} partition(s) would not replace, so \
+                 reading the directory back would mix their rows in; remove them or write to another directory",
+                match stale.len() {
+                    1 => String::new(),
+                    n => format!(" and {} more Parquet file(s)", n - 1),
+                },
+                self.frame.npartitions()
+            ))));
+        }
         lower_frame(&self.frame.frame, None, &|i| Terminal::WriteParquet(format!("{dir}/part.{i}.parquet")), builder)
     }
 
@@ -314,7 +326,12 @@ impl DataFrame {
         Head { frame: self.clone(), n, npartitions: npartitions.clamp(1, self.npartitions()) }
     }
 
-    /// Writes every partition to `dir/part.N.parquet` when computed.
+    /// Writes every partition to `dir/part.N.parquet` when computed (the directory is made
+    /// when missing).
+    ///
+    /// Computing fails before anything is written when `dir` already holds Parquet files that
+    /// this write would not replace (`part.5.parquet` from an earlier write of more
+    /// partitions): reading the directory back would mix their rows in.
     pub fn to_parquet(&self, dir: &str) -> ToParquet {
         ToParquet { frame: self.clone(), dir: dir.to_string() }
     }
