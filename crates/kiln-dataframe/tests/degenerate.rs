@@ -602,3 +602,131 @@ fn windows_longer_than_the_frame_and_shifts_across_partitions() {
     assert_eq!(none.shift(1).unwrap().compute_on(&s()).unwrap().num_rows(), 0);
     assert_eq!(none.rolling("1h").unwrap().sum().unwrap().compute_on(&s()).unwrap().num_rows(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// More types: strings, booleans, int32, timestamps, two keys
+
+/// `pd.merge(l, r, on="k")` with l.k = ["", None, "x"], r.k = [None, "", ""]: the empty string
+/// is a value (pairs (1,20), (1,30)), not missing (None with None: (2,10)).
+#[test]
+fn merge_tells_the_empty_string_from_missing() {
+    let l = batch(vec![("k", strs(&[Some(""), None, Some("x")])), ("a", i64s(&[Some(1), Some(2), Some(3)]))]);
+    let r = batch(vec![("k", strs(&[None, Some(""), Some("")])), ("b", i64s(&[Some(10), Some(20), Some(30)]))]);
+    for (label, left) in layouts(&l) {
+        for broadcast in [None, Some(false)] {
+            let got = merge_rows(&left, &cut(&r, &[2, 1]), &MergeOptions::on(["k"]).broadcast(broadcast), &["a", "b"]);
+            assert_eq!(ints(&col(&got, "a")), [Some(1), Some(1), Some(2)], "{label}");
+            assert_eq!(ints(&col(&got, "b")), [Some(20), Some(30), Some(10)], "{label}");
+        }
+    }
+}
+
+/// `pd.Series(np.array([2**31 - 1, 2**31 - 1, 5], dtype="int32")).sum()` is 4294967299 (int64);
+/// a boolean column sums to its trues (2) and means 2/3; per group `[1, 1]` and `[0.5, 1.0]`.
+#[test]
+fn narrow_integers_and_booleans_reduce_as_pandas() {
+    let all = batch(vec![
+        ("i", Arc::new(Int32Array::from(vec![i32::MAX, i32::MAX, 5])) as ArrayRef),
+        ("f", Arc::new(arrow::array::BooleanArray::from(vec![true, false, true])) as ArrayRef),
+        ("k", i64s(&[Some(1), Some(1), Some(2)])),
+    ]);
+    for (label, df) in layouts(&all) {
+        assert_eq!(df.col("i").sum().compute_on(&s()).unwrap(), Scalar::Int(4294967299), "{label}");
+        assert_eq!(df.col("f").sum().compute_on(&s()).unwrap(), Scalar::Int(2), "{label}");
+        let Scalar::Float(mean) = df.col("f").mean().compute_on(&s()).unwrap() else { panic!() };
+        assert!(close(mean, 2.0 / 3.0, 1e-15), "{label}");
+        let g = df.groupby(["k"]).unwrap().agg([Agg::sum("f"), Agg::mean("f").alias("m")]).unwrap();
+        let g = g.compute_on(&s()).unwrap();
+        assert_eq!(ints(&col(&g, "f")), [Some(1), Some(1)], "{label}");
+        assert_floats(&label, &floats(&col(&g, "m")), &[Some(0.5), Some(1.0)]);
+    }
+}
+
+/// `pd.Series(["b", None, "a"])`: min "a", max "b", count 2; an all-missing string column's
+/// min is missing; timestamps skip NaT: min 2014-01-01, max 2015-01-01.
+#[test]
+fn strings_and_timestamps_with_missing_values() {
+    let ts: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![
+        Some(1_420_070_400_000_000_000),
+        None,
+        Some(1_388_534_400_000_000_000),
+    ]));
+    let all = batch(vec![("s", strs(&[Some("b"), None, Some("a")])), ("n", strs(&[None, None, None])), ("t", ts)]);
+    for (label, df) in layouts(&all) {
+        assert_eq!(df.col("s").min().compute_on(&s()).unwrap(), Scalar::Str("a".into()), "{label}");
+        assert_eq!(df.col("s").max().compute_on(&s()).unwrap(), Scalar::Str("b".into()), "{label}");
+        assert_eq!(df.col("s").count().compute_on(&s()).unwrap(), Scalar::Int(2), "{label}");
+        assert_eq!(df.col("n").min().compute_on(&s()).unwrap(), Scalar::Null, "{label}");
+        assert_eq!(df.col("t").min().compute_on(&s()).unwrap(), Scalar::TimestampNs(1_388_534_400_000_000_000));
+        assert_eq!(df.col("t").max().compute_on(&s()).unwrap(), Scalar::TimestampNs(1_420_070_400_000_000_000));
+        let none = df.filter(&df.col("s").eq("zzz")).unwrap();
+        assert_eq!(none.col("t").max().compute_on(&s()).unwrap(), Scalar::Null, "{label}");
+        assert_eq!(none.col("s").min().compute_on(&s()).unwrap(), Scalar::Null, "{label}");
+    }
+}
+
+/// `df.groupby(["a", "b"]).size()` with a = [-0.0, 0.0, 1.0], b all "x": two groups (2, 1);
+/// `groupby("k").x.var(ddof=2)` of groups of two and one rows is NaN for both, `std(ddof=0)`
+/// [1.0, 0.0].
+#[test]
+fn two_keys_with_signed_zero_and_ddof_edges() {
+    let all = batch(vec![
+        ("a", f64s(&[Some(-0.0), Some(0.0), Some(1.0)])),
+        ("b", strs(&[Some("x"), Some("x"), Some("x")])),
+        ("k", i64s(&[Some(1), Some(1), Some(2)])),
+        ("x", f64s(&[Some(1.0), Some(3.0), Some(5.0)])),
+    ]);
+    for (label, df) in layouts(&all) {
+        for split_out in [1, 2] {
+            let g = df.groupby(["a", "b"]).unwrap().split_out(split_out).size().unwrap().compute_on(&s()).unwrap();
+            let g = sorted(&g, &["a"]);
+            assert_eq!(ints(&col(&g, "size")), [Some(2), Some(1)], "{label} split_out {split_out}");
+        }
+        let g = df
+            .groupby(["k"])
+            .unwrap()
+            .agg([Agg::of(kiln_dataframe::AggFunc::Var { ddof: 2 }, &df.col("x")), {
+                Agg::of(kiln_dataframe::AggFunc::Std { ddof: 0 }, &df.col("x")).alias("s0")
+            }])
+            .unwrap()
+            .compute_on(&s())
+            .unwrap();
+        assert_floats(&label, &floats(&col(&g, "x")), &[None, None]);
+        assert_floats(&label, &floats(&col(&g, "s0")), &[Some(1.0), Some(0.0)]);
+    }
+}
+
+/// `df.sort_values("x", kind="stable")` of a constant column keeps the row order (one
+/// division for all: every row in one partition, in input order).
+#[test]
+fn sorting_a_constant_column_keeps_row_order() {
+    let all = batch(vec![("x", f64s(&[Some(1.0); 8])), ("v", i64s(&(1..=8).map(Some).collect::<Vec<_>>()))]);
+    for (label, df) in layouts(&all) {
+        for descending in [false, true] {
+            let got = df.sort_values("x", descending, &s()).unwrap().compute_on(&s()).unwrap();
+            assert_eq!(ints(&col(&got, "v")), (1..=8).map(Some).collect::<Vec<_>>(), "{label} {descending}");
+        }
+        let indexed = df.set_index("x", &s()).unwrap();
+        assert_eq!(ints(&col(&indexed.compute_on(&s()).unwrap(), "v")), (1..=8).map(Some).collect::<Vec<_>>());
+    }
+}
+
+/// Time windows over repeated timestamps: `s.rolling("1min").sum()` with three rows at 00:00
+/// and one at 00:01 is [1, 3, 7, 8] (a row's window ends at itself, not at its last equal
+/// timestamp); `rolling("2min").count()` [1, 2, 3, 4]. Seven rows of one hour over seven
+/// partitions resample into one bucket (sum 28, count 7).
+#[test]
+fn repeated_timestamps_and_one_bucket_over_many_partitions() {
+    let df = timed(&[0, 0, 0, 1], &[Some(1.0), Some(2.0), Some(4.0), Some(8.0)], &[1, 2, 1]);
+    let got = df.rolling("1min").unwrap().sum().unwrap().compute_on(&s()).unwrap();
+    assert_floats("rolling 1min", &floats(&col(&got, "v")), &[Some(1.0), Some(3.0), Some(7.0), Some(8.0)]);
+    let got = df.rolling("2min").unwrap().count().unwrap().compute_on(&s()).unwrap();
+    assert_floats("rolling 2min", &floats(&col(&got, "v")), &[Some(1.0), Some(2.0), Some(3.0), Some(4.0)]);
+    let values: Vec<Option<f64>> = (1..=7).map(|i| Some(f64::from(i))).collect();
+    let df = timed(&[0, 1, 2, 3, 4, 5, 6], &values, &[1; 7]);
+    let got = df.resample("h").unwrap().agg([Agg::sum("v"), Agg::count("v").alias("n")]).unwrap();
+    let got = got.compute_on(&s()).unwrap();
+    assert_eq!(minutes(&got), [0]);
+    assert_floats("one bucket", &floats(&col(&got, "v")), &[Some(28.0)]);
+    assert_eq!(ints(&col(&got, "n")), [Some(7)]);
+}
