@@ -404,7 +404,9 @@ pub struct Resample {
 impl DataFrame {
     /// Groups the rows into buckets of the index by `rule`: a multiple of `s`, `min`, `h`, `D`
     /// (`"15min"`, `"2D"`), or `W`. Multiples that do not divide a day count from midnight of
-    /// the first division's day (pandas' `origin="start_day"`).
+    /// the first division's day, which is pandas' `origin="start_day"` when the first row is on
+    /// that day; when it is on a later one (rows filtered away), computing fails saying so
+    /// (set the index again), rather than give other buckets than pandas'.
     ///
     /// # Errors
     /// [`DataFrameError::UnknownFrequency`] for another rule; [`DataFrameError::NeedsDivisions`]
@@ -623,6 +625,21 @@ impl ResampleKernel {
         else {
             return Ok(RecordBatch::new_empty(output));
         };
+        // pandas counts buckets from midnight of the first row's day, the partitions were cut
+        // from the first division's. A rule that does not divide a day (7min, 2D) puts the
+        // bucket edges elsewhere when the two days differ (rows filtered away after the
+        // divisions were made), and a bucket would then span two partitions: refuse rather
+        // than answer with other buckets than pandas'.
+        let origin = first.div_euclid(DAY) * DAY;
+        if !spec.rule.weekly && (origin - spec.origin).rem_euclid(spec.rule.step) != 0 {
+            return Err(DataFrameError::InvalidArgument(format!(
+                "resample({:?}): the first row is on a later day than the index's first division, and \
+                 buckets of {:?} counted from that day (as pandas does) do not line up with the \
+                 partitions; set the index again (set_index) after filtering, or use a rule that \
+                 divides a day",
+                spec.rule_text, spec.rule_text
+            )));
+        }
         let (first, last) = (spec.rule.bucket(first, spec.origin), spec.rule.bucket(last, spec.origin));
         // The index replaced by each row's bucket start: the group-by key.
         let ns = index_ns(batch, &spec.index)?;

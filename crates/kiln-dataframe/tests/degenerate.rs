@@ -730,3 +730,23 @@ fn repeated_timestamps_and_one_bucket_over_many_partitions() {
     assert_floats("one bucket", &floats(&col(&got, "v")), &[Some(28.0)]);
     assert_eq!(ints(&col(&got, "n")), [Some(7)]);
 }
+
+/// `s[s > 1].resample("7min").sum()` with rows at Jan 1 10:00 (filtered away), Jan 2 00:03
+/// and 00:10: pandas counts 7-minute buckets from midnight of Jan 2 (labels 00:00 and 00:07),
+/// the partitions were cut counting from Jan 1. kiln refuses instead of answering with the
+/// buckets 23:55, 00:02, 00:09 (a redesign would move rows across partition edges); setting
+/// the index again gives pandas' answer. A rule dividing a day is not affected.
+#[test]
+fn resample_by_a_rule_not_dividing_a_day_after_a_filter() {
+    let df = timed(&[600, 1443, 1450], &[Some(1.0), Some(2.0), Some(4.0)], &[1, 2]);
+    let kept = df.filter(&df.col("v").gt(1.0)).unwrap();
+    let err = kept.resample("7min").unwrap().sum().unwrap().compute_on(&s()).unwrap_err().to_string();
+    assert!(err.contains("set the index again"), "{err}");
+    let again = kept.reset_index().set_index("t", &s()).unwrap();
+    let got = again.resample("7min").unwrap().sum().unwrap().compute_on(&s()).unwrap();
+    assert_eq!(minutes(&got), [1440, 1447]);
+    assert_floats("7min", &floats(&col(&got, "v")), &[Some(2.0), Some(4.0)]);
+    let got = kept.resample("15min").unwrap().sum().unwrap().compute_on(&s()).unwrap();
+    assert_eq!(minutes(&got), [1440]);
+    assert_floats("15min", &floats(&col(&got, "v")), &[Some(6.0)]);
+}
