@@ -750,3 +750,75 @@ fn resample_by_a_rule_not_dividing_a_day_after_a_filter() {
     assert_eq!(minutes(&got), [1440]);
     assert_floats("15min", &floats(&col(&got, "v")), &[Some(6.0)]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad requests: a clear error or pandas' answer, never a panic
+
+#[test]
+fn extreme_arguments_give_answers_or_errors_not_panics() {
+    let values = [Some(1.0), Some(2.0), Some(4.0)];
+    let df = timed(&[0, 1, 2], &values, &[1, 2]);
+    // pandas: shifting by more rows than there are gives all NaN, either way.
+    for periods in [i64::MIN, i64::MAX, -3, 3] {
+        let got = df.shift(periods).unwrap().compute_on(&s()).unwrap();
+        assert_floats(&format!("shift {periods}"), &floats(&col(&got, "v")), &[None; 3]);
+        let got = df.diff(periods).unwrap().compute_on(&s()).unwrap();
+        assert_floats(&format!("diff {periods}"), &floats(&col(&got, "v")), &[None; 3]);
+    }
+    let got = df.rolling(usize::MAX).unwrap().min_periods(1).sum().unwrap().compute_on(&s()).unwrap();
+    assert_floats("rolling usize::MAX", &floats(&col(&got, "v")), &[Some(1.0), Some(3.0), Some(7.0)]);
+    assert!(df.rolling(0usize).is_err());
+    for rule in ["0h", "99999999999999999999D", "-1h", "1.5h", "", "h2"] {
+        assert!(df.resample(rule).is_err(), "resample({rule:?})");
+        assert!(df.rolling(rule).is_err(), "rolling({rule:?})");
+    }
+    // A window far longer than any data (pandas: every earlier row).
+    let got = df.rolling("100000D").unwrap().sum().unwrap().compute_on(&s()).unwrap();
+    assert_floats("rolling 100000D", &floats(&col(&got, "v")), &[Some(1.0), Some(3.0), Some(7.0)]);
+    // The same before 1970, where the window's start lies before i64's range of nanoseconds:
+    // rows at 1900-01-01 + 0, 1, 2 minutes.
+    let t: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![
+        -2_208_988_800_000_000_000,
+        -2_208_988_740_000_000_000,
+        -2_208_988_680_000_000_000,
+    ]));
+    let old = batch(vec![("t", t), ("v", f64s(&values))]);
+    let old = DataFrame::from_sorted_batches(vec![old.slice(0, 1), old.slice(1, 2)], "t").unwrap();
+    let got = old.rolling("100000D").unwrap().sum().unwrap().compute_on(&s()).unwrap();
+    assert_floats("rolling 100000D before 1970", &floats(&col(&got, "v")), &[Some(1.0), Some(3.0), Some(7.0)]);
+    // One bucket of 100000 days, whose end lies past 2262: pandas labels it by its start
+    // (`s.resample("100000D").sum()` is 7.0 at the first row's midnight).
+    for (frame, midnight) in [(&df, 0), (&old, -2_208_988_800_000_000_000 - START)] {
+        let got = frame.resample("100000D").unwrap().sum().unwrap().compute_on(&s()).unwrap();
+        assert_eq!(minutes(&got), [midnight / MINUTE]);
+        assert_floats("resample 100000D", &floats(&col(&got, "v")), &[Some(7.0)]);
+    }
+    assert_eq!(df.head(usize::MAX).compute_on(&s()).unwrap().num_rows(), 1);
+    assert_eq!(df.head_from(usize::MAX, usize::MAX).compute_on(&s()).unwrap().num_rows(), 3);
+    assert_eq!(df.head(0).compute_on(&s()).unwrap().num_rows(), 0);
+    // var with more degrees of freedom than rows is missing (pandas: NaN).
+    assert_eq!(df.col("v").var_ddof(u32::MAX).compute_on(&s()).unwrap(), Scalar::Null);
+    // loc with low above high selects nothing.
+    let got = df.loc(Some(Scalar::TimestampNs(START + 2 * MINUTE)), Some(Scalar::TimestampNs(START))).unwrap();
+    assert_eq!(got.compute_on(&s()).unwrap().num_rows(), 0);
+    // Types that do not fit are errors when written.
+    let all = batch(vec![("s", strs(&[Some("a"), None])), ("x", f64s(&[Some(1.0), None]))]);
+    let frame = cut(&all, &[1, 1]);
+    assert!(frame.col("s").sum().check().is_err());
+    assert!(frame.col("s").mean().check().is_err());
+    assert!(frame.merge(&frame, &MergeOptions::left_right(["s"], ["x"])).is_err());
+    assert!(frame.merge(&frame, &MergeOptions::on(Vec::<String>::new())).is_err());
+    assert!(frame.sort_values("nope", false, &s()).is_err());
+    assert!(frame.set_index("nope", &s()).is_err());
+    assert!(frame.drop_duplicates(Some(&["nope"])).is_err());
+    assert!(frame.groupby(["s"]).unwrap().agg(Vec::<Agg>::new()).is_err());
+    assert!(frame.resample("h").is_err(), "no datetime index");
+    assert!(frame.shift(1).is_err(), "no index");
+    // Options at their edges are clamped to something that runs.
+    let g = frame.groupby(["s"]).unwrap().split_out(0).split_every(0).max_branch(0).agg([Agg::count("x")]).unwrap();
+    assert_eq!(ints(&col(&g.compute_on(&s()).unwrap(), "x")), [Some(1)]);
+    let m = frame.merge(&frame, &MergeOptions::on(["s"]).npartitions(0).max_branch(0)).unwrap();
+    assert_eq!(m.compute_on(&s()).unwrap().num_rows(), 2, "a with a, missing with missing");
+    assert!(frame.shuffle(&["s"], 0).is_err());
+    assert!(frame.repartition(0).is_err());
+}
