@@ -822,3 +822,31 @@ fn extreme_arguments_give_answers_or_errors_not_panics() {
     assert!(frame.shuffle(&["s"], 0).is_err());
     assert!(frame.repartition(0).is_err());
 }
+
+/// A group-by of the only column counts its groups; no columns at all (pandas' `df[[]]`,
+/// which keeps its index) is refused.
+#[test]
+fn frames_without_value_columns() {
+    let all = batch(vec![("k", i64s(&[Some(1), None, Some(1), Some(2)]))]);
+    for (label, df) in layouts(&all) {
+        let g = df.groupby(["k"]).unwrap().size().unwrap().compute_on(&s()).unwrap();
+        assert_eq!(ints(&col(&g, "size")), [Some(2), Some(1)], "{label}");
+        // kiln frames have no index to carry the rows without a column: a clear error.
+        let err = df.select::<&str>(&[]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("at least one column"), "{label}: {err}");
+    }
+}
+
+/// `df.sort_values("s", ascending=False, kind="stable")` with s = ["b", None, "a", "b"]:
+/// missing last in either direction, ties in row order: v = [1, 4, 3, 2].
+#[test]
+fn descending_strings_keep_missing_last() {
+    let all = batch(vec![
+        ("s", strs(&[Some("b"), None, Some("a"), Some("b")])),
+        ("v", i64s(&[Some(1), Some(2), Some(3), Some(4)])),
+    ]);
+    for (label, df) in layouts(&all) {
+        let got = df.sort_values("s", true, &s()).unwrap().compute_on(&s()).unwrap();
+        assert_eq!(ints(&col(&got, "v")), [1, 4, 3, 2].map(Some), "{label}");
+    }
+}
