@@ -850,3 +850,43 @@ fn descending_strings_keep_missing_last() {
         assert_eq!(ints(&col(&got, "v")), [1, 4, 3, 2].map(Some), "{label}");
     }
 }
+
+/// `df.groupby(...).v.sum()` with NaT timestamps (2014-01-01: 4, 2015-01-01: 4), nullable
+/// booleans (False: 3, True: 5) and float32 keys with -0.0 and 0.0 (0: 3, 1.5: 3);
+/// `pd.merge(l, r, on=["a", "b"])` where both keys may be missing: (1, 20), (2, 10), (3, 30).
+#[test]
+fn other_key_types_with_missing_values() {
+    let t: ArrayRef =
+        Arc::new(TimestampNanosecondArray::from(vec![Some(START), None, Some(START), Some(1_388_534_400_000_000_000)]));
+    let b: ArrayRef = Arc::new(arrow::array::BooleanArray::from(vec![Some(true), None, Some(false), Some(true)]));
+    let f: ArrayRef = Arc::new(arrow::array::Float32Array::from(vec![-0.0, 0.0, 1.5, f32::NAN]));
+    let all = batch(vec![("t", t), ("b", b), ("f", f), ("v", i64s(&[Some(1), Some(2), Some(3), Some(4)]))]);
+    for (label, df) in layouts(&all) {
+        for (key, want) in [("t", [4, 4]), ("b", [3, 5]), ("f", [3, 3])] {
+            for split_out in [1, 3] {
+                let g = df.groupby([key]).unwrap().split_out(split_out).agg([Agg::sum("v")]).unwrap();
+                let g = sorted(&g.compute_on(&s()).unwrap(), &[key]);
+                assert_eq!(ints(&col(&g, "v")), want.map(Some), "{label} by {key} split_out {split_out}");
+            }
+        }
+        assert_eq!(df.col("f").nunique().compute_on(&s()).unwrap(), 2, "{label}");
+    }
+    let l = batch(vec![
+        ("a", f64s(&[Some(1.0), None, Some(f64::NAN), Some(2.0)])),
+        ("b", strs(&[Some("x"), Some("y"), None, Some("x")])),
+        ("i", i64s(&[Some(1), Some(2), Some(3), Some(4)])),
+    ]);
+    let r = batch(vec![
+        ("a", f64s(&[Some(f64::NAN), Some(1.0), None, Some(2.0)])),
+        ("b", strs(&[Some("y"), Some("x"), None, None])),
+        ("j", i64s(&[Some(10), Some(20), Some(30), Some(40)])),
+    ]);
+    for (label, left) in layouts(&l) {
+        for broadcast in [None, Some(false)] {
+            let options = MergeOptions::on(["a", "b"]).broadcast(broadcast);
+            let got = merge_rows(&left, &cut(&r, &[1, 3]), &options, &["i"]);
+            assert_eq!(ints(&col(&got, "i")), [1, 2, 3].map(Some), "{label}");
+            assert_eq!(ints(&col(&got, "j")), [20, 10, 30].map(Some), "{label}");
+        }
+    }
+}
