@@ -127,6 +127,10 @@ pub(crate) struct AggSpec {
     pub(crate) keys: Vec<(String, Expr)>,
     pub(crate) aggs: Vec<AggItem>,
     pub(crate) output: crate::lower::SerdeSchema,
+    /// Groups in order of their first row instead of sorted by key (pandas' `sort=False`;
+    /// right through a tree, whose combines take the partials in partition order).
+    #[serde(default)]
+    pub(crate) first_seen_order: bool,
 }
 
 impl AggSpec {
@@ -834,7 +838,7 @@ pub(crate) fn finalize(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Reco
         .collect::<Result<_, _>>()
         .map_err(fail("finalizing aggregation"))?;
     let batch = RecordBatch::try_new(output.clone(), columns).map_err(fail("finalizing aggregation"))?;
-    if nkeys == 0 || batch.num_rows() <= 1 {
+    if nkeys == 0 || batch.num_rows() <= 1 || spec.first_seen_order {
         return Ok(batch);
     }
     let sort: Vec<SortColumn> =
@@ -897,6 +901,7 @@ mod tests {
                 input: Expr::Column("x".into()),
             }],
             output: crate::lower::SerdeSchema(output),
+            first_seen_order: false,
         };
         let one_column = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
@@ -934,6 +939,7 @@ mod tests {
                 .collect(),
             // Only the partial states are compared here; the output schema is not read.
             output: crate::lower::SerdeSchema(Arc::new(Schema::empty())),
+            first_seen_order: false,
         }
     }
 

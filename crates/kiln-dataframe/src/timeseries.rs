@@ -455,6 +455,7 @@ impl Resample {
             keys: vec![(self.index.clone(), Expr::Column(self.index.clone()))],
             aggs: items,
             output: SerdeSchema(output.clone()),
+            first_seen_order: false,
         };
         let (first, last) = (self.divisions[0], self.divisions[self.divisions.len() - 1]);
         let origin = first.div_euclid(DAY) * DAY;

@@ -890,3 +890,24 @@ fn other_key_types_with_missing_values() {
         }
     }
 }
+
+/// `pd.Series(["b", "a", "c", "a", "b", "d"]).value_counts()`: b 2, a 2, c 1, d 1: most
+/// frequent first, ties in order of first appearance (pandas 3.1), as one sorted result even
+/// when the frame is already partitioned by the values.
+#[test]
+fn value_counts_orders_ties_by_first_appearance() {
+    let all = batch(vec![("s", strs(&[Some("b"), Some("a"), Some("c"), Some("a"), Some("b"), Some("d")]))]);
+    let want: Vec<Option<String>> = ["b", "a", "c", "d"].iter().map(|v| Some(v.to_string())).collect();
+    for (label, df) in layouts(&all) {
+        let vc = df.col("s").value_counts().unwrap();
+        assert_eq!(vc.npartitions(), 1, "{label}");
+        let got = vc.compute_on(&s()).unwrap();
+        assert_eq!(texts(&col(&got, "s")), want, "{label}");
+        assert_eq!(ints(&col(&got, "count")), [2, 2, 1, 1].map(Some), "{label}");
+        let shuffled = df.shuffle(&["s"], 3).unwrap();
+        let vc = shuffled.col("s").value_counts().unwrap();
+        assert_eq!(vc.npartitions(), 1, "{label} shuffled");
+        let got = vc.compute_on(&s()).unwrap();
+        assert_eq!(ints(&col(&got, "count")), [2, 2, 1, 1].map(Some), "{label} shuffled");
+    }
+}
