@@ -911,3 +911,77 @@ fn value_counts_orders_ties_by_first_appearance() {
         assert_eq!(ints(&col(&got, "count")), [2, 2, 1, 1].map(Some), "{label} shuffled");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A law: float keys with -0.0, NaN and missing values, cut anywhere (empty partitions too),
+// give what a naive pass over the rows gives, under every strategy.
+
+mod float_keys {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// The class pandas puts a key in: `None` for NaN and missing, else the value with -0.0
+    /// made 0.0 (as bits, to order it).
+    fn class(k: Option<f64>) -> Option<u64> {
+        k.filter(|x| !x.is_nan()).map(|x| (x + 0.0).to_bits())
+    }
+
+    fn rows() -> impl Strategy<Value = (Vec<(Option<f64>, i64)>, Vec<usize>, usize)> {
+        let key = prop::option::weighted(0.85, prop::sample::select(vec![-0.0, 0.0, f64::NAN, 1.5, -2.0]));
+        (prop::collection::vec((key, -50i64..50), 0..40), prop::collection::vec(0usize..5, 1..8), 1usize..4)
+    }
+
+    fn frame(rows: &[(Option<f64>, i64)], cuts: &[usize]) -> DataFrame {
+        let all = batch(vec![
+            ("k", f64s(&rows.iter().map(|r| r.0).collect::<Vec<_>>())),
+            ("v", i64s(&rows.iter().map(|r| Some(r.1)).collect::<Vec<_>>())),
+        ]);
+        // Partition sizes from the cuts, the last taking the rest (zeros are empty partitions).
+        let mut sizes = Vec::new();
+        let mut left = rows.len();
+        for &c in cuts {
+            let n = c.min(left);
+            sizes.push(n);
+            left -= n;
+        }
+        sizes.push(left);
+        cut(&all, &sizes)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn groupby_nunique_drop_duplicates_and_merge_match_a_naive_pass((rows, cuts, split_out) in rows()) {
+            let df = frame(&rows, &cuts);
+            let mut groups: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
+            let mut classes: BTreeMap<Option<u64>, i64> = BTreeMap::new();
+            for &(k, v) in &rows {
+                *classes.entry(class(k)).or_default() += 1;
+                if let Some(c) = class(k) {
+                    let g = groups.entry(c).or_default();
+                    g.0 = g.0.wrapping_add(v);
+                    g.1 += 1;
+                }
+            }
+            let got = df.groupby(["k"]).unwrap().split_out(split_out).agg([Agg::sum("v"), Agg::size().alias("n")]);
+            let got = sorted(&got.unwrap().compute_on(&s()).unwrap(), &["k"]);
+            let keys: Vec<u64> = floats(&col(&got, "k")).iter().map(|k| (k.unwrap() + 0.0).to_bits()).collect();
+            let mut want: Vec<(u64, (i64, i64))> = groups.into_iter().collect();
+            want.sort_by(|a, b| f64::from_bits(a.0).total_cmp(&f64::from_bits(b.0)));
+            prop_assert_eq!(keys, want.iter().map(|w| w.0).collect::<Vec<_>>());
+            prop_assert_eq!(ints(&col(&got, "v")), want.iter().map(|w| Some(w.1.0)).collect::<Vec<_>>());
+            prop_assert_eq!(ints(&col(&got, "n")), want.iter().map(|w| Some(w.1.1)).collect::<Vec<_>>());
+            prop_assert_eq!(df.col("k").nunique().compute_on(&s()).unwrap(), want.len());
+            let distinct = df.drop_duplicates(Some(&["k"])).unwrap().len().compute_on(&s()).unwrap();
+            prop_assert_eq!(distinct, classes.len());
+            // An inner self-merge pairs every two rows of a class, missing with missing.
+            let pairs: i64 = classes.values().map(|n| n * n).sum();
+            for broadcast in [None, Some(false)] {
+                let merged = df.merge(&df, &MergeOptions::on(["k"]).broadcast(broadcast)).unwrap();
+                prop_assert_eq!(merged.len().compute_on(&s()).unwrap() as i64, pairs);
+            }
+        }
+    }
+}
