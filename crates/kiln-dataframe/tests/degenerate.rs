@@ -927,7 +927,10 @@ mod float_keys {
         k.filter(|x| !x.is_nan()).map(|x| (x + 0.0).to_bits())
     }
 
-    fn rows() -> impl Strategy<Value = (Vec<(Option<f64>, i64)>, Vec<usize>, usize)> {
+    /// Rows of (key, value), partition sizes to cut them by, and a `split_out`.
+    type Case = (Vec<(Option<f64>, i64)>, Vec<usize>, usize);
+
+    fn rows() -> impl Strategy<Value = Case> {
         let key = prop::option::weighted(0.85, prop::sample::select(vec![-0.0, 0.0, f64::NAN, 1.5, -2.0]));
         (prop::collection::vec((key, -50i64..50), 0..40), prop::collection::vec(0usize..5, 1..8), 1usize..4)
     }
