@@ -410,6 +410,9 @@ impl DataFrame {
                 // Numbers and timestamps split by value: each old partition is cut at
                 // divisions between its own, so the index stays divided.
                 Some(new) => return self.repartition_divisions(new),
+                // One index value throughout (a one-row frame): nothing to cut between, and
+                // splitting rows would lose the divisions time series need.
+                None if d.first() == d.last() => return Ok(self.clone()),
                 None => Divisions::Unknown,
             },
             _ => Divisions::Unknown,

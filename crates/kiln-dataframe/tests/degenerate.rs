@@ -988,3 +988,33 @@ mod float_keys {
         }
     }
 }
+
+/// The index on tiny and empty frames: one row repartitioned into seven, `loc` on a frame a
+/// filter emptied, divisions beyond the data (`df.loc[a:b]` of pandas: no rows).
+#[test]
+fn index_operations_on_one_row_and_no_rows() {
+    let one = timed(&[5], &[Some(2.0)], &[1]);
+    let more = one.repartition(7).unwrap();
+    assert_eq!(more.compute_on(&s()).unwrap().num_rows(), 1);
+    assert_eq!(more.len().compute_on(&s()).unwrap(), 1);
+    let got = more.rolling(2usize).unwrap().min_periods(1).sum().unwrap().compute_on(&s()).unwrap();
+    assert_floats("one row rolling", &floats(&col(&got, "v")), &[Some(2.0)]);
+    let df = timed(&[0, 10, 20, 30], &[Some(1.0), Some(2.0), Some(4.0), Some(8.0)], &[1, 2, 1]);
+    let none = df.filter(&df.col("v").gt(100.0)).unwrap();
+    let got = none.loc(Some(Scalar::TimestampNs(START)), None).unwrap().compute_on(&s()).unwrap();
+    assert_eq!(got.num_rows(), 0);
+    let far = Scalar::TimestampNs(START + 1000 * MINUTE);
+    let got = df.loc(Some(far.clone()), None).unwrap().compute_on(&s()).unwrap();
+    assert_eq!(got.num_rows(), 0);
+    let moved = df.repartition_divisions(vec![far, Scalar::TimestampNs(START + 2000 * MINUTE)]);
+    match moved {
+        Ok(m) => assert_eq!(m.compute_on(&s()).unwrap().num_rows(), 0),
+        Err(e) => assert!(e.to_string().contains("division"), "{e}"),
+    }
+    // No rows give no divisions: set_index works, a time series on it is a clear error (pandas
+    // answers an empty frame).
+    let sorted = none.reset_index().set_index("t", &s()).unwrap();
+    assert_eq!(sorted.compute_on(&s()).unwrap().num_rows(), 0);
+    let err = sorted.resample("h").err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("divisions"), "{err}");
+}
