@@ -1018,3 +1018,31 @@ fn index_operations_on_one_row_and_no_rows() {
     let err = sorted.resample("h").err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("divisions"), "{err}");
 }
+
+/// A filter feeding a broadcast probe (kiln probes through its mask): `l[l.a > 1]` merged
+/// with r as in `merge_matches_missing_keys_to_missing_keys` keeps pairs (2,10), (2,30),
+/// (4,40); `how="left_semi"` keeps a [2, 4]; a filter keeping nothing gives nothing.
+#[test]
+fn filtered_probes_with_missing_keys() {
+    let l = batch(vec![
+        ("k", f64s(&[Some(1.0), Some(f64::NAN), Some(2.0), Some(-0.0)])),
+        ("a", i64s(&[Some(1), Some(2), Some(3), Some(4)])),
+    ]);
+    let r = batch(vec![
+        ("k", f64s(&[Some(f64::NAN), Some(1.0), None, Some(0.0)])),
+        ("b", i64s(&[Some(10), Some(20), Some(30), Some(40)])),
+    ]);
+    let right = cut(&r, &[4]);
+    for (label, left) in layouts(&l) {
+        let kept = left.filter(&left.col("a").gt(1)).unwrap();
+        let got = merge_rows(&kept, &right, &MergeOptions::on(["k"]), &["a", "b"]);
+        assert_eq!(ints(&col(&got, "a")), [2, 2, 4].map(Some), "{label}");
+        assert_eq!(ints(&col(&got, "b")), [10, 30, 40].map(Some), "{label}");
+        let got = merge_rows(&kept, &right, &MergeOptions::on(["k"]).how(How::Semi), &["a"]);
+        assert_eq!(ints(&col(&got, "a")), [2, 4].map(Some), "{label}");
+        let got = merge_rows(&kept, &right, &MergeOptions::on(["k"]).how(How::Anti), &["a"]);
+        assert_eq!(ints(&col(&got, "a")), [Some(3)], "{label}");
+        let none = left.filter(&left.col("a").gt(10)).unwrap();
+        assert_eq!(none.merge(&right, &MergeOptions::on(["k"])).unwrap().len().compute_on(&s()).unwrap(), 0);
+    }
+}
