@@ -1046,3 +1046,26 @@ fn filtered_probes_with_missing_keys() {
         assert_eq!(none.merge(&right, &MergeOptions::on(["k"])).unwrap().len().compute_on(&s()).unwrap(), 0);
     }
 }
+
+/// Windows and shifts when filters leave the first and last partitions empty:
+/// rows 1..=8 over [2, 2, 2, 2], kept 3..=6 (partitions 0 and 3 empty): `rolling(3).sum()`
+/// [NaN, NaN, 12, 15], `shift(-1)` [4, 5, 6, NaN], `diff(-2)` [-2, -2, NaN, NaN],
+/// `rolling("2min").max()` [3, 4, 5, 6] (rows a minute apart).
+#[test]
+fn windows_when_the_outer_partitions_are_empty() {
+    let values: Vec<Option<f64>> = (1..=8).map(|i| Some(f64::from(i))).collect();
+    let df = timed(&[0, 1, 2, 3, 4, 5, 6, 7], &values, &[2, 2, 2, 2]);
+    let kept = df.filter(&df.col("v").between(3.0, 6.0)).unwrap();
+    let got = kept.rolling(3usize).unwrap().sum().unwrap().compute_on(&s()).unwrap();
+    assert_floats("rolling 3", &floats(&col(&got, "v")), &[None, None, Some(12.0), Some(15.0)]);
+    let got = kept.shift(-1).unwrap().compute_on(&s()).unwrap();
+    assert_floats("shift -1", &floats(&col(&got, "v")), &[Some(4.0), Some(5.0), Some(6.0), None]);
+    let got = kept.diff(-2).unwrap().compute_on(&s()).unwrap();
+    assert_floats("diff -2", &floats(&col(&got, "v")), &[Some(-2.0), Some(-2.0), None, None]);
+    let got = kept.rolling("2min").unwrap().max().unwrap().compute_on(&s()).unwrap();
+    assert_floats("rolling 2min", &floats(&col(&got, "v")), &[Some(3.0), Some(4.0), Some(5.0), Some(6.0)]);
+    let got = kept.resample("2min").unwrap().count().unwrap().compute_on(&s()).unwrap();
+    // s.between(3, 6) rows at minutes 2..=5: 2-minute buckets 00:02 (2 rows), 00:04 (2 rows).
+    assert_eq!(minutes(&got), [2, 4]);
+    assert_eq!(ints(&col(&got, "v")), [Some(2), Some(2)]);
+}
