@@ -78,7 +78,7 @@ impl AggFunc {
 
     fn state_width(self) -> usize {
         match self {
-            AggFunc::Var { .. } | AggFunc::Std { .. } => 3,
+            AggFunc::Var { .. } | AggFunc::Std { .. } => 4,
             AggFunc::Mean => 2,
             _ => 1,
         }
@@ -127,6 +127,10 @@ pub(crate) struct AggSpec {
     pub(crate) keys: Vec<(String, Expr)>,
     pub(crate) aggs: Vec<AggItem>,
     pub(crate) output: crate::lower::SerdeSchema,
+    /// Groups in order of their first row instead of sorted by key (pandas' `sort=False`;
+    /// right through a tree, whose combines take the partials in partition order).
+    #[serde(default)]
+    pub(crate) first_seen_order: bool,
 }
 
 impl AggSpec {
@@ -183,7 +187,10 @@ fn group_rows(keys: &[ArrayRef], num_rows: usize, keep: Option<&BooleanBuffer>) 
     }
     let fields = keys.iter().map(|k| SortField::new(k.data_type().clone())).collect();
     let converter = RowConverter::new(fields).map_err(fail("grouping keys"))?;
-    let rows = converter.convert_columns(keys).map_err(fail("grouping keys"))?;
+    // pandas groups -0.0 with 0.0, which the row encoding tells apart; a group still shows
+    // its first row's key.
+    let normalized: Vec<ArrayRef> = keys.iter().map(|k| crate::shuffle::normalize_floats(k.clone())).collect();
+    let rows = converter.convert_columns(&normalized).map_err(fail("grouping keys"))?;
     // A NaN key is missing too, as in pandas.
     let present: Vec<Vec<bool>> = keys.iter().map(present).collect::<Result<_>>()?;
     let mut index: HashMap<&[u8], u32, rustc_hash::FxBuildHasher> = HashMap::with_hasher(Default::default());
@@ -546,22 +553,35 @@ fn grouped_best(values: &ArrayRef, groups: &Groups, largest: bool) -> Result<Arr
     take(values, &indices, None).map_err(fail("min/max"))
 }
 
-/// Count, mean and sum of squared deviations of each group (Welford's update per value).
-fn grouped_moments(values: &ArrayRef, groups: &Groups) -> Result<[ArrayRef; 3]> {
+/// Count, shift, mean and sum of squared deviations of each group: Welford's update on each
+/// value minus the group's first value (its *shift*). Values far from zero with a small spread
+/// (timestamps as floats, 1e15 + i) keep their precision: the differences are exact, while a
+/// mean held as such would round to the values' magnitude and spoil every combine after.
+fn grouped_moments(values: &ArrayRef, groups: &Groups) -> Result<[ArrayRef; 4]> {
     let floats = cast(values, &DataType::Float64).map_err(fail("mean/var"))?;
     let floats = floats.as_primitive::<Float64Type>();
-    let (mut n, mut mean, mut m2) = (vec![0i64; groups.len()], vec![0f64; groups.len()], vec![0f64; groups.len()]);
+    let len = groups.len();
+    let (mut n, mut shift, mut mean, mut m2) = (vec![0i64; len], vec![0f64; len], vec![0f64; len], vec![0f64; len]);
     for (row, &g) in groups.ids.iter().enumerate() {
         if g == DROPPED || floats.is_null(row) || floats.value(row).is_nan() {
             continue;
         }
         let (g, x) = (g as usize, floats.value(row));
+        if n[g] == 0 {
+            shift[g] = x;
+        }
+        let y = x - shift[g];
         n[g] += 1;
-        let delta = x - mean[g];
+        let delta = y - mean[g];
         mean[g] += delta / n[g] as f64;
-        m2[g] += delta * (x - mean[g]);
+        m2[g] += delta * (y - mean[g]);
     }
-    Ok([Arc::new(Int64Array::from(n)), Arc::new(Float64Array::from(mean)), Arc::new(Float64Array::from(m2))])
+    Ok([
+        Arc::new(Int64Array::from(n)),
+        Arc::new(Float64Array::from(shift)),
+        Arc::new(Float64Array::from(mean)),
+        Arc::new(Float64Array::from(m2)),
+    ])
 }
 
 /// Count and sum of the present values of each group: the state of `mean`, which needs no
@@ -594,26 +614,44 @@ fn combine_mean(states: &[ArrayRef], groups: &Groups) -> Result<[ArrayRef; 2]> {
     Ok([Arc::new(Int64Array::from(n)), Arc::new(Float64Array::from(sum))])
 }
 
-/// Merges (count, mean, M2) states of the same group with Chan et al.'s pairwise formula.
-fn combine_moments(states: &[ArrayRef], groups: &Groups) -> Result<[ArrayRef; 3]> {
-    let [n_in, mean_in, m2_in] = states else {
-        return Err(DataFrameError::compute("combining mean/var", "expected three state columns"));
+/// Merges (count, shift, mean, M2) states of the same group with Chan et al.'s pairwise
+/// formula. The group keeps its first state's shift; another state's mean is moved onto it
+/// through the difference of the shifts, which is exact for nearby values, so the difference
+/// of the means is as precise as the values' spread allows.
+fn combine_moments(states: &[ArrayRef], groups: &Groups) -> Result<[ArrayRef; 4]> {
+    let [n_in, shift_in, mean_in, m2_in] = states else {
+        return Err(DataFrameError::compute("combining var/std", "expected four state columns"));
     };
-    let (n_in, mean_in, m2_in) =
-        (n_in.as_primitive::<Int64Type>(), mean_in.as_primitive::<Float64Type>(), m2_in.as_primitive::<Float64Type>());
-    let (mut n, mut mean, mut m2) = (vec![0i64; groups.len()], vec![0f64; groups.len()], vec![0f64; groups.len()]);
+    let n_in = n_in.as_primitive::<Int64Type>();
+    let (shift_in, mean_in, m2_in) = (
+        shift_in.as_primitive::<Float64Type>(),
+        mean_in.as_primitive::<Float64Type>(),
+        m2_in.as_primitive::<Float64Type>(),
+    );
+    let len = groups.len();
+    let (mut n, mut shift, mut mean, mut m2) = (vec![0i64; len], vec![0f64; len], vec![0f64; len], vec![0f64; len]);
     for (row, &g) in groups.ids.iter().enumerate() {
         let (g, nb) = (g as usize, n_in.value(row));
         if g == DROPPED as usize || nb == 0 {
             continue;
         }
+        if n[g] == 0 {
+            (n[g], shift[g], mean[g], m2[g]) = (nb, shift_in.value(row), mean_in.value(row), m2_in.value(row));
+            continue;
+        }
         let (na, total) = (n[g], n[g] + nb);
-        let delta = mean_in.value(row) - mean[g];
+        let mean_b = (shift_in.value(row) - shift[g]) + mean_in.value(row);
+        let delta = mean_b - mean[g];
         mean[g] += delta * nb as f64 / total as f64;
         m2[g] += m2_in.value(row) + delta * delta * (na as f64) * (nb as f64) / total as f64;
         n[g] = total;
     }
-    Ok([Arc::new(Int64Array::from(n)), Arc::new(Float64Array::from(mean)), Arc::new(Float64Array::from(m2))])
+    Ok([
+        Arc::new(Int64Array::from(n)),
+        Arc::new(Float64Array::from(shift)),
+        Arc::new(Float64Array::from(mean)),
+        Arc::new(Float64Array::from(m2)),
+    ])
 }
 
 fn partial_schema(spec: &AggSpec, keys: &[ArrayRef], states: &[ArrayRef]) -> SchemaRef {
@@ -694,7 +732,9 @@ fn check_layout(spec: &AggSpec, partial: &RecordBatch) -> Result<()> {
     let mut column = spec.keys.len();
     for agg in &spec.aggs {
         let types: &[DataType] = match agg.func {
-            AggFunc::Var { .. } | AggFunc::Std { .. } => &[DataType::Int64, DataType::Float64, DataType::Float64],
+            AggFunc::Var { .. } | AggFunc::Std { .. } => {
+                &[DataType::Int64, DataType::Float64, DataType::Float64, DataType::Float64]
+            }
             AggFunc::Mean => &[DataType::Int64, DataType::Float64],
             AggFunc::Size | AggFunc::Count => &[DataType::Int64],
             _ => &[],
@@ -768,7 +808,7 @@ pub(crate) fn finalize(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Reco
             }
             AggFunc::Var { .. } | AggFunc::Std { .. } => {
                 let n = cols[0].as_primitive::<Int64Type>();
-                let m2 = cols[2].as_primitive::<Float64Type>();
+                let m2 = cols[3].as_primitive::<Float64Type>();
                 let values: Float64Array = (0..n.len())
                     .map(|i| {
                         let n = n.value(i);
@@ -798,7 +838,7 @@ pub(crate) fn finalize(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Reco
         .collect::<Result<_, _>>()
         .map_err(fail("finalizing aggregation"))?;
     let batch = RecordBatch::try_new(output.clone(), columns).map_err(fail("finalizing aggregation"))?;
-    if nkeys == 0 || batch.num_rows() <= 1 {
+    if nkeys == 0 || batch.num_rows() <= 1 || spec.first_seen_order {
         return Ok(batch);
     }
     let sort: Vec<SortColumn> =
@@ -861,6 +901,7 @@ mod tests {
                 input: Expr::Column("x".into()),
             }],
             output: crate::lower::SerdeSchema(output),
+            first_seen_order: false,
         };
         let one_column = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
@@ -868,15 +909,16 @@ mod tests {
         )
         .unwrap();
         let err = finalize(&spec, &[&one_column]).unwrap_err();
-        assert!(err.to_string().contains("1 columns, expected 3"), "{err}");
+        assert!(err.to_string().contains("1 columns, expected 4"), "{err}");
         let floats: ArrayRef = Arc::new(Float64Array::from(vec![1.0]));
         let wrong_types = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
                 Field::new("n", DataType::Float64, true),
+                Field::new("shift", DataType::Float64, true),
                 Field::new("mean", DataType::Float64, true),
                 Field::new("m2", DataType::Float64, true),
             ])),
-            vec![floats.clone(), floats.clone(), floats],
+            vec![floats.clone(), floats.clone(), floats.clone(), floats],
         )
         .unwrap();
         let err = combine(&spec, &[&wrong_types]).unwrap_err();
@@ -897,6 +939,7 @@ mod tests {
                 .collect(),
             // Only the partial states are compared here; the output schema is not read.
             output: crate::lower::SerdeSchema(Arc::new(Schema::empty())),
+            first_seen_order: false,
         }
     }
 
@@ -974,20 +1017,25 @@ mod tests {
 
     #[test]
     fn chan_combine_equals_one_pass() {
-        let values: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 2.0, 4.0, 8.0, 16.0, 3.5]));
-        let all = Groups { ids: vec![0; 6], first_rows: vec![0] };
-        let [n, mean, m2] = grouped_moments(&values, &all).unwrap();
-        let halves: Vec<[ArrayRef; 3]> = [values.slice(0, 2), values.slice(2, 4)]
-            .iter()
-            .map(|v| grouped_moments(v, &Groups { ids: vec![0; v.len()], first_rows: vec![0] }).unwrap())
+        // Values far from zero with a small spread, in uneven pieces: the combined state must
+        // give the one-pass M2 (the exact one here: 1e15 + i is representable).
+        let raw: Vec<f64> = [1.0, 2.0, 4.0, 8.0, 16.0, 3.5, 7.25, 0.5].iter().map(|x| 1e15 + x).collect();
+        let values: ArrayRef = Arc::new(Float64Array::from(raw.clone()));
+        let one = |v: &ArrayRef| grouped_moments(v, &Groups { ids: vec![0; v.len()], first_rows: vec![0] }).unwrap();
+        let [n, shift, mean, m2] = one(&values);
+        let pieces: Vec<[ArrayRef; 4]> =
+            [values.slice(0, 1), values.slice(1, 4), values.slice(5, 3)].iter().map(one).collect();
+        let stacked: Vec<ArrayRef> = (0..4)
+            .map(|i| arrow::compute::concat(&pieces.iter().map(|p| p[i].as_ref()).collect::<Vec<_>>()).unwrap())
             .collect();
-        let stacked: Vec<ArrayRef> =
-            (0..3).map(|i| arrow::compute::concat(&[halves[0][i].as_ref(), halves[1][i].as_ref()]).unwrap()).collect();
-        let [n2, mean2, m22] = combine_moments(&stacked, &Groups { ids: vec![0, 0], first_rows: vec![0] }).unwrap();
+        let [n2, shift2, mean2, m22] =
+            combine_moments(&stacked, &Groups { ids: vec![0, 0, 0], first_rows: vec![0] }).unwrap();
+        let f = |a: &ArrayRef| a.as_primitive::<Float64Type>().value(0);
         assert_eq!(n.as_primitive::<Int64Type>().value(0), n2.as_primitive::<Int64Type>().value(0));
-        assert!(
-            (mean.as_primitive::<Float64Type>().value(0) - mean2.as_primitive::<Float64Type>().value(0)).abs() < 1e-12
-        );
-        assert!((m2.as_primitive::<Float64Type>().value(0) - m22.as_primitive::<Float64Type>().value(0)).abs() < 1e-9);
+        assert_eq!(f(&shift) + f(&mean), f(&shift2) + f(&mean2));
+        let exact_mean = raw.iter().map(|x| x - 1e15).sum::<f64>() / 8.0;
+        let exact_m2: f64 = raw.iter().map(|x| (x - 1e15 - exact_mean).powi(2)).sum();
+        assert!((f(&m2) - exact_m2).abs() < 1e-9 * exact_m2, "{} vs {exact_m2}", f(&m2));
+        assert!((f(&m22) - exact_m2).abs() < 1e-9 * exact_m2, "{} vs {exact_m2}", f(&m22));
     }
 }

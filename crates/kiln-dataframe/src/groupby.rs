@@ -146,6 +146,7 @@ pub struct GroupBy {
     split_every: usize,
     split_out: Option<usize>,
     max_branch: usize,
+    first_seen_order: bool,
 }
 
 impl GroupBy {
@@ -168,6 +169,7 @@ impl GroupBy {
             split_every: DEFAULT_SPLIT_EVERY,
             split_out: None,
             max_branch: crate::shuffle::DEFAULT_MAX_BRANCH,
+            first_seen_order: false,
         })
     }
 
@@ -190,7 +192,7 @@ impl GroupBy {
 
     /// The strategy and the result's partitioning.
     fn strategy(&self, output: &Schema) -> (AggStrategy, Option<Partitioning>) {
-        if self.keys.is_empty() {
+        if self.keys.is_empty() || self.first_seen_order {
             return (AggStrategy::Tree { split_every: self.split_every }, None);
         }
         let plain = |k: &str| self.keys.iter().any(|(n, e)| n == k && matches!(e, Expr::Column(c) if c == k));
@@ -209,6 +211,13 @@ impl GroupBy {
             AggStrategy::Shuffle { split_out, max_branch: self.max_branch },
             Some(Partitioning { keys, npartitions: split_out }),
         )
+    }
+
+    /// One output partition whose groups come in the order of their first row, not sorted
+    /// (pandas' `sort=False`): a tree, whatever the input's partitioning.
+    pub(crate) fn first_seen_order(mut self) -> GroupBy {
+        self.first_seen_order = true;
+        self
     }
 
     /// Merges this many partial results per task of the reduction tree (default 8).
@@ -235,7 +244,12 @@ impl GroupBy {
             return Err(DataFrameError::InvalidArgument("agg needs at least one aggregation".into()));
         }
         let output = Arc::new(Schema::new(fields));
-        let spec = AggSpec { keys: self.keys.clone(), aggs: items, output: SerdeSchema(output.clone()) };
+        let spec = AggSpec {
+            keys: self.keys.clone(),
+            aggs: items,
+            output: SerdeSchema(output.clone()),
+            first_seen_order: self.first_seen_order,
+        };
         let (strategy, partitioning) = self.strategy(&output);
         let source = Source::Aggregate { input: self.frame.clone(), spec, strategy };
         Ok(DataFrame {

@@ -410,6 +410,9 @@ impl DataFrame {
                 // Numbers and timestamps split by value: each old partition is cut at
                 // divisions between its own, so the index stays divided.
                 Some(new) => return self.repartition_divisions(new),
+                // One index value throughout (a one-row frame): nothing to cut between, and
+                // splitting rows would lose the divisions time series need.
+                None if d.first() == d.last() => return Ok(self.clone()),
                 None => Divisions::Unknown,
             },
             _ => Divisions::Unknown,
@@ -457,15 +460,17 @@ impl Series {
         }
     }
 
-    /// Each distinct present value and how many rows have it, most frequent first, ties by
-    /// value (pandas' `value_counts()`; columns `[name, "count"]`, one partition).
+    /// Each distinct present value and how many rows have it, most frequent first, ties in
+    /// the order the values first appear (pandas' `value_counts()`; columns
+    /// `[name, "count"]`, one partition): a tree group-by keeping its groups in the order of
+    /// their first rows, then a stable sort by count.
     ///
     /// # Errors
     /// The error the series carries.
     pub fn value_counts(&self) -> Result<DataFrame> {
         let name = self.name();
-        let counts = self.to_frame()?.groupby([name.as_str()])?.split_out(1).agg([Agg::size().alias("count")])?;
+        let counts = self.to_frame()?.groupby([name.as_str()])?.first_seen_order().agg([Agg::size().alias("count")])?;
         let schema = counts.schema();
-        Ok(counts.with_step(Step::Sort(vec![("count".into(), true), (name, false)]), schema))
+        Ok(counts.with_step(Step::Sort(vec![("count".into(), true)]), schema))
     }
 }

@@ -665,8 +665,12 @@ pub(crate) fn plan_merge(
     for f in left.fields() {
         let name = f.name();
         if let Some(i) = shared.iter().copied().find(|&i| left_on[i] == *name) {
-            let common = left_keys[i].data_type().clone();
-            let dtype = if matches!(how, How::Semi | How::Anti) { f.data_type().clone() } else { common };
+            // pandas keeps the left key's type where every output row has a left row; an
+            // unmatched right row (right, outer) may need the common type.
+            let dtype = match how {
+                How::Inner | How::Left | How::Semi | How::Anti => f.data_type().clone(),
+                How::Right | How::Outer => left_keys[i].data_type().clone(),
+            };
             columns.push(if matches!(how, How::Semi | How::Anti) {
                 OutColumn::Left(name.clone())
             } else {

@@ -192,7 +192,7 @@ fn merged_partitioning(spec: &MergeSpec, npartitions: usize) -> Option<Partition
             OutColumn::Right(_) => false,
         })?;
         let field = output.field(position);
-        if field.data_type() != key.data_type() {
+        if hash_type(field.data_type()) != *key.data_type() {
             return None;
         }
         fields.push(Field::new(field.name(), key.data_type().clone(), true));

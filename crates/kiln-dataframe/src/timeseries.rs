@@ -79,7 +79,9 @@ impl Rule {
             let weekday = (day + 3).rem_euclid(7);
             (day - weekday) * DAY
         } else {
-            origin + (t - origin).div_euclid(self.step) * self.step
+            // In i128: dates centuries apart are further apart than i64 nanoseconds reach.
+            let (t, origin, step) = (i128::from(t), i128::from(origin), i128::from(self.step));
+            (origin + (t - origin).div_euclid(step) * step) as i64
         }
     }
 
@@ -404,7 +406,9 @@ pub struct Resample {
 impl DataFrame {
     /// Groups the rows into buckets of the index by `rule`: a multiple of `s`, `min`, `h`, `D`
     /// (`"15min"`, `"2D"`), or `W`. Multiples that do not divide a day count from midnight of
-    /// the first division's day (pandas' `origin="start_day"`).
+    /// the first division's day, which is pandas' `origin="start_day"` when the first row is on
+    /// that day; when it is on a later one (rows filtered away), computing fails saying so
+    /// (set the index again), rather than give other buckets than pandas'.
     ///
     /// # Errors
     /// [`DataFrameError::UnknownFrequency`] for another rule; [`DataFrameError::NeedsDivisions`]
@@ -451,6 +455,7 @@ impl Resample {
             keys: vec![(self.index.clone(), Expr::Column(self.index.clone()))],
             aggs: items,
             output: SerdeSchema(output.clone()),
+            first_seen_order: false,
         };
         let (first, last) = (self.divisions[0], self.divisions[self.divisions.len() - 1]);
         let origin = first.div_euclid(DAY) * DAY;
@@ -460,12 +465,14 @@ impl Resample {
         let mut boundaries: Vec<i64> =
             self.divisions[..self.divisions.len() - 1].iter().map(|&d| rule.bucket(d, origin)).collect();
         boundaries.dedup();
-        let end = rule.bucket(last, origin) + rule.step;
+        // The end saturates: a bucket may reach past 2262 (pandas labels it all the same).
+        let last_bucket = rule.bucket(last, origin);
+        let end = last_bucket.saturating_add(rule.step);
         boundaries.push(end);
         let labels: Vec<Scalar> = boundaries[..boundaries.len() - 1]
             .iter()
             .map(|&b| Scalar::TimestampNs(rule.label(b)))
-            .chain(std::iter::once(Scalar::TimestampNs(rule.label(end - rule.step))))
+            .chain(std::iter::once(Scalar::TimestampNs(rule.label(last_bucket))))
             .collect();
         let spec = ResampleSpec {
             index: self.index.clone(),
@@ -623,6 +630,21 @@ impl ResampleKernel {
         else {
             return Ok(RecordBatch::new_empty(output));
         };
+        // pandas counts buckets from midnight of the first row's day, the partitions were cut
+        // from the first division's. A rule that does not divide a day (7min, 2D) puts the
+        // bucket edges elsewhere when the two days differ (rows filtered away after the
+        // divisions were made), and a bucket would then span two partitions: refuse rather
+        // than answer with other buckets than pandas'.
+        let origin = first.div_euclid(DAY) * DAY;
+        if !spec.rule.weekly && (origin - spec.origin).rem_euclid(spec.rule.step) != 0 {
+            return Err(DataFrameError::InvalidArgument(format!(
+                "resample({:?}): the first row is on a later day than the index's first division, and \
+                 buckets of {:?} counted from that day (as pandas does) do not line up with the \
+                 partitions; set the index again (set_index) after filtering, or use a rule that \
+                 divides a day",
+                spec.rule_text, spec.rule_text
+            )));
+        }
         let (first, last) = (spec.rule.bucket(first, spec.origin), spec.rule.bucket(last, spec.origin));
         // The index replaced by each row's bucket start: the group-by key.
         let ns = index_ns(batch, &spec.index)?;
@@ -645,7 +667,8 @@ impl ResampleKernel {
         let mut b = start;
         while b < self.high && b <= last {
             starts.push(b);
-            b += spec.rule.step;
+            let Some(next) = b.checked_add(spec.rule.step) else { break };
+            b = next;
         }
         let rows = UInt32Array::from(starts.iter().map(|b| row_of.get(b).copied()).collect::<Vec<_>>());
         let labels: ArrayRef =
@@ -1111,7 +1134,8 @@ impl PortableKernel for CarryKernel {
                     None => batch.slice(0, 0),
                     Some(last) => {
                         // Later rows are at or after `last`: they reach back to `last - span`.
-                        let from = (0..n).find(|&i| ns.is_valid(i) && ns.value(i) > last - span).unwrap_or(n);
+                        let from =
+                            (0..n).find(|&i| ns.is_valid(i) && ns.value(i) > last.saturating_sub(span)).unwrap_or(n);
                         batch.slice(from, n - from)
                     }
                 }
@@ -1216,8 +1240,9 @@ fn column(batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
 fn shifted_rows(len: usize, offset: usize, count: usize, periods: i64) -> UInt32Array {
     (0..count)
         .map(|i| {
-            let source = (offset + i) as i64 - periods;
-            (0..len as i64).contains(&source).then_some(source as u32)
+            // In i128: a shift by i64::MIN rows is no row, not an overflow.
+            let source = (offset + i) as i128 - i128::from(periods);
+            (0..len as i128).contains(&source).then_some(source as u32)
         })
         .collect()
 }
@@ -1237,7 +1262,8 @@ fn window_starts(all: &RecordBatch, index: &str, reach: Reach, offset: usize, co
             Ok((offset..offset + count)
                 .map(|i| {
                     let t = ns.value(i);
-                    while start < i && ns.value(start) <= t - span {
+                    // Saturating: a span of centuries before a date before 1970 reaches past i64.
+                    while start < i && ns.value(start) <= t.saturating_sub(span) {
                         start += 1;
                     }
                     start
