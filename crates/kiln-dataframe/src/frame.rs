@@ -69,7 +69,7 @@ pub struct DataFrame {
 /// a file's size cannot be read for splitting.
 pub fn read_csv(pattern: &str, options: &CsvOptions) -> Result<DataFrame> {
     let files = list_files(pattern)?;
-    let schema = infer_csv_schema(&files[0], options)?;
+    let schema = infer_csv_schema(&files, options)?;
     let parts = csv_parts(&files, options)?;
     Ok(DataFrame::from_source(Source::Csv { files, parts, schema, options: options.clone() }))
 }

@@ -444,11 +444,38 @@ fn pandas_numeric<'a>(values: impl Iterator<Item = &'a str>) -> Option<DataType>
     any.then_some(if integers { DataType::Int64 } else { DataType::Float64 })
 }
 
+/// How many files after a header-only first file are sampled for a row to infer types from.
+const HEADER_ONLY_LOOKAHEAD: usize = 16;
+
 /// The schema of a CSV dataset: inferred from the first file's first rows, dates left as
 /// strings unless asked for, explicit types applied. Where arrow's inference and pandas
 /// differ, pandas wins: a column of numbers with infinities, or of only missing values, is
 /// float64; header names are made unique as pandas makes them.
-pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result<SchemaRef> {
+///
+/// A first file with a header and no rows (an empty partition written by `to_csv`) says
+/// nothing about types: the next files with rows and the same header are sampled instead,
+/// up to [`HEADER_ONLY_LOOKAHEAD`] of them.
+pub(crate) fn infer_csv_schema(files: &[String], options: &CsvOptions) -> Result<SchemaRef> {
+    let (schema, rows) = sample_csv_schema(&files[0], options)?;
+    if rows > 0 || !options.has_header {
+        return Ok(schema);
+    }
+    for file in files.iter().skip(1).take(HEADER_ONLY_LOOKAHEAD) {
+        match sample_csv_schema(file, options) {
+            Ok((other, rows)) if rows > 0 => {
+                let same = other.fields().iter().map(|f| f.name()).eq(schema.fields().iter().map(|f| f.name()));
+                // A different header fails at read time, naming the file.
+                return Ok(if same { other } else { schema });
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    Ok(schema)
+}
+
+/// A file's schema as [`infer_csv_schema`] infers it, and how many rows were sampled.
+fn sample_csv_schema(first_file: &str, options: &CsvOptions) -> Result<(SchemaRef, usize)> {
     let storage = storage_for(first_file)?;
     let csv_error = |message: String| DataFrameError::Csv { path: first_file.to_string(), message };
     // Enough bytes for the sample, cut after the last whole record so a row cut in half (or
@@ -565,7 +592,7 @@ pub(crate) fn infer_csv_schema(first_file: &str, options: &CsvOptions) -> Result
             Field::new(name, data_type, true)
         })
         .collect();
-    Ok(Arc::new(Schema::new(fields)))
+    Ok((Arc::new(Schema::new(fields)), rows))
 }
 
 /// Reads one CSV file, or a block of one, as one batch with the dataset's `schema`, keeping
@@ -972,6 +999,83 @@ pub(crate) fn write_parquet_file(path: &str, batch: &RecordBatch) -> Result<u64>
     Ok(batch.num_rows() as u64)
 }
 
+/// One partition written as a CSV file, gzipped when `path` ends in `.gz`; returns the rows
+/// written.
+///
+/// The text is pandas' `to_csv(index=False)`: a header row; missing values and NaN as empty
+/// fields (pandas' `na_rep=""`); dates as `2015-01-31`; timestamps as `2015-01-31 10:00:00`,
+/// with a fraction only when there is one and the offset when the column has a time zone;
+/// fields quoted only when they hold the separator, a quote or a line break. Dictionary
+/// columns are written as their values.
+pub(crate) fn write_csv_file(path: &str, batch: &RecordBatch) -> Result<u64> {
+    use arrow::array::{Array, ArrayRef, Float32Array, Float64Array};
+    let error = |e: &dyn std::fmt::Display| DataFrameError::Csv { path: path.to_string(), message: e.to_string() };
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let column: ArrayRef = match column.data_type() {
+            // pandas writes NaN as it writes a missing value: an empty field.
+            DataType::Float64 => {
+                let values = column.as_any().downcast_ref::<Float64Array>().expect("a Float64 column");
+                Arc::new(values.iter().map(|v| v.filter(|x| !x.is_nan())).collect::<Float64Array>())
+            }
+            DataType::Float32 => {
+                let values = column.as_any().downcast_ref::<Float32Array>().expect("a Float32 column");
+                Arc::new(values.iter().map(|v| v.filter(|x| !x.is_nan())).collect::<Float32Array>())
+            }
+            DataType::Dictionary(_, value) => arrow::compute::cast(column, value).map_err(|e| error(&e))?,
+            _ => column.clone(),
+        };
+        fields.push(Field::new(field.name(), column.data_type().clone(), true));
+        columns.push(column);
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| error(&e))?;
+    let mut text = Vec::new();
+    {
+        let mut writer = arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .with_date_format("%Y-%m-%d".to_string())
+            .with_datetime_format("%Y-%m-%d %H:%M:%S%.f".to_string())
+            .with_timestamp_format("%Y-%m-%d %H:%M:%S%.f".to_string())
+            .with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.f%:z".to_string())
+            .build(&mut text);
+        writer.write(&batch).map_err(|e| error(&e))?;
+    }
+    let bytes = if path.ends_with(".gz") {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(&text).map_err(|e| error(&e))?;
+        encoder.finish().map_err(|e| error(&e))?
+    } else {
+        text
+    };
+    storage_for(path)?.write(path, &bytes)?;
+    Ok(batch.num_rows() as u64)
+}
+
+/// Files already matching a `to_csv` target that writing `n` partitions would not replace:
+/// reading the target back as a glob would mix their rows in.
+pub(crate) fn unreplaced_csv_files(pattern: &str, n: usize) -> Vec<String> {
+    let glob = if pattern.contains('*') {
+        pattern.to_string()
+    } else {
+        csv_output_path(pattern, 0).replace("/0.part", "/*.part")
+    };
+    let Ok(storage) = storage_for(&glob) else { return Vec::new() };
+    let Ok(files) = storage.list(&glob) else { return Vec::new() };
+    let written: std::collections::HashSet<String> = (0..n).map(|i| csv_output_path(pattern, i)).collect();
+    files.into_iter().filter(|f| !written.contains(f)).collect()
+}
+
+/// The files of a `to_csv` target: `pattern` with its one `*` replaced by the partition
+/// number, or `pattern/N.part` when it has none (Dask's names).
+pub(crate) fn csv_output_path(pattern: &str, partition: usize) -> String {
+    match pattern.split_once('*') {
+        Some((before, after)) => format!("{before}{partition}{after}"),
+        None => format!("{}/{partition}.part", pattern.trim_end_matches('/')),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -984,7 +1088,7 @@ mod tests {
         let text = "id,note\n1,\"a\nb,c\nd,e\"\n2,x\n";
         std::fs::write(&path, text).unwrap();
         let options = CsvOptions::default().blocksize(None);
-        let schema = infer_csv_schema(&path, &options).unwrap();
+        let schema = infer_csv_schema(std::slice::from_ref(&path), &options).unwrap();
         let size = text.len() as u64;
         // From inside "a...": the block's first line is "b,c", inside the quoted field.
         let start = text.find('a').unwrap() as u64;

@@ -27,7 +27,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::agg::{self, AggSpec};
 use crate::error::{DataFrameError, Result};
-use crate::io::{CsvBlock, CsvOptions, concat_pieces, read_csv_part, read_parquet_file, write_parquet_file};
+use crate::io::{
+    CsvBlock, CsvOptions, concat_pieces, read_csv_part, read_parquet_file, write_csv_file, write_parquet_file,
+};
 use crate::join::{BuildKernel, How, JoinKernel, JoinTable, JoinTableCodec, MergeSpec, Side};
 use crate::plan::{AggStrategy, Frame, MergeStrategy, Source, Step};
 use crate::shuffle::{BatchShuffle, ConcatKernel, PiecesCodec, SelectKernel, SplitKernel};
@@ -112,6 +114,8 @@ pub(crate) enum Terminal {
     Partial(AggSpec),
     /// Written to this Parquet file; returns the rows written (`u64`).
     WriteParquet(String),
+    /// Written to this CSV file (gzipped when it ends in `.gz`); returns the rows written.
+    WriteCsv(String),
     /// Up to this many evenly spaced values of a column, with weights (for divisions).
     Sample(String, usize),
     /// The first and last value of a column, checked to be sorted (for `sorted=true`).
@@ -177,6 +181,7 @@ impl PortableKernel for PartitionKernel {
         match (&self.read, &self.terminal) {
             (_, Terminal::Partial(_)) => "groupby-partial",
             (_, Terminal::WriteParquet(_)) => "to-parquet",
+            (_, Terminal::WriteCsv(_)) => "to-csv",
             (_, Terminal::Sample(..)) => "sample",
             (_, Terminal::Bounds(_)) => "check-sorted",
             (ReadSpec::Csv { .. }, _) => "read-csv",
@@ -350,6 +355,7 @@ impl PartitionKernel {
             Terminal::Bounds(column) => Value::new(crate::sort::bounds(&batch, column).map_err(task_error)?),
             Terminal::Partial(spec) => Value::new(agg::partial(spec, &batch).map_err(task_error)?),
             Terminal::WriteParquet(path) => Value::new(write_parquet_file(path, &batch).map_err(task_error)?),
+            Terminal::WriteCsv(path) => Value::new(write_csv_file(path, &batch).map_err(task_error)?),
         })
     }
 }
@@ -633,6 +639,7 @@ fn lower_frame_with(
     let label = match terminal(0) {
         Terminal::Partial(_) => "groupby-partial",
         Terminal::WriteParquet(_) => "to-parquet",
+        Terminal::WriteCsv(_) => "to-csv",
         Terminal::Head(_) => "head",
         Terminal::Sample(..) => "sample",
         Terminal::Bounds(_) => "check-sorted",

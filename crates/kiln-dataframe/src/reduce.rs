@@ -306,6 +306,94 @@ impl Collection for ToParquet {
     }
 }
 
+/// Writing a frame as CSV files, one per partition (see [`DataFrame::to_csv`]); computing it
+/// returns the rows written.
+#[derive(Clone)]
+pub struct ToCsv {
+    frame: DataFrame,
+    pattern: String,
+}
+
+impl Collection for ToCsv {
+    type Output = u64;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        let pattern = self.pattern.trim_end_matches('/').to_string();
+        if pattern.matches('*').count() > 1 {
+            return Err(invalid(&DataFrameError::InvalidArgument(format!(
+                "to_csv: {pattern} has more than one '*'; one is replaced by the partition number"
+            ))));
+        }
+        let stale = crate::io::unreplaced_csv_files(&pattern, self.frame.npartitions());
+        if let Some(first) = stale.first() {
+            return Err(invalid(&DataFrameError::InvalidArgument(format!(
+                "to_csv: {first}{} already matches {pattern} and writing {} partition(s) would not replace it, so \
+                 reading the files back would mix its rows in; remove it or write elsewhere",
+                match stale.len() {
+                    1 => String::new(),
+                    n => format!(" and {} more file(s)", n - 1),
+                },
+                self.frame.npartitions()
+            ))));
+        }
+        lower_frame(&self.frame.frame, None, &|i| Terminal::WriteCsv(crate::io::csv_output_path(&pattern, i)), builder)
+    }
+
+    fn output_count(&self) -> usize {
+        self.frame.npartitions()
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<u64, ComputeError> {
+        let mut total = 0;
+        for (id, value) in outputs.iter().zip(&values) {
+            total += value.downcast_ref::<u64>().map_err(|m| result_error(graph, *id, m.expected, m.found))?;
+        }
+        Ok(total)
+    }
+}
+
+impl DataFrame {
+    /// Writes every partition as a CSV file when computed (Dask's `to_csv(..., index=False)`):
+    /// `pattern`'s one `*` is replaced by the partition number (`out/trips-*.csv` gives
+    /// `out/trips-0.csv`, ...), and a pattern without one is a directory of `0.part`,
+    /// `1.part`, ...; a name ending in `.gz` is gzipped. Missing directories are made.
+    /// The text is pandas': a header, missing values and NaN as empty fields, timestamps as
+    /// `2015-01-31 10:00:00`; `read_csv` on the same pattern reads it back.
+    ///
+    /// Computing fails before anything is written when files already match the pattern that
+    /// this write would not replace (from an earlier write of more partitions).
+    ///
+    /// ```
+    /// use kiln_dataframe::{read_csv, CsvOptions, DataFrame};
+    /// use kiln_dataframe::arrow::array::{Float64Array, Int64Array, RecordBatch};
+    /// use kiln_graph::Collection;
+    /// use std::sync::Arc;
+    /// let dir = std::env::temp_dir().join(format!("kiln-to-csv-doc-{}", std::process::id()));
+    /// let batch = RecordBatch::try_from_iter([
+    ///     ("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as _),
+    ///     ("x", Arc::new(Float64Array::from(vec![Some(0.5), None, Some(f64::NAN)])) as _),
+    /// ])
+    /// .unwrap();
+    /// let pattern = format!("{}/part-*.csv", dir.display());
+    /// let local = kiln_local::LocalScheduler::new();
+    /// let rows = DataFrame::from_batch(batch, 2).unwrap().to_csv(&pattern).compute_on(&local).unwrap();
+    /// assert_eq!(rows, 3);
+    /// // Row 3 is in the second file; its NaN is written as pandas writes it, as nothing.
+    /// assert!(std::fs::read_to_string(dir.join("part-1.csv")).unwrap().ends_with("\n3,\n"));
+    /// let back = read_csv(&format!("{}/part-*.csv", dir.display()), &CsvOptions::default()).unwrap();
+    /// assert_eq!(back.compute_on(&local).unwrap().num_rows(), 3);
+    /// std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn to_csv(&self, pattern: &str) -> ToCsv {
+        ToCsv { frame: self.clone(), pattern: pattern.to_string() }
+    }
+}
+
 impl DataFrame {
     /// The number of rows, as a collection (`len(df)` computes it).
     pub fn len(&self) -> Length {
