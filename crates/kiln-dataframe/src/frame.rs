@@ -255,6 +255,7 @@ impl DataFrame {
         // Hash partitioning survives a step that keeps every key column as it is.
         let partitioning = self.frame.partitioning.clone().filter(|p| match &step {
             Step::Filter(_) | Step::Sort(_) | Step::DropDuplicates(_) | Step::Range { .. } => true,
+            Step::Map { .. } => false,
             Step::Project(columns) => p.keys.fields().iter().all(|k| {
                 columns.iter().any(|(name, e)| name == k.name() && matches!(e, Expr::Column(c) if c == k.name()))
             }),

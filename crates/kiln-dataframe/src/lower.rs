@@ -440,6 +440,7 @@ pub(crate) fn apply_steps(mut batch: RecordBatch, steps: &[Step]) -> Result<Reco
             Step::Sort(by) => crate::sort::sort_batch(&batch, by)?,
             Step::DropDuplicates(subset) => crate::sort::drop_duplicates(&batch, subset)?,
             Step::Range { column, low, high } => crate::sort::range(&batch, column, low.as_ref(), high.as_ref())?,
+            Step::Map { id, meta } => crate::map::apply(id, &meta.0, &batch)?,
         };
     }
     Ok(batch)

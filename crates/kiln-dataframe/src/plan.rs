@@ -37,6 +37,8 @@ pub(crate) enum Step {
     /// Keeps the rows whose `column` lies in `[low, high]` (either end optional), compared as
     /// the index is sorted.
     Range { column: String, low: Option<Scalar>, high: Option<Scalar> },
+    /// A user function registered under `id` (`map_partitions`), returning `meta`'s columns.
+    Map { id: String, meta: SerdeSchema },
 }
 
 impl Step {
@@ -63,6 +65,7 @@ impl Step {
                 let end = |v: &Option<Scalar>| v.as_ref().map_or(String::new(), ToString::to_string);
                 format!("loc {column} in [{}, {}]", end(low), end(high))
             }
+            Step::Map { id, .. } => format!("map_partitions {id}"),
         }
     }
 }
@@ -482,6 +485,11 @@ impl Frame {
                     }
                     kept.push(Step::Filter(predicate));
                 }
+                // A user function may read any column it is given.
+                step @ Step::Map { .. } => {
+                    needed = None;
+                    kept.push(step);
+                }
                 step => {
                     if let Some(wanted) = &mut needed {
                         let reads: Vec<&String> = match &step {
@@ -531,7 +539,9 @@ impl Frame {
         while !node.same_node(&origin.steps) {
             let Some(n) = node.0.as_deref() else { return false };
             match &n.step {
-                Step::Filter(_) | Step::Sort(_) | Step::DropDuplicates(_) | Step::Range { .. } => return false,
+                Step::Filter(_) | Step::Sort(_) | Step::DropDuplicates(_) | Step::Range { .. } | Step::Map { .. } => {
+                    return false;
+                }
                 Step::Project(columns) => {
                     let passes = |c: &String| {
                         columns.iter().any(|(name, e)| name == c && matches!(e, Expr::Column(src) if src == c))

@@ -1,0 +1,98 @@
+//! `map_partitions`: a user function applied to every partition (Dask's `map_partitions`).
+//!
+//! The graph names the function by an id, not by code, so a partition can be mapped on any
+//! process that registered the same function under the same id: the client program when it
+//! builds the frame, and every worker program before it serves (as `delayed`'s and bags'
+//! portable functions do).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use crate::error::{DataFrameError, Result};
+use crate::frame::DataFrame;
+use crate::lower::SerdeSchema;
+use crate::plan::Step;
+
+/// A function from one partition to another; its error message is reported with the
+/// partition's task.
+pub type PartitionFn = Arc<dyn Fn(&RecordBatch) -> std::result::Result<RecordBatch, String> + Send + Sync>;
+
+fn registry() -> &'static RwLock<HashMap<String, PartitionFn>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<String, PartitionFn>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Registers `f` under `id` in this process, so frames mapped with `id` run here. A worker
+/// program calls it (before serving) for every function its clients map; registering an id
+/// again replaces the function.
+pub fn register_map_partitions<F>(id: &str, f: F)
+where
+    F: Fn(&RecordBatch) -> std::result::Result<RecordBatch, String> + Send + Sync + 'static,
+{
+    registry().write().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), Arc::new(f));
+}
+
+/// Maps one partition with the function registered under `id`, checking that the result has
+/// the declared columns and types.
+pub(crate) fn apply(id: &str, meta: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    let f = registry().read().unwrap_or_else(|p| p.into_inner()).get(id).cloned().ok_or_else(|| {
+        DataFrameError::InvalidArgument(format!(
+            "map_partitions: no function is registered under id {id:?} in this process; register it with \
+             kiln_dataframe::register_map_partitions in every worker program before it serves"
+        ))
+    })?;
+    let out =
+        f(batch).map_err(|message| DataFrameError::InvalidArgument(format!("map_partitions {id:?}: {message}")))?;
+    let got: Vec<_> = out.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    let want: Vec<_> = meta.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    if got != want {
+        return Err(DataFrameError::InvalidArgument(format!(
+            "map_partitions {id:?} returned columns {got:?}, not the declared {want:?}"
+        )));
+    }
+    // Same names and types; the declared nullability is what the frame promises.
+    RecordBatch::try_new(meta.clone(), out.columns().to_vec())
+        .map_err(|e| DataFrameError::InvalidArgument(format!("map_partitions {id:?}: {e}")))
+}
+
+impl DataFrame {
+    /// Applies `f` to every partition (Dask's `map_partitions`), where `meta` is the schema
+    /// `f` returns (Dask's `meta=`): a partition whose result differs is an error naming `id`.
+    /// `f` is registered under `id` in this process; worker programs register it too with
+    /// [`register_map_partitions`]. As in Dask, the divisions stay when the index column is
+    /// still there: `f` is trusted to keep each row's index value in its partition.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_dataframe::arrow::array::{Float64Array, RecordBatch};
+    /// use kiln_dataframe::arrow::datatypes::{DataType, Field, Schema};
+    /// use kiln_graph::Collection;
+    /// let batch = RecordBatch::try_from_iter([("x", Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0])) as _)]).unwrap();
+    /// let meta = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true), Field::new("twice", DataType::Float64, true)]));
+    /// let out = meta.clone();
+    /// let doubled = DataFrame::from_batch(batch, 2).unwrap().map_partitions("doc.twice", meta, move |b: &RecordBatch| {
+    ///     let x = b.column(0).as_any().downcast_ref::<Float64Array>().unwrap();
+    ///     let twice: Float64Array = x.iter().map(|v| v.map(|v| v * 2.0)).collect();
+    ///     RecordBatch::try_new(out.clone(), vec![b.column(0).clone(), Arc::new(twice)]).map_err(|e| e.to_string())
+    /// }).unwrap();
+    /// let result = doubled.compute_on(&kiln_local::LocalScheduler::new()).unwrap();
+    /// assert_eq!(result.column(1).as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec(), vec![2.0, 4.0, 6.0]);
+    /// ```
+    ///
+    /// # Errors
+    /// An empty `id`.
+    pub fn map_partitions<F>(&self, id: &str, meta: SchemaRef, f: F) -> Result<DataFrame>
+    where
+        F: Fn(&RecordBatch) -> std::result::Result<RecordBatch, String> + Send + Sync + 'static,
+    {
+        if id.is_empty() {
+            return Err(DataFrameError::InvalidArgument("map_partitions needs a non-empty id".into()));
+        }
+        register_map_partitions(id, f);
+        Ok(self.with_step(Step::Map { id: id.to_string(), meta: SerdeSchema(meta.clone()) }, meta))
+    }
+}
