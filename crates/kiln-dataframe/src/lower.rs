@@ -557,6 +557,7 @@ pub fn register_portable(kernels: &KernelRegistry, codecs: &CodecRegistry) {
     kernels.register::<BuildKernel>();
     kernels.register::<RangeSplitKernel>();
     kernels.register::<RowSliceKernel>();
+    kernels.register::<crate::map::CheckSchemaKernel>();
     kernels.register::<crate::timeseries::RangeTakeKernel>();
     kernels.register::<crate::timeseries::IndexBoundsKernel>();
     kernels.register::<crate::timeseries::ResampleKernel>();

@@ -96,3 +96,100 @@ impl DataFrame {
         Ok(self.with_step(Step::Map { id: id.to_string(), meta: SerdeSchema(meta.clone()) }, meta))
     }
 }
+
+/// Checks that a partition computed by another collection has the frame's columns and types,
+/// and gives it the frame's schema.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct CheckSchemaKernel {
+    schema: SerdeSchema,
+    partition: u32,
+}
+
+impl kiln_graph::kernel::PortableKernel for CheckSchemaKernel {
+    const ID: &'static str = "kiln.dataframe.check-schema";
+    fn name(&self) -> &str {
+        "from-delayed"
+    }
+    fn call(&self, inputs: &[kiln_graph::Value]) -> std::result::Result<kiln_graph::Value, kiln_graph::TaskError> {
+        let batch = kiln_graph::kernel::input::<RecordBatch>(inputs, 0)?;
+        let got: Vec<_> = batch.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        let want: Vec<_> = self.schema.0.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+        if got != want {
+            return Err(kiln_graph::TaskError::Failed(format!(
+                "from_delayed: partition {} has columns {got:?}, not the declared {want:?}",
+                self.partition
+            )));
+        }
+        RecordBatch::try_new(self.schema.0.clone(), batch.columns().to_vec())
+            .map(kiln_graph::Value::new)
+            .map_err(|e| kiln_graph::TaskError::Failed(format!("from_delayed: partition {}: {e}", self.partition)))
+    }
+}
+
+/// Partitions each computed by a collection whose value is a `RecordBatch` (a `Delayed`).
+struct CollectionPartitions<C> {
+    parts: Vec<C>,
+    schema: SchemaRef,
+    token: u128,
+}
+
+impl<C: kiln_graph::Collection<Output = RecordBatch> + Send + Sync> crate::plan::ExternalPartitions
+    for CollectionPartitions<C>
+{
+    fn npartitions(&self) -> usize {
+        self.parts.len()
+    }
+
+    fn add_to(
+        &self,
+        builder: &mut kiln_graph::GraphBuilder,
+    ) -> std::result::Result<Vec<kiln_graph::TaskId>, kiln_graph::GraphError> {
+        crate::ensure_registered();
+        let name: Arc<str> = format!("from-delayed-{:032x}", self.token).into();
+        let mut out = Vec::with_capacity(self.parts.len());
+        for (i, part) in self.parts.iter().enumerate() {
+            let tasks = part.add_to(builder)?;
+            let [task] = tasks.as_slice() else {
+                return Err(kiln_graph::GraphError::invalid(
+                    "dataframe",
+                    DataFrameError::InvalidArgument(format!(
+                        "from_delayed: partition {i} is a collection of {} outputs, not one batch",
+                        tasks.len()
+                    )),
+                ));
+            };
+            let check = CheckSchemaKernel { schema: SerdeSchema(self.schema.clone()), partition: i as u32 };
+            out.push(builder.add(
+                kiln_graph::Key::from_shared(&name, &[i as u32]),
+                Arc::new(kiln_graph::kernel::Portable(check)),
+                vec![kiln_graph::Arg::Task(*task)],
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn label(&self) -> (&'static str, &'static str) {
+        ("from-delayed", "from_delayed")
+    }
+}
+
+impl DataFrame {
+    /// A frame with one partition per collection in `parts`, each computing a `RecordBatch`
+    /// with `meta`'s columns and types (Dask's `from_delayed(dfs, meta=...)`): usually
+    /// `Delayed<RecordBatch>` values from `kiln-delayed`, so ordinary code that loads a piece
+    /// of data becomes a partition. Nothing is computed here; a partition whose batch has
+    /// other columns fails its task, naming it.
+    ///
+    /// # Errors
+    /// No partitions.
+    pub fn from_delayed<C>(parts: Vec<C>, meta: SchemaRef) -> Result<DataFrame>
+    where
+        C: kiln_graph::Collection<Output = RecordBatch> + Send + Sync + 'static,
+    {
+        if parts.is_empty() {
+            return Err(DataFrameError::InvalidArgument("from_delayed needs at least one partition".into()));
+        }
+        let parts = CollectionPartitions { parts, schema: meta.clone(), token: kiln_graph::unique_token() };
+        Ok(DataFrame::from_source(crate::plan::Source::External { parts: Arc::new(parts), schema: meta }))
+    }
+}

@@ -153,9 +153,8 @@ pub(crate) enum Source {
     /// Another frame's partitions concatenated in runs of neighbours, or split by rows, into
     /// `npartitions`.
     Repartition { input: Arc<Frame>, npartitions: usize },
-    /// Partitions computed by another collection's tasks (a bag's records, converted).
-    // Only the `bag` feature builds such frames; the planner handles them either way.
-    #[cfg_attr(not(feature = "bag"), allow(dead_code))]
+    /// Partitions computed by another collection's tasks (a bag's records converted, or
+    /// `from_delayed` batches).
     External { parts: Arc<dyn ExternalPartitions>, schema: SchemaRef },
 }
 
@@ -167,6 +166,10 @@ pub(crate) trait ExternalPartitions: Send + Sync {
     /// Adds the tasks and returns them in partition order.
     fn add_to(&self, builder: &mut kiln_graph::GraphBuilder)
     -> Result<Vec<kiln_graph::TaskId>, kiln_graph::GraphError>;
+    /// The source's task label and its name in `explain`.
+    fn label(&self) -> (&'static str, &'static str) {
+        ("from-bag", "from_bag")
+    }
 }
 
 /// How a group-by combines its partial aggregations.
@@ -304,7 +307,7 @@ impl Source {
             Source::Resample { .. } => "resample",
             Source::Window { .. } => "window",
             Source::Merge { .. } => "merge",
-            Source::External { .. } => "from-bag",
+            Source::External { parts, .. } => parts.label().0,
         }
     }
 
@@ -324,7 +327,9 @@ impl Source {
             }
             Source::Parquet { files, .. } => format!("read_parquet {} file(s), {columns}", files.len()),
             Source::Batches { partitions, .. } => format!("from_batches {} partition(s), {columns}", partitions.len()),
-            Source::External { parts, .. } => format!("from_bag {} partition(s), {columns}", parts.npartitions()),
+            Source::External { parts, .. } => {
+                format!("{} {} partition(s), {columns}", parts.label().1, parts.npartitions())
+            }
             Source::Aggregate { spec, strategy, .. } => {
                 let keys: Vec<&str> = spec.keys.iter().map(|(n, _)| n.as_str()).collect();
                 let aggs: Vec<String> =
