@@ -12,7 +12,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringBuilder, UInt32Array};
 use arrow::compute::kernels::{cmp, numeric, zip::zip};
 use arrow::compute::{
     CastOptions, and_kleene, can_cast_types, cast_with_options, is_not_null, is_null, not, or_kleene,
@@ -144,6 +144,122 @@ impl DateField {
     }
 }
 
+/// A string operation (pandas' `.str` accessor). Patterns are literal text, never regular
+/// expressions (pandas' `regex=False`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StrOp {
+    /// `.str.contains(pat, regex=False)`: whether the text holds `pat`.
+    Contains(String),
+    /// `.str.startswith(prefix)`.
+    StartsWith(String),
+    /// `.str.endswith(suffix)`.
+    EndsWith(String),
+    /// `.str.lower()` (Unicode lower case, with a word-final sigma as Python writes it).
+    Lower,
+    /// `.str.upper()` (Unicode upper case: `"ß"` becomes `"SS"`, as in Python).
+    Upper,
+    /// `.str.len()`: the number of characters (Unicode scalar values, as Python counts).
+    Len,
+    /// `.str.replace(pat, repl, regex=False)`: every occurrence of `pat` replaced.
+    Replace {
+        /// The text replaced.
+        pat: String,
+        /// Its replacement.
+        repl: String,
+    },
+    /// `.str.strip()`: leading and trailing whitespace removed (Python's whitespace).
+    Strip,
+}
+
+impl StrOp {
+    fn name(&self) -> &'static str {
+        match self {
+            StrOp::Contains(_) => "contains",
+            StrOp::StartsWith(_) => "startswith",
+            StrOp::EndsWith(_) => "endswith",
+            StrOp::Lower => "lower",
+            StrOp::Upper => "upper",
+            StrOp::Len => "len",
+            StrOp::Replace { .. } => "replace",
+            StrOp::Strip => "strip",
+        }
+    }
+
+    /// The type of the result: a mask, a count or text.
+    fn output(&self) -> DataType {
+        match self {
+            StrOp::Contains(_) | StrOp::StartsWith(_) | StrOp::EndsWith(_) => DataType::Boolean,
+            StrOp::Len => DataType::Int64,
+            StrOp::Lower | StrOp::Upper | StrOp::Replace { .. } | StrOp::Strip => DataType::Utf8,
+        }
+    }
+
+    /// The operation on text values (already `Utf8`); missing stays missing.
+    fn apply(&self, strings: &Datum) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+        use arrow::compute::kernels::comparison::{contains, ends_with, starts_with};
+        let pattern = |p: &str| Datum { array: Scalar::Str(p.to_string()).to_array(), scalar: true };
+        let values = strings.array.as_string::<i32>();
+        Ok(match self {
+            StrOp::Contains(p) => Arc::new(contains(&strings.datum(), &pattern(p).datum())?),
+            StrOp::StartsWith(p) => Arc::new(starts_with(&strings.datum(), &pattern(p).datum())?),
+            StrOp::EndsWith(p) => Arc::new(ends_with(&strings.datum(), &pattern(p).datum())?),
+            // Arrow's `length` counts bytes; pandas counts characters.
+            StrOp::Len => Arc::new(values.iter().map(|v| v.map(|v| v.chars().count() as i64)).collect::<Int64Array>()),
+            StrOp::Lower => map_strings(values, |v, out| {
+                if v.is_ascii() {
+                    out.push_str(v);
+                    out.make_ascii_lowercase();
+                } else {
+                    // `str::to_lowercase`, not per character: it writes a word-final sigma
+                    // as Python does.
+                    out.push_str(&v.to_lowercase());
+                }
+            }),
+            StrOp::Upper => map_strings(values, |v, out| {
+                if v.is_ascii() {
+                    out.push_str(v);
+                    out.make_ascii_uppercase();
+                } else {
+                    out.push_str(&v.to_uppercase());
+                }
+            }),
+            StrOp::Replace { pat, repl } => map_strings(values, |v, out| {
+                // As `str::replace` (and Python): an empty pattern matches between characters.
+                let mut last = 0;
+                for (at, found) in v.match_indices(pat.as_str()) {
+                    out.push_str(&v[last..at]);
+                    out.push_str(repl);
+                    last = at + found.len();
+                }
+                out.push_str(&v[last..]);
+            }),
+            // Python's `str.isspace` also counts the separators U+001C..U+001F, which Unicode's
+            // White_Space (Rust's `char::is_whitespace`) does not.
+            StrOp::Strip => map_strings(values, |v, out| {
+                out.push_str(v.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)));
+            }),
+        })
+    }
+}
+
+/// A new string array with `f` applied to every present value (`f` writes into a cleared
+/// buffer reused across rows); missing values stay missing.
+fn map_strings(values: &arrow::array::StringArray, f: impl Fn(&str, &mut String)) -> ArrayRef {
+    let mut builder = StringBuilder::with_capacity(values.len(), values.value_data().len());
+    let mut out = String::new();
+    for v in values {
+        match v {
+            Some(v) => {
+                out.clear();
+                f(v, &mut out);
+                builder.append_value(&out);
+            }
+            None => builder.append_null(),
+        }
+    }
+    Arc::new(builder.finish())
+}
+
 /// A row-wise expression over a frame's columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Expr {
@@ -217,6 +333,13 @@ pub enum Expr {
         /// The field.
         field: DateField,
     },
+    /// A string operation (`.str.lower()`); missing values give missing results.
+    Str {
+        /// The string expression.
+        expr: Box<Expr>,
+        /// The operation.
+        op: StrOp,
+    },
     /// The same values under another name.
     Alias {
         /// The expression.
@@ -249,6 +372,13 @@ impl fmt::Display for Expr {
                 write!(f, "isin({expr}, [{}])", list.join(", "))
             }
             Expr::DatePart { expr, field } => write!(f, "{expr}.dt.{}", field.name()),
+            Expr::Str { expr, op } => match op {
+                StrOp::Contains(p) | StrOp::StartsWith(p) | StrOp::EndsWith(p) => {
+                    write!(f, "{expr}.str.{}({p:?})", op.name())
+                }
+                StrOp::Replace { pat, repl } => write!(f, "{expr}.str.replace({pat:?}, {repl:?})"),
+                _ => write!(f, "{expr}.str.{}()", op.name()),
+            },
             Expr::Alias { expr, name } => write!(f, "{expr} as {name}"),
         }
     }
@@ -269,6 +399,15 @@ fn is_numeric(t: &DataType) -> bool {
 
 fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// Text a string operation reads: any string layout, dictionary-encoded strings, or a column
+/// with no values at all (`Null`, all missing).
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(_, values) => is_string(values),
+        t => is_string(t) || *t == DataType::Null,
+    }
 }
 
 fn is_temporal(t: &DataType) -> bool {
@@ -331,6 +470,7 @@ impl Expr {
             | Expr::Clip { expr, .. }
             | Expr::IsIn { expr, .. }
             | Expr::DatePart { expr, .. }
+            | Expr::Str { expr, .. }
             | Expr::Alias { expr, .. } => (Some(expr), None),
         };
         a.into_iter().chain(b)
@@ -502,6 +642,13 @@ impl Expr {
                 }
                 DataType::Int32
             }
+            Expr::Str { expr, op } => {
+                let t = expr.data_type(schema)?;
+                if !is_text(&t) {
+                    return Err(type_error(&format!(".str.{}", op.name()), expr, &t, "a string is needed"));
+                }
+                op.output()
+            }
             Expr::Alias { expr, .. } => expr.data_type(schema)?,
         })
     }
@@ -653,6 +800,21 @@ impl Expr {
             Expr::DatePart { expr, field } => {
                 let v = expr.eval(batch)?;
                 Datum { array: arrow::compute::date_part(&v.array, field.part()).map_err(fail)?, scalar: v.scalar }
+            }
+            Expr::Str { expr, op } => {
+                let v = expr.eval(batch)?;
+                if !is_text(v.array.data_type()) {
+                    return Err(type_error(
+                        &format!(".str.{}", op.name()),
+                        expr,
+                        v.array.data_type(),
+                        "a string is needed",
+                    ));
+                }
+                // Large, view and dictionary strings become plain `Utf8`, which every
+                // operation below reads.
+                let strings = v.cast(&DataType::Utf8)?;
+                Datum { array: op.apply(&strings).map_err(fail)?, scalar: v.scalar }
             }
             Expr::Alias { expr, .. } => expr.eval(batch)?,
         })

@@ -9,7 +9,7 @@ use arrow::datatypes::DataType;
 
 use crate::agg::AggFunc;
 use crate::error::{DataFrameError, Result};
-use crate::expr::{BinaryOp, DateField, Expr, MAX_EXPR_DEPTH};
+use crate::expr::{BinaryOp, DateField, Expr, MAX_EXPR_DEPTH, StrOp};
 use crate::plan::Frame;
 use crate::reduce::Reduction;
 use crate::scalar::{DType, Scalar};
@@ -236,6 +236,32 @@ impl Series {
         DateTimeFields { series: self }
     }
 
+    /// String operations of a string series (pandas' `.str`): on `Utf8`, `LargeUtf8`,
+    /// `Utf8View` and dictionary-encoded strings; any other type is an error naming the column.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use arrow::array::{AsArray, RecordBatch, StringArray};
+    /// use arrow::datatypes::{DataType, Field, Schema};
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_graph::Collection;
+    ///
+    /// let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, true)]));
+    /// let names = StringArray::from(vec![Some(" Ada "), None, Some("Grace")]);
+    /// let df = DataFrame::from_batch(RecordBatch::try_new(schema, vec![Arc::new(names)]).unwrap(), 2).unwrap();
+    /// let clean = df.col("name").str().strip().str().lower();
+    /// let out = df.assign("clean", &clean).unwrap().compute_on(&kiln_local::LocalScheduler::new()).unwrap();
+    /// let clean: Vec<Option<&str>> = out.column(1).as_string::<i32>().iter().collect();
+    /// assert_eq!(clean, [Some("ada"), None, Some("grace")]);
+    /// // Missing text gives a missing mask value, which a filter drops.
+    /// let g = df.filter(&df.col("name").str().contains("a")).unwrap();
+    /// assert_eq!(g.compute_on(&kiln_local::LocalScheduler::new()).unwrap().num_rows(), 2);
+    /// assert!(df.col("name").str().len().gt(1).check().is_ok());
+    /// ```
+    pub fn str(&self) -> StringMethods<'_> {
+        StringMethods { series: self }
+    }
+
     fn reduce(&self, func: AggFunc) -> Reduction {
         Reduction::of(self, func)
     }
@@ -314,6 +340,54 @@ impl DateTimeFields<'_> {
     /// The day of the week, Monday = 0 to Sunday = 6.
     pub fn dayofweek(&self) -> Series {
         self.field(DateField::DayOfWeek)
+    }
+}
+
+/// The `.str` accessor of a series: string operations, missing values giving missing results
+/// (so a filter drops them). pandas 3's default `str` dtype answers `false` for a missing
+/// value instead: `fillna(false)` on the mask gives that.
+pub struct StringMethods<'a> {
+    series: &'a Series,
+}
+
+impl StringMethods<'_> {
+    fn op(&self, op: StrOp) -> Series {
+        self.series.derive(Expr::Str { expr: Box::new(self.series.expr.clone()), op })
+    }
+    /// Whether the text holds `pat`, a literal substring (pandas' `contains(pat, regex=False)`;
+    /// regular expressions are not supported).
+    pub fn contains(&self, pat: &str) -> Series {
+        self.op(StrOp::Contains(pat.to_string()))
+    }
+    /// Whether the text starts with `prefix`.
+    pub fn startswith(&self, prefix: &str) -> Series {
+        self.op(StrOp::StartsWith(prefix.to_string()))
+    }
+    /// Whether the text ends with `suffix`.
+    pub fn endswith(&self, suffix: &str) -> Series {
+        self.op(StrOp::EndsWith(suffix.to_string()))
+    }
+    /// The text in lower case (Unicode, as Python's `str.lower`).
+    pub fn lower(&self) -> Series {
+        self.op(StrOp::Lower)
+    }
+    /// The text in upper case (Unicode, as Python's `str.upper`: `"ß"` becomes `"SS"`).
+    pub fn upper(&self) -> Series {
+        self.op(StrOp::Upper)
+    }
+    /// The number of characters (not bytes), as `int64`; missing stays missing (pandas'
+    /// nullable `Int64` result).
+    pub fn len(&self) -> Series {
+        self.op(StrOp::Len)
+    }
+    /// Every occurrence of `pat` (literal text) replaced by `repl` (pandas'
+    /// `replace(pat, repl, regex=False)`).
+    pub fn replace(&self, pat: &str, repl: &str) -> Series {
+        self.op(StrOp::Replace { pat: pat.to_string(), repl: repl.to_string() })
+    }
+    /// The text without leading and trailing whitespace.
+    pub fn strip(&self) -> Series {
+        self.op(StrOp::Strip)
     }
 }
 
