@@ -260,6 +260,142 @@ fn map_strings(values: &arrow::array::StringArray, f: impl Fn(&str, &mut String)
     Arc::new(builder.finish())
 }
 
+/// An operation of the `.dt` accessor that gives dates or timestamps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TimeOp {
+    /// `.dt.date`: the calendar date, as `date32` (the local date of a timestamp with a time
+    /// zone, as pandas gives).
+    Date,
+    /// `.dt.floor(freq)`: rounded down to a multiple of a fixed frequency (`"s"`, `"15min"`,
+    /// `"h"`, `"2D"`, ...) counted from the epoch, as pandas does.
+    Floor(String),
+}
+
+/// `x` rounded to `decimals` places exactly as NumPy's `np.round` (which pandas calls) does it:
+/// scaled by a power of ten, rounded half to even, scaled back. Doing the same two float
+/// operations (not a correctly rounded decimal rounding) is what gives pandas' `0.12` for
+/// `0.125` and `2.68` for `2.675`.
+fn round_float<F>(x: F, decimals: i32, scale: impl Fn(f64) -> F) -> F
+where
+    F: Copy + std::ops::Mul<Output = F> + std::ops::Div<Output = F> + RoundTiesEven,
+{
+    let f = scale(power_of_ten(decimals.unsigned_abs()));
+    if decimals >= 0 { (x * f).round_ties_even() / f } else { (x / f).round_ties_even() * f }
+}
+
+/// NumPy's `power_of_ten`: exact up to `1e8`, then repeated multiplication (stopped once it is
+/// infinite, where pandas' answer is NaN).
+fn power_of_ten(n: u32) -> f64 {
+    const SMALL: [f64; 9] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+    if let Some(&p) = SMALL.get(n as usize) {
+        return p;
+    }
+    let mut p: f64 = 1e9;
+    for _ in 9..n {
+        if p.is_infinite() {
+            break;
+        }
+        p *= 10.0;
+    }
+    p
+}
+
+trait RoundTiesEven {
+    fn round_ties_even(self) -> Self;
+}
+
+impl RoundTiesEven for f64 {
+    fn round_ties_even(self) -> Self {
+        f64::round_ties_even(self)
+    }
+}
+
+impl RoundTiesEven for f32 {
+    fn round_ties_even(self) -> Self {
+        f32::round_ties_even(self)
+    }
+}
+
+/// An integer rounded to `10^-decimals` (`decimals < 0`), halves to even, in exact integer
+/// arithmetic (NumPy goes through floats, which agrees below 2^52).
+fn round_integer(x: i128, decimals: i32) -> i128 {
+    let digits = decimals.unsigned_abs();
+    // Every 64-bit integer is below half of 10^20 in magnitude: it rounds to zero.
+    if digits > 20 {
+        return 0;
+    }
+    let f = 10i128.pow(digits);
+    let (q, r) = (x.div_euclid(f), x.rem_euclid(f));
+    let up = 2 * r > f || (2 * r == f && q % 2 != 0);
+    (q + i128::from(up)) * f
+}
+
+fn round_ints<T>(array: &ArrayRef, decimals: i32) -> std::result::Result<ArrayRef, arrow::error::ArrowError>
+where
+    T: arrow::datatypes::ArrowPrimitiveType,
+    T::Native: Into<i128> + TryFrom<i128>,
+{
+    let rounded = array.as_primitive::<T>().try_unary::<_, T, arrow::error::ArrowError>(|x| {
+        let r = round_integer(x.into(), decimals);
+        T::Native::try_from(r)
+            .map_err(|_| arrow::error::ArrowError::ComputeError(format!("{r} does not fit {}", T::DATA_TYPE)))
+    })?;
+    Ok(Arc::new(rounded))
+}
+
+/// `round(decimals)` of a column of numbers: floats as NumPy rounds them, integers unchanged
+/// for `decimals >= 0`.
+fn round_array(array: &ArrayRef, decimals: i32) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+    use arrow::datatypes::{
+        Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type,
+        UInt64Type,
+    };
+    let t = array.data_type();
+    if t.is_integer() && decimals >= 0 {
+        return Ok(array.clone());
+    }
+    Ok(match t {
+        DataType::Float64 => {
+            Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(|x| round_float(x, decimals, |f| f)))
+        }
+        // NumPy rounds float32 in float32, the scale converted to float32 too.
+        DataType::Float32 => Arc::new(
+            array.as_primitive::<Float32Type>().unary::<_, Float32Type>(|x| round_float(x, decimals, |f| f as f32)),
+        ),
+        DataType::Float16 => {
+            let wide = arrow::compute::cast(array, &DataType::Float32)?;
+            arrow::compute::cast(&round_array(&wide, decimals)?, &DataType::Float16)?
+        }
+        DataType::Int8 => round_ints::<Int8Type>(array, decimals)?,
+        DataType::Int16 => round_ints::<Int16Type>(array, decimals)?,
+        DataType::Int32 => round_ints::<Int32Type>(array, decimals)?,
+        DataType::Int64 => round_ints::<Int64Type>(array, decimals)?,
+        DataType::UInt8 => round_ints::<UInt8Type>(array, decimals)?,
+        DataType::UInt16 => round_ints::<UInt16Type>(array, decimals)?,
+        DataType::UInt32 => round_ints::<UInt32Type>(array, decimals)?,
+        DataType::UInt64 => round_ints::<UInt64Type>(array, decimals)?,
+        other => {
+            return Err(arrow::error::ArrowError::InvalidArgumentError(format!("round needs numbers, not {other}")));
+        }
+    })
+}
+
+/// Timestamps rounded down to multiples of `step` of their unit, counted from the epoch;
+/// a result before the first representable timestamp fails (pandas raises
+/// `OutOfBoundsDatetime`).
+fn floor_timestamps<T: arrow::datatypes::ArrowTimestampType>(
+    array: &ArrayRef,
+    step: i64,
+) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+    let array = array.as_primitive::<T>();
+    let floored = array.try_unary::<_, T, arrow::error::ArrowError>(|t| {
+        t.div_euclid(step).checked_mul(step).ok_or_else(|| {
+            arrow::error::ArrowError::ComputeError(format!("the floor of {t} is out of the timestamps' range"))
+        })
+    })?;
+    Ok(Arc::new(floored.with_timezone_opt(array.timezone())))
+}
+
 /// A row-wise expression over a frame's columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Expr {
@@ -340,6 +476,20 @@ pub enum Expr {
         /// The operation.
         op: StrOp,
     },
+    /// `round(decimals)` of numbers (pandas' `round`, halves to even).
+    Round {
+        /// The numeric expression.
+        expr: Box<Expr>,
+        /// Decimal places; negative rounds to tens, hundreds, ...
+        decimals: i32,
+    },
+    /// A date or timestamp operation of `.dt` (`.dt.date`, `.dt.floor("h")`).
+    Time {
+        /// The date or timestamp expression.
+        expr: Box<Expr>,
+        /// The operation.
+        op: TimeOp,
+    },
     /// The same values under another name.
     Alias {
         /// The expression.
@@ -379,6 +529,9 @@ impl fmt::Display for Expr {
                 StrOp::Replace { pat, repl } => write!(f, "{expr}.str.replace({pat:?}, {repl:?})"),
                 _ => write!(f, "{expr}.str.{}()", op.name()),
             },
+            Expr::Round { expr, decimals } => write!(f, "round({expr}, {decimals})"),
+            Expr::Time { expr, op: TimeOp::Date } => write!(f, "{expr}.dt.date"),
+            Expr::Time { expr, op: TimeOp::Floor(freq) } => write!(f, "{expr}.dt.floor({freq:?})"),
             Expr::Alias { expr, name } => write!(f, "{expr} as {name}"),
         }
     }
@@ -471,6 +624,8 @@ impl Expr {
             | Expr::IsIn { expr, .. }
             | Expr::DatePart { expr, .. }
             | Expr::Str { expr, .. }
+            | Expr::Round { expr, .. }
+            | Expr::Time { expr, .. }
             | Expr::Alias { expr, .. } => (Some(expr), None),
         };
         a.into_iter().chain(b)
@@ -504,7 +659,9 @@ impl Expr {
     /// filter's mask.
     pub(crate) fn fails_on_values(&self) -> bool {
         match self {
-            Expr::Binary { op: BinaryOp::Rem, .. } | Expr::Cast { .. } => true,
+            // Rounding integers to tens can overflow; a floor or a date can leave the range.
+            Expr::Binary { op: BinaryOp::Rem, .. } | Expr::Cast { .. } | Expr::Time { .. } => true,
+            Expr::Round { decimals, .. } if *decimals < 0 => true,
             e => e.children().any(Expr::fails_on_values),
         }
     }
@@ -648,6 +805,17 @@ impl Expr {
                     return Err(type_error(&format!(".str.{}", op.name()), expr, &t, "a string is needed"));
                 }
                 op.output()
+            }
+            Expr::Round { expr, .. } => {
+                let t = expr.data_type(schema)?;
+                if !is_numeric(&t) {
+                    return Err(type_error("round", expr, &t, "a number is needed"));
+                }
+                t
+            }
+            Expr::Time { expr, op } => {
+                let t = expr.data_type(schema)?;
+                time_output(expr, op, &t)?
             }
             Expr::Alias { expr, .. } => expr.data_type(schema)?,
         })
@@ -816,8 +984,70 @@ impl Expr {
                 let strings = v.cast(&DataType::Utf8)?;
                 Datum { array: op.apply(&strings).map_err(fail)?, scalar: v.scalar }
             }
+            Expr::Round { expr, decimals } => {
+                let v = expr.eval(batch)?;
+                if !is_numeric(v.array.data_type()) {
+                    return Err(type_error("round", expr, v.array.data_type(), "a number is needed"));
+                }
+                Datum { array: round_array(&v.array, *decimals).map_err(fail)?, scalar: v.scalar }
+            }
+            Expr::Time { expr, op } => {
+                let v = expr.eval(batch)?;
+                let output = time_output(expr, op, v.array.data_type())?;
+                match op {
+                    TimeOp::Date => v.cast(&output)?,
+                    TimeOp::Floor(freq) => {
+                        use arrow::datatypes::{
+                            TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+                            TimestampSecondType,
+                        };
+                        let step = crate::timeseries::fixed_step_ns(freq, &format!("{expr}.dt.floor"))?;
+                        // Every fixed frequency is whole seconds, so whole units of any unit.
+                        let array = match output {
+                            DataType::Timestamp(TimeUnit::Second, _) => {
+                                floor_timestamps::<TimestampSecondType>(&v.array, step / 1_000_000_000)
+                            }
+                            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                                floor_timestamps::<TimestampMillisecondType>(&v.array, step / 1_000_000)
+                            }
+                            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                                floor_timestamps::<TimestampMicrosecondType>(&v.array, step / 1_000)
+                            }
+                            _ => floor_timestamps::<TimestampNanosecondType>(&v.array, step),
+                        }
+                        .map_err(fail)?;
+                        Datum { array, scalar: v.scalar }
+                    }
+                }
+            }
             Expr::Alias { expr, .. } => expr.eval(batch)?,
         })
+    }
+}
+
+/// The type `.dt.date` or `.dt.floor` gives for `expr` of type `t`, checking the operand (and
+/// the frequency).
+fn time_output(expr: &Expr, op: &TimeOp, t: &DataType) -> Result<DataType> {
+    match op {
+        TimeOp::Date => {
+            if !is_temporal(t) {
+                return Err(type_error(".dt.date", expr, t, "a date or timestamp is needed"));
+            }
+            Ok(DataType::Date32)
+        }
+        TimeOp::Floor(freq) => {
+            match t {
+                DataType::Timestamp(_, None) => {}
+                // pandas floors the local wall time, which shifts with the offset in ways a
+                // fixed step does not follow; refused rather than answered differently.
+                DataType::Timestamp(_, Some(_)) => {
+                    return Err(type_error(".dt.floor", expr, t, "a timestamp without a time zone is needed"));
+                }
+                _ => return Err(type_error(".dt.floor", expr, t, "a timestamp is needed")),
+            }
+            crate::timeseries::fixed_step_ns(freq, &format!("{expr}.dt.floor"))?;
+            Ok(t.clone())
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use arrow::datatypes::DataType;
 
 use crate::agg::AggFunc;
 use crate::error::{DataFrameError, Result};
-use crate::expr::{BinaryOp, DateField, Expr, MAX_EXPR_DEPTH, StrOp};
+use crate::expr::{BinaryOp, DateField, Expr, MAX_EXPR_DEPTH, StrOp, TimeOp};
 use crate::plan::Frame;
 use crate::reduce::Reduction;
 use crate::scalar::{DType, Scalar};
@@ -262,6 +262,15 @@ impl Series {
         StringMethods { series: self }
     }
 
+    /// Values rounded to `decimals` places, halves to even, as pandas (`np.round`) does: the
+    /// value is scaled by `10^decimals`, rounded to an integer and scaled back, so `0.125`
+    /// rounds to `0.12` and `2.675` to `2.68`. Integers are unchanged for `decimals >= 0` and
+    /// rounded to tens, hundreds, ... (halves to even) for negative `decimals`; an integer result
+    /// that does not fit the column's type fails the computation (NumPy wraps around).
+    pub fn round(&self, decimals: i32) -> Series {
+        self.derive(Expr::Round { expr: Box::new(self.expr.clone()), decimals })
+    }
+
     fn reduce(&self, func: AggFunc) -> Reduction {
         Reduction::of(self, func)
     }
@@ -304,7 +313,8 @@ impl Series {
     }
 }
 
-/// The `.dt` accessor of a series: fields of its dates or timestamps, as `int32`.
+/// The `.dt` accessor of a series: fields of its dates or timestamps (as `int32`), their dates
+/// and their floors.
 pub struct DateTimeFields<'a> {
     series: &'a Series,
 }
@@ -340,6 +350,37 @@ impl DateTimeFields<'_> {
     /// The day of the week, Monday = 0 to Sunday = 6.
     pub fn dayofweek(&self) -> Series {
         self.field(DateField::DayOfWeek)
+    }
+    /// The calendar date as `date32` (pandas' `.dt.date`; the local date when the timestamps
+    /// have a time zone).
+    pub fn date(&self) -> Series {
+        self.series.derive(Expr::Time { expr: Box::new(self.series.expr.clone()), op: TimeOp::Date })
+    }
+    /// Timestamps rounded down to a fixed frequency counted from the epoch (pandas'
+    /// `.dt.floor`): a positive multiple of `"s"`, `"min"`, `"h"` or `"D"` (`"15min"`, `"2D"`).
+    /// Another frequency is a [`DataFrameError::UnknownFrequency`] naming the column; so is a
+    /// timestamp with a time zone (a type error), whose local floor is not supported.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use arrow::array::{AsArray, RecordBatch, TimestampSecondArray};
+    /// use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampSecondType};
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_graph::Collection;
+    ///
+    /// let t = DataType::Timestamp(TimeUnit::Second, None);
+    /// let schema = Arc::new(Schema::new(vec![Field::new("ts", t, true)]));
+    /// // 2024-03-10 13:47:59 and 1969-12-31 23:59:59.
+    /// let ts = TimestampSecondArray::from(vec![Some(1_710_078_479), None, Some(-1)]);
+    /// let df = DataFrame::from_batch(RecordBatch::try_new(schema, vec![Arc::new(ts)]).unwrap(), 2).unwrap();
+    /// let hour = df.assign("hour", &df.col("ts").dt().floor("h")).unwrap();
+    /// let out = hour.compute_on(&kiln_local::LocalScheduler::new()).unwrap();
+    /// let floored: Vec<Option<i64>> = out.column(1).as_primitive::<TimestampSecondType>().iter().collect();
+    /// assert_eq!(floored, [Some(1_710_075_600), None, Some(-3600)]);
+    /// assert!(df.col("ts").dt().floor("M").check().is_err());
+    /// ```
+    pub fn floor(&self, freq: &str) -> Series {
+        self.series.derive(Expr::Time { expr: Box::new(self.series.expr.clone()), op: TimeOp::Floor(freq.to_string()) })
     }
 }
 
