@@ -705,3 +705,40 @@ fn the_new_expressions_run_on_a_local_cluster() {
     let dates: Vec<Option<i32>> = remote.column_by_name("date").unwrap().as_primitive::<Date32Type>().iter().collect();
     assert_eq!(dates, [Some(19792), Some(19792)]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// drop
+
+#[test]
+fn drop_removes_columns_and_names_a_missing_one() {
+    for n in PARTITIONS {
+        let df = DataFrame::from_batch(text_batch(&DataType::Utf8), n).unwrap();
+        let with_len = df.assign("n", &df.col("s").str().len()).unwrap();
+        // pandas: df.assign(n=df.s.str.len()).drop(columns=["s"])
+        let dropped = with_len.drop(&["s"]).unwrap();
+        assert_eq!(dropped.columns(), ["id", "n"], "{n}");
+        let out = compute(&dropped);
+        assert_eq!(out.num_columns(), 2);
+        assert_eq!(ints(out.column(0)), (0..12).map(Some).collect::<Vec<_>>(), "{n}");
+        assert_eq!(
+            ints(out.column(1)),
+            [Some(5), None, Some(0), Some(11), Some(9), Some(6), Some(5), Some(4), Some(5), None, Some(7), Some(10)],
+            "{n}"
+        );
+        // A series of the frame before the drop still works where its columns survive.
+        let kept = dropped.filter(&with_len.col("n").gt(5)).unwrap();
+        assert_eq!(ints(compute(&kept).column(0)), [3, 4, 5, 10, 11].map(Some), "{n}");
+    }
+    let df = DataFrame::from_batch(text_batch(&DataType::Utf8), 3).unwrap();
+    // pandas: KeyError "['gone'] not found in axis"; the present column before it is no excuse.
+    for names in [&["gone"][..], &["s", "gone"][..]] {
+        match df.drop(names).unwrap_err() {
+            DataFrameError::ColumnNotFound { column, available } => {
+                assert_eq!(column, "gone");
+                assert_eq!(available, ["s", "id"]);
+            }
+            other => panic!("expected a missing column, got {other:?}"),
+        }
+    }
+    assert!(matches!(df.drop(&["s", "id"]), Err(DataFrameError::InvalidArgument(_))));
+}
