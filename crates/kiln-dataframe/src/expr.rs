@@ -12,7 +12,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringBuilder, UInt32Array};
 use arrow::compute::kernels::{cmp, numeric, zip::zip};
 use arrow::compute::{
     CastOptions, and_kleene, can_cast_types, cast_with_options, is_not_null, is_null, not, or_kleene,
@@ -144,6 +144,258 @@ impl DateField {
     }
 }
 
+/// A string operation (pandas' `.str` accessor). Patterns are literal text, never regular
+/// expressions (pandas' `regex=False`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StrOp {
+    /// `.str.contains(pat, regex=False)`: whether the text holds `pat`.
+    Contains(String),
+    /// `.str.startswith(prefix)`.
+    StartsWith(String),
+    /// `.str.endswith(suffix)`.
+    EndsWith(String),
+    /// `.str.lower()` (Unicode lower case, with a word-final sigma as Python writes it).
+    Lower,
+    /// `.str.upper()` (Unicode upper case: `"ß"` becomes `"SS"`, as in Python).
+    Upper,
+    /// `.str.len()`: the number of characters (Unicode scalar values, as Python counts).
+    Len,
+    /// `.str.replace(pat, repl, regex=False)`: every occurrence of `pat` replaced.
+    Replace {
+        /// The text replaced.
+        pat: String,
+        /// Its replacement.
+        repl: String,
+    },
+    /// `.str.strip()`: leading and trailing whitespace removed (Python's whitespace).
+    Strip,
+}
+
+impl StrOp {
+    fn name(&self) -> &'static str {
+        match self {
+            StrOp::Contains(_) => "contains",
+            StrOp::StartsWith(_) => "startswith",
+            StrOp::EndsWith(_) => "endswith",
+            StrOp::Lower => "lower",
+            StrOp::Upper => "upper",
+            StrOp::Len => "len",
+            StrOp::Replace { .. } => "replace",
+            StrOp::Strip => "strip",
+        }
+    }
+
+    /// The type of the result: a mask, a count or text.
+    fn output(&self) -> DataType {
+        match self {
+            StrOp::Contains(_) | StrOp::StartsWith(_) | StrOp::EndsWith(_) => DataType::Boolean,
+            StrOp::Len => DataType::Int64,
+            StrOp::Lower | StrOp::Upper | StrOp::Replace { .. } | StrOp::Strip => DataType::Utf8,
+        }
+    }
+
+    /// The operation on text values (already `Utf8`); missing stays missing.
+    fn apply(&self, strings: &Datum) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+        use arrow::compute::kernels::comparison::{contains, ends_with, starts_with};
+        let pattern = |p: &str| Datum { array: Scalar::Str(p.to_string()).to_array(), scalar: true };
+        let values = strings.array.as_string::<i32>();
+        Ok(match self {
+            StrOp::Contains(p) => Arc::new(contains(&strings.datum(), &pattern(p).datum())?),
+            StrOp::StartsWith(p) => Arc::new(starts_with(&strings.datum(), &pattern(p).datum())?),
+            StrOp::EndsWith(p) => Arc::new(ends_with(&strings.datum(), &pattern(p).datum())?),
+            // Arrow's `length` counts bytes; pandas counts characters.
+            StrOp::Len => Arc::new(values.iter().map(|v| v.map(|v| v.chars().count() as i64)).collect::<Int64Array>()),
+            StrOp::Lower => map_strings(values, |v, out| {
+                if v.is_ascii() {
+                    out.push_str(v);
+                    out.make_ascii_lowercase();
+                } else {
+                    // `str::to_lowercase`, not per character: it writes a word-final sigma
+                    // as Python does.
+                    out.push_str(&v.to_lowercase());
+                }
+            }),
+            StrOp::Upper => map_strings(values, |v, out| {
+                if v.is_ascii() {
+                    out.push_str(v);
+                    out.make_ascii_uppercase();
+                } else {
+                    out.push_str(&v.to_uppercase());
+                }
+            }),
+            StrOp::Replace { pat, repl } => map_strings(values, |v, out| {
+                // As `str::replace` (and Python): an empty pattern matches between characters.
+                let mut last = 0;
+                for (at, found) in v.match_indices(pat.as_str()) {
+                    out.push_str(&v[last..at]);
+                    out.push_str(repl);
+                    last = at + found.len();
+                }
+                out.push_str(&v[last..]);
+            }),
+            // Python's `str.isspace` also counts the separators U+001C..U+001F, which Unicode's
+            // White_Space (Rust's `char::is_whitespace`) does not.
+            StrOp::Strip => map_strings(values, |v, out| {
+                out.push_str(v.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)));
+            }),
+        })
+    }
+}
+
+/// A new string array with `f` applied to every present value (`f` writes into a cleared
+/// buffer reused across rows); missing values stay missing.
+fn map_strings(values: &arrow::array::StringArray, f: impl Fn(&str, &mut String)) -> ArrayRef {
+    let mut builder = StringBuilder::with_capacity(values.len(), values.value_data().len());
+    let mut out = String::new();
+    for v in values {
+        match v {
+            Some(v) => {
+                out.clear();
+                f(v, &mut out);
+                builder.append_value(&out);
+            }
+            None => builder.append_null(),
+        }
+    }
+    Arc::new(builder.finish())
+}
+
+/// An operation of the `.dt` accessor that gives dates or timestamps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TimeOp {
+    /// `.dt.date`: the calendar date, as `date32` (the local date of a timestamp with a time
+    /// zone, as pandas gives).
+    Date,
+    /// `.dt.floor(freq)`: rounded down to a multiple of a fixed frequency (`"s"`, `"15min"`,
+    /// `"h"`, `"2D"`, ...) counted from the epoch, as pandas does.
+    Floor(String),
+}
+
+/// `x` rounded to `decimals` places exactly as NumPy's `np.round` (which pandas calls) does it:
+/// scaled by a power of ten, rounded half to even, scaled back. Doing the same two float
+/// operations (not a correctly rounded decimal rounding) is what gives pandas' `0.12` for
+/// `0.125` and `2.68` for `2.675`.
+fn round_float<F>(x: F, decimals: i32, scale: impl Fn(f64) -> F) -> F
+where
+    F: Copy + std::ops::Mul<Output = F> + std::ops::Div<Output = F> + RoundTiesEven,
+{
+    let f = scale(power_of_ten(decimals.unsigned_abs()));
+    if decimals >= 0 { (x * f).round_ties_even() / f } else { (x / f).round_ties_even() * f }
+}
+
+/// NumPy's `power_of_ten`: exact up to `1e8`, then repeated multiplication (stopped once it is
+/// infinite, where pandas' answer is NaN).
+fn power_of_ten(n: u32) -> f64 {
+    const SMALL: [f64; 9] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8];
+    if let Some(&p) = SMALL.get(n as usize) {
+        return p;
+    }
+    let mut p: f64 = 1e9;
+    for _ in 9..n {
+        if p.is_infinite() {
+            break;
+        }
+        p *= 10.0;
+    }
+    p
+}
+
+trait RoundTiesEven {
+    fn round_ties_even(self) -> Self;
+}
+
+impl RoundTiesEven for f64 {
+    fn round_ties_even(self) -> Self {
+        f64::round_ties_even(self)
+    }
+}
+
+impl RoundTiesEven for f32 {
+    fn round_ties_even(self) -> Self {
+        f32::round_ties_even(self)
+    }
+}
+
+/// An integer rounded to `10^-decimals` (`decimals < 0`), halves to even, in exact integer
+/// arithmetic (NumPy goes through floats, which agrees below 2^52).
+fn round_integer(x: i128, decimals: i32) -> i128 {
+    let digits = decimals.unsigned_abs();
+    // Every 64-bit integer is below half of 10^20 in magnitude: it rounds to zero.
+    if digits > 20 {
+        return 0;
+    }
+    let f = 10i128.pow(digits);
+    let (q, r) = (x.div_euclid(f), x.rem_euclid(f));
+    let up = 2 * r > f || (2 * r == f && q % 2 != 0);
+    (q + i128::from(up)) * f
+}
+
+fn round_ints<T>(array: &ArrayRef, decimals: i32) -> std::result::Result<ArrayRef, arrow::error::ArrowError>
+where
+    T: arrow::datatypes::ArrowPrimitiveType,
+    T::Native: Into<i128> + TryFrom<i128>,
+{
+    let rounded = array.as_primitive::<T>().try_unary::<_, T, arrow::error::ArrowError>(|x| {
+        let r = round_integer(x.into(), decimals);
+        T::Native::try_from(r)
+            .map_err(|_| arrow::error::ArrowError::ComputeError(format!("{r} does not fit {}", T::DATA_TYPE)))
+    })?;
+    Ok(Arc::new(rounded))
+}
+
+/// `round(decimals)` of a column of numbers: floats as NumPy rounds them, integers unchanged
+/// for `decimals >= 0`.
+fn round_array(array: &ArrayRef, decimals: i32) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+    use arrow::datatypes::{
+        Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type,
+        UInt64Type,
+    };
+    let t = array.data_type();
+    if t.is_integer() && decimals >= 0 {
+        return Ok(array.clone());
+    }
+    Ok(match t {
+        DataType::Float64 => {
+            Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(|x| round_float(x, decimals, |f| f)))
+        }
+        // NumPy rounds float32 in float32, the scale converted to float32 too.
+        DataType::Float32 => Arc::new(
+            array.as_primitive::<Float32Type>().unary::<_, Float32Type>(|x| round_float(x, decimals, |f| f as f32)),
+        ),
+        DataType::Float16 => {
+            let wide = arrow::compute::cast(array, &DataType::Float32)?;
+            arrow::compute::cast(&round_array(&wide, decimals)?, &DataType::Float16)?
+        }
+        DataType::Int8 => round_ints::<Int8Type>(array, decimals)?,
+        DataType::Int16 => round_ints::<Int16Type>(array, decimals)?,
+        DataType::Int32 => round_ints::<Int32Type>(array, decimals)?,
+        DataType::Int64 => round_ints::<Int64Type>(array, decimals)?,
+        DataType::UInt8 => round_ints::<UInt8Type>(array, decimals)?,
+        DataType::UInt16 => round_ints::<UInt16Type>(array, decimals)?,
+        DataType::UInt32 => round_ints::<UInt32Type>(array, decimals)?,
+        DataType::UInt64 => round_ints::<UInt64Type>(array, decimals)?,
+        other => {
+            return Err(arrow::error::ArrowError::InvalidArgumentError(format!("round needs numbers, not {other}")));
+        }
+    })
+}
+
+/// Timestamps rounded down to multiples of `step` of their unit, counted from the epoch;
+/// a result before the first representable timestamp fails (pandas raises
+/// `OutOfBoundsDatetime`).
+fn floor_timestamps<T: arrow::datatypes::ArrowTimestampType>(
+    array: &ArrayRef,
+    step: i64,
+) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
+    let array = array.as_primitive::<T>();
+    let floored = array.try_unary::<_, T, arrow::error::ArrowError>(|t| {
+        t.div_euclid(step).checked_mul(step).ok_or_else(|| {
+            arrow::error::ArrowError::ComputeError(format!("the floor of {t} is out of the timestamps' range"))
+        })
+    })?;
+    Ok(Arc::new(floored.with_timezone_opt(array.timezone())))
+}
+
 /// A row-wise expression over a frame's columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Expr {
@@ -217,6 +469,27 @@ pub enum Expr {
         /// The field.
         field: DateField,
     },
+    /// A string operation (`.str.lower()`); missing values give missing results.
+    Str {
+        /// The string expression.
+        expr: Box<Expr>,
+        /// The operation.
+        op: StrOp,
+    },
+    /// `round(decimals)` of numbers (pandas' `round`, halves to even).
+    Round {
+        /// The numeric expression.
+        expr: Box<Expr>,
+        /// Decimal places; negative rounds to tens, hundreds, ...
+        decimals: i32,
+    },
+    /// A date or timestamp operation of `.dt` (`.dt.date`, `.dt.floor("h")`).
+    Time {
+        /// The date or timestamp expression.
+        expr: Box<Expr>,
+        /// The operation.
+        op: TimeOp,
+    },
     /// The same values under another name.
     Alias {
         /// The expression.
@@ -249,6 +522,16 @@ impl fmt::Display for Expr {
                 write!(f, "isin({expr}, [{}])", list.join(", "))
             }
             Expr::DatePart { expr, field } => write!(f, "{expr}.dt.{}", field.name()),
+            Expr::Str { expr, op } => match op {
+                StrOp::Contains(p) | StrOp::StartsWith(p) | StrOp::EndsWith(p) => {
+                    write!(f, "{expr}.str.{}({p:?})", op.name())
+                }
+                StrOp::Replace { pat, repl } => write!(f, "{expr}.str.replace({pat:?}, {repl:?})"),
+                _ => write!(f, "{expr}.str.{}()", op.name()),
+            },
+            Expr::Round { expr, decimals } => write!(f, "round({expr}, {decimals})"),
+            Expr::Time { expr, op: TimeOp::Date } => write!(f, "{expr}.dt.date"),
+            Expr::Time { expr, op: TimeOp::Floor(freq) } => write!(f, "{expr}.dt.floor({freq:?})"),
             Expr::Alias { expr, name } => write!(f, "{expr} as {name}"),
         }
     }
@@ -269,6 +552,15 @@ fn is_numeric(t: &DataType) -> bool {
 
 fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// Text a string operation reads: any string layout, dictionary-encoded strings, or a column
+/// with no values at all (`Null`, all missing).
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(_, values) => is_string(values),
+        t => is_string(t) || *t == DataType::Null,
+    }
 }
 
 fn is_temporal(t: &DataType) -> bool {
@@ -331,6 +623,9 @@ impl Expr {
             | Expr::Clip { expr, .. }
             | Expr::IsIn { expr, .. }
             | Expr::DatePart { expr, .. }
+            | Expr::Str { expr, .. }
+            | Expr::Round { expr, .. }
+            | Expr::Time { expr, .. }
             | Expr::Alias { expr, .. } => (Some(expr), None),
         };
         a.into_iter().chain(b)
@@ -364,7 +659,9 @@ impl Expr {
     /// filter's mask.
     pub(crate) fn fails_on_values(&self) -> bool {
         match self {
-            Expr::Binary { op: BinaryOp::Rem, .. } | Expr::Cast { .. } => true,
+            // Rounding integers to tens can overflow; a floor or a date can leave the range.
+            Expr::Binary { op: BinaryOp::Rem, .. } | Expr::Cast { .. } | Expr::Time { .. } => true,
+            Expr::Round { decimals, .. } if *decimals < 0 => true,
             e => e.children().any(Expr::fails_on_values),
         }
     }
@@ -501,6 +798,24 @@ impl Expr {
                     ));
                 }
                 DataType::Int32
+            }
+            Expr::Str { expr, op } => {
+                let t = expr.data_type(schema)?;
+                if !is_text(&t) {
+                    return Err(type_error(&format!(".str.{}", op.name()), expr, &t, "a string is needed"));
+                }
+                op.output()
+            }
+            Expr::Round { expr, .. } => {
+                let t = expr.data_type(schema)?;
+                if !is_numeric(&t) {
+                    return Err(type_error("round", expr, &t, "a number is needed"));
+                }
+                t
+            }
+            Expr::Time { expr, op } => {
+                let t = expr.data_type(schema)?;
+                time_output(expr, op, &t)?
             }
             Expr::Alias { expr, .. } => expr.data_type(schema)?,
         })
@@ -654,8 +969,85 @@ impl Expr {
                 let v = expr.eval(batch)?;
                 Datum { array: arrow::compute::date_part(&v.array, field.part()).map_err(fail)?, scalar: v.scalar }
             }
+            Expr::Str { expr, op } => {
+                let v = expr.eval(batch)?;
+                if !is_text(v.array.data_type()) {
+                    return Err(type_error(
+                        &format!(".str.{}", op.name()),
+                        expr,
+                        v.array.data_type(),
+                        "a string is needed",
+                    ));
+                }
+                // Large, view and dictionary strings become plain `Utf8`, which every
+                // operation below reads.
+                let strings = v.cast(&DataType::Utf8)?;
+                Datum { array: op.apply(&strings).map_err(fail)?, scalar: v.scalar }
+            }
+            Expr::Round { expr, decimals } => {
+                let v = expr.eval(batch)?;
+                if !is_numeric(v.array.data_type()) {
+                    return Err(type_error("round", expr, v.array.data_type(), "a number is needed"));
+                }
+                Datum { array: round_array(&v.array, *decimals).map_err(fail)?, scalar: v.scalar }
+            }
+            Expr::Time { expr, op } => {
+                let v = expr.eval(batch)?;
+                let output = time_output(expr, op, v.array.data_type())?;
+                match op {
+                    TimeOp::Date => v.cast(&output)?,
+                    TimeOp::Floor(freq) => {
+                        use arrow::datatypes::{
+                            TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+                            TimestampSecondType,
+                        };
+                        let step = crate::timeseries::fixed_step_ns(freq, &format!("{expr}.dt.floor"))?;
+                        // Every fixed frequency is whole seconds, so whole units of any unit.
+                        let array = match output {
+                            DataType::Timestamp(TimeUnit::Second, _) => {
+                                floor_timestamps::<TimestampSecondType>(&v.array, step / 1_000_000_000)
+                            }
+                            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                                floor_timestamps::<TimestampMillisecondType>(&v.array, step / 1_000_000)
+                            }
+                            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                                floor_timestamps::<TimestampMicrosecondType>(&v.array, step / 1_000)
+                            }
+                            _ => floor_timestamps::<TimestampNanosecondType>(&v.array, step),
+                        }
+                        .map_err(fail)?;
+                        Datum { array, scalar: v.scalar }
+                    }
+                }
+            }
             Expr::Alias { expr, .. } => expr.eval(batch)?,
         })
+    }
+}
+
+/// The type `.dt.date` or `.dt.floor` gives for `expr` of type `t`, checking the operand (and
+/// the frequency).
+fn time_output(expr: &Expr, op: &TimeOp, t: &DataType) -> Result<DataType> {
+    match op {
+        TimeOp::Date => {
+            if !is_temporal(t) {
+                return Err(type_error(".dt.date", expr, t, "a date or timestamp is needed"));
+            }
+            Ok(DataType::Date32)
+        }
+        TimeOp::Floor(freq) => {
+            match t {
+                DataType::Timestamp(_, None) => {}
+                // pandas floors the local wall time, which shifts with the offset in ways a
+                // fixed step does not follow; refused rather than answered differently.
+                DataType::Timestamp(_, Some(_)) => {
+                    return Err(type_error(".dt.floor", expr, t, "a timestamp without a time zone is needed"));
+                }
+                _ => return Err(type_error(".dt.floor", expr, t, "a timestamp is needed")),
+            }
+            crate::timeseries::fixed_step_ns(freq, &format!("{expr}.dt.floor"))?;
+            Ok(t.clone())
+        }
     }
 }
 

@@ -77,7 +77,7 @@ pub mod timeseries;
 
 pub use agg::AggFunc;
 pub use error::DataFrameError;
-pub use expr::{BinaryOp, DateField, Expr};
+pub use expr::{BinaryOp, DateField, Expr, StrOp, TimeOp};
 pub use frame::{DataFrame, read_csv, read_parquet};
 pub use groupby::{Agg, GroupBy, GroupKey, auto_split_out};
 pub use io::{CsvOptions, DEFAULT_BLOCKSIZE, PANDAS_NA_VALUES};
@@ -88,7 +88,7 @@ pub use merge::MergeOptions;
 pub use plan::Divisions;
 pub use reduce::{Head, Length, Partitions, Reduction, ToCsv, ToParquet};
 pub use scalar::{DType, Scalar};
-pub use series::{DateTimeFields, Operand, Series};
+pub use series::{DateTimeFields, Operand, Series, StringMethods};
 pub use timeseries::{Resample, Rolling, Window};
 
 /// Re-exported so users name the same Arrow types as the partitions.

@@ -9,7 +9,7 @@ use arrow::datatypes::DataType;
 
 use crate::agg::AggFunc;
 use crate::error::{DataFrameError, Result};
-use crate::expr::{BinaryOp, DateField, Expr, MAX_EXPR_DEPTH};
+use crate::expr::{BinaryOp, DateField, Expr, MAX_EXPR_DEPTH, StrOp, TimeOp};
 use crate::plan::Frame;
 use crate::reduce::Reduction;
 use crate::scalar::{DType, Scalar};
@@ -236,6 +236,41 @@ impl Series {
         DateTimeFields { series: self }
     }
 
+    /// String operations of a string series (pandas' `.str`): on `Utf8`, `LargeUtf8`,
+    /// `Utf8View` and dictionary-encoded strings; any other type is an error naming the column.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use arrow::array::{AsArray, RecordBatch, StringArray};
+    /// use arrow::datatypes::{DataType, Field, Schema};
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_graph::Collection;
+    ///
+    /// let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, true)]));
+    /// let names = StringArray::from(vec![Some(" Ada "), None, Some("Grace")]);
+    /// let df = DataFrame::from_batch(RecordBatch::try_new(schema, vec![Arc::new(names)]).unwrap(), 2).unwrap();
+    /// let clean = df.col("name").str().strip().str().lower();
+    /// let out = df.assign("clean", &clean).unwrap().compute_on(&kiln_local::LocalScheduler::new()).unwrap();
+    /// let clean: Vec<Option<&str>> = out.column(1).as_string::<i32>().iter().collect();
+    /// assert_eq!(clean, [Some("ada"), None, Some("grace")]);
+    /// // Missing text gives a missing mask value, which a filter drops.
+    /// let g = df.filter(&df.col("name").str().contains("a")).unwrap();
+    /// assert_eq!(g.compute_on(&kiln_local::LocalScheduler::new()).unwrap().num_rows(), 2);
+    /// assert!(df.col("name").str().len().gt(1).check().is_ok());
+    /// ```
+    pub fn str(&self) -> StringMethods<'_> {
+        StringMethods { series: self }
+    }
+
+    /// Values rounded to `decimals` places, halves to even, as pandas (`np.round`) does: the
+    /// value is scaled by `10^decimals`, rounded to an integer and scaled back, so `0.125`
+    /// rounds to `0.12` and `2.675` to `2.68`. Integers are unchanged for `decimals >= 0` and
+    /// rounded to tens, hundreds, ... (halves to even) for negative `decimals`; an integer result
+    /// that does not fit the column's type fails the computation (NumPy wraps around).
+    pub fn round(&self, decimals: i32) -> Series {
+        self.derive(Expr::Round { expr: Box::new(self.expr.clone()), decimals })
+    }
+
     fn reduce(&self, func: AggFunc) -> Reduction {
         Reduction::of(self, func)
     }
@@ -278,7 +313,8 @@ impl Series {
     }
 }
 
-/// The `.dt` accessor of a series: fields of its dates or timestamps, as `int32`.
+/// The `.dt` accessor of a series: fields of its dates or timestamps (as `int32`), their dates
+/// and their floors.
 pub struct DateTimeFields<'a> {
     series: &'a Series,
 }
@@ -314,6 +350,85 @@ impl DateTimeFields<'_> {
     /// The day of the week, Monday = 0 to Sunday = 6.
     pub fn dayofweek(&self) -> Series {
         self.field(DateField::DayOfWeek)
+    }
+    /// The calendar date as `date32` (pandas' `.dt.date`; the local date when the timestamps
+    /// have a time zone).
+    pub fn date(&self) -> Series {
+        self.series.derive(Expr::Time { expr: Box::new(self.series.expr.clone()), op: TimeOp::Date })
+    }
+    /// Timestamps rounded down to a fixed frequency counted from the epoch (pandas'
+    /// `.dt.floor`): a positive multiple of `"s"`, `"min"`, `"h"` or `"D"` (`"15min"`, `"2D"`).
+    /// Another frequency is a [`DataFrameError::UnknownFrequency`] naming the column; so is a
+    /// timestamp with a time zone (a type error), whose local floor is not supported.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use arrow::array::{AsArray, RecordBatch, TimestampSecondArray};
+    /// use arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampSecondType};
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_graph::Collection;
+    ///
+    /// let t = DataType::Timestamp(TimeUnit::Second, None);
+    /// let schema = Arc::new(Schema::new(vec![Field::new("ts", t, true)]));
+    /// // 2024-03-10 13:47:59 and 1969-12-31 23:59:59.
+    /// let ts = TimestampSecondArray::from(vec![Some(1_710_078_479), None, Some(-1)]);
+    /// let df = DataFrame::from_batch(RecordBatch::try_new(schema, vec![Arc::new(ts)]).unwrap(), 2).unwrap();
+    /// let hour = df.assign("hour", &df.col("ts").dt().floor("h")).unwrap();
+    /// let out = hour.compute_on(&kiln_local::LocalScheduler::new()).unwrap();
+    /// let floored: Vec<Option<i64>> = out.column(1).as_primitive::<TimestampSecondType>().iter().collect();
+    /// assert_eq!(floored, [Some(1_710_075_600), None, Some(-3600)]);
+    /// assert!(df.col("ts").dt().floor("M").check().is_err());
+    /// ```
+    pub fn floor(&self, freq: &str) -> Series {
+        self.series.derive(Expr::Time { expr: Box::new(self.series.expr.clone()), op: TimeOp::Floor(freq.to_string()) })
+    }
+}
+
+/// The `.str` accessor of a series: string operations, missing values giving missing results
+/// (so a filter drops them). pandas 3's default `str` dtype answers `false` for a missing
+/// value instead: `fillna(false)` on the mask gives that.
+pub struct StringMethods<'a> {
+    series: &'a Series,
+}
+
+impl StringMethods<'_> {
+    fn op(&self, op: StrOp) -> Series {
+        self.series.derive(Expr::Str { expr: Box::new(self.series.expr.clone()), op })
+    }
+    /// Whether the text holds `pat`, a literal substring (pandas' `contains(pat, regex=False)`;
+    /// regular expressions are not supported).
+    pub fn contains(&self, pat: &str) -> Series {
+        self.op(StrOp::Contains(pat.to_string()))
+    }
+    /// Whether the text starts with `prefix`.
+    pub fn startswith(&self, prefix: &str) -> Series {
+        self.op(StrOp::StartsWith(prefix.to_string()))
+    }
+    /// Whether the text ends with `suffix`.
+    pub fn endswith(&self, suffix: &str) -> Series {
+        self.op(StrOp::EndsWith(suffix.to_string()))
+    }
+    /// The text in lower case (Unicode, as Python's `str.lower`).
+    pub fn lower(&self) -> Series {
+        self.op(StrOp::Lower)
+    }
+    /// The text in upper case (Unicode, as Python's `str.upper`: `"ß"` becomes `"SS"`).
+    pub fn upper(&self) -> Series {
+        self.op(StrOp::Upper)
+    }
+    /// The number of characters (not bytes), as `int64`; missing stays missing (pandas'
+    /// nullable `Int64` result).
+    pub fn len(&self) -> Series {
+        self.op(StrOp::Len)
+    }
+    /// Every occurrence of `pat` (literal text) replaced by `repl` (pandas'
+    /// `replace(pat, repl, regex=False)`).
+    pub fn replace(&self, pat: &str, repl: &str) -> Series {
+        self.op(StrOp::Replace { pat: pat.to_string(), repl: repl.to_string() })
+    }
+    /// The text without leading and trailing whitespace.
+    pub fn strip(&self) -> Series {
+        self.op(StrOp::Strip)
     }
 }
 

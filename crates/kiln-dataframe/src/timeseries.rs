@@ -91,6 +91,15 @@ impl Rule {
     }
 }
 
+/// The length in nanoseconds of a fixed frequency (a positive multiple of s, min, h or D),
+/// which `.dt.floor` rounds down to.
+///
+/// # Errors
+/// [`DataFrameError::UnknownFrequency`] naming `operation` for any other rule.
+pub(crate) fn fixed_step_ns(rule: &str, operation: &str) -> Result<i64> {
+    Ok(Rule::parse(rule, operation, false)?.step)
+}
+
 fn index_of(frame: &Frame, operation: &str) -> Result<(String, DataType, Vec<i64>)> {
     let Some(index) = frame.index.clone() else {
         return Err(DataFrameError::NeedsDivisions {
