@@ -276,6 +276,14 @@ impl Series {
     pub fn std_ddof(&self, ddof: u32) -> Reduction {
         self.reduce(AggFunc::Std { ddof })
     }
+    /// The first present value in row order (missing when there is none).
+    pub fn first(&self) -> Reduction {
+        self.reduce(AggFunc::First)
+    }
+    /// The last present value in row order (missing when there is none).
+    pub fn last(&self) -> Reduction {
+        self.reduce(AggFunc::Last)
+    }
 }
 
 /// The `.dt` accessor of a series: fields of its dates or timestamps, as `int32`.
