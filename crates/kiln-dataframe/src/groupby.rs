@@ -332,9 +332,10 @@ pub(crate) fn resolve_aggs(
             expression: input.to_string(),
             found: input_type.clone(),
             expected: match agg.func {
-                AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last | AggFunc::Nunique => {
+                AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last | AggFunc::Nunique | AggFunc::Unique => {
                     "numbers, strings, booleans or dates are needed".into()
                 }
+                AggFunc::Any | AggFunc::All => "booleans are needed".into(),
                 _ => "numbers or booleans are needed".into(),
             },
         })?;

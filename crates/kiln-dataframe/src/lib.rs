@@ -84,7 +84,7 @@ pub use join::How;
 pub use lower::{ensure_registered, register_portable};
 pub use merge::MergeOptions;
 pub use plan::Divisions;
-pub use reduce::{Head, Length, Partitions, Reduction, ToParquet};
+pub use reduce::{Head, Length, Partitions, Reduction, ToParquet, Unique};
 pub use scalar::{DType, Scalar};
 pub use series::{DateTimeFields, Operand, Series};
 pub use timeseries::{Resample, Rolling, Window};

@@ -959,8 +959,12 @@ impl Rolling {
                 "rolling: size is not a rolling aggregation; use count".into(),
             ));
         }
-        if let Some(other) = aggs.iter().find(|a| matches!(a.func(), AggFunc::First | AggFunc::Last | AggFunc::Nunique))
-        {
+        if let Some(other) = aggs.iter().find(|a| {
+            matches!(
+                a.func(),
+                AggFunc::First | AggFunc::Last | AggFunc::Nunique | AggFunc::Unique | AggFunc::Any | AggFunc::All
+            )
+        }) {
             return Err(DataFrameError::InvalidArgument(format!(
                 "rolling: {} is not a rolling aggregation (sum count mean min max var std are)",
                 other.func().name()
@@ -1362,7 +1366,13 @@ fn rolling(values: &[Option<f64>], starts: &[usize], offset: usize, func: AggFun
                 })
             }
             // Rejected by `Rolling::agg` before any window runs.
-            AggFunc::Size | AggFunc::First | AggFunc::Last | AggFunc::Nunique => Some(rows as f64),
+            AggFunc::Size
+            | AggFunc::First
+            | AggFunc::Last
+            | AggFunc::Nunique
+            | AggFunc::Unique
+            | AggFunc::Any
+            | AggFunc::All => Some(rows as f64),
         });
     }
     Float64Array::from(out)

@@ -334,4 +334,109 @@ fn first_last_nunique_run_on_a_local_cluster() {
         assert_eq!(remote, local);
     }
     assert_eq!(df.col("s").last().compute_on(&client).unwrap(), Scalar::Str("a".into()));
+    let unique = df.col("s").unique().compute_on(&client).unwrap();
+    assert_eq!(scalars(&unique), strs(&[Some("a"), None, Some("b"), Some("z"), Some("c")]));
+    let booleans = DataFrame::from_batch(with_booleans(), 7).unwrap();
+    assert_eq!(booleans.col("b").all().compute_on(&client).unwrap(), Scalar::Bool(false));
+}
+
+/// The fixture with a boolean column, as pandas' nullable `boolean` dtype:
+/// `b = pd.array([True, None, False, True, None, True, None, True, True, None], dtype="boolean")`.
+fn with_booleans() -> RecordBatch {
+    let b = arrow::array::BooleanArray::from(vec![
+        Some(true),
+        None,
+        Some(false),
+        Some(true),
+        None,
+        Some(true),
+        None,
+        Some(true),
+        Some(true),
+        None,
+    ]);
+    let base = fixture();
+    let mut columns = base.columns().to_vec();
+    columns.push(Arc::new(b));
+    let mut fields: Vec<Field> = base.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("b", DataType::Boolean, true));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+#[test]
+fn any_and_all_skip_missing_values_as_pandas_does() {
+    // pandas: b.any() == True, b.all() == False; of rows 1 and 4 (both missing): any() ==
+    // False, all() == True; of rows 0, 3, 5: all() == True; of nothing: any() False, all() True.
+    let scheduler = LocalScheduler::new();
+    let all_rows = with_booleans();
+    let only_missing =
+        arrow::compute::take_record_batch(&all_rows, &arrow::array::UInt32Array::from(vec![1, 4])).unwrap();
+    let all_true =
+        arrow::compute::take_record_batch(&all_rows, &arrow::array::UInt32Array::from(vec![0, 3, 5])).unwrap();
+    let cases = [
+        (all_rows.clone(), true, false),
+        (only_missing, false, true),
+        (all_true, true, true),
+        (all_rows.slice(0, 0), false, true),
+    ];
+    for (batch, any, all) in cases {
+        for df in partitionings(&batch) {
+            let what = format!("{} rows on {} partitions", batch.num_rows(), df.npartitions());
+            assert_eq!(df.col("b").any().compute_on(&scheduler).unwrap(), Scalar::Bool(any), "{what}");
+            assert_eq!(df.col("b").all().compute_on(&scheduler).unwrap(), Scalar::Bool(all), "{what}");
+        }
+    }
+    // Per group, through the same states (checked with pandas' groupby("k").b.any()/.all()).
+    let df = DataFrame::from_batch(with_booleans(), 3).unwrap();
+    let out = df
+        .groupby(["k"])
+        .unwrap()
+        .agg([
+            Agg::of(kiln_dataframe::AggFunc::Any, &df.col("b")).alias("any"),
+            Agg::of(kiln_dataframe::AggFunc::All, &df.col("b")).alias("all"),
+        ])
+        .unwrap()
+        .compute_on(&scheduler)
+        .unwrap();
+    // Groups: 1 -> rows 0, 2, 5, 8 (True, False, True, True); 2 -> rows 1, 4, 7 (None, None,
+    // True); 3 -> rows 6, 9 (None, None). pandas: any [True, True, False], all [False, True, True].
+    let bools = |v: &[bool]| v.iter().map(|&b| Scalar::Bool(b)).collect::<Vec<_>>();
+    assert_eq!(scalars(out.column(1)), bools(&[true, true, false]));
+    assert_eq!(scalars(out.column(2)), bools(&[false, true, true]));
+    // Not booleans: an error naming the column.
+    let err = df.col("x").any().check().unwrap_err();
+    assert!(err.to_string().contains('x') && err.to_string().contains("booleans"), "{err}");
+}
+
+#[test]
+fn unique_keeps_the_order_of_first_appearance_as_pandas_does() {
+    // pandas: x.unique() == [nan, 2.0, 5.0, -0.0, 1.5] (one NaN, -0.0 and 0.0 one value, the
+    // first kept); s.unique() == ["a", nan, "b", "z", "c"]; k.unique() == [1, 2, <NA>, 3].
+    let scheduler = LocalScheduler::threads(2);
+    for df in partitionings(&fixture()) {
+        let what = format!("{} partitions", df.npartitions());
+        let x = df.col("x").unique().compute_on(&scheduler).unwrap();
+        let x = x.as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(x.len(), 5, "{what}");
+        // The first missing value is a null here (pandas has NaN for it).
+        assert!(x.is_null(0), "{what}");
+        let rest: Vec<u64> = (1..5).map(|i| x.value(i).to_bits()).collect();
+        assert_eq!(rest, [2.0f64, 5.0, -0.0, 1.5].map(f64::to_bits), "{what}");
+        let s = df.col("s").unique().compute_on(&scheduler).unwrap();
+        assert_eq!(scalars(&s), strs(&[Some("a"), None, Some("b"), Some("z"), Some("c")]), "{what}");
+        let k = df.col("k").unique().compute_on(&scheduler).unwrap();
+        assert_eq!(k.as_ref(), &Int64Array::from(vec![Some(1), Some(2), None, Some(3)]) as &dyn Array, "{what}");
+    }
+    // A NaN before any null is the one missing value kept (pandas on rows 2..7:
+    // [nan, 5.0, -0.0, 1.5]).
+    let nan_first = DataFrame::from_batch(fixture().slice(2, 5), 3).unwrap();
+    let x = nan_first.col("x").unique().compute_on(&scheduler).unwrap();
+    let x = x.as_any().downcast_ref::<Float64Array>().unwrap();
+    assert!(x.is_valid(0) && x.value(0).is_nan(), "{x:?}");
+    assert_eq!(x.len(), 4, "{x:?}");
+    // Of nothing: an empty array of the column's type.
+    let empty = DataFrame::from_batch(fixture().slice(0, 0), 3).unwrap();
+    let s = empty.col("s").unique().compute_on(&scheduler).unwrap();
+    assert_eq!((s.len(), s.data_type()), (0, &DataType::Utf8));
+    assert!(empty.col("nope").unique().check().unwrap_err().to_string().contains("nope"));
 }
