@@ -440,3 +440,22 @@ fn unique_keeps_the_order_of_first_appearance_as_pandas_does() {
     assert_eq!((s.len(), s.data_type()), (0, &DataType::Utf8));
     assert!(empty.col("nope").unique().check().unwrap_err().to_string().contains("nope"));
 }
+
+#[test]
+fn the_new_functions_are_not_rolling_aggregations() {
+    use arrow::array::TimestampNanosecondArray;
+    let t = TimestampNanosecondArray::from(vec![0, 60_000_000_000, 120_000_000_000]);
+    let b = arrow::array::BooleanArray::from(vec![true, false, true]);
+    let batch = RecordBatch::try_from_iter([("t", Arc::new(t) as ArrayRef), ("b", Arc::new(b) as _)]).unwrap();
+    let df = DataFrame::from_sorted_batches(vec![batch], "t").unwrap();
+    let rolling = df.rolling(2).unwrap();
+    for (agg, name) in [
+        (Agg::first("b"), "first"),
+        (Agg::nunique("b"), "nunique"),
+        (Agg::of(kiln_dataframe::AggFunc::All, &df.col("b")), "all"),
+    ] {
+        let err = rolling.agg([agg]).unwrap_err();
+        assert!(matches!(err, DataFrameError::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains(&format!("{name} is not a rolling aggregation")), "{err}");
+    }
+}
