@@ -14,6 +14,16 @@
 //! | `min`, `max` | the best value so far (the input's type) |
 //! | `mean` | count, sum of the present values |
 //! | `var`, `std` | count, mean, sum of squared deviations (Chan et al.'s parallel form) |
+//! | `first`, `last` | the first / last present value so far (the input's type) |
+//! | `nunique` | the distinct present values so far (a list; its length is the result) |
+//! | `unique` | the distinct values so far in order of first appearance, missing ones as one (a list) |
+//! | `any`, `all` | whether any / all present values so far are true (`boolean`) |
+//!
+//! `first` and `last` rely on every combine taking its partial states in row order (partition
+//! order, which the tree and the shuffle's concatenation keep), so the first present value of
+//! the concatenated states is the group's first. The `nunique` state holds every distinct value
+//! of a group, so it suits groups of moderate cardinality: a column of millions of distinct
+//! values per group moves all of them to the combining task.
 //!
 //! A partial aggregation can run through a filter's mask ([`partial_masked`]): rows the mask
 //! does not keep belong to no group, so a filter that keeps most rows need not copy them.
@@ -59,6 +69,21 @@ pub enum AggFunc {
     },
     /// How many rows the group has, missing values included.
     Size,
+    /// The first present value in row order (pandas' `first()`: missing values skipped).
+    First,
+    /// The last present value in row order (pandas' `last()`).
+    Last,
+    /// How many distinct present values (pandas' `nunique()`: NaN is not counted, `-0.0`
+    /// equals `0.0`).
+    Nunique,
+    /// The distinct values in order of first appearance, as a list (pandas' `unique()`):
+    /// missing values (null and NaN alike) appear once, as the first of them; `-0.0` equals
+    /// `0.0`, the first of them kept.
+    Unique,
+    /// Whether any present value is true (false for none; booleans only).
+    Any,
+    /// Whether every present value is true (true for none; booleans only).
+    All,
 }
 
 impl AggFunc {
@@ -73,6 +98,12 @@ impl AggFunc {
             AggFunc::Var { .. } => "var",
             AggFunc::Std { .. } => "std",
             AggFunc::Size => "size",
+            AggFunc::First => "first",
+            AggFunc::Last => "last",
+            AggFunc::Nunique => "nunique",
+            AggFunc::Unique => "unique",
+            AggFunc::Any => "any",
+            AggFunc::All => "all",
         }
     }
 
@@ -93,7 +124,14 @@ impl AggFunc {
             AggFunc::Sum if input.is_floating() => Some(DataType::Float64),
             AggFunc::Sum if numeric => Some(DataType::Int64),
             AggFunc::Mean | AggFunc::Var { .. } | AggFunc::Std { .. } if numeric => Some(DataType::Float64),
-            AggFunc::Min | AggFunc::Max if numeric || orderable(input) => Some(input.clone()),
+            AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last if numeric || orderable(input) => {
+                Some(input.clone())
+            }
+            AggFunc::Nunique if numeric || orderable(input) => Some(DataType::Int64),
+            AggFunc::Unique if numeric || orderable(input) => {
+                Some(DataType::List(Arc::new(Field::new_list_field(input.clone(), true))))
+            }
+            AggFunc::Any | AggFunc::All if *input == DataType::Boolean => Some(DataType::Boolean),
             _ => None,
         }
     }
@@ -553,6 +591,112 @@ fn grouped_best(values: &ArrayRef, groups: &Groups, largest: bool) -> Result<Arr
     take(values, &indices, None).map_err(fail("min/max"))
 }
 
+/// The first (or last) present value of each group in row order, in the input's type; missing
+/// for a group without one. A partial state is such a column too, so combining is the same
+/// pass over the states in partition order.
+fn grouped_end(values: &ArrayRef, groups: &Groups, last: bool) -> Result<ArrayRef> {
+    let present = present(values)?;
+    let mut chosen: Vec<Option<u32>> = vec![None; groups.len()];
+    for (row, &g) in groups.ids.iter().enumerate() {
+        if g == DROPPED || !present[row] {
+            continue;
+        }
+        let slot = &mut chosen[g as usize];
+        if last || slot.is_none() {
+            *slot = Some(row as u32);
+        }
+    }
+    take(values, &UInt32Array::from(chosen), None).map_err(fail("first/last"))
+}
+
+/// Whether any (or, for `all`, every) present value of each group is true: the state and the
+/// value of `any`/`all`, never missing (pandas' `skipna=True`).
+fn grouped_truth(values: &ArrayRef, groups: &Groups, all: bool, name: &str) -> Result<ArrayRef> {
+    let Some(bools) = values.as_boolean_opt() else {
+        return Err(DataFrameError::compute(
+            if all { "all" } else { "any" },
+            format!("{name:?} is {}, expected booleans", values.data_type()),
+        ));
+    };
+    let mut truth = vec![all; groups.len()];
+    for (row, &g) in groups.ids.iter().enumerate() {
+        if g != DROPPED && bools.is_valid(row) {
+            let slot = &mut truth[g as usize];
+            *slot = if all { *slot && bools.value(row) } else { *slot || bools.value(row) };
+        }
+    }
+    Ok(Arc::new(BooleanArray::from(truth)))
+}
+
+/// The distinct values of each group as a list (in order of first appearance), the state of
+/// `nunique` (present values only) and `unique` (with `keep_missing`: one missing value, the
+/// first, null or NaN). Values are compared through their row encoding with `-0.0` made
+/// `0.0`, as pandas does.
+fn grouped_distinct(values: &ArrayRef, groups: &Groups, keep_missing: bool) -> Result<ArrayRef> {
+    let present = present(values)?;
+    let normalized = crate::shuffle::normalize_floats(values.clone());
+    let converter = RowConverter::new(vec![SortField::new(normalized.data_type().clone())]).map_err(fail("nunique"))?;
+    let rows = converter.convert_columns(std::slice::from_ref(&normalized)).map_err(fail("nunique"))?;
+    let mut seen: hashbrown::HashSet<(u32, &[u8]), rustc_hash::FxBuildHasher> =
+        hashbrown::HashSet::with_hasher(Default::default());
+    let mut per_group: Vec<Vec<u32>> = vec![Vec::new(); groups.len()];
+    let mut missing_seen = vec![false; groups.len()];
+    for (row, &g) in groups.ids.iter().enumerate() {
+        if g == DROPPED {
+            continue;
+        }
+        let new = if present[row] {
+            seen.insert((g, rows.row(row).data()))
+        } else {
+            keep_missing && !std::mem::replace(&mut missing_seen[g as usize], true)
+        };
+        if new {
+            per_group[g as usize].push(row as u32);
+        }
+    }
+    let mut offsets = Vec::with_capacity(groups.len() + 1);
+    offsets.push(0i32);
+    let mut indices = Vec::with_capacity(seen.len() + missing_seen.len());
+    for rows in &per_group {
+        indices.extend_from_slice(rows);
+        let end = i32::try_from(indices.len())
+            .map_err(|_| DataFrameError::compute("nunique", "more than 2^31 distinct values in one state"))?;
+        offsets.push(end);
+    }
+    let items = take(values, &UInt32Array::from(indices), None).map_err(fail("nunique"))?;
+    let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+    let list = arrow::array::ListArray::try_new(field, arrow::buffer::OffsetBuffer::new(offsets.into()), items, None)
+        .map_err(fail("nunique"))?;
+    Ok(Arc::new(list))
+}
+
+/// A `nunique` or `unique` state column as lists, or an error naming the aggregation (a state from
+/// elsewhere may be malformed).
+fn distinct_lists<'a>(state: &'a ArrayRef, name: &str) -> Result<&'a arrow::array::ListArray> {
+    state.as_list_opt::<i32>().ok_or_else(|| {
+        DataFrameError::compute(
+            "combining partial aggregations",
+            format!("the distinct values of {name:?} are {}, expected a list", state.data_type()),
+        )
+    })
+}
+
+/// Merges `nunique` or `unique` states: the states' values, each in its state's group, made
+/// distinct again (the states come in partition order, so first appearances stay first).
+fn combine_distinct(state: &ArrayRef, groups: &Groups, name: &str, keep_missing: bool) -> Result<ArrayRef> {
+    let lists = distinct_lists(state, name)?;
+    let offsets = lists.value_offsets();
+    let first = offsets.first().copied().unwrap_or(0) as usize;
+    let last = offsets.last().copied().unwrap_or(0) as usize;
+    let mut ids = Vec::with_capacity(last - first);
+    for (row, &g) in groups.ids.iter().enumerate() {
+        let count = (offsets[row + 1] - offsets[row]) as usize;
+        ids.extend(std::iter::repeat_n(g, count));
+    }
+    let flat = Groups { ids, first_rows: groups.first_rows.clone() };
+    grouped_distinct(&lists.values().slice(first, last - first), &flat, keep_missing)
+}
+
 /// Count, shift, mean and sum of squared deviations of each group: Welford's update on each
 /// value minus the group's first value (its *shift*). Values far from zero with a small spread
 /// (timestamps as floats, 1e15 + i) keep their precision: the differences are exact, while a
@@ -711,6 +855,14 @@ pub(crate) fn partial_masked(spec: &AggSpec, batch: &RecordBatch, mask: Option<&
                     AggFunc::Sum => states.push(grouped_sum(&values, &groups)?),
                     AggFunc::Min | AggFunc::Max => states.push(grouped_best(&values, &groups, func == AggFunc::Max)?),
                     AggFunc::Mean => states.extend(grouped_mean(&values, &groups)?),
+                    AggFunc::First | AggFunc::Last => {
+                        states.push(grouped_end(&values, &groups, func == AggFunc::Last)?)
+                    }
+                    AggFunc::Nunique => states.push(grouped_distinct(&values, &groups, false)?),
+                    AggFunc::Unique => states.push(grouped_distinct(&values, &groups, true)?),
+                    AggFunc::Any | AggFunc::All => {
+                        states.push(grouped_truth(&values, &groups, func == AggFunc::All, &agg.name)?)
+                    }
                     _ => states.extend(grouped_moments(&values, &groups)?),
                 }
             }
@@ -779,6 +931,13 @@ pub(crate) fn combine(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Recor
             AggFunc::Size | AggFunc::Count | AggFunc::Sum => states.push(grouped_sum(&cols[0], &groups)?),
             AggFunc::Min | AggFunc::Max => states.push(grouped_best(&cols[0], &groups, agg.func == AggFunc::Max)?),
             AggFunc::Mean => states.extend(combine_mean(cols, &groups)?),
+            AggFunc::First | AggFunc::Last => states.push(grouped_end(&cols[0], &groups, agg.func == AggFunc::Last)?),
+            AggFunc::Nunique | AggFunc::Unique => {
+                states.push(combine_distinct(&cols[0], &groups, &agg.name, agg.func == AggFunc::Unique)?)
+            }
+            AggFunc::Any | AggFunc::All => {
+                states.push(grouped_truth(&cols[0], &groups, agg.func == AggFunc::All, &agg.name)?)
+            }
             _ => states.extend(combine_moments(cols, &groups)?),
         }
         column += width;
@@ -824,6 +983,11 @@ pub(crate) fn finalize(spec: &AggSpec, partials: &[&RecordBatch]) -> Result<Reco
                     })
                     .collect();
                 Arc::new(values)
+            }
+            AggFunc::Nunique => {
+                let lists = distinct_lists(&cols[0], &agg.name)?;
+                let counts: Int64Array = lists.offsets().windows(2).map(|w| i64::from(w[1] - w[0])).collect();
+                Arc::new(counts)
             }
             _ => cols[0].clone(),
         };

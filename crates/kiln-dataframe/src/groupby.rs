@@ -114,6 +114,43 @@ impl Agg {
     pub fn std(column: &str) -> Agg {
         Agg::column(AggFunc::Std { ddof: 1 }, column)
     }
+    /// The first present value of a column in row order (pandas' `first()`).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use arrow::array::{Float64Array, Int64Array, RecordBatch};
+    /// use kiln_dataframe::{Agg, DataFrame};
+    /// use kiln_graph::Collection;
+    ///
+    /// let batch = RecordBatch::try_from_iter([
+    ///     ("k", Arc::new(Int64Array::from(vec![1, 1, 2, 1])) as _),
+    ///     ("x", Arc::new(Float64Array::from(vec![None, Some(2.0), Some(f64::NAN), Some(2.0)])) as _),
+    /// ])
+    /// .unwrap();
+    /// let df = DataFrame::from_batch(batch, 3).unwrap();
+    /// let out = df
+    ///     .groupby(["k"])
+    ///     .unwrap()
+    ///     .agg([Agg::first("x").alias("first"), Agg::last("x").alias("last"), Agg::nunique("x").alias("n")])
+    ///     .unwrap()
+    ///     .compute_on(&kiln_local::LocalScheduler::new())
+    ///     .unwrap();
+    /// assert_eq!(out.column(1).as_ref(), &Float64Array::from(vec![Some(2.0), None]));
+    /// assert_eq!(out.column(3).as_ref(), &Int64Array::from(vec![1, 0]));
+    /// ```
+    pub fn first(column: &str) -> Agg {
+        Agg::column(AggFunc::First, column)
+    }
+    /// The last present value of a column in row order (pandas' `last()`).
+    pub fn last(column: &str) -> Agg {
+        Agg::column(AggFunc::Last, column)
+    }
+    /// The number of distinct present values of a column (pandas' `nunique()`; NaN is not
+    /// counted). Each group's distinct values travel through the reduction, so this suits
+    /// moderate cardinality.
+    pub fn nunique(column: &str) -> Agg {
+        Agg::column(AggFunc::Nunique, column)
+    }
     /// The number of rows of each group.
     pub fn size() -> Agg {
         Agg { func: AggFunc::Size, input: AggInput::Rows, alias: None }
@@ -295,7 +332,10 @@ pub(crate) fn resolve_aggs(
             expression: input.to_string(),
             found: input_type.clone(),
             expected: match agg.func {
-                AggFunc::Min | AggFunc::Max => "numbers, strings, booleans or dates are needed".into(),
+                AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last | AggFunc::Nunique | AggFunc::Unique => {
+                    "numbers, strings, booleans or dates are needed".into()
+                }
+                AggFunc::Any | AggFunc::All => "booleans are needed".into(),
                 _ => "numbers or booleans are needed".into(),
             },
         })?;

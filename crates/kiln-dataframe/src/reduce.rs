@@ -186,6 +186,55 @@ impl Collection for Reduction {
     }
 }
 
+/// The distinct values of a series in order of first appearance ([`Series::unique`]),
+/// computed as a tree of `unique` partial states.
+#[derive(Clone)]
+pub struct Unique {
+    frame: Result<DataFrame>,
+}
+
+impl Unique {
+    pub(crate) fn of(series: &Series) -> Unique {
+        Unique { frame: Reduction::of(series, AggFunc::Unique).frame }
+    }
+
+    /// Ok when the series is valid and its values can be compared, else the error.
+    ///
+    /// # Errors
+    /// The carried error.
+    pub fn check(&self) -> Result<()> {
+        self.frame.as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+}
+
+impl Collection for Unique {
+    type Output = ArrayRef;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        self.frame.as_ref().map_err(invalid)?.add_to(builder)
+    }
+
+    fn output_count(&self) -> usize {
+        1
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<ArrayRef, ComputeError> {
+        let (Some(id), Some(value)) = (outputs.first(), values.first()) else {
+            return Err(ComputeError::Internal("unique produced no value".into()));
+        };
+        let batch = batch_of(graph, *id, value)?;
+        match arrow::array::AsArray::as_list_opt::<i32>(batch.column(0).as_ref()) {
+            Some(lists) if arrow::array::Array::len(lists) == 1 => Ok(lists.value(0)),
+            _ => Err(ComputeError::Internal("unique produced no list of values".into())),
+        }
+    }
+}
+
 /// The number of rows of a frame (`len(df)`), counted per partition and summed as a tree.
 #[derive(Clone)]
 pub struct Length {

@@ -311,6 +311,45 @@ impl Series {
     pub fn std_ddof(&self, ddof: u32) -> Reduction {
         self.reduce(AggFunc::Std { ddof })
     }
+    /// The first present value in row order (missing when there is none).
+    pub fn first(&self) -> Reduction {
+        self.reduce(AggFunc::First)
+    }
+    /// The last present value in row order (missing when there is none).
+    pub fn last(&self) -> Reduction {
+        self.reduce(AggFunc::Last)
+    }
+    /// Whether any present value is true (pandas' `any()`, `skipna=True`: false for none).
+    pub fn any(&self) -> Reduction {
+        self.reduce(AggFunc::Any)
+    }
+    /// Whether every present value is true (pandas' `all()`, `skipna=True`: true for none).
+    pub fn all(&self) -> Reduction {
+        self.reduce(AggFunc::All)
+    }
+    /// The distinct values in order of first appearance (pandas' `unique()`): missing values
+    /// appear once, as the first of them (null or NaN); `-0.0` and `0.0` are one value. The
+    /// distinct values of each partition travel through a reduction tree, so this suits
+    /// moderate cardinality.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use arrow::array::{Int64Array, RecordBatch};
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_graph::Collection;
+    ///
+    /// let batch = RecordBatch::try_from_iter([(
+    ///     "k",
+    ///     Arc::new(Int64Array::from(vec![Some(3), None, Some(1), Some(3), None])) as _,
+    /// )])
+    /// .unwrap();
+    /// let df = DataFrame::from_batch(batch, 3).unwrap();
+    /// let unique = df.col("k").unique().compute_on(&kiln_local::LocalScheduler::new()).unwrap();
+    /// assert_eq!(unique.as_ref(), &Int64Array::from(vec![Some(3), None, Some(1)]));
+    /// ```
+    pub fn unique(&self) -> crate::reduce::Unique {
+        crate::reduce::Unique::of(self)
+    }
 }
 
 /// The `.dt` accessor of a series: fields of its dates or timestamps (as `int32`), their dates

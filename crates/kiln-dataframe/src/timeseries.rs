@@ -968,6 +968,17 @@ impl Rolling {
                 "rolling: size is not a rolling aggregation; use count".into(),
             ));
         }
+        if let Some(other) = aggs.iter().find(|a| {
+            matches!(
+                a.func(),
+                AggFunc::First | AggFunc::Last | AggFunc::Nunique | AggFunc::Unique | AggFunc::Any | AggFunc::All
+            )
+        }) {
+            return Err(DataFrameError::InvalidArgument(format!(
+                "rolling: {} is not a rolling aggregation (sum count mean min max var std are)",
+                other.func().name()
+            )));
+        }
         let index_field = self.frame.schema.field_with_name(&self.index).map(|f| f.clone().with_nullable(true));
         let mut fields = vec![index_field.map_err(|e| DataFrameError::compute("rolling", e))?];
         let items = resolve_aggs(&self.frame, aggs, &mut fields)?;
@@ -1363,7 +1374,14 @@ fn rolling(values: &[Option<f64>], starts: &[usize], offset: usize, func: AggFun
                     if matches!(func, AggFunc::Std { .. }) { var.sqrt() } else { var }
                 })
             }
-            AggFunc::Size => Some(rows as f64),
+            // Rejected by `Rolling::agg` before any window runs.
+            AggFunc::Size
+            | AggFunc::First
+            | AggFunc::Last
+            | AggFunc::Nunique
+            | AggFunc::Unique
+            | AggFunc::Any
+            | AggFunc::All => Some(rows as f64),
         });
     }
     Float64Array::from(out)
