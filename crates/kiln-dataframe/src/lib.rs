@@ -86,7 +86,7 @@ pub use lower::{ensure_registered, register_portable};
 pub use map::{PartitionFn, register_map_partitions};
 pub use merge::MergeOptions;
 pub use plan::Divisions;
-pub use reduce::{Head, Length, Partitions, Reduction, ToCsv, ToParquet, Unique};
+pub use reduce::{Extremes, Head, Length, Partitions, Reduction, ToCsv, ToParquet, Unique};
 pub use scalar::{DType, Scalar};
 pub use series::{DateTimeFields, Operand, Series, StringMethods};
 pub use timeseries::{Resample, Rolling, Window};

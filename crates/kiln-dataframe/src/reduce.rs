@@ -309,6 +309,101 @@ impl Collection for Head {
     }
 }
 
+/// The `n` rows with the largest or smallest values of a column (see
+/// [`DataFrame::nlargest`]): each partition's own `n` best rows, then the best `n` of those.
+#[derive(Clone)]
+pub struct Extremes {
+    /// The frame without missing values in `column`, sorted within each partition.
+    sorted: DataFrame,
+    n: usize,
+    column: String,
+    descending: bool,
+}
+
+impl Collection for Extremes {
+    type Output = RecordBatch;
+
+    fn add_to(&self, builder: &mut GraphBuilder) -> std::result::Result<Vec<TaskId>, GraphError> {
+        let n = self.n;
+        lower_frame(&self.sorted.frame, None, &|_| Terminal::Head(n), builder)
+    }
+
+    fn output_count(&self) -> usize {
+        self.sorted.npartitions()
+    }
+
+    fn assemble(
+        &self,
+        graph: &Graph,
+        outputs: &[TaskId],
+        values: Vec<Value>,
+    ) -> std::result::Result<RecordBatch, ComputeError> {
+        // Partitions in order and a stable sort: of equal values, the earliest rows are kept
+        // (pandas' `keep="first"`).
+        let all = concat(&self.sorted.frame.schema, graph, outputs, &values)?;
+        let sorted = crate::sort::sort_batch(&all, &[(self.column.clone(), self.descending)]).map_err(|e| {
+            ComputeError::InvalidCollection { collection: "dataframe", cause: kiln_graph::error::SharedError::new(e) }
+        })?;
+        Ok(sorted.slice(0, self.n.min(sorted.num_rows())))
+    }
+}
+
+impl DataFrame {
+    /// The `n` rows with the largest values of `column`, largest first (pandas'
+    /// `nlargest(n, column)`, `keep="first"`): missing values and NaN are never chosen, and of
+    /// equal values the earlier rows are (pandas differs only when `n` is at least the row
+    /// count: it then adds the missing rows last). Each partition sends only its own best `n`
+    /// rows; the result is computed, like [`DataFrame::head`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_dataframe::arrow::array::{Float64Array, Int64Array, RecordBatch};
+    /// use kiln_graph::Collection;
+    /// let batch = RecordBatch::try_from_iter([
+    ///     ("id", Arc::new(Int64Array::from(vec![0, 1, 2, 3, 4])) as _),
+    ///     ("x", Arc::new(Float64Array::from(vec![Some(3.0), Some(f64::NAN), None, Some(7.0), Some(3.0)])) as _),
+    /// ])
+    /// .unwrap();
+    /// let top = DataFrame::from_batch(batch, 3).unwrap().nlargest(2, "x").unwrap();
+    /// let top = top.compute_on(&kiln_local::LocalScheduler::new()).unwrap();
+    /// let ids = top.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    /// assert_eq!(ids.values().to_vec(), vec![3, 0]);
+    /// ```
+    ///
+    /// # Errors
+    /// A missing column, or one that is not numeric or temporal (pandas refuses those too).
+    pub fn nlargest(&self, n: usize, column: &str) -> Result<Extremes> {
+        self.extremes(n, column, true)
+    }
+
+    /// The `n` rows with the smallest values of `column`, smallest first (pandas'
+    /// `nsmallest(n, column)`); as [`DataFrame::nlargest`] otherwise.
+    ///
+    /// # Errors
+    /// A missing column, or one that is not numeric or temporal.
+    pub fn nsmallest(&self, n: usize, column: &str) -> Result<Extremes> {
+        self.extremes(n, column, false)
+    }
+
+    fn extremes(&self, n: usize, column: &str, descending: bool) -> Result<Extremes> {
+        let schema = self.schema();
+        let field = schema
+            .field_with_name(column)
+            .map_err(|_| DataFrameError::ColumnNotFound { column: column.to_string(), available: self.columns() })?;
+        let data_type = field.data_type();
+        if !(data_type.is_numeric() || data_type.is_temporal()) {
+            return Err(DataFrameError::InvalidArgument(format!(
+                "{}: column {column:?} has type {data_type}; only numbers, dates and times can be ranked",
+                if descending { "nlargest" } else { "nsmallest" }
+            )));
+        }
+        let present = self.filter(&self.col(column).notna())?;
+        let sorted = present.with_step(Step::Sort(vec![(column.to_string(), descending)]), schema.clone());
+        Ok(Extremes { sorted, n, column: column.to_string(), descending })
+    }
+}
+
 /// Writing a frame as a directory of Parquet files, `part.0.parquet`, `part.1.parquet`, ...
 /// (one per partition); computing it returns the rows written.
 #[derive(Clone)]
