@@ -789,6 +789,9 @@ pub(crate) fn frame_schema(schema: &Schema) -> SchemaRef {
 /// so a filter keeps only its rows of each piece and the unfiltered file is never held or
 /// copied whole.
 ///
+/// Row groups whose statistics show that no row satisfies `prune` are not read
+/// ([`crate::prune`]); the caller still filters the rows read.
+///
 /// The string columns named in `as_dictionary` come out dictionary-encoded
 /// (`Dictionary(Int32, Utf8)`), as Parquet stores them: their values are not copied out row by
 /// row, and a caller that only groups by them numbers the few distinct values, not every row.
@@ -796,6 +799,7 @@ pub(crate) fn read_parquet_file(
     path: &str,
     schema: &SchemaRef,
     projection: Option<&[String]>,
+    prune: Option<&crate::expr::Expr>,
     as_dictionary: &[String],
     each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
 ) -> Result<Vec<RecordBatch>> {
@@ -872,8 +876,15 @@ pub(crate) fn read_parquet_file(
     // instead of page by page as Parquet's reader walks them (two small requests a page on an
     // object store); the next row group's are announced before this one is read, so a remote
     // store fetches them while this one decodes.
+    let wanted = match prune {
+        Some(predicate) => crate::prune::row_groups_to_read(&metadata, schema, predicate),
+        None => vec![true; metadata.metadata().num_row_groups()],
+    };
     let mut row_groups = Vec::with_capacity(metadata.metadata().num_row_groups());
-    for group in metadata.metadata().row_groups() {
+    for (index, group) in metadata.metadata().row_groups().iter().enumerate() {
+        if !wanted[index] {
+            continue;
+        }
         let mut chunks = Vec::new();
         for (leaf, chunk) in group.columns().iter().enumerate() {
             if !mask.leaf_included(leaf) {
@@ -891,12 +902,12 @@ pub(crate) fn read_parquet_file(
                 }
             }
         }
-        row_groups.push(coalesce(chunks, file.storage.coalesce_gap()));
+        row_groups.push((index, coalesce(chunks, file.storage.coalesce_gap())));
     }
     let storage = file.storage.clone();
     let mut pieces = Vec::new();
-    for (index, ranges) in row_groups.iter().enumerate() {
-        if let Some(next) = row_groups.get(index + 1) {
+    for (at, (index, ranges)) in row_groups.iter().enumerate() {
+        if let Some((_, next)) = row_groups.get(at + 1) {
             storage.prefetch(path, next);
         }
         let fetched = storage.read_ranges(path, ranges)?;
@@ -906,7 +917,7 @@ pub(crate) fn read_parquet_file(
         };
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(input, metadata.clone())
             .with_projection(mask.clone())
-            .with_row_groups(vec![index])
+            .with_row_groups(vec![*index])
             .with_batch_size(PARQUET_PIECE_ROWS)
             .build()
             .map_err(|e| error(&e))?;

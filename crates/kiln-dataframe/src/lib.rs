@@ -66,6 +66,7 @@ pub mod join;
 pub mod lower;
 pub mod merge;
 mod plan;
+mod prune;
 pub mod reduce;
 pub mod scalar;
 pub mod series;

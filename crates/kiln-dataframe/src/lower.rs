@@ -94,11 +94,11 @@ pub(crate) enum ReadSpec {
         path: String,
         schema: SerdeSchema,
         projection: Option<Vec<String>>,
+        /// Row groups whose statistics rule this predicate out are not read.
+        prune: Option<crate::expr::Expr>,
     },
     /// The task's one input (an in-memory batch, or another stage's result), projected.
-    Input {
-        projection: Option<Vec<String>>,
-    },
+    Input { projection: Option<Vec<String>> },
 }
 
 /// What a partition task returns after its steps.
@@ -206,7 +206,7 @@ impl PortableKernel for PartitionKernel {
                 }
                 read_csv_part(path, block.as_ref(), &schema.0, projection.as_deref(), options).map_err(task_error)?
             }
-            ReadSpec::Parquet { path, schema, projection } => {
+            ReadSpec::Parquet { path, schema, projection, prune } => {
                 check_file_fits(path)?;
                 // The leading row-wise steps (and a probe) run on each piece as it is decoded;
                 // when they are all the steps and a partial aggregation ends the task, it runs
@@ -216,9 +216,14 @@ impl PortableKernel for PartitionKernel {
                 let (head, rest) = ops.split_at(rowwise);
                 if let (Terminal::Partial(spec), true) = (&self.terminal, rest.is_empty()) {
                     let as_dictionary = grouped_only(spec, head);
-                    let partials = read_parquet_file(path, &schema.0, projection.as_deref(), &as_dictionary, &|b| {
-                        partial_after(spec, b, head)
-                    })
+                    let partials = read_parquet_file(
+                        path,
+                        &schema.0,
+                        projection.as_deref(),
+                        prune.as_ref(),
+                        &as_dictionary,
+                        &|b| partial_after(spec, b, head),
+                    )
                     .map_err(task_error)?;
                     let state = match partials.as_slice() {
                         [one] => one.clone(),
@@ -226,8 +231,10 @@ impl PortableKernel for PartitionKernel {
                     };
                     return Ok(Value::new(state));
                 }
-                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), &[], &|b| apply_ops(b, head))
-                    .map_err(task_error)?;
+                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), prune.as_ref(), &[], &|b| {
+                    apply_ops(b, head)
+                })
+                .map_err(task_error)?;
                 let batch = concat_pieces(path, pieces).map_err(task_error)?;
                 let batch = apply_ops(batch, rest).map_err(task_error)?;
                 return self.finish(batch);
@@ -677,6 +684,7 @@ fn lower_frame_with(
                     path: path.clone(),
                     schema: SerdeSchema(source_schema.clone()),
                     projection: optimized.projection.clone(),
+                    prune: optimized.pushed.clone(),
                 };
                 add(i, read, Vec::new(), builder)?;
             }

@@ -438,6 +438,9 @@ pub(crate) struct Optimized {
     /// Source columns to read, in this order (`None`: all).
     pub(crate) projection: Option<Vec<String>>,
     pub(crate) steps: Vec<Step>,
+    /// For a Parquet source: the part of the leading filters that row-group statistics can
+    /// decide, over source columns ([`crate::prune::pushed_predicate`]).
+    pub(crate) pushed: Option<Expr>,
 }
 
 /// The share of its rows a filter is assumed to keep when sizes are estimated: nothing is known
@@ -512,7 +515,11 @@ impl Frame {
             in_order
         });
         let projection = projection.filter(|p| p.len() < source_schema.fields().len());
-        Optimized { projection, steps: kept }
+        let pushed = match self.source.as_ref() {
+            Source::Parquet { .. } => crate::prune::pushed_predicate(&kept, source_schema),
+            _ => None,
+        };
+        Optimized { projection, steps: kept, pushed }
     }
 
     /// Whether `expr`, written against `origin`, computes the same rows in this frame: this
@@ -558,6 +565,9 @@ impl Frame {
         let optimized = self.optimize(needed);
         let _ = writeln!(out, "optimized plan (one task per partition, steps fused):");
         let _ = writeln!(out, "  {}", self.source.describe(optimized.projection.as_deref()));
+        if let Some(pushed) = &optimized.pushed {
+            let _ = writeln!(out, "    row groups read only where statistics allow {pushed}");
+        }
         for step in &optimized.steps {
             let _ = writeln!(out, "  {}", step.describe());
         }
