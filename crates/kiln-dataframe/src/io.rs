@@ -744,7 +744,7 @@ pub(crate) fn parquet_schema(path: &str) -> Result<(SchemaRef, Vec<u64>)> {
 }
 
 /// The file as Parquet's reader sees it, and its footer.
-fn parquet_footer(path: &str) -> Result<(StorageFile, ArrowReaderMetadata)> {
+pub(crate) fn parquet_footer(path: &str) -> Result<(StorageFile, ArrowReaderMetadata)> {
     let storage = storage_for(path)?;
     let size = storage.size(path)?;
     let file = StorageFile { storage, path: path.to_string(), size };

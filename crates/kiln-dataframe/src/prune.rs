@@ -296,3 +296,73 @@ fn column_stats(metadata: &ArrowReaderMetadata, frame: &Schema, name: &str) -> O
     let field = Arc::new(Field::new(name, mins.data_type().clone(), true));
     Some(ColumnStats { field, mins, maxes, all_null })
 }
+
+/// What a file's footer says of one column's values, for divisions.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FileBounds {
+    /// The file has no rows.
+    Empty,
+    /// Every value lies in `[min, max]`, both exact, and none is missing.
+    Range(Scalar, Scalar),
+    /// The footer does not say (missing, inexact or untrusted statistics, missing values or
+    /// NaN that may be there, a file of another schema, a footer that does not read).
+    Unknown,
+}
+
+/// The exact smallest and largest value of `column` in the Parquet file at `path`, from its
+/// row groups' statistics, when every row group has them exactly and the column has no
+/// missing value; `schema` is the dataset's frame schema, which the file must have.
+pub(crate) fn file_bounds(path: &str, schema: &Schema, column: &str) -> FileBounds {
+    let Ok((_, metadata)) = crate::io::parquet_footer(path) else { return FileBounds::Unknown };
+    if crate::io::frame_schema(metadata.schema()).fields() != schema.fields() {
+        return FileBounds::Unknown;
+    }
+    let parquet = metadata.metadata();
+    if parquet.row_groups().iter().all(|g| g.num_rows() == 0) {
+        return FileBounds::Empty;
+    }
+    let Some(stats) = column_stats(&metadata, schema, column) else { return FileBounds::Unknown };
+    let Ok(leaf) = StatisticsConverter::try_new(column, metadata.schema(), parquet.file_metadata().schema_descr())
+        .map(|c| c.parquet_column_index())
+    else {
+        return FileBounds::Unknown;
+    };
+    let Some(leaf) = leaf else { return FileBounds::Unknown };
+    // Float statistics leave NaN out and may not say how many there are, and the sign of a
+    // zero bound is not kept: float indexes are scanned.
+    if schema.field_with_name(column).is_ok_and(|f| f.data_type().is_floating()) {
+        return FileBounds::Unknown;
+    }
+    let mut bounds: Option<(Scalar, Scalar)> = None;
+    for (i, group) in parquet.row_groups().iter().enumerate() {
+        if group.num_rows() == 0 {
+            continue;
+        }
+        let Some(s) = group.column(leaf).statistics() else { return FileBounds::Unknown };
+        // Divisions are values of the index, so only exact bounds do; a missing value makes
+        // `sorted=true` fail, which the scan reports.
+        let exact = s.min_is_exact() && s.max_is_exact() && !s.is_min_max_deprecated();
+        let no_missing = s.null_count_opt() == Some(0);
+        if !exact || !no_missing || stats.mins.is_null(i) || stats.maxes.is_null(i) {
+            return FileBounds::Unknown;
+        }
+        let (Ok(low), Ok(high)) =
+            (Scalar::from_array(stats.mins.as_ref(), i), Scalar::from_array(stats.maxes.as_ref(), i))
+        else {
+            return FileBounds::Unknown;
+        };
+        bounds = Some(match bounds {
+            None => (low, high),
+            Some((lo, hi)) => {
+                let (Some(a), Some(b)) = (crate::index::compare(&low, &lo), crate::index::compare(&high, &hi)) else {
+                    return FileBounds::Unknown;
+                };
+                (if a.is_lt() { low } else { lo }, if b.is_gt() { high } else { hi })
+            }
+        });
+    }
+    match bounds {
+        Some((low, high)) => FileBounds::Range(low, high),
+        None => FileBounds::Empty,
+    }
+}

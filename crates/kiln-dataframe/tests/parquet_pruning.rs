@@ -346,3 +346,148 @@ fn a_filter_after_a_cast_that_could_fail_is_not_pushed() {
     assert_eq!(compute(&filtered).num_rows(), 10);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Divisions from statistics: `set_index(col, sorted=true)` on files whose footers give the
+// column's exact ranges, in order.
+
+/// Rows with `k` from `range` (sorted), `d` a date rising with `k`, `s` the key as text.
+fn keyed_rows(range: Range<i64>) -> Vec<Row> {
+    range
+        .map(|k| Row {
+            k: Some(k),
+            x: Some(k as f64),
+            i: Some((k % 5) as i32),
+            s: Some(format!("{k:05}")),
+            d: Some(18_000 + (k / 40) as i32),
+            t: Some(1_600_000_000_000 + k * 1000),
+        })
+        .collect()
+}
+
+/// Files `part.{i}.parquet` of these rows each, in row groups of 50; returns the directory
+/// and the batches (for the scan's answer on the same data).
+fn keyed_files(
+    name: &str,
+    files: &[Vec<Row>],
+    props: Option<parquet::file::properties::WriterProperties>,
+) -> (PathBuf, Vec<RecordBatch>) {
+    let dir = temp_dir(name);
+    let mut batches = Vec::new();
+    for (i, rows) in files.iter().enumerate() {
+        let batch = table(rows);
+        let path = dir.join(format!("part.{i}.parquet"));
+        match &props {
+            None => write_parquet(&path, &batch, 50),
+            Some(props) => {
+                let file = std::fs::File::create(&path).unwrap();
+                let mut writer =
+                    parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props.clone())).unwrap();
+                writer.write(&batch).unwrap();
+                writer.close().unwrap();
+            }
+        }
+        batches.push(batch);
+    }
+    (dir, batches)
+}
+
+/// Which files under `dir` had row groups read since the last call.
+fn files_read(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().to_string();
+    let storage = counting();
+    let mut reads = storage.reads.lock().unwrap();
+    let mut files: Vec<String> = reads
+        .iter()
+        .filter(|(p, n)| p.starts_with(&prefix) && **n > 0)
+        .map(|(p, _)| p.rsplit('/').next().unwrap().to_string())
+        .collect();
+    reads.retain(|p, _| !p.starts_with(&prefix));
+    files.sort();
+    files
+}
+
+#[test]
+fn divisions_come_from_footers_without_reading_and_loc_reads_only_the_files_needed() {
+    let scheduler = LocalScheduler::default();
+    // Five files of 100 keys each, with an empty file among them (a partition dropped, as the
+    // scan drops it).
+    let files: Vec<Vec<Row>> = vec![
+        keyed_rows(0..100),
+        keyed_rows(100..200),
+        Vec::new(),
+        keyed_rows(200..300),
+        keyed_rows(300..400),
+        keyed_rows(400..500),
+    ];
+    let (dir, batches) = keyed_files("divisions", &files, None);
+    let df = read_parquet(&format!("rgcount://{}", dir.to_string_lossy())).unwrap();
+    files_read(&dir);
+    let in_memory = DataFrame::from_batches(batches).unwrap();
+    for column in ["k", "d", "s", "t"] {
+        let indexed = df.set_index_sorted(column, &scheduler).unwrap();
+        assert_eq!(files_read(&dir), Vec::<String>::new(), "{column}: footers only");
+        let scanned = in_memory.set_index_sorted(column, &scheduler).unwrap();
+        assert_eq!(indexed.divisions(), scanned.divisions(), "{column}");
+        assert_eq!(indexed.npartitions(), 5, "{column}");
+    }
+    // Through a projection that keeps the column, too.
+    let projected = df.select(&["s", "k"]).unwrap().set_index_sorted("k", &scheduler).unwrap();
+    assert_eq!(files_read(&dir), Vec::<String>::new());
+    assert_eq!(
+        projected.divisions(),
+        &kiln_dataframe::Divisions::Known(
+            [0, 100, 200, 300, 400, 499].into_iter().map(Scalar::Int).collect::<Vec<_>>()
+        )
+    );
+
+    let indexed = df.set_index_sorted("k", &scheduler).unwrap();
+    let picked = indexed.loc(Some(Scalar::Int(250)), Some(Scalar::Int(420))).unwrap();
+    let batch = compute(&picked);
+    assert_eq!(batch.num_rows(), 171);
+    // Files 3, 4 and 5 hold keys 200..500; file 2 is empty and never read.
+    assert_eq!(files_read(&dir), ["part.3.parquet", "part.4.parquet", "part.5.parquet"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn footers_that_do_not_tell_fall_back_to_the_scan() {
+    let scheduler = LocalScheduler::default();
+    // Overlapping files: the scan reports it, as sorted=true does.
+    let (dir, _) = keyed_files("overlap", &[keyed_rows(0..100), keyed_rows(50..150)], None);
+    let df = read_parquet(&format!("rgcount://{}", dir.to_string_lossy())).unwrap();
+    let err = df.set_index_sorted("k", &scheduler).unwrap_err().to_string();
+    assert!(err.contains("starts at 50 before the previous one ends at 99"), "{err}");
+    assert_eq!(files_read(&dir).len(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // A missing index value: the scan names it.
+    let mut rows = keyed_rows(100..200);
+    rows[7].k = None;
+    let (dir, _) = keyed_files("missing", &[keyed_rows(0..100), rows], None);
+    let df = read_parquet(&format!("rgcount://{}", dir.to_string_lossy())).unwrap();
+    assert!(df.set_index_sorted("k", &scheduler).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // No statistics: the scan computes the same divisions.
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(50))
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::None)
+        .build();
+    let (dir, batches) = keyed_files("nostats", &[keyed_rows(0..100), keyed_rows(100..200)], Some(props));
+    let df = read_parquet(&format!("rgcount://{}", dir.to_string_lossy())).unwrap();
+    files_read(&dir);
+    let indexed = df.set_index_sorted("k", &scheduler).unwrap();
+    assert_eq!(files_read(&dir).len(), 2, "scanned");
+    let scanned = DataFrame::from_batches(batches).unwrap().set_index_sorted("k", &scheduler).unwrap();
+    assert_eq!(indexed.divisions(), scanned.divisions());
+
+    // A filter before set_index: the rows are not the files' any more, so they are scanned.
+    let filtered = df.filter(&df.col("k").ge(10i64)).unwrap();
+    let indexed = filtered.set_index_sorted("k", &scheduler).unwrap();
+    assert_eq!(
+        indexed.divisions(),
+        &kiln_dataframe::Divisions::Known(vec![Scalar::Int(10), Scalar::Int(100), Scalar::Int(199)])
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
