@@ -247,7 +247,10 @@ impl DataFrame {
     /// Dask, the order within each file is the caller's promise (`sorted=true`), not checked.
     /// `None` when the footers do not tell or the ranges overlap: the caller scans instead.
     fn divisions_from_statistics(&self, column: &str) -> Option<DataFrame> {
-        let Source::Parquet { files, schema, .. } = self.frame.source.as_ref() else { return None };
+        // One partition per file: a file's range is its partition's.
+        let Source::Parquet { files, schema, row_groups: None, .. } = self.frame.source.as_ref() else {
+            return None;
+        };
         let passes_through = self.frame.steps.to_vec().iter().all(|step| match step {
             Step::Project(columns) => columns
                 .iter()

@@ -743,6 +743,11 @@ pub(crate) fn parquet_schema(path: &str) -> Result<(SchemaRef, Vec<u64>)> {
     Ok((schema, bytes))
 }
 
+/// How many row groups the Parquet file at `path` has, from its footer.
+pub(crate) fn parquet_row_groups(path: &str) -> Result<usize> {
+    Ok(parquet_footer(path)?.1.metadata().num_row_groups())
+}
+
 /// The file as Parquet's reader sees it, and its footer.
 pub(crate) fn parquet_footer(path: &str) -> Result<(StorageFile, ArrowReaderMetadata)> {
     let storage = storage_for(path)?;
@@ -789,6 +794,9 @@ pub(crate) fn frame_schema(schema: &Schema) -> SchemaRef {
 /// so a filter keeps only its rows of each piece and the unfiltered file is never held or
 /// copied whole.
 ///
+/// With `only_group`, only that row group is read (a partition per row group; a group past
+/// the file's last is an error naming the file, which changed since planning).
+///
 /// Row groups whose statistics show that no row satisfies `prune` are not read
 /// ([`crate::prune`]); the caller still filters the rows read.
 ///
@@ -800,6 +808,7 @@ pub(crate) fn read_parquet_file(
     schema: &SchemaRef,
     projection: Option<&[String]>,
     prune: Option<&crate::expr::Expr>,
+    only_group: Option<usize>,
     as_dictionary: &[String],
     each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
 ) -> Result<Vec<RecordBatch>> {
@@ -876,10 +885,22 @@ pub(crate) fn read_parquet_file(
     // instead of page by page as Parquet's reader walks them (two small requests a page on an
     // object store); the next row group's are announced before this one is read, so a remote
     // store fetches them while this one decodes.
-    let wanted = match prune {
+    let groups = metadata.metadata().num_row_groups();
+    let mut wanted = match prune {
         Some(predicate) => crate::prune::row_groups_to_read(&metadata, schema, predicate),
-        None => vec![true; metadata.metadata().num_row_groups()],
+        None => vec![true; groups],
     };
+    if let Some(only) = only_group {
+        // A file planned with no row groups gives group 0, which reads nothing.
+        if only >= groups && !(only == 0 && groups == 0) {
+            return Err(error(&format_args!(
+                "row group {only} asked of a file of {groups} row groups (changed since planning?)"
+            )));
+        }
+        for (i, w) in wanted.iter_mut().enumerate() {
+            *w &= i == only;
+        }
+    }
     let mut row_groups = Vec::with_capacity(metadata.metadata().num_row_groups());
     for (index, group) in metadata.metadata().row_groups().iter().enumerate() {
         if !wanted[index] {

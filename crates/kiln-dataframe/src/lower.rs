@@ -96,6 +96,8 @@ pub(crate) enum ReadSpec {
         projection: Option<Vec<String>>,
         /// Row groups whose statistics rule this predicate out are not read.
         prune: Option<crate::expr::Expr>,
+        /// Only this row group is read (a partition per row group).
+        row_group: Option<usize>,
     },
     /// The task's one input (an in-memory batch, or another stage's result), projected.
     Input { projection: Option<Vec<String>> },
@@ -206,7 +208,7 @@ impl PortableKernel for PartitionKernel {
                 }
                 read_csv_part(path, block.as_ref(), &schema.0, projection.as_deref(), options).map_err(task_error)?
             }
-            ReadSpec::Parquet { path, schema, projection, prune } => {
+            ReadSpec::Parquet { path, schema, projection, prune, row_group } => {
                 check_file_fits(path)?;
                 // The leading row-wise steps (and a probe) run on each piece as it is decoded;
                 // when they are all the steps and a partial aggregation ends the task, it runs
@@ -221,6 +223,7 @@ impl PortableKernel for PartitionKernel {
                         &schema.0,
                         projection.as_deref(),
                         prune.as_ref(),
+                        *row_group,
                         &as_dictionary,
                         &|b| partial_after(spec, b, head),
                     )
@@ -231,10 +234,11 @@ impl PortableKernel for PartitionKernel {
                     };
                     return Ok(Value::new(state));
                 }
-                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), prune.as_ref(), &[], &|b| {
-                    apply_ops(b, head)
-                })
-                .map_err(task_error)?;
+                let pieces =
+                    read_parquet_file(path, &schema.0, projection.as_deref(), prune.as_ref(), *row_group, &[], &|b| {
+                        apply_ops(b, head)
+                    })
+                    .map_err(task_error)?;
                 let batch = concat_pieces(path, pieces).map_err(task_error)?;
                 let batch = apply_ops(batch, rest).map_err(task_error)?;
                 return self.finish(batch);
@@ -678,10 +682,15 @@ fn lower_frame_with(
             }
             return Ok(ids);
         }
-        Source::Parquet { files, .. } => {
-            for (i, path) in files.iter().enumerate() {
+        Source::Parquet { files, row_groups, .. } => {
+            let parts: Vec<(usize, Option<usize>)> = match row_groups {
+                Some(groups) => groups.iter().map(|&(file, group)| (file, Some(group))).collect(),
+                None => (0..files.len()).map(|file| (file, None)).collect(),
+            };
+            for (i, (file, row_group)) in parts.into_iter().enumerate() {
                 let read = ReadSpec::Parquet {
-                    path: path.clone(),
+                    path: files[file].clone(),
+                    row_group,
                     schema: SerdeSchema(source_schema.clone()),
                     projection: optimized.projection.clone(),
                     prune: optimized.pushed.clone(),

@@ -491,3 +491,38 @@ fn footers_that_do_not_tell_fall_back_to_the_scan() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// A partition per row group.
+
+#[test]
+fn split_row_groups_gives_a_partition_per_row_group_with_the_same_rows() {
+    // 200 rows in 4 groups, an empty file (no row groups), 120 rows in 3 groups.
+    let (dir, _) = keyed_files("split", &[keyed_rows(0..200), Vec::new(), keyed_rows(200..320)], None);
+    let url = format!("rgcount://{}", dir.to_string_lossy());
+    let whole = read_parquet(&url).unwrap();
+    let split = kiln_dataframe::read_parquet_split_row_groups(&url).unwrap();
+    assert_eq!(whole.npartitions(), 3);
+    assert_eq!(split.npartitions(), 4 + 1 + 3);
+    assert!(split.explain().contains("3 file(s) in 8 partition(s), one per row group"), "{}", split.explain());
+    files_read(&dir);
+    assert_eq!(cells(&compute(&split)), cells(&compute(&whole)));
+    groups_read(&dir);
+
+    // Each partition is its own group, read once.
+    let parts = split.partitions().compute_on(&LocalScheduler::default()).unwrap();
+    let sizes: Vec<usize> = parts.iter().map(RecordBatch::num_rows).collect();
+    assert_eq!(sizes, [50, 50, 50, 50, 0, 50, 50, 20]);
+    assert_eq!(cells(&parts[5])[0].1[0].as_deref(), Some("200"));
+    assert_eq!(groups_read(&dir), 7);
+
+    // Filters still prune, per partition; answers equal the whole-file read's.
+    let f = |df: &DataFrame| df.filter(&df.col("k").between(120i64, 260i64)).unwrap();
+    assert_eq!(cells(&compute(&f(&split))), cells(&compute(&f(&whole))));
+
+    // A file rewritten with fewer row groups after planning: an error naming it.
+    write_parquet(&dir.join("part.2.parquet"), &table(&keyed_rows(200..240)), 50);
+    let err = split.compute_on(&LocalScheduler::default()).unwrap_err().to_string();
+    assert!(err.contains("part.2.parquet") && err.contains("asked of a file of 1 row groups"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
