@@ -223,7 +223,7 @@ fn filter(df: &DataFrame, shape: u8, a: Recipe, b: Recipe) -> Series {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn pruned_reads_equal_unpruned_reads_and_the_filter_in_memory(
