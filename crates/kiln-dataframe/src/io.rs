@@ -748,6 +748,14 @@ pub(crate) fn parquet_row_groups(path: &str) -> Result<usize> {
     Ok(parquet_footer(path)?.1.metadata().num_row_groups())
 }
 
+/// The stored bytes of row group `group` of the Parquet file at `path` (0 for a group it does
+/// not have).
+pub(crate) fn parquet_row_group_bytes(path: &str, group: usize) -> Result<u64> {
+    let (_, metadata) = parquet_footer(path)?;
+    let groups = metadata.metadata().row_groups();
+    Ok(groups.get(group).map_or(0, |g| u64::try_from(g.compressed_size()).unwrap_or(u64::MAX)))
+}
+
 /// The file as Parquet's reader sees it, and its footer.
 pub(crate) fn parquet_footer(path: &str) -> Result<(StorageFile, ArrowReaderMetadata)> {
     let storage = storage_for(path)?;

@@ -209,7 +209,11 @@ impl PortableKernel for PartitionKernel {
                 read_csv_part(path, block.as_ref(), &schema.0, projection.as_deref(), options).map_err(task_error)?
             }
             ReadSpec::Parquet { path, schema, projection, prune, row_group } => {
-                check_file_fits(path)?;
+                // A partition of one row group need not fit the whole file.
+                match row_group {
+                    None => check_file_fits(path)?,
+                    Some(group) => check_row_group_fits(path, *group)?,
+                }
                 // The leading row-wise steps (and a probe) run on each piece as it is decoded;
                 // when they are all the steps and a partial aggregation ends the task, it runs
                 // on each piece too and the pieces' states are combined, so the rows are never
@@ -369,6 +373,15 @@ impl PartitionKernel {
 fn check_file_fits(path: &str) -> std::result::Result<(), TaskError> {
     let size = crate::storage::storage_for(path).and_then(|s| s.size(path)).map_err(|e| task_error(e.into()))?;
     kiln_graph::memory::check_alloc(path, size)?;
+    Ok(())
+}
+
+/// A row group about to be read must fit in the executor's memory budget (its column chunks'
+/// stored bytes, as [`check_file_fits`] counts a file's). A group the file does not have is
+/// left to the read, which names it.
+fn check_row_group_fits(path: &str, group: usize) -> std::result::Result<(), TaskError> {
+    let size = crate::io::parquet_row_group_bytes(path, group).map_err(task_error)?;
+    kiln_graph::memory::check_alloc(&format!("{path} row group {group}"), size)?;
     Ok(())
 }
 
@@ -1059,4 +1072,60 @@ pub(crate) fn partitioned_by(frame: &Frame, keys: &Schema, npartitions: usize) -
                 .zip(keys.fields())
                 .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_graph::memory::{Budget, with_budget};
+
+    #[test]
+    fn a_row_group_partition_needs_room_for_its_group_not_the_whole_file() {
+        let dir = std::env::temp_dir().join(format!("kiln-lower-row-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.parquet").to_string_lossy().to_string();
+        let values: Vec<i64> = (0..40_000).map(|i| i * 7919 % 100_003).collect();
+        let batch = RecordBatch::try_from_iter([(
+            "v",
+            Arc::new(arrow::array::Int64Array::from(values)) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(10_000))
+            .set_dictionary_enabled(false)
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let file_size = bytes.len() as u64;
+        let group_size = crate::io::parquet_row_group_bytes(&path, 1).unwrap();
+        assert!(group_size > 0 && group_size * 3 < file_size, "{group_size} of {file_size}");
+
+        let kernel = |row_group: Option<usize>| PartitionKernel {
+            read: ReadSpec::Parquet {
+                path: path.clone(),
+                schema: SerdeSchema(crate::io::frame_schema(&batch.schema())),
+                projection: None,
+                prune: None,
+                row_group,
+            },
+            steps: Vec::new(),
+            probe: None,
+            terminal: Terminal::Batch,
+        };
+        // Room for a group and a half, not for the file.
+        let budget = Some(Budget::Limit { bytes: group_size * 3 / 2, of: "the test's limit" });
+        let whole = with_budget(budget, || kernel(None).call(&[]));
+        assert!(matches!(whole, Err(TaskError::TooLarge(_))), "{:?}", whole.err());
+        let one = with_budget(budget, || kernel(Some(1)).call(&[])).unwrap();
+        let one = one.downcast_ref::<RecordBatch>().unwrap();
+        assert_eq!(one.num_rows(), 10_000);
+        assert_eq!(
+            one.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0),
+            10_000 * 7919 % 100_003
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
