@@ -86,7 +86,7 @@ impl BinaryOp {
 
     /// The comparison with its sides swapped (`a < b` is `b > a`); `None` for arithmetic and
     /// boolean operators.
-    fn flipped(self) -> Option<BinaryOp> {
+    pub(crate) fn flipped(self) -> Option<BinaryOp> {
         Some(match self {
             BinaryOp::Eq | BinaryOp::Ne => self,
             BinaryOp::Lt => BinaryOp::Gt,

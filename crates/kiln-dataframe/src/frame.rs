@@ -85,7 +85,26 @@ pub fn read_csv(pattern: &str, options: &CsvOptions) -> Result<DataFrame> {
 pub fn read_parquet(pattern: &str) -> Result<DataFrame> {
     let files = list_parquet_files(pattern)?;
     let (schema, column_bytes) = parquet_schema(&files[0])?;
-    Ok(DataFrame::from_source(Source::Parquet { files, schema, column_bytes }))
+    Ok(DataFrame::from_source(Source::Parquet { files, row_groups: None, schema, column_bytes }))
+}
+
+/// [`read_parquet`] with one partition per row group instead of per file (Dask's
+/// `split_row_groups=True`), for files of many large row groups: every footer is read now to
+/// count them. A file without row groups still gives one (empty) partition, so its schema is
+/// checked when read.
+///
+/// # Errors
+/// Those of [`read_parquet`], and [`DataFrameError::Parquet`] naming a file whose footer does
+/// not read.
+pub fn read_parquet_split_row_groups(pattern: &str) -> Result<DataFrame> {
+    let files = list_parquet_files(pattern)?;
+    let (schema, column_bytes) = parquet_schema(&files[0])?;
+    let mut row_groups = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let groups = crate::io::parquet_row_groups(file)?;
+        row_groups.extend((0..groups.max(1)).map(|g| (i, g)));
+    }
+    Ok(DataFrame::from_source(Source::Parquet { files, row_groups: Some(row_groups), schema, column_bytes }))
 }
 
 impl DataFrame {

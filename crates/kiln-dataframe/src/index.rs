@@ -192,6 +192,9 @@ impl DataFrame {
     /// a partition starts before the previous one ends, or every partition is empty.
     pub fn set_index_sorted(&self, column: &str, scheduler: &dyn Scheduler) -> Result<DataFrame> {
         self.check_column(column)?;
+        if let Some(known) = self.divisions_from_statistics(column) {
+            return Ok(known);
+        }
         let bounds = gather(&self.frame, Terminal::Bounds(column.to_string()), "set_index(sorted=true)", scheduler)?;
         let mut kept = Vec::new();
         let mut divisions: Vec<Scalar> = Vec::new();
@@ -234,6 +237,64 @@ impl DataFrame {
             partitioning: None,
         };
         Ok(DataFrame { frame: Arc::new(frame) })
+    }
+
+    /// [`DataFrame::set_index_sorted`] from Parquet footers alone (Dask's
+    /// `calculate_divisions=True`), for a frame read from Parquet with no step but projections
+    /// that pass `column` through: when every file's row groups give the column's exact
+    /// minimum and maximum and say it has no missing value, and the files' ranges follow one
+    /// another in file order, those ranges are the divisions and nothing is computed. As with
+    /// Dask, the order within each file is the caller's promise (`sorted=true`), not checked.
+    /// `None` when the footers do not tell or the ranges overlap: the caller scans instead.
+    fn divisions_from_statistics(&self, column: &str) -> Option<DataFrame> {
+        // One partition per file: a file's range is its partition's.
+        let Source::Parquet { files, schema, row_groups: None, .. } = self.frame.source.as_ref() else {
+            return None;
+        };
+        let passes_through = self.frame.steps.to_vec().iter().all(|step| match step {
+            Step::Project(columns) => columns
+                .iter()
+                .any(|(name, e)| name == column && matches!(e, crate::expr::Expr::Column(c) if c == column)),
+            _ => false,
+        });
+        if !passes_through {
+            return None;
+        }
+        let mut kept = Vec::new();
+        let mut divisions: Vec<Scalar> = Vec::new();
+        let mut last: Option<Scalar> = None;
+        for (i, path) in files.iter().enumerate() {
+            let (low, high) = match crate::prune::file_bounds(path, schema, column) {
+                crate::prune::FileBounds::Empty => continue,
+                crate::prune::FileBounds::Range(low, high) => (low, high),
+                crate::prune::FileBounds::Unknown => return None,
+            };
+            if let Some(prev) = &last
+                && compare(&low, prev) != Some(Ordering::Greater)
+                && compare(&low, prev) != Some(Ordering::Equal)
+            {
+                return None;
+            }
+            kept.push(i);
+            divisions.push(low);
+            last = Some(high);
+        }
+        divisions.push(last?);
+        let base = if kept.len() == files.len() {
+            self.clone()
+        } else {
+            self.with_source(Source::Subset { input: self.frame.clone(), partitions: kept }, Divisions::Unknown, None)
+        };
+        let frame = Frame {
+            source: base.frame.source.clone(),
+            token: base.frame.token,
+            steps: base.frame.steps.clone(),
+            schema: base.frame.schema.clone(),
+            divisions: Divisions::Known(divisions),
+            index: Some(column.to_string()),
+            partitioning: None,
+        };
+        Some(DataFrame { frame: Arc::new(frame) })
     }
 
     /// The rows sorted by `column` across partitions (Dask's `sort_values`; missing values

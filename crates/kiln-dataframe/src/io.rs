@@ -770,8 +770,21 @@ pub(crate) fn parquet_schema(path: &str) -> Result<(SchemaRef, Vec<u64>)> {
     Ok((schema, bytes))
 }
 
+/// How many row groups the Parquet file at `path` has, from its footer.
+pub(crate) fn parquet_row_groups(path: &str) -> Result<usize> {
+    Ok(parquet_footer(path)?.1.metadata().num_row_groups())
+}
+
+/// The stored bytes of row group `group` of the Parquet file at `path` (0 for a group it does
+/// not have).
+pub(crate) fn parquet_row_group_bytes(path: &str, group: usize) -> Result<u64> {
+    let (_, metadata) = parquet_footer(path)?;
+    let groups = metadata.metadata().row_groups();
+    Ok(groups.get(group).map_or(0, |g| u64::try_from(g.compressed_size()).unwrap_or(u64::MAX)))
+}
+
 /// The file as Parquet's reader sees it, and its footer.
-fn parquet_footer(path: &str) -> Result<(StorageFile, ArrowReaderMetadata)> {
+pub(crate) fn parquet_footer(path: &str) -> Result<(StorageFile, ArrowReaderMetadata)> {
     let storage = storage_for(path)?;
     let size = storage.size(path)?;
     let file = StorageFile { storage, path: path.to_string(), size };
@@ -816,6 +829,12 @@ pub(crate) fn frame_schema(schema: &Schema) -> SchemaRef {
 /// so a filter keeps only its rows of each piece and the unfiltered file is never held or
 /// copied whole.
 ///
+/// With `only_group`, only that row group is read (a partition per row group; a group past
+/// the file's last is an error naming the file, which changed since planning).
+///
+/// Row groups whose statistics show that no row satisfies `prune` are not read
+/// ([`crate::prune`]); the caller still filters the rows read.
+///
 /// The string columns named in `as_dictionary` come out dictionary-encoded
 /// (`Dictionary(Int32, Utf8)`), as Parquet stores them: their values are not copied out row by
 /// row, and a caller that only groups by them numbers the few distinct values, not every row.
@@ -823,6 +842,8 @@ pub(crate) fn read_parquet_file(
     path: &str,
     schema: &SchemaRef,
     projection: Option<&[String]>,
+    prune: Option<&crate::expr::Expr>,
+    only_group: Option<usize>,
     as_dictionary: &[String],
     each: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
 ) -> Result<Vec<RecordBatch>> {
@@ -899,8 +920,27 @@ pub(crate) fn read_parquet_file(
     // instead of page by page as Parquet's reader walks them (two small requests a page on an
     // object store); the next row group's are announced before this one is read, so a remote
     // store fetches them while this one decodes.
+    let groups = metadata.metadata().num_row_groups();
+    let mut wanted = match prune {
+        Some(predicate) => crate::prune::row_groups_to_read(&metadata, schema, predicate),
+        None => vec![true; groups],
+    };
+    if let Some(only) = only_group {
+        // A file planned with no row groups gives group 0, which reads nothing.
+        if only >= groups && !(only == 0 && groups == 0) {
+            return Err(error(&format_args!(
+                "row group {only} asked of a file of {groups} row groups (changed since planning?)"
+            )));
+        }
+        for (i, w) in wanted.iter_mut().enumerate() {
+            *w &= i == only;
+        }
+    }
     let mut row_groups = Vec::with_capacity(metadata.metadata().num_row_groups());
-    for group in metadata.metadata().row_groups() {
+    for (index, group) in metadata.metadata().row_groups().iter().enumerate() {
+        if !wanted[index] {
+            continue;
+        }
         let mut chunks = Vec::new();
         for (leaf, chunk) in group.columns().iter().enumerate() {
             if !mask.leaf_included(leaf) {
@@ -918,12 +958,12 @@ pub(crate) fn read_parquet_file(
                 }
             }
         }
-        row_groups.push(coalesce(chunks, file.storage.coalesce_gap()));
+        row_groups.push((index, coalesce(chunks, file.storage.coalesce_gap())));
     }
     let storage = file.storage.clone();
     let mut pieces = Vec::new();
-    for (index, ranges) in row_groups.iter().enumerate() {
-        if let Some(next) = row_groups.get(index + 1) {
+    for (at, (index, ranges)) in row_groups.iter().enumerate() {
+        if let Some((_, next)) = row_groups.get(at + 1) {
             storage.prefetch(path, next);
         }
         let fetched = storage.read_ranges(path, ranges)?;
@@ -933,7 +973,7 @@ pub(crate) fn read_parquet_file(
         };
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(input, metadata.clone())
             .with_projection(mask.clone())
-            .with_row_groups(vec![index])
+            .with_row_groups(vec![*index])
             .with_batch_size(PARQUET_PIECE_ROWS)
             .build()
             .map_err(|e| error(&e))?;

@@ -96,11 +96,13 @@ pub(crate) enum ReadSpec {
         path: String,
         schema: SerdeSchema,
         projection: Option<Vec<String>>,
+        /// Row groups whose statistics rule this predicate out are not read.
+        prune: Option<crate::expr::Expr>,
+        /// Only this row group is read (a partition per row group).
+        row_group: Option<usize>,
     },
     /// The task's one input (an in-memory batch, or another stage's result), projected.
-    Input {
-        projection: Option<Vec<String>>,
-    },
+    Input { projection: Option<Vec<String>> },
 }
 
 /// What a partition task returns after its steps.
@@ -211,8 +213,12 @@ impl PortableKernel for PartitionKernel {
                 }
                 read_csv_part(path, block.as_ref(), &schema.0, projection.as_deref(), options).map_err(task_error)?
             }
-            ReadSpec::Parquet { path, schema, projection } => {
-                check_file_fits(path)?;
+            ReadSpec::Parquet { path, schema, projection, prune, row_group } => {
+                // A partition of one row group need not fit the whole file.
+                match row_group {
+                    None => check_file_fits(path)?,
+                    Some(group) => check_row_group_fits(path, *group)?,
+                }
                 // The leading row-wise steps (and a probe) run on each piece as it is decoded;
                 // when they are all the steps and a partial aggregation ends the task, it runs
                 // on each piece too and the pieces' states are combined, so the rows are never
@@ -221,9 +227,15 @@ impl PortableKernel for PartitionKernel {
                 let (head, rest) = ops.split_at(rowwise);
                 if let (Terminal::Partial(spec), true) = (&self.terminal, rest.is_empty()) {
                     let as_dictionary = grouped_only(spec, head);
-                    let partials = read_parquet_file(path, &schema.0, projection.as_deref(), &as_dictionary, &|b| {
-                        partial_after(spec, b, head)
-                    })
+                    let partials = read_parquet_file(
+                        path,
+                        &schema.0,
+                        projection.as_deref(),
+                        prune.as_ref(),
+                        *row_group,
+                        &as_dictionary,
+                        &|b| partial_after(spec, b, head),
+                    )
                     .map_err(task_error)?;
                     let state = match partials.as_slice() {
                         [one] => one.clone(),
@@ -231,7 +243,10 @@ impl PortableKernel for PartitionKernel {
                     };
                     return Ok(Value::new(state));
                 }
-                let pieces = read_parquet_file(path, &schema.0, projection.as_deref(), &[], &|b| apply_ops(b, head))
+                let pieces =
+                    read_parquet_file(path, &schema.0, projection.as_deref(), prune.as_ref(), *row_group, &[], &|b| {
+                        apply_ops(b, head)
+                    })
                     .map_err(task_error)?;
                 let batch = concat_pieces(path, pieces).map_err(task_error)?;
                 let batch = apply_ops(batch, rest).map_err(task_error)?;
@@ -364,6 +379,15 @@ impl PartitionKernel {
 fn check_file_fits(path: &str) -> std::result::Result<(), TaskError> {
     let size = crate::storage::storage_for(path).and_then(|s| s.size(path)).map_err(|e| task_error(e.into()))?;
     kiln_graph::memory::check_alloc(path, size)?;
+    Ok(())
+}
+
+/// A row group about to be read must fit in the executor's memory budget (its column chunks'
+/// stored bytes, as [`check_file_fits`] counts a file's). A group the file does not have is
+/// left to the read, which names it.
+fn check_row_group_fits(path: &str, group: usize) -> std::result::Result<(), TaskError> {
+    let size = crate::io::parquet_row_group_bytes(path, group).map_err(task_error)?;
+    kiln_graph::memory::check_alloc(&format!("{path} row group {group}"), size)?;
     Ok(())
 }
 
@@ -680,12 +704,18 @@ fn lower_frame_with(
             }
             return Ok(ids);
         }
-        Source::Parquet { files, .. } => {
-            for (i, path) in files.iter().enumerate() {
+        Source::Parquet { files, row_groups, .. } => {
+            let parts: Vec<(usize, Option<usize>)> = match row_groups {
+                Some(groups) => groups.iter().map(|&(file, group)| (file, Some(group))).collect(),
+                None => (0..files.len()).map(|file| (file, None)).collect(),
+            };
+            for (i, (file, row_group)) in parts.into_iter().enumerate() {
                 let read = ReadSpec::Parquet {
-                    path: path.clone(),
+                    path: files[file].clone(),
+                    row_group,
                     schema: SerdeSchema(source_schema.clone()),
                     projection: optimized.projection.clone(),
+                    prune: optimized.pushed.clone(),
                 };
                 add(i, read, Vec::new(), builder)?;
             }
@@ -1051,4 +1081,60 @@ pub(crate) fn partitioned_by(frame: &Frame, keys: &Schema, npartitions: usize) -
                 .zip(keys.fields())
                 .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_graph::memory::{Budget, with_budget};
+
+    #[test]
+    fn a_row_group_partition_needs_room_for_its_group_not_the_whole_file() {
+        let dir = std::env::temp_dir().join(format!("kiln-lower-row-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.parquet").to_string_lossy().to_string();
+        let values: Vec<i64> = (0..40_000).map(|i| i * 7919 % 100_003).collect();
+        let batch = RecordBatch::try_from_iter([(
+            "v",
+            Arc::new(arrow::array::Int64Array::from(values)) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(10_000))
+            .set_dictionary_enabled(false)
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let file_size = bytes.len() as u64;
+        let group_size = crate::io::parquet_row_group_bytes(&path, 1).unwrap();
+        assert!(group_size > 0 && group_size * 3 < file_size, "{group_size} of {file_size}");
+
+        let kernel = |row_group: Option<usize>| PartitionKernel {
+            read: ReadSpec::Parquet {
+                path: path.clone(),
+                schema: SerdeSchema(crate::io::frame_schema(&batch.schema())),
+                projection: None,
+                prune: None,
+                row_group,
+            },
+            steps: Vec::new(),
+            probe: None,
+            terminal: Terminal::Batch,
+        };
+        // Room for a group and a half, not for the file.
+        let budget = Some(Budget::Limit { bytes: group_size * 3 / 2, of: "the test's limit" });
+        let whole = with_budget(budget, || kernel(None).call(&[]));
+        assert!(matches!(whole, Err(TaskError::TooLarge(_))), "{:?}", whole.err());
+        let one = with_budget(budget, || kernel(Some(1)).call(&[])).unwrap();
+        let one = one.downcast_ref::<RecordBatch>().unwrap();
+        assert_eq!(one.num_rows(), 10_000);
+        assert_eq!(
+            one.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().unwrap().value(0),
+            10_000 * 7919 % 100_003
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

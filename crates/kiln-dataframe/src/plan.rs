@@ -127,9 +127,10 @@ impl Steps {
 pub(crate) enum Source {
     /// One partition per CSV file, or per block of one (`parts`, in file order).
     Csv { files: Vec<String>, parts: Vec<CsvPart>, schema: SchemaRef, options: CsvOptions },
-    /// One partition per Parquet file; `column_bytes` is the decoded size of each column of
-    /// the first file (the planner's size estimate).
-    Parquet { files: Vec<String>, schema: SchemaRef, column_bytes: Vec<u64> },
+    /// One partition per Parquet file, or per row group of one (`row_groups`: each partition's
+    /// file index and row group, in file order); `column_bytes` is the decoded size of each
+    /// column of the first file (the planner's size estimate).
+    Parquet { files: Vec<String>, row_groups: Option<Vec<(usize, usize)>>, schema: SchemaRef, column_bytes: Vec<u64> },
     /// Batches held in memory, one per partition.
     Batches { partitions: Vec<RecordBatch>, schema: SchemaRef },
     /// The result of a group-by of another frame.
@@ -211,7 +212,7 @@ impl Source {
     pub(crate) fn npartitions(&self) -> usize {
         match self {
             Source::Csv { parts, .. } => parts.len(),
-            Source::Parquet { files, .. } => files.len(),
+            Source::Parquet { files, row_groups, .. } => row_groups.as_ref().map_or(files.len(), Vec::len),
             Source::Batches { partitions, .. } => partitions.len(),
             Source::Aggregate { input, strategy, .. } => match strategy {
                 AggStrategy::Tree { .. } => 1,
@@ -259,7 +260,7 @@ impl Source {
     pub(crate) fn estimated_bytes(&self, projection: Option<&[String]>) -> Option<u64> {
         let wanted = |name: &str| projection.is_none_or(|p| p.iter().any(|c| c == name));
         match self {
-            Source::Parquet { files, schema, column_bytes } => {
+            Source::Parquet { files, schema, column_bytes, .. } => {
                 let per_file: u64 = schema
                     .fields()
                     .iter()
@@ -325,7 +326,16 @@ impl Source {
             Source::Csv { files, parts, .. } => {
                 format!("read_csv {} file(s) in {} partition(s) by blocksize, {columns}", files.len(), parts.len())
             }
-            Source::Parquet { files, .. } => format!("read_parquet {} file(s), {columns}", files.len()),
+            Source::Parquet { files, row_groups: None, .. } => {
+                format!("read_parquet {} file(s), {columns}", files.len())
+            }
+            Source::Parquet { files, row_groups: Some(groups), .. } => {
+                format!(
+                    "read_parquet {} file(s) in {} partition(s), one per row group, {columns}",
+                    files.len(),
+                    groups.len()
+                )
+            }
             Source::Batches { partitions, .. } => format!("from_batches {} partition(s), {columns}", partitions.len()),
             Source::External { parts, .. } => {
                 format!("{} {} partition(s), {columns}", parts.label().1, parts.npartitions())
@@ -446,6 +456,9 @@ pub(crate) struct Optimized {
     /// Source columns to read, in this order (`None`: all).
     pub(crate) projection: Option<Vec<String>>,
     pub(crate) steps: Vec<Step>,
+    /// For a Parquet source: the part of the leading filters that row-group statistics can
+    /// decide, over source columns ([`crate::prune::pushed_predicate`]).
+    pub(crate) pushed: Option<Expr>,
 }
 
 /// The share of its rows a filter is assumed to keep when sizes are estimated: nothing is known
@@ -525,7 +538,11 @@ impl Frame {
             in_order
         });
         let projection = projection.filter(|p| p.len() < source_schema.fields().len());
-        Optimized { projection, steps: kept }
+        let pushed = match self.source.as_ref() {
+            Source::Parquet { .. } => crate::prune::pushed_predicate(&kept, source_schema),
+            _ => None,
+        };
+        Optimized { projection, steps: kept, pushed }
     }
 
     /// Whether `expr`, written against `origin`, computes the same rows in this frame: this
@@ -573,6 +590,9 @@ impl Frame {
         let optimized = self.optimize(needed);
         let _ = writeln!(out, "optimized plan (one task per partition, steps fused):");
         let _ = writeln!(out, "  {}", self.source.describe(optimized.projection.as_deref()));
+        if let Some(pushed) = &optimized.pushed {
+            let _ = writeln!(out, "    row groups read only where statistics allow {pushed}");
+        }
         for step in &optimized.steps {
             let _ = writeln!(out, "  {}", step.describe());
         }
