@@ -26,7 +26,7 @@ use crate::scalar::Scalar;
 ///
 /// Filters are pushed while every step before them keeps or drops rows one by one (projections,
 /// filters, sorts and `loc` ranges): skipping a row group then only removes rows the filter
-/// drops anyway. A `drop_duplicates` ends the walk (which row is first depends on the rows
+/// drops anyway. A `drop_duplicates` or a `map_partitions` ends the walk (which row is first depends on the rows
 /// before it), and so does any expression that can fail on a row's values (`astype`, integer
 /// `%`): the rows of a skipped group must not be needed to raise its error.
 pub(crate) fn pushed_predicate(steps: &[Step], source: &Schema) -> Option<Expr> {
@@ -58,7 +58,8 @@ pub(crate) fn pushed_predicate(steps: &[Step], source: &Schema) -> Option<Expr> 
                 terms.extend(prunable(predicate, &names));
             }
             Step::Sort(_) | Step::Range { .. } => {}
-            Step::DropDuplicates(_) => break,
+            // A user function may drop, add or change rows any way it likes.
+            Step::DropDuplicates(_) | Step::Map { .. } => break,
         }
     }
     terms.into_iter().reduce(|a, b| Expr::Binary { op: BinaryOp::And, left: Box::new(a), right: Box::new(b) })
