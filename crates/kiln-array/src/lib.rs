@@ -38,6 +38,7 @@ pub mod chunk;
 mod chunks;
 mod cumulative;
 mod error;
+mod external;
 #[cfg(feature = "hdf5")]
 pub mod hdf5;
 mod join;
@@ -59,9 +60,10 @@ pub mod writes;
 pub mod zarr;
 
 pub use array::{Array, ArrayOrScalar, ScalarOf, arange, eye, from_array, full, linspace, ones, random, zeros};
-pub use block::{Block, DType, Element, Float, Number, Scalar};
+pub use block::{Block, DType, Element, Float, Number, Scalar, check_block};
 pub use chunks::{ChunkSpec, Chunks};
 pub use error::ArrayError;
+pub use external::{BlockTasks, from_block_tasks};
 pub use join::{concatenate, stack};
 pub use linalg::tensordot;
 pub use lower::kernels::BUILTIN_KERNEL_IDS;

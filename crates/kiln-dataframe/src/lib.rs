@@ -53,6 +53,8 @@
 #![deny(missing_docs)]
 
 pub mod agg;
+#[cfg(feature = "array")]
+pub mod array;
 #[cfg(feature = "bag")]
 pub mod bag;
 mod csv_read;
@@ -85,7 +87,7 @@ pub use groupby::{Agg, GroupBy, GroupKey, auto_split_out};
 pub use io::{CsvOptions, DEFAULT_BLOCKSIZE, PANDAS_NA_VALUES};
 pub use join::How;
 pub use lower::{ensure_registered, register_portable};
-pub use map::{PartitionFn, register_map_partitions};
+pub use map::{PartitionFn, PartitionLengths, register_map_partitions};
 pub use merge::MergeOptions;
 pub use plan::Divisions;
 pub use quantile::{QUANTILE_SAMPLES, Quantiles};

@@ -122,6 +122,8 @@ pub(crate) enum Terminal {
     Sample(String, usize),
     /// The first and last value of a column, checked to be sorted (for `sorted=true`).
     Bounds(String),
+    /// The number of rows (`u64`), for arrays made of the partitions.
+    Length,
 }
 
 /// Reads one partition, applies the fused row-wise steps, then the terminal step.
@@ -186,6 +188,7 @@ impl PortableKernel for PartitionKernel {
             (_, Terminal::WriteCsv(_)) => "to-csv",
             (_, Terminal::Sample(..)) => "sample",
             (_, Terminal::Bounds(_)) => "check-sorted",
+            (_, Terminal::Length) => "partition-length",
             (ReadSpec::Csv { .. }, _) => "read-csv",
             (ReadSpec::Parquet { .. }, _) => "read-parquet",
             (ReadSpec::Input { .. }, _) => "partition",
@@ -371,6 +374,7 @@ impl PartitionKernel {
             Terminal::Partial(spec) => Value::new(agg::partial(spec, &batch).map_err(task_error)?),
             Terminal::WriteParquet(path) => Value::new(write_parquet_file(path, &batch).map_err(task_error)?),
             Terminal::WriteCsv(path) => Value::new(write_csv_file(path, &batch).map_err(task_error)?),
+            Terminal::Length => Value::new(batch.num_rows() as u64),
         })
     }
 }
@@ -587,6 +591,8 @@ pub fn register_portable(kernels: &KernelRegistry, codecs: &CodecRegistry) {
     kernels.register::<crate::timeseries::ResampleKernel>();
     kernels.register::<crate::timeseries::CarryKernel>();
     kernels.register::<crate::timeseries::WindowKernel>();
+    #[cfg(feature = "array")]
+    crate::array::register(kernels);
     codecs.register(BatchCodec);
     codecs.register(PiecesCodec);
     codecs.register(JoinTableCodec);
@@ -669,6 +675,7 @@ fn lower_frame_with(
         Terminal::Head(_) => "head",
         Terminal::Sample(..) => "sample",
         Terminal::Bounds(_) => "check-sorted",
+        Terminal::Length => "partition-length",
         Terminal::Batch if tail.is_some() => "merge",
         Terminal::Batch => frame.source.label(),
     };

@@ -193,3 +193,64 @@ impl DataFrame {
         Ok(DataFrame::from_source(crate::plan::Source::External { parts: Arc::new(parts), schema: meta }))
     }
 }
+
+/// The number of rows of every partition, as a collection (Dask's
+/// `df.map_partitions(len).compute()`): what an array made of the partitions needs to know
+/// its chunks. Only one column is read.
+#[derive(Clone)]
+pub struct PartitionLengths {
+    frame: DataFrame,
+}
+
+impl DataFrame {
+    /// The number of rows of each partition, computed ([`PartitionLengths`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_dataframe::arrow::array::{Int64Array, RecordBatch};
+    /// use kiln_graph::Collection;
+    /// let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from_iter_values(0..10)) as _)]).unwrap();
+    /// let df = DataFrame::from_batch(batch, 3).unwrap();
+    /// let even = df.filter(&(&df.col("x") % 2i64).eq(0i64)).unwrap();
+    /// assert_eq!(even.partition_lengths().compute_on(&kiln_local::LocalScheduler::new()).unwrap(), vec![2, 1, 2]);
+    /// ```
+    pub fn partition_lengths(&self) -> PartitionLengths {
+        PartitionLengths { frame: self.clone() }
+    }
+}
+
+impl kiln_graph::Collection for PartitionLengths {
+    type Output = Vec<u64>;
+
+    fn add_to(
+        &self,
+        builder: &mut kiln_graph::GraphBuilder,
+    ) -> std::result::Result<Vec<kiln_graph::TaskId>, kiln_graph::GraphError> {
+        let needed = self.frame.columns().into_iter().take(1).collect();
+        crate::lower::lower_frame(&self.frame.frame, Some(needed), &|_| crate::lower::Terminal::Length, builder)
+    }
+
+    fn output_count(&self) -> usize {
+        self.frame.npartitions()
+    }
+
+    fn assemble(
+        &self,
+        graph: &kiln_graph::Graph,
+        outputs: &[kiln_graph::TaskId],
+        values: Vec<kiln_graph::Value>,
+    ) -> std::result::Result<Vec<u64>, kiln_graph::ComputeError> {
+        outputs
+            .iter()
+            .zip(values)
+            .map(|(id, v)| {
+                v.downcast_ref::<u64>().copied().map_err(|m| kiln_graph::ComputeError::ResultType {
+                    key: graph.key(*id).clone(),
+                    expected: m.expected,
+                    found: m.found,
+                })
+            })
+            .collect()
+    }
+}

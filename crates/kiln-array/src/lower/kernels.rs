@@ -497,6 +497,39 @@ impl PortableKernel for ReadNetcdfRegion {
     }
 }
 
+/// Passes on a block another collection computed (see [`crate::from_block_tasks`]) after
+/// checking it has the element type and shape the array declared, so a wrong block fails its
+/// own task, named, instead of corrupting a consumer's arithmetic.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct CheckBlock {
+    pub(crate) label: String,
+    pub(crate) index: Vec<usize>,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) dtype: DType,
+}
+
+impl PortableKernel for CheckBlock {
+    const ID: &'static str = "kiln.array.check-block";
+    fn name(&self) -> &str {
+        &self.label
+    }
+    fn call(&self, inputs: &[Value]) -> Result<Value, TaskError> {
+        let block = input::<Block>(inputs, 0)?;
+        if block.shape() != self.shape.as_slice() || block.dtype() != self.dtype {
+            return Err(TaskError::Failed(format!(
+                "{}: block {:?} is a {:?} {} block; the array declared {:?} {}",
+                self.label,
+                self.index,
+                block.shape(),
+                block.dtype(),
+                self.shape,
+                self.dtype
+            )));
+        }
+        Ok(inputs[0].clone())
+    }
+}
+
 /// Reads one block's `.npy` file (a directory of `.npy` blocks).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(crate) struct ReadNpyBlock {
@@ -796,6 +829,7 @@ builtin_kernels! {
         PartOf,
         CoreSvdOf,
         ReadNpyBlock,
+        CheckBlock,
         #[cfg(feature = "zarr")]
         ReadRegion,
         #[cfg(feature = "hdf5")]

@@ -8,6 +8,7 @@
 
 pub(crate) mod cumulative;
 pub(crate) mod decomp;
+pub(crate) mod external;
 #[cfg(feature = "hdf5")]
 pub(crate) mod hdf5;
 pub mod kernels;

@@ -351,6 +351,12 @@ impl<'b> Lowering<'b> {
         self.builder.add(key, kernel, args)
     }
 
+    /// The graph being built, for layers whose tasks depend on no other array block (they may
+    /// be added whatever the current attempt deferred).
+    pub(crate) fn builder(&mut self) -> &mut GraphBuilder {
+        self.builder
+    }
+
     /// The task already added under `key`.
     pub fn id_of(&self, key: &Key) -> Option<TaskId> {
         self.builder.id_of(key)
