@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DataFrameError, Result};
 use crate::frame::DataFrame;
 use crate::lower::{SerdeSchema, Terminal, lower_frame};
-use crate::plan::{Divisions, ExternalPartitions, Frame, Source, Steps};
+use crate::plan::{Divisions, ExternalPartitions, Frame, Source, Step, Steps};
 use crate::scalar::Scalar;
 use crate::series::Series;
 
@@ -88,7 +88,9 @@ impl DataFrame {
 
     /// The frame as a 2-d array of `T` with one column per frame column, in order (Dask's
     /// `df.to_dask_array(lengths=True)`): the partitions' lengths are computed on `scheduler`
-    /// first, then each partition becomes one row block when the array is computed.
+    /// first (unless the plan knows them: in-memory batches or an array's row blocks, with only
+    /// row-keeping steps since), then each partition becomes one row block when the array is
+    /// computed.
     ///
     /// Numbers and booleans convert as NumPy's `astype` does (`float64` to `int64` truncates);
     /// a missing value becomes NaN in a float array and fails its task, naming the column, in
@@ -117,12 +119,7 @@ impl DataFrame {
     /// [`DataFrameError::Compute`] when computing the lengths fails.
     pub fn to_array<T: Element>(&self, scheduler: &dyn Scheduler) -> Result<Array<T>> {
         check_array_columns(self, T::DTYPE)?;
-        let lengths = self
-            .partition_lengths()
-            .compute_on(scheduler)
-            .map_err(|e| DataFrameError::compute("to_array: the partitions' lengths", e))?;
-        let lengths: Vec<usize> = lengths.into_iter().map(|n| n as usize).collect();
-        self.to_array_with_lengths(&lengths)
+        self.to_array_with_lengths(&lengths_of(self, scheduler)?)
     }
 
     /// As [`DataFrame::to_array`], with the partitions' lengths given (Dask's
@@ -147,11 +144,7 @@ impl Series {
     pub fn to_array<T: Element>(&self, scheduler: &dyn Scheduler) -> Result<Array<T>> {
         let frame = self.to_frame()?;
         check_array_columns(&frame, T::DTYPE)?;
-        let lengths = frame
-            .partition_lengths()
-            .compute_on(scheduler)
-            .map_err(|e| DataFrameError::compute("to_array: the partitions' lengths", e))?;
-        let lengths: Vec<usize> = lengths.into_iter().map(|n| n as usize).collect();
+        let lengths = lengths_of(&frame, scheduler)?;
         frame_array(&frame, &lengths, true)
     }
 
@@ -276,6 +269,37 @@ impl<T: Element> ExternalPartitions for ArrayPartitions<T> {
     fn label(&self) -> (&'static str, &'static str) {
         ("from-array", "from_array")
     }
+
+    fn lengths(&self) -> Option<Vec<usize>> {
+        Some(self.array.chunks()[0].clone())
+    }
+}
+
+/// Each partition's number of rows when the plan says it without computing: in-memory
+/// batches or an array's row blocks, then only steps that keep every row (columns computed or
+/// dropped, rows sorted within a partition).
+fn known_lengths(frame: &Frame) -> Option<Vec<usize>> {
+    let keeps_rows = frame.steps.to_vec().iter().all(|step| matches!(step, Step::Project(_) | Step::Sort(_)));
+    if !keeps_rows {
+        return None;
+    }
+    match frame.source.as_ref() {
+        Source::Batches { partitions, .. } => Some(partitions.iter().map(RecordBatch::num_rows).collect()),
+        Source::External { parts, .. } => parts.lengths(),
+        _ => None,
+    }
+}
+
+/// The partitions' lengths: from the plan when it knows them, else computed on `scheduler`.
+fn lengths_of(frame: &DataFrame, scheduler: &dyn Scheduler) -> Result<Vec<usize>> {
+    if let Some(lengths) = known_lengths(&frame.frame) {
+        return Ok(lengths);
+    }
+    let lengths = frame
+        .partition_lengths()
+        .compute_on(scheduler)
+        .map_err(|e| DataFrameError::compute("to_array: the partitions' lengths", e))?;
+    Ok(lengths.into_iter().map(|n| n as usize).collect())
 }
 
 /// One row block of an array as a partition: its columns, after the rows' positions when the

@@ -171,6 +171,10 @@ pub(crate) trait ExternalPartitions: Send + Sync {
     fn label(&self) -> (&'static str, &'static str) {
         ("from-bag", "from_bag")
     }
+    /// Each partition's number of rows, when known without computing (an array's chunks).
+    fn lengths(&self) -> Option<Vec<usize>> {
+        None
+    }
 }
 
 /// How a group-by combines its partial aggregations.

@@ -124,6 +124,43 @@ fn wrong_shapes_and_names_are_clear_errors() {
     assert!(err.to_string().contains("invalid"), "{err}");
 }
 
+/// A scheduler that refuses to run anything: what must not compute, does not.
+struct Refuses;
+
+impl kiln_graph::Scheduler for Refuses {
+    fn compute(
+        &self,
+        _graph: &kiln_graph::Graph,
+        _outputs: &[kiln_graph::TaskId],
+    ) -> Result<Vec<kiln_graph::Value>, kiln_graph::ComputeError> {
+        Err(kiln_graph::ComputeError::Internal("this computation should not have run".into()))
+    }
+    fn name(&self) -> String {
+        "refuses".into()
+    }
+}
+
+#[test]
+fn lengths_the_plan_knows_are_not_computed() {
+    let local = LocalScheduler::new();
+    let x = kiln_array::from_array(matrix(10, 3), vec![4, 2]);
+    let df = DataFrame::from_array(&x, &["a", "b", "c"]).unwrap();
+    // Columns computed and dropped keep every row: the array's chunks are the lengths.
+    let derived = df.assign("d", &(&df.col("a") * 2.0)).unwrap().select(&["d", "c"]).unwrap();
+    let y = derived.to_array::<f64>(&Refuses).unwrap();
+    assert_eq!(y.chunks()[0], vec![4, 4, 2]);
+    let got = y.compute_on(&local).unwrap();
+    assert_eq!(got[[9, 0]], 2.0 * 90.25);
+    assert_eq!(got[[9, 1]], 92.25);
+    let batches = mixed_frame(3);
+    assert_eq!(batches.col("i").to_array::<i64>(&Refuses).unwrap().chunks()[0], vec![2, 2, 3]);
+    // A filter changes them: they are computed, on the scheduler given.
+    let filtered = df.filter(&df.col("a").gt(35.0)).unwrap();
+    let err = filtered.to_array::<f64>(&Refuses).unwrap_err().to_string();
+    assert!(err.contains("should not have run"), "{err}");
+    assert_eq!(filtered.to_array::<f64>(&local).unwrap().chunks()[0], vec![4, 2], "the first partition is left empty");
+}
+
 fn mixed_frame(npartitions: usize) -> DataFrame {
     let batch = RecordBatch::try_from_iter([
         ("i", Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5, 6, 7])) as _),
