@@ -269,8 +269,25 @@ impl DataFrame {
 
     /// A new frame: the same source with one more step, and the output schema it gives.
     pub(crate) fn with_step(&self, step: Step, schema: SchemaRef) -> DataFrame {
-        let index = self.frame.index.clone().filter(|i| schema.field_with_name(i).is_ok());
-        let divisions = if index.is_some() { self.frame.divisions.clone() } else { Divisions::Unknown };
+        let (index, divisions) = match (&self.frame.index, &step) {
+            (None, _) => (None, Divisions::Unknown),
+            // The index follows its values: kept under the name a column carries them to
+            // (a rename), and with no divisions once a column of its name holds other values.
+            (Some(index), Step::Project(columns)) => {
+                let carried = |(name, e): &&(String, Expr)| matches!(e, Expr::Column(c) if c == index) && name == index;
+                let moved = |(_, e): &&(String, Expr)| matches!(e, Expr::Column(c) if c == index);
+                match columns.iter().find(carried).or_else(|| columns.iter().find(moved)) {
+                    Some((name, _)) => (Some(name.clone()), self.frame.divisions.clone()),
+                    None if columns.iter().any(|(name, _)| name == index) => (Some(index.clone()), Divisions::Unknown),
+                    None => (None, Divisions::Unknown),
+                }
+            }
+            // map_partitions is trusted to keep each row's index value in its partition.
+            (Some(index), _) if schema.field_with_name(index).is_ok() => {
+                (Some(index.clone()), self.frame.divisions.clone())
+            }
+            (Some(_), _) => (None, Divisions::Unknown),
+        };
         // Hash partitioning survives a step that keeps every key column as it is.
         let partitioning = self.frame.partitioning.clone().filter(|p| match &step {
             Step::Filter(_) | Step::Sort(_) | Step::DropDuplicates(_) | Step::Range { .. } => true,

@@ -422,12 +422,11 @@ impl DataFrame {
             .filter(|&i| {
                 let (start, end) = (&divisions[i], &divisions[i + 1]);
                 let below_high = high_t.as_ref().is_none_or(|h| compare(start, h) != Some(Ordering::Greater));
-                let above_low = low_t.as_ref().is_none_or(|l| match compare(end, l) {
-                    Some(Ordering::Greater) => true,
-                    // The last partition includes its upper division.
-                    Some(Ordering::Equal) => i + 1 == n,
-                    _ => false,
-                });
+                // A partition may hold its upper division too: divisions are each partition's
+                // first value, so when one value runs on into the next partition (sorted data
+                // cut anywhere, Parquet files split inside a run) both hold it.
+                let above_low =
+                    low_t.as_ref().is_none_or(|l| matches!(compare(end, l), Some(Ordering::Greater | Ordering::Equal)));
                 below_high && above_low
             })
             .collect();

@@ -203,7 +203,9 @@ impl Series {
     }
 
     /// The values converted to `dtype`; a value that does not convert fails the computation
-    /// (pandas raises too).
+    /// (pandas raises too). Missing values stay missing, NaN included, since kiln's integer
+    /// columns hold missing values as pandas' nullable `Int64` does: `[1.0, NaN]` as `Int64`
+    /// is `[1, <NA>]`, as `astype("Int64")` gives (NumPy's `int64` raises instead).
     pub fn astype(&self, dtype: DType) -> Series {
         self.derive(Expr::Cast { expr: Box::new(self.expr.clone()), to: dtype })
     }
