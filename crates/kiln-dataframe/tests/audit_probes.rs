@@ -712,3 +712,108 @@ fn join_and_repartition_of_an_index_whose_batches_repeat_a_boundary_value() {
     // pandas' half-open divisions: [0, 5) holds the five 0s, [5, 9] the rest.
     assert_eq!(sizes, [5, 35]);
 }
+
+/// The five timestamps with v = [1.0, NaN, 3.0, NaN, 5.0] (NaN as a float, not a null).
+fn nan_series(cuts: &[usize]) -> DataFrame {
+    let batch = ts_batch();
+    let v = f64s(&[Some(1.0), Some(f64::NAN), Some(3.0), Some(f64::NAN), Some(5.0)]);
+    let batch = RecordBatch::try_from_iter([("ts", batch.column(0).clone()), ("v", v)]).unwrap();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for &end in cuts.iter().chain(&[batch.num_rows()]) {
+        parts.push(batch.slice(start, end - start));
+        start = end;
+    }
+    DataFrame::from_sorted_batches(parts, "ts").unwrap()
+}
+
+#[test]
+fn nan_values_are_skipped_by_max_min_resample_rolling_and_diff() {
+    // t = pd.DataFrame({"v": [1.0, nan, 3.0, nan, 5.0]}, index=<the five timestamps>)
+    // t.v.max() -> 5.0, t.v.min() -> 1.0
+    // t.resample("D").max() -> [1, 3, 5]; .mean() -> [1, 3, 5]; .count() -> [1, 1, 1]
+    // t.rolling(2).sum() -> all nan; t.rolling(2, min_periods=1).max() -> [1, 1, 3, 3, 5]
+    // t.rolling("1D").max() -> [1, 1, 3, 3, 5]; .mean() -> [1, 1, 3, 3, 4]; .count() -> [1, 1, 1, 1, 2]
+    // t.diff() -> all nan
+    for cuts in [vec![], vec![2, 4], vec![1, 2, 3, 4]] {
+        let df = nan_series(&cuts);
+        let v = df.col("v");
+        assert_eq!(v.max().compute_on(&s()).unwrap(), Scalar::Float(5.0), "{cuts:?}");
+        assert_eq!(v.min().compute_on(&s()).unwrap(), Scalar::Float(1.0), "{cuts:?}");
+        let column = |out: RecordBatch| floats(out.column(1));
+        let day = df.resample("D").unwrap();
+        assert_eq!(column(day.max().unwrap().compute_on(&s()).unwrap()), [Some(1.0), Some(3.0), Some(5.0)], "{cuts:?}");
+        assert_eq!(
+            column(day.mean().unwrap().compute_on(&s()).unwrap()),
+            [Some(1.0), Some(3.0), Some(5.0)],
+            "{cuts:?}"
+        );
+        let counts = day.count().unwrap().compute_on(&s()).unwrap();
+        assert_eq!(ints(counts.column(1)), [Some(1), Some(1), Some(1)], "{cuts:?}");
+        let sum2 = column(df.rolling(2).unwrap().sum().unwrap().compute_on(&s()).unwrap());
+        assert_eq!(sum2, [None; 5], "{cuts:?}");
+        let max2 = column(df.rolling(2).unwrap().min_periods(1).max().unwrap().compute_on(&s()).unwrap());
+        assert_eq!(max2, [Some(1.0), Some(1.0), Some(3.0), Some(3.0), Some(5.0)], "{cuts:?}");
+        let span = df.rolling("1D").unwrap();
+        let max = column(span.max().unwrap().compute_on(&s()).unwrap());
+        assert_eq!(max, [Some(1.0), Some(1.0), Some(3.0), Some(3.0), Some(5.0)], "{cuts:?}");
+        let mean = column(span.mean().unwrap().compute_on(&s()).unwrap());
+        assert_eq!(mean, [Some(1.0), Some(1.0), Some(3.0), Some(3.0), Some(4.0)], "{cuts:?}");
+        let count = column(span.count().unwrap().compute_on(&s()).unwrap());
+        assert_eq!(count, [Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(2.0)], "{cuts:?}");
+        let diff = column(df.diff(1).unwrap().compute_on(&s()).unwrap());
+        assert_eq!(diff, [None; 5], "{cuts:?}");
+    }
+}
+
+#[test]
+fn groupby_max_min_first_last_skip_nan() {
+    // g = pd.DataFrame({"k": [1, 1, 2, 2], "x": [nan, 2.0, nan, nan]})
+    // g.groupby("k").x.agg(["max", "min", "first", "last", "nunique"])
+    // -> max [2, nan], min [2, nan], first [2, nan], last [2, nan], nunique [1, 0]
+    let batch = RecordBatch::try_from_iter([
+        ("k", i64s(&[Some(1), Some(1), Some(2), Some(2)])),
+        ("x", f64s(&[Some(f64::NAN), Some(2.0), Some(f64::NAN), Some(f64::NAN)])),
+    ])
+    .unwrap();
+    for (n, df) in frames(&batch) {
+        for split_out in [1, 2] {
+            let out = df
+                .groupby(["k"])
+                .unwrap()
+                .split_out(split_out)
+                .agg([
+                    Agg::max("x").alias("max"),
+                    Agg::min("x").alias("min"),
+                    Agg::first("x").alias("first"),
+                    Agg::last("x").alias("last"),
+                    Agg::nunique("x").alias("nunique"),
+                ])
+                .unwrap();
+            let out = sorted_by(&out.compute_on(&s()).unwrap(), "k");
+            for c in 1..5 {
+                assert_eq!(floats(out.column(c)), [Some(2.0), None], "{n}/{split_out} column {c}");
+            }
+            assert_eq!(ints(out.column(5)), [Some(1), Some(0)], "{n}/{split_out}");
+        }
+    }
+}
+
+/// k = 0..40 in four sorted batches, id = 100 + k.
+fn unique_index() -> DataFrame {
+    let k: Vec<Option<i64>> = (0..40).map(Some).collect();
+    let id: Vec<Option<i64>> = (0..40).map(|i| Some(100 + i)).collect();
+    let batch = RecordBatch::try_from_iter([("k", i64s(&k)), ("id", i64s(&id))]).unwrap();
+    DataFrame::from_sorted_batches([0, 10, 20, 30].iter().map(|&o| batch.slice(o, 10)).collect(), "k").unwrap()
+}
+
+#[test]
+fn join_after_assigning_over_the_index_column_matches_every_row() {
+    // left.k = 39 - k, right.k = k: every one of the 40 values is on both sides.
+    let df = unique_index();
+    let reversed = df.assign("k", &(-df.col("k") + 39)).unwrap();
+    assert_eq!(reversed.index(), Some("k"));
+    let right = unique_index().rename(&[("id", "rid")]).unwrap();
+    let joined = reversed.join(&right, How::Inner).unwrap();
+    assert_eq!(joined.len().compute_on(&s()).unwrap(), 40);
+}
