@@ -172,6 +172,7 @@ pub(crate) trait ExternalPartitions: Send + Sync {
         ("from-bag", "from_bag")
     }
     /// Each partition's number of rows, when known without computing (an array's chunks).
+    #[cfg_attr(not(feature = "array"), allow(dead_code))]
     fn lengths(&self) -> Option<Vec<usize>> {
         None
     }

@@ -817,3 +817,68 @@ fn join_after_assigning_over_the_index_column_matches_every_row() {
     let joined = reversed.join(&right, How::Inner).unwrap();
     assert_eq!(joined.len().compute_on(&s()).unwrap(), 40);
 }
+
+// ---- Fixed after the audit: each of these failed before its fix. ----
+
+#[test]
+fn loc_on_sorted_batches_whose_boundaries_repeat_a_value_finds_every_row() {
+    // k = [0]*5 + [5]*20 + [9]*15 in batches of 10: values 5 and 9 run across partitions.
+    // pandas: .loc[5:5] -> 20 rows, .loc[5:] -> 35, .loc[9:9] -> 15, .loc[:0] -> 5.
+    let sorted = DataFrame::from_sorted_batches(repeated_boundaries(), "k").unwrap();
+    let count = |low: Option<i64>, high: Option<i64>| {
+        sorted.loc(low.map(Scalar::Int), high.map(Scalar::Int)).unwrap().compute_on(&s()).unwrap().num_rows()
+    };
+    assert_eq!(
+        (count(Some(5), Some(5)), count(Some(5), None), count(Some(9), Some(9)), count(None, Some(0))),
+        (20, 35, 15, 5)
+    );
+}
+
+#[test]
+fn loc_on_parquet_files_whose_boundaries_repeat_a_value_finds_every_row() {
+    // The same frame as four Parquet files; the divisions come from the footers.
+    let dir = temp("parquet-repeat-fixed");
+    for (i, batch) in repeated_boundaries().iter().enumerate() {
+        let file = std::fs::File::create(dir.join(format!("part.{i}.parquet"))).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(batch).unwrap();
+        writer.close().unwrap();
+    }
+    let df = kiln_dataframe::read_parquet(&dir.to_string_lossy()).unwrap().set_index_sorted("k", &s()).unwrap();
+    let count = |low: Option<i64>, high: Option<i64>| {
+        df.loc(low.map(Scalar::Int), high.map(Scalar::Int)).unwrap().compute_on(&s()).unwrap().num_rows()
+    };
+    let got = (count(Some(5), Some(5)), count(Some(5), None), count(Some(9), Some(9)));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(got, (20, 35, 15));
+}
+
+#[test]
+fn an_index_overwritten_by_assign_keeps_no_divisions_and_loc_agrees_with_a_filter() {
+    let df = unique_index();
+    let negated = df.assign("k", &(df.col("k") * -1)).unwrap();
+    assert_eq!(negated.index(), Some("k"));
+    assert_eq!(negated.divisions(), &kiln_dataframe::Divisions::Unknown);
+    let by_filter = negated.filter(&negated.col("k").between(-15, -5)).unwrap().len().compute_on(&s()).unwrap();
+    let by_loc = negated.loc(Some(Scalar::Int(-15)), Some(Scalar::Int(-5))).unwrap().len().compute_on(&s()).unwrap();
+    assert_eq!((by_filter, by_loc), (11, 11));
+    // A join on the overwritten index still matches all 40 values (39 - k against k).
+    let reversed = df.assign("k", &(-df.col("k") + 39)).unwrap();
+    let right = unique_index().rename(&[("id", "rid")]).unwrap();
+    assert_eq!(reversed.join(&right, How::Inner).unwrap().len().compute_on(&s()).unwrap(), 40);
+}
+
+#[test]
+fn a_renamed_index_follows_its_column() {
+    let df = unique_index();
+    // Swapping names: the index values are now under "id", still divided as before.
+    let swapped = df.rename(&[("k", "id"), ("id", "k")]).unwrap();
+    assert_eq!(swapped.index(), Some("id"));
+    assert_eq!(swapped.divisions(), df.divisions());
+    let rows = swapped.loc(Some(Scalar::Int(10)), Some(Scalar::Int(15))).unwrap().compute_on(&s()).unwrap();
+    let ks: Vec<i64> = rows.column_by_name("k").unwrap().as_primitive::<Int64Type>().values().to_vec();
+    assert_eq!(ks, vec![110, 111, 112, 113, 114, 115]);
+    // Dropping the index column drops the index; selecting it keeps it.
+    assert_eq!(df.drop(&["k"]).unwrap().index(), None);
+    assert_eq!(df.select(&["id", "k"]).unwrap().index(), Some("k"));
+}
