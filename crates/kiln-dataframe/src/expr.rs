@@ -499,7 +499,8 @@ pub enum TimeOp {
     /// zone, as pandas gives).
     Date,
     /// `.dt.floor(freq)`: rounded down to a multiple of a fixed frequency (`"s"`, `"15min"`,
-    /// `"h"`, `"2D"`, ...) counted from the epoch, as pandas does.
+    /// `"h"`, `"2D"`, ...) counted from the epoch, as pandas does; in local wall time for
+    /// timestamps with a fixed-offset zone (named zones are refused).
     Floor(String),
 }
 
@@ -612,20 +613,51 @@ fn round_array(array: &ArrayRef, decimals: i32) -> std::result::Result<ArrayRef,
     })
 }
 
-/// Timestamps rounded down to multiples of `step` of their unit, counted from the epoch;
-/// a result before the first representable timestamp fails (pandas raises
-/// `OutOfBoundsDatetime`).
+/// Timestamps rounded down to multiples of `step` of their unit, counted from the epoch of
+/// the wall clock `offset` units ahead of UTC (0 without a time zone), as pandas floors a
+/// zoned timestamp's local time; a result outside the representable timestamps fails (pandas
+/// raises `OutOfBoundsDatetime`).
 fn floor_timestamps<T: arrow::datatypes::ArrowTimestampType>(
     array: &ArrayRef,
     step: i64,
+    offset: i64,
 ) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
     let array = array.as_primitive::<T>();
     let floored = array.try_unary::<_, T, arrow::error::ArrowError>(|t| {
-        t.div_euclid(step).checked_mul(step).ok_or_else(|| {
-            arrow::error::ArrowError::ComputeError(format!("the floor of {t} is out of the timestamps' range"))
-        })
+        t.checked_add(offset)
+            .and_then(|local| local.div_euclid(step).checked_mul(step))
+            .and_then(|local| local.checked_sub(offset))
+            .ok_or_else(|| {
+                arrow::error::ArrowError::ComputeError(format!("the floor of {t} is out of the timestamps' range"))
+            })
     })?;
     Ok(Arc::new(floored.with_timezone_opt(array.timezone())))
+}
+
+/// The offset from UTC, in seconds, of a time zone that is one: `UTC` (`Etc/UTC`, `Z`) or
+/// `+05:30`, `-0300`, `+09` as Arrow writes offsets. A named zone (`Europe/Berlin`) is `None`:
+/// its offset changes over the year and reading it needs the tz database, which kiln is not
+/// built with (arrow's `chrono-tz` feature).
+fn fixed_offset_seconds(tz: &str) -> Option<i64> {
+    if tz.eq_ignore_ascii_case("utc") || tz.eq_ignore_ascii_case("etc/utc") || tz == "Z" {
+        return Some(0);
+    }
+    let (sign, rest) = match tz.as_bytes().first()? {
+        b'+' => (1, &tz[1..]),
+        b'-' => (-1, &tz[1..]),
+        _ => return None,
+    };
+    let digits: String = match rest.len() {
+        5 if rest.as_bytes()[2] == b':' => rest.chars().filter(|&c| c != ':').collect(),
+        4 => rest.to_string(),
+        2 => format!("{rest}00"),
+        _ => return None,
+    };
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (hours, minutes) = (digits[..2].parse::<i64>().ok()?, digits[2..].parse::<i64>().ok()?);
+    (hours < 24 && minutes < 60).then_some(sign * (hours * 3600 + minutes * 60))
 }
 
 /// A row-wise expression over a frame's columns.
@@ -1244,18 +1276,24 @@ impl Expr {
                             TimestampSecondType,
                         };
                         let step = crate::timeseries::fixed_step_ns(freq, &format!("{expr}.dt.floor"))?;
-                        // Every fixed frequency is whole seconds, so whole units of any unit.
+                        // `time_output` accepted the zone, so it is a fixed offset.
+                        let offset = match &output {
+                            DataType::Timestamp(_, Some(tz)) => fixed_offset_seconds(tz).unwrap_or(0),
+                            _ => 0,
+                        };
+                        // Every fixed frequency and every offset is whole seconds, so whole
+                        // units of any unit.
                         let array = match output {
                             DataType::Timestamp(TimeUnit::Second, _) => {
-                                floor_timestamps::<TimestampSecondType>(&v.array, step / 1_000_000_000)
+                                floor_timestamps::<TimestampSecondType>(&v.array, step / 1_000_000_000, offset)
                             }
                             DataType::Timestamp(TimeUnit::Millisecond, _) => {
-                                floor_timestamps::<TimestampMillisecondType>(&v.array, step / 1_000_000)
+                                floor_timestamps::<TimestampMillisecondType>(&v.array, step / 1_000_000, offset * 1_000)
                             }
                             DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                                floor_timestamps::<TimestampMicrosecondType>(&v.array, step / 1_000)
+                                floor_timestamps::<TimestampMicrosecondType>(&v.array, step / 1_000, offset * 1_000_000)
                             }
-                            _ => floor_timestamps::<TimestampNanosecondType>(&v.array, step),
+                            _ => floor_timestamps::<TimestampNanosecondType>(&v.array, step, offset * 1_000_000_000),
                         }
                         .map_err(fail)?;
                         Datum { array, scalar: v.scalar }
@@ -1280,10 +1318,21 @@ fn time_output(expr: &Expr, op: &TimeOp, t: &DataType) -> Result<DataType> {
         TimeOp::Floor(freq) => {
             match t {
                 DataType::Timestamp(_, None) => {}
-                // pandas floors the local wall time, which shifts with the offset in ways a
-                // fixed step does not follow; refused rather than answered differently.
-                DataType::Timestamp(_, Some(_)) => {
-                    return Err(type_error(".dt.floor", expr, t, "a timestamp without a time zone is needed"));
+                // pandas floors the local wall time: with a fixed offset that is the UTC time
+                // shifted by it. A named zone's offset changes (daylight saving time), and
+                // pandas' errors for floors that land in a transition depend on the tz
+                // database; refused rather than answered differently.
+                DataType::Timestamp(_, Some(tz)) if fixed_offset_seconds(tz).is_some() => {}
+                DataType::Timestamp(_, Some(tz)) => {
+                    return Err(type_error(
+                        ".dt.floor",
+                        expr,
+                        t,
+                        &format!(
+                            "the time zone {tz:?} is a named zone, whose offsets need the tz database kiln is not \
+                             built with; only UTC and fixed offsets (\"+05:30\") are supported"
+                        ),
+                    ));
                 }
                 _ => return Err(type_error(".dt.floor", expr, t, "a timestamp is needed")),
             }

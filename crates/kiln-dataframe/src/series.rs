@@ -397,8 +397,14 @@ impl DateTimeFields<'_> {
     }
     /// Timestamps rounded down to a fixed frequency counted from the epoch (pandas'
     /// `.dt.floor`): a positive multiple of `"s"`, `"min"`, `"h"` or `"D"` (`"15min"`, `"2D"`).
-    /// Another frequency is a [`DataFrameError::UnknownFrequency`] naming the column; so is a
-    /// timestamp with a time zone (a type error), whose local floor is not supported.
+    /// Another frequency is a [`DataFrameError::UnknownFrequency`] naming the column.
+    ///
+    /// A timestamp with a time zone is floored in its local wall time, as pandas does, so
+    /// `"h"` in `+05:30` gives the half hours of UTC and `"D"` local midnight; the zone is kept.
+    /// That is done for UTC and fixed offsets (`"+05:30"`, `"-0300"`). A named zone
+    /// (`"Europe/Berlin"`, `"Asia/Kolkata"`) is a [`DataFrameError::TypeMismatch`] naming the
+    /// column and the zone: its offsets change with daylight saving time and need the tz
+    /// database, which kiln is not built with (arrow's `chrono-tz` feature).
     ///
     /// ```
     /// use std::sync::Arc;

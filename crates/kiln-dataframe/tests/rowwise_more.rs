@@ -942,8 +942,98 @@ fn dt_date_of_zoned_timestamps_is_the_local_date() {
     let out = compute(&df.assign("d", &df.col("ts").dt().date()).unwrap());
     let days: Vec<Option<i32>> = out.column(1).as_primitive::<Date32Type>().iter().collect();
     assert_eq!(days, [Some(19793), None]);
-    // Its floor would be of local wall time, which is refused.
-    assert!(matches!(df.col("ts").dt().floor("h").check(), Err(DataFrameError::TypeMismatch { .. })));
+    // Its floor is of local wall time: pandas' floor("D") is 2024-03-11 00:00+05:00.
+    let out = compute(&df.assign("f", &df.col("ts").dt().floor("D")).unwrap());
+    let floors: Vec<Option<i64>> = out.column(1).as_primitive::<TimestampNanosecondType>().iter().collect();
+    assert_eq!(floors, [Some(1_710_097_200_000_000_000), None]);
+}
+
+/// UTC instants of the zoned floor tests (2024-03-10 13:47:59.123456789, missing, 1 ns before
+/// the epoch, 2024-02-29 23:59:59, the epoch, 2024-12-31 23:59:59.999999999, 2024-03-31
+/// 01:00).
+const ZONED: [Option<i64>; 7] = [
+    Some(1_710_078_479_123_456_789),
+    None,
+    Some(-1),
+    Some(1_709_251_199_000_000_000),
+    Some(0),
+    Some(1_735_689_599_999_999_999),
+    Some(1_711_846_800_000_000_000),
+];
+
+/// pandas 3.1 (checked with it):
+/// `pd.Series(pd.to_datetime(ZONED, unit="ns", utc=True)).dt.tz_convert(tz).dt.floor(freq)`,
+/// as UTC nanoseconds. Zones with 30- and 45-minute offsets floor to other instants than UTC.
+#[rustfmt::skip]
+fn expected_zoned_floors() -> Vec<(&'static str, &'static str, [Option<i64>; 7])> {
+    vec![
+        ("+05:30", "h", [Some(1710077400000000000), None, Some(-1800000000000), Some(1709249400000000000), Some(-1800000000000), Some(1735687800000000000), Some(1711845000000000000)]),
+        ("+05:30", "15min", [Some(1710078300000000000), None, Some(-900000000000), Some(1709250300000000000), Some(0), Some(1735688700000000000), Some(1711846800000000000)]),
+        ("+05:30", "D", [Some(1710009000000000000), None, Some(-19800000000000), Some(1709231400000000000), Some(-19800000000000), Some(1735669800000000000), Some(1711823400000000000)]),
+        ("+05:30", "s", [Some(1710078479000000000), None, Some(-1000000000), Some(1709251199000000000), Some(0), Some(1735689599000000000), Some(1711846800000000000)]),
+        ("+05:30", "2h", [Some(1710073800000000000), None, Some(-5400000000000), Some(1709245800000000000), Some(-5400000000000), Some(1735684200000000000), Some(1711845000000000000)]),
+        ("-03:00", "h", [Some(1710075600000000000), None, Some(-3600000000000), Some(1709247600000000000), Some(0), Some(1735686000000000000), Some(1711846800000000000)]),
+        ("-03:00", "15min", [Some(1710078300000000000), None, Some(-900000000000), Some(1709250300000000000), Some(0), Some(1735688700000000000), Some(1711846800000000000)]),
+        ("-03:00", "D", [Some(1710039600000000000), None, Some(-75600000000000), Some(1709175600000000000), Some(-75600000000000), Some(1735614000000000000), Some(1711767600000000000)]),
+        ("-03:00", "s", [Some(1710078479000000000), None, Some(-1000000000), Some(1709251199000000000), Some(0), Some(1735689599000000000), Some(1711846800000000000)]),
+        ("-03:00", "2h", [Some(1710075600000000000), None, Some(-3600000000000), Some(1709247600000000000), Some(-3600000000000), Some(1735686000000000000), Some(1711846800000000000)]),
+        ("UTC", "h", [Some(1710075600000000000), None, Some(-3600000000000), Some(1709247600000000000), Some(0), Some(1735686000000000000), Some(1711846800000000000)]),
+        ("UTC", "15min", [Some(1710078300000000000), None, Some(-900000000000), Some(1709250300000000000), Some(0), Some(1735688700000000000), Some(1711846800000000000)]),
+        ("UTC", "D", [Some(1710028800000000000), None, Some(-86400000000000), Some(1709164800000000000), Some(0), Some(1735603200000000000), Some(1711843200000000000)]),
+        ("UTC", "s", [Some(1710078479000000000), None, Some(-1000000000), Some(1709251199000000000), Some(0), Some(1735689599000000000), Some(1711846800000000000)]),
+        ("UTC", "2h", [Some(1710072000000000000), None, Some(-7200000000000), Some(1709244000000000000), Some(0), Some(1735682400000000000), Some(1711843200000000000)]),
+        ("+05:45", "h", [Some(1710076500000000000), None, Some(-2700000000000), Some(1709248500000000000), Some(-2700000000000), Some(1735686900000000000), Some(1711844100000000000)]),
+        ("+05:45", "15min", [Some(1710078300000000000), None, Some(-900000000000), Some(1709250300000000000), Some(0), Some(1735688700000000000), Some(1711846800000000000)]),
+        ("+05:45", "D", [Some(1710008100000000000), None, Some(-20700000000000), Some(1709230500000000000), Some(-20700000000000), Some(1735668900000000000), Some(1711822500000000000)]),
+        ("+05:45", "s", [Some(1710078479000000000), None, Some(-1000000000), Some(1709251199000000000), Some(0), Some(1735689599000000000), Some(1711846800000000000)]),
+        ("+05:45", "2h", [Some(1710072900000000000), None, Some(-6300000000000), Some(1709244900000000000), Some(-6300000000000), Some(1735683300000000000), Some(1711844100000000000)]),
+    ]
+}
+
+#[test]
+fn dt_floor_of_fixed_offset_zones_is_in_local_time_as_pandas() {
+    for n in PARTITIONS {
+        for (tz, freq, want) in expected_zoned_floors() {
+            // Arrow writes "-03:00" also as "-0300": both spellings give the same floor.
+            for spelling in [tz.to_string(), tz.replace(':', "")] {
+                let ns = TimestampNanosecondArray::from(ZONED.to_vec()).with_timezone(spelling.as_str());
+                let us = TimestampMicrosecondArray::from(
+                    ZONED.iter().map(|t| t.map(|t| t.div_euclid(1000))).collect::<Vec<_>>(),
+                )
+                .with_timezone(spelling.as_str());
+                let batch =
+                    RecordBatch::try_from_iter([("ts", Arc::new(ns) as ArrayRef), ("ts_us", Arc::new(us) as ArrayRef)])
+                        .unwrap();
+                let df = DataFrame::from_batch(batch, n).unwrap();
+                let out = df.assign("f", &df.col("ts").dt().floor(freq)).unwrap();
+                let out = compute(&out.assign("f_us", &df.col("ts_us").dt().floor(freq)).unwrap());
+                let f = out.column_by_name("f").unwrap();
+                // The zone is kept, as pandas keeps it.
+                assert_eq!(f.data_type(), &DataType::Timestamp(TimeUnit::Nanosecond, Some(spelling.as_str().into())));
+                let got: Vec<Option<i64>> = f.as_primitive::<TimestampNanosecondType>().iter().collect();
+                assert_eq!(got, want, "{spelling} {freq} on {n}");
+                // Every frequency and offset is whole seconds: the microsecond floor agrees.
+                let got: Vec<Option<i64>> =
+                    out.column_by_name("f_us").unwrap().as_primitive::<TimestampMicrosecondType>().iter().collect();
+                let want: Vec<Option<i64>> = want.iter().map(|t| t.map(|t| t / 1000)).collect();
+                assert_eq!(got, want, "us {spelling} {freq} on {n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn dt_floor_of_a_named_zone_is_an_error_naming_column_and_zone() {
+    for zone in ["Europe/Berlin", "Asia/Kolkata", "+25:00", "+05:3"] {
+        let ts = TimestampNanosecondArray::from(vec![Some(0)]).with_timezone(zone);
+        let batch = RecordBatch::try_from_iter([("when", Arc::new(ts) as ArrayRef)]).unwrap();
+        let df = DataFrame::from_batch(batch, 1).unwrap();
+        let error = df.col("when").dt().floor("h").check().unwrap_err();
+        assert!(matches!(&error, DataFrameError::TypeMismatch { expression, .. } if expression == "when"), "{error:?}");
+        let text = error.to_string();
+        assert!(text.contains("when") && text.contains(zone), "{text}");
+        assert!(df.assign("h", &df.col("when").dt().floor("h")).is_err());
+    }
 }
 
 #[test]
