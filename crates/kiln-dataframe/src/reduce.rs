@@ -23,8 +23,21 @@ fn result_error(graph: &Graph, id: TaskId, expected: &'static str, found: &'stat
     ComputeError::ResultType { key: graph.key(id).clone(), expected, found }
 }
 
-fn batch_of<'a>(graph: &Graph, id: TaskId, value: &'a Value) -> std::result::Result<&'a RecordBatch, ComputeError> {
+pub(crate) fn batch_of<'a>(
+    graph: &Graph,
+    id: TaskId,
+    value: &'a Value,
+) -> std::result::Result<&'a RecordBatch, ComputeError> {
     value.downcast_ref::<RecordBatch>().map_err(|m| result_error(graph, id, m.expected, m.found))
+}
+
+/// The rows every partition's write task reports, summed (`to_csv`, `to_parquet`).
+fn rows_written(graph: &Graph, outputs: &[TaskId], values: &[Value]) -> std::result::Result<u64, ComputeError> {
+    let mut total = 0;
+    for (id, value) in outputs.iter().zip(values) {
+        total += value.downcast_ref::<u64>().map_err(|m| result_error(graph, *id, m.expected, m.found))?;
+    }
+    Ok(total)
 }
 
 /// Partitions concatenated into one batch with the frame's schema.
@@ -444,11 +457,7 @@ impl Collection for ToParquet {
         outputs: &[TaskId],
         values: Vec<Value>,
     ) -> std::result::Result<u64, ComputeError> {
-        let mut total = 0;
-        for (id, value) in outputs.iter().zip(&values) {
-            total += value.downcast_ref::<u64>().map_err(|m| result_error(graph, *id, m.expected, m.found))?;
-        }
-        Ok(total)
+        rows_written(graph, outputs, &values)
     }
 }
 
@@ -495,11 +504,7 @@ impl Collection for ToCsv {
         outputs: &[TaskId],
         values: Vec<Value>,
     ) -> std::result::Result<u64, ComputeError> {
-        let mut total = 0;
-        for (id, value) in outputs.iter().zip(&values) {
-            total += value.downcast_ref::<u64>().map_err(|m| result_error(graph, *id, m.expected, m.found))?;
-        }
-        Ok(total)
+        rows_written(graph, outputs, &values)
     }
 }
 
