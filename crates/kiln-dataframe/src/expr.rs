@@ -1329,8 +1329,8 @@ fn time_output(expr: &Expr, op: &TimeOp, t: &DataType) -> Result<DataType> {
                         expr,
                         t,
                         &format!(
-                            "the time zone {tz:?} is a named zone, whose offsets need the tz database kiln is not \
-                             built with; only UTC and fixed offsets (\"+05:30\") are supported"
+                            "the time zone {tz:?} is not UTC or a fixed offset (\"+05:30\"); a named zone's \
+                             offsets need the tz database, which kiln is not built with"
                         ),
                     ));
                 }
