@@ -184,7 +184,9 @@ pub enum StrOp {
 }
 
 /// A regular expression of the `.str` accessor, compiled when built (or decoded on a worker),
-/// so one partition's task compiles it once and every row and piece shares it.
+/// so one partition's task compiles it once and every row and piece shares it. (arrow-string's
+/// `regexp_is_match_scalar` compiles its pattern on every call, once per 64K-row piece, and
+/// arrow has no replace kernel, so kiln loops over the values itself.)
 ///
 /// The syntax is the `regex` crate's, which agrees with Python's `re` for classes, anchors,
 /// alternation, repetition, groups (`(?P<name>...)`), flags (`(?i)`) and Unicode (`\w`, `\d`

@@ -478,7 +478,10 @@ impl StringMethods<'_> {
     /// pandas users write it, in Python's syntax: `\1` or `\g<1>` for a group, `\g<name>` for a
     /// named one (`(?P<name>...)`), `\g<0>` for the whole match, `\\` for a backslash; `$` is
     /// plain text. A group that did not take part in the match gives empty text; empty matches
-    /// are replaced as Python 3.7+ does (`replace_regex("", "-")` turns `"ab"` into `"-a-b-"`).
+    /// are replaced as Python 3.7+ does (`replace_regex("", "-")` turns `"ab"` into `"-a-b-"`,
+    /// `"a*"` turns `"baa"` into `"-b--"`), except that after an empty match the search moves
+    /// on one character where Python first tries a longer match at the same place, which only
+    /// patterns preferring the empty match there notice (`"a??"`, `"|a"`).
     ///
     /// An invalid pattern, or a template naming a group the pattern lacks, is a
     /// [`DataFrameError::InvalidPattern`] naming the column, carried by the series.
