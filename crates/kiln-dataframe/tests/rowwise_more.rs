@@ -290,13 +290,9 @@ fn regex_frame(n: usize) -> DataFrame {
     DataFrame::from_batch(RecordBatch::try_from_iter([("s", s), ("id", id)]).unwrap(), n).unwrap()
 }
 
-fn owned_all(values: &[Option<&str>]) -> Vec<Option<String>> {
-    values.iter().map(|v| v.map(str::to_string)).collect()
-}
-
 /// The regular-expression texts with the rows `changed` replaced.
 fn unchanged_except(changed: &[(usize, &str)]) -> Vec<Option<String>> {
-    let mut texts = owned_all(&REGEX_TEXTS);
+    let mut texts = owned(&REGEX_TEXTS);
     for &(i, text) in changed {
         texts[i] = Some(text.to_string());
     }
@@ -322,7 +318,7 @@ fn regex_contains_and_replace_follow_pandas_on_every_partitioning() {
         (
             "",
             "-",
-            owned_all(&[
+            owned(&[
                 Some("-A-p-p-l-e- -p-i-e-"),
                 None,
                 Some("-b-a-n-a-n-a- -s-p-l-i-t-"),
@@ -347,7 +343,7 @@ fn regex_contains_and_replace_follow_pandas_on_every_partitioning() {
         (
             "a*",
             "-",
-            owned_all(&[
+            owned(&[
                 Some("-A-p-p-l-e- -p-i-e-"),
                 None,
                 Some("-b--n--n-- -s-p-l-i-t-"),
@@ -366,7 +362,7 @@ fn regex_contains_and_replace_follow_pandas_on_every_partitioning() {
         (
             "[aeiou]",
             r"\\",
-            owned_all(&[
+            owned(&[
                 Some(r"Appl\ p\\"),
                 None,
                 Some(r"b\n\n\ spl\t"),
@@ -400,7 +396,7 @@ fn regex_contains_and_replace_follow_pandas_on_every_partitioning() {
         (
             "^|$",
             "|",
-            owned_all(&[
+            owned(&[
                 Some("|Apple pie|"),
                 None,
                 Some("|banana split|"),
@@ -1001,6 +997,8 @@ fn the_new_expressions_run_on_a_local_cluster() {
         ("ends", s.str().endswith("d")),
         ("swapped", s.str().replace("an", "AN")),
         ("trimmed", s.str().strip()),
+        ("word", s.str().contains_regex(r"^\w+$")),
+        ("vowels", s.str().replace_regex("(?i)([aeiou])", r"<\1>")),
         ("f2", df.col("f").round(2)),
         ("i_1", df.col("id").round(-1)),
     ] {
@@ -1015,6 +1013,13 @@ fn the_new_expressions_run_on_a_local_cluster() {
         texts(remote.column_by_name("trimmed").unwrap()),
         owned(&["Apple", "héllo wörld", "straße", "banana", "ÉCOLE", "an an", "日本語テキスト", "mañana"].map(Some))
     );
+    // pandas: those rows of s.str.contains(r"^\w+$") and s.str.replace("(?i)([aeiou])", r"<\1>").
+    assert_eq!(bools(remote.column_by_name("word").unwrap()), [T, F, F, T, T, F, T, F]);
+    let vowels =
+        ["<A>ppl<e>", "héll<o> wörld", "  str<a>ß<e>\t", "b<a>n<a>n<a>", "ÉC<O>L<E>", "<a>n <a>n", "日本語テキスト"];
+    let mut vowels = owned(&vowels.map(Some));
+    vowels.push(Some("\u{1c} m<a>ñ<a>n<a> \u{a0}".to_string()));
+    assert_eq!(texts(remote.column_by_name("vowels").unwrap()), vowels);
     assert_eq!(
         float_bits(remote.column_by_name("f2").unwrap()),
         bits(&[0.5, -0.5, -2.5, 0.12, 1.0, f64::NAN, 1234.57, -1234.57].map(Some))
