@@ -39,6 +39,19 @@ pub enum DataFrameError {
         /// The foreign operand.
         what: String,
     },
+    /// A regular expression (or a replacement template) of a `.str` operation is not valid;
+    /// reported when the operation is built, before anything runs.
+    #[error("{operation} on {expression}: invalid regular expression {pattern:?}: {message}")]
+    InvalidPattern {
+        /// The operation (`.str.contains_regex`, `.str.replace_regex`).
+        operation: String,
+        /// The column or expression it applies to.
+        expression: String,
+        /// The pattern (or template) as given.
+        pattern: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// An argument is out of range or inconsistent (duplicate output names, an empty list, ...).
     #[error("{0}")]
     InvalidArgument(String),

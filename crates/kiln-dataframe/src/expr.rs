@@ -144,8 +144,9 @@ impl DateField {
     }
 }
 
-/// A string operation (pandas' `.str` accessor). Patterns are literal text, never regular
-/// expressions (pandas' `regex=False`).
+/// A string operation (pandas' `.str` accessor). `Contains` and `Replace` take literal text
+/// (pandas' `regex=False`); `ContainsRegex` and `ReplaceRegex` regular expressions (pandas'
+/// default, `regex=True`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum StrOp {
     /// `.str.contains(pat, regex=False)`: whether the text holds `pat`.
@@ -169,6 +170,225 @@ pub enum StrOp {
     },
     /// `.str.strip()`: leading and trailing whitespace removed (Python's whitespace).
     Strip,
+    /// `.str.contains(pat)` (`regex=True`): whether the pattern matches anywhere in the text
+    /// (Python's `re.search`).
+    ContainsRegex(Pattern),
+    /// `.str.replace(pat, repl)` (`regex=True`): every match replaced by `repl`, written with
+    /// Python's template syntax (`\1`, `\g<name>`, `\n`; `$` is literal).
+    ReplaceRegex {
+        /// The regular expression.
+        pat: Pattern,
+        /// The replacement template, as Python's `re.sub` reads it.
+        repl: String,
+    },
+}
+
+/// A regular expression of the `.str` accessor, compiled when built (or decoded on a worker),
+/// so one partition's task compiles it once and every row and piece shares it. (arrow-string's
+/// `regexp_is_match_scalar` compiles its pattern on every call, once per 64K-row piece, and
+/// arrow has no replace kernel, so kiln loops over the values itself.)
+///
+/// The syntax is the `regex` crate's, which agrees with Python's `re` for classes, anchors,
+/// alternation, repetition, groups (`(?P<name>...)`), flags (`(?i)`) and Unicode (`\w`, `\d`
+/// are Unicode-aware in both); it has no lookaround and no backreferences inside a pattern, which
+/// are refused when built. `$` matches only at the very end (Python's also before a final `\n`).
+#[derive(Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    /// The pattern compiled.
+    ///
+    /// # Errors
+    /// [`DataFrameError::InvalidArgument`] with the compiler's message when `pattern` is not a
+    /// valid regular expression (or is too large).
+    pub fn new(pattern: &str) -> Result<Pattern> {
+        Pattern::compile(pattern).map_err(|message| {
+            DataFrameError::InvalidArgument(format!("invalid regular expression {pattern:?}: {message}"))
+        })
+    }
+
+    pub(crate) fn compile(pattern: &str) -> std::result::Result<Pattern, String> {
+        regex::Regex::new(pattern).map(Pattern).map_err(|e| e.to_string())
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl std::hash::Hash for Pattern {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+// On the wire a pattern is its text; decoding compiles it (a task decoded once per partition).
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Pattern, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Pattern::compile(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One piece of a replacement template: text, or the text of a group (empty when the group
+/// did not take part in the match, as in Python 3.5+).
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Text(String),
+    Group(usize),
+}
+
+/// `repl` read as Python's `re.sub` reads a template (`sre_parse.parse_template`): `\1` to
+/// `\99` and `\g<1>`/`\g<name>` are groups, `\0` and three octal digits are characters,
+/// `\n`, `\t`, `\\` ... are escapes, a backslash before an unknown ASCII letter is an error and
+/// before anything else stays as written. A group the pattern does not have is an error.
+fn parse_template(repl: &str, regex: &regex::Regex) -> std::result::Result<Vec<Piece>, String> {
+    let groups = regex.captures_len() - 1;
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    let group = |pieces: &mut Vec<Piece>, text: &mut String, index: usize| {
+        if index > groups {
+            return Err(format!("invalid group reference {index} (the pattern has {groups} group(s))"));
+        }
+        if !text.is_empty() {
+            pieces.push(Piece::Text(std::mem::take(text)));
+        }
+        pieces.push(Piece::Group(index));
+        Ok(())
+    };
+    let mut chars = repl.chars().peekable();
+    let octal = |c: char| ('0'..='7').contains(&c);
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            text.push(c);
+            continue;
+        }
+        let Some(e) = chars.next() else { return Err("bad escape (end of template)".into()) };
+        match e {
+            'g' => {
+                if chars.next() != Some('<') {
+                    return Err("missing < after \\g".into());
+                }
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('>') => break,
+                        Some(c) => name.push(c),
+                        None => return Err(format!("missing > after \\g<{name}")),
+                    }
+                }
+                let index = if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+                    name.parse::<usize>().unwrap_or(usize::MAX)
+                } else {
+                    regex
+                        .capture_names()
+                        .position(|n| n == Some(name.as_str()))
+                        .ok_or_else(|| format!("unknown group name {name:?}"))?
+                };
+                group(&mut pieces, &mut text, index)?;
+            }
+            '0' => {
+                let mut code = 0u32;
+                for _ in 0..2 {
+                    match chars.peek() {
+                        Some(&d) if octal(d) => {
+                            code = code * 8 + d.to_digit(8).unwrap_or(0);
+                            chars.next();
+                        }
+                        _ => break,
+                    }
+                }
+                text.push(char::from_u32(code).unwrap_or('\0'));
+            }
+            '1'..='9' => {
+                let mut digits = String::from(e);
+                if let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    chars.next();
+                    let third = chars.peek().copied().filter(|&t| octal(e) && octal(d) && octal(t));
+                    if let Some(t) = third {
+                        chars.next();
+                        let code = [e, d, t].iter().fold(0u32, |n, c| n * 8 + c.to_digit(8).unwrap_or(0));
+                        if code > 0o377 {
+                            return Err(format!("octal escape value \\{e}{d}{t} outside of range 0-0o377"));
+                        }
+                        text.push(char::from_u32(code).unwrap_or('\0'));
+                        continue;
+                    }
+                    digits.push(d);
+                }
+                group(&mut pieces, &mut text, digits.parse().unwrap_or(usize::MAX))?;
+            }
+            'a' => text.push('\u{7}'),
+            'b' => text.push('\u{8}'),
+            'f' => text.push('\u{c}'),
+            'n' => text.push('\n'),
+            'r' => text.push('\r'),
+            't' => text.push('\t'),
+            'v' => text.push('\u{b}'),
+            '\\' => text.push('\\'),
+            e if e.is_ascii_alphabetic() => return Err(format!("bad escape \\{e}")),
+            e => {
+                text.push('\\');
+                text.push(e);
+            }
+        }
+    }
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    Ok(pieces)
+}
+
+/// `v` with every match of `regex` replaced as Python's `re.sub` does (3.7+): an empty match
+/// right after a non-empty one is replaced too (`a*` turns `"baa"` into `"-b--"`), and after
+/// an empty match the search moves on one character. (Python would first try a non-empty
+/// match at the same place, which differs only for patterns that prefer the empty match
+/// there, like `a??`.)
+fn replace_python(regex: &regex::Regex, template: &[Piece], v: &str, out: &mut String) {
+    let mut copied = 0;
+    let mut at = 0;
+    while at <= v.len() {
+        let Some(caps) = regex.captures_at(v, at) else { break };
+        let Some(m) = caps.get(0) else { break };
+        out.push_str(&v[copied..m.start()]);
+        for piece in template {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Group(i) => out.push_str(caps.get(*i).map_or("", |g| g.as_str())),
+            }
+        }
+        copied = m.end();
+        at = if m.is_empty() {
+            match v[m.end()..].chars().next() {
+                Some(c) => m.end() + c.len_utf8(),
+                None => break,
+            }
+        } else {
+            m.end()
+        };
+    }
+    out.push_str(&v[copied..]);
 }
 
 impl StrOp {
@@ -182,15 +402,21 @@ impl StrOp {
             StrOp::Len => "len",
             StrOp::Replace { .. } => "replace",
             StrOp::Strip => "strip",
+            StrOp::ContainsRegex(_) => "contains_regex",
+            StrOp::ReplaceRegex { .. } => "replace_regex",
         }
     }
 
     /// The type of the result: a mask, a count or text.
     fn output(&self) -> DataType {
         match self {
-            StrOp::Contains(_) | StrOp::StartsWith(_) | StrOp::EndsWith(_) => DataType::Boolean,
+            StrOp::Contains(_) | StrOp::StartsWith(_) | StrOp::EndsWith(_) | StrOp::ContainsRegex(_) => {
+                DataType::Boolean
+            }
             StrOp::Len => DataType::Int64,
-            StrOp::Lower | StrOp::Upper | StrOp::Replace { .. } | StrOp::Strip => DataType::Utf8,
+            StrOp::Lower | StrOp::Upper | StrOp::Replace { .. } | StrOp::Strip | StrOp::ReplaceRegex { .. } => {
+                DataType::Utf8
+            }
         }
     }
 
@@ -238,6 +464,14 @@ impl StrOp {
             StrOp::Strip => map_strings(values, |v, out| {
                 out.push_str(v.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)));
             }),
+            StrOp::ContainsRegex(p) => {
+                Arc::new(values.iter().map(|v| v.map(|v| p.0.is_match(v))).collect::<BooleanArray>())
+            }
+            StrOp::ReplaceRegex { pat, repl } => {
+                // Checked when the expression was typed; parsing is cheap next to the rows.
+                let template = parse_template(repl, &pat.0).map_err(arrow::error::ArrowError::InvalidArgumentError)?;
+                map_strings(values, |v, out| replace_python(&pat.0, &template, v, out))
+            }
         })
     }
 }
@@ -267,7 +501,8 @@ pub enum TimeOp {
     /// zone, as pandas gives).
     Date,
     /// `.dt.floor(freq)`: rounded down to a multiple of a fixed frequency (`"s"`, `"15min"`,
-    /// `"h"`, `"2D"`, ...) counted from the epoch, as pandas does.
+    /// `"h"`, `"2D"`, ...) counted from the epoch, as pandas does; in local wall time for
+    /// timestamps with a fixed-offset zone (named zones are refused).
     Floor(String),
 }
 
@@ -380,20 +615,51 @@ fn round_array(array: &ArrayRef, decimals: i32) -> std::result::Result<ArrayRef,
     })
 }
 
-/// Timestamps rounded down to multiples of `step` of their unit, counted from the epoch;
-/// a result before the first representable timestamp fails (pandas raises
-/// `OutOfBoundsDatetime`).
+/// Timestamps rounded down to multiples of `step` of their unit, counted from the epoch of
+/// the wall clock `offset` units ahead of UTC (0 without a time zone), as pandas floors a
+/// zoned timestamp's local time; a result outside the representable timestamps fails (pandas
+/// raises `OutOfBoundsDatetime`).
 fn floor_timestamps<T: arrow::datatypes::ArrowTimestampType>(
     array: &ArrayRef,
     step: i64,
+    offset: i64,
 ) -> std::result::Result<ArrayRef, arrow::error::ArrowError> {
     let array = array.as_primitive::<T>();
     let floored = array.try_unary::<_, T, arrow::error::ArrowError>(|t| {
-        t.div_euclid(step).checked_mul(step).ok_or_else(|| {
-            arrow::error::ArrowError::ComputeError(format!("the floor of {t} is out of the timestamps' range"))
-        })
+        t.checked_add(offset)
+            .and_then(|local| local.div_euclid(step).checked_mul(step))
+            .and_then(|local| local.checked_sub(offset))
+            .ok_or_else(|| {
+                arrow::error::ArrowError::ComputeError(format!("the floor of {t} is out of the timestamps' range"))
+            })
     })?;
     Ok(Arc::new(floored.with_timezone_opt(array.timezone())))
+}
+
+/// The offset from UTC, in seconds, of a time zone that is one: `UTC` (`Etc/UTC`, `Z`) or
+/// `+05:30`, `-0300`, `+09` as Arrow writes offsets. A named zone (`Europe/Berlin`) is `None`:
+/// its offset changes over the year and reading it needs the tz database, which kiln is not
+/// built with (arrow's `chrono-tz` feature).
+fn fixed_offset_seconds(tz: &str) -> Option<i64> {
+    if tz.eq_ignore_ascii_case("utc") || tz.eq_ignore_ascii_case("etc/utc") || tz == "Z" {
+        return Some(0);
+    }
+    let (sign, rest) = match tz.as_bytes().first()? {
+        b'+' => (1, &tz[1..]),
+        b'-' => (-1, &tz[1..]),
+        _ => return None,
+    };
+    let digits: String = match rest.len() {
+        5 if rest.as_bytes()[2] == b':' => rest.chars().filter(|&c| c != ':').collect(),
+        4 => rest.to_string(),
+        2 => format!("{rest}00"),
+        _ => return None,
+    };
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (hours, minutes) = (digits[..2].parse::<i64>().ok()?, digits[2..].parse::<i64>().ok()?);
+    (hours < 24 && minutes < 60).then_some(sign * (hours * 3600 + minutes * 60))
 }
 
 /// A row-wise expression over a frame's columns.
@@ -527,6 +793,8 @@ impl fmt::Display for Expr {
                     write!(f, "{expr}.str.{}({p:?})", op.name())
                 }
                 StrOp::Replace { pat, repl } => write!(f, "{expr}.str.replace({pat:?}, {repl:?})"),
+                StrOp::ContainsRegex(p) => write!(f, "{expr}.str.contains_regex({p:?})"),
+                StrOp::ReplaceRegex { pat, repl } => write!(f, "{expr}.str.replace_regex({pat:?}, {repl:?})"),
                 _ => write!(f, "{expr}.str.{}()", op.name()),
             },
             Expr::Round { expr, decimals } => write!(f, "round({expr}, {decimals})"),
@@ -804,6 +1072,14 @@ impl Expr {
                 if !is_text(&t) {
                     return Err(type_error(&format!(".str.{}", op.name()), expr, &t, "a string is needed"));
                 }
+                if let StrOp::ReplaceRegex { pat, repl } = op {
+                    parse_template(repl, &pat.0).map_err(|message| DataFrameError::InvalidPattern {
+                        operation: ".str.replace_regex".into(),
+                        expression: expr.to_string(),
+                        pattern: repl.clone(),
+                        message: format!("replacement: {message}"),
+                    })?;
+                }
                 op.output()
             }
             Expr::Round { expr, .. } => {
@@ -1002,18 +1278,24 @@ impl Expr {
                             TimestampSecondType,
                         };
                         let step = crate::timeseries::fixed_step_ns(freq, &format!("{expr}.dt.floor"))?;
-                        // Every fixed frequency is whole seconds, so whole units of any unit.
+                        // `time_output` accepted the zone, so it is a fixed offset.
+                        let offset = match &output {
+                            DataType::Timestamp(_, Some(tz)) => fixed_offset_seconds(tz).unwrap_or(0),
+                            _ => 0,
+                        };
+                        // Every fixed frequency and every offset is whole seconds, so whole
+                        // units of any unit.
                         let array = match output {
                             DataType::Timestamp(TimeUnit::Second, _) => {
-                                floor_timestamps::<TimestampSecondType>(&v.array, step / 1_000_000_000)
+                                floor_timestamps::<TimestampSecondType>(&v.array, step / 1_000_000_000, offset)
                             }
                             DataType::Timestamp(TimeUnit::Millisecond, _) => {
-                                floor_timestamps::<TimestampMillisecondType>(&v.array, step / 1_000_000)
+                                floor_timestamps::<TimestampMillisecondType>(&v.array, step / 1_000_000, offset * 1_000)
                             }
                             DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                                floor_timestamps::<TimestampMicrosecondType>(&v.array, step / 1_000)
+                                floor_timestamps::<TimestampMicrosecondType>(&v.array, step / 1_000, offset * 1_000_000)
                             }
-                            _ => floor_timestamps::<TimestampNanosecondType>(&v.array, step),
+                            _ => floor_timestamps::<TimestampNanosecondType>(&v.array, step, offset * 1_000_000_000),
                         }
                         .map_err(fail)?;
                         Datum { array, scalar: v.scalar }
@@ -1038,10 +1320,21 @@ fn time_output(expr: &Expr, op: &TimeOp, t: &DataType) -> Result<DataType> {
         TimeOp::Floor(freq) => {
             match t {
                 DataType::Timestamp(_, None) => {}
-                // pandas floors the local wall time, which shifts with the offset in ways a
-                // fixed step does not follow; refused rather than answered differently.
-                DataType::Timestamp(_, Some(_)) => {
-                    return Err(type_error(".dt.floor", expr, t, "a timestamp without a time zone is needed"));
+                // pandas floors the local wall time: with a fixed offset that is the UTC time
+                // shifted by it. A named zone's offset changes (daylight saving time), and
+                // pandas' errors for floors that land in a transition depend on the tz
+                // database; refused rather than answered differently.
+                DataType::Timestamp(_, Some(tz)) if fixed_offset_seconds(tz).is_some() => {}
+                DataType::Timestamp(_, Some(tz)) => {
+                    return Err(type_error(
+                        ".dt.floor",
+                        expr,
+                        t,
+                        &format!(
+                            "the time zone {tz:?} is not UTC or a fixed offset (\"+05:30\"); a named zone's \
+                             offsets need the tz database, which kiln is not built with"
+                        ),
+                    ));
                 }
                 _ => return Err(type_error(".dt.floor", expr, t, "a timestamp is needed")),
             }

@@ -222,7 +222,14 @@ impl DataFrame {
             )));
         };
         divisions.push(last);
-        let base = if kept.len() == bounds.len() {
+        Ok(self.indexed_by_sorted(column, kept, divisions))
+    }
+
+    /// The partitions `kept` (those with rows, in order) with `column` as the index and
+    /// `divisions` known, for a frame already sorted by it: nothing moves, and a subset source
+    /// only when some partition is left out.
+    fn indexed_by_sorted(&self, column: &str, kept: Vec<usize>, divisions: Vec<Scalar>) -> DataFrame {
+        let base = if kept.len() == self.npartitions() {
             self.clone()
         } else {
             self.with_source(Source::Subset { input: self.frame.clone(), partitions: kept }, Divisions::Unknown, None)
@@ -236,7 +243,7 @@ impl DataFrame {
             index: Some(column.to_string()),
             partitioning: None,
         };
-        Ok(DataFrame { frame: Arc::new(frame) })
+        DataFrame { frame: Arc::new(frame) }
     }
 
     /// [`DataFrame::set_index_sorted`] from Parquet footers alone (Dask's
@@ -280,21 +287,7 @@ impl DataFrame {
             last = Some(high);
         }
         divisions.push(last?);
-        let base = if kept.len() == files.len() {
-            self.clone()
-        } else {
-            self.with_source(Source::Subset { input: self.frame.clone(), partitions: kept }, Divisions::Unknown, None)
-        };
-        let frame = Frame {
-            source: base.frame.source.clone(),
-            token: base.frame.token,
-            steps: base.frame.steps.clone(),
-            schema: base.frame.schema.clone(),
-            divisions: Divisions::Known(divisions),
-            index: Some(column.to_string()),
-            partitioning: None,
-        };
-        Some(DataFrame { frame: Arc::new(frame) })
+        Some(self.indexed_by_sorted(column, kept, divisions))
     }
 
     /// The rows sorted by `column` across partitions (Dask's `sort_values`; missing values

@@ -81,7 +81,7 @@ pub mod timeseries;
 
 pub use agg::AggFunc;
 pub use error::DataFrameError;
-pub use expr::{BinaryOp, DateField, Expr, StrOp, TimeOp};
+pub use expr::{BinaryOp, DateField, Expr, Pattern, StrOp, TimeOp};
 pub use frame::{DataFrame, read_csv, read_parquet, read_parquet_split_row_groups};
 pub use groupby::{Agg, GroupBy, GroupKey, auto_split_out};
 pub use io::{CsvOptions, DEFAULT_BLOCKSIZE, PANDAS_NA_VALUES};

@@ -9,7 +9,7 @@
 //! the rank error: the value returned lies between the true quantiles of ranks within the sum,
 //! over partitions, of `rows_i / QUANTILE_SAMPLES` of the asked rank.
 
-use arrow::array::{Array, Float64Array, RecordBatch};
+use arrow::array::{Array, Float64Array};
 use arrow::datatypes::DataType;
 use kiln_graph::{Collection, ComputeError, Graph, GraphBuilder, GraphError, Scheduler, TaskId, Value};
 
@@ -50,11 +50,7 @@ impl Collection for Quantiles {
     ) -> std::result::Result<Vec<f64>, ComputeError> {
         let mut points: Vec<(f64, f64)> = Vec::new();
         for (id, value) in outputs.iter().zip(&values) {
-            let sample = value.downcast_ref::<RecordBatch>().map_err(|m| ComputeError::ResultType {
-                key: graph.key(*id).clone(),
-                expected: m.expected,
-                found: m.found,
-            })?;
+            let sample = crate::reduce::batch_of(graph, *id, value)?;
             let as_f64 = arrow::compute::cast(sample.column(0), &DataType::Float64).map_err(|e| {
                 ComputeError::InvalidCollection {
                     collection: "dataframe",

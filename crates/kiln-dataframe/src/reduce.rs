@@ -23,8 +23,21 @@ fn result_error(graph: &Graph, id: TaskId, expected: &'static str, found: &'stat
     ComputeError::ResultType { key: graph.key(id).clone(), expected, found }
 }
 
-fn batch_of<'a>(graph: &Graph, id: TaskId, value: &'a Value) -> std::result::Result<&'a RecordBatch, ComputeError> {
+pub(crate) fn batch_of<'a>(
+    graph: &Graph,
+    id: TaskId,
+    value: &'a Value,
+) -> std::result::Result<&'a RecordBatch, ComputeError> {
     value.downcast_ref::<RecordBatch>().map_err(|m| result_error(graph, id, m.expected, m.found))
+}
+
+/// The rows every partition's write task reports, summed (`to_csv`, `to_parquet`).
+fn rows_written(graph: &Graph, outputs: &[TaskId], values: &[Value]) -> std::result::Result<u64, ComputeError> {
+    let mut total = 0;
+    for (id, value) in outputs.iter().zip(values) {
+        total += value.downcast_ref::<u64>().map_err(|m| result_error(graph, *id, m.expected, m.found))?;
+    }
+    Ok(total)
 }
 
 /// Partitions concatenated into one batch with the frame's schema.
@@ -313,7 +326,7 @@ impl Collection for Head {
 /// [`DataFrame::nlargest`]): each partition's own `n` best rows, then the best `n` of those.
 #[derive(Clone)]
 pub struct Extremes {
-    /// The frame without missing values in `column`, sorted within each partition.
+    /// The frame sorted by `column` within each partition, missing values and NaN last.
     sorted: DataFrame,
     n: usize,
     column: String,
@@ -339,7 +352,7 @@ impl Collection for Extremes {
         values: Vec<Value>,
     ) -> std::result::Result<RecordBatch, ComputeError> {
         // Partitions in order and a stable sort: of equal values, the earliest rows are kept
-        // (pandas' `keep="first"`).
+        // (pandas' `keep="first"`), and the missing rows that fill up to `n` come in row order.
         let all = concat(&self.sorted.frame.schema, graph, outputs, &values)?;
         let sorted = crate::sort::sort_batch(&all, &[(self.column.clone(), self.descending)]).map_err(|e| {
             ComputeError::InvalidCollection { collection: "dataframe", cause: kiln_graph::error::SharedError::new(e) }
@@ -350,10 +363,11 @@ impl Collection for Extremes {
 
 impl DataFrame {
     /// The `n` rows with the largest values of `column`, largest first (pandas'
-    /// `nlargest(n, column)`, `keep="first"`): missing values and NaN are never chosen, and of
-    /// equal values the earlier rows are (pandas differs only when `n` is at least the row
-    /// count: it then adds the missing rows last). Each partition sends only its own best `n`
-    /// rows; the result is computed, like [`DataFrame::head`].
+    /// `nlargest(n, column)`, `keep="first"`): of equal values the earlier rows are chosen;
+    /// missing values and NaN come only after every present value, so they are chosen only when
+    /// `n` exceeds the present values, as pandas 3.1 adds them: last, in row order. Each
+    /// partition sends only its own best `n` rows; the result is computed, like
+    /// [`DataFrame::head`].
     ///
     /// ```
     /// use std::sync::Arc;
@@ -398,8 +412,9 @@ impl DataFrame {
                 if descending { "nlargest" } else { "nsmallest" }
             )));
         }
-        let present = self.filter(&self.col(column).notna())?;
-        let sorted = present.with_step(Step::Sort(vec![(column.to_string(), descending)]), schema.clone());
+        // The sort puts missing values and NaN last in either direction, where pandas puts them:
+        // a partition's first `n` rows are its best candidates, missing ones included.
+        let sorted = self.with_step(Step::Sort(vec![(column.to_string(), descending)]), schema.clone());
         Ok(Extremes { sorted, n, column: column.to_string(), descending })
     }
 }
@@ -442,11 +457,7 @@ impl Collection for ToParquet {
         outputs: &[TaskId],
         values: Vec<Value>,
     ) -> std::result::Result<u64, ComputeError> {
-        let mut total = 0;
-        for (id, value) in outputs.iter().zip(&values) {
-            total += value.downcast_ref::<u64>().map_err(|m| result_error(graph, *id, m.expected, m.found))?;
-        }
-        Ok(total)
+        rows_written(graph, outputs, &values)
     }
 }
 
@@ -493,11 +504,7 @@ impl Collection for ToCsv {
         outputs: &[TaskId],
         values: Vec<Value>,
     ) -> std::result::Result<u64, ComputeError> {
-        let mut total = 0;
-        for (id, value) in outputs.iter().zip(&values) {
-            total += value.downcast_ref::<u64>().map_err(|m| result_error(graph, *id, m.expected, m.found))?;
-        }
-        Ok(total)
+        rows_written(graph, outputs, &values)
     }
 }
 

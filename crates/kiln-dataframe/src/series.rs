@@ -9,7 +9,7 @@ use arrow::datatypes::DataType;
 
 use crate::agg::AggFunc;
 use crate::error::{DataFrameError, Result};
-use crate::expr::{BinaryOp, DateField, Expr, MAX_EXPR_DEPTH, StrOp, TimeOp};
+use crate::expr::{BinaryOp, DateField, Expr, MAX_EXPR_DEPTH, Pattern, StrOp, TimeOp};
 use crate::plan::Frame;
 use crate::reduce::Reduction;
 use crate::scalar::{DType, Scalar};
@@ -399,8 +399,14 @@ impl DateTimeFields<'_> {
     }
     /// Timestamps rounded down to a fixed frequency counted from the epoch (pandas'
     /// `.dt.floor`): a positive multiple of `"s"`, `"min"`, `"h"` or `"D"` (`"15min"`, `"2D"`).
-    /// Another frequency is a [`DataFrameError::UnknownFrequency`] naming the column; so is a
-    /// timestamp with a time zone (a type error), whose local floor is not supported.
+    /// Another frequency is a [`DataFrameError::UnknownFrequency`] naming the column.
+    ///
+    /// A timestamp with a time zone is floored in its local wall time, as pandas does, so
+    /// `"h"` in `+05:30` gives the half hours of UTC and `"D"` local midnight; the zone is kept.
+    /// That is done for UTC and fixed offsets (`"+05:30"`, `"-0300"`). A named zone
+    /// (`"Europe/Berlin"`, `"Asia/Kolkata"`) is a [`DataFrameError::TypeMismatch`] naming the
+    /// column and the zone: its offsets change with daylight saving time and need the tz
+    /// database, which kiln is not built with (arrow's `chrono-tz` feature).
     ///
     /// ```
     /// use std::sync::Arc;
@@ -437,9 +443,81 @@ impl StringMethods<'_> {
         self.series.derive(Expr::Str { expr: Box::new(self.series.expr.clone()), op })
     }
     /// Whether the text holds `pat`, a literal substring (pandas' `contains(pat, regex=False)`;
-    /// regular expressions are not supported).
+    /// [`StringMethods::contains_regex`] is pandas' default `regex=True`).
     pub fn contains(&self, pat: &str) -> Series {
         self.op(StrOp::Contains(pat.to_string()))
+    }
+    /// Whether the regular expression `pat` matches anywhere in the text: pandas'
+    /// `str.contains(pat)` (its default `regex=True`, Python's `re.search`). The syntax is
+    /// described at [`Pattern`]; use `(?i)` for pandas' `case=False`.
+    ///
+    /// An invalid pattern is a [`DataFrameError::InvalidPattern`] naming the column and the
+    /// pattern, carried by the series (reported by `check`, before anything runs).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use arrow::array::{AsArray, RecordBatch, StringArray};
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_graph::Collection;
+    ///
+    /// let s = StringArray::from(vec![Some("Apple pie"), None, Some("banana"), Some("cherry 42")]);
+    /// let batch = RecordBatch::try_from_iter([("s", Arc::new(s) as _)]).unwrap();
+    /// let df = DataFrame::from_batch(batch, 2).unwrap();
+    /// let mask = df.assign("m", &df.col("s").str().contains_regex(r"^[A-Z]|\d+$")).unwrap();
+    /// let out = mask.compute_on(&kiln_local::LocalScheduler::new()).unwrap();
+    /// let m: Vec<Option<bool>> = out.column(1).as_boolean().iter().collect();
+    /// assert_eq!(m, [Some(true), None, Some(false), Some(true)]);
+    /// assert!(df.col("s").str().contains_regex("(unclosed").check().is_err());
+    /// ```
+    pub fn contains_regex(&self, pat: &str) -> Series {
+        match self.pattern("contains_regex", pat) {
+            Ok(p) => self.op(StrOp::ContainsRegex(p)),
+            Err(e) => Series::failed(self.series.frame.clone(), self.series.expr.clone(), e),
+        }
+    }
+    /// Every match of the regular expression `pat` replaced by `repl`: pandas'
+    /// `str.replace(pat, repl)` with `regex=True` (Python's `re.sub`). `repl` is written as
+    /// pandas users write it, in Python's syntax: `\1` or `\g<1>` for a group, `\g<name>` for a
+    /// named one (`(?P<name>...)`), `\g<0>` for the whole match, `\\` for a backslash; `$` is
+    /// plain text. A group that did not take part in the match gives empty text; empty matches
+    /// are replaced as Python 3.7+ does (`replace_regex("", "-")` turns `"ab"` into `"-a-b-"`,
+    /// `"a*"` turns `"baa"` into `"-b--"`), except that after an empty match the search moves
+    /// on one character where Python first tries a longer match at the same place, which only
+    /// patterns preferring the empty match there notice (`"a??"`, `"|a"`).
+    ///
+    /// An invalid pattern, or a template naming a group the pattern lacks, is a
+    /// [`DataFrameError::InvalidPattern`] naming the column, carried by the series.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use arrow::array::{AsArray, RecordBatch, StringArray};
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_graph::Collection;
+    ///
+    /// let s = StringArray::from(vec![Some("Apple pie"), None, Some("abc123")]);
+    /// let batch = RecordBatch::try_from_iter([("s", Arc::new(s) as _)]).unwrap();
+    /// let df = DataFrame::from_batch(batch, 2).unwrap();
+    /// let swapped = df.col("s").str().replace_regex(r"(\w+) (?P<second>\w+)", r"\g<second> \1");
+    /// let out = df.assign("t", &swapped).unwrap().compute_on(&kiln_local::LocalScheduler::new()).unwrap();
+    /// let t: Vec<Option<&str>> = out.column(1).as_string::<i32>().iter().collect();
+    /// assert_eq!(t, [Some("pie Apple"), None, Some("abc123")]);
+    /// assert!(df.col("s").str().replace_regex("(a)", r"\2").check().is_err());
+    /// ```
+    pub fn replace_regex(&self, pat: &str, repl: &str) -> Series {
+        match self.pattern("replace_regex", pat) {
+            Ok(p) => self.op(StrOp::ReplaceRegex { pat: p, repl: repl.to_string() }),
+            Err(e) => Series::failed(self.series.frame.clone(), self.series.expr.clone(), e),
+        }
+    }
+    fn pattern(&self, operation: &str, pat: &str) -> Result<Pattern> {
+        // The operand's own error comes first, as for every other operation.
+        self.series.check()?;
+        Pattern::compile(pat).map_err(|message| DataFrameError::InvalidPattern {
+            operation: format!(".str.{operation}"),
+            expression: self.series.expr.to_string(),
+            pattern: pat.to_string(),
+            message,
+        })
     }
     /// Whether the text starts with `prefix`.
     pub fn startswith(&self, prefix: &str) -> Series {

@@ -269,7 +269,13 @@ fn every_task_is_portable_and_runs_rebuilt_from_its_spec() {
         .agg([Agg::mean("fare"), Agg::size()])
         .unwrap();
     let in_memory = DataFrame::from_batch(df.compute_on(&LocalScheduler::new()).unwrap(), 4).unwrap();
-    for frame in [grouped, in_memory] {
+    // Regular expressions travel as their text and are compiled again when a task is decoded.
+    let regex = in_memory
+        .assign("a_or_b", &in_memory.col("vendor").str().contains_regex("^(A|B)$"))
+        .unwrap()
+        .assign("bracketed", &in_memory.col("vendor").str().replace_regex("(?P<v>[A-Z])", r"<\g<v>\1>"))
+        .unwrap();
+    for frame in [grouped, in_memory, regex] {
         let (graph, outputs) = graph_of(&frame).unwrap();
         let specs = kiln_graph::portable::graph_to_specs(&graph, CodecRegistry::global()).unwrap();
         let rebuilt =

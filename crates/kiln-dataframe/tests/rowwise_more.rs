@@ -266,6 +266,240 @@ fn string_expressions_survive_serialization() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Regular expressions (pandas' default `regex=True`)
+
+/// The texts of the regular-expression tests: anchors, digits, accents, CJK, spaces.
+const REGEX_TEXTS: [Option<&str>; 12] = [
+    Some("Apple pie"),
+    None,
+    Some("banana split"),
+    Some("Cherry"),
+    Some(""),
+    Some("naïve café"),
+    Some("ÉCOLE 42"),
+    Some("abc123def"),
+    Some("x-y_z"),
+    Some("  spaced  "),
+    Some("日本語テキスト"),
+    Some("aaa"),
+];
+
+fn regex_frame(n: usize) -> DataFrame {
+    let s: ArrayRef = Arc::new(StringArray::from(REGEX_TEXTS.to_vec()));
+    let id: ArrayRef = Arc::new(Int64Array::from_iter_values(0..12));
+    DataFrame::from_batch(RecordBatch::try_from_iter([("s", s), ("id", id)]).unwrap(), n).unwrap()
+}
+
+/// The regular-expression texts with the rows `changed` replaced.
+fn unchanged_except(changed: &[(usize, &str)]) -> Vec<Option<String>> {
+    let mut texts = owned(&REGEX_TEXTS);
+    for &(i, text) in changed {
+        texts[i] = Some(text.to_string());
+    }
+    texts
+}
+
+/// pandas 3.1 (checked with it, on an `object` column so a missing value stays missing):
+/// `s.str.contains(pat)` and `s.str.replace(pat, repl)` with the default `regex=True`.
+#[test]
+fn regex_contains_and_replace_follow_pandas_on_every_partitioning() {
+    let contains: [(&str, [Option<bool>; 12]); 7] = [
+        ("^[A-Z]", [T, N, F, T, F, F, F, F, F, F, F, F]),
+        ("an|rr", [F, N, T, T, F, F, F, F, F, F, F, F]),
+        (r"\d+$", [F, N, F, F, F, F, T, F, F, F, F, F]),
+        ("é|ï", [F, N, F, F, F, T, F, F, F, F, F, F]),
+        // `\w` is Unicode-aware in both: CJK is a word, a space is not.
+        (r"^\w+$", [F, N, F, T, F, F, F, T, F, F, T, T]),
+        ("", [T, N, T, T, T, T, T, T, T, T, T, T]),
+        (r"\bs\w*", [F, N, T, F, F, F, F, F, F, T, F, F]),
+    ];
+    let replace: Vec<(&str, &str, Vec<Option<String>>)> = vec![
+        // Empty matches between all characters, and one in the empty string.
+        (
+            "",
+            "-",
+            owned(&[
+                Some("-A-p-p-l-e- -p-i-e-"),
+                None,
+                Some("-b-a-n-a-n-a- -s-p-l-i-t-"),
+                Some("-C-h-e-r-r-y-"),
+                Some("-"),
+                Some("-n-a-ï-v-e- -c-a-f-é-"),
+                Some("-É-C-O-L-E- -4-2-"),
+                Some("-a-b-c-1-2-3-d-e-f-"),
+                Some("-x---y-_-z-"),
+                Some("- - -s-p-a-c-e-d- - -"),
+                Some("-日-本-語-テ-キ-ス-ト-"),
+                Some("-a-a-a-"),
+            ]),
+        ),
+        (
+            r"(\w+) (\w+)",
+            r"\2 \1",
+            unchanged_except(&[(0, "pie Apple"), (2, "split banana"), (5, "café naïve"), (6, "42 ÉCOLE")]),
+        ),
+        (r"(?P<word>[a-z]+)(\d+)", r"<\g<word>|\2>", unchanged_except(&[(7, "<abc|123>def")])),
+        // Python 3.7+ replaces an empty match right after a non-empty one ("aaa" gives "--").
+        (
+            "a*",
+            "-",
+            owned(&[
+                Some("-A-p-p-l-e- -p-i-e-"),
+                None,
+                Some("-b--n--n-- -s-p-l-i-t-"),
+                Some("-C-h-e-r-r-y-"),
+                Some("-"),
+                Some("-n--ï-v-e- -c--f-é-"),
+                Some("-É-C-O-L-E- -4-2-"),
+                Some("--b-c-1-2-3-d-e-f-"),
+                Some("-x---y-_-z-"),
+                Some("- - -s-p--c-e-d- - -"),
+                Some("-日-本-語-テ-キ-ス-ト-"),
+                Some("--"),
+            ]),
+        ),
+        // `\\` is one backslash.
+        (
+            "[aeiou]",
+            r"\\",
+            owned(&[
+                Some(r"Appl\ p\\"),
+                None,
+                Some(r"b\n\n\ spl\t"),
+                Some(r"Ch\rry"),
+                Some(""),
+                Some(r"n\ïv\ c\fé"),
+                Some("ÉCOLE 42"),
+                Some(r"\bc123d\f"),
+                Some("x-y_z"),
+                Some(r"  sp\c\d  "),
+                Some("日本語テキスト"),
+                Some(r"\\\"),
+            ]),
+        ),
+        // `$` is plain text in Python's templates.
+        (
+            "a",
+            "$1",
+            unchanged_except(&[
+                (2, "b$1n$1n$1 split"),
+                (5, "n$1ïve c$1fé"),
+                (7, "$1bc123def"),
+                (9, "  sp$1ced  "),
+                (11, "$1$1$1"),
+            ]),
+        ),
+        (r"\s+", " ", unchanged_except(&[(9, " spaced ")])),
+        // A group that did not take part in the match is empty text.
+        ("(é)|(ï)", r"[\1\2]", unchanged_except(&[(5, "na[ï]ve caf[é]")])),
+        // Anchors match empty at both ends, once each.
+        (
+            "^|$",
+            "|",
+            owned(&[
+                Some("|Apple pie|"),
+                None,
+                Some("|banana split|"),
+                Some("|Cherry|"),
+                Some("|"),
+                Some("|naïve café|"),
+                Some("|ÉCOLE 42|"),
+                Some("|abc123def|"),
+                Some("|x-y_z|"),
+                Some("|  spaced  |"),
+                Some("|日本語テキスト|"),
+                Some("|aaa|"),
+            ]),
+        ),
+        // A flag, the whole match as `\g<0>`, and `\n` as a line break.
+        (
+            "(?i)e",
+            r"\g<0>\n",
+            unchanged_except(&[
+                (0, "Apple\n pie\n"),
+                (3, "Che\nrry"),
+                (5, "naïve\n café"),
+                (6, "ÉCOLE\n 42"),
+                (7, "abc123de\nf"),
+                (9, "  space\nd  "),
+            ]),
+        ),
+    ];
+    for n in PARTITIONS {
+        let df = regex_frame(n);
+        let mut out = df.clone();
+        for (i, (pat, _)) in contains.iter().enumerate() {
+            out = out.assign(&format!("c{i}"), &df.col("s").str().contains_regex(pat)).unwrap();
+        }
+        for (i, (pat, repl, _)) in replace.iter().enumerate() {
+            out = out.assign(&format!("r{i}"), &df.col("s").str().replace_regex(pat, repl)).unwrap();
+        }
+        let out = compute(&out);
+        for (i, (pat, want)) in contains.iter().enumerate() {
+            assert_eq!(bools(out.column_by_name(&format!("c{i}")).unwrap()), want, "contains {pat:?} on {n}");
+        }
+        for (i, (pat, repl, want)) in replace.iter().enumerate() {
+            let got = texts(out.column_by_name(&format!("r{i}")).unwrap());
+            assert_eq!(&got, want, "replace {pat:?} {repl:?} on {n}");
+        }
+        // A regex mask filters: pandas' df[df.s.str.contains(r"^\w+$").fillna(False)].id
+        let words = compute(&df.filter(&df.col("s").str().contains_regex(r"^\w+$")).unwrap());
+        assert_eq!(ints(words.column_by_name("id").unwrap()), [Some(3), Some(7), Some(10), Some(11)], "{n}");
+    }
+}
+
+#[test]
+fn an_invalid_pattern_or_template_is_an_error_naming_column_and_pattern() {
+    let df = regex_frame(3);
+    for (series, pattern) in [
+        (df.col("s").str().contains_regex("(unclosed"), "(unclosed"),
+        (df.col("s").str().replace_regex("[z-a]", "x"), "[z-a]"),
+        // No backreferences inside a pattern (Python has them; refused, not misread).
+        (df.col("s").str().contains_regex(r"(a)\1"), r"(a)\1"),
+        // Templates: a group the pattern lacks, an unknown name, a bad escape.
+        (df.col("s").str().replace_regex("(a)", r"\2"), r"\2"),
+        (df.col("s").str().replace_regex("(a)", r"\g<nope>"), r"\g<nope>"),
+        (df.col("s").str().replace_regex("a", r"\q"), r"\q"),
+    ] {
+        let error = series.check().unwrap_err();
+        match &error {
+            DataFrameError::InvalidPattern { expression, pattern: p, .. } => {
+                assert_eq!((expression.as_str(), p.as_str()), ("s", pattern), "{error}");
+            }
+            other => panic!("expected an invalid pattern, got {other:?}"),
+        }
+        let text = error.to_string();
+        assert!(text.contains('s') && text.contains(pattern), "{text}");
+        // Building the frame fails too, before anything runs.
+        assert!(df.assign("x", &series).is_err());
+    }
+    // The operand's own error comes first.
+    assert!(matches!(
+        df.col("gone").str().contains_regex("(").check().unwrap_err(),
+        DataFrameError::ColumnNotFound { .. }
+    ));
+    assert!(matches!(
+        df.col("id").str().replace_regex("a", "b").check().unwrap_err(),
+        DataFrameError::TypeMismatch { .. }
+    ));
+}
+
+#[test]
+fn regex_expressions_survive_serialization() {
+    // Task specs carry expressions; running rebuilt specs is `tests/plan.rs`'
+    // `every_task_is_portable_and_runs_rebuilt_from_its_spec`.
+    let df = regex_frame(1);
+    for s in [df.col("s").str().contains_regex("a|b"), df.col("s").str().replace_regex("(a)", r"\1\1")] {
+        let back: kiln_dataframe::Expr = serde_json::from_str(&serde_json::to_string(s.expr()).unwrap()).unwrap();
+        assert_eq!(&back, s.expr());
+    }
+    assert_eq!(df.col("s").str().contains_regex("a|b").expr().to_string(), r#"s.str.contains_regex("a|b")"#);
+    // A hostile spec with an invalid pattern fails to decode instead of failing later.
+    let bad = r#"{"Str":{"expr":{"Column":"s"},"op":{"ContainsRegex":"("}}}"#;
+    assert!(serde_json::from_str::<kiln_dataframe::Expr>(bad).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
 // round
 
 fn number_batch() -> RecordBatch {
@@ -622,8 +856,98 @@ fn dt_date_of_zoned_timestamps_is_the_local_date() {
     let out = compute(&df.assign("d", &df.col("ts").dt().date()).unwrap());
     let days: Vec<Option<i32>> = out.column(1).as_primitive::<Date32Type>().iter().collect();
     assert_eq!(days, [Some(19793), None]);
-    // Its floor would be of local wall time, which is refused.
-    assert!(matches!(df.col("ts").dt().floor("h").check(), Err(DataFrameError::TypeMismatch { .. })));
+    // Its floor is of local wall time: pandas' floor("D") is 2024-03-11 00:00+05:00.
+    let out = compute(&df.assign("f", &df.col("ts").dt().floor("D")).unwrap());
+    let floors: Vec<Option<i64>> = out.column(1).as_primitive::<TimestampNanosecondType>().iter().collect();
+    assert_eq!(floors, [Some(1_710_097_200_000_000_000), None]);
+}
+
+/// UTC instants of the zoned floor tests (2024-03-10 13:47:59.123456789, missing, 1 ns before
+/// the epoch, 2024-02-29 23:59:59, the epoch, 2024-12-31 23:59:59.999999999, 2024-03-31
+/// 01:00).
+const ZONED: [Option<i64>; 7] = [
+    Some(1_710_078_479_123_456_789),
+    None,
+    Some(-1),
+    Some(1_709_251_199_000_000_000),
+    Some(0),
+    Some(1_735_689_599_999_999_999),
+    Some(1_711_846_800_000_000_000),
+];
+
+/// pandas 3.1 (checked with it):
+/// `pd.Series(pd.to_datetime(ZONED, unit="ns", utc=True)).dt.tz_convert(tz).dt.floor(freq)`,
+/// as UTC nanoseconds. Zones with 30- and 45-minute offsets floor to other instants than UTC.
+#[rustfmt::skip]
+fn expected_zoned_floors() -> Vec<(&'static str, &'static str, [Option<i64>; 7])> {
+    vec![
+        ("+05:30", "h", [Some(1710077400000000000), None, Some(-1800000000000), Some(1709249400000000000), Some(-1800000000000), Some(1735687800000000000), Some(1711845000000000000)]),
+        ("+05:30", "15min", [Some(1710078300000000000), None, Some(-900000000000), Some(1709250300000000000), Some(0), Some(1735688700000000000), Some(1711846800000000000)]),
+        ("+05:30", "D", [Some(1710009000000000000), None, Some(-19800000000000), Some(1709231400000000000), Some(-19800000000000), Some(1735669800000000000), Some(1711823400000000000)]),
+        ("+05:30", "s", [Some(1710078479000000000), None, Some(-1000000000), Some(1709251199000000000), Some(0), Some(1735689599000000000), Some(1711846800000000000)]),
+        ("+05:30", "2h", [Some(1710073800000000000), None, Some(-5400000000000), Some(1709245800000000000), Some(-5400000000000), Some(1735684200000000000), Some(1711845000000000000)]),
+        ("-03:00", "h", [Some(1710075600000000000), None, Some(-3600000000000), Some(1709247600000000000), Some(0), Some(1735686000000000000), Some(1711846800000000000)]),
+        ("-03:00", "15min", [Some(1710078300000000000), None, Some(-900000000000), Some(1709250300000000000), Some(0), Some(1735688700000000000), Some(1711846800000000000)]),
+        ("-03:00", "D", [Some(1710039600000000000), None, Some(-75600000000000), Some(1709175600000000000), Some(-75600000000000), Some(1735614000000000000), Some(1711767600000000000)]),
+        ("-03:00", "s", [Some(1710078479000000000), None, Some(-1000000000), Some(1709251199000000000), Some(0), Some(1735689599000000000), Some(1711846800000000000)]),
+        ("-03:00", "2h", [Some(1710075600000000000), None, Some(-3600000000000), Some(1709247600000000000), Some(-3600000000000), Some(1735686000000000000), Some(1711846800000000000)]),
+        ("UTC", "h", [Some(1710075600000000000), None, Some(-3600000000000), Some(1709247600000000000), Some(0), Some(1735686000000000000), Some(1711846800000000000)]),
+        ("UTC", "15min", [Some(1710078300000000000), None, Some(-900000000000), Some(1709250300000000000), Some(0), Some(1735688700000000000), Some(1711846800000000000)]),
+        ("UTC", "D", [Some(1710028800000000000), None, Some(-86400000000000), Some(1709164800000000000), Some(0), Some(1735603200000000000), Some(1711843200000000000)]),
+        ("UTC", "s", [Some(1710078479000000000), None, Some(-1000000000), Some(1709251199000000000), Some(0), Some(1735689599000000000), Some(1711846800000000000)]),
+        ("UTC", "2h", [Some(1710072000000000000), None, Some(-7200000000000), Some(1709244000000000000), Some(0), Some(1735682400000000000), Some(1711843200000000000)]),
+        ("+05:45", "h", [Some(1710076500000000000), None, Some(-2700000000000), Some(1709248500000000000), Some(-2700000000000), Some(1735686900000000000), Some(1711844100000000000)]),
+        ("+05:45", "15min", [Some(1710078300000000000), None, Some(-900000000000), Some(1709250300000000000), Some(0), Some(1735688700000000000), Some(1711846800000000000)]),
+        ("+05:45", "D", [Some(1710008100000000000), None, Some(-20700000000000), Some(1709230500000000000), Some(-20700000000000), Some(1735668900000000000), Some(1711822500000000000)]),
+        ("+05:45", "s", [Some(1710078479000000000), None, Some(-1000000000), Some(1709251199000000000), Some(0), Some(1735689599000000000), Some(1711846800000000000)]),
+        ("+05:45", "2h", [Some(1710072900000000000), None, Some(-6300000000000), Some(1709244900000000000), Some(-6300000000000), Some(1735683300000000000), Some(1711844100000000000)]),
+    ]
+}
+
+#[test]
+fn dt_floor_of_fixed_offset_zones_is_in_local_time_as_pandas() {
+    for n in PARTITIONS {
+        for (tz, freq, want) in expected_zoned_floors() {
+            // Arrow writes "-03:00" also as "-0300": both spellings give the same floor.
+            for spelling in [tz.to_string(), tz.replace(':', "")] {
+                let ns = TimestampNanosecondArray::from(ZONED.to_vec()).with_timezone(spelling.as_str());
+                let us = TimestampMicrosecondArray::from(
+                    ZONED.iter().map(|t| t.map(|t| t.div_euclid(1000))).collect::<Vec<_>>(),
+                )
+                .with_timezone(spelling.as_str());
+                let batch =
+                    RecordBatch::try_from_iter([("ts", Arc::new(ns) as ArrayRef), ("ts_us", Arc::new(us) as ArrayRef)])
+                        .unwrap();
+                let df = DataFrame::from_batch(batch, n).unwrap();
+                let out = df.assign("f", &df.col("ts").dt().floor(freq)).unwrap();
+                let out = compute(&out.assign("f_us", &df.col("ts_us").dt().floor(freq)).unwrap());
+                let f = out.column_by_name("f").unwrap();
+                // The zone is kept, as pandas keeps it.
+                assert_eq!(f.data_type(), &DataType::Timestamp(TimeUnit::Nanosecond, Some(spelling.as_str().into())));
+                let got: Vec<Option<i64>> = f.as_primitive::<TimestampNanosecondType>().iter().collect();
+                assert_eq!(got, want, "{spelling} {freq} on {n}");
+                // Every frequency and offset is whole seconds: the microsecond floor agrees.
+                let got: Vec<Option<i64>> =
+                    out.column_by_name("f_us").unwrap().as_primitive::<TimestampMicrosecondType>().iter().collect();
+                let want: Vec<Option<i64>> = want.iter().map(|t| t.map(|t| t / 1000)).collect();
+                assert_eq!(got, want, "us {spelling} {freq} on {n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn dt_floor_of_a_named_zone_is_an_error_naming_column_and_zone() {
+    for zone in ["Europe/Berlin", "Asia/Kolkata", "+25:00", "+05:3"] {
+        let ts = TimestampNanosecondArray::from(vec![Some(0)]).with_timezone(zone);
+        let batch = RecordBatch::try_from_iter([("when", Arc::new(ts) as ArrayRef)]).unwrap();
+        let df = DataFrame::from_batch(batch, 1).unwrap();
+        let error = df.col("when").dt().floor("h").check().unwrap_err();
+        assert!(matches!(&error, DataFrameError::TypeMismatch { expression, .. } if expression == "when"), "{error:?}");
+        let text = error.to_string();
+        assert!(text.contains("when") && text.contains(zone), "{text}");
+        assert!(df.assign("h", &df.col("when").dt().floor("h")).is_err());
+    }
 }
 
 #[test]
@@ -673,6 +997,8 @@ fn the_new_expressions_run_on_a_local_cluster() {
         ("ends", s.str().endswith("d")),
         ("swapped", s.str().replace("an", "AN")),
         ("trimmed", s.str().strip()),
+        ("word", s.str().contains_regex(r"^\w+$")),
+        ("vowels", s.str().replace_regex("(?i)([aeiou])", r"<\1>")),
         ("f2", df.col("f").round(2)),
         ("i_1", df.col("id").round(-1)),
     ] {
@@ -687,6 +1013,13 @@ fn the_new_expressions_run_on_a_local_cluster() {
         texts(remote.column_by_name("trimmed").unwrap()),
         owned(&["Apple", "héllo wörld", "straße", "banana", "ÉCOLE", "an an", "日本語テキスト", "mañana"].map(Some))
     );
+    // pandas: those rows of s.str.contains(r"^\w+$") and s.str.replace("(?i)([aeiou])", r"<\1>").
+    assert_eq!(bools(remote.column_by_name("word").unwrap()), [T, F, F, T, T, F, T, F]);
+    let vowels =
+        ["<A>ppl<e>", "héll<o> wörld", "  str<a>ß<e>\t", "b<a>n<a>n<a>", "ÉC<O>L<E>", "<a>n <a>n", "日本語テキスト"];
+    let mut vowels = owned(&vowels.map(Some));
+    vowels.push(Some("\u{1c} m<a>ñ<a>n<a> \u{a0}".to_string()));
+    assert_eq!(texts(remote.column_by_name("vowels").unwrap()), vowels);
     assert_eq!(
         float_bits(remote.column_by_name("f2").unwrap()),
         bits(&[0.5, -0.5, -2.5, 0.12, 1.0, f64::NAN, 1234.57, -1234.57].map(Some))
