@@ -5,6 +5,7 @@
 //! df.groupby(df.timestamp.dt.hour).value.mean()
 //! df.passenger_count.mean()
 //! df.groupby(df.passenger_count).trip_distance.mean()
+//! df.trip_distance.resample('h').mean()
 //! df = dd.read_parquet('...'); data = df[['age', 'income', 'married']]
 //! ```
 //!
@@ -14,7 +15,8 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use kiln::dataframe::arrow::array::RecordBatch;
-use kiln::dataframe::{Agg, CsvOptions, Scalar, read_csv, read_parquet};
+use kiln::dataframe::arrow::util::display::{ArrayFormatter, FormatOptions};
+use kiln::dataframe::{Agg, CsvOptions, read_csv, read_parquet};
 use kiln::prelude::*;
 
 /// One day of trips, a few thousand rows, with some passenger counts missing.
@@ -50,11 +52,14 @@ fn write_day(dir: &std::path::Path, day: u32) -> std::io::Result<()> {
 /// The batch as text, a line per row.
 fn table(batch: &RecordBatch) -> String {
     let mut out = batch.schema().fields().iter().map(|f| format!("{:>20}", f.name())).collect::<String>();
+    // Arrow's own value formatting: dates and times as text, not raw counts of nanoseconds.
+    let options = FormatOptions::default().with_null("NaN");
+    let formatters: Vec<_> =
+        batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formattable")).collect();
     for row in 0..batch.num_rows() {
         out.push('\n');
-        for column in batch.columns() {
-            let cell = Scalar::from_array(column.as_ref(), row).map_or_else(|e| e.to_string(), |v| v.to_string());
-            let _ = write!(out, "{cell:>20}");
+        for formatter in &formatters {
+            let _ = write!(out, "{:>20}", formatter.value(row).to_string());
         }
     }
     out
@@ -77,6 +82,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("mean passenger_count: {}", df.col("passenger_count").mean().compute()?);
     let by_passengers = df.groupby(["passenger_count"])?.agg([Agg::mean("trip_distance")])?;
     println!("mean trip_distance by passenger_count:\n{}", table(&by_passengers.compute()?));
+    // Resampling needs a datetime index with known divisions; the files are in time order, so
+    // it is set without moving rows (Dask's `set_index('timestamp', sorted=True)`).
+    let indexed = df.set_index_sorted("timestamp", &*kiln::default_scheduler())?;
+    let hourly = indexed.col("trip_distance").resample("h")?.mean()?;
+    println!("hourly mean trip_distance (first hours):\n{}", table(&hourly.head(3).compute()?));
 
     let parquet = dir.join("parquet");
     df.to_parquet(&parquet.to_string_lossy()).compute()?;
