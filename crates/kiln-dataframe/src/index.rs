@@ -372,7 +372,9 @@ impl DataFrame {
 
     /// The rows whose index lies in `[low, high]`, both ends included, either optional (pandas'
     /// `df.loc[low:high]`). With known divisions only the partitions that can hold such rows
-    /// are computed; otherwise every partition is filtered.
+    /// are computed; otherwise every partition is filtered. On a datetime index a date string
+    /// names its whole period, as in pandas: `loc("2015-01-01", "2015-01-02")` ends at the
+    /// second day's last instant, `"2015-01"` is the month.
     ///
     /// # Errors
     /// [`DataFrameError::InvalidArgument`] when the frame has no index;
@@ -401,6 +403,15 @@ impl DataFrame {
                 });
             }
         }
+        // pandas' partial string indexing: on a datetime index "2015-01-02" is the whole day,
+        // "2015-01" the whole month, so a high bound reaches the end of its period.
+        let (low, high) = match index_type {
+            arrow::datatypes::DataType::Timestamp(_, None) => (
+                low.map(|b| period_of(&b).map_or_else(|| instant(b), |(start, _)| Scalar::TimestampNs(start))),
+                high.map(|b| period_of(&b).map_or_else(|| instant(b), |(_, end)| Scalar::TimestampNs(end))),
+            ),
+            _ => (low, high),
+        };
         let step = Step::Range { column: index.clone(), low: low.clone(), high: high.clone() };
         let Divisions::Known(divisions) = &self.frame.divisions else {
             return Ok(self.with_step(step, self.frame.schema.clone()));
@@ -438,7 +449,69 @@ impl DataFrame {
         );
         Ok(pruned.with_step(step, self.frame.schema.clone()))
     }
+}
 
+/// A string bound naming an instant as a timestamp, so both bounds of a range have one type;
+/// anything else as it is.
+fn instant(bound: Scalar) -> Scalar {
+    match &bound {
+        Scalar::Str(text) => arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text.trim())
+            .map_or(bound, Scalar::TimestampNs),
+        _ => bound,
+    }
+}
+
+/// The first and last nanosecond of the period a date string names at its own precision
+/// (pandas' partial string indexing): `"2015"`, `"2015-01"`, `"2015-01-02"`,
+/// `"2015-01-02 03"`, `"2015-01-02 03:04"`, `"2015-01-02 03:04:05"` (or with a `T`). `None`
+/// for anything else, which is compared as written.
+fn period_of(bound: &Scalar) -> Option<(i64, i64)> {
+    use arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
+    let Scalar::Str(text) = bound else {
+        return None;
+    };
+    let text = text.trim();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let parse = |s: &str| string_to_timestamp_nanos(s).ok();
+    let month_start = |year: i64, month: i64| parse(&format!("{year:04}-{month:02}-01"));
+    let parts: Vec<&str> = text.splitn(3, '-').collect();
+    match parts.as_slice() {
+        [year] if year.len() == 4 && digits(year) => {
+            let year: i64 = year.parse().ok()?;
+            Some((month_start(year, 1)?, month_start(year + 1, 1)? - 1))
+        }
+        [year, month] if year.len() == 4 && month.len() == 2 && digits(year) && digits(month) => {
+            let (year, month): (i64, i64) = (year.parse().ok()?, month.parse().ok()?);
+            let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+            Some((month_start(year, month)?, month_start(next_year, next_month)? - 1))
+        }
+        [_, _, rest] => {
+            // The day, then optionally the time to hours, minutes or seconds; finer strings
+            // (fractions of a second, zones) name an instant and are compared as written.
+            let (day, time) = rest.split_once([' ', 'T']).map_or((*rest, None), |(d, t)| (d, Some(t)));
+            if day.len() != 2 || !digits(day) {
+                return None;
+            }
+            let date = &text[..text.len() - rest.len() + 2];
+            const SECOND: i64 = 1_000_000_000;
+            let (start, length) = match time.map(|t| t.split(':').collect::<Vec<_>>()).as_deref() {
+                None => (parse(date)?, 86_400 * SECOND),
+                Some([h]) if h.len() == 2 && digits(h) => (parse(&format!("{date} {h}:00:00"))?, 3_600 * SECOND),
+                Some([h, m]) if [h, m].iter().all(|p| p.len() == 2 && digits(p)) => {
+                    (parse(&format!("{date} {h}:{m}:00"))?, 60 * SECOND)
+                }
+                Some([h, m, sec]) if [h, m, sec].iter().all(|p| p.len() == 2 && digits(p)) => {
+                    (parse(&format!("{date} {h}:{m}:{sec}"))?, SECOND)
+                }
+                _ => return None,
+            };
+            Some((start, start + length - 1))
+        }
+        _ => None,
+    }
+}
+
+impl DataFrame {
     /// The same rows in `npartitions` partitions (Dask's `repartition(npartitions=n)`): fewer
     /// by concatenating runs of neighbouring partitions (known divisions stay known), more by
     /// cutting at divisions spread evenly by value when the index is divided by numbers or

@@ -882,3 +882,47 @@ fn a_renamed_index_follows_its_column() {
     assert_eq!(df.drop(&["k"]).unwrap().index(), None);
     assert_eq!(df.select(&["id", "k"]).unwrap().index(), Some("k"));
 }
+
+fn ts_frame() -> DataFrame {
+    // 2015-01-01 00:00, 05:00, 2015-01-02 03:00, 23:00, 2015-01-03 01:00, 2015-02-01 00:30
+    let h = 3_600_000_000_000i64;
+    let day = 24 * h;
+    let t0 = 1_420_070_400_000_000_000i64;
+    let ts = arrow::array::TimestampNanosecondArray::from(vec![
+        t0,
+        t0 + 5 * h,
+        t0 + day + 3 * h,
+        t0 + day + 23 * h,
+        t0 + 2 * day + h,
+        t0 + 31 * day + h / 2,
+    ]);
+    let v = i64s(&[Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)]);
+    let batch = RecordBatch::try_from_iter([("ts", Arc::new(ts) as ArrayRef), ("v", v)]).unwrap();
+    DataFrame::from_sorted_batches(vec![batch.slice(0, 2), batch.slice(2, 2), batch.slice(4, 2)], "ts").unwrap()
+}
+
+#[test]
+fn loc_with_date_strings_selects_whole_periods_as_pandas_does() {
+    // t = pd.DataFrame({"v": [1, 2, 3, 4, 5, 6]}, index=pd.to_datetime(["2015-01-01 00:00",
+    //     "2015-01-01 05:00", "2015-01-02 03:00", "2015-01-02 23:00", "2015-01-03 01:00",
+    //     "2015-02-01 00:30"]))
+    let df = ts_frame();
+    let v = |low: Option<&str>, high: Option<&str>| {
+        let out = df.loc(low.map(Into::into), high.map(Into::into)).unwrap().compute_on(&s()).unwrap();
+        out.column(1).as_primitive::<Int64Type>().values().to_vec()
+    };
+    // t.loc["2015-01-01":"2015-01-02"].v -> [1, 2, 3, 4]
+    assert_eq!(v(Some("2015-01-01"), Some("2015-01-02")), [1, 2, 3, 4]);
+    // t.loc["2015-01-02":].v -> [3, 4, 5, 6]
+    assert_eq!(v(Some("2015-01-02"), None), [3, 4, 5, 6]);
+    // t.loc["2015-01"].v and t.loc[:"2015-01"].v -> [1, 2, 3, 4, 5]
+    assert_eq!(v(Some("2015-01"), Some("2015-01")), [1, 2, 3, 4, 5]);
+    assert_eq!(v(None, Some("2015-01")), [1, 2, 3, 4, 5]);
+    // t.loc["2015"].v -> all six; t.loc["2015-01-02 03":"2015-01-02 23:00"].v -> [3, 4]
+    assert_eq!(v(Some("2015"), Some("2015")), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(v(Some("2015-01-02 03"), Some("2015-01-02 23:00")), [3, 4]);
+    // A full timestamp is an instant: t.loc[:"2015-01-02 03:00:00"].v -> [1, 2, 3]
+    assert_eq!(v(None, Some("2015-01-02T03:00:00")), [1, 2, 3]);
+    // t.loc["2015-02-01 00:30:00.5":].v -> [] (a fraction of a second is an instant too)
+    assert_eq!(v(Some("2015-02-01 00:30:00.5"), None), Vec::<i64>::new());
+}
