@@ -721,7 +721,7 @@ pub enum Expr {
         /// The upper bound.
         upper: Option<Scalar>,
     },
-    /// `isin(values)`; a missing value is never in the list.
+    /// `isin(values)`; a missing value is in the list when the list holds one.
     IsIn {
         /// The expression tested.
         expr: Box<Expr>,
@@ -1231,8 +1231,13 @@ impl Expr {
             }
             Expr::IsIn { expr, values } => {
                 let v = expr.eval(batch)?.nan_as_null()?;
-                let mut found = BooleanArray::from(vec![false; v.array.len()]);
-                for value in values.iter().filter(|value| !value.is_null()) {
+                let missing = |value: &&Scalar| value.is_null() || matches!(value, Scalar::Float(f) if f.is_nan());
+                // pandas matches a missing value when the list holds one (NaN or None).
+                let mut found = match values.iter().any(|value| missing(&value)) {
+                    true => arrow::compute::is_null(&v.array).map_err(fail)?,
+                    false => BooleanArray::from(vec![false; v.array.len()]),
+                };
+                for value in values.iter().filter(|value| !missing(value)) {
                     let target = comparable(v.array.data_type(), &value.data_type())
                         .ok_or_else(|| type_error("isin", expr, v.array.data_type(), "not comparable"))?;
                     let (l, r) = (v.cast(&target)?, Datum { array: value.to_array(), scalar: true }.cast(&target)?);

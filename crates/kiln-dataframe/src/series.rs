@@ -225,7 +225,8 @@ impl Series {
         self.derive(Expr::Clip { expr: Box::new(self.expr.clone()), lower, upper })
     }
 
-    /// Whether each value is one of `values` (a missing value never is).
+    /// Whether each value is one of `values`; a missing value (NaN included) is when `values`
+    /// holds one (`Scalar::Null` or NaN), as in pandas.
     pub fn isin<V: Into<Scalar>>(&self, values: impl IntoIterator<Item = V>) -> Series {
         self.derive(Expr::IsIn {
             expr: Box::new(self.expr.clone()),

@@ -926,3 +926,25 @@ fn loc_with_date_strings_selects_whole_periods_as_pandas_does() {
     // t.loc["2015-02-01 00:30:00.5":].v -> [] (a fraction of a second is an instant too)
     assert_eq!(v(Some("2015-02-01 00:30:00.5"), None), Vec::<i64>::new());
 }
+
+#[test]
+fn isin_matches_missing_values_when_the_list_holds_one() {
+    // pd.Series([1.0, nan, 2.0]).isin([1.0, nan]) -> [T, T, F]
+    // pd.Series(["a", None, "b"]).isin(["a", None]) -> [T, T, F]
+    let batch = RecordBatch::try_from_iter([
+        ("x", f64s(&[Some(1.0), Some(f64::NAN), Some(2.0)])),
+        ("t", strs(&[Some("a"), None, Some("b")])),
+    ])
+    .unwrap();
+    for (n, df) in frames(&batch) {
+        let out = df
+            .assign("xi", &df.col("x").isin([Scalar::Float(1.0), Scalar::Float(f64::NAN)]))
+            .unwrap()
+            .assign("ti", &df.col("t").isin([Scalar::from("a"), Scalar::Null]))
+            .unwrap()
+            .compute_on(&s())
+            .unwrap();
+        assert_eq!(bools(out.column(3)), [Some(true), Some(true), Some(false)], "t on {n}");
+        assert_eq!(bools(out.column(2)), [Some(true), Some(true), Some(false)], "x on {n}");
+    }
+}
