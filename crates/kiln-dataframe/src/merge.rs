@@ -310,7 +310,8 @@ impl DataFrame {
     }
 
     /// Joins with `right` on both frames' index columns (pandas' `join`, with `how`): a merge
-    /// whose keys are the two indexes.
+    /// whose keys are the two indexes, kept as one column under the left index's name (both
+    /// are kept only when the right frame has another column of that name).
     ///
     /// # Errors
     /// [`DataFrameError::InvalidArgument`] when either frame has no index; as
@@ -321,6 +322,12 @@ impl DataFrame {
                 "join matches rows on the index: both frames need one (set_index or from_sorted_batches)".into(),
             ));
         };
+        // pandas keeps one index: the right one takes the left's name (when no other right
+        // column has it), so the keys merge as one column, coalesced in an outer join.
+        if left_index != right_index && !right.columns().iter().any(|c| c == left_index) {
+            let renamed = right.rename(&[(right_index, left_index)])?;
+            return self.merge(&renamed, &MergeOptions::on([left_index]).how(how));
+        }
         self.merge(right, &MergeOptions::left_right([left_index], [right_index]).how(how))
     }
 }

@@ -948,3 +948,46 @@ fn isin_matches_missing_values_when_the_list_holds_one() {
         assert_eq!(bools(out.column(2)), [Some(true), Some(true), Some(false)], "x on {n}");
     }
 }
+
+#[test]
+fn join_on_differently_named_indexes_keeps_one_index_column() {
+    // li = pd.DataFrame({"a": [1, 2, 3], "x": [10, 20, 30]}).set_index("a")
+    // ri = pd.DataFrame({"b": [2, 3, 4], "y": [200, 300, 400]}).set_index("b")
+    // li.join(ri, how="inner") -> index [2, 3], columns x [20, 30], y [200, 300] (no "b")
+    let left = RecordBatch::try_from_iter([
+        ("a", i64s(&[Some(1), Some(2), Some(3)])),
+        ("x", i64s(&[Some(10), Some(20), Some(30)])),
+    ])
+    .unwrap();
+    let right = RecordBatch::try_from_iter([
+        ("b", i64s(&[Some(2), Some(3), Some(4)])),
+        ("y", i64s(&[Some(200), Some(300), Some(400)])),
+    ])
+    .unwrap();
+    let l = DataFrame::from_sorted_batches(vec![left], "a").unwrap();
+    let r = DataFrame::from_sorted_batches(vec![right], "b").unwrap();
+    let out = l.join(&r, How::Inner).unwrap().compute_on(&s()).unwrap();
+    assert_eq!(names(&out), ["a", "x", "y"]);
+}
+
+#[test]
+fn an_outer_join_on_differently_named_indexes_coalesces_them() {
+    // li.join(ri, how="outer") -> index [1, 2, 3, 4], x [10, 20, 30, NaN], y [NaN, 200, 300, 400]
+    let left = RecordBatch::try_from_iter([
+        ("a", i64s(&[Some(1), Some(2), Some(3)])),
+        ("x", i64s(&[Some(10), Some(20), Some(30)])),
+    ])
+    .unwrap();
+    let right = RecordBatch::try_from_iter([
+        ("b", i64s(&[Some(2), Some(3), Some(4)])),
+        ("y", i64s(&[Some(200), Some(300), Some(400)])),
+    ])
+    .unwrap();
+    let l = DataFrame::from_sorted_batches(vec![left.slice(0, 2), left.slice(2, 1)], "a").unwrap();
+    let r = DataFrame::from_sorted_batches(vec![right.slice(0, 1), right.slice(1, 2)], "b").unwrap();
+    let out = sorted_by(&l.join(&r, How::Outer).unwrap().compute_on(&s()).unwrap(), "a");
+    assert_eq!(names(&out), ["a", "x", "y"]);
+    assert_eq!(ints(out.column(0)), [Some(1), Some(2), Some(3), Some(4)]);
+    assert_eq!(ints(out.column(1)), [Some(10), Some(20), Some(30), None]);
+    assert_eq!(ints(out.column(2)), [None, Some(200), Some(300), Some(400)]);
+}
