@@ -419,6 +419,40 @@ impl DataFrame {
     }
 }
 
+impl Series {
+    /// The `n` largest values, largest first, as a one-column frame (pandas'
+    /// `Series.nlargest(n)`): ties in row order, missing values last once `n` exceeds the
+    /// present ones, as pandas gives.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kiln_dataframe::DataFrame;
+    /// use kiln_dataframe::arrow::array::{AsArray, Float64Array, RecordBatch};
+    /// use kiln_dataframe::arrow::datatypes::Float64Type;
+    /// use kiln_graph::Collection;
+    /// let x = Float64Array::from(vec![Some(3.0), Some(f64::NAN), Some(1.0), Some(7.0), Some(3.0)]);
+    /// let df = DataFrame::from_batch(RecordBatch::try_from_iter([("x", Arc::new(x) as _)]).unwrap(), 2).unwrap();
+    /// let top = df.col("x").nlargest(2).unwrap().compute_on(&kiln_local::LocalScheduler::new()).unwrap();
+    /// // pandas: pd.Series([3, nan, 1, 7, 3]).nlargest(2) -> [7.0, 3.0]
+    /// assert_eq!(top.column(0).as_primitive::<Float64Type>().values().to_vec(), vec![7.0, 3.0]);
+    /// ```
+    ///
+    /// # Errors
+    /// As [`DataFrame::nlargest`], and the error the series carries.
+    pub fn nlargest(&self, n: usize) -> Result<Extremes> {
+        self.to_frame()?.nlargest(n, &self.name())
+    }
+
+    /// The `n` smallest values, smallest first (pandas' `Series.nsmallest(n)`); as
+    /// [`Series::nlargest`] otherwise.
+    ///
+    /// # Errors
+    /// As [`DataFrame::nsmallest`], and the error the series carries.
+    pub fn nsmallest(&self, n: usize) -> Result<Extremes> {
+        self.to_frame()?.nsmallest(n, &self.name())
+    }
+}
+
 /// Writing a frame as a directory of Parquet files, `part.0.parquet`, `part.1.parquet`, ...
 /// (one per partition); computing it returns the rows written.
 #[derive(Clone)]

@@ -991,3 +991,24 @@ fn an_outer_join_on_differently_named_indexes_coalesces_them() {
     assert_eq!(ints(out.column(1)), [Some(10), Some(20), Some(30), None]);
     assert_eq!(ints(out.column(2)), [None, Some(200), Some(300), Some(400)]);
 }
+
+#[test]
+fn series_nlargest_and_nsmallest_as_pandas() {
+    // s = pd.Series([3.0, nan, 1.0, 7.0, 3.0]); s.nlargest(10) -> [7, 3, 3, 1, nan],
+    // s.nlargest(2) -> [7, 3], s.nsmallest(10) -> [1, 3, 3, 7, nan]
+    let batch =
+        RecordBatch::try_from_iter([("x", f64s(&[Some(3.0), Some(f64::NAN), Some(1.0), Some(7.0), Some(3.0)]))])
+            .unwrap();
+    for (n, df) in frames(&batch) {
+        let values = |e: kiln_dataframe::Extremes| floats(e.compute_on(&s()).unwrap().column(0));
+        let large = values(df.col("x").nlargest(10).unwrap());
+        assert_eq!(large[..4], [Some(7.0), Some(3.0), Some(3.0), Some(1.0)], "on {n}");
+        assert!(large[4].is_none_or(f64::is_nan), "missing last on {n}");
+        assert_eq!(values(df.col("x").nlargest(2).unwrap()), [Some(7.0), Some(3.0)], "on {n}");
+        let small = values(df.col("x").nsmallest(10).unwrap());
+        assert_eq!(small[..4], [Some(1.0), Some(3.0), Some(3.0), Some(7.0)], "on {n}");
+    }
+    // Text cannot be ranked (pandas raises TypeError too).
+    let text = RecordBatch::try_from_iter([("t", strs(&[Some("a")]))]).unwrap();
+    assert!(DataFrame::from_batch(text, 1).unwrap().col("t").nlargest(1).is_err());
+}
