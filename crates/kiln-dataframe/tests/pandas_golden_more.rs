@@ -8,62 +8,14 @@
 //! (free text, the joins' right side) in 1, 3 and 7 partitions from its CSV and its Parquet file.
 //! Beside the values, each column's kind (int, float, bool, str, datetime, date) is pandas'.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::DataType;
 use kiln_dataframe::{Agg, AggFunc, CsvOptions, DataFrame, How, Scalar, read_csv, read_parquet};
 use kiln_graph::Collection;
-use kiln_local::LocalScheduler;
 use serde_json::Value as Json;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn expected() -> &'static Json {
-    static EXPECTED: OnceLock<Json> = OnceLock::new();
-    EXPECTED.get_or_init(|| {
-        let text = std::fs::read_to_string(fixtures().join("expected.json")).expect("expected.json");
-        serde_json::from_str(&text).expect("expected.json parses")
-    })
-}
-
-fn scheduler() -> LocalScheduler {
-    LocalScheduler::new()
-}
-
-fn csv_options() -> CsvOptions {
-    CsvOptions::default().parse_dates(["ts"])
-}
-
-fn path(rel: &str) -> String {
-    fixtures().join(rel).to_string_lossy().into_owned()
-}
-
-/// The trips table in every layout, with a label for failure messages.
-fn layouts() -> Vec<(String, DataFrame)> {
-    let mut out = Vec::new();
-    for n in [1, 3, 7] {
-        out.push((format!("csv/{n}"), read_csv(&path(&format!("csv/{n}/*.csv")), &csv_options()).unwrap()));
-        out.push((format!("parquet/{n}"), read_parquet(&path(&format!("parquet/{n}"))).unwrap()));
-    }
-    out.push(("csv/gz".into(), read_csv(&path("csv/gz/*.csv.gz"), &csv_options()).unwrap()));
-    let one_file = path("csv/1/trips-0.csv");
-    let size = std::fs::metadata(&one_file).unwrap().len();
-    for n in [5, 13] {
-        let options = csv_options().blocksize(Some(size / n));
-        out.push((format!("csv/blocks/{n}"), read_csv(&one_file, &options).unwrap()));
-    }
-    let whole = read_csv(&one_file, &csv_options()).unwrap().compute_on(&scheduler()).unwrap();
-    out.push(("batches/3".into(), DataFrame::from_batch(whole, 3).unwrap()));
-    for (label, df) in &out {
-        let expected_parts = label.rsplit('/').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(3);
-        assert_eq!(df.npartitions(), expected_parts, "{label}");
-    }
-    out
-}
+mod golden;
+use golden::{close, expected, layouts, path, scheduler};
 
 /// The notes table from its CSV and its Parquet file, in 1, 3 and 7 partitions.
 fn notes_layouts() -> Vec<(String, DataFrame)> {
@@ -77,10 +29,6 @@ fn notes_layouts() -> Vec<(String, DataFrame)> {
         }
     }
     out
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * 1f64.max(a.abs()).max(b.abs())
 }
 
 fn scalar_matches(actual: &Scalar, expected: &Json) -> bool {
