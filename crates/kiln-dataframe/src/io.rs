@@ -1037,11 +1037,25 @@ pub(crate) fn unreplaced_parquet_files(dir: &str, n: usize) -> Vec<String> {
 /// One partition written as a Parquet file; returns the rows written.
 pub(crate) fn write_parquet_file(path: &str, batch: &RecordBatch) -> Result<u64> {
     let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
-    let mut bytes = Vec::new();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).map_err(|e| error(&e))?;
-    writer.write(batch).map_err(|e| error(&e))?;
-    writer.close().map_err(|e| error(&e))?;
-    storage_for(path)?.write(path, &bytes)?;
+    // Streamed into the store (a local file directly), so the encoded file is not held in
+    // memory beside the partition: that copy took a 128 MiB worker's sort past its limit.
+    let mut failure = None;
+    let written = storage_for(path)?.write_from(path, &mut |sink| {
+        let mut encode = || {
+            let mut writer = parquet::arrow::ArrowWriter::try_new(&mut *sink, batch.schema(), None)?;
+            writer.write(batch)?;
+            writer.close().map(drop)
+        };
+        encode().map_err(|e: parquet::errors::ParquetError| {
+            let io = std::io::Error::other(e.to_string());
+            failure = Some(e);
+            io
+        })
+    });
+    if let Some(e) = failure {
+        return Err(error(&e));
+    }
+    written?;
     Ok(batch.num_rows() as u64)
 }
 

@@ -231,7 +231,8 @@ impl ShuffleKernels for BatchShuffle {
     }
 }
 
-/// [`Pieces`] as one Arrow IPC stream per piece; `nbytes` is their buffers' memory.
+/// [`Pieces`] as one Arrow IPC stream per piece; `nbytes` is the memory their buffers keep
+/// alive, each allocation once.
 pub(crate) struct PiecesCodec;
 
 impl ValueCodec for PiecesCodec {
@@ -263,7 +264,7 @@ impl ValueCodec for PiecesCodec {
         Ok(Value::new(Pieces(pieces)))
     }
     fn nbytes(&self, value: &Value) -> Option<usize> {
-        value.downcast_ref::<Pieces>().ok().map(|p| p.0.iter().map(RecordBatch::get_array_memory_size).sum())
+        value.downcast_ref::<Pieces>().ok().map(|p| crate::lower::retained_bytes(&p.0))
     }
 }
 
@@ -295,6 +296,21 @@ mod tests {
         let b = batch(vec![("k", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]);
         let err = destinations(&b, &keys, 3).unwrap_err();
         assert!(err.to_string().contains("\"nope\""), "{err}");
+    }
+
+    #[test]
+    fn a_decoded_batch_counts_its_one_allocation_once() {
+        let column = |k: i64| Arc::new(Int64Array::from((0..10_000).map(|i| i * k).collect::<Vec<i64>>())) as ArrayRef;
+        let b = batch(vec![("a", column(1)), ("b", column(2)), ("c", column(3)), ("d", column(4))]);
+        let raw = 4 * 10_000 * 8;
+        let decoded = decode_batch(&encode_batch(&b).unwrap()).unwrap();
+        // Every column of a decoded batch lies in the message body: counted per column it is
+        // four times the data.
+        assert!(decoded.get_array_memory_size() >= 3 * raw, "{}", decoded.get_array_memory_size());
+        let held = crate::lower::retained_bytes(std::slice::from_ref(&decoded));
+        assert!((raw..raw + raw / 10).contains(&held), "{held} for {raw} bytes of data");
+        // A slice keeps its parent alive: it counts the parent.
+        assert_eq!(crate::lower::retained_bytes(&[b.slice(0, 10)]), crate::lower::retained_bytes(&[b]));
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -174,6 +174,23 @@ pub trait Storage: Send + Sync + 'static {
     /// When the store refuses or fails.
     fn write(&self, path: &str, bytes: &[u8]) -> Result<()>;
 
+    /// Writes the file from what `fill` writes into the sink it is given, replacing it. The
+    /// default collects the bytes and calls [`Storage::write`]; the local store streams them
+    /// into the file, so a writer (a Parquet partition) never holds the whole file in memory
+    /// beside its data. An error from `fill` is returned as the store's error for `path`.
+    ///
+    /// # Errors
+    /// When `fill` fails, or the store refuses or fails.
+    fn write_from(
+        &self,
+        path: &str,
+        fill: &mut dyn FnMut(&mut (dyn Write + Send)) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let mut bytes = Vec::new();
+        fill(&mut bytes).map_err(|e| StorageError::from_io(path, &e))?;
+        self.write(path, &bytes)
+    }
+
     /// Removes the file; a missing one is not an error.
     ///
     /// # Errors
@@ -248,6 +265,27 @@ impl Storage for LocalStorage {
             std::fs::create_dir_all(parent).map_err(|e| StorageError::from_io(path, &e))?;
         }
         std::fs::write(local, bytes).map_err(|e| StorageError::from_io(path, &e))
+    }
+
+    fn write_from(
+        &self,
+        path: &str,
+        fill: &mut dyn FnMut(&mut (dyn Write + Send)) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let local = local_path(path);
+        let error = |e: std::io::Error| StorageError::from_io(path, &e);
+        if let Some(parent) = std::path::Path::new(local).parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(error)?;
+        }
+        let mut out = std::io::BufWriter::new(std::fs::File::create(local).map_err(error)?);
+        let written = fill(&mut out).and_then(|()| out.flush());
+        drop(out);
+        if let Err(e) = written {
+            // A file cut short would read as a corrupt partition: none is better.
+            let _ = std::fs::remove_file(local);
+            return Err(error(e));
+        }
+        Ok(())
     }
 
     fn delete(&self, path: &str) -> Result<()> {
