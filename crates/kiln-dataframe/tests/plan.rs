@@ -372,7 +372,9 @@ fn division_by_zero_follows_pandas_and_a_series_computes_to_its_column() {
     assert_eq!(bools(r.gt(0)), [true, false, false, false]);
     assert_eq!(bools(r.le(f64::INFINITY)), [true, true, false, false]);
     assert_eq!(bools(r.ne(1.0)), [true, true, true, true]);
-    assert_eq!(bools(r.isin([f64::NAN, 0.0])), [false, false, false, false]);
+    // pandas: pd.Series([inf, -inf, nan, nan]).isin([nan, 0.0]) -> [False, False, True, True]
+    assert_eq!(bools(r.isin([f64::NAN, 0.0])), [false, false, true, true]);
+    assert_eq!(bools(r.isin([0.0])), [false, false, false, false]);
     let filled = r.fillna(7.0).compute_on(&scheduler).unwrap();
     assert_eq!(filled.as_primitive::<Float64Type>().values(), &[f64::INFINITY, f64::NEG_INFINITY, 7.0, 7.0]);
     // A NaN key is a missing key: the group-by drops it, as pandas does.
