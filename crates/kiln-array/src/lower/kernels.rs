@@ -963,6 +963,12 @@ mod tests {
             Arc::new(Portable(PartOf(Part::Vt))),
             Arc::new(Portable(CoreSvdOf)),
             Arc::new(Portable(ReadNpyBlock { path: "/tmp/x/0.1.npy".into(), shape: vec![2, 4], dtype: DType::F32 })),
+            Arc::new(Portable(CheckBlock {
+                label: "from-frame".into(),
+                index: vec![1, 0],
+                shape: vec![5, 3],
+                dtype: DType::I64,
+            })),
             with(WriteNpyBlock { path: "/tmp/x/0.1.npy".into(), ndim: 2 }),
         ];
         #[cfg(feature = "zarr")]
