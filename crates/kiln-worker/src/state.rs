@@ -386,7 +386,8 @@ pub enum Instruction<P> {
         /// The keys.
         keys: Vec<Key>,
     },
-    /// Hand a task to the compute threads; its inputs are all in the store's memory. Answer
+    /// Hand a task to the compute threads; its inputs are all in the store's memory, and stay
+    /// there (neither released nor spilled) until the run reports back. Answer
     /// with exactly one of [`Event::TaskFinished`], [`Event::TaskFailed`],
     /// [`Event::TaskSkipped`], or the run listed in [`Event::QueueDrained`] /
     /// [`Event::Unqueued`] with `taken`.
@@ -657,7 +658,8 @@ enum Slot<P> {
 #[derive(Debug)]
 struct Entry<P> {
     slot: Slot<P>,
-    /// Waiting or ready tasks that need this value; a pinned value is never spilled or dropped.
+    /// Waiting or ready tasks that need this value, and runs in flight that hold it; a pinned
+    /// value is never spilled or dropped.
     pins: u32,
 }
 
@@ -701,6 +703,11 @@ pub struct WorkerState<P> {
     in_flight: usize,
     /// Entries in `Executing`.
     executing: usize,
+    /// The inputs of each run in flight, pinned until the run reports back: a run queued to
+    /// the threads holds its inputs from the hand-off to its end, so releasing or spilling
+    /// them at the hand-off would free nothing while the count said it had (sixteen queued
+    /// runs of a sort held 80 MB that a 128 MB worker no longer counted).
+    run_inputs: FxHashMap<RunId, SmallVec<[Key; 2]>>,
     /// Held, unpinned-or-not, spillable values in memory by last use (memory limit only).
     lru: BTreeMap<u64, Key>,
     tick: u64,
@@ -721,6 +728,8 @@ pub struct WorkerState<P> {
     reading: SmallVec<[(SpillFile, u64); 2]>,
     /// Bytes sent to spill since the last memory measurement (not yet visible in it).
     spilled_since_measure: u64,
+    /// Bytes read back or fetched since the last memory measurement (not yet visible in it).
+    grown_since_measure: u64,
     process_bytes: u64,
     paused_since: Option<u64>,
     /// The last measured process memory is over the pause fraction.
@@ -780,6 +789,7 @@ impl<P> WorkerState<P> {
             next_file: 0,
             in_flight: 0,
             executing: 0,
+            run_inputs: FxHashMap::default(),
             lru: BTreeMap::new(),
             tick: 0,
             managed: 0,
@@ -793,6 +803,7 @@ impl<P> WorkerState<P> {
             incoming_bytes: 0,
             reading: SmallVec::new(),
             spilled_since_measure: 0,
+            grown_since_measure: 0,
             process_bytes: 0,
             paused_since: None,
             memory_over: false,
@@ -1048,6 +1059,17 @@ impl<P> WorkerState<P> {
                 }
             }
         }
+        for deps in self.run_inputs.values() {
+            for dep in deps {
+                *pins.entry(dep).or_default() += 1;
+                if !matches!(self.keys.get(dep).map(|e| &e.slot), Some(Slot::Memory { .. })) {
+                    return fail(format!("{dep}: held by a run but {:?}", self.key_state(dep)));
+                }
+            }
+        }
+        if self.run_inputs.len() > self.in_flight {
+            return fail(format!("{} runs hold inputs, {} in flight", self.run_inputs.len(), self.in_flight));
+        }
         for (key, entry) in &self.keys {
             let expected = pins.get(key).copied().unwrap_or(0);
             if entry.pins != expected {
@@ -1177,6 +1199,7 @@ impl<P> WorkerState<P> {
             }
             Event::TaskFailed { key, run, failure } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
+                self.run_ended(run, out);
                 if self.is_run(&key, run) {
                     self.remove_executing(&key);
                     out.push(Instruction::Send(WorkerToScheduler::Failed { key, failure }));
@@ -1185,6 +1208,7 @@ impl<P> WorkerState<P> {
             }
             Event::TaskSkipped { key, run } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
+                self.run_ended(run, out);
                 if self.is_run(&key, run) {
                     self.remove_executing(&key);
                 }
@@ -1195,6 +1219,7 @@ impl<P> WorkerState<P> {
                 self.draining = false;
                 self.in_flight = self.in_flight.saturating_sub(unstarted.len());
                 for (run, key) in unstarted {
+                    self.run_ended(run, out);
                     if self.is_run(&key, run) {
                         self.remove_executing(&key);
                         if let Some(leaving) = &mut self.leaving {
@@ -1248,6 +1273,52 @@ impl<P> WorkerState<P> {
         self.start_ready(out);
         self.start_unspills(out);
         self.start_fetches(out);
+        self.start_input_of_first_waiting(out);
+    }
+
+    /// When memory holds back every read-back and fetch and nothing is under way (no run, ready
+    /// task, spill, read-back or fetch), nothing would ever change: one missing input of the
+    /// first waiting task by priority is read back or fetched. One task at a time then becomes
+    /// ready; bringing back inputs of many tasks at once would fill memory with values none of
+    /// them can run without (they wait for fetches a pause holds back).
+    fn start_input_of_first_waiting(&mut self, out: &mut Vec<Instruction<P>>) {
+        let busy = self.in_flight > 0
+            || self.ready_count > 0
+            || self.spills_in_flight > 0
+            || self.unspills_in_flight > 0
+            || self.fetches_in_flight > 0;
+        if busy || self.leaving.is_some() || self.stopped {
+            return;
+        }
+        let first = self
+            .keys
+            .values()
+            .filter_map(|e| match &e.slot {
+                Slot::Waiting(task) => Some(task),
+                _ => None,
+            })
+            .min_by(|a, b| (a.priority, a.seq).cmp(&(b.priority, b.seq)));
+        let Some(task) = first else { return };
+        let deps = task.deps.clone();
+        for dep in deps {
+            match self.keys.get_mut(&dep).map(|e| &mut e.slot) {
+                Some(Slot::Unspilling { nbytes, file, reading, .. }) if !*reading => {
+                    *reading = true;
+                    self.unspills_in_flight += 1;
+                    self.reading.push((*file, *nbytes));
+                    out.push(Instruction::Unspill { key: dep, file: *file });
+                    return;
+                }
+                Some(Slot::Fetching { requested, asked, nbytes, .. }) if !*requested => {
+                    *requested = true;
+                    self.fetches_in_flight += 1;
+                    self.incoming_bytes = self.incoming_bytes.saturating_add(*nbytes);
+                    out.push(Instruction::Fetch { holder: *asked, keys: vec![dep] });
+                    return;
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Paused for process memory while running nothing and holding no value: the memory is
@@ -1301,8 +1372,11 @@ impl<P> WorkerState<P> {
     }
 
     /// Sends queued `Unspill`s while slots are free and memory has room for the value under
-    /// the target (paused: none), so reading back never outruns spilling. With nothing at all
-    /// under way one is read regardless, so waiting tasks always progress.
+    /// the target (paused: none), so reading back never outruns spilling. The process's memory
+    /// must have room under the spill threshold too: values waiting tasks pin cannot be spilled
+    /// again, so reading back up to the target on top of a large unmanaged share (allocator
+    /// pages, buffers) left a 128 MiB worker no room for the running task's own copies. With
+    /// nothing at all under way, [`Self::start_input_of_first_waiting`] reads one anyway.
     fn start_unspills(&mut self, out: &mut Vec<Instruction<P>>) {
         while self.unspills_in_flight < self.config.max_unspills_in_flight {
             let Some(key) = self.unspill_queue.front() else { return };
@@ -1310,15 +1384,13 @@ impl<P> WorkerState<P> {
                 self.unspill_queue.pop_front();
                 continue;
             };
-            // Writes under way free memory when they end, and their end reruns this: only with
-            // nothing at all under way may a read go past the target.
-            let idle = self.unspills_in_flight == 0 && self.in_flight == 0 && self.spills_in_flight == 0;
             let promised: u64 = self.reading.iter().map(|(_, n)| n).sum();
             let room = self.config.memory.is_none_or(|l| {
                 self.paused_since.is_none()
                     && self.managed.saturating_sub(self.spilling_bytes) + promised + nbytes <= l.bytes(l.target)
+                    && self.process_estimate() + promised + nbytes <= l.bytes(l.spill)
             });
-            if !idle && !room {
+            if !room {
                 return;
             }
             let nbytes = *nbytes;
@@ -1553,9 +1625,17 @@ impl<P> WorkerState<P> {
         self.executing += 1;
         let PendingTask { deps, priority, payload, .. } = task;
         self.keys.insert(key.clone(), Entry { slot: Slot::Executing { run, stealing: false }, pins: 0 });
-        // `Run` first: the shell takes the inputs from its store before any `Release` below.
         out.push(Instruction::Run { run, key, priority, payload });
-        for dep in deps {
+        // The pins pass from the task to its run.
+        if !deps.is_empty() {
+            self.run_inputs.insert(run, deps);
+        }
+    }
+
+    /// A run reported back (finished, failed, skipped, or given back unstarted): the inputs it
+    /// held are unpinned.
+    fn run_ended(&mut self, run: RunId, out: &mut Vec<Instruction<P>>) {
+        for dep in self.run_inputs.remove(&run).unwrap_or_default() {
             self.unpin(&dep, out);
         }
     }
@@ -1573,6 +1653,7 @@ impl<P> WorkerState<P> {
     fn finished(&mut self, key: Key, run: RunId, nbytes: u64, timing: (u64, u64, u32), out: &mut Vec<Instruction<P>>) {
         let (duration_us, started_us, thread) = timing;
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.run_ended(run, out);
         if !self.is_run(&key, run) {
             // Freed (or stolen, or forgotten) meanwhile: nobody wants this result.
             self.finish_leaving_if_done(out);
@@ -1761,6 +1842,7 @@ impl<P> WorkerState<P> {
     fn unqueued(&mut self, key: Key, run: RunId, taken: bool, out: &mut Vec<Instruction<P>>) {
         if taken {
             self.in_flight = self.in_flight.saturating_sub(1);
+            self.run_ended(run, out);
         }
         if let Some(Entry { slot: Slot::Executing { run: r, stealing }, .. }) = self.keys.get_mut(&key)
             && *r == run
@@ -1873,6 +1955,7 @@ impl<P> WorkerState<P> {
         // item is skipped as stale.
         self.fetch_ended(requested, asked_bytes);
         self.managed += nbytes;
+        self.grown_since_measure += nbytes;
         if acquire {
             if unpinned && self.config.memory.is_some() {
                 self.lru.insert(tick, key.clone());
@@ -1933,53 +2016,45 @@ impl<P> WorkerState<P> {
     }
 
     /// Sends queued fetches, grouped by holder, while the bytes arriving stay under the
-    /// transfer limit (one value always, when nothing else arrives). Paused, a worker fetches
-    /// nothing: what arrives would only push memory further up. The exception is a pause that
-    /// nothing under way can end (no run, spill, read-back or fetch, no ready task): then one
-    /// value at a time arrives so that waiting tasks still progress, as one ready task at a
-    /// time runs in [`Self::start_ready`].
+    /// transfer limit and the process's memory with them under the spill threshold (one value
+    /// always, when nothing else arrives). Paused or over the spill threshold, a worker fetches
+    /// nothing: what arrives would only push memory further up, since tasks waiting for other
+    /// inputs pin the values already here. With nothing at all under way,
+    /// [`Self::start_input_of_first_waiting`] fetches one anyway.
     fn start_fetches(&mut self, out: &mut Vec<Instruction<P>>) {
         if self.stopped || self.fetch_queue.is_empty() {
             return;
         }
-        let paused = self.paused_since.is_some();
-        if paused
-            && !(self.fetches_in_flight == 0
-                && self.ready_count == 0
-                && self.unspills_in_flight == 0
-                && self.paused_without_way_out())
-        {
+        // Over the spill threshold, arrivals are held back as in a pause: tasks waiting for
+        // other inputs pin the values already here, so what arrives could not be spilled and
+        // would leave the running task no room for its own copies.
+        if self.paused_since.is_some() || self.over_spill_with(self.incoming_bytes) {
             return;
         }
         let limit = self.incoming_limit();
         let mut batches: SmallVec<[(WorkerId, Vec<Key>); 2]> = SmallVec::new();
         while let Some(key) = self.fetch_queue.front() {
-            let Some(Entry { slot: Slot::Fetching { requested, nbytes, asked, .. }, .. }) = self.keys.get_mut(key)
-            else {
+            let Some(Entry { slot: Slot::Fetching { requested: false, nbytes, .. }, .. }) = self.keys.get(key) else {
                 self.fetch_queue.pop_front();
                 continue;
             };
-            if *requested {
-                self.fetch_queue.pop_front();
-                continue;
-            }
-            let fits =
-                self.fetches_in_flight == 0 || limit.is_none_or(|l| self.incoming_bytes.saturating_add(*nbytes) <= l);
+            // Sizes come from the scheduler: a bogus huge one must not overflow the sum.
+            let more = self.incoming_bytes.saturating_add(*nbytes);
+            let fits = self.fetches_in_flight == 0 || (limit.is_none_or(|l| more <= l) && !self.over_spill_with(more));
             if !fits {
                 break;
             }
+            let Some(Entry { slot: Slot::Fetching { requested, asked, .. }, .. }) = self.keys.get_mut(key) else {
+                break;
+            };
             *requested = true;
-            self.fetches_in_flight += 1;
-            // Sizes come from the scheduler: a bogus huge one must not overflow the sum.
-            self.incoming_bytes = self.incoming_bytes.saturating_add(*nbytes);
             let asked = *asked;
+            self.fetches_in_flight += 1;
+            self.incoming_bytes = more;
             let Some(key) = self.fetch_queue.pop_front() else { break };
             match batches.iter_mut().find(|(h, _)| *h == asked) {
                 Some((_, keys)) => keys.push(key),
                 None => batches.push((asked, vec![key])),
-            }
-            if paused {
-                break;
             }
         }
         for (holder, keys) in batches {
@@ -1989,10 +2064,22 @@ impl<P> WorkerState<P> {
 
     // ---- memory ----
 
+    /// The process's memory now, as far as the state knows: the last measurement, less what
+    /// was spilled since, plus what was read back or fetched since.
+    fn process_estimate(&self) -> u64 {
+        self.process_bytes.saturating_sub(self.spilled_since_measure).saturating_add(self.grown_since_measure)
+    }
+
+    /// The process's memory would be over the spill threshold with `more` bytes on top.
+    fn over_spill_with(&self, more: u64) -> bool {
+        self.config.memory.is_some_and(|l| self.process_estimate().saturating_add(more) > l.bytes(l.spill))
+    }
+
     /// Records the process's memory; [`Self::update_pause`] acts on it at the end of the event.
     fn memory_measured(&mut self, process_bytes: u64) {
         self.process_bytes = process_bytes;
         self.spilled_since_measure = 0;
+        self.grown_since_measure = 0;
         let Some(limits) = self.config.memory else { return };
         self.memory_over = process_bytes > limits.bytes(limits.pause);
         if !self.memory_over {
@@ -2131,6 +2218,7 @@ impl<P> WorkerState<P> {
         }
         self.spilled -= nbytes;
         self.managed += nbytes;
+        self.grown_since_measure += nbytes;
         out.push(Instruction::Keep { key });
         out.push(Instruction::DeleteFile { file });
         for task in waiters {
@@ -2222,6 +2310,9 @@ impl<P> WorkerState<P> {
         self.incoming_bytes = 0;
         self.ready_count = 0;
         self.executing = 0;
+        // The runs' inputs are released above; their late reports must not unpin keys of the
+        // same names computed after the reset.
+        self.run_inputs.clear();
         self.lru.clear();
         self.managed = 0;
         self.spilled = 0;

@@ -143,9 +143,13 @@ fn a_holder_that_no_longer_has_the_value_is_skipped_for_the_next_one() {
     assert!(matches!(&out[..], [Instruction::Fetch { holder: W2, .. }]), "{out:?}");
     let out = step(&mut state, Event::Fetched { holder: W2, arrived: vec![(key("d"), 5)], missing: vec![] });
     assert!(matches!(&out[0], Instruction::Keep { key: k } if *k == key("d")));
-    run_of(&out, "t");
-    // The borrowed input goes once its task has started; the scheduler never knew it.
-    assert!(matches!(out.last(), Some(Instruction::Release { file: None, .. })), "{out:?}");
+    let t = run_of(&out, "t");
+    // The borrowed input stays while its run holds it, and goes when the run ends; the
+    // scheduler never knew it.
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Release { .. })), "{out:?}");
+    assert_eq!(state.key_state(&key("d")), Some(KeyState::Memory));
+    let out = finish(&mut state, "t", t, 8);
+    assert!(out.iter().any(|i| matches!(i, Instruction::Release { key: k, file: None } if *k == key("d"))), "{out:?}");
     assert_eq!(state.key_state(&key("d")), None);
 }
 
@@ -812,4 +816,87 @@ fn without_a_memory_limit_every_input_is_asked_for_at_once() {
     let mut state = worker(Config::new(1));
     let out = step(&mut state, compute_remote("t1", &[("a", 1, 1 << 40), ("b", 1, 1 << 40), ("c", 2, 1)]));
     assert_eq!(fetches(&out), vec![(W1, vec![key("a"), key("b")]), (W2, vec![key("c")])]);
+}
+
+fn fetched_keys(out: &Out) -> Vec<Key> {
+    fetches(out).into_iter().flat_map(|(_, keys)| keys).collect()
+}
+
+#[test]
+fn a_queued_runs_inputs_stay_counted_and_unspillable_until_the_run_ends() {
+    let mut config = limited(1000); // target 600 bytes
+    config.nthreads = 2;
+    let mut state = worker(config);
+    produce(&mut state, "a", 500);
+    // t is handed to the threads with a: the run holds a until it reports back.
+    let t = run_of(&step(&mut state, compute("t", &[("a", &[])])), "t");
+    // Over the target with b, yet a is no spill candidate: spilling it would free nothing.
+    let out = produce(&mut state, "b", 300);
+    let spilled: Vec<&Key> = out
+        .iter()
+        .filter_map(|i| match i {
+            Instruction::Spill { key, .. } => Some(key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spilled, [&key("b")], "{out:?}");
+    assert_eq!(state.managed_bytes(), 800);
+    // The scheduler frees a meanwhile: it goes only when t ends.
+    let out = step(&mut state, Event::Free { keys: vec![key("a")] });
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Release { .. })), "{out:?}");
+    let out = finish(&mut state, "t", t, 10);
+    assert!(out.iter().any(|i| matches!(i, Instruction::Release { key: k, file: None } if *k == key("a"))), "{out:?}");
+    assert_eq!(state.key_state(&key("a")), None);
+}
+
+#[test]
+fn over_the_spill_threshold_nothing_is_fetched_or_read_back_until_nothing_else_moves() {
+    let mut state = worker(limited(10_000)); // spill threshold 7,000 bytes, pause 8,000
+    step(&mut state, Event::MemoryMeasured { process_bytes: 7_500 });
+    assert!(!state.is_paused());
+    // Two tasks each wait for a value of a peer; one of them also runs first.
+    let busy = run_of(&step(&mut state, compute("busy", &[])), "busy");
+    let out = step(&mut state, compute("t1", &[("d1", &[1])]));
+    assert!(fetched_keys(&out).is_empty(), "fetched over the spill threshold: {out:?}");
+    let out = step(&mut state, compute("t2", &[("d2", &[2])]));
+    assert!(fetched_keys(&out).is_empty(), "{out:?}");
+    // Its result is written out first (over the threshold), then nothing else is under way:
+    // one input of the first task is fetched, and only that one.
+    let out = finish(&mut state, "busy", busy, 10);
+    let Some(Instruction::Spill { file, .. }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. })) else {
+        panic!("the result is not spilled over the threshold: {out:?}")
+    };
+    assert!(fetched_keys(&out).is_empty(), "{out:?}");
+    let out = step(&mut state, Event::SpillDone { key: key("busy"), file: *file });
+    assert_eq!(fetched_keys(&out), [key("d1")], "{out:?}");
+    let out = step(&mut state, Event::Fetched { holder: W1, arrived: vec![(key("d1"), 100)], missing: vec![] });
+    let t1 = run_of(&out, "t1");
+    assert!(fetched_keys(&out).is_empty(), "{out:?}");
+    // Memory falls under the threshold: fetching goes on as usual.
+    let out = step(&mut state, Event::MemoryMeasured { process_bytes: 3_000 });
+    assert_eq!(fetched_keys(&out), [key("d2")], "{out:?}");
+    finish(&mut state, "t1", t1, 10);
+}
+
+#[test]
+fn a_read_back_waits_for_room_under_the_spill_threshold() {
+    let mut state = worker(limited(1000)); // target 600, spill 700
+    produce(&mut state, "a", 400);
+    let out = produce(&mut state, "b", 400);
+    let Some(Instruction::Spill { key: victim, file }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
+    else {
+        panic!("nothing spilled over the target: {out:?}")
+    };
+    assert_eq!(*victim, key("a"));
+    step(&mut state, Event::SpillDone { key: key("a"), file: *file });
+    // Freeing b leaves room under the target for a's 400 bytes.
+    step(&mut state, Event::Free { keys: vec![key("b")] });
+    // The process holds 650 bytes of its own: reading a back would cross the spill threshold.
+    step(&mut state, Event::MemoryMeasured { process_bytes: 650 });
+    let busy = run_of(&step(&mut state, compute("busy", &[])), "busy");
+    let out = step(&mut state, compute("t", &[("a", &[])]));
+    assert!(!out.iter().any(|i| matches!(i, Instruction::Unspill { .. })), "{out:?}");
+    let out = step(&mut state, Event::MemoryMeasured { process_bytes: 200 });
+    assert!(out.iter().any(|i| matches!(i, Instruction::Unspill { key: k, .. } if *k == key("a"))), "{out:?}");
+    finish(&mut state, "busy", busy, 1);
 }
