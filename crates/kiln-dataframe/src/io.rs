@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
@@ -1034,8 +1034,13 @@ pub(crate) fn unreplaced_parquet_files(dir: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// One partition written as a Parquet file; returns the rows written.
-pub(crate) fn write_parquet_file(path: &str, batch: &RecordBatch) -> Result<u64> {
+/// Rows taken at a time when a partition is written in an order ([`write_parquet_file`]).
+const ORDERED_WRITE_ROWS: usize = 64 * 1024;
+
+/// One partition written as a Parquet file, its rows in `order` when given (row numbers, as a
+/// sort returns them); returns the rows written. An order is applied a slice of rows at a
+/// time, so the reordered partition never exists whole beside the original.
+pub(crate) fn write_parquet_file(path: &str, batch: &RecordBatch, order: Option<&UInt32Array>) -> Result<u64> {
     let error = |e: &dyn std::fmt::Display| DataFrameError::Parquet { path: path.to_string(), message: e.to_string() };
     // Streamed into the store (a local file directly), so the encoded file is not held in
     // memory beside the partition: that copy took a 128 MiB worker's sort past its limit.
@@ -1043,7 +1048,15 @@ pub(crate) fn write_parquet_file(path: &str, batch: &RecordBatch) -> Result<u64>
     let written = storage_for(path)?.write_from(path, &mut |sink| {
         let mut encode = || {
             let mut writer = parquet::arrow::ArrowWriter::try_new(&mut *sink, batch.schema(), None)?;
-            writer.write(batch)?;
+            match order {
+                Some(order) if !order.is_empty() => {
+                    for start in (0..order.len()).step_by(ORDERED_WRITE_ROWS) {
+                        let rows = order.slice(start, ORDERED_WRITE_ROWS.min(order.len() - start));
+                        writer.write(&arrow::compute::take_record_batch(batch, &rows)?)?;
+                    }
+                }
+                _ => writer.write(batch)?,
+            }
             writer.close().map(drop)
         };
         encode().map_err(|e: parquet::errors::ParquetError| {

@@ -266,6 +266,13 @@ impl PortableKernel for PartitionKernel {
         if let Terminal::Partial(spec) = &self.terminal {
             return Ok(Value::new(partial_after(spec, batch, &ops).map_err(task_error)?));
         }
+        if let (Terminal::WriteParquet(path), [before @ .., Op::Step(Step::Sort(by))]) = (&self.terminal, &ops[..]) {
+            // A sorted partition (`set_index`, `sort_values`) is written in order, a slice at a
+            // time, rather than sorted whole and then written.
+            let batch = apply_ops(batch, before).map_err(task_error)?;
+            let order = crate::sort::sort_order(&batch, by).map_err(task_error)?;
+            return Ok(Value::new(write_parquet_file(path, &batch, Some(&order)).map_err(task_error)?));
+        }
         let batch = apply_ops(batch, &ops).map_err(task_error)?;
         self.finish(batch)
     }
@@ -372,7 +379,7 @@ impl PartitionKernel {
             }
             Terminal::Bounds(column) => Value::new(crate::sort::bounds(&batch, column).map_err(task_error)?),
             Terminal::Partial(spec) => Value::new(agg::partial(spec, &batch).map_err(task_error)?),
-            Terminal::WriteParquet(path) => Value::new(write_parquet_file(path, &batch).map_err(task_error)?),
+            Terminal::WriteParquet(path) => Value::new(write_parquet_file(path, &batch, None).map_err(task_error)?),
             Terminal::WriteCsv(path) => Value::new(write_csv_file(path, &batch).map_err(task_error)?),
             Terminal::Length => Value::new(batch.num_rows() as u64),
         })

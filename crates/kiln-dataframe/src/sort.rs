@@ -41,6 +41,12 @@ pub(crate) fn sort_batch(batch: &RecordBatch, by: &[(String, bool)]) -> Result<R
     if batch.num_rows() <= 1 {
         return Ok(batch.clone());
     }
+    let order = sort_order(batch, by)?;
+    take_record_batch(batch, &order).map_err(fail("sorting"))
+}
+
+/// The row numbers of `batch` in [`sort_batch`]'s order.
+pub(crate) fn sort_order(batch: &RecordBatch, by: &[(String, bool)]) -> Result<UInt32Array> {
     let mut columns = Vec::with_capacity(by.len() + 1);
     for (name, descending) in by {
         columns.push(SortColumn {
@@ -53,8 +59,7 @@ pub(crate) fn sort_batch(batch: &RecordBatch, by: &[(String, bool)]) -> Result<R
         values: Arc::new(UInt32Array::from_iter_values(0..batch.num_rows() as u32)),
         options: None,
     });
-    let order = lexsort_to_indices(&columns, None).map_err(fail("sorting"))?;
-    take_record_batch(batch, &order).map_err(fail("sorting"))
+    lexsort_to_indices(&columns, None).map_err(fail("sorting"))
 }
 
 fn keys_schema(batch: &RecordBatch, subset: &[String]) -> Result<Schema> {
