@@ -318,6 +318,16 @@ impl Collection for Head {
         values: Vec<Value>,
     ) -> std::result::Result<RecordBatch, ComputeError> {
         let all = concat(&self.frame.frame.schema, graph, outputs, &values)?;
+        let total = self.frame.npartitions();
+        if all.num_rows() < self.n && self.npartitions < total {
+            // Dask warns here too: the rows may exist in partitions that were not read.
+            tracing::warn!(
+                "head: {} rows requested, only {} in the first {} of {total} partitions; head_from(n, npartitions) reads more",
+                self.n,
+                all.num_rows(),
+                self.npartitions
+            );
+        }
         Ok(all.slice(0, self.n.min(all.num_rows())))
     }
 }
@@ -589,7 +599,7 @@ impl DataFrame {
     }
 
     /// The first `n` rows, computing only the first partition (Dask's default; fewer rows
-    /// come back when it is shorter).
+    /// come back when it is shorter, with a warning logged through `tracing`, as Dask warns).
     pub fn head(&self, n: usize) -> Head {
         self.head_from(n, 1)
     }

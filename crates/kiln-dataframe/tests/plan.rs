@@ -493,3 +493,38 @@ fn a_sorted_frame_is_written_in_order_across_write_slices() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// `head(n)` reads the first partition only; when it holds fewer than `n` rows and other
+/// partitions were not read, the shorter answer comes with a warning, as in Dask.
+#[test]
+fn a_short_head_warns_that_other_partitions_were_not_read() {
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let batch =
+        RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from_iter_values(0..10)) as Arc<dyn Array>)]).unwrap();
+    let df = DataFrame::from_batch(batch, 5).unwrap();
+    let local = LocalScheduler::new();
+    let (short, enough, all_read) = tracing::subscriber::with_default(subscriber, || {
+        let short = df.head(5).compute_on(&local).unwrap();
+        let logged = captured.0.lock().unwrap().len();
+        let enough = df.head(2).compute_on(&local).unwrap();
+        let all_read = df.head_from(20, 5).compute_on(&local).unwrap();
+        assert_eq!(captured.0.lock().unwrap().len(), logged, "warned without cause");
+        (short, enough, all_read)
+    });
+    assert_eq!((short.num_rows(), enough.num_rows(), all_read.num_rows()), (2, 2, 10));
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("WARN") && log.contains("5 rows requested, only 2 in the first 1 of 5 partitions"), "{log}");
+}
