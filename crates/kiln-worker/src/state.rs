@@ -728,7 +728,8 @@ pub struct WorkerState<P> {
     reading: SmallVec<[(SpillFile, u64); 2]>,
     /// Bytes sent to spill since the last memory measurement (not yet visible in it).
     spilled_since_measure: u64,
-    /// Bytes read back or fetched since the last memory measurement (not yet visible in it).
+    /// Bytes computed, read back, fetched or received since the last memory measurement (not
+    /// yet visible in it).
     grown_since_measure: u64,
     process_bytes: u64,
     paused_since: Option<u64>,
@@ -1276,18 +1277,23 @@ impl<P> WorkerState<P> {
         self.start_input_of_first_waiting(out);
     }
 
-    /// When memory holds back every read-back and fetch and nothing is under way (no run, ready
-    /// task, spill, read-back or fetch), nothing would ever change: one missing input of the
-    /// first waiting task by priority is read back or fetched. One task at a time then becomes
-    /// ready; bringing back inputs of many tasks at once would fill memory with values none of
-    /// them can run without (they wait for fetches a pause holds back).
+    /// When memory holds back every read-back and fetch and nothing is under way (no run, spill,
+    /// read-back or fetch), nothing would ever change: one missing input of the
+    /// first waiting task by priority is read back or fetched (without one, the first value the
+    /// scheduler asked to keep). One task at a time then becomes ready; bringing back inputs of
+    /// many tasks at once would fill memory with values none of them can run without (they
+    /// wait for fetches a pause holds back).
     fn start_input_of_first_waiting(&mut self, out: &mut Vec<Instruction<P>>) {
+        // A ready task that consumes inputs will start (a pause lets one through when nothing
+        // else lowers memory); ready tasks without inputs may wait for the pause to end.
         let busy = self.in_flight > 0
-            || self.ready_count > 0
             || self.spills_in_flight > 0
             || self.unspills_in_flight > 0
-            || self.fetches_in_flight > 0;
-        if busy || self.leaving.is_some() || self.stopped {
+            || self.fetches_in_flight > 0
+            || self.ready_consumer().is_some();
+        // Every input not asked for yet is queued for a read-back or a fetch.
+        let nothing_missing = self.unspill_queue.is_empty() && self.fetch_queue.is_empty();
+        if busy || nothing_missing || self.leaving.is_some() || self.stopped {
             return;
         }
         let first = self
@@ -1298,9 +1304,19 @@ impl<P> WorkerState<P> {
                 _ => None,
             })
             .min_by(|a, b| (a.priority, a.seq).cmp(&(b.priority, b.seq)));
-        let Some(task) = first else { return };
-        let deps = task.deps.clone();
-        for dep in deps {
+        // Without a waiting task, a value the scheduler asked to keep (`Acquire`, a retiring
+        // worker's data) is what is missing.
+        let candidates = match first {
+            Some(task) => task.deps.to_vec(),
+            None => {
+                let keys = &self.keys;
+                let unasked = |k: &&Key| {
+                    matches!(keys.get(*k), Some(Entry { slot: Slot::Fetching { requested: false, .. }, .. }))
+                };
+                self.fetch_queue.iter().find(unasked).cloned().into_iter().collect()
+            }
+        };
+        for dep in candidates {
             match self.keys.get_mut(&dep).map(|e| &mut e.slot) {
                 Some(Slot::Unspilling { nbytes, file, reading, .. }) if !*reading => {
                     *reading = true;
@@ -1577,20 +1593,26 @@ impl<P> WorkerState<P> {
         self.lru.get(&tick).and_then(|k| self.keys.get(k)).is_some_and(|e| e.pins == 0)
     }
 
+    /// The first ready task by priority that has inputs, which running would unpin.
+    fn ready_consumer(&self) -> Option<Key> {
+        if self.ready_count == 0 {
+            return None;
+        }
+        let keys = &self.keys;
+        self.ready
+            .iter()
+            .filter(|Reverse((_, seq, key))| {
+                matches!(keys.get(key), Some(Entry { slot: Slot::Ready(t), .. }) if t.seq == *seq && !t.deps.is_empty())
+            })
+            .min()
+            .map(|Reverse((_, _, key))| key.clone())
+    }
+
     /// Hands ready tasks to the threads while slots are free.
     fn start_ready(&mut self, out: &mut Vec<Instruction<P>>) {
         if self.ready_count > 0 && !self.may_start() && self.paused_without_way_out() {
             // Only a task that consumes pinned inputs can lower memory; the first by priority.
-            let keys = &self.keys;
-            let consumer = self
-                .ready
-                .iter()
-                .filter(|Reverse((_, seq, key))| {
-                    matches!(keys.get(key), Some(Entry { slot: Slot::Ready(t), .. }) if t.seq == *seq && !t.deps.is_empty())
-                })
-                .min()
-                .map(|Reverse((_, _, key))| key.clone());
-            if let Some(key) = consumer
+            if let Some(key) = self.ready_consumer()
                 && let Some(Entry { slot: Slot::Ready(task), .. }) = self.keys.remove(&key)
             {
                 self.ready_count -= 1;
@@ -1671,6 +1693,7 @@ impl<P> WorkerState<P> {
             entry.slot = Slot::Memory { nbytes, held: true, tick, spilling: None, spillable: true };
         }
         self.managed += nbytes;
+        self.grown_since_measure += nbytes;
         if self.config.memory.is_some() {
             self.lru.insert(tick, key.clone());
         }
@@ -1915,6 +1938,7 @@ impl<P> WorkerState<P> {
                     let slot = Slot::Memory { nbytes, held: true, tick, spilling: None, spillable: true };
                     self.keys.insert(key.clone(), Entry { slot, pins: 0 });
                     self.managed += nbytes;
+                    self.grown_since_measure += nbytes;
                     if limited {
                         self.lru.insert(tick, key.clone());
                     }
@@ -2065,7 +2089,7 @@ impl<P> WorkerState<P> {
     // ---- memory ----
 
     /// The process's memory now, as far as the state knows: the last measurement, less what
-    /// was spilled since, plus what was read back or fetched since.
+    /// was spilled since, plus what was computed, read back, fetched or received since.
     fn process_estimate(&self) -> u64 {
         self.process_bytes.saturating_sub(self.spilled_since_measure).saturating_add(self.grown_since_measure)
     }

@@ -850,18 +850,18 @@ fn a_queued_runs_inputs_stay_counted_and_unspillable_until_the_run_ends() {
 }
 
 #[test]
-fn over_the_spill_threshold_nothing_is_fetched_or_read_back_until_nothing_else_moves() {
+fn over_the_spill_threshold_nothing_arrives_until_nothing_else_moves() {
     let mut state = worker(limited(10_000)); // spill threshold 7,000 bytes, pause 8,000
     step(&mut state, Event::MemoryMeasured { process_bytes: 7_500 });
     assert!(!state.is_paused());
-    // Two tasks each wait for a value of a peer; one of them also runs first.
+    // Two tasks each wait for a value of a peer while another runs: nothing is fetched.
     let busy = run_of(&step(&mut state, compute("busy", &[])), "busy");
     let out = step(&mut state, compute("t1", &[("d1", &[1])]));
     assert!(fetched_keys(&out).is_empty(), "fetched over the spill threshold: {out:?}");
     let out = step(&mut state, compute("t2", &[("d2", &[2])]));
     assert!(fetched_keys(&out).is_empty(), "{out:?}");
-    // Its result is written out first (over the threshold), then nothing else is under way:
-    // one input of the first task is fetched, and only that one.
+    // The run ends; its result is written out (over the threshold), and then nothing else is
+    // under way: one input of the first task is fetched, and only that one.
     let out = finish(&mut state, "busy", busy, 10);
     let Some(Instruction::Spill { file, .. }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. })) else {
         panic!("the result is not spilled over the threshold: {out:?}")
@@ -879,24 +879,79 @@ fn over_the_spill_threshold_nothing_is_fetched_or_read_back_until_nothing_else_m
 }
 
 #[test]
-fn a_read_back_waits_for_room_under_the_spill_threshold() {
-    let mut state = worker(limited(1000)); // target 600, spill 700
-    produce(&mut state, "a", 400);
-    let out = produce(&mut state, "b", 400);
-    let Some(Instruction::Spill { key: victim, file }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
+fn a_paused_worker_with_nothing_under_way_brings_in_one_input_of_its_first_waiting_task() {
+    let mut state = worker(limited(10_000));
+    step(&mut state, Event::MemoryMeasured { process_bytes: 9_000 });
+    assert!(state.is_paused());
+    // A ready task without inputs cannot start while paused; it does not block the others.
+    assert!(step(&mut state, compute("r0", &[])).is_empty());
+    let out = step(&mut state, compute("w", &[("d", &[1])]));
+    assert_eq!(fetched_keys(&out), [key("d")], "{out:?}");
+    let out = step(&mut state, Event::Fetched { holder: W1, arrived: vec![(key("d"), 100)], missing: vec![] });
+    // w consumes a pinned input: it runs, one task at a time, to let memory fall.
+    run_of(&out, "w");
+    assert_eq!(state.key_state(&key("r0")), Some(KeyState::Ready));
+}
+
+/// Produces `name` with `nbytes`, expects it to push `victim` out, and finishes that spill.
+fn produce_spilling(state: &mut WorkerState<()>, name: &str, nbytes: u64, victim: &str) -> SpillFile {
+    let out = produce(state, name, nbytes);
+    let Some(Instruction::Spill { key: spilled, file }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. }))
     else {
         panic!("nothing spilled over the target: {out:?}")
     };
-    assert_eq!(*victim, key("a"));
-    step(&mut state, Event::SpillDone { key: key("a"), file: *file });
-    // Freeing b leaves room under the target for a's 400 bytes.
-    step(&mut state, Event::Free { keys: vec![key("b")] });
-    // The process holds 650 bytes of its own: reading a back would cross the spill threshold.
+    assert_eq!(*spilled, key(victim));
+    let file = *file;
+    step(state, Event::SpillDone { key: key(victim), file });
+    file
+}
+
+#[test]
+fn a_read_back_waits_for_room_under_the_spill_threshold() {
+    let mut state = worker(limited(1000)); // target 600, spill 700, pause 800
+    produce(&mut state, "a", 300);
+    produce(&mut state, "b", 300);
+    let a_file = produce_spilling(&mut state, "c", 300, "a");
+    produce_spilling(&mut state, "d", 300, "b");
+    step(&mut state, Event::Free { keys: vec![key("c"), key("d")] });
+    assert_eq!(state.managed_bytes(), 0);
+    // Both fit under the target, but the process holds 650 bytes of its own: reading one back
+    // would cross the spill threshold while a task runs.
     step(&mut state, Event::MemoryMeasured { process_bytes: 650 });
     let busy = run_of(&step(&mut state, compute("busy", &[])), "busy");
-    let out = step(&mut state, compute("t", &[("a", &[])]));
-    assert!(!out.iter().any(|i| matches!(i, Instruction::Unspill { .. })), "{out:?}");
-    let out = step(&mut state, Event::MemoryMeasured { process_bytes: 200 });
-    assert!(out.iter().any(|i| matches!(i, Instruction::Unspill { key: k, .. } if *k == key("a"))), "{out:?}");
+    let out = step(&mut state, compute("t", &[("a", &[]), ("b", &[])]));
+    assert!(unspills(&out).is_empty(), "{out:?}");
+    // With room again, both are read back at once.
+    let out = step(&mut state, Event::MemoryMeasured { process_bytes: 50 });
+    assert_eq!(unspills(&out), [key("a"), key("b")], "{out:?}");
+    step(&mut state, Event::Unspilled { key: key("a"), file: a_file });
     finish(&mut state, "busy", busy, 1);
+}
+
+#[test]
+fn a_value_to_keep_arrives_over_the_spill_threshold_and_while_paused_with_nothing_else_to_do() {
+    let mut state = worker(limited(10_000));
+    let acquire = |name: &str, holder: u32| Event::Acquire {
+        keys: vec![WhoHas { key: key(name), holders: vec![WorkerId::new(holder)], nbytes: 100 }],
+    };
+    // A retiring peer's data, over the spill threshold with nothing else under way: it arrives.
+    step(&mut state, Event::MemoryMeasured { process_bytes: 7_500 });
+    let out = step(&mut state, acquire("k1", 1));
+    assert_eq!(fetched_keys(&out), [key("k1")], "{out:?}");
+    // Over the spill threshold, k1 is written out as it arrives.
+    let out = step(&mut state, Event::Fetched { holder: W1, arrived: vec![(key("k1"), 100)], missing: vec![] });
+    let Some(Instruction::Spill { file, .. }) = out.iter().find(|i| matches!(i, Instruction::Spill { .. })) else {
+        panic!("k1 is not spilled over the spill threshold: {out:?}")
+    };
+    let file = *file;
+    // Paused: once the write is done, with nothing under way and no task waiting, still one
+    // value at a time.
+    step(&mut state, Event::MemoryMeasured { process_bytes: 9_000 });
+    assert!(state.is_paused());
+    let out = step(&mut state, acquire("k2", 2));
+    assert!(fetched_keys(&out).is_empty(), "fetched while a spill is under way: {out:?}");
+    let out = step(&mut state, Event::SpillDone { key: key("k1"), file });
+    assert_eq!(fetched_keys(&out), [key("k2")], "{out:?}");
+    let out = step(&mut state, acquire("k3", 2));
+    assert!(fetched_keys(&out).is_empty(), "{out:?}");
 }
