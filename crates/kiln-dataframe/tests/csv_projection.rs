@@ -7,12 +7,16 @@ use kiln_dataframe::{CsvOptions, read_csv};
 use kiln_graph::{Collection, ComputeError, TaskError};
 use kiln_local::LocalScheduler;
 
-fn write(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("kiln-csv-projection-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+mod scratch;
+use scratch::ScratchDir;
+
+/// `text` as the file `name` in a scratch directory; the path, and the directory that keeps
+/// the file until dropped.
+fn write(name: &str, text: &str) -> (String, ScratchDir) {
+    let dir = ScratchDir::new("csv-projection");
+    let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
+    (path.to_string_lossy().into_owned(), dir)
 }
 
 fn message(err: ComputeError) -> String {
@@ -32,7 +36,7 @@ const TEXT: &str = "a,b,c,d,e\n1,10,100,0.5,x\n2,20,200,1.5,y\nNA,30,oops,2.5,\"
 
 #[test]
 fn kept_columns_in_any_order_match_pandas_usecols() {
-    let path = write("order.csv", TEXT);
+    let (path, _dir) = write("order.csv", TEXT);
     let df = read_csv(&path, &CsvOptions::default().sample_rows(2)).unwrap();
     // pd.read_csv(path, usecols=["d", "b", "a"])[["d", "b", "a"]]: the bad `c` is never parsed.
     let batch = df.select(&["d", "b", "a"]).unwrap().compute_on(&LocalScheduler::new()).unwrap();
@@ -49,7 +53,7 @@ fn kept_columns_in_any_order_match_pandas_usecols() {
 
 #[test]
 fn a_bad_value_in_a_kept_column_names_the_file_line_and_value() {
-    let path = write("bad.csv", TEXT);
+    let (path, _dir) = write("bad.csv", TEXT);
     let df = read_csv(&path, &CsvOptions::default().sample_rows(2)).unwrap();
     let err = message(df.select(&["e", "c"]).unwrap().compute_on(&LocalScheduler::new()).unwrap_err());
     assert!(err.contains(&path) && err.contains("line 4") && err.contains("oops"), "{err}");
@@ -57,7 +61,7 @@ fn a_bad_value_in_a_kept_column_names_the_file_line_and_value() {
 
 #[test]
 fn a_ragged_row_past_the_sample_fails_even_when_its_extra_field_is_not_kept() {
-    let path = write("ragged.csv", "a,b,c\n1,2,3\n4,5,6\n7,8,9,10\n");
+    let (path, _dir) = write("ragged.csv", "a,b,c\n1,2,3\n4,5,6\n7,8,9,10\n");
     let df = read_csv(&path, &CsvOptions::default().sample_rows(2)).unwrap();
     let err = message(df.select(&["a"]).unwrap().compute_on(&LocalScheduler::new()).unwrap_err());
     assert!(err.contains(&path) && err.contains("line 4") && err.contains("found 4"), "{err}");

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_dataframe::{Agg, DataFrame, How, MergeOptions, Scalar, read_parquet};
 use kiln_graph::Collection;
 use kiln_local::LocalScheduler;
 use proptest::prelude::*;
+
+mod scratch;
+use scratch::ScratchDir;
 
 #[derive(Debug, Clone)]
 struct Side {
@@ -80,17 +82,16 @@ fn rows_in_order(batch: &RecordBatch) -> Vec<String> {
         .collect()
 }
 
-/// `batch` written as `n` Parquet files (nearly equal runs of rows), read back.
-fn parquet_frame(batch: &RecordBatch, n: usize) -> DataFrame {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "kiln-merge-props-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let dir = dir.to_str().unwrap().to_string();
-    DataFrame::from_batch(batch.clone(), n).unwrap().to_parquet(&dir).compute_on(&LocalScheduler::new()).unwrap();
-    read_parquet(&dir).unwrap()
+/// `batch` written as `n` Parquet files (nearly equal runs of rows), read back; the files
+/// last as long as the returned directory.
+fn parquet_frame(batch: &RecordBatch, n: usize) -> (DataFrame, ScratchDir) {
+    let dir = ScratchDir::new("merge-props");
+    DataFrame::from_batch(batch.clone(), n)
+        .unwrap()
+        .to_parquet(&dir.text())
+        .compute_on(&LocalScheduler::new())
+        .unwrap();
+    (read_parquet(&dir.text()).unwrap(), dir)
 }
 
 fn rows_of(batch: &RecordBatch) -> Vec<String> {
@@ -229,8 +230,8 @@ proptest! {
     ) {
         // One left partition makes an inner or right merge broadcast the left side; otherwise
         // the side `how` allows is forced.
-        let l = parquet_frame(&left_batch(&left), if one_left { 1 } else { nl });
-        let r = parquet_frame(&right_batch(&right), nr);
+        let (l, _left_files) = parquet_frame(&left_batch(&left), if one_left { 1 } else { nl });
+        let (r, _right_files) = parquet_frame(&right_batch(&right), nr);
         let keys: Vec<&str> = if two_keys { vec!["k", "s"] } else { vec!["k"] };
         let options = MergeOptions::on(keys).how(how);
         let options = if one_left { options } else { options.broadcast(Some(true)) };
@@ -340,7 +341,7 @@ fn a_broadcast_merge_probed_piece_by_piece_keeps_pandas_order_in_every_partition
     let big = cycling(140_000, 600, 97);
     let small = cycling(150, 400, 13);
     let scheduler = LocalScheduler::threads(2);
-    let big_left = parquet_frame(&left_batch(&big), 2);
+    let (big_left, _left_files) = parquet_frame(&left_batch(&big), 2);
     let small_right = DataFrame::from_batch(right_batch(&small), 1).unwrap();
     for how in [How::Inner, How::Left, How::Semi, How::Anti] {
         for two_keys in [false, true] {
@@ -368,7 +369,7 @@ fn a_broadcast_merge_probed_piece_by_piece_keeps_pandas_order_in_every_partition
     // The small side on the left: an inner merge (ordered by left row) and a right merge
     // (ordered by right row) probing the big right side.
     let small_left = DataFrame::from_batch(left_batch(&small), 1).unwrap();
-    let big_right = parquet_frame(&right_batch(&big), 2);
+    let (big_right, _right_files) = parquet_frame(&right_batch(&big), 2);
     for how in [How::Inner, How::Right] {
         let merged = small_left.merge(&big_right, &MergeOptions::on(["k"]).how(how)).unwrap();
         assert!(merged.explain().contains("the left side is one partition"), "{}", merged.explain());

@@ -8,6 +8,9 @@ use kiln_dataframe::{CsvOptions, read_csv};
 use kiln_graph::Collection;
 use kiln_local::LocalScheduler;
 
+mod scratch;
+use scratch::ScratchDir;
+
 const CSV: &str = "\
 delay,ratio,name,code
 3,0.5,alpha,NA
@@ -17,16 +20,17 @@ NA,NaN,n/a,x
 -999,2.5,delta,
 ";
 
-fn write(dir: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("kiln-na-values-{dir}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("a.csv"), CSV).unwrap();
-    format!("{}/*.csv", dir.display())
+/// The CSV in a scratch directory: a glob of it, and the directory that keeps it until
+/// dropped.
+fn write(name: &str) -> (String, ScratchDir) {
+    let dir = ScratchDir::new(&format!("na-values-{name}"));
+    std::fs::write(dir.path().join("a.csv"), CSV).unwrap();
+    (format!("{}/*.csv", dir.path().display()), dir)
 }
 
 #[test]
 fn pandas_missing_value_spellings_are_nulls_and_do_not_change_the_inferred_type() {
-    let pattern = write("default");
+    let (pattern, _dir) = write("default");
     let df = read_csv(&pattern, &CsvOptions::default()).unwrap();
     let schema = df.schema();
     assert_eq!(schema.field_with_name("delay").unwrap().data_type(), &DataType::Int64);
@@ -48,7 +52,7 @@ fn pandas_missing_value_spellings_are_nulls_and_do_not_change_the_inferred_type(
 
 #[test]
 fn na_values_add_to_the_defaults_and_no_default_na_keeps_the_text() {
-    let pattern = write("options");
+    let (pattern, _dir) = write("options");
     let scheduler = LocalScheduler::new();
     // na_values=["-999"]: the sentinel is missing too.
     let df = read_csv(&pattern, &CsvOptions::default().na_values(["-999"])).unwrap();
