@@ -180,9 +180,10 @@ fn a_sort_and_a_split_out_groupby_of_three_times_the_memory_limit_complete_under
     // partial row and workers peaked at 336 and 461 MB); a paused worker fetches nothing and at
     // most 10 % of its limit arrives from peers at once (the range shuffle's 1,700 pieces took
     // sort peaks to 146-240 MB before); a run's inputs count against the limit until the run
-    // ends; a worker over its spill threshold neither reads back nor fetches, since waiting
-    // tasks pin what is already there (sort peaks 131-181 MB before); and a sorted partition is
-    // written a slice at a time. Runs since peaked at 104-107 MB.
+    // ends; over its spill threshold a worker reads back and fetches nothing while anything
+    // else is under way, since waiting tasks pin what is already there (sort peaks 131-181 MB
+    // before); and a sorted partition is written a slice at a time. Six runs since peaked at
+    // 99-112 MB.
     let bound = LIMIT;
     for (phase, peaks) in [("group-by", &groupby_peaks), ("sort", &sort_peaks)] {
         for (pid, peak) in pids.iter().zip(peaks) {
