@@ -252,8 +252,7 @@ impl PortableKernel for PartitionKernel {
                     })
                     .map_err(task_error)?;
                 let batch = concat_pieces(path, pieces).map_err(task_error)?;
-                let batch = apply_ops(batch, rest).map_err(task_error)?;
-                return self.finish(batch);
+                return self.finish_after(batch, rest);
             }
             ReadSpec::Input { projection } => {
                 let batch = input::<RecordBatch>(inputs, 0)?;
@@ -266,15 +265,7 @@ impl PortableKernel for PartitionKernel {
         if let Terminal::Partial(spec) = &self.terminal {
             return Ok(Value::new(partial_after(spec, batch, &ops).map_err(task_error)?));
         }
-        if let (Terminal::WriteParquet(path), [before @ .., Op::Step(Step::Sort(by))]) = (&self.terminal, &ops[..]) {
-            // A sorted partition (`set_index`, `sort_values`) is written in order, a slice at a
-            // time, rather than sorted whole and then written.
-            let batch = apply_ops(batch, before).map_err(task_error)?;
-            let order = crate::sort::sort_order(&batch, by).map_err(task_error)?;
-            return Ok(Value::new(write_parquet_file(path, &batch, Some(&order)).map_err(task_error)?));
-        }
-        let batch = apply_ops(batch, &ops).map_err(task_error)?;
-        self.finish(batch)
+        self.finish_after(batch, &ops)
     }
 }
 
@@ -369,6 +360,18 @@ fn filter_mask(batch: &RecordBatch, predicate: &crate::expr::Expr) -> Result<arr
 }
 
 impl PartitionKernel {
+    /// `ops` on the partition, then the terminal step.
+    fn finish_after(&self, batch: RecordBatch, ops: &[Op]) -> std::result::Result<Value, TaskError> {
+        if let (Terminal::WriteParquet(path), [before @ .., Op::Step(Step::Sort(by))]) = (&self.terminal, ops) {
+            // A sorted partition (`set_index`, `sort_values`) is written in order, a slice at a
+            // time, rather than sorted whole and then written.
+            let batch = apply_ops(batch, before).map_err(task_error)?;
+            let order = crate::sort::sort_order(&batch, by).map_err(task_error)?;
+            return Ok(Value::new(write_parquet_file(path, &batch, Some(&order)).map_err(task_error)?));
+        }
+        self.finish(apply_ops(batch, ops).map_err(task_error)?)
+    }
+
     /// The terminal step on the partition after its steps.
     fn finish(&self, batch: RecordBatch) -> std::result::Result<Value, TaskError> {
         Ok(match &self.terminal {

@@ -1284,16 +1284,19 @@ impl<P> WorkerState<P> {
     /// many tasks at once would fill memory with values none of them can run without (they
     /// wait for fetches a pause holds back).
     fn start_input_of_first_waiting(&mut self, out: &mut Vec<Instruction<P>>) {
-        // A ready task that consumes inputs will start (a pause lets one through when nothing
-        // else lowers memory); ready tasks without inputs may wait for the pause to end.
+        // Every input not asked for yet is queued for a read-back or a fetch. Checked on every
+        // event, so the cheap tests come first.
+        let nothing_missing = self.unspill_queue.is_empty() && self.fetch_queue.is_empty();
         let busy = self.in_flight > 0
             || self.spills_in_flight > 0
             || self.unspills_in_flight > 0
-            || self.fetches_in_flight > 0
-            || self.ready_consumer().is_some();
-        // Every input not asked for yet is queued for a read-back or a fetch.
-        let nothing_missing = self.unspill_queue.is_empty() && self.fetch_queue.is_empty();
-        if busy || nothing_missing || self.leaving.is_some() || self.stopped {
+            || self.fetches_in_flight > 0;
+        if nothing_missing || busy || self.leaving.is_some() || self.stopped {
+            return;
+        }
+        // A ready task that consumes inputs will start (a pause lets one through when nothing
+        // else lowers memory); ready tasks without inputs may wait for the pause to end.
+        if self.ready_consumer().is_some() {
             return;
         }
         let first = self
